@@ -1,0 +1,349 @@
+//! PVO's message spool: an append-only log of segment files with group commit.
+//!
+//! The SMTP server may answer `250` after DATA only once the message is on stable storage.
+//! Postfix writes one file per message and fsyncs it; this spool instead appends the messages
+//! of all concurrent sessions to one log, written by one thread, so that they share one
+//! `fdatasync` (group commit). The queue manager later appends progress (`update`) and
+//! completion (`finish`) records; segments whose messages are all finished are deleted, and
+//! mostly-dead ones compacted. On start the log is replayed, and anything that does not parse
+//! is moved into `corrupt/` for a person to inspect, never deleted.
+//!
+//! The spool knows nothing about SMTP: a message is a `mid: u64` chosen by the caller, opaque
+//! `meta` bytes (the envelope) and an opaque body; updates are opaque bytes.
+//!
+//! # Using it
+//!
+//! - [`Spool::open`] recovers the directory and returns the unfinished messages with their
+//!   updates in order, and `max_mid`: continue numbering above it. Message ids must be unique
+//!   for the life of the spool; `append` refuses an id that is still live.
+//! - [`Spool::append`] never blocks: it checksums the record on the caller's thread and queues
+//!   it for the writer. The callback runs exactly once, on the writer thread, after the record
+//!   is fsynced (`Ok`) or has failed (`Err`; answer 452 if [`SpoolError::is_no_space`], else
+//!   451). A callback must not block for long, since the next batch waits for it, and must not
+//!   call [`Spool::sync`]. The queue is unbounded: limiting concurrent sessions is the caller's
+//!   job.
+//! - [`Spool::update`] and [`Spool::finish`] are fire-and-forget; they become durable with the
+//!   next batch that fsyncs, or within 200 ms. A crash can lose the last of them, so delivery
+//!   is at-least-once: a message may be delivered again after a crash.
+//! - [`Spool::read_body`] is a blocking `pread` (use `spawn_blocking` from async code). It
+//!   verifies the record's checksums and finds the message wherever compaction moved it.
+//! - Dropping the last handle flushes pending updates and finishes and stops the writer.
+//!
+//! # On-disk format
+//!
+//! `dir/seg-<16 hex digit sequence>.log`, written strictly by appending. Integers are
+//! little-endian. Each file starts with a 40-byte header:
+//!
+//! | offset | size | field                                                        |
+//! |-------:|-----:|--------------------------------------------------------------|
+//! | 0      | 8    | magic `PVOSPOOL`                                             |
+//! | 8      | 4    | format version, 1                                            |
+//! | 12     | 4    | flags, 0                                                     |
+//! | 16     | 8    | sequence number (must match the file name)                   |
+//! | 24     | 8    | `mid_floor`: highest message id seen when the file was made  |
+//! | 32     | 4    | reserved, 0                                                  |
+//! | 36     | 4    | CRC-32 of bytes 0..36                                        |
+//!
+//! Then records, each a 24-byte header and a payload:
+//!
+//! | offset | size | field                                            |
+//! |-------:|-----:|--------------------------------------------------|
+//! | 0      | 1    | magic `0xA7`                                     |
+//! | 1      | 1    | type (below)                                     |
+//! | 2      | 2    | reserved, 0                                      |
+//! | 4      | 4    | payload length                                   |
+//! | 8      | 8    | message id                                       |
+//! | 16     | 4    | CRC-32 of the payload                            |
+//! | 20     | 4    | CRC-32 of header bytes 0..20                     |
+//!
+//! | type | name      | payload                                                         |
+//! |-----:|-----------|-----------------------------------------------------------------|
+//! | 1    | Message   | `meta_len: u32`, meta, body                                     |
+//! | 2    | Update    | opaque data                                                     |
+//! | 3    | Finish    | empty                                                           |
+//! | 4    | Relocated | `meta_len: u32`, meta, `n: u32`, n × (`len: u32`, data), body   |
+//!
+//! `Relocated` is a copy written by compaction (or by repair after a failed fsync) with the
+//! updates so far. Replay, in segment order then file order: a `Message` or `Relocated`
+//! record makes its copy current (the newest copy wins, including its update list), an
+//! `Update` appends to the current copy, a `Finish` makes the message dead. The header has
+//! its own checksum so that a damaged length field is recognised as damage instead of being
+//! mistaken for a torn tail. Other files: `dir/lock` (held with `flock` while open) and
+//! `dir/corrupt/` (files and torn tails moved aside, with a `.N` suffix on name clashes).
+//!
+//! # Modules
+//!
+//! - `format`: encoding and decoding, no IO.
+//! - `recovery`: replaying segments at start, cutting torn tails, moving files aside.
+//! - `writer`: the writer thread, group commit, rotation, compaction, failure repair.
+//! - `state`: the in-memory picture both of them maintain.
+//! - `dir`: names, the lock, directory fsync.
+
+#![forbid(unsafe_code)]
+
+mod crc;
+mod dir;
+mod error;
+mod format;
+mod recovery;
+mod state;
+mod writer;
+
+#[cfg(test)]
+mod tests;
+
+use std::path::PathBuf;
+use std::sync::atomic::Ordering;
+use std::sync::{mpsc, Arc};
+use std::thread::{self, JoinHandle, ThreadId};
+
+pub use error::SpoolError;
+
+use dir::CORRUPT_DIR;
+use error::io_error;
+use writer::{Done, Op, Retire, Shared, Writer};
+
+/// Where the spool lives and how it writes.
+#[derive(Clone, Debug)]
+pub struct SpoolConfig {
+    pub dir: PathBuf,
+    /// Start a new segment when the active one exceeds this many bytes. Default 64 MiB.
+    pub segment_size: u64,
+    /// fsync data and directories. Default true; false only for tests of logic.
+    pub fsync: bool,
+}
+
+impl SpoolConfig {
+    pub fn new(dir: impl Into<PathBuf>) -> Self {
+        SpoolConfig {
+            dir: dir.into(),
+            segment_size: 64 << 20,
+            fsync: true,
+        }
+    }
+}
+
+/// What `open` found on disk.
+#[derive(Debug)]
+pub struct Recovered {
+    /// Unfinished messages, in mid order.
+    pub messages: Vec<RecoveredMessage>,
+    /// Files and torn tails moved into `corrupt/`.
+    pub moved_aside: Vec<MovedAside>,
+    /// The highest mid seen in any parsed record or segment header, 0 if none.
+    pub max_mid: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RecoveredMessage {
+    pub mid: u64,
+    pub meta: Vec<u8>,
+    /// In the order they were appended.
+    pub updates: Vec<Vec<u8>>,
+}
+
+/// A file (or the tail of one) that recovery moved into `corrupt/`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MovedAside {
+    pub from: PathBuf,
+    pub to: PathBuf,
+    /// Which file, which offset, what was wrong, and what was done about it.
+    pub reason: String,
+}
+
+/// Gauges and counters for status pages.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SpoolStats {
+    pub live_messages: u64,
+    /// Meta plus body bytes of the live messages.
+    pub live_bytes: u64,
+    /// Segment files in the spool directory, the active one included.
+    pub segments: u64,
+    /// fsyncs of segment data since open (counted even with `fsync: false`).
+    pub fsyncs: u64,
+    /// Appends completed successfully since open.
+    pub appends: u64,
+    /// Segments compacted since open.
+    pub compactions: u64,
+}
+
+/// A handle to an open spool; cheap to clone, usable from any thread.
+#[derive(Clone)]
+pub struct Spool {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    tx: Option<mpsc::Sender<Op>>,
+    shared: Arc<Shared>,
+    writer: Option<JoinHandle<()>>,
+    writer_id: ThreadId,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        // Closing the channel tells the writer to flush and stop; waiting for it releases the
+        // directory lock before this returns, so the spool can be reopened at once. A callback
+        // dropping the last handle runs on the writer thread and must not wait for itself.
+        drop(self.tx.take());
+        if let Some(handle) = self.writer.take() {
+            if thread::current().id() != self.writer_id {
+                let _ = handle.join();
+            }
+        }
+    }
+}
+
+impl Spool {
+    /// Creates `dir` (and `dir/corrupt`) if needed, recovers existing segments, starts the
+    /// writer thread.
+    pub fn open(cfg: SpoolConfig) -> Result<(Spool, Recovered), SpoolError> {
+        let corrupt = cfg.dir.join(CORRUPT_DIR);
+        std::fs::create_dir_all(&corrupt).map_err(|e| io_error("create", &corrupt, e))?;
+        dir::sync_dir(&cfg.dir, cfg.fsync)?;
+        let lock = dir::lock(&cfg.dir)?;
+
+        let rec = recovery::recover(&cfg)?;
+        let shared = Arc::new(Shared::default());
+        let mut moved_aside = rec.moved_aside;
+        let mut writer = Writer::new(cfg, rec.state, rec.next_seq, shared.clone(), lock);
+        // Every run writes to a fresh segment, so recovery never has to append to a file it
+        // has just repaired, and corrupt segments have somewhere to copy their messages to.
+        writer.ensure_active()?;
+        for (seq, reason) in rec.corrupt {
+            moved_aside.extend(writer.retire(seq, Retire::MoveAside(reason))?);
+        }
+        writer.retire_dead()?;
+        writer.publish_all();
+        let (messages, max_mid) = writer.recovered();
+
+        let (tx, rx) = mpsc::channel();
+        let handle = thread::Builder::new()
+            .name("pvo-spool-writer".to_string())
+            .spawn(move || writer.run(rx))
+            .map_err(|e| io_error("start writer thread for", &corrupt, e))?;
+        let spool = Spool {
+            inner: Arc::new(Inner {
+                tx: Some(tx),
+                shared,
+                writer_id: handle.thread().id(),
+                writer: Some(handle),
+            }),
+        };
+        let recovered = Recovered {
+            messages,
+            moved_aside,
+            max_mid,
+        };
+        Ok((spool, recovered))
+    }
+
+    fn send(&self, op: Op) {
+        if let Some(tx) = &self.inner.tx {
+            // If the writer is gone the op comes back and is dropped here, which completes an
+            // append's callback with `Closed` on this thread: there is no writer to run it.
+            let _ = tx.send(op);
+        }
+    }
+
+    /// Queues a new message. `done` is called exactly once, from the writer thread, after the
+    /// record is written and fsynced (`Ok`) or failed (`Err`). Only if the writer thread has
+    /// stopped is `done(Err(Closed))` called on this thread instead.
+    pub fn append(
+        &self,
+        mid: u64,
+        meta: Vec<u8>,
+        body: Vec<u8>,
+        done: Box<dyn FnOnce(Result<(), SpoolError>) + Send>,
+    ) {
+        let done = Done::new(done);
+        let op = match format::message(mid, &meta, &body) {
+            Ok(enc) => Op::Append {
+                mid,
+                meta_len: meta.len(),
+                record: enc.bytes,
+                done,
+            },
+            Err(len) => Op::Reject {
+                done,
+                err: SpoolError::TooLarge { mid, len },
+            },
+        };
+        self.send(op);
+    }
+
+    /// Records progress of a message. Written in the next batch, durable at the next fsync.
+    /// Ignored if the message is not live (or the update is over 4 GiB).
+    pub fn update(&self, mid: u64, data: Vec<u8>) {
+        if let Ok(record) = format::update(mid, &data) {
+            self.send(Op::Update { mid, record });
+        }
+    }
+
+    /// The message is finished (delivered, bounced or deleted): its records become dead.
+    /// Written in the next batch. Ignored if the message is not live.
+    pub fn finish(&self, mid: u64) {
+        self.send(Op::Finish {
+            mid,
+            record: format::finish(mid),
+        });
+    }
+
+    /// Reads a live message's body with a blocking `pread`, verifying its checksums.
+    pub fn read_body(&self, mid: u64) -> Result<Vec<u8>, SpoolError> {
+        let (loc, file) = {
+            let idx = self.inner.shared.index();
+            let loc = *idx.locs.get(&mid).ok_or(SpoolError::UnknownMessage(mid))?;
+            let file = idx
+                .files
+                .get(&loc.seq)
+                .cloned()
+                .ok_or(SpoolError::UnknownMessage(mid))?;
+            (loc, file)
+        };
+        // Outside the lock: the Arc keeps the file readable even if compaction deletes it.
+        state::read_body(&file, loc)
+    }
+
+    /// Number of live messages and bytes, and counters.
+    pub fn stats(&self) -> SpoolStats {
+        let shared = &self.inner.shared;
+        let idx = shared.index();
+        SpoolStats {
+            live_messages: idx.locs.len() as u64,
+            live_bytes: idx.live_bytes,
+            segments: idx.files.len() as u64,
+            fsyncs: shared.fsyncs.load(Ordering::Relaxed),
+            appends: shared.appends.load(Ordering::Relaxed),
+            compactions: shared.compactions.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Writes pending updates and finishes and fsyncs; blocks until done. Used at clean
+    /// shutdown and by tests. Must not be called from an `append` callback.
+    pub fn sync(&self) -> Result<(), SpoolError> {
+        if thread::current().id() == self.inner.writer_id {
+            return Err(SpoolError::Reentrant);
+        }
+        let (tx, rx) = mpsc::channel();
+        self.send(Op::Sync(tx));
+        rx.recv().unwrap_or(Err(SpoolError::Closed))
+    }
+
+    /// Test hook: the next fsync fails with OS error `code` (e.g. 5 for EIO, 28 for ENOSPC).
+    #[cfg(test)]
+    pub(crate) fn fail_next_sync(&self, code: i32) {
+        self.inner
+            .shared
+            .fail_next_sync
+            .store(code, Ordering::SeqCst);
+    }
+
+    /// Test hook: seal the active segment so that the next record starts a new one.
+    #[cfg(test)]
+    pub(crate) fn rotate(&self) {
+        let (tx, rx) = mpsc::channel();
+        self.send(Op::Rotate(tx));
+        let _ = rx.recv();
+    }
+}

@@ -1,0 +1,642 @@
+//! Tests of the spool through its public API, each in its own temporary directory.
+//!
+//! Most tests run with `fsync: false` because they test logic, not the disk; the batching and
+//! throughput test runs with real fsyncs. Crashes are simulated by editing segment files
+//! between a drop and the next open, which is what a crash leaves behind.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{mpsc, Arc};
+use std::time::Instant;
+
+use crate::dir::CORRUPT_DIR;
+use crate::{Recovered, RecoveredMessage, Spool, SpoolConfig, SpoolError};
+
+fn cfg(dir: &Path) -> SpoolConfig {
+    let mut c = SpoolConfig::new(dir);
+    c.fsync = false;
+    c
+}
+
+fn open(c: &SpoolConfig) -> (Spool, Recovered) {
+    Spool::open(c.clone()).expect("open spool")
+}
+
+/// Appends and waits for the callback.
+fn append(spool: &Spool, mid: u64, meta: &[u8], body: &[u8]) -> Result<(), SpoolError> {
+    let (tx, rx) = mpsc::channel();
+    spool.append(
+        mid,
+        meta.to_vec(),
+        body.to_vec(),
+        Box::new(move |r| {
+            let _ = tx.send(r);
+        }),
+    );
+    rx.recv().expect("callback called")
+}
+
+fn body_of(mid: u64, len: usize) -> Vec<u8> {
+    let tag = format!("body-{mid}-");
+    tag.bytes().cycle().take(len).collect()
+}
+
+fn files_in(dir: &Path) -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    v.sort();
+    v
+}
+
+fn segments(dir: &Path) -> Vec<PathBuf> {
+    files_in(dir)
+        .into_iter()
+        .filter(|p| p.extension().is_some_and(|e| e == "log"))
+        .collect()
+}
+
+fn mids(r: &Recovered) -> Vec<u64> {
+    r.messages.iter().map(|m| m.mid).collect()
+}
+
+#[test]
+fn append_then_read_body() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut c = SpoolConfig::new(tmp.path().join("spool"));
+    c.fsync = true;
+    let (spool, rec) = open(&c);
+    assert!(rec.messages.is_empty() && rec.moved_aside.is_empty());
+    assert_eq!(rec.max_mid, 0);
+
+    append(&spool, 1, b"env-1", b"Subject: one\r\n\r\nhello\r\n").unwrap();
+    append(&spool, 2, b"", b"").unwrap();
+    assert_eq!(
+        spool.read_body(1).unwrap(),
+        b"Subject: one\r\n\r\nhello\r\n"
+    );
+    assert_eq!(spool.read_body(2).unwrap(), b"");
+    assert!(matches!(
+        spool.read_body(3),
+        Err(SpoolError::UnknownMessage(3))
+    ));
+    let st = spool.stats();
+    assert_eq!(st.live_messages, 2);
+    assert_eq!(st.live_bytes, 5 + 23);
+    assert_eq!(st.appends, 2);
+    assert!(st.fsyncs >= 1);
+
+    spool.finish(1);
+    spool.sync().unwrap();
+    assert!(matches!(
+        spool.read_body(1),
+        Err(SpoolError::UnknownMessage(1))
+    ));
+    assert_eq!(spool.stats().live_messages, 1);
+}
+
+#[test]
+fn restart_returns_unfinished_messages_with_updates_in_order() {
+    let tmp = tempfile::tempdir().unwrap();
+    let c = cfg(tmp.path());
+    {
+        let (spool, _) = open(&c);
+        for mid in 1..=3 {
+            append(
+                &spool,
+                mid,
+                format!("meta-{mid}").as_bytes(),
+                &body_of(mid, 100),
+            )
+            .unwrap();
+        }
+        spool.update(1, b"rcpt 1 delivered".to_vec());
+        spool.update(2, b"attempt 1".to_vec());
+        spool.update(1, b"rcpt 2 deferred".to_vec());
+        spool.finish(2);
+        spool.update(2, b"after finish: ignored".to_vec());
+        spool.update(9, b"unknown: ignored".to_vec());
+        // No sync: dropping the last handle must flush updates and finishes.
+    }
+    let (spool, rec) = open(&c);
+    assert!(rec.moved_aside.is_empty(), "{:?}", rec.moved_aside);
+    assert_eq!(
+        rec.messages,
+        vec![
+            RecoveredMessage {
+                mid: 1,
+                meta: b"meta-1".to_vec(),
+                updates: vec![b"rcpt 1 delivered".to_vec(), b"rcpt 2 deferred".to_vec()],
+            },
+            RecoveredMessage {
+                mid: 3,
+                meta: b"meta-3".to_vec(),
+                updates: vec![],
+            },
+        ]
+    );
+    assert_eq!(rec.max_mid, 3);
+    assert_eq!(spool.read_body(1).unwrap(), body_of(1, 100));
+    assert_eq!(spool.read_body(3).unwrap(), body_of(3, 100));
+    assert!(spool.read_body(2).is_err());
+    assert_eq!(spool.stats().live_messages, 2);
+}
+
+#[test]
+fn max_mid_survives_when_every_message_is_finished() {
+    let tmp = tempfile::tempdir().unwrap();
+    let c = cfg(tmp.path());
+    {
+        let (spool, _) = open(&c);
+        append(&spool, 41, b"", b"x").unwrap();
+        append(&spool, 40, b"", b"y").unwrap();
+        spool.finish(40);
+        spool.finish(41);
+        spool.sync().unwrap();
+    }
+    for _ in 0..3 {
+        // Each start deletes the dead segments of the previous run; the segment header keeps
+        // the floor so ids never go backwards.
+        let (_spool, rec) = open(&c);
+        assert!(rec.messages.is_empty());
+        assert_eq!(rec.max_mid, 41);
+        assert_eq!(segments(&c.dir).len(), 1);
+    }
+}
+
+#[test]
+fn rotation_and_deletion_of_dead_segments() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut c = cfg(tmp.path());
+    c.segment_size = 1024;
+    let (spool, _) = open(&c);
+    for mid in 1..=20 {
+        append(&spool, mid, b"m", &body_of(mid, 300)).unwrap();
+    }
+    let before = spool.stats().segments;
+    assert!(before >= 5, "expected rotation, have {before} segments");
+    assert_eq!(segments(&c.dir).len() as u64, before);
+
+    for mid in 1..=20 {
+        if mid != 20 {
+            spool.finish(mid);
+        }
+    }
+    spool.sync().unwrap();
+    // Only segments with a live message (or the active one) remain.
+    let after = spool.stats().segments;
+    assert!(after <= 2, "dead segments not deleted: {after} left");
+    assert_eq!(segments(&c.dir).len() as u64, after);
+    assert_eq!(spool.read_body(20).unwrap(), body_of(20, 300));
+    assert!(files_in(&c.dir.join(CORRUPT_DIR)).is_empty());
+    drop(spool);
+
+    let (spool, rec) = open(&c);
+    assert_eq!(mids(&rec), vec![20]);
+    assert_eq!(rec.max_mid, 20);
+    assert_eq!(spool.read_body(20).unwrap(), body_of(20, 300));
+}
+
+#[test]
+fn compaction_keeps_live_messages_readable_and_recoverable() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut c = cfg(tmp.path());
+    c.segment_size = 2048;
+    let (spool, _) = open(&c);
+    let first_segment = segments(&c.dir)[0].clone();
+    for mid in 1..=40 {
+        append(
+            &spool,
+            mid,
+            format!("meta-{mid}").as_bytes(),
+            &body_of(mid, 300),
+        )
+        .unwrap();
+        if mid == 1 {
+            spool.update(1, b"early update".to_vec());
+        }
+    }
+    let keep = [1u64, 13];
+    for mid in 1..=40 {
+        if !keep.contains(&mid) && mid < 35 {
+            spool.finish(mid);
+        }
+    }
+    spool.update(13, b"late update".to_vec());
+    // Each pass compacts at most one segment; a few syncs give it the passes.
+    for _ in 0..5 {
+        spool.sync().unwrap();
+    }
+    let st = spool.stats();
+    assert!(st.compactions >= 2, "{st:?}");
+    assert!(!first_segment.exists(), "compacted segment still present");
+    for mid in keep.iter().copied().chain(35..=40) {
+        assert_eq!(
+            spool.read_body(mid).unwrap(),
+            body_of(mid, 300),
+            "mid {mid}"
+        );
+    }
+    assert_eq!(st.live_messages, 8);
+    spool.update(1, b"after compaction".to_vec());
+    drop(spool);
+
+    let (spool, rec) = open(&c);
+    assert!(rec.moved_aside.is_empty(), "{:?}", rec.moved_aside);
+    let want: Vec<u64> = keep.iter().copied().chain(35..=40).collect();
+    assert_eq!(mids(&rec), want);
+    assert_eq!(
+        rec.messages[0].updates,
+        vec![b"early update".to_vec(), b"after compaction".to_vec()]
+    );
+    assert_eq!(rec.messages[0].meta, b"meta-1");
+    assert_eq!(rec.messages[1].updates, vec![b"late update".to_vec()]);
+    for mid in want {
+        assert_eq!(
+            spool.read_body(mid).unwrap(),
+            body_of(mid, 300),
+            "mid {mid}"
+        );
+    }
+}
+
+#[test]
+fn torn_tail_is_cut_and_moved_aside() {
+    let tmp = tempfile::tempdir().unwrap();
+    let c = cfg(tmp.path());
+    {
+        let (spool, _) = open(&c);
+        for mid in 1..=3 {
+            append(&spool, mid, b"", &body_of(mid, 500)).unwrap();
+        }
+    }
+    let seg = segments(&c.dir).pop().unwrap();
+    let len = fs::metadata(&seg).unwrap().len();
+    let original = fs::read(&seg).unwrap();
+    fs::OpenOptions::new()
+        .write(true)
+        .open(&seg)
+        .unwrap()
+        .set_len(len - 5)
+        .unwrap();
+
+    let (spool, rec) = open(&c);
+    assert_eq!(mids(&rec), vec![1, 2]);
+    assert_eq!(rec.max_mid, 2);
+    assert_eq!(rec.moved_aside.len(), 1, "{:?}", rec.moved_aside);
+    let m = &rec.moved_aside[0];
+    assert_eq!(m.from, seg);
+    assert!(m.to.starts_with(c.dir.join(CORRUPT_DIR)));
+    assert!(m.reason.contains("torn"), "{}", m.reason);
+    // The tail file holds exactly the bytes that were cut, and the segment is still there.
+    let tail = fs::read(&m.to).unwrap();
+    let cut = fs::metadata(&seg).unwrap().len();
+    assert!(m.reason.contains(&format!("offset {cut}")), "{}", m.reason);
+    assert_eq!(tail, original[cut as usize..(len - 5) as usize]);
+    assert_eq!(spool.read_body(2).unwrap(), body_of(2, 500));
+    drop(spool);
+
+    let (_spool, rec) = open(&c);
+    assert_eq!(mids(&rec), vec![1, 2]);
+    assert!(rec.moved_aside.is_empty());
+    assert!(seg.exists());
+}
+
+#[test]
+fn zero_filled_tail_counts_as_torn() {
+    let tmp = tempfile::tempdir().unwrap();
+    let c = cfg(tmp.path());
+    {
+        let (spool, _) = open(&c);
+        append(&spool, 1, b"", b"one").unwrap();
+    }
+    let seg = segments(&c.dir).pop().unwrap();
+    let mut data = fs::read(&seg).unwrap();
+    data.extend_from_slice(&[0u8; 4096]);
+    fs::write(&seg, &data).unwrap();
+    let (_spool, rec) = open(&c);
+    assert_eq!(mids(&rec), vec![1]);
+    assert_eq!(rec.moved_aside.len(), 1);
+    assert!(rec.moved_aside[0].reason.contains("zero bytes"));
+    assert!(seg.exists());
+}
+
+#[test]
+fn garbage_in_the_middle_moves_the_segment_aside_and_keeps_the_good_prefix() {
+    let tmp = tempfile::tempdir().unwrap();
+    let c = cfg(tmp.path());
+    {
+        let (spool, _) = open(&c);
+        append(&spool, 1, b"meta-1", &body_of(1, 500)).unwrap();
+        spool.update(1, b"u1".to_vec());
+        append(&spool, 2, b"meta-2", &body_of(2, 500)).unwrap();
+        append(&spool, 3, b"meta-3", &body_of(3, 500)).unwrap();
+    }
+    let seg = segments(&c.dir).pop().unwrap();
+    let mut data = fs::read(&seg).unwrap();
+    let needle = b"body-2-body-2";
+    let at = data
+        .windows(needle.len())
+        .position(|w| w == needle)
+        .unwrap();
+    data[at + 3] ^= 0x20;
+    fs::write(&seg, &data).unwrap();
+
+    let (spool, rec) = open(&c);
+    assert_eq!(mids(&rec), vec![1]);
+    assert_eq!(rec.messages[0].updates, vec![b"u1".to_vec()]);
+    assert_eq!(rec.moved_aside.len(), 1, "{:?}", rec.moved_aside);
+    let m = &rec.moved_aside[0];
+    assert_eq!(m.from, seg);
+    assert!(m.reason.contains("checksum"), "{}", m.reason);
+    assert!(m.reason.contains("at offset"), "{}", m.reason);
+    // Moved, not deleted: the whole file is in corrupt/ as it was.
+    assert!(!seg.exists());
+    assert_eq!(fs::read(&m.to).unwrap(), data);
+    assert_eq!(spool.read_body(1).unwrap(), body_of(1, 500));
+    drop(spool);
+
+    let (spool, rec) = open(&c);
+    assert_eq!(mids(&rec), vec![1]);
+    assert_eq!(rec.messages[0].updates, vec![b"u1".to_vec()]);
+    assert!(rec.moved_aside.is_empty(), "{:?}", rec.moved_aside);
+    assert_eq!(spool.read_body(1).unwrap(), body_of(1, 500));
+    assert_eq!(files_in(&c.dir.join(CORRUPT_DIR)).len(), 1);
+}
+
+#[test]
+fn unknown_files_are_moved_aside() {
+    let tmp = tempfile::tempdir().unwrap();
+    let c = cfg(tmp.path());
+    fs::create_dir_all(&c.dir).unwrap();
+    fs::write(c.dir.join("notes.txt"), b"hello").unwrap();
+    fs::write(c.dir.join("seg-00000000000000ff.log"), b"not a segment").unwrap();
+    fs::write(c.dir.join("seg-00000000000000FF.log"), b"wrong spelling").unwrap();
+    fs::create_dir(c.dir.join("subdir")).unwrap();
+
+    let (spool, rec) = open(&c);
+    let mut from: Vec<String> = rec
+        .moved_aside
+        .iter()
+        .map(|m| m.from.file_name().unwrap().to_string_lossy().into_owned())
+        .collect();
+    from.sort();
+    assert_eq!(
+        from,
+        vec![
+            "notes.txt",
+            "seg-00000000000000FF.log",
+            "seg-00000000000000ff.log",
+            "subdir"
+        ]
+    );
+    let corrupt = c.dir.join(CORRUPT_DIR);
+    assert_eq!(fs::read(corrupt.join("notes.txt")).unwrap(), b"hello");
+    assert!(corrupt.join("subdir").is_dir());
+    let bad = rec
+        .moved_aside
+        .iter()
+        .find(|m| m.from.ends_with("seg-00000000000000ff.log"))
+        .unwrap();
+    assert!(bad.reason.contains("shorter"), "{}", bad.reason);
+    // New segments sort after every name seen, even ones moved aside.
+    assert_eq!(
+        segments(&c.dir),
+        vec![c.dir.join("seg-0000000000000100.log")]
+    );
+    append(&spool, 1, b"", b"x").unwrap();
+}
+
+#[test]
+fn concurrent_appends_share_fsyncs() {
+    const THREADS: u64 = 20;
+    const PER_THREAD: u64 = 100;
+    let tmp = tempfile::tempdir().unwrap();
+    let c = SpoolConfig::new(tmp.path());
+    assert!(c.fsync);
+    let (spool, _) = open(&c);
+    let body = vec![b'x'; 4096];
+    let start = Instant::now();
+    let handles: Vec<_> = (0..THREADS)
+        .map(|t| {
+            let spool = spool.clone();
+            let body = body.clone();
+            std::thread::spawn(move || {
+                for i in 0..PER_THREAD {
+                    let mid = t * PER_THREAD + i + 1;
+                    append(&spool, mid, b"meta", &body).unwrap();
+                }
+            })
+        })
+        .collect();
+    for h in handles {
+        h.join().unwrap();
+    }
+    let secs = start.elapsed().as_secs_f64();
+    let st = spool.stats();
+    let total = THREADS * PER_THREAD;
+    println!(
+        "{total} appends of 4 KiB from {THREADS} threads with fsync: {:.0} appends/s, \
+         {} fsyncs ({:.1} appends per fsync)",
+        total as f64 / secs,
+        st.fsyncs,
+        total as f64 / st.fsyncs as f64
+    );
+    assert_eq!(st.appends, total);
+    assert_eq!(st.live_messages, total);
+    assert!(st.fsyncs < total, "no batching: {st:?}");
+    assert_eq!(spool.read_body(total).unwrap(), body);
+}
+
+#[test]
+fn callbacks_are_called_exactly_once() {
+    let tmp = tempfile::tempdir().unwrap();
+    let c = cfg(tmp.path());
+    let (spool, _) = open(&c);
+    let counters: Vec<Arc<AtomicUsize>> = (0..50).map(|_| Arc::new(AtomicUsize::new(0))).collect();
+    let results = Arc::new(std::sync::Mutex::new(Vec::new()));
+    for (i, n) in counters.iter().enumerate() {
+        let n = n.clone();
+        let results = results.clone();
+        // Every fifth append reuses the previous id, which must fail, not overwrite.
+        let mid = if i % 5 == 4 { i as u64 - 1 } else { i as u64 };
+        spool.append(
+            mid,
+            Vec::new(),
+            vec![i as u8; 10],
+            Box::new(move |r| {
+                n.fetch_add(1, Ordering::SeqCst);
+                results.lock().unwrap().push((i, r.is_ok()));
+                if i == 7 {
+                    panic!("a panicking callback must not stop the writer");
+                }
+            }),
+        );
+    }
+    spool.sync().unwrap();
+    // Appends still queued when the last handle is dropped are completed too.
+    let late = Arc::new(AtomicUsize::new(0));
+    for i in 0..10u64 {
+        let late = late.clone();
+        spool.append(
+            1000 + i,
+            Vec::new(),
+            Vec::new(),
+            Box::new(move |_| {
+                late.fetch_add(1, Ordering::SeqCst);
+            }),
+        );
+    }
+    drop(spool);
+    for (i, n) in counters.iter().enumerate() {
+        assert_eq!(n.load(Ordering::SeqCst), 1, "callback {i}");
+    }
+    assert_eq!(late.load(Ordering::SeqCst), 10);
+    let results = results.lock().unwrap();
+    for &(i, ok) in results.iter() {
+        assert_eq!(ok, i % 5 != 4, "append {i}");
+    }
+}
+
+#[test]
+fn fsync_failure_fails_the_batch_and_the_next_batch_works() {
+    let tmp = tempfile::tempdir().unwrap();
+    let c = cfg(tmp.path());
+    {
+        let (spool, _) = open(&c);
+        append(&spool, 1, b"m1", b"one").unwrap();
+        spool.update(1, b"u1".to_vec());
+        let seg_before = spool.stats().segments;
+
+        spool.fail_next_sync(5);
+        let err = append(&spool, 2, b"m2", b"two").unwrap_err();
+        assert!(!err.is_no_space(), "{err}");
+        assert!(matches!(err, SpoolError::Io { op: "fsync", .. }), "{err:?}");
+        assert!(spool.read_body(2).is_err());
+
+        // The next batch goes to a new segment and succeeds.
+        append(&spool, 3, b"m3", b"three").unwrap();
+        assert_eq!(spool.stats().segments, seg_before + 1);
+        assert_eq!(spool.read_body(1).unwrap(), b"one");
+        assert_eq!(spool.read_body(3).unwrap(), b"three");
+
+        spool.fail_next_sync(28);
+        let err = append(&spool, 4, b"m4", b"four").unwrap_err();
+        assert!(err.is_no_space(), "{err:?}");
+        spool.sync().unwrap();
+    }
+    // With fsync off, the failed records did reach the file; the repair records must keep
+    // them dead, and the unsynced update must come back exactly once.
+    let (_spool, rec) = open(&c);
+    assert!(rec.moved_aside.is_empty(), "{:?}", rec.moved_aside);
+    assert_eq!(mids(&rec), vec![1, 3]);
+    assert_eq!(rec.messages[0].updates, vec![b"u1".to_vec()]);
+}
+
+#[test]
+fn sync_reports_a_failed_fsync() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (spool, _) = open(&cfg(tmp.path()));
+    append(&spool, 1, b"", b"x").unwrap();
+    spool.finish(1);
+    spool.fail_next_sync(5);
+    assert!(spool.sync().is_err());
+    spool.sync().unwrap();
+    assert_eq!(spool.stats().live_messages, 0);
+}
+
+#[test]
+fn finish_in_a_deleted_segment_is_carried_forward() {
+    let tmp = tempfile::tempdir().unwrap();
+    let c = cfg(tmp.path());
+    {
+        let (spool, _) = open(&c);
+        append(&spool, 1, b"", b"long-lived").unwrap();
+        append(&spool, 2, b"", b"short-lived").unwrap();
+        spool.rotate();
+        // Segment B: the only Finish of message 2, whose record is in segment A.
+        spool.finish(2);
+        append(&spool, 3, b"", b"three").unwrap();
+        spool.rotate();
+        // Segment B is now dead and gets deleted, while A lives on because of message 1.
+        spool.finish(3);
+        spool.sync().unwrap();
+        assert_eq!(spool.stats().segments, 2);
+    }
+    let (_spool, rec) = open(&c);
+    assert_eq!(mids(&rec), vec![1], "a finished message came back");
+}
+
+#[test]
+fn update_in_a_deleted_segment_is_carried_forward() {
+    let tmp = tempfile::tempdir().unwrap();
+    let c = cfg(tmp.path());
+    {
+        let (spool, _) = open(&c);
+        append(&spool, 1, b"", b"long-lived").unwrap();
+        spool.rotate();
+        spool.update(1, b"u1".to_vec());
+        append(&spool, 2, b"", b"two").unwrap();
+        spool.rotate();
+        spool.finish(2);
+        spool.sync().unwrap();
+        spool.update(1, b"u2".to_vec());
+        assert_eq!(spool.read_body(1).unwrap(), b"long-lived");
+    }
+    let (spool, rec) = open(&c);
+    assert_eq!(mids(&rec), vec![1]);
+    assert_eq!(
+        rec.messages[0].updates,
+        vec![b"u1".to_vec(), b"u2".to_vec()]
+    );
+    assert_eq!(spool.read_body(1).unwrap(), b"long-lived");
+}
+
+#[test]
+fn a_corrupted_body_is_not_returned() {
+    let tmp = tempfile::tempdir().unwrap();
+    let c = cfg(tmp.path());
+    let (spool, _) = open(&c);
+    append(&spool, 1, b"", b"pristine body").unwrap();
+    let seg = segments(&c.dir).pop().unwrap();
+    let mut data = fs::read(&seg).unwrap();
+    let at = data.windows(8).position(|w| w == b"pristine").unwrap();
+    data[at] = b'P';
+    fs::write(&seg, &data).unwrap();
+    assert!(matches!(
+        spool.read_body(1),
+        Err(SpoolError::Corrupt { .. })
+    ));
+}
+
+#[test]
+fn a_spool_cannot_be_opened_twice() {
+    let tmp = tempfile::tempdir().unwrap();
+    let c = cfg(tmp.path());
+    let (spool, _) = open(&c);
+    assert!(matches!(
+        Spool::open(c.clone()),
+        Err(SpoolError::Locked { .. })
+    ));
+    drop(spool);
+    let _ = open(&c);
+}
+
+#[test]
+fn sync_from_a_callback_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (spool, _) = open(&cfg(tmp.path()));
+    let (tx, rx) = mpsc::channel();
+    let inner = spool.clone();
+    spool.append(
+        1,
+        Vec::new(),
+        Vec::new(),
+        Box::new(move |_| {
+            let _ = tx.send(inner.sync());
+        }),
+    );
+    assert!(matches!(rx.recv().unwrap(), Err(SpoolError::Reentrant)));
+}

@@ -1,0 +1,62 @@
+//! The CLI side of the admin channel: send one request, print the answer.
+
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::net::UnixStream;
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+
+use super::{socket_path, Request, Response};
+
+/// Sends `request` to the node whose data directory is `dir`.
+pub fn call(dir: &Path, request: &Request) -> Result<Response> {
+    let path = socket_path(dir);
+    let mut stream = match UnixStream::connect(&path) {
+        Ok(s) => s,
+        Err(e) => {
+            let shown = std::fs::canonicalize(dir).unwrap_or_else(|_| dir.to_path_buf());
+            bail!(
+                "no PVO node is running with data directory {} (cannot connect to {}: {}).\n\
+                 Start one with `pvo quickstart --dir {}` or `pvo gateway run --config FILE`, \
+                 or select another node with --dir.",
+                shown.display(),
+                path.display(),
+                crate::delivery::describe_io_error(&e),
+                dir.display()
+            );
+        }
+    };
+    // Long-running commands (telnet to a black hole, deleterecipients on a
+    // huge queue) answer within minutes, not never.
+    stream.set_read_timeout(Some(Duration::from_secs(600)))?;
+    let mut line = serde_json::to_vec(request)?;
+    line.push(b'\n');
+    stream.write_all(&line).context("sending the command to the node")?;
+    let mut reader = BufReader::new(stream);
+    let mut answer = String::new();
+    reader.read_line(&mut answer).context("reading the node's answer")?;
+    if answer.is_empty() {
+        bail!("the node closed the admin connection without answering");
+    }
+    serde_json::from_str(&answer).context("the node's answer is not valid JSON")
+}
+
+/// Runs a command and prints it the way the user asked; exit code 1 on failure.
+pub fn run(dir: &Path, command: &str, args: serde_json::Value, json: bool) -> Result<()> {
+    let user = std::env::var("SUDO_USER").or_else(|_| std::env::var("USER")).unwrap_or_else(|_| "admin".into());
+    let resp = call(dir, &Request { command: command.to_string(), args, user })?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&serde_json::json!({ "ok": resp.ok, "data": resp.data, "text": resp.text }))?);
+    } else if !resp.text.is_empty() {
+        if resp.ok {
+            println!("{}", resp.text.trim_end());
+        } else {
+            eprintln!("{}", resp.text.trim_end());
+        }
+    }
+    if !resp.ok {
+        std::process::exit(1);
+    }
+    Ok(())
+}

@@ -1,0 +1,49 @@
+//! The admin channel between `pvo <command>` and a running node.
+//!
+//! A node listens on the unix socket `DATA_DIR/run/admin.sock` (mode 0600:
+//! only the node's owner may administer it). The CLI sends one JSON
+//! [`Request`] line and reads one JSON [`Response`] line. Every response has
+//! the appliance-style `text` the CLI prints and structured `data` for
+//! `--json`, so the two never disagree about the facts.
+
+pub mod client;
+pub mod server;
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Request {
+    pub command: String,
+    #[serde(default)]
+    pub args: serde_json::Value,
+    /// Who runs the command (the local OS user for now).
+    #[serde(default)]
+    pub user: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+pub struct Response {
+    pub ok: bool,
+    /// What the appliance would print.
+    pub text: String,
+    /// The same facts, structured.
+    #[serde(default)]
+    pub data: serde_json::Value,
+}
+
+impl Response {
+    pub fn ok(text: impl Into<String>, data: serde_json::Value) -> Response {
+        Response { ok: true, text: text.into(), data }
+    }
+
+    pub fn error(text: impl Into<String>) -> Response {
+        let text = text.into();
+        Response { ok: false, data: serde_json::json!({ "error": text }), text }
+    }
+}
+
+pub fn socket_path(data_dir: &Path) -> PathBuf {
+    data_dir.join("run").join("admin.sock")
+}

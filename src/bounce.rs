@@ -1,0 +1,120 @@
+//! Delivery status notifications (RFC 3464) for permanently failed recipients.
+//!
+//! A DSN is an ordinary message from the null sender, spooled and queued like
+//! any other, so it survives a crash and is retried like any other. It is
+//! never sent for a message whose sender is null or that is itself a DSN (no
+//! bounce loops). It carries the headers of the original, not its body, so a
+//! bounce never forwards content a filter may have wanted to stop.
+
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use crate::envelope::Envelope;
+use crate::ids::Kind;
+use crate::node::Shared;
+
+/// Builds and queues a DSN for one recipient of `orig` in the background.
+pub fn spawn_dsn(shared: Arc<Shared>, orig: Arc<Envelope>, rcpt: String, reason: String) {
+    tokio::spawn(async move {
+        let body = match shared.read_body(orig.mid).await {
+            Ok(b) => b,
+            Err(e) => {
+                tracing::warn!(mid = orig.mid, "original body unavailable for the DSN: {e}");
+                Vec::new()
+            }
+        };
+        let mid = shared.ids.next(Kind::Mid);
+        let cfg = shared.config();
+        let text = build_dsn(&cfg.hostname, &orig, &rcpt, &reason, &body, mid);
+        let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+        let env = Envelope {
+            mid,
+            icid: 0,
+            sender: String::new(),
+            recipients: vec![orig.sender.clone()],
+            received_at: now,
+            source_ip: String::new(),
+            listener: String::new(),
+            dsn: true,
+        };
+        match shared.spool_message(&env, text).await {
+            Ok(body) => {
+                shared.log.info(format!("MID {mid} was generated for bounce of MID {}", orig.mid));
+                shared.log.info(format!("MID {mid} ready {} bytes from <>", body.len()));
+                shared.log.info(format!("MID {mid} queued for delivery"));
+                shared.queue.enqueue(Arc::new(env), Some(body));
+            }
+            Err(e) => shared.log.critical(format!("MID {} bounce could not be spooled: {e:#}", orig.mid)),
+        }
+    });
+}
+
+/// The text of a DSN: multipart/report with a human part, the machine
+/// readable delivery-status, and the original headers.
+pub fn build_dsn(hostname: &str, orig: &Envelope, rcpt: &str, reason: &str, orig_body: &[u8], mid: u64) -> Vec<u8> {
+    let boundary = format!("pvo-dsn-{mid}-{}", orig.mid);
+    let date = time::OffsetDateTime::now_utc().format(&time::format_description::well_known::Rfc2822).unwrap_or_default();
+    let status = reason
+        .split_whitespace()
+        .find(|w| w.len() >= 5 && w.as_bytes()[1] == b'.' && w.starts_with(['4', '5']))
+        .map(|s| s.replace('4', "5").chars().take(9).collect::<String>())
+        .filter(|s| s.starts_with("5."))
+        .unwrap_or_else(|| "5.0.0".to_string());
+    let headers_end = find_header_end(orig_body);
+    let orig_headers = String::from_utf8_lossy(&orig_body[..headers_end]);
+    let reason_line = reason.replace(['\r', '\n'], " ");
+    let mut m = String::new();
+    m.push_str(&format!("From: Mail Delivery System <MAILER-DAEMON@{hostname}>\r\n"));
+    m.push_str(&format!("To: <{}>\r\n", orig.sender));
+    m.push_str("Subject: Delivery Status Notification (Failure)\r\n");
+    m.push_str(&format!("Date: {date}\r\n"));
+    m.push_str(&format!("Message-ID: <dsn-{mid}@{hostname}>\r\n"));
+    m.push_str("Auto-Submitted: auto-replied\r\n");
+    m.push_str("MIME-Version: 1.0\r\n");
+    m.push_str(&format!("Content-Type: multipart/report; report-type=delivery-status; boundary=\"{boundary}\"\r\n\r\n"));
+    m.push_str(&format!("--{boundary}\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n"));
+    m.push_str(&format!(
+        "This is the mail system at host {hostname}.\r\n\r\nYour message could not be delivered to one or more recipients.\r\n\r\n<{rcpt}>: {reason_line}\r\n\r\n"
+    ));
+    m.push_str(&format!("--{boundary}\r\nContent-Type: message/delivery-status\r\n\r\n"));
+    m.push_str(&format!("Reporting-MTA: dns; {hostname}\r\nX-PVO-MID: {}\r\n\r\n", orig.mid));
+    m.push_str(&format!("Final-Recipient: rfc822; {rcpt}\r\nAction: failed\r\nStatus: {status}\r\nDiagnostic-Code: smtp; {reason_line}\r\n\r\n"));
+    m.push_str(&format!("--{boundary}\r\nContent-Type: text/rfc822-headers\r\n\r\n"));
+    m.push_str(&orig_headers);
+    if !orig_headers.ends_with("\r\n") {
+        m.push_str("\r\n");
+    }
+    m.push_str(&format!("\r\n--{boundary}--\r\n"));
+    m.into_bytes()
+}
+
+/// Offset of the end of the header block (excluding the blank line).
+fn find_header_end(body: &[u8]) -> usize {
+    body.windows(4).position(|w| w == b"\r\n\r\n").map_or(body.len(), |p| p + 2)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dsn_names_the_recipient_and_status() {
+        let env = Envelope {
+            mid: 5,
+            icid: 1,
+            sender: "alice@example.org".into(),
+            recipients: vec!["bob@example.com".into()],
+            received_at: 0,
+            source_ip: "127.0.0.1".into(),
+            listener: "IncomingMail".into(),
+            dsn: false,
+        };
+        let d = build_dsn("gw.example.com", &env, "bob@example.com", "550 5.1.1 user unknown", b"Subject: hi\r\n\r\nsecret body\r\n", 9);
+        let t = String::from_utf8(d).unwrap();
+        assert!(t.contains("Final-Recipient: rfc822; bob@example.com\r\n"));
+        assert!(t.contains("Status: 5.1.1\r\n"));
+        assert!(t.contains("Subject: hi\r\n"));
+        assert!(!t.contains("secret body"));
+        assert!(!t.replace("\r\n", "").contains('\n'));
+    }
+}

@@ -1,0 +1,236 @@
+//! `status`, `suspend`/`resume`, `suspendlisteners`/`resumelisteners`,
+//! `suspenddel`/`resumedel`, `resetcounters`.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde_json::json;
+use tokio::sync::oneshot;
+
+use super::{arg_bool, arg_str, arg_u64};
+use crate::admin::Response;
+use crate::mail_log::ctime;
+use crate::node::{CounterSet, Shared};
+use crate::queue::{Event, Gauges};
+
+fn now() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+}
+
+fn human_duration(secs: u64) -> String {
+    let (d, h, m, s) = (secs / 86_400, secs / 3600 % 24, secs / 60 % 60, secs % 60);
+    if d > 0 {
+        format!("{d}d {h}h {m}m {s}s")
+    } else {
+        format!("{h}h {m}m {s}s")
+    }
+}
+
+pub async fn gauges(shared: &Shared) -> Gauges {
+    let (tx, rx) = oneshot::channel();
+    shared.queue.send(Event::Gauges(tx));
+    rx.await.unwrap_or_default()
+}
+
+/// "Online" unless every listener is suspended (nothing is accepted).
+pub fn system_status(shared: &Shared) -> &'static str {
+    let states = shared.listeners.states();
+    if !states.is_empty() && states.iter().all(|s| s.suspended) {
+        "Offline"
+    } else {
+        "Online"
+    }
+}
+
+pub async fn status(shared: &Arc<Shared>, args: &serde_json::Value) -> Response {
+    let detail = arg_bool(args, "detail");
+    let g = gauges(shared).await;
+    let c = shared.counters.snapshot();
+    let reset = shared.counters.since_reset();
+    let lifetime = shared.counters.lifetime();
+    let up = shared.started.elapsed().as_secs();
+    let started_at = now().saturating_sub(up);
+    let state = system_status(shared);
+    let listeners = shared.listeners.states();
+    let suspended: Vec<&str> = listeners.iter().filter(|l| l.suspended).map(|l| l.name.as_str()).collect();
+    let spool = shared.spool.stats();
+    let mut t = String::new();
+    if !detail {
+        t.push_str("Enter \"status detail\" for more information.\n\n");
+    }
+    t.push_str(&format!("Status as of:                  {} GMT\n", ctime(now())));
+    t.push_str(&format!("Up since:                      {} GMT ({})\n", ctime(started_at), human_duration(up)));
+    t.push_str(&format!(
+        "Last counter reset:            {}\n",
+        shared.counters.reset_at().map_or("Never".to_string(), |r| format!("{} GMT", ctime(r)))
+    ));
+    t.push_str(&format!("System status:                 {state}\n"));
+    if !suspended.is_empty() && state == "Online" {
+        t.push_str(&format!("Listeners suspended:           {}\n", suspended.join(", ")));
+    }
+    if g.delivery_suspended {
+        t.push_str("Delivery:                      Suspended\n");
+    }
+    t.push_str(&format!(
+        "Oldest Message:                {}\n",
+        g.oldest_received_at.map_or("No Messages".to_string(), |r| human_duration(now().saturating_sub(r)))
+    ));
+    t.push('\n');
+    t.push_str("Counters:                          Reset         Uptime       Lifetime\n");
+    let row = |t: &mut String, label: &str, f: fn(&CounterSet) -> u64| {
+        t.push_str(&format!("    {label:<28}{:>10} {:>14} {:>14}\n", f(&reset), f(&c), f(&lifetime)));
+    };
+    t.push_str("  Receiving\n");
+    row(&mut t, "Messages Received", |s| s.messages_received);
+    row(&mut t, "Recipients Received", |s| s.recipients_received);
+    row(&mut t, "Connections Received", |s| s.connections_in);
+    t.push_str("  Rejection\n");
+    row(&mut t, "Rejected Recipients", |s| s.rejected_recipients);
+    t.push_str("  Queue\n");
+    row(&mut t, "Soft Bounced Events", |s| s.soft_bounced);
+    t.push_str("  Completion\n");
+    row(&mut t, "Completed Recipients", |s| s.delivered_rcpts + s.bounced_rcpts);
+    row(&mut t, "Hard Bounced Recipients", |s| s.bounced_rcpts);
+    row(&mut t, "Delivered Recipients", |s| s.delivered_rcpts);
+    if detail {
+        let rate = |n: u64| if up == 0 { 0.0 } else { n as f64 * 3600.0 / up as f64 };
+        t.push_str("\nRates (Events Per Hour, average since start):\n");
+        t.push_str(&format!("    {:<28}{:>10.0}\n", "Messages Received", rate(c.messages_received)));
+        t.push_str(&format!("    {:<28}{:>10.0}\n", "Recipients Received", rate(c.recipients_received)));
+        t.push_str(&format!("    {:<28}{:>10.0}\n", "Completed Recipients", rate(c.delivered_rcpts + c.bounced_rcpts)));
+    }
+    t.push_str("\nGauges:                           Current\n");
+    t.push_str("  Connections\n");
+    t.push_str(&format!("    {:<28}{:>10}\n", "Current Inbound Conn.", c.connections_open));
+    t.push_str(&format!("    {:<28}{:>10}\n", "Current Outbound Conn.", g.connections_out));
+    t.push_str("  Queue\n");
+    t.push_str(&format!("    {:<28}{:>10}\n", "Active Recipients", g.active_recipients));
+    t.push_str(&format!("    {:<28}{:>10}\n", "Messages In Work Queue", g.messages));
+    t.push_str(&format!("    {:<28}{:>10}\n", "Kilobytes Used", spool.live_bytes / 1024));
+    if detail {
+        t.push_str("\nListeners:\n");
+        for l in &listeners {
+            t.push_str(&format!("    {:<28}{:>22} {}\n", l.name, l.address.to_string(), if l.suspended { "suspended" } else { "receiving" }));
+        }
+    }
+    let data = json!({
+        "system_status": state,
+        "up_since": started_at,
+        "uptime_seconds": up,
+        "delivery_suspended": g.delivery_suspended,
+        "listeners": listeners,
+        "counters": { "reset": reset, "uptime": c, "lifetime": lifetime },
+        "gauges": {
+            "connections_in": c.connections_open,
+            "connections_out": g.connections_out,
+            "active_recipients": g.active_recipients,
+            "messages_in_queue": g.messages,
+            "kilobytes_used": spool.live_bytes / 1024,
+            "oldest_message_received_at": g.oldest_received_at,
+        },
+    });
+    Response::ok(t, data)
+}
+
+pub async fn suspend(shared: &Arc<Shared>, args: &serde_json::Value) -> Response {
+    let delay = arg_u64(args, "delay").unwrap_or(30);
+    let names = shared.listeners.suspend(&[]);
+    let (tx, rx) = oneshot::channel();
+    shared.queue.send(Event::SuspendDelivery(true, tx));
+    let _ = rx.await;
+    shared.log.info(format!("Receiving suspended for {}.", names.join(", ")));
+    shared.log.info("Delivery suspended.".to_string());
+    shared.disconnect_sessions_after(Duration::from_secs(delay));
+    let mut text = String::new();
+    if names.is_empty() {
+        text.push_str("Receiving was already suspended.\n");
+    } else {
+        text.push_str(&format!("Receiving suspended for {}.\n", names.join(", ")));
+    }
+    text.push_str("Delivery suspended.\n");
+    if delay > 0 {
+        text.push_str(&format!("Open connections are closed after {delay} seconds.\n"));
+    }
+    Response::ok(text, json!({ "suspended_listeners": names, "delivery_suspended": true, "delay": delay }))
+}
+
+pub async fn resume(shared: &Arc<Shared>) -> Response {
+    shared.cancel_disconnect();
+    let names = match shared.listeners.resume(shared, &[]) {
+        Ok(n) => n,
+        Err(e) => return Response::error(format!("{e:#}")),
+    };
+    let (tx, rx) = oneshot::channel();
+    shared.queue.send(Event::SuspendDelivery(false, tx));
+    let was_suspended = rx.await.unwrap_or(false);
+    shared.log.info(format!("Receiving resumed for {}.", names.join(", ")));
+    let mut text = format!("Receiving resumed for {}.\n", names.join(", "));
+    if was_suspended {
+        shared.log.info("Delivery resumed.".to_string());
+        text.push_str("Delivery resumed.\n");
+    }
+    Response::ok(text, json!({ "resumed_listeners": names, "delivery_resumed": was_suspended }))
+}
+
+fn selected(shared: &Shared, args: &serde_json::Value) -> Result<Vec<String>, Response> {
+    let which = arg_str(args, "listener").unwrap_or("all");
+    if which.eq_ignore_ascii_case("all") {
+        return Ok(Vec::new());
+    }
+    let names = shared.listeners.names();
+    if names.iter().any(|n| n.eq_ignore_ascii_case(which)) {
+        Ok(vec![which.to_string()])
+    } else {
+        Err(Response::error(format!("Unknown listener \"{which}\". Listeners: {}, or all.", names.join(", "))))
+    }
+}
+
+pub fn suspend_listeners(shared: &Arc<Shared>, args: &serde_json::Value) -> Response {
+    let sel = match selected(shared, args) {
+        Ok(s) => s,
+        Err(r) => return r,
+    };
+    let names = shared.listeners.suspend(&sel);
+    if names.is_empty() {
+        return Response::ok("The selected listeners were already suspended.", json!({ "suspended_listeners": names }));
+    }
+    shared.log.info(format!("Receiving suspended for {}.", names.join(", ")));
+    Response::ok(format!("Receiving suspended for {}.", names.join(", ")), json!({ "suspended_listeners": names }))
+}
+
+pub fn resume_listeners(shared: &Arc<Shared>, args: &serde_json::Value) -> Response {
+    let sel = match selected(shared, args) {
+        Ok(s) => s,
+        Err(r) => return r,
+    };
+    shared.cancel_disconnect();
+    match shared.listeners.resume(shared, &sel) {
+        Ok(names) => {
+            shared.log.info(format!("Receiving resumed for {}.", names.join(", ")));
+            Response::ok(format!("Receiving resumed for {}.", names.join(", ")), json!({ "resumed_listeners": names }))
+        }
+        Err(e) => Response::error(format!("{e:#}")),
+    }
+}
+
+pub async fn suspend_delivery(shared: &Arc<Shared>, on: bool) -> Response {
+    let (tx, rx) = oneshot::channel();
+    shared.queue.send(Event::SuspendDelivery(on, tx));
+    let was = rx.await.unwrap_or(false);
+    let text = match (on, was) {
+        (true, false) => "Delivery suspended.",
+        (true, true) => "Delivery was already suspended.",
+        (false, true) => "Delivery resumed.",
+        (false, false) => "Delivery was not suspended.",
+    };
+    if on != was {
+        shared.log.info(text.to_string());
+    }
+    Response::ok(text, json!({ "delivery_suspended": on }))
+}
+
+pub fn reset_counters(shared: &Arc<Shared>) -> Response {
+    shared.counters.reset();
+    Response::ok("Counters reset.", json!({ "reset_at": now() }))
+}
+

@@ -1,0 +1,971 @@
+//! The node's configuration file: TOML in, a validated [`Config`] out.
+//!
+//! Parsing happens in two steps. Serde turns the text into `raw` structs whose
+//! interesting values keep their byte span (`toml::Spanned`); validation then
+//! resolves names (listener -> interface, HAT -> policy) and ranges. Every error
+//! names the file, the line, the key and what is allowed, because an
+//! administrator fixing a config at 3 a.m. should not have to guess.
+//!
+//! The documented example is `docs/gateway.example.toml`.
+
+use std::collections::HashSet;
+use std::fmt;
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+
+use ipnet::IpNet;
+use serde::Deserialize;
+use toml::Spanned;
+
+/// A configuration error that points at the place to fix.
+#[derive(Debug)]
+pub struct ConfigError {
+    pub file: PathBuf,
+    pub line: Option<usize>,
+    pub key: String,
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.file.display())?;
+        if let Some(line) = self.line {
+            write!(f, " line {line}")?;
+        }
+        if !self.key.is_empty() {
+            write!(f, ", key {}", self.key)?;
+        }
+        write!(f, ": {}", self.message)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Behavior {
+    Accept,
+    Relay,
+    Reject,
+    Tcprefuse,
+}
+
+impl Behavior {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Behavior::Accept => "ACCEPT",
+            Behavior::Relay => "RELAY",
+            Behavior::Reject => "REJECT",
+            Behavior::Tcprefuse => "TCPREFUSE",
+        }
+    }
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Policy {
+    pub name: String,
+    pub behavior: Behavior,
+    pub max_message_size: usize,
+    pub max_recipients: usize,
+    pub max_concurrency: usize,
+}
+
+/// One entry of a listener's host access table.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct HatEntry {
+    pub group: String,
+    pub senders: Vec<SenderPattern>,
+    /// Index into [`Config::policies`].
+    pub policy: usize,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub enum SenderPattern {
+    All,
+    Net(IpNet),
+    /// Exact verified host name.
+    Host(String),
+    /// ".example.com": any verified host name under that domain.
+    Suffix(String),
+}
+
+impl fmt::Display for SenderPattern {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SenderPattern::All => f.write_str("ALL"),
+            SenderPattern::Net(n) if n.prefix_len() == n.max_prefix_len() => write!(f, "{}", n.addr()),
+            SenderPattern::Net(n) => write!(f, "{n}"),
+            SenderPattern::Host(h) => f.write_str(h),
+            SenderPattern::Suffix(s) => f.write_str(s),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RatAction {
+    Accept,
+    Reject,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct RatEntry {
+    pub recipients: Vec<String>,
+    pub action: RatAction,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ListenerType {
+    Public,
+    Private,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Listener {
+    pub name: String,
+    /// Index into [`Config::interfaces`].
+    pub interface: usize,
+    pub port: u16,
+    pub kind: ListenerType,
+    pub hat: Vec<HatEntry>,
+    pub rat: Vec<RatEntry>,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Interface {
+    pub name: String,
+    pub address: IpAddr,
+    pub hostname: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub enum RouteTarget {
+    /// Ordered next hops: (host, port).
+    Hosts(Vec<(String, u16)>),
+    /// Deliver into a local maildir (absolute path).
+    Maildir(PathBuf),
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct SmtpRoute {
+    pub domain: String,
+    pub target: RouteTarget,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub enum TlsMode {
+    Off,
+    Preferred,
+    Required,
+    PreferredVerify,
+    RequiredVerify,
+}
+
+impl TlsMode {
+    fn parse(s: &str) -> Option<TlsMode> {
+        Some(match s {
+            "off" => TlsMode::Off,
+            "preferred" => TlsMode::Preferred,
+            "required" => TlsMode::Required,
+            "preferred-verify" => TlsMode::PreferredVerify,
+            "required-verify" => TlsMode::RequiredVerify,
+            _ => return None,
+        })
+    }
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TlsMode::Off => "off",
+            TlsMode::Preferred => "preferred",
+            TlsMode::Required => "required",
+            TlsMode::PreferredVerify => "preferred-verify",
+            TlsMode::RequiredVerify => "required-verify",
+        }
+    }
+    pub fn required(self) -> bool {
+        matches!(self, TlsMode::Required | TlsMode::RequiredVerify)
+    }
+    pub fn verify(self) -> bool {
+        matches!(self, TlsMode::PreferredVerify | TlsMode::RequiredVerify)
+    }
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Destination {
+    pub domain: String,
+    pub max_concurrency: usize,
+    pub tls: TlsMode,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct BounceProfile {
+    pub initial_retry: u64,
+    pub max_retry: u64,
+    pub max_queue_lifetime: u64,
+    pub max_retries: u32,
+    pub send_dsn: bool,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Delivery {
+    /// `None` = Auto; otherwise index into [`Config::interfaces`].
+    pub default_interface: Option<usize>,
+    pub max_concurrency: usize,
+    pub max_messages_per_connection: usize,
+    pub bounce: BounceProfile,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub enum TlsVersion {
+    V1_2,
+    V1_3,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct TlsInbound {
+    pub cert: Option<PathBuf>,
+    pub key: Option<PathBuf>,
+    pub versions: Vec<TlsVersion>,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct TlsOutbound {
+    pub default: TlsMode,
+    pub versions: Vec<TlsVersion>,
+    pub ca_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Logs {
+    pub max_size: u64,
+    pub keep: usize,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Limits {
+    pub max_line_length: usize,
+    pub max_bad_commands: usize,
+    pub max_messages_per_session: usize,
+    pub command_timeout: u64,
+    pub data_timeout: u64,
+    pub session_timeout: u64,
+}
+
+/// A validated configuration. Everything that names something else has been resolved.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Config {
+    pub hostname: String,
+    pub data_dir: PathBuf,
+    pub interfaces: Vec<Interface>,
+    pub policies: Vec<Policy>,
+    pub listeners: Vec<Listener>,
+    pub routes: Vec<SmtpRoute>,
+    pub delivery: Delivery,
+    pub destinations: Vec<Destination>,
+    pub tls_inbound: TlsInbound,
+    pub tls_outbound: TlsOutbound,
+    pub logs: Logs,
+    pub limits: Limits,
+}
+
+impl Config {
+    /// Reads and validates a configuration file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+            file: path.to_path_buf(),
+            line: None,
+            key: String::new(),
+            message: format!("cannot read the configuration file: {e}"),
+        })?;
+        let base = path
+            .parent()
+            .map(Path::to_path_buf)
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or_else(|| PathBuf::from("."));
+        let base = std::fs::canonicalize(&base).unwrap_or(base);
+        Config::parse(&text, path, &base)
+    }
+
+    /// Parses configuration text; `file` is only used in error messages and
+    /// `base` resolves relative paths.
+    pub fn parse(text: &str, file: &Path, base: &Path) -> Result<Config, ConfigError> {
+        let v = Validator { text, file };
+        let raw: raw::File = toml::from_str(text).map_err(|e| v.toml_error(&e))?;
+        v.validate(raw, base)
+    }
+
+    pub fn interface_by_name(&self, name: &str) -> Option<usize> {
+        self.interfaces.iter().position(|i| i.name.eq_ignore_ascii_case(name))
+    }
+
+    /// The destination controls for a domain: exact entry, else none.
+    pub fn destination(&self, domain: &str) -> Option<&Destination> {
+        self.destinations
+            .iter()
+            .find(|d| pvo_proto::address::domain_matches(&d.domain, domain))
+    }
+
+    /// The SMTP route for a domain: first matching entry.
+    pub fn route(&self, domain: &str) -> Option<&SmtpRoute> {
+        self.routes
+            .iter()
+            .find(|r| r.domain != "ALL" && pvo_proto::address::domain_matches(&r.domain, domain))
+            .or_else(|| self.routes.iter().find(|r| r.domain == "ALL"))
+    }
+
+    pub fn spool_dir(&self) -> PathBuf {
+        self.data_dir.join("spool")
+    }
+    pub fn logs_dir(&self) -> PathBuf {
+        self.data_dir.join("logs")
+    }
+    pub fn run_dir(&self) -> PathBuf {
+        self.data_dir.join("run")
+    }
+}
+
+mod raw {
+    //! The file as written, before names are resolved.
+    use super::*;
+
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct File {
+        pub node: Option<Node>,
+        #[serde(default)]
+        pub interface: Vec<Interface>,
+        #[serde(default)]
+        pub policy: Vec<Policy>,
+        #[serde(default)]
+        pub listener: Vec<Listener>,
+        #[serde(default)]
+        pub smtp_route: Vec<Route>,
+        pub delivery: Option<Delivery>,
+        #[serde(default)]
+        pub destination: Vec<Destination>,
+        pub tls: Option<Tls>,
+        pub logs: Option<Logs>,
+        pub limits: Option<Limits>,
+    }
+
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct Node {
+        pub hostname: Option<Spanned<String>>,
+        pub data_dir: Option<String>,
+    }
+
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct Interface {
+        pub name: Spanned<String>,
+        pub address: Spanned<String>,
+        pub hostname: Option<String>,
+    }
+
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct Policy {
+        pub name: Spanned<String>,
+        pub behavior: Spanned<String>,
+        pub max_message_size: Option<Spanned<i64>>,
+        pub max_recipients: Option<Spanned<i64>>,
+        pub max_concurrency: Option<Spanned<i64>>,
+    }
+
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct Listener {
+        pub name: Spanned<String>,
+        pub interface: Spanned<String>,
+        pub port: Spanned<i64>,
+        #[serde(rename = "type")]
+        pub kind: Option<Spanned<String>>,
+        #[serde(default)]
+        pub hat: Vec<Hat>,
+        #[serde(default)]
+        pub rat: Vec<Rat>,
+    }
+
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct Hat {
+        pub group: String,
+        pub senders: Vec<Spanned<String>>,
+        pub policy: Spanned<String>,
+    }
+
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct Rat {
+        pub recipients: Vec<Spanned<String>>,
+        pub action: Spanned<String>,
+    }
+
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct Route {
+        pub domain: Spanned<String>,
+        pub hosts: Option<Vec<Spanned<String>>>,
+        pub maildir: Option<Spanned<String>>,
+    }
+
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct Delivery {
+        pub default_interface: Option<Spanned<String>>,
+        pub max_concurrency: Option<Spanned<i64>>,
+        pub max_messages_per_connection: Option<Spanned<i64>>,
+        pub bounce: Option<Bounce>,
+    }
+
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct Bounce {
+        pub initial_retry: Option<Spanned<i64>>,
+        pub max_retry: Option<Spanned<i64>>,
+        pub max_queue_lifetime: Option<Spanned<i64>>,
+        pub max_retries: Option<Spanned<i64>>,
+        pub send_dsn: Option<bool>,
+    }
+
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct Destination {
+        pub domain: Spanned<String>,
+        pub max_concurrency: Option<Spanned<i64>>,
+        pub tls: Option<Spanned<String>>,
+    }
+
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct Tls {
+        pub inbound: Option<TlsInbound>,
+        pub outbound: Option<TlsOutbound>,
+    }
+
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct TlsInbound {
+        pub cert: Option<String>,
+        pub key: Option<String>,
+        pub versions: Option<Vec<Spanned<String>>>,
+    }
+
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct TlsOutbound {
+        pub default: Option<Spanned<String>>,
+        pub versions: Option<Vec<Spanned<String>>>,
+        pub ca_file: Option<String>,
+    }
+
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct Logs {
+        pub max_size: Option<Spanned<i64>>,
+        pub keep: Option<Spanned<i64>>,
+    }
+
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct Limits {
+        pub max_line_length: Option<Spanned<i64>>,
+        pub max_bad_commands: Option<Spanned<i64>>,
+        pub max_messages_per_session: Option<Spanned<i64>>,
+        pub command_timeout: Option<Spanned<i64>>,
+        pub data_timeout: Option<Spanned<i64>>,
+        pub session_timeout: Option<Spanned<i64>>,
+    }
+}
+
+struct Validator<'a> {
+    text: &'a str,
+    file: &'a Path,
+}
+
+impl Validator<'_> {
+    fn line_of(&self, offset: usize) -> usize {
+        self.text.as_bytes()[..offset.min(self.text.len())]
+            .iter()
+            .filter(|&&b| b == b'\n')
+            .count()
+            + 1
+    }
+
+    fn toml_error(&self, e: &toml::de::Error) -> ConfigError {
+        ConfigError {
+            file: self.file.to_path_buf(),
+            line: e.span().map(|s| self.line_of(s.start)),
+            key: String::new(),
+            message: e.message().trim().to_string(),
+        }
+    }
+
+    fn err<T>(&self, span: Option<std::ops::Range<usize>>, key: impl Into<String>, message: impl Into<String>) -> Result<T, ConfigError> {
+        Err(ConfigError {
+            file: self.file.to_path_buf(),
+            line: span.map(|s| self.line_of(s.start)),
+            key: key.into(),
+            message: message.into(),
+        })
+    }
+
+    fn int(&self, v: &Option<Spanned<i64>>, key: &str, min: i64, max: i64, default: i64) -> Result<i64, ConfigError> {
+        match v {
+            None => Ok(default),
+            Some(s) => {
+                let n = *s.get_ref();
+                if n < min || n > max {
+                    self.err(Some(s.span()), key, format!("{n} is out of range; allowed: an integer from {min} to {max}"))
+                } else {
+                    Ok(n)
+                }
+            }
+        }
+    }
+
+    fn versions(&self, v: &Option<Vec<Spanned<String>>>, key: &str) -> Result<Vec<TlsVersion>, ConfigError> {
+        let Some(list) = v else {
+            return Ok(vec![TlsVersion::V1_2, TlsVersion::V1_3]);
+        };
+        let mut out = Vec::new();
+        for s in list {
+            let ver = match s.get_ref().as_str() {
+                "1.2" | "TLSv1.2" => TlsVersion::V1_2,
+                "1.3" | "TLSv1.3" => TlsVersion::V1_3,
+                other => {
+                    return self.err(
+                        Some(s.span()),
+                        key,
+                        format!("\"{other}\" is not offered; allowed: \"1.2\", \"1.3\" (TLS 1.0/1.1 and SSL are not supported)"),
+                    )
+                }
+            };
+            if !out.contains(&ver) {
+                out.push(ver);
+            }
+        }
+        if out.is_empty() {
+            return self.err(None, key, "the list is empty; allowed: one or both of \"1.2\", \"1.3\"");
+        }
+        Ok(out)
+    }
+
+    fn tls_mode(&self, v: &Spanned<String>, key: &str) -> Result<TlsMode, ConfigError> {
+        TlsMode::parse(v.get_ref()).map_or_else(
+            || {
+                self.err(
+                    Some(v.span()),
+                    key,
+                    format!(
+                        "\"{}\" is not a TLS mode; allowed: \"off\", \"preferred\", \"required\", \"preferred-verify\", \"required-verify\"",
+                        v.get_ref()
+                    ),
+                )
+            },
+            Ok,
+        )
+    }
+
+    fn validate(&self, raw: raw::File, base: &Path) -> Result<Config, ConfigError> {
+        let resolve = |p: &str| -> PathBuf {
+            let p = Path::new(p);
+            if p.is_absolute() {
+                p.to_path_buf()
+            } else {
+                base.join(p)
+            }
+        };
+        let node = raw.node.unwrap_or(raw::Node { hostname: None, data_dir: None });
+        let hostname = match &node.hostname {
+            Some(h) => {
+                if pvo_proto::address::parse_mailbox(&format!("x@{}", h.get_ref())).is_err() {
+                    return self.err(Some(h.span()), "node.hostname", format!("\"{}\" is not a host name; allowed: a DNS name such as \"gw1.example.com\"", h.get_ref()));
+                }
+                h.get_ref().clone()
+            }
+            None => "localhost".to_string(),
+        };
+        let data_dir = resolve(node.data_dir.as_deref().unwrap_or("."));
+
+        let mut interfaces: Vec<Interface> = Vec::new();
+        for (i, r) in raw.interface.iter().enumerate() {
+            let key = format!("interface[{i}]");
+            let address: IpAddr = r.address.get_ref().parse().or_else(|_| {
+                self.err(Some(r.address.span()), format!("{key}.address"), format!("\"{}\" is not an IP address; allowed: an IPv4 or IPv6 address such as \"127.0.0.1\"", r.address.get_ref()))
+            })?;
+            if interfaces.iter().any(|x| x.name.eq_ignore_ascii_case(r.name.get_ref())) {
+                return self.err(Some(r.name.span()), format!("{key}.name"), format!("interface \"{}\" is defined twice; allowed: unique names", r.name.get_ref()));
+            }
+            if r.name.get_ref().eq_ignore_ascii_case("auto") || r.name.get_ref().is_empty() {
+                return self.err(Some(r.name.span()), format!("{key}.name"), "\"Auto\" and \"\" are reserved; allowed: any other name");
+            }
+            interfaces.push(Interface {
+                name: r.name.get_ref().clone(),
+                address,
+                hostname: r.hostname.clone().unwrap_or_else(|| hostname.clone()),
+            });
+        }
+
+        let mut policies: Vec<Policy> = Vec::new();
+        for (i, r) in raw.policy.iter().enumerate() {
+            let key = format!("policy[{i}]");
+            let name = r.name.get_ref().trim_start_matches('$').to_string();
+            if policies.iter().any(|p| p.name.eq_ignore_ascii_case(&name)) {
+                return self.err(Some(r.name.span()), format!("{key}.name"), format!("policy \"{name}\" is defined twice; allowed: unique names"));
+            }
+            let behavior = match r.behavior.get_ref().to_ascii_lowercase().as_str() {
+                "accept" => Behavior::Accept,
+                "relay" => Behavior::Relay,
+                "reject" => Behavior::Reject,
+                "tcprefuse" => Behavior::Tcprefuse,
+                other => {
+                    return self.err(Some(r.behavior.span()), format!("{key}.behavior"), format!("\"{other}\" is not a behavior; allowed: \"accept\", \"relay\", \"reject\", \"tcprefuse\""))
+                }
+            };
+            policies.push(Policy {
+                name,
+                behavior,
+                max_message_size: self.int(&r.max_message_size, &format!("{key}.max_message_size"), 1024, 1 << 31, 10 * 1024 * 1024)? as usize,
+                max_recipients: self.int(&r.max_recipients, &format!("{key}.max_recipients"), 1, 100_000, 1000)? as usize,
+                max_concurrency: self.int(&r.max_concurrency, &format!("{key}.max_concurrency"), 1, 100_000, 1000)? as usize,
+            });
+        }
+
+        let policy_names = || policies.iter().map(|p| format!("\"{}\"", p.name)).collect::<Vec<_>>().join(", ");
+        let iface_names = || interfaces.iter().map(|p| format!("\"{}\"", p.name)).collect::<Vec<_>>().join(", ");
+
+        let mut listeners = Vec::new();
+        let mut bound: HashSet<(IpAddr, u16)> = HashSet::new();
+        for (i, r) in raw.listener.iter().enumerate() {
+            let key = format!("listener[{i}]");
+            let Some(interface) = interfaces.iter().position(|x| x.name.eq_ignore_ascii_case(r.interface.get_ref())) else {
+                return self.err(
+                    Some(r.interface.span()),
+                    format!("{key}.interface"),
+                    format!("unknown interface \"{}\"; allowed: the name of an [[interface]] ({})", r.interface.get_ref(), iface_names()),
+                );
+            };
+            let port = *r.port.get_ref();
+            if !(0..=65535).contains(&port) {
+                return self.err(Some(r.port.span()), format!("{key}.port"), format!("{port} is not a port; allowed: 0 (any free port) to 65535"));
+            }
+            if port != 0 && !bound.insert((interfaces[interface].address, port as u16)) {
+                return self.err(Some(r.port.span()), format!("{key}.port"), format!("another listener already uses {}:{port}; allowed: a free port", interfaces[interface].address));
+            }
+            let kind = match r.kind.as_ref().map(|k| k.get_ref().to_ascii_lowercase()) {
+                None => ListenerType::Public,
+                Some(k) if k == "public" => ListenerType::Public,
+                Some(k) if k == "private" => ListenerType::Private,
+                Some(other) => {
+                    let span = r.kind.as_ref().map(|k| k.span());
+                    return self.err(span, format!("{key}.type"), format!("\"{other}\" is not a listener type; allowed: \"public\", \"private\""));
+                }
+            };
+            let mut hat = Vec::new();
+            for (j, h) in r.hat.iter().enumerate() {
+                let hkey = format!("{key}.hat[{j}]");
+                let pname = h.policy.get_ref().trim_start_matches('$');
+                let Some(policy) = policies.iter().position(|p| p.name.eq_ignore_ascii_case(pname)) else {
+                    return self.err(
+                        Some(h.policy.span()),
+                        format!("{hkey}.policy"),
+                        format!("unknown policy \"{}\"; allowed: the name of a [[policy]] ({})", h.policy.get_ref(), policy_names()),
+                    );
+                };
+                let mut senders = Vec::new();
+                for s in &h.senders {
+                    senders.push(self.sender_pattern(s, &format!("{hkey}.senders"))?);
+                }
+                hat.push(HatEntry { group: h.group.clone(), senders, policy });
+            }
+            let mut rat = Vec::new();
+            for (j, t) in r.rat.iter().enumerate() {
+                let tkey = format!("{key}.rat[{j}]");
+                let action = match t.action.get_ref().to_ascii_lowercase().as_str() {
+                    "accept" => RatAction::Accept,
+                    "reject" => RatAction::Reject,
+                    other => return self.err(Some(t.action.span()), format!("{tkey}.action"), format!("\"{other}\" is not a RAT action; allowed: \"accept\", \"reject\"")),
+                };
+                let mut recipients = Vec::new();
+                for s in &t.recipients {
+                    let v = s.get_ref().trim();
+                    let ok = v == "ALL"
+                        || pvo_proto::address::parse_mailbox(if v.contains('@') { v.to_string() } else { format!("x@{}", v.trim_start_matches('.')) }.as_str()).is_ok();
+                    if !ok {
+                        return self.err(Some(s.span()), format!("{tkey}.recipients"), format!("\"{v}\" is not a recipient pattern; allowed: \"example.com\", \".example.com\", \"user@example.com\" or \"ALL\""));
+                    }
+                    recipients.push(v.to_string());
+                }
+                rat.push(RatEntry { recipients, action });
+            }
+            if listeners.iter().any(|l: &Listener| l.name.eq_ignore_ascii_case(r.name.get_ref())) {
+                return self.err(Some(r.name.span()), format!("{key}.name"), format!("listener \"{}\" is defined twice; allowed: unique names", r.name.get_ref()));
+            }
+            listeners.push(Listener { name: r.name.get_ref().clone(), interface, port: port as u16, kind, hat, rat });
+        }
+
+        let mut routes = Vec::new();
+        for (i, r) in raw.smtp_route.iter().enumerate() {
+            let key = format!("smtp_route[{i}]");
+            let domain = r.domain.get_ref().trim().trim_end_matches('.').to_ascii_lowercase();
+            let domain = if domain == "all" { "ALL".to_string() } else { domain };
+            let target = match (&r.hosts, &r.maildir) {
+                (Some(hosts), None) => {
+                    if hosts.is_empty() {
+                        return self.err(Some(r.domain.span()), format!("{key}.hosts"), "no hosts; allowed: one or more \"host\", \"host:port\" or \"[1.2.3.4]:port\"");
+                    }
+                    let mut list = Vec::new();
+                    for h in hosts {
+                        list.push(parse_host_port(h.get_ref()).map_or_else(
+                            || self.err(Some(h.span()), format!("{key}.hosts"), format!("\"{}\" is not a next hop; allowed: \"host\", \"host:port\" or \"[1.2.3.4]:port\"", h.get_ref())),
+                            Ok,
+                        )?);
+                    }
+                    RouteTarget::Hosts(list)
+                }
+                (None, Some(dir)) => RouteTarget::Maildir(resolve(dir.get_ref())),
+                _ => return self.err(Some(r.domain.span()), key, "a route needs exactly one of hosts = [...] or maildir = \"dir\""),
+            };
+            routes.push(SmtpRoute { domain, target });
+        }
+
+        let d = raw.delivery.unwrap_or(raw::Delivery { default_interface: None, max_concurrency: None, max_messages_per_connection: None, bounce: None });
+        let default_interface = match &d.default_interface {
+            None => None,
+            Some(s) if s.get_ref().eq_ignore_ascii_case("auto") => None,
+            Some(s) => Some(interfaces.iter().position(|x| x.name.eq_ignore_ascii_case(s.get_ref())).map_or_else(
+                || self.err(Some(s.span()), "delivery.default_interface", format!("unknown interface \"{}\"; allowed: \"Auto\" or the name of an [[interface]] ({})", s.get_ref(), iface_names())),
+                Ok,
+            )?),
+        };
+        let b = d.bounce.unwrap_or(raw::Bounce { initial_retry: None, max_retry: None, max_queue_lifetime: None, max_retries: None, send_dsn: None });
+        let delivery = Delivery {
+            default_interface,
+            max_concurrency: self.int(&d.max_concurrency, "delivery.max_concurrency", 1, 10_000, 500)? as usize,
+            max_messages_per_connection: self.int(&d.max_messages_per_connection, "delivery.max_messages_per_connection", 1, 1000, 50)? as usize,
+            bounce: BounceProfile {
+                initial_retry: self.int(&b.initial_retry, "delivery.bounce.initial_retry", 1, 86_400, 60)? as u64,
+                max_retry: self.int(&b.max_retry, "delivery.bounce.max_retry", 1, 86_400 * 7, 3600)? as u64,
+                max_queue_lifetime: self.int(&b.max_queue_lifetime, "delivery.bounce.max_queue_lifetime", 1, 86_400 * 30, 259_200)? as u64,
+                max_retries: self.int(&b.max_retries, "delivery.bounce.max_retries", 0, 10_000, 100)? as u32,
+                send_dsn: b.send_dsn.unwrap_or(true),
+            },
+        };
+
+        let tls = raw.tls.unwrap_or(raw::Tls { inbound: None, outbound: None });
+        let ti = tls.inbound.unwrap_or(raw::TlsInbound { cert: None, key: None, versions: None });
+        if ti.cert.is_some() != ti.key.is_some() {
+            return self.err(None, "tls.inbound", "cert and key must be given together; allowed: both, or neither (a self-signed certificate is generated)");
+        }
+        let tls_inbound = TlsInbound {
+            cert: ti.cert.as_deref().map(resolve),
+            key: ti.key.as_deref().map(resolve),
+            versions: self.versions(&ti.versions, "tls.inbound.versions")?,
+        };
+        let to = tls.outbound.unwrap_or(raw::TlsOutbound { default: None, versions: None, ca_file: None });
+        let tls_outbound = TlsOutbound {
+            default: match &to.default {
+                None => TlsMode::Preferred,
+                Some(s) => self.tls_mode(s, "tls.outbound.default")?,
+            },
+            versions: self.versions(&to.versions, "tls.outbound.versions")?,
+            ca_file: to.ca_file.as_deref().map(resolve),
+        };
+
+        let mut destinations = Vec::new();
+        for (i, r) in raw.destination.iter().enumerate() {
+            let key = format!("destination[{i}]");
+            destinations.push(Destination {
+                domain: r.domain.get_ref().trim().trim_end_matches('.').to_ascii_lowercase(),
+                max_concurrency: self.int(&r.max_concurrency, &format!("{key}.max_concurrency"), 1, 10_000, 50)? as usize,
+                tls: match &r.tls {
+                    None => tls_outbound.default,
+                    Some(s) => self.tls_mode(s, &format!("{key}.tls"))?,
+                },
+            });
+        }
+
+        let l = raw.logs.unwrap_or(raw::Logs { max_size: None, keep: None });
+        let logs = Logs {
+            max_size: self.int(&l.max_size, "logs.max_size", 4096, 1 << 40, 10 * 1024 * 1024)? as u64,
+            keep: self.int(&l.keep, "logs.keep", 1, 1000, 10)? as usize,
+        };
+        let m = raw.limits.unwrap_or(raw::Limits {
+            max_line_length: None,
+            max_bad_commands: None,
+            max_messages_per_session: None,
+            command_timeout: None,
+            data_timeout: None,
+            session_timeout: None,
+        });
+        let limits = Limits {
+            max_line_length: self.int(&m.max_line_length, "limits.max_line_length", 512, 65_536, 2048)? as usize,
+            max_bad_commands: self.int(&m.max_bad_commands, "limits.max_bad_commands", 1, 1000, 10)? as usize,
+            max_messages_per_session: self.int(&m.max_messages_per_session, "limits.max_messages_per_session", 1, 1_000_000, 1000)? as usize,
+            command_timeout: self.int(&m.command_timeout, "limits.command_timeout", 1, 3600, 300)? as u64,
+            data_timeout: self.int(&m.data_timeout, "limits.data_timeout", 1, 7200, 600)? as u64,
+            session_timeout: self.int(&m.session_timeout, "limits.session_timeout", 1, 86_400, 1800)? as u64,
+        };
+
+        Ok(Config {
+            hostname,
+            data_dir,
+            interfaces,
+            policies,
+            listeners,
+            routes,
+            delivery,
+            destinations,
+            tls_inbound,
+            tls_outbound,
+            logs,
+            limits,
+        })
+    }
+
+    fn sender_pattern(&self, s: &Spanned<String>, key: &str) -> Result<SenderPattern, ConfigError> {
+        let v = s.get_ref().trim();
+        if v == "ALL" {
+            return Ok(SenderPattern::All);
+        }
+        if let Ok(net) = v.parse::<IpNet>() {
+            return Ok(SenderPattern::Net(net.trunc()));
+        }
+        if let Ok(ip) = v.parse::<IpAddr>() {
+            return Ok(SenderPattern::Net(IpNet::from(ip)));
+        }
+        let lower = v.to_ascii_lowercase();
+        if let Some(rest) = lower.strip_prefix('.') {
+            if pvo_proto::address::parse_mailbox(&format!("x@{rest}")).is_ok() {
+                return Ok(SenderPattern::Suffix(lower));
+            }
+        } else if pvo_proto::address::parse_mailbox(&format!("x@{lower}")).is_ok() && lower.chars().any(|c| c.is_ascii_alphabetic()) {
+            return Ok(SenderPattern::Host(lower));
+        }
+        self.err(
+            Some(s.span()),
+            key,
+            format!("\"{v}\" is not a sender; allowed: an IP address, a CIDR such as \"10.0.0.0/8\", a host name, \".domain\" or \"ALL\""),
+        )
+    }
+}
+
+/// Parses "host", "host:port", "[1.2.3.4]" or "[1.2.3.4]:port" (default port 25).
+pub fn parse_host_port(s: &str) -> Option<(String, u16)> {
+    let s = s.trim();
+    if s.is_empty() {
+        return None;
+    }
+    if let Ok(sa) = s.parse::<SocketAddr>() {
+        return Some((sa.ip().to_string(), sa.port()));
+    }
+    if let Some(rest) = s.strip_prefix('[') {
+        let (host, tail) = rest.split_once(']')?;
+        host.parse::<IpAddr>().ok()?;
+        let port = match tail {
+            "" => 25,
+            t => t.strip_prefix(':')?.parse().ok()?,
+        };
+        return Some((host.to_string(), port));
+    }
+    let (host, port) = match s.rsplit_once(':') {
+        Some((h, p)) if !h.contains(':') => (h, p.parse().ok()?),
+        Some(_) => return None,
+        None => (s, 25),
+    };
+    if host.parse::<IpAddr>().is_err() && pvo_proto::address::parse_mailbox(&format!("x@{host}")).is_err() {
+        return None;
+    }
+    Some((host.to_ascii_lowercase(), port))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        Config::parse(text, Path::new("test.toml"), Path::new("/tmp"))
+    }
+
+    const GOOD: &str = r#"
+[node]
+hostname = "gw.example.com"
+[[interface]]
+name = "Management"
+address = "127.0.0.1"
+[[policy]]
+name = "RELAYED"
+behavior = "relay"
+[[listener]]
+name = "IncomingMail"
+interface = "Management"
+port = 0
+  [[listener.hat]]
+  group = "RELAYLIST"
+  senders = ["127.0.0.1", "10.0.0.0/8", ".example.org"]
+  policy = "$RELAYED"
+  [[listener.rat]]
+  recipients = ["example.com"]
+  action = "accept"
+[[smtp_route]]
+domain = "ALL"
+hosts = ["[127.0.0.1]:2526"]
+"#;
+
+    #[test]
+    fn example_file_parses() {
+        let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/gateway.example.toml")).unwrap();
+        let c = parse(&text).unwrap();
+        assert_eq!(c.listeners[0].name, "IncomingMail");
+        assert_eq!(c.delivery.bounce.initial_retry, 60);
+    }
+
+    #[test]
+    fn good_config_resolves_names() {
+        let c = parse(GOOD).unwrap();
+        assert_eq!(c.listeners[0].hat[0].policy, 0);
+        assert_eq!(c.listeners[0].hat[0].senders.len(), 3);
+        assert_eq!(c.routes[0].target, RouteTarget::Hosts(vec![("127.0.0.1".into(), 2526)]));
+        assert_eq!(c.route("anything.org").unwrap().domain, "ALL");
+    }
+
+    #[test]
+    fn errors_name_line_key_and_allowed_values() {
+        let cases: &[(&str, &str, usize, &str)] = &[
+            ("interface = \"Management\"", "interface = \"Nope\"", 13, "allowed: the name of an [[interface]] (\"Management\")"),
+            ("policy = \"$RELAYED\"", "policy = \"NOPE\"", 18, "unknown policy"),
+            ("behavior = \"relay\"", "behavior = \"relai\"", 9, "allowed: \"accept\", \"relay\""),
+            ("port = 0", "port = 70000", 14, "allowed: 0 (any free port) to 65535"),
+            ("\"10.0.0.0/8\"", "\"10.0.0.0/99\"", 17, "is not a sender"),
+            ("address = \"127.0.0.1\"", "address = \"127.0.0.300\"", 6, "is not an IP address"),
+            ("[\"[127.0.0.1]:2526\"]", "[\"127.0.0.1:99999\"]", 24, "is not a next hop"),
+        ];
+        for (from, to, line, needle) in cases {
+            let text = GOOD.replace(from, to);
+            let e = parse(&text).unwrap_err();
+            assert_eq!(e.line, Some(*line), "{to}: {e}");
+            assert!(e.to_string().contains(needle), "{to}: {e}");
+            assert!(e.to_string().starts_with("test.toml line"), "{e}");
+        }
+    }
+
+    #[test]
+    fn syntax_and_unknown_keys_are_located() {
+        let e = parse("[node]\nhostname = \"a.b\"\nbogus = 1\n").unwrap_err();
+        assert_eq!(e.line, Some(3));
+        assert!(e.message.contains("unknown field"), "{e}");
+        let e = parse("[node\n").unwrap_err();
+        assert_eq!(e.line, Some(1));
+    }
+
+    #[test]
+    fn host_port_forms() {
+        assert_eq!(parse_host_port("mx.example.com"), Some(("mx.example.com".into(), 25)));
+        assert_eq!(parse_host_port("mx.example.com:2525"), Some(("mx.example.com".into(), 2525)));
+        assert_eq!(parse_host_port("[::1]:26"), Some(("::1".into(), 26)));
+        assert_eq!(parse_host_port("127.0.0.1"), None.or(Some(("127.0.0.1".into(), 25))));
+        assert_eq!(parse_host_port("a b"), None);
+    }
+}

@@ -1,0 +1,581 @@
+//! Delivery connections: the only place that sends mail out.
+//!
+//! The queue manager starts one task per connection with a first job; the
+//! task resolves the next hops (SMTP route, else MX), connects from the
+//! default delivery interface, negotiates TLS as the destination's mode asks,
+//! and then delivers jobs one after another (pipelined MAIL/RCPT/DATA when the
+//! server offers PIPELINING), asking the manager for the next job after each.
+//! Every outcome goes back to the manager as an event; this module never
+//! decides about retries or bounces.
+//!
+//! Bodies are sent with `pvo_proto::dotstuff::encode_data`, which turns any
+//! bare CR or LF into CRLF: PVO never forwards a bare line ending.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::Path;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use rustls::pki_types::ServerName;
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
+use tokio::net::{TcpSocket, TcpStream};
+use tokio::sync::oneshot;
+
+use crate::config::{RouteTarget, TlsMode};
+use crate::ids::Kind;
+use crate::node::Shared;
+use crate::queue::{Event, Job, RcptOutcome, IDLE_WAIT};
+
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
+const REPLY_TIMEOUT: Duration = Duration::from_secs(300);
+const DATA_REPLY_TIMEOUT: Duration = Duration::from_secs(600);
+
+pub fn spawn_connection(shared: Arc<Shared>, domain: String, job: Job) {
+    tokio::spawn(async move {
+        run_connection(&shared, &domain, job).await;
+        shared.queue.send(Event::ConnClosed { domain });
+    });
+}
+
+async fn run_connection(shared: &Arc<Shared>, domain: &str, job: Job) {
+    let cfg = shared.config();
+    let target = match &job.redirect {
+        Some((h, p)) => Some(RouteTarget::Hosts(vec![(h.clone(), *p)])),
+        None => cfg.route(domain).map(|r| r.target.clone()),
+    };
+    if let Some(RouteTarget::Maildir(dir)) = target {
+        return run_maildir(shared, &dir, job).await;
+    }
+    let hops: Vec<(String, u16)> = match target {
+        Some(RouteTarget::Hosts(h)) => h,
+        _ => match shared.resolver.mx(domain).await {
+            Ok(h) if h.is_empty() => {
+                let n = job.rids.len();
+                let outcomes = vec![RcptOutcome::Perm(format!("5.1.10 domain {domain} accepts no mail (null MX)")); n];
+                shared.queue.send(Event::JobDone { job, dcid: 0, outcomes, next: None });
+                return;
+            }
+            Ok(h) => h.into_iter().map(|h| (h.host, h.port)).collect(),
+            Err(e) => {
+                shared.queue.send(Event::ConnFailed { job, error: e });
+                return;
+            }
+        },
+    };
+    let tls_mode = cfg.destination(domain).map_or(cfg.tls_outbound.default, |d| d.tls);
+    let bind = cfg.delivery.default_interface.map(|i| cfg.interfaces[i].address);
+    let max_per_conn = cfg.delivery.max_messages_per_connection;
+    let helo = cfg.default_interface_hostname();
+    drop(cfg);
+
+    let mut tls_mode = tls_mode;
+    let mut client = loop {
+        let (stream, addr, server_name) = match connect_any(shared, &hops, bind).await {
+            Ok(x) => x,
+            Err(error) => {
+                shared.queue.send(Event::ConnFailed { job, error });
+                return;
+            }
+        };
+        let dcid = shared.ids.next(Kind::Dcid);
+        let local = stream.local_addr().map(|a| a.ip().to_string()).unwrap_or_default();
+        shared.log.info(format!("New SMTP DCID {dcid} interface {local} address {} port {}", addr.ip(), addr.port()));
+        let mut client = Client { io: BufReader::new(Box::new(stream) as Box<dyn Io>), dcid, ext: Extensions::default() };
+        match client.start(shared, &helo, tls_mode, &server_name, domain).await {
+            Ok(()) => break client,
+            Err(Failure::TlsFallback(e)) if tls_mode == TlsMode::Preferred => {
+                // Opportunistic TLS that fails is retried in the clear at once,
+                // as Postfix does at security level "may"; the verify and
+                // required modes never downgrade.
+                shared.log.info(format!("DCID {dcid} close"));
+                tracing::debug!(dcid, "TLS failed ({e}), retrying without TLS");
+                tls_mode = TlsMode::Off;
+            }
+            Err(Failure::Temp(e)) | Err(Failure::TlsFallback(e)) => {
+                shared.log.info(format!("DCID {dcid} close"));
+                shared.queue.send(Event::ConnFailed { job, error: e });
+                return;
+            }
+        }
+    };
+    let dcid = client.dcid;
+
+    let mut job = job;
+    let mut sent = 0usize;
+    loop {
+        let result = client.deliver(shared, &job).await;
+        sent += 1;
+        let broken = result.is_err();
+        let outcomes = match result {
+            Ok(o) => o,
+            Err(e) => vec![RcptOutcome::Temp(e); job.rids.len()],
+        };
+        if broken || sent >= max_per_conn {
+            shared.queue.send(Event::JobDone { job, dcid, outcomes, next: None });
+            break;
+        }
+        let (tx, rx) = oneshot::channel();
+        shared.queue.send(Event::JobDone { job, dcid, outcomes, next: Some(tx) });
+        match wait_next(rx).await {
+            Some(next) => job = next,
+            None => break,
+        }
+    }
+    if client.quit().await.is_err() {
+        tracing::debug!(dcid, "QUIT failed");
+    }
+    shared.log.info(format!("DCID {dcid} close"));
+}
+
+/// Waits a short while for another job; closing the receiver first and then
+/// looking once more makes sure a job sent at the last moment is not lost.
+async fn wait_next(mut rx: oneshot::Receiver<Option<Job>>) -> Option<Job> {
+    match tokio::time::timeout(IDLE_WAIT, &mut rx).await {
+        Ok(Ok(j)) => j,
+        Ok(Err(_)) => None,
+        Err(_) => {
+            rx.close();
+            rx.try_recv().ok().flatten()
+        }
+    }
+}
+
+async fn connect_any(shared: &Shared, hops: &[(String, u16)], bind: Option<IpAddr>) -> Result<(TcpStream, SocketAddr, String), String> {
+    let mut last = String::from("no next hop");
+    for (host, port) in hops {
+        let addrs = match shared.resolver.addresses(host).await {
+            Ok(a) => a,
+            Err(e) => {
+                last = e;
+                continue;
+            }
+        };
+        for ip in addrs {
+            let addr = SocketAddr::new(ip, *port);
+            match connect(addr, bind).await {
+                Ok(s) => return Ok((s, addr, host.clone())),
+                Err(e) => last = format!("connection to {addr} failed: {e}"),
+            }
+        }
+    }
+    Err(last)
+}
+
+/// Connects from `bind` (the default delivery interface) when one is set.
+pub async fn connect(addr: SocketAddr, bind: Option<IpAddr>) -> Result<TcpStream, String> {
+    let sock = if addr.is_ipv4() { TcpSocket::new_v4() } else { TcpSocket::new_v6() }.map_err(|e| e.to_string())?;
+    if let Some(ip) = bind {
+        sock.bind(SocketAddr::new(ip, 0)).map_err(|e| format!("cannot bind {ip}: {e}"))?;
+    }
+    let _ = sock.set_nodelay(true);
+    match tokio::time::timeout(CONNECT_TIMEOUT, sock.connect(addr)).await {
+        Ok(Ok(s)) => Ok(s),
+        Ok(Err(e)) => Err(describe_io_error(&e)),
+        Err(_) => Err("Operation timed out".to_string()),
+    }
+}
+
+/// The wording administrators know from `telnet`.
+pub fn describe_io_error(e: &std::io::Error) -> String {
+    match e.raw_os_error() {
+        Some(111) => "Connection refused".into(),
+        Some(110) => "Operation timed out".into(),
+        Some(113) => "No route to host".into(),
+        Some(101) => "Network is unreachable".into(),
+        _ => e.to_string(),
+    }
+}
+
+pub trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
+
+#[derive(Default)]
+struct Extensions {
+    pipelining: bool,
+    starttls: bool,
+    size: bool,
+    eight_bit: bool,
+}
+
+enum Failure {
+    Temp(String),
+    /// The TLS handshake failed; an opportunistic destination may retry in the clear.
+    TlsFallback(String),
+}
+
+struct Reply {
+    code: u16,
+    text: String,
+}
+
+impl Reply {
+    fn line(&self) -> String {
+        format!("{} {}", self.code, self.text)
+    }
+}
+
+struct Client {
+    io: BufReader<Box<dyn Io>>,
+    dcid: u64,
+    ext: Extensions,
+}
+
+impl Client {
+    async fn read_reply(&mut self, timeout: Duration) -> Result<Reply, String> {
+        let mut text = String::new();
+        let mut line = String::new();
+        loop {
+            line.clear();
+            let n = match tokio::time::timeout(timeout, self.io.read_line(&mut line)).await {
+                Ok(Ok(n)) => n,
+                Ok(Err(e)) => return Err(format!("read error: {e}")),
+                Err(_) => return Err("timeout waiting for a reply".into()),
+            };
+            if n == 0 {
+                return Err("connection closed by the remote host".into());
+            }
+            if line.len() > 4096 {
+                return Err("reply line too long".into());
+            }
+            let l = line.trim_end_matches(['\r', '\n']);
+            let code = l.get(..3).and_then(|c| c.parse::<u16>().ok()).ok_or_else(|| format!("malformed reply: {l:?}"))?;
+            if !text.is_empty() {
+                text.push('\n');
+            }
+            text.push_str(l.get(4..).unwrap_or(""));
+            if l.as_bytes().get(3) != Some(&b'-') {
+                return Ok(Reply { code, text });
+            }
+        }
+    }
+
+    async fn command(&mut self, cmd: &str) -> Result<Reply, String> {
+        self.io.get_mut().write_all(cmd.as_bytes()).await.map_err(|e| format!("write error: {e}"))?;
+        self.io.get_mut().flush().await.map_err(|e| format!("write error: {e}"))?;
+        self.read_reply(REPLY_TIMEOUT).await
+    }
+
+    async fn ehlo(&mut self, helo: &str) -> Result<(), Failure> {
+        let r = self.command(&format!("EHLO {helo}\r\n")).await.map_err(Failure::Temp)?;
+        if r.code == 250 {
+            self.ext = Extensions::default();
+            for l in r.text.lines().skip(1) {
+                let kw = l.split_whitespace().next().unwrap_or("").to_ascii_uppercase();
+                match kw.as_str() {
+                    "PIPELINING" => self.ext.pipelining = true,
+                    "STARTTLS" => self.ext.starttls = true,
+                    "SIZE" => self.ext.size = true,
+                    "8BITMIME" => self.ext.eight_bit = true,
+                    _ => {}
+                }
+            }
+            return Ok(());
+        }
+        let r = self.command(&format!("HELO {helo}\r\n")).await.map_err(Failure::Temp)?;
+        if r.code == 250 {
+            self.ext = Extensions::default();
+            Ok(())
+        } else {
+            Err(Failure::Temp(format!("HELO refused: {}", r.line())))
+        }
+    }
+
+    async fn start(&mut self, shared: &Shared, helo: &str, tls: TlsMode, server_name: &str, domain: &str) -> Result<(), Failure> {
+        let banner = self.read_reply(REPLY_TIMEOUT).await.map_err(Failure::Temp)?;
+        if banner.code != 220 {
+            return Err(Failure::Temp(format!("banner: {}", banner.line())));
+        }
+        self.ehlo(helo).await?;
+        let dcid = self.dcid;
+        if tls == TlsMode::Off {
+            return Ok(());
+        }
+        if !self.ext.starttls {
+            if tls.required() {
+                shared.log.info(format!("DCID {dcid} TLS was required but could not be successfully negotiated"));
+                return Err(Failure::Temp("TLS was required but the server does not offer STARTTLS".into()));
+            }
+            return Ok(());
+        }
+        let r = self.command("STARTTLS\r\n").await.map_err(Failure::Temp)?;
+        if r.code != 220 {
+            if tls.required() {
+                shared.log.info(format!("DCID {dcid} TLS failed: STARTTLS refused: {}", r.line()));
+                shared.log.info(format!("DCID {dcid} TLS was required but could not be successfully negotiated"));
+                return Err(Failure::Temp(format!("STARTTLS refused: {}", r.line())));
+            }
+            return Ok(());
+        }
+        let configs = shared.tls_clients();
+        let cfg = if tls.verify() { configs.verify.clone() } else { configs.opportunistic.clone() };
+        let name = ServerName::try_from(server_name.to_string()).unwrap_or_else(|_| ServerName::try_from("invalid.invalid".to_string()).unwrap());
+        let connector = tokio_rustls::TlsConnector::from(cfg);
+        // Take the plain stream out; buffered bytes before the handshake would
+        // be a STARTTLS injection attempt, so they are discarded.
+        let plain = std::mem::replace(&mut self.io, BufReader::new(Box::new(empty::EmptyDuplex) as Box<dyn Io>));
+        let stream = plain.into_inner();
+        match connector.connect(name, stream).await {
+            Ok(s) => {
+                let (proto, cipher) = crate::tls::describe(s.get_ref().1);
+                shared.log.info(format!("DCID {dcid} TLS success protocol {proto} cipher {cipher} {domain}"));
+                self.io = BufReader::new(Box::new(s) as Box<dyn Io>);
+                self.ehlo(helo).await
+            }
+            Err(e) => {
+                shared.log.info(format!("DCID {dcid} TLS failed: {}", tls_error_text(&e)));
+                if tls.required() {
+                    shared.log.info(format!("DCID {dcid} TLS was required but could not be successfully negotiated"));
+                }
+                Err(Failure::TlsFallback(format!("TLS failed: {}", tls_error_text(&e))))
+            }
+        }
+    }
+
+    /// Delivers one job; `Err` means the connection is broken.
+    async fn deliver(&mut self, shared: &Shared, job: &Job) -> Result<Vec<RcptOutcome>, String> {
+        let body = match &job.body {
+            Some(b) => b.clone(),
+            None => {
+                let spool = shared.spool.clone();
+                let mid = job.env.mid;
+                Arc::new(
+                    tokio::task::spawn_blocking(move || spool.read_body(mid))
+                        .await
+                        .map_err(|e| e.to_string())?
+                        .map_err(|e| format!("spool read error: {e}"))?,
+                )
+            }
+        };
+        let mid = job.env.mid;
+        let dcid = self.dcid;
+        let rids = job.rids.iter().map(|r| r.to_string()).collect::<Vec<_>>().join(", ");
+        shared.log.info(format!("Delivery start DCID {dcid} MID {mid} to RID [{rids}]"));
+        let mut mail = format!("MAIL FROM:<{}>", job.env.sender);
+        if self.ext.size {
+            mail.push_str(&format!(" SIZE={}", body.len()));
+        }
+        if self.ext.eight_bit {
+            mail.push_str(" BODY=8BITMIME");
+        }
+        mail.push_str("\r\n");
+        let rcpts: Vec<String> = job.rids.iter().map(|r| format!("RCPT TO:<{}>\r\n", job.env.recipients[*r as usize])).collect();
+
+        let mut outcomes: Vec<Option<RcptOutcome>> = vec![None; job.rids.len()];
+        let mut accepted = 0usize;
+        let data_reply;
+        if self.ext.pipelining {
+            let mut batch = mail.clone();
+            for r in &rcpts {
+                batch.push_str(r);
+            }
+            batch.push_str("DATA\r\n");
+            self.write(batch.as_bytes()).await?;
+            let m = self.read_reply(REPLY_TIMEOUT).await?;
+            for o in outcomes.iter_mut() {
+                let r = self.read_reply(REPLY_TIMEOUT).await?;
+                *o = classify_rcpt(&m, &r, &mut accepted);
+            }
+            data_reply = self.read_reply(REPLY_TIMEOUT).await?;
+            if m.code != 250 {
+                return Ok(self.fail_all(&m, job.rids.len(), data_reply.code == 354).await?);
+            }
+        } else {
+            let m = self.command(&mail).await?;
+            if m.code != 250 {
+                return Ok(self.fail_all(&m, job.rids.len(), false).await?);
+            }
+            for (i, r) in rcpts.iter().enumerate() {
+                let reply = self.command(r).await?;
+                outcomes[i] = classify_rcpt(&m, &reply, &mut accepted);
+            }
+            if accepted == 0 {
+                self.command("RSET\r\n").await?;
+                return Ok(outcomes.into_iter().map(|o| o.unwrap()).collect());
+            }
+            data_reply = self.command("DATA\r\n").await?;
+        }
+        if data_reply.code != 354 {
+            if accepted > 0 {
+                let o = outcome_of(&data_reply);
+                for x in outcomes.iter_mut() {
+                    if x.is_none() {
+                        *x = Some(o.clone());
+                    }
+                }
+            }
+            self.command("RSET\r\n").await?;
+            return Ok(outcomes.into_iter().map(|o| o.unwrap_or(RcptOutcome::Temp("no reply".into()))).collect());
+        }
+        if accepted == 0 {
+            // RFC 2920: DATA was accepted although no recipient was; end it
+            // at once without content.
+            self.write(b".\r\n").await?;
+            let _ = self.read_reply(DATA_REPLY_TIMEOUT).await?;
+            return Ok(outcomes.into_iter().map(|o| o.unwrap()).collect());
+        }
+        let mut wire = Vec::with_capacity(body.len() + body.len() / 32 + 8);
+        pvo_proto::dotstuff::encode_data(&body, &mut wire);
+        self.write(&wire).await?;
+        let fin = self.read_reply(DATA_REPLY_TIMEOUT).await?;
+        let o = outcome_of(&fin);
+        let mut done_rids = Vec::new();
+        for (i, x) in outcomes.iter_mut().enumerate() {
+            if x.is_none() {
+                *x = Some(o.clone());
+                if matches!(o, RcptOutcome::Delivered) {
+                    done_rids.push(job.rids[i].to_string());
+                }
+            }
+        }
+        if !done_rids.is_empty() {
+            shared.log.info(format!("Message done DCID {dcid} MID {mid} to RID [{}]", done_rids.join(", ")));
+        }
+        Ok(outcomes.into_iter().map(|o| o.unwrap()).collect())
+    }
+
+    async fn fail_all(&mut self, reply: &Reply, n: usize, in_data: bool) -> Result<Vec<RcptOutcome>, String> {
+        if in_data {
+            self.write(b".\r\n").await?;
+            let _ = self.read_reply(DATA_REPLY_TIMEOUT).await?;
+        }
+        self.command("RSET\r\n").await?;
+        Ok(vec![outcome_of(reply); n])
+    }
+
+    async fn write(&mut self, bytes: &[u8]) -> Result<(), String> {
+        let w = self.io.get_mut();
+        w.write_all(bytes).await.map_err(|e| format!("write error: {e}"))?;
+        w.flush().await.map_err(|e| format!("write error: {e}"))
+    }
+
+    async fn quit(&mut self) -> Result<(), String> {
+        let _ = self.command("QUIT\r\n").await?;
+        let _ = self.io.get_mut().shutdown().await;
+        Ok(())
+    }
+}
+
+fn outcome_of(r: &Reply) -> RcptOutcome {
+    match r.code {
+        200..=299 => RcptOutcome::Delivered,
+        500..=599 => RcptOutcome::Perm(r.line()),
+        _ => RcptOutcome::Temp(r.line()),
+    }
+}
+
+fn classify_rcpt(mail: &Reply, rcpt: &Reply, accepted: &mut usize) -> Option<RcptOutcome> {
+    if mail.code != 250 {
+        return Some(outcome_of(mail));
+    }
+    match rcpt.code {
+        250 | 251 => {
+            *accepted += 1;
+            None
+        }
+        _ => Some(outcome_of(rcpt)),
+    }
+}
+
+/// Explains a failed handshake the way the appliance's log does.
+pub fn tls_error_text(e: &std::io::Error) -> String {
+    if let Some(inner) = e.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>()) {
+        return match inner {
+            rustls::Error::InvalidCertificate(c) => format!("verify error: {c:?}"),
+            rustls::Error::NoCertificatesPresented => "verify error: no certificate from server".into(),
+            rustls::Error::AlertReceived(a) => format!("alert received: {a:?}"),
+            other => other.to_string(),
+        };
+    }
+    e.to_string()
+}
+
+/// Delivers jobs routed to a local maildir: one file per message, written to
+/// `tmp/`, fsynced and renamed into `new/` (the maildir protocol), so a
+/// delivered message is durable before the spool forgets it.
+async fn run_maildir(shared: &Arc<Shared>, dir: &Path, mut job: Job) {
+    let dcid = shared.ids.next(Kind::Dcid);
+    let mut sent = 0;
+    loop {
+        let mid = job.env.mid;
+        let rids = job.rids.iter().map(|r| r.to_string()).collect::<Vec<_>>().join(", ");
+        shared.log.info(format!("Delivery start DCID {dcid} MID {mid} to RID [{rids}]"));
+        let body = job.body.clone();
+        let spool = shared.spool.clone();
+        let d = dir.to_path_buf();
+        let env = job.env.clone();
+        let res = tokio::task::spawn_blocking(move || -> Result<(), String> {
+            let body = match body {
+                Some(b) => b,
+                None => Arc::new(spool.read_body(mid).map_err(|e| e.to_string())?),
+            };
+            write_maildir(&d, &env.sender, &body, mid).map_err(|e| format!("maildir {}: {e}", d.display()))
+        })
+        .await
+        .unwrap_or_else(|e| Err(e.to_string()));
+        let outcomes = match res {
+            Ok(()) => {
+                shared.log.info(format!("Message done DCID {dcid} MID {mid} to RID [{rids}]"));
+                vec![RcptOutcome::Delivered; job.rids.len()]
+            }
+            Err(e) => vec![RcptOutcome::Temp(format!("4.3.0 local delivery failed: {e}")); job.rids.len()],
+        };
+        sent += 1;
+        if sent >= 50 {
+            shared.queue.send(Event::JobDone { job, dcid, outcomes, next: None });
+            break;
+        }
+        let (tx, rx) = oneshot::channel();
+        shared.queue.send(Event::JobDone { job, dcid, outcomes, next: Some(tx) });
+        match wait_next(rx).await {
+            Some(j) => job = j,
+            None => break,
+        }
+    }
+}
+
+fn write_maildir(dir: &Path, sender: &str, body: &[u8], mid: u64) -> std::io::Result<()> {
+    use std::io::Write;
+    for sub in ["tmp", "new", "cur"] {
+        std::fs::create_dir_all(dir.join(sub))?;
+    }
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    let name = format!("{}.M{}P{}Q{mid}.pvo", now.as_secs(), now.subsec_micros(), std::process::id());
+    let tmp = dir.join("tmp").join(&name);
+    {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(format!("Return-Path: <{sender}>\r\n").as_bytes())?;
+        f.write_all(body)?;
+        f.sync_all()?;
+    }
+    std::fs::rename(&tmp, dir.join("new").join(&name))?;
+    std::fs::File::open(dir.join("new"))?.sync_all()?;
+    Ok(())
+}
+
+/// A stream that is never read or written: the placeholder while the plain
+/// stream is handed to the TLS handshake.
+mod empty {
+    use super::*;
+    use std::task::{Context, Poll};
+    use tokio::io::ReadBuf;
+
+    pub struct EmptyDuplex;
+    impl AsyncRead for EmptyDuplex {
+        fn poll_read(self: Pin<&mut Self>, _: &mut Context<'_>, _: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+    }
+    impl AsyncWrite for EmptyDuplex {
+        fn poll_write(self: Pin<&mut Self>, _: &mut Context<'_>, _: &[u8]) -> Poll<std::io::Result<usize>> {
+            Poll::Ready(Err(std::io::ErrorKind::NotConnected.into()))
+        }
+        fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+        fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+    }
+}
+

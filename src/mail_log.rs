@@ -1,0 +1,224 @@
+//! `mail_logs`: the appliance-format log that administrators grep.
+//!
+//! Each line is `Fri Sep 13 15:08:02 2013 Info: <text>`. The wording of the
+//! texts is a compatibility surface (see SPEC section 2): scripts written for
+//! the commercial appliance grep for `New SMTP ICID`, `port 7025` and so on,
+//! so changing a format string is a breaking change.
+//!
+//! Lines go through a channel to one writer thread so that a session never
+//! blocks on the log file. The writer flushes whenever the channel runs dry,
+//! so after a `kill -9` only lines still in the channel can be missing. Files
+//! rotate by size: `mail_logs` becomes `mail_logs.1`, and so on up to `keep`.
+
+use std::fs::{File, OpenOptions};
+use std::io::{self, BufWriter, Write};
+use std::path::{Path, PathBuf};
+use std::sync::mpsc;
+use std::time::SystemTime;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Level {
+    Info,
+    Warning,
+    Critical,
+}
+
+impl Level {
+    fn as_str(self) -> &'static str {
+        match self {
+            Level::Info => "Info",
+            Level::Warning => "Warning",
+            Level::Critical => "Critical",
+        }
+    }
+}
+
+enum Op {
+    Line(SystemTime, Level, String),
+    Flush(mpsc::Sender<()>),
+}
+
+/// A handle to the node's `mail_logs`. Cheap to clone.
+#[derive(Clone)]
+pub struct MailLog {
+    tx: Option<mpsc::Sender<Op>>,
+}
+
+impl MailLog {
+    /// Opens (appending) `dir/mail_logs` and starts the writer thread.
+    pub fn open(dir: &Path, max_size: u64, keep: usize) -> io::Result<MailLog> {
+        std::fs::create_dir_all(dir)?;
+        let path = dir.join("mail_logs");
+        let file = OpenOptions::new().create(true).append(true).open(&path)?;
+        let size = file.metadata()?.len();
+        let (tx, rx) = mpsc::channel::<Op>();
+        let mut w = Writer { path, out: BufWriter::with_capacity(64 * 1024, file), size, max_size, keep, clock: Clock::default() };
+        std::thread::Builder::new().name("mail_logs".into()).spawn(move || w.run(rx))?;
+        Ok(MailLog { tx: Some(tx) })
+    }
+
+    /// A log that goes nowhere, for unit tests of components.
+    pub fn discard() -> MailLog {
+        MailLog { tx: None }
+    }
+
+    pub fn log(&self, level: Level, text: String) {
+        tracing::debug!(target: "mail_logs", "{text}");
+        if let Some(tx) = &self.tx {
+            let _ = tx.send(Op::Line(SystemTime::now(), level, text));
+        }
+    }
+
+    pub fn info(&self, text: String) {
+        self.log(Level::Info, text)
+    }
+
+    pub fn warning(&self, text: String) {
+        self.log(Level::Warning, text)
+    }
+
+    pub fn critical(&self, text: String) {
+        self.log(Level::Critical, text)
+    }
+
+    /// Waits until everything logged so far is written to the file.
+    pub fn flush(&self) {
+        if let Some(tx) = &self.tx {
+            let (ack_tx, ack_rx) = mpsc::channel();
+            if tx.send(Op::Flush(ack_tx)).is_ok() {
+                let _ = ack_rx.recv();
+            }
+        }
+    }
+}
+
+/// `info!`-style shorthand: `mlog!(log, "MID {} queued for delivery", mid)`.
+#[macro_export]
+macro_rules! mlog {
+    ($log:expr, $($arg:tt)*) => {
+        $log.info(format!($($arg)*))
+    };
+}
+
+struct Writer {
+    path: PathBuf,
+    out: BufWriter<File>,
+    size: u64,
+    max_size: u64,
+    keep: usize,
+    clock: Clock,
+}
+
+impl Writer {
+    fn run(&mut self, rx: mpsc::Receiver<Op>) {
+        while let Ok(op) = rx.recv() {
+            self.apply(op);
+            while let Ok(op) = rx.try_recv() {
+                self.apply(op);
+            }
+            if let Err(e) = self.out.flush() {
+                tracing::error!("cannot write mail_logs: {e}");
+            }
+        }
+        let _ = self.out.flush();
+    }
+
+    fn apply(&mut self, op: Op) {
+        match op {
+            Op::Line(t, level, text) => {
+                let stamp = self.clock.format(t);
+                let line = format!("{stamp} {}: {text}\n", level.as_str());
+                if self.size + line.len() as u64 > self.max_size && self.size > 0 {
+                    if let Err(e) = self.rotate() {
+                        tracing::error!("cannot rotate mail_logs: {e}");
+                    }
+                }
+                if self.out.write_all(line.as_bytes()).is_ok() {
+                    self.size += line.len() as u64;
+                }
+            }
+            Op::Flush(ack) => {
+                let _ = self.out.flush();
+                let _ = ack.send(());
+            }
+        }
+    }
+
+    fn rotate(&mut self) -> io::Result<()> {
+        self.out.flush()?;
+        let name = |n: usize| PathBuf::from(format!("{}.{n}", self.path.display()));
+        let _ = std::fs::remove_file(name(self.keep));
+        for n in (1..self.keep).rev() {
+            let _ = std::fs::rename(name(n), name(n + 1));
+        }
+        std::fs::rename(&self.path, name(1))?;
+        let file = OpenOptions::new().create(true).append(true).open(&self.path)?;
+        self.out = BufWriter::with_capacity(64 * 1024, file);
+        self.size = 0;
+        Ok(())
+    }
+}
+
+/// Formats timestamps in the appliance's `ctime` form, caching the text of
+/// the current second because thousands of lines share it.
+#[derive(Default)]
+struct Clock {
+    second: u64,
+    text: String,
+}
+
+impl Clock {
+    fn format(&mut self, t: SystemTime) -> &str {
+        let secs = t.duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+        if secs != self.second || self.text.is_empty() {
+            self.second = secs;
+            self.text = ctime(secs);
+        }
+        &self.text
+    }
+}
+
+/// `Fri Sep 13 15:08:02 2013` for a Unix time, in UTC.
+pub fn ctime(secs: u64) -> String {
+    let t = time::OffsetDateTime::from_unix_timestamp(secs as i64).unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
+    const DAYS: [&str; 7] = ["Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"];
+    const MONTHS: [&str; 12] = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
+    format!(
+        "{} {} {:2} {:02}:{:02}:{:02} {}",
+        DAYS[t.weekday().number_days_from_monday() as usize],
+        MONTHS[t.month() as usize - 1],
+        t.day(),
+        t.hour(),
+        t.minute(),
+        t.second(),
+        t.year()
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ctime_matches_appliance_form() {
+        // The seed's example timestamp.
+        assert_eq!(ctime(1_379_084_882), "Fri Sep 13 15:08:02 2013");
+        assert_eq!(ctime(0), "Thu Jan  1 00:00:00 1970");
+    }
+
+    #[test]
+    fn lines_are_written_and_rotated() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = MailLog::open(dir.path(), 4096, 2).unwrap();
+        for i in 0..200 {
+            log.info(format!("MID {i} queued for delivery"));
+        }
+        log.flush();
+        let current = std::fs::read_to_string(dir.path().join("mail_logs")).unwrap();
+        assert!(current.lines().all(|l| l.contains(" Info: MID ")), "{current}");
+        assert!(dir.path().join("mail_logs.1").exists());
+        assert!(dir.path().join("mail_logs.2").exists());
+        assert!(!dir.path().join("mail_logs.3").exists());
+        assert!(current.ends_with("MID 199 queued for delivery\n"));
+    }
+}

@@ -1,0 +1,262 @@
+//! `pvo`: the email security gateway and central quarantine manager.
+//!
+//! One binary with the node roles (`pvo gateway run`), the one-command
+//! `pvo quickstart`, and (in later steps) the appliance commands that talk to
+//! a running node.
+
+mod admin;
+mod bounce;
+mod commands;
+mod config;
+mod delivery;
+mod dns;
+mod envelope;
+mod ids;
+mod listeners;
+mod mail_log;
+mod node;
+mod queue;
+mod quickstart;
+mod smtp_server;
+mod tls;
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "pvo", version, about = "PVO email security gateway and central quarantine manager")]
+struct Cli {
+    /// Data directory of the node to talk to (appliance commands).
+    #[arg(long, global = true, default_value = "./pvo-data")]
+    dir: PathBuf,
+    /// Print the answer as JSON (appliance commands).
+    #[arg(long, global = true)]
+    json: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a gateway node.
+    Gateway {
+        #[command(subcommand)]
+        action: GatewayAction,
+    },
+    /// Write a default configuration under --dir (once) and run a gateway on loopback.
+    Quickstart(quickstart::Args),
+    /// System status (Online/Offline), counters and gauges.
+    Status {
+        /// `status detail`: rates and listeners too.
+        detail: Option<String>,
+    },
+    /// Suspend receiving and delivery; open connections close after --delay seconds.
+    Suspend {
+        #[arg(long, default_value_t = 30)]
+        delay: u64,
+    },
+    /// Resume receiving and delivery.
+    Resume,
+    /// Suspend listeners: all, or one by name.
+    Suspendlisteners { listener: Option<String> },
+    /// Resume listeners: all, or one by name.
+    Resumelisteners { listener: Option<String> },
+    /// Suspend delivery (mail is still received and queued).
+    Suspenddel,
+    /// Resume delivery.
+    Resumedel,
+    /// Reset the counters of `status`.
+    Resetcounters,
+    /// Recipient hosts in the queue, busiest first.
+    Tophosts {
+        #[arg(long, default_value = "active", value_parser = ["active", "conn", "delivered", "hard", "soft"])]
+        sort: String,
+    },
+    /// Delivery status of one recipient host.
+    Hoststatus { host: String },
+    /// Queued recipients: by recipient host, by envelope sender, or all.
+    Showrecipients(Selection),
+    /// Delete queued recipients: by recipient host, by envelope sender, or all.
+    Deleterecipients {
+        #[command(flatten)]
+        sel: Selection,
+        /// Do not ask for confirmation.
+        #[arg(long)]
+        yes: bool,
+    },
+    /// Bounce queued recipients (a DSN goes to each sender).
+    Bouncerecipients {
+        #[command(flatten)]
+        sel: Selection,
+        #[arg(long)]
+        yes: bool,
+    },
+    /// Send every queued message to another host (HOST[:PORT]).
+    Redirectrecipients {
+        host: String,
+        #[arg(long)]
+        yes: bool,
+    },
+    /// Retry deferred recipients now: of one host, or all.
+    Delivernow { host: Option<String> },
+}
+
+#[derive(clap::Args, Clone)]
+struct Selection {
+    /// Recipients of this recipient host.
+    #[arg(long)]
+    host: Option<String>,
+    /// Recipients of messages from this envelope sender.
+    #[arg(long)]
+    sender: Option<String>,
+    /// Every queued recipient.
+    #[arg(long)]
+    all: bool,
+}
+
+impl Selection {
+    /// The selection as arguments, asking in a terminal when none was given.
+    fn to_args(&self, command: &str) -> Result<serde_json::Value> {
+        let mut s = self.clone();
+        if s.host.is_none() && s.sender.is_none() && !s.all {
+            let Some(answer) = prompt(&format!(
+                "Please select how you would like to {command}:\n1. By recipient host.\n2. By Envelope From address.\n3. All.\n[3]> "
+            ))?
+            else {
+                anyhow::bail!("{command}: select the recipients with --host HOST, --sender ADDRESS or --all");
+            };
+            match answer.trim() {
+                "1" => s.host = prompt("Please enter the hostname for the messages you wish to select.\n[]> ")?,
+                "2" => s.sender = prompt("Please enter the Envelope From address for the messages you wish to select.\n[]> ")?,
+                "" | "3" => s.all = true,
+                other => anyhow::bail!("{other:?} is not one of 1, 2, 3"),
+            }
+        }
+        Ok(serde_json::json!({ "host": s.host, "sender": s.sender, "all": s.all }))
+    }
+}
+
+/// Asks a question when stdin is a terminal; `None` otherwise.
+fn prompt(question: &str) -> Result<Option<String>> {
+    use std::io::{BufRead, IsTerminal, Write};
+    if !std::io::stdin().is_terminal() {
+        return Ok(None);
+    }
+    print!("{question}");
+    std::io::stdout().flush()?;
+    let mut line = String::new();
+    std::io::stdin().lock().read_line(&mut line)?;
+    Ok(Some(line.trim().to_string()))
+}
+
+/// Asks for confirmation of a destructive command unless --yes.
+fn confirm(what: &str, yes: bool) -> Result<()> {
+    if yes {
+        return Ok(());
+    }
+    match prompt(&format!("{what} Are you sure? [N]> "))? {
+        Some(a) if a.eq_ignore_ascii_case("y") || a.eq_ignore_ascii_case("yes") => Ok(()),
+        Some(_) => anyhow::bail!("cancelled"),
+        None => anyhow::bail!("{what} Confirm with --yes (no terminal to ask)."),
+    }
+}
+
+#[derive(Subcommand)]
+enum GatewayAction {
+    /// Run a gateway from a configuration file.
+    Run {
+        #[arg(long)]
+        config: PathBuf,
+    },
+    /// Check a configuration file and exit.
+    Check {
+        #[arg(long)]
+        config: PathBuf,
+    },
+}
+
+fn main() {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("PVO_LOG").unwrap_or_else(|_| "warn".into()))
+        .with_writer(std::io::stderr)
+        .init();
+    let result = match cli.command {
+        Command::Gateway { action: GatewayAction::Run { config } } => run_node(&config, None),
+        Command::Gateway { action: GatewayAction::Check { config } } => config::Config::load(&config).map(|_| println!("{}: configuration is valid", config.display())).map_err(anyhow::Error::from),
+        Command::Quickstart(args) => quickstart::run(args),
+        other => admin_command(&cli.dir, cli.json, other),
+    };
+    if let Err(e) = result {
+        eprintln!("pvo: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+/// Runs one appliance command against the node of `dir`.
+fn admin_command(dir: &std::path::Path, json: bool, cmd: Command) -> Result<()> {
+    use serde_json::json;
+    let (name, args) = match cmd {
+        Command::Status { detail } => {
+            if let Some(d) = &detail {
+                if d != "detail" {
+                    anyhow::bail!("unknown argument {d:?}; did you mean `status detail`?");
+                }
+            }
+            ("status", json!({ "detail": detail.is_some() }))
+        }
+        Command::Suspend { delay } => ("suspend", json!({ "delay": delay })),
+        Command::Resume => ("resume", json!({})),
+        Command::Suspendlisteners { listener } => ("suspendlisteners", json!({ "listener": listener })),
+        Command::Resumelisteners { listener } => ("resumelisteners", json!({ "listener": listener })),
+        Command::Suspenddel => ("suspenddel", json!({})),
+        Command::Resumedel => ("resumedel", json!({})),
+        Command::Resetcounters => ("resetcounters", json!({})),
+        Command::Tophosts { sort } => ("tophosts", json!({ "sort": sort })),
+        Command::Hoststatus { host } => ("hoststatus", json!({ "host": host })),
+        Command::Showrecipients(sel) => ("showrecipients", sel.to_args("show messages")?),
+        Command::Deleterecipients { sel, yes } => {
+            let args = sel.to_args("delete messages")?;
+            confirm("The selected recipients will be deleted from the queue.", yes)?;
+            ("deleterecipients", args)
+        }
+        Command::Bouncerecipients { sel, yes } => {
+            let args = sel.to_args("bounce messages")?;
+            confirm("The selected recipients will be bounced to their senders.", yes)?;
+            ("bouncerecipients", args)
+        }
+        Command::Redirectrecipients { host, yes } => {
+            confirm(&format!("Every queued message will be delivered to {host}."), yes)?;
+            ("redirectrecipients", json!({ "host": host }))
+        }
+        Command::Delivernow { host } => ("delivernow", json!({ "host": host })),
+        Command::Gateway { .. } | Command::Quickstart(_) => unreachable!("handled in main"),
+    };
+    admin::client::run(dir, name, args, json)
+}
+
+/// Loads the configuration, starts the node and runs until SIGTERM/SIGINT.
+pub fn run_node(path: &std::path::Path, banner: Option<&dyn Fn(&node::Node)>) -> Result<()> {
+    let cfg = config::Config::load(path).map_err(|e| anyhow::anyhow!("configuration error: {e}"))?;
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the runtime")?;
+    rt.block_on(async move {
+        let node = node::Node::start(cfg).await?;
+        for (name, addr) in &node.listeners {
+            println!("Listener {name} listening on {addr}");
+        }
+        if let Some(b) = banner {
+            b(&node);
+        }
+        use std::io::Write;
+        let _ = std::io::stdout().flush();
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = tokio::signal::ctrl_c() => {}
+        }
+        node.shutdown().await;
+        Ok(())
+    })
+}

@@ -1,0 +1,312 @@
+//! A running node: the state every task shares, start-up and shutdown.
+//!
+//! Start-up order matters for durability: the spool is recovered before any
+//! listener accepts, and recovered messages go to the queue manager before new
+//! ones, so a restart delivers what was accepted before the crash first.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+
+use anyhow::{Context, Result};
+use pvo_spool::{Spool, SpoolConfig, SpoolError};
+use tokio::sync::oneshot;
+
+use crate::config::Config;
+use crate::dns::Resolver;
+use crate::envelope::{Envelope, Update};
+use crate::ids::Ids;
+use crate::mail_log::MailLog;
+use crate::queue::{self, Event, QueueHandle};
+use crate::tls::ClientConfigs;
+
+/// Counters for `status`: atomics for this run, a snapshot at the last
+/// `resetcounters`, and the lifetime totals of earlier runs (`run/counters`).
+pub struct Counters {
+    pub connections_in: AtomicU64,
+    pub connections_open: AtomicU64,
+    pub messages_received: AtomicU64,
+    pub recipients_received: AtomicU64,
+    pub rejected_recipients: AtomicU64,
+    pub soft_bounced: AtomicU64,
+    pub delivered_rcpts: AtomicU64,
+    pub bounced_rcpts: AtomicU64,
+    reset_base: Mutex<(Option<u64>, CounterSet)>,
+    lifetime_base: CounterSet,
+    path: std::path::PathBuf,
+}
+
+/// One column of the counters table.
+#[derive(Debug, Clone, Copy, Default, serde::Serialize, serde::Deserialize)]
+pub struct CounterSet {
+    pub connections_in: u64,
+    pub connections_open: u64,
+    pub messages_received: u64,
+    pub recipients_received: u64,
+    pub rejected_recipients: u64,
+    pub soft_bounced: u64,
+    pub delivered_rcpts: u64,
+    pub bounced_rcpts: u64,
+}
+
+impl CounterSet {
+    fn zip(&self, o: &CounterSet, f: impl Fn(u64, u64) -> u64) -> CounterSet {
+        CounterSet {
+            connections_in: f(self.connections_in, o.connections_in),
+            connections_open: self.connections_open,
+            messages_received: f(self.messages_received, o.messages_received),
+            recipients_received: f(self.recipients_received, o.recipients_received),
+            rejected_recipients: f(self.rejected_recipients, o.rejected_recipients),
+            soft_bounced: f(self.soft_bounced, o.soft_bounced),
+            delivered_rcpts: f(self.delivered_rcpts, o.delivered_rcpts),
+            bounced_rcpts: f(self.bounced_rcpts, o.bounced_rcpts),
+        }
+    }
+}
+
+impl Counters {
+    fn open(run_dir: &std::path::Path) -> Counters {
+        let path = run_dir.join("counters.json");
+        let lifetime_base = std::fs::read(&path).ok().and_then(|b| serde_json::from_slice(&b).ok()).unwrap_or_default();
+        Counters {
+            connections_in: AtomicU64::new(0),
+            connections_open: AtomicU64::new(0),
+            messages_received: AtomicU64::new(0),
+            recipients_received: AtomicU64::new(0),
+            rejected_recipients: AtomicU64::new(0),
+            soft_bounced: AtomicU64::new(0),
+            delivered_rcpts: AtomicU64::new(0),
+            bounced_rcpts: AtomicU64::new(0),
+            reset_base: Mutex::new((None, CounterSet::default())),
+            lifetime_base,
+            path,
+        }
+    }
+
+    /// Since this node started.
+    pub fn snapshot(&self) -> CounterSet {
+        let l = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        CounterSet {
+            connections_in: l(&self.connections_in),
+            connections_open: l(&self.connections_open),
+            messages_received: l(&self.messages_received),
+            recipients_received: l(&self.recipients_received),
+            rejected_recipients: l(&self.rejected_recipients),
+            soft_bounced: l(&self.soft_bounced),
+            delivered_rcpts: l(&self.delivered_rcpts),
+            bounced_rcpts: l(&self.bounced_rcpts),
+        }
+    }
+
+    pub fn since_reset(&self) -> CounterSet {
+        let base = self.reset_base.lock().unwrap().1;
+        self.snapshot().zip(&base, |a, b| a.saturating_sub(b))
+    }
+
+    pub fn lifetime(&self) -> CounterSet {
+        self.snapshot().zip(&self.lifetime_base, |a, b| a + b)
+    }
+
+    pub fn reset_at(&self) -> Option<u64> {
+        self.reset_base.lock().unwrap().0
+    }
+
+    pub fn reset(&self) {
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+        *self.reset_base.lock().unwrap() = (Some(now), self.snapshot());
+    }
+
+    /// Writes the lifetime totals (periodically and at shutdown).
+    pub fn persist(&self) {
+        let tmp = self.path.with_extension("tmp");
+        if let Ok(bytes) = serde_json::to_vec(&self.lifetime()) {
+            if std::fs::write(&tmp, bytes).is_ok() {
+                let _ = std::fs::rename(&tmp, &self.path);
+            }
+        }
+    }
+}
+
+/// What every task of a node shares.
+pub struct Shared {
+    config: RwLock<Arc<Config>>,
+    pub spool: Spool,
+    pub ids: Ids,
+    pub log: MailLog,
+    pub resolver: Resolver,
+    tls_server: RwLock<Arc<rustls::ServerConfig>>,
+    tls_clients: RwLock<Arc<ClientConfigs>>,
+    pub queue: QueueHandle,
+    pub counters: Counters,
+    pub listeners: crate::listeners::Listeners,
+    pub started: std::time::Instant,
+    /// Set to true to make idle sessions close (`suspend --delay`).
+    pub disconnect: tokio::sync::watch::Sender<bool>,
+    disconnect_gen: AtomicU64,
+}
+
+impl Shared {
+    /// The configuration in force. Readers take a snapshot (an `Arc`), so a
+    /// commit swaps the whole configuration at once and never half of it.
+    pub fn config(&self) -> Arc<Config> {
+        self.config.read().unwrap().clone()
+    }
+
+    pub fn tls_server(&self) -> Arc<rustls::ServerConfig> {
+        self.tls_server.read().unwrap().clone()
+    }
+
+    pub fn tls_clients(&self) -> Arc<ClientConfigs> {
+        self.tls_clients.read().unwrap().clone()
+    }
+
+    /// Writes a message to the spool and waits for the fsync.
+    pub async fn spool_message(&self, env: &Envelope, body: Vec<u8>) -> Result<Arc<Vec<u8>>, SpoolError> {
+        let (tx, rx) = oneshot::channel();
+        let body = Arc::new(body);
+        // The spool takes ownership of a copy; the queue keeps the Arc for
+        // delivery so the common case never reads the body back.
+        self.spool.append(
+            env.mid,
+            env.encode(),
+            body.as_ref().clone(),
+            Box::new(move |r| {
+                let _ = tx.send(r);
+            }),
+        );
+        match rx.await {
+            Ok(Ok(())) => Ok(body),
+            Ok(Err(e)) => Err(e),
+            Err(_) => Err(SpoolError::Closed),
+        }
+    }
+
+    /// Tells sessions to close at their next command after `delay`, unless
+    /// `cancel_disconnect` comes first.
+    pub fn disconnect_sessions_after(self: &Arc<Self>, delay: std::time::Duration) {
+        let generation = self.disconnect_gen.fetch_add(1, Ordering::SeqCst) + 1;
+        let me = self.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(delay).await;
+            if me.disconnect_gen.load(Ordering::SeqCst) == generation {
+                me.disconnect.send_replace(true);
+            }
+        });
+    }
+
+    pub fn cancel_disconnect(&self) {
+        self.disconnect_gen.fetch_add(1, Ordering::SeqCst);
+        self.disconnect.send_replace(false);
+    }
+
+    pub async fn read_body(&self, mid: u64) -> Result<Vec<u8>, SpoolError> {
+        let spool = self.spool.clone();
+        tokio::task::spawn_blocking(move || spool.read_body(mid)).await.unwrap_or(Err(SpoolError::Closed))
+    }
+}
+
+impl Config {
+    /// The host name used in EHLO for outbound connections.
+    pub fn default_interface_hostname(&self) -> String {
+        match self.delivery.default_interface {
+            Some(i) => self.interfaces[i].hostname.clone(),
+            None => self.hostname.clone(),
+        }
+    }
+}
+
+/// A started node.
+pub struct Node {
+    pub shared: Arc<Shared>,
+    pub listeners: Vec<(String, SocketAddr)>,
+}
+
+impl Node {
+    /// Recovers the spool, starts the queue manager and binds the listeners.
+    pub async fn start(config: Config) -> Result<Node> {
+        let config = Arc::new(config);
+        std::fs::create_dir_all(&config.data_dir).with_context(|| format!("creating data directory {}", config.data_dir.display()))?;
+        let log = MailLog::open(&config.logs_dir(), config.logs.max_size, config.logs.keep).context("opening mail_logs")?;
+        let (spool, recovered) = Spool::open(SpoolConfig::new(config.spool_dir())).with_context(|| format!("opening the spool in {}", config.spool_dir().display()))?;
+        for m in &recovered.moved_aside {
+            log.warning(format!("Spool file {} moved aside to {}: {}", m.from.display(), m.to.display(), m.reason));
+        }
+        let ids = Ids::open(&config.run_dir(), recovered.max_mid + 1)?;
+        let tls_server = crate::tls::server_config(&config)?;
+        let tls_clients = crate::tls::client_configs(&config)?;
+        let (queue, rx) = queue::channel();
+        let shared = Arc::new(Shared {
+            config: RwLock::new(config.clone()),
+            spool,
+            ids,
+            log,
+            resolver: Resolver::new(),
+            tls_server: RwLock::new(tls_server),
+            tls_clients: RwLock::new(Arc::new(tls_clients)),
+            queue: queue.clone(),
+            counters: Counters::open(&config.run_dir()),
+            listeners: Default::default(),
+            started: std::time::Instant::now(),
+            disconnect: tokio::sync::watch::channel(false).0,
+            disconnect_gen: AtomicU64::new(0),
+        });
+        {
+            let shared = shared.clone();
+            tokio::spawn(async move {
+                loop {
+                    tokio::time::sleep(std::time::Duration::from_secs(10)).await;
+                    shared.counters.persist();
+                }
+            });
+        }
+        shared.log.info(format!("PVO {} starting on {}", env!("CARGO_PKG_VERSION"), config.hostname));
+
+        let mut recovered_count = 0usize;
+        for m in recovered.messages {
+            let env = match Envelope::decode(&m.meta) {
+                Ok(e) => e,
+                Err(e) => {
+                    shared.log.critical(format!("MID {} has an unreadable envelope in the spool ({e}); left in the spool for inspection", m.mid));
+                    continue;
+                }
+            };
+            let done = m
+                .updates
+                .iter()
+                .filter_map(|u| match Update::decode(u) {
+                    Ok(Update::Rcpt { rid, state }) => Some((rid, state)),
+                    Err(_) => None,
+                })
+                .collect();
+            recovered_count += 1;
+            queue.send(Event::Enqueue { env: Arc::new(env), body: None, done });
+        }
+        if recovered_count > 0 {
+            shared.log.info(format!("Recovered {recovered_count} messages from the spool"));
+        }
+        tokio::spawn(queue::Manager::new(shared.clone(), rx).run());
+
+        let mut listeners = Vec::new();
+        for l in config.listeners.iter() {
+            let addr = SocketAddr::new(config.interfaces[l.interface].address, l.port);
+            let bound = shared.listeners.start(&shared, &l.name, addr)?;
+            shared.log.info(format!("Listener {} listening on {bound}", l.name));
+            listeners.push((l.name.clone(), bound));
+        }
+        crate::admin::server::start(shared.clone())?;
+        Ok(Node { shared, listeners })
+    }
+
+    /// Stops delivery, flushes the spool and the log.
+    pub async fn shutdown(&self) {
+        let (tx, rx) = oneshot::channel();
+        self.shared.queue.send(Event::Shutdown(tx));
+        let _ = rx.await;
+        let spool = self.shared.spool.clone();
+        let _ = tokio::task::spawn_blocking(move || spool.sync()).await;
+        self.shared.counters.persist();
+        self.shared.log.info("PVO shutting down".to_string());
+        self.shared.log.flush();
+    }
+}
+

@@ -1,0 +1,748 @@
+//! The queue manager: one task that owns the delivery schedule.
+//!
+//! Sessions hand it messages that are already on disk; it splits each message
+//! into one job per recipient host (the appliance's "Recipient Host"
+//! destinations that `tophosts` lists), starts delivery connections within
+//! the per-host and global limits, feeds each connection up to
+//! `max_messages_per_connection` jobs, and applies the results: delivered,
+//! deferred with the bounce profile's back-off, or bounced with a DSN.
+//!
+//! It receives a closed set of [`Event`]s and never touches the network or
+//! the disk itself, except through the spool handle's non-blocking calls:
+//! delivery connections (see `delivery`) do the IO. Because every state change
+//! happens here, in one task, there are no locks around the schedule.
+
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
+
+use crate::envelope::{domain_of, Envelope, RcptFinal, Update};
+use crate::node::Shared;
+
+/// Keep message bodies in memory up to this many bytes in total; beyond it
+/// delivery reads them back from the spool (the page cache, usually).
+const BODY_CACHE_BYTES: usize = 256 * 1024 * 1024;
+
+/// How long an idle delivery connection waits for another job to its host.
+pub const IDLE_WAIT: Duration = Duration::from_millis(500);
+
+/// One message to one recipient host.
+#[derive(Debug)]
+pub struct Job {
+    pub env: Arc<Envelope>,
+    pub body: Option<Arc<Vec<u8>>>,
+    pub domain: String,
+    pub rids: Vec<u32>,
+    pub attempts: u32,
+    /// Next hops set by `redirectrecipients`, overriding routes and MX.
+    pub redirect: Option<(String, u16)>,
+}
+
+/// What happened to one recipient of a job.
+#[derive(Debug, Clone)]
+pub enum RcptOutcome {
+    Delivered,
+    /// Temporary failure (reply or reason), retried.
+    Temp(String),
+    /// Permanent failure, bounced.
+    Perm(String),
+}
+
+/// The closed set of things the queue manager reacts to.
+pub enum Event {
+    /// A message is on disk and ready for delivery.
+    Enqueue { env: Arc<Envelope>, body: Option<Arc<Vec<u8>>>, done: Vec<(u32, RcptFinal)> },
+    /// A connection finished a job. If `next` is given the connection can
+    /// take another job to the same host.
+    JobDone { job: Job, dcid: u64, outcomes: Vec<RcptOutcome>, next: Option<oneshot::Sender<Option<Job>>> },
+    /// A connection could not be opened (or broke before any job finished);
+    /// `job` is deferred and the host is marked down.
+    ConnFailed { job: Job, error: String },
+    /// A delivery connection ended.
+    ConnClosed { domain: String },
+    /// A connection waits for more work (it has finished its last job).
+    Idle { domain: String, next: oneshot::Sender<Option<Job>> },
+    /// Snapshot of the per-host table, for `tophosts` and friends.
+    Hosts(oneshot::Sender<Vec<HostStatus>>),
+    /// Stop delivering new jobs; running connections finish.
+    Shutdown(oneshot::Sender<()>),
+    /// `suspenddel` (true) / `resumedel` (false).
+    SuspendDelivery(bool, oneshot::Sender<bool>),
+    /// `showrecipients`.
+    Recipients(Selection, oneshot::Sender<Vec<QueuedRecipient>>),
+    /// `deleterecipients` / `bouncerecipients`: (recipients removed, recipients in delivery right now).
+    Remove(Selection, Removal, oneshot::Sender<(usize, usize)>),
+    /// `redirectrecipients`: every queued recipient goes to this next hop.
+    Redirect(String, u16, oneshot::Sender<usize>),
+    /// `delivernow`: retry deferred recipients (of one host, or all) now.
+    DeliverNow(Option<String>, oneshot::Sender<usize>),
+    /// Counts for `status`: (messages in queue, active recipients, outbound connections, delivery suspended).
+    Gauges(oneshot::Sender<Gauges>),
+}
+
+/// Which queued recipients a queue command works on.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub enum Selection {
+    All,
+    Host(String),
+    Sender(String),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Removal {
+    Delete,
+    Bounce,
+}
+
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct Gauges {
+    pub messages: usize,
+    pub active_recipients: usize,
+    pub connections_out: usize,
+    pub delivery_suspended: bool,
+    pub oldest_received_at: Option<u64>,
+}
+
+/// One row of `showrecipients`.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct QueuedRecipient {
+    pub mid: u64,
+    pub rid: u32,
+    pub host: String,
+    pub sender: String,
+    pub recipient: String,
+    pub size: usize,
+    pub received_at: u64,
+    pub attempts: u32,
+    pub state: &'static str,
+}
+
+#[derive(Clone)]
+pub struct QueueHandle {
+    tx: mpsc::UnboundedSender<Event>,
+}
+
+impl QueueHandle {
+    pub fn send(&self, ev: Event) {
+        // The manager only stops at shutdown, when nothing matters any more:
+        // whatever is spooled is recovered at the next start.
+        let _ = self.tx.send(ev);
+    }
+
+    pub fn enqueue(&self, env: Arc<Envelope>, body: Option<Arc<Vec<u8>>>) {
+        self.send(Event::Enqueue { env, body, done: Vec::new() });
+    }
+
+    pub async fn hosts(&self) -> Vec<HostStatus> {
+        let (tx, rx) = oneshot::channel();
+        self.send(Event::Hosts(tx));
+        rx.await.unwrap_or_default()
+    }
+}
+
+pub fn channel() -> (QueueHandle, mpsc::UnboundedReceiver<Event>) {
+    let (tx, rx) = mpsc::unbounded_channel();
+    (QueueHandle { tx }, rx)
+}
+
+/// One row of `tophosts`.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct HostStatus {
+    pub host: String,
+    pub active_recipients: usize,
+    pub connections_out: usize,
+    pub delivered_recipients: u64,
+    pub soft_bounced: u64,
+    pub hard_bounced: u64,
+    pub down: bool,
+    pub last_error: Option<String>,
+}
+
+#[derive(Default)]
+struct Host {
+    ready: VecDeque<Job>,
+    /// Jobs waiting for a retry (their count; the jobs sit in `retry`).
+    deferred_rcpts: usize,
+    active_conns: usize,
+    idle: VecDeque<oneshot::Sender<Option<Job>>>,
+    delivered: u64,
+    soft: u64,
+    hard: u64,
+    down: bool,
+    last_error: Option<String>,
+}
+
+impl Host {
+    fn active_recipients(&self) -> usize {
+        self.ready.iter().map(|j| j.rids.len()).sum::<usize>() + self.deferred_rcpts
+    }
+}
+
+struct Msg {
+    env: Arc<Envelope>,
+    state: Vec<Option<RcptFinal>>,
+    body_cached: usize,
+}
+
+pub struct Manager {
+    shared: Arc<Shared>,
+    rx: mpsc::UnboundedReceiver<Event>,
+    msgs: HashMap<u64, Msg>,
+    hosts: HashMap<String, Host>,
+    retry: BTreeMap<(Instant, u64), Job>,
+    retry_seq: u64,
+    dirty: HashSet<String>,
+    total_conns: usize,
+    cached_bytes: usize,
+    stopping: bool,
+    suspended: bool,
+    /// Recipients handed to connections and not yet reported back.
+    in_flight: HashMap<(u64, u32), String>,
+}
+
+impl Manager {
+    pub fn new(shared: Arc<Shared>, rx: mpsc::UnboundedReceiver<Event>) -> Manager {
+        Manager {
+            shared,
+            rx,
+            msgs: HashMap::new(),
+            hosts: HashMap::new(),
+            retry: BTreeMap::new(),
+            retry_seq: 0,
+            dirty: HashSet::new(),
+            total_conns: 0,
+            cached_bytes: 0,
+            stopping: false,
+            suspended: false,
+            in_flight: HashMap::new(),
+        }
+    }
+
+    pub async fn run(mut self) {
+        loop {
+            let next_retry = self.retry.keys().next().map(|(t, _)| *t);
+            tokio::select! {
+                ev = self.rx.recv() => match ev {
+                    Some(ev) => {
+                        self.handle(ev);
+                        // Drain what else is queued before dispatching, so a
+                        // burst is scheduled in one pass.
+                        while let Ok(ev) = self.rx.try_recv() {
+                            self.handle(ev);
+                        }
+                    }
+                    None => return,
+                },
+                _ = async { tokio::time::sleep_until(next_retry.unwrap()).await }, if next_retry.is_some() => {
+                    self.release_due();
+                }
+            }
+            self.dispatch();
+        }
+    }
+
+    fn handle(&mut self, ev: Event) {
+        match ev {
+            Event::Enqueue { env, body, done } => self.enqueue(env, body, done),
+            Event::JobDone { job, dcid, outcomes, next } => {
+                for rid in &job.rids {
+                    self.in_flight.remove(&(job.env.mid, *rid));
+                }
+                let domain = job.domain.clone();
+                self.job_done(job, dcid, outcomes);
+                if let Some(next) = next {
+                    // Prefer keeping this connection busy over opening another.
+                    self.give_or_park(&domain, next);
+                }
+            }
+            Event::ConnFailed { job, error } => {
+                for rid in &job.rids {
+                    self.in_flight.remove(&(job.env.mid, *rid));
+                }
+                let host = self.hosts.entry(job.domain.clone()).or_default();
+                host.down = true;
+                host.last_error = Some(error.clone());
+                // Every ready job of a host that cannot be reached waits for
+                // the retry too: trying them one by one would only repeat the
+                // same connection failure.
+                let mut jobs: Vec<Job> = host.ready.drain(..).collect();
+                jobs.push(job);
+                for j in jobs {
+                    let outcomes = vec![RcptOutcome::Temp(error.clone()); j.rids.len()];
+                    self.apply_temp(j, 0, &outcomes);
+                }
+            }
+            Event::ConnClosed { domain } => {
+                if let Some(h) = self.hosts.get_mut(&domain) {
+                    h.active_conns = h.active_conns.saturating_sub(1);
+                }
+                self.total_conns = self.total_conns.saturating_sub(1);
+                self.dirty.insert(domain);
+                // A global slot is free: any host with work may use it.
+                let waiting: Vec<String> = self.hosts.iter().filter(|(_, h)| !h.ready.is_empty()).map(|(d, _)| d.clone()).collect();
+                self.dirty.extend(waiting);
+            }
+            Event::Idle { domain, next } => self.give_or_park(&domain, next),
+            Event::Hosts(reply) => {
+                let mut rows: Vec<HostStatus> = self
+                    .hosts
+                    .iter()
+                    .map(|(d, h)| HostStatus {
+                        host: d.clone(),
+                        active_recipients: h.active_recipients(),
+                        connections_out: h.active_conns,
+                        delivered_recipients: h.delivered,
+                        soft_bounced: h.soft,
+                        hard_bounced: h.hard,
+                        down: h.down,
+                        last_error: h.last_error.clone(),
+                    })
+                    .collect();
+                rows.sort_by(|a, b| b.active_recipients.cmp(&a.active_recipients).then(a.host.cmp(&b.host)));
+                let _ = reply.send(rows);
+            }
+            Event::SuspendDelivery(on, ack) => {
+                let was = self.suspended;
+                self.suspended = on;
+                if !on {
+                    self.dirty.extend(self.hosts.keys().cloned());
+                }
+                let _ = ack.send(was);
+            }
+            Event::Recipients(sel, reply) => {
+                let _ = reply.send(self.select_rows(&sel));
+            }
+            Event::Remove(sel, how, reply) => {
+                let _ = reply.send(self.remove(&sel, how));
+            }
+            Event::Redirect(host, port, reply) => {
+                let _ = reply.send(self.redirect(&host, port));
+            }
+            Event::DeliverNow(host, reply) => {
+                let _ = reply.send(self.deliver_now(host.as_deref()));
+            }
+            Event::Gauges(reply) => {
+                let _ = reply.send(Gauges {
+                    messages: self.msgs.len(),
+                    active_recipients: self.hosts.values().map(Host::active_recipients).sum::<usize>() + self.in_flight_rcpts(),
+                    connections_out: self.total_conns,
+                    delivery_suspended: self.suspended,
+                    oldest_received_at: self.msgs.values().map(|m| m.env.received_at).min(),
+                });
+            }
+            Event::Shutdown(ack) => {
+                self.stopping = true;
+                for h in self.hosts.values_mut() {
+                    for w in h.idle.drain(..) {
+                        let _ = w.send(None);
+                    }
+                }
+                let _ = ack.send(());
+            }
+        }
+    }
+
+    fn enqueue(&mut self, env: Arc<Envelope>, body: Option<Arc<Vec<u8>>>, done: Vec<(u32, RcptFinal)>) {
+        let mut state = vec![None; env.recipients.len()];
+        for (rid, f) in done {
+            if let Some(s) = state.get_mut(rid as usize) {
+                *s = Some(f);
+            }
+        }
+        let body = match body {
+            Some(b) if self.cached_bytes + b.len() <= BODY_CACHE_BYTES => Some(b),
+            _ => None,
+        };
+        let body_len = body.as_ref().map_or(0, |b| b.len());
+        // Group pending recipients by host, keeping RID order.
+        let mut by_domain: Vec<(String, Vec<u32>)> = Vec::new();
+        for (rid, rcpt) in env.recipients.iter().enumerate() {
+            if state[rid].is_some() {
+                continue;
+            }
+            let d = domain_of(rcpt);
+            match by_domain.iter_mut().find(|(x, _)| *x == d) {
+                Some((_, v)) => v.push(rid as u32),
+                None => by_domain.push((d, vec![rid as u32])),
+            }
+        }
+        if by_domain.is_empty() {
+            self.finish(env.mid);
+            return;
+        }
+        self.cached_bytes += body_len;
+        let mid = env.mid;
+        for (domain, rids) in by_domain {
+            let job = Job { env: env.clone(), body: body.clone(), domain: domain.clone(), rids, attempts: 0, redirect: None };
+            self.hosts.entry(domain.clone()).or_default().ready.push_back(job);
+            self.dirty.insert(domain);
+        }
+        self.msgs.insert(mid, Msg { env, state, body_cached: body_len });
+    }
+
+    fn job_done(&mut self, job: Job, dcid: u64, outcomes: Vec<RcptOutcome>) {
+        let log = self.shared.log.clone();
+        let mid = job.env.mid;
+        let mut delivered = Vec::new();
+        let mut temp = false;
+        let already_final = |m: &HashMap<u64, Msg>, rid: u32| m.get(&mid).is_none_or(|m| m.state.get(rid as usize).is_some_and(Option::is_some));
+        for (i, rid) in job.rids.iter().enumerate() {
+            if already_final(&self.msgs, *rid) && !matches!(outcomes.get(i), Some(RcptOutcome::Delivered)) {
+                continue;
+            }
+            match outcomes.get(i).cloned().unwrap_or(RcptOutcome::Temp("no result".into())) {
+                RcptOutcome::Delivered => delivered.push(*rid),
+                RcptOutcome::Temp(_) => temp = true,
+                RcptOutcome::Perm(reason) => {
+                    log.info(format!("Bounced: DCID {dcid} MID {mid} to RID {rid} - Bounced by destination server with response: {reason}"));
+                    self.hosts.entry(job.domain.clone()).or_default().hard += 1;
+                    self.bounce_rcpt(&job.env, *rid, &reason);
+                }
+            }
+        }
+        if !delivered.is_empty() {
+            let h = self.hosts.entry(job.domain.clone()).or_default();
+            h.delivered += delivered.len() as u64;
+            h.down = false;
+            self.shared.counters.delivered_rcpts.fetch_add(delivered.len() as u64, std::sync::atomic::Ordering::Relaxed);
+            for rid in &delivered {
+                self.set_final(mid, *rid, RcptFinal::Delivered);
+            }
+        }
+        if temp {
+            self.apply_temp(job, dcid, &outcomes);
+        }
+        self.check_finished(mid);
+    }
+
+    /// Defers the temporarily failed recipients of a job, or bounces them when
+    /// the bounce profile's limits are reached.
+    fn apply_temp(&mut self, mut job: Job, dcid: u64, outcomes: &[RcptOutcome]) {
+        let mid = job.env.mid;
+        let mut keep = Vec::new();
+        let mut reason = String::new();
+        for (i, rid) in job.rids.iter().enumerate() {
+            let pending = self.msgs.get(&mid).is_some_and(|m| m.state.get(*rid as usize).is_some_and(Option::is_none));
+            if let (Some(RcptOutcome::Temp(r)), true) = (outcomes.get(i), pending) {
+                keep.push(*rid);
+                if reason.is_empty() {
+                    reason = r.clone();
+                }
+            }
+        }
+        if keep.is_empty() {
+            return;
+        }
+        job.rids = keep;
+        job.attempts += 1;
+        let cfg = self.shared.config();
+        let profile = &cfg.delivery.bounce;
+        let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+        let age = now.saturating_sub(job.env.received_at);
+        let host = self.hosts.entry(job.domain.clone()).or_default();
+        host.soft += job.rids.len() as u64;
+        self.shared.counters.soft_bounced.fetch_add(job.rids.len() as u64, std::sync::atomic::Ordering::Relaxed);
+        if age >= profile.max_queue_lifetime || job.attempts > profile.max_retries {
+            let why = if age >= profile.max_queue_lifetime {
+                format!("message exceeded the queue lifetime of {} hours", profile.max_queue_lifetime / 3600)
+            } else {
+                format!("message exceeded the maximum of {} delivery attempts", profile.max_retries)
+            };
+            for rid in job.rids.clone() {
+                self.shared.log.info(format!("Bounced: DCID {dcid} MID {mid} to RID {rid} - Unable to deliver: {why}; last error: {reason}"));
+                self.hosts.entry(job.domain.clone()).or_default().hard += 1;
+                self.bounce_rcpt(&job.env, rid, &format!("4.4.7 {why}; last error: {reason}"));
+            }
+            self.check_finished(mid);
+            return;
+        }
+        let rids = job.rids.iter().map(|r| r.to_string()).collect::<Vec<_>>().join(", ");
+        self.shared.log.info(format!("Delayed: DCID {dcid} MID {mid} to RID [{rids}] - {reason}"));
+        let backoff = profile.initial_retry.saturating_mul(1u64 << (job.attempts - 1).min(20)).min(profile.max_retry);
+        host.deferred_rcpts += job.rids.len();
+        host.last_error = Some(reason);
+        self.retry_seq += 1;
+        self.retry.insert((Instant::now() + Duration::from_secs(backoff), self.retry_seq), job);
+    }
+
+    fn release_due(&mut self) {
+        let now = Instant::now();
+        while let Some(entry) = self.retry.first_entry() {
+            if entry.key().0 > now {
+                break;
+            }
+            let job = entry.remove();
+            let host = self.hosts.entry(job.domain.clone()).or_default();
+            host.deferred_rcpts = host.deferred_rcpts.saturating_sub(job.rids.len());
+            self.dirty.insert(job.domain.clone());
+            host.ready.push_back(job);
+        }
+    }
+
+    fn give_or_park(&mut self, domain: &str, next: oneshot::Sender<Option<Job>>) {
+        if self.stopping || self.suspended {
+            let _ = next.send(None);
+            return;
+        }
+        let host = self.hosts.entry(domain.to_string()).or_default();
+        match host.ready.pop_front() {
+            Some(job) => {
+                for rid in &job.rids {
+                    self.in_flight.insert((job.env.mid, *rid), domain.to_string());
+                }
+                if let Err(Some(job)) = next.send(Some(job)) {
+                    for rid in &job.rids {
+                        self.in_flight.remove(&(job.env.mid, *rid));
+                    }
+                    // The connection is gone; the job waits for another one.
+                    host.ready.push_front(job);
+                    self.dirty.insert(domain.to_string());
+                }
+            }
+            None => host.idle.push_back(next),
+        }
+    }
+
+    fn in_flight_rcpts(&self) -> usize {
+        self.in_flight.len()
+    }
+
+    fn matches(sel: &Selection, job: &Job) -> bool {
+        match sel {
+            Selection::All => true,
+            Selection::Host(h) => job.domain.eq_ignore_ascii_case(h),
+            Selection::Sender(s) => job.env.sender.eq_ignore_ascii_case(s),
+        }
+    }
+
+    /// Every queued job: (job, "ready" | "deferred").
+    fn all_jobs(&self) -> impl Iterator<Item = (&Job, &'static str)> {
+        self.hosts
+            .values()
+            .flat_map(|h| h.ready.iter().map(|j| (j, "ready")))
+            .chain(self.retry.values().map(|j| (j, "deferred")))
+    }
+
+    fn select_rows(&self, sel: &Selection) -> Vec<QueuedRecipient> {
+        let mut rows: Vec<QueuedRecipient> = Vec::new();
+        for (job, state) in self.all_jobs() {
+            if !Self::matches(sel, job) {
+                continue;
+            }
+            for rid in &job.rids {
+                rows.push(QueuedRecipient {
+                    mid: job.env.mid,
+                    rid: *rid,
+                    host: job.domain.clone(),
+                    sender: job.env.sender.clone(),
+                    recipient: job.env.recipients[*rid as usize].clone(),
+                    size: job.body.as_ref().map_or(0, |b| b.len()),
+                    received_at: job.env.received_at,
+                    attempts: job.attempts,
+                    state,
+                });
+            }
+        }
+        for ((mid, rid), host) in &self.in_flight {
+            if let Some(m) = self.msgs.get(mid) {
+                let keep = match sel {
+                    Selection::All => true,
+                    Selection::Host(h) => host.eq_ignore_ascii_case(h),
+                    Selection::Sender(s) => m.env.sender.eq_ignore_ascii_case(s),
+                };
+                if keep {
+                    rows.push(QueuedRecipient {
+                        mid: *mid,
+                        rid: *rid,
+                        host: host.clone(),
+                        sender: m.env.sender.clone(),
+                        recipient: m.env.recipients[*rid as usize].clone(),
+                        size: m.body_cached,
+                        received_at: m.env.received_at,
+                        attempts: 0,
+                        state: "delivering",
+                    });
+                }
+            }
+        }
+        rows.sort_by_key(|r| (r.mid, r.rid));
+        rows
+    }
+
+    /// Takes the selected jobs out of the ready and retry queues.
+    fn take_jobs(&mut self, sel: &Selection) -> Vec<Job> {
+        let mut taken = Vec::new();
+        for host in self.hosts.values_mut() {
+            let mut keep = VecDeque::new();
+            for j in host.ready.drain(..) {
+                if Self::matches(sel, &j) {
+                    taken.push(j);
+                } else {
+                    keep.push_back(j);
+                }
+            }
+            host.ready = keep;
+        }
+        let keys: Vec<(Instant, u64)> = self.retry.iter().filter(|(_, j)| Self::matches(sel, j)).map(|(k, _)| *k).collect();
+        for k in keys {
+            if let Some(j) = self.retry.remove(&k) {
+                if let Some(h) = self.hosts.get_mut(&j.domain) {
+                    h.deferred_rcpts = h.deferred_rcpts.saturating_sub(j.rids.len());
+                }
+                taken.push(j);
+            }
+        }
+        taken
+    }
+
+    fn remove(&mut self, sel: &Selection, how: Removal) -> (usize, usize) {
+        let jobs = self.take_jobs(sel);
+        let mut n = 0;
+        let mut mids = Vec::new();
+        for job in jobs {
+            for rid in &job.rids {
+                n += 1;
+                match how {
+                    Removal::Delete => {
+                        self.shared.log.info(format!("MID {} to RID [{rid}] deleted by administrator (deleterecipients)", job.env.mid));
+                        self.set_final(job.env.mid, *rid, RcptFinal::Deleted);
+                    }
+                    Removal::Bounce => {
+                        self.shared.log.info(format!("Bounced: MID {} to RID {rid} - bounced by administrator (bouncerecipients)", job.env.mid));
+                        self.hosts.entry(job.domain.clone()).or_default().hard += 1;
+                        self.bounce_rcpt(&job.env, *rid, "5.3.0 message bounced by the administrator");
+                    }
+                }
+            }
+            mids.push(job.env.mid);
+        }
+        for mid in mids {
+            self.check_finished(mid);
+        }
+        let busy = self
+            .in_flight
+            .iter()
+            .filter(|((mid, _), host)| {
+                self.msgs.get(mid).is_some_and(|m| match sel {
+                    Selection::All => true,
+                    Selection::Host(h) => host.eq_ignore_ascii_case(h),
+                    Selection::Sender(s) => m.env.sender.eq_ignore_ascii_case(s),
+                })
+            })
+            .count();
+        (n, busy)
+    }
+
+    fn redirect(&mut self, host: &str, port: u16) -> usize {
+        let jobs = self.take_jobs(&Selection::All);
+        let key = host.to_ascii_lowercase();
+        let mut n = 0;
+        for mut job in jobs {
+            n += job.rids.len();
+            job.redirect = Some((host.to_string(), port));
+            job.domain = key.clone();
+            self.hosts.entry(key.clone()).or_default().ready.push_back(job);
+        }
+        self.dirty.insert(key);
+        n
+    }
+
+    fn deliver_now(&mut self, host: Option<&str>) -> usize {
+        let sel = host.map_or(Selection::All, |h| Selection::Host(h.to_string()));
+        let keys: Vec<(Instant, u64)> = self.retry.iter().filter(|(_, j)| Self::matches(&sel, j)).map(|(k, _)| *k).collect();
+        let mut n = 0;
+        for k in keys {
+            if let Some(j) = self.retry.remove(&k) {
+                n += j.rids.len();
+                let h = self.hosts.entry(j.domain.clone()).or_default();
+                h.deferred_rcpts = h.deferred_rcpts.saturating_sub(j.rids.len());
+                h.down = false;
+                self.dirty.insert(j.domain.clone());
+                h.ready.push_back(j);
+            }
+        }
+        n
+    }
+
+    /// Starts connections (or wakes idle ones) for hosts with ready jobs.
+    fn dispatch(&mut self) {
+        if self.stopping || self.suspended || self.dirty.is_empty() {
+            return;
+        }
+        let cfg = self.shared.config();
+        let global = cfg.delivery.max_concurrency;
+        let dirty: Vec<String> = self.dirty.drain().collect();
+        for domain in dirty {
+            let Some(host) = self.hosts.get_mut(&domain) else { continue };
+            // Idle connections first.
+            while !host.ready.is_empty() {
+                let Some(w) = host.idle.pop_front() else { break };
+                let job = host.ready.pop_front().unwrap();
+                let keys: Vec<(u64, u32)> = job.rids.iter().map(|r| (job.env.mid, *r)).collect();
+                match w.send(Some(job)) {
+                    Ok(()) => {
+                        for k in keys {
+                            self.in_flight.insert(k, domain.clone());
+                        }
+                    }
+                    Err(Some(job)) => host.ready.push_front(job),
+                    Err(None) => {}
+                }
+            }
+            let per_host = cfg.destination(&domain).map_or(DEFAULT_HOST_CONCURRENCY, |d| d.max_concurrency);
+            while !host.ready.is_empty() && host.active_conns < per_host && self.total_conns < global {
+                // Each new connection takes a share of the ready jobs up front
+                // only one at a time; the rest it asks for as it goes.
+                let job = host.ready.pop_front().unwrap();
+                for rid in &job.rids {
+                    self.in_flight.insert((job.env.mid, *rid), domain.clone());
+                }
+                host.active_conns += 1;
+                self.total_conns += 1;
+                crate::delivery::spawn_connection(self.shared.clone(), domain.clone(), job);
+            }
+        }
+    }
+
+    fn set_final(&mut self, mid: u64, rid: u32, state: RcptFinal) {
+        if let Some(m) = self.msgs.get_mut(&mid) {
+            if let Some(s) = m.state.get_mut(rid as usize) {
+                if s.is_none() {
+                    *s = Some(state);
+                    self.shared.spool.update(mid, Update::Rcpt { rid, state }.encode());
+                }
+            }
+        }
+    }
+
+    fn bounce_rcpt(&mut self, env: &Arc<Envelope>, rid: u32, reason: &str) {
+        self.set_final(env.mid, rid, RcptFinal::Bounced);
+        self.shared.counters.bounced_rcpts.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let cfg = self.shared.config();
+        if cfg.delivery.bounce.send_dsn && !env.dsn && !env.sender.is_empty() {
+            let rcpt = env.recipients.get(rid as usize).cloned().unwrap_or_default();
+            crate::bounce::spawn_dsn(self.shared.clone(), env.clone(), rcpt, reason.to_string());
+        }
+    }
+
+    fn check_finished(&mut self, mid: u64) {
+        let done = self.msgs.get(&mid).is_some_and(|m| m.state.iter().all(Option::is_some));
+        if done {
+            self.finish(mid);
+        }
+    }
+
+    fn finish(&mut self, mid: u64) {
+        if let Some(m) = self.msgs.remove(&mid) {
+            self.cached_bytes = self.cached_bytes.saturating_sub(m.body_cached);
+        }
+        self.shared.spool.finish(mid);
+        self.shared.log.info(format!("Message finished MID {mid} done"));
+    }
+}
+
+/// Connections to one host when no `[[destination]]` says otherwise.
+pub const DEFAULT_HOST_CONCURRENCY: usize = 20;

@@ -1,0 +1,591 @@
+//! One inbound SMTP session: the command loop, DATA, and the reply to each.
+//!
+//! Replies to pipelined commands are buffered and flushed when the input
+//! holds no further complete command, before a 354, and before waiting for
+//! the spool, as RFC 2920 allows. The `250` after DATA is sent only after the
+//! spool has fsynced the message.
+//!
+//! # Security
+//! Input is framed by `pvo_proto::line` (bounded line length) and DATA by
+//! `pvo_proto::data::DataDecoder`: a bare CR or LF never ends a line of DATA
+//! nor the DATA itself, so the 2023 SMTP smuggling sequences stay inside the
+//! message, and the stored body holds CRLF line ends only. Bytes pipelined
+//! after STARTTLS are discarded (the STARTTLS command injection of 2011).
+//! Relaying is decided per recipient: only a RELAY policy may send to domains
+//! the RAT does not accept, and from any other sender a local part with `%`,
+//! `!` or `@` (sender-specified routing) is refused outright.
+
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use pvo_proto::address::{parse_mailbox, Mailbox};
+use pvo_proto::data::{DataDecoder, DataStatus};
+use pvo_proto::line::{next_line, Line};
+use smtp_proto::Request;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::config::{Behavior, Config};
+use crate::delivery::Io;
+use crate::dns::ReverseDns;
+use crate::envelope::Envelope;
+use crate::ids::Kind;
+use crate::node::Shared;
+
+pub struct Session {
+    shared: Arc<Shared>,
+    cfg: Arc<Config>,
+    listener: usize,
+    icid: u64,
+    peer: SocketAddr,
+    rdns: ReverseDns,
+    policy: Option<usize>,
+    helo: Option<String>,
+    esmtp: bool,
+    tls: bool,
+    tx: Option<Transaction>,
+    messages: usize,
+    bad_commands: usize,
+    started: Instant,
+    inbuf: Vec<u8>,
+    out: Vec<u8>,
+}
+
+struct Transaction {
+    mid: u64,
+    sender: String,
+    rcpts: Vec<String>,
+}
+
+enum Flow {
+    Continue,
+    Close,
+    StartTls,
+    Data,
+}
+
+impl Session {
+    pub fn new(shared: Arc<Shared>, cfg: Arc<Config>, listener: usize, icid: u64, peer: SocketAddr, rdns: ReverseDns, policy: Option<usize>) -> Session {
+        Session {
+            shared,
+            cfg,
+            listener,
+            icid,
+            peer,
+            rdns,
+            policy,
+            helo: None,
+            esmtp: false,
+            tls: false,
+            tx: None,
+            messages: 0,
+            bad_commands: 0,
+            started: Instant::now(),
+            inbuf: Vec::with_capacity(4096),
+            out: Vec::with_capacity(1024),
+        }
+    }
+
+    fn hostname(&self) -> &str {
+        &self.cfg.interfaces[self.cfg.listeners[self.listener].interface].hostname
+    }
+
+    fn policy(&self) -> &crate::config::Policy {
+        &self.cfg.policies[self.policy.expect("an accepting session has a policy")]
+    }
+
+    fn reply(&mut self, text: &str) {
+        self.out.extend_from_slice(text.as_bytes());
+        self.out.extend_from_slice(b"\r\n");
+    }
+
+    async fn flush(&mut self, io: &mut Box<dyn Io>) -> std::io::Result<()> {
+        if !self.out.is_empty() {
+            io.write_all(&self.out).await?;
+            io.flush().await?;
+            self.out.clear();
+        }
+        Ok(())
+    }
+
+    /// Reads more input; `Ok(false)` on EOF. Enforces the command and
+    /// session timeouts.
+    async fn fill(&mut self, io: &mut Box<dyn Io>, timeout: Duration) -> Result<bool, &'static str> {
+        let session_left = Duration::from_secs(self.cfg.limits.session_timeout).saturating_sub(self.started.elapsed());
+        if session_left.is_zero() {
+            return Err("session");
+        }
+        let wait = timeout.min(session_left);
+        let mut chunk = [0u8; 16 * 1024];
+        let mut disconnect = self.shared.disconnect.subscribe();
+        if *disconnect.borrow_and_update() {
+            return Err("shutdown");
+        }
+        tokio::select! {
+            r = tokio::time::timeout(wait, io.read(&mut chunk)) => match r {
+                Ok(Ok(0)) => Ok(false),
+                Ok(Ok(n)) => {
+                    self.inbuf.extend_from_slice(&chunk[..n]);
+                    Ok(true)
+                }
+                Ok(Err(_)) => Ok(false),
+                Err(_) => Err(if wait < timeout { "session" } else { "command" }),
+            },
+            _ = disconnect.wait_for(|d| *d) => Err("shutdown"),
+        }
+    }
+
+    /// A host whose policy is REJECT: a 554 banner, then only QUIT is honoured.
+    pub async fn run_rejected(mut self, mut io: Box<dyn Io>) {
+        let host = self.hostname().to_string();
+        self.reply(&format!("554 5.7.1 {host} Access denied"));
+        if self.flush(&mut io).await.is_err() {
+            return;
+        }
+        for _ in 0..self.cfg.limits.max_bad_commands {
+            loop {
+                match next_line(&self.inbuf, self.cfg.limits.max_line_length) {
+                    Line::Complete { len } => {
+                        let quit = self.inbuf[..len].to_ascii_uppercase().starts_with(b"QUIT");
+                        self.inbuf.drain(..len);
+                        if quit {
+                            self.reply(&format!("221 2.0.0 {host} closing connection"));
+                            let _ = self.flush(&mut io).await;
+                            return;
+                        }
+                        self.reply("503 5.5.1 Bad sequence of commands: access denied");
+                        break;
+                    }
+                    Line::TooLong => return,
+                    Line::Incomplete => match self.fill(&mut io, Duration::from_secs(30)).await {
+                        Ok(true) => {}
+                        _ => return,
+                    },
+                }
+            }
+            if self.flush(&mut io).await.is_err() {
+                return;
+            }
+        }
+    }
+
+    pub async fn run_refused(mut self, mut io: Box<dyn Io>, text: &str) {
+        self.out.extend_from_slice(text.as_bytes());
+        let _ = self.flush(&mut io).await;
+    }
+
+    pub async fn run(mut self, mut io: Box<dyn Io>) {
+        let host = self.hostname().to_string();
+        self.reply(&format!("220 {host} ESMTP PVO"));
+        if self.flush(&mut io).await.is_err() {
+            return;
+        }
+        let command_timeout = Duration::from_secs(self.cfg.limits.command_timeout);
+        loop {
+            // Answer every complete command already received.
+            let flow = loop {
+                match next_line(&self.inbuf, self.cfg.limits.max_line_length) {
+                    Line::Complete { len } => {
+                        let line: Vec<u8> = self.inbuf.drain(..len).collect();
+                        let flow = self.command(&line).await;
+                        if !matches!(flow, Flow::Continue) {
+                            break flow;
+                        }
+                    }
+                    Line::TooLong => {
+                        match pvo_proto::line::skip_line(&self.inbuf) {
+                            Some(n) => {
+                                self.inbuf.drain(..n);
+                            }
+                            None => self.inbuf.clear(),
+                        }
+                        self.reply("500 5.5.2 Line too long");
+                        if self.bad_command() {
+                            break Flow::Close;
+                        }
+                    }
+                    Line::Incomplete => break Flow::Continue,
+                }
+            };
+            match flow {
+                Flow::Close => {
+                    let _ = self.flush(&mut io).await;
+                    break;
+                }
+                Flow::StartTls => {
+                    if self.flush(&mut io).await.is_err() {
+                        break;
+                    }
+                    // Anything pipelined behind STARTTLS was sent in the clear
+                    // and must not be executed inside the TLS session.
+                    self.inbuf.clear();
+                    let acceptor = tokio_rustls::TlsAcceptor::from(self.shared.tls_server());
+                    match tokio::time::timeout(Duration::from_secs(60), acceptor.accept(io)).await {
+                        Ok(Ok(tls)) => {
+                            let (proto, cipher) = crate::tls::describe(tls.get_ref().1);
+                            self.shared.log.info(format!("ICID {} TLS success protocol {proto} cipher {cipher}", self.icid));
+                            io = Box::new(tls);
+                            self.tls = true;
+                            self.helo = None;
+                            self.tx = None;
+                            continue;
+                        }
+                        Ok(Err(e)) => {
+                            self.shared.log.info(format!("ICID {} TLS failed: {e}", self.icid));
+                            self.abort_transaction("TLS failed");
+                            return;
+                        }
+                        Err(_) => {
+                            self.shared.log.info(format!("ICID {} TLS failed: handshake timed out", self.icid));
+                            self.abort_transaction("TLS failed");
+                            return;
+                        }
+                    }
+                }
+                Flow::Data => {
+                    if self.flush(&mut io).await.is_err() {
+                        break;
+                    }
+                    match self.data(&mut io).await {
+                        Ok(true) => {}
+                        _ => break,
+                    }
+                    continue;
+                }
+                Flow::Continue => {}
+            }
+            if self.flush(&mut io).await.is_err() {
+                break;
+            }
+            match self.fill(&mut io, command_timeout).await {
+                Ok(true) => {}
+                Ok(false) => break,
+                Err("shutdown") => {
+                    self.reply(&format!("421 4.3.2 {host} Service shutting down, closing connection"));
+                    let _ = self.flush(&mut io).await;
+                    break;
+                }
+                Err(which) => {
+                    self.reply(&format!("421 4.4.2 {host} Error: {which} timeout exceeded"));
+                    let _ = self.flush(&mut io).await;
+                    self.shared.log.info(format!("ICID {} {which} timeout", self.icid));
+                    break;
+                }
+            }
+        }
+        self.abort_transaction("Receiving aborted by sender");
+        let _ = io.shutdown().await;
+    }
+
+    /// Counts a bad command; true when the limit is reached and the session
+    /// must end (the reply has been queued).
+    fn bad_command(&mut self) -> bool {
+        self.bad_commands += 1;
+        if self.bad_commands >= self.cfg.limits.max_bad_commands {
+            self.reply("421 Exceeded bad SMTP command limit, disconnecting.");
+            self.shared.log.info(format!("ICID {} Exceeded bad SMTP command limit", self.icid));
+            return true;
+        }
+        false
+    }
+
+    fn abort_transaction(&mut self, why: &str) {
+        if let Some(tx) = self.tx.take() {
+            self.shared.log.info(format!("Message aborted MID {} {why}", tx.mid));
+        }
+    }
+
+    async fn command(&mut self, line: &[u8]) -> Flow {
+        let req = Request::parse(&mut line.iter());
+        let req = match req {
+            Ok(r) => r,
+            Err(e) => {
+                use smtp_proto::Error as E;
+                let text = match e {
+                    E::UnknownCommand => "500 5.5.1 Command unrecognized".to_string(),
+                    E::InvalidSenderAddress => "553 5.1.7 Bad sender address syntax".to_string(),
+                    E::InvalidRecipientAddress => "553 5.1.3 Bad recipient address syntax".to_string(),
+                    E::SyntaxError { syntax } => format!("501 5.5.4 Syntax: {syntax}"),
+                    E::InvalidParameter { param } => format!("501 5.5.4 Invalid parameter {param:?}"),
+                    E::UnsupportedParameter { param } => format!("504 5.5.4 Unsupported parameter {param:?}"),
+                    E::ResponseTooLong => "500 5.5.2 Line too long".to_string(),
+                    E::NeedsMoreData { .. } => "500 5.5.2 Incomplete command".to_string(),
+                    _ => "500 5.5.1 Command unrecognized".to_string(),
+                };
+                self.reply(&text);
+                return if self.bad_command() { Flow::Close } else { Flow::Continue };
+            }
+        };
+        match req {
+            Request::Ehlo { host } => self.hello(host.as_ref(), true),
+            Request::Helo { host } => self.hello(host.as_ref(), false),
+            Request::Lhlo { .. } => {
+                self.reply("500 5.5.1 Command unrecognized");
+                return if self.bad_command() { Flow::Close } else { Flow::Continue };
+            }
+            Request::StartTls => {
+                if self.tls {
+                    self.reply("554 5.5.1 Error: TLS already active");
+                } else if self.helo.is_none() {
+                    self.reply("503 5.5.1 Error: send EHLO first");
+                } else {
+                    self.reply("220 2.0.0 Ready to start TLS");
+                    return Flow::StartTls;
+                }
+                Flow::Continue
+            }
+            Request::Mail { from } => self.mail(from.address.as_ref(), from.size),
+            Request::Rcpt { to } => self.rcpt(to.address.as_ref()),
+            Request::Data => {
+                match &self.tx {
+                    None => self.reply("503 5.5.1 Error: need MAIL command"),
+                    Some(tx) if tx.rcpts.is_empty() => self.reply("554 5.5.1 Error: no valid recipients"),
+                    Some(_) => {
+                        self.reply("354 End data with <CR><LF>.<CR><LF>");
+                        return Flow::Data;
+                    }
+                }
+                Flow::Continue
+            }
+            Request::Rset => {
+                self.abort_transaction("Receiving aborted by sender");
+                self.reply("250 2.0.0 Ok");
+                Flow::Continue
+            }
+            Request::Noop { .. } => {
+                self.reply("250 2.0.0 Ok");
+                Flow::Continue
+            }
+            Request::Quit => {
+                let host = self.hostname().to_string();
+                self.reply(&format!("221 2.0.0 {host} closing connection"));
+                Flow::Close
+            }
+            Request::Vrfy { .. } => {
+                self.reply("252 2.5.2 Cannot VRFY user, but will accept message and attempt delivery");
+                Flow::Continue
+            }
+            Request::Help { .. } => {
+                self.reply("214 2.0.0 Commands: EHLO HELO MAIL RCPT DATA RSET NOOP QUIT VRFY STARTTLS");
+                Flow::Continue
+            }
+            Request::Bdat { .. } | Request::Burl { .. } | Request::Auth { .. } | Request::Expn { .. } | Request::Etrn { .. } | Request::Atrn { .. } => {
+                self.reply("502 5.5.1 Error: command not implemented");
+                if self.bad_command() {
+                    Flow::Close
+                } else {
+                    Flow::Continue
+                }
+            }
+        }
+    }
+
+    fn hello(&mut self, host: &str, esmtp: bool) -> Flow {
+        if host.is_empty() {
+            self.reply("501 5.5.4 Syntax: EHLO hostname");
+            return if self.bad_command() { Flow::Close } else { Flow::Continue };
+        }
+        self.abort_transaction("Receiving aborted by sender");
+        self.helo = Some(host.to_string());
+        self.esmtp = esmtp;
+        let name = self.hostname().to_string();
+        if !esmtp {
+            self.reply(&format!("250 {name}"));
+            return Flow::Continue;
+        }
+        let size = self.policy().max_message_size;
+        self.reply(&format!("250-{name}"));
+        self.reply("250-PIPELINING");
+        self.reply(&format!("250-SIZE {size}"));
+        self.reply("250-8BITMIME");
+        self.reply("250-ENHANCEDSTATUSCODES");
+        if !self.tls {
+            self.reply("250-STARTTLS");
+        }
+        self.reply("250 SMTPUTF8");
+        Flow::Continue
+    }
+
+    fn mail(&mut self, address: &str, size: usize) -> Flow {
+        if self.helo.is_none() {
+            self.reply("503 5.5.1 Error: send HELO/EHLO first");
+            return Flow::Continue;
+        }
+        if self.tx.is_some() {
+            self.reply("503 5.5.1 Error: nested MAIL command");
+            return Flow::Continue;
+        }
+        if self.messages >= self.cfg.limits.max_messages_per_session {
+            self.reply("421 4.7.0 Too many messages in this session, reconnect");
+            return Flow::Close;
+        }
+        let max = self.policy().max_message_size;
+        if size > max {
+            self.reply(&format!("552 5.3.4 Message size exceeds fixed limit of {max} bytes"));
+            return Flow::Continue;
+        }
+        if !address.is_empty() && parse_mailbox(address).is_err() {
+            self.reply("553 5.1.7 Bad sender address syntax");
+            return if self.bad_command() { Flow::Close } else { Flow::Continue };
+        }
+        let mid = self.shared.ids.next(Kind::Mid);
+        let icid = self.icid;
+        self.shared.log.info(format!("Start MID {mid} ICID {icid}"));
+        self.shared.log.info(format!("MID {mid} ICID {icid} From: <{address}>"));
+        self.tx = Some(Transaction { mid, sender: address.to_string(), rcpts: Vec::new() });
+        self.reply("250 2.1.0 Sender ok");
+        Flow::Continue
+    }
+
+    fn rcpt(&mut self, address: &str) -> Flow {
+        let Some(tx) = &self.tx else {
+            self.reply("503 5.5.1 Error: need MAIL command");
+            return Flow::Continue;
+        };
+        let (mid, icid, rid) = (tx.mid, self.icid, tx.rcpts.len());
+        let policy = self.policy();
+        if rid >= policy.max_recipients {
+            self.reply("452 4.5.3 Too many recipients");
+            return Flow::Continue;
+        }
+        let relay = policy.behavior == Behavior::Relay;
+        let mailbox: Mailbox = match parse_mailbox(address) {
+            Ok(m) => m,
+            Err(_) => {
+                self.shared.log.info(format!("MID {mid} ICID {icid} RID {rid} Rejected: bad address <{address}>"));
+                self.reply("553 5.1.3 Bad recipient address syntax");
+                return if self.bad_command() { Flow::Close } else { Flow::Continue };
+            }
+        };
+        if !relay {
+            if mailbox.has_routing() {
+                self.shared.log.info(format!("MID {mid} ICID {icid} To: <{address}> Rejected by RAT (sender-specified routing)"));
+                self.shared.counters.rejected_recipients.fetch_add(1, Ordering::Relaxed);
+                self.reply("550 5.7.1 Recipient address rejected: sender-specified routing is not allowed");
+                return Flow::Continue;
+            }
+            if !super::rat_accepts(&self.cfg, self.listener, &mailbox) {
+                self.shared.log.info(format!("MID {mid} ICID {icid} To: <{address}> Rejected by RAT"));
+                self.shared.counters.rejected_recipients.fetch_add(1, Ordering::Relaxed);
+                self.reply("550 5.7.1 Recipient address rejected: relaying denied");
+                return Flow::Continue;
+            }
+        }
+        let addr = mailbox.to_string();
+        self.shared.log.info(format!("MID {mid} ICID {icid} RID {rid} To: <{addr}>"));
+        self.tx.as_mut().unwrap().rcpts.push(addr);
+        self.reply("250 2.1.5 Recipient ok");
+        Flow::Continue
+    }
+
+    /// Reads DATA and answers it. `Ok(false)`: the connection must close.
+    async fn data(&mut self, io: &mut Box<dyn Io>) -> Result<bool, ()> {
+        let max = self.policy().max_message_size;
+        let mut dec = DataDecoder::new(max);
+        let mut body = Vec::with_capacity(8192);
+        let deadline = Instant::now() + Duration::from_secs(self.cfg.limits.data_timeout);
+        let mut input = std::mem::take(&mut self.inbuf);
+        loop {
+            match dec.feed(&input, &mut body) {
+                DataStatus::Done { consumed } => {
+                    input.drain(..consumed);
+                    self.inbuf = input;
+                    break;
+                }
+                DataStatus::NeedMore => {
+                    input.clear();
+                    self.inbuf = input;
+                    let left = deadline.saturating_duration_since(Instant::now());
+                    match self.fill(io, left).await {
+                        Ok(true) => {
+                            input = std::mem::take(&mut self.inbuf);
+                        }
+                        Ok(false) => {
+                            self.abort_transaction("Receiving aborted by sender");
+                            return Ok(false);
+                        }
+                        Err(_) => {
+                            let host = self.hostname().to_string();
+                            self.reply(&format!("421 4.4.2 {host} Error: timeout exceeded"));
+                            self.abort_transaction("Receiving timed out");
+                            let _ = self.flush(io).await;
+                            return Ok(false);
+                        }
+                    }
+                }
+            }
+        }
+        let tx = self.tx.take().expect("DATA only with a transaction");
+        let (mid, icid) = (tx.mid, self.icid);
+        if dec.size_exceeded() {
+            self.shared.log.info(format!("MID {mid} ICID {icid} Message aborted: size exceeds {max} bytes"));
+            self.reply(&format!("552 5.3.4 Message size exceeds fixed limit of {max} bytes"));
+            return Ok(self.flush(io).await.is_ok());
+        }
+        if dec.bare_line_endings() > 0 {
+            self.shared.log.info(format!("MID {mid} ICID {icid} {} bare CR or LF normalized to CRLF", dec.bare_line_endings()));
+        }
+        let received = self.received_header(mid, &tx);
+        let mut stored = Vec::with_capacity(received.len() + body.len());
+        stored.extend_from_slice(received.as_bytes());
+        stored.extend_from_slice(&body);
+        drop(body);
+        let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+        let env = Envelope {
+            mid,
+            icid,
+            sender: tx.sender,
+            recipients: tx.rcpts,
+            received_at: now,
+            source_ip: self.peer.ip().to_string(),
+            listener: self.cfg.listeners[self.listener].name.clone(),
+            dsn: false,
+        };
+        let len = stored.len();
+        // Whatever the client pipelined behind the final dot waits until the
+        // message is safe; flush our earlier replies first.
+        if self.flush(io).await.is_err() {
+            return Ok(false);
+        }
+        match self.shared.spool_message(&env, stored).await {
+            Ok(body) => {
+                self.messages += 1;
+                let c = &self.shared.counters;
+                c.messages_received.fetch_add(1, Ordering::Relaxed);
+                c.recipients_received.fetch_add(env.recipients.len() as u64, Ordering::Relaxed);
+                self.shared.log.info(format!("MID {mid} ready {len} bytes from <{}>", env.sender));
+                self.shared.log.info(format!("MID {mid} queued for delivery"));
+                self.shared.queue.enqueue(Arc::new(env), Some(body));
+                self.reply(&format!("250 2.0.0 Ok: Message {mid} accepted"));
+            }
+            Err(e) => {
+                self.shared.log.critical(format!("MID {mid} ICID {icid} could not be written to the spool: {e}"));
+                if e.is_no_space() {
+                    self.reply("452 4.3.1 Insufficient system storage");
+                } else {
+                    self.reply("451 4.3.0 Error: queue file write error");
+                }
+            }
+        }
+        Ok(self.flush(io).await.is_ok())
+    }
+
+    fn received_header(&self, mid: u64, tx: &Transaction) -> String {
+        let date = time::OffsetDateTime::now_utc().format(&time::format_description::well_known::Rfc2822).unwrap_or_default();
+        let helo = self.helo.as_deref().unwrap_or("unknown");
+        let rdns = self.rdns.host.as_deref().unwrap_or("unknown");
+        let proto = match (self.esmtp, self.tls) {
+            (true, true) => "ESMTPS",
+            (true, false) => "ESMTP",
+            (false, _) => "SMTP",
+        };
+        let helo: String = helo.chars().filter(|c| c.is_ascii_graphic()).take(255).collect();
+        let mut h = format!("Received: from {helo} ({rdns} [{}])\r\n\tby {} with {proto} id {mid}", self.peer.ip(), self.hostname());
+        if tx.rcpts.len() == 1 {
+            h.push_str(&format!("\r\n\tfor <{}>", tx.rcpts[0]));
+        }
+        h.push_str(&format!("; {date}\r\n"));
+        h
+    }
+}

@@ -1,0 +1,1091 @@
+//! Helpers for the integration tests: a real `pvo` node, a real next hop, and a raw SMTP
+//! client, all on loopback with ports chosen by the kernel.
+//!
+//! - [`Node`] writes a configuration into a temporary directory, runs
+//!   `pvo gateway run --config`, and learns its ports from the `Listener NAME listening on
+//!   IP:PORT` lines the node prints. It is killed when dropped.
+//! - [`Sink`] runs `tests/peers/sink.py` (Debian's aiosmtpd) as the next hop and reads the
+//!   messages it stored, one file per message.
+//! - [`SmtpClient`], [`smtp_dialogue`] and [`send_raw`] speak SMTP over a plain
+//!   `TcpStream`, optionally from another loopback source address such as 127.0.0.2 (an
+//!   address the gateway does not trust), which std cannot bind, hence `socket2`.
+//!
+//! Every wait here waits for an event (a line, a file, a log entry) by polling with short
+//! pauses up to a deadline; none is a fixed sleep standing in for synchronisation.
+//!
+//! Each test module uses a different subset of these helpers, so some are unused in any
+//! one build of the test binary; hence the `dead_code` allowance.
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+/// Debian's interpreter: python3-aiosmtpd is installed for it, not for the pyenv
+/// `python3` that may come first on PATH.
+pub const SYSTEM_PYTHON: &str = "/usr/bin/python3";
+
+/// The address the gateway trusts (RELAYLIST in the test configurations).
+pub const TRUSTED: IpAddr = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 1));
+/// Another loopback address: the gateway sees connections from it as an untrusted sender.
+pub const UNTRUSTED: IpAddr = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2));
+
+/// The `pvo` binary that Cargo built for this test run.
+pub fn pvo_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_pvo"))
+}
+
+/// `tests/peers/NAME`.
+pub fn peer_script(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/peers")
+        .join(name)
+}
+
+/// Polls `check` every 20 ms until it returns `Some`, or panics with `what()` after
+/// `timeout`.
+pub fn wait_until<T>(
+    timeout: Duration,
+    mut check: impl FnMut() -> Option<T>,
+    what: impl FnOnce() -> String,
+) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(value) = check() {
+            return value;
+        }
+        if Instant::now() >= deadline {
+            panic!("timed out after {timeout:?}: {}", what());
+        }
+        thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn read_lossy(path: &Path) -> String {
+    fs::read(path)
+        .map(|b| String::from_utf8_lossy(&b).into_owned())
+        .unwrap_or_default()
+}
+
+/// Sends SIGTERM (std only has SIGKILL); `kill` is procps', installed by
+/// scripts/install-test-deps.
+fn sigterm(child: &Child) {
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .expect("run kill -TERM");
+    assert!(status.success(), "kill -TERM {} failed", child.id());
+}
+
+fn wait_with_timeout(child: &mut Child, timeout: Duration) -> Option<ExitStatus> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(status) = child.try_wait().expect("try_wait") {
+            return Some(status);
+        }
+        if Instant::now() >= deadline {
+            return None;
+        }
+        thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Reads a child's stdout line by line on a thread: every line goes to `log` (so the pipe
+/// never fills up and a failing test can show what was printed) and to the returned channel.
+fn tee_lines(stdout: impl Read + Send + 'static, log: PathBuf) -> mpsc::Receiver<String> {
+    let (tx, rx) = mpsc::channel();
+    thread::spawn(move || {
+        let mut out = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .ok();
+        let mut reader = BufReader::new(stdout);
+        let mut buf = Vec::new();
+        loop {
+            buf.clear();
+            match reader.read_until(b'\n', &mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(_) => {
+                    if let Some(f) = out.as_mut() {
+                        let _ = f.write_all(&buf);
+                    }
+                    let line = String::from_utf8_lossy(&buf).trim_end().to_string();
+                    // The receiver may be gone once startup is over; keep draining anyway.
+                    let _ = tx.send(line);
+                }
+            }
+        }
+    });
+    rx
+}
+
+// ---------------------------------------------------------------------------------------
+// The gateway node
+// ---------------------------------------------------------------------------------------
+
+/// A running `pvo gateway run` in its own temporary directory.
+///
+/// The configuration is written to `DIR/pvo.toml`; configurations in the tests use
+/// `data_dir = "."`, so the spool and `logs/mail_logs` are under `DIR` too. The node's
+/// stdout is copied to `DIR/node.stdout.log` and its stderr to `DIR/node.stderr.log`
+/// (appended across restarts).
+pub struct Node {
+    dir: tempfile::TempDir,
+    data_dir: PathBuf,
+    args: Vec<String>,
+    child: Option<Child>,
+    listeners: BTreeMap<String, SocketAddr>,
+    expected: Listeners,
+}
+
+/// Which `Listener NAME listening on` lines mean the node has started.
+#[derive(Clone, Debug)]
+pub enum Listeners {
+    /// Every one of these names.
+    Named(Vec<String>),
+    /// This many, whatever their names.
+    Count(usize),
+}
+
+impl Node {
+    /// How long a node may take to print all its `listening on` lines.
+    pub const START_TIMEOUT: Duration = Duration::from_secs(60);
+
+    /// Writes `config_toml` and starts a node from it; returns once every `[[listener]]`
+    /// of the configuration is accepting connections.
+    pub fn start(config_toml: &str) -> Node {
+        let dir = tempfile::Builder::new()
+            .prefix("pvo-node-")
+            .tempdir()
+            .expect("create node dir");
+        fs::write(dir.path().join("pvo.toml"), config_toml).expect("write pvo.toml");
+        let table: toml::Table = config_toml
+            .parse()
+            .unwrap_or_else(|e| panic!("test configuration is not TOML: {e}\n{config_toml}"));
+        let names = table
+            .get("listener")
+            .and_then(|l| l.as_array())
+            .map(|ls| {
+                ls.iter()
+                    .filter_map(|l| l.get("name").and_then(|n| n.as_str()).map(String::from))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let config = dir.path().join("pvo.toml").to_string_lossy().into_owned();
+        let data_dir = dir.path().to_path_buf();
+        Node::start_with_args(
+            dir,
+            data_dir,
+            &["gateway", "run", "--config", &config],
+            Listeners::Named(names),
+        )
+    }
+
+    /// Runs `pvo ARGS` in `dir` (kept for the node's lifetime; its stdout and stderr logs
+    /// go there) and waits for the `expected` listeners; `data_dir` is where the node
+    /// keeps `logs/` and its spool. For commands other than `gateway run`, such as
+    /// `quickstart`.
+    pub fn start_with_args(
+        dir: tempfile::TempDir,
+        data_dir: PathBuf,
+        args: &[&str],
+        expected: Listeners,
+    ) -> Node {
+        let mut node = Node {
+            dir,
+            data_dir,
+            args: args.iter().map(|a| a.to_string()).collect(),
+            child: None,
+            listeners: BTreeMap::new(),
+            expected,
+        };
+        node.spawn();
+        node
+    }
+
+    fn started(&self) -> bool {
+        match &self.expected {
+            Listeners::Named(names) => names.iter().all(|n| self.listeners.contains_key(n)),
+            Listeners::Count(n) => self.listeners.len() >= *n,
+        }
+    }
+
+    fn spawn(&mut self) {
+        assert!(self.child.is_none(), "node already running");
+        let stderr = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.stderr_path())
+            .expect("open node stderr log");
+        let mut child = Command::new(pvo_bin())
+            .args(&self.args)
+            .current_dir(self.dir.path())
+            .env("RUST_BACKTRACE", "1")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(stderr)
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawn {}: {e}", pvo_bin().display()));
+        let lines = tee_lines(
+            child.stdout.take().expect("stdout"),
+            self.dir.path().join("node.stdout.log"),
+        );
+        self.child = Some(child);
+        self.listeners.clear();
+        let deadline = Instant::now() + Self::START_TIMEOUT;
+        while !self.started() {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match lines.recv_timeout(left) {
+                Ok(line) => {
+                    if let Some((name, addr)) = parse_listening_line(&line) {
+                        self.listeners.insert(name, addr);
+                    }
+                }
+                Err(mpsc::RecvTimeoutError::Timeout) => self.startup_failed("timed out"),
+                Err(mpsc::RecvTimeoutError::Disconnected) => {
+                    let status = wait_with_timeout(self.child_mut(), Duration::from_secs(5));
+                    self.startup_failed(&format!("stdout closed; exit status {status:?}"));
+                }
+            }
+        }
+    }
+
+    fn startup_failed(&mut self, why: &str) -> ! {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        panic!(
+            "`pvo {}` did not report listeners {:?} ({why}; seen {:?})\n\
+             --- config {} ---\n{}\n--- stdout ---\n{}\n--- stderr ---\n{}",
+            self.args.join(" "),
+            self.expected,
+            self.listeners,
+            self.config_path().display(),
+            read_lossy(&self.config_path()),
+            read_lossy(&self.dir.path().join("node.stdout.log")),
+            read_lossy(&self.stderr_path()),
+        );
+    }
+
+    fn child_mut(&mut self) -> &mut Child {
+        self.child.as_mut().expect("node is not running")
+    }
+
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+    pub fn data_dir(&self) -> PathBuf {
+        self.data_dir.clone()
+    }
+    pub fn config_path(&self) -> PathBuf {
+        self.dir.path().join("pvo.toml")
+    }
+    pub fn stderr_path(&self) -> PathBuf {
+        self.dir.path().join("node.stderr.log")
+    }
+    pub fn mail_logs_path(&self) -> PathBuf {
+        self.data_dir.join("logs/mail_logs")
+    }
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("node is not running").id()
+    }
+
+    /// The address of the listener called `name`.
+    pub fn listener(&self, name: &str) -> SocketAddr {
+        *self
+            .listeners
+            .get(name)
+            .unwrap_or_else(|| panic!("no listener {name:?}; have {:?}", self.listeners))
+    }
+
+    /// The address of the first (usually only) listener.
+    pub fn addr(&self) -> SocketAddr {
+        match &self.expected {
+            Listeners::Named(names) => self.listener(names.first().expect("no [[listener]]")),
+            Listeners::Count(_) => *self.listeners.values().next().expect("no listener"),
+        }
+    }
+
+    /// Every listener the node reported, by name.
+    pub fn listeners(&self) -> &BTreeMap<String, SocketAddr> {
+        &self.listeners
+    }
+
+    pub fn port(&self) -> u16 {
+        self.addr().port()
+    }
+
+    /// The current `logs/mail_logs` (empty if not written yet).
+    pub fn mail_logs(&self) -> String {
+        read_lossy(&self.mail_logs_path())
+    }
+
+    pub fn stderr(&self) -> String {
+        read_lossy(&self.stderr_path())
+    }
+
+    /// Waits until `mail_logs` contains `needle`; returns the whole log.
+    pub fn wait_for_log(&self, needle: &str, timeout: Duration) -> String {
+        self.wait_for_log_matching(timeout, |log| log.contains(needle), needle)
+    }
+
+    /// Waits until `pred(mail_logs)` holds; `what` names the awaited entry in the panic.
+    pub fn wait_for_log_matching(
+        &self,
+        timeout: Duration,
+        mut pred: impl FnMut(&str) -> bool,
+        what: &str,
+    ) -> String {
+        let mut last = String::new();
+        wait_until(
+            timeout,
+            || {
+                last = self.mail_logs();
+                pred(&last).then(|| last.clone())
+            },
+            || {
+                format!(
+                    "mail_logs never showed {what:?}\n--- mail_logs ---\n{}\n--- stderr ---\n{}",
+                    self.mail_logs(),
+                    self.stderr()
+                )
+            },
+        )
+    }
+
+    /// SIGKILL: the node gets no chance to clean up.
+    pub fn kill9(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// SIGTERM, then waits for the node to exit (clean shutdown); returns its status.
+    pub fn stop(&mut self) -> ExitStatus {
+        let mut child = self.child.take().expect("node is not running");
+        sigterm(&child);
+        match wait_with_timeout(&mut child, Duration::from_secs(30)) {
+            Some(status) => status,
+            None => {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!(
+                    "node did not exit within 30 s of SIGTERM\n--- stderr ---\n{}",
+                    self.stderr()
+                );
+            }
+        }
+    }
+
+    /// Starts the node again on the same configuration and data directory (after
+    /// [`Node::kill9`] or [`Node::stop`]; a running node is stopped first). Listeners with
+    /// `port = 0` get new ports.
+    pub fn restart(&mut self) {
+        if self.child.is_some() {
+            self.stop();
+        }
+        self.spawn();
+    }
+
+    pub fn is_running(&mut self) -> bool {
+        match self.child.as_mut() {
+            Some(child) => child.try_wait().expect("try_wait").is_none(),
+            None => false,
+        }
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        self.kill9();
+        // Keep the directory of a failed test for inspection when asked to.
+        if thread::panicking() && std::env::var_os("PVO_KEEP_TEST_DIRS").is_some() {
+            eprintln!("keeping node directory {}", self.dir.path().display());
+            self.dir.disable_cleanup(true);
+        }
+    }
+}
+
+/// Parses `Listener NAME listening on IP:PORT` (anywhere in the line).
+pub fn parse_listening_line(line: &str) -> Option<(String, SocketAddr)> {
+    let rest = &line[line.find("Listener ")? + "Listener ".len()..];
+    let (name, rest) = rest.split_once(' ')?;
+    let rest = rest.strip_prefix("listening on ")?;
+    let addr = rest.split_whitespace().next()?;
+    let (ip, port) = addr.rsplit_once(':')?;
+    let ip: IpAddr = ip.trim_matches(|c| c == '[' || c == ']').parse().ok()?;
+    let port: u16 = port.parse().ok()?;
+    Some((name.to_string(), SocketAddr::new(ip, port)))
+}
+
+/// The lines of `log` that contain `needle`.
+pub fn log_lines<'a>(log: &'a str, needle: &str) -> Vec<&'a str> {
+    log.lines().filter(|l| l.contains(needle)).collect()
+}
+
+/// Checks the appliance prefix of a mail_logs line, `Fri Sep 13 15:08:02 2013 Info: `,
+/// and returns the rest.
+pub fn strip_log_prefix(line: &str) -> Option<&str> {
+    let (stamp, rest) = line.split_once(": ")?;
+    let mut words = stamp.split(' ').filter(|w| !w.is_empty());
+    let day = words.next()?;
+    let month = words.next()?;
+    let mday = words.next()?;
+    let time = words.next()?;
+    let year = words.next()?;
+    let level = words.next()?;
+    let ok = ["Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"].contains(&day)
+        && [
+            "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+        ]
+        .contains(&month)
+        && mday.parse::<u8>().is_ok_and(|d| (1..=31).contains(&d))
+        && time.len() == 8
+        && time
+            .split(':')
+            .all(|t| t.len() == 2 && t.parse::<u8>().is_ok())
+        && year.len() == 4
+        && year.parse::<u16>().is_ok()
+        && ["Info", "Warning", "Critical", "Debug", "Trace"].contains(&level)
+        && words.next().is_none();
+    ok.then_some(rest)
+}
+
+// ---------------------------------------------------------------------------------------
+// The next hop
+// ---------------------------------------------------------------------------------------
+
+/// How a [`Sink`] answers; the default accepts everything.
+#[derive(Clone, Debug, Default)]
+pub struct SinkOptions {
+    /// Reply to every MAIL, e.g. `"451 4.3.0 try later"`.
+    pub reply_mail: Option<String>,
+    /// Reply to every RCPT, e.g. `"550 5.1.1 no such user"`.
+    pub reply_rcpt: Option<String>,
+    /// Reply after every DATA, e.g. `"554 5.7.1 rejected"`.
+    pub reply_data: Option<String>,
+    /// Seconds to wait before answering DATA (keeps deliveries in flight).
+    pub delay_data: Option<f64>,
+}
+
+impl SinkOptions {
+    pub fn reply_data(reply: &str) -> SinkOptions {
+        SinkOptions {
+            reply_data: Some(reply.into()),
+            ..SinkOptions::default()
+        }
+    }
+    pub fn reply_rcpt(reply: &str) -> SinkOptions {
+        SinkOptions {
+            reply_rcpt: Some(reply.into()),
+            ..SinkOptions::default()
+        }
+    }
+}
+
+/// One message the sink stored.
+#[derive(Clone, Debug)]
+pub struct Message {
+    /// The envelope sender, without brackets; empty for the null sender.
+    pub mail_from: String,
+    pub rcpt_to: Vec<String>,
+    /// The message data as received (dot-unstuffed), ending with CRLF.
+    pub data: Vec<u8>,
+    pub path: PathBuf,
+}
+
+impl Message {
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.data).into_owned()
+    }
+
+    /// The value of the first header field called `name` (case-insensitive), unfolded.
+    pub fn header(&self, name: &str) -> Option<String> {
+        let text = self.text();
+        let head = text.split("\r\n\r\n").next().unwrap_or("");
+        let mut value: Option<String> = None;
+        for line in head.split("\r\n") {
+            if line.starts_with([' ', '\t']) {
+                if let Some(v) = value.as_mut() {
+                    v.push(' ');
+                    v.push_str(line.trim());
+                }
+                continue;
+            }
+            if value.is_some() {
+                break;
+            }
+            if let Some((field, v)) = line.split_once(':') {
+                if field.eq_ignore_ascii_case(name) {
+                    value = Some(v.trim().to_string());
+                }
+            }
+        }
+        value
+    }
+
+    /// Offsets of CR not followed by LF, or LF not preceded by CR.
+    pub fn bare_cr_lf(&self) -> Vec<usize> {
+        bare_cr_lf(&self.data)
+    }
+}
+
+/// Offsets of CR not followed by LF, or LF not preceded by CR.
+pub fn bare_cr_lf(data: &[u8]) -> Vec<usize> {
+    let mut bad = Vec::new();
+    for (i, &b) in data.iter().enumerate() {
+        let bare_cr = b == b'\r' && data.get(i + 1) != Some(&b'\n');
+        let bare_lf = b == b'\n' && (i == 0 || data[i - 1] != b'\r');
+        if bare_cr || bare_lf {
+            bad.push(i);
+        }
+    }
+    bad
+}
+
+/// `tests/peers/sink.py`: aiosmtpd on 127.0.0.1, storing every message it accepts.
+pub struct Sink {
+    pub port: u16,
+    /// The sink's storage (`new/`, `faults/`, `events.log`).
+    pub dir: PathBuf,
+    child: Option<Child>,
+    root: tempfile::TempDir,
+}
+
+impl Sink {
+    pub const START_TIMEOUT: Duration = Duration::from_secs(30);
+
+    /// Starts a sink on a free port.
+    pub fn start(opts: SinkOptions) -> Sink {
+        let root = tempfile::Builder::new()
+            .prefix("pvo-sink-")
+            .tempdir()
+            .expect("create sink dir");
+        let dir = root.path().join("store");
+        let mut sink = Sink {
+            port: 0,
+            dir,
+            child: None,
+            root,
+        };
+        sink.spawn(0, &opts);
+        sink
+    }
+
+    /// Starts a sink that accepts everything.
+    pub fn accepting() -> Sink {
+        Sink::start(SinkOptions::default())
+    }
+
+    fn spawn(&mut self, port: u16, opts: &SinkOptions) {
+        assert!(self.child.is_none(), "sink already running");
+        let stderr = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.stderr_path())
+            .expect("open sink stderr");
+        let mut cmd = Command::new(SYSTEM_PYTHON);
+        cmd.arg(peer_script("sink.py"))
+            .arg("--dir")
+            .arg(&self.dir)
+            .args(["--port", &port.to_string()]);
+        for (flag, value) in [
+            ("--reply-mail", &opts.reply_mail),
+            ("--reply-rcpt", &opts.reply_rcpt),
+            ("--reply-data", &opts.reply_data),
+        ] {
+            if let Some(v) = value {
+                cmd.args([flag, v]);
+            }
+        }
+        if let Some(d) = opts.delay_data {
+            cmd.args(["--delay-data", &d.to_string()]);
+        }
+        let mut child = cmd
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(stderr)
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!("spawn {SYSTEM_PYTHON} sink.py: {e} (run scripts/install-test-deps)")
+            });
+        let lines = tee_lines(
+            child.stdout.take().expect("stdout"),
+            self.root.path().join("sink.stdout.log"),
+        );
+        self.child = Some(child);
+        let deadline = Instant::now() + Self::START_TIMEOUT;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match lines.recv_timeout(left) {
+                Ok(line) => {
+                    if let Some(p) = line.strip_prefix("SINK_PORT ") {
+                        self.port = p.trim().parse().expect("SINK_PORT number");
+                        return;
+                    }
+                }
+                Err(e) => {
+                    self.stop();
+                    panic!(
+                        "sink.py did not report its port ({e:?})\n--- stderr ---\n{}",
+                        read_lossy(&self.stderr_path())
+                    );
+                }
+            }
+        }
+    }
+
+    pub fn stderr_path(&self) -> PathBuf {
+        self.root.path().join("sink.stderr.log")
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        SocketAddr::new(TRUSTED, self.port)
+    }
+
+    /// `127.0.0.1:PORT`, the form configuration files use.
+    pub fn host_port(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    /// Stops the sink: the port then refuses connections (the next hop is down).
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts the sink again on the same port and storage, answering per `opts`.
+    pub fn restart(&mut self, opts: SinkOptions) {
+        self.stop();
+        let port = self.port;
+        self.spawn(port, &opts);
+        assert_eq!(self.port, port);
+    }
+
+    /// Changes how the running sink answers, without a restart (so without giving up
+    /// the port): writes or removes `faults/{mail,rcpt,data}`.
+    pub fn set_faults(&self, opts: &SinkOptions) {
+        assert!(opts.delay_data.is_none(), "delay_data needs a restart");
+        for (verb, value) in [
+            ("mail", &opts.reply_mail),
+            ("rcpt", &opts.reply_rcpt),
+            ("data", &opts.reply_data),
+        ] {
+            let path = self.dir.join("faults").join(verb);
+            match value {
+                Some(reply) => fs::write(&path, format!("{reply}\n")).expect("write fault"),
+                None => match fs::remove_file(&path) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(e) => panic!("remove {}: {e}", path.display()),
+                },
+            }
+        }
+    }
+
+    /// Lines of `events.log`: one per MAIL/RCPT/DATA reply the sink gave, e.g.
+    /// `DATA 451 4.3.0 try later`.
+    pub fn events(&self) -> Vec<String> {
+        read_lossy(&self.dir.join("events.log"))
+            .lines()
+            .map(String::from)
+            .collect()
+    }
+
+    /// Waits until the sink has given a reply whose event line starts with `prefix`.
+    pub fn wait_for_event(&self, prefix: &str, timeout: Duration) {
+        wait_until(
+            timeout,
+            || {
+                self.events()
+                    .iter()
+                    .any(|e| e.starts_with(prefix))
+                    .then_some(())
+            },
+            || format!("sink never replied {prefix:?}; events: {:?}", self.events()),
+        )
+    }
+
+    /// How many messages the sink has stored.
+    pub fn count(&self) -> usize {
+        self.eml_names().len()
+    }
+
+    fn eml_names(&self) -> Vec<String> {
+        let mut names: Vec<String> = match fs::read_dir(self.dir.join("new")) {
+            Ok(rd) => rd
+                .filter_map(|e| e.ok())
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| n.ends_with(".eml"))
+                .collect(),
+            Err(_) => Vec::new(),
+        };
+        names.sort();
+        names
+    }
+
+    /// Every stored message, in arrival order.
+    pub fn messages(&self) -> Vec<Message> {
+        self.eml_names()
+            .iter()
+            .map(|name| {
+                let path = self.dir.join("new").join(name);
+                let env = read_lossy(&path.with_extension("env"));
+                let mut mail_from = String::new();
+                let mut rcpt_to = Vec::new();
+                for line in env.lines() {
+                    if let Some(a) = line.strip_prefix("MAIL FROM:") {
+                        mail_from = unbracket(a);
+                    } else if let Some(a) = line.strip_prefix("RCPT TO:") {
+                        rcpt_to.push(unbracket(a));
+                    }
+                }
+                let data = fs::read(&path).expect("read stored message");
+                Message {
+                    mail_from,
+                    rcpt_to,
+                    data,
+                    path,
+                }
+            })
+            .collect()
+    }
+
+    /// Waits until at least `n` messages are stored and returns all of them.
+    pub fn wait_for_messages(&self, n: usize, timeout: Duration) -> Vec<Message> {
+        wait_until(
+            timeout,
+            || (self.count() >= n).then(|| self.messages()),
+            || {
+                format!(
+                    "sink on port {} has {} of {n} messages; last events: {:?}\n--- sink stderr ---\n{}",
+                    self.port,
+                    self.count(),
+                    self.events().iter().rev().take(10).collect::<Vec<_>>(),
+                    read_lossy(&self.stderr_path())
+                )
+            },
+        )
+    }
+}
+
+impl Drop for Sink {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn unbracket(a: &str) -> String {
+    let a = a.trim();
+    a.strip_prefix('<')
+        .and_then(|a| a.strip_suffix('>'))
+        .unwrap_or(a)
+        .to_string()
+}
+
+// ---------------------------------------------------------------------------------------
+// A raw SMTP client
+// ---------------------------------------------------------------------------------------
+
+/// One SMTP reply: its code and the text of each line (after `NNN-` / `NNN `).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Reply {
+    pub code: u16,
+    pub lines: Vec<String>,
+}
+
+impl Reply {
+    /// The reply as it came on the wire, lines joined by `\n` without CRLF.
+    pub fn raw(&self) -> String {
+        let n = self.lines.len();
+        self.lines
+            .iter()
+            .enumerate()
+            .map(|(i, l)| {
+                let sep = if i + 1 == n { ' ' } else { '-' };
+                if l.is_empty() && i + 1 == n {
+                    format!("{}", self.code)
+                } else {
+                    format!("{}{sep}{l}", self.code)
+                }
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    pub fn is_positive(&self) -> bool {
+        (200..400).contains(&self.code)
+    }
+}
+
+/// Opens a TCP connection to `addr`, from `source` if given (any loopback address works as
+/// a source on Linux, which is how tests pose as the untrusted 127.0.0.2).
+pub fn connect(addr: SocketAddr, source: Option<IpAddr>) -> std::io::Result<TcpStream> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    if let Some(ip) = source {
+        socket.bind(&SocketAddr::new(ip, 0).into())?;
+    }
+    socket.connect_timeout(&addr.into(), Duration::from_secs(10))?;
+    let stream: TcpStream = socket.into();
+    stream.set_read_timeout(Some(Duration::from_secs(60)))?;
+    stream.set_write_timeout(Some(Duration::from_secs(60)))?;
+    stream.set_nodelay(true)?;
+    Ok(stream)
+}
+
+/// A line-oriented SMTP client over a plain TCP stream: it sends exactly the bytes it is
+/// given, which is what smuggling and relay tests need.
+pub struct SmtpClient {
+    reader: BufReader<TcpStream>,
+    writer: TcpStream,
+}
+
+impl SmtpClient {
+    /// Connects (from `source` if given) and reads the greeting.
+    pub fn connect(
+        addr: SocketAddr,
+        source: Option<IpAddr>,
+    ) -> std::io::Result<(SmtpClient, Reply)> {
+        let stream = connect(addr, source)?;
+        let writer = stream.try_clone()?;
+        let mut client = SmtpClient {
+            reader: BufReader::new(stream),
+            writer,
+        };
+        let greeting = client.read_reply()?;
+        Ok((client, greeting))
+    }
+
+    /// Connects and panics unless the greeting is 220.
+    pub fn open(addr: SocketAddr, source: Option<IpAddr>) -> SmtpClient {
+        let (client, greeting) = SmtpClient::connect(addr, source)
+            .unwrap_or_else(|e| panic!("connect to {addr} from {source:?}: {e}"));
+        assert_eq!(greeting.code, 220, "greeting: {}", greeting.raw());
+        client
+    }
+
+    /// Reads one (possibly multi-line) reply.
+    pub fn read_reply(&mut self) -> std::io::Result<Reply> {
+        let mut lines = Vec::new();
+        loop {
+            let mut buf = Vec::new();
+            let n = self.reader.read_until(b'\n', &mut buf)?;
+            if n == 0 {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::UnexpectedEof,
+                    format!("connection closed; partial reply {lines:?}"),
+                ));
+            }
+            let line = String::from_utf8_lossy(&buf)
+                .trim_end_matches(['\r', '\n'])
+                .to_string();
+            let code: u16 = line.get(..3).and_then(|c| c.parse().ok()).ok_or_else(|| {
+                std::io::Error::new(
+                    std::io::ErrorKind::InvalidData,
+                    format!("bad reply line {line:?}"),
+                )
+            })?;
+            let sep = line.as_bytes().get(3).copied();
+            lines.push(line.get(4..).unwrap_or("").to_string());
+            match sep {
+                Some(b'-') => continue,
+                None | Some(b' ') => return Ok(Reply { code, lines }),
+                Some(_) => {
+                    return Err(std::io::Error::new(
+                        std::io::ErrorKind::InvalidData,
+                        format!("bad reply line {line:?}"),
+                    ))
+                }
+            }
+        }
+    }
+
+    /// Writes `bytes` as they are.
+    pub fn write_raw(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        self.writer.write_all(bytes)?;
+        self.writer.flush()
+    }
+
+    /// Sends `line` + CRLF and reads the reply.
+    pub fn try_command(&mut self, line: &str) -> std::io::Result<Reply> {
+        self.write_raw(format!("{line}\r\n").as_bytes())?;
+        self.read_reply()
+    }
+
+    /// Sends `line` + CRLF and returns the reply; panics on IO errors.
+    pub fn command(&mut self, line: &str) -> Reply {
+        self.try_command(line)
+            .unwrap_or_else(|e| panic!("SMTP command {line:?}: {e}"))
+    }
+
+    /// Sends `line` and panics unless the reply code is `code`.
+    pub fn expect(&mut self, line: &str, code: u16) -> Reply {
+        let reply = self.command(line);
+        assert_eq!(reply.code, code, "{line:?} got {}", reply.raw());
+        reply
+    }
+
+    /// Sends `DATA`, expects 354, sends `body` (already dot-stuffed, lines ending in CRLF)
+    /// and the final `.`; returns the reply to the final dot.
+    pub fn data(&mut self, body: &str) -> Reply {
+        self.expect("DATA", 354);
+        let mut bytes = body.as_bytes().to_vec();
+        if !bytes.ends_with(b"\r\n") {
+            bytes.extend_from_slice(b"\r\n");
+        }
+        bytes.extend_from_slice(b".\r\n");
+        self.write_raw(&bytes).expect("write message data");
+        self.read_reply().expect("reply to end of data")
+    }
+
+    /// Sends QUIT and expects 221 (ignores a connection the server already closed).
+    pub fn quit(mut self) {
+        if let Ok(reply) = self.try_command("QUIT") {
+            assert_eq!(reply.code, 221, "QUIT got {}", reply.raw());
+        }
+    }
+
+    /// Reads until the server closes the connection; returns what came (for asserting
+    /// that the server hung up).
+    pub fn read_to_end(&mut self) -> std::io::Result<Vec<u8>> {
+        let mut rest = Vec::new();
+        self.reader.read_to_end(&mut rest)?;
+        Ok(rest)
+    }
+
+    /// The whole transaction: MAIL, each RCPT (each must get 250), DATA with `body`;
+    /// returns the reply to the final dot.
+    pub fn send_message(&mut self, from: &str, to: &[&str], body: &str) -> Reply {
+        self.expect(&format!("MAIL FROM:<{from}>"), 250);
+        for rcpt in to {
+            self.expect(&format!("RCPT TO:<{rcpt}>"), 250);
+        }
+        self.data(body)
+    }
+}
+
+/// Connects from `source` (if given), checks the 220 greeting, then sends each command
+/// (CRLF appended) and asserts its reply code. Returns the replies, greeting first.
+///
+/// To send message data, make the step after `("DATA", 354)` the body followed by a line
+/// with a single dot, without the final CRLF: `("Subject: x\r\n\r\nhello\r\n.", 250)`.
+pub fn smtp_dialogue(
+    addr: SocketAddr,
+    source: Option<IpAddr>,
+    steps: &[(&str, u16)],
+) -> Vec<Reply> {
+    let (mut client, greeting) = SmtpClient::connect(addr, source)
+        .unwrap_or_else(|e| panic!("connect to {addr} from {source:?}: {e}"));
+    assert_eq!(greeting.code, 220, "greeting: {}", greeting.raw());
+    let mut replies = vec![greeting];
+    for (command, code) in steps {
+        let reply = client.command(command);
+        assert_eq!(
+            reply.code,
+            *code,
+            "{command:?} from {source:?} got {}\n(dialogue so far: {replies:?})",
+            reply.raw()
+        );
+        replies.push(reply);
+    }
+    replies
+}
+
+/// Connects from `source` (if given), writes `bytes` in one go, and returns everything
+/// the server sent until it closed the connection (include a QUIT) or stayed silent for
+/// `quiet` after the last byte.
+pub fn send_raw(addr: SocketAddr, source: Option<IpAddr>, bytes: &[u8]) -> String {
+    send_raw_with_quiet(addr, source, bytes, Duration::from_secs(10))
+}
+
+pub fn send_raw_with_quiet(
+    addr: SocketAddr,
+    source: Option<IpAddr>,
+    bytes: &[u8],
+    quiet: Duration,
+) -> String {
+    let mut stream =
+        connect(addr, source).unwrap_or_else(|e| panic!("connect to {addr} from {source:?}: {e}"));
+    stream.set_read_timeout(Some(quiet)).expect("set timeout");
+    stream.write_all(bytes).expect("write raw bytes");
+    let mut out = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        match stream.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => out.extend_from_slice(&buf[..n]),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                break
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => break,
+            Err(e) => panic!("read from {addr}: {e}"),
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// The codes of the reply lines in `text` that end a reply (`NNN ` or `NNN`), in order.
+pub fn reply_codes(text: &str) -> Vec<u16> {
+    text.split("\r\n")
+        .filter(|l| l.len() >= 3 && l.as_bytes().get(3) != Some(&b'-'))
+        .filter_map(|l| l[..3].parse().ok())
+        .collect()
+}
+
+/// Runs a command to completion with a time limit; returns (status, stdout, stderr).
+pub fn run_with_timeout(cmd: &mut Command, timeout: Duration) -> (ExitStatus, String, String) {
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("spawn {cmd:?}: {e}"));
+    let mut out = child.stdout.take().expect("stdout");
+    let mut err = child.stderr.take().expect("stderr");
+    let out_t = thread::spawn(move || {
+        let mut s = Vec::new();
+        let _ = out.read_to_end(&mut s);
+        s
+    });
+    let err_t = thread::spawn(move || {
+        let mut s = Vec::new();
+        let _ = err.read_to_end(&mut s);
+        s
+    });
+    let status = match wait_with_timeout(&mut child, timeout) {
+        Some(s) => s,
+        None => {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("{cmd:?} did not finish within {timeout:?}");
+        }
+    };
+    let out = String::from_utf8_lossy(&out_t.join().unwrap_or_default()).into_owned();
+    let err = String::from_utf8_lossy(&err_t.join().unwrap_or_default()).into_owned();
+    (status, out, err)
+}
+
+/// A kernel-chosen free port on 127.0.0.1, released before returning. Only for
+/// programs whose command line wants a port number up front (`pvo quickstart
+/// --smtp-port`); everything else binds port 0 itself and reports what it got.
+pub fn free_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+    listener.local_addr().expect("local_addr").port()
+}

@@ -1,0 +1,6 @@
+//! The one integration-test binary (`autotests = false` in Cargo.toml): one module per
+//! area, sharing the helpers in `support`. One binary links once, which matters on two
+//! cores.
+
+mod e2e_gateway;
+mod support;
