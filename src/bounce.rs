@@ -14,15 +14,8 @@ use crate::ids::Kind;
 use crate::node::Shared;
 
 /// Builds and queues a DSN for one recipient of `orig` in the background.
-pub fn spawn_dsn(shared: Arc<Shared>, orig: Arc<Envelope>, rcpt: String, reason: String) {
+pub fn spawn_dsn(shared: Arc<Shared>, orig: Arc<Envelope>, rcpt: String, reason: String, body: Arc<Vec<u8>>) {
     tokio::spawn(async move {
-        let body = match shared.read_body(orig.mid).await {
-            Ok(b) => b,
-            Err(e) => {
-                tracing::warn!(mid = orig.mid, "original body unavailable for the DSN: {e}");
-                Vec::new()
-            }
-        };
         let mid = shared.ids.next(Kind::Mid);
         let cfg = shared.config();
         let text = build_dsn(&cfg.hostname, &orig, &rcpt, &reason, &body, mid);

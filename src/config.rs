@@ -934,13 +934,13 @@ hosts = ["[127.0.0.1]:2526"]
     #[test]
     fn errors_name_line_key_and_allowed_values() {
         let cases: &[(&str, &str, usize, &str)] = &[
-            ("interface = \"Management\"", "interface = \"Nope\"", 13, "allowed: the name of an [[interface]] (\"Management\")"),
-            ("policy = \"$RELAYED\"", "policy = \"NOPE\"", 18, "unknown policy"),
+            ("interface = \"Management\"", "interface = \"Nope\"", 12, "allowed: the name of an [[interface]] (\"Management\")"),
+            ("policy = \"$RELAYED\"", "policy = \"NOPE\"", 17, "unknown policy"),
             ("behavior = \"relay\"", "behavior = \"relai\"", 9, "allowed: \"accept\", \"relay\""),
-            ("port = 0", "port = 70000", 14, "allowed: 0 (any free port) to 65535"),
-            ("\"10.0.0.0/8\"", "\"10.0.0.0/99\"", 17, "is not a sender"),
+            ("port = 0", "port = 70000", 13, "allowed: 0 (any free port) to 65535"),
+            ("\"10.0.0.0/8\"", "\"10.0.0.0/99\"", 16, "is not a sender"),
             ("address = \"127.0.0.1\"", "address = \"127.0.0.300\"", 6, "is not an IP address"),
-            ("[\"[127.0.0.1]:2526\"]", "[\"127.0.0.1:99999\"]", 24, "is not a next hop"),
+            ("[\"[127.0.0.1]:2526\"]", "[\"127.0.0.1:99999\"]", 23, "is not a next hop"),
         ];
         for (from, to, line, needle) in cases {
             let text = GOOD.replace(from, to);

@@ -6,6 +6,7 @@
 
 mod admin;
 mod bounce;
+mod cli;
 mod commands;
 mod config;
 mod delivery;
@@ -101,6 +102,10 @@ enum Command {
     },
     /// Retry deferred recipients now: of one host, or all.
     Delivernow { host: Option<String> },
+    #[command(flatten)]
+    Config(cli::config::ConfigCommand),
+    #[command(flatten)]
+    Diag(cli::diag::DiagCommand),
 }
 
 #[derive(clap::Args, Clone)]
@@ -232,6 +237,8 @@ fn admin_command(dir: &std::path::Path, json: bool, cmd: Command) -> Result<()> 
             ("redirectrecipients", json!({ "host": host }))
         }
         Command::Delivernow { host } => ("delivernow", json!({ "host": host })),
+        Command::Config(c) => c.to_request()?,
+        Command::Diag(c) => c.to_request()?,
         Command::Gateway { .. } | Command::Quickstart(_) => unreachable!("handled in main"),
     };
     admin::client::run(dir, name, args, json)
@@ -242,7 +249,8 @@ pub fn run_node(path: &std::path::Path, banner: Option<&dyn Fn(&node::Node)>) ->
     let cfg = config::Config::load(path).map_err(|e| anyhow::anyhow!("configuration error: {e}"))?;
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the runtime")?;
     rt.block_on(async move {
-        let node = node::Node::start(cfg).await?;
+        let path = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
+        let node = node::Node::start(cfg, path).await?;
         for (name, addr) in &node.listeners {
             println!("Listener {name} listening on {addr}");
         }

@@ -130,6 +130,8 @@ impl Counters {
 /// What every task of a node shares.
 pub struct Shared {
     config: RwLock<Arc<Config>>,
+    /// The file the committed configuration lives in.
+    pub config_path: std::path::PathBuf,
     pub spool: Spool,
     pub ids: Ids,
     pub log: MailLog,
@@ -199,6 +201,49 @@ impl Shared {
         self.disconnect.send_replace(false);
     }
 
+    /// Applies a validated configuration to the running node, all or
+    /// nothing: TLS material is loaded and new listener sockets are bound
+    /// first; only when everything succeeded is the configuration swapped and
+    /// the listeners moved. Sessions already running keep the snapshot they
+    /// started with, and queued mail is untouched, so nothing in flight is
+    /// dropped.
+    pub fn apply_config(self: &Arc<Self>, new: Config) -> Result<()> {
+        let old = self.config();
+        if new.data_dir != old.data_dir {
+            anyhow::bail!(
+                "node.data_dir cannot change on a running node (it is {}, the new configuration says {}); stop the node, move the directory, and start it again",
+                old.data_dir.display(),
+                new.data_dir.display()
+            );
+        }
+        let tls_server = crate::tls::server_config(&new)?;
+        let tls_clients = crate::tls::client_configs(&new)?;
+        // Bind what is new or moved; keep what did not change.
+        let mut bound = Vec::new();
+        for l in &new.listeners {
+            let want = SocketAddr::new(new.interfaces[l.interface].address, l.port);
+            let unchanged = self.listeners.address(&l.name).is_some_and(|cur| cur.ip() == want.ip() && (l.port == 0 || cur.port() == l.port));
+            if !unchanged {
+                let sock = crate::listeners::Listeners::bind_only(want).with_context(|| format!("listener {} cannot listen on {want}", l.name))?;
+                bound.push((l.name.clone(), sock));
+            }
+        }
+        *self.config.write().unwrap() = Arc::new(new.clone());
+        *self.tls_server.write().unwrap() = tls_server;
+        *self.tls_clients.write().unwrap() = Arc::new(tls_clients);
+        for name in self.listeners.names() {
+            if !new.listeners.iter().any(|l| l.name == name) {
+                self.listeners.remove(&name);
+                self.log.info(format!("Listener {name} removed"));
+            }
+        }
+        for (name, sock) in bound {
+            let addr = self.listeners.adopt(self, &name, sock)?;
+            self.log.info(format!("Listener {name} listening on {addr}"));
+        }
+        Ok(())
+    }
+
     pub async fn read_body(&self, mid: u64) -> Result<Vec<u8>, SpoolError> {
         let spool = self.spool.clone();
         tokio::task::spawn_blocking(move || spool.read_body(mid)).await.unwrap_or(Err(SpoolError::Closed))
@@ -223,7 +268,7 @@ pub struct Node {
 
 impl Node {
     /// Recovers the spool, starts the queue manager and binds the listeners.
-    pub async fn start(config: Config) -> Result<Node> {
+    pub async fn start(config: Config, config_path: std::path::PathBuf) -> Result<Node> {
         let config = Arc::new(config);
         std::fs::create_dir_all(&config.data_dir).with_context(|| format!("creating data directory {}", config.data_dir.display()))?;
         let log = MailLog::open(&config.logs_dir(), config.logs.max_size, config.logs.keep).context("opening mail_logs")?;
@@ -237,6 +282,7 @@ impl Node {
         let (queue, rx) = queue::channel();
         let shared = Arc::new(Shared {
             config: RwLock::new(config.clone()),
+            config_path,
             spool,
             ids,
             log,

@@ -399,7 +399,7 @@ impl Manager {
                 RcptOutcome::Perm(reason) => {
                     log.info(format!("Bounced: DCID {dcid} MID {mid} to RID {rid} - Bounced by destination server with response: {reason}"));
                     self.hosts.entry(job.domain.clone()).or_default().hard += 1;
-                    self.bounce_rcpt(&job.env, *rid, &reason);
+                    self.bounce_rcpt(&job.env, *rid, &reason, job.body.as_ref());
                 }
             }
         }
@@ -454,7 +454,7 @@ impl Manager {
             for rid in job.rids.clone() {
                 self.shared.log.info(format!("Bounced: DCID {dcid} MID {mid} to RID {rid} - Unable to deliver: {why}; last error: {reason}"));
                 self.hosts.entry(job.domain.clone()).or_default().hard += 1;
-                self.bounce_rcpt(&job.env, rid, &format!("4.4.7 {why}; last error: {reason}"));
+                self.bounce_rcpt(&job.env, rid, &format!("4.4.7 {why}; last error: {reason}"), job.body.as_ref());
             }
             self.check_finished(mid);
             return;
@@ -613,7 +613,7 @@ impl Manager {
                     Removal::Bounce => {
                         self.shared.log.info(format!("Bounced: MID {} to RID {rid} - bounced by administrator (bouncerecipients)", job.env.mid));
                         self.hosts.entry(job.domain.clone()).or_default().hard += 1;
-                        self.bounce_rcpt(&job.env, *rid, "5.3.0 message bounced by the administrator");
+                        self.bounce_rcpt(&job.env, *rid, "5.3.0 message bounced by the administrator", job.body.as_ref());
                     }
                 }
             }
@@ -718,13 +718,22 @@ impl Manager {
         }
     }
 
-    fn bounce_rcpt(&mut self, env: &Arc<Envelope>, rid: u32, reason: &str) {
+    fn bounce_rcpt(&mut self, env: &Arc<Envelope>, rid: u32, reason: &str, body: Option<&Arc<Vec<u8>>>) {
         self.set_final(env.mid, rid, RcptFinal::Bounced);
         self.shared.counters.bounced_rcpts.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let cfg = self.shared.config();
         if cfg.delivery.bounce.send_dsn && !env.dsn && !env.sender.is_empty() {
             let rcpt = env.recipients.get(rid as usize).cloned().unwrap_or_default();
-            crate::bounce::spawn_dsn(self.shared.clone(), env.clone(), rcpt, reason.to_string());
+            // The DSN quotes the original headers. Read them now: the message
+            // may be finished (and its spool records dead) before the DSN task
+            // runs. A body not in memory is read back from the spool, which
+            // blocks this task briefly; it only happens for messages recovered
+            // after a restart.
+            let body = match body {
+                Some(b) => b.clone(),
+                None => Arc::new(self.shared.spool.read_body(env.mid).unwrap_or_default()),
+            };
+            crate::bounce::spawn_dsn(self.shared.clone(), env.clone(), rcpt, reason.to_string(), body);
         }
     }
 

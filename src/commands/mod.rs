@@ -4,6 +4,8 @@
 //! appliance wording (`text`) and the same facts as JSON (`data`) together, so
 //! scripts and people read the same answer.
 
+mod config_cmds;
+mod diag_cmds;
 mod queue_cmds;
 mod status;
 
@@ -13,6 +15,12 @@ use crate::admin::{Request, Response};
 use crate::node::Shared;
 
 pub async fn dispatch(shared: &Arc<Shared>, req: Request) -> Response {
+    if let Some(r) = config_cmds::dispatch(shared, &req).await {
+        return r;
+    }
+    if let Some(r) = diag_cmds::dispatch(shared, &req).await {
+        return r;
+    }
     let args = &req.args;
     match req.command.as_str() {
         "status" => status::status(shared, args).await,

@@ -92,7 +92,7 @@ mod writer;
 #[cfg(test)]
 mod tests;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use std::sync::{mpsc, Arc};
 use std::thread::{self, JoinHandle, ThreadId};
@@ -199,7 +199,17 @@ impl Spool {
     /// writer thread.
     pub fn open(cfg: SpoolConfig) -> Result<(Spool, Recovered), SpoolError> {
         let corrupt = cfg.dir.join(CORRUPT_DIR);
+        let created = !cfg.dir.exists();
         std::fs::create_dir_all(&corrupt).map_err(|e| io_error("create", &corrupt, e))?;
+        if created {
+            // Without this a crash could lose the directory entry, and with it every
+            // message fsynced inside.
+            let parent = match cfg.dir.parent() {
+                Some(p) if !p.as_os_str().is_empty() => p,
+                _ => Path::new("."),
+            };
+            dir::sync_dir(parent, cfg.fsync)?;
+        }
         dir::sync_dir(&cfg.dir, cfg.fsync)?;
         let lock = dir::lock(&cfg.dir)?;
 
@@ -213,7 +223,9 @@ impl Spool {
         for (seq, reason) in rec.corrupt {
             moved_aside.extend(writer.retire(seq, Retire::MoveAside(reason))?);
         }
-        writer.retire_dead()?;
+        // Not fatal: a dead segment that cannot be deleted now is retried by the writer, and
+        // refusing to start would keep the live messages from being delivered.
+        let _ = writer.retire_dead();
         writer.publish_all();
         let (messages, max_mid) = writer.recovered();
 

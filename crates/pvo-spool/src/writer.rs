@@ -352,6 +352,7 @@ impl Writer {
                 return Err(e);
             }
         };
+        batch.buf.reserve(ops.iter().map(Op::bytes).sum());
         for op in ops {
             self.encode_op(&mut batch, op);
         }
@@ -378,8 +379,13 @@ impl Writer {
                 self.encode_finish(&mut batch, mid);
             }
             for mid in self.repair.relocate.clone() {
-                if self.state.live.contains_key(&mid) {
-                    self.encode_relocation(&mut batch, mid)?;
+                if self.state.live.contains_key(&mid)
+                    && self.encode_relocation(&mut batch, mid).is_err()
+                {
+                    // Its durable copy cannot be read back, so it cannot be copied either.
+                    // Retrying would fail every later batch; the update stays in memory and
+                    // in the record that may or may not have reached the disk.
+                    self.repair.relocate.remove(&mid);
                 }
             }
         }
@@ -748,7 +754,13 @@ impl Writer {
                 self.encode_finish(&mut batch, mid);
             }
             for mid in relocate {
-                self.encode_relocation(&mut batch, mid)?;
+                if let Err(e) = self.encode_relocation(&mut batch, mid) {
+                    // A body that cannot be read back now will not be readable on the next
+                    // pass either: leave the segment until the next start, whose recovery
+                    // scan will find the damage and move the file aside.
+                    self.stuck.insert(seq);
+                    return Err(e);
+                }
             }
             batch.durable = true;
             self.commit(batch)?;
