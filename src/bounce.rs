@@ -14,12 +14,21 @@ use crate::ids::Kind;
 use crate::node::Shared;
 
 /// Builds and queues a DSN for one recipient of `orig` in the background.
-pub fn spawn_dsn(shared: Arc<Shared>, orig: Arc<Envelope>, rcpt: String, reason: String, body: Arc<Vec<u8>>) {
+pub fn spawn_dsn(
+    shared: Arc<Shared>,
+    orig: Arc<Envelope>,
+    rcpt: String,
+    reason: String,
+    body: Arc<Vec<u8>>,
+) {
     tokio::spawn(async move {
         let mid = shared.ids.next(Kind::Mid);
         let cfg = shared.config();
         let text = build_dsn(&cfg.hostname, &orig, &rcpt, &reason, &body, mid);
-        let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
         let env = Envelope {
             mid,
             icid: 0,
@@ -32,21 +41,38 @@ pub fn spawn_dsn(shared: Arc<Shared>, orig: Arc<Envelope>, rcpt: String, reason:
         };
         match shared.spool_message(&env, text).await {
             Ok(body) => {
-                shared.log.info(format!("MID {mid} was generated for bounce of MID {}", orig.mid));
-                shared.log.info(format!("MID {mid} ready {} bytes from <>", body.len()));
+                shared.log.info(format!(
+                    "MID {mid} was generated for bounce of MID {}",
+                    orig.mid
+                ));
+                shared
+                    .log
+                    .info(format!("MID {mid} ready {} bytes from <>", body.len()));
                 shared.log.info(format!("MID {mid} queued for delivery"));
                 shared.queue.enqueue(Arc::new(env), Some(body));
             }
-            Err(e) => shared.log.critical(format!("MID {} bounce could not be spooled: {e:#}", orig.mid)),
+            Err(e) => shared.log.critical(format!(
+                "MID {} bounce could not be spooled: {e:#}",
+                orig.mid
+            )),
         }
     });
 }
 
 /// The text of a DSN: multipart/report with a human part, the machine
 /// readable delivery-status, and the original headers.
-pub fn build_dsn(hostname: &str, orig: &Envelope, rcpt: &str, reason: &str, orig_body: &[u8], mid: u64) -> Vec<u8> {
+pub fn build_dsn(
+    hostname: &str,
+    orig: &Envelope,
+    rcpt: &str,
+    reason: &str,
+    orig_body: &[u8],
+    mid: u64,
+) -> Vec<u8> {
     let boundary = format!("pvo-dsn-{mid}-{}", orig.mid);
-    let date = time::OffsetDateTime::now_utc().format(&time::format_description::well_known::Rfc2822).unwrap_or_default();
+    let date = time::OffsetDateTime::now_utc()
+        .format(&time::format_description::well_known::Rfc2822)
+        .unwrap_or_default();
     let status = reason
         .split_whitespace()
         .find(|w| w.len() >= 5 && w.as_bytes()[1] == b'.' && w.starts_with(['4', '5']))
@@ -57,7 +83,9 @@ pub fn build_dsn(hostname: &str, orig: &Envelope, rcpt: &str, reason: &str, orig
     let orig_headers = String::from_utf8_lossy(&orig_body[..headers_end]);
     let reason_line = reason.replace(['\r', '\n'], " ");
     let mut m = String::new();
-    m.push_str(&format!("From: Mail Delivery System <MAILER-DAEMON@{hostname}>\r\n"));
+    m.push_str(&format!(
+        "From: Mail Delivery System <MAILER-DAEMON@{hostname}>\r\n"
+    ));
     m.push_str(&format!("To: <{}>\r\n", orig.sender));
     m.push_str("Subject: Delivery Status Notification (Failure)\r\n");
     m.push_str(&format!("Date: {date}\r\n"));
@@ -65,14 +93,23 @@ pub fn build_dsn(hostname: &str, orig: &Envelope, rcpt: &str, reason: &str, orig
     m.push_str("Auto-Submitted: auto-replied\r\n");
     m.push_str("MIME-Version: 1.0\r\n");
     m.push_str(&format!("Content-Type: multipart/report; report-type=delivery-status; boundary=\"{boundary}\"\r\n\r\n"));
-    m.push_str(&format!("--{boundary}\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n"));
+    m.push_str(&format!(
+        "--{boundary}\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n"
+    ));
     m.push_str(&format!(
         "This is the mail system at host {hostname}.\r\n\r\nYour message could not be delivered to one or more recipients.\r\n\r\n<{rcpt}>: {reason_line}\r\n\r\n"
     ));
-    m.push_str(&format!("--{boundary}\r\nContent-Type: message/delivery-status\r\n\r\n"));
-    m.push_str(&format!("Reporting-MTA: dns; {hostname}\r\nX-PVO-MID: {}\r\n\r\n", orig.mid));
+    m.push_str(&format!(
+        "--{boundary}\r\nContent-Type: message/delivery-status\r\n\r\n"
+    ));
+    m.push_str(&format!(
+        "Reporting-MTA: dns; {hostname}\r\nX-PVO-MID: {}\r\n\r\n",
+        orig.mid
+    ));
     m.push_str(&format!("Final-Recipient: rfc822; {rcpt}\r\nAction: failed\r\nStatus: {status}\r\nDiagnostic-Code: smtp; {reason_line}\r\n\r\n"));
-    m.push_str(&format!("--{boundary}\r\nContent-Type: text/rfc822-headers\r\n\r\n"));
+    m.push_str(&format!(
+        "--{boundary}\r\nContent-Type: text/rfc822-headers\r\n\r\n"
+    ));
     m.push_str(&orig_headers);
     if !orig_headers.ends_with("\r\n") {
         m.push_str("\r\n");
@@ -83,7 +120,9 @@ pub fn build_dsn(hostname: &str, orig: &Envelope, rcpt: &str, reason: &str, orig
 
 /// Offset of the end of the header block (excluding the blank line).
 fn find_header_end(body: &[u8]) -> usize {
-    body.windows(4).position(|w| w == b"\r\n\r\n").map_or(body.len(), |p| p + 2)
+    body.windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .map_or(body.len(), |p| p + 2)
 }
 
 #[cfg(test)]
@@ -102,7 +141,14 @@ mod tests {
             listener: "IncomingMail".into(),
             dsn: false,
         };
-        let d = build_dsn("gw.example.com", &env, "bob@example.com", "550 5.1.1 user unknown", b"Subject: hi\r\n\r\nsecret body\r\n", 9);
+        let d = build_dsn(
+            "gw.example.com",
+            &env,
+            "bob@example.com",
+            "550 5.1.1 user unknown",
+            b"Subject: hi\r\n\r\nsecret body\r\n",
+            9,
+        );
         let t = String::from_utf8(d).unwrap();
         assert!(t.contains("Final-Recipient: rfc822; bob@example.com\r\n"));
         assert!(t.contains("Status: 5.1.1\r\n"));

@@ -52,8 +52,18 @@ async fn run_connection(shared: &Arc<Shared>, domain: &str, job: Job) {
         _ => match shared.resolver.mx(domain).await {
             Ok(h) if h.is_empty() => {
                 let n = job.rids.len();
-                let outcomes = vec![RcptOutcome::Perm(format!("5.1.10 domain {domain} accepts no mail (null MX)")); n];
-                shared.queue.send(Event::JobDone { job, dcid: 0, outcomes, next: None });
+                let outcomes = vec![
+                    RcptOutcome::Perm(format!(
+                        "5.1.10 domain {domain} accepts no mail (null MX)"
+                    ));
+                    n
+                ];
+                shared.queue.send(Event::JobDone {
+                    job,
+                    dcid: 0,
+                    outcomes,
+                    next: None,
+                });
                 return;
             }
             Ok(h) => h.into_iter().map(|h| (h.host, h.port)).collect(),
@@ -63,8 +73,13 @@ async fn run_connection(shared: &Arc<Shared>, domain: &str, job: Job) {
             }
         },
     };
-    let tls_mode = cfg.destination(domain).map_or(cfg.tls_outbound.default, |d| d.tls);
-    let bind = cfg.delivery.default_interface.map(|i| cfg.interfaces[i].address);
+    let tls_mode = cfg
+        .destination(domain)
+        .map_or(cfg.tls_outbound.default, |d| d.tls);
+    let bind = cfg
+        .delivery
+        .default_interface
+        .map(|i| cfg.interfaces[i].address);
     let max_per_conn = cfg.delivery.max_messages_per_connection;
     let helo = cfg.default_interface_hostname();
     drop(cfg);
@@ -79,10 +94,24 @@ async fn run_connection(shared: &Arc<Shared>, domain: &str, job: Job) {
             }
         };
         let dcid = shared.ids.next(Kind::Dcid);
-        let local = stream.local_addr().map(|a| a.ip().to_string()).unwrap_or_default();
-        shared.log.info(format!("New SMTP DCID {dcid} interface {local} address {} port {}", addr.ip(), addr.port()));
-        let mut client = Client { io: BufReader::new(Box::new(stream) as Box<dyn Io>), dcid, ext: Extensions::default() };
-        match client.start(shared, &helo, tls_mode, &server_name, domain).await {
+        let local = stream
+            .local_addr()
+            .map(|a| a.ip().to_string())
+            .unwrap_or_default();
+        shared.log.info(format!(
+            "New SMTP DCID {dcid} interface {local} address {} port {}",
+            addr.ip(),
+            addr.port()
+        ));
+        let mut client = Client {
+            io: BufReader::new(Box::new(stream) as Box<dyn Io>),
+            dcid,
+            ext: Extensions::default(),
+        };
+        match client
+            .start(shared, &helo, tls_mode, &server_name, domain)
+            .await
+        {
             Ok(()) => break client,
             Err(Failure::TlsFallback(e)) if tls_mode == TlsMode::Preferred => {
                 // Opportunistic TLS that fails is retried in the clear at once,
@@ -112,11 +141,21 @@ async fn run_connection(shared: &Arc<Shared>, domain: &str, job: Job) {
             Err(e) => vec![RcptOutcome::Temp(e); job.rids.len()],
         };
         if broken || sent >= max_per_conn {
-            shared.queue.send(Event::JobDone { job, dcid, outcomes, next: None });
+            shared.queue.send(Event::JobDone {
+                job,
+                dcid,
+                outcomes,
+                next: None,
+            });
             break;
         }
         let (tx, rx) = oneshot::channel();
-        shared.queue.send(Event::JobDone { job, dcid, outcomes, next: Some(tx) });
+        shared.queue.send(Event::JobDone {
+            job,
+            dcid,
+            outcomes,
+            next: Some(tx),
+        });
         match wait_next(rx).await {
             Some(next) => job = next,
             None => break,
@@ -141,7 +180,11 @@ async fn wait_next(mut rx: oneshot::Receiver<Option<Job>>) -> Option<Job> {
     }
 }
 
-async fn connect_any(shared: &Shared, hops: &[(String, u16)], bind: Option<IpAddr>) -> Result<(TcpStream, SocketAddr, String), String> {
+async fn connect_any(
+    shared: &Shared,
+    hops: &[(String, u16)],
+    bind: Option<IpAddr>,
+) -> Result<(TcpStream, SocketAddr, String), String> {
     let mut last = String::from("no next hop");
     for (host, port) in hops {
         let addrs = match shared.resolver.addresses(host).await {
@@ -164,9 +207,15 @@ async fn connect_any(shared: &Shared, hops: &[(String, u16)], bind: Option<IpAdd
 
 /// Connects from `bind` (the default delivery interface) when one is set.
 pub async fn connect(addr: SocketAddr, bind: Option<IpAddr>) -> Result<TcpStream, String> {
-    let sock = if addr.is_ipv4() { TcpSocket::new_v4() } else { TcpSocket::new_v6() }.map_err(|e| e.to_string())?;
+    let sock = if addr.is_ipv4() {
+        TcpSocket::new_v4()
+    } else {
+        TcpSocket::new_v6()
+    }
+    .map_err(|e| e.to_string())?;
     if let Some(ip) = bind {
-        sock.bind(SocketAddr::new(ip, 0)).map_err(|e| format!("cannot bind {ip}: {e}"))?;
+        sock.bind(SocketAddr::new(ip, 0))
+            .map_err(|e| format!("cannot bind {ip}: {e}"))?;
     }
     let _ = sock.set_nodelay(true);
     match tokio::time::timeout(CONNECT_TIMEOUT, sock.connect(addr)).await {
@@ -239,7 +288,10 @@ impl Client {
                 return Err("reply line too long".into());
             }
             let l = line.trim_end_matches(['\r', '\n']);
-            let code = l.get(..3).and_then(|c| c.parse::<u16>().ok()).ok_or_else(|| format!("malformed reply: {l:?}"))?;
+            let code = l
+                .get(..3)
+                .and_then(|c| c.parse::<u16>().ok())
+                .ok_or_else(|| format!("malformed reply: {l:?}"))?;
             if !text.is_empty() {
                 text.push('\n');
             }
@@ -251,17 +303,32 @@ impl Client {
     }
 
     async fn command(&mut self, cmd: &str) -> Result<Reply, String> {
-        self.io.get_mut().write_all(cmd.as_bytes()).await.map_err(|e| format!("write error: {e}"))?;
-        self.io.get_mut().flush().await.map_err(|e| format!("write error: {e}"))?;
+        self.io
+            .get_mut()
+            .write_all(cmd.as_bytes())
+            .await
+            .map_err(|e| format!("write error: {e}"))?;
+        self.io
+            .get_mut()
+            .flush()
+            .await
+            .map_err(|e| format!("write error: {e}"))?;
         self.read_reply(REPLY_TIMEOUT).await
     }
 
     async fn ehlo(&mut self, helo: &str) -> Result<(), Failure> {
-        let r = self.command(&format!("EHLO {helo}\r\n")).await.map_err(Failure::Temp)?;
+        let r = self
+            .command(&format!("EHLO {helo}\r\n"))
+            .await
+            .map_err(Failure::Temp)?;
         if r.code == 250 {
             self.ext = Extensions::default();
             for l in r.text.lines().skip(1) {
-                let kw = l.split_whitespace().next().unwrap_or("").to_ascii_uppercase();
+                let kw = l
+                    .split_whitespace()
+                    .next()
+                    .unwrap_or("")
+                    .to_ascii_uppercase();
                 match kw.as_str() {
                     "PIPELINING" => self.ext.pipelining = true,
                     "STARTTLS" => self.ext.starttls = true,
@@ -272,7 +339,10 @@ impl Client {
             }
             return Ok(());
         }
-        let r = self.command(&format!("HELO {helo}\r\n")).await.map_err(Failure::Temp)?;
+        let r = self
+            .command(&format!("HELO {helo}\r\n"))
+            .await
+            .map_err(Failure::Temp)?;
         if r.code == 250 {
             self.ext = Extensions::default();
             Ok(())
@@ -281,8 +351,18 @@ impl Client {
         }
     }
 
-    async fn start(&mut self, shared: &Shared, helo: &str, tls: TlsMode, server_name: &str, domain: &str) -> Result<(), Failure> {
-        let banner = self.read_reply(REPLY_TIMEOUT).await.map_err(Failure::Temp)?;
+    async fn start(
+        &mut self,
+        shared: &Shared,
+        helo: &str,
+        tls: TlsMode,
+        server_name: &str,
+        domain: &str,
+    ) -> Result<(), Failure> {
+        let banner = self
+            .read_reply(REPLY_TIMEOUT)
+            .await
+            .map_err(Failure::Temp)?;
         if banner.code != 220 {
             return Err(Failure::Temp(format!("banner: {}", banner.line())));
         }
@@ -293,41 +373,67 @@ impl Client {
         }
         if !self.ext.starttls {
             if tls.required() {
-                shared.log.info(format!("DCID {dcid} TLS was required but could not be successfully negotiated"));
-                return Err(Failure::Temp("TLS was required but the server does not offer STARTTLS".into()));
+                shared.log.info(format!(
+                    "DCID {dcid} TLS was required but could not be successfully negotiated"
+                ));
+                return Err(Failure::Temp(
+                    "TLS was required but the server does not offer STARTTLS".into(),
+                ));
             }
             return Ok(());
         }
         let r = self.command("STARTTLS\r\n").await.map_err(Failure::Temp)?;
         if r.code != 220 {
             if tls.required() {
-                shared.log.info(format!("DCID {dcid} TLS failed: STARTTLS refused: {}", r.line()));
-                shared.log.info(format!("DCID {dcid} TLS was required but could not be successfully negotiated"));
+                shared.log.info(format!(
+                    "DCID {dcid} TLS failed: STARTTLS refused: {}",
+                    r.line()
+                ));
+                shared.log.info(format!(
+                    "DCID {dcid} TLS was required but could not be successfully negotiated"
+                ));
                 return Err(Failure::Temp(format!("STARTTLS refused: {}", r.line())));
             }
             return Ok(());
         }
         let configs = shared.tls_clients();
-        let cfg = if tls.verify() { configs.verify.clone() } else { configs.opportunistic.clone() };
-        let name = ServerName::try_from(server_name.to_string()).unwrap_or_else(|_| ServerName::try_from("invalid.invalid".to_string()).unwrap());
+        let cfg = if tls.verify() {
+            configs.verify.clone()
+        } else {
+            configs.opportunistic.clone()
+        };
+        let name = ServerName::try_from(server_name.to_string())
+            .unwrap_or_else(|_| ServerName::try_from("invalid.invalid".to_string()).unwrap());
         let connector = tokio_rustls::TlsConnector::from(cfg);
         // Take the plain stream out; buffered bytes before the handshake would
         // be a STARTTLS injection attempt, so they are discarded.
-        let plain = std::mem::replace(&mut self.io, BufReader::new(Box::new(empty::EmptyDuplex) as Box<dyn Io>));
+        let plain = std::mem::replace(
+            &mut self.io,
+            BufReader::new(Box::new(empty::EmptyDuplex) as Box<dyn Io>),
+        );
         let stream = plain.into_inner();
         match connector.connect(name, stream).await {
             Ok(s) => {
                 let (proto, cipher) = crate::tls::describe(s.get_ref().1);
-                shared.log.info(format!("DCID {dcid} TLS success protocol {proto} cipher {cipher} {domain}"));
+                shared.log.info(format!(
+                    "DCID {dcid} TLS success protocol {proto} cipher {cipher} {domain}"
+                ));
                 self.io = BufReader::new(Box::new(s) as Box<dyn Io>);
                 self.ehlo(helo).await
             }
             Err(e) => {
-                shared.log.info(format!("DCID {dcid} TLS failed: {}", tls_error_text(&e)));
+                shared
+                    .log
+                    .info(format!("DCID {dcid} TLS failed: {}", tls_error_text(&e)));
                 if tls.required() {
-                    shared.log.info(format!("DCID {dcid} TLS was required but could not be successfully negotiated"));
+                    shared.log.info(format!(
+                        "DCID {dcid} TLS was required but could not be successfully negotiated"
+                    ));
                 }
-                Err(Failure::TlsFallback(format!("TLS failed: {}", tls_error_text(&e))))
+                Err(Failure::TlsFallback(format!(
+                    "TLS failed: {}",
+                    tls_error_text(&e)
+                )))
             }
         }
     }
@@ -349,8 +455,15 @@ impl Client {
         };
         let mid = job.env.mid;
         let dcid = self.dcid;
-        let rids = job.rids.iter().map(|r| r.to_string()).collect::<Vec<_>>().join(", ");
-        shared.log.info(format!("Delivery start DCID {dcid} MID {mid} to RID [{rids}]"));
+        let rids = job
+            .rids
+            .iter()
+            .map(|r| r.to_string())
+            .collect::<Vec<_>>()
+            .join(", ");
+        shared.log.info(format!(
+            "Delivery start DCID {dcid} MID {mid} to RID [{rids}]"
+        ));
         let mut mail = format!("MAIL FROM:<{}>", job.env.sender);
         if self.ext.size {
             mail.push_str(&format!(" SIZE={}", body.len()));
@@ -359,7 +472,11 @@ impl Client {
             mail.push_str(" BODY=8BITMIME");
         }
         mail.push_str("\r\n");
-        let rcpts: Vec<String> = job.rids.iter().map(|r| format!("RCPT TO:<{}>\r\n", job.env.recipients[*r as usize])).collect();
+        let rcpts: Vec<String> = job
+            .rids
+            .iter()
+            .map(|r| format!("RCPT TO:<{}>\r\n", job.env.recipients[*r as usize]))
+            .collect();
 
         let mut outcomes: Vec<Option<RcptOutcome>> = vec![None; job.rids.len()];
         let mut accepted = 0usize;
@@ -378,7 +495,9 @@ impl Client {
             }
             data_reply = self.read_reply(REPLY_TIMEOUT).await?;
             if m.code != 250 {
-                return Ok(self.fail_all(&m, job.rids.len(), data_reply.code == 354).await?);
+                return Ok(self
+                    .fail_all(&m, job.rids.len(), data_reply.code == 354)
+                    .await?);
             }
         } else {
             let m = self.command(&mail).await?;
@@ -405,7 +524,10 @@ impl Client {
                 }
             }
             self.command("RSET\r\n").await?;
-            return Ok(outcomes.into_iter().map(|o| o.unwrap_or(RcptOutcome::Temp("no reply".into()))).collect());
+            return Ok(outcomes
+                .into_iter()
+                .map(|o| o.unwrap_or(RcptOutcome::Temp("no reply".into())))
+                .collect());
         }
         if accepted == 0 {
             // RFC 2920: DATA was accepted although no recipient was; end it
@@ -429,12 +551,20 @@ impl Client {
             }
         }
         if !done_rids.is_empty() {
-            shared.log.info(format!("Message done DCID {dcid} MID {mid} to RID [{}]", done_rids.join(", ")));
+            shared.log.info(format!(
+                "Message done DCID {dcid} MID {mid} to RID [{}]",
+                done_rids.join(", ")
+            ));
         }
         Ok(outcomes.into_iter().map(|o| o.unwrap()).collect())
     }
 
-    async fn fail_all(&mut self, reply: &Reply, n: usize, in_data: bool) -> Result<Vec<RcptOutcome>, String> {
+    async fn fail_all(
+        &mut self,
+        reply: &Reply,
+        n: usize,
+        in_data: bool,
+    ) -> Result<Vec<RcptOutcome>, String> {
         if in_data {
             self.write(b".\r\n").await?;
             let _ = self.read_reply(DATA_REPLY_TIMEOUT).await?;
@@ -445,7 +575,9 @@ impl Client {
 
     async fn write(&mut self, bytes: &[u8]) -> Result<(), String> {
         let w = self.io.get_mut();
-        w.write_all(bytes).await.map_err(|e| format!("write error: {e}"))?;
+        w.write_all(bytes)
+            .await
+            .map_err(|e| format!("write error: {e}"))?;
         w.flush().await.map_err(|e| format!("write error: {e}"))
     }
 
@@ -482,7 +614,9 @@ pub fn tls_error_text(e: &std::io::Error) -> String {
     if let Some(inner) = e.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>()) {
         return match inner {
             rustls::Error::InvalidCertificate(c) => format!("verify error: {c:?}"),
-            rustls::Error::NoCertificatesPresented => "verify error: no certificate from server".into(),
+            rustls::Error::NoCertificatesPresented => {
+                "verify error: no certificate from server".into()
+            }
             rustls::Error::AlertReceived(a) => format!("alert received: {a:?}"),
             other => other.to_string(),
         };
@@ -498,8 +632,15 @@ async fn run_maildir(shared: &Arc<Shared>, dir: &Path, mut job: Job) {
     let mut sent = 0;
     loop {
         let mid = job.env.mid;
-        let rids = job.rids.iter().map(|r| r.to_string()).collect::<Vec<_>>().join(", ");
-        shared.log.info(format!("Delivery start DCID {dcid} MID {mid} to RID [{rids}]"));
+        let rids = job
+            .rids
+            .iter()
+            .map(|r| r.to_string())
+            .collect::<Vec<_>>()
+            .join(", ");
+        shared.log.info(format!(
+            "Delivery start DCID {dcid} MID {mid} to RID [{rids}]"
+        ));
         let body = job.body.clone();
         let spool = shared.spool.clone();
         let d = dir.to_path_buf();
@@ -509,24 +650,39 @@ async fn run_maildir(shared: &Arc<Shared>, dir: &Path, mut job: Job) {
                 Some(b) => b,
                 None => Arc::new(spool.read_body(mid).map_err(|e| e.to_string())?),
             };
-            write_maildir(&d, &env.sender, &body, mid).map_err(|e| format!("maildir {}: {e}", d.display()))
+            write_maildir(&d, &env.sender, &body, mid)
+                .map_err(|e| format!("maildir {}: {e}", d.display()))
         })
         .await
         .unwrap_or_else(|e| Err(e.to_string()));
         let outcomes = match res {
             Ok(()) => {
-                shared.log.info(format!("Message done DCID {dcid} MID {mid} to RID [{rids}]"));
+                shared.log.info(format!(
+                    "Message done DCID {dcid} MID {mid} to RID [{rids}]"
+                ));
                 vec![RcptOutcome::Delivered; job.rids.len()]
             }
-            Err(e) => vec![RcptOutcome::Temp(format!("4.3.0 local delivery failed: {e}")); job.rids.len()],
+            Err(e) => {
+                vec![RcptOutcome::Temp(format!("4.3.0 local delivery failed: {e}")); job.rids.len()]
+            }
         };
         sent += 1;
         if sent >= 50 {
-            shared.queue.send(Event::JobDone { job, dcid, outcomes, next: None });
+            shared.queue.send(Event::JobDone {
+                job,
+                dcid,
+                outcomes,
+                next: None,
+            });
             break;
         }
         let (tx, rx) = oneshot::channel();
-        shared.queue.send(Event::JobDone { job, dcid, outcomes, next: Some(tx) });
+        shared.queue.send(Event::JobDone {
+            job,
+            dcid,
+            outcomes,
+            next: Some(tx),
+        });
         match wait_next(rx).await {
             Some(j) => job = j,
             None => break,
@@ -539,8 +695,15 @@ fn write_maildir(dir: &Path, sender: &str, body: &[u8], mid: u64) -> std::io::Re
     for sub in ["tmp", "new", "cur"] {
         std::fs::create_dir_all(dir.join(sub))?;
     }
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
-    let name = format!("{}.M{}P{}Q{mid}.pvo", now.as_secs(), now.subsec_micros(), std::process::id());
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    let name = format!(
+        "{}.M{}P{}Q{mid}.pvo",
+        now.as_secs(),
+        now.subsec_micros(),
+        std::process::id()
+    );
     let tmp = dir.join("tmp").join(&name);
     {
         let mut f = std::fs::File::create(&tmp)?;
@@ -562,12 +725,20 @@ mod empty {
 
     pub struct EmptyDuplex;
     impl AsyncRead for EmptyDuplex {
-        fn poll_read(self: Pin<&mut Self>, _: &mut Context<'_>, _: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
+        fn poll_read(
+            self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+            _: &mut ReadBuf<'_>,
+        ) -> Poll<std::io::Result<()>> {
             Poll::Ready(Ok(()))
         }
     }
     impl AsyncWrite for EmptyDuplex {
-        fn poll_write(self: Pin<&mut Self>, _: &mut Context<'_>, _: &[u8]) -> Poll<std::io::Result<usize>> {
+        fn poll_write(
+            self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+            _: &[u8],
+        ) -> Poll<std::io::Result<usize>> {
             Poll::Ready(Err(std::io::ErrorKind::NotConnected.into()))
         }
         fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<std::io::Result<()>> {
@@ -578,4 +749,3 @@ mod empty {
         }
     }
 }
-

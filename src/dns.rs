@@ -42,7 +42,9 @@ pub struct NextHop {
 impl Resolver {
     pub fn new() -> Resolver {
         let inner = TokioResolver::builder_with_config(
-            hickory_resolver::system_conf::read_system_conf().map(|(c, _)| c).unwrap_or_default(),
+            hickory_resolver::system_conf::read_system_conf()
+                .map(|(c, _)| c)
+                .unwrap_or_default(),
             TokioConnectionProvider::default(),
         )
         .with_options({
@@ -52,7 +54,11 @@ impl Resolver {
             o
         })
         .build();
-        Resolver { inner: Some(inner), hosts: read_hosts_file(), cache: Mutex::new(HashMap::new()) }
+        Resolver {
+            inner: Some(inner),
+            hosts: read_hosts_file(),
+            cache: Mutex::new(HashMap::new()),
+        }
     }
 
     /// Reverse DNS with forward confirmation, cached.
@@ -63,32 +69,54 @@ impl Resolver {
             }
         }
         let r = self.reverse_uncached(ip).await;
-        self.cache.lock().unwrap().insert(ip, (Instant::now(), r.clone()));
+        self.cache
+            .lock()
+            .unwrap()
+            .insert(ip, (Instant::now(), r.clone()));
         r
     }
 
     async fn reverse_uncached(&self, ip: IpAddr) -> ReverseDns {
         if ip.is_loopback() || ip.is_unspecified() {
             return match self.hosts.get(&ip) {
-                Some(h) => ReverseDns { host: Some(h.clone()), verified: true },
-                None => ReverseDns { host: None, verified: false },
+                Some(h) => ReverseDns {
+                    host: Some(h.clone()),
+                    verified: true,
+                },
+                None => ReverseDns {
+                    host: None,
+                    verified: false,
+                },
             };
         }
         let Some(res) = &self.inner else {
-            return ReverseDns { host: None, verified: false };
+            return ReverseDns {
+                host: None,
+                verified: false,
+            };
         };
         let name = match tokio::time::timeout(LOOKUP_TIMEOUT, res.reverse_lookup(ip)).await {
-            Ok(Ok(l)) => l.iter().next().map(|n| n.to_string().trim_end_matches('.').to_ascii_lowercase()),
+            Ok(Ok(l)) => l
+                .iter()
+                .next()
+                .map(|n| n.to_string().trim_end_matches('.').to_ascii_lowercase()),
             _ => None,
         };
         let Some(name) = name else {
-            return ReverseDns { host: None, verified: false };
+            return ReverseDns {
+                host: None,
+                verified: false,
+            };
         };
-        let verified = match tokio::time::timeout(LOOKUP_TIMEOUT, res.lookup_ip(format!("{name}."))).await {
-            Ok(Ok(l)) => l.iter().any(|a| a == ip),
-            _ => false,
-        };
-        ReverseDns { host: Some(name), verified }
+        let verified =
+            match tokio::time::timeout(LOOKUP_TIMEOUT, res.lookup_ip(format!("{name}."))).await {
+                Ok(Ok(l)) => l.iter().any(|a| a == ip),
+                _ => false,
+            };
+        ReverseDns {
+            host: Some(name),
+            verified,
+        }
     }
 
     /// MX hosts of a domain in preference order; the domain itself when it has
@@ -99,15 +127,28 @@ impl Resolver {
         };
         match tokio::time::timeout(LOOKUP_TIMEOUT * 2, res.mx_lookup(format!("{domain}."))).await {
             Ok(Ok(l)) => {
-                let mut v: Vec<(u16, String)> = l.iter().map(|mx| (mx.preference(), mx.exchange().to_string().trim_end_matches('.').to_string())).collect();
+                let mut v: Vec<(u16, String)> = l
+                    .iter()
+                    .map(|mx| {
+                        (
+                            mx.preference(),
+                            mx.exchange().to_string().trim_end_matches('.').to_string(),
+                        )
+                    })
+                    .collect();
                 v.sort();
                 if v.iter().any(|(_, h)| h.is_empty()) {
                     // A null MX (RFC 7505): the domain accepts no mail.
                     return Ok(Vec::new());
                 }
-                Ok(v.into_iter().map(|(_, host)| NextHop { host, port: 25 }).collect())
+                Ok(v.into_iter()
+                    .map(|(_, host)| NextHop { host, port: 25 })
+                    .collect())
             }
-            Ok(Err(e)) if e.is_no_records_found() => Ok(vec![NextHop { host: domain.to_string(), port: 25 }]),
+            Ok(Err(e)) if e.is_no_records_found() => Ok(vec![NextHop {
+                host: domain.to_string(),
+                port: 25,
+            }]),
             Ok(Err(e)) => Err(format!("DNS error looking up MX of {domain}: {e}")),
             Err(_) => Err(format!("DNS timeout looking up MX of {domain}")),
         }
@@ -118,7 +159,12 @@ impl Resolver {
         if let Ok(ip) = host.parse::<IpAddr>() {
             return Ok(vec![ip]);
         }
-        if let Some(ip) = self.hosts.iter().find(|(_, n)| n.eq_ignore_ascii_case(host)).map(|(ip, _)| *ip) {
+        if let Some(ip) = self
+            .hosts
+            .iter()
+            .find(|(_, n)| n.eq_ignore_ascii_case(host))
+            .map(|(ip, _)| *ip)
+        {
             return Ok(vec![ip]);
         }
         let Some(res) = &self.inner else {

@@ -64,7 +64,9 @@ impl Update {
 
 /// The domain of a recipient address (after the last '@'), lowercased.
 pub fn domain_of(addr: &str) -> String {
-    addr.rsplit_once('@').map(|(_, d)| d.to_ascii_lowercase()).unwrap_or_default()
+    addr.rsplit_once('@')
+        .map(|(_, d)| d.to_ascii_lowercase())
+        .unwrap_or_default()
 }
 
 #[cfg(test)]
@@ -84,7 +86,10 @@ mod tests {
             dsn: true,
         };
         assert_eq!(Envelope::decode(&e.encode()).unwrap(), e);
-        let u = Update::Rcpt { rid: 2, state: RcptFinal::Bounced };
+        let u = Update::Rcpt {
+            rid: 2,
+            state: RcptFinal::Bounced,
+        };
         assert_eq!(Update::decode(&u.encode()).unwrap(), u);
         assert_eq!(domain_of("x@Example.COM"), "example.com");
     }

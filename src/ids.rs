@@ -31,7 +31,8 @@ pub struct Ids {
 impl Ids {
     /// Opens the counters; `min_mid` is one past the highest MID found in the spool.
     pub fn open(run_dir: &Path, min_mid: u64) -> Result<Ids> {
-        std::fs::create_dir_all(run_dir).with_context(|| format!("creating {}", run_dir.display()))?;
+        std::fs::create_dir_all(run_dir)
+            .with_context(|| format!("creating {}", run_dir.display()))?;
         let path = run_dir.join("ids");
         let mut start = [1u64, 1, 1];
         if let Ok(text) = std::fs::read_to_string(&path) {
@@ -44,7 +45,11 @@ impl Ids {
         start[0] = start[0].max(min_mid);
         let ids = Ids {
             path,
-            next: [AtomicU64::new(start[0]), AtomicU64::new(start[1]), AtomicU64::new(start[2])],
+            next: [
+                AtomicU64::new(start[0]),
+                AtomicU64::new(start[1]),
+                AtomicU64::new(start[2]),
+            ],
             reserved: Mutex::new(start),
         };
         // Reserve the first blocks now so allocation never waits at start.

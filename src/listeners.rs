@@ -36,10 +36,21 @@ impl Listeners {
     /// Binds and starts a listener. Port 0 binds any free port; the bound
     /// address is returned and kept, so a resume rebinds the same port.
     pub fn start(&self, shared: &Arc<Shared>, name: &str, addr: SocketAddr) -> Result<SocketAddr> {
-        let sock = bind(addr).with_context(|| format!("listener {name} cannot listen on {addr}"))?;
+        let sock =
+            bind(addr).with_context(|| format!("listener {name} cannot listen on {addr}"))?;
         let bound = sock.local_addr()?;
-        let task = tokio::spawn(crate::smtp_server::accept_loop(shared.clone(), name.to_string(), sock));
-        if let Some(old) = self.inner.lock().unwrap().insert(name.to_string(), Running { addr: bound, task: Some(task) }) {
+        let task = tokio::spawn(crate::smtp_server::accept_loop(
+            shared.clone(),
+            name.to_string(),
+            sock,
+        ));
+        if let Some(old) = self.inner.lock().unwrap().insert(
+            name.to_string(),
+            Running {
+                addr: bound,
+                task: Some(task),
+            },
+        ) {
             if let Some(t) = old.task {
                 t.abort();
             }
@@ -56,8 +67,18 @@ impl Listeners {
     /// Starts a listener on a socket bound by [`Listeners::bind_only`].
     pub fn adopt(&self, shared: &Arc<Shared>, name: &str, sock: TcpListener) -> Result<SocketAddr> {
         let bound = sock.local_addr()?;
-        let task = tokio::spawn(crate::smtp_server::accept_loop(shared.clone(), name.to_string(), sock));
-        if let Some(old) = self.inner.lock().unwrap().insert(name.to_string(), Running { addr: bound, task: Some(task) }) {
+        let task = tokio::spawn(crate::smtp_server::accept_loop(
+            shared.clone(),
+            name.to_string(),
+            sock,
+        ));
+        if let Some(old) = self.inner.lock().unwrap().insert(
+            name.to_string(),
+            Running {
+                addr: bound,
+                task: Some(task),
+            },
+        ) {
             if let Some(t) = old.task {
                 t.abort();
             }
@@ -97,8 +118,14 @@ impl Listeners {
         for (name, r) in inner.iter_mut() {
             if names.is_empty() || names.iter().any(|n| n.eq_ignore_ascii_case(name)) {
                 if r.task.is_none() {
-                    let sock = bind(r.addr).with_context(|| format!("listener {name} cannot listen on {} again", r.addr))?;
-                    r.task = Some(tokio::spawn(crate::smtp_server::accept_loop(shared.clone(), name.clone(), sock)));
+                    let sock = bind(r.addr).with_context(|| {
+                        format!("listener {name} cannot listen on {} again", r.addr)
+                    })?;
+                    r.task = Some(tokio::spawn(crate::smtp_server::accept_loop(
+                        shared.clone(),
+                        name.clone(),
+                        sock,
+                    )));
                 }
                 out.push(name.clone());
             }
@@ -111,7 +138,11 @@ impl Listeners {
             .lock()
             .unwrap()
             .iter()
-            .map(|(name, r)| ListenerState { name: name.clone(), address: r.addr, suspended: r.task.is_none() })
+            .map(|(name, r)| ListenerState {
+                name: name.clone(),
+                address: r.addr,
+                suspended: r.task.is_none(),
+            })
             .collect()
     }
 
@@ -125,7 +156,11 @@ impl Listeners {
 }
 
 fn bind(addr: SocketAddr) -> Result<TcpListener> {
-    let sock = socket2::Socket::new(socket2::Domain::for_address(addr), socket2::Type::STREAM, None)?;
+    let sock = socket2::Socket::new(
+        socket2::Domain::for_address(addr),
+        socket2::Type::STREAM,
+        None,
+    )?;
     sock.set_reuse_address(true)?;
     sock.set_nonblocking(true)?;
     sock.bind(&addr.into())?;

@@ -52,8 +52,17 @@ impl MailLog {
         let file = OpenOptions::new().create(true).append(true).open(&path)?;
         let size = file.metadata()?.len();
         let (tx, rx) = mpsc::channel::<Op>();
-        let mut w = Writer { path, out: BufWriter::with_capacity(64 * 1024, file), size, max_size, keep, clock: Clock::default() };
-        std::thread::Builder::new().name("mail_logs".into()).spawn(move || w.run(rx))?;
+        let mut w = Writer {
+            path,
+            out: BufWriter::with_capacity(64 * 1024, file),
+            size,
+            max_size,
+            keep,
+            clock: Clock::default(),
+        };
+        std::thread::Builder::new()
+            .name("mail_logs".into())
+            .spawn(move || w.run(rx))?;
         Ok(MailLog { tx: Some(tx) })
     }
 
@@ -152,7 +161,10 @@ impl Writer {
             let _ = std::fs::rename(name(n), name(n + 1));
         }
         std::fs::rename(&self.path, name(1))?;
-        let file = OpenOptions::new().create(true).append(true).open(&self.path)?;
+        let file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.path)?;
         self.out = BufWriter::with_capacity(64 * 1024, file);
         self.size = 0;
         Ok(())
@@ -169,7 +181,10 @@ struct Clock {
 
 impl Clock {
     fn format(&mut self, t: SystemTime) -> &str {
-        let secs = t.duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+        let secs = t
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
         if secs != self.second || self.text.is_empty() {
             self.second = secs;
             self.text = ctime(secs);
@@ -180,9 +195,12 @@ impl Clock {
 
 /// `Fri Sep 13 15:08:02 2013` for a Unix time, in UTC.
 pub fn ctime(secs: u64) -> String {
-    let t = time::OffsetDateTime::from_unix_timestamp(secs as i64).unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
+    let t = time::OffsetDateTime::from_unix_timestamp(secs as i64)
+        .unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
     const DAYS: [&str; 7] = ["Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"];
-    const MONTHS: [&str; 12] = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
+    const MONTHS: [&str; 12] = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ];
     format!(
         "{} {} {:2} {:02}:{:02}:{:02} {}",
         DAYS[t.weekday().number_days_from_monday() as usize],
@@ -215,7 +233,10 @@ mod tests {
         }
         log.flush();
         let current = std::fs::read_to_string(dir.path().join("mail_logs")).unwrap();
-        assert!(current.lines().all(|l| l.contains(" Info: MID ")), "{current}");
+        assert!(
+            current.lines().all(|l| l.contains(" Info: MID ")),
+            "{current}"
+        );
         assert!(dir.path().join("mail_logs.1").exists());
         assert!(dir.path().join("mail_logs.2").exists());
         assert!(!dir.path().join("mail_logs.3").exists());

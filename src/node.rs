@@ -67,7 +67,10 @@ impl CounterSet {
 impl Counters {
     fn open(run_dir: &std::path::Path) -> Counters {
         let path = run_dir.join("counters.json");
-        let lifetime_base = std::fs::read(&path).ok().and_then(|b| serde_json::from_slice(&b).ok()).unwrap_or_default();
+        let lifetime_base = std::fs::read(&path)
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .unwrap_or_default();
         Counters {
             connections_in: AtomicU64::new(0),
             connections_open: AtomicU64::new(0),
@@ -112,7 +115,10 @@ impl Counters {
     }
 
     pub fn reset(&self) {
-        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
         *self.reset_base.lock().unwrap() = (Some(now), self.snapshot());
     }
 
@@ -163,7 +169,11 @@ impl Shared {
     }
 
     /// Writes a message to the spool and waits for the fsync.
-    pub async fn spool_message(&self, env: &Envelope, body: Vec<u8>) -> Result<Arc<Vec<u8>>, SpoolError> {
+    pub async fn spool_message(
+        &self,
+        env: &Envelope,
+        body: Vec<u8>,
+    ) -> Result<Arc<Vec<u8>>, SpoolError> {
         let (tx, rx) = oneshot::channel();
         let body = Arc::new(body);
         // The spool takes ownership of a copy; the queue keeps the Arc for
@@ -222,9 +232,13 @@ impl Shared {
         let mut bound = Vec::new();
         for l in &new.listeners {
             let want = SocketAddr::new(new.interfaces[l.interface].address, l.port);
-            let unchanged = self.listeners.address(&l.name).is_some_and(|cur| cur.ip() == want.ip() && (l.port == 0 || cur.port() == l.port));
+            let unchanged = self
+                .listeners
+                .address(&l.name)
+                .is_some_and(|cur| cur.ip() == want.ip() && (l.port == 0 || cur.port() == l.port));
             if !unchanged {
-                let sock = crate::listeners::Listeners::bind_only(want).with_context(|| format!("listener {} cannot listen on {want}", l.name))?;
+                let sock = crate::listeners::Listeners::bind_only(want)
+                    .with_context(|| format!("listener {} cannot listen on {want}", l.name))?;
                 bound.push((l.name.clone(), sock));
             }
         }
@@ -239,14 +253,17 @@ impl Shared {
         }
         for (name, sock) in bound {
             let addr = self.listeners.adopt(self, &name, sock)?;
-            self.log.info(format!("Listener {name} listening on {addr}"));
+            self.log
+                .info(format!("Listener {name} listening on {addr}"));
         }
         Ok(())
     }
 
     pub async fn read_body(&self, mid: u64) -> Result<Vec<u8>, SpoolError> {
         let spool = self.spool.clone();
-        tokio::task::spawn_blocking(move || spool.read_body(mid)).await.unwrap_or(Err(SpoolError::Closed))
+        tokio::task::spawn_blocking(move || spool.read_body(mid))
+            .await
+            .unwrap_or(Err(SpoolError::Closed))
     }
 }
 
@@ -270,11 +287,19 @@ impl Node {
     /// Recovers the spool, starts the queue manager and binds the listeners.
     pub async fn start(config: Config, config_path: std::path::PathBuf) -> Result<Node> {
         let config = Arc::new(config);
-        std::fs::create_dir_all(&config.data_dir).with_context(|| format!("creating data directory {}", config.data_dir.display()))?;
-        let log = MailLog::open(&config.logs_dir(), config.logs.max_size, config.logs.keep).context("opening mail_logs")?;
-        let (spool, recovered) = Spool::open(SpoolConfig::new(config.spool_dir())).with_context(|| format!("opening the spool in {}", config.spool_dir().display()))?;
+        std::fs::create_dir_all(&config.data_dir)
+            .with_context(|| format!("creating data directory {}", config.data_dir.display()))?;
+        let log = MailLog::open(&config.logs_dir(), config.logs.max_size, config.logs.keep)
+            .context("opening mail_logs")?;
+        let (spool, recovered) = Spool::open(SpoolConfig::new(config.spool_dir()))
+            .with_context(|| format!("opening the spool in {}", config.spool_dir().display()))?;
         for m in &recovered.moved_aside {
-            log.warning(format!("Spool file {} moved aside to {}: {}", m.from.display(), m.to.display(), m.reason));
+            log.warning(format!(
+                "Spool file {} moved aside to {}: {}",
+                m.from.display(),
+                m.to.display(),
+                m.reason
+            ));
         }
         let ids = Ids::open(&config.run_dir(), recovered.max_mid + 1)?;
         let tls_server = crate::tls::server_config(&config)?;
@@ -305,7 +330,11 @@ impl Node {
                 }
             });
         }
-        shared.log.info(format!("PVO {} starting on {}", env!("CARGO_PKG_VERSION"), config.hostname));
+        shared.log.info(format!(
+            "PVO {} starting on {}",
+            env!("CARGO_PKG_VERSION"),
+            config.hostname
+        ));
 
         let mut recovered_count = 0usize;
         for m in recovered.messages {
@@ -325,10 +354,16 @@ impl Node {
                 })
                 .collect();
             recovered_count += 1;
-            queue.send(Event::Enqueue { env: Arc::new(env), body: None, done });
+            queue.send(Event::Enqueue {
+                env: Arc::new(env),
+                body: None,
+                done,
+            });
         }
         if recovered_count > 0 {
-            shared.log.info(format!("Recovered {recovered_count} messages from the spool"));
+            shared.log.info(format!(
+                "Recovered {recovered_count} messages from the spool"
+            ));
         }
         tokio::spawn(queue::Manager::new(shared.clone(), rx).run());
 
@@ -336,7 +371,9 @@ impl Node {
         for l in config.listeners.iter() {
             let addr = SocketAddr::new(config.interfaces[l.interface].address, l.port);
             let bound = shared.listeners.start(&shared, &l.name, addr)?;
-            shared.log.info(format!("Listener {} listening on {bound}", l.name));
+            shared
+                .log
+                .info(format!("Listener {} listening on {bound}", l.name));
             listeners.push((l.name.clone(), bound));
         }
         crate::admin::server::start(shared.clone())?;
@@ -355,4 +392,3 @@ impl Node {
         self.shared.log.flush();
     }
 }
-

@@ -25,7 +25,8 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> Result<()> {
-    std::fs::create_dir_all(&args.dir).with_context(|| format!("creating {}", args.dir.display()))?;
+    std::fs::create_dir_all(&args.dir)
+        .with_context(|| format!("creating {}", args.dir.display()))?;
     let dir = std::fs::canonicalize(&args.dir)?;
     let path = dir.join("pvo.toml");
     let fresh = !path.exists();
@@ -35,17 +36,25 @@ pub fn run(args: Args) -> Result<()> {
                 anyhow::bail!("--relay-host {r:?} is not HOST:PORT (for example 127.0.0.1:2526)");
             }
         }
-        std::fs::write(&path, default_config(&args)).with_context(|| format!("writing {}", path.display()))?;
+        std::fs::write(&path, default_config(&args))
+            .with_context(|| format!("writing {}", path.display()))?;
         println!("Wrote a default configuration to {}", path.display());
     } else {
-        println!("Using the existing configuration {} (edit it to change the node; the spool is kept)", path.display());
+        println!(
+            "Using the existing configuration {} (edit it to change the node; the spool is kept)",
+            path.display()
+        );
     }
     let domain = args.domain.clone();
     let maildir = dir.join("maildir");
     let logs = dir.join("logs").join("mail_logs");
     let relay = args.relay_host.clone();
     let banner = move |node: &crate::node::Node| {
-        let addr = node.listeners.first().map(|(_, a)| a.to_string()).unwrap_or_default();
+        let addr = node
+            .listeners
+            .first()
+            .map(|(_, a)| a.to_string())
+            .unwrap_or_default();
         let port = node.listeners.first().map(|(_, a)| a.port()).unwrap_or(0);
         println!();
         println!("PVO gateway running.");

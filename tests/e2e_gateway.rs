@@ -357,6 +357,43 @@ fn swaks_message_reaches_next_hop_with_received_header_and_appliance_log_lines()
 }
 
 #[test]
+fn starttls_session_with_swaks_delivers() {
+    require_tool("/usr/bin/swaks");
+    let sink = Sink::accepting();
+    let node = Config::to(&sink).start();
+    let (status, out, err) = run_with_timeout(
+        Command::new("swaks").args([
+            "--server",
+            "127.0.0.1",
+            "--port",
+            &node.port().to_string(),
+            "--local-interface",
+            "127.0.0.2",
+            "--helo",
+            "client.test",
+            "--tls",
+            "--from",
+            "tls-sender@example.org",
+            "--to",
+            "user@example.com",
+            "--header",
+            "Subject: over STARTTLS",
+            "--timeout",
+            "60",
+        ]),
+        DELIVERY,
+    );
+    assert!(
+        status.success(),
+        "swaks --tls failed: {status}\n{out}\n{err}"
+    );
+    assert!(out.contains("TLS started"), "no TLS session:\n{out}");
+    let messages = sink.wait_for_messages(1, DELIVERY);
+    assert_eq!(subject_of(&messages[0]), "over STARTTLS");
+    assert_eq!(messages[0].mail_from, "tls-sender@example.org");
+}
+
+#[test]
 fn smtplib_message_with_two_recipients_reaches_next_hop() {
     let sink = Sink::accepting();
     let node = Config::to(&sink).start();
@@ -812,6 +849,32 @@ fn too_many_bad_commands_get_421_and_the_connection_closes() {
 }
 
 #[test]
+fn overlong_command_line_gets_500_and_the_session_goes_on() {
+    let sink = Sink::accepting();
+    let node = Config::to(&sink).start();
+    let mut c = SmtpClient::open(node.addr(), Some(UNTRUSTED));
+    c.expect("EHLO client.test", 250);
+    let long = format!("MAIL FROM:<{}@example.org>", "a".repeat(3000));
+    let r = c.command(&long);
+    assert_eq!(
+        r.code,
+        500,
+        "a {}-byte command line: {}",
+        long.len(),
+        r.raw()
+    );
+    let r = c.send_message(
+        "a@example.org",
+        &["user@example.com"],
+        &body("after long line", "long@client.test"),
+    );
+    assert_eq!(r.code, 250, "{}", r.raw());
+    c.quit();
+    let messages = sink.wait_for_messages(1, DELIVERY);
+    assert_eq!(subject_of(&messages[0]), "after long line");
+}
+
+#[test]
 fn message_size_and_recipient_limits_of_the_policy_apply() {
     let sink = Sink::accepting();
     let node = Config {
@@ -945,6 +1008,49 @@ fn permanent_failure_at_rcpt_sends_a_dsn_to_the_sender() {
 }
 
 #[test]
+fn permanent_failure_of_a_bounce_sends_no_dsn() {
+    // A message with the null sender (itself a DSN) that fails must not make another DSN
+    // (RFC 5321 section 4.5.5): that is how bounce loops start.
+    let failing = Sink::start(SinkOptions::reply_data(
+        "554 5.7.1 rejected by the next hop",
+    ));
+    let senders = Sink::accepting();
+    let node = Config {
+        routes: vec![
+            ("example.com", failing.host_port()),
+            ("ALL", senders.host_port()),
+        ],
+        ..Config::to(&failing)
+    }
+    .start();
+    let mut c = SmtpClient::open(node.addr(), Some(TRUSTED));
+    c.expect("EHLO client.test", 250);
+    let r = c.send_message(
+        "",
+        &["user@example.com"],
+        &body("a bounce", "bounce@client.test"),
+    );
+    assert_eq!(r.code, 250);
+    failing.wait_for_event("DATA 554", DELIVERY);
+    // Then an ordinary message that fails the same way: its DSN arrives, and bounds the
+    // wait for any DSN about the first one, which would have been made earlier.
+    let r = c.send_message(
+        "sender@example.org",
+        &["user@example.com"],
+        &body("ordinary", "ordinary@client.test"),
+    );
+    assert_eq!(r.code, 250);
+    c.quit();
+    let dsns = senders.wait_for_messages(1, DELIVERY);
+    assert_eq!(
+        dsns.len(),
+        1,
+        "a DSN about the null-sender message: {dsns:#?}"
+    );
+    assert_eq!(dsns[0].rcpt_to, ["sender@example.org"]);
+}
+
+#[test]
 fn temporary_failure_is_retried_until_delivered() {
     let sink = Sink::start(SinkOptions::reply_data("451 4.3.0 try again later"));
     let senders = Sink::accepting();
@@ -1047,13 +1153,8 @@ fn burst_sender(
                     return Ok(r);
                 }
             }
-            c.write_raw(
-                format!(
-                    "{}.\r\n",
-                    body(&format!("burst {id}"), &format!("burst-{id}@e2e.test"))
-                )
-                .as_bytes(),
-            )?;
+            c.write_raw(burst_body(id).as_bytes())?;
+            c.write_raw(b".\r\n")?;
             c.read_reply()
         })();
         match result {
@@ -1074,7 +1175,19 @@ fn burst_sender(
     out
 }
 
-/// The burst ids in the sink's messages (from Message-ID `<burst-N@e2e.test>`), counted.
+/// Burst message `id`: about 8 KB, so that a kill often lands in the middle of a DATA,
+/// and a last line that shows whether a delivered copy is whole.
+fn burst_body(id: usize) -> String {
+    let mut text = body(&format!("burst {id}"), &format!("burst-{id}@e2e.test"));
+    for i in 0..100 {
+        text.push_str(&format!("{i:03} {}\r\n", "padding ".repeat(9)));
+    }
+    text.push_str(&format!("End of burst {id}.\r\n"));
+    text
+}
+
+/// The burst ids in the sink's messages (from Message-ID `<burst-N@e2e.test>`), counted;
+/// panics on a message that is not whole.
 fn burst_ids(sink: &Sink) -> BTreeMap<usize, usize> {
     let mut ids = BTreeMap::new();
     for m in sink.messages() {
@@ -1084,7 +1197,15 @@ fn burst_ids(sink: &Sink) -> BTreeMap<usize, usize> {
                 .and_then(|v| v.parse().ok())
         });
         match id {
-            Some(id) => *ids.entry(id).or_insert(0) += 1,
+            Some(id) => {
+                assert!(
+                    m.text().ends_with(&format!("\r\nEnd of burst {id}.\r\n")),
+                    "burst {id} delivered cut short ({} bytes): {}",
+                    m.data.len(),
+                    m.path.display()
+                );
+                *ids.entry(id).or_insert(0) += 1
+            }
             None => assert_eq!(subject_of(&m), "after restart", "unexpected message {m:#?}"),
         }
     }

@@ -32,10 +32,14 @@ pub fn call(dir: &Path, request: &Request) -> Result<Response> {
     stream.set_read_timeout(Some(Duration::from_secs(600)))?;
     let mut line = serde_json::to_vec(request)?;
     line.push(b'\n');
-    stream.write_all(&line).context("sending the command to the node")?;
+    stream
+        .write_all(&line)
+        .context("sending the command to the node")?;
     let mut reader = BufReader::new(stream);
     let mut answer = String::new();
-    reader.read_line(&mut answer).context("reading the node's answer")?;
+    reader
+        .read_line(&mut answer)
+        .context("reading the node's answer")?;
     if answer.is_empty() {
         bail!("the node closed the admin connection without answering");
     }
@@ -44,10 +48,24 @@ pub fn call(dir: &Path, request: &Request) -> Result<Response> {
 
 /// Runs a command and prints it the way the user asked; exit code 1 on failure.
 pub fn run(dir: &Path, command: &str, args: serde_json::Value, json: bool) -> Result<()> {
-    let user = std::env::var("SUDO_USER").or_else(|_| std::env::var("USER")).unwrap_or_else(|_| "admin".into());
-    let resp = call(dir, &Request { command: command.to_string(), args, user })?;
+    let user = std::env::var("SUDO_USER")
+        .or_else(|_| std::env::var("USER"))
+        .unwrap_or_else(|_| "admin".into());
+    let resp = call(
+        dir,
+        &Request {
+            command: command.to_string(),
+            args,
+            user,
+        },
+    )?;
     if json {
-        println!("{}", serde_json::to_string_pretty(&serde_json::json!({ "ok": resp.ok, "data": resp.data, "text": resp.text }))?);
+        println!(
+            "{}",
+            serde_json::to_string_pretty(
+                &serde_json::json!({ "ok": resp.ok, "data": resp.data, "text": resp.text })
+            )?
+        );
     } else if !resp.text.is_empty() {
         if resp.ok {
             println!("{}", resp.text.trim_end());

@@ -35,12 +35,20 @@ pub struct Response {
 
 impl Response {
     pub fn ok(text: impl Into<String>, data: serde_json::Value) -> Response {
-        Response { ok: true, text: text.into(), data }
+        Response {
+            ok: true,
+            text: text.into(),
+            data,
+        }
     }
 
     pub fn error(text: impl Into<String>) -> Response {
         let text = text.into();
-        Response { ok: false, data: serde_json::json!({ "error": text }), text }
+        Response {
+            ok: false,
+            data: serde_json::json!({ "error": text }),
+            text,
+        }
     }
 }
 

@@ -20,11 +20,14 @@ pub fn start(shared: Arc<Shared>) -> Result<()> {
         anyhow::bail!("another PVO node is already running with this data directory (its admin socket {} answers)", path.display());
     }
     let _ = std::fs::remove_file(&path);
-    let listener = UnixListener::bind(&path).with_context(|| format!("binding the admin socket {}", path.display()))?;
+    let listener = UnixListener::bind(&path)
+        .with_context(|| format!("binding the admin socket {}", path.display()))?;
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
     tokio::spawn(async move {
         loop {
-            let Ok((stream, _)) = listener.accept().await else { continue };
+            let Ok((stream, _)) = listener.accept().await else {
+                continue;
+            };
             let shared = shared.clone();
             tokio::spawn(async move {
                 let (r, mut w) = stream.into_split();

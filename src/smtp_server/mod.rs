@@ -87,12 +87,25 @@ pub async fn accept_loop(shared: Arc<Shared>, name: String, sock: TcpListener) {
     }
 }
 
-async fn handle(shared: Arc<Shared>, cfg: Arc<Config>, listener_idx: usize, stream: TcpStream, peer: SocketAddr, conc: &Concurrency) {
+async fn handle(
+    shared: Arc<Shared>,
+    cfg: Arc<Config>,
+    listener_idx: usize,
+    stream: TcpStream,
+    peer: SocketAddr,
+    conc: &Concurrency,
+) {
     let listener = &cfg.listeners[listener_idx];
     let iface = &cfg.interfaces[listener.interface];
     let icid = shared.ids.next(crate::ids::Kind::Icid);
-    shared.counters.connections_in.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    shared.counters.connections_open.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    shared
+        .counters
+        .connections_in
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    shared
+        .counters
+        .connections_open
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let _open = OpenGauge(&shared);
     let rdns = shared.resolver.reverse(peer.ip()).await;
     shared.log.info(format!(
@@ -106,25 +119,56 @@ async fn handle(shared: Arc<Shared>, cfg: Arc<Config>, listener_idx: usize, stre
     let (entry, matched) = match hat_match(&listener.hat, peer.ip(), &rdns) {
         Some(x) => x,
         None => {
-            shared.log.info(format!("ICID {icid} REJECT SG None match none SBRS None"));
-            let s = Session::new(shared.clone(), cfg.clone(), listener_idx, icid, peer, rdns, None);
+            shared
+                .log
+                .info(format!("ICID {icid} REJECT SG None match none SBRS None"));
+            let s = Session::new(
+                shared.clone(),
+                cfg.clone(),
+                listener_idx,
+                icid,
+                peer,
+                rdns,
+                None,
+            );
             s.run_rejected(Box::new(stream)).await;
             shared.log.info(format!("ICID {icid} close"));
             return;
         }
     };
     let policy = &cfg.policies[entry.policy];
-    shared.log.info(format!("ICID {icid} {} SG {} match {} SBRS None", policy.behavior.as_str(), entry.group, matched));
+    shared.log.info(format!(
+        "ICID {icid} {} SG {} match {} SBRS None",
+        policy.behavior.as_str(),
+        entry.group,
+        matched
+    ));
     if policy.behavior == crate::config::Behavior::Tcprefuse {
         drop(stream);
         shared.log.info(format!("ICID {icid} close"));
         return;
     }
     let slot = conc.try_take((listener_idx, entry.policy), policy.max_concurrency);
-    let session = Session::new(shared.clone(), cfg.clone(), listener_idx, icid, peer, rdns, Some(entry.policy));
+    let session = Session::new(
+        shared.clone(),
+        cfg.clone(),
+        listener_idx,
+        icid,
+        peer,
+        rdns,
+        Some(entry.policy),
+    );
     if slot.is_none() {
-        shared.log.info(format!("ICID {icid} refused: concurrency limit {} of policy {} reached", policy.max_concurrency, policy.name));
-        session.run_refused(Box::new(stream), "421 4.7.0 Too many concurrent connections, try again later\r\n").await;
+        shared.log.info(format!(
+            "ICID {icid} refused: concurrency limit {} of policy {} reached",
+            policy.max_concurrency, policy.name
+        ));
+        session
+            .run_refused(
+                Box::new(stream),
+                "421 4.7.0 Too many concurrent connections, try again later\r\n",
+            )
+            .await;
     } else if policy.behavior == crate::config::Behavior::Reject {
         session.run_rejected(Box::new(stream)).await;
     } else {
@@ -139,12 +183,19 @@ struct OpenGauge<'a>(&'a Shared);
 
 impl Drop for OpenGauge<'_> {
     fn drop(&mut self) {
-        self.0.counters.connections_open.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+        self.0
+            .counters
+            .connections_open
+            .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
     }
 }
 
 /// The first HAT entry matching the peer, and the sender pattern that matched.
-pub fn hat_match<'a>(hat: &'a [HatEntry], ip: IpAddr, rdns: &ReverseDns) -> Option<(&'a HatEntry, String)> {
+pub fn hat_match<'a>(
+    hat: &'a [HatEntry],
+    ip: IpAddr,
+    rdns: &ReverseDns,
+) -> Option<(&'a HatEntry, String)> {
     let host = rdns.host.as_deref().filter(|_| rdns.verified);
     for e in hat {
         for s in &e.senders {
@@ -152,7 +203,9 @@ pub fn hat_match<'a>(hat: &'a [HatEntry], ip: IpAddr, rdns: &ReverseDns) -> Opti
                 SenderPattern::All => true,
                 SenderPattern::Net(n) => n.contains(&ip),
                 SenderPattern::Host(h) => host.is_some_and(|x| x.eq_ignore_ascii_case(h)),
-                SenderPattern::Suffix(sfx) => host.is_some_and(|x| x.to_ascii_lowercase().ends_with(sfx.as_str())),
+                SenderPattern::Suffix(sfx) => {
+                    host.is_some_and(|x| x.to_ascii_lowercase().ends_with(sfx.as_str()))
+                }
             };
             if hit {
                 return Some((e, s.to_string()));
@@ -165,7 +218,11 @@ pub fn hat_match<'a>(hat: &'a [HatEntry], ip: IpAddr, rdns: &ReverseDns) -> Opti
 /// True when a recipient may be accepted from a non-relaying sender.
 pub fn rat_accepts(cfg: &Config, listener: usize, rcpt: &pvo_proto::address::Mailbox) -> bool {
     for entry in &cfg.listeners[listener].rat {
-        if entry.recipients.iter().any(|p| pvo_proto::address::recipient_matches(p, rcpt)) {
+        if entry
+            .recipients
+            .iter()
+            .any(|p| pvo_proto::address::recipient_matches(p, rcpt))
+        {
             return entry.action == crate::config::RatAction::Accept;
         }
     }
@@ -180,16 +237,61 @@ mod tests {
     #[test]
     fn first_matching_group_wins() {
         let hat = vec![
-            HatEntry { group: "RELAYLIST".into(), senders: vec![SenderPattern::Net("127.0.0.1/32".parse::<IpNet>().unwrap())], policy: 0 },
-            HatEntry { group: "TRUSTED".into(), senders: vec![SenderPattern::Suffix(".example.org".into())], policy: 1 },
-            HatEntry { group: "ALL".into(), senders: vec![SenderPattern::All], policy: 2 },
+            HatEntry {
+                group: "RELAYLIST".into(),
+                senders: vec![SenderPattern::Net("127.0.0.1/32".parse::<IpNet>().unwrap())],
+                policy: 0,
+            },
+            HatEntry {
+                group: "TRUSTED".into(),
+                senders: vec![SenderPattern::Suffix(".example.org".into())],
+                policy: 1,
+            },
+            HatEntry {
+                group: "ALL".into(),
+                senders: vec![SenderPattern::All],
+                policy: 2,
+            },
         ];
-        let none = ReverseDns { host: None, verified: false };
-        assert_eq!(hat_match(&hat, "127.0.0.1".parse().unwrap(), &none).unwrap().0.group, "RELAYLIST");
-        assert_eq!(hat_match(&hat, "127.0.0.2".parse().unwrap(), &none).unwrap().0.group, "ALL");
-        let verified = ReverseDns { host: Some("mx.example.org".into()), verified: true };
-        assert_eq!(hat_match(&hat, "10.1.1.1".parse().unwrap(), &verified).unwrap().0.group, "TRUSTED");
-        let unverified = ReverseDns { host: Some("mx.example.org".into()), verified: false };
-        assert_eq!(hat_match(&hat, "10.1.1.1".parse().unwrap(), &unverified).unwrap().0.group, "ALL");
+        let none = ReverseDns {
+            host: None,
+            verified: false,
+        };
+        assert_eq!(
+            hat_match(&hat, "127.0.0.1".parse().unwrap(), &none)
+                .unwrap()
+                .0
+                .group,
+            "RELAYLIST"
+        );
+        assert_eq!(
+            hat_match(&hat, "127.0.0.2".parse().unwrap(), &none)
+                .unwrap()
+                .0
+                .group,
+            "ALL"
+        );
+        let verified = ReverseDns {
+            host: Some("mx.example.org".into()),
+            verified: true,
+        };
+        assert_eq!(
+            hat_match(&hat, "10.1.1.1".parse().unwrap(), &verified)
+                .unwrap()
+                .0
+                .group,
+            "TRUSTED"
+        );
+        let unverified = ReverseDns {
+            host: Some("mx.example.org".into()),
+            verified: false,
+        };
+        assert_eq!(
+            hat_match(&hat, "10.1.1.1".parse().unwrap(), &unverified)
+                .unwrap()
+                .0
+                .group,
+            "ALL"
+        );
     }
 }

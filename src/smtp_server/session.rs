@@ -66,7 +66,15 @@ enum Flow {
 }
 
 impl Session {
-    pub fn new(shared: Arc<Shared>, cfg: Arc<Config>, listener: usize, icid: u64, peer: SocketAddr, rdns: ReverseDns, policy: Option<usize>) -> Session {
+    pub fn new(
+        shared: Arc<Shared>,
+        cfg: Arc<Config>,
+        listener: usize,
+        icid: u64,
+        peer: SocketAddr,
+        rdns: ReverseDns,
+        policy: Option<usize>,
+    ) -> Session {
         Session {
             shared,
             cfg,
@@ -111,8 +119,13 @@ impl Session {
 
     /// Reads more input; `Ok(false)` on EOF. Enforces the command and
     /// session timeouts.
-    async fn fill(&mut self, io: &mut Box<dyn Io>, timeout: Duration) -> Result<bool, &'static str> {
-        let session_left = Duration::from_secs(self.cfg.limits.session_timeout).saturating_sub(self.started.elapsed());
+    async fn fill(
+        &mut self,
+        io: &mut Box<dyn Io>,
+        timeout: Duration,
+    ) -> Result<bool, &'static str> {
+        let session_left = Duration::from_secs(self.cfg.limits.session_timeout)
+            .saturating_sub(self.started.elapsed());
         if session_left.is_zero() {
             return Err("session");
         }
@@ -224,7 +237,10 @@ impl Session {
                     match tokio::time::timeout(Duration::from_secs(60), acceptor.accept(io)).await {
                         Ok(Ok(tls)) => {
                             let (proto, cipher) = crate::tls::describe(tls.get_ref().1);
-                            self.shared.log.info(format!("ICID {} TLS success protocol {proto} cipher {cipher}", self.icid));
+                            self.shared.log.info(format!(
+                                "ICID {} TLS success protocol {proto} cipher {cipher}",
+                                self.icid
+                            ));
                             io = Box::new(tls);
                             self.tls = true;
                             self.helo = None;
@@ -232,12 +248,17 @@ impl Session {
                             continue;
                         }
                         Ok(Err(e)) => {
-                            self.shared.log.info(format!("ICID {} TLS failed: {e}", self.icid));
+                            self.shared
+                                .log
+                                .info(format!("ICID {} TLS failed: {e}", self.icid));
                             self.abort_transaction("TLS failed");
                             return;
                         }
                         Err(_) => {
-                            self.shared.log.info(format!("ICID {} TLS failed: handshake timed out", self.icid));
+                            self.shared.log.info(format!(
+                                "ICID {} TLS failed: handshake timed out",
+                                self.icid
+                            ));
                             self.abort_transaction("TLS failed");
                             return;
                         }
@@ -262,14 +283,18 @@ impl Session {
                 Ok(true) => {}
                 Ok(false) => break,
                 Err("shutdown") => {
-                    self.reply(&format!("421 4.3.2 {host} Service shutting down, closing connection"));
+                    self.reply(&format!(
+                        "421 4.3.2 {host} Service shutting down, closing connection"
+                    ));
                     let _ = self.flush(&mut io).await;
                     break;
                 }
                 Err(which) => {
                     self.reply(&format!("421 4.4.2 {host} Error: {which} timeout exceeded"));
                     let _ = self.flush(&mut io).await;
-                    self.shared.log.info(format!("ICID {} {which} timeout", self.icid));
+                    self.shared
+                        .log
+                        .info(format!("ICID {} {which} timeout", self.icid));
                     break;
                 }
             }
@@ -284,7 +309,10 @@ impl Session {
         self.bad_commands += 1;
         if self.bad_commands >= self.cfg.limits.max_bad_commands {
             self.reply("421 Exceeded bad SMTP command limit, disconnecting.");
-            self.shared.log.info(format!("ICID {} Exceeded bad SMTP command limit", self.icid));
+            self.shared.log.info(format!(
+                "ICID {} Exceeded bad SMTP command limit",
+                self.icid
+            ));
             return true;
         }
         false
@@ -292,7 +320,9 @@ impl Session {
 
     fn abort_transaction(&mut self, why: &str) {
         if let Some(tx) = self.tx.take() {
-            self.shared.log.info(format!("Message aborted MID {} {why}", tx.mid));
+            self.shared
+                .log
+                .info(format!("Message aborted MID {} {why}", tx.mid));
         }
     }
 
@@ -305,16 +335,26 @@ impl Session {
                 let text = match e {
                     E::UnknownCommand => "500 5.5.1 Command unrecognized".to_string(),
                     E::InvalidSenderAddress => "553 5.1.7 Bad sender address syntax".to_string(),
-                    E::InvalidRecipientAddress => "553 5.1.3 Bad recipient address syntax".to_string(),
+                    E::InvalidRecipientAddress => {
+                        "553 5.1.3 Bad recipient address syntax".to_string()
+                    }
                     E::SyntaxError { syntax } => format!("501 5.5.4 Syntax: {syntax}"),
-                    E::InvalidParameter { param } => format!("501 5.5.4 Invalid parameter {param:?}"),
-                    E::UnsupportedParameter { param } => format!("504 5.5.4 Unsupported parameter {param:?}"),
+                    E::InvalidParameter { param } => {
+                        format!("501 5.5.4 Invalid parameter {param:?}")
+                    }
+                    E::UnsupportedParameter { param } => {
+                        format!("504 5.5.4 Unsupported parameter {param:?}")
+                    }
                     E::ResponseTooLong => "500 5.5.2 Line too long".to_string(),
                     E::NeedsMoreData { .. } => "500 5.5.2 Incomplete command".to_string(),
                     _ => "500 5.5.1 Command unrecognized".to_string(),
                 };
                 self.reply(&text);
-                return if self.bad_command() { Flow::Close } else { Flow::Continue };
+                return if self.bad_command() {
+                    Flow::Close
+                } else {
+                    Flow::Continue
+                };
             }
         };
         match req {
@@ -322,7 +362,11 @@ impl Session {
             Request::Helo { host } => self.hello(host.as_ref(), false),
             Request::Lhlo { .. } => {
                 self.reply("500 5.5.1 Command unrecognized");
-                return if self.bad_command() { Flow::Close } else { Flow::Continue };
+                return if self.bad_command() {
+                    Flow::Close
+                } else {
+                    Flow::Continue
+                };
             }
             Request::StartTls => {
                 if self.tls {
@@ -340,7 +384,9 @@ impl Session {
             Request::Data => {
                 match &self.tx {
                     None => self.reply("503 5.5.1 Error: need MAIL command"),
-                    Some(tx) if tx.rcpts.is_empty() => self.reply("554 5.5.1 Error: no valid recipients"),
+                    Some(tx) if tx.rcpts.is_empty() => {
+                        self.reply("554 5.5.1 Error: no valid recipients")
+                    }
                     Some(_) => {
                         self.reply("354 End data with <CR><LF>.<CR><LF>");
                         return Flow::Data;
@@ -363,14 +409,23 @@ impl Session {
                 Flow::Close
             }
             Request::Vrfy { .. } => {
-                self.reply("252 2.5.2 Cannot VRFY user, but will accept message and attempt delivery");
+                self.reply(
+                    "252 2.5.2 Cannot VRFY user, but will accept message and attempt delivery",
+                );
                 Flow::Continue
             }
             Request::Help { .. } => {
-                self.reply("214 2.0.0 Commands: EHLO HELO MAIL RCPT DATA RSET NOOP QUIT VRFY STARTTLS");
+                self.reply(
+                    "214 2.0.0 Commands: EHLO HELO MAIL RCPT DATA RSET NOOP QUIT VRFY STARTTLS",
+                );
                 Flow::Continue
             }
-            Request::Bdat { .. } | Request::Burl { .. } | Request::Auth { .. } | Request::Expn { .. } | Request::Etrn { .. } | Request::Atrn { .. } => {
+            Request::Bdat { .. }
+            | Request::Burl { .. }
+            | Request::Auth { .. }
+            | Request::Expn { .. }
+            | Request::Etrn { .. }
+            | Request::Atrn { .. } => {
                 self.reply("502 5.5.1 Error: command not implemented");
                 if self.bad_command() {
                     Flow::Close
@@ -384,7 +439,11 @@ impl Session {
     fn hello(&mut self, host: &str, esmtp: bool) -> Flow {
         if host.is_empty() {
             self.reply("501 5.5.4 Syntax: EHLO hostname");
-            return if self.bad_command() { Flow::Close } else { Flow::Continue };
+            return if self.bad_command() {
+                Flow::Close
+            } else {
+                Flow::Continue
+            };
         }
         self.abort_transaction("Receiving aborted by sender");
         self.helo = Some(host.to_string());
@@ -422,18 +481,30 @@ impl Session {
         }
         let max = self.policy().max_message_size;
         if size > max {
-            self.reply(&format!("552 5.3.4 Message size exceeds fixed limit of {max} bytes"));
+            self.reply(&format!(
+                "552 5.3.4 Message size exceeds fixed limit of {max} bytes"
+            ));
             return Flow::Continue;
         }
         if !address.is_empty() && parse_mailbox(address).is_err() {
             self.reply("553 5.1.7 Bad sender address syntax");
-            return if self.bad_command() { Flow::Close } else { Flow::Continue };
+            return if self.bad_command() {
+                Flow::Close
+            } else {
+                Flow::Continue
+            };
         }
         let mid = self.shared.ids.next(Kind::Mid);
         let icid = self.icid;
         self.shared.log.info(format!("Start MID {mid} ICID {icid}"));
-        self.shared.log.info(format!("MID {mid} ICID {icid} From: <{address}>"));
-        self.tx = Some(Transaction { mid, sender: address.to_string(), rcpts: Vec::new() });
+        self.shared
+            .log
+            .info(format!("MID {mid} ICID {icid} From: <{address}>"));
+        self.tx = Some(Transaction {
+            mid,
+            sender: address.to_string(),
+            rcpts: Vec::new(),
+        });
         self.reply("250 2.1.0 Sender ok");
         Flow::Continue
     }
@@ -453,27 +524,45 @@ impl Session {
         let mailbox: Mailbox = match parse_mailbox(address) {
             Ok(m) => m,
             Err(_) => {
-                self.shared.log.info(format!("MID {mid} ICID {icid} RID {rid} Rejected: bad address <{address}>"));
+                self.shared.log.info(format!(
+                    "MID {mid} ICID {icid} RID {rid} Rejected: bad address <{address}>"
+                ));
                 self.reply("553 5.1.3 Bad recipient address syntax");
-                return if self.bad_command() { Flow::Close } else { Flow::Continue };
+                return if self.bad_command() {
+                    Flow::Close
+                } else {
+                    Flow::Continue
+                };
             }
         };
         if !relay {
             if mailbox.has_routing() {
                 self.shared.log.info(format!("MID {mid} ICID {icid} To: <{address}> Rejected by RAT (sender-specified routing)"));
-                self.shared.counters.rejected_recipients.fetch_add(1, Ordering::Relaxed);
-                self.reply("550 5.7.1 Recipient address rejected: sender-specified routing is not allowed");
+                self.shared
+                    .counters
+                    .rejected_recipients
+                    .fetch_add(1, Ordering::Relaxed);
+                self.reply(
+                    "550 5.7.1 Recipient address rejected: sender-specified routing is not allowed",
+                );
                 return Flow::Continue;
             }
             if !super::rat_accepts(&self.cfg, self.listener, &mailbox) {
-                self.shared.log.info(format!("MID {mid} ICID {icid} To: <{address}> Rejected by RAT"));
-                self.shared.counters.rejected_recipients.fetch_add(1, Ordering::Relaxed);
+                self.shared.log.info(format!(
+                    "MID {mid} ICID {icid} To: <{address}> Rejected by RAT"
+                ));
+                self.shared
+                    .counters
+                    .rejected_recipients
+                    .fetch_add(1, Ordering::Relaxed);
                 self.reply("550 5.7.1 Recipient address rejected: relaying denied");
                 return Flow::Continue;
             }
         }
         let addr = mailbox.to_string();
-        self.shared.log.info(format!("MID {mid} ICID {icid} RID {rid} To: <{addr}>"));
+        self.shared
+            .log
+            .info(format!("MID {mid} ICID {icid} RID {rid} To: <{addr}>"));
         self.tx.as_mut().unwrap().rcpts.push(addr);
         self.reply("250 2.1.5 Recipient ok");
         Flow::Continue
@@ -519,19 +608,29 @@ impl Session {
         let tx = self.tx.take().expect("DATA only with a transaction");
         let (mid, icid) = (tx.mid, self.icid);
         if dec.size_exceeded() {
-            self.shared.log.info(format!("MID {mid} ICID {icid} Message aborted: size exceeds {max} bytes"));
-            self.reply(&format!("552 5.3.4 Message size exceeds fixed limit of {max} bytes"));
+            self.shared.log.info(format!(
+                "MID {mid} ICID {icid} Message aborted: size exceeds {max} bytes"
+            ));
+            self.reply(&format!(
+                "552 5.3.4 Message size exceeds fixed limit of {max} bytes"
+            ));
             return Ok(self.flush(io).await.is_ok());
         }
         if dec.bare_line_endings() > 0 {
-            self.shared.log.info(format!("MID {mid} ICID {icid} {} bare CR or LF normalized to CRLF", dec.bare_line_endings()));
+            self.shared.log.info(format!(
+                "MID {mid} ICID {icid} {} bare CR or LF normalized to CRLF",
+                dec.bare_line_endings()
+            ));
         }
         let received = self.received_header(mid, &tx);
         let mut stored = Vec::with_capacity(received.len() + body.len());
         stored.extend_from_slice(received.as_bytes());
         stored.extend_from_slice(&body);
         drop(body);
-        let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
         let env = Envelope {
             mid,
             icid,
@@ -553,14 +652,21 @@ impl Session {
                 self.messages += 1;
                 let c = &self.shared.counters;
                 c.messages_received.fetch_add(1, Ordering::Relaxed);
-                c.recipients_received.fetch_add(env.recipients.len() as u64, Ordering::Relaxed);
-                self.shared.log.info(format!("MID {mid} ready {len} bytes from <{}>", env.sender));
-                self.shared.log.info(format!("MID {mid} queued for delivery"));
+                c.recipients_received
+                    .fetch_add(env.recipients.len() as u64, Ordering::Relaxed);
+                self.shared
+                    .log
+                    .info(format!("MID {mid} ready {len} bytes from <{}>", env.sender));
+                self.shared
+                    .log
+                    .info(format!("MID {mid} queued for delivery"));
                 self.shared.queue.enqueue(Arc::new(env), Some(body));
                 self.reply(&format!("250 2.0.0 Ok: Message {mid} accepted"));
             }
             Err(e) => {
-                self.shared.log.critical(format!("MID {mid} ICID {icid} could not be written to the spool: {e}"));
+                self.shared.log.critical(format!(
+                    "MID {mid} ICID {icid} could not be written to the spool: {e}"
+                ));
                 if e.is_no_space() {
                     self.reply("452 4.3.1 Insufficient system storage");
                 } else {
@@ -572,7 +678,9 @@ impl Session {
     }
 
     fn received_header(&self, mid: u64, tx: &Transaction) -> String {
-        let date = time::OffsetDateTime::now_utc().format(&time::format_description::well_known::Rfc2822).unwrap_or_default();
+        let date = time::OffsetDateTime::now_utc()
+            .format(&time::format_description::well_known::Rfc2822)
+            .unwrap_or_default();
         let helo = self.helo.as_deref().unwrap_or("unknown");
         let rdns = self.rdns.host.as_deref().unwrap_or("unknown");
         let proto = match (self.esmtp, self.tls) {
@@ -580,8 +688,16 @@ impl Session {
             (true, false) => "ESMTP",
             (false, _) => "SMTP",
         };
-        let helo: String = helo.chars().filter(|c| c.is_ascii_graphic()).take(255).collect();
-        let mut h = format!("Received: from {helo} ({rdns} [{}])\r\n\tby {} with {proto} id {mid}", self.peer.ip(), self.hostname());
+        let helo: String = helo
+            .chars()
+            .filter(|c| c.is_ascii_graphic())
+            .take(255)
+            .collect();
+        let mut h = format!(
+            "Received: from {helo} ({rdns} [{}])\r\n\tby {} with {proto} id {mid}",
+            self.peer.ip(),
+            self.hostname()
+        );
         if tx.rcpts.len() == 1 {
             h.push_str(&format!("\r\n\tfor <{}>", tx.rcpts[0]));
         }
