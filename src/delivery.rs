@@ -495,14 +495,14 @@ impl Client {
             }
             data_reply = self.read_reply(REPLY_TIMEOUT).await?;
             if m.code != 250 {
-                return Ok(self
+                return self
                     .fail_all(&m, job.rids.len(), data_reply.code == 354)
-                    .await?);
+                    .await;
             }
         } else {
             let m = self.command(&mail).await?;
             if m.code != 250 {
-                return Ok(self.fail_all(&m, job.rids.len(), false).await?);
+                return self.fail_all(&m, job.rids.len(), false).await;
             }
             for (i, r) in rcpts.iter().enumerate() {
                 let reply = self.command(r).await?;

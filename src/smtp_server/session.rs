@@ -362,11 +362,11 @@ impl Session {
             Request::Helo { host } => self.hello(host.as_ref(), false),
             Request::Lhlo { .. } => {
                 self.reply("500 5.5.1 Command unrecognized");
-                return if self.bad_command() {
+                if self.bad_command() {
                     Flow::Close
                 } else {
                     Flow::Continue
-                };
+                }
             }
             Request::StartTls => {
                 if self.tls {
