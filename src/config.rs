@@ -221,11 +221,24 @@ pub enum TlsVersion {
     V1_3,
 }
 
+impl TlsVersion {
+    /// "1.2" / "1.3", as written in the configuration.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TlsVersion::V1_2 => "1.2",
+            TlsVersion::V1_3 => "1.3",
+        }
+    }
+}
+
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct TlsInbound {
     pub cert: Option<PathBuf>,
     pub key: Option<PathBuf>,
     pub versions: Vec<TlsVersion>,
+    /// Cipher suites in order of preference (rustls names); `None` = every
+    /// suite rustls offers.
+    pub ciphers: Option<Vec<String>>,
 }
 
 #[derive(Debug, Clone, serde::Serialize)]
@@ -233,6 +246,8 @@ pub struct TlsOutbound {
     pub default: TlsMode,
     pub versions: Vec<TlsVersion>,
     pub ca_file: Option<PathBuf>,
+    /// As [`TlsInbound::ciphers`].
+    pub ciphers: Option<Vec<String>>,
 }
 
 #[derive(Debug, Clone, serde::Serialize)]
@@ -450,6 +465,7 @@ mod raw {
         pub cert: Option<String>,
         pub key: Option<String>,
         pub versions: Option<Vec<Spanned<String>>>,
+        pub ciphers: Option<Spanned<Vec<Spanned<String>>>>,
     }
 
     #[derive(Deserialize)]
@@ -458,6 +474,7 @@ mod raw {
         pub default: Option<Spanned<String>>,
         pub versions: Option<Vec<Spanned<String>>>,
         pub ca_file: Option<String>,
+        pub ciphers: Option<Spanned<Vec<Spanned<String>>>>,
     }
 
     #[derive(Deserialize)]
@@ -550,6 +567,47 @@ impl Validator<'_> {
             return self.err(None, key, "the list is empty; allowed: one or both of \"1.2\", \"1.3\"");
         }
         Ok(out)
+    }
+
+    /// A cipher list: every name one the rustls ring provider offers, and
+    /// for each enabled TLS version at least one suite of that version, so
+    /// the list never silently switches a version off.
+    fn ciphers(&self, v: &Option<Spanned<Vec<Spanned<String>>>>, versions: &[TlsVersion], section: &str) -> Result<Option<Vec<String>>, ConfigError> {
+        let Some(list) = v else {
+            return Ok(None);
+        };
+        let key = format!("{section}.ciphers");
+        let names = crate::tls::cipher_suite_names();
+        let quoted = |of: &dyn Fn(&str) -> bool| names.iter().filter(|n| of(n)).map(|n| format!("\"{n}\"")).collect::<Vec<_>>().join(", ");
+        let mut out: Vec<String> = Vec::new();
+        for s in list.get_ref() {
+            let name = s.get_ref().trim();
+            let Some(canonical) = names.iter().find(|n| n.eq_ignore_ascii_case(name)) else {
+                let why = match crate::tls::why_unavailable(name) {
+                    Some(w) => format!("\"{name}\" is not offered: {w}"),
+                    None => format!("\"{name}\" is not a cipher suite rustls offers"),
+                };
+                return self.err(Some(s.span()), key, format!("{why}; allowed: {}", quoted(&|_| true)));
+            };
+            if !out.iter().any(|o| o == canonical) {
+                out.push(canonical.to_string());
+            }
+        }
+        if out.is_empty() {
+            return self.err(Some(list.span()), key, format!("the list is empty; allowed: one or more of {} (or no key: all of them)", quoted(&|_| true)));
+        }
+        for version in versions {
+            let label = version.as_str();
+            let of = |n: &str| crate::tls::cipher_suite_version(n) == Some(*version);
+            if !out.iter().any(|n| of(n)) {
+                return self.err(
+                    Some(list.span()),
+                    key,
+                    format!("{section}.versions enables TLS {label} but no TLS {label} cipher suite is listed; allowed: add one of {}, or remove \"{label}\" from {section}.versions", quoted(&of)),
+                );
+            }
+        }
+        Ok(Some(out))
     }
 
     fn tls_mode(&self, v: &Spanned<String>, key: &str) -> Result<TlsMode, ConfigError> {
@@ -755,22 +813,26 @@ impl Validator<'_> {
         };
 
         let tls = raw.tls.unwrap_or(raw::Tls { inbound: None, outbound: None });
-        let ti = tls.inbound.unwrap_or(raw::TlsInbound { cert: None, key: None, versions: None });
+        let ti = tls.inbound.unwrap_or(raw::TlsInbound { cert: None, key: None, versions: None, ciphers: None });
         if ti.cert.is_some() != ti.key.is_some() {
             return self.err(None, "tls.inbound", "cert and key must be given together; allowed: both, or neither (a self-signed certificate is generated)");
         }
+        let versions = self.versions(&ti.versions, "tls.inbound.versions")?;
         let tls_inbound = TlsInbound {
             cert: ti.cert.as_deref().map(resolve),
             key: ti.key.as_deref().map(resolve),
-            versions: self.versions(&ti.versions, "tls.inbound.versions")?,
+            ciphers: self.ciphers(&ti.ciphers, &versions, "tls.inbound")?,
+            versions,
         };
-        let to = tls.outbound.unwrap_or(raw::TlsOutbound { default: None, versions: None, ca_file: None });
+        let to = tls.outbound.unwrap_or(raw::TlsOutbound { default: None, versions: None, ca_file: None, ciphers: None });
+        let versions = self.versions(&to.versions, "tls.outbound.versions")?;
         let tls_outbound = TlsOutbound {
             default: match &to.default {
                 None => TlsMode::Preferred,
                 Some(s) => self.tls_mode(s, "tls.outbound.default")?,
             },
-            versions: self.versions(&to.versions, "tls.outbound.versions")?,
+            ciphers: self.ciphers(&to.ciphers, &versions, "tls.outbound")?,
+            versions,
             ca_file: to.ca_file.as_deref().map(resolve),
         };
 
@@ -958,6 +1020,26 @@ hosts = ["[127.0.0.1]:2526"]
         assert!(e.message.contains("unknown field"), "{e}");
         let e = parse("[node\n").unwrap_err();
         assert_eq!(e.line, Some(1));
+    }
+
+    #[test]
+    fn tls_cipher_lists_are_checked_against_rustls() {
+        let with = |versions: &str, ciphers: &str| parse(&format!("{GOOD}[tls.inbound]\nversions = {versions}\nciphers = {ciphers}\n"));
+        let c = with("[\"1.3\"]", "[\"tls13_aes_256_gcm_sha384\", \"TLS13_AES_256_GCM_SHA384\"]").unwrap();
+        assert_eq!(c.tls_inbound.ciphers, Some(vec!["TLS13_AES_256_GCM_SHA384".to_string()]));
+        assert!(c.tls_outbound.ciphers.is_none());
+        let e = with("[\"1.2\", \"1.3\"]", "[\"RC4-SHA\"]").unwrap_err();
+        assert_eq!(e.key, "tls.inbound.ciphers");
+        assert!(e.message.contains("RC4 suites do not exist in rustls") && e.message.contains("allowed: \"TLS13_AES_256_GCM_SHA384\""), "{e}");
+        let e = with("[\"1.2\"]", "[\"TLS_DH_anon_WITH_AES_128_GCM_SHA256\"]").unwrap_err();
+        assert!(e.message.contains("anonymous"), "{e}");
+        // A version without any of its suites would be switched off silently.
+        let e = with("[\"1.2\", \"1.3\"]", "[\"TLS13_AES_128_GCM_SHA256\"]").unwrap_err();
+        assert!(e.message.contains("enables TLS 1.2 but no TLS 1.2 cipher suite is listed"), "{e}");
+        assert!(!e.message.contains("TLS13_AES_256"), "only TLS 1.2 suites are suggested: {e}");
+        assert!(with("[\"1.2\"]", "[]").unwrap_err().message.contains("the list is empty"));
+        let e = with("[\"1.1\"]", "[\"TLS13_AES_128_GCM_SHA256\"]").unwrap_err();
+        assert!(e.message.contains("TLS 1.0/1.1 and SSL are not supported"), "{e}");
     }
 
     #[test]

@@ -40,6 +40,7 @@ pub fn spawn_connection(shared: Arc<Shared>, domain: String, job: Job) {
 
 async fn run_connection(shared: &Arc<Shared>, domain: &str, job: Job) {
     let cfg = shared.config();
+    let opened_with = cfg.clone();
     let target = match &job.redirect {
         Some((h, p)) => Some(RouteTarget::Hosts(vec![(h.clone(), *p)])),
         None => cfg.route(domain).map(|r| r.target.clone()),
@@ -140,7 +141,10 @@ async fn run_connection(shared: &Arc<Shared>, domain: &str, job: Job) {
             Ok(o) => o,
             Err(e) => vec![RcptOutcome::Temp(e); job.rids.len()],
         };
-        if broken || sent >= max_per_conn {
+        // A commit may have changed routes, TLS or interfaces: a connection
+        // opened under the old configuration takes no further jobs.
+        let reconfigured = !Arc::ptr_eq(&shared.config(), &opened_with);
+        if broken || sent >= max_per_conn || reconfigured {
             shared.queue.send(Event::JobDone {
                 job,
                 dcid,
@@ -609,17 +613,33 @@ fn classify_rcpt(mail: &Reply, rcpt: &Reply, accepted: &mut usize) -> Option<Rcp
     }
 }
 
-/// Explains a failed handshake the way the appliance's log does.
+/// Explains a failed handshake the way the appliance's log does (OpenSSL's
+/// "verify error" wording that administrators grep for).
 pub fn tls_error_text(e: &std::io::Error) -> String {
-    if let Some(inner) = e.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>()) {
+    use rustls::{AlertDescription as A, CertificateError as C, Error as E};
+    // A peer that offers only anonymous suites cannot agree on any suite
+    // with rustls: it alerts handshake_failure or just closes. Either way
+    // no certificate was ever presented: the seeds' scenario 4.
+    const NO_CERT: &str = "verify error: no certificate from server (no cipher suite with a certificate was offered; the server may offer only anonymous ciphers)";
+    if let Some(inner) = e.get_ref().and_then(|i| i.downcast_ref::<E>()) {
         return match inner {
-            rustls::Error::InvalidCertificate(c) => format!("verify error: {c:?}"),
-            rustls::Error::NoCertificatesPresented => {
-                "verify error: no certificate from server".into()
+            E::InvalidCertificate(C::UnknownIssuer) => "verify error: unable to get local issuer certificate (certificate issued by an unknown CA)".into(),
+            E::InvalidCertificate(C::NotValidForName) | E::InvalidCertificate(C::NotValidForNameContext { .. }) => {
+                "verify error: certificate does not match the host name".into()
             }
-            rustls::Error::AlertReceived(a) => format!("alert received: {a:?}"),
+            E::InvalidCertificate(C::Expired) | E::InvalidCertificate(C::ExpiredContext { .. }) => "verify error: certificate has expired".into(),
+            E::InvalidCertificate(C::NotValidYet) | E::InvalidCertificate(C::NotValidYetContext { .. }) => {
+                "verify error: certificate is not yet valid".into()
+            }
+            E::InvalidCertificate(c) => format!("verify error: {c:?}"),
+            E::NoCertificatesPresented => "verify error: no certificate from server".into(),
+            E::AlertReceived(A::HandshakeFailure) | E::AlertReceived(A::InsufficientSecurity) => NO_CERT.into(),
+            E::AlertReceived(a) => format!("alert received: {a:?}"),
             other => other.to_string(),
         };
+    }
+    if e.kind() == std::io::ErrorKind::UnexpectedEof {
+        return NO_CERT.into();
     }
     e.to_string()
 }

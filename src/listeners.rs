@@ -4,6 +4,19 @@
 //! its port is refused by the kernel (the appliance's "Offline": nothing is
 //! accepted). Sessions already running are separate tasks and go on; after
 //! `suspend --delay S` they are told to close at their next command.
+//!
+//! Suspending takes effect before `suspend` returns. Aborting the accept task
+//! alone would close the socket only when the runtime gets round to cancelling
+//! the task, so a script that runs `suspendlisteners all` and then probes the
+//! port could still be accepted, and a quick `resumelisteners` could find the
+//! port still taken. Each running listener therefore keeps a duplicate of its
+//! socket's descriptor and shuts the socket down through it: on Linux,
+//! `shutdown` of a listening socket stops listening at once and resets the
+//! connections waiting in its backlog.
+//!
+//! Listeners are listed in the order they were started, which is the order of
+//! the configuration, as the appliance lists them
+//! (`Receiving resumed for euq_listener, cpq_listener.`).
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -15,14 +28,84 @@ use tokio::task::JoinHandle;
 
 use crate::node::Shared;
 
+/// An accept task and a duplicate of the socket it accepts on.
+struct Accepting {
+    task: JoinHandle<()>,
+    sock: socket2::Socket,
+}
+
 struct Running {
     addr: SocketAddr,
-    task: Option<JoinHandle<()>>,
+    /// Place in the listing (start order).
+    seq: u64,
+    /// `None` while suspended.
+    accepting: Option<Accepting>,
+}
+
+impl Running {
+    /// Stops accepting at once; returns whether the listener was accepting.
+    fn stop(&mut self) -> bool {
+        let Some(a) = self.accepting.take() else {
+            return false;
+        };
+        // Abort first, so the accept loop is not polled again to see the
+        // error that the shutdown gives its pending `accept`.
+        a.task.abort();
+        if let Err(e) = a.sock.shutdown(std::net::Shutdown::Both) {
+            tracing::debug!("shutdown of the listening socket on {}: {e}", self.addr);
+        }
+        true
+    }
 }
 
 #[derive(Default)]
 pub struct Listeners {
-    inner: Mutex<BTreeMap<String, Running>>,
+    inner: Mutex<Inner>,
+}
+
+#[derive(Default)]
+struct Inner {
+    by_name: BTreeMap<String, Running>,
+    next_seq: u64,
+}
+
+impl Inner {
+    /// The listeners in start order.
+    fn ordered(&mut self) -> Vec<(&String, &mut Running)> {
+        let mut v: Vec<(&String, &mut Running)> = self.by_name.iter_mut().collect();
+        v.sort_by_key(|(_, r)| r.seq);
+        v
+    }
+
+    /// Installs `name` accepting on `addr`, replacing (and stopping) a
+    /// listener of the same name but keeping its place in the listing.
+    fn install(&mut self, name: &str, addr: SocketAddr, accepting: Accepting) {
+        let seq = match self.by_name.get_mut(name) {
+            Some(old) => {
+                old.stop();
+                old.seq
+            }
+            None => {
+                self.next_seq += 1;
+                self.next_seq
+            }
+        };
+        let running = Running {
+            addr,
+            seq,
+            accepting: Some(accepting),
+        };
+        self.by_name.insert(name.to_string(), running);
+    }
+}
+
+/// What [`Listeners::resume`] did.
+#[derive(Debug, Default)]
+pub struct Resumed {
+    /// The selected listeners that are receiving now, in configuration order.
+    pub receiving: Vec<String>,
+    /// Why each of the others could not resume.
+    pub failed: Vec<String>,
 }
 
 #[derive(Debug, Clone, serde::Serialize)]
@@ -32,30 +115,26 @@ pub struct ListenerState {
     pub suspended: bool,
 }
 
+/// Starts the accept loop of listener `name` on `sock`.
+fn accept(shared: &Arc<Shared>, name: &str, sock: TcpListener) -> Result<Accepting> {
+    let dup = socket2::SockRef::from(&sock)
+        .try_clone()
+        .with_context(|| format!("listener {name}: duplicating the listening socket"))?;
+    let task = tokio::spawn(crate::smtp_server::accept_loop(
+        shared.clone(),
+        name.to_string(),
+        sock,
+    ));
+    Ok(Accepting { task, sock: dup })
+}
+
 impl Listeners {
     /// Binds and starts a listener. Port 0 binds any free port; the bound
     /// address is returned and kept, so a resume rebinds the same port.
     pub fn start(&self, shared: &Arc<Shared>, name: &str, addr: SocketAddr) -> Result<SocketAddr> {
         let sock =
             bind(addr).with_context(|| format!("listener {name} cannot listen on {addr}"))?;
-        let bound = sock.local_addr()?;
-        let task = tokio::spawn(crate::smtp_server::accept_loop(
-            shared.clone(),
-            name.to_string(),
-            sock,
-        ));
-        if let Some(old) = self.inner.lock().unwrap().insert(
-            name.to_string(),
-            Running {
-                addr: bound,
-                task: Some(task),
-            },
-        ) {
-            if let Some(t) = old.task {
-                t.abort();
-            }
-        }
-        Ok(bound)
+        self.adopt(shared, name, sock)
     }
 
     /// Binds a socket for a listener without starting it (a commit binds
@@ -67,91 +146,87 @@ impl Listeners {
     /// Starts a listener on a socket bound by [`Listeners::bind_only`].
     pub fn adopt(&self, shared: &Arc<Shared>, name: &str, sock: TcpListener) -> Result<SocketAddr> {
         let bound = sock.local_addr()?;
-        let task = tokio::spawn(crate::smtp_server::accept_loop(
-            shared.clone(),
-            name.to_string(),
-            sock,
-        ));
-        if let Some(old) = self.inner.lock().unwrap().insert(
-            name.to_string(),
-            Running {
-                addr: bound,
-                task: Some(task),
-            },
-        ) {
-            if let Some(t) = old.task {
-                t.abort();
-            }
-        }
+        let accepting = accept(shared, name, sock)?;
+        self.inner.lock().unwrap().install(name, bound, accepting);
         Ok(bound)
     }
 
     /// Stops and forgets a listener (removed by a commit).
     pub fn remove(&self, name: &str) {
-        if let Some(old) = self.inner.lock().unwrap().remove(name) {
-            if let Some(t) = old.task {
-                t.abort();
-            }
+        if let Some(mut old) = self.inner.lock().unwrap().by_name.remove(name) {
+            old.stop();
         }
     }
 
     /// Suspends the named listeners (all when `names` is empty); returns
-    /// those that were running.
+    /// those that were running. When it returns, their ports refuse
+    /// connections.
     pub fn suspend(&self, names: &[String]) -> Vec<String> {
         let mut out = Vec::new();
-        for (name, r) in self.inner.lock().unwrap().iter_mut() {
-            if names.is_empty() || names.iter().any(|n| n.eq_ignore_ascii_case(name)) {
-                if let Some(t) = r.task.take() {
-                    t.abort();
-                    out.push(name.clone());
-                }
+        for (name, r) in self.inner.lock().unwrap().ordered() {
+            let selected = names.is_empty() || names.iter().any(|n| n.eq_ignore_ascii_case(name));
+            if selected && r.stop() {
+                out.push(name.clone());
             }
         }
         out
     }
 
-    /// Resumes the named suspended listeners (all when empty); returns the
-    /// names now receiving.
-    pub fn resume(&self, shared: &Arc<Shared>, names: &[String]) -> Result<Vec<String>> {
-        let mut out = Vec::new();
+    /// Resumes the named suspended listeners (all when empty). A listener
+    /// whose address cannot be bound again (another program took the port
+    /// meanwhile) stays suspended; the others resume all the same.
+    pub fn resume(&self, shared: &Arc<Shared>, names: &[String]) -> Resumed {
+        let mut out = Resumed::default();
         let mut inner = self.inner.lock().unwrap();
-        for (name, r) in inner.iter_mut() {
-            if names.is_empty() || names.iter().any(|n| n.eq_ignore_ascii_case(name)) {
-                if r.task.is_none() {
-                    let sock = bind(r.addr).with_context(|| {
-                        format!("listener {name} cannot listen on {} again", r.addr)
-                    })?;
-                    r.task = Some(tokio::spawn(crate::smtp_server::accept_loop(
-                        shared.clone(),
-                        name.clone(),
-                        sock,
-                    )));
-                }
-                out.push(name.clone());
+        for (name, r) in inner.ordered() {
+            if !(names.is_empty() || names.iter().any(|n| n.eq_ignore_ascii_case(name))) {
+                continue;
             }
+            if r.accepting.is_none() {
+                let started = bind(r.addr)
+                    .and_then(|sock| accept(shared, name, sock))
+                    .with_context(|| format!("Listener {name} cannot listen on {} again", r.addr));
+                match started {
+                    Ok(a) => r.accepting = Some(a),
+                    Err(e) => {
+                        out.failed.push(format!("{e:#}"));
+                        continue;
+                    }
+                }
+            }
+            out.receiving.push(name.clone());
         }
-        Ok(out)
+        out
     }
 
+    /// Every listener, in configuration order.
     pub fn states(&self) -> Vec<ListenerState> {
         self.inner
             .lock()
             .unwrap()
-            .iter()
+            .ordered()
+            .into_iter()
             .map(|(name, r)| ListenerState {
                 name: name.clone(),
                 address: r.addr,
-                suspended: r.task.is_none(),
+                suspended: r.accepting.is_none(),
             })
             .collect()
     }
 
+    /// The listener names, in configuration order.
     pub fn names(&self) -> Vec<String> {
-        self.inner.lock().unwrap().keys().cloned().collect()
+        self.inner
+            .lock()
+            .unwrap()
+            .ordered()
+            .into_iter()
+            .map(|(name, _)| name.clone())
+            .collect()
     }
 
     pub fn address(&self, name: &str) -> Option<SocketAddr> {
-        self.inner.lock().unwrap().get(name).map(|r| r.addr)
+        self.inner.lock().unwrap().by_name.get(name).map(|r| r.addr)
     }
 }
 

@@ -6,10 +6,13 @@
 
 mod admin;
 mod bounce;
+mod clamd;
 mod cli;
 mod commands;
 mod config;
+mod config_store;
 mod delivery;
+mod diag;
 mod dns;
 mod envelope;
 mod ids;
@@ -48,6 +51,17 @@ enum Command {
     },
     /// Write a default configuration under --dir (once) and run a gateway on loopback.
     Quickstart(quickstart::Args),
+    /// Scan files (or stdin) with a clamd, the way the gateway does: prints each verdict.
+    Avscan {
+        /// clamd address: IP:PORT or a unix socket path.
+        #[arg(long, default_value = "/run/clamav/clamd.ctl")]
+        clamd: String,
+        /// Seconds to wait for clamd.
+        #[arg(long, default_value_t = 30)]
+        timeout: u64,
+        /// Files to scan; none = standard input.
+        files: Vec<PathBuf>,
+    },
     /// System status (Online/Offline), counters and gauges.
     Status {
         /// `status detail`: rates and listeners too.
@@ -60,9 +74,9 @@ enum Command {
     },
     /// Resume receiving and delivery.
     Resume,
-    /// Suspend listeners: all, or one by name.
+    /// Suspend listeners: all (the default), or the named ones (NAME[,NAME...]).
     Suspendlisteners { listener: Option<String> },
-    /// Resume listeners: all, or one by name.
+    /// Resume listeners: all (the default), or the named ones (NAME[,NAME...]).
     Resumelisteners { listener: Option<String> },
     /// Suspend delivery (mail is still received and queued).
     Suspenddel,
@@ -192,6 +206,7 @@ fn main() {
         Command::Gateway { action: GatewayAction::Run { config } } => run_node(&config, None),
         Command::Gateway { action: GatewayAction::Check { config } } => config::Config::load(&config).map(|_| println!("{}: configuration is valid", config.display())).map_err(anyhow::Error::from),
         Command::Quickstart(args) => quickstart::run(args),
+        Command::Avscan { clamd, timeout, files } => avscan(&clamd, timeout, &files, cli.json),
         other => admin_command(&cli.dir, cli.json, other),
     };
     if let Err(e) = result {
@@ -239,9 +254,62 @@ fn admin_command(dir: &std::path::Path, json: bool, cmd: Command) -> Result<()> 
         Command::Delivernow { host } => ("delivernow", json!({ "host": host })),
         Command::Config(c) => c.to_request()?,
         Command::Diag(c) => c.to_request()?,
-        Command::Gateway { .. } | Command::Quickstart(_) => unreachable!("handled in main"),
+        Command::Gateway { .. } | Command::Quickstart(_) | Command::Avscan { .. } => unreachable!("handled in main"),
     };
     admin::client::run(dir, name, args, json)
+}
+
+/// `pvo avscan`: scan files with clamd and print the verdicts; exit 1 if any
+/// file is infected or unscannable, 2 if clamd cannot be used.
+fn avscan(addr: &str, timeout: u64, files: &[PathBuf], json: bool) -> Result<()> {
+    use std::io::Read;
+    let addr: clamd::ClamdAddr = addr.parse().map_err(|e: String| anyhow::anyhow!(e))?;
+    let client = clamd::Clamd::new(addr, std::time::Duration::from_secs(timeout), 1);
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let mut inputs: Vec<(String, Vec<u8>)> = Vec::new();
+    if files.is_empty() {
+        let mut data = Vec::new();
+        std::io::stdin().read_to_end(&mut data)?;
+        inputs.push(("stdin".into(), data));
+    }
+    for f in files {
+        inputs.push((f.display().to_string(), std::fs::read(f).with_context(|| format!("reading {}", f.display()))?));
+    }
+    if let Err(e) = rt.block_on(client.ping()) {
+        eprintln!("pvo avscan: {e}");
+        std::process::exit(2);
+    }
+    let mut worst = 0;
+    let mut out = Vec::new();
+    for (name, data) in inputs {
+        match rt.block_on(client.scan(&data)) {
+            Ok(v) => {
+                let text = match &v {
+                    clamd::VirusVerdict::Clean => "clean".to_string(),
+                    clamd::VirusVerdict::Infected(sig) => format!("infected: {sig}"),
+                    clamd::VirusVerdict::Unscannable(u) => format!("unscannable: {u:?}"),
+                };
+                if v != clamd::VirusVerdict::Clean {
+                    worst = worst.max(1);
+                }
+                if !json {
+                    println!("{name}: {text}");
+                }
+                out.push(serde_json::json!({ "file": name, "verdict": v }));
+            }
+            Err(e) => {
+                eprintln!("pvo avscan: {name}: {e}");
+                std::process::exit(2);
+            }
+        }
+    }
+    if json {
+        println!("{}", serde_json::to_string_pretty(&out)?);
+    }
+    if worst > 0 {
+        std::process::exit(worst);
+    }
+    Ok(())
 }
 
 /// Loads the configuration, starts the node and runs until SIGTERM/SIGINT.

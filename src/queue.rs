@@ -287,12 +287,18 @@ impl Manager {
             }
             Event::Idle { domain, next } => self.give_or_park(&domain, next),
             Event::Hosts(reply) => {
+                // Active Recip. counts the recipients being delivered right
+                // now too, as the Active Recipients gauge of `status` does.
+                let mut delivering: HashMap<&str, usize> = HashMap::new();
+                for host in self.in_flight.values() {
+                    *delivering.entry(host.as_str()).or_default() += 1;
+                }
                 let mut rows: Vec<HostStatus> = self
                     .hosts
                     .iter()
                     .map(|(d, h)| HostStatus {
                         host: d.clone(),
-                        active_recipients: h.active_recipients(),
+                        active_recipients: h.active_recipients() + delivering.get(d.as_str()).copied().unwrap_or(0),
                         connections_out: h.active_conns,
                         delivered_recipients: h.delivered,
                         soft_bounced: h.soft,

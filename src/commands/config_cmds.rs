@@ -1,14 +1,1419 @@
-//! Configuration commands (owned by the config-store work): pending changes,
-//! `commit`, `rollback`, `clearchanges`, `showconfig`, `commitdetail`, and the
-//! editors `deliveryconfig`, `sslconfig`, `interfaceconfig`, `listenerconfig`,
+//! Configuration commands: pending changes, `commit`, `commitdetail`,
+//! `rollback`, `clearchanges`, `showconfig`, and the editors
+//! `deliveryconfig`, `sslconfig`, `interfaceconfig`, `listenerconfig`,
 //! `smtproutes`.
+//!
+//! Editors change only the pending document (`config_store`), never the
+//! running node: each checks names against the configuration it edits,
+//! validates the whole resulting text with `Config::parse` and saves nothing
+//! when it would be invalid, so these commands never leave an invalid pending
+//! configuration behind. `commit` and `rollback` are the only ways a change
+//! reaches the node, through `Shared::apply_config`, which is all or nothing;
+//! before it, every listener address that changes is test-bound so that a
+//! port taken by another program is reported against its key and line.
+//!
+//! The work is file IO and fsync, so it runs on the blocking pool, one
+//! command at a time (`config_store::lock`).
 
+use std::net::SocketAddr;
+use std::path::Path;
 use std::sync::Arc;
 
+use serde_json::{json, Value as Json};
+
+use super::{arg_bool, arg_str, arg_u64};
 use crate::admin::{Request, Response};
+use crate::config::{Config, RouteTarget, SenderPattern, TlsVersion};
+use crate::config_store::{self, normalize_domain, quoted_list, Change, Doc, Store};
+use crate::mail_log::ctime;
 use crate::node::Shared;
 
+const PENDING_NOTE: &str = "Changes pending. Use `pvo commit` to apply them.";
+
+type Handler = fn(&Arc<Shared>, &Request) -> Response;
+
 /// Handles a configuration command; `None` if `req.command` is not one.
-pub async fn dispatch(_shared: &Arc<Shared>, _req: &Request) -> Option<Response> {
-    None
+pub async fn dispatch(shared: &Arc<Shared>, req: &Request) -> Option<Response> {
+    let handler: Handler = match req.command.as_str() {
+        "commit" => commit,
+        "commitdetail" => commitdetail,
+        "rollback" => rollback,
+        "clearchanges" => clearchanges,
+        "showconfig" => showconfig,
+        "deliveryconfig" => deliveryconfig,
+        "sslconfig" => sslconfig,
+        "interfaceconfig" => interfaceconfig,
+        "listenerconfig" => listenerconfig,
+        "smtproutes" => smtproutes,
+        _ => return None,
+    };
+    let (s, r) = (shared.clone(), req.clone());
+    let answer = tokio::task::spawn_blocking(move || {
+        let _one_at_a_time = config_store::lock();
+        handler(&s, &r)
+    })
+    .await;
+    Some(answer.unwrap_or_else(|e| {
+        Response::error(format!("{} failed inside the node: {e}", req.command))
+    }))
+}
+
+fn store(shared: &Shared) -> Store {
+    Store::new(&shared.config().data_dir, &shared.config_path)
+}
+
+fn user(req: &Request) -> String {
+    if req.user.trim().is_empty() {
+        "unknown".to_string()
+    } else {
+        req.user.trim().to_string()
+    }
+}
+
+/// A list argument: a JSON array of strings, or one comma-separated string.
+fn arg_list(args: &Json, key: &str) -> Option<Vec<String>> {
+    match args.get(key)? {
+        Json::Array(a) => Some(
+            a.iter()
+                .filter_map(|v| v.as_str())
+                .map(|s| s.trim().to_string())
+                .filter(|s| !s.is_empty())
+                .collect(),
+        ),
+        Json::String(s) => Some(
+            s.split(',')
+                .map(|s| s.trim().to_string())
+                .filter(|s| !s.is_empty())
+                .collect(),
+        ),
+        _ => None,
+    }
+}
+
+/// An error of the store's files (not of the configuration).
+fn io_error(e: anyhow::Error) -> Response {
+    Response::error(format!("{e:#}"))
+}
+
+/// The configuration the editors work on, parsed, with its document.
+struct Working {
+    store: Store,
+    text: String,
+    cfg: Config,
+    pending: bool,
+}
+
+fn working(shared: &Shared) -> Result<Working, Response> {
+    let store = store(shared);
+    let (text, file, pending) = store.working().map_err(io_error)?;
+    match store.parse(&text, &file) {
+        Ok(cfg) => Ok(Working { store, text, cfg, pending }),
+        Err(e) if pending => Err(Response::error(format!(
+            "The pending configuration is not valid: {e}\nFix {} by hand, or discard the pending changes with `pvo clearchanges`.",
+            file.display()
+        ))),
+        Err(e) => Err(Response::error(format!("The committed configuration is not valid: {e}"))),
+    }
+}
+
+/// "(including changes pending commit)" when showing the pending version.
+fn pending_label(pending: bool) -> &'static str {
+    if pending {
+        " (including changes not yet committed)"
+    } else {
+        ""
+    }
+}
+
+/// Runs an editor on the working document, validates the result and saves
+/// it as pending. `edit` returns the summary of what it changed.
+fn edit(
+    shared: &Shared,
+    req: &Request,
+    edit: impl FnOnce(&Config, &mut Doc) -> Result<String, String>,
+) -> Response {
+    let w = match working(shared) {
+        Ok(w) => w,
+        Err(r) => return r,
+    };
+    let mut doc = match Doc::parse(&w.text) {
+        Ok(d) => d,
+        Err(e) => return Response::error(e),
+    };
+    let summary = match edit(&w.cfg, &mut doc) {
+        Ok(s) => s,
+        Err(e) => return Response::error(e),
+    };
+    let text = doc.text();
+    if let Err(e) = w.store.parse(&text, &w.store.pending_path()) {
+        let place = if e.key.is_empty() {
+            String::new()
+        } else {
+            format!("key {}: ", e.key)
+        };
+        return Response::error(format!(
+            "Not changed: the configuration would not be valid: {place}{}",
+            e.message
+        ));
+    }
+    if text == w.text {
+        return Response::ok(
+            format!("{summary}\nNo change: the configuration already says so."),
+            json!({ "changed": false, "pending": w.pending, "summary": summary }),
+        );
+    }
+    let change = Change {
+        time: config_store::now(),
+        user: user(req),
+        command: req.command.clone(),
+        summary: summary.replace('\n', "; "),
+    };
+    if let Err(e) = w.store.save_pending(&text, change) {
+        return io_error(e);
+    }
+    Response::ok(
+        format!("{summary}\n{PENDING_NOTE}"),
+        json!({ "changed": true, "pending": true, "summary": summary }),
+    )
+}
+
+// ---------------------------------------------------------------------------
+// commit, rollback, clearchanges, commitdetail, showconfig
+// ---------------------------------------------------------------------------
+
+fn not_committed(store: &Store, why: &str) -> Response {
+    Response::error(format!(
+        "Changes not committed: {why}\n\
+         The node keeps its current configuration and the changes stay pending: fix them \
+         (with the configuration commands, or in {}) and commit again, or discard them with `pvo clearchanges`.",
+        store.pending_path().display()
+    ))
+}
+
+/// Test-binds every listener address the new configuration changes, so a
+/// taken port is reported against its key instead of as a bare bind error.
+fn preflight(shared: &Shared, cfg: &Config, text: &str, file: &Path) -> Result<(), String> {
+    for (i, l) in cfg.listeners.iter().enumerate() {
+        let want = SocketAddr::new(cfg.interfaces[l.interface].address, l.port);
+        let unchanged = shared
+            .listeners
+            .address(&l.name)
+            .is_some_and(|cur| cur.ip() == want.ip() && (l.port == 0 || cur.port() == l.port));
+        if unchanged {
+            continue;
+        }
+        let Err(e) = probe_bind(want) else { continue };
+        let (key, line, allowed) = match e.kind() {
+            std::io::ErrorKind::AddrNotAvailable => (
+                format!("interface[{}].address", l.interface),
+                config_store::line_of_key(text, "interface", l.interface, "address"),
+                "an address configured on this host",
+            ),
+            std::io::ErrorKind::PermissionDenied => (
+                format!("listener[{i}].port"),
+                config_store::line_of_key(text, "listener", i, "port"),
+                "a port above 1023 (or give the node the right to bind low ports)",
+            ),
+            _ => (
+                format!("listener[{i}].port"),
+                config_store::line_of_key(text, "listener", i, "port"),
+                "a port no other program or listener is using, or 0 (any free port)",
+            ),
+        };
+        let place = match line {
+            Some(n) => format!("{} line {n}", file.display()),
+            None => file.display().to_string(),
+        };
+        let why = e.to_string();
+        let why = why.split(" (os error").next().unwrap_or(&why).to_string();
+        return Err(format!(
+            "{place}, key {key}: listener {} cannot listen on {want} ({why}); allowed: {allowed}",
+            l.name
+        ));
+    }
+    Ok(())
+}
+
+fn probe_bind(addr: SocketAddr) -> std::io::Result<()> {
+    let sock = socket2::Socket::new(
+        socket2::Domain::for_address(addr),
+        socket2::Type::STREAM,
+        None,
+    )?;
+    sock.set_reuse_address(true)?;
+    sock.bind(&addr.into())?;
+    sock.listen(1)
+}
+
+/// Validates `text`, applies it to the node and makes it the committed
+/// configuration; on error the node and the committed file are unchanged.
+fn put_in_force(
+    shared: &Arc<Shared>,
+    store: &Store,
+    text: &str,
+    file: &Path,
+) -> Result<(), String> {
+    let cfg = store.parse(text, file).map_err(|e| e.to_string())?;
+    preflight(shared, &cfg, text, file)?;
+    // Entry 0 must hold the configuration before this one.
+    store.history().map_err(|e| format!("{e:#}"))?;
+    let old = shared.config();
+    shared
+        .apply_config(cfg)
+        .map_err(|e| format!("the node cannot apply it: {e:#}"))?;
+    if let Err(e) = store.write_committed(text) {
+        let back = shared.apply_config((*old).clone());
+        return Err(format!(
+            "{e:#}; {}",
+            match back {
+                Ok(()) => "the node went back to its previous configuration".to_string(),
+                Err(b) => format!("and going back to the previous configuration failed too: {b:#}"),
+            }
+        ));
+    }
+    Ok(())
+}
+
+fn entry_json(e: &config_store::HistoryEntry) -> Json {
+    json!({ "n": e.n, "time": e.time, "time_text": ctime(e.time), "user": e.user, "comment": e.comment, "changes": e.changes })
+}
+
+pub fn commit(shared: &Arc<Shared>, req: &Request) -> Response {
+    let store = store(shared);
+    let pending = match store.pending() {
+        Ok(Some(p)) => p,
+        Ok(None) => {
+            return Response::ok(
+                "There are no changes to commit.",
+                json!({ "committed": false }),
+            )
+        }
+        Err(e) => return io_error(e),
+    };
+    let committed = match store.committed_text() {
+        Ok(t) => t,
+        Err(e) => return io_error(e),
+    };
+    if pending.text == committed {
+        if let Err(e) = store.clear_pending() {
+            return io_error(e);
+        }
+        return Response::ok(
+            "There are no changes to commit.",
+            json!({ "committed": false }),
+        );
+    }
+    if let Err(why) = put_in_force(shared, &store, &pending.text, &store.pending_path()) {
+        return not_committed(&store, &why);
+    }
+    let who = user(req);
+    let comment = arg_str(&req.args, "comment")
+        .unwrap_or("")
+        .trim()
+        .to_string();
+    let entry = match store.record(&pending.text, &who, &comment, pending.meta.changes) {
+        Ok(e) => e,
+        Err(e) => return io_error(e.context(
+            "the configuration is committed and in force, but recording it in the history failed",
+        )),
+    };
+    if let Err(e) = store.clear_pending() {
+        return io_error(e);
+    }
+    shared.log.info(format!(
+        "Configuration committed by {who} (commit {}): {comment}",
+        entry.n
+    ));
+    Response::ok(
+        format!("Changes committed: {}", ctime(entry.time)),
+        json!({ "committed": true, "commit": entry_json(&entry) }),
+    )
+}
+
+pub fn clearchanges(shared: &Arc<Shared>, _req: &Request) -> Response {
+    match store(shared).clear_pending() {
+        Ok(true) => Response::ok("Changes cleared.", json!({ "cleared": true })),
+        Ok(false) => Response::ok(
+            "There are no changes to clear.",
+            json!({ "cleared": false }),
+        ),
+        Err(e) => io_error(e),
+    }
+}
+
+/// The history table, newest first, and what is pending.
+fn history_report(store: &Store) -> Result<(String, Json), Response> {
+    let entries = store.history().map_err(io_error)?;
+    let pending = store.pending().map_err(io_error)?;
+    let mut t = String::from("Commit history (newest first):\n");
+    t.push_str(&format!(
+        "{:>5}  {:<26}{:<16}{}\n",
+        "#", "Time", "User", "Comment"
+    ));
+    for e in entries.iter().rev() {
+        t.push_str(&format!(
+            "{:>5}  {:<26}{:<16}{}\n",
+            e.n,
+            ctime(e.time),
+            e.user,
+            e.comment
+        ));
+        for c in &e.changes {
+            t.push_str(&format!(
+                "{:>7}{} ({}): {}\n",
+                "- ", c.command, c.user, c.summary
+            ));
+        }
+    }
+    let pending_json = match &pending {
+        Some(p) => {
+            let users = p.meta.users();
+            let by = if users.is_empty() {
+                "(edited by hand)".to_string()
+            } else {
+                users.join(", ")
+            };
+            t.push_str(&format!("\nChanges pending, made by {by}:\n"));
+            for c in &p.meta.changes {
+                t.push_str(&format!(
+                    "{:>7}{} ({}, {}): {}\n",
+                    "- ",
+                    c.command,
+                    c.user,
+                    ctime(c.time),
+                    c.summary
+                ));
+            }
+            t.push_str(PENDING_NOTE);
+            t.push('\n');
+            json!({ "users": users, "created": p.meta.created, "changes": p.meta.changes })
+        }
+        None => {
+            t.push_str("\nNo changes pending.\n");
+            Json::Null
+        }
+    };
+    let data = json!({
+        "history": entries.iter().rev().map(entry_json).collect::<Vec<_>>(),
+        "pending": pending.is_some(),
+        "pending_changes": pending_json,
+    });
+    Ok((t, data))
+}
+
+pub fn commitdetail(shared: &Arc<Shared>, _req: &Request) -> Response {
+    match history_report(&store(shared)) {
+        Ok((t, data)) => Response::ok(t, data),
+        Err(r) => r,
+    }
+}
+
+pub fn rollback(shared: &Arc<Shared>, req: &Request) -> Response {
+    let store = store(shared);
+    let Some(n) = arg_u64(&req.args, "n") else {
+        return match history_report(&store) {
+            Ok((t, data)) => Response::ok(
+                format!("{t}\nUse `pvo rollback N` to go back to commit N."),
+                data,
+            ),
+            Err(r) => r,
+        };
+    };
+    let entries = match store.history() {
+        Ok(e) => e,
+        Err(e) => return io_error(e),
+    };
+    if !entries.iter().any(|e| e.n == n) {
+        let have: Vec<String> = entries.iter().map(|e| e.n.to_string()).collect();
+        return Response::error(format!(
+            "There is no commit {n}; allowed: {} (see `pvo commitdetail`).",
+            have.join(", ")
+        ));
+    }
+    let pending = match store.pending() {
+        Ok(p) => p,
+        Err(e) => return io_error(e),
+    };
+    if let Some(p) = &pending {
+        if !arg_bool(&req.args, "yes") {
+            let users = p.meta.users();
+            let by = if users.is_empty() {
+                String::new()
+            } else {
+                format!(" (by {})", users.join(", "))
+            };
+            return Response::error(format!(
+                "There are changes pending{by}; a rollback discards them. Run `pvo rollback {n} --yes` to discard them, \
+                 or `pvo commit` or `pvo clearchanges` first."
+            ));
+        }
+    }
+    let text = match store.history_text(n) {
+        Ok(t) => t,
+        Err(e) => return io_error(e),
+    };
+    if let Err(why) = put_in_force(shared, &store, &text, &store.history_path(n)) {
+        return Response::error(format!(
+            "Not rolled back: {why}\nThe node keeps its current configuration."
+        ));
+    }
+    let who = user(req);
+    let comment = format!("rollback to {n}");
+    let entry = match store.record(&text, &who, &comment, Vec::new()) {
+        Ok(e) => e,
+        Err(e) => return io_error(e.context(
+            "the configuration is rolled back and in force, but recording it in the history failed",
+        )),
+    };
+    let discarded = pending.is_some();
+    if discarded {
+        if let Err(e) = store.clear_pending() {
+            return io_error(e);
+        }
+    }
+    shared.log.info(format!(
+        "Configuration rolled back to commit {n} by {who} (commit {})",
+        entry.n
+    ));
+    let mut t = format!("Rolled back to commit {n}.\n");
+    if discarded {
+        t.push_str("Pending changes discarded.\n");
+    }
+    t.push_str(&format!("Changes committed: {}", ctime(entry.time)));
+    Response::ok(
+        t,
+        json!({ "rolled_back_to": n, "pending_discarded": discarded, "commit": entry_json(&entry) }),
+    )
+}
+
+pub fn showconfig(shared: &Arc<Shared>, req: &Request) -> Response {
+    let store = store(shared);
+    let (text, file) = if arg_bool(&req.args, "pending") {
+        match store.pending() {
+            Ok(Some(p)) => (p.text, store.pending_path()),
+            Ok(None) => return Response::ok("There are no changes pending.", Json::Null),
+            Err(e) => return io_error(e),
+        }
+    } else {
+        match store.committed_text() {
+            Ok(t) => (t, store.committed_path().to_path_buf()),
+            Err(e) => return io_error(e),
+        }
+    };
+    match store.parse(&text, &file) {
+        Ok(cfg) => Response::ok(text, serde_json::to_value(&cfg).unwrap_or(Json::Null)),
+        // The text is still worth showing: it is what needs fixing.
+        Err(e) => Response {
+            ok: false,
+            data: json!({ "error": e.to_string(), "text": text }),
+            text: format!("{text}\n# This configuration is not valid: {e}"),
+        },
+    }
+}
+
+// ---------------------------------------------------------------------------
+// deliveryconfig
+// ---------------------------------------------------------------------------
+
+fn interface_label(cfg: &Config, i: Option<usize>) -> String {
+    i.map_or("Auto".to_string(), |i| cfg.interfaces[i].name.clone())
+}
+
+fn allowed_interfaces(cfg: &Config, with_auto: bool) -> String {
+    let mut names: Vec<String> = cfg.interfaces.iter().map(|i| i.name.clone()).collect();
+    if with_auto {
+        names.insert(0, "Auto".to_string());
+    }
+    names.join(", ")
+}
+
+pub fn deliveryconfig(shared: &Arc<Shared>, req: &Request) -> Response {
+    let interface = arg_str(&req.args, "interface").map(str::to_string);
+    let max = arg_u64(&req.args, "max_concurrency");
+    if interface.is_none() && max.is_none() {
+        let w = match working(shared) {
+            Ok(w) => w,
+            Err(r) => return r,
+        };
+        let c = &w.cfg;
+        let t = format!(
+            "Delivery settings{}:\nDefault interface to deliver mail: {}\nMaximum concurrent outbound connections: {}\n",
+            pending_label(w.pending),
+            interface_label(c, c.delivery.default_interface),
+            c.delivery.max_concurrency
+        );
+        return Response::ok(
+            t,
+            json!({
+                "default_interface": interface_label(c, c.delivery.default_interface),
+                "max_concurrency": c.delivery.max_concurrency,
+                "allowed_interfaces": allowed_interfaces(c, true).split(", ").collect::<Vec<_>>(),
+                "pending": w.pending,
+            }),
+        );
+    }
+    edit(shared, req, |cfg, doc| {
+        let name = match interface.as_deref() {
+            None => None,
+            Some(i) if i.eq_ignore_ascii_case("auto") => Some("Auto".to_string()),
+            Some(i) => match cfg.interface_by_name(i) {
+                Some(k) => Some(cfg.interfaces[k].name.clone()),
+                None => {
+                    return Err(format!(
+                        "Unknown interface \"{i}\"; allowed: {}.",
+                        allowed_interfaces(cfg, true)
+                    ))
+                }
+            },
+        };
+        doc.set_delivery(name.as_deref(), max)?;
+        let mut lines = Vec::new();
+        if let Some(n) = &name {
+            lines.push(format!("Default interface to deliver mail: {n}"));
+        }
+        if let Some(m) = max {
+            lines.push(format!("Maximum concurrent outbound connections: {m}"));
+        }
+        Ok(lines.join("\n"))
+    })
+}
+
+// ---------------------------------------------------------------------------
+// sslconfig
+// ---------------------------------------------------------------------------
+
+fn version_label(v: TlsVersion) -> &'static str {
+    match v {
+        TlsVersion::V1_2 => "TLSv1.2",
+        TlsVersion::V1_3 => "TLSv1.3",
+    }
+}
+
+fn versions_label(vs: &[TlsVersion]) -> String {
+    vs.iter()
+        .map(|v| version_label(*v))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// (versions, ciphers) of a direction.
+fn direction(cfg: &Config, inbound: bool) -> (&[TlsVersion], Option<&[String]>) {
+    if inbound {
+        (
+            &cfg.tls_inbound.versions,
+            cfg.tls_inbound.ciphers.as_deref(),
+        )
+    } else {
+        (
+            &cfg.tls_outbound.versions,
+            cfg.tls_outbound.ciphers.as_deref(),
+        )
+    }
+}
+
+fn direction_json(cfg: &Config, inbound: bool) -> Json {
+    let (versions, ciphers) = direction(cfg, inbound);
+    let effective: Vec<Json> = crate::tls::effective_suites(versions, ciphers)
+        .into_iter()
+        .map(|(name, v)| json!({ "name": name, "version": v.as_str() }))
+        .collect();
+    json!({
+        "versions": versions.iter().map(|v| v.as_str()).collect::<Vec<_>>(),
+        "ciphers": ciphers.map_or_else(|| json!("default"), |c| json!(c)),
+        "effective": effective,
+    })
+}
+
+const UNAVAILABLE_NOTE: &str = "SSL, TLS 1.0, TLS 1.1, RC4, export and anonymous cipher suites do not exist in rustls and cannot be enabled.";
+
+fn parse_versions(list: &[String]) -> Result<Vec<String>, String> {
+    let mut out = Vec::new();
+    for v in list {
+        let lower = v.trim().to_ascii_lowercase();
+        let bare = lower
+            .trim_start_matches("tlsv")
+            .trim_start_matches("tls")
+            .trim_start_matches('v')
+            .trim();
+        match bare {
+            "1.2" | "1.3" => {
+                if !out.iter().any(|o| o == bare) {
+                    out.push(bare.to_string());
+                }
+            }
+            _ => {
+                let why = crate::tls::why_unavailable(v).map_or_else(
+                    || format!("\"{v}\" is not a TLS version"),
+                    |w| format!("\"{v}\" is not offered: {w}"),
+                );
+                return Err(format!("{why}; allowed: 1.2, 1.3"));
+            }
+        }
+    }
+    if out.is_empty() {
+        return Err("No TLS version given; allowed: 1.2, 1.3 (comma-separated)".to_string());
+    }
+    Ok(out)
+}
+
+pub fn sslconfig(shared: &Arc<Shared>, req: &Request) -> Response {
+    let args = &req.args;
+    let versions = arg_list(args, "versions");
+    let ciphers = arg_list(args, "ciphers");
+    if arg_str(args, "action") == Some("verify") {
+        return sslverify(shared);
+    }
+    if versions.is_none() && ciphers.is_none() {
+        let w = match working(shared) {
+            Ok(w) => w,
+            Err(r) => return r,
+        };
+        let mut t = format!("sslconfig settings{}:\n", pending_label(w.pending));
+        for (label, inbound) in [("Inbound", true), ("Outbound", false)] {
+            let (vs, cs) = direction(&w.cfg, inbound);
+            t.push_str(&format!("  {label} SMTP method:  {}\n", versions_label(vs)));
+            t.push_str(&format!(
+                "  {label} SMTP ciphers: {}\n",
+                cs.map_or_else(
+                    || "default (every suite rustls offers)".to_string(),
+                    |c| c.join(", ")
+                )
+            ));
+        }
+        t.push_str(&format!(
+            "\nCipher suites rustls offers: {}\n{UNAVAILABLE_NOTE}\n",
+            crate::tls::cipher_suite_names().join(", ")
+        ));
+        t.push_str("Use `pvo sslconfig verify` to list the suites each direction offers.\n");
+        return Response::ok(
+            t,
+            json!({
+                "inbound": direction_json(&w.cfg, true),
+                "outbound": direction_json(&w.cfg, false),
+                "available": crate::tls::cipher_suite_names(),
+                "pending": w.pending,
+            }),
+        );
+    }
+    let dir = match arg_str(args, "direction").map(str::to_ascii_lowercase) {
+        Some(d) if d == "inbound" || d == "outbound" => d,
+        Some(d) => {
+            return Response::error(format!(
+                "\"{d}\" is not a direction; allowed: inbound, outbound"
+            ))
+        }
+        None => {
+            return Response::error(
+                "Say which direction to change: --direction inbound or --direction outbound.",
+            )
+        }
+    };
+    let versions = match versions.as_deref().map(parse_versions).transpose() {
+        Ok(v) => v,
+        Err(e) => return Response::error(e),
+    };
+    // "default" (alone) means every suite: the key is removed.
+    let ciphers: Option<Option<Vec<String>>> = ciphers.map(|list| {
+        if list.len() == 1 && list[0].eq_ignore_ascii_case("default") {
+            None
+        } else {
+            Some(
+                list.iter()
+                    .map(|n| {
+                        crate::tls::cipher_suite_names()
+                            .into_iter()
+                            .find(|c| c.eq_ignore_ascii_case(n))
+                            .map_or_else(|| n.clone(), str::to_string)
+                    })
+                    .collect(),
+            )
+        }
+    });
+    edit(shared, req, |_cfg, doc| {
+        doc.set_tls(
+            &dir,
+            versions.as_deref(),
+            ciphers.as_ref().map(|c| c.as_deref()),
+        )?;
+        let label = if dir == "inbound" {
+            "Inbound"
+        } else {
+            "Outbound"
+        };
+        let mut lines = Vec::new();
+        if let Some(v) = &versions {
+            lines.push(format!(
+                "{label} SMTP method: {}",
+                v.iter()
+                    .map(|v| format!("TLSv{v}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ));
+        }
+        match &ciphers {
+            None => {}
+            Some(None) => lines.push(format!(
+                "{label} SMTP ciphers: default (every suite rustls offers)"
+            )),
+            Some(Some(c)) => lines.push(format!("{label} SMTP ciphers: {}", c.join(", "))),
+        }
+        Ok(lines.join("\n"))
+    })
+}
+
+/// The suites each direction offers: those in force, and those a commit of
+/// the pending changes would bring when they differ.
+fn sslverify(shared: &Arc<Shared>) -> Response {
+    let in_force = shared.config();
+    let pending = match store(shared).pending() {
+        Ok(Some(p)) => store(shared)
+            .parse(&p.text, &store(shared).pending_path())
+            .ok(),
+        Ok(None) => None,
+        Err(e) => return io_error(e),
+    };
+    let section = |cfg: &Config, inbound: bool, when: &str| -> String {
+        let (vs, cs) = direction(cfg, inbound);
+        let mut s = format!(
+            "{} SMTP{when}: {}\n",
+            if inbound { "Inbound" } else { "Outbound" },
+            versions_label(vs)
+        );
+        for (name, v) in crate::tls::effective_suites(vs, cs) {
+            s.push_str(&format!("  {:<9}{name}\n", version_label(v)));
+        }
+        s
+    };
+    let mut t = String::new();
+    for inbound in [true, false] {
+        t.push_str(&section(&in_force, inbound, " (in force)"));
+        if let Some(p) = &pending {
+            if direction_json(p, inbound) != direction_json(&in_force, inbound) {
+                t.push_str(&section(p, inbound, " (after `pvo commit`)"));
+            }
+        }
+    }
+    t.push_str(UNAVAILABLE_NOTE);
+    let data = json!({
+        "inbound": direction_json(&in_force, true),
+        "outbound": direction_json(&in_force, false),
+        "pending": pending.as_ref().map(|p| json!({ "inbound": direction_json(p, true), "outbound": direction_json(p, false) })),
+    });
+    Response::ok(t, data)
+}
+
+// ---------------------------------------------------------------------------
+// interfaceconfig
+// ---------------------------------------------------------------------------
+
+fn interface_line(i: &crate::config::Interface) -> String {
+    format!("{} ({}: {})", i.name, i.address, i.hostname)
+}
+
+pub fn interfaceconfig(shared: &Arc<Shared>, req: &Request) -> Response {
+    let args = &req.args;
+    let name = arg_str(args, "name").map(str::to_string);
+    let address = arg_str(args, "address").map(str::to_string);
+    let hostname = arg_str(args, "hostname").map(str::to_string);
+    match arg_str(args, "action").unwrap_or("list") {
+        "list" => {
+            let w = match working(shared) {
+                Ok(w) => w,
+                Err(r) => return r,
+            };
+            let mut t = format!("Currently configured interfaces{}:\n", pending_label(w.pending));
+            for (k, i) in w.cfg.interfaces.iter().enumerate() {
+                t.push_str(&format!("{}. {}\n", k + 1, interface_line(i)));
+            }
+            if w.cfg.interfaces.is_empty() {
+                t.push_str("(none)\n");
+            }
+            let list: Vec<Json> = w.cfg.interfaces.iter().map(|i| json!({ "name": i.name, "address": i.address, "hostname": i.hostname })).collect();
+            Response::ok(t, json!({ "interfaces": list, "pending": w.pending }))
+        }
+        "new" => {
+            let (Some(name), Some(address)) = (name, address) else {
+                return Response::error("interfaceconfig new needs --name NAME and --address IP.");
+            };
+            edit(shared, req, |cfg, doc| {
+                if let Some(k) = cfg.interface_by_name(&name) {
+                    return Err(format!("An interface named {} already exists ({}); use `pvo interfaceconfig edit {}`.", cfg.interfaces[k].name, interface_line(&cfg.interfaces[k]), cfg.interfaces[k].name));
+                }
+                if name.eq_ignore_ascii_case("auto") {
+                    return Err("\"Auto\" is reserved (the automatic choice of deliveryconfig); allowed: any other name.".to_string());
+                }
+                let ip: std::net::IpAddr = address.parse().map_err(|_| format!("\"{address}\" is not an IP address; allowed: an IPv4 or IPv6 address such as 192.0.2.10"))?;
+                doc.interface_new(&name, &ip.to_string(), hostname.as_deref())?;
+                Ok(format!("Interface {name} ({ip}: {}) created.", hostname.as_deref().unwrap_or(&cfg.hostname)))
+            })
+        }
+        "edit" => {
+            let Some(name) = name else {
+                return Response::error("interfaceconfig edit needs the name of the interface.");
+            };
+            if address.is_none() && hostname.is_none() {
+                return Response::error(format!("Nothing to change: give --address IP and/or --hostname NAME for interface {name}."));
+            }
+            edit(shared, req, |cfg, doc| {
+                let k = cfg.interface_by_name(&name).ok_or_else(|| format!("Unknown interface \"{name}\"; allowed: {}.", allowed_interfaces(cfg, false)))?;
+                let ip = match &address {
+                    Some(a) => Some(a.parse::<std::net::IpAddr>().map_err(|_| format!("\"{a}\" is not an IP address; allowed: an IPv4 or IPv6 address such as 192.0.2.10"))?.to_string()),
+                    None => None,
+                };
+                doc.interface_edit(&name, ip.as_deref(), hostname.as_deref())?;
+                let i = &cfg.interfaces[k];
+                Ok(format!(
+                    "Interface {} changed: {} ({}: {}).",
+                    i.name,
+                    i.name,
+                    ip.as_deref().unwrap_or(&i.address.to_string()),
+                    hostname.as_deref().unwrap_or(&i.hostname)
+                ))
+            })
+        }
+        "delete" => {
+            let Some(name) = name else {
+                return Response::error("interfaceconfig delete needs the name of the interface.");
+            };
+            edit(shared, req, |cfg, doc| {
+                let k = cfg.interface_by_name(&name).ok_or_else(|| format!("Unknown interface \"{name}\"; allowed: {}.", allowed_interfaces(cfg, false)))?;
+                let mut users: Vec<String> = cfg.listeners.iter().filter(|l| l.interface == k).map(|l| format!("listener {}", l.name)).collect();
+                if cfg.delivery.default_interface == Some(k) {
+                    users.push("deliveryconfig (the default delivery interface)".to_string());
+                }
+                if !users.is_empty() {
+                    return Err(format!(
+                        "Interface {} is in use by {}; move them to another interface first (`pvo listenerconfig edit NAME --interface OTHER`, `pvo deliveryconfig --interface Auto`).",
+                        cfg.interfaces[k].name,
+                        users.join(" and ")
+                    ));
+                }
+                doc.interface_delete(&name)?;
+                Ok(format!("Interface {} deleted.", cfg.interfaces[k].name))
+            })
+        }
+        other => Response::error(format!("Unknown interfaceconfig action \"{other}\"; allowed: new, edit, delete (or none to list).")),
+    }
+}
+
+// ---------------------------------------------------------------------------
+// listenerconfig
+// ---------------------------------------------------------------------------
+
+fn sender_list(s: &[SenderPattern]) -> String {
+    s.iter()
+        .map(|p| p.to_string())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn listener_report(shared: &Shared, cfg: &Config, k: usize, t: &mut String) -> Json {
+    let l = &cfg.listeners[k];
+    let iface = &cfg.interfaces[l.interface];
+    let kind = match l.kind {
+        crate::config::ListenerType::Public => "Public",
+        crate::config::ListenerType::Private => "Private",
+    };
+    t.push_str(&format!(
+        "{}. {} (on {}, {}) SMTP TCP Port {} {}\n",
+        k + 1,
+        l.name,
+        iface.name,
+        iface.address,
+        l.port,
+        kind
+    ));
+    let running = shared
+        .listeners
+        .states()
+        .into_iter()
+        .find(|s| s.name == l.name);
+    if let Some(r) = &running {
+        t.push_str(&format!(
+            "   Now {} on {}\n",
+            if r.suspended {
+                "suspended"
+            } else {
+                "receiving"
+            },
+            r.address
+        ));
+    }
+    t.push_str("   Host Access Table (HAT), first match wins:\n");
+    if l.hat.is_empty() {
+        t.push_str("     (empty: every sender is rejected)\n");
+    }
+    let mut hat = Vec::new();
+    for h in &l.hat {
+        let p = &cfg.policies[h.policy];
+        let senders = sender_list(&h.senders);
+        if h.group == "ALL" && senders == "ALL" {
+            t.push_str(&format!(
+                "     ALL -> ${} ({})\n",
+                p.name,
+                p.behavior.as_str()
+            ));
+        } else {
+            t.push_str(&format!(
+                "     {}: {} -> ${} ({})\n",
+                h.group,
+                senders,
+                p.name,
+                p.behavior.as_str()
+            ));
+        }
+        hat.push(json!({ "group": h.group, "senders": h.senders.iter().map(|s| s.to_string()).collect::<Vec<_>>(), "policy": p.name, "behavior": p.behavior.as_str() }));
+    }
+    t.push_str("   Recipient Access Table (RAT), first match wins:\n");
+    let mut rat = Vec::new();
+    for r in &l.rat {
+        let action = match r.action {
+            crate::config::RatAction::Accept => "ACCEPT",
+            crate::config::RatAction::Reject => "REJECT",
+        };
+        t.push_str(&format!("     {} -> {action}\n", r.recipients.join(", ")));
+        rat.push(json!({ "recipients": r.recipients, "action": action }));
+    }
+    if !l
+        .rat
+        .iter()
+        .any(|r| r.recipients.iter().any(|x| x == "ALL"))
+    {
+        t.push_str("     (anything else) -> REJECT\n");
+    }
+    json!({
+        "name": l.name,
+        "interface": iface.name,
+        "address": iface.address,
+        "port": l.port,
+        "type": kind.to_ascii_lowercase(),
+        "running": running.map(|r| json!({ "address": r.address, "suspended": r.suspended })),
+        "hat": hat,
+        "rat": rat,
+    })
+}
+
+/// "GROUP=SENDER[,SENDER...]:POLICY" -> (group, senders, policy name).
+fn parse_hat_spec(cfg: &Config, spec: &str) -> Result<(String, Vec<String>, String), String> {
+    let bad = || {
+        format!("Cannot read --hat-add \"{spec}\"; write GROUP=SENDER[,SENDER...]:POLICY, for example \"PARTNERS=10.0.0.0/8,.partner.example:RELAYED\".")
+    };
+    let (group, rest) = spec.split_once('=').ok_or_else(bad)?;
+    let (senders, policy) = rest.rsplit_once(':').ok_or_else(bad)?;
+    let group = group.trim();
+    let senders: Vec<String> = senders
+        .split(',')
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+        .collect();
+    if group.is_empty() || senders.is_empty() {
+        return Err(bad());
+    }
+    let policy = policy.trim().trim_start_matches('$');
+    let Some(p) = cfg
+        .policies
+        .iter()
+        .find(|p| p.name.eq_ignore_ascii_case(policy))
+    else {
+        let names: Vec<&str> = cfg.policies.iter().map(|p| p.name.as_str()).collect();
+        return Err(format!(
+            "Unknown policy \"{policy}\" in --hat-add \"{spec}\"; allowed: {}.",
+            quoted_list(&names)
+        ));
+    };
+    Ok((group.to_string(), senders, p.name.clone()))
+}
+
+/// "RECIPIENT[,RECIPIENT...]:accept|reject" -> (recipients, action).
+fn parse_rat_spec(spec: &str) -> Result<(Vec<String>, String), String> {
+    let bad = || {
+        format!("Cannot read --rat-add \"{spec}\"; write RECIPIENT[,RECIPIENT...]:accept or :reject, for example \"example.com,.example.com:accept\".")
+    };
+    let (recipients, action) = spec.rsplit_once(':').ok_or_else(bad)?;
+    let action = action.trim().to_ascii_lowercase();
+    if action != "accept" && action != "reject" {
+        return Err(format!(
+            "\"{action}\" is not a RAT action in --rat-add \"{spec}\"; allowed: accept, reject."
+        ));
+    }
+    let recipients: Vec<String> = recipients
+        .split(',')
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+        .collect();
+    if recipients.is_empty() {
+        return Err(bad());
+    }
+    Ok((recipients, action))
+}
+
+/// The HAT/RAT edits of `listenerconfig new|edit`; returns summary lines.
+fn table_edits(
+    cfg: &Config,
+    doc: &mut Doc,
+    listener: &str,
+    args: &Json,
+) -> Result<Vec<String>, String> {
+    let mut lines = Vec::new();
+    for g in arg_list(args, "hat_delete").unwrap_or_default() {
+        doc.hat_delete(listener, &g)?;
+        lines.push(format!("HAT: sender group {g} deleted."));
+    }
+    for spec in arg_list_raw(args, "hat_add") {
+        let (group, senders, policy) = parse_hat_spec(cfg, &spec)?;
+        let added = doc.hat_add(listener, &group, &senders, &policy)?;
+        lines.push(format!(
+            "HAT: {group}: {} -> ${policy} {}.",
+            senders.join(", "),
+            if added { "added" } else { "replaced" }
+        ));
+    }
+    for r in arg_list(args, "rat_delete").unwrap_or_default() {
+        doc.rat_delete(listener, &r)?;
+        lines.push(format!("RAT: {r} deleted."));
+    }
+    for spec in arg_list_raw(args, "rat_add") {
+        let (recipients, action) = parse_rat_spec(&spec)?;
+        doc.rat_add(listener, &recipients, &action)?;
+        lines.push(format!(
+            "RAT: {} -> {} added.",
+            recipients.join(", "),
+            action.to_ascii_uppercase()
+        ));
+    }
+    Ok(lines)
+}
+
+/// A list of specs that contain commas themselves: only a JSON array.
+fn arg_list_raw(args: &Json, key: &str) -> Vec<String> {
+    match args.get(key) {
+        Some(Json::Array(a)) => a
+            .iter()
+            .filter_map(|v| v.as_str())
+            .map(str::to_string)
+            .collect(),
+        Some(Json::String(s)) if !s.is_empty() => vec![s.clone()],
+        _ => Vec::new(),
+    }
+}
+
+fn parse_kind(k: &str) -> Result<String, String> {
+    match k.to_ascii_lowercase().as_str() {
+        "public" => Ok("public".into()),
+        "private" => Ok("private".into()),
+        other => Err(format!(
+            "\"{other}\" is not a listener type; allowed: public, private."
+        )),
+    }
+}
+
+fn parse_port(args: &Json) -> Result<Option<u16>, String> {
+    match args.get("port") {
+        None | Some(Json::Null) => Ok(None),
+        Some(v) => match v.as_u64() {
+            Some(p) if p <= 65535 => Ok(Some(p as u16)),
+            _ => Err(format!(
+                "{v} is not a port; allowed: 0 (any free port) to 65535."
+            )),
+        },
+    }
+}
+
+pub fn listenerconfig(shared: &Arc<Shared>, req: &Request) -> Response {
+    let args = &req.args;
+    let name = arg_str(args, "name").map(str::to_string);
+    let port = match parse_port(args) {
+        Ok(p) => p,
+        Err(e) => return Response::error(e),
+    };
+    let kind = match arg_str(args, "type").map(parse_kind).transpose() {
+        Ok(k) => k,
+        Err(e) => return Response::error(e),
+    };
+    let interface = arg_str(args, "interface").map(str::to_string);
+    let has_table_edits = ["hat_add", "hat_delete", "rat_add", "rat_delete"]
+        .iter()
+        .any(|k| match args.get(*k) {
+            Some(Json::Array(a)) => !a.is_empty(),
+            Some(Json::String(s)) => !s.is_empty(),
+            _ => false,
+        });
+    match arg_str(args, "action").unwrap_or("list") {
+        "list" => {
+            let w = match working(shared) {
+                Ok(w) => w,
+                Err(r) => return r,
+            };
+            let mut t = format!("Currently configured listeners{}:\n", pending_label(w.pending));
+            let mut list = Vec::new();
+            for k in 0..w.cfg.listeners.len() {
+                if name.as_deref().is_some_and(|n| !w.cfg.listeners[k].name.eq_ignore_ascii_case(n)) {
+                    continue;
+                }
+                list.push(listener_report(shared, &w.cfg, k, &mut t));
+            }
+            if list.is_empty() {
+                if let Some(n) = &name {
+                    let names: Vec<&str> = w.cfg.listeners.iter().map(|l| l.name.as_str()).collect();
+                    return Response::error(format!("Unknown listener \"{n}\"; allowed: {}.", quoted_list(&names)));
+                }
+                t.push_str("(none)\n");
+            }
+            Response::ok(t, json!({ "listeners": list, "pending": w.pending }))
+        }
+        "new" => {
+            let (Some(name), Some(interface), Some(port)) = (name, interface, port) else {
+                return Response::error("listenerconfig new needs --name NAME, --interface INTERFACE and --port PORT.");
+            };
+            edit(shared, req, |cfg, doc| {
+                if let Some(l) = cfg.listeners.iter().find(|l| l.name.eq_ignore_ascii_case(&name)) {
+                    return Err(format!("A listener named {} already exists; use `pvo listenerconfig edit {}`.", l.name, l.name));
+                }
+                let k = cfg.interface_by_name(&interface).ok_or_else(|| format!("Unknown interface \"{interface}\"; allowed: {}.", allowed_interfaces(cfg, false)))?;
+                let kind = kind.clone().unwrap_or_else(|| "public".into());
+                doc.listener_new(&name, &cfg.interfaces[k].name, port, &kind)?;
+                let mut lines = vec![format!("Listener {name} (on {}, {}) SMTP TCP Port {port} {kind} created.", cfg.interfaces[k].name, cfg.interfaces[k].address)];
+                lines.extend(table_edits(cfg, doc, &name, args)?);
+                if arg_list_raw(args, "hat_add").is_empty() {
+                    lines.push("Its HAT is empty, so every sender is rejected until you add sender groups (--hat-add).".to_string());
+                }
+                Ok(lines.join("\n"))
+            })
+        }
+        "edit" => {
+            let Some(name) = name else {
+                return Response::error("listenerconfig edit needs the name of the listener.");
+            };
+            if port.is_none() && interface.is_none() && kind.is_none() && !has_table_edits {
+                return Response::error(format!(
+                    "Nothing to change for listener {name}: give --port, --interface, --type, --hat-add, --hat-delete, --rat-add or --rat-delete."
+                ));
+            }
+            edit(shared, req, |cfg, doc| {
+                let Some(l) = cfg.listeners.iter().find(|l| l.name.eq_ignore_ascii_case(&name)) else {
+                    let names: Vec<&str> = cfg.listeners.iter().map(|l| l.name.as_str()).collect();
+                    return Err(format!("Unknown listener \"{name}\"; allowed: {}.", quoted_list(&names)));
+                };
+                let iface = match &interface {
+                    Some(i) => Some(cfg.interfaces[cfg.interface_by_name(i).ok_or_else(|| format!("Unknown interface \"{i}\"; allowed: {}.", allowed_interfaces(cfg, false)))?].name.clone()),
+                    None => None,
+                };
+                doc.listener_edit(&l.name, port, iface.as_deref(), kind.as_deref())?;
+                let mut lines = Vec::new();
+                if let Some(p) = port {
+                    lines.push(format!("Listener {}: port {} -> {p}.", l.name, l.port));
+                }
+                if let Some(i) = &iface {
+                    lines.push(format!("Listener {}: interface {} -> {i}.", l.name, cfg.interfaces[l.interface].name));
+                }
+                if let Some(k) = &kind {
+                    lines.push(format!("Listener {}: type {k}.", l.name));
+                }
+                lines.extend(table_edits(cfg, doc, &l.name, args)?);
+                Ok(lines.join("\n"))
+            })
+        }
+        "delete" => {
+            let Some(name) = name else {
+                return Response::error("listenerconfig delete needs the name of the listener.");
+            };
+            edit(shared, req, |cfg, doc| {
+                let Some(l) = cfg.listeners.iter().find(|l| l.name.eq_ignore_ascii_case(&name)) else {
+                    let names: Vec<&str> = cfg.listeners.iter().map(|l| l.name.as_str()).collect();
+                    return Err(format!("Unknown listener \"{name}\"; allowed: {}.", quoted_list(&names)));
+                };
+                doc.listener_delete(&l.name)?;
+                Ok(format!("Listener {} deleted.", l.name))
+            })
+        }
+        other => Response::error(format!("Unknown listenerconfig action \"{other}\"; allowed: new, edit, delete (or none to list).")),
+    }
+}
+
+// ---------------------------------------------------------------------------
+// smtproutes
+// ---------------------------------------------------------------------------
+
+fn hop_label(host: &str, port: u16) -> String {
+    if host.contains(':') {
+        format!("[{host}]:{port}")
+    } else {
+        format!("{host}:{port}")
+    }
+}
+
+fn target_label(t: &RouteTarget) -> String {
+    match t {
+        RouteTarget::Hosts(h) => h
+            .iter()
+            .map(|(h, p)| hop_label(h, *p))
+            .collect::<Vec<_>>()
+            .join(", "),
+        RouteTarget::Maildir(d) => format!("maildir {}", d.display()),
+    }
+}
+
+fn valid_route_domain(d: &str) -> bool {
+    let d = d.trim().trim_end_matches('.');
+    let labels = d.strip_prefix('.').unwrap_or(d);
+    d.eq_ignore_ascii_case("all")
+        || (!labels.is_empty()
+            && labels.split('.').all(|l| {
+                !l.is_empty()
+                    && !l.starts_with('-')
+                    && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+            }))
+}
+
+pub fn smtproutes(shared: &Arc<Shared>, req: &Request) -> Response {
+    let args = &req.args;
+    let domain = arg_str(args, "domain").map(str::to_string);
+    let hosts = arg_list(args, "hosts").unwrap_or_default();
+    let action = arg_str(args, "action").unwrap_or("list").to_string();
+    match action.as_str() {
+        "list" => {
+            let w = match working(shared) {
+                Ok(w) => w,
+                Err(r) => return r,
+            };
+            if w.cfg.routes.is_empty() {
+                return Response::ok(format!("There are currently no routes configured{}.", pending_label(w.pending)), json!({ "routes": [], "pending": w.pending }));
+            }
+            let mut t = format!("SMTP routes{}:\n{:<30} {}\n", pending_label(w.pending), "Domain", "Routes");
+            let mut list = Vec::new();
+            for r in &w.cfg.routes {
+                t.push_str(&format!("{:<30} {}\n", r.domain, target_label(&r.target)));
+                let target = match &r.target {
+                    RouteTarget::Hosts(h) => json!({ "hosts": h.iter().map(|(h, p)| hop_label(h, *p)).collect::<Vec<_>>() }),
+                    RouteTarget::Maildir(d) => json!({ "maildir": d }),
+                };
+                list.push(json!({ "domain": r.domain, "target": target }));
+            }
+            Response::ok(t, json!({ "routes": list, "pending": w.pending }))
+        }
+        "new" | "edit" => {
+            let Some(domain) = domain else {
+                return Response::error(format!("smtproutes {action} needs --domain DOMAIN (or ALL for the default route)."));
+            };
+            if hosts.is_empty() {
+                return Response::error(format!("smtproutes {action} needs --hosts HOST[:PORT][,HOST[:PORT]...]."));
+            }
+            if !valid_route_domain(&domain) {
+                return Response::error(format!("\"{domain}\" is not a route domain; allowed: a domain such as example.com, .example.com (subdomains), or ALL."));
+            }
+            for h in &hosts {
+                if crate::config::parse_host_port(h).is_none() {
+                    return Response::error(format!("\"{h}\" is not a next hop; allowed: host, host:port or [1.2.3.4]:port."));
+                }
+            }
+            let d = normalize_domain(&domain);
+            edit(shared, req, |cfg, doc| {
+                let existing = cfg.routes.iter().find(|r| r.domain == d);
+                match (action.as_str(), existing) {
+                    ("new", Some(r)) => {
+                        return Err(format!(
+                            "A route for {d} already exists ({}); change it with `pvo smtproutes edit --domain {d} --hosts ...`.",
+                            target_label(&r.target)
+                        ))
+                    }
+                    ("edit", None) => {
+                        let names: Vec<&str> = cfg.routes.iter().map(|r| r.domain.as_str()).collect();
+                        return Err(format!("There is no route for {d}; allowed: {}.", quoted_list(&names)));
+                    }
+                    _ => {}
+                }
+                doc.route_set(&d, &hosts)?;
+                Ok(format!("Route {} {d} -> {}.", if action == "new" { "added:" } else { "changed:" }, hosts.join(", ")))
+            })
+        }
+        "delete" => {
+            let Some(domain) = domain else {
+                return Response::error("smtproutes delete needs --domain DOMAIN.");
+            };
+            let d = normalize_domain(&domain);
+            edit(shared, req, |cfg, doc| {
+                if !cfg.routes.iter().any(|r| r.domain == d) {
+                    let names: Vec<&str> = cfg.routes.iter().map(|r| r.domain.as_str()).collect();
+                    return Err(format!("There is no route for {d}; allowed: {}.", quoted_list(&names)));
+                }
+                doc.route_delete(&d)?;
+                Ok(format!("Route for {d} deleted."))
+            })
+        }
+        "clear" => edit(shared, req, |cfg, doc| {
+            if cfg.routes.is_empty() {
+                return Err("There are no routes to clear.".to_string());
+            }
+            let n = doc.route_clear();
+            Ok(format!("All routes cleared ({n}). Mail is now delivered to the MX hosts of each domain."))
+        }),
+        other => Response::error(format!("Unknown smtproutes action \"{other}\"; allowed: new, edit, delete, clear (or none to list).")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg() -> Config {
+        Config::parse(
+            "[[policy]]\nname = \"RELAYED\"\nbehavior = \"relay\"\n[[policy]]\nname = \"BLOCKED\"\nbehavior = \"reject\"\n",
+            Path::new("t.toml"),
+            Path::new("/tmp"),
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn config_hat_specs() {
+        let c = cfg();
+        let (g, s, p) = parse_hat_spec(
+            &c,
+            "PARTNERS=10.0.0.0/8, .partner.example , 2001:db8::1:$relayed",
+        )
+        .unwrap();
+        assert_eq!((g.as_str(), p.as_str()), ("PARTNERS", "RELAYED"));
+        assert_eq!(s, ["10.0.0.0/8", ".partner.example", "2001:db8::1"]);
+        let e = parse_hat_spec(&c, "X=1.2.3.4:NOPE").unwrap_err();
+        assert!(e.contains("allowed: \"RELAYED\", \"BLOCKED\""), "{e}");
+        assert!(parse_hat_spec(&c, "no-equals:RELAYED").is_err());
+        assert!(parse_hat_spec(&c, "X=:RELAYED").is_err());
+    }
+
+    #[test]
+    fn config_rat_specs_and_versions() {
+        assert_eq!(
+            parse_rat_spec("example.com,.example.com:ACCEPT").unwrap(),
+            (
+                vec!["example.com".to_string(), ".example.com".to_string()],
+                "accept".to_string()
+            )
+        );
+        assert!(parse_rat_spec("example.com:maybe")
+            .unwrap_err()
+            .contains("allowed: accept, reject"));
+        assert_eq!(
+            parse_versions(&["TLSv1.3".into(), "1.2".into(), "1.3".into()]).unwrap(),
+            ["1.3", "1.2"]
+        );
+        let e = parse_versions(&["1.0".into()]).unwrap_err();
+        assert!(
+            e.contains("do not exist in rustls") && e.contains("allowed: 1.2, 1.3"),
+            "{e}"
+        );
+        assert!(parse_versions(&["SSLv3".into()])
+            .unwrap_err()
+            .contains("SSL"));
+    }
+
+    #[test]
+    fn config_route_domains() {
+        assert!(
+            valid_route_domain("ALL")
+                && valid_route_domain("example.com.")
+                && valid_route_domain(".example.com")
+        );
+        assert!(!valid_route_domain("not a domain") && !valid_route_domain("a@b"));
+        assert_eq!(hop_label("::1", 25), "[::1]:25");
+    }
 }

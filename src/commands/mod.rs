@@ -44,7 +44,9 @@ pub async fn dispatch(shared: &Arc<Shared>, req: Request) -> Response {
 
 /// A string argument.
 pub fn arg_str<'a>(args: &'a serde_json::Value, key: &str) -> Option<&'a str> {
-    args.get(key).and_then(|v| v.as_str()).filter(|s| !s.is_empty())
+    args.get(key)
+        .and_then(|v| v.as_str())
+        .filter(|s| !s.is_empty())
 }
 
 pub fn arg_u64(args: &serde_json::Value, key: &str) -> Option<u64> {

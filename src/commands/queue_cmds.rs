@@ -18,7 +18,10 @@ use crate::node::Shared;
 use crate::queue::{Event, HostStatus, QueuedRecipient, Removal, Selection};
 
 fn now() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
 }
 
 /// The selection of `showrecipients` and friends: --host, --sender or --all.
@@ -43,19 +46,53 @@ pub async fn tophosts(shared: &Arc<Shared>, args: &serde_json::Value) -> Respons
     let mut rows = shared.queue.hosts().await;
     let sort = arg_str(args, "sort").unwrap_or("active");
     match sort {
-        "active" => rows.sort_by(|a, b| b.active_recipients.cmp(&a.active_recipients).then(a.host.cmp(&b.host))),
-        "conn" => rows.sort_by(|a, b| b.connections_out.cmp(&a.connections_out).then(a.host.cmp(&b.host))),
-        "delivered" => rows.sort_by(|a, b| b.delivered_recipients.cmp(&a.delivered_recipients).then(a.host.cmp(&b.host))),
-        "soft" => rows.sort_by(|a, b| b.soft_bounced.cmp(&a.soft_bounced).then(a.host.cmp(&b.host))),
-        "hard" => rows.sort_by(|a, b| b.hard_bounced.cmp(&a.hard_bounced).then(a.host.cmp(&b.host))),
-        other => return Response::error(format!("Unknown sort order \"{other}\"; use one of: active, conn, delivered, hard, soft.")),
+        "active" => rows.sort_by(|a, b| {
+            b.active_recipients
+                .cmp(&a.active_recipients)
+                .then(a.host.cmp(&b.host))
+        }),
+        "conn" => rows.sort_by(|a, b| {
+            b.connections_out
+                .cmp(&a.connections_out)
+                .then(a.host.cmp(&b.host))
+        }),
+        "delivered" => rows.sort_by(|a, b| {
+            b.delivered_recipients
+                .cmp(&a.delivered_recipients)
+                .then(a.host.cmp(&b.host))
+        }),
+        "soft" => rows.sort_by(|a, b| {
+            b.soft_bounced
+                .cmp(&a.soft_bounced)
+                .then(a.host.cmp(&b.host))
+        }),
+        "hard" => rows.sort_by(|a, b| {
+            b.hard_bounced
+                .cmp(&a.hard_bounced)
+                .then(a.host.cmp(&b.host))
+        }),
+        other => {
+            return Response::error(format!(
+                "Unknown sort order \"{other}\"; use one of: active, conn, delivered, hard, soft."
+            ))
+        }
     }
     let mut t = format!("Status as of:                  {} GMT\n", ctime(now()));
     t.push_str("Hosts marked with '*' were down as of the last delivery attempt.\n");
-    t.push_str(&format!("{:<3} {:<34} {:>7} {:>6} {:>7} {:>8} {:>8}\n", "", "", "Active", "Conn.", "Deliv.", "Soft", "Hard"));
-    t.push_str(&format!("{:<3} {:<34} {:>7} {:>6} {:>7} {:>8} {:>8}\n", "#", "Recipient Host", "Recip.", "Out", "Recip.", "Bounced", "Bounced"));
+    t.push_str(&format!(
+        "{:<3} {:<34} {:>7} {:>6} {:>7} {:>8} {:>8}\n",
+        "", "", "Active", "Conn.", "Deliv.", "Soft", "Hard"
+    ));
+    t.push_str(&format!(
+        "{:<3} {:<34} {:>7} {:>6} {:>7} {:>8} {:>8}\n",
+        "#", "Recipient Host", "Recip.", "Out", "Recip.", "Bounced", "Bounced"
+    ));
     for (i, r) in rows.iter().enumerate() {
-        let name = if r.down { format!("*{}", r.host) } else { r.host.clone() };
+        let name = if r.down {
+            format!("*{}", r.host)
+        } else {
+            r.host.clone()
+        };
         t.push_str(&format!(
             "{:<3} {:<34} {:>7} {:>6} {:>7} {:>8} {:>8}\n",
             i + 1,
@@ -75,7 +112,9 @@ pub async fn tophosts(shared: &Arc<Shared>, args: &serde_json::Value) -> Respons
 
 pub async fn hoststatus(shared: &Arc<Shared>, args: &serde_json::Value) -> Response {
     let Some(host) = arg_str(args, "host") else {
-        return Response::error("hoststatus needs a host name, for example: pvo hoststatus example.com");
+        return Response::error(
+            "hoststatus needs a host name, for example: pvo hoststatus example.com",
+        );
     };
     let host = host.trim_end_matches('.').to_ascii_lowercase();
     let rows = shared.queue.hosts().await;
@@ -90,30 +129,61 @@ pub async fn hoststatus(shared: &Arc<Shared>, args: &serde_json::Value) -> Respo
     };
     let cfg = shared.config();
     let route = match cfg.route(&host).map(|r| r.target.clone()) {
-        Some(crate::config::RouteTarget::Hosts(h)) => h.iter().map(|(h, p)| format!("{h}:{p}")).collect::<Vec<_>>().join(", "),
+        Some(crate::config::RouteTarget::Hosts(h)) => h
+            .iter()
+            .map(|(h, p)| format!("{h}:{p}"))
+            .collect::<Vec<_>>()
+            .join(", "),
         Some(crate::config::RouteTarget::Maildir(d)) => format!("maildir {}", d.display()),
         None => "MX records".to_string(),
     };
-    let tls = cfg.destination(&host).map_or(cfg.tls_outbound.default, |d| d.tls);
+    let tls = cfg
+        .destination(&host)
+        .map_or(cfg.tls_outbound.default, |d| d.tls);
     let mut t = format!("Host mail status for: '{host}'\n");
     t.push_str(&format!("Status as of:          {} GMT\n", ctime(now())));
-    t.push_str(&format!("Host up/down:          {}\n", if row.down { "down" } else { "up" }));
+    t.push_str(&format!(
+        "Host up/down:          {}\n",
+        if row.down { "down" } else { "up" }
+    ));
     t.push_str(&format!("Route:                 {route}\n"));
     t.push_str(&format!("TLS:                   {}\n\n", tls.as_str()));
     t.push_str("Counters:\n  Queue\n");
-    t.push_str(&format!("    {:<32}{:>10}\n", "Soft Bounced Events", row.soft_bounced));
+    t.push_str(&format!(
+        "    {:<32}{:>10}\n",
+        "Soft Bounced Events", row.soft_bounced
+    ));
     t.push_str("  Completion\n");
-    t.push_str(&format!("    {:<32}{:>10}\n", "Completed Recipients", row.delivered_recipients + row.hard_bounced));
-    t.push_str(&format!("    {:<32}{:>10}\n", "Hard Bounced Recipients", row.hard_bounced));
-    t.push_str(&format!("    {:<32}{:>10}\n", "Delivered Recipients", row.delivered_recipients));
+    t.push_str(&format!(
+        "    {:<32}{:>10}\n",
+        "Completed Recipients",
+        row.delivered_recipients + row.hard_bounced
+    ));
+    t.push_str(&format!(
+        "    {:<32}{:>10}\n",
+        "Hard Bounced Recipients", row.hard_bounced
+    ));
+    t.push_str(&format!(
+        "    {:<32}{:>10}\n",
+        "Delivered Recipients", row.delivered_recipients
+    ));
     t.push_str("Gauges:\n  Queue\n");
-    t.push_str(&format!("    {:<32}{:>10}\n", "Active Recipients", row.active_recipients));
+    t.push_str(&format!(
+        "    {:<32}{:>10}\n",
+        "Active Recipients", row.active_recipients
+    ));
     t.push_str("  Connections\n");
-    t.push_str(&format!("    {:<32}{:>10}\n", "Current Outbound Connections", row.connections_out));
+    t.push_str(&format!(
+        "    {:<32}{:>10}\n",
+        "Current Outbound Connections", row.connections_out
+    ));
     if let Some(e) = &row.last_error {
         t.push_str(&format!("\nLast error: {e}\n"));
     }
-    Response::ok(t, json!({ "host": host, "known": true, "status": row, "route": route, "tls": tls.as_str() }))
+    Response::ok(
+        t,
+        json!({ "host": host, "known": true, "status": row, "route": route, "tls": tls.as_str() }),
+    )
 }
 
 async fn recipients(shared: &Shared, sel: Selection) -> Vec<QueuedRecipient> {
@@ -129,13 +199,28 @@ pub async fn showrecipients(shared: &Arc<Shared>, args: &serde_json::Value) -> R
     };
     let rows = recipients(shared, sel.clone()).await;
     let mut t = format!("Recipients in the queue for {}:\n", describe(&sel));
-    t.push_str(&format!("{:<18} {:<16} {}\n", "MID/[RID]", "Bytes/Attempts", "Sender/Recipient"));
+    t.push_str(&format!(
+        "{:<18} {:<16} {}\n",
+        "MID/[RID]", "Bytes/Attempts", "Sender/Recipient"
+    ));
     for r in &rows {
-        t.push_str(&format!("{:<18} {:<16} {}\n", format!("{} [{}]", r.mid, r.rid), format!("{}/{}", r.size, r.attempts), r.sender_shown()));
-        t.push_str(&format!("{:<18} {:<16} {} ({}, {})\n", "", "", r.recipient, r.host, r.state));
+        t.push_str(&format!(
+            "{:<18} {:<16} {}\n",
+            format!("{} [{}]", r.mid, r.rid),
+            format!("{}/{}", r.size, r.attempts),
+            r.sender_shown()
+        ));
+        t.push_str(&format!(
+            "{:<18} {:<16} {} ({}, {})\n",
+            "", "", r.recipient, r.host, r.state
+        ));
     }
     let mids: std::collections::BTreeSet<u64> = rows.iter().map(|r| r.mid).collect();
-    t.push_str(&format!("{} recipients in {} messages.\n", rows.len(), mids.len()));
+    t.push_str(&format!(
+        "{} recipients in {} messages.\n",
+        rows.len(),
+        mids.len()
+    ));
     Response::ok(t, json!({ "selection": sel, "recipients": rows }))
 }
 
@@ -153,10 +238,27 @@ async fn remove(shared: &Arc<Shared>, args: &serde_json::Value, how: Removal) ->
     let (tx, rx) = oneshot::channel();
     shared.queue.send(Event::Remove(sel.clone(), how, tx));
     let (n, busy) = rx.await.unwrap_or((0, 0));
-    let verb = if how == Removal::Delete { "deleted" } else { "bounced" };
+    // The queue manager has handed the recipients' new state to the spool;
+    // answer only once it is on disk, so that a deleted recipient stays
+    // deleted even if the node is killed right after the answer.
+    if n > 0 {
+        let spool = shared.spool.clone();
+        match tokio::task::spawn_blocking(move || spool.sync()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return Response::error(format!("{n} recipients were taken out of the queue, but writing that to the spool failed: {e}. They may come back after a restart.")),
+            Err(e) => return Response::error(format!("{n} recipients were taken out of the queue, but writing that to the spool failed: {e}")),
+        }
+    }
+    let verb = if how == Removal::Delete {
+        "deleted"
+    } else {
+        "bounced"
+    };
     let mut t = format!("{n} recipients {verb} ({}).\n", describe(&sel));
     if busy > 0 {
-        t.push_str(&format!("{busy} recipients were being delivered at that moment and were left to finish.\n"));
+        t.push_str(&format!(
+            "{busy} recipients were being delivered at that moment and were left to finish.\n"
+        ));
     }
     Response::ok(t, json!({ "selection": sel, verb: n, "in_delivery": busy }))
 }
@@ -174,13 +276,20 @@ pub async fn redirectrecipients(shared: &Arc<Shared>, args: &serde_json::Value) 
         return Response::error("redirectrecipients needs the host to send every queued message to, for example: pvo redirectrecipients mail.example.net:25");
     };
     let Some((host, port)) = crate::config::parse_host_port(target) else {
-        return Response::error(format!("\"{target}\" is not a host; use HOST, HOST:PORT or [IP]:PORT."));
+        return Response::error(format!(
+            "\"{target}\" is not a host; use HOST, HOST:PORT or [IP]:PORT."
+        ));
     };
     let (tx, rx) = oneshot::channel();
     shared.queue.send(Event::Redirect(host.clone(), port, tx));
     let n = rx.await.unwrap_or(0);
-    shared.log.info(format!("All queued recipients redirected to {host}:{port} by administrator ({n} recipients)"));
-    Response::ok(format!("{n} recipients redirected to {host}:{port}.\n"), json!({ "host": host, "port": port, "redirected": n }))
+    shared.log.info(format!(
+        "All queued recipients redirected to {host}:{port} by administrator ({n} recipients)"
+    ));
+    Response::ok(
+        format!("{n} recipients redirected to {host}:{port}.\n"),
+        json!({ "host": host, "port": port, "redirected": n }),
+    )
 }
 
 pub async fn delivernow(shared: &Arc<Shared>, args: &serde_json::Value) -> Response {
@@ -189,5 +298,8 @@ pub async fn delivernow(shared: &Arc<Shared>, args: &serde_json::Value) -> Respo
     shared.queue.send(Event::DeliverNow(host.clone(), tx));
     let n = rx.await.unwrap_or(0);
     let which = host.clone().unwrap_or_else(|| "all hosts".into());
-    Response::ok(format!("{n} recipients of {which} rescheduled for immediate delivery.\n"), json!({ "host": host, "rescheduled": n }))
+    Response::ok(
+        format!("{n} recipients of {which} rescheduled for immediate delivery.\n"),
+        json!({ "host": host, "rescheduled": n }),
+    )
 }

@@ -9,12 +9,16 @@ use tokio::sync::oneshot;
 
 use super::{arg_bool, arg_str, arg_u64};
 use crate::admin::Response;
+use crate::listeners::Resumed;
 use crate::mail_log::ctime;
 use crate::node::{CounterSet, Shared};
 use crate::queue::{Event, Gauges};
 
 fn now() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
 }
 
 fn human_duration(secs: u64) -> String {
@@ -52,33 +56,58 @@ pub async fn status(shared: &Arc<Shared>, args: &serde_json::Value) -> Response 
     let started_at = now().saturating_sub(up);
     let state = system_status(shared);
     let listeners = shared.listeners.states();
-    let suspended: Vec<&str> = listeners.iter().filter(|l| l.suspended).map(|l| l.name.as_str()).collect();
+    let suspended: Vec<&str> = listeners
+        .iter()
+        .filter(|l| l.suspended)
+        .map(|l| l.name.as_str())
+        .collect();
     let spool = shared.spool.stats();
     let mut t = String::new();
     if !detail {
         t.push_str("Enter \"status detail\" for more information.\n\n");
     }
-    t.push_str(&format!("Status as of:                  {} GMT\n", ctime(now())));
-    t.push_str(&format!("Up since:                      {} GMT ({})\n", ctime(started_at), human_duration(up)));
+    t.push_str(&format!(
+        "Status as of:                  {} GMT\n",
+        ctime(now())
+    ));
+    t.push_str(&format!(
+        "Up since:                      {} GMT ({})\n",
+        ctime(started_at),
+        human_duration(up)
+    ));
     t.push_str(&format!(
         "Last counter reset:            {}\n",
-        shared.counters.reset_at().map_or("Never".to_string(), |r| format!("{} GMT", ctime(r)))
+        shared
+            .counters
+            .reset_at()
+            .map_or("Never".to_string(), |r| format!("{} GMT", ctime(r)))
     ));
     t.push_str(&format!("System status:                 {state}\n"));
     if !suspended.is_empty() && state == "Online" {
-        t.push_str(&format!("Listeners suspended:           {}\n", suspended.join(", ")));
+        t.push_str(&format!(
+            "Listeners suspended:           {}\n",
+            suspended.join(", ")
+        ));
     }
     if g.delivery_suspended {
         t.push_str("Delivery:                      Suspended\n");
     }
     t.push_str(&format!(
         "Oldest Message:                {}\n",
-        g.oldest_received_at.map_or("No Messages".to_string(), |r| human_duration(now().saturating_sub(r)))
+        g.oldest_received_at
+            .map_or("No Messages".to_string(), |r| human_duration(
+                now().saturating_sub(r)
+            ))
     ));
     t.push('\n');
     t.push_str("Counters:                          Reset         Uptime       Lifetime\n");
     let row = |t: &mut String, label: &str, f: fn(&CounterSet) -> u64| {
-        t.push_str(&format!("    {label:<28}{:>10} {:>14} {:>14}\n", f(&reset), f(&c), f(&lifetime)));
+        t.push_str(&format!(
+            "    {label:<28}{:>10} {:>14} {:>14}\n",
+            f(&reset),
+            f(&c),
+            f(&lifetime)
+        ));
     };
     t.push_str("  Receiving\n");
     row(&mut t, "Messages Received", |s| s.messages_received);
@@ -89,28 +118,73 @@ pub async fn status(shared: &Arc<Shared>, args: &serde_json::Value) -> Response 
     t.push_str("  Queue\n");
     row(&mut t, "Soft Bounced Events", |s| s.soft_bounced);
     t.push_str("  Completion\n");
-    row(&mut t, "Completed Recipients", |s| s.delivered_rcpts + s.bounced_rcpts);
+    row(&mut t, "Completed Recipients", |s| {
+        s.delivered_rcpts + s.bounced_rcpts
+    });
     row(&mut t, "Hard Bounced Recipients", |s| s.bounced_rcpts);
     row(&mut t, "Delivered Recipients", |s| s.delivered_rcpts);
     if detail {
-        let rate = |n: u64| if up == 0 { 0.0 } else { n as f64 * 3600.0 / up as f64 };
+        let rate = |n: u64| {
+            if up == 0 {
+                0.0
+            } else {
+                n as f64 * 3600.0 / up as f64
+            }
+        };
         t.push_str("\nRates (Events Per Hour, average since start):\n");
-        t.push_str(&format!("    {:<28}{:>10.0}\n", "Messages Received", rate(c.messages_received)));
-        t.push_str(&format!("    {:<28}{:>10.0}\n", "Recipients Received", rate(c.recipients_received)));
-        t.push_str(&format!("    {:<28}{:>10.0}\n", "Completed Recipients", rate(c.delivered_rcpts + c.bounced_rcpts)));
+        t.push_str(&format!(
+            "    {:<28}{:>10.0}\n",
+            "Messages Received",
+            rate(c.messages_received)
+        ));
+        t.push_str(&format!(
+            "    {:<28}{:>10.0}\n",
+            "Recipients Received",
+            rate(c.recipients_received)
+        ));
+        t.push_str(&format!(
+            "    {:<28}{:>10.0}\n",
+            "Completed Recipients",
+            rate(c.delivered_rcpts + c.bounced_rcpts)
+        ));
     }
     t.push_str("\nGauges:                           Current\n");
     t.push_str("  Connections\n");
-    t.push_str(&format!("    {:<28}{:>10}\n", "Current Inbound Conn.", c.connections_open));
-    t.push_str(&format!("    {:<28}{:>10}\n", "Current Outbound Conn.", g.connections_out));
+    t.push_str(&format!(
+        "    {:<28}{:>10}\n",
+        "Current Inbound Conn.", c.connections_open
+    ));
+    t.push_str(&format!(
+        "    {:<28}{:>10}\n",
+        "Current Outbound Conn.", g.connections_out
+    ));
     t.push_str("  Queue\n");
-    t.push_str(&format!("    {:<28}{:>10}\n", "Active Recipients", g.active_recipients));
-    t.push_str(&format!("    {:<28}{:>10}\n", "Messages In Work Queue", g.messages));
-    t.push_str(&format!("    {:<28}{:>10}\n", "Kilobytes Used", spool.live_bytes / 1024));
+    t.push_str(&format!(
+        "    {:<28}{:>10}\n",
+        "Active Recipients", g.active_recipients
+    ));
+    t.push_str(&format!(
+        "    {:<28}{:>10}\n",
+        "Messages In Work Queue", g.messages
+    ));
+    t.push_str(&format!(
+        "    {:<28}{:>10}\n",
+        "Kilobytes Used",
+        spool.live_bytes / 1024
+    ));
     if detail {
         t.push_str("\nListeners:\n");
         for l in &listeners {
-            t.push_str(&format!("    {:<28}{:>22} {}\n", l.name, l.address.to_string(), if l.suspended { "suspended" } else { "receiving" }));
+            t.push_str(&format!(
+                "    {:<28}{:>22} {}\n",
+                l.name,
+                l.address.to_string(),
+                if l.suspended {
+                    "suspended"
+                } else {
+                    "receiving"
+                }
+            ));
         }
     }
     let data = json!({
@@ -137,9 +211,15 @@ pub async fn suspend(shared: &Arc<Shared>, args: &serde_json::Value) -> Response
     let names = shared.listeners.suspend(&[]);
     let (tx, rx) = oneshot::channel();
     shared.queue.send(Event::SuspendDelivery(true, tx));
-    let _ = rx.await;
-    shared.log.info(format!("Receiving suspended for {}.", names.join(", ")));
-    shared.log.info("Delivery suspended.".to_string());
+    let was_suspended = rx.await.unwrap_or(false);
+    if !names.is_empty() {
+        shared
+            .log
+            .info(format!("Receiving suspended for {}.", names.join(", ")));
+    }
+    if !was_suspended {
+        shared.log.info("Delivery suspended.".to_string());
+    }
     shared.disconnect_sessions_after(Duration::from_secs(delay));
     let mut text = String::new();
     if names.is_empty() {
@@ -149,40 +229,93 @@ pub async fn suspend(shared: &Arc<Shared>, args: &serde_json::Value) -> Response
     }
     text.push_str("Delivery suspended.\n");
     if delay > 0 {
-        text.push_str(&format!("Open connections are closed after {delay} seconds.\n"));
+        text.push_str(&format!(
+            "Open connections are closed after {delay} seconds.\n"
+        ));
     }
-    Response::ok(text, json!({ "suspended_listeners": names, "delivery_suspended": true, "delay": delay }))
+    Response::ok(
+        text,
+        json!({ "suspended_listeners": names, "delivery_suspended": true, "delay": delay }),
+    )
 }
 
 pub async fn resume(shared: &Arc<Shared>) -> Response {
     shared.cancel_disconnect();
-    let names = match shared.listeners.resume(shared, &[]) {
-        Ok(n) => n,
-        Err(e) => return Response::error(format!("{e:#}")),
-    };
+    let resumed = shared.listeners.resume(shared, &[]);
+    // Delivery resumes even if a listener cannot: the administrator asked
+    // for both, and queued mail should not wait for a port.
     let (tx, rx) = oneshot::channel();
     shared.queue.send(Event::SuspendDelivery(false, tx));
     let was_suspended = rx.await.unwrap_or(false);
-    shared.log.info(format!("Receiving resumed for {}.", names.join(", ")));
-    let mut text = format!("Receiving resumed for {}.\n", names.join(", "));
     if was_suspended {
         shared.log.info("Delivery resumed.".to_string());
-        text.push_str("Delivery resumed.\n");
     }
-    Response::ok(text, json!({ "resumed_listeners": names, "delivery_resumed": was_suspended }))
+    // The appliance answers with the one line "Receiving resumed for ..."
+    // (the seeds show `Receiving resumed for euq_listener, cpq_listener.`);
+    // that delivery resumed too is in mail_logs and in the JSON.
+    resumed_answer(
+        shared,
+        resumed,
+        json!({ "delivery_resumed": was_suspended }),
+    )
 }
 
+/// The answer of `resume` and `resumelisteners`: the appliance's line, and
+/// an error naming each listener that could not listen again.
+fn resumed_answer(shared: &Shared, r: Resumed, mut data: serde_json::Value) -> Response {
+    let mut text = String::new();
+    if !r.receiving.is_empty() {
+        text = format!("Receiving resumed for {}.", r.receiving.join(", "));
+        shared.log.info(text.clone());
+    }
+    for why in &r.failed {
+        shared.log.warning(format!("{why}; it stays suspended."));
+        if !text.is_empty() {
+            text.push('\n');
+        }
+        text.push_str(&format!(
+            "{why}; it stays suspended. Free the port, then run resumelisteners."
+        ));
+    }
+    data["resumed_listeners"] = json!(r.receiving);
+    if r.failed.is_empty() {
+        return Response::ok(text, data);
+    }
+    data["error"] = json!(r.failed);
+    Response {
+        ok: false,
+        text,
+        data,
+    }
+}
+
+/// The listeners named by `listener`: `all` (or nothing) is every one,
+/// otherwise one name or several separated by commas, as the appliance
+/// accepts them. Empty means all.
 fn selected(shared: &Shared, args: &serde_json::Value) -> Result<Vec<String>, Response> {
     let which = arg_str(args, "listener").unwrap_or("all");
-    if which.eq_ignore_ascii_case("all") {
+    let wanted: Vec<&str> = which
+        .split(',')
+        .map(str::trim)
+        .filter(|w| !w.is_empty())
+        .collect();
+    if wanted.is_empty() || wanted.iter().any(|w| w.eq_ignore_ascii_case("all")) {
         return Ok(Vec::new());
     }
     let names = shared.listeners.names();
-    if names.iter().any(|n| n.eq_ignore_ascii_case(which)) {
-        Ok(vec![which.to_string()])
-    } else {
-        Err(Response::error(format!("Unknown listener \"{which}\". Listeners: {}, or all.", names.join(", "))))
+    let mut out = Vec::new();
+    for w in wanted {
+        match names.iter().find(|n| n.eq_ignore_ascii_case(w)) {
+            Some(n) => out.push(n.clone()),
+            None => {
+                return Err(Response::error(format!(
+                    "Unknown listener \"{w}\". Listeners: {}, or all.",
+                    names.join(", ")
+                )))
+            }
+        }
     }
+    Ok(out)
 }
 
 pub fn suspend_listeners(shared: &Arc<Shared>, args: &serde_json::Value) -> Response {
@@ -192,10 +325,18 @@ pub fn suspend_listeners(shared: &Arc<Shared>, args: &serde_json::Value) -> Resp
     };
     let names = shared.listeners.suspend(&sel);
     if names.is_empty() {
-        return Response::ok("The selected listeners were already suspended.", json!({ "suspended_listeners": names }));
+        return Response::ok(
+            "The selected listeners were already suspended.",
+            json!({ "suspended_listeners": names }),
+        );
     }
-    shared.log.info(format!("Receiving suspended for {}.", names.join(", ")));
-    Response::ok(format!("Receiving suspended for {}.", names.join(", ")), json!({ "suspended_listeners": names }))
+    shared
+        .log
+        .info(format!("Receiving suspended for {}.", names.join(", ")));
+    Response::ok(
+        format!("Receiving suspended for {}.", names.join(", ")),
+        json!({ "suspended_listeners": names }),
+    )
 }
 
 pub fn resume_listeners(shared: &Arc<Shared>, args: &serde_json::Value) -> Response {
@@ -204,13 +345,8 @@ pub fn resume_listeners(shared: &Arc<Shared>, args: &serde_json::Value) -> Respo
         Err(r) => return r,
     };
     shared.cancel_disconnect();
-    match shared.listeners.resume(shared, &sel) {
-        Ok(names) => {
-            shared.log.info(format!("Receiving resumed for {}.", names.join(", ")));
-            Response::ok(format!("Receiving resumed for {}.", names.join(", ")), json!({ "resumed_listeners": names }))
-        }
-        Err(e) => Response::error(format!("{e:#}")),
-    }
+    let resumed = shared.listeners.resume(shared, &sel);
+    resumed_answer(shared, resumed, json!({}))
 }
 
 pub async fn suspend_delivery(shared: &Arc<Shared>, on: bool) -> Response {
@@ -233,4 +369,3 @@ pub fn reset_counters(shared: &Arc<Shared>) -> Response {
     shared.counters.reset();
     Response::ok("Counters reset.", json!({ "reset_at": now() }))
 }
-
