@@ -31,6 +31,7 @@ struct Config {
     accepted_max_size: u64,
     accepted_max_recipients: u32,
     max_bad_commands: u32,
+    max_commands: u32,
     initial_retry: u64,
     destination_concurrency: u32,
 }
@@ -43,6 +44,7 @@ impl Config {
             accepted_max_size: 10_485_760,
             accepted_max_recipients: 100,
             max_bad_commands: 10,
+            max_commands: 100_000,
             initial_retry: 1,
             destination_concurrency: 10,
         }
@@ -136,6 +138,7 @@ keep = 2
 max_line_length = 2048
 max_bad_commands = {max_bad}
 max_messages_per_session = 1000
+max_commands_per_session = {max_commands}
 command_timeout = 300
 data_timeout = 600
 session_timeout = 1800
@@ -145,6 +148,7 @@ session_timeout = 1800
             concurrency = self.destination_concurrency,
             initial_retry = self.initial_retry,
             max_bad = self.max_bad_commands,
+            max_commands = self.max_commands,
         )
     }
 
@@ -805,6 +809,25 @@ fn pipelined_transactions_make_exactly_one_message_each() {
 // ---------------------------------------------------------------------------------------
 // (d), (e) limits
 // ---------------------------------------------------------------------------------------
+
+#[test]
+fn a_noop_loop_ends_at_the_command_limit() {
+    let sink = Sink::accepting();
+    let node = Config {
+        max_commands: 10,
+        ..Config::to(&sink)
+    }
+    .start();
+    let mut c = SmtpClient::open(node.addr(), Some(UNTRUSTED));
+    c.expect("EHLO client.test", 250);
+    for _ in 0..9 {
+        c.expect("NOOP", 250);
+    }
+    let reply = c.command("NOOP");
+    assert_eq!(reply.code, 421, "{}", reply.raw());
+    let rest = c.read_to_end().expect("connection closed after 421");
+    assert!(rest.is_empty(), "data after 421: {:?}", String::from_utf8_lossy(&rest));
+}
 
 #[test]
 fn too_many_bad_commands_get_421_and_the_connection_closes() {

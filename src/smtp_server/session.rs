@@ -46,6 +46,7 @@ pub struct Session {
     tls: bool,
     tx: Option<Transaction>,
     messages: usize,
+    commands: usize,
     bad_commands: usize,
     started: Instant,
     inbuf: Vec<u8>,
@@ -88,6 +89,7 @@ impl Session {
             tls: false,
             tx: None,
             messages: 0,
+            commands: 0,
             bad_commands: 0,
             started: Instant::now(),
             inbuf: Vec::with_capacity(4096),
@@ -327,6 +329,12 @@ impl Session {
     }
 
     async fn command(&mut self, line: &[u8]) -> Flow {
+        self.commands += 1;
+        if self.commands > self.cfg.limits.max_commands_per_session {
+            self.reply("421 4.7.0 Too many commands in this session, closing connection");
+            self.shared.log.info(format!("ICID {} Exceeded the command limit of {}", self.icid, self.cfg.limits.max_commands_per_session));
+            return Flow::Close;
+        }
         let req = Request::parse(&mut line.iter());
         let req = match req {
             Ok(r) => r,
