@@ -93,7 +93,9 @@ impl fmt::Display for SenderPattern {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             SenderPattern::All => f.write_str("ALL"),
-            SenderPattern::Net(n) if n.prefix_len() == n.max_prefix_len() => write!(f, "{}", n.addr()),
+            SenderPattern::Net(n) if n.prefix_len() == n.max_prefix_len() => {
+                write!(f, "{}", n.addr())
+            }
             SenderPattern::Net(n) => write!(f, "{n}"),
             SenderPattern::Host(h) => f.write_str(h),
             SenderPattern::Suffix(s) => f.write_str(s),
@@ -312,7 +314,9 @@ impl Config {
     }
 
     pub fn interface_by_name(&self, name: &str) -> Option<usize> {
-        self.interfaces.iter().position(|i| i.name.eq_ignore_ascii_case(name))
+        self.interfaces
+            .iter()
+            .position(|i| i.name.eq_ignore_ascii_case(name))
     }
 
     /// The destination controls for a domain: exact entry, else none.
@@ -522,7 +526,12 @@ impl Validator<'_> {
         }
     }
 
-    fn err<T>(&self, span: Option<std::ops::Range<usize>>, key: impl Into<String>, message: impl Into<String>) -> Result<T, ConfigError> {
+    fn err<T>(
+        &self,
+        span: Option<std::ops::Range<usize>>,
+        key: impl Into<String>,
+        message: impl Into<String>,
+    ) -> Result<T, ConfigError> {
         Err(ConfigError {
             file: self.file.to_path_buf(),
             line: span.map(|s| self.line_of(s.start)),
@@ -531,13 +540,24 @@ impl Validator<'_> {
         })
     }
 
-    fn int(&self, v: &Option<Spanned<i64>>, key: &str, min: i64, max: i64, default: i64) -> Result<i64, ConfigError> {
+    fn int(
+        &self,
+        v: &Option<Spanned<i64>>,
+        key: &str,
+        min: i64,
+        max: i64,
+        default: i64,
+    ) -> Result<i64, ConfigError> {
         match v {
             None => Ok(default),
             Some(s) => {
                 let n = *s.get_ref();
                 if n < min || n > max {
-                    self.err(Some(s.span()), key, format!("{n} is out of range; allowed: an integer from {min} to {max}"))
+                    self.err(
+                        Some(s.span()),
+                        key,
+                        format!("{n} is out of range; allowed: an integer from {min} to {max}"),
+                    )
                 } else {
                     Ok(n)
                 }
@@ -545,7 +565,11 @@ impl Validator<'_> {
         }
     }
 
-    fn versions(&self, v: &Option<Vec<Spanned<String>>>, key: &str) -> Result<Vec<TlsVersion>, ConfigError> {
+    fn versions(
+        &self,
+        v: &Option<Vec<Spanned<String>>>,
+        key: &str,
+    ) -> Result<Vec<TlsVersion>, ConfigError> {
         let Some(list) = v else {
             return Ok(vec![TlsVersion::V1_2, TlsVersion::V1_3]);
         };
@@ -567,7 +591,11 @@ impl Validator<'_> {
             }
         }
         if out.is_empty() {
-            return self.err(None, key, "the list is empty; allowed: one or both of \"1.2\", \"1.3\"");
+            return self.err(
+                None,
+                key,
+                "the list is empty; allowed: one or both of \"1.2\", \"1.3\"",
+            );
         }
         Ok(out)
     }
@@ -575,13 +603,25 @@ impl Validator<'_> {
     /// A cipher list: every name one the rustls ring provider offers, and
     /// for each enabled TLS version at least one suite of that version, so
     /// the list never silently switches a version off.
-    fn ciphers(&self, v: &Option<Spanned<Vec<Spanned<String>>>>, versions: &[TlsVersion], section: &str) -> Result<Option<Vec<String>>, ConfigError> {
+    fn ciphers(
+        &self,
+        v: &Option<Spanned<Vec<Spanned<String>>>>,
+        versions: &[TlsVersion],
+        section: &str,
+    ) -> Result<Option<Vec<String>>, ConfigError> {
         let Some(list) = v else {
             return Ok(None);
         };
         let key = format!("{section}.ciphers");
         let names = crate::tls::cipher_suite_names();
-        let quoted = |of: &dyn Fn(&str) -> bool| names.iter().filter(|n| of(n)).map(|n| format!("\"{n}\"")).collect::<Vec<_>>().join(", ");
+        let quoted = |of: &dyn Fn(&str) -> bool| {
+            names
+                .iter()
+                .filter(|n| of(n))
+                .map(|n| format!("\"{n}\""))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
         let mut out: Vec<String> = Vec::new();
         for s in list.get_ref() {
             let name = s.get_ref().trim();
@@ -590,14 +630,25 @@ impl Validator<'_> {
                     Some(w) => format!("\"{name}\" is not offered: {w}"),
                     None => format!("\"{name}\" is not a cipher suite rustls offers"),
                 };
-                return self.err(Some(s.span()), key, format!("{why}; allowed: {}", quoted(&|_| true)));
+                return self.err(
+                    Some(s.span()),
+                    key,
+                    format!("{why}; allowed: {}", quoted(&|_| true)),
+                );
             };
             if !out.iter().any(|o| o == canonical) {
                 out.push(canonical.to_string());
             }
         }
         if out.is_empty() {
-            return self.err(Some(list.span()), key, format!("the list is empty; allowed: one or more of {} (or no key: all of them)", quoted(&|_| true)));
+            return self.err(
+                Some(list.span()),
+                key,
+                format!(
+                    "the list is empty; allowed: one or more of {} (or no key: all of them)",
+                    quoted(&|_| true)
+                ),
+            );
         }
         for version in versions {
             let label = version.as_str();
@@ -638,7 +689,10 @@ impl Validator<'_> {
                 base.join(p)
             }
         };
-        let node = raw.node.unwrap_or(raw::Node { hostname: None, data_dir: None });
+        let node = raw.node.unwrap_or(raw::Node {
+            hostname: None,
+            data_dir: None,
+        });
         let hostname = match &node.hostname {
             Some(h) => {
                 if pvo_proto::address::parse_mailbox(&format!("x@{}", h.get_ref())).is_err() {
@@ -656,11 +710,25 @@ impl Validator<'_> {
             let address: IpAddr = r.address.get_ref().parse().or_else(|_| {
                 self.err(Some(r.address.span()), format!("{key}.address"), format!("\"{}\" is not an IP address; allowed: an IPv4 or IPv6 address such as \"127.0.0.1\"", r.address.get_ref()))
             })?;
-            if interfaces.iter().any(|x| x.name.eq_ignore_ascii_case(r.name.get_ref())) {
-                return self.err(Some(r.name.span()), format!("{key}.name"), format!("interface \"{}\" is defined twice; allowed: unique names", r.name.get_ref()));
+            if interfaces
+                .iter()
+                .any(|x| x.name.eq_ignore_ascii_case(r.name.get_ref()))
+            {
+                return self.err(
+                    Some(r.name.span()),
+                    format!("{key}.name"),
+                    format!(
+                        "interface \"{}\" is defined twice; allowed: unique names",
+                        r.name.get_ref()
+                    ),
+                );
             }
             if r.name.get_ref().eq_ignore_ascii_case("auto") || r.name.get_ref().is_empty() {
-                return self.err(Some(r.name.span()), format!("{key}.name"), "\"Auto\" and \"\" are reserved; allowed: any other name");
+                return self.err(
+                    Some(r.name.span()),
+                    format!("{key}.name"),
+                    "\"Auto\" and \"\" are reserved; allowed: any other name",
+                );
             }
             interfaces.push(Interface {
                 name: r.name.get_ref().clone(),
@@ -674,7 +742,11 @@ impl Validator<'_> {
             let key = format!("policy[{i}]");
             let name = r.name.get_ref().trim_start_matches('$').to_string();
             if policies.iter().any(|p| p.name.eq_ignore_ascii_case(&name)) {
-                return self.err(Some(r.name.span()), format!("{key}.name"), format!("policy \"{name}\" is defined twice; allowed: unique names"));
+                return self.err(
+                    Some(r.name.span()),
+                    format!("{key}.name"),
+                    format!("policy \"{name}\" is defined twice; allowed: unique names"),
+                );
             }
             let behavior = match r.behavior.get_ref().to_ascii_lowercase().as_str() {
                 "accept" => Behavior::Accept,
@@ -688,32 +760,80 @@ impl Validator<'_> {
             policies.push(Policy {
                 name,
                 behavior,
-                max_message_size: self.int(&r.max_message_size, &format!("{key}.max_message_size"), 1024, 1 << 31, 10 * 1024 * 1024)? as usize,
-                max_recipients: self.int(&r.max_recipients, &format!("{key}.max_recipients"), 1, 100_000, 1000)? as usize,
-                max_concurrency: self.int(&r.max_concurrency, &format!("{key}.max_concurrency"), 1, 100_000, 1000)? as usize,
+                max_message_size: self.int(
+                    &r.max_message_size,
+                    &format!("{key}.max_message_size"),
+                    1024,
+                    1 << 31,
+                    10 * 1024 * 1024,
+                )? as usize,
+                max_recipients: self.int(
+                    &r.max_recipients,
+                    &format!("{key}.max_recipients"),
+                    1,
+                    100_000,
+                    1000,
+                )? as usize,
+                max_concurrency: self.int(
+                    &r.max_concurrency,
+                    &format!("{key}.max_concurrency"),
+                    1,
+                    100_000,
+                    1000,
+                )? as usize,
             });
         }
 
-        let policy_names = || policies.iter().map(|p| format!("\"{}\"", p.name)).collect::<Vec<_>>().join(", ");
-        let iface_names = || interfaces.iter().map(|p| format!("\"{}\"", p.name)).collect::<Vec<_>>().join(", ");
+        let policy_names = || {
+            policies
+                .iter()
+                .map(|p| format!("\"{}\"", p.name))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        let iface_names = || {
+            interfaces
+                .iter()
+                .map(|p| format!("\"{}\"", p.name))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
 
         let mut listeners = Vec::new();
         let mut bound: HashSet<(IpAddr, u16)> = HashSet::new();
         for (i, r) in raw.listener.iter().enumerate() {
             let key = format!("listener[{i}]");
-            let Some(interface) = interfaces.iter().position(|x| x.name.eq_ignore_ascii_case(r.interface.get_ref())) else {
+            let Some(interface) = interfaces
+                .iter()
+                .position(|x| x.name.eq_ignore_ascii_case(r.interface.get_ref()))
+            else {
                 return self.err(
                     Some(r.interface.span()),
                     format!("{key}.interface"),
-                    format!("unknown interface \"{}\"; allowed: the name of an [[interface]] ({})", r.interface.get_ref(), iface_names()),
+                    format!(
+                        "unknown interface \"{}\"; allowed: the name of an [[interface]] ({})",
+                        r.interface.get_ref(),
+                        iface_names()
+                    ),
                 );
             };
             let port = *r.port.get_ref();
             if !(0..=65535).contains(&port) {
-                return self.err(Some(r.port.span()), format!("{key}.port"), format!("{port} is not a port; allowed: 0 (any free port) to 65535"));
+                return self.err(
+                    Some(r.port.span()),
+                    format!("{key}.port"),
+                    format!("{port} is not a port; allowed: 0 (any free port) to 65535"),
+                );
             }
             if port != 0 && !bound.insert((interfaces[interface].address, port as u16)) {
-                return self.err(Some(r.port.span()), format!("{key}.port"), format!("another listener already uses {}:{port}; allowed: a free port", interfaces[interface].address));
+                return self.err(
+                    Some(r.port.span()),
+                    format!("{key}.port"),
+                    format!(
+                        "another listener already uses {}:{port}; allowed: a free port",
+                        interfaces[interface].address
+                    ),
+                );
             }
             let kind = match r.kind.as_ref().map(|k| k.get_ref().to_ascii_lowercase()) {
                 None => ListenerType::Public,
@@ -721,25 +841,42 @@ impl Validator<'_> {
                 Some(k) if k == "private" => ListenerType::Private,
                 Some(other) => {
                     let span = r.kind.as_ref().map(|k| k.span());
-                    return self.err(span, format!("{key}.type"), format!("\"{other}\" is not a listener type; allowed: \"public\", \"private\""));
+                    return self.err(
+                        span,
+                        format!("{key}.type"),
+                        format!(
+                            "\"{other}\" is not a listener type; allowed: \"public\", \"private\""
+                        ),
+                    );
                 }
             };
             let mut hat = Vec::new();
             for (j, h) in r.hat.iter().enumerate() {
                 let hkey = format!("{key}.hat[{j}]");
                 let pname = h.policy.get_ref().trim_start_matches('$');
-                let Some(policy) = policies.iter().position(|p| p.name.eq_ignore_ascii_case(pname)) else {
+                let Some(policy) = policies
+                    .iter()
+                    .position(|p| p.name.eq_ignore_ascii_case(pname))
+                else {
                     return self.err(
                         Some(h.policy.span()),
                         format!("{hkey}.policy"),
-                        format!("unknown policy \"{}\"; allowed: the name of a [[policy]] ({})", h.policy.get_ref(), policy_names()),
+                        format!(
+                            "unknown policy \"{}\"; allowed: the name of a [[policy]] ({})",
+                            h.policy.get_ref(),
+                            policy_names()
+                        ),
                     );
                 };
                 let mut senders = Vec::new();
                 for s in &h.senders {
                     senders.push(self.sender_pattern(s, &format!("{hkey}.senders"))?);
                 }
-                hat.push(HatEntry { group: h.group.clone(), senders, policy });
+                hat.push(HatEntry {
+                    group: h.group.clone(),
+                    senders,
+                    policy,
+                });
             }
             let mut rat = Vec::new();
             for (j, t) in r.rat.iter().enumerate() {
@@ -747,13 +884,29 @@ impl Validator<'_> {
                 let action = match t.action.get_ref().to_ascii_lowercase().as_str() {
                     "accept" => RatAction::Accept,
                     "reject" => RatAction::Reject,
-                    other => return self.err(Some(t.action.span()), format!("{tkey}.action"), format!("\"{other}\" is not a RAT action; allowed: \"accept\", \"reject\"")),
+                    other => {
+                        return self.err(
+                            Some(t.action.span()),
+                            format!("{tkey}.action"),
+                            format!(
+                                "\"{other}\" is not a RAT action; allowed: \"accept\", \"reject\""
+                            ),
+                        )
+                    }
                 };
                 let mut recipients = Vec::new();
                 for s in &t.recipients {
                     let v = s.get_ref().trim();
                     let ok = v == "ALL"
-                        || pvo_proto::address::parse_mailbox(if v.contains('@') { v.to_string() } else { format!("x@{}", v.trim_start_matches('.')) }.as_str()).is_ok();
+                        || pvo_proto::address::parse_mailbox(
+                            if v.contains('@') {
+                                v.to_string()
+                            } else {
+                                format!("x@{}", v.trim_start_matches('.'))
+                            }
+                            .as_str(),
+                        )
+                        .is_ok();
                     if !ok {
                         return self.err(Some(s.span()), format!("{tkey}.recipients"), format!("\"{v}\" is not a recipient pattern; allowed: \"example.com\", \".example.com\", \"user@example.com\" or \"ALL\""));
                     }
@@ -761,17 +914,43 @@ impl Validator<'_> {
                 }
                 rat.push(RatEntry { recipients, action });
             }
-            if listeners.iter().any(|l: &Listener| l.name.eq_ignore_ascii_case(r.name.get_ref())) {
-                return self.err(Some(r.name.span()), format!("{key}.name"), format!("listener \"{}\" is defined twice; allowed: unique names", r.name.get_ref()));
+            if listeners
+                .iter()
+                .any(|l: &Listener| l.name.eq_ignore_ascii_case(r.name.get_ref()))
+            {
+                return self.err(
+                    Some(r.name.span()),
+                    format!("{key}.name"),
+                    format!(
+                        "listener \"{}\" is defined twice; allowed: unique names",
+                        r.name.get_ref()
+                    ),
+                );
             }
-            listeners.push(Listener { name: r.name.get_ref().clone(), interface, port: port as u16, kind, hat, rat });
+            listeners.push(Listener {
+                name: r.name.get_ref().clone(),
+                interface,
+                port: port as u16,
+                kind,
+                hat,
+                rat,
+            });
         }
 
         let mut routes = Vec::new();
         for (i, r) in raw.smtp_route.iter().enumerate() {
             let key = format!("smtp_route[{i}]");
-            let domain = r.domain.get_ref().trim().trim_end_matches('.').to_ascii_lowercase();
-            let domain = if domain == "all" { "ALL".to_string() } else { domain };
+            let domain = r
+                .domain
+                .get_ref()
+                .trim()
+                .trim_end_matches('.')
+                .to_ascii_lowercase();
+            let domain = if domain == "all" {
+                "ALL".to_string()
+            } else {
+                domain
+            };
             let target = match (&r.hosts, &r.maildir) {
                 (Some(hosts), None) => {
                     if hosts.is_empty() {
@@ -787,12 +966,23 @@ impl Validator<'_> {
                     RouteTarget::Hosts(list)
                 }
                 (None, Some(dir)) => RouteTarget::Maildir(resolve(dir.get_ref())),
-                _ => return self.err(Some(r.domain.span()), key, "a route needs exactly one of hosts = [...] or maildir = \"dir\""),
+                _ => {
+                    return self.err(
+                        Some(r.domain.span()),
+                        key,
+                        "a route needs exactly one of hosts = [...] or maildir = \"dir\"",
+                    )
+                }
             };
             routes.push(SmtpRoute { domain, target });
         }
 
-        let d = raw.delivery.unwrap_or(raw::Delivery { default_interface: None, max_concurrency: None, max_messages_per_connection: None, bounce: None });
+        let d = raw.delivery.unwrap_or(raw::Delivery {
+            default_interface: None,
+            max_concurrency: None,
+            max_messages_per_connection: None,
+            bounce: None,
+        });
         let default_interface = match &d.default_interface {
             None => None,
             Some(s) if s.get_ref().eq_ignore_ascii_case("auto") => None,
@@ -801,22 +991,72 @@ impl Validator<'_> {
                 Ok,
             )?),
         };
-        let b = d.bounce.unwrap_or(raw::Bounce { initial_retry: None, max_retry: None, max_queue_lifetime: None, max_retries: None, send_dsn: None });
+        let b = d.bounce.unwrap_or(raw::Bounce {
+            initial_retry: None,
+            max_retry: None,
+            max_queue_lifetime: None,
+            max_retries: None,
+            send_dsn: None,
+        });
         let delivery = Delivery {
             default_interface,
-            max_concurrency: self.int(&d.max_concurrency, "delivery.max_concurrency", 1, 10_000, 500)? as usize,
-            max_messages_per_connection: self.int(&d.max_messages_per_connection, "delivery.max_messages_per_connection", 1, 1000, 50)? as usize,
+            max_concurrency: self.int(
+                &d.max_concurrency,
+                "delivery.max_concurrency",
+                1,
+                10_000,
+                500,
+            )? as usize,
+            max_messages_per_connection: self.int(
+                &d.max_messages_per_connection,
+                "delivery.max_messages_per_connection",
+                1,
+                1000,
+                50,
+            )? as usize,
             bounce: BounceProfile {
-                initial_retry: self.int(&b.initial_retry, "delivery.bounce.initial_retry", 1, 86_400, 60)? as u64,
-                max_retry: self.int(&b.max_retry, "delivery.bounce.max_retry", 1, 86_400 * 7, 3600)? as u64,
-                max_queue_lifetime: self.int(&b.max_queue_lifetime, "delivery.bounce.max_queue_lifetime", 1, 86_400 * 30, 259_200)? as u64,
-                max_retries: self.int(&b.max_retries, "delivery.bounce.max_retries", 0, 10_000, 100)? as u32,
+                initial_retry: self.int(
+                    &b.initial_retry,
+                    "delivery.bounce.initial_retry",
+                    1,
+                    86_400,
+                    60,
+                )? as u64,
+                max_retry: self.int(
+                    &b.max_retry,
+                    "delivery.bounce.max_retry",
+                    1,
+                    86_400 * 7,
+                    3600,
+                )? as u64,
+                max_queue_lifetime: self.int(
+                    &b.max_queue_lifetime,
+                    "delivery.bounce.max_queue_lifetime",
+                    1,
+                    86_400 * 30,
+                    259_200,
+                )? as u64,
+                max_retries: self.int(
+                    &b.max_retries,
+                    "delivery.bounce.max_retries",
+                    0,
+                    10_000,
+                    100,
+                )? as u32,
                 send_dsn: b.send_dsn.unwrap_or(true),
             },
         };
 
-        let tls = raw.tls.unwrap_or(raw::Tls { inbound: None, outbound: None });
-        let ti = tls.inbound.unwrap_or(raw::TlsInbound { cert: None, key: None, versions: None, ciphers: None });
+        let tls = raw.tls.unwrap_or(raw::Tls {
+            inbound: None,
+            outbound: None,
+        });
+        let ti = tls.inbound.unwrap_or(raw::TlsInbound {
+            cert: None,
+            key: None,
+            versions: None,
+            ciphers: None,
+        });
         if ti.cert.is_some() != ti.key.is_some() {
             return self.err(None, "tls.inbound", "cert and key must be given together; allowed: both, or neither (a self-signed certificate is generated)");
         }
@@ -827,7 +1067,12 @@ impl Validator<'_> {
             ciphers: self.ciphers(&ti.ciphers, &versions, "tls.inbound")?,
             versions,
         };
-        let to = tls.outbound.unwrap_or(raw::TlsOutbound { default: None, versions: None, ca_file: None, ciphers: None });
+        let to = tls.outbound.unwrap_or(raw::TlsOutbound {
+            default: None,
+            versions: None,
+            ca_file: None,
+            ciphers: None,
+        });
         let versions = self.versions(&to.versions, "tls.outbound.versions")?;
         let tls_outbound = TlsOutbound {
             default: match &to.default {
@@ -843,8 +1088,19 @@ impl Validator<'_> {
         for (i, r) in raw.destination.iter().enumerate() {
             let key = format!("destination[{i}]");
             destinations.push(Destination {
-                domain: r.domain.get_ref().trim().trim_end_matches('.').to_ascii_lowercase(),
-                max_concurrency: self.int(&r.max_concurrency, &format!("{key}.max_concurrency"), 1, 10_000, 50)? as usize,
+                domain: r
+                    .domain
+                    .get_ref()
+                    .trim()
+                    .trim_end_matches('.')
+                    .to_ascii_lowercase(),
+                max_concurrency: self.int(
+                    &r.max_concurrency,
+                    &format!("{key}.max_concurrency"),
+                    1,
+                    10_000,
+                    50,
+                )? as usize,
                 tls: match &r.tls {
                     None => tls_outbound.default,
                     Some(s) => self.tls_mode(s, &format!("{key}.tls"))?,
@@ -852,9 +1108,18 @@ impl Validator<'_> {
             });
         }
 
-        let l = raw.logs.unwrap_or(raw::Logs { max_size: None, keep: None });
+        let l = raw.logs.unwrap_or(raw::Logs {
+            max_size: None,
+            keep: None,
+        });
         let logs = Logs {
-            max_size: self.int(&l.max_size, "logs.max_size", 4096, 1 << 40, 10 * 1024 * 1024)? as u64,
+            max_size: self.int(
+                &l.max_size,
+                "logs.max_size",
+                4096,
+                1 << 40,
+                10 * 1024 * 1024,
+            )? as u64,
             keep: self.int(&l.keep, "logs.keep", 1, 1000, 10)? as usize,
         };
         let m = raw.limits.unwrap_or(raw::Limits {
@@ -867,13 +1132,44 @@ impl Validator<'_> {
             session_timeout: None,
         });
         let limits = Limits {
-            max_line_length: self.int(&m.max_line_length, "limits.max_line_length", 512, 65_536, 2048)? as usize,
-            max_bad_commands: self.int(&m.max_bad_commands, "limits.max_bad_commands", 1, 1000, 10)? as usize,
-            max_messages_per_session: self.int(&m.max_messages_per_session, "limits.max_messages_per_session", 1, 1_000_000, 1000)? as usize,
-            max_commands_per_session: self.int(&m.max_commands_per_session, "limits.max_commands_per_session", 10, 10_000_000, 100_000)? as usize,
-            command_timeout: self.int(&m.command_timeout, "limits.command_timeout", 1, 3600, 300)? as u64,
+            max_line_length: self.int(
+                &m.max_line_length,
+                "limits.max_line_length",
+                512,
+                65_536,
+                2048,
+            )? as usize,
+            max_bad_commands: self.int(
+                &m.max_bad_commands,
+                "limits.max_bad_commands",
+                1,
+                1000,
+                10,
+            )? as usize,
+            max_messages_per_session: self.int(
+                &m.max_messages_per_session,
+                "limits.max_messages_per_session",
+                1,
+                1_000_000,
+                1000,
+            )? as usize,
+            max_commands_per_session: self.int(
+                &m.max_commands_per_session,
+                "limits.max_commands_per_session",
+                10,
+                10_000_000,
+                100_000,
+            )? as usize,
+            command_timeout: self.int(&m.command_timeout, "limits.command_timeout", 1, 3600, 300)?
+                as u64,
             data_timeout: self.int(&m.data_timeout, "limits.data_timeout", 1, 7200, 600)? as u64,
-            session_timeout: self.int(&m.session_timeout, "limits.session_timeout", 1, 86_400, 1800)? as u64,
+            session_timeout: self.int(
+                &m.session_timeout,
+                "limits.session_timeout",
+                1,
+                86_400,
+                1800,
+            )? as u64,
         };
 
         Ok(Config {
@@ -908,7 +1204,9 @@ impl Validator<'_> {
             if pvo_proto::address::parse_mailbox(&format!("x@{rest}")).is_ok() {
                 return Ok(SenderPattern::Suffix(lower));
             }
-        } else if pvo_proto::address::parse_mailbox(&format!("x@{lower}")).is_ok() && lower.chars().any(|c| c.is_ascii_alphabetic()) {
+        } else if pvo_proto::address::parse_mailbox(&format!("x@{lower}")).is_ok()
+            && lower.chars().any(|c| c.is_ascii_alphabetic())
+        {
             return Ok(SenderPattern::Host(lower));
         }
         self.err(
@@ -942,7 +1240,9 @@ pub fn parse_host_port(s: &str) -> Option<(String, u16)> {
         Some(_) => return None,
         None => (s, 25),
     };
-    if host.parse::<IpAddr>().is_err() && pvo_proto::address::parse_mailbox(&format!("x@{host}")).is_err() {
+    if host.parse::<IpAddr>().is_err()
+        && pvo_proto::address::parse_mailbox(&format!("x@{host}")).is_err()
+    {
         return None;
     }
     Some((host.to_ascii_lowercase(), port))
@@ -983,7 +1283,11 @@ hosts = ["[127.0.0.1]:2526"]
 
     #[test]
     fn example_file_parses() {
-        let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/gateway.example.toml")).unwrap();
+        let text = std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/docs/gateway.example.toml"
+        ))
+        .unwrap();
         let c = parse(&text).unwrap();
         assert_eq!(c.listeners[0].name, "IncomingMail");
         assert_eq!(c.delivery.bounce.initial_retry, 60);
@@ -994,20 +1298,53 @@ hosts = ["[127.0.0.1]:2526"]
         let c = parse(GOOD).unwrap();
         assert_eq!(c.listeners[0].hat[0].policy, 0);
         assert_eq!(c.listeners[0].hat[0].senders.len(), 3);
-        assert_eq!(c.routes[0].target, RouteTarget::Hosts(vec![("127.0.0.1".into(), 2526)]));
+        assert_eq!(
+            c.routes[0].target,
+            RouteTarget::Hosts(vec![("127.0.0.1".into(), 2526)])
+        );
         assert_eq!(c.route("anything.org").unwrap().domain, "ALL");
     }
 
     #[test]
     fn errors_name_line_key_and_allowed_values() {
         let cases: &[(&str, &str, usize, &str)] = &[
-            ("interface = \"Management\"", "interface = \"Nope\"", 12, "allowed: the name of an [[interface]] (\"Management\")"),
-            ("policy = \"$RELAYED\"", "policy = \"NOPE\"", 17, "unknown policy"),
-            ("behavior = \"relay\"", "behavior = \"relai\"", 9, "allowed: \"accept\", \"relay\""),
-            ("port = 0", "port = 70000", 13, "allowed: 0 (any free port) to 65535"),
+            (
+                "interface = \"Management\"",
+                "interface = \"Nope\"",
+                12,
+                "allowed: the name of an [[interface]] (\"Management\")",
+            ),
+            (
+                "policy = \"$RELAYED\"",
+                "policy = \"NOPE\"",
+                17,
+                "unknown policy",
+            ),
+            (
+                "behavior = \"relay\"",
+                "behavior = \"relai\"",
+                9,
+                "allowed: \"accept\", \"relay\"",
+            ),
+            (
+                "port = 0",
+                "port = 70000",
+                13,
+                "allowed: 0 (any free port) to 65535",
+            ),
             ("\"10.0.0.0/8\"", "\"10.0.0.0/99\"", 16, "is not a sender"),
-            ("address = \"127.0.0.1\"", "address = \"127.0.0.300\"", 6, "is not an IP address"),
-            ("[\"[127.0.0.1]:2526\"]", "[\"127.0.0.1:99999\"]", 23, "is not a next hop"),
+            (
+                "address = \"127.0.0.1\"",
+                "address = \"127.0.0.300\"",
+                6,
+                "is not an IP address",
+            ),
+            (
+                "[\"[127.0.0.1]:2526\"]",
+                "[\"127.0.0.1:99999\"]",
+                23,
+                "is not a next hop",
+            ),
         ];
         for (from, to, line, needle) in cases {
             let text = GOOD.replace(from, to);
@@ -1029,30 +1366,67 @@ hosts = ["[127.0.0.1]:2526"]
 
     #[test]
     fn tls_cipher_lists_are_checked_against_rustls() {
-        let with = |versions: &str, ciphers: &str| parse(&format!("{GOOD}[tls.inbound]\nversions = {versions}\nciphers = {ciphers}\n"));
-        let c = with("[\"1.3\"]", "[\"tls13_aes_256_gcm_sha384\", \"TLS13_AES_256_GCM_SHA384\"]").unwrap();
-        assert_eq!(c.tls_inbound.ciphers, Some(vec!["TLS13_AES_256_GCM_SHA384".to_string()]));
+        let with = |versions: &str, ciphers: &str| {
+            parse(&format!(
+                "{GOOD}[tls.inbound]\nversions = {versions}\nciphers = {ciphers}\n"
+            ))
+        };
+        let c = with(
+            "[\"1.3\"]",
+            "[\"tls13_aes_256_gcm_sha384\", \"TLS13_AES_256_GCM_SHA384\"]",
+        )
+        .unwrap();
+        assert_eq!(
+            c.tls_inbound.ciphers,
+            Some(vec!["TLS13_AES_256_GCM_SHA384".to_string()])
+        );
         assert!(c.tls_outbound.ciphers.is_none());
         let e = with("[\"1.2\", \"1.3\"]", "[\"RC4-SHA\"]").unwrap_err();
         assert_eq!(e.key, "tls.inbound.ciphers");
-        assert!(e.message.contains("RC4 suites do not exist in rustls") && e.message.contains("allowed: \"TLS13_AES_256_GCM_SHA384\""), "{e}");
+        assert!(
+            e.message.contains("RC4 suites do not exist in rustls")
+                && e.message.contains("allowed: \"TLS13_AES_256_GCM_SHA384\""),
+            "{e}"
+        );
         let e = with("[\"1.2\"]", "[\"TLS_DH_anon_WITH_AES_128_GCM_SHA256\"]").unwrap_err();
         assert!(e.message.contains("anonymous"), "{e}");
         // A version without any of its suites would be switched off silently.
         let e = with("[\"1.2\", \"1.3\"]", "[\"TLS13_AES_128_GCM_SHA256\"]").unwrap_err();
-        assert!(e.message.contains("enables TLS 1.2 but no TLS 1.2 cipher suite is listed"), "{e}");
-        assert!(!e.message.contains("TLS13_AES_256"), "only TLS 1.2 suites are suggested: {e}");
-        assert!(with("[\"1.2\"]", "[]").unwrap_err().message.contains("the list is empty"));
+        assert!(
+            e.message
+                .contains("enables TLS 1.2 but no TLS 1.2 cipher suite is listed"),
+            "{e}"
+        );
+        assert!(
+            !e.message.contains("TLS13_AES_256"),
+            "only TLS 1.2 suites are suggested: {e}"
+        );
+        assert!(with("[\"1.2\"]", "[]")
+            .unwrap_err()
+            .message
+            .contains("the list is empty"));
         let e = with("[\"1.1\"]", "[\"TLS13_AES_128_GCM_SHA256\"]").unwrap_err();
-        assert!(e.message.contains("TLS 1.0/1.1 and SSL are not supported"), "{e}");
+        assert!(
+            e.message.contains("TLS 1.0/1.1 and SSL are not supported"),
+            "{e}"
+        );
     }
 
     #[test]
     fn host_port_forms() {
-        assert_eq!(parse_host_port("mx.example.com"), Some(("mx.example.com".into(), 25)));
-        assert_eq!(parse_host_port("mx.example.com:2525"), Some(("mx.example.com".into(), 2525)));
+        assert_eq!(
+            parse_host_port("mx.example.com"),
+            Some(("mx.example.com".into(), 25))
+        );
+        assert_eq!(
+            parse_host_port("mx.example.com:2525"),
+            Some(("mx.example.com".into(), 2525))
+        );
         assert_eq!(parse_host_port("[::1]:26"), Some(("::1".into(), 26)));
-        assert_eq!(parse_host_port("127.0.0.1"), None.or(Some(("127.0.0.1".into(), 25))));
+        assert_eq!(
+            parse_host_port("127.0.0.1"),
+            None.or(Some(("127.0.0.1".into(), 25)))
+        );
         assert_eq!(parse_host_port("a b"), None);
     }
 }

@@ -30,7 +30,11 @@ use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "pvo", version, about = "PVO email security gateway and central quarantine manager")]
+#[command(
+    name = "pvo",
+    version,
+    about = "PVO email security gateway and central quarantine manager"
+)]
 struct Cli {
     /// Data directory of the node to talk to (appliance commands).
     #[arg(long, global = true, default_value = "./pvo-data")]
@@ -199,14 +203,27 @@ enum GatewayAction {
 fn main() {
     let cli = Cli::parse();
     tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("PVO_LOG").unwrap_or_else(|_| "warn".into()))
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("PVO_LOG")
+                .unwrap_or_else(|_| "warn".into()),
+        )
         .with_writer(std::io::stderr)
         .init();
     let result = match cli.command {
-        Command::Gateway { action: GatewayAction::Run { config } } => run_node(&config, None),
-        Command::Gateway { action: GatewayAction::Check { config } } => config::Config::load(&config).map(|_| println!("{}: configuration is valid", config.display())).map_err(anyhow::Error::from),
+        Command::Gateway {
+            action: GatewayAction::Run { config },
+        } => run_node(&config, None),
+        Command::Gateway {
+            action: GatewayAction::Check { config },
+        } => config::Config::load(&config)
+            .map(|_| println!("{}: configuration is valid", config.display()))
+            .map_err(anyhow::Error::from),
         Command::Quickstart(args) => quickstart::run(args),
-        Command::Avscan { clamd, timeout, files } => avscan(&clamd, timeout, &files, cli.json),
+        Command::Avscan {
+            clamd,
+            timeout,
+            files,
+        } => avscan(&clamd, timeout, &files, cli.json),
         other => admin_command(&cli.dir, cli.json, other),
     };
     if let Err(e) = result {
@@ -229,8 +246,12 @@ fn admin_command(dir: &std::path::Path, json: bool, cmd: Command) -> Result<()> 
         }
         Command::Suspend { delay } => ("suspend", json!({ "delay": delay })),
         Command::Resume => ("resume", json!({})),
-        Command::Suspendlisteners { listener } => ("suspendlisteners", json!({ "listener": listener })),
-        Command::Resumelisteners { listener } => ("resumelisteners", json!({ "listener": listener })),
+        Command::Suspendlisteners { listener } => {
+            ("suspendlisteners", json!({ "listener": listener }))
+        }
+        Command::Resumelisteners { listener } => {
+            ("resumelisteners", json!({ "listener": listener }))
+        }
         Command::Suspenddel => ("suspenddel", json!({})),
         Command::Resumedel => ("resumedel", json!({})),
         Command::Resetcounters => ("resetcounters", json!({})),
@@ -239,22 +260,33 @@ fn admin_command(dir: &std::path::Path, json: bool, cmd: Command) -> Result<()> 
         Command::Showrecipients(sel) => ("showrecipients", sel.to_args("show messages")?),
         Command::Deleterecipients { sel, yes } => {
             let args = sel.to_args("delete messages")?;
-            confirm("The selected recipients will be deleted from the queue.", yes)?;
+            confirm(
+                "The selected recipients will be deleted from the queue.",
+                yes,
+            )?;
             ("deleterecipients", args)
         }
         Command::Bouncerecipients { sel, yes } => {
             let args = sel.to_args("bounce messages")?;
-            confirm("The selected recipients will be bounced to their senders.", yes)?;
+            confirm(
+                "The selected recipients will be bounced to their senders.",
+                yes,
+            )?;
             ("bouncerecipients", args)
         }
         Command::Redirectrecipients { host, yes } => {
-            confirm(&format!("Every queued message will be delivered to {host}."), yes)?;
+            confirm(
+                &format!("Every queued message will be delivered to {host}."),
+                yes,
+            )?;
             ("redirectrecipients", json!({ "host": host }))
         }
         Command::Delivernow { host } => ("delivernow", json!({ "host": host })),
         Command::Config(c) => c.to_request()?,
         Command::Diag(c) => c.to_request()?,
-        Command::Gateway { .. } | Command::Quickstart(_) | Command::Avscan { .. } => unreachable!("handled in main"),
+        Command::Gateway { .. } | Command::Quickstart(_) | Command::Avscan { .. } => {
+            unreachable!("handled in main")
+        }
     };
     admin::client::run(dir, name, args, json)
 }
@@ -265,7 +297,9 @@ fn avscan(addr: &str, timeout: u64, files: &[PathBuf], json: bool) -> Result<()>
     use std::io::Read;
     let addr: clamd::ClamdAddr = addr.parse().map_err(|e: String| anyhow::anyhow!(e))?;
     let client = clamd::Clamd::new(addr, std::time::Duration::from_secs(timeout), 1);
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
     let mut inputs: Vec<(String, Vec<u8>)> = Vec::new();
     if files.is_empty() {
         let mut data = Vec::new();
@@ -273,7 +307,10 @@ fn avscan(addr: &str, timeout: u64, files: &[PathBuf], json: bool) -> Result<()>
         inputs.push(("stdin".into(), data));
     }
     for f in files {
-        inputs.push((f.display().to_string(), std::fs::read(f).with_context(|| format!("reading {}", f.display()))?));
+        inputs.push((
+            f.display().to_string(),
+            std::fs::read(f).with_context(|| format!("reading {}", f.display()))?,
+        ));
     }
     if let Err(e) = rt.block_on(client.ping()) {
         eprintln!("pvo avscan: {e}");
@@ -314,8 +351,12 @@ fn avscan(addr: &str, timeout: u64, files: &[PathBuf], json: bool) -> Result<()>
 
 /// Loads the configuration, starts the node and runs until SIGTERM/SIGINT.
 pub fn run_node(path: &std::path::Path, banner: Option<&dyn Fn(&node::Node)>) -> Result<()> {
-    let cfg = config::Config::load(path).map_err(|e| anyhow::anyhow!("configuration error: {e}"))?;
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the runtime")?;
+    let cfg =
+        config::Config::load(path).map_err(|e| anyhow::anyhow!("configuration error: {e}"))?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the runtime")?;
     rt.block_on(async move {
         let path = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
         let node = node::Node::start(cfg, path).await?;

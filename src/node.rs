@@ -256,6 +256,7 @@ impl Shared {
             self.log
                 .info(format!("Listener {name} listening on {addr}"));
         }
+        self.queue.send(crate::queue::Event::Reconfigured);
         Ok(())
     }
 

@@ -54,17 +54,29 @@ pub enum RcptOutcome {
 /// The closed set of things the queue manager reacts to.
 pub enum Event {
     /// A message is on disk and ready for delivery.
-    Enqueue { env: Arc<Envelope>, body: Option<Arc<Vec<u8>>>, done: Vec<(u32, RcptFinal)> },
+    Enqueue {
+        env: Arc<Envelope>,
+        body: Option<Arc<Vec<u8>>>,
+        done: Vec<(u32, RcptFinal)>,
+    },
     /// A connection finished a job. If `next` is given the connection can
     /// take another job to the same host.
-    JobDone { job: Job, dcid: u64, outcomes: Vec<RcptOutcome>, next: Option<oneshot::Sender<Option<Job>>> },
+    JobDone {
+        job: Job,
+        dcid: u64,
+        outcomes: Vec<RcptOutcome>,
+        next: Option<oneshot::Sender<Option<Job>>>,
+    },
     /// A connection could not be opened (or broke before any job finished);
     /// `job` is deferred and the host is marked down.
     ConnFailed { job: Job, error: String },
     /// A delivery connection ended.
     ConnClosed { domain: String },
     /// A connection waits for more work (it has finished its last job).
-    Idle { domain: String, next: oneshot::Sender<Option<Job>> },
+    Idle {
+        domain: String,
+        next: oneshot::Sender<Option<Job>>,
+    },
     /// Snapshot of the per-host table, for `tophosts` and friends.
     Hosts(oneshot::Sender<Vec<HostStatus>>),
     /// Stop delivering new jobs; running connections finish.
@@ -79,6 +91,9 @@ pub enum Event {
     Redirect(String, u16, oneshot::Sender<usize>),
     /// `delivernow`: retry deferred recipients (of one host, or all) now.
     DeliverNow(Option<String>, oneshot::Sender<usize>),
+    /// A commit replaced the configuration: idle connections (opened under
+    /// the old routes and TLS settings) are released instead of reused.
+    Reconfigured,
     /// Counts for `status`: (messages in queue, active recipients, outbound connections, delivery suspended).
     Gauges(oneshot::Sender<Gauges>),
 }
@@ -133,7 +148,11 @@ impl QueueHandle {
     }
 
     pub fn enqueue(&self, env: Arc<Envelope>, body: Option<Arc<Vec<u8>>>) {
-        self.send(Event::Enqueue { env, body, done: Vec::new() });
+        self.send(Event::Enqueue {
+            env,
+            body,
+            done: Vec::new(),
+        });
     }
 
     pub async fn hosts(&self) -> Vec<HostStatus> {
@@ -247,7 +266,12 @@ impl Manager {
     fn handle(&mut self, ev: Event) {
         match ev {
             Event::Enqueue { env, body, done } => self.enqueue(env, body, done),
-            Event::JobDone { job, dcid, outcomes, next } => {
+            Event::JobDone {
+                job,
+                dcid,
+                outcomes,
+                next,
+            } => {
                 for rid in &job.rids {
                     self.in_flight.remove(&(job.env.mid, *rid));
                 }
@@ -282,7 +306,12 @@ impl Manager {
                 self.total_conns = self.total_conns.saturating_sub(1);
                 self.dirty.insert(domain);
                 // A global slot is free: any host with work may use it.
-                let waiting: Vec<String> = self.hosts.iter().filter(|(_, h)| !h.ready.is_empty()).map(|(d, _)| d.clone()).collect();
+                let waiting: Vec<String> = self
+                    .hosts
+                    .iter()
+                    .filter(|(_, h)| !h.ready.is_empty())
+                    .map(|(d, _)| d.clone())
+                    .collect();
                 self.dirty.extend(waiting);
             }
             Event::Idle { domain, next } => self.give_or_park(&domain, next),
@@ -298,7 +327,8 @@ impl Manager {
                     .iter()
                     .map(|(d, h)| HostStatus {
                         host: d.clone(),
-                        active_recipients: h.active_recipients() + delivering.get(d.as_str()).copied().unwrap_or(0),
+                        active_recipients: h.active_recipients()
+                            + delivering.get(d.as_str()).copied().unwrap_or(0),
                         connections_out: h.active_conns,
                         delivered_recipients: h.delivered,
                         soft_bounced: h.soft,
@@ -307,7 +337,11 @@ impl Manager {
                         last_error: h.last_error.clone(),
                     })
                     .collect();
-                rows.sort_by(|a, b| b.active_recipients.cmp(&a.active_recipients).then(a.host.cmp(&b.host)));
+                rows.sort_by(|a, b| {
+                    b.active_recipients
+                        .cmp(&a.active_recipients)
+                        .then(a.host.cmp(&b.host))
+                });
                 let _ = reply.send(rows);
             }
             Event::SuspendDelivery(on, ack) => {
@@ -330,10 +364,23 @@ impl Manager {
             Event::DeliverNow(host, reply) => {
                 let _ = reply.send(self.deliver_now(host.as_deref()));
             }
+            Event::Reconfigured => {
+                for h in self.hosts.values_mut() {
+                    for w in h.idle.drain(..) {
+                        let _ = w.send(None);
+                    }
+                }
+                self.dirty.extend(self.hosts.keys().cloned());
+            }
             Event::Gauges(reply) => {
                 let _ = reply.send(Gauges {
                     messages: self.msgs.len(),
-                    active_recipients: self.hosts.values().map(Host::active_recipients).sum::<usize>() + self.in_flight_rcpts(),
+                    active_recipients: self
+                        .hosts
+                        .values()
+                        .map(Host::active_recipients)
+                        .sum::<usize>()
+                        + self.in_flight_rcpts(),
                     connections_out: self.total_conns,
                     delivery_suspended: self.suspended,
                     oldest_received_at: self.msgs.values().map(|m| m.env.received_at).min(),
@@ -351,7 +398,12 @@ impl Manager {
         }
     }
 
-    fn enqueue(&mut self, env: Arc<Envelope>, body: Option<Arc<Vec<u8>>>, done: Vec<(u32, RcptFinal)>) {
+    fn enqueue(
+        &mut self,
+        env: Arc<Envelope>,
+        body: Option<Arc<Vec<u8>>>,
+        done: Vec<(u32, RcptFinal)>,
+    ) {
         let mut state = vec![None; env.recipients.len()];
         for (rid, f) in done {
             if let Some(s) = state.get_mut(rid as usize) {
@@ -382,11 +434,29 @@ impl Manager {
         self.cached_bytes += body_len;
         let mid = env.mid;
         for (domain, rids) in by_domain {
-            let job = Job { env: env.clone(), body: body.clone(), domain: domain.clone(), rids, attempts: 0, redirect: None };
-            self.hosts.entry(domain.clone()).or_default().ready.push_back(job);
+            let job = Job {
+                env: env.clone(),
+                body: body.clone(),
+                domain: domain.clone(),
+                rids,
+                attempts: 0,
+                redirect: None,
+            };
+            self.hosts
+                .entry(domain.clone())
+                .or_default()
+                .ready
+                .push_back(job);
             self.dirty.insert(domain);
         }
-        self.msgs.insert(mid, Msg { env, state, body_cached: body_len });
+        self.msgs.insert(
+            mid,
+            Msg {
+                env,
+                state,
+                body_cached: body_len,
+            },
+        );
     }
 
     fn job_done(&mut self, job: Job, dcid: u64, outcomes: Vec<RcptOutcome>) {
@@ -394,12 +464,21 @@ impl Manager {
         let mid = job.env.mid;
         let mut delivered = Vec::new();
         let mut temp = false;
-        let already_final = |m: &HashMap<u64, Msg>, rid: u32| m.get(&mid).is_none_or(|m| m.state.get(rid as usize).is_some_and(Option::is_some));
+        let already_final = |m: &HashMap<u64, Msg>, rid: u32| {
+            m.get(&mid)
+                .is_none_or(|m| m.state.get(rid as usize).is_some_and(Option::is_some))
+        };
         for (i, rid) in job.rids.iter().enumerate() {
-            if already_final(&self.msgs, *rid) && !matches!(outcomes.get(i), Some(RcptOutcome::Delivered)) {
+            if already_final(&self.msgs, *rid)
+                && !matches!(outcomes.get(i), Some(RcptOutcome::Delivered))
+            {
                 continue;
             }
-            match outcomes.get(i).cloned().unwrap_or(RcptOutcome::Temp("no result".into())) {
+            match outcomes
+                .get(i)
+                .cloned()
+                .unwrap_or(RcptOutcome::Temp("no result".into()))
+            {
                 RcptOutcome::Delivered => delivered.push(*rid),
                 RcptOutcome::Temp(_) => temp = true,
                 RcptOutcome::Perm(reason) => {
@@ -413,7 +492,10 @@ impl Manager {
             let h = self.hosts.entry(job.domain.clone()).or_default();
             h.delivered += delivered.len() as u64;
             h.down = false;
-            self.shared.counters.delivered_rcpts.fetch_add(delivered.len() as u64, std::sync::atomic::Ordering::Relaxed);
+            self.shared
+                .counters
+                .delivered_rcpts
+                .fetch_add(delivered.len() as u64, std::sync::atomic::Ordering::Relaxed);
             for rid in &delivered {
                 self.set_final(mid, *rid, RcptFinal::Delivered);
             }
@@ -431,7 +513,10 @@ impl Manager {
         let mut keep = Vec::new();
         let mut reason = String::new();
         for (i, rid) in job.rids.iter().enumerate() {
-            let pending = self.msgs.get(&mid).is_some_and(|m| m.state.get(*rid as usize).is_some_and(Option::is_none));
+            let pending = self
+                .msgs
+                .get(&mid)
+                .is_some_and(|m| m.state.get(*rid as usize).is_some_and(Option::is_none));
             if let (Some(RcptOutcome::Temp(r)), true) = (outcomes.get(i), pending) {
                 keep.push(*rid);
                 if reason.is_empty() {
@@ -446,32 +531,65 @@ impl Manager {
         job.attempts += 1;
         let cfg = self.shared.config();
         let profile = &cfg.delivery.bounce;
-        let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
         let age = now.saturating_sub(job.env.received_at);
         let host = self.hosts.entry(job.domain.clone()).or_default();
         host.soft += job.rids.len() as u64;
-        self.shared.counters.soft_bounced.fetch_add(job.rids.len() as u64, std::sync::atomic::Ordering::Relaxed);
+        self.shared
+            .counters
+            .soft_bounced
+            .fetch_add(job.rids.len() as u64, std::sync::atomic::Ordering::Relaxed);
         if age >= profile.max_queue_lifetime || job.attempts > profile.max_retries {
             let why = if age >= profile.max_queue_lifetime {
-                format!("message exceeded the queue lifetime of {} hours", profile.max_queue_lifetime / 3600)
+                format!(
+                    "message exceeded the queue lifetime of {} hours",
+                    profile.max_queue_lifetime / 3600
+                )
             } else {
-                format!("message exceeded the maximum of {} delivery attempts", profile.max_retries)
+                format!(
+                    "message exceeded the maximum of {} delivery attempts",
+                    profile.max_retries
+                )
             };
             for rid in job.rids.clone() {
                 self.shared.log.info(format!("Bounced: DCID {dcid} MID {mid} to RID {rid} - Unable to deliver: {why}; last error: {reason}"));
                 self.hosts.entry(job.domain.clone()).or_default().hard += 1;
-                self.bounce_rcpt(&job.env, rid, &format!("4.4.7 {why}; last error: {reason}"), job.body.as_ref());
+                self.bounce_rcpt(
+                    &job.env,
+                    rid,
+                    &format!("4.4.7 {why}; last error: {reason}"),
+                    job.body.as_ref(),
+                );
             }
             self.check_finished(mid);
             return;
         }
-        let rids = job.rids.iter().map(|r| r.to_string()).collect::<Vec<_>>().join(", ");
-        self.shared.log.info(format!("Delayed: DCID {dcid} MID {mid} to RID [{rids}] - {reason}"));
-        let backoff = profile.initial_retry.saturating_mul(1u64 << (job.attempts - 1).min(20)).min(profile.max_retry);
+        let rids = job
+            .rids
+            .iter()
+            .map(|r| r.to_string())
+            .collect::<Vec<_>>()
+            .join(", ");
+        self.shared.log.info(format!(
+            "Delayed: DCID {dcid} MID {mid} to RID [{rids}] - {reason}"
+        ));
+        let backoff = profile
+            .initial_retry
+            .saturating_mul(1u64 << (job.attempts - 1).min(20))
+            .min(profile.max_retry);
         host.deferred_rcpts += job.rids.len();
         host.last_error = Some(reason);
         self.retry_seq += 1;
-        self.retry.insert((Instant::now() + Duration::from_secs(backoff), self.retry_seq), job);
+        self.retry.insert(
+            (
+                Instant::now() + Duration::from_secs(backoff),
+                self.retry_seq,
+            ),
+            job,
+        );
     }
 
     fn release_due(&mut self) {
@@ -497,7 +615,8 @@ impl Manager {
         match host.ready.pop_front() {
             Some(job) => {
                 for rid in &job.rids {
-                    self.in_flight.insert((job.env.mid, *rid), domain.to_string());
+                    self.in_flight
+                        .insert((job.env.mid, *rid), domain.to_string());
                 }
                 if let Err(Some(job)) = next.send(Some(job)) {
                     for rid in &job.rids {
@@ -592,7 +711,12 @@ impl Manager {
             }
             host.ready = keep;
         }
-        let keys: Vec<(Instant, u64)> = self.retry.iter().filter(|(_, j)| Self::matches(sel, j)).map(|(k, _)| *k).collect();
+        let keys: Vec<(Instant, u64)> = self
+            .retry
+            .iter()
+            .filter(|(_, j)| Self::matches(sel, j))
+            .map(|(k, _)| *k)
+            .collect();
         for k in keys {
             if let Some(j) = self.retry.remove(&k) {
                 if let Some(h) = self.hosts.get_mut(&j.domain) {
@@ -613,13 +737,21 @@ impl Manager {
                 n += 1;
                 match how {
                     Removal::Delete => {
-                        self.shared.log.info(format!("MID {} to RID [{rid}] deleted by administrator (deleterecipients)", job.env.mid));
+                        self.shared.log.info(format!(
+                            "MID {} to RID [{rid}] deleted by administrator (deleterecipients)",
+                            job.env.mid
+                        ));
                         self.set_final(job.env.mid, *rid, RcptFinal::Deleted);
                     }
                     Removal::Bounce => {
                         self.shared.log.info(format!("Bounced: MID {} to RID {rid} - bounced by administrator (bouncerecipients)", job.env.mid));
                         self.hosts.entry(job.domain.clone()).or_default().hard += 1;
-                        self.bounce_rcpt(&job.env, *rid, "5.3.0 message bounced by the administrator", job.body.as_ref());
+                        self.bounce_rcpt(
+                            &job.env,
+                            *rid,
+                            "5.3.0 message bounced by the administrator",
+                            job.body.as_ref(),
+                        );
                     }
                 }
             }
@@ -650,7 +782,11 @@ impl Manager {
             n += job.rids.len();
             job.redirect = Some((host.to_string(), port));
             job.domain = key.clone();
-            self.hosts.entry(key.clone()).or_default().ready.push_back(job);
+            self.hosts
+                .entry(key.clone())
+                .or_default()
+                .ready
+                .push_back(job);
         }
         self.dirty.insert(key);
         n
@@ -658,7 +794,12 @@ impl Manager {
 
     fn deliver_now(&mut self, host: Option<&str>) -> usize {
         let sel = host.map_or(Selection::All, |h| Selection::Host(h.to_string()));
-        let keys: Vec<(Instant, u64)> = self.retry.iter().filter(|(_, j)| Self::matches(&sel, j)).map(|(k, _)| *k).collect();
+        let keys: Vec<(Instant, u64)> = self
+            .retry
+            .iter()
+            .filter(|(_, j)| Self::matches(&sel, j))
+            .map(|(k, _)| *k)
+            .collect();
         let mut n = 0;
         for k in keys {
             if let Some(j) = self.retry.remove(&k) {
@@ -682,10 +823,14 @@ impl Manager {
         let global = cfg.delivery.max_concurrency;
         let dirty: Vec<String> = self.dirty.drain().collect();
         for domain in dirty {
-            let Some(host) = self.hosts.get_mut(&domain) else { continue };
+            let Some(host) = self.hosts.get_mut(&domain) else {
+                continue;
+            };
             // Idle connections first.
             while !host.ready.is_empty() {
-                let Some(w) = host.idle.pop_front() else { break };
+                let Some(w) = host.idle.pop_front() else {
+                    break;
+                };
                 let job = host.ready.pop_front().unwrap();
                 let keys: Vec<(u64, u32)> = job.rids.iter().map(|r| (job.env.mid, *r)).collect();
                 match w.send(Some(job)) {
@@ -698,8 +843,13 @@ impl Manager {
                     Err(None) => {}
                 }
             }
-            let per_host = cfg.destination(&domain).map_or(DEFAULT_HOST_CONCURRENCY, |d| d.max_concurrency);
-            while !host.ready.is_empty() && host.active_conns < per_host && self.total_conns < global {
+            let per_host = cfg
+                .destination(&domain)
+                .map_or(DEFAULT_HOST_CONCURRENCY, |d| d.max_concurrency);
+            while !host.ready.is_empty()
+                && host.active_conns < per_host
+                && self.total_conns < global
+            {
                 // Each new connection takes a share of the ready jobs up front
                 // only one at a time; the rest it asks for as it goes.
                 let job = host.ready.pop_front().unwrap();
@@ -718,18 +868,33 @@ impl Manager {
             if let Some(s) = m.state.get_mut(rid as usize) {
                 if s.is_none() {
                     *s = Some(state);
-                    self.shared.spool.update(mid, Update::Rcpt { rid, state }.encode());
+                    self.shared
+                        .spool
+                        .update(mid, Update::Rcpt { rid, state }.encode());
                 }
             }
         }
     }
 
-    fn bounce_rcpt(&mut self, env: &Arc<Envelope>, rid: u32, reason: &str, body: Option<&Arc<Vec<u8>>>) {
+    fn bounce_rcpt(
+        &mut self,
+        env: &Arc<Envelope>,
+        rid: u32,
+        reason: &str,
+        body: Option<&Arc<Vec<u8>>>,
+    ) {
         self.set_final(env.mid, rid, RcptFinal::Bounced);
-        self.shared.counters.bounced_rcpts.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.shared
+            .counters
+            .bounced_rcpts
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let cfg = self.shared.config();
         if cfg.delivery.bounce.send_dsn && !env.dsn && !env.sender.is_empty() {
-            let rcpt = env.recipients.get(rid as usize).cloned().unwrap_or_default();
+            let rcpt = env
+                .recipients
+                .get(rid as usize)
+                .cloned()
+                .unwrap_or_default();
             // The DSN quotes the original headers. Read them now: the message
             // may be finished (and its spool records dead) before the DSN task
             // runs. A body not in memory is read back from the spool, which
@@ -739,12 +904,21 @@ impl Manager {
                 Some(b) => b.clone(),
                 None => Arc::new(self.shared.spool.read_body(env.mid).unwrap_or_default()),
             };
-            crate::bounce::spawn_dsn(self.shared.clone(), env.clone(), rcpt, reason.to_string(), body);
+            crate::bounce::spawn_dsn(
+                self.shared.clone(),
+                env.clone(),
+                rcpt,
+                reason.to_string(),
+                body,
+            );
         }
     }
 
     fn check_finished(&mut self, mid: u64) {
-        let done = self.msgs.get(&mid).is_some_and(|m| m.state.iter().all(Option::is_some));
+        let done = self
+            .msgs
+            .get(&mid)
+            .is_some_and(|m| m.state.iter().all(Option::is_some));
         if done {
             self.finish(mid);
         }
@@ -755,7 +929,9 @@ impl Manager {
             self.cached_bytes = self.cached_bytes.saturating_sub(m.body_cached);
         }
         self.shared.spool.finish(mid);
-        self.shared.log.info(format!("Message finished MID {mid} done"));
+        self.shared
+            .log
+            .info(format!("Message finished MID {mid} done"));
     }
 }
 

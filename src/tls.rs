@@ -18,7 +18,10 @@ use anyhow::{bail, Context, Result};
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
-use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, ServerConfig, SignatureScheme, SupportedCipherSuite, SupportedProtocolVersion};
+use rustls::{
+    ClientConfig, DigitallySignedStruct, RootCertStore, ServerConfig, SignatureScheme,
+    SupportedCipherSuite, SupportedProtocolVersion,
+};
 
 use crate::config::{Config, TlsVersion};
 
@@ -164,10 +167,14 @@ pub fn client_configs(cfg: &Config) -> Result<ClientConfigs> {
     let mut roots = RootCertStore::empty();
     roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
     if let Some(ca) = &cfg.tls_outbound.ca_file {
-        let pem = std::fs::read(ca).with_context(|| format!("reading tls.outbound.ca_file {}", ca.display()))?;
+        let pem = std::fs::read(ca)
+            .with_context(|| format!("reading tls.outbound.ca_file {}", ca.display()))?;
         for cert in rustls_pki_types::pem::PemObject::pem_slice_iter(&pem) {
-            let cert: CertificateDer<'static> = cert.with_context(|| format!("parsing {}", ca.display()))?;
-            roots.add(cert).with_context(|| format!("adding a CA from {}", ca.display()))?;
+            let cert: CertificateDer<'static> =
+                cert.with_context(|| format!("parsing {}", ca.display()))?;
+            roots
+                .add(cert)
+                .with_context(|| format!("adding a CA from {}", ca.display()))?;
         }
     }
     let versions = protocol_versions(&cfg.tls_outbound.versions);
@@ -181,10 +188,16 @@ pub fn client_configs(cfg: &Config) -> Result<ClientConfigs> {
         .dangerous()
         .with_custom_certificate_verifier(Arc::new(AcceptAnyCert(provider())))
         .with_no_client_auth();
-    Ok(ClientConfigs { verify: Arc::new(verify), opportunistic: Arc::new(opportunistic) })
+    Ok(ClientConfigs {
+        verify: Arc::new(verify),
+        opportunistic: Arc::new(opportunistic),
+    })
 }
 
-fn load_pem(cert: &Path, key: &Path) -> Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>)> {
+fn load_pem(
+    cert: &Path,
+    key: &Path,
+) -> Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>)> {
     use rustls_pki_types::pem::PemObject;
     let certs = CertificateDer::pem_file_iter(cert)
         .with_context(|| format!("reading certificate {}", cert.display()))?
@@ -193,18 +206,21 @@ fn load_pem(cert: &Path, key: &Path) -> Result<(Vec<CertificateDer<'static>>, Pr
     if certs.is_empty() {
         bail!("{} holds no certificate", cert.display());
     }
-    let key = PrivateKeyDer::from_pem_file(key).with_context(|| format!("reading private key {}", key.display()))?;
+    let key = PrivateKeyDer::from_pem_file(key)
+        .with_context(|| format!("reading private key {}", key.display()))?;
     Ok((certs, key))
 }
 
 /// Writes a self-signed certificate for `hostname` (key readable by the owner only).
 pub fn generate_self_signed(hostname: &str, cert_path: &Path, key_path: &Path) -> Result<()> {
-    let ck = rcgen::generate_simple_self_signed(vec![hostname.to_string()]).context("generating a self-signed certificate")?;
+    let ck = rcgen::generate_simple_self_signed(vec![hostname.to_string()])
+        .context("generating a self-signed certificate")?;
     if let Some(dir) = cert_path.parent() {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     }
     write_private(key_path, ck.signing_key.serialize_pem().as_bytes())?;
-    std::fs::write(cert_path, ck.cert.pem()).with_context(|| format!("writing {}", cert_path.display()))?;
+    std::fs::write(cert_path, ck.cert.pem())
+        .with_context(|| format!("writing {}", cert_path.display()))?;
     Ok(())
 }
 
@@ -240,12 +256,32 @@ impl ServerCertVerifier for AcceptAnyCert {
         Ok(ServerCertVerified::assertion())
     }
 
-    fn verify_tls12_signature(&self, message: &[u8], cert: &CertificateDer<'_>, dss: &DigitallySignedStruct) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
     }
 
-    fn verify_tls13_signature(&self, message: &[u8], cert: &CertificateDer<'_>, dss: &DigitallySignedStruct) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {

@@ -197,7 +197,11 @@ fn json(node: &Node, args: &[&str]) -> Value {
     let v: Value = serde_json::from_str(&out)
         .unwrap_or_else(|e| panic!("`pvo {}` printed no JSON ({e}):\n{out}", all.join(" ")));
     assert_eq!(v["ok"], true, "`pvo {}`: {v:#}", all.join(" "));
-    assert!(v["text"].is_string(), "`pvo {}` has no text: {v:#}", all.join(" "));
+    assert!(
+        v["text"].is_string(),
+        "`pvo {}` has no text: {v:#}",
+        all.join(" ")
+    );
     v["data"].clone()
 }
 
@@ -238,7 +242,12 @@ fn wait_deferred(node: &Node, rcpts: &[&str]) {
             *last.borrow_mut() = now;
             done.then_some(())
         },
-        || format!("queue never held exactly {want:?}, all deferred; last {:?}", last.borrow()),
+        || {
+            format!(
+                "queue never held exactly {want:?}, all deferred; last {:?}",
+                last.borrow()
+            )
+        },
     );
 }
 
@@ -313,7 +322,10 @@ fn field<'a>(text: &'a str, label: &str) -> &'a str {
 fn counter_row(text: &str, label: &str) -> Vec<u64> {
     field(text, label)
         .split_whitespace()
-        .map(|n| n.parse().unwrap_or_else(|_| panic!("row {label:?}: {text}")))
+        .map(|n| {
+            n.parse()
+                .unwrap_or_else(|_| panic!("row {label:?}: {text}"))
+        })
         .collect()
 }
 
@@ -328,18 +340,37 @@ fn status_shows_online_counters_that_move_and_listeners_in_detail() {
 
     let t = text(&node, &["status"]);
     assert_eq!(field(&t, "System status:"), "Online", "{t}");
-    assert!(t.contains("Enter \"status detail\" for more information."), "{t}");
-    for label in ["Status as of:", "Up since:", "Last counter reset:", "Oldest Message:"] {
+    assert!(
+        t.contains("Enter \"status detail\" for more information."),
+        "{t}"
+    );
+    for label in [
+        "Status as of:",
+        "Up since:",
+        "Last counter reset:",
+        "Oldest Message:",
+    ] {
         field(&t, label);
     }
-    assert!(t.contains("Counters:") && t.contains("Reset") && t.contains("Uptime") && t.contains("Lifetime"), "{t}");
+    assert!(
+        t.contains("Counters:")
+            && t.contains("Reset")
+            && t.contains("Uptime")
+            && t.contains("Lifetime"),
+        "{t}"
+    );
     assert_eq!(counter_row(&t, "Messages Received"), vec![0, 0, 0], "{t}");
     let d = json(&node, &["status"]);
     assert_eq!(d["system_status"], "Online", "{d:#}");
     assert_eq!(d["counters"]["uptime"]["messages_received"], 0, "{d:#}");
     assert_eq!(d["delivery_suspended"], false, "{d:#}");
 
-    send(&node, "alice@example.org", &["a@example.com", "b@example.com"], "counted");
+    send(
+        &node,
+        "alice@example.org",
+        &["a@example.com", "b@example.com"],
+        "counted",
+    );
     sink.wait_for_messages(1, DELIVERY);
     // Delivered Recipients is counted when the queue manager hears back from the
     // connection, a moment after the sink stored the message.
@@ -359,7 +390,11 @@ fn status_shows_online_counters_that_move_and_listeners_in_detail() {
     let t = text(&node, &["status"]);
     assert_eq!(counter_row(&t, "Messages Received"), vec![1, 1, 1], "{t}");
     assert_eq!(counter_row(&t, "Recipients Received"), vec![2, 2, 2], "{t}");
-    assert_eq!(counter_row(&t, "Delivered Recipients"), vec![2, 2, 2], "{t}");
+    assert_eq!(
+        counter_row(&t, "Delivered Recipients"),
+        vec![2, 2, 2],
+        "{t}"
+    );
 
     // resetcounters zeroes the Reset column only.
     assert_eq!(text(&node, &["resetcounters"]).trim(), "Counters reset.");
@@ -372,15 +407,24 @@ fn status_shows_online_counters_that_move_and_listeners_in_detail() {
     let t = text(&node, &["status", "detail"]);
     assert!(!t.contains("Enter \"status detail\""), "{t}");
     assert!(t.contains("Rates (Events Per Hour"), "{t}");
-    let listeners = &t[t.find("Listeners:").unwrap_or_else(|| panic!("no Listeners in:\n{t}"))..];
+    let listeners = &t[t
+        .find("Listeners:")
+        .unwrap_or_else(|| panic!("no Listeners in:\n{t}"))..];
     let line = listeners
         .lines()
         .find(|l| l.trim_start().starts_with("IncomingMail"))
         .unwrap_or_else(|| panic!("IncomingMail not listed:\n{t}"));
-    assert!(line.contains(&node.addr().to_string()) && line.contains("receiving"), "{line}");
+    assert!(
+        line.contains(&node.addr().to_string()) && line.contains("receiving"),
+        "{line}"
+    );
     let d = json(&node, &["status", "detail"]);
     assert_eq!(d["listeners"][0]["name"], "IncomingMail", "{d:#}");
-    assert_eq!(d["listeners"][0]["address"], node.addr().to_string(), "{d:#}");
+    assert_eq!(
+        d["listeners"][0]["address"],
+        node.addr().to_string(),
+        "{d:#}"
+    );
     assert_eq!(d["listeners"][0]["suspended"], false, "{d:#}");
 
     let out = pvo(&node, &["status", "details"]);
@@ -397,7 +441,10 @@ fn suspendlisteners_all_refuses_connections_and_status_shows_offline() {
     let (incoming, outgoing) = (node.listener("IncomingMail"), node.listener("OutgoingMail"));
 
     let t = text(&node, &["suspendlisteners", "all"]);
-    assert_eq!(t.trim(), "Receiving suspended for IncomingMail, OutgoingMail.");
+    assert_eq!(
+        t.trim(),
+        "Receiving suspended for IncomingMail, OutgoingMail."
+    );
     // The answer comes once the sockets are closed: no wait needed.
     assert_refused(incoming);
     assert_refused(outgoing);
@@ -405,24 +452,46 @@ fn suspendlisteners_all_refuses_connections_and_status_shows_offline() {
     assert_eq!(field(&t, "System status:"), "Offline", "{t}");
     let d = json(&node, &["status", "detail"]);
     assert_eq!(d["system_status"], "Offline", "{d:#}");
-    assert!(d["listeners"].as_array().unwrap().iter().all(|l| l["suspended"] == true), "{d:#}");
+    assert!(
+        d["listeners"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|l| l["suspended"] == true),
+        "{d:#}"
+    );
     // Once more: nothing was running any more.
     let d = json(&node, &["suspendlisteners", "all"]);
-    assert_eq!(names(&d["suspended_listeners"]), Vec::<String>::new(), "{d:#}");
+    assert_eq!(
+        names(&d["suspended_listeners"]),
+        Vec::<String>::new(),
+        "{d:#}"
+    );
 
     let t = text(&node, &["resumelisteners", "all"]);
-    assert_eq!(t.trim(), "Receiving resumed for IncomingMail, OutgoingMail.");
+    assert_eq!(
+        t.trim(),
+        "Receiving resumed for IncomingMail, OutgoingMail."
+    );
     assert_banner(incoming);
     assert_banner(outgoing);
     assert_eq!(field(&text(&node, &["status"]), "System status:"), "Online");
 
     // The same in JSON, without a name (all is the default).
     let d = json(&node, &["suspendlisteners"]);
-    assert_eq!(names(&d["suspended_listeners"]), ["IncomingMail", "OutgoingMail"], "{d:#}");
+    assert_eq!(
+        names(&d["suspended_listeners"]),
+        ["IncomingMail", "OutgoingMail"],
+        "{d:#}"
+    );
     assert_refused(incoming);
     assert_eq!(json(&node, &["status"])["system_status"], "Offline");
     let d = json(&node, &["resumelisteners"]);
-    assert_eq!(names(&d["resumed_listeners"]), ["IncomingMail", "OutgoingMail"], "{d:#}");
+    assert_eq!(
+        names(&d["resumed_listeners"]),
+        ["IncomingMail", "OutgoingMail"],
+        "{d:#}"
+    );
     assert_banner(incoming);
     assert_eq!(json(&node, &["status"])["system_status"], "Online");
 
@@ -438,7 +507,12 @@ fn suspendlisteners_all_refuses_connections_and_status_shows_offline() {
     }
 
     // Mail still flows after the round trips.
-    send(&node, "alice@example.org", &["a@example.com"], "after resume");
+    send(
+        &node,
+        "alice@example.org",
+        &["a@example.com"],
+        "after resume",
+    );
     sink.wait_for_messages(1, DELIVERY);
 }
 
@@ -462,9 +536,20 @@ fn suspendlisteners_by_name_suspends_only_that_one_and_unknown_names_are_explain
         .as_array()
         .unwrap()
         .iter()
-        .map(|l| (l["name"].as_str().unwrap().to_string(), l["suspended"].as_bool().unwrap()))
+        .map(|l| {
+            (
+                l["name"].as_str().unwrap().to_string(),
+                l["suspended"].as_bool().unwrap(),
+            )
+        })
         .collect();
-    assert_eq!(states, [("IncomingMail".to_string(), false), ("OutgoingMail".to_string(), true)]);
+    assert_eq!(
+        states,
+        [
+            ("IncomingMail".to_string(), false),
+            ("OutgoingMail".to_string(), true)
+        ]
+    );
 
     let t = text(&node, &["resumelisteners", "OutgoingMail"]);
     assert_eq!(t.trim(), "Receiving resumed for OutgoingMail.");
@@ -480,12 +565,21 @@ fn suspendlisteners_by_name_suspends_only_that_one_and_unknown_names_are_explain
 
     // Several by name, separated by commas, in any case.
     let t = text(&node, &["suspendlisteners", "outgoingmail,IncomingMail"]);
-    assert_eq!(t.trim(), "Receiving suspended for IncomingMail, OutgoingMail.");
+    assert_eq!(
+        t.trim(),
+        "Receiving suspended for IncomingMail, OutgoingMail."
+    );
     assert_refused(incoming);
     assert_refused(outgoing);
-    assert_eq!(field(&text(&node, &["status"]), "System status:"), "Offline");
+    assert_eq!(
+        field(&text(&node, &["status"]), "System status:"),
+        "Offline"
+    );
     let t = text(&node, &["resumelisteners", "IncomingMail, OutgoingMail"]);
-    assert_eq!(t.trim(), "Receiving resumed for IncomingMail, OutgoingMail.");
+    assert_eq!(
+        t.trim(),
+        "Receiving resumed for IncomingMail, OutgoingMail."
+    );
     assert_banner(incoming);
     assert_banner(outgoing);
 
@@ -495,13 +589,23 @@ fn suspendlisteners_by_name_suspends_only_that_one_and_unknown_names_are_explain
         let out = pvo(&node, &[cmd, "NoSuchListener"]);
         assert_eq!(out.status.code(), Some(1), "{cmd}: {}", out.stdout);
         for want in ["NoSuchListener", "IncomingMail", "OutgoingMail"] {
-            assert!(out.stderr.contains(want), "{cmd}: {want} missing in {:?}", out.stderr);
+            assert!(
+                out.stderr.contains(want),
+                "{cmd}: {want} missing in {:?}",
+                out.stderr
+            );
         }
         let out = pvo(&node, &[cmd, "NoSuchListener", "--json"]);
         assert_eq!(out.status.code(), Some(1), "{cmd} --json");
         let v: Value = serde_json::from_str(&out.stdout).expect("JSON error answer");
         assert_eq!(v["ok"], false, "{v:#}");
-        assert!(v["data"]["error"].as_str().unwrap().contains("IncomingMail, OutgoingMail"), "{v:#}");
+        assert!(
+            v["data"]["error"]
+                .as_str()
+                .unwrap()
+                .contains("IncomingMail, OutgoingMail"),
+            "{v:#}"
+        );
     }
     // Nothing changed.
     assert_banner(incoming);
@@ -522,10 +626,15 @@ fn resume_names_a_listener_whose_port_was_taken_and_resumes_everything_else() {
     let out = pvo(&node, &["resume"]);
     assert_eq!(out.status.code(), Some(1), "{}", out.stdout);
     let lines: Vec<&str> = out.stderr.lines().collect();
-    assert_eq!(lines[0], "Receiving resumed for IncomingMail.", "{}", out.stderr);
+    assert_eq!(
+        lines[0], "Receiving resumed for IncomingMail.",
+        "{}",
+        out.stderr
+    );
     assert!(
-        lines[1].starts_with(&format!("Listener OutgoingMail cannot listen on {outgoing} again"))
-            && lines[1].contains("resumelisteners"),
+        lines[1].starts_with(&format!(
+            "Listener OutgoingMail cannot listen on {outgoing} again"
+        )) && lines[1].contains("resumelisteners"),
         "{}",
         out.stderr
     );
@@ -535,15 +644,30 @@ fn resume_names_a_listener_whose_port_was_taken_and_resumes_everything_else() {
     assert_eq!(field(&t, "Listeners suspended:"), "OutgoingMail", "{t}");
     // Delivery resumed all the same.
     assert!(t.lines().all(|l| !l.starts_with("Delivery:")), "{t}");
-    send(&node, "alice@example.org", &["a@example.com"], "delivered while one listener is down");
+    send(
+        &node,
+        "alice@example.org",
+        &["a@example.com"],
+        "delivered while one listener is down",
+    );
     sink.wait_for_messages(1, DELIVERY);
 
     let out = pvo(&node, &["resumelisteners", "OutgoingMail", "--json"]);
     assert_eq!(out.status.code(), Some(1));
     let v: Value = serde_json::from_str(&out.stdout).expect("JSON");
     assert_eq!(v["ok"], false, "{v:#}");
-    assert_eq!(names(&v["data"]["resumed_listeners"]), Vec::<String>::new(), "{v:#}");
-    assert!(v["data"]["error"][0].as_str().unwrap().contains("OutgoingMail"), "{v:#}");
+    assert_eq!(
+        names(&v["data"]["resumed_listeners"]),
+        Vec::<String>::new(),
+        "{v:#}"
+    );
+    assert!(
+        v["data"]["error"][0]
+            .as_str()
+            .unwrap()
+            .contains("OutgoingMail"),
+        "{v:#}"
+    );
 
     drop(squatter);
     let t = text(&node, &["resumelisteners", "OutgoingMail"]);
@@ -563,7 +687,12 @@ fn suspend_stops_receiving_and_delivery_and_resume_restarts_both() {
     // The seed's listeners, in its order (not alphabetical): the answers list them so.
     cfg.listeners = vec!["euq_listener", "cpq_listener"];
     let node = cfg.start();
-    send(&node, "alice@example.org", &["x@held.example.com"], "queued before suspend");
+    send(
+        &node,
+        "alice@example.org",
+        &["x@held.example.com"],
+        "queued before suspend",
+    );
     wait_deferred(&node, &["x@held.example.com"]);
 
     let t = text(&node, &["suspend", "--delay", "0"]);
@@ -577,14 +706,20 @@ fn suspend_stops_receiving_and_delivery_and_resume_restarts_both() {
     assert_eq!(field(&t, "System status:"), "Offline", "{t}");
     assert_eq!(field(&t, "Delivery:"), "Suspended", "{t}");
     let d = json(&node, &["status"]);
-    assert_eq!((&d["system_status"], &d["delivery_suspended"]), (&"Offline".into(), &true.into()));
+    assert_eq!(
+        (&d["system_status"], &d["delivery_suspended"]),
+        (&"Offline".into(), &true.into())
+    );
 
     // The next hop would take the message now, and delivernow makes it due: still it
     // stays in the queue, ready, while delivery is suspended.
     held.set_faults(&SinkOptions::default());
     let d = json(&node, &["delivernow"]);
     assert_eq!(d["rescheduled"], 1, "{d:#}");
-    assert_eq!(queued(&node), [("x@held.example.com".to_string(), "ready".to_string())]);
+    assert_eq!(
+        queued(&node),
+        [("x@held.example.com".to_string(), "ready".to_string())]
+    );
     assert_eq!(held.count(), 0);
 
     let t = text(&node, &["resume"]);
@@ -596,15 +731,30 @@ fn suspend_stops_receiving_and_delivery_and_resume_restarts_both() {
 
     // The same in JSON.
     let d = json(&node, &["suspend", "--delay", "5"]);
-    assert_eq!(names(&d["suspended_listeners"]), ["euq_listener", "cpq_listener"], "{d:#}");
-    assert_eq!((&d["delivery_suspended"], &d["delay"]), (&true.into(), &5.into()), "{d:#}");
+    assert_eq!(
+        names(&d["suspended_listeners"]),
+        ["euq_listener", "cpq_listener"],
+        "{d:#}"
+    );
+    assert_eq!(
+        (&d["delivery_suspended"], &d["delay"]),
+        (&true.into(), &5.into()),
+        "{d:#}"
+    );
     assert_refused(node.listener("cpq_listener"));
     let d = json(&node, &["resume"]);
-    assert_eq!(names(&d["resumed_listeners"]), ["euq_listener", "cpq_listener"], "{d:#}");
+    assert_eq!(
+        names(&d["resumed_listeners"]),
+        ["euq_listener", "cpq_listener"],
+        "{d:#}"
+    );
     assert_eq!(d["delivery_resumed"], true, "{d:#}");
     assert_banner(node.listener("cpq_listener"));
     let d = json(&node, &["status"]);
-    assert_eq!((&d["system_status"], &d["delivery_suspended"]), (&"Online".into(), &false.into()));
+    assert_eq!(
+        (&d["system_status"], &d["delivery_suspended"]),
+        (&"Online".into(), &false.into())
+    );
 
     let log = node.mail_logs();
     for line in [
@@ -618,28 +768,77 @@ fn suspend_stops_receiving_and_delivery_and_resume_restarts_both() {
 }
 
 #[test]
+fn suspend_closes_open_sessions_after_the_delay() {
+    let sink = Sink::accepting();
+    let node = Config::new(&sink).start();
+    let mut client = SmtpClient::open(node.addr(), Some(TRUSTED));
+    client.expect("EHLO client.test", 250);
+
+    let t = text(&node, &["suspend", "--delay", "1"]);
+    assert!(
+        t.contains("Open connections are closed after 1 seconds."),
+        "{t}"
+    );
+    assert_refused(node.addr());
+    // The open session goes on until the delay is over, then it is told why it closes.
+    let reply = client.read_reply().expect("a reply when the delay is over");
+    assert_eq!(reply.code, 421, "{}", reply.raw());
+    assert!(
+        reply.raw().contains("closing connection"),
+        "{}",
+        reply.raw()
+    );
+    assert!(client.read_to_end().expect("read to EOF").is_empty());
+
+    assert_eq!(
+        text(&node, &["resume"]),
+        "Receiving resumed for IncomingMail.\n"
+    );
+    // A new session after resume is not closed: it can send mail.
+    send(
+        &node,
+        "alice@example.org",
+        &["a@example.com"],
+        "after suspend",
+    );
+    sink.wait_for_messages(1, DELIVERY);
+}
+
+#[test]
 fn suspenddel_holds_accepted_mail_until_resumedel() {
     let sink = Sink::accepting();
     let node = Config::new(&sink).start();
 
     assert_eq!(text(&node, &["suspenddel"]).trim(), "Delivery suspended.");
-    assert_eq!(text(&node, &["suspenddel"]).trim(), "Delivery was already suspended.");
+    assert_eq!(
+        text(&node, &["suspenddel"]).trim(),
+        "Delivery was already suspended."
+    );
     send(&node, "alice@example.org", &["a@example.com"], "held one");
     // Receiving goes on: the listener still answers.
     assert_eq!(field(&text(&node, &["status"]), "System status:"), "Online");
     assert_eq!(field(&text(&node, &["status"]), "Delivery:"), "Suspended");
-    assert_eq!(queued(&node), [("a@example.com".to_string(), "ready".to_string())]);
+    assert_eq!(
+        queued(&node),
+        [("a@example.com".to_string(), "ready".to_string())]
+    );
     assert_eq!(sink.count(), 0);
 
     assert_eq!(text(&node, &["resumedel"]).trim(), "Delivery resumed.");
     sink.wait_for_messages(1, DELIVERY);
-    assert_eq!(text(&node, &["resumedel"]).trim(), "Delivery was not suspended.");
+    assert_eq!(
+        text(&node, &["resumedel"]).trim(),
+        "Delivery was not suspended."
+    );
 
     let d = json(&node, &["suspenddel"]);
     assert_eq!(d["delivery_suspended"], true, "{d:#}");
     send(&node, "alice@example.org", &["b@example.com"], "held two");
     assert_eq!(json(&node, &["status"])["delivery_suspended"], true);
-    assert_eq!(queued(&node), [("b@example.com".to_string(), "ready".to_string())]);
+    assert_eq!(
+        queued(&node),
+        [("b@example.com".to_string(), "ready".to_string())]
+    );
     assert_eq!(sink.count(), 1);
     let d = json(&node, &["resumedel"]);
     assert_eq!(d["delivery_suspended"], false, "{d:#}");
@@ -657,7 +856,11 @@ fn tophosts_rows(t: &str) -> Vec<(usize, String, Vec<u64>)> {
         .filter_map(|l| {
             let w: Vec<&str> = l.split_whitespace().collect();
             let rank = w.first()?.parse().ok()?;
-            let nums: Vec<u64> = w.get(2..)?.iter().map(|n| n.parse().ok()).collect::<Option<_>>()?;
+            let nums: Vec<u64> = w
+                .get(2..)?
+                .iter()
+                .map(|n| n.parse().ok())
+                .collect::<Option<_>>()?;
             (w.len() == 7).then(|| (rank, w[1].to_string(), nums))
         })
         .collect()
@@ -674,12 +877,29 @@ fn tophosts_and_hoststatus_show_queued_down_and_delivered_hosts() {
         .route("down.example.net", closed_port())
         .start();
 
-    send(&node, "alice@example.org", &["a@ok.example.com", "b@ok.example.com"], "ok");
-    send(&node, "alice@example.org", &["a@slow.example.net", "b@slow.example.net"], "slow");
+    send(
+        &node,
+        "alice@example.org",
+        &["a@ok.example.com", "b@ok.example.com"],
+        "ok",
+    );
+    send(
+        &node,
+        "alice@example.org",
+        &["a@slow.example.net", "b@slow.example.net"],
+        "slow",
+    );
     send(&node, "alice@example.org", &["a@down.example.net"], "down");
     send(&node, "alice@example.org", &["a@hard.example.net"], "hard");
     sink.wait_for_messages(1, DELIVERY);
-    wait_deferred(&node, &["a@slow.example.net", "b@slow.example.net", "a@down.example.net"]);
+    wait_deferred(
+        &node,
+        &[
+            "a@slow.example.net",
+            "b@slow.example.net",
+            "a@down.example.net",
+        ],
+    );
     // The DSN of the hard bounce goes to alice at example.org, through the default route.
     wait_until(
         DELIVERY,
@@ -695,7 +915,10 @@ fn tophosts_and_hoststatus_show_queued_down_and_delivered_hosts() {
         || "outbound connections never closed".into(),
     );
     let t = text(&node, &["tophosts"]);
-    assert!(t.contains("Hosts marked with '*' were down as of the last delivery attempt."), "{t}");
+    assert!(
+        t.contains("Hosts marked with '*' were down as of the last delivery attempt."),
+        "{t}"
+    );
     // The column titles take two lines, as on the appliance.
     let lines: Vec<&str> = t.lines().collect();
     let at = lines
@@ -704,8 +927,25 @@ fn tophosts_and_hoststatus_show_queued_down_and_delivered_hosts() {
         .unwrap_or_else(|| panic!("no column titles:\n{t}"));
     let header = [lines[at - 1], lines[at]];
     let words = |l: &str| l.split_whitespace().map(String::from).collect::<Vec<_>>();
-    assert_eq!(words(header[0]), ["Active", "Conn.", "Deliv.", "Soft", "Hard"], "{t}");
-    assert_eq!(words(header[1]), ["#", "Recipient", "Host", "Recip.", "Out", "Recip.", "Bounced", "Bounced"], "{t}");
+    assert_eq!(
+        words(header[0]),
+        ["Active", "Conn.", "Deliv.", "Soft", "Hard"],
+        "{t}"
+    );
+    assert_eq!(
+        words(header[1]),
+        [
+            "#",
+            "Recipient",
+            "Host",
+            "Recip.",
+            "Out",
+            "Recip.",
+            "Bounced",
+            "Bounced"
+        ],
+        "{t}"
+    );
     let rows = tophosts_rows(&t);
     let row = |host: &str| {
         rows.iter()
@@ -722,20 +962,44 @@ fn tophosts_and_hoststatus_show_queued_down_and_delivered_hosts() {
     assert_eq!(row("ok.example.com").2, [0, 0, 2, 0, 0], "{t}");
     assert_eq!(row("hard.example.net").2, [0, 0, 0, 0, 1], "{t}");
     assert_eq!(row("example.org").2, [0, 0, 1, 0, 0], "{t}");
-    assert_eq!(rows.iter().map(|r| r.0).collect::<Vec<_>>(), [1, 2, 3, 4, 5], "{t}");
+    assert_eq!(
+        rows.iter().map(|r| r.0).collect::<Vec<_>>(),
+        [1, 2, 3, 4, 5],
+        "{t}"
+    );
 
-    let first = |sort: &str| tophosts_rows(&text(&node, &["tophosts", "--sort", sort]))[0].1.clone();
+    let first = |sort: &str| {
+        tophosts_rows(&text(&node, &["tophosts", "--sort", sort]))[0]
+            .1
+            .clone()
+    };
     assert_eq!(first("active"), "slow.example.net");
     assert_eq!(first("delivered"), "ok.example.com");
     assert_eq!(first("soft"), "slow.example.net");
     assert_eq!(first("hard"), "hard.example.net");
     // Nothing is connected at rest: ties are listed by name.
     let conn = tophosts_rows(&text(&node, &["tophosts", "--sort", "conn"]));
-    let conn_hosts: Vec<String> = conn.iter().map(|r| r.1.trim_start_matches('*').to_string()).collect();
-    assert_eq!(conn_hosts, ["down.example.net", "example.org", "hard.example.net", "ok.example.com", "slow.example.net"]);
+    let conn_hosts: Vec<String> = conn
+        .iter()
+        .map(|r| r.1.trim_start_matches('*').to_string())
+        .collect();
+    assert_eq!(
+        conn_hosts,
+        [
+            "down.example.net",
+            "example.org",
+            "hard.example.net",
+            "ok.example.com",
+            "slow.example.net"
+        ]
+    );
     let out = pvo(&node, &["tophosts", "--sort", "bogus"]);
     assert_eq!(out.status.code(), Some(2), "{}", out.stderr);
-    assert!(out.stderr.contains("active") && out.stderr.contains("delivered"), "{}", out.stderr);
+    assert!(
+        out.stderr.contains("active") && out.stderr.contains("delivered"),
+        "{}",
+        out.stderr
+    );
 
     for sort in ["active", "conn", "delivered", "hard", "soft"] {
         let d = json(&node, &["tophosts", "--sort", sort]);
@@ -745,23 +1009,47 @@ fn tophosts_and_hoststatus_show_queued_down_and_delivered_hosts() {
     let d = json(&node, &["tophosts", "--sort", "soft"]);
     let h = &d["hosts"][0];
     assert_eq!(h["host"], "slow.example.net", "{d:#}");
-    assert_eq!((&h["active_recipients"], &h["soft_bounced"], &h["down"]), (&2.into(), &2.into(), &false.into()), "{d:#}");
-    let down = d["hosts"].as_array().unwrap().iter().find(|h| h["host"] == "down.example.net").unwrap();
+    assert_eq!(
+        (&h["active_recipients"], &h["soft_bounced"], &h["down"]),
+        (&2.into(), &2.into(), &false.into()),
+        "{d:#}"
+    );
+    let down = d["hosts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|h| h["host"] == "down.example.net")
+        .unwrap();
     assert_eq!(down["down"], true, "{d:#}");
-    assert!(down["last_error"].as_str().unwrap().contains("Connection refused"), "{d:#}");
+    assert!(
+        down["last_error"]
+            .as_str()
+            .unwrap()
+            .contains("Connection refused"),
+        "{d:#}"
+    );
 
     // hoststatus: a queued host, a down host, a host with no record.
     let t = text(&node, &["hoststatus", "slow.example.net"]);
-    assert!(t.starts_with("Host mail status for: 'slow.example.net'"), "{t}");
+    assert!(
+        t.starts_with("Host mail status for: 'slow.example.net'"),
+        "{t}"
+    );
     assert_eq!(field(&t, "Host up/down:"), "up", "{t}");
     assert_eq!(field(&t, "Route:"), slow.host_port(), "{t}");
     assert_eq!(field(&t, "Active Recipients"), "2", "{t}");
     assert_eq!(field(&t, "Soft Bounced Events"), "2", "{t}");
     assert!(field(&t, "Last error:").contains("451"), "{t}");
     let t = text(&node, &["hoststatus", "DOWN.example.net."]);
-    assert!(t.starts_with("Host mail status for: 'down.example.net'"), "{t}");
+    assert!(
+        t.starts_with("Host mail status for: 'down.example.net'"),
+        "{t}"
+    );
     assert_eq!(field(&t, "Host up/down:"), "down", "{t}");
-    assert!(field(&t, "Last error:").contains("Connection refused"), "{t}");
+    assert!(
+        field(&t, "Last error:").contains("Connection refused"),
+        "{t}"
+    );
     let d = json(&node, &["hoststatus", "slow.example.net"]);
     assert_eq!(d["known"], true, "{d:#}");
     assert_eq!(d["status"]["active_recipients"], 2, "{d:#}");
@@ -770,10 +1058,17 @@ fn tophosts_and_hoststatus_show_queued_down_and_delivered_hosts() {
     assert_eq!(d["status"]["delivered_recipients"], 2, "{d:#}");
 
     let t = text(&node, &["hoststatus", "never.example.net"]);
-    assert!(t.starts_with("Host mail status for: 'never.example.net'"), "{t}");
+    assert!(
+        t.starts_with("Host mail status for: 'never.example.net'"),
+        "{t}"
+    );
     assert!(t.contains("No record of deliveries to this host"), "{t}");
     let d = json(&node, &["hoststatus", "never.example.net"]);
-    assert_eq!((&d["host"], &d["known"]), (&"never.example.net".into(), &false.into()), "{d:#}");
+    assert_eq!(
+        (&d["host"], &d["known"]),
+        (&"never.example.net".into(), &false.into()),
+        "{d:#}"
+    );
 }
 
 #[test]
@@ -784,8 +1079,15 @@ fn tophosts_counts_a_delivery_in_progress_as_active_with_a_connection_out() {
         delay_data: Some(5.0),
         ..SinkOptions::default()
     });
-    let node = Config::new(&sink).route("busy.example.net", slow.host_port()).start();
-    send(&node, "alice@example.org", &["a@busy.example.net"], "in flight");
+    let node = Config::new(&sink)
+        .route("busy.example.net", slow.host_port())
+        .start();
+    send(
+        &node,
+        "alice@example.org",
+        &["a@busy.example.net"],
+        "in flight",
+    );
 
     let row = wait_until(
         DELIVERY,
@@ -800,9 +1102,19 @@ fn tophosts_counts_a_delivery_in_progress_as_active_with_a_connection_out() {
     let rows = tophosts_rows(&text(&node, &["tophosts", "--sort", "conn"]));
     assert_eq!(rows[0].1, "busy.example.net");
     assert_eq!(rows[0].2[..3], [1, 1, 0], "{rows:?}");
-    assert_eq!(queued(&node), [("a@busy.example.net".to_string(), "delivering".to_string())]);
+    assert_eq!(
+        queued(&node),
+        [("a@busy.example.net".to_string(), "delivering".to_string())]
+    );
     let d = json(&node, &["status"]);
-    assert_eq!((&d["gauges"]["active_recipients"], &d["gauges"]["connections_out"]), (&1.into(), &1.into()), "{d:#}");
+    assert_eq!(
+        (
+            &d["gauges"]["active_recipients"],
+            &d["gauges"]["connections_out"]
+        ),
+        (&1.into(), &1.into()),
+        "{d:#}"
+    );
 
     slow.wait_for_messages(1, DELIVERY);
     let row = wait_until(
@@ -830,16 +1142,57 @@ fn showrecipients_lists_exactly_the_queued_recipients_by_host_sender_and_all() {
         .route("held.example.net", held.host_port())
         .route("other.example.net", held.host_port())
         .start();
-    send(&node, "alice@example.org", &["x@held.example.net", "y@held.example.net"], "one");
-    send(&node, "bob@example.org", &["z@held.example.net", "w@other.example.net"], "two");
-    send(&node, "carol@example.org", &["delivered@example.com"], "three");
+    send(
+        &node,
+        "alice@example.org",
+        &["x@held.example.net", "y@held.example.net"],
+        "one",
+    );
+    send(
+        &node,
+        "bob@example.org",
+        &["z@held.example.net", "w@other.example.net"],
+        "two",
+    );
+    send(
+        &node,
+        "carol@example.org",
+        &["delivered@example.com"],
+        "three",
+    );
     sink.wait_for_messages(1, DELIVERY);
-    wait_deferred(&node, &["x@held.example.net", "y@held.example.net", "z@held.example.net", "w@other.example.net"]);
+    wait_deferred(
+        &node,
+        &[
+            "x@held.example.net",
+            "y@held.example.net",
+            "z@held.example.net",
+            "w@other.example.net",
+        ],
+    );
 
     let cases: [(&[&str], &[&str]); 3] = [
-        (&["--host", "held.example.net"], &["x@held.example.net", "y@held.example.net", "z@held.example.net"]),
-        (&["--sender", "bob@example.org"], &["z@held.example.net", "w@other.example.net"]),
-        (&["--all"], &["x@held.example.net", "y@held.example.net", "z@held.example.net", "w@other.example.net"]),
+        (
+            &["--host", "held.example.net"],
+            &[
+                "x@held.example.net",
+                "y@held.example.net",
+                "z@held.example.net",
+            ],
+        ),
+        (
+            &["--sender", "bob@example.org"],
+            &["z@held.example.net", "w@other.example.net"],
+        ),
+        (
+            &["--all"],
+            &[
+                "x@held.example.net",
+                "y@held.example.net",
+                "z@held.example.net",
+                "w@other.example.net",
+            ],
+        ),
     ];
     for (sel, want) in cases {
         let mut args = vec!["showrecipients"];
@@ -847,14 +1200,26 @@ fn showrecipients_lists_exactly_the_queued_recipients_by_host_sender_and_all() {
         let t = text(&node, &args);
         let listed: BTreeSet<String> = t
             .lines()
-            .filter_map(|l| l.split_whitespace().find(|w| w.contains('@') && !w.starts_with('<')))
+            .filter_map(|l| {
+                l.split_whitespace()
+                    .find(|w| w.contains('@') && !w.starts_with('<'))
+            })
             .map(String::from)
             .collect();
         assert_eq!(listed, set(want), "{sel:?}:\n{t}");
         assert!(t.starts_with("Recipients in the queue for "), "{t}");
-        assert!(t.contains("MID/[RID]") && t.contains("Sender/Recipient"), "{t}");
+        assert!(
+            t.contains("MID/[RID]") && t.contains("Sender/Recipient"),
+            "{t}"
+        );
         let messages = if sel[0] == "--sender" { 1 } else { 2 };
-        assert!(t.contains(&format!("{} recipients in {messages} messages.", want.len())), "{sel:?}:\n{t}");
+        assert!(
+            t.contains(&format!(
+                "{} recipients in {messages} messages.",
+                want.len()
+            )),
+            "{sel:?}:\n{t}"
+        );
         let d = json(&node, &args);
         assert_eq!(recipient_set(&d), set(want), "{sel:?}: {d:#}");
         for r in d["recipients"].as_array().unwrap() {
@@ -862,15 +1227,27 @@ fn showrecipients_lists_exactly_the_queued_recipients_by_host_sender_and_all() {
             assert_eq!(r["attempts"], 1, "{r}");
         }
     }
-    let t = text(&node, &["showrecipients", "--sender", "<alice@example.org>"]);
-    assert!(t.contains("<alice@example.org>") && t.contains("2 recipients in 1 messages."), "{t}");
+    let t = text(
+        &node,
+        &["showrecipients", "--sender", "<alice@example.org>"],
+    );
+    assert!(
+        t.contains("<alice@example.org>") && t.contains("2 recipients in 1 messages."),
+        "{t}"
+    );
     let d = json(&node, &["showrecipients", "--host", "nowhere.example.net"]);
     assert_eq!(d["recipients"].as_array().unwrap().len(), 0, "{d:#}");
 
     // No selection and no terminal to ask: the command says what to give.
     let out = pvo(&node, &["showrecipients"]);
     assert_eq!(out.status.code(), Some(1));
-    assert!(out.stderr.contains("--host") && out.stderr.contains("--sender") && out.stderr.contains("--all"), "{}", out.stderr);
+    assert!(
+        out.stderr.contains("--host")
+            && out.stderr.contains("--sender")
+            && out.stderr.contains("--all"),
+        "{}",
+        out.stderr
+    );
 }
 
 #[test]
@@ -881,14 +1258,32 @@ fn deleterecipients_removes_exactly_the_selected_recipients() {
         .route("del.example.net", held.host_port())
         .route("keep.example.net", held.host_port())
         .start();
-    send(&node, "alice@example.org", &["a@del.example.net", "b@keep.example.net"], "mixed");
-    send(&node, "alice@example.org", &["c@del.example.net"], "only del");
+    send(
+        &node,
+        "alice@example.org",
+        &["a@del.example.net", "b@keep.example.net"],
+        "mixed",
+    );
+    send(
+        &node,
+        "alice@example.org",
+        &["c@del.example.net"],
+        "only del",
+    );
     send(&node, "carol@example.org", &["d@keep.example.net"], "carol");
-    let all = ["a@del.example.net", "b@keep.example.net", "c@del.example.net", "d@keep.example.net"];
+    let all = [
+        "a@del.example.net",
+        "b@keep.example.net",
+        "c@del.example.net",
+        "d@keep.example.net",
+    ];
     wait_deferred(&node, &all);
 
     // Without --yes and without a terminal: refused, nothing deleted.
-    for args in [&["deleterecipients", "--host", "del.example.net"][..], &["deleterecipients", "--host", "del.example.net", "--json"]] {
+    for args in [
+        &["deleterecipients", "--host", "del.example.net"][..],
+        &["deleterecipients", "--host", "del.example.net", "--json"],
+    ] {
         let out = pvo(&node, args);
         assert_eq!(out.status.code(), Some(1), "{args:?}: {}", out.stdout);
         assert!(out.stderr.contains("--yes"), "{args:?}: {}", out.stderr);
@@ -896,18 +1291,39 @@ fn deleterecipients_removes_exactly_the_selected_recipients() {
     }
     wait_deferred(&node, &all);
 
-    let t = text(&node, &["deleterecipients", "--host", "del.example.net", "--yes"]);
-    assert_eq!(t.trim(), "2 recipients deleted (recipient host del.example.net).");
+    let t = text(
+        &node,
+        &["deleterecipients", "--host", "del.example.net", "--yes"],
+    );
+    assert_eq!(
+        t.trim(),
+        "2 recipients deleted (recipient host del.example.net)."
+    );
     wait_deferred(&node, &["b@keep.example.net", "d@keep.example.net"]);
-    let d = json(&node, &["deleterecipients", "--sender", "carol@example.org", "--yes"]);
-    assert_eq!((&d["deleted"], &d["in_delivery"]), (&1.into(), &0.into()), "{d:#}");
+    let d = json(
+        &node,
+        &["deleterecipients", "--sender", "carol@example.org", "--yes"],
+    );
+    assert_eq!(
+        (&d["deleted"], &d["in_delivery"]),
+        (&1.into(), &0.into()),
+        "{d:#}"
+    );
     wait_deferred(&node, &["b@keep.example.net"]);
-    let d = json(&node, &["deleterecipients", "--host", "del.example.net", "--yes"]);
+    let d = json(
+        &node,
+        &["deleterecipients", "--host", "del.example.net", "--yes"],
+    );
     assert_eq!(d["deleted"], 0, "{d:#}");
 
     // The message that had only deleted recipients is done.
     let log = node.wait_for_log("deleted by administrator (deleterecipients)", DELIVERY);
-    assert_eq!(log.matches("deleted by administrator (deleterecipients)").count(), 3, "{log}");
+    assert_eq!(
+        log.matches("deleted by administrator (deleterecipients)")
+            .count(),
+        3,
+        "{log}"
+    );
 
     // The next hop takes mail again; delivernow retries what is left: only b.
     held.set_faults(&SinkOptions::default());
@@ -935,10 +1351,21 @@ fn deleted_recipients_stay_deleted_after_the_node_is_killed() {
         .route("del.example.net", held.host_port())
         .route("keep.example.net", held.host_port())
         .start();
-    send(&node, "alice@example.org", &["a@del.example.net", "b@keep.example.net"], "mixed");
+    send(
+        &node,
+        "alice@example.org",
+        &["a@del.example.net", "b@keep.example.net"],
+        "mixed",
+    );
     wait_deferred(&node, &["a@del.example.net", "b@keep.example.net"]);
-    let t = text(&node, &["deleterecipients", "--host", "del.example.net", "--yes"]);
-    assert_eq!(t.trim(), "1 recipients deleted (recipient host del.example.net).");
+    let t = text(
+        &node,
+        &["deleterecipients", "--host", "del.example.net", "--yes"],
+    );
+    assert_eq!(
+        t.trim(),
+        "1 recipients deleted (recipient host del.example.net)."
+    );
 
     // Killed right after the answer: the deletion was on disk before it.
     node.kill9();
@@ -966,28 +1393,53 @@ fn bouncerecipients_sends_a_dsn_to_the_sender() {
         .route("held.example.net", held.host_port())
         .route("example.org", senders.host_port())
         .start();
-    send(&node, "alice@example.org", &["a@held.example.net"], "for alice");
+    send(
+        &node,
+        "alice@example.org",
+        &["a@held.example.net"],
+        "for alice",
+    );
     send(&node, "bob@example.org", &["b@held.example.net"], "for bob");
     wait_deferred(&node, &["a@held.example.net", "b@held.example.net"]);
 
-    let out = pvo(&node, &["bouncerecipients", "--sender", "alice@example.org"]);
+    let out = pvo(
+        &node,
+        &["bouncerecipients", "--sender", "alice@example.org"],
+    );
     assert_eq!(out.status.code(), Some(1));
     assert!(out.stderr.contains("--yes"), "{}", out.stderr);
     wait_deferred(&node, &["a@held.example.net", "b@held.example.net"]);
 
-    let t = text(&node, &["bouncerecipients", "--sender", "alice@example.org", "--yes"]);
-    assert_eq!(t.trim(), "1 recipients bounced (envelope sender <alice@example.org>).");
+    let t = text(
+        &node,
+        &["bouncerecipients", "--sender", "alice@example.org", "--yes"],
+    );
+    assert_eq!(
+        t.trim(),
+        "1 recipients bounced (envelope sender <alice@example.org>)."
+    );
     let m = senders.wait_for_messages(1, DELIVERY);
     assert_eq!(m[0].mail_from, "", "a DSN has the null sender");
     assert_eq!(m[0].rcpt_to, ["alice@example.org"]);
-    assert!(m[0].text().contains("a@held.example.net"), "{}", m[0].text());
+    assert!(
+        m[0].text().contains("a@held.example.net"),
+        "{}",
+        m[0].text()
+    );
     wait_deferred(&node, &["b@held.example.net"]);
 
-    let d = json(&node, &["bouncerecipients", "--host", "held.example.net", "--yes"]);
+    let d = json(
+        &node,
+        &["bouncerecipients", "--host", "held.example.net", "--yes"],
+    );
     assert_eq!(d["bounced"], 1, "{d:#}");
     let m = senders.wait_for_messages(2, DELIVERY);
     assert_eq!(m[1].rcpt_to, ["bob@example.org"]);
-    assert!(m[1].text().contains("b@held.example.net"), "{}", m[1].text());
+    assert!(
+        m[1].text().contains("b@held.example.net"),
+        "{}",
+        m[1].text()
+    );
     assert_eq!(held.count(), 0);
 }
 
@@ -996,14 +1448,25 @@ fn redirectrecipients_sends_queued_mail_to_another_host() {
     let sink = Sink::accepting();
     let failing = Sink::start(SinkOptions::reply_rcpt(TRY_LATER));
     let other = Sink::accepting();
-    let node = Config::new(&sink).route("fail.example.net", failing.host_port()).start();
-    send(&node, "alice@example.org", &["a@fail.example.net", "b@fail.example.net"], "first");
+    let node = Config::new(&sink)
+        .route("fail.example.net", failing.host_port())
+        .start();
+    send(
+        &node,
+        "alice@example.org",
+        &["a@fail.example.net", "b@fail.example.net"],
+        "first",
+    );
     wait_deferred(&node, &["a@fail.example.net", "b@fail.example.net"]);
 
     let target = other.host_port();
     let out = pvo(&node, &["redirectrecipients", &target]);
     assert_eq!(out.status.code(), Some(1));
-    assert!(out.stderr.contains("--yes") && out.stderr.contains(&target), "{}", out.stderr);
+    assert!(
+        out.stderr.contains("--yes") && out.stderr.contains(&target),
+        "{}",
+        out.stderr
+    );
     wait_deferred(&node, &["a@fail.example.net", "b@fail.example.net"]);
 
     let t = text(&node, &["redirectrecipients", &target, "--yes"]);
@@ -1011,10 +1474,19 @@ fn redirectrecipients_sends_queued_mail_to_another_host() {
     let m = other.wait_for_messages(1, DELIVERY);
     assert_eq!(m[0].rcpt_to, ["a@fail.example.net", "b@fail.example.net"]);
 
-    send(&node, "alice@example.org", &["c@fail.example.net"], "second");
+    send(
+        &node,
+        "alice@example.org",
+        &["c@fail.example.net"],
+        "second",
+    );
     wait_deferred(&node, &["c@fail.example.net"]);
     let d = json(&node, &["redirectrecipients", &target, "--yes"]);
-    assert_eq!((&d["redirected"], &d["port"]), (&1.into(), &other.port.into()), "{d:#}");
+    assert_eq!(
+        (&d["redirected"], &d["port"]),
+        (&1.into(), &other.port.into()),
+        "{d:#}"
+    );
     let m = other.wait_for_messages(2, DELIVERY);
     assert_eq!(m[1].rcpt_to, ["c@fail.example.net"]);
     assert_eq!(failing.count(), 0);
@@ -1041,16 +1513,26 @@ fn delivernow_retries_deferred_mail_at_once() {
 
     // The first retry is an hour away: only delivernow can make these go.
     let t = text(&node, &["delivernow", "one.example.net"]);
-    assert_eq!(t.trim(), "1 recipients of one.example.net rescheduled for immediate delivery.");
+    assert_eq!(
+        t.trim(),
+        "1 recipients of one.example.net rescheduled for immediate delivery."
+    );
     one.wait_for_messages(1, DELIVERY);
     wait_deferred(&node, &["b@two.example.net"]);
 
     let d = json(&node, &["delivernow", "two.example.net"]);
-    assert_eq!((&d["host"], &d["rescheduled"]), (&"two.example.net".into(), &1.into()), "{d:#}");
+    assert_eq!(
+        (&d["host"], &d["rescheduled"]),
+        (&"two.example.net".into(), &1.into()),
+        "{d:#}"
+    );
     two.wait_for_messages(1, DELIVERY);
 
     let t = text(&node, &["delivernow"]);
-    assert_eq!(t.trim(), "0 recipients of all hosts rescheduled for immediate delivery.");
+    assert_eq!(
+        t.trim(),
+        "0 recipients of all hosts rescheduled for immediate delivery."
+    );
 }
 
 // ---------------------------------------------------------------------------------------
@@ -1062,8 +1544,18 @@ fn a_node_that_is_not_running_names_the_dir_and_how_to_start_one() {
     for args in [&["status"][..], &["status", "--json"], &["tophosts"]] {
         let out = pvo_in(Path::new("/nonexistent"), args);
         assert_eq!(out.status.code(), Some(1), "{args:?}: {}", out.stdout);
-        for want in ["/nonexistent", "no PVO node is running", "pvo quickstart --dir /nonexistent", "pvo gateway run", "--dir"] {
-            assert!(out.stderr.contains(want), "{args:?}: {want:?} missing in {:?}", out.stderr);
+        for want in [
+            "/nonexistent",
+            "no PVO node is running",
+            "pvo quickstart --dir /nonexistent",
+            "pvo gateway run",
+            "--dir",
+        ] {
+            assert!(
+                out.stderr.contains(want),
+                "{args:?}: {want:?} missing in {:?}",
+                out.stderr
+            );
         }
     }
 }
@@ -1072,7 +1564,10 @@ fn a_node_that_is_not_running_names_the_dir_and_how_to_start_one() {
 fn an_unknown_command_suggests_the_nearest_one() {
     let (status, stdout, stderr) = run_with_timeout(Command::new(pvo_bin()).arg("stauts"), COMMAND);
     assert!(!status.success(), "{stdout}");
-    assert!(stderr.contains("unrecognized subcommand 'stauts'"), "{stderr}");
+    assert!(
+        stderr.contains("unrecognized subcommand 'stauts'"),
+        "{stderr}"
+    );
     let tip = stderr
         .lines()
         .find(|l| l.contains("tip: ") && l.contains("similar subcommand"))

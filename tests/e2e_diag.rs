@@ -769,7 +769,7 @@ fn tlsverify_reports_a_certificate_from_an_unknown_ca() {
     // What delivery to this server would log.
     assert_eq!(
         j["data"]["log_wording"],
-        "TLS failed: verify error: UnknownIssuer"
+        "TLS failed: verify error: unable to get local issuer certificate (certificate issued by an unknown CA)"
     );
 }
 

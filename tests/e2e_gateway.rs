@@ -826,7 +826,11 @@ fn a_noop_loop_ends_at_the_command_limit() {
     let reply = c.command("NOOP");
     assert_eq!(reply.code, 421, "{}", reply.raw());
     let rest = c.read_to_end().expect("connection closed after 421");
-    assert!(rest.is_empty(), "data after 421: {:?}", String::from_utf8_lossy(&rest));
+    assert!(
+        rest.is_empty(),
+        "data after 421: {:?}",
+        String::from_utf8_lossy(&rest)
+    );
 }
 
 #[test]

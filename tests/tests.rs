@@ -2,8 +2,8 @@
 //! area, sharing the helpers in `support`. One binary links once, which matters on two
 //! cores.
 
-mod e2e_diag;
 mod e2e_commands;
 mod e2e_config;
+mod e2e_diag;
 mod e2e_gateway;
 mod support;

@@ -332,7 +332,10 @@ impl Session {
         self.commands += 1;
         if self.commands > self.cfg.limits.max_commands_per_session {
             self.reply("421 4.7.0 Too many commands in this session, closing connection");
-            self.shared.log.info(format!("ICID {} Exceeded the command limit of {}", self.icid, self.cfg.limits.max_commands_per_session));
+            self.shared.log.info(format!(
+                "ICID {} Exceeded the command limit of {}",
+                self.icid, self.cfg.limits.max_commands_per_session
+            ));
             return Flow::Close;
         }
         let req = Request::parse(&mut line.iter());
