@@ -50,6 +50,11 @@ async fn run_connection(shared: &Arc<Shared>, domain: &str, job: Job) {
     }
     let hops: Vec<(String, u16)> = match target {
         Some(RouteTarget::Hosts(h)) => h,
+        // An address literal (`user@[192.0.2.1]`) names the host itself.
+        _ if domain.starts_with('[') => {
+            let ip = domain.trim_matches(['[', ']']).trim_start_matches("ipv6:");
+            vec![(ip.to_string(), 25)]
+        }
         _ => match shared.resolver.mx(domain).await {
             Ok(h) if h.is_empty() => {
                 let n = job.rids.len();

@@ -338,6 +338,22 @@ impl Session {
             ));
             return Flow::Close;
         }
+        // smtp-proto does not take address literals (`user@[192.0.2.1]`),
+        // which RFC 5321 4.1.2 allows; those two commands are parsed here.
+        if let Some(path) = literal_path(line) {
+            return match path {
+                LiteralPath::Mail(addr, size) => self.mail(&addr, size),
+                LiteralPath::Rcpt(addr) => self.rcpt(&addr),
+                LiteralPath::Bad => {
+                    self.reply("501 5.5.4 Syntax error in address");
+                    if self.bad_command() {
+                        Flow::Close
+                    } else {
+                        Flow::Continue
+                    }
+                }
+            };
+        }
         let req = Request::parse(&mut line.iter());
         let req = match req {
             Ok(r) => r,
@@ -714,5 +730,95 @@ impl Session {
         }
         h.push_str(&format!("; {date}\r\n"));
         h
+    }
+}
+
+enum LiteralPath {
+    Mail(String, usize),
+    Rcpt(String),
+    Bad,
+}
+
+/// `MAIL FROM:<a@[ip]> [SIZE=n]` and `RCPT TO:<a@[ip]>`, with an optional
+/// source route (`<@x,@y:a@[ip]>`) that is dropped as RFC 5321 C says.
+/// `None` when the line is not such a command (smtp-proto handles it).
+fn literal_path(line: &[u8]) -> Option<LiteralPath> {
+    let text = std::str::from_utf8(line)
+        .ok()?
+        .trim_end_matches(['\r', '\n']);
+    let upper = text.get(..10)?.to_ascii_uppercase();
+    let (is_mail, rest) = if upper.starts_with("MAIL FROM:") {
+        (true, &text[10..])
+    } else if upper.starts_with("RCPT TO:") {
+        (false, &text[8..])
+    } else {
+        return None;
+    };
+    let rest = rest.trim_start();
+    let inner_end = rest.find('>')?;
+    let inner = rest.strip_prefix('<')?.get(..inner_end - 1)?;
+    if !inner.contains("@[") {
+        return None;
+    }
+    let addr = match inner.rsplit_once(':') {
+        Some((route, a)) if route.starts_with('@') => a,
+        _ => inner,
+    };
+    if addr.contains(['"', ' ', '<']) || addr.matches('@').count() != 1 {
+        return Some(LiteralPath::Bad);
+    }
+    if is_mail {
+        let mut size = 0;
+        for param in rest[inner_end + 1..].split_whitespace() {
+            match param.split_once('=') {
+                Some((k, v)) if k.eq_ignore_ascii_case("SIZE") => match v.parse() {
+                    Ok(n) => size = n,
+                    Err(_) => return Some(LiteralPath::Bad),
+                },
+                Some((k, _)) if k.eq_ignore_ascii_case("BODY") => {}
+                _ => return Some(LiteralPath::Bad),
+            }
+        }
+        Some(LiteralPath::Mail(addr.to_string(), size))
+    } else if rest[inner_end + 1..].trim().is_empty() {
+        Some(LiteralPath::Rcpt(addr.to_string()))
+    } else {
+        Some(LiteralPath::Bad)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn address_literals_are_parsed_here() {
+        let rcpt = |l: &str| match literal_path(l.as_bytes()) {
+            Some(LiteralPath::Rcpt(a)) => Some(a),
+            Some(LiteralPath::Bad) => Some("BAD".into()),
+            _ => None,
+        };
+        assert_eq!(
+            rcpt("RCPT TO:<b@[192.0.2.1]>\r\n").as_deref(),
+            Some("b@[192.0.2.1]")
+        );
+        assert_eq!(
+            rcpt("rcpt to:<@[127.0.0.1]:victim@[192.0.2.1]>\r\n").as_deref(),
+            Some("victim@[192.0.2.1]")
+        );
+        // The route is dropped; the RAT then judges the real recipient.
+        assert_eq!(
+            rcpt("RCPT TO:<@[127.0.0.1]:victim@example.net>\r\n").as_deref(),
+            Some("victim@example.net")
+        );
+        assert_eq!(
+            rcpt("RCPT TO:<\"a@b\"@[192.0.2.1]>\r\n").as_deref(),
+            Some("BAD")
+        );
+        assert_eq!(rcpt("RCPT TO:<b@example.com>\r\n"), None);
+        match literal_path(b"MAIL FROM:<a@[10.0.0.1]> SIZE=100 BODY=8BITMIME\r\n") {
+            Some(LiteralPath::Mail(a, 100)) => assert_eq!(a, "a@[10.0.0.1]"),
+            _ => panic!("MAIL with a literal"),
+        }
     }
 }
