@@ -38,6 +38,7 @@ pub fn spawn_dsn(
             source_ip: String::new(),
             listener: String::new(),
             dsn: true,
+            size: text.len() as u64,
         };
         match shared.spool_message(&env, text).await {
             Ok(body) => {
@@ -140,6 +141,7 @@ mod tests {
             source_ip: "127.0.0.1".into(),
             listener: "IncomingMail".into(),
             dsn: false,
+            size: 0,
         };
         let d = build_dsn(
             "gw.example.com",

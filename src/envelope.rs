@@ -22,6 +22,9 @@ pub struct Envelope {
     /// never bounced itself.
     #[serde(default)]
     pub dsn: bool,
+    /// Size of the stored message in bytes (with our Received header).
+    #[serde(default)]
+    pub size: u64,
 }
 
 impl Envelope {
@@ -49,7 +52,16 @@ pub enum RcptFinal {
 /// A progress record appended to the spool.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub enum Update {
-    Rcpt { rid: u32, state: RcptFinal },
+    Rcpt {
+        rid: u32,
+        state: RcptFinal,
+    },
+    /// `redirectrecipients`: every pending recipient goes to this next hop,
+    /// also after a restart.
+    Redirect {
+        host: String,
+        port: u16,
+    },
 }
 
 impl Update {
@@ -84,6 +96,7 @@ mod tests {
             source_ip: "127.0.0.1".into(),
             listener: "IncomingMail".into(),
             dsn: true,
+            size: 10,
         };
         assert_eq!(Envelope::decode(&e.encode()).unwrap(), e);
         let u = Update::Rcpt {

@@ -227,6 +227,14 @@ fn main() {
         other => admin_command(&cli.dir, cli.json, other),
     };
     if let Err(e) = result {
+        // With --json, a failure before the node answered (no node running,
+        // confirmation refused) is JSON too, so scripts parse one format.
+        if cli.json {
+            println!(
+                "{}",
+                serde_json::json!({ "ok": false, "data": { "error": format!("{e:#}") }, "text": format!("{e:#}") })
+            );
+        }
         eprintln!("pvo: {e:#}");
         std::process::exit(1);
     }

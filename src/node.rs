@@ -346,19 +346,24 @@ impl Node {
                     continue;
                 }
             };
-            let done = m
-                .updates
-                .iter()
-                .filter_map(|u| match Update::decode(u) {
-                    Ok(Update::Rcpt { rid, state }) => Some((rid, state)),
-                    Err(_) => None,
-                })
-                .collect();
+            let mut done = Vec::new();
+            let mut redirect = None;
+            for u in &m.updates {
+                match Update::decode(u) {
+                    Ok(Update::Rcpt { rid, state }) => done.push((rid, state)),
+                    Ok(Update::Redirect { host, port }) => redirect = Some((host, port)),
+                    Err(e) => shared.log.warning(format!(
+                        "MID {} has an unreadable progress record in the spool ({e}); ignored",
+                        m.mid
+                    )),
+                }
+            }
             recovered_count += 1;
             queue.send(Event::Enqueue {
                 env: Arc::new(env),
                 body: None,
                 done,
+                redirect,
             });
         }
         if recovered_count > 0 {

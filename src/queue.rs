@@ -58,6 +58,8 @@ pub enum Event {
         env: Arc<Envelope>,
         body: Option<Arc<Vec<u8>>>,
         done: Vec<(u32, RcptFinal)>,
+        /// Set by `redirectrecipients` before a restart.
+        redirect: Option<(String, u16)>,
     },
     /// A connection finished a job. If `next` is given the connection can
     /// take another job to the same host.
@@ -152,6 +154,7 @@ impl QueueHandle {
             env,
             body,
             done: Vec::new(),
+            redirect: None,
         });
     }
 
@@ -265,7 +268,12 @@ impl Manager {
 
     fn handle(&mut self, ev: Event) {
         match ev {
-            Event::Enqueue { env, body, done } => self.enqueue(env, body, done),
+            Event::Enqueue {
+                env,
+                body,
+                done,
+                redirect,
+            } => self.enqueue(env, body, done, redirect),
             Event::JobDone {
                 job,
                 dcid,
@@ -403,6 +411,7 @@ impl Manager {
         env: Arc<Envelope>,
         body: Option<Arc<Vec<u8>>>,
         done: Vec<(u32, RcptFinal)>,
+        redirect: Option<(String, u16)>,
     ) {
         let mut state = vec![None; env.recipients.len()];
         for (rid, f) in done {
@@ -421,7 +430,10 @@ impl Manager {
             if state[rid].is_some() {
                 continue;
             }
-            let d = domain_of(rcpt);
+            let d = match &redirect {
+                Some((host, _)) => host.to_ascii_lowercase(),
+                None => domain_of(rcpt),
+            };
             match by_domain.iter_mut().find(|(x, _)| *x == d) {
                 Some((_, v)) => v.push(rid as u32),
                 None => by_domain.push((d, vec![rid as u32])),
@@ -440,7 +452,7 @@ impl Manager {
                 domain: domain.clone(),
                 rids,
                 attempts: 0,
-                redirect: None,
+                redirect: redirect.clone(),
             };
             self.hosts
                 .entry(domain.clone())
@@ -664,7 +676,7 @@ impl Manager {
                     host: job.domain.clone(),
                     sender: job.env.sender.clone(),
                     recipient: job.env.recipients[*rid as usize].clone(),
-                    size: job.body.as_ref().map_or(0, |b| b.len()),
+                    size: job.env.size as usize,
                     received_at: job.env.received_at,
                     attempts: job.attempts,
                     state,
@@ -685,7 +697,7 @@ impl Manager {
                         host: host.clone(),
                         sender: m.env.sender.clone(),
                         recipient: m.env.recipients[*rid as usize].clone(),
-                        size: m.body_cached,
+                        size: m.env.size as usize,
                         received_at: m.env.received_at,
                         attempts: 0,
                         state: "delivering",
@@ -778,8 +790,20 @@ impl Manager {
         let jobs = self.take_jobs(&Selection::All);
         let key = host.to_ascii_lowercase();
         let mut n = 0;
+        let mut recorded = HashSet::new();
         for mut job in jobs {
             n += job.rids.len();
+            // Recorded in the spool so the redirection survives a restart.
+            if recorded.insert(job.env.mid) {
+                self.shared.spool.update(
+                    job.env.mid,
+                    Update::Redirect {
+                        host: host.to_string(),
+                        port,
+                    }
+                    .encode(),
+                );
+            }
             job.redirect = Some((host.to_string(), port));
             job.domain = key.clone();
             self.hosts

@@ -1497,6 +1497,40 @@ fn redirectrecipients_sends_queued_mail_to_another_host() {
 }
 
 #[test]
+fn a_redirection_survives_a_restart() {
+    let sink = Sink::accepting();
+    let failing = Sink::start(SinkOptions::reply_rcpt(TRY_LATER));
+    // The new next hop is not ready yet either: the mail waits, redirected.
+    let other = Sink::start(SinkOptions::reply_rcpt(TRY_LATER));
+    let mut node = Config::new(&sink)
+        .route("fail.example.net", failing.host_port())
+        .start();
+    send(
+        &node,
+        "alice@example.org",
+        &["a@fail.example.net"],
+        "redirected",
+    );
+    wait_deferred(&node, &["a@fail.example.net"]);
+    let target = other.host_port();
+    let t = text(&node, &["redirectrecipients", &target, "--yes"]);
+    assert_eq!(t.trim(), format!("1 recipients redirected to {target}."));
+    wait_deferred(&node, &["a@fail.example.net"]);
+    node.kill9();
+    node.restart();
+    other.set_faults(&SinkOptions::default());
+    failing.set_faults(&SinkOptions::default());
+    text(&node, &["delivernow"]);
+    let m = other.wait_for_messages(1, DELIVERY);
+    assert_eq!(m[0].rcpt_to, ["a@fail.example.net"]);
+    assert_eq!(
+        failing.count(),
+        0,
+        "after the restart the mail went to its old route"
+    );
+}
+
+#[test]
 fn delivernow_retries_deferred_mail_at_once() {
     let sink = Sink::accepting();
     let one = Sink::start(SinkOptions::reply_rcpt(TRY_LATER));

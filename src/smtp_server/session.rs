@@ -667,6 +667,7 @@ impl Session {
             source_ip: self.peer.ip().to_string(),
             listener: self.cfg.listeners[self.listener].name.clone(),
             dsn: false,
+            size: stored.len() as u64,
         };
         let len = stored.len();
         // Whatever the client pipelined behind the final dot waits until the
