@@ -840,6 +840,25 @@ impl Manager {
 
     /// Starts connections (or wakes idle ones) for hosts with ready jobs.
     fn dispatch(&mut self) {
+        // A gateway that talks to very many domains must not keep a row for
+        // each forever: past MAX_HOSTS, rows with nothing queued, in flight or
+        // connected are forgotten (their counters restart if they come back).
+        if self.hosts.len() > MAX_HOSTS {
+            let busy: HashSet<&String> = self.in_flight.values().collect();
+            let keep: HashSet<String> = self
+                .hosts
+                .iter()
+                .filter(|(d, h)| {
+                    !h.ready.is_empty()
+                        || h.deferred_rcpts > 0
+                        || h.active_conns > 0
+                        || !h.idle.is_empty()
+                        || busy.contains(d)
+                })
+                .map(|(d, _)| d.clone())
+                .collect();
+            self.hosts.retain(|d, _| keep.contains(d));
+        }
         if self.stopping || self.suspended || self.dirty.is_empty() {
             return;
         }
@@ -958,6 +977,9 @@ impl Manager {
             .info(format!("Message finished MID {mid} done"));
     }
 }
+
+/// Rows kept in the host table before idle ones are forgotten.
+const MAX_HOSTS: usize = 10_000;
 
 /// Connections to one host when no `[[destination]]` says otherwise.
 pub const DEFAULT_HOST_CONCURRENCY: usize = 20;
