@@ -285,6 +285,8 @@ pub struct Config {
     pub tls_outbound: TlsOutbound,
     pub logs: Logs,
     pub limits: Limits,
+    /// Mail policies and scanning engines (empty: no scanning).
+    pub scanning: crate::scanning::ScanConfig,
 }
 
 impl Config {
@@ -367,6 +369,27 @@ mod raw {
         pub tls: Option<Tls>,
         pub logs: Option<Logs>,
         pub limits: Option<Limits>,
+        pub antivirus: Option<crate::scanning::Antivirus>,
+        #[serde(default)]
+        pub mail_policy: Vec<crate::scanning::MailPolicy>,
+        #[serde(default)]
+        pub content_filter: Vec<pvo_scan::filter::FilterRule>,
+        #[serde(default)]
+        pub dlp_policy: Vec<pvo_scan::dlp::DlpPolicy>,
+        pub outbreak: Option<Outbreak>,
+        pub quarantines: Option<Quarantines>,
+    }
+
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct Outbreak {
+        pub rules_file: Option<String>,
+    }
+
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct Quarantines {
+        pub quota: Option<Spanned<i64>>,
     }
 
     #[derive(Deserialize)]
@@ -1172,6 +1195,28 @@ impl Validator<'_> {
             )? as u64,
         };
 
+        let quota = match raw.quarantines.as_ref().and_then(|q| q.quota.as_ref()) {
+            Some(_) => Some(self.int(
+                &raw.quarantines.as_ref().unwrap().quota,
+                "quarantines.quota",
+                1 << 20,
+                1 << 50,
+                1 << 30,
+            )? as u64),
+            None => None,
+        };
+        let scanning = crate::scanning::ScanConfig {
+            antivirus: raw.antivirus,
+            policies: raw.mail_policy,
+            filters: raw.content_filter,
+            dlp: raw.dlp_policy,
+            outbreak_rules: raw.outbreak.and_then(|o| o.rules_file).map(|f| resolve(&f)),
+            quarantine_quota: quota,
+        };
+        if let Err(e) = scanning.validate() {
+            return self.err(None, "scanning", e);
+        }
+
         Ok(Config {
             hostname,
             data_dir,
@@ -1185,6 +1230,7 @@ impl Validator<'_> {
             tls_outbound,
             logs,
             limits,
+            scanning,
         })
     }
 

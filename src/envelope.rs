@@ -25,6 +25,13 @@ pub struct Envelope {
     /// Size of the stored message in bytes (with our Received header).
     #[serde(default)]
     pub size: u64,
+    /// Received from a host whose policy is RELAY: outgoing mail policies apply.
+    #[serde(default)]
+    pub outgoing: bool,
+    /// Already scanned (a released or rewritten message continues after the
+    /// stage that produced it): goes straight to delivery.
+    #[serde(default)]
+    pub scanned: bool,
 }
 
 impl Envelope {
@@ -62,6 +69,9 @@ pub enum Update {
         host: String,
         port: u16,
     },
+    /// The message passed the scanning pipeline: after a restart it goes to
+    /// delivery without being scanned again.
+    Scanned,
 }
 
 impl Update {
@@ -97,6 +107,8 @@ mod tests {
             listener: "IncomingMail".into(),
             dsn: true,
             size: 10,
+            outgoing: false,
+            scanned: false,
         };
         assert_eq!(Envelope::decode(&e.encode()).unwrap(), e);
         let u = Update::Rcpt {

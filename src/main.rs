@@ -21,6 +21,7 @@ mod mail_log;
 mod node;
 mod queue;
 mod quickstart;
+mod scanning;
 mod smtp_server;
 mod tls;
 

@@ -151,6 +151,9 @@ pub struct Shared {
     /// Set to true to make idle sessions close (`suspend --delay`).
     pub disconnect: tokio::sync::watch::Sender<bool>,
     disconnect_gen: AtomicU64,
+    scanner: RwLock<Arc<crate::scanning::Scanner>>,
+    outbreak: RwLock<Option<Arc<pvo_scan::outbreak::OutbreakRules>>>,
+    pub local_quarantine: crate::scanning::local_quarantine::LocalQuarantine,
 }
 
 impl Shared {
@@ -166,6 +169,44 @@ impl Shared {
 
     pub fn tls_clients(&self) -> Arc<ClientConfigs> {
         self.tls_clients.read().unwrap().clone()
+    }
+
+    pub fn scanner(&self) -> Arc<crate::scanning::Scanner> {
+        self.scanner.read().unwrap().clone()
+    }
+
+    pub fn outbreak_rules(&self) -> Option<Arc<pvo_scan::outbreak::OutbreakRules>> {
+        self.outbreak.read().unwrap().clone()
+    }
+
+    /// Puts new outbreak rules in force (`pvo outbreakupdate`).
+    pub fn set_outbreak_rules(&self, rules: pvo_scan::outbreak::OutbreakRules) {
+        *self.outbreak.write().unwrap() = Some(Arc::new(rules));
+    }
+
+    /// Injects a message generated or released here: a new MID, spooled
+    /// (fsynced), then scanned or queued. Returns the new MID.
+    pub async fn inject(
+        self: &Arc<Self>,
+        template: &Envelope,
+        body: Vec<u8>,
+        scanned: bool,
+    ) -> Result<u64> {
+        let mid = self.ids.next(crate::ids::Kind::Mid);
+        let mut env = template.clone();
+        env.mid = mid;
+        env.size = body.len() as u64;
+        env.scanned = scanned;
+        let len = body.len();
+        let body = self
+            .spool_message(&env, body)
+            .await
+            .map_err(|e| anyhow::anyhow!("spool: {e}"))?;
+        self.log
+            .info(format!("MID {mid} ready {len} bytes from <{}>", env.sender));
+        self.log.info(format!("MID {mid} queued for delivery"));
+        crate::scanning::pipeline::submit(self, Arc::new(env), body);
+        Ok(mid)
     }
 
     /// Writes a message to the spool and waits for the fsync.
@@ -228,6 +269,14 @@ impl Shared {
         }
         let tls_server = crate::tls::server_config(&new)?;
         let tls_clients = crate::tls::client_configs(&new)?;
+        let scanner = crate::scanning::Scanner::new(&new.scanning)
+            .map_err(|e| anyhow::anyhow!("scanning configuration: {e}"))?;
+        let outbreak = match &new.scanning.outbreak_rules {
+            Some(p) if old.scanning.outbreak_rules.as_ref() != Some(p) => {
+                Some(crate::scanning::load_outbreak_rules(p).map_err(|e| anyhow::anyhow!(e))?)
+            }
+            _ => None,
+        };
         // Bind what is new or moved; keep what did not change.
         let mut bound = Vec::new();
         for l in &new.listeners {
@@ -244,6 +293,10 @@ impl Shared {
         }
         *self.config.write().unwrap() = Arc::new(new.clone());
         *self.tls_server.write().unwrap() = tls_server;
+        *self.scanner.write().unwrap() = Arc::new(scanner);
+        if let Some(rules) = outbreak {
+            self.set_outbreak_rules(rules);
+        }
         *self.tls_clients.write().unwrap() = Arc::new(tls_clients);
         for name in self.listeners.names() {
             if !new.listeners.iter().any(|l| l.name == name) {
@@ -303,6 +356,18 @@ impl Node {
             ));
         }
         let ids = Ids::open(&config.run_dir(), recovered.max_mid + 1)?;
+        let scanner = crate::scanning::Scanner::new(&config.scanning)
+            .map_err(|e| anyhow::anyhow!("scanning configuration: {e}"))?;
+        let outbreak = match &config.scanning.outbreak_rules {
+            Some(p) => Some(Arc::new(
+                crate::scanning::load_outbreak_rules(p).map_err(|e| anyhow::anyhow!(e))?,
+            )),
+            None => None,
+        };
+        let local_quarantine = crate::scanning::local_quarantine::LocalQuarantine::open(
+            &config.data_dir.join("quarantine"),
+            config.scanning.quarantine_quota,
+        )?;
         let tls_server = crate::tls::server_config(&config)?;
         let tls_clients = crate::tls::client_configs(&config)?;
         let (queue, rx) = queue::channel();
@@ -321,6 +386,9 @@ impl Node {
             started: std::time::Instant::now(),
             disconnect: tokio::sync::watch::channel(false).0,
             disconnect_gen: AtomicU64::new(0),
+            scanner: RwLock::new(Arc::new(scanner)),
+            outbreak: RwLock::new(outbreak),
+            local_quarantine,
         });
         {
             let shared = shared.clone();
@@ -348,10 +416,12 @@ impl Node {
             };
             let mut done = Vec::new();
             let mut redirect = None;
+            let mut scanned = false;
             for u in &m.updates {
                 match Update::decode(u) {
                     Ok(Update::Rcpt { rid, state }) => done.push((rid, state)),
                     Ok(Update::Redirect { host, port }) => redirect = Some((host, port)),
+                    Ok(Update::Scanned) => scanned = true,
                     Err(e) => shared.log.warning(format!(
                         "MID {} has an unreadable progress record in the spool ({e}); ignored",
                         m.mid
@@ -359,6 +429,12 @@ impl Node {
                 }
             }
             recovered_count += 1;
+            if !scanned && !env.scanned && done.is_empty() && redirect.is_none() {
+                // Accepted but not through the scanning pipeline before the
+                // restart: it is scanned now, never delivered unscanned.
+                crate::scanning::pipeline::submit_recovered(&shared, Arc::new(env));
+                continue;
+            }
             queue.send(Event::Enqueue {
                 env: Arc::new(env),
                 body: None,
@@ -372,6 +448,7 @@ impl Node {
             ));
         }
         tokio::spawn(queue::Manager::new(shared.clone(), rx).run());
+        crate::scanning::local_quarantine::start(&shared);
 
         let mut listeners = Vec::new();
         for l in config.listeners.iter() {

@@ -668,6 +668,8 @@ impl Session {
             listener: self.cfg.listeners[self.listener].name.clone(),
             dsn: false,
             size: stored.len() as u64,
+            outgoing: self.policy().behavior == Behavior::Relay,
+            scanned: false,
         };
         let len = stored.len();
         // Whatever the client pipelined behind the final dot waits until the
@@ -688,7 +690,7 @@ impl Session {
                 self.shared
                     .log
                     .info(format!("MID {mid} queued for delivery"));
-                self.shared.queue.enqueue(Arc::new(env), Some(body));
+                crate::scanning::pipeline::submit(&self.shared, Arc::new(env), body);
                 self.reply(&format!("250 2.0.0 Ok: Message {mid} accepted"));
             }
             Err(e) => {

@@ -1,0 +1,193 @@
+//! The gateway's local quarantines: the `pvo-quarantine` store under
+//! `DATA_DIR/quarantine/`, its retention sweeper, and the way back out — a
+//! message released from all its quarantines is re-injected with a new MID
+//! (`rewritten to`) and continues after the stage that held it.
+//!
+//! The store is synchronous (SQLite); every call runs on the blocking pool.
+//! Release is repeat-safe end to end: the store returns `Deliver` once per
+//! message, and `confirm_delivery` records the new MID; after a crash between
+//! the two, `pending_deliveries` hands the message over again at start, which
+//! can deliver it twice but never loses it.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context, Result};
+use pvo_quarantine::{
+    ActionReport, Change, EarlyReleaseActions, Inserted, MsgId, NewMessage, Outcome, Store,
+};
+
+use crate::envelope::Envelope;
+use crate::node::Shared;
+
+/// How often scheduled exits and the space quota are checked.
+const SWEEP_EVERY: Duration = Duration::from_secs(30);
+
+pub fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+#[derive(Clone)]
+pub struct LocalQuarantine {
+    store: Arc<Store>,
+}
+
+impl LocalQuarantine {
+    pub fn open(dir: &Path, quota: Option<u64>) -> Result<LocalQuarantine> {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        let path = dir.join("quarantine.db");
+        let store = Store::open_sqlite(&path, now())
+            .with_context(|| format!("opening the quarantine store {}", path.display()))?;
+        store
+            .set_quota(quota)
+            .context("setting the quarantine quota")?;
+        Ok(LocalQuarantine {
+            store: Arc::new(store),
+        })
+    }
+
+    /// Runs `f` with the store on the blocking pool.
+    pub async fn with<R: Send + 'static>(&self, f: impl FnOnce(&Store) -> R + Send + 'static) -> R {
+        let store = self.store.clone();
+        tokio::task::spawn_blocking(move || f(&store))
+            .await
+            .expect("quarantine store task panicked")
+    }
+
+    pub async fn quarantine(&self, msg: NewMessage) -> pvo_quarantine::Result<Inserted> {
+        self.with(move |s| s.quarantine(&msg, now())).await
+    }
+}
+
+/// Starts the sweeper and hands over releases that a crash interrupted.
+pub fn start(shared: &Arc<Shared>) {
+    let shared = shared.clone();
+    tokio::spawn(async move {
+        match shared
+            .local_quarantine
+            .with(|s| s.pending_deliveries())
+            .await
+        {
+            Ok(pending) => {
+                for p in pending {
+                    deliver_released(
+                        &shared,
+                        p.msg_id,
+                        p.gateway_mid,
+                        &p.early_release_actions,
+                        "Quarantine",
+                    )
+                    .await;
+                }
+            }
+            Err(e) => shared
+                .log
+                .critical(format!("Quarantine: cannot list interrupted releases: {e}")),
+        }
+        loop {
+            let t = now();
+            match shared.local_quarantine.with(move |s| s.sweep(t)).await {
+                Ok(reports) => handle_reports(&shared, reports).await,
+                Err(e) => shared
+                    .log
+                    .critical(format!("Quarantine: the retention sweep failed: {e}")),
+            }
+            tokio::time::sleep(SWEEP_EVERY).await;
+        }
+    });
+}
+
+/// Logs what an action changed and delivers what was released from all
+/// quarantines.
+pub async fn handle_reports(shared: &Arc<Shared>, reports: Vec<ActionReport>) {
+    for r in reports {
+        for line in r.log_lines(r.gateway_mid) {
+            shared.log.info(line);
+        }
+        if let Outcome::Deliver {
+            msg_id,
+            early_release_actions,
+        } = &r.outcome
+        {
+            let by = r
+                .changes
+                .iter()
+                .rev()
+                .find_map(|c| match c {
+                    Change::Released { quarantine, .. } => Some(quarantine.clone()),
+                    _ => None,
+                })
+                .unwrap_or_else(|| "Quarantine".into());
+            deliver_released(shared, *msg_id, r.gateway_mid, early_release_actions, &by).await;
+        }
+    }
+}
+
+/// Re-injects a released message with a new MID. A message that leaves the
+/// Outbreak quarantine is scanned again (anti-virus included) on its way.
+async fn deliver_released(
+    shared: &Arc<Shared>,
+    msg_id: MsgId,
+    old_mid: u64,
+    actions: &[EarlyReleaseActions],
+    by: &str,
+) {
+    let q = shared.local_quarantine.clone();
+    let loaded = q
+        .with(move |s| {
+            Ok::<_, pvo_quarantine::QuarantineError>((s.message(msg_id)?, s.raw(msg_id)?))
+        })
+        .await;
+    let (info, raw) = match loaded {
+        Ok(x) => x,
+        Err(e) => {
+            shared.log.critical(format!(
+                "MID {old_mid} released but cannot be read from the quarantine: {e}"
+            ));
+            return;
+        }
+    };
+    let bytes = pvo_quarantine::apply_early_release(&raw, actions);
+    let rescan = by.eq_ignore_ascii_case("Outbreak");
+    let env = Envelope {
+        mid: 0,
+        icid: info.meta.get("icid").and_then(|v| v.as_u64()).unwrap_or(0),
+        sender: info.sender.clone(),
+        recipients: info.recipients.clone(),
+        received_at: now(),
+        source_ip: info
+            .meta
+            .get("source_ip")
+            .and_then(|v| v.as_str())
+            .unwrap_or("")
+            .to_string(),
+        listener: info
+            .meta
+            .get("listener")
+            .and_then(|v| v.as_str())
+            .unwrap_or("")
+            .to_string(),
+        dsn: false,
+        size: 0,
+        outgoing: info
+            .meta
+            .get("outgoing")
+            .and_then(|v| v.as_bool())
+            .unwrap_or(false),
+        scanned: !rescan,
+    };
+    match shared.inject(&env, bytes, !rescan).await {
+        Ok(new_mid) => {
+            shared.log.info(format!("MID {old_mid} rewritten to MID {new_mid} by {by} Quarantine"));
+            let r = q.with(move |s| s.confirm_delivery(msg_id, &new_mid.to_string(), now())).await;
+            if let Err(e) = r {
+                shared.log.warning(format!("MID {old_mid} delivered as MID {new_mid} but the quarantine could not record it: {e}"));
+            }
+        }
+        Err(e) => shared.log.critical(format!("MID {old_mid} released but could not be queued: {e:#}; it is handed over again at the next start")),
+    }
+}

@@ -1,0 +1,505 @@
+//! The work queue: every accepted message passes the engines of its mail
+//! policy before it reaches the delivery queue.
+//!
+//! A message is already on disk (and answered `250`) when it gets here, so
+//! nothing in this stage can lose it: a scan engine that fails or times out
+//! leaves the message in the spool and it is scanned again a minute later
+//! (and after a restart), never passed unscanned. The outcome is one of:
+//! deliver (marked `Scanned` in the spool first, so a restart does not scan
+//! it twice), deliver a rewritten copy (new MID, `rewritten to`), drop,
+//! bounce, or hold in one or more quarantines.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use pvo_quarantine::{Attachment, Hold, NewMessage, Reason, ReasonKind};
+use pvo_scan::mime::{Limits, ScannedMessage};
+use pvo_scan::verdict::{Action, AttachmentSelector};
+use serde_json::json;
+
+use crate::clamd::VirusVerdict;
+use crate::envelope::{Envelope, Update};
+use crate::node::Shared;
+
+/// How long a message waits after a scan engine failed before it is scanned again.
+const RETRY_SCAN: Duration = Duration::from_secs(60);
+
+fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// Hands a freshly spooled message to scanning (or straight to delivery when
+/// no mail policy applies).
+pub fn submit(shared: &Arc<Shared>, env: Arc<Envelope>, body: Arc<Vec<u8>>) {
+    let scanner = shared.scanner();
+    if env.scanned
+        || env.dsn
+        || scanner
+            .select(env.outgoing, &env.sender, &env.recipients)
+            .is_none()
+    {
+        shared.queue.enqueue(env, Some(body));
+        return;
+    }
+    let shared = shared.clone();
+    tokio::spawn(async move { run(shared, env, body).await });
+}
+
+/// A recovered message that had not passed scanning before the restart.
+pub fn submit_recovered(shared: &Arc<Shared>, env: Arc<Envelope>) {
+    let shared = shared.clone();
+    tokio::spawn(async move {
+        match shared.read_body(env.mid).await {
+            Ok(body) => submit(&shared, env, Arc::new(body)),
+            Err(e) => shared.log.critical(format!(
+                "MID {} cannot be read from the spool for scanning: {e}",
+                env.mid
+            )),
+        }
+    });
+}
+
+async fn run(shared: Arc<Shared>, env: Arc<Envelope>, body: Arc<Vec<u8>>) {
+    loop {
+        match scan(&shared, &env, &body).await {
+            Ok(decision) => {
+                apply(&shared, env, body, decision).await;
+                return;
+            }
+            Err(e) => {
+                shared.log.warning(format!("MID {} scanning deferred: {e}; the message stays queued and is scanned again in {} s", env.mid, RETRY_SCAN.as_secs()));
+                tokio::time::sleep(RETRY_SCAN).await;
+            }
+        }
+    }
+}
+
+/// What the engines decided, before anything is done about it.
+#[derive(Default)]
+struct Decision {
+    drop_by: Option<String>,
+    bounce_by: Option<String>,
+    holds: Vec<Hold>,
+    header_actions: Vec<Action>,
+    strip: Vec<AttachmentSelector>,
+    notify: Vec<(String, String)>,
+    view: Option<Arc<ScannedMessage>>,
+    /// What changed the message, for `rewritten to ... by`.
+    rewritten_by: Vec<String>,
+}
+
+impl Decision {
+    fn apply_actions(&mut self, actions: &[Action], reason: &Reason, details: &serde_json::Value) {
+        for a in actions {
+            match a {
+                Action::Deliver => {}
+                Action::Drop => {
+                    self.drop_by.get_or_insert_with(|| reason.to_string());
+                }
+                Action::Bounce => {
+                    self.bounce_by.get_or_insert_with(|| reason.to_string());
+                }
+                Action::Quarantine(q) => {
+                    if !self.holds.iter().any(|h| &h.quarantine == q) {
+                        self.holds.push(Hold {
+                            quarantine: q.clone(),
+                            reason: reason.clone(),
+                            details: details.clone(),
+                            exit_at: None,
+                        });
+                    }
+                }
+                Action::AddHeader { .. } | Action::ModifyHeader { .. } => {
+                    self.header_actions.push(a.clone());
+                    self.rewritten_by.push(reason.to_string());
+                }
+                Action::StripAttachment(sel) => {
+                    self.strip.push(sel.clone());
+                    self.rewritten_by.push(reason.to_string());
+                }
+                Action::Notify(addr) => self.notify.push((addr.clone(), reason.to_string())),
+            }
+        }
+    }
+}
+
+/// Runs the engines. `Err` is a temporary failure (engine unreachable).
+async fn scan(
+    shared: &Arc<Shared>,
+    env: &Envelope,
+    body: &Arc<Vec<u8>>,
+) -> Result<Decision, String> {
+    let scanner = shared.scanner();
+    let Some(p) = scanner.select(env.outgoing, &env.sender, &env.recipients) else {
+        return Ok(Decision::default());
+    };
+    let mid = env.mid;
+    let mut d = Decision::default();
+    shared.log.info(format!(
+        "MID {mid} matched all recipients for per-recipient policy {} in the {} table",
+        p.policy.name,
+        match p.policy.direction {
+            super::Direction::Incoming => "inbound",
+            super::Direction::Outgoing => "outbound",
+        }
+    ));
+
+    // 1. Anti-virus.
+    if p.policy.antivirus {
+        if let Some(clamd) = &scanner.clamd {
+            let started = std::time::Instant::now();
+            match clamd.scan(body).await {
+                Ok(VirusVerdict::Clean) => shared.log.info(format!("MID {mid} antivirus negative")),
+                Ok(VirusVerdict::Infected(sig)) => {
+                    shared
+                        .log
+                        .info(format!("MID {mid} antivirus positive '{sig}'"));
+                    let reason = Reason::new(ReasonKind::Virus, sig.clone());
+                    d.apply_actions(&p.policy.on_virus, &reason, &json!({ "virus": sig }));
+                }
+                Ok(VirusVerdict::Unscannable(u)) => {
+                    shared
+                        .log
+                        .info(format!("MID {mid} antivirus unscannable: {u:?}"));
+                    let reason = Reason::new(ReasonKind::Virus, "unscannable");
+                    d.apply_actions(
+                        &p.policy.on_unscannable,
+                        &reason,
+                        &json!({ "unscannable": format!("{u:?}") }),
+                    );
+                }
+                Err(e) => return Err(format!("anti-virus: {e}")),
+            }
+            tracing::debug!(mid, elapsed = ?started.elapsed(), "clamd scan");
+        }
+    }
+
+    // 2. Content filters and DLP, 3. outbreak filters: on the bounded MIME view.
+    let raw = body.clone();
+    let view = tokio::task::spawn_blocking(move || pvo_scan::mime::scan(&raw, &Limits::default()))
+        .await
+        .map_err(|e| e.to_string())?;
+    match view {
+        Err(u) => {
+            shared
+                .log
+                .info(format!("MID {mid} unscannable: {}", u.reason));
+            let reason = Reason::new(ReasonKind::Other, "unscannable");
+            d.apply_actions(
+                &p.policy.on_unscannable,
+                &reason,
+                &json!({ "unscannable": u.reason }),
+            );
+        }
+        Ok(msg) => {
+            let envelope = pvo_scan::filter::Envelope {
+                sender: &env.sender,
+                recipients: &env.recipients,
+            };
+            for m in p.filters.evaluate(&envelope, &msg).matches {
+                shared.log.info(format!(
+                    "MID {mid} Custom Log Entry: content filter '{}' matched",
+                    m.filter
+                ));
+                let reason = Reason::new(ReasonKind::ContentFilter, m.filter.clone());
+                d.apply_actions(&m.actions, &reason, &json!({ "evidence": m.evidence }));
+            }
+            for engine in &p.dlp {
+                let r = engine.scan(&msg);
+                if let Some(sev) = r.severity {
+                    shared.log.info(format!("MID {mid} DLP violation. Severity: {sev:?} (Risk Factor: {}). DLP policy match: '{}'", r.total, r.policy));
+                    let reason = Reason::new(ReasonKind::Dlp, r.policy.clone());
+                    d.apply_actions(&r.actions.clone(), &reason, &json!(r));
+                }
+            }
+            if let Some(op) = &p.policy.outbreak {
+                if let Some(rules) = shared.outbreak_rules() {
+                    let r = rules.evaluate(&msg);
+                    if let Some(hold) = op.hold_for(&r) {
+                        let level = r.level.map(|l| l.get()).unwrap_or(0);
+                        let rule = r.rules.first().cloned().unwrap_or_default();
+                        shared.log.info(format!("MID {mid} Outbreak Filters: verdict positive, threat level {level}, rule {rule}"));
+                        d.holds.push(Hold {
+                            quarantine: "Outbreak".into(),
+                            reason: Reason::new(ReasonKind::Outbreak, rule),
+                            details: json!({ "threat_level": level, "rules": r.rules, "rules_version": r.version }),
+                            exit_at: Some(now() + hold.as_secs()),
+                        });
+                    } else {
+                        shared
+                            .log
+                            .info(format!("MID {mid} Outbreak Filters: verdict negative"));
+                    }
+                }
+            }
+            d.view = Some(Arc::new(msg));
+        }
+    }
+    Ok(d)
+}
+
+async fn apply(shared: &Arc<Shared>, env: Arc<Envelope>, body: Arc<Vec<u8>>, d: Decision) {
+    let mid = env.mid;
+    for (addr, why) in &d.notify {
+        crate::bounce::spawn_notification(shared.clone(), env.clone(), addr.clone(), why.clone());
+    }
+    if let Some(by) = &d.drop_by {
+        shared.log.info(format!("MID {mid} dropped by {by}"));
+        finish(shared, mid);
+        return;
+    }
+    if let Some(by) = &d.bounce_by {
+        shared.log.info(format!("MID {mid} bounced by {by}"));
+        if !env.sender.is_empty() {
+            for rcpt in &env.recipients {
+                crate::bounce::spawn_dsn(
+                    shared.clone(),
+                    env.clone(),
+                    rcpt.clone(),
+                    format!("5.7.1 message refused by policy ({by})"),
+                    body.clone(),
+                );
+            }
+        }
+        finish(shared, mid);
+        return;
+    }
+    let rewritten = if d.header_actions.is_empty() && d.strip.is_empty() {
+        None
+    } else {
+        Some(Arc::new(rewrite(
+            &body,
+            &d.header_actions,
+            &d.strip,
+            d.view.as_deref(),
+        )))
+    };
+    if !d.holds.is_empty() {
+        let raw = rewritten.clone().unwrap_or_else(|| body.clone());
+        let attachments = d
+            .view
+            .as_ref()
+            .map(|v| {
+                v.parts
+                    .iter()
+                    .filter(|p| p.attachment)
+                    .map(|p| Attachment {
+                        name: p.filename.clone().unwrap_or_default(),
+                        size: p.size as u64,
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        let subject = d
+            .view
+            .as_ref()
+            .map(|v| v.subject.clone())
+            .unwrap_or_default();
+        let msg = NewMessage {
+            idempotency_key: format!("local-{mid}"),
+            gateway: shared.config().hostname.clone(),
+            gateway_mid: mid,
+            sender: env.sender.clone(),
+            recipients: env.recipients.clone(),
+            received: env.received_at,
+            subject,
+            attachments,
+            meta: json!({ "icid": env.icid, "source_ip": env.source_ip, "listener": env.listener, "outgoing": env.outgoing }),
+            raw: raw.as_ref().clone(),
+            holds: d.holds,
+        };
+        match shared.local_quarantine.quarantine(msg).await {
+            Ok(ins) => {
+                if ins.created {
+                    for h in &ins.held_in {
+                        shared.log.info(pvo_quarantine::logline::quarantined(
+                            mid,
+                            &h.quarantine,
+                            &h.reason,
+                        ));
+                    }
+                }
+                finish(shared, mid);
+            }
+            Err(e) => {
+                // The message stays in the spool: scanned again after a
+                // restart, never delivered unheld.
+                shared
+                    .log
+                    .critical(format!("MID {mid} could not be quarantined: {e}"));
+            }
+        }
+        return;
+    }
+    match rewritten {
+        None => {
+            shared.spool.update(mid, Update::Scanned.encode());
+            shared.queue.enqueue(env, Some(body));
+        }
+        Some(new_body) => {
+            let by = d.rewritten_by.first().cloned().unwrap_or_default();
+            match shared.inject(&env, new_body.as_ref().clone(), true).await {
+                Ok(new_mid) => {
+                    shared
+                        .log
+                        .info(format!("MID {mid} rewritten to MID {new_mid} by {by}"));
+                    finish(shared, mid);
+                }
+                Err(e) => shared.log.critical(format!(
+                    "MID {mid} rewritten copy could not be spooled: {e:#}"
+                )),
+            }
+        }
+    }
+}
+
+fn finish(shared: &Shared, mid: u64) {
+    shared.spool.finish(mid);
+    shared.log.info(format!("Message finished MID {mid} done"));
+}
+
+/// Applies header actions and attachment stripping to the raw message.
+pub fn rewrite(
+    raw: &[u8],
+    headers: &[Action],
+    strip: &[AttachmentSelector],
+    view: Option<&ScannedMessage>,
+) -> Vec<u8> {
+    let mut out = raw.to_vec();
+    // Strip first, from the end, so earlier spans stay valid.
+    if let Some(v) = view {
+        let mut spans: Vec<(usize, usize, String)> = v
+            .parts
+            .iter()
+            .filter(|p| p.attachment && strip.iter().any(|s| s.matches(p)))
+            .filter_map(|p| {
+                p.raw_span.map(|(a, b)| {
+                    (
+                        a,
+                        b,
+                        p.filename.clone().unwrap_or_else(|| "attachment".into()),
+                    )
+                })
+            })
+            .collect();
+        spans.sort_by_key(|s| std::cmp::Reverse(s.0));
+        for (a, b, name) in spans {
+            if a <= b && b <= out.len() {
+                let clean: String = name.chars().filter(|c| !c.is_control()).collect();
+                let note = format!("Content-Type: text/plain; charset=utf-8\r\n\r\nThe attachment \"{clean}\" was removed by PVO.\r\n");
+                out.splice(a..b, note.into_bytes());
+            }
+        }
+    }
+    for h in headers {
+        let (name, value, replace) = match h {
+            Action::AddHeader { name, value } => (name, value, false),
+            Action::ModifyHeader { name, value } => (name, value, true),
+            _ => continue,
+        };
+        if replace {
+            out = remove_header(&out, name);
+        }
+        // After the first header field (our Received), so the trace stays on top.
+        let at = first_field_end(&out);
+        let line = format!("{name}: {value}\r\n");
+        out.splice(at..at, line.into_bytes());
+    }
+    out
+}
+
+/// Offset just after the first header field (with its continuation lines).
+fn first_field_end(raw: &[u8]) -> usize {
+    let mut i = 0;
+    loop {
+        match raw[i..].windows(2).position(|w| w == b"\r\n") {
+            Some(p) => {
+                i += p + 2;
+                if !matches!(raw.get(i), Some(b' ') | Some(b'\t')) {
+                    return i;
+                }
+            }
+            None => return raw.len(),
+        }
+    }
+}
+
+/// Removes every top-level header field `name` (case-insensitive).
+fn remove_header(raw: &[u8], name: &str) -> Vec<u8> {
+    let end = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .map_or(raw.len(), |p| p + 2);
+    let mut out = Vec::with_capacity(raw.len());
+    let mut i = 0;
+    let mut skipping = false;
+    while i < end {
+        let line_end = raw[i..end]
+            .windows(2)
+            .position(|w| w == b"\r\n")
+            .map_or(end, |p| i + p + 2);
+        let line = &raw[i..line_end];
+        let continuation = matches!(line.first(), Some(b' ') | Some(b'\t'));
+        if !continuation {
+            let field = line.split(|&b| b == b':').next().unwrap_or(b"");
+            skipping = field.eq_ignore_ascii_case(name.as_bytes());
+        }
+        if !skipping {
+            out.extend_from_slice(line);
+        }
+        i = line_end;
+    }
+    out.extend_from_slice(&raw[end..]);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn header_actions_keep_the_trace_on_top_and_crlf() {
+        let raw = b"Received: from a\r\n\tby b\r\nSubject: hi\r\nX-Old: 1\r\n\r\nbody\r\n";
+        let out = rewrite(
+            raw,
+            &[
+                Action::AddHeader {
+                    name: "X-PVO".into(),
+                    value: "yes".into(),
+                },
+                Action::ModifyHeader {
+                    name: "X-Old".into(),
+                    value: "2".into(),
+                },
+            ],
+            &[],
+            None,
+        );
+        let t = String::from_utf8(out).unwrap();
+        assert!(t.starts_with("Received: from a\r\n\tby b\r\nX-Old: 2\r\nX-PVO: yes\r\nSubject: hi\r\n\r\nbody\r\n"), "{t}");
+        assert!(!t.contains("X-Old: 1"));
+    }
+
+    #[test]
+    fn stripped_attachment_is_replaced_by_a_note() {
+        let raw = b"Subject: x\r\nMIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=b\r\n\r\n--b\r\nContent-Type: text/plain\r\n\r\nhello\r\n--b\r\nContent-Type: application/octet-stream\r\nContent-Disposition: attachment; filename=run.exe\r\nContent-Transfer-Encoding: base64\r\n\r\nTVqQAAMAAAAEAAAA//8AALgAAAAAAAAAQAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAgAAAAA==\r\n--b--\r\n";
+        let view = pvo_scan::mime::scan(raw, &Limits::default()).unwrap();
+        let out = rewrite(
+            raw,
+            &[],
+            &[AttachmentSelector::Glob("*.exe".into())],
+            Some(&view),
+        );
+        let t = String::from_utf8(out).unwrap();
+        assert!(
+            t.contains("The attachment \"run.exe\" was removed by PVO."),
+            "{t}"
+        );
+        assert!(!t.contains("TVqQ"), "{t}");
+        assert!(t.contains("hello"));
+        assert!(pvo_scan::mime::scan(t.as_bytes(), &Limits::default()).is_ok());
+    }
+}
