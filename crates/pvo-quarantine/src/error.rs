@@ -51,6 +51,16 @@ impl QuarantineError {
     pub fn is_temporary(&self) -> bool {
         matches!(self, QuarantineError::Db(_) | QuarantineError::Corrupt(_))
     }
+
+    /// True when the disk (or the filesystem quota) is full: a CPQ transfer answers 452
+    /// rather than 451, as the spool does.
+    pub fn is_no_space(&self) -> bool {
+        matches!(
+            self,
+            QuarantineError::Db(rusqlite::Error::SqliteFailure(e, _))
+                if e.code == rusqlite::ErrorCode::DiskFull
+        )
+    }
 }
 
 /// Shorthand used throughout the crate.

@@ -1,0 +1,178 @@
+//! What a search asks for and what it returns (`quarantine search`, the REST API).
+//!
+//! A search looks at held messages only (those still in at least one quarantine). All
+//! filters combine with AND. Addresses compare case-insensitively. Subject and attachment
+//! name match whole words through the full-text index (a word ending in `*` matches as a
+//! prefix); an attachment name like `invoice.pdf` is the words `invoice pdf` in order.
+//! Ranges are inclusive. Results are distinct messages; `total` counts all matches, not
+//! only the page, up to [`SearchQuery::max_count`] (10,000 by default): beyond it the page
+//! says "at least" (`total_exact` false). Counting every match of a broad filter over a
+//! million messages costs one row lookup per match, which is what the cap bounds; an
+//! unfiltered search or one by quarantine alone is always exact (maintained counters).
+//!
+//! # Security
+//!
+//! Search values come from administrators and API clients. Every value reaches SQL as a
+//! bound parameter; subject and attachment words reach FTS5 as quoted strings, so FTS5
+//! operators (`OR`, `NEAR`, `*` in the middle, column filters) in the input are plain
+//! text. Pages are capped at 10,000 hits.
+
+use crate::model::{MsgId, Reason, ReasonKind};
+
+/// How an address filter matches.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AddrMatch {
+    /// The whole address.
+    Is(String),
+    /// Everything after the `@` (`example.com`; a leading `@` is ignored).
+    Domain(String),
+    /// The address starts with this text.
+    BeginsWith(String),
+}
+
+/// The sort key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum OrderBy {
+    #[default]
+    Received,
+    Size,
+    /// The scheduled exit: of the membership in the searched quarantine, or the earliest
+    /// of the message's held memberships when no quarantine is given.
+    Exit,
+}
+
+/// A search. `Default` is "every held message, newest first, first 25".
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SearchQuery {
+    pub quarantine: Option<String>,
+    pub sender: Option<AddrMatch>,
+    pub recipient: Option<AddrMatch>,
+    /// Words of the subject.
+    pub subject: Option<String>,
+    pub received_from: Option<u64>,
+    pub received_to: Option<u64>,
+    /// The originating gateway.
+    pub gateway: Option<String>,
+    /// The filter name, DLP policy, virus name or outbreak rule id (case-insensitive).
+    pub reason: Option<String>,
+    pub reason_kind: Option<ReasonKind>,
+    /// Words of an attachment's name.
+    pub attachment_name: Option<String>,
+    pub attachment_min_size: Option<u64>,
+    pub attachment_max_size: Option<u64>,
+    pub min_size: Option<u64>,
+    pub max_size: Option<u64>,
+    pub order_by: OrderBy,
+    pub descending: bool,
+    pub offset: u64,
+    pub limit: u64,
+    /// Count at most this many matches (`None`: count all, however long it takes).
+    pub max_count: Option<u64>,
+}
+
+/// The default [`SearchQuery::max_count`].
+pub const DEFAULT_MAX_COUNT: u64 = 10_000;
+
+impl Default for SearchQuery {
+    fn default() -> SearchQuery {
+        SearchQuery {
+            quarantine: None,
+            sender: None,
+            recipient: None,
+            subject: None,
+            received_from: None,
+            received_to: None,
+            gateway: None,
+            reason: None,
+            reason_kind: None,
+            attachment_name: None,
+            attachment_min_size: None,
+            attachment_max_size: None,
+            min_size: None,
+            max_size: None,
+            order_by: OrderBy::Received,
+            descending: true,
+            offset: 0,
+            limit: 25,
+            max_count: Some(DEFAULT_MAX_COUNT),
+        }
+    }
+}
+
+/// Where a found message is held.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HitMembership {
+    pub quarantine: String,
+    pub reason: Reason,
+    pub exit_at: u64,
+}
+
+/// One found message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SearchHit {
+    pub msg_id: MsgId,
+    pub gateway: String,
+    pub gateway_mid: u64,
+    pub sender: String,
+    pub recipients: Vec<String>,
+    pub subject: String,
+    pub received: u64,
+    pub size: u64,
+    /// Held memberships only.
+    pub held_in: Vec<HitMembership>,
+}
+
+/// One page of results and the number of all matches.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SearchPage {
+    /// The number of matches, or `max_count` when there are more (see `total_exact`).
+    pub total: u64,
+    /// False when `total` is the cap: there are at least that many.
+    pub total_exact: bool,
+    pub hits: Vec<SearchHit>,
+}
+
+/// Turns user words into an FTS5 query restricted to one column: every word quoted (so
+/// that FTS5 operators and punctuation in user input are plain text), all required, a
+/// trailing `*` kept as a prefix match. `None` when there is no word.
+pub(crate) fn fts_query(column: &str, words: &str) -> Option<String> {
+    let terms: Vec<String> = words
+        .split_whitespace()
+        .filter_map(|w| {
+            let prefix = w.ends_with('*');
+            let w = w.trim_end_matches('*').replace('"', "\"\"");
+            if w.chars().all(|c| !c.is_alphanumeric()) {
+                return None;
+            }
+            Some(format!("\"{w}\"{}", if prefix { "*" } else { "" }))
+        })
+        .collect();
+    if terms.is_empty() {
+        None
+    } else {
+        Some(format!("{{{column}}} : ({})", terms.join(" AND ")))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fts_queries() {
+        let cases = [
+            ("Invoice", Some("{subject} : (\"Invoice\")")),
+            ("  big  deal ", Some("{subject} : (\"big\" AND \"deal\")")),
+            ("inv*", Some("{subject} : (\"inv\"*)")),
+            (
+                "a\"b OR NEAR(",
+                Some("{subject} : (\"a\"\"b\" AND \"OR\" AND \"NEAR(\")"),
+            ),
+            ("-- * \"", None),
+            ("", None),
+        ];
+        for (input, want) in cases {
+            assert_eq!(fts_query("subject", input).as_deref(), want, "{input}");
+        }
+    }
+}
