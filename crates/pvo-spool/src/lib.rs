@@ -73,11 +73,27 @@
 //!
 //! # Modules
 //!
+//! # Failures and a full disk
+//!
+//! An append whose write or fsync failed is answered with an error and must never be
+//! delivered: the writer truncates the segment back to its last good fsync, and if even that
+//! cannot be made durable it writes a `Finish` for the append with the next batch that
+//! succeeds (see `writer`). On a full file system the spool keeps working as far as it can:
+//! appends fail with [`SpoolError::NoSpace`], but the node can still deliver and finish what
+//! it holds; dead segments are deleted (or the newest one emptied for reuse) after failed
+//! batches too, so the space comes back once the queue drains. [`Spool::open`] works on a full
+//! file system as well: if there is no room for a new segment it starts without one, and a
+//! torn tail or corrupt segment that cannot be moved aside yet stays in place, unread, until
+//! there is space (see `recovery`); nothing that did not parse is ever deleted.
+//!
+//! # Modules
+//!
 //! - `format`: encoding and decoding, no IO.
 //! - `recovery`: replaying segments at start, cutting torn tails, moving files aside.
 //! - `writer`: the writer thread, group commit, rotation, compaction, failure repair.
 //! - `state`: the in-memory picture both of them maintain.
 //! - `dir`: names, the lock, directory fsync.
+//! - `fsio`: writes, truncations and fsyncs, where tests inject failures.
 
 #![forbid(unsafe_code)]
 
@@ -85,6 +101,7 @@ mod crc;
 mod dir;
 mod error;
 mod format;
+mod fsio;
 mod recovery;
 mod state;
 mod writer;
@@ -111,6 +128,9 @@ pub struct SpoolConfig {
     pub segment_size: u64,
     /// fsync data and directories. Default true; false only for tests of logic.
     pub fsync: bool,
+    /// Test hook: failures to inject, shared by the clones of this configuration.
+    #[cfg(test)]
+    pub(crate) faults: Arc<fsio::Faults>,
 }
 
 impl SpoolConfig {
@@ -119,6 +139,8 @@ impl SpoolConfig {
             dir: dir.into(),
             segment_size: 64 << 20,
             fsync: true,
+            #[cfg(test)]
+            faults: Arc::default(),
         }
     }
 }
@@ -128,7 +150,7 @@ impl SpoolConfig {
 pub struct Recovered {
     /// Unfinished messages, in mid order.
     pub messages: Vec<RecoveredMessage>,
-    /// Files and torn tails moved into `corrupt/`.
+    /// Files and torn tails moved into `corrupt/`, and those that could not be moved yet.
     pub moved_aside: Vec<MovedAside>,
     /// The highest mid seen in any parsed record or segment header, 0 if none.
     pub max_mid: u64,
@@ -142,7 +164,9 @@ pub struct RecoveredMessage {
     pub updates: Vec<Vec<u8>>,
 }
 
-/// A file (or the tail of one) that recovery moved into `corrupt/`.
+/// A file (or the tail of one) that recovery moved into `corrupt/`. If it could not be moved
+/// yet, for lack of space, `to` equals `from` and the reason says so: it stays where it is,
+/// unread, and is moved aside once there is space.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct MovedAside {
     pub from: PathBuf,
@@ -214,14 +238,58 @@ impl Spool {
         let lock = dir::lock(&cfg.dir)?;
 
         let rec = recovery::recover(&cfg)?;
+        #[cfg(test)]
+        let shared = Arc::new(Shared {
+            faults: cfg.faults.clone(),
+            ..Shared::default()
+        });
+        #[cfg(not(test))]
         let shared = Arc::new(Shared::default());
         let mut moved_aside = rec.moved_aside;
         let mut writer = Writer::new(cfg, rec.state, rec.next_seq, shared.clone(), lock);
-        // Every run writes to a fresh segment, so recovery never has to append to a file it
-        // has just repaired, and corrupt segments have somewhere to copy their messages to.
-        writer.ensure_active()?;
-        for (seq, reason) in rec.corrupt {
-            moved_aside.extend(writer.retire(seq, Retire::MoveAside(reason))?);
+        let damaged: Vec<(u64, String, String)> = rec
+            .corrupt
+            .into_iter()
+            .map(|(seq, what)| {
+                let reason = format!(
+                    "{what}; nothing from this offset on can be trusted, so the live messages \
+                     before it were copied into a new segment and the whole file was moved aside"
+                );
+                // Marked before anything else can touch them: such a file is only ever
+                // moved aside, never emptied or deleted.
+                writer.defer_aside(seq, reason.clone());
+                (seq, what, reason)
+            })
+            .collect();
+        // Every run writes to a fresh segment if it can, so recovery never has to append to a
+        // file it has just repaired, and corrupt segments have somewhere to copy their
+        // messages to. On a full file system it starts without one (the first batch tries
+        // again): refusing to start would keep the queued mail, and with it the space, from
+        // ever leaving.
+        match writer.ensure_active() {
+            Ok(_) => {}
+            Err(e) if e.is_no_space() => {}
+            Err(e) => return Err(e),
+        }
+        for (seq, what, reason) in damaged {
+            let path = writer.segment_path(seq);
+            match writer.retire(seq, Retire::MoveAside(reason)) {
+                Ok(moved) => moved_aside.extend(moved),
+                Err(e) => {
+                    // Its good prefix is in the index like any segment's; the writer moves it
+                    // aside once it can copy the live messages forward.
+                    moved_aside.push(MovedAside {
+                        from: path.clone(),
+                        to: path,
+                        reason: format!(
+                            "{what}; nothing from this offset on can be trusted, but the live \
+                             messages before it could not be copied forward yet ({e}), so the \
+                             file stays in the spool, read only up to this offset, and is \
+                             moved aside once they have been"
+                        ),
+                    });
+                }
+            }
         }
         // Not fatal: a dead segment that cannot be deleted now is retried by the writer, and
         // refusing to start would keep the live messages from being delivered.
@@ -345,10 +413,7 @@ impl Spool {
     /// Test hook: the next fsync fails with OS error `code` (e.g. 5 for EIO, 28 for ENOSPC).
     #[cfg(test)]
     pub(crate) fn fail_next_sync(&self, code: i32) {
-        self.inner
-            .shared
-            .fail_next_sync
-            .store(code, Ordering::SeqCst);
+        self.inner.shared.faults.fail_syncs(code, 1);
     }
 
     /// Test hook: seal the active segment so that the next record starts a new one.
@@ -356,6 +421,15 @@ impl Spool {
     pub(crate) fn rotate(&self) {
         let (tx, rx) = mpsc::channel();
         self.send(Op::Rotate(tx));
+        let _ = rx.recv();
+    }
+
+    /// Test hook: the writer stops at once without writing anything more, as if the process
+    /// had been killed; the directory can then be opened again.
+    #[cfg(test)]
+    pub(crate) fn crash(self) {
+        let (tx, rx) = mpsc::channel();
+        self.send(Op::Crash(tx));
         let _ = rx.recv();
     }
 }

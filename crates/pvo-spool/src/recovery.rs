@@ -16,6 +16,19 @@
 //! Any other entry in the directory (a wrong name, a bad segment header) is moved aside.
 //! Nothing is ever deleted here.
 //!
+//! # A full file system
+//!
+//! Copying a torn tail aside needs free space, and a node whose spool file system is full must
+//! still start, deliver what it holds and so free the space. If the copy fails, the partial
+//! copy is removed (no empty or truncated files are left in `corrupt/`) and the tail stays
+//! where it is: the segment's recorded length ends at its last good record, nothing reads or
+//! writes past it (a recovered segment is never appended to), and the tail is copied aside
+//! later, by the writer once a batch has succeeded (`Writer::retry_deferred`), by the next
+//! start, or, when the segment dies first, by `set_aside_with_tail`, which needs no space.
+//! Likewise a corrupt segment whose live messages cannot be copied forward yet stays in place
+//! until they can (see `Spool::open`). Such deferrals are reported in `moved_aside` with `to`
+//! equal to `from`.
+//!
 //! # Security
 //!
 //! This module reads files a crash may have torn and a disk may have corrupted. It trusts no
@@ -34,6 +47,7 @@ use std::sync::Arc;
 use crate::dir::{self, parse_segment_name, segment_name, CORRUPT_DIR, LOCK_FILE};
 use crate::error::{io_error, SpoolError};
 use crate::format::{self, Payload, RECORD_HEADER_LEN, SEGMENT_HEADER_LEN};
+use crate::fsio;
 use crate::state::{Loc, Seg, SegFile, State};
 use crate::{MovedAside, SpoolConfig};
 
@@ -41,8 +55,9 @@ use crate::{MovedAside, SpoolConfig};
 pub(crate) struct Recovery {
     pub state: State,
     pub moved_aside: Vec<MovedAside>,
-    /// Segments with corruption before their end: (seq, reason). Their good prefix is in
-    /// `state`; the writer copies its live messages forward and moves the file aside.
+    /// Segments with corruption before their end: (seq, what is wrong where). Their good
+    /// prefix is in `state`; the writer copies its live messages forward and moves the file
+    /// aside.
     pub corrupt: Vec<(u64, String)>,
     /// One more than the highest segment number seen, so that new segments sort last.
     pub next_seq: u64,
@@ -154,28 +169,40 @@ fn recover_segment(
     match end {
         ScanEnd::Clean => {}
         ScanEnd::Torn { offset, reason } => {
-            let to = cut_tail(cfg, &file, seq, offset, len)?;
-            out.state.segs.get_mut(&seq).expect("segment").len = offset;
-            out.moved_aside.push(MovedAside {
-                from: file.path.clone(),
-                to,
-                reason: format!(
-                    "{name} at offset {offset}: torn record ({reason}); this is expected after \
-                     a crash: the {} bytes from this offset were copied aside and the segment \
-                     truncated to its last good record",
-                    len - offset
-                ),
-            });
+            let n = len - offset;
+            let what = format!(
+                "{name} at offset {offset}: torn record ({reason}); this is expected after a \
+                 crash"
+            );
+            let seg = out.state.segs.get_mut(&seq).expect("segment");
+            // Either way nothing past the last good record is read again in this run.
+            seg.len = offset;
+            match cut_tail(cfg, &file, seq, offset, len) {
+                Ok(to) => out.moved_aside.push(MovedAside {
+                    from: file.path.clone(),
+                    to,
+                    reason: format!(
+                        "{what}: the {n} bytes from this offset were copied aside and the \
+                         segment truncated to its last good record"
+                    ),
+                }),
+                Err(e) => {
+                    seg.tail_end = Some(len);
+                    out.moved_aside.push(MovedAside {
+                        from: file.path.clone(),
+                        to: file.path.clone(),
+                        reason: format!(
+                            "{what}; the {n} bytes from this offset could not be copied aside \
+                             ({e}), so they stay at the end of the segment, unread, and are \
+                             copied into {CORRUPT_DIR}/ as soon as there is space"
+                        ),
+                    });
+                }
+            }
         }
         ScanEnd::Corrupt { offset, reason } => {
-            out.corrupt.push((
-                seq,
-                format!(
-                    "{name} at offset {offset}: {reason}; nothing from this offset on can be \
-                     trusted, so the live messages before it were copied into a new segment \
-                     and the whole file was moved aside"
-                ),
-            ));
+            out.corrupt
+                .push((seq, format!("{name} at offset {offset}: {reason}")));
         }
     }
     Ok(())
@@ -300,8 +327,10 @@ fn classify(r: &mut impl Read, off: u64, after: u64, len: u64, why: String) -> i
 }
 
 /// Copies bytes `offset..len` of a segment into `corrupt/` and truncates the segment there.
-/// The copy is made durable before the truncation, so a crash in between loses nothing.
-fn cut_tail(
+/// The copy is made durable before the truncation, so a crash in between loses nothing. If
+/// the copy cannot be made (typically for lack of space) or the truncation fails, the copy is
+/// removed and the segment left as it was.
+pub(crate) fn cut_tail(
     cfg: &SpoolConfig,
     f: &SegFile,
     seq: u64,
@@ -310,29 +339,91 @@ fn cut_tail(
 ) -> Result<PathBuf, SpoolError> {
     let corrupt = cfg.dir.join(CORRUPT_DIR);
     let to = dir::unique_path(&corrupt, &format!("{}.tail-{offset}", segment_name(seq)));
-    let mut out = OpenOptions::new()
+    let out = OpenOptions::new()
         .write(true)
         .create_new(true)
         .open(&to)
         .map_err(|e| io_error("create", &to, e))?;
-    let mut src = &f.file;
-    src.seek(SeekFrom::Start(offset))
-        .and_then(|_| io::copy(&mut src.take(len - offset), &mut out))
-        .map_err(|e| io_error("copy torn tail to", &to, e))?;
-    if cfg.fsync {
-        out.sync_all().map_err(|e| io_error("fsync", &to, e))?;
-    }
-    dir::sync_dir(&corrupt, cfg.fsync)?;
-    truncate(&f.file, offset, cfg.fsync).map_err(|e| io_error("truncate", &f.path, e))?;
+    let discard = |e: SpoolError| {
+        // The tail is still in the segment: an empty or partial copy would only mislead.
+        if fs::remove_file(&to).is_ok() {
+            let _ = dir::sync_dir(&corrupt, cfg.fsync);
+        }
+        e
+    };
+    copy_range(cfg, &f.file, offset, len - offset, &out, 0)
+        .map_err(|e| io_error("copy torn tail to", &to, e))
+        .and_then(|()| fsio::sync_all(cfg, &out).map_err(|e| io_error("fsync", &to, e)))
+        .and_then(|()| dir::sync_dir(&corrupt, cfg.fsync))
+        .map_err(discard)?;
+    fsio::set_len(cfg, &f.file, offset).map_err(|e| discard(io_error("truncate", &f.path, e)))?;
+    // The truncation has happened, as far as this run can tell, even if it cannot be made
+    // durable: the copy is kept, and at worst a later start finds the tail again and copies
+    // it once more.
+    let _ = fsio::sync_all(cfg, &f.file);
     Ok(to)
 }
 
-fn truncate(file: &File, len: u64, fsync: bool) -> io::Result<()> {
-    file.set_len(len)?;
-    if fsync {
-        file.sync_all()?;
+/// Copies `n` bytes at `from_off` of `from` to `to_off` of `to`, through `fsio` so that the
+/// writes count against a test's quota.
+fn copy_range(
+    cfg: &SpoolConfig,
+    from: &File,
+    from_off: u64,
+    n: u64,
+    to: &File,
+    to_off: u64,
+) -> io::Result<()> {
+    let mut buf = vec![0u8; n.min(64 << 10) as usize];
+    let mut done = 0;
+    while done < n {
+        let k = buf.len().min((n - done) as usize);
+        from.read_exact_at(&mut buf[..k], from_off + done)?;
+        fsio::write_at(cfg, to, &buf[..k], to_off + done)?;
+        done += k as u64;
     }
     Ok(())
+}
+
+/// Takes a dead segment whose torn tail (`offset..len`) is still in it out of the spool
+/// without needing free space, keeping the tail: the file is renamed into `corrupt/`, the
+/// tail copied over the dead records at its start, the rest cut off, and the result renamed
+/// to `corrupt/<segment>.tail-<offset>`, as if the tail had been copied aside at start-up.
+/// The caller has already carried forward whatever older segments need from it, so the first
+/// rename is as good as deleting it.
+///
+/// The tail is shifted only if it is no longer than the records before it, so that the copy
+/// never overwrites tail bytes it has not read yet; if it is longer, or any step after the
+/// first rename fails, the whole file stays in `corrupt/` under the segment's name, with the
+/// tail still at `offset`: nothing is lost, only less space is freed. Returns where it went.
+pub(crate) fn set_aside_with_tail(
+    cfg: &SpoolConfig,
+    f: &SegFile,
+    seq: u64,
+    offset: u64,
+    len: u64,
+) -> Result<PathBuf, SpoolError> {
+    let whole = dir::move_aside(&cfg.dir, &f.path, cfg.fsync)?;
+    let tail_len = len - offset;
+    if tail_len > offset {
+        return Ok(whole);
+    }
+    let shifted = copy_range(cfg, &f.file, offset, tail_len, &f.file, 0)
+        .and_then(|()| fsio::set_len(cfg, &f.file, tail_len));
+    if shifted.is_err() {
+        return Ok(whole);
+    }
+    // Now only the tail is left, whether or not this makes it durable; a crash before it may
+    // leave the file at its old length, with the tail also still at `offset`.
+    let _ = fsio::sync_all(cfg, &f.file);
+    let corrupt = cfg.dir.join(CORRUPT_DIR);
+    let to = dir::unique_path(&corrupt, &format!("{}.tail-{offset}", segment_name(seq)));
+    if fs::rename(&whole, &to).is_err() {
+        return Ok(whole);
+    }
+    // Only the name is at stake if this fails.
+    let _ = dir::sync_dir(&corrupt, cfg.fsync);
+    Ok(to)
 }
 
 #[cfg(test)]

@@ -75,8 +75,13 @@ pub(crate) fn read_body(f: &SegFile, loc: Loc) -> Result<Vec<u8>, SpoolError> {
 /// One segment file and what it holds.
 pub(crate) struct Seg {
     pub file: Arc<SegFile>,
-    /// Bytes written so far (the file length, for sealed segments).
+    /// Bytes written so far: the file length, for sealed segments, unless a torn tail that
+    /// could not be copied aside yet follows (see `tail_end`).
     pub len: u64,
+    /// The file length, if a torn tail from `len` on is still in the file because there was no
+    /// space to copy it into `corrupt/`. Such a segment is never written to, and never
+    /// deleted before the tail is safe (see `Writer::retire`).
+    pub tail_end: Option<u64>,
     /// Ids with a `Message` or `Relocated` record here, live or not.
     pub msgs: HashSet<u64>,
     /// Ids with an `Update` record here.
@@ -93,6 +98,7 @@ impl Seg {
         Seg {
             file,
             len,
+            tail_end: None,
             msgs: HashSet::new(),
             refs: HashSet::new(),
             finishes: HashSet::new(),

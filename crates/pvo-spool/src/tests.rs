@@ -8,7 +8,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crate::dir::CORRUPT_DIR;
 use crate::{Recovered, RecoveredMessage, Spool, SpoolConfig, SpoolError};
@@ -20,6 +20,15 @@ fn cfg(dir: &Path) -> SpoolConfig {
 }
 
 fn open(c: &SpoolConfig) -> (Spool, Recovered) {
+    // A child process that another test (`acknowledged_appends_survive_kill_9`) is spawning
+    // holds a copy of every descriptor between its fork and exec, the lock's included, so
+    // the lock can outlive its owner by a moment.
+    for _ in 0..100 {
+        match Spool::open(c.clone()) {
+            Err(SpoolError::Locked { .. }) => std::thread::sleep(Duration::from_millis(10)),
+            r => return r.expect("open spool"),
+        }
+    }
     Spool::open(c.clone()).expect("open spool")
 }
 
@@ -528,8 +537,8 @@ fn fsync_failure_fails_the_batch_and_the_next_batch_works() {
         assert!(err.is_no_space(), "{err:?}");
         spool.sync().unwrap();
     }
-    // With fsync off, the failed records did reach the file; the repair records must keep
-    // them dead, and the unsynced update must come back exactly once.
+    // The failed records were cut off again, and the unsynced update written again: it must
+    // come back exactly once.
     let (_spool, rec) = open(&c);
     assert!(rec.moved_aside.is_empty(), "{:?}", rec.moved_aside);
     assert_eq!(mids(&rec), vec![1, 3]);
@@ -743,4 +752,425 @@ fn acknowledged_appends_survive_kill_9() {
             assert!(m.reason.contains("torn"), "round {round}: {}", m.reason);
         }
     }
+}
+
+// ---------------------------------------------------------------------------------------
+// Failed appends, full disks
+// ---------------------------------------------------------------------------------------
+
+fn file_len(path: &Path) -> u64 {
+    fs::metadata(path).unwrap().len()
+}
+
+/// Bytes of the files in the spool directory and `corrupt/`, as the test quota counts them.
+fn usage(dir: &Path) -> u64 {
+    files_in(dir)
+        .into_iter()
+        .chain(files_in(&dir.join(CORRUPT_DIR)))
+        .filter(|p| p.is_file())
+        .map(|p| file_len(&p))
+        .sum()
+}
+
+/// Syncs until it works (a flush on a full disk may take a batch to find its space).
+fn sync_eventually(spool: &Spool) {
+    let mut last = None;
+    for _ in 0..5 {
+        match spool.sync() {
+            Ok(()) => return,
+            Err(e) => last = Some(e),
+        }
+    }
+    panic!("sync keeps failing: {last:?}");
+}
+
+/// Bug A: fsync fails with EIO, the client is told 451, and the process dies before anything
+/// else could be written. The record must not come back.
+#[test]
+fn a_refused_append_stays_refused_after_a_crash() {
+    let tmp = tempfile::tempdir().unwrap();
+    let c = cfg(tmp.path());
+    let (spool, _) = open(&c);
+    append(&spool, 1, b"m1", b"one").unwrap();
+    // Every fsync fails, the one that would make the rollback durable too.
+    c.faults.fail_syncs(5, u32::MAX);
+    let err = append(&spool, 2, b"m2", &body_of(2, 1000)).unwrap_err();
+    assert!(!err.is_no_space(), "{err}");
+    // kill -9 with the disk still failing, then a healthy start.
+    spool.crash();
+    c.faults.fail_syncs(0, 0);
+    let (spool, rec) = open(&c);
+    assert_eq!(mids(&rec), vec![1], "a refused message came back");
+    assert!(rec.moved_aside.is_empty(), "{:?}", rec.moved_aside);
+    assert!(matches!(
+        spool.read_body(2),
+        Err(SpoolError::UnknownMessage(2))
+    ));
+}
+
+/// Bug A, the fallback: when even the truncation fails, the next successful batch records
+/// the refused append as finished.
+#[test]
+fn a_refused_append_stays_refused_when_the_truncation_fails_too() {
+    let tmp = tempfile::tempdir().unwrap();
+    let c = cfg(tmp.path());
+    let (spool, _) = open(&c);
+    append(&spool, 1, b"m1", b"one").unwrap();
+    let seg = segments(&c.dir).pop().unwrap();
+    let before = file_len(&seg);
+    c.faults.fail_syncs(5, 1);
+    c.faults.fail_truncates(5, 1);
+    append(&spool, 2, b"m2", b"two").unwrap_err();
+    assert!(file_len(&seg) > before, "the record was expected to stay");
+    append(&spool, 3, b"m3", b"three").unwrap();
+    spool.crash();
+    let (_spool, rec) = open(&c);
+    assert_eq!(mids(&rec), vec![1, 3]);
+}
+
+/// Bug A: a rolled-back batch is cut off the segment, and the updates it carried are written
+/// again exactly once.
+#[test]
+fn a_failed_fsync_is_rolled_back_and_its_updates_written_again() {
+    let tmp = tempfile::tempdir().unwrap();
+    let c = cfg(tmp.path());
+    let (spool, _) = open(&c);
+    append(&spool, 1, b"m1", b"one").unwrap();
+    let seg = segments(&c.dir).pop().unwrap();
+    let synced = file_len(&seg);
+    spool.update(1, b"u1".to_vec());
+    spool.fail_next_sync(5);
+    append(&spool, 2, b"m2", &body_of(2, 1000)).unwrap_err();
+    assert_eq!(
+        file_len(&seg),
+        synced,
+        "the failed batch is still in the segment"
+    );
+    // After a failed fsync the segment is abandoned; the next batch starts a new one.
+    append(&spool, 3, b"m3", b"three").unwrap();
+    assert!(segments(&c.dir).pop().unwrap() > seg);
+    spool.update(1, b"u2".to_vec());
+    spool.sync().unwrap();
+    spool.crash();
+    let (spool, rec) = open(&c);
+    assert!(rec.moved_aside.is_empty(), "{:?}", rec.moved_aside);
+    assert_eq!(mids(&rec), vec![1, 3]);
+    assert_eq!(
+        rec.messages[0].updates,
+        vec![b"u1".to_vec(), b"u2".to_vec()]
+    );
+    assert_eq!(spool.read_body(1).unwrap(), b"one");
+}
+
+/// A failed write (not fsync) that was rolled back leaves the kernel's view of the file
+/// known: the writer goes on in the same segment, and writes again the updates it cut off.
+#[test]
+fn a_failed_write_is_rolled_back_and_the_segment_kept() {
+    let tmp = tempfile::tempdir().unwrap();
+    let c = cfg(tmp.path());
+    let (spool, _) = open(&c);
+    append(&spool, 1, b"m1", b"one").unwrap();
+    let seg = segments(&c.dir).pop().unwrap();
+    let synced = file_len(&seg);
+    c.faults.fail_writes(5, 1);
+    let err = append(&spool, 2, b"m2", &body_of(2, 1000)).unwrap_err();
+    assert!(matches!(err, SpoolError::Io { op: "write", .. }), "{err:?}");
+    assert_eq!(
+        file_len(&seg),
+        synced,
+        "half a batch is still in the segment"
+    );
+
+    // The batch with the update fails, wherever the sync lands; the update is written
+    // again by a later one.
+    c.faults.fail_writes(5, 1);
+    spool.update(1, b"u1".to_vec());
+    let _ = spool.sync();
+    sync_eventually(&spool);
+    append(&spool, 3, b"m3", b"three").unwrap();
+    assert_eq!(segments(&c.dir), vec![seg]);
+    spool.crash();
+    let (_spool, rec) = open(&c);
+    assert!(rec.moved_aside.is_empty(), "{:?}", rec.moved_aside);
+    assert_eq!(mids(&rec), vec![1, 3]);
+    assert_eq!(rec.messages[0].updates, vec![b"u1".to_vec()]);
+}
+
+/// Bug B: after the disk filled up, the spool must give the space of finished messages back
+/// and accept appends again, without a restart.
+#[test]
+fn a_full_disk_accepts_appends_again_once_the_queue_drains() {
+    let tmp = tempfile::tempdir().unwrap();
+    let c = cfg(tmp.path());
+    let (spool, _) = open(&c);
+    c.faults.set_quota(Some(64 << 10));
+    let mut accepted = Vec::new();
+    let seg = segments(&c.dir).pop().unwrap();
+    let err = loop {
+        let mid = accepted.len() as u64 + 1;
+        let before = file_len(&seg);
+        match append(&spool, mid, b"meta", &body_of(mid, 8000)) {
+            Ok(()) => {
+                accepted.push(mid);
+                spool.update(mid, b"scanned".to_vec());
+            }
+            Err(e) => {
+                // The part of the record that fitted was cut off again (and so was the last
+                // update, not yet fsynced: it is written again later).
+                assert!(file_len(&seg) <= before);
+                break e;
+            }
+        }
+    };
+    assert!(err.is_no_space(), "{err:?}");
+    assert!(accepted.len() >= 5, "{accepted:?}");
+    for mid in &accepted {
+        assert_eq!(spool.read_body(*mid).unwrap(), body_of(*mid, 8000));
+        spool.finish(*mid);
+    }
+    let _ = spool.sync();
+    // Once every message is finished, the next append or the one after finds space.
+    let fresh = (100..105)
+        .find(|mid| append(&spool, *mid, b"meta", &body_of(*mid, 8000)).is_ok())
+        .expect("still no space after the queue drained");
+    assert!(usage(&c.dir) < 20 << 10, "{:?}", files_in(&c.dir));
+    spool.crash();
+    let (_spool, rec) = open(&c);
+    assert_eq!(mids(&rec), vec![fresh]);
+    assert!(rec.moved_aside.is_empty(), "{:?}", rec.moved_aside);
+}
+
+/// Bug B: a node that runs out of space with its queue full, and drains it while the disk is
+/// still full, must not keep refusing: the dead segments go even though no batch succeeds.
+#[test]
+fn dead_segments_are_deleted_after_failed_batches() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut c = cfg(tmp.path());
+    c.segment_size = 4096;
+    let (spool, _) = open(&c);
+    for mid in 1..=6 {
+        append(&spool, mid, b"meta", &body_of(mid, 3000)).unwrap();
+    }
+    assert!(segments(&c.dir).len() >= 3);
+    // Not even a new segment's header fits any more.
+    c.faults.set_quota(Some(usage(&c.dir)));
+    assert!(append(&spool, 7, b"meta", b"x").unwrap_err().is_no_space());
+    for mid in 1..=6 {
+        spool.finish(mid);
+    }
+    // These fail (the finishes cannot be written), but they delete what is dead.
+    for _ in 0..3 {
+        let _ = spool.sync();
+    }
+    sync_eventually(&spool);
+    append(&spool, 8, b"meta", b"eight").unwrap();
+    assert!(usage(&c.dir) < 1024, "{:?}", files_in(&c.dir));
+    drop(spool);
+    for _ in 0..2 {
+        let (_spool, rec) = open(&c);
+        assert_eq!(mids(&rec), vec![8]);
+        assert_eq!(rec.max_mid, 8);
+    }
+}
+
+/// Fills a spool with messages 1..=3, then kills it.
+fn three_messages_then_crash(c: &SpoolConfig) -> PathBuf {
+    let (spool, _) = open(c);
+    for mid in 1..=3 {
+        append(&spool, mid, b"meta", &body_of(mid, 2000)).unwrap();
+    }
+    spool.crash();
+    segments(&c.dir).pop().unwrap()
+}
+
+/// Bug C: a spool on a full file system opens (without a new segment), delivers, frees the
+/// space and takes appends again, and the highest id survives.
+#[test]
+fn a_full_spool_opens_and_frees_its_space_once_drained() {
+    let tmp = tempfile::tempdir().unwrap();
+    let c = cfg(tmp.path());
+    let seg = three_messages_then_crash(&c);
+    c.faults.set_quota(Some(usage(&c.dir)));
+
+    let (spool, rec) = open(&c);
+    assert_eq!(mids(&rec), vec![1, 2, 3]);
+    assert!(rec.moved_aside.is_empty(), "{:?}", rec.moved_aside);
+    assert_eq!(segments(&c.dir), vec![seg.clone()]);
+    assert!(append(&spool, 4, b"", b"four").unwrap_err().is_no_space());
+    for mid in 1..=3 {
+        assert_eq!(spool.read_body(mid).unwrap(), body_of(mid, 2000));
+        spool.finish(mid);
+    }
+    sync_eventually(&spool);
+    // The dead segment was emptied for reuse: only its header is left.
+    assert_eq!(segments(&c.dir), vec![seg.clone()]);
+    assert_eq!(file_len(&seg), 40);
+    append(&spool, 5, b"", b"five").unwrap();
+    spool.finish(5);
+    drop(spool);
+    let (_spool, rec) = open(&c);
+    assert!(rec.messages.is_empty());
+    assert_eq!(rec.max_mid, 5);
+}
+
+/// Bug C: a torn tail that cannot be copied aside for lack of space stays in the segment,
+/// unread; no empty or partial copy is left behind; and when the segment dies, the tail goes
+/// to `corrupt/` and the rest of the space is freed, without needing any.
+#[test]
+fn a_full_spool_keeps_its_torn_tail_until_it_can_be_moved() {
+    let tmp = tempfile::tempdir().unwrap();
+    let c = cfg(tmp.path());
+    let seg = three_messages_then_crash(&c);
+    let offset = file_len(&seg);
+    let record = crate::format::message(4, b"meta", &body_of(4, 2000))
+        .unwrap()
+        .bytes;
+    let torn = &record[..record.len() / 2];
+    let mut data = fs::read(&seg).unwrap();
+    data.extend_from_slice(torn);
+    fs::write(&seg, &data).unwrap();
+    // Room for a few bytes of the copy, but not all of it, nor a new segment.
+    c.faults.set_quota(Some(usage(&c.dir) + 30));
+
+    let (spool, rec) = open(&c);
+    assert_eq!(mids(&rec), vec![1, 2, 3]);
+    assert_eq!(rec.moved_aside.len(), 1, "{:?}", rec.moved_aside);
+    let m = &rec.moved_aside[0];
+    assert_eq!((&m.from, &m.to), (&seg, &seg));
+    assert!(m.reason.contains("torn record"), "{}", m.reason);
+    assert!(m.reason.contains("no space"), "{}", m.reason);
+    assert!(files_in(&c.dir.join(CORRUPT_DIR)).is_empty());
+    assert_eq!(fs::read(&seg).unwrap(), data, "the torn bytes are gone");
+    assert_eq!(spool.read_body(3).unwrap(), body_of(3, 2000));
+
+    for mid in 1..=3 {
+        spool.finish(mid);
+    }
+    sync_eventually(&spool);
+    let corrupt = files_in(&c.dir.join(CORRUPT_DIR));
+    let name = format!(
+        "{}.tail-{offset}",
+        seg.file_name().unwrap().to_string_lossy()
+    );
+    assert_eq!(corrupt, vec![c.dir.join(CORRUPT_DIR).join(name)]);
+    assert_eq!(fs::read(&corrupt[0]).unwrap(), torn);
+    assert!(!seg.exists());
+    append(&spool, 5, b"", b"five").unwrap();
+    assert!(usage(&c.dir) < 2048, "{:?}", files_in(&c.dir));
+    drop(spool);
+    let (_spool, rec) = open(&c);
+    assert_eq!(mids(&rec), vec![5]);
+    assert!(rec.moved_aside.is_empty(), "{:?}", rec.moved_aside);
+}
+
+/// Bug C: once there is space again, a torn tail left in place is copied aside and cut off
+/// after the next successful batch.
+#[test]
+fn a_torn_tail_left_in_place_is_cut_once_there_is_space() {
+    let tmp = tempfile::tempdir().unwrap();
+    let c = cfg(tmp.path());
+    let seg = three_messages_then_crash(&c);
+    let offset = file_len(&seg);
+    let torn = vec![0xA7, 1, 0, 0, 9, 9];
+    let mut data = fs::read(&seg).unwrap();
+    data.extend_from_slice(&torn);
+    fs::write(&seg, &data).unwrap();
+    c.faults.set_quota(Some(usage(&c.dir)));
+    let (spool, rec) = open(&c);
+    assert_eq!(rec.moved_aside[0].to, seg);
+    assert!(files_in(&c.dir.join(CORRUPT_DIR)).is_empty());
+
+    c.faults.set_quota(None);
+    append(&spool, 4, b"", b"four").unwrap();
+    spool.sync().unwrap();
+    assert_eq!(file_len(&seg), offset);
+    let corrupt = files_in(&c.dir.join(CORRUPT_DIR));
+    assert_eq!(corrupt.len(), 1);
+    assert_eq!(fs::read(&corrupt[0]).unwrap(), torn);
+    drop(spool);
+    let (_spool, rec) = open(&c);
+    assert_eq!(mids(&rec), vec![1, 2, 3, 4]);
+    assert!(rec.moved_aside.is_empty(), "{:?}", rec.moved_aside);
+}
+
+/// Bug C: a corrupt segment whose live messages cannot be copied forward for lack of space
+/// does not stop the spool from opening; it is moved aside, whole, once they can be.
+#[test]
+fn a_full_spool_opens_with_a_corrupt_segment_and_moves_it_aside_later() {
+    let tmp = tempfile::tempdir().unwrap();
+    let c = cfg(tmp.path());
+    let seg = three_messages_then_crash(&c);
+    let mut data = fs::read(&seg).unwrap();
+    let at = data
+        .windows(13)
+        .position(|w| w == b"body-2-body-2")
+        .unwrap();
+    data[at] ^= 0x20;
+    fs::write(&seg, &data).unwrap();
+    c.faults.set_quota(Some(usage(&c.dir)));
+
+    let (spool, rec) = open(&c);
+    assert_eq!(mids(&rec), vec![1]);
+    assert_eq!(rec.moved_aside.len(), 1, "{:?}", rec.moved_aside);
+    let m = &rec.moved_aside[0];
+    assert_eq!((&m.from, &m.to), (&seg, &seg));
+    assert!(m.reason.contains("checksum"), "{}", m.reason);
+    assert_eq!(spool.read_body(1).unwrap(), body_of(1, 2000));
+
+    c.faults.set_quota(None);
+    append(&spool, 4, b"", b"four").unwrap();
+    spool.sync().unwrap();
+    assert!(!seg.exists());
+    let corrupt = files_in(&c.dir.join(CORRUPT_DIR));
+    assert_eq!(corrupt.len(), 1);
+    assert_eq!(fs::read(&corrupt[0]).unwrap(), data);
+    assert_eq!(spool.read_body(1).unwrap(), body_of(1, 2000));
+    drop(spool);
+    let (_spool, rec) = open(&c);
+    assert_eq!(mids(&rec), vec![1, 4]);
+    assert!(rec.moved_aside.is_empty(), "{:?}", rec.moved_aside);
+}
+
+/// A corrupt segment with nothing live in it, on a full disk: it is neither emptied for reuse
+/// nor moved aside while it is all that holds the highest id; once a new segment exists it
+/// goes to `corrupt/` whole.
+#[test]
+fn a_dead_corrupt_segment_on_a_full_disk_is_kept_whole() {
+    let tmp = tempfile::tempdir().unwrap();
+    let c = cfg(tmp.path());
+    {
+        let (spool, _) = open(&c);
+        append(&spool, 6, b"meta", b"six").unwrap();
+        spool.finish(6);
+        append(&spool, 7, b"meta", &body_of(7, 2000)).unwrap();
+        spool.crash();
+    }
+    let seg = segments(&c.dir).pop().unwrap();
+    let mut data = fs::read(&seg).unwrap();
+    let at = data.windows(7).position(|w| w == b"body-7-").unwrap();
+    data[at] ^= 0x20;
+    data.extend_from_slice(b"more data after the damage");
+    fs::write(&seg, &data).unwrap();
+    c.faults.set_quota(Some(usage(&c.dir)));
+
+    let (spool, rec) = open(&c);
+    assert!(rec.messages.is_empty());
+    assert_eq!(rec.max_mid, 6);
+    assert_eq!(rec.moved_aside.len(), 1, "{:?}", rec.moved_aside);
+    assert_eq!(rec.moved_aside[0].to, seg);
+    assert!(append(&spool, 8, b"", b"x").unwrap_err().is_no_space());
+    let _ = spool.sync();
+    assert_eq!(fs::read(&seg).unwrap(), data);
+
+    c.faults.set_quota(None);
+    append(&spool, 8, b"", b"eight").unwrap();
+    spool.sync().unwrap();
+    assert!(!seg.exists());
+    let corrupt = files_in(&c.dir.join(CORRUPT_DIR));
+    assert_eq!(corrupt.len(), 1);
+    assert_eq!(fs::read(&corrupt[0]).unwrap(), data);
+    drop(spool);
+    let (_spool, rec) = open(&c);
+    assert_eq!(mids(&rec), vec![8]);
+    assert!(rec.moved_aside.is_empty(), "{:?}", rec.moved_aside);
 }

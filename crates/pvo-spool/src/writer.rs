@@ -12,14 +12,46 @@
 //!
 //! # Failure
 //!
-//! After a failed write or fsync the kernel's view of the file is unknown (Linux may have
-//! dropped the dirty pages and cleared the error), so the segment is abandoned: nothing more
-//! is written to it and everything written since its last good fsync is treated as maybe
-//! lost, maybe on disk. The appends of the batch get an error, and `Repair` makes the state
-//! on disk match the state in memory again in the next segment: a `Finish` for each failed
-//! append (in case its record reaches the disk after all, the client was told it failed), a
-//! relocated copy of each message that had an unsynced update, and the unsynced finishes
-//! again.
+//! Each batch is written at the end of the active segment and then fsynced; `synced_len` is
+//! the segment's length at its last good fsync, and everything after it is in the page cache
+//! only. When a write or an fsync fails, the appends of the batch get an error, which the SMTP
+//! server turns into a 4xx: their records must never be delivered, whatever happens next. So
+//! the writer *rolls back*: it truncates the segment to `synced_len` and fsyncs that.
+//!
+//! - If the rollback works, the disk holds exactly what it held at the last good fsync. The
+//!   failed appends are gone for good, and the updates and finishes written since are written
+//!   again, as they were, by the next batch (`Repair::updates`, `Repair::finishes`).
+//! - If it fails, what is on disk after `synced_len` is unknown (the truncation may have
+//!   happened in the page cache, which is all that a `kill -9` sees, but not on disk). Then
+//!   `Repair` makes the state on disk match the state in memory with the next batch that
+//!   succeeds: a `Finish` for each failed append (in case its record reaches the disk after
+//!   all), a relocated copy of each message that had an unsynced update (so that no update
+//!   is applied twice), and the unsynced finishes again. Until then a power failure could
+//!   bring a failed append back; while the disk refuses both the fsync and the truncation no
+//!   marker could be made durable either, so nothing better is possible.
+//!
+//! After a failed fsync the segment is abandoned, rolled back or not: Linux may have dropped
+//! the dirty pages and cleared the error, so the file is not trusted with more writes, and
+//! the next batch goes to a new segment. After a failed *write* that was rolled back
+//! (typically `ENOSPC`, with part of the batch written) the kernel's view of the file is
+//! known, and the writer goes on appending to the same segment: on a full disk the small
+//! records that let the queue drain then need no new file.
+//!
+//! # A full disk
+//!
+//! Deleting needs no space, so dead segments are retired after failed batches as well as
+//! after successful ones. While there is no active segment the newest one is kept, because
+//! its header and records hold the highest message id (`max_mid`), which must never go
+//! backwards. If a new segment cannot be created for lack of space and the newest segment is
+//! dead, it is reused instead (`reuse_newest`): its header is rewritten with the current
+//! `max_mid`, and it is truncated to that header, which frees its space with no moment in
+//! which no segment holds `max_mid`. The active segment is emptied the same way when a batch
+//! runs out of space while nothing in it is live (`empty_dead_active`): once the queue has
+//! drained, the next append finds the space again. A dead newest segment that still holds a
+//! torn tail that could not be copied aside at start-up is moved aside with
+//! `recovery::set_aside_with_tail`, which also needs no space, and the new segment is created
+//! in the space that frees; only a crash between the two could lose `max_mid`. A corrupt
+//! segment is never reused: it is moved aside whole once there is an active segment.
 //!
 //! # Deleting segments
 //!
@@ -30,9 +62,9 @@
 //! live message whose current copy is older. Without that, deleting a young segment could
 //! resurrect a finished message on the next start.
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::fs::{self, File, OpenOptions};
-use std::os::unix::fs::FileExt;
+use std::mem;
 use std::panic::{self, AssertUnwindSafe};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
@@ -41,7 +73,9 @@ use std::time::{Duration, Instant};
 
 use crate::dir::{self, segment_name};
 use crate::error::{io_error, SpoolError};
-use crate::format::{self, RECORD_HEADER_LEN};
+use crate::format::{self, RECORD_HEADER_LEN, SEGMENT_HEADER_LEN};
+use crate::fsio;
+use crate::recovery;
 use crate::state::{self, Loc, Seg, SegFile, State};
 use crate::{MovedAside, RecoveredMessage, SpoolConfig};
 
@@ -54,6 +88,8 @@ pub(crate) const FLUSH_INTERVAL: Duration = Duration::from_millis(200);
 const KEEP_RECENT: u64 = 2;
 /// A sealed segment with less than 1/COMPACT_RATIO of its bytes live is compacted.
 const COMPACT_RATIO: u64 = 4;
+/// How long to wait before trying again to move aside what start-up had no space for.
+const RETRY_INTERVAL: Duration = Duration::from_secs(5);
 
 pub(crate) type Callback = Box<dyn FnOnce(Result<(), SpoolError>) + Send>;
 
@@ -107,6 +143,9 @@ pub(crate) enum Op {
     Sync(Sender<Result<(), SpoolError>>),
     #[cfg(test)]
     Rotate(Sender<()>),
+    /// Test hook: stop at once, writing nothing more, as `kill -9` would.
+    #[cfg(test)]
+    Crash(Sender<()>),
 }
 
 impl Op {
@@ -128,9 +167,9 @@ pub(crate) struct Shared {
     pub fsyncs: AtomicU64,
     pub appends: AtomicU64,
     pub compactions: AtomicU64,
-    /// Test hook: the next fsync fails with this OS error code (0: none).
+    /// Test hook: the failures planned for this spool's files.
     #[cfg(test)]
-    pub fail_next_sync: std::sync::atomic::AtomicI32,
+    pub faults: Arc<fsio::Faults>,
 }
 
 impl Shared {
@@ -150,17 +189,27 @@ pub(crate) struct Index {
     pub live_bytes: u64,
 }
 
-/// What must be rewritten because a failed batch left the disk in an unknown state.
+/// What the next batch must write because earlier ones failed (see the module documentation).
 #[derive(Default)]
 struct Repair {
     finishes: BTreeSet<u64>,
     relocate: BTreeSet<u64>,
+    /// Update records known not to be on disk, to be written again as they were, in order.
+    /// Their data is already in the messages' update lists.
+    updates: Vec<(u64, Vec<u8>)>,
 }
 
 impl Repair {
     fn is_empty(&self) -> bool {
-        self.finishes.is_empty() && self.relocate.is_empty()
+        self.finishes.is_empty() && self.relocate.is_empty() && self.updates.is_empty()
     }
+}
+
+/// Which step of a batch failed.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Stage {
+    Write,
+    Sync,
 }
 
 /// Records gathered for one write to the active segment.
@@ -194,15 +243,23 @@ pub(crate) struct Writer {
     state: State,
     shared: Arc<Shared>,
     active: Option<u64>,
+    /// The active segment's length at its last successful fsync.
+    synced_len: u64,
     next_seq: u64,
     repair: Repair,
-    /// Written to the active segment since its last successful fsync.
-    unsynced_updates: HashSet<u64>,
+    /// Written to the active segment since its last successful fsync: update records in
+    /// order, and finished messages.
+    unsynced_updates: Vec<(u64, Vec<u8>)>,
     unsynced_finishes: HashSet<u64>,
     /// When the active segment first had unsynced bytes.
     dirty_since: Option<Instant>,
     /// Segments whose file could not be removed; left alone until the next start.
     stuck: HashSet<u64>,
+    /// Corrupt segments that start-up could not move aside yet, with the reason to give.
+    /// They are moved aside, never deleted, once their live messages can be copied forward.
+    aside: BTreeMap<u64, String>,
+    /// When `retry_deferred` may try again.
+    retry_at: Instant,
     /// Holds the directory lock for as long as the writer lives.
     _lock: File,
 }
@@ -220,12 +277,15 @@ impl Writer {
             state,
             shared,
             active: None,
+            synced_len: 0,
             next_seq,
             repair: Repair::default(),
-            unsynced_updates: HashSet::new(),
+            unsynced_updates: Vec::new(),
             unsynced_finishes: HashSet::new(),
             dirty_since: None,
             stuck: HashSet::new(),
+            aside: BTreeMap::new(),
+            retry_at: Instant::now(),
             _lock: lock,
         }
     }
@@ -285,6 +345,18 @@ impl Writer {
                     }
                 }
             }
+            #[cfg(test)]
+            if let Some(i) = ops.iter().position(|op| matches!(op, Op::Crash(_))) {
+                let Op::Crash(tx) = ops.swap_remove(i) else {
+                    unreachable!()
+                };
+                // Whatever is queued is lost, as in a crash; the lock goes with the writer.
+                drop(ops);
+                drop(rx);
+                drop(self);
+                let _ = tx.send(());
+                return;
+            }
             self.process(ops);
         }
         // Every handle is gone: make the last updates and finishes durable before the lock
@@ -333,6 +405,12 @@ impl Writer {
         }
         if result.is_ok() {
             self.maintain();
+        } else {
+            // Freeing space needs none, and may be what lets the next batch work.
+            if result.as_ref().is_err_and(SpoolError::is_no_space) {
+                self.empty_dead_active();
+            }
+            let _ = self.retire_dead();
         }
         for tx in syncs {
             let _ = tx.send(result.as_ref().map(|_| ()).map_err(SpoolError::duplicate));
@@ -373,10 +451,19 @@ impl Writer {
             touched: Vec::new(),
             durable: false,
         };
+        self.prune_repair();
         if !self.repair.is_empty() {
             batch.durable = true;
             for mid in self.repair.finishes.clone() {
                 self.encode_finish(&mut batch, mid);
+            }
+            // Before any relocated copy, which carries these updates and so must follow them.
+            // They stay in `repair` (not `unsynced_updates`) until an fsync covers them.
+            for (mid, record) in &self.repair.updates {
+                batch.buf.extend_from_slice(record);
+                if let Some(seg) = self.state.segs.get_mut(&seq) {
+                    seg.refs.insert(*mid);
+                }
             }
             for mid in self.repair.relocate.clone() {
                 if self.state.live.contains_key(&mid)
@@ -424,7 +511,7 @@ impl Writer {
                 // finish would otherwise keep a dead segment alive.
                 if self.state.add_update(batch.seq, mid, data) {
                     batch.buf.extend_from_slice(&record);
-                    self.unsynced_updates.insert(mid);
+                    self.unsynced_updates.push((mid, record));
                 }
             }
             Op::Finish { mid, record } => {
@@ -437,7 +524,7 @@ impl Writer {
             Op::Reject { done, err } => done.call(Err(err)),
             Op::Sync(_) => {}
             #[cfg(test)]
-            Op::Rotate(_) => {}
+            Op::Rotate(_) | Op::Crash(_) => {}
         }
     }
 
@@ -479,8 +566,8 @@ impl Writer {
 
     /// Writes and (if needed) fsyncs a batch, then completes it or fails it.
     fn commit(&mut self, mut batch: Batch) -> Result<(), SpoolError> {
-        if let Err(e) = self.write_and_sync(&batch) {
-            self.fail(batch, &e);
+        if let Err((e, stage)) = self.write_and_sync(&batch) {
+            self.fail(batch, &e, stage);
             return Err(e);
         }
         for (mid, loc) in batch.relocations.drain(..) {
@@ -505,13 +592,11 @@ impl Writer {
         Ok(())
     }
 
-    fn write_and_sync(&mut self, batch: &Batch) -> Result<(), SpoolError> {
+    fn write_and_sync(&mut self, batch: &Batch) -> Result<(), (SpoolError, Stage)> {
         let seg = self.state.segs.get_mut(&batch.seq).expect("active segment");
         if !batch.buf.is_empty() {
-            seg.file
-                .file
-                .write_all_at(&batch.buf, batch.base)
-                .map_err(|e| io_error("write", &seg.file.path, e))?;
+            fsio::write_at(&self.cfg, &seg.file.file, &batch.buf, batch.base)
+                .map_err(|e| (io_error("write", &seg.file.path, e), Stage::Write))?;
             seg.len = batch.offset();
             self.dirty_since.get_or_insert_with(Instant::now);
         }
@@ -519,8 +604,9 @@ impl Writer {
             .dirty_since
             .is_some_and(|t| t.elapsed() >= FLUSH_INTERVAL);
         if (batch.durable || due) && self.dirty_since.is_some() {
-            let file = seg.file.clone();
-            self.sync_file(&file)?;
+            let (file, len) = (seg.file.clone(), seg.len);
+            self.sync_file(&file).map_err(|e| (e, Stage::Sync))?;
+            self.synced_len = len;
             self.dirty_since = None;
             self.unsynced_updates.clear();
             self.unsynced_finishes.clear();
@@ -531,49 +617,66 @@ impl Writer {
     }
 
     fn sync_file(&self, f: &SegFile) -> Result<(), SpoolError> {
-        #[cfg(test)]
-        {
-            let code = self.shared.fail_next_sync.swap(0, Ordering::SeqCst);
-            if code != 0 {
-                return Err(io_error(
-                    "fsync",
-                    &f.path,
-                    std::io::Error::from_raw_os_error(code),
-                ));
-            }
-        }
-        if self.cfg.fsync {
-            f.file
-                .sync_data()
-                .map_err(|e| io_error("fsync", &f.path, e))?;
-        }
+        fsio::sync_data(&self.cfg, &f.file).map_err(|e| io_error("fsync", &f.path, e))?;
         self.shared.fsyncs.fetch_add(1, Ordering::Relaxed);
         Ok(())
     }
 
-    /// A batch could not be written or fsynced: abandon the segment, fail its appends, and
-    /// remember what the next segment must repeat.
-    fn fail(&mut self, batch: Batch, e: &SpoolError) {
-        self.active = None;
+    /// A batch could not be written or fsynced: roll the segment back to its last good fsync,
+    /// fail the appends, and remember what the next batch must write (see the module
+    /// documentation).
+    fn fail(&mut self, batch: Batch, e: &SpoolError, stage: Stage) {
+        debug_assert_eq!(Some(batch.seq), self.active);
+        let rolled_back = self.roll_back(batch.seq);
         self.dirty_since = None;
-        for (mid, done) in batch.appends {
-            self.state.remove_live(mid);
-            self.repair.finishes.insert(mid);
-            done.call(Err(e.duplicate()));
-        }
-        for mid in self.unsynced_updates.drain() {
-            if self.state.live.contains_key(&mid) {
-                self.repair.relocate.insert(mid);
+        for (mid, _) in &batch.appends {
+            self.state.remove_live(*mid);
+            if !rolled_back {
+                self.repair.finishes.insert(*mid);
             }
+        }
+        // All update records since the last fsync, in order: the repaired ones, which start
+        // every batch, and then the others (while repairs are pending every batch is fsynced,
+        // so those are all from this batch).
+        let mut updates = mem::take(&mut self.repair.updates);
+        updates.append(&mut self.unsynced_updates);
+        updates.retain(|(mid, _)| self.state.live.contains_key(mid));
+        if rolled_back {
+            self.repair.updates = updates;
+        } else {
+            self.repair
+                .relocate
+                .extend(updates.into_iter().map(|(mid, _)| mid));
         }
         self.repair.finishes.extend(self.unsynced_finishes.drain());
-        let mut idx = self.shared.index();
-        for mid in &batch.touched {
-            if !self.state.live.contains_key(mid) {
-                idx.locs.remove(mid);
-            }
+        if !rolled_back || stage == Stage::Sync {
+            self.active = None;
         }
-        idx.live_bytes = self.state.live_bytes;
+        {
+            let mut idx = self.shared.index();
+            for mid in &batch.touched {
+                if !self.state.live.contains_key(mid) {
+                    idx.locs.remove(mid);
+                }
+            }
+            idx.live_bytes = self.state.live_bytes;
+        }
+        for (_, done) in batch.appends {
+            done.call(Err(e.duplicate()));
+        }
+    }
+
+    /// Truncates segment `seq` to its length at its last good fsync, and fsyncs that; true if
+    /// both worked, so that the disk holds nothing written to it since.
+    fn roll_back(&mut self, seq: u64) -> bool {
+        let len = self.synced_len;
+        let Some(seg) = self.state.segs.get_mut(&seq) else {
+            return false;
+        };
+        seg.len = len;
+        let file = seg.file.clone();
+        fsio::set_len(&self.cfg, &file.file, len).is_ok()
+            && fsio::sync_all(&self.cfg, &file.file).is_ok()
     }
 
     /// No segment could be opened: fail the appends and keep updates and finishes in memory
@@ -586,7 +689,7 @@ impl Writer {
                     if let Some(live) = self.state.live.get_mut(&mid) {
                         live.updates
                             .push(record[RECORD_HEADER_LEN as usize..].to_vec());
-                        self.repair.relocate.insert(mid);
+                        self.repair.updates.push((mid, record));
                     }
                 }
                 Op::Finish { mid, .. } => {
@@ -600,16 +703,43 @@ impl Writer {
                 Op::Reject { done, err } => done.call(Err(err)),
                 Op::Sync(_) => {}
                 #[cfg(test)]
-                Op::Rotate(_) => {}
+                Op::Rotate(_) | Op::Crash(_) => {}
             }
         }
     }
 
-    /// The active segment, created if there is none.
+    /// Forgets repairs that no longer matter: finishes of messages that no segment holds a
+    /// record of any more, and updates and copies of messages that are not live.
+    fn prune_repair(&mut self) {
+        let segs = &self.state.segs;
+        self.repair
+            .finishes
+            .retain(|m| segs.values().any(|s| s.msgs.contains(m)));
+        let live = &self.state.live;
+        self.repair.relocate.retain(|m| live.contains_key(m));
+        self.repair.updates.retain(|(m, _)| live.contains_key(m));
+    }
+
+    /// The active segment: a new one if there is none, or on a full disk the newest one if it
+    /// is dead (see `reuse_newest`).
     pub(crate) fn ensure_active(&mut self) -> Result<u64, SpoolError> {
         if let Some(seq) = self.active {
             return Ok(seq);
         }
+        let seq = match self.create_segment() {
+            Ok(seq) => seq,
+            Err(e) if e.is_no_space() => match self.reuse_newest() {
+                Ok(Some(seq)) => seq,
+                _ => return Err(e),
+            },
+            Err(e) => return Err(e),
+        };
+        self.active = Some(seq);
+        self.synced_len = self.state.segs[&seq].len;
+        Ok(seq)
+    }
+
+    fn create_segment(&mut self) -> Result<u64, SpoolError> {
         let seq = self.next_seq;
         self.next_seq += 1;
         let path = self.cfg.dir.join(segment_name(seq));
@@ -620,15 +750,8 @@ impl Writer {
             .open(&path)
             .map_err(|e| io_error("create", &path, e))?;
         let header = format::encode_segment_header(seq, self.state.max_mid);
-        let init = file
-            .write_all_at(&header, 0)
-            .and_then(|()| {
-                if self.cfg.fsync {
-                    file.sync_data()
-                } else {
-                    Ok(())
-                }
-            })
+        let init = fsio::write_at(&self.cfg, &file, &header, 0)
+            .and_then(|()| fsio::sync_data(&self.cfg, &file))
             .map_err(|e| io_error("initialise", &path, e))
             .and_then(|()| dir::sync_dir(&self.cfg.dir, self.cfg.fsync));
         if let Err(e) = init {
@@ -640,10 +763,74 @@ impl Writer {
         let file = Arc::new(SegFile { file, path });
         self.state
             .segs
-            .insert(seq, Seg::new(file.clone(), format::SEGMENT_HEADER_LEN));
+            .insert(seq, Seg::new(file.clone(), SEGMENT_HEADER_LEN));
         self.shared.index().files.insert(seq, file);
-        self.active = Some(seq);
         Ok(seq)
+    }
+
+    /// There is no space for a new segment: if the newest segment is dead and nothing in it
+    /// must be carried forward, empty it to be the active one; `None` if it cannot be.
+    fn reuse_newest(&mut self) -> Result<Option<u64>, SpoolError> {
+        let Some((&seq, seg)) = self.state.segs.iter().next_back() else {
+            return Ok(None);
+        };
+        if seg.live_count > 0 || self.stuck.contains(&seq) {
+            return Ok(None);
+        }
+        let (relocate, carry) = self.forward_sets(seq);
+        if !relocate.is_empty() || !carry.is_empty() {
+            return Ok(None);
+        }
+        if self.aside.contains_key(&seq) {
+            // A corrupt file is moved aside whole, which frees nothing.
+            return Ok(None);
+        }
+        if seg.tail_end.is_some() {
+            // Bytes that must be kept: move them aside, which frees the rest of the file,
+            // and try again in that space. Until the new segment is there no segment holds
+            // `max_mid`; that is the one exception to the rule in `retire`, for a moment in
+            // which only a crash matters.
+            self.remove_segment(seq, Retire::Delete)?;
+            return self.create_segment().map(Some);
+        }
+        self.empty_segment(seq)?;
+        Ok(Some(seq))
+    }
+
+    /// After running out of space: if the active segment is dead and nothing in it must be
+    /// carried forward, empty it, so that its space is free for the next batch.
+    fn empty_dead_active(&mut self) {
+        let Some(seq) = self.active else {
+            return;
+        };
+        let seg = &self.state.segs[&seq];
+        if seg.live_count > 0 || seg.len <= SEGMENT_HEADER_LEN || self.dirty_since.is_some() {
+            return;
+        }
+        let (relocate, carry) = self.forward_sets(seq);
+        if relocate.is_empty() && carry.is_empty() && self.empty_segment(seq).is_ok() {
+            self.synced_len = SEGMENT_HEADER_LEN;
+        }
+    }
+
+    /// Truncates dead segment `seq`, the newest, to a header holding the current `max_mid`.
+    /// Only for a segment from which nothing must be carried forward: it is as good as
+    /// deleting it and creating a new one, without needing space.
+    fn empty_segment(&mut self, seq: u64) -> Result<(), SpoolError> {
+        let file = self.state.segs[&seq].file.clone();
+        let header = format::encode_segment_header(seq, self.state.max_mid);
+        // The new header first: until the truncation the old records follow it, still valid,
+        // and from then on the header alone holds `max_mid`.
+        fsio::write_at(&self.cfg, &file.file, &header, 0)
+            .and_then(|()| fsio::sync_data(&self.cfg, &file.file))
+            .and_then(|()| fsio::set_len(&self.cfg, &file.file, SEGMENT_HEADER_LEN))
+            .and_then(|()| fsio::sync_all(&self.cfg, &file.file))
+            .map_err(|e| io_error("empty", &file.path, e))?;
+        self.state
+            .segs
+            .insert(seq, Seg::new(file, SEGMENT_HEADER_LEN));
+        self.prune_repair();
+        Ok(())
     }
 
     /// Closes the active segment for writing after making it durable.
@@ -674,23 +861,84 @@ impl Writer {
             self.shared.compactions.fetch_add(1, Ordering::Relaxed);
         }
         let _ = self.retire_dead();
+        self.retry_deferred();
     }
 
-    /// Deletes every sealed segment without live messages, oldest first.
+    /// Deletes every sealed segment without live messages, oldest first; returns the first
+    /// error, after trying the others. Without an active segment the newest one is kept,
+    /// since it may be all that holds `max_mid` (see `reuse_newest`).
     pub(crate) fn retire_dead(&mut self) -> Result<(), SpoolError> {
+        let newest = self.state.segs.keys().next_back().copied();
         let dead: Vec<u64> = self
             .state
             .segs
             .iter()
             .filter(|(seq, s)| {
-                Some(**seq) != self.active && s.live_count == 0 && !self.stuck.contains(seq)
+                Some(**seq) != self.active
+                    && !(self.active.is_none() && Some(**seq) == newest)
+                    && s.live_count == 0
+                    && !self.stuck.contains(seq)
             })
             .map(|(seq, _)| *seq)
             .collect();
+        let mut result = Ok(());
         for seq in dead {
-            self.retire(seq, Retire::Delete)?;
+            if let Err(e) = self.retire(seq, Retire::Delete) {
+                result = result.and(Err(e));
+            }
         }
-        Ok(())
+        result
+    }
+
+    pub(crate) fn segment_path(&self, seq: u64) -> std::path::PathBuf {
+        self.state.segs[&seq].file.path.clone()
+    }
+
+    /// Start-up could not move corrupt segment `seq` aside: do it once its live messages can
+    /// be copied forward, and never delete it meanwhile.
+    pub(crate) fn defer_aside(&mut self, seq: u64, reason: String) {
+        self.aside.insert(seq, reason);
+    }
+
+    /// Tries again to copy aside the torn tails and to move aside the corrupt segments that
+    /// start-up had no space for. Run after successful batches; after a failure, not again
+    /// for `RETRY_INTERVAL`.
+    fn retry_deferred(&mut self) {
+        if Instant::now() < self.retry_at {
+            return;
+        }
+        let mut failed = false;
+        let tails: Vec<(u64, u64, u64)> = self
+            .state
+            .segs
+            .iter()
+            .filter_map(|(seq, s)| Some((*seq, s.len, s.tail_end?)))
+            .collect();
+        for (seq, len, end) in tails {
+            let file = self.state.segs[&seq].file.clone();
+            match recovery::cut_tail(&self.cfg, &file, seq, len, end) {
+                Ok(_) => {
+                    if let Some(s) = self.state.segs.get_mut(&seq) {
+                        s.tail_end = None;
+                    }
+                }
+                Err(_) => failed = true,
+            }
+        }
+        let aside: Vec<(u64, String)> = self
+            .aside
+            .iter()
+            .filter(|(seq, _)| !self.stuck.contains(seq))
+            .map(|(seq, r)| (*seq, r.clone()))
+            .collect();
+        for (seq, reason) in aside {
+            if self.retire(seq, Retire::MoveAside(reason)).is_err() {
+                failed = true;
+            }
+        }
+        if failed {
+            self.retry_at = Instant::now() + RETRY_INTERVAL;
+        }
     }
 
     fn compaction_candidate(&self) -> Option<u64> {
@@ -710,19 +958,14 @@ impl Writer {
             .map(|(seq, _)| *seq)
     }
 
-    /// Removes sealed segment `seq` from the spool after copying forward everything in it that
-    /// still matters, and fsyncing that copy.
-    pub(crate) fn retire(
-        &mut self,
-        seq: u64,
-        action: Retire,
-    ) -> Result<Option<MovedAside>, SpoolError> {
-        debug_assert_ne!(Some(seq), self.active);
+    /// What must be copied forward before segment `seq` can go: live messages whose current
+    /// copy is here (compaction) or older with updates here, and finishes of messages whose
+    /// record survives in an older segment.
+    fn forward_sets(&self, seq: u64) -> (BTreeSet<u64>, Vec<u64>) {
         let seg = &self.state.segs[&seq];
         let is_live_at = |mid: &u64, pred: &dyn Fn(u64) -> bool| {
             self.state.live.get(mid).is_some_and(|l| pred(l.loc.seq))
         };
-        // Live messages whose current copy is here (compaction), or older with updates here.
         let mut relocate: BTreeSet<u64> = seg
             .msgs
             .iter()
@@ -734,7 +977,6 @@ impl Writer {
                 .iter()
                 .filter(|m| is_live_at(m, &|home| home < seq)),
         );
-        // Finishes of messages whose record survives in an older segment.
         let carry: Vec<u64> = seg
             .finishes
             .iter()
@@ -748,6 +990,36 @@ impl Writer {
             })
             .copied()
             .collect();
+        (relocate, carry)
+    }
+
+    /// Removes sealed segment `seq` from the spool after copying forward everything in it that
+    /// still matters, and fsyncing that copy. A corrupt segment waiting to be moved aside is
+    /// moved aside even when asked to delete it, and a torn tail still in the file is kept.
+    /// The newest segment stays while there is no active one, which needs space to be
+    /// created: it may be all that holds `max_mid`.
+    pub(crate) fn retire(
+        &mut self,
+        seq: u64,
+        action: Retire,
+    ) -> Result<Option<MovedAside>, SpoolError> {
+        if self.active.is_none() && self.state.segs.keys().next_back() == Some(&seq) {
+            return Err(SpoolError::NoSpace);
+        }
+        self.remove_segment(seq, action)
+    }
+
+    fn remove_segment(
+        &mut self,
+        seq: u64,
+        action: Retire,
+    ) -> Result<Option<MovedAside>, SpoolError> {
+        debug_assert_ne!(Some(seq), self.active);
+        let action = match (action, self.aside.get(&seq)) {
+            (Retire::Delete, Some(reason)) => Retire::MoveAside(reason.clone()),
+            (action, _) => action,
+        };
+        let (relocate, carry) = self.forward_sets(seq);
         if !relocate.is_empty() || !carry.is_empty() {
             let mut batch = self.start_batch()?;
             for mid in carry {
@@ -766,8 +1038,18 @@ impl Writer {
             self.commit(batch)?;
         }
 
-        let path = self.state.segs[&seq].file.path.clone();
+        let seg = &self.state.segs[&seq];
+        let (file, len, tail_end) = (seg.file.clone(), seg.len, seg.tail_end);
+        let path = file.path.clone();
         let moved = match action {
+            Retire::Delete if tail_end.is_some() => {
+                let end = tail_end.unwrap_or(len);
+                if let Err(e) = recovery::set_aside_with_tail(&self.cfg, &file, seq, len, end) {
+                    self.stuck.insert(seq);
+                    return Err(e);
+                }
+                None
+            }
             Retire::Delete => {
                 if let Err(e) = fs::remove_file(&path) {
                     // Keep it in the state so that finishes referring to it are still
@@ -786,6 +1068,7 @@ impl Writer {
                         return Err(e);
                     }
                 };
+                self.aside.remove(&seq);
                 Some(MovedAside {
                     from: path,
                     to,
@@ -795,6 +1078,7 @@ impl Writer {
         };
         self.state.segs.remove(&seq);
         self.shared.index().files.remove(&seq);
+        self.prune_repair();
         Ok(moved)
     }
 }
