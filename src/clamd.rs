@@ -107,7 +107,13 @@ impl Clamd {
     async fn connect(&self) -> Result<Session, ClamdError> {
         let connect = async {
             let io: Box<dyn Conn> = match &self.addr {
-                ClamdAddr::Tcp(a) => Box::new(TcpStream::connect(a).await?),
+                ClamdAddr::Tcp(a) => {
+                    let s = TcpStream::connect(a).await?;
+                    // Small writes (the chunk terminator) must not wait for
+                    // the peer's delayed ACK: 40 ms per scan otherwise.
+                    s.set_nodelay(true)?;
+                    Box::new(s)
+                }
                 ClamdAddr::Unix(p) => Box::new(UnixStream::connect(p).await?),
             };
             Ok::<_, std::io::Error>(io)
@@ -191,11 +197,15 @@ impl Clamd {
         let work = async {
             let mut frame = Vec::with_capacity(data.len().min(CHUNK) + 16);
             frame.extend_from_slice(b"zINSTREAM\0");
-            for chunk in data.chunks(CHUNK) {
+            let chunks: Vec<&[u8]> = data.chunks(CHUNK).collect();
+            for (n, chunk) in chunks.iter().enumerate() {
                 frame.extend_from_slice(&(chunk.len() as u32).to_be_bytes());
                 frame.extend_from_slice(chunk);
-                s.io.write_all(&frame).await?;
-                frame.clear();
+                // The last chunk goes out together with the terminator.
+                if n + 1 < chunks.len() {
+                    s.io.write_all(&frame).await?;
+                    frame.clear();
+                }
             }
             frame.extend_from_slice(&0u32.to_be_bytes());
             s.io.write_all(&frame).await?;

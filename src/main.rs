@@ -125,6 +125,8 @@ enum Command {
     Config(cli::config::ConfigCommand),
     #[command(flatten)]
     Diag(cli::diag::DiagCommand),
+    #[command(flatten)]
+    Quarantine(cli::quarantine::QuarantineCommand),
 }
 
 #[derive(clap::Args, Clone)]
@@ -293,6 +295,7 @@ fn admin_command(dir: &std::path::Path, json: bool, cmd: Command) -> Result<()> 
         Command::Delivernow { host } => ("delivernow", json!({ "host": host })),
         Command::Config(c) => c.to_request()?,
         Command::Diag(c) => c.to_request()?,
+        Command::Quarantine(c) => c.to_request()?,
         Command::Gateway { .. } | Command::Quickstart(_) | Command::Avscan { .. } => {
             unreachable!("handled in main")
         }

@@ -3,6 +3,10 @@
 //! The first run writes `DIR/pvo.toml` from the flags; later runs on the same
 //! directory reuse that file (and the spool beside it), so the node that comes
 //! back is the same node with its queue intact. Edit the file to change it.
+//!
+//! The default configuration includes a scanning demo — a content filter for subjects
+//! containing `[quarantine-test]` and the DLP payment-card detector, both sending to the
+//! Policy quarantine — and the banner says how to trigger, find and release them.
 
 use std::path::PathBuf;
 
@@ -23,6 +27,9 @@ pub struct Args {
     #[arg(long, default_value = "example.com")]
     domain: String,
 }
+
+/// The subject text the demo content filter sends to the Policy quarantine.
+const DEMO_SUBJECT: &str = "[quarantine-test]";
 
 pub fn run(args: Args) -> Result<()> {
     std::fs::create_dir_all(&args.dir)
@@ -49,6 +56,10 @@ pub fn run(args: Args) -> Result<()> {
     let maildir = dir.join("maildir");
     let logs = dir.join("logs").join("mail_logs");
     let relay = args.relay_host.clone();
+    // An older pvo.toml may predate the demo; only promise what the file has.
+    let demo = std::fs::read_to_string(&path)
+        .map(|t| t.contains(DEMO_SUBJECT))
+        .unwrap_or(false);
     let banner = move |node: &crate::node::Node| {
         let addr = node
             .listeners
@@ -72,6 +83,23 @@ pub fn run(args: Args) -> Result<()> {
         println!(
             "  python3 -c \"import smtplib; smtplib.SMTP('127.0.0.1', {port}).sendmail('you@example.org', ['user@{domain}'], 'Subject: hello\\r\\n\\r\\nhi\\r\\n')\""
         );
+        if demo {
+            let d = dir.display();
+            let swaks = format!(
+                "swaks --server 127.0.0.1:{port} --to user@{domain} --from you@example.org"
+            );
+            println!();
+            println!("Try the scanning demo (the content filter and DLP policy in pvo.toml):");
+            println!("  To the Policy quarantine by subject:  {swaks} --header \"Subject: [quarantine-test] hello\"");
+            println!("  To the Policy quarantine by DLP:      {swaks} --body \"card 4111 1111 1111 1111\"");
+            println!("  See what is held:    pvo --dir {d} quarantine search");
+            println!("  One message:         pvo --dir {d} quarantine show MID");
+            println!("  Release (delivers):  pvo --dir {d} quarantine release MID");
+            println!("  Delete:              pvo --dir {d} quarantine delete MID --yes");
+            println!("  The quarantines:     pvo --dir {d} quarantineconfig");
+            println!("  (MID: the first column of the search, or the number in `MID 3 quarantined to \"Policy\"` in the log.)");
+        }
+        println!();
         println!("Stop with Ctrl-C; run the same command again to restart with the queue intact.");
     };
     crate::run_node(&path, Some(&banner))
@@ -133,8 +161,37 @@ domain = "ALL"
 
 [delivery]
 default_interface = "Auto"
+
+# Scanning demo. A message whose subject contains "{demo}" goes to the Policy
+# quarantine, and so does one with a payment card number (Luhn-checked); both
+# mail policies run them, so it works from 127.0.0.1 (outgoing) and from
+# anywhere else (incoming). `pvo quarantine search` lists what is held. To scan
+# for viruses, add [antivirus] clamd = "IP:PORT" and antivirus = true below.
+[[content_filter]]
+name = "quarantine_test"
+conditions = {{ subject_contains = "{demo}" }}
+actions = [{{ quarantine = "Policy" }}]
+
+[[dlp_policy]]
+name = "payment_cards"
+detectors = ["payment_card"]
+[dlp_policy.actions]
+low = [{{ quarantine = "Policy" }}]
+
+[[mail_policy]]
+name = "DEFAULT_INCOMING"
+direction = "incoming"
+content_filters = ["ALL"]
+dlp_policies = ["payment_cards"]
+
+[[mail_policy]]
+name = "DEFAULT_OUTGOING"
+direction = "outgoing"
+content_filters = ["ALL"]
+dlp_policies = ["payment_cards"]
 "#,
         port = args.smtp_port,
         domain = args.domain,
+        demo = DEMO_SUBJECT,
     )
 }

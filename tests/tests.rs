@@ -5,5 +5,7 @@
 mod e2e_commands;
 mod e2e_config;
 mod e2e_diag;
+mod e2e_durability;
 mod e2e_gateway;
+mod e2e_scanning;
 mod support;

@@ -6,6 +6,7 @@
 
 mod config_cmds;
 mod diag_cmds;
+mod quarantine_cmds;
 mod queue_cmds;
 mod status;
 
@@ -19,6 +20,9 @@ pub async fn dispatch(shared: &Arc<Shared>, req: Request) -> Response {
         return r;
     }
     if let Some(r) = diag_cmds::dispatch(shared, &req).await {
+        return r;
+    }
+    if let Some(r) = quarantine_cmds::dispatch(shared, &req).await {
         return r;
     }
     let args = &req.args;

@@ -15,7 +15,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result};
 use pvo_quarantine::{
-    ActionReport, Change, EarlyReleaseActions, Inserted, MsgId, NewMessage, Outcome, Store,
+    ActionReport, EarlyReleaseActions, Inserted, MembershipState, MsgId, NewMessage, Outcome, Store,
 };
 
 use crate::envelope::Envelope;
@@ -74,14 +74,8 @@ pub fn start(shared: &Arc<Shared>) {
         {
             Ok(pending) => {
                 for p in pending {
-                    deliver_released(
-                        &shared,
-                        p.msg_id,
-                        p.gateway_mid,
-                        &p.early_release_actions,
-                        "Quarantine",
-                    )
-                    .await;
+                    deliver_released(&shared, p.msg_id, p.gateway_mid, &p.early_release_actions)
+                        .await;
                 }
             }
             Err(e) => shared
@@ -91,7 +85,9 @@ pub fn start(shared: &Arc<Shared>) {
         loop {
             let t = now();
             match shared.local_quarantine.with(move |s| s.sweep(t)).await {
-                Ok(reports) => handle_reports(&shared, reports).await,
+                Ok(reports) => {
+                    handle_reports(&shared, reports).await;
+                }
                 Err(e) => shared
                     .log
                     .critical(format!("Quarantine: the retention sweep failed: {e}")),
@@ -102,8 +98,9 @@ pub fn start(shared: &Arc<Shared>) {
 }
 
 /// Logs what an action changed and delivers what was released from all
-/// quarantines.
-pub async fn handle_reports(shared: &Arc<Shared>, reports: Vec<ActionReport>) {
+/// quarantines. Returns (old MID, new MID) for each message re-injected.
+pub async fn handle_reports(shared: &Arc<Shared>, reports: Vec<ActionReport>) -> Vec<(u64, u64)> {
+    let mut delivered = Vec::new();
     for r in reports {
         for line in r.log_lines(r.gateway_mid) {
             shared.log.info(line);
@@ -113,29 +110,25 @@ pub async fn handle_reports(shared: &Arc<Shared>, reports: Vec<ActionReport>) {
             early_release_actions,
         } = &r.outcome
         {
-            let by = r
-                .changes
-                .iter()
-                .rev()
-                .find_map(|c| match c {
-                    Change::Released { quarantine, .. } => Some(quarantine.clone()),
-                    _ => None,
-                })
-                .unwrap_or_else(|| "Quarantine".into());
-            deliver_released(shared, *msg_id, r.gateway_mid, early_release_actions, &by).await;
+            if let Some(new_mid) =
+                deliver_released(shared, *msg_id, r.gateway_mid, early_release_actions).await
+            {
+                delivered.push((r.gateway_mid, new_mid));
+            }
         }
     }
+    delivered
 }
 
-/// Re-injects a released message with a new MID. A message that leaves the
-/// Outbreak quarantine is scanned again (anti-virus included) on its way.
+/// Re-injects a released message with a new MID; returns it. A message that
+/// was held in the Outbreak quarantine is scanned again with anti-virus on
+/// its way (`pipeline::inject_for_rescan`); any other goes to delivery.
 async fn deliver_released(
     shared: &Arc<Shared>,
     msg_id: MsgId,
     old_mid: u64,
     actions: &[EarlyReleaseActions],
-    by: &str,
-) {
+) -> Option<u64> {
     let q = shared.local_quarantine.clone();
     let loaded = q
         .with(move |s| {
@@ -148,11 +141,24 @@ async fn deliver_released(
             shared.log.critical(format!(
                 "MID {old_mid} released but cannot be read from the quarantine: {e}"
             ));
-            return;
+            return None;
         }
     };
     let bytes = pvo_quarantine::apply_early_release(&raw, actions);
-    let rescan = by.eq_ignore_ascii_case("Outbreak");
+    // Decided from the stored memberships rather than from the action at
+    // hand, so that a release handed over again after a restart
+    // (`pending_deliveries`) is rescanned as well.
+    let rescan = info.memberships.iter().any(|m| {
+        m.quarantine.eq_ignore_ascii_case("Outbreak") && m.state == MembershipState::Released
+    });
+    // The quarantine that released it last, for `rewritten to ... by`.
+    let by = info
+        .memberships
+        .iter()
+        .filter(|m| m.state == MembershipState::Released)
+        .max_by_key(|m| m.left_at.unwrap_or(0))
+        .map(|m| m.quarantine.clone())
+        .unwrap_or_else(|| "Policy".into());
     let env = Envelope {
         mid: 0,
         icid: info.meta.get("icid").and_then(|v| v.as_u64()).unwrap_or(0),
@@ -180,14 +186,27 @@ async fn deliver_released(
             .unwrap_or(false),
         scanned: !rescan,
     };
-    match shared.inject(&env, bytes, !rescan).await {
+    let injected = if rescan {
+        crate::scanning::pipeline::inject_for_rescan(shared, &env, bytes).await
+    } else {
+        shared.inject(&env, bytes, true).await
+    };
+    match injected {
         Ok(new_mid) => {
-            shared.log.info(format!("MID {old_mid} rewritten to MID {new_mid} by {by} Quarantine"));
-            let r = q.with(move |s| s.confirm_delivery(msg_id, &new_mid.to_string(), now())).await;
+            shared.log.info(format!(
+                "MID {old_mid} rewritten to MID {new_mid} by {by} Quarantine"
+            ));
+            let r = q
+                .with(move |s| s.confirm_delivery(msg_id, &new_mid.to_string(), now()))
+                .await;
             if let Err(e) = r {
                 shared.log.warning(format!("MID {old_mid} delivered as MID {new_mid} but the quarantine could not record it: {e}"));
             }
+            Some(new_mid)
         }
-        Err(e) => shared.log.critical(format!("MID {old_mid} released but could not be queued: {e:#}; it is handed over again at the next start")),
+        Err(e) => {
+            shared.log.critical(format!("MID {old_mid} released but could not be queued: {e:#}; it is handed over again at the next start"));
+            None
+        }
     }
 }

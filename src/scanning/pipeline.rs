@@ -8,6 +8,14 @@
 //! deliver (marked `Scanned` in the spool first, so a restart does not scan
 //! it twice), deliver a rewritten copy (new MID, `rewritten to`), drop,
 //! bounce, or hold in one or more quarantines.
+//!
+//! A message released from the Outbreak quarantine comes back through
+//! [`inject_for_rescan`]: it gets a new MID and passes the anti-virus stage
+//! only, because the point of holding it was to wait for signatures, and
+//! running the content filters and outbreak rules again would hold it a
+//! second time for the reasons an administrator (or a rules update) just
+//! cleared. After a crash before that scan ends, the recovered copy takes
+//! the full pipeline: held again is safe, passed unscanned is not.
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -21,8 +29,20 @@ use crate::clamd::VirusVerdict;
 use crate::envelope::{Envelope, Update};
 use crate::node::Shared;
 
-/// How long a message waits after a scan engine failed before it is scanned again.
-const RETRY_SCAN: Duration = Duration::from_secs(60);
+/// How long a message waits after a scan engine failed before it is scanned
+/// again: the first retry comes soon (a clamd restart takes seconds), then the
+/// wait doubles up to the longest.
+const RETRY_SCAN_FIRST: Duration = Duration::from_secs(5);
+const RETRY_SCAN_MAX: Duration = Duration::from_secs(60);
+
+/// Which engines a message still has to pass.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stages {
+    /// Every engine of its mail policy (a newly accepted message).
+    All,
+    /// Anti-virus only (a message released from the Outbreak quarantine).
+    AntivirusOnly,
+}
 
 fn now() -> u64 {
     SystemTime::now()
@@ -45,7 +65,44 @@ pub fn submit(shared: &Arc<Shared>, env: Arc<Envelope>, body: Arc<Vec<u8>>) {
         return;
     }
     let shared = shared.clone();
-    tokio::spawn(async move { run(shared, env, body).await });
+    tokio::spawn(async move { run(shared, env, body, Stages::All).await });
+}
+
+/// Spools a message released from the Outbreak quarantine under a new MID and
+/// scans it with anti-virus only (see the module documentation). Returns the
+/// new MID once the message is on disk.
+pub async fn inject_for_rescan(
+    shared: &Arc<Shared>,
+    template: &Envelope,
+    body: Vec<u8>,
+) -> anyhow::Result<u64> {
+    let mid = shared.ids.next(crate::ids::Kind::Mid);
+    let mut env = template.clone();
+    env.mid = mid;
+    env.size = body.len() as u64;
+    env.scanned = false;
+    let len = body.len();
+    let body = shared
+        .spool_message(&env, body)
+        .await
+        .map_err(|e| anyhow::anyhow!("spool: {e}"))?;
+    shared
+        .log
+        .info(format!("MID {mid} ready {len} bytes from <{}>", env.sender));
+    shared.log.info(format!("MID {mid} queued for delivery"));
+    let env = Arc::new(env);
+    if shared
+        .scanner()
+        .select(env.outgoing, &env.sender, &env.recipients)
+        .is_none()
+    {
+        shared.spool.update(mid, Update::Scanned.encode());
+        shared.queue.enqueue(env, Some(body));
+    } else {
+        let shared = shared.clone();
+        tokio::spawn(async move { run(shared, env, body, Stages::AntivirusOnly).await });
+    }
+    Ok(mid)
 }
 
 /// A recovered message that had not passed scanning before the restart.
@@ -62,16 +119,18 @@ pub fn submit_recovered(shared: &Arc<Shared>, env: Arc<Envelope>) {
     });
 }
 
-async fn run(shared: Arc<Shared>, env: Arc<Envelope>, body: Arc<Vec<u8>>) {
+async fn run(shared: Arc<Shared>, env: Arc<Envelope>, body: Arc<Vec<u8>>, stages: Stages) {
+    let mut wait = RETRY_SCAN_FIRST;
     loop {
-        match scan(&shared, &env, &body).await {
+        match scan(&shared, &env, &body, stages).await {
             Ok(decision) => {
                 apply(&shared, env, body, decision).await;
                 return;
             }
             Err(e) => {
-                shared.log.warning(format!("MID {} scanning deferred: {e}; the message stays queued and is scanned again in {} s", env.mid, RETRY_SCAN.as_secs()));
-                tokio::time::sleep(RETRY_SCAN).await;
+                shared.log.warning(format!("MID {} scanning deferred: {e}; the message stays queued and is scanned again in {} s", env.mid, wait.as_secs()));
+                tokio::time::sleep(wait).await;
+                wait = (wait * 2).min(RETRY_SCAN_MAX);
             }
         }
     }
@@ -131,6 +190,7 @@ async fn scan(
     shared: &Arc<Shared>,
     env: &Envelope,
     body: &Arc<Vec<u8>>,
+    stages: Stages,
 ) -> Result<Decision, String> {
     let scanner = shared.scanner();
     let Some(p) = scanner.select(env.outgoing, &env.sender, &env.recipients) else {
@@ -182,6 +242,12 @@ async fn scan(
     let view = tokio::task::spawn_blocking(move || pvo_scan::mime::scan(&raw, &Limits::default()))
         .await
         .map_err(|e| e.to_string())?;
+    if stages == Stages::AntivirusOnly {
+        // Released from Outbreak: the other engines already ran; the view
+        // only gives the quarantine its subject and attachment names.
+        d.view = view.ok().map(Arc::new);
+        return Ok(d);
+    }
     match view {
         Err(u) => {
             shared
@@ -195,6 +261,18 @@ async fn scan(
             );
         }
         Ok(msg) => {
+            // Archive structure the view cannot see into (nested archives,
+            // too many entries, encrypted members) is unscannable too, never
+            // clean; the other engines still run on what is visible.
+            if let Some(problem) = msg.archive_problem() {
+                shared.log.info(format!("MID {mid} unscannable: {problem}"));
+                let reason = Reason::new(ReasonKind::Other, "unscannable");
+                d.apply_actions(
+                    &p.policy.on_unscannable,
+                    &reason,
+                    &json!({ "unscannable": problem }),
+                );
+            }
             let envelope = pvo_scan::filter::Envelope {
                 sender: &env.sender,
                 recipients: &env.recipients,

@@ -1,0 +1,1588 @@
+//! The quarantine commands, executed inside the node: `quarantineconfig`, `quarantine
+//! search|show|release|delete|delay|move|copy|manage-by-rule|sweep`, `outbreakupdate` and
+//! `outbreakstatus`.
+//!
+//! Everything goes through the local store (`scanning::local_quarantine`) on the blocking
+//! pool, and every action's reports go through `handle_reports`, the same path the
+//! retention sweeper takes: the `mail_logs` lines of SPEC §3 are written there, and what
+//! an action released from all quarantines is re-injected with a new MID and delivered.
+//! The text of an action repeats those log lines, so what the administrator reads is what
+//! `grep` finds later.
+//!
+//! Administrators name messages by the gateway MID of the log lines. The store's own ids
+//! are internal; [`resolve`] maps MIDs to them by walking the held messages newest first
+//! (the store has no index on the gateway MID), which stops as soon as every MID asked
+//! for is found — recent messages, the usual case, are on the first page.
+//!
+//! The node's admin socket is mode 0600, so whoever reaches these handlers is the node's
+//! owner: an Administrator in the appliance's terms, who may see every quarantine and
+//! send copies. Access lists are stored for the web UI and the manager, which know more
+//! users than one.
+//!
+//! # Security
+//!
+//! Subjects, header values, file names and match evidence come from senders. Before any
+//! of it reaches a terminal, control characters are escaped ([`clean`]), so a message
+//! cannot move the cursor or rewrite what an administrator sees.
+
+use std::collections::{HashMap, HashSet};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use pvo_quarantine::{
+    format_bytes, format_retention, Action, ActionReport, Actor, AddrMatch, BulkResult, Cause,
+    Change, DefaultAction, DelayBy, MembershipState, MessageInfo, MsgId, Outcome, QuarantineError,
+    QuarantineSettings, ReasonKind, Scope, SearchQuery, Store, XHeader,
+};
+use pvo_scan::outbreak::OutbreakRulesFile;
+use serde_json::{json, Value};
+
+use super::{arg_str, arg_u64};
+use crate::admin::{Request, Response};
+use crate::envelope::Envelope;
+use crate::node::Shared;
+use crate::scanning::local_quarantine::{handle_reports, now};
+
+/// Handles a quarantine command; `None` if `req.command` is not one.
+pub async fn dispatch(shared: &Arc<Shared>, req: &Request) -> Option<Response> {
+    let result = match req.command.as_str() {
+        "quarantineconfig" => quarantineconfig(shared, req).await,
+        "quarantine" => quarantine(shared, req).await,
+        "outbreakupdate" => outbreakupdate(shared, &req.args).await,
+        "outbreakstatus" => outbreakstatus(shared).await,
+        _ => return None,
+    };
+    Some(result.unwrap_or_else(Response::error))
+}
+
+type Reply = Result<Response, String>;
+
+/// The text of a store error for the administrator. Storage failures say so and that
+/// nothing changed (each action is one transaction).
+fn store_err(e: QuarantineError) -> String {
+    if e.is_temporary() {
+        format!(
+            "The quarantine store failed ({e}); nothing was changed. See mail_logs and try again."
+        )
+    } else {
+        e.to_string()
+    }
+}
+
+fn who(req: &Request) -> String {
+    if req.user.is_empty() {
+        "admin".into()
+    } else {
+        req.user.clone()
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// quarantineconfig
+// ---------------------------------------------------------------------------------------
+
+async fn quarantineconfig(shared: &Arc<Shared>, req: &Request) -> Reply {
+    let args = &req.args;
+    match arg_str(args, "action").unwrap_or("list") {
+        "list" => list_quarantines(shared, String::new()).await,
+        "new" => {
+            let name = arg_str(args, "name")
+                .ok_or("quarantineconfig new: give the name with --name")?
+                .trim()
+                .to_string();
+            let mut settings = QuarantineSettings {
+                retention_secs: 10 * 86_400,
+                default_action: DefaultAction::Delete,
+                exempt_from_free_up: false,
+                early_release: Default::default(),
+                access: Default::default(),
+            };
+            patch_settings(&mut settings, &args["settings"])?;
+            let n = name.clone();
+            let q = shared
+                .local_quarantine
+                .with(move |s| s.create_quarantine(&n, &settings, now()))
+                .await
+                .map_err(store_err)?;
+            shared
+                .log
+                .info(format!("Quarantine \"{}\" created by {}", q.name, who(req)));
+            list_quarantines(
+                shared,
+                format!(
+                    "Quarantine \"{}\" created (#{}): {}.\n\n",
+                    q.name,
+                    q.id,
+                    describe_settings(&q.settings)
+                ),
+            )
+            .await
+        }
+        "edit" => {
+            let name = arg_str(args, "name")
+                .ok_or("quarantineconfig edit: give the quarantine's name")?
+                .to_string();
+            let patch = args["settings"].clone();
+            let q = shared
+                .local_quarantine
+                .with(move |s| {
+                    let mut settings = s.get_quarantine(&name).map_err(store_err)?.settings;
+                    patch_settings(&mut settings, &patch)?;
+                    s.update_quarantine(&name, &settings).map_err(store_err)
+                })
+                .await?;
+            shared.log.info(format!(
+                "Quarantine \"{}\" settings changed by {}",
+                q.name,
+                who(req)
+            ));
+            list_quarantines(
+                shared,
+                format!(
+                    "Quarantine \"{}\" changed: {}.\n\n",
+                    q.name,
+                    describe_settings(&q.settings)
+                ),
+            )
+            .await
+        }
+        "delete" => {
+            let name = arg_str(args, "name")
+                .ok_or("quarantineconfig delete: give the quarantine's name")?
+                .to_string();
+            let user = who(req);
+            let (deleted, mids) = shared
+                .local_quarantine
+                .with(move |s| {
+                    let d = s.delete_quarantine(&name, &user, now())?;
+                    let mids: Vec<u64> = d
+                        .moved_to_unclassified
+                        .iter()
+                        .map(|&id| s.message(id).map(|m| m.gateway_mid).unwrap_or(id))
+                        .collect();
+                    Ok::<_, QuarantineError>((d, mids))
+                })
+                .await
+                .map_err(store_err)?;
+            shared.log.info(format!(
+                "Quarantine \"{}\" deleted by {}",
+                deleted.name,
+                who(req)
+            ));
+            for mid in &mids {
+                shared.log.info(pvo_quarantine::logline::moved(
+                    *mid,
+                    &deleted.name,
+                    "Unclassified",
+                ));
+            }
+            let mut text = format!("Quarantine \"{}\" deleted.", deleted.name);
+            if mids.is_empty() {
+                text.push_str(" It held no messages.\n\n");
+            } else {
+                let list: Vec<String> = mids.iter().map(|m| format!("MID {m}")).collect();
+                text.push_str(&format!(
+                    " The {} held in it moved to \"Unclassified\" with the same scheduled exit and reason: {}.\n\n",
+                    plural(mids.len(), "message"),
+                    list.join(", ")
+                ));
+            }
+            let mut resp = list_quarantines(shared, text).await?;
+            resp.data["deleted"] = json!(deleted.name);
+            resp.data["moved_to_unclassified"] = json!(mids);
+            Ok(resp)
+        }
+        other => Err(format!(
+            "quarantineconfig: unknown action {other:?}; allowed: list, new, edit, delete"
+        )),
+    }
+}
+
+async fn list_quarantines(shared: &Arc<Shared>, prefix: String) -> Reply {
+    let (table, usage, quarantines) = shared
+        .local_quarantine
+        .with(|s| Ok::<_, QuarantineError>((s.quarantine_table()?, s.usage()?, s.quarantines()?)))
+        .await
+        .map_err(store_err)?;
+    let rows: Vec<Value> = usage
+        .quarantines
+        .iter()
+        .map(|u| {
+            let q = quarantines.iter().find(|q| q.id == u.id);
+            json!({
+                "id": u.id,
+                "name": u.name,
+                "builtin": u.builtin,
+                "space_used_bytes": u.bytes,
+                "messages": u.messages,
+                "retention_secs": u.retention_secs,
+                "retention": format_retention(u.retention_secs),
+                "default_action": u.default_action.as_str(),
+                "exempt_free_up": u.exempt_from_free_up,
+                "early_release": q.map(|q| json!(q.settings.early_release)),
+                "access": q.map(|q| json!(q.settings.access)),
+            })
+        })
+        .collect();
+    Ok(Response::ok(
+        format!("{prefix}{table}"),
+        json!({
+            "quarantines": rows,
+            "total_messages": usage.total_messages,
+            "total_bytes": usage.total_bytes,
+            "quota_bytes": usage.quota_bytes,
+        }),
+    ))
+}
+
+/// The roles of the appliance that an access list may name; anything else is a user.
+const ROLES: [&str; 5] = [
+    "Administrator",
+    "Operator",
+    "Read-Only Operator",
+    "Guest",
+    "Help Desk User",
+];
+
+/// Applies the fields present in `p` (see `cli::quarantine::SettingsArgs`) to `s`.
+fn patch_settings(s: &mut QuarantineSettings, p: &Value) -> Result<(), String> {
+    if let Some(r) = p.get("retention_secs").and_then(Value::as_u64) {
+        s.retention_secs = r;
+    }
+    if let Some(a) = p.get("default_action").and_then(Value::as_str) {
+        s.default_action = match a.to_ascii_lowercase().as_str() {
+            "delete" => DefaultAction::Delete,
+            "release" => DefaultAction::Release,
+            other => {
+                return Err(format!(
+                    "{other:?} is not a default action; allowed: delete, release"
+                ))
+            }
+        };
+    }
+    if let Some(b) = p.get("exempt_free_up").and_then(Value::as_bool) {
+        s.exempt_from_free_up = b;
+    }
+    let text = |key: &str| p.get(key).and_then(Value::as_str).map(str::to_string);
+    let opt = |t: String| if t.is_empty() { None } else { Some(t) };
+    if let Some(t) = text("subject_prepend") {
+        s.early_release.subject_prepend = opt(t);
+    }
+    if let Some(t) = text("subject_append") {
+        s.early_release.subject_append = opt(t);
+    }
+    if let Some(t) = text("x_header") {
+        s.early_release.x_header = if t.is_empty() {
+            None
+        } else {
+            let (name, value) = t
+                .split_once(':')
+                .ok_or_else(|| format!("--x-header {t:?}: use NAME:VALUE, e.g. X-Released:yes"))?;
+            Some(XHeader {
+                name: name.trim().to_string(),
+                value: value.trim().to_string(),
+            })
+        };
+    }
+    if let Some(b) = p.get("strip_attachments").and_then(Value::as_bool) {
+        s.early_release.strip_attachments = b;
+    }
+    if let Some(list) = p.get("access").and_then(Value::as_array) {
+        s.access.users.clear();
+        s.access.roles.clear();
+        for entry in list.iter().filter_map(Value::as_str) {
+            if entry.eq_ignore_ascii_case("Technician") {
+                return Err("the Technician role has no access to quarantines; allowed roles: Operator, Read-Only Operator, Guest, Help Desk User".into());
+            }
+            match ROLES.iter().find(|r| r.eq_ignore_ascii_case(entry)) {
+                Some(role) => s.access.roles.push(role.to_string()),
+                None => s.access.users.push(entry.to_string()),
+            }
+        }
+    }
+    Ok(())
+}
+
+fn describe_settings(s: &QuarantineSettings) -> String {
+    let mut parts = vec![
+        format!("retention {}", format_retention(s.retention_secs)),
+        format!("default action {}", s.default_action.as_str()),
+    ];
+    if s.exempt_from_free_up {
+        parts.push("exempt from free up space".into());
+    }
+    let e = &s.early_release;
+    if let Some(t) = &e.subject_prepend {
+        parts.push(format!("early release prepends {t:?} to the subject"));
+    }
+    if let Some(t) = &e.subject_append {
+        parts.push(format!("early release appends {t:?} to the subject"));
+    }
+    if let Some(x) = &e.x_header {
+        parts.push(format!("early release adds {}: {}", x.name, x.value));
+    }
+    if e.strip_attachments {
+        parts.push("early release strips attachments".into());
+    }
+    let access: Vec<&str> = s
+        .access
+        .users
+        .iter()
+        .chain(&s.access.roles)
+        .map(String::as_str)
+        .collect();
+    if !access.is_empty() {
+        parts.push(format!("access: Administrators, {}", access.join(", ")));
+    }
+    parts.join(", ")
+}
+
+// ---------------------------------------------------------------------------------------
+// quarantine
+// ---------------------------------------------------------------------------------------
+
+async fn quarantine(shared: &Arc<Shared>, req: &Request) -> Reply {
+    match arg_str(&req.args, "action").unwrap_or("") {
+        "search" => search(shared, &req.args).await,
+        "show" => show(shared, &req.args).await,
+        "release" | "delete" | "delay" | "move" => act(shared, req).await,
+        "copy" => copy(shared, req).await,
+        "manage-by-rule" => manage_by_rule(shared, req).await,
+        "sweep" => sweep(shared, &req.args).await,
+        other => Err(format!(
+            "quarantine: unknown action {other:?}; allowed: search, show, release, delete, delay, move, copy, manage-by-rule, sweep"
+        )),
+    }
+}
+
+/// `2025-06-10 14:30:05` (GMT, like mail_logs).
+fn gmt(secs: u64) -> String {
+    let t = time::OffsetDateTime::from_unix_timestamp(secs as i64)
+        .unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
+    format!(
+        "{:04}-{:02}-{:02} {:02}:{:02}:{:02}",
+        t.year(),
+        t.month() as u8,
+        t.day(),
+        t.hour(),
+        t.minute(),
+        t.second()
+    )
+}
+
+/// Sender-controlled text made safe for a terminal: control characters escaped.
+pub fn clean(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        if c == '\t' {
+            // Unfolded header values keep their folding tabs.
+            out.push(' ');
+        } else if c.is_control() {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// At most `max` characters, with `…` when cut.
+fn cut(s: &str, max: usize) -> String {
+    let s = clean(s);
+    if s.chars().count() <= max {
+        s
+    } else {
+        let mut t: String = s.chars().take(max.saturating_sub(1)).collect();
+        t.push('…');
+        t
+    }
+}
+
+fn plural(n: usize, what: &str) -> String {
+    format!("{n} {what}{}", if n == 1 { "" } else { "s" })
+}
+
+fn addr_match(s: &str) -> AddrMatch {
+    let s = s.trim();
+    if let Some(prefix) = s.strip_suffix('*') {
+        AddrMatch::BeginsWith(prefix.to_string())
+    } else if let Some(domain) = s.strip_prefix('@') {
+        AddrMatch::Domain(domain.to_string())
+    } else if s.contains('@') {
+        AddrMatch::Is(s.to_string())
+    } else {
+        AddrMatch::Domain(s.to_string())
+    }
+}
+
+fn reason_kind(s: &str) -> Result<ReasonKind, String> {
+    [
+        ReasonKind::ContentFilter,
+        ReasonKind::Dlp,
+        ReasonKind::Virus,
+        ReasonKind::Outbreak,
+        ReasonKind::Other,
+    ]
+    .into_iter()
+    .find(|k| k.as_str().eq_ignore_ascii_case(s))
+    .ok_or_else(|| {
+        format!("{s:?} is not a reason kind; allowed: content filter, DLP policy, virus, outbreak rule, other")
+    })
+}
+
+/// The search of a request's `query` object (see `cli::quarantine::SearchFilters`).
+fn query_from(v: &Value) -> Result<SearchQuery, String> {
+    let s = |k: &str| {
+        v.get(k)
+            .and_then(Value::as_str)
+            .map(str::trim)
+            .filter(|t| !t.is_empty())
+            .map(str::to_string)
+    };
+    Ok(SearchQuery {
+        quarantine: s("quarantine"),
+        sender: s("sender").map(|a| addr_match(&a)),
+        recipient: s("recipient").map(|a| addr_match(&a)),
+        subject: s("subject"),
+        received_from: v.get("from").and_then(Value::as_u64),
+        received_to: v.get("to").and_then(Value::as_u64),
+        reason: s("reason"),
+        reason_kind: s("reason_kind").map(|k| reason_kind(&k)).transpose()?,
+        attachment_name: s("attachment"),
+        ..SearchQuery::default()
+    })
+}
+
+/// Maps gateway MIDs to store ids by walking the held messages newest first; stops when
+/// every MID is found. MIDs not held are missing from the map.
+fn resolve(s: &Store, mids: &[u64]) -> pvo_quarantine::Result<HashMap<u64, MsgId>> {
+    const PAGE: u64 = 1000;
+    let mut want: HashSet<u64> = mids.iter().copied().collect();
+    let mut found = HashMap::new();
+    let mut q = SearchQuery {
+        limit: PAGE,
+        max_count: Some(1),
+        ..SearchQuery::default()
+    };
+    while !want.is_empty() {
+        let page = s.search(&q)?;
+        for h in &page.hits {
+            if want.remove(&h.gateway_mid) {
+                found.insert(h.gateway_mid, h.msg_id);
+            }
+        }
+        if (page.hits.len() as u64) < PAGE {
+            break;
+        }
+        q.offset += PAGE;
+    }
+    Ok(found)
+}
+
+fn not_held(mid: u64) -> String {
+    format!("MID {mid} is not held in any quarantine (never quarantined, or already released or deleted); `pvo quarantine search` lists the held messages")
+}
+
+async fn search(shared: &Arc<Shared>, args: &Value) -> Reply {
+    let mut q = query_from(&args["query"])?;
+    q.offset = arg_u64(args, "offset").unwrap_or(0);
+    q.limit = arg_u64(args, "limit").unwrap_or(25).clamp(1, 10_000);
+    let (offset, limit) = (q.offset, q.limit);
+    let page = shared
+        .local_quarantine
+        .with(move |s| s.search(&q))
+        .await
+        .map_err(store_err)?;
+    let searched = args["query"]["quarantine"].as_str().map(str::to_string);
+    let mut rows = vec![[
+        "MID".to_string(),
+        "Received (GMT)".into(),
+        "Sender".into(),
+        "Recipients".into(),
+        "Subject".into(),
+        "Quarantines".into(),
+        "Scheduled exit".into(),
+    ]];
+    let mut messages = Vec::new();
+    for h in &page.hits {
+        // The exit in the searched quarantine, else the earliest one.
+        let exit = h
+            .held_in
+            .iter()
+            .filter(|m| {
+                searched
+                    .as_deref()
+                    .is_none_or(|q| m.quarantine.eq_ignore_ascii_case(q))
+            })
+            .map(|m| m.exit_at)
+            .min();
+        let recipients = match h.recipients.len() {
+            0 => String::new(),
+            1 => cut(&h.recipients[0], 30),
+            n => format!("{} (+{})", cut(&h.recipients[0], 26), n - 1),
+        };
+        let names: Vec<&str> = h.held_in.iter().map(|m| m.quarantine.as_str()).collect();
+        rows.push([
+            h.gateway_mid.to_string(),
+            gmt(h.received),
+            cut(&h.sender, 30),
+            recipients,
+            cut(&h.subject, 40),
+            cut(&names.join(", "), 30),
+            exit.map(gmt).unwrap_or_default(),
+        ]);
+        messages.push(json!({
+            "mid": h.gateway_mid,
+            "received": h.received,
+            "sender": h.sender,
+            "recipients": h.recipients,
+            "subject": h.subject,
+            "size": h.size,
+            "quarantines": h.held_in.iter().map(|m| json!({
+                "name": m.quarantine,
+                "reason": m.reason.to_string(),
+                "reason_kind": m.reason.kind.as_str(),
+                "reason_name": m.reason.name,
+                "exit_at": m.exit_at,
+            })).collect::<Vec<_>>(),
+            "scheduled_exit": exit,
+        }));
+    }
+    let mut text = String::new();
+    if page.hits.is_empty() {
+        text.push_str("No quarantined messages match.\n");
+    } else {
+        text.push_str(&render_table(&rows));
+    }
+    let total = if page.total_exact {
+        page.total.to_string()
+    } else {
+        format!("at least {}", page.total)
+    };
+    if !page.hits.is_empty() {
+        text.push_str(&format!(
+            "\nShowing {}-{} of {total} messages.\n",
+            offset + 1,
+            offset + page.hits.len() as u64
+        ));
+    } else if page.total > 0 {
+        text.push_str(&format!(
+            "({total} messages match; --offset {offset} is past the last one.)\n"
+        ));
+    }
+    Ok(Response::ok(
+        text,
+        json!({
+            "total": page.total,
+            "total_exact": page.total_exact,
+            "offset": offset,
+            "limit": limit,
+            "messages": messages,
+        }),
+    ))
+}
+
+/// Left-aligned columns, two spaces apart, the first row a header.
+fn render_table<const N: usize>(rows: &[[String; N]]) -> String {
+    let mut widths = [0usize; N];
+    for r in rows {
+        for (i, c) in r.iter().enumerate() {
+            widths[i] = widths[i].max(c.chars().count());
+        }
+    }
+    let mut out = String::new();
+    for r in rows {
+        let mut line = String::new();
+        for (i, c) in r.iter().enumerate() {
+            if i + 1 == N {
+                line.push_str(c);
+            } else {
+                line.push_str(&format!("{c:<w$}  ", w = widths[i]));
+            }
+        }
+        out.push_str(line.trim_end());
+        out.push('\n');
+    }
+    out
+}
+
+fn membership_state(s: MembershipState) -> &'static str {
+    match s {
+        MembershipState::Held => "held",
+        MembershipState::Released => "released",
+        MembershipState::Deleted => "deleted",
+    }
+}
+
+/// Renders "why held" details (free-form JSON from the engines) as indented lines.
+fn render_details(v: &Value, indent: usize, out: &mut String) {
+    let pad = " ".repeat(indent);
+    let scalar = |v: &Value| match v {
+        Value::String(s) => cut(s, 200),
+        Value::Null => "-".into(),
+        other => other.to_string(),
+    };
+    match v {
+        Value::Object(map) => {
+            for (k, v) in map {
+                match v {
+                    Value::Object(_) => {
+                        out.push_str(&format!("{pad}{}:\n", clean(k)));
+                        render_details(v, indent + 2, out);
+                    }
+                    Value::Array(items) if items.iter().any(|i| i.is_object() || i.is_array()) => {
+                        out.push_str(&format!("{pad}{}:\n", clean(k)));
+                        render_details(v, indent + 2, out);
+                    }
+                    _ => {
+                        let mut text = String::new();
+                        render_details(v, 0, &mut text);
+                        out.push_str(&format!("{pad}{}: {}\n", clean(k), text.trim_end()));
+                    }
+                }
+            }
+        }
+        Value::Array(items) if items.iter().any(|i| i.is_object() || i.is_array()) => {
+            for item in items {
+                let mut text = String::new();
+                render_details(item, indent + 2, &mut text);
+                // The first line of each item carries the dash.
+                let text = text.trim_start().to_string();
+                out.push_str(&format!("{pad}- {text}"));
+                if !text.ends_with('\n') {
+                    out.push('\n');
+                }
+            }
+        }
+        Value::Array(items) => {
+            let list: Vec<String> = items.iter().map(scalar).collect();
+            out.push_str(&format!("{pad}{}\n", list.join(", ")));
+        }
+        other => out.push_str(&format!("{pad}{}\n", scalar(other))),
+    }
+}
+
+async fn show(shared: &Arc<Shared>, args: &Value) -> Reply {
+    let mid = arg_u64(args, "mid").ok_or("quarantine show: give the MID")?;
+    let loaded = shared
+        .local_quarantine
+        .with(move |s| {
+            let Some(&id) = resolve(s, &[mid])?.get(&mid) else {
+                return Ok(None);
+            };
+            let info = s.message(id)?;
+            let history = s.history(id)?;
+            let raw = s.raw(id).ok();
+            let quarantines = s.quarantines()?;
+            Ok::<_, QuarantineError>(Some((info, history, raw, quarantines)))
+        })
+        .await
+        .map_err(store_err)?;
+    let Some((info, history, raw, quarantines)) = loaded else {
+        return Err(not_held(mid));
+    };
+    let view = match raw {
+        Some(raw) => Some(
+            tokio::task::spawn_blocking(move || {
+                pvo_scan::mime::scan(&raw, &pvo_scan::mime::Limits::default())
+            })
+            .await
+            .map_err(|e| e.to_string())?,
+        ),
+        None => None,
+    };
+    Ok(render_message(
+        mid,
+        &info,
+        &history,
+        view.as_ref(),
+        &quarantines,
+    ))
+}
+
+fn render_message(
+    mid: u64,
+    info: &MessageInfo,
+    history: &[pvo_quarantine::HistoryEntry],
+    view: Option<&Result<pvo_scan::mime::ScannedMessage, pvo_scan::mime::Unscannable>>,
+    quarantines: &[pvo_quarantine::Quarantine],
+) -> Response {
+    let meta_str = |k: &str| info.meta.get(k).and_then(Value::as_str).unwrap_or("");
+    let mut t = format!("MID {mid} ({})\n", info.state.as_str());
+    let mut received = format!("{} GMT", gmt(info.received));
+    if !meta_str("source_ip").is_empty() {
+        received.push_str(&format!(" from {}", meta_str("source_ip")));
+    }
+    if !meta_str("listener").is_empty() {
+        received.push_str(&format!(" on {}", meta_str("listener")));
+    }
+    if let Some(icid) = info.meta.get("icid").and_then(Value::as_u64) {
+        received.push_str(&format!(" (ICID {icid})"));
+    }
+    t.push_str(&format!("  Received:       {received}\n"));
+    t.push_str(&format!("  Envelope From:  <{}>\n", clean(&info.sender)));
+    for (i, r) in info.recipients.iter().enumerate() {
+        let label = if i == 0 { "Envelope To:" } else { "" };
+        t.push_str(&format!("  {label:<15} <{}>\n", clean(r)));
+    }
+    t.push_str(&format!("  Subject:        {}\n", cut(&info.subject, 200)));
+    t.push_str(&format!("  Size:           {}\n", format_bytes(info.size)));
+    if !info.attachments.is_empty() {
+        let list: Vec<String> = info
+            .attachments
+            .iter()
+            .map(|a| format!("{} ({})", cut(&a.name, 80), format_bytes(a.size)))
+            .collect();
+        t.push_str(&format!("  Attachments:    {}\n", list.join(", ")));
+    }
+
+    t.push_str("\nQuarantines:\n");
+    let mut memberships = Vec::new();
+    for m in &info.memberships {
+        let action = quarantines
+            .iter()
+            .find(|q| q.name.eq_ignore_ascii_case(&m.quarantine))
+            .map(|q| q.settings.default_action.as_str());
+        t.push_str(&format!(
+            "  \"{}\": {}, {}\n",
+            m.quarantine,
+            membership_state(m.state),
+            clean(&m.reason.to_string())
+        ));
+        t.push_str(&format!("      entered {} GMT", gmt(m.entered_at)));
+        match m.state {
+            MembershipState::Held => t.push_str(&format!(
+                ", scheduled exit {} GMT{}\n",
+                gmt(m.exit_at),
+                action.map(|a| format!(" (then: {a})")).unwrap_or_default()
+            )),
+            _ => t.push_str(&format!(
+                ", left {} GMT by {} ({})\n",
+                m.left_at.map(gmt).unwrap_or_default(),
+                clean(m.left_by.as_deref().unwrap_or("-")),
+                m.cause.map(|c| c.as_str()).unwrap_or("-"),
+            )),
+        }
+        if !m.details.is_null() {
+            t.push_str("      why held:\n");
+            render_details(&m.details, 8, &mut t);
+        }
+        memberships.push(json!({
+            "quarantine": m.quarantine,
+            "state": membership_state(m.state),
+            "reason": m.reason.to_string(),
+            "reason_kind": m.reason.kind.as_str(),
+            "reason_name": m.reason.name,
+            "details": m.details,
+            "entered_at": m.entered_at,
+            "exit_at": m.exit_at,
+            "default_action": action,
+            "left_at": m.left_at,
+            "left_by": m.left_by,
+            "cause": m.cause.map(|c| c.as_str()),
+            "released_early": m.released_early,
+        }));
+    }
+
+    let mut headers = Vec::new();
+    let mut parts = Vec::new();
+    let mut unscannable = None;
+    match view {
+        None => t.push_str("\nThe message bytes are no longer stored.\n"),
+        Some(Err(u)) => {
+            t.push_str(&format!(
+                "\nThe message cannot be parsed within the scanning limits: {}\n",
+                clean(&u.reason)
+            ));
+            unscannable = Some(u.reason.clone());
+        }
+        Some(Ok(v)) => {
+            t.push_str("\nHeaders:\n");
+            for h in &v.headers {
+                t.push_str(&format!("  {}: {}\n", clean(&h.name), cut(&h.value, 200)));
+                headers.push(json!({ "name": h.name, "value": h.value }));
+            }
+            t.push_str("\nParts:\n");
+            let mut rows = vec![[
+                "#".to_string(),
+                "Type".into(),
+                "Name".into(),
+                "Size".into(),
+                "True type".into(),
+                "SHA-256".into(),
+            ]];
+            for (i, p) in v.parts.iter().enumerate() {
+                rows.push([
+                    (i + 1).to_string(),
+                    cut(&p.content_type, 40),
+                    p.filename
+                        .as_deref()
+                        .map(|f| cut(f, 40))
+                        .unwrap_or_default(),
+                    format_bytes(p.size as u64),
+                    p.file_type.name().to_string(),
+                    p.sha256.chars().take(16).collect::<String>() + "…",
+                ]);
+                parts.push(json!({
+                    "content_type": p.content_type,
+                    "filename": p.filename,
+                    "attachment": p.attachment,
+                    "size": p.size,
+                    "file_type": p.file_type.name(),
+                    "sha256": p.sha256,
+                    "depth": p.depth,
+                }));
+            }
+            for line in render_table(&rows).lines() {
+                t.push_str(&format!("  {line}\n"));
+            }
+        }
+    }
+
+    t.push_str("\nHistory:\n");
+    let mut hist = Vec::new();
+    for h in history {
+        let q = h
+            .quarantine
+            .as_deref()
+            .map(|q| format!(" \"{q}\""))
+            .unwrap_or_default();
+        let detail = if h.detail.is_empty() {
+            String::new()
+        } else {
+            format!(": {}", cut(&h.detail, 200))
+        };
+        t.push_str(&format!(
+            "  {} GMT  {}  {}{q}{detail}\n",
+            gmt(h.at),
+            clean(&h.who),
+            h.action
+        ));
+        hist.push(json!({ "at": h.at, "who": h.who, "action": h.action, "quarantine": h.quarantine, "detail": h.detail }));
+    }
+
+    Response::ok(
+        t,
+        json!({
+            "mid": mid,
+            "msg_id": info.msg_id,
+            "state": info.state.as_str(),
+            "sender": info.sender,
+            "recipients": info.recipients,
+            "received": info.received,
+            "size": info.size,
+            "subject": info.subject,
+            "attachments": info.attachments.iter().map(|a| json!({ "name": a.name, "size": a.size })).collect::<Vec<_>>(),
+            "meta": info.meta,
+            "quarantines": memberships,
+            "headers": headers,
+            "parts": parts,
+            "unscannable": unscannable,
+            "history": hist,
+            "delivery_ref": info.delivery_ref,
+        }),
+    )
+}
+
+fn delay_by(s: Option<&str>) -> Result<DelayBy, String> {
+    match s {
+        Some("8h") => Ok(DelayBy::Hours8),
+        Some("24h") => Ok(DelayBy::Hours24),
+        Some("48h") => Ok(DelayBy::Hours48),
+        Some("1w") => Ok(DelayBy::Week),
+        other => Err(format!(
+            "delay by {:?}: allowed: 8h, 24h, 48h, 1w",
+            other.unwrap_or("")
+        )),
+    }
+}
+
+fn mids_arg(args: &Value) -> Vec<u64> {
+    args.get("mids")
+        .and_then(Value::as_array)
+        .map(|a| a.iter().filter_map(Value::as_u64).collect())
+        .unwrap_or_default()
+}
+
+/// release, delete, delay, move: on MIDs or on every result of a search.
+async fn act(shared: &Arc<Shared>, req: &Request) -> Reply {
+    let args = &req.args;
+    let verb = arg_str(args, "action").unwrap_or_default().to_string();
+    let action = match verb.as_str() {
+        "release" => Action::Release,
+        "delete" => Action::Delete,
+        "delay" => Action::Delay(delay_by(arg_str(args, "by"))?),
+        _ => Action::Move {
+            to: arg_str(args, "to")
+                .ok_or("quarantine move: say where to with --to")?
+                .to_string(),
+        },
+    };
+    let scope = if verb == "move" {
+        Scope::Quarantine(
+            arg_str(args, "from")
+                .ok_or("quarantine move: say from which quarantine with --from")?
+                .to_string(),
+        )
+    } else {
+        match arg_str(args, "quarantine") {
+            Some(q) => Scope::Quarantine(q.to_string()),
+            None => Scope::All,
+        }
+    };
+    let actor = Actor::manual(who(req));
+    let at = now();
+    let results = if args.get("all_results").and_then(Value::as_bool) == Some(true) {
+        if verb == "move" {
+            return Err("quarantine move: name the messages by MID".into());
+        }
+        let q = query_from(&args["query"])?;
+        shared
+            .local_quarantine
+            .with(move |s| {
+                s.bulk_search(&q, &action, &actor, at)
+                    .map(|r| (r, Vec::new()))
+            })
+            .await
+            .map_err(store_err)?
+    } else {
+        let mids = mids_arg(args);
+        if mids.is_empty() {
+            return Err(format!("quarantine {verb}: give the MIDs"));
+        }
+        shared
+            .local_quarantine
+            .with(move |s| {
+                let map = resolve(s, &mids)?;
+                let missing: Vec<u64> = mids
+                    .iter()
+                    .filter(|m| !map.contains_key(m))
+                    .copied()
+                    .collect();
+                let ids: Vec<MsgId> = mids.iter().filter_map(|m| map.get(m).copied()).collect();
+                let results = if ids.is_empty() {
+                    Vec::new()
+                } else {
+                    s.bulk(&ids, &scope, &action, &actor, at)?
+                };
+                Ok::<_, QuarantineError>((results, missing))
+            })
+            .await
+            .map_err(store_err)?
+    };
+    let (results, missing) = results;
+    report(shared, results, missing, &verb).await
+}
+
+/// Logs and delivers through `handle_reports`, then answers with the same lines.
+async fn report(shared: &Arc<Shared>, results: BulkResult, missing: Vec<u64>, verb: &str) -> Reply {
+    let mut reports: Vec<ActionReport> = Vec::new();
+    let mut errors: Vec<(String, String)> = Vec::new();
+    for m in missing {
+        errors.push((format!("MID {m}"), not_held(m)));
+    }
+    // An error names the store id only; show the MID when the store still knows it.
+    let mut failed_ids = Vec::new();
+    for (id, r) in results {
+        match r {
+            Ok(rep) => reports.push(rep),
+            Err(e) => failed_ids.push((id, store_err(e))),
+        }
+    }
+    if !failed_ids.is_empty() {
+        let ids: Vec<MsgId> = failed_ids.iter().map(|(id, _)| *id).collect();
+        let mids: HashMap<MsgId, u64> = shared
+            .local_quarantine
+            .with(move |s| {
+                ids.iter()
+                    .filter_map(|&id| s.message(id).ok().map(|m| (id, m.gateway_mid)))
+                    .collect()
+            })
+            .await;
+        for (id, e) in failed_ids {
+            let who = mids
+                .get(&id)
+                .map(|m| format!("MID {m}"))
+                .unwrap_or_else(|| format!("quarantine message {id}"));
+            // The store words errors by its id; the administrator knows the MID.
+            let e = e.replace(&format!("message {id} "), &format!("{who} "));
+            errors.push((who, e));
+        }
+    }
+    let summary = summarize(&reports);
+    let delivered: HashMap<u64, u64> = handle_reports(shared, reports.clone())
+        .await
+        .into_iter()
+        .collect();
+    let mut text = String::new();
+    let mut items = Vec::new();
+    for r in &reports {
+        let mid = r.gateway_mid;
+        // The log lines, except that a delay shows its new exit as a date.
+        let mut lines: Vec<String> = r
+            .log_lines(mid)
+            .into_iter()
+            .zip(r.changes.iter().map(Some).chain(std::iter::repeat(None)))
+            .map(|(line, change)| match change {
+                Some(Change::Delayed { quarantine, to, .. }) => format!(
+                    "MID {mid} scheduled exit from quarantine \"{quarantine}\" delayed to {} GMT",
+                    gmt(*to)
+                ),
+                _ => line,
+            })
+            .collect();
+        let (outcome, remaining) = match &r.outcome {
+            Outcome::Deliver { .. } => {
+                match delivered.get(&mid) {
+                    Some(new) => lines.push(format!("MID {mid} queued for delivery as MID {new}")),
+                    None => lines.push(format!("MID {mid} could not be queued for delivery yet; see mail_logs (it is handed over again at the next start)")),
+                }
+                ("delivered", Vec::new())
+            }
+            Outcome::StillHeld { remaining, .. } => {
+                let names: Vec<String> = remaining.iter().map(|q| format!("\"{q}\"")).collect();
+                lines.push(format!("MID {mid} still held in {}", names.join(", ")));
+                ("still held", remaining.clone())
+            }
+            Outcome::Deleted { .. } => ("deleted", Vec::new()),
+            Outcome::Unchanged {
+                state, remaining, ..
+            } => {
+                let names: Vec<String> = remaining.iter().map(|q| format!("\"{q}\"")).collect();
+                let held = if names.is_empty() {
+                    String::new()
+                } else {
+                    format!("; held in {}", names.join(", "))
+                };
+                lines.push(format!(
+                    "MID {mid} unchanged (nothing to {verb}: the message is {}{held})",
+                    state.as_str()
+                ));
+                ("unchanged", remaining.clone())
+            }
+        };
+        for l in &lines {
+            text.push_str(l);
+            text.push('\n');
+        }
+        items.push(json!({
+            "mid": mid,
+            "outcome": outcome,
+            "lines": lines,
+            "remaining": remaining,
+            "delivered_as": delivered.get(&mid),
+        }));
+    }
+    for (who, e) in &errors {
+        if e.starts_with(who.as_str()) {
+            text.push_str(&format!("{e}\n"));
+        } else {
+            text.push_str(&format!("{who}: {e}\n"));
+        }
+        items.push(json!({ "mid": who, "error": e }));
+    }
+    if reports.is_empty() && errors.is_empty() {
+        text.push_str("No message matched; nothing was changed.\n");
+    } else if !reports.is_empty() {
+        text.push_str(&format!("{summary}\n"));
+    }
+    let data = json!({
+        "results": items,
+        "changed": reports.iter().filter(|r| !r.changes.is_empty()).count(),
+        "errors": errors.len(),
+    });
+    Ok(Response {
+        ok: errors.is_empty(),
+        text,
+        data,
+    })
+}
+
+fn summarize(reports: &[ActionReport]) -> String {
+    let count = |f: &dyn Fn(&ActionReport) -> bool| reports.iter().filter(|r| f(r)).count();
+    let delivered = count(&|r| matches!(r.outcome, Outcome::Deliver { .. }));
+    let still = count(&|r| matches!(r.outcome, Outcome::StillHeld { .. }));
+    let deleted = count(&|r| matches!(r.outcome, Outcome::Deleted { .. }));
+    let unchanged = count(&|r| matches!(r.outcome, Outcome::Unchanged { .. }));
+    let mut parts = Vec::new();
+    if delivered > 0 {
+        parts.push(format!("{delivered} released from all quarantines"));
+    }
+    if still > 0 {
+        parts.push(format!("{still} still held"));
+    }
+    if deleted > 0 {
+        parts.push(format!("{deleted} deleted"));
+    }
+    if unchanged > 0 {
+        parts.push(format!("{unchanged} unchanged"));
+    }
+    format!(
+        "{}: {}.",
+        plural(reports.len(), "message"),
+        if parts.is_empty() {
+            "nothing changed".to_string()
+        } else {
+            parts.join(", ")
+        }
+    )
+}
+
+async fn copy(shared: &Arc<Shared>, req: &Request) -> Reply {
+    let args = &req.args;
+    let mid = arg_u64(args, "mid").ok_or("quarantine copy: give the MID")?;
+    let to: Vec<String> = args
+        .get("to")
+        .and_then(Value::as_array)
+        .map(|a| {
+            a.iter()
+                .filter_map(Value::as_str)
+                .map(str::to_string)
+                .collect()
+        })
+        .unwrap_or_default();
+    if to.is_empty() {
+        return Err("quarantine copy: give the addresses with --to".into());
+    }
+    for a in &to {
+        if pvo_proto::address::parse_mailbox(a).is_err() {
+            return Err(format!("quarantine copy: {a:?} is not an email address"));
+        }
+    }
+    let user = who(req);
+    let rcpts = to.clone();
+    let copy = shared
+        .local_quarantine
+        .with(move |s| {
+            let Some(&id) = resolve(s, &[mid])?.get(&mid) else {
+                return Ok(None);
+            };
+            s.send_copy(id, &rcpts, &user, now()).map(Some)
+        })
+        .await
+        .map_err(store_err)?
+        .ok_or_else(|| not_held(mid))?;
+    // The null sender: a copy that cannot be delivered bounces to no one, never to the
+    // (possibly forged) original sender. Not scanned again: an administrator asked for
+    // exactly these bytes.
+    let env = Envelope {
+        mid: 0,
+        icid: 0,
+        sender: String::new(),
+        recipients: copy.to.clone(),
+        received_at: now(),
+        source_ip: String::new(),
+        listener: String::new(),
+        dsn: false,
+        size: 0,
+        outgoing: false,
+        scanned: true,
+    };
+    let new_mid = shared
+        .inject(&env, copy.raw, true)
+        .await
+        .map_err(|e| format!("the copy of MID {mid} could not be queued: {e:#}"))?;
+    shared.log.info(format!(
+        "MID {mid} copy sent to {} as MID {new_mid} (requested by {})",
+        to.join(", "),
+        copy.requested_by
+    ));
+    Ok(Response::ok(
+        format!(
+            "A copy of MID {mid} is queued for {} as MID {new_mid}; the message stays in quarantine.",
+            to.join(", ")
+        ),
+        json!({ "mid": mid, "to": to, "copy_mid": new_mid }),
+    ))
+}
+
+async fn manage_by_rule(shared: &Arc<Shared>, req: &Request) -> Reply {
+    let args = &req.args;
+    let rule = arg_str(args, "rule")
+        .ok_or("manage-by-rule: give the outbreak rule id")?
+        .to_string();
+    let what = arg_str(args, "what").unwrap_or_default().to_string();
+    let action = match what.as_str() {
+        "release" => Action::Release,
+        "delete" => Action::Delete,
+        "delay" => Action::Delay(delay_by(arg_str(args, "by"))?),
+        other => {
+            return Err(format!(
+                "manage-by-rule: {other:?} is not an action; allowed: release, delete, delay"
+            ))
+        }
+    };
+    let actor = Actor::manual(who(req));
+    let r = rule.clone();
+    let results = shared
+        .local_quarantine
+        .with(move |s| s.manage_by_rule(&r, &action, &actor, now()))
+        .await
+        .map_err(store_err)?;
+    if results.is_empty() {
+        return Ok(Response::ok(
+            format!(
+                "No message is held in Outbreak because of rule {}.",
+                clean(&rule)
+            ),
+            json!({ "results": [], "changed": 0, "errors": 0 }),
+        ));
+    }
+    report(shared, results, Vec::new(), &what).await
+}
+
+async fn sweep(shared: &Arc<Shared>, args: &Value) -> Reply {
+    let at = arg_u64(args, "at").unwrap_or_else(now);
+    let reports = shared
+        .local_quarantine
+        .with(move |s| s.sweep(at))
+        .await
+        .map_err(store_err)?;
+    let n = reports.len();
+    let mut resp = report(
+        shared,
+        reports.into_iter().map(|r| (r.msg_id, Ok(r))).collect(),
+        Vec::new(),
+        "sweep",
+    )
+    .await?;
+    let head = if n == 0 {
+        format!(
+            "Sweep as of {} GMT: no scheduled exit was due and the space quota is not exceeded.\n",
+            gmt(at)
+        )
+    } else {
+        format!("Sweep as of {} GMT:\n", gmt(at))
+    };
+    resp.text = if n == 0 {
+        head
+    } else {
+        format!("{head}{}", resp.text)
+    };
+    resp.data["at"] = json!(at);
+    Ok(resp)
+}
+
+// ---------------------------------------------------------------------------------------
+// outbreakupdate, outbreakstatus
+// ---------------------------------------------------------------------------------------
+
+/// The last rules file `outbreakupdate` loaded, for the descriptions in `outbreakstatus`
+/// (compiled rules keep only ids and levels). One node per process, so one slot.
+static LOADED_RULES: Mutex<Option<OutbreakRulesFile>> = Mutex::new(None);
+
+fn read_rules_file(path: &std::path::Path) -> Option<OutbreakRulesFile> {
+    let text = std::fs::read_to_string(path).ok()?;
+    toml::from_str(&text).ok()
+}
+
+async fn outbreakupdate(shared: &Arc<Shared>, args: &Value) -> Reply {
+    let path = PathBuf::from(arg_str(args, "file").ok_or("outbreakupdate: give the rules file")?);
+    let p = path.clone();
+    let (rules, file) = tokio::task::spawn_blocking(move || {
+        crate::scanning::load_outbreak_rules(&p).map(|r| (r, read_rules_file(&p)))
+    })
+    .await
+    .map_err(|e| e.to_string())??;
+    let version = rules.version().to_string();
+    let count = rules.len();
+    shared.set_outbreak_rules(rules);
+    *LOADED_RULES.lock().unwrap() = file;
+    shared.log.info(format!(
+        "Outbreak rules updated to version {version} ({}) from {}",
+        plural(count, "rule"),
+        path.display()
+    ));
+    // Rescan with the rules now in force (a concurrent update may have replaced them;
+    // the newest rules are the right ones to rescan with).
+    let rules = shared
+        .outbreak_rules()
+        .ok_or("outbreak rules disappeared during the update")?;
+    let scanner = shared.scanner();
+    let (scanned, released, kept) = shared
+        .local_quarantine
+        .with(move |s| rescan_outbreak(s, &scanner, &rules))
+        .await
+        .map_err(store_err)?;
+    let n_released = released.len();
+    let mut resp = report(
+        shared,
+        released.into_iter().map(|r| (r.msg_id, Ok(r))).collect(),
+        Vec::new(),
+        "release",
+    )
+    .await?;
+    let head = format!(
+        "Outbreak rules updated: version {version}, {} (from {}).\nRescanned {} held in Outbreak: {n_released} released (below their policy's threshold now), {kept} still held.\n",
+        plural(count, "rule"),
+        path.display(),
+        plural(scanned, "message"),
+    );
+    resp.text = if n_released == 0 {
+        head
+    } else {
+        format!("{head}{}", resp.text)
+    };
+    resp.data["version"] = json!(version);
+    resp.data["rules"] = json!(count);
+    resp.data["rescanned"] = json!(scanned);
+    resp.data["released"] = json!(n_released);
+    resp.data["still_held"] = json!(kept);
+    Ok(resp)
+}
+
+/// Rescans every message held in Outbreak with `rules`; releases (cause `rescan`) those
+/// below their policy's threshold now. Returns (rescanned, release reports, still held).
+fn rescan_outbreak(
+    s: &Store,
+    scanner: &crate::scanning::Scanner,
+    rules: &pvo_scan::outbreak::OutbreakRules,
+) -> pvo_quarantine::Result<(usize, Vec<ActionReport>, usize)> {
+    let ids = s.search_ids(&SearchQuery {
+        quarantine: Some("Outbreak".into()),
+        max_count: None,
+        ..SearchQuery::default()
+    })?;
+    let mut released = Vec::new();
+    let mut kept = 0;
+    let mut scanned = 0;
+    for id in ids {
+        let (info, raw) = match (s.message(id), s.raw(id)) {
+            (Ok(i), Ok(r)) => (i, r),
+            // Released or deleted since the listing.
+            (Err(QuarantineError::UnknownMessage(_)), _)
+            | (_, Err(QuarantineError::BodyGone(_))) => continue,
+            (Err(e), _) | (_, Err(e)) => return Err(e),
+        };
+        scanned += 1;
+        let outgoing = info
+            .meta
+            .get("outgoing")
+            .and_then(Value::as_bool)
+            .unwrap_or(false);
+        let policy = scanner
+            .select(outgoing, &info.sender, &info.recipients)
+            .and_then(|p| p.policy.outbreak);
+        let still = match (
+            policy,
+            pvo_scan::mime::scan(&raw, &pvo_scan::mime::Limits::default()),
+        ) {
+            // Outbreak filtering no longer applies to this mail.
+            (None, _) => false,
+            // What cannot be parsed cannot be cleared by new rules.
+            (Some(_), Err(_)) => true,
+            (Some(op), Ok(view)) => op.hold_for(&rules.evaluate(&view)).is_some(),
+        };
+        if still {
+            kept += 1;
+            continue;
+        }
+        match s.act(
+            id,
+            &Scope::Quarantine("Outbreak".into()),
+            &Action::Release,
+            &Actor::system(Cause::Rescan),
+            now(),
+        ) {
+            Ok(r) => released.push(r),
+            Err(QuarantineError::NotInQuarantine { .. }) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok((scanned, released, kept))
+}
+
+async fn outbreakstatus(shared: &Arc<Shared>) -> Reply {
+    let rules = shared.outbreak_rules();
+    let cfg = shared.config();
+    let listed: Vec<(String, u8)> = rules
+        .as_ref()
+        .map(|r| r.rules().map(|(id, l)| (id.to_string(), l.get())).collect())
+        .unwrap_or_default();
+    // Descriptions: from the file of the last update, else the configured file, when
+    // its version is the one in force.
+    let version = rules.as_ref().map(|r| r.version().to_string());
+    let mut file = LOADED_RULES.lock().unwrap().clone();
+    if file.as_ref().map(|f| &f.version) != version.as_ref() {
+        file = cfg
+            .scanning
+            .outbreak_rules
+            .as_deref()
+            .and_then(read_rules_file)
+            .filter(|f| Some(&f.version) == version.as_ref());
+    }
+    let description = |id: &str| -> String {
+        file.as_ref()
+            .and_then(|f| f.rules.iter().find(|r| r.id == id))
+            .map(|r| r.description.clone())
+            .unwrap_or_default()
+    };
+    let ids: Vec<String> = listed.iter().map(|(id, _)| id.clone()).collect();
+    let (per_rule, total) = shared
+        .local_quarantine
+        .with(move |s| {
+            let count = |rule: Option<&str>| {
+                s.search(&SearchQuery {
+                    quarantine: Some("Outbreak".into()),
+                    reason: rule.map(str::to_string),
+                    reason_kind: rule.map(|_| ReasonKind::Outbreak),
+                    limit: 0,
+                    max_count: None,
+                    ..SearchQuery::default()
+                })
+                .map(|p| p.total)
+            };
+            let mut per_rule = Vec::new();
+            for id in &ids {
+                per_rule.push(count(Some(id))?);
+            }
+            Ok::<_, QuarantineError>((per_rule, count(None)?))
+        })
+        .await
+        .map_err(store_err)?;
+    let mut t = String::new();
+    match &version {
+        Some(v) => t.push_str(&format!(
+            "Outbreak rules version: {}, {}\n",
+            clean(v),
+            plural(listed.len(), "rule")
+        )),
+        None => t.push_str(
+            "No outbreak rules are loaded: set [outbreak] rules_file in the configuration, or load a file with `pvo outbreakupdate FILE`.\n",
+        ),
+    }
+    let thresholds: Vec<String> = cfg
+        .scanning
+        .policies
+        .iter()
+        .filter_map(|p| {
+            p.outbreak
+                .map(|o| format!("{} (threshold {})", p.name, o.threshold))
+        })
+        .collect();
+    if thresholds.is_empty() {
+        t.push_str("No mail policy has outbreak filtering on.\n");
+    } else {
+        t.push_str(&format!(
+            "Mail policies with outbreak filtering: {}\n",
+            thresholds.join(", ")
+        ));
+    }
+    let mut rows_json = Vec::new();
+    if !listed.is_empty() {
+        let mut rows = vec![[
+            "Rule ID".to_string(),
+            "Level".into(),
+            "Held".into(),
+            "Description".into(),
+        ]];
+        for ((id, level), held) in listed.iter().zip(&per_rule) {
+            let d = description(id);
+            rows.push([clean(id), level.to_string(), held.to_string(), cut(&d, 60)]);
+            rows_json.push(json!({ "id": id, "level": level, "description": d, "held": held }));
+        }
+        t.push('\n');
+        t.push_str(&render_table(&rows));
+    }
+    let by_rules: u64 = per_rule.iter().sum();
+    t.push_str(&format!("\nMessages held in Outbreak: {total}"));
+    if total > by_rules {
+        t.push_str(&format!(
+            " ({} held by rules no longer in force)",
+            total - by_rules
+        ));
+    }
+    t.push('\n');
+    Ok(Response::ok(
+        t,
+        json!({
+            "version": version,
+            "rules": rows_json,
+            "held": total,
+            "held_by_other_rules": total.saturating_sub(by_rules),
+        }),
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quarantine_settings_patch() {
+        let mut s = pvo_quarantine::Builtin::Policy.default_settings();
+        patch_settings(
+            &mut s,
+            &json!({
+                "retention_secs": 3600, "default_action": "release", "exempt_free_up": true,
+                "subject_prepend": "[released]", "x_header": "X-Released: yes",
+                "strip_attachments": true, "access": ["alice", "operator", "Help Desk User"],
+            }),
+        )
+        .unwrap();
+        assert_eq!(s.retention_secs, 3600);
+        assert_eq!(s.default_action, DefaultAction::Release);
+        assert!(s.exempt_from_free_up && s.early_release.strip_attachments);
+        assert_eq!(
+            s.early_release.subject_prepend.as_deref(),
+            Some("[released]")
+        );
+        assert_eq!(
+            s.early_release.x_header,
+            Some(XHeader {
+                name: "X-Released".into(),
+                value: "yes".into()
+            })
+        );
+        assert_eq!(s.access.users, vec!["alice"]);
+        assert_eq!(s.access.roles, vec!["Operator", "Help Desk User"]);
+        // Absent fields stay; "" clears.
+        patch_settings(&mut s, &json!({ "subject_prepend": "", "x_header": null })).unwrap();
+        assert_eq!(s.early_release.subject_prepend, None);
+        assert!(s.early_release.x_header.is_some());
+        for bad in [
+            json!({ "default_action": "keep" }),
+            json!({ "x_header": "no colon" }),
+            json!({ "access": ["Technician"] }),
+        ] {
+            assert!(patch_settings(&mut s, &bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn quarantine_text_is_safe_for_terminals() {
+        assert_eq!(clean("a\u{1b}[2Jb\r\n"), "a\\u{1b}[2Jb\\r\\n");
+        assert_eq!(cut("abcdef", 4), "abc…");
+        assert_eq!(cut("abc", 4), "abc");
+    }
+
+    #[test]
+    fn quarantine_address_filters() {
+        let cases = [
+            (
+                "alice@example.com",
+                AddrMatch::Is("alice@example.com".into()),
+            ),
+            ("@example.com", AddrMatch::Domain("example.com".into())),
+            ("example.com", AddrMatch::Domain("example.com".into())),
+            ("ali*", AddrMatch::BeginsWith("ali".into())),
+        ];
+        for (input, want) in cases {
+            assert_eq!(addr_match(input), want, "{input}");
+        }
+    }
+
+    #[test]
+    fn quarantine_details_render_readably() {
+        let mut out = String::new();
+        render_details(
+            &json!({ "evidence": [{ "condition": "subject_contains \"x\"", "matched": "x\u{7}y" }], "threat_level": 4, "rules": ["A", "B"] }),
+            2,
+            &mut out,
+        );
+        assert_eq!(
+            out,
+            "  evidence:\n    - condition: subject_contains \"x\"\n      matched: x\\u{7}y\n  rules: A, B\n  threat_level: 4\n"
+        );
+    }
+}
