@@ -874,7 +874,7 @@ type = "public"
 
 [[smtp_route]]
 domain = "ALL"
-hosts = ["127.0.0.1:2526"]
+hosts = ["sink.test:2526"]
 
 [delivery]
 default_interface = "Auto"     # Auto or an interface
@@ -965,11 +965,11 @@ max_concurrency = 500
         assert!(d
             .route_set(
                 "Special.Test.",
-                &["127.0.0.1:2999".into(), "mx.special.test".into()]
+                &["sink.test:2999".into(), "mx.special.test".into()]
             )
             .unwrap());
         assert!(!d
-            .route_set("special.test", &["127.0.0.1:3000".into()])
+            .route_set("special.test", &["sink.test:3000".into()])
             .unwrap());
         d.interface_new("Data1", "127.0.0.2", Some("data1.example.com"))
             .unwrap();
@@ -984,7 +984,7 @@ max_concurrency = 500
         assert_eq!(c.routes.len(), 2);
         assert_eq!(
             c.route("special.test").unwrap().target,
-            crate::config::RouteTarget::Hosts(vec![("127.0.0.1".into(), 3000)])
+            crate::config::RouteTarget::Hosts(vec![("sink.test".into(), 3000)])
         );
         assert_eq!(c.interfaces[1].name, "Data1");
         assert_eq!(c.listeners[1].interface, 1);
