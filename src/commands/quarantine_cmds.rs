@@ -821,7 +821,11 @@ fn render_message(
                         .unwrap_or_default(),
                     format_bytes(p.size as u64),
                     p.file_type.name().to_string(),
-                    p.sha256.chars().take(16).collect::<String>() + "…",
+                    if p.sha256.is_empty() {
+                        "-".to_string()
+                    } else {
+                        p.sha256.chars().take(16).collect::<String>() + "…"
+                    },
                 ]);
                 parts.push(json!({
                     "content_type": p.content_type,

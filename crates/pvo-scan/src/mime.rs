@@ -127,7 +127,8 @@ pub struct ScannedPart {
     pub size: usize,
     /// True file type from the decoded content.
     pub file_type: FileType,
-    /// SHA-256 of the decoded content, lowercase hex.
+    /// SHA-256 of the decoded content, lowercase hex; empty for parts that are not
+    /// attachments (file-hash outbreak rules match attachments only).
     pub sha256: String,
     /// Decoded text for `text/*` parts and for parts whose content is text or HTML (HTML is
     /// converted to its visible text). Not serialized.
@@ -594,7 +595,13 @@ impl Walker<'_> {
             attachment,
             size: body.len(),
             file_type,
-            sha256: hex(&Sha256::digest(body)),
+            // Hashing is the single largest cost of a large text body, and
+            // file-hash rules are about attachments: text bodies are not hashed.
+            sha256: if attachment {
+                hex(&Sha256::digest(body))
+            } else {
+                String::new()
+            },
             text,
             depth,
             archive,
