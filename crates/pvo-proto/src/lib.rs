@@ -7,6 +7,8 @@
 //! - [`address`]: classifies an envelope address as `smtp-proto` hands it over, so that the
 //!   relay decision sees the real domain and notices sender-specified routing (the percent
 //!   hack, bang paths, quoted `@`).
+//! - [`cpq`]: the CPQ extension commands (`XPVO-META`, `XPVO-CONTROL`) and their metadata
+//!   records between gateway and manager, specified in `docs/cpq.md`.
 //! - [`data`]: decodes the DATA phase. The end of data is recognised on the raw bytes only, so
 //!   no SMTP smuggling sequence can end a message early, and the body that comes out has no
 //!   bare CR or LF.
@@ -23,6 +25,7 @@
 #![forbid(unsafe_code)]
 
 pub mod address;
+pub mod cpq;
 pub mod data;
 pub mod dotstuff;
 pub mod line;
