@@ -7,7 +7,6 @@
 //! bounce never forwards content a filter may have wanted to stop.
 
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::envelope::Envelope;
 use crate::ids::Kind;
@@ -25,10 +24,7 @@ pub fn spawn_dsn(
         let mid = shared.ids.next(Kind::Mid);
         let cfg = shared.config();
         let text = build_dsn(&cfg.hostname, &orig, &rcpt, &reason, &body, mid);
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or(0);
+        let now = crate::clock::unix_now();
         let env = Envelope {
             mid,
             icid: 0,
@@ -144,10 +140,7 @@ pub fn spawn_notification(shared: Arc<Shared>, orig: Arc<Envelope>, to: String, 
             sender = orig.sender,
             why = why.replace(['\r', '\n'], " "),
         );
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or(0);
+        let now = crate::clock::unix_now();
         let env = Envelope {
             mid: 0,
             icid: 0,

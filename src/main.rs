@@ -8,6 +8,7 @@ mod admin;
 mod bounce;
 mod clamd;
 mod cli;
+mod clock;
 mod commands;
 mod config;
 mod config_store;

@@ -115,10 +115,7 @@ impl Counters {
     }
 
     pub fn reset(&self) {
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or(0);
+        let now = crate::clock::unix_now();
         *self.reset_base.lock().unwrap() = (Some(now), self.snapshot());
     }
 

@@ -14,7 +14,7 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
@@ -543,10 +543,7 @@ impl Manager {
         job.attempts += 1;
         let cfg = self.shared.config();
         let profile = &cfg.delivery.bounce;
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or(0);
+        let now = crate::clock::unix_now();
         let age = now.saturating_sub(job.env.received_at);
         let host = self.hosts.entry(job.domain.clone()).or_default();
         host.soft += job.rids.len() as u64;

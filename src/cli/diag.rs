@@ -114,9 +114,9 @@ mod tests {
                 json!({ "interface": "Data2", "timeout": 2, "host": "10.0.0.1", "port": 7025 }),
             ),
             (
-                &["tlsverify", "example.com", "127.0.0.1:7025"],
+                &["tlsverify", "example.com", "mx.example.com:7025"],
                 "tlsverify",
-                json!({ "interface": null, "timeout": 10, "domain": "example.com", "host": "127.0.0.1", "port": 7025 }),
+                json!({ "interface": null, "timeout": 10, "domain": "example.com", "host": "mx.example.com", "port": 7025 }),
             ),
             (
                 &[

@@ -6,7 +6,6 @@
 //! supports in these commands.
 
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde_json::json;
 use tokio::sync::oneshot;
@@ -17,12 +16,7 @@ use crate::mail_log::ctime;
 use crate::node::Shared;
 use crate::queue::{Event, HostStatus, QueuedRecipient, Removal, Selection};
 
-fn now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
-}
+use crate::clock::unix_now as now;
 
 /// The selection of `showrecipients` and friends: --host, --sender or --all.
 fn selection(args: &serde_json::Value) -> Result<Selection, Response> {

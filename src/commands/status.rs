@@ -2,7 +2,7 @@
 //! `suspenddel`/`resumedel`, `resetcounters`.
 
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use serde_json::json;
 use tokio::sync::oneshot;
@@ -14,12 +14,7 @@ use crate::mail_log::ctime;
 use crate::node::{CounterSet, Shared};
 use crate::queue::{Event, Gauges};
 
-fn now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
-}
+use crate::clock::unix_now as now;
 
 fn human_duration(secs: u64) -> String {
     let (d, h, m, s) = (secs / 86_400, secs / 3600 % 24, secs / 60 % 60, secs % 60);

@@ -11,7 +11,7 @@
 
 use std::path::Path;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use anyhow::{Context, Result};
 use pvo_quarantine::{
@@ -24,12 +24,7 @@ use crate::node::Shared;
 /// How often scheduled exits and the space quota are checked.
 const SWEEP_EVERY: Duration = Duration::from_secs(30);
 
-pub fn now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
-}
+pub(crate) use crate::clock::unix_now as now;
 
 #[derive(Clone)]
 pub struct LocalQuarantine {

@@ -18,7 +18,7 @@
 //! the full pipeline: held again is safe, passed unscanned is not.
 
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use pvo_quarantine::{Attachment, Hold, NewMessage, Reason, ReasonKind};
 use pvo_scan::mime::{Limits, ScannedMessage};
@@ -44,12 +44,7 @@ pub enum Stages {
     AntivirusOnly,
 }
 
-fn now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
-}
+use crate::clock::unix_now as now;
 
 /// Hands a freshly spooled message to scanning (or straight to delivery when
 /// no mail policy applies).

@@ -18,7 +18,7 @@
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use pvo_proto::address::{parse_mailbox, Mailbox};
 use pvo_proto::data::{DataDecoder, DataStatus};
@@ -654,10 +654,7 @@ impl Session {
         stored.extend_from_slice(received.as_bytes());
         stored.extend_from_slice(&body);
         drop(body);
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or(0);
+        let now = crate::clock::unix_now();
         let env = Envelope {
             mid,
             icid,
