@@ -37,6 +37,7 @@ pub fn spawn_dsn(
             size: text.len() as u64,
             outgoing: true,
             scanned: true,
+            cpq: None,
         };
         match shared.spool_message(&env, text).await {
             Ok(body) => {
@@ -153,6 +154,7 @@ pub fn spawn_notification(shared: Arc<Shared>, orig: Arc<Envelope>, to: String, 
             size: 0,
             outgoing: true,
             scanned: true,
+            cpq: None,
         };
         match shared.inject(&env, text.into_bytes(), true).await {
             Ok(mid) => shared.log.info(format!(
@@ -185,6 +187,7 @@ mod tests {
             size: 0,
             outgoing: false,
             scanned: false,
+            cpq: None,
         };
         let d = build_dsn(
             "gw.example.com",

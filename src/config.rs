@@ -121,6 +121,8 @@ pub struct RatEntry {
 pub enum ListenerType {
     Public,
     Private,
+    /// The hidden `cpq_listener`: CPQ (SMTP plus the XPVO commands) over mutual TLS.
+    Cpq,
 }
 
 #[derive(Debug, Clone, serde::Serialize)]
@@ -287,7 +289,78 @@ pub struct Config {
     pub limits: Limits,
     /// Mail policies and scanning engines (empty: no scanning).
     pub scanning: crate::scanning::ScanConfig,
+    pub role: Role,
+    /// Centralized quarantines (`[cpq]`): the gateway <-> manager link.
+    pub cpq: Option<Cpq>,
 }
+
+/// What a node is: a gateway (`pvo gateway run`) or a manager (`pvo manager run`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    Gateway,
+    Manager,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Gateway => "gateway",
+            Role::Manager => "manager",
+        }
+    }
+}
+
+/// Where a gateway keeps what its scans quarantine.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CpqMode {
+    /// In its own local quarantines.
+    Local,
+    /// On the manager (centralized PVO quarantines).
+    Central,
+}
+
+/// A gateway enrolled on a manager: where released messages go.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct EnrolledGateway {
+    pub id: String,
+    pub address: IpAddr,
+    pub port: u16,
+}
+
+/// `[cpq]`: this node's part in the centralized quarantines.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Cpq {
+    /// This node's name in the deployment (the CN of its certificate): a gateway id.
+    pub node_id: String,
+    /// The cpq_listener's interface (index into [`Config::interfaces`]).
+    pub interface: usize,
+    pub port: u16,
+    /// The deployment CA certificate, this node's certificate and key (`cpq::trust`).
+    pub dir: PathBuf,
+    /// Gateway: local or central quarantines.
+    pub mode: CpqMode,
+    /// Gateway: the manager's cpq_listener.
+    pub manager: Option<(String, u16)>,
+    /// Manager: the enrolled gateways.
+    pub gateways: Vec<EnrolledGateway>,
+    /// Manager: `cpq_quota`, the space the central quarantines may use (bytes).
+    pub quota: Option<u64>,
+}
+
+impl Cpq {
+    pub fn central(&self) -> bool {
+        self.mode == CpqMode::Central && self.manager.is_some()
+    }
+}
+
+/// The destination of messages waiting for the manager (gateway).
+pub const CPQ_HOST: &str = "the.cpq.host";
+/// The destination of released messages waiting for their gateway (manager).
+pub const CPQ_RELEASE_HOST: &str = "the.cpq.release.host";
+/// The hidden listener of both roles.
+pub const CPQ_LISTENER: &str = "cpq_listener";
 
 impl Config {
     /// Reads and validates a configuration file.
@@ -378,6 +451,29 @@ mod raw {
         pub dlp_policy: Vec<pvo_scan::dlp::DlpPolicy>,
         pub outbreak: Option<Outbreak>,
         pub quarantines: Option<Quarantines>,
+        pub cpq: Option<Cpq>,
+    }
+
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct Cpq {
+        pub node_id: Option<Spanned<String>>,
+        pub interface: Option<Spanned<String>>,
+        pub port: Option<Spanned<i64>>,
+        pub dir: Option<String>,
+        pub mode: Option<Spanned<String>>,
+        pub manager: Option<Spanned<String>>,
+        pub quota: Option<Spanned<i64>>,
+        #[serde(default)]
+        pub gateway: Vec<CpqGateway>,
+    }
+
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct CpqGateway {
+        pub id: Spanned<String>,
+        pub address: Spanned<String>,
+        pub port: Option<Spanned<i64>>,
     }
 
     #[derive(Deserialize)]
@@ -397,6 +493,7 @@ mod raw {
     pub struct Node {
         pub hostname: Option<Spanned<String>>,
         pub data_dir: Option<String>,
+        pub role: Option<Spanned<String>>,
     }
 
     #[derive(Deserialize)]
@@ -715,7 +812,20 @@ impl Validator<'_> {
         let node = raw.node.unwrap_or(raw::Node {
             hostname: None,
             data_dir: None,
+            role: None,
         });
+        let role = match node.role.as_ref().map(|r| r.get_ref().to_ascii_lowercase()) {
+            None => Role::Gateway,
+            Some(r) if r == "gateway" => Role::Gateway,
+            Some(r) if r == "manager" => Role::Manager,
+            Some(other) => {
+                return self.err(
+                    node.role.as_ref().map(|r| r.span()),
+                    "node.role",
+                    format!("\"{other}\" is not a role; allowed: \"gateway\", \"manager\""),
+                )
+            }
+        };
         let hostname = match &node.hostname {
             Some(h) => {
                 if pvo_proto::address::parse_mailbox(&format!("x@{}", h.get_ref())).is_err() {
@@ -1216,6 +1326,25 @@ impl Validator<'_> {
         if let Err(e) = scanning.validate() {
             return self.err(None, "scanning", e);
         }
+        if role == Role::Manager && !scanning.policies.is_empty() {
+            return self.err(None, "mail_policy", "a manager does not scan mail; allowed: mail policies on gateways only (remove [[mail_policy]] or set node.role = \"gateway\")");
+        }
+        let cpq = match raw.cpq {
+            None => None,
+            Some(c) => Some(self.cpq(
+                c,
+                role,
+                &hostname,
+                &data_dir,
+                &resolve,
+                &interfaces,
+                &mut policies,
+                &mut listeners,
+            )?),
+        };
+        if role == Role::Manager && cpq.is_none() {
+            return self.err(None, "cpq", "a manager needs a [cpq] section (its cpq_listener and enrolled gateways); allowed: see docs/manager.example.toml");
+        }
 
         Ok(Config {
             hostname,
@@ -1231,6 +1360,236 @@ impl Validator<'_> {
             logs,
             limits,
             scanning,
+            role,
+            cpq,
+        })
+    }
+
+    /// Validates `[cpq]` and adds the hidden `cpq_listener` (HAT: RELAYLIST of
+    /// the peers -> $RELAYED, ALL -> $BLOCKED; RAT: ALL -> ACCEPT).
+    #[allow(clippy::too_many_arguments)]
+    fn cpq(
+        &self,
+        c: raw::Cpq,
+        role: Role,
+        hostname: &str,
+        data_dir: &Path,
+        resolve: &dyn Fn(&str) -> PathBuf,
+        interfaces: &[Interface],
+        policies: &mut Vec<Policy>,
+        listeners: &mut Vec<Listener>,
+    ) -> Result<Cpq, ConfigError> {
+        let node_id = match &c.node_id {
+            Some(n) => {
+                if !pvo_proto::cpq::is_identifier(n.get_ref()) {
+                    return self.err(
+                        Some(n.span()),
+                        "cpq.node_id",
+                        format!(
+                            "\"{}\" is not a node id; allowed: 1-128 of A-Z a-z 0-9 . - _ :",
+                            n.get_ref()
+                        ),
+                    );
+                }
+                n.get_ref().clone()
+            }
+            None => hostname.to_string(),
+        };
+        let interface = match &c.interface {
+            Some(s) => interfaces
+                .iter()
+                .position(|x| x.name.eq_ignore_ascii_case(s.get_ref()))
+                .map_or_else(
+                    || {
+                        self.err(
+                            Some(s.span()),
+                            "cpq.interface",
+                            format!(
+                                "unknown interface \"{}\"; allowed: the name of an [[interface]]",
+                                s.get_ref()
+                            ),
+                        )
+                    },
+                    Ok,
+                )?,
+            None if interfaces.is_empty() => {
+                return self.err(
+                    None,
+                    "cpq.interface",
+                    "no [[interface]] for the cpq_listener; allowed: define one",
+                )
+            }
+            None => 0,
+        };
+        let port = self.int(&c.port, "cpq.port", 0, 65535, 7025)? as u16;
+        if port != 0
+            && listeners.iter().any(|l| {
+                l.port == port && interfaces[l.interface].address == interfaces[interface].address
+            })
+        {
+            return self.err(
+                c.port.as_ref().map(|p| p.span()),
+                "cpq.port",
+                format!(
+                    "another listener already uses {}:{port}; allowed: a free port (default 7025)",
+                    interfaces[interface].address
+                ),
+            );
+        }
+        let mode = match c.mode.as_ref().map(|m| m.get_ref().to_ascii_lowercase()) {
+            None => CpqMode::Local,
+            Some(m) if m == "local" => CpqMode::Local,
+            Some(m) if m == "central" => CpqMode::Central,
+            Some(other) => {
+                return self.err(
+                    c.mode.as_ref().map(|m| m.span()),
+                    "cpq.mode",
+                    format!("\"{other}\" is not a mode; allowed: \"local\", \"central\""),
+                )
+            }
+        };
+        let manager = match &c.manager {
+            None => None,
+            Some(m) => Some(parse_host_port(m.get_ref()).map_or_else(
+                || self.err(Some(m.span()), "cpq.manager", format!("\"{}\" is not HOST:PORT; allowed: the manager's cpq_listener such as \"10.10.10.1:7025\"", m.get_ref())),
+                Ok,
+            )?),
+        };
+        if role == Role::Gateway && mode == CpqMode::Central && manager.is_none() {
+            return self.err(
+                c.mode.as_ref().map(|m| m.span()),
+                "cpq.manager",
+                "central mode needs the manager's address; allowed: manager = \"HOST:PORT\"",
+            );
+        }
+        if role == Role::Manager && (mode == CpqMode::Central || manager.is_some()) {
+            return self.err(
+                c.mode.as_ref().or(c.manager.as_ref()).map(|m| m.span()),
+                "cpq.mode",
+                "mode and manager are gateway settings; allowed: remove them on a manager",
+            );
+        }
+        let mut gateways: Vec<EnrolledGateway> = Vec::new();
+        for (i, g) in c.gateway.iter().enumerate() {
+            let key = format!("cpq.gateway[{i}]");
+            if role != Role::Manager {
+                return self.err(Some(g.id.span()), key, "enrolled gateways belong in a manager's configuration; allowed: remove [[cpq.gateway]] on a gateway");
+            }
+            if !pvo_proto::cpq::is_identifier(g.id.get_ref()) {
+                return self.err(
+                    Some(g.id.span()),
+                    format!("{key}.id"),
+                    format!(
+                        "\"{}\" is not a gateway id; allowed: 1-128 of A-Z a-z 0-9 . - _ :",
+                        g.id.get_ref()
+                    ),
+                );
+            }
+            if gateways.iter().any(|x| x.id == *g.id.get_ref()) {
+                return self.err(
+                    Some(g.id.span()),
+                    format!("{key}.id"),
+                    format!(
+                        "gateway \"{}\" is enrolled twice; allowed: unique ids",
+                        g.id.get_ref()
+                    ),
+                );
+            }
+            let address: IpAddr = g.address.get_ref().parse().or_else(|_| {
+                self.err(Some(g.address.span()), format!("{key}.address"), format!("\"{}\" is not an IP address; allowed: the gateway's cpq_listener address such as \"10.10.20.1\"", g.address.get_ref()))
+            })?;
+            let port = self.int(&g.port, &format!("{key}.port"), 1, 65535, 7025)? as u16;
+            gateways.push(EnrolledGateway {
+                id: g.id.get_ref().clone(),
+                address,
+                port,
+            });
+        }
+        let quota = match &c.quota {
+            Some(_) => Some(self.int(&c.quota, "cpq.quota", 1 << 20, 1 << 50, 1 << 30)? as u64),
+            None => None,
+        };
+        let dir = c
+            .dir
+            .as_deref()
+            .map(resolve)
+            .unwrap_or_else(|| data_dir.join("cpq"));
+
+        // The hidden listener and the two policies its HAT names.
+        let mut policy = |name: &str, behavior: Behavior| -> Result<usize, ConfigError> {
+            if let Some(i) = policies
+                .iter()
+                .position(|p| p.name.eq_ignore_ascii_case(name))
+            {
+                if policies[i].behavior != behavior {
+                    return self.err(None, format!("policy {name}"), format!("the cpq_listener needs policy ${name} with behavior \"{}\"; allowed: rename your policy {name}", behavior.as_str()));
+                }
+                return Ok(i);
+            }
+            policies.push(Policy {
+                name: name.to_string(),
+                behavior,
+                max_message_size: 1 << 30,
+                max_recipients: 100_000,
+                max_concurrency: 1000,
+            });
+            Ok(policies.len() - 1)
+        };
+        let relayed = policy("RELAYED", Behavior::Relay)?;
+        let blocked = policy("BLOCKED", Behavior::Reject)?;
+        if listeners
+            .iter()
+            .any(|l| l.name.eq_ignore_ascii_case(CPQ_LISTENER))
+        {
+            return self.err(None, "listener", "\"cpq_listener\" is reserved for the hidden CPQ listener; allowed: any other name ([cpq] configures it)");
+        }
+        let peers: Vec<SenderPattern> = match role {
+            Role::Manager => gateways
+                .iter()
+                .map(|g| SenderPattern::Net(IpNet::from(g.address)))
+                .collect(),
+            Role::Gateway => {
+                // The manager by address, or by name once resolved at connect time.
+                manager
+                    .iter()
+                    .filter_map(|(h, _)| h.parse::<IpAddr>().ok())
+                    .map(|ip| SenderPattern::Net(IpNet::from(ip)))
+                    .collect()
+            }
+        };
+        let mut hat = Vec::new();
+        if !peers.is_empty() {
+            hat.push(HatEntry {
+                group: "RELAYLIST".into(),
+                senders: peers,
+                policy: relayed,
+            });
+        }
+        hat.push(HatEntry {
+            group: "ALL".into(),
+            senders: vec![SenderPattern::All],
+            policy: blocked,
+        });
+        listeners.push(Listener {
+            name: CPQ_LISTENER.to_string(),
+            interface,
+            port,
+            kind: ListenerType::Cpq,
+            hat,
+            rat: vec![RatEntry {
+                recipients: vec!["ALL".into()],
+                action: RatAction::Accept,
+            }],
+        });
+        Ok(Cpq {
+            node_id,
+            interface,
+            port,
+            dir,
+            mode,
+            manager,
+            gateways,
+            quota,
         })
     }
 

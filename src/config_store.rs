@@ -642,6 +642,37 @@ impl Doc {
         item.as_array_of_tables_mut().ok_or_else(|| format!("the {key} of listener \"{listener}\" must be written as [[listener.{key}]] tables to be edited by this command"))
     }
 
+    /// Enrolls a gateway on a manager (`[[cpq.gateway]]`), or updates the
+    /// address and port of the gateway of that id.
+    pub fn cpq_gateway_set(
+        &mut self,
+        id: &str,
+        address: &str,
+        port: u16,
+    ) -> std::result::Result<(), String> {
+        let t = self.table(&["cpq"])?;
+        let item = t
+            .entry("gateway")
+            .or_insert(Item::ArrayOfTables(ArrayOfTables::new()));
+        let a = item
+            .as_array_of_tables_mut()
+            .ok_or("`cpq.gateway` must be written as [[cpq.gateway]] tables")?;
+        if let Some(g) = a
+            .iter_mut()
+            .find(|t| t.get("id").and_then(|v| v.as_str()) == Some(id))
+        {
+            set(g, "address", address);
+            set(g, "port", i64::from(port));
+            return Ok(());
+        }
+        let mut g = Table::new();
+        set(&mut g, "id", id);
+        set(&mut g, "address", address);
+        set(&mut g, "port", i64::from(port));
+        a.push(g);
+        Ok(())
+    }
+
     /// Adds a sender group, or replaces the senders and policy of the group
     /// of that name. A new group goes before the first catch-all group (one
     /// whose senders include "ALL"), since the first matching group wins.

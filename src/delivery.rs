@@ -33,20 +33,70 @@ const DATA_REPLY_TIMEOUT: Duration = Duration::from_secs(600);
 
 pub fn spawn_connection(shared: Arc<Shared>, domain: String, job: Job) {
     tokio::spawn(async move {
-        run_connection(&shared, &domain, job).await;
+        let mut job = job;
+        // A connection to `the.cpq.release.host` serves one gateway; a job
+        // for another gateway continues on a new connection of this task.
+        while let Some(next) = run_connection(&shared, &domain, job).await {
+            job = next;
+        }
         shared.queue.send(Event::ConnClosed { domain });
     });
 }
 
-async fn run_connection(shared: &Arc<Shared>, domain: &str, job: Job) {
+/// The gateway a release job goes to.
+fn release_gateway(job: &Job) -> Option<&str> {
+    match &job.env.cpq {
+        Some(crate::envelope::CpqTag::Release(r)) => Some(&r.gateway_id),
+        _ => None,
+    }
+}
+
+/// The CPQ peer of a job under `the.cpq.host` / `the.cpq.release.host`.
+fn cpq_hop(
+    cfg: &crate::config::Config,
+    domain: &str,
+    job: &Job,
+) -> Option<Result<(String, u16), String>> {
+    if domain == crate::config::CPQ_HOST {
+        return Some(match cfg.cpq.as_ref().and_then(|c| c.manager.clone()) {
+            Some(m) if cfg.cpq.as_ref().is_some_and(|c| c.central()) => Ok(m),
+            _ => Err("this gateway has no manager configured ([cpq] mode = \"central\" and manager = \"HOST:PORT\")".into()),
+        });
+    }
+    if domain == crate::config::CPQ_RELEASE_HOST {
+        let gw = release_gateway(job).unwrap_or_default();
+        return Some(
+            cfg.cpq
+                .as_ref()
+                .and_then(|c| c.gateways.iter().find(|g| g.id == gw))
+                .map(|g| (g.address.to_string(), g.port))
+                .ok_or_else(|| {
+                    format!("gateway {gw} is not enrolled on this manager ([[cpq.gateway]])")
+                }),
+        );
+    }
+    None
+}
+
+async fn run_connection(shared: &Arc<Shared>, domain: &str, job: Job) -> Option<Job> {
     let cfg = shared.config();
     let opened_with = cfg.clone();
-    let target = match &job.redirect {
-        Some((h, p)) => Some(RouteTarget::Hosts(vec![(h.clone(), *p)])),
-        None => cfg.route(domain).map(|r| r.target.clone()),
+    let cpq = match cpq_hop(&cfg, domain, &job) {
+        None => None,
+        Some(Ok(hop)) => Some(hop),
+        Some(Err(error)) => {
+            shared.queue.send(Event::ConnFailed { job, error });
+            return None;
+        }
+    };
+    let target = match (&job.redirect, &cpq) {
+        (_, Some(hop)) => Some(RouteTarget::Hosts(vec![hop.clone()])),
+        (Some((h, p)), None) => Some(RouteTarget::Hosts(vec![(h.clone(), *p)])),
+        (None, None) => cfg.route(domain).map(|r| r.target.clone()),
     };
     if let Some(RouteTarget::Maildir(dir)) = target {
-        return run_maildir(shared, &dir, job).await;
+        run_maildir(shared, &dir, job).await;
+        return None;
     }
     let hops: Vec<(String, u16)> = match target {
         Some(RouteTarget::Hosts(h)) => h,
@@ -70,22 +120,34 @@ async fn run_connection(shared: &Arc<Shared>, domain: &str, job: Job) {
                     outcomes,
                     next: None,
                 });
-                return;
+                return None;
             }
             Ok(h) => h.into_iter().map(|h| (h.host, h.port)).collect(),
             Err(e) => {
                 shared.queue.send(Event::ConnFailed { job, error: e });
-                return;
+                return None;
             }
         },
     };
-    let tls_mode = cfg
-        .destination(domain)
-        .map_or(cfg.tls_outbound.default, |d| d.tls);
-    let bind = cfg
-        .delivery
-        .default_interface
-        .map(|i| cfg.interfaces[i].address);
+    // CPQ is always TLS with a verified peer (mutual TLS, `cpq::trust`).
+    let tls_mode = if cpq.is_some() {
+        TlsMode::RequiredVerify
+    } else {
+        cfg.destination(domain)
+            .map_or(cfg.tls_outbound.default, |d| d.tls)
+    };
+    // A manager delivers releases from the interface of its cpq_listener (the
+    // address gateways know it by); everything else leaves from the default
+    // delivery interface (`deliveryconfig`).
+    let bind = match (&cpq, cfg.role, &cfg.cpq) {
+        (Some(_), crate::config::Role::Manager, Some(c)) => {
+            Some(cfg.interfaces[c.interface].address)
+        }
+        _ => cfg
+            .delivery
+            .default_interface
+            .map(|i| cfg.interfaces[i].address),
+    };
     let max_per_conn = cfg.delivery.max_messages_per_connection;
     let helo = cfg.default_interface_hostname();
     drop(cfg);
@@ -96,7 +158,7 @@ async fn run_connection(shared: &Arc<Shared>, domain: &str, job: Job) {
             Ok(x) => x,
             Err(error) => {
                 shared.queue.send(Event::ConnFailed { job, error });
-                return;
+                return None;
             }
         };
         let dcid = shared.ids.next(Kind::Dcid);
@@ -113,6 +175,7 @@ async fn run_connection(shared: &Arc<Shared>, domain: &str, job: Job) {
             io: BufReader::new(Box::new(stream) as Box<dyn Io>),
             dcid,
             ext: Extensions::default(),
+            cpq: cpq.is_some(),
         };
         match client
             .start(shared, &helo, tls_mode, &server_name, domain)
@@ -130,7 +193,7 @@ async fn run_connection(shared: &Arc<Shared>, domain: &str, job: Job) {
             Err(Failure::Temp(e)) | Err(Failure::TlsFallback(e)) => {
                 shared.log.info(format!("DCID {dcid} close"));
                 shared.queue.send(Event::ConnFailed { job, error: e });
-                return;
+                return None;
             }
         }
     };
@@ -138,6 +201,7 @@ async fn run_connection(shared: &Arc<Shared>, domain: &str, job: Job) {
 
     let mut job = job;
     let mut sent = 0usize;
+    let mut leftover = None;
     loop {
         let result = client.deliver(shared, &job).await;
         sent += 1;
@@ -159,6 +223,7 @@ async fn run_connection(shared: &Arc<Shared>, domain: &str, job: Job) {
             break;
         }
         let (tx, rx) = oneshot::channel();
+        let peer = release_gateway(&job).map(str::to_string);
         shared.queue.send(Event::JobDone {
             job,
             dcid,
@@ -166,6 +231,10 @@ async fn run_connection(shared: &Arc<Shared>, domain: &str, job: Job) {
             next: Some(tx),
         });
         match wait_next(rx).await {
+            Some(next) if release_gateway(&next) != peer.as_deref() => {
+                leftover = Some(next);
+                break;
+            }
             Some(next) => job = next,
             None => break,
         }
@@ -174,6 +243,7 @@ async fn run_connection(shared: &Arc<Shared>, domain: &str, job: Job) {
         tracing::debug!(dcid, "QUIT failed");
     }
     shared.log.info(format!("DCID {dcid} close"));
+    leftover
 }
 
 /// Waits a short while for another job; closing the receiver first and then
@@ -254,6 +324,9 @@ struct Extensions {
     starttls: bool,
     size: bool,
     eight_bit: bool,
+    /// `XPVO-META 1` (and `XPVO-RELEASE 1` on a gateway) advertised.
+    cpq_meta: bool,
+    cpq_release: bool,
 }
 
 enum Failure {
@@ -277,6 +350,8 @@ struct Client {
     io: BufReader<Box<dyn Io>>,
     dcid: u64,
     ext: Extensions,
+    /// A CPQ connection: mutual TLS with the deployment certificates.
+    cpq: bool,
 }
 
 impl Client {
@@ -343,7 +418,15 @@ impl Client {
                     "STARTTLS" => self.ext.starttls = true,
                     "SIZE" => self.ext.size = true,
                     "8BITMIME" => self.ext.eight_bit = true,
-                    _ => {}
+                    _ => match pvo_proto::cpq::parse_ehlo_keyword(l.trim()) {
+                        Some((pvo_proto::cpq::Extension::Meta, v)) if v.contains(&1) => {
+                            self.ext.cpq_meta = true
+                        }
+                        Some((pvo_proto::cpq::Extension::Release, v)) if v.contains(&1) => {
+                            self.ext.cpq_release = true
+                        }
+                        _ => {}
+                    },
                 }
             }
             return Ok(());
@@ -406,7 +489,16 @@ impl Client {
             return Ok(());
         }
         let configs = shared.tls_clients();
-        let cfg = if tls.verify() {
+        let cfg = if self.cpq {
+            match shared.cpq_tls() {
+                Some(t) => t.client.clone(),
+                None => {
+                    return Err(Failure::Temp(
+                        "no CPQ certificate on this node (enroll it)".into(),
+                    ))
+                }
+            }
+        } else if tls.verify() {
             configs.verify.clone()
         } else {
             configs.opportunistic.clone()
@@ -470,9 +562,55 @@ impl Client {
             .map(|r| r.to_string())
             .collect::<Vec<_>>()
             .join(", ");
-        shared.log.info(format!(
-            "Delivery start DCID {dcid} MID {mid} to RID [{rids}]"
-        ));
+        let cpq = match &job.env.cpq {
+            None => None,
+            Some(tag) => {
+                let release = matches!(tag, crate::envelope::CpqTag::Release(_));
+                if !self.ext.cpq_meta || (release && !self.ext.cpq_release) {
+                    return Ok(vec![
+                        RcptOutcome::Temp(
+                            "the peer does not offer XPVO-META 1 (is it a PVO cpq_listener?)"
+                                .into()
+                        );
+                        job.rids.len()
+                    ]);
+                }
+                let node_id = shared
+                    .config()
+                    .cpq
+                    .as_ref()
+                    .map(|c| c.node_id.clone())
+                    .unwrap_or_default();
+                let line = match crate::cpq::records::meta_line(&node_id, &job.env) {
+                    Ok(l) => l,
+                    Err(e) => return Ok(vec![RcptOutcome::Temp(e); job.rids.len()]),
+                };
+                Some((release, line))
+            }
+        };
+        match &cpq {
+            Some((false, _)) => shared.log.info(format!(
+                "Delivery start DCID {dcid} MID {mid} to RID [{rids}] to Centralized Policy Quarantine"
+            )),
+            Some((true, _)) => shared.log.info(format!(
+                "Delivery start DCID {dcid} MID {mid} to RID [{rids}] to gateway {} (released from the Centralized Policy Quarantine)",
+                release_gateway(job).unwrap_or_default()
+            )),
+            None => shared.log.info(format!(
+                "Delivery start DCID {dcid} MID {mid} to RID [{rids}]"
+            )),
+        }
+        if let Some((_, line)) = &cpq {
+            let r = self.command(line).await?;
+            if r.code != 250 {
+                shared.log.info(format!(
+                    "DCID {dcid} MID {mid} XPVO-META refused: {}",
+                    r.line()
+                ));
+                self.command("RSET\r\n").await?;
+                return Ok(vec![outcome_of(&r); job.rids.len()]);
+            }
+        }
         let mut mail = format!("MAIL FROM:<{}>", job.env.sender);
         if self.ext.size {
             mail.push_str(&format!(" SIZE={}", body.len()));
@@ -560,10 +698,22 @@ impl Client {
             }
         }
         if !done_rids.is_empty() {
+            let what = match &cpq {
+                Some((false, _)) => " (centralized policy quarantine)",
+                Some((true, _)) => " (released to its gateway)",
+                None => "",
+            };
             shared.log.info(format!(
-                "Message done DCID {dcid} MID {mid} to RID [{}]",
+                "Message done DCID {dcid} MID {mid} to RID [{}]{what}",
                 done_rids.join(", ")
             ));
+            if cpq.is_some() {
+                shared.log.info(format!(
+                    "MID {mid} RID [{}] Response '{}'",
+                    done_rids.join(", "),
+                    fin.text
+                ));
+            }
         }
         Ok(outcomes.into_iter().map(|o| o.unwrap()).collect())
     }

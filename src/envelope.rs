@@ -32,6 +32,60 @@ pub struct Envelope {
     /// stage that produced it): goes straight to delivery.
     #[serde(default)]
     pub scanned: bool,
+    /// A CPQ message: all recipients go to `the.cpq.host` (gateway -> manager)
+    /// or `the.cpq.release.host` (manager -> gateway) with this record.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpq: Option<CpqTag>,
+}
+
+/// What a CPQ message carries besides its envelope (see `docs/cpq.md`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub enum CpqTag {
+    /// Gateway: a quarantined message on its way to the manager.
+    Transfer(TransferTag),
+    /// Manager: a released message on its way back to its gateway.
+    Release(ReleaseTag),
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct TransferTag {
+    pub transfer_id: String,
+    pub quarantines: Vec<HoldTag>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct HoldTag {
+    pub quarantine: String,
+    /// `content-filter`, `dlp-policy`, `virus`, `outbreak-rule` or `other`.
+    pub reason: String,
+    pub reason_name: String,
+    pub threat: u8,
+    pub exit: Option<u64>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ReleaseTag {
+    pub release_id: String,
+    pub gateway_id: String,
+    pub gateway_mid: u64,
+    pub released_by: Vec<String>,
+    /// (kind, value) pairs: `subject-prepend`, `subject-append`, `header` (value
+    /// `Name: value`), `strip-attachments`.
+    pub actions: Vec<(String, String)>,
+    /// The message's id in the manager's store.
+    pub msg_id: u64,
+}
+
+impl Envelope {
+    /// The queue destination of every recipient, when it is not the
+    /// recipient's domain.
+    pub fn fixed_destination(&self) -> Option<&'static str> {
+        match &self.cpq {
+            Some(CpqTag::Transfer(_)) => Some(crate::config::CPQ_HOST),
+            Some(CpqTag::Release(_)) => Some(crate::config::CPQ_RELEASE_HOST),
+            None => None,
+        }
+    }
 }
 
 impl Envelope {
@@ -72,6 +126,9 @@ pub enum Update {
     /// The message passed the scanning pipeline: after a restart it goes to
     /// delivery without being scanned again.
     Scanned,
+    /// The message was quarantined in central mode: it goes to the manager
+    /// (also after a restart) instead of its recipients.
+    Cpq(CpqTag),
 }
 
 impl Update {
@@ -109,6 +166,7 @@ mod tests {
             size: 10,
             outgoing: false,
             scanned: false,
+            cpq: None,
         };
         assert_eq!(Envelope::decode(&e.encode()).unwrap(), e);
         let u = Update::Rcpt {

@@ -12,6 +12,7 @@ mod clock;
 mod commands;
 mod config;
 mod config_store;
+mod cpq;
 mod delivery;
 mod diag;
 mod dns;
@@ -55,7 +56,12 @@ enum Command {
         #[command(subcommand)]
         action: GatewayAction,
     },
-    /// Write a default configuration under --dir (once) and run a gateway on loopback.
+    /// Run a manager node (central quarantines), or enroll a gateway on it.
+    Manager {
+        #[command(subcommand)]
+        action: ManagerAction,
+    },
+    /// Write default configurations under --dir (once) and run a gateway and a manager on loopback.
     Quickstart(quickstart::Args),
     /// Scan files (or stdin) with a clamd, the way the gateway does: prints each verdict.
     Avscan {
@@ -204,6 +210,40 @@ enum GatewayAction {
     },
 }
 
+#[derive(Subcommand)]
+enum ManagerAction {
+    /// Run a manager from a configuration file (node.role = "manager").
+    Run {
+        #[arg(long)]
+        config: PathBuf,
+    },
+    /// Check a configuration file and exit.
+    Check {
+        #[arg(long)]
+        config: PathBuf,
+    },
+    /// Enroll a gateway: issue its CPQ certificate (deployment CA of this manager) into
+    /// --out, and add it to the manager's enrolled gateways (pending until `commit` when
+    /// the manager runs).
+    Enroll {
+        /// The manager's configuration file.
+        #[arg(long)]
+        config: PathBuf,
+        /// The gateway's id (its [cpq] node_id).
+        gateway_id: String,
+        /// The address of the gateway's cpq_listener (released messages go there).
+        #[arg(long)]
+        address: std::net::IpAddr,
+        /// The port of the gateway's cpq_listener.
+        #[arg(long, default_value_t = 7025)]
+        port: u16,
+        /// Where to write the gateway's certificate, key and the CA certificate (the
+        /// gateway's [cpq] dir, by default DATA_DIR/cpq).
+        #[arg(long)]
+        out: PathBuf,
+    },
+}
+
 fn main() {
     let cli = Cli::parse();
     tracing_subscriber::fmt()
@@ -216,12 +256,38 @@ fn main() {
     let result = match cli.command {
         Command::Gateway {
             action: GatewayAction::Run { config },
-        } => run_node(&config, None),
+        } => run_node(&config, config::Role::Gateway, None),
         Command::Gateway {
             action: GatewayAction::Check { config },
         } => config::Config::load(&config)
             .map(|_| println!("{}: configuration is valid", config.display()))
             .map_err(anyhow::Error::from),
+        Command::Manager {
+            action: ManagerAction::Run { config },
+        } => run_node(&config, config::Role::Manager, None),
+        Command::Manager {
+            action: ManagerAction::Check { config },
+        } => config::Config::load(&config)
+            .map(|_| println!("{}: configuration is valid", config.display()))
+            .map_err(anyhow::Error::from),
+        Command::Manager {
+            action:
+                ManagerAction::Enroll {
+                    config,
+                    gateway_id,
+                    address,
+                    port,
+                    out,
+                },
+        } => cpq::enroll::run(
+            &config,
+            &cli.dir,
+            &gateway_id,
+            address,
+            port,
+            &out,
+            cli.json,
+        ),
         Command::Quickstart(args) => quickstart::run(args),
         Command::Avscan {
             clamd,
@@ -297,7 +363,10 @@ fn admin_command(dir: &std::path::Path, json: bool, cmd: Command) -> Result<()> 
         Command::Config(c) => c.to_request()?,
         Command::Diag(c) => c.to_request()?,
         Command::Quarantine(c) => c.to_request()?,
-        Command::Gateway { .. } | Command::Quickstart(_) | Command::Avscan { .. } => {
+        Command::Gateway { .. }
+        | Command::Manager { .. }
+        | Command::Quickstart(_)
+        | Command::Avscan { .. } => {
             unreachable!("handled in main")
         }
     };
@@ -363,9 +432,22 @@ fn avscan(addr: &str, timeout: u64, files: &[PathBuf], json: bool) -> Result<()>
 }
 
 /// Loads the configuration, starts the node and runs until SIGTERM/SIGINT.
-pub fn run_node(path: &std::path::Path, banner: Option<&dyn Fn(&node::Node)>) -> Result<()> {
+pub fn run_node(
+    path: &std::path::Path,
+    want: config::Role,
+    banner: Option<&dyn Fn(&node::Node)>,
+) -> Result<()> {
     let cfg =
         config::Config::load(path).map_err(|e| anyhow::anyhow!("configuration error: {e}"))?;
+    if cfg.role != want {
+        anyhow::bail!(
+            "{} is a {} configuration (node.role); run it with `pvo {} run --config {}`",
+            path.display(),
+            cfg.role.as_str(),
+            cfg.role.as_str(),
+            path.display()
+        );
+    }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

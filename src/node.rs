@@ -150,7 +150,10 @@ pub struct Shared {
     disconnect_gen: AtomicU64,
     scanner: RwLock<Arc<crate::scanning::Scanner>>,
     outbreak: RwLock<Option<Arc<pvo_scan::outbreak::OutbreakRules>>>,
+    /// The local quarantines (gateway) or the central store (manager).
     pub local_quarantine: crate::scanning::local_quarantine::LocalQuarantine,
+    cpq_tls: RwLock<Option<Arc<crate::cpq::CpqTls>>>,
+    pub cpq: crate::cpq::State,
 }
 
 impl Shared {
@@ -166,6 +169,11 @@ impl Shared {
 
     pub fn tls_clients(&self) -> Arc<ClientConfigs> {
         self.tls_clients.read().unwrap().clone()
+    }
+
+    /// The CPQ mutual-TLS configurations (when `[cpq]` is configured).
+    pub fn cpq_tls(&self) -> Option<Arc<crate::cpq::CpqTls>> {
+        self.cpq_tls.read().unwrap().clone()
     }
 
     pub fn scanner(&self) -> Arc<crate::scanning::Scanner> {
@@ -266,6 +274,14 @@ impl Shared {
         }
         let tls_server = crate::tls::server_config(&new)?;
         let tls_clients = crate::tls::client_configs(&new)?;
+        if new.role != old.role {
+            anyhow::bail!(
+                "node.role cannot change on a running node (it is {}, the new configuration says {})",
+                old.role.as_str(),
+                new.role.as_str()
+            );
+        }
+        let cpq_tls = crate::cpq::load_tls(&new)?.map(Arc::new);
         let scanner = crate::scanning::Scanner::new(&new.scanning)
             .map_err(|e| anyhow::anyhow!("scanning configuration: {e}"))?;
         let outbreak = match &new.scanning.outbreak_rules {
@@ -290,6 +306,15 @@ impl Shared {
         }
         *self.config.write().unwrap() = Arc::new(new.clone());
         *self.tls_server.write().unwrap() = tls_server;
+        *self.cpq_tls.write().unwrap() = cpq_tls;
+        if new.cpq.is_some() && new.role == crate::config::Role::Gateway {
+            let _ = self
+                .cpq
+                .ledger
+                .set(crate::cpq::gateway::ReleaseLedger::open(
+                    &new.data_dir.join("cpq"),
+                )?);
+        }
         *self.scanner.write().unwrap() = Arc::new(scanner);
         if let Some(rules) = outbreak {
             self.set_outbreak_rules(rules);
@@ -361,10 +386,29 @@ impl Node {
             )),
             None => None,
         };
+        let quota = match (&config.role, &config.cpq) {
+            (crate::config::Role::Manager, Some(c)) => c.quota,
+            _ => config.scanning.quarantine_quota,
+        };
         let local_quarantine = crate::scanning::local_quarantine::LocalQuarantine::open(
             &config.data_dir.join("quarantine"),
-            config.scanning.quarantine_quota,
+            quota,
         )?;
+        let cpq_tls = crate::cpq::load_tls(&config)?.map(Arc::new);
+        let cpq = crate::cpq::State::default();
+        match config.role {
+            crate::config::Role::Manager => {
+                let _ = cpq
+                    .inbox
+                    .set(crate::cpq::manager::Inbox::start(local_quarantine.store()));
+            }
+            crate::config::Role::Gateway if config.cpq.is_some() => {
+                let _ = cpq.ledger.set(crate::cpq::gateway::ReleaseLedger::open(
+                    &config.data_dir.join("cpq"),
+                )?);
+            }
+            crate::config::Role::Gateway => {}
+        }
         let tls_server = crate::tls::server_config(&config)?;
         let tls_clients = crate::tls::client_configs(&config)?;
         let (queue, rx) = queue::channel();
@@ -386,6 +430,8 @@ impl Node {
             scanner: RwLock::new(Arc::new(scanner)),
             outbreak: RwLock::new(outbreak),
             local_quarantine,
+            cpq_tls: RwLock::new(cpq_tls),
+            cpq,
         });
         {
             let shared = shared.clone();
@@ -397,9 +443,10 @@ impl Node {
             });
         }
         shared.log.info(format!(
-            "PVO {} starting on {}",
+            "PVO {} starting on {} ({})",
             env!("CARGO_PKG_VERSION"),
-            config.hostname
+            config.hostname,
+            config.role.as_str()
         ));
 
         let mut recovered_count = 0usize;
@@ -414,11 +461,16 @@ impl Node {
             let mut done = Vec::new();
             let mut redirect = None;
             let mut scanned = false;
+            let mut env = env;
             for u in &m.updates {
                 match Update::decode(u) {
                     Ok(Update::Rcpt { rid, state }) => done.push((rid, state)),
                     Ok(Update::Redirect { host, port }) => redirect = Some((host, port)),
                     Ok(Update::Scanned) => scanned = true,
+                    Ok(Update::Cpq(tag)) => {
+                        env.cpq = Some(tag);
+                        scanned = true;
+                    }
                     Err(e) => shared.log.warning(format!(
                         "MID {} has an unreadable progress record in the spool ({e}); ignored",
                         m.mid

@@ -430,9 +430,10 @@ impl Manager {
             if state[rid].is_some() {
                 continue;
             }
-            let d = match &redirect {
-                Some((host, _)) => host.to_ascii_lowercase(),
-                None => domain_of(rcpt),
+            let d = match (&redirect, env.fixed_destination()) {
+                (_, Some(fixed)) => fixed.to_string(),
+                (Some((host, _)), None) => host.to_ascii_lowercase(),
+                (None, None) => domain_of(rcpt),
             };
             match by_domain.iter_mut().find(|(x, _)| *x == d) {
                 Some((_, v)) => v.push(rid as u32),
@@ -493,6 +494,9 @@ impl Manager {
             {
                 RcptOutcome::Delivered => delivered.push(*rid),
                 RcptOutcome::Temp(_) => temp = true,
+                // A CPQ transfer or release is never bounced to the sender:
+                // a refusal is logged and retried until an administrator acts.
+                RcptOutcome::Perm(_) if job.env.cpq.is_some() => temp = true,
                 RcptOutcome::Perm(reason) => {
                     log.info(format!("Bounced: DCID {dcid} MID {mid} to RID {rid} - Bounced by destination server with response: {reason}"));
                     self.hosts.entry(job.domain.clone()).or_default().hard += 1;
@@ -529,7 +533,9 @@ impl Manager {
                 .msgs
                 .get(&mid)
                 .is_some_and(|m| m.state.get(*rid as usize).is_some_and(Option::is_none));
-            if let (Some(RcptOutcome::Temp(r)), true) = (outcomes.get(i), pending) {
+            if let (Some(RcptOutcome::Temp(r) | RcptOutcome::Perm(r)), true) =
+                (outcomes.get(i), pending)
+            {
                 keep.push(*rid);
                 if reason.is_empty() {
                     reason = r.clone();
@@ -551,7 +557,8 @@ impl Manager {
             .counters
             .soft_bounced
             .fetch_add(job.rids.len() as u64, std::sync::atomic::Ordering::Relaxed);
-        if age >= profile.max_queue_lifetime || job.attempts > profile.max_retries {
+        let cpq = job.env.cpq.is_some();
+        if !cpq && (age >= profile.max_queue_lifetime || job.attempts > profile.max_retries) {
             let why = if age >= profile.max_queue_lifetime {
                 format!(
                     "message exceeded the queue lifetime of {} hours",
@@ -585,10 +592,16 @@ impl Manager {
         self.shared.log.info(format!(
             "Delayed: DCID {dcid} MID {mid} to RID [{rids}] - {reason}"
         ));
-        let backoff = profile
-            .initial_retry
+        // The manager (or a gateway) coming back should not wait an hour:
+        // CPQ retries start at 5 s and stay at most a minute apart.
+        let (first, most) = if cpq {
+            (profile.initial_retry.min(5), profile.max_retry.min(60))
+        } else {
+            (profile.initial_retry, profile.max_retry)
+        };
+        let backoff = first
             .saturating_mul(1u64 << (job.attempts - 1).min(20))
-            .min(profile.max_retry);
+            .min(most);
         host.deferred_rcpts += job.rids.len();
         host.last_error = Some(reason);
         self.retry_seq += 1;
@@ -784,7 +797,19 @@ impl Manager {
     }
 
     fn redirect(&mut self, host: &str, port: u16) -> usize {
-        let jobs = self.take_jobs(&Selection::All);
+        // CPQ messages go only to their manager or gateway: never redirected.
+        let (jobs, cpq): (Vec<Job>, Vec<Job>) = self
+            .take_jobs(&Selection::All)
+            .into_iter()
+            .partition(|j| j.env.cpq.is_none());
+        for job in cpq {
+            self.dirty.insert(job.domain.clone());
+            self.hosts
+                .entry(job.domain.clone())
+                .or_default()
+                .ready
+                .push_back(job);
+        }
         let key = host.to_ascii_lowercase();
         let mut n = 0;
         let mut recorded = HashSet::new();

@@ -1,8 +1,14 @@
-//! `pvo quickstart`: a working node on loopback with one command.
+//! `pvo quickstart`: a working gateway and manager on loopback with one command.
 //!
-//! The first run writes `DIR/pvo.toml` from the flags; later runs on the same
-//! directory reuse that file (and the spool beside it), so the node that comes
-//! back is the same node with its queue intact. Edit the file to change it.
+//! The first run writes `DIR/gateway/pvo.toml` and `DIR/manager/pvo.toml` from
+//! the flags, creates the deployment CA on the manager and enrolls the gateway
+//! (its certificate in `DIR/gateway/cpq/`); later runs on the same directory
+//! reuse all of it (and the spools beside them), so the nodes that come back
+//! are the same nodes with their queues intact. Edit the files to change them.
+//! The gateway is centralized: what it quarantines goes to the manager
+//! (`the.cpq.host`, port 7025 on 127.0.0.2), and a release on the manager comes
+//! back to the gateway's cpq_listener (127.0.0.1:7025) and is delivered.
+//! Commands pick a node with `--dir DIR/gateway` or `--dir DIR/manager`.
 //!
 //! The default configuration includes a scanning demo — a content filter for subjects
 //! containing `[quarantine-test]` and the DLP payment-card detector, both sending to the
@@ -26,7 +32,15 @@ pub struct Args {
     /// The domain accepted from anyone.
     #[arg(long, default_value = "example.com")]
     domain: String,
+    /// The CPQ port of both cpq_listeners (manager on 127.0.0.2, gateway on 127.0.0.1).
+    #[arg(long, default_value_t = 7025)]
+    cpq_port: u16,
 }
+
+/// The manager's address on loopback.
+const MANAGER_IP: &str = "127.0.0.2";
+/// The gateway's id in the deployment.
+const GATEWAY_ID: &str = "gw1";
 
 /// The subject text the demo content filter sends to the Policy quarantine.
 const DEMO_SUBJECT: &str = "[quarantine-test]";
@@ -34,8 +48,13 @@ const DEMO_SUBJECT: &str = "[quarantine-test]";
 pub fn run(args: Args) -> Result<()> {
     std::fs::create_dir_all(&args.dir)
         .with_context(|| format!("creating {}", args.dir.display()))?;
-    let dir = std::fs::canonicalize(&args.dir)?;
+    let top = std::fs::canonicalize(&args.dir)?;
+    let dir = top.join("gateway");
+    let mdir = top.join("manager");
+    std::fs::create_dir_all(&dir)?;
+    std::fs::create_dir_all(&mdir)?;
     let path = dir.join("pvo.toml");
+    let mpath = mdir.join("pvo.toml");
     let fresh = !path.exists();
     if fresh {
         if let Some(r) = &args.relay_host {
@@ -45,37 +64,90 @@ pub fn run(args: Args) -> Result<()> {
         }
         std::fs::write(&path, default_config(&args))
             .with_context(|| format!("writing {}", path.display()))?;
-        println!("Wrote a default configuration to {}", path.display());
+        println!(
+            "Wrote a default gateway configuration to {}",
+            path.display()
+        );
     } else {
         println!(
-            "Using the existing configuration {} (edit it to change the node; the spool is kept)",
+            "Using the existing configuration {} (edit it to change the gateway; the spool is kept)",
             path.display()
+        );
+    }
+    if !mpath.exists() {
+        std::fs::write(&mpath, manager_config(&args))
+            .with_context(|| format!("writing {}", mpath.display()))?;
+        println!(
+            "Wrote a default manager configuration to {}",
+            mpath.display()
+        );
+    }
+    // Deployment CA on the manager; the gateway enrolled with its certificate.
+    let mcpq = mdir.join("cpq");
+    let gcpq = dir.join("cpq");
+    std::fs::create_dir_all(&mcpq)?;
+    crate::cpq::trust::ensure_ca(&mcpq, "manager")?;
+    if !gcpq.join(crate::cpq::trust::NODE_CERT).exists() {
+        crate::cpq::trust::issue(
+            &mcpq,
+            GATEWAY_ID,
+            &[GATEWAY_ID.to_string(), "127.0.0.1".to_string()],
+            &gcpq,
+        )?;
+        println!(
+            "Enrolled gateway {GATEWAY_ID} on the manager (certificates in {})",
+            gcpq.display()
         );
     }
     let domain = args.domain.clone();
     let maildir = dir.join("maildir");
     let logs = dir.join("logs").join("mail_logs");
+    let mlogs = mdir.join("logs").join("mail_logs");
     let relay = args.relay_host.clone();
     // An older pvo.toml may predate the demo; only promise what the file has.
     let demo = std::fs::read_to_string(&path)
         .map(|t| t.contains(DEMO_SUBJECT))
         .unwrap_or(false);
-    let banner = move |node: &crate::node::Node| {
-        let addr = node
+    let gcfg = crate::config::Config::load(&path)
+        .map_err(|e| anyhow::anyhow!("configuration error: {e}"))?;
+    let mcfg = crate::config::Config::load(&mpath)
+        .map_err(|e| anyhow::anyhow!("configuration error: {e}"))?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the runtime")?;
+    rt.block_on(async move {
+        let manager = crate::node::Node::start(mcfg, mpath.clone()).await?;
+        let gateway = crate::node::Node::start(gcfg, path.clone()).await?;
+        for (name, addr) in &gateway.listeners {
+            println!("Listener {name} listening on {addr}");
+        }
+        for (name, addr) in &manager.listeners {
+            println!("Manager {name} listening on {addr}");
+        }
+        let addr = gateway
             .listeners
             .first()
             .map(|(_, a)| a.to_string())
             .unwrap_or_default();
-        let port = node.listeners.first().map(|(_, a)| a.port()).unwrap_or(0);
+        let port = gateway.listeners.first().map(|(_, a)| a.port()).unwrap_or(0);
+        let maddr = manager
+            .listeners
+            .first()
+            .map(|(_, a)| a.to_string())
+            .unwrap_or_default();
+        let (g, m) = (dir.display(), mdir.display());
         println!();
-        println!("PVO gateway running.");
-        println!("  SMTP:        {addr} (accepts mail for {domain} from anyone; relays anything for 127.0.0.1)");
+        println!("PVO gateway and manager running.");
+        println!("  Gateway SMTP: {addr} (accepts mail for {domain} from anyone; relays anything for 127.0.0.1)");
         match &relay {
-            Some(r) if fresh => println!("  Delivers to: {r}"),
-            _ if fresh => println!("  Delivers to: {}/new (a local maildir)", maildir.display()),
-            _ => println!("  Delivers as configured in the existing pvo.toml"),
+            Some(r) if fresh => println!("  Delivers to:  {r}"),
+            _ if fresh => println!("  Delivers to:  {}/new (a local maildir)", maildir.display()),
+            _ => println!("  Delivers as configured in the existing {}", path.display()),
         }
-        println!("  Log:         {}", logs.display());
+        println!("  Manager CPQ:  {maddr} (holds the gateway's Policy, Virus and Outbreak quarantines)");
+        println!("  Logs:         {} and {}", logs.display(), mlogs.display());
+        println!("  Commands:     pvo --dir {g} status      pvo --dir {m} status");
         println!();
         println!("Send a test message:");
         println!("  swaks --server 127.0.0.1:{port} --to user@{domain} --from you@example.org");
@@ -84,25 +156,62 @@ pub fn run(args: Args) -> Result<()> {
             "  python3 -c \"import smtplib; smtplib.SMTP('127.0.0.1', {port}).sendmail('you@example.org', ['user@{domain}'], 'Subject: hello\\r\\n\\r\\nhi\\r\\n')\""
         );
         if demo {
-            let d = dir.display();
             let swaks = format!(
                 "swaks --server 127.0.0.1:{port} --to user@{domain} --from you@example.org"
             );
             println!();
-            println!("Try the scanning demo (the content filter and DLP policy in pvo.toml):");
+            println!("Try the scanning demo (the content filter and DLP policy in the gateway's pvo.toml);");
+            println!("what the gateway quarantines goes to the manager:");
             println!("  To the Policy quarantine by subject:  {swaks} --header \"Subject: [quarantine-test] hello\"");
             println!("  To the Policy quarantine by DLP:      {swaks} --body \"card 4111 1111 1111 1111\"");
-            println!("  See what is held:    pvo --dir {d} quarantine search");
-            println!("  One message:         pvo --dir {d} quarantine show MID");
-            println!("  Release (delivers):  pvo --dir {d} quarantine release MID");
-            println!("  Delete:              pvo --dir {d} quarantine delete MID --yes");
-            println!("  The quarantines:     pvo --dir {d} quarantineconfig");
-            println!("  (MID: the first column of the search, or the number in `MID 3 quarantined to \"Policy\"` in the log.)");
+            println!("  See what is held:    pvo --dir {m} quarantine search");
+            println!("  One message:         pvo --dir {m} quarantine show MID");
+            println!("  Release (delivers):  pvo --dir {m} quarantine release MID");
+            println!("  Delete:              pvo --dir {m} quarantine delete MID --yes");
+            println!("  The quarantines:     pvo --dir {m} quarantineconfig");
+            println!("  (MID: the manager's, the first column of the search; `grep \"CPQ ICID\" {}` shows each transfer.)", mlogs.display());
         }
         println!();
-        println!("Stop with Ctrl-C; run the same command again to restart with the queue intact.");
-    };
-    crate::run_node(&path, Some(&banner))
+        println!("Stop with Ctrl-C; run the same command again to restart with the queues intact.");
+        use std::io::Write;
+        let _ = std::io::stdout().flush();
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = tokio::signal::ctrl_c() => {}
+        }
+        gateway.shutdown().await;
+        manager.shutdown().await;
+        Ok(())
+    })
+}
+
+fn manager_config(args: &Args) -> String {
+    format!(
+        r#"# Written by `pvo quickstart`: the manager (central PVO quarantines).
+[node]
+role = "manager"
+hostname = "manager.pvo.localhost"
+data_dir = "."
+
+[[interface]]
+name = "Management"
+address = "{MANAGER_IP}"
+hostname = "manager.pvo.localhost"
+
+[cpq]
+node_id = "manager"
+interface = "Management"
+port = {cpq}
+
+# Enrolled gateways: released messages go back to their cpq_listener.
+[[cpq.gateway]]
+id = "{GATEWAY_ID}"
+address = "127.0.0.1"
+port = {cpq}
+"#,
+        cpq = args.cpq_port,
+    )
 }
 
 fn default_config(args: &Args) -> String {
@@ -162,6 +271,14 @@ domain = "ALL"
 [delivery]
 default_interface = "Auto"
 
+# Centralized PVO quarantines: what a scan quarantines goes to the manager.
+[cpq]
+node_id = "{gw}"
+interface = "Management"
+port = {cpq}
+mode = "central"
+manager = "{mip}:{cpq}"
+
 # Scanning demo. A message whose subject contains "{demo}" goes to the Policy
 # quarantine, and so does one with a payment card number (Luhn-checked); both
 # mail policies run them, so it works from 127.0.0.1 (outgoing) and from
@@ -193,5 +310,8 @@ dlp_policies = ["payment_cards"]
         port = args.smtp_port,
         domain = args.domain,
         demo = DEMO_SUBJECT,
+        gw = GATEWAY_ID,
+        mip = MANAGER_IP,
+        cpq = args.cpq_port,
     )
 }

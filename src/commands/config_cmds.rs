@@ -45,6 +45,7 @@ pub async fn dispatch(shared: &Arc<Shared>, req: &Request) -> Option<Response> {
         "interfaceconfig" => interfaceconfig,
         "listenerconfig" => listenerconfig,
         "smtproutes" => smtproutes,
+        "cpqenroll" => cpqenroll,
         _ => return None,
     };
     let (s, r) = (shared.clone(), req.clone());
@@ -910,12 +911,15 @@ fn sender_list(s: &[SenderPattern]) -> String {
 fn listener_report(shared: &Shared, cfg: &Config, k: usize, t: &mut String) -> Json {
     let l = &cfg.listeners[k];
     let iface = &cfg.interfaces[l.interface];
-    let kind = match l.kind {
-        crate::config::ListenerType::Public => "Public",
-        crate::config::ListenerType::Private => "Private",
+    let (proto, kind) = match l.kind {
+        crate::config::ListenerType::Public => ("SMTP", "Public"),
+        crate::config::ListenerType::Private => ("SMTP", "Private"),
+        crate::config::ListenerType::Cpq => {
+            ("CPQ", "Private (hidden; set by [cpq], listen queue 50)")
+        }
     };
     t.push_str(&format!(
-        "{}. {} (on {}, {}) SMTP TCP Port {} {}\n",
+        "{}. {} (on {}, {}) {proto} TCP Port {} {}\n",
         k + 1,
         l.name,
         iface.name,
@@ -1349,6 +1353,29 @@ pub fn smtproutes(shared: &Arc<Shared>, req: &Request) -> Response {
         }),
         other => Response::error(format!("Unknown smtproutes action \"{other}\"; allowed: new, edit, delete, clear (or none to list).")),
     }
+}
+
+// ---------------------------------------------------------------------------
+// cpqenroll (from `pvo manager enroll`)
+// ---------------------------------------------------------------------------
+
+/// Adds (or updates) an enrolled gateway in the pending configuration.
+pub fn cpqenroll(shared: &Arc<Shared>, req: &Request) -> Response {
+    let args = &req.args;
+    let (Some(id), Some(address)) = (arg_str(args, "id"), arg_str(args, "address")) else {
+        return Response::error("cpqenroll needs id and address.");
+    };
+    let port = args.get("port").and_then(|p| p.as_u64()).unwrap_or(7025) as u16;
+    let (id, address) = (id.to_string(), address.to_string());
+    edit(shared, req, |cfg, doc| {
+        if cfg.role != crate::config::Role::Manager {
+            return Err("Only a manager enrolls gateways (node.role = \"manager\").".into());
+        }
+        doc.cpq_gateway_set(&id, &address, port)?;
+        Ok(format!(
+            "Gateway {id} enrolled: released messages go to its cpq_listener {address}:{port}."
+        ))
+    })
 }
 
 #[cfg(test)]

@@ -1181,6 +1181,7 @@ async fn copy(shared: &Arc<Shared>, req: &Request) -> Reply {
         size: 0,
         outgoing: false,
         scanned: true,
+        cpq: None,
     };
     let new_mid = shared
         .inject(&env, copy.raw, true)

@@ -45,6 +45,11 @@ impl LocalQuarantine {
         })
     }
 
+    /// The store itself (the manager's group-committing writer owns a handle).
+    pub fn store(&self) -> Arc<Store> {
+        self.store.clone()
+    }
+
     /// Runs `f` with the store on the blocking pool.
     pub async fn with<R: Send + 'static>(&self, f: impl FnOnce(&Store) -> R + Send + 'static) -> R {
         let store = self.store.clone();
@@ -139,6 +144,25 @@ async fn deliver_released(
             return None;
         }
     };
+    if shared.config().role == crate::config::Role::Manager {
+        // On a manager, "delivered" means queued back to the gateway the
+        // message came from, which applies the early-release actions.
+        return match crate::cpq::manager::queue_release(shared, msg_id, &info, raw, actions).await {
+            Ok(new_mid) => {
+                let r = q
+                    .with(move |s| s.confirm_delivery(msg_id, &new_mid.to_string(), now()))
+                    .await;
+                if let Err(e) = r {
+                    shared.log.warning(format!("MID {new_mid} queued to the gateway but the store could not record it: {e}"));
+                }
+                Some(new_mid)
+            }
+            Err(e) => {
+                shared.log.critical(format!("MID {} released but could not be queued to gateway {}: {e:#}; it is handed over again at the next start", crate::cpq::manager::manager_mid(&info), info.gateway));
+                None
+            }
+        };
+    }
     let bytes = pvo_quarantine::apply_early_release(&raw, actions);
     // Decided from the stored memberships rather than from the action at
     // hand, so that a release handed over again after a restart
@@ -180,6 +204,7 @@ async fn deliver_released(
             .and_then(|v| v.as_bool())
             .unwrap_or(false),
         scanned: !rescan,
+        cpq: None,
     };
     let injected = if rescan {
         crate::scanning::pipeline::inject_for_rescan(shared, &env, bytes).await

@@ -350,6 +350,10 @@ async fn apply(shared: &Arc<Shared>, env: Arc<Envelope>, body: Arc<Vec<u8>>, d: 
             d.view.as_deref(),
         )))
     };
+    if !d.holds.is_empty() && shared.config().cpq.as_ref().is_some_and(|c| c.central()) {
+        crate::cpq::gateway::send_to_manager(shared, env, body, rewritten, d.holds).await;
+        return;
+    }
     if !d.holds.is_empty() {
         let raw = rewritten.clone().unwrap_or_else(|| body.clone());
         let attachments = d

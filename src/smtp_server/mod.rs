@@ -108,8 +108,13 @@ async fn handle(
         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let _open = OpenGauge(&shared);
     let rdns = shared.resolver.reverse(peer.ip()).await;
+    let proto = if listener.kind == crate::config::ListenerType::Cpq {
+        "CPQ"
+    } else {
+        "SMTP"
+    };
     shared.log.info(format!(
-        "New SMTP ICID {icid} interface {} ({}) address {} reverse dns host {} verified {}",
+        "New {proto} ICID {icid} interface {} ({}) address {} reverse dns host {} verified {}",
         iface.name,
         iface.address,
         peer.ip(),

@@ -51,6 +51,17 @@ pub struct Session {
     started: Instant,
     inbuf: Vec<u8>,
     out: Vec<u8>,
+    /// Set on a `cpq_listener`.
+    cpq: Option<CpqSession>,
+}
+
+/// The CPQ state of a session on a `cpq_listener`.
+struct CpqSession {
+    role: pvo_proto::cpq::Role,
+    /// The verified peer's certificate CN, once TLS is up.
+    peer: Option<String>,
+    /// The accepted `XPVO-META` record for the next transaction.
+    meta: Option<pvo_proto::cpq::MetaRecord>,
 }
 
 struct Transaction {
@@ -78,7 +89,6 @@ impl Session {
     ) -> Session {
         Session {
             shared,
-            cfg,
             listener,
             icid,
             peer,
@@ -94,6 +104,17 @@ impl Session {
             started: Instant::now(),
             inbuf: Vec::with_capacity(4096),
             out: Vec::with_capacity(1024),
+            cpq: (cfg.listeners[listener].kind == crate::config::ListenerType::Cpq).then(|| {
+                CpqSession {
+                    role: match cfg.role {
+                        crate::config::Role::Manager => pvo_proto::cpq::Role::Manager,
+                        crate::config::Role::Gateway => pvo_proto::cpq::Role::Gateway,
+                    },
+                    peer: None,
+                    meta: None,
+                }
+            }),
+            cfg,
         }
     }
 
@@ -197,10 +218,19 @@ impl Session {
             return;
         }
         let command_timeout = Duration::from_secs(self.cfg.limits.command_timeout);
+        // A CPQ record line is longer than any SMTP command.
+        let max_line = if self.cpq.is_some() {
+            self.cfg
+                .limits
+                .max_line_length
+                .max(pvo_proto::cpq::MAX_LINE_LEN)
+        } else {
+            self.cfg.limits.max_line_length
+        };
         loop {
             // Answer every complete command already received.
             let flow = loop {
-                match next_line(&self.inbuf, self.cfg.limits.max_line_length) {
+                match next_line(&self.inbuf, max_line) {
                     Line::Complete { len } => {
                         let line: Vec<u8> = self.inbuf.drain(..len).collect();
                         let flow = self.command(&line).await;
@@ -235,12 +265,26 @@ impl Session {
                     // Anything pipelined behind STARTTLS was sent in the clear
                     // and must not be executed inside the TLS session.
                     self.inbuf.clear();
-                    let acceptor = tokio_rustls::TlsAcceptor::from(self.shared.tls_server());
+                    let server = match (&self.cpq, self.shared.cpq_tls()) {
+                        (None, _) => self.shared.tls_server(),
+                        (Some(_), Some(t)) => t.server.clone(),
+                        (Some(_), None) => return,
+                    };
+                    let acceptor = tokio_rustls::TlsAcceptor::from(server);
                     match tokio::time::timeout(Duration::from_secs(60), acceptor.accept(io)).await {
                         Ok(Ok(tls)) => {
                             let (proto, cipher) = crate::tls::describe(tls.get_ref().1);
+                            let peer = crate::cpq::trust::peer_common_name(tls.get_ref().1);
+                            if let Some(c) = self.cpq.as_mut() {
+                                c.peer = peer.clone();
+                                c.meta = None;
+                            }
+                            let who = match &peer {
+                                Some(cn) if self.cpq.is_some() => format!(" peer {cn} verified"),
+                                _ => String::new(),
+                            };
                             self.shared.log.info(format!(
-                                "ICID {} TLS success protocol {proto} cipher {cipher}",
+                                "ICID {} TLS success protocol {proto} cipher {cipher}{who}",
                                 self.icid
                             ));
                             io = Box::new(tls);
@@ -250,9 +294,14 @@ impl Session {
                             continue;
                         }
                         Ok(Err(e)) => {
+                            let why = if self.cpq.is_some() {
+                                crate::cpq::trust::server_error_text(&e)
+                            } else {
+                                e.to_string()
+                            };
                             self.shared
                                 .log
-                                .info(format!("ICID {} TLS failed: {e}", self.icid));
+                                .info(format!("ICID {} TLS failed: {why}", self.icid));
                             self.abort_transaction("TLS failed");
                             return;
                         }
@@ -337,6 +386,20 @@ impl Session {
                 self.icid, self.cfg.limits.max_commands_per_session
             ));
             return Flow::Close;
+        }
+        if self.cpq.is_some() {
+            match pvo_proto::cpq::parse_command(line) {
+                Ok(None) => {}
+                Ok(Some(cmd)) => return self.cpq_command(cmd).await,
+                Err(e) => {
+                    self.reply(&e.reply().to_string());
+                    return if self.bad_command() {
+                        Flow::Close
+                    } else {
+                        Flow::Continue
+                    };
+                }
+            }
         }
         // smtp-proto does not take address literals (`user@[192.0.2.1]`),
         // which RFC 5321 4.1.2 allows; those two commands are parsed here.
@@ -423,6 +486,9 @@ impl Session {
             }
             Request::Rset => {
                 self.abort_transaction("Receiving aborted by sender");
+                if let Some(c) = self.cpq.as_mut() {
+                    c.meta = None;
+                }
                 self.reply("250 2.0.0 Ok");
                 Flow::Continue
             }
@@ -489,7 +555,95 @@ impl Session {
         if !self.tls {
             self.reply("250-STARTTLS");
         }
+        if let Some(c) = self.cpq.as_mut() {
+            c.meta = None;
+            if self.tls {
+                for kw in pvo_proto::cpq::ehlo_keywords(c.role) {
+                    self.out
+                        .extend_from_slice(format!("250-{kw}\r\n").as_bytes());
+                }
+            }
+        }
         self.reply("250 SMTPUTF8");
+        Flow::Continue
+    }
+
+    /// `XPVO-META` / `XPVO-CONTROL` on a cpq_listener (`docs/cpq.md`).
+    async fn cpq_command(&mut self, cmd: pvo_proto::cpq::CpqCommand) -> Flow {
+        use pvo_proto::cpq::{CpqCommand, MetaRecord, Role};
+        let Some(c) = self.cpq.as_ref() else {
+            return Flow::Continue;
+        };
+        if !self.tls || c.peer.is_none() {
+            self.reply("530 5.7.0 Must issue a STARTTLS command first");
+            return Flow::Continue;
+        }
+        if self.helo.is_none() {
+            self.reply("503 5.5.1 Error: send EHLO first");
+            return Flow::Continue;
+        }
+        if self.tx.is_some() {
+            self.reply("503 5.5.1 Error: CPQ commands are not allowed inside a transaction");
+            return Flow::Continue;
+        }
+        let peer = c.peer.clone().unwrap_or_default();
+        let own_id = self
+            .cfg
+            .cpq
+            .as_ref()
+            .map(|x| x.node_id.clone())
+            .unwrap_or_default();
+        match (cmd, c.role) {
+            (CpqCommand::Meta(MetaRecord::Transfer(t)), Role::Manager) => {
+                if t.gateway_id != peer {
+                    self.shared.log.info(format!(
+                        "ICID {} XPVO-META refused: gateway id {} is not the certificate's {peer}",
+                        self.icid, t.gateway_id
+                    ));
+                    self.reply("550 5.7.1 the gateway id does not match the client certificate");
+                } else if !self
+                    .cfg
+                    .cpq
+                    .as_ref()
+                    .is_some_and(|x| x.gateways.iter().any(|g| g.id == t.gateway_id))
+                {
+                    self.shared.log.info(format!(
+                        "ICID {} XPVO-META refused: gateway {} is not enrolled",
+                        self.icid, t.gateway_id
+                    ));
+                    self.reply("550 5.7.1 this gateway is not enrolled on this manager");
+                } else {
+                    self.cpq.as_mut().unwrap().meta = Some(MetaRecord::Transfer(t));
+                    self.reply(pvo_proto::cpq::META_OK_REPLY);
+                }
+            }
+            (CpqCommand::Meta(MetaRecord::Release(r)), Role::Gateway) => {
+                if r.gateway_id != own_id {
+                    self.shared.log.info(format!(
+                        "ICID {} XPVO-META refused: release {} is for gateway {}, this is {own_id}",
+                        self.icid, r.release_id, r.gateway_id
+                    ));
+                    self.reply("550 5.7.1 this release is meant for another gateway");
+                } else {
+                    self.cpq.as_mut().unwrap().meta = Some(MetaRecord::Release(r));
+                    self.reply(pvo_proto::cpq::META_OK_REPLY);
+                }
+            }
+            (CpqCommand::Control(ctl), Role::Manager) => {
+                if ctl.gateway_id != peer {
+                    self.reply("550 5.7.1 the gateway id does not match the client certificate");
+                } else {
+                    let r = crate::cpq::manager::control(&self.shared, ctl, self.icid).await;
+                    self.reply(&r);
+                }
+            }
+            (CpqCommand::Meta(_), _) => {
+                self.reply("502 5.5.1 Error: this kind of XPVO-META record is not accepted here");
+            }
+            (CpqCommand::Control(_), _) => {
+                self.reply("502 5.5.1 Error: XPVO-CONTROL is not accepted here");
+            }
+        }
         Flow::Continue
     }
 
@@ -497,6 +651,16 @@ impl Session {
         if self.helo.is_none() {
             self.reply("503 5.5.1 Error: send HELO/EHLO first");
             return Flow::Continue;
+        }
+        if let Some(c) = &self.cpq {
+            if !self.tls || c.peer.is_none() {
+                self.reply("530 5.7.0 Must issue a STARTTLS command first");
+                return Flow::Continue;
+            }
+            if c.meta.is_none() && self.tx.is_none() {
+                self.reply("503 5.5.1 Error: send XPVO-META first");
+                return Flow::Continue;
+            }
         }
         if self.tx.is_some() {
             self.reply("503 5.5.1 Error: nested MAIL command");
@@ -649,6 +813,41 @@ impl Session {
                 dec.bare_line_endings()
             ));
         }
+        if let Some(meta) = self.cpq.as_mut().and_then(|c| c.meta.take()) {
+            if self.flush(io).await.is_err() {
+                return Ok(false);
+            }
+            let peer = self
+                .cpq
+                .as_ref()
+                .and_then(|c| c.peer.clone())
+                .unwrap_or_default();
+            let reply = match meta {
+                pvo_proto::cpq::MetaRecord::Transfer(t) => {
+                    crate::cpq::manager::receive_transfer(&self.shared, t, mid, body, icid, &peer)
+                        .await
+                }
+                pvo_proto::cpq::MetaRecord::Release(r) => {
+                    crate::cpq::gateway::receive_release(
+                        &self.shared,
+                        r,
+                        tx.sender,
+                        tx.rcpts,
+                        body,
+                        icid,
+                        &peer,
+                    )
+                    .await
+                }
+            };
+            if reply.starts_with('2') {
+                self.messages += 1;
+                let c = &self.shared.counters;
+                c.messages_received.fetch_add(1, Ordering::Relaxed);
+            }
+            self.reply(&reply);
+            return Ok(self.flush(io).await.is_ok());
+        }
         let received = self.received_header(mid, &tx);
         let mut stored = Vec::with_capacity(received.len() + body.len());
         stored.extend_from_slice(received.as_bytes());
@@ -667,6 +866,7 @@ impl Session {
             size: stored.len() as u64,
             outgoing: self.policy().behavior == Behavior::Relay,
             scanned: false,
+            cpq: None,
         };
         let len = stored.len();
         // Whatever the client pipelined behind the final dot waits until the

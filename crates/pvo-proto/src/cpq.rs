@@ -143,7 +143,8 @@ impl ReasonKind {
         }
     }
 
-    fn from_token(s: &str) -> Option<Self> {
+    /// The kind a record token names.
+    pub fn from_token(s: &str) -> Option<Self> {
         Some(match s {
             "content-filter" => ReasonKind::ContentFilter,
             "dlp-policy" => ReasonKind::DlpPolicy,
@@ -606,13 +607,18 @@ fn check_nonempty<'a>(field: &'static str, v: &'a str) -> Result<&'a str, CpqErr
     Ok(v)
 }
 
-fn check_id<'a>(field: &'static str, v: &'a str) -> Result<&'a str, CpqError> {
-    check_text(field, v)?;
-    let ok = !v.is_empty()
+/// True for a valid identifier (gateway id, transfer id, release id): 1 to
+/// [`MAX_ID_LEN`] bytes of `A-Z a-z 0-9 . - _ :`.
+pub fn is_identifier(v: &str) -> bool {
+    !v.is_empty()
         && v.len() <= MAX_ID_LEN
         && v.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_' | b':'));
-    if !ok {
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_' | b':'))
+}
+
+fn check_id<'a>(field: &'static str, v: &'a str) -> Result<&'a str, CpqError> {
+    check_text(field, v)?;
+    if !is_identifier(v) {
         return Err(CpqError::InvalidField { field });
     }
     Ok(v)

@@ -124,6 +124,11 @@ impl Store {
     }
 
     /// The message bytes as received (while held or released-but-unconfirmed).
+    /// The message stored under an idempotency key (a CPQ transfer), if any.
+    pub fn message_by_key(&self, key: &str) -> Result<Option<MsgId>> {
+        backend!(self, b => b.message_by_key(key))
+    }
+
     pub fn raw(&self, msg_id: MsgId) -> Result<Vec<u8>> {
         backend!(self, b => b.raw(msg_id))
     }

@@ -991,6 +991,15 @@ impl SqliteStore {
         })
     }
 
+    pub fn message_by_key(&self, key: &str) -> Result<Option<MsgId>> {
+        let conn = self.reader()?;
+        let id: Option<i64> = conn
+            .prepare_cached("SELECT id FROM messages WHERE idem_key = ?1")?
+            .query_row([key], |r| r.get(0))
+            .optional()?;
+        Ok(id.map(u))
+    }
+
     pub fn message(&self, msg_id: MsgId) -> Result<MessageInfo> {
         let conn = self.reader()?;
         let tx = conn.unchecked_transaction()?;

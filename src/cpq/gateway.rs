@@ -1,0 +1,243 @@
+//! Central mode on a gateway.
+//!
+//! Out: a message a scan quarantines is tagged with its transfer record
+//! (`Update::Cpq` in the spool, so a restart sends it again with the same
+//! transfer id) and queued to `the.cpq.host`, from where `delivery` sends it
+//! to the manager. It is retried until the manager takes it, never bounced.
+//! A copy of each outbreak message stays under `DATA_DIR/cpq/outbreak/` for
+//! rescans when the outbreak rules change.
+//!
+//! In: a released message arrives on the `cpq_listener` with its release
+//! record. The release id is checked against the ledger (a retry or a second
+//! click is answered `250` and not delivered again), the early-release
+//! actions are applied, and the message is injected with a new MID —
+//! rescanned with anti-virus when the Outbreak quarantine released it.
+
+use std::collections::HashSet;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use anyhow::{Context, Result};
+use pvo_proto::cpq::ReleaseRecord;
+use pvo_quarantine::Hold;
+
+use crate::envelope::{CpqTag, Envelope, Update};
+use crate::node::Shared;
+
+/// The release ids this gateway has taken: an append-only file, fsynced
+/// before the `250`, loaded at start.
+pub struct ReleaseLedger {
+    path: PathBuf,
+    seen: Mutex<HashSet<String>>,
+}
+
+impl ReleaseLedger {
+    pub fn open(dir: &Path) -> Result<ReleaseLedger> {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        let path = dir.join("releases-received");
+        let seen = match std::fs::read_to_string(&path) {
+            Ok(t) => t.lines().map(str::to_string).collect(),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => HashSet::new(),
+            Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
+        };
+        Ok(ReleaseLedger {
+            path,
+            seen: Mutex::new(seen),
+        })
+    }
+
+    pub fn contains(&self, id: &str) -> bool {
+        self.seen.lock().unwrap().contains(id)
+    }
+
+    /// Records `id` durably.
+    pub fn record(&self, id: &str) -> std::io::Result<()> {
+        let mut seen = self.seen.lock().unwrap();
+        if !seen.insert(id.to_string()) {
+            return Ok(());
+        }
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.path)?;
+        f.write_all(format!("{id}\n").as_bytes())?;
+        f.sync_data()
+    }
+}
+
+/// Where outbreak copies are kept.
+pub fn outbreak_dir(shared: &Shared) -> PathBuf {
+    shared.config().data_dir.join("cpq").join("outbreak")
+}
+
+/// Sends a quarantined message to the manager: tags it and queues it to
+/// `the.cpq.host`. `rewritten` is the body after header actions when a
+/// filter changed it (it then travels under a new MID).
+pub async fn send_to_manager(
+    shared: &Arc<Shared>,
+    env: Arc<Envelope>,
+    body: Arc<Vec<u8>>,
+    rewritten: Option<Arc<Vec<u8>>>,
+    holds: Vec<Hold>,
+) {
+    let cfg = shared.config();
+    let node_id = cfg
+        .cpq
+        .as_ref()
+        .map(|c| c.node_id.clone())
+        .unwrap_or_default();
+    let mid = env.mid;
+    let outbreak = holds
+        .iter()
+        .any(|h| h.quarantine.eq_ignore_ascii_case("Outbreak"));
+    let (env, body) = match rewritten {
+        None => {
+            let tag = crate::cpq::records::transfer_tag(&node_id, &env, &holds);
+            let mut e = env.as_ref().clone();
+            e.cpq = Some(CpqTag::Transfer(tag.clone()));
+            e.scanned = true;
+            shared
+                .spool
+                .update(mid, Update::Cpq(CpqTag::Transfer(tag)).encode());
+            (Arc::new(e), body)
+        }
+        Some(new_body) => {
+            let new_mid = shared.ids.next(crate::ids::Kind::Mid);
+            let mut e = env.as_ref().clone();
+            e.mid = new_mid;
+            e.size = new_body.len() as u64;
+            e.scanned = true;
+            let tag = crate::cpq::records::transfer_tag(&node_id, &e, &holds);
+            e.cpq = Some(CpqTag::Transfer(tag));
+            match shared.spool_message(&e, new_body.as_ref().clone()).await {
+                Ok(b) => {
+                    shared.log.info(format!(
+                        "MID {mid} rewritten to MID {new_mid} by content filter"
+                    ));
+                    shared.spool.finish(mid);
+                    shared.log.info(format!("Message finished MID {mid} done"));
+                    (Arc::new(e), b)
+                }
+                Err(e) => {
+                    shared.log.critical(format!(
+                        "MID {mid} rewritten copy could not be spooled: {e}; scanned again later"
+                    ));
+                    return;
+                }
+            }
+        }
+    };
+    let mid = env.mid;
+    for h in &holds {
+        shared.log.info(format!(
+            "{} (centralized)",
+            pvo_quarantine::logline::quarantined(mid, &h.quarantine, &h.reason)
+        ));
+    }
+    if outbreak {
+        if let Err(e) = keep_outbreak_copy(shared, &env, &body) {
+            shared.log.warning(format!(
+                "MID {mid} no local copy kept for outbreak rescans: {e:#}"
+            ));
+        }
+    }
+    shared.log.info(format!(
+        "MID {mid} queued for the Centralized Policy Quarantine ({})",
+        crate::config::CPQ_HOST
+    ));
+    shared.queue.enqueue(env, Some(body));
+}
+
+fn keep_outbreak_copy(shared: &Shared, env: &Envelope, body: &[u8]) -> Result<()> {
+    let dir = outbreak_dir(shared);
+    std::fs::create_dir_all(&dir)?;
+    let base = dir.join(env.mid.to_string());
+    crate::config_store::write_atomic(&base.with_extension("eml"), body)?;
+    crate::config_store::write_atomic(&base.with_extension("json"), &env.encode())?;
+    Ok(())
+}
+
+/// A released message from the manager, received on the cpq_listener.
+/// Returns the SMTP reply.
+pub async fn receive_release(
+    shared: &Arc<Shared>,
+    rec: ReleaseRecord,
+    sender: String,
+    recipients: Vec<String>,
+    body: Vec<u8>,
+    icid: u64,
+    peer: &str,
+) -> String {
+    let Some(ledger) = shared.cpq.ledger.get() else {
+        return "451 4.3.0 this gateway cannot take releases now".into();
+    };
+    if ledger.contains(&rec.release_id) {
+        shared.log.info(format!(
+            "ICID {icid} release {} of MID {} already received; not delivered again",
+            rec.release_id, rec.gateway_mid
+        ));
+        return format!("250 2.0.0 Ok: release {} already received", rec.release_id);
+    }
+    let actions = crate::cpq::records::early_release(&rec.actions);
+    let bytes = pvo_quarantine::apply_early_release(&body, &actions);
+    let rescan = rec
+        .released_by
+        .iter()
+        .any(|q| q.eq_ignore_ascii_case("Outbreak"));
+    let env = Envelope {
+        mid: 0,
+        icid,
+        sender,
+        recipients,
+        received_at: crate::clock::unix_now(),
+        source_ip: peer.to_string(),
+        listener: crate::config::CPQ_LISTENER.to_string(),
+        dsn: false,
+        size: 0,
+        outgoing: false,
+        scanned: !rescan,
+        cpq: None,
+    };
+    let injected = if rescan {
+        crate::scanning::pipeline::inject_for_rescan(shared, &env, bytes).await
+    } else {
+        shared.inject(&env, bytes, true).await
+    };
+    match injected {
+        Ok(new_mid) => {
+            let by = rec
+                .released_by
+                .iter()
+                .map(|q| format!("\"{q}\""))
+                .collect::<Vec<_>>()
+                .join(", ");
+            shared.log.info(format!(
+                "MID {new_mid} ICID {icid} released from the Centralized Policy Quarantine ({by}) by the manager {peer}: original MID {} release {}",
+                rec.gateway_mid, rec.release_id
+            ));
+            shared.log.info(format!(
+                "MID {} rewritten to MID {new_mid} by the Centralized Policy Quarantine",
+                rec.gateway_mid
+            ));
+            if let Err(e) = ledger.record(&rec.release_id) {
+                shared.log.warning(format!(
+                    "MID {new_mid} release {} could not be recorded ({e}); a repeat of it would be delivered again",
+                    rec.release_id
+                ));
+            }
+            // The outbreak copy is no longer needed.
+            let base = outbreak_dir(shared).join(rec.gateway_mid.to_string());
+            let _ = std::fs::remove_file(base.with_extension("eml"));
+            let _ = std::fs::remove_file(base.with_extension("json"));
+            pvo_proto::cpq::accepted_reply(new_mid)
+        }
+        Err(e) => {
+            shared.log.critical(format!(
+                "ICID {icid} release {} could not be spooled: {e:#}",
+                rec.release_id
+            ));
+            "451 4.3.0 Error: queue file write error".into()
+        }
+    }
+}

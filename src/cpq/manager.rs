@@ -1,0 +1,306 @@
+//! The manager's side of CPQ.
+//!
+//! Transfers: every message that arrives on the cpq_listener with a transfer
+//! record is stored in the central store (the same `pvo-quarantine` store a
+//! gateway uses locally, under `DATA_DIR/quarantine/`) by the [`Inbox`], a
+//! writer thread that commits whatever arrived meanwhile in one transaction
+//! (one fsync for many sessions). The `250` goes out only after that commit
+//! and carries the manager's own MID. The transfer id is the store's
+//! idempotency key (`<gateway>:<transfer>`): a retry after a lost reply gets
+//! the same MID back and stores nothing.
+//!
+//! Releases: a message released from all its quarantines becomes a queued
+//! message (new MID) tagged with a release record for the gateway it came
+//! from, under `the.cpq.release.host`; `delivery` sends it to that gateway's
+//! cpq_listener, never to another.
+
+use std::sync::mpsc;
+use std::sync::Arc;
+
+use pvo_proto::cpq::{ControlAction, ControlRecord, TransferRecord};
+use pvo_quarantine::{
+    Action, Actor, Cause, EarlyReleaseActions, Inserted, MembershipState, MessageInfo, MsgId,
+    NewMessage, Scope, Store,
+};
+use serde_json::json;
+use tokio::sync::oneshot;
+
+use crate::envelope::{CpqTag, Envelope};
+use crate::node::Shared;
+
+/// Most messages committed in one transaction.
+const MAX_BATCH: usize = 512;
+
+type Job = (
+    NewMessage,
+    oneshot::Sender<pvo_quarantine::Result<Inserted>>,
+);
+
+/// The group-committing writer of the central store.
+pub struct Inbox {
+    tx: mpsc::Sender<Job>,
+}
+
+impl Inbox {
+    pub fn start(store: Arc<Store>) -> Inbox {
+        let (tx, rx) = mpsc::channel::<Job>();
+        std::thread::Builder::new()
+            .name("cpq-inbox".into())
+            .spawn(move || {
+                while let Ok(first) = rx.recv() {
+                    let mut batch = vec![first];
+                    while batch.len() < MAX_BATCH {
+                        match rx.try_recv() {
+                            Ok(j) => batch.push(j),
+                            Err(_) => break,
+                        }
+                    }
+                    let (msgs, replies): (Vec<NewMessage>, Vec<_>) = batch.into_iter().unzip();
+                    let now = crate::clock::unix_now();
+                    match store.quarantine_many(&msgs, now) {
+                        Ok(results) => {
+                            for (r, reply) in results.into_iter().zip(replies) {
+                                let _ = reply.send(r);
+                            }
+                        }
+                        Err(e) => {
+                            let text = e.to_string();
+                            for reply in replies {
+                                let _ = reply.send(Err(pvo_quarantine::QuarantineError::Invalid(
+                                    text.clone(),
+                                )));
+                            }
+                        }
+                    }
+                }
+            })
+            .expect("spawning the cpq inbox thread");
+        Inbox { tx }
+    }
+
+    pub async fn insert(&self, msg: NewMessage) -> pvo_quarantine::Result<Inserted> {
+        let (tx, rx) = oneshot::channel();
+        if self.tx.send((msg, tx)).is_err() {
+            return Err(pvo_quarantine::QuarantineError::Invalid(
+                "the central store writer stopped".into(),
+            ));
+        }
+        rx.await.unwrap_or_else(|_| {
+            Err(pvo_quarantine::QuarantineError::Invalid(
+                "the central store writer stopped".into(),
+            ))
+        })
+    }
+}
+
+/// The manager MID of a stored message (kept in its metadata).
+pub fn manager_mid(info: &MessageInfo) -> u64 {
+    info.meta
+        .get("mid")
+        .and_then(|v| v.as_u64())
+        .unwrap_or(info.msg_id)
+}
+
+/// Stores a transferred message; returns the SMTP reply.
+pub async fn receive_transfer(
+    shared: &Arc<Shared>,
+    rec: TransferRecord,
+    mid: u64,
+    body: Vec<u8>,
+    icid: u64,
+    peer: &str,
+) -> String {
+    let Some(inbox) = shared.cpq.inbox.get() else {
+        return "451 4.3.0 the central quarantine is not ready".into();
+    };
+    let (subject, attachments) = describe(&body);
+    let holds = crate::cpq::records::holds_of(&rec);
+    let msg = NewMessage {
+        idempotency_key: format!("{}:{}", rec.gateway_id, rec.transfer_id),
+        gateway: rec.gateway_id.clone(),
+        gateway_mid: rec.gateway_mid,
+        sender: rec.sender.clone(),
+        recipients: rec.recipients.clone(),
+        received: rec.received,
+        subject,
+        attachments,
+        meta: json!({ "mid": mid, "icid": icid, "transfer": rec.transfer_id, "peer": peer }),
+        raw: body,
+        holds,
+    };
+    let len = msg.raw.len();
+    match inbox.insert(msg).await {
+        Ok(ins) if ins.created => {
+            let log = &shared.log;
+            log.info(format!(
+                "MID {mid} ICID {icid} From: <{}> {len} bytes from gateway {} MID {} (transfer {})",
+                rec.sender, rec.gateway_id, rec.gateway_mid, rec.transfer_id
+            ));
+            for h in &ins.held_in {
+                log.info(pvo_quarantine::logline::quarantined(
+                    mid,
+                    &h.quarantine,
+                    &h.reason,
+                ));
+            }
+            pvo_proto::cpq::accepted_reply(mid)
+        }
+        Ok(ins) => {
+            // A retry of a transfer already stored: the same answer again.
+            let store = shared.local_quarantine.clone();
+            let id = ins.msg_id;
+            let first = store
+                .with(move |s| s.message(id))
+                .await
+                .map(|i| manager_mid(&i))
+                .unwrap_or(id);
+            shared.log.info(format!(
+                "ICID {icid} transfer {} from gateway {} already stored as MID {first}",
+                rec.transfer_id, rec.gateway_id
+            ));
+            pvo_proto::cpq::accepted_reply(first)
+        }
+        Err(e) => {
+            shared.log.critical(format!(
+                "ICID {icid} transfer {} from gateway {} could not be stored: {e}",
+                rec.transfer_id, rec.gateway_id
+            ));
+            "451 4.3.0 Error: the central quarantine could not store the message".into()
+        }
+    }
+}
+
+/// Subject and attachments for search.
+fn describe(raw: &[u8]) -> (String, Vec<pvo_quarantine::Attachment>) {
+    match pvo_scan::mime::scan(raw, &pvo_scan::mime::Limits::default()) {
+        Ok(v) => (
+            v.subject.clone(),
+            v.attachments()
+                .map(|p| pvo_quarantine::Attachment {
+                    name: p.filename.clone().unwrap_or_default(),
+                    size: p.size as u64,
+                })
+                .collect(),
+        ),
+        Err(_) => (String::new(), Vec::new()),
+    }
+}
+
+/// Carries out an `XPVO-CONTROL` (the outcome of a gateway's outbreak
+/// rescan); returns the SMTP reply.
+pub async fn control(shared: &Arc<Shared>, rec: ControlRecord, icid: u64) -> String {
+    let key = format!("{}:{}", rec.gateway_id, rec.transfer_id);
+    let q = shared.local_quarantine.clone();
+    let action = rec.action;
+    let now = crate::clock::unix_now();
+    let result = q
+        .with(
+            move |s| -> pvo_quarantine::Result<Option<pvo_quarantine::ActionReport>> {
+                let Some(id) = s.message_by_key(&key)? else {
+                    return Ok(None);
+                };
+                let info = s.message(id)?;
+                if info.gateway_mid != rec.gateway_mid {
+                    return Ok(None);
+                }
+                let (act, cause) = match action {
+                    ControlAction::Release => (Action::Release, Cause::Rescan),
+                    ControlAction::Expire => (Action::Delete, Cause::Rescan),
+                };
+                let r = s.act(
+                    id,
+                    &Scope::Quarantine("Outbreak".into()),
+                    &act,
+                    &Actor::system(cause),
+                    now,
+                )?;
+                Ok(Some(r))
+            },
+        )
+        .await;
+    match result {
+        Ok(Some(report)) => {
+            shared.log.info(format!(
+                "ICID {icid} control {:?} for gateway {} MID {} carried out",
+                action, report.gateway_mid, report.gateway_mid
+            ));
+            crate::scanning::local_quarantine::handle_reports(shared, vec![report]).await;
+            pvo_proto::cpq::CONTROL_OK_REPLY.to_string()
+        }
+        Ok(None) => pvo_proto::cpq::CONTROL_UNKNOWN_REPLY.to_string(),
+        Err(pvo_quarantine::QuarantineError::UnknownMessage(_))
+        | Err(pvo_quarantine::QuarantineError::NotInQuarantine { .. }) => {
+            pvo_proto::cpq::CONTROL_UNKNOWN_REPLY.to_string()
+        }
+        Err(e) => {
+            shared
+                .log
+                .critical(format!("ICID {icid} control could not be carried out: {e}"));
+            "451 4.3.0 the central quarantine could not carry out the control".into()
+        }
+    }
+}
+
+/// Queues a message released from all quarantines to its gateway. Returns
+/// the new (queue) MID once the message is on disk.
+pub async fn queue_release(
+    shared: &Arc<Shared>,
+    msg_id: MsgId,
+    info: &MessageInfo,
+    raw: Vec<u8>,
+    actions: &[EarlyReleaseActions],
+) -> anyhow::Result<u64> {
+    let cfg = shared.config();
+    let manager_id = cfg
+        .cpq
+        .as_ref()
+        .map(|c| c.node_id.clone())
+        .unwrap_or_else(|| cfg.hostname.clone());
+    let released_by: Vec<String> = info
+        .memberships
+        .iter()
+        .filter(|m| m.state == MembershipState::Released)
+        .map(|m| m.quarantine.clone())
+        .collect();
+    let released_by = if released_by.is_empty() {
+        vec!["Policy".to_string()]
+    } else {
+        released_by
+    };
+    let tag = crate::cpq::records::release_tag(
+        &manager_id,
+        msg_id,
+        &info.gateway,
+        info.gateway_mid,
+        released_by,
+        actions,
+    );
+    let mid = shared.ids.next(crate::ids::Kind::Mid);
+    let env = Envelope {
+        mid,
+        icid: 0,
+        sender: info.sender.clone(),
+        recipients: info.recipients.clone(),
+        received_at: crate::clock::unix_now(),
+        source_ip: String::new(),
+        listener: String::new(),
+        dsn: false,
+        size: raw.len() as u64,
+        outgoing: false,
+        scanned: true,
+        cpq: Some(CpqTag::Release(tag)),
+    };
+    let body = shared
+        .spool_message(&env, raw)
+        .await
+        .map_err(|e| anyhow::anyhow!("spool: {e}"))?;
+    shared.log.info(format!(
+        "MID {mid} released MID {} of gateway {} (gateway MID {}) queued to {}",
+        manager_mid(info),
+        info.gateway,
+        info.gateway_mid,
+        crate::config::CPQ_RELEASE_HOST
+    ));
+    shared.queue.enqueue(Arc::new(env), Some(body));
+    Ok(mid)
+}

@@ -1,0 +1,77 @@
+//! Centralized Policy, Virus and Outbreak Quarantines (CPQ): the gateway <->
+//! manager link (`docs/cpq.md`).
+//!
+//! - [`trust`]: the deployment CA, node certificates and the mutual-TLS
+//!   configurations every CPQ connection uses.
+//! - [`records`]: spool tags <-> wire records <-> the quarantine model.
+//! - [`gateway`]: central mode on a gateway — quarantined messages queued to
+//!   `the.cpq.host`, released messages received on its `cpq_listener`.
+//! - [`manager`]: the manager's side — transfers stored (group-committed) in
+//!   the central store, control commands, releases queued to
+//!   `the.cpq.release.host`.
+//!
+//! The SMTP parts stay where all SMTP lives: the `cpq_listener` is a listener
+//! of `smtp_server` (which recognises the XPVO verbs before `smtp-proto` sees
+//! a line) and both queues are delivered by `delivery`.
+
+pub mod enroll;
+pub mod gateway;
+pub mod manager;
+pub mod records;
+pub mod trust;
+
+use std::sync::Arc;
+
+use anyhow::{Context, Result};
+
+use crate::config::{Config, Role};
+
+/// The mutual-TLS configurations of this node's CPQ link.
+pub struct CpqTls {
+    pub server: Arc<rustls::ServerConfig>,
+    pub client: Arc<rustls::ClientConfig>,
+}
+
+/// Loads this node's CPQ certificates. A manager creates its deployment CA
+/// and its own certificate on first start; a gateway must have been enrolled.
+pub fn load_tls(cfg: &Config) -> Result<Option<CpqTls>> {
+    let Some(c) = &cfg.cpq else {
+        return Ok(None);
+    };
+    let dir = &c.dir;
+    if cfg.role == Role::Manager {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        if trust::ensure_ca(dir, &c.node_id)? {
+            tracing::info!("created the deployment CA in {}", dir.display());
+        }
+        if !dir.join(trust::NODE_CERT).exists() {
+            let mut names = vec![c.node_id.clone(), cfg.hostname.clone()];
+            names.push(cfg.interfaces[c.interface].address.to_string());
+            trust::issue(dir, &c.node_id, &names, dir)?;
+        }
+    } else if !dir.join(trust::NODE_CERT).exists() || !dir.join(trust::CA_CERT).exists() {
+        anyhow::bail!(
+            "this gateway has no CPQ certificate in {} ({} and {}): enroll it on the manager with \
+             `pvo --dir MANAGER_DIR enroll {} --address {} --out {}`, or remove [cpq]",
+            dir.display(),
+            trust::NODE_CERT,
+            trust::CA_CERT,
+            c.node_id,
+            cfg.interfaces[c.interface].address,
+            dir.display()
+        );
+    }
+    Ok(Some(CpqTls {
+        server: trust::server_config(dir)?,
+        client: trust::client_config(dir)?,
+    }))
+}
+
+/// CPQ state of a running node.
+#[derive(Default)]
+pub struct State {
+    /// Gateway: release ids already received (repeat-safe releases).
+    pub ledger: std::sync::OnceLock<gateway::ReleaseLedger>,
+    /// Manager: the group-committing writer of the central store.
+    pub inbox: std::sync::OnceLock<manager::Inbox>,
+}

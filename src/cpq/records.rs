@@ -1,0 +1,261 @@
+//! Between the spool's CPQ tags (`envelope::CpqTag`, JSON in the spool) and
+//! the wire records of `pvo_proto::cpq`, and between those and the quarantine
+//! model of `pvo-quarantine`.
+
+use pvo_proto::cpq::{
+    CpqCommand, MetaRecord, QuarantineEntry, ReasonKind as Wire, ReleaseAction, ReleaseRecord,
+    TransferRecord,
+};
+use pvo_quarantine::{EarlyReleaseActions, Hold, Reason, ReasonKind, XHeader};
+
+use crate::envelope::{CpqTag, Envelope, HoldTag, ReleaseTag, TransferTag};
+
+pub fn wire_reason(k: ReasonKind) -> Wire {
+    match k {
+        ReasonKind::ContentFilter => Wire::ContentFilter,
+        ReasonKind::Dlp => Wire::DlpPolicy,
+        ReasonKind::Virus => Wire::Virus,
+        ReasonKind::Outbreak => Wire::OutbreakRule,
+        ReasonKind::Other => Wire::Other,
+    }
+}
+
+pub fn model_reason(k: Wire) -> ReasonKind {
+    match k {
+        Wire::ContentFilter => ReasonKind::ContentFilter,
+        Wire::DlpPolicy => ReasonKind::Dlp,
+        Wire::Virus => ReasonKind::Virus,
+        Wire::OutbreakRule => ReasonKind::Outbreak,
+        Wire::Other => ReasonKind::Other,
+    }
+}
+
+/// The transfer tag of a message a scan put in `holds`.
+pub fn transfer_tag(node_id: &str, env: &Envelope, holds: &[Hold]) -> TransferTag {
+    TransferTag {
+        // Stable for this message: a rescan after a crash produces the same id,
+        // so the manager stores it once.
+        transfer_id: format!("{node_id}-{}-{}", env.mid, env.received_at),
+        quarantines: holds
+            .iter()
+            .map(|h| HoldTag {
+                quarantine: h.quarantine.clone(),
+                reason: wire_reason(h.reason.kind).as_str().to_string(),
+                reason_name: if h.reason.name.is_empty() {
+                    "unnamed".to_string()
+                } else {
+                    h.reason.name.clone()
+                },
+                threat: h
+                    .details
+                    .get("threat_level")
+                    .and_then(|v| v.as_u64())
+                    .map_or(0, |t| t.min(5) as u8),
+                exit: h.exit_at,
+            })
+            .collect(),
+    }
+}
+
+/// The `XPVO-META` line for a queued CPQ message.
+pub fn meta_line(node_id: &str, env: &Envelope) -> Result<String, String> {
+    let rec = match &env.cpq {
+        Some(CpqTag::Transfer(t)) => MetaRecord::Transfer(TransferRecord {
+            gateway_id: node_id.to_string(),
+            gateway_mid: env.mid,
+            transfer_id: t.transfer_id.clone(),
+            sender: env.sender.clone(),
+            recipients: env.recipients.clone(),
+            received: env.received_at,
+            quarantines: t
+                .quarantines
+                .iter()
+                .map(|q| QuarantineEntry {
+                    name: q.quarantine.clone(),
+                    reason: Wire::from_token(&q.reason).unwrap_or(Wire::Other),
+                    reason_name: q.reason_name.clone(),
+                    threat_level: q.threat,
+                    scheduled_exit: q.exit,
+                })
+                .collect(),
+        }),
+        Some(CpqTag::Release(r)) => MetaRecord::Release(ReleaseRecord {
+            release_id: r.release_id.clone(),
+            gateway_id: r.gateway_id.clone(),
+            gateway_mid: r.gateway_mid,
+            released_by: r.released_by.clone(),
+            actions: r
+                .actions
+                .iter()
+                .filter_map(|(k, v)| match k.as_str() {
+                    "subject-prepend" => Some(ReleaseAction::SubjectPrepend(v.clone())),
+                    "subject-append" => Some(ReleaseAction::SubjectAppend(v.clone())),
+                    "header" => v.split_once(':').map(|(n, val)| ReleaseAction::AddHeader {
+                        name: n.to_string(),
+                        value: val.trim_start().to_string(),
+                    }),
+                    "strip-attachments" => Some(ReleaseAction::StripAttachments),
+                    _ => None,
+                })
+                .collect(),
+        }),
+        None => return Err("not a CPQ message".into()),
+    };
+    CpqCommand::Meta(rec)
+        .encode()
+        .map_err(|e| format!("cannot encode the CPQ record: {e}"))
+}
+
+/// The early-release actions of the releasing quarantines, as tag pairs.
+pub fn action_pairs(actions: &[EarlyReleaseActions]) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    for a in actions {
+        if let Some(p) = &a.subject_prepend {
+            out.push(("subject-prepend".into(), p.clone()));
+        }
+        if let Some(p) = &a.subject_append {
+            out.push(("subject-append".into(), p.clone()));
+        }
+        if let Some(h) = &a.x_header {
+            out.push(("header".into(), format!("{}: {}", h.name, h.value)));
+        }
+        if a.strip_attachments {
+            out.push(("strip-attachments".into(), String::new()));
+        }
+    }
+    out
+}
+
+/// The wire release actions as the quarantine model applies them, in order.
+pub fn early_release(actions: &[ReleaseAction]) -> Vec<EarlyReleaseActions> {
+    actions
+        .iter()
+        .map(|a| {
+            let mut e = EarlyReleaseActions::default();
+            match a {
+                ReleaseAction::SubjectPrepend(t) => e.subject_prepend = Some(t.clone()),
+                ReleaseAction::SubjectAppend(t) => e.subject_append = Some(t.clone()),
+                ReleaseAction::AddHeader { name, value } => {
+                    e.x_header = Some(XHeader {
+                        name: name.clone(),
+                        value: value.clone(),
+                    })
+                }
+                ReleaseAction::StripAttachments => e.strip_attachments = true,
+            }
+            e
+        })
+        .collect()
+}
+
+/// The holds a transfer record asks the manager to apply.
+pub fn holds_of(t: &TransferRecord) -> Vec<Hold> {
+    t.quarantines
+        .iter()
+        .map(|q| Hold {
+            quarantine: q.name.clone(),
+            reason: Reason::new(model_reason(q.reason), q.reason_name.clone()),
+            details: serde_json::json!({ "threat_level": q.threat_level }),
+            exit_at: q.scheduled_exit,
+        })
+        .collect()
+}
+
+/// A release tag for the manager's queue.
+pub fn release_tag(
+    manager_id: &str,
+    msg_id: u64,
+    gateway_id: &str,
+    gateway_mid: u64,
+    released_by: Vec<String>,
+    actions: &[EarlyReleaseActions],
+) -> ReleaseTag {
+    ReleaseTag {
+        // One id per stored message: a second release attempt of the same
+        // message (a retry, a restart) carries the same id and the gateway
+        // delivers it once.
+        release_id: format!("{manager_id}-release-{msg_id}"),
+        gateway_id: gateway_id.to_string(),
+        gateway_mid,
+        released_by,
+        actions: action_pairs(actions),
+        msg_id,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn transfer_tag_round_trips_through_the_wire_record() {
+        let env = Envelope {
+            mid: 42,
+            icid: 1,
+            sender: "a@example.org".into(),
+            recipients: vec!["b@example.com".into(), "c@example.com".into()],
+            received_at: 1_700_000_000,
+            source_ip: "127.0.0.1".into(),
+            listener: "IncomingMail".into(),
+            dsn: false,
+            size: 10,
+            outgoing: false,
+            scanned: true,
+            cpq: None,
+        };
+        let holds = vec![Hold {
+            quarantine: "Outbreak".into(),
+            reason: Reason::new(ReasonKind::Outbreak, "OUTB-1"),
+            details: serde_json::json!({ "threat_level": 4 }),
+            exit_at: Some(1_700_003_600),
+        }];
+        let mut e = env.clone();
+        e.cpq = Some(CpqTag::Transfer(transfer_tag("gw1", &env, &holds)));
+        let line = meta_line("gw1", &e).unwrap();
+        let Some(CpqCommand::Meta(MetaRecord::Transfer(t))) =
+            pvo_proto::cpq::parse_command(line.as_bytes()).unwrap()
+        else {
+            panic!("not a transfer record")
+        };
+        assert_eq!(t.gateway_id, "gw1");
+        assert_eq!(t.gateway_mid, 42);
+        assert_eq!(t.transfer_id, "gw1-42-1700000000");
+        assert_eq!(t.recipients.len(), 2);
+        let back = holds_of(&t);
+        assert_eq!(back[0].quarantine, "Outbreak");
+        assert_eq!(back[0].reason, holds[0].reason);
+        assert_eq!(back[0].exit_at, Some(1_700_003_600));
+        assert_eq!(back[0].details["threat_level"], 4);
+    }
+
+    #[test]
+    fn release_actions_survive_the_trip() {
+        let acts = vec![EarlyReleaseActions {
+            subject_prepend: Some("[released]".into()),
+            x_header: Some(XHeader {
+                name: "X-Released".into(),
+                value: "yes".into(),
+            }),
+            strip_attachments: true,
+            ..Default::default()
+        }];
+        let tag = release_tag("mgr", 7, "gw1", 42, vec!["Policy".into()], &acts);
+        let mut env = Envelope::decode(
+            br#"{"mid":9,"icid":0,"sender":"","recipients":["b@example.com"],"received_at":1,"source_ip":"","listener":""}"#,
+        )
+        .unwrap();
+        env.cpq = Some(CpqTag::Release(tag));
+        let line = meta_line("mgr", &env).unwrap();
+        let Some(CpqCommand::Meta(MetaRecord::Release(r))) =
+            pvo_proto::cpq::parse_command(line.as_bytes()).unwrap()
+        else {
+            panic!("not a release record")
+        };
+        assert_eq!(r.release_id, "mgr-release-7");
+        let e = early_release(&r.actions);
+        assert_eq!(e.len(), 3);
+        assert_eq!(e[0].subject_prepend.as_deref(), Some("[released]"));
+        assert_eq!(e[1].x_header.as_ref().unwrap().name, "X-Released");
+        assert!(e[2].strip_attachments);
+    }
+}

@@ -1,0 +1,1113 @@
+//! The deployment CA and mutual TLS for CPQ (the gateway ↔ manager link,
+//! port 7025).
+//!
+//! Trust model:
+//!
+//! - **One deployment CA, on the manager.** [`ensure_ca`] creates it once in
+//!   the manager's cpq directory (`ca.crt`, `ca.key` readable by the owner
+//!   only). It is not a web PKI CA and nothing else trusts it: it exists only
+//!   to say "this node belongs to this deployment". It may sign end-entity
+//!   certificates only (path length 0).
+//! - **Enrollment issues node certificates.** [`issue`] signs a certificate
+//!   for one node (the manager itself, or a gateway being enrolled) and writes
+//!   `node.crt`, `node.key` and a copy of `ca.crt` into that node's cpq
+//!   directory. The certificate names the node (CN = node id) and carries, as
+//!   subject alternative names, every address and host name peers use to
+//!   reach it, and it is valid for both TLS server and TLS client use: the
+//!   gateway connects to the manager to quarantine, the manager connects to
+//!   the gateway to release.
+//! - **Both directions verify, both directions authenticate.** Every CPQ
+//!   connection is mutual TLS (TLS 1.2/1.3, rustls, `ring`). The connecting
+//!   side checks the receiving side's chain against `ca.crt` only, with the
+//!   normal host name / IP check ([`client_config`]); the receiving side
+//!   requires a client certificate that chains to the same `ca.crt`
+//!   ([`server_config`]). A peer with no certificate, or with one from another
+//!   deployment (or from the web PKI), fails the handshake;
+//!   [`server_error_text`] words the failure the way administrators grep for
+//!   it, and [`peer_common_name`] tells who the authenticated peer is.
+//!
+//! The small DER reader at the bottom ([`summarize`], [`peer_common_name`])
+//! reads just enough of a certificate (issuer, validity, subject, key) and is
+//! bounded and panic-free on any input.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::{bail, Context, Result};
+use rcgen::{
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
+    Issuer, KeyPair, KeyUsagePurpose, PublicKeyData, SerialNumber,
+};
+use rustls::client::danger::ServerCertVerifier;
+use rustls::client::WebPkiServerVerifier;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
+use rustls::server::WebPkiClientVerifier;
+use rustls::{CertificateError, ClientConfig, RootCertStore, ServerConfig};
+use rustls_pki_types::pem::PemObject;
+
+use crate::tls::{provider, write_private};
+
+/// File names inside a cpq directory.
+pub const CA_CERT: &str = "ca.crt";
+pub const CA_KEY: &str = "ca.key";
+pub const NODE_CERT: &str = "node.crt";
+pub const NODE_KEY: &str = "node.key";
+
+const CA_VALID_DAYS: i64 = 20 * 365 + 5;
+const NODE_VALID_DAYS: i64 = 10 * 365 + 2;
+/// Certificates start this long before they are made, so that a peer whose
+/// clock is a little behind the manager's does not see "not yet valid".
+const BACKDATE: time::Duration = time::Duration::hours(1);
+
+static VERSIONS: &[&rustls::SupportedProtocolVersion] =
+    &[&rustls::version::TLS13, &rustls::version::TLS12];
+
+/// Creates the deployment CA in `dir` (ca.crt, ca.key 0600) unless ca.crt
+/// already exists; returns true when created.
+pub fn ensure_ca(dir: &Path, common_name: &str) -> Result<bool> {
+    let cert_path = dir.join(CA_CERT);
+    if cert_path.exists() {
+        return Ok(false);
+    }
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let key = KeyPair::generate().context("generating the deployment CA key")?;
+    let params = ca_params(&format!("PVO deployment CA {common_name}"), true)?;
+    let cert = params
+        .self_signed(&key)
+        .with_context(|| format!("signing the deployment CA {}", cert_path.display()))?;
+    // The key first: ca.crt existing means the CA is complete.
+    write_atomic(&dir.join(CA_KEY), key.serialize_pem().as_bytes(), true)?;
+    write_atomic(&cert_path, cert.pem().as_bytes(), false)?;
+    Ok(true)
+}
+
+/// The CA's parameters. When `fresh`, with validity and serial for a new
+/// certificate; otherwise only what signing with it needs (subject, key
+/// usages, key identifier method).
+fn ca_params(subject_cn: &str, fresh: bool) -> Result<CertificateParams> {
+    let mut p = CertificateParams::default();
+    let mut dn = DistinguishedName::new();
+    dn.push(DnType::CommonName, subject_cn);
+    p.distinguished_name = dn;
+    p.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+    p.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+    if fresh {
+        set_validity(&mut p, CA_VALID_DAYS)?;
+    }
+    Ok(p)
+}
+
+fn set_validity(p: &mut CertificateParams, days: i64) -> Result<()> {
+    let now = time::OffsetDateTime::now_utc();
+    p.not_before = now - BACKDATE;
+    p.not_after = now + time::Duration::days(days);
+    let mut serial = [0u8; 16];
+    provider()
+        .secure_random
+        .fill(&mut serial)
+        .map_err(|_| anyhow::anyhow!("no random bytes for a certificate serial number"))?;
+    serial[0] = (serial[0] & 0x7f) | 0x40; // positive, full length
+    p.serial_number = Some(SerialNumber::from_slice(&serial));
+    Ok(())
+}
+
+/// Issues a node certificate signed by the CA in `ca_dir`, writing
+/// out_dir/node.crt, out_dir/node.key (0600) and out_dir/ca.crt (a copy of
+/// the CA certificate). `names` are the subject alternative names: each entry
+/// that parses as an IpAddr becomes an IP SAN, anything else a DNS SAN;
+/// CN = node_id. EKU serverAuth and clientAuth, digital signature key usage,
+/// valid 10 years. Creates out_dir if missing. Overwrites existing node files.
+pub fn issue(ca_dir: &Path, node_id: &str, names: &[String], out_dir: &Path) -> Result<()> {
+    if node_id.is_empty() {
+        bail!("a node certificate needs a node id");
+    }
+    if names.is_empty() {
+        bail!(
+            "the node certificate for {node_id} needs at least one name or address peers \
+             connect to (every CPQ node is also a TLS server)"
+        );
+    }
+    let ca_cert_path = ca_dir.join(CA_CERT);
+    let ca_key_path = ca_dir.join(CA_KEY);
+    let ca_pem = std::fs::read(&ca_cert_path)
+        .with_context(|| format!("reading the deployment CA {}", ca_cert_path.display()))?;
+    let ca_der = CertificateDer::from_pem_slice(&ca_pem)
+        .with_context(|| format!("parsing the deployment CA {}", ca_cert_path.display()))?;
+    let ca = der::parse_certificate(&ca_der).with_context(|| {
+        format!(
+            "{} is not a certificate this reader understands",
+            ca_cert_path.display()
+        )
+    })?;
+    let ca_cn = der::common_name(ca.subject)
+        .with_context(|| format!("{} has no subject common name", ca_cert_path.display()))?;
+    let ca_key_pem = std::fs::read_to_string(&ca_key_path)
+        .with_context(|| format!("reading the deployment CA key {}", ca_key_path.display()))?;
+    let ca_key = KeyPair::from_pem(&ca_key_pem)
+        .with_context(|| format!("parsing the deployment CA key {}", ca_key_path.display()))?;
+    if ca_key.subject_public_key_info() != ca.spki {
+        bail!(
+            "{} does not belong to {} (different key)",
+            ca_key_path.display(),
+            ca_cert_path.display()
+        );
+    }
+    let issuer = Issuer::new(ca_params(&ca_cn, false)?, ca_key);
+
+    let mut params = CertificateParams::new(names.to_vec()).with_context(|| {
+        format!("the names {names:?} for {node_id} (DNS names must be ASCII, or IP addresses)")
+    })?;
+    let mut dn = DistinguishedName::new();
+    dn.push(DnType::CommonName, node_id);
+    params.distinguished_name = dn;
+    params.is_ca = IsCa::ExplicitNoCa;
+    params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+    params.extended_key_usages = vec![
+        ExtendedKeyUsagePurpose::ServerAuth,
+        ExtendedKeyUsagePurpose::ClientAuth,
+    ];
+    params.use_authority_key_identifier_extension = true;
+    set_validity(&mut params, NODE_VALID_DAYS)?;
+    let key = KeyPair::generate().context("generating a node key")?;
+    let cert = params
+        .signed_by(&key, &issuer)
+        .with_context(|| format!("signing the node certificate for {node_id}"))?;
+
+    // The issuer is rebuilt from the CA's common name; make sure it came out
+    // byte for byte as the CA's subject, and that the result verifies the way
+    // peers will verify it, before writing anything.
+    let node = der::parse_certificate(cert.der()).context("reading back the node certificate")?;
+    if node.issuer != ca.subject {
+        bail!(
+            "the subject of {} cannot be reproduced (not a PVO deployment CA?)",
+            ca_cert_path.display()
+        );
+    }
+    self_check(&ca_der, cert.der(), names).with_context(|| {
+        format!(
+            "the certificate issued for {node_id} does not verify against {}",
+            ca_cert_path.display()
+        )
+    })?;
+
+    std::fs::create_dir_all(out_dir).with_context(|| format!("creating {}", out_dir.display()))?;
+    write_atomic(
+        &out_dir.join(NODE_KEY),
+        key.serialize_pem().as_bytes(),
+        true,
+    )?;
+    write_atomic(&out_dir.join(NODE_CERT), cert.pem().as_bytes(), false)?;
+    write_atomic(&out_dir.join(CA_CERT), &ca_pem, false)?;
+    Ok(())
+}
+
+/// Verifies a freshly issued certificate against the CA alone, as a client
+/// and as a server for at least one of its names. (A name that is not a
+/// valid host name, say a node id with a space, is harmless in the
+/// certificate, peers just cannot connect by it; rejecting it would only
+/// make enrollment fail.)
+fn self_check(
+    ca: &CertificateDer<'static>,
+    cert: &CertificateDer<'_>,
+    names: &[String],
+) -> Result<()> {
+    let mut roots = RootCertStore::empty();
+    roots.add(ca.clone())?;
+    let roots = Arc::new(roots);
+    let now = UnixTime::now();
+    WebPkiClientVerifier::builder_with_provider(roots.clone(), provider())
+        .build()?
+        .verify_client_cert(cert, &[], now)
+        .context("as a client")?;
+    let server = WebPkiServerVerifier::builder_with_provider(roots, provider()).build()?;
+    let mut last = None;
+    for name in names {
+        let verified = ServerName::try_from(name.as_str())
+            .map_err(anyhow::Error::from)
+            .and_then(|sn| Ok(server.verify_server_cert(cert, &[], &sn, &[], now)?));
+        match verified {
+            Ok(_) => return Ok(()),
+            Err(e) => last = Some(e.context(format!("as the server {name:?}"))),
+        }
+    }
+    Err(last.unwrap_or_else(|| anyhow::anyhow!("no names")))
+}
+
+/// Writes `data` to `path` through a temporary file and a rename, so readers
+/// see the old or the new content; `private` files are created 0600 (also
+/// when `path` existed with a wider mode).
+fn write_atomic(path: &Path, data: &[u8], private: bool) -> Result<()> {
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    let tmp = PathBuf::from(tmp);
+    match std::fs::remove_file(&tmp) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e).with_context(|| format!("removing {}", tmp.display())),
+    }
+    if private {
+        write_private(&tmp, data)?;
+    } else {
+        std::fs::write(&tmp, data).with_context(|| format!("writing {}", tmp.display()))?;
+    }
+    std::fs::rename(&tmp, path)
+        .with_context(|| format!("renaming {} to {}", tmp.display(), path.display()))
+}
+
+fn load_ca(dir: &Path) -> Result<Arc<RootCertStore>> {
+    let path = dir.join(CA_CERT);
+    let certs = CertificateDer::pem_file_iter(&path)
+        .with_context(|| format!("reading the deployment CA {}", path.display()))?
+        .collect::<Result<Vec<_>, _>>()
+        .with_context(|| format!("parsing the deployment CA {}", path.display()))?;
+    if certs.is_empty() {
+        bail!("{} holds no certificate", path.display());
+    }
+    let mut roots = RootCertStore::empty();
+    for cert in certs {
+        roots
+            .add(cert)
+            .with_context(|| format!("using {} as a trust anchor", path.display()))?;
+    }
+    Ok(Arc::new(roots))
+}
+
+fn load_node(dir: &Path) -> Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>)> {
+    let (cert, key) = (dir.join(NODE_CERT), dir.join(NODE_KEY));
+    let certs = CertificateDer::pem_file_iter(&cert)
+        .with_context(|| format!("reading the node certificate {}", cert.display()))?
+        .collect::<Result<Vec<_>, _>>()
+        .with_context(|| format!("parsing the node certificate {}", cert.display()))?;
+    if certs.is_empty() {
+        bail!("{} holds no certificate", cert.display());
+    }
+    let key = PrivateKeyDer::from_pem_file(&key)
+        .with_context(|| format!("reading the node key {}", key.display()))?;
+    Ok((certs, key))
+}
+
+/// Server side (a cpq_listener after STARTTLS): presents dir/node.crt +
+/// node.key and requires a client certificate that chains to dir/ca.crt.
+pub fn server_config(dir: &Path) -> Result<Arc<ServerConfig>> {
+    let roots = load_ca(dir)?;
+    let (certs, key) = load_node(dir)?;
+    let verifier = WebPkiClientVerifier::builder_with_provider(roots, provider())
+        .build()
+        .with_context(|| format!("client verifier for {}", dir.join(CA_CERT).display()))?;
+    let sc = ServerConfig::builder_with_provider(provider())
+        .with_protocol_versions(VERSIONS)
+        .context("TLS versions")?
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(certs, key)
+        .with_context(|| {
+            format!(
+                "{} and {} do not match",
+                dir.join(NODE_CERT).display(),
+                dir.join(NODE_KEY).display()
+            )
+        })?;
+    Ok(Arc::new(sc))
+}
+
+/// Client side: verifies the server against dir/ca.crt only (with the normal
+/// name check against the ServerName the caller passes) and presents
+/// dir/node.crt + node.key as client certificate.
+pub fn client_config(dir: &Path) -> Result<Arc<ClientConfig>> {
+    let roots = load_ca(dir)?;
+    let (certs, key) = load_node(dir)?;
+    let cc = ClientConfig::builder_with_provider(provider())
+        .with_protocol_versions(VERSIONS)
+        .context("TLS versions")?
+        .with_root_certificates(roots)
+        .with_client_auth_cert(certs, key)
+        .with_context(|| {
+            format!(
+                "{} and {} do not match",
+                dir.join(NODE_CERT).display(),
+                dir.join(NODE_KEY).display()
+            )
+        })?;
+    Ok(Arc::new(cc))
+}
+
+/// The CN of the peer's end-entity certificate once a handshake is done
+/// (None without a peer certificate or without a CN).
+pub fn peer_common_name(conn: &rustls::CommonState) -> Option<String> {
+    let cert = conn.peer_certificates()?.first()?;
+    der::common_name(der::parse_certificate(cert)?.subject)
+}
+
+/// Explains a failed server-side handshake in the wording administrators
+/// grep for ("verify error: no certificate from client", "verify error:
+/// unable to get local issuer certificate (certificate issued by an unknown
+/// CA)"). `e` is the io::Error tokio-rustls's accept returns.
+pub fn server_error_text(e: &std::io::Error) -> String {
+    error_text(e, "client")
+}
+
+fn error_text(e: &std::io::Error, peer: &str) -> String {
+    use rustls::Error as E;
+    let Some(tls) = e.get_ref().and_then(|i| i.downcast_ref::<E>()) else {
+        return match e.kind() {
+            std::io::ErrorKind::UnexpectedEof => {
+                format!("the {peer} closed the connection during the TLS handshake")
+            }
+            _ => format!("TLS handshake: {e}"),
+        };
+    };
+    match tls {
+        E::NoCertificatesPresented => format!("verify error: no certificate from {peer}"),
+        E::InvalidCertificate(c) => format!("verify error: {}", certificate_error_text(c)),
+        E::AlertReceived(a) => {
+            use rustls::AlertDescription as A;
+            let why = match a {
+                A::UnknownCA | A::BadCertificate | A::CertificateUnknown | A::DecryptError => {
+                    " (it does not trust this node's certificate: issued by another deployment CA?)"
+                }
+                A::CertificateRequired => " (it requires a certificate from this node)",
+                A::HandshakeFailure | A::ProtocolVersion | A::InsufficientSecurity => {
+                    " (no TLS version or cipher in common; CPQ uses TLS 1.2/1.3 only)"
+                }
+                _ => "",
+            };
+            format!("the {peer} aborted the handshake with alert {a:?}{why}")
+        }
+        E::PeerIncompatible(p) => {
+            format!("no TLS version or cipher in common with the {peer} (TLS 1.2/1.3 only): {p:?}")
+        }
+        E::InvalidMessage(_) | E::InappropriateMessage { .. } => {
+            format!("the {peer} does not speak TLS as expected: {tls}")
+        }
+        other => format!("TLS handshake: {other}"),
+    }
+}
+
+/// OpenSSL's words for certificate verification failures, which is what
+/// administrators search logs for.
+fn certificate_error_text(c: &CertificateError) -> String {
+    use CertificateError as C;
+    match c {
+        C::UnknownIssuer => {
+            "unable to get local issuer certificate (certificate issued by an unknown CA)".into()
+        }
+        C::BadSignature => "certificate signature failure".into(),
+        C::Expired | C::ExpiredContext { .. } => "certificate has expired".into(),
+        C::NotValidYet | C::NotValidYetContext { .. } => "certificate is not yet valid".into(),
+        C::Revoked => "certificate revoked".into(),
+        C::BadEncoding => "unable to decode the certificate".into(),
+        C::InvalidPurpose | C::InvalidPurposeContext { .. } => {
+            "unsupported certificate purpose".into()
+        }
+        C::NotValidForName | C::NotValidForNameContext { .. } => {
+            format!("hostname mismatch ({c})")
+        }
+        other => format!("{other}"),
+    }
+}
+
+/// A short description of a certificate for `tlsverify`/diagnostics.
+// Unused outside the tests until `tlsverify` calls `summarize`; remove then.
+#[cfg_attr(not(test), allow(dead_code))]
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CertSummary {
+    /// Empty when the subject has no CN.
+    pub subject_cn: String,
+    /// Empty when the issuer has no CN.
+    pub issuer_cn: String,
+    /// Unix seconds.
+    pub not_after: u64,
+}
+
+/// Summarizes the first certificate of a PEM file.
+#[cfg_attr(not(test), allow(dead_code))]
+pub fn summarize(cert_pem_path: &Path) -> Result<CertSummary> {
+    let path = cert_pem_path.display();
+    let pem =
+        std::fs::read(cert_pem_path).with_context(|| format!("reading certificate {path}"))?;
+    let der = CertificateDer::from_pem_slice(&pem)
+        .with_context(|| format!("parsing certificate {path}"))?;
+    let c = der::parse_certificate(&der)
+        .with_context(|| format!("{path} is not a certificate this reader understands"))?;
+    Ok(CertSummary {
+        subject_cn: der::common_name(c.subject).unwrap_or_default(),
+        issuer_cn: der::common_name(c.issuer).unwrap_or_default(),
+        not_after: c.not_after,
+    })
+}
+
+/// A minimal, bounded DER reader for X.509 certificates: single-byte tags,
+/// definite lengths, every index checked. Anything unexpected is `None`.
+mod der {
+    const SEQUENCE: u8 = 0x30;
+    const SET: u8 = 0x31;
+    const INTEGER: u8 = 0x02;
+    const OID: u8 = 0x06;
+    const VERSION: u8 = 0xa0; // [0] EXPLICIT, constructed
+    const UTC_TIME: u8 = 0x17;
+    const GENERALIZED_TIME: u8 = 0x18;
+    /// 2.5.4.3 (id-at-commonName).
+    const CN_OID: &[u8] = &[0x55, 0x04, 0x03];
+
+    /// The parts of a certificate we read. `issuer`, `subject` and `spki`
+    /// are whole TLVs (tag and length included), as they appear in the DER.
+    #[derive(Debug)]
+    pub struct Cert<'a> {
+        pub issuer: &'a [u8],
+        pub subject: &'a [u8],
+        #[cfg_attr(not(test), allow(dead_code))]
+        pub not_after: u64,
+        pub spki: &'a [u8],
+    }
+
+    /// One TLV and what follows it.
+    struct Tlv<'a> {
+        tag: u8,
+        contents: &'a [u8],
+        /// Tag, length and contents.
+        whole: &'a [u8],
+        rest: &'a [u8],
+    }
+
+    fn tlv(input: &[u8]) -> Option<Tlv<'_>> {
+        let (&tag, rest) = input.split_first()?;
+        if tag & 0x1f == 0x1f {
+            return None; // high tag numbers do not occur in what we read
+        }
+        let (&first, mut rest) = rest.split_first()?;
+        let len = if first < 0x80 {
+            usize::from(first)
+        } else {
+            let n = usize::from(first & 0x7f);
+            if n == 0 || n > 4 {
+                return None; // indefinite length, or absurdly long
+            }
+            let (bytes, r) = (rest.get(..n)?, rest.get(n..)?);
+            rest = r;
+            bytes
+                .iter()
+                .fold(0usize, |acc, &b| (acc << 8) | usize::from(b))
+        };
+        let header = input.len() - rest.len();
+        Some(Tlv {
+            tag,
+            contents: rest.get(..len)?,
+            whole: input.get(..header.checked_add(len)?)?,
+            rest: rest.get(len..)?,
+        })
+    }
+
+    /// A TLV with the expected tag.
+    fn expect(input: &[u8], want: u8) -> Option<Tlv<'_>> {
+        tlv(input).filter(|t| t.tag == want)
+    }
+
+    pub fn parse_certificate(der: &[u8]) -> Option<Cert<'_>> {
+        let cert = expect(der, SEQUENCE)?;
+        if !cert.rest.is_empty() {
+            return None;
+        }
+        let tbs = expect(cert.contents, SEQUENCE)?;
+        let mut r = tbs.contents;
+        if let Some(version) = expect(r, VERSION) {
+            r = version.rest;
+        }
+        let serial = expect(r, INTEGER)?;
+        let signature = expect(serial.rest, SEQUENCE)?;
+        let issuer = expect(signature.rest, SEQUENCE)?;
+        let validity = expect(issuer.rest, SEQUENCE)?;
+        let subject = expect(validity.rest, SEQUENCE)?;
+        let spki = expect(subject.rest, SEQUENCE)?;
+        let not_before = tlv(validity.contents)?;
+        parse_time(not_before.tag, not_before.contents)?; // must be well formed too
+        let not_after = tlv(not_before.rest)?;
+        Some(Cert {
+            issuer: issuer.whole,
+            subject: subject.whole,
+            not_after: parse_time(not_after.tag, not_after.contents)?,
+            spki: spki.whole,
+        })
+    }
+
+    /// The first CN of a Name (a whole SEQUENCE TLV), decoded.
+    pub fn common_name(name: &[u8]) -> Option<String> {
+        let mut rdns = expect(name, SEQUENCE)?.contents;
+        while !rdns.is_empty() {
+            let set = expect(rdns, SET)?;
+            rdns = set.rest;
+            let mut atvs = set.contents;
+            while !atvs.is_empty() {
+                let atv = expect(atvs, SEQUENCE)?;
+                atvs = atv.rest;
+                let oid = expect(atv.contents, OID)?;
+                if oid.contents == CN_OID {
+                    let value = tlv(oid.rest)?;
+                    return decode_string(value.tag, value.contents);
+                }
+            }
+        }
+        None
+    }
+
+    fn decode_string(tag: u8, b: &[u8]) -> Option<String> {
+        match tag {
+            // UTF8String, PrintableString, IA5String, VisibleString
+            0x0c | 0x13 | 0x16 | 0x1a => String::from_utf8(b.to_vec()).ok(),
+            // TeletexString: in practice Latin-1
+            0x14 => Some(b.iter().map(|&c| char::from(c)).collect()),
+            // BMPString: UTF-16BE
+            0x1e => {
+                if !b.len().is_multiple_of(2) {
+                    return None;
+                }
+                let units = b.chunks_exact(2).map(|c| u16::from_be_bytes([c[0], c[1]]));
+                char::decode_utf16(units)
+                    .collect::<Result<String, _>>()
+                    .ok()
+            }
+            // UniversalString: UTF-32BE
+            0x1c => {
+                if !b.len().is_multiple_of(4) {
+                    return None;
+                }
+                b.chunks_exact(4)
+                    .map(|c| char::from_u32(u32::from_be_bytes([c[0], c[1], c[2], c[3]])))
+                    .collect()
+            }
+            _ => None,
+        }
+    }
+
+    /// UTCTime "YYMMDDHHMMSSZ" (years 1950–2049) or GeneralizedTime
+    /// "YYYYMMDDHHMMSSZ" as unix seconds; None before 1970.
+    pub fn parse_time(tag: u8, b: &[u8]) -> Option<u64> {
+        let (year, rest) = match tag {
+            UTC_TIME if b.len() == 13 => {
+                let yy = digits(b.get(..2)?)?;
+                (if yy < 50 { 2000 + yy } else { 1900 + yy }, b.get(2..)?)
+            }
+            GENERALIZED_TIME if b.len() == 15 => (digits(b.get(..4)?)?, b.get(4..)?),
+            _ => return None,
+        };
+        if rest.last() != Some(&b'Z') {
+            return None;
+        }
+        let f = |i: usize| digits(rest.get(i..i + 2)?);
+        let (month, day, hour, min, sec) = (f(0)?, f(2)?, f(4)?, f(6)?, f(8)?);
+        if !(1..=12).contains(&month)
+            || day < 1
+            || day > days_in_month(year, month)
+            || hour > 23
+            || min > 59
+            || sec > 59
+        {
+            return None;
+        }
+        let days = days_from_civil(year, month, day);
+        let secs = days * 86_400 + i64::from(hour * 3600 + min * 60 + sec);
+        u64::try_from(secs).ok()
+    }
+
+    fn digits(b: &[u8]) -> Option<u32> {
+        b.iter().try_fold(0u32, |acc, &c| {
+            c.is_ascii_digit().then(|| acc * 10 + u32::from(c - b'0'))
+        })
+    }
+
+    fn days_in_month(year: u32, month: u32) -> u32 {
+        match month {
+            2 if (year.is_multiple_of(4) && !year.is_multiple_of(100))
+                || year.is_multiple_of(400) =>
+            {
+                29
+            }
+            2 => 28,
+            4 | 6 | 9 | 11 => 30,
+            _ => 31,
+        }
+    }
+
+    /// Days since 1970-01-01 (H. Hinnant's algorithm).
+    fn days_from_civil(year: u32, month: u32, day: u32) -> i64 {
+        let y = i64::from(year) - i64::from(month <= 2);
+        let era = y.div_euclid(400);
+        let yoe = y - era * 400;
+        let m = i64::from(month);
+        let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + i64::from(day) - 1;
+        let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+        era * 146_097 + doe - 719_468
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio_rustls::{TlsAcceptor, TlsConnector};
+
+    struct Deployment {
+        _tmp: tempfile::TempDir,
+        ca: PathBuf,
+        manager: PathBuf,
+        gw: PathBuf,
+    }
+
+    fn deployment() -> Deployment {
+        let tmp = tempfile::tempdir().unwrap();
+        let ca = tmp.path().join("ca");
+        let manager = tmp.path().join("manager");
+        let gw = tmp.path().join("gw1");
+        assert!(ensure_ca(&ca, "test").unwrap());
+        issue(
+            &ca,
+            "manager",
+            &["manager.cpq".into(), "127.0.0.2".into()],
+            &manager,
+        )
+        .unwrap();
+        issue(&ca, "gw1", &["gw1".into(), "127.0.0.1".into()], &gw).unwrap();
+        Deployment {
+            _tmp: tmp,
+            ca,
+            manager,
+            gw,
+        }
+    }
+
+    fn name(s: &str) -> ServerName<'static> {
+        ServerName::try_from(s.to_string()).unwrap()
+    }
+
+    fn rustls_error(e: &std::io::Error) -> Option<&rustls::Error> {
+        e.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>())
+    }
+
+    /// Runs both ends of a handshake over an in-memory pipe, then a one-line
+    /// exchange (client to server) so a failure the client only learns after
+    /// its side of the handshake (TLS 1.3 client auth) still shows. Returns
+    /// (server result, client result): the peer's CN on success.
+    async fn handshake(
+        server: Arc<ServerConfig>,
+        client: Arc<ClientConfig>,
+        sn: ServerName<'static>,
+    ) -> (
+        std::result::Result<Option<String>, std::io::Error>,
+        std::result::Result<Option<String>, std::io::Error>,
+    ) {
+        let (c, s) = tokio::io::duplex(64 * 1024);
+        let srv = async move {
+            let mut tls = TlsAcceptor::from(server).accept(s).await?;
+            let cn = peer_common_name(tls.get_ref().1);
+            let mut buf = [0u8; 5];
+            tls.read_exact(&mut buf).await?;
+            assert_eq!(&buf, b"hello");
+            tls.write_all(b"ok").await?;
+            tls.shutdown().await?;
+            Ok(cn)
+        };
+        let cli = async move {
+            let mut tls = TlsConnector::from(client).connect(sn, c).await?;
+            let cn = peer_common_name(tls.get_ref().1);
+            tls.write_all(b"hello").await?;
+            tls.flush().await?;
+            let mut buf = Vec::new();
+            tls.read_to_end(&mut buf).await?;
+            if buf != b"ok" {
+                return Err(std::io::Error::other(format!("server said {buf:?}")));
+            }
+            Ok(cn)
+        };
+        tokio::join!(srv, cli)
+    }
+
+    #[tokio::test]
+    async fn mutual_tls_both_directions_by_ip_and_name() {
+        let d = deployment();
+        let manager_srv = server_config(&d.manager).unwrap();
+        let gw_cli = client_config(&d.gw).unwrap();
+        for sn in ["127.0.0.2", "manager.cpq"] {
+            let (s, c) = handshake(manager_srv.clone(), gw_cli.clone(), name(sn)).await;
+            assert_eq!(s.unwrap().as_deref(), Some("gw1"), "server side via {sn}");
+            assert_eq!(
+                c.unwrap().as_deref(),
+                Some("manager"),
+                "client side via {sn}"
+            );
+        }
+        // The other direction: the manager releasing to the gateway.
+        let gw_srv = server_config(&d.gw).unwrap();
+        let manager_cli = client_config(&d.manager).unwrap();
+        for sn in ["127.0.0.1", "gw1"] {
+            let (s, c) = handshake(gw_srv.clone(), manager_cli.clone(), name(sn)).await;
+            assert_eq!(
+                s.unwrap().as_deref(),
+                Some("manager"),
+                "server side via {sn}"
+            );
+            assert_eq!(c.unwrap().as_deref(), Some("gw1"), "client side via {sn}");
+        }
+        // Name verification is on: a name not in the certificate fails.
+        let (_, c) = handshake(manager_srv, gw_cli, name("127.0.0.1")).await;
+        let e = c.unwrap_err();
+        assert!(
+            matches!(
+                rustls_error(&e),
+                Some(rustls::Error::InvalidCertificate(
+                    CertificateError::NotValidForName
+                        | CertificateError::NotValidForNameContext { .. }
+                ))
+            ),
+            "{e:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn negotiates_tls13_by_default_and_tls12_when_asked() {
+        let d = deployment();
+        let (c, s) = tokio::io::duplex(64 * 1024);
+        let acceptor = TlsAcceptor::from(server_config(&d.manager).unwrap());
+        let connector = TlsConnector::from(client_config(&d.gw).unwrap());
+        let (s, c) = tokio::join!(
+            acceptor.accept(s),
+            connector.connect(name("manager.cpq"), c)
+        );
+        let (s, _c) = (s.unwrap(), c.unwrap());
+        assert_eq!(
+            s.get_ref().1.protocol_version(),
+            Some(rustls::ProtocolVersion::TLSv1_3)
+        );
+
+        // A TLS 1.2-only client with the same credentials is accepted too.
+        let (certs, key) = load_node(&d.gw).unwrap();
+        let cc = ClientConfig::builder_with_provider(provider())
+            .with_protocol_versions(&[&rustls::version::TLS12])
+            .unwrap()
+            .with_root_certificates(load_ca(&d.gw).unwrap())
+            .with_client_auth_cert(certs, key)
+            .unwrap();
+        let (c, s) = tokio::io::duplex(64 * 1024);
+        let connector = TlsConnector::from(Arc::new(cc));
+        let (s, c) = tokio::join!(
+            acceptor.accept(s),
+            connector.connect(name("manager.cpq"), c)
+        );
+        let (s, _c) = (s.unwrap(), c.unwrap());
+        assert_eq!(
+            s.get_ref().1.protocol_version(),
+            Some(rustls::ProtocolVersion::TLSv1_2)
+        );
+        assert_eq!(peer_common_name(s.get_ref().1).as_deref(), Some("gw1"));
+    }
+
+    #[tokio::test]
+    async fn client_certificate_from_another_ca_is_refused() {
+        let d = deployment();
+        let tmp = tempfile::tempdir().unwrap();
+        let other_ca = tmp.path().join("ca");
+        let intruder = tmp.path().join("intruder");
+        ensure_ca(&other_ca, "other").unwrap();
+        issue(&other_ca, "gw1", &["gw1".into()], &intruder).unwrap();
+        // The intruder trusts the real CA (so it accepts the manager), but
+        // its own certificate comes from elsewhere.
+        std::fs::copy(d.ca.join(CA_CERT), intruder.join(CA_CERT)).unwrap();
+
+        let (s, c) = handshake(
+            server_config(&d.manager).unwrap(),
+            client_config(&intruder).unwrap(),
+            name("manager.cpq"),
+        )
+        .await;
+        let e = s.unwrap_err();
+        assert_eq!(
+            rustls_error(&e),
+            Some(&rustls::Error::InvalidCertificate(
+                CertificateError::UnknownIssuer
+            ))
+        );
+        let text = server_error_text(&e);
+        assert!(text.contains("unknown CA"), "{text}");
+        assert!(
+            text.contains("verify error: unable to get local issuer certificate"),
+            "{text}"
+        );
+        let e = c.unwrap_err();
+        assert!(
+            matches!(rustls_error(&e), Some(rustls::Error::AlertReceived(_))),
+            "client error {e:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn client_without_certificate_is_refused() {
+        let d = deployment();
+        let cc = ClientConfig::builder_with_provider(provider())
+            .with_protocol_versions(VERSIONS)
+            .unwrap()
+            .with_root_certificates(load_ca(&d.gw).unwrap())
+            .with_no_client_auth();
+        let (s, c) = handshake(
+            server_config(&d.manager).unwrap(),
+            Arc::new(cc),
+            name("manager.cpq"),
+        )
+        .await;
+        let e = s.unwrap_err();
+        assert_eq!(
+            rustls_error(&e),
+            Some(&rustls::Error::NoCertificatesPresented)
+        );
+        let text = server_error_text(&e);
+        assert!(text.contains("no certificate from client"), "{text}");
+        assert!(c.is_err());
+    }
+
+    #[tokio::test]
+    async fn server_certificate_from_another_ca_is_refused() {
+        let d = deployment();
+        let tmp = tempfile::tempdir().unwrap();
+        let other_ca = tmp.path().join("ca");
+        let impostor = tmp.path().join("impostor");
+        ensure_ca(&other_ca, "other").unwrap();
+        issue(
+            &other_ca,
+            "manager",
+            &["manager.cpq".into(), "127.0.0.2".into()],
+            &impostor,
+        )
+        .unwrap();
+        // The impostor would even accept the gateway's certificate.
+        std::fs::copy(d.ca.join(CA_CERT), impostor.join(CA_CERT)).unwrap();
+
+        let (s, c) = handshake(
+            server_config(&impostor).unwrap(),
+            client_config(&d.gw).unwrap(),
+            name("manager.cpq"),
+        )
+        .await;
+        let e = c.unwrap_err();
+        assert_eq!(
+            rustls_error(&e),
+            Some(&rustls::Error::InvalidCertificate(
+                CertificateError::UnknownIssuer
+            ))
+        );
+        let e = s.unwrap_err();
+        let text = server_error_text(&e);
+        assert!(text.contains("aborted the handshake"), "{text}");
+    }
+
+    #[test]
+    fn ensure_ca_is_idempotent_and_keys_are_private() {
+        let tmp = tempfile::tempdir().unwrap();
+        let ca = tmp.path().join("cpq");
+        assert!(ensure_ca(&ca, "one").unwrap());
+        let crt = std::fs::read(ca.join(CA_CERT)).unwrap();
+        let key = std::fs::read(ca.join(CA_KEY)).unwrap();
+        assert!(!ensure_ca(&ca, "two").unwrap());
+        assert_eq!(std::fs::read(ca.join(CA_CERT)).unwrap(), crt);
+        assert_eq!(std::fs::read(ca.join(CA_KEY)).unwrap(), key);
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&ca.join(CA_KEY)), 0o600);
+
+        // An existing, too widely readable node.key is replaced by a 0600 one.
+        let node = tmp.path().join("node");
+        std::fs::create_dir_all(&node).unwrap();
+        std::fs::write(node.join(NODE_KEY), "old").unwrap();
+        std::fs::set_permissions(node.join(NODE_KEY), std::fs::Permissions::from_mode(0o644))
+            .unwrap();
+        issue(&ca, "gw1", &["gw1".into()], &node).unwrap();
+        assert_eq!(mode(&node.join(NODE_KEY)), 0o600);
+        assert_ne!(std::fs::read(node.join(NODE_KEY)).unwrap(), b"old");
+        assert_eq!(std::fs::read(node.join(CA_CERT)).unwrap(), crt);
+        // Issuing into the CA's own directory (the manager's node cert).
+        issue(&ca, "manager", &["manager.cpq".into()], &ca).unwrap();
+        assert_eq!(std::fs::read(ca.join(CA_CERT)).unwrap(), crt);
+        assert_eq!(mode(&ca.join(NODE_KEY)), 0o600);
+        assert!(std::fs::read_dir(&ca).unwrap().all(|e| !e
+            .unwrap()
+            .file_name()
+            .to_string_lossy()
+            .ends_with(".tmp")));
+    }
+
+    #[test]
+    fn issue_refuses_bad_input() {
+        let tmp = tempfile::tempdir().unwrap();
+        let ca = tmp.path().join("ca");
+        let out = tmp.path().join("out");
+        // No CA yet: the error names the file.
+        let e = issue(&ca, "gw1", &["gw1".into()], &out).unwrap_err();
+        assert!(format!("{e:#}").contains("ca.crt"), "{e:#}");
+        ensure_ca(&ca, "t").unwrap();
+        assert!(issue(&ca, "gw1", &[], &out).is_err());
+        assert!(issue(&ca, "", &["gw1".into()], &out).is_err());
+        // A key that does not belong to the certificate.
+        let other = tmp.path().join("other");
+        ensure_ca(&other, "t").unwrap();
+        std::fs::copy(other.join(CA_KEY), ca.join(CA_KEY)).unwrap();
+        let e = issue(&ca, "gw1", &["gw1".into()], &out).unwrap_err();
+        assert!(format!("{e:#}").contains("does not belong"), "{e:#}");
+        assert!(!out.join(NODE_CERT).exists());
+    }
+
+    #[tokio::test]
+    async fn names_peers_cannot_use_do_not_block_enrollment() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (ca, node) = (tmp.path().join("ca"), tmp.path().join("node"));
+        ensure_ca(&ca, "t").unwrap();
+        // Only names that are not host names at all: refused.
+        let e = issue(&ca, "m", &["Manager One".into()], &node).unwrap_err();
+        assert!(format!("{e:#}").contains("Manager One"), "{e:#}");
+        // Mixed with a usable one: issued, and the usable one works.
+        issue(
+            &ca,
+            "Manager One",
+            &["Manager One".into(), "10.0.0.9".into()],
+            &node,
+        )
+        .unwrap();
+        let (s, c) = handshake(
+            server_config(&node).unwrap(),
+            client_config(&node).unwrap(),
+            name("10.0.0.9"),
+        )
+        .await;
+        assert_eq!(s.unwrap().as_deref(), Some("Manager One"));
+        assert_eq!(c.unwrap().as_deref(), Some("Manager One"));
+    }
+
+    #[test]
+    fn summarize_reads_names_and_expiry() {
+        let d = deployment();
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
+        let day = 86_400;
+        let s = summarize(&d.gw.join(NODE_CERT)).unwrap();
+        assert_eq!(s.subject_cn, "gw1");
+        assert_eq!(s.issuer_cn, "PVO deployment CA test");
+        let ten_years = 3652 * day;
+        assert!(s.not_after.abs_diff(now + ten_years) < 2 * day, "{s:?}");
+        let s = summarize(&d.ca.join(CA_CERT)).unwrap();
+        assert_eq!(s.subject_cn, "PVO deployment CA test");
+        assert_eq!(s.issuer_cn, "PVO deployment CA test");
+        assert!(s.not_after.abs_diff(now + 2 * ten_years) < 4 * day, "{s:?}");
+        let e = summarize(&d.ca.join("missing.crt")).unwrap_err();
+        assert!(format!("{e:#}").contains("missing.crt"), "{e:#}");
+        std::fs::write(d.ca.join("junk.crt"), "not a certificate").unwrap();
+        let e = summarize(&d.ca.join("junk.crt")).unwrap_err();
+        assert!(format!("{e:#}").contains("junk.crt"), "{e:#}");
+    }
+
+    #[test]
+    fn der_reader_survives_garbage() {
+        let d = deployment();
+        let pem = std::fs::read(d.gw.join(NODE_CERT)).unwrap();
+        let cert = CertificateDer::from_pem_slice(&pem).unwrap().to_vec();
+        let ok = der::parse_certificate(&cert).unwrap();
+        assert_eq!(der::common_name(ok.subject).as_deref(), Some("gw1"));
+        // Every truncation fails cleanly.
+        for n in 0..cert.len() {
+            assert!(der::parse_certificate(&cert[..n]).is_none(), "prefix {n}");
+        }
+        // Trailing bytes are refused.
+        let mut longer = cert.clone();
+        longer.push(0);
+        assert!(der::parse_certificate(&longer).is_none());
+        // Corrupted bytes never panic (deterministic pseudo-random flips).
+        let mut x: u32 = 0x1234_5678;
+        for _ in 0..5000 {
+            let mut c = cert.clone();
+            for _ in 0..3 {
+                x = x.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+                let i = (x as usize >> 8) % c.len();
+                c[i] ^= (x >> 24) as u8 | 1;
+            }
+            if let Some(p) = der::parse_certificate(&c) {
+                let _ = der::common_name(p.subject);
+                let _ = der::common_name(p.issuer);
+            }
+        }
+        // Hand-made nasties.
+        for bad in [
+            &[][..],
+            &[0x30],
+            &[0x30, 0x80, 0x00, 0x00],             // indefinite length
+            &[0x30, 0x84, 0xff, 0xff, 0xff, 0xff], // 4 GiB claimed
+            &[0x30, 0x85, 1, 0, 0, 0, 0],          // length of length too big
+            &[0x1f, 0x81, 0x01, 0x00],             // high tag number
+            &[0x30, 0x02, 0x30, 0x05],             // inner overruns outer
+        ] {
+            assert!(der::parse_certificate(bad).is_none(), "{bad:?}");
+            assert!(der::common_name(bad).is_none(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn der_names_and_times() {
+        // Name: SET{ C=PrintableString "DE" }, SET{ CN=BMPString "Zoë" }.
+        let name = [
+            0x30, 0x1e, 0x31, 0x0b, 0x30, 0x09, 0x06, 0x03, 0x55, 0x04, 0x06, 0x13, 0x02, b'D',
+            b'E', 0x31, 0x0f, 0x30, 0x0d, 0x06, 0x03, 0x55, 0x04, 0x03, 0x1e, 0x06, 0x00, b'Z',
+            0x00, b'o', 0x00, 0xeb,
+        ];
+        assert_eq!(der::common_name(&name).as_deref(), Some("Zoë"));
+        // Without a CN.
+        let no_cn = &name[..15];
+        let mut no_cn = no_cn.to_vec();
+        no_cn[1] = 0x0d;
+        assert_eq!(der::common_name(&no_cn), None);
+        // PrintableString CN.
+        let printable = [
+            0x30, 0x0d, 0x31, 0x0b, 0x30, 0x09, 0x06, 0x03, 0x55, 0x04, 0x03, 0x13, 0x02, b'g',
+            b'w',
+        ];
+        assert_eq!(der::common_name(&printable).as_deref(), Some("gw"));
+
+        assert_eq!(
+            der::parse_time(0x18, b"20991231235959Z"),
+            Some(4_102_444_799)
+        );
+        assert_eq!(der::parse_time(0x17, b"491231235959Z"), Some(2_524_607_999));
+        assert_eq!(der::parse_time(0x17, b"700101000000Z"), Some(0));
+        assert_eq!(
+            der::parse_time(0x18, b"20240229120000Z"),
+            Some(1_709_208_000)
+        );
+        assert_eq!(der::parse_time(0x17, b"500101000000Z"), None); // 1950
+        assert_eq!(der::parse_time(0x18, b"20230229120000Z"), None); // no Feb 29
+        assert_eq!(der::parse_time(0x18, b"20991301000000Z"), None);
+        assert_eq!(der::parse_time(0x18, b"2099123123595Z"), None);
+        assert_eq!(der::parse_time(0x18, b"2099123123595+Z"), None);
+        assert_eq!(der::parse_time(0x18, b"20991231235959+"), None);
+        assert_eq!(der::parse_time(0x02, b"20991231235959Z"), None);
+    }
+
+    #[test]
+    fn error_texts() {
+        let io = |e: rustls::Error| std::io::Error::new(std::io::ErrorKind::InvalidData, e);
+        assert_eq!(
+            server_error_text(&io(rustls::Error::NoCertificatesPresented)),
+            "verify error: no certificate from client"
+        );
+        assert_eq!(
+            server_error_text(&io(rustls::Error::InvalidCertificate(
+                CertificateError::UnknownIssuer
+            ))),
+            "verify error: unable to get local issuer certificate (certificate issued by an unknown CA)"
+        );
+        assert_eq!(
+            server_error_text(&io(rustls::Error::InvalidCertificate(
+                CertificateError::Expired
+            ))),
+            "verify error: certificate has expired"
+        );
+        let t = server_error_text(&io(rustls::Error::AlertReceived(
+            rustls::AlertDescription::UnknownCA,
+        )));
+        assert!(t.contains("does not trust this node's certificate"), "{t}");
+        let t = server_error_text(&std::io::Error::from(std::io::ErrorKind::UnexpectedEof));
+        assert!(t.contains("closed the connection"), "{t}");
+    }
+}
