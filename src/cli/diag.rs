@@ -34,8 +34,10 @@ pub enum DiagCommand {
         /// The domain the certificate must be valid for.
         domain: String,
         /// The mail server: HOST, HOST:PORT, [IPv6] or [IPv6]:PORT (port 25 by default).
+        /// For `tlsverify the.cpq.host` it defaults to the manager ([cpq] manager), checked
+        /// with the deployment CA and this gateway's CPQ certificate.
         #[arg(value_name = "HOST[:PORT]")]
-        host: String,
+        host: Option<String>,
     },
 }
 
@@ -61,6 +63,12 @@ impl DiagCommand {
                 domain,
                 host,
             } => {
+                let Some(host) = host else {
+                    return Ok((
+                        "tlsverify",
+                        json!({ "interface": interface, "timeout": timeout, "domain": domain }),
+                    ));
+                };
                 let Some((host, port)) = crate::config::parse_host_port(&host) else {
                     bail!("tlsverify: {host:?} is not HOST[:PORT] (for example mx.example.com, 192.0.2.1:2525 or [2001:db8::1]:25)");
                 };

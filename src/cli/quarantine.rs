@@ -231,6 +231,9 @@ pub struct SearchFilters {
     /// Words of an attachment's name (invoice.pdf matches "invoice pdf").
     #[arg(long)]
     attachment: Option<String>,
+    /// On a manager: messages from this gateway (its id).
+    #[arg(long)]
+    gateway: Option<String>,
 }
 
 impl SearchFilters {
@@ -265,12 +268,14 @@ impl SearchFilters {
             "reason": reason,
             "reason_kind": reason_kind,
             "attachment": self.attachment,
+            "gateway": self.gateway,
         }))
     }
 
     /// True when any filter besides the quarantine is set.
     fn narrows(&self) -> bool {
-        self.sender.is_some()
+        self.gateway.is_some()
+            || self.sender.is_some()
             || self.recipient.is_some()
             || self.subject.is_some()
             || self.from.is_some()

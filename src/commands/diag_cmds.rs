@@ -262,15 +262,44 @@ async fn tlsverify(shared: &Arc<Shared>, args: &serde_json::Value) -> Response {
     else {
         return Response::error("tlsverify: give the domain whose certificate to verify");
     };
-    let Ok(server_name) = ServerName::try_from(domain.clone()) else {
-        return Response::error(format!("tlsverify: \"{domain}\" is not a domain name"));
+    // `tlsverify the.cpq.host`: the manager, with the trust CPQ uses (the
+    // deployment CA, and this node's certificate as client certificate).
+    let cpq = domain == crate::config::CPQ_HOST;
+    let manager = shared.config().cpq.as_ref().and_then(|c| c.manager.clone());
+    let (host, port) = match (arg_str(args, "host"), &manager) {
+        (Some(h), _) => (
+            h.to_string(),
+            match port_arg(args) {
+                Ok(p) => p,
+                Err(r) => return r,
+            },
+        ),
+        (None, Some((h, p))) if cpq => (h.clone(), *p),
+        (None, _) if cpq => {
+            return Response::error(
+                "tlsverify the.cpq.host: this node has no manager configured ([cpq] manager = \"HOST:PORT\"); give HOST[:PORT]",
+            )
+        }
+        (None, _) => {
+            return Response::error("tlsverify: give the host to connect to (HOST[:PORT])")
+        }
     };
-    let Some(host) = arg_str(args, "host").map(str::to_string) else {
-        return Response::error("tlsverify: give the host to connect to (HOST[:PORT])");
+    // CPQ certificates name the manager by address or node id.
+    let name_for = if cpq { host.clone() } else { domain.clone() };
+    let Ok(server_name) = ServerName::try_from(name_for.clone()) else {
+        return Response::error(format!("tlsverify: \"{name_for}\" is not a domain name"));
     };
-    let port = match port_arg(args) {
-        Ok(p) => p,
-        Err(r) => return r,
+    let cpq_client = if cpq {
+        match shared.cpq_tls() {
+            Some(t) => Some(t.client.clone()),
+            None => {
+                return Response::error(
+                    "tlsverify the.cpq.host: this node has no CPQ certificate (enroll it on the manager: `pvo manager enroll`)",
+                )
+            }
+        }
+    } else {
+        None
     };
     let timeout = timeout_arg(args);
     let mut d = Dialogue {
@@ -345,7 +374,7 @@ async fn tlsverify(shared: &Arc<Shared>, args: &serde_json::Value) -> Response {
     let mut stream = io.into_inner();
 
     d.say("Checking TLS connection.");
-    let config = shared.tls_clients().verify.clone();
+    let config = cpq_client.unwrap_or_else(|| shared.tls_clients().verify.clone());
     let attempt = match diag::tls_handshake(&mut stream, config, server_name, timeout).await {
         Ok(a) => a,
         Err(e) => return d.fail(&host, "handshake", format!("TLS handshake failed: {e}.")),

@@ -449,6 +449,7 @@ fn query_from(v: &Value) -> Result<SearchQuery, String> {
         reason: s("reason"),
         reason_kind: s("reason_kind").map(|k| reason_kind(&k)).transpose()?,
         attachment_name: s("attachment"),
+        gateway: s("gateway"),
         ..SearchQuery::default()
     })
 }
@@ -459,6 +460,15 @@ fn resolve(s: &Store, mids: &[u64]) -> pvo_quarantine::Result<HashMap<u64, MsgId
     const PAGE: u64 = 1000;
     let mut want: HashSet<u64> = mids.iter().copied().collect();
     let mut found = HashMap::new();
+    // The MID this node logged (indexed): the manager's MID on a manager, the
+    // gateway's own on a gateway.
+    for &m in mids {
+        if let Some(id) = s.message_by_node_mid(m)? {
+            found.insert(m, id);
+            want.remove(&m);
+        }
+    }
+    // Messages stored before that MID was recorded: by the gateway MID.
     let mut q = SearchQuery {
         limit: PAGE,
         max_count: Some(1),
@@ -467,7 +477,7 @@ fn resolve(s: &Store, mids: &[u64]) -> pvo_quarantine::Result<HashMap<u64, MsgId
     while !want.is_empty() {
         let page = s.search(&q)?;
         for h in &page.hits {
-            if want.remove(&h.gateway_mid) {
+            if h.node_mid.is_none() && want.remove(&h.gateway_mid) {
                 found.insert(h.gateway_mid, h.msg_id);
             }
         }
@@ -522,8 +532,9 @@ async fn search(shared: &Arc<Shared>, args: &Value) -> Reply {
             n => format!("{} (+{})", cut(&h.recipients[0], 26), n - 1),
         };
         let names: Vec<&str> = h.held_in.iter().map(|m| m.quarantine.as_str()).collect();
+        let mid = h.node_mid.unwrap_or(h.gateway_mid);
         rows.push([
-            h.gateway_mid.to_string(),
+            mid.to_string(),
             gmt(h.received),
             cut(&h.sender, 30),
             recipients,
@@ -532,7 +543,9 @@ async fn search(shared: &Arc<Shared>, args: &Value) -> Reply {
             exit.map(gmt).unwrap_or_default(),
         ]);
         messages.push(json!({
-            "mid": h.gateway_mid,
+            "mid": mid,
+            "gateway": h.gateway,
+            "gateway_mid": h.gateway_mid,
             "received": h.received,
             "sender": h.sender,
             "recipients": h.recipients,
@@ -993,13 +1006,24 @@ async fn report(shared: &Arc<Shared>, results: BulkResult, missing: Vec<u64>, ve
             Err(e) => failed_ids.push((id, store_err(e))),
         }
     }
+    let reports = crate::scanning::local_quarantine::with_node_mids(shared, reports).await;
     if !failed_ids.is_empty() {
         let ids: Vec<MsgId> = failed_ids.iter().map(|(id, _)| *id).collect();
         let mids: HashMap<MsgId, u64> = shared
             .local_quarantine
             .with(move |s| {
                 ids.iter()
-                    .filter_map(|&id| s.message(id).ok().map(|m| (id, m.gateway_mid)))
+                    .filter_map(|&id| {
+                        s.message(id).ok().map(|m| {
+                            (
+                                id,
+                                m.meta
+                                    .get("mid")
+                                    .and_then(|v| v.as_u64())
+                                    .unwrap_or(m.gateway_mid),
+                            )
+                        })
+                    })
                     .collect()
             })
             .await;

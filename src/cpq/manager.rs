@@ -190,6 +190,7 @@ fn describe(raw: &[u8]) -> (String, Vec<pvo_quarantine::Attachment>) {
 /// rescan); returns the SMTP reply.
 pub async fn control(shared: &Arc<Shared>, rec: ControlRecord, icid: u64) -> String {
     let key = format!("{}:{}", rec.gateway_id, rec.transfer_id);
+    let gateway = rec.gateway_id.clone();
     let q = shared.local_quarantine.clone();
     let action = rec.action;
     let now = crate::clock::unix_now();
@@ -221,10 +222,17 @@ pub async fn control(shared: &Arc<Shared>, rec: ControlRecord, icid: u64) -> Str
     match result {
         Ok(Some(report)) => {
             shared.log.info(format!(
-                "ICID {icid} control {:?} for gateway {} MID {} carried out",
-                action, report.gateway_mid, report.gateway_mid
+                "ICID {icid} control {} for gateway {} MID {} carried out",
+                match action {
+                    ControlAction::Release => "release",
+                    ControlAction::Expire => "expire",
+                },
+                gateway,
+                report.gateway_mid
             ));
-            crate::scanning::local_quarantine::handle_reports(shared, vec![report]).await;
+            let reports =
+                crate::scanning::local_quarantine::with_node_mids(shared, vec![report]).await;
+            crate::scanning::local_quarantine::handle_reports(shared, reports).await;
             pvo_proto::cpq::CONTROL_OK_REPLY.to_string()
         }
         Ok(None) => pvo_proto::cpq::CONTROL_UNKNOWN_REPLY.to_string(),

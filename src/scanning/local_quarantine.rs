@@ -86,6 +86,7 @@ pub fn start(shared: &Arc<Shared>) {
             let t = now();
             match shared.local_quarantine.with(move |s| s.sweep(t)).await {
                 Ok(reports) => {
+                    let reports = with_node_mids(&shared, reports).await;
                     handle_reports(&shared, reports).await;
                 }
                 Err(e) => shared
@@ -95,6 +96,37 @@ pub fn start(shared: &Arc<Shared>) {
             tokio::time::sleep(SWEEP_EVERY).await;
         }
     });
+}
+
+/// Puts the MID this node logged in each report's `gateway_mid` (the field
+/// every log line and answer uses): the manager's MID on a manager. Reports
+/// of messages without one keep the gateway MID.
+pub async fn with_node_mids(
+    shared: &Arc<Shared>,
+    mut reports: Vec<ActionReport>,
+) -> Vec<ActionReport> {
+    if shared.config().role != crate::config::Role::Manager || reports.is_empty() {
+        return reports;
+    }
+    let ids: Vec<MsgId> = reports.iter().map(|r| r.msg_id).collect();
+    let mids: Vec<Option<u64>> = shared
+        .local_quarantine
+        .with(move |s| {
+            ids.iter()
+                .map(|&id| {
+                    s.message(id)
+                        .ok()
+                        .and_then(|m| m.meta.get("mid").and_then(|v| v.as_u64()))
+                })
+                .collect()
+        })
+        .await;
+    for (r, m) in reports.iter_mut().zip(mids) {
+        if let Some(m) = m {
+            r.gateway_mid = m;
+        }
+    }
+    reports
 }
 
 /// Logs what an action changed and delivers what was released from all

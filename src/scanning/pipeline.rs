@@ -384,7 +384,7 @@ async fn apply(shared: &Arc<Shared>, env: Arc<Envelope>, body: Arc<Vec<u8>>, d: 
             received: env.received_at,
             subject,
             attachments,
-            meta: json!({ "icid": env.icid, "source_ip": env.source_ip, "listener": env.listener, "outgoing": env.outgoing }),
+            meta: json!({ "mid": mid, "icid": env.icid, "source_ip": env.source_ip, "listener": env.listener, "outgoing": env.outgoing }),
             raw: raw.as_ref().clone(),
             holds: d.holds,
         };

@@ -113,6 +113,8 @@ pub struct SearchHit {
     pub msg_id: MsgId,
     pub gateway: String,
     pub gateway_mid: u64,
+    /// The MID this node gave the message (`meta.mid`), when recorded.
+    pub node_mid: Option<u64>,
     pub sender: String,
     pub recipients: Vec<String>,
     pub subject: String,

@@ -795,7 +795,10 @@ fn migrations_from_empty_and_reopen() {
         .unwrap()
         .collect::<rusqlite::Result<_>>()
         .unwrap();
-    assert_eq!(rows, [(1, T0 as i64), (2, T0 as i64 + 1)]);
+    assert_eq!(
+        rows,
+        [(1, T0 as i64), (2, T0 as i64 + 1), (3, T0 as i64 + 1)]
+    );
     let (journal, vacuum): (String, i64) = (
         c.query_row("PRAGMA journal_mode", [], |r| r.get(0))
             .unwrap(),
@@ -1292,4 +1295,33 @@ fn full_disk_is_reported_and_stores_nothing() {
     let u = s.usage().unwrap();
     assert_eq!((u.total_messages, u.total_bytes), (0, 0));
     assert!(s.search(&SearchQuery::default()).unwrap().hits.is_empty());
+}
+
+#[test]
+fn messages_are_found_by_the_node_mid_and_the_transfer_key() {
+    let (_d, s) = open();
+    let mut a = msg("gw1:t-1", vec![hold("Policy")]);
+    a.gateway = "gw1".into();
+    a.gateway_mid = 5;
+    a.meta = serde_json::json!({ "mid": 900 });
+    let mut b = msg("gw2:t-1", vec![hold("Policy")]);
+    b.gateway = "gw2".into();
+    b.gateway_mid = 5;
+    b.meta = serde_json::json!({ "mid": 901 });
+    let ia = s.quarantine(&a, T0).unwrap().msg_id;
+    let ib = s.quarantine(&b, T0).unwrap().msg_id;
+    assert_eq!(s.message_by_node_mid(900).unwrap(), Some(ia));
+    assert_eq!(s.message_by_node_mid(901).unwrap(), Some(ib));
+    assert_eq!(s.message_by_node_mid(5).unwrap(), None);
+    assert_eq!(s.message_by_key("gw2:t-1").unwrap(), Some(ib));
+    assert_eq!(s.message_by_key("gw3:t-1").unwrap(), None);
+    let page = s
+        .search(&SearchQuery {
+            gateway: Some("gw2".into()),
+            ..Default::default()
+        })
+        .unwrap();
+    assert_eq!(page.hits.len(), 1);
+    assert_eq!(page.hits[0].node_mid, Some(901));
+    assert_eq!(page.hits[0].gateway_mid, 5);
 }

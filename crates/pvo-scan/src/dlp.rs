@@ -38,6 +38,7 @@
 use regex::Regex;
 use serde::{Deserialize, Serialize};
 
+use crate::bytescan::{find_from, is_digit};
 use crate::error::compile_regex;
 use crate::mime::{ScannedMessage, Unscannable};
 use crate::verdict::{validate_actions, Action, Verdict};
@@ -481,9 +482,10 @@ fn find_cards(text: &str, mut hit: impl FnMut(&str)) {
     let b = text.as_bytes();
     let mut i = 0;
     while i < b.len() {
-        if !b[i].is_ascii_digit() {
-            i += 1;
-            continue;
+        // A card starts at a digit; the bytes before the next one cannot start anything.
+        match find_from(b, i, is_digit) {
+            Some(d) => i = d,
+            None => break,
         }
         // The run of digit groups starting here; most runs (dates, amounts) are too short
         // to hold a card and are skipped without collecting anything.
@@ -702,6 +704,15 @@ fn find_ibans(text: &str, mut hit: impl FnMut(&str)) {
     let b = text.as_bytes();
     let mut i = 0;
     while i + 4 <= b.len() {
+        // An IBAN has its check digits at i + 2: no position before the next digit but two
+        // can start one.
+        match find_from(b, i + 2, is_digit) {
+            Some(d) => i = d - 2,
+            None => break,
+        }
+        if i + 4 > b.len() {
+            break;
+        }
         let candidate = b[i].is_ascii_uppercase()
             && b[i + 1].is_ascii_uppercase()
             && b[i + 2].is_ascii_digit()
@@ -772,6 +783,14 @@ fn find_ssns(text: &str, mut hit: impl FnMut(&str)) {
     let b = text.as_bytes();
     let mut i = 0;
     while i + 11 <= b.len() {
+        // An SSN starts at a digit.
+        match find_from(b, i, is_digit) {
+            Some(d) => i = d,
+            None => break,
+        }
+        if i + 11 > b.len() {
+            break;
+        }
         let w = &b[i..i + 11];
         let shape = w[..3].iter().all(u8::is_ascii_digit)
             && (w[3] == b'-' || w[3] == b' ')

@@ -74,6 +74,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+mod bytescan;
 pub mod dlp;
 pub mod error;
 pub mod filetype;

@@ -46,6 +46,7 @@ use mail_parser::{
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use crate::bytescan::find_from;
 use crate::filetype::{self, ArchiveInfo, FileType};
 
 /// Bounds on what [`scan`] is willing to parse. Every field has a default (see
@@ -569,7 +570,12 @@ impl Walker<'_> {
                 .and_then(|cs| charset_decoder(cs.as_bytes()))
             {
                 Some(decode) => decode(body),
-                None => String::from_utf8_lossy(body).into_owned(),
+                // Valid UTF-8 (nearly every body) is checked on the fast path and copied
+                // once; anything else gets the replacement characters.
+                None => match std::str::from_utf8(body) {
+                    Ok(text) => text.to_owned(),
+                    Err(_) => String::from_utf8_lossy(body).into_owned(),
+                },
             };
             let html = subtype.eq_ignore_ascii_case("html") || file_type == FileType::Html;
             extract_urls(&decoded, &mut self.urls);
@@ -770,6 +776,11 @@ fn extract_urls(text: &str, out: &mut Vec<String>) {
     };
     let mut i = 0;
     while i < bytes.len() {
+        // Only a ':' (of "://") or a 'w' (of "www.") can start a URL.
+        match find_from(bytes, i, |b| b == b':' || (b | 0x20) == b'w') {
+            Some(at) => i = at,
+            None => break,
+        }
         let b = bytes[i];
         if b == b':' && bytes.get(i + 1..i + 3) == Some(b"//") {
             let mut s = i;

@@ -991,6 +991,17 @@ impl SqliteStore {
         })
     }
 
+    pub fn message_by_node_mid(&self, mid: u64) -> Result<Option<MsgId>> {
+        let conn = self.reader()?;
+        let id: Option<i64> = conn
+            .prepare_cached(
+                "SELECT id FROM messages WHERE json_extract(meta, '$.mid') = ?1 ORDER BY id DESC LIMIT 1",
+            )?
+            .query_row([i(mid)], |r| r.get(0))
+            .optional()?;
+        Ok(id.map(u))
+    }
+
     pub fn message_by_key(&self, key: &str) -> Result<Option<MsgId>> {
         let conn = self.reader()?;
         let id: Option<i64> = conn

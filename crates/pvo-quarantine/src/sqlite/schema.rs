@@ -155,8 +155,15 @@ INSERT INTO message_fts (rowid, subject, attachments)
     FROM messages m WHERE m.state = 0;
 "#;
 
+/// Version 3: the MID this node gave the message (`meta.mid`: the manager's
+/// MID of a CPQ transfer, the gateway's own MID locally), indexed so commands
+/// name messages by it without a scan.
+const V3_NODE_MID: &str = r#"
+CREATE INDEX messages_node_mid ON messages (json_extract(meta, '$.mid'));
+"#;
+
 /// The migrations, in order; the index + 1 is the version.
-const MIGRATIONS: &[&str] = &[V1_STORE, V2_SEARCH];
+const MIGRATIONS: &[&str] = &[V1_STORE, V2_SEARCH, V3_NODE_MID];
 
 /// The schema version this build writes.
 pub const LATEST: u32 = MIGRATIONS.len() as u32;

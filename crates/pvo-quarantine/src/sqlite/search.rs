@@ -379,9 +379,10 @@ pub(crate) fn search(conn: &Connection, q: &SearchQuery) -> Result<SearchPage> {
 }
 
 fn hit(conn: &Connection, msg_id: MsgId) -> Result<SearchHit> {
-    let (gateway, gateway_mid, sender, subject, received, size) = conn
+    let (gateway, gateway_mid, sender, subject, received, size, node_mid) = conn
         .prepare_cached(
-            "SELECT gateway, gateway_mid, sender, subject, received, size
+            "SELECT gateway, gateway_mid, sender, subject, received, size,
+                    json_extract(meta, '$.mid')
              FROM messages WHERE id = ?1",
         )?
         .query_row([i(msg_id)], |r| {
@@ -392,6 +393,7 @@ fn hit(conn: &Connection, msg_id: MsgId) -> Result<SearchHit> {
                 r.get::<_, String>(3)?,
                 u(r.get(4)?),
                 u(r.get(5)?),
+                r.get::<_, Option<i64>>(6)?.map(u),
             ))
         })?;
     Ok(SearchHit {
@@ -400,6 +402,7 @@ fn hit(conn: &Connection, msg_id: MsgId) -> Result<SearchHit> {
         held_in: held(conn, msg_id)?,
         gateway,
         gateway_mid,
+        node_mid,
         sender,
         subject,
         received,
