@@ -1687,6 +1687,51 @@ hosts = ["[127.0.0.1]:2526"]
 "#;
 
     #[test]
+    fn cpq_section_adds_the_hidden_listener_and_checks_roles() {
+        let gw = format!(
+            "{GOOD}\n[cpq]\nnode_id = \"gw1\"\nmode = \"central\"\nmanager = \"127.0.0.2:7025\"\n"
+        );
+        let c = parse(&gw).unwrap();
+        let cpq = c.cpq.as_ref().unwrap();
+        assert!(cpq.central());
+        assert_eq!(cpq.port, 7025);
+        let l = c.listeners.iter().find(|l| l.name == CPQ_LISTENER).unwrap();
+        assert_eq!(l.kind, ListenerType::Cpq);
+        assert_eq!(l.hat[0].group, "RELAYLIST");
+        assert_eq!(c.policies[l.hat[0].policy].behavior, Behavior::Relay);
+        assert_eq!(l.hat[1].group, "ALL");
+        assert_eq!(c.policies[l.hat[1].policy].name, "BLOCKED");
+        assert_eq!(c.policies[l.hat[1].policy].behavior, Behavior::Reject);
+        assert_eq!(l.rat[0].recipients, ["ALL"]);
+
+        let no_manager = format!("{GOOD}\n[cpq]\nmode = \"central\"\n");
+        assert_eq!(parse(&no_manager).unwrap_err().key, "cpq.manager");
+        let manager_no_cpq =
+            "[node]\nrole = \"manager\"\n[[interface]]\nname = \"M\"\naddress = \"127.0.0.2\"\n";
+        assert_eq!(parse(manager_no_cpq).unwrap_err().key, "cpq");
+        let bad_role = "[node]\nrole = \"hub\"\n";
+        let e = parse(bad_role).unwrap_err();
+        assert_eq!((e.key.as_str(), e.line), ("node.role", Some(2)));
+        let gw_on_gateway =
+            format!("{GOOD}\n[cpq]\n[[cpq.gateway]]\nid = \"gw2\"\naddress = \"127.0.0.3\"\n");
+        assert_eq!(parse(&gw_on_gateway).unwrap_err().key, "cpq.gateway[0]");
+    }
+
+    #[test]
+    fn manager_example_file_parses() {
+        let text = std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/docs/manager.example.toml"
+        ))
+        .unwrap();
+        let c = parse(&text).unwrap();
+        assert_eq!(c.role, Role::Manager);
+        let cpq = c.cpq.unwrap();
+        assert_eq!(cpq.gateways[0].id, "gw1");
+        assert_eq!(c.listeners[0].name, CPQ_LISTENER);
+    }
+
+    #[test]
     fn example_file_parses() {
         let text = std::fs::read_to_string(concat!(
             env!("CARGO_MANIFEST_DIR"),
