@@ -136,13 +136,13 @@ async fn run_connection(shared: &Arc<Shared>, domain: &str, job: Job) -> Option<
         cfg.destination(domain)
             .map_or(cfg.tls_outbound.default, |d| d.tls)
     };
-    // A manager delivers releases from the interface of its cpq_listener (the
-    // address gateways know it by); everything else leaves from the default
-    // delivery interface (`deliveryconfig`).
-    let bind = match (&cpq, cfg.role, &cfg.cpq) {
-        (Some(_), crate::config::Role::Manager, Some(c)) => {
-            Some(cfg.interfaces[c.interface].address)
-        }
+    // CPQ leaves from the interface of the node's cpq_listener: that is the
+    // address the peer knows it by (the manager's HAT relays exactly the
+    // enrolled gateway addresses; a gateway's HAT, the manager's address).
+    // Everything else leaves from the default delivery interface
+    // (`deliveryconfig`).
+    let bind = match (&cpq, &cfg.cpq) {
+        (Some(_), Some(c)) => Some(cfg.interfaces[c.interface].address),
         _ => cfg
             .delivery
             .default_interface

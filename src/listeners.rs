@@ -146,6 +146,11 @@ impl Listeners {
     /// Starts a listener on a socket bound by [`Listeners::bind_only`].
     pub fn adopt(&self, shared: &Arc<Shared>, name: &str, sock: TcpListener) -> Result<SocketAddr> {
         let bound = sock.local_addr()?;
+        if name == crate::config::CPQ_LISTENER {
+            // The appliance's cpq_listener has a listen queue of 50 (listen()
+            // again on a listening socket only changes its backlog).
+            socket2::SockRef::from(&sock).listen(50)?;
+        }
         let accepting = accept(shared, name, sock)?;
         self.inner.lock().unwrap().install(name, bound, accepting);
         Ok(bound)

@@ -64,6 +64,9 @@ impl DiagCommand {
                 host,
             } => {
                 let Some(host) = host else {
+                    if domain != crate::config::CPQ_HOST {
+                        bail!("tlsverify: give the mail server to connect to: tlsverify DOMAIN HOST[:PORT] (only `tlsverify the.cpq.host` finds its host itself)");
+                    }
                     return Ok((
                         "tlsverify",
                         json!({ "interface": interface, "timeout": timeout, "domain": domain }),

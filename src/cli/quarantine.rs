@@ -530,7 +530,7 @@ mod tests {
     fn quarantine_requests() {
         let no_query = json!({
             "quarantine": null, "sender": null, "recipient": null, "subject": null,
-            "from": null, "to": null, "reason": null, "reason_kind": null, "attachment": null,
+            "from": null, "to": null, "reason": null, "reason_kind": null, "attachment": null, "gateway": null,
         });
         let cases: Vec<(&[&str], &str, Value)> = vec![
             (
@@ -604,7 +604,7 @@ mod tests {
                 json!({ "action": "search", "offset": 0, "limit": 5, "query": {
                     "quarantine": "Policy", "sender": null, "recipient": null, "subject": null,
                     "from": 1_749_513_600u64, "to": 1_749_599_999u64, "reason": "OUTB-1",
-                    "reason_kind": "outbreak rule", "attachment": null } }),
+                    "reason_kind": "outbreak rule", "attachment": null, "gateway": null } }),
             ),
             (
                 &[
@@ -618,7 +618,7 @@ mod tests {
                 "quarantine",
                 json!({ "action": "release", "mids": [482, 483], "all_results": false, "quarantine": "Policy",
                         "query": { "quarantine": "Policy", "sender": null, "recipient": null, "subject": null,
-                                   "from": null, "to": null, "reason": null, "reason_kind": null, "attachment": null } }),
+                                   "from": null, "to": null, "reason": null, "reason_kind": null, "attachment": null, "gateway": null } }),
             ),
             (
                 &["quarantine", "delete", "482", "--yes"],
@@ -637,7 +637,7 @@ mod tests {
                 "quarantine",
                 json!({ "action": "delete", "mids": [], "all_results": true, "quarantine": null,
                         "query": { "quarantine": null, "sender": null, "recipient": null, "subject": null,
-                                   "from": null, "to": null, "reason": "Eicar", "reason_kind": "virus", "attachment": null } }),
+                                   "from": null, "to": null, "reason": "Eicar", "reason_kind": "virus", "attachment": null, "gateway": null } }),
             ),
             (
                 &["quarantine", "delay", "482", "--by", "8h"],

@@ -122,18 +122,41 @@ pub async fn hoststatus(shared: &Arc<Shared>, args: &serde_json::Value) -> Respo
         }
     };
     let cfg = shared.config();
-    let route = match cfg.route(&host).map(|r| r.target.clone()) {
-        Some(crate::config::RouteTarget::Hosts(h)) => h
-            .iter()
-            .map(|(h, p)| format!("{h}:{p}"))
-            .collect::<Vec<_>>()
-            .join(", "),
-        Some(crate::config::RouteTarget::Maildir(d)) => format!("maildir {}", d.display()),
-        None => "MX records".to_string(),
+    // The CPQ hosts are not routed: the manager, or each enrolled gateway,
+    // always over mutual TLS (`delivery::cpq_hop`).
+    let cpq = cfg.cpq.as_ref();
+    let route = if host == crate::config::CPQ_HOST {
+        match cpq.filter(|c| c.central()).and_then(|c| c.manager.as_ref()) {
+            Some((h, p)) => format!("{h}:{p} (the manager's cpq_listener)"),
+            None => "none: no manager configured ([cpq] mode = \"central\", manager)".into(),
+        }
+    } else if host == crate::config::CPQ_RELEASE_HOST {
+        let gws: Vec<String> = cpq
+            .into_iter()
+            .flat_map(|c| c.gateways.iter())
+            .map(|g| format!("{} {}:{}", g.id, g.address, g.port))
+            .collect();
+        format!(
+            "the originating gateway's cpq_listener ({})",
+            gws.join(", ")
+        )
+    } else {
+        match cfg.route(&host).map(|r| r.target.clone()) {
+            Some(crate::config::RouteTarget::Hosts(h)) => h
+                .iter()
+                .map(|(h, p)| format!("{h}:{p}"))
+                .collect::<Vec<_>>()
+                .join(", "),
+            Some(crate::config::RouteTarget::Maildir(d)) => format!("maildir {}", d.display()),
+            None => "MX records".to_string(),
+        }
     };
-    let tls = cfg
-        .destination(&host)
-        .map_or(cfg.tls_outbound.default, |d| d.tls);
+    let tls = if host == crate::config::CPQ_HOST || host == crate::config::CPQ_RELEASE_HOST {
+        crate::config::TlsMode::RequiredVerify
+    } else {
+        cfg.destination(&host)
+            .map_or(cfg.tls_outbound.default, |d| d.tls)
+    };
     let mut t = format!("Host mail status for: '{host}'\n");
     t.push_str(&format!("Status as of:          {} GMT\n", ctime(now())));
     t.push_str(&format!(

@@ -124,7 +124,7 @@ impl Store {
     }
 
     /// The message bytes as received (while held or released-but-unconfirmed).
-    /// The message this node knows by `mid` (`meta.mid` of [`NewMessage`]), if any.
+    /// The held message this node knows by `mid` (`meta.mid` of [`NewMessage`]), if any.
     pub fn message_by_node_mid(&self, mid: u64) -> Result<Option<MsgId>> {
         backend!(self, b => b.message_by_node_mid(mid))
     }

@@ -1324,4 +1324,7 @@ fn messages_are_found_by_the_node_mid_and_the_transfer_key() {
     assert_eq!(page.hits.len(), 1);
     assert_eq!(page.hits[0].node_mid, Some(901));
     assert_eq!(page.hits[0].gateway_mid, 5);
+    // Only held messages are named by their MID.
+    s.delete(ib, "Policy", "admin", T0 + 1).unwrap();
+    assert_eq!(s.message_by_node_mid(901).unwrap(), None);
 }

@@ -995,7 +995,8 @@ impl SqliteStore {
         let conn = self.reader()?;
         let id: Option<i64> = conn
             .prepare_cached(
-                "SELECT id FROM messages WHERE json_extract(meta, '$.mid') = ?1 ORDER BY id DESC LIMIT 1",
+                "SELECT id FROM messages WHERE json_extract(meta, '$.mid') = ?1 AND state = 0
+                 ORDER BY id DESC LIMIT 1",
             )?
             .query_row([i(mid)], |r| r.get(0))
             .optional()?;
