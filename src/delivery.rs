@@ -779,6 +779,7 @@ pub fn tls_error_text(e: &std::io::Error) -> String {
     if let Some(inner) = e.get_ref().and_then(|i| i.downcast_ref::<E>()) {
         return match inner {
             E::InvalidCertificate(C::UnknownIssuer) => "verify error: unable to get local issuer certificate (certificate issued by an unknown CA)".into(),
+            E::InvalidCertificate(C::BadSignature) => "verify error: certificate signature failure (not signed by a trusted CA)".into(),
             E::InvalidCertificate(C::NotValidForName) | E::InvalidCertificate(C::NotValidForNameContext { .. }) => {
                 "verify error: certificate does not match the host name".into()
             }

@@ -1434,26 +1434,51 @@ fn quickstart_delivers_into_the_local_maildir_and_restarts_on_the_same_dir() {
         .tempdir()
         .unwrap();
     let data = tmp.path().join("pvo-data");
-    // quickstart takes its port on the command line, so the test has to name one: ask
-    // the kernel for a free port and release it. Another process could take it in
-    // between; every other test lets the node bind port 0 itself instead.
+    // quickstart lays out a gateway and a manager under DIR.
+    let gateway = data.join("gateway");
+    let manager = data.join("manager");
+    // quickstart takes its ports on the command line, so the test has to name them: ask
+    // the kernel for free ports and release them. Another process could take one in
+    // between; every other test lets the node bind port 0 itself instead. The CPQ port
+    // is the same on the gateway (127.0.0.1) and the manager (127.0.0.2).
     let port = free_port();
+    let manager_ip: std::net::IpAddr = "127.0.0.2".parse().unwrap();
+    let cpq_port = crate::support::free_port_on_all(&[TRUSTED, manager_ip]);
     let args = [
         "quickstart",
         "--dir",
         data.to_str().unwrap(),
         "--smtp-port",
         &port.to_string(),
+        "--cpq-port",
+        &cpq_port.to_string(),
     ];
-    let mut node = Node::start_with_args(tmp, data.clone(), &args, Listeners::Count(1));
+    let expected = Listeners::Named(vec!["IncomingMail".into(), "cpq_listener".into()]);
+    let mut node = Node::start_with_args(tmp, gateway.clone(), &args, expected);
     assert_eq!(node.port(), port);
-    assert!(
-        data.join("pvo.toml").is_file(),
-        "quickstart writes DIR/pvo.toml"
+    assert_eq!(
+        node.listener("cpq_listener"),
+        std::net::SocketAddr::new(TRUSTED, cpq_port)
     );
-    let config = std::fs::read_to_string(data.join("pvo.toml")).unwrap();
+    let manager_line = format!("Manager cpq_listener listening on {manager_ip}:{cpq_port}");
+    let stdout = node.dir().join("node.stdout.log");
+    wait_until(
+        DELIVERY,
+        || {
+            std::fs::read_to_string(&stdout)
+                .ok()?
+                .contains(&manager_line)
+                .then_some(())
+        },
+        || format!("{manager_line:?} in {}", stdout.display()),
+    );
+    for file in [gateway.join("pvo.toml"), manager.join("pvo.toml")] {
+        assert!(file.is_file(), "quickstart writes {}", file.display());
+    }
+    let config = std::fs::read_to_string(gateway.join("pvo.toml")).unwrap();
+    let manager_config = std::fs::read_to_string(manager.join("pvo.toml")).unwrap();
 
-    let maildir_new = data.join("maildir/new");
+    let maildir_new = gateway.join("maildir/new");
     let count = |dir: &std::path::Path| std::fs::read_dir(dir).map(|d| d.count()).unwrap_or(0);
     let mut c = SmtpClient::open(node.addr(), Some(UNTRUSTED));
     c.expect("EHLO client.test", 250);
@@ -1490,14 +1515,22 @@ fn quickstart_delivers_into_the_local_maildir_and_restarts_on_the_same_dir() {
     let text = std::fs::read_to_string(&file).unwrap();
     assert!(text.contains("Subject: quickstart"), "{text}");
 
-    // Run again on the same directory: same config, same mail.
+    // Run again on the same directory: same configs, same mail.
     let status = node.stop();
     assert!(status.success(), "SIGTERM: {status}");
     node.restart();
     assert_eq!(node.port(), port);
     assert_eq!(
-        std::fs::read_to_string(data.join("pvo.toml")).unwrap(),
+        node.listener("cpq_listener"),
+        std::net::SocketAddr::new(TRUSTED, cpq_port)
+    );
+    assert_eq!(
+        std::fs::read_to_string(gateway.join("pvo.toml")).unwrap(),
         config
+    );
+    assert_eq!(
+        std::fs::read_to_string(manager.join("pvo.toml")).unwrap(),
+        manager_config
     );
     assert_eq!(count(&maildir_new), 1);
     let mut c = SmtpClient::open(node.addr(), Some(TRUSTED));

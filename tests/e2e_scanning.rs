@@ -1279,8 +1279,13 @@ fn quickstart_demo_holds_the_test_subject_and_card_numbers_in_policy() {
         .tempdir()
         .unwrap();
     let data = tmp.path().join("pvo-data");
-    // quickstart takes its port on the command line: ask the kernel for a free one.
+    let gateway = data.join("gateway");
+    // quickstart takes its ports on the command line: ask the kernel for free ones (the
+    // CPQ port on both 127.0.0.1, the gateway, and 127.0.0.2, the manager).
     let port = free_port().to_string();
+    let manager_ip: std::net::IpAddr = "127.0.0.2".parse().unwrap();
+    let cpq_port =
+        crate::support::free_port_on_all(&[crate::support::TRUSTED, manager_ip]).to_string();
     let relay = sink.host_port();
     let args = [
         "quickstart",
@@ -1290,8 +1295,11 @@ fn quickstart_demo_holds_the_test_subject_and_card_numbers_in_policy() {
         &port,
         "--relay-host",
         &relay,
+        "--cpq-port",
+        &cpq_port,
     ];
-    let node = Node::start_with_args(tmp, data.clone(), &args, Listeners::Count(1));
+    let expected = Listeners::Named(vec!["IncomingMail".into(), "cpq_listener".into()]);
+    let node = Node::start_with_args(tmp, gateway.clone(), &args, expected);
     let stdout = wait_until(
         DELIVERY,
         || {
@@ -1300,41 +1308,95 @@ fn quickstart_demo_holds_the_test_subject_and_card_numbers_in_policy() {
         },
         || "the quickstart banner".into(),
     );
+    // The quarantine commands run on the manager (quickstart prints the canonical path).
+    let manager = fs::canonicalize(data.join("manager")).unwrap();
     for want in [
-        "[quarantine-test]",
-        "4111 1111 1111 1111",
-        "quarantine search",
-        "quarantine release MID",
+        "[quarantine-test]".to_string(),
+        "4111 1111 1111 1111".into(),
+        format!("pvo --dir {} quarantine search", manager.display()),
+        format!("pvo --dir {} quarantine release MID", manager.display()),
+        format!("Manager cpq_listener listening on {manager_ip}:{cpq_port}"),
     ] {
-        assert!(stdout.contains(want), "banner lacks {want:?}:\n{stdout}");
+        assert!(stdout.contains(&want), "banner lacks {want:?}:\n{stdout}");
     }
+    let on_manager = |args: &[&str]| -> String {
+        let mut cmd = Command::new(pvo_bin());
+        cmd.arg("--dir").arg(&manager).args(args);
+        let (status, out, err) = run_with_timeout(&mut cmd, COMMAND);
+        assert!(
+            status.success(),
+            "`pvo --dir {} {}`: {status}\n{out}\n{err}",
+            manager.display(),
+            args.join(" ")
+        );
+        out
+    };
 
     let by_subject = send(&node, &plain("[quarantine-test] demo", "hello"));
     let by_card = send(&node, &plain("order", "card 4111 1111 1111 1111"));
     let clean = send(&node, &plain("plain", "hello"));
-    wait_quarantined(
+    let line = wait_quarantined(
         &node,
         by_subject,
         "Policy",
         "content filter:quarantine_test)",
     );
-    wait_quarantined(&node, by_card, "Policy", "DLP policy:payment_cards)");
+    assert!(line.ends_with("(centralized)"), "{line}");
+    let line = wait_quarantined(&node, by_card, "Policy", "DLP policy:payment_cards)");
+    assert!(line.ends_with("(centralized)"), "{line}");
     wait_delivered(&sink, "plain");
     assert!(node.mail_logs().contains(&format!("MID {clean} ")));
 
-    let out = text(
-        &node,
-        &[
-            "quarantine",
-            "release",
-            &by_subject.to_string(),
-            &by_card.to_string(),
-        ],
-    );
+    // Both went to the manager, which holds them under its own MIDs.
+    let manager_mid = |mid: u64| -> u64 {
+        let needle = format!("MID {mid} RID [0] Response '2.0.0 Ok: Message ");
+        let log = node.wait_for_log(&needle, DELIVERY);
+        let line = log_lines(&log, &needle)[0];
+        line[line.find(&needle).unwrap() + needle.len()..]
+            .split_whitespace()
+            .next()
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("no manager MID in {line}"))
+    };
+    let (k_subject, k_card) = (manager_mid(by_subject), manager_mid(by_card));
+    let found: Value = serde_json::from_str(&on_manager(&["quarantine", "search", "--json"]))
+        .expect("search --json");
+    let mut held: Vec<(u64, u64)> = found["data"]["messages"]
+        .as_array()
+        .expect("messages")
+        .iter()
+        .map(|m| {
+            assert_eq!(m["gateway"], "gw1", "{m:#}");
+            (
+                m["mid"].as_u64().unwrap(),
+                m["gateway_mid"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    held.sort();
+    let mut want = vec![(k_subject, by_subject), (k_card, by_card)];
+    want.sort();
+    assert_eq!(held, want, "{found:#}");
+
+    let out = on_manager(&[
+        "quarantine",
+        "release",
+        &k_subject.to_string(),
+        &k_card.to_string(),
+    ]);
     assert!(
         out.contains("2 messages: 2 released from all quarantines."),
         "{out}"
     );
     wait_delivered(&sink, "[quarantine-test] demo");
     wait_delivered(&sink, "order");
+    let log = node.mail_logs();
+    for mid in [by_subject, by_card] {
+        assert!(
+            log.contains(&format!(
+                "by the manager manager: original MID {mid} release "
+            )),
+            "{log}"
+        );
+    }
 }

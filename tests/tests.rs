@@ -4,6 +4,7 @@
 
 mod e2e_commands;
 mod e2e_config;
+mod e2e_cpq;
 mod e2e_diag;
 mod e2e_durability;
 mod e2e_gateway;

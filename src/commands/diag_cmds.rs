@@ -252,16 +252,23 @@ impl Dialogue {
 /// delivery uses (web PKI roots plus `tls.outbound.ca_file`).
 async fn tlsverify(shared: &Arc<Shared>, args: &serde_json::Value) -> Response {
     let cfg = shared.config();
-    let src = match Source::select(&cfg, arg_str(args, "interface")) {
-        Ok(s) => s,
-        Err(e) => return Response::error(e),
-    };
-    drop(cfg);
     let Some(domain) =
         arg_str(args, "domain").map(|d| d.trim_end_matches('.').to_ascii_lowercase())
     else {
         return Response::error("tlsverify: give the domain whose certificate to verify");
     };
+    // CPQ connections leave from the cpq_listener's interface (`delivery`), so the
+    // probe does too unless --interface says otherwise.
+    let cpq_iface = cfg
+        .cpq
+        .as_ref()
+        .filter(|_| domain == crate::config::CPQ_HOST)
+        .map(|c| cfg.interfaces[c.interface].name.clone());
+    let src = match Source::select(&cfg, arg_str(args, "interface").or(cpq_iface.as_deref())) {
+        Ok(s) => s,
+        Err(e) => return Response::error(e),
+    };
+    drop(cfg);
     // `tlsverify the.cpq.host`: the manager, with the trust CPQ uses (the
     // deployment CA, and this node's certificate as client certificate).
     let cpq = domain == crate::config::CPQ_HOST;
@@ -445,7 +452,18 @@ async fn tlsverify(shared: &Arc<Shared>, args: &serde_json::Value) -> Response {
             return d.fail(&host, "handshake", format!("TLS handshake failed: {e}."))
         }
     };
-    let explained = diag::explain(&tls_error, &domain);
+    let mut explained = diag::explain(&tls_error, &domain);
+    let foreign_ca = matches!(
+        &tls_error,
+        rustls::Error::InvalidCertificate(
+            rustls::CertificateError::UnknownIssuer | rustls::CertificateError::BadSignature
+        )
+    );
+    if cpq && foreign_ca {
+        // The only trust CPQ uses is the deployment CA, not public CAs or ca_file.
+        explained.lines.truncate(1);
+        explained.lines.push("The certificate is not issued by this deployment's CA (the [cpq] dir's ca.crt): the manager belongs to another deployment, or this gateway was enrolled by another manager (enroll it again with `pvo manager enroll`).".into());
+    }
     if explained.certificate {
         d.say("Verifying peer certificate.");
     }

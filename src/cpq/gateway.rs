@@ -160,9 +160,11 @@ fn keep_outbreak_copy(shared: &Shared, env: &Envelope, body: &[u8]) -> Result<()
 
 /// A released message from the manager, received on the cpq_listener.
 /// Returns the SMTP reply.
+#[allow(clippy::too_many_arguments)]
 pub async fn receive_release(
     shared: &Arc<Shared>,
     rec: ReleaseRecord,
+    rx_mid: u64,
     sender: String,
     recipients: Vec<String>,
     body: Vec<u8>,
@@ -177,6 +179,9 @@ pub async fn receive_release(
             "ICID {icid} release {} of MID {} already received; not delivered again",
             rec.release_id, rec.gateway_mid
         ));
+        shared
+            .log
+            .info(format!("Message finished MID {rx_mid} done"));
         return format!("250 2.0.0 Ok: release {} already received", rec.release_id);
     }
     let actions = crate::cpq::records::early_release(&rec.actions);
@@ -220,6 +225,10 @@ pub async fn receive_release(
                 "MID {} rewritten to MID {new_mid} by the Centralized Policy Quarantine",
                 rec.gateway_mid
             ));
+            // The MID of the CPQ reception itself is done: the message goes on as `new_mid`.
+            shared
+                .log
+                .info(format!("Message finished MID {rx_mid} done"));
             if let Err(e) = ledger.record(&rec.release_id) {
                 shared.log.warning(format!(
                     "MID {new_mid} release {} could not be recorded ({e}); a repeat of it would be delivered again",

@@ -71,7 +71,17 @@ pub fn ensure_ca(dir: &Path, common_name: &str) -> Result<bool> {
     }
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     let key = KeyPair::generate().context("generating the deployment CA key")?;
-    let params = ca_params(&format!("PVO deployment CA {common_name}"), true)?;
+    // A per-deployment suffix: two deployments (two quickstarts) never have CAs
+    // of the same name, so a foreign certificate reads "unknown CA", not "bad
+    // signature".
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    let suffix = format!(
+        "{:08x}",
+        (nanos as u64 ^ u64::from(std::process::id())) as u32
+    );
+    let params = ca_params(&format!("PVO deployment CA {common_name} {suffix}"), true)?;
     let cert = params
         .self_signed(&key)
         .with_context(|| format!("signing the deployment CA {}", cert_path.display()))?;
@@ -986,12 +996,16 @@ mod tests {
         let day = 86_400;
         let s = summarize(&d.gw.join(NODE_CERT)).unwrap();
         assert_eq!(s.subject_cn, "gw1");
-        assert_eq!(s.issuer_cn, "PVO deployment CA test");
+        assert!(
+            s.issuer_cn.starts_with("PVO deployment CA test "),
+            "{}",
+            s.issuer_cn
+        );
         let ten_years = 3652 * day;
         assert!(s.not_after.abs_diff(now + ten_years) < 2 * day, "{s:?}");
         let s = summarize(&d.ca.join(CA_CERT)).unwrap();
-        assert_eq!(s.subject_cn, "PVO deployment CA test");
-        assert_eq!(s.issuer_cn, "PVO deployment CA test");
+        assert!(s.subject_cn.starts_with("PVO deployment CA test "), "{s:?}");
+        assert_eq!(s.issuer_cn, s.subject_cn);
         assert!(s.not_after.abs_diff(now + 2 * ten_years) < 4 * day, "{s:?}");
         let e = summarize(&d.ca.join("missing.crt")).unwrap_err();
         assert!(format!("{e:#}").contains("missing.crt"), "{e:#}");

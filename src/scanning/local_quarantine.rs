@@ -132,7 +132,10 @@ pub async fn with_node_mids(
 /// Logs what an action changed and delivers what was released from all
 /// quarantines. Returns (old MID, new MID) for each message re-injected.
 pub async fn handle_reports(shared: &Arc<Shared>, reports: Vec<ActionReport>) -> Vec<(u64, u64)> {
+    /// Releases handed to delivery at once: their spool writes share fsyncs.
+    const AT_ONCE: usize = 128;
     let mut delivered = Vec::new();
+    let mut pending = Vec::new();
     for r in reports {
         for line in r.log_lines(r.gateway_mid) {
             shared.log.info(line);
@@ -140,12 +143,27 @@ pub async fn handle_reports(shared: &Arc<Shared>, reports: Vec<ActionReport>) ->
         if let Outcome::Deliver {
             msg_id,
             early_release_actions,
-        } = &r.outcome
+        } = r.outcome
         {
-            if let Some(new_mid) =
-                deliver_released(shared, *msg_id, r.gateway_mid, early_release_actions).await
-            {
-                delivered.push((r.gateway_mid, new_mid));
+            pending.push((r.gateway_mid, msg_id, early_release_actions));
+        }
+    }
+    for chunk in pending.chunks(AT_ONCE) {
+        let tasks: Vec<_> = chunk
+            .iter()
+            .cloned()
+            .map(|(mid, msg_id, actions)| {
+                let shared = shared.clone();
+                tokio::spawn(async move {
+                    deliver_released(&shared, msg_id, mid, &actions)
+                        .await
+                        .map(|new| (mid, new))
+                })
+            })
+            .collect();
+        for t in tasks {
+            if let Ok(Some(pair)) = t.await {
+                delivered.push(pair);
             }
         }
     }

@@ -831,6 +831,7 @@ impl Session {
                     crate::cpq::gateway::receive_release(
                         &self.shared,
                         r,
+                        mid,
                         tx.sender,
                         tx.rcpts,
                         body,

@@ -1089,3 +1089,116 @@ pub fn free_port() -> u16 {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
     listener.local_addr().expect("local_addr").port()
 }
+
+/// A kernel-chosen free port on `ip` (any loopback address), released before returning.
+/// For ports that must be known before a node starts: the CPQ ports, which enrollment and
+/// a gateway's `[cpq] manager` name up front.
+pub fn free_port_on(ip: IpAddr) -> u16 {
+    let listener = std::net::TcpListener::bind(SocketAddr::new(ip, 0))
+        .unwrap_or_else(|e| panic!("bind {ip}:0: {e}"));
+    listener.local_addr().expect("local_addr").port()
+}
+
+// ---------------------------------------------------------------------------------------
+// CPQ nodes: a directory prepared before the node starts
+// ---------------------------------------------------------------------------------------
+
+/// The `name`s of the `[[listener]]` tables of a configuration, plus `cpq_listener` when
+/// it has a `[cpq]` section (the hidden listener that section adds).
+pub fn configured_listeners(config_toml: &str) -> Vec<String> {
+    let table: toml::Table = config_toml
+        .parse()
+        .unwrap_or_else(|e| panic!("test configuration is not TOML: {e}\n{config_toml}"));
+    let mut names: Vec<String> = table
+        .get("listener")
+        .and_then(|l| l.as_array())
+        .map(|ls| {
+            ls.iter()
+                .filter_map(|l| l.get("name").and_then(|n| n.as_str()).map(String::from))
+                .collect()
+        })
+        .unwrap_or_default();
+    if table.contains_key("cpq") {
+        names.push("cpq_listener".into());
+    }
+    names
+}
+
+/// A node's directory with its `pvo.toml` written but the node not started yet, so that
+/// something can happen in between: a gateway must be enrolled on the manager (its
+/// certificate written into `DIR/cpq`) before either starts.
+pub struct NodeDir {
+    dir: tempfile::TempDir,
+}
+
+impl NodeDir {
+    /// Writes `config_toml` (which should use `data_dir = "."`) to `DIR/pvo.toml`.
+    pub fn new(config_toml: &str) -> NodeDir {
+        let dir = tempfile::Builder::new()
+            .prefix("pvo-node-")
+            .tempdir()
+            .expect("create node dir");
+        fs::write(dir.path().join("pvo.toml"), config_toml).expect("write pvo.toml");
+        NodeDir { dir }
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn config_path(&self) -> PathBuf {
+        self.dir.path().join("pvo.toml")
+    }
+
+    /// `DIR/cpq`: the default `[cpq] dir` (certificates) with `data_dir = "."`.
+    pub fn cpq_dir(&self) -> PathBuf {
+        self.dir.path().join("cpq")
+    }
+
+    /// Replaces `pvo.toml`.
+    pub fn write_config(&self, config_toml: &str) {
+        fs::write(self.config_path(), config_toml).expect("write pvo.toml");
+    }
+
+    fn start(self, args: &[&str]) -> Node {
+        let text = fs::read_to_string(self.config_path()).expect("read pvo.toml");
+        let names = configured_listeners(&text);
+        let config = self.config_path().to_string_lossy().into_owned();
+        let data_dir = self.dir.path().to_path_buf();
+        let mut all: Vec<&str> = args.to_vec();
+        all.extend(["--config", config.as_str()]);
+        Node::start_with_args(self.dir, data_dir, &all, Listeners::Named(names))
+    }
+
+    /// `pvo gateway run`; returns once every listener, `cpq_listener` included, is up.
+    pub fn start_gateway(self) -> Node {
+        self.start(&["gateway", "run"])
+    }
+
+    /// `pvo manager run`; returns once its `cpq_listener` is up.
+    pub fn start_manager(self) -> Node {
+        self.start(&["manager", "run"])
+    }
+}
+
+impl Node {
+    /// Writes `config_toml` (a `[node] role = "manager"` configuration) and runs `pvo
+    /// manager run` on it; returns once its `cpq_listener` accepts connections.
+    pub fn start_manager(config_toml: &str) -> Node {
+        NodeDir::new(config_toml).start_manager()
+    }
+}
+
+/// A port free on every one of `ips` when asked (`pvo quickstart --cpq-port` listens on
+/// the same port on 127.0.0.1 and 127.0.0.2), released before returning.
+pub fn free_port_on_all(ips: &[IpAddr]) -> u16 {
+    loop {
+        let port = free_port_on(ips[0]);
+        if ips[1..]
+            .iter()
+            .all(|ip| std::net::TcpListener::bind(SocketAddr::new(*ip, port)).is_ok())
+        {
+            return port;
+        }
+    }
+}

@@ -4,7 +4,7 @@
 //! The scanners in [`crate::dlp`] and [`crate::mime`] look at most bytes of a text only to
 //! find that nothing can start there. [`find_from`] skips such stretches a block at a time:
 //! the test over a whole block has no early exit, so the compiler turns it into vector
-//! compares, and only a block that holds a candidate is searched byte by byte. The result
+//! compares and the first match falls out of the block's mask. The result
 //! is exactly the first matching position, so a scanner that jumps to it visits the same
 //! candidates, in the same order, as one that steps one byte at a time.
 
@@ -23,8 +23,21 @@ pub(crate) fn find_from(
     let mut blocks = rest.chunks_exact(BLOCK);
     let mut base = from;
     for block in &mut blocks {
-        if block.iter().fold(false, |any, &b| any | class(b)) {
-            return block.iter().position(|&b| class(b)).map(|p| base + p);
+        // One mask byte per input byte, read as two little-endian words: the first set
+        // byte is the first match. Written this way the compiler keeps the whole block in
+        // vector registers.
+        let block: &[u8; BLOCK] = block.try_into().unwrap_or(&[0; BLOCK]);
+        let mask = block.map(|b| if class(b) { 0xff } else { 0 });
+        let (lo, hi) = mask.split_at(BLOCK / 2);
+        let lo = u128::from_le_bytes(lo.try_into().unwrap_or([0; 16]));
+        let hi = u128::from_le_bytes(hi.try_into().unwrap_or([0; 16]));
+        if lo | hi != 0 {
+            let at = if lo != 0 {
+                lo.trailing_zeros() / 8
+            } else {
+                16 + hi.trailing_zeros() / 8
+            };
+            return Some(base + at as usize);
         }
         base += BLOCK;
     }

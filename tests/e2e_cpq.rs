@@ -1,0 +1,1347 @@
+//! End-to-end tests of the centralized quarantines (issue 5, `docs/cpq.md`): real gateways
+//! (`pvo gateway run`, central mode) and a real manager (`pvo manager run`) on loopback —
+//! gateway gw1 on 127.0.0.1, the manager on 127.0.0.2, a second gateway gw2 on 127.0.0.3 —
+//! each gateway with its own next hop (`tests/peers/sink.py`), and the appliance commands
+//! run as separate `pvo --dir DIR ...` processes, as an administrator would.
+//!
+//! Every deployment is made the way an administrator makes one: the manager's
+//! configuration is written, each gateway is enrolled with `pvo manager enroll` (which
+//! creates the deployment CA, writes the gateway's certificate into its `cpq/` directory
+//! and adds its `[[cpq.gateway]]` to the manager's file), then the manager starts (and
+//! issues its own certificate), then the gateways. The CPQ ports have to be known before
+//! anything runs (enrollment and `[cpq] manager` name them), so they are the only ports
+//! chosen up front (kernel-chosen free ports); SMTP listeners bind port 0.
+//!
+//! A message is quarantined by the content filter of the quickstart demo (subject
+//! containing `[quarantine-test]`, to Policy). Every wait is for an event — a `mail_logs`
+//! line, a command's answer, a message at a sink — never a fixed sleep.
+//!
+//! Needs `scripts/install-test-deps` (python3-aiosmtpd).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::Path;
+use std::process::{Command, ExitStatus};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use crate::support::{
+    connect, free_port_on, log_lines, pvo_bin, run_with_timeout, wait_until, Node, NodeDir, Reply,
+    Sink, SmtpClient, SYSTEM_PYTHON, TRUSTED,
+};
+
+/// Long enough for a debug build on two busy cores; waits end as soon as the event comes.
+const DELIVERY: Duration = Duration::from_secs(60);
+/// One appliance command.
+const COMMAND: Duration = Duration::from_secs(60);
+
+const GW1_IP: IpAddr = TRUSTED;
+const MANAGER_IP: IpAddr = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2));
+const GW2_IP: IpAddr = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 3));
+/// Neither a gateway nor the manager.
+const STRANGER_IP: IpAddr = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 4));
+
+/// What the demo content filter looks for in the subject, and how the nodes log the hit.
+const TAG: &str = "[quarantine-test]";
+const FILTER_REASON: &str = "content filter:quarantine_test";
+
+// ---------------------------------------------------------------------------------------
+// Configurations
+// ---------------------------------------------------------------------------------------
+
+/// A manager on 127.0.0.2 whose cpq_listener is on `cpq_port`, no gateway enrolled yet.
+fn manager_config(node_id: &str, cpq_port: u16) -> String {
+    format!(
+        r#"[node]
+role = "manager"
+hostname = "{node_id}.cpq.test"
+data_dir = "."
+
+[[interface]]
+name = "Management"
+address = "{MANAGER_IP}"
+hostname = "{node_id}.cpq.test"
+
+[cpq]
+node_id = "{node_id}"
+interface = "Management"
+port = {cpq_port}
+"#
+    )
+}
+
+/// The `[[cpq.gateway]]` table `pvo manager enroll` writes, for writing it by hand.
+fn enrolled_gateway(id: &str, ip: IpAddr, port: u16) -> String {
+    format!("\n[[cpq.gateway]]\nid = \"{id}\"\naddress = \"{ip}\"\nport = {port}\n")
+}
+
+/// A gateway `id` on `ip` in central mode (manager 127.0.0.2:`manager_port`), its
+/// cpq_listener on `ip`:`cpq_port`, mail to anything routed to `sink`, and the demo
+/// content filter in both mail policies (mail from 127.0.0.1 is outgoing).
+fn gateway_config(id: &str, ip: IpAddr, cpq_port: u16, manager_port: u16, sink: &Sink) -> String {
+    format!(
+        r#"[node]
+hostname = "{id}.cpq.test"
+data_dir = "."
+
+[[interface]]
+name = "Loopback"
+address = "{ip}"
+hostname = "{id}.cpq.test"
+
+[[policy]]
+name = "RELAYED"
+behavior = "relay"
+max_message_size = 20971520
+max_recipients = 1000
+max_concurrency = 600
+
+[[policy]]
+name = "ACCEPTED"
+behavior = "accept"
+max_message_size = 20971520
+max_recipients = 100
+max_concurrency = 200
+
+[[listener]]
+name = "IncomingMail"
+interface = "Loopback"
+port = 0
+type = "public"
+
+  [[listener.hat]]
+  group = "RELAYLIST"
+  senders = ["127.0.0.1"]
+  policy = "RELAYED"
+
+  [[listener.hat]]
+  group = "ALL"
+  senders = ["ALL"]
+  policy = "ACCEPTED"
+
+  [[listener.rat]]
+  recipients = ["example.com"]
+  action = "accept"
+
+[[smtp_route]]
+domain = "ALL"
+hosts = ["{sink}"]
+
+[delivery]
+default_interface = "Auto"
+
+[delivery.bounce]
+initial_retry = 3600
+max_retry = 3600
+max_queue_lifetime = 259200
+max_retries = 100
+send_dsn = false
+
+[tls.outbound]
+default = "off"
+
+[cpq]
+node_id = "{id}"
+interface = "Loopback"
+port = {cpq_port}
+mode = "central"
+manager = "{MANAGER_IP}:{manager_port}"
+
+[[content_filter]]
+name = "quarantine_test"
+conditions = {{ subject_contains = "{TAG}" }}
+actions = [{{ quarantine = "Policy" }}]
+
+[[mail_policy]]
+name = "DEFAULT_INCOMING"
+direction = "incoming"
+content_filters = ["ALL"]
+
+[[mail_policy]]
+name = "DEFAULT_OUTGOING"
+direction = "outgoing"
+content_filters = ["ALL"]
+"#,
+        sink = sink.host_port()
+    )
+}
+
+/// `pvo manager enroll --config MANAGER/pvo.toml ID --address IP --port PORT --out
+/// GATEWAY/cpq` (the manager not running: the gateway goes into the manager's file).
+fn enroll(manager: &NodeDir, gateway: &NodeDir, id: &str, ip: IpAddr, port: u16) {
+    let mut cmd = Command::new(pvo_bin());
+    cmd.args(["manager", "enroll", "--config"])
+        .arg(manager.config_path())
+        .arg(id)
+        .args(["--address", &ip.to_string(), "--port", &port.to_string()])
+        .arg("--out")
+        .arg(gateway.cpq_dir());
+    let (status, out, err) = run_with_timeout(&mut cmd, COMMAND);
+    assert!(
+        status.success(),
+        "enrolling {id}: {status}\n--- stdout ---\n{out}\n--- stderr ---\n{err}"
+    );
+    for file in ["node.crt", "node.key", "ca.crt"] {
+        assert!(
+            gateway.cpq_dir().join(file).is_file(),
+            "enroll wrote no {file} for {id}:\n{out}"
+        );
+    }
+    let config = std::fs::read_to_string(manager.config_path()).unwrap();
+    assert!(
+        config.contains(&format!("id = \"{id}\"")),
+        "enroll did not add gateway {id} to the manager's file:\n{config}"
+    );
+}
+
+// ---------------------------------------------------------------------------------------
+// A deployment: one manager, enrolled gateways
+// ---------------------------------------------------------------------------------------
+
+struct Gateway {
+    id: &'static str,
+    ip: IpAddr,
+    cpq_port: u16,
+    node: Node,
+    sink: Sink,
+}
+
+struct Deployment {
+    manager: Node,
+    manager_port: u16,
+    gateways: Vec<Gateway>,
+}
+
+impl Deployment {
+    /// A manager on 127.0.0.2 and a gateway per `(id, ip)`, each enrolled before the
+    /// manager starts, and each delivering to its own sink.
+    fn start(gateways: &[(&'static str, IpAddr)]) -> Deployment {
+        let manager_port = free_port_on(MANAGER_IP);
+        let mdir = NodeDir::new(&manager_config("manager", manager_port));
+        let mut prepared = Vec::new();
+        for &(id, ip) in gateways {
+            let sink = Sink::accepting();
+            let cpq_port = free_port_on(ip);
+            let dir = NodeDir::new(&gateway_config(id, ip, cpq_port, manager_port, &sink));
+            enroll(&mdir, &dir, id, ip, cpq_port);
+            prepared.push((id, ip, cpq_port, dir, sink));
+        }
+        let manager = mdir.start_manager();
+        assert_eq!(
+            manager.listener("cpq_listener"),
+            SocketAddr::new(MANAGER_IP, manager_port)
+        );
+        let gateways = prepared
+            .into_iter()
+            .map(|(id, ip, cpq_port, dir, sink)| {
+                let node = dir.start_gateway();
+                assert_eq!(node.listener("cpq_listener"), SocketAddr::new(ip, cpq_port));
+                Gateway {
+                    id,
+                    ip,
+                    cpq_port,
+                    node,
+                    sink,
+                }
+            })
+            .collect();
+        Deployment {
+            manager,
+            manager_port,
+            gateways,
+        }
+    }
+
+    fn manager_addr(&self) -> SocketAddr {
+        SocketAddr::new(MANAGER_IP, self.manager_port)
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// The command line
+// ---------------------------------------------------------------------------------------
+
+/// What one `pvo` command printed.
+struct Out {
+    status: ExitStatus,
+    stdout: String,
+    stderr: String,
+}
+
+fn pvo(node: &Node, args: &[&str]) -> Out {
+    let mut cmd = Command::new(pvo_bin());
+    cmd.arg("--dir").arg(node.data_dir()).args(args);
+    let (status, stdout, stderr) = run_with_timeout(&mut cmd, COMMAND);
+    Out {
+        status,
+        stdout,
+        stderr,
+    }
+}
+
+/// Runs a command that must succeed; returns its text.
+fn text(node: &Node, args: &[&str]) -> String {
+    let out = pvo(node, args);
+    assert!(
+        out.status.success(),
+        "`pvo --dir {} {}` failed ({}):\n--- stdout ---\n{}\n--- stderr ---\n{}\n--- mail_logs ---\n{}",
+        node.data_dir().display(),
+        args.join(" "),
+        out.status,
+        out.stdout,
+        out.stderr,
+        node.mail_logs()
+    );
+    out.stdout
+}
+
+/// Runs a command with `--json` that must succeed; returns `data`.
+fn json(node: &Node, args: &[&str]) -> Value {
+    let mut all = args.to_vec();
+    all.push("--json");
+    let out = text(node, &all);
+    let v: Value = serde_json::from_str(&out)
+        .unwrap_or_else(|e| panic!("`pvo {}` printed no JSON ({e}):\n{out}", all.join(" ")));
+    assert_eq!(v["ok"], true, "`pvo {}`: {v:#}", all.join(" "));
+    v["data"].clone()
+}
+
+/// Every message the manager holds that `quarantine search ARGS` finds (one page of up to
+/// 10,000), checking that the page is all of them.
+fn held(manager: &Node, args: &[&str]) -> Vec<Value> {
+    let mut all = vec!["quarantine", "search", "--limit", "10000"];
+    all.extend_from_slice(args);
+    let data = json(manager, &all);
+    let messages = data["messages"].as_array().expect("messages").clone();
+    assert_eq!(data["total_exact"], true, "{data:#}");
+    assert_eq!(
+        data["total"].as_u64(),
+        Some(messages.len() as u64),
+        "the page should hold every match: {data:#}"
+    );
+    messages
+}
+
+/// The originating gateway's MID of a manager search result.
+fn gateway_mid(m: &Value) -> u64 {
+    m["gateway_mid"]
+        .as_u64()
+        .unwrap_or_else(|| panic!("a search result on the manager names no gateway_mid: {m:#}"))
+}
+
+/// The recipients queued on `node` for `host` (`showrecipients --host HOST`).
+fn queued_for(node: &Node, host: &str) -> Vec<Value> {
+    json(node, &["showrecipients", "--host", host])["recipients"]
+        .as_array()
+        .expect("recipients")
+        .clone()
+}
+
+// ---------------------------------------------------------------------------------------
+// Mail and logs
+// ---------------------------------------------------------------------------------------
+
+fn message(from: &str, to: &str, subject: &str) -> String {
+    format!(
+        "From: <{from}>\r\nTo: <{to}>\r\nSubject: {subject}\r\nMessage-ID: <{}@client.cpq.test>\r\n\r\nThe body of {subject}.\r\n",
+        subject.replace(|c: char| !c.is_ascii_alphanumeric(), "-")
+    )
+}
+
+/// The MID in `250 2.0.0 Ok: Message N accepted`.
+fn accepted_mid(reply: &Reply) -> u64 {
+    let text = reply.lines.last().map(String::as_str).unwrap_or("");
+    text.split_once("Message ")
+        .and_then(|(_, rest)| rest.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no MID in {}", reply.raw()))
+}
+
+/// Sends one message from 127.0.0.1 through `node`; returns its MID on the gateway.
+fn send(node: &Node, from: &str, to: &str, subject: &str) -> u64 {
+    let mut c = SmtpClient::open(node.addr(), Some(TRUSTED));
+    c.expect("EHLO client.cpq.test", 250);
+    let r = c.send_message(from, &[to], &message(from, to, subject));
+    assert_eq!(r.code, 250, "end of data: {}", r.raw());
+    c.quit();
+    accepted_mid(&r)
+}
+
+/// The number right after `key` in `line` (`number_after(l, "DCID ")`).
+fn number_after(line: &str, key: &str) -> Option<u64> {
+    let rest = &line[line.find(key)? + key.len()..];
+    rest.split(|c: char| !c.is_ascii_digit())
+        .next()?
+        .parse()
+        .ok()
+}
+
+/// Waits for a line of `node`'s mail_logs containing every one of `needles`; returns it.
+fn wait_line(node: &Node, needles: &[&str]) -> String {
+    let what = needles.join(" … ");
+    let log = node.wait_for_log_matching(
+        DELIVERY,
+        |log| log.lines().any(|l| needles.iter().all(|n| l.contains(n))),
+        &what,
+    );
+    log.lines()
+        .find(|l| needles.iter().all(|n| l.contains(n)))
+        .unwrap()
+        .to_string()
+}
+
+/// The one line of `log` containing every one of `needles`; panics unless exactly one.
+fn only_line<'a>(log: &'a str, needles: &[&str]) -> &'a str {
+    let lines: Vec<&str> = log
+        .lines()
+        .filter(|l| needles.iter().all(|n| l.contains(n)))
+        .collect();
+    assert_eq!(
+        lines.len(),
+        1,
+        "expected exactly one line with {needles:?}, got {lines:#?}\n--- log ---\n{log}"
+    );
+    lines[0]
+}
+
+/// Waits until the gateway has the manager's `250` for `mid`; returns the manager's MID.
+fn wait_transferred(gw: &Node, mid: u64) -> u64 {
+    let line = wait_line(
+        gw,
+        &[
+            &format!("MID {mid} RID [0] Response '2.0.0 Ok: Message "),
+            " accepted'",
+        ],
+    );
+    number_after(&line, "Ok: Message ").unwrap()
+}
+
+/// How many times the manager logged `quarantined to`.
+fn quarantined_count(log: &str) -> usize {
+    log.lines()
+        .filter(|l| l.contains(" quarantined to \""))
+        .count()
+}
+
+/// Checks the whole story of one transfer in both logs: the gateway's delivery to the
+/// manager (`New SMTP DCID … port P`, TLS, `Delivery start … to Centralized Policy
+/// Quarantine`, `Message done … (centralized policy quarantine)`, the manager's MID) and
+/// the manager's receipt (`New CPQ ICID … address GW_IP`, the verified peer, the transfer
+/// and the quarantine). Returns the manager's MID.
+fn check_transfer(d: &Deployment, gw: &Gateway, mid: u64, sender: &str) -> u64 {
+    let mgr_mid = wait_transferred(&gw.node, mid);
+    let glog = gw.node.mail_logs();
+    only_line(
+        &glog,
+        &[&format!(
+            "MID {mid} quarantined to \"Policy\" ({FILTER_REASON}) (centralized)"
+        )],
+    );
+    let start = only_line(
+        &glog,
+        &[&format!(
+            " MID {mid} to RID [0] to Centralized Policy Quarantine"
+        )],
+    );
+    assert!(start.contains("Delivery start DCID "), "{start}");
+    let dcid = number_after(start, "DCID ").unwrap();
+    let connect = only_line(&glog, &[&format!("New SMTP DCID {dcid} ")]);
+    assert!(
+        connect.ends_with(&format!(
+            "interface {} address {MANAGER_IP} port {}",
+            gw.ip, d.manager_port
+        )),
+        "{} should connect from its cpq interface to the manager: {connect}",
+        gw.id
+    );
+    let tls = only_line(
+        &glog,
+        &[&format!("DCID {dcid} TLS success protocol TLSv1.")],
+    );
+    assert!(tls.ends_with(" the.cpq.host"), "{tls}");
+    only_line(
+        &glog,
+        &[&format!(
+            "Message done DCID {dcid} MID {mid} to RID [0] (centralized policy quarantine)"
+        )],
+    );
+    // `grep "port 7025" mail_logs` (here: the chosen CPQ port) finds the connection.
+    assert!(
+        log_lines(&glog, &format!("port {}", d.manager_port))
+            .iter()
+            .any(|l| l.contains(&format!("New SMTP DCID {dcid} "))),
+        "grep \"port {}\" misses DCID {dcid}:\n{glog}",
+        d.manager_port
+    );
+
+    let mlog = d.manager.wait_for_log(
+        &format!("MID {mgr_mid} quarantined to \"Policy\" ({FILTER_REASON})"),
+        DELIVERY,
+    );
+    let stored = only_line(
+        &mlog,
+        &[&format!(
+            " bytes from gateway {} MID {mid} (transfer ",
+            gw.id
+        )],
+    );
+    assert!(
+        stored.contains(&format!("MID {mgr_mid} ICID "))
+            && stored.contains(&format!(" From: <{sender}> ")),
+        "{stored}"
+    );
+    let icid = number_after(stored, "ICID ").unwrap();
+    let new = only_line(&mlog, &[&format!("New CPQ ICID {icid} ")]);
+    assert!(
+        new.contains(&format!(
+            "interface Management ({MANAGER_IP}) address {} ",
+            gw.ip
+        )),
+        "{new}"
+    );
+    let tls = only_line(
+        &mlog,
+        &[&format!("ICID {icid} TLS success protocol TLSv1.")],
+    );
+    assert!(tls.ends_with(&format!(" peer {} verified", gw.id)), "{tls}");
+    assert!(
+        log_lines(&mlog, "CPQ ICID").contains(&new),
+        "grep \"CPQ ICID\" misses {new}"
+    );
+    mgr_mid
+}
+
+// ---------------------------------------------------------------------------------------
+// A hand-made CPQ client (Python's smtplib and ssl)
+// ---------------------------------------------------------------------------------------
+
+/// Speaks CPQ to a cpq_listener: EHLO, STARTTLS with a client certificate when one is
+/// given, EHLO, `XPVO-META 1 <base64 of RECORD>`, and, if that is accepted, one message.
+/// Prints one line per step (`EHLO 250 …`, `META 250 …`, `DATA 250 …`, `ERROR …`).
+const CPQ_CLIENT: &str = r#"
+import base64, smtplib, ssl, sys
+host, port, source, cert, key, ca, record, sender, rcpt = sys.argv[1:10]
+def show(step, code, text):
+    text = text.decode() if isinstance(text, bytes) else str(text)
+    print(step, code, text.replace("\n", " | "), flush=True)
+try:
+    s = smtplib.SMTP(host, int(port), local_hostname="cpq-client.test",
+                     source_address=(source, 0), timeout=30)
+    show("EHLO", *s.ehlo())
+    if ca:
+        ctx = ssl.create_default_context(cafile=ca)
+        if cert:
+            ctx.load_cert_chain(cert, key)
+        show("STARTTLS", *s.starttls(context=ctx))
+        show("EHLO", *s.ehlo())
+    show("META", *s.docmd("XPVO-META", "1 " + base64.b64encode(record.encode()).decode()))
+    show("MAIL", *s.mail(sender))
+    show("RCPT", *s.rcpt(rcpt))
+    body = "From: <%s>\r\nTo: <%s>\r\nSubject: made by hand\r\n\r\nhand-made\r\n" % (sender, rcpt)
+    show("DATA", *s.data(body.encode()))
+    s.quit()
+except Exception as e:
+    print("ERROR", type(e).__name__, str(e).replace("\n", " | "), flush=True)
+"#;
+
+/// Runs [`CPQ_CLIENT`] from `source` to `to`: in clear text without `ca`; with STARTTLS
+/// trusting `ca` with it, presenting `client` (certificate, key) if given. Returns what
+/// it printed.
+fn cpq_client(
+    to: SocketAddr,
+    source: IpAddr,
+    ca: Option<&Path>,
+    client: Option<(&Path, &Path)>,
+    record: &str,
+) -> String {
+    let shown = |p: Option<&Path>| p.map(|p| p.display().to_string()).unwrap_or_default();
+    let (ca, cert, key) = (
+        shown(ca),
+        shown(client.map(|c| c.0)),
+        shown(client.map(|c| c.1)),
+    );
+    let mut cmd = Command::new(SYSTEM_PYTHON);
+    cmd.arg("-c").arg(CPQ_CLIENT).args([
+        &to.ip().to_string(),
+        &to.port().to_string(),
+        &source.to_string(),
+        &cert,
+        &key,
+        &ca,
+        record,
+        "alice@example.org",
+        "bob@example.com",
+    ]);
+    let (status, out, err) = run_with_timeout(&mut cmd, COMMAND);
+    assert!(status.success(), "cpq client: {status}\n{out}\n{err}");
+    out
+}
+
+/// Standard base64, for the XPVO-META line the Rust SMTP client sends.
+fn base64(data: &[u8]) -> String {
+    const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::new();
+    for chunk in data.chunks(3) {
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
+        let v = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(T[((v >> (18 - 6 * i)) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+// ---------------------------------------------------------------------------------------
+// Transfer, search, release
+// ---------------------------------------------------------------------------------------
+
+#[test]
+fn transfer_search_release_returns_to_the_originating_gateway() {
+    let d = Deployment::start(&[("gw1", GW1_IP), ("gw2", GW2_IP)]);
+    let (gw1, gw2) = (&d.gateways[0], &d.gateways[1]);
+
+    // One quarantined message through each gateway (one after the other, so that the
+    // manager's MIDs come in a known order).
+    let s1 = format!("{TAG} from gw1");
+    let m1 = send(&gw1.node, "alice@example.org", "bob@example.com", &s1);
+    let k1 = check_transfer(&d, gw1, m1, "alice@example.org");
+    let s2 = format!("{TAG} from gw2");
+    let m2 = send(&gw2.node, "carol@example.org", "dave@example.com", &s2);
+    let k2 = check_transfer(&d, gw2, m2, "carol@example.org");
+    assert_ne!(k1, k2, "the manager gives each transfer its own MID");
+    assert_eq!(
+        log_lines(&d.manager.mail_logs(), "New CPQ ICID").len(),
+        2,
+        "one CPQ connection per transfer"
+    );
+
+    // Both are held on the manager, searchable, with their metadata.
+    let all = held(&d.manager, &[]);
+    assert_eq!(all.len(), 2, "{all:#?}");
+    for (k, m, gw, subject, sender, rcpt) in [
+        (k1, m1, gw1, &s1, "alice@example.org", "bob@example.com"),
+        (k2, m2, gw2, &s2, "carol@example.org", "dave@example.com"),
+    ] {
+        let hit = all
+            .iter()
+            .find(|h| h["subject"] == subject.as_str())
+            .unwrap_or_else(|| panic!("{subject:?} not held on the manager: {all:#?}"));
+        assert_eq!(hit["mid"], k, "the manager's MID: {hit:#}");
+        assert_eq!(hit["gateway"], gw.id, "the originating gateway: {hit:#}");
+        assert_eq!(gateway_mid(hit), m, "{hit:#}");
+        assert_eq!(hit["sender"], sender, "{hit:#}");
+        assert_eq!(hit["recipients"], serde_json::json!([rcpt]), "{hit:#}");
+        assert_eq!(hit["quarantines"][0]["name"], "Policy", "{hit:#}");
+        assert_eq!(hit["quarantines"][0]["reason"], FILTER_REASON, "{hit:#}");
+        let by_gateway = held(&d.manager, &["--gateway", gw.id]);
+        assert_eq!(
+            by_gateway
+                .iter()
+                .map(|h| h["mid"].clone())
+                .collect::<Vec<_>>(),
+            vec![Value::from(k)],
+            "quarantine search --gateway {}",
+            gw.id
+        );
+        let by_subject = held(&d.manager, &["--subject", &format!("from {}", gw.id)]);
+        assert_eq!(by_subject.len(), 1, "{by_subject:#?}");
+        let shown = json(&d.manager, &["quarantine", "show", &k.to_string()]);
+        assert_eq!(shown["mid"], k, "{shown:#}");
+    }
+    let listing = text(&d.manager, &["quarantine", "search"]);
+    assert!(listing.contains(&s1) && listing.contains(&s2), "{listing}");
+
+    // Release gw1's message on the manager: it goes back to gw1, which delivers it.
+    let out = text(&d.manager, &["quarantine", "release", &k1.to_string()]);
+    assert!(out.contains("1 released from all quarantines"), "{out}");
+    let queued = wait_line(
+        &d.manager,
+        &[&format!(
+            " released MID {k1} of gateway gw1 (gateway MID {m1}) queued to the.cpq.release.host"
+        )],
+    );
+    let rmid = number_after(&queued, "MID ").unwrap();
+    let received = wait_line(
+        &gw1.node,
+        &[
+            " released from the Centralized Policy Quarantine (\"Policy\") by the manager manager: ",
+            &format!("original MID {m1} release "),
+        ],
+    );
+    let new_mid = number_after(&received, "MID ").unwrap();
+    let cpq_icid = number_after(&received, "ICID ").unwrap();
+    let release_id = received
+        .split(" release ")
+        .last()
+        .unwrap()
+        .trim()
+        .to_string();
+    let glog = gw1.node.mail_logs();
+    let new = only_line(&glog, &[&format!("New CPQ ICID {cpq_icid} ")]);
+    assert!(new.contains(&format!("address {MANAGER_IP} ")), "{new}");
+    only_line(
+        &glog,
+        &[
+            &format!("ICID {cpq_icid} TLS success protocol TLSv1."),
+            " peer manager verified",
+        ],
+    );
+    let delivered = wait_until(
+        DELIVERY,
+        || {
+            gw1.sink
+                .messages()
+                .into_iter()
+                .find(|m| m.header("Subject").as_deref() == Some(s1.as_str()))
+        },
+        || format!("{s1:?} at gw1's sink; gw1 log:\n{}", gw1.node.mail_logs()),
+    );
+    assert_eq!(delivered.mail_from, "alice@example.org");
+    assert_eq!(delivered.rcpt_to, vec!["bob@example.com".to_string()]);
+    let original = message("alice@example.org", "bob@example.com", &s1);
+    assert!(
+        delivered.text().ends_with(&original),
+        "released as received (only trace headers added):\n{}",
+        delivered.text()
+    );
+    wait_line(
+        &gw1.node,
+        &[&format!("Message finished MID {new_mid} done")],
+    );
+    let mlog = wait_line(
+        &d.manager,
+        &[&format!("MID {rmid} to RID [0] (released to its gateway)")],
+    );
+    assert!(mlog.contains("Message done DCID "), "{mlog}");
+    // ... and only gw1: nothing reached gw2 or its sink.
+    let log2 = gw2.node.mail_logs();
+    assert!(
+        log_lines(&log2, "CPQ ICID").is_empty() && !log2.contains("released from the Centralized"),
+        "gw2 received a CPQ connection:\n{log2}"
+    );
+    assert_eq!(
+        gw2.sink.count(),
+        0,
+        "gw2's sink got {:#?}",
+        gw2.sink.messages()
+    );
+    assert_eq!(
+        held(&d.manager, &[]).len(),
+        1,
+        "gw2's message is still held"
+    );
+
+    // A second release of the same message (a second click, a second administrator)
+    // queues nothing more.
+    let again = pvo(&d.manager, &["quarantine", "release", &k1.to_string()]);
+    let said = format!("{}{}", again.stdout, again.stderr);
+    assert!(
+        ["unchanged", "not held", "already released"]
+            .iter()
+            .any(|w| said.contains(w)),
+        "the second release should say there is nothing left to release:\n{said}"
+    );
+    assert_eq!(
+        log_lines(
+            &d.manager.mail_logs(),
+            &format!(" released MID {k1} of gateway gw1 ")
+        )
+        .len(),
+        1,
+        "a second release queued the message again"
+    );
+
+    // The same release delivered again over CPQ (a retry after a lost reply), by hand
+    // with the manager's own certificate from the manager's address: the gateway answers
+    // 250 and does not deliver it again.
+    let mcpq = d.manager.data_dir().join("cpq");
+    let (cert, key, ca) = (
+        mcpq.join("node.crt"),
+        mcpq.join("node.key"),
+        mcpq.join("ca.crt"),
+    );
+    let record =
+        format!("kind=release\nrelease={release_id}\ngateway=gw1\nmid={m1}\nreleased-by=Policy\n");
+    let replay = cpq_client(
+        SocketAddr::new(gw1.ip, gw1.cpq_port),
+        MANAGER_IP,
+        Some(&ca),
+        Some((&cert, &key)),
+        &record,
+    );
+    assert!(replay.contains("META 250"), "{replay}");
+    assert!(replay.contains("DATA 250"), "{replay}");
+    wait_line(
+        &gw1.node,
+        &[&format!(
+            "release {release_id} of MID {m1} already received; not delivered again"
+        )],
+    );
+    // The same record for the other gateway is refused by gw1.
+    let wrong = record.replace("gateway=gw1", "gateway=gw2");
+    let refused = cpq_client(
+        SocketAddr::new(gw1.ip, gw1.cpq_port),
+        MANAGER_IP,
+        Some(&ca),
+        Some((&cert, &key)),
+        &wrong,
+    );
+    assert!(refused.contains("META 550"), "{refused}");
+    // A clean message through gw1 after the repeats: once it is at the sink, a second
+    // copy of the released message would have been too.
+    let marker = send(
+        &gw1.node,
+        "alice@example.org",
+        "bob@example.com",
+        "after the repeats",
+    );
+    wait_until(
+        DELIVERY,
+        || {
+            gw1.sink
+                .messages()
+                .iter()
+                .any(|m| m.header("Subject").as_deref() == Some("after the repeats"))
+                .then_some(())
+        },
+        || format!("MID {marker} at gw1's sink"),
+    );
+    let copies = gw1
+        .sink
+        .messages()
+        .iter()
+        .filter(|m| m.header("Subject").as_deref() == Some(s1.as_str()))
+        .count();
+    assert_eq!(
+        copies, 1,
+        "the released message was delivered {copies} times"
+    );
+    assert!(
+        !gw1.sink
+            .messages()
+            .iter()
+            .any(|m| m.header("Subject").as_deref() == Some("made by hand")),
+        "the repeated release was delivered"
+    );
+    assert_eq!(gw2.sink.count(), 0);
+}
+
+// ---------------------------------------------------------------------------------------
+// Manager down: the gateway queues, then drains
+// ---------------------------------------------------------------------------------------
+
+#[test]
+fn suspended_manager_queues_on_the_gateway_and_drains_on_resume() {
+    const N: usize = 20;
+    let d = Deployment::start(&[("gw1", GW1_IP)]);
+    let gw = &d.gateways[0];
+
+    let status = text(&d.manager, &["status", "detail"]);
+    assert!(
+        status.contains("System status:                 Online"),
+        "{status}"
+    );
+    assert!(
+        status.contains("cpq_listener"),
+        "status detail shows the cpq_listener:\n{status}"
+    );
+    let out = text(&d.manager, &["suspend", "--delay", "0"]);
+    assert!(out.contains("cpq_listener"), "{out}");
+    let status = text(&d.manager, &["status"]);
+    assert!(
+        status.contains("System status:                 Offline"),
+        "{status}"
+    );
+    wait_until(
+        DELIVERY,
+        || {
+            connect(d.manager_addr(), Some(GW1_IP))
+                .is_err()
+                .then_some(())
+        },
+        || "the suspended manager's cpq_listener still accepts connections".into(),
+    );
+
+    let mut c = SmtpClient::open(gw.node.addr(), Some(TRUSTED));
+    c.expect("EHLO client.cpq.test", 250);
+    let mut mids = BTreeSet::new();
+    for i in 0..N {
+        let subject = format!("{TAG} while the manager is away {i}");
+        let r = c.send_message(
+            "alice@example.org",
+            &["bob@example.com"],
+            &message("alice@example.org", "bob@example.com", &subject),
+        );
+        assert_eq!(r.code, 250, "{}", r.raw());
+        mids.insert(accepted_mid(&r));
+    }
+    c.quit();
+
+    // Every one waits under the.cpq.host, deferred after a failed attempt.
+    let queued = wait_until(
+        DELIVERY,
+        || {
+            let q = queued_for(&gw.node, "the.cpq.host");
+            let tried = q
+                .iter()
+                .filter(|r| r["attempts"].as_u64().unwrap_or(0) >= 1)
+                .count();
+            (tried == N).then_some(q)
+        },
+        || {
+            format!(
+                "{N} recipients tried and queued under the.cpq.host; gateway log:\n{}",
+                gw.node.mail_logs()
+            )
+        },
+    );
+    let queued_mids: BTreeSet<u64> = queued.iter().map(|r| r["mid"].as_u64().unwrap()).collect();
+    assert_eq!(queued_mids, mids);
+    for r in &queued {
+        assert_eq!(r["host"], "the.cpq.host", "{r:#}");
+        assert_eq!(r["recipient"], "bob@example.com", "{r:#}");
+    }
+    let shown = text(&gw.node, &["showrecipients", "--host", "the.cpq.host"]);
+    assert!(
+        shown.contains(&format!("{N} recipients in {N} messages.")),
+        "{shown}"
+    );
+    let hosts = json(&gw.node, &["tophosts"]);
+    let row = hosts["hosts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|h| h["host"] == "the.cpq.host")
+        .unwrap_or_else(|| panic!("tophosts lacks the.cpq.host: {hosts:#}"))
+        .clone();
+    assert_eq!(row["active_recipients"], N, "{row:#}");
+    let top = text(&gw.node, &["tophosts"]);
+    assert!(top.contains("the.cpq.host"), "{top}");
+    let hs = json(&gw.node, &["hoststatus", "the.cpq.host"]);
+    assert_eq!(hs["known"], true, "{hs:#}");
+    assert_eq!(hs["status"]["active_recipients"], N, "{hs:#}");
+    assert!(
+        hs["route"]
+            .as_str()
+            .unwrap_or("")
+            .contains(&format!("{MANAGER_IP}:{}", d.manager_port)),
+        "hoststatus the.cpq.host should show the manager as the route: {hs:#}"
+    );
+    assert_eq!(
+        hs["tls"], "required-verify",
+        "CPQ is always verified TLS: {hs:#}"
+    );
+    let glog = gw.node.mail_logs();
+    assert!(
+        log_lines(
+            &glog,
+            &format!("connection to {MANAGER_IP}:{} failed", d.manager_port)
+        )
+        .len()
+            >= N,
+        "{glog}"
+    );
+    assert!(
+        log_lines(&glog, "Bounced").is_empty(),
+        "CPQ messages are never bounced:\n{glog}"
+    );
+    assert!(held(&d.manager, &[]).is_empty());
+
+    // Back: resume, deliver now, every message arrives once.
+    let out = text(&d.manager, &["resume"]);
+    assert!(out.contains("resumed"), "{out}");
+    let status = text(&d.manager, &["status"]);
+    assert!(
+        status.contains("System status:                 Online"),
+        "{status}"
+    );
+    let out = text(&gw.node, &["delivernow", "the.cpq.host"]);
+    assert!(
+        out.contains(&format!("{N} recipients of the.cpq.host rescheduled")),
+        "{out}"
+    );
+    let on_manager = wait_until(
+        DELIVERY,
+        || {
+            let h = held(&d.manager, &[]);
+            (h.len() >= N).then_some(h)
+        },
+        || {
+            format!(
+                "{N} messages on the manager; gateway log:\n{}",
+                gw.node.mail_logs()
+            )
+        },
+    );
+    wait_until(
+        DELIVERY,
+        || {
+            queued_for(&gw.node, "the.cpq.host")
+                .is_empty()
+                .then_some(())
+        },
+        || "the.cpq.host drained".into(),
+    );
+    let got: Vec<u64> = on_manager.iter().map(gateway_mid).collect();
+    assert_eq!(got.len(), N, "{got:?}");
+    assert_eq!(got.iter().copied().collect::<BTreeSet<_>>(), mids);
+    let mlog = d.manager.mail_logs();
+    for m in &mids {
+        assert_eq!(
+            log_lines(
+                &mlog,
+                &format!(" bytes from gateway gw1 MID {m} (transfer ")
+            )
+            .len(),
+            1,
+            "gateway MID {m} stored once"
+        );
+    }
+    let hs = json(&gw.node, &["hoststatus", "the.cpq.host"]);
+    assert_eq!(hs["status"]["active_recipients"], 0, "{hs:#}");
+    assert_eq!(hs["status"]["delivered_recipients"], N, "{hs:#}");
+}
+
+// ---------------------------------------------------------------------------------------
+// kill -9 of the manager during a burst
+// ---------------------------------------------------------------------------------------
+
+#[test]
+fn kill_9_manager_during_1000_transfers_quarantines_each_exactly_once() {
+    const SENDERS: usize = 4;
+    const PER_SENDER: usize = 250;
+    const PER_SESSION: usize = 50;
+    const TOTAL: usize = SENDERS * PER_SENDER;
+    const KILL_AFTER: usize = 200;
+    let mut d = Deployment::start(&[("gw1", GW1_IP)]);
+    let addr = d.gateways[0].node.addr();
+    let started = Instant::now();
+
+    let senders: Vec<thread::JoinHandle<Vec<u64>>> = (0..SENDERS)
+        .map(|t| {
+            thread::spawn(move || {
+                let mut mids = Vec::new();
+                for session in 0..PER_SENDER / PER_SESSION {
+                    let mut c = SmtpClient::open(addr, Some(TRUSTED));
+                    c.expect("EHLO burst.cpq.test", 250);
+                    for i in 0..PER_SESSION {
+                        let subject = format!("{TAG} burst {t}-{session}-{i}");
+                        let r = c.send_message(
+                            "burst@example.org",
+                            &["bob@example.com"],
+                            &message("burst@example.org", "bob@example.com", &subject),
+                        );
+                        assert_eq!(r.code, 250, "{subject}: {}", r.raw());
+                        mids.push(accepted_mid(&r));
+                    }
+                    c.quit();
+                }
+                mids
+            })
+        })
+        .collect();
+
+    // kill -9 once a fifth is on the manager, and start it again on the same data.
+    d.manager.wait_for_log_matching(
+        Duration::from_secs(300),
+        |log| quarantined_count(log) >= KILL_AFTER,
+        &format!("{KILL_AFTER} transfers quarantined on the manager"),
+    );
+    d.manager.kill9();
+    let at_kill = quarantined_count(&d.manager.mail_logs());
+    d.manager.restart();
+
+    let mut sent = BTreeSet::new();
+    for s in senders {
+        for mid in s.join().expect("a sender thread failed") {
+            assert!(sent.insert(mid), "MID {mid} given twice");
+        }
+    }
+    assert_eq!(sent.len(), TOTAL);
+    assert!(
+        at_kill < TOTAL,
+        "every transfer was done before the kill ({at_kill}); nothing was tested"
+    );
+
+    // Drain: `delivernow the.cpq.host` (every few seconds) until every message has gone
+    // to the central quarantine and none is left under the.cpq.host.
+    let gw = &d.gateways[0].node;
+    let mut kicked: Option<Instant> = None;
+    wait_until(
+        Duration::from_secs(600),
+        || {
+            if kicked.is_none_or(|k| k.elapsed() >= Duration::from_secs(3)) {
+                text(gw, &["delivernow", "the.cpq.host"]);
+                kicked = Some(Instant::now());
+            }
+            let log = gw.mail_logs();
+            let routed = log_lines(&log, "queued for the Centralized Policy Quarantine").len();
+            (routed >= TOTAL && queued_for(gw, "the.cpq.host").is_empty()).then_some(())
+        },
+        || {
+            format!(
+                "the.cpq.host never drained; still queued: {}",
+                queued_for(gw, "the.cpq.host").len()
+            )
+        },
+    );
+
+    let on_manager = held(&d.manager, &[]);
+    let mut per_mid: BTreeMap<u64, usize> = BTreeMap::new();
+    for h in &on_manager {
+        assert_eq!(h["gateway"], "gw1", "{h:#}");
+        *per_mid.entry(gateway_mid(h)).or_default() += 1;
+    }
+    let twice: Vec<_> = per_mid.iter().filter(|(_, n)| **n > 1).collect();
+    assert!(twice.is_empty(), "quarantined more than once: {twice:?}");
+    let got: BTreeSet<u64> = per_mid.keys().copied().collect();
+    let missing: Vec<_> = sent.difference(&got).take(10).collect();
+    let extra: Vec<_> = got.difference(&sent).take(10).collect();
+    assert!(
+        missing.is_empty() && extra.is_empty(),
+        "{} held, {TOTAL} sent; missing {missing:?}, unexpected {extra:?}",
+        on_manager.len()
+    );
+    assert_eq!(on_manager.len(), TOTAL);
+    let glog = gw.mail_logs();
+    assert!(
+        log_lines(&glog, "Bounced").is_empty(),
+        "a CPQ transfer bounced"
+    );
+    // The kill hit transfers under way: some failed and were tried again.
+    let retried = log_lines(&glog, "Delayed: ").len();
+    assert!(
+        retried > 0,
+        "no transfer failed at the kill; nothing was tested:\n{glog}"
+    );
+    let mlog = d.manager.mail_logs();
+    let repeats = log_lines(&mlog, " already stored as MID ").len();
+    eprintln!(
+        "kill -9 burst: {TOTAL} transfers, manager killed after {at_kill}, {retried} deferred, \
+         {repeats} repeats answered from the store, all held once after {:?}",
+        started.elapsed()
+    );
+}
+
+// ---------------------------------------------------------------------------------------
+// Trust
+// ---------------------------------------------------------------------------------------
+
+#[test]
+fn manager_certificate_from_another_ca_is_refused_and_explained() {
+    // The gateway is enrolled by another deployment's manager (its CA), while the manager
+    // it is configured to use has a CA of its own: both are called "manager", as every
+    // quickstart manager is.
+    let sink = Sink::accepting();
+    let manager_port = free_port_on(MANAGER_IP);
+    let cpq_port = free_port_on(GW1_IP);
+    let other = NodeDir::new(&manager_config("manager", free_port_on(MANAGER_IP)));
+    let gwdir = NodeDir::new(&gateway_config(
+        "gw1",
+        GW1_IP,
+        cpq_port,
+        manager_port,
+        &sink,
+    ));
+    enroll(&other, &gwdir, "gw1", GW1_IP, cpq_port);
+    let manager = Node::start_manager(&format!(
+        "{}{}",
+        manager_config("manager", manager_port),
+        enrolled_gateway("gw1", GW1_IP, cpq_port)
+    ));
+    let gw = gwdir.start_gateway();
+
+    let mid = send(
+        &gw,
+        "alice@example.org",
+        "bob@example.com",
+        &format!("{TAG} wrong CA"),
+    );
+    let failed = wait_line(&gw, &[" TLS failed: verify error: "]);
+    let dcid = number_after(&failed, "DCID ").unwrap();
+    wait_line(
+        &gw,
+        &[&format!(
+            "DCID {dcid} TLS was required but could not be successfully negotiated"
+        )],
+    );
+    let log = gw.mail_logs();
+    let connect = only_line(&log, &[&format!("New SMTP DCID {dcid} ")]);
+    assert!(
+        connect.ends_with(&format!("address {MANAGER_IP} port {manager_port}")),
+        "{connect}"
+    );
+    assert!(!log.contains(&format!("DCID {dcid} TLS success")), "{log}");
+    wait_line(
+        &gw,
+        &[&format!(
+            "Delayed: DCID 0 MID {mid} to RID [0] - TLS failed: verify error"
+        )],
+    );
+    // Still queued under the.cpq.host, not bounced.
+    let queued = queued_for(&gw, "the.cpq.host");
+    assert_eq!(
+        queued
+            .iter()
+            .map(|r| r["mid"].as_u64().unwrap())
+            .collect::<Vec<_>>(),
+        vec![mid],
+        "{queued:#?}"
+    );
+    assert!(log_lines(&gw.mail_logs(), "Bounced").is_empty());
+    // The manager saw a handshake fail and stored nothing.
+    let mlog = manager.wait_for_log(" TLS failed: ", DELIVERY);
+    assert!(
+        log_lines(&mlog, "TLS failed")
+            .iter()
+            .all(|l| l.contains("ICID ")),
+        "{mlog}"
+    );
+    assert!(!mlog.contains("TLS success"), "{mlog}");
+    assert!(held(&manager, &[]).is_empty());
+
+    // tlsverify explains it, with the trust CPQ uses.
+    let out = pvo(&gw, &["tlsverify", "the.cpq.host"]);
+    let said = format!("{}{}", out.stdout, out.stderr);
+    assert!(!out.status.success(), "tlsverify should fail:\n{said}");
+    assert!(
+        said.contains(&format!(
+            "Connecting to {MANAGER_IP} on port {manager_port}"
+        )),
+        "{said}"
+    );
+    assert!(said.contains("Certificate verification failed"), "{said}");
+    // Why, in terms of the CPQ trust: the deployment CA, not public CAs or ca_file.
+    assert!(
+        said.contains("not issued by this deployment's CA"),
+        "tlsverify should say the certificate is from another CA:\n{said}"
+    );
+    assert!(!said.contains("tls.outbound.ca_file"), "{said}");
+    assert!(!said.contains("TLS certificate verified"), "{said}");
+
+    // A manager of another deployment with a name of its own (it lists gw1, so its HAT
+    // lets the gateway in): an unknown issuer.
+    let stranger = Node::start_manager(&format!(
+        "{}{}",
+        manager_config("other-manager", free_port_on(MANAGER_IP)),
+        enrolled_gateway("gw1", GW1_IP, cpq_port)
+    ));
+    let target = stranger.listener("cpq_listener").to_string();
+    let out = pvo(&gw, &["tlsverify", "the.cpq.host", &target]);
+    let said = format!("{}{}", out.stdout, out.stderr);
+    assert!(!out.status.success(), "{said}");
+    assert!(
+        said.contains("unknown CA") && said.contains("not issued by this deployment's CA"),
+        "tlsverify should name the unknown issuer:\n{said}"
+    );
+    assert!(!said.contains("tls.outbound.ca_file"), "{said}");
+}
+
+#[test]
+fn unenrolled_gateways_and_clear_text_clients_are_refused() {
+    // gw9 has a certificate from the right CA, but the manager does not list it (it was
+    // enrolled, then taken out of [[cpq.gateway]]); it connects from 127.0.0.1, which the
+    // manager's HAT relays because gw1 is enrolled there.
+    let sink = Sink::accepting();
+    let manager_port = free_port_on(MANAGER_IP);
+    let mdir = NodeDir::new(&manager_config("manager", manager_port));
+    let gw9_port = free_port_on(GW1_IP);
+    let gw9dir = NodeDir::new(&gateway_config(
+        "gw9",
+        GW1_IP,
+        gw9_port,
+        manager_port,
+        &sink,
+    ));
+    enroll(&mdir, &gw9dir, "gw9", GW1_IP, gw9_port);
+    mdir.write_config(&manager_config("manager", manager_port));
+    let gw1_port = free_port_on(GW1_IP);
+    let gw1dir = NodeDir::new(&gateway_config(
+        "gw1",
+        GW1_IP,
+        gw1_port,
+        manager_port,
+        &sink,
+    ));
+    enroll(&mdir, &gw1dir, "gw1", GW1_IP, gw1_port);
+    let manager = mdir.start_manager();
+    let gw9 = gw9dir.start_gateway();
+
+    let mid = send(
+        &gw9,
+        "alice@example.org",
+        "bob@example.com",
+        &format!("{TAG} not enrolled"),
+    );
+    let refused = wait_line(&gw9, &[&format!(" MID {mid} XPVO-META refused: 550 ")]);
+    assert!(refused.contains("not enrolled"), "{refused}");
+    let mlog = manager.wait_for_log("XPVO-META refused: gateway gw9 is not enrolled", DELIVERY);
+    let line = only_line(&mlog, &["XPVO-META refused: gateway gw9 is not enrolled"]);
+    let icid = number_after(line, "ICID ").unwrap();
+    only_line(
+        &mlog,
+        &[&format!("ICID {icid} TLS success "), " peer gw9 verified"],
+    );
+    assert!(held(&manager, &[]).is_empty());
+    let queued = queued_for(&gw9, "the.cpq.host");
+    assert_eq!(
+        queued.len(),
+        1,
+        "kept for a retry, not bounced: {queued:#?}"
+    );
+    assert!(log_lines(&gw9.mail_logs(), "Bounced").is_empty());
+
+    // A plain SMTP client at an enrolled address: no CPQ keyword before TLS, and no CPQ
+    // record or message in clear text.
+    let cpq_addr = manager.listener("cpq_listener");
+    let mut c = SmtpClient::open(cpq_addr, Some(GW1_IP));
+    let ehlo = c.expect("EHLO plain.cpq.test", 250);
+    assert!(ehlo.lines.iter().any(|l| l == "STARTTLS"), "{}", ehlo.raw());
+    assert!(
+        !ehlo.lines.iter().any(|l| l.starts_with("XPVO")),
+        "CPQ keywords offered before TLS: {}",
+        ehlo.raw()
+    );
+    let record = "kind=transfer\ngateway=gw1\nmid=1\ntransfer=gw1-1-1\nreceived=1\nfrom=alice@example.org\n\
+         rcpt=bob@example.com\nquarantine=Policy\nreason=content-filter\nreason-name=quarantine_test\n\
+         threat=0\nexit=\n";
+    c.expect(&format!("XPVO-META 1 {}", base64(record.as_bytes())), 530);
+    c.expect("MAIL FROM:<alice@example.org>", 530);
+    c.quit();
+
+    // TLS without a client certificate fails the handshake, and nothing gets through.
+    let ca = manager.data_dir().join("cpq/ca.crt");
+    let out = cpq_client(cpq_addr, GW1_IP, Some(&ca), None, record);
+    assert!(
+        !out.contains("META 250") && !out.contains("DATA 250"),
+        "{out}"
+    );
+    let failed = manager.wait_for_log(
+        " TLS failed: verify error: no certificate from client",
+        DELIVERY,
+    );
+    let line = only_line(&failed, &[" TLS failed: "]);
+    let icid = number_after(line, "ICID ").unwrap();
+    let new = only_line(&failed, &[&format!("New CPQ ICID {icid} ")]);
+    assert!(new.contains(&format!("address {GW1_IP} ")), "{new}");
+
+    // A client at an address the HAT does not know is turned away at once.
+    let (mut c, greeting) = SmtpClient::connect(cpq_addr, Some(STRANGER_IP)).unwrap();
+    assert_eq!(greeting.code, 554, "{}", greeting.raw());
+    c.expect("EHLO stranger.cpq.test", 503);
+    c.quit();
+    let mlog = manager.wait_for_log(&format!("address {STRANGER_IP} "), DELIVERY);
+    let new = only_line(&mlog, &[&format!("address {STRANGER_IP} ")]);
+    let icid = number_after(new, "ICID ").unwrap();
+    manager.wait_for_log(&format!("ICID {icid} REJECT"), DELIVERY);
+}
