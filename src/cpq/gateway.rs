@@ -26,24 +26,59 @@ use crate::envelope::{CpqTag, Envelope, Update};
 use crate::node::Shared;
 
 /// The release ids this gateway has taken: an append-only file, fsynced
-/// before the `250`, loaded at start.
+/// before the `250`, loaded at start. Concurrent receptions share fsyncs: a
+/// writer thread appends whatever ids arrived meanwhile and syncs once.
 pub struct ReleaseLedger {
-    path: PathBuf,
-    seen: Mutex<HashSet<String>>,
+    seen: Arc<Mutex<HashSet<String>>>,
+    tx: std::sync::mpsc::Sender<(String, tokio::sync::oneshot::Sender<std::io::Result<()>>)>,
 }
 
 impl ReleaseLedger {
     pub fn open(dir: &Path) -> Result<ReleaseLedger> {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
         let path = dir.join("releases-received");
-        let seen = match std::fs::read_to_string(&path) {
+        let seen: HashSet<String> = match std::fs::read_to_string(&path) {
             Ok(t) => t.lines().map(str::to_string).collect(),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => HashSet::new(),
             Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
         };
+        let mut file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .with_context(|| format!("opening {}", path.display()))?;
+        let (tx, rx) = std::sync::mpsc::channel::<(
+            String,
+            tokio::sync::oneshot::Sender<std::io::Result<()>>,
+        )>();
+        std::thread::Builder::new()
+            .name("cpq-release-ledger".into())
+            .spawn(move || {
+                while let Ok(first) = rx.recv() {
+                    let mut batch = vec![first];
+                    while let Ok(more) = rx.try_recv() {
+                        batch.push(more);
+                    }
+                    let mut text = String::new();
+                    for (id, _) in &batch {
+                        text.push_str(id);
+                        text.push('\n');
+                    }
+                    let r = file
+                        .write_all(text.as_bytes())
+                        .and_then(|()| file.sync_data());
+                    for (_, reply) in batch {
+                        let _ = reply.send(match &r {
+                            Ok(()) => Ok(()),
+                            Err(e) => Err(std::io::Error::new(e.kind(), e.to_string())),
+                        });
+                    }
+                }
+            })
+            .context("starting the release ledger writer")?;
         Ok(ReleaseLedger {
-            path,
-            seen: Mutex::new(seen),
+            seen: Arc::new(Mutex::new(seen)),
+            tx,
         })
     }
 
@@ -51,18 +86,17 @@ impl ReleaseLedger {
         self.seen.lock().unwrap().contains(id)
     }
 
-    /// Records `id` durably.
-    pub fn record(&self, id: &str) -> std::io::Result<()> {
-        let mut seen = self.seen.lock().unwrap();
-        if !seen.insert(id.to_string()) {
+    /// Records `id` durably (returns once it is fsynced).
+    pub async fn record(&self, id: &str) -> std::io::Result<()> {
+        if !self.seen.lock().unwrap().insert(id.to_string()) {
             return Ok(());
         }
-        let mut f = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.path)?;
-        f.write_all(format!("{id}\n").as_bytes())?;
-        f.sync_data()
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        if self.tx.send((id.to_string(), tx)).is_err() {
+            return Err(std::io::Error::other("the release ledger writer stopped"));
+        }
+        rx.await
+            .unwrap_or_else(|_| Err(std::io::Error::other("the release ledger writer stopped")))
     }
 }
 
@@ -229,7 +263,7 @@ pub async fn receive_release(
             shared
                 .log
                 .info(format!("Message finished MID {rx_mid} done"));
-            if let Err(e) = ledger.record(&rec.release_id) {
+            if let Err(e) = ledger.record(&rec.release_id).await {
                 shared.log.warning(format!(
                     "MID {new_mid} release {} could not be recorded ({e}); a repeat of it would be delivered again",
                     rec.release_id

@@ -312,3 +312,68 @@ pub async fn queue_release(
     shared.queue.enqueue(Arc::new(env), Some(body));
     Ok(mid)
 }
+
+/// Releases a batch on the manager: reads the messages in one store call,
+/// spools and queues their release copies concurrently (their fsyncs are
+/// shared), and confirms them in one transaction. Returns (manager MID,
+/// queued MID) per message queued. A crash before the confirmation leaves
+/// them in `pending_deliveries`, handed over again at start (the release id
+/// is the same, so the gateway delivers each once).
+pub async fn release_batch(
+    shared: &Arc<Shared>,
+    items: Vec<(u64, MsgId, Vec<EarlyReleaseActions>)>,
+) -> Vec<(u64, u64)> {
+    let ids: Vec<MsgId> = items.iter().map(|(_, id, _)| *id).collect();
+    let loaded = shared
+        .local_quarantine
+        .with(move |s| {
+            ids.iter()
+                .map(|&id| Ok::<_, pvo_quarantine::QuarantineError>((s.message(id)?, s.raw(id)?)))
+                .collect::<Vec<_>>()
+        })
+        .await;
+    let mut tasks = Vec::new();
+    for ((mid, msg_id, actions), l) in items.into_iter().zip(loaded) {
+        match l {
+            Ok((info, raw)) => {
+                let shared = shared.clone();
+                tasks.push(tokio::spawn(async move {
+                    let r = queue_release(&shared, msg_id, &info, raw, &actions).await;
+                    (mid, msg_id, info.gateway.clone(), r)
+                }));
+            }
+            Err(e) => shared.log.critical(format!(
+                "MID {mid} released but cannot be read from the quarantine: {e}"
+            )),
+        }
+    }
+    let mut done = Vec::new();
+    let mut confirm = Vec::new();
+    for t in tasks {
+        let Ok((mid, msg_id, gateway, r)) = t.await else {
+            continue;
+        };
+        match r {
+            Ok(new_mid) => {
+                done.push((mid, new_mid));
+                confirm.push((msg_id, new_mid.to_string()));
+            }
+            Err(e) => shared.log.critical(format!(
+                "MID {mid} released but could not be queued to gateway {gateway}: {e:#}; it is handed over again at the next start"
+            )),
+        }
+    }
+    if !confirm.is_empty() {
+        let now = crate::clock::unix_now();
+        let r = shared
+            .local_quarantine
+            .with(move |s| s.confirm_deliveries(&confirm, now))
+            .await;
+        if let Err(e) = r {
+            shared.log.warning(format!(
+                "released messages queued to their gateways but the store could not record it: {e}"
+            ));
+        }
+    }
+    done
+}

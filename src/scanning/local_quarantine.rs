@@ -148,6 +148,12 @@ pub async fn handle_reports(shared: &Arc<Shared>, reports: Vec<ActionReport>) ->
             pending.push((r.gateway_mid, msg_id, early_release_actions));
         }
     }
+    if shared.config().role == crate::config::Role::Manager {
+        for chunk in pending.chunks(AT_ONCE * 4) {
+            delivered.extend(crate::cpq::manager::release_batch(shared, chunk.to_vec()).await);
+        }
+        return delivered;
+    }
     for chunk in pending.chunks(AT_ONCE) {
         let tasks: Vec<_> = chunk
             .iter()

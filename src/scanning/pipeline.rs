@@ -235,14 +235,19 @@ async fn scan(
     // 2. Content filters and DLP, 3. outbreak filters: on the bounded MIME view.
     let outbreak = shared.outbreak_rules();
     let report = if body.len() <= INLINE_SCAN_MAX {
-        run_engines(
-            p,
-            outbreak.as_deref(),
-            &env.sender,
-            &env.recipients,
-            body,
-            stages,
-        )
+        // A panic in an engine is a failed scan (retried later), as it is
+        // on the blocking pool, not a lost task.
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            run_engines(
+                p,
+                outbreak.as_deref(),
+                &env.sender,
+                &env.recipients,
+                body,
+                stages,
+            )
+        }))
+        .map_err(|_| "scan engine panicked".to_string())?
     } else {
         let index = scanner
             .policies

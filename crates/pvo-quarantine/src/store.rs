@@ -157,6 +157,15 @@ impl Store {
 
     /// Records that a released message was queued downstream (`delivery_ref` = that queue
     /// id) and drops its bytes. True the first time, false on a repeat.
+    /// Confirms many deliveries in one transaction; results in input order.
+    pub fn confirm_deliveries(
+        &self,
+        items: &[(MsgId, String)],
+        now: u64,
+    ) -> Result<Vec<Result<bool>>> {
+        backend!(self, b => b.confirm_deliveries(items, now))
+    }
+
     pub fn confirm_delivery(&self, msg_id: MsgId, delivery_ref: &str, now: u64) -> Result<bool> {
         backend!(self, b => b.confirm_delivery(msg_id, delivery_ref, now))
     }

@@ -1328,3 +1328,28 @@ fn messages_are_found_by_the_node_mid_and_the_transfer_key() {
     s.delete(ib, "Policy", "admin", T0 + 1).unwrap();
     assert_eq!(s.message_by_node_mid(901).unwrap(), None);
 }
+
+#[test]
+fn confirm_deliveries_in_one_transaction() {
+    let (_d, s) = open();
+    let a = put(&s, "a", vec![hold("Policy")]);
+    let b = put(&s, "b", vec![hold("Policy")]);
+    let held = put(&s, "c", vec![hold("Policy")]);
+    s.release(a, "Policy", "alice", T0 + 1).unwrap();
+    s.release(b, "Policy", "alice", T0 + 1).unwrap();
+    let items = vec![
+        (a, "10".to_string()),
+        (b, "11".to_string()),
+        (held, "12".to_string()),
+    ];
+    let r = s.confirm_deliveries(&items, T0 + 2).unwrap();
+    assert!(matches!(r[0], Ok(true)));
+    assert!(matches!(r[1], Ok(true)));
+    assert!(r[2].is_err(), "a held message cannot be confirmed");
+    assert_eq!(s.message(b).unwrap().delivery_ref.as_deref(), Some("11"));
+    assert_eq!(s.message(held).unwrap().state, MessageState::Held);
+    // Repeat-safe.
+    let r = s.confirm_deliveries(&items[..2], T0 + 3).unwrap();
+    assert!(matches!(r[0], Ok(false)) && matches!(r[1], Ok(false)));
+    assert!(s.pending_deliveries().unwrap().is_empty());
+}

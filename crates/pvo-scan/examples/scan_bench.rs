@@ -422,8 +422,8 @@ fn main() {
         bench("4 KB", &message_4k(), &engines);
         bench("100 KB", &message_100k(), &engines);
     }
-    if only.is_empty() || only == "bench" {
-        for (mode, engines) in [("demo", demo_engines()), ("on", on_engines())] {
+    for (mode, engines) in [("demo", demo_engines()), ("on", on_engines())] {
+        if only.is_empty() || only == "bench" || only == format!("bench-{mode}") {
             println!("bench/scan mode {mode}, smtp-source messages:");
             bench("4 KB", &smtp_source_message(4096), &engines);
             bench("100 KB", &smtp_source_message(102_400), &engines);

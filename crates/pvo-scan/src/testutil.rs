@@ -175,3 +175,31 @@ pub(crate) fn text_message(subject: &str, body: &str) -> Vec<u8> {
     )
     .into_bytes()
 }
+
+/// A deterministic pseudo-random generator (xorshift64*) for randomized tests: the same
+/// seed gives the same inputs on every run, so a failure can be reproduced.
+pub(crate) struct Rng(u64);
+
+impl Rng {
+    pub(crate) fn new(seed: u64) -> Rng {
+        Rng(seed | 1)
+    }
+
+    pub(crate) fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+
+    /// A number in `0..n` (`n` > 0).
+    pub(crate) fn below(&mut self, n: usize) -> usize {
+        (self.next() % n as u64) as usize
+    }
+
+    /// Up to `max_pieces` pieces, each picked from `pieces`, concatenated.
+    pub(crate) fn text(&mut self, pieces: &[&str], max_pieces: usize) -> String {
+        let n = self.below(max_pieces + 1);
+        (0..n).map(|_| pieces[self.below(pieces.len())]).collect()
+    }
+}

@@ -1195,40 +1195,20 @@ impl SqliteStore {
     /// Records that a released message was handed to the delivery queue (`delivery_ref` is
     /// that queue's id) and drops its bytes. Repeat-safe: true the first time, false after.
     pub fn confirm_delivery(&self, msg_id: MsgId, delivery_ref: &str, now: u64) -> Result<bool> {
+        self.write(|tx| confirm_one(tx, msg_id, delivery_ref, now))
+    }
+
+    /// [`Self::confirm_delivery`] for many messages in one transaction (one fsync).
+    pub fn confirm_deliveries(
+        &self,
+        items: &[(MsgId, String)],
+        now: u64,
+    ) -> Result<Vec<Result<bool>>> {
         self.write(|tx| {
-            let state: Option<i64> = tx
-                .query_row(
-                    "SELECT state FROM messages WHERE id = ?1",
-                    [i(msg_id)],
-                    |r| r.get(0),
-                )
-                .optional()?;
-            let state = match state {
-                Some(s) => message_state(s)?,
-                None => return Err(QuarantineError::UnknownMessage(msg_id)),
-            };
-            match state {
-                MessageState::Released => {}
-                MessageState::Delivered => return Ok(false),
-                other => {
-                    return Err(QuarantineError::Invalid(format!(
-                        "message {msg_id} is {}, not released",
-                        other.as_str()
-                    )))
-                }
-            }
-            tx.execute(
-                "UPDATE messages SET state = ?2, delivery_ref = ?3, finished_at = ?4 WHERE id = ?1",
-                params![
-                    i(msg_id),
-                    MessageState::Delivered.code(),
-                    delivery_ref,
-                    i(now)
-                ],
-            )?;
-            tx.execute("DELETE FROM message_body WHERE msg_id = ?1", [i(msg_id)])?;
-            add_history(tx, msg_id, now, "system", "delivered", None, delivery_ref)?;
-            Ok(true)
+            Ok(items
+                .iter()
+                .map(|(id, r)| confirm_one(tx, *id, r, now))
+                .collect())
         })
     }
 
@@ -1366,4 +1346,42 @@ impl SqliteStore {
         lock(&self.writer).execute_batch("PRAGMA optimize")?;
         Ok(())
     }
+}
+
+/// Marks one released message delivered (see `SqliteStore::confirm_delivery`). Checks
+/// before it writes, so an error leaves nothing half-done in the transaction.
+fn confirm_one(tx: &Connection, msg_id: MsgId, delivery_ref: &str, now: u64) -> Result<bool> {
+    let state: Option<i64> = tx
+        .query_row(
+            "SELECT state FROM messages WHERE id = ?1",
+            [i(msg_id)],
+            |r| r.get(0),
+        )
+        .optional()?;
+    let state = match state {
+        Some(s) => message_state(s)?,
+        None => return Err(QuarantineError::UnknownMessage(msg_id)),
+    };
+    match state {
+        MessageState::Released => {}
+        MessageState::Delivered => return Ok(false),
+        other => {
+            return Err(QuarantineError::Invalid(format!(
+                "message {msg_id} is {}, not released",
+                other.as_str()
+            )))
+        }
+    }
+    tx.execute(
+        "UPDATE messages SET state = ?2, delivery_ref = ?3, finished_at = ?4 WHERE id = ?1",
+        params![
+            i(msg_id),
+            MessageState::Delivered.code(),
+            delivery_ref,
+            i(now)
+        ],
+    )?;
+    tx.execute("DELETE FROM message_body WHERE msg_id = ?1", [i(msg_id)])?;
+    add_history(tx, msg_id, now, "system", "delivered", None, delivery_ref)?;
+    Ok(true)
 }

@@ -356,3 +356,243 @@ fn loads_from_toml_and_reports_errors() {
         assert!(err.problem.contains(problem), "{}", err.problem);
     }
 }
+
+/// The built-in scanners as they were before they learnt to skip to the next digit: one
+/// byte at a time. The randomized test below holds the fast ones to exactly these results.
+mod reference {
+    use super::super::{card_layout, is_word_byte, valid_card, IBAN_LENGTHS};
+    use super::*;
+
+    pub(super) fn find_cards(text: &str, mut hit: impl FnMut(&str)) {
+        let b = text.as_bytes();
+        let mut i = 0;
+        while i < b.len() {
+            if !b[i].is_ascii_digit() {
+                i += 1;
+                continue;
+            }
+            let start = i;
+            let mut j = i;
+            let mut digits = 0;
+            loop {
+                while j < b.len() && b[j].is_ascii_digit() {
+                    j += 1;
+                    digits += 1;
+                }
+                if j + 1 < b.len() && (b[j] == b' ' || b[j] == b'-') && b[j + 1].is_ascii_digit() {
+                    j += 1;
+                } else {
+                    break;
+                }
+            }
+            let end = j;
+            i = end;
+            if digits < 13 {
+                continue;
+            }
+            let mut groups: Vec<(usize, usize)> = Vec::new();
+            let mut seps: Vec<u8> = Vec::new();
+            let mut k = start;
+            while k < end {
+                let g = k;
+                while k < end && b[k].is_ascii_digit() {
+                    k += 1;
+                }
+                groups.push((g, k));
+                if k < end {
+                    seps.push(b[k]);
+                    k += 1;
+                }
+            }
+            let before_ok = start == 0 || !(is_word_byte(b[start - 1]) || b[start - 1] == b'.');
+            let after_ok = end >= b.len()
+                || !(is_word_byte(b[end])
+                    || (b[end] == b'.' && b.get(end + 1).is_some_and(u8::is_ascii_digit)));
+            if !before_ok || !after_ok {
+                continue;
+            }
+            let mut g = 0;
+            while g < groups.len() {
+                let mut found = None;
+                for k in (1..=groups.len() - g).rev() {
+                    let window = &groups[g..g + k];
+                    let window_seps = &seps[g..g + k - 1];
+                    if card_layout(window, window_seps) {
+                        let digits: Vec<u8> = text[window[0].0..window[k - 1].1]
+                            .bytes()
+                            .filter(u8::is_ascii_digit)
+                            .map(|d| d - b'0')
+                            .collect();
+                        if valid_card(&digits) {
+                            found = Some(k);
+                            break;
+                        }
+                    }
+                }
+                match found {
+                    Some(k) => {
+                        hit(&text[groups[g].0..groups[g + k - 1].1]);
+                        g += k;
+                    }
+                    None => g += 1,
+                }
+            }
+        }
+    }
+
+    pub(super) fn find_ibans(text: &str, mut hit: impl FnMut(&str)) {
+        let b = text.as_bytes();
+        let mut i = 0;
+        while i + 4 <= b.len() {
+            let candidate = b[i].is_ascii_uppercase()
+                && b[i + 1].is_ascii_uppercase()
+                && b[i + 2].is_ascii_digit()
+                && b[i + 3].is_ascii_digit()
+                && (i == 0 || !is_word_byte(b[i - 1]));
+            let want = if candidate {
+                IBAN_LENGTHS
+                    .iter()
+                    .find(|(cc, _)| cc[..] == b[i..i + 2])
+                    .map(|&(_, len)| len)
+            } else {
+                None
+            };
+            let Some(want) = want else {
+                i += 1;
+                continue;
+            };
+            let mut chars: Vec<u8> = Vec::with_capacity(want);
+            let mut j = i;
+            while j < b.len() && chars.len() < want {
+                let c = b[j];
+                if c.is_ascii_uppercase() || c.is_ascii_digit() {
+                    chars.push(c);
+                    j += 1;
+                } else if c == b' '
+                    && j + 1 < b.len()
+                    && b[j + 1].is_ascii_alphanumeric()
+                    && !chars.is_empty()
+                {
+                    j += 1;
+                } else {
+                    break;
+                }
+            }
+            let complete = chars.len() == want && (j >= b.len() || !is_word_byte(b[j]));
+            if complete && iban_checksum(&chars) {
+                hit(&text[i..j]);
+                i = j;
+            } else {
+                i += 1;
+            }
+        }
+    }
+
+    pub(super) fn find_ssns(text: &str, mut hit: impl FnMut(&str)) {
+        let b = text.as_bytes();
+        let mut i = 0;
+        while i + 11 <= b.len() {
+            let w = &b[i..i + 11];
+            let shape = w[..3].iter().all(u8::is_ascii_digit)
+                && (w[3] == b'-' || w[3] == b' ')
+                && w[4..6].iter().all(u8::is_ascii_digit)
+                && w[6] == w[3]
+                && w[7..].iter().all(u8::is_ascii_digit);
+            let glued = |k: Option<&u8>, next: Option<&u8>| match k {
+                Some(&c) if is_word_byte(c) => true,
+                Some(&b'-') => next.is_some_and(u8::is_ascii_digit),
+                _ => false,
+            };
+            let before = i.checked_sub(1).map(|p| &b[p]);
+            let before2 = i.checked_sub(2).map(|p| &b[p]);
+            if shape
+                && !glued(before, before2)
+                && !glued(b.get(i + 11), b.get(i + 12))
+                && valid_ssn(w)
+            {
+                hit(&text[i..i + 11]);
+                i += 11;
+            } else {
+                i += 1;
+            }
+        }
+    }
+}
+
+#[test]
+fn skipping_scanners_find_exactly_what_the_byte_at_a_time_ones_find() {
+    use crate::testutil::Rng;
+    // Digits and separators dominate, with letters, word characters, line ends and
+    // multi-byte characters around them, and whole valid and almost-valid numbers, so that
+    // runs start and end in every position of the 32-byte blocks the skip works in.
+    let pieces = [
+        "0",
+        "1",
+        "2",
+        "3",
+        "4",
+        "5",
+        "6",
+        "7",
+        "8",
+        "9",
+        "0",
+        "1",
+        "4",
+        "5",
+        " ",
+        " ",
+        "-",
+        "-",
+        ".",
+        "_",
+        "X",
+        "D",
+        "E",
+        "G",
+        "B",
+        "a",
+        "z",
+        "\r\n",
+        "é",
+        "€",
+        "4111",
+        "1111",
+        "4111 1111 1111 1111",
+        "4111111111111111",
+        "4111-1111-1111-1111",
+        "378282246310005",
+        "3782 822463 10005",
+        "5555555555554444",
+        "6011111111111117",
+        "30569309025904",
+        "DE89 3704 0044 0532 0130 00",
+        "DE89370400440532013000",
+        "GB82WEST12345698765432",
+        "GB82 WEST 1234 5698 7654 32",
+        "DE89",
+        "078-05-1120",
+        "536-22-8476",
+        "536 22 8476",
+        "123-45-6789",
+        "900-12-3456",
+        "536-22-",
+    ];
+    let mut rng = Rng::new(0x5eed_d1b5);
+    let mut hits = [0usize; 3];
+    for round in 0..20_000 {
+        let text = rng.text(&pieces, if round % 10 == 0 { 400 } else { 40 });
+        let pairs: [(Scanner, Scanner); 3] = [
+            (|t, f| find_cards(t, f), |t, f| reference::find_cards(t, f)),
+            (|t, f| find_ibans(t, f), |t, f| reference::find_ibans(t, f)),
+            (|t, f| find_ssns(t, f), |t, f| reference::find_ssns(t, f)),
+        ];
+        for (n, (fast, slow)) in pairs.into_iter().enumerate() {
+            let want = found(slow, &text);
+            assert_eq!(found(fast, &text), want, "detector {n} on {text:?}");
+            hits[n] += want.len();
+        }
+    }
+    // The inputs do exercise every detector.
+    assert!(hits.iter().all(|&h| h > 500), "{hits:?}");
+}

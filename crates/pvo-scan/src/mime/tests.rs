@@ -474,3 +474,132 @@ fn pathological_header_values_stay_within_the_block_limit() {
         let _ = scan(raw.as_bytes(), &Limits::default());
     }
 }
+
+/// URL extraction as it was before it learnt to skip to the next ':' or 'w', one byte at a
+/// time; the randomized test below holds the fast one to exactly its results.
+fn reference_extract_urls(text: &str, out: &mut Vec<String>) {
+    let bytes = text.as_bytes();
+    let stop = |b: u8| {
+        b.is_ascii_whitespace()
+            || b.is_ascii_control()
+            || matches!(
+                b,
+                b'"' | b'\'' | b'<' | b'>' | b'`' | b'\\' | b'{' | b'}' | b'|' | b'^'
+            )
+    };
+    let take = |start: usize| {
+        let mut end = start;
+        while end < bytes.len() && !stop(bytes[end]) {
+            end += 1;
+        }
+        while end > start
+            && matches!(
+                bytes[end - 1],
+                b'.' | b',' | b';' | b':' | b')' | b']' | b'!' | b'?'
+            )
+        {
+            end -= 1;
+        }
+        end
+    };
+    let mut i = 0;
+    while i < bytes.len() {
+        let b = bytes[i];
+        if b == b':' && bytes.get(i + 1..i + 3) == Some(b"//") {
+            let mut s = i;
+            while s > 0 && bytes[s - 1].is_ascii_alphabetic() {
+                s -= 1;
+            }
+            let scheme = &bytes[s..i];
+            if scheme.eq_ignore_ascii_case(b"http")
+                || scheme.eq_ignore_ascii_case(b"https")
+                || scheme.eq_ignore_ascii_case(b"ftp")
+            {
+                let end = take(i + 3);
+                if end > i + 3 {
+                    out.push(text[s..end].to_string());
+                }
+                i = end.max(i + 3);
+                continue;
+            }
+        } else if (b | 0x20) == b'w'
+            && bytes
+                .get(i..i + 4)
+                .is_some_and(|w| w.eq_ignore_ascii_case(b"www."))
+            && (i == 0
+                || !(bytes[i - 1].is_ascii_alphanumeric()
+                    || matches!(bytes[i - 1], b'.' | b'/' | b'@' | b'-')))
+        {
+            let end = take(i);
+            if end > i + 4 {
+                out.push(text[i..end].to_string());
+            }
+            i = end.max(i + 4);
+            continue;
+        }
+        i += 1;
+    }
+}
+
+#[test]
+fn skipping_url_extraction_finds_exactly_what_the_byte_at_a_time_one_finds() {
+    use crate::testutil::Rng;
+    let pieces = [
+        "http://",
+        "https://",
+        "HTTPS://",
+        "ftp://",
+        "hxxp://",
+        "ws://",
+        "mailto:",
+        "://",
+        ":",
+        ":/",
+        "//",
+        "/",
+        "www.",
+        "WWW.",
+        "wWw.",
+        "w",
+        "W",
+        "ww",
+        "x",
+        "a",
+        "h",
+        "t",
+        "p",
+        "s",
+        ".",
+        ",",
+        ")",
+        "]",
+        "!",
+        "?",
+        " ",
+        "\t",
+        "\r\n",
+        "\"",
+        "<",
+        ">",
+        "@",
+        "-",
+        "é",
+        "€",
+        "example.com",
+        "phish.example/login?x=1",
+        "a.b",
+        "0",
+        "9",
+    ];
+    let mut rng = Rng::new(0x0a11_c0de);
+    let mut total = 0;
+    for round in 0..20_000 {
+        let text = rng.text(&pieces, if round % 10 == 0 { 300 } else { 30 });
+        let (mut fast, mut slow) = (Vec::new(), Vec::new());
+        extract_urls(&text, &mut fast);
+        reference_extract_urls(&text, &mut slow);
+        assert_eq!(fast, slow, "on {text:?}");
+        total += slow.len();
+    }
+    assert!(total > 1_000, "{total}");
+}
