@@ -925,3 +925,74 @@ mod empty {
         }
     }
 }
+
+/// Sends CPQ control lines (`XPVO-CONTROL`, already encoded) to the manager
+/// over one mutual-TLS connection and returns each reply line. Logged like a
+/// delivery connection (`New SMTP DCID … port 7025`, `TLS success`, close).
+pub async fn cpq_control(shared: &Arc<Shared>, lines: &[String]) -> Result<Vec<String>, String> {
+    let cfg = shared.config();
+    let Some((c, (host, port))) = cfg
+        .cpq
+        .as_ref()
+        .and_then(|c| c.manager.clone().map(|m| (c, m)))
+    else {
+        return Err("no manager configured ([cpq] manager)".into());
+    };
+    let bind = Some(cfg.interfaces[c.interface].address);
+    let helo = cfg.default_interface_hostname();
+    drop(cfg);
+    let (stream, addr, server_name) = connect_any(shared, &[(host, port)], bind).await?;
+    let dcid = shared.ids.next(Kind::Dcid);
+    let local = stream
+        .local_addr()
+        .map(|a| a.ip().to_string())
+        .unwrap_or_default();
+    shared.log.info(format!(
+        "New SMTP DCID {dcid} interface {local} address {} port {}",
+        addr.ip(),
+        addr.port()
+    ));
+    let mut client = Client {
+        io: BufReader::new(Box::new(stream) as Box<dyn Io>),
+        dcid,
+        ext: Extensions::default(),
+        cpq: true,
+    };
+    let started = client
+        .start(
+            shared,
+            &helo,
+            TlsMode::RequiredVerify,
+            &server_name,
+            crate::config::CPQ_HOST,
+        )
+        .await;
+    let result = match started {
+        Err(Failure::Temp(e)) | Err(Failure::TlsFallback(e)) => Err(e),
+        Ok(()) => {
+            let mut replies = Vec::new();
+            let mut failed = None;
+            for l in lines {
+                match client.command(l).await {
+                    Ok(r) => {
+                        shared
+                            .log
+                            .info(format!("DCID {dcid} XPVO-CONTROL answered {}", r.line()));
+                        replies.push(r.line());
+                    }
+                    Err(e) => {
+                        failed = Some(e);
+                        break;
+                    }
+                }
+            }
+            let _ = client.quit().await;
+            match failed {
+                Some(e) => Err(e),
+                None => Ok(replies),
+            }
+        }
+    };
+    shared.log.info(format!("DCID {dcid} close"));
+    result
+}

@@ -1345,3 +1345,122 @@ fn unenrolled_gateways_and_clear_text_clients_are_refused() {
     let icid = number_after(new, "ICID ").unwrap();
     manager.wait_for_log(&format!("ICID {icid} REJECT"), DELIVERY);
 }
+
+// ---------------------------------------------------------------------------------------
+// Outbreak: the gateway's copy, a rules update, XPVO-CONTROL
+// ---------------------------------------------------------------------------------------
+
+const OUTBREAK_V1: &str = r#"version = "2026-11-23.1"
+
+[[rule]]
+id = "OUTB-CPQ-1"
+description = "The outbreak marker phrase"
+threat_level = 4
+body_regex = ["(?i)outbreak-marker-7"]
+"#;
+
+const OUTBREAK_V2: &str = r#"version = "2026-11-23.2"
+
+[[rule]]
+id = "OUTB-CPQ-1"
+description = "The outbreak marker phrase, refined"
+threat_level = 4
+body_regex = ["(?i)outbreak-marker-7 and something else"]
+"#;
+
+#[test]
+fn outbreak_rescan_on_the_gateway_releases_on_the_manager() {
+    let rules = tempfile::Builder::new()
+        .prefix("pvo-cpq-rules-")
+        .tempdir()
+        .unwrap();
+    let (v1, v2) = (rules.path().join("v1.toml"), rules.path().join("v2.toml"));
+    std::fs::write(&v1, OUTBREAK_V1).unwrap();
+    std::fs::write(&v2, OUTBREAK_V2).unwrap();
+
+    let manager_port = free_port_on(MANAGER_IP);
+    let mdir = NodeDir::new(&manager_config("manager", manager_port));
+    let sink = Sink::accepting();
+    let cpq_port = free_port_on(GW1_IP);
+    // The usual gateway, with outbreak filtering in both mail policies.
+    let config = gateway_config("gw1", GW1_IP, cpq_port, manager_port, &sink)
+        .replace(
+            "content_filters = [\"ALL\"]\n",
+            "content_filters = [\"ALL\"]\noutbreak = { threshold = 3 }\n",
+        )
+        .replace(
+            "[[content_filter]]",
+            &format!(
+                "[outbreak]\nrules_file = \"{}\"\n\n[[content_filter]]",
+                v1.display()
+            ),
+        );
+    let gdir = NodeDir::new(&config);
+    enroll(&mdir, &gdir, "gw1", GW1_IP, cpq_port);
+    let copies = gdir.path().join("cpq/outbreak");
+    let manager = mdir.start_manager();
+    let gw = gdir.start_gateway();
+
+    // Held by the rule: transferred to the manager's Outbreak quarantine, with a copy
+    // kept on the gateway for rescans.
+    let from = "sender@example.org";
+    let mut c = SmtpClient::open(gw.addr(), Some(TRUSTED));
+    c.expect("EHLO client.cpq.test", 250);
+    let r = c.send_message(
+        from,
+        &["user@example.com"],
+        "From: <sender@example.org>\r\nTo: <user@example.com>\r\nSubject: outbreak one\r\n\r\nClick: OUTBREAK-MARKER-7\r\n",
+    );
+    assert_eq!(r.code, 250, "{}", r.raw());
+    c.quit();
+    let mid = accepted_mid(&r);
+    let mgr_mid = wait_transferred(&gw, mid);
+    let in_outbreak = held(&manager, &["--quarantine", "Outbreak"]);
+    assert_eq!(in_outbreak.len(), 1, "{in_outbreak:#?}");
+    assert_eq!(in_outbreak[0]["mid"].as_u64(), Some(mgr_mid));
+    assert_eq!(gateway_mid(&in_outbreak[0]), mid);
+    assert!(
+        copies.join(format!("{mid}.eml")).is_file(),
+        "no outbreak copy kept in {}",
+        copies.display()
+    );
+
+    // The same rules again: still at threshold, nothing released.
+    let same = json(&gw, &["outbreakupdate", v1.to_str().unwrap()]);
+    assert_eq!(same["central"]["rescanned"], 1, "{same:#}");
+    assert_eq!(
+        same["central"]["released"],
+        serde_json::json!([]),
+        "{same:#}"
+    );
+    assert_eq!(held(&manager, &["--quarantine", "Outbreak"]).len(), 1);
+
+    // Refined rules: the copy is clean now; the gateway tells the manager (XPVO-CONTROL
+    // over CPQ), which releases it back to the gateway, which delivers it.
+    let update = json(&gw, &["outbreakupdate", v2.to_str().unwrap()]);
+    assert_eq!(
+        update["central"]["released"],
+        serde_json::json!([mid]),
+        "{update:#}"
+    );
+    let line = wait_line(&gw, &["XPVO-CONTROL answered 250"]);
+    assert!(line.contains("DCID "), "{line}");
+    wait_line(
+        &manager,
+        &[&format!(
+            "MID {mgr_mid} released from quarantine \"Outbreak\" (rescan)"
+        )],
+    );
+    let got = sink.wait_for_messages(1, DELIVERY);
+    assert!(
+        got[0].text().contains("Subject: outbreak one"),
+        "{}",
+        got[0].text()
+    );
+    wait_line(&gw, &[&format!("original MID {mid} ")]);
+    assert!(held(&manager, &["--quarantine", "Outbreak"]).is_empty());
+    assert!(
+        !copies.join(format!("{mid}.eml")).exists(),
+        "the copy outlived the release"
+    );
+}

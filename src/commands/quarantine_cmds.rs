@@ -1352,6 +1352,25 @@ async fn outbreakupdate(shared: &Arc<Shared>, args: &Value) -> Reply {
     } else {
         format!("{head}{}", resp.text)
     };
+    if shared.config().cpq.as_ref().is_some_and(|c| c.central()) {
+        // Central mode: the held messages are on the manager; the gateway rescans its
+        // copies and tells the manager which ones to release.
+        let rules = shared
+            .outbreak_rules()
+            .ok_or("outbreak rules disappeared during the update")?;
+        let (n, released, still, err) =
+            crate::cpq::gateway::rescan_outbreak_copies(shared, rules).await;
+        resp.text.push_str(&format!(
+            "Centralized Outbreak quarantine: rescanned {}: {} released on the manager, {still} still held.\n",
+            plural(n, "kept outbreak message"),
+            released.len()
+        ));
+        if let Some(e) = &err {
+            resp.text.push_str(&format!("The manager could not be told: {e}; the clean ones are tried again at the next outbreakupdate.\n"));
+        }
+        resp.data["central"] =
+            json!({ "rescanned": n, "released": released, "still_held": still, "error": err });
+    }
     resp.data["version"] = json!(version);
     resp.data["rules"] = json!(count);
     resp.data["rescanned"] = json!(scanned);

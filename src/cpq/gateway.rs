@@ -284,3 +284,107 @@ pub async fn receive_release(
         }
     }
 }
+
+/// After an outbreak rules update on a central gateway: rescans the kept
+/// copies of outbreak messages and tells the manager (`XPVO-CONTROL release`)
+/// to release those no longer at their policy's threshold. Returns (rescanned,
+/// gateway MIDs the manager released, still held, error).
+pub async fn rescan_outbreak_copies(
+    shared: &Arc<Shared>,
+    rules: Arc<pvo_scan::outbreak::OutbreakRules>,
+) -> (usize, Vec<u64>, usize, Option<String>) {
+    let dir = outbreak_dir(shared);
+    let node_id = shared
+        .config()
+        .cpq
+        .as_ref()
+        .map(|c| c.node_id.clone())
+        .unwrap_or_default();
+    let scanner = shared.scanner();
+    // (gateway MID, control line) of the copies that are clean now.
+    let (scanned, clean, kept) = tokio::task::spawn_blocking(move || {
+        let mut scanned = 0;
+        let mut kept = 0;
+        let mut clean = Vec::new();
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            return (0, clean, 0);
+        };
+        for e in entries.flatten() {
+            let p = e.path();
+            if p.extension().and_then(|x| x.to_str()) != Some("json") {
+                continue;
+            }
+            let (Ok(meta), Ok(raw)) = (std::fs::read(&p), std::fs::read(p.with_extension("eml")))
+            else {
+                continue;
+            };
+            let Ok(env) = Envelope::decode(&meta) else {
+                continue;
+            };
+            let Some(CpqTag::Transfer(tag)) = &env.cpq else {
+                continue;
+            };
+            scanned += 1;
+            let policy = scanner
+                .select(env.outgoing, &env.sender, &env.recipients)
+                .and_then(|p| p.policy.outbreak);
+            let still = match (
+                policy,
+                pvo_scan::mime::scan(&raw, &pvo_scan::mime::Limits::default()),
+            ) {
+                (None, _) => false,
+                (Some(_), Err(_)) => true,
+                (Some(op), Ok(view)) => op.hold_for(&rules.evaluate(&view)).is_some(),
+            };
+            if still {
+                kept += 1;
+                continue;
+            }
+            let line = pvo_proto::cpq::CpqCommand::Control(pvo_proto::cpq::ControlRecord {
+                action: pvo_proto::cpq::ControlAction::Release,
+                gateway_id: node_id.clone(),
+                gateway_mid: env.mid,
+                transfer_id: tag.transfer_id.clone(),
+            })
+            .encode();
+            if let Ok(line) = line {
+                clean.push((env.mid, line));
+            }
+        }
+        (scanned, clean, kept)
+    })
+    .await
+    .unwrap_or((0, Vec::new(), 0));
+    if clean.is_empty() {
+        return (scanned, Vec::new(), kept, None);
+    }
+    let lines: Vec<String> = clean.iter().map(|(_, l)| l.clone()).collect();
+    match crate::delivery::cpq_control(shared, &lines).await {
+        Ok(replies) => {
+            let mut released = Vec::new();
+            let mut still = kept;
+            for ((mid, _), reply) in clean.iter().zip(replies) {
+                if reply.starts_with("250") {
+                    shared.log.info(format!(
+                        "MID {mid} rescanned clean: the manager releases it from the Outbreak quarantine (rescan)"
+                    ));
+                    released.push(*mid);
+                    let base = outbreak_dir(shared).join(mid.to_string());
+                    let _ = std::fs::remove_file(base.with_extension("eml"));
+                    let _ = std::fs::remove_file(base.with_extension("json"));
+                } else {
+                    // Not (yet) on the manager: kept for the next update.
+                    still += 1;
+                }
+            }
+            (scanned, released, still, None)
+        }
+        Err(e) => {
+            shared.log.warning(format!(
+                "Outbreak rescan: {} messages are clean now but the manager could not be told: {e}; they are tried again at the next outbreakupdate",
+                clean.len()
+            ));
+            (scanned, Vec::new(), kept + clean.len(), Some(e))
+        }
+    }
+}
