@@ -148,7 +148,13 @@ async fn run_connection(shared: &Arc<Shared>, domain: &str, job: Job) -> Option<
             .default_interface
             .map(|i| cfg.interfaces[i].address),
     };
-    let max_per_conn = cfg.delivery.max_messages_per_connection;
+    // A CPQ connection is mutual TLS to one known peer: it keeps going (a new
+    // handshake every 50 messages would cost more than the transfers).
+    let max_per_conn = if cpq.is_some() {
+        cfg.delivery.max_messages_per_connection.max(1000)
+    } else {
+        cfg.delivery.max_messages_per_connection
+    };
     let helo = cfg.default_interface_hostname();
     drop(cfg);
 
@@ -600,7 +606,8 @@ impl Client {
                 "Delivery start DCID {dcid} MID {mid} to RID [{rids}]"
             )),
         }
-        if let Some((_, line)) = &cpq {
+        // Without PIPELINING the record goes alone; with it, it leads the batch below.
+        if let Some((_, line)) = cpq.as_ref().filter(|_| !self.ext.pipelining) {
             let r = self.command(line).await?;
             if r.code != 250 {
                 shared.log.info(format!(
@@ -629,12 +636,32 @@ impl Client {
         let mut accepted = 0usize;
         let data_reply;
         if self.ext.pipelining {
-            let mut batch = mail.clone();
+            let mut batch = match &cpq {
+                Some((_, line)) => line.clone(),
+                None => String::new(),
+            };
+            batch.push_str(&mail);
             for r in &rcpts {
                 batch.push_str(r);
             }
             batch.push_str("DATA\r\n");
             self.write(batch.as_bytes()).await?;
+            if cpq.is_some() {
+                let r = self.read_reply(REPLY_TIMEOUT).await?;
+                if r.code != 250 {
+                    // MAIL, the RCPTs and DATA were refused behind it (no record).
+                    shared.log.info(format!(
+                        "DCID {dcid} MID {mid} XPVO-META refused: {}",
+                        r.line()
+                    ));
+                    let _ = self.read_reply(REPLY_TIMEOUT).await?;
+                    for _ in &rcpts {
+                        let _ = self.read_reply(REPLY_TIMEOUT).await?;
+                    }
+                    let d = self.read_reply(REPLY_TIMEOUT).await?;
+                    return self.fail_all(&r, job.rids.len(), d.code == 354).await;
+                }
+            }
             let m = self.read_reply(REPLY_TIMEOUT).await?;
             for o in outcomes.iter_mut() {
                 let r = self.read_reply(REPLY_TIMEOUT).await?;
