@@ -62,6 +62,12 @@ pub struct SearchQuery {
     pub attachment_max_size: Option<u64>,
     pub min_size: Option<u64>,
     pub max_size: Option<u64>,
+    /// Only messages held in at least one of these quarantines (`Some(empty)`: none).
+    /// Access control: the quarantines a user's role may see.
+    pub within_quarantines: Option<Vec<String>>,
+    /// Only messages with at least one recipient in one of these domains
+    /// (`Some(empty)`: none). Access control: a role limited to recipient domains.
+    pub recipient_domains: Option<Vec<String>>,
     pub order_by: OrderBy,
     pub descending: bool,
     pub offset: u64,
@@ -90,6 +96,8 @@ impl Default for SearchQuery {
             attachment_max_size: None,
             min_size: None,
             max_size: None,
+            within_quarantines: None,
+            recipient_domains: None,
             order_by: OrderBy::Received,
             descending: true,
             offset: 0,

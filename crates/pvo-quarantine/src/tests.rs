@@ -1353,3 +1353,59 @@ fn confirm_deliveries_in_one_transaction() {
     assert!(matches!(r[0], Ok(false)) && matches!(r[1], Ok(false)));
     assert!(s.pending_deliveries().unwrap().is_empty());
 }
+
+#[test]
+fn search_within_quarantines_and_recipient_domains() {
+    let (_d, s) = open();
+    let mut a = msg("a", vec![hold("Policy")]);
+    a.recipients = vec!["x@one.example".into()];
+    let a = s.quarantine(&a, T0).unwrap().msg_id;
+    let mut b = msg("b", vec![hold("Virus")]);
+    b.recipients = vec!["y@two.example".into(), "z@One.Example".into()];
+    let b = s.quarantine(&b, T0).unwrap().msg_id;
+    let mut c = msg("c", vec![hold("Policy"), hold("Virus")]);
+    c.recipients = vec!["w@two.example".into()];
+    let c = s.quarantine(&c, T0).unwrap().msg_id;
+    let ids = |q: SearchQuery| {
+        let mut v: Vec<MsgId> = s
+            .search(&q)
+            .unwrap()
+            .hits
+            .iter()
+            .map(|h| h.msg_id)
+            .collect();
+        v.sort();
+        let mut again = s.search_ids(&q).unwrap();
+        again.sort();
+        assert_eq!(v, again);
+        v
+    };
+    let within = |names: &[&str]| SearchQuery {
+        within_quarantines: Some(names.iter().map(|n| n.to_string()).collect()),
+        ..SearchQuery::default()
+    };
+    let domains = |names: &[&str]| SearchQuery {
+        recipient_domains: Some(names.iter().map(|n| n.to_string()).collect()),
+        ..SearchQuery::default()
+    };
+    assert_eq!(ids(within(&["policy"])), vec![a, c]);
+    assert_eq!(ids(within(&["Virus"])), vec![b, c]);
+    assert_eq!(ids(within(&[])), Vec::<MsgId>::new());
+    assert_eq!(ids(domains(&["one.example"])), vec![a, b]);
+    assert_eq!(ids(domains(&["@TWO.example"])), vec![b, c]);
+    assert_eq!(ids(domains(&[])), Vec::<MsgId>::new());
+    let both = SearchQuery {
+        recipient_domains: Some(vec!["one.example".into()]),
+        ..within(&["Virus"])
+    };
+    assert_eq!(ids(both), vec![b]);
+    // Combined with a named quarantine: both conditions hold.
+    let named = SearchQuery {
+        quarantine: Some("Policy".into()),
+        ..domains(&["two.example"])
+    };
+    assert_eq!(ids(named), vec![c]);
+    // A released message is no longer held in Policy.
+    s.release(a, "Policy", "admin", T0).unwrap();
+    assert_eq!(ids(within(&["Policy"])), vec![c]);
+}

@@ -198,6 +198,29 @@ fn build(conn: &Connection, q: &SearchQuery) -> Result<Built> {
             held_only: false,
         });
     }
+    if let Some(names) = &q.within_quarantines {
+        let marks = vec!["?"; names.len()].join(", ");
+        ins.push(InFilter {
+            col: "msg_id",
+            from_where: format!(
+                "memberships WHERE state = 0 AND quarantine_id IN (SELECT id FROM quarantines WHERE name IN ({marks}))"
+            ),
+            params: names.iter().map(|n| Value::Text(n.clone())).collect(),
+            held_only: true,
+        });
+    }
+    if let Some(domains) = &q.recipient_domains {
+        let marks = vec!["?"; domains.len()].join(", ");
+        ins.push(InFilter {
+            col: "msg_id",
+            from_where: format!("recipients WHERE domain IN ({marks})"),
+            params: domains
+                .iter()
+                .map(|d| Value::Text(d.trim().trim_start_matches('@').to_lowercase()))
+                .collect(),
+            held_only: false,
+        });
+    }
     let fts: Vec<String> = [
         q.subject.as_deref().and_then(|s| fts_query("subject", s)),
         q.attachment_name
