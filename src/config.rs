@@ -292,6 +292,17 @@ pub struct Config {
     pub role: Role,
     /// Centralized quarantines (`[cpq]`): the gateway <-> manager link.
     pub cpq: Option<Cpq>,
+    /// The SSH server (`[ssh]`); `None`: no SSH.
+    pub ssh: Option<Ssh>,
+}
+
+/// `[ssh]`: the appliance command set over SSH (`crate::ssh`).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Ssh {
+    /// Index into `interfaces`.
+    pub interface: usize,
+    /// 0: a port chosen by the system (tests).
+    pub port: u16,
 }
 
 /// What a node is: a gateway (`pvo gateway run`) or a manager (`pvo manager run`).
@@ -452,6 +463,15 @@ mod raw {
         pub outbreak: Option<Outbreak>,
         pub quarantines: Option<Quarantines>,
         pub cpq: Option<Cpq>,
+        pub ssh: Option<Ssh>,
+    }
+
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct Ssh {
+        pub enabled: Option<bool>,
+        pub interface: Option<Spanned<String>>,
+        pub port: Option<Spanned<i64>>,
     }
 
     #[derive(Deserialize)]
@@ -1342,6 +1362,10 @@ impl Validator<'_> {
                 &mut listeners,
             )?),
         };
+        let ssh = match raw.ssh {
+            Some(s) if s.enabled != Some(false) => Some(self.ssh(s, &interfaces, &listeners)?),
+            _ => None,
+        };
         if role == Role::Manager && cpq.is_none() {
             return self.err(None, "cpq", "a manager needs a [cpq] section (its cpq_listener and enrolled gateways); allowed: see docs/manager.example.toml");
         }
@@ -1362,7 +1386,60 @@ impl Validator<'_> {
             scanning,
             role,
             cpq,
+            ssh,
         })
+    }
+
+    /// Validates `[ssh]`: an interface (default the first) and a port (default 2222)
+    /// that no listener on that address uses.
+    fn ssh(
+        &self,
+        s: raw::Ssh,
+        interfaces: &[Interface],
+        listeners: &[Listener],
+    ) -> Result<Ssh, ConfigError> {
+        let interface = match &s.interface {
+            Some(n) => interfaces
+                .iter()
+                .position(|x| x.name.eq_ignore_ascii_case(n.get_ref()))
+                .map_or_else(
+                    || {
+                        self.err(
+                            Some(n.span()),
+                            "ssh.interface",
+                            format!(
+                                "unknown interface \"{}\"; allowed: the name of an [[interface]]",
+                                n.get_ref()
+                            ),
+                        )
+                    },
+                    Ok,
+                )?,
+            None if interfaces.is_empty() => {
+                return self.err(
+                    None,
+                    "ssh.interface",
+                    "no [[interface]] for the SSH server; allowed: define one",
+                )
+            }
+            None => 0,
+        };
+        let port = self.int(&s.port, "ssh.port", 0, 65535, 2222)? as u16;
+        if port != 0
+            && listeners.iter().any(|l| {
+                l.port == port && interfaces[l.interface].address == interfaces[interface].address
+            })
+        {
+            return self.err(
+                s.port.as_ref().map(|p| p.span()),
+                "ssh.port",
+                format!(
+                    "a listener already uses {}:{port}; allowed: a free port (default 2222)",
+                    interfaces[interface].address
+                ),
+            );
+        }
+        Ok(Ssh { interface, port })
     }
 
     /// Validates `[cpq]` and adds the hidden `cpq_listener` (HAT: RELAYLIST of

@@ -5,6 +5,7 @@
 //! a running node.
 
 mod admin;
+mod audit;
 mod bounce;
 mod clamd;
 mod cli;
@@ -25,7 +26,9 @@ mod queue;
 mod quickstart;
 mod scanning;
 mod smtp_server;
+mod ssh;
 mod tls;
+mod users;
 
 use std::path::PathBuf;
 
@@ -45,6 +48,14 @@ struct Cli {
     /// Print the answer as JSON (appliance commands).
     #[arg(long, global = true)]
     json: bool,
+    /// Run the appliance command as this node user (with that user's role) instead of
+    /// the local superuser `admin`; the password comes from PVO_PASSWORD,
+    /// --password-file, or a prompt in a terminal.
+    #[arg(long, global = true, value_name = "NAME")]
+    user: Option<String>,
+    /// The password for --user: the first line of this file.
+    #[arg(long, global = true, value_name = "FILE", requires = "user")]
+    password_file: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -134,6 +145,8 @@ enum Command {
     Diag(cli::diag::DiagCommand),
     #[command(flatten)]
     Quarantine(cli::quarantine::QuarantineCommand),
+    #[command(flatten)]
+    Users(cli::users::UserCommand),
 }
 
 #[derive(clap::Args, Clone)]
@@ -173,8 +186,8 @@ impl Selection {
 
 /// Asks a question when stdin is a terminal; `None` otherwise.
 fn prompt(question: &str) -> Result<Option<String>> {
-    use std::io::{BufRead, IsTerminal, Write};
-    if !std::io::stdin().is_terminal() {
+    use std::io::{BufRead, Write};
+    if !cli::stdin_is_terminal() {
         return Ok(None);
     }
     print!("{question}");
@@ -294,7 +307,17 @@ fn main() {
             timeout,
             files,
         } => avscan(&clamd, timeout, &files, cli.json),
-        other => admin_command(&cli.dir, cli.json, other),
+        other => match &cli.user {
+            Some(user) => admin::client::read_password(user, cli.password_file.as_deref())
+                .and_then(|password| {
+                    admin::client::set_credentials(admin::Credentials {
+                        user: user.clone(),
+                        password,
+                    });
+                    admin_command(&cli.dir, cli.json, other)
+                }),
+            None => admin_command(&cli.dir, cli.json, other),
+        },
     };
     if let Err(e) = result {
         // With --json, a failure before the node answered (no node running,
@@ -312,6 +335,71 @@ fn main() {
 
 /// Runs one appliance command against the node of `dir`.
 fn admin_command(dir: &std::path::Path, json: bool, cmd: Command) -> Result<()> {
+    let (name, args) = admin_request(cmd)?;
+    admin::client::run(dir, name, args, json)
+}
+
+/// An appliance command line that arrived over SSH (words after the program name),
+/// parsed by the same definitions as the CLI: the admin request and whether `--json`
+/// was given; or the text to print instead (help, a usage error) and whether that is a
+/// success (help is).
+pub fn parse_remote(
+    words: Vec<String>,
+) -> Result<(String, serde_json::Value, bool), (String, bool)> {
+    cli::with_remote(|| {
+        let argv = std::iter::once("pvo".to_string()).chain(words);
+        let parsed = match Cli::try_parse_from(argv) {
+            Ok(c) => c,
+            Err(e) => {
+                use clap::error::ErrorKind;
+                let ok = matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion);
+                return Err((e.render().to_string(), ok));
+            }
+        };
+        let json = parsed.json;
+        match parsed.command {
+            Command::Gateway { .. }
+            | Command::Manager { .. }
+            | Command::Quickstart(_)
+            | Command::Avscan { .. } => Err((
+                "That is not an appliance command; `help` lists the commands of this shell.".into(),
+                false,
+            )),
+            other => admin_request(other)
+                .map(|(name, args)| (name.to_string(), args, json))
+                .map_err(|e| (format!("{e:#}"), false)),
+        }
+    })
+}
+
+/// The appliance commands with their one-line descriptions (`help` in the SSH shell).
+pub fn appliance_help() -> String {
+    use clap::CommandFactory;
+    const NOT_APPLIANCE: [&str; 5] = ["gateway", "manager", "quickstart", "avscan", "help"];
+    let cmd = Cli::command();
+    let subs: Vec<(String, String)> = cmd
+        .get_subcommands()
+        .filter(|c| !NOT_APPLIANCE.contains(&c.get_name()))
+        .map(|c| {
+            let about = c.get_about().map(|a| a.to_string()).unwrap_or_default();
+            let first = about.lines().next().unwrap_or("").to_string();
+            (c.get_name().to_string(), first)
+        })
+        .collect();
+    let width = subs.iter().map(|(n, _)| n.len()).max().unwrap_or(0);
+    let mut out = String::from("Commands (COMMAND --help for details; --json for JSON):\n");
+    for (name, about) in subs {
+        out.push_str(&format!("  {name:<width$}  {about}\n"));
+    }
+    out.push_str(&format!(
+        "  {:<width$}  End the session (also quit, Ctrl-D).\n",
+        "exit"
+    ));
+    out
+}
+
+/// The admin request (command name, JSON arguments) of an appliance command.
+fn admin_request(cmd: Command) -> Result<(&'static str, serde_json::Value)> {
     use serde_json::json;
     let (name, args) = match cmd {
         Command::Status { detail } => {
@@ -363,6 +451,7 @@ fn admin_command(dir: &std::path::Path, json: bool, cmd: Command) -> Result<()> 
         Command::Config(c) => c.to_request()?,
         Command::Diag(c) => c.to_request()?,
         Command::Quarantine(c) => c.to_request()?,
+        Command::Users(c) => c.to_request()?,
         Command::Gateway { .. }
         | Command::Manager { .. }
         | Command::Quickstart(_)
@@ -370,7 +459,7 @@ fn admin_command(dir: &std::path::Path, json: bool, cmd: Command) -> Result<()> 
             unreachable!("handled in main")
         }
     };
-    admin::client::run(dir, name, args, json)
+    Ok((name, args))
 }
 
 /// `pvo avscan`: scan files with clamd and print the verdicts; exit 1 if any
@@ -455,6 +544,12 @@ pub fn run_node(
     rt.block_on(async move {
         let path = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
         let node = node::Node::start(cfg, path).await?;
+        if let Some(p) = &node.initial_admin_password {
+            println!("Initial password for admin: {p}");
+        }
+        if let Some(addr) = node.ssh {
+            println!("SSH listening on {addr}");
+        }
         for (name, addr) in &node.listeners {
             println!("Listener {name} listening on {addr}");
         }

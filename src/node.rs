@@ -154,6 +154,10 @@ pub struct Shared {
     pub local_quarantine: crate::scanning::local_quarantine::LocalQuarantine,
     cpq_tls: RwLock<Option<Arc<crate::cpq::CpqTls>>>,
     pub cpq: crate::cpq::State,
+    /// The node's users and roles (`DATA_DIR/users.json`).
+    pub users: crate::users::Users,
+    /// The audit trail (`DATA_DIR/audit.db`).
+    pub audit: crate::audit::Audit,
 }
 
 impl Shared {
@@ -357,6 +361,10 @@ impl Config {
 pub struct Node {
     pub shared: Arc<Shared>,
     pub listeners: Vec<(String, SocketAddr)>,
+    /// The SSH server's address, when `[ssh]` is configured.
+    pub ssh: Option<SocketAddr>,
+    /// The generated password of `admin` on the first start (printed once).
+    pub initial_admin_password: Option<String>,
 }
 
 impl Node {
@@ -409,6 +417,9 @@ impl Node {
             }
             crate::config::Role::Gateway => {}
         }
+        let (users, initial_admin_password) =
+            crate::users::Users::open(&config.data_dir, crate::clock::unix_now())?;
+        let audit = crate::audit::Audit::open(&config.data_dir)?;
         let tls_server = crate::tls::server_config(&config)?;
         let tls_clients = crate::tls::client_configs(&config)?;
         let (queue, rx) = queue::channel();
@@ -432,6 +443,8 @@ impl Node {
             local_quarantine,
             cpq_tls: RwLock::new(cpq_tls),
             cpq,
+            users,
+            audit,
         });
         {
             let shared = shared.clone();
@@ -509,7 +522,13 @@ impl Node {
             listeners.push((l.name.clone(), bound));
         }
         crate::admin::server::start(shared.clone())?;
-        Ok(Node { shared, listeners })
+        let ssh = crate::ssh::start(&shared).await?;
+        Ok(Node {
+            shared,
+            listeners,
+            ssh,
+            initial_admin_password,
+        })
     }
 
     /// Stops delivery, flushes the spool and the log.

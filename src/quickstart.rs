@@ -148,6 +148,7 @@ pub fn run(args: Args) -> Result<()> {
         println!("  Manager CPQ:  {maddr} (holds the gateway's Policy, Virus and Outbreak quarantines)");
         println!("  Logs:         {} and {}", logs.display(), mlogs.display());
         println!("  Commands:     pvo --dir {g} status      pvo --dir {m} status");
+        println!("  Users:        admin (Administrator); its first password: {g}/run/{pw} and {m}/run/{pw}", pw = crate::users::INITIAL_PASSWORD_FILE);
         println!();
         println!("Send a test message:");
         println!("  swaks --server 127.0.0.1:{port} --to user@{domain} --from you@example.org");

@@ -7,7 +7,52 @@ use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 
-use super::{socket_path, Request, Response};
+use super::{socket_path, Credentials, Request, Response};
+
+/// The node user of this command line (`pvo --user NAME`), set once by `main`.
+static CREDENTIALS: std::sync::OnceLock<Credentials> = std::sync::OnceLock::new();
+
+/// Runs the commands of this process as `user` (the node checks the password).
+pub fn set_credentials(c: Credentials) {
+    let _ = CREDENTIALS.set(c);
+}
+
+/// The credentials to send with each request, if `--user` was given.
+pub fn credentials() -> Result<Option<Credentials>> {
+    Ok(CREDENTIALS.get().cloned())
+}
+
+/// The password for `pvo --user NAME`: from --password-file, from `PVO_PASSWORD`, or
+/// asked for without echo in a terminal.
+pub fn read_password(user: &str, file: Option<&Path>) -> Result<String> {
+    use std::io::IsTerminal;
+    if let Some(f) = file {
+        let text = std::fs::read_to_string(f)
+            .with_context(|| format!("reading the password file {}", f.display()))?;
+        return Ok(text.lines().next().unwrap_or("").to_string());
+    }
+    if let Ok(p) = std::env::var("PVO_PASSWORD") {
+        return Ok(p);
+    }
+    if !std::io::stdin().is_terminal() {
+        bail!("--user {user}: give the password in PVO_PASSWORD or with --password-file FILE (no terminal to ask)");
+    }
+    eprint!("Password for {user}: ");
+    let _ = std::io::stderr().flush();
+    let stty = |arg: &str| {
+        std::process::Command::new("stty")
+            .arg(arg)
+            .stdin(std::process::Stdio::inherit())
+            .status()
+    };
+    let _ = stty("-echo");
+    let mut line = String::new();
+    let read = std::io::stdin().read_line(&mut line);
+    let _ = stty("echo");
+    eprintln!();
+    read.context("reading the password")?;
+    Ok(line.trim_end_matches(['\r', '\n']).to_string())
+}
 
 /// Sends `request` to the node whose data directory is `dir`.
 pub fn call(dir: &Path, request: &Request) -> Result<Response> {
@@ -57,6 +102,7 @@ pub fn run(dir: &Path, command: &str, args: serde_json::Value, json: bool) -> Re
             command: command.to_string(),
             args,
             user,
+            auth: credentials()?,
         },
     )?;
     if json {

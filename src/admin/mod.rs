@@ -18,9 +18,29 @@ pub struct Request {
     pub command: String,
     #[serde(default)]
     pub args: serde_json::Value,
-    /// Who runs the command (the local OS user for now).
+    /// Who runs the command: the local OS user on the way in; the node sets it to the
+    /// authenticated user before any handler runs.
     #[serde(default)]
     pub user: String,
+    /// `pvo --user NAME`: run as this node user instead of the local superuser.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth: Option<Credentials>,
+}
+
+/// A node user's name and password, checked by the node (`commands::dispatch`).
+#[derive(Clone, Serialize, Deserialize)]
+pub struct Credentials {
+    pub user: String,
+    pub password: String,
+}
+
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never print the password (requests end up in debug logs).
+        f.debug_struct("Credentials")
+            .field("user", &self.user)
+            .finish_non_exhaustive()
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, Default)]

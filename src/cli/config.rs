@@ -330,8 +330,7 @@ impl ConfigCommand {
 /// `rollback`: in a terminal, shows the history and asks which commit when
 /// N is missing, and asks before discarding pending changes.
 fn rollback_request(n: Option<u64>, yes: bool) -> Result<(&'static str, serde_json::Value)> {
-    use std::io::IsTerminal;
-    if !std::io::stdin().is_terminal() || (n.is_some() && yes) {
+    if !crate::cli::stdin_is_terminal() || (n.is_some() && yes) {
         return Ok(("rollback", json!({ "n": n, "yes": yes })));
     }
     let history = ask_node("commitdetail")?;
@@ -368,6 +367,7 @@ fn ask_node(command: &str) -> Result<crate::admin::Response> {
             command: command.to_string(),
             args: json!({}),
             user,
+            auth: crate::admin::client::credentials()?,
         },
     )?;
     if !resp.ok {
@@ -394,8 +394,8 @@ fn data_dir() -> PathBuf {
 
 /// Asks a question when stdin is a terminal; `None` otherwise.
 fn prompt(question: &str) -> Result<Option<String>> {
-    use std::io::{BufRead, IsTerminal, Write};
-    if !std::io::stdin().is_terminal() {
+    use std::io::{BufRead, Write};
+    if !crate::cli::stdin_is_terminal() {
         return Ok(None);
     }
     print!("{question}");

@@ -1,28 +1,156 @@
 //! The appliance command set, executed inside the node.
 //!
-//! `dispatch` maps a command name to its handler. Handlers build the
-//! appliance wording (`text`) and the same facts as JSON (`data`) together, so
-//! scripts and people read the same answer.
+//! `dispatch_as` is the one way in — the admin socket, SSH and (later) the REST API all
+//! call it with the caller's [`Identity`]: it checks the role against the table in
+//! `access` before any handler runs, runs the handler, and records what the audit trail
+//! must know. Handlers build the appliance wording (`text`) and the same facts as JSON
+//! (`data`) together, so scripts and people read the same answer.
 
+pub mod access;
 mod config_cmds;
 mod diag_cmds;
-mod quarantine_cmds;
+pub mod quarantine_cmds;
 mod queue_cmds;
 mod status;
+mod user_cmds;
 
 use std::sync::Arc;
 
 use crate::admin::{Request, Response};
 use crate::node::Shared;
+use crate::users::{Identity, Origin};
 
-pub async fn dispatch(shared: &Arc<Shared>, req: Request) -> Response {
+/// A request from the admin socket: its owner is the local superuser `admin`, unless the
+/// request carries credentials (`pvo --user NAME`), which are checked first.
+pub async fn dispatch(shared: &Arc<Shared>, mut req: Request) -> Response {
+    let Some(auth) = req.auth.take() else {
+        return dispatch_as(shared, req, &Identity::local_admin()).await;
+    };
+    match login(shared, &auth.user, &auth.password, Origin::Local).await {
+        Ok(id) => dispatch_as(shared, req, &id).await,
+        Err(text) => Response::error(text),
+    }
+}
+
+/// Checks a password on the blocking pool; a failure is audited and answered without
+/// saying whether the user or the password was wrong.
+pub async fn login(
+    shared: &Arc<Shared>,
+    user: &str,
+    password: &str,
+    from: Origin,
+) -> Result<Identity, String> {
+    let (s, u, p, f) = (
+        shared.clone(),
+        user.to_string(),
+        password.to_string(),
+        from.clone(),
+    );
+    let r = tokio::task::spawn_blocking(move || s.users.login_password(&u, &p, f))
+        .await
+        .map_err(|e| format!("login failed inside the node: {e}"))?;
+    match r {
+        Ok(id) => Ok(id),
+        Err(failed) => {
+            audit_login_failure(shared, user, &from, "password", failed.why).await;
+            Err(format!("Login as {user:?} refused: {failed}."))
+        }
+    }
+}
+
+/// Records a refused login.
+pub async fn audit_login_failure(
+    shared: &Arc<Shared>,
+    user: &str,
+    from: &Origin,
+    method: &str,
+    why: &str,
+) {
+    let entry = crate::audit::Entry {
+        id: 0,
+        at: 0,
+        user: user.to_string(),
+        role: String::new(),
+        from: from.to_string(),
+        action: "login".into(),
+        command: format!("login ({method})"),
+        quarantine: None,
+        mids: Vec::new(),
+        outcome: "failed".into(),
+        detail: why.to_string(),
+    };
+    shared.audit.record(entry, &shared.log).await;
+}
+
+/// Runs `req` as `id`: the role check, the handler, the audit trail.
+pub async fn dispatch_as(shared: &Arc<Shared>, mut req: Request, id: &Identity) -> Response {
+    req.user = id.user.clone();
+    let need = access::required(&req.command, &req.args, &id.user);
+    let role = shared.users.role(&id.role);
+    let audited = access::audit_action(&req.command, &req.args, need);
+    let resp = match access::check(need, id, role.as_ref()) {
+        Err(text) => {
+            let resp = Response::error(text);
+            audit(
+                shared,
+                &req,
+                id,
+                audited.unwrap_or_else(|| req.command.clone()),
+                "refused",
+                &resp,
+            )
+            .await;
+            return resp;
+        }
+        Ok(()) => run(shared, &req, id).await,
+    };
+    if let Some(action) = audited {
+        let outcome = if resp.ok { "ok" } else { "error" };
+        audit(shared, &req, id, action, outcome, &resp).await;
+    }
+    resp
+}
+
+async fn audit(
+    shared: &Arc<Shared>,
+    req: &Request,
+    id: &Identity,
+    action: String,
+    outcome: &str,
+    resp: &Response,
+) {
+    let sub = arg_str(&req.args, "action");
+    let entry = crate::audit::Entry {
+        id: 0,
+        at: 0,
+        user: id.user.clone(),
+        role: id.role.clone(),
+        from: id.from.to_string(),
+        action,
+        command: match sub {
+            Some(a) => format!("{} {a}", req.command),
+            None => req.command.clone(),
+        },
+        quarantine: access::quarantine_of(&req.args),
+        mids: access::mids_of(&req.args, resp),
+        outcome: outcome.to_string(),
+        detail: access::detail_of(&req.command, &req.args, resp),
+    };
+    shared.audit.record(entry, &shared.log).await;
+}
+
+async fn run(shared: &Arc<Shared>, req: &Request, id: &Identity) -> Response {
+    let req = req.clone();
     if let Some(r) = config_cmds::dispatch(shared, &req).await {
         return r;
     }
     if let Some(r) = diag_cmds::dispatch(shared, &req).await {
         return r;
     }
-    if let Some(r) = quarantine_cmds::dispatch(shared, &req).await {
+    if let Some(r) = quarantine_cmds::dispatch(shared, &req, id).await {
+        return r;
+    }
+    if let Some(r) = user_cmds::dispatch(shared, &req, id).await {
         return r;
     }
     let args = &req.args;

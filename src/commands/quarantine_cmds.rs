@@ -14,10 +14,15 @@
 //! (the store has no index on the gateway MID), which stops as soon as every MID asked
 //! for is found — recent messages, the usual case, are on the first page.
 //!
-//! The node's admin socket is mode 0600, so whoever reaches these handlers is the node's
-//! owner: an Administrator in the appliance's terms, who may see every quarantine and
-//! send copies. Access lists are stored for the web UI and the manager, which know more
-//! users than one.
+//! Who may see what is decided here, per message, because only the store knows where a
+//! message is held: `dispatch_as` has already checked that the caller's role may search
+//! or act at all. An Administrator sees every quarantine. Any other role sees the
+//! quarantines whose access list names the user or the role, plus (custom roles) those
+//! the role names itself, and a role limited to recipient domains sees only messages with
+//! a recipient in one of them ([`QAccess`]). Searches carry those limits into the store's
+//! query; a MID outside them is answered like a MID that is not held, so its existence
+//! is not revealed; releasing or deleting "from all quarantines" a message also held
+//! where the caller has no access is refused for that message.
 //!
 //! # Security
 //!
@@ -42,12 +47,13 @@ use crate::admin::{Request, Response};
 use crate::envelope::Envelope;
 use crate::node::Shared;
 use crate::scanning::local_quarantine::{handle_reports, now};
+use crate::users::{Builtin, Identity, RoleDef};
 
 /// Handles a quarantine command; `None` if `req.command` is not one.
-pub async fn dispatch(shared: &Arc<Shared>, req: &Request) -> Option<Response> {
+pub async fn dispatch(shared: &Arc<Shared>, req: &Request, id: &Identity) -> Option<Response> {
     let result = match req.command.as_str() {
         "quarantineconfig" => quarantineconfig(shared, req).await,
-        "quarantine" => quarantine(shared, req).await,
+        "quarantine" => quarantine(shared, req, id).await,
         "outbreakupdate" => outbreakupdate(shared, &req.args).await,
         "outbreakstatus" => outbreakstatus(shared).await,
         _ => return None,
@@ -341,13 +347,127 @@ fn describe_settings(s: &QuarantineSettings) -> String {
 // quarantine
 // ---------------------------------------------------------------------------------------
 
-async fn quarantine(shared: &Arc<Shared>, req: &Request) -> Reply {
-    match arg_str(&req.args, "action").unwrap_or("") {
-        "search" => search(shared, &req.args).await,
-        "show" => show(shared, &req.args).await,
-        "release" | "delete" | "delay" | "move" => act(shared, req).await,
+/// The quarantines and recipient domains a caller may see.
+#[derive(Debug, Clone)]
+pub struct QAccess {
+    /// The caller's role, for refusals.
+    role: String,
+    /// Every quarantine (Administrator, or a custom role with `*`).
+    all: bool,
+    /// The quarantines besides, when not `all`.
+    quarantines: Vec<String>,
+    /// Recipient domains the caller is limited to (empty: none).
+    domains: Vec<String>,
+}
+
+impl QAccess {
+    fn everything() -> QAccess {
+        QAccess {
+            role: Builtin::Administrator.name().into(),
+            all: true,
+            quarantines: Vec::new(),
+            domains: Vec::new(),
+        }
+    }
+
+    fn unrestricted(&self) -> bool {
+        self.all && self.domains.is_empty()
+    }
+
+    fn quarantine_ok(&self, name: &str) -> bool {
+        self.all
+            || self
+                .quarantines
+                .iter()
+                .any(|q| q.eq_ignore_ascii_case(name))
+    }
+
+    fn domain_ok(&self, recipients: &[String]) -> bool {
+        self.domains.is_empty()
+            || recipients.iter().any(|r| {
+                let d = r.rsplit_once('@').map(|(_, d)| d).unwrap_or("");
+                self.domains.iter().any(|x| x.eq_ignore_ascii_case(d))
+            })
+    }
+
+    /// Held in a quarantine the caller may see, with a recipient in the caller's domains.
+    fn message_ok(&self, info: &MessageInfo) -> bool {
+        info.memberships
+            .iter()
+            .any(|m| m.state == MembershipState::Held && self.quarantine_ok(&m.quarantine))
+            && self.domain_ok(&info.recipients)
+    }
+
+    /// The store query limits for a search.
+    fn limit(&self, q: &mut SearchQuery) {
+        if !self.all {
+            q.within_quarantines = Some(self.quarantines.clone());
+        }
+        if !self.domains.is_empty() {
+            q.recipient_domains = Some(self.domains.clone());
+        }
+    }
+
+    fn no_access(&self, quarantine: &str) -> String {
+        let yours = if self.quarantines.is_empty() {
+            "none; an Administrator adds the user or the role to a quarantine's access list with `quarantineconfig edit NAME --access`".to_string()
+        } else {
+            self.quarantines.join(", ")
+        };
+        format!(
+            "Role \"{}\" has no access to quarantine \"{quarantine}\"; the quarantines it may access: {yours}.",
+            self.role
+        )
+    }
+}
+
+/// What `id` may see, from its role and the access lists of the quarantines.
+async fn access_of(shared: &Arc<Shared>, id: &Identity) -> Result<QAccess, String> {
+    let role = shared.users.role(&id.role);
+    let (all, own) = match &role {
+        Some(RoleDef::Builtin(Builtin::Administrator)) => return Ok(QAccess::everything()),
+        Some(RoleDef::Custom(c)) => (c.all_quarantines(), c.quarantines.clone()),
+        _ => (false, Vec::new()),
+    };
+    let quarantines = shared
+        .local_quarantine
+        .with(|s| s.quarantines())
+        .await
+        .map_err(store_err)?;
+    let role_name = role
+        .as_ref()
+        .map(|r| r.name().to_string())
+        .unwrap_or_default();
+    let mut allowed: Vec<String> = Vec::new();
+    for q in &quarantines {
+        let listed = q.settings.access.allows(&id.user, &[role_name.as_str()])
+            || own.iter().any(|o| o.eq_ignore_ascii_case(&q.name));
+        if listed {
+            allowed.push(q.name.clone());
+        }
+    }
+    Ok(QAccess {
+        role: role_name,
+        all,
+        quarantines: allowed,
+        domains: id.domains.clone(),
+    })
+}
+
+async fn quarantine(shared: &Arc<Shared>, req: &Request, id: &Identity) -> Reply {
+    let action = arg_str(&req.args, "action").unwrap_or("");
+    let access = match action {
+        "search" | "show" | "release" | "delete" | "delay" | "move" | "manage-by-rule" => {
+            access_of(shared, id).await?
+        }
+        _ => QAccess::everything(),
+    };
+    match action {
+        "search" => search(shared, &req.args, &access).await,
+        "show" => show(shared, &req.args, &access).await,
+        "release" | "delete" | "delay" | "move" => act(shared, req, &access).await,
         "copy" => copy(shared, req).await,
-        "manage-by-rule" => manage_by_rule(shared, req).await,
+        "manage-by-rule" => manage_by_rule(shared, req, &access).await,
         "sweep" => sweep(shared, &req.args).await,
         other => Err(format!(
             "quarantine: unknown action {other:?}; allowed: search, show, release, delete, delay, move, copy, manage-by-rule, sweep"
@@ -493,8 +613,19 @@ fn not_held(mid: u64) -> String {
     format!("MID {mid} is not held in any quarantine (never quarantined, or already released or deleted); `pvo quarantine search` lists the held messages")
 }
 
-async fn search(shared: &Arc<Shared>, args: &Value) -> Reply {
+/// A MID the caller may not see: the same answer as a MID that is not held.
+fn not_visible(mid: u64) -> String {
+    format!("MID {mid} is not held in any quarantine you can access; `pvo quarantine search` lists the held messages")
+}
+
+async fn search(shared: &Arc<Shared>, args: &Value, access: &QAccess) -> Reply {
     let mut q = query_from(&args["query"])?;
+    if let Some(name) = &q.quarantine {
+        if !access.quarantine_ok(name) {
+            return Err(access.no_access(name));
+        }
+    }
+    access.limit(&mut q);
     q.offset = arg_u64(args, "offset").unwrap_or(0);
     q.limit = arg_u64(args, "limit").unwrap_or(25).clamp(1, 10_000);
     let (offset, limit) = (q.offset, q.limit);
@@ -515,9 +646,14 @@ async fn search(shared: &Arc<Shared>, args: &Value) -> Reply {
     ]];
     let mut messages = Vec::new();
     for h in &page.hits {
-        // The exit in the searched quarantine, else the earliest one.
-        let exit = h
+        // Only the quarantines the caller may see.
+        let held_in: Vec<&pvo_quarantine::HitMembership> = h
             .held_in
+            .iter()
+            .filter(|m| access.quarantine_ok(&m.quarantine))
+            .collect();
+        // The exit in the searched quarantine, else the earliest one.
+        let exit = held_in
             .iter()
             .filter(|m| {
                 searched
@@ -531,7 +667,7 @@ async fn search(shared: &Arc<Shared>, args: &Value) -> Reply {
             1 => cut(&h.recipients[0], 30),
             n => format!("{} (+{})", cut(&h.recipients[0], 26), n - 1),
         };
-        let names: Vec<&str> = h.held_in.iter().map(|m| m.quarantine.as_str()).collect();
+        let names: Vec<&str> = held_in.iter().map(|m| m.quarantine.as_str()).collect();
         let mid = h.node_mid.unwrap_or(h.gateway_mid);
         rows.push([
             mid.to_string(),
@@ -551,7 +687,7 @@ async fn search(shared: &Arc<Shared>, args: &Value) -> Reply {
             "recipients": h.recipients,
             "subject": h.subject,
             "size": h.size,
-            "quarantines": h.held_in.iter().map(|m| json!({
+            "quarantines": held_in.iter().map(|m| json!({
                 "name": m.quarantine,
                 "reason": m.reason.to_string(),
                 "reason_kind": m.reason.kind.as_str(),
@@ -675,16 +811,23 @@ fn render_details(v: &Value, indent: usize, out: &mut String) {
     }
 }
 
-async fn show(shared: &Arc<Shared>, args: &Value) -> Reply {
+async fn show(shared: &Arc<Shared>, args: &Value, access: &QAccess) -> Reply {
     let mid = arg_u64(args, "mid").ok_or("quarantine show: give the MID")?;
+    let acc = access.clone();
     let loaded = shared
         .local_quarantine
         .with(move |s| {
             let Some(&id) = resolve(s, &[mid])?.get(&mid) else {
                 return Ok(None);
             };
-            let info = s.message(id)?;
-            let history = s.history(id)?;
+            let mut info = s.message(id)?;
+            if !acc.message_ok(&info) {
+                return Ok(None);
+            }
+            info.memberships
+                .retain(|m| acc.quarantine_ok(&m.quarantine));
+            let mut history = s.history(id)?;
+            history.retain(|h| h.quarantine.as_deref().is_none_or(|q| acc.quarantine_ok(q)));
             let raw = s.raw(id).ok();
             let quarantines = s.quarantines()?;
             Ok::<_, QuarantineError>(Some((info, history, raw, quarantines)))
@@ -692,7 +835,11 @@ async fn show(shared: &Arc<Shared>, args: &Value) -> Reply {
         .await
         .map_err(store_err)?;
     let Some((info, history, raw, quarantines)) = loaded else {
-        return Err(not_held(mid));
+        return Err(if access.unrestricted() {
+            not_held(mid)
+        } else {
+            not_visible(mid)
+        });
     };
     let view = match raw {
         Some(raw) => Some(
@@ -922,7 +1069,7 @@ fn mids_arg(args: &Value) -> Vec<u64> {
 }
 
 /// release, delete, delay, move: on MIDs or on every result of a search.
-async fn act(shared: &Arc<Shared>, req: &Request) -> Reply {
+async fn act(shared: &Arc<Shared>, req: &Request, access: &QAccess) -> Reply {
     let args = &req.args;
     let verb = arg_str(args, "action").unwrap_or_default().to_string();
     let action = match verb.as_str() {
@@ -947,21 +1094,55 @@ async fn act(shared: &Arc<Shared>, req: &Request) -> Reply {
             None => Scope::All,
         }
     };
+    if let Scope::Quarantine(q) = &scope {
+        if !access.quarantine_ok(q) {
+            return Err(access.no_access(q));
+        }
+    }
+    if let Action::Move { to } = &action {
+        if !access.quarantine_ok(to) {
+            return Err(access.no_access(to));
+        }
+    }
     let actor = Actor::manual(who(req));
     let at = now();
+    let acc = access.clone();
     let results = if args.get("all_results").and_then(Value::as_bool) == Some(true) {
         if verb == "move" {
             return Err("quarantine move: name the messages by MID".into());
         }
-        let q = query_from(&args["query"])?;
-        shared
-            .local_quarantine
-            .with(move |s| {
-                s.bulk_search(&q, &action, &actor, at)
-                    .map(|r| (r, Vec::new()))
-            })
-            .await
-            .map_err(store_err)?
+        let mut q = query_from(&args["query"])?;
+        if let Some(name) = &q.quarantine {
+            if !access.quarantine_ok(name) {
+                return Err(access.no_access(name));
+            }
+        }
+        if access.unrestricted() {
+            shared
+                .local_quarantine
+                .with(move |s| {
+                    s.bulk_search(&q, &action, &actor, at)
+                        .map(|r| (r, Vec::new()))
+                })
+                .await
+                .map_err(store_err)?
+        } else {
+            access.limit(&mut q);
+            shared
+                .local_quarantine
+                .with(move |s| {
+                    let ids = s.search_ids(&q)?;
+                    let (ids, denied) = permitted(s, &acc, &scope, ids, |id| id)?;
+                    let results = if ids.is_empty() {
+                        Vec::new()
+                    } else {
+                        s.bulk(&ids, &scope, &action, &actor, at)?
+                    };
+                    Ok::<_, QuarantineError>((results, denied))
+                })
+                .await
+                .map_err(store_err)?
+        }
     } else {
         let mids = mids_arg(args);
         if mids.is_empty() {
@@ -971,12 +1152,28 @@ async fn act(shared: &Arc<Shared>, req: &Request) -> Reply {
             .local_quarantine
             .with(move |s| {
                 let map = resolve(s, &mids)?;
-                let missing: Vec<u64> = mids
+                let mut missing: Vec<(u64, String)> = mids
                     .iter()
                     .filter(|m| !map.contains_key(m))
-                    .copied()
+                    .map(|&m| {
+                        let text = if acc.unrestricted() {
+                            not_held(m)
+                        } else {
+                            not_visible(m)
+                        };
+                        (m, text)
+                    })
                     .collect();
-                let ids: Vec<MsgId> = mids.iter().filter_map(|m| map.get(m).copied()).collect();
+                let found: Vec<(u64, MsgId)> = mids
+                    .iter()
+                    .filter_map(|m| map.get(m).map(|id| (*m, *id)))
+                    .collect();
+                let (ids, denied) = if acc.unrestricted() {
+                    (found.iter().map(|(_, id)| *id).collect(), Vec::new())
+                } else {
+                    permitted(s, &acc, &scope, found, |(_, id)| id)?
+                };
+                missing.extend(denied);
                 let results = if ids.is_empty() {
                     Vec::new()
                 } else {
@@ -991,12 +1188,76 @@ async fn act(shared: &Arc<Shared>, req: &Request) -> Reply {
     report(shared, results, missing, &verb).await
 }
 
+/// MIDs with the text that says why they were not acted on.
+type Refusals = Vec<(u64, String)>;
+
+/// Splits `items` into the store ids the caller may act on with `scope` and the refusals
+/// (MID, text) for the others: a message the caller may not see is "not held"; acting on
+/// all the quarantines of a message also held where the caller has no access is refused.
+fn permitted<T>(
+    s: &Store,
+    acc: &QAccess,
+    scope: &Scope,
+    items: Vec<T>,
+    id_of: impl Fn(T) -> MsgId,
+) -> pvo_quarantine::Result<(Vec<MsgId>, Refusals)> {
+    let mut ok = Vec::new();
+    let mut denied = Vec::new();
+    for item in items {
+        let id = id_of(item);
+        let info = s.message(id)?;
+        let mid = info
+            .meta
+            .get("mid")
+            .and_then(Value::as_u64)
+            .unwrap_or(info.gateway_mid);
+        if !acc.message_ok(&info) {
+            denied.push((mid, not_visible(mid)));
+            continue;
+        }
+        if matches!(scope, Scope::All) {
+            let hidden: Vec<String> = info
+                .memberships
+                .iter()
+                .filter(|m| m.state == MembershipState::Held && !acc.quarantine_ok(&m.quarantine))
+                .map(|m| m.quarantine.clone())
+                .collect();
+            if !hidden.is_empty() {
+                let mine: Vec<String> = info
+                    .memberships
+                    .iter()
+                    .filter(|m| {
+                        m.state == MembershipState::Held && acc.quarantine_ok(&m.quarantine)
+                    })
+                    .map(|m| format!("--quarantine {}", m.quarantine))
+                    .collect();
+                denied.push((
+                    mid,
+                    format!(
+                        "MID {mid} is also held in a quarantine role \"{}\" has no access to; act on it in yours only with {}",
+                        acc.role,
+                        mine.join(" or ")
+                    ),
+                ));
+                continue;
+            }
+        }
+        ok.push(id);
+    }
+    Ok((ok, denied))
+}
+
 /// Logs and delivers through `handle_reports`, then answers with the same lines.
-async fn report(shared: &Arc<Shared>, results: BulkResult, missing: Vec<u64>, verb: &str) -> Reply {
+async fn report(
+    shared: &Arc<Shared>,
+    results: BulkResult,
+    missing: Vec<(u64, String)>,
+    verb: &str,
+) -> Reply {
     let mut reports: Vec<ActionReport> = Vec::new();
     let mut errors: Vec<(String, String)> = Vec::new();
-    for m in missing {
-        errors.push((format!("MID {m}"), not_held(m)));
+    for (m, text) in missing {
+        errors.push((format!("MID {m}"), text));
     }
     // An error names the store id only; show the MID when the store still knows it.
     let mut failed_ids = Vec::new();
@@ -1225,8 +1486,18 @@ async fn copy(shared: &Arc<Shared>, req: &Request) -> Reply {
     ))
 }
 
-async fn manage_by_rule(shared: &Arc<Shared>, req: &Request) -> Reply {
+async fn manage_by_rule(shared: &Arc<Shared>, req: &Request, access: &QAccess) -> Reply {
     let args = &req.args;
+    if !access.quarantine_ok("Outbreak") {
+        return Err(access.no_access("Outbreak"));
+    }
+    if !access.domains.is_empty() {
+        return Err(format!(
+            "manage-by-rule acts on every message of the rule, and role \"{}\" is limited to recipients in {}; act on the messages by MID instead (`quarantine search --quarantine Outbreak`).",
+            access.role,
+            access.domains.join(", ")
+        ));
+    }
     let rule = arg_str(args, "rule")
         .ok_or("manage-by-rule: give the outbreak rule id")?
         .to_string();

@@ -1,0 +1,605 @@
+//! `userconfig` (users, custom roles, SSH keys) and `auditlog`, executed inside the node.
+//!
+//! Changes apply at once (like `quarantineconfig`), not at `commit`: a locked-out
+//! administrator must not need a commit to get back in. Every change is one write of the
+//! user store (see `crate::users`) and one entry in the audit trail (written by
+//! `dispatch_as`). A password given in a request is hashed here and never echoed; a
+//! generated one is shown once, in the answer to the administrator who asked for it.
+
+use std::sync::Arc;
+
+use serde_json::{json, Value};
+
+use super::{arg_str, arg_u64};
+use crate::admin::{Request, Response};
+use crate::node::Shared;
+use crate::users::{
+    check_name, check_password, generate_password, hash_password, Builtin, CustomRole, Identity,
+    User, INITIAL_PASSWORD_FILE,
+};
+
+type Reply = Result<Response, String>;
+
+pub async fn dispatch(shared: &Arc<Shared>, req: &Request, id: &Identity) -> Option<Response> {
+    let r = match req.command.as_str() {
+        "userconfig" => {
+            let (s, r, i) = (shared.clone(), req.clone(), id.clone());
+            tokio::task::spawn_blocking(move || userconfig(&s, &r.args, &i))
+                .await
+                .unwrap_or_else(|e| Err(format!("userconfig failed inside the node: {e}")))
+        }
+        "auditlog" => {
+            let (s, a) = (shared.clone(), req.args.clone());
+            tokio::task::spawn_blocking(move || auditlog(&s, &a))
+                .await
+                .unwrap_or_else(|e| Err(format!("auditlog failed inside the node: {e}")))
+        }
+        _ => return None,
+    };
+    Some(r.unwrap_or_else(Response::error))
+}
+
+fn table(rows: &[Vec<String>]) -> String {
+    let n = rows.iter().map(Vec::len).max().unwrap_or(0);
+    let mut widths = vec![0usize; n];
+    for r in rows {
+        for (i, c) in r.iter().enumerate() {
+            widths[i] = widths[i].max(c.chars().count());
+        }
+    }
+    let mut out = String::new();
+    for r in rows {
+        let mut line = String::new();
+        for (i, c) in r.iter().enumerate() {
+            line.push_str(&format!("{c:<w$}  ", w = widths[i]));
+        }
+        out.push_str(line.trim_end());
+        out.push('\n');
+    }
+    out
+}
+
+fn list_arg(args: &Value, key: &str) -> Option<Vec<String>> {
+    args.get(key).and_then(Value::as_array).map(|a| {
+        a.iter()
+            .filter_map(Value::as_str)
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(str::to_string)
+            .collect()
+    })
+}
+
+fn user_json(u: &User) -> Value {
+    json!({
+        "name": u.name,
+        "full_name": u.full_name,
+        "role": u.role,
+        "enabled": u.enabled,
+        "ssh_keys": u.ssh_keys.len(),
+        "changed_at": u.changed_at,
+    })
+}
+
+fn role_json(r: &CustomRole) -> Value {
+    json!({
+        "name": r.name,
+        "description": r.description,
+        "quarantines": r.quarantines,
+        "domains": r.domains,
+        "view_only": r.view_only,
+    })
+}
+
+fn list_users(shared: &Shared, prefix: String) -> Reply {
+    let users = shared.users.users();
+    let mut rows = vec![vec![
+        "Name".to_string(),
+        "Full name".into(),
+        "Role".into(),
+        "Status".into(),
+    ]];
+    for u in &users {
+        rows.push(vec![
+            u.name.clone(),
+            u.full_name.clone(),
+            u.role.clone(),
+            if u.enabled { "enabled" } else { "disabled" }.into(),
+        ]);
+    }
+    Ok(Response::ok(
+        format!("{prefix}{}", table(&rows)),
+        json!({ "users": users.iter().map(user_json).collect::<Vec<_>>() }),
+    ))
+}
+
+/// The role named in a request, by its canonical name.
+fn known_role(shared: &Shared, name: &str) -> Result<String, String> {
+    match shared.users.role(name) {
+        Some(r) => Ok(r.name().to_string()),
+        None => {
+            let mut all: Vec<String> = Builtin::ALL.iter().map(|b| b.name().to_string()).collect();
+            all.extend(shared.users.custom_roles().into_iter().map(|r| r.name));
+            Err(format!(
+                "{name:?} is not a role; roles: {} (custom roles: `userconfig role new`)",
+                all.join(", ")
+            ))
+        }
+    }
+}
+
+fn find<'a>(users: &'a mut [User], name: &str) -> Result<&'a mut User, String> {
+    users
+        .iter_mut()
+        .find(|u| u.name.eq_ignore_ascii_case(name))
+        .ok_or_else(|| format!("There is no user \"{name}\"; `userconfig list` shows them."))
+}
+
+fn userconfig(shared: &Arc<Shared>, args: &Value, id: &Identity) -> Reply {
+    let now = crate::clock::unix_now();
+    let name = || {
+        arg_str(args, "name")
+            .map(str::trim)
+            .map(str::to_string)
+            .ok_or("give the user's name")
+    };
+    match arg_str(args, "action").unwrap_or("list") {
+        "list" => list_users(shared, String::new()),
+        "new" => {
+            let name = name()?;
+            check_name(&name, "user", false)?;
+            let role = known_role(
+                shared,
+                arg_str(args, "role").ok_or("userconfig new: give the role with --role")?,
+            )?;
+            let (password, generated) = match arg_str(args, "password") {
+                Some(p) => (p.to_string(), false),
+                None => (generate_password(), true),
+            };
+            check_password(&password)?;
+            let hash = hash_password(&password).map_err(|e| format!("{e:#}"))?;
+            let full_name = arg_str(args, "full_name").unwrap_or("").to_string();
+            let n = name.clone();
+            shared.users.update(move |users, _| {
+                if users.iter().any(|u| u.name.eq_ignore_ascii_case(&n)) {
+                    return Err(format!("User \"{n}\" already exists; change it with `userconfig edit {n}`."));
+                }
+                users.push(User {
+                    name: n,
+                    full_name,
+                    role,
+                    enabled: true,
+                    password: hash,
+                    ssh_keys: Vec::new(),
+                    changed_at: now,
+                });
+                Ok(())
+            })?;
+            let mut text = format!("User \"{name}\" created.");
+            if generated {
+                text.push_str(&format!(" Its generated password (shown only now): {password}"));
+            }
+            let mut resp = list_users(shared, format!("{text}\n\n"))?;
+            resp.data["created"] = json!(name);
+            if generated {
+                resp.data["password"] = json!(password);
+            }
+            Ok(resp)
+        }
+        "edit" => {
+            let name = name()?;
+            let role = arg_str(args, "role").map(|r| known_role(shared, r)).transpose()?;
+            let full_name = args.get("full_name").and_then(Value::as_str).map(str::to_string);
+            let enabled = args.get("enabled").and_then(Value::as_bool);
+            if role.is_none() && full_name.is_none() && enabled.is_none() {
+                return Err(format!("userconfig edit {name}: nothing to change (--role, --full-name, --enable, --disable)"));
+            }
+            let n = name.clone();
+            let mut changes = Vec::new();
+            if let Some(r) = &role {
+                changes.push(format!("role {r}"));
+            }
+            if let Some(f) = &full_name {
+                changes.push(format!("full name {f:?}"));
+            }
+            if let Some(e) = enabled {
+                changes.push(if e { "enabled" } else { "disabled" }.to_string());
+            }
+            shared.users.update(move |users, _| {
+                let u = find(users, &n)?;
+                if let Some(r) = role {
+                    u.role = r;
+                }
+                if let Some(f) = full_name {
+                    u.full_name = f;
+                }
+                if let Some(e) = enabled {
+                    u.enabled = e;
+                }
+                u.changed_at = now;
+                Ok(())
+            })?;
+            list_users(
+                shared,
+                format!("User \"{name}\" changed: {}.\n\n", changes.join(", ")),
+            )
+        }
+        "delete" => {
+            let name = name()?;
+            let n = name.clone();
+            shared.users.update(move |users, _| {
+                find(users, &n)?;
+                users.retain(|u| !u.name.eq_ignore_ascii_case(&n));
+                Ok(())
+            })?;
+            list_users(shared, format!("User \"{name}\" deleted.\n\n"))
+        }
+        "password" => {
+            let name = name()?;
+            let (password, generated) = match arg_str(args, "password") {
+                Some(p) => (p.to_string(), false),
+                None => (generate_password(), true),
+            };
+            check_password(&password)?;
+            let hash = hash_password(&password).map_err(|e| format!("{e:#}"))?;
+            let n = name.clone();
+            let canonical = shared.users.update(move |users, _| {
+                let u = find(users, &n)?;
+                u.password = hash;
+                u.changed_at = now;
+                Ok(u.name.clone())
+            })?;
+            if canonical == "admin" {
+                // The first password is no longer the password.
+                let _ = std::fs::remove_file(
+                    shared
+                        .config()
+                        .data_dir
+                        .join("run")
+                        .join(INITIAL_PASSWORD_FILE),
+                );
+            }
+            let own = canonical.eq_ignore_ascii_case(&id.user);
+            let mut text = format!(
+                "The password of {} changed.",
+                if own { "your user".to_string() } else { format!("user \"{canonical}\"") }
+            );
+            let mut data = json!({ "user": canonical });
+            if generated {
+                text.push_str(&format!(" The generated password (shown only now): {password}"));
+                data["password"] = json!(password);
+            }
+            Ok(Response::ok(text, data))
+        }
+        "role" => role_cmd(shared, args),
+        "sshkey" => sshkey_cmd(shared, args, now),
+        other => Err(format!(
+            "userconfig: unknown action {other:?}; allowed: list, new, edit, delete, password, role, sshkey"
+        )),
+    }
+}
+
+fn list_roles(shared: &Shared, prefix: String) -> Reply {
+    let roles = shared.users.custom_roles();
+    let mut text = prefix;
+    text.push_str("Built-in roles: ");
+    text.push_str(
+        &Builtin::ALL
+            .iter()
+            .map(|b| b.name())
+            .collect::<Vec<_>>()
+            .join(", "),
+    );
+    text.push('\n');
+    if roles.is_empty() {
+        text.push_str("No custom roles (`userconfig role new --name NAME --quarantines Policy --domains example.com`).\n");
+    } else {
+        let mut rows = vec![vec![
+            "Custom role".to_string(),
+            "Quarantines".into(),
+            "Recipient domains".into(),
+            "Access".into(),
+            "Description".into(),
+        ]];
+        for r in &roles {
+            rows.push(vec![
+                r.name.clone(),
+                if r.all_quarantines() {
+                    "all".into()
+                } else if r.quarantines.is_empty() {
+                    "those whose access list names it".into()
+                } else {
+                    r.quarantines.join(", ")
+                },
+                if r.domains.is_empty() {
+                    "all".into()
+                } else {
+                    r.domains.join(", ")
+                },
+                if r.view_only { "view" } else { "view, act" }.into(),
+                r.description.clone(),
+            ]);
+        }
+        text.push_str(&table(&rows));
+    }
+    Ok(Response::ok(
+        text,
+        json!({
+            "builtin": Builtin::ALL.iter().map(|b| b.name()).collect::<Vec<_>>(),
+            "custom": roles.iter().map(role_json).collect::<Vec<_>>(),
+        }),
+    ))
+}
+
+fn role_cmd(shared: &Arc<Shared>, args: &Value) -> Reply {
+    let sub = arg_str(args, "sub").unwrap_or("list");
+    if sub == "list" {
+        return list_roles(shared, String::new());
+    }
+    let name = arg_str(args, "name")
+        .map(str::trim)
+        .ok_or("give the role's name")?
+        .to_string();
+    if Builtin::from_name(&name).is_some() {
+        return Err(format!(
+            "\"{name}\" is a built-in role; built-in roles cannot be created, changed or deleted."
+        ));
+    }
+    let quarantines = list_arg(args, "quarantines").map(|qs| {
+        if qs.iter().any(|q| q == "*" || q.eq_ignore_ascii_case("all")) {
+            vec!["*".to_string()]
+        } else {
+            qs
+        }
+    });
+    let domains = list_arg(args, "domains").map(|ds| {
+        ds.into_iter()
+            .map(|d| d.trim_start_matches('@').to_ascii_lowercase())
+            .collect::<Vec<_>>()
+    });
+    if let Some(ds) = &domains {
+        for d in ds {
+            if !d.contains('.') || d.contains(['@', ' ', '*']) {
+                return Err(format!("{d:?} is not a domain (for example example.com)"));
+            }
+        }
+    }
+    let view_only = args.get("view_only").and_then(Value::as_bool);
+    let description = args
+        .get("description")
+        .and_then(Value::as_str)
+        .map(str::to_string);
+    let n = name.clone();
+    let text = match sub {
+        "new" => {
+            check_name(&name, "role", true)?;
+            shared.users.update(move |_, roles| {
+                if roles.iter().any(|r| r.name.eq_ignore_ascii_case(&n)) {
+                    return Err(format!(
+                        "Role \"{n}\" already exists; change it with `userconfig role edit`."
+                    ));
+                }
+                roles.push(CustomRole {
+                    name: n,
+                    description: description.unwrap_or_default(),
+                    quarantines: quarantines.unwrap_or_default(),
+                    domains: domains.unwrap_or_default(),
+                    view_only: view_only.unwrap_or(false),
+                });
+                Ok(())
+            })?;
+            format!("Custom role \"{name}\" created.\n\n")
+        }
+        "edit" => {
+            shared.users.update(move |_, roles| {
+                let r = roles
+                    .iter_mut()
+                    .find(|r| r.name.eq_ignore_ascii_case(&n))
+                    .ok_or_else(|| format!("There is no custom role \"{n}\"."))?;
+                if let Some(q) = quarantines {
+                    r.quarantines = q;
+                }
+                if let Some(d) = domains {
+                    r.domains = d;
+                }
+                if let Some(v) = view_only {
+                    r.view_only = v;
+                }
+                if let Some(d) = description {
+                    r.description = d;
+                }
+                Ok(())
+            })?;
+            format!("Custom role \"{name}\" changed.\n\n")
+        }
+        "delete" => {
+            shared.users.update(move |users, roles| {
+                if !roles.iter().any(|r| r.name.eq_ignore_ascii_case(&n)) {
+                    return Err(format!("There is no custom role \"{n}\"."));
+                }
+                let holders: Vec<&str> = users
+                    .iter()
+                    .filter(|u| u.role.eq_ignore_ascii_case(&n))
+                    .map(|u| u.name.as_str())
+                    .collect();
+                if !holders.is_empty() {
+                    return Err(format!(
+                        "Role \"{n}\" is the role of {}; give them another role first (`userconfig edit NAME --role ROLE`).",
+                        holders.join(", ")
+                    ));
+                }
+                roles.retain(|r| !r.name.eq_ignore_ascii_case(&n));
+                Ok(())
+            })?;
+            format!("Custom role \"{name}\" deleted.\n\n")
+        }
+        other => {
+            return Err(format!(
+                "userconfig role: unknown action {other:?}; allowed: list, new, edit, delete"
+            ))
+        }
+    };
+    list_roles(shared, text)
+}
+
+fn sshkey_cmd(shared: &Arc<Shared>, args: &Value, now: u64) -> Reply {
+    let name = arg_str(args, "name")
+        .ok_or("give the user's name")?
+        .to_string();
+    let fingerprint = |line: &str| {
+        russh::keys::PublicKey::from_openssh(line)
+            .map(|k| k.fingerprint(russh::keys::HashAlg::Sha256).to_string())
+            .unwrap_or_else(|_| "(unreadable)".into())
+    };
+    let list = |prefix: String| -> Reply {
+        let u = shared
+            .users
+            .user(&name)
+            .ok_or_else(|| format!("There is no user \"{name}\"; `userconfig list` shows them."))?;
+        let mut text = prefix;
+        let mut keys = Vec::new();
+        if u.ssh_keys.is_empty() {
+            text.push_str(&format!("User \"{}\" has no SSH keys.\n", u.name));
+        } else {
+            text.push_str(&format!("SSH keys of \"{}\":\n", u.name));
+            for (i, k) in u.ssh_keys.iter().enumerate() {
+                let comment = k.split_whitespace().nth(2).unwrap_or("");
+                let fp = fingerprint(k);
+                text.push_str(&format!("  {}. {fp} {comment}\n", i + 1));
+                keys.push(
+                    json!({ "index": i + 1, "fingerprint": fp, "comment": comment, "key": k }),
+                );
+            }
+        }
+        Ok(Response::ok(text, json!({ "user": u.name, "keys": keys })))
+    };
+    match arg_str(args, "sub").unwrap_or("list") {
+        "list" => list(String::new()),
+        "add" => {
+            let line = arg_str(args, "key")
+                .ok_or("userconfig sshkey add: give the public key (one line of authorized_keys)")?
+                .trim()
+                .to_string();
+            let key = russh::keys::PublicKey::from_openssh(&line).map_err(|e| {
+                format!("That is not an OpenSSH public key ({e}); give one line such as the contents of ~/.ssh/id_ed25519.pub")
+            })?;
+            let fp = key.fingerprint(russh::keys::HashAlg::Sha256).to_string();
+            let n = name.clone();
+            shared.users.update(move |users, _| {
+                let u = find(users, &n)?;
+                if u.ssh_keys.iter().any(|k| {
+                    russh::keys::PublicKey::from_openssh(k)
+                        .is_ok_and(|k| k.key_data() == key.key_data())
+                }) {
+                    return Err(format!("User \"{}\" already has the key {fp}.", u.name));
+                }
+                u.ssh_keys.push(line);
+                u.changed_at = now;
+                Ok(())
+            })?;
+            list("SSH key added.\n".to_string())
+        }
+        "delete" => {
+            let which = arg_str(args, "key")
+                .ok_or("userconfig sshkey delete: give the key's number, fingerprint or comment")?
+                .trim()
+                .to_string();
+            let n = name.clone();
+            shared.users.update(move |users, _| {
+                let u = find(users, &n)?;
+                let before = u.ssh_keys.len();
+                let index = which.parse::<usize>().ok();
+                let mut i = 0;
+                u.ssh_keys.retain(|k| {
+                    i += 1;
+                    let comment = k.split_whitespace().nth(2).unwrap_or("");
+                    !(index == Some(i)
+                        || fingerprint(k) == which
+                        || (!comment.is_empty() && comment == which))
+                });
+                if u.ssh_keys.len() == before {
+                    return Err(format!(
+                        "User \"{}\" has no key {which:?}; `userconfig sshkey list {}` shows them.",
+                        u.name, u.name
+                    ));
+                }
+                u.changed_at = now;
+                Ok(())
+            })?;
+            list("SSH key deleted.\n".to_string())
+        }
+        other => Err(format!(
+            "userconfig sshkey: unknown action {other:?}; allowed: list, add, delete"
+        )),
+    }
+}
+
+fn gmt(secs: u64) -> String {
+    let t = time::OffsetDateTime::from_unix_timestamp(secs as i64)
+        .unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
+    format!(
+        "{:04}-{:02}-{:02} {:02}:{:02}:{:02}",
+        t.year(),
+        t.month() as u8,
+        t.day(),
+        t.hour(),
+        t.minute(),
+        t.second()
+    )
+}
+
+fn auditlog(shared: &Arc<Shared>, args: &Value) -> Reply {
+    let q = crate::audit::Query {
+        user: arg_str(args, "user").map(str::to_string),
+        action: arg_str(args, "audit_action").map(str::to_string),
+        mid: arg_u64(args, "mid"),
+        since: arg_u64(args, "since"),
+        until: arg_u64(args, "until"),
+        limit: arg_u64(args, "limit").unwrap_or(100),
+    };
+    let entries = shared
+        .audit
+        .search(&q)
+        .map_err(|e| format!("The audit trail could not be read: {e:#}"))?;
+    let mut rows = vec![vec![
+        "Time (GMT)".to_string(),
+        "User".into(),
+        "Role".into(),
+        "From".into(),
+        "Action".into(),
+        "Quarantine".into(),
+        "MIDs".into(),
+        "Outcome".into(),
+        "Detail".into(),
+    ]];
+    for e in entries.iter().rev() {
+        rows.push(vec![
+            gmt(e.at),
+            e.user.clone(),
+            e.role.clone(),
+            e.from.clone(),
+            e.action.clone(),
+            e.quarantine.clone().unwrap_or_default(),
+            e.mids
+                .iter()
+                .map(u64::to_string)
+                .collect::<Vec<_>>()
+                .join(","),
+            e.outcome.clone(),
+            crate::commands::quarantine_cmds::clean(&e.detail),
+        ]);
+    }
+    let text = if entries.is_empty() {
+        "No audit entries match.\n".to_string()
+    } else {
+        let mut t = table(&rows);
+        if entries.len() as u64 == q.limit {
+            t.push_str(&format!(
+                "(the newest {} entries; --limit N for more)\n",
+                entries.len()
+            ));
+        }
+        t
+    };
+    Ok(Response::ok(text, json!({ "entries": entries })))
+}
