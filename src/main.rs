@@ -50,11 +50,12 @@ struct Cli {
     json: bool,
     /// Run the appliance command as this node user (with that user's role) instead of
     /// the local superuser `admin`; the password comes from PVO_PASSWORD,
-    /// --password-file, or a prompt in a terminal.
-    #[arg(long, global = true, value_name = "NAME")]
+    /// --password-file, or a prompt in a terminal. Goes before the command
+    /// (`pvo --user op status`).
+    #[arg(long, value_name = "NAME")]
     user: Option<String>,
     /// The password for --user: the first line of this file.
-    #[arg(long, global = true, value_name = "FILE", requires = "user")]
+    #[arg(long, value_name = "FILE", requires = "user")]
     password_file: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,
@@ -341,19 +342,19 @@ fn admin_command(dir: &std::path::Path, json: bool, cmd: Command) -> Result<()> 
 
 /// An appliance command line that arrived over SSH (words after the program name),
 /// parsed by the same definitions as the CLI: the admin request and whether `--json`
-/// was given; or the text to print instead (help, a usage error) and whether that is a
-/// success (help is).
+/// was given; or the text to print instead and the exit code the CLI would have:
+/// 0 for help, 2 for a usage error, 1 for anything else.
 pub fn parse_remote(
     words: Vec<String>,
-) -> Result<(String, serde_json::Value, bool), (String, bool)> {
+) -> Result<(String, serde_json::Value, bool), (String, u32)> {
     cli::with_remote(|| {
         let argv = std::iter::once("pvo".to_string()).chain(words);
         let parsed = match Cli::try_parse_from(argv) {
             Ok(c) => c,
             Err(e) => {
                 use clap::error::ErrorKind;
-                let ok = matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion);
-                return Err((e.render().to_string(), ok));
+                let help = matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion);
+                return Err((e.render().to_string(), if help { 0 } else { 2 }));
             }
         };
         let json = parsed.json;
@@ -363,11 +364,11 @@ pub fn parse_remote(
             | Command::Quickstart(_)
             | Command::Avscan { .. } => Err((
                 "That is not an appliance command; `help` lists the commands of this shell.".into(),
-                false,
+                2,
             )),
             other => admin_request(other)
                 .map(|(name, args)| (name.to_string(), args, json))
-                .map_err(|e| (format!("{e:#}"), false)),
+                .map_err(|e| (format!("{e:#}"), 1)),
         }
     })
 }

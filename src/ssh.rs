@@ -487,11 +487,11 @@ async fn run_line(shared: &Arc<Shared>, id: &Identity, line: &str) -> Ran {
     let parsed = tokio::task::spawn_blocking(move || crate::parse_remote(words)).await;
     let (command, args, json) = match parsed {
         Ok(Ok(p)) => p,
-        Ok(Err((text, ok))) => {
+        Ok(Err((text, code))) => {
             return Ran::Output {
                 text: with_newline(text),
-                ok,
-                code: if ok { 0 } else { 2 },
+                ok: code == 0,
+                code,
             }
         }
         Err(e) => {

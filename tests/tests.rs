@@ -9,4 +9,5 @@ mod e2e_diag;
 mod e2e_durability;
 mod e2e_gateway;
 mod e2e_scanning;
+mod e2e_users;
 mod support;

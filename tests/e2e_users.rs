@@ -1,0 +1,734 @@
+//! Users, roles, the audit trail and SSH, end to end: a real node with `[ssh] port = 0`,
+//! the real OpenSSH client (`ssh`, keys made with `ssh-keygen`, passwords through
+//! `SSH_ASKPASS`), and the `pvo` CLI.
+
+use std::fs;
+use std::io::{Read, Write};
+use std::net::SocketAddr;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitStatus, Stdio};
+use std::sync::mpsc;
+use std::thread;
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::support::*;
+
+const COMMAND: Duration = Duration::from_secs(60);
+const DELIVERY: Duration = Duration::from_secs(60);
+
+fn config(sink: &Sink) -> String {
+    format!(
+        r#"[node]
+hostname = "gw1.example.com"
+data_dir = "."
+
+[[interface]]
+name = "Loopback"
+address = "127.0.0.1"
+hostname = "gw1.example.com"
+
+[[policy]]
+name = "RELAYED"
+behavior = "relay"
+max_message_size = 20971520
+max_recipients = 1000
+max_concurrency = 600
+
+[[listener]]
+name = "IncomingMail"
+interface = "Loopback"
+port = 0
+type = "public"
+
+  [[listener.hat]]
+  group = "RELAYLIST"
+  senders = ["127.0.0.1"]
+  policy = "RELAYED"
+
+  [[listener.rat]]
+  recipients = ["one.example", "two.example"]
+  action = "accept"
+
+[[smtp_route]]
+domain = "ALL"
+hosts = ["{sink}"]
+
+[delivery]
+default_interface = "Auto"
+
+[tls.outbound]
+default = "off"
+
+[ssh]
+interface = "Loopback"
+port = 0
+
+[[content_filter]]
+name = "quarantine_test"
+conditions = {{ subject_contains = "[quarantine-test]" }}
+actions = [{{ quarantine = "Policy" }}]
+
+[[mail_policy]]
+name = "DEFAULT_OUTGOING"
+direction = "outgoing"
+content_filters = ["ALL"]
+"#,
+        sink = sink.host_port()
+    )
+}
+
+/// What a process printed.
+struct Out {
+    status: ExitStatus,
+    stdout: String,
+    stderr: String,
+}
+
+impl Out {
+    fn both(&self) -> String {
+        format!(
+            "status {}\n--- stdout ---\n{}\n--- stderr ---\n{}",
+            self.status, self.stdout, self.stderr
+        )
+    }
+}
+
+/// Runs `cmd` with `input` on its stdin, within `COMMAND`.
+fn run(cmd: &mut Command, input: &[u8]) -> Out {
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("spawn {cmd:?}: {e}"));
+    let mut stdin = child.stdin.take().expect("stdin");
+    let input = input.to_vec();
+    thread::spawn(move || {
+        let _ = stdin.write_all(&input);
+        // Dropping stdin closes it: the end of the input.
+    });
+    let mut out = child.stdout.take().expect("stdout");
+    let mut err = child.stderr.take().expect("stderr");
+    let (tx, rx) = mpsc::channel();
+    thread::spawn(move || {
+        let mut o = Vec::new();
+        let mut e = Vec::new();
+        let t = thread::spawn(move || {
+            let _ = err.read_to_end(&mut e);
+            e
+        });
+        let _ = out.read_to_end(&mut o);
+        let e = t.join().unwrap_or_default();
+        let status = child.wait();
+        let _ = tx.send((status, o, e));
+    });
+    let (status, o, e) = rx
+        .recv_timeout(COMMAND)
+        .unwrap_or_else(|_| panic!("{cmd:?} did not finish within {COMMAND:?}"));
+    Out {
+        status: status.expect("wait"),
+        stdout: String::from_utf8_lossy(&o).into_owned(),
+        stderr: String::from_utf8_lossy(&e).into_owned(),
+    }
+}
+
+fn pvo(node: &Node, args: &[&str], input: &[u8]) -> Out {
+    let mut cmd = Command::new(pvo_bin());
+    cmd.arg("--dir").arg(node.data_dir()).args(args);
+    run(&mut cmd, input)
+}
+
+/// A `pvo` command that must succeed.
+fn pvo_ok(node: &Node, args: &[&str], input: &[u8]) -> String {
+    let out = pvo(node, args, input);
+    assert!(
+        out.status.success(),
+        "`pvo {}` failed: {}",
+        args.join(" "),
+        out.both()
+    );
+    out.stdout
+}
+
+fn json(text: &str) -> Value {
+    serde_json::from_str(text).unwrap_or_else(|e| panic!("not JSON ({e}):\n{text}"))
+}
+
+/// The address of `SSH listening on IP:PORT` that the node printed.
+fn ssh_addr(node: &Node) -> SocketAddr {
+    let log = node.dir().join("node.stdout.log");
+    wait_until(
+        COMMAND,
+        || {
+            fs::read_to_string(&log).ok().and_then(|t| {
+                t.lines()
+                    .find_map(|l| l.strip_prefix("SSH listening on "))
+                    .and_then(|a| a.trim().parse().ok())
+            })
+        },
+        || format!("no `SSH listening on` line in {}", log.display()),
+    )
+}
+
+/// An ed25519 key pair made by ssh-keygen: (private key path, public key line).
+fn keygen(dir: &Path, name: &str) -> (PathBuf, String) {
+    let path = dir.join(name);
+    let out = run(
+        Command::new("ssh-keygen")
+            .args(["-q", "-t", "ed25519", "-N", "", "-C"])
+            .arg(format!("{name}@test"))
+            .arg("-f")
+            .arg(&path),
+        b"",
+    );
+    assert!(out.status.success(), "ssh-keygen: {}", out.both());
+    let public = fs::read_to_string(path.with_extension("pub")).expect("public key");
+    (path, public.trim().to_string())
+}
+
+/// The OpenSSH client against the node, with no user configuration, no known hosts and
+/// no agent.
+struct Ssh {
+    addr: SocketAddr,
+    askpass: PathBuf,
+}
+
+impl Ssh {
+    fn new(node: &Node) -> Ssh {
+        let askpass = node.dir().join("askpass.sh");
+        fs::write(
+            &askpass,
+            "#!/bin/sh\nprintf '%s\\n' \"$PVO_TEST_PASSWORD\"\n",
+        )
+        .unwrap();
+        fs::set_permissions(&askpass, fs::Permissions::from_mode(0o755)).unwrap();
+        Ssh {
+            addr: ssh_addr(node),
+            askpass,
+        }
+    }
+
+    fn base(&self, user: &str) -> Command {
+        let mut c = Command::new("ssh");
+        c.args([
+            "-F",
+            "/dev/null",
+            "-o",
+            "StrictHostKeyChecking=no",
+            "-o",
+            "UserKnownHostsFile=/dev/null",
+            "-o",
+            "GlobalKnownHostsFile=/dev/null",
+            "-o",
+            "LogLevel=ERROR",
+            "-o",
+            "ConnectTimeout=20",
+            "-o",
+            "IdentityAgent=none",
+            "-p",
+        ])
+        .arg(self.addr.port().to_string())
+        .arg("-l")
+        .arg(user)
+        .env_remove("SSH_AUTH_SOCK");
+        c
+    }
+
+    /// Logs in with a key.
+    fn with_key(&self, user: &str, key: &Path) -> Command {
+        let mut c = self.base(user);
+        c.args([
+            "-o",
+            "BatchMode=yes",
+            "-o",
+            "IdentitiesOnly=yes",
+            "-o",
+            "PreferredAuthentications=publickey",
+            "-i",
+        ])
+        .arg(key);
+        c
+    }
+
+    /// Logs in with a password, given through SSH_ASKPASS.
+    fn with_password(&self, user: &str, password: &str) -> Command {
+        let mut c = self.base(user);
+        c.args([
+            "-o",
+            "PubkeyAuthentication=no",
+            "-o",
+            "PreferredAuthentications=password",
+            "-o",
+            "NumberOfPasswordPrompts=1",
+        ])
+        .env("SSH_ASKPASS", &self.askpass)
+        .env("SSH_ASKPASS_REQUIRE", "force")
+        .env("PVO_TEST_PASSWORD", password);
+        c
+    }
+
+    fn host(&self) -> String {
+        self.addr.ip().to_string()
+    }
+}
+
+/// Sends a message from 127.0.0.1 (relayed, so the outgoing policy's filter runs) to
+/// `rcpt`; returns the MID.
+fn send(node: &Node, rcpt: &str, subject: &str) -> u64 {
+    let mut c = SmtpClient::open(node.addr(), Some(TRUSTED));
+    c.expect("EHLO client.test", 250);
+    let r = c.send_message(
+        "sender@example.org",
+        &[rcpt],
+        &format!("Subject: {subject}\r\n\r\nhello\r\n"),
+    );
+    assert_eq!(r.code, 250, "end of data: {}", r.raw());
+    c.quit();
+    let line = r.lines.last().cloned().unwrap_or_default();
+    line.split_whitespace()
+        .skip_while(|w| *w != "Message")
+        .nth(1)
+        .and_then(|m| m.parse().ok())
+        .unwrap_or_else(|| panic!("no MID in {line:?}"))
+}
+
+/// The status text says `System status: Online` (columns aligned).
+fn online(text: &str) -> bool {
+    text.lines()
+        .any(|l| l.trim_start().starts_with("System status:") && l.trim_end().ends_with("Online"))
+}
+
+fn mids_of(search: &Value) -> Vec<u64> {
+    let mut m: Vec<u64> = search["data"]["messages"]
+        .as_array()
+        .expect("messages")
+        .iter()
+        .map(|m| m["mid"].as_u64().expect("mid"))
+        .collect();
+    m.sort();
+    m
+}
+
+#[test]
+fn ssh_exec_shell_keys_and_passwords_like_the_openssh_client_sees_them() {
+    let sink = Sink::accepting();
+    let node = Node::start(&config(&sink));
+    let dir = node.dir().to_path_buf();
+
+    // First start: admin's generated password, printed once and kept in run/ (0600).
+    let stdout = fs::read_to_string(dir.join("node.stdout.log")).unwrap();
+    let printed = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("Initial password for admin: "))
+        .expect("the initial password is printed")
+        .to_string();
+    let file = node.data_dir().join("run/initial-admin-password");
+    assert_eq!(fs::read_to_string(&file).unwrap().trim(), printed);
+    assert_eq!(
+        fs::metadata(&file).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    let host_key = node.data_dir().join("ssh/ssh_host_ed25519_key");
+    assert_eq!(
+        fs::metadata(&host_key).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+
+    let ssh = Ssh::new(&node);
+    let (key, public) = keygen(&dir, "admin_key");
+    let (wrong_key, _) = keygen(&dir, "other_key");
+    let listed = pvo_ok(
+        &node,
+        &["userconfig", "sshkey", "add", "admin", &public],
+        b"",
+    );
+    assert!(listed.contains("admin_key@test"), "{listed}");
+
+    // One-shot exec with the key: the status, exit 0.
+    let out = run(
+        ssh.with_key("admin", &key).arg(ssh.host()).arg("status"),
+        b"",
+    );
+    assert!(out.status.success(), "{}", out.both());
+    assert!(online(&out.stdout), "{}", out.both());
+    // --json works, and a failing command exits 1 with its error on stderr.
+    let out = run(
+        ssh.with_key("admin", &key)
+            .arg(ssh.host())
+            .arg("quarantine search --json"),
+        b"",
+    );
+    assert!(out.status.success(), "{}", out.both());
+    assert_eq!(json(&out.stdout)["ok"], true);
+    let out = run(
+        ssh.with_key("admin", &key)
+            .arg(ssh.host())
+            .args(["quarantine", "show", "999999"]),
+        b"",
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", out.both());
+    assert!(
+        out.stderr.contains("MID 999999 is not held"),
+        "{}",
+        out.both()
+    );
+    // A command that would ask for confirmation does not wait for a terminal.
+    let out = run(
+        ssh.with_key("admin", &key)
+            .arg(ssh.host())
+            .args(["deleterecipients", "--all"]),
+        b"",
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", out.both());
+    assert!(out.stderr.contains("--yes"), "{}", out.both());
+
+    // Interactive, with a pty (ssh -tt): the prompt, two commands, exit.
+    let out = run(
+        ssh.with_key("admin", &key).arg("-tt").arg(ssh.host()),
+        b"status\rtophosts\rexit\r",
+    );
+    assert!(out.status.success(), "{}", out.both());
+    assert!(
+        out.stdout.matches("gw1.example.com> ").count() >= 2,
+        "{}",
+        out.both()
+    );
+    assert!(online(&out.stdout), "{}", out.both());
+    assert!(out.stdout.contains("Recipient Host"), "{}", out.both());
+    // Without a pty, commands piped in are run the same way, until the end of input.
+    let out = run(
+        ssh.with_key("admin", &key).arg("-T").arg(ssh.host()),
+        b"help\nstatus detail\n",
+    );
+    assert!(out.status.success(), "{}", out.both());
+    assert!(out.stdout.contains("gw1.example.com> "), "{}", out.both());
+    assert!(out.stdout.contains("userconfig"), "{}", out.both());
+    assert!(online(&out.stdout), "{}", out.both());
+
+    // Password login (the printed password), then a wrong password and a wrong key.
+    let out = run(
+        ssh.with_password("admin", &printed)
+            .arg(ssh.host())
+            .arg("status"),
+        b"",
+    );
+    assert!(out.status.success(), "{}", out.both());
+    assert!(out.stdout.contains("System status"), "{}", out.both());
+    let out = run(
+        ssh.with_password("admin", "not-the-password")
+            .arg(ssh.host())
+            .arg("status"),
+        b"",
+    );
+    assert_eq!(out.status.code(), Some(255), "{}", out.both());
+    assert!(out.stderr.contains("Permission denied"), "{}", out.both());
+    assert!(!out.stdout.contains("System status"), "{}", out.both());
+    let out = run(
+        ssh.with_key("admin", &wrong_key)
+            .arg(ssh.host())
+            .arg("status"),
+        b"",
+    );
+    assert_eq!(out.status.code(), Some(255), "{}", out.both());
+    assert!(out.stderr.contains("Permission denied"), "{}", out.both());
+
+    // The audit trail has the refused logins, from ssh and the client's address.
+    let audit = json(&pvo_ok(
+        &node,
+        &["auditlog", "--action", "login", "--json"],
+        b"",
+    ));
+    let entries = audit["data"]["entries"].as_array().unwrap();
+    let failed: Vec<&Value> = entries
+        .iter()
+        .filter(|e| e["outcome"] == "failed")
+        .collect();
+    assert!(failed.len() >= 2, "{audit:#}");
+    assert!(
+        failed
+            .iter()
+            .all(|e| e["user"] == "admin"
+                && e["from"].as_str().unwrap().starts_with("ssh 127.0.0.1:")),
+        "{audit:#}"
+    );
+    assert!(
+        failed.iter().any(|e| e["detail"] == "wrong password"),
+        "{audit:#}"
+    );
+    assert!(entries.iter().any(|e| e["outcome"] == "ok"), "{audit:#}");
+
+    // Changing admin's password retires the initial-password file.
+    pvo_ok(
+        &node,
+        &["userconfig", "password", "admin", "--password-stdin"],
+        b"a-new-admin-password\n",
+    );
+    assert!(!file.exists());
+    let out = run(
+        ssh.with_password("admin", "a-new-admin-password")
+            .arg(ssh.host())
+            .arg("status"),
+        b"",
+    );
+    assert!(out.status.success(), "{}", out.both());
+}
+
+#[test]
+fn roles_limit_commands_and_quarantines_and_the_audit_trail_names_who_released_from_where() {
+    let sink = Sink::accepting();
+    let node = Node::start(&config(&sink));
+    let ssh = Ssh::new(&node);
+
+    let one = send(&node, "x@one.example", "[quarantine-test] for one");
+    let two = send(&node, "y@two.example", "[quarantine-test] for two");
+    for mid in [one, two] {
+        node.wait_for_log(&format!("MID {mid} quarantined to \"Policy\""), DELIVERY);
+    }
+
+    // An Operator named on Policy's access list, and a help desk for one.example.
+    let made = pvo_ok(
+        &node,
+        &[
+            "userconfig",
+            "new",
+            "--name",
+            "op",
+            "--role",
+            "Operator",
+            "--full-name",
+            "Olga Operator",
+            "--password-stdin",
+        ],
+        b"operator-password\n",
+    );
+    assert!(made.contains("Olga Operator"), "{made}");
+    pvo_ok(
+        &node,
+        &["quarantineconfig", "edit", "Policy", "--access", "Operator"],
+        b"",
+    );
+    pvo_ok(
+        &node,
+        &[
+            "userconfig",
+            "role",
+            "new",
+            "--name",
+            "helpdesk-one",
+            "--quarantines",
+            "Policy",
+            "--domains",
+            "one.example",
+        ],
+        b"",
+    );
+    let made = json(&pvo_ok(
+        &node,
+        &[
+            "userconfig",
+            "new",
+            "--name",
+            "hd",
+            "--role",
+            "helpdesk-one",
+            "--json",
+        ],
+        b"",
+    ));
+    let hd_password = made["data"]["password"]
+        .as_str()
+        .expect("generated")
+        .to_string();
+    let tech = pvo_ok(
+        &node,
+        &[
+            "userconfig",
+            "new",
+            "--name",
+            "tech",
+            "--role",
+            "Technician",
+            "--password-stdin",
+        ],
+        b"technician-password\n",
+    );
+    let list = pvo_ok(&node, &["userconfig"], b"");
+    for want in [
+        "Name",
+        "Full name",
+        "Role",
+        "Status",
+        "op",
+        "Operator",
+        "hd",
+        "helpdesk-one",
+        "tech",
+        "Technician",
+        "enabled",
+    ] {
+        assert!(list.contains(want), "{want}: {list}\n{tech}");
+    }
+
+    // The Operator searches both messages over SSH, but may not commit or manage users.
+    let op = |cmd: &str| {
+        run(
+            ssh.with_password("op", "operator-password")
+                .arg(ssh.host())
+                .arg(cmd),
+            b"",
+        )
+    };
+    let out = op("quarantine search --json");
+    assert!(out.status.success(), "{}", out.both());
+    assert_eq!(mids_of(&json(&out.stdout)), vec![one, two]);
+    let out = op("commit --comment nope");
+    assert_eq!(out.status.code(), Some(1), "{}", out.both());
+    assert!(
+        out.stderr
+            .contains("Role \"Operator\" cannot change the configuration; it needs Administrator."),
+        "{}",
+        out.both()
+    );
+    let out = op("userconfig new --name evil --role Administrator");
+    assert_eq!(out.status.code(), Some(1), "{}", out.both());
+    assert!(
+        out.stderr
+            .contains("Role \"Operator\" cannot manage users and roles; it needs Administrator."),
+        "{}",
+        out.both()
+    );
+    let out = op("quarantine copy 1 --to a@example.org");
+    assert_eq!(out.status.code(), Some(1), "{}", out.both());
+    assert!(out.stderr.contains("needs Administrator"), "{}", out.both());
+
+    // The Technician sees the status, not the quarantines.
+    let out = run(
+        ssh.with_password("tech", "technician-password")
+            .arg(ssh.host())
+            .arg("status"),
+        b"",
+    );
+    assert!(out.status.success(), "{}", out.both());
+    let out = run(
+        ssh.with_password("tech", "technician-password")
+            .arg(ssh.host())
+            .arg("quarantine search"),
+        b"",
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", out.both());
+    assert!(
+        out.stderr
+            .contains("Role \"Technician\" cannot access quarantines"),
+        "{}",
+        out.both()
+    );
+
+    // The help desk of one.example sees only its message, and cannot see the other.
+    let hd = |cmd: &str| {
+        run(
+            ssh.with_password("hd", &hd_password)
+                .arg(ssh.host())
+                .arg(cmd),
+            b"",
+        )
+    };
+    let out = hd("quarantine search --json");
+    assert!(out.status.success(), "{}", out.both());
+    assert_eq!(mids_of(&json(&out.stdout)), vec![one]);
+    let out = hd(&format!("quarantine show {two}"));
+    assert_eq!(out.status.code(), Some(1), "{}", out.both());
+    assert!(
+        out.stderr.contains(&format!(
+            "MID {two} is not held in any quarantine you can access"
+        )),
+        "{}",
+        out.both()
+    );
+    let out = hd(&format!("quarantine release {two}"));
+    assert_eq!(out.status.code(), Some(1), "{}", out.both());
+    let out = hd("status");
+    assert_eq!(out.status.code(), Some(1), "{}", out.both());
+
+    // ... and releases its own, which is delivered and audited with where it came from.
+    let out = hd(&format!("quarantine show {one}"));
+    assert!(out.status.success(), "{}", out.both());
+    let out = hd(&format!("quarantine release {one}"));
+    assert!(out.status.success(), "{}", out.both());
+    assert!(
+        out.stdout.contains(&format!("MID {one} released")),
+        "{}",
+        out.both()
+    );
+    sink.wait_for_messages(1, DELIVERY);
+    let audit = json(&pvo_ok(
+        &node,
+        &["auditlog", "--mid", &one.to_string(), "--json"],
+        b"",
+    ));
+    let entries = audit["data"]["entries"].as_array().unwrap();
+    let release = entries
+        .iter()
+        .find(|e| e["action"] == "release")
+        .unwrap_or_else(|| panic!("no release in {audit:#}"));
+    assert_eq!(release["user"], "hd", "{audit:#}");
+    assert_eq!(release["role"], "helpdesk-one", "{audit:#}");
+    assert_eq!(release["outcome"], "ok", "{audit:#}");
+    assert_eq!(release["mids"], serde_json::json!([one]), "{audit:#}");
+    assert!(
+        release["from"]
+            .as_str()
+            .unwrap()
+            .starts_with("ssh 127.0.0.1:"),
+        "{audit:#}"
+    );
+    assert!(
+        entries
+            .iter()
+            .any(|e| e["action"] == "view" && e["user"] == "hd"),
+        "{audit:#}"
+    );
+    // Refusals are audited too; the text table names the columns.
+    let refused = pvo_ok(&node, &["auditlog", "--user", "op"], b"");
+    assert!(
+        refused.contains("refused") && refused.contains("commit"),
+        "{refused}"
+    );
+
+    // The CLI's --user runs as that user; a wrong password is refused and audited.
+    let out = run(
+        Command::new(pvo_bin())
+            .arg("--dir")
+            .arg(node.data_dir())
+            .args(["--user", "op", "commit", "--comment", "x"])
+            .env("PVO_PASSWORD", "operator-password"),
+        b"",
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", out.both());
+    assert!(out.stderr.contains("needs Administrator"), "{}", out.both());
+    let out = run(
+        Command::new(pvo_bin())
+            .arg("--dir")
+            .arg(node.data_dir())
+            .args(["--user", "op", "status"])
+            .env("PVO_PASSWORD", "wrong-password"),
+        b"",
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", out.both());
+    assert!(out.stderr.contains("refused"), "{}", out.both());
+    let logins = json(&pvo_ok(
+        &node,
+        &["auditlog", "--action", "login", "--user", "op", "--json"],
+        b"",
+    ));
+    assert!(
+        logins["data"]["entries"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["outcome"] == "failed" && e["from"] == "local"),
+        "{logins:#}"
+    );
+}
