@@ -760,6 +760,7 @@ fn membership_state(s: MembershipState) -> &'static str {
         MembershipState::Held => "held",
         MembershipState::Released => "released",
         MembershipState::Deleted => "deleted",
+        MembershipState::Migrated => "migrated to the manager",
     }
 }
 

@@ -14,10 +14,10 @@
 //! [`Outcome::Unchanged`] for a repeat), and whose `changes` give the log lines
 //! ([`ActionReport::log_lines`], [`logline`]).
 //!
-//! States only move forward (held → released → delivered, held → deleted), and each action
-//! is one transaction that re-reads the state it changes, so repeating an action — a second
-//! click, a second administrator, a retry after a crash — changes nothing and never returns
-//! `Deliver` twice. Expiry and free-up-space are the same transitions with cause `expired` /
+//! States only move forward (held → released → delivered, held → deleted, held → migrated),
+//! and each action is one transaction that re-reads the state it changes, so repeating an
+//! action — a second click, a second administrator, a retry after a crash — changes nothing
+//! and never returns `Deliver` twice. Expiry and free-up-space are the same transitions with cause `expired` /
 //! `free up space`; time is always a parameter (`now`, unix seconds), never read from the
 //! clock, so tests control it.
 //!
@@ -37,6 +37,9 @@
 //!   crash, [`Store::pending_deliveries`] lists what was released but not confirmed; the
 //!   downstream queue must treat the message id as an idempotency key, because a crash
 //!   between queueing and confirming hands the message over twice.
+//! - A gateway that becomes central hands its held messages to the manager: walk them with
+//!   [`Store::held_ids`], send each, then [`Store::mark_migrated`] with its transfer id
+//!   (state `migrated`: neither released nor deleted, bytes dropped).
 //! - [`Store::search`], [`Store::message`], [`Store::history`], [`Store::usage`] and
 //!   [`Store::quarantine_table`] for the commands and the web UI.
 //!
@@ -63,6 +66,8 @@ mod sqlite;
 mod store;
 mod table;
 
+#[cfg(test)]
+mod migrate_tests;
 #[cfg(test)]
 mod tests;
 

@@ -242,6 +242,9 @@ pub enum Cause {
     FreeUpSpace,
     /// An outbreak rescan after a rules update decided it.
     Rescan,
+    /// The gateway became central and the message went to the manager (migration of the
+    /// local quarantines, [`crate::Store::mark_migrated`]).
+    Migrated,
 }
 
 impl Cause {
@@ -251,6 +254,7 @@ impl Cause {
             Cause::Expired => "expired",
             Cause::FreeUpSpace => "free up space",
             Cause::Rescan => "rescan",
+            Cause::Migrated => "migrated",
         }
     }
 
@@ -260,6 +264,7 @@ impl Cause {
             Cause::Expired,
             Cause::FreeUpSpace,
             Cause::Rescan,
+            Cause::Migrated,
         ]
         .into_iter()
         .find(|c| c.as_str() == s)
@@ -299,7 +304,7 @@ impl Actor {
 }
 
 /// The state of a message as a whole. It only moves forward:
-/// `Held → Released → Delivered` or `Held → Deleted`.
+/// `Held → Released → Delivered`, `Held → Deleted` or `Held → Migrated`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum MessageState {
     /// In at least one quarantine.
@@ -311,6 +316,10 @@ pub enum MessageState {
     Delivered,
     /// Deleted from a quarantine, hence never delivered; the bytes are gone.
     Deleted,
+    /// Handed over, held in the same quarantines with the same exits, to the central
+    /// quarantines of a manager (a gateway that became central); the bytes are gone and
+    /// `delivery_ref` names the transfer. Neither released nor deleted here.
+    Migrated,
 }
 
 impl MessageState {
@@ -320,6 +329,7 @@ impl MessageState {
             MessageState::Released => 1,
             MessageState::Delivered => 2,
             MessageState::Deleted => 3,
+            MessageState::Migrated => 4,
         }
     }
 
@@ -329,6 +339,7 @@ impl MessageState {
             1 => Some(MessageState::Released),
             2 => Some(MessageState::Delivered),
             3 => Some(MessageState::Deleted),
+            4 => Some(MessageState::Migrated),
             _ => None,
         }
     }
@@ -339,16 +350,19 @@ impl MessageState {
             MessageState::Released => "released",
             MessageState::Delivered => "delivered",
             MessageState::Deleted => "deleted",
+            MessageState::Migrated => "migrated",
         }
     }
 }
 
-/// The state of one membership: `Held → Released` or `Held → Deleted`, never back.
+/// The state of one membership: `Held → Released`, `Held → Deleted` or `Held → Migrated`
+/// (the message went to the manager with the whole message), never back.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum MembershipState {
     Held,
     Released,
     Deleted,
+    Migrated,
 }
 
 impl MembershipState {
@@ -357,6 +371,7 @@ impl MembershipState {
             MembershipState::Held => 0,
             MembershipState::Released => 1,
             MembershipState::Deleted => 2,
+            MembershipState::Migrated => 3,
         }
     }
 
@@ -365,6 +380,7 @@ impl MembershipState {
             0 => Some(MembershipState::Held),
             1 => Some(MembershipState::Released),
             2 => Some(MembershipState::Deleted),
+            3 => Some(MembershipState::Migrated),
             _ => None,
         }
     }
@@ -478,7 +494,7 @@ pub struct HistoryEntry {
     pub at: u64,
     pub who: String,
     /// `quarantined`, `released`, `deleted`, `delayed`, `moved`, `copy sent`,
-    /// `released from all`, `delivered`, `quarantine deleted`.
+    /// `released from all`, `delivered`, `quarantine deleted`, `migrated`.
     pub action: String,
     pub quarantine: Option<String>,
     pub detail: String,

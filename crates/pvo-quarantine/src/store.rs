@@ -175,6 +175,30 @@ impl Store {
         backend!(self, b => b.pending_deliveries())
     }
 
+    /// Held messages with an id above `after`, in id order, at most `limit`: a cursor for
+    /// handing every held message over in batches (the migration to a manager).
+    pub fn held_ids(&self, after: MsgId, limit: usize) -> Result<Vec<MsgId>> {
+        backend!(self, b => b.held_ids(after, limit))
+    }
+
+    /// Records that held messages went to a manager's central quarantines (a gateway that
+    /// became central migrates its local quarantines): `transfer_ref` is each one's CPQ
+    /// transfer id. In one transaction (one fsync). Each held membership leaves with state
+    /// [`crate::MembershipState::Migrated`] and cause `migrated` — neither released nor
+    /// deleted, so nothing is delivered or logged as deleted here —, the message becomes
+    /// [`crate::MessageState::Migrated`] with `delivery_ref` = the transfer, its bytes are
+    /// dropped, and its history gets a `migrated` entry naming the transfer. Results in
+    /// input order: true when marked now, false when the message was no longer held
+    /// (released, deleted or migrated meanwhile; nothing changed for it). Repeat-safe.
+    pub fn mark_migrated(&self, items: &[(MsgId, String)], now: u64) -> Result<Vec<bool>> {
+        backend!(self, b => b.mark_migrated(items, now))
+    }
+
+    /// How many messages were marked migrated at or after `since` (unix seconds).
+    pub fn migrated_since(&self, since: u64) -> Result<u64> {
+        backend!(self, b => b.migrated_since(since))
+    }
+
     /// Drops deleted and delivered messages finished before `before` (with their history).
     pub fn purge_finished(&self, before: u64) -> Result<u64> {
         backend!(self, b => b.purge_finished(before))

@@ -1237,6 +1237,41 @@ impl SqliteStore {
         Ok(out)
     }
 
+    /// Held messages with an id above `after`, in id order, at most `limit` (a cursor over
+    /// what is held, for handing every held message over in batches).
+    pub fn held_ids(&self, after: MsgId, limit: usize) -> Result<Vec<MsgId>> {
+        let conn = self.reader()?;
+        let mut st = conn.prepare_cached(
+            "SELECT id FROM messages WHERE state = 0 AND id > ?1 ORDER BY id LIMIT ?2",
+        )?;
+        let rows = st.query_map(params![i(after), limit as i64], |r| Ok(u(r.get(0)?)))?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    /// Marks held messages migrated to a manager, in one transaction (one fsync): see
+    /// `Store::mark_migrated`. Per item, in input order: true when marked now, false when
+    /// the message was no longer held (nothing changed for it). An unknown id fails the
+    /// whole batch and changes nothing.
+    pub fn mark_migrated(&self, items: &[(MsgId, String)], now: u64) -> Result<Vec<bool>> {
+        self.write(|tx| {
+            items
+                .iter()
+                .map(|(id, r)| migrate_one(tx, *id, r, now))
+                .collect()
+        })
+    }
+
+    /// Messages marked migrated at or after `since`.
+    pub fn migrated_since(&self, since: u64) -> Result<u64> {
+        let conn = self.reader()?;
+        let n: i64 = conn
+            .prepare_cached("SELECT count(*) FROM messages WHERE state = ?1 AND finished_at >= ?2")?
+            .query_row(params![MessageState::Migrated.code(), i(since)], |r| {
+                r.get(0)
+            })?;
+        Ok(u(n))
+    }
+
     /// Removes messages that were deleted or delivered before `before`, with their history,
     /// and returns freed pages to the filesystem. Returns how many were removed.
     pub fn purge_finished(&self, before: u64) -> Result<u64> {
@@ -1346,6 +1381,58 @@ impl SqliteStore {
         lock(&self.writer).execute_batch("PRAGMA optimize")?;
         Ok(())
     }
+}
+
+/// Marks one held message migrated (see `SqliteStore::mark_migrated`): its held
+/// memberships leave as `Migrated` (counters and totals drop as for any exit, but nothing
+/// is released or deleted), the message becomes `Migrated` with the transfer as its
+/// `delivery_ref`, its bytes and full-text row go, and the history says `migrated`.
+fn migrate_one(tx: &Connection, msg_id: MsgId, transfer_ref: &str, now: u64) -> Result<bool> {
+    let Some(rec) = load_record(tx, msg_id)? else {
+        return Err(QuarantineError::UnknownMessage(msg_id));
+    };
+    if rec.state != MessageState::Held {
+        return Ok(false);
+    }
+    let size = i(rec.size);
+    for m in rec
+        .members
+        .iter()
+        .filter(|m| m.state == MembershipState::Held)
+    {
+        let n = tx
+            .prepare_cached(
+                "UPDATE memberships SET state = ?3, left_at = ?4, left_by = 'system', cause = ?5
+                 WHERE msg_id = ?1 AND quarantine_id = ?2 AND state = 0",
+            )?
+            .execute(params![
+                i(msg_id),
+                i(m.quarantine_id),
+                MembershipState::Migrated.code(),
+                i(now),
+                Cause::Migrated.as_str()
+            ])?;
+        if n == 1 {
+            add_counters(tx, m.quarantine_id, -1, -size)?;
+        }
+    }
+    tx.prepare_cached(
+        "UPDATE messages SET state = ?2, delivery_ref = ?3, finished_at = ?4, next_exit = NULL
+         WHERE id = ?1",
+    )?
+    .execute(params![
+        i(msg_id),
+        MessageState::Migrated.code(),
+        transfer_ref,
+        i(now)
+    ])?;
+    add_totals(tx, -1, -size)?;
+    tx.prepare_cached("DELETE FROM message_fts WHERE rowid = ?1")?
+        .execute([i(msg_id)])?;
+    tx.prepare_cached("DELETE FROM message_body WHERE msg_id = ?1")?
+        .execute([i(msg_id)])?;
+    add_history(tx, msg_id, now, "system", "migrated", None, transfer_ref)?;
+    Ok(true)
 }
 
 /// Marks one released message delivered (see `SqliteStore::confirm_delivery`). Checks

@@ -11,6 +11,9 @@
 //! `MessageState::code` / `MembershipState::code` (0 is held everywhere), so the search and
 //! sweep indexes are partial indexes `WHERE state = 0`: they contain held rows only, and
 //! finished messages (kept for their history until purged) cost them nothing.
+//! Codes added after a migration's comment was written need no migration of their own (no
+//! column has a CHECK): message state 4 and membership state 3 are `Migrated` (the message
+//! went to a manager when its gateway became central).
 //!
 //! Invariants the search relies on: a membership is held only while its message is held,
 //! and `message_fts` has a row exactly for each held message (inserted with the message,
