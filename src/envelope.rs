@@ -51,6 +51,15 @@ pub enum CpqTag {
 pub struct TransferTag {
     pub transfer_id: String,
     pub quarantines: Vec<HoldTag>,
+    /// The MID the record names when it is not this spooled message's: a message
+    /// migrated from the local quarantines travels under a new MID but is the manager's
+    /// copy of the one the gateway received (`cpq::migrate`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gateway_mid: Option<u64>,
+    /// When the gateway received the message, when that is not the envelope's
+    /// `received_at` (a migrated message).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub received: Option<u64>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]

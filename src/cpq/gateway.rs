@@ -183,7 +183,9 @@ pub async fn send_to_manager(
     shared.queue.enqueue(env, Some(body));
 }
 
-fn keep_outbreak_copy(shared: &Shared, env: &Envelope, body: &[u8]) -> Result<()> {
+/// Keeps a copy of an outbreak message sent to the manager (named by `env.mid`, the MID
+/// the manager knows it by) for rescans after outbreak rule updates.
+pub(crate) fn keep_outbreak_copy(shared: &Shared, env: &Envelope, body: &[u8]) -> Result<()> {
     let dir = outbreak_dir(shared);
     std::fs::create_dir_all(&dir)?;
     let base = dir.join(env.mid.to_string());
@@ -343,7 +345,7 @@ pub async fn rescan_outbreak_copies(
             let line = pvo_proto::cpq::CpqCommand::Control(pvo_proto::cpq::ControlRecord {
                 action: pvo_proto::cpq::ControlAction::Release,
                 gateway_id: node_id.clone(),
-                gateway_mid: env.mid,
+                gateway_mid: tag.gateway_mid.unwrap_or(env.mid),
                 transfer_id: tag.transfer_id.clone(),
             })
             .encode();

@@ -6,7 +6,9 @@ use pvo_proto::cpq::{
     CpqCommand, MetaRecord, QuarantineEntry, ReasonKind as Wire, ReleaseAction, ReleaseRecord,
     TransferRecord,
 };
-use pvo_quarantine::{EarlyReleaseActions, Hold, Reason, ReasonKind, XHeader};
+use pvo_quarantine::{
+    EarlyReleaseActions, Hold, MembershipState, MessageInfo, Reason, ReasonKind, XHeader,
+};
 
 use crate::envelope::{CpqTag, Envelope, HoldTag, ReleaseTag, TransferTag};
 
@@ -54,6 +56,45 @@ pub fn transfer_tag(node_id: &str, env: &Envelope, holds: &[Hold]) -> TransferTa
                 exit: h.exit_at,
             })
             .collect(),
+        gateway_mid: None,
+        received: None,
+    }
+}
+
+/// The transfer id of a message migrated from the local store (`info.msg_id`): stable,
+/// so a retry or a resume after a crash is stored once by the manager.
+pub fn migration_transfer_id(node_id: &str, msg_id: u64) -> String {
+    format!("{node_id}-migrate-{msg_id}")
+}
+
+/// The transfer tag of a message migrated from the gateway's local quarantines: every
+/// quarantine it is held in, with its reason, threat level and the same scheduled exit;
+/// the record names the message's original MID and reception time.
+pub fn migration_tag(node_id: &str, info: &MessageInfo) -> TransferTag {
+    TransferTag {
+        transfer_id: migration_transfer_id(node_id, info.msg_id),
+        quarantines: info
+            .memberships
+            .iter()
+            .filter(|m| m.state == MembershipState::Held)
+            .map(|m| HoldTag {
+                quarantine: m.quarantine.clone(),
+                reason: wire_reason(m.reason.kind).as_str().to_string(),
+                reason_name: if m.reason.name.is_empty() {
+                    "unnamed".to_string()
+                } else {
+                    m.reason.name.clone()
+                },
+                threat: m
+                    .details
+                    .get("threat_level")
+                    .and_then(|v| v.as_u64())
+                    .map_or(0, |t| t.min(5) as u8),
+                exit: Some(m.exit_at),
+            })
+            .collect(),
+        gateway_mid: Some(info.gateway_mid),
+        received: Some(info.received),
     }
 }
 
@@ -62,11 +103,11 @@ pub fn meta_line(node_id: &str, env: &Envelope) -> Result<String, String> {
     let rec = match &env.cpq {
         Some(CpqTag::Transfer(t)) => MetaRecord::Transfer(TransferRecord {
             gateway_id: node_id.to_string(),
-            gateway_mid: env.mid,
+            gateway_mid: t.gateway_mid.unwrap_or(env.mid),
             transfer_id: t.transfer_id.clone(),
             sender: env.sender.clone(),
             recipients: env.recipients.clone(),
-            received: env.received_at,
+            received: t.received.unwrap_or(env.received_at),
             quarantines: t
                 .quarantines
                 .iter()
@@ -226,6 +267,78 @@ mod tests {
         assert_eq!(back[0].reason, holds[0].reason);
         assert_eq!(back[0].exit_at, Some(1_700_003_600));
         assert_eq!(back[0].details["threat_level"], 4);
+    }
+
+    #[test]
+    fn a_migrated_message_names_its_original_mid_reception_and_exit() {
+        let dir = tempfile::TempDir::new().unwrap();
+        let store = pvo_quarantine::Store::open_sqlite(&dir.path().join("q.db"), 1_000).unwrap();
+        let held = |q: &str, kind, name: &str, threat: u64| Hold {
+            quarantine: q.into(),
+            reason: Reason::new(kind, name),
+            details: serde_json::json!({ "threat_level": threat }),
+            exit_at: Some(1_700_003_600),
+        };
+        let ins = store
+            .quarantine(
+                &pvo_quarantine::NewMessage {
+                    idempotency_key: "local-77".into(),
+                    gateway: "gw1.example".into(),
+                    gateway_mid: 77,
+                    sender: "a@example.org".into(),
+                    recipients: vec!["b@example.com".into()],
+                    received: 1_699_999_000,
+                    subject: "s".into(),
+                    attachments: vec![],
+                    meta: serde_json::json!({ "mid": 77 }),
+                    raw: b"Subject: s\r\n\r\nx\r\n".to_vec(),
+                    holds: vec![
+                        held("Policy", ReasonKind::ContentFilter, "quarantine_test", 0),
+                        held("Outbreak", ReasonKind::Outbreak, "OUTB-1", 4),
+                    ],
+                },
+                1_000,
+            )
+            .unwrap();
+        let info = store.message(ins.msg_id).unwrap();
+        let tag = migration_tag("gw1", &info);
+        assert_eq!(tag.transfer_id, format!("gw1-migrate-{}", ins.msg_id));
+        // The copy travels under a new MID and a new reception time.
+        let env = Envelope {
+            mid: 90_001,
+            icid: 0,
+            sender: info.sender.clone(),
+            recipients: info.recipients.clone(),
+            received_at: 1_800_000_000,
+            source_ip: String::new(),
+            listener: String::new(),
+            dsn: false,
+            size: 0,
+            outgoing: false,
+            scanned: true,
+            cpq: Some(CpqTag::Transfer(tag)),
+        };
+        let back = Envelope::decode(&env.encode()).unwrap();
+        assert_eq!(back, env, "the tag survives the spool");
+        let line = meta_line("gw1", &back).unwrap();
+        let Some(CpqCommand::Meta(MetaRecord::Transfer(t))) =
+            pvo_proto::cpq::parse_command(line.as_bytes()).unwrap()
+        else {
+            panic!("not a transfer record")
+        };
+        assert_eq!(t.gateway_mid, 77);
+        assert_eq!(t.received, 1_699_999_000);
+        let holds = holds_of(&t);
+        assert_eq!(holds.len(), 2);
+        assert_eq!(holds[0].quarantine, "Policy");
+        assert_eq!(holds[0].exit_at, Some(1_700_003_600));
+        assert_eq!(holds[1].reason, Reason::new(ReasonKind::Outbreak, "OUTB-1"));
+        assert_eq!(holds[1].details["threat_level"], 4);
+        assert_eq!(holds[1].exit_at, Some(1_700_003_600));
+        // An older spool record without the new fields still reads.
+        let old = br#"{"transfer_id":"x","quarantines":[]}"#;
+        let tag: TransferTag = serde_json::from_slice(old).unwrap();
+        assert_eq!((tag.gateway_mid, tag.received), (None, None));
     }
 
     #[test]
