@@ -358,6 +358,9 @@ pub struct Cpq {
     pub gateways: Vec<EnrolledGateway>,
     /// Manager: `cpq_quota`, the space the central quarantines may use (bytes).
     pub quota: Option<u64>,
+    /// Gateway: who is mailed when its local quarantines have migrated to the manager
+    /// (`notify = ["admin@example.com"]`; empty: nobody).
+    pub notify: Vec<String>,
 }
 
 impl Cpq {
@@ -486,6 +489,8 @@ mod raw {
         pub quota: Option<Spanned<i64>>,
         #[serde(default)]
         pub gateway: Vec<CpqGateway>,
+        #[serde(default)]
+        pub notify: Vec<Spanned<String>>,
     }
 
     #[derive(Deserialize)]
@@ -1586,6 +1591,30 @@ impl Validator<'_> {
             Some(_) => Some(self.int(&c.quota, "cpq.quota", 1 << 20, 1 << 50, 1 << 30)? as u64),
             None => None,
         };
+        let mut notify = Vec::new();
+        for (i, a) in c.notify.iter().enumerate() {
+            let v = a.get_ref().trim();
+            let ok = !v.is_empty()
+                && v.len() <= 254
+                && !v.contains(['<', '>', ' ', ','])
+                && pvo_proto::address::parse_mailbox(v)
+                    .is_ok_and(|m| !m.has_routing() && !m.local.is_empty());
+            if !ok {
+                return self.err(
+                    Some(a.span()),
+                    format!("cpq.notify[{i}]"),
+                    format!("\"{}\" is not an email address; allowed: addresses such as \"admin@example.com\", mailed when the local quarantines have migrated to the manager", a.get_ref()),
+                );
+            }
+            if notify.iter().any(|n: &String| n.eq_ignore_ascii_case(v)) {
+                return self.err(
+                    Some(a.span()),
+                    format!("cpq.notify[{i}]"),
+                    format!("\"{v}\" is listed twice; allowed: each address once"),
+                );
+            }
+            notify.push(v.to_string());
+        }
         let dir = c
             .dir
             .as_deref()
@@ -1667,6 +1696,7 @@ impl Validator<'_> {
             manager,
             gateways,
             quota,
+            notify,
         })
     }
 
@@ -1792,6 +1822,33 @@ hosts = ["[127.0.0.1]:2526"]
         let gw_on_gateway =
             format!("{GOOD}\n[cpq]\n[[cpq.gateway]]\nid = \"gw2\"\naddress = \"127.0.0.3\"\n");
         assert_eq!(parse(&gw_on_gateway).unwrap_err().key, "cpq.gateway[0]");
+    }
+
+    #[test]
+    fn cpq_notify_lists_addresses() {
+        let base = format!(
+            "{GOOD}\n[cpq]\nnode_id = \"gw1\"\nmode = \"central\"\nmanager = \"127.0.0.2:7025\"\n"
+        );
+        assert!(parse(&base).unwrap().cpq.unwrap().notify.is_empty());
+        let two = format!("{base}notify = [\"admin@example.com\", \"Ops@Example.org\"]\n");
+        assert_eq!(
+            parse(&two).unwrap().cpq.unwrap().notify,
+            vec!["admin@example.com", "Ops@Example.org"]
+        );
+        for bad in [
+            "admin",
+            "<admin@example.com>",
+            "a@b@example.com",
+            "a b@example.com",
+            "",
+        ] {
+            let e =
+                parse(&format!("{base}notify = [\"ok@example.com\", \"{bad}\"]\n")).unwrap_err();
+            assert_eq!(e.key, "cpq.notify[1]", "{bad:?}: {e}");
+            assert!(e.to_string().contains("allowed: addresses"), "{e}");
+        }
+        let twice = format!("{base}notify = [\"a@example.com\", \"A@example.com\"]\n");
+        assert_eq!(parse(&twice).unwrap_err().key, "cpq.notify[1]");
     }
 
     #[test]
