@@ -336,6 +336,7 @@ impl Shared {
                 .info(format!("Listener {name} listening on {addr}"));
         }
         self.queue.send(crate::queue::Event::Reconfigured);
+        crate::cpq::migrate::start(self);
         Ok(())
     }
 
@@ -511,6 +512,7 @@ impl Node {
         }
         tokio::spawn(queue::Manager::new(shared.clone(), rx).run());
         crate::scanning::local_quarantine::start(&shared);
+        crate::cpq::migrate::start(&shared);
 
         let mut listeners = Vec::new();
         for l in config.listeners.iter() {

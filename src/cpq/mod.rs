@@ -9,6 +9,8 @@
 //! - [`manager`]: the manager's side — transfers stored (group-committed) in
 //!   the central store, control commands, releases queued to
 //!   `the.cpq.release.host`.
+//! - [`migrate`]: a gateway that becomes central hands the messages held in
+//!   its local quarantines to the manager, in the background.
 //!
 //! The SMTP parts stay where all SMTP lives: the `cpq_listener` is a listener
 //! of `smtp_server` (which recognises the XPVO verbs before `smtp-proto` sees
@@ -17,6 +19,7 @@
 pub mod enroll;
 pub mod gateway;
 pub mod manager;
+pub mod migrate;
 pub mod records;
 pub mod trust;
 
@@ -74,4 +77,6 @@ pub struct State {
     pub ledger: std::sync::OnceLock<gateway::ReleaseLedger>,
     /// Manager: the group-committing writer of the central store.
     pub inbox: std::sync::OnceLock<manager::Inbox>,
+    /// Gateway: the migration of its local quarantines to the manager.
+    pub migration: migrate::State,
 }

@@ -83,6 +83,13 @@ pub fn start(shared: &Arc<Shared>) {
                 .critical(format!("Quarantine: cannot list interrupted releases: {e}")),
         }
         loop {
+            // While the local quarantines migrate to the manager, their exits are the
+            // manager's to apply: a message expiring here meanwhile could be sent there
+            // and released or deleted here.
+            if crate::cpq::migrate::running(&shared) {
+                tokio::time::sleep(SWEEP_EVERY).await;
+                continue;
+            }
             let t = now();
             match shared.local_quarantine.with(move |s| s.sweep(t)).await {
                 Ok(reports) => {
