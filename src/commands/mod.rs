@@ -24,7 +24,9 @@ use crate::users::{Identity, Origin};
 /// request carries credentials (`pvo --user NAME`), which are checked first.
 pub async fn dispatch(shared: &Arc<Shared>, mut req: Request) -> Response {
     let Some(auth) = req.auth.take() else {
-        return dispatch_as(shared, req, &Identity::local_admin()).await;
+        // The OS user stays the name in the commit history, as before users existed.
+        let os_user = std::mem::take(&mut req.user);
+        return run_as(shared, req, &Identity::local_admin(), Some(os_user)).await;
     };
     match login(shared, &auth.user, &auth.password, Origin::Local).await {
         Ok(id) => dispatch_as(shared, req, &id).await,
@@ -83,8 +85,24 @@ pub async fn audit_login_failure(
 }
 
 /// Runs `req` as `id`: the role check, the handler, the audit trail.
-pub async fn dispatch_as(shared: &Arc<Shared>, mut req: Request, id: &Identity) -> Response {
-    req.user = id.user.clone();
+pub async fn dispatch_as(shared: &Arc<Shared>, req: Request, id: &Identity) -> Response {
+    run_as(shared, req, id, None).await
+}
+
+/// `dispatch_as`; `os_user` is the local OS user of an admin-socket caller acting as the
+/// local superuser, kept as the request's user and noted in the audit trail.
+async fn run_as(
+    shared: &Arc<Shared>,
+    mut req: Request,
+    id: &Identity,
+    os_user: Option<String>,
+) -> Response {
+    let os_user = os_user.filter(|u| !u.is_empty() && *u != id.user);
+    req.user = os_user.clone().unwrap_or_else(|| id.user.clone());
+    let from = match &os_user {
+        Some(u) => format!("{} (OS user {u})", id.from),
+        None => id.from.to_string(),
+    };
     let need = access::required(&req.command, &req.args, &id.user);
     let role = shared.users.role(&id.role);
     let audited = access::audit_action(&req.command, &req.args, need);
@@ -95,6 +113,7 @@ pub async fn dispatch_as(shared: &Arc<Shared>, mut req: Request, id: &Identity) 
                 shared,
                 &req,
                 id,
+                &from,
                 audited.unwrap_or_else(|| req.command.clone()),
                 "refused",
                 &resp,
@@ -106,7 +125,7 @@ pub async fn dispatch_as(shared: &Arc<Shared>, mut req: Request, id: &Identity) 
     };
     if let Some(action) = audited {
         let outcome = if resp.ok { "ok" } else { "error" };
-        audit(shared, &req, id, action, outcome, &resp).await;
+        audit(shared, &req, id, &from, action, outcome, &resp).await;
     }
     resp
 }
@@ -115,6 +134,7 @@ async fn audit(
     shared: &Arc<Shared>,
     req: &Request,
     id: &Identity,
+    from: &str,
     action: String,
     outcome: &str,
     resp: &Response,
@@ -125,7 +145,7 @@ async fn audit(
         at: 0,
         user: id.user.clone(),
         role: id.role.clone(),
-        from: id.from.to_string(),
+        from: from.to_string(),
         action,
         command: match sub {
             Some(a) => format!("{} {a}", req.command),
