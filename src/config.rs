@@ -338,6 +338,11 @@ pub struct EnrolledGateway {
     pub id: String,
     pub address: IpAddr,
     pub port: u16,
+    /// Added with `applianceconfig`: the gateway's SSH port, the user the
+    /// manager logs in as (with its key) and the host key fingerprint seen.
+    pub ssh_port: Option<u16>,
+    pub ssh_user: String,
+    pub ssh_host_key: Option<String>,
 }
 
 /// `[cpq]`: this node's part in the centralized quarantines.
@@ -358,9 +363,38 @@ pub struct Cpq {
     pub gateways: Vec<EnrolledGateway>,
     /// Manager: `cpq_quota`, the space the central quarantines may use (bytes).
     pub quota: Option<u64>,
+    /// Manager: the migration wizard's settings (`pvoconfig migration`), once run.
+    pub migration: Option<Migration>,
     /// Gateway: who is mailed when its local quarantines have migrated to the manager
     /// (`notify = ["admin@example.com"]`; empty: nobody).
     pub notify: Vec<String>,
+}
+
+/// How gateways' local quarantines map to central ones (the migration wizard).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Migration {
+    /// Automatic: by name. Custom: by `map`, by name for what it does not list.
+    pub custom: bool,
+    /// Who ran the wizard (its settings need an Administrator).
+    pub set_by: String,
+    /// Custom mappings: (gateway id, local quarantine, central quarantine).
+    pub map: Vec<(String, String, String)>,
+}
+
+impl Migration {
+    /// The central quarantine a gateway's local quarantine goes to.
+    pub fn central_for<'a>(&'a self, gateway: &str, local: &'a str) -> &'a str {
+        if self.custom {
+            if let Some((_, _, c)) = self
+                .map
+                .iter()
+                .find(|(g, l, _)| g == gateway && l.eq_ignore_ascii_case(local))
+            {
+                return c;
+            }
+        }
+        local
+    }
 }
 
 impl Cpq {
@@ -489,8 +523,26 @@ mod raw {
         pub quota: Option<Spanned<i64>>,
         #[serde(default)]
         pub gateway: Vec<CpqGateway>,
+        pub migration: Option<CpqMigration>,
         #[serde(default)]
         pub notify: Vec<Spanned<String>>,
+    }
+
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct CpqMigration {
+        pub mode: Spanned<String>,
+        pub set_by: Option<String>,
+        #[serde(default)]
+        pub map: Vec<CpqMap>,
+    }
+
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct CpqMap {
+        pub gateway: Spanned<String>,
+        pub local: Spanned<String>,
+        pub central: Spanned<String>,
     }
 
     #[derive(Deserialize)]
@@ -499,6 +551,9 @@ mod raw {
         pub id: Spanned<String>,
         pub address: Spanned<String>,
         pub port: Option<Spanned<i64>>,
+        pub ssh_port: Option<Spanned<i64>>,
+        pub ssh_user: Option<String>,
+        pub ssh_host_key: Option<String>,
     }
 
     #[derive(Deserialize)]
@@ -1581,15 +1636,58 @@ impl Validator<'_> {
                 self.err(Some(g.address.span()), format!("{key}.address"), format!("\"{}\" is not an IP address; allowed: the gateway's cpq_listener address such as \"10.10.20.1\"", g.address.get_ref()))
             })?;
             let port = self.int(&g.port, &format!("{key}.port"), 1, 65535, 7025)? as u16;
+            let ssh_port = match &g.ssh_port {
+                Some(_) => {
+                    Some(self.int(&g.ssh_port, &format!("{key}.ssh_port"), 1, 65535, 22)? as u16)
+                }
+                None => None,
+            };
             gateways.push(EnrolledGateway {
                 id: g.id.get_ref().clone(),
                 address,
                 port,
+                ssh_port,
+                ssh_user: g.ssh_user.clone().unwrap_or_else(|| "admin".into()),
+                ssh_host_key: g.ssh_host_key.clone(),
             });
         }
         let quota = match &c.quota {
             Some(_) => Some(self.int(&c.quota, "cpq.quota", 1 << 20, 1 << 50, 1 << 30)? as u64),
             None => None,
+        };
+        let migration = match &c.migration {
+            None => None,
+            Some(m) => {
+                if role != Role::Manager {
+                    return self.err(Some(m.mode.span()), "cpq.migration", "the migration wizard is a manager setting; allowed: remove [cpq.migration] on a gateway");
+                }
+                let custom = match m.mode.get_ref().to_ascii_lowercase().as_str() {
+                    "automatic" => false,
+                    "custom" => true,
+                    other => {
+                        return self.err(Some(m.mode.span()), "cpq.migration.mode", format!("\"{other}\" is not a migration mode; allowed: \"automatic\" (local quarantines map to central ones by name), \"custom\""))
+                    }
+                };
+                let mut map = Vec::new();
+                for (i, x) in m.map.iter().enumerate() {
+                    if !custom {
+                        return self.err(Some(x.gateway.span()), format!("cpq.migration.map[{i}]"), "mappings apply to the custom mode; allowed: mode = \"custom\", or remove the [[cpq.migration.map]] tables");
+                    }
+                    if !gateways.iter().any(|g| g.id == *x.gateway.get_ref()) {
+                        return self.err(Some(x.gateway.span()), format!("cpq.migration.map[{i}].gateway"), format!("gateway \"{}\" is not enrolled; allowed: the id of a [[cpq.gateway]]", x.gateway.get_ref()));
+                    }
+                    map.push((
+                        x.gateway.get_ref().clone(),
+                        x.local.get_ref().clone(),
+                        x.central.get_ref().clone(),
+                    ));
+                }
+                Some(Migration {
+                    custom,
+                    set_by: m.set_by.clone().unwrap_or_else(|| "admin".into()),
+                    map,
+                })
+            }
         };
         let mut notify = Vec::new();
         for (i, a) in c.notify.iter().enumerate() {
@@ -1696,6 +1794,7 @@ impl Validator<'_> {
             manager,
             gateways,
             quota,
+            migration,
             notify,
         })
     }

@@ -642,6 +642,75 @@ impl Doc {
         item.as_array_of_tables_mut().ok_or_else(|| format!("the {key} of listener \"{listener}\" must be written as [[listener.{key}]] tables to be edited by this command"))
     }
 
+    /// Sets a string key of `[cpq]` (`mode`, `manager`, ...).
+    pub fn cpq_set(&mut self, key: &str, value: &str) -> std::result::Result<(), String> {
+        let t = self.table(&["cpq"])?;
+        set(t, key, value);
+        Ok(())
+    }
+
+    /// Writes the migration wizard's settings (`[cpq.migration]`).
+    pub fn cpq_migration(
+        &mut self,
+        mode: &str,
+        set_by: &str,
+        map: &[(String, String, String)],
+    ) -> std::result::Result<(), String> {
+        let t = self.table(&["cpq", "migration"])?;
+        set(t, "mode", mode);
+        set(t, "set_by", set_by);
+        t.remove("map");
+        if !map.is_empty() {
+            let mut a = ArrayOfTables::new();
+            for (g, l, c) in map {
+                let mut m = Table::new();
+                set(&mut m, "gateway", g.as_str());
+                set(&mut m, "local", l.as_str());
+                set(&mut m, "central", c.as_str());
+                a.push(m);
+            }
+            t.insert("map", Item::ArrayOfTables(a));
+        }
+        Ok(())
+    }
+
+    /// Records how the manager reaches an added gateway over SSH.
+    pub fn cpq_gateway_ssh(
+        &mut self,
+        id: &str,
+        ssh_port: u16,
+        ssh_user: &str,
+        host_key: &str,
+    ) -> std::result::Result<(), String> {
+        let t = self.table(&["cpq"])?;
+        let a = t
+            .get_mut("gateway")
+            .and_then(|i| i.as_array_of_tables_mut())
+            .ok_or("no [[cpq.gateway]]")?;
+        let g = a
+            .iter_mut()
+            .find(|t| t.get("id").and_then(|v| v.as_str()) == Some(id))
+            .ok_or_else(|| format!("no gateway {id}"))?;
+        set(g, "ssh_port", i64::from(ssh_port));
+        set(g, "ssh_user", ssh_user);
+        set(g, "ssh_host_key", host_key);
+        Ok(())
+    }
+
+    /// Removes an added gateway (`[[cpq.gateway]]` of that id); false if absent.
+    pub fn cpq_gateway_delete(&mut self, id: &str) -> std::result::Result<bool, String> {
+        let t = self.table(&["cpq"])?;
+        let Some(a) = t
+            .get_mut("gateway")
+            .and_then(|i| i.as_array_of_tables_mut())
+        else {
+            return Ok(false);
+        };
+        let before = a.len();
+        a.retain(|t| t.get("id").and_then(|v| v.as_str()) != Some(id));
+        Ok(a.len() != before)
+    }
+
     /// Enrolls a gateway on a manager (`[[cpq.gateway]]`), or updates the
     /// address and port of the gateway of that id.
     pub fn cpq_gateway_set(

@@ -43,6 +43,21 @@ pub fn spawn_connection(shared: Arc<Shared>, domain: String, job: Job) {
     });
 }
 
+/// The source address of an outbound connection. A manager delivers releases
+/// from the interface of its cpq_listener (the address gateways know it by);
+/// a gateway — also to the manager, as on the appliance (SPEC §2 scenario 3) —
+/// from its default delivery interface (`deliveryconfig`; Auto: the system's
+/// choice).
+fn cpq_bind(cfg: &crate::config::Config, cpq: bool) -> Option<IpAddr> {
+    match (&cfg.cpq, cfg.role) {
+        (Some(c), crate::config::Role::Manager) if cpq => Some(cfg.interfaces[c.interface].address),
+        _ => cfg
+            .delivery
+            .default_interface
+            .map(|i| cfg.interfaces[i].address),
+    }
+}
+
 /// The gateway a release job goes to.
 fn release_gateway(job: &Job) -> Option<&str> {
     match &job.env.cpq {
@@ -53,6 +68,7 @@ fn release_gateway(job: &Job) -> Option<&str> {
 
 /// The CPQ peer of a job under `the.cpq.host` / `the.cpq.release.host`.
 fn cpq_hop(
+    shared: &Shared,
     cfg: &crate::config::Config,
     domain: &str,
     job: &Job,
@@ -69,7 +85,13 @@ fn cpq_hop(
             cfg.cpq
                 .as_ref()
                 .and_then(|c| c.gateways.iter().find(|g| g.id == gw))
-                .map(|g| (g.address.to_string(), g.port))
+                .map(|g| {
+                    // What the gateway last said over SSH wins over the configuration.
+                    match shared.cpq.endpoints.get(gw) {
+                        Some((ip, port)) => (ip.to_string(), port),
+                        None => (g.address.to_string(), g.port),
+                    }
+                })
                 .ok_or_else(|| {
                     format!("gateway {gw} is not enrolled on this manager ([[cpq.gateway]])")
                 }),
@@ -81,7 +103,7 @@ fn cpq_hop(
 async fn run_connection(shared: &Arc<Shared>, domain: &str, job: Job) -> Option<Job> {
     let cfg = shared.config();
     let opened_with = cfg.clone();
-    let cpq = match cpq_hop(&cfg, domain, &job) {
+    let cpq = match cpq_hop(shared, &cfg, domain, &job) {
         None => None,
         Some(Ok(hop)) => Some(hop),
         Some(Err(error)) => {
@@ -141,13 +163,7 @@ async fn run_connection(shared: &Arc<Shared>, domain: &str, job: Job) -> Option<
     // enrolled gateway addresses; a gateway's HAT, the manager's address).
     // Everything else leaves from the default delivery interface
     // (`deliveryconfig`).
-    let bind = match (&cpq, &cfg.cpq) {
-        (Some(_), Some(c)) => Some(cfg.interfaces[c.interface].address),
-        _ => cfg
-            .delivery
-            .default_interface
-            .map(|i| cfg.interfaces[i].address),
-    };
+    let bind = cpq_bind(&cfg, cpq.is_some());
     // A CPQ connection is mutual TLS to one known peer: it keeps going (a new
     // handshake every 50 messages would cost more than the transfers).
     let max_per_conn = if cpq.is_some() {
@@ -163,6 +179,10 @@ async fn run_connection(shared: &Arc<Shared>, domain: &str, job: Job) -> Option<
         let (stream, addr, server_name) = match connect_any(shared, &hops, bind).await {
             Ok(x) => x,
             Err(error) => {
+                // A gateway that moved its cpq_listener: ask it (over SSH) where to.
+                if let Some(gw) = release_gateway(&job) {
+                    crate::cpq::appliance::refresh_endpoint(shared, gw);
+                }
                 shared.queue.send(Event::ConnFailed { job, error });
                 return None;
             }
@@ -965,7 +985,8 @@ pub async fn cpq_control(shared: &Arc<Shared>, lines: &[String]) -> Result<Vec<S
     else {
         return Err("no manager configured ([cpq] manager)".into());
     };
-    let bind = Some(cfg.interfaces[c.interface].address);
+    let _ = c;
+    let bind = cpq_bind(&cfg, true);
     let helo = cfg.default_interface_hostname();
     drop(cfg);
     let (stream, addr, server_name) = connect_any(shared, &[(host, port)], bind).await?;

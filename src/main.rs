@@ -148,6 +148,8 @@ enum Command {
     Quarantine(cli::quarantine::QuarantineCommand),
     #[command(flatten)]
     Users(cli::users::UserCommand),
+    #[command(flatten)]
+    Pvo(cli::pvo::PvoCommand),
 }
 
 #[derive(clap::Args, Clone)]
@@ -453,6 +455,7 @@ fn admin_request(cmd: Command) -> Result<(&'static str, serde_json::Value)> {
         Command::Diag(c) => c.to_request()?,
         Command::Quarantine(c) => c.to_request()?,
         Command::Users(c) => c.to_request()?,
+        Command::Pvo(c) => c.to_request()?,
         Command::Gateway { .. }
         | Command::Manager { .. }
         | Command::Quickstart(_)

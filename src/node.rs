@@ -404,7 +404,12 @@ impl Node {
             quota,
         )?;
         let cpq_tls = crate::cpq::load_tls(&config)?.map(Arc::new);
-        let cpq = crate::cpq::State::default();
+        let cpq = crate::cpq::State {
+            endpoints: crate::cpq::appliance::Endpoints::load(
+                &config.data_dir.join("cpq").join("endpoints.json"),
+            ),
+            ..Default::default()
+        };
         match config.role {
             crate::config::Role::Manager => {
                 let _ = cpq

@@ -28,8 +28,8 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 use crate::support::{
-    connect, free_port_on, log_lines, pvo_bin, run_with_timeout, wait_until, Node, NodeDir, Reply,
-    Sink, SmtpClient, SYSTEM_PYTHON, TRUSTED,
+    connect, free_port_on, log_lines, pvo_bin, run_with_timeout, wait_until, Namespace, Node,
+    NodeDir, Reply, Sink, SmtpClient, SYSTEM_PYTHON, TRUSTED,
 };
 
 /// Long enough for a debug build on two busy cores; waits end as soon as the event comes.
@@ -129,8 +129,10 @@ type = "public"
 domain = "ALL"
 hosts = ["{sink}"]
 
+# CPQ leaves from the default delivery interface (as on the appliance): the gateway's
+# own address, the one the manager's HAT lists.
 [delivery]
-default_interface = "Auto"
+default_interface = "Loopback"
 
 [delivery.bounce]
 initial_retry = 3600
@@ -1463,4 +1465,336 @@ fn outbreak_rescan_on_the_gateway_releases_on_the_manager() {
         !copies.join(format!("{mid}.eml")).exists(),
         "the copy outlived the release"
     );
+}
+
+// ---------------------------------------------------------------------------------------
+// pvoconfig enable: the preflight names each failure scenario (SPEC §2)
+// ---------------------------------------------------------------------------------------
+
+/// `pvoconfig enable ARGS --json` that must fail: the failed check's data.
+fn enable_refused(gw: &Node, args: &[&str]) -> Value {
+    let mut all = vec!["pvoconfig", "enable"];
+    all.extend_from_slice(args);
+    all.push("--json");
+    let out = pvo(gw, &all);
+    assert!(
+        !out.status.success(),
+        "enable should be refused:\n{}{}",
+        out.stdout,
+        out.stderr
+    );
+    let v: Value = serde_json::from_str(&out.stdout)
+        .unwrap_or_else(|e| panic!("no JSON ({e}):\n{}{}", out.stdout, out.stderr));
+    assert_eq!(v["data"]["enabled"], false, "{v:#}");
+    v["data"].clone()
+}
+
+/// `diagnose --json` (which fails when a check fails): its checks.
+fn diagnose(node: &Node) -> Vec<Value> {
+    let out = pvo(node, &["diagnose", "--json"]);
+    let v: Value = serde_json::from_str(&out.stdout)
+        .unwrap_or_else(|e| panic!("no JSON ({e}):\n{}{}", out.stdout, out.stderr));
+    v["data"]["checks"].as_array().expect("checks").clone()
+}
+
+fn failed_scenarios(checks: &[Value]) -> Vec<u64> {
+    checks
+        .iter()
+        .filter(|c| c["passed"] == false)
+        .filter_map(|c| c["scenario"].as_u64())
+        .collect()
+}
+
+/// A peer whose STARTTLS offers only anonymous ciphers (tests/peers/anon_tls_smtp.py).
+struct AnonPeer {
+    child: std::process::Child,
+    port: u16,
+}
+
+impl AnonPeer {
+    fn start() -> AnonPeer {
+        use std::io::BufRead;
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/peers/anon_tls_smtp.py");
+        let mut child = Command::new(SYSTEM_PYTHON)
+            .arg(script)
+            .args(["--host", "127.0.0.1", "--port", "0"])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("start anon_tls_smtp.py");
+        let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
+        let port = loop {
+            let line = lines
+                .next()
+                .expect("anon_tls_smtp.py printed no port")
+                .unwrap();
+            if let Some(p) = line.strip_prefix("ANON_TLS_SMTP_PORT ") {
+                break p.trim().parse().unwrap();
+            }
+        };
+        AnonPeer { child, port }
+    }
+}
+
+impl Drop for AnonPeer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn enable_preflight_names_each_scenario_and_enables_when_ready() {
+    let sink = Sink::accepting();
+    let manager_port = free_port_on(MANAGER_IP);
+    let mdir = NodeDir::new(&manager_config("manager", manager_port));
+    let cpq_port = free_port_on(GW1_IP);
+    let local = gateway_config("gw1", GW1_IP, cpq_port, manager_port, &sink)
+        .replace("mode = \"central\"", "mode = \"local\"");
+    let gdir = NodeDir::new(&local);
+    enroll(&mdir, &gdir, "gw1", GW1_IP, cpq_port);
+    let manager = mdir.start_manager();
+    let gw = gdir.start_gateway();
+    assert!(text(&gw, &["pvoconfig", "status"]).contains(": local"));
+
+    // Scenario 2: the migration wizard has not been run on the manager.
+    let d = enable_refused(&gw, &[]);
+    assert_eq!(d["scenario"], 2, "{d:#}");
+    assert!(
+        d["cause"].as_str().unwrap().contains("not been run"),
+        "{d:#}"
+    );
+    // ... run but not committed.
+    text(&manager, &["pvoconfig", "migration", "automatic"]);
+    let d = enable_refused(&gw, &[]);
+    assert_eq!(d["scenario"], 2, "{d:#}");
+    assert!(
+        d["cause"].as_str().unwrap().contains("not committed"),
+        "{d:#}"
+    );
+    assert_eq!(failed_scenarios(&diagnose(&manager)), vec![2]);
+    text(&manager, &["commit", "-m", "migration wizard"]);
+    assert!(failed_scenarios(&diagnose(&manager)).is_empty());
+
+    // Scenario 1: the manager is offline.
+    text(&manager, &["suspendlisteners", "all"]);
+    let d = enable_refused(&gw, &[]);
+    assert_eq!(d["scenario"], 1, "{d:#}");
+    assert!(d["cause"].as_str().unwrap().contains("offline"), "{d:#}");
+    assert!(d["remedy"].as_str().unwrap().contains("resume"), "{d:#}");
+    let out = pvo(&gw, &["pvoconfig", "enable"]);
+    let said = format!("{}{}", out.stdout, out.stderr);
+    assert!(said.contains("FAIL  connect to the manager"), "{said}");
+    assert!(said.contains("Enable is unavailable"), "{said}");
+    assert!(failed_scenarios(&diagnose(&gw)).contains(&1));
+    text(&manager, &["resumelisteners", "all"]);
+
+    // Scenario 4: the manager's address answered by a peer with only anonymous ciphers...
+    let anon = AnonPeer::start();
+    let d = enable_refused(&gw, &["--manager", &format!("127.0.0.1:{}", anon.port)]);
+    assert_eq!(d["scenario"], 4, "{d:#}");
+    assert!(
+        d["cause"]
+            .as_str()
+            .unwrap()
+            .contains("no certificate from server"),
+        "{d:#}"
+    );
+    // ... and by a manager of another deployment (its own CA).
+    let stranger = Node::start_manager(&format!(
+        "{}{}",
+        manager_config("other-manager", free_port_on(MANAGER_IP)),
+        enrolled_gateway("gw1", GW1_IP, cpq_port)
+    ));
+    let d = enable_refused(
+        &gw,
+        &["--manager", &stranger.listener("cpq_listener").to_string()],
+    );
+    assert_eq!(d["scenario"], 4, "{d:#}");
+    assert!(d["cause"].as_str().unwrap().contains("unknown CA"), "{d:#}");
+
+    // Everything holds: enable (pending), commit, and quarantined mail goes to the manager.
+    let out = text(&gw, &["pvoconfig", "enable"]);
+    assert!(out.contains("PASS  manager ready"), "{out}");
+    assert!(
+        text(&gw, &["pvoconfig", "status"]).contains(": local"),
+        "pending until commit"
+    );
+    text(&gw, &["commit", "-m", "centralize"]);
+    assert!(text(&gw, &["pvoconfig", "status"]).contains("centralized on the manager"));
+    assert!(failed_scenarios(&diagnose(&gw)).is_empty());
+    let mid = send(
+        &gw,
+        "alice@example.org",
+        "bob@example.com",
+        &format!("{TAG} now central"),
+    );
+    wait_transferred(&gw, mid);
+    assert_eq!(held(&manager, &[]).len(), 1);
+}
+
+#[test]
+fn enable_names_a_default_delivery_interface_without_a_route_to_the_manager() {
+    // The manager lives in a network namespace (10.213.K.2). This gateway's default
+    // delivery interface is 10.214.K.1: its SYN reaches the manager, whose namespace has
+    // no route back, so the connection times out (scenario 3). With Auto the system
+    // leaves from 10.213.K.1, the address the manager knows the gateway by.
+    let ns = Namespace::create();
+    let inside: IpAddr = ns.inside().parse().unwrap();
+    let near: IpAddr = ns.reachable_local().parse().unwrap();
+    // Nothing else listens in a namespace this test created: the default port is free.
+    let manager_port = 7025;
+    let mdir = NodeDir::new(
+        &manager_config("manager", manager_port)
+            .replace(&MANAGER_IP.to_string(), &inside.to_string()),
+    );
+    let sink = Sink::accepting();
+    let cpq_port = free_port_on(GW1_IP);
+    let config = gateway_config("gw1", GW1_IP, cpq_port, manager_port, &sink)
+        .replace("mode = \"central\"", "mode = \"local\"")
+        .replace(
+            &format!("manager = \"{MANAGER_IP}:{manager_port}\""),
+            &format!("manager = \"{inside}:{manager_port}\""),
+        )
+        .replace(
+            "[delivery]\ndefault_interface = \"Loopback\"",
+            &format!(
+                "[[interface]]\nname = \"Isolated\"\naddress = \"{}\"\n\n[delivery]\ndefault_interface = \"Isolated\"",
+                ns.unroutable_local()
+            ),
+        );
+    assert!(
+        config.contains("default_interface = \"Isolated\""),
+        "{config}"
+    );
+    let gdir = NodeDir::new(&config);
+    enroll(&mdir, &gdir, "gw1", near, cpq_port);
+    let manager = mdir.start_manager_in(&ns);
+    text(&manager, &["pvoconfig", "migration", "automatic"]);
+    text(&manager, &["commit", "-m", "migration wizard"]);
+    let gw = gdir.start_gateway();
+
+    let d = enable_refused(&gw, &[]);
+    assert_eq!(d["scenario"], 3, "{d:#}");
+    let cause = d["cause"].as_str().unwrap();
+    assert!(
+        cause.contains("default delivery interface") && cause.contains("no route"),
+        "{d:#}"
+    );
+    assert!(d["remedy"].as_str().unwrap().contains("Auto"), "{d:#}");
+    let checks = diagnose(&gw);
+    assert!(failed_scenarios(&checks).contains(&3), "{checks:#?}");
+    // Reachability from each interface: Isolated fails, Loopback does not matter here.
+    assert!(
+        checks.iter().any(
+            |c| c["name"] == format!("reach {inside}:{manager_port} from Isolated")
+                && c["passed"] == false
+        ),
+        "{checks:#?}"
+    );
+
+    // The seeds' remedy: default delivery interface Auto.
+    text(&gw, &["deliveryconfig", "--interface", "Auto"]);
+    text(&gw, &["commit", "-m", "auto"]);
+    let out = text(&gw, &["pvoconfig", "enable"]);
+    assert!(out.contains("PASS  manager ready"), "{out}");
+}
+
+// ---------------------------------------------------------------------------------------
+// applianceconfig: adding a gateway over SSH
+// ---------------------------------------------------------------------------------------
+
+/// The port of `SSH listening on IP:PORT` in the node's log.
+fn ssh_port(node: &Node) -> u16 {
+    let line = wait_line(node, &["SSH listening on "]);
+    line.rsplit(':').next().unwrap().trim().parse().unwrap()
+}
+
+#[test]
+fn applianceconfig_adds_a_gateway_over_ssh_and_centralizes_it() {
+    let sink = Sink::accepting();
+    let manager_port = free_port_on(MANAGER_IP);
+    let cpq_port = free_port_on(GW1_IP);
+    let manager = Node::start_manager(&format!(
+        "{}\n[ssh]\nport = 0\n",
+        manager_config("manager", manager_port)
+    ));
+    // A gateway with local quarantines, its SSH on, not enrolled anywhere yet.
+    let gw = NodeDir::new(&format!(
+        "{}\n[ssh]\nport = 0\n",
+        gateway_config("gw1", GW1_IP, cpq_port, manager_port, &sink)
+            .replace("mode = \"central\"", "mode = \"local\"")
+    ))
+    .start_gateway();
+    let checks = diagnose(&gw);
+    assert!(
+        checks
+            .iter()
+            .any(|c| c["name"] == "CPQ certificate" && c["passed"] == false),
+        "{checks:#?}"
+    );
+    let port = ssh_port(&gw);
+    let password = std::fs::read_to_string(gw.data_dir().join("run/initial-admin-password"))
+        .expect("the gateway's initial admin password");
+
+    // A wrong password adds nothing.
+    let add = |pw: &str| {
+        let mut cmd = Command::new(pvo_bin());
+        cmd.arg("--dir")
+            .arg(manager.data_dir())
+            .args([
+                "applianceconfig",
+                "new",
+                "--id",
+                "gw1",
+                "--address",
+                "127.0.0.1",
+            ])
+            .args(["--ssh-port", &port.to_string()])
+            .env("PVO_GATEWAY_PASSWORD", pw);
+        run_with_timeout(&mut cmd, COMMAND)
+    };
+    let (status, out, err) = add("not the password");
+    assert!(!status.success(), "{out}{err}");
+    assert!(format!("{out}{err}").contains("refused"), "{out}{err}");
+
+    let (status, out, err) = add(password.trim());
+    assert!(status.success(), "{out}{err}");
+    assert!(out.contains("the manager's SSH key is installed"), "{out}");
+    assert!(out.contains("installed on the gateway"), "{out}");
+    assert!(
+        out.contains(&format!("delivers released mail to {GW1_IP}:{cpq_port}")),
+        "{out}"
+    );
+    text(&manager, &["commit", "-m", "add gw1"]);
+    let list = json(&manager, &["applianceconfig", "list"]);
+    assert_eq!(list["gateways"][0]["id"], "gw1", "{list:#}");
+    assert_eq!(list["gateways"][0]["ssh_port"], port, "{list:#}");
+    assert!(list["gateways"][0]["ssh_host_key"]
+        .as_str()
+        .unwrap()
+        .starts_with("SHA256:"));
+    // From now on the manager logs in with its key.
+    let test = text(&manager, &["applianceconfig", "test", "gw1"]);
+    assert!(
+        test.contains("SSH login with the manager's key works"),
+        "{test}"
+    );
+
+    // The wizard, enable, and a quarantined message goes to the manager and back.
+    text(&manager, &["pvoconfig", "migration", "automatic"]);
+    text(&manager, &["commit", "-m", "wizard"]);
+    let out = text(&gw, &["pvoconfig", "enable"]);
+    assert!(out.contains("PASS  manager ready"), "{out}");
+    text(&gw, &["commit", "-m", "centralize"]);
+    let mid = send(
+        &gw,
+        "alice@example.org",
+        "bob@example.com",
+        &format!("{TAG} via ssh"),
+    );
+    let mgr_mid = wait_transferred(&gw, mid);
+    text(&manager, &["quarantine", "release", &mgr_mid.to_string()]);
+    let got = sink.wait_for_messages(1, DELIVERY);
+    assert!(got[0].text().contains("via ssh"), "{}", got[0].text());
 }

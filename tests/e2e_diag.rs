@@ -17,12 +17,11 @@
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use crate::support::{peer_script, run_with_timeout, Node, Sink, SYSTEM_PYTHON};
+use crate::support::{peer_script, run_with_timeout, Namespace, Node, Sink, SYSTEM_PYTHON};
 
 /// Generous for a debug build on two busy cores; commands end as soon as they are done.
 const COMMAND: Duration = Duration::from_secs(60);
@@ -429,163 +428,6 @@ fn telnet_from_an_interface_this_machine_does_not_have_cannot_bind() {
     run.assert_lines(&[
         "Unknown interface \"eth7\". Interfaces: Loopback (127.0.0.1), Data2 (192.0.2.1), or Auto.",
     ]);
-}
-
-/// A network namespace joined to ours by a veth pair, for the seeds' scenario 3:
-///
-/// - here: `10.213.K.1/24` on `pvodiagKa`, and `10.214.K.1/32` on the same link;
-/// - in the namespace: `10.213.K.2/24` on `pvodiagKb`, and no other route at all.
-///
-/// From 10.213.K.1 the namespace is reachable. From 10.214.K.1 a SYN arrives but the
-/// namespace has no route back, so the connection times out: "no route to the manager
-/// from the default delivery interface". 10.213.K.3 is on the link but nobody has it, so
-/// ARP fails: "No route to host". All of it stays inside this machine.
-struct Namespace {
-    name: String,
-    link: String,
-    k: usize,
-}
-
-fn ip(args: &[&str]) -> Result<(), String> {
-    let out = Command::new("ip")
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .map_err(|e| {
-            format!("cannot run `ip` ({e}); install iproute2 (scripts/install-test-deps)")
-        })?;
-    if out.status.success() {
-        Ok(())
-    } else {
-        Err(format!(
-            "`ip {}` failed: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr).trim()
-        ))
-    }
-}
-
-impl Namespace {
-    fn create() -> Namespace {
-        static N: AtomicUsize = AtomicUsize::new(0);
-        let name = format!(
-            "pvo-diag-{}-{}",
-            std::process::id(),
-            N.fetch_add(1, Ordering::SeqCst)
-        );
-        if let Err(e) = ip(&["netns", "add", &name]) {
-            panic!(
-                "this test needs network namespaces, which need root (CI runs the tests as root): {e}"
-            );
-        }
-        let mut ns = Namespace {
-            name,
-            link: String::new(),
-            k: 0,
-        };
-        // Claim a free link name and subnet: `ip link add` fails if another test (or
-        // another test run) has the name.
-        let start = std::process::id() as usize;
-        for i in 0..250 {
-            let k = (start + i) % 250 + 1;
-            let link = format!("pvodiag{k}a");
-            if ip(&[
-                "link",
-                "add",
-                &link,
-                "type",
-                "veth",
-                "peer",
-                "name",
-                &format!("pvodiag{k}b"),
-            ])
-            .is_ok()
-            {
-                ns.link = link;
-                ns.k = k;
-                break;
-            }
-        }
-        assert!(ns.k != 0, "no free veth name pvodiag1a..pvodiag250a");
-        let k = ns.k;
-        let setup: Vec<Vec<String>> = vec![
-            vec![
-                "link".into(),
-                "set".into(),
-                format!("pvodiag{k}b"),
-                "netns".into(),
-                ns.name.clone(),
-            ],
-            vec![
-                "addr".into(),
-                "add".into(),
-                format!("10.213.{k}.1/24"),
-                "dev".into(),
-                ns.link.clone(),
-            ],
-            vec![
-                "addr".into(),
-                "add".into(),
-                format!("10.214.{k}.1/32"),
-                "dev".into(),
-                ns.link.clone(),
-            ],
-            vec!["link".into(), "set".into(), ns.link.clone(), "up".into()],
-            vec![
-                "-n".into(),
-                ns.name.clone(),
-                "addr".into(),
-                "add".into(),
-                format!("10.213.{k}.2/24"),
-                "dev".into(),
-                format!("pvodiag{k}b"),
-            ],
-            vec![
-                "-n".into(),
-                ns.name.clone(),
-                "link".into(),
-                "set".into(),
-                format!("pvodiag{k}b"),
-                "up".into(),
-            ],
-            vec![
-                "-n".into(),
-                ns.name.clone(),
-                "link".into(),
-                "set".into(),
-                "lo".into(),
-                "up".into(),
-            ],
-        ];
-        for args in setup {
-            let args: Vec<&str> = args.iter().map(String::as_str).collect();
-            ip(&args).unwrap_or_else(|e| panic!("setting up the test namespace: {e}"));
-        }
-        ns
-    }
-
-    fn reachable_local(&self) -> String {
-        format!("10.213.{}.1", self.k)
-    }
-    fn unroutable_local(&self) -> String {
-        format!("10.214.{}.1", self.k)
-    }
-    fn inside(&self) -> String {
-        format!("10.213.{}.2", self.k)
-    }
-    fn nobody(&self) -> String {
-        format!("10.213.{}.3", self.k)
-    }
-}
-
-impl Drop for Namespace {
-    fn drop(&mut self) {
-        // Deleting the namespace deletes its end of the veth pair, and with it ours.
-        let _ = ip(&["netns", "del", &self.name]);
-        if !self.link.is_empty() {
-            let _ = ip(&["link", "del", &self.link]);
-        }
-    }
 }
 
 #[test]

@@ -604,6 +604,64 @@ fn roles_limit_commands_and_quarantines_and_the_audit_trail_names_who_released_f
     assert_eq!(out.status.code(), Some(1), "{}", out.both());
     assert!(out.stderr.contains("needs Administrator"), "{}", out.both());
 
+    // A view-only custom role named on the access list sees both, and may not release.
+    pvo_ok(
+        &node,
+        &[
+            "userconfig",
+            "role",
+            "new",
+            "--name",
+            "auditors",
+            "--view-only",
+        ],
+        b"",
+    );
+    pvo_ok(
+        &node,
+        &[
+            "quarantineconfig",
+            "edit",
+            "Policy",
+            "--access",
+            "Operator,auditors",
+        ],
+        b"",
+    );
+    pvo_ok(
+        &node,
+        &[
+            "userconfig",
+            "new",
+            "--name",
+            "aud",
+            "--role",
+            "auditors",
+            "--password-stdin",
+        ],
+        b"auditor-password\n",
+    );
+    let aud = |cmd: &str| {
+        run(
+            ssh.with_password("aud", "auditor-password")
+                .arg(ssh.host())
+                .arg(cmd),
+            b"",
+        )
+    };
+    let out = aud("quarantine search --json");
+    assert!(out.status.success(), "{}", out.both());
+    assert_eq!(mids_of(&json(&out.stdout)), vec![one, two]);
+    let out = aud(&format!("quarantine delete {two} --yes"));
+    assert_eq!(out.status.code(), Some(1), "{}", out.both());
+    assert!(
+        out.stderr.contains(
+            "Role \"auditors\" cannot release, delete, delay or move quarantined messages"
+        ),
+        "{}",
+        out.both()
+    );
+
     // The Technician sees the status, not the quarantines.
     let out = run(
         ssh.with_password("tech", "technician-password")

@@ -8,6 +8,7 @@
 
 pub mod config;
 pub mod diag;
+pub mod pvo;
 pub mod quarantine;
 pub mod users;
 

@@ -128,7 +128,7 @@ fn pending_label(pending: bool) -> &'static str {
 
 /// Runs an editor on the working document, validates the result and saves
 /// it as pending. `edit` returns the summary of what it changed.
-fn edit(
+pub(crate) fn edit(
     shared: &Shared,
     req: &Request,
     edit: impl FnOnce(&Config, &mut Doc) -> Result<String, String>,

@@ -257,14 +257,9 @@ async fn tlsverify(shared: &Arc<Shared>, args: &serde_json::Value) -> Response {
     else {
         return Response::error("tlsverify: give the domain whose certificate to verify");
     };
-    // CPQ connections leave from the cpq_listener's interface (`delivery`), so the
-    // probe does too unless --interface says otherwise.
-    let cpq_iface = cfg
-        .cpq
-        .as_ref()
-        .filter(|_| domain == crate::config::CPQ_HOST)
-        .map(|c| cfg.interfaces[c.interface].name.clone());
-    let src = match Source::select(&cfg, arg_str(args, "interface").or(cpq_iface.as_deref())) {
+    // A gateway's CPQ connections leave from the default delivery interface,
+    // like all its deliveries (`delivery::cpq_bind`), so the probe does too.
+    let src = match Source::select(&cfg, arg_str(args, "interface")) {
         Ok(s) => s,
         Err(e) => return Response::error(e),
     };

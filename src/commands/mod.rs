@@ -9,6 +9,7 @@
 pub mod access;
 mod config_cmds;
 mod diag_cmds;
+mod pvo_cmds;
 pub mod quarantine_cmds;
 mod queue_cmds;
 mod status;
@@ -171,6 +172,9 @@ async fn run(shared: &Arc<Shared>, req: &Request, id: &Identity) -> Response {
         return r;
     }
     if let Some(r) = user_cmds::dispatch(shared, &req, id).await {
+        return r;
+    }
+    if let Some(r) = pvo_cmds::dispatch(shared, &req).await {
         return r;
     }
     let args = &req.args;

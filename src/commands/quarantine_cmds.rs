@@ -440,7 +440,14 @@ async fn access_of(shared: &Arc<Shared>, id: &Identity) -> Result<QAccess, Strin
         .unwrap_or_default();
     let mut allowed: Vec<String> = Vec::new();
     for q in &quarantines {
+        // `--access` files names it does not know as built-in roles under users, so a
+        // custom role named there is found among the users.
         let listed = q.settings.access.allows(&id.user, &[role_name.as_str()])
+            || q.settings
+                .access
+                .users
+                .iter()
+                .any(|u| u.eq_ignore_ascii_case(&role_name))
             || own.iter().any(|o| o.eq_ignore_ascii_case(&q.name));
         if listed {
             allowed.push(q.name.clone());

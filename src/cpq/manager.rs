@@ -189,6 +189,17 @@ fn describe(raw: &[u8]) -> (String, Vec<pvo_quarantine::Attachment>) {
 /// Carries out an `XPVO-CONTROL` (the outcome of a gateway's outbreak
 /// rescan); returns the SMTP reply.
 pub async fn control(shared: &Arc<Shared>, rec: ControlRecord, icid: u64) -> String {
+    if rec.action == ControlAction::Ready {
+        let answer = match readiness(shared, &rec.gateway_id) {
+            Ok(()) => "250 2.0.0 ready".to_string(),
+            Err(why) => format!("550 5.7.1 not ready: {why}"),
+        };
+        shared.log.info(format!(
+            "ICID {icid} enable preflight of gateway {}: {answer}",
+            rec.gateway_id
+        ));
+        return answer;
+    }
     let key = format!("{}:{}", rec.gateway_id, rec.transfer_id);
     let gateway = rec.gateway_id.clone();
     let q = shared.local_quarantine.clone();
@@ -204,10 +215,12 @@ pub async fn control(shared: &Arc<Shared>, rec: ControlRecord, icid: u64) -> Str
                 if info.gateway_mid != rec.gateway_mid {
                     return Ok(None);
                 }
-                let (act, cause) = match action {
-                    ControlAction::Release => (Action::Release, Cause::Rescan),
-                    ControlAction::Expire => (Action::Delete, Cause::Rescan),
+                let act = match action {
+                    ControlAction::Release => Action::Release,
+                    // `ready` was answered above.
+                    ControlAction::Expire | ControlAction::Ready => Action::Delete,
                 };
+                let cause = Cause::Rescan;
                 let r = s.act(
                     id,
                     &Scope::Quarantine("Outbreak".into()),
@@ -225,7 +238,7 @@ pub async fn control(shared: &Arc<Shared>, rec: ControlRecord, icid: u64) -> Str
                 "ICID {icid} control {} for gateway {} MID {} carried out",
                 match action {
                     ControlAction::Release => "release",
-                    ControlAction::Expire => "expire",
+                    ControlAction::Expire | ControlAction::Ready => "expire",
                 },
                 gateway,
                 report.gateway_mid
@@ -376,4 +389,54 @@ pub async fn release_batch(
         }
     }
     done
+}
+
+/// Whether this manager can centralize `gateway` (the enable preflight, SPEC §2
+/// scenario 2): it is enrolled, the migration wizard has run, its settings are
+/// committed, and an Administrator made them. `Err` names what is missing and
+/// what to do.
+pub fn readiness(shared: &Shared, gateway: &str) -> Result<(), String> {
+    let cfg = shared.config();
+    let Some(c) = cfg.cpq.as_ref() else {
+        return Err("the centralized PVO service is not configured on the manager ([cpq])".into());
+    };
+    if !c.gateways.iter().any(|g| g.id == gateway) {
+        return Err(format!(
+            "gateway {gateway} is not added to the manager (applianceconfig / pvo manager enroll, then commit)"
+        ));
+    }
+    // The wizard's settings as committed, and as they would be after a commit.
+    let pending = crate::config_store::Store::new(&cfg.data_dir, &shared.config_path)
+        .pending()
+        .ok()
+        .flatten()
+        .and_then(|p| {
+            crate::config::Config::parse(&p.text, &shared.config_path, &cfg.data_dir).ok()
+        })
+        .map(|pc| pc.cpq.and_then(|x| x.migration));
+    match (&c.migration, pending) {
+        (None, Some(Some(_))) | (Some(_), Some(None)) => Err(
+            "the migration wizard's changes are not committed on the manager (run `commit` there)"
+                .into(),
+        ),
+        (Some(m), Some(Some(p))) if *m != p => Err(
+            "the migration wizard's changes are not committed on the manager (run `commit` there)"
+                .into(),
+        ),
+        (None, _) => Err(
+            "the migration wizard has not been run on the manager (`pvoconfig migration automatic`, then `commit`)"
+                .into(),
+        ),
+        (Some(m), _) => match crate::cpq::role_of(shared, &m.set_by) {
+            Some(r) if r == "Administrator" => Ok(()),
+            Some(r) => Err(format!(
+                "the migration wizard was run by {} whose role is {r}, not Administrator (an Administrator must run `pvoconfig migration` and commit)",
+                m.set_by
+            )),
+            None => Err(format!(
+                "the migration wizard was run by {}, who is not a user of this manager (an Administrator must run `pvoconfig migration` and commit)",
+                m.set_by
+            )),
+        },
+    }
 }

@@ -140,6 +140,8 @@ pub struct Node {
     dir: tempfile::TempDir,
     data_dir: PathBuf,
     args: Vec<String>,
+    /// A command the node runs under (`ip netns exec NS`), if any.
+    prefix: Vec<String>,
     child: Option<Child>,
     listeners: BTreeMap<String, SocketAddr>,
     expected: Listeners,
@@ -198,10 +200,22 @@ impl Node {
         args: &[&str],
         expected: Listeners,
     ) -> Node {
+        Node::start_under(&[], dir, data_dir, args, expected)
+    }
+
+    /// [`Node::start_with_args`] under `prefix` (for example `ip netns exec NS`).
+    pub fn start_under(
+        prefix: &[&str],
+        dir: tempfile::TempDir,
+        data_dir: PathBuf,
+        args: &[&str],
+        expected: Listeners,
+    ) -> Node {
         let mut node = Node {
             dir,
             data_dir,
             args: args.iter().map(|a| a.to_string()).collect(),
+            prefix: prefix.iter().map(|a| a.to_string()).collect(),
             child: None,
             listeners: BTreeMap::new(),
             expected,
@@ -224,7 +238,15 @@ impl Node {
             .append(true)
             .open(self.stderr_path())
             .expect("open node stderr log");
-        let mut child = Command::new(pvo_bin())
+        let mut cmd = match self.prefix.split_first() {
+            Some((first, rest)) => {
+                let mut c = Command::new(first);
+                c.args(rest).arg(pvo_bin());
+                c
+            }
+            None => Command::new(pvo_bin()),
+        };
+        let mut child = cmd
             .args(&self.args)
             .current_dir(self.dir.path())
             .env("RUST_BACKTRACE", "1")
@@ -1161,13 +1183,22 @@ impl NodeDir {
     }
 
     fn start(self, args: &[&str]) -> Node {
+        self.start_under(&[], args)
+    }
+
+    fn start_under(self, prefix: &[&str], args: &[&str]) -> Node {
         let text = fs::read_to_string(self.config_path()).expect("read pvo.toml");
         let names = configured_listeners(&text);
         let config = self.config_path().to_string_lossy().into_owned();
         let data_dir = self.dir.path().to_path_buf();
         let mut all: Vec<&str> = args.to_vec();
         all.extend(["--config", config.as_str()]);
-        Node::start_with_args(self.dir, data_dir, &all, Listeners::Named(names))
+        Node::start_under(prefix, self.dir, data_dir, &all, Listeners::Named(names))
+    }
+
+    /// `pvo manager run` inside the network namespace `ns`.
+    pub fn start_manager_in(self, ns: &Namespace) -> Node {
+        self.start_under(&["ip", "netns", "exec", &ns.name], &["manager", "run"])
     }
 
     /// `pvo gateway run`; returns once every listener, `cpq_listener` included, is up.
@@ -1199,6 +1230,169 @@ pub fn free_port_on_all(ips: &[IpAddr]) -> u16 {
             .all(|ip| std::net::TcpListener::bind(SocketAddr::new(*ip, port)).is_ok())
         {
             return port;
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Network namespaces (SPEC §2 scenario 3: no route from an interface)
+// ---------------------------------------------------------------------------------------
+
+/// A network namespace joined to ours by a veth pair, for the seeds' scenario 3:
+///
+/// - here: `10.213.K.1/24` on `pvodiagKa`, and `10.214.K.1/32` on the same link;
+/// - in the namespace: `10.213.K.2/24` on `pvodiagKb`, and no other route at all.
+///
+/// From 10.213.K.1 the namespace is reachable. From 10.214.K.1 a SYN arrives but the
+/// namespace has no route back, so the connection times out: "no route to the manager
+/// from the default delivery interface". 10.213.K.3 is on the link but nobody has it, so
+/// ARP fails: "No route to host". All of it stays inside this machine.
+pub struct Namespace {
+    pub name: String,
+    link: String,
+    k: usize,
+}
+
+/// Runs `ip ARGS`.
+pub fn ip(args: &[&str]) -> Result<(), String> {
+    let out = Command::new("ip")
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| {
+            format!("cannot run `ip` ({e}); install iproute2 (scripts/install-test-deps)")
+        })?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "`ip {}` failed: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        ))
+    }
+}
+
+impl Namespace {
+    pub fn create() -> Namespace {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        static N: AtomicUsize = AtomicUsize::new(0);
+        let name = format!(
+            "pvo-diag-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::SeqCst)
+        );
+        if let Err(e) = ip(&["netns", "add", &name]) {
+            panic!(
+                "this test needs network namespaces, which need root (CI runs the tests as root): {e}"
+            );
+        }
+        let mut ns = Namespace {
+            name,
+            link: String::new(),
+            k: 0,
+        };
+        // Claim a free link name and subnet: `ip link add` fails if another test (or
+        // another test run) has the name.
+        let start = std::process::id() as usize;
+        for i in 0..250 {
+            let k = (start + i) % 250 + 1;
+            let link = format!("pvodiag{k}a");
+            if ip(&[
+                "link",
+                "add",
+                &link,
+                "type",
+                "veth",
+                "peer",
+                "name",
+                &format!("pvodiag{k}b"),
+            ])
+            .is_ok()
+            {
+                ns.link = link;
+                ns.k = k;
+                break;
+            }
+        }
+        assert!(ns.k != 0, "no free veth name pvodiag1a..pvodiag250a");
+        let k = ns.k;
+        let setup: Vec<Vec<String>> = vec![
+            vec![
+                "link".into(),
+                "set".into(),
+                format!("pvodiag{k}b"),
+                "netns".into(),
+                ns.name.clone(),
+            ],
+            vec![
+                "addr".into(),
+                "add".into(),
+                format!("10.213.{k}.1/24"),
+                "dev".into(),
+                ns.link.clone(),
+            ],
+            vec![
+                "addr".into(),
+                "add".into(),
+                format!("10.214.{k}.1/32"),
+                "dev".into(),
+                ns.link.clone(),
+            ],
+            vec!["link".into(), "set".into(), ns.link.clone(), "up".into()],
+            vec![
+                "-n".into(),
+                ns.name.clone(),
+                "addr".into(),
+                "add".into(),
+                format!("10.213.{k}.2/24"),
+                "dev".into(),
+                format!("pvodiag{k}b"),
+            ],
+            vec![
+                "-n".into(),
+                ns.name.clone(),
+                "link".into(),
+                "set".into(),
+                format!("pvodiag{k}b"),
+                "up".into(),
+            ],
+            vec![
+                "-n".into(),
+                ns.name.clone(),
+                "link".into(),
+                "set".into(),
+                "lo".into(),
+                "up".into(),
+            ],
+        ];
+        for args in setup {
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            ip(&args).unwrap_or_else(|e| panic!("setting up the test namespace: {e}"));
+        }
+        ns
+    }
+
+    pub fn reachable_local(&self) -> String {
+        format!("10.213.{}.1", self.k)
+    }
+    pub fn unroutable_local(&self) -> String {
+        format!("10.214.{}.1", self.k)
+    }
+    pub fn inside(&self) -> String {
+        format!("10.213.{}.2", self.k)
+    }
+    pub fn nobody(&self) -> String {
+        format!("10.213.{}.3", self.k)
+    }
+}
+
+impl Drop for Namespace {
+    fn drop(&mut self) {
+        // Deleting the namespace deletes its end of the veth pair, and with it ours.
+        let _ = ip(&["netns", "del", &self.name]);
+        if !self.link.is_empty() {
+            let _ = ip(&["link", "del", &self.link]);
         }
     }
 }

@@ -239,6 +239,10 @@ pub enum ControlAction {
     Release,
     /// The rescan found it bad (or its time ran out): expire it.
     Expire,
+    /// The enable preflight: is the manager ready to centralize this gateway? (`mid` is 0
+    /// and `transfer` is `ready`; the manager answers `250 2.0.0 ready` or a `550` naming
+    /// what is missing.)
+    Ready,
 }
 
 impl ControlAction {
@@ -246,6 +250,7 @@ impl ControlAction {
         match self {
             ControlAction::Release => "release",
             ControlAction::Expire => "expire",
+            ControlAction::Ready => "ready",
         }
     }
 }
@@ -955,6 +960,7 @@ fn decode_control(text: &str) -> Result<ControlRecord, CpqError> {
     let action = match check_text("action", r.take("action")?)? {
         "release" => ControlAction::Release,
         "expire" => ControlAction::Expire,
+        "ready" => ControlAction::Ready,
         _ => return Err(CpqError::UnknownAction),
     };
     let gateway_id = check_id("gateway", r.take("gateway")?)?.to_owned();
@@ -1076,6 +1082,7 @@ mod tests {
             CpqCommand::Meta(MetaRecord::Release(no_actions)),
             CpqCommand::Control(control(ControlAction::Release)),
             CpqCommand::Control(control(ControlAction::Expire)),
+            CpqCommand::Control(control(ControlAction::Ready)),
         ];
         for cmd in cmds {
             let line = cmd.encode().unwrap();

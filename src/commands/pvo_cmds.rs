@@ -1,0 +1,776 @@
+//! `pvoconfig` (the centralized PVO quarantines of a gateway, and the migration
+//! wizard of a manager) and `diagnose` (every check behind the failure
+//! scenarios of SPEC §2, with cause and remedy).
+
+use std::sync::Arc;
+
+use serde_json::{json, Value};
+
+use super::{arg_str, config_cmds};
+use crate::admin::{Request, Response};
+use crate::config::{Config, Role, CPQ_HOST, CPQ_RELEASE_HOST};
+use crate::cpq::preflight::{self, Check};
+use crate::node::Shared;
+
+pub async fn dispatch(shared: &Arc<Shared>, req: &Request) -> Option<Response> {
+    match req.command.as_str() {
+        "pvoconfig" => Some(pvoconfig(shared, req).await),
+        "diagnose" => Some(diagnose(shared).await),
+        "cpqcert" => Some(cpqcert(shared, req)),
+        "applianceconfig" => Some(applianceconfig(shared, req).await),
+        _ => None,
+    }
+}
+
+async fn pvoconfig(shared: &Arc<Shared>, req: &Request) -> Response {
+    let action = arg_str(&req.args, "action").unwrap_or("status");
+    let role = shared.config().role;
+    match (action, role) {
+        ("status", _) => status(shared).await,
+        ("enable", Role::Gateway) => enable(shared, req).await,
+        ("disable", Role::Gateway) => disable(shared, req),
+        ("migration", Role::Manager) => migration(shared, req),
+        ("enable" | "disable", Role::Manager) => Response::error(
+            "pvoconfig enable/disable is a gateway command; on the manager, run the migration wizard (`pvoconfig migration`) and add gateways.",
+        ),
+        ("migration", Role::Gateway) => Response::error(
+            "The migration wizard runs on the manager (`pvo --dir MANAGER pvoconfig migration`).",
+        ),
+        (other, _) => Response::error(format!(
+            "Unknown pvoconfig action \"{other}\"; allowed: status, enable, disable (gateway), migration (manager)."
+        )),
+    }
+}
+
+fn mode_text(cfg: &Config) -> String {
+    match &cfg.cpq {
+        None => "local (no [cpq]: not set up for centralization)".into(),
+        Some(c) if c.central() => format!(
+            "centralized on the manager {}",
+            c.manager
+                .as_ref()
+                .map(|(h, p)| format!("{h}:{p}"))
+                .unwrap_or_default()
+        ),
+        Some(_) => "local".into(),
+    }
+}
+
+async fn status(shared: &Arc<Shared>) -> Response {
+    let cfg = shared.config();
+    let hosts = shared.queue.hosts().await;
+    let mut t = String::new();
+    let mut data = json!({ "role": cfg.role.as_str() });
+    match cfg.role {
+        Role::Gateway => {
+            t.push_str(&format!(
+                "Centralized Policy, Virus and Outbreak Quarantines: {}\n",
+                mode_text(&cfg)
+            ));
+            let queued = hosts
+                .iter()
+                .find(|h| h.host == CPQ_HOST)
+                .map_or(0, |h| h.active_recipients);
+            t.push_str(&format!(
+                "Messages waiting for the manager ({CPQ_HOST}): {queued}\n"
+            ));
+            data["mode"] = json!(if cfg.cpq.as_ref().is_some_and(|c| c.central()) {
+                "central"
+            } else {
+                "local"
+            });
+            data["manager"] = json!(cfg
+                .cpq
+                .as_ref()
+                .and_then(|c| c.manager.as_ref())
+                .map(|(h, p)| format!("{h}:{p}")));
+            data["queued_for_manager"] = json!(queued);
+            // What the manager asks over SSH: where released mail goes.
+            data["node_id"] = json!(cfg.cpq.as_ref().map(|c| c.node_id.clone()));
+            data["cpq_listener"] = match shared.listeners.address(crate::config::CPQ_LISTENER) {
+                Some(a) => json!({ "address": a.ip().to_string(), "port": a.port() }),
+                None => Value::Null,
+            };
+        }
+        Role::Manager => {
+            let c = cfg.cpq.as_ref();
+            let gws: Vec<Value> = c
+                .map(|c| {
+                    c.gateways
+                        .iter()
+                        .map(|g| json!({ "id": g.id, "address": g.address.to_string(), "port": g.port }))
+                        .collect()
+                })
+                .unwrap_or_default();
+            t.push_str(&format!(
+                "Centralized PVO service: cpq_listener port {}\n",
+                c.map_or(0, |c| c.port)
+            ));
+            t.push_str(&format!("Gateways added: {}\n", gws.len()));
+            for g in &gws {
+                t.push_str(&format!(
+                    "  {} ({}:{})\n",
+                    g["id"].as_str().unwrap_or(""),
+                    g["address"].as_str().unwrap_or(""),
+                    g["port"]
+                ));
+            }
+            let m = c.and_then(|c| c.migration.as_ref());
+            t.push_str(&match m {
+                None => "Migration wizard: not run\n".to_string(),
+                Some(m) => format!(
+                    "Migration wizard: {} (by {})\n",
+                    if m.custom { "custom" } else { "automatic" },
+                    m.set_by
+                ),
+            });
+            let queued = hosts
+                .iter()
+                .find(|h| h.host == CPQ_RELEASE_HOST)
+                .map_or(0, |h| h.active_recipients);
+            t.push_str(&format!(
+                "Released messages waiting for their gateways ({CPQ_RELEASE_HOST}): {queued}\n"
+            ));
+            data["gateways"] = json!(gws);
+            data["migration"] = json!(m);
+            data["queued_for_gateways"] = json!(queued);
+        }
+    }
+    Response::ok(t, data)
+}
+
+async fn enable(shared: &Arc<Shared>, req: &Request) -> Response {
+    let cfg = shared.config();
+    let manager = match arg_str(&req.args, "manager") {
+        Some(m) => match crate::config::parse_host_port(m) {
+            Some((h, p)) => (h, if p == 25 && !m.contains(':') { 7025 } else { p }),
+            None => {
+                return Response::error(format!(
+                    "\"{m}\" is not HOST[:PORT] (the manager's CPQ address, port 7025 by default)"
+                ))
+            }
+        },
+        None => match cfg.cpq.as_ref().and_then(|c| c.manager.clone()) {
+            Some(m) => m,
+            None => {
+                return Response::error(
+                    "Give the manager's CPQ address: pvoconfig enable --manager HOST[:PORT]",
+                )
+            }
+        },
+    };
+    if cfg.cpq.is_none() {
+        return Response::error(
+            "This gateway has no [cpq] section (its id, cpq_listener and certificate): add one (see docs/gateway.example.toml) and commit first.",
+        );
+    }
+    drop(cfg);
+    let checks = preflight::run(shared, &manager.0, manager.1).await;
+    let mut text = String::new();
+    for c in &checks {
+        text.push_str(&c.text());
+    }
+    if let Some(failed) = checks.iter().find(|c| !c.passed) {
+        let mut r = Response::error(format!(
+            "{text}Enable is unavailable: {}.\n",
+            failed.cause.clone().unwrap_or_default()
+        ));
+        r.data = json!({ "enabled": false, "checks": checks, "cause": failed.cause, "remedy": failed.remedy, "scenario": failed.scenario });
+        return r;
+    }
+    let (h, p) = manager.clone();
+    let mut r = config_cmds::edit(shared, req, move |_, doc| {
+        doc.cpq_set("mode", "central")?;
+        doc.cpq_set("manager", &format!("{h}:{p}"))?;
+        Ok(format!(
+            "Centralized Policy, Virus and Outbreak Quarantines enabled on the manager {h}:{p}; after `commit`, quarantined messages go to the manager and the local ones migrate there."
+        ))
+    });
+    r.text = format!("{text}{}", r.text);
+    if r.ok {
+        r.data["checks"] = json!(checks);
+        r.data["enabled"] = json!(true);
+    }
+    r
+}
+
+fn disable(shared: &Arc<Shared>, req: &Request) -> Response {
+    config_cmds::edit(shared, req, |cfg, doc| {
+        if cfg.cpq.is_none() {
+            return Err("This gateway is not set up for centralization (no [cpq]).".into());
+        }
+        doc.cpq_set("mode", "local")?;
+        Ok("Centralized quarantines disabled: after `commit`, quarantined messages stay in this gateway's local quarantines (messages already on the manager stay there).".into())
+    })
+}
+
+/// `pvoconfig migration automatic | custom [--map GW:LOCAL=CENTRAL]... [--unmap GW:LOCAL]... | show`.
+fn migration(shared: &Arc<Shared>, req: &Request) -> Response {
+    let args = &req.args;
+    let mode = arg_str(args, "mode").unwrap_or("show").to_string();
+    let maps: Vec<String> = args
+        .get("map")
+        .and_then(|v| v.as_array())
+        .map(|a| {
+            a.iter()
+                .filter_map(|x| x.as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default();
+    let unmaps: Vec<String> = args
+        .get("unmap")
+        .and_then(|v| v.as_array())
+        .map(|a| {
+            a.iter()
+                .filter_map(|x| x.as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default();
+    if mode == "show" {
+        let cfg = shared.config();
+        let m = cfg.cpq.as_ref().and_then(|c| c.migration.clone());
+        return Response::ok(tree(&cfg, m.as_ref()), json!({ "migration": m }));
+    }
+    if mode != "automatic" && mode != "custom" {
+        return Response::error(format!(
+            "Unknown migration mode \"{mode}\"; allowed: automatic (by name), custom, show."
+        ));
+    }
+    let who = if req.user.is_empty() {
+        "admin".to_string()
+    } else {
+        req.user.clone()
+    };
+    config_cmds::edit(shared, req, move |cfg, doc| {
+        let mut map: Vec<(String, String, String)> = cfg
+            .cpq
+            .as_ref()
+            .and_then(|c| c.migration.as_ref())
+            .filter(|m| m.custom)
+            .map(|m| m.map.clone())
+            .unwrap_or_default();
+        if mode == "automatic" && !(maps.is_empty() && unmaps.is_empty()) {
+            return Err("--map and --unmap belong to the custom mode.".into());
+        }
+        if mode == "automatic" {
+            map.clear();
+        }
+        for m in &maps {
+            let parsed = m
+                .split_once(':')
+                .and_then(|(g, rest)| rest.split_once('=').map(|(l, c)| (g, l, c)));
+            let Some((g, l, c)) =
+                parsed.filter(|(g, l, c)| !g.is_empty() && !l.is_empty() && !c.is_empty())
+            else {
+                return Err(format!(
+                    "\"{m}\" is not GATEWAY:LOCAL=CENTRAL (for example gw1:Policy=Policy)"
+                ));
+            };
+            map.retain(|(g2, l2, _)| !(g2 == g && l2.eq_ignore_ascii_case(l)));
+            map.push((g.to_string(), l.to_string(), c.to_string()));
+        }
+        for u in &unmaps {
+            let Some((g, l)) = u.split_once(':') else {
+                return Err(format!("\"{u}\" is not GATEWAY:LOCAL"));
+            };
+            let before = map.len();
+            map.retain(|(g2, l2, _)| !(g2 == g && l2.eq_ignore_ascii_case(l)));
+            if map.len() == before {
+                return Err(format!("No mapping for {g}:{l} to undo."));
+            }
+        }
+        doc.cpq_migration(&mode, &who, &map)?;
+        let m = crate::config::Migration {
+            custom: mode == "custom",
+            set_by: who.clone(),
+            map: map.clone(),
+        };
+        Ok(format!(
+            "Migration wizard: {mode}, by {who}.\n{}",
+            tree(cfg, Some(&m))
+        ))
+    })
+}
+
+/// The resulting tree: each gateway's local quarantines and where they go.
+fn tree(cfg: &Config, m: Option<&crate::config::Migration>) -> String {
+    let Some(m) = m else {
+        return "The migration wizard has not been run (`pvoconfig migration automatic` or `custom`).\n".into();
+    };
+    let mut t = String::new();
+    let gws: Vec<&str> = cfg
+        .cpq
+        .as_ref()
+        .map(|c| c.gateways.iter().map(|g| g.id.as_str()).collect())
+        .unwrap_or_default();
+    for g in gws {
+        t.push_str(&format!("{g}\n"));
+        let mut locals: Vec<&str> = vec!["Policy", "Virus", "Outbreak", "Unclassified"];
+        for (mg, l, _) in &m.map {
+            if mg == g && !locals.iter().any(|x| x.eq_ignore_ascii_case(l)) {
+                locals.push(l);
+            }
+        }
+        for l in locals {
+            t.push_str(&format!("  {l} -> {}\n", m.central_for(g, l)));
+        }
+    }
+    t
+}
+
+async fn diagnose(shared: &Arc<Shared>) -> Response {
+    let cfg = shared.config();
+    let mut checks: Vec<Check> = Vec::new();
+    // Listeners: scenario 1 on either node.
+    let states = shared.listeners.states();
+    let suspended: Vec<String> = states
+        .iter()
+        .filter(|s| s.suspended)
+        .map(|s| s.name.clone())
+        .collect();
+    if suspended.is_empty() {
+        checks.push(Check::pass(
+            "listeners",
+            format!(
+                "System status: Online ({} receiving)",
+                states
+                    .iter()
+                    .map(|s| s.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        ));
+    } else {
+        checks.push(Check::fail(
+            "listeners",
+            format!("suspended: {}", suspended.join(", ")),
+            if suspended.iter().any(|n| n == crate::config::CPQ_LISTENER) {
+                "the cpq_listener is suspended: nothing is accepted on the CPQ port (System status: Offline)".to_string()
+            } else {
+                "listeners are suspended (System status: Offline)".to_string()
+            },
+            "`pvo resume` (or `resumelisteners NAME`)",
+            Some(1),
+        ));
+    }
+    match (&cfg.cpq, cfg.role) {
+        (None, Role::Gateway) => checks.push(Check::pass(
+            "centralization",
+            "not set up (no [cpq]): quarantines are local",
+        )),
+        (None, Role::Manager) => {}
+        (Some(c), _) => {
+            // Certificates and their expiry.
+            let now = crate::clock::unix_now();
+            match crate::cpq::trust::summarize(&c.dir.join(crate::cpq::trust::NODE_CERT)) {
+                Ok(s) if s.not_after > now + 30 * 86_400 => checks.push(Check::pass(
+                    "CPQ certificate",
+                    format!(
+                        "{} issued by {}, valid for {} more days",
+                        s.subject_cn,
+                        s.issuer_cn,
+                        (s.not_after - now) / 86_400
+                    ),
+                )),
+                Ok(s) => checks.push(Check::fail(
+                    "CPQ certificate",
+                    format!(
+                        "{} expires in {} days",
+                        s.subject_cn,
+                        s.not_after.saturating_sub(now) / 86_400
+                    ),
+                    "the node's CPQ certificate expires soon (or has expired)",
+                    "enroll the node again (`pvo manager enroll`) to get a new certificate",
+                    Some(4),
+                )),
+                Err(e) => checks.push(Check::fail(
+                    "CPQ certificate",
+                    format!("{e:#}"),
+                    "this node has no CPQ certificate",
+                    "enroll it on the manager (`pvo manager enroll ... --out DATA_DIR/cpq`)",
+                    Some(4),
+                )),
+            }
+        }
+    }
+    let hosts = shared.queue.hosts().await;
+    let backlog = |host: &str, checks: &mut Vec<Check>| {
+        let h = hosts.iter().find(|h| h.host == host);
+        match h {
+            None => checks.push(Check::pass(
+                format!("{host} queue"),
+                "empty".to_string(),
+            )),
+            Some(h) if h.active_recipients == 0 || h.last_error.is_none() => checks.push(Check::pass(
+                format!("{host} queue"),
+                format!("{} waiting", h.active_recipients),
+            )),
+            Some(h) => checks.push(Check::fail(
+                format!("{host} queue"),
+                format!("{} waiting; last error: {}", h.active_recipients, h.last_error.clone().unwrap_or_default()),
+                format!("deliveries to {host} fail: {}", h.last_error.clone().unwrap_or_default()),
+                format!("fix the cause above; the messages are retried (`pvo delivernow {host}` retries now)"),
+                None,
+            )),
+        }
+    };
+    match cfg.role {
+        Role::Gateway => {
+            if let Some((h, p)) = cfg.cpq.as_ref().and_then(|c| c.manager.clone()) {
+                // Port reachability from each interface (scenario 3 names the
+                // default delivery interface; the others show the way out).
+                for iface in &cfg.interfaces {
+                    let addr = match shared.resolver.addresses(&h).await {
+                        Ok(a) if !a.is_empty() => std::net::SocketAddr::new(a[0], p),
+                        _ => break,
+                    };
+                    let r = tokio::time::timeout(
+                        preflight::TIMEOUT,
+                        crate::delivery::connect(addr, Some(iface.address)),
+                    )
+                    .await
+                    .unwrap_or_else(|_| Err("Operation timed out".into()));
+                    match r {
+                        Ok(_) => checks.push(Check::pass(
+                            format!("reach {h}:{p} from {}", iface.name),
+                            format!("connected from {}", iface.address),
+                        )),
+                        Err(e) => checks.push(Check::fail(
+                            format!("reach {h}:{p} from {}", iface.name),
+                            e.clone(),
+                            format!("interface {} ({}) cannot reach the manager: {e}", iface.name, iface.address),
+                            "use an interface with a route to the manager as default delivery interface (or Auto)",
+                            if e.contains("refused") { Some(1) } else { Some(3) },
+                        )),
+                    }
+                }
+                checks.extend(preflight::run(shared, &h, p).await);
+                backlog(CPQ_HOST, &mut checks);
+            }
+        }
+        Role::Manager => {
+            let ready: Vec<String> = cfg
+                .cpq
+                .as_ref()
+                .map(|c| c.gateways.iter().map(|g| g.id.clone()).collect())
+                .unwrap_or_default();
+            if ready.is_empty() {
+                checks.push(Check::fail(
+                    "gateways",
+                    "no gateway is added",
+                    "the manager has no gateways to centralize",
+                    "add each gateway (`pvo manager enroll`), then `commit`",
+                    None,
+                ));
+            }
+            for g in ready {
+                match crate::cpq::manager::readiness(shared, &g) {
+                    Ok(()) => checks.push(Check::pass(
+                        format!("ready for {g}"),
+                        "enrolled; migration wizard committed by an Administrator",
+                    )),
+                    Err(why) => {
+                        let scenario = why.contains("wizard").then_some(2);
+                        checks.push(Check::fail(
+                            format!("ready for {g}"),
+                            why.clone(),
+                            why,
+                            "as an Administrator: `pvoconfig migration automatic` (or custom), then `commit`",
+                            scenario,
+                        ))
+                    }
+                }
+            }
+            backlog(CPQ_RELEASE_HOST, &mut checks);
+        }
+    }
+    let failed = checks.iter().filter(|c| !c.passed).count();
+    let mut text = String::new();
+    for c in &checks {
+        text.push_str(&c.text());
+    }
+    text.push_str(&if failed == 0 {
+        format!("All {} checks passed.\n", checks.len())
+    } else {
+        format!("{failed} of {} checks failed.\n", checks.len())
+    });
+    let data = json!({ "checks": checks, "failed": failed, "role": cfg.role.as_str() });
+    if failed == 0 {
+        Response::ok(text, data)
+    } else {
+        let mut r = Response::error(text);
+        r.data = data;
+        r
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn unhex(s: &str) -> Option<Vec<u8>> {
+    if !s.len().is_multiple_of(2) {
+        return None;
+    }
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok())
+        .collect()
+}
+
+/// `cpqcert install --id ID --cert HEX --key HEX --ca HEX` (sent by the manager over
+/// SSH when it adds this gateway): installs the CPQ certificate the manager issued and
+/// puts it in force; a gateway without `[cpq]` gets one pending (node_id = ID).
+fn cpqcert(shared: &Arc<Shared>, req: &Request) -> Response {
+    let args = &req.args;
+    let (Some(id), Some(cert), Some(key), Some(ca)) = (
+        arg_str(args, "id"),
+        arg_str(args, "cert").and_then(unhex),
+        arg_str(args, "key").and_then(unhex),
+        arg_str(args, "ca").and_then(unhex),
+    ) else {
+        return Response::error(
+            "cpqcert install needs --id and the hex-encoded --cert, --key and --ca.",
+        );
+    };
+    let cfg = shared.config();
+    if cfg.role != Role::Gateway {
+        return Response::error("cpqcert install is for gateways.");
+    }
+    let dir = cfg
+        .cpq
+        .as_ref()
+        .map(|c| c.dir.clone())
+        .unwrap_or_else(|| cfg.data_dir.join("cpq"));
+    let write = || -> anyhow::Result<()> {
+        std::fs::create_dir_all(&dir)?;
+        crate::config_store::write_atomic(&dir.join(crate::cpq::trust::CA_CERT), &ca)?;
+        crate::config_store::write_atomic(&dir.join(crate::cpq::trust::NODE_CERT), &cert)?;
+        let keyp = dir.join(crate::cpq::trust::NODE_KEY);
+        crate::config_store::write_atomic(&keyp, &key)?;
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&keyp, std::fs::Permissions::from_mode(0o600))?;
+        // Refuse material rustls cannot use before it is in force.
+        crate::cpq::trust::server_config(&dir)?;
+        crate::cpq::trust::client_config(&dir)?;
+        Ok(())
+    };
+    if let Err(e) = write() {
+        return Response::error(format!(
+            "The CPQ certificate could not be installed in {}: {e:#}",
+            dir.display()
+        ));
+    }
+    let same_id = cfg.cpq.as_ref().is_some_and(|c| c.node_id == id);
+    if cfg.cpq.is_some() {
+        if let Err(e) = shared.apply_config((*cfg).clone()) {
+            return Response::error(format!("Installed, but not in force: {e:#}"));
+        }
+    }
+    drop(cfg);
+    let id = id.to_string();
+    if same_id {
+        return Response::ok(
+            format!("CPQ certificate of {id} installed and in force."),
+            json!({ "installed": true, "pending": false }),
+        );
+    }
+    let mut r = config_cmds::edit(shared, req, move |_, doc| {
+        doc.cpq_set("node_id", &id)?;
+        Ok(format!(
+            "CPQ certificate of {id} installed; this gateway's id becomes {id}."
+        ))
+    });
+    r.data["installed"] = json!(true);
+    r
+}
+
+/// `applianceconfig list | new | test | delete` on the manager.
+async fn applianceconfig(shared: &Arc<Shared>, req: &Request) -> Response {
+    let args = &req.args;
+    let cfg = shared.config();
+    if cfg.role != Role::Manager {
+        return Response::error("applianceconfig runs on the manager (it adds gateways to it).");
+    }
+    let Some(c) = cfg.cpq.clone() else {
+        return Response::error(
+            "The centralized PVO service is not configured on this manager ([cpq]).",
+        );
+    };
+    drop(cfg);
+    match arg_str(args, "action").unwrap_or("list") {
+        "list" => {
+            let mut t = format!(
+                "{:<16} {:<24} {:<10} {}\n",
+                "Gateway", "CPQ (released mail)", "SSH", "PVO service"
+            );
+            for g in &c.gateways {
+                let ep = shared
+                    .cpq
+                    .endpoints
+                    .get(&g.id)
+                    .unwrap_or((g.address, g.port));
+                t.push_str(&format!(
+                    "{:<16} {:<24} {:<10} {}\n",
+                    g.id,
+                    format!("{}:{}", ep.0, ep.1),
+                    g.ssh_port.map_or("-".to_string(), |p| p.to_string()),
+                    "enabled"
+                ));
+            }
+            if c.gateways.is_empty() {
+                t = "No gateways added (`applianceconfig new`).\n".into();
+            }
+            let list: Vec<Value> = c
+                .gateways
+                .iter()
+                .map(|g| json!({ "id": g.id, "address": g.address.to_string(), "port": g.port, "ssh_port": g.ssh_port, "ssh_user": g.ssh_user, "ssh_host_key": g.ssh_host_key, "learned": shared.cpq.endpoints.get(&g.id).map(|(a, p)| format!("{a}:{p}")) }))
+                .collect();
+            Response::ok(t, json!({ "gateways": list }))
+        }
+        "new" => appliance_new(shared, req, &c).await,
+        "test" => {
+            let Some(id) = arg_str(args, "id") else {
+                return Response::error("applianceconfig test needs the gateway id.");
+            };
+            match crate::cpq::appliance::query_endpoint(shared, id).await {
+                Ok(ep) => Response::ok(
+                    format!("Gateway {id}: SSH login with the manager's key works; released mail goes to {}:{}.\n", ep.address, ep.port),
+                    json!({ "id": id, "address": ep.address.to_string(), "port": ep.port }),
+                ),
+                Err(e) => Response::error(format!("Gateway {id}: {e:#}")),
+            }
+        }
+        "delete" => {
+            let Some(id) = arg_str(args, "id").map(str::to_string) else {
+                return Response::error("applianceconfig delete needs the gateway id.");
+            };
+            config_cmds::edit(shared, req, move |_, doc| {
+                if !doc.cpq_gateway_delete(&id)? {
+                    return Err(format!("No gateway {id} is added."));
+                }
+                Ok(format!("Gateway {id} removed: it can no longer transfer messages, and nothing is released to it."))
+            })
+        }
+        other => Response::error(format!(
+            "Unknown applianceconfig action \"{other}\"; allowed: list, new, test, delete."
+        )),
+    }
+}
+
+async fn appliance_new(shared: &Arc<Shared>, req: &Request, c: &crate::config::Cpq) -> Response {
+    use crate::cpq::appliance::{exec, manager_key, parse_status, Login};
+    let args = &req.args;
+    let (Some(id), Some(address), Some(password)) = (
+        arg_str(args, "id").map(str::to_string),
+        arg_str(args, "address").and_then(|a| a.parse::<std::net::IpAddr>().ok()),
+        arg_str(args, "password").map(str::to_string),
+    ) else {
+        return Response::error("applianceconfig new needs --id ID, --address IP (the gateway's SSH address) and its Administrator's password.");
+    };
+    if !pvo_proto::cpq::is_identifier(&id) {
+        return Response::error(format!(
+            "\"{id}\" is not a gateway id; allowed: 1-128 of A-Z a-z 0-9 . - _ :"
+        ));
+    }
+    let ssh_port = super::arg_u64(args, "ssh_port").unwrap_or(22) as u16;
+    let user = arg_str(args, "user").unwrap_or("admin").to_string();
+    let mut t = String::new();
+    let (key, line) = match manager_key(shared) {
+        Ok(k) => k,
+        Err(e) => return Response::error(format!("{e:#}")),
+    };
+    // 1. Log in once with the password; install the manager's key for that user.
+    let first = match exec(
+        address,
+        ssh_port,
+        &user,
+        &Login::Password(password),
+        None,
+        &format!("userconfig sshkey add {user} \"{line}\""),
+    )
+    .await
+    {
+        Ok(x) => x,
+        Err(e) => return Response::error(format!("Cannot add gateway {id}: {e:#}")),
+    };
+    if first.status != 0 && !first.output.contains("already") {
+        return Response::error(format!(
+            "Cannot add gateway {id}: installing the manager's SSH key failed: {}",
+            first.output.trim()
+        ));
+    }
+    t.push_str(&format!("Logged into {address}:{ssh_port} as {user} (host key {}); the manager's SSH key is installed.\n", first.host_key));
+    let login = Login::Key(key);
+    // 2. Enroll: the gateway's CPQ certificate from the deployment CA.
+    let tmp = c.dir.join(format!("issue-{id}"));
+    let issued = crate::cpq::trust::ensure_ca(&c.dir, &c.node_id)
+        .and_then(|_| {
+            crate::cpq::trust::issue(&c.dir, &id, &[id.clone(), address.to_string()], &tmp)
+        })
+        .and_then(|_| {
+            let r = |f: &str| std::fs::read(tmp.join(f)).map_err(anyhow::Error::from);
+            Ok((
+                r(crate::cpq::trust::NODE_CERT)?,
+                r(crate::cpq::trust::NODE_KEY)?,
+                r(crate::cpq::trust::CA_CERT)?,
+            ))
+        });
+    let _ = std::fs::remove_dir_all(&tmp);
+    let (cert, nkey, ca) = match issued {
+        Ok(x) => x,
+        Err(e) => return Response::error(format!("Cannot issue the certificate of {id}: {e:#}")),
+    };
+    let install = format!(
+        "cpqcert install --id {id} --cert {} --key {} --ca {}",
+        hex(&cert),
+        hex(&nkey),
+        hex(&ca)
+    );
+    match exec(
+        address,
+        ssh_port,
+        &user,
+        &login,
+        Some(&first.host_key),
+        &install,
+    )
+    .await
+    {
+        Ok(x) if x.status == 0 => t.push_str(&format!(
+            "CPQ certificate of {id} issued and installed on the gateway.\n"
+        )),
+        Ok(x) => {
+            return Response::error(format!(
+                "{t}Cannot install the CPQ certificate on {id}: {}",
+                x.output.trim()
+            ))
+        }
+        Err(e) => {
+            return Response::error(format!("{t}Cannot log in with the manager's key: {e:#}"))
+        }
+    }
+    // 3. Where released mail goes.
+    let ep = match exec(address, ssh_port, &user, &login, Some(&first.host_key), "pvoconfig status --json").await {
+        Ok(x) => match parse_status(&x.output) {
+            Ok(ep) => ep,
+            Err(e) => return Response::error(format!("{t}{e:#} (the gateway may need `commit` of its new [cpq] first; then `applianceconfig new` again)")),
+        },
+        Err(e) => return Response::error(format!("{t}{e:#}")),
+    };
+    t.push_str(&format!(
+        "The gateway delivers released mail to {}:{}.\n",
+        ep.address, ep.port
+    ));
+    if !ep.node_id.is_empty() && ep.node_id != id {
+        t.push_str(&format!("The gateway still calls itself {}: run `commit` on it so that its [cpq] node_id becomes {id}.\n", ep.node_id));
+    }
+    let host_key = first.host_key.clone();
+    let mut r = config_cmds::edit(shared, req, move |_, doc| {
+        doc.cpq_gateway_set(&id, &ep.address.to_string(), ep.port)?;
+        doc.cpq_gateway_ssh(&id, ssh_port, &user, &host_key)?;
+        Ok(format!("Gateway {id} added with the PVO service."))
+    });
+    r.text = format!("{t}{}", r.text);
+    r
+}

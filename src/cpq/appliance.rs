@@ -1,0 +1,324 @@
+//! The manager's side of "centralized services": adding a gateway over SSH
+//! (`applianceconfig`), and asking it where released mail goes.
+//!
+//! Adding logs into the gateway once with its Administrator's password,
+//! installs the manager's SSH key for that user (`userconfig sshkey add`),
+//! issues the gateway's CPQ certificate from the deployment CA and installs it
+//! (`cpqcert install`), then asks the gateway for its cpq_listener
+//! (`pvoconfig status --json`) and records all of it in the manager's pending
+//! configuration (`[[cpq.gateway]]`: address, port, SSH port, user and host key
+//! fingerprint). Afterwards the manager logs in with its key; when a release
+//! cannot reach a gateway it asks again (at most once a minute per gateway)
+//! and keeps the answer in `DATA_DIR/cpq/endpoints.json`, which overrides the
+//! configured address.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use russh::keys::{HashAlg, PrivateKey, PrivateKeyWithHashAlg};
+use russh::{client, ChannelMsg};
+
+use crate::node::Shared;
+
+/// How long an SSH exchange with a gateway may take.
+const SSH_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// How to log in.
+pub enum Login {
+    Password(String),
+    Key(Arc<PrivateKey>),
+}
+
+struct Client {
+    expected: Option<String>,
+    seen: Arc<Mutex<Option<String>>>,
+}
+
+impl client::Handler for Client {
+    type Error = russh::Error;
+
+    async fn check_server_key(
+        &mut self,
+        key: &russh::keys::PublicKeyOrCertificate,
+    ) -> Result<bool, Self::Error> {
+        let fp = match key {
+            russh::keys::PublicKeyOrCertificate::PublicKey { key, .. } => {
+                key.fingerprint(HashAlg::Sha256).to_string()
+            }
+            // A certificate is not a key the manager pinned.
+            russh::keys::PublicKeyOrCertificate::Certificate(_) => return Ok(false),
+        };
+        *self.seen.lock().unwrap() = Some(fp.clone());
+        Ok(self.expected.as_ref().is_none_or(|e| *e == fp))
+    }
+}
+
+/// What one command printed on the gateway.
+pub struct Exec {
+    pub status: u32,
+    pub output: String,
+    /// The gateway's SSH host key fingerprint (`SHA256:...`).
+    pub host_key: String,
+}
+
+/// Runs `command` on `host:port` as `user` (one exec channel).
+pub async fn exec(
+    host: IpAddr,
+    port: u16,
+    user: &str,
+    login: &Login,
+    expected_host_key: Option<&str>,
+    command: &str,
+) -> Result<Exec> {
+    let seen = Arc::new(Mutex::new(None));
+    let handler = Client {
+        expected: expected_host_key.map(str::to_string),
+        seen: seen.clone(),
+    };
+    let config = Arc::new(client::Config {
+        inactivity_timeout: Some(SSH_TIMEOUT),
+        ..Default::default()
+    });
+    let run = async {
+        let mut session = match client::connect(config, (host, port), handler).await {
+            Ok(s) => s,
+            Err(russh::Error::UnknownKey) => {
+                bail!(
+                    "the gateway's SSH host key changed (was {}, now {}): if it was reinstalled, delete and add it again",
+                    expected_host_key.unwrap_or(""),
+                    seen.lock().unwrap().clone().unwrap_or_default()
+                )
+            }
+            Err(e) => return Err(anyhow::anyhow!("SSH to {host}:{port}: {e}")),
+        };
+        let ok = match login {
+            Login::Password(p) => session
+                .authenticate_password(user, p)
+                .await
+                .context("SSH password login")?
+                .success(),
+            Login::Key(k) => session
+                .authenticate_publickey(
+                    user,
+                    PrivateKeyWithHashAlg::new(
+                        k.clone(),
+                        session.best_supported_rsa_hash().await?.flatten(),
+                    ),
+                )
+                .await
+                .context("SSH key login")?
+                .success(),
+        };
+        if !ok {
+            bail!(
+                "SSH login as {user} on {host}:{port} was refused ({})",
+                match login {
+                    Login::Password(_) => "wrong user or password",
+                    Login::Key(_) => "the manager's key is not installed for that user",
+                }
+            );
+        }
+        let mut channel = session.channel_open_session().await?;
+        channel.exec(true, command).await?;
+        let mut output = Vec::new();
+        let mut status = None;
+        while let Some(msg) = channel.wait().await {
+            match msg {
+                ChannelMsg::Data { ref data } | ChannelMsg::ExtendedData { ref data, .. } => {
+                    output.extend_from_slice(data)
+                }
+                ChannelMsg::ExitStatus { exit_status } => status = Some(exit_status),
+                _ => {}
+            }
+        }
+        let _ = session
+            .disconnect(russh::Disconnect::ByApplication, "", "en")
+            .await;
+        Ok(Exec {
+            status: status.unwrap_or(255),
+            output: String::from_utf8_lossy(&output).into_owned(),
+            host_key: seen.lock().unwrap().clone().unwrap_or_default(),
+        })
+    };
+    tokio::time::timeout(SSH_TIMEOUT * 2, run)
+        .await
+        .map_err(|_| anyhow::anyhow!("SSH to {host}:{port} timed out"))?
+}
+
+/// The manager's SSH identity (its host key), as key and `authorized_keys` line.
+pub fn manager_key(shared: &Shared) -> Result<(Arc<PrivateKey>, String)> {
+    let cfg = shared.config();
+    let key = crate::ssh::host_key(&cfg.data_dir.join("ssh"))?;
+    let line = key
+        .public_key()
+        .to_openssh()
+        .map_err(|e| anyhow::anyhow!("encoding the manager's public key: {e}"))?;
+    let node = cfg
+        .cpq
+        .as_ref()
+        .map(|c| c.node_id.clone())
+        .unwrap_or_else(|| cfg.hostname.clone());
+    Ok((Arc::new(key), format!("{line} pvo-manager@{node}")))
+}
+
+/// The gateway's answer to `pvoconfig status --json`: its id and cpq_listener.
+#[derive(Debug)]
+pub struct Endpoint {
+    pub node_id: String,
+    pub address: IpAddr,
+    pub port: u16,
+}
+
+pub fn parse_status(output: &str) -> Result<Endpoint> {
+    let v: serde_json::Value = serde_json::from_str(output.trim()).with_context(|| {
+        format!(
+            "the gateway's `pvoconfig status --json` is not JSON: {}",
+            output.trim()
+        )
+    })?;
+    let d = &v["data"];
+    let l = &d["cpq_listener"];
+    let (Some(addr), Some(port)) = (l["address"].as_str(), l["port"].as_u64()) else {
+        bail!(
+            "the gateway has no cpq_listener (no [cpq] section): {}",
+            output.trim()
+        );
+    };
+    Ok(Endpoint {
+        node_id: d["node_id"].as_str().unwrap_or_default().to_string(),
+        address: addr
+            .parse()
+            .with_context(|| format!("cpq_listener address {addr:?}"))?,
+        port: port as u16,
+    })
+}
+
+/// Endpoints learned over SSH, overriding the configured ones.
+#[derive(Default)]
+pub struct Endpoints {
+    map: Mutex<HashMap<String, (IpAddr, u16)>>,
+    asked: Mutex<HashMap<String, std::time::Instant>>,
+}
+
+fn endpoints_path(shared: &Shared) -> PathBuf {
+    shared.config().data_dir.join("cpq").join("endpoints.json")
+}
+
+impl Endpoints {
+    pub fn load(path: &std::path::Path) -> Endpoints {
+        let map = std::fs::read(path)
+            .ok()
+            .and_then(|b| serde_json::from_slice::<HashMap<String, (IpAddr, u16)>>(&b).ok())
+            .unwrap_or_default();
+        Endpoints {
+            map: Mutex::new(map),
+            asked: Mutex::new(HashMap::new()),
+        }
+    }
+
+    pub fn get(&self, gateway: &str) -> Option<(IpAddr, u16)> {
+        self.map.lock().unwrap().get(gateway).copied()
+    }
+
+    fn set(&self, shared: &Shared, gateway: &str, ep: (IpAddr, u16)) {
+        let snapshot = {
+            let mut m = self.map.lock().unwrap();
+            m.insert(gateway.to_string(), ep);
+            m.clone()
+        };
+        if let Ok(bytes) = serde_json::to_vec(&snapshot) {
+            let path = endpoints_path(shared);
+            let _ = std::fs::create_dir_all(path.parent().unwrap());
+            let _ = crate::config_store::write_atomic(&path, &bytes);
+        }
+    }
+}
+
+/// Asks `gateway` over SSH where released mail goes and caches the answer;
+/// at most once a minute per gateway. Called when a release cannot reach it.
+pub fn refresh_endpoint(shared: &Arc<Shared>, gateway: &str) {
+    {
+        let mut asked = shared.cpq.endpoints.asked.lock().unwrap();
+        if asked
+            .get(gateway)
+            .is_some_and(|t| t.elapsed() < Duration::from_secs(60))
+        {
+            return;
+        }
+        asked.insert(gateway.to_string(), std::time::Instant::now());
+    }
+    let shared = shared.clone();
+    let gateway = gateway.to_string();
+    tokio::spawn(async move {
+        match query_endpoint(&shared, &gateway).await {
+            Ok(ep) => {
+                let old = shared.cpq.endpoints.get(&gateway);
+                if old != Some((ep.address, ep.port)) {
+                    shared.log.info(format!(
+                        "Gateway {gateway} delivers released mail to {}:{} (asked over SSH)",
+                        ep.address, ep.port
+                    ));
+                    shared
+                        .cpq
+                        .endpoints
+                        .set(&shared, &gateway, (ep.address, ep.port));
+                    shared.queue.send(crate::queue::Event::DeliverNow(
+                        Some(crate::config::CPQ_RELEASE_HOST.to_string()),
+                        tokio::sync::oneshot::channel().0,
+                    ));
+                }
+            }
+            Err(e) => shared.log.warning(format!(
+                "Gateway {gateway}: cannot ask over SSH where released mail goes: {e:#}"
+            )),
+        }
+    });
+}
+
+/// `pvoconfig status --json` on an added gateway, with the manager's key.
+pub async fn query_endpoint(shared: &Arc<Shared>, gateway: &str) -> Result<Endpoint> {
+    let cfg = shared.config();
+    let g = cfg
+        .cpq
+        .as_ref()
+        .and_then(|c| c.gateways.iter().find(|g| g.id == gateway))
+        .cloned()
+        .with_context(|| format!("gateway {gateway} is not added"))?;
+    drop(cfg);
+    let Some(ssh_port) = g.ssh_port else {
+        bail!("gateway {gateway} was enrolled without SSH (no ssh_port): add it with `applianceconfig new`");
+    };
+    let (key, _) = manager_key(shared)?;
+    let out = exec(
+        g.address,
+        ssh_port,
+        &g.ssh_user,
+        &Login::Key(key),
+        g.ssh_host_key.as_deref(),
+        "pvoconfig status --json",
+    )
+    .await?;
+    parse_status(&out.output)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_answers_are_parsed_or_explained() {
+        let ep = parse_status(
+            r#"{"ok":true,"text":"","data":{"node_id":"gw1","cpq_listener":{"address":"10.0.0.5","port":7025}}}"#,
+        )
+        .unwrap();
+        assert_eq!((ep.node_id.as_str(), ep.port), ("gw1", 7025));
+        assert_eq!(ep.address.to_string(), "10.0.0.5");
+        let e = parse_status(r#"{"ok":true,"data":{"node_id":"gw1"}}"#).unwrap_err();
+        assert!(format!("{e:#}").contains("no cpq_listener"), "{e:#}");
+        assert!(parse_status("Unknown command").is_err());
+    }
+}
