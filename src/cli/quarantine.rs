@@ -98,7 +98,7 @@ pub struct SettingsArgs {
     #[arg(long)]
     no_strip_attachments: bool,
     /// Who besides administrators may search, view and process its messages: user
-    /// names and roles (Operator, Read-Only Operator, Guest, Help Desk User),
+    /// names and roles (Operator, Read-Only Operator, Guest, Help Desk User, custom roles),
     /// comma-separated; "" empties the list.
     #[arg(long, value_name = "USER,ROLE", value_delimiter = ',')]
     access: Option<Vec<String>>,
