@@ -502,13 +502,25 @@ async fn run_line(shared: &Arc<Shared>, id: &Identity, line: &str) -> Ran {
             }
         }
     };
+    // The user as it is now: a user disabled or deleted, or given another role, during
+    // the session is treated accordingly from the next command on.
+    let Some(id) = shared.users.identity(&id.user, id.from.clone()) else {
+        return Ran::Output {
+            text: format!(
+                "User \"{}\" is disabled or deleted; its commands are refused.\n",
+                id.user
+            ),
+            ok: false,
+            code: 1,
+        };
+    };
     let req = Request {
         command,
         args,
         user: id.user.clone(),
         auth: None,
     };
-    let resp = crate::commands::dispatch_as(shared, req, id).await;
+    let resp = crate::commands::dispatch_as(shared, req, &id).await;
     let text = if json {
         serde_json::to_string_pretty(
             &serde_json::json!({ "ok": resp.ok, "data": resp.data, "text": resp.text }),
