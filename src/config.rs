@@ -382,6 +382,12 @@ pub struct Migration {
 }
 
 impl Migration {
+    #[cfg(test)]
+    fn with_set_by(mut self, who: &str) -> Migration {
+        self.set_by = who.into();
+        self
+    }
+
     /// The central quarantine a gateway's local quarantine goes to.
     pub fn central_for<'a>(&'a self, gateway: &str, local: &'a str) -> &'a str {
         if self.custom {
@@ -1948,6 +1954,34 @@ hosts = ["[127.0.0.1]:2526"]
         }
         let twice = format!("{base}notify = [\"a@example.com\", \"A@example.com\"]\n");
         assert_eq!(parse(&twice).unwrap_err().key, "cpq.notify[1]");
+    }
+
+    #[test]
+    fn the_migration_wizard_maps_local_quarantines() {
+        let m = Migration {
+            custom: true,
+            set_by: "admin".into(),
+            map: vec![("gw1".into(), "Policy".into(), "Legal".into())],
+        };
+        assert_eq!(m.central_for("gw1", "policy"), "Legal");
+        assert_eq!(m.central_for("gw1", "Virus"), "Virus");
+        assert_eq!(m.central_for("gw2", "Policy"), "Policy");
+        let auto = Migration {
+            custom: false,
+            ..m.clone()
+        };
+        assert_eq!(auto.central_for("gw1", "Policy"), "Policy");
+        let text = "[node]\nrole = \"manager\"\n[[interface]]\nname = \"M\"\naddress = \"127.0.0.2\"\n[cpq]\n[[cpq.gateway]]\nid = \"gw1\"\naddress = \"127.0.0.1\"\n[cpq.migration]\nmode = \"custom\"\nset_by = \"ann\"\n[[cpq.migration.map]]\ngateway = \"gw1\"\nlocal = \"Policy\"\ncentral = \"Legal\"\n";
+        let c = parse(text).unwrap();
+        assert_eq!(
+            c.cpq.unwrap().migration.unwrap(),
+            m.clone().with_set_by("ann")
+        );
+        let unknown = text.replace("gateway = \"gw1\"\nlocal", "gateway = \"gw9\"\nlocal");
+        assert_eq!(
+            parse(&unknown).unwrap_err().key,
+            "cpq.migration.map[0].gateway"
+        );
     }
 
     #[test]

@@ -1489,6 +1489,32 @@ fn enable_refused(gw: &Node, args: &[&str]) -> Value {
     v["data"].clone()
 }
 
+/// `pvo --dir NODE ARGS` with `input` on standard input.
+fn pvo_input(node: &Node, args: &[&str], input: &str) -> Out {
+    use std::io::Write;
+    let mut child = Command::new(pvo_bin())
+        .arg("--dir")
+        .arg(node.data_dir())
+        .args(args)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn pvo");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().expect("pvo output");
+    Out {
+        status: out.status,
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
 /// `diagnose --json` (which fails when a check fails): its checks.
 fn diagnose(node: &Node) -> Vec<Value> {
     let out = pvo(node, &["diagnose", "--json"]);
@@ -1575,6 +1601,58 @@ fn enable_preflight_names_each_scenario_and_enables_when_ready() {
     assert_eq!(failed_scenarios(&diagnose(&manager)), vec![2]);
     text(&manager, &["commit", "-m", "migration wizard"]);
     assert!(failed_scenarios(&diagnose(&manager)).is_empty());
+
+    // Scenario 2, the other half: the wizard is an Administrator's job. An Operator is
+    // refused outright; a wizard run by an Administrator who is later made an Operator
+    // no longer counts, and enable says whose role is wrong.
+    for (name, role) in [("olga", "Operator"), ("ann", "Administrator")] {
+        let out = pvo_input(
+            &manager,
+            &[
+                "userconfig",
+                "new",
+                "--name",
+                name,
+                "--role",
+                role,
+                "--password-stdin",
+            ],
+            &format!("{name}-password-1\n"),
+        );
+        assert!(out.status.success(), "{}{}", out.stdout, out.stderr);
+    }
+    let as_user = |user: &str, args: &[&str]| {
+        let mut cmd = Command::new(pvo_bin());
+        cmd.arg("--dir")
+            .arg(manager.data_dir())
+            .args(["--user", user])
+            .args(args)
+            .env("PVO_PASSWORD", format!("{user}-password-1"));
+        run_with_timeout(&mut cmd, COMMAND)
+    };
+    let (status, out, err) = as_user("olga", &["pvoconfig", "migration", "automatic"]);
+    assert!(!status.success(), "{out}{err}");
+    assert!(
+        format!("{out}{err}").contains("needs Administrator"),
+        "{out}{err}"
+    );
+    let (status, out, err) = as_user("ann", &["pvoconfig", "migration", "custom"]);
+    assert!(status.success(), "{out}{err}");
+    text(&manager, &["commit", "-m", "ann's wizard"]);
+    assert!(failed_scenarios(&diagnose(&manager)).is_empty());
+    text(
+        &manager,
+        &["userconfig", "edit", "ann", "--role", "Operator"],
+    );
+    let d = enable_refused(&gw, &[]);
+    assert_eq!(d["scenario"], 2, "{d:#}");
+    let cause = d["cause"].as_str().unwrap();
+    assert!(
+        cause.contains("ann") && cause.contains("Operator") && cause.contains("not Administrator"),
+        "{d:#}"
+    );
+    text(&manager, &["pvoconfig", "migration", "automatic"]);
+    text(&manager, &["commit", "-m", "wizard again"]);
 
     // Scenario 1: the manager is offline.
     text(&manager, &["suspendlisteners", "all"]);

@@ -597,6 +597,17 @@ fn ten_thousand_held_messages_migrate_while_mail_flows() {
     assert_eq!(state["migrated"], TOTAL as u64, "{state:#}");
     assert_eq!(state["total"], TOTAL as u64, "{state:#}");
     assert!(state["last_error"].is_null(), "{state:#}");
+    // `pvoconfig status` shows it, with a bar.
+    let status = text(&d.gateway, &["pvoconfig", "status"]);
+    assert!(
+        status.contains(&format!(
+            "Migration of local quarantines: [{}] 100% ({TOTAL} of {TOTAL}), done",
+            "#".repeat(30)
+        )),
+        "{status}"
+    );
+    let st = json(&d.gateway, &["pvoconfig", "status"]);
+    assert_eq!(st["migration"]["migrated"], TOTAL as u64, "{st:#}");
 
     let note = poll(
         Duration::from_secs(120),

@@ -174,7 +174,7 @@ async fn run(shared: &Arc<Shared>, req: &Request, id: &Identity) -> Response {
     if let Some(r) = user_cmds::dispatch(shared, &req, id).await {
         return r;
     }
-    if let Some(r) = pvo_cmds::dispatch(shared, &req).await {
+    if let Some(r) = pvo_cmds::dispatch(shared, &req, id).await {
         return r;
     }
     let args = &req.args;

@@ -12,9 +12,13 @@ use crate::config::{Config, Role, CPQ_HOST, CPQ_RELEASE_HOST};
 use crate::cpq::preflight::{self, Check};
 use crate::node::Shared;
 
-pub async fn dispatch(shared: &Arc<Shared>, req: &Request) -> Option<Response> {
+pub async fn dispatch(
+    shared: &Arc<Shared>,
+    req: &Request,
+    id: &crate::users::Identity,
+) -> Option<Response> {
     match req.command.as_str() {
-        "pvoconfig" => Some(pvoconfig(shared, req).await),
+        "pvoconfig" => Some(pvoconfig(shared, req, id).await),
         "diagnose" => Some(diagnose(shared).await),
         "cpqcert" => Some(cpqcert(shared, req)),
         "applianceconfig" => Some(applianceconfig(shared, req).await),
@@ -22,14 +26,14 @@ pub async fn dispatch(shared: &Arc<Shared>, req: &Request) -> Option<Response> {
     }
 }
 
-async fn pvoconfig(shared: &Arc<Shared>, req: &Request) -> Response {
+async fn pvoconfig(shared: &Arc<Shared>, req: &Request, id: &crate::users::Identity) -> Response {
     let action = arg_str(&req.args, "action").unwrap_or("status");
     let role = shared.config().role;
     match (action, role) {
         ("status", _) => status(shared).await,
         ("enable", Role::Gateway) => enable(shared, req).await,
         ("disable", Role::Gateway) => disable(shared, req),
-        ("migration", Role::Manager) => migration(shared, req),
+        ("migration", Role::Manager) => migration(shared, req, &id.user),
         ("enable" | "disable", Role::Manager) => Response::error(
             "pvoconfig enable/disable is a gateway command; on the manager, run the migration wizard (`pvoconfig migration`) and add gateways.",
         ),
@@ -85,6 +89,28 @@ async fn status(shared: &Arc<Shared>) -> Response {
                 .and_then(|c| c.manager.as_ref())
                 .map(|(h, p)| format!("{h}:{p}")));
             data["queued_for_manager"] = json!(queued);
+            let p = crate::cpq::migrate::progress(shared);
+            if p.total > 0 || p.running {
+                let width = 30usize;
+                let done = (p.migrated.min(p.total) * width as u64)
+                    .checked_div(p.total)
+                    .map_or(width, |d| d as usize);
+                let pct = (p.migrated.min(p.total) * 100)
+                    .checked_div(p.total)
+                    .unwrap_or(100);
+                t.push_str(&format!(
+                    "Migration of local quarantines: [{}{}] {pct}% ({} of {}){}\n",
+                    "#".repeat(done),
+                    ".".repeat(width - done),
+                    p.migrated,
+                    p.total,
+                    if p.running { "" } else { ", done" }
+                ));
+                if let Some(e) = &p.last_error {
+                    t.push_str(&format!("  last problem: {e}\n"));
+                }
+            }
+            data["migration"] = json!(p);
             // What the manager asks over SSH: where released mail goes.
             data["node_id"] = json!(cfg.cpq.as_ref().map(|c| c.node_id.clone()));
             data["cpq_listener"] = match shared.listeners.address(crate::config::CPQ_LISTENER) {
@@ -205,7 +231,7 @@ fn disable(shared: &Arc<Shared>, req: &Request) -> Response {
 }
 
 /// `pvoconfig migration automatic | custom [--map GW:LOCAL=CENTRAL]... [--unmap GW:LOCAL]... | show`.
-fn migration(shared: &Arc<Shared>, req: &Request) -> Response {
+fn migration(shared: &Arc<Shared>, req: &Request, user: &str) -> Response {
     let args = &req.args;
     let mode = arg_str(args, "mode").unwrap_or("show").to_string();
     let maps: Vec<String> = args
@@ -236,11 +262,8 @@ fn migration(shared: &Arc<Shared>, req: &Request) -> Response {
             "Unknown migration mode \"{mode}\"; allowed: automatic (by name), custom, show."
         ));
     }
-    let who = if req.user.is_empty() {
-        "admin".to_string()
-    } else {
-        req.user.clone()
-    };
+    // The PVO user (not the OS user): the manager checks its role at enable time.
+    let who = user.to_string();
     config_cmds::edit(shared, req, move |cfg, doc| {
         let mut map: Vec<(String, String, String)> = cfg
             .cpq

@@ -114,7 +114,20 @@ pub async fn receive_transfer(
         return "451 4.3.0 the central quarantine is not ready".into();
     };
     let (subject, attachments) = describe(&body);
-    let holds = crate::cpq::records::holds_of(&rec);
+    let mut holds = crate::cpq::records::holds_of(&rec);
+    // The migration wizard: a gateway's local quarantine -> a central one (custom
+    // mode; automatic keeps the name).
+    if let Some(m) = shared
+        .config()
+        .cpq
+        .as_ref()
+        .and_then(|c| c.migration.clone())
+    {
+        for h in &mut holds {
+            let central = m.central_for(&rec.gateway_id, &h.quarantine).to_string();
+            h.quarantine = central;
+        }
+    }
     let msg = NewMessage {
         idempotency_key: format!("{}:{}", rec.gateway_id, rec.transfer_id),
         gateway: rec.gateway_id.clone(),

@@ -82,10 +82,7 @@ pub struct State {
     pub endpoints: appliance::Endpoints,
 }
 
-/// The role of a user of this node, by name. Until the node has its own user
-/// store, every caller of the owner-only admin socket acts as an Administrator
-/// (see README "Why shouldn't I use it?"), so a name recorded by a command is
-/// an Administrator's.
-pub fn role_of(_shared: &crate::node::Shared, user: &str) -> Option<String> {
-    (!user.is_empty()).then(|| "Administrator".to_string())
+/// The role of a user of this node, by name (`None`: no such user).
+pub fn role_of(shared: &crate::node::Shared, user: &str) -> Option<String> {
+    shared.users.user(user).map(|u| u.role)
 }
