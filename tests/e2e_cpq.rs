@@ -1797,9 +1797,11 @@ fn applianceconfig_adds_a_gateway_over_ssh_and_centralizes_it() {
         "{}\n[ssh]\nport = 0\n",
         manager_config("manager", manager_port)
     ));
-    // A gateway with local quarantines, its SSH on, not enrolled anywhere yet.
-    let gw = NodeDir::new(&format!(
-        "{}\n[ssh]\nport = 0\n",
+    // A gateway with local quarantines, its SSH on, not enrolled anywhere yet. (Its SSH
+    // port is fixed for the test because the gateway restarts below.)
+    let gw_ssh = free_port_on(GW1_IP);
+    let mut gw = NodeDir::new(&format!(
+        "{}\n[ssh]\nport = {gw_ssh}\n",
         gateway_config("gw1", GW1_IP, cpq_port, manager_port, &sink)
             .replace("mode = \"central\"", "mode = \"local\"")
     ))
@@ -1858,6 +1860,13 @@ fn applianceconfig_adds_a_gateway_over_ssh_and_centralizes_it() {
         test.contains("SSH login with the manager's key works"),
         "{test}"
     );
+    let checks = diagnose(&manager);
+    assert!(
+        checks
+            .iter()
+            .any(|c| c["name"] == "SSH to gw1" && c["passed"] == true),
+        "{checks:#?}"
+    );
 
     // The wizard, enable, and a quarantined message goes to the manager and back.
     text(&manager, &["pvoconfig", "migration", "automatic"]);
@@ -1875,4 +1884,41 @@ fn applianceconfig_adds_a_gateway_over_ssh_and_centralizes_it() {
     text(&manager, &["quarantine", "release", &mgr_mid.to_string()]);
     let got = sink.wait_for_messages(1, DELIVERY);
     assert!(got[0].text().contains("via ssh"), "{}", got[0].text());
+
+    // The gateway moves its cpq_listener. The next release cannot reach the old port;
+    // the manager asks the gateway over SSH where released mail goes now, and delivers.
+    let mid = send(
+        &gw,
+        "alice@example.org",
+        "bob@example.com",
+        &format!("{TAG} moved"),
+    );
+    let mgr_mid = wait_transferred(&gw, mid);
+    gw.stop();
+    let moved = free_port_on(GW1_IP);
+    let config = std::fs::read_to_string(gw.config_path()).unwrap();
+    let old = format!("port = {cpq_port}\nmode = \"central\"");
+    assert!(config.contains(&old), "{config}");
+    std::fs::write(
+        gw.config_path(),
+        config.replace(&old, &format!("port = {moved}\nmode = \"central\"")),
+    )
+    .unwrap();
+    gw.restart();
+    assert_eq!(gw.listener("cpq_listener").port(), moved);
+    text(&manager, &["quarantine", "release", &mgr_mid.to_string()]);
+    wait_line(
+        &manager,
+        &[&format!(
+            "Gateway gw1 delivers released mail to {GW1_IP}:{moved} (asked over SSH)"
+        )],
+    );
+    let got = sink.wait_for_messages(2, DELIVERY);
+    assert!(got.iter().any(|m| m.text().contains(" moved")), "{got:#?}");
+    let list = json(&manager, &["applianceconfig", "list"]);
+    assert_eq!(
+        list["gateways"][0]["learned"],
+        format!("{GW1_IP}:{moved}"),
+        "{list:#}"
+    );
 }

@@ -486,6 +486,33 @@ async fn diagnose(shared: &Arc<Shared>) -> Response {
                     None,
                 ));
             }
+            let ssh_gateways: Vec<String> = cfg
+                .cpq
+                .as_ref()
+                .map(|c| {
+                    c.gateways
+                        .iter()
+                        .filter(|g| g.ssh_port.is_some())
+                        .map(|g| g.id.clone())
+                        .collect()
+                })
+                .unwrap_or_default();
+            // SSH from the manager to each gateway added with applianceconfig.
+            for g in ssh_gateways {
+                match crate::cpq::appliance::query_endpoint(shared, &g).await {
+                    Ok(ep) => checks.push(Check::pass(
+                        format!("SSH to {g}"),
+                        format!("the manager's key logs in; released mail goes to {}:{}", ep.address, ep.port),
+                    )),
+                    Err(e) => checks.push(Check::fail(
+                        format!("SSH to {g}"),
+                        format!("{e:#}"),
+                        format!("the manager cannot ask gateway {g} over SSH: {e:#}"),
+                        "check the gateway's SSH service and that the manager's key is still installed for its user (`applianceconfig test`; add it again with `applianceconfig new` if its host key or key changed)",
+                        None,
+                    )),
+                }
+            }
             for g in ready {
                 match crate::cpq::manager::readiness(shared, &g) {
                     Ok(()) => checks.push(Check::pass(
