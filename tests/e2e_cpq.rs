@@ -1921,4 +1921,21 @@ fn applianceconfig_adds_a_gateway_over_ssh_and_centralizes_it() {
         format!("{GW1_IP}:{moved}"),
         "{list:#}"
     );
+
+    // edit and delete are pending until commit, like every configuration change.
+    let user_of =
+        || json(&manager, &["applianceconfig", "list"])["gateways"][0]["ssh_user"].clone();
+    text(
+        &manager,
+        &["applianceconfig", "edit", "gw1", "--user", "ops"],
+    );
+    assert_eq!(user_of(), "admin");
+    text(&manager, &["commit", "-m", "ssh user"]);
+    assert_eq!(user_of(), "ops");
+    text(&manager, &["applianceconfig", "delete", "gw1"]);
+    text(&manager, &["commit", "-m", "remove gw1"]);
+    assert_eq!(
+        json(&manager, &["applianceconfig", "list"])["gateways"],
+        serde_json::json!([])
+    );
 }

@@ -63,6 +63,16 @@ pub enum ApplianceAction {
         #[arg(long)]
         password_stdin: bool,
     },
+    /// Change a gateway's address, SSH port or SSH user (pending until commit).
+    Edit {
+        id: String,
+        #[arg(long)]
+        address: Option<String>,
+        #[arg(long)]
+        ssh_port: Option<u16>,
+        #[arg(long)]
+        user: Option<String>,
+    },
     /// Log in with the manager's key and ask where released mail goes.
     Test { id: String },
     /// Remove a gateway.
@@ -133,6 +143,14 @@ impl PvoCommand {
                             })?
                         };
                         json!({ "action": "new", "id": id, "address": address, "ssh_port": ssh_port, "user": user, "password": password })
+                    }
+                    ApplianceAction::Edit {
+                        id,
+                        address,
+                        ssh_port,
+                        user,
+                    } => {
+                        json!({ "action": "edit", "id": id, "address": address, "ssh_port": ssh_port, "user": user })
                     }
                     ApplianceAction::Test { id } => json!({ "action": "test", "id": id }),
                     ApplianceAction::Delete { id } => json!({ "action": "delete", "id": id }),

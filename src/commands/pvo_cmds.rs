@@ -691,6 +691,35 @@ async fn applianceconfig(shared: &Arc<Shared>, req: &Request) -> Response {
                 Err(e) => Response::error(format!("Gateway {id}: {e:#}")),
             }
         }
+        "edit" => {
+            let Some(id) = arg_str(args, "id").map(str::to_string) else {
+                return Response::error("applianceconfig edit needs the gateway id.");
+            };
+            let Some(g) = c.gateways.iter().find(|g| g.id == id).cloned() else {
+                return Response::error(format!("No gateway {id} is added."));
+            };
+            let address = match arg_str(args, "address") {
+                Some(a) => match a.parse::<std::net::IpAddr>() {
+                    Ok(ip) => ip,
+                    Err(_) => return Response::error(format!("\"{a}\" is not an IP address.")),
+                },
+                None => g.address,
+            };
+            let ssh_port = super::arg_u64(args, "ssh_port")
+                .map(|p| p as u16)
+                .or(g.ssh_port);
+            let user = arg_str(args, "user").unwrap_or(&g.ssh_user).to_string();
+            config_cmds::edit(shared, req, move |_, doc| {
+                doc.cpq_gateway_set(&id, &address.to_string(), g.port)?;
+                if let Some(p) = ssh_port {
+                    doc.cpq_gateway_ssh(&id, p, &user, g.ssh_host_key.as_deref().unwrap_or(""))?;
+                }
+                Ok(format!(
+                    "Gateway {id}: address {address}, SSH port {}, user {user}.",
+                    ssh_port.map_or("-".into(), |p| p.to_string())
+                ))
+            })
+        }
         "delete" => {
             let Some(id) = arg_str(args, "id").map(str::to_string) else {
                 return Response::error("applianceconfig delete needs the gateway id.");
@@ -703,7 +732,7 @@ async fn applianceconfig(shared: &Arc<Shared>, req: &Request) -> Response {
             })
         }
         other => Response::error(format!(
-            "Unknown applianceconfig action \"{other}\"; allowed: list, new, test, delete."
+            "Unknown applianceconfig action \"{other}\"; allowed: list, new, edit, test, delete."
         )),
     }
 }
