@@ -649,6 +649,13 @@ impl Doc {
         Ok(())
     }
 
+    /// Sets an integer key of `[cpq]` (`port`).
+    pub fn cpq_set_int(&mut self, key: &str, value: i64) -> std::result::Result<(), String> {
+        let t = self.table(&["cpq"])?;
+        set(t, key, value);
+        Ok(())
+    }
+
     /// Writes the migration wizard's settings (`[cpq.migration]`).
     pub fn cpq_migration(
         &mut self,

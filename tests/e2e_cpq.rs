@@ -1582,6 +1582,21 @@ fn enable_preflight_names_each_scenario_and_enables_when_ready() {
     let manager = mdir.start_manager();
     let gw = gdir.start_gateway();
     assert!(text(&gw, &["pvoconfig", "status"]).contains(": local"));
+    // The PVO service's interface and port are settings like any other (pending).
+    let out = text(&manager, &["pvoconfig", "service", "--port", "7099"]);
+    assert!(out.contains("interface Management, port 7099"), "{out}");
+    let bad = pvo(
+        &manager,
+        &["pvoconfig", "service", "--interface", "Nowhere"],
+    );
+    assert!(!bad.status.success());
+    assert!(
+        format!("{}{}", bad.stdout, bad.stderr).contains("Unknown interface \"Nowhere\""),
+        "{}{}",
+        bad.stdout,
+        bad.stderr
+    );
+    text(&manager, &["clearchanges"]);
 
     // Scenario 2: the migration wizard has not been run on the manager.
     let d = enable_refused(&gw, &[]);

@@ -83,6 +83,14 @@ pub enum ApplianceAction {
 pub enum PvoAction {
     /// Mode, manager, queues and migration progress.
     Status,
+    /// The PVO service: the interface and port of this node's cpq_listener (pending until
+    /// commit).
+    Service {
+        #[arg(long)]
+        interface: Option<String>,
+        #[arg(long)]
+        port: Option<u16>,
+    },
     /// Gateway: centralize this gateway's quarantines on the manager (after the preflight).
     Enable {
         /// The manager's CPQ address, HOST[:PORT] (port 7025 by default); default: the
@@ -160,6 +168,9 @@ impl PvoCommand {
                 "pvoconfig",
                 match action.unwrap_or(PvoAction::Status) {
                     PvoAction::Status => json!({ "action": "status" }),
+                    PvoAction::Service { interface, port } => {
+                        json!({ "action": "service", "interface": interface, "port": port })
+                    }
                     PvoAction::Enable { manager } => {
                         json!({ "action": "enable", "manager": manager })
                     }

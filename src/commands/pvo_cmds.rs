@@ -34,6 +34,7 @@ async fn pvoconfig(shared: &Arc<Shared>, req: &Request, id: &crate::users::Ident
         ("enable", Role::Gateway) => enable(shared, req).await,
         ("disable", Role::Gateway) => disable(shared, req),
         ("migration", Role::Manager) => migration(shared, req, &id.user),
+        ("service", _) => service(shared, req),
         ("enable" | "disable", Role::Manager) => Response::error(
             "pvoconfig enable/disable is a gateway command; on the manager, run the migration wizard (`pvoconfig migration`) and add gateways.",
         ),
@@ -41,7 +42,7 @@ async fn pvoconfig(shared: &Arc<Shared>, req: &Request, id: &crate::users::Ident
             "The migration wizard runs on the manager (`pvo --dir MANAGER pvoconfig migration`).",
         ),
         (other, _) => Response::error(format!(
-            "Unknown pvoconfig action \"{other}\"; allowed: status, enable, disable (gateway), migration (manager)."
+            "Unknown pvoconfig action \"{other}\"; allowed: status, service, enable, disable (gateway), migration (manager)."
         )),
     }
 }
@@ -852,4 +853,57 @@ async fn appliance_new(shared: &Arc<Shared>, req: &Request, c: &crate::config::C
     });
     r.text = format!("{t}{}", r.text);
     r
+}
+
+/// `pvoconfig service [--interface NAME] [--port P]`: the interface and port of this
+/// node's cpq_listener (the PVO service; 7025 by default), pending until commit.
+fn service(shared: &Arc<Shared>, req: &Request) -> Response {
+    let args = req.args.clone();
+    config_cmds::edit(shared, req, move |cfg, doc| {
+        let iface = match arg_str(&args, "interface") {
+            Some(name) => match cfg.interface_by_name(name) {
+                Some(i) => Some(cfg.interfaces[i].name.clone()),
+                None => {
+                    return Err(format!(
+                        "Unknown interface \"{name}\"; allowed: {}.",
+                        cfg.interfaces
+                            .iter()
+                            .map(|i| i.name.as_str())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ))
+                }
+            },
+            None => None,
+        };
+        let port = super::arg_u64(&args, "port");
+        if iface.is_none() && port.is_none() {
+            return Err(
+                "Give --interface NAME and/or --port PORT for the PVO service (cpq_listener)."
+                    .into(),
+            );
+        }
+        if let Some(i) = &iface {
+            doc.cpq_set("interface", i)?;
+        }
+        if let Some(p) = port {
+            if !(1..=65535).contains(&p) {
+                return Err(format!(
+                    "{p} is not a port; allowed: 1 to 65535 (7025 by default)"
+                ));
+            }
+            doc.cpq_set_int("port", p as i64)?;
+        }
+        let current = cfg
+            .cpq
+            .as_ref()
+            .map(|c| (cfg.interfaces[c.interface].name.clone(), c.port));
+        Ok(format!(
+            "PVO service (cpq_listener): interface {}, port {}.",
+            iface
+                .or_else(|| current.as_ref().map(|c| c.0.clone()))
+                .unwrap_or_else(|| "the first".into()),
+            port.unwrap_or(current.map_or(7025, |c| u64::from(c.1)))
+        ))
+    })
 }
