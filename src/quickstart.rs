@@ -35,6 +35,10 @@ pub struct Args {
     /// The CPQ port of both cpq_listeners (manager on 127.0.0.2, gateway on 127.0.0.1).
     #[arg(long, default_value_t = 7025)]
     cpq_port: u16,
+    /// The SSH port of both nodes (manager on 127.0.0.2, gateway on 127.0.0.1); 0 lets the
+    /// system choose.
+    #[arg(long, default_value_t = 2222)]
+    ssh_port: u16,
 }
 
 /// The manager's address on loopback.
@@ -149,6 +153,11 @@ pub fn run(args: Args) -> Result<()> {
         println!("  Logs:         {} and {}", logs.display(), mlogs.display());
         println!("  Commands:     pvo --dir {g} status      pvo --dir {m} status");
         println!("  Users:        admin (Administrator); its first password: {g}/run/{pw} and {m}/run/{pw}", pw = crate::users::INITIAL_PASSWORD_FILE);
+        for (what, node) in [("Gateway", &gateway), ("Manager", &manager)] {
+            if let Some(a) = node.ssh {
+                println!("  {what} SSH:  ssh -p {} admin@{} (the appliance commands; prompt `hostname> `)", a.port(), a.ip());
+            }
+        }
         println!();
         println!("Send a test message:");
         println!("  swaks --server 127.0.0.1:{port} --to user@{domain} --from you@example.org");
@@ -205,6 +214,10 @@ node_id = "manager"
 interface = "Management"
 port = {cpq}
 
+# The appliance commands over SSH (`ssh -p {ssh} admin@{MANAGER_IP}`).
+[ssh]
+port = {ssh}
+
 # Enrolled gateways: released messages go back to their cpq_listener.
 [[cpq.gateway]]
 id = "{GATEWAY_ID}"
@@ -212,6 +225,7 @@ address = "127.0.0.1"
 port = {cpq}
 "#,
         cpq = args.cpq_port,
+        ssh = args.ssh_port,
     )
 }
 
@@ -280,6 +294,10 @@ port = {cpq}
 mode = "central"
 manager = "{mip}:{cpq}"
 
+# The appliance commands over SSH (`ssh -p {ssh} admin@127.0.0.1`).
+[ssh]
+port = {ssh}
+
 # Scanning demo. A message whose subject contains "{demo}" goes to the Policy
 # quarantine, and so does one with a payment card number (Luhn-checked); both
 # mail policies run them, so it works from 127.0.0.1 (outgoing) and from
@@ -314,5 +332,6 @@ dlp_policies = ["payment_cards"]
         gw = GATEWAY_ID,
         mip = MANAGER_IP,
         cpq = args.cpq_port,
+        ssh = args.ssh_port,
     )
 }

@@ -1448,6 +1448,8 @@ fn quickstart_delivers_into_the_local_maildir_and_restarts_on_the_same_dir() {
         "quickstart",
         "--dir",
         data.to_str().unwrap(),
+        "--ssh-port",
+        "0",
         "--smtp-port",
         &port.to_string(),
         "--cpq-port",

@@ -1291,6 +1291,8 @@ fn quickstart_demo_holds_the_test_subject_and_card_numbers_in_policy() {
         "quickstart",
         "--dir",
         data.to_str().unwrap(),
+        "--ssh-port",
+        "0",
         "--smtp-port",
         &port,
         "--relay-host",
