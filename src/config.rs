@@ -294,6 +294,17 @@ pub struct Config {
     pub cpq: Option<Cpq>,
     /// The SSH server (`[ssh]`); `None`: no SSH.
     pub ssh: Option<Ssh>,
+    /// The HTTPS server of the REST API and `/metrics` (`[web]`); `None`: none.
+    pub web: Option<Web>,
+}
+
+/// `[web]`: the REST API and metrics over HTTPS (`crate::web`).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Web {
+    /// Index into `interfaces`.
+    pub interface: usize,
+    /// 0: a port chosen by the system (tests).
+    pub port: u16,
 }
 
 /// `[ssh]`: the appliance command set over SSH (`crate::ssh`).
@@ -507,8 +518,10 @@ mod raw {
         pub quarantines: Option<Quarantines>,
         pub cpq: Option<Cpq>,
         pub ssh: Option<Ssh>,
+        pub web: Option<Ssh>,
     }
 
+    /// `[ssh]` and `[web]` have the same keys.
     #[derive(Deserialize)]
     #[serde(deny_unknown_fields)]
     pub struct Ssh {
@@ -1429,9 +1442,34 @@ impl Validator<'_> {
             )?),
         };
         let ssh = match raw.ssh {
-            Some(s) if s.enabled != Some(false) => Some(self.ssh(s, &interfaces, &listeners)?),
+            Some(s) if s.enabled != Some(false) => {
+                Some(self.server("ssh", 2222, s, &interfaces, &listeners)?)
+            }
             _ => None,
         };
+        let ssh = ssh.map(|(interface, port)| Ssh { interface, port });
+        let web = match raw.web {
+            Some(s) if s.enabled != Some(false) => {
+                Some(self.server("web", 8443, s, &interfaces, &listeners)?)
+            }
+            _ => None,
+        };
+        let web = web.map(|(interface, port)| Web { interface, port });
+        if let (Some(s), Some(w)) = (&ssh, &web) {
+            if w.port != 0
+                && w.port == s.port
+                && interfaces[w.interface].address == interfaces[s.interface].address
+            {
+                return self.err(
+                    None,
+                    "web.port",
+                    format!(
+                        "the SSH server already uses port {}; allowed: a free port (default 8443)",
+                        w.port
+                    ),
+                );
+            }
+        }
         if role == Role::Manager && cpq.is_none() {
             return self.err(None, "cpq", "a manager needs a [cpq] section (its cpq_listener and enrolled gateways); allowed: see docs/manager.example.toml");
         }
@@ -1453,17 +1491,20 @@ impl Validator<'_> {
             role,
             cpq,
             ssh,
+            web,
         })
     }
 
-    /// Validates `[ssh]`: an interface (default the first) and a port (default 2222)
-    /// that no listener on that address uses.
-    fn ssh(
+    /// Validates `[ssh]` or `[web]` (`section`): an interface (default the first) and a
+    /// port (default `default_port`) that no listener on that address uses.
+    fn server(
         &self,
+        section: &str,
+        default_port: i64,
         s: raw::Ssh,
         interfaces: &[Interface],
         listeners: &[Listener],
-    ) -> Result<Ssh, ConfigError> {
+    ) -> Result<(usize, u16), ConfigError> {
         let interface = match &s.interface {
             Some(n) => interfaces
                 .iter()
@@ -1472,7 +1513,7 @@ impl Validator<'_> {
                     || {
                         self.err(
                             Some(n.span()),
-                            "ssh.interface",
+                            format!("{section}.interface"),
                             format!(
                                 "unknown interface \"{}\"; allowed: the name of an [[interface]]",
                                 n.get_ref()
@@ -1484,13 +1525,13 @@ impl Validator<'_> {
             None if interfaces.is_empty() => {
                 return self.err(
                     None,
-                    "ssh.interface",
-                    "no [[interface]] for the SSH server; allowed: define one",
+                    format!("{section}.interface"),
+                    format!("no [[interface]] for the [{section}] server; allowed: define one"),
                 )
             }
             None => 0,
         };
-        let port = self.int(&s.port, "ssh.port", 0, 65535, 2222)? as u16;
+        let port = self.int(&s.port, &format!("{section}.port"), 0, 65535, default_port)? as u16;
         if port != 0
             && listeners.iter().any(|l| {
                 l.port == port && interfaces[l.interface].address == interfaces[interface].address
@@ -1498,14 +1539,14 @@ impl Validator<'_> {
         {
             return self.err(
                 s.port.as_ref().map(|p| p.span()),
-                "ssh.port",
+                format!("{section}.port"),
                 format!(
-                    "a listener already uses {}:{port}; allowed: a free port (default 2222)",
+                    "a listener already uses {}:{port}; allowed: a free port (default {default_port})",
                     interfaces[interface].address
                 ),
             );
         }
-        Ok(Ssh { interface, port })
+        Ok((interface, port))
     }
 
     /// Validates `[cpq]` and adds the hidden `cpq_listener` (HAT: RELAYLIST of

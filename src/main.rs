@@ -29,6 +29,7 @@ mod smtp_server;
 mod ssh;
 mod tls;
 mod users;
+mod web;
 
 use std::path::PathBuf;
 
@@ -550,6 +551,9 @@ pub fn run_node(
         let node = node::Node::start(cfg, path).await?;
         if let Some(p) = &node.initial_admin_password {
             println!("Initial password for admin: {p}");
+        }
+        if let Some(addr) = node.web {
+            println!("Web listening on https://{addr}");
         }
         if let Some(addr) = node.ssh {
             println!("SSH listening on {addr}");

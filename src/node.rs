@@ -364,6 +364,8 @@ pub struct Node {
     pub listeners: Vec<(String, SocketAddr)>,
     /// The SSH server's address, when `[ssh]` is configured.
     pub ssh: Option<SocketAddr>,
+    /// The HTTPS server's address (REST API, metrics), when `[web]` is configured.
+    pub web: Option<SocketAddr>,
     /// The generated password of `admin` on the first start (printed once).
     pub initial_admin_password: Option<String>,
 }
@@ -530,10 +532,12 @@ impl Node {
         }
         crate::admin::server::start(shared.clone())?;
         let ssh = crate::ssh::start(&shared).await?;
+        let web = crate::web::start(&shared).await?;
         Ok(Node {
             shared,
             listeners,
             ssh,
+            web,
             initial_admin_password,
         })
     }

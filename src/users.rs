@@ -227,6 +227,34 @@ pub struct User {
     pub ssh_keys: Vec<String>,
     #[serde(default)]
     pub changed_at: u64,
+    /// REST API tokens (`Authorization: Bearer`): only their SHA-256 is stored.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub api_tokens: Vec<ApiToken>,
+}
+
+/// One API token of a user: its name and the hex SHA-256 of the token.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ApiToken {
+    pub name: String,
+    pub sha256: String,
+    pub created_at: u64,
+}
+
+/// The hex SHA-256 of an API token (what the user store keeps).
+pub fn token_hash(token: &str) -> String {
+    ring::digest::digest(&ring::digest::SHA256, token.as_bytes())
+        .as_ref()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// A new API token: `pvo_` and 32 random bytes in hex.
+pub fn generate_token() -> String {
+    let mut buf = [0u8; 32];
+    random_bytes(&mut buf);
+    let hex: String = buf.iter().map(|b| format!("{b:02x}")).collect();
+    format!("pvo_{hex}")
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -244,6 +272,8 @@ pub enum Origin {
     Local,
     /// An SSH session from this address.
     Ssh(SocketAddr),
+    /// A REST API call (`crate::web`) from this address.
+    Api(SocketAddr),
 }
 
 impl fmt::Display for Origin {
@@ -251,6 +281,7 @@ impl fmt::Display for Origin {
         match self {
             Origin::Local => f.write_str("local"),
             Origin::Ssh(a) => write!(f, "ssh {a}"),
+            Origin::Api(a) => write!(f, "api {a}"),
         }
     }
 }
@@ -321,6 +352,7 @@ impl Users {
                         enabled: true,
                         password: hash_password(&password)?,
                         ssh_keys: Vec::new(),
+                        api_tokens: Vec::new(),
                         changed_at: now,
                     }],
                     roles: Vec::new(),
@@ -423,6 +455,23 @@ impl Users {
         self.identity(&u.name, from).ok_or(LoginFailed {
             why: "user disabled",
         })
+    }
+
+    /// The identity of the enabled user one of whose API tokens is `token`.
+    pub fn identity_by_token(&self, token: &str, from: Origin) -> Option<Identity> {
+        let hash = token_hash(token);
+        let name = self
+            .db
+            .read()
+            .unwrap()
+            .users
+            .iter()
+            .find(|u| {
+                // Comparing hashes: the time taken tells nothing of a token.
+                u.api_tokens.iter().any(|t| t.sha256 == hash)
+            })
+            .map(|u| u.name.clone())?;
+        self.identity(&name, from)
     }
 
     /// Whether `key` is one of the user's keys (and the user is enabled).
@@ -680,6 +729,7 @@ mod tests {
                     enabled: true,
                     password: hash_password("bobs-password").unwrap(),
                     ssh_keys: vec![],
+                    api_tokens: vec![],
                     changed_at: 2,
                 });
                 Ok(())

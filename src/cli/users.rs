@@ -104,6 +104,26 @@ pub enum UserAction {
         #[command(subcommand)]
         action: SshkeyAction,
     },
+    /// A user's REST API tokens (`Authorization: Bearer TOKEN`); a new one is shown once.
+    Token {
+        #[command(subcommand)]
+        action: TokenAction,
+    },
+}
+
+#[derive(clap::Subcommand)]
+pub enum TokenAction {
+    /// List a user's tokens (names and creation times; never the tokens).
+    List { name: String },
+    /// Create a token for the user and print it (only the SHA-256 is kept).
+    New {
+        name: String,
+        /// The token's name (default `token-<unix time>`).
+        #[arg(long = "name", id = "token_name")]
+        token_name: Option<String>,
+    },
+    /// Delete a token by its name.
+    Delete { name: String, token_name: String },
 }
 
 /// The settings of a custom role, shared by `new` and `edit`.
@@ -321,6 +341,17 @@ fn user_json(action: Option<UserAction>) -> Result<Value> {
             }
             SshkeyAction::Delete { name, key } => {
                 json!({ "action": "sshkey", "sub": "delete", "name": name, "key": key })
+            }
+        },
+        UserAction::Token { action } => match action {
+            TokenAction::List { name } => {
+                json!({ "action": "token", "sub": "list", "name": name })
+            }
+            TokenAction::New { name, token_name } => {
+                json!({ "action": "token", "sub": "new", "name": name, "token_name": token_name })
+            }
+            TokenAction::Delete { name, token_name } => {
+                json!({ "action": "token", "sub": "delete", "name": name, "token_name": token_name })
             }
         },
     })

@@ -71,7 +71,7 @@ pub fn required(command: &str, args: &Value, user: &str) -> Need {
         "userconfig" => {
             let own = arg_str(args, "name").is_some_and(|n| n.eq_ignore_ascii_case(user));
             match action.unwrap_or("list") {
-                "password" | "sshkey" if own => Need {
+                "password" | "sshkey" | "token" if own => Need {
                     perm: None,
                     what: "",
                 },
@@ -124,7 +124,9 @@ pub fn audit_action(command: &str, args: &Value, need: Need) -> Option<String> {
             other => Some(other.to_string()),
         },
         "userconfig" => Some(match action {
-            "role" | "sshkey" => format!("{action}-{}", arg_str(args, "sub").unwrap_or("list")),
+            "role" | "sshkey" | "token" => {
+                format!("{action}-{}", arg_str(args, "sub").unwrap_or("list"))
+            }
             "" => "user-list".into(),
             other => format!("user-{other}"),
         })

@@ -171,6 +171,7 @@ fn userconfig(shared: &Arc<Shared>, args: &Value, id: &Identity) -> Reply {
                     enabled: true,
                     password: hash,
                     ssh_keys: Vec::new(),
+                    api_tokens: Vec::new(),
                     changed_at: now,
                 });
                 Ok(())
@@ -273,6 +274,7 @@ fn userconfig(shared: &Arc<Shared>, args: &Value, id: &Identity) -> Reply {
         }
         "role" => role_cmd(shared, args),
         "sshkey" => sshkey_cmd(shared, args, now),
+        "token" => token_cmd(shared, args, now),
         other => Err(format!(
             "userconfig: unknown action {other:?}; allowed: list, new, edit, delete, password, role, sshkey"
         )),
@@ -530,6 +532,91 @@ fn sshkey_cmd(shared: &Arc<Shared>, args: &Value, now: u64) -> Reply {
         }
         other => Err(format!(
             "userconfig sshkey: unknown action {other:?}; allowed: list, add, delete"
+        )),
+    }
+}
+
+/// `userconfig token new|list|delete NAME`: REST API tokens; a new token is shown once.
+fn token_cmd(shared: &Arc<Shared>, args: &Value, now: u64) -> Reply {
+    let name = arg_str(args, "name")
+        .ok_or("give the user's name")?
+        .to_string();
+    let list = |prefix: String, token: Option<(String, String)>| -> Reply {
+        let u = shared
+            .users
+            .user(&name)
+            .ok_or_else(|| format!("There is no user \"{name}\"; `userconfig list` shows them."))?;
+        let mut text = prefix;
+        let tokens: Vec<Value> = u
+            .api_tokens
+            .iter()
+            .map(|t| json!({ "name": t.name, "created": gmt(t.created_at) }))
+            .collect();
+        if u.api_tokens.is_empty() {
+            text.push_str(&format!("User \"{}\" has no API tokens.\n", u.name));
+        } else {
+            text.push_str(&format!("API tokens of \"{}\":\n", u.name));
+            for t in &u.api_tokens {
+                text.push_str(&format!("  {} (created {})\n", t.name, gmt(t.created_at)));
+            }
+        }
+        let mut data = json!({ "user": u.name, "tokens": tokens });
+        if let Some((tname, token)) = token {
+            data["token"] = json!(token);
+            data["token_name"] = json!(tname);
+        }
+        Ok(Response::ok(text, data))
+    };
+    match arg_str(args, "sub").unwrap_or("list") {
+        "list" => list(String::new(), None),
+        "new" => {
+            let tname = arg_str(args, "token_name")
+                .map(str::to_string)
+                .unwrap_or_else(|| format!("token-{now}"));
+            check_name(&tname, "token name", false)?;
+            let token = crate::users::generate_token();
+            let hash = crate::users::token_hash(&token);
+            let (n, t) = (name.clone(), tname.clone());
+            shared.users.update(move |users, _| {
+                let u = find(users, &n)?;
+                if u.api_tokens.iter().any(|x| x.name.eq_ignore_ascii_case(&t)) {
+                    return Err(format!("User \"{}\" already has a token {t:?}.", u.name));
+                }
+                u.api_tokens.push(crate::users::ApiToken {
+                    name: t,
+                    sha256: hash,
+                    created_at: now,
+                });
+                u.changed_at = now;
+                Ok(())
+            })?;
+            list(
+                format!("API token {tname:?} created; it is shown only now:\n  {token}\n"),
+                Some((tname, token)),
+            )
+        }
+        "delete" => {
+            let tname = arg_str(args, "token_name")
+                .ok_or("userconfig token delete: give the token's name")?
+                .to_string();
+            let n = name.clone();
+            shared.users.update(move |users, _| {
+                let u = find(users, &n)?;
+                let before = u.api_tokens.len();
+                u.api_tokens.retain(|x| !x.name.eq_ignore_ascii_case(&tname));
+                if u.api_tokens.len() == before {
+                    return Err(format!(
+                        "User \"{}\" has no token {tname:?}; `userconfig token list {}` shows them.",
+                        u.name, u.name
+                    ));
+                }
+                u.changed_at = now;
+                Ok(())
+            })?;
+            list("API token deleted.\n".to_string(), None)
+        }
+        other => Err(format!(
+            "userconfig token: unknown action {other:?}; allowed: list, new, delete"
         )),
     }
 }
