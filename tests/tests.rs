@@ -2,6 +2,7 @@
 //! area, sharing the helpers in `support`. One binary links once, which matters on two
 //! cores.
 
+mod e2e_api;
 mod e2e_commands;
 mod e2e_config;
 mod e2e_cpq;

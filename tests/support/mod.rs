@@ -1396,3 +1396,65 @@ impl Drop for Namespace {
         }
     }
 }
+
+/// The address of the `Web listening on https://IP:PORT` line the node printed on stdout.
+pub fn web_addr(node: &Node) -> SocketAddr {
+    let log = node.dir().join("node.stdout.log");
+    wait_until(
+        Node::START_TIMEOUT,
+        || {
+            fs::read_to_string(&log).ok().and_then(|t| {
+                t.lines()
+                    .find_map(|l| l.strip_prefix("Web listening on https://"))
+                    .and_then(|a| a.trim().parse().ok())
+            })
+        },
+        || format!("no `Web listening on` line in {}", log.display()),
+    )
+}
+
+/// One HTTPS request with Python's `http.client` (the node's certificate is
+/// self-signed: not verified): (status, body).
+pub fn https(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: Option<&str>,
+) -> (u16, String) {
+    const SCRIPT: &str = r#"
+import http.client, ssl, sys
+host, port, method, path, token, body = sys.argv[1:7]
+ctx = ssl.create_default_context()
+ctx.check_hostname = False
+ctx.verify_mode = ssl.CERT_NONE
+c = http.client.HTTPSConnection(host, int(port), context=ctx, timeout=60)
+headers = {}
+if token:
+    headers["Authorization"] = "Bearer " + token
+if body:
+    headers["Content-Type"] = "application/json"
+c.request(method, path, body=body.encode() if body else None, headers=headers)
+r = c.getresponse()
+sys.stdout.write(str(r.status) + "\n")
+sys.stdout.write(r.read().decode("utf-8", "replace"))
+"#;
+    let out = std::process::Command::new(SYSTEM_PYTHON)
+        .args(["-c", SCRIPT])
+        .arg(addr.ip().to_string())
+        .arg(addr.port().to_string())
+        .args([method, path, token.unwrap_or(""), body.unwrap_or("")])
+        .output()
+        .expect("run python3");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (status, rest) = text.split_once('\n').unwrap_or_else(|| {
+        panic!(
+            "{method} {path}: no answer: {}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    (
+        status.trim().parse().expect("HTTP status"),
+        rest.to_string(),
+    )
+}
