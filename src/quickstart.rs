@@ -39,6 +39,10 @@ pub struct Args {
     /// system choose.
     #[arg(long, default_value_t = 2222)]
     ssh_port: u16,
+    /// The HTTPS port (REST API, metrics) of both nodes (manager on 127.0.0.2, gateway on
+    /// 127.0.0.1); 0 lets the system choose.
+    #[arg(long, default_value_t = 8443)]
+    web_port: u16,
 }
 
 /// The manager's address on loopback.
@@ -153,9 +157,12 @@ pub fn run(args: Args) -> Result<()> {
         println!("  Logs:         {} and {}", logs.display(), mlogs.display());
         println!("  Commands:     pvo --dir {g} status      pvo --dir {m} status");
         println!("  Users:        admin (Administrator); its first password: {g}/run/{pw} and {m}/run/{pw}", pw = crate::users::INITIAL_PASSWORD_FILE);
-        for (what, node) in [("Gateway", &gateway), ("Manager", &manager)] {
+        for (what, node, d) in [("Gateway", &gateway, &g), ("Manager", &manager, &m)] {
             if let Some(a) = node.ssh {
                 println!("  {what} SSH:  ssh -p {} admin@{} (the appliance commands; prompt `hostname> `)", a.port(), a.ip());
+            }
+            if let Some(a) = node.web {
+                println!("  {what} web:  https://{a}/api/v1 (REST API; self-signed certificate; a token: pvo --dir {d} userconfig token new admin) and https://{a}/metrics");
             }
         }
         println!();
@@ -218,6 +225,11 @@ port = {cpq}
 [ssh]
 port = {ssh}
 
+# The REST API (`https://{MANAGER_IP}:{web}/api/v1`, tokens from `pvo userconfig token new`)
+# and `/metrics` over HTTPS with the node's self-signed certificate.
+[web]
+port = {web}
+
 # Enrolled gateways: released messages go back to their cpq_listener.
 [[cpq.gateway]]
 id = "{GATEWAY_ID}"
@@ -226,6 +238,7 @@ port = {cpq}
 "#,
         cpq = args.cpq_port,
         ssh = args.ssh_port,
+        web = args.web_port,
     )
 }
 
@@ -298,6 +311,11 @@ manager = "{mip}:{cpq}"
 [ssh]
 port = {ssh}
 
+# The REST API (`https://127.0.0.1:{web}/api/v1`, tokens from `pvo userconfig token new`)
+# and `/metrics` over HTTPS with the node's self-signed certificate.
+[web]
+port = {web}
+
 # Scanning demo. A message whose subject contains "{demo}" goes to the Policy
 # quarantine, and so does one with a payment card number (Luhn-checked); both
 # mail policies run them, so it works from 127.0.0.1 (outgoing) and from
@@ -333,5 +351,6 @@ dlp_policies = ["payment_cards"]
         mip = MANAGER_IP,
         cpq = args.cpq_port,
         ssh = args.ssh_port,
+        web = args.web_port,
     )
 }

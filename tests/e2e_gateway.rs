@@ -1450,6 +1450,8 @@ fn quickstart_delivers_into_the_local_maildir_and_restarts_on_the_same_dir() {
         data.to_str().unwrap(),
         "--ssh-port",
         "0",
+        "--web-port",
+        "0",
         "--smtp-port",
         &port.to_string(),
         "--cpq-port",
@@ -1474,6 +1476,23 @@ fn quickstart_delivers_into_the_local_maildir_and_restarts_on_the_same_dir() {
         },
         || format!("{manager_line:?} in {}", stdout.display()),
     );
+    // The banner names each node's web URL; the gateway's answers over HTTPS.
+    for (what, ip) in [("Gateway", TRUSTED), ("Manager", manager_ip)] {
+        let prefix = format!("  {what} web:  https://");
+        let addr: std::net::SocketAddr = wait_until(
+            DELIVERY,
+            || {
+                std::fs::read_to_string(&stdout)
+                    .ok()?
+                    .lines()
+                    .find_map(|l| l.strip_prefix(&prefix)?.split('/').next()?.parse().ok())
+            },
+            || format!("{prefix:?} in {}", stdout.display()),
+        );
+        assert_eq!(addr.ip(), ip);
+        let (code, body) = crate::support::https(addr, "GET", "/api/v1/openapi.json", None, None);
+        assert_eq!(code, 200, "{what}: {body}");
+    }
     for file in [gateway.join("pvo.toml"), manager.join("pvo.toml")] {
         assert!(file.is_file(), "quickstart writes {}", file.display());
     }

@@ -1293,6 +1293,8 @@ fn quickstart_demo_holds_the_test_subject_and_card_numbers_in_policy() {
         data.to_str().unwrap(),
         "--ssh-port",
         "0",
+        "--web-port",
+        "0",
         "--smtp-port",
         &port,
         "--relay-host",
