@@ -1492,6 +1492,26 @@ fn quickstart_delivers_into_the_local_maildir_and_restarts_on_the_same_dir() {
         assert_eq!(addr.ip(), ip);
         let (code, body) = crate::support::https(addr, "GET", "/api/v1/openapi.json", None, None);
         assert_eq!(code, 200, "{what}: {body}");
+        // An Administrator's token reads the node's PVO state (a manager: its gateways).
+        let dir = if what == "Gateway" {
+            &gateway
+        } else {
+            &manager
+        };
+        let out = std::process::Command::new(crate::support::pvo_bin())
+            .arg("--dir")
+            .arg(dir)
+            .args(["userconfig", "token", "new", "admin", "--json"])
+            .output()
+            .unwrap();
+        let made: serde_json::Value = serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stderr)));
+        let token = made["data"]["token"].as_str().expect("token");
+        let (code, body) =
+            crate::support::https(addr, "GET", "/api/v1/gateways", Some(token), None);
+        assert_eq!(code, 200, "{what}: {body}");
+        let state: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(state["role"], what.to_lowercase(), "{body}");
     }
     for file in [gateway.join("pvo.toml"), manager.join("pvo.toml")] {
         assert!(file.is_file(), "quickstart writes {}", file.display());
