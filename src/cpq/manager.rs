@@ -419,13 +419,12 @@ pub fn readiness(shared: &Shared, gateway: &str) -> Result<(), String> {
         ));
     }
     // The wizard's settings as committed, and as they would be after a commit.
-    let pending = crate::config_store::Store::new(&cfg.data_dir, &shared.config_path)
+    let store = crate::config_store::Store::new(&cfg.data_dir, &shared.config_path);
+    let pending = store
         .pending()
         .ok()
         .flatten()
-        .and_then(|p| {
-            crate::config::Config::parse(&p.text, &shared.config_path, &cfg.data_dir).ok()
-        })
+        .and_then(|p| store.parse(&p.text, &store.pending_path()).ok())
         .map(|pc| pc.cpq.and_then(|x| x.migration));
     match (&c.migration, pending) {
         (None, Some(Some(_))) | (Some(_), Some(None)) => Err(
