@@ -146,10 +146,17 @@ async fn run(
     if resp.ok {
         return Ok(resp.data);
     }
-    let code = if refused {
+    // The role check of `access`, or a handler's refusal of a quarantine the role may
+    // not access.
+    let code = if refused || resp.text.contains(" has no access to quarantine") {
         StatusCode::FORBIDDEN
-    } else if resp.text.contains("is not held in any quarantine")
-        || resp.text.contains("There is no")
+    } else if [
+        "is not held in any quarantine",
+        "There is no",
+        "no quarantine named",
+    ]
+    .iter()
+    .any(|t| resp.text.contains(t))
     {
         StatusCode::NOT_FOUND
     } else {
@@ -195,6 +202,12 @@ async fn tophosts(
     Query(q): Query<HashMap<String, String>>,
 ) -> HttpResponse {
     let sort = q.get("sort").cloned().unwrap_or_else(|| "active".into());
+    if !["active", "conn", "delivered", "soft", "hard"].contains(&sort.as_str()) {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "sort: allowed: active, conn, delivered, soft, hard",
+        );
+    }
     one(s, h, peer, "tophosts", json!({ "sort": sort })).await
 }
 
@@ -257,7 +270,7 @@ async fn search(
     let mut args = json!({ "action": "search" });
     for k in ["from", "to", "offset", "limit"] {
         if let Some(v) = q.get(k) {
-            let Ok(n) = v.trim().parse::<u64>() else {
+            let Some(n) = number(v) else {
                 return error(
                     StatusCode::BAD_REQUEST,
                     &format!(
@@ -289,8 +302,16 @@ async fn search(
     one(s, h, peer, "quarantine", args).await
 }
 
+/// A non-negative integer that fits the document's int64.
+fn number(v: &str) -> Option<u64> {
+    v.trim()
+        .parse::<u64>()
+        .ok()
+        .filter(|n| *n <= i64::MAX as u64)
+}
+
 fn parse_mid(mid: &str) -> Result<u64, HttpResponse> {
-    mid.parse::<u64>().map_err(|_| {
+    number(mid).ok_or(()).map_err(|_| {
         error(
             StatusCode::BAD_REQUEST,
             "the MID must be a non-negative integer",

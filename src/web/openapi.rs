@@ -38,7 +38,7 @@ fn op(summary: &str, params: Value, ok: &str, body: Option<Value>, errors: &[&st
 
 fn query(name: &str, ty: &str, desc: &str) -> Value {
     let schema = if ty == "integer" {
-        json!({ "type": "integer", "minimum": 0, "format": "int64" })
+        json!({ "type": "integer", "minimum": 0, "maximum": i64::MAX, "format": "int64" })
     } else {
         json!({ "type": "string" })
     };
@@ -47,7 +47,7 @@ fn query(name: &str, ty: &str, desc: &str) -> Value {
 
 fn mid() -> Value {
     json!({ "name": "mid", "in": "path", "required": true, "description": "The MID this node logged for the message.",
-            "schema": { "type": "integer", "minimum": 0, "format": "int64" } })
+            "schema": { "type": "integer", "minimum": 0, "maximum": i64::MAX, "format": "int64" } })
 }
 
 const ALL: &[&str] = &["400", "401", "403"];
@@ -71,11 +71,9 @@ pub fn document() -> Value {
             "string",
             "Why held: filter, rule or verdict text."
         ),
-        query(
-            "reason_kind",
-            "string",
-            "The kind of reason (as `quarantine search --reason-kind`)."
-        ),
+        json!({ "name": "reason_kind", "in": "query", "required": false,
+                "description": "The kind of reason (as `quarantine search --reason-kind`).",
+                "schema": { "type": "string", "enum": ["content filter", "DLP policy", "virus", "outbreak rule", "other"] } }),
         query("attachment", "string", "An attachment file name."),
         query("gateway", "string", "The originating gateway."),
         query("offset", "integer", "Results to skip (default 0)."),
@@ -85,27 +83,38 @@ pub fn document() -> Value {
             "Results per page (default 25, at most 10000)."
         ),
     ]);
-    let action_body = json!({
-        "type": "object",
-        "properties": {
-            "quarantine": { "type": "string", "description": "Only in this quarantine (release, delete, delay)." },
-            "by": { "type": "string", "description": "delay: how long, for example 1d or 12h." },
-            "from": { "type": "string", "description": "move: the quarantine it leaves." },
-            "to": { "type": "string", "description": "move: the quarantine it goes to." }
-        }
-    });
-    let action = |what: &str| {
-        op(
+    let quarantine = json!({ "type": "string", "description": "Only in this quarantine (empty or absent: every quarantine the message is in)." });
+    let action = |what: &str, body: Value, required: bool| {
+        let mut o = op(
             &format!(
                 "{what} a quarantined message (`quarantine {}`).",
                 what.to_lowercase()
             ),
             json!([mid()]),
             "What was done, per quarantine.",
-            Some(action_body.clone()),
+            Some(body),
             MSG,
-        )
+        );
+        o["requestBody"]["required"] = json!(required);
+        o
     };
+    let plain = json!({ "type": "object", "properties": { "quarantine": quarantine } });
+    let delay = json!({
+        "type": "object",
+        "required": ["by"],
+        "properties": {
+            "quarantine": quarantine,
+            "by": { "type": "string", "enum": ["8h", "24h", "48h", "1w"], "description": "How much later the message leaves." }
+        }
+    });
+    let moved = json!({
+        "type": "object",
+        "required": ["from", "to"],
+        "properties": {
+            "from": { "type": "string", "minLength": 1, "pattern": "\\S", "description": "The quarantine it leaves." },
+            "to": { "type": "string", "minLength": 1, "pattern": "\\S", "description": "The quarantine it goes to." }
+        }
+    });
     json!({
         "openapi": "3.0.3",
         "info": {
@@ -135,12 +144,12 @@ pub fn document() -> Value {
                 "The destination hosts.", None, ALL) },
             "/api/v1/quarantines": { "get": op("The quarantines: messages, space, retention, default action (`quarantineconfig`).", json!([]), "The quarantines and the space used.", None, ALL) },
             "/api/v1/gateways": { "get": op("The PVO state of this node (`pvoconfig status`) and, on a manager, its gateways (`applianceconfig`).", json!([]), "role, pvo and gateways.", None, ALL) },
-            "/api/v1/messages": { "get": op("Search the quarantined messages (`quarantine search`).", search_params, "One page of results.", None, ALL) },
+            "/api/v1/messages": { "get": op("Search the quarantined messages (`quarantine search`).", search_params, "One page of results.", None, MSG) },
             "/api/v1/messages/{mid}": { "get": op("A quarantined message (`quarantine show`).", json!([mid()]), "The message.", None, MSG) },
-            "/api/v1/messages/{mid}/release": { "post": action("Release") },
-            "/api/v1/messages/{mid}/delete": { "post": action("Delete") },
-            "/api/v1/messages/{mid}/delay": { "post": action("Delay") },
-            "/api/v1/messages/{mid}/move": { "post": action("Move") },
+            "/api/v1/messages/{mid}/release": { "post": action("Release", plain.clone(), false) },
+            "/api/v1/messages/{mid}/delete": { "post": action("Delete", plain, false) },
+            "/api/v1/messages/{mid}/delay": { "post": action("Delay", delay, true) },
+            "/api/v1/messages/{mid}/move": { "post": action("Move", moved, true) },
         }
     })
 }
