@@ -31,6 +31,8 @@ pub struct Counters {
     pub soft_bounced: AtomicU64,
     pub delivered_rcpts: AtomicU64,
     pub bounced_rcpts: AtomicU64,
+    /// How long scanning a message takes (`/metrics`).
+    pub scan_latency: crate::web::metrics::Histogram,
     reset_base: Mutex<(Option<u64>, CounterSet)>,
     lifetime_base: CounterSet,
     path: std::path::PathBuf,
@@ -80,6 +82,7 @@ impl Counters {
             soft_bounced: AtomicU64::new(0),
             delivered_rcpts: AtomicU64::new(0),
             bounced_rcpts: AtomicU64::new(0),
+            scan_latency: Default::default(),
             reset_base: Mutex::new((None, CounterSet::default())),
             lifetime_base,
             path,

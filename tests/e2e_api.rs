@@ -259,6 +259,17 @@ fn api_tokens_roles_search_show_release_openapi_and_metrics() {
         body.contains("pvo_recipients_delivered_total 1\n"),
         "{body}"
     );
+    // The message was scanned: the histogram counted it.
+    let scans: u64 = body
+        .lines()
+        .find_map(|l| l.strip_prefix("pvo_scan_seconds_count "))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("{body}"));
+    assert!(scans >= 1, "{body}");
+    assert!(
+        body.contains("pvo_scan_seconds_bucket{le=\"+Inf\"} "),
+        "{body}"
+    );
     assert!(
         body.contains("pvo_quarantine_messages{quarantine=\"Policy\"} 0\n"),
         "{body}"

@@ -117,8 +117,10 @@ pub fn submit_recovered(shared: &Arc<Shared>, env: Arc<Envelope>) {
 async fn run(shared: Arc<Shared>, env: Arc<Envelope>, body: Arc<Vec<u8>>, stages: Stages) {
     let mut wait = RETRY_SCAN_FIRST;
     loop {
+        let started = std::time::Instant::now();
         match scan(&shared, &env, &body, stages).await {
             Ok(decision) => {
+                shared.counters.scan_latency.observe(started.elapsed());
                 apply(&shared, env, body, decision).await;
                 return;
             }

@@ -3,7 +3,7 @@
 //! (`crate::tls::server_config`, self-signed unless configured); HTTP/1.1 over hyper.
 
 pub mod api;
-mod metrics;
+pub mod metrics;
 pub mod openapi;
 
 use std::net::SocketAddr;
