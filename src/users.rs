@@ -274,6 +274,8 @@ pub enum Origin {
     Ssh(SocketAddr),
     /// A REST API call (`crate::web`) from this address.
     Api(SocketAddr),
+    /// A web UI session (`crate::web::ui`) from this address.
+    Web(SocketAddr),
 }
 
 impl fmt::Display for Origin {
@@ -282,6 +284,7 @@ impl fmt::Display for Origin {
             Origin::Local => f.write_str("local"),
             Origin::Ssh(a) => write!(f, "ssh {a}"),
             Origin::Api(a) => write!(f, "api {a}"),
+            Origin::Web(a) => write!(f, "web {a}"),
         }
     }
 }

@@ -5,6 +5,8 @@
 pub mod api;
 pub mod metrics;
 pub mod openapi;
+mod session;
+pub mod ui;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -20,6 +22,7 @@ use crate::node::Shared;
 /// All routes of the server.
 pub fn router(shared: Arc<Shared>) -> axum::Router {
     api::routes()
+        .merge(ui::routes())
         .route("/metrics", axum::routing::get(metrics::metrics))
         .with_state(shared)
 }
