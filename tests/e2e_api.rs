@@ -145,6 +145,12 @@ fn api_tokens_roles_search_show_release_openapi_and_metrics() {
 
     let mid = send(&node, "x@one.example", "[quarantine-test] api");
     node.wait_for_log(&format!("MID {mid} quarantined to \"Policy\""), DELIVERY);
+    let big = send(
+        &node,
+        "y@two.example",
+        "[quarantine-test] a longer subject makes a larger message",
+    );
+    node.wait_for_log(&format!("MID {big} quarantined to \"Policy\""), DELIVERY);
 
     // No token, a wrong token: 401.
     let (code, body) = https(web, "GET", "/api/v1/status", None, None);
@@ -186,6 +192,31 @@ fn api_tokens_roles_search_show_release_openapi_and_metrics() {
         .map(|m| m["mid"].as_u64().unwrap())
         .collect();
     assert_eq!(mids, vec![mid], "{found:#}");
+    for (order, want) in [("largest", [big, mid]), ("smallest", [mid, big])] {
+        let (code, body) = https(
+            web,
+            "GET",
+            &format!("/api/v1/messages?quarantine=Policy&order={order}"),
+            Some(&admin),
+            None,
+        );
+        assert_eq!(code, 200, "{body}");
+        let got: Vec<u64> = json(&body)["messages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["mid"].as_u64().unwrap())
+            .collect();
+        assert_eq!(got, want, "{order}: {body}");
+    }
+    let (code, body) = https(
+        web,
+        "GET",
+        "/api/v1/messages?order=random",
+        Some(&admin),
+        None,
+    );
+    assert_eq!(code, 400, "{body}");
     let (code, body) = https(web, "GET", "/api/v1/messages?limit=ten", Some(&admin), None);
     assert_eq!(code, 400, "{body}");
     let (code, body) = https(
@@ -254,7 +285,7 @@ fn api_tokens_roles_search_show_release_openapi_and_metrics() {
     // Metrics.
     let (code, body) = https(web, "GET", "/metrics", None, None);
     assert_eq!(code, 200, "{body}");
-    assert!(body.contains("pvo_messages_received_total 1\n"), "{body}");
+    assert!(body.contains("pvo_messages_received_total 2\n"), "{body}");
     assert!(
         body.contains("pvo_recipients_delivered_total 1\n"),
         "{body}"
@@ -271,7 +302,7 @@ fn api_tokens_roles_search_show_release_openapi_and_metrics() {
         "{body}"
     );
     assert!(
-        body.contains("pvo_quarantine_messages{quarantine=\"Policy\"} 0\n"),
+        body.contains("pvo_quarantine_messages{quarantine=\"Policy\"} 1\n"),
         "{body}"
     );
 

@@ -36,8 +36,8 @@ use std::sync::{Arc, Mutex};
 
 use pvo_quarantine::{
     format_bytes, format_retention, Action, ActionReport, Actor, AddrMatch, BulkResult, Cause,
-    Change, DefaultAction, DelayBy, MembershipState, MessageInfo, MsgId, Outcome, QuarantineError,
-    QuarantineSettings, ReasonKind, Scope, SearchQuery, Store, XHeader,
+    Change, DefaultAction, DelayBy, MembershipState, MessageInfo, MsgId, OrderBy, Outcome,
+    QuarantineError, QuarantineSettings, ReasonKind, Scope, SearchQuery, Store, XHeader,
 };
 use pvo_scan::outbreak::OutbreakRulesFile;
 use serde_json::{json, Value};
@@ -566,6 +566,17 @@ fn query_from(v: &Value) -> Result<SearchQuery, String> {
             .filter(|t| !t.is_empty())
             .map(str::to_string)
     };
+    let (order_by, descending) = match s("order").as_deref() {
+        None | Some("newest") => (OrderBy::Received, true),
+        Some("oldest") => (OrderBy::Received, false),
+        Some("largest") => (OrderBy::Size, true),
+        Some("smallest") => (OrderBy::Size, false),
+        Some("exit_soonest") => (OrderBy::Exit, false),
+        Some("exit_latest") => (OrderBy::Exit, true),
+        Some(other) => {
+            return Err(format!("order {other:?}: allowed: newest, oldest, largest, smallest, exit_soonest, exit_latest"))
+        }
+    };
     Ok(SearchQuery {
         quarantine: s("quarantine"),
         sender: s("sender").map(|a| addr_match(&a)),
@@ -576,7 +587,11 @@ fn query_from(v: &Value) -> Result<SearchQuery, String> {
         reason: s("reason"),
         reason_kind: s("reason_kind").map(|k| reason_kind(&k)).transpose()?,
         attachment_name: s("attachment"),
+        attachment_min_size: v.get("attachment_min_size").and_then(Value::as_u64),
+        attachment_max_size: v.get("attachment_max_size").and_then(Value::as_u64),
         gateway: s("gateway"),
+        order_by,
+        descending,
         ..SearchQuery::default()
     })
 }

@@ -244,7 +244,7 @@ async fn gateways(
 }
 
 /// The search filters, as `quarantine search` takes them.
-pub const FILTERS: [&str; 8] = [
+pub const FILTERS: [&str; 9] = [
     "quarantine",
     "sender",
     "recipient",
@@ -253,6 +253,17 @@ pub const FILTERS: [&str; 8] = [
     "reason_kind",
     "attachment",
     "gateway",
+    "order",
+];
+
+/// The integer parameters of a search (dates in Unix seconds, sizes in bytes).
+pub const INTEGERS: [&str; 6] = [
+    "from",
+    "to",
+    "attachment_min_size",
+    "attachment_max_size",
+    "offset",
+    "limit",
 ];
 
 async fn search(
@@ -268,31 +279,25 @@ async fn search(
         }
     }
     let mut args = json!({ "action": "search" });
-    for k in ["from", "to", "offset", "limit"] {
+    for k in INTEGERS {
         if let Some(v) = q.get(k) {
             let Some(n) = number(v) else {
                 return error(
                     StatusCode::BAD_REQUEST,
-                    &format!(
-                        "{k} must be a non-negative integer{}",
-                        if k == "from" || k == "to" {
-                            " (Unix seconds)"
-                        } else {
-                            ""
-                        }
-                    ),
+                    &format!("{k} must be a non-negative integer (dates in Unix seconds)"),
                 );
             };
-            if k == "from" || k == "to" {
-                query.insert(k.to_string(), json!(n));
-            } else {
+            if k == "offset" || k == "limit" {
                 args[k] = json!(n);
+            } else {
+                query.insert(k.to_string(), json!(n));
             }
         }
     }
-    if let Some(k) = q.keys().find(|k| {
-        !FILTERS.contains(&k.as_str()) && !["from", "to", "offset", "limit"].contains(&k.as_str())
-    }) {
+    if let Some(k) = q
+        .keys()
+        .find(|k| !FILTERS.contains(&k.as_str()) && !INTEGERS.contains(&k.as_str()))
+    {
         return error(
             StatusCode::BAD_REQUEST,
             &format!("unknown parameter {k:?}; GET /api/v1/openapi.json lists them"),

@@ -75,6 +75,19 @@ pub fn document() -> Value {
                 "description": "The kind of reason (as `quarantine search --reason-kind`).",
                 "schema": { "type": "string", "enum": ["content filter", "DLP policy", "virus", "outbreak rule", "other"] } }),
         query("attachment", "string", "An attachment file name."),
+        query(
+            "attachment_min_size",
+            "integer",
+            "An attachment of at least this many bytes."
+        ),
+        query(
+            "attachment_max_size",
+            "integer",
+            "An attachment of at most this many bytes."
+        ),
+        json!({ "name": "order", "in": "query", "required": false,
+                "description": "The order of the results (default newest).",
+                "schema": { "type": "string", "enum": ["newest", "oldest", "largest", "smallest", "exit_soonest", "exit_latest"] } }),
         query("gateway", "string", "The originating gateway."),
         query("offset", "integer", "Results to skip (default 0)."),
         query(
@@ -196,10 +209,13 @@ mod tests {
             .collect();
         for f in crate::web::api::FILTERS
             .iter()
-            .chain(&["from", "to", "offset", "limit"])
+            .chain(crate::web::api::INTEGERS.iter())
         {
             assert!(params.contains(f), "{f}");
         }
-        assert_eq!(params.len(), crate::web::api::FILTERS.len() + 4);
+        assert_eq!(
+            params.len(),
+            crate::web::api::FILTERS.len() + crate::web::api::INTEGERS.len()
+        );
     }
 }
