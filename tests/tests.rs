@@ -12,4 +12,5 @@ mod e2e_gateway;
 mod e2e_migration;
 mod e2e_scanning;
 mod e2e_users;
+mod e2e_web;
 mod support;

@@ -1132,7 +1132,7 @@ async fn action(
 // PVO settings
 // ----------------------------------------------------------------------------------
 
-/// Checks of `diagnose` that `pvoconfig enable` also depends on (the preflight).
+/// Checks of `diagnose` that are `pvoconfig enable`'s preflight.
 fn preflight_check(name: &str) -> bool {
     [
         "CPQ certificate",
@@ -1143,7 +1143,6 @@ fn preflight_check(name: &str) -> bool {
         "manager ready",
     ]
     .contains(&name)
-        || name.starts_with("reach ")
 }
 
 async fn pvo(
@@ -1188,20 +1187,22 @@ async fn pvo(
                 ));
             }
             checks.push_str("<ul class=\"checks\">");
-            for ch in list
-                .iter()
-                .filter(|ch| preflight_check(ch["name"].as_str().unwrap_or("")))
-            {
+            // The preflight decides; how each interface reaches the manager is shown too.
+            for ch in list.iter().filter(|ch| {
+                let n = ch["name"].as_str().unwrap_or("");
+                preflight_check(n) || n.starts_with("reach ")
+            }) {
+                let name = ch["name"].as_str().unwrap_or("");
                 let passed = ch["passed"].as_bool().unwrap_or(false);
                 let _ = write!(
                     checks,
                     "<li class=\"{}\">{} {}: {}</li>",
                     if passed { "pass" } else { "fail" },
                     if passed { "PASS" } else { "FAIL" },
-                    esc(ch["name"].as_str().unwrap_or("")),
+                    esc(name),
                     esc(ch["detail"].as_str().unwrap_or(""))
                 );
-                if !passed && reason.is_none() {
+                if !passed && reason.is_none() && preflight_check(name) {
                     reason = Some((
                         ch["cause"].as_str().unwrap_or("").to_string(),
                         ch["remedy"].as_str().unwrap_or("").to_string(),

@@ -1458,3 +1458,174 @@ sys.stdout.write(r.read().decode("utf-8", "replace"))
         rest.to_string(),
     )
 }
+
+// ---------------------------------------------------------------------------------------
+// A real browser: headless Chromium over WebDriver
+// ---------------------------------------------------------------------------------------
+
+/// Headless Chromium (Debian `chromium`) driven by `chromedriver` (Debian
+/// `chromium-driver`) on a free port, with a fresh profile; the node's self-signed
+/// certificate is accepted. Call [`Browser::close`] at the end (it also ends Chromium);
+/// dropping only kills chromedriver.
+pub struct Browser {
+    pub client: fantoccini::Client,
+    driver: Child,
+    _profile: tempfile::TempDir,
+}
+
+impl Browser {
+    /// How long a page or an element may take to appear.
+    pub const WAIT: Duration = Duration::from_secs(60);
+
+    pub async fn start() -> Browser {
+        let port = free_port();
+        let profile = tempfile::Builder::new()
+            .prefix("pvo-chromium-")
+            .tempdir()
+            .expect("profile dir");
+        let driver = Command::new("chromedriver")
+            .arg(format!("--port={port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start chromedriver (scripts/install-test-deps installs chromium-driver)");
+        let mut browser_driver = Some(driver);
+        wait_until(
+            Duration::from_secs(30),
+            || TcpStream::connect(("127.0.0.1", port)).ok(),
+            || format!("chromedriver did not listen on port {port}"),
+        );
+        let caps = serde_json::json!({
+            "acceptInsecureCerts": true,
+            "goog:chromeOptions": {
+                "binary": "/usr/bin/chromium",
+                "args": [
+                    "--headless=new",
+                    "--no-sandbox",
+                    "--disable-gpu",
+                    "--disable-dev-shm-usage",
+                    "--disable-background-networking",
+                    "--disable-component-update",
+                    "--no-first-run",
+                    "--ignore-certificate-errors",
+                    format!("--user-data-dir={}", profile.path().display()),
+                ],
+            },
+        });
+        let mut builder = fantoccini::ClientBuilder::new(
+            hyper_util::client::legacy::connect::HttpConnector::new(),
+        );
+        builder.capabilities(caps.as_object().unwrap().clone());
+        let client = match builder.connect(&format!("http://127.0.0.1:{port}")).await {
+            Ok(c) => c,
+            Err(e) => {
+                let _ = browser_driver.as_mut().unwrap().kill();
+                panic!("no WebDriver session with Chromium: {e}");
+            }
+        };
+        Browser {
+            client,
+            driver: browser_driver.take().unwrap(),
+            _profile: profile,
+        }
+    }
+
+    pub async fn goto(&self, url: &str) {
+        self.client
+            .goto(url)
+            .await
+            .unwrap_or_else(|e| panic!("open {url}: {e}"));
+    }
+
+    /// The first element matching `css`, waiting for it to appear.
+    pub async fn find(&self, css: &str) -> fantoccini::elements::Element {
+        let deadline = Instant::now() + Self::WAIT;
+        loop {
+            match self.client.find(fantoccini::Locator::Css(css)).await {
+                Ok(e) => return e,
+                Err(e) if Instant::now() > deadline => {
+                    let page = self.client.source().await.unwrap_or_default();
+                    panic!("no element {css:?} ({e}) on the page:\n{page}");
+                }
+                Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+            }
+        }
+    }
+
+    /// Every element matching `css` now.
+    pub async fn all(&self, css: &str) -> Vec<fantoccini::elements::Element> {
+        self.client
+            .find_all(fantoccini::Locator::Css(css))
+            .await
+            .unwrap_or_default()
+    }
+
+    /// Types into the field matching `css` (after clearing it).
+    pub async fn fill(&self, css: &str, text: &str) {
+        let e = self.find(css).await;
+        e.clear().await.expect("clear");
+        e.send_keys(text).await.expect("type");
+    }
+
+    pub async fn click(&self, css: &str) {
+        self.find(css)
+            .await
+            .click()
+            .await
+            .unwrap_or_else(|e| panic!("click {css}: {e}"));
+    }
+
+    /// The visible text of the element matching `css` (waiting for it).
+    pub async fn text(&self, css: &str) -> String {
+        self.text_with(css, "").await
+    }
+
+    /// The visible text of the element matching `css` once it contains `needle` (a
+    /// click's navigation may still be under way); after [`Self::WAIT`], whatever it
+    /// says, for the caller's assertion.
+    pub async fn text_with(&self, css: &str, needle: &str) -> String {
+        let deadline = Instant::now() + Self::WAIT;
+        let mut last = String::new();
+        while Instant::now() < deadline {
+            if let Ok(e) = self.client.find(fantoccini::Locator::Css(css)).await {
+                // A page being replaced: the element may go stale; look again.
+                if let Ok(t) = e.text().await {
+                    if t.contains(needle) {
+                        return t;
+                    }
+                    last = t;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        last
+    }
+
+    /// The page's HTML.
+    pub async fn source(&self) -> String {
+        self.client.source().await.expect("page source")
+    }
+
+    /// The current URL's path.
+    pub async fn path(&self) -> String {
+        self.client
+            .current_url()
+            .await
+            .map(|u| u.path().to_string())
+            .unwrap_or_default()
+    }
+
+    /// Ends the WebDriver session (and Chromium), then chromedriver.
+    pub async fn close(mut self) {
+        let _ = self.client.clone().close().await;
+        let _ = self.driver.kill();
+        let _ = self.driver.wait();
+    }
+}
+
+impl Drop for Browser {
+    fn drop(&mut self) {
+        let _ = self.driver.kill();
+        let _ = self.driver.wait();
+    }
+}

@@ -1,0 +1,483 @@
+//! The web UI in a real browser: headless Chromium (Debian `chromium` +
+//! `chromium-driver`, see `support::Browser`) against nodes with `[web] port = 0`.
+//! Log in, search, open a message, release it (the sink receives it), bulk-delete a
+//! search result, a Guest's release refused on the page, a cross-site POST from a page
+//! on 127.0.0.2 refused, wrong passwords rate limited, and the gateway's Enable button
+//! disabled with the preflight's cause and remedy while the manager is suspended.
+
+use std::io::{Read, Write};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::support::*;
+
+const DELIVERY: Duration = Duration::from_secs(60);
+const TAG: &str = "[quarantine-test]";
+const OTHER_SITE: IpAddr = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2));
+
+fn gateway_config(sink: &Sink) -> String {
+    format!(
+        r#"[node]
+hostname = "gw1.example.com"
+data_dir = "."
+
+[[interface]]
+name = "Loopback"
+address = "127.0.0.1"
+hostname = "gw1.example.com"
+
+[[policy]]
+name = "RELAYED"
+behavior = "relay"
+max_message_size = 20971520
+max_recipients = 1000
+max_concurrency = 600
+
+[[listener]]
+name = "IncomingMail"
+interface = "Loopback"
+port = 0
+type = "public"
+
+  [[listener.hat]]
+  group = "RELAYLIST"
+  senders = ["127.0.0.1"]
+  policy = "RELAYED"
+
+  [[listener.rat]]
+  recipients = ["one.example"]
+  action = "accept"
+
+[[smtp_route]]
+domain = "ALL"
+hosts = ["{sink}"]
+
+[delivery]
+default_interface = "Auto"
+
+[tls.outbound]
+default = "off"
+
+[web]
+interface = "Loopback"
+port = 0
+
+[[content_filter]]
+name = "quarantine_test"
+conditions = {{ subject_contains = "{TAG}" }}
+actions = [{{ quarantine = "Policy" }}]
+
+[[mail_policy]]
+name = "DEFAULT_OUTGOING"
+direction = "outgoing"
+content_filters = ["ALL"]
+"#,
+        sink = sink.host_port()
+    )
+}
+
+/// `pvo --dir DATA_DIR ARGS` with `input` on stdin; panics unless it succeeds.
+fn pvo(node: &Node, args: &[&str], input: &str) -> String {
+    let mut child = Command::new(pvo_bin())
+        .arg("--dir")
+        .arg(node.data_dir())
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn pvo");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().expect("pvo output");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.status.success(),
+        "`pvo {}` failed: {text}",
+        args.join(" ")
+    );
+    text
+}
+
+fn pvo_json(node: &Node, args: &[&str]) -> Value {
+    let mut a = args.to_vec();
+    a.push("--json");
+    let text = pvo(node, &a, "");
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("not JSON ({e}):\n{text}"))
+}
+
+/// The MIDs held now.
+fn held(node: &Node) -> Vec<u64> {
+    let d = pvo_json(node, &["quarantine", "search"]);
+    d["data"]["messages"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{d:#}"))
+        .iter()
+        .map(|m| m["mid"].as_u64().unwrap())
+        .collect()
+}
+
+/// Sends a relayed message (the outgoing policy's filter quarantines the tagged
+/// subject); returns its MID once it is quarantined.
+fn send_quarantined(node: &Node, subject: &str) -> u64 {
+    let mut c = SmtpClient::open(node.addr(), Some(TRUSTED));
+    c.expect("EHLO client.test", 250);
+    let r = c.send_message(
+        "sender@example.org",
+        &["x@one.example"],
+        &format!("Subject: {TAG} {subject}\r\n\r\nhello\r\n"),
+    );
+    assert_eq!(r.code, 250, "end of data: {}", r.raw());
+    c.quit();
+    let line = r.lines.last().cloned().unwrap_or_default();
+    let mid: u64 = line
+        .split_whitespace()
+        .skip_while(|w| *w != "Message")
+        .nth(1)
+        .and_then(|m| m.parse().ok())
+        .unwrap_or_else(|| panic!("no MID in {line:?}"));
+    node.wait_for_log(&format!("MID {mid} quarantined to \"Policy\""), DELIVERY);
+    mid
+}
+
+/// Serves `html` over plain HTTP on `ip` (any path) from a background thread: the
+/// cross-site page of the CSRF test. Returns its address.
+fn serve_page(ip: IpAddr, html: String) -> SocketAddr {
+    let listener = TcpListener::bind(SocketAddr::new(ip, 0)).expect("bind the other site");
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for mut s in listener.incoming().flatten() {
+            let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
+            let mut req = Vec::new();
+            let mut buf = [0u8; 4096];
+            while !req.windows(4).any(|w| w == b"\r\n\r\n") {
+                match s.read(&mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => req.extend_from_slice(&buf[..n]),
+                }
+            }
+            let _ = write!(
+                s,
+                "HTTP/1.1 200 OK\r\nContent-Type: text/html; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{html}",
+                html.len()
+            );
+        }
+    });
+    addr
+}
+
+fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+/// Submits the login form (the answer is the next page: the dashboard or the form
+/// with a message).
+async fn login(b: &Browser, base: &str, user: &str, password: &str) {
+    b.goto(&format!("{base}/login")).await;
+    b.fill("#username", user).await;
+    b.fill("#password", password).await;
+    b.click("#login").await;
+}
+
+async fn logout(b: &Browser) {
+    b.click("header form button[type=submit]").await;
+    b.find("#password").await;
+}
+
+#[test]
+fn web_ui_login_search_release_bulk_delete_guest_csrf_and_rate_limit() {
+    let sink = Sink::accepting();
+    let node = Node::start(&gateway_config(&sink));
+    let base = format!("https://{}", web_addr(&node));
+    let admin_pw = std::fs::read_to_string(node.data_dir().join("run/initial-admin-password"))
+        .expect("initial admin password")
+        .trim()
+        .to_string();
+    pvo(
+        &node,
+        &[
+            "userconfig",
+            "new",
+            "--name",
+            "guest",
+            "--role",
+            "Guest",
+            "--password-stdin",
+        ],
+        "guest-password-1\n",
+    );
+    pvo(
+        &node,
+        &[
+            "quarantineconfig",
+            "edit",
+            "Policy",
+            "--access",
+            "Operator,Guest",
+        ],
+        "",
+    );
+    let one = send_quarantined(&node, "web one");
+    let bulk_a = send_quarantined(&node, "bulk a");
+    let bulk_b = send_quarantined(&node, "bulk b");
+    let guarded = send_quarantined(&node, "guarded <b>&</b>");
+
+    rt().block_on(async {
+        let b = Browser::start().await;
+
+        // Not logged in: every page leads to the login form.
+        b.goto(&format!("{base}/messages")).await;
+        b.find("#password").await;
+        assert_eq!(b.path().await, "/login");
+
+        // A wrong password: said so, no session.
+        login(&b, &base, "admin", "not-the-password").await;
+        let said = b.text_with("p.err", "Wrong user").await;
+        assert!(said.contains("Wrong user name or password"), "{said}");
+
+        // Log in: the dashboard counts the four held messages; the session cookie is
+        // invisible to scripts (HttpOnly).
+        login(&b, &base, "admin", &admin_pw).await;
+        b.find("#quarantines").await;
+        let src = b.source().await;
+        assert!(
+            src.contains("Policy</a></td><td class=\"num\">4</td>"),
+            "{src}"
+        );
+        let cookies = b
+            .client
+            .execute("return document.cookie", vec![])
+            .await
+            .unwrap();
+        assert_eq!(cookies, Value::String(String::new()));
+
+        // Search by subject, open the message, release it.
+        b.click("a[href='/messages']").await;
+        b.fill("#f-subject", "web one").await;
+        b.click("#search").await;
+        let summary = b.text_with("#summary", "of 1 messages").await;
+        assert!(summary.contains("of 1 messages"), "{summary}");
+        assert_eq!(b.all("#messages tbody tr").await.len(), 1);
+        b.click(&format!("#messages a[href='/messages/{one}']")).await;
+        let subject = b.text_with("#subject", "web one").await;
+        assert!(subject.contains("web one"), "{subject}");
+        let why = b.text("#memberships").await;
+        assert!(why.contains("quarantine_test"), "{why}");
+        b.click("#release").await;
+        let result = b.text_with("#result", "").await;
+        assert!(!result.contains("Refused"), "{result}");
+        let got = sink.wait_for_messages(1, DELIVERY);
+        assert!(got[0].text().contains("web one"));
+
+        // A value from the message is escaped, not markup.
+        b.goto(&format!("{base}/messages?subject=guarded")).await;
+        let src = b.source().await;
+        assert!(src.contains("guarded &lt;b&gt;&amp;&lt;/b&gt;"), "{src}");
+        assert!(b.all("#messages b").await.is_empty());
+
+        // Bulk: select all the results of a search and delete them.
+        b.goto(&format!("{base}/messages?subject=bulk")).await;
+        assert_eq!(b.all("#messages tbody tr").await.len(), 2);
+        b.click("#select-all").await;
+        for c in b.all("input[name=mid]").await {
+            assert!(c.is_selected().await.unwrap());
+        }
+        b.click("#delete-selected").await;
+        let result = b.text("#result").await;
+        assert!(!result.contains("Refused"), "{result}");
+        b.goto(&format!("{base}/messages?subject=bulk")).await;
+        let summary = b.text_with("#summary", "No quarantined").await;
+        assert!(summary.contains("No quarantined messages match"), "{summary}");
+        let now = held(&node);
+        assert!(!now.contains(&bulk_a) && !now.contains(&bulk_b), "{now:?}");
+        assert_eq!(now, vec![guarded]);
+
+        // A page on another site (127.0.0.2) that posts a release to the node while the
+        // admin is logged in: refused (SameSite cookie, Origin, CSRF token).
+        let evil = serve_page(
+            OTHER_SITE,
+            format!(
+                "<!DOCTYPE html><html><body><form method=\"post\" action=\"{base}/messages/action\">\
+<input type=\"hidden\" name=\"op\" value=\"release\"><input type=\"hidden\" name=\"mid\" value=\"{guarded}\">\
+<input type=\"hidden\" name=\"csrf\" value=\"guess\"></form><script>document.forms[0].submit()</script></body></html>"
+            ),
+        );
+        b.goto(&format!("http://{evil}/")).await;
+        let refused = b.text_with("p.err", "Request refused").await;
+        assert!(refused.contains("Request refused"), "{refused}");
+        assert_eq!(held(&node), vec![guarded]);
+
+        // A Guest sees the message, but the release is refused on the page.
+        b.goto(&format!("{base}/")).await;
+        logout(&b).await;
+        login(&b, &base, "guest", "guest-password-1").await;
+        let h1 = b.text_with("main h1", "Dashboard").await;
+        assert_eq!(h1, "Dashboard");
+        b.goto(&format!("{base}/messages/{guarded}")).await;
+        b.click("#release").await;
+        let result = b.text_with("#result", "cannot").await;
+        assert!(
+            result.contains("Refused") && result.contains("cannot"),
+            "{result}"
+        );
+        assert_eq!(held(&node), vec![guarded]);
+        logout(&b).await;
+
+        // Wrong passwords from one address: after five, the sixth attempt (even with
+        // the right password) is told to wait.
+        for _ in 0..5 {
+            login(&b, &base, "admin", "still-not-it").await;
+            let said = b.text_with("p.err", "Wrong").await;
+            assert!(said.contains("Wrong user name or password"), "{said}");
+        }
+        login(&b, &base, "admin", &admin_pw).await;
+        let said = b.text_with("p.err", "Too many").await;
+        assert!(said.contains("Too many failed logins"), "{said}");
+        b.close().await;
+    });
+    assert_eq!(sink.count(), 1);
+
+    // The audit trail: logins and the release came from the web UI.
+    let audit = pvo_json(&node, &["auditlog", "--mid", &one.to_string()]);
+    let entries = audit["data"]["entries"].as_array().unwrap();
+    assert!(
+        entries.iter().any(|e| e["action"] == "release"
+            && e["outcome"] == "ok"
+            && e["from"].as_str().unwrap().starts_with("web 127.0.0.1:")),
+        "{audit:#}"
+    );
+    let audit = pvo_json(&node, &["auditlog"]);
+    let entries = audit["data"]["entries"].as_array().unwrap();
+    let failed = entries
+        .iter()
+        .filter(|e| {
+            e["action"] == "login"
+                && e["outcome"] == "failed"
+                && e["from"].as_str().unwrap().starts_with("web ")
+        })
+        .count();
+    assert_eq!(failed, 6, "{audit:#}");
+    assert!(
+        entries
+            .iter()
+            .any(|e| e["action"] == "release" && e["outcome"] == "refused" && e["user"] == "guest"),
+        "{audit:#}"
+    );
+}
+
+// ---------------------------------------------------------------------------------------
+// The gateway's PVO settings page (a deployment, as in e2e_cpq.rs)
+// ---------------------------------------------------------------------------------------
+
+const MANAGER_IP: IpAddr = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2));
+
+fn manager_config(cpq_port: u16) -> String {
+    format!(
+        r#"[node]
+role = "manager"
+hostname = "manager.cpq.test"
+data_dir = "."
+
+[[interface]]
+name = "Management"
+address = "{MANAGER_IP}"
+hostname = "manager.cpq.test"
+
+[cpq]
+node_id = "manager"
+interface = "Management"
+port = {cpq_port}
+"#
+    )
+}
+
+/// A gateway in local mode that knows its manager, with the web UI.
+fn pvo_gateway_config(cpq_port: u16, manager_port: u16, sink: &Sink) -> String {
+    format!(
+        r#"{}
+[cpq]
+node_id = "gw1"
+interface = "Loopback"
+port = {cpq_port}
+mode = "local"
+manager = "{MANAGER_IP}:{manager_port}"
+"#,
+        gateway_config(sink).replace(
+            "default_interface = \"Auto\"",
+            "default_interface = \"Loopback\""
+        )
+    )
+}
+
+#[test]
+fn web_ui_gateway_enable_is_disabled_with_the_reason_while_the_manager_is_suspended() {
+    let sink = Sink::accepting();
+    let manager_port = free_port_on(MANAGER_IP);
+    let mdir = NodeDir::new(&manager_config(manager_port));
+    let cpq_port = free_port_on(TRUSTED);
+    let gdir = NodeDir::new(&pvo_gateway_config(cpq_port, manager_port, &sink));
+    let mut enroll = Command::new(pvo_bin());
+    enroll
+        .args(["manager", "enroll", "--config"])
+        .arg(mdir.config_path())
+        .arg("gw1")
+        .args(["--address", "127.0.0.1", "--port", &cpq_port.to_string()])
+        .arg("--out")
+        .arg(gdir.cpq_dir());
+    let (status, out, err) = run_with_timeout(&mut enroll, DELIVERY);
+    assert!(status.success(), "enroll: {out}{err}");
+    let manager = mdir.start_manager();
+    let gw = gdir.start_gateway();
+    pvo(&manager, &["pvoconfig", "migration", "automatic"], "");
+    pvo(&manager, &["commit", "-m", "migration wizard"], "");
+    pvo(&manager, &["suspendlisteners", "all"], "");
+
+    let base = format!("https://{}", web_addr(&gw));
+    let admin_pw = std::fs::read_to_string(gw.data_dir().join("run/initial-admin-password"))
+        .expect("initial admin password")
+        .trim()
+        .to_string();
+    rt().block_on(async {
+        let b = Browser::start().await;
+        login(&b, &base, "admin", &admin_pw).await;
+        b.find("#quarantines").await;
+        b.click("a[href='/pvo']").await;
+        let enable = b.find("#enable").await;
+        assert!(
+            !enable.is_enabled().await.unwrap(),
+            "Enable is not disabled"
+        );
+        let cause = b.text_with("#cause", "offline").await;
+        let remedy = b.text("#remedy").await;
+        assert!(cause.contains("offline"), "{cause}");
+        assert!(remedy.contains("resume"), "{remedy}");
+
+        // The manager back: the button is enabled, and enabling is pending until commit.
+        pvo(&manager, &["resumelisteners", "all"], "");
+        b.goto(&format!("{base}/pvo")).await;
+        let enable = b.find("#enable").await;
+        assert!(enable.is_enabled().await.unwrap(), "{}", b.source().await);
+        assert!(b.all("#why").await.is_empty());
+        b.click("#enable").await;
+        let result = b.text_with("#result", "manager ready").await;
+        assert!(result.contains("manager ready"), "{result}");
+        b.close().await;
+    });
+    let status = pvo(&gw, &["pvoconfig", "status"], "");
+    assert!(status.contains(": local"), "pending until commit: {status}");
+}
