@@ -1971,6 +1971,29 @@ hosts = ["[127.0.0.1]:2526"]
     }
 
     #[test]
+    fn web_section_defaults_and_port_clashes() {
+        assert_eq!(parse(GOOD).unwrap().web, None);
+        let c = parse(&format!("{GOOD}\n[web]\n")).unwrap();
+        assert_eq!(
+            c.web,
+            Some(Web {
+                interface: 0,
+                port: 8443
+            })
+        );
+        let off = format!("{GOOD}\n[web]\nenabled = false\n");
+        assert_eq!(parse(&off).unwrap().web, None);
+        let unknown = format!("{GOOD}\n[web]\ninterface = \"Data\"\n");
+        assert_eq!(parse(&unknown).unwrap_err().key, "web.interface");
+        let both = format!("{GOOD}\n[ssh]\nport = 2222\n[web]\nport = 2222\n");
+        assert_eq!(parse(&both).unwrap_err().key, "web.port");
+        let both_any = format!("{GOOD}\n[ssh]\nport = 0\n[web]\nport = 0\n");
+        assert!(parse(&both_any).is_ok());
+        let bad = format!("{GOOD}\n[web]\nport = 70000\n");
+        assert_eq!(parse(&bad).unwrap_err().key, "web.port");
+    }
+
+    #[test]
     fn cpq_notify_lists_addresses() {
         let base = format!(
             "{GOOD}\n[cpq]\nnode_id = \"gw1\"\nmode = \"central\"\nmanager = \"127.0.0.2:7025\"\n"
