@@ -236,6 +236,9 @@ fn web_ui_login_search_release_bulk_delete_guest_csrf_and_rate_limit() {
     let bulk_a = send_quarantined(&node, "bulk a");
     let bulk_b = send_quarantined(&node, "bulk b");
     let guarded = send_quarantined(&node, "guarded <b>&</b>");
+    let sweep: Vec<u64> = (0..3)
+        .map(|i| send_quarantined(&node, &format!("sweep {i}")))
+        .collect();
 
     rt().block_on(async {
         let b = Browser::start().await;
@@ -256,7 +259,7 @@ fn web_ui_login_search_release_bulk_delete_guest_csrf_and_rate_limit() {
         b.find("#quarantines").await;
         let src = b.source().await;
         assert!(
-            src.contains("Policy</a></td><td class=\"num\">4</td>"),
+            src.contains("Policy</a></td><td class=\"num\">7</td>"),
             "{src}"
         );
         let cookies = b
@@ -305,6 +308,20 @@ fn web_ui_login_search_release_bulk_delete_guest_csrf_and_rate_limit() {
         assert!(summary.contains("No quarantined messages match"), "{summary}");
         let now = held(&node);
         assert!(!now.contains(&bulk_a) && !now.contains(&bulk_b), "{now:?}");
+        assert_eq!(now.len(), 4, "{now:?}");
+
+        // Every result of a search, two per page: "Delete all results" takes the page
+        // not shown too.
+        b.goto(&format!("{base}/messages?subject=sweep&limit=2")).await;
+        assert_eq!(b.all("#messages tbody tr").await.len(), 2);
+        let summary = b.text("#summary").await;
+        assert!(summary.contains("of 3 messages"), "{summary}");
+        b.find("a[rel=next]").await;
+        b.click("#delete-all").await;
+        let result = b.text_with("#result", "").await;
+        assert!(!result.contains("Refused"), "{result}");
+        let now = held(&node);
+        assert!(sweep.iter().all(|m| !now.contains(m)), "{now:?}");
         assert_eq!(now, vec![guarded]);
 
         // A page on another site (127.0.0.2) that posts a release to the node while the

@@ -498,6 +498,16 @@ const REASON_KINDS: [&str; 5] = [
     "other",
 ];
 
+/// The orders of `quarantine search` (value, label).
+const ORDERS: [(&str, &str); 6] = [
+    ("newest", "newest first"),
+    ("oldest", "oldest first"),
+    ("largest", "largest first"),
+    ("smallest", "smallest first"),
+    ("exit_soonest", "exit soonest"),
+    ("exit_latest", "exit latest"),
+];
+
 /// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's algorithm).
 fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
     let y = if m <= 2 { y - 1 } else { y };
@@ -542,7 +552,7 @@ fn search_query(form: &[(String, String)]) -> Searched {
     let mut q = Map::new();
     let mut keep = Vec::new();
     let mut problems = Vec::new();
-    for k in ["quarantine", "reason_kind"]
+    for k in ["quarantine", "reason_kind", "order"]
         .into_iter()
         .chain(TEXT_FILTERS.iter().map(|(_, k)| *k))
     {
@@ -559,6 +569,20 @@ fn search_query(form: &[(String, String)]) -> Searched {
                     keep.push((k.to_string(), v.trim().to_string()));
                 }
                 None => problems.push(format!("{k}: {v:?} is not a date (YYYY-MM-DD)")),
+            }
+        }
+    }
+    for k in ["attachment_min_size", "attachment_max_size"] {
+        if let Some(v) = field(form, k) {
+            match v.trim().parse::<u64>() {
+                Ok(n) if n <= i64::MAX as u64 => {
+                    q.insert(k.into(), json!(n));
+                    keep.push((k.to_string(), v.trim().to_string()));
+                }
+                _ => problems.push(format!(
+                    "{}: {v:?} is not a size in bytes",
+                    k.replace('_', " ")
+                )),
             }
         }
     }
@@ -656,6 +680,24 @@ async fn search(
         );
     }
     b.push_str("</select></div>");
+    let cur = given.get("order").copied().unwrap_or("newest");
+    b.push_str("<div><label for=\"f-order\">Order</label><select id=\"f-order\" name=\"order\">");
+    for (v, label) in ORDERS {
+        let _ = write!(
+            b,
+            "<option value=\"{v}\"{}>{}</option>",
+            if v == cur { " selected" } else { "" },
+            esc(label)
+        );
+    }
+    b.push_str("</select></div>");
+    let _ = write!(
+        b,
+        "<div><label for=\"f-attachment_min_size\">Attachment at least (bytes)</label><input id=\"f-attachment_min_size\" name=\"attachment_min_size\" type=\"number\" min=\"0\" value=\"{}\"></div>\
+<div><label for=\"f-attachment_max_size\">Attachment at most (bytes)</label><input id=\"f-attachment_max_size\" name=\"attachment_max_size\" type=\"number\" min=\"0\" value=\"{}\"></div>",
+        val("attachment_min_size"),
+        val("attachment_max_size")
+    );
     let _ = write!(
         b,
         "<div><label for=\"f-from\">Received from (GMT)</label><input id=\"f-from\" name=\"from\" type=\"date\" value=\"{}\"></div>\
