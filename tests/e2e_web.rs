@@ -493,8 +493,19 @@ fn web_ui_gateway_enable_is_disabled_with_the_reason_while_the_manager_is_suspen
         b.click("#enable").await;
         let result = b.text_with("#result", "manager ready").await;
         assert!(result.contains("manager ready"), "{result}");
+        let status = pvo(&gw, &["pvoconfig", "status"], "");
+        assert!(status.contains(": local"), "pending until commit: {status}");
+
+        // Commit the pending change from the Changes page: the gateway is central.
+        b.click("a[href='/changes']").await;
+        let pending = b.text_with("#pending", "pending:").await;
+        assert!(pending.contains("Changes are pending"), "{pending}");
+        b.fill("#comment", "centralize from the web UI").await;
+        b.click("#commit").await;
+        let result = b.text_with("#result", "committed").await;
+        assert!(result.contains("committed"), "{result}");
         b.close().await;
     });
     let status = pvo(&gw, &["pvoconfig", "status"], "");
-    assert!(status.contains(": local"), "pending until commit: {status}");
+    assert!(status.contains("centralized on the manager"), "{status}");
 }

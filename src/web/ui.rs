@@ -42,6 +42,8 @@ pub fn routes() -> Router<Arc<Shared>> {
         .route("/messages/action", post(action))
         .route("/pvo", get(pvo))
         .route("/pvo/enable", post(pvo_enable))
+        .route("/changes", get(changes))
+        .route("/changes/{op}", post(change_op))
         .route("/ui.css", get(css))
         .layer(Extension(Sessions::new()))
 }
@@ -211,7 +213,7 @@ fn page(shared: &Shared, c: &Caller, title: &str, body: &str) -> String {
     format!(
         "<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\"><meta name=\"viewport\" content=\"width=device-width, initial-scale=1\"><title>{t} · {host}</title><link rel=\"stylesheet\" href=\"/ui.css\"></head><body>\
 <header><nav aria-label=\"Main\"><span class=\"brand\">PVO {role} <b>{host}</b></span>\
-<a href=\"/\" accesskey=\"d\">Dashboard</a><a href=\"/messages\" accesskey=\"m\">Messages</a><a href=\"/pvo\" accesskey=\"p\">PVO settings</a>\
+<a href=\"/\" accesskey=\"d\">Dashboard</a><a href=\"/messages\" accesskey=\"m\">Messages</a><a href=\"/pvo\" accesskey=\"p\">PVO settings</a><a href=\"/changes\" accesskey=\"c\">Changes</a>\
 <form method=\"post\" action=\"/logout\" class=\"inline right\"><input type=\"hidden\" name=\"csrf\" value=\"{csrf}\"><span class=\"who\">{user} ({urole})</span> <button type=\"submit\">Log out</button></form></nav></header>\
 <main><h1>{t}</h1>{body}</main></body></html>",
         t = esc(title),
@@ -463,6 +465,11 @@ async fn dashboard(
     b.push_str("<section aria-labelledby=\"hs\"><h2 id=\"hs\">Status</h2>");
     b.push_str(&if s.ok { pre(&s.text) } else { refusal(&s) });
     b.push_str("</section>");
+
+    let p = run(&shared, &c.id, "pvoconfig", json!({ "action": "status" })).await;
+    b.push_str("<section aria-labelledby=\"hc\"><h2 id=\"hc\">Centralized quarantines</h2>");
+    b.push_str(&if p.ok { pre(&p.text) } else { refusal(&p) });
+    b.push_str("<p><a href=\"/pvo\">PVO settings</a></p></section>");
 
     let t = run(&shared, &c.id, "tophosts", json!({ "sort": "active" })).await;
     b.push_str("<section aria-labelledby=\"ht\"><h2 id=\"ht\">Delivery status (tophosts)</h2>");
@@ -1315,6 +1322,94 @@ async fn pvo_enable(
             },
             &b,
         ),
+    )
+}
+
+// ----------------------------------------------------------------------------------
+// Pending changes: commit, clear, rollback
+// ----------------------------------------------------------------------------------
+
+async fn changes(
+    State(shared): St,
+    Extension(sessions): Ses,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+) -> HttpResponse {
+    let c = match caller(&shared, &sessions, &headers, peer) {
+        Ok(c) => c,
+        Err(r) => return r,
+    };
+    let d = run(&shared, &c.id, "commitdetail", json!({})).await;
+    let mut b = String::new();
+    if !d.ok {
+        b.push_str(&refusal(&d));
+        return html(StatusCode::OK, page(&shared, &c, "Changes", &b));
+    }
+    let pending = d.data["pending"].as_bool().unwrap_or(false);
+    let _ = write!(
+        b,
+        "<p id=\"pending\">{}</p>",
+        if pending {
+            "Changes are pending: they take effect when committed."
+        } else {
+            "No changes pending."
+        }
+    );
+    let _ = write!(
+        b,
+        "<form method=\"post\" action=\"/changes/commit\" class=\"stack narrowform\">{}<label for=\"comment\">Comment</label><input id=\"comment\" name=\"comment\" required><div><button type=\"submit\" id=\"commit\"{}>Commit</button></div></form>\
+<form method=\"post\" action=\"/changes/clear\">{}<button type=\"submit\" id=\"clear\" class=\"danger\"{}>Clear changes</button></form>\
+<form method=\"post\" action=\"/changes/rollback\">{}<label for=\"n\">Roll back to commit</label> <input id=\"n\" name=\"n\" type=\"number\" min=\"1\" required> <button type=\"submit\" id=\"rollback\" class=\"danger\">Roll back</button></form>",
+        hidden("csrf", &c.csrf),
+        if pending { "" } else { " disabled" },
+        hidden("csrf", &c.csrf),
+        if pending { "" } else { " disabled" },
+        hidden("csrf", &c.csrf),
+    );
+    b.push_str(&pre(&d.text));
+    html(StatusCode::OK, page(&shared, &c, "Changes", &b))
+}
+
+async fn change_op(
+    State(shared): St,
+    Extension(sessions): Ses,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    Path(op): Path<String>,
+    body: axum::body::Bytes,
+) -> HttpResponse {
+    let form = session::parse_form(&body);
+    let c = match poster(&shared, &sessions, &headers, peer, &form) {
+        Ok(c) => c,
+        Err(r) => return r,
+    };
+    let r = match op.as_str() {
+        "commit" => {
+            let comment = field(&form, "comment").unwrap_or("").trim().to_string();
+            run(&shared, &c.id, "commit", json!({ "comment": comment })).await
+        }
+        "clear" => run(&shared, &c.id, "clearchanges", json!({})).await,
+        "rollback" => match field(&form, "n").and_then(|n| n.trim().parse::<u64>().ok()) {
+            Some(n) => run(&shared, &c.id, "rollback", json!({ "n": n })).await,
+            None => Response::error("Give the number of the commit to go back to."),
+        },
+        _ => Response::error(format!("Unknown change operation {op:?}.")),
+    };
+    let b = format!(
+        "{}<p><a href=\"/changes\" id=\"back\">Back to the changes</a></p>",
+        if r.ok {
+            format!("<div class=\"ok\" id=\"result\">{}</div>", pre(&r.text))
+        } else {
+            format!("<div id=\"result\">{}</div>", refusal(&r))
+        }
+    );
+    html(
+        if r.ok {
+            StatusCode::OK
+        } else {
+            StatusCode::BAD_REQUEST
+        },
+        page(&shared, &c, if r.ok { "Done" } else { "Not done" }, &b),
     )
 }
 
