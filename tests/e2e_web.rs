@@ -262,6 +262,9 @@ fn web_ui_login_search_release_bulk_delete_guest_csrf_and_rate_limit() {
             src.contains("Policy</a></td><td class=\"num\">7</td>"),
             "{src}"
         );
+        // The chart: today's bar for Policy counts them too.
+        let chart = b.find("#per-day tbody tr:last-child").await.html(false).await.unwrap();
+        assert!(chart.contains("aria-label=\"7 messages\""), "{chart}");
         let cookies = b
             .client
             .execute("return document.cookie", vec![])
@@ -339,6 +342,16 @@ fn web_ui_login_search_release_bulk_delete_guest_csrf_and_rate_limit() {
         assert!(refused.contains("Request refused"), "{refused}");
         assert_eq!(held(&node), vec![guarded]);
 
+        // Send a copy (the message stays held).
+        b.goto(&format!("{base}/messages/{guarded}")).await;
+        b.fill("#copy-to", "copy@one.example").await;
+        b.click("#copy").await;
+        let result = b.text_with("#result", "").await;
+        assert!(!result.contains("Refused"), "{result}");
+        let got = sink.wait_for_messages(2, DELIVERY);
+        assert!(got.iter().any(|m| m.text().contains("guarded")));
+        assert_eq!(held(&node), vec![guarded]);
+
         // A Guest sees the message, but the release is refused on the page.
         b.goto(&format!("{base}/")).await;
         logout(&b).await;
@@ -367,7 +380,7 @@ fn web_ui_login_search_release_bulk_delete_guest_csrf_and_rate_limit() {
         assert!(said.contains("Too many failed logins"), "{said}");
         b.close().await;
     });
-    assert_eq!(sink.count(), 1);
+    assert_eq!(sink.count(), 2);
 
     // The audit trail: logins and the release came from the web UI.
     let audit = pvo_json(&node, &["auditlog", "--mid", &one.to_string()]);

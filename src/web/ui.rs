@@ -404,6 +404,82 @@ fn json_table(rows: &[Value], caption: &str) -> String {
     t
 }
 
+/// Days shown by the dashboard's chart.
+const CHART_DAYS: u64 = 7;
+
+/// Held messages by the day they were received (GMT), per quarantine, for the last
+/// [`CHART_DAYS`] days: one counting search per day and quarantine (searches are not
+/// audited). Bars are inline SVG (no script, no inline style).
+async fn per_day_chart(shared: &Arc<Shared>, c: &Caller, list: &Value) -> String {
+    let names: Vec<String> = list["quarantines"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|q| q["messages"].as_u64().unwrap_or(0) > 0)
+        .filter_map(|q| q["name"].as_str().map(str::to_string))
+        .collect();
+    let mut out = String::from(
+        "<section aria-labelledby=\"hd\"><h2 id=\"hd\">Held messages by day received (GMT)</h2>",
+    );
+    if names.is_empty() {
+        out.push_str("<p>No messages are held.</p></section>");
+        return out;
+    }
+    let today = crate::clock::unix_now() / 86_400;
+    let mut rows: Vec<(u64, Vec<(u64, bool)>)> = Vec::new();
+    for d in (0..CHART_DAYS).rev() {
+        let day = today - d;
+        let mut counts = Vec::new();
+        for n in &names {
+            let r = run(
+                shared,
+                &c.id,
+                "quarantine",
+                json!({ "action": "search", "limit": 1, "query": { "quarantine": n, "from": day * 86_400, "to": day * 86_400 + 86_399 } }),
+            )
+            .await;
+            counts.push((
+                r.data["total"].as_u64().unwrap_or(0),
+                r.data["total_exact"].as_bool().unwrap_or(true),
+            ));
+        }
+        rows.push((day, counts));
+    }
+    let max = rows
+        .iter()
+        .flat_map(|(_, c)| c.iter().map(|(n, _)| *n))
+        .max()
+        .unwrap_or(0)
+        .max(1);
+    out.push_str("<table id=\"per-day\" class=\"chart\"><thead><tr><th scope=\"col\">Day</th>");
+    for n in &names {
+        let _ = write!(out, "<th scope=\"col\">{}</th>", esc(n));
+    }
+    out.push_str("</tr></thead><tbody>");
+    for (day, counts) in &rows {
+        let _ = write!(
+            out,
+            "<tr><th scope=\"row\">{}</th>",
+            esc(&gmt(day * 86_400).chars().take(10).collect::<String>())
+        );
+        for (n, exact) in counts {
+            let w = (n * 120).div_ceil(max);
+            let label = if *exact {
+                n.to_string()
+            } else {
+                format!("≥{n}")
+            };
+            let _ = write!(
+                out,
+                "<td><svg width=\"122\" height=\"12\" role=\"img\" aria-label=\"{label} messages\"><rect width=\"{w}\" height=\"12\" fill=\"currentColor\"/></svg> {label}</td>"
+            );
+        }
+        out.push_str("</tr>");
+    }
+    out.push_str("</tbody></table></section>");
+    out
+}
+
 async fn dashboard(
     State(shared): St,
     Extension(sessions): Ses,
@@ -460,6 +536,10 @@ async fn dashboard(
         b.push_str(&refusal(&q));
     }
     b.push_str("</section>");
+
+    if q.ok {
+        b.push_str(&per_day_chart(&shared, &c, &q.data).await);
+    }
 
     let s = run(&shared, &c.id, "status", json!({})).await;
     b.push_str("<section aria-labelledby=\"hs\"><h2 id=\"hs\">Status</h2>");
@@ -974,7 +1054,14 @@ async fn show(
             let q = m["quarantine"].as_str().unwrap_or("");
             let _ = write!(b, "<option>{}</option>", esc(q));
         }
-        b.push_str("</select> <label for=\"move-to\">to</label> <input id=\"move-to\" name=\"to\" size=\"12\"> <button type=\"submit\" name=\"op\" value=\"move\" id=\"move\">Move</button></form></section>");
+        b.push_str("</select> <label for=\"move-to\">to</label> <input id=\"move-to\" name=\"to\" size=\"12\"> <button type=\"submit\" name=\"op\" value=\"move\" id=\"move\">Move</button></form>");
+        let _ = write!(
+            b,
+            "<form method=\"post\" action=\"/messages/action\" class=\"actions\">{}{}{}<label for=\"copy-to\">Send a copy to</label> <input id=\"copy-to\" name=\"copy_to\" type=\"text\" placeholder=\"a@example.com, b@example.com\" required> <button type=\"submit\" name=\"op\" value=\"copy\" id=\"copy\">Send copy</button></form></section>",
+            hidden("csrf", &c.csrf),
+            hidden("back", &format!("/messages/{mid}")),
+            hidden("mid", &mid.to_string())
+        );
     }
 
     // Why held, other quarantines, scheduled exit.
@@ -1104,7 +1191,27 @@ async fn action(
         _ => ("", false),
     };
     let mut args = json!({ "action": verb });
-    let result = if verb.is_empty() {
+    let result = if op == "copy" {
+        let to: Vec<String> = field(&form, "copy_to")
+            .unwrap_or("")
+            .split([',', ' ', ';'])
+            .map(str::trim)
+            .filter(|a| !a.is_empty())
+            .map(str::to_string)
+            .collect();
+        match field(&form, "mid").and_then(|m| m.trim().parse::<u64>().ok()) {
+            Some(mid) => {
+                run(
+                    &shared,
+                    &c.id,
+                    "quarantine",
+                    json!({ "action": "copy", "mid": mid, "to": to }),
+                )
+                .await
+            }
+            None => Response::error("Which message? (no MID given)"),
+        }
+    } else if verb.is_empty() {
         Response::error(format!("Unknown action {op:?}."))
     } else {
         if all {
@@ -1157,7 +1264,8 @@ async fn action(
     } else {
         format!("<div id=\"result\">{}</div>", refusal(&result))
     };
-    let back_to = if back.starts_with("/messages/") && verb != "delay" && result.ok {
+    let back_to = if back.starts_with("/messages/") && verb != "delay" && op != "copy" && result.ok
+    {
         "/messages".to_string()
     } else {
         back
