@@ -265,6 +265,27 @@ fn web_ui_login_search_release_bulk_delete_guest_csrf_and_rate_limit() {
         // The chart: today's bar for Policy counts them too.
         let chart = b.find("#per-day tbody tr:last-child").await.html(false).await.unwrap();
         assert!(chart.contains("aria-label=\"7 messages\""), "{chart}");
+        // Quarantine settings: the form shows them; saving changes the retention and
+        // keeps the rest (the Guest's access is used below).
+        b.click("a[href='/quarantines/Policy']").await;
+        let access = b.find("#access").await.prop("value").await.unwrap().unwrap_or_default();
+        assert!(access.contains("Guest"), "{access}");
+        b.fill("#retention_hours", "48").await;
+        b.click("#save").await;
+        let result = b.text_with("#result", "").await;
+        assert!(!result.contains("Refused"), "{result}");
+        let list = pvo_json(&node, &["quarantineconfig", "list"]);
+        let policy = list["data"]["quarantines"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|q| q["name"] == "Policy")
+            .cloned()
+            .unwrap();
+        assert_eq!(policy["retention_secs"], 172_800, "{policy:#}");
+        assert!(policy["access"].to_string().contains("Guest"), "{policy:#}");
+        b.goto(&format!("{base}/")).await;
+
         let cookies = b
             .client
             .execute("return document.cookie", vec![])

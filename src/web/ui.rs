@@ -42,6 +42,10 @@ pub fn routes() -> Router<Arc<Shared>> {
         .route("/messages/action", post(action))
         .route("/pvo", get(pvo))
         .route("/pvo/enable", post(pvo_enable))
+        .route(
+            "/quarantines/{name}",
+            get(quarantine_form).post(quarantine_save),
+        )
         .route("/changes", get(changes))
         .route("/changes/{op}", post(change_op))
         .route("/ui.css", get(css))
@@ -517,12 +521,12 @@ async fn dashboard(
                 esc(&bytes(quota))
             );
         }
-        b.push_str(".</p><table id=\"quarantines\"><thead><tr><th scope=\"col\">Quarantine</th><th scope=\"col\">Messages</th><th scope=\"col\">Space</th><th scope=\"col\">Retention</th><th scope=\"col\">Default action</th></tr></thead><tbody>");
+        b.push_str(".</p><table id=\"quarantines\"><thead><tr><th scope=\"col\">Quarantine</th><th scope=\"col\">Messages</th><th scope=\"col\">Space</th><th scope=\"col\">Retention</th><th scope=\"col\">Default action</th><th scope=\"col\">Settings</th></tr></thead><tbody>");
         for r in d["quarantines"].as_array().into_iter().flatten() {
             let name = r["name"].as_str().unwrap_or("");
             let _ = write!(
                 b,
-                "<tr><td><a href=\"/messages?quarantine={}\">{}</a></td><td class=\"num\">{}</td><td class=\"num\">{}</td><td>{}</td><td>{}</td></tr>",
+                "<tr><td><a href=\"/messages?quarantine={}\">{}</a></td><td class=\"num\">{}</td><td class=\"num\">{}</td><td>{}</td><td>{}</td><td><a href=\"/quarantines/{0}\" aria-label=\"Settings of {1}\">edit</a></td></tr>",
                 enc(name),
                 esc(name),
                 r["messages"].as_u64().unwrap_or(0),
@@ -1518,6 +1522,165 @@ async fn change_op(
             StatusCode::BAD_REQUEST
         },
         page(&shared, &c, if r.ok { "Done" } else { "Not done" }, &b),
+    )
+}
+
+// ----------------------------------------------------------------------------------
+// Quarantine settings
+// ----------------------------------------------------------------------------------
+
+/// The names in an access list as `quarantineconfig list` shows it.
+fn access_names(v: &Value) -> Vec<String> {
+    match v {
+        Value::String(s) => vec![s.clone()],
+        Value::Array(a) => a.iter().flat_map(access_names).collect(),
+        Value::Object(m) => m.values().flat_map(access_names).collect(),
+        _ => Vec::new(),
+    }
+}
+
+async fn quarantine_form(
+    State(shared): St,
+    Extension(sessions): Ses,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+) -> HttpResponse {
+    let c = match caller(&shared, &sessions, &headers, peer) {
+        Ok(c) => c,
+        Err(r) => return r,
+    };
+    let title = format!("Quarantine {name}");
+    let list = run(
+        &shared,
+        &c.id,
+        "quarantineconfig",
+        json!({ "action": "list" }),
+    )
+    .await;
+    if !list.ok {
+        return html(StatusCode::OK, page(&shared, &c, &title, &refusal(&list)));
+    }
+    let Some(q) = list.data["quarantines"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|q| q["name"].as_str() == Some(name.as_str()))
+        .cloned()
+    else {
+        let body = format!(
+            "<p class=\"err\">There is no quarantine named {}.</p>",
+            esc(&name)
+        );
+        return html(StatusCode::NOT_FOUND, page(&shared, &c, &title, &body));
+    };
+    let er = &q["early_release"];
+    let er_s = |k: &str| esc(er[k].as_str().unwrap_or(""));
+    let x_header = match (
+        er["x_header"]["name"].as_str(),
+        er["x_header"]["value"].as_str(),
+    ) {
+        (Some(n), Some(v)) => format!("{n}:{v}"),
+        _ => String::new(),
+    };
+    let checked = |b: bool| if b { " checked" } else { "" };
+    let action = q["default_action"].as_str().unwrap_or("delete");
+    let mut b = String::new();
+    let _ = write!(
+        b,
+        "<p>{} messages, {} used. Changes apply at once (they are quarantine settings, not pending configuration). Only Administrators may change them.</p>\
+<form method=\"post\" action=\"/quarantines/{}\" class=\"stack narrowform\">{}\
+<label for=\"retention_hours\">Retention (hours)</label><input id=\"retention_hours\" name=\"retention_hours\" type=\"number\" min=\"1\" value=\"{}\" required>\
+<label for=\"default_action\">Default action at the end of retention</label><select id=\"default_action\" name=\"default_action\"><option value=\"delete\"{}>delete</option><option value=\"release\"{}>release</option></select>\
+<label><input type=\"checkbox\" name=\"exempt_free_up\" value=\"1\"{}> Exempt from free-up when space runs out</label>\
+<fieldset><legend>Early release</legend>\
+<label for=\"subject_prepend\">Prepend to the subject</label><input id=\"subject_prepend\" name=\"subject_prepend\" value=\"{}\">\
+<label for=\"subject_append\">Append to the subject</label><input id=\"subject_append\" name=\"subject_append\" value=\"{}\">\
+<label for=\"x_header\">Add a header (NAME:VALUE)</label><input id=\"x_header\" name=\"x_header\" value=\"{}\">\
+<label><input type=\"checkbox\" name=\"strip_attachments\" value=\"1\"{}> Strip attachments</label></fieldset>\
+<label for=\"access\">Access (roles and users, comma-separated; Administrators always)</label><input id=\"access\" name=\"access\" value=\"{}\">\
+<div><button type=\"submit\" id=\"save\" accesskey=\"v\">Save</button></div></form>",
+        q["messages"].as_u64().unwrap_or(0),
+        esc(&bytes(q["space_used_bytes"].as_u64().unwrap_or(0))),
+        enc(&name),
+        hidden("csrf", &c.csrf),
+        q["retention_secs"].as_u64().unwrap_or(0).div_ceil(3600),
+        if action == "delete" { " selected" } else { "" },
+        if action == "release" { " selected" } else { "" },
+        checked(q["exempt_free_up"].as_bool().unwrap_or(false)),
+        er_s("subject_prepend"),
+        er_s("subject_append"),
+        esc(&x_header),
+        checked(er["strip_attachments"].as_bool().unwrap_or(false)),
+        esc(&access_names(&q["access"]).join(", ")),
+    );
+    html(StatusCode::OK, page(&shared, &c, &title, &b))
+}
+
+async fn quarantine_save(
+    State(shared): St,
+    Extension(sessions): Ses,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+    body: axum::body::Bytes,
+) -> HttpResponse {
+    let form = session::parse_form(&body);
+    let c = match poster(&shared, &sessions, &headers, peer, &form) {
+        Ok(c) => c,
+        Err(r) => return r,
+    };
+    let text = |k: &str| {
+        form.iter()
+            .find(|(n, _)| n == k)
+            .map(|(_, v)| v.trim().to_string())
+            .unwrap_or_default()
+    };
+    let r = match text("retention_hours").parse::<u64>() {
+        Ok(h) if (1..=100_000).contains(&h) => {
+            let access: Vec<String> = text("access")
+                .split(',')
+                .map(str::trim)
+                .filter(|a| !a.is_empty())
+                .map(str::to_string)
+                .collect();
+            let settings = json!({
+                "retention_secs": h * 3600,
+                "default_action": text("default_action"),
+                "exempt_free_up": field(&form, "exempt_free_up").is_some(),
+                "subject_prepend": text("subject_prepend"),
+                "subject_append": text("subject_append"),
+                "x_header": text("x_header"),
+                "strip_attachments": field(&form, "strip_attachments").is_some(),
+                "access": access,
+            });
+            run(
+                &shared,
+                &c.id,
+                "quarantineconfig",
+                json!({ "action": "edit", "name": name, "settings": settings }),
+            )
+            .await
+        }
+        _ => Response::error("Retention: give a number of hours (1 to 100000)."),
+    };
+    let back = format!("/quarantines/{}", enc(&name));
+    let b = format!(
+        "{}<p><a href=\"{}\" id=\"back\">Back to the settings</a></p>",
+        if r.ok {
+            format!("<div class=\"ok\" id=\"result\">{}</div>", pre(&r.text))
+        } else {
+            format!("<div id=\"result\">{}</div>", refusal(&r))
+        },
+        esc(&back)
+    );
+    html(
+        if r.ok {
+            StatusCode::OK
+        } else {
+            StatusCode::BAD_REQUEST
+        },
+        page(&shared, &c, if r.ok { "Saved" } else { "Not saved" }, &b),
     )
 }
 
