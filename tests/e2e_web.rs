@@ -284,6 +284,34 @@ fn web_ui_login_search_release_bulk_delete_guest_csrf_and_rate_limit() {
             .unwrap();
         assert_eq!(policy["retention_secs"], 172_800, "{policy:#}");
         assert!(policy["access"].to_string().contains("Guest"), "{policy:#}");
+
+        // Users: create an Operator, then disable them.
+        b.click("a[href='/users']").await;
+        b.fill("#u-name", "olga").await;
+        b.fill("#u-password", "olga-password-1").await;
+        // The second built-in role of the list: Operator.
+        b.find("#u-role option:nth-child(2)")
+            .await
+            .click()
+            .await
+            .unwrap();
+        b.click("#create-user").await;
+        let result = b.text_with("#result", "olga").await;
+        assert!(!result.contains("Refused"), "{result}");
+        b.click("#back").await;
+        b.click("button[aria-label='Disable olga']").await;
+        let result = b.text_with("#result", "disabled").await;
+        assert!(result.contains("disabled"), "{result}");
+        let users = pvo_json(&node, &["userconfig", "list"]);
+        let olga = users["data"]["users"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|u| u["name"] == "olga")
+            .cloned()
+            .unwrap_or_else(|| panic!("{users:#}"));
+        assert_eq!(olga["role"], "Operator", "{olga:#}");
+        assert_eq!(olga["enabled"], false, "{olga:#}");
         b.goto(&format!("{base}/")).await;
 
         let cookies = b

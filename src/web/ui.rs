@@ -46,6 +46,8 @@ pub fn routes() -> Router<Arc<Shared>> {
             "/quarantines/{name}",
             get(quarantine_form).post(quarantine_save),
         )
+        .route("/users", get(users).post(user_new))
+        .route("/users/{name}", post(user_op))
         .route("/changes", get(changes))
         .route("/changes/{op}", post(change_op))
         .route("/ui.css", get(css))
@@ -217,7 +219,7 @@ fn page(shared: &Shared, c: &Caller, title: &str, body: &str) -> String {
     format!(
         "<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\"><meta name=\"viewport\" content=\"width=device-width, initial-scale=1\"><title>{t} · {host}</title><link rel=\"stylesheet\" href=\"/ui.css\"></head><body>\
 <header><nav aria-label=\"Main\"><span class=\"brand\">PVO {role} <b>{host}</b></span>\
-<a href=\"/\" accesskey=\"d\">Dashboard</a><a href=\"/messages\" accesskey=\"m\">Messages</a><a href=\"/pvo\" accesskey=\"p\">PVO settings</a><a href=\"/changes\" accesskey=\"c\">Changes</a>\
+<a href=\"/\" accesskey=\"d\">Dashboard</a><a href=\"/messages\" accesskey=\"m\">Messages</a><a href=\"/pvo\" accesskey=\"p\">PVO settings</a><a href=\"/changes\" accesskey=\"c\">Changes</a><a href=\"/users\" accesskey=\"u\">Users</a>\
 <form method=\"post\" action=\"/logout\" class=\"inline right\"><input type=\"hidden\" name=\"csrf\" value=\"{csrf}\"><span class=\"who\">{user} ({urole})</span> <button type=\"submit\">Log out</button></form></nav></header>\
 <main><h1>{t}</h1>{body}</main></body></html>",
         t = esc(title),
@@ -1682,6 +1684,153 @@ async fn quarantine_save(
         },
         page(&shared, &c, if r.ok { "Saved" } else { "Not saved" }, &b),
     )
+}
+
+// ----------------------------------------------------------------------------------
+// Users
+// ----------------------------------------------------------------------------------
+
+const BUILTIN_ROLES: [&str; 6] = [
+    "Administrator",
+    "Operator",
+    "Read-Only Operator",
+    "Technician",
+    "Help Desk User",
+    "Guest",
+];
+
+async fn users(
+    State(shared): St,
+    Extension(sessions): Ses,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+) -> HttpResponse {
+    let c = match caller(&shared, &sessions, &headers, peer) {
+        Ok(c) => c,
+        Err(r) => return r,
+    };
+    let r = run(&shared, &c.id, "userconfig", json!({ "action": "list" })).await;
+    if !r.ok {
+        return html(StatusCode::OK, page(&shared, &c, "Users", &refusal(&r)));
+    }
+    let mut b = String::from("<table id=\"users\"><thead><tr><th scope=\"col\">User</th><th scope=\"col\">Full name</th><th scope=\"col\">Role</th><th scope=\"col\">State</th><th scope=\"col\">Actions</th></tr></thead><tbody>");
+    for u in r.data["users"].as_array().into_iter().flatten() {
+        let name = u["name"].as_str().unwrap_or("");
+        let enabled = u["enabled"].as_bool().unwrap_or(false);
+        let _ = write!(
+            b,
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td><form method=\"post\" action=\"/users/{}\" class=\"inline\">{}<button type=\"submit\" name=\"op\" value=\"{}\" aria-label=\"{} {}\">{}</button> <button type=\"submit\" name=\"op\" value=\"delete\" class=\"danger\" aria-label=\"Delete {}\">Delete</button></form></td></tr>",
+            esc(name),
+            esc(u["full_name"].as_str().unwrap_or("")),
+            esc(u["role"].as_str().unwrap_or("")),
+            if enabled { "enabled" } else { "disabled" },
+            enc(name),
+            hidden("csrf", &c.csrf),
+            if enabled { "disable" } else { "enable" },
+            if enabled { "Disable" } else { "Enable" },
+            esc(name),
+            if enabled { "Disable" } else { "Enable" },
+            esc(name),
+        );
+    }
+    b.push_str("</tbody></table><h2>New user</h2>");
+    let _ = write!(
+        b,
+        "<form method=\"post\" action=\"/users\" class=\"stack narrowform\">{}\
+<label for=\"u-name\">User name</label><input id=\"u-name\" name=\"name\" required autocomplete=\"off\">\
+<label for=\"u-full\">Full name</label><input id=\"u-full\" name=\"full_name\">\
+<label for=\"u-role\">Role</label><select id=\"u-role\" name=\"role\">",
+        hidden("csrf", &c.csrf)
+    );
+    for role in BUILTIN_ROLES {
+        let _ = write!(b, "<option>{}</option>", esc(role));
+    }
+    b.push_str("</select><label for=\"u-password\">Password</label><input id=\"u-password\" name=\"password\" type=\"password\" autocomplete=\"new-password\" required>\
+<div><button type=\"submit\" id=\"create-user\">Create</button></div></form>");
+    html(StatusCode::OK, page(&shared, &c, "Users", &b))
+}
+
+fn user_result(shared: &Shared, c: &Caller, r: &Response) -> HttpResponse {
+    let b = format!(
+        "{}<p><a href=\"/users\" id=\"back\">Back to the users</a></p>",
+        if r.ok {
+            format!("<div class=\"ok\" id=\"result\">{}</div>", pre(&r.text))
+        } else {
+            format!("<div id=\"result\">{}</div>", refusal(r))
+        }
+    );
+    html(
+        if r.ok {
+            StatusCode::OK
+        } else {
+            StatusCode::BAD_REQUEST
+        },
+        page(shared, c, if r.ok { "Done" } else { "Not done" }, &b),
+    )
+}
+
+async fn user_new(
+    State(shared): St,
+    Extension(sessions): Ses,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> HttpResponse {
+    let form = session::parse_form(&body);
+    let c = match poster(&shared, &sessions, &headers, peer, &form) {
+        Ok(c) => c,
+        Err(r) => return r,
+    };
+    let mut args = json!({ "action": "new" });
+    for k in ["name", "full_name", "role", "password"] {
+        if let Some(v) = form.iter().find(|(n, _)| n == k).map(|(_, v)| v) {
+            let v = if k == "password" {
+                v.as_str()
+            } else {
+                v.trim()
+            };
+            if !v.is_empty() {
+                args[k] = json!(v);
+            }
+        }
+    }
+    let mut r = run(&shared, &c.id, "userconfig", args).await;
+    // Never echo a password back into a page.
+    if let Some(p) = r.data.get("password").and_then(Value::as_str) {
+        if !p.is_empty() {
+            r.text = r.text.replace(p, "(hidden)");
+        }
+    }
+    user_result(&shared, &c, &r)
+}
+
+async fn user_op(
+    State(shared): St,
+    Extension(sessions): Ses,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+    body: axum::body::Bytes,
+) -> HttpResponse {
+    let form = session::parse_form(&body);
+    let c = match poster(&shared, &sessions, &headers, peer, &form) {
+        Ok(c) => c,
+        Err(r) => return r,
+    };
+    let args = match field(&form, "op").unwrap_or("") {
+        "enable" => json!({ "action": "edit", "name": name, "enabled": true }),
+        "disable" => json!({ "action": "edit", "name": name, "enabled": false }),
+        "delete" => json!({ "action": "delete", "name": name }),
+        other => {
+            return user_result(
+                &shared,
+                &c,
+                &Response::error(format!("Unknown user operation {other:?}.")),
+            )
+        }
+    };
+    let r = run(&shared, &c.id, "userconfig", args).await;
+    user_result(&shared, &c, &r)
 }
 
 #[cfg(test)]
