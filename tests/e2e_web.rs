@@ -571,3 +571,73 @@ fn web_ui_gateway_enable_is_disabled_with_the_reason_while_the_manager_is_suspen
     let status = pvo(&gw, &["pvoconfig", "status"], "");
     assert!(status.contains("centralized on the manager"), "{status}");
 }
+
+/// The manager's web UI: a message a central gateway quarantined is found on the
+/// manager, released from the browser, and delivered by the gateway it came from.
+#[test]
+fn web_ui_on_the_manager_releases_back_through_the_originating_gateway() {
+    let sink = Sink::accepting();
+    let manager_port = free_port_on(MANAGER_IP);
+    let mdir = NodeDir::new(&format!(
+        "{}\n[web]\ninterface = \"Management\"\nport = 0\n",
+        manager_config(manager_port)
+    ));
+    let cpq_port = free_port_on(TRUSTED);
+    let gdir = NodeDir::new(
+        &pvo_gateway_config(cpq_port, manager_port, &sink)
+            .replace("mode = \"local\"", "mode = \"central\""),
+    );
+    let mut enroll = Command::new(pvo_bin());
+    enroll
+        .args(["manager", "enroll", "--config"])
+        .arg(mdir.config_path())
+        .arg("gw1")
+        .args(["--address", "127.0.0.1", "--port", &cpq_port.to_string()])
+        .arg("--out")
+        .arg(gdir.cpq_dir());
+    let (status, out, err) = run_with_timeout(&mut enroll, DELIVERY);
+    assert!(status.success(), "enroll: {out}{err}");
+    let manager = mdir.start_manager();
+    let gw = gdir.start_gateway();
+
+    let mut c = SmtpClient::open(gw.addr(), Some(TRUSTED));
+    c.expect("EHLO client.test", 250);
+    let r = c.send_message(
+        "sender@example.org",
+        &["x@one.example"],
+        &format!("Subject: {TAG} central web\r\n\r\nhello\r\n"),
+    );
+    assert_eq!(r.code, 250, "end of data: {}", r.raw());
+    c.quit();
+    let mid = wait_until(
+        DELIVERY,
+        || held(&manager).first().copied(),
+        || "the manager holds nothing".into(),
+    );
+
+    let base = format!("https://{}", web_addr(&manager));
+    let admin_pw = std::fs::read_to_string(manager.data_dir().join("run/initial-admin-password"))
+        .expect("initial admin password")
+        .trim()
+        .to_string();
+    rt().block_on(async {
+        let b = Browser::start().await;
+        login(&b, &base, "admin", &admin_pw).await;
+        b.find("#quarantines").await;
+        b.goto(&format!("{base}/messages?gateway=gw1&subject=central"))
+            .await;
+        let summary = b.text_with("#summary", "of 1 messages").await;
+        assert!(summary.contains("of 1 messages"), "{summary}");
+        b.click(&format!("#messages a[href='/messages/{mid}']"))
+            .await;
+        let subject = b.text_with("#subject", "central web").await;
+        assert!(subject.contains("central web"), "{subject}");
+        b.click("#release").await;
+        let result = b.text_with("#result", "").await;
+        assert!(!result.contains("Refused"), "{result}");
+        b.close().await;
+    });
+    let got = sink.wait_for_messages(1, DELIVERY);
+    assert!(got[0].text().contains("central web"));
+    assert!(held(&manager).is_empty());
+}
