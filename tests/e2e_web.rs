@@ -635,8 +635,29 @@ fn web_ui_on_the_manager_releases_back_through_the_originating_gateway() {
         b.click("#release").await;
         let result = b.text_with("#result", "").await;
         assert!(!result.contains("Refused"), "{result}");
+
+        // The migration wizard from the PVO page, committed from the Changes page.
+        b.goto(&format!("{base}/pvo")).await;
+        b.click("#wizard-automatic").await;
+        let result = b.text_with("#result", "").await;
+        assert!(!result.contains("Refused"), "{result}");
+        b.goto(&format!("{base}/changes")).await;
+        b.fill("#comment", "wizard from the web UI").await;
+        b.click("#commit").await;
+        let result = b.text_with("#result", "committed").await;
+        assert!(result.contains("committed"), "{result}");
+
+        // The Outbreak page answers (nothing held there).
+        b.goto(&format!("{base}/outbreak")).await;
+        let said = b.text("main").await;
+        assert!(said.contains("No message is held in Outbreak"), "{said}");
         b.close().await;
     });
+    let status = pvo(&manager, &["pvoconfig", "status"], "");
+    assert!(
+        status.contains("Migration wizard: automatic (by admin)"),
+        "{status}"
+    );
     let got = sink.wait_for_messages(1, DELIVERY);
     assert!(got[0].text().contains("central web"));
     assert!(held(&manager).is_empty());

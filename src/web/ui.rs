@@ -42,6 +42,8 @@ pub fn routes() -> Router<Arc<Shared>> {
         .route("/messages/action", post(action))
         .route("/pvo", get(pvo))
         .route("/pvo/enable", post(pvo_enable))
+        .route("/pvo/migration", post(pvo_migration))
+        .route("/outbreak", get(outbreak).post(outbreak_act))
         .route(
             "/quarantines/{name}",
             get(quarantine_form).post(quarantine_save),
@@ -219,7 +221,7 @@ fn page(shared: &Shared, c: &Caller, title: &str, body: &str) -> String {
     format!(
         "<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\"><meta name=\"viewport\" content=\"width=device-width, initial-scale=1\"><title>{t} · {host}</title><link rel=\"stylesheet\" href=\"/ui.css\"></head><body>\
 <header><nav aria-label=\"Main\"><span class=\"brand\">PVO {role} <b>{host}</b></span>\
-<a href=\"/\" accesskey=\"d\">Dashboard</a><a href=\"/messages\" accesskey=\"m\">Messages</a><a href=\"/pvo\" accesskey=\"p\">PVO settings</a><a href=\"/changes\" accesskey=\"c\">Changes</a><a href=\"/users\" accesskey=\"u\">Users</a>\
+<a href=\"/\" accesskey=\"d\">Dashboard</a><a href=\"/messages\" accesskey=\"m\">Messages</a><a href=\"/pvo\" accesskey=\"p\">PVO settings</a><a href=\"/outbreak\" accesskey=\"o\">Outbreak</a><a href=\"/changes\" accesskey=\"c\">Changes</a><a href=\"/users\" accesskey=\"u\">Users</a>\
 <form method=\"post\" action=\"/logout\" class=\"inline right\"><input type=\"hidden\" name=\"csrf\" value=\"{csrf}\"><span class=\"who\">{user} ({urole})</span> <button type=\"submit\">Log out</button></form></nav></header>\
 <main><h1>{t}</h1>{body}</main></body></html>",
         t = esc(title),
@@ -1324,6 +1326,14 @@ async fn pvo(
     b.push_str(&if st.ok { pre(&st.text) } else { refusal(&st) });
     b.push_str("</section>");
     let cfg = shared.config();
+    if cfg.role == crate::config::Role::Manager && st.ok {
+        let _ = write!(
+            b,
+            "<section aria-labelledby=\"hw\"><h2 id=\"hw\">Migration wizard</h2><p>How the gateways' local quarantines map to the central ones; an Administrator's run, committed, is what gateways need before they can enable centralization.</p>\
+<form method=\"post\" action=\"/pvo/migration\">{}<button type=\"submit\" name=\"mode\" value=\"automatic\" id=\"wizard-automatic\">Automatic migration</button> <button type=\"submit\" name=\"mode\" value=\"custom\" id=\"wizard-custom\">Custom migration</button></form></section>",
+            hidden("csrf", &c.csrf)
+        );
+    }
     if cfg.role == crate::config::Role::Gateway && st.ok && st.data["mode"] != "central" {
         // Why Enable would fail, found without changing anything: the preflight's
         // checks as `diagnose` runs them.
@@ -1831,6 +1841,148 @@ async fn user_op(
     };
     let r = run(&shared, &c.id, "userconfig", args).await;
     user_result(&shared, &c, &r)
+}
+
+async fn pvo_migration(
+    State(shared): St,
+    Extension(sessions): Ses,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> HttpResponse {
+    let form = session::parse_form(&body);
+    let c = match poster(&shared, &sessions, &headers, peer, &form) {
+        Ok(c) => c,
+        Err(r) => return r,
+    };
+    let mode = field(&form, "mode").unwrap_or("show");
+    let r = run(
+        &shared,
+        &c.id,
+        "pvoconfig",
+        json!({ "action": "migration", "mode": mode }),
+    )
+    .await;
+    let b = format!(
+        "{}<p><a href=\"/changes\">Pending changes (commit)</a> · <a href=\"/pvo\" id=\"back\">Back to the PVO settings</a></p>",
+        if r.ok {
+            format!("<div class=\"ok\" id=\"result\">{}</div>", pre(&r.text))
+        } else {
+            format!("<div id=\"result\">{}</div>", refusal(&r))
+        }
+    );
+    html(
+        if r.ok {
+            StatusCode::OK
+        } else {
+            StatusCode::BAD_REQUEST
+        },
+        page(&shared, &c, if r.ok { "Done" } else { "Not done" }, &b),
+    )
+}
+
+// ----------------------------------------------------------------------------------
+// Outbreak: manage by rule
+// ----------------------------------------------------------------------------------
+
+async fn outbreak(
+    State(shared): St,
+    Extension(sessions): Ses,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+) -> HttpResponse {
+    let c = match caller(&shared, &sessions, &headers, peer) {
+        Ok(c) => c,
+        Err(r) => return r,
+    };
+    let mut b = String::new();
+    // The rules of the held Outbreak messages (the newest 1,000), with their counts.
+    let r = run(
+        &shared,
+        &c.id,
+        "quarantine",
+        json!({ "action": "search", "limit": 1000, "query": { "quarantine": "Outbreak" } }),
+    )
+    .await;
+    if !r.ok {
+        b.push_str(&refusal(&r));
+    } else {
+        let mut rules: Vec<(String, u64)> = Vec::new();
+        for m in r.data["messages"].as_array().into_iter().flatten() {
+            for q in m["quarantines"].as_array().into_iter().flatten() {
+                if q["name"] != "Outbreak" {
+                    continue;
+                }
+                let rule = q["reason_name"].as_str().unwrap_or("").to_string();
+                match rules.iter_mut().find(|(r, _)| *r == rule) {
+                    Some((_, n)) => *n += 1,
+                    None => rules.push((rule, 1)),
+                }
+            }
+        }
+        if rules.is_empty() {
+            b.push_str("<p>No message is held in Outbreak.</p>");
+        } else {
+            b.push_str("<table id=\"rules\"><thead><tr><th scope=\"col\">Rule</th><th scope=\"col\">Messages held</th><th scope=\"col\">Manage</th></tr></thead><tbody>");
+            for (rule, n) in &rules {
+                let _ = write!(
+                    b,
+                    "<tr><td><a href=\"/messages?quarantine=Outbreak&amp;reason={}\">{}</a></td><td class=\"num\">{n}</td><td><form method=\"post\" action=\"/outbreak\" class=\"inline\">{}{}\
+<button type=\"submit\" name=\"what\" value=\"release\">Release all</button> <button type=\"submit\" name=\"what\" value=\"delete\" class=\"danger\">Delete all</button> \
+<select name=\"by\" aria-label=\"Delay by\"><option>8h</option><option selected>24h</option><option>48h</option><option>1w</option></select> <button type=\"submit\" name=\"what\" value=\"delay\">Delay all</button></form></td></tr>",
+                    enc(rule),
+                    esc(rule),
+                    hidden("csrf", &c.csrf),
+                    hidden("rule", rule),
+                );
+            }
+            b.push_str("</tbody></table>");
+        }
+    }
+    let s = run(&shared, &c.id, "outbreakstatus", json!({})).await;
+    b.push_str("<section aria-labelledby=\"hs\"><h2 id=\"hs\">Outbreak rules</h2>");
+    b.push_str(&if s.ok { pre(&s.text) } else { refusal(&s) });
+    b.push_str("</section>");
+    html(StatusCode::OK, page(&shared, &c, "Outbreak", &b))
+}
+
+async fn outbreak_act(
+    State(shared): St,
+    Extension(sessions): Ses,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> HttpResponse {
+    let form = session::parse_form(&body);
+    let c = match poster(&shared, &sessions, &headers, peer, &form) {
+        Ok(c) => c,
+        Err(r) => return r,
+    };
+    let mut args = json!({
+        "action": "manage-by-rule",
+        "rule": field(&form, "rule").unwrap_or(""),
+        "what": field(&form, "what").unwrap_or(""),
+    });
+    if let Some(by) = field(&form, "by") {
+        args["by"] = json!(by);
+    }
+    let r = run(&shared, &c.id, "quarantine", args).await;
+    let b = format!(
+        "{}<p><a href=\"/outbreak\" id=\"back\">Back to Outbreak</a></p>",
+        if r.ok {
+            format!("<div class=\"ok\" id=\"result\">{}</div>", pre(&r.text))
+        } else {
+            format!("<div id=\"result\">{}</div>", refusal(&r))
+        }
+    );
+    html(
+        if r.ok {
+            StatusCode::OK
+        } else {
+            StatusCode::BAD_REQUEST
+        },
+        page(&shared, &c, if r.ok { "Done" } else { "Not done" }, &b),
+    )
 }
 
 #[cfg(test)]
