@@ -850,7 +850,9 @@ async fn search(
             &[("offset", offset.to_string()), ("limit", limit.to_string())]
         )
     );
-    b.push_str("<form method=\"post\" action=\"/messages/action\" id=\"results\">");
+    // While a bulk action runs (the answer comes when it is done), an indeterminate
+    // progress bar; the buttons cannot be pressed twice.
+    b.push_str("<form method=\"post\" action=\"/messages/action\" id=\"results\" onsubmit=\"this.querySelector('.busy').hidden=false;setTimeout(()=>this.querySelectorAll('button').forEach(x=>x.disabled=true))\">");
     b.push_str(&hidden("csrf", &c.csrf));
     b.push_str(&hidden("back", &back));
     for (k, v) in &keep {
@@ -862,7 +864,8 @@ async fn search(
 <button type=\"submit\" name=\"op\" value=\"delete\" id=\"delete-selected\" class=\"danger\">Delete selected</button> \
 <span class=\"sep\">or every result of this search:</span> \
 <button type=\"submit\" name=\"op\" value=\"release-all\" id=\"release-all\">Release all results</button> \
-<button type=\"submit\" name=\"op\" value=\"delete-all\" id=\"delete-all\" class=\"danger\">Delete all results</button></div>");
+<button type=\"submit\" name=\"op\" value=\"delete-all\" id=\"delete-all\" class=\"danger\">Delete all results</button> \
+<span class=\"busy\" role=\"status\" hidden><progress aria-label=\"Working\"></progress> Working…</span></div>");
         b.push_str("<table id=\"messages\"><thead><tr><th scope=\"col\"><input type=\"checkbox\" id=\"select-all\" aria-label=\"Select all on this page\" onclick=\"for(const c of document.querySelectorAll('input[name=mid]'))c.checked=this.checked\"></th><th scope=\"col\">MID</th><th scope=\"col\">Received (GMT)</th><th scope=\"col\">Sender</th><th scope=\"col\">Recipients</th><th scope=\"col\">Subject</th><th scope=\"col\">Quarantines</th><th scope=\"col\">Scheduled exit</th></tr></thead><tbody>");
         for m in &msgs {
             let mid = m["mid"].as_u64().unwrap_or(0);
