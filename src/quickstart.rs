@@ -157,12 +157,18 @@ pub fn run(args: Args) -> Result<()> {
         println!("  Logs:         {} and {}", logs.display(), mlogs.display());
         println!("  Commands:     pvo --dir {g} status      pvo --dir {m} status");
         println!("  Users:        admin (Administrator); its first password: {g}/run/{pw} and {m}/run/{pw}", pw = crate::users::INITIAL_PASSWORD_FILE);
+        // While the first password is unchanged, show it too (the files are 0600).
+        for (what, d) in [("gateway", &dir), ("manager", &mdir)] {
+            if let Ok(p) = std::fs::read_to_string(d.join("run").join(crate::users::INITIAL_PASSWORD_FILE)) {
+                println!("  admin password on the {what}: {}", p.trim());
+            }
+        }
         for (what, node, d) in [("Gateway", &gateway, &g), ("Manager", &manager, &m)] {
             if let Some(a) = node.ssh {
                 println!("  {what} SSH:  ssh -p {} admin@{} (the appliance commands; prompt `hostname> `)", a.port(), a.ip());
             }
             if let Some(a) = node.web {
-                println!("  {what} web:  https://{a}/api/v1 (REST API; self-signed certificate; a token: pvo --dir {d} userconfig token new admin) and https://{a}/metrics");
+                println!("  {what} web:  https://{a}/ (web UI, log in as admin; self-signed certificate), REST API https://{a}/api/v1 (a token: pvo --dir {d} userconfig token new admin), metrics https://{a}/metrics");
             }
         }
         println!();
