@@ -160,6 +160,46 @@ fn caller(
 }
 
 /// A POST's caller: session, same origin, CSRF token.
+/// A checked POST (same origin, a session, its CSRF token) and its form: the
+/// extractor of every handler that changes something.
+struct Post {
+    shared: Arc<Shared>,
+    c: Caller,
+    form: Vec<(String, String)>,
+}
+
+impl axum::extract::FromRequest<Arc<Shared>> for Post {
+    type Rejection = HttpResponse;
+
+    async fn from_request(
+        req: axum::extract::Request,
+        shared: &Arc<Shared>,
+    ) -> Result<Self, Self::Rejection> {
+        use axum::extract::FromRequestParts;
+        let (mut parts, body) = req.into_parts();
+        let Extension(sessions) = Ses::from_request_parts(&mut parts, shared)
+            .await
+            .map_err(IntoResponse::into_response)?;
+        let ConnectInfo(peer) = ConnectInfo::<SocketAddr>::from_request_parts(&mut parts, shared)
+            .await
+            .map_err(IntoResponse::into_response)?;
+        let headers = parts.headers.clone();
+        let body = axum::body::Bytes::from_request(
+            axum::extract::Request::from_parts(parts, body),
+            shared,
+        )
+        .await
+        .map_err(IntoResponse::into_response)?;
+        let form = session::parse_form(&body);
+        let c = poster(shared, &sessions, &headers, peer, &form)?;
+        Ok(Post {
+            shared: shared.clone(),
+            c,
+            form,
+        })
+    }
+}
+
 fn poster(
     shared: &Shared,
     sessions: &Sessions,
@@ -343,18 +383,7 @@ async fn login(
     }
 }
 
-async fn logout(
-    State(shared): St,
-    Extension(sessions): Ses,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
-    body: axum::body::Bytes,
-) -> HttpResponse {
-    let form = session::parse_form(&body);
-    let c = match poster(&shared, &sessions, &headers, peer, &form) {
-        Ok(c) => c,
-        Err(r) => return r,
-    };
+async fn logout(Extension(sessions): Ses, Post { c, .. }: Post) -> HttpResponse {
     sessions.remove(&c.sid);
     let mut r = redirect("/login");
     if let Ok(v) = HeaderValue::from_str(&session::clear_cookie()) {
@@ -1181,18 +1210,7 @@ fn safe_back(v: Option<&str>) -> String {
     }
 }
 
-async fn action(
-    State(shared): St,
-    Extension(sessions): Ses,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
-    body: axum::body::Bytes,
-) -> HttpResponse {
-    let form = session::parse_form(&body);
-    let c = match poster(&shared, &sessions, &headers, peer, &form) {
-        Ok(c) => c,
-        Err(r) => return r,
-    };
+async fn action(Post { shared, c, form }: Post) -> HttpResponse {
     let back = safe_back(field(&form, "back"));
     let op = field(&form, "op").unwrap_or("");
     let (verb, all) = match op {
@@ -1412,18 +1430,7 @@ async fn pvo(
     html(StatusCode::OK, page(&shared, &c, "PVO settings", &b))
 }
 
-async fn pvo_enable(
-    State(shared): St,
-    Extension(sessions): Ses,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
-    body: axum::body::Bytes,
-) -> HttpResponse {
-    let form = session::parse_form(&body);
-    let c = match poster(&shared, &sessions, &headers, peer, &form) {
-        Ok(c) => c,
-        Err(r) => return r,
-    };
+async fn pvo_enable(Post { shared, c, .. }: Post) -> HttpResponse {
     let r = run(&shared, &c.id, "pvoconfig", json!({ "action": "enable" })).await;
     let b = format!(
         "{}<p><a href=\"/pvo\" id=\"back\">Back to the PVO settings</a></p>",
@@ -1497,19 +1504,7 @@ async fn changes(
     html(StatusCode::OK, page(&shared, &c, "Changes", &b))
 }
 
-async fn change_op(
-    State(shared): St,
-    Extension(sessions): Ses,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
-    Path(op): Path<String>,
-    body: axum::body::Bytes,
-) -> HttpResponse {
-    let form = session::parse_form(&body);
-    let c = match poster(&shared, &sessions, &headers, peer, &form) {
-        Ok(c) => c,
-        Err(r) => return r,
-    };
+async fn change_op(Path(op): Path<String>, Post { shared, c, form }: Post) -> HttpResponse {
     let r = match op.as_str() {
         "commit" => {
             let comment = field(&form, "comment").unwrap_or("").trim().to_string();
@@ -1632,19 +1627,7 @@ async fn quarantine_form(
     html(StatusCode::OK, page(&shared, &c, &title, &b))
 }
 
-async fn quarantine_save(
-    State(shared): St,
-    Extension(sessions): Ses,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
-    Path(name): Path<String>,
-    body: axum::body::Bytes,
-) -> HttpResponse {
-    let form = session::parse_form(&body);
-    let c = match poster(&shared, &sessions, &headers, peer, &form) {
-        Ok(c) => c,
-        Err(r) => return r,
-    };
+async fn quarantine_save(Path(name): Path<String>, Post { shared, c, form }: Post) -> HttpResponse {
     let text = |k: &str| {
         form.iter()
             .find(|(n, _)| n == k)
@@ -1782,18 +1765,7 @@ fn user_result(shared: &Shared, c: &Caller, r: &Response) -> HttpResponse {
     )
 }
 
-async fn user_new(
-    State(shared): St,
-    Extension(sessions): Ses,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
-    body: axum::body::Bytes,
-) -> HttpResponse {
-    let form = session::parse_form(&body);
-    let c = match poster(&shared, &sessions, &headers, peer, &form) {
-        Ok(c) => c,
-        Err(r) => return r,
-    };
+async fn user_new(Post { shared, c, form }: Post) -> HttpResponse {
     let mut args = json!({ "action": "new" });
     for k in ["name", "full_name", "role", "password"] {
         if let Some(v) = form.iter().find(|(n, _)| n == k).map(|(_, v)| v) {
@@ -1817,19 +1789,7 @@ async fn user_new(
     user_result(&shared, &c, &r)
 }
 
-async fn user_op(
-    State(shared): St,
-    Extension(sessions): Ses,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
-    Path(name): Path<String>,
-    body: axum::body::Bytes,
-) -> HttpResponse {
-    let form = session::parse_form(&body);
-    let c = match poster(&shared, &sessions, &headers, peer, &form) {
-        Ok(c) => c,
-        Err(r) => return r,
-    };
+async fn user_op(Path(name): Path<String>, Post { shared, c, form }: Post) -> HttpResponse {
     let args = match field(&form, "op").unwrap_or("") {
         "enable" => json!({ "action": "edit", "name": name, "enabled": true }),
         "disable" => json!({ "action": "edit", "name": name, "enabled": false }),
@@ -1846,18 +1806,7 @@ async fn user_op(
     user_result(&shared, &c, &r)
 }
 
-async fn pvo_migration(
-    State(shared): St,
-    Extension(sessions): Ses,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
-    body: axum::body::Bytes,
-) -> HttpResponse {
-    let form = session::parse_form(&body);
-    let c = match poster(&shared, &sessions, &headers, peer, &form) {
-        Ok(c) => c,
-        Err(r) => return r,
-    };
+async fn pvo_migration(Post { shared, c, form }: Post) -> HttpResponse {
     let mode = field(&form, "mode").unwrap_or("show");
     let r = run(
         &shared,
@@ -1949,18 +1898,7 @@ async fn outbreak(
     html(StatusCode::OK, page(&shared, &c, "Outbreak", &b))
 }
 
-async fn outbreak_act(
-    State(shared): St,
-    Extension(sessions): Ses,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
-    body: axum::body::Bytes,
-) -> HttpResponse {
-    let form = session::parse_form(&body);
-    let c = match poster(&shared, &sessions, &headers, peer, &form) {
-        Ok(c) => c,
-        Err(r) => return r,
-    };
+async fn outbreak_act(Post { shared, c, form }: Post) -> HttpResponse {
     let mut args = json!({
         "action": "manage-by-rule",
         "rule": field(&form, "rule").unwrap_or(""),
