@@ -1517,21 +1517,12 @@ async fn change_op(Path(op): Path<String>, Post { shared, c, form }: Post) -> Ht
         },
         _ => Response::error(format!("Unknown change operation {op:?}.")),
     };
-    let b = format!(
-        "{}<p><a href=\"/changes\" id=\"back\">Back to the changes</a></p>",
-        if r.ok {
-            format!("<div class=\"ok\" id=\"result\">{}</div>", pre(&r.text))
-        } else {
-            format!("<div id=\"result\">{}</div>", refusal(&r))
-        }
-    );
-    html(
-        if r.ok {
-            StatusCode::OK
-        } else {
-            StatusCode::BAD_REQUEST
-        },
-        page(&shared, &c, if r.ok { "Done" } else { "Not done" }, &b),
+    outcome_page(
+        &shared,
+        &c,
+        &r,
+        "<a href=\"/changes\" id=\"back\">Back to the changes</a>",
+        ("Done", "Not done"),
     )
 }
 
@@ -1663,23 +1654,11 @@ async fn quarantine_save(Path(name): Path<String>, Post { shared, c, form }: Pos
         _ => Response::error("Retention: give a number of hours (1 to 100000)."),
     };
     let back = format!("/quarantines/{}", enc(&name));
-    let b = format!(
-        "{}<p><a href=\"{}\" id=\"back\">Back to the settings</a></p>",
-        if r.ok {
-            format!("<div class=\"ok\" id=\"result\">{}</div>", pre(&r.text))
-        } else {
-            format!("<div id=\"result\">{}</div>", refusal(&r))
-        },
+    let links = format!(
+        "<a href=\"{}\" id=\"back\">Back to the settings</a>",
         esc(&back)
     );
-    html(
-        if r.ok {
-            StatusCode::OK
-        } else {
-            StatusCode::BAD_REQUEST
-        },
-        page(&shared, &c, if r.ok { "Saved" } else { "Not saved" }, &b),
-    )
+    outcome_page(&shared, &c, &r, &links, ("Saved", "Not saved"))
 }
 
 // ----------------------------------------------------------------------------------
@@ -1747,8 +1726,25 @@ async fn users(
 }
 
 fn user_result(shared: &Shared, c: &Caller, r: &Response) -> HttpResponse {
+    outcome_page(
+        shared,
+        c,
+        r,
+        "<a href=\"/users\" id=\"back\">Back to the users</a>",
+        ("Done", "Not done"),
+    )
+}
+
+/// The page after an action: the command's answer (or its refusal, 400) and `links`.
+fn outcome_page(
+    shared: &Shared,
+    c: &Caller,
+    r: &Response,
+    links: &str,
+    (done, not_done): (&str, &str),
+) -> HttpResponse {
     let b = format!(
-        "{}<p><a href=\"/users\" id=\"back\">Back to the users</a></p>",
+        "{}<p>{links}</p>",
         if r.ok {
             format!("<div class=\"ok\" id=\"result\">{}</div>", pre(&r.text))
         } else {
@@ -1761,7 +1757,7 @@ fn user_result(shared: &Shared, c: &Caller, r: &Response) -> HttpResponse {
         } else {
             StatusCode::BAD_REQUEST
         },
-        page(shared, c, if r.ok { "Done" } else { "Not done" }, &b),
+        page(shared, c, if r.ok { done } else { not_done }, &b),
     )
 }
 
@@ -1815,22 +1811,7 @@ async fn pvo_migration(Post { shared, c, form }: Post) -> HttpResponse {
         json!({ "action": "migration", "mode": mode }),
     )
     .await;
-    let b = format!(
-        "{}<p><a href=\"/changes\">Pending changes (commit)</a> · <a href=\"/pvo\" id=\"back\">Back to the PVO settings</a></p>",
-        if r.ok {
-            format!("<div class=\"ok\" id=\"result\">{}</div>", pre(&r.text))
-        } else {
-            format!("<div id=\"result\">{}</div>", refusal(&r))
-        }
-    );
-    html(
-        if r.ok {
-            StatusCode::OK
-        } else {
-            StatusCode::BAD_REQUEST
-        },
-        page(&shared, &c, if r.ok { "Done" } else { "Not done" }, &b),
-    )
+    outcome_page(&shared, &c, &r, "<a href=\"/changes\">Pending changes (commit)</a> · <a href=\"/pvo\" id=\"back\">Back to the PVO settings</a>", ("Done", "Not done"))
 }
 
 // ----------------------------------------------------------------------------------
@@ -1908,21 +1889,12 @@ async fn outbreak_act(Post { shared, c, form }: Post) -> HttpResponse {
         args["by"] = json!(by);
     }
     let r = run(&shared, &c.id, "quarantine", args).await;
-    let b = format!(
-        "{}<p><a href=\"/outbreak\" id=\"back\">Back to Outbreak</a></p>",
-        if r.ok {
-            format!("<div class=\"ok\" id=\"result\">{}</div>", pre(&r.text))
-        } else {
-            format!("<div id=\"result\">{}</div>", refusal(&r))
-        }
-    );
-    html(
-        if r.ok {
-            StatusCode::OK
-        } else {
-            StatusCode::BAD_REQUEST
-        },
-        page(&shared, &c, if r.ok { "Done" } else { "Not done" }, &b),
+    outcome_page(
+        &shared,
+        &c,
+        &r,
+        "<a href=\"/outbreak\" id=\"back\">Back to Outbreak</a>",
+        ("Done", "Not done"),
     )
 }
 
