@@ -1,0 +1,104 @@
+//! Login and logout.
+
+use std::net::SocketAddr;
+
+use axum::extract::{ConnectInfo, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::Response as HttpResponse;
+use axum::Extension;
+
+use super::*;
+
+// ----------------------------------------------------------------------------------
+// Login
+// ----------------------------------------------------------------------------------
+
+pub(super) fn login_page(msg: Option<&str>, user: &str) -> String {
+    let msg = msg
+        .map(|m| format!("<p class=\"err\" role=\"alert\">{}</p>", esc(m)))
+        .unwrap_or_default();
+    bare(
+        "Log in",
+        &format!(
+            "{msg}<form method=\"post\" action=\"/login\" class=\"stack\">\
+<label for=\"username\">User name</label><input id=\"username\" name=\"username\" autocomplete=\"username\" required autofocus value=\"{u}\">\
+<label for=\"password\">Password</label><input id=\"password\" name=\"password\" type=\"password\" autocomplete=\"current-password\" required>\
+<button type=\"submit\" id=\"login\">Log in</button></form>",
+            u = esc(user)
+        ),
+    )
+}
+
+pub(super) async fn login_form(
+    State(shared): St,
+    Extension(sessions): Ses,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+) -> HttpResponse {
+    if caller(&shared, &sessions, &headers, peer).is_ok() {
+        return redirect("/");
+    }
+    html(StatusCode::OK, login_page(None, ""))
+}
+
+pub(super) async fn login(
+    State(shared): St,
+    Extension(sessions): Ses,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> HttpResponse {
+    if !session::same_origin(&headers) {
+        return refused_csrf();
+    }
+    let form = session::parse_form(&body);
+    let user = field(&form, "username").unwrap_or("").trim().to_string();
+    let password = form
+        .iter()
+        .find(|(k, _)| k == "password")
+        .map(|(_, v)| v.clone())
+        .unwrap_or_default();
+    if let Err(wait) = sessions.login_allowed(peer.ip()) {
+        let mut r = html(
+            StatusCode::TOO_MANY_REQUESTS,
+            login_page(
+                Some(&format!(
+                    "Too many failed logins from {}: {} in the last minute. Try again in {wait} seconds.",
+                    peer.ip(),
+                    session::MAX_FAILURES
+                )),
+                &user,
+            ),
+        );
+        r.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from(wait));
+        return r;
+    }
+    match session::login(&shared, &user, &password, peer).await {
+        Ok(id) => {
+            sessions.login_succeeded(peer.ip());
+            let (sid, _) = sessions.create(&id.user);
+            let mut r = redirect("/");
+            if let Ok(v) = HeaderValue::from_str(&session::set_cookie(&sid)) {
+                r.headers_mut().insert(header::SET_COOKIE, v);
+            }
+            r
+        }
+        Err(_) => {
+            sessions.login_failed(peer.ip());
+            html(
+                StatusCode::UNAUTHORIZED,
+                login_page(Some("Wrong user name or password."), &user),
+            )
+        }
+    }
+}
+
+pub(super) async fn logout(Extension(sessions): Ses, Post { c, .. }: Post) -> HttpResponse {
+    sessions.remove(&c.sid);
+    let mut r = redirect("/login");
+    if let Ok(v) = HeaderValue::from_str(&session::clear_cookie()) {
+        r.headers_mut().insert(header::SET_COOKIE, v);
+    }
+    r
+}

@@ -1,0 +1,589 @@
+//! Message search, the actions on one message, a selection or all results, and Outbreak manage-by-rule.
+
+use std::collections::HashMap;
+use std::fmt::Write as _;
+use std::net::SocketAddr;
+
+use axum::extract::{ConnectInfo, RawQuery, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::Response as HttpResponse;
+use axum::Extension;
+use serde_json::{json, Map, Value};
+
+use super::*;
+use crate::admin::Response;
+
+// ----------------------------------------------------------------------------------
+// Search
+// ----------------------------------------------------------------------------------
+
+/// The text filters of `quarantine search` (label, name).
+pub(super) const TEXT_FILTERS: [(&str, &str); 6] = [
+    ("Sender", "sender"),
+    ("Recipient", "recipient"),
+    ("Subject", "subject"),
+    ("Originating gateway", "gateway"),
+    ("Attachment name", "attachment"),
+    ("Reason (filter or rule)", "reason"),
+];
+
+pub(super) const REASON_KINDS: [&str; 5] = [
+    "content filter",
+    "DLP policy",
+    "virus",
+    "outbreak rule",
+    "other",
+];
+
+/// The orders of `quarantine search` (value, label).
+pub(super) const ORDERS: [(&str, &str); 6] = [
+    ("newest", "newest first"),
+    ("oldest", "oldest first"),
+    ("largest", "largest first"),
+    ("smallest", "smallest first"),
+    ("exit_soonest", "exit soonest"),
+    ("exit_latest", "exit latest"),
+];
+
+/// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's algorithm).
+pub(super) fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+/// `YYYY-MM-DD` (GMT) as Unix seconds at the start of that day.
+pub(super) fn parse_date(s: &str) -> Option<u64> {
+    let mut it = s.trim().splitn(3, '-');
+    let y: i64 = it.next()?.parse().ok()?;
+    let m: i64 = it.next()?.parse().ok()?;
+    let d: i64 = it.next()?.parse().ok()?;
+    if !(1970..=9999).contains(&y) || !(1..=12).contains(&m) || !(1..=31).contains(&d) {
+        return None;
+    }
+    u64::try_from(days_from_civil(y, m, d) * 86_400).ok()
+}
+
+pub(super) fn gmt(secs: u64) -> String {
+    time::OffsetDateTime::from_unix_timestamp(secs as i64)
+        .ok()
+        .and_then(|t| {
+            t.format(time::macros::format_description!(
+                "[year]-[month]-[day] [hour]:[minute]"
+            ))
+            .ok()
+        })
+        .unwrap_or_default()
+}
+
+/// See [`search_query`].
+type Searched = (Map<String, Value>, Vec<(String, String)>, Vec<String>);
+
+/// The search of a form or query string: (command args' `query`, the filters to keep
+/// in links and hidden fields, problems).
+pub(super) fn search_query(form: &[(String, String)]) -> Searched {
+    let mut q = Map::new();
+    let mut keep = Vec::new();
+    let mut problems = Vec::new();
+    for k in ["quarantine", "reason_kind", "order"]
+        .into_iter()
+        .chain(TEXT_FILTERS.iter().map(|(_, k)| *k))
+    {
+        if let Some(v) = field(form, k) {
+            q.insert(k.into(), json!(v.trim()));
+            keep.push((k.to_string(), v.trim().to_string()));
+        }
+    }
+    for (k, end) in [("from", 0), ("to", 86_399)] {
+        if let Some(v) = field(form, k) {
+            match parse_date(v) {
+                Some(t) => {
+                    q.insert(k.into(), json!(t + end));
+                    keep.push((k.to_string(), v.trim().to_string()));
+                }
+                None => problems.push(format!("{k}: {v:?} is not a date (YYYY-MM-DD)")),
+            }
+        }
+    }
+    for k in ["attachment_min_size", "attachment_max_size"] {
+        if let Some(v) = field(form, k) {
+            match v.trim().parse::<u64>() {
+                Ok(n) if n <= i64::MAX as u64 => {
+                    q.insert(k.into(), json!(n));
+                    keep.push((k.to_string(), v.trim().to_string()));
+                }
+                _ => problems.push(format!(
+                    "{}: {v:?} is not a size in bytes",
+                    k.replace('_', " ")
+                )),
+            }
+        }
+    }
+    (q, keep, problems)
+}
+
+pub(super) fn query_string(keep: &[(String, String)], extra: &[(&str, String)]) -> String {
+    keep.iter()
+        .map(|(k, v)| (k.as_str(), v.clone()))
+        .chain(extra.iter().map(|(k, v)| (*k, v.clone())))
+        .map(|(k, v)| format!("{}={}", enc(k), enc(&v)))
+        .collect::<Vec<_>>()
+        .join("&")
+}
+
+pub(super) fn hidden(name: &str, value: &str) -> String {
+    format!(
+        "<input type=\"hidden\" name=\"{}\" value=\"{}\">",
+        esc(name),
+        esc(value)
+    )
+}
+
+pub(super) async fn search(
+    State(shared): St,
+    Extension(sessions): Ses,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    RawQuery(raw): RawQuery,
+) -> HttpResponse {
+    let c = match caller(&shared, &sessions, &headers, peer) {
+        Ok(c) => c,
+        Err(r) => return r,
+    };
+    let form = session::parse_form(raw.unwrap_or_default().as_bytes());
+    let (query, keep, problems) = search_query(&form);
+    let num = |k: &str, d: u64| {
+        field(&form, k)
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .unwrap_or(d)
+    };
+    let offset = num("offset", 0);
+    let limit = num("limit", 25).clamp(1, 500);
+    let given: HashMap<&str, &str> = form.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let val = |k: &str| esc(given.get(k).copied().unwrap_or("").trim());
+
+    // The quarantines the caller can pick from.
+    let list = run(
+        &shared,
+        &c.id,
+        "quarantineconfig",
+        json!({ "action": "list" }),
+    )
+    .await;
+    let names: Vec<String> = list.data["quarantines"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|q| q["name"].as_str().map(str::to_string))
+        .collect();
+
+    let mut b = String::from(
+        "<form method=\"get\" action=\"/messages\" class=\"filters\" role=\"search\">",
+    );
+    let _ = write!(
+        b,
+        "<div><label for=\"f-quarantine\">Quarantine</label><select id=\"f-quarantine\" name=\"quarantine\"><option value=\"\">any</option>"
+    );
+    let cur = given.get("quarantine").copied().unwrap_or("");
+    for n in &names {
+        let _ = write!(
+            b,
+            "<option{}>{}</option>",
+            if n == cur { " selected" } else { "" },
+            esc(n)
+        );
+    }
+    b.push_str("</select></div>");
+    for (label, k) in TEXT_FILTERS {
+        let _ = write!(
+            b,
+            "<div><label for=\"f-{k}\">{}</label><input id=\"f-{k}\" name=\"{k}\" value=\"{}\"></div>",
+            esc(label),
+            val(k)
+        );
+    }
+    let cur = given.get("reason_kind").copied().unwrap_or("");
+    b.push_str("<div><label for=\"f-reason_kind\">Reason kind</label><select id=\"f-reason_kind\" name=\"reason_kind\"><option value=\"\">any</option>");
+    for k in REASON_KINDS {
+        let _ = write!(
+            b,
+            "<option{}>{}</option>",
+            if k == cur { " selected" } else { "" },
+            esc(k)
+        );
+    }
+    b.push_str("</select></div>");
+    let cur = given.get("order").copied().unwrap_or("newest");
+    b.push_str("<div><label for=\"f-order\">Order</label><select id=\"f-order\" name=\"order\">");
+    for (v, label) in ORDERS {
+        let _ = write!(
+            b,
+            "<option value=\"{v}\"{}>{}</option>",
+            if v == cur { " selected" } else { "" },
+            esc(label)
+        );
+    }
+    b.push_str("</select></div>");
+    let _ = write!(
+        b,
+        "<div><label for=\"f-attachment_min_size\">Attachment at least (bytes)</label><input id=\"f-attachment_min_size\" name=\"attachment_min_size\" type=\"number\" min=\"0\" value=\"{}\"></div>\
+<div><label for=\"f-attachment_max_size\">Attachment at most (bytes)</label><input id=\"f-attachment_max_size\" name=\"attachment_max_size\" type=\"number\" min=\"0\" value=\"{}\"></div>",
+        val("attachment_min_size"),
+        val("attachment_max_size")
+    );
+    let _ = write!(
+        b,
+        "<div><label for=\"f-from\">Received from (GMT)</label><input id=\"f-from\" name=\"from\" type=\"date\" value=\"{}\"></div>\
+<div><label for=\"f-to\">Received to (GMT)</label><input id=\"f-to\" name=\"to\" type=\"date\" value=\"{}\"></div>\
+<div><label for=\"f-limit\">Per page</label><input id=\"f-limit\" name=\"limit\" type=\"number\" min=\"1\" max=\"500\" value=\"{limit}\"></div>\
+<div><button type=\"submit\" id=\"search\" accesskey=\"s\">Search</button></div></form>",
+        val("from"),
+        val("to")
+    );
+    for p in &problems {
+        let _ = write!(b, "<p class=\"err\" role=\"alert\">{}</p>", esc(p));
+    }
+
+    let r = run(
+        &shared,
+        &c.id,
+        "quarantine",
+        json!({ "action": "search", "query": Value::Object(query), "offset": offset, "limit": limit }),
+    )
+    .await;
+    if !r.ok {
+        b.push_str(&refusal(&r));
+        return html(StatusCode::OK, page(&shared, &c, "Messages", &b));
+    }
+    let d = &r.data;
+    let total = d["total"].as_u64().unwrap_or(0);
+    let exact = d["total_exact"].as_bool().unwrap_or(true);
+    let msgs = d["messages"].as_array().cloned().unwrap_or_default();
+    let total_text = if exact {
+        total.to_string()
+    } else {
+        format!("at least {total}")
+    };
+    let _ = write!(
+        b,
+        "<p id=\"summary\" aria-live=\"polite\">{}</p>",
+        if msgs.is_empty() {
+            if total > 0 {
+                format!("{total_text} messages match; this page is past the last one.")
+            } else {
+                "No quarantined messages match.".to_string()
+            }
+        } else {
+            format!(
+                "Showing {}–{} of {total_text} messages.",
+                offset + 1,
+                offset + msgs.len() as u64
+            )
+        }
+    );
+    let back = format!(
+        "/messages?{}",
+        query_string(
+            &keep,
+            &[("offset", offset.to_string()), ("limit", limit.to_string())]
+        )
+    );
+    // While a bulk action runs (the answer comes when it is done), an indeterminate
+    // progress bar; the buttons cannot be pressed twice.
+    b.push_str("<form method=\"post\" action=\"/messages/action\" id=\"results\" onsubmit=\"this.querySelector('.busy').hidden=false;setTimeout(()=>this.querySelectorAll('button').forEach(x=>x.disabled=true))\">");
+    b.push_str(&hidden("csrf", &c.csrf));
+    b.push_str(&hidden("back", &back));
+    for (k, v) in &keep {
+        b.push_str(&hidden(&format!("q_{k}"), v));
+    }
+    if !msgs.is_empty() {
+        b.push_str("<div class=\"bulk\" role=\"group\" aria-label=\"Bulk actions\">\
+<button type=\"submit\" name=\"op\" value=\"release\" id=\"release-selected\">Release selected</button> \
+<button type=\"submit\" name=\"op\" value=\"delete\" id=\"delete-selected\" class=\"danger\">Delete selected</button> \
+<span class=\"sep\">or every result of this search:</span> \
+<button type=\"submit\" name=\"op\" value=\"release-all\" id=\"release-all\">Release all results</button> \
+<button type=\"submit\" name=\"op\" value=\"delete-all\" id=\"delete-all\" class=\"danger\">Delete all results</button> \
+<span class=\"busy\" role=\"status\" hidden><progress aria-label=\"Working\"></progress> Working…</span></div>");
+        b.push_str("<table id=\"messages\"><thead><tr><th scope=\"col\"><input type=\"checkbox\" id=\"select-all\" aria-label=\"Select all on this page\" onclick=\"for(const c of document.querySelectorAll('input[name=mid]'))c.checked=this.checked\"></th><th scope=\"col\">MID</th><th scope=\"col\">Received (GMT)</th><th scope=\"col\">Sender</th><th scope=\"col\">Recipients</th><th scope=\"col\">Subject</th><th scope=\"col\">Quarantines</th><th scope=\"col\">Scheduled exit</th></tr></thead><tbody>");
+        for m in &msgs {
+            let mid = m["mid"].as_u64().unwrap_or(0);
+            let rcpts: Vec<String> = m["recipients"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|r| r.as_str().map(str::to_string))
+                .collect();
+            let qs: Vec<String> = m["quarantines"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|q| {
+                    format!(
+                        "{} ({})",
+                        q["name"].as_str().unwrap_or(""),
+                        q["reason"].as_str().unwrap_or("")
+                    )
+                })
+                .collect();
+            let subject = m["subject"].as_str().unwrap_or("");
+            let _ = write!(
+                b,
+                "<tr><td><input type=\"checkbox\" name=\"mid\" value=\"{mid}\" aria-label=\"Select MID {mid}\"></td><td><a href=\"/messages/{mid}\">{mid}</a></td><td>{}</td><td>{}</td><td>{}</td><td><a href=\"/messages/{mid}\">{}</a></td><td>{}</td><td>{}</td></tr>",
+                esc(&gmt(m["received"].as_u64().unwrap_or(0))),
+                esc(m["sender"].as_str().unwrap_or("")),
+                esc(&rcpts.join(", ")),
+                esc(if subject.is_empty() { "(no subject)" } else { subject }),
+                esc(&qs.join("; ")),
+                esc(&m["scheduled_exit"].as_u64().map(gmt).unwrap_or_default()),
+            );
+        }
+        b.push_str("</tbody></table>");
+    }
+    b.push_str("</form><nav class=\"pager\" aria-label=\"Pages\">");
+    if offset > 0 {
+        let prev = offset.saturating_sub(limit);
+        let _ = write!(
+            b,
+            "<a rel=\"prev\" accesskey=\",\" href=\"/messages?{}\">← Previous</a> ",
+            esc(&query_string(
+                &keep,
+                &[("offset", prev.to_string()), ("limit", limit.to_string())]
+            ))
+        );
+    }
+    if offset + (msgs.len() as u64) < total || (!exact && msgs.len() as u64 == limit) {
+        let _ = write!(
+            b,
+            "<a rel=\"next\" accesskey=\".\" href=\"/messages?{}\">Next →</a>",
+            esc(&query_string(
+                &keep,
+                &[
+                    ("offset", (offset + limit).to_string()),
+                    ("limit", limit.to_string())
+                ]
+            ))
+        );
+    }
+    b.push_str("</nav>");
+    html(StatusCode::OK, page(&shared, &c, "Messages", &b))
+}
+
+// ----------------------------------------------------------------------------------
+// Actions
+// ----------------------------------------------------------------------------------
+pub(super) async fn action(Post { shared, c, form }: Post) -> HttpResponse {
+    let back = safe_back(field(&form, "back"));
+    let op = field(&form, "op").unwrap_or("");
+    let (verb, all) = match op {
+        "release" | "delete" | "delay" | "move" => (op, false),
+        "release-all" => ("release", true),
+        "delete-all" => ("delete", true),
+        _ => ("", false),
+    };
+    let mut args = json!({ "action": verb });
+    let result = if op == "copy" {
+        let to: Vec<String> = field(&form, "copy_to")
+            .unwrap_or("")
+            .split([',', ' ', ';'])
+            .map(str::trim)
+            .filter(|a| !a.is_empty())
+            .map(str::to_string)
+            .collect();
+        match field(&form, "mid").and_then(|m| m.trim().parse::<u64>().ok()) {
+            Some(mid) => {
+                run(
+                    &shared,
+                    &c.id,
+                    "quarantine",
+                    json!({ "action": "copy", "mid": mid, "to": to }),
+                )
+                .await
+            }
+            None => Response::error("Which message? (no MID given)"),
+        }
+    } else if verb.is_empty() {
+        Response::error(format!("Unknown action {op:?}."))
+    } else {
+        if all {
+            // The search the page showed, from its hidden fields.
+            let q: Vec<(String, String)> = form
+                .iter()
+                .filter_map(|(k, v)| k.strip_prefix("q_").map(|k| (k.to_string(), v.clone())))
+                .collect();
+            let (query, _, problems) = search_query(&q);
+            if let Some(p) = problems.first() {
+                return html(
+                    StatusCode::BAD_REQUEST,
+                    page(
+                        &shared,
+                        &c,
+                        "Not done",
+                        &format!("<p class=\"err\">{}</p>", esc(p)),
+                    ),
+                );
+            }
+            args["all_results"] = json!(true);
+            args["query"] = Value::Object(query);
+        } else {
+            let mids: Vec<u64> = form
+                .iter()
+                .filter(|(k, _)| k == "mid")
+                .filter_map(|(_, v)| v.trim().parse().ok())
+                .collect();
+            args["mids"] = json!(mids);
+        }
+        for k in ["by", "from", "to"] {
+            if let Some(v) = field(&form, k) {
+                args[k] = json!(v.trim());
+            }
+        }
+        if !all && args["mids"].as_array().is_some_and(|a| a.is_empty()) {
+            Response::error(
+                "Select at least one message first (the checkboxes in the first column).",
+            )
+        } else {
+            run(&shared, &c.id, "quarantine", args).await
+        }
+    };
+    let title = if result.ok { "Done" } else { "Not done" };
+    let mut b = if result.ok {
+        format!(
+            "<div class=\"ok\" role=\"status\" id=\"result\">{}</div>",
+            pre(&result.text)
+        )
+    } else {
+        format!("<div id=\"result\">{}</div>", refusal(&result))
+    };
+    let back_to = if back.starts_with("/messages/") && verb != "delay" && op != "copy" && result.ok
+    {
+        "/messages".to_string()
+    } else {
+        back
+    };
+    let _ = write!(
+        b,
+        "<p><a href=\"{}\" accesskey=\"b\" id=\"back\">Back</a></p>",
+        esc(&back_to)
+    );
+    let code = if result.ok {
+        StatusCode::OK
+    } else if result.text.contains("cannot") || result.text.contains("has no access") {
+        StatusCode::FORBIDDEN
+    } else {
+        StatusCode::BAD_REQUEST
+    };
+    html(code, page(&shared, &c, title, &b))
+}
+
+// ----------------------------------------------------------------------------------
+// Outbreak: manage by rule
+// ----------------------------------------------------------------------------------
+
+pub(super) async fn outbreak(
+    State(shared): St,
+    Extension(sessions): Ses,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+) -> HttpResponse {
+    let c = match caller(&shared, &sessions, &headers, peer) {
+        Ok(c) => c,
+        Err(r) => return r,
+    };
+    let mut b = String::new();
+    // The rules of the held Outbreak messages (the newest 1,000), with their counts.
+    let r = run(
+        &shared,
+        &c.id,
+        "quarantine",
+        json!({ "action": "search", "limit": 1000, "query": { "quarantine": "Outbreak" } }),
+    )
+    .await;
+    if !r.ok {
+        b.push_str(&refusal(&r));
+    } else {
+        let mut rules: Vec<(String, u64)> = Vec::new();
+        for m in r.data["messages"].as_array().into_iter().flatten() {
+            for q in m["quarantines"].as_array().into_iter().flatten() {
+                if q["name"] != "Outbreak" {
+                    continue;
+                }
+                let rule = q["reason_name"].as_str().unwrap_or("").to_string();
+                match rules.iter_mut().find(|(r, _)| *r == rule) {
+                    Some((_, n)) => *n += 1,
+                    None => rules.push((rule, 1)),
+                }
+            }
+        }
+        if rules.is_empty() {
+            b.push_str("<p>No message is held in Outbreak.</p>");
+        } else {
+            b.push_str("<table id=\"rules\"><thead><tr><th scope=\"col\">Rule</th><th scope=\"col\">Messages held</th><th scope=\"col\">Manage</th></tr></thead><tbody>");
+            for (rule, n) in &rules {
+                let _ = write!(
+                    b,
+                    "<tr><td><a href=\"/messages?quarantine=Outbreak&amp;reason={}\">{}</a></td><td class=\"num\">{n}</td><td><form method=\"post\" action=\"/outbreak\" class=\"inline\">{}{}\
+<button type=\"submit\" name=\"what\" value=\"release\">Release all</button> <button type=\"submit\" name=\"what\" value=\"delete\" class=\"danger\">Delete all</button> \
+<select name=\"by\" aria-label=\"Delay by\"><option>8h</option><option selected>24h</option><option>48h</option><option>1w</option></select> <button type=\"submit\" name=\"what\" value=\"delay\">Delay all</button></form></td></tr>",
+                    enc(rule),
+                    esc(rule),
+                    hidden("csrf", &c.csrf),
+                    hidden("rule", rule),
+                );
+            }
+            b.push_str("</tbody></table>");
+        }
+    }
+    let s = run(&shared, &c.id, "outbreakstatus", json!({})).await;
+    b.push_str("<section aria-labelledby=\"hs\"><h2 id=\"hs\">Outbreak rules</h2>");
+    b.push_str(&if s.ok { pre(&s.text) } else { refusal(&s) });
+    b.push_str("</section>");
+    html(StatusCode::OK, page(&shared, &c, "Outbreak", &b))
+}
+
+pub(super) async fn outbreak_act(Post { shared, c, form }: Post) -> HttpResponse {
+    let mut args = json!({
+        "action": "manage-by-rule",
+        "rule": field(&form, "rule").unwrap_or(""),
+        "what": field(&form, "what").unwrap_or(""),
+    });
+    if let Some(by) = field(&form, "by") {
+        args["by"] = json!(by);
+    }
+    let r = run(&shared, &c.id, "quarantine", args).await;
+    outcome_page(
+        &shared,
+        &c,
+        &r,
+        "<a href=\"/outbreak\" id=\"back\">Back to Outbreak</a>",
+        ("Done", "Not done"),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn escapes_everything_html_cares_about() {
+        assert_eq!(
+            esc("<a href=\"x\">'&'</a>"),
+            "&lt;a href=&quot;x&quot;&gt;&#39;&amp;&#39;&lt;/a&gt;"
+        );
+        assert_eq!(enc("a b&c=ü"), "a%20b%26c%3D%C3%BC");
+    }
+
+    #[test]
+    fn dates_and_return_links() {
+        assert_eq!(parse_date("1970-01-01"), Some(0));
+        assert_eq!(parse_date("2025-06-10"), Some(1_749_513_600));
+        assert_eq!(parse_date("2025-13-01"), None);
+        assert_eq!(parse_date("yesterday"), None);
+        assert_eq!(safe_back(Some("//evil.example/")), "/messages");
+        assert_eq!(safe_back(Some("https://evil.example/")), "/messages");
+        assert_eq!(safe_back(Some("/messages/7")), "/messages/7");
+    }
+}
