@@ -13,4 +13,6 @@ mod e2e_migration;
 mod e2e_scanning;
 mod e2e_users;
 mod e2e_web;
+mod e2e_web_admin;
+mod e2e_web_bulk;
 mod support;

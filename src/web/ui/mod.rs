@@ -27,10 +27,13 @@ use crate::users::{Identity, Origin};
 
 mod admin;
 mod dashboard;
+mod delivery;
+mod jobs;
 mod login;
 mod message;
 mod pvo;
 mod search;
+mod services;
 
 use admin::*;
 use dashboard::*;
@@ -66,6 +69,9 @@ pub fn routes() -> Router<Arc<Shared>> {
         .route("/changes", get(changes))
         .route("/changes/{op}", post(change_op))
         .route("/ui.css", get(css))
+        .merge(services::routes())
+        .merge(jobs::routes())
+        .merge(delivery::routes())
         .layer(Extension(Sessions::new()))
 }
 
@@ -274,7 +280,7 @@ fn page(shared: &Shared, c: &Caller, title: &str, body: &str) -> String {
     format!(
         "<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\"><meta name=\"viewport\" content=\"width=device-width, initial-scale=1\"><title>{t} · {host}</title><link rel=\"stylesheet\" href=\"/ui.css\"></head><body>\
 <header><nav aria-label=\"Main\"><span class=\"brand\">PVO {role} <b>{host}</b></span>\
-<a href=\"/\" accesskey=\"d\">Dashboard</a><a href=\"/messages\" accesskey=\"m\">Messages</a><a href=\"/pvo\" accesskey=\"p\">PVO settings</a><a href=\"/outbreak\" accesskey=\"o\">Outbreak</a><a href=\"/changes\" accesskey=\"c\">Changes</a><a href=\"/users\" accesskey=\"u\">Users</a>\
+<a href=\"/\" accesskey=\"d\">Dashboard</a><a href=\"/messages\" accesskey=\"m\">Messages</a><a href=\"/delivery\" accesskey=\"q\">Delivery</a><a href=\"/services\" accesskey=\"s\">Services</a><a href=\"/pvo\" accesskey=\"p\">PVO settings</a><a href=\"/outbreak\" accesskey=\"o\">Outbreak</a><a href=\"/changes\" accesskey=\"c\">Changes</a><a href=\"/users\" accesskey=\"u\">Users</a>\
 <form method=\"post\" action=\"/logout\" class=\"inline right\"><input type=\"hidden\" name=\"csrf\" value=\"{csrf}\"><span class=\"who\">{user} ({urole})</span> <button type=\"submit\">Log out</button></form></nav></header>\
 <main><h1>{t}</h1>{body}</main></body></html>",
         t = esc(title),

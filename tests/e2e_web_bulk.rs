@@ -1,0 +1,1 @@
+//! Web UI in headless Chromium: bulk actions with progress, and the REST API bulk endpoints.
