@@ -70,6 +70,9 @@ pub struct HoldTag {
     pub reason_name: String,
     pub threat: u8,
     pub exit: Option<u64>,
+    /// The hold's details as bounded JSON text (`cpq::records::wire_details`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub details: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]

@@ -1,10 +1,23 @@
 //! Between the spool's CPQ tags (`envelope::CpqTag`, JSON in the spool) and
 //! the wire records of `pvo_proto::cpq`, and between those and the quarantine
 //! model of `pvo-quarantine`.
+//!
+//! Each hold's `details` (content-filter evidence, DLP result with masked
+//! samples, virus name, outbreak rules) travels with it as bounded JSON text
+//! ([`wire_details`]): at most `MAX_DETAILS_JSON_LEN` bytes, shortened
+//! (strings and lists cut, `"truncated": true`) so that it stays valid JSON.
+//!
+//! # Security
+//!
+//! The details a manager receives come from a gateway that passed mutual TLS
+//! but are still untrusted text: [`holds_of`] keeps only a JSON object (anything
+//! else is replaced by a note) and the threat level of the record wins over
+//! one inside the details. They are shown through the UI's escaping like any
+//! other stored value.
 
 use pvo_proto::cpq::{
     CpqCommand, MetaRecord, QuarantineEntry, ReasonKind as Wire, ReleaseAction, ReleaseRecord,
-    TransferRecord,
+    TransferRecord, MAX_DETAILS_JSON_LEN,
 };
 use pvo_quarantine::{
     EarlyReleaseActions, Hold, MembershipState, MessageInfo, Reason, ReasonKind, XHeader,
@@ -54,6 +67,7 @@ pub fn transfer_tag(node_id: &str, env: &Envelope, holds: &[Hold]) -> TransferTa
                     .and_then(|v| v.as_u64())
                     .map_or(0, |t| t.min(5) as u8),
                 exit: h.exit_at,
+                details: wire_details(&h.details),
             })
             .collect(),
         gateway_mid: None,
@@ -91,6 +105,7 @@ pub fn migration_tag(node_id: &str, info: &MessageInfo) -> TransferTag {
                     .and_then(|v| v.as_u64())
                     .map_or(0, |t| t.min(5) as u8),
                 exit: Some(m.exit_at),
+                details: wire_details(&m.details),
             })
             .collect(),
         gateway_mid: Some(info.gateway_mid),
@@ -98,8 +113,119 @@ pub fn migration_tag(node_id: &str, info: &MessageInfo) -> TransferTag {
     }
 }
 
+/// A hold's details as the JSON text a transfer record carries: `None` when
+/// there is nothing to say; otherwise compact JSON of at most
+/// [`MAX_DETAILS_JSON_LEN`] bytes. Larger details are shortened so that they
+/// stay valid JSON — long strings cut, long lists cut, from generous limits
+/// down to tight ones until the text fits — and marked `"truncated": true`.
+pub fn wire_details(details: &serde_json::Value) -> Option<String> {
+    use serde_json::Value;
+    let empty = match details {
+        Value::Null => true,
+        Value::Object(m) => m.is_empty(),
+        _ => false,
+    };
+    if empty {
+        return None;
+    }
+    let text = details.to_string();
+    if text.len() <= MAX_DETAILS_JSON_LEN {
+        return Some(text);
+    }
+    let mark = |v: Value| -> Value {
+        let mut obj = match v {
+            Value::Object(m) => m,
+            other => {
+                let mut m = serde_json::Map::new();
+                m.insert("value".into(), other);
+                m
+            }
+        };
+        obj.insert("truncated".into(), Value::Bool(true));
+        Value::Object(obj)
+    };
+    for (chars, items) in [
+        (1024, 64),
+        (512, 32),
+        (256, 16),
+        (128, 8),
+        (64, 4),
+        (32, 2),
+        (16, 1),
+    ] {
+        let t = mark(shorten(details, chars, items, 0)).to_string();
+        if t.len() <= MAX_DETAILS_JSON_LEN {
+            return Some(t);
+        }
+    }
+    // Even the shortest form is too large (a huge number of keys): keep the
+    // scalars of the top level that fit, and say so.
+    let mut out = serde_json::Map::new();
+    out.insert("truncated".into(), Value::Bool(true));
+    if let Value::Object(m) = details {
+        for (k, v) in m {
+            if v.is_object() || v.is_array() || k.chars().count() > 64 {
+                continue;
+            }
+            let mut next = out.clone();
+            next.insert(k.clone(), shorten(v, 64, 1, 0));
+            if Value::Object(next.clone()).to_string().len() > MAX_DETAILS_JSON_LEN {
+                break;
+            }
+            out = next;
+        }
+    }
+    Some(Value::Object(out).to_string())
+}
+
+/// `v` with every string cut to `chars` characters (marked with `…`), every list
+/// to `items` entries, every object to `items * 4` keys, and nothing deeper than
+/// 8 levels.
+fn shorten(v: &serde_json::Value, chars: usize, items: usize, depth: usize) -> serde_json::Value {
+    use serde_json::Value;
+    match v {
+        Value::String(s) if s.chars().count() > chars => {
+            let mut t: String = s.chars().take(chars).collect();
+            t.push('…');
+            Value::String(t)
+        }
+        Value::Array(_) if depth >= 8 => Value::Array(Vec::new()),
+        Value::Object(_) if depth >= 8 => Value::Object(Default::default()),
+        Value::Array(a) => Value::Array(
+            a.iter()
+                .take(items)
+                .map(|x| shorten(x, chars, items, depth + 1))
+                .collect(),
+        ),
+        Value::Object(m) => Value::Object(
+            m.iter()
+                .take(items * 4)
+                .map(|(k, x)| {
+                    let k: String = k.chars().take(chars.max(16)).collect();
+                    (k, shorten(x, chars, items, depth + 1))
+                })
+                .collect(),
+        ),
+        other => other.clone(),
+    }
+}
+
 /// The `XPVO-META` line for a queued CPQ message.
 pub fn meta_line(node_id: &str, env: &Envelope) -> Result<String, String> {
+    match meta_line_with(node_id, env, true) {
+        // Details of many holds together may exceed the record's limit: the
+        // message still goes, with each hold's details reduced to the mark.
+        Err(pvo_proto::cpq::CpqError::RecordTooLarge) => meta_line_with(node_id, env, false),
+        r => r,
+    }
+    .map_err(|e| format!("cannot encode the CPQ record: {e}"))
+}
+
+fn meta_line_with(
+    node_id: &str,
+    env: &Envelope,
+    details: bool,
+) -> Result<String, pvo_proto::cpq::CpqError> {
     let rec = match &env.cpq {
         Some(CpqTag::Transfer(t)) => MetaRecord::Transfer(TransferRecord {
             gateway_id: node_id.to_string(),
@@ -117,6 +243,11 @@ pub fn meta_line(node_id: &str, env: &Envelope) -> Result<String, String> {
                     reason_name: q.reason_name.clone(),
                     threat_level: q.threat,
                     scheduled_exit: q.exit,
+                    details: match &q.details {
+                        Some(d) if details => Some(d.clone()),
+                        Some(_) => Some(r#"{"truncated":true}"#.to_string()),
+                        None => None,
+                    },
                 })
                 .collect(),
         }),
@@ -140,11 +271,9 @@ pub fn meta_line(node_id: &str, env: &Envelope) -> Result<String, String> {
                 })
                 .collect(),
         }),
-        None => return Err("not a CPQ message".into()),
+        None => return Err(pvo_proto::cpq::CpqError::UnknownKind),
     };
-    CpqCommand::Meta(rec)
-        .encode()
-        .map_err(|e| format!("cannot encode the CPQ record: {e}"))
+    CpqCommand::Meta(rec).encode()
 }
 
 /// The early-release actions of the releasing quarantines, as tag pairs.
@@ -196,10 +325,39 @@ pub fn holds_of(t: &TransferRecord) -> Vec<Hold> {
         .map(|q| Hold {
             quarantine: q.name.clone(),
             reason: Reason::new(model_reason(q.reason), q.reason_name.clone()),
-            details: serde_json::json!({ "threat_level": q.threat_level }),
+            details: received_details(q),
             exit_at: q.scheduled_exit,
         })
         .collect()
+}
+
+/// A received quarantine entry's details as the store keeps them: the
+/// gateway's JSON object (anything else is replaced by a note), with the
+/// record's threat level.
+fn received_details(q: &QuarantineEntry) -> serde_json::Value {
+    let mut obj = match q
+        .details
+        .as_deref()
+        .map(serde_json::from_str::<serde_json::Value>)
+    {
+        None => serde_json::Map::new(),
+        Some(Ok(serde_json::Value::Object(m))) => m,
+        Some(Ok(other)) => {
+            let mut m = serde_json::Map::new();
+            m.insert("value".into(), other);
+            m
+        }
+        Some(Err(_)) => {
+            let mut m = serde_json::Map::new();
+            m.insert(
+                "details_error".into(),
+                "the gateway sent details that are not JSON".into(),
+            );
+            m
+        }
+    };
+    obj.insert("threat_level".into(), q.threat_level.into());
+    serde_json::Value::Object(obj)
 }
 
 /// A release tag for the manager's queue.
@@ -339,6 +497,99 @@ mod tests {
         let old = br#"{"transfer_id":"x","quarantines":[]}"#;
         let tag: TransferTag = serde_json::from_slice(old).unwrap();
         assert_eq!((tag.gateway_mid, tag.received), (None, None));
+    }
+
+    fn wire(details: serde_json::Value) -> TransferRecord {
+        let env = Envelope::decode(
+            br#"{"mid":9,"icid":0,"sender":"a@example.org","recipients":["b@example.com"],"received_at":1,"source_ip":"","listener":""}"#,
+        )
+        .unwrap();
+        let holds = vec![Hold {
+            quarantine: "Policy".into(),
+            reason: Reason::new(ReasonKind::ContentFilter, "f"),
+            details,
+            exit_at: None,
+        }];
+        let mut e = env.clone();
+        e.cpq = Some(CpqTag::Transfer(transfer_tag("gw1", &env, &holds)));
+        let e = Envelope::decode(&e.encode()).unwrap();
+        let line = meta_line("gw1", &e).unwrap();
+        let Some(CpqCommand::Meta(MetaRecord::Transfer(t))) =
+            pvo_proto::cpq::parse_command(line.as_bytes()).unwrap()
+        else {
+            panic!("not a transfer record")
+        };
+        t
+    }
+
+    #[test]
+    fn evidence_reaches_the_manager_as_it_was_found() {
+        let d = serde_json::json!({ "evidence": [{ "condition": "subject_contains \"x\"", "matched": "a\r\n\"x\"\u{0}" }] });
+        let held = holds_of(&wire(d.clone()));
+        assert_eq!(held[0].details["evidence"], d["evidence"]);
+        assert_eq!(held[0].details["threat_level"], 0);
+        assert!(held[0].details.get("truncated").is_none());
+        // Nothing to say: no details line at all.
+        assert_eq!(wire(serde_json::json!({})).quarantines[0].details, None);
+    }
+
+    #[test]
+    fn large_details_are_cut_to_valid_json_and_marked() {
+        let huge = serde_json::json!({
+            "policy": "PCI",
+            "samples": (0..500).map(|i| format!("4111-XXXX-XXXX-{i:04} {}", "z".repeat(200))).collect::<Vec<_>>(),
+            "matched": "m".repeat(100_000),
+        });
+        let text = wire_details(&huge).unwrap();
+        assert!(text.len() <= MAX_DETAILS_JSON_LEN, "{}", text.len());
+        let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(v["truncated"], true);
+        assert_eq!(v["policy"], "PCI");
+        assert!(v["samples"][0]
+            .as_str()
+            .unwrap()
+            .starts_with("4111-XXXX-XXXX-0000"));
+        // Through the wire to the manager.
+        let held = holds_of(&wire(huge));
+        assert_eq!(held[0].details["truncated"], true);
+        assert_eq!(held[0].details["policy"], "PCI");
+        // Thousands of keys: still valid, bounded, marked.
+        let mut many = serde_json::Map::new();
+        for i in 0..5000 {
+            many.insert(format!("key{i}"), serde_json::json!([i, "v"]));
+        }
+        many.insert("virus".into(), "EICAR".into());
+        let text = wire_details(&serde_json::Value::Object(many)).unwrap();
+        assert!(text.len() <= MAX_DETAILS_JSON_LEN);
+        let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(v["truncated"], true);
+        // Multi-byte text is cut at a character boundary.
+        let text = wire_details(&serde_json::json!({ "m": "é😀".repeat(5000) })).unwrap();
+        assert!(serde_json::from_str::<serde_json::Value>(&text).is_ok());
+    }
+
+    #[test]
+    fn details_that_are_not_an_object_or_not_json_are_kept_safe() {
+        let q = |d: &str| QuarantineEntry {
+            name: "Policy".into(),
+            reason: Wire::Virus,
+            reason_name: "v".into(),
+            threat_level: 3,
+            scheduled_exit: None,
+            details: Some(d.into()),
+        };
+        let v = received_details(&q(r#"{"virus":"EICAR","threat_level":0}"#));
+        assert_eq!(
+            (v["virus"].as_str(), v["threat_level"].as_u64()),
+            (Some("EICAR"), Some(3))
+        );
+        assert_eq!(
+            received_details(&q("[1,2]"))["value"],
+            serde_json::json!([1, 2])
+        );
+        assert!(received_details(&q("{not json"))
+            .get("details_error")
+            .is_some());
     }
 
     #[test]

@@ -45,6 +45,14 @@ pub const MAX_ID_LEN: usize = 128;
 /// Highest threat level.
 pub const MAX_THREAT_LEVEL: u8 = 5;
 
+/// Longest `details` value of a quarantine entry on the wire, in bytes of base64 (the
+/// JSON it encodes is at most 3,072 bytes). A hold whose details do not fit is shortened
+/// by the sender (`TransferRecord` users keep valid JSON and add `"truncated": true`).
+pub const MAX_DETAILS_LEN: usize = 4096;
+
+/// Longest `details` JSON text that fits in [`MAX_DETAILS_LEN`] once encoded.
+pub const MAX_DETAILS_JSON_LEN: usize = MAX_DETAILS_LEN / 4 * 3;
+
 /// Reply to an accepted `XPVO-META`.
 pub const META_OK_REPLY: &str = "250 2.0.0 metadata ok";
 /// Reply to an `XPVO-CONTROL` the manager carried out.
@@ -169,6 +177,11 @@ pub struct QuarantineEntry {
     pub threat_level: u8,
     /// Scheduled exit in unix seconds, `None` if the message stays until released or deleted.
     pub scheduled_exit: Option<u64>,
+    /// Why it was held, as the scan recorded it: a JSON text (content-filter evidence,
+    /// DLP samples, virus name...), at most [`MAX_DETAILS_JSON_LEN`] bytes. On the wire it
+    /// is the optional `details` line, base64 so that no byte of it can split the record.
+    /// `None` for records from senders that do not carry it.
+    pub details: Option<String>,
 }
 
 /// Gateway → manager: metadata of a quarantined message sent to the manager.
@@ -382,6 +395,9 @@ pub enum CpqError {
     /// A release record that names no releasing quarantine.
     #[error("no releasing quarantine")]
     NoReleasedBy,
+    /// A quarantine entry's `details` longer than [`MAX_DETAILS_LEN`] once encoded.
+    #[error("details exceed {MAX_DETAILS_LEN} bytes")]
+    DetailsTooLarge,
 }
 
 impl CpqError {
@@ -738,6 +754,9 @@ fn encode_meta(m: &MetaRecord) -> Result<String, CpqError> {
                     Some(e) => w.field("exit", &e.to_string()),
                     None => w.field("exit", ""),
                 }
+                if let Some(d) = &q.details {
+                    w.field("details", &encode_details(d)?);
+                }
             }
         }
         MetaRecord::Release(r) => {
@@ -778,6 +797,25 @@ fn encode_control(c: &ControlRecord) -> Result<String, CpqError> {
     w.field("mid", &c.gateway_mid.to_string());
     w.field("transfer", check_id("transfer", &c.transfer_id)?);
     Ok(w.0)
+}
+
+/// The `details` value: strict base64 of the UTF-8 text, bounded.
+fn encode_details(d: &str) -> Result<String, CpqError> {
+    if d.is_empty() {
+        return Err(CpqError::InvalidField { field: "details" });
+    }
+    if d.len() > MAX_DETAILS_JSON_LEN {
+        return Err(CpqError::DetailsTooLarge);
+    }
+    Ok(base64_encode(d.as_bytes()))
+}
+
+fn decode_details(v: &str) -> Result<String, CpqError> {
+    if v.len() > MAX_DETAILS_LEN {
+        return Err(CpqError::DetailsTooLarge);
+    }
+    let bytes = base64_decode(v.as_bytes()).ok_or(CpqError::InvalidField { field: "details" })?;
+    String::from_utf8(bytes).map_err(|_| CpqError::InvalidField { field: "details" })
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -876,12 +914,19 @@ fn decode_transfer(r: &mut Reader<'_>) -> Result<TransferRecord, CpqError> {
                 } else {
                     Some(num("exit", exit)?)
                 };
+                // Optional: older gateways do not send it.
+                let details = if r.peek_key()? == Some("details") {
+                    Some(decode_details(r.take("details")?)?)
+                } else {
+                    None
+                };
                 quarantines.push(QuarantineEntry {
                     name,
                     reason,
                     reason_name,
                     threat_level,
                     scheduled_exit,
+                    details,
                 });
             }
             None if quarantines.is_empty() => {
@@ -994,6 +1039,7 @@ mod tests {
                     reason_name: "block_exe".into(),
                     threat_level: 0,
                     scheduled_exit: Some(1_795_864_000),
+                    details: None,
                 },
                 QuarantineEntry {
                     name: "Outbreak".into(),
@@ -1001,6 +1047,7 @@ mod tests {
                     reason_name: "OUTBREAK_0001".into(),
                     threat_level: 5,
                     scheduled_exit: None,
+                    details: None,
                 },
                 QuarantineEntry {
                     name: "Virus Ünïcode".into(),
@@ -1008,6 +1055,7 @@ mod tests {
                     reason_name: "EICAR-Test".into(),
                     threat_level: 3,
                     scheduled_exit: Some(0),
+                    details: None,
                 },
                 QuarantineEntry {
                     name: "DLP".into(),
@@ -1015,6 +1063,7 @@ mod tests {
                     reason_name: "PCI".into(),
                     threat_level: 1,
                     scheduled_exit: Some(u64::MAX),
+                    details: None,
                 },
                 QuarantineEntry {
                     name: "Misc".into(),
@@ -1022,6 +1071,7 @@ mod tests {
                     reason_name: "x=y".into(),
                     threat_level: 2,
                     scheduled_exit: None,
+                    details: None,
                 },
             ],
         }
@@ -1819,6 +1869,110 @@ mod tests {
                 }
             }
         }
+    }
+
+    fn with_details(d: &str) -> TransferRecord {
+        let mut t = transfer();
+        t.quarantines[0].details = Some(d.to_string());
+        t
+    }
+
+    #[test]
+    fn details_round_trip_and_hostile_content_stays_inside_its_line() {
+        let hostile = [
+            r#"{"evidence":[{"condition":"subject_contains","matched":"[quarantine-test]"}]}"#
+                .to_string(),
+            // CR, LF, NUL, quotes, a fake next field and a fake next command: all data.
+            "{\"matched\":\"a\r\nquarantine=Evil\nreason=virus\u{0}\\\"\r\n.\r\nMAIL FROM:<x>\"}"
+                .to_string(),
+            "\u{0}\u{7f}\u{85}\u{2028}é😀=\n=".to_string(),
+            "x".repeat(MAX_DETAILS_JSON_LEN),
+        ];
+        for d in &hostile {
+            let cmd = CpqCommand::Meta(MetaRecord::Transfer(with_details(d)));
+            let line = cmd.encode().unwrap();
+            assert_eq!(line.matches('\n').count(), 1, "one line");
+            assert!(!line[..line.len() - 2].contains(['\r', '\0']));
+            assert_eq!(parse_command(line.as_bytes()), Ok(Some(cmd.clone())));
+            let text = encode_meta(&MetaRecord::Transfer(with_details(d))).unwrap();
+            // The record keeps its line structure: details is one line after exit.
+            let lines: Vec<&str> = text.lines().collect();
+            let at = lines
+                .iter()
+                .position(|l| l.starts_with("details="))
+                .unwrap();
+            assert!(lines[at - 1].starts_with("exit="), "{text}");
+            assert_eq!(
+                lines
+                    .iter()
+                    .filter(|l| l.starts_with("quarantine="))
+                    .count(),
+                5
+            );
+        }
+        // Every quarantine may carry its own.
+        let mut t = transfer();
+        for (i, q) in t.quarantines.iter_mut().enumerate() {
+            q.details = Some(format!("{{\"n\":{i}}}"));
+        }
+        let cmd = CpqCommand::Meta(MetaRecord::Transfer(t));
+        assert_eq!(
+            parse_command(cmd.encode().unwrap().as_bytes()),
+            Ok(Some(cmd))
+        );
+    }
+
+    #[test]
+    fn details_are_bounded_optional_and_strict() {
+        // Too large to send: the sender must shorten it first.
+        let huge = "y".repeat(MAX_DETAILS_JSON_LEN + 1);
+        assert_eq!(
+            CpqCommand::Meta(MetaRecord::Transfer(with_details(&huge))).encode(),
+            Err(CpqError::DetailsTooLarge)
+        );
+        assert_eq!(
+            CpqCommand::Meta(MetaRecord::Transfer(with_details(""))).encode(),
+            Err(CpqError::InvalidField { field: "details" })
+        );
+        // A record without the line (an older gateway) parses, with no details.
+        let old = transfer_text();
+        assert!(!old.contains("details="));
+        let Ok(Some(CpqCommand::Meta(MetaRecord::Transfer(t)))) =
+            parse_command(&raw("XPVO-META", "1", &old))
+        else {
+            panic!("an old record parses")
+        };
+        assert!(t.quarantines.iter().all(|q| q.details.is_none()));
+        // Hostile values on the wire.
+        let with = |v: &str| {
+            old.replacen(
+                "exit=1795864000\n",
+                &format!("exit=1795864000\ndetails={v}\n"),
+                1,
+            )
+        };
+        let big = base64_encode("z".repeat(MAX_DETAILS_JSON_LEN + 3).as_bytes());
+        let cases = [
+            (with(""), CpqError::InvalidField { field: "details" }),
+            (
+                with("not base64!"),
+                CpqError::InvalidField { field: "details" },
+            ),
+            (with("eyJ9\r"), CpqError::InvalidField { field: "details" }),
+            (
+                with(&base64_encode(b"\xff\xfe")),
+                CpqError::InvalidField { field: "details" },
+            ),
+            (with(&big), CpqError::DetailsTooLarge),
+        ];
+        for (rec, want) in cases {
+            assert!(rec.contains("details="), "{rec}");
+            let got = parse_command(&raw("XPVO-META", "1", &rec));
+            assert_eq!(got, Err(want), "{rec:?}");
+        }
+        // Two details lines for one quarantine: the second is no known field.
+        let twice = with("e30=").replacen("details=e30=\n", "details=e30=\ndetails=e30=\n", 1);
+        assert!(parse_command(&raw("XPVO-META", "1", &twice)).is_err());
     }
 
     #[test]
