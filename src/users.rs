@@ -20,6 +20,7 @@
 //! | QuarantineView  | all           | listed   | listed        | listed| listed    |            | listed |
 //! | QuarantineAct   | all           | listed   |               |       | listed    |            | unless view-only |
 //! | SendCopy        | yes           |          |               |       |           |            |        |
+//! | ViewMatchedContent | yes        | yes      | yes           |       |           |            | if `matched_content` |
 //!
 //! "listed": only in the quarantines whose access list names the user or the role (and,
 //! for a custom role, the quarantines the role itself names). Configure covers every
@@ -29,6 +30,11 @@
 //! queue actions). Read-Only Operator and Guest view quarantined messages but never
 //! release or delete them; Guest sees nothing else. Any user may change their own
 //! password.
+//!
+//! ViewMatchedContent decides what "why held" shows, not whether a command runs: the
+//! text of a message that matched a content filter condition and the (masked) samples
+//! of a DLP detector are shown only to roles with it; `quarantine show` replaces them
+//! by a marker for the others and keeps the filter, rule, conditions, verdict and counts.
 //!
 //! The store is `DATA_DIR/users.json` (mode 0600), rewritten whole on each change through
 //! a temporary file that is fsynced and renamed, then the directory fsynced, so a crash
@@ -110,6 +116,9 @@ pub enum Perm {
     QuarantineView,
     QuarantineAct,
     SendCopy,
+    /// See the matched content of "why held" (the text a filter condition matched, DLP
+    /// samples); without it `quarantine show` hides them.
+    ViewMatchedContent,
 }
 
 impl Perm {
@@ -122,6 +131,7 @@ impl Perm {
             Perm::QuarantineView => "access quarantines",
             Perm::QuarantineAct => "release, delete, delay or move quarantined messages",
             Perm::SendCopy => "send copies of quarantined messages",
+            Perm::ViewMatchedContent => "see the matched content of quarantined messages",
         }
     }
 }
@@ -139,6 +149,7 @@ pub fn builtin_allows(role: Builtin, perm: Perm) -> bool {
         Perm::Operate => matches!(role, Administrator | Operator | Technician),
         Perm::QuarantineView => role != Technician,
         Perm::QuarantineAct => matches!(role, Administrator | Operator | HelpDeskUser),
+        Perm::ViewMatchedContent => matches!(role, Administrator | Operator | ReadOnlyOperator),
     }
 }
 
@@ -158,6 +169,9 @@ pub struct CustomRole {
     /// Search and view only; no release, delete, delay or move.
     #[serde(default)]
     pub view_only: bool,
+    /// May see the matched content of "why held" (filter matches, DLP samples).
+    #[serde(default)]
+    pub matched_content: bool,
 }
 
 impl CustomRole {
@@ -187,6 +201,7 @@ impl RoleDef {
             RoleDef::Custom(c) => match perm {
                 Perm::QuarantineView => true,
                 Perm::QuarantineAct => !c.view_only,
+                Perm::ViewMatchedContent => c.matched_content,
                 _ => false,
             },
         }
@@ -203,6 +218,7 @@ pub fn roles_with(perm: Perm) -> String {
     match perm {
         Perm::QuarantineView => names.push("a custom role".into()),
         Perm::QuarantineAct => names.push("a custom role that is not view-only".into()),
+        Perm::ViewMatchedContent => names.push("a custom role with matched content".into()),
         _ => {}
     }
     match names.len() {
@@ -637,12 +653,18 @@ mod tests {
     fn role_table() {
         use Builtin::*;
         let table = [
-            (Administrator, [true, true, true, true, true, true]),
-            (Operator, [false, true, true, true, true, false]),
-            (ReadOnlyOperator, [false, true, false, true, false, false]),
-            (Guest, [false, false, false, true, false, false]),
-            (HelpDeskUser, [false, false, false, true, true, false]),
-            (Technician, [false, true, true, false, false, false]),
+            (Administrator, [true, true, true, true, true, true, true]),
+            (Operator, [false, true, true, true, true, false, true]),
+            (
+                ReadOnlyOperator,
+                [false, true, false, true, false, false, true],
+            ),
+            (Guest, [false, false, false, true, false, false, false]),
+            (
+                HelpDeskUser,
+                [false, false, false, true, true, false, false],
+            ),
+            (Technician, [false, true, true, false, false, false, false]),
         ];
         let perms = [
             Perm::Configure,
@@ -651,6 +673,7 @@ mod tests {
             Perm::QuarantineView,
             Perm::QuarantineAct,
             Perm::SendCopy,
+            Perm::ViewMatchedContent,
         ];
         for (role, want) in table {
             for (p, w) in perms.iter().zip(want) {
@@ -663,10 +686,25 @@ mod tests {
             quarantines: vec!["Policy".into()],
             domains: vec!["example.com".into()],
             view_only: true,
+            matched_content: false,
         });
         assert!(custom.allows(Perm::QuarantineView));
         assert!(!custom.allows(Perm::QuarantineAct));
         assert!(!custom.allows(Perm::Monitor));
+        assert!(!custom.allows(Perm::ViewMatchedContent));
+        let RoleDef::Custom(mut c) = custom else {
+            unreachable!()
+        };
+        c.matched_content = true;
+        assert!(RoleDef::Custom(c).allows(Perm::ViewMatchedContent));
+        // A store written before the flag existed reads as "may not see".
+        let old: CustomRole =
+            serde_json::from_str(r#"{"name":"old","quarantines":["Policy"]}"#).unwrap();
+        assert!(!old.matched_content && !old.view_only);
+        assert_eq!(
+            roles_with(Perm::ViewMatchedContent),
+            "Administrator, Operator, Read-Only Operator or a custom role with matched content"
+        );
         assert_eq!(roles_with(Perm::Configure), "Administrator");
         assert_eq!(
             roles_with(Perm::Operate),
@@ -724,6 +762,7 @@ mod tests {
                     quarantines: vec!["Policy".into()],
                     domains: vec!["one.example".into()],
                     view_only: false,
+                    matched_content: false,
                 });
                 u.push(User {
                     name: "bob".into(),

@@ -790,3 +790,325 @@ fn roles_limit_commands_and_quarantines_and_the_audit_trail_names_who_released_f
         "{logins:#}"
     );
 }
+
+// ---------------------------------------------------------------------------------------
+// Matched content: who may see what a filter or DLP policy matched
+// ---------------------------------------------------------------------------------------
+
+/// A node whose outgoing policy quarantines in Policy what a body regex matches
+/// (`code-NNNN`) and what carries a payment card number (DLP).
+fn matched_config(sink: &Sink) -> String {
+    format!(
+        r#"[node]
+hostname = "gw1.example.com"
+data_dir = "."
+
+[[interface]]
+name = "Loopback"
+address = "127.0.0.1"
+hostname = "gw1.example.com"
+
+[[policy]]
+name = "RELAYED"
+behavior = "relay"
+max_message_size = 20971520
+max_recipients = 1000
+max_concurrency = 600
+
+[[listener]]
+name = "IncomingMail"
+interface = "Loopback"
+port = 0
+type = "public"
+
+  [[listener.hat]]
+  group = "RELAYLIST"
+  senders = ["127.0.0.1"]
+  policy = "RELAYED"
+
+  [[listener.rat]]
+  recipients = ["one.example"]
+  action = "accept"
+
+[[smtp_route]]
+domain = "ALL"
+hosts = ["{sink}"]
+
+[delivery]
+default_interface = "Auto"
+
+[tls.outbound]
+default = "off"
+
+[[content_filter]]
+name = "secret_codes"
+conditions = {{ body_regex = "code-[0-9]+" }}
+actions = [{{ quarantine = "Policy" }}]
+
+[[dlp_policy]]
+name = "cards"
+detectors = ["payment_card"]
+[dlp_policy.actions]
+low = [{{ quarantine = "Policy" }}]
+
+[[mail_policy]]
+name = "DEFAULT_OUTGOING"
+direction = "outgoing"
+content_filters = ["ALL"]
+dlp_policies = ["cards"]
+"#,
+        sink = sink.host_port()
+    )
+}
+
+/// Sends `body` relayed from 127.0.0.1; returns the MID once it is quarantined.
+fn send_body(node: &Node, subject: &str, body: &str) -> u64 {
+    let mut c = SmtpClient::open(node.addr(), Some(TRUSTED));
+    c.expect("EHLO client.test", 250);
+    let r = c.send_message(
+        "sender@example.org",
+        &["x@one.example"],
+        &format!("Subject: {subject}\r\n\r\n{body}\r\n"),
+    );
+    assert_eq!(r.code, 250, "end of data: {}", r.raw());
+    c.quit();
+    let line = r.lines.last().cloned().unwrap_or_default();
+    let mid: u64 = line
+        .split_whitespace()
+        .skip_while(|w| *w != "Message")
+        .nth(1)
+        .and_then(|m| m.parse().ok())
+        .unwrap_or_else(|| panic!("no MID in {line:?}"));
+    node.wait_for_log(&format!("MID {mid} quarantined to \"Policy\""), DELIVERY);
+    mid
+}
+
+/// `pvo --user USER ARGS --json` with the user's password; the answer's JSON.
+fn as_user(node: &Node, user: &str, password: &str, args: &[&str]) -> Value {
+    let out = run(
+        Command::new(pvo_bin())
+            .arg("--dir")
+            .arg(node.data_dir())
+            .args(["--user", user])
+            .args(args)
+            .arg("--json")
+            .env("PVO_PASSWORD", password),
+        b"",
+    );
+    assert!(out.status.success(), "{user}: {args:?}: {}", out.both());
+    json(&out.stdout)
+}
+
+/// The "why held" details of the Policy membership in a `quarantine show` answer.
+fn policy_details(shown: &Value) -> Value {
+    shown["data"]["quarantines"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{shown:#}"))
+        .iter()
+        .find(|m| m["quarantine"] == "Policy")
+        .unwrap_or_else(|| panic!("{shown:#}"))["details"]
+        .clone()
+}
+
+#[test]
+fn matched_content_is_shown_only_to_roles_that_may_see_it() {
+    let sink = Sink::accepting();
+    let node = Node::start(&matched_config(&sink));
+    let code = send_body(&node, "codes", "Your code-4711 is inside.");
+    let card = send_body(&node, "payment", "My card is 4111 1111 1111 1111.");
+
+    pvo_ok(
+        &node,
+        &["quarantineconfig", "edit", "Policy", "--access", "Guest"],
+        b"",
+    );
+    // Two custom roles on Policy: one without the flag (the default), one with it.
+    pvo_ok(
+        &node,
+        &[
+            "userconfig",
+            "role",
+            "new",
+            "--name",
+            "blind",
+            "--quarantines",
+            "Policy",
+        ],
+        b"",
+    );
+    pvo_ok(
+        &node,
+        &[
+            "userconfig",
+            "role",
+            "new",
+            "--name",
+            "sighted",
+            "--quarantines",
+            "Policy",
+            "--matched-content",
+            "no",
+        ],
+        b"",
+    );
+    pvo_ok(
+        &node,
+        &[
+            "userconfig",
+            "role",
+            "edit",
+            "sighted",
+            "--matched-content",
+            "yes",
+        ],
+        b"",
+    );
+    let roles = pvo_ok(&node, &["userconfig", "role", "list"], b"");
+    assert!(roles.contains("Matched content"), "{roles}");
+    let line = |name: &str| {
+        roles
+            .lines()
+            .find(|l| l.starts_with(name))
+            .unwrap_or_else(|| panic!("no {name} in {roles}"))
+            .to_string()
+    };
+    assert!(line("blind").contains("hidden"), "{roles}");
+    assert!(line("sighted").contains("shown"), "{roles}");
+    let listed = json(&pvo_ok(
+        &node,
+        &["userconfig", "role", "list", "--json"],
+        b"",
+    ));
+    let custom = listed["data"]["custom"].as_array().unwrap();
+    let flag = |n: &str| custom.iter().find(|r| r["name"] == n).unwrap()["matched_content"].clone();
+    assert_eq!(flag("blind"), false, "{listed:#}");
+    assert_eq!(flag("sighted"), true, "{listed:#}");
+    let bad = pvo(
+        &node,
+        &[
+            "userconfig",
+            "role",
+            "edit",
+            "blind",
+            "--matched-content",
+            "maybe",
+        ],
+        b"",
+    );
+    assert!(!bad.status.success(), "{}", bad.both());
+
+    for (user, role) in [("gina", "Guest"), ("bea", "blind"), ("sam", "sighted")] {
+        pvo_ok(
+            &node,
+            &[
+                "userconfig",
+                "new",
+                "--name",
+                user,
+                "--role",
+                role,
+                "--password-stdin",
+            ],
+            format!("{user}-password-1\n").as_bytes(),
+        );
+    }
+
+    // The Administrator sees what matched: the body text, the masked card sample.
+    let admin_code = json(&pvo_ok(
+        &node,
+        &["quarantine", "show", &code.to_string(), "--json"],
+        b"",
+    ));
+    let d = policy_details(&admin_code);
+    assert_eq!(d["evidence"][0]["matched"], "code-4711", "{admin_code:#}");
+    assert_eq!(admin_code["data"]["matched_content_hidden"], false);
+    let admin_card = json(&pvo_ok(
+        &node,
+        &["quarantine", "show", &card.to_string(), "--json"],
+        b"",
+    ));
+    let d = policy_details(&admin_card);
+    let sample = d["detectors"][0]["samples"][0]
+        .as_str()
+        .unwrap_or_else(|| panic!("{admin_card:#}"))
+        .to_string();
+    assert!(sample.ends_with("1111"), "{admin_card:#}");
+    let text = pvo_ok(&node, &["quarantine", "show", &code.to_string()], b"");
+    assert!(text.contains("matched: code-4711"), "{text}");
+
+    // A Guest and the custom role without the flag: the marker instead, the rest stays.
+    for (user, role) in [("gina", "Guest"), ("bea", "blind")] {
+        let pw = format!("{user}-password-1");
+        let marker = format!("(hidden: role {role} may not see matched content)");
+        let shown = as_user(&node, user, &pw, &["quarantine", "show", &code.to_string()]);
+        assert_eq!(shown["data"]["matched_content_hidden"], true, "{shown:#}");
+        let d = policy_details(&shown);
+        assert_eq!(d["evidence"][0]["matched"], marker.as_str(), "{shown:#}");
+        assert_eq!(
+            d["evidence"][0]["condition"], "body_regex \"code-[0-9]+\"",
+            "{shown:#}"
+        );
+        assert!(!shown.to_string().contains("code-4711"), "{shown:#}");
+        assert!(
+            shown["data"]["quarantines"][0]["reason"]
+                .as_str()
+                .unwrap()
+                .contains("secret_codes"),
+            "{shown:#}"
+        );
+        let shown = as_user(&node, user, &pw, &["quarantine", "show", &card.to_string()]);
+        let d = policy_details(&shown);
+        assert_eq!(
+            d["detectors"][0]["samples"],
+            serde_json::json!([marker]),
+            "{shown:#}"
+        );
+        assert_eq!(d["detectors"][0]["detector"], "payment_card", "{shown:#}");
+        assert_eq!(d["detectors"][0]["count"], 1, "{shown:#}");
+        assert_eq!(d["policy"], "cards", "{shown:#}");
+        assert!(!shown.to_string().contains(&sample), "{shown:#}");
+        // The text says so too, and a search shows no matched text either.
+        let out = run(
+            Command::new(pvo_bin())
+                .arg("--dir")
+                .arg(node.data_dir())
+                .args(["--user", user, "quarantine", "show", &code.to_string()])
+                .env("PVO_PASSWORD", &pw),
+            b"",
+        );
+        assert!(out.status.success(), "{}", out.both());
+        assert!(out.stdout.contains(&marker), "{}", out.both());
+        assert!(!out.stdout.contains("code-4711"), "{}", out.both());
+        let found = as_user(&node, user, &pw, &["quarantine", "search"]);
+        assert_eq!(mids_of(&found), {
+            let mut m = vec![code, card];
+            m.sort();
+            m
+        });
+        assert!(!found.to_string().contains("code-4711"), "{found:#}");
+        assert!(!found.to_string().contains(&sample), "{found:#}");
+    }
+
+    // The custom role with the flag sees it.
+    let shown = as_user(
+        &node,
+        "sam",
+        "sam-password-1",
+        &["quarantine", "show", &code.to_string()],
+    );
+    assert_eq!(shown["data"]["matched_content_hidden"], false, "{shown:#}");
+    assert_eq!(
+        policy_details(&shown)["evidence"][0]["matched"],
+        "code-4711"
+    );
+    let shown = as_user(
+        &node,
+        "sam",
+        "sam-password-1",
+        &["quarantine", "show", &card.to_string()],
+    );
+    assert_eq!(
+        policy_details(&shown)["detectors"][0]["samples"][0],
+        sample.as_str()
+    );
+}

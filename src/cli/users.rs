@@ -142,6 +142,10 @@ pub struct RoleArgs {
     /// May release, delete, delay and move (the default for a new role).
     #[arg(long)]
     can_act: bool,
+    /// Whether it may see the matched content of "why held" (filter matches, DLP
+    /// samples): yes or no (a new role: no).
+    #[arg(long, value_name = "yes|no", value_parser = ["yes", "no"])]
+    matched_content: Option<String>,
     #[arg(long)]
     description: Option<String>,
 }
@@ -157,6 +161,7 @@ impl RoleArgs {
             "quarantines": self.quarantines,
             "domains": self.domains,
             "view_only": view_only,
+            "matched_content": self.matched_content.as_deref().map(|v| v == "yes"),
             "description": self.description,
         })
     }

@@ -302,6 +302,7 @@ mod tests {
             quarantines: vec![],
             domains: vec![],
             view_only: false,
+            matched_content: false,
         });
         let need = required("quarantine", &q("release"), "u");
         assert!(check(need, &who("hd"), Some(&custom)).is_ok());

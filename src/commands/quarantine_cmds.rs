@@ -47,7 +47,7 @@ use crate::admin::{Request, Response};
 use crate::envelope::Envelope;
 use crate::node::Shared;
 use crate::scanning::local_quarantine::{handle_reports, now};
-use crate::users::{Builtin, Identity, RoleDef};
+use crate::users::{Builtin, Identity, Perm, RoleDef};
 
 /// Handles a quarantine command; `None` if `req.command` is not one.
 pub async fn dispatch(shared: &Arc<Shared>, req: &Request, id: &Identity) -> Option<Response> {
@@ -358,6 +358,8 @@ pub struct QAccess {
     quarantines: Vec<String>,
     /// Recipient domains the caller is limited to (empty: none).
     domains: Vec<String>,
+    /// Whether "why held" may show the matched content (`Perm::ViewMatchedContent`).
+    matched_content: bool,
 }
 
 impl QAccess {
@@ -367,6 +369,7 @@ impl QAccess {
             all: true,
             quarantines: Vec::new(),
             domains: Vec::new(),
+            matched_content: true,
         }
     }
 
@@ -454,6 +457,9 @@ async fn access_of(shared: &Arc<Shared>, id: &Identity) -> Result<QAccess, Strin
         }
     }
     Ok(QAccess {
+        matched_content: role
+            .as_ref()
+            .is_some_and(|r| r.allows(Perm::ViewMatchedContent)),
         role: role_name,
         all,
         quarantines: allowed,
@@ -857,7 +863,7 @@ async fn show(shared: &Arc<Shared>, args: &Value, access: &QAccess) -> Reply {
         })
         .await
         .map_err(store_err)?;
-    let Some((info, history, raw, quarantines)) = loaded else {
+    let Some((mut info, history, raw, quarantines)) = loaded else {
         return Err(if access.unrestricted() {
             not_held(mid)
         } else {
@@ -874,13 +880,65 @@ async fn show(shared: &Arc<Shared>, args: &Value, access: &QAccess) -> Reply {
         ),
         None => None,
     };
-    Ok(render_message(
-        mid,
-        &info,
-        &history,
-        view.as_ref(),
-        &quarantines,
-    ))
+    // What matched is the sender's text (or DLP samples): only for roles that may see
+    // it; the rest of "why held" stays.
+    let mut hidden = None;
+    if !access.matched_content {
+        let marker = format!("(hidden: role {} may not see matched content)", access.role);
+        let mut any = false;
+        for m in &mut info.memberships {
+            any |= hide_matched(&mut m.details, &marker);
+        }
+        hidden = Some(any);
+    }
+    let mut r = render_message(mid, &info, &history, view.as_ref(), &quarantines);
+    if let Some(any) = hidden {
+        r.data["matched_content_hidden"] = json!(true);
+        if any {
+            r.text.push_str(&format!(
+                "\nThe matched content is hidden: role \"{}\" may not see it.\n",
+                access.role
+            ));
+        }
+    } else {
+        r.data["matched_content_hidden"] = json!(false);
+    }
+    Ok(r)
+}
+
+/// Replaces every matched text in "why held" details by `marker`: the `matched` text of
+/// content filter evidence and the `samples` of DLP detectors, wherever they are nested
+/// (details from a gateway over CPQ have the same shape). Names, conditions, verdicts
+/// and counts stay. Whether anything was replaced.
+fn hide_matched(v: &mut Value, marker: &str) -> bool {
+    let mut any = false;
+    match v {
+        Value::Object(map) => {
+            for (k, v) in map.iter_mut() {
+                match (k.as_str(), &*v) {
+                    ("matched", Value::String(s)) if s.is_empty() => {}
+                    ("matched", Value::Null) => {}
+                    ("matched", _) => {
+                        *v = json!(marker);
+                        any = true;
+                    }
+                    ("samples", Value::Array(a)) if a.is_empty() => {}
+                    ("samples", _) => {
+                        *v = json!([marker]);
+                        any = true;
+                    }
+                    _ => any |= hide_matched(v, marker),
+                }
+            }
+        }
+        Value::Array(items) => {
+            for i in items {
+                any |= hide_matched(i, marker);
+            }
+        }
+        _ => {}
+    }
+    any
 }
 
 fn render_message(
@@ -1926,5 +1984,42 @@ mod tests {
             out,
             "  evidence:\n    - condition: subject_contains \"x\"\n      matched: x\\u{7}y\n  rules: A, B\n  threat_level: 4\n"
         );
+    }
+
+    #[test]
+    fn matched_content_is_hidden_and_the_rest_of_why_held_stays() {
+        let m = "(hidden)";
+        let mut filter = json!({ "evidence": [
+            { "condition": "body_regex \"code-\\\\d+\"", "matched": "code-4711" },
+            { "condition": "not subject_contains \"x\"", "matched": "" },
+        ] });
+        assert!(hide_matched(&mut filter, m));
+        assert_eq!(
+            filter,
+            json!({ "evidence": [
+                { "condition": "body_regex \"code-\\\\d+\"", "matched": m },
+                { "condition": "not subject_contains \"x\"", "matched": "" },
+            ] })
+        );
+        let mut dlp = json!({ "policy": "cards", "severity": "low", "total": 2, "detectors": [
+            { "detector": "payment_card", "count": 2, "samples": ["4111 **** **** 1111"] },
+            { "detector": "iban", "count": 0, "samples": [] },
+        ], "actions": [] });
+        assert!(hide_matched(&mut dlp, m));
+        assert_eq!(dlp["detectors"][0]["samples"], json!([m]));
+        assert_eq!(dlp["detectors"][0]["count"], 2);
+        assert_eq!(dlp["detectors"][1]["samples"], json!([]));
+        assert_eq!(dlp["policy"], "cards");
+        assert!(!dlp.to_string().contains("4111"));
+        // Nothing matched to hide: a virus name, an outbreak verdict.
+        for mut v in [
+            json!({ "virus": "Eicar-Test.Custom" }),
+            json!({ "threat_level": 4, "rules": ["OUTB-1"] }),
+            Value::Null,
+        ] {
+            let before = v.clone();
+            assert!(!hide_matched(&mut v, m));
+            assert_eq!(v, before);
+        }
     }
 }

@@ -88,6 +88,7 @@ fn role_json(r: &CustomRole) -> Value {
         "quarantines": r.quarantines,
         "domains": r.domains,
         "view_only": r.view_only,
+        "matched_content": r.matched_content,
     })
 }
 
@@ -301,6 +302,7 @@ fn list_roles(shared: &Shared, prefix: String) -> Reply {
             "Quarantines".into(),
             "Recipient domains".into(),
             "Access".into(),
+            "Matched content".into(),
             "Description".into(),
         ]];
         for r in &roles {
@@ -319,6 +321,7 @@ fn list_roles(shared: &Shared, prefix: String) -> Reply {
                     r.domains.join(", ")
                 },
                 if r.view_only { "view" } else { "view, act" }.into(),
+                if r.matched_content { "shown" } else { "hidden" }.into(),
                 r.description.clone(),
             ]);
         }
@@ -367,6 +370,18 @@ fn role_cmd(shared: &Arc<Shared>, args: &Value) -> Reply {
         }
     }
     let view_only = args.get("view_only").and_then(Value::as_bool);
+    let matched_content = match args.get("matched_content") {
+        None | Some(Value::Null) => None,
+        Some(Value::Bool(b)) => Some(*b),
+        Some(Value::String(s)) => {
+            Some(yes_no(s).ok_or_else(|| format!("matched content: {s:?} is neither yes nor no"))?)
+        }
+        Some(other) => {
+            return Err(format!(
+                "matched content: {other} is neither yes nor no (true or false)"
+            ))
+        }
+    };
     let description = args
         .get("description")
         .and_then(Value::as_str)
@@ -387,6 +402,7 @@ fn role_cmd(shared: &Arc<Shared>, args: &Value) -> Reply {
                     quarantines: quarantines.unwrap_or_default(),
                     domains: domains.unwrap_or_default(),
                     view_only: view_only.unwrap_or(false),
+                    matched_content: matched_content.unwrap_or(false),
                 });
                 Ok(())
             })?;
@@ -406,6 +422,9 @@ fn role_cmd(shared: &Arc<Shared>, args: &Value) -> Reply {
                 }
                 if let Some(v) = view_only {
                     r.view_only = v;
+                }
+                if let Some(m) = matched_content {
+                    r.matched_content = m;
                 }
                 if let Some(d) = description {
                     r.description = d;
@@ -442,6 +461,15 @@ fn role_cmd(shared: &Arc<Shared>, args: &Value) -> Reply {
         }
     };
     list_roles(shared, text)
+}
+
+/// `yes`/`no` (also `true`/`false`, `on`/`off`), as `--matched-content` takes them.
+fn yes_no(s: &str) -> Option<bool> {
+    match s.trim().to_ascii_lowercase().as_str() {
+        "yes" | "y" | "true" | "on" => Some(true),
+        "no" | "n" | "false" | "off" => Some(false),
+        _ => None,
+    }
 }
 
 fn sshkey_cmd(shared: &Arc<Shared>, args: &Value, now: u64) -> Reply {
@@ -689,4 +717,32 @@ fn auditlog(shared: &Arc<Shared>, args: &Value) -> Reply {
         t
     };
     Ok(Response::ok(text, json!({ "entries": entries })))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn matched_content_flag_reads_yes_and_no_and_is_listed() {
+        for (s, want) in [
+            ("yes", Some(true)),
+            ("No", Some(false)),
+            ("true", Some(true)),
+            ("off", Some(false)),
+            ("maybe", None),
+        ] {
+            assert_eq!(yes_no(s), want, "{s}");
+        }
+        let r = CustomRole {
+            name: "dlp-reviewers".into(),
+            description: String::new(),
+            quarantines: vec!["Policy".into()],
+            domains: vec![],
+            view_only: true,
+            matched_content: true,
+        };
+        assert_eq!(role_json(&r)["matched_content"], true);
+        assert_eq!(role_json(&r)["view_only"], true);
+    }
 }
