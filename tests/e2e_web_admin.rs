@@ -1,1 +1,480 @@
-//! Web UI in headless Chromium: centralized services, gateways and their state, users and roles.
+//! The manager's Centralized services page, its dashboard's gateways, and users and
+//! custom roles, in headless Chromium (see `support::Browser`) against real nodes: a
+//! manager (127.0.0.2) and a gateway (127.0.0.1) with its SSH on. From the browser an
+//! Administrator adds the gateway (the manager logs into it over SSH), commits, tests it
+//! and sees it on the dashboard with its state; an Operator's Add is refused on the page;
+//! removing asks first. On the gateway: its dashboard says its quarantines are local, its
+//! Services page points to the manager, and a custom role with one quarantine, made on
+//! the Users page, gives a user exactly that quarantine's messages.
+
+use std::io::Write;
+use std::net::{IpAddr, Ipv4Addr};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::support::*;
+
+const DELIVERY: Duration = Duration::from_secs(60);
+const MANAGER_IP: IpAddr = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2));
+const POLICY_TAG: &str = "[policy-test]";
+const LEGAL_TAG: &str = "[legal-test]";
+
+fn manager_config(cpq_port: u16) -> String {
+    format!(
+        r#"[node]
+role = "manager"
+hostname = "manager.cpq.test"
+data_dir = "."
+
+[[interface]]
+name = "Management"
+address = "{MANAGER_IP}"
+hostname = "manager.cpq.test"
+
+[cpq]
+node_id = "manager"
+interface = "Management"
+port = {cpq_port}
+
+[ssh]
+port = 0
+
+[web]
+interface = "Management"
+port = 0
+"#
+    )
+}
+
+/// A gateway in local mode on 127.0.0.1 that knows its manager but is not enrolled;
+/// SSH and the web UI on; two content filters hold tagged mail in Policy and Legal.
+fn gateway_config(cpq_port: u16, manager_port: u16, sink: &Sink) -> String {
+    format!(
+        r#"[node]
+hostname = "gw1.cpq.test"
+data_dir = "."
+
+[[interface]]
+name = "Loopback"
+address = "{TRUSTED}"
+hostname = "gw1.cpq.test"
+
+[[policy]]
+name = "RELAYED"
+behavior = "relay"
+max_message_size = 20971520
+max_recipients = 1000
+max_concurrency = 600
+
+[[listener]]
+name = "IncomingMail"
+interface = "Loopback"
+port = 0
+type = "public"
+
+  [[listener.hat]]
+  group = "RELAYLIST"
+  senders = ["127.0.0.1"]
+  policy = "RELAYED"
+
+  [[listener.rat]]
+  recipients = ["example.com"]
+  action = "accept"
+
+[[smtp_route]]
+domain = "ALL"
+hosts = ["{sink}"]
+
+[delivery]
+default_interface = "Loopback"
+
+[tls.outbound]
+default = "off"
+
+[cpq]
+node_id = "gw1"
+interface = "Loopback"
+port = {cpq_port}
+mode = "local"
+manager = "{MANAGER_IP}:{manager_port}"
+
+[ssh]
+port = 0
+
+[web]
+interface = "Loopback"
+port = 0
+
+[[content_filter]]
+name = "policy_test"
+conditions = {{ subject_contains = "{POLICY_TAG}" }}
+actions = [{{ quarantine = "Policy" }}]
+
+[[content_filter]]
+name = "legal_test"
+conditions = {{ subject_contains = "{LEGAL_TAG}" }}
+actions = [{{ quarantine = "Legal" }}]
+
+[[mail_policy]]
+name = "DEFAULT_OUTGOING"
+direction = "outgoing"
+content_filters = ["ALL"]
+"#,
+        sink = sink.host_port()
+    )
+}
+
+/// `pvo --dir DATA_DIR ARGS` with `input` on stdin; panics unless it succeeds.
+fn pvo(node: &Node, args: &[&str], input: &str) -> String {
+    let mut child = Command::new(pvo_bin())
+        .arg("--dir")
+        .arg(node.data_dir())
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn pvo");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().expect("pvo output");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.status.success(),
+        "`pvo {}` failed: {text}",
+        args.join(" ")
+    );
+    text
+}
+
+fn pvo_json(node: &Node, args: &[&str]) -> Value {
+    let mut a = args.to_vec();
+    a.push("--json");
+    let text = pvo(node, &a, "");
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("not JSON ({e}):\n{text}"))
+}
+
+/// The port of the `SSH listening on IP:PORT` line of the node's log.
+fn ssh_port(node: &Node) -> u16 {
+    let log = node.wait_for_log("SSH listening on ", DELIVERY);
+    let line = log
+        .lines()
+        .find(|l| l.contains("SSH listening on "))
+        .unwrap();
+    line.rsplit(':').next().unwrap().trim().parse().unwrap()
+}
+
+fn initial_password(node: &Node) -> String {
+    std::fs::read_to_string(node.data_dir().join("run/initial-admin-password"))
+        .expect("initial admin password")
+        .trim()
+        .to_string()
+}
+
+/// Sends a relayed message with `subject`; returns its MID once `quarantine` holds it.
+fn send_quarantined(node: &Node, subject: &str, quarantine: &str) -> u64 {
+    let mut c = SmtpClient::open(node.addr(), Some(TRUSTED));
+    c.expect("EHLO client.test", 250);
+    let r = c.send_message(
+        "sender@example.org",
+        &["x@example.com"],
+        &format!("Subject: {subject}\r\n\r\nhello\r\n"),
+    );
+    assert_eq!(r.code, 250, "end of data: {}", r.raw());
+    c.quit();
+    let line = r.lines.last().cloned().unwrap_or_default();
+    let mid: u64 = line
+        .split_whitespace()
+        .skip_while(|w| *w != "Message")
+        .nth(1)
+        .and_then(|m| m.parse().ok())
+        .unwrap_or_else(|| panic!("no MID in {line:?}"));
+    node.wait_for_log(
+        &format!("MID {mid} quarantined to \"{quarantine}\""),
+        DELIVERY,
+    );
+    mid
+}
+
+fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+async fn login(b: &Browser, base: &str, user: &str, password: &str) {
+    b.goto(&format!("{base}/login")).await;
+    b.fill("#username", user).await;
+    b.fill("#password", password).await;
+    b.click("#login").await;
+    b.text_with("main h1", "Dashboard").await;
+}
+
+async fn logout(b: &Browser) {
+    b.click("header form button[type=submit]").await;
+    b.find("#password").await;
+}
+
+#[test]
+fn web_ui_services_add_test_and_remove_a_gateway_dashboard_state_operator_refused() {
+    let sink = Sink::accepting();
+    let manager_port = free_port_on(MANAGER_IP);
+    let cpq_port = free_port_on(TRUSTED);
+    let manager = Node::start_manager(&manager_config(manager_port));
+    let gw = NodeDir::new(&gateway_config(cpq_port, manager_port, &sink)).start_gateway();
+    let gw_ssh = ssh_port(&gw);
+    let gw_password = initial_password(&gw);
+    let base = format!("https://{}", web_addr(&manager));
+    let admin_pw = initial_password(&manager);
+    pvo(
+        &manager,
+        &[
+            "userconfig",
+            "new",
+            "--name",
+            "otto",
+            "--role",
+            "Operator",
+            "--password-stdin",
+        ],
+        "otto-password-1\n",
+    );
+
+    rt().block_on(async {
+        let b = Browser::start().await;
+        login(&b, &base, "admin", &admin_pw).await;
+
+        // The dashboard before: no gateway, and the manager's release backlog.
+        let backlog = b
+            .text_with("#release-backlog", "the.cpq.release.host")
+            .await;
+        assert!(backlog.contains(": 0"), "{backlog}");
+
+        // Add the gateway from the Centralized services page (the manager logs into it
+        // with its Administrator's password over SSH).
+        b.click("a[href='/services']").await;
+        b.find("#add-gateway").await;
+        assert!(b.all("#wizard").await.len() == 1 && b.all("#changes").await.len() == 1);
+        b.fill("#g-id", "gw1").await;
+        b.fill("#g-address", "127.0.0.1").await;
+        b.fill("#g-ssh-port", &gw_ssh.to_string()).await;
+        b.fill("#g-user", "admin").await;
+        b.fill("#g-password", &gw_password).await;
+        b.click("#add").await;
+        let result = b.text_with("#result", "Pending until commit").await;
+        assert!(
+            result.contains("installed on the gateway")
+                && result.contains(&format!("delivers released mail to 127.0.0.1:{cpq_port}"))
+                && result.contains("Pending until commit"),
+            "{result}"
+        );
+        assert!(!b.source().await.contains(&gw_password), "password echoed");
+
+        // Pending until commit: commit it on the Changes page.
+        b.click("a[href='/changes']").await;
+        b.fill("#comment", "add gw1 from the web UI").await;
+        b.click("#commit").await;
+        let result = b.text_with("#result", "committed").await;
+        assert!(result.contains("committed"), "{result}");
+
+        // Test it: the manager logs in with its own key now.
+        b.goto(&format!("{base}/services")).await;
+        b.click("button[aria-label='Test gw1']").await;
+        let result = b.text_with("#result", "works").await;
+        assert!(
+            result.contains("SSH login with the manager's key works"),
+            "{result}"
+        );
+
+        // The dashboard: the gateway, its state as a text badge and its explanation.
+        b.goto(&format!("{base}/")).await;
+        let row = b.text("#gateways tr[data-gateway='gw1']").await;
+        assert!(row.contains("gw1") && row.contains("127.0.0.1"), "{row}");
+        let badge = b.text("#gateways tr[data-gateway='gw1'] .badge").await;
+        assert!(
+            ["Online", "Backlog", "Unreachable", "Unknown"].contains(&badge.as_str()),
+            "{badge}"
+        );
+        let state_text = b.text("#gateways tr[data-gateway='gw1'] .state-text").await;
+        assert!(!state_text.trim().is_empty(), "{row}");
+        assert!(
+            b.all("main .err[role=alert]").await.is_empty(),
+            "{}",
+            b.source().await
+        );
+
+        // Edit: the form shows the SSH settings; saving is pending.
+        b.goto(&format!("{base}/services/gateways/gw1")).await;
+        let port = b.find("#e-ssh-port").await.prop("value").await.unwrap();
+        assert_eq!(port.as_deref(), Some(gw_ssh.to_string().as_str()));
+        b.fill("#e-user", "ops").await;
+        b.click("#save-gateway").await;
+        let result = b.text_with("#result", "Pending").await;
+        assert!(result.contains("user ops"), "{result}");
+        pvo(&manager, &["clearchanges"], "");
+
+        // An Operator sees the page, but adding is refused on it.
+        logout(&b).await;
+        login(&b, &base, "otto", "otto-password-1").await;
+        b.goto(&format!("{base}/services")).await;
+        b.fill("#g-id", "gw2").await;
+        b.fill("#g-address", "127.0.0.1").await;
+        b.fill("#g-ssh-port", &gw_ssh.to_string()).await;
+        b.fill("#g-password", "whatever-1").await;
+        b.click("#add").await;
+        let result = b.text_with("#result", "Refused").await;
+        assert!(
+            result.contains("Refused") && result.contains("Operator"),
+            "{result}"
+        );
+        logout(&b).await;
+
+        // Remove asks first, then is pending until commit.
+        login(&b, &base, "admin", &admin_pw).await;
+        b.goto(&format!("{base}/services")).await;
+        b.click("button[aria-label='Remove gw1']").await;
+        b.click("#confirm-remove").await;
+        let result = b.text_with("#result", "removed").await;
+        assert!(result.contains("Gateway gw1 removed"), "{result}");
+        b.close().await;
+    });
+    let list = pvo_json(&manager, &["applianceconfig", "list"]);
+    assert_eq!(list["data"]["gateways"][0]["id"], "gw1", "{list:#}");
+    assert_eq!(list["data"]["gateways"][0]["ssh_user"], "admin", "{list:#}");
+    pvo(&manager, &["commit", "-m", "remove gw1"], "");
+    let list = pvo_json(&manager, &["applianceconfig", "list"]);
+    assert_eq!(list["data"]["gateways"], serde_json::json!([]), "{list:#}");
+    // The audit trail names the web UI and the Operator's refusal.
+    let audit = pvo_json(&manager, &["auditlog"]);
+    let entries = audit["data"]["entries"].as_array().unwrap();
+    assert!(
+        entries.iter().any(|e| e["user"] == "otto"
+            && e["outcome"] == "refused"
+            && e["from"].as_str().unwrap_or("").starts_with("web ")),
+        "{audit:#}"
+    );
+}
+
+#[test]
+fn web_ui_gateway_local_dashboard_and_a_custom_role_with_one_quarantine() {
+    let sink = Sink::accepting();
+    let manager_port = free_port_on(MANAGER_IP);
+    let cpq_port = free_port_on(TRUSTED);
+    let gw = NodeDir::new(&gateway_config(cpq_port, manager_port, &sink)).start_gateway();
+    pvo(&gw, &["quarantineconfig", "new", "--name", "Legal"], "");
+    let policy = send_quarantined(&gw, &format!("{POLICY_TAG} for pat"), "Policy");
+    let legal = send_quarantined(&gw, &format!("{LEGAL_TAG} not for pat"), "Legal");
+    let base = format!("https://{}", web_addr(&gw));
+    let admin_pw = initial_password(&gw);
+
+    rt().block_on(async {
+        let b = Browser::start().await;
+        login(&b, &base, "admin", &admin_pw).await;
+
+        // A local gateway: its quarantines are local; Services points to the manager.
+        let h = b.text("#hq").await;
+        assert_eq!(h, "Local quarantines");
+        let mode = b.text("#pvo-mode").await;
+        assert!(mode.contains("Local"), "{mode}");
+        assert!(b.all("#central-note").await.is_empty());
+        b.click("a[href='/services']").await;
+        let said = b.text("#on-gateway").await;
+        assert!(said.contains("live on the manager"), "{said}");
+        b.find("#on-gateway a[href='/pvo']").await;
+
+        // A custom role with one quarantine, from the Users page.
+        b.click("a[href='/users']").await;
+        b.fill("#r-name", "Policy desk").await;
+        b.fill("#r-description", "Policy only").await;
+        b.click("#new-role input[name=quarantine][value='Policy']")
+            .await;
+        b.click("#r-matched-content").await;
+        b.click("#create-role").await;
+        let result = b.text_with("#result", "created").await;
+        assert!(
+            result.contains("Custom role \"Policy desk\" created"),
+            "{result}"
+        );
+        b.click("#back").await;
+        let roles = b.text("#roles").await;
+        assert!(
+            roles.contains("Policy desk") && roles.contains("Policy only"),
+            "{roles}"
+        );
+
+        // A user with that role (the role select offers the custom roles).
+        b.fill("#u-name", "pat").await;
+        b.fill("#u-password", "pat-password-1").await;
+        b.click("#u-role optgroup[label='Custom roles'] option")
+            .await;
+        b.click("#create-user").await;
+        let result = b.text_with("#result", "created").await;
+        assert!(!result.contains("Refused"), "{result}");
+        assert!(
+            !b.source().await.contains("pat-password-1"),
+            "password echoed"
+        );
+        b.click("#back").await;
+
+        // Reset pat's password (never shown again).
+        b.fill("#pw-pat", "pat-password-2").await;
+        b.click("button[aria-label='Reset the password of pat']")
+            .await;
+        let result = b.text_with("#result", "password").await;
+        assert!(result.contains("changed"), "{result}");
+        assert!(
+            !b.source().await.contains("pat-password-2"),
+            "password echoed"
+        );
+
+        // pat sees the Policy message and not the Legal one.
+        b.goto(&format!("{base}/")).await;
+        logout(&b).await;
+        login(&b, &base, "pat", "pat-password-2").await;
+        b.goto(&format!("{base}/messages")).await;
+        let summary = b.text_with("#summary", "of 1 messages").await;
+        assert!(summary.contains("of 1 messages"), "{summary}");
+        b.find(&format!("#messages a[href='/messages/{policy}']"))
+            .await;
+        assert!(b
+            .all(&format!("#messages a[href='/messages/{legal}']"))
+            .await
+            .is_empty());
+        // Users and roles are the Administrators'.
+        b.goto(&format!("{base}/users")).await;
+        let said = b.text_with("main", "Refused").await;
+        assert!(said.contains("Refused"), "{said}");
+        b.close().await;
+    });
+    let roles = pvo_json(&gw, &["userconfig", "role", "list"]);
+    let role = roles["data"]["custom"][0].clone();
+    assert_eq!(role["name"], "Policy desk", "{roles:#}");
+    assert_eq!(
+        role["quarantines"],
+        serde_json::json!(["Policy"]),
+        "{roles:#}"
+    );
+    assert_eq!(role["view_only"], false, "{roles:#}");
+    assert_eq!(role["matched_content"], true, "{roles:#}");
+    let users = pvo_json(&gw, &["userconfig", "list"]);
+    assert!(
+        users["data"]["users"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|u| u["name"] == "pat" && u["role"] == "Policy desk"),
+        "{users:#}"
+    );
+}

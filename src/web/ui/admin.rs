@@ -1,12 +1,16 @@
-//! Pending changes (commit, clear, rollback), quarantine settings and users.
+//! Pending changes (commit, clear, rollback), quarantine settings, users (new, role,
+//! password, enable/disable, delete) and custom roles (new, edit, delete).
 
 use std::fmt::Write as _;
 use std::net::SocketAddr;
 
+use std::sync::Arc;
+
 use axum::extract::{ConnectInfo, Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response as HttpResponse;
-use axum::Extension;
+use axum::routing::{get, post};
+use axum::{Extension, Router};
 use serde_json::{json, Value};
 
 use super::*;
@@ -221,8 +225,16 @@ pub(super) async fn quarantine_save(
 }
 
 // ----------------------------------------------------------------------------------
-// Users
+// Users and custom roles
 // ----------------------------------------------------------------------------------
+
+/// The routes of the custom roles (merged by `super::routes`; the users' routes are
+/// there).
+pub(super) fn routes() -> Router<Arc<Shared>> {
+    Router::new()
+        .route("/roles", post(role_new))
+        .route("/roles/{name}", get(role_form).post(role_op))
+}
 
 pub(super) const BUILTIN_ROLES: [&str; 6] = [
     "Administrator",
@@ -232,6 +244,79 @@ pub(super) const BUILTIN_ROLES: [&str; 6] = [
     "Help Desk User",
     "Guest",
 ];
+
+/// (built-in role names, custom roles) of `userconfig role list`, or its refusal.
+async fn roles_of(shared: &Arc<Shared>, c: &Caller) -> Result<(Vec<String>, Vec<Value>), Response> {
+    let r = run(
+        shared,
+        &c.id,
+        "userconfig",
+        json!({ "action": "role", "sub": "list" }),
+    )
+    .await;
+    if !r.ok {
+        return Err(r);
+    }
+    let builtin: Vec<String> = r.data["builtin"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|b| b.as_str().map(str::to_string))
+        .collect();
+    let builtin = if builtin.is_empty() {
+        BUILTIN_ROLES.iter().map(|b| b.to_string()).collect()
+    } else {
+        builtin
+    };
+    Ok((
+        builtin,
+        r.data["custom"].as_array().cloned().unwrap_or_default(),
+    ))
+}
+
+/// `<option>`s of every role, `selected` chosen.
+fn role_options(builtin: &[String], custom: &[Value], selected: &str) -> String {
+    let mut o = String::from("<optgroup label=\"Built-in roles\">");
+    for r in builtin {
+        let _ = write!(
+            o,
+            "<option{}>{}</option>",
+            if r.eq_ignore_ascii_case(selected) {
+                " selected"
+            } else {
+                ""
+            },
+            esc(r)
+        );
+    }
+    o.push_str("</optgroup>");
+    if !custom.is_empty() {
+        o.push_str("<optgroup label=\"Custom roles\">");
+        for r in custom {
+            let n = r["name"].as_str().unwrap_or("");
+            let _ = write!(
+                o,
+                "<option{}>{}</option>",
+                if n.eq_ignore_ascii_case(selected) {
+                    " selected"
+                } else {
+                    ""
+                },
+                esc(n)
+            );
+        }
+        o.push_str("</optgroup>");
+    }
+    o
+}
+
+fn strings(v: &Value) -> Vec<String> {
+    v.as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|x| x.as_str().map(str::to_string))
+        .collect()
+}
 
 pub(super) async fn users(
     State(shared): St,
@@ -247,41 +332,279 @@ pub(super) async fn users(
     if !r.ok {
         return html(StatusCode::OK, page(&shared, &c, "Users", &refusal(&r)));
     }
-    let mut b = String::from("<table id=\"users\"><thead><tr><th scope=\"col\">User</th><th scope=\"col\">Full name</th><th scope=\"col\">Role</th><th scope=\"col\">State</th><th scope=\"col\">Actions</th></tr></thead><tbody>");
+    let (builtin, custom) = match roles_of(&shared, &c).await {
+        Ok(x) => x,
+        Err(e) => return html(StatusCode::OK, page(&shared, &c, "Users", &refusal(&e))),
+    };
+    let mut b = String::from("<section aria-labelledby=\"hu\"><h2 id=\"hu\">Users</h2><table id=\"users\"><thead><tr><th scope=\"col\">User</th><th scope=\"col\">Full name</th><th scope=\"col\">Role</th><th scope=\"col\">State</th><th scope=\"col\">Change role</th><th scope=\"col\">Reset password</th><th scope=\"col\">Actions</th></tr></thead><tbody>");
     for u in r.data["users"].as_array().into_iter().flatten() {
         let name = u["name"].as_str().unwrap_or("");
+        let role = u["role"].as_str().unwrap_or("");
         let enabled = u["enabled"].as_bool().unwrap_or(false);
         let _ = write!(
             b,
-            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td><form method=\"post\" action=\"/users/{}\" class=\"inline\">{}<button type=\"submit\" name=\"op\" value=\"{}\" aria-label=\"{} {}\">{}</button> <button type=\"submit\" name=\"op\" value=\"delete\" class=\"danger\" aria-label=\"Delete {}\">Delete</button></form></td></tr>",
-            esc(name),
+            "<tr><th scope=\"row\">{n}</th><td>{}</td><td class=\"role\">{}</td><td>{}</td>\
+<td><form method=\"post\" action=\"/users/{path}\" class=\"inline\">{csrf}<label for=\"role-{n}\" class=\"vh\">Role of {n}</label><select id=\"role-{n}\" name=\"role\">{}</select> <button type=\"submit\" name=\"op\" value=\"role\" aria-label=\"Change the role of {n}\">Change</button></form></td>\
+<td><form method=\"post\" action=\"/users/{path}\" class=\"inline\">{csrf}<label for=\"pw-{n}\" class=\"vh\">New password for {n}</label><input id=\"pw-{n}\" name=\"password\" type=\"password\" autocomplete=\"new-password\" required size=\"12\"> <button type=\"submit\" name=\"op\" value=\"password\" aria-label=\"Reset the password of {n}\">Reset</button></form></td>\
+<td><form method=\"post\" action=\"/users/{path}\" class=\"inline\">{csrf}<button type=\"submit\" name=\"op\" value=\"{}\" aria-label=\"{} {n}\">{}</button> <button type=\"submit\" name=\"op\" value=\"delete\" class=\"danger\" aria-label=\"Delete {n}\">Delete</button></form></td></tr>",
             esc(u["full_name"].as_str().unwrap_or("")),
-            esc(u["role"].as_str().unwrap_or("")),
+            esc(role),
             if enabled { "enabled" } else { "disabled" },
-            enc(name),
-            hidden("csrf", &c.csrf),
+            role_options(&builtin, &custom, role),
             if enabled { "disable" } else { "enable" },
             if enabled { "Disable" } else { "Enable" },
-            esc(name),
             if enabled { "Disable" } else { "Enable" },
-            esc(name),
+            n = esc(name),
+            path = esc(&enc(name)),
+            csrf = hidden("csrf", &c.csrf),
         );
     }
-    b.push_str("</tbody></table><h2>New user</h2>");
+    b.push_str("</tbody></table><h3>New user</h3>");
     let _ = write!(
         b,
         "<form method=\"post\" action=\"/users\" class=\"stack narrowform\">{}\
 <label for=\"u-name\">User name</label><input id=\"u-name\" name=\"name\" required autocomplete=\"off\">\
 <label for=\"u-full\">Full name</label><input id=\"u-full\" name=\"full_name\">\
-<label for=\"u-role\">Role</label><select id=\"u-role\" name=\"role\">",
+<label for=\"u-role\">Role</label><select id=\"u-role\" name=\"role\">{}</select>\
+<label for=\"u-password\">Password</label><input id=\"u-password\" name=\"password\" type=\"password\" autocomplete=\"new-password\" required>\
+<div><button type=\"submit\" id=\"create-user\">Create</button></div></form></section>",
+        hidden("csrf", &c.csrf),
+        role_options(&builtin, &custom, "Administrator"),
+    );
+
+    // Custom roles.
+    b.push_str("<section aria-labelledby=\"hr\"><h2 id=\"hr\">Custom roles</h2><p>A custom role sees and acts on the quarantines it names (or those whose access list names it), for the recipient domains it names (all when none).</p>");
+    if custom.is_empty() {
+        b.push_str("<p id=\"no-roles\">No custom roles.</p>");
+    } else {
+        b.push_str("<table id=\"roles\"><thead><tr><th scope=\"col\">Role</th><th scope=\"col\">Description</th><th scope=\"col\">Quarantines</th><th scope=\"col\">Recipient domains</th><th scope=\"col\">Access</th><th scope=\"col\">Matched content</th><th scope=\"col\">Actions</th></tr></thead><tbody>");
+        for r in &custom {
+            let n = r["name"].as_str().unwrap_or("");
+            let qs = strings(&r["quarantines"]);
+            let ds = strings(&r["domains"]);
+            let _ = write!(
+                b,
+                "<tr><th scope=\"row\">{}</th><td>{}</td><td class=\"quarantines\">{}</td><td>{}</td><td>{}</td><td>{}</td>\
+<td><a href=\"/roles/{path}\" aria-label=\"Edit role {0}\">Edit</a> <form method=\"post\" action=\"/roles/{path}\" class=\"inline\">{}<button type=\"submit\" name=\"op\" value=\"delete\" class=\"danger\" aria-label=\"Delete role {0}\">Delete</button></form></td></tr>",
+                esc(n),
+                esc(r["description"].as_str().unwrap_or("")),
+                if qs.iter().any(|q| q == "*") {
+                    "all".to_string()
+                } else if qs.is_empty() {
+                    "those whose access list names it".to_string()
+                } else {
+                    esc(&qs.join(", "))
+                },
+                if ds.is_empty() { "all".to_string() } else { esc(&ds.join(", ")) },
+                if r["view_only"].as_bool().unwrap_or(false) { "view only" } else { "view and act" },
+                match r["matched_content"].as_bool() {
+                    Some(true) => "may see",
+                    Some(false) => "hidden",
+                    None => "–",
+                },
+                hidden("csrf", &c.csrf),
+                path = esc(&enc(n)),
+            );
+        }
+        b.push_str("</tbody></table>");
+    }
+    b.push_str("<h3>New custom role</h3>");
+    b.push_str(&role_fields(&shared, &c, None).await);
+    b.push_str("</section>");
+    html(StatusCode::OK, page(&shared, &c, "Users and roles", &b))
+}
+
+/// The form of a new role (`None`) or of an existing one.
+async fn role_fields(shared: &Arc<Shared>, c: &Caller, role: Option<&Value>) -> String {
+    let q = run(
+        shared,
+        &c.id,
+        "quarantineconfig",
+        json!({ "action": "list" }),
+    )
+    .await;
+    let names: Vec<String> = q.data["quarantines"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|q| q["name"].as_str().map(str::to_string))
+        .collect();
+    let chosen = role.map(|r| strings(&r["quarantines"])).unwrap_or_default();
+    let all = chosen.iter().any(|q| q == "*");
+    let checked = |b: bool| if b { " checked" } else { "" };
+    let (action, p) = match role {
+        None => ("/roles".to_string(), "r"),
+        Some(r) => (
+            format!("/roles/{}", enc(r["name"].as_str().unwrap_or(""))),
+            "e",
+        ),
+    };
+    let mut f = format!(
+        "<form method=\"post\" action=\"{}\" class=\"stack narrowform\" id=\"{}\">{}",
+        esc(&action),
+        if role.is_none() {
+            "new-role"
+        } else {
+            "edit-role"
+        },
         hidden("csrf", &c.csrf)
     );
-    for role in BUILTIN_ROLES {
-        let _ = write!(b, "<option>{}</option>", esc(role));
+    match role {
+        None => {
+            let _ = write!(f, "<label for=\"{p}-name\">Role name</label><input id=\"{p}-name\" name=\"name\" required autocomplete=\"off\" aria-describedby=\"{p}-name-help\"><small id=\"{p}-name-help\">letters, digits, spaces, '.', '_' and '-' (at most 64)</small>");
+        }
+        Some(_) => f.push_str(&hidden("op", "edit")),
     }
-    b.push_str("</select><label for=\"u-password\">Password</label><input id=\"u-password\" name=\"password\" type=\"password\" autocomplete=\"new-password\" required>\
-<div><button type=\"submit\" id=\"create-user\">Create</button></div></form>");
-    html(StatusCode::OK, page(&shared, &c, "Users", &b))
+    let _ = write!(
+        f,
+        "<label for=\"{p}-description\">Description</label><input id=\"{p}-description\" name=\"description\" value=\"{}\">\
+<fieldset><legend>Quarantines</legend><label><input type=\"checkbox\" name=\"quarantine\" value=\"*\" id=\"{p}-q-all\"{}> All quarantines</label>",
+        esc(role.and_then(|r| r["description"].as_str()).unwrap_or("")),
+        checked(all),
+    );
+    if !q.ok {
+        f.push_str(&refusal(&q));
+    }
+    for (i, n) in names.iter().enumerate() {
+        let _ = write!(
+            f,
+            "<label><input type=\"checkbox\" name=\"quarantine\" value=\"{}\" id=\"{p}-q-{i}\"{}> {}</label>",
+            esc(n),
+            checked(chosen.iter().any(|c| c.eq_ignore_ascii_case(n))),
+            esc(n)
+        );
+    }
+    let _ = write!(
+        f,
+        "<small>None checked: the quarantines whose access list names the role.</small></fieldset>\
+<label for=\"{p}-domains\">Recipient domains (comma-separated; empty: all)</label><input id=\"{p}-domains\" name=\"domains\" value=\"{}\" autocomplete=\"off\">\
+<label><input type=\"checkbox\" name=\"view_only\" value=\"1\" id=\"{p}-view-only\"{}> View only (may not release, delete, delay or move)</label>\
+<label><input type=\"checkbox\" name=\"matched_content\" value=\"1\" id=\"{p}-matched-content\"{}> May see matched content (what a filter or DLP rule matched)</label>\
+<div><button type=\"submit\" id=\"{}\">{}</button></div></form>",
+        esc(&role.map(|r| strings(&r["domains"]).join(", ")).unwrap_or_default()),
+        checked(role.is_some_and(|r| r["view_only"].as_bool().unwrap_or(false))),
+        checked(role.is_some_and(|r| r["matched_content"].as_bool().unwrap_or(false))),
+        if role.is_none() { "create-role" } else { "save-role" },
+        if role.is_none() { "Create the role" } else { "Save" },
+    );
+    f
+}
+
+/// The `userconfig role new|edit` arguments of a role form.
+fn role_args(sub: &str, name: &str, form: &[(String, String)]) -> Value {
+    let quarantines: Vec<&str> = form
+        .iter()
+        .filter(|(k, v)| k == "quarantine" && !v.trim().is_empty())
+        .map(|(_, v)| v.trim())
+        .collect();
+    let domains: Vec<&str> = form
+        .iter()
+        .find(|(k, _)| k == "domains")
+        .map(|(_, v)| {
+            v.split(',')
+                .map(str::trim)
+                .filter(|d| !d.is_empty())
+                .collect()
+        })
+        .unwrap_or_default();
+    let description = form
+        .iter()
+        .find(|(k, _)| k == "description")
+        .map(|(_, v)| v.trim())
+        .unwrap_or("");
+    json!({
+        "action": "role",
+        "sub": sub,
+        "name": name,
+        "description": description,
+        "quarantines": if quarantines.contains(&"*") { vec!["*"] } else { quarantines },
+        "domains": domains,
+        "view_only": field(form, "view_only").is_some(),
+        "matched_content": field(form, "matched_content").is_some(),
+    })
+}
+
+fn role_result(shared: &Shared, c: &Caller, r: &Response) -> HttpResponse {
+    outcome_page(
+        shared,
+        c,
+        r,
+        "<a href=\"/users\" id=\"back\">Back to the users and roles</a>",
+        ("Done", "Not done"),
+    )
+}
+
+pub(super) async fn role_new(Post { shared, c, form }: Post) -> HttpResponse {
+    let name = field(&form, "name").unwrap_or("").trim().to_string();
+    let r = if name.is_empty() {
+        Response::error("Give the role's name.")
+    } else {
+        run(&shared, &c.id, "userconfig", role_args("new", &name, &form)).await
+    };
+    role_result(&shared, &c, &r)
+}
+
+pub(super) async fn role_form(
+    State(shared): St,
+    Extension(sessions): Ses,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+) -> HttpResponse {
+    let c = match caller(&shared, &sessions, &headers, peer) {
+        Ok(c) => c,
+        Err(r) => return r,
+    };
+    let title = format!("Role {name}");
+    let custom = match roles_of(&shared, &c).await {
+        Ok((_, custom)) => custom,
+        Err(e) => return html(StatusCode::OK, page(&shared, &c, &title, &refusal(&e))),
+    };
+    let Some(role) = custom.iter().find(|r| {
+        r["name"]
+            .as_str()
+            .is_some_and(|n| n.eq_ignore_ascii_case(&name))
+    }) else {
+        let b = format!(
+            "<p class=\"err\" role=\"alert\">There is no custom role named {} (built-in roles cannot be changed).</p><p><a href=\"/users\" id=\"back\">Back to the users and roles</a></p>",
+            esc(&name)
+        );
+        return html(StatusCode::NOT_FOUND, page(&shared, &c, &title, &b));
+    };
+    let mut b = String::from("<p>Changes apply at once (users and roles are not pending configuration). Only Administrators may change them.</p>");
+    b.push_str(&role_fields(&shared, &c, Some(role)).await);
+    b.push_str("<p><a href=\"/users\" id=\"back\">Back to the users and roles</a></p>");
+    html(StatusCode::OK, page(&shared, &c, &title, &b))
+}
+
+pub(super) async fn role_op(
+    Path(name): Path<String>,
+    Post { shared, c, form }: Post,
+) -> HttpResponse {
+    let r = match field(&form, "op").unwrap_or("") {
+        "edit" => {
+            run(
+                &shared,
+                &c.id,
+                "userconfig",
+                role_args("edit", &name, &form),
+            )
+            .await
+        }
+        "delete" => {
+            run(
+                &shared,
+                &c.id,
+                "userconfig",
+                json!({ "action": "role", "sub": "delete", "name": name }),
+            )
+            .await
+        }
+        other => Response::error(format!(
+            "Unknown role operation {other:?}; allowed: edit, delete."
+        )),
+    };
+    role_result(&shared, &c, &r)
 }
 
 pub(super) fn user_result(shared: &Shared, c: &Caller, r: &Response) -> HttpResponse {
@@ -294,11 +617,31 @@ pub(super) fn user_result(shared: &Shared, c: &Caller, r: &Response) -> HttpResp
     )
 }
 
+/// Never echo a password back into a page: neither the one given nor a generated one.
+fn hide_password(r: &mut Response, given: &str) {
+    if let Some(p) = r
+        .data
+        .get("password")
+        .and_then(Value::as_str)
+        .map(str::to_string)
+    {
+        if !p.is_empty() {
+            r.text = r.text.replace(&p, "(hidden)");
+        }
+        r.data["password"] = json!("(hidden)");
+    }
+    if !given.is_empty() {
+        r.text = r.text.replace(given, "(hidden)");
+    }
+}
+
 pub(super) async fn user_new(Post { shared, c, form }: Post) -> HttpResponse {
     let mut args = json!({ "action": "new" });
+    let mut given = String::new();
     for k in ["name", "full_name", "role", "password"] {
         if let Some(v) = form.iter().find(|(n, _)| n == k).map(|(_, v)| v) {
             let v = if k == "password" {
+                given = v.clone();
                 v.as_str()
             } else {
                 v.trim()
@@ -309,12 +652,7 @@ pub(super) async fn user_new(Post { shared, c, form }: Post) -> HttpResponse {
         }
     }
     let mut r = run(&shared, &c.id, "userconfig", args).await;
-    // Never echo a password back into a page.
-    if let Some(p) = r.data.get("password").and_then(Value::as_str) {
-        if !p.is_empty() {
-            r.text = r.text.replace(p, "(hidden)");
-        }
-    }
+    hide_password(&mut r, &given);
     user_result(&shared, &c, &r)
 }
 
@@ -322,18 +660,39 @@ pub(super) async fn user_op(
     Path(name): Path<String>,
     Post { shared, c, form }: Post,
 ) -> HttpResponse {
+    let given = form
+        .iter()
+        .find(|(n, _)| n == "password")
+        .map(|(_, v)| v.clone())
+        .unwrap_or_default();
     let args = match field(&form, "op").unwrap_or("") {
         "enable" => json!({ "action": "edit", "name": name, "enabled": true }),
         "disable" => json!({ "action": "edit", "name": name, "enabled": false }),
         "delete" => json!({ "action": "delete", "name": name }),
+        "role" => match field(&form, "role") {
+            Some(role) => json!({ "action": "edit", "name": name, "role": role.trim() }),
+            None => return user_result(&shared, &c, &Response::error("Choose the new role.")),
+        },
+        // A password is required here: a generated one would have to be shown.
+        "password" if given.is_empty() => {
+            return user_result(
+                &shared,
+                &c,
+                &Response::error("Type the new password (it is not shown again)."),
+            )
+        }
+        "password" => json!({ "action": "password", "name": name, "password": given }),
         other => {
             return user_result(
                 &shared,
                 &c,
-                &Response::error(format!("Unknown user operation {other:?}.")),
+                &Response::error(format!(
+                    "Unknown user operation {other:?}; allowed: enable, disable, delete, role, password."
+                )),
             )
         }
     };
-    let r = run(&shared, &c.id, "userconfig", args).await;
+    let mut r = run(&shared, &c.id, "userconfig", args).await;
+    hide_password(&mut r, &given);
     user_result(&shared, &c, &r)
 }

@@ -70,6 +70,7 @@ pub fn routes() -> Router<Arc<Shared>> {
         .route("/changes/{op}", post(change_op))
         .route("/ui.css", get(css))
         .merge(services::routes())
+        .merge(admin::routes())
         .merge(jobs::routes())
         .merge(delivery::routes())
         .layer(Extension(Sessions::new()))
