@@ -3,9 +3,11 @@
 //! manager (127.0.0.2) and a gateway (127.0.0.1) with its SSH on. From the browser an
 //! Administrator adds the gateway (the manager logs into it over SSH), commits, tests it
 //! and sees it on the dashboard with its state; an Operator's Add is refused on the page;
-//! removing asks first. On the gateway: its dashboard says its quarantines are local, its
-//! Services page points to the manager, and a custom role with one quarantine, made on
-//! the Users page, gives a user exactly that quarantine's messages.
+//! once the gateway is centralized, its dashboard shows where its quarantines are and the
+//! migration, and the manager's counts the migrated message; removing asks first. On a
+//! local gateway: its dashboard says its quarantines are local, its Services page points
+//! to the manager, and a custom role with one quarantine, made on the Users page, gives a
+//! user exactly that quarantine's messages.
 
 use std::io::Write;
 use std::net::{IpAddr, Ipv4Addr};
@@ -234,6 +236,9 @@ fn web_ui_services_add_test_and_remove_a_gateway_dashboard_state_operator_refuse
     let cpq_port = free_port_on(TRUSTED);
     let manager = Node::start_manager(&manager_config(manager_port));
     let gw = NodeDir::new(&gateway_config(cpq_port, manager_port, &sink)).start_gateway();
+    // Held locally before centralization: it migrates to the manager later.
+    send_quarantined(&gw, &format!("{POLICY_TAG} before"), "Policy");
+    let gw_base = format!("https://{}", web_addr(&gw));
     let gw_ssh = ssh_port(&gw);
     let gw_password = initial_password(&gw);
     let base = format!("https://{}", web_addr(&manager));
@@ -341,8 +346,54 @@ fn web_ui_services_add_test_and_remove_a_gateway_dashboard_state_operator_refuse
         );
         logout(&b).await;
 
-        // Remove asks first, then is pending until commit.
+        // Centralize the gateway (wizard on the manager, enable on the gateway): its
+        // local message migrates. The gateway's dashboard says where its quarantines
+        // are and shows the migration; the manager's counts the gateway's message.
+        pvo(&manager, &["pvoconfig", "migration", "automatic"], "");
+        pvo(&manager, &["commit", "-m", "wizard"], "");
+        pvo(&gw, &["pvoconfig", "enable"], "");
+        pvo(&gw, &["commit", "-m", "centralize"], "");
+        wait_until(
+            DELIVERY,
+            || {
+                let m = &pvo_json(&gw, &["pvoconfig", "status"])["data"]["migration"];
+                (m["migrated"] == 1 && m["running"] == false).then_some(())
+            },
+            || "the gateway's migration did not finish".into(),
+        );
+        login(&b, &gw_base, "admin", &gw_password).await;
+        let h = b.text("#hq").await;
+        assert_eq!(h, "Quarantines still on this gateway");
+        let note = b.text("#central-note").await;
+        assert!(note.contains("held on the manager"), "{note}");
+        let mode = b.text("#pvo-mode").await;
+        assert!(
+            mode.contains("Central") && mode.contains("on the manager"),
+            "{mode}"
+        );
+        let progress = b.find("#migration").await;
+        assert_eq!(progress.attr("value").await.unwrap().as_deref(), Some("1"));
+        assert_eq!(progress.attr("max").await.unwrap().as_deref(), Some("1"));
+
         login(&b, &base, "admin", &admin_pw).await;
+        let deadline = std::time::Instant::now() + DELIVERY;
+        loop {
+            b.goto(&format!("{base}/")).await;
+            let held = b.text("#gateways tr[data-gateway='gw1'] td.held").await;
+            if held == "1" {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the dashboard never counted gw1's message: {}",
+                b.text("#gateways").await
+            );
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+        let row = b.text("#gateways tr[data-gateway='gw1']").await;
+        assert!(row.contains("1 received"), "{row}");
+
+        // Remove asks first, then is pending until commit.
         b.goto(&format!("{base}/services")).await;
         b.click("button[aria-label='Remove gw1']").await;
         b.click("#confirm-remove").await;

@@ -207,7 +207,7 @@ pub(super) fn gateways_table(
             "<tr data-gateway=\"{id}\"><th scope=\"row\">{id}<br><small>{addr}:{port}</small></th>\
 <td class=\"state\">{badge}<br><span class=\"state-text\">{text}</span></td><td class=\"mode\">{mode}{migration}</td>\
 <td class=\"num\">{backlog}</td><td>{last}<br><small>{received} received</small></td>\
-<td class=\"num\">{held}</td><td class=\"num\">{waiting}</td><td class=\"err\">{errors}</td>",
+<td class=\"num held\">{held}</td><td class=\"num waiting\">{waiting}</td><td class=\"last-error\">{errors}</td>",
             id = esc(id),
             addr = esc(g["address"].as_str().unwrap_or("")),
             port = num(&g["port"]),
@@ -222,7 +222,10 @@ pub(super) fn gateways_table(
             errors = if errors.is_empty() {
                 "none".to_string()
             } else {
-                errors.iter().map(|e| esc(e)).collect::<Vec<_>>().join("<br>")
+                format!(
+                    "<span class=\"err\">{}</span>",
+                    errors.iter().map(|e| esc(e)).collect::<Vec<_>>().join("<br>")
+                )
             },
         );
         if let Some(a) = actions {
