@@ -379,6 +379,8 @@ pub struct Cpq {
     /// Gateway: who is mailed when its local quarantines have migrated to the manager
     /// (`notify = ["admin@example.com"]`; empty: nobody).
     pub notify: Vec<String>,
+    /// Manager: seconds between status checks of each gateway over SSH (hidden, 30).
+    pub status_poll: u64,
 }
 
 /// How gateways' local quarantines map to central ones (the migration wizard).
@@ -545,6 +547,8 @@ mod raw {
         pub migration: Option<CpqMigration>,
         #[serde(default)]
         pub notify: Vec<Spanned<String>>,
+        /// Hidden: seconds between the manager's status checks of its gateways.
+        pub status_poll: Option<Spanned<i64>>,
     }
 
     #[derive(Deserialize)]
@@ -1843,6 +1847,7 @@ impl Validator<'_> {
             quota,
             migration,
             notify,
+            status_poll: self.int(&c.status_poll, "cpq.status_poll", 1, 3600, 30)? as u64,
         })
     }
 

@@ -66,6 +66,55 @@ fn release_gateway(job: &Job) -> Option<&str> {
     }
 }
 
+/// How one attempt at a CPQ job ended, for the counters of `cpq::gateways`.
+enum Attempt<'a> {
+    /// No connection, no TLS, or the connection broke.
+    Failed(crate::cpq::gateways::TransferFailure, &'a str),
+    /// The peer answered for each recipient.
+    Answered(&'a [RcptOutcome]),
+}
+
+/// Counts an attempt at a job under `the.cpq.host` (a gateway's transfer) or
+/// `the.cpq.release.host` (a manager's release); other hosts are not counted here.
+fn cpq_count(shared: &Shared, domain: &str, job: &Job, attempt: Attempt<'_>) {
+    use crate::cpq::gateways::TransferFailure;
+    let stats = &shared.cpq.stats;
+    let delivered = |o: &[RcptOutcome]| o.iter().any(|x| matches!(x, RcptOutcome::Delivered));
+    if domain == crate::config::CPQ_HOST {
+        match attempt {
+            Attempt::Failed(why, _) => stats.transfer_failed(why),
+            Attempt::Answered(o) if delivered(o) => {
+                stats
+                    .transfers
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
+            Attempt::Answered(o) if o.iter().any(|x| matches!(x, RcptOutcome::Perm(_))) => {
+                stats.transfer_failed(TransferFailure::Refused)
+            }
+            Attempt::Answered(_) => stats.transfer_failed(TransferFailure::Deferred),
+        }
+    } else if let Some(gw) =
+        release_gateway(job).filter(|_| domain == crate::config::CPQ_RELEASE_HOST)
+    {
+        // A release recovered from the spool after a restart is learnt here.
+        stats.release_queued(job.env.mid, gw);
+        let r = match attempt {
+            Attempt::Failed(_, e) => Err(e.to_string()),
+            Attempt::Answered(o) if delivered(o) => {
+                Ok(o.iter().all(|x| matches!(x, RcptOutcome::Delivered)))
+            }
+            Attempt::Answered(o) => Err(o
+                .iter()
+                .find_map(|x| match x {
+                    RcptOutcome::Temp(e) | RcptOutcome::Perm(e) => Some(e.clone()),
+                    RcptOutcome::Delivered => None,
+                })
+                .unwrap_or_default()),
+        };
+        stats.release_outcome(job.env.mid, gw, r);
+    }
+}
+
 /// The CPQ peer of a job under `the.cpq.host` / `the.cpq.release.host`.
 fn cpq_hop(
     shared: &Shared,
@@ -183,6 +232,12 @@ async fn run_connection(shared: &Arc<Shared>, domain: &str, job: Job) -> Option<
                 if let Some(gw) = release_gateway(&job) {
                     crate::cpq::appliance::refresh_endpoint(shared, gw);
                 }
+                cpq_count(
+                    shared,
+                    domain,
+                    &job,
+                    Attempt::Failed(crate::cpq::gateways::TransferFailure::Connect, &error),
+                );
                 shared.queue.send(Event::ConnFailed { job, error });
                 return None;
             }
@@ -216,7 +271,15 @@ async fn run_connection(shared: &Arc<Shared>, domain: &str, job: Job) -> Option<
                 tracing::debug!(dcid, "TLS failed ({e}), retrying without TLS");
                 tls_mode = TlsMode::Off;
             }
-            Err(Failure::Temp(e)) | Err(Failure::TlsFallback(e)) => {
+            Err(f @ (Failure::Temp(_) | Failure::TlsFallback(_))) => {
+                let (why, e) = match f {
+                    Failure::TlsFallback(e) => (crate::cpq::gateways::TransferFailure::Tls, e),
+                    Failure::Temp(e) => (
+                        crate::cpq::gateways::TransferFailure::of_connection_error(&e),
+                        e,
+                    ),
+                };
+                cpq_count(shared, domain, &job, Attempt::Failed(why, &e));
                 shared.log.info(format!("DCID {dcid} close"));
                 shared.queue.send(Event::ConnFailed { job, error: e });
                 return None;
@@ -233,8 +296,19 @@ async fn run_connection(shared: &Arc<Shared>, domain: &str, job: Job) -> Option<
         sent += 1;
         let broken = result.is_err();
         let outcomes = match result {
-            Ok(o) => o,
-            Err(e) => vec![RcptOutcome::Temp(e); job.rids.len()],
+            Ok(o) => {
+                cpq_count(shared, domain, &job, Attempt::Answered(&o));
+                o
+            }
+            Err(e) => {
+                cpq_count(
+                    shared,
+                    domain,
+                    &job,
+                    Attempt::Failed(crate::cpq::gateways::TransferFailure::Connect, &e),
+                );
+                vec![RcptOutcome::Temp(e); job.rids.len()]
+            }
         };
         // A commit may have changed routes, TLS or interfaces: a connection
         // opened under the old configuration takes no further jobs.

@@ -28,8 +28,8 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 use crate::support::{
-    connect, free_port_on, log_lines, pvo_bin, run_with_timeout, wait_until, Namespace, Node,
-    NodeDir, Reply, Sink, SmtpClient, SYSTEM_PYTHON, TRUSTED,
+    connect, free_port_on, https, log_lines, pvo_bin, run_with_timeout, wait_until, web_addr,
+    Namespace, Node, NodeDir, Reply, Sink, SmtpClient, SYSTEM_PYTHON, TRUSTED,
 };
 
 /// Long enough for a debug build on two busy cores; waits end as soon as the event comes.
@@ -220,13 +220,29 @@ impl Deployment {
     /// A manager on 127.0.0.2 and a gateway per `(id, ip)`, each enrolled before the
     /// manager starts, and each delivering to its own sink.
     fn start(gateways: &[(&'static str, IpAddr)]) -> Deployment {
+        Deployment::start_with(gateways, "", "")
+    }
+
+    /// Like [`Deployment::start`], with `manager_extra` appended to the manager's
+    /// configuration (it ends inside `[cpq]`) and `gateway_extra` to each gateway's.
+    fn start_with(
+        gateways: &[(&'static str, IpAddr)],
+        manager_extra: &str,
+        gateway_extra: &str,
+    ) -> Deployment {
         let manager_port = free_port_on(MANAGER_IP);
-        let mdir = NodeDir::new(&manager_config("manager", manager_port));
+        let mdir = NodeDir::new(&format!(
+            "{}{manager_extra}",
+            manager_config("manager", manager_port)
+        ));
         let mut prepared = Vec::new();
         for &(id, ip) in gateways {
             let sink = Sink::accepting();
             let cpq_port = free_port_on(ip);
-            let dir = NodeDir::new(&gateway_config(id, ip, cpq_port, manager_port, &sink));
+            let dir = NodeDir::new(&format!(
+                "{}{gateway_extra}",
+                gateway_config(id, ip, cpq_port, manager_port, &sink)
+            ));
             enroll(&mdir, &dir, id, ip, cpq_port);
             prepared.push((id, ip, cpq_port, dir, sink));
         }
@@ -1953,4 +1969,356 @@ fn applianceconfig_adds_a_gateway_over_ssh_and_centralizes_it() {
         json(&manager, &["applianceconfig", "list"])["gateways"],
         serde_json::json!([])
     );
+}
+
+// ---------------------------------------------------------------------------------------
+// The manager's live view of its gateways, matched content, CPQ metrics
+// ---------------------------------------------------------------------------------------
+
+/// `[web]` on the node's first interface (`/metrics`).
+fn web_on(interface: &str) -> String {
+    format!("\n[web]\ninterface = \"{interface}\"\nport = 0\n")
+}
+
+/// The value of the sample `series` (name with its labels) in a `/metrics` page.
+fn metric(page: &str, series: &str) -> Option<u64> {
+    page.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+}
+
+fn scrape(node: &Node) -> String {
+    let (code, body) = https(web_addr(node), "GET", "/metrics", None, None);
+    assert_eq!(code, 200, "{body}");
+    body
+}
+
+/// Waits until the sample `series` of `node`'s `/metrics` satisfies `ok`; returns it.
+fn wait_metric(node: &Node, series: &str, ok: impl Fn(u64) -> bool) -> u64 {
+    let last = std::cell::RefCell::new(String::new());
+    wait_until(
+        DELIVERY,
+        || {
+            let page = scrape(node);
+            let v = metric(&page, series).filter(|v| ok(*v));
+            *last.borrow_mut() = page;
+            v
+        },
+        || format!("{series} never as expected in:\n{}", last.borrow()),
+    )
+}
+
+/// The one gateway of `applianceconfig status --json` on the manager.
+fn gateway_status(manager: &Node) -> Value {
+    let data = json(manager, &["applianceconfig", "status"]);
+    let gws = data["gateways"].as_array().expect("gateways");
+    assert_eq!(gws.len(), 1, "{data:#}");
+    gws[0].clone()
+}
+
+/// Waits until the manager's view of its gateway satisfies `ok`; returns it.
+fn wait_gateway_status(manager: &Node, what: &str, ok: impl Fn(&Value) -> bool) -> Value {
+    let last = std::cell::RefCell::new(Value::Null);
+    wait_until(
+        DELIVERY,
+        || {
+            let g = gateway_status(manager);
+            let done = ok(&g).then(|| g.clone());
+            *last.borrow_mut() = g;
+            done
+        },
+        || {
+            format!(
+                "applianceconfig status never showed {what}: {:#}",
+                last.borrow()
+            )
+        },
+    )
+}
+
+#[test]
+fn matched_content_and_cpq_counters_reach_the_manager() {
+    let d = Deployment::start_with(
+        &[("gw1", GW1_IP)],
+        &web_on("Management"),
+        &web_on("Loopback"),
+    );
+    let gw = &d.gateways[0];
+    assert_eq!(
+        metric(&scrape(&gw.node), "pvo_cpq_transfers_total"),
+        Some(0)
+    );
+
+    // A content filter hold: its evidence (the matched subject) is on the manager.
+    let subject = format!("{TAG} evidence \"quoted\" <b>");
+    let mid = send(&gw.node, "alice@example.org", "bob@example.com", &subject);
+    let mgr_mid = check_transfer(&d, gw, mid, "alice@example.org");
+    let shown = json(&d.manager, &["quarantine", "show", &mgr_mid.to_string()]);
+    let m = &shown["quarantines"][0];
+    assert_eq!(m["quarantine"], "Policy", "{shown:#}");
+    let evidence = m["details"]["evidence"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no evidence on the manager: {shown:#}"));
+    assert!(
+        evidence
+            .iter()
+            .any(|e| e["matched"].as_str().is_some_and(|t| t.contains(TAG))
+                && e["condition"].as_str().is_some_and(|c| !c.is_empty())),
+        "{shown:#}"
+    );
+    assert_eq!(m["details"]["threat_level"], 0, "{shown:#}");
+    assert!(m["details"].get("truncated").is_none(), "{shown:#}");
+    let shown = text(&d.manager, &["quarantine", "show", &mgr_mid.to_string()]);
+    assert!(shown.contains(TAG), "the text shows what matched:\n{shown}");
+
+    // Metrics: one transfer accepted, no failure; the manager received one from gw1.
+    wait_metric(&gw.node, "pvo_cpq_transfers_total", |v| v == 1);
+    let page = scrape(&gw.node);
+    assert!(
+        page.contains("# TYPE pvo_cpq_transfer_failures_total counter"),
+        "{page}"
+    );
+    for reason in ["connect", "tls", "refused", "deferred"] {
+        assert_eq!(
+            metric(
+                &page,
+                &format!("pvo_cpq_transfer_failures_total{{reason=\"{reason}\"}}")
+            ),
+            Some(0),
+            "{page}"
+        );
+    }
+    let page = scrape(&d.manager);
+    assert_eq!(
+        metric(&page, "pvo_cpq_received_total{gateway=\"gw1\"}"),
+        Some(1),
+        "{page}"
+    );
+    assert!(
+        page.contains("# TYPE pvo_cpq_gateway_backlog gauge"),
+        "{page}"
+    );
+
+    // Refusals: a stranger's address, and a CPQ record in clear text from gw1's.
+    let mut stranger = connect(d.manager_addr(), Some(STRANGER_IP)).unwrap();
+    stranger
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    let mut banner = [0u8; 64];
+    let n = std::io::Read::read(&mut stranger, &mut banner).unwrap();
+    assert!(banner[..n].starts_with(b"554 "), "{:?}", &banner[..n]);
+    drop(stranger);
+    wait_metric(
+        &d.manager,
+        "pvo_cpq_refused_total{reason=\"address\"}",
+        |v| v == 1,
+    );
+    let out = cpq_client(d.manager_addr(), GW1_IP, None, None, "kind=transfer\n");
+    // The record is refused as malformed, the MAIL after it for want of TLS.
+    assert!(out.contains("META 501"), "{out}");
+    assert!(out.contains("MAIL 530"), "{out}");
+    wait_metric(
+        &d.manager,
+        "pvo_cpq_refused_total{reason=\"bad_record\"}",
+        |v| v == 1,
+    );
+    wait_metric(
+        &d.manager,
+        "pvo_cpq_refused_total{reason=\"clear_text\"}",
+        |v| v >= 1,
+    );
+
+    // The manager's view of gw1: it transfers, the manager has no SSH access to it.
+    let g = gateway_status(&d.manager);
+    let keys: BTreeSet<&str> = g.as_object().unwrap().keys().map(String::as_str).collect();
+    let want: BTreeSet<&str> = [
+        "id",
+        "address",
+        "port",
+        "state",
+        "state_text",
+        "mode",
+        "backlog",
+        "migration",
+        "checked_at",
+        "ssh_error",
+        "transfers_received",
+        "last_transfer_at",
+        "last_refusal",
+        "held_messages",
+        "releases_waiting",
+        "last_release_error",
+    ]
+    .into_iter()
+    .collect();
+    assert_eq!(keys, want, "{g:#}");
+    assert_eq!(g["id"], "gw1", "{g:#}");
+    assert_eq!(g["address"], GW1_IP.to_string(), "{g:#}");
+    assert_eq!(g["port"], gw.cpq_port, "{g:#}");
+    assert_eq!(g["state"], "online", "{g:#}");
+    assert!(
+        g["state_text"]
+            .as_str()
+            .unwrap()
+            .contains("applianceconfig new"),
+        "{g:#}"
+    );
+    for k in [
+        "mode",
+        "backlog",
+        "migration",
+        "checked_at",
+        "last_release_error",
+    ] {
+        assert!(g[k].is_null(), "{k}: {g:#}");
+    }
+    assert!(
+        g["ssh_error"].as_str().unwrap().contains("no SSH access"),
+        "{g:#}"
+    );
+    assert_eq!(g["transfers_received"], 1, "{g:#}");
+    assert!(g["last_transfer_at"].as_u64().unwrap() > 1_700_000_000);
+    assert_eq!(g["held_messages"], 1, "{g:#}");
+    assert_eq!(g["releases_waiting"], 0, "{g:#}");
+    let refusal = g["last_refusal"]["text"].as_str().unwrap();
+    assert!(refusal.contains("STARTTLS"), "{g:#}");
+    let table = text(&d.manager, &["applianceconfig", "status"]);
+    assert!(table.contains("gw1") && table.contains("online"), "{table}");
+    let out = pvo(&d.manager, &["applianceconfig", "status", "--id", "nope"]);
+    assert!(!out.status.success());
+    assert!(
+        format!("{}{}", out.stdout, out.stderr).contains("No gateway nope is added"),
+        "{}{}",
+        out.stdout,
+        out.stderr
+    );
+    let out = pvo(&gw.node, &["applianceconfig", "status"]);
+    assert!(!out.status.success());
+    assert!(
+        format!("{}{}", out.stdout, out.stderr)
+            .contains("applianceconfig status runs on the manager"),
+        "{}{}",
+        out.stdout,
+        out.stderr
+    );
+
+    // A release goes back and is counted.
+    text(&d.manager, &["quarantine", "release", &mgr_mid.to_string()]);
+    gw.sink.wait_for_messages(1, DELIVERY);
+    wait_metric(&d.manager, "pvo_cpq_releases_total", |v| v == 1);
+    assert_eq!(
+        metric(&scrape(&d.manager), "pvo_cpq_release_failures_total"),
+        Some(0)
+    );
+}
+
+#[test]
+fn applianceconfig_status_follows_a_gateways_backlog_over_ssh() {
+    const N: u64 = 3;
+    let sink = Sink::accepting();
+    let manager_port = free_port_on(MANAGER_IP);
+    let cpq_port = free_port_on(GW1_IP);
+    // A manager that checks its gateways every second.
+    let manager = Node::start_manager(&format!(
+        "{}status_poll = 1\n\n[ssh]\nport = 0\n{}",
+        manager_config("manager", manager_port),
+        web_on("Management")
+    ));
+    let gw = NodeDir::new(&format!(
+        "{}\n[ssh]\nport = 0\n{}",
+        gateway_config("gw1", GW1_IP, cpq_port, manager_port, &sink)
+            .replace("mode = \"central\"", "mode = \"local\""),
+        web_on("Loopback")
+    ))
+    .start_gateway();
+    let port = ssh_port(&gw);
+    let password = std::fs::read_to_string(gw.data_dir().join("run/initial-admin-password"))
+        .expect("the gateway's initial admin password");
+    let mut cmd = Command::new(pvo_bin());
+    cmd.arg("--dir")
+        .arg(manager.data_dir())
+        .args(["applianceconfig", "new", "--id", "gw1", "--address"])
+        .arg(GW1_IP.to_string())
+        .args(["--ssh-port", &port.to_string()])
+        .env("PVO_GATEWAY_PASSWORD", password.trim());
+    let (status, out, err) = run_with_timeout(&mut cmd, COMMAND);
+    assert!(status.success(), "{out}{err}");
+    text(&manager, &["commit", "-m", "add gw1"]);
+
+    // Checked over SSH: in local mode, nothing waiting.
+    let g = wait_gateway_status(&manager, "gw1 checked, local", |g| {
+        g["mode"] == "local" && g["checked_at"].is_u64()
+    });
+    assert_eq!(g["state"], "online", "{g:#}");
+    assert_eq!(g["backlog"], 0, "{g:#}");
+    assert!(g["ssh_error"].is_null(), "{g:#}");
+    assert!(g["migration"].is_object(), "{g:#}");
+
+    text(&manager, &["pvoconfig", "migration", "automatic"]);
+    text(&manager, &["commit", "-m", "wizard"]);
+    text(&gw, &["pvoconfig", "enable"]);
+    text(&gw, &["commit", "-m", "centralize"]);
+    let g = wait_gateway_status(&manager, "gw1 central", |g| g["mode"] == "central");
+    assert_eq!(
+        (g["state"].as_str(), g["backlog"].as_u64()),
+        (Some("online"), Some(0))
+    );
+
+    // The manager stops listening: the gateway's transfers wait, and the manager sees
+    // the backlog in the gateway's own count of the.cpq.host.
+    text(&manager, &["suspendlisteners"]);
+    let manager_addr = SocketAddr::new(MANAGER_IP, manager_port);
+    wait_until(
+        DELIVERY,
+        || connect(manager_addr, Some(GW1_IP)).is_err().then_some(()),
+        || "the suspended manager's cpq_listener still accepts connections".into(),
+    );
+    for i in 0..N {
+        send(
+            &gw,
+            "alice@example.org",
+            "bob@example.com",
+            &format!("{TAG} waiting {i}"),
+        );
+    }
+    wait_until(
+        DELIVERY,
+        || {
+            let q = queued_for(&gw, "the.cpq.host");
+            (q.len() as u64 == N && q.iter().all(|r| r["attempts"].as_u64().unwrap_or(0) >= 1))
+                .then_some(())
+        },
+        || format!("{N} tried and queued under the.cpq.host"),
+    );
+    let g = wait_gateway_status(&manager, "a backlog of 3", |g| {
+        g["state"] == "backlog" && g["backlog"] == N
+    });
+    let said = g["state_text"].as_str().unwrap();
+    assert!(
+        said.contains(&format!("{N} message")) && said.contains("the.cpq.host"),
+        "{g:#}"
+    );
+    assert_eq!(g["transfers_received"], 0, "{g:#}");
+    wait_metric(&manager, "pvo_cpq_gateway_backlog{gateway=\"gw1\"}", |v| {
+        v == N
+    });
+    wait_metric(
+        &gw,
+        "pvo_cpq_transfer_failures_total{reason=\"connect\"}",
+        |v| v >= N,
+    );
+    let table = text(&manager, &["applianceconfig", "status"]);
+    assert!(table.contains("backlog"), "{table}");
+
+    // Back: the queue drains and the manager sees the gateway online with nothing waiting.
+    text(&manager, &["resumelisteners"]);
+    text(&gw, &["delivernow", "the.cpq.host"]);
+    let g = wait_gateway_status(&manager, "online, backlog 0, 3 received", |g| {
+        g["state"] == "online" && g["backlog"] == 0 && g["transfers_received"] == N
+    });
+    assert_eq!(g["held_messages"], N, "{g:#}");
+    assert!(g["last_transfer_at"].is_u64(), "{g:#}");
+    wait_metric(&gw, "pvo_cpq_transfers_total", |v| v == N);
+    wait_metric(&manager, "pvo_cpq_gateway_backlog{gateway=\"gw1\"}", |v| {
+        v == 0
+    });
 }

@@ -44,6 +44,12 @@ pub enum PvoCommand {
 pub enum ApplianceAction {
     /// The added gateways.
     List,
+    /// Each added gateway's state: what it sent, what was refused, and its own view over
+    /// SSH (mode, backlog for the manager, migration).
+    Status {
+        #[arg(long)]
+        id: Option<String>,
+    },
     /// Add a gateway: log into it over SSH once with its Administrator's password (from
     /// --password-stdin or the environment variable PVO_GATEWAY_PASSWORD).
     New {
@@ -134,6 +140,7 @@ impl PvoCommand {
                 "applianceconfig",
                 match action.unwrap_or(ApplianceAction::List) {
                     ApplianceAction::List => json!({ "action": "list" }),
+                    ApplianceAction::Status { id } => json!({ "action": "status", "id": id }),
                     ApplianceAction::New {
                         id,
                         address,

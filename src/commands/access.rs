@@ -39,7 +39,7 @@ pub fn required(command: &str, args: &Value, user: &str) -> Need {
         | "commitdetail" | "showconfig" | "telnet" | "tlsverify" | "diagnose" => {
             Need::perm(Perm::Monitor)
         }
-        "pvoconfig" if action == Some("status") => Need::perm(Perm::Monitor),
+        "pvoconfig" | "applianceconfig" if action == Some("status") => Need::perm(Perm::Monitor),
         "interfaceconfig" | "listenerconfig" | "smtproutes" | "quarantineconfig" if listing => {
             Need::perm(Perm::Monitor)
         }
@@ -282,6 +282,7 @@ mod tests {
             (Operator, "pvoconfig", q("enable"), false),
             (Operator, "diagnose", json!({}), true),
             (Operator, "applianceconfig", q("list"), false),
+            (Operator, "applianceconfig", q("status"), true),
             (Operator, "auditlog", json!({}), false),
             (Operator, "something-new", json!({}), false),
         ];

@@ -640,6 +640,11 @@ fn cpqcert(shared: &Arc<Shared>, req: &Request) -> Response {
 async fn applianceconfig(shared: &Arc<Shared>, req: &Request) -> Response {
     let args = &req.args;
     let cfg = shared.config();
+    if cfg.role != Role::Manager && arg_str(args, "action") == Some("status") {
+        return Response::error(
+            "applianceconfig status runs on the manager (it shows the gateways added to it); on a gateway, `pvoconfig status` shows its own state.",
+        );
+    }
     if cfg.role != Role::Manager {
         return Response::error("applianceconfig runs on the manager (it adds gateways to it).");
     }
@@ -679,6 +684,10 @@ async fn applianceconfig(shared: &Arc<Shared>, req: &Request) -> Response {
                 .collect();
             Response::ok(t, json!({ "gateways": list }))
         }
+        "status" => match crate::cpq::gateways::status(shared, arg_str(args, "id")).await {
+            Ok(data) => Response::ok(crate::cpq::gateways::table(&data), data),
+            Err(e) => Response::error(e),
+        },
         "new" => appliance_new(shared, req, &c).await,
         "test" => {
             let Some(id) = arg_str(args, "id") else {
@@ -733,7 +742,7 @@ async fn applianceconfig(shared: &Arc<Shared>, req: &Request) -> Response {
             })
         }
         other => Response::error(format!(
-            "Unknown applianceconfig action \"{other}\"; allowed: list, new, edit, test, delete."
+            "Unknown applianceconfig action \"{other}\"; allowed: list, status, new, edit, test, delete."
         )),
     }
 }

@@ -25,7 +25,7 @@ use russh::{client, ChannelMsg};
 use crate::node::Shared;
 
 /// How long an SSH exchange with a gateway may take.
-const SSH_TIMEOUT: Duration = Duration::from_secs(20);
+pub const SSH_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// How to log in.
 pub enum Login {
@@ -279,8 +279,32 @@ pub fn refresh_endpoint(shared: &Arc<Shared>, gateway: &str) {
     });
 }
 
-/// `pvoconfig status --json` on an added gateway, with the manager's key.
+/// `pvoconfig status --json` on an added gateway, with the manager's key: where
+/// released mail goes.
 pub async fn query_endpoint(shared: &Arc<Shared>, gateway: &str) -> Result<Endpoint> {
+    parse_status(&status_output(shared, gateway).await?)
+}
+
+/// The `data` of `pvoconfig status --json` on an added gateway (its mode, backlog
+/// and migration: `cpq::gateways`).
+pub async fn query_status(shared: &Arc<Shared>, gateway: &str) -> Result<serde_json::Value> {
+    let out = status_output(shared, gateway).await?;
+    let v: serde_json::Value = serde_json::from_str(out.trim()).with_context(|| {
+        format!(
+            "the gateway's `pvoconfig status --json` is not JSON: {}",
+            out.trim()
+        )
+    })?;
+    if v["ok"] != true {
+        bail!(
+            "the gateway refused `pvoconfig status`: {}",
+            v["text"].as_str().unwrap_or(out.trim()).trim()
+        );
+    }
+    Ok(v["data"].clone())
+}
+
+async fn status_output(shared: &Arc<Shared>, gateway: &str) -> Result<String> {
     let cfg = shared.config();
     let g = cfg
         .cpq
@@ -302,7 +326,7 @@ pub async fn query_endpoint(shared: &Arc<Shared>, gateway: &str) -> Result<Endpo
         "pvoconfig status --json",
     )
     .await?;
-    parse_status(&out.output)
+    Ok(out.output)
 }
 
 #[cfg(test)]

@@ -144,6 +144,7 @@ pub async fn receive_transfer(
     let len = msg.raw.len();
     match inbox.insert(msg).await {
         Ok(ins) if ins.created => {
+            shared.cpq.stats.received(&rec.gateway_id);
             let log = &shared.log;
             log.info(format!(
                 "MID {mid} ICID {icid} From: <{}> {len} bytes from gateway {} MID {} (transfer {})",
@@ -160,6 +161,7 @@ pub async fn receive_transfer(
         }
         Ok(ins) => {
             // A retry of a transfer already stored: the same answer again.
+            shared.cpq.stats.received(&rec.gateway_id);
             let store = shared.local_quarantine.clone();
             let id = ins.msg_id;
             let first = store
@@ -335,6 +337,7 @@ pub async fn queue_release(
         info.gateway_mid,
         crate::config::CPQ_RELEASE_HOST
     ));
+    shared.cpq.stats.release_queued(mid, &info.gateway);
     shared.queue.enqueue(Arc::new(env), Some(body));
     Ok(mid)
 }

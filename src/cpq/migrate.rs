@@ -100,6 +100,8 @@ pub fn running(shared: &Shared) -> bool {
 /// holds messages (or a migration was interrupted before it finished). A second call while
 /// one runs does nothing. Called at node start and after every commit.
 pub fn start(shared: &Arc<Shared>) {
+    // The manager's status checks of its gateways start at the same moments.
+    crate::cpq::gateways::start(shared);
     if !is_central(shared) || tokio::runtime::Handle::try_current().is_err() {
         return;
     }

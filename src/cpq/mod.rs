@@ -11,6 +11,9 @@
 //!   `the.cpq.release.host`.
 //! - [`migrate`]: a gateway that becomes central hands the messages held in
 //!   its local quarantines to the manager, in the background.
+//! - [`gateways`]: the manager's live view of its gateways (`applianceconfig
+//!   status`: its own counters and their answers over SSH) and the CPQ counters
+//!   of `/metrics`.
 //!
 //! The SMTP parts stay where all SMTP lives: the `cpq_listener` is a listener
 //! of `smtp_server` (which recognises the XPVO verbs before `smtp-proto` sees
@@ -19,6 +22,7 @@
 pub mod appliance;
 pub mod enroll;
 pub mod gateway;
+pub mod gateways;
 pub mod manager;
 pub mod migrate;
 pub mod preflight;
@@ -80,6 +84,8 @@ pub struct State {
     pub migration: migrate::State,
     /// Manager: where gateways said (over SSH) released mail goes.
     pub endpoints: appliance::Endpoints,
+    /// Both: the CPQ counters; manager: what it knows of each gateway.
+    pub stats: gateways::Stats,
 }
 
 /// The role of a user of this node, by name (`None`: no such user).

@@ -434,7 +434,7 @@ mod tests {
         let held = |q: &str, kind, name: &str, threat: u64| Hold {
             quarantine: q.into(),
             reason: Reason::new(kind, name),
-            details: serde_json::json!({ "threat_level": threat }),
+            details: serde_json::json!({ "threat_level": threat, "evidence": [{ "condition": "c", "matched": name }] }),
             exit_at: Some(1_700_003_600),
         };
         let ins = store
@@ -490,6 +490,11 @@ mod tests {
         assert_eq!(holds.len(), 2);
         assert_eq!(holds[0].quarantine, "Policy");
         assert_eq!(holds[0].exit_at, Some(1_700_003_600));
+        // What matched travels with the migrated copy too.
+        assert_eq!(
+            holds[0].details["evidence"][0]["matched"],
+            "quarantine_test"
+        );
         assert_eq!(holds[1].reason, Reason::new(ReasonKind::Outbreak, "OUTB-1"));
         assert_eq!(holds[1].details["threat_level"], 4);
         assert_eq!(holds[1].exit_at, Some(1_700_003_600));

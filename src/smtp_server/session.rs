@@ -122,6 +122,28 @@ impl Session {
         &self.cfg.interfaces[self.cfg.listeners[self.listener].interface].hostname
     }
 
+    /// Counts a refusal on a manager's cpq_listener (`cpq::gateways`), under the
+    /// gateway id when one is known (the certificate's, else the added gateway with
+    /// the source address), else under the source address.
+    fn cpq_refused(&self, reason: &'static str, text: &str) {
+        let Some(c) = &self.cpq else {
+            return;
+        };
+        if c.role != pvo_proto::cpq::Role::Manager {
+            return;
+        }
+        let who = c
+            .peer
+            .clone()
+            .or_else(|| crate::cpq::gateways::gateway_at(&self.shared, self.peer.ip()))
+            .unwrap_or_else(|| self.peer.ip().to_string());
+        self.shared.cpq.stats.refused(
+            &who,
+            reason,
+            format!("ICID {} from {}: {text}", self.icid, self.peer.ip()),
+        );
+    }
+
     fn policy(&self) -> &crate::config::Policy {
         &self.cfg.policies[self.policy.expect("an accepting session has a policy")]
     }
@@ -174,6 +196,10 @@ impl Session {
 
     /// A host whose policy is REJECT: a 554 banner, then only QUIT is honoured.
     pub async fn run_rejected(mut self, mut io: Box<dyn Io>) {
+        self.cpq_refused(
+            crate::cpq::gateways::refusal::ADDRESS,
+            "the address is not an added gateway's (cpq_listener HAT: REJECT)",
+        );
         let host = self.hostname().to_string();
         self.reply(&format!("554 5.7.1 {host} Access denied"));
         if self.flush(&mut io).await.is_err() {
@@ -299,6 +325,10 @@ impl Session {
                             } else {
                                 e.to_string()
                             };
+                            self.cpq_refused(
+                                crate::cpq::gateways::refusal::TLS,
+                                &format!("TLS failed: {why}"),
+                            );
                             self.shared
                                 .log
                                 .info(format!("ICID {} TLS failed: {why}", self.icid));
@@ -392,7 +422,12 @@ impl Session {
                 Ok(None) => {}
                 Ok(Some(cmd)) => return self.cpq_command(cmd).await,
                 Err(e) => {
-                    self.reply(&e.reply().to_string());
+                    let reply = e.reply().to_string();
+                    self.cpq_refused(
+                        crate::cpq::gateways::refusal::BAD_RECORD,
+                        &format!("bad CPQ command: {reply}"),
+                    );
+                    self.reply(&reply);
                     return if self.bad_command() {
                         Flow::Close
                     } else {
@@ -575,6 +610,10 @@ impl Session {
             return Flow::Continue;
         };
         if !self.tls || c.peer.is_none() {
+            self.cpq_refused(
+                crate::cpq::gateways::refusal::CLEAR_TEXT,
+                "a CPQ command before STARTTLS",
+            );
             self.reply("530 5.7.0 Must issue a STARTTLS command first");
             return Flow::Continue;
         }
@@ -600,6 +639,13 @@ impl Session {
                         "ICID {} XPVO-META refused: gateway id {} is not the certificate's {peer}",
                         self.icid, t.gateway_id
                     ));
+                    self.cpq_refused(
+                        crate::cpq::gateways::refusal::ID_MISMATCH,
+                        &format!(
+                            "the record names gateway {}, the certificate {peer}",
+                            t.gateway_id
+                        ),
+                    );
                     self.reply("550 5.7.1 the gateway id does not match the client certificate");
                 } else if !self
                     .cfg
@@ -611,6 +657,10 @@ impl Session {
                         "ICID {} XPVO-META refused: gateway {} is not enrolled",
                         self.icid, t.gateway_id
                     ));
+                    self.cpq_refused(
+                        crate::cpq::gateways::refusal::NOT_ENROLLED,
+                        &format!("gateway {} is not added to this manager", t.gateway_id),
+                    );
                     self.reply("550 5.7.1 this gateway is not enrolled on this manager");
                 } else {
                     self.cpq.as_mut().unwrap().meta = Some(MetaRecord::Transfer(t));
@@ -631,6 +681,13 @@ impl Session {
             }
             (CpqCommand::Control(ctl), Role::Manager) => {
                 if ctl.gateway_id != peer {
+                    self.cpq_refused(
+                        crate::cpq::gateways::refusal::ID_MISMATCH,
+                        &format!(
+                            "the control record names gateway {}, the certificate {peer}",
+                            ctl.gateway_id
+                        ),
+                    );
                     self.reply("550 5.7.1 the gateway id does not match the client certificate");
                 } else {
                     let r = crate::cpq::manager::control(&self.shared, ctl, self.icid).await;
@@ -654,6 +711,10 @@ impl Session {
         }
         if let Some(c) = &self.cpq {
             if !self.tls || c.peer.is_none() {
+                self.cpq_refused(
+                    crate::cpq::gateways::refusal::CLEAR_TEXT,
+                    "MAIL before STARTTLS",
+                );
                 self.reply("530 5.7.0 Must issue a STARTTLS command first");
                 return Flow::Continue;
             }

@@ -60,6 +60,102 @@ fn label(v: &str) -> String {
         .replace('\n', "\\n")
 }
 
+/// The CPQ families: a gateway's transfers to its manager, a manager's receptions,
+/// refusals, releases and the backlog each gateway last reported over SSH.
+fn cpq(shared: &Shared, out: &mut String) {
+    use crate::cpq::gateways::TransferFailure;
+    let s = &shared.cpq.stats;
+    match shared.config().role {
+        crate::config::Role::Gateway => {
+            family(
+                out,
+                "pvo_cpq_transfers_total",
+                "counter",
+                "Quarantined messages the manager accepted from this gateway.",
+            );
+            let _ = writeln!(
+                out,
+                "pvo_cpq_transfers_total {}",
+                s.transfers.load(Ordering::Relaxed)
+            );
+            family(
+                out,
+                "pvo_cpq_transfer_failures_total",
+                "counter",
+                "Attempts to hand a message to the manager that failed, by reason.",
+            );
+            let failures = s.transfer_failures();
+            for r in TransferFailure::ALL {
+                let _ = writeln!(
+                    out,
+                    "pvo_cpq_transfer_failures_total{{reason=\"{}\"}} {}",
+                    r.as_str(),
+                    failures.get(&r).copied().unwrap_or(0)
+                );
+            }
+        }
+        crate::config::Role::Manager => {
+            family(
+                out,
+                "pvo_cpq_received_total",
+                "counter",
+                "Quarantined messages received from each gateway.",
+            );
+            for (g, n) in s.received_by_gateway() {
+                let _ = writeln!(
+                    out,
+                    "pvo_cpq_received_total{{gateway=\"{}\"}} {n}",
+                    label(&g)
+                );
+            }
+            family(
+                out,
+                "pvo_cpq_refused_total",
+                "counter",
+                "CPQ connections or records refused, by reason.",
+            );
+            for (r, n) in s.refusals() {
+                let _ = writeln!(out, "pvo_cpq_refused_total{{reason=\"{r}\"}} {n}");
+            }
+            family(
+                out,
+                "pvo_cpq_releases_total",
+                "counter",
+                "Released messages the gateways accepted.",
+            );
+            let _ = writeln!(
+                out,
+                "pvo_cpq_releases_total {}",
+                s.releases.load(Ordering::Relaxed)
+            );
+            family(
+                out,
+                "pvo_cpq_release_failures_total",
+                "counter",
+                "Attempts to deliver a released message to its gateway that failed.",
+            );
+            let _ = writeln!(
+                out,
+                "pvo_cpq_release_failures_total {}",
+                s.release_failures.load(Ordering::Relaxed)
+            );
+            family(
+                out,
+                "pvo_cpq_gateway_backlog",
+                "gauge",
+                "Recipients waiting on each gateway for this manager (the.cpq.host), as last checked over SSH.",
+            );
+            for (g, n) in s.backlogs() {
+                let _ = writeln!(
+                    out,
+                    "pvo_cpq_gateway_backlog{{gateway=\"{}\"}} {n}",
+                    label(&g)
+                );
+            }
+        }
+    }
+}
+
 pub async fn metrics(State(shared): State<Arc<Shared>>) -> impl IntoResponse {
     let mut out = String::new();
     let c = shared.counters.lifetime();
@@ -151,33 +247,9 @@ pub async fn metrics(State(shared): State<Arc<Shared>>) -> impl IntoResponse {
             h.delivered_recipients
         );
     }
-    // CPQ: the transfer queue of a gateway (the.cpq.host) and the release queue of a
-    // manager (the.cpq.release.host) are destinations like any other.
-    family(
-        &mut out,
-        "pvo_cpq_transfers_total",
-        "counter",
-        "CPQ transfers (gateway) or releases (manager) delivered.",
-    );
-    family(
-        &mut out,
-        "pvo_cpq_failures_total",
-        "counter",
-        "CPQ transfer or release attempts that failed.",
-    );
-    for h in hosts.iter().filter(|h| h.host.starts_with("the.cpq.")) {
-        let l = label(&h.host);
-        let _ = writeln!(
-            out,
-            "pvo_cpq_transfers_total{{host=\"{l}\"}} {}",
-            h.delivered_recipients
-        );
-        let _ = writeln!(
-            out,
-            "pvo_cpq_failures_total{{host=\"{l}\"}} {}",
-            h.soft_bounced + h.hard_bounced
-        );
-    }
+    // CPQ (`cpq::gateways`): the queue sizes of the.cpq.host and the.cpq.release.host
+    // are above, with every destination's.
+    cpq(&shared, &mut out);
 
     let usage = shared.local_quarantine.with(|s| s.usage()).await;
     if let Ok(u) = usage {

@@ -1,0 +1,606 @@
+//! The manager's live view of its gateways (`applianceconfig status`), and the CPQ
+//! counters of `/metrics` on both sides.
+//!
+//! What the manager knows of a gateway comes from two places. Its own counters, kept in
+//! memory where things happen: transfers received per gateway (`manager::receive_transfer`),
+//! refused CPQ connections and records by gateway id or source address
+//! (`smtp_server::session`), and the outcome of each release delivered to it
+//! (`delivery`). And the gateway's own view, asked over SSH with the manager's key
+//! (`pvoconfig status --json`, through `appliance::query_status`): its mode, how many
+//! recipients wait under `the.cpq.host` (its backlog for this manager) and its migration.
+//! A background task asks every gateway that has SSH configured at most once per
+//! `[cpq] status_poll` seconds (30 by default) and caches the answer; the command answers
+//! from the cache, and waits (at most [`FIRST_CHECK_WAIT`]) only for a gateway that was
+//! never checked. Nothing here is persisted: the counters start at zero with the node.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde_json::{json, Value};
+
+use crate::config::{EnrolledGateway, Role, CPQ_RELEASE_HOST};
+use crate::node::Shared;
+
+/// How long `applianceconfig status` waits for the first check of a gateway.
+pub const FIRST_CHECK_WAIT: Duration = Duration::from_secs(3);
+
+/// A gateway that sent nothing for this long and cannot be reached over SSH is
+/// unreachable.
+const RECENT: u64 = 300;
+
+/// Why a gateway's attempt to hand a message to the manager failed
+/// (`pvo_cpq_transfer_failures_total{reason}`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum TransferFailure {
+    /// No connection (refused, timed out, no route), or it broke.
+    Connect,
+    /// STARTTLS refused or the handshake failed (no verified certificate).
+    Tls,
+    /// The manager answered 5xx (a refused record or message).
+    Refused,
+    /// The manager answered 4xx (or the record could not be sent yet).
+    Deferred,
+}
+
+impl TransferFailure {
+    pub const ALL: [TransferFailure; 4] = [
+        TransferFailure::Connect,
+        TransferFailure::Tls,
+        TransferFailure::Refused,
+        TransferFailure::Deferred,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TransferFailure::Connect => "connect",
+            TransferFailure::Tls => "tls",
+            TransferFailure::Refused => "refused",
+            TransferFailure::Deferred => "deferred",
+        }
+    }
+
+    /// The failure a connection-level error of `delivery` stands for.
+    pub fn of_connection_error(e: &str) -> TransferFailure {
+        if e.contains("TLS") {
+            TransferFailure::Tls
+        } else if e.starts_with("banner:") || e.starts_with("HELO refused") {
+            TransferFailure::Refused
+        } else {
+            TransferFailure::Connect
+        }
+    }
+}
+
+/// Why the manager refused a CPQ connection or record (`pvo_cpq_refused_total{reason}`).
+pub mod refusal {
+    /// The source address is not an added gateway's (the cpq_listener's HAT).
+    pub const ADDRESS: &str = "address";
+    /// The TLS handshake failed (no or an untrusted client certificate).
+    pub const TLS: &str = "tls";
+    /// A CPQ command before STARTTLS.
+    pub const CLEAR_TEXT: &str = "clear_text";
+    /// The record's gateway id is not the certificate's.
+    pub const ID_MISMATCH: &str = "id_mismatch";
+    /// The gateway is not added to this manager.
+    pub const NOT_ENROLLED: &str = "not_enrolled";
+    /// The record does not parse (`docs/cpq.md`).
+    pub const BAD_RECORD: &str = "bad_record";
+}
+
+/// What the manager saw of one gateway (by id) or source address.
+#[derive(Debug, Clone, Default)]
+struct Seen {
+    transfers: u64,
+    last_transfer_at: Option<u64>,
+    last_refusal: Option<(u64, String)>,
+    last_release_error: Option<String>,
+}
+
+/// The gateway's own view, from the last SSH checks.
+#[derive(Debug, Clone, Default)]
+struct Check {
+    /// When the last check (successful or not) ended.
+    attempted_at: Option<u64>,
+    /// When the last successful one ended.
+    checked_at: Option<u64>,
+    mode: Option<String>,
+    backlog: Option<u64>,
+    migration: Option<Value>,
+    /// Why the last check failed (`None` after a success).
+    error: Option<String>,
+    running: bool,
+}
+
+/// The CPQ counters and the gateway cache (`cpq::State::stats`).
+#[derive(Default)]
+pub struct Stats {
+    /// Gateway: messages the manager accepted.
+    pub transfers: AtomicU64,
+    /// Gateway: failed attempts by reason.
+    transfer_failures: Mutex<BTreeMap<TransferFailure, u64>>,
+    /// Manager: releases its gateways accepted.
+    pub releases: AtomicU64,
+    /// Manager: release attempts that failed.
+    pub release_failures: AtomicU64,
+    /// Manager: refusals by reason.
+    refused: Mutex<BTreeMap<&'static str, u64>>,
+    /// Manager: by gateway id, or by source address when no id was known.
+    seen: Mutex<HashMap<String, Seen>>,
+    /// Manager: the SSH checks, by gateway id.
+    checks: Mutex<HashMap<String, Check>>,
+    /// Manager: the gateway of each queued release (queue MID), to count what waits
+    /// for each gateway.
+    release_mids: Mutex<HashMap<u64, String>>,
+    checked: tokio::sync::Notify,
+    poller: AtomicBool,
+}
+
+fn now() -> u64 {
+    crate::clock::unix_now()
+}
+
+impl Stats {
+    pub fn transfer_failed(&self, why: TransferFailure) {
+        *self
+            .transfer_failures
+            .lock()
+            .unwrap()
+            .entry(why)
+            .or_default() += 1;
+    }
+
+    pub fn transfer_failures(&self) -> BTreeMap<TransferFailure, u64> {
+        self.transfer_failures.lock().unwrap().clone()
+    }
+
+    /// A transfer from `gateway` was stored (or recognised as already stored).
+    pub fn received(&self, gateway: &str) {
+        let mut seen = self.seen.lock().unwrap();
+        let s = seen.entry(gateway.to_string()).or_default();
+        s.transfers += 1;
+        s.last_transfer_at = Some(now());
+    }
+
+    /// Transfers received per gateway id, since this node started.
+    pub fn received_by_gateway(&self) -> BTreeMap<String, u64> {
+        self.seen
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(_, s)| s.transfers > 0)
+            .map(|(k, s)| (k.clone(), s.transfers))
+            .collect()
+    }
+
+    /// The manager refused a CPQ connection or record from `who` (a gateway id, or the
+    /// source address when the id is not known) for `reason`, explained by `text`.
+    pub fn refused(&self, who: &str, reason: &'static str, text: impl Into<String>) {
+        *self.refused.lock().unwrap().entry(reason).or_default() += 1;
+        self.seen
+            .lock()
+            .unwrap()
+            .entry(who.to_string())
+            .or_default()
+            .last_refusal = Some((now(), text.into()));
+    }
+
+    pub fn refusals(&self) -> BTreeMap<&'static str, u64> {
+        self.refused.lock().unwrap().clone()
+    }
+
+    /// A release was queued for `gateway` under queue MID `mid` (or an attempt to
+    /// deliver one was made: a recovered release is learnt then).
+    pub fn release_queued(&self, mid: u64, gateway: &str) {
+        self.release_mids
+            .lock()
+            .unwrap()
+            .insert(mid, gateway.to_string());
+    }
+
+    /// The outcome of delivering released message `mid` to `gateway`: `Ok(done)` with
+    /// `done` true once nothing of it is left to deliver, or the reason it failed.
+    pub fn release_outcome(&self, mid: u64, gateway: &str, r: Result<bool, String>) {
+        let mut seen = self.seen.lock().unwrap();
+        let s = seen.entry(gateway.to_string()).or_default();
+        match r {
+            Ok(done) => {
+                self.releases.fetch_add(1, Ordering::Relaxed);
+                s.last_release_error = None;
+                if done {
+                    self.release_mids.lock().unwrap().remove(&mid);
+                }
+            }
+            Err(e) => {
+                self.release_failures.fetch_add(1, Ordering::Relaxed);
+                s.last_release_error = Some(e);
+            }
+        }
+    }
+
+    /// The last known backlog of each gateway (`pvo_cpq_gateway_backlog`).
+    pub fn backlogs(&self) -> BTreeMap<String, u64> {
+        self.checks
+            .lock()
+            .unwrap()
+            .iter()
+            .filter_map(|(id, c)| c.backlog.map(|b| (id.clone(), b)))
+            .collect()
+    }
+}
+
+/// The added gateway with `id` whose address is `ip`, if any.
+pub fn gateway_at(shared: &Shared, ip: IpAddr) -> Option<String> {
+    shared
+        .config()
+        .cpq
+        .as_ref()?
+        .gateways
+        .iter()
+        .find(|g| g.address == ip)
+        .map(|g| g.id.clone())
+}
+
+/// Starts the background checks on a manager (once; later calls do nothing). Called at
+/// node start and after every commit.
+pub fn start(shared: &Arc<Shared>) {
+    if shared.config().role != Role::Manager || tokio::runtime::Handle::try_current().is_err() {
+        return;
+    }
+    if shared.cpq.stats.poller.swap(true, Ordering::SeqCst) {
+        return;
+    }
+    let shared = shared.clone();
+    tokio::spawn(async move {
+        loop {
+            let cfg = shared.config();
+            let interval = cfg.cpq.as_ref().map_or(30, |c| c.status_poll).max(1);
+            let due: Vec<String> = cfg
+                .cpq
+                .as_ref()
+                .map(|c| {
+                    c.gateways
+                        .iter()
+                        .filter(|g| g.ssh_port.is_some())
+                        .map(|g| g.id.clone())
+                        .collect()
+                })
+                .unwrap_or_default();
+            drop(cfg);
+            for id in due {
+                let last = shared
+                    .cpq
+                    .stats
+                    .checks
+                    .lock()
+                    .unwrap()
+                    .get(&id)
+                    .and_then(|c| c.attempted_at);
+                if last.is_none_or(|t| now().saturating_sub(t) + 1 >= interval) {
+                    spawn_check(&shared, &id);
+                }
+            }
+            tokio::time::sleep(Duration::from_secs(interval)).await;
+        }
+    });
+}
+
+/// Checks `id` over SSH in the background, unless a check of it is running.
+fn spawn_check(shared: &Arc<Shared>, id: &str) {
+    {
+        let mut checks = shared.cpq.stats.checks.lock().unwrap();
+        let c = checks.entry(id.to_string()).or_default();
+        if c.running {
+            return;
+        }
+        c.running = true;
+    }
+    let shared = shared.clone();
+    let id = id.to_string();
+    tokio::spawn(async move {
+        let r = crate::cpq::appliance::query_status(&shared, &id).await;
+        let stats = &shared.cpq.stats;
+        {
+            let mut checks = stats.checks.lock().unwrap();
+            let c = checks.entry(id.clone()).or_default();
+            c.running = false;
+            c.attempted_at = Some(now());
+            match r {
+                Ok(data) => {
+                    c.checked_at = c.attempted_at;
+                    c.error = None;
+                    c.mode = data["mode"].as_str().map(str::to_string);
+                    c.backlog = data["queued_for_manager"].as_u64();
+                    c.migration = Some(data["migration"].clone()).filter(|m| !m.is_null());
+                }
+                Err(e) => {
+                    let text = format!("{e:#}");
+                    if c.error.as_deref() != Some(text.as_str()) {
+                        shared.log.warning(format!(
+                            "Gateway {id}: status check over SSH failed: {text}"
+                        ));
+                    }
+                    c.error = Some(text);
+                }
+            }
+        }
+        stats.checked.notify_waiters();
+    });
+}
+
+/// Waits (at most [`FIRST_CHECK_WAIT`]) until every gateway in `ids` was checked once.
+async fn first_checks(shared: &Arc<Shared>, ids: &[String]) {
+    let never = |shared: &Shared| -> Vec<String> {
+        let checks = shared.cpq.stats.checks.lock().unwrap();
+        ids.iter()
+            .filter(|id| checks.get(*id).is_none_or(|c| c.attempted_at.is_none()))
+            .cloned()
+            .collect()
+    };
+    let todo = never(shared);
+    if todo.is_empty() {
+        return;
+    }
+    for id in &todo {
+        spawn_check(shared, id);
+    }
+    let _ = tokio::time::timeout(FIRST_CHECK_WAIT, async {
+        loop {
+            let notified = shared.cpq.stats.checked.notified();
+            if never(shared).is_empty() {
+                return;
+            }
+            notified.await;
+        }
+    })
+    .await;
+}
+
+/// The status of every added gateway (or only `only`): the JSON of
+/// `applianceconfig status`.
+pub async fn status(shared: &Arc<Shared>, only: Option<&str>) -> Result<Value, String> {
+    let cfg = shared.config();
+    let gateways: Vec<EnrolledGateway> = cfg
+        .cpq
+        .as_ref()
+        .map(|c| c.gateways.clone())
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|g| only.is_none_or(|id| g.id == id))
+        .collect();
+    let interval = cfg.cpq.as_ref().map_or(30, |c| c.status_poll);
+    drop(cfg);
+    if let Some(id) = only {
+        if gateways.is_empty() {
+            return Err(format!(
+                "No gateway {id} is added (`applianceconfig list` shows the added ones)."
+            ));
+        }
+    }
+    let with_ssh: Vec<String> = gateways
+        .iter()
+        .filter(|g| g.ssh_port.is_some())
+        .map(|g| g.id.clone())
+        .collect();
+    first_checks(shared, &with_ssh).await;
+
+    // What waits under the.cpq.release.host, by gateway.
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    shared.queue.send(crate::queue::Event::Recipients(
+        crate::queue::Selection::Host(CPQ_RELEASE_HOST.to_string()),
+        tx,
+    ));
+    let rows = rx.await.unwrap_or_default();
+    let mut waiting: HashMap<String, u64> = HashMap::new();
+    {
+        let mids = shared.cpq.stats.release_mids.lock().unwrap();
+        for r in &rows {
+            if let Some(gw) = mids.get(&r.mid) {
+                *waiting.entry(gw.clone()).or_default() += 1;
+            }
+        }
+    }
+    // Messages held in the central store, by gateway.
+    let ids: Vec<String> = gateways.iter().map(|g| g.id.clone()).collect();
+    let held: HashMap<String, u64> = shared
+        .local_quarantine
+        .with(move |s| {
+            ids.into_iter()
+                .filter_map(|id| {
+                    let q = pvo_quarantine::SearchQuery {
+                        gateway: Some(id.clone()),
+                        limit: 0,
+                        max_count: None,
+                        ..Default::default()
+                    };
+                    s.search(&q).ok().map(|p| (id, p.total))
+                })
+                .collect()
+        })
+        .await;
+
+    let t = now();
+    let seen = shared.cpq.stats.seen.lock().unwrap().clone();
+    let checks = shared.cpq.stats.checks.lock().unwrap().clone();
+    let mut out = Vec::new();
+    for g in &gateways {
+        let by_id = seen.get(&g.id).cloned().unwrap_or_default();
+        let by_addr = seen
+            .get(&g.address.to_string())
+            .cloned()
+            .unwrap_or_default();
+        let last_refusal = [by_id.last_refusal.clone(), by_addr.last_refusal]
+            .into_iter()
+            .flatten()
+            .max_by_key(|(at, _)| *at);
+        let check = checks.get(&g.id).cloned().unwrap_or_default();
+        let ssh_error = if g.ssh_port.is_none() {
+            Some(format!(
+                "no SSH access: gateway {} was added without SSH (`pvo manager enroll`)",
+                g.id
+            ))
+        } else if check.attempted_at.is_none() {
+            Some(format!(
+                "the first check over SSH has not finished yet (it may take up to {} s)",
+                crate::cpq::appliance::SSH_TIMEOUT.as_secs() * 2
+            ))
+        } else {
+            check.error.clone()
+        };
+        let recent = by_id
+            .last_transfer_at
+            .is_some_and(|at| t.saturating_sub(at) <= RECENT.max(interval * 2));
+        let (state, state_text) = judge(g, &check, &by_id, recent, interval);
+        out.push(json!({
+            "id": g.id,
+            "address": g.address.to_string(),
+            "port": g.port,
+            "state": state,
+            "state_text": state_text,
+            "mode": check.mode,
+            "backlog": check.backlog,
+            "migration": check.migration,
+            "checked_at": check.checked_at,
+            "ssh_error": ssh_error,
+            "transfers_received": by_id.transfers,
+            "last_transfer_at": by_id.last_transfer_at,
+            "last_refusal": last_refusal.map(|(at, text)| json!({ "at": at, "text": text })),
+            "held_messages": held.get(&g.id).copied().unwrap_or(0),
+            "releases_waiting": waiting.get(&g.id).copied().unwrap_or(0),
+            "last_release_error": by_id.last_release_error,
+        }));
+    }
+    Ok(json!({ "gateways": out, "releases_waiting_total": rows.len() }))
+}
+
+/// The state of one gateway and the sentence that explains it.
+fn judge(
+    g: &EnrolledGateway,
+    check: &Check,
+    seen: &Seen,
+    recent: bool,
+    interval: u64,
+) -> (&'static str, String) {
+    let id = &g.id;
+    if let Some(e) = &seen.last_release_error {
+        return (
+            "unreachable",
+            format!(
+                "Released messages cannot be delivered to {id}: {e}. Check that the gateway runs and that its cpq_listener is up (`pvoconfig status` on it); they are retried (`delivernow {CPQ_RELEASE_HOST}`)."
+            ),
+        );
+    }
+    if g.ssh_port.is_none() {
+        return if seen.last_transfer_at.is_some() {
+            (
+                "online",
+                format!(
+                    "{id} transfers to this manager, but its backlog is unknown: the manager has no SSH access to it; give it with `applianceconfig new` (or `applianceconfig edit {id} --ssh-port PORT` once the manager's key is installed)."
+                ),
+            )
+        } else {
+            (
+                "unknown",
+                format!(
+                    "Nothing is known of {id}: no transfer from it yet and no SSH access; give SSH access with `applianceconfig new` (or `applianceconfig edit {id} --ssh-port PORT` once the manager's key is installed)."
+                ),
+            )
+        };
+    }
+    match (&check.error, check.attempted_at) {
+        (_, None) => (
+            "unknown",
+            format!("The first check of {id} over SSH is still running; ask again in a moment."),
+        ),
+        (Some(e), Some(_)) if !recent => (
+            "unreachable",
+            format!(
+                "{id} cannot be checked over SSH ({e}) and sent nothing in the last {} minutes: check that it runs and that the network allows SSH from this manager, then `applianceconfig test {id}`.",
+                RECENT.max(interval * 2) / 60
+            ),
+        ),
+        (Some(e), Some(_)) => (
+            "online",
+            format!(
+                "{id} transfers to this manager, but the last check over SSH failed ({e}): its backlog is the one last seen; `applianceconfig test {id}` explains the SSH problem."
+            ),
+        ),
+        (None, Some(_)) => match check.backlog.unwrap_or(0) {
+            0 => (
+                "online",
+                format!(
+                    "{id} is {} and nothing waits on it for this manager.",
+                    match check.mode.as_deref() {
+                        Some("central") => "centralized",
+                        Some("local") => "in local mode (its quarantines are its own)",
+                        _ => "reachable",
+                    }
+                ),
+            ),
+            n => (
+                "backlog",
+                format!(
+                    "{n} message recipients wait on {id} for this manager (the.cpq.host): if the number does not fall, check this manager's cpq_listener (`status`; `resume` if suspended) and run `diagnose` on the gateway."
+                ),
+            ),
+        },
+    }
+}
+
+/// The text table of `applianceconfig status`.
+pub fn table(data: &Value) -> String {
+    let gws = data["gateways"].as_array().cloned().unwrap_or_default();
+    if gws.is_empty() {
+        return "No gateways added (`applianceconfig new`).\n".into();
+    }
+    let mut t = format!(
+        "{:<16} {:<12} {:<8} {:>8} {:>10} {:>6} {:>9}  {}\n",
+        "Gateway", "State", "Mode", "Backlog", "Received", "Held", "Releases", "Checked"
+    );
+    let opt = |v: &Value| match v {
+        Value::Null => "-".to_string(),
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    };
+    for g in &gws {
+        t.push_str(&format!(
+            "{:<16} {:<12} {:<8} {:>8} {:>10} {:>6} {:>9}  {}\n",
+            opt(&g["id"]),
+            opt(&g["state"]),
+            opt(&g["mode"]),
+            opt(&g["backlog"]),
+            opt(&g["transfers_received"]),
+            opt(&g["held_messages"]),
+            opt(&g["releases_waiting"]),
+            g["checked_at"]
+                .as_u64()
+                .map_or("never".to_string(), |at| format!(
+                    "{} s ago",
+                    now().saturating_sub(at)
+                )),
+        ));
+    }
+    for g in &gws {
+        t.push_str(&format!("\n{}: {}\n", opt(&g["id"]), opt(&g["state_text"])));
+        if let Some(e) = g["ssh_error"].as_str() {
+            t.push_str(&format!("  SSH: {e}\n"));
+        }
+        if let Some(r) = g["last_refusal"].as_object() {
+            t.push_str(&format!(
+                "  last refused: {} s ago: {}\n",
+                now().saturating_sub(r["at"].as_u64().unwrap_or(0)),
+                r["text"].as_str().unwrap_or("")
+            ));
+        }
+        if let Some(e) = g["last_release_error"].as_str() {
+            t.push_str(&format!("  last release error: {e}\n"));
+        }
+    }
+    t.push_str(&format!(
+        "\nReleased messages waiting for their gateways ({CPQ_RELEASE_HOST}): {}\n",
+        data["releases_waiting_total"]
+    ));
+    t
+}
