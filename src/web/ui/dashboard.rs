@@ -423,16 +423,18 @@ pub(super) async fn dashboard(
         b.push_str(&per_day_chart(&shared, &c, &q.data).await);
     }
 
-    let s = run(&shared, &c.id, "status", json!({})).await;
-    b.push_str("<section aria-labelledby=\"hs\"><h2 id=\"hs\">Status</h2>");
-    b.push_str(&if s.ok { pre(&s.text) } else { refusal(&s) });
-    b.push_str("</section>");
-
-    b.push_str("<section aria-labelledby=\"hc\"><h2 id=\"hc\">Centralized quarantines</h2>");
+    let _ = write!(
+        b,
+        "<section aria-labelledby=\"hc\"><h2 id=\"hc\">{}</h2>",
+        if manager {
+            "Gateways"
+        } else {
+            "Centralized quarantines"
+        }
+    );
     if !p.ok {
         b.push_str(&refusal(&p));
     } else if manager {
-        b.push_str("<h3>Gateways</h3>");
         b.push_str(&manager_gateways(&shared, &c, &p.data, None).await);
         b.push_str("<p><a href=\"/services\">Centralized services</a> · <a href=\"/pvo\">PVO settings and migration wizard</a></p>");
     } else {
@@ -446,6 +448,11 @@ pub(super) async fn dashboard(
             pre(&p.text)
         );
     }
+    b.push_str("</section>");
+
+    let s = run(&shared, &c.id, "status", json!({})).await;
+    b.push_str("<section aria-labelledby=\"hs\"><h2 id=\"hs\">Status</h2>");
+    b.push_str(&if s.ok { pre(&s.text) } else { refusal(&s) });
     b.push_str("</section>");
 
     let t = run(&shared, &c.id, "tophosts", json!({ "sort": "active" })).await;
