@@ -2201,14 +2201,47 @@ fn matched_content_and_cpq_counters_reach_the_manager() {
         out.stderr
     );
 
-    // A release goes back and is counted.
+    // The gateway stops listening: the release waits for it, and the manager says so.
+    text(&gw.node, &["suspendlisteners"]);
+    let gw_cpq = SocketAddr::new(GW1_IP, gw.cpq_port);
+    wait_until(
+        DELIVERY,
+        || connect(gw_cpq, Some(MANAGER_IP)).is_err().then_some(()),
+        || "the suspended gateway's cpq_listener still accepts connections".into(),
+    );
     text(&d.manager, &["quarantine", "release", &mgr_mid.to_string()]);
-    gw.sink.wait_for_messages(1, DELIVERY);
-    wait_metric(&d.manager, "pvo_cpq_releases_total", |v| v == 1);
+    let g = wait_gateway_status(&d.manager, "a failed release", |g| {
+        g["state"] == "unreachable" && g["releases_waiting"] == 1
+    });
+    let e = g["last_release_error"].as_str().unwrap();
+    assert!(e.contains(&gw.cpq_port.to_string()), "{g:#}");
+    assert!(
+        g["state_text"]
+            .as_str()
+            .unwrap()
+            .contains("Released messages cannot be delivered to gw1"),
+        "{g:#}"
+    );
     assert_eq!(
-        metric(&scrape(&d.manager), "pvo_cpq_release_failures_total"),
+        json(&d.manager, &["applianceconfig", "status"])["releases_waiting_total"],
+        1
+    );
+    wait_metric(&d.manager, "pvo_cpq_release_failures_total", |v| v >= 1);
+    assert_eq!(
+        metric(&scrape(&d.manager), "pvo_cpq_releases_total"),
         Some(0)
     );
+
+    // Back: it is delivered once, counted, and the gateway is online again.
+    text(&gw.node, &["resumelisteners"]);
+    text(&d.manager, &["delivernow", "the.cpq.release.host"]);
+    gw.sink.wait_for_messages(1, DELIVERY);
+    wait_metric(&d.manager, "pvo_cpq_releases_total", |v| v == 1);
+    let g = wait_gateway_status(&d.manager, "online after the release", |g| {
+        g["state"] == "online" && g["releases_waiting"] == 0
+    });
+    assert!(g["last_release_error"].is_null(), "{g:#}");
+    assert_eq!(g["held_messages"], 0, "{g:#}");
 }
 
 #[test]

@@ -604,3 +604,191 @@ pub fn table(data: &Value) -> String {
     ));
     t
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn gw(ssh: bool) -> EnrolledGateway {
+        EnrolledGateway {
+            id: "gw1".into(),
+            address: "127.0.0.1".parse().unwrap(),
+            port: 7025,
+            ssh_port: ssh.then_some(22),
+            ssh_user: "admin".into(),
+            ssh_host_key: None,
+        }
+    }
+
+    fn checked(backlog: u64) -> Check {
+        Check {
+            attempted_at: Some(10),
+            checked_at: Some(10),
+            mode: Some("central".into()),
+            backlog: Some(backlog),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn each_state_has_its_cause_and_remedy() {
+        let failed = Check {
+            attempted_at: Some(10),
+            error: Some("SSH to 127.0.0.1:22: connection refused".into()),
+            ..Default::default()
+        };
+        let sent = Seen {
+            transfers: 1,
+            last_transfer_at: Some(5),
+            ..Default::default()
+        };
+        let release_failed = Seen {
+            last_release_error: Some("connection to 127.0.0.1:7025 failed".into()),
+            ..Default::default()
+        };
+        let cases: Vec<(EnrolledGateway, Check, Seen, bool, &str, &str)> = vec![
+            (
+                gw(true),
+                checked(0),
+                Seen::default(),
+                false,
+                "online",
+                "nothing waits",
+            ),
+            (
+                gw(true),
+                checked(7),
+                Seen::default(),
+                false,
+                "backlog",
+                "7 message",
+            ),
+            (
+                gw(true),
+                failed.clone(),
+                Seen::default(),
+                false,
+                "unreachable",
+                "applianceconfig test gw1",
+            ),
+            (
+                gw(true),
+                failed,
+                sent.clone(),
+                true,
+                "online",
+                "last check over SSH failed",
+            ),
+            (
+                gw(true),
+                checked(0),
+                release_failed,
+                false,
+                "unreachable",
+                "cannot be delivered",
+            ),
+            (
+                gw(true),
+                Check::default(),
+                Seen::default(),
+                false,
+                "unknown",
+                "still running",
+            ),
+            (
+                gw(false),
+                Check::default(),
+                Seen::default(),
+                false,
+                "unknown",
+                "applianceconfig new",
+            ),
+            (
+                gw(false),
+                Check::default(),
+                sent,
+                true,
+                "online",
+                "backlog is unknown",
+            ),
+        ];
+        for (g, c, s, recent, state, says) in cases {
+            let (got, text) = judge(&g, &c, &s, recent, 30);
+            assert_eq!(got, state, "{text}");
+            assert!(text.contains(says), "{state}: {text}");
+            assert!(!text.contains('\n'), "one sentence: {text}");
+        }
+    }
+
+    #[test]
+    fn connection_errors_are_classified() {
+        for (e, want) in [
+            ("TLS failed: invalid peer certificate", TransferFailure::Tls),
+            (
+                "TLS was required but the server does not offer STARTTLS",
+                TransferFailure::Tls,
+            ),
+            ("STARTTLS refused: 454 4.7.0 no", TransferFailure::Tls),
+            ("banner: 554 5.7.1 Access denied", TransferFailure::Refused),
+            ("HELO refused: 550 no", TransferFailure::Refused),
+            (
+                "connection to 127.0.0.2:7025 failed: Connection refused",
+                TransferFailure::Connect,
+            ),
+            (
+                "no CPQ certificate on this node (enroll it)",
+                TransferFailure::Connect,
+            ),
+        ] {
+            assert_eq!(TransferFailure::of_connection_error(e), want, "{e}");
+        }
+    }
+
+    #[test]
+    fn counters_and_release_bookkeeping() {
+        let s = Stats::default();
+        s.received("gw1");
+        s.received("gw1");
+        s.refused("10.0.0.9", refusal::ADDRESS, "not added");
+        s.refused("gw1", refusal::TLS, "no certificate");
+        assert_eq!(s.received_by_gateway()["gw1"], 2);
+        assert_eq!(s.refusals()[refusal::ADDRESS], 1);
+        s.release_queued(42, "gw1");
+        s.release_outcome(42, "gw1", Err("down".into()));
+        assert_eq!(
+            s.seen.lock().unwrap()["gw1"].last_release_error.as_deref(),
+            Some("down")
+        );
+        assert!(s.release_mids.lock().unwrap().contains_key(&42));
+        s.release_outcome(42, "gw1", Ok(true));
+        assert!(s.seen.lock().unwrap()["gw1"].last_release_error.is_none());
+        assert!(s.release_mids.lock().unwrap().is_empty());
+        assert_eq!(s.releases.load(Ordering::Relaxed), 1);
+        assert_eq!(s.release_failures.load(Ordering::Relaxed), 1);
+        s.transfer_failed(TransferFailure::Deferred);
+        assert_eq!(s.transfer_failures()[&TransferFailure::Deferred], 1);
+    }
+
+    #[test]
+    fn the_table_shows_every_gateway_and_why() {
+        let data = json!({ "gateways": [{
+            "id": "gw1", "state": "backlog", "mode": "central", "backlog": 3,
+            "transfers_received": 0, "held_messages": 0, "releases_waiting": 0,
+            "checked_at": null, "state_text": "3 message recipients wait", "ssh_error": null,
+            "last_refusal": { "at": 0, "text": "TLS failed" }, "last_release_error": null
+        }], "releases_waiting_total": 0 });
+        let t = table(&data);
+        assert!(
+            t.contains("gw1") && t.contains("backlog") && t.contains("never"),
+            "{t}"
+        );
+        assert!(
+            t.contains("3 message recipients wait") && t.contains("TLS failed"),
+            "{t}"
+        );
+        assert_eq!(
+            table(&json!({ "gateways": [], "releases_waiting_total": 0 })),
+            "No gateways added (`applianceconfig new`).\n"
+        );
+    }
+}
