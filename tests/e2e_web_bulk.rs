@@ -1,1 +1,346 @@
-//! Web UI in headless Chromium: bulk actions with progress, and the REST API bulk endpoints.
+//! Bulk actions as jobs, in headless Chromium (see `support::Browser`): 1,500 messages
+//! quarantined through the gateway (Postfix's `smtp-source`), "Delete all results" of a
+//! search from the page, the job page followed until it says done (its progress element
+//! at the total), nothing of that search left and a message outside it still held; and
+//! a running job cancelled from its page (it stopped before its total, and the message
+//! at the end of its list was not touched).
+
+use std::process::Command;
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::support::*;
+
+const TAG: &str = "[quarantine-test]";
+const FLOOD: usize = 1_500;
+
+fn config(sink: &Sink) -> String {
+    format!(
+        r#"[node]
+hostname = "gw1.example.com"
+data_dir = "."
+
+[[interface]]
+name = "Loopback"
+address = "127.0.0.1"
+hostname = "gw1.example.com"
+
+[[policy]]
+name = "RELAYED"
+behavior = "relay"
+max_message_size = 20971520
+max_recipients = 1000
+max_concurrency = 600
+
+[[listener]]
+name = "IncomingMail"
+interface = "Loopback"
+port = 0
+type = "public"
+
+  [[listener.hat]]
+  group = "RELAYLIST"
+  senders = ["127.0.0.1"]
+  policy = "RELAYED"
+
+  [[listener.rat]]
+  recipients = ["one.example"]
+  action = "accept"
+
+[[smtp_route]]
+domain = "ALL"
+hosts = ["{sink}"]
+
+[delivery]
+default_interface = "Auto"
+
+[tls.outbound]
+default = "off"
+
+[web]
+interface = "Loopback"
+port = 0
+
+[[content_filter]]
+name = "quarantine_test"
+conditions = {{ subject_contains = "{TAG}" }}
+actions = [{{ quarantine = "Policy" }}]
+
+[[mail_policy]]
+name = "DEFAULT_OUTGOING"
+direction = "outgoing"
+content_filters = ["ALL"]
+"#,
+        sink = sink.host_port()
+    )
+}
+
+fn pvo_json(node: &Node, args: &[&str]) -> Value {
+    let out = Command::new(pvo_bin())
+        .arg("--dir")
+        .arg(node.data_dir())
+        .args(args)
+        .arg("--json")
+        .output()
+        .expect("run pvo");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "`pvo {}` failed: {text}\n{}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("not JSON ({e}):\n{text}"))
+}
+
+/// How many held messages have `word` in their subject.
+fn held_with(node: &Node, word: &str) -> u64 {
+    let d = pvo_json(
+        node,
+        &["quarantine", "search", "--subject", word, "--limit", "1"],
+    );
+    d["data"]["total"]
+        .as_u64()
+        .unwrap_or_else(|| panic!("{d:#}"))
+}
+
+/// The MIDs held with `word` in their subject.
+fn mids_with(node: &Node, word: &str) -> Vec<u64> {
+    let d = pvo_json(
+        node,
+        &[
+            "quarantine",
+            "search",
+            "--subject",
+            word,
+            "--limit",
+            "10000",
+        ],
+    );
+    d["data"]["messages"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{d:#}"))
+        .iter()
+        .map(|m| m["mid"].as_u64().unwrap())
+        .collect()
+}
+
+/// `n` messages through the gateway with `smtp-source` (20 sessions), each quarantined
+/// by the tagged subject; returns once all are held.
+fn flood(node: &Node, n: usize, word: &str) {
+    let out = Command::new("smtp-source")
+        .args(["-m", &n.to_string(), "-s", "20", "-l", "200"])
+        .args(["-f", "sender@example.org", "-t", "x@one.example"])
+        .args(["-M", "client.test", "-S", &format!("{TAG} {word}")])
+        .arg(node.addr().to_string())
+        .output()
+        .expect("smtp-source (Debian postfix) must be installed");
+    assert!(
+        out.status.success(),
+        "smtp-source: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    wait_until(
+        Duration::from_secs(300),
+        || (held_with(node, word) == n as u64).then_some(()),
+        || format!("{} of {n} {word} messages held", held_with(node, word)),
+    );
+}
+
+/// POST of a body too large for a command line (`support::https` passes it as an
+/// argument): Python's http.client reads it from stdin.
+fn post_big(web: std::net::SocketAddr, path: &str, token: &str, body: &str) -> (u16, String) {
+    use std::io::Write as _;
+    const SCRIPT: &str = r#"
+import http.client, ssl, sys
+host, port, path, token = sys.argv[1:5]
+ctx = ssl.create_default_context()
+ctx.check_hostname = False
+ctx.verify_mode = ssl.CERT_NONE
+c = http.client.HTTPSConnection(host, int(port), context=ctx, timeout=60)
+c.request("POST", path, body=sys.stdin.buffer.read(), headers={"Authorization": "Bearer " + token, "Content-Type": "application/json"})
+r = c.getresponse()
+sys.stdout.write(str(r.status) + "\n" + r.read().decode("utf-8", "replace"))
+"#;
+    let mut child = Command::new(SYSTEM_PYTHON)
+        .args([
+            "-c",
+            SCRIPT,
+            &web.ip().to_string(),
+            &web.port().to_string(),
+            path,
+            token,
+        ])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("run python3");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(body.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().expect("python3");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (code, rest) = text.split_once('\n').expect("an HTTP answer");
+    (code.trim().parse().expect("HTTP status"), rest.to_string())
+}
+
+fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+#[test]
+fn bulk_delete_of_every_result_with_progress_and_a_cancelled_job() {
+    let sink = Sink::accepting();
+    let node = Node::start(&config(&sink));
+    let base = format!("https://{}", web_addr(&node));
+    let web = web_addr(&node);
+    let admin_pw = std::fs::read_to_string(node.data_dir().join("run/initial-admin-password"))
+        .expect("initial admin password")
+        .trim()
+        .to_string();
+    let token = pvo_json(&node, &["userconfig", "token", "new", "admin"])["data"]["token"]
+        .as_str()
+        .expect("token")
+        .to_string();
+
+    let started = std::time::Instant::now();
+    flood(&node, FLOOD, "flood");
+    flood(&node, 1, "keeper");
+    eprintln!(
+        "{FLOOD} messages quarantined in {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+    let keeper = mids_with(&node, "keeper")[0];
+
+    rt().block_on(async {
+        let b = Browser::start().await;
+        b.goto(&format!("{base}/login")).await;
+        b.fill("#username", "admin").await;
+        b.fill("#password", &admin_pw).await;
+        b.click("#login").await;
+        b.find("#quarantines").await;
+
+        // A job cancelled from its page: 100,000 MIDs (the held keeper last) to delay,
+        // started over the API by the same user.
+        let mut mids: Vec<u64> = (1..100_000).map(|i| 10_000_000 + i).collect();
+        mids.push(keeper);
+        let body = serde_json::json!({ "mids": mids, "by": "1w" }).to_string();
+        let (code, answer) = post_big(web, "/api/v1/messages/delay", &token, &body);
+        assert_eq!(code, 202, "{answer}");
+        let job: Value = serde_json::from_str(&answer).unwrap();
+        let url = job["status_url"].as_str().unwrap().to_string();
+        let id = job["job"].as_str().unwrap().to_string();
+        b.goto(&format!("{base}/jobs/{id}")).await;
+        let state = b.text("#state").await;
+        assert!(state.contains("Running"), "{state}");
+        // The page's script follows the job without reloading the page.
+        let first = b.text("#done").await;
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while b.text("#done").await == first {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the page did not update"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        b.click("#cancel").await;
+        let state = b.text_with("#state", "Cancelled").await;
+        assert!(state.contains("Cancelled"), "{state}");
+        assert!(b
+            .find("#cancel-form")
+            .await
+            .attr("hidden")
+            .await
+            .unwrap()
+            .is_some());
+        let (code, rec) = https(web, "GET", &url, Some(&token), None);
+        assert_eq!(code, 200, "{rec}");
+        let rec: Value = serde_json::from_str(&rec).unwrap();
+        assert_eq!(rec["state"], "cancelled", "{rec:#}");
+        assert_eq!(rec["total"], 100_000, "{rec:#}");
+        let done = rec["done"].as_u64().unwrap();
+        assert!(done < 100_000, "{rec:#}");
+        assert_eq!(rec["failed"], rec["done"], "{rec:#}");
+        assert!(
+            rec["refusals"][0]
+                .as_str()
+                .unwrap()
+                .contains("is not held in any quarantine"),
+            "{rec:#}"
+        );
+        // The keeper, last in the list, was not delayed.
+        let audit = pvo_json(&node, &["auditlog", "--mid", &keeper.to_string()]);
+        let entries = audit["data"]["entries"].as_array().unwrap();
+        assert!(!entries.iter().any(|e| e["action"] == "delay"), "{audit:#}");
+        // The job is listed.
+        b.goto(&format!("{base}/jobs")).await;
+        let list = b.text("#jobs").await;
+        assert!(list.contains("cancelled"), "{list}");
+
+        // Delete every result of a search from the search page.
+        b.goto(&format!("{base}/messages?subject=flood&limit=50"))
+            .await;
+        let summary = b.text_with("#summary", "of 1500").await;
+        assert!(summary.contains("of 1500 messages"), "{summary}");
+        b.click("#delete-all").await;
+        // The job page follows the job (its script polls) until it says done.
+        let state = b.text_with("#state", "Done").await;
+        assert!(state.contains("Done"), "{state}");
+        assert!(b.path().await.starts_with("/jobs/"), "{}", b.path().await);
+        let result = b.text("#result").await;
+        assert!(result.contains("1500 of 1500 done, 0 failed"), "{result}");
+        // The bar as the script left it (properties, not the first HTML).
+        let bar = b
+            .client
+            .execute(
+                "const p = document.getElementById('progress'); return [p.value, p.max];",
+                vec![],
+            )
+            .await
+            .unwrap();
+        assert_eq!(bar, serde_json::json!([1500, 1500]));
+        assert!(b
+            .find("#cancel-form")
+            .await
+            .attr("hidden")
+            .await
+            .unwrap()
+            .is_some());
+        // Back to the search: nothing left of it.
+        b.click("#back").await;
+        let summary = b.text_with("#summary", "No quarantined").await;
+        assert!(
+            summary.contains("No quarantined messages match"),
+            "{summary}"
+        );
+        b.close().await;
+    });
+    assert_eq!(held_with(&node, "flood"), 0);
+    assert_eq!(mids_with(&node, "keeper"), vec![keeper]);
+    // Every message of the search was deleted in batches, each one audited action.
+    let audit = pvo_json(
+        &node,
+        &[
+            "auditlog", "--user", "admin", "--action", "delete", "--limit", "1000",
+        ],
+    );
+    let deletes = audit["data"]["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["action"] == "delete" && e["outcome"] == "ok")
+        .count();
+    assert!(
+        (8..=20).contains(&deletes),
+        "{deletes} delete entries: {audit:#}"
+    );
+    assert_eq!(sink.count(), 0);
+}

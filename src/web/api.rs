@@ -21,6 +21,7 @@ use crate::admin::{Request, Response};
 use crate::commands::access;
 use crate::node::Shared;
 use crate::users::{Identity, Origin};
+use crate::web::jobs;
 
 type St = State<Arc<Shared>>;
 
@@ -37,7 +38,25 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("post", "/api/v1/messages/{mid}/delete"),
     ("post", "/api/v1/messages/{mid}/delay"),
     ("post", "/api/v1/messages/{mid}/move"),
+    ("post", "/api/v1/messages/{mid}/copy"),
+    ("post", "/api/v1/messages/release"),
+    ("post", "/api/v1/messages/delete"),
+    ("post", "/api/v1/messages/delay"),
+    ("post", "/api/v1/messages/move"),
+    ("get", "/api/v1/jobs/{id}"),
+    ("post", "/api/v1/jobs/{id}/cancel"),
 ];
+
+/// The keys of a bulk action's body, per action (besides `mids` or `query`).
+pub const BULK_KEYS: [(&str, &[&str]); 4] = [
+    ("release", &["quarantine"]),
+    ("delete", &["quarantine"]),
+    ("delay", &["quarantine", "by"]),
+    ("move", &["from", "to"]),
+];
+
+/// The integer filters of a bulk action's `query` (the rest of [`FILTERS`] are strings).
+pub const QUERY_INTEGERS: [&str; 4] = ["from", "to", "attachment_min_size", "attachment_max_size"];
 
 /// The router, built from [`ROUTES`] (so the OpenAPI test covers every route).
 pub fn routes() -> Router<Arc<Shared>> {
@@ -51,6 +70,17 @@ pub fn routes() -> Router<Arc<Shared>> {
             "/api/v1/gateways" => get(gateways),
             "/api/v1/messages" => get(search),
             "/api/v1/messages/{mid}" => get(show),
+            "/api/v1/messages/{mid}/copy" => post(copy),
+            "/api/v1/jobs/{id}" => get(job),
+            "/api/v1/jobs/{id}/cancel" => post(job_cancel),
+            p if !p.contains('{') => {
+                let action: &'static str = p.rsplit('/').next().unwrap_or_default();
+                post(
+                    move |s: St, c: ConnectInfo<SocketAddr>, h: HeaderMap, b: axum::body::Bytes| {
+                        bulk(s, c, h, b, action)
+                    },
+                )
+            }
             p => {
                 let action: &'static str = p.rsplit('/').next().unwrap_or_default();
                 post(
@@ -68,6 +98,8 @@ pub fn routes() -> Router<Arc<Shared>> {
                 || path.ends_with("/delete")
                 || path.ends_with("/delay")
                 || path.ends_with("/move")
+                || path.ends_with("/copy")
+                || path.ends_with("/cancel")
             {
                 "post"
             } else {
@@ -235,8 +267,13 @@ async fn gateways(
     };
     let mut out = json!({ "role": s.config().role.as_str(), "pvo": pvo, "gateways": [] });
     if s.config().role == crate::config::Role::Manager {
-        match run(&s, &id, "applianceconfig", json!({ "action": "list" })).await {
-            Ok(d) => out["gateways"] = d.get("gateways").cloned().unwrap_or(d),
+        // Each gateway's state, backlog, migration and releases (`applianceconfig status`).
+        match run(&s, &id, "applianceconfig", json!({ "action": "status" })).await {
+            Ok(d) => {
+                out["gateways"] = d.get("gateways").cloned().unwrap_or_else(|| json!([]));
+                out["releases_waiting_total"] =
+                    d.get("releases_waiting_total").cloned().unwrap_or(json!(0));
+            }
             Err(r) => return r,
         }
     }
@@ -375,4 +412,291 @@ async fn act(
         }
     }
     one(s, h, peer, "quarantine", args).await
+}
+
+/// A JSON object body (empty: `{}`), or the 400 answer.
+fn object(body: &[u8]) -> Result<Map<String, Value>, HttpResponse> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(Map::new());
+    }
+    match serde_json::from_slice(body) {
+        Ok(Value::Object(m)) => Ok(m),
+        _ => Err(error(
+            StatusCode::BAD_REQUEST,
+            "the body must be a JSON object",
+        )),
+    }
+}
+
+fn bad(text: &str) -> HttpResponse {
+    error(StatusCode::BAD_REQUEST, text)
+}
+
+/// A bulk action's `query`: the filters of `GET /api/v1/messages` (no paging).
+fn bulk_query(v: &Value) -> Result<Map<String, Value>, HttpResponse> {
+    let Value::Object(q) = v else {
+        return Err(bad("query must be an object of search filters"));
+    };
+    let mut out = Map::new();
+    for (k, v) in q {
+        if QUERY_INTEGERS.contains(&k.as_str()) {
+            match v.as_u64().filter(|n| *n <= i64::MAX as u64) {
+                Some(n) => {
+                    out.insert(k.clone(), json!(n));
+                }
+                None => {
+                    return Err(bad(&format!(
+                        "query.{k} must be a non-negative integer (dates in Unix seconds)"
+                    )))
+                }
+            }
+        } else if FILTERS.contains(&k.as_str()) {
+            let Some(t) = v.as_str() else {
+                return Err(bad(&format!("query.{k} must be a string")));
+            };
+            let allowed: &[&str] = match k.as_str() {
+                "reason_kind" => &[
+                    "content filter",
+                    "DLP policy",
+                    "virus",
+                    "outbreak rule",
+                    "other",
+                ],
+                "order" => &[
+                    "newest",
+                    "oldest",
+                    "largest",
+                    "smallest",
+                    "exit_soonest",
+                    "exit_latest",
+                ],
+                _ => &[],
+            };
+            if !allowed.is_empty() && !allowed.contains(&t) {
+                return Err(bad(&format!("query.{k}: allowed: {}", allowed.join(", "))));
+            }
+            out.insert(k.clone(), json!(t));
+        } else {
+            return Err(bad(&format!(
+                "query: unknown filter {k:?}; the filters of GET /api/v1/messages but offset and limit"
+            )));
+        }
+    }
+    Ok(out)
+}
+
+/// POST /api/v1/messages/{release,delete,delay,move}: `{"mids": [...]}` or
+/// `{"query": {filters}}` as a background job; 202 with the job's URL.
+async fn bulk(
+    State(s): St,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    h: HeaderMap,
+    body: axum::body::Bytes,
+    action: &'static str,
+) -> HttpResponse {
+    let id = match identity(&s, &h, peer) {
+        Ok(id) => id,
+        Err(r) => return r,
+    };
+    let body = match object(&body) {
+        Ok(b) => b,
+        Err(r) => return r,
+    };
+    let keys = BULK_KEYS
+        .iter()
+        .find(|(a, _)| *a == action)
+        .map(|(_, k)| *k)
+        .unwrap_or_default();
+    if let Some(k) = body
+        .keys()
+        .find(|k| *k != "mids" && *k != "query" && !keys.contains(&k.as_str()))
+    {
+        return bad(&format!(
+            "unknown key {k:?}; allowed: mids or query, {}",
+            keys.join(", ")
+        ));
+    }
+    let mut text = HashMap::new();
+    for k in keys {
+        match body.get(*k) {
+            None => {}
+            Some(Value::String(v)) => {
+                text.insert(*k, v.clone());
+            }
+            Some(_) => return bad(&format!("{k} must be a string")),
+        }
+    }
+    match action {
+        "delay"
+            if !["8h", "24h", "48h", "1w"].contains(&text.get("by").map_or("", |v| v.as_str())) =>
+        {
+            return bad("by: allowed: 8h, 24h, 48h, 1w");
+        }
+        "move"
+            if ["from", "to"]
+                .iter()
+                .any(|k| text.get(k).is_none_or(|v| v.trim().is_empty())) =>
+        {
+            return bad("move: give from and to (quarantine names)");
+        }
+        _ => {}
+    }
+    let target = match (body.get("mids"), body.get("query")) {
+        (Some(m), None) => {
+            let Some(items) = m.as_array() else {
+                return bad("mids must be an array of MIDs");
+            };
+            let mids: Option<Vec<u64>> = items
+                .iter()
+                .map(|v| v.as_u64().filter(|n| *n <= i64::MAX as u64))
+                .collect();
+            match mids {
+                Some(m) if !m.is_empty() && m.len() <= jobs::MAX_MIDS => jobs::Target::Mids(m),
+                Some(_) => {
+                    return bad(&format!(
+                        "mids: give 1 to {} MIDs (or a query)",
+                        jobs::MAX_MIDS
+                    ))
+                }
+                None => return bad("mids must be non-negative integers"),
+            }
+        }
+        (None, Some(q)) => match bulk_query(q) {
+            Ok(q) => jobs::Target::Query(q),
+            Err(r) => return r,
+        },
+        _ => return bad("give either mids (the MIDs) or query (every result of a search)"),
+    };
+    let spec = jobs::Spec {
+        verb: action.to_string(),
+        target,
+        by: text.remove("by"),
+        from: text.remove("from"),
+        to: text.remove("to"),
+        quarantine: text.remove("quarantine"),
+    };
+    match jobs::start(&s, &id, spec, "/messages".into()).await {
+        Ok(jid) => {
+            let url = format!("/api/v1/jobs/{jid}");
+            let mut r = (
+                StatusCode::ACCEPTED,
+                Json(json!({ "job": jid, "status_url": url })),
+            )
+                .into_response();
+            if let Ok(v) = axum::http::HeaderValue::from_str(&url) {
+                r.headers_mut().insert(axum::http::header::LOCATION, v);
+            }
+            r
+        }
+        Err(jobs::Refused::Forbidden(t)) => error(StatusCode::FORBIDDEN, &t),
+        Err(jobs::Refused::NotFound(t)) => error(StatusCode::NOT_FOUND, &t),
+        Err(jobs::Refused::Invalid(t)) => error(StatusCode::BAD_REQUEST, &t),
+    }
+}
+
+const NO_JOB: &str = "There is no such job of yours (jobs are kept for an hour after they end).";
+
+/// GET /api/v1/jobs/{id}: the progress record (another user's job: 404, except for an
+/// Administrator).
+async fn job(
+    State(s): St,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    h: HeaderMap,
+    Path(jid): Path<String>,
+) -> HttpResponse {
+    let id = match identity(&s, &h, peer) {
+        Ok(id) => id,
+        Err(r) => return r,
+    };
+    match jobs::of(&s).get(&jid, &id) {
+        Some(rec) => Json(rec).into_response(),
+        None => error(StatusCode::NOT_FOUND, NO_JOB),
+    }
+}
+
+/// POST /api/v1/jobs/{id}/cancel: stops the job after the batch under way.
+async fn job_cancel(
+    State(s): St,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    h: HeaderMap,
+    Path(jid): Path<String>,
+) -> HttpResponse {
+    let id = match identity(&s, &h, peer) {
+        Ok(id) => id,
+        Err(r) => return r,
+    };
+    let table = jobs::of(&s);
+    match table.cancel(&jid, &id) {
+        Ok(_) => {
+            table.wait(&jid, std::time::Duration::from_secs(1)).await;
+            match table.get(&jid, &id) {
+                Some(rec) => Json(rec).into_response(),
+                None => error(StatusCode::NOT_FOUND, NO_JOB),
+            }
+        }
+        Err(_) => error(StatusCode::NOT_FOUND, NO_JOB),
+    }
+}
+
+/// An address as the document describes it: `local@label.label` (letters, digits and
+/// `._+-` before the `@`; 2 to 5 labels of letters and digits after).
+pub fn simple_address(a: &str) -> bool {
+    let Some((local, domain)) = a.split_once('@') else {
+        return false;
+    };
+    let labels: Vec<&str> = domain.split('.').collect();
+    (1..=64).contains(&local.len())
+        && local
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._+-".contains(&b))
+        && (2..=5).contains(&labels.len())
+        && labels
+            .iter()
+            .all(|l| (1..=20).contains(&l.len()) && l.bytes().all(|b| b.is_ascii_alphanumeric()))
+}
+
+/// POST /api/v1/messages/{mid}/copy `{"to": [addresses]}`: send a copy
+/// (`quarantine copy`, Administrators only); the message stays held.
+async fn copy(
+    State(s): St,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    h: HeaderMap,
+    Path(mid): Path<String>,
+    body: axum::body::Bytes,
+) -> HttpResponse {
+    let id = match identity(&s, &h, peer) {
+        Ok(id) => id,
+        Err(r) => return r,
+    };
+    let mid = match parse_mid(&mid) {
+        Ok(m) => m,
+        Err(r) => return r,
+    };
+    let body = match object(&body) {
+        Ok(b) => b,
+        Err(r) => return r,
+    };
+    if let Some(k) = body.keys().find(|k| *k != "to") {
+        return bad(&format!("unknown key {k:?}; allowed: to"));
+    }
+    let to: Option<Vec<String>> = body
+        .get("to")
+        .and_then(Value::as_array)
+        .map(|a| a.iter().map(|v| v.as_str().map(str::to_string)).collect())
+        .unwrap_or(None);
+    let to = match to {
+        Some(t) if !t.is_empty() && t.len() <= 100 && t.iter().all(|a| simple_address(a)) => t,
+        _ => return bad("to must be an array of 1 to 100 addresses (local@domain.example)"),
+    };
+    match run(
+        &s,
+        &id,
+        "quarantine",
+        json!({ "action": "copy", "mid": mid, "to": to }),
+    )
+    .await
+    {
+        Ok(data) => Json(data).into_response(),
+        Err(r) => r,
+    }
 }

@@ -3,6 +3,7 @@
 //! (`crate::tls::server_config`, self-signed unless configured); HTTP/1.1 over hyper.
 
 pub mod api;
+pub mod jobs;
 pub mod metrics;
 pub mod openapi;
 mod session;

@@ -12,6 +12,7 @@ use serde_json::{json, Map, Value};
 
 use super::*;
 use crate::admin::Response;
+use crate::web::jobs::{Spec, Target};
 
 // ----------------------------------------------------------------------------------
 // Search
@@ -292,22 +293,53 @@ pub(super) async fn search(
             &[("offset", offset.to_string()), ("limit", limit.to_string())]
         )
     );
-    // While a bulk action runs (the answer comes when it is done), an indeterminate
-    // progress bar; the buttons cannot be pressed twice.
+    // A bulk action becomes a job (`super::jobs`): the answer is its progress page.
+    // Until that answer comes, the buttons cannot be pressed twice.
     b.push_str("<form method=\"post\" action=\"/messages/action\" id=\"results\" onsubmit=\"this.querySelector('.busy').hidden=false;setTimeout(()=>this.querySelectorAll('button').forEach(x=>x.disabled=true))\">");
     b.push_str(&hidden("csrf", &c.csrf));
     b.push_str(&hidden("back", &back));
+    b.push_str(&hidden("bulk", "1"));
     for (k, v) in &keep {
         b.push_str(&hidden(&format!("q_{k}"), v));
     }
     if !msgs.is_empty() {
-        b.push_str("<div class=\"bulk\" role=\"group\" aria-label=\"Bulk actions\">\
+        let options = |selected: &str| {
+            let mut o = String::new();
+            for n in &names {
+                let _ = write!(
+                    o,
+                    "<option{}>{}</option>",
+                    if n.eq_ignore_ascii_case(selected) {
+                        " selected"
+                    } else {
+                        ""
+                    },
+                    esc(n)
+                );
+            }
+            o
+        };
+        let searched = given.get("quarantine").copied().unwrap_or("").trim();
+        let _ = write!(
+            b,
+            "<div class=\"bulk\" role=\"group\" aria-label=\"Bulk actions\">\
+<div class=\"bulk-row\"><span class=\"sep\">Selected messages:</span> \
 <button type=\"submit\" name=\"op\" value=\"release\" id=\"release-selected\">Release selected</button> \
 <button type=\"submit\" name=\"op\" value=\"delete\" id=\"delete-selected\" class=\"danger\">Delete selected</button> \
-<span class=\"sep\">or every result of this search:</span> \
+<button type=\"submit\" name=\"op\" value=\"delay\" id=\"delay-selected\">Delay selected</button> \
+<button type=\"submit\" name=\"op\" value=\"move\" id=\"move-selected\">Move selected</button></div>\
+<div class=\"bulk-row\"><span class=\"sep\">Every result of this search ({total_text}):</span> \
 <button type=\"submit\" name=\"op\" value=\"release-all\" id=\"release-all\">Release all results</button> \
 <button type=\"submit\" name=\"op\" value=\"delete-all\" id=\"delete-all\" class=\"danger\">Delete all results</button> \
-<span class=\"busy\" role=\"status\" hidden><progress aria-label=\"Working\"></progress> Working…</span></div>");
+<button type=\"submit\" name=\"op\" value=\"delay-all\" id=\"delay-all\">Delay all results</button> \
+<button type=\"submit\" name=\"op\" value=\"move-all\" id=\"move-all\">Move all results</button></div>\
+<div class=\"bulk-row\"><label for=\"bulk-by\">Delay by</label> <select id=\"bulk-by\" name=\"by\"><option>8h</option><option selected>24h</option><option>48h</option><option>1w</option></select> \
+<label for=\"bulk-from\">Move from</label> <select id=\"bulk-from\" name=\"from\">{}</select> \
+<label for=\"bulk-to\">to</label> <select id=\"bulk-to\" name=\"to\">{}</select></div>\
+<span class=\"busy\" role=\"status\" hidden><progress aria-label=\"Starting\"></progress> Starting…</span></div>",
+            options(searched),
+            options(""),
+        );
         b.push_str("<table id=\"messages\"><thead><tr><th scope=\"col\"><input type=\"checkbox\" id=\"select-all\" aria-label=\"Select all on this page\" onclick=\"for(const c of document.querySelectorAll('input[name=mid]'))c.checked=this.checked\"></th><th scope=\"col\">MID</th><th scope=\"col\">Received (GMT)</th><th scope=\"col\">Sender</th><th scope=\"col\">Recipients</th><th scope=\"col\">Subject</th><th scope=\"col\">Quarantines</th><th scope=\"col\">Scheduled exit</th></tr></thead><tbody>");
         for m in &msgs {
             let mid = m["mid"].as_u64().unwrap_or(0);
@@ -380,10 +412,16 @@ pub(super) async fn action(Post { shared, c, form }: Post) -> HttpResponse {
     let op = field(&form, "op").unwrap_or("");
     let (verb, all) = match op {
         "release" | "delete" | "delay" | "move" => (op, false),
-        "release-all" => ("release", true),
-        "delete-all" => ("delete", true),
+        "release-all" | "delete-all" | "delay-all" | "move-all" => {
+            (op.trim_end_matches("-all"), true)
+        }
         _ => ("", false),
     };
+    // The search page's forms (a selection, or every result): a job with progress.
+    // One message from its own page: at once, with the command's answer.
+    if !verb.is_empty() && (all || field(&form, "bulk").is_some()) {
+        return bulk(&shared, &c, &form, verb, all, &back).await;
+    }
     let mut args = json!({ "action": verb });
     let result = if op == "copy" {
         let to: Vec<String> = field(&form, "copy_to")
@@ -479,6 +517,58 @@ pub(super) async fn action(Post { shared, c, form }: Post) -> HttpResponse {
     html(code, page(&shared, &c, title, &b))
 }
 
+/// A bulk action of the search page as a job: the selected MIDs, or every result of the
+/// search the page showed (its hidden `q_` fields).
+async fn bulk(
+    shared: &Arc<Shared>,
+    c: &Caller,
+    form: &[(String, String)],
+    verb: &str,
+    all: bool,
+    back: &str,
+) -> HttpResponse {
+    let target = if all {
+        let q: Vec<(String, String)> = form
+            .iter()
+            .filter_map(|(k, v)| k.strip_prefix("q_").map(|k| (k.to_string(), v.clone())))
+            .collect();
+        let (query, _, problems) = search_query(&q);
+        if let Some(p) = problems.first() {
+            let b = format!(
+                "<div id=\"result\"><p class=\"err\" role=\"alert\">{}</p></div><p><a href=\"{}\" id=\"back\">Back</a></p>",
+                esc(p),
+                esc(back)
+            );
+            return html(StatusCode::BAD_REQUEST, page(shared, c, "Not done", &b));
+        }
+        Target::Query(query)
+    } else {
+        let mids: Vec<u64> = form
+            .iter()
+            .filter(|(k, _)| k == "mid")
+            .filter_map(|(_, v)| v.trim().parse().ok())
+            .collect();
+        if mids.is_empty() {
+            let b = format!(
+                "<div id=\"result\"><div class=\"err\" role=\"alert\"><strong>Refused:</strong> Select at least one message first (the checkboxes in the first column).</div></div><p><a href=\"{}\" id=\"back\">Back</a></p>",
+                esc(back)
+            );
+            return html(StatusCode::BAD_REQUEST, page(shared, c, "Not done", &b));
+        }
+        Target::Mids(mids)
+    };
+    let get = |k: &str| field(form, k).map(|v| v.trim().to_string());
+    let spec = Spec {
+        verb: verb.to_string(),
+        target,
+        by: get("by"),
+        from: get("from"),
+        to: get("to"),
+        quarantine: None,
+    };
+    super::jobs::start(shared, c, spec, back).await
+}
+
 // ----------------------------------------------------------------------------------
 // Outbreak: manage by rule
 // ----------------------------------------------------------------------------------
@@ -544,23 +634,17 @@ pub(super) async fn outbreak(
     html(StatusCode::OK, page(&shared, &c, "Outbreak", &b))
 }
 
+/// Release, delete or delay every message of one rule: a job with progress.
 pub(super) async fn outbreak_act(Post { shared, c, form }: Post) -> HttpResponse {
-    let mut args = json!({
-        "action": "manage-by-rule",
-        "rule": field(&form, "rule").unwrap_or(""),
-        "what": field(&form, "what").unwrap_or(""),
-    });
-    if let Some(by) = field(&form, "by") {
-        args["by"] = json!(by);
-    }
-    let r = run(&shared, &c.id, "quarantine", args).await;
-    outcome_page(
-        &shared,
-        &c,
-        &r,
-        "<a href=\"/outbreak\" id=\"back\">Back to Outbreak</a>",
-        ("Done", "Not done"),
-    )
+    let spec = Spec {
+        verb: field(&form, "what").unwrap_or("").to_string(),
+        target: Target::Rule(field(&form, "rule").unwrap_or("").to_string()),
+        by: field(&form, "by").map(str::to_string),
+        from: None,
+        to: None,
+        quarantine: None,
+    };
+    super::jobs::start(&shared, &c, spec, "/outbreak").await
 }
 
 #[cfg(test)]
