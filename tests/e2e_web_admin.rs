@@ -320,6 +320,18 @@ fn web_ui_services_add_test_and_remove_a_gateway_dashboard_state_operator_refuse
             b.source().await
         );
 
+        // The PVO service: a new port is pending until commit.
+        b.goto(&format!("{base}/services")).await;
+        let moved = free_port_on(MANAGER_IP);
+        b.fill("#s-port", &moved.to_string()).await;
+        b.click("#save-service").await;
+        let result = b.text_with("#result", "Pending").await;
+        assert!(
+            result.contains(&format!("port {moved}")) && result.contains("Pending until commit"),
+            "{result}"
+        );
+        pvo(&manager, &["clearchanges"], "");
+
         // Edit: the form shows the SSH settings; saving is pending.
         b.goto(&format!("{base}/services/gateways/gw1")).await;
         let port = b.find("#e-ssh-port").await.prop("value").await.unwrap();
@@ -429,6 +441,19 @@ fn web_ui_gateway_local_dashboard_and_a_custom_role_with_one_quarantine() {
     let legal = send_quarantined(&gw, &format!("{LEGAL_TAG} not for pat"), "Legal");
     let base = format!("https://{}", web_addr(&gw));
     let admin_pw = initial_password(&gw);
+    pvo(
+        &gw,
+        &[
+            "userconfig",
+            "new",
+            "--name",
+            "vic",
+            "--role",
+            "Guest",
+            "--password-stdin",
+        ],
+        "vic-password-1\n",
+    );
 
     rt().block_on(async {
         let b = Browser::start().await;
@@ -464,6 +489,38 @@ fn web_ui_gateway_local_dashboard_and_a_custom_role_with_one_quarantine() {
             roles.contains("Policy desk") && roles.contains("Policy only"),
             "{roles}"
         );
+
+        // Its edit form shows what it has; it becomes view-only.
+        b.click("a[aria-label='Edit role Policy desk']").await;
+        let policy_box = b
+            .find("#edit-role input[name=quarantine][value='Policy']")
+            .await;
+        assert!(policy_box.is_selected().await.unwrap());
+        let legal_box = b
+            .find("#edit-role input[name=quarantine][value='Legal']")
+            .await;
+        assert!(!legal_box.is_selected().await.unwrap());
+        assert!(b
+            .find("#e-matched-content")
+            .await
+            .is_selected()
+            .await
+            .unwrap());
+        b.click("#e-view-only").await;
+        b.click("#save-role").await;
+        let result = b.text_with("#result", "changed").await;
+        assert!(
+            result.contains("Custom role \"Policy desk\" changed"),
+            "{result}"
+        );
+        b.click("#back").await;
+
+        // Another user's role changed from the list (Operator: the second built-in).
+        b.click("#role-vic option:nth-child(2)").await;
+        b.click("button[aria-label='Change the role of vic']").await;
+        let result = b.text_with("#result", "changed").await;
+        assert!(result.contains("role Operator"), "{result}");
+        b.click("#back").await;
 
         // A user with that role (the role select offers the custom roles).
         b.fill("#u-name", "pat").await;
@@ -517,7 +574,7 @@ fn web_ui_gateway_local_dashboard_and_a_custom_role_with_one_quarantine() {
         serde_json::json!(["Policy"]),
         "{roles:#}"
     );
-    assert_eq!(role["view_only"], false, "{roles:#}");
+    assert_eq!(role["view_only"], true, "{roles:#}");
     assert_eq!(role["matched_content"], true, "{roles:#}");
     let users = pvo_json(&gw, &["userconfig", "list"]);
     assert!(
@@ -526,6 +583,14 @@ fn web_ui_gateway_local_dashboard_and_a_custom_role_with_one_quarantine() {
             .unwrap()
             .iter()
             .any(|u| u["name"] == "pat" && u["role"] == "Policy desk"),
+        "{users:#}"
+    );
+    assert!(
+        users["data"]["users"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|u| u["name"] == "vic" && u["role"] == "Operator"),
         "{users:#}"
     );
 }
