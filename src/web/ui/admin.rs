@@ -696,3 +696,77 @@ pub(super) async fn user_op(
     hide_password(&mut r, &given);
     user_result(&shared, &c, &r)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn form(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn role_form_to_command_args() {
+        let a = role_args(
+            "new",
+            "Desk",
+            &form(&[
+                ("description", " Help desk "),
+                ("quarantine", "Policy"),
+                ("quarantine", "Virus"),
+                ("domains", "a.example, ,b.example"),
+                ("matched_content", "1"),
+            ]),
+        );
+        assert_eq!(
+            a,
+            json!({ "action": "role", "sub": "new", "name": "Desk", "description": "Help desk",
+                "quarantines": ["Policy", "Virus"], "domains": ["a.example", "b.example"],
+                "view_only": false, "matched_content": true })
+        );
+        // "All quarantines" wins over single ones; nothing checked is an empty list.
+        let a = role_args(
+            "edit",
+            "Desk",
+            &form(&[
+                ("quarantine", "Policy"),
+                ("quarantine", "*"),
+                ("view_only", "1"),
+            ]),
+        );
+        assert_eq!(a["quarantines"], json!(["*"]));
+        assert_eq!(a["view_only"], true);
+        assert_eq!(a["matched_content"], false);
+        assert_eq!(role_args("edit", "Desk", &[])["quarantines"], json!([]));
+    }
+
+    #[test]
+    fn passwords_are_not_echoed() {
+        let mut r = Response::ok(
+            "User \"x\" created. Its generated password (shown only now): Gen-123",
+            json!({ "password": "Gen-123" }),
+        );
+        hide_password(&mut r, "");
+        assert!(!r.text.contains("Gen-123") && r.data["password"] == "(hidden)");
+        let mut r = Response::ok("oops typed-secret", json!({}));
+        hide_password(&mut r, "typed-secret");
+        assert_eq!(r.text, "oops (hidden)");
+    }
+
+    #[test]
+    fn role_options_group_and_select() {
+        let o = role_options(
+            &["Administrator".into(), "Operator".into()],
+            &[json!({ "name": "Desk <1>" })],
+            "desk <1>",
+        );
+        assert!(
+            o.contains("<optgroup label=\"Custom roles\"><option selected>Desk &lt;1&gt;</option>"),
+            "{o}"
+        );
+        assert!(o.contains("<option>Administrator</option>"), "{o}");
+    }
+}

@@ -466,3 +466,89 @@ pub(super) async fn dashboard(
     b.push_str("</section>");
     html(StatusCode::OK, page(&shared, &c, "Dashboard", &b))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ago_counts_in_the_largest_whole_unit() {
+        assert_eq!(ago(1_000, 1_000), "0 s ago");
+        assert_eq!(ago(1_000, 941), "59 s ago");
+        assert_eq!(ago(10_000, 10_000 - 90), "1 min ago");
+        assert_eq!(ago(10_000, 10_000 - 7_200), "2 h ago");
+        assert_eq!(ago(1_000_000, 1_000_000 - 3 * 86_400), "3 days ago");
+        assert!(ago(1_000, 2_000).contains("future"));
+        assert_eq!(when(5, None), "never");
+        let w = when(1_700_000_060, Some(1_700_000_000));
+        assert!(
+            w.contains("1 min ago") && w.contains("2023-11-14 22:13"),
+            "{w}"
+        );
+    }
+
+    #[test]
+    fn gateway_rows_escape_everything_and_say_the_state_in_text() {
+        let data = json!({ "gateways": [{
+            "id": "gw<1>", "address": "10.0.0.1", "port": 7025,
+            "state": "something new", "state_text": "<script>x</script>",
+            "mode": "central", "backlog": 3,
+            "migration": { "running": true, "total": 10, "migrated": 4 },
+            "checked_at": null, "ssh_error": "refused & gone",
+            "transfers_received": 2, "last_transfer_at": null,
+            "last_refusal": { "at": 1, "text": "<b>no</b>" },
+            "held_messages": 5, "releases_waiting": 1, "last_release_error": null
+        }], "releases_waiting_total": 1 });
+        let actions = |g: &Value| format!("[{}]", esc(g["id"].as_str().unwrap()));
+        let t = gateways_table(&data, Some(&actions));
+        assert!(!t.contains("<script>") && !t.contains("<b>no") && !t.contains("gw<1>"));
+        assert!(t.contains("&lt;script&gt;x&lt;/script&gt;"), "{t}");
+        assert!(t.contains("SSH: refused &amp; gone"), "{t}");
+        assert!(t.contains("&lt;b&gt;no&lt;/b&gt;"), "{t}");
+        // An unknown state is "Unknown", in words.
+        assert!(
+            t.contains("<span class=\"badge state-unknown\">Unknown</span>"),
+            "{t}"
+        );
+        assert!(t.contains("<progress max=\"10\" value=\"4\""), "{t}");
+        assert!(t.contains("<td class=\"num held\">5</td>"), "{t}");
+        assert!(t.contains("<td>[gw&lt;1&gt;]</td>"), "{t}");
+        assert!(t.contains("never"), "no last transfer: {t}");
+
+        let quiet = json!({ "gateways": [{ "id": "gw2", "state": "online", "migration": { "total": 0, "running": false } }] });
+        let t = gateways_table(&quiet, None);
+        assert!(
+            t.contains(">Online</span>") && t.contains("<td class=\"last-error\">none</td>"),
+            "{t}"
+        );
+        assert!(!t.contains("<progress") && !t.contains("Actions"), "{t}");
+        assert!(gateways_table(&json!({ "gateways": [] }), None).contains("no-gateways"));
+    }
+
+    #[test]
+    fn a_gateways_mode_and_migration() {
+        let local = gateway_pvo(
+            &json!({ "mode": "local", "manager": null, "queued_for_manager": 0, "migration": { "total": 0, "running": false } }),
+        );
+        assert!(
+            local.contains(">Local</span>") && !local.contains("<progress"),
+            "{local}"
+        );
+        let central = gateway_pvo(
+            &json!({ "mode": "central", "manager": "10.0.0.9:7025", "queued_for_manager": 7, "migration": { "total": 4, "migrated": 4, "running": false, "last_error": "<x>" } }),
+        );
+        assert!(
+            central.contains(">Central</span> on the manager 10.0.0.9:7025"),
+            "{central}"
+        );
+        assert!(
+            central.contains("<dd id=\"cpq-backlog\">7</dd>"),
+            "{central}"
+        );
+        assert!(
+            central.contains("max=\"4\" value=\"4\">100%</progress> 100% (4 of 4), done"),
+            "{central}"
+        );
+        assert!(central.contains("&lt;x&gt;"), "{central}");
+    }
+}
