@@ -1164,18 +1164,17 @@ fn manager_certificate_from_another_ca_is_refused_and_explained() {
     let manager_port = free_port_on(MANAGER_IP);
     let cpq_port = free_port_on(GW1_IP);
     let other = NodeDir::new(&manager_config("manager", free_port_on(MANAGER_IP)));
-    let gwdir = NodeDir::new(&gateway_config(
-        "gw1",
-        GW1_IP,
-        cpq_port,
-        manager_port,
-        &sink,
+    let gwdir = NodeDir::new(&format!(
+        "{}{}",
+        gateway_config("gw1", GW1_IP, cpq_port, manager_port, &sink),
+        web_on("Loopback")
     ));
     enroll(&other, &gwdir, "gw1", GW1_IP, cpq_port);
     let manager = Node::start_manager(&format!(
-        "{}{}",
+        "{}{}{}",
         manager_config("manager", manager_port),
-        enrolled_gateway("gw1", GW1_IP, cpq_port)
+        enrolled_gateway("gw1", GW1_IP, cpq_port),
+        web_on("Management")
     ));
     let gw = gwdir.start_gateway();
 
@@ -1227,6 +1226,24 @@ fn manager_certificate_from_another_ca_is_refused_and_explained() {
     );
     assert!(!mlog.contains("TLS success"), "{mlog}");
     assert!(held(&manager, &[]).is_empty());
+    // Counted on both sides, and the manager names the refusal for gw1 (its address).
+    wait_metric(
+        &gw,
+        "pvo_cpq_transfer_failures_total{reason=\"tls\"}",
+        |v| v >= 1,
+    );
+    assert_eq!(metric(&scrape(&gw), "pvo_cpq_transfers_total"), Some(0));
+    wait_metric(&manager, "pvo_cpq_refused_total{reason=\"tls\"}", |v| {
+        v >= 1
+    });
+    let g = gateway_status(&manager);
+    assert_eq!(g["state"], "unknown", "{g:#}");
+    assert!(
+        g["last_refusal"]["text"]
+            .as_str()
+            .is_some_and(|t| t.contains("TLS failed")),
+        "{g:#}"
+    );
 
     // tlsverify explains it, with the trust CPQ uses.
     let out = pvo(&gw, &["tlsverify", "the.cpq.host"]);
