@@ -15,4 +15,5 @@ mod e2e_users;
 mod e2e_web;
 mod e2e_web_admin;
 mod e2e_web_bulk;
+mod e2e_web_detail;
 mod support;
