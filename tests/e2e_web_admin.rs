@@ -546,6 +546,15 @@ fn web_ui_gateway_local_dashboard_and_a_custom_role_with_one_quarantine() {
             !b.source().await.contains("pat-password-2"),
             "password echoed"
         );
+        // The role cannot be deleted while pat has it: the refusal is on the page.
+        b.click("#back").await;
+        b.click("button[aria-label='Delete role Policy desk']")
+            .await;
+        let result = b.text_with("#result", "Refused").await;
+        assert!(
+            result.contains("Refused") && result.contains("is the role of pat"),
+            "{result}"
+        );
 
         // pat sees the Policy message and not the Legal one.
         b.goto(&format!("{base}/")).await;
