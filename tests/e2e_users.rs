@@ -840,6 +840,14 @@ default_interface = "Auto"
 [tls.outbound]
 default = "off"
 
+[ssh]
+interface = "Loopback"
+port = 0
+
+[web]
+interface = "Loopback"
+port = 0
+
 [[content_filter]]
 name = "secret_codes"
 conditions = {{ body_regex = "code-[0-9]+" }}
@@ -1088,6 +1096,59 @@ fn matched_content_is_shown_only_to_roles_that_may_see_it() {
         assert!(!found.to_string().contains("code-4711"), "{found:#}");
         assert!(!found.to_string().contains(&sample), "{found:#}");
     }
+
+    // Over SSH and the REST API (the same `quarantine show`): hidden for the Guest.
+    let ssh = Ssh::new(&node);
+    let out = run(
+        ssh.with_password("gina", "gina-password-1")
+            .arg(ssh.host())
+            .arg(format!("quarantine show {code}")),
+        b"",
+    );
+    assert!(out.status.success(), "{}", out.both());
+    assert!(
+        out.stdout
+            .contains("(hidden: role Guest may not see matched content)")
+            && !out.stdout.contains("code-4711"),
+        "{}",
+        out.both()
+    );
+    let token = json(&pvo_ok(
+        &node,
+        &["userconfig", "token", "new", "gina", "--json"],
+        b"",
+    ))["data"]["token"]
+        .as_str()
+        .expect("token")
+        .to_string();
+    let web = web_addr(&node);
+    let (status, body) = https(
+        web,
+        "GET",
+        &format!("/api/v1/messages/{code}"),
+        Some(&token),
+        None,
+    );
+    assert_eq!(status, 200, "{body}");
+    let api: Value = json(&body);
+    assert_eq!(api["matched_content_hidden"], true, "{api:#}");
+    assert!(!body.contains("code-4711"), "{body}");
+    let (status, body) = https(
+        web,
+        "GET",
+        &format!("/api/v1/messages/{card}"),
+        Some(&token),
+        None,
+    );
+    assert_eq!(status, 200, "{body}");
+    assert!(!body.contains(&sample), "{body}");
+    let (status, body) = https(web, "GET", "/api/v1/messages", Some(&token), None);
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains(&code.to_string()), "{body}");
+    assert!(
+        !body.contains("code-4711") && !body.contains(&sample),
+        "{body}"
+    );
 
     // The custom role with the flag sees it.
     let shown = as_user(
