@@ -6,7 +6,7 @@
 //! and "Deliver now" reschedules its recipient.
 
 use std::io::Write;
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
@@ -338,4 +338,211 @@ fn web_detail_shows_matched_content_by_role_and_delivery_status_delivers_now() {
                 && e["from"].as_str().unwrap_or("").starts_with("web ")),
         "{audit:#}"
     );
+}
+
+// ---------------------------------------------------------------------------------------
+// The CPQ destinations on both roles
+// ---------------------------------------------------------------------------------------
+
+const MANAGER_IP: IpAddr = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2));
+
+fn manager_config(cpq_port: u16) -> String {
+    format!(
+        r#"[node]
+role = "manager"
+hostname = "manager.cpq.test"
+data_dir = "."
+
+[[interface]]
+name = "Management"
+address = "{MANAGER_IP}"
+hostname = "manager.cpq.test"
+
+[cpq]
+node_id = "manager"
+interface = "Management"
+port = {cpq_port}
+
+[web]
+interface = "Management"
+port = 0
+"#
+    )
+}
+
+/// A central gateway: what the filter quarantines goes to the manager (`the.cpq.host`).
+fn central_gateway_config(cpq_port: u16, manager_port: u16, sink: &Sink) -> String {
+    format!(
+        r#"[node]
+hostname = "gw1.example.com"
+data_dir = "."
+
+[[interface]]
+name = "Loopback"
+address = "127.0.0.1"
+hostname = "gw1.example.com"
+
+[[policy]]
+name = "RELAYED"
+behavior = "relay"
+max_message_size = 20971520
+max_recipients = 1000
+max_concurrency = 600
+
+[[listener]]
+name = "IncomingMail"
+interface = "Loopback"
+port = 0
+type = "public"
+
+  [[listener.hat]]
+  group = "RELAYLIST"
+  senders = ["127.0.0.1"]
+  policy = "RELAYED"
+
+  [[listener.rat]]
+  recipients = ["one.example"]
+  action = "accept"
+
+[[smtp_route]]
+domain = "ALL"
+hosts = ["{sink}"]
+
+[delivery]
+default_interface = "Loopback"
+
+[tls.outbound]
+default = "off"
+
+[web]
+interface = "Loopback"
+port = 0
+
+[[content_filter]]
+name = "secret_codes"
+conditions = {{ body_regex = "code-[0-9]+" }}
+actions = [{{ quarantine = "Policy" }}]
+
+[[mail_policy]]
+name = "DEFAULT_OUTGOING"
+direction = "outgoing"
+content_filters = ["ALL"]
+
+[cpq]
+node_id = "gw1"
+interface = "Loopback"
+port = {cpq_port}
+mode = "central"
+manager = "{MANAGER_IP}:{manager_port}"
+"#,
+        sink = sink.host_port()
+    )
+}
+
+fn password(node: &Node) -> String {
+    std::fs::read_to_string(node.data_dir().join("run/initial-admin-password"))
+        .expect("initial admin password")
+        .trim()
+        .to_string()
+}
+
+/// The `hoststatus` figures of `host` on `node`.
+fn host_status(node: &Node, host: &str) -> Value {
+    pvo_json(node, &["hoststatus", host])["data"].clone()
+}
+
+#[test]
+fn web_delivery_status_lists_the_cpq_hosts_on_gateway_and_manager() {
+    let sink = Sink::accepting();
+    let manager_port = free_port_on(MANAGER_IP);
+    let mdir = NodeDir::new(&manager_config(manager_port));
+    let cpq_port = free_port_on(TRUSTED);
+    let gdir = NodeDir::new(&central_gateway_config(cpq_port, manager_port, &sink));
+    let mut enroll = Command::new(pvo_bin());
+    enroll
+        .args(["manager", "enroll", "--config"])
+        .arg(mdir.config_path())
+        .arg("gw1")
+        .args(["--address", "127.0.0.1", "--port", &cpq_port.to_string()])
+        .arg("--out")
+        .arg(gdir.cpq_dir());
+    let (status, out, err) = run_with_timeout(&mut enroll, DELIVERY);
+    assert!(status.success(), "enroll: {out}{err}");
+    let manager = mdir.start_manager();
+    let gw = gdir.start_gateway();
+    // The manager refuses connections for now: the transfer waits, the host is down.
+    pvo(&manager, &["suspendlisteners", "all"], "");
+    send(&gw, "x@one.example", "central", "code-1234");
+    wait_until(
+        DELIVERY,
+        || (host_status(&gw, "the.cpq.host")["status"]["down"] == true).then_some(()),
+        || "the.cpq.host never marked down".to_string(),
+    );
+
+    let gw_base = format!("https://{}", web_addr(&gw));
+    let m_base = format!("https://{}", web_addr(&manager));
+    rt().block_on(async {
+        let b = Browser::start().await;
+        login(&b, &gw_base, "admin", &password(&gw)).await;
+        b.goto(&format!("{gw_base}/delivery")).await;
+        let table = b.text_with("#tophosts", "the.cpq.host").await;
+        assert!(table.contains("*the.cpq.host"), "{table}");
+        b.click("#tophosts a[href='/delivery/the.cpq.host']").await;
+        let updown = b.text_with("#updown", "down").await;
+        assert!(updown.starts_with("down"), "{updown}");
+        let status = b.text("#hoststatus").await;
+        assert!(status.contains("the manager's cpq_listener"), "{status}");
+
+        // The manager back, "Deliver now": the transfer goes at once.
+        pvo(&manager, &["resumelisteners", "all"], "");
+        b.click("#deliver-now").await;
+        let result = b.text_with("#result", "rescheduled").await;
+        assert!(
+            result.contains("of the.cpq.host rescheduled for immediate delivery"),
+            "{result}"
+        );
+        let mid = wait_until(
+            DELIVERY,
+            || {
+                let found = pvo_json(&manager, &["quarantine", "search"]);
+                found["data"]["messages"][0]["mid"].as_u64()
+            },
+            || "the manager holds nothing".into(),
+        );
+        wait_until(
+            DELIVERY,
+            || (host_status(&gw, "the.cpq.host")["status"]["down"] == false).then_some(()),
+            || "the.cpq.host still down".to_string(),
+        );
+        b.click("#back").await;
+        let updown = b.text_with("#updown", "up").await;
+        assert_eq!(updown, "up");
+
+        // On the manager, a release goes out through the.cpq.release.host.
+        pvo(&manager, &["quarantine", "release", &mid.to_string()], "");
+        sink.wait_for_messages(1, DELIVERY);
+        wait_until(
+            DELIVERY,
+            || {
+                let s = host_status(&manager, "the.cpq.release.host");
+                (s["status"]["delivered_recipients"] == 1).then_some(())
+            },
+            || "the.cpq.release.host never delivered".to_string(),
+        );
+        login(&b, &m_base, "admin", &password(&manager)).await;
+        b.goto(&format!("{m_base}/delivery?sort=delivered")).await;
+        let row = b
+            .text_with("#tophosts tbody tr:first-child", "the.cpq.release.host")
+            .await;
+        assert!(row.contains("the.cpq.release.host"), "{row}");
+        b.click("#tophosts a[href='/delivery/the.cpq.release.host']")
+            .await;
+        let status = b.text("#hoststatus").await;
+        assert!(
+            status.contains("the originating gateway's cpq_listener"),
+            "{status}"
+        );
+        b.find("#deliver-now").await;
+        b.close().await;
+    });
 }
