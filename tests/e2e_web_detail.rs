@@ -246,6 +246,15 @@ fn web_detail_shows_matched_content_by_role_and_delivery_status_delivers_now() {
         assert!(headers.contains("codes <i>inside</i>"), "{headers}");
         assert!(b.all("main i").await.is_empty(), "the subject is escaped");
         b.find("#copy").await;
+        // Move offers the other quarantines.
+        let mut others = Vec::new();
+        for o in b.all("#quarantine-names option").await {
+            others.push(o.attr("value").await.unwrap().unwrap_or_default());
+        }
+        assert!(
+            !others.is_empty() && !others.iter().any(|q| q == "Policy"),
+            "{others:?}"
+        );
         // The DLP message: the detector and its masked sample marked.
         b.goto(&format!("{base}/messages/{card}")).await;
         let mark = b.text("#why mark").await;

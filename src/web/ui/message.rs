@@ -153,12 +153,37 @@ pub(super) async fn show(
             let q = m["quarantine"].as_str().unwrap_or("");
             let _ = write!(b, "<option>{}</option>", esc(q));
         }
-        b.push_str("</select> <label for=\"move-to\">to</label> <input id=\"move-to\" name=\"to\" size=\"12\" aria-describedby=\"move-help\"> <button type=\"submit\" name=\"op\" value=\"move\" id=\"move\">Move</button> <span id=\"move-help\" class=\"help\">the name of another quarantine</span></form>");
-        let may_copy = shared
-            .users
-            .role(&c.id.role)
-            .is_some_and(|r| r.allows(Perm::SendCopy));
-        if may_copy {
+        // The quarantines to move to, when the role may list them (else typed in; not
+        // asked for otherwise, so a Guest's page adds no refusal to the audit trail).
+        let role = shared.users.role(&c.id.role);
+        let may = |p: Perm| role.as_ref().is_some_and(|r| r.allows(p));
+        let list = if may(Perm::Monitor) {
+            run(
+                &shared,
+                &c.id,
+                "quarantineconfig",
+                json!({ "action": "list" }),
+            )
+            .await
+        } else {
+            crate::admin::Response::error("")
+        };
+        let mut names = String::new();
+        if list.ok {
+            names.push_str("<datalist id=\"quarantine-names\">");
+            for q in list.data["quarantines"].as_array().into_iter().flatten() {
+                let n = q["name"].as_str().unwrap_or("");
+                if !held.iter().any(|m| m["quarantine"] == n) {
+                    let _ = write!(names, "<option value=\"{}\">", esc(n));
+                }
+            }
+            names.push_str("</datalist>");
+        }
+        let _ = write!(
+            b,
+            "</select> <label for=\"move-to\">to</label> <input id=\"move-to\" name=\"to\" size=\"12\" list=\"quarantine-names\" aria-describedby=\"move-help\">{names} <button type=\"submit\" name=\"op\" value=\"move\" id=\"move\">Move</button> <span id=\"move-help\" class=\"help\">the name of another quarantine</span></form>"
+        );
+        if may(Perm::SendCopy) {
             let _ = write!(
                 b,
                 "<form method=\"post\" action=\"/messages/action\" class=\"actions\">{}{}{}<label for=\"copy-to\">Send a copy to</label> <input id=\"copy-to\" name=\"copy_to\" type=\"text\" placeholder=\"a@example.com, b@example.com\" required> <button type=\"submit\" name=\"op\" value=\"copy\" id=\"copy\">Send copy</button></form>",
