@@ -352,10 +352,11 @@ fn why_held(m: &Value, hidden: bool) -> String {
         "DLP policy" => {
             let _ = write!(
                 s,
-                "<dt>DLP policy</dt><dd class=\"rule\">{}</dd><dt>Verdict</dt><dd>violation, severity {}, {} matches</dd>",
+                "<dt>DLP policy</dt><dd class=\"rule\">{}</dd><dt>Verdict</dt><dd>violation, severity {}, {} {}</dd>",
                 esc(name),
                 esc(d["severity"].as_str().unwrap_or("-")),
-                esc(&cell(&d["total"]))
+                esc(&cell(&d["total"])),
+                if d["total"] == 1 { "match" } else { "matches" }
             );
             let dets = d["detectors"].as_array().cloned().unwrap_or_default();
             if !dets.is_empty() {
