@@ -639,7 +639,8 @@ async fn job_cancel(
 }
 
 /// An address as the document describes it: `local@label.label` (letters, digits and
-/// `._+-` before the `@`; 2 to 5 labels of letters and digits after).
+/// `._+-` before the `@`; 2 to 5 labels of letters and digits after, the last one
+/// starting with a letter).
 pub fn simple_address(a: &str) -> bool {
     let Some((local, domain)) = a.split_once('@') else {
         return false;
@@ -653,6 +654,10 @@ pub fn simple_address(a: &str) -> bool {
         && labels
             .iter()
             .all(|l| (1..=20).contains(&l.len()) && l.bytes().all(|b| b.is_ascii_alphanumeric()))
+        // The last label starts with a letter (an all-digit one is not a domain).
+        && labels
+            .last()
+            .is_some_and(|l| l.starts_with(|c: char| c.is_ascii_alphabetic()))
 }
 
 /// POST /api/v1/messages/{mid}/copy `{"to": [addresses]}`: send a copy

@@ -308,7 +308,7 @@ pub fn document() -> Value {
             "required": ["to"],
             "properties": { "to": {
                 "type": "array", "minItems": 1, "maxItems": 100,
-                "items": { "type": "string", "pattern": "^[A-Za-z0-9._+-]{1,64}@[A-Za-z0-9]{1,20}(\\.[A-Za-z0-9]{1,20}){1,4}$" }
+                "items": { "type": "string", "pattern": "^[A-Za-z0-9._+-]{1,64}@([A-Za-z0-9]{1,20}\\.){1,4}[A-Za-z][A-Za-z0-9]{0,19}$" }
             } }
         })),
         MSG,
