@@ -16,6 +16,11 @@ const TAG: &str = "[quarantine-test]";
 const FLOOD: usize = 1_500;
 
 fn config(sink: &Sink) -> String {
+    config_with(sink, "")
+}
+
+/// The gateway, `extra` appended (its outgoing mail policy filters every message).
+fn config_with(sink: &Sink, extra: &str) -> String {
     format!(
         r#"[node]
 hostname = "gw1.example.com"
@@ -67,12 +72,19 @@ name = "quarantine_test"
 conditions = {{ subject_contains = "{TAG}" }}
 actions = [{{ quarantine = "Policy" }}]
 
+{extra}
 [[mail_policy]]
 name = "DEFAULT_OUTGOING"
 direction = "outgoing"
 content_filters = ["ALL"]
+{policy}
 "#,
-        sink = sink.host_port()
+        sink = sink.host_port(),
+        policy = if extra.is_empty() {
+            ""
+        } else {
+            "outbreak = { threshold = 3 }"
+        }
     )
 }
 
@@ -342,5 +354,104 @@ fn bulk_delete_of_every_result_with_progress_and_a_cancelled_job() {
         (8..=20).contains(&deletes),
         "{deletes} delete entries: {audit:#}"
     );
+    assert_eq!(sink.count(), 0);
+}
+
+const RULES: &str = r#"version = "2025-06-10.1"
+
+[[rule]]
+id = "OUTB-BULK-1"
+description = "The outbreak marker phrase"
+threat_level = 4
+body_regex = ["(?i)outbreak-marker-7"]
+"#;
+
+/// Sends one relayed message; its MID.
+fn send(node: &Node, subject: &str, body: &str) -> u64 {
+    let mut c = SmtpClient::open(node.addr(), Some(TRUSTED));
+    c.expect("EHLO client.test", 250);
+    let r = c.send_message(
+        "sender@example.org",
+        &["x@one.example"],
+        &format!("Subject: {subject}\r\n\r\n{body}\r\n"),
+    );
+    assert_eq!(r.code, 250, "end of data: {}", r.raw());
+    c.quit();
+    let line = r.lines.last().cloned().unwrap_or_default();
+    line.split_whitespace()
+        .skip_while(|w| *w != "Message")
+        .nth(1)
+        .and_then(|m| m.parse().ok())
+        .unwrap_or_else(|| panic!("no MID in {line:?}"))
+}
+
+/// Outbreak manage-by-rule from the Outbreak page: a job that deletes every message the
+/// rule holds, and nothing else.
+#[test]
+fn outbreak_manage_by_rule_is_a_job() {
+    let rules = tempfile::Builder::new()
+        .prefix("pvo-rules-")
+        .tempdir()
+        .unwrap();
+    let file = rules.path().join("rules.toml");
+    std::fs::write(&file, RULES).unwrap();
+    let sink = Sink::accepting();
+    let node = Node::start(&config_with(
+        &sink,
+        &format!("[outbreak]\nrules_file = \"{}\"\n", file.display()),
+    ));
+    let base = format!("https://{}", web_addr(&node));
+    let admin_pw = std::fs::read_to_string(node.data_dir().join("run/initial-admin-password"))
+        .expect("initial admin password")
+        .trim()
+        .to_string();
+    let held: Vec<u64> = (0..5)
+        .map(|i| send(&node, &format!("wave {i}"), "look: outbreak-marker-7"))
+        .collect();
+    for m in &held {
+        node.wait_for_log(
+            &format!("MID {m} quarantined to \"Outbreak\""),
+            Duration::from_secs(60),
+        );
+    }
+    let kept = send(&node, &format!("{TAG} kept"), "nothing to see");
+    node.wait_for_log(
+        &format!("MID {kept} quarantined to \"Policy\""),
+        Duration::from_secs(60),
+    );
+
+    rt().block_on(async {
+        let b = Browser::start().await;
+        b.goto(&format!("{base}/login")).await;
+        b.fill("#username", "admin").await;
+        b.fill("#password", &admin_pw).await;
+        b.click("#login").await;
+        b.find("#quarantines").await;
+        b.goto(&format!("{base}/outbreak")).await;
+        let rules = b.text("#rules").await;
+        assert!(
+            rules.contains("OUTB-BULK-1") && rules.contains('5'),
+            "{rules}"
+        );
+        b.click("#rules button[value=delete]").await;
+        let state = b.text_with("#state", "Done").await;
+        assert!(state.contains("Done"), "{state}");
+        let result = b.text("#result").await;
+        assert!(result.contains("5 of 5 done, 0 failed"), "{result}");
+        let what = b.text("#what").await;
+        assert!(what.contains("OUTB-BULK-1"), "{what}");
+        b.click("#back").await;
+        let said = b.text_with("main", "No message is held in Outbreak").await;
+        assert!(said.contains("No message is held in Outbreak"), "{said}");
+        b.close().await;
+    });
+    let d = pvo_json(&node, &["quarantine", "search", "--limit", "100"]);
+    let now: Vec<u64> = d["data"]["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["mid"].as_u64().unwrap())
+        .collect();
+    assert_eq!(now, vec![kept]);
     assert_eq!(sink.count(), 0);
 }
