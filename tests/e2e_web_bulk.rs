@@ -150,6 +150,32 @@ fn exit_of(node: &Node, mid: u64) -> u64 {
         .unwrap_or_else(|| panic!("MID {mid} not held: {d:#}"))
 }
 
+/// The scheduled exit of each held message with `word` in its subject.
+fn exits(node: &Node, word: &str) -> std::collections::HashMap<u64, u64> {
+    let d = pvo_json(
+        node,
+        &[
+            "quarantine",
+            "search",
+            "--subject",
+            word,
+            "--limit",
+            "10000",
+        ],
+    );
+    d["data"]["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| {
+            (
+                m["mid"].as_u64().unwrap(),
+                m["quarantines"][0]["exit_at"].as_u64().unwrap(),
+            )
+        })
+        .collect()
+}
+
 /// `n` messages through the gateway with `smtp-source` (20 sessions), each quarantined
 /// by the tagged subject; returns once all are held.
 fn flood(node: &Node, n: usize, word: &str) {
@@ -308,6 +334,29 @@ fn bulk_delete_of_every_result_with_progress_and_a_cancelled_job() {
         b.goto(&format!("{base}/jobs")).await;
         let list = b.text("#jobs").await;
         assert!(list.contains("cancelled"), "{list}");
+
+        // Delay every result: the messages stay in the result, each is delayed once.
+        let exits_before = exits(&node, "flood");
+        b.goto(&format!("{base}/messages?subject=flood&order=exit_soonest"))
+            .await;
+        b.client
+            .execute("document.getElementById('bulk-by').value = '1w'", vec![])
+            .await
+            .unwrap();
+        b.click("#delay-all").await;
+        let state = b.text_with("#state", "Done").await;
+        assert!(state.contains("Done"), "{state}");
+        let result = b.text("#result").await;
+        assert!(result.contains("1500 of 1500 done, 0 failed"), "{result}");
+        let exits_after = exits(&node, "flood");
+        assert_eq!(exits_after.len(), FLOOD);
+        for (mid, before) in &exits_before {
+            let moved = exits_after[mid] - before;
+            assert!(
+                (6 * 86_400..8 * 86_400).contains(&moved),
+                "MID {mid}: exit moved by {moved} s"
+            );
+        }
 
         // A selection: the first page of 50 moved from Policy to Virus; the keeper
         // delayed by a week.

@@ -7,10 +7,11 @@
 //! through `commands::dispatch_as` with the caller's identity (looked up again before
 //! each batch, so a user disabled meanwhile stops the job), so the roles, the access
 //! lists and the audit trail are those of the CLI. "Every result" pages through
-//! `quarantine search` in a stable order (oldest first, then store id): the messages a
-//! batch removed leave the result, those it did not (refused, or still matching after a
-//! delay or a move) stay at its front and are skipped by offset; a last pass from the
-//! start catches what shifted meanwhile. The record says the action, the total (from a
+//! `quarantine search` in a stable order (oldest first, then store id), from a window
+//! that starts at the receive time of the last message seen: the messages a batch
+//! removed leave the result, those it did not (refused, or still matching after a
+//! delay or a move) stay at the window's front and are skipped by offset; a last pass
+//! from the start catches what shifted meanwhile. The record says the action, the total (from a
 //! counting search first), done (messages handled), failed (of those, refused) with the
 //! first refusal texts, start and end, and whether it was cancelled.
 //!
@@ -602,8 +603,15 @@ impl Worker {
             })
     }
 
+    /// Pages through the search oldest first. The page is read from a window that
+    /// starts at the receive time of the last message seen (everything older was
+    /// handled), and within it from an offset past the messages handled that stayed
+    /// (refused, or still matching after a delay or a move): no deep offsets over
+    /// millions of results.
     async fn every_result(&self, query: Map<String, Value>) -> End {
         let mut attempted: HashSet<u64> = HashSet::new();
+        let first = query.get("from").and_then(Value::as_u64);
+        let mut since = first;
         let mut offset: u64 = 0;
         let mut last_pass = false;
         loop {
@@ -614,46 +622,59 @@ impl Worker {
                 Ok(id) => id,
                 Err(e) => return End::Stopped(e),
             };
+            let mut window = query.clone();
+            if let Some(t) = since {
+                window.insert("from".into(), json!(t));
+            }
             let r = run(
                 &self.shared,
                 &id,
                 "quarantine",
-                json!({ "action": "search", "query": query, "offset": offset, "limit": BATCH }),
+                json!({ "action": "search", "query": window, "offset": offset, "limit": BATCH }),
             )
             .await;
             if !r.ok {
                 return End::Stopped(r.text.trim_end().to_string());
             }
-            let mids: Vec<u64> = r.data["messages"]
+            let page: Vec<(u64, u64)> = r.data["messages"]
                 .as_array()
                 .into_iter()
                 .flatten()
-                .filter_map(|m| m["mid"].as_u64())
+                .filter_map(|m| Some((m["mid"].as_u64()?, m["received"].as_u64().unwrap_or(0))))
                 .collect();
-            if mids.is_empty() {
-                // What stayed at the front may have changed meanwhile (another user
-                // acting): one more pass from the start.
-                if offset > 0 && !last_pass {
+            let Some(&(_, last_received)) = page.last() else {
+                // What stayed may have shifted meanwhile (another user acting): one
+                // more pass from the start, acting only on what was not seen.
+                if (offset > 0 || since != first) && !last_pass {
                     last_pass = true;
+                    since = first;
                     offset = 0;
                     continue;
                 }
                 return End::Done;
-            }
-            let fresh: Vec<u64> = mids
+            };
+            let fresh: Vec<u64> = page
                 .iter()
-                .copied()
+                .map(|(m, _)| *m)
                 .filter(|m| !attempted.contains(m))
                 .collect();
             if fresh.is_empty() {
-                offset += mids.len() as u64;
-                continue;
+                offset += page.len() as u64;
+            } else {
+                // The messages handled before that are still there come first.
+                offset += page
+                    .iter()
+                    .take_while(|(m, _)| attempted.contains(m))
+                    .count() as u64;
+                attempted.extend(fresh.iter().copied());
+                if let Err(e) = self.batch(&fresh).await {
+                    return End::Stopped(e);
+                }
             }
-            // The messages handled before that are still there come first.
-            offset += mids.iter().take_while(|m| attempted.contains(m)).count() as u64;
-            attempted.extend(fresh.iter().copied());
-            if let Err(e) = self.batch(&fresh).await {
-                return End::Stopped(e);
+            // Everything received before the page's last second has been handled.
+            if since.is_none_or(|t| last_received > t) {
+                since = Some(last_received);
+                offset = 0;
             }
         }
     }
