@@ -196,7 +196,7 @@ $('done').textContent=j.done;$('total').textContent=(j.total_exact?'':'at least 
 var s={{running:'Running\\u2026',done:'Done.',cancelled:'Cancelled: stopped before the end.'}}[j.state]||('Stopped: '+(j.error||'the job ended early'));$('state').textContent=s;\
 var ul=$('refusals');while(ul.firstChild)ul.removeChild(ul.firstChild);(j.refusals||[]).forEach(function(r){{var li=document.createElement('li');li.textContent=r;ul.appendChild(li);}});\
 if(j.state!=='running'){{$('cancel-form').hidden=true;if(j.state==='stopped')$('result').className='err';}}}}\
-function tick(){{fetch(u,{{credentials:'same-origin',cache:'no-store'}}).then(function(r){{return r.ok?r.json():null}}).then(function(j){{if(!j)return;apply(j);if(j.state==='running')setTimeout(tick,500);}},function(){{setTimeout(tick,2000);}});}}\
+function tick(){{fetch(u,{{credentials:'same-origin',cache:'no-store'}}).then(function(r){{if(r.ok)return r.json();$('state').textContent=r.status===401?'Your session ended: log in again to follow the job (it goes on).':'The progress could not be read ('+r.status+'); reload the page.';return null}}).then(function(j){{if(!j)return;apply(j);if(j.state==='running')setTimeout(tick,500);}},function(){{setTimeout(tick,2000);}});}}\
 setTimeout(tick,500);}})();</script>",
             url = serde_json::to_string(&format!("/jobs/{}.json", enc(&jid)))
                 .unwrap_or_default()
