@@ -335,6 +335,24 @@ fn bulk_delete_of_every_result_with_progress_and_a_cancelled_job() {
         let list = b.text("#jobs").await;
         assert!(list.contains("cancelled"), "{list}");
 
+        // At most four running jobs per user: the fifth is 429; cancelled over the API.
+        let mut running = Vec::new();
+        for _ in 0..4 {
+            let (code, answer) = post_big(web, "/api/v1/messages/delay", &token, &body);
+            assert_eq!(code, 202, "{answer}");
+            let job: Value = serde_json::from_str(&answer).unwrap();
+            running.push(job["status_url"].as_str().unwrap().to_string());
+        }
+        let (code, answer) = post_big(web, "/api/v1/messages/delay", &token, &body);
+        assert_eq!(code, 429, "{answer}");
+        assert!(answer.contains("wait for one to end"), "{answer}");
+        for url in &running {
+            let (code, rec) = https(web, "POST", &format!("{url}/cancel"), Some(&token), None);
+            assert_eq!(code, 200, "{rec}");
+            let rec: Value = serde_json::from_str(&rec).unwrap();
+            assert_eq!(rec["state"], "cancelled", "{rec:#}");
+        }
+
         // Delay every result: the messages stay in the result, each is delayed once.
         let exits_before = exits(&node, "flood");
         b.goto(&format!("{base}/messages?subject=flood&order=exit_soonest"))

@@ -591,6 +591,7 @@ async fn bulk(
         Err(jobs::Refused::Forbidden(t)) => error(StatusCode::FORBIDDEN, &t),
         Err(jobs::Refused::NotFound(t)) => error(StatusCode::NOT_FOUND, &t),
         Err(jobs::Refused::Invalid(t)) => error(StatusCode::BAD_REQUEST, &t),
+        Err(jobs::Refused::Busy(t)) => error(StatusCode::TOO_MANY_REQUESTS, &t),
     }
 }
 

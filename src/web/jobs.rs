@@ -39,6 +39,8 @@ pub const MAX_MIDS: usize = 100_000;
 const KEEP_SECS: u64 = 3600;
 /// The refusal texts kept per job.
 const REFUSALS_KEPT: usize = 5;
+/// Jobs one user may have running at a time.
+pub const RUNNING_PER_USER: usize = 4;
 
 /// What a job acts on.
 #[derive(Debug, Clone, PartialEq)]
@@ -75,12 +77,17 @@ pub enum Refused {
     NotFound(String),
     /// Invalid arguments.
     Invalid(String),
+    /// The user has [`RUNNING_PER_USER`] jobs running already.
+    Busy(String),
 }
 
 impl Refused {
     pub fn text(&self) -> &str {
         match self {
-            Refused::Forbidden(t) | Refused::NotFound(t) | Refused::Invalid(t) => t,
+            Refused::Forbidden(t)
+            | Refused::NotFound(t)
+            | Refused::Invalid(t)
+            | Refused::Busy(t) => t,
         }
     }
 }
@@ -501,6 +508,15 @@ pub async fn start(
     {
         let mut m = jobs.jobs.lock().unwrap();
         Jobs::prune(&mut m);
+        let running = m
+            .values()
+            .filter(|j| j.finished_at.is_none() && j.user.eq_ignore_ascii_case(&id.user))
+            .count();
+        if running >= RUNNING_PER_USER {
+            return Err(Refused::Busy(format!(
+                "You have {running} bulk actions running; wait for one to end (or cancel one) and try again."
+            )));
+        }
         m.insert(
             jid.clone(),
             Job {

@@ -7,10 +7,15 @@ fn error_responses(codes: &[&str]) -> Value {
     let mut m = serde_json::Map::new();
     for c in codes {
         let what = match *c {
-            "400" => "Bad request: invalid parameters, or the command failed.",
-            "401" => "No valid API token.",
-            "403" => "The role of the token's user does not allow this.",
-            _ => "Not found (for a message: not held in any quarantine the caller can access).",
+            "400" => "Bad request: invalid parameters, or the command failed.".to_string(),
+            "401" => "No valid API token.".to_string(),
+            "403" => "The role of the token's user does not allow this.".to_string(),
+            "429" => format!(
+                "The user has {} bulk actions running already: wait for one to end.",
+                crate::web::jobs::RUNNING_PER_USER
+            ),
+            _ => "Not found (for a message: not held in any quarantine the caller can access)."
+                .to_string(),
         };
         m.insert(
             c.to_string(),
@@ -63,7 +68,7 @@ fn bulk(what: &str, props: Value, required: &[&str]) -> Value {
     for (k, v) in props.as_object().into_iter().flatten() {
         p[k] = v.clone();
     }
-    let mut responses = error_responses(MSG);
+    let mut responses = error_responses(&["400", "401", "403", "404", "429"]);
     responses["202"] = json!({
         "description": "The job started; GET its status_url for the progress.",
         "content": { "application/json": { "schema": { "$ref": "#/components/schemas/JobStarted" } } }

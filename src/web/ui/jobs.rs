@@ -52,6 +52,7 @@ pub(super) async fn start(
                 Refused::Forbidden(_) => StatusCode::FORBIDDEN,
                 Refused::NotFound(_) => StatusCode::NOT_FOUND,
                 Refused::Invalid(_) => StatusCode::BAD_REQUEST,
+                Refused::Busy(_) => StatusCode::TOO_MANY_REQUESTS,
             };
             let b = format!(
                 "<div id=\"result\"><div class=\"err\" role=\"alert\"><strong>Refused:</strong> {}</div></div><p><a href=\"{}\" id=\"back\" accesskey=\"b\">Back</a></p>",
