@@ -542,6 +542,35 @@ fn outbreak_manage_by_rule_is_a_job() {
         );
     }
     let kept = send(&node, &format!("{TAG} kept"), "nothing to see");
+    // A Guest who may see Policy.
+    let mut add = Command::new(pvo_bin())
+        .arg("--dir")
+        .arg(node.data_dir())
+        .args([
+            "userconfig",
+            "new",
+            "--name",
+            "guest",
+            "--role",
+            "Guest",
+            "--password-stdin",
+        ])
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .expect("run pvo");
+    {
+        use std::io::Write as _;
+        add.stdin
+            .take()
+            .unwrap()
+            .write_all(b"guest-password-1\n")
+            .unwrap();
+    }
+    assert!(add.wait().unwrap().success());
+    pvo_json(
+        &node,
+        &["quarantineconfig", "edit", "Policy", "--access", "Guest"],
+    );
     node.wait_for_log(
         &format!("MID {kept} quarantined to \"Policy\""),
         Duration::from_secs(60),
@@ -570,6 +599,29 @@ fn outbreak_manage_by_rule_is_a_job() {
         b.click("#back").await;
         let said = b.text_with("main", "No message is held in Outbreak").await;
         assert!(said.contains("No message is held in Outbreak"), "{said}");
+
+        // A Guest's bulk action from the search page: refused, nothing changed.
+        b.click("header form button[type=submit]").await;
+        b.find("#password").await;
+        b.fill("#username", "guest").await;
+        b.fill("#password", "guest-password-1").await;
+        b.click("#login").await;
+        b.text_with("main h1", "Dashboard").await;
+        b.goto(&format!("{base}/messages?subject=kept")).await;
+        b.click("#select-all").await;
+        b.click("#delete-selected").await;
+        let result = b.text_with("#result", "cannot").await;
+        assert!(
+            result.contains("Refused") && result.contains("cannot"),
+            "{result}"
+        );
+        b.goto(&format!("{base}/messages?subject=kept")).await;
+        b.click("#delete-all").await;
+        let result = b.text_with("#result", "cannot").await;
+        assert!(
+            result.contains("Refused") && result.contains("cannot"),
+            "{result}"
+        );
         b.close().await;
     });
     let d = pvo_json(&node, &["quarantine", "search", "--limit", "100"]);
@@ -581,4 +633,18 @@ fn outbreak_manage_by_rule_is_a_job() {
         .collect();
     assert_eq!(now, vec![kept]);
     assert_eq!(sink.count(), 0);
+    // The Guest's refusals are in the audit trail; nothing of theirs went through.
+    let audit = pvo_json(&node, &["auditlog", "--user", "guest"]);
+    let entries = audit["data"]["entries"].as_array().unwrap();
+    let refused = entries
+        .iter()
+        .filter(|e| e["action"] == "delete" && e["outcome"] == "refused")
+        .count();
+    assert_eq!(refused, 2, "{audit:#}");
+    assert!(
+        entries
+            .iter()
+            .all(|e| e["outcome"] != "ok" || e["action"] == "view" || e["action"] == "login"),
+        "{audit:#}"
+    );
 }
