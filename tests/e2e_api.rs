@@ -473,9 +473,15 @@ fn api_bulk_jobs_release_by_query_guest_refused_and_copy() {
         "{audit:#}"
     );
 
-    // Another user's job: not found.
+    // Another user's job: not found, and not in their list; in the owner's.
     let (code, answer) = https(web, "GET", &url, Some(&guest), None);
     assert_eq!(code, 404, "{answer}");
+    let (code, answer) = https(web, "GET", "/api/v1/jobs", Some(&guest), None);
+    assert_eq!(code, 200, "{answer}");
+    assert_eq!(json(&answer)["jobs"], serde_json::json!([]), "{answer}");
+    let (code, answer) = https(web, "GET", "/api/v1/jobs", Some(&admin), None);
+    assert_eq!(code, 200, "{answer}");
+    assert_eq!(json(&answer)["jobs"][0]["id"], started["job"], "{answer}");
     let (code, answer) = https(web, "GET", &url, None, None);
     assert_eq!(code, 401, "{answer}");
 

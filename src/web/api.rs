@@ -43,6 +43,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("post", "/api/v1/messages/delete"),
     ("post", "/api/v1/messages/delay"),
     ("post", "/api/v1/messages/move"),
+    ("get", "/api/v1/jobs"),
     ("get", "/api/v1/jobs/{id}"),
     ("post", "/api/v1/jobs/{id}/cancel"),
 ];
@@ -71,6 +72,7 @@ pub fn routes() -> Router<Arc<Shared>> {
             "/api/v1/messages" => get(search),
             "/api/v1/messages/{mid}" => get(show),
             "/api/v1/messages/{mid}/copy" => post(copy),
+            "/api/v1/jobs" => get(job_list),
             "/api/v1/jobs/{id}" => get(job),
             "/api/v1/jobs/{id}/cancel" => post(job_cancel),
             p if !p.contains('{') => {
@@ -592,6 +594,18 @@ async fn bulk(
         Err(jobs::Refused::NotFound(t)) => error(StatusCode::NOT_FOUND, &t),
         Err(jobs::Refused::Invalid(t)) => error(StatusCode::BAD_REQUEST, &t),
         Err(jobs::Refused::Busy(t)) => error(StatusCode::TOO_MANY_REQUESTS, &t),
+    }
+}
+
+/// GET /api/v1/jobs: the caller's jobs (an Administrator's: every job), newest first.
+async fn job_list(
+    State(s): St,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    h: HeaderMap,
+) -> HttpResponse {
+    match identity(&s, &h, peer) {
+        Ok(id) => Json(json!({ "jobs": jobs::of(&s).list(&id) })).into_response(),
+        Err(r) => r,
     }
 }
 

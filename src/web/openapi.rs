@@ -303,6 +303,18 @@ pub fn document() -> Value {
     );
     gateways["responses"]["200"]["content"]["application/json"]["schema"] =
         json!({ "$ref": "#/components/schemas/Gateways" });
+    let mut jobs = op(
+        "The caller's bulk jobs of the last hour (an Administrator's: every job), newest first.",
+        json!([]),
+        "The jobs.",
+        None,
+        &["401"],
+    );
+    jobs["responses"]["200"]["content"]["application/json"]["schema"] = json!({
+        "type": "object",
+        "required": ["jobs"],
+        "properties": { "jobs": { "type": "array", "items": { "$ref": "#/components/schemas/Job" } } }
+    });
     let mut copy = op(
         "Send a copy of a quarantined message to addresses (`quarantine copy`, Administrators only); the message stays held.",
         json!([mid()]),
@@ -353,6 +365,7 @@ pub fn document() -> Value {
             "/api/v1/messages/delete": { "post": bulk("Delete", json!({ "quarantine": quarantine }), &[]) },
             "/api/v1/messages/delay": { "post": bulk("Delay", json!({ "quarantine": quarantine, "by": by }), &["by"]) },
             "/api/v1/messages/move": { "post": bulk("Move", json!({ "from": name("The quarantine they leave."), "to": name("The quarantine they go to.") }), &["from", "to"]) },
+            "/api/v1/jobs": { "get": jobs },
             "/api/v1/jobs/{id}": { "get": job_op("The progress of a bulk job: total, done, failed, the first refusals (another user's job: 404, except for an Administrator).") },
             "/api/v1/jobs/{id}/cancel": { "post": job_op("Cancel a bulk job: it stops after the batch under way; the answer is its record.") },
         }
