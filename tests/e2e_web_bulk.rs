@@ -556,6 +556,7 @@ fn outbreak_manage_by_rule_is_a_job() {
             "--password-stdin",
         ])
         .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
         .spawn()
         .expect("run pvo");
     {
