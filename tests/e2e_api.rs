@@ -515,13 +515,15 @@ fn schemathesis(
     header: &str,
     who: &str,
     (phases, examples): (&str, u32),
-) {
+    extra: &[&str],
+) -> String {
     let started = std::time::Instant::now();
     let out = Command::new("schemathesis")
         .args(["run", &format!("https://{web}/api/v1/openapi.json")])
         .args(["--tls-verify", "false", "-H", header])
         .args(["--phases", phases, "--max-examples", &examples.to_string()])
         .args(["--seed", "7", "--generation-deterministic"])
+        .args(extra)
         // Anything it writes (a .hypothesis directory) goes there, not into the work tree.
         .current_dir(std::env::temp_dir())
         .env("NO_COLOR", "1")
@@ -539,6 +541,7 @@ fn schemathesis(
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 /// What is held: each MID with its quarantines and their scheduled exits.
@@ -647,7 +650,7 @@ fn schemathesis_per_role_and_without_a_token() {
     // the acting roles, generated cases and stateful sequences for the others.
     const LIGHT: (&str, u32) = ("examples,fuzzing,stateful", 8);
     const FULL: (&str, u32) = ("examples,coverage,fuzzing,stateful", 10);
-    schemathesis(web, "X-No-Token: 1", "no token", LIGHT);
+    schemathesis(web, "X-No-Token: 1", "no token", LIGHT, &[]);
     assert_eq!(
         held_state(&node),
         before,
@@ -663,6 +666,7 @@ fn schemathesis_per_role_and_without_a_token() {
             &format!("Authorization: Bearer {}", token(name)),
             role,
             LIGHT,
+            &[],
         );
         assert_eq!(held_state(&node), before, "{role} changed held messages");
         let did = audited_ok(name);
@@ -677,6 +681,7 @@ fn schemathesis_per_role_and_without_a_token() {
             &format!("Authorization: Bearer {}", token(name)),
             role,
             FULL,
+            &[],
         );
         let now = held_state(&node);
         assert_eq!(
@@ -698,5 +703,86 @@ fn schemathesis_per_role_and_without_a_token() {
         &format!("Authorization: Bearer {}", token("admin")),
         "Administrator",
         ("examples,coverage,fuzzing,stateful", 20),
+        &[],
     );
+}
+
+/// `GET /api/v1/gateways` on a manager (`pvo quickstart`: a gateway enrolled): each
+/// gateway's state from `applianceconfig status`, with every key the document names,
+/// and schemathesis finds the answer conforms to the document.
+#[test]
+fn api_gateways_on_a_manager_is_applianceconfig_status() {
+    let tmp = tempfile::Builder::new()
+        .prefix("pvo-quickstart-")
+        .tempdir()
+        .unwrap();
+    let data = tmp.path().join("pvo-data");
+    let gateway = data.join("gateway");
+    let manager = data.join("manager");
+    // quickstart takes its ports on the command line (see e2e_gateway's quickstart test).
+    let port = free_port();
+    let manager_ip: std::net::IpAddr = "127.0.0.2".parse().unwrap();
+    let cpq_port = free_port_on_all(&[TRUSTED, manager_ip]);
+    let args = [
+        "quickstart",
+        "--dir",
+        data.to_str().unwrap(),
+        "--ssh-port",
+        "0",
+        "--web-port",
+        "0",
+        "--smtp-port",
+        &port.to_string(),
+        "--cpq-port",
+        &cpq_port.to_string(),
+    ];
+    let expected = Listeners::Named(vec!["IncomingMail".into(), "cpq_listener".into()]);
+    let node = Node::start_with_args(tmp, gateway, &args, expected);
+    let stdout = node.dir().join("node.stdout.log");
+    let prefix = "  Manager web:  https://";
+    let web: std::net::SocketAddr = wait_until(
+        DELIVERY,
+        || {
+            std::fs::read_to_string(&stdout)
+                .ok()?
+                .lines()
+                .find_map(|l| l.strip_prefix(prefix)?.split('/').next()?.parse().ok())
+        },
+        || format!("{prefix:?} in {}", stdout.display()),
+    );
+    let out = Command::new(pvo_bin())
+        .arg("--dir")
+        .arg(&manager)
+        .args(["userconfig", "token", "new", "admin", "--json"])
+        .output()
+        .unwrap();
+    let made: Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stderr)));
+    let token = made["data"]["token"].as_str().expect("token").to_string();
+
+    let (code, body) = https(web, "GET", "/api/v1/gateways", Some(&token), None);
+    assert_eq!(code, 200, "{body}");
+    let got = json(&body);
+    assert_eq!(got["role"], "manager", "{got:#}");
+    assert!(got["releases_waiting_total"].is_u64(), "{got:#}");
+    let gateways = got["gateways"].as_array().unwrap();
+    assert_eq!(gateways.len(), 1, "{got:#}");
+    let (_, doc) = https(web, "GET", "/api/v1/openapi.json", None, None);
+    let doc = json(&doc);
+    let schema = &doc["components"]["schemas"]["Gateway"];
+    for k in schema["required"].as_array().unwrap() {
+        let k = k.as_str().unwrap();
+        assert!(gateways[0].get(k).is_some(), "{k} missing: {got:#}");
+    }
+    let states = schema["properties"]["state"]["enum"].as_array().unwrap();
+    assert!(states.contains(&gateways[0]["state"]), "{got:#}");
+
+    let report = schemathesis(
+        web,
+        &format!("Authorization: Bearer {token}"),
+        "Administrator on a manager",
+        ("examples,fuzzing", 5),
+        &["--include-path", "/api/v1/gateways"],
+    );
+    assert!(report.contains("Selected: 1/"), "{report}");
 }
