@@ -281,7 +281,7 @@ fn page(shared: &Shared, c: &Caller, title: &str, body: &str) -> String {
     format!(
         "<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\"><meta name=\"viewport\" content=\"width=device-width, initial-scale=1\"><title>{t} · {host}</title><link rel=\"stylesheet\" href=\"/ui.css\"></head><body>\
 <header><nav aria-label=\"Main\"><span class=\"brand\">PVO {role} <b>{host}</b></span>\
-<a href=\"/\" accesskey=\"d\">Dashboard</a><a href=\"/messages\" accesskey=\"m\">Messages</a><a href=\"/delivery\" accesskey=\"q\">Delivery</a><a href=\"/services\" accesskey=\"s\">Services</a><a href=\"/pvo\" accesskey=\"p\">PVO settings</a><a href=\"/outbreak\" accesskey=\"o\">Outbreak</a><a href=\"/changes\" accesskey=\"c\">Changes</a><a href=\"/users\" accesskey=\"u\">Users</a>\
+<a href=\"/\" accesskey=\"d\">Dashboard</a><a href=\"/messages\" accesskey=\"m\">Messages</a><a href=\"/delivery\" accesskey=\"q\">Delivery</a><a href=\"/services\" accesskey=\"g\">Services</a><a href=\"/pvo\" accesskey=\"p\">PVO settings</a><a href=\"/outbreak\" accesskey=\"o\">Outbreak</a><a href=\"/jobs\" accesskey=\"j\">Jobs</a><a href=\"/changes\" accesskey=\"c\">Changes</a><a href=\"/users\" accesskey=\"u\">Users</a>\
 <form method=\"post\" action=\"/logout\" class=\"inline right\"><input type=\"hidden\" name=\"csrf\" value=\"{csrf}\"><span class=\"who\">{user} ({urole})</span> <button type=\"submit\">Log out</button></form></nav></header>\
 <main><h1>{t}</h1>{body}</main></body></html>",
         t = esc(title),
