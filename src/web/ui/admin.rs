@@ -2,15 +2,14 @@
 //! password, enable/disable, delete) and custom roles (new, edit, delete).
 
 use std::fmt::Write as _;
-use std::net::SocketAddr;
 
 use std::sync::Arc;
 
-use axum::extract::{ConnectInfo, Path, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::extract::Path;
+use axum::http::StatusCode;
 use axum::response::Response as HttpResponse;
 use axum::routing::{get, post};
-use axum::{Extension, Router};
+use axum::Router;
 use serde_json::{json, Value};
 
 use super::*;
@@ -20,16 +19,7 @@ use crate::admin::Response;
 // Pending changes: commit, clear, rollback
 // ----------------------------------------------------------------------------------
 
-pub(super) async fn changes(
-    State(shared): St,
-    Extension(sessions): Ses,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
-) -> HttpResponse {
-    let c = match caller(&shared, &sessions, &headers, peer) {
-        Ok(c) => c,
-        Err(r) => return r,
-    };
+pub(super) async fn changes(Viewer { shared, c }: Viewer) -> HttpResponse {
     let d = run(&shared, &c.id, "commitdetail", json!({})).await;
     let mut b = String::new();
     if !d.ok {
@@ -101,16 +91,9 @@ pub(super) fn access_names(v: &Value) -> Vec<String> {
 }
 
 pub(super) async fn quarantine_form(
-    State(shared): St,
-    Extension(sessions): Ses,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
+    Viewer { shared, c }: Viewer,
     Path(name): Path<String>,
 ) -> HttpResponse {
-    let c = match caller(&shared, &sessions, &headers, peer) {
-        Ok(c) => c,
-        Err(r) => return r,
-    };
     let title = format!("Quarantine {name}");
     let list = run(
         &shared,
@@ -318,16 +301,7 @@ fn strings(v: &Value) -> Vec<String> {
         .collect()
 }
 
-pub(super) async fn users(
-    State(shared): St,
-    Extension(sessions): Ses,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
-) -> HttpResponse {
-    let c = match caller(&shared, &sessions, &headers, peer) {
-        Ok(c) => c,
-        Err(r) => return r,
-    };
+pub(super) async fn users(Viewer { shared, c }: Viewer) -> HttpResponse {
     let r = run(&shared, &c.id, "userconfig", json!({ "action": "list" })).await;
     if !r.ok {
         return html(StatusCode::OK, page(&shared, &c, "Users", &refusal(&r)));
@@ -545,16 +519,9 @@ pub(super) async fn role_new(Post { shared, c, form }: Post) -> HttpResponse {
 }
 
 pub(super) async fn role_form(
-    State(shared): St,
-    Extension(sessions): Ses,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
+    Viewer { shared, c }: Viewer,
     Path(name): Path<String>,
 ) -> HttpResponse {
-    let c = match caller(&shared, &sessions, &headers, peer) {
-        Ok(c) => c,
-        Err(r) => return r,
-    };
     let title = format!("Role {name}");
     let custom = match roles_of(&shared, &c).await {
         Ok((_, custom)) => custom,

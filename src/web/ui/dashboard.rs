@@ -3,13 +3,10 @@
 //! the migration), delivery status. The gateways table is shared with `services`.
 
 use std::fmt::Write as _;
-use std::net::SocketAddr;
 use std::sync::Arc;
 
-use axum::extract::{ConnectInfo, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
 use axum::response::Response as HttpResponse;
-use axum::Extension;
 use serde_json::{json, Value};
 
 use super::*;
@@ -342,16 +339,7 @@ pub(super) fn gateway_pvo(d: &Value) -> String {
     b
 }
 
-pub(super) async fn dashboard(
-    State(shared): St,
-    Extension(sessions): Ses,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
-) -> HttpResponse {
-    let c = match caller(&shared, &sessions, &headers, peer) {
-        Ok(c) => c,
-        Err(r) => return r,
-    };
+pub(super) async fn dashboard(Viewer { shared, c }: Viewer) -> HttpResponse {
     let manager = shared.config().role == crate::config::Role::Manager;
     let p = run(&shared, &c.id, "pvoconfig", json!({ "action": "status" })).await;
     let central = !manager && p.ok && p.data["mode"].as_str() == Some("central");

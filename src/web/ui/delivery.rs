@@ -7,14 +7,13 @@
 //! one command as the session user, so a role without Monitor sees the refusal.
 
 use std::fmt::Write as _;
-use std::net::SocketAddr;
 use std::sync::Arc;
 
-use axum::extract::{ConnectInfo, Path, RawQuery, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::extract::{Path, RawQuery};
+use axum::http::StatusCode;
 use axum::response::Response as HttpResponse;
 use axum::routing::{get, post};
-use axum::{Extension, Router};
+use axum::Router;
 use serde_json::{json, Value};
 
 use super::*;
@@ -42,17 +41,7 @@ fn num(v: &Value) -> String {
     v.as_u64().unwrap_or(0).to_string()
 }
 
-async fn tophosts(
-    State(shared): St,
-    Extension(sessions): Ses,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
-    RawQuery(raw): RawQuery,
-) -> HttpResponse {
-    let c = match caller(&shared, &sessions, &headers, peer) {
-        Ok(c) => c,
-        Err(r) => return r,
-    };
+async fn tophosts(Viewer { shared, c }: Viewer, RawQuery(raw): RawQuery) -> HttpResponse {
     let form = session::parse_form(raw.unwrap_or_default().as_bytes());
     let sort = field(&form, "sort").unwrap_or("active").trim().to_string();
     let r = run(&shared, &c.id, "tophosts", json!({ "sort": sort })).await;
@@ -106,17 +95,7 @@ async fn tophosts(
     html(StatusCode::OK, page(&shared, &c, "Delivery status", &b))
 }
 
-async fn host(
-    State(shared): St,
-    Extension(sessions): Ses,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
-    Path(host): Path<String>,
-) -> HttpResponse {
-    let c = match caller(&shared, &sessions, &headers, peer) {
-        Ok(c) => c,
-        Err(r) => return r,
-    };
+async fn host(Viewer { shared, c }: Viewer, Path(host): Path<String>) -> HttpResponse {
     let r = run(&shared, &c.id, "hoststatus", json!({ "host": host })).await;
     let title = format!("Host {host}");
     let mut b = String::new();

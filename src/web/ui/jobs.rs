@@ -207,16 +207,7 @@ setTimeout(tick,500);}})();</script>",
     allow_fetch(html(StatusCode::OK, page(&shared, &c, "Bulk action", &b)))
 }
 
-async fn list(
-    State(shared): St,
-    Extension(sessions): Ses,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
-) -> HttpResponse {
-    let c = match caller(&shared, &sessions, &headers, peer) {
-        Ok(c) => c,
-        Err(r) => return r,
-    };
+async fn list(Viewer { shared, c }: Viewer) -> HttpResponse {
     let recs = jobs::of(&shared).list(&c.id);
     let mut b = String::new();
     if recs.is_empty() {

@@ -6,12 +6,10 @@
 //! from one `quarantine show` as the session user.
 
 use std::fmt::Write as _;
-use std::net::SocketAddr;
 
-use axum::extract::{ConnectInfo, Path, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::extract::Path;
+use axum::http::StatusCode;
 use axum::response::Response as HttpResponse;
-use axum::Extension;
 use serde_json::{json, Value};
 
 use super::*;
@@ -48,17 +46,7 @@ pub(super) fn details_html(v: &Value) -> String {
     }
 }
 
-pub(super) async fn show(
-    State(shared): St,
-    Extension(sessions): Ses,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
-    Path(mid): Path<String>,
-) -> HttpResponse {
-    let c = match caller(&shared, &sessions, &headers, peer) {
-        Ok(c) => c,
-        Err(r) => return r,
-    };
+pub(super) async fn show(Viewer { shared, c }: Viewer, Path(mid): Path<String>) -> HttpResponse {
     let Ok(mid) = mid.trim().parse::<u64>() else {
         return html(
             StatusCode::NOT_FOUND,

@@ -179,7 +179,34 @@ fn caller(
     })
 }
 
-/// A POST's caller: session, same origin, CSRF token.
+/// The logged-in caller of a page (GET): the extractor of every page handler. Without a
+/// valid session the answer is a redirect to the login page.
+struct Viewer {
+    shared: Arc<Shared>,
+    c: Caller,
+}
+
+impl axum::extract::FromRequestParts<Arc<Shared>> for Viewer {
+    type Rejection = HttpResponse;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        shared: &Arc<Shared>,
+    ) -> Result<Self, Self::Rejection> {
+        let Extension(sessions) = Ses::from_request_parts(parts, shared)
+            .await
+            .map_err(IntoResponse::into_response)?;
+        let ConnectInfo(peer) = ConnectInfo::<SocketAddr>::from_request_parts(parts, shared)
+            .await
+            .map_err(IntoResponse::into_response)?;
+        let c = caller(shared, &sessions, &parts.headers, peer)?;
+        Ok(Viewer {
+            shared: shared.clone(),
+            c,
+        })
+    }
+}
+
 /// A checked POST (same origin, a session, its CSRF token) and its form: the
 /// extractor of every handler that changes something.
 struct Post {

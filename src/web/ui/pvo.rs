@@ -1,12 +1,9 @@
 //! The PVO settings page (Enable with the preflight shown) and the migration wizard.
 
 use std::fmt::Write as _;
-use std::net::SocketAddr;
 
-use axum::extract::{ConnectInfo, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
 use axum::response::Response as HttpResponse;
-use axum::Extension;
 use serde_json::json;
 
 use super::*;
@@ -28,16 +25,7 @@ pub(super) fn preflight_check(name: &str) -> bool {
     .contains(&name)
 }
 
-pub(super) async fn pvo(
-    State(shared): St,
-    Extension(sessions): Ses,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
-) -> HttpResponse {
-    let c = match caller(&shared, &sessions, &headers, peer) {
-        Ok(c) => c,
-        Err(r) => return r,
-    };
+pub(super) async fn pvo(Viewer { shared, c }: Viewer) -> HttpResponse {
     let mut b = String::new();
     let st = run(&shared, &c.id, "pvoconfig", json!({ "action": "status" })).await;
     b.push_str("<section aria-labelledby=\"hs\"><h2 id=\"hs\">Status</h2>");

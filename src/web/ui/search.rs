@@ -2,12 +2,10 @@
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
-use std::net::SocketAddr;
 
-use axum::extract::{ConnectInfo, RawQuery, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::extract::RawQuery;
+use axum::http::StatusCode;
 use axum::response::Response as HttpResponse;
-use axum::Extension;
 use serde_json::{json, Map, Value};
 
 use super::*;
@@ -144,17 +142,7 @@ pub(super) fn hidden(name: &str, value: &str) -> String {
     )
 }
 
-pub(super) async fn search(
-    State(shared): St,
-    Extension(sessions): Ses,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
-    RawQuery(raw): RawQuery,
-) -> HttpResponse {
-    let c = match caller(&shared, &sessions, &headers, peer) {
-        Ok(c) => c,
-        Err(r) => return r,
-    };
+pub(super) async fn search(Viewer { shared, c }: Viewer, RawQuery(raw): RawQuery) -> HttpResponse {
     let form = session::parse_form(raw.unwrap_or_default().as_bytes());
     let (query, keep, problems) = search_query(&form);
     let num = |k: &str, d: u64| {
@@ -573,16 +561,7 @@ async fn bulk(
 // Outbreak: manage by rule
 // ----------------------------------------------------------------------------------
 
-pub(super) async fn outbreak(
-    State(shared): St,
-    Extension(sessions): Ses,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
-) -> HttpResponse {
-    let c = match caller(&shared, &sessions, &headers, peer) {
-        Ok(c) => c,
-        Err(r) => return r,
-    };
+pub(super) async fn outbreak(Viewer { shared, c }: Viewer) -> HttpResponse {
     let mut b = String::new();
     // The rules of the held Outbreak messages (the newest 1,000), with their counts.
     let r = run(

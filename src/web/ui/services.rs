@@ -5,14 +5,13 @@
 //! command refuses others, and the refusal is shown).
 
 use std::fmt::Write as _;
-use std::net::SocketAddr;
 use std::sync::Arc;
 
-use axum::extract::{ConnectInfo, Path, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::extract::Path;
+use axum::http::StatusCode;
 use axum::response::Response as HttpResponse;
 use axum::routing::{get, post};
-use axum::{Extension, Router};
+use axum::Router;
 use serde_json::{json, Value};
 
 use super::*;
@@ -50,16 +49,7 @@ fn row_actions(csrf: &str) -> impl Fn(&Value) -> String + Sync + '_ {
     }
 }
 
-pub(super) async fn services(
-    State(shared): St,
-    Extension(sessions): Ses,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
-) -> HttpResponse {
-    let c = match caller(&shared, &sessions, &headers, peer) {
-        Ok(c) => c,
-        Err(r) => return r,
-    };
+pub(super) async fn services(Viewer { shared, c }: Viewer) -> HttpResponse {
     let role = shared.config().role;
     let p = run(&shared, &c.id, "pvoconfig", json!({ "action": "status" })).await;
     let mut b = String::new();
@@ -211,16 +201,9 @@ pub(super) async fn gateway_new(Post { shared, c, form }: Post) -> HttpResponse 
 
 /// The edit form of one gateway (prefilled from `applianceconfig list`).
 pub(super) async fn gateway_form(
-    State(shared): St,
-    Extension(sessions): Ses,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
+    Viewer { shared, c }: Viewer,
     Path(id): Path<String>,
 ) -> HttpResponse {
-    let c = match caller(&shared, &sessions, &headers, peer) {
-        Ok(c) => c,
-        Err(r) => return r,
-    };
     let title = format!("Gateway {id}");
     let l = run(
         &shared,
