@@ -420,6 +420,15 @@ impl Cpq {
     pub fn central(&self) -> bool {
         self.mode == CpqMode::Central && self.manager.is_some()
     }
+
+    /// The ids of the added gateways the manager can reach over SSH.
+    pub fn ssh_gateway_ids(&self) -> Vec<String> {
+        self.gateways
+            .iter()
+            .filter(|g| g.ssh_port.is_some())
+            .map(|g| g.id.clone())
+            .collect()
+    }
 }
 
 /// The destination of messages waiting for the manager (gateway).

@@ -490,13 +490,7 @@ async fn diagnose(shared: &Arc<Shared>) -> Response {
             let ssh_gateways: Vec<String> = cfg
                 .cpq
                 .as_ref()
-                .map(|c| {
-                    c.gateways
-                        .iter()
-                        .filter(|g| g.ssh_port.is_some())
-                        .map(|g| g.id.clone())
-                        .collect()
-                })
+                .map(crate::config::Cpq::ssh_gateway_ids)
                 .unwrap_or_default();
             // SSH from the manager to each gateway added with applianceconfig.
             for g in ssh_gateways {

@@ -260,13 +260,7 @@ pub fn start(shared: &Arc<Shared>) {
             let due: Vec<String> = cfg
                 .cpq
                 .as_ref()
-                .map(|c| {
-                    c.gateways
-                        .iter()
-                        .filter(|g| g.ssh_port.is_some())
-                        .map(|g| g.id.clone())
-                        .collect()
-                })
+                .map(crate::config::Cpq::ssh_gateway_ids)
                 .unwrap_or_default();
             drop(cfg);
             for id in due {

@@ -390,19 +390,10 @@ pub(super) async fn users(Viewer { shared, c }: Viewer) -> HttpResponse {
 
 /// The form of a new role (`None`) or of an existing one.
 async fn role_fields(shared: &Arc<Shared>, c: &Caller, role: Option<&Value>) -> String {
-    let q = run(
-        shared,
-        &c.id,
-        "quarantineconfig",
-        json!({ "action": "list" }),
-    )
-    .await;
-    let names: Vec<String> = q.data["quarantines"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|q| q["name"].as_str().map(str::to_string))
-        .collect();
+    let (names, refused) = match quarantine_names(shared, c).await {
+        Ok(n) => (n, None),
+        Err(r) => (Vec::new(), Some(r)),
+    };
     let chosen = role.map(|r| strings(&r["quarantines"])).unwrap_or_default();
     let all = chosen.iter().any(|q| q == "*");
     let checked = |b: bool| if b { " checked" } else { "" };
@@ -436,8 +427,8 @@ async fn role_fields(shared: &Arc<Shared>, c: &Caller, role: Option<&Value>) -> 
         esc(role.and_then(|r| r["description"].as_str()).unwrap_or("")),
         checked(all),
     );
-    if !q.ok {
-        f.push_str(&refusal(&q));
+    if let Some(r) = &refused {
+        f.push_str(&refusal(r));
     }
     for (i, n) in names.iter().enumerate() {
         let _ = write!(

@@ -293,6 +293,26 @@ async fn run(shared: &Arc<Shared>, id: &Identity, command: &str, args: Value) ->
     crate::commands::dispatch_as(shared, req, id).await
 }
 
+/// The names of the quarantines `quarantineconfig list` shows the caller, or its refusal.
+async fn quarantine_names(shared: &Arc<Shared>, c: &Caller) -> Result<Vec<String>, Response> {
+    let r = run(
+        shared,
+        &c.id,
+        "quarantineconfig",
+        serde_json::json!({ "action": "list" }),
+    )
+    .await;
+    if !r.ok {
+        return Err(r);
+    }
+    Ok(r.data["quarantines"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|q| q["name"].as_str().map(str::to_string))
+        .collect())
+}
+
 /// A page without navigation (login, refusals).
 fn bare(title: &str, body: &str) -> String {
     format!(

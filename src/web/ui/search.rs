@@ -156,19 +156,7 @@ pub(super) async fn search(Viewer { shared, c }: Viewer, RawQuery(raw): RawQuery
     let val = |k: &str| esc(given.get(k).copied().unwrap_or("").trim());
 
     // The quarantines the caller can pick from.
-    let list = run(
-        &shared,
-        &c.id,
-        "quarantineconfig",
-        json!({ "action": "list" }),
-    )
-    .await;
-    let names: Vec<String> = list.data["quarantines"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|q| q["name"].as_str().map(str::to_string))
-        .collect();
+    let names = quarantine_names(&shared, &c).await.unwrap_or_default();
 
     let mut b = String::from(
         "<form method=\"get\" action=\"/messages\" class=\"filters\" role=\"search\">",
