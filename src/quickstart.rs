@@ -127,6 +127,11 @@ pub fn run(args: Args) -> Result<()> {
     rt.block_on(async move {
         let manager = crate::node::Node::start(mcfg, mpath.clone()).await?;
         let gateway = crate::node::Node::start(gcfg, path.clone()).await?;
+        let manager_ssh = match ssh_access(&manager, &gateway).await {
+            Ok(Some(how)) => how,
+            Ok(None) => String::new(),
+            Err(e) => format!("the manager has no SSH access to {GATEWAY_ID} ({e:#}); `applianceconfig new` on the manager gives it"),
+        };
         for (name, addr) in &gateway.listeners {
             println!("Listener {name} listening on {addr}");
         }
@@ -154,6 +159,9 @@ pub fn run(args: Args) -> Result<()> {
             _ => println!("  Delivers as configured in the existing {}", path.display()),
         }
         println!("  Manager CPQ:  {maddr} (holds the gateway's Policy, Virus and Outbreak quarantines)");
+        if !manager_ssh.is_empty() {
+            println!("  Gateways:     {manager_ssh}");
+        }
         println!("  Logs:         {} and {}", logs.display(), mlogs.display());
         println!("  Commands:     pvo --dir {g} status      pvo --dir {m} status");
         println!("  Users:        admin (Administrator); its first password: {g}/run/{pw} and {m}/run/{pw}", pw = crate::users::INITIAL_PASSWORD_FILE);
@@ -207,6 +215,91 @@ pub fn run(args: Args) -> Result<()> {
         manager.shutdown().await;
         Ok(())
     })
+}
+
+/// Gives the manager SSH access to the gateway, as `applianceconfig new` does over the
+/// network with the gateway's Administrator password: the manager's key for the
+/// gateway's `admin`, then the gateway's SSH port and host key (seen on a first login
+/// with that key) in the manager's `[[cpq.gateway]]`, committed. The manager then shows
+/// the gateway's live state (`applianceconfig status`, the dashboard). `None` when it
+/// already has access or a node has no SSH.
+async fn ssh_access(
+    manager: &crate::node::Node,
+    gateway: &crate::node::Node,
+) -> Result<Option<String>> {
+    use crate::admin::Request;
+    use crate::commands::dispatch_as;
+    use crate::cpq::appliance::{exec, manager_key, Login};
+    use crate::users::Identity;
+    let Some(ssh) = gateway.ssh else {
+        return Ok(None);
+    };
+    let added = manager.shared.config().cpq.as_ref().and_then(|c| {
+        c.gateways
+            .iter()
+            .find(|g| g.id == GATEWAY_ID)
+            .map(|g| g.ssh_port.is_some())
+    });
+    if added != Some(false) {
+        return Ok(None);
+    }
+    let admin = Identity::local_admin();
+    let run = |shared: &std::sync::Arc<crate::node::Shared>, command: &str, args| {
+        let req = Request {
+            command: command.to_string(),
+            args,
+            user: String::new(),
+            auth: None,
+        };
+        let shared = shared.clone();
+        let admin = admin.clone();
+        async move {
+            let r = dispatch_as(&shared, req, &admin).await;
+            if r.ok {
+                Ok(r)
+            } else {
+                Err(anyhow::anyhow!("{}", r.text.trim()))
+            }
+        }
+    };
+    let (key, line) = manager_key(&manager.shared)?;
+    if let Err(e) = run(
+        &gateway.shared,
+        "userconfig",
+        serde_json::json!({ "action": "sshkey", "sub": "add", "name": "admin", "key": line }),
+    )
+    .await
+    {
+        if !e.to_string().contains("already") {
+            return Err(e.context("installing the manager's key on the gateway"));
+        }
+    }
+    let first = exec(
+        ssh.ip(),
+        ssh.port(),
+        "admin",
+        &Login::Key(key),
+        None,
+        "pvoconfig status --json",
+    )
+    .await
+    .context("logging into the gateway with the manager's key")?;
+    run(
+        &manager.shared,
+        "applianceconfig",
+        serde_json::json!({ "action": "edit", "id": GATEWAY_ID, "ssh_port": ssh.port(), "user": "admin", "host_key": first.host_key }),
+    )
+    .await?;
+    run(
+        &manager.shared,
+        "commit",
+        serde_json::json!({ "comment": "quickstart: SSH access to the gateway" }),
+    )
+    .await?;
+    Ok(Some(format!(
+        "{GATEWAY_ID}; the manager logs into it over SSH with its key (host key {}) and shows its live state",
+        first.host_key
+    )))
 }
 
 fn manager_config(args: &Args) -> String {

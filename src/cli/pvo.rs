@@ -69,7 +69,8 @@ pub enum ApplianceAction {
         #[arg(long)]
         password_stdin: bool,
     },
-    /// Change a gateway's address, SSH port or SSH user (pending until commit).
+    /// Change a gateway's address, SSH port, SSH user or pinned SSH host key (pending
+    /// until commit).
     Edit {
         id: String,
         #[arg(long)]
@@ -78,6 +79,9 @@ pub enum ApplianceAction {
         ssh_port: Option<u16>,
         #[arg(long)]
         user: Option<String>,
+        /// The gateway's SSH host key fingerprint, `SHA256:...`.
+        #[arg(long)]
+        host_key: Option<String>,
     },
     /// Log in with the manager's key and ask where released mail goes.
     Test { id: String },
@@ -164,8 +168,9 @@ impl PvoCommand {
                         address,
                         ssh_port,
                         user,
+                        host_key,
                     } => {
-                        json!({ "action": "edit", "id": id, "address": address, "ssh_port": ssh_port, "user": user })
+                        json!({ "action": "edit", "id": id, "address": address, "ssh_port": ssh_port, "user": user, "host_key": host_key })
                     }
                     ApplianceAction::Test { id } => json!({ "action": "test", "id": id }),
                     ApplianceAction::Delete { id } => json!({ "action": "delete", "id": id }),

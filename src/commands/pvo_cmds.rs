@@ -713,10 +713,20 @@ async fn applianceconfig(shared: &Arc<Shared>, req: &Request) -> Response {
                 .map(|p| p as u16)
                 .or(g.ssh_port);
             let user = arg_str(args, "user").unwrap_or(&g.ssh_user).to_string();
+            // The gateway's SSH host key fingerprint (`SHA256:...`) to pin.
+            let host_key = arg_str(args, "host_key")
+                .map(str::to_string)
+                .or(g.ssh_host_key.clone())
+                .unwrap_or_default();
+            if !host_key.is_empty() && !host_key.starts_with("SHA256:") {
+                return Response::error(format!(
+                    "\"{host_key}\" is not an SSH host key fingerprint (SHA256:...)."
+                ));
+            }
             config_cmds::edit(shared, req, move |_, doc| {
                 doc.cpq_gateway_set(&id, &address.to_string(), g.port)?;
                 if let Some(p) = ssh_port {
-                    doc.cpq_gateway_ssh(&id, p, &user, g.ssh_host_key.as_deref().unwrap_or(""))?;
+                    doc.cpq_gateway_ssh(&id, p, &user, &host_key)?;
                 }
                 Ok(format!(
                     "Gateway {id}: address {address}, SSH port {}, user {user}.",

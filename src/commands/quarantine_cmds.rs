@@ -961,6 +961,13 @@ fn render_message(
         received.push_str(&format!(" (ICID {icid})"));
     }
     t.push_str(&format!("  Received:       {received}\n"));
+    if !info.gateway.is_empty() {
+        t.push_str(&format!(
+            "  Gateway:        {} (its MID {})\n",
+            clean(&info.gateway),
+            info.gateway_mid
+        ));
+    }
     t.push_str(&format!("  Envelope From:  <{}>\n", clean(&info.sender)));
     for (i, r) in info.recipients.iter().enumerate() {
         let label = if i == 0 { "Envelope To:" } else { "" };
@@ -1111,6 +1118,8 @@ fn render_message(
         json!({
             "mid": mid,
             "msg_id": info.msg_id,
+            "gateway": info.gateway,
+            "gateway_mid": info.gateway_mid,
             "state": info.state.as_str(),
             "sender": info.sender,
             "recipients": info.recipients,

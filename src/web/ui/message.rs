@@ -104,9 +104,14 @@ pub(super) async fn show(Viewer { shared, c }: Viewer, Path(mid): Path<String>) 
         s("subject"),
         esc(&bytes(d["size"].as_u64().unwrap_or(0))),
         if atts.is_empty() { "none".into() } else { atts.join("<br>") },
-        d["meta"]["gateway"]
+        d["gateway"]
             .as_str()
-            .map(|g| format!("<dt>Gateway</dt><dd>{}</dd>", esc(g)))
+            .filter(|g| !g.is_empty())
+            .map(|g| format!(
+                "<dt>Originating gateway</dt><dd id=\"gateway\">{} (its MID {})</dd>",
+                esc(g),
+                d["gateway_mid"].as_u64().unwrap_or(0)
+            ))
             .unwrap_or_default(),
     );
 
