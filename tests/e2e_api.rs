@@ -11,106 +11,18 @@ use crate::support::*;
 const DELIVERY: Duration = Duration::from_secs(60);
 
 fn config(sink: &Sink) -> String {
-    format!(
-        r#"[node]
-hostname = "gw1.example.com"
-data_dir = "."
-
-[[interface]]
-name = "Loopback"
-address = "127.0.0.1"
-hostname = "gw1.example.com"
-
-[[policy]]
-name = "RELAYED"
-behavior = "relay"
-max_message_size = 20971520
-max_recipients = 1000
-max_concurrency = 600
-
-[[listener]]
-name = "IncomingMail"
-interface = "Loopback"
-port = 0
-type = "public"
-
-  [[listener.hat]]
-  group = "RELAYLIST"
-  senders = ["127.0.0.1"]
-  policy = "RELAYED"
-
-  [[listener.rat]]
-  recipients = ["one.example", "two.example"]
-  action = "accept"
-
-[[smtp_route]]
-domain = "ALL"
-hosts = ["{sink}"]
-
-[delivery]
-default_interface = "Auto"
-
-[tls.outbound]
-default = "off"
-
-[web]
-interface = "Loopback"
-port = 0
-
-[[content_filter]]
-name = "quarantine_test"
-conditions = {{ subject_contains = "[quarantine-test]" }}
-actions = [{{ quarantine = "Policy" }}]
-
-[[mail_policy]]
-name = "DEFAULT_OUTGOING"
-direction = "outgoing"
-content_filters = ["ALL"]
-"#,
-        sink = sink.host_port()
-    )
-}
-
-fn pvo_json(node: &Node, args: &[&str]) -> Value {
-    let out = Command::new(pvo_bin())
-        .arg("--dir")
-        .arg(node.data_dir())
-        .args(args)
-        .arg("--json")
-        .output()
-        .expect("run pvo");
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(
-        out.status.success(),
-        "`pvo {}` failed: {text}\n{}",
-        args.join(" "),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_str(&text).unwrap_or_else(|e| panic!("not JSON ({e}):\n{text}"))
-}
-
-fn json(text: &str) -> Value {
-    serde_json::from_str(text).unwrap_or_else(|e| panic!("not JSON ({e}):\n{text}"))
+    GatewayToml::new(sink)
+        .rat(&["one.example", "two.example"])
+        .web()
+        .extra(QUARANTINE_TEST_FILTER)
+        .extra(OUTGOING_POLICY)
+        .build()
 }
 
 /// Sends a message from 127.0.0.1 (relayed, so the outgoing policy's filter runs) to
 /// `rcpt`; returns the MID.
 fn send(node: &Node, rcpt: &str, subject: &str) -> u64 {
-    let mut c = SmtpClient::open(node.addr(), Some(TRUSTED));
-    c.expect("EHLO client.test", 250);
-    let r = c.send_message(
-        "sender@example.org",
-        &[rcpt],
-        &format!("Subject: {subject}\r\n\r\nhello\r\n"),
-    );
-    assert_eq!(r.code, 250, "end of data: {}", r.raw());
-    c.quit();
-    let line = r.lines.last().cloned().unwrap_or_default();
-    line.split_whitespace()
-        .skip_while(|w| *w != "Message")
-        .nth(1)
-        .and_then(|m| m.parse().ok())
-        .unwrap_or_else(|| panic!("no MID in {line:?}"))
+    send_relayed(node, rcpt, subject, "hello")
 }
 
 #[test]
@@ -138,25 +50,25 @@ fn api_tokens_roles_search_show_release_openapi_and_metrics() {
         &node,
         &["userconfig", "new", "--name", "guest", "--role", "Guest"],
     );
-    let guest = pvo_json(&node, &["userconfig", "token", "new", "guest"])["data"]["token"]
-        .as_str()
-        .expect("token")
-        .to_string();
+    let guest = new_token(&node, "guest");
 
     let mid = send(&node, "x@one.example", "[quarantine-test] api");
-    node.wait_for_log(&format!("MID {mid} quarantined to \"Policy\""), DELIVERY);
+    wait_quarantined_in(&node, mid, "Policy");
     let big = send(
         &node,
         "y@two.example",
         "[quarantine-test] a longer subject makes a larger message",
     );
-    node.wait_for_log(&format!("MID {big} quarantined to \"Policy\""), DELIVERY);
+    wait_quarantined_in(&node, big, "Policy");
 
     // No token, a wrong token: 401.
     let (code, body) = https(web, "GET", "/api/v1/status", None, None);
     assert_eq!(code, 401, "{body}");
     assert!(
-        json(&body)["error"].as_str().unwrap().contains("Bearer"),
+        parse_json(&body)["error"]
+            .as_str()
+            .unwrap()
+            .contains("Bearer"),
         "{body}"
     );
     let (code, _) = https(web, "GET", "/api/v1/messages", Some("pvo_nope"), None);
@@ -164,7 +76,7 @@ fn api_tokens_roles_search_show_release_openapi_and_metrics() {
 
     let (code, body) = https(web, "GET", "/api/v1/status", Some(&admin), None);
     assert_eq!(code, 200, "{body}");
-    json(&body);
+    parse_json(&body);
     for path in [
         "/api/v1/tophosts",
         "/api/v1/quarantines",
@@ -172,7 +84,7 @@ fn api_tokens_roles_search_show_release_openapi_and_metrics() {
     ] {
         let (code, body) = https(web, "GET", path, Some(&admin), None);
         assert_eq!(code, 200, "{path}: {body}");
-        json(&body);
+        parse_json(&body);
     }
 
     // Search and show.
@@ -184,7 +96,7 @@ fn api_tokens_roles_search_show_release_openapi_and_metrics() {
         None,
     );
     assert_eq!(code, 200, "{body}");
-    let found = json(&body);
+    let found = parse_json(&body);
     let mids: Vec<u64> = found["messages"]
         .as_array()
         .unwrap_or_else(|| panic!("{found:#}"))
@@ -201,7 +113,7 @@ fn api_tokens_roles_search_show_release_openapi_and_metrics() {
             None,
         );
         assert_eq!(code, 200, "{body}");
-        let got: Vec<u64> = json(&body)["messages"]
+        let got: Vec<u64> = parse_json(&body)["messages"]
             .as_array()
             .unwrap()
             .iter()
@@ -227,7 +139,7 @@ fn api_tokens_roles_search_show_release_openapi_and_metrics() {
         None,
     );
     assert_eq!(code, 200, "{body}");
-    json(&body);
+    parse_json(&body);
     let (code, body) = https(web, "GET", "/api/v1/messages/999999", Some(&admin), None);
     assert_eq!(code, 404, "{body}");
 
@@ -236,7 +148,10 @@ fn api_tokens_roles_search_show_release_openapi_and_metrics() {
     let (code, body) = https(web, "POST", &path, Some(&guest), None);
     assert_eq!(code, 403, "{body}");
     assert!(
-        json(&body)["error"].as_str().unwrap().contains("cannot"),
+        parse_json(&body)["error"]
+            .as_str()
+            .unwrap()
+            .contains("cannot"),
         "{body}"
     );
     assert_eq!(sink.count(), 0);
@@ -272,7 +187,7 @@ fn api_tokens_roles_search_show_release_openapi_and_metrics() {
     // The OpenAPI document (no token needed) lists the paths.
     let (code, body) = https(web, "GET", "/api/v1/openapi.json", None, None);
     assert_eq!(code, 200, "{body}");
-    let doc = json(&body);
+    let doc = parse_json(&body);
     assert_eq!(doc["openapi"], "3.0.3");
     for p in [
         "/api/v1/messages",
@@ -319,7 +234,7 @@ fn job_end(web: std::net::SocketAddr, url: &str, token: &str) -> Value {
         || {
             let (code, body) = https(web, "GET", url, Some(token), None);
             assert_eq!(code, 200, "{body}");
-            let rec = json(&body);
+            let rec = parse_json(&body);
             (rec["state"] != "running").then_some(rec)
         },
         || format!("the job {url} did not end"),
@@ -343,12 +258,7 @@ fn api_bulk_jobs_release_by_query_guest_refused_and_copy() {
         &node,
         &["quarantineconfig", "edit", "Policy", "--access", "Guest"],
     );
-    let token = |user: &str| {
-        pvo_json(&node, &["userconfig", "token", "new", user])["data"]["token"]
-            .as_str()
-            .expect("token")
-            .to_string()
-    };
+    let token = |user: &str| new_token(&node, user);
     let (admin, guest) = (token("admin"), token("guest"));
     let wave: Vec<u64> = (0..30)
         .map(|i| {
@@ -361,7 +271,7 @@ fn api_bulk_jobs_release_by_query_guest_refused_and_copy() {
         .collect();
     let other = send(&node, "y@two.example", "[quarantine-test] other");
     for m in wave.iter().chain([&other]) {
-        node.wait_for_log(&format!("MID {m} quarantined to \"Policy\""), DELIVERY);
+        wait_quarantined_in(&node, *m, "Policy");
     }
     let held = || {
         let d = pvo_json(&node, &["quarantine", "search", "--limit", "100"]);
@@ -388,7 +298,10 @@ fn api_bulk_jobs_release_by_query_guest_refused_and_copy() {
     );
     assert_eq!(code, 403, "{answer}");
     assert!(
-        json(&answer)["error"].as_str().unwrap().contains("cannot"),
+        parse_json(&answer)["error"]
+            .as_str()
+            .unwrap()
+            .contains("cannot"),
         "{answer}"
     );
     let (code, answer) = https(
@@ -439,7 +352,7 @@ fn api_bulk_jobs_release_by_query_guest_refused_and_copy() {
         Some(body),
     );
     assert_eq!(code, 202, "{answer}");
-    let started = json(&answer);
+    let started = parse_json(&answer);
     let url = started["status_url"].as_str().unwrap().to_string();
     assert_eq!(
         url,
@@ -478,10 +391,18 @@ fn api_bulk_jobs_release_by_query_guest_refused_and_copy() {
     assert_eq!(code, 404, "{answer}");
     let (code, answer) = https(web, "GET", "/api/v1/jobs", Some(&guest), None);
     assert_eq!(code, 200, "{answer}");
-    assert_eq!(json(&answer)["jobs"], serde_json::json!([]), "{answer}");
+    assert_eq!(
+        parse_json(&answer)["jobs"],
+        serde_json::json!([]),
+        "{answer}"
+    );
     let (code, answer) = https(web, "GET", "/api/v1/jobs", Some(&admin), None);
     assert_eq!(code, 200, "{answer}");
-    assert_eq!(json(&answer)["jobs"][0]["id"], started["job"], "{answer}");
+    assert_eq!(
+        parse_json(&answer)["jobs"][0]["id"],
+        started["job"],
+        "{answer}"
+    );
     let (code, answer) = https(web, "GET", &url, None, None);
     assert_eq!(code, 401, "{answer}");
 
@@ -501,7 +422,10 @@ fn api_bulk_jobs_release_by_query_guest_refused_and_copy() {
     assert_eq!(code, 400, "{answer}");
     let (code, answer) = https(web, "POST", &path, Some(&admin), Some(copy));
     assert_eq!(code, 200, "{answer}");
-    assert!(json(&answer)["copy_mid"].as_u64().is_some(), "{answer}");
+    assert!(
+        parse_json(&answer)["copy_mid"].as_u64().is_some(),
+        "{answer}"
+    );
     let got = sink.wait_for_messages(31, DELIVERY);
     assert!(got.iter().any(|m| m.text().contains("other")));
     assert_eq!(held(), vec![other]);
@@ -605,16 +529,11 @@ fn schemathesis_per_role_and_without_a_token() {
             "Operator,Help Desk User,Guest,Read-Only Operator",
         ],
     );
-    let token = |user: &str| {
-        pvo_json(&node, &["userconfig", "token", "new", user])["data"]["token"]
-            .as_str()
-            .expect("token")
-            .to_string()
-    };
+    let token = |user: &str| new_token(&node, user);
     let mid = send(&node, "x@one.example", "[quarantine-test] fuzzed");
     let outside = send(&node, "y@two.example", "[quarantine-test] outside");
     for m in [mid, outside] {
-        node.wait_for_log(&format!("MID {m} quarantined to \"Policy\""), DELIVERY);
+        wait_quarantined_in(&node, m, "Policy");
     }
     pvo_json(
         &node,
@@ -712,32 +631,8 @@ fn schemathesis_per_role_and_without_a_token() {
 /// and schemathesis finds the answer conforms to the document.
 #[test]
 fn api_gateways_on_a_manager_is_applianceconfig_status() {
-    let tmp = tempfile::Builder::new()
-        .prefix("pvo-quickstart-")
-        .tempdir()
-        .unwrap();
-    let data = tmp.path().join("pvo-data");
-    let gateway = data.join("gateway");
+    let Quickstart { node, data, .. } = start_quickstart(&[]);
     let manager = data.join("manager");
-    // quickstart takes its ports on the command line (see e2e_gateway's quickstart test).
-    let port = free_port();
-    let manager_ip: std::net::IpAddr = "127.0.0.2".parse().unwrap();
-    let cpq_port = free_port_on_all(&[TRUSTED, manager_ip]);
-    let args = [
-        "quickstart",
-        "--dir",
-        data.to_str().unwrap(),
-        "--ssh-port",
-        "0",
-        "--web-port",
-        "0",
-        "--smtp-port",
-        &port.to_string(),
-        "--cpq-port",
-        &cpq_port.to_string(),
-    ];
-    let expected = Listeners::Named(vec!["IncomingMail".into(), "cpq_listener".into()]);
-    let node = Node::start_with_args(tmp, gateway, &args, expected);
     let stdout = node.dir().join("node.stdout.log");
     let prefix = "  Manager web:  https://";
     let web: std::net::SocketAddr = wait_until(
@@ -750,25 +645,17 @@ fn api_gateways_on_a_manager_is_applianceconfig_status() {
         },
         || format!("{prefix:?} in {}", stdout.display()),
     );
-    let out = Command::new(pvo_bin())
-        .arg("--dir")
-        .arg(&manager)
-        .args(["userconfig", "token", "new", "admin", "--json"])
-        .output()
-        .unwrap();
-    let made: Value = serde_json::from_slice(&out.stdout)
-        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stderr)));
-    let token = made["data"]["token"].as_str().expect("token").to_string();
+    let token = admin_token_in(&manager);
 
     let (code, body) = https(web, "GET", "/api/v1/gateways", Some(&token), None);
     assert_eq!(code, 200, "{body}");
-    let got = json(&body);
+    let got = parse_json(&body);
     assert_eq!(got["role"], "manager", "{got:#}");
     assert!(got["releases_waiting_total"].is_u64(), "{got:#}");
     let gateways = got["gateways"].as_array().unwrap();
     assert_eq!(gateways.len(), 1, "{got:#}");
     let (_, doc) = https(web, "GET", "/api/v1/openapi.json", None, None);
-    let doc = json(&doc);
+    let doc = parse_json(&doc);
     let schema = &doc["components"]["schemas"]["Gateway"];
     for k in schema["required"].as_array().unwrap() {
         let k = k.as_str().unwrap();

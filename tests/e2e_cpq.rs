@@ -28,8 +28,9 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 use crate::support::{
-    connect, free_port_on, https, log_lines, pvo_bin, run_with_timeout, wait_until, web_addr,
-    Namespace, Node, NodeDir, Reply, Sink, SmtpClient, SYSTEM_PYTHON, TRUSTED,
+    connect, enroll, free_port_on, https, log_lines, manager_toml, pvo_bin, run_with_timeout,
+    wait_until, web_addr, GatewayToml, Namespace, Node, NodeDir, Reply, Sink, SmtpClient,
+    INCOMING_POLICY, OUTGOING_POLICY, QUARANTINE_TEST_FILTER, SYSTEM_PYTHON, TRUSTED,
 };
 
 /// Long enough for a debug build on two busy cores; waits end as soon as the event comes.
@@ -53,23 +54,7 @@ const FILTER_REASON: &str = "content filter:quarantine_test";
 
 /// A manager on 127.0.0.2 whose cpq_listener is on `cpq_port`, no gateway enrolled yet.
 fn manager_config(node_id: &str, cpq_port: u16) -> String {
-    format!(
-        r#"[node]
-role = "manager"
-hostname = "{node_id}.cpq.test"
-data_dir = "."
-
-[[interface]]
-name = "Management"
-address = "{MANAGER_IP}"
-hostname = "{node_id}.cpq.test"
-
-[cpq]
-node_id = "{node_id}"
-interface = "Management"
-port = {cpq_port}
-"#
-    )
+    manager_toml(node_id, cpq_port)
 }
 
 /// The `[[cpq.gateway]]` table `pvo manager enroll` writes, for writing it by hand.
@@ -81,121 +66,20 @@ fn enrolled_gateway(id: &str, ip: IpAddr, port: u16) -> String {
 /// cpq_listener on `ip`:`cpq_port`, mail to anything routed to `sink`, and the demo
 /// content filter in both mail policies (mail from 127.0.0.1 is outgoing).
 fn gateway_config(id: &str, ip: IpAddr, cpq_port: u16, manager_port: u16, sink: &Sink) -> String {
-    format!(
-        r#"[node]
-hostname = "{id}.cpq.test"
-data_dir = "."
-
-[[interface]]
-name = "Loopback"
-address = "{ip}"
-hostname = "{id}.cpq.test"
-
-[[policy]]
-name = "RELAYED"
-behavior = "relay"
-max_message_size = 20971520
-max_recipients = 1000
-max_concurrency = 600
-
-[[policy]]
-name = "ACCEPTED"
-behavior = "accept"
-max_message_size = 20971520
-max_recipients = 100
-max_concurrency = 200
-
-[[listener]]
-name = "IncomingMail"
-interface = "Loopback"
-port = 0
-type = "public"
-
-  [[listener.hat]]
-  group = "RELAYLIST"
-  senders = ["127.0.0.1"]
-  policy = "RELAYED"
-
-  [[listener.hat]]
-  group = "ALL"
-  senders = ["ALL"]
-  policy = "ACCEPTED"
-
-  [[listener.rat]]
-  recipients = ["example.com"]
-  action = "accept"
-
-[[smtp_route]]
-domain = "ALL"
-hosts = ["{sink}"]
-
-# CPQ leaves from the default delivery interface (as on the appliance): the gateway's
-# own address, the one the manager's HAT lists.
-[delivery]
-default_interface = "Loopback"
-
-[delivery.bounce]
-initial_retry = 3600
-max_retry = 3600
-max_queue_lifetime = 259200
-max_retries = 100
-send_dsn = false
-
-[tls.outbound]
-default = "off"
-
-[cpq]
-node_id = "{id}"
-interface = "Loopback"
-port = {cpq_port}
-mode = "central"
-manager = "{MANAGER_IP}:{manager_port}"
-
-[[content_filter]]
-name = "quarantine_test"
-conditions = {{ subject_contains = "{TAG}" }}
-actions = [{{ quarantine = "Policy" }}]
-
-[[mail_policy]]
-name = "DEFAULT_INCOMING"
-direction = "incoming"
-content_filters = ["ALL"]
-
-[[mail_policy]]
-name = "DEFAULT_OUTGOING"
-direction = "outgoing"
-content_filters = ["ALL"]
-"#,
-        sink = sink.host_port()
-    )
-}
-
-/// `pvo manager enroll --config MANAGER/pvo.toml ID --address IP --port PORT --out
-/// GATEWAY/cpq` (the manager not running: the gateway goes into the manager's file).
-fn enroll(manager: &NodeDir, gateway: &NodeDir, id: &str, ip: IpAddr, port: u16) {
-    let mut cmd = Command::new(pvo_bin());
-    cmd.args(["manager", "enroll", "--config"])
-        .arg(manager.config_path())
-        .arg(id)
-        .args(["--address", &ip.to_string(), "--port", &port.to_string()])
-        .arg("--out")
-        .arg(gateway.cpq_dir());
-    let (status, out, err) = run_with_timeout(&mut cmd, COMMAND);
-    assert!(
-        status.success(),
-        "enrolling {id}: {status}\n--- stdout ---\n{out}\n--- stderr ---\n{err}"
-    );
-    for file in ["node.crt", "node.key", "ca.crt"] {
-        assert!(
-            gateway.cpq_dir().join(file).is_file(),
-            "enroll wrote no {file} for {id}:\n{out}"
-        );
-    }
-    let config = std::fs::read_to_string(manager.config_path()).unwrap();
-    assert!(
-        config.contains(&format!("id = \"{id}\"")),
-        "enroll did not add gateway {id} to the manager's file:\n{config}"
-    );
+    // CPQ leaves from the default delivery interface (as on the appliance): the
+    // gateway's own address, the one the manager's HAT lists.
+    GatewayToml::new(sink)
+        .hostname(&format!("{id}.cpq.test"))
+        .address(ip)
+        .accept_all()
+        .rat(&["example.com"])
+        .default_interface("Loopback")
+        .quiet_bounces()
+        .cpq(id, cpq_port, "central", manager_port)
+        .extra(QUARANTINE_TEST_FILTER)
+        .extra(INCOMING_POLICY)
+        .extra(OUTGOING_POLICY)
+        .build()
 }
 
 // ---------------------------------------------------------------------------------------

@@ -17,8 +17,9 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use crate::support::{
-    free_port, log_lines, peer_script, run_with_timeout, strip_log_prefix, wait_until, Listeners,
-    Message, Node, Reply, Sink, SinkOptions, SmtpClient, SYSTEM_PYTHON, TRUSTED, UNTRUSTED,
+    log_lines, peer_script, run_with_timeout, start_quickstart, strip_log_prefix, wait_until,
+    Message, Node, Quickstart, Reply, Sink, SinkOptions, SmtpClient, MANAGER_IP, SYSTEM_PYTHON,
+    TRUSTED, UNTRUSTED,
 };
 
 /// Long enough for a debug build on two busy cores; waits end as soon as the event comes.
@@ -1429,36 +1430,16 @@ fn spool_survives_sigterm_while_the_next_hop_is_down() {
 
 #[test]
 fn quickstart_delivers_into_the_local_maildir_and_restarts_on_the_same_dir() {
-    let tmp = tempfile::Builder::new()
-        .prefix("pvo-quickstart-")
-        .tempdir()
-        .unwrap();
-    let data = tmp.path().join("pvo-data");
     // quickstart lays out a gateway and a manager under DIR.
+    let Quickstart {
+        mut node,
+        data,
+        port,
+        cpq_port,
+    } = start_quickstart(&[]);
     let gateway = data.join("gateway");
     let manager = data.join("manager");
-    // quickstart takes its ports on the command line, so the test has to name them: ask
-    // the kernel for free ports and release them. Another process could take one in
-    // between; every other test lets the node bind port 0 itself instead. The CPQ port
-    // is the same on the gateway (127.0.0.1) and the manager (127.0.0.2).
-    let port = free_port();
-    let manager_ip: std::net::IpAddr = "127.0.0.2".parse().unwrap();
-    let cpq_port = crate::support::free_port_on_all(&[TRUSTED, manager_ip]);
-    let args = [
-        "quickstart",
-        "--dir",
-        data.to_str().unwrap(),
-        "--ssh-port",
-        "0",
-        "--web-port",
-        "0",
-        "--smtp-port",
-        &port.to_string(),
-        "--cpq-port",
-        &cpq_port.to_string(),
-    ];
-    let expected = Listeners::Named(vec!["IncomingMail".into(), "cpq_listener".into()]);
-    let mut node = Node::start_with_args(tmp, gateway.clone(), &args, expected);
+    let manager_ip = MANAGER_IP;
     assert_eq!(node.port(), port);
     assert_eq!(
         node.listener("cpq_listener"),
@@ -1498,17 +1479,9 @@ fn quickstart_delivers_into_the_local_maildir_and_restarts_on_the_same_dir() {
         } else {
             &manager
         };
-        let out = std::process::Command::new(crate::support::pvo_bin())
-            .arg("--dir")
-            .arg(dir)
-            .args(["userconfig", "token", "new", "admin", "--json"])
-            .output()
-            .unwrap();
-        let made: serde_json::Value = serde_json::from_slice(&out.stdout)
-            .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stderr)));
-        let token = made["data"]["token"].as_str().expect("token");
+        let token = crate::support::admin_token_in(dir);
         let (code, body) =
-            crate::support::https(addr, "GET", "/api/v1/gateways", Some(token), None);
+            crate::support::https(addr, "GET", "/api/v1/gateways", Some(&token), None);
         assert_eq!(code, 200, "{what}: {body}");
         let state: serde_json::Value = serde_json::from_str(&body).unwrap();
         assert_eq!(state["role"], what.to_lowercase(), "{body}");

@@ -29,8 +29,9 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 use crate::support::{
-    free_port_on, log_lines, pvo_bin, run_with_timeout, wait_until, Node, NodeDir, Sink,
-    SmtpClient, TRUSTED,
+    free_port_on, log_lines, manager_toml, pvo_bin, run_with_timeout, wait_until, GatewayToml,
+    Node, NodeDir, Sink, SmtpClient, INCOMING_POLICY, OUTGOING_POLICY, QUARANTINE_TEST_FILTER,
+    TRUSTED,
 };
 
 const GW_IP: IpAddr = TRUSTED;
@@ -48,24 +49,8 @@ const NOTIFY: &str = "quarantine-admin@example.com";
 
 fn manager_config(cpq_port: u16) -> String {
     format!(
-        r#"[node]
-role = "manager"
-hostname = "manager.cpq.test"
-data_dir = "."
-
-[[interface]]
-name = "Management"
-address = "{MANAGER_IP}"
-hostname = "manager.cpq.test"
-
-[logs]
-max_size = 1099511627776
-
-[cpq]
-node_id = "manager"
-interface = "Management"
-port = {cpq_port}
-"#
+        "{}\n[logs]\nmax_size = 1099511627776\n",
+        manager_toml("manager", cpq_port)
     )
 }
 
@@ -73,56 +58,13 @@ port = {cpq_port}
 /// policies, everything routed to `sink`, `[cpq] notify` set. Logs never rotate (the
 /// final checks read every line).
 fn gateway_config(mode: &str, cpq_port: u16, manager_port: u16, sink: &Sink) -> String {
-    format!(
-        r#"[node]
-hostname = "gw1.cpq.test"
-data_dir = "."
-
-[[interface]]
-name = "Loopback"
-address = "{GW_IP}"
-hostname = "gw1.cpq.test"
-
-[[policy]]
-name = "RELAYED"
-behavior = "relay"
-max_message_size = 20971520
-max_recipients = 1000
-max_concurrency = 600
-
-[[listener]]
-name = "IncomingMail"
-interface = "Loopback"
-port = 0
-type = "public"
-
-  [[listener.hat]]
-  group = "RELAYLIST"
-  senders = ["127.0.0.1"]
-  policy = "RELAYED"
-
-  [[listener.rat]]
-  recipients = ["example.com"]
-  action = "accept"
-
-[[smtp_route]]
-domain = "ALL"
-hosts = ["{sink}"]
-
-[delivery]
-default_interface = "Auto"
-
-[delivery.bounce]
-initial_retry = 3600
-max_retry = 3600
-max_queue_lifetime = 259200
-max_retries = 100
-send_dsn = false
-
-[tls.outbound]
-default = "off"
-
-[logs]
+    GatewayToml::new(sink)
+        .hostname("gw1.cpq.test")
+        .address(GW_IP)
+        .rat(&["example.com"])
+        .quiet_bounces()
+        .extra(&format!(
+            r#"[logs]
 max_size = 1099511627776
 
 [cpq]
@@ -132,24 +74,12 @@ port = {cpq_port}
 mode = "{mode}"
 manager = "{MANAGER_IP}:{manager_port}"
 notify = ["{NOTIFY}"]
-
-[[content_filter]]
-name = "quarantine_test"
-conditions = {{ subject_contains = "{TAG}" }}
-actions = [{{ quarantine = "Policy" }}]
-
-[[mail_policy]]
-name = "DEFAULT_INCOMING"
-direction = "incoming"
-content_filters = ["ALL"]
-
-[[mail_policy]]
-name = "DEFAULT_OUTGOING"
-direction = "outgoing"
-content_filters = ["ALL"]
-"#,
-        sink = sink.host_port()
-    )
+"#
+        ))
+        .extra(QUARANTINE_TEST_FILTER)
+        .extra(INCOMING_POLICY)
+        .extra(OUTGOING_POLICY)
+        .build()
 }
 
 struct Deployment {

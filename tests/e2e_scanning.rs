@@ -21,8 +21,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use serde_json::Value;
 
 use crate::support::{
-    free_port, log_lines, pvo_bin, run_with_timeout, wait_until, Listeners, Message, Node, Sink,
-    SmtpClient, UNTRUSTED,
+    free_port, log_lines, pvo_bin, run_with_timeout, start_quickstart, wait_until, GatewayToml,
+    Message, Node, Quickstart, Sink, SmtpClient, MANAGER_IP, UNTRUSTED,
 };
 
 /// Long enough for a debug build on two busy cores; waits end as soon as the event comes.
@@ -269,71 +269,12 @@ impl Drop for Clamd {
 /// A gateway on 127.0.0.1 that accepts mail for example.com from anyone and delivers
 /// everything to `sink`, with `scanning` (mail policies, filters, ...) appended.
 fn config(sink: &Sink, scanning: &str) -> String {
-    format!(
-        r#"[node]
-hostname = "gw1.example.com"
-data_dir = "."
-
-[[interface]]
-name = "Loopback"
-address = "127.0.0.1"
-hostname = "gw1.example.com"
-
-[[policy]]
-name = "RELAYED"
-behavior = "relay"
-max_message_size = 20971520
-max_recipients = 1000
-max_concurrency = 600
-
-[[policy]]
-name = "ACCEPTED"
-behavior = "accept"
-max_message_size = 20971520
-max_recipients = 100
-max_concurrency = 200
-
-[[listener]]
-name = "IncomingMail"
-interface = "Loopback"
-port = 0
-type = "public"
-
-  [[listener.hat]]
-  group = "RELAYLIST"
-  senders = ["127.0.0.1"]
-  policy = "RELAYED"
-
-  [[listener.hat]]
-  group = "ALL"
-  senders = ["ALL"]
-  policy = "ACCEPTED"
-
-  [[listener.rat]]
-  recipients = ["example.com"]
-  action = "accept"
-
-[[smtp_route]]
-domain = "ALL"
-hosts = ["{sink}"]
-
-[delivery]
-default_interface = "Auto"
-
-[delivery.bounce]
-initial_retry = 3600
-max_retry = 3600
-max_queue_lifetime = 259200
-max_retries = 100
-send_dsn = false
-
-[tls.outbound]
-default = "off"
-
-{scanning}
-"#,
-        sink = sink.host_port()
-    )
+    GatewayToml::new(sink)
+        .accept_all()
+        .rat(&["example.com"])
+        .quiet_bounces()
+        .extra(scanning)
+        .build()
 }
 
 /// What one `pvo` command printed.
@@ -1274,36 +1215,13 @@ fn a_message_in_two_quarantines_needs_both_releases_and_a_delete_from_one_wins()
 #[test]
 fn quickstart_demo_holds_the_test_subject_and_card_numbers_in_policy() {
     let sink = Sink::accepting();
-    let tmp = tempfile::Builder::new()
-        .prefix("pvo-quickstart-")
-        .tempdir()
-        .unwrap();
-    let data = tmp.path().join("pvo-data");
-    let gateway = data.join("gateway");
-    // quickstart takes its ports on the command line: ask the kernel for free ones (the
-    // CPQ port on both 127.0.0.1, the gateway, and 127.0.0.2, the manager).
-    let port = free_port().to_string();
-    let manager_ip: std::net::IpAddr = "127.0.0.2".parse().unwrap();
-    let cpq_port =
-        crate::support::free_port_on_all(&[crate::support::TRUSTED, manager_ip]).to_string();
     let relay = sink.host_port();
-    let args = [
-        "quickstart",
-        "--dir",
-        data.to_str().unwrap(),
-        "--ssh-port",
-        "0",
-        "--web-port",
-        "0",
-        "--smtp-port",
-        &port,
-        "--relay-host",
-        &relay,
-        "--cpq-port",
-        &cpq_port,
-    ];
-    let expected = Listeners::Named(vec!["IncomingMail".into(), "cpq_listener".into()]);
-    let node = Node::start_with_args(tmp, gateway.clone(), &args, expected);
+    let Quickstart {
+        node,
+        data,
+        cpq_port,
+        ..
+    } = start_quickstart(&["--relay-host", &relay]);
     let stdout = wait_until(
         DELIVERY,
         || {
@@ -1319,7 +1237,7 @@ fn quickstart_demo_holds_the_test_subject_and_card_numbers_in_policy() {
         "4111 1111 1111 1111".into(),
         format!("pvo --dir {} quarantine search", manager.display()),
         format!("pvo --dir {} quarantine release MID", manager.display()),
-        format!("Manager cpq_listener listening on {manager_ip}:{cpq_port}"),
+        format!("Manager cpq_listener listening on {MANAGER_IP}:{cpq_port}"),
     ] {
         assert!(stdout.contains(&want), "banner lacks {want:?}:\n{stdout}");
     }

@@ -20,64 +20,12 @@ const COMMAND: Duration = Duration::from_secs(60);
 const DELIVERY: Duration = Duration::from_secs(60);
 
 fn config(sink: &Sink) -> String {
-    format!(
-        r#"[node]
-hostname = "gw1.example.com"
-data_dir = "."
-
-[[interface]]
-name = "Loopback"
-address = "127.0.0.1"
-hostname = "gw1.example.com"
-
-[[policy]]
-name = "RELAYED"
-behavior = "relay"
-max_message_size = 20971520
-max_recipients = 1000
-max_concurrency = 600
-
-[[listener]]
-name = "IncomingMail"
-interface = "Loopback"
-port = 0
-type = "public"
-
-  [[listener.hat]]
-  group = "RELAYLIST"
-  senders = ["127.0.0.1"]
-  policy = "RELAYED"
-
-  [[listener.rat]]
-  recipients = ["one.example", "two.example"]
-  action = "accept"
-
-[[smtp_route]]
-domain = "ALL"
-hosts = ["{sink}"]
-
-[delivery]
-default_interface = "Auto"
-
-[tls.outbound]
-default = "off"
-
-[ssh]
-interface = "Loopback"
-port = 0
-
-[[content_filter]]
-name = "quarantine_test"
-conditions = {{ subject_contains = "[quarantine-test]" }}
-actions = [{{ quarantine = "Policy" }}]
-
-[[mail_policy]]
-name = "DEFAULT_OUTGOING"
-direction = "outgoing"
-content_filters = ["ALL"]
-"#,
-        sink = sink.host_port()
-    )
+    GatewayToml::new(sink)
+        .rat(&["one.example", "two.example"])
+        .ssh()
+        .extra(QUARANTINE_TEST_FILTER)
+        .extra(OUTGOING_POLICY)
+        .build()
 }
 
 /// What a process printed.
@@ -151,10 +99,6 @@ fn pvo_ok(node: &Node, args: &[&str], input: &[u8]) -> String {
         out.both()
     );
     out.stdout
-}
-
-fn json(text: &str) -> Value {
-    serde_json::from_str(text).unwrap_or_else(|e| panic!("not JSON ({e}):\n{text}"))
 }
 
 /// The address of `SSH listening on IP:PORT` that the node printed.
@@ -278,21 +222,7 @@ impl Ssh {
 /// Sends a message from 127.0.0.1 (relayed, so the outgoing policy's filter runs) to
 /// `rcpt`; returns the MID.
 fn send(node: &Node, rcpt: &str, subject: &str) -> u64 {
-    let mut c = SmtpClient::open(node.addr(), Some(TRUSTED));
-    c.expect("EHLO client.test", 250);
-    let r = c.send_message(
-        "sender@example.org",
-        &[rcpt],
-        &format!("Subject: {subject}\r\n\r\nhello\r\n"),
-    );
-    assert_eq!(r.code, 250, "end of data: {}", r.raw());
-    c.quit();
-    let line = r.lines.last().cloned().unwrap_or_default();
-    line.split_whitespace()
-        .skip_while(|w| *w != "Message")
-        .nth(1)
-        .and_then(|m| m.parse().ok())
-        .unwrap_or_else(|| panic!("no MID in {line:?}"))
+    send_relayed(node, rcpt, subject, "hello")
 }
 
 /// The status text says `System status: Online` (columns aligned).
@@ -362,7 +292,7 @@ fn ssh_exec_shell_keys_and_passwords_like_the_openssh_client_sees_them() {
         b"",
     );
     assert!(out.status.success(), "{}", out.both());
-    assert_eq!(json(&out.stdout)["ok"], true);
+    assert_eq!(parse_json(&out.stdout)["ok"], true);
     let out = run(
         ssh.with_key("admin", &key)
             .arg(ssh.host())
@@ -436,7 +366,7 @@ fn ssh_exec_shell_keys_and_passwords_like_the_openssh_client_sees_them() {
     assert!(out.stderr.contains("Permission denied"), "{}", out.both());
 
     // The audit trail has the refused logins, from ssh and the client's address.
-    let audit = json(&pvo_ok(
+    let audit = parse_json(&pvo_ok(
         &node,
         &["auditlog", "--action", "login", "--json"],
         b"",
@@ -485,7 +415,7 @@ fn roles_limit_commands_and_quarantines_and_the_audit_trail_names_who_released_f
     let one = send(&node, "x@one.example", "[quarantine-test] for one");
     let two = send(&node, "y@two.example", "[quarantine-test] for two");
     for mid in [one, two] {
-        node.wait_for_log(&format!("MID {mid} quarantined to \"Policy\""), DELIVERY);
+        wait_quarantined_in(&node, mid, "Policy");
     }
 
     // An Operator named on Policy's access list, and a help desk for one.example.
@@ -525,7 +455,7 @@ fn roles_limit_commands_and_quarantines_and_the_audit_trail_names_who_released_f
         ],
         b"",
     );
-    let made = json(&pvo_ok(
+    let made = parse_json(&pvo_ok(
         &node,
         &[
             "userconfig",
@@ -583,7 +513,7 @@ fn roles_limit_commands_and_quarantines_and_the_audit_trail_names_who_released_f
     };
     let out = op("quarantine search --json");
     assert!(out.status.success(), "{}", out.both());
-    assert_eq!(mids_of(&json(&out.stdout)), vec![one, two]);
+    assert_eq!(mids_of(&parse_json(&out.stdout)), vec![one, two]);
     let out = op("commit --comment nope");
     assert_eq!(out.status.code(), Some(1), "{}", out.both());
     assert!(
@@ -651,7 +581,7 @@ fn roles_limit_commands_and_quarantines_and_the_audit_trail_names_who_released_f
     };
     let out = aud("quarantine search --json");
     assert!(out.status.success(), "{}", out.both());
-    assert_eq!(mids_of(&json(&out.stdout)), vec![one, two]);
+    assert_eq!(mids_of(&parse_json(&out.stdout)), vec![one, two]);
     let out = aud(&format!("quarantine delete {two} --yes"));
     assert_eq!(out.status.code(), Some(1), "{}", out.both());
     assert!(
@@ -695,7 +625,7 @@ fn roles_limit_commands_and_quarantines_and_the_audit_trail_names_who_released_f
     };
     let out = hd("quarantine search --json");
     assert!(out.status.success(), "{}", out.both());
-    assert_eq!(mids_of(&json(&out.stdout)), vec![one]);
+    assert_eq!(mids_of(&parse_json(&out.stdout)), vec![one]);
     let out = hd(&format!("quarantine show {two}"));
     assert_eq!(out.status.code(), Some(1), "{}", out.both());
     assert!(
@@ -721,7 +651,7 @@ fn roles_limit_commands_and_quarantines_and_the_audit_trail_names_who_released_f
         out.both()
     );
     sink.wait_for_messages(1, DELIVERY);
-    let audit = json(&pvo_ok(
+    let audit = parse_json(&pvo_ok(
         &node,
         &["auditlog", "--mid", &one.to_string(), "--json"],
         b"",
@@ -776,7 +706,7 @@ fn roles_limit_commands_and_quarantines_and_the_audit_trail_names_who_released_f
     );
     assert_eq!(out.status.code(), Some(1), "{}", out.both());
     assert!(out.stderr.contains("refused"), "{}", out.both());
-    let logins = json(&pvo_ok(
+    let logins = parse_json(&pvo_ok(
         &node,
         &["auditlog", "--action", "login", "--user", "op", "--json"],
         b"",
@@ -798,96 +728,17 @@ fn roles_limit_commands_and_quarantines_and_the_audit_trail_names_who_released_f
 /// A node whose outgoing policy quarantines in Policy what a body regex matches
 /// (`code-NNNN`) and what carries a payment card number (DLP).
 fn matched_config(sink: &Sink) -> String {
-    format!(
-        r#"[node]
-hostname = "gw1.example.com"
-data_dir = "."
-
-[[interface]]
-name = "Loopback"
-address = "127.0.0.1"
-hostname = "gw1.example.com"
-
-[[policy]]
-name = "RELAYED"
-behavior = "relay"
-max_message_size = 20971520
-max_recipients = 1000
-max_concurrency = 600
-
-[[listener]]
-name = "IncomingMail"
-interface = "Loopback"
-port = 0
-type = "public"
-
-  [[listener.hat]]
-  group = "RELAYLIST"
-  senders = ["127.0.0.1"]
-  policy = "RELAYED"
-
-  [[listener.rat]]
-  recipients = ["one.example"]
-  action = "accept"
-
-[[smtp_route]]
-domain = "ALL"
-hosts = ["{sink}"]
-
-[delivery]
-default_interface = "Auto"
-
-[tls.outbound]
-default = "off"
-
-[ssh]
-interface = "Loopback"
-port = 0
-
-[web]
-interface = "Loopback"
-port = 0
-
-[[content_filter]]
-name = "secret_codes"
-conditions = {{ body_regex = "code-[0-9]+" }}
-actions = [{{ quarantine = "Policy" }}]
-
-[[dlp_policy]]
-name = "cards"
-detectors = ["payment_card"]
-[dlp_policy.actions]
-low = [{{ quarantine = "Policy" }}]
-
-[[mail_policy]]
-name = "DEFAULT_OUTGOING"
-direction = "outgoing"
-content_filters = ["ALL"]
-dlp_policies = ["cards"]
-"#,
-        sink = sink.host_port()
-    )
+    GatewayToml::new(sink)
+        .ssh()
+        .web()
+        .extra(MATCHED_CONTENT)
+        .build()
 }
 
 /// Sends `body` relayed from 127.0.0.1; returns the MID once it is quarantined.
 fn send_body(node: &Node, subject: &str, body: &str) -> u64 {
-    let mut c = SmtpClient::open(node.addr(), Some(TRUSTED));
-    c.expect("EHLO client.test", 250);
-    let r = c.send_message(
-        "sender@example.org",
-        &["x@one.example"],
-        &format!("Subject: {subject}\r\n\r\n{body}\r\n"),
-    );
-    assert_eq!(r.code, 250, "end of data: {}", r.raw());
-    c.quit();
-    let line = r.lines.last().cloned().unwrap_or_default();
-    let mid: u64 = line
-        .split_whitespace()
-        .skip_while(|w| *w != "Message")
-        .nth(1)
-        .and_then(|m| m.parse().ok())
-        .unwrap_or_else(|| panic!("no MID in {line:?}"));
-    node.wait_for_log(&format!("MID {mid} quarantined to \"Policy\""), DELIVERY);
+    let mid = send_relayed(node, "x@one.example", subject, body);
+    wait_quarantined_in(node, mid, "Policy");
     mid
 }
 
@@ -904,7 +755,7 @@ fn as_user(node: &Node, user: &str, password: &str, args: &[&str]) -> Value {
         b"",
     );
     assert!(out.status.success(), "{user}: {args:?}: {}", out.both());
-    json(&out.stdout)
+    parse_json(&out.stdout)
 }
 
 /// The "why held" details of the Policy membership in a `quarantine show` answer.
@@ -982,7 +833,7 @@ fn matched_content_is_shown_only_to_roles_that_may_see_it() {
     };
     assert!(line("blind").contains("hidden"), "{roles}");
     assert!(line("sighted").contains("shown"), "{roles}");
-    let listed = json(&pvo_ok(
+    let listed = parse_json(&pvo_ok(
         &node,
         &["userconfig", "role", "list", "--json"],
         b"",
@@ -1022,7 +873,7 @@ fn matched_content_is_shown_only_to_roles_that_may_see_it() {
     }
 
     // The Administrator sees what matched: the body text, the masked card sample.
-    let admin_code = json(&pvo_ok(
+    let admin_code = parse_json(&pvo_ok(
         &node,
         &["quarantine", "show", &code.to_string(), "--json"],
         b"",
@@ -1030,7 +881,7 @@ fn matched_content_is_shown_only_to_roles_that_may_see_it() {
     let d = policy_details(&admin_code);
     assert_eq!(d["evidence"][0]["matched"], "code-4711", "{admin_code:#}");
     assert_eq!(admin_code["data"]["matched_content_hidden"], false);
-    let admin_card = json(&pvo_ok(
+    let admin_card = parse_json(&pvo_ok(
         &node,
         &["quarantine", "show", &card.to_string(), "--json"],
         b"",
@@ -1113,7 +964,7 @@ fn matched_content_is_shown_only_to_roles_that_may_see_it() {
         "{}",
         out.both()
     );
-    let token = json(&pvo_ok(
+    let token = parse_json(&pvo_ok(
         &node,
         &["userconfig", "token", "new", "gina", "--json"],
         b"",
@@ -1130,7 +981,7 @@ fn matched_content_is_shown_only_to_roles_that_may_see_it() {
         None,
     );
     assert_eq!(status, 200, "{body}");
-    let api: Value = json(&body);
+    let api: Value = parse_json(&body);
     assert_eq!(api["matched_content_hidden"], true, "{api:#}");
     assert!(!body.contains("code-4711"), "{body}");
     let (status, body) = https(

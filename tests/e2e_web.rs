@@ -7,7 +7,6 @@
 
 use std::io::{Read, Write};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener};
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use serde_json::Value;
@@ -19,102 +18,11 @@ const TAG: &str = "[quarantine-test]";
 const OTHER_SITE: IpAddr = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2));
 
 fn gateway_config(sink: &Sink) -> String {
-    format!(
-        r#"[node]
-hostname = "gw1.example.com"
-data_dir = "."
-
-[[interface]]
-name = "Loopback"
-address = "127.0.0.1"
-hostname = "gw1.example.com"
-
-[[policy]]
-name = "RELAYED"
-behavior = "relay"
-max_message_size = 20971520
-max_recipients = 1000
-max_concurrency = 600
-
-[[listener]]
-name = "IncomingMail"
-interface = "Loopback"
-port = 0
-type = "public"
-
-  [[listener.hat]]
-  group = "RELAYLIST"
-  senders = ["127.0.0.1"]
-  policy = "RELAYED"
-
-  [[listener.rat]]
-  recipients = ["one.example"]
-  action = "accept"
-
-[[smtp_route]]
-domain = "ALL"
-hosts = ["{sink}"]
-
-[delivery]
-default_interface = "Auto"
-
-[tls.outbound]
-default = "off"
-
-[web]
-interface = "Loopback"
-port = 0
-
-[[content_filter]]
-name = "quarantine_test"
-conditions = {{ subject_contains = "{TAG}" }}
-actions = [{{ quarantine = "Policy" }}]
-
-[[mail_policy]]
-name = "DEFAULT_OUTGOING"
-direction = "outgoing"
-content_filters = ["ALL"]
-"#,
-        sink = sink.host_port()
-    )
-}
-
-/// `pvo --dir DATA_DIR ARGS` with `input` on stdin; panics unless it succeeds.
-fn pvo(node: &Node, args: &[&str], input: &str) -> String {
-    let mut child = Command::new(pvo_bin())
-        .arg("--dir")
-        .arg(node.data_dir())
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn pvo");
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(input.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().expect("pvo output");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(
-        out.status.success(),
-        "`pvo {}` failed: {text}",
-        args.join(" ")
-    );
-    text
-}
-
-fn pvo_json(node: &Node, args: &[&str]) -> Value {
-    let mut a = args.to_vec();
-    a.push("--json");
-    let text = pvo(node, &a, "");
-    serde_json::from_str(&text).unwrap_or_else(|e| panic!("not JSON ({e}):\n{text}"))
+    GatewayToml::new(sink)
+        .web()
+        .extra(QUARANTINE_TEST_FILTER)
+        .extra(OUTGOING_POLICY)
+        .build()
 }
 
 /// The MIDs held now.
@@ -131,23 +39,8 @@ fn held(node: &Node) -> Vec<u64> {
 /// Sends a relayed message (the outgoing policy's filter quarantines the tagged
 /// subject); returns its MID once it is quarantined.
 fn send_quarantined(node: &Node, subject: &str) -> u64 {
-    let mut c = SmtpClient::open(node.addr(), Some(TRUSTED));
-    c.expect("EHLO client.test", 250);
-    let r = c.send_message(
-        "sender@example.org",
-        &["x@one.example"],
-        &format!("Subject: {TAG} {subject}\r\n\r\nhello\r\n"),
-    );
-    assert_eq!(r.code, 250, "end of data: {}", r.raw());
-    c.quit();
-    let line = r.lines.last().cloned().unwrap_or_default();
-    let mid: u64 = line
-        .split_whitespace()
-        .skip_while(|w| *w != "Message")
-        .nth(1)
-        .and_then(|m| m.parse().ok())
-        .unwrap_or_else(|| panic!("no MID in {line:?}"));
-    node.wait_for_log(&format!("MID {mid} quarantined to \"Policy\""), DELIVERY);
+    let mid = send_relayed(node, "x@one.example", &format!("{TAG} {subject}"), "hello");
+    wait_quarantined_in(node, mid, "Policy");
     mid
 }
 
@@ -177,14 +70,6 @@ fn serve_page(ip: IpAddr, html: String) -> SocketAddr {
     addr
 }
 
-fn rt() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .unwrap()
-}
-
 /// Submits the login form (the answer is the next page: the dashboard or the form
 /// with a message).
 async fn login(b: &Browser, base: &str, user: &str, password: &str) {
@@ -204,11 +89,8 @@ fn web_ui_login_search_release_bulk_delete_guest_csrf_and_rate_limit() {
     let sink = Sink::accepting();
     let node = Node::start(&gateway_config(&sink));
     let base = format!("https://{}", web_addr(&node));
-    let admin_pw = std::fs::read_to_string(node.data_dir().join("run/initial-admin-password"))
-        .expect("initial admin password")
-        .trim()
-        .to_string();
-    pvo(
+    let admin_pw = initial_password(&node);
+    pvo_stdin(
         &node,
         &[
             "userconfig",
@@ -221,7 +103,7 @@ fn web_ui_login_search_release_bulk_delete_guest_csrf_and_rate_limit() {
         ],
         "guest-password-1\n",
     );
-    pvo(
+    pvo_stdin(
         &node,
         &[
             "quarantineconfig",
@@ -463,44 +345,19 @@ fn web_ui_login_search_release_bulk_delete_guest_csrf_and_rate_limit() {
 // The gateway's PVO settings page (a deployment, as in e2e_cpq.rs)
 // ---------------------------------------------------------------------------------------
 
-const MANAGER_IP: IpAddr = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2));
-
 fn manager_config(cpq_port: u16) -> String {
-    format!(
-        r#"[node]
-role = "manager"
-hostname = "manager.cpq.test"
-data_dir = "."
-
-[[interface]]
-name = "Management"
-address = "{MANAGER_IP}"
-hostname = "manager.cpq.test"
-
-[cpq]
-node_id = "manager"
-interface = "Management"
-port = {cpq_port}
-"#
-    )
+    manager_toml("manager", cpq_port)
 }
 
 /// A gateway in local mode that knows its manager, with the web UI.
 fn pvo_gateway_config(cpq_port: u16, manager_port: u16, sink: &Sink) -> String {
-    format!(
-        r#"{}
-[cpq]
-node_id = "gw1"
-interface = "Loopback"
-port = {cpq_port}
-mode = "local"
-manager = "{MANAGER_IP}:{manager_port}"
-"#,
-        gateway_config(sink).replace(
-            "default_interface = \"Auto\"",
-            "default_interface = \"Loopback\""
-        )
-    )
+    GatewayToml::new(sink)
+        .default_interface("Loopback")
+        .web()
+        .extra(QUARANTINE_TEST_FILTER)
+        .extra(OUTGOING_POLICY)
+        .cpq("gw1", cpq_port, "local", manager_port)
+        .build()
 }
 
 #[test]
@@ -510,27 +367,15 @@ fn web_ui_gateway_enable_is_disabled_with_the_reason_while_the_manager_is_suspen
     let mdir = NodeDir::new(&manager_config(manager_port));
     let cpq_port = free_port_on(TRUSTED);
     let gdir = NodeDir::new(&pvo_gateway_config(cpq_port, manager_port, &sink));
-    let mut enroll = Command::new(pvo_bin());
-    enroll
-        .args(["manager", "enroll", "--config"])
-        .arg(mdir.config_path())
-        .arg("gw1")
-        .args(["--address", "127.0.0.1", "--port", &cpq_port.to_string()])
-        .arg("--out")
-        .arg(gdir.cpq_dir());
-    let (status, out, err) = run_with_timeout(&mut enroll, DELIVERY);
-    assert!(status.success(), "enroll: {out}{err}");
+    enroll(&mdir, &gdir, "gw1", TRUSTED, cpq_port);
     let manager = mdir.start_manager();
     let gw = gdir.start_gateway();
-    pvo(&manager, &["pvoconfig", "migration", "automatic"], "");
-    pvo(&manager, &["commit", "-m", "migration wizard"], "");
-    pvo(&manager, &["suspendlisteners", "all"], "");
+    pvo_stdin(&manager, &["pvoconfig", "migration", "automatic"], "");
+    pvo_stdin(&manager, &["commit", "-m", "migration wizard"], "");
+    pvo_stdin(&manager, &["suspendlisteners", "all"], "");
 
     let base = format!("https://{}", web_addr(&gw));
-    let admin_pw = std::fs::read_to_string(gw.data_dir().join("run/initial-admin-password"))
-        .expect("initial admin password")
-        .trim()
-        .to_string();
+    let admin_pw = initial_password(&gw);
     rt().block_on(async {
         let b = Browser::start().await;
         login(&b, &base, "admin", &admin_pw).await;
@@ -547,7 +392,7 @@ fn web_ui_gateway_enable_is_disabled_with_the_reason_while_the_manager_is_suspen
         assert!(remedy.contains("resume"), "{remedy}");
 
         // The manager back: the button is enabled, and enabling is pending until commit.
-        pvo(&manager, &["resumelisteners", "all"], "");
+        pvo_stdin(&manager, &["resumelisteners", "all"], "");
         b.goto(&format!("{base}/pvo")).await;
         let enable = b.find("#enable").await;
         assert!(enable.is_enabled().await.unwrap(), "{}", b.source().await);
@@ -555,7 +400,7 @@ fn web_ui_gateway_enable_is_disabled_with_the_reason_while_the_manager_is_suspen
         b.click("#enable").await;
         let result = b.text_with("#result", "manager ready").await;
         assert!(result.contains("manager ready"), "{result}");
-        let status = pvo(&gw, &["pvoconfig", "status"], "");
+        let status = pvo_stdin(&gw, &["pvoconfig", "status"], "");
         assert!(status.contains(": local"), "pending until commit: {status}");
 
         // Commit the pending change from the Changes page: the gateway is central.
@@ -568,7 +413,7 @@ fn web_ui_gateway_enable_is_disabled_with_the_reason_while_the_manager_is_suspen
         assert!(result.contains("committed"), "{result}");
         b.close().await;
     });
-    let status = pvo(&gw, &["pvoconfig", "status"], "");
+    let status = pvo_stdin(&gw, &["pvoconfig", "status"], "");
     assert!(status.contains("centralized on the manager"), "{status}");
 }
 
@@ -587,16 +432,7 @@ fn web_ui_on_the_manager_releases_back_through_the_originating_gateway() {
         &pvo_gateway_config(cpq_port, manager_port, &sink)
             .replace("mode = \"local\"", "mode = \"central\""),
     );
-    let mut enroll = Command::new(pvo_bin());
-    enroll
-        .args(["manager", "enroll", "--config"])
-        .arg(mdir.config_path())
-        .arg("gw1")
-        .args(["--address", "127.0.0.1", "--port", &cpq_port.to_string()])
-        .arg("--out")
-        .arg(gdir.cpq_dir());
-    let (status, out, err) = run_with_timeout(&mut enroll, DELIVERY);
-    assert!(status.success(), "enroll: {out}{err}");
+    enroll(&mdir, &gdir, "gw1", TRUSTED, cpq_port);
     let manager = mdir.start_manager();
     let gw = gdir.start_gateway();
 
@@ -616,10 +452,7 @@ fn web_ui_on_the_manager_releases_back_through_the_originating_gateway() {
     );
 
     let base = format!("https://{}", web_addr(&manager));
-    let admin_pw = std::fs::read_to_string(manager.data_dir().join("run/initial-admin-password"))
-        .expect("initial admin password")
-        .trim()
-        .to_string();
+    let admin_pw = initial_password(&manager);
     rt().block_on(async {
         let b = Browser::start().await;
         login(&b, &base, "admin", &admin_pw).await;
@@ -653,7 +486,7 @@ fn web_ui_on_the_manager_releases_back_through_the_originating_gateway() {
         assert!(said.contains("No message is held in Outbreak"), "{said}");
         b.close().await;
     });
-    let status = pvo(&manager, &["pvoconfig", "status"], "");
+    let status = pvo_stdin(&manager, &["pvoconfig", "status"], "");
     assert!(
         status.contains("Migration wizard: automatic (by admin)"),
         "{status}"

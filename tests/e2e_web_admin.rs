@@ -9,104 +9,33 @@
 //! to the manager, and a custom role with one quarantine, made on the Users page, gives a
 //! user exactly that quarantine's messages.
 
-use std::io::Write;
-use std::net::{IpAddr, Ipv4Addr};
-use std::process::{Command, Stdio};
 use std::time::Duration;
-
-use serde_json::Value;
 
 use crate::support::*;
 
 const DELIVERY: Duration = Duration::from_secs(60);
-const MANAGER_IP: IpAddr = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2));
 const POLICY_TAG: &str = "[policy-test]";
 const LEGAL_TAG: &str = "[legal-test]";
 
 fn manager_config(cpq_port: u16) -> String {
     format!(
-        r#"[node]
-role = "manager"
-hostname = "manager.cpq.test"
-data_dir = "."
-
-[[interface]]
-name = "Management"
-address = "{MANAGER_IP}"
-hostname = "manager.cpq.test"
-
-[cpq]
-node_id = "manager"
-interface = "Management"
-port = {cpq_port}
-
-[ssh]
-port = 0
-
-[web]
-interface = "Management"
-port = 0
-"#
+        "{}\n[ssh]\nport = 0\n\n[web]\ninterface = \"Management\"\nport = 0\n",
+        manager_toml("manager", cpq_port)
     )
 }
 
 /// A gateway in local mode on 127.0.0.1 that knows its manager but is not enrolled;
 /// SSH and the web UI on; two content filters hold tagged mail in Policy and Legal.
 fn gateway_config(cpq_port: u16, manager_port: u16, sink: &Sink) -> String {
-    format!(
-        r#"[node]
-hostname = "gw1.cpq.test"
-data_dir = "."
-
-[[interface]]
-name = "Loopback"
-address = "{TRUSTED}"
-hostname = "gw1.cpq.test"
-
-[[policy]]
-name = "RELAYED"
-behavior = "relay"
-max_message_size = 20971520
-max_recipients = 1000
-max_concurrency = 600
-
-[[listener]]
-name = "IncomingMail"
-interface = "Loopback"
-port = 0
-type = "public"
-
-  [[listener.hat]]
-  group = "RELAYLIST"
-  senders = ["127.0.0.1"]
-  policy = "RELAYED"
-
-  [[listener.rat]]
-  recipients = ["example.com"]
-  action = "accept"
-
-[[smtp_route]]
-domain = "ALL"
-hosts = ["{sink}"]
-
-[delivery]
-default_interface = "Loopback"
-
-[tls.outbound]
-default = "off"
-
-[cpq]
-node_id = "gw1"
-interface = "Loopback"
-port = {cpq_port}
-mode = "local"
-manager = "{MANAGER_IP}:{manager_port}"
-
-[ssh]
-port = 0
-
-[web]
-interface = "Loopback"
+    GatewayToml::new(sink)
+        .hostname("gw1.cpq.test")
+        .address(TRUSTED)
+        .rat(&["example.com"])
+        .default_interface("Loopback")
+        .web()
+        .cpq("gw1", cpq_port, "local", manager_port)
+        .extra(&format!(
+            r#"[ssh]
 port = 0
 
 [[content_filter]]
@@ -118,52 +47,10 @@ actions = [{{ quarantine = "Policy" }}]
 name = "legal_test"
 conditions = {{ subject_contains = "{LEGAL_TAG}" }}
 actions = [{{ quarantine = "Legal" }}]
-
-[[mail_policy]]
-name = "DEFAULT_OUTGOING"
-direction = "outgoing"
-content_filters = ["ALL"]
-"#,
-        sink = sink.host_port()
-    )
-}
-
-/// `pvo --dir DATA_DIR ARGS` with `input` on stdin; panics unless it succeeds.
-fn pvo(node: &Node, args: &[&str], input: &str) -> String {
-    let mut child = Command::new(pvo_bin())
-        .arg("--dir")
-        .arg(node.data_dir())
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn pvo");
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(input.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().expect("pvo output");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(
-        out.status.success(),
-        "`pvo {}` failed: {text}",
-        args.join(" ")
-    );
-    text
-}
-
-fn pvo_json(node: &Node, args: &[&str]) -> Value {
-    let mut a = args.to_vec();
-    a.push("--json");
-    let text = pvo(node, &a, "");
-    serde_json::from_str(&text).unwrap_or_else(|e| panic!("not JSON ({e}):\n{text}"))
+"#
+        ))
+        .extra(OUTGOING_POLICY)
+        .build()
 }
 
 /// The port of the `SSH listening on IP:PORT` line of the node's log.
@@ -176,44 +63,11 @@ fn ssh_port(node: &Node) -> u16 {
     line.rsplit(':').next().unwrap().trim().parse().unwrap()
 }
 
-fn initial_password(node: &Node) -> String {
-    std::fs::read_to_string(node.data_dir().join("run/initial-admin-password"))
-        .expect("initial admin password")
-        .trim()
-        .to_string()
-}
-
 /// Sends a relayed message with `subject`; returns its MID once `quarantine` holds it.
 fn send_quarantined(node: &Node, subject: &str, quarantine: &str) -> u64 {
-    let mut c = SmtpClient::open(node.addr(), Some(TRUSTED));
-    c.expect("EHLO client.test", 250);
-    let r = c.send_message(
-        "sender@example.org",
-        &["x@example.com"],
-        &format!("Subject: {subject}\r\n\r\nhello\r\n"),
-    );
-    assert_eq!(r.code, 250, "end of data: {}", r.raw());
-    c.quit();
-    let line = r.lines.last().cloned().unwrap_or_default();
-    let mid: u64 = line
-        .split_whitespace()
-        .skip_while(|w| *w != "Message")
-        .nth(1)
-        .and_then(|m| m.parse().ok())
-        .unwrap_or_else(|| panic!("no MID in {line:?}"));
-    node.wait_for_log(
-        &format!("MID {mid} quarantined to \"{quarantine}\""),
-        DELIVERY,
-    );
+    let mid = send_relayed(node, "x@example.com", subject, "hello");
+    wait_quarantined_in(node, mid, quarantine);
     mid
-}
-
-fn rt() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .unwrap()
 }
 
 async fn login(b: &Browser, base: &str, user: &str, password: &str) {
@@ -243,7 +97,7 @@ fn web_ui_services_add_test_and_remove_a_gateway_dashboard_state_operator_refuse
     let gw_password = initial_password(&gw);
     let base = format!("https://{}", web_addr(&manager));
     let admin_pw = initial_password(&manager);
-    pvo(
+    pvo_stdin(
         &manager,
         &[
             "userconfig",
@@ -330,7 +184,7 @@ fn web_ui_services_add_test_and_remove_a_gateway_dashboard_state_operator_refuse
             result.contains(&format!("port {moved}")) && result.contains("Pending until commit"),
             "{result}"
         );
-        pvo(&manager, &["clearchanges"], "");
+        pvo_stdin(&manager, &["clearchanges"], "");
 
         // Edit: the form shows the SSH settings; saving is pending.
         b.goto(&format!("{base}/services/gateways/gw1")).await;
@@ -340,7 +194,7 @@ fn web_ui_services_add_test_and_remove_a_gateway_dashboard_state_operator_refuse
         b.click("#save-gateway").await;
         let result = b.text_with("#result", "Pending").await;
         assert!(result.contains("user ops"), "{result}");
-        pvo(&manager, &["clearchanges"], "");
+        pvo_stdin(&manager, &["clearchanges"], "");
 
         // An Operator sees the page, but adding is refused on it.
         logout(&b).await;
@@ -361,10 +215,10 @@ fn web_ui_services_add_test_and_remove_a_gateway_dashboard_state_operator_refuse
         // Centralize the gateway (wizard on the manager, enable on the gateway): its
         // local message migrates. The gateway's dashboard says where its quarantines
         // are and shows the migration; the manager's counts the gateway's message.
-        pvo(&manager, &["pvoconfig", "migration", "automatic"], "");
-        pvo(&manager, &["commit", "-m", "wizard"], "");
-        pvo(&gw, &["pvoconfig", "enable"], "");
-        pvo(&gw, &["commit", "-m", "centralize"], "");
+        pvo_stdin(&manager, &["pvoconfig", "migration", "automatic"], "");
+        pvo_stdin(&manager, &["commit", "-m", "wizard"], "");
+        pvo_stdin(&gw, &["pvoconfig", "enable"], "");
+        pvo_stdin(&gw, &["commit", "-m", "centralize"], "");
         wait_until(
             DELIVERY,
             || {
@@ -416,7 +270,7 @@ fn web_ui_services_add_test_and_remove_a_gateway_dashboard_state_operator_refuse
     let list = pvo_json(&manager, &["applianceconfig", "list"]);
     assert_eq!(list["data"]["gateways"][0]["id"], "gw1", "{list:#}");
     assert_eq!(list["data"]["gateways"][0]["ssh_user"], "admin", "{list:#}");
-    pvo(&manager, &["commit", "-m", "remove gw1"], "");
+    pvo_stdin(&manager, &["commit", "-m", "remove gw1"], "");
     let list = pvo_json(&manager, &["applianceconfig", "list"]);
     assert_eq!(list["data"]["gateways"], serde_json::json!([]), "{list:#}");
     // The audit trail names the web UI and the Operator's refusal.
@@ -436,12 +290,12 @@ fn web_ui_gateway_local_dashboard_and_a_custom_role_with_one_quarantine() {
     let manager_port = free_port_on(MANAGER_IP);
     let cpq_port = free_port_on(TRUSTED);
     let gw = NodeDir::new(&gateway_config(cpq_port, manager_port, &sink)).start_gateway();
-    pvo(&gw, &["quarantineconfig", "new", "--name", "Legal"], "");
+    pvo_stdin(&gw, &["quarantineconfig", "new", "--name", "Legal"], "");
     let policy = send_quarantined(&gw, &format!("{POLICY_TAG} for pat"), "Policy");
     let legal = send_quarantined(&gw, &format!("{LEGAL_TAG} not for pat"), "Legal");
     let base = format!("https://{}", web_addr(&gw));
     let admin_pw = initial_password(&gw);
-    pvo(
+    pvo_stdin(
         &gw,
         &[
             "userconfig",

@@ -21,89 +21,17 @@ fn config(sink: &Sink) -> String {
 
 /// The gateway, `extra` appended (its outgoing mail policy filters every message).
 fn config_with(sink: &Sink, extra: &str) -> String {
-    format!(
-        r#"[node]
-hostname = "gw1.example.com"
-data_dir = "."
-
-[[interface]]
-name = "Loopback"
-address = "127.0.0.1"
-hostname = "gw1.example.com"
-
-[[policy]]
-name = "RELAYED"
-behavior = "relay"
-max_message_size = 20971520
-max_recipients = 1000
-max_concurrency = 600
-
-[[listener]]
-name = "IncomingMail"
-interface = "Loopback"
-port = 0
-type = "public"
-
-  [[listener.hat]]
-  group = "RELAYLIST"
-  senders = ["127.0.0.1"]
-  policy = "RELAYED"
-
-  [[listener.rat]]
-  recipients = ["one.example"]
-  action = "accept"
-
-[[smtp_route]]
-domain = "ALL"
-hosts = ["{sink}"]
-
-[delivery]
-default_interface = "Auto"
-
-[tls.outbound]
-default = "off"
-
-[web]
-interface = "Loopback"
-port = 0
-
-[[content_filter]]
-name = "quarantine_test"
-conditions = {{ subject_contains = "{TAG}" }}
-actions = [{{ quarantine = "Policy" }}]
-
-{extra}
-[[mail_policy]]
-name = "DEFAULT_OUTGOING"
-direction = "outgoing"
-content_filters = ["ALL"]
-{policy}
-"#,
-        sink = sink.host_port(),
-        policy = if extra.is_empty() {
-            ""
-        } else {
-            "outbreak = { threshold = 3 }"
-        }
-    )
-}
-
-fn pvo_json(node: &Node, args: &[&str]) -> Value {
-    let out = Command::new(pvo_bin())
-        .arg("--dir")
-        .arg(node.data_dir())
-        .args(args)
-        .arg("--json")
-        .output()
-        .expect("run pvo");
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(
-        out.status.success(),
-        "`pvo {}` failed: {text}\n{}",
-        args.join(" "),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_str(&text).unwrap_or_else(|e| panic!("not JSON ({e}):\n{text}"))
+    let outbreak = if extra.is_empty() {
+        ""
+    } else {
+        "outbreak = { threshold = 3 }\n"
+    };
+    GatewayToml::new(sink)
+        .web()
+        .extra(QUARANTINE_TEST_FILTER)
+        .extra(extra)
+        .extra(&format!("{OUTGOING_POLICY}{outbreak}"))
+        .build()
 }
 
 /// How many held messages have `word` in their subject.
@@ -238,28 +166,14 @@ sys.stdout.write(str(r.status) + "\n" + r.read().decode("utf-8", "replace"))
     (code.trim().parse().expect("HTTP status"), rest.to_string())
 }
 
-fn rt() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .unwrap()
-}
-
 #[test]
 fn bulk_delete_of_every_result_with_progress_and_a_cancelled_job() {
     let sink = Sink::accepting();
     let node = Node::start(&config(&sink));
     let base = format!("https://{}", web_addr(&node));
     let web = web_addr(&node);
-    let admin_pw = std::fs::read_to_string(node.data_dir().join("run/initial-admin-password"))
-        .expect("initial admin password")
-        .trim()
-        .to_string();
-    let token = pvo_json(&node, &["userconfig", "token", "new", "admin"])["data"]["token"]
-        .as_str()
-        .expect("token")
-        .to_string();
+    let admin_pw = initial_password(&node);
+    let token = new_token(&node, "admin");
 
     let started = std::time::Instant::now();
     flood(&node, FLOOD, "flood");
@@ -495,21 +409,7 @@ body_regex = ["(?i)outbreak-marker-7"]
 
 /// Sends one relayed message; its MID.
 fn send(node: &Node, subject: &str, body: &str) -> u64 {
-    let mut c = SmtpClient::open(node.addr(), Some(TRUSTED));
-    c.expect("EHLO client.test", 250);
-    let r = c.send_message(
-        "sender@example.org",
-        &["x@one.example"],
-        &format!("Subject: {subject}\r\n\r\n{body}\r\n"),
-    );
-    assert_eq!(r.code, 250, "end of data: {}", r.raw());
-    c.quit();
-    let line = r.lines.last().cloned().unwrap_or_default();
-    line.split_whitespace()
-        .skip_while(|w| *w != "Message")
-        .nth(1)
-        .and_then(|m| m.parse().ok())
-        .unwrap_or_else(|| panic!("no MID in {line:?}"))
+    send_relayed(node, "x@one.example", subject, body)
 }
 
 /// Outbreak manage-by-rule from the Outbreak page: a job that deletes every message the
@@ -528,18 +428,12 @@ fn outbreak_manage_by_rule_is_a_job() {
         &format!("[outbreak]\nrules_file = \"{}\"\n", file.display()),
     ));
     let base = format!("https://{}", web_addr(&node));
-    let admin_pw = std::fs::read_to_string(node.data_dir().join("run/initial-admin-password"))
-        .expect("initial admin password")
-        .trim()
-        .to_string();
+    let admin_pw = initial_password(&node);
     let held: Vec<u64> = (0..5)
         .map(|i| send(&node, &format!("wave {i}"), "look: outbreak-marker-7"))
         .collect();
     for m in &held {
-        node.wait_for_log(
-            &format!("MID {m} quarantined to \"Outbreak\""),
-            Duration::from_secs(60),
-        );
+        wait_quarantined_in(&node, *m, "Outbreak");
     }
     let kept = send(&node, &format!("{TAG} kept"), "nothing to see");
     // A Guest who may see Policy.
@@ -572,10 +466,7 @@ fn outbreak_manage_by_rule_is_a_job() {
         &node,
         &["quarantineconfig", "edit", "Policy", "--access", "Guest"],
     );
-    node.wait_for_log(
-        &format!("MID {kept} quarantined to \"Policy\""),
-        Duration::from_secs(60),
-    );
+    wait_quarantined_in(&node, kept, "Policy");
 
     rt().block_on(async {
         let b = Browser::start().await;

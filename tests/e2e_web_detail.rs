@@ -5,9 +5,7 @@
 //! whose next hop refuses connections marked down (`*`), its page shows `hoststatus`,
 //! and "Deliver now" reschedules its recipient.
 
-use std::io::Write;
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::process::{Command, Stdio};
+use std::net::{Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
 use serde_json::Value;
@@ -19,140 +17,12 @@ const DELIVERY: Duration = Duration::from_secs(60);
 /// Relayed mail from 127.0.0.1: `down.example` goes to `dead` (nothing listens there),
 /// the rest to the sink; a body with `code-NNNN` or a card number is quarantined.
 fn config(sink: &Sink, dead: SocketAddr) -> String {
-    format!(
-        r#"[node]
-hostname = "gw1.example.com"
-data_dir = "."
-
-[[interface]]
-name = "Loopback"
-address = "127.0.0.1"
-hostname = "gw1.example.com"
-
-[[policy]]
-name = "RELAYED"
-behavior = "relay"
-max_message_size = 20971520
-max_recipients = 1000
-max_concurrency = 600
-
-[[listener]]
-name = "IncomingMail"
-interface = "Loopback"
-port = 0
-type = "public"
-
-  [[listener.hat]]
-  group = "RELAYLIST"
-  senders = ["127.0.0.1"]
-  policy = "RELAYED"
-
-  [[listener.rat]]
-  recipients = ["one.example", "down.example"]
-  action = "accept"
-
-[[smtp_route]]
-domain = "down.example"
-hosts = ["{dead}"]
-
-[[smtp_route]]
-domain = "ALL"
-hosts = ["{sink}"]
-
-[delivery]
-default_interface = "Auto"
-
-[tls.outbound]
-default = "off"
-
-[web]
-interface = "Loopback"
-port = 0
-
-[[content_filter]]
-name = "secret_codes"
-conditions = {{ body_regex = "code-[0-9]+" }}
-actions = [{{ quarantine = "Policy" }}]
-
-[[dlp_policy]]
-name = "cards"
-detectors = ["payment_card"]
-[dlp_policy.actions]
-low = [{{ quarantine = "Policy" }}]
-
-[[mail_policy]]
-name = "DEFAULT_OUTGOING"
-direction = "outgoing"
-content_filters = ["ALL"]
-dlp_policies = ["cards"]
-"#,
-        sink = sink.host_port()
-    )
-}
-
-/// `pvo --dir DATA_DIR ARGS` with `input` on stdin; panics unless it succeeds.
-fn pvo(node: &Node, args: &[&str], input: &str) -> String {
-    let mut child = Command::new(pvo_bin())
-        .arg("--dir")
-        .arg(node.data_dir())
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn pvo");
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(input.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().expect("pvo output");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(
-        out.status.success(),
-        "`pvo {}` failed: {text}",
-        args.join(" ")
-    );
-    text
-}
-
-fn pvo_json(node: &Node, args: &[&str]) -> Value {
-    let mut a = args.to_vec();
-    a.push("--json");
-    let text = pvo(node, &a, "");
-    serde_json::from_str(&text).unwrap_or_else(|e| panic!("not JSON ({e}):\n{text}"))
-}
-
-/// Sends `body` to `rcpt`; returns the MID.
-fn send(node: &Node, rcpt: &str, subject: &str, body: &str) -> u64 {
-    let mut c = SmtpClient::open(node.addr(), Some(TRUSTED));
-    c.expect("EHLO client.test", 250);
-    let r = c.send_message(
-        "sender@example.org",
-        &[rcpt],
-        &format!("Subject: {subject}\r\n\r\n{body}\r\n"),
-    );
-    assert_eq!(r.code, 250, "end of data: {}", r.raw());
-    c.quit();
-    let line = r.lines.last().cloned().unwrap_or_default();
-    line.split_whitespace()
-        .skip_while(|w| *w != "Message")
-        .nth(1)
-        .and_then(|m| m.parse().ok())
-        .unwrap_or_else(|| panic!("no MID in {line:?}"))
-}
-
-fn rt() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
+    GatewayToml::new(sink)
+        .rat(&["one.example", "down.example"])
+        .route("down.example", dead)
+        .web()
+        .extra(MATCHED_CONTENT)
         .build()
-        .unwrap()
 }
 
 async fn login(b: &Browser, base: &str, user: &str, password: &str) {
@@ -175,11 +45,8 @@ fn web_detail_shows_matched_content_by_role_and_delivery_status_delivers_now() {
     let dead = SocketAddr::from((Ipv4Addr::LOCALHOST, free_port()));
     let node = Node::start(&config(&sink, dead));
     let base = format!("https://{}", web_addr(&node));
-    let admin_pw = std::fs::read_to_string(node.data_dir().join("run/initial-admin-password"))
-        .expect("initial admin password")
-        .trim()
-        .to_string();
-    pvo(
+    let admin_pw = initial_password(&node);
+    pvo_stdin(
         &node,
         &[
             "userconfig",
@@ -192,29 +59,29 @@ fn web_detail_shows_matched_content_by_role_and_delivery_status_delivers_now() {
         ],
         "guest-password-1\n",
     );
-    pvo(
+    pvo_stdin(
         &node,
         &["quarantineconfig", "edit", "Policy", "--access", "Guest"],
         "",
     );
 
-    let code = send(
+    let code = send_relayed(
         &node,
         "x@one.example",
         "codes <i>inside</i>",
         "Your code-4711 <b>is</b> inside.",
     );
-    let card = send(
+    let card = send_relayed(
         &node,
         "x@one.example",
         "payment",
         "My card is 4111 1111 1111 1111.",
     );
     for mid in [code, card] {
-        node.wait_for_log(&format!("MID {mid} quarantined to \"Policy\""), DELIVERY);
+        wait_quarantined_in(&node, mid, "Policy");
     }
     // A clean message to the host whose next hop refuses: deferred, the host down.
-    send(&node, "y@down.example", "deferred", "Nothing to see.");
+    send_relayed(&node, "y@down.example", "deferred", "Nothing to see.");
     wait_until(
         DELIVERY,
         || {
@@ -353,106 +220,29 @@ fn web_detail_shows_matched_content_by_role_and_delivery_status_delivers_now() {
 // The CPQ destinations on both roles
 // ---------------------------------------------------------------------------------------
 
-const MANAGER_IP: IpAddr = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2));
-
 fn manager_config(cpq_port: u16) -> String {
     format!(
-        r#"[node]
-role = "manager"
-hostname = "manager.cpq.test"
-data_dir = "."
-
-[[interface]]
-name = "Management"
-address = "{MANAGER_IP}"
-hostname = "manager.cpq.test"
-
-[cpq]
-node_id = "manager"
-interface = "Management"
-port = {cpq_port}
-
-[web]
-interface = "Management"
-port = 0
-"#
+        "{}\n[web]\ninterface = \"Management\"\nport = 0\n",
+        manager_toml("manager", cpq_port)
     )
 }
 
 /// A central gateway: what the filter quarantines goes to the manager (`the.cpq.host`).
 fn central_gateway_config(cpq_port: u16, manager_port: u16, sink: &Sink) -> String {
-    format!(
-        r#"[node]
-hostname = "gw1.example.com"
-data_dir = "."
-
-[[interface]]
-name = "Loopback"
-address = "127.0.0.1"
-hostname = "gw1.example.com"
-
-[[policy]]
-name = "RELAYED"
-behavior = "relay"
-max_message_size = 20971520
-max_recipients = 1000
-max_concurrency = 600
-
-[[listener]]
-name = "IncomingMail"
-interface = "Loopback"
-port = 0
-type = "public"
-
-  [[listener.hat]]
-  group = "RELAYLIST"
-  senders = ["127.0.0.1"]
-  policy = "RELAYED"
-
-  [[listener.rat]]
-  recipients = ["one.example"]
-  action = "accept"
-
-[[smtp_route]]
-domain = "ALL"
-hosts = ["{sink}"]
-
-[delivery]
-default_interface = "Loopback"
-
-[tls.outbound]
-default = "off"
-
-[web]
-interface = "Loopback"
-port = 0
-
+    GatewayToml::new(sink)
+        .default_interface("Loopback")
+        .web()
+        .extra(
+            r#"
 [[content_filter]]
 name = "secret_codes"
-conditions = {{ body_regex = "code-[0-9]+" }}
-actions = [{{ quarantine = "Policy" }}]
-
-[[mail_policy]]
-name = "DEFAULT_OUTGOING"
-direction = "outgoing"
-content_filters = ["ALL"]
-
-[cpq]
-node_id = "gw1"
-interface = "Loopback"
-port = {cpq_port}
-mode = "central"
-manager = "{MANAGER_IP}:{manager_port}"
+conditions = { body_regex = "code-[0-9]+" }
+actions = [{ quarantine = "Policy" }]
 "#,
-        sink = sink.host_port()
-    )
-}
-
-fn password(node: &Node) -> String {
-    std::fs::read_to_string(node.data_dir().join("run/initial-admin-password"))
-        .expect("initial admin password")
-        .trim()
-        .to_string()
+        )
+        .extra(OUTGOING_POLICY)
+        .cpq("gw1", cpq_port, "central", manager_port)
+        .build()
 }
 
 /// The `hoststatus` figures of `host` on `node`.
@@ -467,21 +257,12 @@ fn web_delivery_status_lists_the_cpq_hosts_on_gateway_and_manager() {
     let mdir = NodeDir::new(&manager_config(manager_port));
     let cpq_port = free_port_on(TRUSTED);
     let gdir = NodeDir::new(&central_gateway_config(cpq_port, manager_port, &sink));
-    let mut enroll = Command::new(pvo_bin());
-    enroll
-        .args(["manager", "enroll", "--config"])
-        .arg(mdir.config_path())
-        .arg("gw1")
-        .args(["--address", "127.0.0.1", "--port", &cpq_port.to_string()])
-        .arg("--out")
-        .arg(gdir.cpq_dir());
-    let (status, out, err) = run_with_timeout(&mut enroll, DELIVERY);
-    assert!(status.success(), "enroll: {out}{err}");
+    enroll(&mdir, &gdir, "gw1", TRUSTED, cpq_port);
     let manager = mdir.start_manager();
     let gw = gdir.start_gateway();
     // The manager refuses connections for now: the transfer waits, the host is down.
-    pvo(&manager, &["suspendlisteners", "all"], "");
-    send(&gw, "x@one.example", "central", "code-1234");
+    pvo_stdin(&manager, &["suspendlisteners", "all"], "");
+    send_relayed(&gw, "x@one.example", "central", "code-1234");
     wait_until(
         DELIVERY,
         || (host_status(&gw, "the.cpq.host")["status"]["down"] == true).then_some(()),
@@ -492,7 +273,7 @@ fn web_delivery_status_lists_the_cpq_hosts_on_gateway_and_manager() {
     let m_base = format!("https://{}", web_addr(&manager));
     rt().block_on(async {
         let b = Browser::start().await;
-        login(&b, &gw_base, "admin", &password(&gw)).await;
+        login(&b, &gw_base, "admin", &initial_password(&gw)).await;
         b.goto(&format!("{gw_base}/delivery")).await;
         let table = b.text_with("#tophosts", "the.cpq.host").await;
         assert!(table.contains("*the.cpq.host"), "{table}");
@@ -503,7 +284,7 @@ fn web_delivery_status_lists_the_cpq_hosts_on_gateway_and_manager() {
         assert!(status.contains("the manager's cpq_listener"), "{status}");
 
         // The manager back, "Deliver now": the transfer goes at once.
-        pvo(&manager, &["resumelisteners", "all"], "");
+        pvo_stdin(&manager, &["resumelisteners", "all"], "");
         b.click("#deliver-now").await;
         let result = b.text_with("#result", "rescheduled").await;
         assert!(
@@ -528,7 +309,7 @@ fn web_delivery_status_lists_the_cpq_hosts_on_gateway_and_manager() {
         assert_eq!(updown, "up");
 
         // On the manager, a release goes out through the.cpq.release.host.
-        pvo(&manager, &["quarantine", "release", &mid.to_string()], "");
+        pvo_stdin(&manager, &["quarantine", "release", &mid.to_string()], "");
         sink.wait_for_messages(1, DELIVERY);
         wait_until(
             DELIVERY,
@@ -538,7 +319,7 @@ fn web_delivery_status_lists_the_cpq_hosts_on_gateway_and_manager() {
             },
             || "the.cpq.release.host never delivered".to_string(),
         );
-        login(&b, &m_base, "admin", &password(&manager)).await;
+        login(&b, &m_base, "admin", &initial_password(&manager)).await;
         b.goto(&format!("{m_base}/delivery?sort=delivered")).await;
         let row = b
             .text_with("#tophosts tbody tr:first-child", "the.cpq.release.host")

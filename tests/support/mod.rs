@@ -17,6 +17,11 @@
 //! one build of the test binary; hence the `dead_code` allowance.
 #![allow(dead_code)]
 
+mod cli;
+mod config;
+pub use cli::*;
+pub use config::*;
+
 use std::collections::BTreeMap;
 use std::fs;
 use std::io::{BufRead, BufReader, Read, Write};
