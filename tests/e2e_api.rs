@@ -663,6 +663,14 @@ fn api_gateways_on_a_manager_is_applianceconfig_status() {
     }
     let states = schema["properties"]["state"]["enum"].as_array().unwrap();
     assert!(states.contains(&gateways[0]["state"]), "{got:#}");
+    // quickstart gave the manager SSH access to its gateway: the gateway's own view
+    // (central, nothing waiting in the.cpq.host) is there, read over SSH.
+    let g = &gateways[0];
+    assert_eq!(g["id"], "gw1", "{got:#}");
+    assert_eq!(g["state"], "online", "{got:#}");
+    assert_eq!(g["mode"], "central", "{got:#}");
+    assert_eq!(g["backlog"], 0, "{got:#}");
+    assert!(g["ssh_error"].is_null() && g["checked_at"].is_u64(), "{got:#}");
 
     let report = schemathesis(
         web,
