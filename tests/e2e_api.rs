@@ -670,7 +670,10 @@ fn api_gateways_on_a_manager_is_applianceconfig_status() {
     assert_eq!(g["state"], "online", "{got:#}");
     assert_eq!(g["mode"], "central", "{got:#}");
     assert_eq!(g["backlog"], 0, "{got:#}");
-    assert!(g["ssh_error"].is_null() && g["checked_at"].is_u64(), "{got:#}");
+    assert!(
+        g["ssh_error"].is_null() && g["checked_at"].is_u64(),
+        "{got:#}"
+    );
 
     let report = schemathesis(
         web,
