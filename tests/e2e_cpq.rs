@@ -1994,6 +1994,17 @@ fn matched_content_and_cpq_counters_reach_the_manager() {
         Some(1),
         "{page}"
     );
+    // A transfer is a received message with its recipients, as any other.
+    assert_eq!(
+        metric(&page, "pvo_messages_received_total"),
+        Some(1),
+        "{page}"
+    );
+    assert_eq!(
+        metric(&page, "pvo_recipients_received_total"),
+        Some(1),
+        "{page}"
+    );
     assert!(
         page.contains("# TYPE pvo_cpq_gateway_backlog gauge"),
         "{page}"

@@ -883,6 +883,7 @@ impl Session {
                 .as_ref()
                 .and_then(|c| c.peer.clone())
                 .unwrap_or_default();
+            let rcpts = tx.rcpts.len() as u64;
             let reply = match meta {
                 pvo_proto::cpq::MetaRecord::Transfer(t) => {
                     crate::cpq::manager::receive_transfer(&self.shared, t, mid, body, icid, &peer)
@@ -906,6 +907,7 @@ impl Session {
                 self.messages += 1;
                 let c = &self.shared.counters;
                 c.messages_received.fetch_add(1, Ordering::Relaxed);
+                c.recipients_received.fetch_add(rcpts, Ordering::Relaxed);
             }
             self.reply(&reply);
             return Ok(self.flush(io).await.is_ok());
