@@ -152,7 +152,8 @@ pub struct Shared {
     pub disconnect: tokio::sync::watch::Sender<bool>,
     disconnect_gen: AtomicU64,
     scanner: RwLock<Arc<crate::scanning::Scanner>>,
-    outbreak: RwLock<Option<Arc<pvo_scan::outbreak::OutbreakRules>>>,
+    /// The outbreak rules in force and their persisted copy (`DATA_DIR/outbreak`).
+    pub outbreak: crate::scanning::outbreak_store::OutbreakState,
     /// The local quarantines (gateway) or the central store (manager).
     pub local_quarantine: crate::scanning::local_quarantine::LocalQuarantine,
     cpq_tls: RwLock<Option<Arc<crate::cpq::CpqTls>>>,
@@ -188,12 +189,7 @@ impl Shared {
     }
 
     pub fn outbreak_rules(&self) -> Option<Arc<pvo_scan::outbreak::OutbreakRules>> {
-        self.outbreak.read().unwrap().clone()
-    }
-
-    /// Puts new outbreak rules in force (`pvo outbreakupdate`).
-    pub fn set_outbreak_rules(&self, rules: pvo_scan::outbreak::OutbreakRules) {
-        *self.outbreak.write().unwrap() = Some(Arc::new(rules));
+        self.outbreak.rules()
     }
 
     /// Injects a message generated or released here: a new MID, spooled
@@ -291,12 +287,11 @@ impl Shared {
         let cpq_tls = crate::cpq::load_tls(&new)?.map(Arc::new);
         let scanner = crate::scanning::Scanner::new(&new.scanning)
             .map_err(|e| anyhow::anyhow!("scanning configuration: {e}"))?;
-        let outbreak = match &new.scanning.outbreak_rules {
-            Some(p) if old.scanning.outbreak_rules.as_ref() != Some(p) => {
-                Some(crate::scanning::load_outbreak_rules(p).map_err(|e| anyhow::anyhow!(e))?)
-            }
-            _ => None,
-        };
+        let outbreak = crate::scanning::outbreak_store::prepare_commit(
+            old.scanning.outbreak_rules.as_deref(),
+            new.scanning.outbreak_rules.as_deref(),
+        )
+        .map_err(|e| anyhow::anyhow!(e))?;
         // Bind what is new or moved; keep what did not change.
         let mut bound = Vec::new();
         for l in &new.listeners {
@@ -323,8 +318,9 @@ impl Shared {
                 )?);
         }
         *self.scanner.write().unwrap() = Arc::new(scanner);
-        if let Some(rules) = outbreak {
-            self.set_outbreak_rules(rules);
+        if let Some(change) = outbreak {
+            self.outbreak
+                .commit(change, crate::clock::unix_now(), &self.log);
         }
         *self.tls_clients.write().unwrap() = Arc::new(tls_clients);
         for name in self.listeners.names() {
@@ -394,12 +390,11 @@ impl Node {
         let ids = Ids::open(&config.run_dir(), recovered.max_mid + 1)?;
         let scanner = crate::scanning::Scanner::new(&config.scanning)
             .map_err(|e| anyhow::anyhow!("scanning configuration: {e}"))?;
-        let outbreak = match &config.scanning.outbreak_rules {
-            Some(p) => Some(Arc::new(
-                crate::scanning::load_outbreak_rules(p).map_err(|e| anyhow::anyhow!(e))?,
-            )),
-            None => None,
-        };
+        let outbreak = crate::scanning::outbreak_store::OutbreakState::start(
+            &config.data_dir,
+            config.scanning.outbreak_rules.as_deref(),
+            &log,
+        )?;
         let quota = match (&config.role, &config.cpq) {
             (crate::config::Role::Manager, Some(c)) => c.quota,
             _ => config.scanning.quarantine_quota,
@@ -450,7 +445,7 @@ impl Node {
             disconnect: tokio::sync::watch::channel(false).0,
             disconnect_gen: AtomicU64::new(0),
             scanner: RwLock::new(Arc::new(scanner)),
-            outbreak: RwLock::new(outbreak),
+            outbreak,
             local_quarantine,
             cpq_tls: RwLock::new(cpq_tls),
             cpq,

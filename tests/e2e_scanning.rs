@@ -837,6 +837,118 @@ fn filter_dlp_and_outbreak_hits_land_in_their_quarantines_and_release_delivers()
     assert_eq!(search_mids(&node, &[]), vec![dlp]);
 }
 
+/// A version 2 whose only rule is new: it matches mail that version 1 lets through, and
+/// no longer matches version 1's marker.
+const OUTBREAK_V2_NEW_RULE: &str = r#"version = "2025-06-12.2"
+
+[[rule]]
+id = "OUTB-TEST-2"
+description = "Only in version 2"
+threat_level = 4
+body_regex = ["(?i)v2-only-marker"]
+"#;
+
+/// `outbreakupdate` to OUTBREAK_V2_NEW_RULE on a `policy_node`; returns the persisted
+/// record (`DATA_DIR/outbreak/state.json`), written before the command answered.
+fn update_to_v2(node: &Node, rules: &Path) -> Value {
+    let v2 = rules.join("v2-new.toml");
+    fs::write(&v2, OUTBREAK_V2_NEW_RULE).unwrap();
+    let update = json(node, &["outbreakupdate", v2.to_str().unwrap()]);
+    assert_eq!(update["version"], "2025-06-12.2");
+    let dir = node.data_dir().join("outbreak");
+    let record: Value =
+        serde_json::from_slice(&fs::read(dir.join("state.json")).expect("state.json")).unwrap();
+    assert_eq!(record["version"], "2025-06-12.2");
+    assert_eq!(record["origin"], "outbreakupdate");
+    assert_eq!(record["source"], v2.to_str().unwrap());
+    assert_eq!(
+        fs::read(dir.join(record["file"].as_str().unwrap())).unwrap(),
+        OUTBREAK_V2_NEW_RULE.as_bytes()
+    );
+    record
+}
+
+#[test]
+fn outbreakupdate_rules_stay_in_force_after_a_restart() {
+    let (mut node, sink, rules) = policy_node();
+    let record = update_to_v2(&node, rules.path());
+    // The copy counts, not the file it came from.
+    let source = rules.path().join("v2-new.toml");
+    fs::remove_file(&source).unwrap();
+
+    node.restart();
+    let log = node.wait_for_log("Outbreak rules in force: version 2025-06-12.2", COMMAND);
+    let line = log_lines(&log, "Outbreak rules in force: version 2025-06-12.2")[0];
+    assert!(line.contains("(outbreakupdate at "), "{line}");
+    assert!(line.contains("has not changed since"), "{line}");
+
+    let status = json(&node, &["outbreakstatus"]);
+    assert_eq!(status["version"], "2025-06-12.2");
+    assert_eq!(status["source"]["origin"], "outbreakupdate");
+    assert_eq!(status["source"]["file"], source.to_str().unwrap());
+    assert_eq!(status["source"]["at"], record["at"]);
+    assert_eq!(status["rules"][0]["id"], "OUTB-TEST-2");
+    assert_eq!(status["rules"][0]["description"], "Only in version 2");
+    let shown = text(&node, &["outbreakstatus"]);
+    assert!(
+        shown.contains(&format!(
+            "Loaded from: {} (outbreakupdate, ",
+            source.display()
+        )),
+        "{shown}"
+    );
+
+    // Verdicts are version 2's: its rule holds, version 1's marker passes.
+    let held = send(&node, &plain("v2 only", "here is v2-only-marker"));
+    wait_quarantined(&node, held, "Outbreak", "outbreak rule:OUTB-TEST-2)");
+    let passed = send(&node, &plain("v1 only", "outbreak-marker-7"));
+    node.wait_for_log(
+        &format!("MID {passed} Outbreak Filters: verdict negative"),
+        DELIVERY,
+    );
+    wait_delivered(&sink, "v1 only");
+}
+
+#[test]
+fn a_corrupt_persisted_outbreak_rules_copy_falls_back_to_the_configured_rules() {
+    let (mut node, _sink, rules) = policy_node();
+    let record = update_to_v2(&node, rules.path());
+    node.stop();
+    // A torn copy (its SHA-256 no longer matches the record).
+    let copy = node
+        .data_dir()
+        .join("outbreak")
+        .join(record["file"].as_str().unwrap());
+    fs::write(&copy, "version = \"2025-06-12.2\"\n[[rule]]\nid = ").unwrap();
+
+    node.restart();
+    let log = node.wait_for_log("Outbreak rules in force: version 2025-06-10.1", COMMAND);
+    let warning = log_lines(&log, "cannot be used")
+        .first()
+        .map(|l| l.to_string())
+        .unwrap_or_else(|| panic!("no warning about the persisted copy:\n{log}"));
+    assert!(warning.contains("Warning"), "{warning}");
+    // It names the file (the data directory may be spelled with a `./`).
+    assert!(
+        warning.contains(&format!(
+            "outbreak/{}: its SHA-256 is",
+            record["file"].as_str().unwrap()
+        )),
+        "{warning}"
+    );
+    assert!(warning.contains("pvo outbreakupdate FILE"), "{warning}");
+
+    let status = json(&node, &["outbreakstatus"]);
+    assert_eq!(status["version"], "2025-06-10.1");
+    assert_eq!(status["source"]["origin"], "configuration");
+    assert_eq!(
+        status["source"]["file"],
+        rules.path().join("v1.toml").to_str().unwrap()
+    );
+    let held = send(&node, &plain("v1 again", "outbreak-marker-7"));
+    wait_quarantined(&node, held, "Outbreak", "outbreak rule:OUTB-TEST-1)");
+}
+
 #[test]
 fn expiry_applies_each_quarantines_default_action_and_early_release_rewrites() {
     let (node, sink, _rules) = policy_node();

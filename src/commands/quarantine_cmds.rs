@@ -32,7 +32,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use pvo_quarantine::{
     format_bytes, format_retention, Action, ActionReport, Actor, AddrMatch, BulkResult, Cause,
@@ -1657,31 +1657,41 @@ async fn sweep(shared: &Arc<Shared>, args: &Value) -> Reply {
 // outbreakupdate, outbreakstatus
 // ---------------------------------------------------------------------------------------
 
-/// The last rules file `outbreakupdate` loaded, for the descriptions in `outbreakstatus`
-/// (compiled rules keep only ids and levels). One node per process, so one slot.
-static LOADED_RULES: Mutex<Option<OutbreakRulesFile>> = Mutex::new(None);
-
-fn read_rules_file(path: &std::path::Path) -> Option<OutbreakRulesFile> {
-    let text = std::fs::read_to_string(path).ok()?;
-    toml::from_str(&text).ok()
-}
-
 async fn outbreakupdate(shared: &Arc<Shared>, args: &Value) -> Reply {
+    use crate::scanning::outbreak_store::{read, Configured, Origin};
     let path = PathBuf::from(arg_str(args, "file").ok_or("outbreakupdate: give the rules file")?);
-    let p = path.clone();
-    let (rules, file) = tokio::task::spawn_blocking(move || {
-        crate::scanning::load_outbreak_rules(&p).map(|r| (r, read_rules_file(&p)))
+    // Load, then persist the accepted file's bytes in DATA_DIR/outbreak (fsynced) before
+    // putting them in force and answering, so a restart keeps these rules.
+    let (s, p) = (shared.clone(), path.clone());
+    let in_force = tokio::task::spawn_blocking(move || {
+        let loaded = read(&p)?;
+        // The configuration's rules file as it is now: a restart keeps these rules
+        // until the configuration names another file or that file another version.
+        let configured = s
+            .config()
+            .scanning
+            .outbreak_rules
+            .clone()
+            .map(|c| Configured {
+                version: read(&c).ok().map(|l| l.file.version),
+                path: c,
+            });
+        s.outbreak
+            .update(loaded, &p, Origin::Outbreakupdate, configured, now())
     })
     .await
     .map_err(|e| e.to_string())??;
-    let version = rules.version().to_string();
-    let count = rules.len();
-    shared.set_outbreak_rules(rules);
-    *LOADED_RULES.lock().unwrap() = file;
+    let version = in_force.rules.version().to_string();
+    let count = in_force.rules.len();
     shared.log.info(format!(
-        "Outbreak rules updated to version {version} ({}) from {}",
+        "Outbreak rules updated to version {version} ({}) from {}, kept in {}",
         plural(count, "rule"),
-        path.display()
+        path.display(),
+        in_force
+            .record
+            .as_ref()
+            .map(|(_, c)| c.display().to_string())
+            .unwrap_or_default()
     ));
     // Rescan with the rules now in force (a concurrent update may have replaced them;
     // the newest rules are the right ones to rescan with).
@@ -1808,21 +1818,16 @@ async fn outbreakstatus(shared: &Arc<Shared>) -> Reply {
         .as_ref()
         .map(|r| r.rules().map(|(id, l)| (id.to_string(), l.get())).collect())
         .unwrap_or_default();
-    // Descriptions: from the file of the last update, else the configured file, when
-    // its version is the one in force.
+    // Descriptions and where the rules came from: kept with the rules in force (the
+    // persisted record when they are the persisted ones).
+    let in_force = shared.outbreak.in_force();
     let version = rules.as_ref().map(|r| r.version().to_string());
-    let mut file = LOADED_RULES.lock().unwrap().clone();
-    if file.as_ref().map(|f| &f.version) != version.as_ref() {
-        file = cfg
-            .scanning
-            .outbreak_rules
-            .as_deref()
-            .and_then(read_rules_file)
-            .filter(|f| Some(&f.version) == version.as_ref());
-    }
+    let file: Option<&OutbreakRulesFile> = in_force
+        .as_deref()
+        .map(|f| &f.file)
+        .filter(|f| Some(&f.version) == version.as_ref());
     let description = |id: &str| -> String {
-        file.as_ref()
-            .and_then(|f| f.rules.iter().find(|r| r.id == id))
+        file.and_then(|f| f.rules.iter().find(|r| r.id == id))
             .map(|r| r.description.clone())
             .unwrap_or_default()
     };
@@ -1860,6 +1865,35 @@ async fn outbreakstatus(shared: &Arc<Shared>) -> Reply {
             "No outbreak rules are loaded: set [outbreak] rules_file in the configuration, or load a file with `pvo outbreakupdate FILE`.\n",
         ),
     }
+    let source = in_force.as_deref().map(|f| {
+        let (at, kept) = match &f.record {
+            Some((r, copy)) => (Some(r.at), Some(copy.display().to_string())),
+            None => (None, None),
+        };
+        match (at, &kept) {
+            (Some(at), Some(kept)) => t.push_str(&format!(
+                "Loaded from: {} ({}, {}), kept in {}\n",
+                clean(&f.source.display().to_string()),
+                f.origin.as_str(),
+                crate::mail_log::ctime(at),
+                clean(kept)
+            )),
+            _ => t.push_str(&format!(
+                "Loaded from: {} ({}), not persisted\n",
+                clean(&f.source.display().to_string()),
+                f.origin.as_str()
+            )),
+        }
+        t.push_str(&format!("In force because: {}\n", clean(&f.why)));
+        json!({
+            "file": f.source,
+            "origin": f.origin.as_str(),
+            "at": at,
+            "at_text": at.map(crate::mail_log::ctime),
+            "persisted": kept,
+            "why": f.why,
+        })
+    });
     let thresholds: Vec<String> = cfg
         .scanning
         .policies
@@ -1906,6 +1940,7 @@ async fn outbreakstatus(shared: &Arc<Shared>) -> Reply {
         t,
         json!({
             "version": version,
+            "source": source,
             "rules": rows_json,
             "held": total,
             "held_by_other_rules": total.saturating_sub(by_rules),

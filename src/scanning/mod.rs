@@ -10,6 +10,7 @@
 //! the delivery queue. Local quarantines are in `local_quarantine`.
 
 pub mod local_quarantine;
+pub mod outbreak_store;
 pub mod pipeline;
 
 use std::path::PathBuf;
