@@ -565,6 +565,25 @@ impl Doc {
         Ok(())
     }
 
+    /// `[ssh]` or `[web]` (`section`) on interface `interface`, port `port`; `None`:
+    /// turned off (`enabled = false`, the rest kept).
+    pub fn server_set(
+        &mut self,
+        section: &str,
+        on: Option<(&str, u16)>,
+    ) -> std::result::Result<(), String> {
+        let t = self.table(&[section])?;
+        match on {
+            Some((interface, port)) => {
+                t.remove("enabled");
+                set(t, "interface", interface);
+                set(t, "port", port as i64);
+            }
+            None => set(t, "enabled", false),
+        }
+        Ok(())
+    }
+
     pub fn interface_delete(&mut self, name: &str) -> std::result::Result<(), String> {
         let i = self
             .find("interface", "name", name)

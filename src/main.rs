@@ -25,6 +25,7 @@ mod node;
 mod queue;
 mod quickstart;
 mod scanning;
+mod servers;
 mod smtp_server;
 mod ssh;
 mod tls;

@@ -147,6 +147,8 @@ pub struct Shared {
     pub queue: QueueHandle,
     pub counters: Counters,
     pub listeners: crate::listeners::Listeners,
+    /// The running `[ssh]` and `[web]` servers (moved by a commit).
+    pub servers: crate::servers::Servers,
     pub started: std::time::Instant,
     /// Set to true to make idle sessions close (`suspend --delay`).
     pub disconnect: tokio::sync::watch::Sender<bool>,
@@ -306,6 +308,8 @@ impl Shared {
                 bound.push((l.name.clone(), sock));
             }
         }
+        // The same for `[ssh]` and `[web]`: the new server is bound before the old stops.
+        let servers = self.servers.prepare(&new)?;
         *self.config.write().unwrap() = Arc::new(new.clone());
         *self.tls_server.write().unwrap() = tls_server;
         *self.cpq_tls.write().unwrap() = cpq_tls;
@@ -334,6 +338,7 @@ impl Shared {
             self.log
                 .info(format!("Listener {name} listening on {addr}"));
         }
+        self.servers.switch(self, servers);
         self.queue.send(crate::queue::Event::Reconfigured);
         crate::cpq::migrate::start(self);
         Ok(())
@@ -441,6 +446,7 @@ impl Node {
             queue: queue.clone(),
             counters: Counters::open(&config.run_dir()),
             listeners: Default::default(),
+            servers: Default::default(),
             started: std::time::Instant::now(),
             disconnect: tokio::sync::watch::channel(false).0,
             disconnect_gen: AtomicU64::new(0),
@@ -529,8 +535,7 @@ impl Node {
             listeners.push((l.name.clone(), bound));
         }
         crate::admin::server::start(shared.clone())?;
-        let ssh = crate::ssh::start(&shared).await?;
-        let web = crate::web::start(&shared).await?;
+        let (ssh, web) = shared.servers.start(&shared)?;
         Ok(Node {
             shared,
             listeners,

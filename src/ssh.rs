@@ -4,7 +4,8 @@
 //!
 //! `[ssh]` in the configuration turns it on (interface, default the first; port, default
 //! 2222; 0 lets the system choose, which is what the tests do). The node prints
-//! `SSH listening on IP:PORT` at start. Changes to `[ssh]` take effect at the next start.
+//! `SSH listening on IP:PORT` at start. A commit that changes `[ssh]` moves the server
+//! (`crate::servers`): the new address is bound first, then the old one stops.
 //!
 //! Users log in with their password or with one of the public keys stored with them
 //! (`userconfig sshkey add`). Every command line goes through the same clap definitions
@@ -49,15 +50,10 @@ use crate::users::{Identity, Origin};
 /// The host key's file name under `DATA_DIR/ssh/`.
 pub const HOST_KEY: &str = "ssh_host_ed25519_key";
 
-/// Starts the SSH server when `[ssh]` is configured; returns its address.
-pub async fn start(shared: &Arc<Shared>) -> Result<Option<SocketAddr>> {
-    let cfg = shared.config();
-    let Some(ssh) = &cfg.ssh else {
-        return Ok(None);
-    };
-    let addr = SocketAddr::new(cfg.interfaces[ssh.interface].address, ssh.port);
+/// The SSH server's settings, with the host key (generated at the first start).
+pub fn server_config(cfg: &crate::config::Config) -> Result<Arc<russh::server::Config>> {
     let key = host_key(&cfg.data_dir.join("ssh"))?;
-    let config = Arc::new(russh::server::Config {
+    Ok(Arc::new(russh::server::Config {
         server_id: russh::SshId::Standard(std::borrow::Cow::Owned(format!(
             "SSH-2.0-PVO_{}",
             env!("CARGO_PKG_VERSION")
@@ -72,46 +68,69 @@ pub async fn start(shared: &Arc<Shared>) -> Result<Option<SocketAddr>> {
         max_auth_attempts: 6,
         nodelay: true,
         ..Default::default()
-    });
-    let listener = tokio::net::TcpListener::bind(addr)
-        .await
-        .with_context(|| format!("binding the SSH server to {addr}"))?;
-    let bound = listener.local_addr()?;
-    shared.log.info(format!("SSH listening on {bound}"));
-    let shared = shared.clone();
-    tokio::spawn(async move {
-        loop {
-            let (stream, peer) = match listener.accept().await {
-                Ok(c) => c,
+    }))
+}
+
+/// The accept loop of the SSH server on `listener` (bound by `crate::servers`). When
+/// `stop` turns true, each session may go on for `servers::GRACE`, then it is
+/// disconnected.
+pub async fn serve(
+    shared: Arc<Shared>,
+    listener: tokio::net::TcpListener,
+    config: Arc<russh::server::Config>,
+    stop: tokio::sync::watch::Receiver<bool>,
+) {
+    loop {
+        let (stream, peer) = match listener.accept().await {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::warn!("ssh accept: {e}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let handler = Conn {
+            shared: shared.clone(),
+            peer,
+            id: None,
+            method: "",
+            channels: HashMap::new(),
+            key_failure_recorded: false,
+        };
+        let config = config.clone();
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            let mut session = match russh::server::run_stream(config, stream, handler).await {
+                Ok(s) => s,
                 Err(e) => {
-                    tracing::warn!("ssh accept: {e}");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    continue;
+                    tracing::debug!("ssh handshake with {peer} failed: {e}");
+                    return;
                 }
             };
-            let _ = stream.set_nodelay(true);
-            let handler = Conn {
-                shared: shared.clone(),
-                peer,
-                id: None,
-                method: "",
-                channels: HashMap::new(),
-                key_failure_recorded: false,
-            };
-            let config = config.clone();
-            tokio::spawn(async move {
-                match russh::server::run_stream(config, stream, handler).await {
-                    Ok(session) => {
-                        if let Err(e) = session.await {
-                            tracing::debug!("ssh session from {peer} ended: {e}");
-                        }
-                    }
-                    Err(e) => tracing::debug!("ssh handshake with {peer} failed: {e}"),
+            let handle = session.handle();
+            let ended = tokio::select! {
+                r = &mut session => Some(r),
+                _ = crate::servers::closing(stop) => {
+                    tokio::time::timeout(crate::servers::GRACE, &mut session).await.ok()
                 }
-            });
-        }
-    });
-    Ok(Some(bound))
+            };
+            match ended {
+                Some(Err(e)) => tracing::debug!("ssh session from {peer} ended: {e}"),
+                Some(Ok(())) => {}
+                None => {
+                    let _ = handle
+                        .disconnect(
+                            russh::Disconnect::ByApplication,
+                            "the SSH service moved (configuration committed)".to_string(),
+                            "en".to_string(),
+                        )
+                        .await;
+                    let _ = tokio::time::timeout(Duration::from_secs(5), session).await;
+                }
+            }
+        });
+    }
 }
 
 /// Loads the host key, generating it at the first start.

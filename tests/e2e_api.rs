@@ -684,3 +684,121 @@ fn api_gateways_on_a_manager_is_applianceconfig_status() {
     );
     assert!(report.contains("Selected: 1/"), "{report}");
 }
+
+/// `pvo ARGS`: whether it succeeded, and what it printed (stdout, then stderr).
+fn pvo_try(node: &Node, args: &[&str]) -> (bool, String) {
+    let out = Command::new(pvo_bin())
+        .arg("--dir")
+        .arg(node.data_dir())
+        .args(args)
+        .output()
+        .expect("run pvo");
+    (
+        out.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+/// `[web]` moves on commit (`interfaceconfig edit Loopback --https PORT`): the new port
+/// answers HTTPS, the old one refuses, the SSH server is not restarted, API tokens still
+/// work. A commit to a port another program holds is refused with the section, the
+/// address and the OS error; the server stays and the change stays pending, so the same
+/// commit goes through once the port is free.
+#[test]
+fn commit_moves_the_web_server_and_refuses_a_taken_port() {
+    let sink = Sink::accepting();
+    let node = Node::start(&GatewayToml::new(&sink).ssh().web().build());
+    let old = web_addr(&node);
+    let token = new_token(&node, "admin");
+    assert_eq!(https(old, "GET", "/metrics", None, None).0, 200);
+
+    let new = std::net::SocketAddr::new(old.ip(), free_port());
+    let edited = pvo_json(
+        &node,
+        &[
+            "interfaceconfig",
+            "edit",
+            "Loopback",
+            "--https",
+            &new.port().to_string(),
+        ],
+    );
+    assert!(
+        edited["text"]
+            .as_str()
+            .unwrap()
+            .contains(&format!("HTTPS on port {}", new.port())),
+        "{edited:#}"
+    );
+    let listed = pvo_json(&node, &["interfaceconfig"]);
+    assert_eq!(
+        listed["data"]["interfaces"][0]["https_port"],
+        new.port(),
+        "{listed:#}"
+    );
+    // Not in force before the commit.
+    assert_eq!(https(old, "GET", "/metrics", None, None).0, 200);
+    pvo_json(&node, &["commit", "-m", "web moves"]);
+
+    let (status, _) = https(new, "GET", "/metrics", None, None);
+    assert_eq!(status, 200);
+    let (status, body) = https(new, "GET", "/api/v1/status", Some(&token), None);
+    assert_eq!(status, 200, "the token still works: {body}");
+    let err = std::net::TcpStream::connect(old).expect_err("the old web port refuses");
+    assert_eq!(err.kind(), std::io::ErrorKind::ConnectionRefused, "{err}");
+    assert_eq!(pvo_json(&node, &["status"])["data"]["web"], new.to_string());
+    node.wait_for_log(&format!("Web stopped listening on {old}"), DELIVERY);
+    node.wait_for_log(&format!("Web listening on https://{new}"), DELIVERY);
+    let logs = node.mail_logs();
+    assert_eq!(
+        logs.matches("SSH listening on").count(),
+        1,
+        "the SSH server was left alone:\n{logs}"
+    );
+
+    // A port another program listens on.
+    let squatter = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let taken = squatter.local_addr().unwrap().port();
+    pvo_json(
+        &node,
+        &[
+            "interfaceconfig",
+            "edit",
+            "Loopback",
+            "--https",
+            &taken.to_string(),
+        ],
+    );
+    let (ok, text) = pvo_try(&node, &["commit", "-m", "web on a taken port"]);
+    assert!(!ok, "{text}");
+    assert!(
+        text.contains(&format!("[web] cannot listen on 127.0.0.1:{taken}"))
+            && text.contains("Address already in use")
+            && text.contains("the changes stay pending"),
+        "{text}"
+    );
+    assert_eq!(https(new, "GET", "/metrics", None, None).0, 200);
+    assert_eq!(pvo_json(&node, &["status"])["data"]["web"], new.to_string());
+
+    // The port is free again: the pending change commits.
+    drop(squatter);
+    pvo_json(&node, &["commit", "-m", "web moves again"]);
+    let moved = std::net::SocketAddr::new(old.ip(), taken);
+    assert_eq!(https(moved, "GET", "/metrics", None, None).0, 200);
+    let err = std::net::TcpStream::connect(new).expect_err("the previous web port refuses");
+    assert_eq!(err.kind(), std::io::ErrorKind::ConnectionRefused, "{err}");
+
+    // Turned off: nothing listens any more.
+    pvo_json(
+        &node,
+        &["interfaceconfig", "edit", "Loopback", "--https", "off"],
+    );
+    pvo_json(&node, &["commit", "-m", "web off"]);
+    let err = std::net::TcpStream::connect(moved).expect_err("web is off");
+    assert_eq!(err.kind(), std::io::ErrorKind::ConnectionRefused, "{err}");
+    assert_eq!(pvo_json(&node, &["status"])["data"]["web"], Value::Null);
+}

@@ -1024,3 +1024,93 @@ fn matched_content_is_shown_only_to_roles_that_may_see_it() {
         sample.as_str()
     );
 }
+
+/// `[ssh]` moves on commit: an administrator logged in over SSH moves the SSH service to
+/// another port (`interfaceconfig edit Loopback --ssh PORT`, `commit`) and the session
+/// goes on; the new port logs in, the old one refuses; the web server is not restarted.
+/// A commit to a port another program holds is refused with the section, the address
+/// and the OS error, the server stays where it was and the change stays pending.
+#[test]
+fn commit_moves_the_ssh_server_and_refuses_a_taken_port() {
+    let sink = Sink::accepting();
+    let node = Node::start(&GatewayToml::new(&sink).ssh().web().build());
+    let dir = node.dir().to_path_buf();
+    let mut ssh = Ssh::new(&node);
+    let old = ssh.addr;
+    let (key, public) = keygen(&dir, "admin_key");
+    pvo_ok(
+        &node,
+        &["userconfig", "sshkey", "add", "admin", &public],
+        b"",
+    );
+
+    let new = SocketAddr::new(old.ip(), free_port());
+    let input = format!(
+        "interfaceconfig edit Loopback --ssh {}\rcommit -m ssh-moves\rstatus --json\rexit\r",
+        new.port()
+    );
+    let out = run(
+        ssh.with_key("admin", &key).arg("-tt").arg(ssh.host()),
+        input.as_bytes(),
+    );
+    assert!(out.status.success(), "{}", out.both());
+    // The session that committed the move is still served after it.
+    assert!(out.stdout.contains("\"ssh\":"), "{}", out.both());
+    assert!(
+        out.stdout.contains(&format!("\"{new}\"")),
+        "status after the commit names the new address:\n{}",
+        out.both()
+    );
+
+    let err = std::net::TcpStream::connect(old).expect_err("the old SSH port refuses");
+    assert_eq!(err.kind(), std::io::ErrorKind::ConnectionRefused, "{err}");
+    ssh.addr = new;
+    let out = run(
+        ssh.with_key("admin", &key).arg(ssh.host()).arg("status"),
+        b"",
+    );
+    assert!(out.status.success(), "{}", out.both());
+    assert!(online(&out.stdout), "{}", out.both());
+    let status = pvo_json(&node, &["status"]);
+    assert_eq!(status["data"]["ssh"], new.to_string(), "{status:#}");
+    node.wait_for_log(&format!("SSH stopped listening on {old}"), COMMAND);
+    node.wait_for_log(&format!("SSH listening on {new}"), COMMAND);
+    let logs = node.mail_logs();
+    assert_eq!(
+        logs.matches("Web listening on").count(),
+        1,
+        "the web server was left alone:\n{logs}"
+    );
+
+    // A port another program listens on.
+    let squatter = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let taken = squatter.local_addr().unwrap().port();
+    pvo_ok(
+        &node,
+        &[
+            "interfaceconfig",
+            "edit",
+            "Loopback",
+            "--ssh",
+            &taken.to_string(),
+        ],
+        b"",
+    );
+    let out = pvo(&node, &["commit", "-m", "ssh on a taken port"], b"");
+    assert!(!out.status.success(), "{}", out.both());
+    let text = out.both();
+    assert!(
+        text.contains(&format!("[ssh] cannot listen on 127.0.0.1:{taken}"))
+            && text.contains("Address already in use")
+            && text.contains("the changes stay pending"),
+        "{text}"
+    );
+    let out = run(
+        ssh.with_key("admin", &key).arg(ssh.host()).arg("status"),
+        b"",
+    );
+    assert!(out.status.success(), "still on {new}: {}", out.both());
+    assert_eq!(pvo_json(&node, &["status"])["data"]["ssh"], new.to_string());
+    assert!(pvo_ok(&node, &["showconfig", "--pending"], b"").contains(&format!("port = {taken}")));
+    drop(squatter);
+}

@@ -99,13 +99,20 @@ pub enum InterfaceAction {
         #[arg(long)]
         hostname: Option<String>,
     },
-    /// Change an interface's address or host name.
+    /// Change an interface's address or host name, or the services on it.
     Edit {
         name: String,
         #[arg(long)]
         address: Option<String>,
         #[arg(long)]
         hostname: Option<String>,
+        /// SSH on this interface: its port (`[ssh]`; 0: any free port), or `off`.
+        #[arg(long, value_name = "PORT|off")]
+        ssh: Option<String>,
+        /// HTTPS (web UI, REST API, metrics) on this interface: its port (`[web]`;
+        /// 0: any free port), or `off`.
+        #[arg(long, value_name = "PORT|off")]
+        https: Option<String>,
     },
     /// Delete an interface (refused while a listener or deliveryconfig uses it).
     Delete { name: String },
@@ -270,8 +277,10 @@ impl ConfigCommand {
                         name,
                         address,
                         hostname,
+                        ssh,
+                        https,
                     }) => {
-                        json!({ "action": "edit", "name": name, "address": address, "hostname": hostname })
+                        json!({ "action": "edit", "name": name, "address": address, "hostname": hostname, "ssh": ssh, "https": https })
                     }
                     Some(InterfaceAction::Delete { name }) => {
                         json!({ "action": "delete", "name": name })
@@ -476,5 +485,15 @@ mod tests {
         ]);
         assert_eq!(a["hosts"], json!(["h1:25", "h2"]));
         assert_eq!(request(&["interfaceconfig"]).1, json!({ "action": "list" }));
+        let (_, a) = request(&[
+            "interfaceconfig",
+            "edit",
+            "Data",
+            "--https",
+            "8443",
+            "--ssh",
+            "off",
+        ]);
+        assert_eq!((&a["https"], &a["ssh"]), (&json!("8443"), &json!("off")));
     }
 }

@@ -811,6 +811,28 @@ fn interface_line(i: &crate::config::Interface) -> String {
     format!("{} ({}: {})", i.name, i.address, i.hostname)
 }
 
+/// `--ssh`/`--https` of `interfaceconfig edit`: `Some(port)` or `None` (off).
+fn parse_service(flag: &str, v: &str) -> Result<Option<u16>, String> {
+    if v.eq_ignore_ascii_case("off") {
+        return Ok(None);
+    }
+    v.parse::<u16>()
+        .map(Some)
+        .map_err(|_| format!("--{flag} {v}: allowed: a port 0-65535 (0: any free port) or off"))
+}
+
+/// The services (`[ssh]`, `[web]`) on interface `k` of `cfg`: `SSH port 2222, HTTPS port 8443`.
+fn services_on(cfg: &Config, k: usize) -> Vec<(&'static str, u16)> {
+    let mut v = Vec::new();
+    if let Some(s) = cfg.ssh.as_ref().filter(|s| s.interface == k) {
+        v.push(("SSH", s.port));
+    }
+    if let Some(w) = cfg.web.as_ref().filter(|w| w.interface == k) {
+        v.push(("HTTPS", w.port));
+    }
+    v
+}
+
 pub fn interfaceconfig(shared: &Arc<Shared>, req: &Request) -> Response {
     let args = &req.args;
     let name = arg_str(args, "name").map(str::to_string);
@@ -825,11 +847,19 @@ pub fn interfaceconfig(shared: &Arc<Shared>, req: &Request) -> Response {
             let mut t = format!("Currently configured interfaces{}:\n", pending_label(w.pending));
             for (k, i) in w.cfg.interfaces.iter().enumerate() {
                 t.push_str(&format!("{}. {}\n", k + 1, interface_line(i)));
+                let services: Vec<String> = services_on(&w.cfg, k).iter().map(|(n, p)| format!("{n} port {p}")).collect();
+                if !services.is_empty() {
+                    t.push_str(&format!("   Services: {}\n", services.join(", ")));
+                }
             }
             if w.cfg.interfaces.is_empty() {
                 t.push_str("(none)\n");
             }
-            let list: Vec<Json> = w.cfg.interfaces.iter().map(|i| json!({ "name": i.name, "address": i.address, "hostname": i.hostname })).collect();
+            let list: Vec<Json> = w.cfg.interfaces.iter().enumerate().map(|(k, i)| {
+                let services = services_on(&w.cfg, k);
+                let port = |n: &str| services.iter().find(|(s, _)| *s == n).map(|(_, p)| *p);
+                json!({ "name": i.name, "address": i.address, "hostname": i.hostname, "ssh_port": port("SSH"), "https_port": port("HTTPS") })
+            }).collect();
             Response::ok(t, json!({ "interfaces": list, "pending": w.pending }))
         }
         "new" => {
@@ -852,8 +882,10 @@ pub fn interfaceconfig(shared: &Arc<Shared>, req: &Request) -> Response {
             let Some(name) = name else {
                 return Response::error("interfaceconfig edit needs the name of the interface.");
             };
-            if address.is_none() && hostname.is_none() {
-                return Response::error(format!("Nothing to change: give --address IP and/or --hostname NAME for interface {name}."));
+            let ssh = arg_str(args, "ssh").map(str::to_string);
+            let https = arg_str(args, "https").map(str::to_string);
+            if address.is_none() && hostname.is_none() && ssh.is_none() && https.is_none() {
+                return Response::error(format!("Nothing to change: give --address IP, --hostname NAME, --ssh PORT|off and/or --https PORT|off for interface {name}."));
             }
             edit(shared, req, |cfg, doc| {
                 let k = cfg.interface_by_name(&name).ok_or_else(|| format!("Unknown interface \"{name}\"; allowed: {}.", allowed_interfaces(cfg, false)))?;
@@ -861,10 +893,34 @@ pub fn interfaceconfig(shared: &Arc<Shared>, req: &Request) -> Response {
                     Some(a) => Some(a.parse::<std::net::IpAddr>().map_err(|_| format!("\"{a}\" is not an IP address; allowed: an IPv4 or IPv6 address such as 192.0.2.10"))?.to_string()),
                     None => None,
                 };
-                doc.interface_edit(&name, ip.as_deref(), hostname.as_deref())?;
                 let i = &cfg.interfaces[k];
+                let mut notes = Vec::new();
+                for (flag, section, label, v, current) in [
+                    ("ssh", "ssh", "SSH", &ssh, cfg.ssh.as_ref().map(|s| s.interface)),
+                    ("https", "web", "HTTPS", &https, cfg.web.as_ref().map(|w| w.interface)),
+                ] {
+                    let Some(v) = v else { continue };
+                    match parse_service(flag, v)? {
+                        Some(port) => {
+                            doc.server_set(section, Some((&i.name, port)))?;
+                            notes.push(format!("{label} on port {port}"));
+                        }
+                        None if current == Some(k) => {
+                            doc.server_set(section, None)?;
+                            notes.push(format!("{label} off"));
+                        }
+                        None => match current {
+                            Some(other) => return Err(format!("{label} is not on interface {} but on {}; turn it off there (`pvo interfaceconfig edit {} --{flag} off`).", i.name, cfg.interfaces[other].name, cfg.interfaces[other].name)),
+                            None => notes.push(format!("{label} was already off")),
+                        },
+                    }
+                }
+                if ip.is_some() || hostname.is_some() {
+                    doc.interface_edit(&name, ip.as_deref(), hostname.as_deref())?;
+                }
+                let services = if notes.is_empty() { String::new() } else { format!(" {}.", notes.join(", ")) };
                 Ok(format!(
-                    "Interface {} changed: {} ({}: {}).",
+                    "Interface {} changed: {} ({}: {}).{services}",
                     i.name,
                     i.name,
                     ip.as_deref().unwrap_or(&i.address.to_string()),
@@ -881,6 +937,9 @@ pub fn interfaceconfig(shared: &Arc<Shared>, req: &Request) -> Response {
                 let mut users: Vec<String> = cfg.listeners.iter().filter(|l| l.interface == k).map(|l| format!("listener {}", l.name)).collect();
                 if cfg.delivery.default_interface == Some(k) {
                     users.push("deliveryconfig (the default delivery interface)".to_string());
+                }
+                for (n, _) in services_on(cfg, k) {
+                    users.push(format!("the {n} service"));
                 }
                 if !users.is_empty() {
                     return Err(format!(

@@ -181,6 +181,22 @@ pub async fn status(shared: &Arc<Shared>, args: &serde_json::Value) -> Response 
                 }
             ));
         }
+        // The management servers where they listen now (a commit may move them).
+        let services = [
+            ("SSH", shared.servers.address(crate::servers::Kind::Ssh)),
+            (
+                "Web (HTTPS)",
+                shared.servers.address(crate::servers::Kind::Web),
+            ),
+        ];
+        t.push_str("\nServices:\n");
+        for (name, addr) in services {
+            t.push_str(&format!(
+                "    {:<28}{:>22}\n",
+                name,
+                addr.map_or("off".to_string(), |a| a.to_string())
+            ));
+        }
     }
     let data = json!({
         "system_status": state,
@@ -188,6 +204,8 @@ pub async fn status(shared: &Arc<Shared>, args: &serde_json::Value) -> Response 
         "uptime_seconds": up,
         "delivery_suspended": g.delivery_suspended,
         "listeners": listeners,
+        "ssh": shared.servers.address(crate::servers::Kind::Ssh).map(|a| a.to_string()),
+        "web": shared.servers.address(crate::servers::Kind::Web).map(|a| a.to_string()),
         "counters": { "reset": reset, "uptime": c, "lifetime": lifetime },
         "gauges": {
             "connections_in": c.connections_open,

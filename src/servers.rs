@@ -1,0 +1,240 @@
+//! The management servers of a node, `[ssh]` (`crate::ssh`) and `[web]` (`crate::web`),
+//! and moving them when a commit changes them.
+//!
+//! A commit that changes a server's section (enabled or removed, interface, port) first
+//! binds the new address ([`Servers::prepare`], called by `Shared::apply_config` before
+//! it swaps anything), so a taken port refuses the commit, names the section, the
+//! address and the OS error, and leaves the old server running. Only when the whole
+//! commit can go ahead does [`Servers::switch`] start the new server and stop the old
+//! one: its listening socket is shut down at once (new connections are refused), and
+//! the connections it had are told to finish ([`closing`]): an HTTP connection ends
+//! after its current request, an SSH session may go on for [`GRACE`], then it is
+//! disconnected. A section that did not change is left alone (port 0 in the
+//! configuration keeps whatever port the system chose).
+//!
+//! The web server's sessions live in its router, so a restarted web server drops them:
+//! people log in again. API tokens are in `users.json` and are not affected. The web
+//! server's certificate is the node's inbound one, taken for each new connection, so a
+//! commit that changes it is in force without a restart.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::config::Config;
+use crate::node::Shared;
+
+/// How long the connections of a stopped server may go on.
+pub const GRACE: Duration = Duration::from_secs(10);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Ssh,
+    Web,
+}
+
+impl Kind {
+    /// The configuration section.
+    pub fn section(self) -> &'static str {
+        match self {
+            Kind::Ssh => "[ssh]",
+            Kind::Web => "[web]",
+        }
+    }
+
+    /// The address the configuration asks for (port 0: any).
+    pub fn wanted(self, cfg: &Config) -> Option<SocketAddr> {
+        let (interface, port) = match self {
+            Kind::Ssh => cfg.ssh.as_ref().map(|s| (s.interface, s.port))?,
+            Kind::Web => cfg.web.as_ref().map(|s| (s.interface, s.port))?,
+        };
+        Some(SocketAddr::new(cfg.interfaces[interface].address, port))
+    }
+
+    fn index(self) -> usize {
+        match self {
+            Kind::Ssh => 0,
+            Kind::Web => 1,
+        }
+    }
+
+    fn started_line(self, addr: SocketAddr) -> String {
+        match self {
+            Kind::Ssh => format!("SSH listening on {addr}"),
+            Kind::Web => format!("Web listening on https://{addr}"),
+        }
+    }
+
+    fn stopped_line(self, addr: SocketAddr) -> String {
+        let what = match self {
+            Kind::Ssh => "SSH",
+            Kind::Web => "Web",
+        };
+        format!(
+            "{what} stopped listening on {addr}; its open connections may finish within {} seconds",
+            GRACE.as_secs()
+        )
+    }
+}
+
+/// Resolves when the server that accepted a connection is stopping.
+pub async fn closing(mut rx: watch::Receiver<bool>) {
+    // The sender gone is a stop too.
+    let _ = rx.wait_for(|stop| *stop).await;
+}
+
+struct Running {
+    addr: SocketAddr,
+    task: JoinHandle<()>,
+    /// A duplicate of the listening socket, to stop listening at once.
+    sock: socket2::Socket,
+    stop: watch::Sender<bool>,
+}
+
+impl Running {
+    fn stop(self) {
+        self.task.abort();
+        if let Err(e) = self.sock.shutdown(std::net::Shutdown::Both) {
+            tracing::debug!("shutdown of the listening socket on {}: {e}", self.addr);
+        }
+        self.stop.send_replace(true);
+    }
+}
+
+/// A server bound for a commit, not serving yet.
+pub struct Bound {
+    kind: Kind,
+    listener: TcpListener,
+    sock: socket2::Socket,
+    /// The SSH server's settings (host key loaded).
+    ssh: Option<Arc<russh::server::Config>>,
+}
+
+/// What a commit does to the servers: the new ones bound, the ones to stop.
+#[derive(Default)]
+pub struct Prepared {
+    start: Vec<Bound>,
+    stop: Vec<Kind>,
+}
+
+/// The running `[ssh]` and `[web]` servers.
+#[derive(Default)]
+pub struct Servers {
+    running: Mutex<[Option<Running>; 2]>,
+}
+
+impl Servers {
+    /// The address a server listens on now.
+    pub fn address(&self, kind: Kind) -> Option<SocketAddr> {
+        self.running.lock().unwrap()[kind.index()]
+            .as_ref()
+            .map(|r| r.addr)
+    }
+
+    /// Binds the servers that `new` adds or moves; nothing changes yet. An error
+    /// (a taken port, an address not on this host) leaves every server as it is.
+    pub fn prepare(&self, new: &Config) -> Result<Prepared> {
+        let mut p = Prepared::default();
+        for kind in [Kind::Ssh, Kind::Web] {
+            let current = self.address(kind);
+            match (current, kind.wanted(new)) {
+                (None, None) => {}
+                (Some(_), None) => p.stop.push(kind),
+                (Some(cur), Some(want))
+                    if cur.ip() == want.ip() && (want.port() == 0 || cur.port() == want.port()) => {
+                }
+                (cur, Some(want)) => {
+                    p.start.push(bind(kind, new, want)?);
+                    if cur.is_some() {
+                        p.stop.push(kind);
+                    }
+                }
+            }
+        }
+        Ok(p)
+    }
+
+    /// Starts the servers bound by [`Servers::prepare`], then stops the ones they
+    /// replace and the ones removed.
+    pub fn switch(&self, shared: &Arc<Shared>, p: Prepared) {
+        let mut started = Vec::new();
+        for b in p.start {
+            started.push((b.kind, serve(shared, b)));
+        }
+        let mut running = self.running.lock().unwrap();
+        for kind in p.stop {
+            if let Some(old) = running[kind.index()].take() {
+                let addr = old.addr;
+                old.stop();
+                shared.log.info(kind.stopped_line(addr));
+            }
+        }
+        for (kind, r) in started {
+            shared.log.info(kind.started_line(r.addr));
+            running[kind.index()] = Some(r);
+        }
+    }
+
+    /// Starts the configured servers (node start); returns their addresses.
+    pub fn start(&self, shared: &Arc<Shared>) -> Result<(Option<SocketAddr>, Option<SocketAddr>)> {
+        let p = self.prepare(&shared.config())?;
+        self.switch(shared, p);
+        Ok((self.address(Kind::Ssh), self.address(Kind::Web)))
+    }
+}
+
+fn bind(kind: Kind, cfg: &Config, addr: SocketAddr) -> Result<Bound> {
+    let ssh = match kind {
+        Kind::Ssh => Some(crate::ssh::server_config(cfg)?),
+        Kind::Web => None,
+    };
+    let listener =
+        bind_socket(addr).with_context(|| format!("{} cannot listen on {addr}", kind.section()))?;
+    let sock = socket2::SockRef::from(&listener)
+        .try_clone()
+        .with_context(|| format!("{}: duplicating the listening socket", kind.section()))?;
+    Ok(Bound {
+        kind,
+        listener,
+        sock,
+        ssh,
+    })
+}
+
+fn bind_socket(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let sock = socket2::Socket::new(
+        socket2::Domain::for_address(addr),
+        socket2::Type::STREAM,
+        None,
+    )?;
+    sock.set_reuse_address(true)?;
+    sock.set_nonblocking(true)?;
+    sock.bind(&addr.into())?;
+    sock.listen(1024)?;
+    TcpListener::from_std(sock.into())
+}
+
+fn serve(shared: &Arc<Shared>, b: Bound) -> Running {
+    let addr = b
+        .listener
+        .local_addr()
+        .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
+    let (stop, rx) = watch::channel(false);
+    let task = match (b.kind, b.ssh) {
+        (Kind::Ssh, Some(config)) => {
+            tokio::spawn(crate::ssh::serve(shared.clone(), b.listener, config, rx))
+        }
+        _ => tokio::spawn(crate::web::serve(shared.clone(), b.listener, rx)),
+    };
+    Running {
+        addr,
+        task,
+        sock: b.sock,
+        stop,
+    }
+}
