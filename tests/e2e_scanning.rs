@@ -950,6 +950,45 @@ fn a_corrupt_persisted_outbreak_rules_copy_falls_back_to_the_configured_rules() 
 }
 
 #[test]
+fn a_commit_naming_another_rules_file_replaces_the_persisted_rules() {
+    let (mut node, _sink, rules) = policy_node();
+    update_to_v2(&node, rules.path());
+    // The administrator names another rules file (OUTBREAK_V2) and commits.
+    let v1 = rules.path().join("v1.toml");
+    let other = rules.path().join("v2.toml");
+    let committed = fs::read_to_string(node.config_path()).unwrap();
+    let pending = committed.replace(v1.to_str().unwrap(), other.to_str().unwrap());
+    assert_ne!(pending, committed);
+    fs::create_dir_all(node.data_dir().join("config")).unwrap();
+    fs::write(node.data_dir().join("config").join("pending.toml"), pending).unwrap();
+    text(&node, &["commit", "-m", "another outbreak rules file"]);
+
+    let check = |node: &Node| {
+        let status = json(node, &["outbreakstatus"]);
+        assert_eq!(status["version"], "2025-06-11.1");
+        assert_eq!(status["source"]["origin"], "configuration");
+        assert_eq!(status["source"]["file"], other.to_str().unwrap());
+    };
+    check(&node);
+    let record: Value = serde_json::from_slice(
+        &fs::read(node.data_dir().join("outbreak").join("state.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(record["version"], "2025-06-11.1");
+    assert_eq!(record["origin"], "configuration");
+
+    node.restart();
+    let log = node.wait_for_log("Outbreak rules in force: version 2025-06-11.1", COMMAND);
+    assert!(
+        log_lines(&log, "Outbreak rules in force: version 2025-06-11.1")
+            .iter()
+            .any(|l| l.contains("has not changed since")),
+        "{log}"
+    );
+    check(&node);
+}
+
+#[test]
 fn expiry_applies_each_quarantines_default_action_and_early_release_rewrites() {
     let (node, sink, _rules) = policy_node();
     text(

@@ -197,7 +197,8 @@ pub struct OutbreakState {
 impl OutbreakState {
     /// Where the copy and the record live: `DATA_DIR/outbreak`.
     pub fn dir_of(data_dir: &Path) -> PathBuf {
-        data_dir.join("outbreak")
+        // `components` drops the "." of `data_dir = "."`, for readable messages.
+        data_dir.components().collect::<PathBuf>().join("outbreak")
     }
 
     /// The rules a starting node puts in force (see [`decide`]); logs one line saying
