@@ -801,4 +801,7 @@ fn commit_moves_the_web_server_and_refuses_a_taken_port() {
     let err = std::net::TcpStream::connect(moved).expect_err("web is off");
     assert_eq!(err.kind(), std::io::ErrorKind::ConnectionRefused, "{err}");
     assert_eq!(pvo_json(&node, &["status"])["data"]["web"], Value::Null);
+    // The interface SSH is on cannot be deleted from under it.
+    let (ok, text) = pvo_try(&node, &["interfaceconfig", "delete", "Loopback"]);
+    assert!(!ok && text.contains("the SSH service"), "{text}");
 }

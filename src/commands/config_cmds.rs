@@ -943,7 +943,7 @@ pub fn interfaceconfig(shared: &Arc<Shared>, req: &Request) -> Response {
                 }
                 if !users.is_empty() {
                     return Err(format!(
-                        "Interface {} is in use by {}; move them to another interface first (`pvo listenerconfig edit NAME --interface OTHER`, `pvo deliveryconfig --interface Auto`).",
+                        "Interface {} is in use by {}; move them to another interface first (`pvo listenerconfig edit NAME --interface OTHER`, `pvo deliveryconfig --interface Auto`, `pvo interfaceconfig edit OTHER --ssh PORT --https PORT`).",
                         cfg.interfaces[k].name,
                         users.join(" and ")
                     ));
