@@ -1027,7 +1027,8 @@ fn matched_content_is_shown_only_to_roles_that_may_see_it() {
 
 /// `[ssh]` moves on commit: an administrator logged in over SSH moves the SSH service to
 /// another port (`interfaceconfig edit Loopback --ssh PORT`, `commit`) and the session
-/// goes on; the new port logs in, the old one refuses; the web server is not restarted.
+/// goes on; another session, idle, is closed after the grace; the new port logs in, the
+/// old one refuses; the web server is not restarted.
 /// A commit to a port another program holds is refused with the section, the address
 /// and the OS error, the server stays where it was and the change stays pending.
 #[test]
@@ -1044,16 +1045,50 @@ fn commit_moves_the_ssh_server_and_refuses_a_taken_port() {
         b"",
     );
 
+    // An idle interactive session on the old port, held open across the move.
+    let held_out = dir.join("held-session.out");
+    let mut held = ssh
+        .with_key("admin", &key)
+        .arg("-tt")
+        .arg(ssh.host())
+        .stdin(Stdio::piped())
+        .stdout(fs::File::create(&held_out).unwrap())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn ssh");
+    wait_until(
+        COMMAND,
+        || {
+            fs::read_to_string(&held_out)
+                .ok()
+                .filter(|t| t.contains("> "))
+        },
+        || format!("no prompt in {}", held_out.display()),
+    );
+
     let new = SocketAddr::new(old.ip(), free_port());
     let input = format!(
         "interfaceconfig edit Loopback --ssh {}\rcommit -m ssh-moves\rstatus --json\rexit\r",
         new.port()
     );
+    let before_move = std::time::Instant::now();
     let out = run(
         ssh.with_key("admin", &key).arg("-tt").arg(ssh.host()),
         input.as_bytes(),
     );
     assert!(out.status.success(), "{}", out.both());
+    // The held session is closed by the node after its grace (10 s), not before.
+    let status = wait_until(
+        COMMAND,
+        || held.try_wait().expect("try_wait"),
+        || "the session on the old port is still open".to_string(),
+    );
+    assert!(!status.success(), "{status}");
+    assert!(
+        before_move.elapsed() >= Duration::from_secs(10),
+        "closed after {:?}",
+        before_move.elapsed()
+    );
     // The session that committed the move is still served after it.
     assert!(out.stdout.contains("\"ssh\":"), "{}", out.both());
     assert!(
