@@ -1812,7 +1812,9 @@ fn rescan_outbreak(
 }
 
 async fn outbreakstatus(shared: &Arc<Shared>) -> Reply {
-    let rules = shared.outbreak_rules();
+    // One read: the rules, their descriptions and where they came from go together.
+    let in_force = shared.outbreak.in_force();
+    let rules = in_force.as_ref().map(|f| f.rules.clone());
     let cfg = shared.config();
     let listed: Vec<(String, u8)> = rules
         .as_ref()
@@ -1820,7 +1822,6 @@ async fn outbreakstatus(shared: &Arc<Shared>) -> Reply {
         .unwrap_or_default();
     // Descriptions and where the rules came from: kept with the rules in force (the
     // persisted record when they are the persisted ones).
-    let in_force = shared.outbreak.in_force();
     let version = rules.as_ref().map(|r| r.version().to_string());
     let file: Option<&OutbreakRulesFile> = in_force
         .as_deref()
