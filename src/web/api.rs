@@ -10,7 +10,7 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use axum::extract::{ConnectInfo, Path, Query, State};
+use axum::extract::{ConnectInfo, Path, Query};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response as HttpResponse};
 use axum::routing::{get, post, MethodRouter};
@@ -22,8 +22,6 @@ use crate::commands::access;
 use crate::node::Shared;
 use crate::users::{Identity, Origin};
 use crate::web::jobs;
-
-type St = State<Arc<Shared>>;
 
 /// The routes of `/api/v1` (paths as the OpenAPI document writes them, `{mid}`).
 pub const ROUTES: &[(&str, &str)] = &[
@@ -77,21 +75,11 @@ pub fn routes() -> Router<Arc<Shared>> {
             "/api/v1/jobs/{id}/cancel" => post(job_cancel),
             p if !p.contains('{') => {
                 let action: &'static str = p.rsplit('/').next().unwrap_or_default();
-                post(
-                    move |s: St, c: ConnectInfo<SocketAddr>, h: HeaderMap, b: axum::body::Bytes| {
-                        bulk(s, c, h, b, action)
-                    },
-                )
+                post(move |t: Token, b: axum::body::Bytes| bulk(t, b, action))
             }
             p => {
                 let action: &'static str = p.rsplit('/').next().unwrap_or_default();
-                post(
-                    move |s: St,
-                          c: ConnectInfo<SocketAddr>,
-                          h: HeaderMap,
-                          m: Path<String>,
-                          b: axum::body::Bytes| act(s, c, h, m, b, action),
-                )
+                post(move |t: Token, m: Path<String>, b: axum::body::Bytes| act(t, m, b, action))
             }
         };
         assert_eq!(
@@ -159,6 +147,31 @@ fn identity(
         })
 }
 
+/// The caller of an endpoint: the node and the identity of the request's API token
+/// (`Authorization: Bearer`); without a valid token the answer is 401.
+struct Token {
+    s: Arc<Shared>,
+    id: Identity,
+}
+
+impl axum::extract::FromRequestParts<Arc<Shared>> for Token {
+    type Rejection = HttpResponse;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        shared: &Arc<Shared>,
+    ) -> Result<Self, Self::Rejection> {
+        let ConnectInfo(peer) = ConnectInfo::<SocketAddr>::from_request_parts(parts, shared)
+            .await
+            .map_err(IntoResponse::into_response)?;
+        let id = identity(shared, &parts.headers, peer)?;
+        Ok(Token {
+            s: shared.clone(),
+            id,
+        })
+    }
+}
+
 /// Runs one command as `id`; `Err` is the HTTP answer of a failure.
 async fn run(
     shared: &Arc<Shared>,
@@ -200,18 +213,8 @@ async fn run(
 }
 
 /// One command, its data as the answer.
-async fn one(
-    shared: Arc<Shared>,
-    headers: HeaderMap,
-    peer: SocketAddr,
-    command: &str,
-    args: Value,
-) -> HttpResponse {
-    let id = match identity(&shared, &headers, peer) {
-        Ok(id) => id,
-        Err(r) => return r,
-    };
-    match run(&shared, &id, command, args).await {
+async fn one(shared: &Arc<Shared>, id: &Identity, command: &str, args: Value) -> HttpResponse {
+    match run(shared, id, command, args).await {
         Ok(data) => Json(data).into_response(),
         Err(r) => r,
     }
@@ -221,18 +224,12 @@ async fn openapi() -> Json<Value> {
     Json(super::openapi::document())
 }
 
-async fn status(
-    State(s): St,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    h: HeaderMap,
-) -> HttpResponse {
-    one(s, h, peer, "status", json!({})).await
+async fn status(Token { s, id }: Token) -> HttpResponse {
+    one(&s, &id, "status", json!({})).await
 }
 
 async fn tophosts(
-    State(s): St,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    h: HeaderMap,
+    Token { s, id }: Token,
     Query(q): Query<HashMap<String, String>>,
 ) -> HttpResponse {
     let sort = q.get("sort").cloned().unwrap_or_else(|| "active".into());
@@ -242,27 +239,15 @@ async fn tophosts(
             "sort: allowed: active, conn, delivered, soft, hard",
         );
     }
-    one(s, h, peer, "tophosts", json!({ "sort": sort })).await
+    one(&s, &id, "tophosts", json!({ "sort": sort })).await
 }
 
-async fn quarantines(
-    State(s): St,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    h: HeaderMap,
-) -> HttpResponse {
-    one(s, h, peer, "quarantineconfig", json!({ "action": "list" })).await
+async fn quarantines(Token { s, id }: Token) -> HttpResponse {
+    one(&s, &id, "quarantineconfig", json!({ "action": "list" })).await
 }
 
 /// The node's PVO state; on a manager also the gateways it manages.
-async fn gateways(
-    State(s): St,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    h: HeaderMap,
-) -> HttpResponse {
-    let id = match identity(&s, &h, peer) {
-        Ok(id) => id,
-        Err(r) => return r,
-    };
+async fn gateways(Token { s, id }: Token) -> HttpResponse {
     let pvo = match run(&s, &id, "pvoconfig", json!({ "action": "status" })).await {
         Ok(d) => d,
         Err(r) => return r,
@@ -305,12 +290,7 @@ pub const INTEGERS: [&str; 6] = [
     "limit",
 ];
 
-async fn search(
-    State(s): St,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    h: HeaderMap,
-    Query(q): Query<HashMap<String, String>>,
-) -> HttpResponse {
+async fn search(Token { s, id }: Token, Query(q): Query<HashMap<String, String>>) -> HttpResponse {
     let mut query = Map::new();
     for k in FILTERS {
         if let Some(v) = q.get(k) {
@@ -343,7 +323,7 @@ async fn search(
         );
     }
     args["query"] = Value::Object(query);
-    one(s, h, peer, "quarantine", args).await
+    one(&s, &id, "quarantine", args).await
 }
 
 /// A non-negative integer that fits the document's int64.
@@ -363,20 +343,14 @@ fn parse_mid(mid: &str) -> Result<u64, HttpResponse> {
     })
 }
 
-async fn show(
-    State(s): St,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    h: HeaderMap,
-    Path(mid): Path<String>,
-) -> HttpResponse {
+async fn show(Token { s, id }: Token, Path(mid): Path<String>) -> HttpResponse {
     let mid = match parse_mid(&mid) {
         Ok(m) => m,
         Err(r) => return r,
     };
     one(
-        s,
-        h,
-        peer,
+        &s,
+        &id,
         "quarantine",
         json!({ "action": "show", "mid": mid }),
     )
@@ -386,9 +360,7 @@ async fn show(
 /// release, delete, delay (`{"by": "1d"}`), move (`{"from": Q, "to": Q}`); `quarantine`
 /// limits release/delete/delay to one quarantine.
 async fn act(
-    State(s): St,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    h: HeaderMap,
+    Token { s, id }: Token,
     Path(mid): Path<String>,
     body: axum::body::Bytes,
     action: &'static str,
@@ -413,7 +385,7 @@ async fn act(
             Some(_) => return error(StatusCode::BAD_REQUEST, &format!("{k} must be a string")),
         }
     }
-    one(s, h, peer, "quarantine", args).await
+    one(&s, &id, "quarantine", args).await
 }
 
 /// A JSON object body (empty: `{}`), or the 400 answer.
@@ -490,16 +462,10 @@ fn bulk_query(v: &Value) -> Result<Map<String, Value>, HttpResponse> {
 /// POST /api/v1/messages/{release,delete,delay,move}: `{"mids": [...]}` or
 /// `{"query": {filters}}` as a background job; 202 with the job's URL.
 async fn bulk(
-    State(s): St,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    h: HeaderMap,
+    Token { s, id }: Token,
     body: axum::body::Bytes,
     action: &'static str,
 ) -> HttpResponse {
-    let id = match identity(&s, &h, peer) {
-        Ok(id) => id,
-        Err(r) => return r,
-    };
     let body = match object(&body) {
         Ok(b) => b,
         Err(r) => return r,
@@ -598,31 +564,15 @@ async fn bulk(
 }
 
 /// GET /api/v1/jobs: the caller's jobs (an Administrator's: every job), newest first.
-async fn job_list(
-    State(s): St,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    h: HeaderMap,
-) -> HttpResponse {
-    match identity(&s, &h, peer) {
-        Ok(id) => Json(json!({ "jobs": jobs::of(&s).list(&id) })).into_response(),
-        Err(r) => r,
-    }
+async fn job_list(Token { s, id }: Token) -> HttpResponse {
+    Json(json!({ "jobs": jobs::of(&s).list(&id) })).into_response()
 }
 
 const NO_JOB: &str = "There is no such job of yours (jobs are kept for an hour after they end).";
 
 /// GET /api/v1/jobs/{id}: the progress record (another user's job: 404, except for an
 /// Administrator).
-async fn job(
-    State(s): St,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    h: HeaderMap,
-    Path(jid): Path<String>,
-) -> HttpResponse {
-    let id = match identity(&s, &h, peer) {
-        Ok(id) => id,
-        Err(r) => return r,
-    };
+async fn job(Token { s, id }: Token, Path(jid): Path<String>) -> HttpResponse {
     match jobs::of(&s).get(&jid, &id) {
         Some(rec) => Json(rec).into_response(),
         None => error(StatusCode::NOT_FOUND, NO_JOB),
@@ -630,16 +580,7 @@ async fn job(
 }
 
 /// POST /api/v1/jobs/{id}/cancel: stops the job after the batch under way.
-async fn job_cancel(
-    State(s): St,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    h: HeaderMap,
-    Path(jid): Path<String>,
-) -> HttpResponse {
-    let id = match identity(&s, &h, peer) {
-        Ok(id) => id,
-        Err(r) => return r,
-    };
+async fn job_cancel(Token { s, id }: Token, Path(jid): Path<String>) -> HttpResponse {
     let table = jobs::of(&s);
     match table.cancel(&jid, &id) {
         Ok(_) => {
@@ -678,16 +619,10 @@ pub fn simple_address(a: &str) -> bool {
 /// POST /api/v1/messages/{mid}/copy `{"to": [addresses]}`: send a copy
 /// (`quarantine copy`, Administrators only); the message stays held.
 async fn copy(
-    State(s): St,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    h: HeaderMap,
+    Token { s, id }: Token,
     Path(mid): Path<String>,
     body: axum::body::Bytes,
 ) -> HttpResponse {
-    let id = match identity(&s, &h, peer) {
-        Ok(id) => id,
-        Err(r) => return r,
-    };
     let mid = match parse_mid(&mid) {
         Ok(m) => m,
         Err(r) => return r,
