@@ -44,6 +44,7 @@ use serde_json::{json, Value};
 
 use super::{arg_str, arg_u64};
 use crate::admin::{Request, Response};
+use crate::clock::gmt;
 use crate::envelope::Envelope;
 use crate::node::Shared;
 use crate::scanning::local_quarantine::{handle_reports, now};
@@ -486,21 +487,6 @@ async fn quarantine(shared: &Arc<Shared>, req: &Request, id: &Identity) -> Reply
             "quarantine: unknown action {other:?}; allowed: search, show, release, delete, delay, move, copy, manage-by-rule, sweep"
         )),
     }
-}
-
-/// `2025-06-10 14:30:05` (GMT, like mail_logs).
-fn gmt(secs: u64) -> String {
-    let t = time::OffsetDateTime::from_unix_timestamp(secs as i64)
-        .unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
-    format!(
-        "{:04}-{:02}-{:02} {:02}:{:02}:{:02}",
-        t.year(),
-        t.month() as u8,
-        t.day(),
-        t.hour(),
-        t.minute(),
-        t.second()
-    )
 }
 
 /// Sender-controlled text made safe for a terminal: control characters escaped.

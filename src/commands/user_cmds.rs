@@ -12,6 +12,7 @@ use serde_json::{json, Value};
 
 use super::{arg_str, arg_u64};
 use crate::admin::{Request, Response};
+use crate::clock::gmt;
 use crate::node::Shared;
 use crate::users::{
     check_name, check_password, generate_password, hash_password, Builtin, CustomRole, Identity,
@@ -647,20 +648,6 @@ fn token_cmd(shared: &Arc<Shared>, args: &Value, now: u64) -> Reply {
             "userconfig token: unknown action {other:?}; allowed: list, new, delete"
         )),
     }
-}
-
-fn gmt(secs: u64) -> String {
-    let t = time::OffsetDateTime::from_unix_timestamp(secs as i64)
-        .unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
-    format!(
-        "{:04}-{:02}-{:02} {:02}:{:02}:{:02}",
-        t.year(),
-        t.month() as u8,
-        t.day(),
-        t.hour(),
-        t.minute(),
-        t.second()
-    )
 }
 
 fn auditlog(shared: &Arc<Shared>, args: &Value) -> Reply {
