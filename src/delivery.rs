@@ -242,22 +242,8 @@ async fn run_connection(shared: &Arc<Shared>, domain: &str, job: Job) -> Option<
                 return None;
             }
         };
-        let dcid = shared.ids.next(Kind::Dcid);
-        let local = stream
-            .local_addr()
-            .map(|a| a.ip().to_string())
-            .unwrap_or_default();
-        shared.log.info(format!(
-            "New SMTP DCID {dcid} interface {local} address {} port {}",
-            addr.ip(),
-            addr.port()
-        ));
-        let mut client = Client {
-            io: BufReader::new(Box::new(stream) as Box<dyn Io>),
-            dcid,
-            ext: Extensions::default(),
-            cpq: cpq.is_some(),
-        };
+        let mut client = Client::connected(shared, stream, addr, cpq.is_some());
+        let dcid = client.dcid;
         match client
             .start(shared, &helo, tls_mode, &server_name, domain)
             .await
@@ -455,6 +441,26 @@ struct Client {
 }
 
 impl Client {
+    /// A new outbound connection: its DCID and the `New SMTP DCID` log line.
+    fn connected(shared: &Shared, stream: TcpStream, addr: SocketAddr, cpq: bool) -> Client {
+        let dcid = shared.ids.next(Kind::Dcid);
+        let local = stream
+            .local_addr()
+            .map(|a| a.ip().to_string())
+            .unwrap_or_default();
+        shared.log.info(format!(
+            "New SMTP DCID {dcid} interface {local} address {} port {}",
+            addr.ip(),
+            addr.port()
+        ));
+        Client {
+            io: BufReader::new(Box::new(stream) as Box<dyn Io>),
+            dcid,
+            ext: Extensions::default(),
+            cpq,
+        }
+    }
+
     async fn read_reply(&mut self, timeout: Duration) -> Result<Reply, String> {
         let mut text = String::new();
         let mut line = String::new();
@@ -1064,22 +1070,8 @@ pub async fn cpq_control(shared: &Arc<Shared>, lines: &[String]) -> Result<Vec<S
     let helo = cfg.default_interface_hostname();
     drop(cfg);
     let (stream, addr, server_name) = connect_any(shared, &[(host, port)], bind).await?;
-    let dcid = shared.ids.next(Kind::Dcid);
-    let local = stream
-        .local_addr()
-        .map(|a| a.ip().to_string())
-        .unwrap_or_default();
-    shared.log.info(format!(
-        "New SMTP DCID {dcid} interface {local} address {} port {}",
-        addr.ip(),
-        addr.port()
-    ));
-    let mut client = Client {
-        io: BufReader::new(Box::new(stream) as Box<dyn Io>),
-        dcid,
-        ext: Extensions::default(),
-        cpq: true,
-    };
+    let mut client = Client::connected(shared, stream, addr, true);
+    let dcid = client.dcid;
     let started = client
         .start(
             shared,
