@@ -1765,20 +1765,7 @@ fn rescan_outbreak(
             .get("outgoing")
             .and_then(Value::as_bool)
             .unwrap_or(false);
-        let policy = scanner
-            .select(outgoing, &info.sender, &info.recipients)
-            .and_then(|p| p.policy.outbreak);
-        let still = match (
-            policy,
-            pvo_scan::mime::scan(&raw, &pvo_scan::mime::Limits::default()),
-        ) {
-            // Outbreak filtering no longer applies to this mail.
-            (None, _) => false,
-            // What cannot be parsed cannot be cleared by new rules.
-            (Some(_), Err(_)) => true,
-            (Some(op), Ok(view)) => op.hold_for(&rules.evaluate(&view)).is_some(),
-        };
-        if still {
+        if scanner.outbreak_still_holds(outgoing, &info.sender, &info.recipients, &raw, rules) {
             kept += 1;
             continue;
         }

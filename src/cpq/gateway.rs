@@ -327,18 +327,13 @@ pub async fn rescan_outbreak_copies(
                 continue;
             };
             scanned += 1;
-            let policy = scanner
-                .select(env.outgoing, &env.sender, &env.recipients)
-                .and_then(|p| p.policy.outbreak);
-            let still = match (
-                policy,
-                pvo_scan::mime::scan(&raw, &pvo_scan::mime::Limits::default()),
+            if scanner.outbreak_still_holds(
+                env.outgoing,
+                &env.sender,
+                &env.recipients,
+                &raw,
+                &rules,
             ) {
-                (None, _) => false,
-                (Some(_), Err(_)) => true,
-                (Some(op), Ok(view)) => op.hold_for(&rules.evaluate(&view)).is_some(),
-            };
-            if still {
                 kept += 1;
                 continue;
             }

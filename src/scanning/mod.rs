@@ -214,6 +214,30 @@ impl Scanner {
         self.policies.is_empty()
     }
 
+    /// Whether a rescan with new outbreak `rules` still holds a message in Outbreak:
+    /// its mail policy's outbreak settings against the rules' verdict on `raw`.
+    /// Outbreak filtering that no longer applies to the mail lets it go; a message that
+    /// cannot be parsed stays held (new rules cannot clear what they cannot read).
+    pub fn outbreak_still_holds(
+        &self,
+        outgoing: bool,
+        sender: &str,
+        recipients: &[String],
+        raw: &[u8],
+        rules: &pvo_scan::outbreak::OutbreakRules,
+    ) -> bool {
+        let Some(op) = self
+            .select(outgoing, sender, recipients)
+            .and_then(|p| p.policy.outbreak.as_ref())
+        else {
+            return false;
+        };
+        match pvo_scan::mime::scan(raw, &pvo_scan::mime::Limits::default()) {
+            Err(_) => true,
+            Ok(view) => op.hold_for(&rules.evaluate(&view)).is_some(),
+        }
+    }
+
     /// The first policy of the message's direction whose senders match the
     /// envelope sender or whose recipients match any recipient.
     pub fn select(
