@@ -140,7 +140,7 @@ impl Listeners {
     /// Binds a socket for a listener without starting it (a commit binds
     /// every new socket first, so a failure leaves the running node as is).
     pub fn bind_only(addr: SocketAddr) -> Result<TcpListener> {
-        bind(addr)
+        Ok(bind(addr)?)
     }
 
     /// Starts a listener on a socket bound by [`Listeners::bind_only`].
@@ -189,6 +189,7 @@ impl Listeners {
             }
             if r.accepting.is_none() {
                 let started = bind(r.addr)
+                    .map_err(anyhow::Error::from)
                     .and_then(|sock| accept(shared, name, sock))
                     .with_context(|| format!("Listener {name} cannot listen on {} again", r.addr));
                 match started {
@@ -235,7 +236,9 @@ impl Listeners {
     }
 }
 
-fn bind(addr: SocketAddr) -> Result<TcpListener> {
+/// A listening TCP socket on `addr` (SO_REUSEADDR, backlog 1024, non-blocking): the
+/// SMTP listeners' and the SSH and HTTPS servers' (`servers`).
+pub(crate) fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
     let sock = socket2::Socket::new(
         socket2::Domain::for_address(addr),
         socket2::Type::STREAM,
@@ -245,5 +248,5 @@ fn bind(addr: SocketAddr) -> Result<TcpListener> {
     sock.set_nonblocking(true)?;
     sock.bind(&addr.into())?;
     sock.listen(1024)?;
-    Ok(TcpListener::from_std(sock.into())?)
+    TcpListener::from_std(sock.into())
 }

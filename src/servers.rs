@@ -193,8 +193,8 @@ fn bind(kind: Kind, cfg: &Config, addr: SocketAddr) -> Result<Bound> {
         Kind::Ssh => Some(crate::ssh::server_config(cfg)?),
         Kind::Web => None,
     };
-    let listener =
-        bind_socket(addr).with_context(|| format!("{} cannot listen on {addr}", kind.section()))?;
+    let listener = crate::listeners::bind(addr)
+        .with_context(|| format!("{} cannot listen on {addr}", kind.section()))?;
     let sock = socket2::SockRef::from(&listener)
         .try_clone()
         .with_context(|| format!("{}: duplicating the listening socket", kind.section()))?;
@@ -204,19 +204,6 @@ fn bind(kind: Kind, cfg: &Config, addr: SocketAddr) -> Result<Bound> {
         sock,
         ssh,
     })
-}
-
-fn bind_socket(addr: SocketAddr) -> std::io::Result<TcpListener> {
-    let sock = socket2::Socket::new(
-        socket2::Domain::for_address(addr),
-        socket2::Type::STREAM,
-        None,
-    )?;
-    sock.set_reuse_address(true)?;
-    sock.set_nonblocking(true)?;
-    sock.bind(&addr.into())?;
-    sock.listen(1024)?;
-    TcpListener::from_std(sock.into())
 }
 
 fn serve(shared: &Arc<Shared>, b: Bound) -> Running {
