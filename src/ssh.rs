@@ -269,20 +269,7 @@ impl russh::server::Handler for Conn {
 
     async fn auth_succeeded(&mut self, _session: &mut Session) -> Result<(), Self::Error> {
         if let Some(id) = &self.id {
-            let entry = crate::audit::Entry {
-                id: 0,
-                at: 0,
-                user: id.user.clone(),
-                role: id.role.clone(),
-                from: id.from.to_string(),
-                action: "login".into(),
-                command: format!("login ({})", self.method),
-                quarantine: None,
-                mids: Vec::new(),
-                outcome: "ok".into(),
-                detail: String::new(),
-            };
-            self.shared.audit.record(entry, &self.shared.log).await;
+            crate::commands::audit_login_success(&self.shared, id, self.method).await;
         }
         Ok(())
     }

@@ -61,6 +61,24 @@ pub async fn login(
     }
 }
 
+/// Records a successful login (`method`: password, publickey...).
+pub async fn audit_login_success(shared: &Arc<Shared>, id: &Identity, method: &str) {
+    let entry = crate::audit::Entry {
+        id: 0,
+        at: 0,
+        user: id.user.clone(),
+        role: id.role.clone(),
+        from: id.from.to_string(),
+        action: "login".into(),
+        command: format!("login ({method})"),
+        quarantine: None,
+        mids: Vec::new(),
+        outcome: "ok".into(),
+        detail: String::new(),
+    };
+    shared.audit.record(entry, &shared.log).await;
+}
+
 /// Records a refused login.
 pub async fn audit_login_failure(
     shared: &Arc<Shared>,

@@ -217,20 +217,7 @@ pub async fn login(
     peer: SocketAddr,
 ) -> Result<Identity, String> {
     let id = crate::commands::login(shared, user, password, Origin::Web(peer)).await?;
-    let entry = crate::audit::Entry {
-        id: 0,
-        at: 0,
-        user: id.user.clone(),
-        role: id.role.clone(),
-        from: id.from.to_string(),
-        action: "login".into(),
-        command: "login (password)".into(),
-        quarantine: None,
-        mids: Vec::new(),
-        outcome: "ok".into(),
-        detail: String::new(),
-    };
-    shared.audit.record(entry, &shared.log).await;
+    crate::commands::audit_login_success(shared, &id, "password").await;
     Ok(id)
 }
 
