@@ -316,7 +316,18 @@ pub(super) async fn search(Viewer { shared, c }: Viewer, RawQuery(raw): RawQuery
             options(searched),
             options(""),
         );
-        b.push_str("<table id=\"messages\"><thead><tr><th scope=\"col\"><input type=\"checkbox\" id=\"select-all\" aria-label=\"Select all on this page\" onclick=\"for(const c of document.querySelectorAll('input[name=mid]'))c.checked=this.checked\"></th><th scope=\"col\">MID</th><th scope=\"col\">Received (GMT)</th><th scope=\"col\">Sender</th><th scope=\"col\">Recipients</th><th scope=\"col\">Subject</th><th scope=\"col\">Quarantines</th><th scope=\"col\">Scheduled exit</th></tr></thead><tbody>");
+        // On a manager, which gateway each message came from.
+        let central = shared.config().role == crate::config::Role::Manager;
+        let _ = write!(
+            b,
+            "<table id=\"messages\"><thead><tr><th scope=\"col\"><input type=\"checkbox\" id=\"select-all\" aria-label=\"Select all on this page\" onclick=\"for(const c of document.querySelectorAll('input[name=mid]'))c.checked=this.checked\"></th><th scope=\"col\">MID</th>{}<th scope=\"col\">Received (GMT)</th>",
+            if central {
+                "<th scope=\"col\">Gateway</th>"
+            } else {
+                ""
+            }
+        );
+        b.push_str("<th scope=\"col\">Sender</th><th scope=\"col\">Recipients</th><th scope=\"col\">Subject</th><th scope=\"col\">Quarantines</th><th scope=\"col\">Scheduled exit</th></tr></thead><tbody>");
         for m in &msgs {
             let mid = m["mid"].as_u64().unwrap_or(0);
             let rcpts: Vec<String> = m["recipients"]
@@ -340,7 +351,16 @@ pub(super) async fn search(Viewer { shared, c }: Viewer, RawQuery(raw): RawQuery
             let subject = m["subject"].as_str().unwrap_or("");
             let _ = write!(
                 b,
-                "<tr><td><input type=\"checkbox\" name=\"mid\" value=\"{mid}\" aria-label=\"Select MID {mid}\"></td><td><a href=\"/messages/{mid}\">{mid}</a></td><td>{}</td><td>{}</td><td>{}</td><td><a href=\"/messages/{mid}\">{}</a></td><td>{}</td><td>{}</td></tr>",
+                "<tr><td><input type=\"checkbox\" name=\"mid\" value=\"{mid}\" aria-label=\"Select MID {mid}\"></td><td><a href=\"/messages/{mid}\">{mid}</a></td>{}<td>{}</td><td>{}</td><td>{}</td><td><a href=\"/messages/{mid}\">{}</a></td><td>{}</td><td>{}</td></tr>",
+                if central {
+                    format!(
+                        "<td>{} <span class=\"muted\">#{}</span></td>",
+                        esc(m["gateway"].as_str().unwrap_or("")),
+                        m["gateway_mid"].as_u64().unwrap_or(0)
+                    )
+                } else {
+                    String::new()
+                },
                 esc(&gmt(m["received"].as_u64().unwrap_or(0))),
                 esc(m["sender"].as_str().unwrap_or("")),
                 esc(&rcpts.join(", ")),
