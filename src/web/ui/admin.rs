@@ -343,7 +343,8 @@ pub(super) async fn users(Viewer { shared, c }: Viewer) -> HttpResponse {
 <label for=\"u-password\">Password</label><input id=\"u-password\" name=\"password\" type=\"password\" autocomplete=\"new-password\" required>\
 <div><button type=\"submit\" id=\"create-user\">Create</button></div></form></section>",
         hidden("csrf", &c.csrf),
-        role_options(&builtin, &custom, "Administrator"),
+        // Least privilege unless the Administrator picks more.
+        role_options(&builtin, &custom, "Guest"),
     );
 
     // Custom roles.
