@@ -28,9 +28,9 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 use crate::support::{
-    connect, enroll, free_port_on, https, log_lines, manager_toml, pvo_bin, run_with_timeout,
-    wait_until, web_addr, GatewayToml, Namespace, Node, NodeDir, Reply, Sink, SmtpClient,
-    INCOMING_POLICY, OUTGOING_POLICY, QUARANTINE_TEST_FILTER, SYSTEM_PYTHON, TRUSTED,
+    connect, enroll, free_port_on, https, log_lines, manager_toml, new_user, pvo_bin,
+    run_with_timeout, wait_until, web_addr, GatewayToml, Namespace, Node, NodeDir, Reply, Sink,
+    SmtpClient, INCOMING_POLICY, OUTGOING_POLICY, QUARANTINE_TEST_FILTER, SYSTEM_PYTHON, TRUSTED,
 };
 
 /// Long enough for a debug build on two busy cores; waits end as soon as the event comes.
@@ -1406,32 +1406,6 @@ fn enable_refused(gw: &Node, args: &[&str]) -> Value {
     v["data"].clone()
 }
 
-/// `pvo --dir NODE ARGS` with `input` on standard input.
-fn pvo_input(node: &Node, args: &[&str], input: &str) -> Out {
-    use std::io::Write;
-    let mut child = Command::new(pvo_bin())
-        .arg("--dir")
-        .arg(node.data_dir())
-        .args(args)
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("spawn pvo");
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(input.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().expect("pvo output");
-    Out {
-        status: out.status,
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
-}
-
 /// `diagnose --json` (which fails when a check fails): its checks.
 fn diagnose(node: &Node) -> Vec<Value> {
     let out = pvo(node, &["diagnose", "--json"]);
@@ -1538,20 +1512,7 @@ fn enable_preflight_names_each_scenario_and_enables_when_ready() {
     // refused outright; a wizard run by an Administrator who is later made an Operator
     // no longer counts, and enable says whose role is wrong.
     for (name, role) in [("olga", "Operator"), ("ann", "Administrator")] {
-        let out = pvo_input(
-            &manager,
-            &[
-                "userconfig",
-                "new",
-                "--name",
-                name,
-                "--role",
-                role,
-                "--password-stdin",
-            ],
-            &format!("{name}-password-1\n"),
-        );
-        assert!(out.status.success(), "{}{}", out.stdout, out.stderr);
+        new_user(&manager, name, role, &format!("{name}-password-1"));
     }
     let as_user = |user: &str, args: &[&str]| {
         let mut cmd = Command::new(pvo_bin());

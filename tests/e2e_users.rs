@@ -36,6 +36,13 @@ struct Out {
 }
 
 impl Out {
+    /// Asserts that the command failed (exit 1) saying `text` on stderr.
+    #[track_caller]
+    fn refused(&self, text: &str) {
+        assert_eq!(self.status.code(), Some(1), "{}", self.both());
+        assert!(self.stderr.contains(text), "{text:?} in:\n{}", self.both());
+    }
+
     fn both(&self) -> String {
         format!(
             "status {}\n--- stdout ---\n{}\n--- stderr ---\n{}",
@@ -217,6 +224,14 @@ impl Ssh {
     fn host(&self) -> String {
         self.addr.ip().to_string()
     }
+
+    /// Runs one command as `user` logged in with `password`.
+    fn exec(&self, user: &str, password: &str, cmd: &str) -> Out {
+        run(
+            self.with_password(user, password).arg(self.host()).arg(cmd),
+            b"",
+        )
+    }
 }
 
 /// Sends a message from 127.0.0.1 (relayed, so the outgoing policy's filter runs) to
@@ -299,12 +314,7 @@ fn ssh_exec_shell_keys_and_passwords_like_the_openssh_client_sees_them() {
             .args(["quarantine", "show", "999999"]),
         b"",
     );
-    assert_eq!(out.status.code(), Some(1), "{}", out.both());
-    assert!(
-        out.stderr.contains("MID 999999 is not held"),
-        "{}",
-        out.both()
-    );
+    out.refused("MID 999999 is not held");
     // A command that would ask for confirmation does not wait for a terminal.
     let out = run(
         ssh.with_key("admin", &key)
@@ -312,8 +322,7 @@ fn ssh_exec_shell_keys_and_passwords_like_the_openssh_client_sees_them() {
             .args(["deleterecipients", "--all"]),
         b"",
     );
-    assert_eq!(out.status.code(), Some(1), "{}", out.both());
-    assert!(out.stderr.contains("--yes"), "{}", out.both());
+    out.refused("--yes");
 
     // Interactive, with a pty (ssh -tt): the prompt, two commands, exit.
     let out = run(
@@ -339,20 +348,10 @@ fn ssh_exec_shell_keys_and_passwords_like_the_openssh_client_sees_them() {
     assert!(online(&out.stdout), "{}", out.both());
 
     // Password login (the printed password), then a wrong password and a wrong key.
-    let out = run(
-        ssh.with_password("admin", &printed)
-            .arg(ssh.host())
-            .arg("status"),
-        b"",
-    );
+    let out = ssh.exec("admin", &printed, "status");
     assert!(out.status.success(), "{}", out.both());
     assert!(out.stdout.contains("System status"), "{}", out.both());
-    let out = run(
-        ssh.with_password("admin", "not-the-password")
-            .arg(ssh.host())
-            .arg("status"),
-        b"",
-    );
+    let out = ssh.exec("admin", "not-the-password", "status");
     assert_eq!(out.status.code(), Some(255), "{}", out.both());
     assert!(out.stderr.contains("Permission denied"), "{}", out.both());
     assert!(!out.stdout.contains("System status"), "{}", out.both());
@@ -397,12 +396,7 @@ fn ssh_exec_shell_keys_and_passwords_like_the_openssh_client_sees_them() {
         b"a-new-admin-password\n",
     );
     assert!(!file.exists());
-    let out = run(
-        ssh.with_password("admin", "a-new-admin-password")
-            .arg(ssh.host())
-            .arg("status"),
-        b"",
-    );
+    let out = ssh.exec("admin", "a-new-admin-password", "status");
     assert!(out.status.success(), "{}", out.both());
 }
 
@@ -503,36 +497,16 @@ fn roles_limit_commands_and_quarantines_and_the_audit_trail_names_who_released_f
     }
 
     // The Operator searches both messages over SSH, but may not commit or manage users.
-    let op = |cmd: &str| {
-        run(
-            ssh.with_password("op", "operator-password")
-                .arg(ssh.host())
-                .arg(cmd),
-            b"",
-        )
-    };
+    let op = |cmd: &str| ssh.exec("op", "operator-password", cmd);
     let out = op("quarantine search --json");
     assert!(out.status.success(), "{}", out.both());
     assert_eq!(mids_of(&parse_json(&out.stdout)), vec![one, two]);
     let out = op("commit --comment nope");
-    assert_eq!(out.status.code(), Some(1), "{}", out.both());
-    assert!(
-        out.stderr
-            .contains("Role \"Operator\" cannot change the configuration; it needs Administrator."),
-        "{}",
-        out.both()
-    );
+    out.refused("Role \"Operator\" cannot change the configuration; it needs Administrator.");
     let out = op("userconfig new --name evil --role Administrator");
-    assert_eq!(out.status.code(), Some(1), "{}", out.both());
-    assert!(
-        out.stderr
-            .contains("Role \"Operator\" cannot manage users and roles; it needs Administrator."),
-        "{}",
-        out.both()
-    );
+    out.refused("Role \"Operator\" cannot manage users and roles; it needs Administrator.");
     let out = op("quarantine copy 1 --to a@example.org");
-    assert_eq!(out.status.code(), Some(1), "{}", out.both());
-    assert!(out.stderr.contains("needs Administrator"), "{}", out.both());
+    out.refused("needs Administrator");
 
     // A view-only custom role named on the access list sees both, and may not release.
     pvo_ok(
@@ -571,70 +545,28 @@ fn roles_limit_commands_and_quarantines_and_the_audit_trail_names_who_released_f
         ],
         b"auditor-password\n",
     );
-    let aud = |cmd: &str| {
-        run(
-            ssh.with_password("aud", "auditor-password")
-                .arg(ssh.host())
-                .arg(cmd),
-            b"",
-        )
-    };
+    let aud = |cmd: &str| ssh.exec("aud", "auditor-password", cmd);
     let out = aud("quarantine search --json");
     assert!(out.status.success(), "{}", out.both());
     assert_eq!(mids_of(&parse_json(&out.stdout)), vec![one, two]);
     let out = aud(&format!("quarantine delete {two} --yes"));
-    assert_eq!(out.status.code(), Some(1), "{}", out.both());
-    assert!(
-        out.stderr.contains(
-            "Role \"auditors\" cannot release, delete, delay or move quarantined messages"
-        ),
-        "{}",
-        out.both()
-    );
+    out.refused("Role \"auditors\" cannot release, delete, delay or move quarantined messages");
 
     // The Technician sees the status, not the quarantines.
-    let out = run(
-        ssh.with_password("tech", "technician-password")
-            .arg(ssh.host())
-            .arg("status"),
-        b"",
-    );
+    let out = ssh.exec("tech", "technician-password", "status");
     assert!(out.status.success(), "{}", out.both());
-    let out = run(
-        ssh.with_password("tech", "technician-password")
-            .arg(ssh.host())
-            .arg("quarantine search"),
-        b"",
-    );
-    assert_eq!(out.status.code(), Some(1), "{}", out.both());
-    assert!(
-        out.stderr
-            .contains("Role \"Technician\" cannot access quarantines"),
-        "{}",
-        out.both()
-    );
+    let out = ssh.exec("tech", "technician-password", "quarantine search");
+    out.refused("Role \"Technician\" cannot access quarantines");
 
     // The help desk of one.example sees only its message, and cannot see the other.
-    let hd = |cmd: &str| {
-        run(
-            ssh.with_password("hd", &hd_password)
-                .arg(ssh.host())
-                .arg(cmd),
-            b"",
-        )
-    };
+    let hd = |cmd: &str| ssh.exec("hd", &hd_password, cmd);
     let out = hd("quarantine search --json");
     assert!(out.status.success(), "{}", out.both());
     assert_eq!(mids_of(&parse_json(&out.stdout)), vec![one]);
     let out = hd(&format!("quarantine show {two}"));
-    assert_eq!(out.status.code(), Some(1), "{}", out.both());
-    assert!(
-        out.stderr.contains(&format!(
-            "MID {two} is not held in any quarantine you can access"
-        )),
-        "{}",
-        out.both()
-    );
+    out.refused(&format!(
+        "MID {two} is not held in any quarantine you can access"
+    ));
     let out = hd(&format!("quarantine release {two}"));
     assert_eq!(out.status.code(), Some(1), "{}", out.both());
     let out = hd("status");
@@ -694,8 +626,7 @@ fn roles_limit_commands_and_quarantines_and_the_audit_trail_names_who_released_f
             .env("PVO_PASSWORD", "operator-password"),
         b"",
     );
-    assert_eq!(out.status.code(), Some(1), "{}", out.both());
-    assert!(out.stderr.contains("needs Administrator"), "{}", out.both());
+    out.refused("needs Administrator");
     let out = run(
         Command::new(pvo_bin())
             .arg("--dir")
@@ -704,8 +635,7 @@ fn roles_limit_commands_and_quarantines_and_the_audit_trail_names_who_released_f
             .env("PVO_PASSWORD", "wrong-password"),
         b"",
     );
-    assert_eq!(out.status.code(), Some(1), "{}", out.both());
-    assert!(out.stderr.contains("refused"), "{}", out.both());
+    out.refused("refused");
     let logins = parse_json(&pvo_ok(
         &node,
         &["auditlog", "--action", "login", "--user", "op", "--json"],
@@ -950,11 +880,10 @@ fn matched_content_is_shown_only_to_roles_that_may_see_it() {
 
     // Over SSH and the REST API (the same `quarantine show`): hidden for the Guest.
     let ssh = Ssh::new(&node);
-    let out = run(
-        ssh.with_password("gina", "gina-password-1")
-            .arg(ssh.host())
-            .arg(format!("quarantine show {code}")),
-        b"",
+    let out = ssh.exec(
+        "gina",
+        "gina-password-1",
+        &format!("quarantine show {code}"),
     );
     assert!(out.status.success(), "{}", out.both());
     assert!(

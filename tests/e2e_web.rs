@@ -90,19 +90,7 @@ fn web_ui_login_search_release_bulk_delete_guest_csrf_and_rate_limit() {
     let node = Node::start(&gateway_config(&sink));
     let base = format!("https://{}", web_addr(&node));
     let admin_pw = initial_password(&node);
-    pvo_stdin(
-        &node,
-        &[
-            "userconfig",
-            "new",
-            "--name",
-            "guest",
-            "--role",
-            "Guest",
-            "--password-stdin",
-        ],
-        "guest-password-1\n",
-    );
+    new_user(&node, "guest", "Guest", "guest-password-1");
     pvo_stdin(
         &node,
         &[

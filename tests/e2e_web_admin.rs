@@ -97,19 +97,7 @@ fn web_ui_services_add_test_and_remove_a_gateway_dashboard_state_operator_refuse
     let gw_password = initial_password(&gw);
     let base = format!("https://{}", web_addr(&manager));
     let admin_pw = initial_password(&manager);
-    pvo_stdin(
-        &manager,
-        &[
-            "userconfig",
-            "new",
-            "--name",
-            "otto",
-            "--role",
-            "Operator",
-            "--password-stdin",
-        ],
-        "otto-password-1\n",
-    );
+    new_user(&manager, "otto", "Operator", "otto-password-1");
 
     rt().block_on(async {
         let b = Browser::start().await;
@@ -295,19 +283,7 @@ fn web_ui_gateway_local_dashboard_and_a_custom_role_with_one_quarantine() {
     let legal = send_quarantined(&gw, &format!("{LEGAL_TAG} not for pat"), "Legal");
     let base = format!("https://{}", web_addr(&gw));
     let admin_pw = initial_password(&gw);
-    pvo_stdin(
-        &gw,
-        &[
-            "userconfig",
-            "new",
-            "--name",
-            "vic",
-            "--role",
-            "Guest",
-            "--password-stdin",
-        ],
-        "vic-password-1\n",
-    );
+    new_user(&gw, "vic", "Guest", "vic-password-1");
 
     rt().block_on(async {
         let b = Browser::start().await;

@@ -45,8 +45,8 @@ fn held_with(node: &Node, word: &str) -> u64 {
         .unwrap_or_else(|| panic!("{d:#}"))
 }
 
-/// The MIDs held with `word` in their subject.
-fn mids_with(node: &Node, word: &str) -> Vec<u64> {
+/// The messages held with `word` in their subject (`quarantine search` rows).
+fn messages_with(node: &Node, word: &str) -> Vec<Value> {
     let d = pvo_json(
         node,
         &[
@@ -60,7 +60,13 @@ fn mids_with(node: &Node, word: &str) -> Vec<u64> {
     );
     d["data"]["messages"]
         .as_array()
+        .cloned()
         .unwrap_or_else(|| panic!("{d:#}"))
+}
+
+/// The MIDs held with `word` in their subject.
+fn mids_with(node: &Node, word: &str) -> Vec<u64> {
+    messages_with(node, word)
         .iter()
         .map(|m| m["mid"].as_u64().unwrap())
         .collect()
@@ -80,20 +86,7 @@ fn exit_of(node: &Node, mid: u64) -> u64 {
 
 /// The scheduled exit of each held message with `word` in its subject.
 fn exits(node: &Node, word: &str) -> std::collections::HashMap<u64, u64> {
-    let d = pvo_json(
-        node,
-        &[
-            "quarantine",
-            "search",
-            "--subject",
-            word,
-            "--limit",
-            "10000",
-        ],
-    );
-    d["data"]["messages"]
-        .as_array()
-        .unwrap()
+    messages_with(node, word)
         .iter()
         .map(|m| {
             (
@@ -437,31 +430,7 @@ fn outbreak_manage_by_rule_is_a_job() {
     }
     let kept = send(&node, &format!("{TAG} kept"), "nothing to see");
     // A Guest who may see Policy.
-    let mut add = Command::new(pvo_bin())
-        .arg("--dir")
-        .arg(node.data_dir())
-        .args([
-            "userconfig",
-            "new",
-            "--name",
-            "guest",
-            "--role",
-            "Guest",
-            "--password-stdin",
-        ])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::null())
-        .spawn()
-        .expect("run pvo");
-    {
-        use std::io::Write as _;
-        add.stdin
-            .take()
-            .unwrap()
-            .write_all(b"guest-password-1\n")
-            .unwrap();
-    }
-    assert!(add.wait().unwrap().success());
+    new_user(&node, "guest", "Guest", "guest-password-1");
     pvo_json(
         &node,
         &["quarantineconfig", "edit", "Policy", "--access", "Guest"],

@@ -46,19 +46,7 @@ fn web_detail_shows_matched_content_by_role_and_delivery_status_delivers_now() {
     let node = Node::start(&config(&sink, dead));
     let base = format!("https://{}", web_addr(&node));
     let admin_pw = initial_password(&node);
-    pvo_stdin(
-        &node,
-        &[
-            "userconfig",
-            "new",
-            "--name",
-            "guest",
-            "--role",
-            "Guest",
-            "--password-stdin",
-        ],
-        "guest-password-1\n",
-    );
+    new_user(&node, "guest", "Guest", "guest-password-1");
     pvo_stdin(
         &node,
         &["quarantineconfig", "edit", "Policy", "--access", "Guest"],

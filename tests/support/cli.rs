@@ -75,6 +75,23 @@ pub fn pvo_stdin(node: &Node, args: &[&str], input: &str) -> String {
     text
 }
 
+/// A new node user with `role` and `password` (`pvo userconfig new --password-stdin`).
+pub fn new_user(node: &Node, name: &str, role: &str, password: &str) {
+    pvo_stdin(
+        node,
+        &[
+            "userconfig",
+            "new",
+            "--name",
+            name,
+            "--role",
+            role,
+            "--password-stdin",
+        ],
+        &format!("{password}\n"),
+    );
+}
+
 /// The node's initial Administrator password (`run/initial-admin-password`).
 pub fn initial_password(node: &Node) -> String {
     std::fs::read_to_string(node.data_dir().join("run/initial-admin-password"))
