@@ -60,6 +60,25 @@ fn label(v: &str) -> String {
         .replace('\n', "\\n")
 }
 
+/// A family of one series.
+fn single(out: &mut String, name: &str, kind: &str, help: &str, v: u64) {
+    family(out, name, kind, help);
+    let _ = writeln!(out, "{name} {v}");
+}
+
+/// A family with one series per value of the label `key`.
+fn labelled<S: AsRef<str>, N: std::fmt::Display>(
+    out: &mut String,
+    (name, kind, help): (&str, &str, &str),
+    key: &str,
+    series: impl IntoIterator<Item = (S, N)>,
+) {
+    family(out, name, kind, help);
+    for (v, n) in series {
+        let _ = writeln!(out, "{name}{{{key}=\"{}\"}} {n}", label(v.as_ref()));
+    }
+}
+
 /// The CPQ families: a gateway's transfers to its manager, a manager's receptions,
 /// refusals, releases and the backlog each gateway last reported over SSH.
 fn cpq(shared: &Shared, out: &mut String) {
@@ -67,91 +86,72 @@ fn cpq(shared: &Shared, out: &mut String) {
     let s = &shared.cpq.stats;
     match shared.config().role {
         crate::config::Role::Gateway => {
-            family(
+            single(
                 out,
                 "pvo_cpq_transfers_total",
                 "counter",
                 "Quarantined messages the manager accepted from this gateway.",
-            );
-            let _ = writeln!(
-                out,
-                "pvo_cpq_transfers_total {}",
-                s.transfers.load(Ordering::Relaxed)
-            );
-            family(
-                out,
-                "pvo_cpq_transfer_failures_total",
-                "counter",
-                "Attempts to hand a message to the manager that failed, by reason.",
+                s.transfers.load(Ordering::Relaxed),
             );
             let failures = s.transfer_failures();
-            for r in TransferFailure::ALL {
-                let _ = writeln!(
-                    out,
-                    "pvo_cpq_transfer_failures_total{{reason=\"{}\"}} {}",
-                    r.as_str(),
-                    failures.get(&r).copied().unwrap_or(0)
-                );
-            }
+            labelled(
+                out,
+                (
+                    "pvo_cpq_transfer_failures_total",
+                    "counter",
+                    "Attempts to hand a message to the manager that failed, by reason.",
+                ),
+                "reason",
+                TransferFailure::ALL
+                    .iter()
+                    .map(|r| (r.as_str(), failures.get(r).copied().unwrap_or(0))),
+            );
         }
         crate::config::Role::Manager => {
-            family(
+            labelled(
                 out,
-                "pvo_cpq_received_total",
-                "counter",
-                "Quarantined messages received from each gateway.",
+                (
+                    "pvo_cpq_received_total",
+                    "counter",
+                    "Quarantined messages received from each gateway.",
+                ),
+                "gateway",
+                s.received_by_gateway(),
             );
-            for (g, n) in s.received_by_gateway() {
-                let _ = writeln!(
-                    out,
-                    "pvo_cpq_received_total{{gateway=\"{}\"}} {n}",
-                    label(&g)
-                );
-            }
-            family(
+            labelled(
                 out,
-                "pvo_cpq_refused_total",
-                "counter",
-                "CPQ connections or records refused, by reason.",
+                (
+                    "pvo_cpq_refused_total",
+                    "counter",
+                    "CPQ connections or records refused, by reason.",
+                ),
+                "reason",
+                s.refusals(),
             );
-            for (r, n) in s.refusals() {
-                let _ = writeln!(out, "pvo_cpq_refused_total{{reason=\"{r}\"}} {n}");
-            }
-            family(
+            single(
                 out,
                 "pvo_cpq_releases_total",
                 "counter",
                 "Released messages the gateways accepted.",
+                s.releases.load(Ordering::Relaxed),
             );
-            let _ = writeln!(
-                out,
-                "pvo_cpq_releases_total {}",
-                s.releases.load(Ordering::Relaxed)
-            );
-            family(
+            single(
                 out,
                 "pvo_cpq_release_failures_total",
                 "counter",
                 "Attempts to deliver a released message to its gateway that failed.",
+                s.release_failures.load(Ordering::Relaxed),
             );
-            let _ = writeln!(
+            labelled(
                 out,
-                "pvo_cpq_release_failures_total {}",
-                s.release_failures.load(Ordering::Relaxed)
+                (
+                    "pvo_cpq_gateway_backlog",
+                    "gauge",
+                    "Recipients waiting on each gateway for this manager (the.cpq.host), as last checked over SSH.",
+                ),
+                "gateway",
+                s.backlogs(),
             );
-            family(
-                out,
-                "pvo_cpq_gateway_backlog",
-                "gauge",
-                "Recipients waiting on each gateway for this manager (the.cpq.host), as last checked over SSH.",
-            );
-            for (g, n) in s.backlogs() {
-                let _ = writeln!(
-                    out,
-                    "pvo_cpq_gateway_backlog{{gateway=\"{}\"}} {n}",
-                    label(&g)
-                );
-            }
         }
     }
 }
@@ -196,16 +196,15 @@ pub async fn metrics(State(shared): State<Arc<Shared>>) -> impl IntoResponse {
             c.soft_bounced,
         ),
     ] {
-        family(&mut out, name, "counter", help);
-        let _ = writeln!(out, "{name} {v}");
+        single(&mut out, name, "counter", help, v);
     }
-    family(
+    single(
         &mut out,
         "pvo_connections_open",
         "gauge",
         "Inbound SMTP connections open.",
+        c.connections_open,
     );
-    let _ = writeln!(out, "pvo_connections_open {}", c.connections_open);
 
     family(
         &mut out,
@@ -219,68 +218,52 @@ pub async fn metrics(State(shared): State<Arc<Shared>>) -> impl IntoResponse {
         .render(&mut out, "pvo_scan_seconds");
 
     let hosts = shared.queue.hosts().await;
-    family(
+    labelled(
         &mut out,
-        "pvo_queue_recipients",
-        "gauge",
-        "Recipients queued per destination host.",
+        (
+            "pvo_queue_recipients",
+            "gauge",
+            "Recipients queued per destination host.",
+        ),
+        "host",
+        hosts.iter().map(|h| (&h.host, h.active_recipients)),
     );
-    for h in &hosts {
-        let _ = writeln!(
-            out,
-            "pvo_queue_recipients{{host=\"{}\"}} {}",
-            label(&h.host),
-            h.active_recipients
-        );
-    }
-    family(
+    labelled(
         &mut out,
-        "pvo_destination_delivered_total",
-        "counter",
-        "Recipients delivered per destination host.",
+        (
+            "pvo_destination_delivered_total",
+            "counter",
+            "Recipients delivered per destination host.",
+        ),
+        "host",
+        hosts.iter().map(|h| (&h.host, h.delivered_recipients)),
     );
-    for h in &hosts {
-        let _ = writeln!(
-            out,
-            "pvo_destination_delivered_total{{host=\"{}\"}} {}",
-            label(&h.host),
-            h.delivered_recipients
-        );
-    }
     // CPQ (`cpq::gateways`): the queue sizes of the.cpq.host and the.cpq.release.host
     // are above, with every destination's.
     cpq(&shared, &mut out);
 
     let usage = shared.local_quarantine.with(|s| s.usage()).await;
     if let Ok(u) = usage {
-        family(
+        labelled(
             &mut out,
-            "pvo_quarantine_messages",
-            "gauge",
-            "Messages held per quarantine.",
+            (
+                "pvo_quarantine_messages",
+                "gauge",
+                "Messages held per quarantine.",
+            ),
+            "quarantine",
+            u.quarantines.iter().map(|q| (&q.name, q.messages)),
         );
-        for q in &u.quarantines {
-            let _ = writeln!(
-                out,
-                "pvo_quarantine_messages{{quarantine=\"{}\"}} {}",
-                label(&q.name),
-                q.messages
-            );
-        }
-        family(
+        labelled(
             &mut out,
-            "pvo_quarantine_bytes",
-            "gauge",
-            "Bytes held per quarantine.",
+            (
+                "pvo_quarantine_bytes",
+                "gauge",
+                "Bytes held per quarantine.",
+            ),
+            "quarantine",
+            u.quarantines.iter().map(|q| (&q.name, q.bytes)),
         );
-        for q in &u.quarantines {
-            let _ = writeln!(
-                out,
-                "pvo_quarantine_bytes{{quarantine=\"{}\"}} {}",
-                label(&q.name),
-                q.bytes
-            );
-        }
     }
     (
         [(
