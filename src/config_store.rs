@@ -20,7 +20,6 @@
 //! when it is invalid. This module knows nothing of the admin protocol or of
 //! the wording of the commands (`commands::config_cmds`).
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
 
@@ -181,8 +180,8 @@ impl Store {
             meta.created = change.time;
         }
         meta.changes.push(change);
-        write_atomic(&self.pending_path(), text.as_bytes())?;
-        write_atomic(
+        crate::atomic_file::write(&self.pending_path(), text.as_bytes())?;
+        crate::atomic_file::write(
             &self.pending_meta_path(),
             &serde_json::to_vec_pretty(&meta)?,
         )?;
@@ -278,8 +277,8 @@ impl Store {
     }
 
     fn write_entry(&self, n: u64, text: &str, entry: HistoryEntry) -> Result<HistoryEntry> {
-        write_atomic(&self.history_path(n), text.as_bytes())?;
-        write_atomic(
+        crate::atomic_file::write(&self.history_path(n), text.as_bytes())?;
+        crate::atomic_file::write(
             &self.history_dir().join(format!("{n}.json")),
             &serde_json::to_vec_pretty(&entry)?,
         )?;
@@ -288,38 +287,8 @@ impl Store {
 
     /// Replaces the committed configuration file (atomically, keeping its mode).
     pub fn write_committed(&self, text: &str) -> Result<()> {
-        write_atomic(&self.committed, text.as_bytes())
+        crate::atomic_file::write(&self.committed, text.as_bytes())
     }
-}
-
-/// Writes `path` so that readers and crashes see the old or the new content:
-/// a temporary file in the same directory, fsync, rename, fsync of the
-/// directory. An existing file's permissions are kept.
-pub fn write_atomic(path: &Path, data: &[u8]) -> Result<()> {
-    let dir = path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    let name = path
-        .file_name()
-        .and_then(|n| n.to_str())
-        .unwrap_or("config");
-    let tmp = dir.join(format!(".{name}.tmp{}", std::process::id()));
-    let result = (|| -> std::io::Result<()> {
-        let mut f = std::fs::File::create(&tmp)?;
-        if let Ok(meta) = std::fs::metadata(path) {
-            f.set_permissions(meta.permissions())?;
-        }
-        f.write_all(data)?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, path)?;
-        std::fs::File::open(dir)?.sync_all()
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    result.with_context(|| format!("writing {}", path.display()))
 }
 
 /// The 1-based line of byte `offset` in `text`.

@@ -78,18 +78,8 @@ impl Ids {
     }
 
     fn persist(&self, r: &[u64; 3]) -> Result<()> {
-        let tmp = self.path.with_extension("tmp");
-        {
-            use std::io::Write;
-            let mut f = std::fs::File::create(&tmp)?;
-            writeln!(f, "{} {} {}", r[0], r[1], r[2])?;
-            f.sync_all()?;
-        }
-        std::fs::rename(&tmp, &self.path)?;
-        if let Some(dir) = self.path.parent() {
-            std::fs::File::open(dir)?.sync_all()?;
-        }
-        Ok(())
+        let line = format!("{} {} {}\n", r[0], r[1], r[2]);
+        crate::atomic_file::write(&self.path, line.as_bytes())
     }
 }
 

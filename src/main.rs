@@ -5,6 +5,7 @@
 //! a running node.
 
 mod admin;
+mod atomic_file;
 mod audit;
 mod bounce;
 mod clamd;

@@ -151,11 +151,11 @@ pub fn host_key(dir: &Path) -> Result<PrivateKey> {
                 .public_key()
                 .to_openssh()
                 .map_err(|e| anyhow::anyhow!("encoding the SSH host key: {e}"))?;
-            crate::users::write_private(
+            crate::atomic_file::write_private(
                 &dir.join(format!("{HOST_KEY}.pub")),
                 format!("{public}\n").as_bytes(),
             )?;
-            crate::users::write_private(&path, pem.as_bytes())?;
+            crate::atomic_file::write_private(&path, pem.as_bytes())?;
             Ok(key)
         }
         Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),

@@ -218,24 +218,9 @@ pub fn generate_self_signed(hostname: &str, cert_path: &Path, key_path: &Path) -
     if let Some(dir) = cert_path.parent() {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     }
-    write_private(key_path, ck.signing_key.serialize_pem().as_bytes())?;
+    crate::atomic_file::write_private(key_path, ck.signing_key.serialize_pem().as_bytes())?;
     std::fs::write(cert_path, ck.cert.pem())
         .with_context(|| format!("writing {}", cert_path.display()))?;
-    Ok(())
-}
-
-/// Writes a file readable only by its owner.
-pub fn write_private(path: &Path, data: &[u8]) -> Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(path)
-        .with_context(|| format!("writing {}", path.display()))?;
-    f.write_all(data)?;
     Ok(())
 }
 

@@ -51,9 +51,7 @@
 //! and unknown names are answered like wrong passwords.
 
 use std::fmt;
-use std::io::Write;
 use std::net::SocketAddr;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, RwLock};
 
@@ -379,11 +377,11 @@ impl Users {
                 let run = data_dir.join("run");
                 std::fs::create_dir_all(&run)
                     .with_context(|| format!("creating {}", run.display()))?;
-                write_private(
+                crate::atomic_file::write_private(
                     &run.join(INITIAL_PASSWORD_FILE),
                     format!("{password}\n").as_bytes(),
                 )?;
-                write_private(&path, &serde_json::to_vec_pretty(&db)?)?;
+                crate::atomic_file::write_private(&path, &serde_json::to_vec_pretty(&db)?)?;
                 initial = Some(password);
                 db
             }
@@ -524,7 +522,7 @@ impl Users {
             );
         }
         let bytes = serde_json::to_vec_pretty(&db).map_err(|e| e.to_string())?;
-        write_private(&self.path, &bytes).map_err(|e| {
+        crate::atomic_file::write_private(&self.path, &bytes).map_err(|e| {
             format!("The user store could not be written ({e:#}); nothing was changed.")
         })?;
         *self.db.write().unwrap() = db;
@@ -607,29 +605,6 @@ pub fn check_name(name: &str, what: &str, spaces: bool) -> Result<(), String> {
             if spaces { " and spaces" } else { "" }
         ))
     }
-}
-
-/// Writes `bytes` to `path` (mode 0600) through a temporary file: fsync, rename, fsync
-/// the directory.
-pub fn write_private(path: &Path, bytes: &[u8]) -> Result<()> {
-    let tmp = path.with_extension("tmp");
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&tmp)
-        .with_context(|| format!("creating {}", tmp.display()))?;
-    f.write_all(bytes)
-        .and_then(|_| f.sync_all())
-        .with_context(|| format!("writing {}", tmp.display()))?;
-    std::fs::rename(&tmp, path).with_context(|| format!("renaming to {}", path.display()))?;
-    if let Some(dir) = path.parent() {
-        std::fs::File::open(dir)
-            .and_then(|d| d.sync_all())
-            .with_context(|| format!("syncing {}", dir.display()))?;
-    }
-    Ok(())
 }
 
 #[cfg(test)]

@@ -589,10 +589,10 @@ fn cpqcert(shared: &Arc<Shared>, req: &Request) -> Response {
         .unwrap_or_else(|| cfg.data_dir.join("cpq"));
     let write = || -> anyhow::Result<()> {
         std::fs::create_dir_all(&dir)?;
-        crate::config_store::write_atomic(&dir.join(crate::cpq::trust::CA_CERT), &ca)?;
-        crate::config_store::write_atomic(&dir.join(crate::cpq::trust::NODE_CERT), &cert)?;
+        crate::atomic_file::write(&dir.join(crate::cpq::trust::CA_CERT), &ca)?;
+        crate::atomic_file::write(&dir.join(crate::cpq::trust::NODE_CERT), &cert)?;
         let keyp = dir.join(crate::cpq::trust::NODE_KEY);
-        crate::config_store::write_atomic(&keyp, &key)?;
+        crate::atomic_file::write(&keyp, &key)?;
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(&keyp, std::fs::Permissions::from_mode(0o600))?;
         // Refuse material rustls cannot use before it is in force.

@@ -233,7 +233,7 @@ impl Endpoints {
         if let Ok(bytes) = serde_json::to_vec(&snapshot) {
             let path = endpoints_path(shared);
             let _ = std::fs::create_dir_all(path.parent().unwrap());
-            let _ = crate::config_store::write_atomic(&path, &bytes);
+            let _ = crate::atomic_file::write(&path, &bytes);
         }
     }
 }

@@ -61,7 +61,7 @@ pub fn run(
     let new = doc.text();
     Config::parse(&new, config, config.parent().unwrap_or(Path::new(".")))
         .map_err(|e| anyhow::anyhow!("the enrolled configuration would not be valid: {e}"))?;
-    crate::config_store::write_atomic(config, new.as_bytes())?;
+    crate::atomic_file::write(config, new.as_bytes())?;
     println!(
         "Gateway {gateway_id} enrolled in {}: released messages go to {address}:{port}.",
         config.display()

@@ -189,8 +189,8 @@ pub(crate) fn keep_outbreak_copy(shared: &Shared, env: &Envelope, body: &[u8]) -
     let dir = outbreak_dir(shared);
     std::fs::create_dir_all(&dir)?;
     let base = dir.join(env.mid.to_string());
-    crate::config_store::write_atomic(&base.with_extension("eml"), body)?;
-    crate::config_store::write_atomic(&base.with_extension("json"), &env.encode())?;
+    crate::atomic_file::write(&base.with_extension("eml"), body)?;
+    crate::atomic_file::write(&base.with_extension("json"), &env.encode())?;
     Ok(())
 }
 

@@ -155,7 +155,7 @@ fn set(shared: &Shared, f: impl FnOnce(&mut Progress)) {
     let mut stored = snapshot;
     stored.running = false;
     if let Ok(bytes) = serde_json::to_vec_pretty(&stored) {
-        if let Err(e) = crate::config_store::write_atomic(&path, &bytes) {
+        if let Err(e) = crate::atomic_file::write(&path, &bytes) {
             tracing::warn!("cannot write {}: {e:#}", path.display());
         }
     }

@@ -30,7 +30,7 @@
 //! reads just enough of a certificate (issuer, validity, subject, key) and is
 //! bounded and panic-free on any input.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
@@ -45,7 +45,7 @@ use rustls::server::WebPkiClientVerifier;
 use rustls::{CertificateError, ClientConfig, RootCertStore, ServerConfig};
 use rustls_pki_types::pem::PemObject;
 
-use crate::tls::{provider, write_private};
+use crate::tls::provider;
 
 /// File names inside a cpq directory.
 pub const CA_CERT: &str = "ca.crt";
@@ -86,8 +86,8 @@ pub fn ensure_ca(dir: &Path, common_name: &str) -> Result<bool> {
         .self_signed(&key)
         .with_context(|| format!("signing the deployment CA {}", cert_path.display()))?;
     // The key first: ca.crt existing means the CA is complete.
-    write_atomic(&dir.join(CA_KEY), key.serialize_pem().as_bytes(), true)?;
-    write_atomic(&cert_path, cert.pem().as_bytes(), false)?;
+    crate::atomic_file::write_private(&dir.join(CA_KEY), key.serialize_pem().as_bytes())?;
+    crate::atomic_file::write(&cert_path, cert.pem().as_bytes())?;
     Ok(true)
 }
 
@@ -201,13 +201,9 @@ pub fn issue(ca_dir: &Path, node_id: &str, names: &[String], out_dir: &Path) -> 
     })?;
 
     std::fs::create_dir_all(out_dir).with_context(|| format!("creating {}", out_dir.display()))?;
-    write_atomic(
-        &out_dir.join(NODE_KEY),
-        key.serialize_pem().as_bytes(),
-        true,
-    )?;
-    write_atomic(&out_dir.join(NODE_CERT), cert.pem().as_bytes(), false)?;
-    write_atomic(&out_dir.join(CA_CERT), &ca_pem, false)?;
+    crate::atomic_file::write_private(&out_dir.join(NODE_KEY), key.serialize_pem().as_bytes())?;
+    crate::atomic_file::write(&out_dir.join(NODE_CERT), cert.pem().as_bytes())?;
+    crate::atomic_file::write(&out_dir.join(CA_CERT), &ca_pem)?;
     Ok(())
 }
 
@@ -241,27 +237,6 @@ fn self_check(
         }
     }
     Err(last.unwrap_or_else(|| anyhow::anyhow!("no names")))
-}
-
-/// Writes `data` to `path` through a temporary file and a rename, so readers
-/// see the old or the new content; `private` files are created 0600 (also
-/// when `path` existed with a wider mode).
-fn write_atomic(path: &Path, data: &[u8], private: bool) -> Result<()> {
-    let mut tmp = path.as_os_str().to_owned();
-    tmp.push(".tmp");
-    let tmp = PathBuf::from(tmp);
-    match std::fs::remove_file(&tmp) {
-        Ok(()) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => return Err(e).with_context(|| format!("removing {}", tmp.display())),
-    }
-    if private {
-        write_private(&tmp, data)?;
-    } else {
-        std::fs::write(&tmp, data).with_context(|| format!("writing {}", tmp.display()))?;
-    }
-    std::fs::rename(&tmp, path)
-        .with_context(|| format!("renaming {} to {}", tmp.display(), path.display()))
 }
 
 fn load_ca(dir: &Path) -> Result<Arc<RootCertStore>> {
@@ -652,6 +627,7 @@ mod der {
 mod tests {
     use super::*;
     use std::os::unix::fs::PermissionsExt;
+    use std::path::PathBuf;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     use tokio_rustls::{TlsAcceptor, TlsConnector};
 

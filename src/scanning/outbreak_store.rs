@@ -370,10 +370,10 @@ impl OutbreakState {
         std::fs::create_dir_all(&self.dir)
             .map_err(|e| format!("creating {}: {e}", self.dir.display()))?;
         if let Some(bytes) = bytes {
-            crate::config_store::write_atomic(&self.dir.join(&record.file), bytes).map_err(fail)?;
+            crate::atomic_file::write(&self.dir.join(&record.file), bytes).map_err(fail)?;
         }
         let json = serde_json::to_vec_pretty(record).map_err(|e| e.to_string())?;
-        crate::config_store::write_atomic(&self.dir.join(STATE), &json).map_err(fail)?;
+        crate::atomic_file::write(&self.dir.join(STATE), &json).map_err(fail)?;
         if let Ok(entries) = std::fs::read_dir(&self.dir) {
             for e in entries.flatten() {
                 let name = e.file_name().to_string_lossy().into_owned();
