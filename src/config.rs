@@ -68,6 +68,11 @@ pub struct Policy {
     pub max_message_size: usize,
     pub max_recipients: usize,
     pub max_concurrency: usize,
+    /// Concurrent connections from one client address (an IPv6 /64 counts as one
+    /// address), so that one host cannot take all of `max_concurrency`.
+    pub max_concurrency_per_ip: usize,
+    /// New connections per minute from one client address; 0: no limit.
+    pub max_connections_per_ip_per_minute: usize,
 }
 
 /// One entry of a listener's host access table.
@@ -268,6 +273,11 @@ pub struct Limits {
     /// Commands of any kind in one session (NOOP/RSET loops included).
     pub max_commands_per_session: usize,
     pub command_timeout: u64,
+    /// The command timeout of a session whose policy is under pressure.
+    pub command_timeout_under_pressure: u64,
+    /// A policy with more than this percentage of its `max_concurrency` open is
+    /// under pressure.
+    pub pressure_percent: usize,
     pub data_timeout: u64,
     pub session_timeout: u64,
 }
@@ -624,6 +634,8 @@ mod raw {
         pub max_message_size: Option<Spanned<i64>>,
         pub max_recipients: Option<Spanned<i64>>,
         pub max_concurrency: Option<Spanned<i64>>,
+        pub max_concurrency_per_ip: Option<Spanned<i64>>,
+        pub max_connections_per_ip_per_minute: Option<Spanned<i64>>,
     }
 
     #[derive(Deserialize)]
@@ -730,6 +742,8 @@ mod raw {
         pub max_messages_per_session: Option<Spanned<i64>>,
         pub max_commands_per_session: Option<Spanned<i64>>,
         pub command_timeout: Option<Spanned<i64>>,
+        pub command_timeout_under_pressure: Option<Spanned<i64>>,
+        pub pressure_percent: Option<Spanned<i64>>,
         pub data_timeout: Option<Spanned<i64>>,
         pub session_timeout: Option<Spanned<i64>>,
     }
@@ -1002,6 +1016,21 @@ impl Validator<'_> {
                     return self.err(Some(r.behavior.span()), format!("{key}.behavior"), format!("\"{other}\" is not a behavior; allowed: \"accept\", \"relay\", \"reject\", \"tcprefuse\""))
                 }
             };
+            let max_concurrency = self.int(
+                &r.max_concurrency,
+                &format!("{key}.max_concurrency"),
+                1,
+                100_000,
+                1000,
+            )?;
+            // A relaying group is the operator's own hosts (one of them may well be
+            // the whole group); any other group is shared by strangers, so by
+            // default one address gets a quarter of the policy, at most 10.
+            let per_ip_default = if behavior == Behavior::Relay {
+                max_concurrency
+            } else {
+                (max_concurrency / 4).clamp(1, 10)
+            };
             policies.push(Policy {
                 name,
                 behavior,
@@ -1019,12 +1048,27 @@ impl Validator<'_> {
                     100_000,
                     1000,
                 )? as usize,
-                max_concurrency: self.int(
-                    &r.max_concurrency,
-                    &format!("{key}.max_concurrency"),
-                    1,
-                    100_000,
-                    1000,
+                max_concurrency: max_concurrency as usize,
+                max_concurrency_per_ip: match &r.max_concurrency_per_ip {
+                    Some(v) if !(1..=max_concurrency).contains(v.get_ref()) => {
+                        return self.err(
+                            Some(v.span()),
+                            format!("{key}.max_concurrency_per_ip"),
+                            format!(
+                                "{} is out of range; allowed: an integer from 1 to the policy's max_concurrency ({max_concurrency})",
+                                v.get_ref()
+                            ),
+                        )
+                    }
+                    Some(v) => *v.get_ref() as usize,
+                    None => per_ip_default as usize,
+                },
+                max_connections_per_ip_per_minute: self.int(
+                    &r.max_connections_per_ip_per_minute,
+                    &format!("{key}.max_connections_per_ip_per_minute"),
+                    0,
+                    1_000_000,
+                    if behavior == Behavior::Relay { 0 } else { 600 },
                 )? as usize,
             });
         }
@@ -1373,6 +1417,8 @@ impl Validator<'_> {
             max_messages_per_session: None,
             max_commands_per_session: None,
             command_timeout: None,
+            command_timeout_under_pressure: None,
+            pressure_percent: None,
             data_timeout: None,
             session_timeout: None,
         });
@@ -1407,6 +1453,20 @@ impl Validator<'_> {
             )? as usize,
             command_timeout: self.int(&m.command_timeout, "limits.command_timeout", 1, 3600, 300)?
                 as u64,
+            command_timeout_under_pressure: self.int(
+                &m.command_timeout_under_pressure,
+                "limits.command_timeout_under_pressure",
+                1,
+                3600,
+                10,
+            )? as u64,
+            pressure_percent: self.int(
+                &m.pressure_percent,
+                "limits.pressure_percent",
+                1,
+                100,
+                80,
+            )? as usize,
             data_timeout: self.int(&m.data_timeout, "limits.data_timeout", 1, 7200, 600)? as u64,
             session_timeout: self.int(
                 &m.session_timeout,
@@ -1796,6 +1856,9 @@ impl Validator<'_> {
                 max_message_size: 1 << 30,
                 max_recipients: 100_000,
                 max_concurrency: 1000,
+                // Gateways and the manager open many connections from one address.
+                max_concurrency_per_ip: 1000,
+                max_connections_per_ip_per_minute: 0,
             });
             Ok(policies.len() - 1)
         };
@@ -2223,5 +2286,39 @@ hosts = ["[127.0.0.1]:2526"]
             None.or(Some(("127.0.0.1".into(), 25)))
         );
         assert_eq!(parse_host_port("a b"), None);
+    }
+
+    #[test]
+    fn per_address_limits_default_by_behavior_and_are_checked() {
+        let accepted = "[[policy]]\nname = \"ACCEPTED\"\nbehavior = \"accept\"\nmax_concurrency = 200\n";
+        let c = parse(&format!("{GOOD}{accepted}")).unwrap();
+        let (relayed, accepted_p) = (&c.policies[0], &c.policies[1]);
+        assert_eq!(relayed.max_concurrency_per_ip, relayed.max_concurrency);
+        assert_eq!(relayed.max_connections_per_ip_per_minute, 0);
+        assert_eq!(accepted_p.max_concurrency_per_ip, 10);
+        assert_eq!(accepted_p.max_connections_per_ip_per_minute, 600);
+        assert_eq!(c.limits.command_timeout_under_pressure, 10);
+        assert_eq!(c.limits.pressure_percent, 80);
+        let small = accepted.replace("200", "8");
+        let c = parse(&format!("{GOOD}{small}")).unwrap();
+        assert_eq!(c.policies[1].max_concurrency_per_ip, 2);
+
+        let too_many = format!("{GOOD}{accepted}max_concurrency_per_ip = 201\n");
+        let e = parse(&too_many).unwrap_err();
+        assert_eq!(e.key, "policy[1].max_concurrency_per_ip");
+        assert_eq!(e.line, Some(too_many.lines().count()));
+        assert!(
+            e.to_string()
+                .contains("201 is out of range; allowed: an integer from 1 to the policy's max_concurrency (200)"),
+            "{e}"
+        );
+        let e = parse(&format!(
+            "{GOOD}{accepted}max_connections_per_ip_per_minute = -1\n"
+        ))
+        .unwrap_err();
+        assert_eq!(e.key, "policy[1].max_connections_per_ip_per_minute");
+        assert!(e.to_string().contains("from 0 to 1000000"), "{e}");
+        let e = parse(&format!("{GOOD}[limits]\npressure_percent = 0\n")).unwrap_err();
+        assert_eq!(e.key, "limits.pressure_percent");
     }
 }

@@ -16,9 +16,12 @@ mod session;
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
 
 use crate::config::{Config, HatEntry, SenderPattern};
 use crate::dns::ReverseDns;
@@ -26,35 +29,206 @@ use crate::node::Shared;
 
 pub use session::Session;
 
-/// Connection counts per mail flow policy, for `max_concurrency`.
+/// Connection counts per mail flow policy (`max_concurrency`) and per client
+/// address within it (`max_concurrency_per_ip`), and each address's recent
+/// connections (`max_connections_per_ip_per_minute`), for one listener.
 #[derive(Default)]
 pub struct Concurrency {
-    counts: Mutex<HashMap<(usize, usize), usize>>,
+    inner: Mutex<Counts>,
+}
+
+/// (listener, policy) indices.
+type PolicyKey = (usize, usize);
+
+#[derive(Default)]
+struct Counts {
+    policies: HashMap<PolicyKey, Arc<Load>>,
+    /// Open connections per client address; an entry goes when its last one ends.
+    addresses: HashMap<(PolicyKey, IpAddr), usize>,
+    rates: HashMap<(PolicyKey, IpAddr), Bucket>,
+}
+
+/// The open connections of one policy, and whether that is above its pressure
+/// threshold (sessions waiting for a command watch this to shorten their wait).
+pub struct Load {
+    open: AtomicUsize,
+    pressure: watch::Sender<bool>,
+}
+
+impl Default for Load {
+    fn default() -> Load {
+        Load {
+            open: AtomicUsize::new(0),
+            pressure: watch::Sender::new(false),
+        }
+    }
+}
+
+/// What a session needs to know of its policy's load.
+pub struct Pressure {
+    load: Arc<Load>,
+    rx: watch::Receiver<bool>,
+    pub max: usize,
+    pub policy: String,
+}
+
+impl Pressure {
+    /// True while the policy is above its pressure threshold; marks the state seen.
+    pub fn high(&mut self) -> bool {
+        *self.rx.borrow_and_update()
+    }
+
+    /// Resolves when the pressure state changes (never, if it cannot).
+    pub async fn changed(&mut self) {
+        if self.rx.changed().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    }
+
+    pub fn open(&self) -> usize {
+        self.load.open.load(Ordering::Relaxed)
+    }
+}
+
+/// A token bucket: `limit` connections at once, refilled at `limit` per minute.
+struct Bucket {
+    tokens: f64,
+    at: Instant,
+}
+
+/// Why a connection was not given a slot.
+#[derive(Debug, PartialEq, Eq)]
+enum Refusal {
+    Policy,
+    Address,
+    Rate,
 }
 
 /// Releases a connection slot when the session ends.
 pub struct Slot<'a> {
     owner: &'a Concurrency,
-    key: (usize, usize),
+    key: PolicyKey,
+    client: IpAddr,
+    load: Arc<Load>,
+    threshold: usize,
+}
+
+/// The address limits count: IPv4 addresses (also IPv4-mapped IPv6) as they
+/// are, IPv6 addresses by /64, since one host or customer usually holds a
+/// whole /64 and could otherwise spread its connections over it.
+fn client_key(ip: IpAddr) -> IpAddr {
+    match ip.to_canonical() {
+        IpAddr::V6(v6) => {
+            let bits = u128::from(v6) & !((1u128 << 64) - 1);
+            IpAddr::V6(std::net::Ipv6Addr::from(bits))
+        }
+        v4 => v4,
+    }
+}
+
+/// Above this many remembered addresses, buckets that have refilled are dropped.
+const MAX_RATE_ENTRIES: usize = 4096;
+
+/// The policy's limits, as the configuration current at the connection says.
+struct Limits {
+    max: usize,
+    per_ip: usize,
+    per_minute: usize,
+    /// Open connections above which the policy is under pressure.
+    threshold: usize,
+}
+
+impl Limits {
+    fn of(cfg: &Config, policy: &crate::config::Policy) -> Limits {
+        Limits {
+            max: policy.max_concurrency,
+            per_ip: policy.max_concurrency_per_ip,
+            per_minute: policy.max_connections_per_ip_per_minute,
+            threshold: policy.max_concurrency * cfg.limits.pressure_percent / 100,
+        }
+    }
 }
 
 impl Concurrency {
-    fn try_take(&self, key: (usize, usize), max: usize) -> Option<Slot<'_>> {
-        let mut c = self.counts.lock().unwrap();
-        let n = c.entry(key).or_default();
-        if *n >= max {
-            return None;
+    fn try_take(&self, key: PolicyKey, ip: IpAddr, limits: &Limits) -> Result<Slot<'_>, Refusal> {
+        let client = client_key(ip);
+        let mut c = self.inner.lock().unwrap();
+        // Every attempt counts against the rate, refused or not: a host that
+        // keeps reconnecting into a full policy is the one to slow down.
+        if limits.per_minute > 0 && !c.admit(key, client, limits.per_minute) {
+            return Err(Refusal::Rate);
         }
-        *n += 1;
-        Some(Slot { owner: self, key })
+        let load = c.policies.entry(key).or_default().clone();
+        let open = load.open.load(Ordering::Relaxed);
+        if open >= limits.max {
+            return Err(Refusal::Policy);
+        }
+        let mine = c.addresses.entry((key, client)).or_default();
+        if *mine >= limits.per_ip {
+            return Err(Refusal::Address);
+        }
+        *mine += 1;
+        load.open.store(open + 1, Ordering::Relaxed);
+        load.pressure
+            .send_if_modified(|p| std::mem::replace(p, open + 1 > limits.threshold) != *p);
+        Ok(Slot {
+            owner: self,
+            key,
+            client,
+            load,
+            threshold: limits.threshold,
+        })
+    }
+}
+
+impl Counts {
+    /// Takes a token from the address's bucket; false when it is empty.
+    fn admit(&mut self, key: PolicyKey, client: IpAddr, per_minute: usize) -> bool {
+        let now = Instant::now();
+        let cap = per_minute as f64;
+        let refill = |b: &Bucket| (b.tokens + now.duration_since(b.at).as_secs_f64() * cap / 60.0).min(cap);
+        if self.rates.len() >= MAX_RATE_ENTRIES && !self.rates.contains_key(&(key, client)) {
+            self.rates.retain(|_, b| refill(b) < cap);
+        }
+        let b = self.rates.entry((key, client)).or_insert(Bucket {
+            tokens: cap,
+            at: now,
+        });
+        b.tokens = refill(b);
+        b.at = now;
+        if b.tokens < 1.0 {
+            return false;
+        }
+        b.tokens -= 1.0;
+        true
+    }
+}
+
+impl Slot<'_> {
+    fn pressure(&self, policy: &crate::config::Policy) -> Pressure {
+        Pressure {
+            rx: self.load.pressure.subscribe(),
+            load: self.load.clone(),
+            max: policy.max_concurrency,
+            policy: policy.name.clone(),
+        }
     }
 }
 
 impl Drop for Slot<'_> {
     fn drop(&mut self) {
-        let mut c = self.owner.counts.lock().unwrap();
-        if let Some(n) = c.get_mut(&self.key) {
+        let mut c = self.owner.inner.lock().unwrap();
+        let open = self.load.open.load(Ordering::Relaxed).saturating_sub(1);
+        self.load.open.store(open, Ordering::Relaxed);
+        let threshold = self.threshold;
+        self.load
+            .pressure
+            .send_if_modified(|p| std::mem::replace(p, open > threshold) != *p);
+        if let Some(n) = c.addresses.get_mut(&(self.key, self.client)) {
             *n = n.saturating_sub(1);
+            if *n == 0 {
+                c.addresses.remove(&(self.key, self.client));
+            }
         }
     }
 }
@@ -153,8 +327,9 @@ async fn handle(
         shared.log.info(format!("ICID {icid} close"));
         return;
     }
-    let slot = conc.try_take((listener_idx, entry.policy), policy.max_concurrency);
-    let session = Session::new(
+    let limits = Limits::of(&cfg, policy);
+    let slot = conc.try_take((listener_idx, entry.policy), peer.ip(), &limits);
+    let mut session = Session::new(
         shared.clone(),
         cfg.clone(),
         listener_idx,
@@ -163,20 +338,43 @@ async fn handle(
         rdns,
         Some(entry.policy),
     );
-    if slot.is_none() {
-        shared.log.info(format!(
-            "ICID {icid} refused: concurrency limit {} of policy {} reached",
-            policy.max_concurrency, policy.name
-        ));
-        session
-            .run_refused(
-                Box::new(stream),
-                "421 4.7.0 Too many concurrent connections, try again later\r\n",
-            )
-            .await;
+    let refusal = match &slot {
+        Ok(_) => None,
+        Err(Refusal::Policy) => Some((
+            format!(
+                "concurrency limit {} of policy {} reached",
+                limits.max, policy.name
+            ),
+            "421 4.7.0 Too many concurrent connections, try again later\r\n",
+        )),
+        Err(Refusal::Address) => Some((
+            format!(
+                "concurrency limit {} per address of policy {} reached for {}",
+                limits.per_ip,
+                policy.name,
+                peer.ip()
+            ),
+            "421 4.7.0 Too many concurrent connections from your address, try again later\r\n",
+        )),
+        Err(Refusal::Rate) => Some((
+            format!(
+                "connection rate limit {} per minute per address of policy {} reached for {}",
+                limits.per_minute,
+                policy.name,
+                peer.ip()
+            ),
+            "421 4.7.0 Too many connections from your address, try again later\r\n",
+        )),
+    };
+    if let Some((why, reply)) = refusal {
+        shared.log.info(format!("ICID {icid} refused: {why}"));
+        session.run_refused(Box::new(stream), reply).await;
     } else if policy.behavior == crate::config::Behavior::Reject {
         session.run_rejected(Box::new(stream)).await;
     } else {
+        if let Ok(s) = &slot {
+            session.set_pressure(s.pressure(policy));
+        }
         session.run(Box::new(stream)).await;
     }
     drop(slot);

@@ -53,6 +53,12 @@ pub struct Session {
     out: Vec<u8>,
     /// Set on a `cpq_listener`.
     cpq: Option<CpqSession>,
+    /// The load of this session's policy, for the command timeout under pressure.
+    pressure: Option<super::Pressure>,
+    /// Since when the session has been waiting for a command, and the command
+    /// count then: trickled bytes of an unfinished command do not reset it.
+    idle_since: Instant,
+    idle_commands: usize,
 }
 
 /// The CPQ state of a session on a `cpq_listener`.
@@ -102,6 +108,9 @@ impl Session {
             commands: 0,
             bad_commands: 0,
             started: Instant::now(),
+            pressure: None,
+            idle_since: Instant::now(),
+            idle_commands: 0,
             inbuf: Vec::with_capacity(4096),
             out: Vec::with_capacity(1024),
             cpq: (cfg.listeners[listener].kind == crate::config::ListenerType::Cpq).then(|| {
@@ -191,6 +200,64 @@ impl Session {
                 Err(_) => Err(if wait < timeout { "session" } else { "command" }),
             },
             _ = disconnect.wait_for(|d| *d) => Err("shutdown"),
+        }
+    }
+
+    /// Lets the command timeout shorten while the session's policy is under pressure.
+    pub fn set_pressure(&mut self, pressure: super::Pressure) {
+        self.pressure = Some(pressure);
+    }
+
+    /// Waits for more of a command in the greeting/command phase. The time
+    /// allowed runs from the end of the previous command, so a client that
+    /// trickles bytes gets no longer than one that sends nothing:
+    /// `command_timeout`, or `command_timeout_under_pressure` while the policy
+    /// is above `pressure_percent` of its `max_concurrency`; a session that is
+    /// already waiting when the pressure starts is cut as soon as it has waited
+    /// the shorter time.
+    async fn fill_command(
+        &mut self,
+        io: &mut Box<dyn Io>,
+        timeout: Duration,
+    ) -> Result<bool, &'static str> {
+        if self.inbuf.is_empty() || self.commands != self.idle_commands {
+            self.idle_since = Instant::now();
+            self.idle_commands = self.commands;
+        }
+        let short = Duration::from_secs(self.cfg.limits.command_timeout_under_pressure).min(timeout);
+        loop {
+            let Some(mut pressure) = self.pressure.take() else {
+                let left = timeout.saturating_sub(self.idle_since.elapsed());
+                return self.fill(io, left.max(Duration::from_millis(1))).await;
+            };
+            let high = pressure.high();
+            let allowed = if high { short } else { timeout };
+            let left = allowed.saturating_sub(self.idle_since.elapsed());
+            if left.is_zero() {
+                if high {
+                    self.shared.log.info(format!(
+                        "ICID {} idle for {} s while policy {} is under pressure ({} of {} connections)",
+                        self.icid,
+                        short.as_secs(),
+                        pressure.policy,
+                        pressure.open(),
+                        pressure.max
+                    ));
+                }
+                self.pressure = Some(pressure);
+                return Err("command");
+            }
+            let r = tokio::select! {
+                r = self.fill(io, left) => Some(r),
+                _ = pressure.changed() => None,
+            };
+            self.pressure = Some(pressure);
+            match r {
+                // The wait ran out: loop once more to say why.
+                Some(Err("command")) => {}
+                Some(r) => return r,
+                None => {}
+            }
         }
     }
 
@@ -360,7 +427,7 @@ impl Session {
             if self.flush(&mut io).await.is_err() {
                 break;
             }
-            match self.fill(&mut io, command_timeout).await {
+            match self.fill_command(&mut io, command_timeout).await {
                 Ok(true) => {}
                 Ok(false) => break,
                 Err("shutdown") => {
