@@ -2290,7 +2290,8 @@ hosts = ["[127.0.0.1]:2526"]
 
     #[test]
     fn per_address_limits_default_by_behavior_and_are_checked() {
-        let accepted = "[[policy]]\nname = \"ACCEPTED\"\nbehavior = \"accept\"\nmax_concurrency = 200\n";
+        let accepted =
+            "[[policy]]\nname = \"ACCEPTED\"\nbehavior = \"accept\"\nmax_concurrency = 200\n";
         let c = parse(&format!("{GOOD}{accepted}")).unwrap();
         let (relayed, accepted_p) = (&c.policies[0], &c.policies[1]);
         assert_eq!(relayed.max_concurrency_per_ip, relayed.max_concurrency);

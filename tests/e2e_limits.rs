@@ -41,7 +41,12 @@ fn open(node: &Node, source: IpAddr) -> (SmtpClient, Reply) {
 /// One message from `source`, checked at every step; returns the reply to the final dot.
 fn send_one(node: &Node, source: IpAddr, subject: &str) -> Reply {
     let (mut c, greeting) = open(node, source);
-    assert_eq!(greeting.code, 220, "greeting to {source}: {}", greeting.raw());
+    assert_eq!(
+        greeting.code,
+        220,
+        "greeting to {source}: {}",
+        greeting.raw()
+    );
     c.expect("EHLO other.test", 250);
     let reply = c.send_message(
         "someone@other.test",
@@ -76,8 +81,9 @@ fn idle_connections_from_one_address_do_not_shut_out_its_sender_group() {
     let got = sink.wait_for_messages(1, WAIT);
     assert!(got[0].text().contains("past the slowloris"));
     assert_eq!((greeted, refused.len()), (10, 200));
-    assert!(refused.iter().all(|r| r
-        == "421 4.7.0 Too many concurrent connections from your address, try again later"));
+    assert!(refused.iter().all(
+        |r| r == "421 4.7.0 Too many concurrent connections from your address, try again later"
+    ));
 
     let log = node.wait_for_log(
         "refused: concurrency limit 10 per address of policy ACCEPTED reached for 127.0.0.2",
@@ -226,7 +232,9 @@ fn idle_sessions_are_cut_sooner_while_the_policy_is_under_pressure() {
     // Every idle session and the trickler get the timeout reply and are closed, while
     // the active one goes on.
     for (i, c) in idle.iter_mut().enumerate() {
-        let r = c.read_reply().unwrap_or_else(|e| panic!("idle session {i}: {e}"));
+        let r = c
+            .read_reply()
+            .unwrap_or_else(|e| panic!("idle session {i}: {e}"));
         assert_eq!(r.code, 421, "idle session {i}: {}", r.raw());
         assert!(r.raw().contains("command timeout exceeded"), "{}", r.raw());
     }
@@ -238,7 +246,10 @@ fn idle_sessions_are_cut_sooner_while_the_policy_is_under_pressure() {
         text.starts_with("421 4.4.2 gw1.example.com Error: command timeout exceeded"),
         "the trickler got {text:?}"
     );
-    assert!(trickler.join().unwrap(), "the trickler's connection was closed");
+    assert!(
+        trickler.join().unwrap(),
+        "the trickler's connection was closed"
+    );
     stop.store(true, std::sync::atomic::Ordering::SeqCst);
     let mut active = pinger.join().expect("the active session kept getting 250");
     let reply = active.send_message(

@@ -186,7 +186,8 @@ impl Counts {
     fn admit(&mut self, key: PolicyKey, client: IpAddr, per_minute: usize) -> bool {
         let now = Instant::now();
         let cap = per_minute as f64;
-        let refill = |b: &Bucket| (b.tokens + now.duration_since(b.at).as_secs_f64() * cap / 60.0).min(cap);
+        let refill =
+            |b: &Bucket| (b.tokens + now.duration_since(b.at).as_secs_f64() * cap / 60.0).min(cap);
         if self.rates.len() >= MAX_RATE_ENTRIES && !self.rates.contains_key(&(key, client)) {
             self.rates.retain(|_, b| refill(b) < cap);
         }
@@ -436,6 +437,70 @@ pub fn rat_accepts(cfg: &Config, listener: usize, rcpt: &pvo_proto::address::Mai
 mod tests {
     use super::*;
     use ipnet::IpNet;
+
+    #[test]
+    fn addresses_count_by_ipv4_address_and_ipv6_64() {
+        let k = |s: &str| client_key(s.parse().unwrap()).to_string();
+        assert_eq!(k("192.0.2.7"), "192.0.2.7");
+        assert_eq!(k("::ffff:192.0.2.7"), "192.0.2.7");
+        assert_eq!(k("2001:db8:1:2:aaaa::1"), "2001:db8:1:2::");
+        assert_eq!(k("2001:db8:1:2:ffff::9"), k("2001:db8:1:2::1"));
+        assert_ne!(k("2001:db8:1:3::1"), k("2001:db8:1:2::1"));
+    }
+
+    #[test]
+    fn slots_are_limited_per_policy_address_and_rate() {
+        let c = Concurrency::default();
+        let limits = Limits {
+            max: 4,
+            per_ip: 2,
+            per_minute: 0,
+            threshold: 2,
+        };
+        let (a, b, d): (IpAddr, IpAddr, IpAddr) = (
+            "10.0.0.1".parse().unwrap(),
+            "10.0.0.2".parse().unwrap(),
+            "10.0.0.3".parse().unwrap(),
+        );
+        let a1 = c.try_take((0, 0), a, &limits).unwrap();
+        let mut p = a1.pressure(&test_policy());
+        let _a2 = c.try_take((0, 0), a, &limits).unwrap();
+        assert!(!p.high(), "2 of 4 is not above the threshold of 2");
+        assert_eq!(c.try_take((0, 0), a, &limits).err(), Some(Refusal::Address));
+        // Another policy of the same listener counts on its own.
+        let _other = c.try_take((0, 1), a, &limits).unwrap();
+        let _b1 = c.try_take((0, 0), b, &limits).unwrap();
+        assert!(p.high());
+        assert_eq!(p.open(), 3);
+        let _b2 = c.try_take((0, 0), b, &limits).unwrap();
+        assert_eq!(c.try_take((0, 0), d, &limits).err(), Some(Refusal::Policy));
+        drop(a1);
+        assert!(p.high(), "3 of 4");
+        let _d1 = c.try_take((0, 0), d, &limits).unwrap();
+
+        let rated = Limits {
+            per_minute: 3,
+            ..limits
+        };
+        let e: IpAddr = "10.0.0.9".parse().unwrap();
+        for _ in 0..3 {
+            drop(c.try_take((1, 0), e, &rated).unwrap());
+        }
+        assert_eq!(c.try_take((1, 0), e, &rated).err(), Some(Refusal::Rate));
+        assert!(c.try_take((1, 0), a, &rated).is_ok(), "per address");
+    }
+
+    fn test_policy() -> crate::config::Policy {
+        crate::config::Policy {
+            name: "ACCEPTED".into(),
+            behavior: crate::config::Behavior::Accept,
+            max_message_size: 1 << 20,
+            max_recipients: 10,
+            max_concurrency: 4,
+            max_concurrency_per_ip: 2,
+            max_connections_per_ip_per_minute: 0,
+        }
+    }
 
     #[test]
     fn first_matching_group_wins() {

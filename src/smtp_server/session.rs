@@ -224,7 +224,8 @@ impl Session {
             self.idle_since = Instant::now();
             self.idle_commands = self.commands;
         }
-        let short = Duration::from_secs(self.cfg.limits.command_timeout_under_pressure).min(timeout);
+        let short =
+            Duration::from_secs(self.cfg.limits.command_timeout_under_pressure).min(timeout);
         loop {
             let Some(mut pressure) = self.pressure.take() else {
                 let left = timeout.saturating_sub(self.idle_since.elapsed());
