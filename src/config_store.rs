@@ -452,6 +452,29 @@ impl Doc {
         })
     }
 
+    // -- listenerconfig policy -----------------------------------------------
+
+    /// Sets integer keys of the `[[policy]]` named `name`.
+    pub fn policy_set(
+        &mut self,
+        name: &str,
+        values: &[(&str, u64)],
+    ) -> std::result::Result<(), String> {
+        let i = self
+            .find("policy", "name", name)
+            .ok_or_else(|| format!("no [[policy]] named \"{name}\" in the configuration file"))?;
+        let t = self
+            .0
+            .get_mut("policy")
+            .and_then(|a| a.as_array_of_tables_mut())
+            .and_then(|a| a.get_mut(i))
+            .ok_or_else(|| format!("no [[policy]] named \"{name}\" in the configuration file"))?;
+        for (key, v) in values {
+            set(t, key, (*v).min(i64::MAX as u64) as i64);
+        }
+        Ok(())
+    }
+
     // -- deliveryconfig ----------------------------------------------------
 
     pub fn set_delivery(

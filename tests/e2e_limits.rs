@@ -265,3 +265,72 @@ fn idle_sessions_are_cut_sooner_while_the_policy_is_under_pressure() {
         "one line per cut session"
     );
 }
+
+/// Runs `pvo ARGS --dir DATA_DIR` as the node's owner; returns (success, all output).
+fn pvo(node: &Node, args: &[&str]) -> (bool, String) {
+    let (status, stdout, stderr) = crate::support::run_with_timeout(
+        std::process::Command::new(crate::support::pvo_bin())
+            .args(args)
+            .arg("--dir")
+            .arg(node.data_dir()),
+        Duration::from_secs(120),
+    );
+    (status.success(), format!("{stdout}{stderr}"))
+}
+
+#[test]
+fn an_administrator_sets_the_per_address_limits_with_listenerconfig() {
+    let sink = Sink::accepting();
+    let node = gateway(&sink, "", "");
+    let (ok, out) = pvo(
+        &node,
+        &[
+            "listenerconfig",
+            "policy",
+            "ACCEPTED",
+            "--max-concurrency-per-ip",
+            "500",
+        ],
+    );
+    assert!(!ok, "{out}");
+    assert!(
+        out.contains("key policy[1].max_concurrency_per_ip: 500 is out of range; allowed: an integer from 1 to the policy's max_concurrency (200)"),
+        "{out}"
+    );
+    let (ok, out) = pvo(
+        &node,
+        &[
+            "listenerconfig",
+            "policy",
+            "$ACCEPTED",
+            "--max-concurrency-per-ip",
+            "2",
+            "--max-connections-per-ip-per-minute",
+            "100",
+        ],
+    );
+    assert!(ok, "{out}");
+    assert!(
+        out.contains("Policy $ACCEPTED: max_concurrency_per_ip = 2."),
+        "{out}"
+    );
+    let (ok, out) = pvo(&node, &["commit", "-m", "two per address"]);
+    assert!(ok, "{out}");
+
+    let _held: Vec<SmtpClient> = (0..2)
+        .map(|_| {
+            let (c, r) = open(&node, UNTRUSTED);
+            assert_eq!(r.code, 220, "{}", r.raw());
+            c
+        })
+        .collect();
+    let (_third, r) = open(&node, UNTRUSTED);
+    assert_eq!(
+        r.raw(),
+        "421 4.7.0 Too many concurrent connections from your address, try again later"
+    );
+    node.wait_for_log(
+        "refused: concurrency limit 2 per address of policy ACCEPTED reached for 127.0.0.2",
+        WAIT,
+    );
+}

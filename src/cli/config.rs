@@ -174,6 +174,20 @@ pub enum ListenerAction {
     },
     /// Delete a listener.
     Delete { name: String },
+    /// Change the connection limits of a mail flow policy (the HAT's `$POLICY`).
+    Policy {
+        /// The policy's name, with or without `$`.
+        name: String,
+        /// Concurrent connections from the policy's sender groups.
+        #[arg(long)]
+        max_concurrency: Option<u64>,
+        /// Concurrent connections from one client address (1 to --max-concurrency).
+        #[arg(long)]
+        max_concurrency_per_ip: Option<u64>,
+        /// New connections per minute from one client address (0: no limit).
+        #[arg(long)]
+        max_connections_per_ip_per_minute: Option<u64>,
+    },
 }
 
 #[derive(clap::Subcommand)]
@@ -314,6 +328,18 @@ impl ConfigCommand {
                     Some(ListenerAction::Delete { name }) => {
                         json!({ "action": "delete", "name": name })
                     }
+                    Some(ListenerAction::Policy {
+                        name,
+                        max_concurrency,
+                        max_concurrency_per_ip,
+                        max_connections_per_ip_per_minute,
+                    }) => json!({
+                        "action": "policy",
+                        "policy": name,
+                        "max_concurrency": max_concurrency,
+                        "max_concurrency_per_ip": max_concurrency_per_ip,
+                        "max_connections_per_ip_per_minute": max_connections_per_ip_per_minute,
+                    }),
                 },
             ),
             ConfigCommand::Smtproutes { action } => (

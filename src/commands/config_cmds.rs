@@ -1289,8 +1289,52 @@ pub fn listenerconfig(shared: &Arc<Shared>, req: &Request) -> Response {
                 Ok(format!("Listener {} deleted.", l.name))
             })
         }
-        other => Response::error(format!("Unknown listenerconfig action \"{other}\"; allowed: new, edit, delete (or none to list).")),
+        "policy" => listenerconfig_policy(shared, req),
+        other => Response::error(format!("Unknown listenerconfig action \"{other}\"; allowed: new, edit, delete, policy (or none to list).")),
     }
+}
+
+/// `listenerconfig policy NAME --max-concurrency N --max-concurrency-per-ip N
+/// --max-connections-per-ip-per-minute N`: the connection limits of a mail flow
+/// policy; the values are checked by the configuration's own validation.
+fn listenerconfig_policy(shared: &Arc<Shared>, req: &Request) -> Response {
+    let args = &req.args;
+    let Some(name) = arg_str(args, "policy").map(|n| n.trim_start_matches('$').to_string()) else {
+        return Response::error("listenerconfig policy needs the name of a mail flow policy.");
+    };
+    let keys = [
+        "max_concurrency",
+        "max_concurrency_per_ip",
+        "max_connections_per_ip_per_minute",
+    ];
+    let values: Vec<(&str, u64)> = keys
+        .iter()
+        .filter_map(|k| arg_u64(args, k).map(|v| (*k, v)))
+        .collect();
+    if values.is_empty() {
+        return Response::error(format!(
+            "Nothing to change for policy {name}: give --max-concurrency, --max-concurrency-per-ip or --max-connections-per-ip-per-minute."
+        ));
+    }
+    edit(shared, req, |cfg, doc| {
+        let Some(p) = cfg
+            .policies
+            .iter()
+            .find(|p| p.name.eq_ignore_ascii_case(&name))
+        else {
+            let names: Vec<&str> = cfg.policies.iter().map(|p| p.name.as_str()).collect();
+            return Err(format!(
+                "Unknown policy \"{name}\"; allowed: {}.",
+                quoted_list(&names)
+            ));
+        };
+        doc.policy_set(&p.name, &values)?;
+        let lines: Vec<String> = values
+            .iter()
+            .map(|(k, v)| format!("Policy ${}: {k} = {v}.", p.name))
+            .collect();
+        Ok(lines.join("\n"))
+    })
 }
 
 // ---------------------------------------------------------------------------
