@@ -184,10 +184,10 @@ fn idle_sessions_are_cut_sooner_while_the_policy_is_under_pressure() {
             "max_concurrency = 10\nmax_concurrency_per_ip = 10\n",
         );
     let node = Node::start(&format!(
-        "{toml}\n[limits]\ncommand_timeout_under_pressure = 1\npressure_percent = 10\n"
+        "{toml}\n[limits]\ncommand_timeout_under_pressure = 3\npressure_percent = 10\n"
     ));
 
-    // An active sender, a NOOP every 200 ms: never idle for a second.
+    // An active sender, a NOOP every 200 ms: never idle for 3 s.
     let (mut active, r) = open(&node, OTHER);
     assert_eq!(r.code, 220, "{}", r.raw());
     active.expect("EHLO active.test", 250);
@@ -258,7 +258,7 @@ fn idle_sessions_are_cut_sooner_while_the_policy_is_under_pressure() {
         "Subject: still here\r\n\r\nhello\r\n",
     );
     assert_eq!(reply.code, 250, "{}", reply.raw());
-    let log = node.wait_for_log("idle for 1 s while policy ACCEPTED is under pressure", WAIT);
+    let log = node.wait_for_log("idle for 3 s while policy ACCEPTED is under pressure", WAIT);
     assert_eq!(
         log_lines(&log, "while policy ACCEPTED is under pressure").len(),
         8,
