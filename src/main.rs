@@ -21,6 +21,7 @@ mod dns;
 mod envelope;
 mod ids;
 mod listeners;
+mod login_throttle;
 mod mail_log;
 mod node;
 mod queue;

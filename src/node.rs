@@ -164,6 +164,8 @@ pub struct Shared {
     pub users: crate::users::Users,
     /// The audit trail (`DATA_DIR/audit.db`).
     pub audit: crate::audit::Audit,
+    /// Failed password logins per account and per address (web, SSH, `pvo --user`).
+    pub logins: crate::login_throttle::LoginThrottle,
 }
 
 impl Shared {
@@ -457,6 +459,7 @@ impl Node {
             cpq,
             users,
             audit,
+            logins: Default::default(),
         });
         {
             let shared = shared.clone();
