@@ -93,8 +93,16 @@ fn key(account: &str) -> String {
 
 /// Drops what left the window; when `max` failures remain, the wait until one more
 /// attempt is allowed.
-fn wait<T>(q: &mut VecDeque<(T, Instant)>, max: usize, window: Duration, now: Instant) -> Option<u64> {
-    while q.front().is_some_and(|(_, t)| now.saturating_duration_since(*t) >= window) {
+fn wait<T>(
+    q: &mut VecDeque<(T, Instant)>,
+    max: usize,
+    window: Duration,
+    now: Instant,
+) -> Option<u64> {
+    while q
+        .front()
+        .is_some_and(|(_, t)| now.saturating_duration_since(*t) >= window)
+    {
         q.pop_front();
     }
     if q.len() < max {

@@ -179,6 +179,11 @@ impl Shared {
         self.tls_server.read().unwrap().clone()
     }
 
+    /// Puts a renewed inbound certificate in force (`tls::renew_self_signed`).
+    pub fn set_tls_server(&self, c: Arc<rustls::ServerConfig>) {
+        *self.tls_server.write().unwrap() = c;
+    }
+
     pub fn tls_clients(&self) -> Arc<ClientConfigs> {
         self.tls_clients.read().unwrap().clone()
     }
@@ -470,6 +475,7 @@ impl Node {
                 }
             });
         }
+        tokio::spawn(crate::tls::renew_self_signed(shared.clone()));
         shared.log.info(format!(
             "PVO {} starting on {} ({})",
             env!("CARGO_PKG_VERSION"),

@@ -225,22 +225,28 @@ impl russh::server::Handler for Conn {
                 Ok(Auth::Accept)
             }
             Err(refused) => {
-                if let (Some(t), Some(h)) = (refused.throttled, self.handle.get()) {
-                    // SSH has no message for a refused password: the disconnect reason
-                    // is what the client shows. Sent from a task: the session loop is
-                    // waiting for this handler to return.
-                    let h = h.clone();
-                    tokio::spawn(async move {
-                        let _ = h
-                            .disconnect(
-                                russh::Disconnect::NoMoreAuthMethodsAvailable,
-                                t.to_string(),
-                                "en".to_string(),
-                            )
-                            .await;
-                    });
-                }
-                Ok(Auth::reject())
+                let (Some(t), Some(h)) = (refused.throttled, self.handle.get()) else {
+                    return Ok(Auth::reject());
+                };
+                // SSH has no message for a refused password: the reason of a
+                // disconnect is what the client shows. It is queued from a task (the
+                // session loop waits for this handler) and goes out right after the
+                // failure; the failure still offers a password, so a client with a
+                // prompt left reads on instead of giving up before the reason arrives.
+                let h = h.clone();
+                tokio::spawn(async move {
+                    let _ = h
+                        .disconnect(
+                            russh::Disconnect::NoMoreAuthMethodsAvailable,
+                            t.to_string(),
+                            "en".to_string(),
+                        )
+                        .await;
+                });
+                Ok(Auth::Reject {
+                    proceed_with_methods: Some(MethodSet::from(&[MethodKind::Password][..])),
+                    partial_success: false,
+                })
             }
         }
     }

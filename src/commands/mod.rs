@@ -29,7 +29,15 @@ pub async fn dispatch(shared: &Arc<Shared>, mut req: Request) -> Response {
         let os_user = std::mem::take(&mut req.user);
         return run_as(shared, req, &Identity::local_admin(), Some(os_user)).await;
     };
-    match login(shared, &auth.user, &auth.password, Origin::Local, "password").await {
+    match login(
+        shared,
+        &auth.user,
+        &auth.password,
+        Origin::Local,
+        "password",
+    )
+    .await
+    {
         Ok(id) => dispatch_as(shared, req, &id).await,
         Err(refused) => Response::error(refused.text),
     }

@@ -182,8 +182,7 @@ pub async fn login(
     password: &str,
     peer: SocketAddr,
 ) -> Result<Identity, crate::commands::LoginRefused> {
-    let id =
-        crate::commands::login(shared, user, password, Origin::Web(peer), "password").await?;
+    let id = crate::commands::login(shared, user, password, Origin::Web(peer), "password").await?;
     crate::commands::audit_login_success(shared, &id, "password").await;
     Ok(id)
 }
