@@ -231,20 +231,22 @@ pub async fn renew_self_signed(shared: Arc<crate::node::Shared>) {
         tokio::time::sleep(std::time::Duration::from_secs(3600)).await;
         let cfg = shared.config();
         let c = cfg.clone();
-        let made = tokio::task::spawn_blocking(move || {
-            ensure_self_signed(&c, crate::clock::unix_now())
-                .and_then(|why| Ok((why, server_config(&c)?)))
+        let made = tokio::task::spawn_blocking(move || -> Result<_> {
+            match ensure_self_signed(&c, crate::clock::unix_now())? {
+                Some(why) => Ok(Some((why, server_config(&c)?))),
+                None => Ok(None),
+            }
         })
         .await;
         match made {
-            Ok(Ok((Some(why), sc))) => {
+            Ok(Ok(Some((why, sc)))) => {
                 shared.set_tls_server(sc);
                 shared.log.info(format!(
                     "TLS: a new self-signed certificate for {} is in force ({why})",
                     cfg.hostname
                 ));
             }
-            Ok(Ok((None, _))) => {}
+            Ok(Ok(None)) => {}
             Ok(Err(e)) => shared.log.warning(format!(
                 "TLS: the self-signed certificate could not be renewed: {e:#}"
             )),
