@@ -21,6 +21,7 @@ mod dns;
 mod envelope;
 mod ids;
 mod listeners;
+mod login_throttle;
 mod mail_log;
 mod node;
 mod queue;
@@ -265,6 +266,25 @@ enum ManagerAction {
 
 fn main() {
     let cli = Cli::parse();
+    // Rust starts with SIGPIPE ignored, so printing to a pipe whose reader has gone
+    // (`pvo tophosts | head -1`) fails and `println!` panics. A command that prints
+    // takes the Unix default back: it ends quietly when nobody reads (status 141 in a
+    // shell), like any filter. A running node keeps ignoring it (peers close sockets).
+    let runs_a_node = matches!(
+        cli.command,
+        Command::Gateway {
+            action: GatewayAction::Run { .. }
+        } | Command::Manager {
+            action: ManagerAction::Run { .. }
+        } | Command::Quickstart(_)
+    );
+    if !runs_a_node {
+        // SAFETY: called first thing on the main thread, before any other thread
+        // exists; SIG_DFL is a valid disposition for SIGPIPE.
+        unsafe {
+            libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+        }
+    }
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("PVO_LOG")

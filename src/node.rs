@@ -164,6 +164,8 @@ pub struct Shared {
     pub users: crate::users::Users,
     /// The audit trail (`DATA_DIR/audit.db`).
     pub audit: crate::audit::Audit,
+    /// Failed password logins per account and per address (web, SSH, `pvo --user`).
+    pub logins: crate::login_throttle::LoginThrottle,
 }
 
 impl Shared {
@@ -175,6 +177,11 @@ impl Shared {
 
     pub fn tls_server(&self) -> Arc<rustls::ServerConfig> {
         self.tls_server.read().unwrap().clone()
+    }
+
+    /// Puts a renewed inbound certificate in force (`tls::renew_self_signed`).
+    pub fn set_tls_server(&self, c: Arc<rustls::ServerConfig>) {
+        *self.tls_server.write().unwrap() = c;
     }
 
     pub fn tls_clients(&self) -> Arc<ClientConfigs> {
@@ -457,6 +464,7 @@ impl Node {
             cpq,
             users,
             audit,
+            logins: Default::default(),
         });
         {
             let shared = shared.clone();
@@ -467,6 +475,7 @@ impl Node {
                 }
             });
         }
+        tokio::spawn(crate::tls::renew_self_signed(shared.clone()));
         shared.log.info(format!(
             "PVO {} starting on {} ({})",
             env!("CARGO_PKG_VERSION"),

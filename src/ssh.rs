@@ -22,7 +22,11 @@
 //!
 //! Only the `password` and `publickey` methods are offered; a refusal takes a constant
 //! time (russh's `auth_rejection_time`) and is recorded in the audit trail (a password
-//! failure each time, an unknown key once per connection). No port forwarding, agent,
+//! failure each time, an unknown key once per connection). Passwords are throttled per
+//! account and per address like on the web UI and `pvo --user` (`crate::login_throttle`):
+//! a throttled attempt is refused unchecked and the connection is closed with the reason
+//! ("Too many failed logins for this account; try again in N s"), which OpenSSH prints.
+//! The identification string names no version (`SSH-2.0-PVO`). No port forwarding, agent,
 //! X11 or subsystem is served: the handler's defaults refuse them. Input is read as
 //! lines; a line editor in pty mode echoes printable characters and handles backspace,
 //! Ctrl-C, Ctrl-U and Ctrl-D, and swallows escape sequences (arrow keys), so nothing a
@@ -54,10 +58,8 @@ pub const HOST_KEY: &str = "ssh_host_ed25519_key";
 pub fn server_config(cfg: &crate::config::Config) -> Result<Arc<russh::server::Config>> {
     let key = host_key(&cfg.data_dir.join("ssh"))?;
     Ok(Arc::new(russh::server::Config {
-        server_id: russh::SshId::Standard(std::borrow::Cow::Owned(format!(
-            "SSH-2.0-PVO_{}",
-            env!("CARGO_PKG_VERSION")
-        ))),
+        // No version in the banner: it only helps someone matching exploits to builds.
+        server_id: russh::SshId::Standard(std::borrow::Cow::Borrowed("SSH-2.0-PVO")),
         methods: MethodSet::from(&[MethodKind::Password, MethodKind::PublicKey][..]),
         auth_rejection_time: Duration::from_millis(500),
         // OpenSSH asks with "none" first to learn the methods: no need to wait there.
@@ -90,6 +92,7 @@ pub async fn serve(
             }
         };
         let _ = stream.set_nodelay(true);
+        let handle_slot = Arc::new(std::sync::OnceLock::new());
         let handler = Conn {
             shared: shared.clone(),
             peer,
@@ -97,6 +100,7 @@ pub async fn serve(
             method: "",
             channels: HashMap::new(),
             key_failure_recorded: false,
+            handle: handle_slot.clone(),
         };
         let config = config.clone();
         let stop = stop.clone();
@@ -109,6 +113,7 @@ pub async fn serve(
                 }
             };
             let handle = session.handle();
+            let _ = handle_slot.set(handle.clone());
             let ended = tokio::select! {
                 r = &mut session => Some(r),
                 _ = crate::servers::closing(stop) => {
@@ -182,6 +187,9 @@ struct Conn {
     method: &'static str,
     channels: HashMap<ChannelId, ChannelState>,
     key_failure_recorded: bool,
+    /// The session's handle (set once the handshake is done), to close the connection
+    /// with a reason when a login is throttled.
+    handle: Arc<std::sync::OnceLock<russh::server::Handle>>,
 }
 
 impl Conn {
@@ -208,32 +216,37 @@ impl russh::server::Handler for Conn {
     type Error = russh::Error;
 
     async fn auth_password(&mut self, user: &str, password: &str) -> Result<Auth, Self::Error> {
-        let origin = self.origin();
-        let (s, u, p, o) = (
-            self.shared.clone(),
-            user.to_string(),
-            password.to_string(),
-            origin.clone(),
-        );
-        let r = tokio::task::spawn_blocking(move || s.users.login_password(&u, &p, o))
+        match crate::commands::login(&self.shared, user, password, self.origin(), "ssh password")
             .await
-            .map_err(|_| russh::Error::Disconnect)?;
-        match r {
+        {
             Ok(id) => {
                 self.id = Some(id);
                 self.method = "ssh password";
                 Ok(Auth::Accept)
             }
-            Err(failed) => {
-                crate::commands::audit_login_failure(
-                    &self.shared,
-                    user,
-                    &origin,
-                    "ssh password",
-                    failed.why,
-                )
-                .await;
-                Ok(Auth::reject())
+            Err(refused) => {
+                let (Some(t), Some(h)) = (refused.throttled, self.handle.get()) else {
+                    return Ok(Auth::reject());
+                };
+                // SSH has no message for a refused password: the reason of a
+                // disconnect is what the client shows. It is queued from a task (the
+                // session loop waits for this handler) and goes out right after the
+                // failure; the failure still offers a password, so a client with a
+                // prompt left reads on instead of giving up before the reason arrives.
+                let h = h.clone();
+                tokio::spawn(async move {
+                    let _ = h
+                        .disconnect(
+                            russh::Disconnect::NoMoreAuthMethodsAvailable,
+                            t.to_string(),
+                            "en".to_string(),
+                        )
+                        .await;
+                });
+                Ok(Auth::Reject {
+                    proceed_with_methods: Some(MethodSet::from(&[MethodKind::Password][..])),
+                    partial_success: false,
+                })
             }
         }
     }

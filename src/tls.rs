@@ -6,8 +6,13 @@
 //! handshake instead of silently going unauthenticated.
 //!
 //! Inbound: the listener's certificate comes from the configured PEM files,
-//! or a self-signed one generated for the node's host name at first start and
-//! kept under `data_dir/tls/`. Outbound: `*-verify` modes check the chain
+//! or a self-signed one generated for the node's host name (CN and SAN, valid
+//! from a day ago for [`SELF_SIGNED_DAYS`]) and kept under `data_dir/tls/`. The
+//! generated one is made again at start, at a commit and by an hourly check
+//! ([`renew_self_signed`]) when it is within [`RENEW_BEFORE_DAYS`] of its end,
+//! names another host, or was made by an older PVO (CN "rcgen self signed
+//! cert", valid until 4096). [`self_signed`] tells `status` and `diagnose`
+//! that the listeners serve a self-signed certificate. Outbound: `*-verify` modes check the chain
 //! against the web PKI roots plus an optional CA file; the other modes encrypt
 //! without authenticating (opportunistic TLS, RFC 7435), like every MTA.
 
@@ -140,10 +145,9 @@ pub fn server_config(cfg: &Config) -> Result<Arc<ServerConfig>> {
     let (certs, key) = match (&cfg.tls_inbound.cert, &cfg.tls_inbound.key) {
         (Some(c), Some(k)) => load_pem(c, k)?,
         _ => {
-            let dir = cfg.data_dir.join("tls");
-            let (c, k) = (dir.join("cert.pem"), dir.join("key.pem"));
-            if !c.exists() || !k.exists() {
-                generate_self_signed(&cfg.hostname, &c, &k)?;
+            let (c, k) = generated_paths(cfg);
+            if let Some(why) = ensure_self_signed(cfg, crate::clock::unix_now())? {
+                tracing::warn!("made a new self-signed certificate {}: {why}", c.display());
             }
             load_pem(&c, &k)?
         }
@@ -155,6 +159,136 @@ pub fn server_config(cfg: &Config) -> Result<Arc<ServerConfig>> {
         .with_single_cert(certs, key)
         .context("inbound TLS certificate and key do not match")?;
     Ok(Arc::new(sc))
+}
+
+/// How long a generated certificate is valid: the longest a public CA may issue for
+/// (CA/Browser Forum), so no client has a reason to refuse it for its lifetime.
+pub const SELF_SIGNED_DAYS: i64 = 825;
+/// A generated certificate is made again this many days before its end.
+pub const RENEW_BEFORE_DAYS: u64 = 30;
+/// The subject older PVO versions wrote (rcgen's default), valid 1975-4096.
+const OLD_GENERATED_CN: &str = "rcgen self signed cert";
+
+/// The generated certificate and key: `DATA_DIR/tls/cert.pem`, `key.pem`.
+fn generated_paths(cfg: &Config) -> (std::path::PathBuf, std::path::PathBuf) {
+    let dir = cfg.data_dir.join("tls");
+    (dir.join("cert.pem"), dir.join("key.pem"))
+}
+
+/// Why the generated certificate at `cert` must be made again at `now` (Unix
+/// seconds), or `None` while it is good.
+fn renewal_reason(cert: &Path, hostname: &str, now: u64) -> Option<String> {
+    let s = match crate::cpq::trust::summarize(cert) {
+        Ok(s) => s,
+        Err(e) => return Some(format!("the old one is unusable ({e:#})")),
+    };
+    let longest = now + (SELF_SIGNED_DAYS as u64 + 1) * 86_400;
+    if s.subject_cn == OLD_GENERATED_CN || s.not_after > longest {
+        Some(format!(
+            "the old one was made by an older PVO (CN {:?}, valid until {})",
+            s.subject_cn,
+            crate::clock::gmt(s.not_after)
+        ))
+    } else if !s.subject_cn.eq_ignore_ascii_case(hostname) {
+        Some(format!(
+            "the old one names {:?}, the node is {hostname:?}",
+            s.subject_cn
+        ))
+    } else if s.not_after <= now + RENEW_BEFORE_DAYS * 86_400 {
+        Some(format!(
+            "the old one expires on {}",
+            crate::clock::gmt(s.not_after)
+        ))
+    } else {
+        None
+    }
+}
+
+/// Makes the generated certificate when it is missing or due ([`renewal_reason`]);
+/// why it was made, or `None` when the one on disk stays. Nothing to do when the
+/// configuration names a certificate.
+pub fn ensure_self_signed(cfg: &Config, now: u64) -> Result<Option<String>> {
+    if cfg.tls_inbound.cert.is_some() && cfg.tls_inbound.key.is_some() {
+        return Ok(None);
+    }
+    let (c, k) = generated_paths(cfg);
+    let why = if !c.exists() || !k.exists() {
+        Some("there was none".to_string())
+    } else {
+        renewal_reason(&c, &cfg.hostname, now)
+    };
+    if why.is_some() {
+        generate_self_signed(&cfg.hostname, &c, &k)?;
+    }
+    Ok(why)
+}
+
+/// The hourly check of a running node: a generated certificate that is due is made
+/// again and put in force for the next handshakes (SMTP STARTTLS and HTTPS), with a
+/// line in mail_logs.
+pub async fn renew_self_signed(shared: Arc<crate::node::Shared>) {
+    loop {
+        tokio::time::sleep(std::time::Duration::from_secs(3600)).await;
+        let cfg = shared.config();
+        let c = cfg.clone();
+        let made = tokio::task::spawn_blocking(move || -> Result<_> {
+            match ensure_self_signed(&c, crate::clock::unix_now())? {
+                Some(why) => Ok(Some((why, server_config(&c)?))),
+                None => Ok(None),
+            }
+        })
+        .await;
+        match made {
+            Ok(Ok(Some((why, sc)))) => {
+                shared.set_tls_server(sc);
+                shared.log.info(format!(
+                    "TLS: a new self-signed certificate for {} is in force ({why})",
+                    cfg.hostname
+                ));
+            }
+            Ok(Ok(None)) => {}
+            Ok(Err(e)) => shared.log.warning(format!(
+                "TLS: the self-signed certificate could not be renewed: {e:#}"
+            )),
+            Err(e) => shared.log.warning(format!(
+                "TLS: the self-signed certificate could not be renewed: {e}"
+            )),
+        }
+    }
+}
+
+/// Who serves the inbound certificate: every listener but the CPQ one (which has the
+/// deployment's), and the web server as "HTTPS" when it runs.
+pub fn served_by(shared: &crate::node::Shared) -> Vec<String> {
+    let mut names: Vec<String> = shared
+        .listeners
+        .states()
+        .into_iter()
+        .map(|l| l.name)
+        .filter(|n| n != crate::config::CPQ_LISTENER)
+        .collect();
+    if shared.servers.address(crate::servers::Kind::Web).is_some() {
+        names.push("HTTPS".to_string());
+    }
+    names
+}
+
+/// What `status` and `diagnose` say when the inbound certificate (SMTP STARTTLS and
+/// HTTPS) is self-signed: "self-signed certificate for NAME, valid until DATE
+/// (generated by PVO|FILE)"; `None` when a CA issued it.
+pub fn self_signed(cfg: &Config) -> Option<String> {
+    let (path, whose) = match &cfg.tls_inbound.cert {
+        Some(c) => (c.clone(), c.display().to_string()),
+        None => (generated_paths(cfg).0, "generated by PVO".to_string()),
+    };
+    let s = crate::cpq::trust::summarize(&path).ok()?;
+    (s.issuer_cn == s.subject_cn).then(|| {
+        format!(
+            "self-signed certificate for {}, valid until {} ({whose})",
+            s.subject_cn,
+            crate::clock::gmt(s.not_after)
+        )
+    })
 }
 
 /// Client configs for outbound delivery: (verifying, opportunistic).
@@ -211,16 +345,34 @@ fn load_pem(
     Ok((certs, key))
 }
 
-/// Writes a self-signed certificate for `hostname` (key readable by the owner only).
+/// Writes a self-signed certificate for `hostname` (key readable by the owner only):
+/// CN and subject alternative name `hostname`, valid from a day ago (clocks differ) for
+/// [`SELF_SIGNED_DAYS`], a random serial.
 pub fn generate_self_signed(hostname: &str, cert_path: &Path, key_path: &Path) -> Result<()> {
-    let ck = rcgen::generate_simple_self_signed(vec![hostname.to_string()])
+    let mut p = rcgen::CertificateParams::new(vec![hostname.to_string()])
+        .with_context(|| format!("the host name {hostname:?} cannot name a certificate"))?;
+    let mut dn = rcgen::DistinguishedName::new();
+    dn.push(rcgen::DnType::CommonName, hostname);
+    p.distinguished_name = dn;
+    let now = time::OffsetDateTime::now_utc();
+    p.not_before = now - time::Duration::days(1);
+    p.not_after = now + time::Duration::days(SELF_SIGNED_DAYS);
+    let mut serial = [0u8; 16];
+    provider()
+        .secure_random
+        .fill(&mut serial)
+        .map_err(|_| anyhow::anyhow!("no random bytes for a certificate serial number"))?;
+    serial[0] = (serial[0] & 0x7f) | 0x40; // positive, full length
+    p.serial_number = Some(rcgen::SerialNumber::from_slice(&serial));
+    let key = rcgen::KeyPair::generate().context("generating a key for the certificate")?;
+    let cert = p
+        .self_signed(&key)
         .context("generating a self-signed certificate")?;
     if let Some(dir) = cert_path.parent() {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     }
-    crate::atomic_file::write_private(key_path, ck.signing_key.serialize_pem().as_bytes())?;
-    std::fs::write(cert_path, ck.cert.pem())
-        .with_context(|| format!("writing {}", cert_path.display()))?;
+    crate::atomic_file::write_private(key_path, key.serialize_pem().as_bytes())?;
+    crate::atomic_file::write(cert_path, cert.pem().as_bytes())?;
     Ok(())
 }
 
@@ -287,4 +439,47 @@ pub fn describe(conn: &rustls::CommonState) -> (String, String) {
         .map(|s| format!("{:?}", s.suite()))
         .unwrap_or_else(|| "unknown".to_string());
     (proto, cipher)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_generated_certificate_names_the_host_and_is_renewed_when_due() {
+        let dir = tempfile::tempdir().unwrap();
+        let (c, k) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+        generate_self_signed("gw1.example.com", &c, &k).unwrap();
+        let s = crate::cpq::trust::summarize(&c).unwrap();
+        assert_eq!(s.subject_cn, "gw1.example.com");
+        assert_eq!(s.issuer_cn, "gw1.example.com");
+        let now = crate::clock::unix_now();
+        let days = (s.not_after - now) as i64 / 86_400;
+        assert!(
+            (SELF_SIGNED_DAYS - 1..=SELF_SIGNED_DAYS).contains(&days),
+            "{days}"
+        );
+        assert_eq!(renewal_reason(&c, "gw1.example.com", now), None);
+        assert_eq!(renewal_reason(&c, "GW1.example.com", now), None);
+        // Within 30 days of the end: due.
+        let late = s.not_after - RENEW_BEFORE_DAYS * 86_400 + 60;
+        let why = renewal_reason(&c, "gw1.example.com", late).unwrap();
+        assert!(why.starts_with("the old one expires on "), "{why}");
+        let early = s.not_after - RENEW_BEFORE_DAYS * 86_400 - 60;
+        assert_eq!(renewal_reason(&c, "gw1.example.com", early), None);
+        // Another host name: due.
+        let why = renewal_reason(&c, "gw2.example.com", now).unwrap();
+        assert!(why.contains("names \"gw1.example.com\""), "{why}");
+        // What older versions made: rcgen's name, valid until 4096.
+        let old = rcgen::generate_simple_self_signed(vec!["gw1.example.com".to_string()]).unwrap();
+        std::fs::write(&c, old.cert.pem()).unwrap();
+        let why = renewal_reason(&c, "gw1.example.com", now).unwrap();
+        assert!(
+            why.contains("rcgen self signed cert") && why.contains("4096"),
+            "{why}"
+        );
+        // Garbage: due too.
+        std::fs::write(&c, "not a certificate").unwrap();
+        assert!(renewal_reason(&c, "gw1.example.com", now).is_some());
+    }
 }

@@ -320,7 +320,15 @@ fn web_ui_login_search_release_bulk_delete_guest_csrf_and_rate_limit() {
                 && e["from"].as_str().unwrap().starts_with("web ")
         })
         .count();
-    assert_eq!(failed, 6, "{audit:#}");
+    // Six wrong passwords and the throttled attempt (audited without a password check).
+    assert_eq!(failed, 7, "{audit:#}");
+    assert!(
+        entries.iter().any(|e| e["action"] == "login"
+            && e["detail"]
+                .as_str()
+                .is_some_and(|d| d.starts_with("throttled: Too many failed logins"))),
+        "{audit:#}"
+    );
     assert!(
         entries
             .iter()

@@ -10,6 +10,7 @@ mod e2e_diag;
 mod e2e_durability;
 mod e2e_gateway;
 mod e2e_limits;
+mod e2e_logins;
 mod e2e_migration;
 mod e2e_scanning;
 mod e2e_users;

@@ -29,20 +29,48 @@ pub async fn dispatch(shared: &Arc<Shared>, mut req: Request) -> Response {
         let os_user = std::mem::take(&mut req.user);
         return run_as(shared, req, &Identity::local_admin(), Some(os_user)).await;
     };
-    match login(shared, &auth.user, &auth.password, Origin::Local).await {
+    match login(
+        shared,
+        &auth.user,
+        &auth.password,
+        Origin::Local,
+        "password",
+    )
+    .await
+    {
         Ok(id) => dispatch_as(shared, req, &id).await,
-        Err(text) => Response::error(text),
+        Err(refused) => Response::error(refused.text),
     }
 }
 
-/// Checks a password on the blocking pool; a failure is audited and answered without
-/// saying whether the user or the password was wrong.
+/// A refused password login: the text for the caller, and the throttle's answer when
+/// the password was not even checked.
+#[derive(Debug)]
+pub struct LoginRefused {
+    pub text: String,
+    pub throttled: Option<crate::login_throttle::Throttled>,
+}
+
+/// Checks a password on the blocking pool, unless the account or the address has failed
+/// too often lately (`crate::login_throttle`, the same for every channel). A failure is
+/// counted, audited and answered without saying whether the user or the password was
+/// wrong; a throttled attempt is audited too, and the start of a lockout is logged.
+/// `method` names the channel's way of logging in for the audit trail.
 pub async fn login(
     shared: &Arc<Shared>,
     user: &str,
     password: &str,
     from: Origin,
-) -> Result<Identity, String> {
+    method: &str,
+) -> Result<Identity, LoginRefused> {
+    let source = crate::login_throttle::Source::from(&from);
+    if let Err(t) = shared.logins.check(user, source) {
+        audit_login_failure(shared, user, &from, method, &format!("throttled: {t}")).await;
+        return Err(LoginRefused {
+            text: format!("Login as {user:?} refused: {t}."),
+            throttled: Some(t),
+        });
+    }
     let (s, u, p, f) = (
         shared.clone(),
         user.to_string(),
@@ -51,12 +79,27 @@ pub async fn login(
     );
     let r = tokio::task::spawn_blocking(move || s.users.login_password(&u, &p, f))
         .await
-        .map_err(|e| format!("login failed inside the node: {e}"))?;
+        .map_err(|e| LoginRefused {
+            text: format!("login failed inside the node: {e}"),
+            throttled: None,
+        })?;
     match r {
-        Ok(id) => Ok(id),
+        Ok(id) => {
+            shared.logins.succeeded(user, source);
+            Ok(id)
+        }
         Err(failed) => {
-            audit_login_failure(shared, user, &from, "password", failed.why).await;
-            Err(format!("Login as {user:?} refused: {failed}."))
+            shared.logins.failed(user, source);
+            audit_login_failure(shared, user, &from, method, failed.why).await;
+            if let Err(t) = shared.logins.check(user, source) {
+                shared.log.warning(format!(
+                    "Login throttled: user {user:?} from {from}: {t} (further attempts are refused without checking the password)"
+                ));
+            }
+            Err(LoginRefused {
+                text: format!("Login as {user:?} refused: {failed}."),
+                throttled: None,
+            })
         }
     }
 }

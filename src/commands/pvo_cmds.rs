@@ -377,6 +377,16 @@ async fn diagnose(shared: &Arc<Shared>) -> Response {
             Some(1),
         ));
     }
+    // Informational: a self-signed certificate works, but clients cannot verify it.
+    if let Some(note) = crate::tls::self_signed(&cfg) {
+        checks.push(Check::pass(
+            "TLS certificate",
+            format!(
+                "{} serve a {note}; configure [tls.inbound] cert and key to use one a CA issued",
+                crate::tls::served_by(shared).join(", ")
+            ),
+        ));
+    }
     match (&cfg.cpq, cfg.role) {
         (None, Role::Gateway) => checks.push(Check::pass(
             "centralization",

@@ -167,6 +167,7 @@ pub async fn status(shared: &Arc<Shared>, args: &serde_json::Value) -> Response 
         "Kilobytes Used",
         spool.live_bytes / 1024
     ));
+    let self_signed = crate::tls::self_signed(&shared.config());
     if detail {
         t.push_str("\nListeners:\n");
         for l in &listeners {
@@ -179,6 +180,13 @@ pub async fn status(shared: &Arc<Shared>, args: &serde_json::Value) -> Response 
                 } else {
                     "receiving"
                 }
+            ));
+        }
+        // Said because clients cannot verify it (`tls::self_signed`).
+        if let Some(note) = &self_signed {
+            t.push_str(&format!(
+                "    {} serve a {note}\n",
+                crate::tls::served_by(shared).join(", ")
             ));
         }
         // The management servers where they listen now (a commit may move them).
@@ -200,6 +208,10 @@ pub async fn status(shared: &Arc<Shared>, args: &serde_json::Value) -> Response 
     }
     let data = json!({
         "system_status": state,
+        "self_signed_certificate": self_signed.as_ref().map(|note| json!({
+            "served_by": crate::tls::served_by(shared),
+            "certificate": note,
+        })),
         "up_since": started_at,
         "uptime_seconds": up,
         "delivery_suspended": g.delivery_suspended,

@@ -1,11 +1,11 @@
 //! Web UI sessions: a random id in a `__Host-` cookie (Secure, HttpOnly,
-//! SameSite=Strict) naming a server-side entry (user, CSRF token, expiry), the login
-//! rate limit per source address, and the small helpers the pages need (form bodies,
+//! SameSite=Strict) naming a server-side entry (user, CSRF token, expiry), and the
+//! small helpers the pages need (form bodies,
 //! cookies, constant-time comparison). Nothing here is persisted: a restart logs
 //! everyone out.
 
 use std::collections::HashMap;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -21,9 +21,6 @@ pub const COOKIE: &str = "__Host-pvo_session";
 pub const IDLE: Duration = Duration::from_secs(30 * 60);
 /// ... and in any case this long after the login.
 pub const ABSOLUTE: Duration = Duration::from_secs(8 * 3600);
-/// Failed logins allowed per source address within [`WINDOW`].
-pub const MAX_FAILURES: usize = 5;
-pub const WINDOW: Duration = Duration::from_secs(60);
 
 /// One logged-in browser.
 #[derive(Clone)]
@@ -37,7 +34,6 @@ pub struct Session {
 #[derive(Default)]
 struct Inner {
     sessions: HashMap<String, Session>,
-    failures: HashMap<IpAddr, Vec<Instant>>,
 }
 
 /// The session table of one node's web server.
@@ -92,36 +88,6 @@ impl Sessions {
 
     pub fn remove(&self, id: &str) {
         self.inner.lock().unwrap().sessions.remove(id);
-    }
-
-    /// `Err(seconds to wait)` when `ip` has failed [`MAX_FAILURES`] times within
-    /// [`WINDOW`].
-    pub fn login_allowed(&self, ip: IpAddr) -> Result<(), u64> {
-        let now = Instant::now();
-        let mut g = self.inner.lock().unwrap();
-        let Some(f) = g.failures.get_mut(&ip) else {
-            return Ok(());
-        };
-        f.retain(|t| now - *t < WINDOW);
-        if f.len() < MAX_FAILURES {
-            return Ok(());
-        }
-        let oldest = f[0];
-        Err((WINDOW - (now - oldest)).as_secs().max(1))
-    }
-
-    pub fn login_failed(&self, ip: IpAddr) {
-        let now = Instant::now();
-        let mut g = self.inner.lock().unwrap();
-        if g.failures.len() > 10_000 {
-            g.failures
-                .retain(|_, f| f.last().is_some_and(|t| now - *t < WINDOW));
-        }
-        g.failures.entry(ip).or_default().push(now);
-    }
-
-    pub fn login_succeeded(&self, ip: IpAddr) {
-        self.inner.lock().unwrap().failures.remove(&ip);
     }
 }
 
@@ -208,15 +174,15 @@ pub fn same_origin(headers: &HeaderMap) -> bool {
         .is_some_and(|o| !host.is_empty() && o.eq_ignore_ascii_case(host))
 }
 
-/// Checks a password (audited when it fails, like an SSH login) and records a
-/// successful login.
+/// Checks a password (throttled and audited like an SSH login, `crate::login_throttle`)
+/// and records a successful login.
 pub async fn login(
     shared: &Arc<Shared>,
     user: &str,
     password: &str,
     peer: SocketAddr,
-) -> Result<Identity, String> {
-    let id = crate::commands::login(shared, user, password, Origin::Web(peer)).await?;
+) -> Result<Identity, crate::commands::LoginRefused> {
+    let id = crate::commands::login(shared, user, password, Origin::Web(peer), "password").await?;
     crate::commands::audit_login_success(shared, &id, "password").await;
     Ok(id)
 }
@@ -239,20 +205,6 @@ mod tests {
                 ("end".into(), "%4".into()),
             ]
         );
-    }
-
-    #[test]
-    fn rate_limit_after_five_failures() {
-        let s = Sessions::default();
-        let ip: IpAddr = "192.0.2.1".parse().unwrap();
-        for _ in 0..MAX_FAILURES {
-            assert!(s.login_allowed(ip).is_ok());
-            s.login_failed(ip);
-        }
-        assert!(s.login_allowed(ip).is_err());
-        assert!(s.login_allowed("192.0.2.2".parse().unwrap()).is_ok());
-        s.login_succeeded(ip);
-        assert!(s.login_allowed(ip).is_ok());
     }
 
     #[test]

@@ -2,7 +2,7 @@
 //! selection or of every result of a search, and Outbreak manage-by-rule): the pages of
 //! the job table of `crate::web::jobs`. A bulk form starts a job ([`start`]) and answers
 //! 303 to `/jobs/{id}`: a `<progress>` with "done of total, failed", the first refusals,
-//! Cancel while it runs, links back; a small inline script polls `/jobs/{id}.json` every
+//! Cancel while it runs, links back; the node's `/ui.js` polls `/jobs/{id}.json` every
 //! 500 ms (a `<noscript>` refresh otherwise). `/jobs` lists the caller's jobs (an
 //! Administrator's: every job).
 
@@ -64,7 +64,7 @@ pub(super) async fn start(
     }
 }
 
-/// The page's CSP plus `connect-src 'self'` (the script fetches the record).
+/// The page's CSP plus `connect-src 'self'` (`/ui.js` fetches the record).
 fn allow_fetch(mut r: HttpResponse) -> HttpResponse {
     let csp = r
         .headers()
@@ -157,7 +157,7 @@ async fn show(
     let _ = write!(
         b,
         "<p id=\"what\">{}</p>\
-<p><label for=\"progress\">Progress</label> <progress id=\"progress\" max=\"{max}\" value=\"{value}\">{value} of {max}</progress></p>\
+<p><label for=\"progress\">Progress</label> <progress id=\"progress\" max=\"{max}\" value=\"{value}\"{poll}>{value} of {max}</progress></p>\
 <div id=\"result\" class=\"{}\" role=\"status\" aria-live=\"polite\"><p><span id=\"done\">{}</span> of <span id=\"total\">{}</span> done, <span id=\"failed\">{}</span> failed. <span id=\"state\">{}</span></p></div>",
         esc(rec["description"].as_str().unwrap_or("")),
         if rec["state"] == "stopped" { "err" } else { "ok" },
@@ -169,6 +169,12 @@ async fn show(
         )),
         num(&rec, "failed"),
         esc(&state_text(&rec)),
+        // /ui.js polls the record named here while the job runs.
+        poll = if running {
+            format!(" data-poll=\"{}\"", esc(&format!("/jobs/{}.json", enc(&jid))))
+        } else {
+            String::new()
+        },
     );
     b.push_str("<section aria-labelledby=\"hr\"><h2 id=\"hr\">Refusals</h2><ul id=\"refusals\">");
     for r in rec["refusals"].as_array().into_iter().flatten() {
@@ -187,23 +193,6 @@ async fn show(
         "<p><a href=\"{}\" id=\"back\" accesskey=\"b\">Back</a> · <a href=\"/messages\">Messages</a> · <a href=\"/jobs\">Your jobs</a></p>",
         esc(&back)
     );
-    if running {
-        // Polls the record; writes only text and properties (no markup, no styles).
-        let _ = write!(
-            b,
-            "<script>(function(){{var u={url};var $=function(i){{return document.getElementById(i)}};\
-function apply(j){{var p=$('progress');var t=j.total||0;if(t>0){{p.max=t;p.value=Math.min(j.done,t);}}else{{p.max=1;p.value=j.state==='running'?0:1;}}\
-$('done').textContent=j.done;$('total').textContent=(j.total_exact?'':'at least ')+t;$('failed').textContent=j.failed;\
-var s={{running:'Running\\u2026',done:'Done.',cancelled:'Cancelled: stopped before the end.'}}[j.state]||('Stopped: '+(j.error||'the job ended early'));$('state').textContent=s;\
-var ul=$('refusals');while(ul.firstChild)ul.removeChild(ul.firstChild);(j.refusals||[]).forEach(function(r){{var li=document.createElement('li');li.textContent=r;ul.appendChild(li);}});\
-if(j.state!=='running'){{$('cancel-form').hidden=true;if(j.state==='stopped')$('result').className='err';}}}}\
-function tick(){{fetch(u,{{credentials:'same-origin',cache:'no-store'}}).then(function(r){{if(r.ok)return r.json();$('state').textContent=r.status===401?'Your session ended: log in again to follow the job (it goes on).':'The progress could not be read ('+r.status+'); reload the page.';return null}}).then(function(j){{if(!j)return;apply(j);if(j.state==='running')setTimeout(tick,500);}},function(){{setTimeout(tick,2000);}});}}\
-setTimeout(tick,500);}})();</script>",
-            url = serde_json::to_string(&format!("/jobs/{}.json", enc(&jid)))
-                .unwrap_or_default()
-                .replace('<', "\\u003c"),
-        );
-    }
     allow_fetch(html(StatusCode::OK, page(&shared, &c, "Bulk action", &b)))
 }
 

@@ -58,25 +58,8 @@ pub(super) async fn login(
         .find(|(k, _)| k == "password")
         .map(|(_, v)| v.clone())
         .unwrap_or_default();
-    if let Err(wait) = sessions.login_allowed(peer.ip()) {
-        let mut r = html(
-            StatusCode::TOO_MANY_REQUESTS,
-            login_page(
-                Some(&format!(
-                    "Too many failed logins from {}: {} in the last minute. Try again in {wait} seconds.",
-                    peer.ip(),
-                    session::MAX_FAILURES
-                )),
-                &user,
-            ),
-        );
-        r.headers_mut()
-            .insert(header::RETRY_AFTER, HeaderValue::from(wait));
-        return r;
-    }
     match session::login(&shared, &user, &password, peer).await {
         Ok(id) => {
-            sessions.login_succeeded(peer.ip());
             let (sid, _) = sessions.create(&id.user);
             let mut r = redirect("/");
             if let Ok(v) = HeaderValue::from_str(&session::set_cookie(&sid)) {
@@ -84,13 +67,21 @@ pub(super) async fn login(
             }
             r
         }
-        Err(_) => {
-            sessions.login_failed(peer.ip());
-            html(
+        Err(refused) => match refused.throttled {
+            Some(t) => {
+                let mut r = html(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    login_page(Some(&format!("{t}.")), &user),
+                );
+                r.headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from(t.wait_secs));
+                r
+            }
+            None => html(
                 StatusCode::UNAUTHORIZED,
                 login_page(Some("Wrong user name or password."), &user),
-            )
-        }
+            ),
+        },
     }
 }
 

@@ -320,7 +320,7 @@ pub(super) async fn search(Viewer { shared, c }: Viewer, RawQuery(raw): RawQuery
         let central = shared.config().role == crate::config::Role::Manager;
         let _ = write!(
             b,
-            "<table id=\"messages\"><thead><tr><th scope=\"col\"><input type=\"checkbox\" id=\"select-all\" aria-label=\"Select all on this page\" onclick=\"for(const c of document.querySelectorAll('input[name=mid]'))c.checked=this.checked\"></th><th scope=\"col\">MID</th>{}<th scope=\"col\">Received (GMT)</th>",
+            "<table id=\"messages\"><thead><tr><th scope=\"col\"><input type=\"checkbox\" id=\"select-all\" aria-label=\"Select all on this page\"></th><th scope=\"col\">MID</th>{}<th scope=\"col\">Received (GMT)</th>",
             if central {
                 "<th scope=\"col\">Gateway</th>"
             } else {
