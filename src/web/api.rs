@@ -579,12 +579,14 @@ async fn job(Token { s, id }: Token, Path(jid): Path<String>) -> HttpResponse {
     }
 }
 
-/// POST /api/v1/jobs/{id}/cancel: stops the job after the batch under way.
+/// POST /api/v1/jobs/{id}/cancel: stops the job after the batch under way, and answers
+/// once it has stopped (at most 10 s: a batch of 200 actions on a loaded machine can take
+/// several seconds; after that the record still says `running` and the job stops later).
 async fn job_cancel(Token { s, id }: Token, Path(jid): Path<String>) -> HttpResponse {
     let table = jobs::of(&s);
     match table.cancel(&jid, &id) {
         Ok(_) => {
-            table.wait(&jid, std::time::Duration::from_secs(1)).await;
+            table.wait(&jid, std::time::Duration::from_secs(10)).await;
             match table.get(&jid, &id) {
                 Some(rec) => Json(rec).into_response(),
                 None => error(StatusCode::NOT_FOUND, NO_JOB),
