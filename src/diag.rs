@@ -809,6 +809,22 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn the_tail_of_a_long_reply_line_is_not_the_next_reply() {
+        // A buffer of 4096 bytes makes the first read end inside the long line, where the
+        // second starts with what would be a final line if the line were cut there.
+        let mut data = b"220-".to_vec();
+        data.resize(4096, b'x');
+        data.extend_from_slice(b"554 not a reply\r\n220 mx.test ESMTP\r\n250 next\r\n");
+        let mut r = tokio::io::BufReader::with_capacity(4096, data.as_slice());
+        let banner = read_reply(&mut r, Duration::from_secs(1)).await.unwrap();
+        assert_eq!(banner.code, 220, "{banner:?}");
+        assert_eq!(banner.lines.len(), 2);
+        assert_eq!(banner.lines[1], "220 mx.test ESMTP");
+        let next = read_reply(&mut r, Duration::from_secs(1)).await.unwrap();
+        assert_eq!(next.lines, ["250 next"]);
+    }
+
+    #[tokio::test]
     async fn reads_multiline_replies_and_extensions() {
         let data: &[u8] = b"250-mx.test\r\n250-SIZE 100\r\n250-starttls\r\n250 8BITMIME\r\n";
         let mut r = tokio::io::BufReader::new(data);
