@@ -179,7 +179,9 @@ mod tests {
     #[test]
     fn an_overlong_line_split_across_reads_never_runs_its_tail() {
         let head = [b"NOOP".as_slice(), &[b'a'; 3000]].concat();
-        let cases: &[(&[&[u8]], &[&[u8]], usize)] = &[
+        // (reads, lines taken, "too long" replies)
+        type Case<'a> = (&'a [&'a [u8]], &'a [&'a [u8]], usize);
+        let cases: &[Case] = &[
             // (reads, lines taken, "too long" replies)
             (&[&head, b"MAIL FROM:<smuggled@evil.test>\r\n"], &[], 1),
             (

@@ -176,7 +176,8 @@ mod tests {
 
     #[test]
     fn reply_table() {
-        let cases: &[(&[u8], Vec<Result<Reply, ReplyError>>)] = &[
+        type Replies = Vec<Result<Reply, ReplyError>>;
+        let cases: &[(&[u8], Replies)] = &[
             (b"220 mx ESMTP\r\n", vec![reply(220, &["220 mx ESMTP"])]),
             (b"250\r\n", vec![reply(250, &["250"])]),
             (b"250 ok\n", vec![reply(250, &["250 ok"])]),
