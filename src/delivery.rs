@@ -18,7 +18,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use rustls::pki_types::ServerName;
-use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
 use tokio::net::{TcpSocket, TcpStream};
 use tokio::sync::oneshot;
 
@@ -461,34 +461,19 @@ impl Client {
         }
     }
 
+    /// One reply, read by `pvo_proto::reply` (bounded; the tail of an over-long line is
+    /// skipped, never taken for the next reply).
     async fn read_reply(&mut self, timeout: Duration) -> Result<Reply, String> {
-        let mut text = String::new();
-        let mut line = String::new();
-        loop {
-            line.clear();
-            let n = match tokio::time::timeout(timeout, self.io.read_line(&mut line)).await {
-                Ok(Ok(n)) => n,
-                Ok(Err(e)) => return Err(format!("read error: {e}")),
-                Err(_) => return Err("timeout waiting for a reply".into()),
-            };
-            if n == 0 {
-                return Err("connection closed by the remote host".into());
-            }
-            if line.len() > 4096 {
-                return Err("reply line too long".into());
-            }
-            let l = line.trim_end_matches(['\r', '\n']);
-            let code = l
-                .get(..3)
-                .and_then(|c| c.parse::<u16>().ok())
-                .ok_or_else(|| format!("malformed reply: {l:?}"))?;
-            if !text.is_empty() {
-                text.push('\n');
-            }
-            text.push_str(l.get(4..).unwrap_or(""));
-            if l.as_bytes().get(3) != Some(&b'-') {
-                return Ok(Reply { code, text });
-            }
+        use crate::diag::ReadError;
+        match crate::diag::read_raw_reply(&mut self.io, timeout).await {
+            Ok(r) => Ok(Reply {
+                code: r.code,
+                text: r.text(),
+            }),
+            Err(ReadError::Timeout) => Err("timeout waiting for a reply".into()),
+            Err(ReadError::Closed) => Err("connection closed by the remote host".into()),
+            Err(ReadError::Io(e)) => Err(format!("read error: {e}")),
+            Err(ReadError::Malformed(l)) => Err(format!("malformed reply: {l:?}")),
         }
     }
 

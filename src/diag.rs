@@ -17,8 +17,9 @@
 //! handshake and never carries data.
 //!
 //! # Security
-//! Everything read here comes from a remote server. Reply lines are bounded (4 KiB per
-//! line, 100 lines per reply); the ServerHello parser reads one record and checks every
+//! Everything read here comes from a remote server. Replies are read by
+//! `pvo_proto::reply` (4 KiB kept per line, the rest of a longer line skipped, never a reply
+//! of its own; 100 lines per reply); the ServerHello parser reads one record and checks every
 //! length against the bytes it has; certificate names are stripped of control
 //! characters before they are printed. Bytes a server sends after its 220 to STARTTLS
 //! and before the handshake are discarded (a STARTTLS injection attempt).
@@ -33,9 +34,6 @@ use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
 
 use crate::config::Config;
-
-const MAX_LINE: u64 = 4096;
-const MAX_REPLY_LINES: usize = 100;
 
 /// Where a probe connects from.
 #[derive(Debug, Clone)]
@@ -200,39 +198,45 @@ impl std::fmt::Display for ReadError {
     }
 }
 
-/// Reads one (possibly multi-line) SMTP reply within `timeout`.
+/// Reads one (possibly multi-line) SMTP reply within `timeout`, control characters
+/// replaced for printing.
 pub async fn read_reply<R: AsyncBufRead + Unpin>(
     r: &mut R,
     timeout: Duration,
 ) -> Result<Reply, ReadError> {
+    let raw = read_raw_reply(r, timeout).await?;
+    Ok(Reply {
+        code: raw.code,
+        lines: raw.lines.iter().map(|l| printable(l)).collect(),
+    })
+}
+
+/// Reads one SMTP reply within `timeout` with `pvo_proto::reply`, leaving the bytes after
+/// it in `r`'s buffer (the next pipelined reply). The one reply reader of the binary:
+/// delivery and the CPQ preflight use it too.
+pub async fn read_raw_reply<R: AsyncBufRead + Unpin>(
+    r: &mut R,
+    timeout: Duration,
+) -> Result<pvo_proto::reply::Reply, ReadError> {
+    use pvo_proto::reply::{ReplyError, ReplyReader};
     let deadline = tokio::time::Instant::now() + timeout;
-    let mut lines = Vec::new();
+    let mut reader = ReplyReader::new();
     loop {
-        let mut raw = Vec::new();
-        let mut limited = (&mut *r).take(MAX_LINE);
-        match tokio::time::timeout_at(deadline, limited.read_until(b'\n', &mut raw)).await {
+        let buf = match tokio::time::timeout_at(deadline, r.fill_buf()).await {
             Err(_) => return Err(ReadError::Timeout),
             Ok(Err(e)) => return Err(ReadError::Io(os_error_text(&e))),
-            Ok(Ok(0)) => return Err(ReadError::Closed),
-            Ok(Ok(_)) => {}
-        }
-        let line = printable(String::from_utf8_lossy(&raw).trim_end_matches(['\r', '\n']));
-        let code = line
-            .get(..3)
-            .and_then(|c| c.parse::<u16>().ok())
-            .filter(|c| (200..600).contains(c));
-        let Some(code) = code else {
-            return Err(ReadError::Malformed(line));
+            Ok(Ok([])) => return Err(ReadError::Closed),
+            Ok(Ok(buf)) => buf,
         };
-        let last = line.as_bytes().get(3) != Some(&b'-');
-        lines.push(line);
-        if last {
-            return Ok(Reply { code, lines });
-        }
-        if lines.len() >= MAX_REPLY_LINES {
-            return Err(ReadError::Malformed(format!(
-                "more than {MAX_REPLY_LINES} reply lines"
-            )));
+        let (used, res) = reader.feed(buf);
+        r.consume(used);
+        match res {
+            Ok(Some(reply)) => return Ok(reply),
+            Ok(None) => {}
+            Err(ReplyError::Malformed(l)) => return Err(ReadError::Malformed(printable(&l))),
+            Err(e @ ReplyError::TooManyLines(_)) => {
+                return Err(ReadError::Malformed(e.to_string()))
+            }
         }
     }
 }
@@ -802,6 +806,22 @@ mod tests {
             parse_hello_answer(&[0x16, 3, 3, 0xff, 0xff]),
             Some(HelloAnswer::Other(_))
         ));
+    }
+
+    #[tokio::test]
+    async fn the_tail_of_a_long_reply_line_is_not_the_next_reply() {
+        // A buffer of 4096 bytes makes the first read end inside the long line, where the
+        // second starts with what would be a final line if the line were cut there.
+        let mut data = b"220-".to_vec();
+        data.resize(4096, b'x');
+        data.extend_from_slice(b"554 not a reply\r\n220 mx.test ESMTP\r\n250 next\r\n");
+        let mut r = tokio::io::BufReader::with_capacity(4096, data.as_slice());
+        let banner = read_reply(&mut r, Duration::from_secs(1)).await.unwrap();
+        assert_eq!(banner.code, 220, "{banner:?}");
+        assert_eq!(banner.lines.len(), 2);
+        assert_eq!(banner.lines[1], "220 mx.test ESMTP");
+        let next = read_reply(&mut r, Duration::from_secs(1)).await.unwrap();
+        assert_eq!(next.lines, ["250 next"]);
     }
 
     #[tokio::test]

@@ -20,7 +20,7 @@ use std::time::Duration;
 
 use rustls::pki_types::ServerName;
 use serde::Serialize;
-use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncBufRead, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
 
 use crate::node::Shared;
 
@@ -96,29 +96,15 @@ impl Check {
 trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
 impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
 
-async fn read_reply<R: AsyncBufReadExt + Unpin>(r: &mut R) -> Result<(u16, String), String> {
-    let mut text = String::new();
-    loop {
-        let mut line = String::new();
-        let n = tokio::time::timeout(TIMEOUT, r.read_line(&mut line))
-            .await
-            .map_err(|_| format!("no answer within {} seconds", TIMEOUT.as_secs()))?
-            .map_err(|e| format!("read error: {e}"))?;
-        if n == 0 {
-            return Err("the manager closed the connection".into());
-        }
-        let l = line.trim_end();
-        let code = l
-            .get(..3)
-            .and_then(|c| c.parse::<u16>().ok())
-            .ok_or_else(|| format!("malformed reply {l:?}"))?;
-        if !text.is_empty() {
-            text.push('\n');
-        }
-        text.push_str(l.get(4..).unwrap_or(""));
-        if l.as_bytes().get(3) != Some(&b'-') {
-            return Ok((code, text));
-        }
+/// One reply from the manager (`pvo_proto::reply` through `diag::read_raw_reply`).
+async fn read_reply<R: AsyncBufRead + Unpin>(r: &mut R) -> Result<(u16, String), String> {
+    use crate::diag::ReadError;
+    match crate::diag::read_raw_reply(r, TIMEOUT).await {
+        Ok(reply) => Ok((reply.code, reply.text())),
+        Err(ReadError::Timeout) => Err(format!("no answer within {} seconds", TIMEOUT.as_secs())),
+        Err(ReadError::Closed) => Err("the manager closed the connection".into()),
+        Err(ReadError::Io(e)) => Err(format!("read error: {e}")),
+        Err(e @ ReadError::Malformed(_)) => Err(e.to_string()),
     }
 }
 

@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 
 use pvo_proto::address::{parse_mailbox, Mailbox};
 use pvo_proto::data::{DataDecoder, DataStatus};
-use pvo_proto::line::{next_line, Line};
+use pvo_proto::line::{next_line, Frame, Framer, Line};
 use smtp_proto::Request;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -321,30 +321,30 @@ impl Session {
         } else {
             self.cfg.limits.max_line_length
         };
+        // Remembers across reads that the rest of an over-long line is being skipped.
+        let mut framer = Framer::new(max_line);
         loop {
             // Answer every complete command already received.
             let flow = loop {
-                match next_line(&self.inbuf, max_line) {
-                    Line::Complete { len } => {
+                match framer.next(&self.inbuf) {
+                    Frame::Line { len } => {
                         let line: Vec<u8> = self.inbuf.drain(..len).collect();
                         let flow = self.command(&line).await;
                         if !matches!(flow, Flow::Continue) {
                             break flow;
                         }
                     }
-                    Line::TooLong => {
-                        match pvo_proto::line::skip_line(&self.inbuf) {
-                            Some(n) => {
-                                self.inbuf.drain(..n);
-                            }
-                            None => self.inbuf.clear(),
-                        }
+                    Frame::TooLong { len } => {
+                        self.inbuf.drain(..len);
                         self.reply("500 5.5.2 Line too long");
                         if self.bad_command() {
                             break Flow::Close;
                         }
                     }
-                    Line::Incomplete => break Flow::Continue,
+                    Frame::Discard { len } => {
+                        self.inbuf.drain(..len);
+                    }
+                    Frame::Incomplete => break Flow::Continue,
                 }
             };
             match flow {

@@ -475,7 +475,7 @@ pub fn parse_command(line: &[u8]) -> Result<Option<CpqCommand>, CpqError> {
     Ok(Some(cmd))
 }
 
-/// The property the fuzz target (`fuzz/fuzz_targets/cpq_command.rs`) and the
+/// The property the fuzz target (`fuzz/fuzz_targets/cpq.rs`) and the
 /// deterministic fuzz-style test check on any input line: parsing never panics; what
 /// parses re-encodes to a line that parses to the same command; an error's reply
 /// never contains CR, LF or NUL; the accepted-reply parser never panics.

@@ -14,7 +14,10 @@
 //!   bare CR or LF.
 //! - [`dotstuff`]: encodes a stored body for transmission after DATA, so that what PVO
 //!   forwards is unambiguous to every receiver.
-//! - [`line`]: frames command lines with a hard length limit.
+//! - [`line`]: frames command lines with a hard length limit, skipping the rest of an
+//!   over-long line across reads.
+//! - [`reply`]: reads SMTP replies as a client, bounded, never taking the tail of a long
+//!   line for a reply.
 //!
 //! # Invariant
 //!
@@ -29,3 +32,4 @@ pub mod cpq;
 pub mod data;
 pub mod dotstuff;
 pub mod line;
+pub mod reply;

@@ -15,6 +15,12 @@
 //!
 //! A bare CR inside a command line is not a line end here; it stays in the line, and the
 //! command parser refuses the command.
+//!
+//! An over-long line is refused once and then skipped up to its LF. The skipping must
+//! survive reads: if the rest of the line arrives in a later TCP segment, that rest is still
+//! part of the refused line and must never run as a command (`NOOP` + 3,000 bytes, then
+//! `MAIL FROM:<smuggled@...>` in the next read). [`Framer`] keeps that state between calls;
+//! servers use it rather than [`next_line`] and [`skip_line`] by hand.
 
 /// The result of looking for a command line at the start of a buffer.
 #[derive(Debug, PartialEq, Eq)]
@@ -59,9 +65,188 @@ pub fn skip_line(buf: &[u8]) -> Option<usize> {
     buf.iter().position(|&b| b == b'\n').map(|i| i + 1)
 }
 
+/// What to do with the start of the receive buffer, as [`Framer::next`] tells it.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Frame {
+    /// A complete command line of `len` bytes, terminator included: take it and run it.
+    Line {
+        /// Length of the line in bytes, terminator included.
+        len: usize,
+    },
+    /// No LF within the limit: reply "500 5.5.2 Line too long" (once per line) and drop `len`
+    /// bytes. If they did not reach the LF, the framer goes on discarding in later calls.
+    TooLong {
+        /// Bytes to drop from the start of the buffer.
+        len: usize,
+    },
+    /// More of a refused over-long line (up to and including its LF, or all of the buffer if
+    /// the LF has not arrived yet): drop `len` bytes without a reply.
+    Discard {
+        /// Bytes to drop from the start of the buffer.
+        len: usize,
+    },
+    /// Nothing to do until more bytes arrive.
+    Incomplete,
+}
+
+/// Command-line framing that remembers, between reads, that it is inside an over-long line.
+///
+/// The caller keeps the receive buffer; after each call it drops the bytes the [`Frame`]
+/// names (all of them, also for [`Frame::Line`] once taken) and calls again, until
+/// [`Frame::Incomplete`].
+#[derive(Debug, Clone)]
+pub struct Framer {
+    max: usize,
+    discarding: bool,
+}
+
+impl Framer {
+    /// A framer for lines of at most `max` bytes, terminator included.
+    pub fn new(max: usize) -> Framer {
+        Framer {
+            max,
+            discarding: false,
+        }
+    }
+
+    /// Whether the framer is skipping the rest of an over-long line.
+    pub fn is_discarding(&self) -> bool {
+        self.discarding
+    }
+
+    /// Forgets any line in progress (the stream was replaced, e.g. by STARTTLS).
+    pub fn reset(&mut self) {
+        self.discarding = false;
+    }
+
+    /// Looks at the start of `buf`; see [`Frame`] for what the caller does next.
+    pub fn next(&mut self, buf: &[u8]) -> Frame {
+        if self.discarding {
+            return match skip_line(buf) {
+                Some(len) => {
+                    self.discarding = false;
+                    Frame::Discard { len }
+                }
+                None if buf.is_empty() => Frame::Incomplete,
+                None => Frame::Discard { len: buf.len() },
+            };
+        }
+        match next_line(buf, self.max) {
+            Line::Complete { len } => Frame::Line { len },
+            Line::Incomplete => Frame::Incomplete,
+            Line::TooLong => match skip_line(buf) {
+                Some(len) => Frame::TooLong { len },
+                None => {
+                    self.discarding = true;
+                    Frame::TooLong { len: buf.len() }
+                }
+            },
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Feeds `chunks` one read at a time and returns the lines taken and the number of
+    /// "too long" replies, the way a server loop uses the framer.
+    fn run_framer(max: usize, chunks: &[&[u8]]) -> (Vec<Vec<u8>>, usize) {
+        let mut framer = Framer::new(max);
+        let mut buf = Vec::new();
+        let mut lines = Vec::new();
+        let mut too_long = 0;
+        for chunk in chunks {
+            buf.extend_from_slice(chunk);
+            loop {
+                match framer.next(&buf) {
+                    Frame::Line { len } => lines.push(buf.drain(..len).collect()),
+                    Frame::TooLong { len } => {
+                        too_long += 1;
+                        buf.drain(..len);
+                    }
+                    Frame::Discard { len } => {
+                        assert!(len > 0, "a discard must make progress");
+                        buf.drain(..len);
+                    }
+                    Frame::Incomplete => break,
+                }
+            }
+        }
+        (lines, too_long)
+    }
+
+    #[test]
+    fn an_overlong_line_split_across_reads_never_runs_its_tail() {
+        let head = [b"NOOP".as_slice(), &[b'a'; 3000]].concat();
+        // (reads, lines taken, "too long" replies)
+        type Case<'a> = (&'a [&'a [u8]], &'a [&'a [u8]], usize);
+        let cases: &[Case] = &[
+            // (reads, lines taken, "too long" replies)
+            (&[&head, b"MAIL FROM:<smuggled@evil.test>\r\n"], &[], 1),
+            (
+                &[&head, &[b'b'; 5000], b"RCPT TO:<x@y>\r\nNOOP\r\n"],
+                &[b"NOOP\r\n"],
+                1,
+            ),
+            (&[&head, b"tail\r\nQUIT\r\n"], &[b"QUIT\r\n"], 1),
+            // The LF of the long line in the same read as its start.
+            (&[&[&head[..], b"\nNOOP\r\n"].concat()], &[b"NOOP\r\n"], 1),
+            // Two long lines: two replies.
+            (&[&head, b"x\n", &head, b"y\nRSET\r\n"], &[b"RSET\r\n"], 2),
+            // The LF alone in its own read.
+            (&[&head, b"\n", b"NOOP\n"], &[b"NOOP\n"], 1),
+            (
+                &[b"NOOP\r\n", b"RSET\r", b"\n"],
+                &[b"NOOP\r\n", b"RSET\r\n"],
+                0,
+            ),
+        ];
+        for (reads, lines, too_long) in cases {
+            let (got, n) = run_framer(512, reads);
+            assert_eq!(&got, lines, "{reads:?}");
+            assert_eq!(n, *too_long, "{reads:?}");
+        }
+    }
+
+    #[test]
+    fn a_framer_split_at_every_byte_sees_the_same_lines() {
+        let input = [
+            b"EHLO x\r\n".as_slice(),
+            &[b'z'; 40],
+            b"\r\nNOOP\r\n",
+            &[b'q'; 25],
+            b"\nRSET\n",
+        ]
+        .concat();
+        let whole = run_framer(20, &[&input]);
+        assert_eq!(
+            whole,
+            (
+                vec![
+                    b"EHLO x\r\n".to_vec(),
+                    b"NOOP\r\n".to_vec(),
+                    b"RSET\n".to_vec()
+                ],
+                2
+            )
+        );
+        for i in 0..=input.len() {
+            let (a, b) = input.split_at(i);
+            assert_eq!(run_framer(20, &[a, b]), whole, "split at {i}");
+        }
+        let bytes: Vec<&[u8]> = input.chunks(1).collect();
+        assert_eq!(run_framer(20, &bytes), whole);
+    }
+
+    #[test]
+    fn reset_forgets_a_line_in_progress() {
+        let mut f = Framer::new(4);
+        assert_eq!(f.next(b"abcdef"), Frame::TooLong { len: 6 });
+        assert!(f.is_discarding());
+        f.reset();
+        assert_eq!(f.next(b"ab\r\n"), Frame::Line { len: 4 });
+    }
 
     #[test]
     fn next_line_table() {
