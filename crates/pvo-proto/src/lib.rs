@@ -15,6 +15,8 @@
 //! - [`dotstuff`]: encodes a stored body for transmission after DATA, so that what PVO
 //!   forwards is unambiguous to every receiver.
 //! - [`line`]: frames command lines with a hard length limit.
+//! - [`path`]: parses `MAIL FROM` and `RCPT TO` from the raw bytes, keeping what a quoted
+//!   local part means, refusing non-ASCII (no SMTPUTF8) and parameters PVO does not offer.
 //!
 //! # Invariant
 //!
@@ -29,3 +31,4 @@ pub mod cpq;
 pub mod data;
 pub mod dotstuff;
 pub mod line;
+pub mod path;
