@@ -8,10 +8,17 @@
 //! - SMTPUTF8 is not offered: non-ASCII and invalid UTF-8 addresses and the `SMTPUTF8`
 //!   parameter are refused with 5.6.7, and unannounced parameters (`NOTIFY`, `ORCPT`) too.
 //! - A message with NUL is refused (`554 5.6.0`); nothing forwarded holds a NUL.
+//! - A held message with such an address reaches the manager (the CPQ record carries it
+//!   quoted; it used to wait in `the.cpq.host` for ever) and its release reaches the next
+//!   hop as the same mailbox.
 
 use std::time::Duration;
 
-use crate::support::{GatewayToml, Message, Node, Sink, SmtpClient, TRUSTED, UNTRUSTED};
+use crate::support::{
+    enroll, free_port_on, manager_toml, pvo_json, wait_until, GatewayToml, Message, Node, NodeDir,
+    Sink, SmtpClient, INCOMING_POLICY, MANAGER_IP, OUTGOING_POLICY, QUARANTINE_TEST_FILTER,
+    TRUSTED, UNTRUSTED,
+};
 
 /// Long enough for a debug build on two busy cores; waits end as soon as the event comes.
 const DELIVERY: Duration = Duration::from_secs(60);
@@ -223,4 +230,74 @@ fn a_message_with_nul_is_refused_and_nothing_forwarded_holds_a_nul() {
     assert!(!messages[0].data.contains(&0));
     let log = node.mail_logs();
     assert!(log.contains("NUL characters in the message"), "{log}");
+}
+
+#[test]
+fn a_held_message_with_a_quoted_address_reaches_the_manager_and_is_released_quoted() {
+    let manager_port = free_port_on(MANAGER_IP);
+    let mdir = NodeDir::new(&manager_toml("manager", manager_port));
+    let sink = Sink::accepting();
+    let cpq_port = free_port_on(TRUSTED);
+    let gdir = NodeDir::new(
+        &GatewayToml::new(&sink)
+            .hostname("gw1.cpq.test")
+            .accept_all()
+            .rat(&["example.com"])
+            .default_interface("Loopback")
+            .quiet_bounces()
+            .cpq("gw1", cpq_port, "central", manager_port)
+            .extra(QUARANTINE_TEST_FILTER)
+            .extra(INCOMING_POLICY)
+            .extra(OUTGOING_POLICY)
+            .build(),
+    );
+    enroll(&mdir, &gdir, "gw1", TRUSTED, cpq_port);
+    let manager = mdir.start_manager();
+    let gw = gdir.start_gateway();
+
+    // Spaces and angle brackets in both addresses, from an untrusted sender; the demo
+    // content filter holds it, and central mode sends it to the manager.
+    let sender = "\"john doe\"@example.org";
+    let rcpt = "\"root> NOTIFY=NEVER ORCPT=rfc822;x\"@example.com";
+    let mut c = SmtpClient::open(gw.addr(), Some(UNTRUSTED));
+    c.expect("EHLO client.test", 250);
+    c.expect(&format!("MAIL FROM:<{sender}>"), 250);
+    c.expect(&format!("RCPT TO:<{rcpt}>"), 250);
+    let r = c.data(&body("[quarantine-test] quoted"));
+    assert_eq!(r.code, 250, "{}", r.raw());
+    c.quit();
+
+    // The manager holds it under the same mailboxes (stored unquoted, as PVO keeps them).
+    let held = wait_until(
+        DELIVERY,
+        || {
+            let data = &pvo_json(&manager, &["quarantine", "search"])["data"];
+            let first = data["messages"].as_array()?.first()?.clone();
+            Some(first)
+        },
+        || {
+            format!(
+                "nothing held on the manager; gateway log:\n{}",
+                gw.mail_logs()
+            )
+        },
+    );
+    assert_eq!(held["sender"], "john doe@example.org", "{held:#}");
+    assert_eq!(
+        held["recipients"],
+        serde_json::json!(["root> NOTIFY=NEVER ORCPT=rfc822;x@example.com"]),
+        "{held:#}"
+    );
+    assert!(
+        !gw.mail_logs().contains("cannot encode the CPQ record"),
+        "{}",
+        gw.mail_logs()
+    );
+
+    // Released, it goes back to gw1 and reaches the next hop as the same mailbox.
+    let mid = held["mid"].as_u64().expect("mid").to_string();
+    pvo_json(&manager, &["quarantine", "release", &mid]);
+    let m = sink.wait_for_messages(1, DELIVERY).remove(0);
+    assert_eq!(m.mail_from, sender);
+    assert_eq!(m.rcpt_to, [rcpt]);
 }

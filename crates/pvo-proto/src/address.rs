@@ -1,12 +1,11 @@
 //! Classification of envelope addresses (`MAIL FROM` and `RCPT TO`) and RAT pattern matching.
 //!
-//! The SMTP server parses command lines with `smtp-proto`, which hands over the address as a
-//! string with the quotes of a quoted local part removed and any source route (`@a,@b:`)
-//! already stripped. So `"victim@other"@ours` arrives as `victim@other@ours`, `<@a:b@c>` as
-//! `b@c`, and the null path `<>` as an empty string. Note that `smtp-proto` also turns the
-//! special recipient `<postmaster>` (no domain) into an empty string, so the caller cannot tell
-//! it from the null path by the string alone. [`parse_mailbox`] turns that string into a
-//! [`Mailbox`] whose domain is the one the relay decision must look at.
+//! The SMTP server parses `MAIL FROM` and `RCPT TO` with [`crate::path`], which hands over a
+//! [`Mailbox`] with the quotes of a quoted local part removed (escapes resolved) and any
+//! source route (`@a,@b:`) dropped. So `"victim@other"@ours` becomes the local part
+//! `victim@other` at the domain `ours`, and `<@a:b@c>` becomes `b@c`. [`parse_mailbox`] reads
+//! the same stored form back (`victim@other@ours`, split at the last `@`), which is what the
+//! configuration, the stores and the envelopes hold; [`Mailbox::wire`] writes it for the wire.
 //!
 //! # Security
 //!
