@@ -153,6 +153,7 @@ pub fn spawn_notification(shared: Arc<Shared>, orig: Arc<Envelope>, to: String, 
             "From: PVO <MAILER-DAEMON@{host}>\r\nTo: <{to}>\r\nSubject: PVO notification: MID {mid} matched {why}\r\nDate: {date}\r\nAuto-Submitted: auto-generated\r\nMIME-Version: 1.0\r\nContent-Type: text/plain; charset=utf-8\r\n\r\nMessage MID {mid} from <{sender}> to {rcpts} matched {why} on {host}.\r\n",
             host = cfg.hostname,
             mid = orig.mid,
+            to = wire(&to),
             sender = wire(&orig.sender),
             why = why.replace(['\r', '\n'], " "),
         );
