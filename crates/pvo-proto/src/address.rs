@@ -354,8 +354,9 @@ fn strip_root(s: &str) -> &str {
 mod tests {
     use super::*;
 
-    /// Addresses in the form `smtp-proto` hands them over, with the expected domain and
-    /// routing flag. The comment on each row is what the client actually sent.
+    /// Addresses in the stored form (quotes removed, as `crate::path` hands them over), with
+    /// the expected domain and routing flag. The comment on each row is what the client
+    /// actually sent.
     #[test]
     fn parse_accepts_and_classifies() {
         let cases: &[(&str, &str, &str, bool)] = &[
@@ -413,7 +414,7 @@ mod tests {
             ),
             ("a@1.example.com", "a", "1.example.com", false),
             ("a@example.123abc", "a", "example.123abc", false),
-            // A quoted local part with a space survives smtp-proto unquoted.
+            // "john doe"@example.com: stored unquoted, written quoted again for the wire.
             ("john doe@example.com", "john doe", "example.com", false),
         ];
         for &(input, local, domain, routing) in cases {
