@@ -79,6 +79,10 @@ pub fn build_dsn(
         .map(|s| s.replace('4', "5").chars().take(9).collect::<String>())
         .filter(|s| s.starts_with("5."))
         .unwrap_or_else(|| "5.0.0".to_string());
+    // Addresses in the report are RFC 5321 text (a quoted local part stays
+    // quoted), the same mailbox the message was for; none that cannot be.
+    let sender = wire(&orig.sender);
+    let rcpt = &wire(rcpt);
     let headers_end = find_header_end(orig_body);
     let orig_headers = String::from_utf8_lossy(&orig_body[..headers_end]);
     let reason_line = reason.replace(['\r', '\n'], " ");
@@ -86,7 +90,7 @@ pub fn build_dsn(
     m.push_str(&format!(
         "From: Mail Delivery System <MAILER-DAEMON@{hostname}>\r\n"
     ));
-    m.push_str(&format!("To: <{}>\r\n", orig.sender));
+    m.push_str(&format!("To: <{sender}>\r\n"));
     m.push_str("Subject: Delivery Status Notification (Failure)\r\n");
     m.push_str(&format!("Date: {date}\r\n"));
     m.push_str(&format!("Message-ID: <dsn-{mid}@{hostname}>\r\n"));
@@ -118,6 +122,12 @@ pub fn build_dsn(
     m.into_bytes()
 }
 
+/// The RFC 5321 form of a stored address, or `<unknown>`'s inside for one
+/// that has none (spooled non-ASCII): never a different mailbox.
+fn wire(stored: &str) -> String {
+    pvo_proto::address::wire_address(stored).unwrap_or_else(|_| "unknown".to_string())
+}
+
 /// Offset of the end of the header block (excluding the blank line).
 fn find_header_end(body: &[u8]) -> usize {
     body.windows(4)
@@ -133,12 +143,18 @@ pub fn spawn_notification(shared: Arc<Shared>, orig: Arc<Envelope>, to: String, 
         let date = time::OffsetDateTime::now_utc()
             .format(&time::format_description::well_known::Rfc2822)
             .unwrap_or_default();
-        let rcpts = orig.recipients.join(", ");
+        let rcpts = orig
+            .recipients
+            .iter()
+            .map(|r| format!("<{}>", wire(r)))
+            .collect::<Vec<_>>()
+            .join(", ");
         let text = format!(
             "From: PVO <MAILER-DAEMON@{host}>\r\nTo: <{to}>\r\nSubject: PVO notification: MID {mid} matched {why}\r\nDate: {date}\r\nAuto-Submitted: auto-generated\r\nMIME-Version: 1.0\r\nContent-Type: text/plain; charset=utf-8\r\n\r\nMessage MID {mid} from <{sender}> to {rcpts} matched {why} on {host}.\r\n",
             host = cfg.hostname,
             mid = orig.mid,
-            sender = orig.sender,
+            to = wire(&to),
+            sender = wire(&orig.sender),
             why = why.replace(['\r', '\n'], " "),
         );
         let now = crate::clock::unix_now();
@@ -203,5 +219,43 @@ mod tests {
         assert!(t.contains("Subject: hi\r\n"));
         assert!(!t.contains("secret body"));
         assert!(!t.replace("\r\n", "").contains('\n'));
+    }
+
+    /// A quoted local part stays quoted in the report, so the DSN names the
+    /// mailbox the message was for (not `root` with parameters behind it).
+    #[test]
+    fn dsn_writes_addresses_in_their_rfc5321_form() {
+        let env = Envelope {
+            mid: 5,
+            icid: 1,
+            sender: "john doe@example.org".into(),
+            recipients: vec!["root> NOTIFY=NEVER@example.com".into()],
+            received_at: 0,
+            source_ip: "127.0.0.1".into(),
+            listener: "IncomingMail".into(),
+            dsn: false,
+            size: 0,
+            outgoing: false,
+            scanned: false,
+            cpq: None,
+        };
+        let d = build_dsn(
+            "gw.example.com",
+            &env,
+            "root> NOTIFY=NEVER@example.com",
+            "550 5.1.1 user unknown",
+            b"Subject: hi\r\n\r\n",
+            9,
+        );
+        let t = String::from_utf8(d).unwrap();
+        assert!(t.contains("To: <\"john doe\"@example.org>\r\n"), "{t}");
+        assert!(
+            t.contains("Final-Recipient: rfc822; \"root> NOTIFY=NEVER\"@example.com\r\n"),
+            "{t}"
+        );
+        assert!(
+            t.contains("<\"root> NOTIFY=NEVER\"@example.com>: 550"),
+            "{t}"
+        );
     }
 }

@@ -703,7 +703,55 @@ impl Client {
                 return Ok(vec![outcome_of(&r); job.rids.len()]);
             }
         }
-        let mut mail = format!("MAIL FROM:<{}>", job.env.sender);
+        // Addresses go out in their RFC 5321 form (a local part that is not a
+        // Dot-string quoted), so the next hop sees the mailbox we accepted and
+        // nothing of a local part can turn into an ESMTP parameter. Only an
+        // address spooled before that (non-ASCII) cannot be written: it fails
+        // permanently rather than waiting for ever.
+        let sender = match pvo_proto::address::wire_address(&job.env.sender) {
+            Ok(s) => s,
+            Err(e) => {
+                let why = format!("553 5.1.7 the sender cannot be sent over SMTP: {e}");
+                shared.log.info(format!("DCID {dcid} MID {mid} {why}"));
+                return Ok(vec![RcptOutcome::Perm(why); job.rids.len()]);
+            }
+        };
+        let mut unsendable = Vec::new();
+        let wire_rcpts: Vec<String> =
+            job.rids
+                .iter()
+                .map(|r| {
+                    pvo_proto::address::wire_address(&job.env.recipients[*r as usize])
+                        .unwrap_or_else(|e| {
+                            unsendable.push((*r, e));
+                            String::new()
+                        })
+                })
+                .collect();
+        if !unsendable.is_empty() {
+            let bad: Vec<u32> = unsendable.iter().map(|(r, _)| *r).collect();
+            for (r, e) in &unsendable {
+                shared.log.info(format!(
+                    "DCID {dcid} MID {mid} RID [{r}] the recipient cannot be sent over SMTP: {e}"
+                ));
+            }
+            // The others go in the next attempt, without these.
+            return Ok(job
+                .rids
+                .iter()
+                .map(|r| {
+                    if bad.contains(r) {
+                        RcptOutcome::Perm(
+                            "553 5.1.3 the recipient cannot be sent over SMTP (non-ASCII address)"
+                                .into(),
+                        )
+                    } else {
+                        RcptOutcome::Temp("another recipient of the batch was unsendable".into())
+                    }
+                })
+                .collect());
+        }
+        let mut mail = format!("MAIL FROM:<{sender}>");
         if self.ext.size {
             mail.push_str(&format!(" SIZE={}", body.len()));
         }
@@ -711,10 +759,9 @@ impl Client {
             mail.push_str(" BODY=8BITMIME");
         }
         mail.push_str("\r\n");
-        let rcpts: Vec<String> = job
-            .rids
+        let rcpts: Vec<String> = wire_rcpts
             .iter()
-            .map(|r| format!("RCPT TO:<{}>\r\n", job.env.recipients[*r as usize]))
+            .map(|r| format!("RCPT TO:<{r}>\r\n"))
             .collect();
 
         let mut outcomes: Vec<Option<RcptOutcome>> = vec![None; job.rids.len()];
@@ -995,6 +1042,9 @@ fn write_maildir(dir: &Path, sender: &str, body: &[u8], mid: u64) -> std::io::Re
     let tmp = dir.join("tmp").join(&name);
     {
         let mut f = std::fs::File::create(&tmp)?;
+        // The header holds the RFC 5321 form; an address that has none (spooled
+        // non-ASCII) is left out rather than written as another mailbox.
+        let sender = pvo_proto::address::wire_address(sender).unwrap_or_default();
         f.write_all(format!("Return-Path: <{sender}>\r\n").as_bytes())?;
         f.write_all(body)?;
         f.sync_all()?;

@@ -1509,11 +1509,20 @@ async fn copy(shared: &Arc<Shared>, req: &Request) -> Reply {
     if to.is_empty() {
         return Err("quarantine copy: give the addresses with --to".into());
     }
+    // Typed as RFC 5321 text (`"john doe"@example.com` quoted); kept in the
+    // stored form, which delivery writes back quoted.
+    let mut to_stored = Vec::with_capacity(to.len());
     for a in &to {
-        if pvo_proto::address::parse_mailbox(a).is_err() {
-            return Err(format!("quarantine copy: {a:?} is not an email address"));
+        match pvo_proto::path::parse_address(a) {
+            Ok(m) => to_stored.push(m.to_string()),
+            Err(e) => {
+                return Err(format!(
+                    "quarantine copy: {a:?} is not an email address ({e}; ASCII only, quote a local part with spaces)"
+                ))
+            }
         }
     }
+    let to = to_stored;
     let user = who(req);
     let rcpts = to.clone();
     let copy = shared

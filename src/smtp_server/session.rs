@@ -13,14 +13,18 @@
 //! after STARTTLS are discarded (the STARTTLS command injection of 2011).
 //! Relaying is decided per recipient: only a RELAY policy may send to domains
 //! the RAT does not accept, and from any other sender a local part with `%`,
-//! `!` or `@` (sender-specified routing) is refused outright.
+//! `!` or `@` (sender-specified routing) is refused outright. `MAIL FROM` and
+//! `RCPT TO` are parsed by `pvo_proto::path` from the raw bytes (never by
+//! smtp-proto, which drops the quotes of a quoted local part), so the mailbox
+//! stored is the one the client named; SMTPUTF8 is not offered, and non-ASCII
+//! addresses and unannounced parameters are refused.
 
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use pvo_proto::address::{parse_mailbox, Mailbox};
+use pvo_proto::address::Mailbox;
 use pvo_proto::data::{DataDecoder, DataStatus};
 use pvo_proto::line::{next_line, Frame, Framer, Line};
 use smtp_proto::Request;
@@ -504,14 +508,30 @@ impl Session {
                 }
             }
         }
-        // smtp-proto does not take address literals (`user@[192.0.2.1]`),
-        // which RFC 5321 4.1.2 allows; those two commands are parsed here.
-        if let Some(path) = literal_path(line) {
+        // MAIL and RCPT are never left to smtp-proto: it unquotes local parts
+        // and replaces invalid UTF-8, so the address would no longer be the
+        // mailbox the client named (and it does not take address literals).
+        if let Some(path) = pvo_proto::path::parse(line) {
             return match path {
-                LiteralPath::Mail(addr, size) => self.mail(&addr, size),
-                LiteralPath::Rcpt(addr) => self.rcpt(&addr),
-                LiteralPath::Bad => {
-                    self.reply("501 5.5.4 Syntax error in address");
+                Ok(pvo_proto::path::Command::Mail { sender, size }) => {
+                    self.mail(sender, usize::try_from(size).unwrap_or(usize::MAX))
+                }
+                Ok(pvo_proto::path::Command::Rcpt { rcpt }) => self.rcpt(rcpt),
+                Err(e) => {
+                    if let (
+                        pvo_proto::path::PathError::Address { mail: false, .. }
+                        | pvo_proto::path::PathError::NonAscii { mail: false },
+                        Some(tx),
+                    ) = (&e, &self.tx)
+                    {
+                        self.shared.log.info(format!(
+                            "MID {} ICID {} RID {} Rejected: {e}",
+                            tx.mid,
+                            self.icid,
+                            tx.rcpts.len()
+                        ));
+                    }
+                    self.reply(&e.reply());
                     if self.bad_command() {
                         Flow::Close
                     } else {
@@ -572,8 +592,16 @@ impl Session {
                 }
                 Flow::Continue
             }
-            Request::Mail { from } => self.mail(from.address.as_ref(), from.size),
-            Request::Rcpt { to } => self.rcpt(to.address.as_ref()),
+            // Only a MAIL or RCPT that `pvo_proto::path` did not claim (a tab
+            // after the verb) gets here: refused, never taken unquoted.
+            Request::Mail { .. } | Request::Rcpt { .. } => {
+                self.reply("501 5.5.4 Syntax error in command");
+                if self.bad_command() {
+                    Flow::Close
+                } else {
+                    Flow::Continue
+                }
+            }
             Request::Data => {
                 match &self.tx {
                     None => self.reply("503 5.5.1 Error: need MAIL command"),
@@ -654,20 +682,23 @@ impl Session {
         self.reply("250-PIPELINING");
         self.reply(&format!("250-SIZE {size}"));
         self.reply("250-8BITMIME");
-        self.reply("250-ENHANCEDSTATUSCODES");
+        // No SMTPUTF8: envelopes are ASCII (`pvo_proto::path` refuses the rest).
+        let mut last = "ENHANCEDSTATUSCODES";
         if !self.tls {
-            self.reply("250-STARTTLS");
+            self.reply(&format!("250-{last}"));
+            last = "STARTTLS";
         }
         if let Some(c) = self.cpq.as_mut() {
             c.meta = None;
             if self.tls {
                 for kw in pvo_proto::cpq::ehlo_keywords(c.role) {
                     self.out
-                        .extend_from_slice(format!("250-{kw}\r\n").as_bytes());
+                        .extend_from_slice(format!("250-{last}\r\n").as_bytes());
+                    last = kw;
                 }
             }
         }
-        self.reply("250 SMTPUTF8");
+        self.reply(&format!("250 {last}"));
         Flow::Continue
     }
 
@@ -772,7 +803,7 @@ impl Session {
         Flow::Continue
     }
 
-    fn mail(&mut self, address: &str, size: usize) -> Flow {
+    fn mail(&mut self, sender: Option<Mailbox>, size: usize) -> Flow {
         if self.helo.is_none() {
             self.reply("503 5.5.1 Error: send HELO/EHLO first");
             return Flow::Continue;
@@ -806,30 +837,23 @@ impl Session {
             ));
             return Flow::Continue;
         }
-        if !address.is_empty() && parse_mailbox(address).is_err() {
-            self.reply("553 5.1.7 Bad sender address syntax");
-            return if self.bad_command() {
-                Flow::Close
-            } else {
-                Flow::Continue
-            };
-        }
         let mid = self.shared.ids.next(Kind::Mid);
         let icid = self.icid;
         self.shared.log.info(format!("Start MID {mid} ICID {icid}"));
+        let wire = sender.as_ref().map(Mailbox::wire).unwrap_or_default();
         self.shared
             .log
-            .info(format!("MID {mid} ICID {icid} From: <{address}>"));
+            .info(format!("MID {mid} ICID {icid} From: <{wire}>"));
         self.tx = Some(Transaction {
             mid,
-            sender: address.to_string(),
+            sender: sender.map(|m| m.to_string()).unwrap_or_default(),
             rcpts: Vec::new(),
         });
         self.reply("250 2.1.0 Sender ok");
         Flow::Continue
     }
 
-    fn rcpt(&mut self, address: &str) -> Flow {
+    fn rcpt(&mut self, mailbox: Mailbox) -> Flow {
         let Some(tx) = &self.tx else {
             self.reply("503 5.5.1 Error: need MAIL command");
             return Flow::Continue;
@@ -841,20 +865,7 @@ impl Session {
             return Flow::Continue;
         }
         let relay = policy.behavior == Behavior::Relay;
-        let mailbox: Mailbox = match parse_mailbox(address) {
-            Ok(m) => m,
-            Err(_) => {
-                self.shared.log.info(format!(
-                    "MID {mid} ICID {icid} RID {rid} Rejected: bad address <{address}>"
-                ));
-                self.reply("553 5.1.3 Bad recipient address syntax");
-                return if self.bad_command() {
-                    Flow::Close
-                } else {
-                    Flow::Continue
-                };
-            }
-        };
+        let address = mailbox.wire();
         if !relay {
             if mailbox.has_routing() {
                 self.shared.log.info(format!("MID {mid} ICID {icid} To: <{address}> Rejected by RAT (sender-specified routing)"));
@@ -879,11 +890,10 @@ impl Session {
                 return Flow::Continue;
             }
         }
-        let addr = mailbox.to_string();
         self.shared
             .log
-            .info(format!("MID {mid} ICID {icid} RID {rid} To: <{addr}>"));
-        self.tx.as_mut().unwrap().rcpts.push(addr);
+            .info(format!("MID {mid} ICID {icid} RID {rid} To: <{address}>"));
+        self.tx.as_mut().unwrap().rcpts.push(mailbox.to_string());
         self.reply("250 2.1.5 Recipient ok");
         Flow::Continue
     }
@@ -934,6 +944,16 @@ impl Session {
             self.reply(&format!(
                 "552 5.3.4 Message size exceeds fixed limit of {max} bytes"
             ));
+            return Ok(self.flush(io).await.is_ok());
+        }
+        if dec.nul_bytes() > 0 {
+            // RFC 5321 (and 8BITMIME) allow no NUL; a receiver that drops them
+            // would read `\r\n\0.\r\n` as an end of data. Refused, never stored.
+            self.shared.log.info(format!(
+                "MID {mid} ICID {icid} Message aborted: {} NUL characters in the message",
+                dec.nul_bytes()
+            ));
+            self.reply("554 5.6.0 Message contains NUL characters, which SMTP does not allow");
             return Ok(self.flush(io).await.is_ok());
         }
         if dec.bare_line_endings() > 0 {
@@ -1058,99 +1078,10 @@ impl Session {
             self.hostname()
         );
         if tx.rcpts.len() == 1 {
-            h.push_str(&format!("\r\n\tfor <{}>", tx.rcpts[0]));
+            let rcpt = pvo_proto::address::wire_address(&tx.rcpts[0]).unwrap_or_default();
+            h.push_str(&format!("\r\n\tfor <{rcpt}>"));
         }
         h.push_str(&format!("; {date}\r\n"));
         h
-    }
-}
-
-enum LiteralPath {
-    Mail(String, usize),
-    Rcpt(String),
-    Bad,
-}
-
-/// `MAIL FROM:<a@[ip]> [SIZE=n]` and `RCPT TO:<a@[ip]>`, with an optional
-/// source route (`<@x,@y:a@[ip]>`) that is dropped as RFC 5321 C says.
-/// `None` when the line is not such a command (smtp-proto handles it).
-fn literal_path(line: &[u8]) -> Option<LiteralPath> {
-    let text = std::str::from_utf8(line)
-        .ok()?
-        .trim_end_matches(['\r', '\n']);
-    let upper = text.get(..10)?.to_ascii_uppercase();
-    let (is_mail, rest) = if upper.starts_with("MAIL FROM:") {
-        (true, &text[10..])
-    } else if upper.starts_with("RCPT TO:") {
-        (false, &text[8..])
-    } else {
-        return None;
-    };
-    let rest = rest.trim_start();
-    let inner_end = rest.find('>')?;
-    let inner = rest.strip_prefix('<')?.get(..inner_end - 1)?;
-    if !inner.contains("@[") {
-        return None;
-    }
-    let addr = match inner.rsplit_once(':') {
-        Some((route, a)) if route.starts_with('@') => a,
-        _ => inner,
-    };
-    if addr.contains(['"', ' ', '<']) || addr.matches('@').count() != 1 {
-        return Some(LiteralPath::Bad);
-    }
-    if is_mail {
-        let mut size = 0;
-        for param in rest[inner_end + 1..].split_whitespace() {
-            match param.split_once('=') {
-                Some((k, v)) if k.eq_ignore_ascii_case("SIZE") => match v.parse() {
-                    Ok(n) => size = n,
-                    Err(_) => return Some(LiteralPath::Bad),
-                },
-                Some((k, _)) if k.eq_ignore_ascii_case("BODY") => {}
-                _ => return Some(LiteralPath::Bad),
-            }
-        }
-        Some(LiteralPath::Mail(addr.to_string(), size))
-    } else if rest[inner_end + 1..].trim().is_empty() {
-        Some(LiteralPath::Rcpt(addr.to_string()))
-    } else {
-        Some(LiteralPath::Bad)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn address_literals_are_parsed_here() {
-        let rcpt = |l: &str| match literal_path(l.as_bytes()) {
-            Some(LiteralPath::Rcpt(a)) => Some(a),
-            Some(LiteralPath::Bad) => Some("BAD".into()),
-            _ => None,
-        };
-        assert_eq!(
-            rcpt("RCPT TO:<b@[192.0.2.1]>\r\n").as_deref(),
-            Some("b@[192.0.2.1]")
-        );
-        assert_eq!(
-            rcpt("rcpt to:<@[127.0.0.1]:victim@[192.0.2.1]>\r\n").as_deref(),
-            Some("victim@[192.0.2.1]")
-        );
-        // The route is dropped; the RAT then judges the real recipient.
-        assert_eq!(
-            rcpt("RCPT TO:<@[127.0.0.1]:victim@example.net>\r\n").as_deref(),
-            Some("victim@example.net")
-        );
-        assert_eq!(
-            rcpt("RCPT TO:<\"a@b\"@[192.0.2.1]>\r\n").as_deref(),
-            Some("BAD")
-        );
-        assert_eq!(rcpt("RCPT TO:<b@example.com>\r\n"), None);
-        match literal_path(b"MAIL FROM:<a@[10.0.0.1]> SIZE=100 BODY=8BITMIME\r\n") {
-            Some(LiteralPath::Mail(a, 100)) => assert_eq!(a, "a@[10.0.0.1]"),
-            _ => panic!("MAIL with a literal"),
-        }
     }
 }

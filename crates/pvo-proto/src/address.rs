@@ -1,12 +1,11 @@
 //! Classification of envelope addresses (`MAIL FROM` and `RCPT TO`) and RAT pattern matching.
 //!
-//! The SMTP server parses command lines with `smtp-proto`, which hands over the address as a
-//! string with the quotes of a quoted local part removed and any source route (`@a,@b:`)
-//! already stripped. So `"victim@other"@ours` arrives as `victim@other@ours`, `<@a:b@c>` as
-//! `b@c`, and the null path `<>` as an empty string. Note that `smtp-proto` also turns the
-//! special recipient `<postmaster>` (no domain) into an empty string, so the caller cannot tell
-//! it from the null path by the string alone. [`parse_mailbox`] turns that string into a
-//! [`Mailbox`] whose domain is the one the relay decision must look at.
+//! The SMTP server parses `MAIL FROM` and `RCPT TO` with [`crate::path`], which hands over a
+//! [`Mailbox`] with the quotes of a quoted local part removed (escapes resolved) and any
+//! source route (`@a,@b:`) dropped. So `"victim@other"@ours` becomes the local part
+//! `victim@other` at the domain `ours`, and `<@a:b@c>` becomes `b@c`. [`parse_mailbox`] reads
+//! the same stored form back (`victim@other@ours`, split at the last `@`), which is what the
+//! configuration, the stores and the envelopes hold; [`Mailbox::wire`] writes it for the wire.
 //!
 //! # Security
 //!
@@ -26,8 +25,20 @@
 //!   address, which would let a sender pick an arbitrary next hop.
 //! - Control characters are refused in the local part. A quoted local part may carry them past
 //!   `smtp-proto`, and they must never reach a log line or an outgoing `RCPT TO`.
-//! - Length limits follow RFC 5321 section 4.5.3.1: local part at most 64 octets, domain at most
-//!   253, the whole address at most 254.
+//! - Non-ASCII characters are refused too: PVO does not offer SMTPUTF8 (RFC 6531), so an
+//!   address is ASCII, and no invalid UTF-8 can be turned into U+FFFD and collide with another.
+//! - Length limits follow RFC 5321 section 4.5.3.1, on the wire form: local part at most 64
+//!   octets, domain at most 253, the whole address at most 254.
+//!
+//! # Stored form and wire form
+//!
+//! PVO keeps an address as `local@domain` with the local part *unquoted* (what it means, not
+//! how it was spelt), split at the last `@`; that is what [`Mailbox`]'s `Display` writes and
+//! what envelopes, logs of the stores and quarantine records hold. Anything that writes an
+//! address for another program (an outgoing `MAIL FROM`/`RCPT TO`, a DSN, a CPQ record) uses
+//! [`Mailbox::wire`] or [`wire_address`] instead: the RFC 5321 `Mailbox`, with the local part
+//! as a Quoted-string whenever it is not a Dot-string, so `"root> NOTIFY=NEVER"@example.com`
+//! stays one mailbox and never becomes `<root> NOTIFY=NEVER@example.com>` on the next hop.
 
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
@@ -70,6 +81,56 @@ impl Mailbox {
     }
 }
 
+impl Mailbox {
+    /// The RFC 5321 `Mailbox` to write on the wire (without angle brackets): the local part as
+    /// is when it is a Dot-string, otherwise as a Quoted-string with `\` before every `"` and
+    /// `\`. Parsing the result gives this mailbox back.
+    pub fn wire(&self) -> String {
+        format!("{}@{}", wire_local(&self.local), self.domain)
+    }
+}
+
+/// A local part as RFC 5321 text: itself when it is a Dot-string, else a Quoted-string.
+pub fn wire_local(local: &str) -> std::borrow::Cow<'_, str> {
+    if is_dot_string(local) {
+        return local.into();
+    }
+    let mut q = String::with_capacity(local.len() + 2);
+    q.push('"');
+    for c in local.chars() {
+        if c == '"' || c == '\\' {
+            q.push('\\');
+        }
+        q.push(c);
+    }
+    q.push('"');
+    q.into()
+}
+
+/// Whether `b` is an RFC 5322 `atext` character (letters, digits and ``!#$%&'*+-/=?^_`{|}~``).
+pub fn is_atext(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"!#$%&'*+-/=?^_`{|}~".contains(&b)
+}
+
+/// Whether `local` is an RFC 5321 Dot-string: atoms of `atext` joined by single dots.
+pub fn is_dot_string(local: &str) -> bool {
+    !local.is_empty()
+        && local
+            .split('.')
+            .all(|atom| !atom.is_empty() && atom.bytes().all(is_atext))
+}
+
+/// The wire form (see [`Mailbox::wire`]) of an address in PVO's stored form; the null path
+/// (an empty string) stays empty. Every outbound path writes addresses through this, so an
+/// address that cannot be written (a control or non-ASCII character, a stored value that is
+/// no address) is an error here rather than a different mailbox on the next hop.
+pub fn wire_address(stored: &str) -> Result<String, AddressError> {
+    if stored.is_empty() {
+        return Ok(String::new());
+    }
+    parse_mailbox(stored).map(|m| m.wire())
+}
+
 impl fmt::Display for Mailbox {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}@{}", self.local, self.domain)
@@ -77,7 +138,7 @@ impl fmt::Display for Mailbox {
 }
 
 /// Why an envelope address was refused.
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
 pub enum AddressError {
     /// The address is empty (the null path, or `<postmaster>` as `smtp-proto` reports it).
     #[error("empty address")]
@@ -91,6 +152,10 @@ pub enum AddressError {
     /// The local part contains a control character.
     #[error("local part contains a control character")]
     BadLocalPart,
+    /// The address contains a non-ASCII character (or bytes that are not UTF-8): that needs
+    /// SMTPUTF8, which PVO does not offer.
+    #[error("address contains non-ASCII characters, which need SMTPUTF8 (not offered)")]
+    NonAscii,
     /// The domain is neither a valid DNS name nor a valid address literal.
     #[error("invalid domain {0:?}")]
     BadDomain(String),
@@ -107,8 +172,9 @@ pub enum AddressError {
 /// 253 octets, single labels such as `localhost` allowed, last label not all digits) or an
 /// address literal `[192.0.2.1]` or `[IPv6:...]`, checked with `std::net` and stored in
 /// canonical lowercase form (`[ipv6:::1]`). Internationalised domains must arrive as A-labels
-/// (`xn--...`). The local part must be non-empty, at most 64 octets, and free of control
-/// characters; the whole normalised address is at most 254 octets.
+/// (`xn--...`). The local part (unquoted, as stored) must be non-empty, ASCII and free of
+/// control characters, and at most 64 octets once written for the wire; the whole normalised
+/// address is at most 254 octets on the wire.
 pub fn parse_mailbox(addr: &str) -> Result<Mailbox, AddressError> {
     if addr.is_empty() {
         return Err(AddressError::Empty);
@@ -125,14 +191,27 @@ pub fn parse_mailbox(addr: &str) -> Result<Mailbox, AddressError> {
     if local.len() > MAX_LOCAL_LEN {
         return Err(AddressError::TooLong);
     }
-    if local.chars().any(char::is_control) {
-        return Err(AddressError::BadLocalPart);
-    }
     if domain.is_empty() {
         return Err(AddressError::NoDomain);
     }
-    let domain = normalise_domain(domain)?;
-    if local.len() + 1 + domain.len() > MAX_ADDRESS_LEN {
+    mailbox(local, normalise_domain(domain)?)
+}
+
+/// A [`Mailbox`] from an unquoted local part and a normalised domain, after the checks that
+/// depend on the local part: not empty, no control character, ASCII, and within the RFC 5321
+/// limits once written for the wire.
+pub(crate) fn mailbox(local: &str, domain: String) -> Result<Mailbox, AddressError> {
+    if local.is_empty() {
+        return Err(AddressError::EmptyLocalPart);
+    }
+    if local.chars().any(char::is_control) {
+        return Err(AddressError::BadLocalPart);
+    }
+    if !local.is_ascii() {
+        return Err(AddressError::NonAscii);
+    }
+    let wire_len = wire_local(local).len();
+    if wire_len > MAX_LOCAL_LEN || wire_len + 1 + domain.len() > MAX_ADDRESS_LEN {
         return Err(AddressError::TooLong);
     }
     Ok(Mailbox {
@@ -142,8 +221,11 @@ pub fn parse_mailbox(addr: &str) -> Result<Mailbox, AddressError> {
 }
 
 /// Validates a domain and returns its normalised form.
-fn normalise_domain(domain: &str) -> Result<String, AddressError> {
+pub(crate) fn normalise_domain(domain: &str) -> Result<String, AddressError> {
     let bad = || AddressError::BadDomain(domain.to_owned());
+    if !domain.is_ascii() {
+        return Err(AddressError::NonAscii);
+    }
     if domain.starts_with('[') {
         // A trailing dot after an address literal is not a DNS root, so it is not accepted.
         let ip = parse_literal(domain).map_err(|()| bad())?;
@@ -272,8 +354,9 @@ fn strip_root(s: &str) -> &str {
 mod tests {
     use super::*;
 
-    /// Addresses in the form `smtp-proto` hands them over, with the expected domain and
-    /// routing flag. The comment on each row is what the client actually sent.
+    /// Addresses in the stored form (quotes removed, as `crate::path` hands them over), with
+    /// the expected domain and routing flag. The comment on each row is what the client
+    /// actually sent.
     #[test]
     fn parse_accepts_and_classifies() {
         let cases: &[(&str, &str, &str, bool)] = &[
@@ -331,7 +414,7 @@ mod tests {
             ),
             ("a@1.example.com", "a", "1.example.com", false),
             ("a@example.123abc", "a", "example.123abc", false),
-            // A quoted local part with a space survives smtp-proto unquoted.
+            // "john doe"@example.com: stored unquoted, written quoted again for the wire.
             ("john doe@example.com", "john doe", "example.com", false),
         ];
         for &(input, local, domain, routing) in cases {
@@ -396,10 +479,9 @@ mod tests {
                 AddressError::BadDomain("exa mple.com".into()),
             ),
             ("a@other%ours", AddressError::BadDomain("other%ours".into())),
-            (
-                "a@bücher.example",
-                AddressError::BadDomain("bücher.example".into()),
-            ),
+            ("a@bücher.example", AddressError::NonAscii),
+            ("bücher@example.com", AddressError::NonAscii),
+            ("a\u{fffd}@example.com", AddressError::NonAscii),
             // An unbracketed IP address is not a domain.
             ("a@127.0.0.1", AddressError::BadDomain("127.0.0.1".into())),
             ("a@127.0.0.1.", AddressError::BadDomain("127.0.0.1.".into())),

@@ -193,9 +193,10 @@ pub struct TransferRecord {
     pub gateway_mid: u64,
     /// Idempotency key: the same transfer sent twice is stored once.
     pub transfer_id: String,
-    /// Original envelope sender; empty for the null path.
+    /// Original envelope sender in PVO's stored form (local part unquoted, see
+    /// [`crate::address`]); empty for the null path. On the wire it is the RFC 5321 text.
     pub sender: String,
-    /// Original envelope recipients (at least one).
+    /// Original envelope recipients (at least one), stored form like `sender`.
     pub recipients: Vec<String>,
     /// When the gateway received the message, unix seconds.
     pub received: u64,
@@ -668,20 +669,37 @@ fn check_id<'a>(field: &'static str, v: &'a str) -> Result<&'a str, CpqError> {
     Ok(v)
 }
 
-/// Envelope address: no controls, no spaces, no angle brackets; at most 254 bytes (RFC 5321).
-fn check_address<'a>(
-    field: &'static str,
-    v: &'a str,
-    may_be_empty: bool,
-) -> Result<&'a str, CpqError> {
+/// An envelope address (PVO's stored form, see [`crate::address`]) as a record carries it:
+/// the RFC 5321 mailbox text of [`crate::address::wire_address`] (a local part that is not a
+/// Dot-string quoted), so every address PVO accepted can be sent, spaces and angle brackets
+/// included; empty for the null sender where `may_be_empty`.
+fn encode_address(field: &'static str, v: &str, may_be_empty: bool) -> Result<String, CpqError> {
     check_text(field, v)?;
-    let ok = (may_be_empty || !v.is_empty())
-        && v.len() <= crate::address::MAX_ADDRESS_LEN
-        && !v.chars().any(|c| c == ' ' || c == '<' || c == '>');
-    if !ok {
+    if v.is_empty() && !may_be_empty {
         return Err(CpqError::InvalidField { field });
     }
-    Ok(v)
+    crate::address::wire_address(v).map_err(|_| CpqError::InvalidField { field })
+}
+
+/// The stored form of an address field: the RFC 5321 mailbox text (quotes removed), or, from
+/// a gateway that wrote the stored form itself (before addresses were quoted), a value
+/// without spaces or angle brackets that is a valid stored address.
+fn decode_address(field: &'static str, v: &str, may_be_empty: bool) -> Result<String, CpqError> {
+    check_text(field, v)?;
+    if v.is_empty() {
+        return if may_be_empty {
+            Ok(String::new())
+        } else {
+            Err(CpqError::InvalidField { field })
+        };
+    }
+    if let Ok(m) = crate::path::parse_address(v) {
+        return Ok(m.to_string());
+    }
+    match crate::address::parse_mailbox(v) {
+        Ok(m) if !v.contains([' ', '<', '>', '"']) => Ok(m.to_string()),
+        _ => Err(CpqError::InvalidField { field }),
+    }
 }
 
 fn check_header_name<'a>(field: &'static str, v: &'a str) -> Result<&'a str, CpqError> {
@@ -729,12 +747,12 @@ fn encode_meta(m: &MetaRecord) -> Result<String, CpqError> {
             w.field("mid", &t.gateway_mid.to_string());
             w.field("transfer", check_id("transfer", &t.transfer_id)?);
             w.field("received", &t.received.to_string());
-            w.field("from", check_address("from", &t.sender, true)?);
+            w.field("from", &encode_address("from", &t.sender, true)?);
             if t.recipients.is_empty() {
                 return Err(CpqError::NoRecipients);
             }
             for r in &t.recipients {
-                w.field("rcpt", check_address("rcpt", r, false)?);
+                w.field("rcpt", &encode_address("rcpt", r, false)?);
             }
             if t.quarantines.is_empty() {
                 return Err(CpqError::NoQuarantines);
@@ -886,13 +904,11 @@ fn decode_transfer(r: &mut Reader<'_>) -> Result<TransferRecord, CpqError> {
     let gateway_mid = num("mid", r.take("mid")?)?;
     let transfer_id = check_id("transfer", r.take("transfer")?)?.to_owned();
     let received = num("received", r.take("received")?)?;
-    let sender = check_address("from", r.take("from")?, true)?.to_owned();
+    let sender = decode_address("from", r.take("from")?, true)?;
     let mut recipients = Vec::new();
     loop {
         match r.peek_key()? {
-            Some("rcpt") => {
-                recipients.push(check_address("rcpt", r.take("rcpt")?, false)?.to_owned())
-            }
+            Some("rcpt") => recipients.push(decode_address("rcpt", r.take("rcpt")?, false)?),
             None if recipients.is_empty() => return Err(CpqError::Truncated { missing: "rcpt" }),
             _ if recipients.is_empty() => return Err(CpqError::NoRecipients),
             _ => break,
@@ -1147,6 +1163,56 @@ mod tests {
                 Ok(Some(cmd.clone()))
             );
         }
+    }
+
+    /// Every address PVO accepts fits a record: a local part with spaces, angle brackets or
+    /// quotes travels as an RFC 5321 Quoted-string and comes back as the same stored address
+    /// (before, such a record could not be encoded and the message waited in `the.cpq.host`
+    /// for ever). Records written by gateways before quoting still decode.
+    #[test]
+    fn addresses_that_need_quotes_travel_quoted() {
+        let mut t = transfer();
+        t.sender = "john doe@example.org".into();
+        t.recipients = vec![
+            "root> NOTIFY=NEVER ORCPT=rfc822;x@example.com".into(),
+            "a\"b\\c@example.com".into(),
+            "a@b@example.com".into(),
+            "plain@example.com".into(),
+        ];
+        let cmd = CpqCommand::Meta(MetaRecord::Transfer(t.clone()));
+        let line = cmd.encode().unwrap();
+        assert_eq!(parse_command(line.as_bytes()), Ok(Some(cmd)));
+        let text = transfer_text()
+            .replace("from=alice@example.org", "from=\"john doe\"@example.org")
+            .replace(
+                "rcpt=bob@example.com",
+                "rcpt=\"root> NOTIFY=NEVER\"@example.com",
+            );
+        let Ok(Some(CpqCommand::Meta(MetaRecord::Transfer(got)))) =
+            parse_command(&raw("XPVO-META", "1", &text))
+        else {
+            panic!("quoted addresses refused");
+        };
+        assert_eq!(got.sender, "john doe@example.org");
+        assert_eq!(got.recipients[0], "root> NOTIFY=NEVER@example.com");
+        // The stored form from an older gateway: taken as it is.
+        let old = transfer_text().replace("rcpt=bob@example.com", "rcpt=a%b@example.com");
+        assert!(parse_command(&raw("XPVO-META", "1", &old)).is_ok());
+        // What no gateway may send: an unquoted space, non-ASCII.
+        for bad in ["rcpt=a b@example.com", "rcpt=j\u{f6}rg@example.com"] {
+            let text = transfer_text().replace("rcpt=bob@example.com", bad);
+            assert_eq!(
+                parse_command(&raw("XPVO-META", "1", &text)),
+                Err(CpqError::InvalidField { field: "rcpt" }),
+                "{bad}"
+            );
+        }
+        let mut t = transfer();
+        t.recipients = vec!["j\u{f6}rg@example.com".into()];
+        assert_eq!(
+            CpqCommand::Meta(MetaRecord::Transfer(t)).encode(),
+            Err(CpqError::InvalidField { field: "rcpt" })
+        );
     }
 
     #[test]

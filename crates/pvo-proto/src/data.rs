@@ -26,8 +26,13 @@
 //! - **Normalisation**: in the output every line ends with CR LF. A bare LF becomes CR LF, and
 //!   so does a bare CR (a CR not immediately followed by LF, where the LF may arrive in a later
 //!   call). The output therefore never holds a bare CR or LF, and nothing PVO stores or forwards
-//!   can be read differently by another server. NUL and all other bytes pass unchanged. The
-//!   number of bare endings is counted for the log.
+//!   can be read differently by another server. All other bytes pass unchanged. The number
+//!   of bare endings is counted for the log.
+//! - **NUL**: RFC 5321 and 8BITMIME allow no NUL in a message, and a receiver that drops NULs
+//!   reads `\r\n\0.\r\n` as the end of data. The decoder counts the NULs of the body
+//!   ([`DataDecoder::nul_bytes`]) and the server refuses a message that has any (`554 5.6.0`),
+//!   so no NUL is stored or forwarded; [`crate::dotstuff::encode_data`] also drops any NUL on
+//!   the way out.
 //! - **Any split**: input may be cut at any byte boundary across calls to
 //!   [`DataDecoder::feed`]; the body, the counters and the end position are the same as for
 //!   the whole input. All state lives in the decoder, none in the input.
@@ -65,6 +70,7 @@ pub struct DataDecoder {
     body_len: u64,
     exceeded: bool,
     bare_line_endings: u64,
+    nul_bytes: u64,
     raw_len: u64,
 }
 
@@ -93,6 +99,7 @@ impl DataDecoder {
             body_len: 0,
             exceeded: false,
             bare_line_endings: 0,
+            nul_bytes: 0,
             raw_len: 0,
         }
     }
@@ -208,6 +215,12 @@ impl DataDecoder {
         self.bare_line_endings
     }
 
+    /// How many NUL bytes the body held (including any beyond the size limit): the server
+    /// refuses such a message.
+    pub fn nul_bytes(&self) -> u64 {
+        self.nul_bytes
+    }
+
     /// Raw bytes consumed so far, including the end marker once it has been seen.
     pub fn raw_len(&self) -> u64 {
         self.raw_len
@@ -237,6 +250,10 @@ impl DataDecoder {
     /// too, so that even a cut-short body has no bare CR.
     fn emit(&mut self, bytes: &[u8], out: &mut Vec<u8>) {
         let len = bytes.len() as u64;
+        // `contains` is a memchr: the common body without NUL costs one fast scan.
+        if bytes.contains(&0) {
+            self.nul_bytes += bytes.iter().filter(|&&b| b == 0).count() as u64;
+        }
         if !self.exceeded {
             let room = (self.max_size as u64).saturating_sub(self.body_len);
             if len <= room {
@@ -406,6 +423,32 @@ mod tests {
             assert_eq!(got.consumed, consumed, "{input:?}");
             assert_eq!(got.bare, bare, "{input:?}");
             assert!(!got.exceeded);
+        }
+    }
+
+    /// NULs are counted wherever they are (the `\r\n\0.\r\n` smuggling sequence, after a
+    /// stuffed dot, beyond the size limit), the same for every split of the input, so the
+    /// server can refuse the message.
+    #[test]
+    fn nul_bytes_are_counted() {
+        let cases: &[(&[u8], usize, u64)] = &[
+            // (raw input, size limit, NULs)
+            (b"hello\r\n.\r\n", usize::MAX, 0),
+            (b"first\r\n\x00.\r\nMAIL FROM:<a@b>\r\n.\r\n", usize::MAX, 1),
+            (b"first\r\n.\x00\r\n.\r\n", usize::MAX, 1),
+            (b"\x00\x00a\x00\r\n.\r\n", usize::MAX, 3),
+            (b"aaaa\x00\x00\r\n.\r\n", 2, 2),
+        ];
+        for &(input, max, nuls) in cases {
+            for k in 0..=input.len() {
+                let (a, b) = input.split_at(k);
+                let mut d = DataDecoder::new(max);
+                let mut body = Vec::new();
+                let done = matches!(d.feed(a, &mut body), DataStatus::Done { .. })
+                    || matches!(d.feed(b, &mut body), DataStatus::Done { .. });
+                assert!(done, "{input:?}");
+                assert_eq!(d.nul_bytes(), nuls, "split at {k}: {input:?}");
+            }
         }
     }
 

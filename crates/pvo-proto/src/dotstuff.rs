@@ -9,21 +9,31 @@
 //! A body is stored after [`crate::data::DataDecoder`] has normalised it, but PVO also forwards
 //! bodies it did not receive over SMTP (released quarantine messages, notifications), and the
 //! receiving server may read line endings differently from PVO. So the encoder does not trust
-//! its input: every bare CR or LF becomes CR LF, and no byte sequence in the body can end the
-//! transmission early or smuggle a second transaction to the next hop.
+//! its input: every bare CR or LF becomes CR LF, every NUL is dropped (SMTP allows none, and a
+//! receiver that drops them itself would read `\r\n\0.\r\n` as the end of data), and no
+//! byte sequence in the body can end the transmission early or smuggle a second transaction
+//! to the next hop.
 
 /// Encodes a stored message body for transmission after `DATA`'s `354` and appends it to
 /// `out`.
 ///
-/// Every line ends in CR LF (any bare CR or LF is turned into CR LF, defensively: PVO never
-/// forwards a bare CR or LF), lines starting with `.` get an extra `.` (RFC 5321 section
+/// NUL bytes are dropped first (the server refuses messages with NUL, so only a body that did
+/// not come over SMTP can have one). Every line ends in CR LF (any bare CR or LF is turned
+/// into CR LF, defensively: PVO never forwards a bare CR or LF), lines starting with `.` (once
+/// NULs are gone) get an extra `.` (RFC 5321 section
 /// 4.5.2), a final CR LF is added if a non-empty body does not end with one, and then `.\r\n`
 /// is appended. An empty body encodes as just `.\r\n`.
 pub fn encode_data(body: &[u8], out: &mut Vec<u8>) {
     // Stuffing adds at most one byte per line; this reserve covers typical bodies in one
     // allocation without trying to be exact.
     out.reserve(body.len() + body.len() / 32 + 5);
-    let mut rest = body;
+    let without_nul: Vec<u8>;
+    let mut rest = if body.contains(&0) {
+        without_nul = body.iter().copied().filter(|&b| b != 0).collect();
+        &without_nul[..]
+    } else {
+        body
+    };
     // Each iteration encodes one line, so the loop always starts at the beginning of a line.
     while !rest.is_empty() {
         if rest[0] == b'.' {
@@ -59,6 +69,7 @@ pub(crate) mod tests {
     /// The reference model for what a body looks like on the wire once decoded: bare CR and
     /// bare LF become CR LF, and a non-empty body ends with CR LF.
     fn normalise(x: &[u8]) -> Vec<u8> {
+        let x: Vec<u8> = x.iter().copied().filter(|&b| b != 0).collect();
         let mut out = Vec::new();
         let mut i = 0;
         while i < x.len() {
@@ -128,7 +139,11 @@ pub(crate) mod tests {
             (b"\r\n", b"\r\n.\r\n"),
             (b"a\n.\nb", b"a\r\n..\r\nb\r\n.\r\n"),
             (b"a\r.\rb", b"a\r\n..\r\nb\r\n.\r\n"),
-            (b"\x00.\r\n", b"\x00.\r\n.\r\n"),
+            // NUL is dropped before stuffing: the dot it hid is stuffed.
+            (b"\x00.\r\n", b"..\r\n.\r\n"),
+            (b"a\r\n\x00.\r\nb", b"a\r\n..\r\nb\r\n.\r\n"),
+            (b"a\x00b\x00", b"ab\r\n.\r\n"),
+            (b"\x00", b".\r\n"),
         ];
         for &(body, encoded) in cases {
             let mut out = b"prefix".to_vec();

@@ -18,6 +18,8 @@
 //!   over-long line across reads.
 //! - [`reply`]: reads SMTP replies as a client, bounded, never taking the tail of a long
 //!   line for a reply.
+//! - [`path`]: parses `MAIL FROM` and `RCPT TO` from the raw bytes, keeping what a quoted
+//!   local part means, refusing non-ASCII (no SMTPUTF8) and parameters PVO does not offer.
 //!
 //! # Invariant
 //!
@@ -32,4 +34,5 @@ pub mod cpq;
 pub mod data;
 pub mod dotstuff;
 pub mod line;
+pub mod path;
 pub mod reply;
