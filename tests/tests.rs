@@ -11,6 +11,7 @@ mod e2e_durability;
 mod e2e_gateway;
 mod e2e_migration;
 mod e2e_scanning;
+mod e2e_support;
 mod e2e_users;
 mod e2e_web;
 mod e2e_web_admin;
