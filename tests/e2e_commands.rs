@@ -1518,6 +1518,9 @@ fn a_redirection_survives_a_restart() {
     wait_deferred(&node, &["a@fail.example.net"]);
     node.kill9();
     node.restart();
+    // The recovered message is tried at once (the new hop still says 451): let that try
+    // end first, or it could still be in flight when delivernow looks for deferred mail.
+    wait_deferred(&node, &["a@fail.example.net"]);
     other.set_faults(&SinkOptions::default());
     failing.set_faults(&SinkOptions::default());
     text(&node, &["delivernow"]);
