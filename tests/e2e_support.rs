@@ -7,6 +7,7 @@
 //!   a wait meant for the new run, and the test went on before the new run had logged).
 //! - [`Node::wait_for_log_after`] sees only lines after a [`LogMark`], also when
 //!   `mail_logs` rotates by size in between.
+//! - [`web_addr`] of a restarted node is the new run's address, not the first run's.
 //! - Two hundred threads that each take a [`free_port`] and bind it a moment later, while
 //!   others bind port 0 as nodes and sinks do, never collide (the old bind-0-and-release
 //!   port went back to the kernel, which handed it out again).
@@ -18,8 +19,8 @@ use std::thread;
 use std::time::Duration;
 
 use crate::support::{
-    free_port, free_port_on, free_port_on_all, log_lines, strip_log_prefix, GatewayToml, Node,
-    Sink, SmtpClient, TRUSTED, UNTRUSTED,
+    free_port, free_port_on, free_port_on_all, https, log_lines, strip_log_prefix, web_addr,
+    GatewayToml, Node, Sink, SmtpClient, TRUSTED, UNTRUSTED,
 };
 
 const DELIVERY: Duration = Duration::from_secs(60);
@@ -99,6 +100,10 @@ fn a_wait_after_a_mark_sees_only_later_lines_also_across_log_rotations() {
         |log| new.iter().all(|m| log.contains(&finished(*m))),
         "every new message finished",
     );
+    assert!(
+        log.len() > 2 * 4096,
+        "the lines after the mark fill less than two rotations; nothing was tested"
+    );
     let dir = node.data_dir().join("logs");
     assert!(
         dir.join("mail_logs.2").exists(),
@@ -129,6 +134,20 @@ fn a_wait_after_a_mark_sees_only_later_lines_also_across_log_rotations() {
         );
     }
     assert_eq!(log, node.log_since(node.start_mark()));
+}
+
+#[test]
+fn web_addr_after_a_restart_is_the_new_runs_address() {
+    let sink = Sink::accepting();
+    // `[web] port = 0`: each run gets a new port; stdout keeps the earlier runs' lines.
+    let mut node = Node::start(&GatewayToml::new(&sink).web().build());
+    web_addr(&node);
+    node.restart();
+    let second = web_addr(&node);
+    let (code, body) = https(second, "GET", "/metrics", None, None);
+    assert_eq!(code, 200, "{body}");
+    // The old helper returned the first run's address; the kernel may hand that port out
+    // again by chance, so that is not asserted, only that the address answers.
 }
 
 #[test]

@@ -159,6 +159,8 @@ pub struct Node {
     /// The end of `mail_logs` just before the latest (re)start: [`Node::wait_for_log`]
     /// looks only after it.
     started_at: LogMark,
+    /// The length of `node.stdout.log` just before the latest (re)start.
+    stdout_started_at: u64,
 }
 
 /// Which `Listener NAME listening on` lines mean the node has started.
@@ -234,6 +236,7 @@ impl Node {
             listeners: BTreeMap::new(),
             expected,
             started_at: LogMark::START,
+            stdout_started_at: 0,
         };
         node.spawn();
         node
@@ -251,6 +254,7 @@ impl Node {
         // Before the child exists, so every line of this run is after the mark; the last
         // run has exited (kill9 and stop wait for it), so none of its lines is.
         self.started_at = self.log_mark();
+        self.stdout_started_at = fs::metadata(self.stdout_path()).map_or(0, |m| m.len());
         let stderr = fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -330,6 +334,16 @@ impl Node {
     }
     pub fn stderr_path(&self) -> PathBuf {
         self.dir.path().join("node.stderr.log")
+    }
+    /// `DIR/node.stdout.log`: the node's stdout, appended across restarts.
+    pub fn stdout_path(&self) -> PathBuf {
+        self.dir.path().join("node.stdout.log")
+    }
+    /// What the node printed on stdout since its latest (re)start.
+    pub fn stdout_since_start(&self) -> String {
+        let bytes = fs::read(self.stdout_path()).unwrap_or_default();
+        let from = (self.stdout_started_at as usize).min(bytes.len());
+        String::from_utf8_lossy(&bytes[from..]).into_owned()
     }
     pub fn mail_logs_path(&self) -> PathBuf {
         self.data_dir.join("logs/mail_logs")
@@ -1489,19 +1503,23 @@ impl Drop for Namespace {
     }
 }
 
-/// The address of the `Web listening on https://IP:PORT` line the node printed on stdout.
+/// The address of the `Web listening on https://IP:PORT` line the node printed on stdout
+/// since its latest (re)start (a restarted node's web port may have changed).
 pub fn web_addr(node: &Node) -> SocketAddr {
-    let log = node.dir().join("node.stdout.log");
     wait_until(
         Node::START_TIMEOUT,
         || {
-            fs::read_to_string(&log).ok().and_then(|t| {
-                t.lines()
-                    .find_map(|l| l.strip_prefix("Web listening on https://"))
-                    .and_then(|a| a.trim().parse().ok())
-            })
+            node.stdout_since_start()
+                .lines()
+                .find_map(|l| l.strip_prefix("Web listening on https://"))
+                .and_then(|a| a.trim().parse().ok())
         },
-        || format!("no `Web listening on` line in {}", log.display()),
+        || {
+            format!(
+                "no `Web listening on` line in {} since the latest start",
+                node.stdout_path().display()
+            )
+        },
     )
 }
 
