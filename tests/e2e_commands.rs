@@ -20,7 +20,8 @@ use std::time::Duration;
 use serde_json::Value;
 
 use crate::support::{
-    connect, pvo_bin, run_with_timeout, wait_until, Node, Sink, SinkOptions, SmtpClient, TRUSTED,
+    connect, free_port, pvo_bin, run_with_timeout, wait_until, Node, Sink, SinkOptions, SmtpClient,
+    TRUSTED,
 };
 
 /// Long enough for a debug build on two busy cores; waits end as soon as the event comes.
@@ -36,7 +37,9 @@ const TRY_LATER: &str = "451 4.3.0 try later";
 
 /// The knobs of the node configuration these tests use.
 struct Config {
-    /// `[[listener]]` names, each on 127.0.0.1 with a kernel-chosen port.
+    /// `[[listener]]` names, each on 127.0.0.1 with a port from [`free_port`]: not
+    /// `port = 0`, because `suspendlisteners` gives the port up until `resumelisteners`
+    /// binds it again, and a kernel-chosen port could be handed to someone else between.
     listeners: Vec<&'static str>,
     /// domain -> `host:port` of its next hop; `ALL` is the default route.
     routes: Vec<(&'static str, String)>,
@@ -63,11 +66,12 @@ impl Config {
     fn render(&self) -> String {
         let mut listeners = String::new();
         for name in &self.listeners {
+            let port = free_port();
             listeners.push_str(&format!(
                 r#"[[listener]]
 name = "{name}"
 interface = "Loopback"
-port = 0
+port = {port}
 type = "public"
 
   [[listener.hat]]
@@ -298,11 +302,10 @@ fn assert_banner(addr: SocketAddr) {
     client.quit();
 }
 
-/// `host:port` where nothing listens: a host that is down.
+/// `host:port` where nothing listens: a host that is down. A reserved port, so that no
+/// `port = 0` bind of another test makes it listen later.
 fn closed_port() -> String {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
-    let addr = l.local_addr().expect("local_addr");
-    drop(l);
+    let addr = std::net::SocketAddr::new(TRUSTED, free_port());
     assert!(
         TcpStream::connect(addr).is_err(),
         "{addr} still accepts after close"
@@ -1518,6 +1521,9 @@ fn a_redirection_survives_a_restart() {
     wait_deferred(&node, &["a@fail.example.net"]);
     node.kill9();
     node.restart();
+    // The recovered message is tried at once (the new hop still says 451): let that try
+    // end first, or it could still be in flight when delivernow looks for deferred mail.
+    wait_deferred(&node, &["a@fail.example.net"]);
     other.set_faults(&SinkOptions::default());
     failing.set_faults(&SinkOptions::default());
     text(&node, &["delivernow"]);

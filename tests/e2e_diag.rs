@@ -21,7 +21,9 @@ use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use crate::support::{peer_script, run_with_timeout, Namespace, Node, Sink, SYSTEM_PYTHON};
+use crate::support::{
+    free_port, peer_script, run_with_timeout, Namespace, Node, Sink, SYSTEM_PYTHON,
+};
 
 /// Generous for a debug build on two busy cores; commands end as soon as they are done.
 const COMMAND: Duration = Duration::from_secs(60);
@@ -324,10 +326,10 @@ impl TestPki {
     }
 }
 
-/// A port nothing listens on (bound by the kernel, then released).
+/// A port nothing listens on: reserved (see `support::free_port`), so that no `port = 0`
+/// bind of another test makes it listen later.
 fn closed_port() -> u16 {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
-    l.local_addr().expect("local_addr").port()
+    free_port()
 }
 
 // ---------------------------------------------------------------------------------------

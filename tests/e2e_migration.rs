@@ -684,13 +684,15 @@ fn kill_9_manager_during_migration_loses_and_doubles_nothing() {
         || (quarantined(&d.manager.mail_logs()) >= 2_000).then_some(()),
         "2,000 messages on the manager",
     );
+    let before_kill = d.gateway.log_mark();
     d.manager.kill9();
     let at_kill = quarantined(&d.manager.mail_logs());
     assert!(
         !finished(&d.gateway) && at_kill < TOTAL,
         "the migration finished before the kill; nothing was tested"
     );
-    thread::sleep(Duration::from_secs(2));
+    // The manager stays down until a transfer has failed on the gateway.
+    d.gateway.wait_for_log_after(before_kill, "Delayed: ", LONG);
     d.manager.restart();
     // The gateway retries on its own (5 s doubling to 60 s); `delivernow` makes it soon.
     let mut kicked = Instant::now();

@@ -15,6 +15,7 @@ mod e2e_logins;
 mod e2e_migration;
 mod e2e_scanning;
 mod e2e_smtp_input;
+mod e2e_support;
 mod e2e_users;
 mod e2e_web;
 mod e2e_web_admin;

@@ -5,11 +5,15 @@ Run it with Debian's interpreter (/usr/bin/python3), which is where python3-aios
 lives; the pyenv python3 on PATH does not have it.
 
     /usr/bin/python3 tests/peers/sink.py --dir DIR [--host 127.0.0.1] [--port 0]
-        [--reply-mail "..."] [--reply-rcpt "..."] [--reply-data "..."] [--delay-data SECONDS]
+        [--bind-timeout SECONDS] [--reply-mail "..."] [--reply-rcpt "..."]
+        [--reply-data "..."] [--delay-data SECONDS]
 
 It binds before printing `SINK_PORT <port>` (flushed), so a test that has read that line
-can connect. Port 0 (the default) takes any free port; SO_REUSEADDR lets a test restart a
-sink on the port it had before.
+can connect. Port 0 (the default) takes any free port; the tests pass a port reserved for
+them, so that a restart gets the same one back. SO_REUSEADDR lets a restart bind while
+connections of the stopped sink are in TIME_WAIT; if the port is in use, the bind is
+retried for --bind-timeout seconds (default 0), and then the sink prints
+`SINK_BIND_FAILED <error>` (flushed) and exits with status 2, so the test can try another.
 
 Storage, one message = two files, written so that a reader never sees half a message:
     DIR/new/<name>.env   the envelope: `MAIL FROM:<addr>` then one `RCPT TO:<addr>` a line
@@ -28,6 +32,7 @@ so a test can wait until a delivery attempt has happened.
 
 import argparse
 import asyncio
+import errno
 import itertools
 import logging
 import os
@@ -107,6 +112,24 @@ class Sink:
         os.rename(tmp, os.path.join(self.new, name))
 
 
+def bind(host, port, timeout):
+    """A listening socket on host:port; exits with SINK_BIND_FAILED if it stays in use."""
+    deadline = time.monotonic() + timeout
+    while True:
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+            sock.listen(512)
+            return sock
+        except OSError as e:
+            sock.close()
+            if e.errno != errno.EADDRINUSE or time.monotonic() >= deadline:
+                print(f"SINK_BIND_FAILED {host}:{port}: {e}", flush=True)
+                sys.exit(2)
+        time.sleep(0.05)
+
+
 async def serve(args):
     sink = Sink(args.dir, args.delay_data)
     for verb, reply in (("mail", args.reply_mail), ("rcpt", args.reply_rcpt), ("data", args.reply_data)):
@@ -117,10 +140,7 @@ async def serve(args):
         elif os.path.exists(path):
             os.remove(path)
 
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind((args.host, args.port))
-    sock.listen(512)
+    sock = bind(args.host, args.port, args.bind_timeout)
     loop = asyncio.get_running_loop()
     server = await loop.create_server(
         # A fixed hostname: aiosmtpd would otherwise call getfqdn(), slow without DNS.
@@ -143,6 +163,7 @@ def main():
     p.add_argument("--dir", required=True)
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=0)
+    p.add_argument("--bind-timeout", type=float, default=0.0, help="seconds to retry a bind to a port in use")
     p.add_argument("--reply-mail", help='reply to every MAIL, e.g. "451 4.3.0 try later"')
     p.add_argument("--reply-rcpt", help='reply to every RCPT, e.g. "550 5.1.1 no such user"')
     p.add_argument("--reply-data", help='reply after every DATA, e.g. "554 5.7.1 rejected"')

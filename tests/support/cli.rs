@@ -196,8 +196,8 @@ pub struct Quickstart {
 /// `pvo quickstart --dir TMP/pvo-data --ssh-port 0 --web-port 0 --smtp-port PORT
 /// EXTRA.. --cpq-port CPQ_PORT`, once its gateway's `IncomingMail` and `cpq_listener`
 /// listen. quickstart takes its ports on the command line, so the test has to name
-/// them: the kernel's free ports, released (another process could take one in between;
-/// every other test lets the node bind port 0 itself instead).
+/// them: ports reserved by [`free_port`] (outside the kernel's ephemeral range, locked
+/// for this test process), which also keeps them free for a restart on the same ports.
 pub fn start_quickstart(extra: &[&str]) -> Quickstart {
     let tmp = tempfile::Builder::new()
         .prefix("pvo-quickstart-")

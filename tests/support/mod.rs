@@ -1,9 +1,12 @@
 //! Helpers for the integration tests: a real `pvo` node, a real next hop, and a raw SMTP
-//! client, all on loopback with ports chosen by the kernel.
+//! client, all on loopback with ports chosen by the kernel (`port = 0`) or, where a port
+//! must be named up front, reserved by [`free_port`] (`ports.rs`).
 //!
 //! - [`Node`] writes a configuration into a temporary directory, runs
 //!   `pvo gateway run --config`, and learns its ports from the `Listener NAME listening on
-//!   IP:PORT` lines the node prints. It is killed when dropped.
+//!   IP:PORT` lines the node prints. It is killed when dropped. Its log waits look only at
+//!   lines written after a [`LogMark`] (`log_cursor.rs`): by default the node's latest
+//!   (re)start, so a restarted node never matches a line of its earlier run.
 //! - [`Sink`] runs `tests/peers/sink.py` (Debian's aiosmtpd) as the next hop and reads the
 //!   messages it stored, one file per message.
 //! - [`SmtpClient`], [`smtp_dialogue`] and [`send_raw`] speak SMTP over a plain
@@ -19,8 +22,11 @@
 
 mod cli;
 mod config;
+mod log_cursor;
+mod ports;
 pub use cli::*;
 pub use config::*;
+pub use log_cursor::LogMark;
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -150,6 +156,11 @@ pub struct Node {
     child: Option<Child>,
     listeners: BTreeMap<String, SocketAddr>,
     expected: Listeners,
+    /// The end of `mail_logs` just before the latest (re)start: [`Node::wait_for_log`]
+    /// looks only after it.
+    started_at: LogMark,
+    /// The length of `node.stdout.log` just before the latest (re)start.
+    stdout_started_at: u64,
 }
 
 /// Which `Listener NAME listening on` lines mean the node has started.
@@ -224,6 +235,8 @@ impl Node {
             child: None,
             listeners: BTreeMap::new(),
             expected,
+            started_at: LogMark::START,
+            stdout_started_at: 0,
         };
         node.spawn();
         node
@@ -238,6 +251,10 @@ impl Node {
 
     fn spawn(&mut self) {
         assert!(self.child.is_none(), "node already running");
+        // Before the child exists, so every line of this run is after the mark; the last
+        // run has exited (kill9 and stop wait for it), so none of its lines is.
+        self.started_at = self.log_mark();
+        self.stdout_started_at = fs::metadata(self.stdout_path()).map_or(0, |m| m.len());
         let stderr = fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -318,6 +335,16 @@ impl Node {
     pub fn stderr_path(&self) -> PathBuf {
         self.dir.path().join("node.stderr.log")
     }
+    /// `DIR/node.stdout.log`: the node's stdout, appended across restarts.
+    pub fn stdout_path(&self) -> PathBuf {
+        self.dir.path().join("node.stdout.log")
+    }
+    /// What the node printed on stdout since its latest (re)start.
+    pub fn stdout_since_start(&self) -> String {
+        let bytes = fs::read(self.stdout_path()).unwrap_or_default();
+        let from = (self.stdout_started_at as usize).min(bytes.len());
+        String::from_utf8_lossy(&bytes[from..]).into_owned()
+    }
     pub fn mail_logs_path(&self) -> PathBuf {
         self.data_dir.join("logs/mail_logs")
     }
@@ -359,12 +386,65 @@ impl Node {
         read_lossy(&self.stderr_path())
     }
 
-    /// Waits until `mail_logs` contains `needle`; returns the whole log.
+    /// Waits until a line written since the node's latest (re)start contains `needle`;
+    /// returns what the log got since that start (earlier runs' lines never match: they
+    /// are not in it).
     pub fn wait_for_log(&self, needle: &str, timeout: Duration) -> String {
-        self.wait_for_log_matching(timeout, |log| log.contains(needle), needle)
+        self.wait_for_log_after(self.started_at, needle, timeout)
     }
 
-    /// Waits until `pred(mail_logs)` holds; `what` names the awaited entry in the panic.
+    /// The current end of `mail_logs`, for [`Node::wait_for_log_after`]: take it before
+    /// the command whose line a test then waits for.
+    pub fn log_mark(&self) -> LogMark {
+        log_cursor::mark(&self.mail_logs_path())
+    }
+
+    /// The end of `mail_logs` just before the node's latest (re)start.
+    pub fn start_mark(&self) -> LogMark {
+        self.started_at
+    }
+
+    /// What `mail_logs` got after `mark` (following rotations to `mail_logs.N`).
+    pub fn log_since(&self, mark: LogMark) -> String {
+        log_cursor::since(&self.mail_logs_path(), mark)
+    }
+
+    /// Waits until a line written after `mark` contains `needle`; returns everything
+    /// written after `mark`.
+    pub fn wait_for_log_after(&self, mark: LogMark, needle: &str, timeout: Duration) -> String {
+        self.wait_for_log_matching_after(mark, timeout, |log| log.contains(needle), needle)
+    }
+
+    /// Waits until `pred(what was written after mark)` holds, and returns that text;
+    /// `what` names the awaited entry in the panic.
+    pub fn wait_for_log_matching_after(
+        &self,
+        mark: LogMark,
+        timeout: Duration,
+        mut pred: impl FnMut(&str) -> bool,
+        what: &str,
+    ) -> String {
+        wait_until(
+            timeout,
+            || {
+                let log = self.log_since(mark);
+                pred(&log).then_some(log)
+            },
+            || {
+                format!(
+                    "mail_logs never showed {what:?} after {mark:?}\n--- mail_logs since then ---\n{}\n--- stderr ---\n{}",
+                    self.log_since(mark),
+                    self.stderr()
+                )
+            },
+        )
+    }
+
+    /// Waits until `pred(mail_logs)` holds, on the whole current `mail_logs` file with
+    /// every earlier run's lines (for callers that cut it themselves at an offset); a
+    /// wait that must ignore what came before a restart or a command uses
+    /// [`Node::wait_for_log_matching_after`] with [`Node::start_mark`] or
+    /// [`Node::log_mark`]. `what` names the awaited entry in the panic.
     pub fn wait_for_log_matching(
         &self,
         timeout: Duration,
@@ -590,8 +670,17 @@ pub struct Sink {
 
 impl Sink {
     pub const START_TIMEOUT: Duration = Duration::from_secs(30);
+    /// Fresh ports [`Sink::start`] tries before giving up.
+    const START_ATTEMPTS: usize = 5;
+    /// How long a restart waits for its port to be free again (a connection of the
+    /// stopped sink may still hold it for a moment).
+    const REBIND_TIMEOUT: f64 = 10.0;
 
-    /// Starts a sink on a free port.
+    /// Starts a sink on a port reserved by [`free_port`], so that [`Sink::restart`] gets
+    /// the same port back: a port 0 the sink bound itself would go back to the kernel when
+    /// it stops, for any `port = 0` bind or outgoing connection to take. Should something
+    /// outside the tests hold the reserved port anyway, the start is retried on another
+    /// (nobody knows the port before the start returns).
     pub fn start(opts: SinkOptions) -> Sink {
         let root = tempfile::Builder::new()
             .prefix("pvo-sink-")
@@ -604,8 +693,16 @@ impl Sink {
             child: None,
             root,
         };
-        sink.spawn(0, &opts);
-        sink
+        for _ in 0..Self::START_ATTEMPTS {
+            if sink.spawn(free_port(), &opts, 0.0) {
+                return sink;
+            }
+        }
+        panic!(
+            "sink.py could not bind any of {} reserved ports\n--- stderr ---\n{}",
+            Self::START_ATTEMPTS,
+            read_lossy(&sink.stderr_path())
+        );
     }
 
     /// Starts a sink that accepts everything.
@@ -613,7 +710,9 @@ impl Sink {
         Sink::start(SinkOptions::default())
     }
 
-    fn spawn(&mut self, port: u16, opts: &SinkOptions) {
+    /// Runs sink.py on `port`, retrying its bind for `bind_timeout` seconds; false if the
+    /// port stayed in use (sink.py says `SINK_BIND_FAILED` and exits).
+    fn spawn(&mut self, port: u16, opts: &SinkOptions, bind_timeout: f64) -> bool {
         assert!(self.child.is_none(), "sink already running");
         let stderr = fs::OpenOptions::new()
             .create(true)
@@ -624,7 +723,8 @@ impl Sink {
         cmd.arg(peer_script("sink.py"))
             .arg("--dir")
             .arg(&self.dir)
-            .args(["--port", &port.to_string()]);
+            .args(["--port", &port.to_string()])
+            .args(["--bind-timeout", &bind_timeout.to_string()]);
         for (flag, value) in [
             ("--reply-mail", &opts.reply_mail),
             ("--reply-rcpt", &opts.reply_rcpt),
@@ -657,7 +757,11 @@ impl Sink {
                 Ok(line) => {
                     if let Some(p) = line.strip_prefix("SINK_PORT ") {
                         self.port = p.trim().parse().expect("SINK_PORT number");
-                        return;
+                        return true;
+                    }
+                    if line.starts_with("SINK_BIND_FAILED ") {
+                        self.stop();
+                        return false;
                     }
                 }
                 Err(e) => {
@@ -696,7 +800,11 @@ impl Sink {
     pub fn restart(&mut self, opts: SinkOptions) {
         self.stop();
         let port = self.port;
-        self.spawn(port, &opts);
+        assert!(
+            self.spawn(port, &opts, Self::REBIND_TIMEOUT),
+            "sink.py could not bind its port {port} again\n--- stderr ---\n{}",
+            read_lossy(&self.stderr_path())
+        );
         assert_eq!(self.port, port);
     }
 
@@ -1109,21 +1217,22 @@ pub fn run_with_timeout(cmd: &mut Command, timeout: Duration) -> (ExitStatus, St
     (status, out, err)
 }
 
-/// A kernel-chosen free port on 127.0.0.1, released before returning. Only for
-/// programs whose command line wants a port number up front (`pvo quickstart
-/// --smtp-port`); everything else binds port 0 itself and reports what it got.
+/// A free port on 127.0.0.1, reserved for this test process: for programs whose command
+/// line or configuration wants a port number up front (`pvo quickstart --smtp-port`,
+/// `clamd`, chromedriver, a port a commit moves a server to). It comes from outside the
+/// kernel's ephemeral range with a lock per port (see `support/ports.rs`), so no `port = 0`
+/// bind, outgoing connection or other test takes it before the program binds it, or while
+/// the program is down for a restart. A node's own listeners bind `port = 0` instead and
+/// report what they got.
 pub fn free_port() -> u16 {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
-    listener.local_addr().expect("local_addr").port()
+    ports::reserve_port(&[TRUSTED])
 }
 
-/// A kernel-chosen free port on `ip` (any loopback address), released before returning.
-/// For ports that must be known before a node starts: the CPQ ports, which enrollment and
-/// a gateway's `[cpq] manager` name up front.
+/// [`free_port`] on `ip` (any loopback address): for ports that must be known before a
+/// node starts, such as the CPQ ports that enrollment and a gateway's `[cpq] manager`
+/// name up front.
 pub fn free_port_on(ip: IpAddr) -> u16 {
-    let listener = std::net::TcpListener::bind(SocketAddr::new(ip, 0))
-        .unwrap_or_else(|e| panic!("bind {ip}:0: {e}"));
-    listener.local_addr().expect("local_addr").port()
+    ports::reserve_port(&[ip])
 }
 
 // ---------------------------------------------------------------------------------------
@@ -1225,18 +1334,10 @@ impl Node {
     }
 }
 
-/// A port free on every one of `ips` when asked (`pvo quickstart --cpq-port` listens on
-/// the same port on 127.0.0.1 and 127.0.0.2), released before returning.
+/// [`free_port`] free on every one of `ips` (`pvo quickstart --cpq-port` listens on the
+/// same port on 127.0.0.1 and 127.0.0.2).
 pub fn free_port_on_all(ips: &[IpAddr]) -> u16 {
-    loop {
-        let port = free_port_on(ips[0]);
-        if ips[1..]
-            .iter()
-            .all(|ip| std::net::TcpListener::bind(SocketAddr::new(*ip, port)).is_ok())
-        {
-            return port;
-        }
-    }
+    ports::reserve_port(ips)
 }
 
 // ---------------------------------------------------------------------------------------
@@ -1402,19 +1503,23 @@ impl Drop for Namespace {
     }
 }
 
-/// The address of the `Web listening on https://IP:PORT` line the node printed on stdout.
+/// The address of the `Web listening on https://IP:PORT` line the node printed on stdout
+/// since its latest (re)start (a restarted node's web port may have changed).
 pub fn web_addr(node: &Node) -> SocketAddr {
-    let log = node.dir().join("node.stdout.log");
     wait_until(
         Node::START_TIMEOUT,
         || {
-            fs::read_to_string(&log).ok().and_then(|t| {
-                t.lines()
-                    .find_map(|l| l.strip_prefix("Web listening on https://"))
-                    .and_then(|a| a.trim().parse().ok())
-            })
+            node.stdout_since_start()
+                .lines()
+                .find_map(|l| l.strip_prefix("Web listening on https://"))
+                .and_then(|a| a.trim().parse().ok())
         },
-        || format!("no `Web listening on` line in {}", log.display()),
+        || {
+            format!(
+                "no `Web listening on` line in {} since the latest start",
+                node.stdout_path().display()
+            )
+        },
     )
 }
 
