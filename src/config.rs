@@ -354,6 +354,10 @@ pub struct EnrolledGateway {
     pub ssh_port: Option<u16>,
     pub ssh_user: String,
     pub ssh_host_key: Option<String>,
+    /// The serial number (hex) of the CPQ certificate issued to it: the only one the
+    /// manager accepts from it (`cpq::trust::PeerPolicy`). `None`: enrolled by an
+    /// older version, any certificate with its id.
+    pub serial: Option<String>,
 }
 
 /// `[cpq]`: this node's part in the centralized quarantines.
@@ -586,6 +590,7 @@ mod raw {
         pub ssh_port: Option<Spanned<i64>>,
         pub ssh_user: Option<String>,
         pub ssh_host_key: Option<String>,
+        pub serial: Option<Spanned<String>>,
     }
 
     #[derive(Deserialize)]
@@ -1702,6 +1707,13 @@ impl Validator<'_> {
                 }
                 None => None,
             };
+            let serial = match &g.serial {
+                Some(s) if crate::cpq::trust::is_serial(s.get_ref()) => {
+                    Some(s.get_ref().to_ascii_lowercase())
+                }
+                Some(s) => return self.err(Some(s.span()), format!("{key}.serial"), format!("\"{}\" is not a certificate serial number; allowed: the hex digits `pvo manager enroll` wrote (or remove the line to accept any certificate of this gateway)", s.get_ref())),
+                None => None,
+            };
             gateways.push(EnrolledGateway {
                 id: g.id.get_ref().clone(),
                 address,
@@ -1709,6 +1721,7 @@ impl Validator<'_> {
                 ssh_port,
                 ssh_user: g.ssh_user.clone().unwrap_or_else(|| "admin".into()),
                 ssh_host_key: g.ssh_host_key.clone(),
+                serial,
             });
         }
         let quota = match &c.quota {

@@ -122,20 +122,22 @@ impl Session {
         &self.cfg.interfaces[self.cfg.listeners[self.listener].interface].hostname
     }
 
-    /// Counts a refusal on a manager's cpq_listener (`cpq::gateways`), under the
-    /// gateway id when one is known (the certificate's, else the added gateway with
-    /// the source address), else under the source address.
+    /// Counts a refusal on a cpq_listener (`cpq::gateways`; a gateway's too), under
+    /// the peer's id when one is known (the certificate's, else on a manager the added
+    /// gateway with the source address), else under the source address.
     fn cpq_refused(&self, reason: &'static str, text: &str) {
         let Some(c) = &self.cpq else {
             return;
         };
-        if c.role != pvo_proto::cpq::Role::Manager {
-            return;
-        }
+        let manager = c.role == pvo_proto::cpq::Role::Manager;
         let who = c
             .peer
             .clone()
-            .or_else(|| crate::cpq::gateways::gateway_at(&self.shared, self.peer.ip()))
+            .or_else(|| {
+                manager
+                    .then(|| crate::cpq::gateways::gateway_at(&self.shared, self.peer.ip()))
+                    .flatten()
+            })
             .unwrap_or_else(|| self.peer.ip().to_string());
         self.shared.cpq.stats.refused(
             &who,
@@ -325,10 +327,19 @@ impl Session {
                             } else {
                                 e.to_string()
                             };
-                            self.cpq_refused(
-                                crate::cpq::gateways::refusal::TLS,
-                                &format!("TLS failed: {why}"),
-                            );
+                            // A certificate of the deployment that this node does not
+                            // accept (revoked, another role, not its manager, not
+                            // enrolled): counted under its own reason and peer.
+                            let reason = match crate::cpq::trust::refusal_of(&e) {
+                                Some(r) => {
+                                    if let Some(c) = self.cpq.as_mut() {
+                                        c.peer = r.peer.clone();
+                                    }
+                                    r.reason
+                                }
+                                None => crate::cpq::gateways::refusal::TLS,
+                            };
+                            self.cpq_refused(reason, &format!("TLS failed: {why}"));
                             self.shared
                                 .log
                                 .info(format!("ICID {} TLS failed: {why}", self.icid));
