@@ -387,9 +387,12 @@ fn revoke_and_delete_take_effect_on_the_next_handshake() {
     ok(&d.manager, &["quarantine", "release", &held.to_string()]);
     let failed = wait_line(
         &d.manager,
-        &["TLS failed: verify error: certificate not accepted: certificate of gw1 "],
+        &[
+            "DCID ",
+            " TLS failed: verify error: certificate not accepted: certificate of gw1 ",
+        ],
     );
-    assert!(failed.contains("DCID "), "{failed}");
+    assert!(failed.contains("is revoked"), "{failed}");
     assert_eq!(d.gw1.sink.count(), 0);
 
     // gw2 works until it is deleted and that is committed.
@@ -397,7 +400,24 @@ fn revoke_and_delete_take_effect_on_the_next_handshake() {
     wait_transferred(&d.gw2.node, mid);
     ok(&d.manager, &["applianceconfig", "delete", "gw2"]);
     ok(&d.manager, &["commit", "-m", "gw2 is gone"]);
+    // Its own address is no longer relayed by the manager's HAT...
     let mid = send_held(&d.gw2.node, "after the delete");
+    wait_line(&d.manager, &["REJECT SG ALL match ALL"]);
+    wait_metric(&d.manager, "pvo_cpq_refused_total{reason=\"address\"}", 1);
+    // ...and its certificate fails the handshake from an address that is (gw1's).
+    let transfer = "kind=transfer\ngateway=gw2\nmid=1\ntransfer=gw2-1-1\nreceived=1\nfrom=alice@example.org\n\
+         rcpt=bob@example.com\nquarantine=Policy\nreason=content-filter\nreason-name=quarantine_test\n\
+         threat=0\nexit=\n";
+    let out = cpq_client(
+        SocketAddr::new(MANAGER_IP, d.manager_port),
+        GW1_IP,
+        &d.gw2.cpq,
+        transfer,
+    );
+    assert!(
+        !out.contains("META 250") && !out.contains("DATA 250"),
+        "{out}"
+    );
     wait_line(
         &d.manager,
         &[" TLS failed: verify error: certificate not accepted: gw2 is not a gateway added"],

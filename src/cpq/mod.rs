@@ -39,6 +39,9 @@ use crate::config::{Config, Role};
 pub struct CpqTls {
     pub server: Arc<rustls::ServerConfig>,
     pub client: Arc<rustls::ClientConfig>,
+    /// Whom both accept; sessions already open check their peer against it again
+    /// before each CPQ command, so a revocation also ends a kept-open connection.
+    pub policy: Arc<trust::PeerPolicy>,
 }
 
 /// Loads this node's CPQ certificates and the policy of whom it accepts
@@ -88,7 +91,8 @@ pub fn load_tls(cfg: &Config) -> Result<Option<CpqTls>> {
     });
     Ok(Some(CpqTls {
         server: trust::server_config(dir, policy.clone())?,
-        client: trust::client_config(dir, policy)?,
+        client: trust::client_config(dir, policy.clone())?,
+        policy,
     }))
 }
 

@@ -60,6 +60,9 @@ struct CpqSession {
     role: pvo_proto::cpq::Role,
     /// The verified peer's certificate CN, once TLS is up.
     peer: Option<String>,
+    /// Its certificate (DER), checked again against the current peer policy before
+    /// each CPQ command: a revocation or commit also ends a session kept open.
+    cert: Option<Vec<u8>>,
     /// The accepted `XPVO-META` record for the next transaction.
     meta: Option<pvo_proto::cpq::MetaRecord>,
 }
@@ -111,6 +114,7 @@ impl Session {
                         crate::config::Role::Gateway => pvo_proto::cpq::Role::Gateway,
                     },
                     peer: None,
+                    cert: None,
                     meta: None,
                 }
             }),
@@ -305,6 +309,12 @@ impl Session {
                             let peer = crate::cpq::trust::peer_common_name(tls.get_ref().1);
                             if let Some(c) = self.cpq.as_mut() {
                                 c.peer = peer.clone();
+                                c.cert = tls
+                                    .get_ref()
+                                    .1
+                                    .peer_certificates()
+                                    .and_then(|p| p.first())
+                                    .map(|d| d.to_vec());
                                 c.meta = None;
                             }
                             let who = match &peer {
@@ -627,6 +637,21 @@ impl Session {
             );
             self.reply("530 5.7.0 Must issue a STARTTLS command first");
             return Flow::Continue;
+        }
+        // The peer policy may have changed since the handshake (`cpqcert revoke`, a
+        // commit that deleted the gateway): the session ends as a new handshake would.
+        let verdict = match (self.shared.cpq_tls(), c.cert.as_deref()) {
+            (Some(t), Some(der)) => t.policy.check(der).err(),
+            _ => None,
+        };
+        if let Some(r) = verdict {
+            self.shared.log.info(format!(
+                "ICID {} certificate no longer accepted: {r}",
+                self.icid
+            ));
+            self.cpq_refused(r.reason, &format!("certificate no longer accepted: {r}"));
+            self.reply("421 4.7.0 Error: this certificate is no longer accepted, closing");
+            return Flow::Close;
         }
         if self.helo.is_none() {
             self.reply("503 5.5.1 Error: send EHLO first");
