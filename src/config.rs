@@ -1998,6 +1998,22 @@ hosts = ["[127.0.0.1]:2526"]
     }
 
     #[test]
+    fn an_enrolled_gateway_may_carry_its_certificate_serial() {
+        let manager = |serial: &str| {
+            format!("[node]\nrole = \"manager\"\n[[interface]]\nname = \"M\"\naddress = \"127.0.0.2\"\n[cpq]\n[[cpq.gateway]]\nid = \"gw1\"\naddress = \"127.0.0.1\"\n{serial}")
+        };
+        let c = parse(&manager("serial = \"4F0a\"\n")).unwrap();
+        assert_eq!(c.cpq.unwrap().gateways[0].serial.as_deref(), Some("4f0a"));
+        assert_eq!(
+            parse(&manager("")).unwrap().cpq.unwrap().gateways[0].serial,
+            None
+        );
+        let e = parse(&manager("serial = \"zz\"\n")).unwrap_err();
+        assert_eq!(e.key, "cpq.gateway[0].serial");
+        assert!(e.to_string().contains("not a certificate serial"), "{e}");
+    }
+
+    #[test]
     fn web_section_defaults_and_port_clashes() {
         assert_eq!(parse(GOOD).unwrap().web, None);
         let c = parse(&format!("{GOOD}\n[web]\n")).unwrap();

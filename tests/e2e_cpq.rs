@@ -1253,7 +1253,10 @@ fn unenrolled_gateways_and_clear_text_clients_are_refused() {
         " TLS failed: verify error: no certificate from client",
         DELIVERY,
     );
-    let line = only_line(&failed, &[" TLS failed: "]);
+    let line = only_line(
+        &failed,
+        &[" TLS failed: verify error: no certificate from client"],
+    );
     let icid = number_after(line, "ICID ").unwrap();
     let new = only_line(&failed, &[&format!("New CPQ ICID {icid} ")]);
     assert!(new.contains(&format!("address {GW1_IP} ")), "{new}");
