@@ -695,7 +695,10 @@ pub fn revoke(dir: &Path, serial: &str, subject: &str) -> Result<bool> {
 
 /// Whether `s` is a serial as this module writes them (1-40 bytes of hex).
 pub fn is_serial(s: &str) -> bool {
-    !s.is_empty() && s.len() <= 80 && s.len() % 2 == 0 && s.bytes().all(|b| b.is_ascii_hexdigit())
+    !s.is_empty()
+        && s.len() <= 80
+        && s.len().is_multiple_of(2)
+        && s.bytes().all(|b| b.is_ascii_hexdigit())
 }
 
 fn hex(bytes: &[u8]) -> String {
