@@ -364,6 +364,10 @@ pub struct EnrolledGateway {
     pub ssh_port: Option<u16>,
     pub ssh_user: String,
     pub ssh_host_key: Option<String>,
+    /// The serial number (hex) of the CPQ certificate issued to it: the only one the
+    /// manager accepts from it (`cpq::trust::PeerPolicy`). `None`: enrolled by an
+    /// older version, any certificate with its id.
+    pub serial: Option<String>,
 }
 
 /// `[cpq]`: this node's part in the centralized quarantines.
@@ -596,6 +600,7 @@ mod raw {
         pub ssh_port: Option<Spanned<i64>>,
         pub ssh_user: Option<String>,
         pub ssh_host_key: Option<String>,
+        pub serial: Option<Spanned<String>>,
     }
 
     #[derive(Deserialize)]
@@ -1762,6 +1767,13 @@ impl Validator<'_> {
                 }
                 None => None,
             };
+            let serial = match &g.serial {
+                Some(s) if crate::cpq::trust::is_serial(s.get_ref()) => {
+                    Some(s.get_ref().to_ascii_lowercase())
+                }
+                Some(s) => return self.err(Some(s.span()), format!("{key}.serial"), format!("\"{}\" is not a certificate serial number; allowed: the hex digits `pvo manager enroll` wrote (or remove the line to accept any certificate of this gateway)", s.get_ref())),
+                None => None,
+            };
             gateways.push(EnrolledGateway {
                 id: g.id.get_ref().clone(),
                 address,
@@ -1769,6 +1781,7 @@ impl Validator<'_> {
                 ssh_port,
                 ssh_user: g.ssh_user.clone().unwrap_or_else(|| "admin".into()),
                 ssh_host_key: g.ssh_host_key.clone(),
+                serial,
             });
         }
         let quota = match &c.quota {
@@ -2045,6 +2058,22 @@ hosts = ["[127.0.0.1]:2526"]
         let gw_on_gateway =
             format!("{GOOD}\n[cpq]\n[[cpq.gateway]]\nid = \"gw2\"\naddress = \"127.0.0.3\"\n");
         assert_eq!(parse(&gw_on_gateway).unwrap_err().key, "cpq.gateway[0]");
+    }
+
+    #[test]
+    fn an_enrolled_gateway_may_carry_its_certificate_serial() {
+        let manager = |serial: &str| {
+            format!("[node]\nrole = \"manager\"\n[[interface]]\nname = \"M\"\naddress = \"127.0.0.2\"\n[cpq]\n[[cpq.gateway]]\nid = \"gw1\"\naddress = \"127.0.0.1\"\n{serial}")
+        };
+        let c = parse(&manager("serial = \"4F0a\"\n")).unwrap();
+        assert_eq!(c.cpq.unwrap().gateways[0].serial.as_deref(), Some("4f0a"));
+        assert_eq!(
+            parse(&manager("")).unwrap().cpq.unwrap().gateways[0].serial,
+            None
+        );
+        let e = parse(&manager("serial = \"zz\"\n")).unwrap_err();
+        assert_eq!(e.key, "cpq.gateway[0].serial");
+        assert!(e.to_string().contains("not a certificate serial"), "{e}");
     }
 
     #[test]

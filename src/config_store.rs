@@ -715,6 +715,26 @@ impl Doc {
         Ok(())
     }
 
+    /// Records the serial of the CPQ certificate issued to an added gateway:
+    /// the only certificate the manager accepts from it once committed.
+    pub fn cpq_gateway_serial(
+        &mut self,
+        id: &str,
+        serial: &str,
+    ) -> std::result::Result<(), String> {
+        let t = self.table(&["cpq"])?;
+        let g = t
+            .get_mut("gateway")
+            .and_then(|i| i.as_array_of_tables_mut())
+            .and_then(|a| {
+                a.iter_mut()
+                    .find(|t| t.get("id").and_then(|v| v.as_str()) == Some(id))
+            })
+            .ok_or_else(|| format!("no gateway {id}"))?;
+        set(g, "serial", serial);
+        Ok(())
+    }
+
     /// Removes an added gateway (`[[cpq.gateway]]` of that id); false if absent.
     pub fn cpq_gateway_delete(&mut self, id: &str) -> std::result::Result<bool, String> {
         let t = self.table(&["cpq"])?;

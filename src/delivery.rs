@@ -935,8 +935,13 @@ pub fn tls_error_text(e: &std::io::Error) -> String {
     // with rustls: it alerts handshake_failure or just closes. Either way
     // no certificate was ever presented: the seeds' scenario 4.
     const NO_CERT: &str = "verify error: no certificate from server (no cipher suite with a certificate was offered; the server may offer only anonymous ciphers)";
+    // A CPQ peer of the deployment this node does not accept (`cpq::trust::PeerPolicy`).
+    if let Some(r) = crate::cpq::trust::refusal_of(e) {
+        return format!("verify error: certificate not accepted: {r}");
+    }
     if let Some(inner) = e.get_ref().and_then(|i| i.downcast_ref::<E>()) {
         return match inner {
+            E::AlertReceived(A::CertificateUnknown) => "alert received: CertificateUnknown (the peer does not accept this node's CPQ certificate: revoked there, or not the one enrolled there; see its mail_logs)".into(),
             E::InvalidCertificate(C::UnknownIssuer) => "verify error: unable to get local issuer certificate (certificate issued by an unknown CA)".into(),
             E::InvalidCertificate(C::BadSignature) => "verify error: certificate signature failure (not signed by a trusted CA)".into(),
             E::InvalidCertificate(C::NotValidForName) | E::InvalidCertificate(C::NotValidForNameContext { .. }) => {

@@ -193,6 +193,14 @@ impl Shared {
         self.cpq_tls.read().unwrap().clone()
     }
 
+    /// Rebuilds the CPQ TLS configurations from disk (after `cpqcert revoke`), so
+    /// the next handshake applies the new revocation list.
+    pub fn reload_cpq_tls(&self) -> Result<()> {
+        let tls = crate::cpq::load_tls(&self.config())?.map(Arc::new);
+        *self.cpq_tls.write().unwrap() = tls;
+        Ok(())
+    }
+
     pub fn scanner(&self) -> Arc<crate::scanning::Scanner> {
         self.scanner.read().unwrap().clone()
     }

@@ -96,12 +96,20 @@ pub fn run(args: Args) -> Result<()> {
     std::fs::create_dir_all(&mcpq)?;
     crate::cpq::trust::ensure_ca(&mcpq, "manager")?;
     if !gcpq.join(crate::cpq::trust::NODE_CERT).exists() {
-        crate::cpq::trust::issue(
+        let serial = crate::cpq::trust::issue(
             &mcpq,
             GATEWAY_ID,
+            crate::cpq::trust::CertRole::Gateway,
             &[GATEWAY_ID.to_string(), "127.0.0.1".to_string()],
             &gcpq,
         )?;
+        // The manager accepts only this certificate from the gateway.
+        let text = std::fs::read_to_string(&mpath)
+            .with_context(|| format!("reading {}", mpath.display()))?;
+        let mut doc = crate::config_store::Doc::parse(&text).map_err(|e| anyhow::anyhow!(e))?;
+        if doc.cpq_gateway_serial(GATEWAY_ID, &serial).is_ok() {
+            crate::atomic_file::write(&mpath, doc.text().as_bytes())?;
+        }
         println!(
             "Enrolled gateway {GATEWAY_ID} on the manager (certificates in {})",
             gcpq.display()
@@ -120,6 +128,17 @@ pub fn run(args: Args) -> Result<()> {
         .map_err(|e| anyhow::anyhow!("configuration error: {e}"))?;
     let mcfg = crate::config::Config::load(&mpath)
         .map_err(|e| anyhow::anyhow!("configuration error: {e}"))?;
+    // The gateway takes releases only from the manager's certificate, pinned here
+    // (also for a directory made by an older version, whose manager certificate
+    // carried no role and is replaced now).
+    crate::cpq::ensure_manager_cert(&mcfg)?;
+    let pin = gcpq.join(crate::cpq::trust::MANAGER_CERT);
+    let manager_cert = mcpq.join(crate::cpq::trust::NODE_CERT);
+    if std::fs::read(&pin).ok() != std::fs::read(&manager_cert).ok() {
+        let pem = std::fs::read(&manager_cert)
+            .with_context(|| format!("reading {}", manager_cert.display()))?;
+        crate::atomic_file::write(&pin, &pem)?;
+    }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

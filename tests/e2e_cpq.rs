@@ -1202,15 +1202,19 @@ fn unenrolled_gateways_and_clear_text_clients_are_refused() {
         "bob@example.com",
         &format!("{TAG} not enrolled"),
     );
-    let refused = wait_line(&gw9, &[&format!(" MID {mid} XPVO-META refused: 550 ")]);
-    assert!(refused.contains("not enrolled"), "{refused}");
-    let mlog = manager.wait_for_log("XPVO-META refused: gateway gw9 is not enrolled", DELIVERY);
-    let line = only_line(&mlog, &["XPVO-META refused: gateway gw9 is not enrolled"]);
+    // Refused in the handshake itself: its certificate is none of the enrolled
+    // gateways' (`cpq::trust::PeerPolicy`).
+    let refusal = "TLS failed: verify error: certificate not accepted: gw9 is not a gateway added to this manager";
+    let mlog = manager.wait_for_log(refusal, DELIVERY);
+    let line = log_lines(&mlog, refusal)[0];
     let icid = number_after(line, "ICID ").unwrap();
-    only_line(
-        &mlog,
-        &[&format!("ICID {icid} TLS success "), " peer gw9 verified"],
+    assert!(
+        !mlog.contains(&format!("ICID {icid} TLS success ")),
+        "{mlog}"
     );
+    assert!(!gw9
+        .mail_logs()
+        .contains(&format!("MID {mid} RID [0] Response '2.0.0")));
     assert!(held(&manager, &[]).is_empty());
     let queued = queued_for(&gw9, "the.cpq.host");
     assert_eq!(
@@ -1249,7 +1253,10 @@ fn unenrolled_gateways_and_clear_text_clients_are_refused() {
         " TLS failed: verify error: no certificate from client",
         DELIVERY,
     );
-    let line = only_line(&failed, &[" TLS failed: "]);
+    let line = only_line(
+        &failed,
+        &[" TLS failed: verify error: no certificate from client"],
+    );
     let icid = number_after(line, "ICID ").unwrap();
     let new = only_line(&failed, &[&format!("New CPQ ICID {icid} ")]);
     assert!(new.contains(&format!("address {GW1_IP} ")), "{new}");

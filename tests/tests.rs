@@ -6,6 +6,7 @@ mod e2e_api;
 mod e2e_commands;
 mod e2e_config;
 mod e2e_cpq;
+mod e2e_cpq_auth;
 mod e2e_diag;
 mod e2e_durability;
 mod e2e_framing;

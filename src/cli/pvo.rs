@@ -20,19 +20,27 @@ pub enum PvoCommand {
         #[command(subcommand)]
         action: Option<ApplianceAction>,
     },
-    /// Gateway (run by the manager over SSH): install the CPQ certificate it issued.
-    #[command(hide = true)]
+    /// This node's CPQ certificate, whom its handshakes accept and its revocation list
+    /// (`list`); `revoke --serial HEX` or `--id ID` (an added gateway on a manager, the
+    /// manager on a gateway) refuses a certificate from the next handshake on; `install`
+    /// is run by the manager over SSH when it adds a gateway.
     Cpqcert {
-        #[arg(value_parser = ["install"])]
+        #[arg(value_parser = ["list", "revoke", "install"], default_value = "list")]
         action: String,
         #[arg(long)]
-        id: String,
+        id: Option<String>,
+        /// revoke: the certificate's serial number (hex, as `cpqcert list` shows).
         #[arg(long)]
-        cert: String,
-        #[arg(long)]
-        key: String,
-        #[arg(long)]
-        ca: String,
+        serial: Option<String>,
+        #[arg(long, hide = true)]
+        cert: Option<String>,
+        #[arg(long, hide = true)]
+        key: Option<String>,
+        #[arg(long, hide = true)]
+        ca: Option<String>,
+        /// install: the manager's own certificate, pinned by the gateway.
+        #[arg(long, hide = true)]
+        manager: Option<String>,
     },
     /// Run every check behind the centralization failure scenarios (listeners, certificates,
     /// reachability from each interface, TLS, manager readiness, CPQ queues) and print each
@@ -133,12 +141,14 @@ impl PvoCommand {
             PvoCommand::Cpqcert {
                 action,
                 id,
+                serial,
                 cert,
                 key,
                 ca,
+                manager,
             } => (
                 "cpqcert",
-                json!({ "action": action, "id": id, "cert": cert, "key": key, "ca": ca }),
+                json!({ "action": action, "id": id, "serial": serial, "cert": cert, "key": key, "ca": ca, "manager": manager }),
             ),
             PvoCommand::Applianceconfig { action } => (
                 "applianceconfig",

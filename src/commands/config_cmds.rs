@@ -1469,12 +1469,17 @@ pub fn cpqenroll(shared: &Arc<Shared>, req: &Request) -> Response {
         return Response::error("cpqenroll needs id and address.");
     };
     let port = args.get("port").and_then(|p| p.as_u64()).unwrap_or(7025) as u16;
+    // The serial of the certificate just issued: the manager accepts only it.
+    let serial = arg_str(args, "serial").map(str::to_string);
     let (id, address) = (id.to_string(), address.to_string());
     edit(shared, req, |cfg, doc| {
         if cfg.role != crate::config::Role::Manager {
             return Err("Only a manager enrolls gateways (node.role = \"manager\").".into());
         }
         doc.cpq_gateway_set(&id, &address, port)?;
+        if let Some(s) = &serial {
+            doc.cpq_gateway_serial(&id, s)?;
+        }
         Ok(format!(
             "Gateway {id} enrolled: released messages go to its cpq_listener {address}:{port}."
         ))

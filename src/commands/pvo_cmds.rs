@@ -425,6 +425,25 @@ async fn diagnose(shared: &Arc<Shared>) -> Response {
                     Some(4),
                 )),
             }
+            // Whom the handshakes accept, and what is revoked (`cpqcert list`).
+            if let Some((text, data)) = cpq_trust_report(&cfg) {
+                let summary = text
+                    .lines()
+                    .skip(1)
+                    .map(str::trim)
+                    .collect::<Vec<_>>()
+                    .join("; ");
+                match data["revocation_list_error"].as_str() {
+                    None => checks.push(Check::pass("CPQ peers", summary)),
+                    Some(e) => checks.push(Check::fail(
+                        "CPQ peers",
+                        e.to_string(),
+                        "the revocation list cannot be read: no CPQ handshake succeeds",
+                        "fix or remove the file named above",
+                        None,
+                    )),
+                }
+            }
         }
     }
     let hosts = shared.queue.hosts().await;
@@ -549,7 +568,7 @@ async fn diagnose(shared: &Arc<Shared>) -> Response {
     } else {
         format!("{failed} of {} checks failed.\n", checks.len())
     });
-    let data = json!({ "checks": checks, "failed": failed, "role": cfg.role.as_str() });
+    let data = json!({ "checks": checks, "failed": failed, "role": cfg.role.as_str(), "cpq_trust": cpq_trust_report(&cfg).map(|x| x.1) });
     if failed == 0 {
         Response::ok(text, data)
     } else {
@@ -573,10 +592,25 @@ fn unhex(s: &str) -> Option<Vec<u8>> {
         .collect()
 }
 
-/// `cpqcert install --id ID --cert HEX --key HEX --ca HEX` (sent by the manager over
-/// SSH when it adds this gateway): installs the CPQ certificate the manager issued and
-/// puts it in force; a gateway without `[cpq]` gets one pending (node_id = ID).
+/// `cpqcert install | revoke | list`: this node's CPQ certificate, whom it accepts
+/// and its revocation list.
 fn cpqcert(shared: &Arc<Shared>, req: &Request) -> Response {
+    match arg_str(&req.args, "action").unwrap_or("list") {
+        "install" => cpqcert_install(shared, req),
+        "revoke" => cpqcert_revoke(shared, req),
+        "list" => cpqcert_list(shared),
+        other => Response::error(format!(
+            "Unknown cpqcert action \"{other}\"; allowed: list, revoke, install."
+        )),
+    }
+}
+
+/// `cpqcert install --id ID --cert HEX --key HEX --ca HEX --manager HEX` (sent by the
+/// manager over SSH when it adds this gateway): installs the CPQ certificate the manager
+/// issued and pins the manager's own certificate (the only peer that may release to
+/// this gateway), and puts them in force; a gateway without `[cpq]` gets one pending
+/// (node_id = ID).
+fn cpqcert_install(shared: &Arc<Shared>, req: &Request) -> Response {
     let args = &req.args;
     let (Some(id), Some(cert), Some(key), Some(ca)) = (
         arg_str(args, "id"),
@@ -585,8 +619,15 @@ fn cpqcert(shared: &Arc<Shared>, req: &Request) -> Response {
         arg_str(args, "ca").and_then(unhex),
     ) else {
         return Response::error(
-            "cpqcert install needs --id and the hex-encoded --cert, --key and --ca.",
+            "cpqcert install needs --id and the hex-encoded --cert, --key, --ca and --manager.",
         );
+    };
+    let manager = match arg_str(args, "manager") {
+        Some(h) => match unhex(h) {
+            Some(m) => Some(m),
+            None => return Response::error("cpqcert install: --manager is not hex."),
+        },
+        None => None,
     };
     let cfg = shared.config();
     if cfg.role != Role::Gateway {
@@ -598,16 +639,36 @@ fn cpqcert(shared: &Arc<Shared>, req: &Request) -> Response {
         .map(|c| c.dir.clone())
         .unwrap_or_else(|| cfg.data_dir.join("cpq"));
     let write = || -> anyhow::Result<()> {
+        use crate::cpq::trust;
         std::fs::create_dir_all(&dir)?;
-        crate::atomic_file::write(&dir.join(crate::cpq::trust::CA_CERT), &ca)?;
-        crate::atomic_file::write(&dir.join(crate::cpq::trust::NODE_CERT), &cert)?;
-        let keyp = dir.join(crate::cpq::trust::NODE_KEY);
-        crate::atomic_file::write(&keyp, &key)?;
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(&keyp, std::fs::Permissions::from_mode(0o600))?;
+        crate::atomic_file::write(&dir.join(trust::CA_CERT), &ca)?;
+        crate::atomic_file::write(&dir.join(trust::NODE_CERT), &cert)?;
+        let keyp = dir.join(trust::NODE_KEY);
+        crate::atomic_file::write_private(&keyp, &key)?;
+        let pin = dir.join(trust::MANAGER_CERT);
+        let pinned = match &manager {
+            Some(m) => {
+                crate::atomic_file::write(&pin, m)?;
+                Some(trust::identify_file(&pin)?.1)
+            }
+            // A manager of an older version sends no certificate of its own: a pin
+            // from an earlier manager would refuse it, so the role alone decides.
+            None => {
+                match std::fs::remove_file(&pin) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(e) => return Err(e.into()),
+                }
+                None
+            }
+        };
         // Refuse material rustls cannot use before it is in force.
-        crate::cpq::trust::server_config(&dir)?;
-        crate::cpq::trust::client_config(&dir)?;
+        let policy = Arc::new(trust::PeerPolicy {
+            accept: trust::Accept::Manager { pinned },
+            revoked: Default::default(),
+        });
+        trust::server_config(&dir, policy.clone())?;
+        trust::client_config(&dir, policy)?;
         Ok(())
     };
     if let Err(e) = write() {
@@ -638,6 +699,183 @@ fn cpqcert(shared: &Arc<Shared>, req: &Request) -> Response {
     });
     r.data["installed"] = json!(true);
     r
+}
+
+/// `cpqcert revoke --serial HEX | --id ID`: puts a certificate on this node's
+/// revocation list, in force at once (the next handshake with it fails). On a manager
+/// `--id` names an added gateway (the serial enrolled for it); on a gateway, its
+/// manager (the pinned certificate).
+fn cpqcert_revoke(shared: &Arc<Shared>, req: &Request) -> Response {
+    use crate::cpq::trust;
+    let cfg = shared.config();
+    let Some(c) = cfg.cpq.as_ref() else {
+        return Response::error("cpqcert revoke: this node has no [cpq] section.");
+    };
+    let (serial, subject) = match (arg_str(&req.args, "serial"), arg_str(&req.args, "id")) {
+        (Some(s), _) => (s.to_ascii_lowercase(), arg_str(&req.args, "id").unwrap_or("").to_string()),
+        (None, Some(id)) if cfg.role == Role::Manager => {
+            match c.gateways.iter().find(|g| g.id == id) {
+                Some(g) => match &g.serial {
+                    Some(s) => (s.clone(), id.to_string()),
+                    None => return Response::error(format!(
+                        "Gateway {id} was enrolled by an older version: the serial of its certificate is not recorded. Give --serial (the gateway's `cpqcert list` shows it), or `applianceconfig delete {id}`, commit, and add it again."
+                    )),
+                },
+                None => return Response::error(format!(
+                    "No gateway {id} is added (committed); give the certificate's --serial."
+                )),
+            }
+        }
+        (None, Some(id)) => match trust::identify_file(&c.dir.join(trust::MANAGER_CERT)) {
+            Ok((m, _)) if m.cn == id => (m.serial, id.to_string()),
+            Ok((m, _)) => return Response::error(format!(
+                "This gateway's manager is {}, not {id}; give the certificate's --serial.",
+                m.cn
+            )),
+            Err(_) => return Response::error(
+                "No manager certificate is pinned on this gateway; give the certificate's --serial.",
+            ),
+        },
+        (None, None) => {
+            return Response::error("cpqcert revoke needs --serial HEX or --id ID.")
+        }
+    };
+    if !trust::is_serial(&serial) {
+        return Response::error(format!(
+            "\"{serial}\" is not a certificate serial number (hex digits, as `cpqcert list` shows)."
+        ));
+    }
+    let own = trust::identify_file(&c.dir.join(trust::NODE_CERT)).ok();
+    if own.as_ref().is_some_and(|(o, _)| o.serial == serial) {
+        return Response::error(format!(
+            "{serial} is this node's own certificate; revoke it on its peers instead."
+        ));
+    }
+    let dir = c.dir.clone();
+    drop(cfg);
+    let added = match trust::revoke(&dir, &serial, &subject) {
+        Ok(a) => a,
+        Err(e) => return Response::error(format!("{e:#}")),
+    };
+    if let Err(e) = shared.reload_cpq_tls() {
+        return Response::error(format!(
+            "Certificate {serial} is on the revocation list in {}, but not in force: {e:#}",
+            dir.display()
+        ));
+    }
+    let who = if subject.is_empty() {
+        String::new()
+    } else {
+        format!(" ({subject})")
+    };
+    shared.log.info(format!(
+        "CPQ certificate {serial}{who} revoked by {}: refused from the next handshake",
+        if req.user.is_empty() {
+            "admin"
+        } else {
+            &req.user
+        }
+    ));
+    Response::ok(
+        if added {
+            format!("Certificate {serial}{who} revoked: the next handshake with it fails.")
+        } else {
+            format!("Certificate {serial}{who} was already revoked.")
+        },
+        json!({ "serial": serial, "subject": subject, "added": added }),
+    )
+}
+
+/// What `cpqcert list` and `diagnose` show: this node's certificate, whom it accepts
+/// (the pinned manager, or each added gateway's serial) and the revocation list.
+fn cpq_trust_report(cfg: &Config) -> Option<(String, Value)> {
+    use crate::cpq::trust;
+    let c = cfg.cpq.as_ref()?;
+    let mut t = String::new();
+    let own = trust::identify_file(&c.dir.join(trust::NODE_CERT))
+        .ok()
+        .map(|x| x.0);
+    match &own {
+        Some(o) => t.push_str(&format!(
+            "This node: {} ({}), serial {}\n",
+            o.cn,
+            o.role.map_or(
+                "no role: issued by an older version",
+                trust::CertRole::as_str
+            ),
+            o.serial
+        )),
+        None => t.push_str("This node: no CPQ certificate\n"),
+    }
+    let accepted: Vec<Value> = match cfg.role {
+        Role::Manager => {
+            t.push_str("Accepted gateways (committed):\n");
+            if c.gateways.is_empty() {
+                t.push_str("  none\n");
+            }
+            c.gateways
+                .iter()
+                .map(|g| {
+                    t.push_str(&format!(
+                        "  {:<16} {}\n",
+                        g.id,
+                        g.serial.as_deref().map_or_else(
+                            || "any certificate with its id (enrolled by an older version; add it again to pin one)".to_string(),
+                            |s| format!("serial {s}")
+                        )
+                    ));
+                    json!({ "id": g.id, "serial": g.serial })
+                })
+                .collect()
+        }
+        Role::Gateway => match trust::identify_file(&c.dir.join(trust::MANAGER_CERT)) {
+            Ok((m, _)) => {
+                t.push_str(&format!(
+                    "Accepted manager (pinned): {} serial {}\n",
+                    m.cn, m.serial
+                ));
+                vec![json!({ "id": m.cn, "serial": m.serial, "pinned": true })]
+            }
+            Err(_) => {
+                t.push_str("Accepted manager: any certificate issued for the manager role (not pinned: added by an older version; add this gateway on the manager again to pin it)\n");
+                vec![json!({ "id": Value::Null, "serial": Value::Null, "pinned": false })]
+            }
+        },
+    };
+    let (revoked, error) = match trust::load_revoked(&c.dir) {
+        Ok(r) => (r, None),
+        Err(e) => (Vec::new(), Some(format!("{e:#}"))),
+    };
+    t.push_str(&format!("Revoked ({}):\n", revoked.len()));
+    for r in &revoked {
+        t.push_str(&format!(
+            "  {} {} revoked {}\n",
+            r.serial,
+            if r.subject.is_empty() {
+                "-"
+            } else {
+                &r.subject
+            },
+            r.at
+        ));
+    }
+    if let Some(e) = &error {
+        t.push_str(&format!("  {e}\n"));
+    }
+    let data = json!({
+        "certificate": own.as_ref().map(|o| json!({ "id": o.cn, "role": o.role.map(trust::CertRole::as_str), "serial": o.serial })),
+        "accepted": accepted,
+        "revoked": revoked,
+        "revocation_list_error": error,
+    });
+    Some((t, data))
+}
+
+fn cpqcert_list(shared: &Arc<Shared>) -> Response {
+    match cpq_trust_report(&shared.config()) {
+        Some((t, data)) => Response::ok(t, data),
+        None => Response::error("cpqcert: this node has no [cpq] section."),
+    }
 }
 
 /// `applianceconfig list | new | test | delete` on the manager.
@@ -752,7 +990,7 @@ async fn applianceconfig(shared: &Arc<Shared>, req: &Request) -> Response {
                 if !doc.cpq_gateway_delete(&id)? {
                     return Err(format!("No gateway {id} is added."));
                 }
-                Ok(format!("Gateway {id} removed: it can no longer transfer messages, and nothing is released to it."))
+                Ok(format!("Gateway {id} removed: from the commit on, its certificate fails the handshake (it can no longer transfer messages), and nothing is released to it."))
             })
         }
         other => Response::error(format!(
@@ -809,26 +1047,36 @@ async fn appliance_new(shared: &Arc<Shared>, req: &Request, c: &crate::config::C
     let tmp = c.dir.join(format!("issue-{id}"));
     let issued = crate::cpq::trust::ensure_ca(&c.dir, &c.node_id)
         .and_then(|_| {
-            crate::cpq::trust::issue(&c.dir, &id, &[id.clone(), address.to_string()], &tmp)
+            crate::cpq::trust::issue(
+                &c.dir,
+                &id,
+                crate::cpq::trust::CertRole::Gateway,
+                &[id.clone(), address.to_string()],
+                &tmp,
+            )
         })
-        .and_then(|_| {
-            let r = |f: &str| std::fs::read(tmp.join(f)).map_err(anyhow::Error::from);
+        .and_then(|serial| {
+            let r = |f: &std::path::Path| std::fs::read(f).map_err(anyhow::Error::from);
             Ok((
-                r(crate::cpq::trust::NODE_CERT)?,
-                r(crate::cpq::trust::NODE_KEY)?,
-                r(crate::cpq::trust::CA_CERT)?,
+                r(&tmp.join(crate::cpq::trust::NODE_CERT))?,
+                r(&tmp.join(crate::cpq::trust::NODE_KEY))?,
+                r(&tmp.join(crate::cpq::trust::CA_CERT))?,
+                // The gateway pins this: only it may release to the gateway.
+                r(&c.dir.join(crate::cpq::trust::NODE_CERT))?,
+                serial,
             ))
         });
     let _ = std::fs::remove_dir_all(&tmp);
-    let (cert, nkey, ca) = match issued {
+    let (cert, nkey, ca, manager_cert, serial) = match issued {
         Ok(x) => x,
         Err(e) => return Response::error(format!("Cannot issue the certificate of {id}: {e:#}")),
     };
     let install = format!(
-        "cpqcert install --id {id} --cert {} --key {} --ca {}",
+        "cpqcert install --id {id} --cert {} --key {} --ca {} --manager {}",
         hex(&cert),
         hex(&nkey),
-        hex(&ca)
+        hex(&ca),
+        hex(&manager_cert)
     );
     match exec(
         address,
@@ -872,7 +1120,10 @@ async fn appliance_new(shared: &Arc<Shared>, req: &Request, c: &crate::config::C
     let mut r = config_cmds::edit(shared, req, move |_, doc| {
         doc.cpq_gateway_set(&id, &ep.address.to_string(), ep.port)?;
         doc.cpq_gateway_ssh(&id, ssh_port, &user, &host_key)?;
-        Ok(format!("Gateway {id} added with the PVO service."))
+        doc.cpq_gateway_serial(&id, &serial)?;
+        Ok(format!(
+            "Gateway {id} added with the PVO service (certificate serial {serial})."
+        ))
     });
     r.text = format!("{t}{}", r.text);
     r

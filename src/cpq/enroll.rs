@@ -1,7 +1,10 @@
 //! `pvo manager enroll`: issues a gateway's CPQ certificate from the
-//! manager's deployment CA and adds the gateway to the manager's enrolled
+//! manager's deployment CA, pins the manager's own certificate next to it
+//! (`manager.crt`: the only peer the gateway will take releases from), and adds
+//! the gateway with the new certificate's serial to the manager's enrolled
 //! gateways — through the running manager (a pending change, effective at
-//! `commit`), or in its configuration file when it is not running.
+//! `commit`: until then, and if the change is cleared, the manager refuses the
+//! certificate), or in its configuration file when it is not running.
 
 use std::net::IpAddr;
 use std::path::Path;
@@ -32,22 +35,27 @@ pub fn run(
             "\"{gateway_id}\" is not a gateway id; allowed: 1-128 of A-Z a-z 0-9 . - _ :"
         );
     }
-    std::fs::create_dir_all(&c.dir).with_context(|| format!("creating {}", c.dir.display()))?;
-    super::trust::ensure_ca(&c.dir, &c.node_id)?;
-    super::trust::issue(
+    super::ensure_manager_cert(&cfg)?;
+    let serial = super::trust::issue(
         &c.dir,
         gateway_id,
+        super::trust::CertRole::Gateway,
         &[gateway_id.to_string(), address.to_string()],
         out,
     )?;
+    let pin = c.dir.join(super::trust::NODE_CERT);
+    let manager_pem = std::fs::read(&pin).with_context(|| format!("reading {}", pin.display()))?;
+    crate::atomic_file::write(&out.join(super::trust::MANAGER_CERT), &manager_pem)?;
     println!(
-        "Issued the CPQ certificate of gateway {gateway_id} into {} ({}, {}, {}).",
+        "Issued the CPQ certificate of gateway {gateway_id} (serial {serial}) into {} ({}, {}, {}, and the manager's certificate {}).",
         out.display(),
         super::trust::NODE_CERT,
         super::trust::NODE_KEY,
-        super::trust::CA_CERT
+        super::trust::CA_CERT,
+        super::trust::MANAGER_CERT
     );
-    let args = json!({ "id": gateway_id, "address": address.to_string(), "port": port });
+    let args =
+        json!({ "id": gateway_id, "address": address.to_string(), "port": port, "serial": serial });
     let socket = cfg.run_dir().join("admin.sock");
     if socket.exists() && std::os::unix::net::UnixStream::connect(&socket).is_ok() {
         return crate::admin::client::run(&cfg.data_dir, "cpqenroll", args, json_out);
@@ -57,6 +65,7 @@ pub fn run(
         std::fs::read_to_string(config).with_context(|| format!("reading {}", config.display()))?;
     let mut doc = crate::config_store::Doc::parse(&text).map_err(|e| anyhow::anyhow!(e))?;
     doc.cpq_gateway_set(gateway_id, &address.to_string(), port)
+        .and_then(|()| doc.cpq_gateway_serial(gateway_id, &serial))
         .map_err(|e| anyhow::anyhow!(e))?;
     let new = doc.text();
     Config::parse(&new, config, config.parent().unwrap_or(Path::new(".")))

@@ -74,7 +74,8 @@ impl TransferFailure {
     }
 }
 
-/// Why the manager refused a CPQ connection or record (`pvo_cpq_refused_total{reason}`).
+/// Why a node refused a CPQ connection or record (`pvo_cpq_refused_total{reason}`, on
+/// managers and gateways).
 pub mod refusal {
     /// The source address is not an added gateway's (the cpq_listener's HAT).
     pub const ADDRESS: &str = "address";
@@ -88,6 +89,19 @@ pub mod refusal {
     pub const NOT_ENROLLED: &str = "not_enrolled";
     /// The record does not parse (`docs/cpq.md`).
     pub const BAD_RECORD: &str = "bad_record";
+    /// The peer's certificate serial is on this node's revocation list (`cpqcert revoke`).
+    pub const REVOKED: &str = "revoked";
+    /// The certificate was issued for the other role: a manager's presented as a
+    /// gateway's, or a gateway's as the manager's.
+    pub const ROLE: &str = "role";
+    /// Gateway: the certificate is not the manager's this gateway was added to (another
+    /// gateway's, or one from a cleared enrollment) — it may not release or control.
+    pub const NOT_MANAGER: &str = "not_manager";
+    /// Manager: the gateway is added, but with another certificate (its enrollment was
+    /// cleared or replaced since this one was issued).
+    pub const SERIAL: &str = "serial";
+    /// The certificate cannot be read (no serial or common name).
+    pub const CERTIFICATE: &str = "certificate";
 }
 
 /// What the manager saw of one gateway (by id) or source address.
@@ -611,6 +625,7 @@ mod tests {
             ssh_port: ssh.then_some(22),
             ssh_user: "admin".into(),
             ssh_host_key: None,
+            serial: None,
         }
     }
 

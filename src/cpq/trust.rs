@@ -25,11 +25,26 @@
 //!   deployment (or from the web PKI), fails the handshake;
 //!   [`server_error_text`] words the failure the way administrators grep for
 //!   it, and [`peer_common_name`] tells who the authenticated peer is.
+//! - **A chain to the CA is not enough: each side says whom it accepts.** Every
+//!   certificate carries its role in the subject (OU `PVO manager` or `PVO
+//!   gateway`) and a random serial. On top of the chain check, both verifiers
+//!   ([`server_config`], [`client_config`]) apply the node's [`PeerPolicy`] in
+//!   the handshake itself: a gateway accepts only its manager — the certificate
+//!   pinned when it was added (`manager.crt`, written by `pvo manager enroll`
+//!   and `cpqcert install`), or, for a gateway enrolled by an older version, a
+//!   certificate issued for the manager role; a manager accepts only the
+//!   gateways of its committed configuration, each with the serial enrolled for
+//!   it (`[[cpq.gateway]] serial`), never a manager's certificate. Both refuse
+//!   the serials on their revocation list (`revoked.json`, `cpqcert revoke`).
+//!   So another gateway's certificate, or one from an enrollment that was
+//!   cleared, deleted or replaced, fails the handshake; the refusal carries its
+//!   reason ([`refusal_of`]) for the log and the counters.
 //!
 //! The small DER reader at the bottom ([`summarize`], [`peer_common_name`])
 //! reads just enough of a certificate (issuer, validity, subject, key) and is
 //! bounded and panic-free on any input.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::sync::Arc;
 
@@ -38,11 +53,15 @@ use rcgen::{
     BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
     Issuer, KeyPair, KeyUsagePurpose, PublicKeyData, SerialNumber,
 };
-use rustls::client::danger::ServerCertVerifier;
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::client::WebPkiServerVerifier;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
+use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::server::WebPkiClientVerifier;
-use rustls::{CertificateError, ClientConfig, RootCertStore, ServerConfig};
+use rustls::{
+    CertificateError, ClientConfig, DigitallySignedStruct, DistinguishedName as TlsName,
+    RootCertStore, ServerConfig, SignatureScheme,
+};
 use rustls_pki_types::pem::PemObject;
 
 use crate::tls::provider;
@@ -52,6 +71,39 @@ pub const CA_CERT: &str = "ca.crt";
 pub const CA_KEY: &str = "ca.key";
 pub const NODE_CERT: &str = "node.crt";
 pub const NODE_KEY: &str = "node.key";
+/// Gateway: the manager's certificate, pinned when the gateway was added.
+pub const MANAGER_CERT: &str = "manager.crt";
+/// Both: the revoked certificate serials (`cpqcert revoke`).
+pub const REVOKED: &str = "revoked.json";
+
+/// The role a node certificate is issued for, in its subject's OU.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CertRole {
+    Manager,
+    Gateway,
+}
+
+impl CertRole {
+    fn ou(self) -> &'static str {
+        match self {
+            CertRole::Manager => "PVO manager",
+            CertRole::Gateway => "PVO gateway",
+        }
+    }
+
+    fn from_ou(ou: &str) -> Option<CertRole> {
+        [CertRole::Manager, CertRole::Gateway]
+            .into_iter()
+            .find(|r| r.ou() == ou)
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CertRole::Manager => "manager",
+            CertRole::Gateway => "gateway",
+        }
+    }
+}
 
 const CA_VALID_DAYS: i64 = 20 * 365 + 5;
 const NODE_VALID_DAYS: i64 = 10 * 365 + 2;
@@ -125,9 +177,17 @@ fn set_validity(p: &mut CertificateParams, days: i64) -> Result<()> {
 /// out_dir/node.crt, out_dir/node.key (0600) and out_dir/ca.crt (a copy of
 /// the CA certificate). `names` are the subject alternative names: each entry
 /// that parses as an IpAddr becomes an IP SAN, anything else a DNS SAN;
-/// CN = node_id. EKU serverAuth and clientAuth, digital signature key usage,
-/// valid 10 years. Creates out_dir if missing. Overwrites existing node files.
-pub fn issue(ca_dir: &Path, node_id: &str, names: &[String], out_dir: &Path) -> Result<()> {
+/// CN = node_id, OU = the role. EKU serverAuth and clientAuth, digital
+/// signature key usage, valid 10 years. Creates out_dir if missing. Overwrites
+/// existing node files. Returns the new certificate's serial (hex), which the
+/// manager records as the only one it accepts from that gateway.
+pub fn issue(
+    ca_dir: &Path,
+    node_id: &str,
+    role: CertRole,
+    names: &[String],
+    out_dir: &Path,
+) -> Result<String> {
     if node_id.is_empty() {
         bail!("a node certificate needs a node id");
     }
@@ -168,6 +228,7 @@ pub fn issue(ca_dir: &Path, node_id: &str, names: &[String], out_dir: &Path) -> 
         format!("the names {names:?} for {node_id} (DNS names must be ASCII, or IP addresses)")
     })?;
     let mut dn = DistinguishedName::new();
+    dn.push(DnType::OrganizationalUnitName, role.ou());
     dn.push(DnType::CommonName, node_id);
     params.distinguished_name = dn;
     params.is_ca = IsCa::ExplicitNoCa;
@@ -204,7 +265,7 @@ pub fn issue(ca_dir: &Path, node_id: &str, names: &[String], out_dir: &Path) -> 
     crate::atomic_file::write_private(&out_dir.join(NODE_KEY), key.serialize_pem().as_bytes())?;
     crate::atomic_file::write(&out_dir.join(NODE_CERT), cert.pem().as_bytes())?;
     crate::atomic_file::write(&out_dir.join(CA_CERT), &ca_pem)?;
-    Ok(())
+    Ok(hex(node.serial))
 }
 
 /// Verifies a freshly issued certificate against the CA alone, as a client
@@ -272,13 +333,15 @@ fn load_node(dir: &Path) -> Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<
 }
 
 /// Server side (a cpq_listener after STARTTLS): presents dir/node.crt +
-/// node.key and requires a client certificate that chains to dir/ca.crt.
-pub fn server_config(dir: &Path) -> Result<Arc<ServerConfig>> {
+/// node.key and requires a client certificate that chains to dir/ca.crt and
+/// that `policy` accepts.
+pub fn server_config(dir: &Path, policy: Arc<PeerPolicy>) -> Result<Arc<ServerConfig>> {
     let roots = load_ca(dir)?;
     let (certs, key) = load_node(dir)?;
-    let verifier = WebPkiClientVerifier::builder_with_provider(roots, provider())
+    let inner = WebPkiClientVerifier::builder_with_provider(roots, provider())
         .build()
         .with_context(|| format!("client verifier for {}", dir.join(CA_CERT).display()))?;
+    let verifier = Arc::new(AllowedClients { inner, policy });
     let sc = ServerConfig::builder_with_provider(provider())
         .with_protocol_versions(VERSIONS)
         .context("TLS versions")?
@@ -295,15 +358,19 @@ pub fn server_config(dir: &Path) -> Result<Arc<ServerConfig>> {
 }
 
 /// Client side: verifies the server against dir/ca.crt only (with the normal
-/// name check against the ServerName the caller passes) and presents
-/// dir/node.crt + node.key as client certificate.
-pub fn client_config(dir: &Path) -> Result<Arc<ClientConfig>> {
+/// name check against the ServerName the caller passes) and `policy`, and
+/// presents dir/node.crt + node.key as client certificate.
+pub fn client_config(dir: &Path, policy: Arc<PeerPolicy>) -> Result<Arc<ClientConfig>> {
     let roots = load_ca(dir)?;
     let (certs, key) = load_node(dir)?;
+    let inner = WebPkiServerVerifier::builder_with_provider(roots, provider())
+        .build()
+        .with_context(|| format!("server verifier for {}", dir.join(CA_CERT).display()))?;
     let cc = ClientConfig::builder_with_provider(provider())
         .with_protocol_versions(VERSIONS)
         .context("TLS versions")?
-        .with_root_certificates(roots)
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(AllowedServer { inner, policy }))
         .with_client_auth_cert(certs, key)
         .with_context(|| {
             format!(
@@ -313,6 +380,329 @@ pub fn client_config(dir: &Path) -> Result<Arc<ClientConfig>> {
             )
         })?;
     Ok(Arc::new(cc))
+}
+
+/// Whom a node accepts as its CPQ peer, beyond a chain to the deployment CA.
+#[derive(Debug, Clone)]
+pub enum Accept {
+    /// A gateway: its manager only — the pinned certificate (DER) when one was
+    /// installed, else (enrolled by an older version) any certificate issued for
+    /// the manager role.
+    Manager { pinned: Option<Vec<u8>> },
+    /// A manager: its added gateways (committed configuration), id -> the serial
+    /// enrolled for it (`None`: enrolled by an older version, any serial).
+    Gateways(BTreeMap<String, Option<String>>),
+}
+
+/// The peer policy checked in every CPQ handshake (both directions).
+#[derive(Debug, Clone)]
+pub struct PeerPolicy {
+    pub accept: Accept,
+    /// Serials (hex) refused whatever else holds.
+    pub revoked: BTreeSet<String>,
+}
+
+/// What a CPQ certificate says about its holder.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Identity {
+    /// The node id (empty without a CN).
+    pub cn: String,
+    /// `None`: issued by an older version (no role in the subject).
+    pub role: Option<CertRole>,
+    /// Lowercase hex of the serial number.
+    pub serial: String,
+}
+
+/// Reads the identity of a DER certificate (`None`: not one this reader understands).
+pub fn identify(der: &[u8]) -> Option<Identity> {
+    let c = der::parse_certificate(der)?;
+    Some(Identity {
+        cn: der::common_name(c.subject).unwrap_or_default(),
+        role: der::attribute(c.subject, der::OU_OID).and_then(|ou| CertRole::from_ou(&ou)),
+        serial: hex(c.serial),
+    })
+}
+
+/// The identity in the first certificate of a PEM file.
+pub fn identify_file(path: &Path) -> Result<(Identity, Vec<u8>)> {
+    let pem =
+        std::fs::read(path).with_context(|| format!("reading certificate {}", path.display()))?;
+    let der = CertificateDer::from_pem_slice(&pem)
+        .with_context(|| format!("parsing certificate {}", path.display()))?;
+    let id = identify(&der).with_context(|| {
+        format!(
+            "{} is not a certificate this reader understands",
+            path.display()
+        )
+    })?;
+    Ok((id, der.to_vec()))
+}
+
+/// Why a handshake was refused by the [`PeerPolicy`]: a reason for
+/// `pvo_cpq_refused_total{reason}` (`cpq::gateways::refusal`) and a sentence
+/// for mail_logs.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{text}")]
+pub struct Refusal {
+    pub reason: &'static str,
+    pub text: String,
+    /// The peer's CN, when the certificate could be read.
+    pub peer: Option<String>,
+}
+
+impl PeerPolicy {
+    /// Accepts or refuses a certificate that already chains to the CA.
+    pub fn check(&self, der: &[u8]) -> std::result::Result<Identity, Refusal> {
+        use crate::cpq::gateways::refusal as r;
+        let Some(id) = identify(der) else {
+            return Err(Refusal {
+                reason: r::CERTIFICATE,
+                text: "the certificate cannot be read (no serial or subject)".into(),
+                peer: None,
+            });
+        };
+        let refuse = |reason, text: String| {
+            Err(Refusal {
+                reason,
+                text,
+                peer: Some(id.cn.clone()),
+            })
+        };
+        let who = format!("{} (serial {})", id.cn, id.serial);
+        if self.revoked.contains(&id.serial) {
+            return refuse(
+                r::REVOKED,
+                format!("certificate of {who} is revoked on this node (`cpqcert list`)"),
+            );
+        }
+        match &self.accept {
+            Accept::Manager { pinned: Some(p) } => {
+                if p.as_slice() != der {
+                    let pinned = identify(p)
+                        .map_or_else(String::new, |m| format!(" ({} serial {})", m.cn, m.serial));
+                    return refuse(
+                        r::NOT_MANAGER,
+                        format!(
+                            "certificate of {who} is not the manager's this gateway was added to{pinned}: only that manager may release to it or send it control records"
+                        ),
+                    );
+                }
+            }
+            Accept::Manager { pinned: None } => {
+                if id.role != Some(CertRole::Manager) {
+                    return refuse(
+                        r::NOT_MANAGER,
+                        format!(
+                            "certificate of {who} was issued to a {}, not to the manager: only the manager may release to this gateway",
+                            id.role.map_or("node of an older version", CertRole::as_str)
+                        ),
+                    );
+                }
+            }
+            Accept::Gateways(enrolled) => {
+                if id.role == Some(CertRole::Manager) {
+                    return refuse(
+                        r::ROLE,
+                        format!("certificate of {who} was issued to a manager; a manager never acts as a gateway"),
+                    );
+                }
+                match enrolled.get(&id.cn) {
+                    None => {
+                        return refuse(
+                            r::NOT_ENROLLED,
+                            format!("{} is not a gateway added to this manager (never added, deleted, or its enrollment was not committed)", id.cn),
+                        )
+                    }
+                    Some(Some(serial)) if *serial != id.serial => {
+                        return refuse(
+                            r::SERIAL,
+                            format!(
+                                "certificate of {who} is not the one enrolled for {} (serial {serial}): issued by an enrollment that was cleared or replaced",
+                                id.cn
+                            ),
+                        )
+                    }
+                    Some(_) => {}
+                }
+            }
+        }
+        Ok(id)
+    }
+}
+
+/// The policy's refusal inside a failed handshake's error, if that is why it failed.
+pub fn refusal_of(e: &std::io::Error) -> Option<&Refusal> {
+    let tls = e.get_ref()?.downcast_ref::<rustls::Error>()?;
+    let rustls::Error::InvalidCertificate(CertificateError::Other(o)) = tls else {
+        return None;
+    };
+    let inner: &(dyn std::error::Error + 'static) = o.0.as_ref();
+    inner.downcast_ref::<Refusal>()
+}
+
+fn refused(r: Refusal) -> rustls::Error {
+    rustls::Error::InvalidCertificate(CertificateError::Other(rustls::OtherError(Arc::new(r))))
+}
+
+/// The client verifier of a cpq_listener: the CA's chain, then the policy.
+#[derive(Debug)]
+struct AllowedClients {
+    inner: Arc<dyn ClientCertVerifier>,
+    policy: Arc<PeerPolicy>,
+}
+
+impl ClientCertVerifier for AllowedClients {
+    fn root_hint_subjects(&self) -> &[TlsName] {
+        self.inner.root_hint_subjects()
+    }
+
+    fn verify_client_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        now: UnixTime,
+    ) -> std::result::Result<ClientCertVerified, rustls::Error> {
+        let ok = self
+            .inner
+            .verify_client_cert(end_entity, intermediates, now)?;
+        self.policy.check(end_entity).map_err(refused)?;
+        Ok(ok)
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> std::result::Result<HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> std::result::Result<HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.inner.supported_verify_schemes()
+    }
+}
+
+/// The server verifier of CPQ connections: the CA's chain and the name, then
+/// the policy.
+#[derive(Debug)]
+struct AllowedServer {
+    inner: Arc<WebPkiServerVerifier>,
+    policy: Arc<PeerPolicy>,
+}
+
+impl ServerCertVerifier for AllowedServer {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp_response: &[u8],
+        now: UnixTime,
+    ) -> std::result::Result<ServerCertVerified, rustls::Error> {
+        let ok = self.inner.verify_server_cert(
+            end_entity,
+            intermediates,
+            server_name,
+            ocsp_response,
+            now,
+        )?;
+        self.policy.check(end_entity).map_err(refused)?;
+        Ok(ok)
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> std::result::Result<HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> std::result::Result<HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.inner.supported_verify_schemes()
+    }
+}
+
+/// One entry of the revocation list.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Revoked {
+    /// Lowercase hex.
+    pub serial: String,
+    /// The certificate's CN when known ("" otherwise).
+    pub subject: String,
+    /// Unix seconds.
+    pub at: u64,
+}
+
+/// The revocation list of the cpq directory `dir` (empty when there is none).
+pub fn load_revoked(dir: &Path) -> Result<Vec<Revoked>> {
+    let path = dir.join(REVOKED);
+    match std::fs::read(&path) {
+        Ok(b) => serde_json::from_slice(&b).with_context(|| {
+            format!(
+                "{} is not a revocation list (a JSON list of {{serial, subject, at}}); fix or remove it",
+                path.display()
+            )
+        }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
+        Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
+    }
+}
+
+/// Adds `serial` to the revocation list of `dir` (durably); false when it was
+/// already there.
+pub fn revoke(dir: &Path, serial: &str, subject: &str) -> Result<bool> {
+    let serial = serial.to_ascii_lowercase();
+    if !is_serial(&serial) {
+        bail!(
+            "\"{serial}\" is not a certificate serial number (hex digits, as `cpqcert list` shows)"
+        );
+    }
+    let mut list = load_revoked(dir)?;
+    if list.iter().any(|r| r.serial == serial) {
+        return Ok(false);
+    }
+    list.push(Revoked {
+        serial,
+        subject: subject.to_string(),
+        at: crate::clock::unix_now(),
+    });
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let bytes = serde_json::to_vec_pretty(&list).context("encoding the revocation list")?;
+    crate::atomic_file::write(&dir.join(REVOKED), &bytes)?;
+    Ok(true)
+}
+
+/// Whether `s` is a serial as this module writes them (1-40 bytes of hex).
+pub fn is_serial(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 80
+        && s.len().is_multiple_of(2)
+        && s.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// The CN of the peer's end-entity certificate once a handshake is done
@@ -346,8 +736,12 @@ fn error_text(e: &std::io::Error, peer: &str) -> String {
         E::AlertReceived(a) => {
             use rustls::AlertDescription as A;
             let why = match a {
-                A::UnknownCA | A::BadCertificate | A::CertificateUnknown | A::DecryptError => {
+                A::UnknownCA | A::BadCertificate | A::DecryptError => {
                     " (it does not trust this node's certificate: issued by another deployment CA?)"
+                }
+                // What a PeerPolicy refusal sends.
+                A::CertificateUnknown => {
+                    " (it does not accept this node's certificate: issued by another deployment CA, revoked there, or not the one enrolled there — see its mail_logs)"
                 }
                 A::CertificateRequired => " (it requires a certificate from this node)",
                 A::HandshakeFailure | A::ProtocolVersion | A::InsufficientSecurity => {
@@ -385,6 +779,13 @@ fn certificate_error_text(c: &CertificateError) -> String {
         }
         C::NotValidForName | C::NotValidForNameContext { .. } => {
             format!("hostname mismatch ({c})")
+        }
+        C::Other(o) => {
+            let inner: &(dyn std::error::Error + 'static) = o.0.as_ref();
+            match inner.downcast_ref::<Refusal>() {
+                Some(r) => format!("certificate not accepted: {r}"),
+                None => format!("{o}"),
+            }
         }
         other => format!("{other}"),
     }
@@ -432,11 +833,15 @@ mod der {
     const GENERALIZED_TIME: u8 = 0x18;
     /// 2.5.4.3 (id-at-commonName).
     const CN_OID: &[u8] = &[0x55, 0x04, 0x03];
+    /// 2.5.4.11 (id-at-organizationalUnitName): the role of a CPQ certificate.
+    pub const OU_OID: &[u8] = &[0x55, 0x04, 0x0b];
 
     /// The parts of a certificate we read. `issuer`, `subject` and `spki`
     /// are whole TLVs (tag and length included), as they appear in the DER.
     #[derive(Debug)]
     pub struct Cert<'a> {
+        /// The contents of the serial number INTEGER.
+        pub serial: &'a [u8],
         pub issuer: &'a [u8],
         pub subject: &'a [u8],
         #[cfg_attr(not(test), allow(dead_code))]
@@ -505,7 +910,11 @@ mod der {
         let not_before = tlv(validity.contents)?;
         parse_time(not_before.tag, not_before.contents)?; // must be well formed too
         let not_after = tlv(not_before.rest)?;
+        if serial.contents.is_empty() {
+            return None;
+        }
         Some(Cert {
+            serial: serial.contents,
             issuer: issuer.whole,
             subject: subject.whole,
             not_after: parse_time(not_after.tag, not_after.contents)?,
@@ -515,6 +924,11 @@ mod der {
 
     /// The first CN of a Name (a whole SEQUENCE TLV), decoded.
     pub fn common_name(name: &[u8]) -> Option<String> {
+        attribute(name, CN_OID)
+    }
+
+    /// The first attribute `oid` of a Name (a whole SEQUENCE TLV), decoded.
+    pub fn attribute(name: &[u8], want: &[u8]) -> Option<String> {
         let mut rdns = expect(name, SEQUENCE)?.contents;
         while !rdns.is_empty() {
             let set = expect(rdns, SET)?;
@@ -524,7 +938,7 @@ mod der {
                 let atv = expect(atvs, SEQUENCE)?;
                 atvs = atv.rest;
                 let oid = expect(atv.contents, OID)?;
-                if oid.contents == CN_OID {
+                if oid.contents == want {
                     let value = tlv(oid.rest)?;
                     return decode_string(value.tag, value.contents);
                 }
@@ -647,17 +1061,41 @@ mod tests {
         issue(
             &ca,
             "manager",
+            CertRole::Manager,
             &["manager.cpq".into(), "127.0.0.2".into()],
             &manager,
         )
         .unwrap();
-        issue(&ca, "gw1", &["gw1".into(), "127.0.0.1".into()], &gw).unwrap();
+        issue(
+            &ca,
+            "gw1",
+            CertRole::Gateway,
+            &["gw1".into(), "127.0.0.1".into()],
+            &gw,
+        )
+        .unwrap();
         Deployment {
             _tmp: tmp,
             ca,
             manager,
             gw,
         }
+    }
+
+    /// The manager of [`deployment`]: accepts gw1 with any serial.
+    fn manager_policy() -> Arc<PeerPolicy> {
+        Arc::new(PeerPolicy {
+            accept: Accept::Gateways([("gw1".to_string(), None)].into()),
+            revoked: BTreeSet::new(),
+        })
+    }
+
+    /// A gateway enrolled without a pin: accepts a manager's certificate.
+    fn gateway_policy() -> Arc<PeerPolicy> {
+        Arc::new(PeerPolicy {
+            accept: Accept::Manager { pinned: None },
+            revoked: BTreeSet::new(),
+        })
     }
 
     fn name(s: &str) -> ServerName<'static> {
@@ -709,8 +1147,8 @@ mod tests {
     #[tokio::test]
     async fn mutual_tls_both_directions_by_ip_and_name() {
         let d = deployment();
-        let manager_srv = server_config(&d.manager).unwrap();
-        let gw_cli = client_config(&d.gw).unwrap();
+        let manager_srv = server_config(&d.manager, manager_policy()).unwrap();
+        let gw_cli = client_config(&d.gw, gateway_policy()).unwrap();
         for sn in ["127.0.0.2", "manager.cpq"] {
             let (s, c) = handshake(manager_srv.clone(), gw_cli.clone(), name(sn)).await;
             assert_eq!(s.unwrap().as_deref(), Some("gw1"), "server side via {sn}");
@@ -721,8 +1159,8 @@ mod tests {
             );
         }
         // The other direction: the manager releasing to the gateway.
-        let gw_srv = server_config(&d.gw).unwrap();
-        let manager_cli = client_config(&d.manager).unwrap();
+        let gw_srv = server_config(&d.gw, gateway_policy()).unwrap();
+        let manager_cli = client_config(&d.manager, manager_policy()).unwrap();
         for sn in ["127.0.0.1", "gw1"] {
             let (s, c) = handshake(gw_srv.clone(), manager_cli.clone(), name(sn)).await;
             assert_eq!(
@@ -747,12 +1185,191 @@ mod tests {
         );
     }
 
+    /// The DER of the first certificate in a PEM file.
+    fn der_of(path: &Path) -> Vec<u8> {
+        identify_file(path).unwrap().1
+    }
+
+    fn refusal_reason(e: &std::io::Error) -> Option<&'static str> {
+        refusal_of(e).map(|r| r.reason)
+    }
+
+    #[tokio::test]
+    async fn a_gateway_accepts_only_its_pinned_manager() {
+        use crate::cpq::gateways::refusal as r;
+        let d = deployment();
+        // gw2 of the same deployment, at the manager's address: a valid chain.
+        let gw2 = d._tmp.path().join("gw2");
+        issue(
+            &d.ca,
+            "gw2",
+            CertRole::Gateway,
+            &["gw2".into(), "127.0.0.2".into()],
+            &gw2,
+        )
+        .unwrap();
+        let pinned = Arc::new(PeerPolicy {
+            accept: Accept::Manager {
+                pinned: Some(der_of(&d.manager.join(NODE_CERT))),
+            },
+            revoked: BTreeSet::new(),
+        });
+        let gw_srv = server_config(&d.gw, pinned.clone()).unwrap();
+        let (s, c) = handshake(
+            gw_srv.clone(),
+            client_config(&gw2, manager_policy()).unwrap(),
+            name("127.0.0.1"),
+        )
+        .await;
+        let e = s.unwrap_err();
+        assert_eq!(refusal_reason(&e), Some(r::NOT_MANAGER), "{e:?}");
+        let text = server_error_text(&e);
+        assert!(text.contains("certificate not accepted"), "{text}");
+        assert!(text.contains("gw2"), "{text}");
+        assert!(c.is_err());
+        // Without a pin (an older enrollment) the role decides: still refused.
+        let (s, _) = handshake(
+            server_config(&d.gw, gateway_policy()).unwrap(),
+            client_config(&gw2, manager_policy()).unwrap(),
+            name("127.0.0.1"),
+        )
+        .await;
+        assert_eq!(refusal_reason(&s.unwrap_err()), Some(r::NOT_MANAGER));
+        // Another manager certificate of the same CA is not the pinned one.
+        let other = d._tmp.path().join("other-manager");
+        issue(
+            &d.ca,
+            "manager",
+            CertRole::Manager,
+            &["127.0.0.2".into()],
+            &other,
+        )
+        .unwrap();
+        let (s, _) = handshake(
+            gw_srv.clone(),
+            client_config(&other, manager_policy()).unwrap(),
+            name("127.0.0.1"),
+        )
+        .await;
+        assert_eq!(refusal_reason(&s.unwrap_err()), Some(r::NOT_MANAGER));
+        // The real manager is accepted.
+        let (s, c) = handshake(
+            gw_srv,
+            client_config(&d.manager, manager_policy()).unwrap(),
+            name("127.0.0.1"),
+        )
+        .await;
+        assert_eq!(s.unwrap().as_deref(), Some("manager"));
+        assert_eq!(c.unwrap().as_deref(), Some("gw1"));
+        // As a client the gateway refuses a server that is not its manager, even one
+        // with the right name and chain.
+        let (_, c) = handshake(
+            server_config(&gw2, manager_policy()).unwrap(),
+            client_config(&d.gw, pinned).unwrap(),
+            name("127.0.0.2"),
+        )
+        .await;
+        assert_eq!(refusal_reason(&c.unwrap_err()), Some(r::NOT_MANAGER));
+    }
+
+    #[tokio::test]
+    async fn a_manager_accepts_only_enrolled_serials_of_gateways() {
+        use crate::cpq::gateways::refusal as r;
+        let d = deployment();
+        let serial = identify_file(&d.gw.join(NODE_CERT)).unwrap().0.serial;
+        let policy = |serial: Option<String>, revoked: &[&str]| {
+            Arc::new(PeerPolicy {
+                accept: Accept::Gateways([("gw1".to_string(), serial)].into()),
+                revoked: revoked.iter().map(|s| s.to_string()).collect(),
+            })
+        };
+        let gw_cli = client_config(&d.gw, gateway_policy()).unwrap();
+        let try_with = |p: Arc<PeerPolicy>, cli: Arc<ClientConfig>| {
+            let srv = server_config(&d.manager, p).unwrap();
+            async move { handshake(srv, cli, name("127.0.0.2")).await.0 }
+        };
+        // The enrolled serial, and an older enrollment without one.
+        assert_eq!(
+            try_with(policy(Some(serial.clone()), &[]), gw_cli.clone())
+                .await
+                .unwrap()
+                .as_deref(),
+            Some("gw1")
+        );
+        assert!(try_with(policy(None, &[]), gw_cli.clone()).await.is_ok());
+        // Another certificate of gw1 (a cleared or replaced enrollment).
+        let e = try_with(policy(Some("40".repeat(16)), &[]), gw_cli.clone())
+            .await
+            .unwrap_err();
+        assert_eq!(refusal_reason(&e), Some(r::SERIAL));
+        // Revoked.
+        let e = try_with(policy(Some(serial.clone()), &[&serial]), gw_cli.clone())
+            .await
+            .unwrap_err();
+        assert_eq!(refusal_reason(&e), Some(r::REVOKED));
+        assert!(server_error_text(&e).contains("revoked"));
+        // Not added.
+        let srv = Arc::new(PeerPolicy {
+            accept: Accept::Gateways(BTreeMap::new()),
+            revoked: BTreeSet::new(),
+        });
+        let e = try_with(srv, gw_cli).await.unwrap_err();
+        assert_eq!(refusal_reason(&e), Some(r::NOT_ENROLLED));
+        // A manager's certificate never acts as a gateway, whatever its name.
+        let m2 = d._tmp.path().join("m2");
+        issue(&d.ca, "gw1", CertRole::Manager, &["gw1".into()], &m2).unwrap();
+        let e = try_with(
+            policy(None, &[]),
+            client_config(&m2, gateway_policy()).unwrap(),
+        )
+        .await
+        .unwrap_err();
+        assert_eq!(refusal_reason(&e), Some(r::ROLE));
+    }
+
+    #[test]
+    fn identities_and_the_revocation_list() {
+        let d = deployment();
+        let (gw, _) = identify_file(&d.gw.join(NODE_CERT)).unwrap();
+        assert_eq!(gw.cn, "gw1");
+        assert_eq!(gw.role, Some(CertRole::Gateway));
+        assert!(is_serial(&gw.serial) && gw.serial.len() == 32, "{gw:?}");
+        let (m, _) = identify_file(&d.manager.join(NODE_CERT)).unwrap();
+        assert_eq!(m.role, Some(CertRole::Manager));
+        assert_ne!(m.serial, gw.serial);
+        // issue returns the serial it wrote.
+        let again = d._tmp.path().join("again");
+        let serial = issue(&d.ca, "gw1", CertRole::Gateway, &["gw1".into()], &again).unwrap();
+        assert_eq!(
+            identify_file(&again.join(NODE_CERT)).unwrap().0.serial,
+            serial
+        );
+
+        assert!(load_revoked(&d.gw).unwrap().is_empty());
+        assert!(revoke(&d.gw, &serial.to_ascii_uppercase(), "gw1").unwrap());
+        assert!(!revoke(&d.gw, &serial, "gw1").unwrap());
+        let list = load_revoked(&d.gw).unwrap();
+        assert_eq!(list.len(), 1);
+        assert_eq!(
+            (list[0].serial.as_str(), list[0].subject.as_str()),
+            (serial.as_str(), "gw1")
+        );
+        let e = revoke(&d.gw, "not hex", "").unwrap_err();
+        assert!(format!("{e:#}").contains("serial"), "{e:#}");
+        std::fs::write(d.gw.join(REVOKED), "{").unwrap();
+        let e = load_revoked(&d.gw).unwrap_err();
+        assert!(format!("{e:#}").contains("revoked.json"), "{e:#}");
+        for bad in ["", "0", "xyz1", &"00".repeat(41)] {
+            assert!(!is_serial(bad), "{bad:?}");
+        }
+    }
+
     #[tokio::test]
     async fn negotiates_tls13_by_default_and_tls12_when_asked() {
         let d = deployment();
         let (c, s) = tokio::io::duplex(64 * 1024);
-        let acceptor = TlsAcceptor::from(server_config(&d.manager).unwrap());
-        let connector = TlsConnector::from(client_config(&d.gw).unwrap());
+        let acceptor = TlsAcceptor::from(server_config(&d.manager, manager_policy()).unwrap());
+        let connector = TlsConnector::from(client_config(&d.gw, gateway_policy()).unwrap());
         let (s, c) = tokio::join!(
             acceptor.accept(s),
             connector.connect(name("manager.cpq"), c)
@@ -792,14 +1409,21 @@ mod tests {
         let other_ca = tmp.path().join("ca");
         let intruder = tmp.path().join("intruder");
         ensure_ca(&other_ca, "other").unwrap();
-        issue(&other_ca, "gw1", &["gw1".into()], &intruder).unwrap();
+        issue(
+            &other_ca,
+            "gw1",
+            CertRole::Gateway,
+            &["gw1".into()],
+            &intruder,
+        )
+        .unwrap();
         // The intruder trusts the real CA (so it accepts the manager), but
         // its own certificate comes from elsewhere.
         std::fs::copy(d.ca.join(CA_CERT), intruder.join(CA_CERT)).unwrap();
 
         let (s, c) = handshake(
-            server_config(&d.manager).unwrap(),
-            client_config(&intruder).unwrap(),
+            server_config(&d.manager, manager_policy()).unwrap(),
+            client_config(&intruder, gateway_policy()).unwrap(),
             name("manager.cpq"),
         )
         .await;
@@ -832,7 +1456,7 @@ mod tests {
             .with_root_certificates(load_ca(&d.gw).unwrap())
             .with_no_client_auth();
         let (s, c) = handshake(
-            server_config(&d.manager).unwrap(),
+            server_config(&d.manager, manager_policy()).unwrap(),
             Arc::new(cc),
             name("manager.cpq"),
         )
@@ -857,6 +1481,7 @@ mod tests {
         issue(
             &other_ca,
             "manager",
+            CertRole::Manager,
             &["manager.cpq".into(), "127.0.0.2".into()],
             &impostor,
         )
@@ -865,8 +1490,8 @@ mod tests {
         std::fs::copy(d.ca.join(CA_CERT), impostor.join(CA_CERT)).unwrap();
 
         let (s, c) = handshake(
-            server_config(&impostor).unwrap(),
-            client_config(&d.gw).unwrap(),
+            server_config(&impostor, manager_policy()).unwrap(),
+            client_config(&d.gw, gateway_policy()).unwrap(),
             name("manager.cpq"),
         )
         .await;
@@ -901,12 +1526,19 @@ mod tests {
         std::fs::write(node.join(NODE_KEY), "old").unwrap();
         std::fs::set_permissions(node.join(NODE_KEY), std::fs::Permissions::from_mode(0o644))
             .unwrap();
-        issue(&ca, "gw1", &["gw1".into()], &node).unwrap();
+        issue(&ca, "gw1", CertRole::Gateway, &["gw1".into()], &node).unwrap();
         assert_eq!(mode(&node.join(NODE_KEY)), 0o600);
         assert_ne!(std::fs::read(node.join(NODE_KEY)).unwrap(), b"old");
         assert_eq!(std::fs::read(node.join(CA_CERT)).unwrap(), crt);
         // Issuing into the CA's own directory (the manager's node cert).
-        issue(&ca, "manager", &["manager.cpq".into()], &ca).unwrap();
+        issue(
+            &ca,
+            "manager",
+            CertRole::Manager,
+            &["manager.cpq".into()],
+            &ca,
+        )
+        .unwrap();
         assert_eq!(std::fs::read(ca.join(CA_CERT)).unwrap(), crt);
         assert_eq!(mode(&ca.join(NODE_KEY)), 0o600);
         assert!(std::fs::read_dir(&ca).unwrap().all(|e| !e
@@ -922,16 +1554,16 @@ mod tests {
         let ca = tmp.path().join("ca");
         let out = tmp.path().join("out");
         // No CA yet: the error names the file.
-        let e = issue(&ca, "gw1", &["gw1".into()], &out).unwrap_err();
+        let e = issue(&ca, "gw1", CertRole::Gateway, &["gw1".into()], &out).unwrap_err();
         assert!(format!("{e:#}").contains("ca.crt"), "{e:#}");
         ensure_ca(&ca, "t").unwrap();
-        assert!(issue(&ca, "gw1", &[], &out).is_err());
-        assert!(issue(&ca, "", &["gw1".into()], &out).is_err());
+        assert!(issue(&ca, "gw1", CertRole::Gateway, &[], &out).is_err());
+        assert!(issue(&ca, "", CertRole::Gateway, &["gw1".into()], &out).is_err());
         // A key that does not belong to the certificate.
         let other = tmp.path().join("other");
         ensure_ca(&other, "t").unwrap();
         std::fs::copy(other.join(CA_KEY), ca.join(CA_KEY)).unwrap();
-        let e = issue(&ca, "gw1", &["gw1".into()], &out).unwrap_err();
+        let e = issue(&ca, "gw1", CertRole::Gateway, &["gw1".into()], &out).unwrap_err();
         assert!(format!("{e:#}").contains("does not belong"), "{e:#}");
         assert!(!out.join(NODE_CERT).exists());
     }
@@ -942,19 +1574,20 @@ mod tests {
         let (ca, node) = (tmp.path().join("ca"), tmp.path().join("node"));
         ensure_ca(&ca, "t").unwrap();
         // Only names that are not host names at all: refused.
-        let e = issue(&ca, "m", &["Manager One".into()], &node).unwrap_err();
+        let e = issue(&ca, "m", CertRole::Manager, &["Manager One".into()], &node).unwrap_err();
         assert!(format!("{e:#}").contains("Manager One"), "{e:#}");
         // Mixed with a usable one: issued, and the usable one works.
         issue(
             &ca,
             "Manager One",
+            CertRole::Manager,
             &["Manager One".into(), "10.0.0.9".into()],
             &node,
         )
         .unwrap();
         let (s, c) = handshake(
-            server_config(&node).unwrap(),
-            client_config(&node).unwrap(),
+            server_config(&node, gateway_policy()).unwrap(),
+            client_config(&node, gateway_policy()).unwrap(),
             name("10.0.0.9"),
         )
         .await;

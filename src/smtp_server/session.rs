@@ -70,6 +70,9 @@ struct CpqSession {
     role: pvo_proto::cpq::Role,
     /// The verified peer's certificate CN, once TLS is up.
     peer: Option<String>,
+    /// Its certificate (DER), checked again against the current peer policy before
+    /// each CPQ command: a revocation or commit also ends a session kept open.
+    cert: Option<Vec<u8>>,
     /// The accepted `XPVO-META` record for the next transaction.
     meta: Option<pvo_proto::cpq::MetaRecord>,
 }
@@ -124,6 +127,7 @@ impl Session {
                         crate::config::Role::Gateway => pvo_proto::cpq::Role::Gateway,
                     },
                     peer: None,
+                    cert: None,
                     meta: None,
                 }
             }),
@@ -135,20 +139,22 @@ impl Session {
         &self.cfg.interfaces[self.cfg.listeners[self.listener].interface].hostname
     }
 
-    /// Counts a refusal on a manager's cpq_listener (`cpq::gateways`), under the
-    /// gateway id when one is known (the certificate's, else the added gateway with
-    /// the source address), else under the source address.
+    /// Counts a refusal on a cpq_listener (`cpq::gateways`; a gateway's too), under
+    /// the peer's id when one is known (the certificate's, else on a manager the added
+    /// gateway with the source address), else under the source address.
     fn cpq_refused(&self, reason: &'static str, text: &str) {
         let Some(c) = &self.cpq else {
             return;
         };
-        if c.role != pvo_proto::cpq::Role::Manager {
-            return;
-        }
+        let manager = c.role == pvo_proto::cpq::Role::Manager;
         let who = c
             .peer
             .clone()
-            .or_else(|| crate::cpq::gateways::gateway_at(&self.shared, self.peer.ip()))
+            .or_else(|| {
+                manager
+                    .then(|| crate::cpq::gateways::gateway_at(&self.shared, self.peer.ip()))
+                    .flatten()
+            })
             .unwrap_or_else(|| self.peer.ip().to_string());
         self.shared.cpq.stats.refused(
             &who,
@@ -375,6 +381,12 @@ impl Session {
                             let peer = crate::cpq::trust::peer_common_name(tls.get_ref().1);
                             if let Some(c) = self.cpq.as_mut() {
                                 c.peer = peer.clone();
+                                c.cert = tls
+                                    .get_ref()
+                                    .1
+                                    .peer_certificates()
+                                    .and_then(|p| p.first())
+                                    .map(|d| d.to_vec());
                                 c.meta = None;
                             }
                             let who = match &peer {
@@ -397,10 +409,19 @@ impl Session {
                             } else {
                                 e.to_string()
                             };
-                            self.cpq_refused(
-                                crate::cpq::gateways::refusal::TLS,
-                                &format!("TLS failed: {why}"),
-                            );
+                            // A certificate of the deployment that this node does not
+                            // accept (revoked, another role, not its manager, not
+                            // enrolled): counted under its own reason and peer.
+                            let reason = match crate::cpq::trust::refusal_of(&e) {
+                                Some(r) => {
+                                    if let Some(c) = self.cpq.as_mut() {
+                                        c.peer = r.peer.clone();
+                                    }
+                                    r.reason
+                                }
+                                None => crate::cpq::gateways::refusal::TLS,
+                            };
+                            self.cpq_refused(reason, &format!("TLS failed: {why}"));
                             self.shared
                                 .log
                                 .info(format!("ICID {} TLS failed: {why}", self.icid));
@@ -715,6 +736,21 @@ impl Session {
             );
             self.reply("530 5.7.0 Must issue a STARTTLS command first");
             return Flow::Continue;
+        }
+        // The peer policy may have changed since the handshake (`cpqcert revoke`, a
+        // commit that deleted the gateway): the session ends as a new handshake would.
+        let verdict = match (self.shared.cpq_tls(), c.cert.as_deref()) {
+            (Some(t), Some(der)) => t.policy.check(der).err(),
+            _ => None,
+        };
+        if let Some(r) = verdict {
+            self.shared.log.info(format!(
+                "ICID {} certificate no longer accepted: {r}",
+                self.icid
+            ));
+            self.cpq_refused(r.reason, &format!("certificate no longer accepted: {r}"));
+            self.reply("421 4.7.0 Error: this certificate is no longer accepted, closing");
+            return Flow::Close;
         }
         if self.helo.is_none() {
             self.reply("503 5.5.1 Error: send EHLO first");

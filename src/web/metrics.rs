@@ -79,8 +79,8 @@ fn labelled<S: AsRef<str>, N: std::fmt::Display>(
     }
 }
 
-/// The CPQ families: a gateway's transfers to its manager, a manager's receptions,
-/// refusals, releases and the backlog each gateway last reported over SSH.
+/// The CPQ families: a gateway's transfers to its manager and refusals, a manager's
+/// receptions, refusals, releases and the backlog each gateway last reported over SSH.
 fn cpq(shared: &Shared, out: &mut String) {
     use crate::cpq::gateways::TransferFailure;
     let s = &shared.cpq.stats;
@@ -105,6 +105,16 @@ fn cpq(shared: &Shared, out: &mut String) {
                 TransferFailure::ALL
                     .iter()
                     .map(|r| (r.as_str(), failures.get(r).copied().unwrap_or(0))),
+            );
+            labelled(
+                out,
+                (
+                    "pvo_cpq_refused_total",
+                    "counter",
+                    "CPQ connections or records refused on this gateway's cpq_listener (a peer that is not its manager, a revoked certificate...), by reason.",
+                ),
+                "reason",
+                s.refusals(),
             );
         }
         crate::config::Role::Manager => {
