@@ -187,12 +187,13 @@ impl Writer {
             return;
         }
         let stamp = self.clock.format(SystemTime::now()).to_string();
+        let first = self.clock.format(l.first).to_string();
         let line = format!(
             "{stamp} {}: {} lines could not be written to {} between {} and {} ({}) and are lost\n",
             Level::Warning.as_str(),
             l.lines,
             self.path.display(),
-            self.clock.format(l.first).to_string(),
+            first,
             self.clock.format(l.last),
             l.error
         );

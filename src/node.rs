@@ -342,15 +342,14 @@ impl Shared {
         *self.config.write().unwrap() = Arc::new(new.clone());
         *self.tls_server.write().unwrap() = tls_server;
         *self.cpq_tls.write().unwrap() = cpq_tls;
-        if new.cpq.is_some() && new.role == crate::config::Role::Gateway {
-            if self.cpq.ledger.get().is_none() {
-                let (ledger, settled) = crate::cpq::gateway::ReleaseLedger::open(
-                    &new.data_dir.join("cpq"),
-                    &self.spool,
-                )?;
-                crate::cpq::gateway::log_settled(&self.log, &settled);
-                let _ = self.cpq.ledger.set(ledger);
-            }
+        if new.cpq.is_some()
+            && new.role == crate::config::Role::Gateway
+            && self.cpq.ledger.get().is_none()
+        {
+            let (ledger, settled) =
+                crate::cpq::gateway::ReleaseLedger::open(&new.data_dir.join("cpq"), &self.spool)?;
+            crate::cpq::gateway::log_settled(&self.log, &settled);
+            let _ = self.cpq.ledger.set(ledger);
         }
         *self.scanner.write().unwrap() = Arc::new(scanner);
         if let Some(change) = outbreak {
