@@ -517,6 +517,8 @@ fn fsync_failure_fails_the_batch_and_the_next_batch_works() {
         let (spool, _) = open(&c);
         append(&spool, 1, b"m1", b"one").unwrap();
         spool.update(1, b"u1".to_vec());
+        // The update is fsynced by a batch of its own; the failure below is the append's.
+        spool.sync().unwrap();
         let seg_before = segments(&c.dir).pop().unwrap();
 
         spool.fail_next_sync(5);
@@ -537,8 +539,7 @@ fn fsync_failure_fails_the_batch_and_the_next_batch_works() {
         assert!(err.is_no_space(), "{err:?}");
         spool.sync().unwrap();
     }
-    // The failed records were cut off again, and the unsynced update written again: it must
-    // come back exactly once.
+    // The failed records were cut off again, and the update comes back exactly once.
     let (_spool, rec) = open(&c);
     assert!(rec.moved_aside.is_empty(), "{:?}", rec.moved_aside);
     assert_eq!(mids(&rec), vec![1, 3]);
@@ -579,11 +580,14 @@ fn updates_and_finishes_are_fsynced_by_the_batch_that_writes_them() {
 #[test]
 fn sync_reports_a_failed_fsync() {
     let tmp = tempfile::tempdir().unwrap();
-    let (spool, _) = open(&cfg(tmp.path()));
+    let c = cfg(tmp.path());
+    let (spool, _) = open(&c);
     append(&spool, 1, b"", b"x").unwrap();
+    // Every fsync fails: the finish's own batch, and the one `sync` makes for its repair.
+    c.faults.fail_syncs(5, u32::MAX);
     spool.finish(1);
-    spool.fail_next_sync(5);
     assert!(spool.sync().is_err());
+    c.faults.fail_syncs(5, 0);
     spool.sync().unwrap();
     assert_eq!(spool.stats().live_messages, 0);
 }
@@ -869,9 +873,12 @@ fn a_failed_fsync_is_rolled_back_and_its_updates_written_again() {
     append(&spool, 1, b"m1", b"one").unwrap();
     let seg = segments(&c.dir).pop().unwrap();
     let synced = file_len(&seg);
+    // Every fsync fails until healed: the update's own batch (updates are fsynced by the
+    // batch that writes them) and the append's, whichever of them carries the update.
+    c.faults.fail_syncs(5, u32::MAX);
     spool.update(1, b"u1".to_vec());
-    spool.fail_next_sync(5);
     append(&spool, 2, b"m2", &body_of(2, 1000)).unwrap_err();
+    c.faults.fail_syncs(5, 0);
     assert_eq!(
         file_len(&seg),
         synced,
@@ -944,6 +951,8 @@ fn a_full_disk_accepts_appends_again_once_the_queue_drains() {
             Ok(()) => {
                 accepted.push(mid);
                 spool.update(mid, b"scanned".to_vec());
+                // Updates are fsynced by a batch of their own: let it land before `before`.
+                let _ = spool.sync();
             }
             Err(e) => {
                 // The part of the record that fitted was cut off again (and so was the last
@@ -971,8 +980,6 @@ fn a_full_disk_accepts_appends_again_once_the_queue_drains() {
     assert!(rec.moved_aside.is_empty(), "{:?}", rec.moved_aside);
 }
 
-/// Bug B: a node that runs out of space with its queue full, and drains it while the disk is
-/// still full, must not keep refusing: the dead segments go even though no batch succeeds.
 /// With a reserve, the first batch that meets a full disk deletes it: the space goes to the
 /// finishes of what the spool holds, new appends are refused (naming the spool) even though
 /// one would fit now, and appends are taken again once the reserve fits twice over.
@@ -995,9 +1002,10 @@ fn a_full_disk_releases_the_reserve_for_finishes_and_refuses_appends_until_it_is
     };
     assert!(err.is_no_space(), "{err:?}");
     assert!(!accepted.is_empty());
-    assert!(!reserve.exists(), "the reserve was not released");
     let refused = append(&spool, 100, b"meta", &body_of(100, 1000)).unwrap_err();
     assert!(refused.is_no_space(), "{refused:?}");
+    // Released after the failed batch's callbacks ran, so looked at only now.
+    assert!(!reserve.exists(), "the reserve was not released");
     assert!(
         refused.to_string().contains(&c.dir.display().to_string()),
         "{refused}"
@@ -1030,6 +1038,8 @@ fn a_full_disk_releases_the_reserve_for_finishes_and_refuses_appends_until_it_is
     assert_eq!(file_len(&reserve), 16 << 10);
 }
 
+/// Bug B: a node that runs out of space with its queue full, and drains it while the disk is
+/// still full, must not keep refusing: the dead segments go even though no batch succeeds.
 #[test]
 fn dead_segments_are_deleted_after_failed_batches() {
     let tmp = tempfile::tempdir().unwrap();

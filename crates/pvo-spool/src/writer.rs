@@ -55,7 +55,7 @@
 //! in the space that frees; only a crash between the two could lose `max_mid`. A corrupt
 //! segment is never reused: it is moved aside whole once there is an active segment.
 //!
-//! With a reserve (`SpoolConfig::reserve`) the first batch that runs out of space deletes
+//! With a reserve (`SpoolConfig::reserve`) the first batch whose write runs out of space deletes
 //! `dir/reserve`, and from then on appends are refused with `NoSpace` without being written,
 //! so the freed space goes to finishes and updates (and to the node's other small files),
 //! never to new mail. A refused append tries to make the reserve again, at most every
@@ -273,6 +273,8 @@ pub(crate) struct Writer {
     reserve_held: bool,
     /// When a refused append may try to make the reserve again.
     reserve_retry_at: Instant,
+    /// The last batch could not be written (or its segment made) for lack of space.
+    out_of_room: bool,
     /// Holds the directory lock for as long as the writer lives.
     _lock: File,
 }
@@ -301,6 +303,7 @@ impl Writer {
             retry_at: Instant::now(),
             reserve_held: true,
             reserve_retry_at: Instant::now(),
+            out_of_room: false,
             _lock: lock,
         }
     }
@@ -405,6 +408,7 @@ impl Writer {
             }
         }
         let appending = writes.iter().any(|op| matches!(op, Op::Append { .. }));
+        self.out_of_room = false;
         if appending
             && !self.reserve_held
             && Instant::now() >= self.reserve_retry_at
@@ -435,7 +439,7 @@ impl Writer {
             // Freeing space needs none, and may be what lets the next batch work.
             if result.as_ref().is_err_and(SpoolError::is_no_space) {
                 self.empty_dead_active();
-                if self.cfg.reserve > 0 && self.reserve_held {
+                if self.cfg.reserve > 0 && self.reserve_held && self.out_of_room {
                     self.release_reserve();
                 }
             }
@@ -668,6 +672,9 @@ impl Writer {
     /// documentation).
     fn fail(&mut self, batch: Batch, e: &SpoolError, stage: Stage) {
         debug_assert_eq!(Some(batch.seq), self.active);
+        // Only a write proves that there is no room (an fsync's ENOSPC, from thin
+        // provisioning or NFS, says the data did not make it, and a retry may well work).
+        self.out_of_room |= stage == Stage::Write && e.is_no_space();
         let rolled_back = self.roll_back(batch.seq);
         self.dirty_since = None;
         for (mid, _) in &batch.appends {
@@ -842,11 +849,15 @@ impl Writer {
             .write(true)
             .create_new(true)
             .open(&path)
-            .map_err(|e| io_error("create", &path, e))?;
+            .map_err(|e| io_error("create", &path, e))
+            .inspect_err(|e| self.out_of_room |= e.is_no_space())?;
         let header = format::encode_segment_header(seq, self.state.max_mid);
         let init = fsio::write_at(&self.cfg, &file, &header, 0)
-            .and_then(|()| fsio::sync_data(&self.cfg, &file))
             .map_err(|e| io_error("initialise", &path, e))
+            .inspect_err(|e| self.out_of_room |= e.is_no_space())
+            .and_then(|()| {
+                fsio::sync_data(&self.cfg, &file).map_err(|e| io_error("initialise", &path, e))
+            })
             .and_then(|()| dir::sync_dir(&self.cfg.dir, self.cfg.fsync));
         if let Err(e) = init {
             // The file holds no record, so removing it loses nothing; leaving it would make
