@@ -283,7 +283,6 @@ async fn run_connection(shared: &Arc<Shared>, domain: &str, job: Job) -> Option<
         let broken = result.is_err();
         let outcomes = match result {
             Ok(o) => {
-                record_delivered(shared, &job, &o);
                 cpq_count(shared, domain, &job, Attempt::Answered(&o));
                 o
             }
@@ -331,21 +330,6 @@ async fn run_connection(shared: &Arc<Shared>, domain: &str, job: Job) -> Option<
     }
     shared.log.info(format!("DCID {dcid} close"));
     leftover
-}
-
-/// Records in the spool, straight from the connection, which recipients the next hop has
-/// just taken: a crash from here on must not deliver them again, and the queue manager's
-/// turn (which records the outcome too, and finishes the message) may be a moment away.
-fn record_delivered(shared: &Shared, job: &Job, outcomes: &[RcptOutcome]) {
-    for (rid, o) in job.rids.iter().zip(outcomes) {
-        if matches!(o, RcptOutcome::Delivered) {
-            let state = crate::envelope::RcptFinal::Delivered;
-            shared.spool.update(
-                job.env.mid,
-                crate::envelope::Update::Rcpt { rid: *rid, state }.encode(),
-            );
-        }
-    }
 }
 
 /// Waits a short while for another job; closing the receiver first and then
