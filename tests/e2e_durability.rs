@@ -1235,8 +1235,8 @@ fn kill_9_during_delivery_redelivers_only_what_was_in_flight() {
     c.quit();
 
     // Kill as the first deliveries complete: the sink has stored them and answered 250, but
-    // the gateway has had no time to record that durably (finish records ride on the next
-    // fsync, at most 200 ms later), and the next deliveries are under way. aiosmtpd drops
+    // the gateway has had no time to record that (its finish record goes out with the next
+    // group commit), and the next deliveries are under way. aiosmtpd drops
     // a message whose client disconnects during the delay, so these are the deliveries that
     // can arrive twice.
     wait_until(
