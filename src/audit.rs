@@ -92,8 +92,11 @@ impl Audit {
         let path = data_dir.join("audit.db");
         let conn =
             Connection::open(&path).with_context(|| format!("opening {}", path.display()))?;
-        conn.pragma_update(None, "journal_mode", "WAL")?;
-        conn.pragma_update(None, "synchronous", "FULL")?;
+        // The first statement touches the disk (WAL, its shared-memory index): on a full
+        // disk this is where SQLite fails, and its message names no file.
+        conn.pragma_update(None, "journal_mode", "WAL")
+            .and_then(|()| conn.pragma_update(None, "synchronous", "FULL"))
+            .with_context(|| format!("opening {} in WAL mode", path.display()))?;
         conn.execute_batch(SCHEMA)
             .with_context(|| format!("creating the audit tables in {}", path.display()))?;
         Ok(Audit {

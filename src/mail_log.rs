@@ -9,6 +9,11 @@
 //! blocks on the log file. The writer flushes whenever the channel runs dry,
 //! so after a `kill -9` only lines still in the channel can be missing. Files
 //! rotate by size: `mail_logs` becomes `mail_logs.1`, and so on up to `keep`.
+//!
+//! A line that cannot be written (a full disk) is not dropped silently: the
+//! first failure is said on stderr with the file and the cause, the lines lost
+//! are counted, and once writing works again a Warning line says how many were
+//! lost, from when to when, and why.
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, BufWriter, Write};
@@ -59,6 +64,7 @@ impl MailLog {
             max_size,
             keep,
             clock: Clock::default(),
+            lost: None,
         };
         std::thread::Builder::new()
             .name("mail_logs".into())
@@ -116,6 +122,16 @@ struct Writer {
     max_size: u64,
     keep: usize,
     clock: Clock,
+    /// Lines that could not be written since the last report, with the first error and
+    /// the times of the first and last of them.
+    lost: Option<Lost>,
+}
+
+struct Lost {
+    lines: u64,
+    error: String,
+    first: SystemTime,
+    last: SystemTime,
 }
 
 impl Writer {
@@ -126,10 +142,65 @@ impl Writer {
                 self.apply(op);
             }
             if let Err(e) = self.out.flush() {
-                tracing::error!("cannot write mail_logs: {e}");
+                tracing::error!("cannot write {}: {e}", self.path.display());
             }
         }
         let _ = self.out.flush();
+        if let Some(l) = &self.lost {
+            eprintln!(
+                "{} lines could not be written to {} ({})",
+                l.lines,
+                self.path.display(),
+                l.error
+            );
+        }
+    }
+
+    /// Counts a line that could not be written; the first of a run is said on stderr.
+    fn lose(&mut self, t: SystemTime, e: &io::Error) {
+        match &mut self.lost {
+            Some(l) => {
+                l.lines += 1;
+                l.last = t;
+            }
+            None => {
+                eprintln!(
+                    "cannot write {}: {e}; lines are counted and reported once it can be written",
+                    self.path.display()
+                );
+                self.lost = Some(Lost {
+                    lines: 1,
+                    error: e.to_string(),
+                    first: t,
+                    last: t,
+                });
+            }
+        }
+    }
+
+    /// After lines were lost: if the file takes bytes again, says so in it.
+    fn report_lost(&mut self) {
+        let Some(l) = &self.lost else {
+            return;
+        };
+        if self.out.flush().is_err() {
+            return;
+        }
+        let stamp = self.clock.format(SystemTime::now()).to_string();
+        let first = self.clock.format(l.first).to_string();
+        let line = format!(
+            "{stamp} {}: {} lines could not be written to {} between {} and {} ({}) and are lost\n",
+            Level::Warning.as_str(),
+            l.lines,
+            self.path.display(),
+            first,
+            self.clock.format(l.last),
+            l.error
+        );
+        if self.out.write_all(line.as_bytes()).is_ok() && self.out.flush().is_ok() {
+            self.size += line.len() as u64;
+            self.lost = None;
+        }
     }
 
     fn apply(&mut self, op: Op) {
@@ -142,8 +213,12 @@ impl Writer {
                         tracing::error!("cannot rotate mail_logs: {e}");
                     }
                 }
-                if self.out.write_all(line.as_bytes()).is_ok() {
-                    self.size += line.len() as u64;
+                if self.lost.is_some() {
+                    self.report_lost();
+                }
+                match self.out.write_all(line.as_bytes()) {
+                    Ok(()) => self.size += line.len() as u64,
+                    Err(e) => self.lose(t, &e),
                 }
             }
             Op::Flush(ack) => {
@@ -241,5 +316,54 @@ mod tests {
         assert!(dir.path().join("mail_logs.2").exists());
         assert!(!dir.path().join("mail_logs.3").exists());
         assert!(current.ends_with("MID 199 queued for delivery\n"));
+    }
+
+    /// A full disk (`/dev/full` answers every write with ENOSPC): the lines lost are
+    /// counted, and the first line written once there is room says how many, and why.
+    #[test]
+    fn lines_lost_to_a_full_disk_are_counted_and_reported_once_there_is_room() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("mail_logs");
+        let full = OpenOptions::new().append(true).open("/dev/full").unwrap();
+        let mut w = Writer {
+            path: path.clone(),
+            out: BufWriter::with_capacity(1024, full),
+            size: 0,
+            max_size: u64::MAX,
+            keep: 1,
+            clock: Clock::default(),
+            lost: None,
+        };
+        let t = SystemTime::now();
+        for i in 0..100 {
+            w.apply(Op::Line(
+                t,
+                Level::Info,
+                format!("MID {i} queued for delivery"),
+            ));
+        }
+        let lost = w.lost.as_ref().map_or(0, |l| l.lines);
+        assert!(lost > 0, "no line counted as lost");
+        // Room again: the report, then the new line (what was still buffered for /dev/full went with it).
+        let file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .unwrap();
+        w.out = BufWriter::with_capacity(1024, file);
+        w.apply(Op::Line(t, Level::Info, "after the disk was freed".into()));
+        w.out.flush().unwrap();
+        let text = std::fs::read_to_string(&path).unwrap();
+        let warning = format!(
+            " Warning: {lost} lines could not be written to {} between ",
+            path.display()
+        );
+        assert!(text.contains(&warning), "{text}");
+        assert!(text.contains("No space left on device"), "{text}");
+        assert!(
+            text.ends_with(" Info: after the disk was freed\n"),
+            "{text}"
+        );
+        assert!(w.lost.is_none());
     }
 }

@@ -36,6 +36,8 @@ pub struct Counters {
     reset_base: Mutex<(Option<u64>, CounterSet)>,
     lifetime_base: CounterSet,
     path: std::path::PathBuf,
+    /// The last write of `path` failed (reported once, until one works again).
+    persist_failing: Mutex<bool>,
 }
 
 /// One column of the counters table.
@@ -86,6 +88,7 @@ impl Counters {
             reset_base: Mutex::new((None, CounterSet::default())),
             lifetime_base,
             path,
+            persist_failing: Mutex::new(false),
         }
     }
 
@@ -122,16 +125,32 @@ impl Counters {
         *self.reset_base.lock().unwrap() = (Some(now), self.snapshot());
     }
 
-    /// Writes the lifetime totals (periodically and at shutdown).
-    pub fn persist(&self) {
-        let tmp = self.path.with_extension("tmp");
-        if let Ok(bytes) = serde_json::to_vec(&self.lifetime()) {
-            if std::fs::write(&tmp, bytes).is_ok() {
-                let _ = std::fs::rename(&tmp, &self.path);
+    /// Writes the lifetime totals (periodically and at shutdown). Returns what mail_logs
+    /// should say: the first failure (file and cause; the totals stay in memory and are
+    /// written with the next try) and the first success after failures.
+    pub fn persist(&self) -> Option<String> {
+        let bytes = serde_json::to_vec(&self.lifetime()).ok()?;
+        let result = crate::atomic_file::write(&self.path, &bytes);
+        let mut failing = self.persist_failing.lock().unwrap();
+        match result {
+            Ok(()) => std::mem::take(&mut *failing)
+                .then(|| format!("Lifetime counters written to {} again", self.path.display())),
+            Err(e) if !*failing => {
+                *failing = true;
+                Some(format!(
+                    "Lifetime counters could not be written to {}: {e:#}; they are kept in \
+                     memory and written again every 10 seconds",
+                    self.path.display()
+                ))
             }
+            Err(_) => None,
         }
     }
 }
+
+/// Bytes the spool keeps in `spool/reserve` for a full disk: room for thousands of finish
+/// records, the SQLite shared-memory files, `run/ids` and log lines.
+const SPOOL_RESERVE: u64 = 128 << 10;
 
 /// What every task of a node shares.
 pub struct Shared {
@@ -222,16 +241,26 @@ impl Shared {
         env.mid = mid;
         env.size = body.len() as u64;
         env.scanned = scanned;
-        let len = body.len();
         let body = self
             .spool_message(&env, body)
             .await
             .map_err(|e| anyhow::anyhow!("spool: {e}"))?;
-        self.log
-            .info(format!("MID {mid} ready {len} bytes from <{}>", env.sender));
-        self.log.info(format!("MID {mid} queued for delivery"));
-        crate::scanning::pipeline::submit(self, Arc::new(env), body);
+        self.submit_injected(env, body);
         Ok(mid)
+    }
+
+    /// The second half of [`Shared::inject`], for a message already spooled: logs it and
+    /// hands it to scanning or delivery.
+    pub fn submit_injected(self: &Arc<Self>, env: Envelope, body: Arc<Vec<u8>>) {
+        self.log.info(format!(
+            "MID {} ready {} bytes from <{}>",
+            env.mid,
+            body.len(),
+            env.sender
+        ));
+        self.log
+            .info(format!("MID {} queued for delivery", env.mid));
+        crate::scanning::pipeline::submit(self, Arc::new(env), body);
     }
 
     /// Writes a message to the spool and waits for the fsync.
@@ -328,13 +357,14 @@ impl Shared {
         *self.config.write().unwrap() = Arc::new(new.clone());
         *self.tls_server.write().unwrap() = tls_server;
         *self.cpq_tls.write().unwrap() = cpq_tls;
-        if new.cpq.is_some() && new.role == crate::config::Role::Gateway {
-            let _ = self
-                .cpq
-                .ledger
-                .set(crate::cpq::gateway::ReleaseLedger::open(
-                    &new.data_dir.join("cpq"),
-                )?);
+        if new.cpq.is_some()
+            && new.role == crate::config::Role::Gateway
+            && self.cpq.ledger.get().is_none()
+        {
+            let (ledger, settled) =
+                crate::cpq::gateway::ReleaseLedger::open(&new.data_dir.join("cpq"), &self.spool)?;
+            crate::cpq::gateway::log_settled(&self.log, &settled);
+            let _ = self.cpq.ledger.set(ledger);
         }
         *self.scanner.write().unwrap() = Arc::new(scanner);
         if let Some(change) = outbreak {
@@ -397,7 +427,11 @@ impl Node {
             .with_context(|| format!("creating data directory {}", config.data_dir.display()))?;
         let log = MailLog::open(&config.logs_dir(), config.logs.max_size, config.logs.keep)
             .context("opening mail_logs")?;
-        let (spool, recovered) = Spool::open(SpoolConfig::new(config.spool_dir()))
+        let mut spool_config = SpoolConfig::new(config.spool_dir());
+        // Room kept for a full disk: a node that filled it up can still start, record what
+        // it delivers and write its small files while it drains (`pvo_spool`, "A full disk").
+        spool_config.reserve = SPOOL_RESERVE;
+        let (spool, recovered) = Spool::open(spool_config)
             .with_context(|| format!("opening the spool in {}", config.spool_dir().display()))?;
         for m in &recovered.moved_aside {
             log.warning(format!(
@@ -408,6 +442,9 @@ impl Node {
             ));
         }
         let ids = Ids::open(&config.run_dir(), recovered.max_mid + 1)?;
+        for news in ids.take_news() {
+            log.warning(news);
+        }
         let scanner = crate::scanning::Scanner::new(&config.scanning)
             .map_err(|e| anyhow::anyhow!("scanning configuration: {e}"))?;
         let outbreak = crate::scanning::outbreak_store::OutbreakState::start(
@@ -437,9 +474,10 @@ impl Node {
                     .set(crate::cpq::manager::Inbox::start(local_quarantine.store()));
             }
             crate::config::Role::Gateway if config.cpq.is_some() => {
-                let _ = cpq.ledger.set(crate::cpq::gateway::ReleaseLedger::open(
-                    &config.data_dir.join("cpq"),
-                )?);
+                let (ledger, settled) =
+                    crate::cpq::gateway::ReleaseLedger::open(&config.data_dir.join("cpq"), &spool)?;
+                crate::cpq::gateway::log_settled(&log, &settled);
+                let _ = cpq.ledger.set(ledger);
             }
             crate::config::Role::Gateway => {}
         }
@@ -479,7 +517,14 @@ impl Node {
             tokio::spawn(async move {
                 loop {
                     tokio::time::sleep(std::time::Duration::from_secs(10)).await;
-                    shared.counters.persist();
+                    let counters = shared.clone();
+                    let news = tokio::task::spawn_blocking(move || counters.counters.persist())
+                        .await
+                        .ok()
+                        .flatten();
+                    for n in news.into_iter().chain(shared.ids.take_news()) {
+                        shared.log.warning(n);
+                    }
                 }
             });
         }
@@ -569,7 +614,12 @@ impl Node {
         let _ = rx.await;
         let spool = self.shared.spool.clone();
         let _ = tokio::task::spawn_blocking(move || spool.sync()).await;
-        self.shared.counters.persist();
+        if let Some(news) = self.shared.counters.persist() {
+            self.shared.log.warning(news);
+        }
+        for news in self.shared.ids.take_news() {
+            self.shared.log.warning(news);
+        }
         self.shared.log.info("PVO shutting down".to_string());
         self.shared.log.flush();
     }

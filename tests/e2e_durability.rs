@@ -931,6 +931,131 @@ fn full_disk_node_restarts_and_delivers_after_kill_9() {
     assert!(node.is_running(), "the node died:\n{}", node.stderr());
 }
 
+/// Writes zeros to `path` until the file system is full.
+fn fill_up(path: &Path) {
+    let mut f = fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .expect("create filler");
+    let chunk = vec![0u8; 64 << 10];
+    let mut size = chunk.len();
+    loop {
+        match f.write(&chunk[..size]) {
+            Ok(0) => break,
+            Ok(_) => {}
+            Err(e) if e.raw_os_error() == Some(28) && size > 1 => size /= 2,
+            Err(e) if e.raw_os_error() == Some(28) => break,
+            Err(e) => panic!("fill {}: {e}", path.display()),
+        }
+    }
+    let _ = f.sync_all();
+}
+
+/// Every file under `dir` whose name has `.tmp` in it.
+fn temporary_files(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(d) = todo.pop() {
+        for e in fs::read_dir(&d).into_iter().flatten().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                todo.push(p);
+            } else if file_name(&p).contains(".tmp") {
+                out.push(p);
+            }
+        }
+    }
+    out
+}
+
+/// Issue 12, finding 9: a data disk with no byte left (mail filled part of it, something
+/// else the rest) must not keep the gateway from starting, after `kill -9` or a clean stop:
+/// it starts, answers 452 to new mail while the disk is full, delivers what it holds, and
+/// takes mail again once there is room; the refusals name the spool and the cause, and no
+/// temporary file is left behind.
+#[test]
+fn a_completely_full_disk_restarts_refuses_new_mail_delivers_and_recovers() {
+    let mount = Tmpfs::mount("2m");
+    let sink = Sink::start(SinkOptions::reply_data("451 4.3.0 try later"));
+    let mut node = node_on(mount.path(), &sink);
+    let mut sent = Sent::default();
+    let mut c = client(node.addr());
+    let held: Vec<String> = (0..3).map(|i| format!("held {i}")).collect();
+    for s in &held {
+        sent.accept(&mut c, s, 20_000);
+    }
+    fill_up(&mount.path().join("filler"));
+    let reply = sent.send(&mut c, "refused on the full disk", 100_000);
+    assert_eq!(reply.raw(), "452 4.3.1 Insufficient system storage");
+    c.quit();
+
+    let refuse = |node: &Node, subject: &str| {
+        let mut c = client(node.addr());
+        let reply = c.send_message(FROM, &[TO], &message(subject, 2000));
+        assert_eq!(
+            reply.raw(),
+            "452 4.3.1 Insufficient system storage",
+            "{subject:?} with the disk still full"
+        );
+        c.quit();
+    };
+    node.kill9();
+    node.restart();
+    refuse(&node, "refused after kill -9");
+    node.stop();
+    node.restart();
+    refuse(&node, "refused after a clean restart");
+    let spool = mount.path().join("spool");
+    let log = node.mail_logs();
+    let refusals: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("could not be written to the spool"))
+        .collect();
+    assert!(!refusals.is_empty(), "{log}");
+    for l in &refusals {
+        assert!(
+            l.contains(&spool.display().to_string()) && l.contains("no space left"),
+            "a refusal that names no file or cause: {l}"
+        );
+    }
+
+    sink.set_faults(&SinkOptions::default());
+    wait_for_arrivals(&sink, &sent, held.iter().map(String::as_str), DELIVERY);
+    fs::remove_file(mount.path().join("filler")).expect("free the disk");
+    let mut c = client(node.addr());
+    let attempts = Cell::new(0);
+    let accepted = wait_until(
+        Duration::from_secs(60),
+        || {
+            attempts.set(attempts.get() + 1);
+            let subject = format!("after the room came back {}", attempts.get());
+            let reply = sent.send(&mut c, &subject, 2000);
+            match reply.code {
+                250 => Some(subject),
+                452 => None,
+                _ => panic!("{subject:?} got {}", reply.raw()),
+            }
+        },
+        || {
+            format!(
+                "still 452 after {} tries with the disk freed",
+                attempts.get()
+            )
+        },
+    );
+    c.quit();
+    wait_for_arrivals(&sink, &sent, [accepted.as_str()], DELIVERY);
+    assert!(node.is_running(), "the node died:\n{}", node.stderr());
+    let counts = arrivals(&sink, &sent);
+    assert!(
+        counts.values().all(|n| *n == 1),
+        "delivered twice: {counts:?}"
+    );
+    let tmps = temporary_files(mount.path());
+    assert!(tmps.is_empty(), "temporary files left behind: {tmps:?}");
+}
+
 // ---------------------------------------------------------------------------------------
 // Damaged spool files
 // ---------------------------------------------------------------------------------------
@@ -1110,8 +1235,8 @@ fn kill_9_during_delivery_redelivers_only_what_was_in_flight() {
     c.quit();
 
     // Kill as the first deliveries complete: the sink has stored them and answered 250, but
-    // the gateway has had no time to record that durably (finish records ride on the next
-    // fsync, at most 200 ms later), and the next deliveries are under way. aiosmtpd drops
+    // the gateway has had no time to record that (its finish record goes out with the next
+    // group commit), and the next deliveries are under way. aiosmtpd drops
     // a message whose client disconnects during the delay, so these are the deliveries that
     // can arrive twice.
     wait_until(

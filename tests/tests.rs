@@ -10,6 +10,7 @@ mod e2e_cpq_auth;
 mod e2e_diag;
 mod e2e_durability;
 mod e2e_framing;
+mod e2e_durable;
 mod e2e_gateway;
 mod e2e_limits;
 mod e2e_logins;

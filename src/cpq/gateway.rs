@@ -12,6 +12,14 @@
 //! click is answered `250` and not delivered again), the early-release
 //! actions are applied, and the message is injected with a new MID —
 //! rescanned with anti-virus when the Outbreak quarantine released it.
+//!
+//! A crash must not make a release be delivered twice: the ledger first
+//! records the release id as pending with the copy's new MID, then the copy
+//! is spooled, then the id is recorded as taken, and only then may the copy
+//! be delivered. At start a pending id whose MID is live in the spool was
+//! spooled (and cannot have been delivered yet), so it counts as taken and
+//! the manager's retry is answered "already received"; any other pending id
+//! was never spooled and is forgotten, so the retry is taken.
 
 use std::collections::HashSet;
 use std::io::Write;
@@ -27,26 +35,62 @@ use crate::node::Shared;
 
 /// The release ids this gateway has taken: an append-only file, fsynced
 /// before the `250`, loaded at start. Concurrent receptions share fsyncs: a
-/// writer thread appends whatever ids arrived meanwhile and syncs once.
+/// writer thread appends whatever lines arrived meanwhile and syncs once. A
+/// line is a taken release id, or `~ ID MID` for one whose copy MID is being
+/// spooled (see the module documentation).
 pub struct ReleaseLedger {
     seen: Arc<Mutex<HashSet<String>>>,
     tx: std::sync::mpsc::Sender<(String, tokio::sync::oneshot::Sender<std::io::Result<()>>)>,
 }
 
+/// The prefix of a pending line; release ids never contain a space.
+const PENDING: &str = "~ ";
+
 impl ReleaseLedger {
-    pub fn open(dir: &Path) -> Result<ReleaseLedger> {
+    /// Loads the ledger and settles the ids left pending by a crash: taken if their copy
+    /// is live in `spool`, forgotten if not. Returns the ledger and the ids it took so.
+    pub fn open(dir: &Path, spool: &pvo_spool::Spool) -> Result<(ReleaseLedger, Vec<String>)> {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
         let path = dir.join("releases-received");
-        let seen: HashSet<String> = match std::fs::read_to_string(&path) {
-            Ok(t) => t.lines().map(str::to_string).collect(),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => HashSet::new(),
+        let text = match std::fs::read_to_string(&path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
             Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
         };
+        let mut seen = HashSet::new();
+        let mut pending = Vec::new();
+        for line in text.lines() {
+            match line.strip_prefix(PENDING) {
+                Some(rest) => {
+                    if let Some((id, mid)) = rest.split_once(' ') {
+                        if let Ok(mid) = mid.trim().parse::<u64>() {
+                            pending.push((id.to_string(), mid));
+                        }
+                    }
+                }
+                None => {
+                    seen.insert(line.to_string());
+                }
+            }
+        }
         let mut file = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(&path)
             .with_context(|| format!("opening {}", path.display()))?;
+        let mut settled = Vec::new();
+        for (id, mid) in pending {
+            if !seen.contains(&id) && spool.read_body(mid).is_ok() {
+                seen.insert(id.clone());
+                settled.push(id);
+            }
+        }
+        if !settled.is_empty() {
+            let lines: String = settled.iter().map(|id| format!("{id}\n")).collect();
+            file.write_all(lines.as_bytes())
+                .and_then(|()| file.sync_data())
+                .with_context(|| format!("writing {}", path.display()))?;
+        }
         let (tx, rx) = std::sync::mpsc::channel::<(
             String,
             tokio::sync::oneshot::Sender<std::io::Result<()>>,
@@ -76,10 +120,13 @@ impl ReleaseLedger {
                 }
             })
             .context("starting the release ledger writer")?;
-        Ok(ReleaseLedger {
-            seen: Arc::new(Mutex::new(seen)),
-            tx,
-        })
+        Ok((
+            ReleaseLedger {
+                seen: Arc::new(Mutex::new(seen)),
+                tx,
+            },
+            settled,
+        ))
     }
 
     pub fn contains(&self, id: &str) -> bool {
@@ -91,12 +138,30 @@ impl ReleaseLedger {
         if !self.seen.lock().unwrap().insert(id.to_string()) {
             return Ok(());
         }
+        self.write_line(id.to_string()).await
+    }
+
+    /// Records durably that the copy of release `id` is about to be spooled as `mid`.
+    pub async fn record_pending(&self, id: &str, mid: u64) -> std::io::Result<()> {
+        self.write_line(format!("{PENDING}{id} {mid}")).await
+    }
+
+    async fn write_line(&self, line: String) -> std::io::Result<()> {
         let (tx, rx) = tokio::sync::oneshot::channel();
-        if self.tx.send((id.to_string(), tx)).is_err() {
+        if self.tx.send((line, tx)).is_err() {
             return Err(std::io::Error::other("the release ledger writer stopped"));
         }
         rx.await
             .unwrap_or_else(|_| Err(std::io::Error::other("the release ledger writer stopped")))
+    }
+}
+
+/// One `mail_logs` line per release id that start-up found spooled but not yet recorded.
+pub fn log_settled(log: &crate::mail_log::MailLog, settled: &[String]) {
+    for id in settled {
+        log.info(format!(
+            "Release {id} was spooled before a restart but not recorded; recorded now, so a repeat of it is not delivered again"
+        ));
     }
 }
 
@@ -226,7 +291,7 @@ pub async fn receive_release(
         .released_by
         .iter()
         .any(|q| q.eq_ignore_ascii_case("Outbreak"));
-    let env = Envelope {
+    let mut env = Envelope {
         mid: 0,
         icid,
         sender,
@@ -240,13 +305,32 @@ pub async fn receive_release(
         scanned: !rescan,
         cpq: None,
     };
-    let injected = if rescan {
-        crate::scanning::pipeline::inject_for_rescan(shared, &env, bytes).await
-    } else {
-        shared.inject(&env, bytes, true).await
-    };
-    match injected {
-        Ok(new_mid) => {
+    // Pending, spooled, taken, and only then delivered (see the module documentation).
+    env.mid = shared.ids.next(crate::ids::Kind::Mid);
+    env.size = bytes.len() as u64;
+    let new_mid = env.mid;
+    if let Err(e) = ledger.record_pending(&rec.release_id, new_mid).await {
+        shared.log.critical(format!(
+            "ICID {icid} release {} could not be recorded as pending in the release ledger: {e}",
+            rec.release_id
+        ));
+        return "451 4.3.0 Error: queue file write error".into();
+    }
+    let spooled = shared.spool_message(&env, bytes).await;
+    #[cfg(debug_assertions)]
+    if spooled.is_ok()
+        && shared
+            .config()
+            .run_dir()
+            .join("fault-crash-after-release-spooled")
+            .exists()
+    {
+        // Test fault point (debug builds only, tests/e2e_durable.rs): die as `kill -9`
+        // would, between the copy's fsync and the ledger's.
+        std::process::abort();
+    }
+    match spooled {
+        Ok(body) => {
             let by = rec
                 .released_by
                 .iter()
@@ -271,6 +355,11 @@ pub async fn receive_release(
                     rec.release_id
                 ));
             }
+            if rescan {
+                crate::scanning::pipeline::submit_for_rescan(shared, env, body);
+            } else {
+                shared.submit_injected(env, body);
+            }
             // The outbreak copy is no longer needed.
             let base = outbreak_dir(shared).join(rec.gateway_mid.to_string());
             let _ = std::fs::remove_file(base.with_extension("eml"));
@@ -279,7 +368,7 @@ pub async fn receive_release(
         }
         Err(e) => {
             shared.log.critical(format!(
-                "ICID {icid} release {} could not be spooled: {e:#}",
+                "ICID {icid} release {} could not be spooled: spool: {e}",
                 rec.release_id
             ));
             "451 4.3.0 Error: queue file write error".into()

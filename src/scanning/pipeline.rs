@@ -76,14 +76,23 @@ pub async fn inject_for_rescan(
     env.mid = mid;
     env.size = body.len() as u64;
     env.scanned = false;
-    let len = body.len();
     let body = shared
         .spool_message(&env, body)
         .await
         .map_err(|e| anyhow::anyhow!("spool: {e}"))?;
-    shared
-        .log
-        .info(format!("MID {mid} ready {len} bytes from <{}>", env.sender));
+    submit_for_rescan(shared, env, body);
+    Ok(mid)
+}
+
+/// The second half of [`inject_for_rescan`], for a message already spooled (a release,
+/// once its id is recorded): logs it and rescans it with anti-virus.
+pub fn submit_for_rescan(shared: &Arc<Shared>, env: Envelope, body: Arc<Vec<u8>>) {
+    let mid = env.mid;
+    shared.log.info(format!(
+        "MID {mid} ready {} bytes from <{}>",
+        body.len(),
+        env.sender
+    ));
     shared.log.info(format!("MID {mid} queued for delivery"));
     let env = Arc::new(env);
     if shared
@@ -97,7 +106,6 @@ pub async fn inject_for_rescan(
         let shared = shared.clone();
         tokio::spawn(async move { run(shared, env, body, Stages::AntivirusOnly).await });
     }
-    Ok(mid)
 }
 
 /// A recovered message that had not passed scanning before the restart.

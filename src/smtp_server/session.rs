@@ -1079,8 +1079,13 @@ impl Session {
                 self.reply(&format!("250 2.0.0 Ok: Message {mid} accepted"));
             }
             Err(e) => {
+                // The file and the cause (the OS error is the source of an IO error).
+                let why = std::iter::successors(Some(&e as &dyn std::error::Error), |e| e.source())
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join(": ");
                 self.shared.log.critical(format!(
-                    "MID {mid} ICID {icid} could not be written to the spool: {e}"
+                    "MID {mid} ICID {icid} could not be written to the spool: {why}"
                 ));
                 if e.is_no_space() {
                     self.reply("452 4.3.1 Insufficient system storage");

@@ -14,6 +14,8 @@ use crate::error::{io_error, SpoolError};
 pub(crate) const CORRUPT_DIR: &str = "corrupt";
 /// Held with `flock` for as long as the spool is open.
 pub(crate) const LOCK_FILE: &str = "lock";
+/// Space held back for a full disk (`SpoolConfig::reserve`, see `writer`).
+pub(crate) const RESERVE_FILE: &str = "reserve";
 
 pub(crate) fn segment_name(seq: u64) -> String {
     format!("seg-{seq:016x}.log")

@@ -20,9 +20,10 @@ pub enum SpoolError {
         #[source]
         source: io::Error,
     },
-    /// The filesystem is full or the quota is exhausted (`ENOSPC`, `EDQUOT`).
-    #[error("no space left on the spool filesystem")]
-    NoSpace,
+    /// The filesystem is full or the quota is exhausted (`ENOSPC`, `EDQUOT`): operation `op`
+    /// on `path` failed for it, or was not tried because the disk is full.
+    #[error("cannot {op} {path}: no space left on the spool filesystem")]
+    NoSpace { op: &'static str, path: PathBuf },
     /// Data read back from a segment does not match its checksum.
     #[error("corrupt spool data in {path} at offset {offset}: {reason}")]
     Corrupt {
@@ -55,7 +56,7 @@ impl SpoolError {
     /// True for `ENOSPC`/`EDQUOT`: the SMTP server then answers 452 instead of 451.
     pub fn is_no_space(&self) -> bool {
         match self {
-            SpoolError::NoSpace => true,
+            SpoolError::NoSpace { .. } => true,
             SpoolError::Io { source, .. } => is_no_space_io(source),
             _ => false,
         }
@@ -73,7 +74,10 @@ impl SpoolError {
                     None => io::Error::new(source.kind(), source.to_string()),
                 },
             },
-            SpoolError::NoSpace => SpoolError::NoSpace,
+            SpoolError::NoSpace { op, path } => SpoolError::NoSpace {
+                op,
+                path: path.clone(),
+            },
             SpoolError::Corrupt {
                 path,
                 offset,
@@ -106,7 +110,10 @@ fn is_no_space_io(e: &io::Error) -> bool {
 /// Wraps an `io::Error` from operation `op` on `path`, mapping a full disk to `NoSpace`.
 pub(crate) fn io_error(op: &'static str, path: &Path, source: io::Error) -> SpoolError {
     if is_no_space_io(&source) {
-        SpoolError::NoSpace
+        SpoolError::NoSpace {
+            op,
+            path: path.to_path_buf(),
+        }
     } else {
         SpoolError::Io {
             op,

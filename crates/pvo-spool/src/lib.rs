@@ -22,9 +22,10 @@
 //!   451). A callback must not block for long, since the next batch waits for it, and must not
 //!   call [`Spool::sync`]. The queue is unbounded: limiting concurrent sessions is the caller's
 //!   job.
-//! - [`Spool::update`] and [`Spool::finish`] are fire-and-forget; they become durable with the
-//!   next batch that fsyncs, or within 200 ms. A crash can lose the last of them, so delivery
-//!   is at-least-once: a message may be delivered again after a crash.
+//! - [`Spool::update`] and [`Spool::finish`] are fire-and-forget; the next batch writes and
+//!   fsyncs them (one group commit after the call, shared with whatever else it holds). A
+//!   crash before that loses them, so delivery is at-least-once: a message whose next hop
+//!   answered 250 just before a crash may be delivered again.
 //! - [`Spool::read_body`] is a blocking `pread` (use `spawn_blocking` from async code). It
 //!   verifies the record's checksums and finds the message wherever compaction moved it.
 //! - Dropping the last handle flushes pending updates and finishes and stops the writer.
@@ -86,6 +87,12 @@
 //! torn tail or corrupt segment that cannot be moved aside yet stays in place, unread, until
 //! there is space (see `recovery`); nothing that did not parse is ever deleted.
 //!
+//! With [`SpoolConfig::reserve`] set, a full disk is met with room to spare: the spool holds
+//! that many bytes in `dir/reserve` and deletes the file when the disk fills up (or when it
+//! starts on a full disk), so that finishes, and whatever else the node must write to drain
+//! its queue, still fit; new appends get [`SpoolError::NoSpace`] until the reserve can be
+//! made again with as much free beside it.
+//!
 //! # Modules
 //!
 //! - `format`: encoding and decoding, no IO.
@@ -128,6 +135,12 @@ pub struct SpoolConfig {
     pub segment_size: u64,
     /// fsync data and directories. Default true; false only for tests of logic.
     pub fsync: bool,
+    /// Bytes held back in `dir/reserve` for a full disk; 0 (the default): none. When an
+    /// append finds the disk full the file is deleted, which leaves room for what must
+    /// still be written (finish records, the node's small files and log lines), and new
+    /// appends are refused with [`SpoolError::NoSpace`] until the reserve can be made again
+    /// with as much room to spare. A start on a full disk releases it the same way.
+    pub reserve: u64,
     /// Test hook: failures to inject, shared by the clones of this configuration.
     #[cfg(test)]
     pub(crate) faults: Arc<fsio::Faults>,
@@ -139,6 +152,7 @@ impl SpoolConfig {
             dir: dir.into(),
             segment_size: 64 << 20,
             fsync: true,
+            reserve: 0,
             #[cfg(test)]
             faults: Arc::default(),
         }
@@ -261,6 +275,8 @@ impl Spool {
                 (seq, what, reason)
             })
             .collect();
+        // Before the segment: on a full disk, releasing the reserve is what makes room for it.
+        writer.open_reserve();
         // Every run writes to a fresh segment if it can, so recovery never has to append to a
         // file it has just repaired, and corrupt segments have somewhere to copy their
         // messages to. On a full file system it starts without one (the first batch tries
@@ -352,8 +368,8 @@ impl Spool {
         self.send(op);
     }
 
-    /// Records progress of a message. Written in the next batch, durable at the next fsync.
-    /// Ignored if the message is not live (or the update is over 4 GiB).
+    /// Records progress of a message. Written and fsynced by the next batch. Ignored if the
+    /// message is not live (or the update is over 4 GiB).
     pub fn update(&self, mid: u64, data: Vec<u8>) {
         if let Ok(record) = format::update(mid, &data) {
             self.send(Op::Update { mid, record });
@@ -361,7 +377,7 @@ impl Spool {
     }
 
     /// The message is finished (delivered, bounced or deleted): its records become dead.
-    /// Written in the next batch. Ignored if the message is not live.
+    /// Written and fsynced by the next batch. Ignored if the message is not live.
     pub fn finish(&self, mid: u64) {
         self.send(Op::Finish {
             mid,

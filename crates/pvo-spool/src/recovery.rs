@@ -44,7 +44,7 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use crate::dir::{self, parse_segment_name, segment_name, CORRUPT_DIR, LOCK_FILE};
+use crate::dir::{self, parse_segment_name, segment_name, CORRUPT_DIR, LOCK_FILE, RESERVE_FILE};
 use crate::error::{io_error, SpoolError};
 use crate::format::{self, Payload, RECORD_HEADER_LEN, SEGMENT_HEADER_LEN};
 use crate::fsio;
@@ -85,7 +85,10 @@ pub(crate) fn recover(cfg: &SpoolConfig) -> Result<Recovery, SpoolError> {
         let path = entry.path();
         let name = entry.file_name();
         let name = name.to_str();
-        if matches!(name, Some(CORRUPT_DIR) | Some(LOCK_FILE)) {
+        if matches!(
+            name,
+            Some(CORRUPT_DIR) | Some(LOCK_FILE) | Some(RESERVE_FILE)
+        ) {
             continue;
         }
         let is_file = entry.file_type().map(|t| t.is_file()).unwrap_or(false);

@@ -517,6 +517,8 @@ fn fsync_failure_fails_the_batch_and_the_next_batch_works() {
         let (spool, _) = open(&c);
         append(&spool, 1, b"m1", b"one").unwrap();
         spool.update(1, b"u1".to_vec());
+        // The update is fsynced by a batch of its own; the failure below is the append's.
+        spool.sync().unwrap();
         let seg_before = segments(&c.dir).pop().unwrap();
 
         spool.fail_next_sync(5);
@@ -537,22 +539,55 @@ fn fsync_failure_fails_the_batch_and_the_next_batch_works() {
         assert!(err.is_no_space(), "{err:?}");
         spool.sync().unwrap();
     }
-    // The failed records were cut off again, and the unsynced update written again: it must
-    // come back exactly once.
+    // The failed records were cut off again, and the update comes back exactly once.
     let (_spool, rec) = open(&c);
     assert!(rec.moved_aside.is_empty(), "{:?}", rec.moved_aside);
     assert_eq!(mids(&rec), vec![1, 3]);
     assert_eq!(rec.messages[0].updates, vec![b"u1".to_vec()]);
 }
 
+/// A delivery's outcome (an update, a finish) is fsynced by the batch that writes it, within
+/// one group commit of the next hop's 250, not up to `FLUSH_INTERVAL` later: that window is
+/// where a `kill -9` or a power failure makes a delivered message be delivered again.
+#[test]
+fn updates_and_finishes_are_fsynced_by_the_batch_that_writes_them() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (spool, _) = open(&cfg(tmp.path()));
+    append(&spool, 1, b"", b"one").unwrap();
+    append(&spool, 2, b"", b"two").unwrap();
+    let before = spool.stats().fsyncs;
+    let asked = Instant::now();
+    spool.update(1, b"rcpt 0 delivered".to_vec());
+    spool.finish(2);
+    // The index drops a finished message only after its batch is written (and, if the batch
+    // is durable, fsynced): once it is gone, its batch is complete.
+    while spool.stats().live_messages != 1 {
+        assert!(
+            asked.elapsed() < Duration::from_secs(10),
+            "finish never written"
+        );
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let fsyncs = spool.stats().fsyncs;
+    let waited = asked.elapsed();
+    assert!(
+        fsyncs > before,
+        "the update and the finish were written {waited:?} after the call without an fsync \
+         ({fsyncs} fsyncs, {before} before); they would have waited for the 200 ms timer"
+    );
+}
+
 #[test]
 fn sync_reports_a_failed_fsync() {
     let tmp = tempfile::tempdir().unwrap();
-    let (spool, _) = open(&cfg(tmp.path()));
+    let c = cfg(tmp.path());
+    let (spool, _) = open(&c);
     append(&spool, 1, b"", b"x").unwrap();
+    // Every fsync fails: the finish's own batch, and the one `sync` makes for its repair.
+    c.faults.fail_syncs(5, u32::MAX);
     spool.finish(1);
-    spool.fail_next_sync(5);
     assert!(spool.sync().is_err());
+    c.faults.fail_syncs(5, 0);
     spool.sync().unwrap();
     assert_eq!(spool.stats().live_messages, 0);
 }
@@ -838,9 +873,12 @@ fn a_failed_fsync_is_rolled_back_and_its_updates_written_again() {
     append(&spool, 1, b"m1", b"one").unwrap();
     let seg = segments(&c.dir).pop().unwrap();
     let synced = file_len(&seg);
+    // Every fsync fails until healed: the update's own batch (updates are fsynced by the
+    // batch that writes them) and the append's, whichever of them carries the update.
+    c.faults.fail_syncs(5, u32::MAX);
     spool.update(1, b"u1".to_vec());
-    spool.fail_next_sync(5);
     append(&spool, 2, b"m2", &body_of(2, 1000)).unwrap_err();
+    c.faults.fail_syncs(5, 0);
     assert_eq!(
         file_len(&seg),
         synced,
@@ -913,6 +951,8 @@ fn a_full_disk_accepts_appends_again_once_the_queue_drains() {
             Ok(()) => {
                 accepted.push(mid);
                 spool.update(mid, b"scanned".to_vec());
+                // Updates are fsynced by a batch of their own: let it land before `before`.
+                let _ = spool.sync();
             }
             Err(e) => {
                 // The part of the record that fitted was cut off again (and so was the last
@@ -938,6 +978,64 @@ fn a_full_disk_accepts_appends_again_once_the_queue_drains() {
     let (_spool, rec) = open(&c);
     assert_eq!(mids(&rec), vec![fresh]);
     assert!(rec.moved_aside.is_empty(), "{:?}", rec.moved_aside);
+}
+
+/// With a reserve, the first batch that meets a full disk deletes it: the space goes to the
+/// finishes of what the spool holds, new appends are refused (naming the spool) even though
+/// one would fit now, and appends are taken again once the reserve fits twice over.
+#[test]
+fn a_full_disk_releases_the_reserve_for_finishes_and_refuses_appends_until_it_is_back() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut c = cfg(tmp.path());
+    c.reserve = 16 << 10;
+    let (spool, _) = open(&c);
+    let reserve = c.dir.join("reserve");
+    assert_eq!(file_len(&reserve), 16 << 10);
+    c.faults.set_quota(Some(usage(&c.dir) + 40_000));
+    let mut accepted = Vec::new();
+    let err = loop {
+        let mid = accepted.len() as u64 + 1;
+        match append(&spool, mid, b"meta", &body_of(mid, 8000)) {
+            Ok(()) => accepted.push(mid),
+            Err(e) => break e,
+        }
+    };
+    assert!(err.is_no_space(), "{err:?}");
+    assert!(!accepted.is_empty());
+    let refused = append(&spool, 100, b"meta", &body_of(100, 1000)).unwrap_err();
+    assert!(refused.is_no_space(), "{refused:?}");
+    // Released after the failed batch's callbacks ran, so looked at only now.
+    assert!(!reserve.exists(), "the reserve was not released");
+    assert!(
+        refused.to_string().contains(&c.dir.display().to_string()),
+        "{refused}"
+    );
+
+    // The freed space takes the finishes (nothing is lost to the full disk)...
+    for mid in &accepted {
+        spool.finish(*mid);
+    }
+    spool.sync().unwrap();
+    spool.crash();
+    let (spool, rec) = open(&c);
+    assert!(rec.messages.is_empty(), "{:?}", mids(&rec));
+    // ...and once the queue has drained, mail is taken again, with the reserve back.
+    let start = Instant::now();
+    let mut mid = 200;
+    loop {
+        mid += 1;
+        match append(&spool, mid, b"meta", &body_of(mid, 1000)) {
+            Ok(()) => break,
+            Err(e) => assert!(e.is_no_space(), "{e:?}"),
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "still refused with the queue drained; files {:?}",
+            files_in(&c.dir)
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(file_len(&reserve), 16 << 10);
 }
 
 /// Bug B: a node that runs out of space with its queue full, and drains it while the disk is

@@ -6,9 +6,11 @@
 //! `BATCH_BYTES`) into one buffer, writes it with one `pwrite`, makes it durable with one
 //! `fdatasync`, and only then runs the completion callbacks. While it waits for the disk, new
 //! operations queue up and form the next batch, so the number of fsyncs follows the disk's
-//! latency, not the number of messages. Updates and finishes do not need an fsync of their
-//! own: they ride along with the next batch that has one, and are flushed after at most
-//! `FLUSH_INTERVAL` when nothing else comes.
+//! latency, not the number of messages. Updates and finishes make their batch durable too:
+//! they record a delivery's outcome, and until that is on disk a crash delivers the message
+//! again, so they are fsynced by the batch that writes them (shared with whatever else it
+//! holds), not up to 200 ms later. `FLUSH_INTERVAL` only paces the retries of repairs
+//! after a failed batch.
 //!
 //! # Failure
 //!
@@ -53,6 +55,12 @@
 //! in the space that frees; only a crash between the two could lose `max_mid`. A corrupt
 //! segment is never reused: it is moved aside whole once there is an active segment.
 //!
+//! With a reserve (`SpoolConfig::reserve`) the first batch whose write runs out of space deletes
+//! `dir/reserve`, and from then on appends are refused with `NoSpace` without being written,
+//! so the freed space goes to finishes and updates (and to the node's other small files),
+//! never to new mail. A refused append tries to make the reserve again, at most every
+//! `RETRY_INTERVAL`, and only succeeds when twice its size fits: then mail is accepted again.
+//!
 //! # Deleting segments
 //!
 //! A sealed segment is deleted when none of its messages is live, or compacted (its live
@@ -71,7 +79,7 @@ use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
-use crate::dir::{self, segment_name};
+use crate::dir::{self, segment_name, RESERVE_FILE};
 use crate::error::{io_error, SpoolError};
 use crate::format::{self, RECORD_HEADER_LEN, SEGMENT_HEADER_LEN};
 use crate::fsio;
@@ -81,7 +89,7 @@ use crate::{MovedAside, RecoveredMessage, SpoolConfig};
 
 /// A batch stops taking more operations at this size; a larger batch only adds latency.
 const BATCH_BYTES: usize = 8 << 20;
-/// Unsynced updates and finishes are made durable at least this often.
+/// Pending repairs (and any unsynced bytes) are retried at least this often.
 pub(crate) const FLUSH_INTERVAL: Duration = Duration::from_millis(200);
 /// The newest sealed segments are not compacted: their messages are likely to finish soon,
 /// and copying them would be wasted work.
@@ -260,6 +268,13 @@ pub(crate) struct Writer {
     aside: BTreeMap<u64, String>,
     /// When `retry_deferred` may try again.
     retry_at: Instant,
+    /// `dir/reserve` holds `cfg.reserve` bytes; while it does not (the disk filled up),
+    /// appends are refused.
+    reserve_held: bool,
+    /// When a refused append may try to make the reserve again.
+    reserve_retry_at: Instant,
+    /// The last batch could not be written (or its segment made) for lack of space.
+    out_of_room: bool,
     /// Holds the directory lock for as long as the writer lives.
     _lock: File,
 }
@@ -286,6 +301,9 @@ impl Writer {
             stuck: HashSet::new(),
             aside: BTreeMap::new(),
             retry_at: Instant::now(),
+            reserve_held: true,
+            reserve_retry_at: Instant::now(),
+            out_of_room: false,
             _lock: lock,
         }
     }
@@ -389,6 +407,18 @@ impl Writer {
                 op => writes.push(op),
             }
         }
+        let appending = writes.iter().any(|op| matches!(op, Op::Append { .. }));
+        self.out_of_room = false;
+        if appending
+            && !self.reserve_held
+            && Instant::now() >= self.reserve_retry_at
+            && !self.hold_reserve()
+        {
+            // A drained queue leaves its dead records in the active segment: free them.
+            self.empty_dead_active();
+            let _ = self.retire_dead();
+            self.hold_reserve();
+        }
         let timer_due = !self.repair.is_empty()
             || self
                 .dirty_since
@@ -409,6 +439,9 @@ impl Writer {
             // Freeing space needs none, and may be what lets the next batch work.
             if result.as_ref().is_err_and(SpoolError::is_no_space) {
                 self.empty_dead_active();
+                if self.cfg.reserve > 0 && self.reserve_held && self.out_of_room {
+                    self.release_reserve();
+                }
             }
             let _ = self.retire_dead();
         }
@@ -492,6 +525,14 @@ impl Writer {
                     done.call(Err(SpoolError::DuplicateMessage(mid)));
                     return;
                 }
+                if !self.reserve_held {
+                    // The disk filled up: what is left is for draining the queue.
+                    done.call(Err(SpoolError::NoSpace {
+                        op: "append a new message to",
+                        path: self.cfg.dir.clone(),
+                    }));
+                    return;
+                }
                 let loc = Loc {
                     seq: batch.seq,
                     rec_off: batch.offset(),
@@ -512,6 +553,9 @@ impl Writer {
                 if self.state.add_update(batch.seq, mid, data) {
                     batch.buf.extend_from_slice(&record);
                     self.unsynced_updates.push((mid, record));
+                    // A delivery's outcome: the batch that writes it fsyncs it (see
+                    // "Group commit").
+                    batch.durable = true;
                 }
             }
             Op::Finish { mid, record } => {
@@ -519,6 +563,7 @@ impl Writer {
                     batch.buf.extend_from_slice(&record);
                     batch.touched.push(mid);
                     self.unsynced_finishes.insert(mid);
+                    batch.durable = true;
                 }
             }
             Op::Reject { done, err } => done.call(Err(err)),
@@ -627,6 +672,9 @@ impl Writer {
     /// documentation).
     fn fail(&mut self, batch: Batch, e: &SpoolError, stage: Stage) {
         debug_assert_eq!(Some(batch.seq), self.active);
+        // Only a write proves that there is no room (an fsync's ENOSPC, from thin
+        // provisioning or NFS, says the data did not make it, and a retry may well work).
+        self.out_of_room |= stage == Stage::Write && e.is_no_space();
         let rolled_back = self.roll_back(batch.seq);
         self.dirty_since = None;
         for (mid, _) in &batch.appends {
@@ -708,6 +756,59 @@ impl Writer {
         }
     }
 
+    /// At open: holds the reserve if there is room for it and as much again, and releases it
+    /// otherwise, so that a start on a full disk has room for its segment, its finishes and
+    /// the node's own small files.
+    pub(crate) fn open_reserve(&mut self) {
+        if self.cfg.reserve > 0 {
+            self.hold_reserve();
+        }
+    }
+
+    /// Makes `dir/reserve` hold `cfg.reserve` bytes, after proving that twice as much fits
+    /// (zeros written and fsynced, then the file cut back), so that accepting mail again
+    /// leaves a reserve's worth of room for new mail rather than filling the disk at once.
+    /// On failure the file is deleted (which needs no space) and appends stay refused.
+    fn hold_reserve(&mut self) -> bool {
+        let size = self.cfg.reserve;
+        let path = self.cfg.dir.join(RESERVE_FILE);
+        let made = (|| -> std::io::Result<()> {
+            let file = OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .open(&path)?;
+            let zeros = vec![0u8; 64 << 10];
+            let mut off = 0;
+            while off < 2 * size {
+                let n = (2 * size - off).min(zeros.len() as u64) as usize;
+                fsio::write_at(&self.cfg, &file, &zeros[..n], off)?;
+                off += n as u64;
+            }
+            fsio::sync_data(&self.cfg, &file)?;
+            fsio::set_len(&self.cfg, &file, size)?;
+            fsio::sync_all(&self.cfg, &file)
+        })();
+        match made {
+            Ok(()) => {
+                self.reserve_held = true;
+                true
+            }
+            Err(_) => {
+                self.release_reserve();
+                false
+            }
+        }
+    }
+
+    /// Deletes the reserve: its space is for finishing what the spool holds.
+    fn release_reserve(&mut self) {
+        let _ = fs::remove_file(self.cfg.dir.join(RESERVE_FILE));
+        let _ = dir::sync_dir(&self.cfg.dir, self.cfg.fsync);
+        self.reserve_held = false;
+        self.reserve_retry_at = Instant::now() + RETRY_INTERVAL;
+    }
+
     /// Forgets repairs that no longer matter: finishes of messages that no segment holds a
     /// record of any more, and updates and copies of messages that are not live.
     fn prune_repair(&mut self) {
@@ -748,11 +849,15 @@ impl Writer {
             .write(true)
             .create_new(true)
             .open(&path)
-            .map_err(|e| io_error("create", &path, e))?;
+            .map_err(|e| io_error("create", &path, e))
+            .inspect_err(|e| self.out_of_room |= e.is_no_space())?;
         let header = format::encode_segment_header(seq, self.state.max_mid);
         let init = fsio::write_at(&self.cfg, &file, &header, 0)
-            .and_then(|()| fsio::sync_data(&self.cfg, &file))
             .map_err(|e| io_error("initialise", &path, e))
+            .inspect_err(|e| self.out_of_room |= e.is_no_space())
+            .and_then(|()| {
+                fsio::sync_data(&self.cfg, &file).map_err(|e| io_error("initialise", &path, e))
+            })
             .and_then(|()| dir::sync_dir(&self.cfg.dir, self.cfg.fsync));
         if let Err(e) = init {
             // The file holds no record, so removing it loses nothing; leaving it would make
@@ -1004,7 +1109,10 @@ impl Writer {
         action: Retire,
     ) -> Result<Option<MovedAside>, SpoolError> {
         if self.active.is_none() && self.state.segs.keys().next_back() == Some(&seq) {
-            return Err(SpoolError::NoSpace);
+            return Err(SpoolError::NoSpace {
+                op: "create a new segment in",
+                path: self.cfg.dir.clone(),
+            });
         }
         self.remove_segment(seq, action)
     }
