@@ -20,6 +20,7 @@ mod diag;
 mod dns;
 mod envelope;
 mod ids;
+mod import;
 mod listeners;
 mod mail_log;
 mod node;

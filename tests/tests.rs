@@ -8,6 +8,7 @@ mod e2e_config;
 mod e2e_cpq;
 mod e2e_diag;
 mod e2e_durability;
+mod e2e_files;
 mod e2e_filters;
 mod e2e_gateway;
 mod e2e_migration;

@@ -382,6 +382,15 @@ impl QuarantineCommand {
             }
             QuarantineCommand::Quarantine { action } => Ok(("quarantine", action.to_json()?)),
             QuarantineCommand::Outbreakupdate { file } => {
+                if crate::cli::remote() {
+                    // Over SSH: a name in the node's import directory, checked there;
+                    // nothing is resolved against the node's own working directory.
+                    return Ok(("outbreakupdate", json!({ "file": file })));
+                }
+                // A plain name that is not here is one of the import directory.
+                if !file.is_absolute() && file.components().count() == 1 && !file.exists() {
+                    return Ok(("outbreakupdate", json!({ "file": file })));
+                }
                 // The node runs in another directory: send an absolute path.
                 let abs = std::fs::canonicalize(&file)
                     .with_context(|| format!("outbreakupdate: {}", file.display()))?;

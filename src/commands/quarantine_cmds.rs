@@ -31,7 +31,6 @@
 //! cannot move the cursor or rewrite what an administrator sees.
 
 use std::collections::{HashMap, HashSet};
-use std::path::PathBuf;
 use std::sync::Arc;
 
 use pvo_quarantine::{
@@ -55,7 +54,7 @@ pub async fn dispatch(shared: &Arc<Shared>, req: &Request, id: &Identity) -> Opt
     let result = match req.command.as_str() {
         "quarantineconfig" => quarantineconfig(shared, req).await,
         "quarantine" => quarantine(shared, req, id).await,
-        "outbreakupdate" => outbreakupdate(shared, &req.args).await,
+        "outbreakupdate" => outbreakupdate(shared, &req.args, id).await,
         "outbreakstatus" => outbreakstatus(shared).await,
         _ => return None,
     };
@@ -1673,14 +1672,24 @@ async fn sweep(shared: &Arc<Shared>, args: &Value) -> Reply {
 // outbreakupdate, outbreakstatus
 // ---------------------------------------------------------------------------------------
 
-async fn outbreakupdate(shared: &Arc<Shared>, args: &Value) -> Reply {
-    use crate::scanning::outbreak_store::{read, Configured, Origin};
-    let path = PathBuf::from(arg_str(args, "file").ok_or("outbreakupdate: give the rules file")?);
+async fn outbreakupdate(shared: &Arc<Shared>, args: &Value, id: &Identity) -> Reply {
+    use crate::scanning::outbreak_store::{from_bytes, read, Configured, Origin};
+    let file = arg_str(args, "file")
+        .ok_or("outbreakupdate: give the rules file")?
+        .to_string();
+    // Over SSH and the API only a file of the import directory (`crate::import`).
+    let (s, from) = (shared.clone(), id.from.clone());
+    let (path, bytes) = tokio::task::spawn_blocking(move || {
+        crate::import::read(&s.config().data_dir, &file, &from)
+    })
+    .await
+    .map_err(|e| e.to_string())?
+    .map_err(|e| format!("outbreakupdate: {e}"))?;
     // Load, then persist the accepted file's bytes in DATA_DIR/outbreak (fsynced) before
     // putting them in force and answering, so a restart keeps these rules.
     let (s, p) = (shared.clone(), path.clone());
     let in_force = tokio::task::spawn_blocking(move || {
-        let loaded = read(&p)?;
+        let loaded = from_bytes(&p, bytes)?;
         // The configuration's rules file as it is now: a restart keeps these rules
         // until the configuration names another file or that file another version.
         let configured = s
