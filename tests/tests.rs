@@ -12,6 +12,7 @@ mod e2e_files;
 mod e2e_filters;
 mod e2e_gateway;
 mod e2e_migration;
+mod e2e_quickstart;
 mod e2e_scanning;
 mod e2e_users;
 mod e2e_web;
