@@ -112,6 +112,32 @@ fn a_fresh_quickstart_passes_diagnose_on_both_nodes() {
         !n.iter().any(|x| x == "manager ready"),
         "a central gateway is past the enable check: {n:?}"
     );
+
+    // The wizard changed on the manager and not committed: the manager's diagnose says
+    // so (scenario 2); the central gateway's link is unaffected, and its diagnose passes.
+    pvo_json_in(
+        &manager,
+        &[
+            "pvoconfig",
+            "migration",
+            "custom",
+            "--map",
+            "gw1:Policy=Virus",
+        ],
+    );
+    let (ok, m) = diagnose(&manager);
+    assert!(!ok, "{m:#}");
+    assert!(
+        failing(&m).iter().any(|f| f.contains("not committed")),
+        "{:#?}",
+        failing(&m)
+    );
+    let (ok, g) = diagnose(&gateway);
+    assert!(
+        ok && failing(&g).is_empty(),
+        "gateway: {:#?}\n{g:#}",
+        failing(&g)
+    );
 }
 
 /// `pvo --dir DIR ARGS --json`, which must succeed.
