@@ -20,6 +20,7 @@ mod diag;
 mod dns;
 mod envelope;
 mod ids;
+mod import;
 mod listeners;
 mod login_throttle;
 mod mail_log;

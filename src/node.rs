@@ -425,6 +425,13 @@ impl Node {
         let config = Arc::new(config);
         std::fs::create_dir_all(&config.data_dir)
             .with_context(|| format!("creating data directory {}", config.data_dir.display()))?;
+        // Where SSH and API commands take their file arguments from (`import`).
+        crate::import::ensure(&config.data_dir).with_context(|| {
+            format!(
+                "creating the import directory {}",
+                crate::import::dir(&config.data_dir).display()
+            )
+        })?;
         let log = MailLog::open(&config.logs_dir(), config.logs.max_size, config.logs.keep)
             .context("opening mail_logs")?;
         let mut spool_config = SpoolConfig::new(config.spool_dir());

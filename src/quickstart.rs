@@ -146,6 +146,11 @@ pub fn run(args: Args) -> Result<()> {
     rt.block_on(async move {
         let manager = crate::node::Node::start(mcfg, mpath.clone()).await?;
         let gateway = crate::node::Node::start(gcfg, path.clone()).await?;
+        // The seeds' procedure on the manager: the migration wizard run and committed by
+        // an Administrator (the gateway is added and enabled in the files written above).
+        if let Err(e) = migration_wizard(&manager).await {
+            println!("The migration wizard could not be run on the manager ({e:#}); run `pvo --dir {} pvoconfig migration automatic` and `commit` there.", mdir.display());
+        }
         let manager_ssh = match ssh_access(&manager, &gateway).await {
             Ok(Some(how)) => how,
             Ok(None) => String::new(),
@@ -234,6 +239,46 @@ pub fn run(args: Args) -> Result<()> {
         manager.shutdown().await;
         Ok(())
     })
+}
+
+/// Runs the manager's migration wizard (automatic: each local quarantine to the central one
+/// of its name) as `admin`, an Administrator, and commits it, as the seeds' procedure
+/// does before a gateway is enabled; without it the manager's `diagnose` (and a later
+/// `pvoconfig enable`) reports the wizard as not run. Nothing to do once it is committed.
+async fn migration_wizard(manager: &crate::node::Node) -> Result<()> {
+    use crate::admin::Request;
+    let shared = &manager.shared;
+    if shared
+        .config()
+        .cpq
+        .as_ref()
+        .is_none_or(|c| c.migration.is_some())
+    {
+        return Ok(());
+    }
+    let admin = crate::users::Identity::local_admin();
+    for (command, args) in [
+        (
+            "pvoconfig",
+            serde_json::json!({ "action": "migration", "mode": "automatic" }),
+        ),
+        (
+            "commit",
+            serde_json::json!({ "comment": "quickstart: migration wizard (automatic)" }),
+        ),
+    ] {
+        let req = Request {
+            command: command.to_string(),
+            args,
+            user: String::new(),
+            auth: None,
+        };
+        let r = crate::commands::dispatch_as(shared, req, &admin).await;
+        if !r.ok {
+            anyhow::bail!("{command}: {}", r.text.trim());
+        }
+    }
+    Ok(())
 }
 
 /// Gives the manager SSH access to the gateway, as `applianceconfig new` does over the

@@ -253,6 +253,22 @@ impl SearchFilters {
                 bail!("--from is after --to");
             }
         }
+        // An empty value would reach the node as "not given" and widen the search (an
+        // action on every result would then act on more than asked for).
+        for (flag, v) in [
+            ("quarantine", &self.quarantine),
+            ("sender", &self.sender),
+            ("recipient", &self.recipient),
+            ("subject", &self.subject),
+            ("reason", &self.reason),
+            ("rule", &self.rule),
+            ("attachment", &self.attachment),
+            ("gateway", &self.gateway),
+        ] {
+            if v.as_deref() == Some("") {
+                bail!("filter --{flag} \"\" cannot be applied: it is empty (leave the filter out to match any)");
+            }
+        }
         let (reason_kind, reason) = match (&self.reason, &self.rule) {
             (_, Some(rule)) => (Some("outbreak rule".to_string()), Some(rule.clone())),
             (Some(r), None) => split_reason(r),
@@ -366,6 +382,15 @@ impl QuarantineCommand {
             }
             QuarantineCommand::Quarantine { action } => Ok(("quarantine", action.to_json()?)),
             QuarantineCommand::Outbreakupdate { file } => {
+                if crate::cli::remote() {
+                    // Over SSH: a name in the node's import directory, checked there;
+                    // nothing is resolved against the node's own working directory.
+                    return Ok(("outbreakupdate", json!({ "file": file })));
+                }
+                // A plain name that is not here is one of the import directory.
+                if !file.is_absolute() && file.components().count() == 1 && !file.exists() {
+                    return Ok(("outbreakupdate", json!({ "file": file })));
+                }
                 // The node runs in another directory: send an absolute path.
                 let abs = std::fs::canonicalize(&file)
                     .with_context(|| format!("outbreakupdate: {}", file.display()))?;

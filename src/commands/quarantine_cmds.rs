@@ -31,7 +31,6 @@
 //! cannot move the cursor or rewrite what an administrator sees.
 
 use std::collections::{HashMap, HashSet};
-use std::path::PathBuf;
 use std::sync::Arc;
 
 use pvo_quarantine::{
@@ -55,7 +54,7 @@ pub async fn dispatch(shared: &Arc<Shared>, req: &Request, id: &Identity) -> Opt
     let result = match req.command.as_str() {
         "quarantineconfig" => quarantineconfig(shared, req).await,
         "quarantine" => quarantine(shared, req, id).await,
-        "outbreakupdate" => outbreakupdate(shared, &req.args).await,
+        "outbreakupdate" => outbreakupdate(shared, &req.args, id).await,
         "outbreakstatus" => outbreakstatus(shared).await,
         _ => return None,
     };
@@ -64,8 +63,22 @@ pub async fn dispatch(shared: &Arc<Shared>, req: &Request, id: &Identity) -> Opt
 
 type Reply = Result<Response, String>;
 
+/// [`store_err`], and a storage failure's cause logged in mail_logs, where its text
+/// sends the administrator.
+fn store_err_in(shared: &Shared) -> impl Fn(QuarantineError) -> String + '_ {
+    move |e| {
+        if e.is_temporary() {
+            shared
+                .log
+                .warning(format!("Quarantine store failure in a command: {e}"));
+        }
+        store_err(e)
+    }
+}
+
 /// The text of a store error for the administrator. Storage failures say so and that
-/// nothing changed (each action is one transaction).
+/// nothing changed (each action is one transaction); callers that have the node use
+/// [`store_err_in`], which also logs the cause.
 fn store_err(e: QuarantineError) -> String {
     if e.is_temporary() {
         format!(
@@ -110,7 +123,7 @@ async fn quarantineconfig(shared: &Arc<Shared>, req: &Request) -> Reply {
                 .local_quarantine
                 .with(move |s| s.create_quarantine(&n, &settings, now()))
                 .await
-                .map_err(store_err)?;
+                .map_err(store_err_in(shared))?;
             shared
                 .log
                 .info(format!("Quarantine \"{}\" created by {}", q.name, who(req)));
@@ -170,7 +183,7 @@ async fn quarantineconfig(shared: &Arc<Shared>, req: &Request) -> Reply {
                     Ok::<_, QuarantineError>((d, mids))
                 })
                 .await
-                .map_err(store_err)?;
+                .map_err(store_err_in(shared))?;
             shared.log.info(format!(
                 "Quarantine \"{}\" deleted by {}",
                 deleted.name,
@@ -210,7 +223,7 @@ async fn list_quarantines(shared: &Arc<Shared>, prefix: String) -> Reply {
         .local_quarantine
         .with(|s| Ok::<_, QuarantineError>((s.quarantine_table()?, s.usage()?, s.quarantines()?)))
         .await
-        .map_err(store_err)?;
+        .map_err(store_err_in(shared))?;
     let rows: Vec<Value> = usage
         .quarantines
         .iter()
@@ -437,7 +450,7 @@ async fn access_of(shared: &Arc<Shared>, id: &Identity) -> Result<QAccess, Strin
         .local_quarantine
         .with(|s| s.quarantines())
         .await
-        .map_err(store_err)?;
+        .map_err(store_err_in(shared))?;
     let role_name = role
         .as_ref()
         .map(|r| r.name().to_string())
@@ -551,14 +564,30 @@ fn reason_kind(s: &str) -> Result<ReasonKind, String> {
 
 /// The search of a request's `query` object (see `cli::quarantine::SearchFilters`).
 fn query_from(v: &Value) -> Result<SearchQuery, String> {
-    let s = |k: &str| {
-        v.get(k)
-            .and_then(Value::as_str)
-            .map(str::trim)
-            .filter(|t| !t.is_empty())
-            .map(str::to_string)
+    // An empty value is a filter not given (forms send every field); a value of white
+    // space only (CR/LF...) is refused, never dropped, so it cannot widen a bulk action
+    // to every held message. `pvo_quarantine` checks the rest (no word, NUL).
+    let get = |k: &str| -> Result<Option<String>, String> {
+        match v.get(k).and_then(Value::as_str) {
+            None | Some("") => Ok(None),
+            Some(t) if t.trim().is_empty() => {
+                Err(pvo_quarantine::FilterError::new(k, t, "it is only white space").to_string())
+            }
+            Some(t) => Ok(Some(t.trim().to_string())),
+        }
     };
-    let (order_by, descending) = match s("order").as_deref() {
+    let (quarantine, sender, recipient, subject, reason, kind, attachment, gateway) = (
+        get("quarantine")?,
+        get("sender")?,
+        get("recipient")?,
+        get("subject")?,
+        get("reason")?,
+        get("reason_kind")?,
+        get("attachment")?,
+        get("gateway")?,
+    );
+    let order = get("order")?;
+    let (order_by, descending) = match order.as_deref() {
         None | Some("newest") => (OrderBy::Received, true),
         Some("oldest") => (OrderBy::Received, false),
         Some("largest") => (OrderBy::Size, true),
@@ -570,18 +599,18 @@ fn query_from(v: &Value) -> Result<SearchQuery, String> {
         }
     };
     Ok(SearchQuery {
-        quarantine: s("quarantine"),
-        sender: s("sender").map(|a| addr_match(&a)),
-        recipient: s("recipient").map(|a| addr_match(&a)),
-        subject: s("subject"),
+        quarantine,
+        sender: sender.map(|a| addr_match(&a)),
+        recipient: recipient.map(|a| addr_match(&a)),
+        subject,
         received_from: v.get("from").and_then(Value::as_u64),
         received_to: v.get("to").and_then(Value::as_u64),
-        reason: s("reason"),
-        reason_kind: s("reason_kind").map(|k| reason_kind(&k)).transpose()?,
-        attachment_name: s("attachment"),
+        reason,
+        reason_kind: kind.map(|k| reason_kind(&k)).transpose()?,
+        attachment_name: attachment,
         attachment_min_size: v.get("attachment_min_size").and_then(Value::as_u64),
         attachment_max_size: v.get("attachment_max_size").and_then(Value::as_u64),
-        gateway: s("gateway"),
+        gateway,
         order_by,
         descending,
         ..SearchQuery::default()
@@ -647,7 +676,7 @@ async fn search(shared: &Arc<Shared>, args: &Value, access: &QAccess) -> Reply {
         .local_quarantine
         .with(move |s| s.search(&q))
         .await
-        .map_err(store_err)?;
+        .map_err(store_err_in(shared))?;
     let searched = args["query"]["quarantine"].as_str().map(str::to_string);
     let mut rows = vec![[
         "MID".to_string(),
@@ -848,7 +877,7 @@ async fn show(shared: &Arc<Shared>, args: &Value, access: &QAccess) -> Reply {
             Ok::<_, QuarantineError>(Some((info, history, raw, quarantines)))
         })
         .await
-        .map_err(store_err)?;
+        .map_err(store_err_in(shared))?;
     let Some((mut info, history, raw, quarantines)) = loaded else {
         return Err(if access.unrestricted() {
             not_held(mid)
@@ -1201,7 +1230,7 @@ async fn act(shared: &Arc<Shared>, req: &Request, access: &QAccess) -> Reply {
                         .map(|r| (r, Vec::new()))
                 })
                 .await
-                .map_err(store_err)?
+                .map_err(store_err_in(shared))?
         } else {
             access.limit(&mut q);
             shared
@@ -1217,7 +1246,7 @@ async fn act(shared: &Arc<Shared>, req: &Request, access: &QAccess) -> Reply {
                     Ok::<_, QuarantineError>((results, denied))
                 })
                 .await
-                .map_err(store_err)?
+                .map_err(store_err_in(shared))?
         }
     } else {
         let mids = mids_arg(args);
@@ -1258,7 +1287,7 @@ async fn act(shared: &Arc<Shared>, req: &Request, access: &QAccess) -> Reply {
                 Ok::<_, QuarantineError>((results, missing))
             })
             .await
-            .map_err(store_err)?
+            .map_err(store_err_in(shared))?
     };
     let (results, missing) = results;
     report(shared, results, missing, &verb).await
@@ -1340,7 +1369,7 @@ async fn report(
     for (id, r) in results {
         match r {
             Ok(rep) => reports.push(rep),
-            Err(e) => failed_ids.push((id, store_err(e))),
+            Err(e) => failed_ids.push((id, store_err_in(shared)(e))),
         }
     }
     let reports = crate::scanning::local_quarantine::with_node_mids(shared, reports).await;
@@ -1534,7 +1563,7 @@ async fn copy(shared: &Arc<Shared>, req: &Request) -> Reply {
             s.send_copy(id, &rcpts, &user, now()).map(Some)
         })
         .await
-        .map_err(store_err)?
+        .map_err(store_err_in(shared))?
         .ok_or_else(|| not_held(mid))?;
     // The null sender: a copy that cannot be delivered bounces to no one, never to the
     // (possibly forged) original sender. Not scanned again: an administrator asked for
@@ -1603,7 +1632,7 @@ async fn manage_by_rule(shared: &Arc<Shared>, req: &Request, access: &QAccess) -
         .local_quarantine
         .with(move |s| s.manage_by_rule(&r, &action, &actor, now()))
         .await
-        .map_err(store_err)?;
+        .map_err(store_err_in(shared))?;
     if results.is_empty() {
         return Ok(Response::ok(
             format!(
@@ -1622,7 +1651,7 @@ async fn sweep(shared: &Arc<Shared>, args: &Value) -> Reply {
         .local_quarantine
         .with(move |s| s.sweep(at))
         .await
-        .map_err(store_err)?;
+        .map_err(store_err_in(shared))?;
     let n = reports.len();
     let mut resp = report(
         shared,
@@ -1652,14 +1681,24 @@ async fn sweep(shared: &Arc<Shared>, args: &Value) -> Reply {
 // outbreakupdate, outbreakstatus
 // ---------------------------------------------------------------------------------------
 
-async fn outbreakupdate(shared: &Arc<Shared>, args: &Value) -> Reply {
-    use crate::scanning::outbreak_store::{read, Configured, Origin};
-    let path = PathBuf::from(arg_str(args, "file").ok_or("outbreakupdate: give the rules file")?);
+async fn outbreakupdate(shared: &Arc<Shared>, args: &Value, id: &Identity) -> Reply {
+    use crate::scanning::outbreak_store::{from_bytes, read, Configured, Origin};
+    let file = arg_str(args, "file")
+        .ok_or("outbreakupdate: give the rules file")?
+        .to_string();
+    // Over SSH and the API only a file of the import directory (`crate::import`).
+    let (s, from) = (shared.clone(), id.from.clone());
+    let (path, bytes) = tokio::task::spawn_blocking(move || {
+        crate::import::read(&s.config().data_dir, &file, &from)
+    })
+    .await
+    .map_err(|e| e.to_string())?
+    .map_err(|e| format!("outbreakupdate: {e}"))?;
     // Load, then persist the accepted file's bytes in DATA_DIR/outbreak (fsynced) before
     // putting them in force and answering, so a restart keeps these rules.
     let (s, p) = (shared.clone(), path.clone());
     let in_force = tokio::task::spawn_blocking(move || {
-        let loaded = read(&p)?;
+        let loaded = from_bytes(&p, bytes)?;
         // The configuration's rules file as it is now: a restart keeps these rules
         // until the configuration names another file or that file another version.
         let configured = s
@@ -1698,7 +1737,7 @@ async fn outbreakupdate(shared: &Arc<Shared>, args: &Value) -> Reply {
         .local_quarantine
         .with(move |s| rescan_outbreak(s, &scanner, &rules))
         .await
-        .map_err(store_err)?;
+        .map_err(store_err_in(shared))?;
     let n_released = released.len();
     let mut resp = report(
         shared,
@@ -1836,7 +1875,7 @@ async fn outbreakstatus(shared: &Arc<Shared>) -> Reply {
             Ok::<_, QuarantineError>((per_rule, count(None)?))
         })
         .await
-        .map_err(store_err)?;
+        .map_err(store_err_in(shared))?;
     let mut t = String::new();
     match &version {
         Some(v) => t.push_str(&format!(

@@ -19,7 +19,7 @@ use std::time::Duration;
 
 use pvo_scan::dlp::{DlpEngine, DlpPolicy};
 use pvo_scan::filter::{FilterRule, FilterSet};
-use pvo_scan::outbreak::{OutbreakPolicy, OutbreakRules, OutbreakRulesFile};
+use pvo_scan::outbreak::{OutbreakPolicy, OutbreakRules};
 use pvo_scan::verdict::Action;
 use serde::{Deserialize, Serialize};
 
@@ -151,11 +151,8 @@ impl ScanConfig {
 
 /// Reads and compiles an outbreak rules file.
 pub fn load_outbreak_rules(path: &std::path::Path) -> Result<OutbreakRules, String> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| format!("outbreak rules file {}: {e}", path.display()))?;
-    let file: OutbreakRulesFile = toml::from_str(&text)
-        .map_err(|e| format!("outbreak rules file {}: {e}", path.display()))?;
-    OutbreakRules::compile(file).map_err(|e| format!("outbreak rules file {}: {e}", path.display()))
+    // One parser for every rules file, whose errors never repeat the file's content.
+    outbreak_store::read(path).map(|l| l.rules)
 }
 
 /// One mail policy, compiled.

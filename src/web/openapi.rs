@@ -41,11 +41,23 @@ fn op(summary: &str, params: Value, ok: &str, body: Option<Value>, errors: &[&st
     o
 }
 
+/// What `quarantine search` can apply (`pvo_quarantine::FilterError`): empty is "not
+/// given"; otherwise no NUL, and a word (subject, attachment), an address or domain
+/// (sender, recipient), or something besides white space (the others).
+fn filter_pattern(name: &str) -> &'static str {
+    match name {
+        "subject" | "attachment" => "^(?![\\s\\S])|^[^\\x00]*[^\\W_][^\\x00]*$",
+        "sender" | "recipient" => "^(?![\\s\\S])|^[^\\x00]*[^\\s\\x00@*][^\\x00]*$",
+        _ => "^(?![\\s\\S])|^[^\\x00]*[^\\s\\x00][^\\x00]*$",
+    }
+}
+
 fn query(name: &str, ty: &str, desc: &str) -> Value {
+    let pattern = filter_pattern(name);
     let schema = if ty == "integer" {
         json!({ "type": "integer", "minimum": 0, "maximum": i64::MAX, "format": "int64" })
     } else {
-        json!({ "type": "string" })
+        json!({ "type": "string", "pattern": pattern })
     };
     json!({ "name": name, "in": "query", "required": false, "description": desc, "schema": schema })
 }
@@ -123,7 +135,7 @@ fn schemas() -> Value {
                 json!({ "type": "string", "enum": ["newest", "oldest", "largest", "smallest", "exit_soonest", "exit_latest"],
                                 "description": "Accepted and ignored: a job goes oldest first." })
             }
-            _ => json!({ "type": "string" }),
+            _ => json!({ "type": "string", "pattern": filter_pattern(f) }),
         };
         query.insert(f.to_string(), schema);
     }

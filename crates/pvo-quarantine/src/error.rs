@@ -6,12 +6,13 @@
 //! logs and treats as temporary: a CPQ transfer that meets one gets a 4xx, never a 250.
 
 use crate::model::MsgId;
+use crate::search::FilterError;
 
 /// An error from the quarantine store.
 #[derive(Debug, thiserror::Error)]
 pub enum QuarantineError {
     /// The database reported an error (including a failed fsync or a full disk).
-    #[error("quarantine database error")]
+    #[error("quarantine database error: {0}")]
     Db(#[from] rusqlite::Error),
     /// A value stored in the database does not decode (hand-edited or damaged database).
     #[error("corrupt quarantine database: {0}")]
@@ -40,6 +41,10 @@ pub enum QuarantineError {
     /// The request is not valid (bad settings, empty key, move without a source, ...).
     #[error("invalid request: {0}")]
     Invalid(String),
+    /// A search filter cannot be applied (it would match everything, or cannot reach the
+    /// database at all); the search is refused rather than widened.
+    #[error(transparent)]
+    Filter(#[from] FilterError),
     /// The message bytes are gone: the message was deleted or its delivery was confirmed.
     #[error("the bytes of message {0} are no longer stored")]
     BodyGone(MsgId),

@@ -81,7 +81,8 @@ pub use model::{
 };
 pub use rewrite::{apply_early_release, MAX_DEPTH};
 pub use search::{
-    AddrMatch, HitMembership, OrderBy, SearchHit, SearchPage, SearchQuery, DEFAULT_MAX_COUNT,
+    AddrMatch, FilterError, HitMembership, OrderBy, SearchHit, SearchPage, SearchQuery,
+    DEFAULT_MAX_COUNT,
 };
 pub use sqlite::{SqliteStore, BATCH, SCHEMA_VERSION};
 pub use store::{BulkResult, Store};

@@ -142,10 +142,50 @@ pub struct SearchPage {
     pub hits: Vec<SearchHit>,
 }
 
+/// A search filter that cannot be applied, and why. A search is refused rather than run
+/// without the filter: a dropped filter matches every message, and a bulk action on
+/// "every result" would then act on all of them.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("filter {field}={value:?} cannot be applied: {why}")]
+pub struct FilterError {
+    /// The filter's name as the CLI and the API spell it (`subject`, `attachment`...).
+    pub field: String,
+    /// The value as given.
+    pub value: String,
+    pub why: String,
+}
+
+impl FilterError {
+    pub fn new(field: &str, value: &str, why: &str) -> FilterError {
+        FilterError {
+            field: field.to_string(),
+            value: value.to_string(),
+            why: why.to_string(),
+        }
+    }
+}
+
+/// Why no SQL filter can be built from this text, if it cannot: a NUL is not text
+/// (SQLite and FTS5 cut strings there), and a value of white space only names nothing.
+fn text_problem(value: &str) -> Option<&'static str> {
+    if value.contains('\0') {
+        Some("it contains a NUL character")
+    } else if value.trim().is_empty() {
+        Some("it is only white space")
+    } else {
+        None
+    }
+}
+
 /// Turns user words into an FTS5 query restricted to one column: every word quoted (so
 /// that FTS5 operators and punctuation in user input are plain text), all required, a
-/// trailing `*` kept as a prefix match. `None` when there is no word.
-pub(crate) fn fts_query(column: &str, words: &str) -> Option<String> {
+/// trailing `*` kept as a prefix match. A value with no word (letters or digits) is an
+/// error, never "no condition": the index holds words only, so nothing could match it
+/// and dropping it would match everything.
+pub(crate) fn fts_query(column: &str, field: &str, words: &str) -> Result<String, FilterError> {
+    if let Some(why) = text_problem(words) {
+        return Err(FilterError::new(field, words, why));
+    }
     let terms: Vec<String> = words
         .split_whitespace()
         .filter_map(|w| {
@@ -158,9 +198,54 @@ pub(crate) fn fts_query(column: &str, words: &str) -> Option<String> {
         })
         .collect();
     if terms.is_empty() {
-        None
-    } else {
-        Some(format!("{{{column}}} : ({})", terms.join(" AND ")))
+        let why = if words.contains('\u{FFFD}') {
+            "it has no word to search for (letters or digits), only characters that were not valid UTF-8"
+        } else {
+            "it has no word to search for (letters or digits); this filter matches whole words"
+        };
+        return Err(FilterError::new(field, words, why));
+    }
+    Ok(format!("{{{column}}} : ({})", terms.join(" AND ")))
+}
+
+impl SearchQuery {
+    /// Checks that every filter can be applied as given (see [`FilterError`]); the store
+    /// runs it before any search, and callers may run it first to refuse a bulk job
+    /// before it starts.
+    pub fn validate(&self) -> Result<(), FilterError> {
+        let texts = [
+            ("quarantine", self.quarantine.as_deref()),
+            ("gateway", self.gateway.as_deref()),
+            ("reason", self.reason.as_deref()),
+        ];
+        for (field, value) in texts {
+            if let Some(v) = value {
+                if let Some(why) = text_problem(v) {
+                    return Err(FilterError::new(field, v, why));
+                }
+            }
+        }
+        for (field, m) in [("sender", &self.sender), ("recipient", &self.recipient)] {
+            let Some(m) = m else { continue };
+            let (shown, raw) = match m {
+                AddrMatch::Is(a) => (a.clone(), a.as_str()),
+                AddrMatch::Domain(d) => (d.clone(), d.as_str()),
+                AddrMatch::BeginsWith(p) => (format!("{p}*"), p.as_str()),
+            };
+            let no_domain =
+                matches!(m, AddrMatch::Domain(d) if d.trim().trim_start_matches('@').is_empty());
+            let why = text_problem(raw).or(no_domain.then_some("it names no domain"));
+            if let Some(why) = why {
+                return Err(FilterError::new(field, &shown, why));
+            }
+        }
+        if let Some(s) = &self.subject {
+            fts_query("subject", "subject", s)?;
+        }
+        if let Some(a) = &self.attachment_name {
+            fts_query("attachments", "attachment", a)?;
+        }
+        Ok(())
     }
 }
 
@@ -178,11 +263,63 @@ mod tests {
                 "a\"b OR NEAR(",
                 Some("{subject} : (\"a\"\"b\" AND \"OR\" AND \"NEAR(\")"),
             ),
+            ("( invoice %", Some("{subject} : (\"invoice\")")),
             ("-- * \"", None),
             ("", None),
         ];
         for (input, want) in cases {
-            assert_eq!(fts_query("subject", input).as_deref(), want, "{input}");
+            assert_eq!(
+                fts_query("subject", "subject", input).ok().as_deref(),
+                want,
+                "{input}"
+            );
         }
+    }
+
+    /// Filters that name nothing searchable: each is refused with the filter, its value
+    /// and why, never dropped (a dropped filter matches every held message).
+    #[test]
+    fn filters_that_cannot_be_applied_are_refused() {
+        let lossy = String::from_utf8_lossy(b"\xff\xfe").into_owned();
+        let subject = |s: &str| SearchQuery {
+            subject: Some(s.to_string()),
+            ..SearchQuery::default()
+        };
+        let cases: Vec<(SearchQuery, &str)> = vec![
+            (subject("("), "filter subject=\"(\" cannot be applied: it has no word"),
+            (subject("\""), "filter subject=\"\\\"\" cannot be applied: it has no word"),
+            (subject("%"), "filter subject=\"%\" cannot be applied: it has no word"),
+            (subject("\r\n"), "filter subject=\"\\r\\n\" cannot be applied: it is only white space"),
+            (subject("in\0voice"), "filter subject=\"in\\0voice\" cannot be applied: it contains a NUL"),
+            (subject(&lossy), "cannot be applied: it has no word to search for (letters or digits), only characters that were not valid UTF-8"),
+            (
+                SearchQuery { attachment_name: Some("( )".into()), ..SearchQuery::default() },
+                "filter attachment=\"( )\" cannot be applied: it has no word",
+            ),
+            (
+                SearchQuery { sender: Some(AddrMatch::Is("a\0@b.test".into())), ..SearchQuery::default() },
+                "filter sender=\"a\\0@b.test\" cannot be applied: it contains a NUL",
+            ),
+            (
+                SearchQuery { recipient: Some(AddrMatch::Domain("@".into())), ..SearchQuery::default() },
+                "filter recipient=\"@\" cannot be applied: it names no domain",
+            ),
+            (
+                SearchQuery { reason: Some("x\0".into()), ..SearchQuery::default() },
+                "filter reason=\"x\\0\" cannot be applied: it contains a NUL",
+            ),
+            (
+                SearchQuery { gateway: Some("\r\n".into()), ..SearchQuery::default() },
+                "filter gateway=\"\\r\\n\" cannot be applied: it is only white space",
+            ),
+        ];
+        for (q, want) in cases {
+            let e = q.validate().expect_err(want).to_string();
+            assert!(e.contains(want), "{e:?} should contain {want:?}");
+        }
+        for ok in ["invoice", "(invoice)", "inv*", "\"quoted words\""] {
+            subject(ok).validate().unwrap();
+        }
+        SearchQuery::default().validate().unwrap();
     }
 }

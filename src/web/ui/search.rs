@@ -92,9 +92,13 @@ pub(super) fn search_query(form: &[(String, String)]) -> Searched {
         .into_iter()
         .chain(TEXT_FILTERS.iter().map(|(_, k)| *k))
     {
-        if let Some(v) = field(form, k) {
-            q.insert(k.into(), json!(v.trim()));
-            keep.push((k.to_string(), v.trim().to_string()));
+        // Not `field`, which drops white space only: such a value (CR/LF...) goes to the
+        // node, which refuses it by name instead of searching without it.
+        let given = form.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
+        if let Some(v) = given.filter(|v| !v.is_empty()) {
+            let v = if v.trim().is_empty() { v } else { v.trim() };
+            q.insert(k.into(), json!(v));
+            keep.push((k.to_string(), v.to_string()));
         }
     }
     for (k, end) in [("from", 0), ("to", 86_399)] {
@@ -656,5 +660,19 @@ mod tests {
         assert_eq!(safe_back(Some("//evil.example/")), "/messages");
         assert_eq!(safe_back(Some("https://evil.example/")), "/messages");
         assert_eq!(safe_back(Some("/messages/7")), "/messages/7");
+    }
+
+    /// A field of white space only (CR/LF) reaches the node, which refuses it by name;
+    /// dropping it here would search (and act on) every held message. Empty fields are
+    /// filters not given.
+    #[test]
+    fn white_space_filters_reach_the_node() {
+        let form = |k: &str, v: &str| vec![(k.to_string(), v.to_string())];
+        let (q, _, _) = search_query(&form("subject", "\r\n"));
+        assert_eq!(q.get("subject"), Some(&json!("\r\n")));
+        let (q, _, _) = search_query(&form("sender", "  a@b.test "));
+        assert_eq!(q.get("sender"), Some(&json!("a@b.test")));
+        let (q, _, _) = search_query(&form("subject", ""));
+        assert!(q.get("subject").is_none());
     }
 }

@@ -113,6 +113,8 @@ fn addr_condition(col_lc: &str, col_domain: &str, m: &AddrMatch, p: &mut Vec<Val
 }
 
 fn build(conn: &Connection, q: &SearchQuery) -> Result<Built> {
+    // Refused before any SQL: a filter that cannot be applied never widens the search.
+    q.validate()?;
     let mut w: Vec<String> = Vec::new();
     let mut p: Vec<Value> = Vec::new();
     let mut ins: Vec<InFilter> = Vec::new();
@@ -222,14 +224,16 @@ fn build(conn: &Connection, q: &SearchQuery) -> Result<Built> {
         });
     }
     let fts: Vec<String> = [
-        q.subject.as_deref().and_then(|s| fts_query("subject", s)),
+        q.subject
+            .as_deref()
+            .map(|s| fts_query("subject", "subject", s)),
         q.attachment_name
             .as_deref()
-            .and_then(|s| fts_query("attachments", s)),
+            .map(|s| fts_query("attachments", "attachment", s)),
     ]
     .into_iter()
     .flatten()
-    .collect();
+    .collect::<Result<_, _>>()?;
     if !fts.is_empty() {
         // The FTS index holds held messages only (rows are deleted when a message leaves).
         ins.push(InFilter {
