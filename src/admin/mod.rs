@@ -43,6 +43,25 @@ impl std::fmt::Debug for Credentials {
     }
 }
 
+/// What kind of failure a reply is: channels that answer with codes (the REST API's
+/// HTTP status) take it from here, never from the wording.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorKind {
+    /// The caller's role may not do this.
+    Forbidden,
+    /// What the command names does not exist.
+    NotFound,
+    /// The command or one of its arguments is wrong.
+    Invalid,
+    /// The command clashes with the current state (a change made meanwhile, a name in use).
+    Conflict,
+    /// Too much at once: try again later.
+    Busy,
+    /// Something the command needs (a peer, a store) cannot be reached now.
+    Unavailable,
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize, Default)]
 pub struct Response {
     pub ok: bool,
@@ -51,6 +70,9 @@ pub struct Response {
     /// The same facts, structured.
     #[serde(default)]
     pub data: serde_json::Value,
+    /// Why it failed (`None` when `ok`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<ErrorKind>,
 }
 
 impl Response {
@@ -59,15 +81,23 @@ impl Response {
             ok: true,
             text: text.into(),
             data,
+            kind: None,
         }
     }
 
+    /// A failure of the command or its arguments ([`ErrorKind::Invalid`]).
     pub fn error(text: impl Into<String>) -> Response {
+        Response::fail(ErrorKind::Invalid, text)
+    }
+
+    /// A failure of the given kind.
+    pub fn fail(kind: ErrorKind, text: impl Into<String>) -> Response {
         let text = text.into();
         Response {
             ok: false,
             data: serde_json::json!({ "error": text }),
             text,
+            kind: Some(kind),
         }
     }
 }

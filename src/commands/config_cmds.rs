@@ -508,6 +508,7 @@ pub fn showconfig(shared: &Arc<Shared>, req: &Request) -> Response {
             ok: false,
             data: json!({ "error": e.to_string(), "text": text }),
             text: format!("{text}\n# This configuration is not valid: {e}"),
+            kind: Some(crate::admin::ErrorKind::Invalid),
         },
     }
 }

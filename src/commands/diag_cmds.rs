@@ -205,6 +205,7 @@ fn telnet_failed(mut text: String, mut data: serde_json::Value, line: String) ->
         ok: false,
         text,
         data,
+        kind: Some(crate::admin::ErrorKind::Unavailable),
     }
 }
 
@@ -238,6 +239,7 @@ impl Dialogue {
             ok,
             text,
             data: self.data,
+            kind: (!ok).then_some(crate::admin::ErrorKind::Unavailable),
         }
     }
 

@@ -1489,6 +1489,7 @@ async fn report(
         ok: errors.is_empty(),
         text,
         data,
+        kind: (!errors.is_empty()).then_some(crate::admin::ErrorKind::Invalid),
     })
 }
 

@@ -311,6 +311,7 @@ fn resumed_answer(shared: &Shared, r: Resumed, mut data: serde_json::Value) -> R
         ok: false,
         text,
         data,
+        kind: Some(crate::admin::ErrorKind::Unavailable),
     }
 }
 
