@@ -395,6 +395,94 @@ fn the_ui_runs_no_inline_script() {
     );
 }
 
+/// Every answer of the UI carries the same strict CSP: pages, the login page, redirects,
+/// refusals, a missing job (page and JSON), the static files (kept a day, then
+/// revalidated by ETag: 304) and a route's own error.
+#[test]
+fn every_ui_response_carries_the_strict_csp() {
+    const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
+    let sink = Sink::accepting();
+    let node = Node::start(&config(&sink));
+    let web = web_addr(&node);
+    let jar = node.dir().join("cookies.txt");
+    let base = format!("https://{web}");
+    let csp_of = |head: &str, what: &str| {
+        head.lines()
+            .find_map(|l| l.strip_prefix("content-security-policy: "))
+            .unwrap_or_else(|| panic!("{what}: no CSP in {head}"))
+            .trim()
+            .to_string()
+    };
+    let check = |args: &[&str], code: &str, what: &str| {
+        let (head, body) = curl(&jar, args);
+        assert!(head.contains(&format!(" {code} ")), "{what}: {head}");
+        assert_eq!(csp_of(&head, what), CSP.to_ascii_lowercase(), "{what}");
+        (head, body)
+    };
+    // Before logging in: the login page, a page (redirected), a POST without a session.
+    check(&[&format!("{base}/login")], "200", "login page");
+    check(
+        &[&format!("{base}/messages")],
+        "303",
+        "redirect to the login",
+    );
+    check(
+        &["-X", "POST", &format!("{base}/logout")],
+        "403",
+        "refused POST",
+    );
+    let (head, _) = check(
+        &[
+            "--data-urlencode",
+            "username=admin",
+            "--data-urlencode",
+            &format!("password={}", initial_password(&node)),
+            &format!("{base}/login"),
+        ],
+        "303",
+        "login",
+    );
+    assert!(head.contains("set-cookie: __host-pvo_session="), "{head}");
+    check(&[&format!("{base}/")], "200", "dashboard");
+    check(&[&format!("{base}/messages/x")], "404", "not a MID");
+    check(&[&format!("{base}/jobs/nope")], "404", "no such job");
+    check(
+        &[&format!("{base}/jobs/nope.json")],
+        "404",
+        "no such job (JSON)",
+    );
+    check(
+        &[&format!("{base}/quarantines/Nope")],
+        "404",
+        "no such quarantine",
+    );
+    for (path, ctype) in [("/ui.js", "text/javascript"), ("/ui.css", "text/css")] {
+        let (head, body) = check(&[&format!("{base}{path}")], "200", path);
+        assert!(head.contains(&format!("content-type: {ctype}")), "{head}");
+        assert!(
+            head.contains("cache-control: public, max-age=86400"),
+            "{head}"
+        );
+        assert!(!body.is_empty(), "{path}");
+        let etag = head
+            .lines()
+            .find_map(|l| l.strip_prefix("etag: "))
+            .unwrap_or_else(|| panic!("{path}: no ETag in {head}"))
+            .trim()
+            .to_string();
+        let (head, body) = check(
+            &[
+                "-H",
+                &format!("If-None-Match: {etag}"),
+                &format!("{base}{path}"),
+            ],
+            "304",
+            path,
+        );
+        assert!(body.is_empty(), "{path}: {head}");
+    }
+}
+
 /// `openssl x509 -noout ARGS -in FILE`.
 fn x509(cert: &std::path::Path, args: &[&str]) -> String {
     let o = Command::new("openssl")

@@ -1,8 +1,6 @@
 //! Pending changes (commit, clear, rollback), quarantine settings, users (new, role,
 //! password, enable/disable, delete) and custom roles (new, edit, delete).
 
-use std::fmt::Write as _;
-
 use std::sync::Arc;
 
 use axum::extract::Path;
@@ -21,34 +19,34 @@ use crate::admin::Response;
 
 pub(super) async fn changes(Viewer { shared, c }: Viewer) -> HttpResponse {
     let d = run(&shared, &c.id, "commitdetail", json!({})).await;
-    let mut b = String::new();
     if !d.ok {
-        b.push_str(&refusal(&d));
-        return html(StatusCode::OK, page(&shared, &c, "Changes", &b));
+        return html(StatusCode::OK, page(&shared, &c, "Changes", refusal(&d)));
     }
     let pending = d.data["pending"].as_bool().unwrap_or(false);
-    let _ = write!(
-        b,
-        "<p id=\"pending\">{}</p>",
-        if pending {
-            "Changes are pending: they take effect when committed."
-        } else {
-            "No changes pending."
+    let b = html! {
+        p id="pending" {
+            (if pending { "Changes are pending: they take effect when committed." } else { "No changes pending." })
         }
-    );
-    let _ = write!(
-        b,
-        "<form method=\"post\" action=\"/changes/commit\" class=\"stack narrowform\">{}<label for=\"comment\">Comment</label><input id=\"comment\" name=\"comment\" required><div><button type=\"submit\" id=\"commit\"{}>Commit</button></div></form>\
-<form method=\"post\" action=\"/changes/clear\">{}<button type=\"submit\" id=\"clear\" class=\"danger\"{}>Clear changes</button></form>\
-<form method=\"post\" action=\"/changes/rollback\">{}<label for=\"n\">Roll back to commit</label> <input id=\"n\" name=\"n\" type=\"number\" min=\"1\" required> <button type=\"submit\" id=\"rollback\" class=\"danger\">Roll back</button></form>",
-        hidden("csrf", &c.csrf),
-        if pending { "" } else { " disabled" },
-        hidden("csrf", &c.csrf),
-        if pending { "" } else { " disabled" },
-        hidden("csrf", &c.csrf),
-    );
-    b.push_str(&pre(&d.text));
-    html(StatusCode::OK, page(&shared, &c, "Changes", &b))
+        form method="post" action="/changes/commit" class="stack narrowform" {
+            (hidden("csrf", &c.csrf))
+            label for="comment" { "Comment" }
+            input id="comment" name="comment" required;
+            div { button type="submit" id="commit" disabled[!pending] { "Commit" } }
+        }
+        form method="post" action="/changes/clear" {
+            (hidden("csrf", &c.csrf))
+            button type="submit" id="clear" class="danger" disabled[!pending] { "Clear changes" }
+        }
+        form method="post" action="/changes/rollback" {
+            (hidden("csrf", &c.csrf))
+            label for="n" { "Roll back to commit" } " "
+            input id="n" name="n" type="number" min="1" required;
+            " "
+            button type="submit" id="rollback" class="danger" { "Roll back" }
+        }
+        (pre(&d.text))
+    };
+    html(StatusCode::OK, page(&shared, &c, "Changes", b))
 }
 
 pub(super) async fn change_op(
@@ -71,7 +69,7 @@ pub(super) async fn change_op(
         &shared,
         &c,
         &r,
-        "<a href=\"/changes\" id=\"back\">Back to the changes</a>",
+        html! { a href="/changes" id="back" { "Back to the changes" } },
         ("Done", "Not done"),
     )
 }
@@ -103,7 +101,7 @@ pub(super) async fn quarantine_form(
     )
     .await;
     if !list.ok {
-        return html(StatusCode::OK, page(&shared, &c, &title, &refusal(&list)));
+        return html(StatusCode::OK, page(&shared, &c, &title, refusal(&list)));
     }
     let Some(q) = list.data["quarantines"]
         .as_array()
@@ -112,14 +110,19 @@ pub(super) async fn quarantine_form(
         .find(|q| q["name"].as_str() == Some(name.as_str()))
         .cloned()
     else {
-        let body = format!(
-            "<p class=\"err\">There is no quarantine named {}.</p>",
-            esc(&name)
-        );
-        return html(StatusCode::NOT_FOUND, page(&shared, &c, &title, &body));
+        let body = html! { p class="err" { "There is no quarantine named " (name) "." } };
+        return html(StatusCode::NOT_FOUND, page(&shared, &c, &title, body));
     };
+    html(
+        StatusCode::OK,
+        page(&shared, &c, &title, quarantine_settings(&name, &q, &c.csrf)),
+    )
+}
+
+/// The settings form of quarantine `name` (`q`, its row of `quarantineconfig list`).
+fn quarantine_settings(name: &str, q: &Value, csrf: &str) -> Markup {
     let er = &q["early_release"];
-    let er_s = |k: &str| esc(er[k].as_str().unwrap_or(""));
+    let er_s = |k: &str| er[k].as_str().unwrap_or("");
     let x_header = match (
         er["x_header"]["name"].as_str(),
         er["x_header"]["value"].as_str(),
@@ -127,38 +130,38 @@ pub(super) async fn quarantine_form(
         (Some(n), Some(v)) => format!("{n}:{v}"),
         _ => String::new(),
     };
-    let checked = |b: bool| if b { " checked" } else { "" };
     let action = q["default_action"].as_str().unwrap_or("delete");
-    let mut b = String::new();
-    let _ = write!(
-        b,
-        "<p>{} messages, {} used. Changes apply at once (they are quarantine settings, not pending configuration). Only Administrators may change them.</p>\
-<form method=\"post\" action=\"/quarantines/{}\" class=\"stack narrowform\">{}\
-<label for=\"retention_hours\">Retention (hours)</label><input id=\"retention_hours\" name=\"retention_hours\" type=\"number\" min=\"1\" value=\"{}\" required>\
-<label for=\"default_action\">Default action at the end of retention</label><select id=\"default_action\" name=\"default_action\"><option value=\"delete\"{}>delete</option><option value=\"release\"{}>release</option></select>\
-<label><input type=\"checkbox\" name=\"exempt_free_up\" value=\"1\"{}> Exempt from free-up when space runs out</label>\
-<fieldset><legend>Early release</legend>\
-<label for=\"subject_prepend\">Prepend to the subject</label><input id=\"subject_prepend\" name=\"subject_prepend\" value=\"{}\">\
-<label for=\"subject_append\">Append to the subject</label><input id=\"subject_append\" name=\"subject_append\" value=\"{}\">\
-<label for=\"x_header\">Add a header (NAME:VALUE)</label><input id=\"x_header\" name=\"x_header\" value=\"{}\">\
-<label><input type=\"checkbox\" name=\"strip_attachments\" value=\"1\"{}> Strip attachments</label></fieldset>\
-<label for=\"access\">Access (roles and users, comma-separated; Administrators always)</label><input id=\"access\" name=\"access\" value=\"{}\">\
-<div><button type=\"submit\" id=\"save\" accesskey=\"v\">Save</button></div></form>",
-        q["messages"].as_u64().unwrap_or(0),
-        esc(&bytes(q["space_used_bytes"].as_u64().unwrap_or(0))),
-        enc(&name),
-        hidden("csrf", &c.csrf),
-        q["retention_secs"].as_u64().unwrap_or(0).div_ceil(3600),
-        if action == "delete" { " selected" } else { "" },
-        if action == "release" { " selected" } else { "" },
-        checked(q["exempt_free_up"].as_bool().unwrap_or(false)),
-        er_s("subject_prepend"),
-        er_s("subject_append"),
-        esc(&x_header),
-        checked(er["strip_attachments"].as_bool().unwrap_or(false)),
-        esc(&access_names(&q["access"]).join(", ")),
-    );
-    html(StatusCode::OK, page(&shared, &c, &title, &b))
+    html! {
+        p {
+            (q["messages"].as_u64().unwrap_or(0)) " messages, "
+            (bytes(q["space_used_bytes"].as_u64().unwrap_or(0)))
+            " used. Changes apply at once (they are quarantine settings, not pending configuration). Only Administrators may change them."
+        }
+        form method="post" action={ "/quarantines/" (enc(name)) } class="stack narrowform" {
+            (hidden("csrf", csrf))
+            label for="retention_hours" { "Retention (hours)" }
+            input id="retention_hours" name="retention_hours" type="number" min="1" value=(q["retention_secs"].as_u64().unwrap_or(0).div_ceil(3600)) required;
+            label for="default_action" { "Default action at the end of retention" }
+            select id="default_action" name="default_action" {
+                option value="delete" selected[action == "delete"] { "delete" }
+                option value="release" selected[action == "release"] { "release" }
+            }
+            label { input type="checkbox" name="exempt_free_up" value="1" checked[q["exempt_free_up"].as_bool().unwrap_or(false)]; " Exempt from free-up when space runs out" }
+            fieldset {
+                legend { "Early release" }
+                label for="subject_prepend" { "Prepend to the subject" }
+                input id="subject_prepend" name="subject_prepend" value=(er_s("subject_prepend"));
+                label for="subject_append" { "Append to the subject" }
+                input id="subject_append" name="subject_append" value=(er_s("subject_append"));
+                label for="x_header" { "Add a header (NAME:VALUE)" }
+                input id="x_header" name="x_header" value=(x_header);
+                label { input type="checkbox" name="strip_attachments" value="1" checked[er["strip_attachments"].as_bool().unwrap_or(false)]; " Strip attachments" }
+            }
+            label for="access" { "Access (roles and users, comma-separated; Administrators always)" }
+            input id="access" name="access" value=(access_names(&q["access"]).join(", "));
+            div { button type="submit" id="save" accesskey="v" { "Save" } }
+        }
+    }
 }
 
 pub(super) async fn quarantine_save(
@@ -199,12 +202,10 @@ pub(super) async fn quarantine_save(
         }
         _ => Response::error("Retention: give a number of hours (1 to 100000)."),
     };
-    let back = format!("/quarantines/{}", enc(&name));
-    let links = format!(
-        "<a href=\"{}\" id=\"back\">Back to the settings</a>",
-        esc(&back)
-    );
-    outcome_page(&shared, &c, &r, &links, ("Saved", "Not saved"))
+    let links = html! {
+        a href={ "/quarantines/" (enc(&name)) } id="back" { "Back to the settings" }
+    };
+    outcome_page(&shared, &c, &r, links, ("Saved", "Not saved"))
 }
 
 // ----------------------------------------------------------------------------------
@@ -258,39 +259,20 @@ async fn roles_of(shared: &Arc<Shared>, c: &Caller) -> Result<(Vec<String>, Vec<
 }
 
 /// `<option>`s of every role, `selected` chosen.
-fn role_options(builtin: &[String], custom: &[Value], selected: &str) -> String {
-    let mut o = String::from("<optgroup label=\"Built-in roles\">");
-    for r in builtin {
-        let _ = write!(
-            o,
-            "<option{}>{}</option>",
-            if r.eq_ignore_ascii_case(selected) {
-                " selected"
-            } else {
-                ""
-            },
-            esc(r)
-        );
-    }
-    o.push_str("</optgroup>");
-    if !custom.is_empty() {
-        o.push_str("<optgroup label=\"Custom roles\">");
-        for r in custom {
-            let n = r["name"].as_str().unwrap_or("");
-            let _ = write!(
-                o,
-                "<option{}>{}</option>",
-                if n.eq_ignore_ascii_case(selected) {
-                    " selected"
-                } else {
-                    ""
-                },
-                esc(n)
-            );
+fn role_options(builtin: &[String], custom: &[Value], selected: &str) -> Markup {
+    html! {
+        optgroup label="Built-in roles" {
+            @for r in builtin { option selected[r.eq_ignore_ascii_case(selected)] { (r) } }
         }
-        o.push_str("</optgroup>");
+        @if !custom.is_empty() {
+            optgroup label="Custom roles" {
+                @for r in custom {
+                    @let n = r["name"].as_str().unwrap_or("");
+                    option selected[n.eq_ignore_ascii_case(selected)] { (n) }
+                }
+            }
+        }
     }
-    o
 }
 
 fn strings(v: &Value) -> Vec<String> {
@@ -304,100 +286,176 @@ fn strings(v: &Value) -> Vec<String> {
 pub(super) async fn users(Viewer { shared, c }: Viewer) -> HttpResponse {
     let r = run(&shared, &c.id, "userconfig", json!({ "action": "list" })).await;
     if !r.ok {
-        return html(StatusCode::OK, page(&shared, &c, "Users", &refusal(&r)));
+        return html(StatusCode::OK, page(&shared, &c, "Users", refusal(&r)));
     }
     let (builtin, custom) = match roles_of(&shared, &c).await {
         Ok(x) => x,
-        Err(e) => return html(StatusCode::OK, page(&shared, &c, "Users", &refusal(&e))),
+        Err(e) => return html(StatusCode::OK, page(&shared, &c, "Users", refusal(&e))),
     };
-    let mut b = String::from("<section aria-labelledby=\"hu\"><h2 id=\"hu\">Users</h2><table id=\"users\"><thead><tr><th scope=\"col\">User</th><th scope=\"col\">Full name</th><th scope=\"col\">Role</th><th scope=\"col\">State</th><th scope=\"col\">Change role</th><th scope=\"col\">Reset password</th><th scope=\"col\">Actions</th></tr></thead><tbody>");
-    for u in r.data["users"].as_array().into_iter().flatten() {
-        let name = u["name"].as_str().unwrap_or("");
-        let role = u["role"].as_str().unwrap_or("");
-        let enabled = u["enabled"].as_bool().unwrap_or(false);
-        let _ = write!(
-            b,
-            "<tr><th scope=\"row\">{n}</th><td>{}</td><td class=\"role\">{}</td><td>{}</td>\
-<td><form method=\"post\" action=\"/users/{path}\" class=\"inline\">{csrf}<label for=\"role-{n}\" class=\"vh\">Role of {n}</label><select id=\"role-{n}\" name=\"role\">{}</select> <button type=\"submit\" name=\"op\" value=\"role\" aria-label=\"Change the role of {n}\">Change</button></form></td>\
-<td><form method=\"post\" action=\"/users/{path}\" class=\"inline\">{csrf}<label for=\"pw-{n}\" class=\"vh\">New password for {n}</label><input id=\"pw-{n}\" name=\"password\" type=\"password\" autocomplete=\"new-password\" required size=\"12\"> <button type=\"submit\" name=\"op\" value=\"password\" aria-label=\"Reset the password of {n}\">Reset</button></form></td>\
-<td><form method=\"post\" action=\"/users/{path}\" class=\"inline\">{csrf}<button type=\"submit\" name=\"op\" value=\"{}\" aria-label=\"{} {n}\">{}</button> <button type=\"submit\" name=\"op\" value=\"delete\" class=\"danger\" aria-label=\"Delete {n}\">Delete</button></form></td></tr>",
-            esc(u["full_name"].as_str().unwrap_or("")),
-            esc(role),
-            if enabled { "enabled" } else { "disabled" },
-            role_options(&builtin, &custom, role),
-            if enabled { "disable" } else { "enable" },
-            if enabled { "Disable" } else { "Enable" },
-            if enabled { "Disable" } else { "Enable" },
-            n = esc(name),
-            path = esc(&enc(name)),
-            csrf = hidden("csrf", &c.csrf),
-        );
-    }
-    b.push_str("</tbody></table><h3>New user</h3>");
-    let _ = write!(
-        b,
-        "<form method=\"post\" action=\"/users\" class=\"stack narrowform\">{}\
-<label for=\"u-name\">User name</label><input id=\"u-name\" name=\"name\" required autocomplete=\"off\">\
-<label for=\"u-full\">Full name</label><input id=\"u-full\" name=\"full_name\">\
-<label for=\"u-role\">Role</label><select id=\"u-role\" name=\"role\">{}</select>\
-<label for=\"u-password\">Password</label><input id=\"u-password\" name=\"password\" type=\"password\" autocomplete=\"new-password\" required>\
-<div><button type=\"submit\" id=\"create-user\">Create</button></div></form></section>",
-        hidden("csrf", &c.csrf),
-        // Least privilege unless the Administrator picks more.
-        role_options(&builtin, &custom, "Guest"),
-    );
-
-    // Custom roles.
-    b.push_str("<section aria-labelledby=\"hr\"><h2 id=\"hr\">Custom roles</h2><p>A custom role sees and acts on the quarantines it names (or those whose access list names it), for the recipient domains it names (all when none).</p>");
-    if custom.is_empty() {
-        b.push_str("<p id=\"no-roles\">No custom roles.</p>");
-    } else {
-        b.push_str("<table id=\"roles\"><thead><tr><th scope=\"col\">Role</th><th scope=\"col\">Description</th><th scope=\"col\">Quarantines</th><th scope=\"col\">Recipient domains</th><th scope=\"col\">Access</th><th scope=\"col\">Matched content</th><th scope=\"col\">Actions</th></tr></thead><tbody>");
-        for r in &custom {
-            let n = r["name"].as_str().unwrap_or("");
-            let qs = strings(&r["quarantines"]);
-            let ds = strings(&r["domains"]);
-            let _ = write!(
-                b,
-                "<tr><th scope=\"row\">{}</th><td>{}</td><td class=\"quarantines\">{}</td><td>{}</td><td>{}</td><td>{}</td>\
-<td><a href=\"/roles/{path}\" aria-label=\"Edit role {0}\">Edit</a> <form method=\"post\" action=\"/roles/{path}\" class=\"inline\">{}<button type=\"submit\" name=\"op\" value=\"delete\" class=\"danger\" aria-label=\"Delete role {0}\">Delete</button></form></td></tr>",
-                esc(n),
-                esc(r["description"].as_str().unwrap_or("")),
-                if qs.iter().any(|q| q == "*") {
-                    "all".to_string()
-                } else if qs.is_empty() {
-                    "those whose access list names it".to_string()
-                } else {
-                    esc(&qs.join(", "))
-                },
-                if ds.is_empty() { "all".to_string() } else { esc(&ds.join(", ")) },
-                if r["view_only"].as_bool().unwrap_or(false) { "view only" } else { "view and act" },
-                match r["matched_content"].as_bool() {
-                    Some(true) => "may see",
-                    Some(false) => "hidden",
-                    None => "–",
-                },
-                hidden("csrf", &c.csrf),
-                path = esc(&enc(n)),
-            );
+    let users = r.data["users"].as_array().cloned().unwrap_or_default();
+    let new_role = role_fields(&shared, &c, None).await;
+    let b = html! {
+        (users_section(&users, &builtin, &custom, &c.csrf))
+        section aria-labelledby="hr" {
+            h2 id="hr" { "Custom roles" }
+            p { "A custom role sees and acts on the quarantines it names (or those whose access list names it), for the recipient domains it names (all when none)." }
+            (roles_table(&custom, &c.csrf))
+            h3 { "New custom role" }
+            (new_role)
         }
-        b.push_str("</tbody></table>");
+    };
+    html(StatusCode::OK, page(&shared, &c, "Users and roles", b))
+}
+
+/// The users with their forms (role, password, enable/disable, delete) and the form
+/// of a new user.
+fn users_section(users: &[Value], builtin: &[String], custom: &[Value], csrf: &str) -> Markup {
+    html! {
+        section aria-labelledby="hu" {
+            h2 id="hu" { "Users" }
+            table id="users" {
+                thead {
+                    tr {
+                        th scope="col" { "User" } th scope="col" { "Full name" } th scope="col" { "Role" }
+                        th scope="col" { "State" } th scope="col" { "Change role" } th scope="col" { "Reset password" }
+                        th scope="col" { "Actions" }
+                    }
+                }
+                tbody {
+                    @for u in users {
+                        @let n = u["name"].as_str().unwrap_or("");
+                        @let role = u["role"].as_str().unwrap_or("");
+                        @let enabled = u["enabled"].as_bool().unwrap_or(false);
+                        @let path = format!("/users/{}", enc(n));
+                        @let toggle = if enabled { "Disable" } else { "Enable" };
+                        tr {
+                            th scope="row" { (n) }
+                            td { (u["full_name"].as_str().unwrap_or("")) }
+                            td class="role" { (role) }
+                            td { (if enabled { "enabled" } else { "disabled" }) }
+                            td {
+                                form method="post" action=(path) class="inline" {
+                                    (hidden("csrf", csrf))
+                                    label for={ "role-" (n) } class="vh" { "Role of " (n) }
+                                    select id={ "role-" (n) } name="role" { (role_options(builtin, custom, role)) }
+                                    " "
+                                    button type="submit" name="op" value="role" aria-label={ "Change the role of " (n) } { "Change" }
+                                }
+                            }
+                            td {
+                                form method="post" action=(path) class="inline" {
+                                    (hidden("csrf", csrf))
+                                    label for={ "pw-" (n) } class="vh" { "New password for " (n) }
+                                    input id={ "pw-" (n) } name="password" type="password" autocomplete="new-password" required size="12";
+                                    " "
+                                    button type="submit" name="op" value="password" aria-label={ "Reset the password of " (n) } { "Reset" }
+                                }
+                            }
+                            td {
+                                form method="post" action=(path) class="inline" {
+                                    (hidden("csrf", csrf))
+                                    button type="submit" name="op" value=(toggle.to_ascii_lowercase()) aria-label={ (toggle) " " (n) } { (toggle) }
+                                    " "
+                                    button type="submit" name="op" value="delete" class="danger" aria-label={ "Delete " (n) } { "Delete" }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+            h3 { "New user" }
+            form method="post" action="/users" class="stack narrowform" {
+                (hidden("csrf", csrf))
+                label for="u-name" { "User name" }
+                input id="u-name" name="name" required autocomplete="off";
+                label for="u-full" { "Full name" }
+                input id="u-full" name="full_name";
+                label for="u-role" { "Role" }
+                // Least privilege unless the Administrator picks more.
+                select id="u-role" name="role" { (role_options(builtin, custom, "Guest")) }
+                label for="u-password" { "Password" }
+                input id="u-password" name="password" type="password" autocomplete="new-password" required;
+                div { button type="submit" id="create-user" { "Create" } }
+            }
+        }
     }
-    b.push_str("<h3>New custom role</h3>");
-    b.push_str(&role_fields(&shared, &c, None).await);
-    b.push_str("</section>");
-    html(StatusCode::OK, page(&shared, &c, "Users and roles", &b))
+}
+
+/// The custom roles with Edit and Delete.
+fn roles_table(custom: &[Value], csrf: &str) -> Markup {
+    html! {
+        @if custom.is_empty() {
+            p id="no-roles" { "No custom roles." }
+        } @else {
+            table id="roles" {
+                thead {
+                    tr {
+                        th scope="col" { "Role" } th scope="col" { "Description" } th scope="col" { "Quarantines" }
+                        th scope="col" { "Recipient domains" } th scope="col" { "Access" } th scope="col" { "Matched content" }
+                        th scope="col" { "Actions" }
+                    }
+                }
+                tbody {
+                    @for r in custom {
+                        @let n = r["name"].as_str().unwrap_or("");
+                        @let qs = strings(&r["quarantines"]);
+                        @let ds = strings(&r["domains"]);
+                        @let path = format!("/roles/{}", enc(n));
+                        tr {
+                            th scope="row" { (n) }
+                            td { (r["description"].as_str().unwrap_or("")) }
+                            td class="quarantines" {
+                                @if qs.iter().any(|q| q == "*") {
+                                    "all"
+                                } @else if qs.is_empty() {
+                                    "those whose access list names it"
+                                } @else {
+                                    (qs.join(", "))
+                                }
+                            }
+                            td { @if ds.is_empty() { "all" } @else { (ds.join(", ")) } }
+                            td { (if r["view_only"].as_bool().unwrap_or(false) { "view only" } else { "view and act" }) }
+                            td {
+                                @match r["matched_content"].as_bool() {
+                                    Some(true) => "may see",
+                                    Some(false) => "hidden",
+                                    None => "–",
+                                }
+                            }
+                            td {
+                                a href=(path) aria-label={ "Edit role " (n) } { "Edit" }
+                                " "
+                                form method="post" action=(path) class="inline" {
+                                    (hidden("csrf", csrf))
+                                    button type="submit" name="op" value="delete" class="danger" aria-label={ "Delete role " (n) } { "Delete" }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
 }
 
 /// The form of a new role (`None`) or of an existing one.
-async fn role_fields(shared: &Arc<Shared>, c: &Caller, role: Option<&Value>) -> String {
+async fn role_fields(shared: &Arc<Shared>, c: &Caller, role: Option<&Value>) -> Markup {
     let (names, refused) = match quarantine_names(shared, c).await {
         Ok(n) => (n, None),
         Err(r) => (Vec::new(), Some(r)),
     };
+    role_form_fields(role, &names, refused.as_ref(), &c.csrf)
+}
+
+/// [`role_fields`] with the quarantines `names` the caller may list (or the refusal).
+fn role_form_fields(
+    role: Option<&Value>,
+    names: &[String],
+    refused: Option<&Response>,
+    csrf: &str,
+) -> Markup {
     let chosen = role.map(|r| strings(&r["quarantines"])).unwrap_or_default();
     let all = chosen.iter().any(|q| q == "*");
-    let checked = |b: bool| if b { " checked" } else { "" };
     let (action, p) = match role {
         None => ("/roles".to_string(), "r"),
         Some(r) => (
@@ -405,55 +463,42 @@ async fn role_fields(shared: &Arc<Shared>, c: &Caller, role: Option<&Value>) -> 
             "e",
         ),
     };
-    let mut f = format!(
-        "<form method=\"post\" action=\"{}\" class=\"stack narrowform\" id=\"{}\">{}",
-        esc(&action),
-        if role.is_none() {
-            "new-role"
-        } else {
-            "edit-role"
-        },
-        hidden("csrf", &c.csrf)
-    );
-    match role {
-        None => {
-            let _ = write!(f, "<label for=\"{p}-name\">Role name</label><input id=\"{p}-name\" name=\"name\" required autocomplete=\"off\" aria-describedby=\"{p}-name-help\"><small id=\"{p}-name-help\">letters, digits, spaces, '.', '_' and '-' (at most 64)</small>");
+    let flag = |k: &str| role.is_some_and(|r| r[k].as_bool().unwrap_or(false));
+    html! {
+        form method="post" action=(action) class="stack narrowform" id=(if role.is_none() { "new-role" } else { "edit-role" }) {
+            (hidden("csrf", csrf))
+            @if role.is_none() {
+                label for={ (p) "-name" } { "Role name" }
+                input id={ (p) "-name" } name="name" required autocomplete="off" aria-describedby={ (p) "-name-help" };
+                small id={ (p) "-name-help" } { "letters, digits, spaces, '.', '_' and '-' (at most 64)" }
+            } @else {
+                (hidden("op", "edit"))
+            }
+            label for={ (p) "-description" } { "Description" }
+            input id={ (p) "-description" } name="description" value=(role.and_then(|r| r["description"].as_str()).unwrap_or(""));
+            fieldset {
+                legend { "Quarantines" }
+                label { input type="checkbox" name="quarantine" value="*" id={ (p) "-q-all" } checked[all]; " All quarantines" }
+                @if let Some(r) = refused { (refusal(r)) }
+                @for (i, n) in names.iter().enumerate() {
+                    label {
+                        input type="checkbox" name="quarantine" value=(n) id={ (p) "-q-" (i) } checked[chosen.iter().any(|c| c.eq_ignore_ascii_case(n))];
+                        " " (n)
+                    }
+                }
+                small { "None checked: the quarantines whose access list names the role." }
+            }
+            label for={ (p) "-domains" } { "Recipient domains (comma-separated; empty: all)" }
+            input id={ (p) "-domains" } name="domains" value=(role.map(|r| strings(&r["domains"]).join(", ")).unwrap_or_default()) autocomplete="off";
+            label { input type="checkbox" name="view_only" value="1" id={ (p) "-view-only" } checked[flag("view_only")]; " View only (may not release, delete, delay or move)" }
+            label { input type="checkbox" name="matched_content" value="1" id={ (p) "-matched-content" } checked[flag("matched_content")]; " May see matched content (what a filter or DLP rule matched)" }
+            div {
+                button type="submit" id=(if role.is_none() { "create-role" } else { "save-role" }) {
+                    (if role.is_none() { "Create the role" } else { "Save" })
+                }
+            }
         }
-        Some(_) => f.push_str(&hidden("op", "edit")),
     }
-    let _ = write!(
-        f,
-        "<label for=\"{p}-description\">Description</label><input id=\"{p}-description\" name=\"description\" value=\"{}\">\
-<fieldset><legend>Quarantines</legend><label><input type=\"checkbox\" name=\"quarantine\" value=\"*\" id=\"{p}-q-all\"{}> All quarantines</label>",
-        esc(role.and_then(|r| r["description"].as_str()).unwrap_or("")),
-        checked(all),
-    );
-    if let Some(r) = &refused {
-        f.push_str(&refusal(r));
-    }
-    for (i, n) in names.iter().enumerate() {
-        let _ = write!(
-            f,
-            "<label><input type=\"checkbox\" name=\"quarantine\" value=\"{}\" id=\"{p}-q-{i}\"{}> {}</label>",
-            esc(n),
-            checked(chosen.iter().any(|c| c.eq_ignore_ascii_case(n))),
-            esc(n)
-        );
-    }
-    let _ = write!(
-        f,
-        "<small>None checked: the quarantines whose access list names the role.</small></fieldset>\
-<label for=\"{p}-domains\">Recipient domains (comma-separated; empty: all)</label><input id=\"{p}-domains\" name=\"domains\" value=\"{}\" autocomplete=\"off\">\
-<label><input type=\"checkbox\" name=\"view_only\" value=\"1\" id=\"{p}-view-only\"{}> View only (may not release, delete, delay or move)</label>\
-<label><input type=\"checkbox\" name=\"matched_content\" value=\"1\" id=\"{p}-matched-content\"{}> May see matched content (what a filter or DLP rule matched)</label>\
-<div><button type=\"submit\" id=\"{}\">{}</button></div></form>",
-        esc(&role.map(|r| strings(&r["domains"]).join(", ")).unwrap_or_default()),
-        checked(role.is_some_and(|r| r["view_only"].as_bool().unwrap_or(false))),
-        checked(role.is_some_and(|r| r["matched_content"].as_bool().unwrap_or(false))),
-        if role.is_none() { "create-role" } else { "save-role" },
-        if role.is_none() { "Create the role" } else { "Save" },
-    );
-    f
 }
 
 /// The `userconfig role new|edit` arguments of a role form.
@@ -495,7 +540,7 @@ fn role_result(shared: &Shared, c: &Caller, r: &Response) -> HttpResponse {
         shared,
         c,
         r,
-        "<a href=\"/users\" id=\"back\">Back to the users and roles</a>",
+        html! { a href="/users" id="back" { "Back to the users and roles" } },
         ("Done", "Not done"),
     )
 }
@@ -517,23 +562,26 @@ pub(super) async fn role_form(
     let title = format!("Role {name}");
     let custom = match roles_of(&shared, &c).await {
         Ok((_, custom)) => custom,
-        Err(e) => return html(StatusCode::OK, page(&shared, &c, &title, &refusal(&e))),
+        Err(e) => return html(StatusCode::OK, page(&shared, &c, &title, refusal(&e))),
     };
     let Some(role) = custom.iter().find(|r| {
         r["name"]
             .as_str()
             .is_some_and(|n| n.eq_ignore_ascii_case(&name))
     }) else {
-        let b = format!(
-            "<p class=\"err\" role=\"alert\">There is no custom role named {} (built-in roles cannot be changed).</p><p><a href=\"/users\" id=\"back\">Back to the users and roles</a></p>",
-            esc(&name)
-        );
-        return html(StatusCode::NOT_FOUND, page(&shared, &c, &title, &b));
+        let b = html! {
+            p class="err" role="alert" { "There is no custom role named " (name) " (built-in roles cannot be changed)." }
+            p { a href="/users" id="back" { "Back to the users and roles" } }
+        };
+        return html(StatusCode::NOT_FOUND, page(&shared, &c, &title, b));
     };
-    let mut b = String::from("<p>Changes apply at once (users and roles are not pending configuration). Only Administrators may change them.</p>");
-    b.push_str(&role_fields(&shared, &c, Some(role)).await);
-    b.push_str("<p><a href=\"/users\" id=\"back\">Back to the users and roles</a></p>");
-    html(StatusCode::OK, page(&shared, &c, &title, &b))
+    let fields = role_fields(&shared, &c, Some(role)).await;
+    let b = html! {
+        p { "Changes apply at once (users and roles are not pending configuration). Only Administrators may change them." }
+        (fields)
+        p { a href="/users" id="back" { "Back to the users and roles" } }
+    };
+    html(StatusCode::OK, page(&shared, &c, &title, b))
 }
 
 pub(super) async fn role_op(
@@ -571,7 +619,7 @@ pub(super) fn user_result(shared: &Shared, c: &Caller, r: &Response) -> HttpResp
         shared,
         c,
         r,
-        "<a href=\"/users\" id=\"back\">Back to the users</a>",
+        html! { a href="/users" id="back" { "Back to the users" } },
         ("Done", "Not done"),
     )
 }
@@ -721,11 +769,81 @@ mod tests {
             &["Administrator".into(), "Operator".into()],
             &[json!({ "name": "Desk <1>" })],
             "desk <1>",
-        );
+        )
+        .into_string();
         assert!(
             o.contains("<optgroup label=\"Custom roles\"><option selected>Desk &lt;1&gt;</option>"),
             "{o}"
         );
         assert!(o.contains("<option>Administrator</option>"), "{o}");
+    }
+
+    const EVIL: &str = "<script>alert(1)</script>\"'";
+
+    #[test]
+    fn user_and_role_pages_escape_names_and_settings() {
+        let users = [json!({ "name": EVIL, "full_name": EVIL, "role": EVIL, "enabled": true })];
+        let custom = [
+            json!({ "name": EVIL, "description": EVIL, "quarantines": [EVIL], "domains": [EVIL], "view_only": true, "matched_content": false }),
+        ];
+        let p = [
+            users_section(&users, &["Guest".into()], &custom, "t"),
+            roles_table(&custom, "t"),
+            role_form_fields(Some(&custom[0]), &[EVIL.to_string()], None, "t"),
+        ]
+        .map(Markup::into_string)
+        .concat();
+        assert!(!p.contains("<script") && !p.contains("\"'"), "{p}");
+        let e = "&lt;script&gt;alert(1)&lt;/script&gt;&quot;'";
+        let path = "%3Cscript%3Ealert%281%29%3C%2Fscript%3E%22%27";
+        assert!(p.contains(&format!("<th scope=\"row\">{e}</th>")), "{p}");
+        assert!(p.contains(&format!("action=\"/users/{path}\"")), "{p}");
+        assert!(
+            p.contains(&format!("<select id=\"role-{e}\" name=\"role\">")),
+            "{p}"
+        );
+        assert!(
+            p.contains(&format!("aria-label=\"Disable {e}\">Disable</button>")),
+            "{p}"
+        );
+        assert!(
+            p.contains(&format!(
+                "<a href=\"/roles/{path}\" aria-label=\"Edit role {e}\">Edit</a>"
+            )),
+            "{p}"
+        );
+        assert!(
+            p.contains(&format!("name=\"description\" value=\"{e}\"")),
+            "{p}"
+        );
+        assert!(
+            p.contains(&format!("value=\"{e}\" id=\"e-q-0\" checked> {e}</label>")),
+            "{p}"
+        );
+        assert!(p.contains("id=\"e-view-only\" checked>"), "{p}");
+        assert!(!p.contains("id=\"e-matched-content\" checked"), "{p}");
+
+        let q = json!({ "name": EVIL, "messages": 1, "space_used_bytes": 0, "retention_secs": 7200,
+            "default_action": "release", "exempt_free_up": true, "access": [EVIL],
+            "early_release": { "subject_prepend": EVIL, "x_header": { "name": "X", "value": EVIL } } });
+        let p = quarantine_settings(EVIL, &q, "t").into_string();
+        assert!(!p.contains("<script") && !p.contains("\"'"), "{p}");
+        assert!(
+            p.contains(&format!("action=\"/quarantines/{path}\"")),
+            "{p}"
+        );
+        assert!(
+            p.contains(&format!("name=\"subject_prepend\" value=\"{e}\"")),
+            "{p}"
+        );
+        assert!(
+            p.contains(&format!("name=\"x_header\" value=\"X:{e}\"")),
+            "{p}"
+        );
+        assert!(
+            p.contains("<option value=\"release\" selected>release</option>"),
+            "{p}"
+        );
+        assert!(p.contains("value=\"2\" required>"), "{p}");
     }
 }

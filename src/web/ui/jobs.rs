@@ -6,7 +6,6 @@
 //! 500 ms (a `<noscript>` refresh otherwise). `/jobs` lists the caller's jobs (an
 //! Administrator's: every job).
 
-use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -54,27 +53,13 @@ pub(super) async fn start(
                 Refused::Invalid(_) => StatusCode::BAD_REQUEST,
                 Refused::Busy(_) => StatusCode::TOO_MANY_REQUESTS,
             };
-            let b = format!(
-                "<div id=\"result\"><div class=\"err\" role=\"alert\"><strong>Refused:</strong> {}</div></div><p><a href=\"{}\" id=\"back\" accesskey=\"b\">Back</a></p>",
-                pre(r.text()),
-                esc(back)
-            );
-            html(code, page(shared, c, "Not done", &b))
+            let b = html! {
+                div id="result" { div class="err" role="alert" { strong { "Refused:" } " " (pre(r.text())) } }
+                p { a href=(back) id="back" accesskey="b" { "Back" } }
+            };
+            html(code, page(shared, c, "Not done", b))
         }
     }
-}
-
-/// The page's CSP plus `connect-src 'self'` (`/ui.js` fetches the record).
-fn allow_fetch(mut r: HttpResponse) -> HttpResponse {
-    let csp = r
-        .headers()
-        .get("content-security-policy")
-        .and_then(|v| v.to_str().ok())
-        .map(|v| format!("{v}; connect-src 'self'"));
-    if let Some(v) = csp.and_then(|v| HeaderValue::from_str(&v).ok()) {
-        r.headers_mut().insert("content-security-policy", v);
-    }
-    r
 }
 
 fn state_text(rec: &Value) -> String {
@@ -135,11 +120,11 @@ async fn show(
         if as_json {
             return json_error(StatusCode::NOT_FOUND, text);
         }
-        let b = format!(
-            "<p class=\"err\" role=\"alert\">{}</p><p><a href=\"/jobs\">Your jobs</a></p>",
-            esc(text)
-        );
-        return html(StatusCode::NOT_FOUND, page(&shared, &c, "No such job", &b));
+        let b = html! {
+            p class="err" role="alert" { (text) }
+            p { a href="/jobs" { "Your jobs" } }
+        };
+        return html(StatusCode::NOT_FOUND, page(&shared, &c, "No such job", b));
     };
     if as_json {
         let mut r = Json(rec).into_response();
@@ -148,79 +133,91 @@ async fn show(
         return r;
     }
     let back = table.back(&jid).unwrap_or_else(|| "/messages".into());
+    let b = job_page(&jid, &rec, &back, &c.csrf);
+    html(StatusCode::OK, page(&shared, &c, "Bulk action", b))
+}
+
+/// The page of job `jid` (its record `rec`): what it does, its progress, the first
+/// refusals, Cancel while it runs, the links back.
+fn job_page(jid: &str, rec: &Value, back: &str, csrf: &str) -> Markup {
     let running = rec["state"] == "running";
-    let (max, value) = bar(&rec);
-    let mut b = String::new();
-    if running {
-        b.push_str("<noscript><meta http-equiv=\"refresh\" content=\"2\"></noscript>");
+    let (max, value) = bar(rec);
+    // /ui.js polls the record named here while the job runs.
+    let poll = running.then(|| format!("/jobs/{}.json", enc(jid)));
+    html! {
+        @if running {
+            noscript { meta http-equiv="refresh" content="2"; }
+        }
+        p id="what" { (rec["description"].as_str().unwrap_or("")) }
+        p {
+            label for="progress" { "Progress" } " "
+            progress id="progress" max=(max) value=(value) data-poll=[poll] { (value) " of " (max) }
+        }
+        div id="result" class=(if rec["state"] == "stopped" { "err" } else { "ok" }) role="status" aria-live="polite" {
+            p {
+                span id="done" { (num(rec, "done")) } " of "
+                span id="total" { @if rec["total_exact"] == false { "at least " } (num(rec, "total")) }
+                " done, "
+                span id="failed" { (num(rec, "failed")) } " failed. "
+                span id="state" { (state_text(rec)) }
+            }
+        }
+        section aria-labelledby="hr" {
+            h2 id="hr" { "Refusals" }
+            ul id="refusals" {
+                @for r in rec["refusals"].as_array().into_iter().flatten() { li { (r.as_str().unwrap_or("")) } }
+            }
+            p class="note" { "The first few are shown; the audit log has every one." }
+        }
+        form method="post" action={ "/jobs/" (enc(jid)) "/cancel" } id="cancel-form" hidden[!running] {
+            (hidden("csrf", csrf))
+            button type="submit" id="cancel" class="danger" { "Cancel" }
+        }
+        p {
+            a href=(back) id="back" accesskey="b" { "Back" } " · "
+            a href="/messages" { "Messages" } " · "
+            a href="/jobs" { "Your jobs" }
+        }
     }
-    let _ = write!(
-        b,
-        "<p id=\"what\">{}</p>\
-<p><label for=\"progress\">Progress</label> <progress id=\"progress\" max=\"{max}\" value=\"{value}\"{poll}>{value} of {max}</progress></p>\
-<div id=\"result\" class=\"{}\" role=\"status\" aria-live=\"polite\"><p><span id=\"done\">{}</span> of <span id=\"total\">{}</span> done, <span id=\"failed\">{}</span> failed. <span id=\"state\">{}</span></p></div>",
-        esc(rec["description"].as_str().unwrap_or("")),
-        if rec["state"] == "stopped" { "err" } else { "ok" },
-        num(&rec, "done"),
-        esc(&format!(
-            "{}{}",
-            if rec["total_exact"] == false { "at least " } else { "" },
-            num(&rec, "total")
-        )),
-        num(&rec, "failed"),
-        esc(&state_text(&rec)),
-        // /ui.js polls the record named here while the job runs.
-        poll = if running {
-            format!(" data-poll=\"{}\"", esc(&format!("/jobs/{}.json", enc(&jid))))
-        } else {
-            String::new()
-        },
-    );
-    b.push_str("<section aria-labelledby=\"hr\"><h2 id=\"hr\">Refusals</h2><ul id=\"refusals\">");
-    for r in rec["refusals"].as_array().into_iter().flatten() {
-        let _ = write!(b, "<li>{}</li>", esc(r.as_str().unwrap_or("")));
-    }
-    b.push_str("</ul><p class=\"note\">The first few are shown; the audit log has every one.</p></section>");
-    let _ = write!(
-        b,
-        "<form method=\"post\" action=\"/jobs/{jid}/cancel\" id=\"cancel-form\"{}>{}<button type=\"submit\" id=\"cancel\" class=\"danger\">Cancel</button></form>",
-        if running { "" } else { " hidden" },
-        hidden("csrf", &c.csrf),
-        jid = esc(&enc(&jid)),
-    );
-    let _ = write!(
-        b,
-        "<p><a href=\"{}\" id=\"back\" accesskey=\"b\">Back</a> · <a href=\"/messages\">Messages</a> · <a href=\"/jobs\">Your jobs</a></p>",
-        esc(&back)
-    );
-    allow_fetch(html(StatusCode::OK, page(&shared, &c, "Bulk action", &b)))
 }
 
 async fn list(Viewer { shared, c }: Viewer) -> HttpResponse {
     let recs = jobs::of(&shared).list(&c.id);
-    let mut b = String::new();
-    if recs.is_empty() {
-        b.push_str("<p id=\"none\">No bulk action in the last hour.</p>");
-    } else {
-        b.push_str("<table id=\"jobs\"><caption>Bulk actions (kept for an hour after they end)</caption><thead><tr><th scope=\"col\">Started (GMT)</th><th scope=\"col\">User</th><th scope=\"col\">Action</th><th scope=\"col\">Done</th><th scope=\"col\">Failed</th><th scope=\"col\">State</th></tr></thead><tbody>");
-        for r in &recs {
-            let jid = r["id"].as_str().unwrap_or("");
-            let _ = write!(
-                b,
-                "<tr><td>{}</td><td>{}</td><td><a href=\"/jobs/{}\">{}</a></td><td class=\"num\">{} of {}</td><td class=\"num\">{}</td><td>{}</td></tr>",
-                esc(&super::search::gmt(num(r, "started_at"))),
-                esc(r["user"].as_str().unwrap_or("")),
-                esc(&enc(jid)),
-                esc(r["description"].as_str().unwrap_or("")),
-                num(r, "done"),
-                num(r, "total"),
-                num(r, "failed"),
-                esc(r["state"].as_str().unwrap_or("")),
-            );
+    html(
+        StatusCode::OK,
+        page(&shared, &c, "Bulk actions", jobs_table(&recs)),
+    )
+}
+
+/// The jobs of `/jobs`.
+fn jobs_table(recs: &[Value]) -> Markup {
+    html! {
+        @if recs.is_empty() {
+            p id="none" { "No bulk action in the last hour." }
+        } @else {
+            table id="jobs" {
+                caption { "Bulk actions (kept for an hour after they end)" }
+                thead {
+                    tr {
+                        th scope="col" { "Started (GMT)" } th scope="col" { "User" } th scope="col" { "Action" }
+                        th scope="col" { "Done" } th scope="col" { "Failed" } th scope="col" { "State" }
+                    }
+                }
+                tbody {
+                    @for r in recs {
+                        tr {
+                            td { (super::search::gmt(num(r, "started_at"))) }
+                            td { (r["user"].as_str().unwrap_or("")) }
+                            td { a href={ "/jobs/" (enc(r["id"].as_str().unwrap_or(""))) } { (r["description"].as_str().unwrap_or("")) } }
+                            td class="num" { (num(r, "done")) " of " (num(r, "total")) }
+                            td class="num" { (num(r, "failed")) }
+                            td { (r["state"].as_str().unwrap_or("")) }
+                        }
+                    }
+                }
+            }
         }
-        b.push_str("</tbody></table>");
     }
-    html(StatusCode::OK, page(&shared, &c, "Bulk actions", &b))
 }
 
 async fn cancel(Path(id): Path<String>, Post { shared, c, .. }: Post) -> HttpResponse {
@@ -231,11 +228,59 @@ async fn cancel(Path(id): Path<String>, Post { shared, c, .. }: Post) -> HttpRes
             redirect(&format!("/jobs/{}", enc(&id)))
         }
         Err(e) => {
-            let b = format!(
-                "<div id=\"result\"><p class=\"err\" role=\"alert\">{}</p></div><p><a href=\"/jobs\" id=\"back\">Your jobs</a></p>",
-                esc(&e)
-            );
-            html(StatusCode::NOT_FOUND, page(&shared, &c, "Not done", &b))
+            let b = html! {
+                div id="result" { p class="err" role="alert" { (e) } }
+                p { a href="/jobs" id="back" { "Your jobs" } }
+            };
+            html(StatusCode::NOT_FOUND, page(&shared, &c, "Not done", b))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const EVIL: &str = "<script>alert(1)</script>\"'";
+
+    #[test]
+    fn a_jobs_page_escapes_its_description_refusals_and_links() {
+        let rec = json!({ "state": "running", "description": EVIL, "total": 4, "done": 1,
+            "failed": 1, "total_exact": false, "refusals": [EVIL] });
+        let p = job_page("j\"1", &rec, "/messages?subject=\"x", "t").into_string();
+        assert!(!p.contains("<script>") && !p.contains("\"'"), "{p}");
+        assert!(
+            p.contains("<p id=\"what\">&lt;script&gt;alert(1)&lt;/script&gt;&quot;'</p>"),
+            "{p}"
+        );
+        assert!(p.contains("<li>&lt;script&gt;"), "{p}");
+        assert!(p.contains("href=\"/messages?subject=&quot;x\""), "{p}");
+        assert!(
+            p.contains("<progress id=\"progress\" max=\"4\" value=\"1\" data-poll=\"/jobs/j%221.json\">1 of 4</progress>"),
+            "{p}"
+        );
+        assert!(p.contains("<span id=\"total\">at least 4</span>"), "{p}");
+        assert!(
+            p.contains("<noscript><meta http-equiv=\"refresh\" content=\"2\"></noscript>"),
+            "{p}"
+        );
+        assert!(
+            p.contains("id=\"cancel-form\">"),
+            "running: Cancel shown: {p}"
+        );
+
+        let done =
+            json!({ "state": "done", "description": "d", "total": 0, "done": 0, "failed": 0 });
+        let p = job_page("j", &done, "/", "t").into_string();
+        assert!(!p.contains("data-poll") && !p.contains("noscript"), "{p}");
+        assert!(p.contains("id=\"cancel-form\" hidden>"), "{p}");
+        assert!(p.contains("max=\"1\" value=\"1\""), "{p}");
+
+        let l =
+            jobs_table(&[json!({ "id": "a b", "user": EVIL, "description": EVIL, "state": EVIL })])
+                .into_string();
+        assert!(!l.contains("<script>"), "{l}");
+        assert!(l.contains("href=\"/jobs/a%20b\""), "{l}");
+        assert!(jobs_table(&[]).into_string().contains("id=\"none\""));
     }
 }

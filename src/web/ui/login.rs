@@ -13,19 +13,21 @@ use super::*;
 // Login
 // ----------------------------------------------------------------------------------
 
-pub(super) fn login_page(msg: Option<&str>, user: &str) -> String {
-    let msg = msg
-        .map(|m| format!("<p class=\"err\" role=\"alert\">{}</p>", esc(m)))
-        .unwrap_or_default();
+pub(super) fn login_page(msg: Option<&str>, user: &str) -> Markup {
     bare(
         "Log in",
-        &format!(
-            "{msg}<form method=\"post\" action=\"/login\" class=\"stack\">\
-<label for=\"username\">User name</label><input id=\"username\" name=\"username\" autocomplete=\"username\" required autofocus value=\"{u}\">\
-<label for=\"password\">Password</label><input id=\"password\" name=\"password\" type=\"password\" autocomplete=\"current-password\" required>\
-<button type=\"submit\" id=\"login\">Log in</button></form>",
-            u = esc(user)
-        ),
+        html! {
+            @if let Some(m) = msg {
+                p class="err" role="alert" { (m) }
+            }
+            form method="post" action="/login" class="stack" {
+                label for="username" { "User name" }
+                input id="username" name="username" autocomplete="username" required autofocus value=(user);
+                label for="password" { "Password" }
+                input id="password" name="password" type="password" autocomplete="current-password" required;
+                button type="submit" id="login" { "Log in" }
+            }
+        },
     )
 }
 
@@ -92,4 +94,24 @@ pub(super) async fn logout(Extension(sessions): Ses, Post { c, .. }: Post) -> Ht
         r.headers_mut().insert(header::SET_COOKIE, v);
     }
     r
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_login_page_escapes_the_user_name_and_the_message() {
+        let p = login_page(Some("<script>alert(1)</script>"), "x\"><script>'").into_string();
+        assert!(!p.contains("<script"), "{p}");
+        assert!(
+            p.contains("value=\"x&quot;&gt;&lt;script&gt;'\""),
+            "the value stays inside its attribute: {p}"
+        );
+        assert!(p.contains("&lt;script&gt;alert(1)&lt;/script&gt;"), "{p}");
+        assert!(
+            p.contains("<button type=\"submit\" id=\"login\">Log in</button>"),
+            "{p}"
+        );
+    }
 }

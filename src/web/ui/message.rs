@@ -5,8 +5,6 @@
 //! hid it from the viewer's role), MIME parts, headers and history. Everything comes
 //! from one `quarantine show` as the session user.
 
-use std::fmt::Write as _;
-
 use axum::extract::Path;
 use axum::http::StatusCode;
 use axum::response::Response as HttpResponse;
@@ -19,30 +17,19 @@ use crate::users::Perm;
 // Message detail
 // ----------------------------------------------------------------------------------
 
-pub(super) fn details_html(v: &Value) -> String {
-    match v {
-        Value::Object(m) => {
-            let mut s = String::from("<dl class=\"details\">");
-            for (k, v) in m {
-                let _ = write!(
-                    s,
-                    "<dt>{}</dt><dd>{}</dd>",
-                    esc(&k.replace('_', " ")),
-                    details_html(v)
-                );
+pub(super) fn details_html(v: &Value) -> Markup {
+    html! {
+        @match v {
+            Value::Object(m) => {
+                dl class="details" {
+                    @for (k, v) in m { dt { (k.replace('_', " ")) } dd { (details_html(v)) } }
+                }
             }
-            s.push_str("</dl>");
-            s
-        }
-        Value::Array(a) => {
-            let mut s = String::from("<ul>");
-            for v in a {
-                let _ = write!(s, "<li>{}</li>", details_html(v));
+            Value::Array(a) => {
+                ul { @for v in a { li { (details_html(v)) } } }
             }
-            s.push_str("</ul>");
-            s
+            other => (cell(other)),
         }
-        other => esc(&cell(other)),
     }
 }
 
@@ -54,7 +41,7 @@ pub(super) async fn show(Viewer { shared, c }: Viewer, Path(mid): Path<String>) 
                 &shared,
                 &c,
                 "No such message",
-                "<p class=\"err\">The MID must be a number.</p>",
+                html! { p class="err" { "The MID must be a number." } },
             ),
         );
     };
@@ -67,56 +54,13 @@ pub(super) async fn show(Viewer { shared, c }: Viewer, Path(mid): Path<String>) 
     .await;
     let title = format!("Message {mid}");
     if !r.ok {
-        let body = format!(
-            "{}<p><a href=\"/messages\">Back to the search</a></p>",
-            refusal(&r)
-        );
-        return html(StatusCode::OK, page(&shared, &c, &title, &body));
+        let body = html! {
+            (refusal(&r))
+            p { a href="/messages" { "Back to the search" } }
+        };
+        return html(StatusCode::OK, page(&shared, &c, &title, body));
     }
     let d = &r.data;
-    let s = |k: &str| esc(d[k].as_str().unwrap_or(""));
-    let mut b = String::new();
-    let rcpts: Vec<String> = d["recipients"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|r| r.as_str().map(esc))
-        .collect();
-    let atts: Vec<String> = d["attachments"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .map(|a| {
-            format!(
-                "{} ({})",
-                esc(a["name"].as_str().unwrap_or("")),
-                esc(&bytes(a["size"].as_u64().unwrap_or(0)))
-            )
-        })
-        .collect();
-    let _ = write!(
-        b,
-        "<dl class=\"summary\"><dt>State</dt><dd>{}</dd><dt>Received (GMT)</dt><dd>{}</dd><dt>Envelope sender</dt><dd>{}</dd><dt>Envelope recipients</dt><dd>{}</dd><dt>Subject</dt><dd id=\"subject\">{}</dd><dt>Size</dt><dd>{}</dd><dt>Attachments</dt><dd>{}</dd>{}</dl>",
-        s("state"),
-        esc(&gmt(d["received"].as_u64().unwrap_or(0))),
-        s("sender"),
-        rcpts.join("<br>"),
-        s("subject"),
-        esc(&bytes(d["size"].as_u64().unwrap_or(0))),
-        if atts.is_empty() { "none".into() } else { atts.join("<br>") },
-        d["gateway"]
-            .as_str()
-            .filter(|g| !g.is_empty())
-            .map(|g| format!(
-                "<dt>Originating gateway</dt><dd id=\"gateway\">{} (its MID {})</dd>",
-                esc(g),
-                d["gateway_mid"].as_u64().unwrap_or(0)
-            ))
-            .unwrap_or_default(),
-    );
-
-    let now = crate::clock::unix_now();
-    let hidden_for_role = d["matched_content_hidden"] == true;
 
     // Actions (every role sees them; a role that may not act is refused on the page).
     let held: Vec<Value> = d["quarantines"]
@@ -126,26 +70,9 @@ pub(super) async fn show(Viewer { shared, c }: Viewer, Path(mid): Path<String>) 
         .filter(|m| m["state"] == "held")
         .cloned()
         .collect();
-    if !held.is_empty() {
-        let back = format!("/messages/{mid}");
-        let _ = write!(
-            b,
-            "<section aria-labelledby=\"ha\"><h2 id=\"ha\">Actions</h2><form method=\"post\" action=\"/messages/action\" class=\"actions\">{}{}{}\
-<button type=\"submit\" name=\"op\" value=\"release\" id=\"release\" accesskey=\"r\">Release</button> \
-<button type=\"submit\" name=\"op\" value=\"delete\" id=\"delete\" class=\"danger\">Delete</button> \
-<label for=\"by\">Delay exit by</label> <select id=\"by\" name=\"by\"><option>8h</option><option selected>24h</option><option>48h</option><option>1w</option></select> \
-<button type=\"submit\" name=\"op\" value=\"delay\" id=\"delay\">Delay</button>",
-            hidden("csrf", &c.csrf),
-            hidden("back", &back),
-            hidden("mid", &mid.to_string())
-        );
-        b.push_str(
-            " <label for=\"move-from\">Move from</label> <select id=\"move-from\" name=\"from\">",
-        );
-        for m in &held {
-            let q = m["quarantine"].as_str().unwrap_or("");
-            let _ = write!(b, "<option>{}</option>", esc(q));
-        }
+    let actions = if held.is_empty() {
+        None
+    } else {
         // The quarantines to move to, when the role may list them (else typed in; not
         // asked for otherwise, so a Guest's page adds no refusal to the audit trail).
         let role = shared.users.role(&c.id.role);
@@ -161,267 +88,363 @@ pub(super) async fn show(Viewer { shared, c }: Viewer, Path(mid): Path<String>) 
         } else {
             crate::admin::Response::error("")
         };
-        let mut names = String::new();
-        if list.ok {
-            names.push_str("<datalist id=\"quarantine-names\">");
-            for q in list.data["quarantines"].as_array().into_iter().flatten() {
-                let n = q["name"].as_str().unwrap_or("");
-                if !held.iter().any(|m| m["quarantine"] == n) {
-                    let _ = write!(names, "<option value=\"{}\">", esc(n));
+        let others: Option<Vec<&str>> = list.ok.then(|| {
+            list.data["quarantines"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|q| q["name"].as_str().unwrap_or(""))
+                .filter(|n| !held.iter().any(|m| m["quarantine"] == *n))
+                .collect()
+        });
+        Some(actions(
+            mid,
+            &held,
+            others.as_deref(),
+            may(Perm::SendCopy),
+            &c.csrf,
+        ))
+    };
+    let b = html! {
+        (summary(d))
+        @if let Some(a) = actions { (a) }
+        (quarantines(d, &c.id.role))
+    };
+    html(StatusCode::OK, page(&shared, &c, &title, b))
+}
+
+/// The summary of a message (`quarantine show`'s data `d`).
+fn summary(d: &Value) -> Markup {
+    let s = |k: &str| d[k].as_str().unwrap_or("").to_string();
+    let rcpts: Vec<&str> = d["recipients"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+        .collect();
+    let atts: Vec<Value> = d["attachments"].as_array().cloned().unwrap_or_default();
+    html! {
+        dl class="summary" {
+            dt { "State" } dd { (s("state")) }
+            dt { "Received (GMT)" } dd { (gmt(d["received"].as_u64().unwrap_or(0))) }
+            dt { "Envelope sender" } dd { (s("sender")) }
+            dt { "Envelope recipients" }
+            dd { @for (i, r) in rcpts.iter().enumerate() { @if i > 0 { br; } (r) } }
+            dt { "Subject" } dd id="subject" { (s("subject")) }
+            dt { "Size" } dd { (bytes(d["size"].as_u64().unwrap_or(0))) }
+            dt { "Attachments" }
+            dd {
+                @if atts.is_empty() {
+                    "none"
+                } @else {
+                    @for (i, a) in atts.iter().enumerate() {
+                        @if i > 0 { br; }
+                        (a["name"].as_str().unwrap_or("")) " (" (bytes(a["size"].as_u64().unwrap_or(0))) ")"
+                    }
                 }
             }
-            names.push_str("</datalist>");
+            @if let Some(g) = d["gateway"].as_str().filter(|g| !g.is_empty()) {
+                dt { "Originating gateway" }
+                dd id="gateway" { (g) " (its MID " (d["gateway_mid"].as_u64().unwrap_or(0)) ")" }
+            }
         }
-        let _ = write!(
-            b,
-            "</select> <label for=\"move-to\">to</label> <input id=\"move-to\" name=\"to\" size=\"12\" list=\"quarantine-names\" aria-describedby=\"move-help\">{names} <button type=\"submit\" name=\"op\" value=\"move\" id=\"move\">Move</button> <span id=\"move-help\" class=\"help\">the name of another quarantine</span></form>"
-        );
-        if may(Perm::SendCopy) {
-            let _ = write!(
-                b,
-                "<form method=\"post\" action=\"/messages/action\" class=\"actions\">{}{}{}<label for=\"copy-to\">Send a copy to</label> <input id=\"copy-to\" name=\"copy_to\" type=\"text\" placeholder=\"a@example.com, b@example.com\" required> <button type=\"submit\" name=\"op\" value=\"copy\" id=\"copy\">Send copy</button></form>",
-                hidden("csrf", &c.csrf),
-                hidden("back", &back),
-                hidden("mid", &mid.to_string())
-            );
-        }
-        b.push_str("</section>");
     }
+}
 
-    // The quarantines holding it (or that it left), scheduled exits, then why held.
+/// The actions on message `mid` while it is `held` somewhere: release, delete, delay,
+/// move (to one of `others` when the role may list them) and, when `may_copy`, send a
+/// copy.
+fn actions(
+    mid: u64,
+    held: &[Value],
+    others: Option<&[&str]>,
+    may_copy: bool,
+    csrf: &str,
+) -> Markup {
+    let back = format!("/messages/{mid}");
+    let fields = html! {
+        (hidden("csrf", csrf))
+        (hidden("back", &back))
+        (hidden("mid", &mid.to_string()))
+    };
+    html! {
+        section aria-labelledby="ha" {
+            h2 id="ha" { "Actions" }
+            form method="post" action="/messages/action" class="actions" {
+                (fields)
+                button type="submit" name="op" value="release" id="release" accesskey="r" { "Release" } " "
+                button type="submit" name="op" value="delete" id="delete" class="danger" { "Delete" } " "
+                label for="by" { "Delay exit by" } " "
+                select id="by" name="by" { option { "8h" } option selected { "24h" } option { "48h" } option { "1w" } } " "
+                button type="submit" name="op" value="delay" id="delay" { "Delay" }
+                " " label for="move-from" { "Move from" } " "
+                select id="move-from" name="from" {
+                    @for m in held { option { (m["quarantine"].as_str().unwrap_or("")) } }
+                }
+                " " label for="move-to" { "to" } " "
+                input id="move-to" name="to" size="12" list="quarantine-names" aria-describedby="move-help";
+                @if let Some(others) = others {
+                    datalist id="quarantine-names" { @for n in others { option value=(n); } }
+                }
+                " " button type="submit" name="op" value="move" id="move" { "Move" }
+                " " span id="move-help" class="help" { "the name of another quarantine" }
+            }
+            @if may_copy {
+                form method="post" action="/messages/action" class="actions" {
+                    (fields)
+                    label for="copy-to" { "Send a copy to" } " "
+                    input id="copy-to" name="copy_to" type="text" placeholder="a@example.com, b@example.com" required;
+                    " " button type="submit" name="op" value="copy" id="copy" { "Send copy" }
+                }
+            }
+        }
+    }
+}
+
+/// The quarantines holding a message (or that it left) with their scheduled exits,
+/// why held in each (matched content hidden for `role` when `quarantine show` hid
+/// it), MIME parts, headers and history.
+fn quarantines(d: &Value, role: &str) -> Markup {
+    let now = crate::clock::unix_now();
+    let hidden_for_role = d["matched_content_hidden"] == true;
     let memberships: Vec<Value> = d["quarantines"].as_array().cloned().unwrap_or_default();
-    b.push_str("<section aria-labelledby=\"hq\"><h2 id=\"hq\">Quarantines</h2><table id=\"memberships\"><thead><tr><th scope=\"col\">Quarantine</th><th scope=\"col\">State</th><th scope=\"col\">Held by</th><th scope=\"col\">Entered (GMT)</th><th scope=\"col\">Scheduled exit (GMT)</th><th scope=\"col\">Then</th></tr></thead><tbody>");
-    for (i, m) in memberships.iter().enumerate() {
-        let held = m["state"] == "held";
-        let exit = if held {
-            let at = m["exit_at"].as_u64().unwrap_or(0);
-            format!(
-                "<time datetime=\"{}\">{}</time> ({})",
-                esc(&iso(at)),
-                esc(&gmt(at)),
-                esc(&relative(at, now))
-            )
-        } else {
-            esc(&format!(
-                "left {} by {} ({})",
-                m["left_at"].as_u64().map(gmt).unwrap_or_default(),
-                m["left_by"].as_str().unwrap_or("-"),
-                m["cause"].as_str().unwrap_or("-")
-            ))
-        };
-        let then = if held {
-            m["default_action"].as_str().unwrap_or("-")
-        } else {
-            "-"
-        };
-        let _ = write!(
-            b,
-            "<tr><th scope=\"row\">{}</th><td>{}</td><td><a href=\"#why-{i}\">{}</a></td><td>{}</td><td class=\"exit\">{exit}</td><td>{}</td></tr>",
-            esc(m["quarantine"].as_str().unwrap_or("")),
-            esc(m["state"].as_str().unwrap_or("")),
-            esc(m["reason"].as_str().unwrap_or("")),
-            esc(&gmt(m["entered_at"].as_u64().unwrap_or(0))),
-            esc(then),
-        );
-    }
-    b.push_str("</tbody></table></section>");
-    if !memberships.is_empty() {
-        b.push_str("<section aria-labelledby=\"hw\" id=\"why\"><h2 id=\"hw\">Why held</h2>");
-        if hidden_for_role {
-            let _ = write!(
-                b,
-                "<p class=\"note\" id=\"matched-hidden\" role=\"note\">The matched content is hidden for your role ({}): the filters, rules, conditions and verdicts are shown, not the text that matched.</p>",
-                esc(&c.id.role)
-            );
-        }
-        for (i, m) in memberships.iter().enumerate() {
-            let _ = write!(
-                b,
-                "<section id=\"why-{i}\" class=\"why\" aria-labelledby=\"why-{i}-h\"><h3 id=\"why-{i}-h\">{}</h3>{}</section>",
-                esc(m["quarantine"].as_str().unwrap_or("")),
-                why_held(m, hidden_for_role)
-            );
-        }
-        b.push_str("</section>");
-    }
-
-    if let Some(u) = d["unscannable"].as_str() {
-        let _ = write!(
-            b,
-            "<p class=\"err\">The message cannot be parsed within the scanning limits: {}</p>",
-            esc(u)
-        );
-    }
     let parts = d["parts"].as_array().cloned().unwrap_or_default();
-    if !parts.is_empty() {
-        b.push_str("<section aria-labelledby=\"hp\"><h2 id=\"hp\">MIME parts</h2><table id=\"parts\"><thead><tr><th scope=\"col\">#</th><th scope=\"col\">Type</th><th scope=\"col\">File name</th><th scope=\"col\">Attachment</th><th scope=\"col\">Size</th><th scope=\"col\">True type</th><th scope=\"col\">SHA-256</th></tr></thead><tbody>");
-        for (i, p) in parts.iter().enumerate() {
-            let _ = write!(
-                b,
-                "<tr><td>{}</td><td>{}{}</td><td>{}</td><td>{}</td><td class=\"num\">{}</td><td>{}</td><td><code>{}</code></td></tr>",
-                i + 1,
-                "&nbsp;&nbsp;".repeat(p["depth"].as_u64().unwrap_or(0) as usize),
-                esc(p["content_type"].as_str().unwrap_or("")),
-                esc(p["filename"].as_str().unwrap_or("")),
-                if p["attachment"] == true { "yes" } else { "" },
-                esc(&bytes(p["size"].as_u64().unwrap_or(0))),
-                esc(p["file_type"].as_str().unwrap_or("")),
-                esc(p["sha256"].as_str().unwrap_or("")),
-            );
-        }
-        b.push_str("</tbody></table></section>");
-    }
     let hdrs = d["headers"].as_array().cloned().unwrap_or_default();
-    if !hdrs.is_empty() {
-        b.push_str("<section aria-labelledby=\"hh\"><h2 id=\"hh\">Headers</h2><table id=\"headers\"><tbody>");
-        for h in &hdrs {
-            let _ = write!(
-                b,
-                "<tr><th scope=\"row\">{}</th><td>{}</td></tr>",
-                esc(h["name"].as_str().unwrap_or("")),
-                esc(h["value"].as_str().unwrap_or(""))
-            );
-        }
-        b.push_str("</tbody></table></section>");
-    }
     let hist = d["history"].as_array().cloned().unwrap_or_default();
-    if !hist.is_empty() {
-        b.push_str("<section aria-labelledby=\"hy\"><h2 id=\"hy\">History</h2><table id=\"history\"><thead><tr><th scope=\"col\">At (GMT)</th><th scope=\"col\">Who</th><th scope=\"col\">Action</th><th scope=\"col\">Quarantine</th><th scope=\"col\">Detail</th></tr></thead><tbody>");
-        for h in &hist {
-            let _ = write!(
-                b,
-                "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
-                esc(&gmt(h["at"].as_u64().unwrap_or(0))),
-                esc(h["who"].as_str().unwrap_or("")),
-                esc(h["action"].as_str().unwrap_or("")),
-                esc(h["quarantine"].as_str().unwrap_or("")),
-                esc(h["detail"].as_str().unwrap_or("")),
-            );
+    html! {
+        section aria-labelledby="hq" {
+            h2 id="hq" { "Quarantines" }
+            table id="memberships" {
+                thead {
+                    tr {
+                        th scope="col" { "Quarantine" } th scope="col" { "State" } th scope="col" { "Held by" }
+                        th scope="col" { "Entered (GMT)" } th scope="col" { "Scheduled exit (GMT)" } th scope="col" { "Then" }
+                    }
+                }
+                tbody {
+                    @for (i, m) in memberships.iter().enumerate() {
+                        @let held = m["state"] == "held";
+                        tr {
+                            th scope="row" { (m["quarantine"].as_str().unwrap_or("")) }
+                            td { (m["state"].as_str().unwrap_or("")) }
+                            td { a href={ "#why-" (i) } { (m["reason"].as_str().unwrap_or("")) } }
+                            td { (gmt(m["entered_at"].as_u64().unwrap_or(0))) }
+                            td class="exit" {
+                                @if held {
+                                    @let at = m["exit_at"].as_u64().unwrap_or(0);
+                                    time datetime=(iso(at)) { (gmt(at)) } " (" (relative(at, now)) ")"
+                                } @else {
+                                    "left " (m["left_at"].as_u64().map(gmt).unwrap_or_default())
+                                    " by " (m["left_by"].as_str().unwrap_or("-"))
+                                    " (" (m["cause"].as_str().unwrap_or("-")) ")"
+                                }
+                            }
+                            td { (if held { m["default_action"].as_str().unwrap_or("-") } else { "-" }) }
+                        }
+                    }
+                }
+            }
         }
-        b.push_str("</tbody></table></section>");
+        @if !memberships.is_empty() {
+            section aria-labelledby="hw" id="why" {
+                h2 id="hw" { "Why held" }
+                @if hidden_for_role {
+                    p class="note" id="matched-hidden" role="note" {
+                        "The matched content is hidden for your role (" (role) "): the filters, rules, conditions and verdicts are shown, not the text that matched."
+                    }
+                }
+                @for (i, m) in memberships.iter().enumerate() {
+                    section id={ "why-" (i) } class="why" aria-labelledby={ "why-" (i) "-h" } {
+                        h3 id={ "why-" (i) "-h" } { (m["quarantine"].as_str().unwrap_or("")) }
+                        (why_held(m, hidden_for_role))
+                    }
+                }
+            }
+        }
+        @if let Some(u) = d["unscannable"].as_str() {
+            p class="err" { "The message cannot be parsed within the scanning limits: " (u) }
+        }
+        @if !parts.is_empty() {
+            section aria-labelledby="hp" {
+                h2 id="hp" { "MIME parts" }
+                table id="parts" {
+                    thead {
+                        tr {
+                            th scope="col" { "#" } th scope="col" { "Type" } th scope="col" { "File name" }
+                            th scope="col" { "Attachment" } th scope="col" { "Size" } th scope="col" { "True type" }
+                            th scope="col" { "SHA-256" }
+                        }
+                    }
+                    tbody {
+                        @for (i, p) in parts.iter().enumerate() {
+                            tr {
+                                td { (i + 1) }
+                                // Indented by depth with no-break spaces (no inline style).
+                                td { ("\u{a0}\u{a0}".repeat(p["depth"].as_u64().unwrap_or(0) as usize)) (p["content_type"].as_str().unwrap_or("")) }
+                                td { (p["filename"].as_str().unwrap_or("")) }
+                                td { (if p["attachment"] == true { "yes" } else { "" }) }
+                                td class="num" { (bytes(p["size"].as_u64().unwrap_or(0))) }
+                                td { (p["file_type"].as_str().unwrap_or("")) }
+                                td { code { (p["sha256"].as_str().unwrap_or("")) } }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        @if !hdrs.is_empty() {
+            section aria-labelledby="hh" {
+                h2 id="hh" { "Headers" }
+                table id="headers" {
+                    tbody {
+                        @for h in &hdrs {
+                            tr { th scope="row" { (h["name"].as_str().unwrap_or("")) } td { (h["value"].as_str().unwrap_or("")) } }
+                        }
+                    }
+                }
+            }
+        }
+        @if !hist.is_empty() {
+            section aria-labelledby="hy" {
+                h2 id="hy" { "History" }
+                table id="history" {
+                    thead {
+                        tr {
+                            th scope="col" { "At (GMT)" } th scope="col" { "Who" } th scope="col" { "Action" }
+                            th scope="col" { "Quarantine" } th scope="col" { "Detail" }
+                        }
+                    }
+                    tbody {
+                        @for h in &hist {
+                            tr {
+                                td { (gmt(h["at"].as_u64().unwrap_or(0))) }
+                                td { (h["who"].as_str().unwrap_or("")) }
+                                td { (h["action"].as_str().unwrap_or("")) }
+                                td { (h["quarantine"].as_str().unwrap_or("")) }
+                                td { (h["detail"].as_str().unwrap_or("")) }
+                            }
+                        }
+                    }
+                }
+            }
+        }
     }
-    html(StatusCode::OK, page(&shared, &c, &title, &b))
 }
 
 /// "Why held" of one membership: the filter or rule, the verdict, the conditions and
 /// what they matched (in `<mark>`, escaped), or a note where the role may not see it.
-fn why_held(m: &Value, hidden: bool) -> String {
+fn why_held(m: &Value, hidden: bool) -> Markup {
     let kind = m["reason_kind"].as_str().unwrap_or("other");
     let name = m["reason_name"].as_str().unwrap_or("");
     let d = &m["details"];
     let matched = |text: &str| {
-        if text.is_empty() {
-            "<span class=\"help\">(a condition that holds by not matching)</span>".to_string()
-        } else if hidden {
-            "<em class=\"hidden-match\">hidden for your role</em>".to_string()
-        } else {
-            format!("<mark>{}</mark>", esc(text))
+        html! {
+            @if text.is_empty() {
+                span class="help" { "(a condition that holds by not matching)" }
+            } @else if hidden {
+                em class="hidden-match" { "hidden for your role" }
+            } @else {
+                mark { (text) }
+            }
         }
     };
-    let mut s = String::from("<dl class=\"summary\">");
-    let mut rest = String::new();
-    let mut known = true;
-    match kind {
-        "content filter" => {
-            let _ = write!(
-                s,
-                "<dt>Content filter</dt><dd class=\"rule\">{}</dd><dt>Verdict</dt><dd>its conditions matched</dd>",
-                esc(name)
-            );
-            let ev = d["evidence"].as_array().cloned().unwrap_or_default();
-            if !ev.is_empty() {
-                rest.push_str("<table class=\"evidence\"><caption>Conditions and what they matched</caption><thead><tr><th scope=\"col\">Condition</th><th scope=\"col\">Matched content</th></tr></thead><tbody>");
-                for e in &ev {
-                    let _ = write!(
-                        rest,
-                        "<tr><td><code>{}</code></td><td>{}</td></tr>",
-                        esc(e["condition"].as_str().unwrap_or("")),
-                        matched(e["matched"].as_str().unwrap_or(""))
-                    );
+    // Whether the kind's own rows say it all; otherwise every detail is listed.
+    let known = matches!(
+        kind,
+        "content filter" | "DLP policy" | "virus" | "outbreak rule"
+    ) || d["unscannable"].is_string();
+    let ev = d["evidence"].as_array().cloned().unwrap_or_default();
+    let dets = d["detectors"].as_array().cloned().unwrap_or_default();
+    let rules: Vec<String> = d["rules"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(cell)
+        .collect();
+    html! {
+        dl class="summary" {
+            @match kind {
+                "content filter" => {
+                    dt { "Content filter" } dd class="rule" { (name) }
+                    dt { "Verdict" } dd { "its conditions matched" }
                 }
-                rest.push_str("</tbody></table>");
-            }
-        }
-        "DLP policy" => {
-            let _ = write!(
-                s,
-                "<dt>DLP policy</dt><dd class=\"rule\">{}</dd><dt>Verdict</dt><dd>violation, severity {}, {} {}</dd>",
-                esc(name),
-                esc(d["severity"].as_str().unwrap_or("-")),
-                esc(&cell(&d["total"])),
-                if d["total"] == 1 { "match" } else { "matches" }
-            );
-            let dets = d["detectors"].as_array().cloned().unwrap_or_default();
-            if !dets.is_empty() {
-                rest.push_str("<table class=\"evidence\"><caption>Detectors and what they matched</caption><thead><tr><th scope=\"col\">Detector</th><th scope=\"col\">Matches</th><th scope=\"col\">Matched content (masked samples)</th></tr></thead><tbody>");
-                for x in &dets {
-                    let samples: Vec<String> = x["samples"]
-                        .as_array()
-                        .into_iter()
-                        .flatten()
-                        .filter_map(Value::as_str)
-                        .map(&matched)
-                        .collect();
-                    let samples = if hidden && !samples.is_empty() {
-                        matched("hidden")
-                    } else {
-                        samples.join(" ")
-                    };
-                    let _ = write!(
-                        rest,
-                        "<tr><td>{}</td><td class=\"num\">{}</td><td>{}</td></tr>",
-                        esc(x["detector"].as_str().unwrap_or("")),
-                        esc(&cell(&x["count"])),
-                        samples
-                    );
+                "DLP policy" => {
+                    dt { "DLP policy" } dd class="rule" { (name) }
+                    dt { "Verdict" }
+                    dd {
+                        "violation, severity " (d["severity"].as_str().unwrap_or("-")) ", " (cell(&d["total"])) " "
+                        (if d["total"] == 1 { "match" } else { "matches" })
+                    }
                 }
-                rest.push_str("</tbody></table>");
+                "virus" => {
+                    dt { "Anti-virus" } dd { "positive" }
+                    dt { "Virus" } dd class="rule" { (d["virus"].as_str().unwrap_or(name)) }
+                }
+                "outbreak rule" => {
+                    dt { "Outbreak rule" } dd class="rule" { (name) }
+                    dt { "Verdict" } dd { "positive, threat level " (cell(&d["threat_level"])) }
+                    @if !rules.is_empty() {
+                        dt { "Rules matched" } dd { (rules.join(", ")) }
+                    }
+                    @if let Some(v) = d["rules_version"].as_str() {
+                        dt { "Rules version" } dd { (v) }
+                    }
+                }
+                _ => {
+                    dt { "Reason" } dd class="rule" { (name) }
+                    @if let Some(u) = d["unscannable"].as_str() {
+                        dt { "Verdict" } dd { "unscannable: " (u) }
+                    }
+                }
             }
         }
-        "virus" => {
-            let _ = write!(
-                s,
-                "<dt>Anti-virus</dt><dd>positive</dd><dt>Virus</dt><dd class=\"rule\">{}</dd>",
-                esc(d["virus"].as_str().unwrap_or(name))
-            );
+        @if d.is_null() {
+            p class="help" { "No details were recorded for this quarantine." }
+        } @else if !known {
+            (details_html(d))
         }
-        "outbreak rule" => {
-            let rules: Vec<String> = d["rules"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .map(|r| esc(&cell(r)))
-                .collect();
-            let _ = write!(
-                s,
-                "<dt>Outbreak rule</dt><dd class=\"rule\">{}</dd><dt>Verdict</dt><dd>positive, threat level {}</dd>",
-                esc(name),
-                esc(&cell(&d["threat_level"]))
-            );
-            if !rules.is_empty() {
-                let _ = write!(s, "<dt>Rules matched</dt><dd>{}</dd>", rules.join(", "));
-            }
-            if let Some(v) = d["rules_version"].as_str() {
-                let _ = write!(s, "<dt>Rules version</dt><dd>{}</dd>", esc(v));
+        @if kind == "content filter" && !ev.is_empty() {
+            table class="evidence" {
+                caption { "Conditions and what they matched" }
+                thead { tr { th scope="col" { "Condition" } th scope="col" { "Matched content" } } }
+                tbody {
+                    @for e in &ev {
+                        tr {
+                            td { code { (e["condition"].as_str().unwrap_or("")) } }
+                            td { (matched(e["matched"].as_str().unwrap_or(""))) }
+                        }
+                    }
+                }
             }
         }
-        _ => {
-            known = false;
-            let _ = write!(s, "<dt>Reason</dt><dd class=\"rule\">{}</dd>", esc(name));
-            if let Some(u) = d["unscannable"].as_str() {
-                let _ = write!(s, "<dt>Verdict</dt><dd>unscannable: {}</dd>", esc(u));
-                known = true;
+        @if kind == "DLP policy" && !dets.is_empty() {
+            table class="evidence" {
+                caption { "Detectors and what they matched" }
+                thead {
+                    tr { th scope="col" { "Detector" } th scope="col" { "Matches" } th scope="col" { "Matched content (masked samples)" } }
+                }
+                tbody {
+                    @for x in &dets {
+                        @let samples: Vec<&str> = x["samples"].as_array().into_iter().flatten().filter_map(Value::as_str).collect();
+                        tr {
+                            td { (x["detector"].as_str().unwrap_or("")) }
+                            td class="num" { (cell(&x["count"])) }
+                            td {
+                                @if hidden && !samples.is_empty() {
+                                    (matched("hidden"))
+                                } @else {
+                                    @for (i, t) in samples.iter().enumerate() {
+                                        @if i > 0 { " " }
+                                        (matched(t))
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
             }
         }
     }
-    s.push_str("</dl>");
-    if d.is_null() {
-        s.push_str("<p class=\"help\">No details were recorded for this quarantine.</p>");
-    } else if !known {
-        s.push_str(&details_html(d));
-    }
-    s.push_str(&rest);
-    s
 }
 
 /// `2026-11-23T16:00:00Z` for `<time datetime>`.
@@ -490,7 +513,7 @@ mod tests {
             "reason_kind": "content filter", "reason_name": "codes",
             "details": { "evidence": [{ "condition": "body_regex \"c<\\\\d>\"", "matched": "c<7>" }] }
         });
-        let shown = why_held(&m, false);
+        let shown = why_held(&m, false).into_string();
         assert!(shown.contains("<mark>c&lt;7&gt;</mark>"), "{shown}");
         assert!(
             shown.contains("codes") && shown.contains("body_regex"),
@@ -499,7 +522,7 @@ mod tests {
         let mut h = m.clone();
         h["details"]["evidence"][0]["matched"] =
             "(hidden: role Guest may not see matched content)".into();
-        let hidden = why_held(&h, true);
+        let hidden = why_held(&h, true).into_string();
         assert!(
             !hidden.contains("<mark>") && hidden.contains("hidden for your role"),
             "{hidden}"
@@ -509,10 +532,56 @@ mod tests {
             "reason_kind": "DLP policy", "reason_name": "cards",
             "details": { "severity": "low", "total": 1, "detectors": [{ "detector": "payment_card", "count": 1, "samples": ["4111 **** **** 1111"] }] }
         });
-        let shown = why_held(&dlp, false);
+        let shown = why_held(&dlp, false).into_string();
         assert!(
             shown.contains("<mark>4111 **** **** 1111</mark>") && shown.contains("severity low"),
             "{shown}"
         );
+    }
+
+    const EVIL: &str = "<script>alert(1)</script>\"'";
+
+    #[test]
+    fn a_message_page_escapes_subject_sender_file_names_and_quarantines() {
+        let d = serde_json::json!({
+            "state": EVIL, "received": 0, "sender": EVIL, "recipients": [EVIL, "b@x"],
+            "subject": EVIL, "size": 10, "attachments": [{ "name": EVIL, "size": 2 }],
+            "gateway": EVIL, "gateway_mid": 4,
+            "quarantines": [{ "quarantine": EVIL, "state": "held", "reason": EVIL, "exit_at": 0,
+                "entered_at": 0, "default_action": EVIL, "reason_kind": "mystery",
+                "reason_name": EVIL, "details": { EVIL: [EVIL] } }],
+            "unscannable": EVIL,
+            "parts": [{ "depth": 1, "content_type": EVIL, "filename": EVIL, "size": 2, "file_type": EVIL, "sha256": EVIL }],
+            "headers": [{ "name": EVIL, "value": EVIL }],
+            "history": [{ "at": 0, "who": EVIL, "action": EVIL, "quarantine": EVIL, "detail": EVIL }],
+            "matched_content_hidden": true
+        });
+        let held = d["quarantines"].as_array().unwrap().clone();
+        let p = [
+            summary(&d),
+            actions(4, &held, Some(&[EVIL]), true, "t\"k"),
+            quarantines(&d, EVIL),
+        ]
+        .map(Markup::into_string)
+        .concat();
+        assert!(!p.contains("<script") && !p.contains("\"'"), "{p}");
+        let e = "&lt;script&gt;alert(1)&lt;/script&gt;&quot;'";
+        assert!(p.contains(&format!("<dd id=\"subject\">{e}</dd>")), "{p}");
+        assert!(p.contains(&format!("<dd>{e}<br>b@x</dd>")), "{p}");
+        assert!(
+            p.contains(&format!("<dd>{e} (2 B)</dd>")),
+            "attachment: {p}"
+        );
+        assert!(p.contains(&format!("<option value=\"{e}\">")), "{p}");
+        assert!(
+            p.contains(&format!("<td>\u{a0}\u{a0}{e}</td>")),
+            "MIME part: {p}"
+        );
+        assert!(
+            p.contains(&format!("<dt>{e}</dt><dd><ul><li>{e}</li></ul></dd>")),
+            "details: {p}"
+        );
+        assert!(p.contains("value=\"t&quot;k\""), "{p}");
+        assert!(p.contains("id=\"matched-hidden\""), "{p}");
     }
 }

@@ -5,19 +5,26 @@
 //!
 //! Sessions, CSRF and the login rate limit are in `super::session`. Every POST needs
 //! the session's CSRF token (hidden field `csrf`) and, when the browser names one, an
-//! `Origin` equal to this server. Every value written into a page goes through [`esc`].
+//! `Origin` equal to this server.
+//!
+//! Pages are maud templates (`html!`), which escape every spliced value, so no value
+//! reaches a page as markup by mistake (nothing here writes `PreEscaped` markup). The
+//! script and the style sheet are static files (`static/`, embedded), kept by browsers
+//! for a day and then revalidated by ETag; every response of the UI carries a strict
+//! CSP ([`CSP`]), under which no inline script, style or event handler would run.
 
 #![allow(clippy::result_large_err)] // axum responses as errors: built once per request
 
 use std::fmt::Write as _;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 
 use axum::extract::{ConnectInfo, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response as HttpResponse};
 use axum::routing::{get, post};
 use axum::{Extension, Router};
+use maud::{html, Markup, DOCTYPE};
 use serde_json::Value;
 
 use super::session::{self, Sessions};
@@ -45,14 +52,20 @@ use search::*;
 type St = State<Arc<Shared>>;
 type Ses = Extension<Arc<Sessions>>;
 
-const CSS: &str = include_str!("../ui.css");
-/// The UI's only script (select all, job progress): a file of the node's, so the CSP
-/// can refuse every inline script.
-const JS: &str = include_str!("../ui.js");
+/// The UI's style sheet: a file, so the CSP can refuse inline styles.
+const CSS: &str = include_str!("static/ui.css");
+/// The UI's only script (select all, a bulk form's "Starting…", job progress): a file
+/// of the node's, so the CSP can refuse every inline script and event handler.
+const JS: &str = include_str!("static/ui.js");
+
+/// The Content-Security-Policy of every UI response: nothing but the node's own
+/// script, style sheet and images; `connect-src 'self'` for `/ui.js` fetching a job's
+/// progress; forms post only here; no framing, no `<base>`.
+pub const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
 
 /// The UI's routes (merged into the server's router by `super::router`).
 pub fn routes() -> Router<Arc<Shared>> {
-    Router::new()
+    let r = Router::new()
         .route("/", get(dashboard))
         .route("/login", get(login_form).post(login))
         .route("/logout", post(logout))
@@ -77,23 +90,13 @@ pub fn routes() -> Router<Arc<Shared>> {
         .merge(admin::routes())
         .merge(jobs::routes())
         .merge(delivery::routes())
-        .layer(Extension(Sessions::new()))
+        .layer(Extension(Sessions::new()));
+    secured(r)
 }
 
-/// HTML-escapes `s` for text and attribute values.
-pub fn esc(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
-    }
-    out
+/// `routes` with [`security_headers`] on every response.
+fn secured<S: Clone + Send + Sync + 'static>(r: Router<S>) -> Router<S> {
+    r.layer(axum::middleware::map_response(security_headers))
 }
 
 /// Percent-encodes a query-string value.
@@ -116,47 +119,42 @@ struct Caller {
     csrf: String,
 }
 
-fn with_headers(mut r: HttpResponse) -> HttpResponse {
+/// The security headers of every UI response (a layer on all of the UI's routes, so
+/// redirects, refusals and the static files carry them too). A response that says how
+/// long it may be kept (the static files) keeps that; any other is never stored.
+async fn security_headers(mut r: HttpResponse) -> HttpResponse {
     let h = r.headers_mut();
     for (k, v) in [
-        (
-            "content-security-policy",
-            "default-src 'none'; style-src 'self'; script-src 'self'; img-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
-        ),
+        ("content-security-policy", CSP),
         ("x-frame-options", "DENY"),
         ("x-content-type-options", "nosniff"),
         ("referrer-policy", "same-origin"),
-        ("cache-control", "no-store"),
-        (
-            "strict-transport-security",
-            "max-age=31536000",
-        ),
+        ("strict-transport-security", "max-age=31536000"),
     ] {
         h.insert(k, HeaderValue::from_static(v));
+    }
+    if !h.contains_key(header::CACHE_CONTROL) {
+        h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     }
     r
 }
 
-fn html(code: StatusCode, body: String) -> HttpResponse {
-    with_headers(
-        (
-            code,
-            [(header::CONTENT_TYPE, "text/html; charset=utf-8")],
-            body,
-        )
-            .into_response(),
+fn html(code: StatusCode, body: Markup) -> HttpResponse {
+    (
+        code,
+        [(header::CONTENT_TYPE, "text/html; charset=utf-8")],
+        body.into_string(),
     )
+        .into_response()
 }
 
 fn redirect(to: &str) -> HttpResponse {
-    with_headers(
-        (
-            StatusCode::SEE_OTHER,
-            [(header::LOCATION, to.to_string())],
-            String::new(),
-        )
-            .into_response(),
+    (
+        StatusCode::SEE_OTHER,
+        [(header::LOCATION, to.to_string())],
+        String::new(),
     )
+        .into_response()
 }
 
 /// The session of the request, or the answer to send instead (to the login page).
@@ -274,7 +272,10 @@ fn refused_csrf() -> HttpResponse {
         StatusCode::FORBIDDEN,
         bare(
             "Refused",
-            "<p class=\"err\" role=\"alert\">Request refused: it did not come from a page of this server (missing or wrong CSRF token, other origin, or no session). Nothing was changed.</p><p><a href=\"/\">Go to the dashboard</a></p>",
+            html! {
+                p class="err" role="alert" { "Request refused: it did not come from a page of this server (missing or wrong CSRF token, other origin, or no session). Nothing was changed." }
+                p { a href="/" { "Go to the dashboard" } }
+            },
         ),
     )
 }
@@ -318,68 +319,130 @@ async fn quarantine_names(shared: &Arc<Shared>, c: &Caller) -> Result<Vec<String
 }
 
 /// A page without navigation (login, refusals).
-fn bare(title: &str, body: &str) -> String {
-    format!(
-        "<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\"><meta name=\"viewport\" content=\"width=device-width, initial-scale=1\"><title>{t} · PVO</title><link rel=\"stylesheet\" href=\"/ui.css\"></head><body><main class=\"narrow\"><h1>{t}</h1>{body}</main></body></html>",
-        t = esc(title)
-    )
+fn bare(title: &str, body: Markup) -> Markup {
+    html! {
+        (DOCTYPE)
+        html lang="en" {
+            head {
+                meta charset="utf-8";
+                meta name="viewport" content="width=device-width, initial-scale=1";
+                title { (title) " · PVO" }
+                link rel="stylesheet" href="/ui.css";
+            }
+            body { main class="narrow" { h1 { (title) } (body) } }
+        }
+    }
 }
 
 /// A page with the navigation bar.
-fn page(shared: &Shared, c: &Caller, title: &str, body: &str) -> String {
+fn page(shared: &Shared, c: &Caller, title: &str, body: Markup) -> Markup {
     let cfg = shared.config();
-    let role = cfg.role.as_str();
-    format!(
-        "<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\"><meta name=\"viewport\" content=\"width=device-width, initial-scale=1\"><title>{t} · {host}</title><link rel=\"stylesheet\" href=\"/ui.css\"><script src=\"/ui.js\" defer></script></head><body>\
-<header><nav aria-label=\"Main\"><span class=\"brand\">PVO {role} <b>{host}</b></span>\
-<a href=\"/\" accesskey=\"d\">Dashboard</a><a href=\"/messages\" accesskey=\"m\">Messages</a><a href=\"/delivery\" accesskey=\"q\">Delivery</a><a href=\"/services\" accesskey=\"g\">Services</a><a href=\"/pvo\" accesskey=\"p\">PVO settings</a><a href=\"/outbreak\" accesskey=\"o\">Outbreak</a><a href=\"/jobs\" accesskey=\"j\">Jobs</a><a href=\"/changes\" accesskey=\"c\">Changes</a><a href=\"/users\" accesskey=\"u\">Users</a>\
-<form method=\"post\" action=\"/logout\" class=\"inline right\"><input type=\"hidden\" name=\"csrf\" value=\"{csrf}\"><span class=\"who\">{user} ({urole})</span> <button type=\"submit\">Log out</button></form></nav></header>\
-<main><h1>{t}</h1>{body}</main></body></html>",
-        t = esc(title),
-        host = esc(&cfg.hostname),
-        role = esc(role),
-        csrf = esc(&c.csrf),
-        user = esc(&c.id.user),
-        urole = esc(&c.id.role),
-    )
+    frame(&cfg.hostname, cfg.role.as_str(), c, title, body)
 }
 
-fn pre(text: &str) -> String {
-    format!("<pre>{}</pre>", esc(text.trim_end()))
+/// The frame of [`page`]: head, navigation bar (the node, its links, the user and
+/// Log out) and the page's heading.
+fn frame(host: &str, role: &str, c: &Caller, title: &str, body: Markup) -> Markup {
+    html! {
+        (DOCTYPE)
+        html lang="en" {
+            head {
+                meta charset="utf-8";
+                meta name="viewport" content="width=device-width, initial-scale=1";
+                title { (title) " · " (host) }
+                link rel="stylesheet" href="/ui.css";
+                script src="/ui.js" defer {}
+            }
+            body {
+                header {
+                    nav aria-label="Main" {
+                        span class="brand" { "PVO " (role) " " b { (host) } }
+                        a href="/" accesskey="d" { "Dashboard" }
+                        a href="/messages" accesskey="m" { "Messages" }
+                        a href="/delivery" accesskey="q" { "Delivery" }
+                        a href="/services" accesskey="g" { "Services" }
+                        a href="/pvo" accesskey="p" { "PVO settings" }
+                        a href="/outbreak" accesskey="o" { "Outbreak" }
+                        a href="/jobs" accesskey="j" { "Jobs" }
+                        a href="/changes" accesskey="c" { "Changes" }
+                        a href="/users" accesskey="u" { "Users" }
+                        form method="post" action="/logout" class="inline right" {
+                            (hidden("csrf", &c.csrf))
+                            span class="who" { (c.id.user) " (" (c.id.role) ")" }
+                            " "
+                            button type="submit" { "Log out" }
+                        }
+                    }
+                }
+                main { h1 { (title) } (body) }
+            }
+        }
+    }
+}
+
+/// A hidden form field.
+fn hidden(name: &str, value: &str) -> Markup {
+    html! { input type="hidden" name=(name) value=(value); }
+}
+
+fn pre(text: &str) -> Markup {
+    html! { pre { (text.trim_end()) } }
 }
 
 /// The answer of a command that did not succeed, as a page fragment.
-fn refusal(r: &Response) -> String {
-    format!(
-        "<div class=\"err\" role=\"alert\"><strong>Refused:</strong> {}</div>",
-        pre(&r.text)
-    )
+fn refusal(r: &Response) -> Markup {
+    html! { div class="err" role="alert" { strong { "Refused:" } " " (pre(&r.text)) } }
 }
 
-async fn js() -> HttpResponse {
-    with_headers(
-        (
-            [
-                (header::CONTENT_TYPE, "text/javascript; charset=utf-8"),
-                (header::CACHE_CONTROL, "max-age=300"),
-            ],
-            JS,
-        )
-            .into_response(),
-    )
+/// How long a browser keeps a static file before it asks again. The URLs are fixed
+/// (every page names `/ui.js` and `/ui.css`), so they cannot carry a version: a day,
+/// then a revalidation with the ETag, which a new build's file does not match (a 304
+/// costs no body).
+const ASSET_MAX_AGE: &str = "public, max-age=86400";
+
+/// The ETag of a static file: a hash of its content (a new build with the same file
+/// may hash differently, which costs one download).
+fn etag(body: &str) -> String {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::hash::DefaultHasher::new();
+    body.hash(&mut h);
+    format!("\"{:016x}\"", h.finish())
 }
 
-async fn css() -> HttpResponse {
-    with_headers(
-        (
-            [
-                (header::CONTENT_TYPE, "text/css; charset=utf-8"),
-                (header::CACHE_CONTROL, "max-age=300"),
-            ],
-            CSS,
-        )
-            .into_response(),
-    )
+static JS_ETAG: LazyLock<String> = LazyLock::new(|| etag(JS));
+static CSS_ETAG: LazyLock<String> = LazyLock::new(|| etag(CSS));
+
+/// A static file, or 304 when the browser's copy (`If-None-Match`) is this one.
+fn asset(
+    headers: &HeaderMap,
+    body: &'static str,
+    content_type: &'static str,
+    tag: &str,
+) -> HttpResponse {
+    let fresh = headers
+        .get_all(header::IF_NONE_MATCH)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| t.trim() == tag || t.trim() == "*");
+    let head = [
+        (header::CONTENT_TYPE, content_type.to_string()),
+        (header::CACHE_CONTROL, ASSET_MAX_AGE.to_string()),
+        (header::ETAG, tag.to_string()),
+    ];
+    if fresh {
+        (StatusCode::NOT_MODIFIED, head).into_response()
+    } else {
+        (head, body).into_response()
+    }
+}
+
+async fn js(headers: HeaderMap) -> HttpResponse {
+    asset(&headers, JS, "text/javascript; charset=utf-8", &JS_ETAG)
+}
+
+async fn css(headers: HeaderMap) -> HttpResponse {
+    asset(&headers, CSS, "text/css; charset=utf-8", &CSS_ETAG)
 }
 
 fn bytes(n: u64) -> String {
@@ -406,25 +469,22 @@ fn cell(v: &Value) -> String {
 }
 
 /// A table of JSON objects: one column per key of the first row.
-fn json_table(rows: &[Value], caption: &str) -> String {
+fn json_table(rows: &[Value], caption: &str) -> Markup {
     let Some(Value::Object(first)) = rows.first() else {
-        return format!("<p>{}: none.</p>", esc(caption));
+        return html! { p { (caption) ": none." } };
     };
     let keys: Vec<&String> = first.keys().collect();
-    let mut t = format!("<table><caption>{}</caption><thead><tr>", esc(caption));
-    for k in &keys {
-        let _ = write!(t, "<th scope=\"col\">{}</th>", esc(&k.replace('_', " ")));
-    }
-    t.push_str("</tr></thead><tbody>");
-    for r in rows {
-        t.push_str("<tr>");
-        for k in &keys {
-            let _ = write!(t, "<td>{}</td>", esc(&cell(&r[k.as_str()])));
+    html! {
+        table {
+            caption { (caption) }
+            thead { tr { @for k in &keys { th scope="col" { (k.replace('_', " ")) } } } }
+            tbody {
+                @for r in rows {
+                    tr { @for k in &keys { td { (cell(&r[k.as_str()])) } } }
+                }
+            }
         }
-        t.push_str("</tr>");
     }
-    t.push_str("</tbody></table>");
-    t
 }
 
 /// A return link only to a page of this server.
@@ -440,23 +500,184 @@ fn outcome_page(
     shared: &Shared,
     c: &Caller,
     r: &Response,
-    links: &str,
+    links: Markup,
     (done, not_done): (&str, &str),
 ) -> HttpResponse {
-    let b = format!(
-        "{}<p>{links}</p>",
-        if r.ok {
-            format!("<div class=\"ok\" id=\"result\">{}</div>", pre(&r.text))
-        } else {
-            format!("<div id=\"result\">{}</div>", refusal(r))
+    let b = html! {
+        @if r.ok {
+            div class="ok" id="result" { (pre(&r.text)) }
+        } @else {
+            div id="result" { (refusal(r)) }
         }
-    );
+        p { (links) }
+    };
     html(
         if r.ok {
             StatusCode::OK
         } else {
             StatusCode::BAD_REQUEST
         },
-        page(shared, c, if r.ok { done } else { not_done }, &b),
+        page(shared, c, if r.ok { done } else { not_done }, b),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::body::Body;
+    use axum::http::Request as HttpRequest;
+
+    const EVIL: &str = "<script>alert(1)</script>\"'";
+
+    fn caller(user: &str, role: &str, csrf: &str) -> Caller {
+        Caller {
+            id: Identity {
+                user: user.to_string(),
+                role: role.to_string(),
+                domains: Vec::new(),
+                from: Origin::Local,
+            },
+            sid: String::new(),
+            csrf: csrf.to_string(),
+        }
+    }
+
+    /// The frame of every page: the host, role, user and title escaped, the one script
+    /// by `src`, no inline script, style or event handler.
+    #[test]
+    fn the_page_frame_escapes_what_it_shows_and_runs_nothing_inline() {
+        let c = caller(EVIL, EVIL, EVIL);
+        let p = frame(EVIL, EVIL, &c, EVIL, html! { p { (EVIL) } }).into_string();
+        assert_eq!(p.matches("<script").count(), 1, "{p}");
+        assert!(p.contains("<script src=\"/ui.js\" defer></script>"), "{p}");
+        assert!(!p.contains("<script>") && !p.contains("\"'"), "{p}");
+        assert!(!p.contains(" style=") && !p.contains(" on"), "{p}");
+        let e = "&lt;script&gt;alert(1)&lt;/script&gt;&quot;'";
+        assert!(p.contains(&format!("<title>{e} · {e}</title>")), "{p}");
+        assert!(
+            p.contains(&format!("<span class=\"who\">{e} ({e})</span>")),
+            "{p}"
+        );
+        assert!(p.contains(&format!("name=\"csrf\" value=\"{e}\"")), "{p}");
+        assert!(
+            p.contains(&format!("<main><h1>{e}</h1><p>{e}</p></main>")),
+            "{p}"
+        );
+        let b = bare(EVIL, html! {}).into_string();
+        assert!(
+            !b.contains("<script") && b.contains(&format!("<h1>{e}</h1>")),
+            "{b}"
+        );
+    }
+
+    #[test]
+    fn tables_and_refusals_escape_keys_and_values() {
+        let t = json_table(&[serde_json::json!({ "a_b": EVIL })], EVIL).into_string();
+        assert!(!t.contains("<script"), "{t}");
+        assert!(t.contains("<th scope=\"col\">a b</th>"), "{t}");
+        assert!(
+            t.contains("<td>&lt;script&gt;alert(1)&lt;/script&gt;&quot;'</td>"),
+            "{t}"
+        );
+        assert_eq!(
+            json_table(&[], "Hosts").into_string(),
+            "<p>Hosts: none.</p>"
+        );
+        let r = refusal(&Response::error(format!("{EVIL}\n"))).into_string();
+        assert_eq!(
+            r,
+            "<div class=\"err\" role=\"alert\"><strong>Refused:</strong> <pre>&lt;script&gt;alert(1)&lt;/script&gt;&quot;'</pre></div>"
+        );
+    }
+
+    async fn get(router: &Router, path: &str, etag: Option<&str>) -> HttpResponse {
+        let mut req = HttpRequest::get(path);
+        if let Some(t) = etag {
+            req = req.header(header::IF_NONE_MATCH, t);
+        }
+        let mut svc = router.clone();
+        tower_service::Service::call(&mut svc, req.body(Body::empty()).unwrap())
+            .await
+            .unwrap()
+    }
+
+    /// Every kind of UI response (a page, a redirect, a refusal, a static file, a 304)
+    /// carries the CSP and the other security headers; only the static files may be
+    /// kept by the browser.
+    #[tokio::test]
+    async fn every_ui_response_carries_the_csp() {
+        let router = secured(
+            Router::new()
+                .route("/page", get_page())
+                .route(
+                    "/redirect",
+                    axum::routing::get(|| async { redirect("/login") }),
+                )
+                .route("/refused", axum::routing::get(|| async { refused_csrf() }))
+                .route("/ui.js", axum::routing::get(js))
+                .route("/ui.css", axum::routing::get(css)),
+        );
+        for (path, code, stored) in [
+            ("/page", StatusCode::OK, false),
+            ("/redirect", StatusCode::SEE_OTHER, false),
+            ("/refused", StatusCode::FORBIDDEN, false),
+            ("/ui.js", StatusCode::OK, true),
+            ("/ui.css", StatusCode::OK, true),
+        ] {
+            let r = get(&router, path, None).await;
+            assert_eq!(r.status(), code, "{path}");
+            let h = r.headers();
+            assert_eq!(h["content-security-policy"], CSP, "{path}");
+            assert_eq!(h["x-frame-options"], "DENY", "{path}");
+            assert_eq!(h["x-content-type-options"], "nosniff", "{path}");
+            let cache = h[header::CACHE_CONTROL].to_str().unwrap();
+            assert_eq!(cache != "no-store", stored, "{path}: {cache}");
+        }
+        assert!(!CSP.contains("unsafe-inline") && CSP.contains("style-src 'self'"));
+
+        let js = get(&router, "/ui.js", None).await;
+        assert_eq!(
+            js.headers()[header::CONTENT_TYPE],
+            "text/javascript; charset=utf-8"
+        );
+        assert_eq!(js.headers()[header::CACHE_CONTROL], ASSET_MAX_AGE);
+        let tag = js.headers()[header::ETAG].to_str().unwrap().to_string();
+        let again = get(&router, "/ui.js", Some(&tag)).await;
+        assert_eq!(again.status(), StatusCode::NOT_MODIFIED);
+        assert_eq!(again.headers()["content-security-policy"], CSP);
+        let other = get(&router, "/ui.js", Some("\"0\"")).await;
+        assert_eq!(
+            other.status(),
+            StatusCode::OK,
+            "another version is sent again"
+        );
+        let css = get(&router, "/ui.css", None).await;
+        assert_eq!(
+            css.headers()[header::CONTENT_TYPE],
+            "text/css; charset=utf-8"
+        );
+        assert_ne!(css.headers()[header::ETAG], tag.as_str());
+    }
+
+    fn get_page() -> axum::routing::MethodRouter {
+        axum::routing::get(|| async { html(StatusCode::OK, bare("Log in", html! { p { "x" } })) })
+    }
+
+    /// The static files need no inline anything: the script writes no markup or
+    /// styles, and the pages use no `style=` (the CSP would refuse it).
+    #[test]
+    fn the_script_and_style_sheet_are_files_that_need_nothing_inline() {
+        assert!(JS.contains("select-all") && JS.contains("data-poll"));
+        for banned in [
+            "innerHTML",
+            "outerHTML",
+            "insertAdjacentHTML",
+            "document.write",
+            ".style",
+            "eval(",
+        ] {
+            assert!(!JS.contains(banned), "{banned}");
+        }
+        assert!(CSS.contains("#progress"));
+    }
 }

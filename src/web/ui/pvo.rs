@@ -1,10 +1,8 @@
 //! The PVO settings page (Enable with the preflight shown) and the migration wizard.
 
-use std::fmt::Write as _;
-
 use axum::http::StatusCode;
 use axum::response::Response as HttpResponse;
-use serde_json::json;
+use serde_json::{json, Value};
 
 use super::*;
 
@@ -26,25 +24,15 @@ pub(super) fn preflight_check(name: &str) -> bool {
 }
 
 pub(super) async fn pvo(Viewer { shared, c }: Viewer) -> HttpResponse {
-    let mut b = String::new();
     let st = run(&shared, &c.id, "pvoconfig", json!({ "action": "status" })).await;
-    b.push_str("<section aria-labelledby=\"hs\"><h2 id=\"hs\">Status</h2>");
-    b.push_str(&if st.ok { pre(&st.text) } else { refusal(&st) });
-    b.push_str("</section>");
     let cfg = shared.config();
-    if cfg.role == crate::config::Role::Manager && st.ok {
-        let _ = write!(
-            b,
-            "<section aria-labelledby=\"hw\"><h2 id=\"hw\">Migration wizard</h2><p>How the gateways' local quarantines map to the central ones; an Administrator's run, committed, is what gateways need before they can enable centralization.</p>\
-<form method=\"post\" action=\"/pvo/migration\">{}<button type=\"submit\" name=\"mode\" value=\"automatic\" id=\"wizard-automatic\">Automatic migration</button> <button type=\"submit\" name=\"mode\" value=\"custom\" id=\"wizard-custom\">Custom migration</button></form></section>",
-            hidden("csrf", &c.csrf)
-        );
-    }
+    let wizard = cfg.role == crate::config::Role::Manager && st.ok;
+    let mut enable = None;
     if cfg.role == crate::config::Role::Gateway && st.ok && st.data["mode"] != "central" {
         // Why Enable would fail, found without changing anything: the preflight's
         // checks as `diagnose` runs them.
         let mut reason: Option<(String, String)> = None;
-        let mut checks = String::new();
+        let mut checks: Option<Vec<Value>> = None;
         if cfg.cpq.is_none() {
             reason = Some((
                 "This gateway has no [cpq] section (its id, cpq_listener and certificate).".into(),
@@ -65,66 +53,106 @@ pub(super) async fn pvo(Viewer { shared, c }: Viewer) -> HttpResponse {
                     "Ask an Administrator or Operator.".into(),
                 ));
             }
-            checks.push_str("<ul class=\"checks\">");
             // The preflight decides; how each interface reaches the manager is shown too.
-            for ch in list.iter().filter(|ch| {
-                let n = ch["name"].as_str().unwrap_or("");
-                preflight_check(n) || n.starts_with("reach ")
-            }) {
-                let name = ch["name"].as_str().unwrap_or("");
-                let passed = ch["passed"].as_bool().unwrap_or(false);
-                let _ = write!(
-                    checks,
-                    "<li class=\"{}\">{} {}: {}</li>",
-                    if passed { "pass" } else { "fail" },
-                    if passed { "PASS" } else { "FAIL" },
-                    esc(name),
-                    esc(ch["detail"].as_str().unwrap_or(""))
-                );
-                if !passed && reason.is_none() && preflight_check(name) {
-                    reason = Some((
-                        ch["cause"].as_str().unwrap_or("").to_string(),
-                        ch["remedy"].as_str().unwrap_or("").to_string(),
-                    ));
+            let shown: Vec<Value> = list
+                .into_iter()
+                .filter(|ch| {
+                    let n = ch["name"].as_str().unwrap_or("");
+                    preflight_check(n) || n.starts_with("reach ")
+                })
+                .collect();
+            if reason.is_none() {
+                reason = shown
+                    .iter()
+                    .find(|ch| {
+                        !ch["passed"].as_bool().unwrap_or(false)
+                            && preflight_check(ch["name"].as_str().unwrap_or(""))
+                    })
+                    .map(|ch| {
+                        (
+                            ch["cause"].as_str().unwrap_or("").to_string(),
+                            ch["remedy"].as_str().unwrap_or("").to_string(),
+                        )
+                    });
+            }
+            checks = Some(shown);
+        }
+        enable = Some(enable_section(&c.csrf, reason.as_ref(), checks.as_deref()));
+    }
+    let b = html! {
+        section aria-labelledby="hs" {
+            h2 id="hs" { "Status" }
+            @if st.ok { (pre(&st.text)) } @else { (refusal(&st)) }
+        }
+        @if wizard {
+            section aria-labelledby="hw" {
+                h2 id="hw" { "Migration wizard" }
+                p { "How the gateways' local quarantines map to the central ones; an Administrator's run, committed, is what gateways need before they can enable centralization." }
+                form method="post" action="/pvo/migration" {
+                    (hidden("csrf", &c.csrf))
+                    button type="submit" name="mode" value="automatic" id="wizard-automatic" { "Automatic migration" }
+                    " "
+                    button type="submit" name="mode" value="custom" id="wizard-custom" { "Custom migration" }
                 }
             }
-            checks.push_str("</ul>");
         }
-        b.push_str("<section aria-labelledby=\"he\"><h2 id=\"he\">Centralize the quarantines</h2>");
-        let _ = write!(
-            b,
-            "<form method=\"post\" action=\"/pvo/enable\" class=\"enable\">{}<button type=\"submit\" id=\"enable\" accesskey=\"e\"{}>Enable</button>",
-            hidden("csrf", &c.csrf),
-            if reason.is_some() { " disabled aria-describedby=\"why\"" } else { "" },
-                    );
-        match &reason {
-            Some((cause, remedy)) => {
-                let _ = write!(
-                    b,
-                    " <div id=\"why\" class=\"err\" role=\"status\"><p><strong>Enable is unavailable:</strong> <span id=\"cause\">{}</span></p><p><strong>Remedy:</strong> <span id=\"remedy\">{}</span></p></div>",
-                    esc(cause),
-                    esc(remedy)
-                );
+        @if let Some(e) = enable { (e) }
+    };
+    html(StatusCode::OK, page(&shared, &c, "PVO settings", b))
+}
+
+/// Enable on a gateway: disabled with the `reason` (cause, remedy) it would fail, and
+/// the preflight's `checks` when they were run.
+fn enable_section(
+    csrf: &str,
+    reason: Option<&(String, String)>,
+    checks: Option<&[Value]>,
+) -> Markup {
+    html! {
+        section aria-labelledby="he" {
+            h2 id="he" { "Centralize the quarantines" }
+            form method="post" action="/pvo/enable" class="enable" {
+                (hidden("csrf", csrf))
+                button type="submit" id="enable" accesskey="e" disabled[reason.is_some()] aria-describedby=[reason.map(|_| "why")] { "Enable" }
+                @match reason {
+                    Some((cause, remedy)) => {
+                        " "
+                        div id="why" class="err" role="status" {
+                            p { strong { "Enable is unavailable:" } " " span id="cause" { (cause) } }
+                            p { strong { "Remedy:" } " " span id="remedy" { (remedy) } }
+                        }
+                    }
+                    None => {
+                        " "
+                        span class="ok" { "The preflight passed: enabling is pending until you commit." }
+                    }
+                }
             }
-            None => b.push_str(" <span class=\"ok\">The preflight passed: enabling is pending until you commit.</span>"),
+            @if let Some(checks) = checks {
+                ul class="checks" {
+                    @for ch in checks {
+                        @let passed = ch["passed"].as_bool().unwrap_or(false);
+                        li class=(if passed { "pass" } else { "fail" }) {
+                            (if passed { "PASS" } else { "FAIL" }) " "
+                            (ch["name"].as_str().unwrap_or("")) ": " (ch["detail"].as_str().unwrap_or(""))
+                        }
+                    }
+                }
+            }
         }
-        b.push_str("</form>");
-        b.push_str(&checks);
-        b.push_str("</section>");
     }
-    html(StatusCode::OK, page(&shared, &c, "PVO settings", &b))
 }
 
 pub(super) async fn pvo_enable(Post { shared, c, .. }: Post) -> HttpResponse {
     let r = run(&shared, &c.id, "pvoconfig", json!({ "action": "enable" })).await;
-    let b = format!(
-        "{}<p><a href=\"/pvo\" id=\"back\">Back to the PVO settings</a></p>",
-        if r.ok {
-            format!("<div class=\"ok\" id=\"result\">{}</div>", pre(&r.text))
-        } else {
-            refusal(&r)
+    let b = html! {
+        @if r.ok {
+            div class="ok" id="result" { (pre(&r.text)) }
+        } @else {
+            (refusal(&r))
         }
-    );
+        p { a href="/pvo" id="back" { "Back to the PVO settings" } }
+    };
     html(
         if r.ok {
             StatusCode::OK
@@ -139,7 +167,7 @@ pub(super) async fn pvo_enable(Post { shared, c, .. }: Post) -> HttpResponse {
             } else {
                 "Not enabled"
             },
-            &b,
+            b,
         ),
     )
 }
@@ -153,5 +181,43 @@ pub(super) async fn pvo_migration(Post { shared, c, form }: Post) -> HttpRespons
         json!({ "action": "migration", "mode": mode }),
     )
     .await;
-    outcome_page(&shared, &c, &r, "<a href=\"/changes\">Pending changes (commit)</a> · <a href=\"/pvo\" id=\"back\">Back to the PVO settings</a>", ("Done", "Not done"))
+    let links = html! {
+        a href="/changes" { "Pending changes (commit)" } " · "
+        a href="/pvo" id="back" { "Back to the PVO settings" }
+    };
+    outcome_page(&shared, &c, &r, links, ("Done", "Not done"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const EVIL: &str = "<script>alert(1)</script>\"'";
+
+    #[test]
+    fn enable_shows_the_escaped_reason_and_checks() {
+        let reason = (EVIL.to_string(), EVIL.to_string());
+        let checks = [
+            json!({ "name": EVIL, "passed": false, "detail": EVIL }),
+            json!({ "name": "ok", "passed": true, "detail": "" }),
+        ];
+        let p = enable_section("t", Some(&reason), Some(&checks)).into_string();
+        assert!(!p.contains("<script") && !p.contains("\"'"), "{p}");
+        assert!(
+            p.contains("accesskey=\"e\" disabled aria-describedby=\"why\">Enable</button>"),
+            "{p}"
+        );
+        assert!(
+            p.contains("<span id=\"cause\">&lt;script&gt;alert(1)&lt;/script&gt;&quot;'</span>"),
+            "{p}"
+        );
+        assert!(p.contains("<li class=\"fail\">FAIL &lt;script&gt;"), "{p}");
+        assert!(p.contains("<li class=\"pass\">PASS ok: </li>"), "{p}");
+        let p = enable_section("t", None, None).into_string();
+        assert!(
+            p.contains("accesskey=\"e\">Enable</button> <span class=\"ok\">"),
+            "{p}"
+        );
+        assert!(!p.contains("checks"), "{p}");
+    }
 }

@@ -1,7 +1,6 @@
 //! Message search, the actions on one message, a selection or all results, and Outbreak manage-by-rule.
 
 use std::collections::HashMap;
-use std::fmt::Write as _;
 
 use axum::extract::RawQuery;
 use axum::http::StatusCode;
@@ -138,14 +137,6 @@ pub(super) fn query_string(keep: &[(String, String)], extra: &[(&str, String)]) 
         .join("&")
 }
 
-pub(super) fn hidden(name: &str, value: &str) -> String {
-    format!(
-        "<input type=\"hidden\" name=\"{}\" value=\"{}\">",
-        esc(name),
-        esc(value)
-    )
-}
-
 pub(super) async fn search(Viewer { shared, c }: Viewer, RawQuery(raw): RawQuery) -> HttpResponse {
     let form = session::parse_form(raw.unwrap_or_default().as_bytes());
     let (query, keep, problems) = search_query(&form);
@@ -157,77 +148,10 @@ pub(super) async fn search(Viewer { shared, c }: Viewer, RawQuery(raw): RawQuery
     let offset = num("offset", 0);
     let limit = num("limit", 25).clamp(1, 500);
     let given: HashMap<&str, &str> = form.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-    let val = |k: &str| esc(given.get(k).copied().unwrap_or("").trim());
 
     // The quarantines the caller can pick from.
     let names = quarantine_names(&shared, &c).await.unwrap_or_default();
-
-    let mut b = String::from(
-        "<form method=\"get\" action=\"/messages\" class=\"filters\" role=\"search\">",
-    );
-    let _ = write!(
-        b,
-        "<div><label for=\"f-quarantine\">Quarantine</label><select id=\"f-quarantine\" name=\"quarantine\"><option value=\"\">any</option>"
-    );
-    let cur = given.get("quarantine").copied().unwrap_or("");
-    for n in &names {
-        let _ = write!(
-            b,
-            "<option{}>{}</option>",
-            if n == cur { " selected" } else { "" },
-            esc(n)
-        );
-    }
-    b.push_str("</select></div>");
-    for (label, k) in TEXT_FILTERS {
-        let _ = write!(
-            b,
-            "<div><label for=\"f-{k}\">{}</label><input id=\"f-{k}\" name=\"{k}\" value=\"{}\"></div>",
-            esc(label),
-            val(k)
-        );
-    }
-    let cur = given.get("reason_kind").copied().unwrap_or("");
-    b.push_str("<div><label for=\"f-reason_kind\">Reason kind</label><select id=\"f-reason_kind\" name=\"reason_kind\"><option value=\"\">any</option>");
-    for k in REASON_KINDS {
-        let _ = write!(
-            b,
-            "<option{}>{}</option>",
-            if k == cur { " selected" } else { "" },
-            esc(k)
-        );
-    }
-    b.push_str("</select></div>");
-    let cur = given.get("order").copied().unwrap_or("newest");
-    b.push_str("<div><label for=\"f-order\">Order</label><select id=\"f-order\" name=\"order\">");
-    for (v, label) in ORDERS {
-        let _ = write!(
-            b,
-            "<option value=\"{v}\"{}>{}</option>",
-            if v == cur { " selected" } else { "" },
-            esc(label)
-        );
-    }
-    b.push_str("</select></div>");
-    let _ = write!(
-        b,
-        "<div><label for=\"f-attachment_min_size\">Attachment at least (bytes)</label><input id=\"f-attachment_min_size\" name=\"attachment_min_size\" type=\"number\" min=\"0\" value=\"{}\"></div>\
-<div><label for=\"f-attachment_max_size\">Attachment at most (bytes)</label><input id=\"f-attachment_max_size\" name=\"attachment_max_size\" type=\"number\" min=\"0\" value=\"{}\"></div>",
-        val("attachment_min_size"),
-        val("attachment_max_size")
-    );
-    let _ = write!(
-        b,
-        "<div><label for=\"f-from\">Received from (GMT)</label><input id=\"f-from\" name=\"from\" type=\"date\" value=\"{}\"></div>\
-<div><label for=\"f-to\">Received to (GMT)</label><input id=\"f-to\" name=\"to\" type=\"date\" value=\"{}\"></div>\
-<div><label for=\"f-limit\">Per page</label><input id=\"f-limit\" name=\"limit\" type=\"number\" min=\"1\" max=\"500\" value=\"{limit}\"></div>\
-<div><button type=\"submit\" id=\"search\" accesskey=\"s\">Search</button></div></form>",
-        val("from"),
-        val("to")
-    );
-    for p in &problems {
-        let _ = write!(b, "<p class=\"err\" role=\"alert\">{}</p>", esc(p));
-    }
+    let filters = search_form(&given, &names, limit, &problems);
 
     let r = run(
         &shared,
@@ -237,10 +161,107 @@ pub(super) async fn search(Viewer { shared, c }: Viewer, RawQuery(raw): RawQuery
     )
     .await;
     if !r.ok {
-        b.push_str(&refusal(&r));
-        return html(StatusCode::OK, page(&shared, &c, "Messages", &b));
+        let b = html! { (filters) (refusal(&r)) };
+        return html(StatusCode::OK, page(&shared, &c, "Messages", b));
     }
-    let d = &r.data;
+    let central = shared.config().role == crate::config::Role::Manager;
+    let shown = Shown {
+        data: &r.data,
+        keep: &keep,
+        names: &names,
+        searched: given.get("quarantine").copied().unwrap_or("").trim(),
+        offset,
+        limit,
+        central,
+    };
+    let b = html! { (filters) (results(&shown, &c.csrf)) };
+    html(StatusCode::OK, page(&shared, &c, "Messages", b))
+}
+
+/// The search form, filled in with the search `given`, and the `problems` of its values.
+fn search_form(
+    given: &HashMap<&str, &str>,
+    names: &[String],
+    limit: u64,
+    problems: &[String],
+) -> Markup {
+    let val = |k: &str| given.get(k).copied().unwrap_or("").trim().to_string();
+    let cur = |k: &str| given.get(k).copied().unwrap_or("");
+    let order = given.get("order").copied().unwrap_or("newest");
+    html! {
+        form method="get" action="/messages" class="filters" role="search" {
+            div {
+                label for="f-quarantine" { "Quarantine" }
+                select id="f-quarantine" name="quarantine" {
+                    option value="" { "any" }
+                    @for n in names { option selected[n == cur("quarantine")] { (n) } }
+                }
+            }
+            @for (label, k) in TEXT_FILTERS {
+                div {
+                    label for={ "f-" (k) } { (label) }
+                    input id={ "f-" (k) } name=(k) value=(val(k));
+                }
+            }
+            div {
+                label for="f-reason_kind" { "Reason kind" }
+                select id="f-reason_kind" name="reason_kind" {
+                    option value="" { "any" }
+                    @for k in REASON_KINDS { option selected[k == cur("reason_kind")] { (k) } }
+                }
+            }
+            div {
+                label for="f-order" { "Order" }
+                select id="f-order" name="order" {
+                    @for (v, label) in ORDERS { option value=(v) selected[v == order] { (label) } }
+                }
+            }
+            div {
+                label for="f-attachment_min_size" { "Attachment at least (bytes)" }
+                input id="f-attachment_min_size" name="attachment_min_size" type="number" min="0" value=(val("attachment_min_size"));
+            }
+            div {
+                label for="f-attachment_max_size" { "Attachment at most (bytes)" }
+                input id="f-attachment_max_size" name="attachment_max_size" type="number" min="0" value=(val("attachment_max_size"));
+            }
+            div {
+                label for="f-from" { "Received from (GMT)" }
+                input id="f-from" name="from" type="date" value=(val("from"));
+            }
+            div {
+                label for="f-to" { "Received to (GMT)" }
+                input id="f-to" name="to" type="date" value=(val("to"));
+            }
+            div {
+                label for="f-limit" { "Per page" }
+                input id="f-limit" name="limit" type="number" min="1" max="500" value=(limit);
+            }
+            div { button type="submit" id="search" accesskey="s" { "Search" } }
+        }
+        @for p in problems { p class="err" role="alert" { (p) } }
+    }
+}
+
+/// One page of search results and what [`results`] needs around them.
+struct Shown<'a> {
+    /// `quarantine search`'s data.
+    data: &'a Value,
+    /// The filters to keep in links and hidden fields.
+    keep: &'a [(String, String)],
+    /// The quarantines the caller may pick from.
+    names: &'a [String],
+    /// The quarantine searched in, if one.
+    searched: &'a str,
+    offset: u64,
+    limit: u64,
+    /// On a manager: which gateway each message came from.
+    central: bool,
+}
+
+/// The results of a search: the summary, the bulk actions, the messages and the pager.
+fn results(s: &Shown, csrf: &str) -> Markup {
+    let d = s.data;
+    let (offset, limit) = (s.offset, s.limit);
     let total = d["total"].as_u64().unwrap_or(0);
     let exact = d["total_exact"].as_bool().unwrap_or(true);
     let msgs = d["messages"].as_array().cloned().unwrap_or_default();
@@ -249,159 +270,130 @@ pub(super) async fn search(Viewer { shared, c }: Viewer, RawQuery(raw): RawQuery
     } else {
         format!("at least {total}")
     };
-    let _ = write!(
-        b,
-        "<p id=\"summary\" aria-live=\"polite\">{}</p>",
-        if msgs.is_empty() {
-            if total > 0 {
-                format!("{total_text} messages match; this page is past the last one.")
-            } else {
-                "No quarantined messages match.".to_string()
-            }
-        } else {
-            format!(
-                "Showing {}–{} of {total_text} messages.",
-                offset + 1,
-                offset + msgs.len() as u64
-            )
-        }
-    );
-    let back = format!(
-        "/messages?{}",
+    let page_at = |o: u64| {
         query_string(
-            &keep,
-            &[("offset", offset.to_string()), ("limit", limit.to_string())]
+            s.keep,
+            &[("offset", o.to_string()), ("limit", limit.to_string())],
         )
-    );
-    // A bulk action becomes a job (`super::jobs`): the answer is its progress page.
-    // Until that answer comes, the buttons cannot be pressed twice.
-    b.push_str("<form method=\"post\" action=\"/messages/action\" id=\"results\" onsubmit=\"this.querySelector('.busy').hidden=false;setTimeout(()=>this.querySelectorAll('button').forEach(x=>x.disabled=true))\">");
-    b.push_str(&hidden("csrf", &c.csrf));
-    b.push_str(&hidden("back", &back));
-    b.push_str(&hidden("bulk", "1"));
-    for (k, v) in &keep {
-        b.push_str(&hidden(&format!("q_{k}"), v));
-    }
-    if !msgs.is_empty() {
-        let options = |selected: &str| {
-            let mut o = String::new();
-            for n in &names {
-                let _ = write!(
-                    o,
-                    "<option{}>{}</option>",
-                    if n.eq_ignore_ascii_case(selected) {
-                        " selected"
-                    } else {
-                        ""
-                    },
-                    esc(n)
-                );
-            }
-            o
-        };
-        let searched = given.get("quarantine").copied().unwrap_or("").trim();
-        let _ = write!(
-            b,
-            "<div class=\"bulk\" role=\"group\" aria-label=\"Bulk actions\">\
-<div class=\"bulk-row\"><span class=\"sep\">Selected messages:</span> \
-<button type=\"submit\" name=\"op\" value=\"release\" id=\"release-selected\">Release selected</button> \
-<button type=\"submit\" name=\"op\" value=\"delete\" id=\"delete-selected\" class=\"danger\">Delete selected</button> \
-<button type=\"submit\" name=\"op\" value=\"delay\" id=\"delay-selected\">Delay selected</button> \
-<button type=\"submit\" name=\"op\" value=\"move\" id=\"move-selected\">Move selected</button></div>\
-<div class=\"bulk-row\"><span class=\"sep\">Every result of this search ({total_text}):</span> \
-<button type=\"submit\" name=\"op\" value=\"release-all\" id=\"release-all\">Release all results</button> \
-<button type=\"submit\" name=\"op\" value=\"delete-all\" id=\"delete-all\" class=\"danger\">Delete all results</button> \
-<button type=\"submit\" name=\"op\" value=\"delay-all\" id=\"delay-all\">Delay all results</button> \
-<button type=\"submit\" name=\"op\" value=\"move-all\" id=\"move-all\">Move all results</button></div>\
-<div class=\"bulk-row\"><label for=\"bulk-by\">Delay by</label> <select id=\"bulk-by\" name=\"by\"><option>8h</option><option selected>24h</option><option>48h</option><option>1w</option></select> \
-<label for=\"bulk-from\">Move from</label> <select id=\"bulk-from\" name=\"from\">{}</select> \
-<label for=\"bulk-to\">to</label> <select id=\"bulk-to\" name=\"to\">{}</select></div>\
-<span class=\"busy\" role=\"status\" hidden><progress aria-label=\"Starting\"></progress> Starting…</span></div>",
-            options(searched),
-            options(""),
-        );
-        // On a manager, which gateway each message came from.
-        let central = shared.config().role == crate::config::Role::Manager;
-        let _ = write!(
-            b,
-            "<table id=\"messages\"><thead><tr><th scope=\"col\"><input type=\"checkbox\" id=\"select-all\" aria-label=\"Select all on this page\"></th><th scope=\"col\">MID</th>{}<th scope=\"col\">Received (GMT)</th>",
-            if central {
-                "<th scope=\"col\">Gateway</th>"
-            } else {
-                ""
-            }
-        );
-        b.push_str("<th scope=\"col\">Sender</th><th scope=\"col\">Recipients</th><th scope=\"col\">Subject</th><th scope=\"col\">Quarantines</th><th scope=\"col\">Scheduled exit</th></tr></thead><tbody>");
-        for m in &msgs {
-            let mid = m["mid"].as_u64().unwrap_or(0);
-            let rcpts: Vec<String> = m["recipients"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .filter_map(|r| r.as_str().map(str::to_string))
-                .collect();
-            let qs: Vec<String> = m["quarantines"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .map(|q| {
-                    format!(
-                        "{} ({})",
-                        q["name"].as_str().unwrap_or(""),
-                        q["reason"].as_str().unwrap_or("")
-                    )
-                })
-                .collect();
-            let subject = m["subject"].as_str().unwrap_or("");
-            let _ = write!(
-                b,
-                "<tr><td><input type=\"checkbox\" name=\"mid\" value=\"{mid}\" aria-label=\"Select MID {mid}\"></td><td><a href=\"/messages/{mid}\">{mid}</a></td>{}<td>{}</td><td>{}</td><td>{}</td><td><a href=\"/messages/{mid}\">{}</a></td><td>{}</td><td>{}</td></tr>",
-                if central {
-                    format!(
-                        "<td>{} <span class=\"muted\">#{}</span></td>",
-                        esc(m["gateway"].as_str().unwrap_or("")),
-                        m["gateway_mid"].as_u64().unwrap_or(0)
-                    )
-                } else {
-                    String::new()
-                },
-                esc(&gmt(m["received"].as_u64().unwrap_or(0))),
-                esc(m["sender"].as_str().unwrap_or("")),
-                esc(&rcpts.join(", ")),
-                esc(if subject.is_empty() { "(no subject)" } else { subject }),
-                esc(&qs.join("; ")),
-                esc(&m["scheduled_exit"].as_u64().map(gmt).unwrap_or_default()),
-            );
+    };
+    let back = format!("/messages?{}", page_at(offset));
+    let options = |selected: &str| {
+        html! {
+            @for n in s.names { option selected[n.eq_ignore_ascii_case(selected)] { (n) } }
         }
-        b.push_str("</tbody></table>");
+    };
+    let delays = html! {
+        option { "8h" } option selected { "24h" } option { "48h" } option { "1w" }
+    };
+    html! {
+        p id="summary" aria-live="polite" {
+            @if msgs.is_empty() {
+                @if total > 0 {
+                    (total_text) " messages match; this page is past the last one."
+                } @else {
+                    "No quarantined messages match."
+                }
+            } @else {
+                "Showing " (offset + 1) "–" (offset + msgs.len() as u64) " of " (total_text) " messages."
+            }
+        }
+        // A bulk action becomes a job (`super::jobs`): the answer is its progress page.
+        // Until that answer comes, /ui.js keeps the buttons from being pressed twice.
+        form method="post" action="/messages/action" id="results" {
+            (hidden("csrf", csrf))
+            (hidden("back", &back))
+            (hidden("bulk", "1"))
+            @for (k, v) in s.keep { (hidden(&format!("q_{k}"), v)) }
+            @if !msgs.is_empty() {
+                div class="bulk" role="group" aria-label="Bulk actions" {
+                    div class="bulk-row" {
+                        span class="sep" { "Selected messages:" } " "
+                        button type="submit" name="op" value="release" id="release-selected" { "Release selected" } " "
+                        button type="submit" name="op" value="delete" id="delete-selected" class="danger" { "Delete selected" } " "
+                        button type="submit" name="op" value="delay" id="delay-selected" { "Delay selected" } " "
+                        button type="submit" name="op" value="move" id="move-selected" { "Move selected" }
+                    }
+                    div class="bulk-row" {
+                        span class="sep" { "Every result of this search (" (total_text) "):" } " "
+                        button type="submit" name="op" value="release-all" id="release-all" { "Release all results" } " "
+                        button type="submit" name="op" value="delete-all" id="delete-all" class="danger" { "Delete all results" } " "
+                        button type="submit" name="op" value="delay-all" id="delay-all" { "Delay all results" } " "
+                        button type="submit" name="op" value="move-all" id="move-all" { "Move all results" }
+                    }
+                    div class="bulk-row" {
+                        label for="bulk-by" { "Delay by" } " "
+                        select id="bulk-by" name="by" { (delays) } " "
+                        label for="bulk-from" { "Move from" } " "
+                        select id="bulk-from" name="from" { (options(s.searched)) } " "
+                        label for="bulk-to" { "to" } " "
+                        select id="bulk-to" name="to" { (options("")) }
+                    }
+                    span class="busy" role="status" hidden { progress aria-label="Starting" {} " Starting…" }
+                }
+                table id="messages" {
+                    thead {
+                        tr {
+                            th scope="col" { input type="checkbox" id="select-all" aria-label="Select all on this page"; }
+                            th scope="col" { "MID" }
+                            @if s.central { th scope="col" { "Gateway" } }
+                            th scope="col" { "Received (GMT)" }
+                            th scope="col" { "Sender" } th scope="col" { "Recipients" } th scope="col" { "Subject" }
+                            th scope="col" { "Quarantines" } th scope="col" { "Scheduled exit" }
+                        }
+                    }
+                    tbody { @for m in &msgs { (message_row(m, s.central)) } }
+                }
+            }
+        }
+        nav class="pager" aria-label="Pages" {
+            @if offset > 0 {
+                a rel="prev" accesskey="," href={ "/messages?" (page_at(offset.saturating_sub(limit))) } { "← Previous" }
+                " "
+            }
+            @if offset + (msgs.len() as u64) < total || (!exact && msgs.len() as u64 == limit) {
+                a rel="next" accesskey="." href={ "/messages?" (page_at(offset + limit)) } { "Next →" }
+            }
+        }
     }
-    b.push_str("</form><nav class=\"pager\" aria-label=\"Pages\">");
-    if offset > 0 {
-        let prev = offset.saturating_sub(limit);
-        let _ = write!(
-            b,
-            "<a rel=\"prev\" accesskey=\",\" href=\"/messages?{}\">← Previous</a> ",
-            esc(&query_string(
-                &keep,
-                &[("offset", prev.to_string()), ("limit", limit.to_string())]
-            ))
-        );
+}
+
+/// One message of the results.
+fn message_row(m: &Value, central: bool) -> Markup {
+    let mid = m["mid"].as_u64().unwrap_or(0);
+    let rcpts: Vec<&str> = m["recipients"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+        .collect();
+    let qs: Vec<String> = m["quarantines"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|q| {
+            format!(
+                "{} ({})",
+                q["name"].as_str().unwrap_or(""),
+                q["reason"].as_str().unwrap_or("")
+            )
+        })
+        .collect();
+    let subject = m["subject"].as_str().unwrap_or("");
+    html! {
+        tr {
+            td { input type="checkbox" name="mid" value=(mid) aria-label={ "Select MID " (mid) }; }
+            td { a href={ "/messages/" (mid) } { (mid) } }
+            @if central {
+                td { (m["gateway"].as_str().unwrap_or("")) " " span class="muted" { "#" (m["gateway_mid"].as_u64().unwrap_or(0)) } }
+            }
+            td { (gmt(m["received"].as_u64().unwrap_or(0))) }
+            td { (m["sender"].as_str().unwrap_or("")) }
+            td { (rcpts.join(", ")) }
+            td { a href={ "/messages/" (mid) } { (if subject.is_empty() { "(no subject)" } else { subject }) } }
+            td { (qs.join("; ")) }
+            td { (m["scheduled_exit"].as_u64().map(gmt).unwrap_or_default()) }
+        }
     }
-    if offset + (msgs.len() as u64) < total || (!exact && msgs.len() as u64 == limit) {
-        let _ = write!(
-            b,
-            "<a rel=\"next\" accesskey=\".\" href=\"/messages?{}\">Next →</a>",
-            esc(&query_string(
-                &keep,
-                &[
-                    ("offset", (offset + limit).to_string()),
-                    ("limit", limit.to_string())
-                ]
-            ))
-        );
-    }
-    b.push_str("</nav>");
-    html(StatusCode::OK, page(&shared, &c, "Messages", &b))
 }
 
 // ----------------------------------------------------------------------------------
@@ -456,12 +448,7 @@ pub(super) async fn action(Post { shared, c, form }: Post) -> HttpResponse {
             if let Some(p) = problems.first() {
                 return html(
                     StatusCode::BAD_REQUEST,
-                    page(
-                        &shared,
-                        &c,
-                        "Not done",
-                        &format!("<p class=\"err\">{}</p>", esc(p)),
-                    ),
+                    page(&shared, &c, "Not done", html! { p class="err" { (p) } }),
                 );
             }
             args["all_results"] = json!(true);
@@ -488,25 +475,20 @@ pub(super) async fn action(Post { shared, c, form }: Post) -> HttpResponse {
         }
     };
     let title = if result.ok { "Done" } else { "Not done" };
-    let mut b = if result.ok {
-        format!(
-            "<div class=\"ok\" role=\"status\" id=\"result\">{}</div>",
-            pre(&result.text)
-        )
-    } else {
-        format!("<div id=\"result\">{}</div>", refusal(&result))
-    };
     let back_to = if back.starts_with("/messages/") && verb != "delay" && op != "copy" && result.ok
     {
         "/messages".to_string()
     } else {
         back
     };
-    let _ = write!(
-        b,
-        "<p><a href=\"{}\" accesskey=\"b\" id=\"back\">Back</a></p>",
-        esc(&back_to)
-    );
+    let b = html! {
+        @if result.ok {
+            div class="ok" role="status" id="result" { (pre(&result.text)) }
+        } @else {
+            div id="result" { (refusal(&result)) }
+        }
+        p { a href=(back_to) accesskey="b" id="back" { "Back" } }
+    };
     let code = if result.ok {
         StatusCode::OK
     } else if result.text.contains("cannot") || result.text.contains("has no access") {
@@ -514,7 +496,7 @@ pub(super) async fn action(Post { shared, c, form }: Post) -> HttpResponse {
     } else {
         StatusCode::BAD_REQUEST
     };
-    html(code, page(&shared, &c, title, &b))
+    html(code, page(&shared, &c, title, b))
 }
 
 /// A bulk action of the search page as a job: the selected MIDs, or every result of the
@@ -534,12 +516,11 @@ async fn bulk(
             .collect();
         let (query, _, problems) = search_query(&q);
         if let Some(p) = problems.first() {
-            let b = format!(
-                "<div id=\"result\"><p class=\"err\" role=\"alert\">{}</p></div><p><a href=\"{}\" id=\"back\">Back</a></p>",
-                esc(p),
-                esc(back)
-            );
-            return html(StatusCode::BAD_REQUEST, page(shared, c, "Not done", &b));
+            let b = html! {
+                div id="result" { p class="err" role="alert" { (p) } }
+                p { a href=(back) id="back" { "Back" } }
+            };
+            return html(StatusCode::BAD_REQUEST, page(shared, c, "Not done", b));
         }
         Target::Query(query)
     } else {
@@ -549,11 +530,16 @@ async fn bulk(
             .filter_map(|(_, v)| v.trim().parse().ok())
             .collect();
         if mids.is_empty() {
-            let b = format!(
-                "<div id=\"result\"><div class=\"err\" role=\"alert\"><strong>Refused:</strong> Select at least one message first (the checkboxes in the first column).</div></div><p><a href=\"{}\" id=\"back\">Back</a></p>",
-                esc(back)
-            );
-            return html(StatusCode::BAD_REQUEST, page(shared, c, "Not done", &b));
+            let b = html! {
+                div id="result" {
+                    div class="err" role="alert" {
+                        strong { "Refused:" }
+                        " Select at least one message first (the checkboxes in the first column)."
+                    }
+                }
+                p { a href=(back) id="back" { "Back" } }
+            };
+            return html(StatusCode::BAD_REQUEST, page(shared, c, "Not done", b));
         }
         Target::Mids(mids)
     };
@@ -574,7 +560,6 @@ async fn bulk(
 // ----------------------------------------------------------------------------------
 
 pub(super) async fn outbreak(Viewer { shared, c }: Viewer) -> HttpResponse {
-    let mut b = String::new();
     // The rules of the held Outbreak messages (the newest 1,000), with their counts.
     let r = run(
         &shared,
@@ -583,46 +568,67 @@ pub(super) async fn outbreak(Viewer { shared, c }: Viewer) -> HttpResponse {
         json!({ "action": "search", "limit": 1000, "query": { "quarantine": "Outbreak" } }),
     )
     .await;
-    if !r.ok {
-        b.push_str(&refusal(&r));
-    } else {
-        let mut rules: Vec<(String, u64)> = Vec::new();
-        for m in r.data["messages"].as_array().into_iter().flatten() {
-            for q in m["quarantines"].as_array().into_iter().flatten() {
-                if q["name"] != "Outbreak" {
-                    continue;
-                }
-                let rule = q["reason_name"].as_str().unwrap_or("").to_string();
-                match rules.iter_mut().find(|(r, _)| *r == rule) {
-                    Some((_, n)) => *n += 1,
-                    None => rules.push((rule, 1)),
-                }
-            }
+    let s = run(&shared, &c.id, "outbreakstatus", json!({})).await;
+    let b = html! {
+        @if r.ok {
+            (outbreak_rules(&r.data, &c.csrf))
+        } @else {
+            (refusal(&r))
         }
-        if rules.is_empty() {
-            b.push_str("<p>No message is held in Outbreak.</p>");
-        } else {
-            b.push_str("<table id=\"rules\"><thead><tr><th scope=\"col\">Rule</th><th scope=\"col\">Messages held</th><th scope=\"col\">Manage</th></tr></thead><tbody>");
-            for (rule, n) in &rules {
-                let _ = write!(
-                    b,
-                    "<tr><td><a href=\"/messages?quarantine=Outbreak&amp;reason={}\">{}</a></td><td class=\"num\">{n}</td><td><form method=\"post\" action=\"/outbreak\" class=\"inline\">{}{}\
-<button type=\"submit\" name=\"what\" value=\"release\">Release all</button> <button type=\"submit\" name=\"what\" value=\"delete\" class=\"danger\">Delete all</button> \
-<select name=\"by\" aria-label=\"Delay by\"><option>8h</option><option selected>24h</option><option>48h</option><option>1w</option></select> <button type=\"submit\" name=\"what\" value=\"delay\">Delay all</button></form></td></tr>",
-                    enc(rule),
-                    esc(rule),
-                    hidden("csrf", &c.csrf),
-                    hidden("rule", rule),
-                );
+        section aria-labelledby="hs" {
+            h2 id="hs" { "Outbreak rules" }
+            @if s.ok { (pre(&s.text)) } @else { (refusal(&s)) }
+        }
+    };
+    html(StatusCode::OK, page(&shared, &c, "Outbreak", b))
+}
+
+/// The rules of the Outbreak messages of a search (`data`), each with its count and
+/// its Release / Delete / Delay all.
+fn outbreak_rules(data: &Value, csrf: &str) -> Markup {
+    let mut rules: Vec<(String, u64)> = Vec::new();
+    for m in data["messages"].as_array().into_iter().flatten() {
+        for q in m["quarantines"].as_array().into_iter().flatten() {
+            if q["name"] != "Outbreak" {
+                continue;
             }
-            b.push_str("</tbody></table>");
+            let rule = q["reason_name"].as_str().unwrap_or("").to_string();
+            match rules.iter_mut().find(|(r, _)| *r == rule) {
+                Some((_, n)) => *n += 1,
+                None => rules.push((rule, 1)),
+            }
         }
     }
-    let s = run(&shared, &c.id, "outbreakstatus", json!({})).await;
-    b.push_str("<section aria-labelledby=\"hs\"><h2 id=\"hs\">Outbreak rules</h2>");
-    b.push_str(&if s.ok { pre(&s.text) } else { refusal(&s) });
-    b.push_str("</section>");
-    html(StatusCode::OK, page(&shared, &c, "Outbreak", &b))
+    html! {
+        @if rules.is_empty() {
+            p { "No message is held in Outbreak." }
+        } @else {
+            table id="rules" {
+                thead { tr { th scope="col" { "Rule" } th scope="col" { "Messages held" } th scope="col" { "Manage" } } }
+                tbody {
+                    @for (rule, n) in &rules {
+                        tr {
+                            td { a href={ "/messages?quarantine=Outbreak&reason=" (enc(rule)) } { (rule) } }
+                            td class="num" { (n) }
+                            td {
+                                form method="post" action="/outbreak" class="inline" {
+                                    (hidden("csrf", csrf))
+                                    (hidden("rule", rule))
+                                    button type="submit" name="what" value="release" { "Release all" } " "
+                                    button type="submit" name="what" value="delete" class="danger" { "Delete all" } " "
+                                    select name="by" aria-label="Delay by" {
+                                        option { "8h" } option selected { "24h" } option { "48h" } option { "1w" }
+                                    }
+                                    " "
+                                    button type="submit" name="what" value="delay" { "Delay all" }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
 }
 
 /// Release, delete or delay every message of one rule: a job with progress.
@@ -644,11 +650,82 @@ mod tests {
 
     #[test]
     fn escapes_everything_html_cares_about() {
+        // Text and double-quoted attribute values: a quote cannot end the attribute, a
+        // `<` cannot open a tag (a `'` is harmless inside `"…"`).
+        let v = "<a href=\"x\">'&'</a>";
         assert_eq!(
-            esc("<a href=\"x\">'&'</a>"),
-            "&lt;a href=&quot;x&quot;&gt;&#39;&amp;&#39;&lt;/a&gt;"
+            html! { p title=(v) { (v) } }.into_string(),
+            "<p title=\"&lt;a href=&quot;x&quot;&gt;'&amp;'&lt;/a&gt;\">&lt;a href=&quot;x&quot;&gt;'&amp;'&lt;/a&gt;</p>"
         );
         assert_eq!(enc("a b&c=ü"), "a%20b%26c%3D%C3%BC");
+    }
+
+    const EVIL: &str = "<script>alert(1)</script>\"'";
+
+    #[test]
+    fn a_results_page_escapes_subjects_senders_recipients_and_quarantines() {
+        let data = json!({ "total": 1, "total_exact": true, "messages": [{
+            "mid": 7, "received": 0, "sender": EVIL, "recipients": [EVIL],
+            "subject": EVIL, "gateway": EVIL, "gateway_mid": 3,
+            "quarantines": [{ "name": EVIL, "reason": EVIL }], "scheduled_exit": 0
+        }] });
+        let keep = vec![("subject".to_string(), EVIL.to_string())];
+        let names = vec![EVIL.to_string()];
+        let shown = Shown {
+            data: &data,
+            keep: &keep,
+            names: &names,
+            searched: EVIL,
+            offset: 25,
+            limit: 25,
+            central: true,
+        };
+        let p = results(&shown, "tok\"en").into_string();
+        assert!(!p.contains("<script") && !p.contains("\"'"), "{p}");
+        assert!(
+            p.contains("&lt;script&gt;alert(1)&lt;/script&gt;&quot;'"),
+            "{p}"
+        );
+        assert!(
+            p.contains("name=\"q_subject\" value=\"&lt;script&gt;"),
+            "{p}"
+        );
+        assert!(p.contains("value=\"tok&quot;en\""), "{p}");
+        assert!(p.contains("<option selected>&lt;script&gt;"), "{p}");
+        // The pager's link keeps the search, percent-encoded and then escaped.
+        assert!(
+            p.contains("href=\"/messages?subject=%3Cscript%3Ealert%281%29%3C%2Fscript%3E%22%27&amp;offset=0&amp;limit=25\""),
+            "{p}"
+        );
+        assert!(!p.contains("onsubmit"), "{p}");
+
+        let mut given = HashMap::new();
+        given.insert("sender", EVIL);
+        let f = search_form(&given, &names, 25, &[EVIL.to_string()]).into_string();
+        assert!(!f.contains("<script") && !f.contains("\"'"), "{f}");
+        assert!(
+            f.contains("name=\"sender\" value=\"&lt;script&gt;alert(1)&lt;/script&gt;&quot;'\""),
+            "{f}"
+        );
+        assert!(
+            f.contains("<p class=\"err\" role=\"alert\">&lt;script&gt;"),
+            "{f}"
+        );
+    }
+
+    #[test]
+    fn outbreak_rules_escape_the_rule_name() {
+        let data = json!({ "messages": [{ "quarantines": [{ "name": "Outbreak", "reason_name": EVIL }] }] });
+        let p = outbreak_rules(&data, "t").into_string();
+        assert!(!p.contains("<script") && !p.contains("\"'"), "{p}");
+        assert!(
+            p.contains("name=\"rule\" value=\"&lt;script&gt;alert(1)&lt;/script&gt;&quot;'\""),
+            "{p}"
+        );
+        assert!(p.contains("<td class=\"num\">1</td>"), "{p}");
+        assert!(outbreak_rules(&json!({}), "t")
+            .into_string()
+            .contains("No message is held"));
     }
 
     #[test]

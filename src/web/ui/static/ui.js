@@ -1,8 +1,9 @@
 // The web UI's one script, served by the node as /ui.js (the CSP allows scripts from
-// the node only, never inline ones). It adds to pages that work without it: "select
-// all" on a search result page, and the live progress of a running job (the page
-// refreshes itself every 2 s when scripts are off). It writes only text and
-// properties, never markup or styles.
+// the node only, never inline ones or event handler attributes). It adds to pages that
+// work without it: "select all" on a search result page, "Starting…" on its bulk form
+// until the job's page comes (its buttons cannot be pressed twice meanwhile), and the
+// live progress of a running job (the page refreshes itself every 2 s when scripts are
+// off). It writes only text and properties, never markup or styles.
 (function () {
   'use strict';
   var $ = function (i) { return document.getElementById(i); };
@@ -13,6 +14,26 @@
       document.querySelectorAll('input[name=mid]').forEach(function (c) {
         c.checked = all.checked;
       });
+    });
+  }
+
+  // The bulk form of a search result page: the buttons are disabled only after the
+  // browser has taken the pressed one's name and value for the form.
+  var results = $('results');
+  if (results) {
+    results.addEventListener('submit', function () {
+      var busy = results.querySelector('.busy');
+      if (busy) busy.hidden = false;
+      setTimeout(function () {
+        results.querySelectorAll('button').forEach(function (x) { x.disabled = true; });
+      });
+    });
+    // Back from the job's page, a page kept by the browser is usable again.
+    window.addEventListener('pageshow', function (e) {
+      if (!e.persisted) return;
+      var busy = results.querySelector('.busy');
+      if (busy) busy.hidden = true;
+      results.querySelectorAll('button').forEach(function (x) { x.disabled = false; });
     });
   }
 
