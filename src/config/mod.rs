@@ -172,6 +172,8 @@ impl<'a> Layers<'a> {
 
     /// Validates section `S` from the most specific layer that sets it (`pick` takes
     /// it out of a file), or its defaults with the machine's file named in errors.
+    /// `pick` is passed here rather than being part of `Section` so that the section
+    /// modules never name `RawFile`, which names them all: their imports go one way.
     fn section<S: Section>(
         &mut self,
         pick: fn(&mut RawFile) -> Option<S::Raw>,
@@ -180,7 +182,7 @@ impl<'a> Layers<'a> {
         if S::MACHINE_ONLY {
             for (layer, raw) in self.files.iter_mut().skip(1) {
                 if pick(raw).is_some() {
-                    let ctx = Ctx::new(*layer);
+                    let ctx = Ctx::new(layer);
                     return Err(ConfigError {
                         file: layer.file.to_path_buf(),
                         line: ctx.key_line(S::KEY),
