@@ -13,8 +13,6 @@
 //! clamd's replies are parsed defensively: bounded length, and anything that is
 //! not one of the documented forms is an error, never "clean".
 
-use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -25,28 +23,8 @@ use tokio::net::{TcpStream, UnixStream};
 const CHUNK: usize = 64 * 1024;
 const MAX_REPLY: usize = 4096;
 
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ClamdAddr {
-    Tcp(SocketAddr),
-    Unix(PathBuf),
-}
-
-impl std::str::FromStr for ClamdAddr {
-    type Err = String;
-
-    /// `127.0.0.1:3310` or `/run/clamav/clamd.ctl` (or `unix:/path`).
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        if let Some(p) = s.strip_prefix("unix:") {
-            return Ok(ClamdAddr::Unix(PathBuf::from(p)));
-        }
-        if s.starts_with('/') {
-            return Ok(ClamdAddr::Unix(PathBuf::from(s)));
-        }
-        s.parse::<SocketAddr>()
-            .map(ClamdAddr::Tcp)
-            .map_err(|_| format!("\"{s}\" is not a clamd address; allowed: IP:PORT such as \"127.0.0.1:3310\" or a unix socket path"))
-    }
-}
+// The address is part of the configuration (`[antivirus] clamd`), validated there.
+pub use crate::config::ClamdAddr;
 
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum VirusVerdict {
@@ -288,6 +266,8 @@ pub fn parse_reply(text: &str, id: u64) -> Result<VirusVerdict, String> {
 
 #[cfg(test)]
 mod tests {
+    use std::net::SocketAddr;
+
     use super::*;
 
     #[test]

@@ -25,7 +25,7 @@ use rustls::crypto::CryptoProvider;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 use rustls::{
     ClientConfig, DigitallySignedStruct, RootCertStore, ServerConfig, SignatureScheme,
-    SupportedCipherSuite, SupportedProtocolVersion,
+    SupportedProtocolVersion,
 };
 
 use crate::config::{Config, TlsVersion};
@@ -52,37 +52,9 @@ pub fn provider_with(ciphers: Option<&[String]>) -> Arc<CryptoProvider> {
     Arc::new(p)
 }
 
-/// "TLS13_AES_256_GCM_SHA384".
-pub fn suite_name(s: &SupportedCipherSuite) -> String {
-    let suite = s.suite();
-    suite
-        .as_str()
-        .map_or_else(|| format!("{suite:?}"), str::to_string)
-}
-
-fn suite_version(s: &SupportedCipherSuite) -> TlsVersion {
-    match s {
-        SupportedCipherSuite::Tls12(_) => TlsVersion::V1_2,
-        SupportedCipherSuite::Tls13(_) => TlsVersion::V1_3,
-    }
-}
-
-/// The names of every cipher suite rustls (ring provider) offers, in its
-/// order of preference: the values `ciphers` may list.
-pub fn cipher_suite_names() -> Vec<&'static str> {
-    rustls::crypto::ring::ALL_CIPHER_SUITES
-        .iter()
-        .filter_map(|s| s.suite().as_str())
-        .collect()
-}
-
-/// The TLS version a suite of [`cipher_suite_names`] belongs to.
-pub fn cipher_suite_version(name: &str) -> Option<TlsVersion> {
-    rustls::crypto::ring::ALL_CIPHER_SUITES
-        .iter()
-        .find(|s| suite_name(s) == name)
-        .map(suite_version)
-}
+// The catalogue the configuration checks cipher lists against is the configuration's.
+use crate::config::suite_version;
+pub use crate::config::{cipher_suite_names, suite_name, why_unavailable};
 
 /// The suites a direction offers: those of `ciphers` (all when `None`)
 /// whose TLS version is enabled, in order of preference, with their version.
@@ -96,39 +68,6 @@ pub fn effective_suites(
         .filter(|s| versions.contains(&suite_version(s)))
         .map(|s| (suite_name(s), suite_version(s)))
         .collect()
-}
-
-/// Why a cipher (or protocol) an administrator asks for cannot be chosen,
-/// when it is one of the families rustls deliberately leaves out; `None` for
-/// a name that is simply unknown.
-pub fn why_unavailable(name: &str) -> Option<&'static str> {
-    let n = name.trim().to_ascii_uppercase();
-    let any = |words: &[&str]| words.iter().any(|w| n.contains(w));
-    if any(&["SSL", "TLSV1.0", "TLSV1.1", "TLSV1_0", "TLSV1_1"])
-        || matches!(n.as_str(), "TLSV1" | "1.0" | "1.1")
-    {
-        Some("SSL, TLS 1.0 and TLS 1.1 do not exist in rustls (TLS 1.2 and 1.3 only)")
-    } else if any(&["RC4"]) {
-        Some("RC4 suites do not exist in rustls")
-    } else if any(&["EXP"]) {
-        Some("export suites do not exist in rustls")
-    } else if any(&["ANON", "ANULL", "ADH", "AECDH"]) {
-        Some("anonymous suites (no certificate) do not exist in rustls")
-    } else if any(&["NULL"]) {
-        Some("suites without encryption do not exist in rustls")
-    } else if any(&[
-        "DES", "CBC", "MD5", "CAMELLIA", "IDEA", "SEED", "ARIA", "CCM",
-    ]) {
-        Some("rustls offers only AEAD suites (AES-GCM and ChaCha20-Poly1305)")
-    } else if n.starts_with("TLS_RSA_")
-        || n.starts_with("TLS_DHE_")
-        || n.starts_with("TLS_DH_")
-        || n.contains("PSK")
-    {
-        Some("rustls offers only ECDHE key exchange (forward secrecy)")
-    } else {
-        None
-    }
 }
 
 fn protocol_versions(v: &[TlsVersion]) -> Vec<&'static SupportedProtocolVersion> {

@@ -693,13 +693,7 @@ pub fn revoke(dir: &Path, serial: &str, subject: &str) -> Result<bool> {
     Ok(true)
 }
 
-/// Whether `s` is a serial as this module writes them (1-40 bytes of hex).
-pub fn is_serial(s: &str) -> bool {
-    !s.is_empty()
-        && s.len() <= 80
-        && s.len().is_multiple_of(2)
-        && s.bytes().all(|b| b.is_ascii_hexdigit())
-}
+pub use crate::config::is_serial;
 
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()

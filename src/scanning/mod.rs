@@ -2,9 +2,9 @@
 //! content filters, DLP, outbreak filters), in the appliance's order
 //! anti-virus → content filters and DLP → outbreak filters → final action.
 //!
-//! The engines themselves are IO-free and live in `pvo-scan`; this module
-//! holds their configuration (`[antivirus]`, `[[mail_policy]]`,
-//! `[[content_filter]]`, `[[dlp_policy]]`, `[outbreak]`), compiles it into a
+//! The engines themselves are IO-free and live in `pvo-scan`; their configuration
+//! (`[antivirus]`, `[[mail_policy]]`, `[[content_filter]]`, `[[dlp_policy]]`,
+//! `[outbreak]`) is `config`'s. This module compiles it into a
 //! [`Scanner`] whenever a configuration comes into force, and (in
 //! `pipeline`) runs every accepted message through it between the spool and
 //! the delivery queue. Local quarantines are in `local_quarantine`.
@@ -13,147 +13,15 @@ pub mod local_quarantine;
 pub mod outbreak_store;
 pub mod pipeline;
 
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use pvo_scan::dlp::{DlpEngine, DlpPolicy};
+use pvo_scan::dlp::DlpEngine;
 use pvo_scan::filter::{FilterRule, FilterSet};
-use pvo_scan::outbreak::{OutbreakPolicy, OutbreakRules};
-use pvo_scan::verdict::Action;
-use serde::{Deserialize, Serialize};
 
 use crate::clamd::{Clamd, ClamdAddr};
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Antivirus {
-    /// `IP:PORT` or a unix socket path.
-    pub clamd: String,
-    /// Seconds to wait for clamd; a timeout leaves the message queued.
-    #[serde(default = "default_av_timeout")]
-    pub timeout: u64,
-}
-
-fn default_av_timeout() -> u64 {
-    60
-}
-
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Direction {
-    /// Mail from hosts that may not relay (the Internet, to us).
-    #[default]
-    Incoming,
-    /// Mail from RELAY hosts (our users, out).
-    Outgoing,
-}
-
-fn all() -> Vec<String> {
-    vec!["ALL".into()]
-}
-
-fn virus_quarantine() -> Vec<Action> {
-    vec![Action::Quarantine("Virus".into())]
-}
-
-/// A mail policy: which mail it applies to and what each engine does.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct MailPolicy {
-    pub name: String,
-    #[serde(default)]
-    pub direction: Direction,
-    /// Envelope senders this policy applies to: "ALL", "example.com",
-    /// ".example.com" or "user@example.com".
-    #[serde(default = "all")]
-    pub senders: Vec<String>,
-    /// Envelope recipients this policy applies to (any recipient matching).
-    #[serde(default = "all")]
-    pub recipients: Vec<String>,
-    /// Scan with clamd (`[antivirus]` must be set).
-    #[serde(default)]
-    pub antivirus: bool,
-    /// Actions for an infected message (default: the Virus quarantine).
-    #[serde(default = "virus_quarantine")]
-    pub on_virus: Vec<Action>,
-    /// Actions for a message no engine could scan: encrypted, beyond the
-    /// MIME or archive limits, engine error on this content (default: the
-    /// Virus quarantine). Never delivered as clean.
-    #[serde(default = "virus_quarantine")]
-    pub on_unscannable: Vec<Action>,
-    /// Content filters to run, by name, in order; "ALL" for every filter.
-    #[serde(default)]
-    pub content_filters: Vec<String>,
-    /// DLP policies to run, by name.
-    #[serde(default)]
-    pub dlp_policies: Vec<String>,
-    /// Outbreak filtering: threshold and retention by threat level.
-    #[serde(default)]
-    pub outbreak: Option<OutbreakPolicy>,
-}
-
-/// The scanning part of a configuration, as written (validated by `config`).
-#[derive(Debug, Clone, Default, Serialize)]
-pub struct ScanConfig {
-    pub antivirus: Option<Antivirus>,
-    pub policies: Vec<MailPolicy>,
-    pub filters: Vec<FilterRule>,
-    pub dlp: Vec<DlpPolicy>,
-    /// The outbreak rules file loaded at start (`pvo outbreakupdate` loads newer ones).
-    pub outbreak_rules: Option<PathBuf>,
-    /// Space for the local quarantines (bytes); free-up-space applies beyond it.
-    pub quarantine_quota: Option<u64>,
-}
-
-impl ScanConfig {
-    /// Checks names and compiles everything once, so a bad rule is a
-    /// configuration error (with the rule and field) and never a runtime one.
-    pub fn validate(&self) -> Result<(), String> {
-        if let Some(av) = &self.antivirus {
-            av.clamd
-                .parse::<ClamdAddr>()
-                .map_err(|e| format!("antivirus.clamd: {e}"))?;
-        }
-        FilterSet::new(self.filters.clone()).map_err(|e| e.to_string())?;
-        for d in &self.dlp {
-            DlpEngine::new(d.clone()).map_err(|e| e.to_string())?;
-        }
-        for (i, p) in self.policies.iter().enumerate() {
-            if p.antivirus && self.antivirus.is_none() {
-                return Err(format!(
-                    "mail_policy[{i}] ({}): antivirus = true needs an [antivirus] section with clamd = \"IP:PORT\" or a socket path",
-                    p.name
-                ));
-            }
-            for f in &p.content_filters {
-                if f != "ALL" && !self.filters.iter().any(|x| &x.name == f) {
-                    let names: Vec<&str> = self.filters.iter().map(|x| x.name.as_str()).collect();
-                    return Err(format!(
-                        "mail_policy[{i}] ({}): content filter \"{f}\" does not exist; allowed: \"ALL\" or one of {names:?}",
-                        p.name
-                    ));
-                }
-            }
-            for d in &p.dlp_policies {
-                if !self.dlp.iter().any(|x| &x.name == d) {
-                    let names: Vec<&str> = self.dlp.iter().map(|x| x.name.as_str()).collect();
-                    return Err(format!("mail_policy[{i}] ({}): DLP policy \"{d}\" does not exist; allowed: one of {names:?}", p.name));
-                }
-            }
-        }
-        if let Some(path) = &self.outbreak_rules {
-            load_outbreak_rules(path)?;
-        }
-        Ok(())
-    }
-}
-
-/// Reads and compiles an outbreak rules file.
-pub fn load_outbreak_rules(path: &std::path::Path) -> Result<OutbreakRules, String> {
-    // One parser for every rules file, whose errors never repeat the file's content.
-    outbreak_store::read(path).map(|l| l.rules)
-}
+// The configuration's model of scanning (validated there) is what the scanner compiles.
+pub use crate::config::{Direction, MailPolicy, ScanConfig};
 
 /// One mail policy, compiled.
 pub struct CompiledPolicy {
