@@ -120,11 +120,7 @@ fn parse(bytes: Vec<u8>) -> Result<Loaded, String> {
 }
 
 fn sha256_hex(data: &[u8]) -> String {
-    ring::digest::digest(&ring::digest::SHA256, data)
-        .as_ref()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    hex::encode(ring::digest::digest(&ring::digest::SHA256, data))
 }
 
 /// The rules in force and where they came from.
