@@ -1216,8 +1216,8 @@ fn unenrolled_gateways_and_clear_text_clients_are_refused() {
     let record = "kind=transfer\ngateway=gw1\nmid=1\ntransfer=gw1-1-1\nreceived=1\nfrom=alice@example.org\n\
          rcpt=bob@example.com\nquarantine=Policy\nreason=content-filter\nreason-name=quarantine_test\n\
          threat=0\nexit=\n";
-    let record = base64::Engine::encode(&base64::engine::general_purpose::STANDARD, record);
-    c.expect(&format!("XPVO-META 1 {record}"), 530);
+    let encoded = base64::Engine::encode(&base64::engine::general_purpose::STANDARD, record);
+    c.expect(&format!("XPVO-META 1 {encoded}"), 530);
     c.expect("MAIL FROM:<alice@example.org>", 530);
     c.quit();
 
