@@ -101,7 +101,7 @@ impl Clamd {
             Ok(Err(e)) => {
                 return Err(ClamdError::Connect {
                     addr: self.addr_text(),
-                    reason: crate::delivery::describe_io_error(&e),
+                    reason: crate::net_error::describe(&e),
                 })
             }
             Err(_) => {
@@ -146,7 +146,7 @@ impl Clamd {
             ))),
             Ok(Err(e)) => Err(ClamdError::Connect {
                 addr: self.addr_text(),
-                reason: crate::delivery::describe_io_error(&e),
+                reason: crate::net_error::describe(&e),
             }),
             Err(_) => Err(ClamdError::Timeout {
                 addr: self.addr_text(),
@@ -335,12 +335,12 @@ mod tests {
         let tmp = dir.path().join("tmp");
         std::fs::create_dir_all(&db).unwrap();
         std::fs::create_dir_all(&tmp).unwrap();
-        let hex: String = EICAR.iter().map(|b| format!("{b:02x}")).collect();
+        let hex = hex::encode(EICAR);
         std::fs::write(
             db.join("pvo-test.ndb"),
             format!(
                 "Eicar-Test.Custom:0:*:{hex}\nPvo-Test.Marker:0:*:{}\n",
-                hex_of(b"PVO-TEST-VIRUS-MARKER")
+                hex::encode(b"PVO-TEST-VIRUS-MARKER")
             ),
         )
         .unwrap();
@@ -389,10 +389,6 @@ mod tests {
             child,
             _dir: dir,
         }
-    }
-
-    fn hex_of(b: &[u8]) -> String {
-        b.iter().map(|b| format!("{b:02x}")).collect()
     }
 
     /// EICAR in `depth` nested deflated zips, built with Python's zipfile

@@ -26,6 +26,7 @@ use crate::config::{RouteTarget, TlsMode};
 use crate::ids::Kind;
 use crate::node::Shared;
 use crate::queue::{Event, Job, RcptOutcome, IDLE_WAIT};
+use crate::smtp_io::Io;
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
 const REPLY_TIMEOUT: Duration = Duration::from_secs(300);
@@ -385,24 +386,10 @@ pub async fn connect(addr: SocketAddr, bind: Option<IpAddr>) -> Result<TcpStream
     let _ = sock.set_nodelay(true);
     match tokio::time::timeout(CONNECT_TIMEOUT, sock.connect(addr)).await {
         Ok(Ok(s)) => Ok(s),
-        Ok(Err(e)) => Err(describe_io_error(&e)),
+        Ok(Err(e)) => Err(crate::net_error::describe(&e)),
         Err(_) => Err("Operation timed out".to_string()),
     }
 }
-
-/// The wording administrators know from `telnet`.
-pub fn describe_io_error(e: &std::io::Error) -> String {
-    match e.raw_os_error() {
-        Some(111) => "Connection refused".into(),
-        Some(110) => "Operation timed out".into(),
-        Some(113) => "No route to host".into(),
-        Some(101) => "Network is unreachable".into(),
-        _ => e.to_string(),
-    }
-}
-
-pub trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
-impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
 
 #[derive(Default)]
 struct Extensions {
@@ -464,8 +451,8 @@ impl Client {
     /// One reply, read by `pvo_proto::reply` (bounded; the tail of an over-long line is
     /// skipped, never taken for the next reply).
     async fn read_reply(&mut self, timeout: Duration) -> Result<Reply, String> {
-        use crate::diag::ReadError;
-        match crate::diag::read_raw_reply(&mut self.io, timeout).await {
+        use crate::smtp_io::ReadError;
+        match crate::smtp_io::read_reply(&mut self.io, timeout).await {
             Ok(r) => Ok(Reply {
                 code: r.code,
                 text: r.text(),

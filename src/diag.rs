@@ -30,7 +30,7 @@ use std::time::Duration;
 
 use rustls::pki_types::{CertificateDer, ServerName};
 use rustls::{AlertDescription, CertificateError, ClientConfig, ClientConnection};
-use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncBufRead, AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
 
 use crate::config::Config;
@@ -122,11 +122,11 @@ pub async fn connect_from(
     } else {
         TcpSocket::new_v6()
     }
-    .map_err(|e| ConnectError::Bind(os_error_text(&e)))?;
+    .map_err(|e| ConnectError::Bind(crate::net_error::describe_plain(&e)))?;
     if let Some(ip) = bind {
         sock.bind(SocketAddr::new(ip, 0)).map_err(|e| {
-            let mut text = os_error_text(&e);
-            if e.raw_os_error() == Some(libc_eaddrnotavail()) {
+            let mut text = crate::net_error::describe_plain(&e);
+            if e.kind() == std::io::ErrorKind::AddrNotAvailable {
                 text.push_str(&format!(" ({ip} is not an address of this machine)"));
             }
             ConnectError::Bind(text)
@@ -135,23 +135,8 @@ pub async fn connect_from(
     let _ = sock.set_nodelay(true);
     match tokio::time::timeout(timeout, sock.connect(addr)).await {
         Ok(Ok(s)) => Ok(s),
-        Ok(Err(e)) => Err(ConnectError::Connect(os_error_text(&e))),
+        Ok(Err(e)) => Err(ConnectError::Connect(crate::net_error::describe_plain(&e))),
         Err(_) => Err(ConnectError::Connect("Operation timed out".into())),
-    }
-}
-
-/// EADDRNOTAVAIL on Linux.
-const fn libc_eaddrnotavail() -> i32 {
-    99
-}
-
-/// The system's words for an error, without Rust's " (os error N)" suffix, in the
-/// wording `telnet` uses for the common connect errors.
-pub fn os_error_text(e: &std::io::Error) -> String {
-    let text = crate::delivery::describe_io_error(e);
-    match text.rfind(" (os error ") {
-        Some(i) if text.ends_with(')') => text[..i].to_string(),
-        _ => text,
     }
 }
 
@@ -178,25 +163,7 @@ impl Reply {
     }
 }
 
-/// Why no reply could be read.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ReadError {
-    Timeout,
-    Closed,
-    Malformed(String),
-    Io(String),
-}
-
-impl std::fmt::Display for ReadError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            ReadError::Timeout => f.write_str("no reply in time"),
-            ReadError::Closed => f.write_str("the server closed the connection"),
-            ReadError::Malformed(l) => write!(f, "malformed reply {l:?}"),
-            ReadError::Io(e) => f.write_str(e),
-        }
-    }
-}
+pub use crate::smtp_io::ReadError;
 
 /// Reads one (possibly multi-line) SMTP reply within `timeout`, control characters
 /// replaced for printing.
@@ -204,49 +171,14 @@ pub async fn read_reply<R: AsyncBufRead + Unpin>(
     r: &mut R,
     timeout: Duration,
 ) -> Result<Reply, ReadError> {
-    let raw = read_raw_reply(r, timeout).await?;
+    let raw = crate::smtp_io::read_reply(r, timeout).await?;
     Ok(Reply {
         code: raw.code,
         lines: raw.lines.iter().map(|l| printable(l)).collect(),
     })
 }
 
-/// Reads one SMTP reply within `timeout` with `pvo_proto::reply`, leaving the bytes after
-/// it in `r`'s buffer (the next pipelined reply). The one reply reader of the binary:
-/// delivery and the CPQ preflight use it too.
-pub async fn read_raw_reply<R: AsyncBufRead + Unpin>(
-    r: &mut R,
-    timeout: Duration,
-) -> Result<pvo_proto::reply::Reply, ReadError> {
-    use pvo_proto::reply::{ReplyError, ReplyReader};
-    let deadline = tokio::time::Instant::now() + timeout;
-    let mut reader = ReplyReader::new();
-    loop {
-        let buf = match tokio::time::timeout_at(deadline, r.fill_buf()).await {
-            Err(_) => return Err(ReadError::Timeout),
-            Ok(Err(e)) => return Err(ReadError::Io(os_error_text(&e))),
-            Ok(Ok([])) => return Err(ReadError::Closed),
-            Ok(Ok(buf)) => buf,
-        };
-        let (used, res) = reader.feed(buf);
-        r.consume(used);
-        match res {
-            Ok(Some(reply)) => return Ok(reply),
-            Ok(None) => {}
-            Err(ReplyError::Malformed(l)) => return Err(ReadError::Malformed(printable(&l))),
-            Err(e @ ReplyError::TooManyLines(_)) => {
-                return Err(ReadError::Malformed(e.to_string()))
-            }
-        }
-    }
-}
-
-/// Replaces control characters (a hostile server could send terminal escapes).
-fn printable(s: &str) -> String {
-    s.chars()
-        .map(|c| if c.is_control() { '?' } else { c })
-        .collect()
-}
+use crate::smtp_io::printable;
 
 /// Sends one command line (CRLF added) and reads the reply.
 pub async fn command<S>(
@@ -260,10 +192,10 @@ where
     let w = io.get_mut();
     w.write_all(format!("{line}\r\n").as_bytes())
         .await
-        .map_err(|e| ReadError::Io(os_error_text(&e)))?;
+        .map_err(|e| ReadError::Io(crate::net_error::describe_plain(&e)))?;
     w.flush()
         .await
-        .map_err(|e| ReadError::Io(os_error_text(&e)))?;
+        .map_err(|e| ReadError::Io(crate::net_error::describe_plain(&e)))?;
     read_reply(io, timeout).await
 }
 
@@ -314,7 +246,7 @@ pub async fn tls_handshake(
             Ok(Err(e)) => {
                 return Ok(TlsAttempt {
                     conn,
-                    error: Some(HandshakeError::Io(os_error_text(&e))),
+                    error: Some(HandshakeError::Io(crate::net_error::describe_plain(&e))),
                 })
             }
             Ok(Ok(0)) => {
@@ -349,7 +281,9 @@ async fn flush_tls(conn: &mut ClientConnection, io: &mut TcpStream) -> Result<()
     while conn.wants_write() {
         let mut out = Vec::new();
         conn.write_tls(&mut out).map_err(|e| e.to_string())?;
-        io.write_all(&out).await.map_err(|e| os_error_text(&e))?;
+        io.write_all(&out)
+            .await
+            .map_err(|e| crate::net_error::describe_plain(&e))?;
     }
     Ok(())
 }
@@ -364,27 +298,17 @@ pub async fn close_tls(mut conn: ClientConnection, io: &mut TcpStream) {
 }
 
 /// The names a certificate is valid for (its subject alternative names; like every
-/// modern verifier, rustls ignores the common name).
+/// modern verifier, rustls ignores the common name): `mx.example.com`, `IP 192.0.2.1`.
 pub fn certificate_names(cert: &CertificateDer<'_>) -> Vec<String> {
-    let Ok(parsed) = rustls::server::ParsedCertificate::try_from(cert) else {
-        return Vec::new();
-    };
-    // Asking for a name no certificate can hold makes the verifier list the names
-    // the certificate does hold.
-    let Ok(probe) = ServerName::try_from("name-probe.pvo.invalid") else {
-        return Vec::new();
-    };
-    match rustls::client::verify_server_name(&parsed, &probe) {
-        Err(rustls::Error::InvalidCertificate(CertificateError::NotValidForNameContext {
-            presented,
-            ..
-        })) => presented.iter().map(|p| presented_name(p)).collect(),
-        _ => Vec::new(),
-    }
+    crate::certificate::read(cert)
+        .map(|c| c.names.iter().map(ToString::to_string).collect())
+        .unwrap_or_default()
 }
 
-/// `DnsName("mx.example.com")` -> `mx.example.com`; `IpAddress(192.0.2.1)` -> `IP
-/// 192.0.2.1`; anything else as given.
+/// A name of a failed name check, as rustls reports it. rustls keeps no certificate that
+/// failed to verify, so the names in its error are all there is; it writes them as
+/// `DnsName("mx.example.com")` and `IpAddress(192.0.2.1)`, which become `mx.example.com`
+/// and `IP 192.0.2.1` as [`certificate_names`] gives them; anything else as given.
 fn presented_name(p: &str) -> String {
     if let Some(dns) = p
         .strip_prefix("DnsName(\"")
@@ -682,7 +606,7 @@ pub async fn anonymous_probe(mut io: TcpStream, timeout: Duration) -> Result<Hel
         .map_err(|_| "no random bytes".to_string())?;
     io.write_all(&anonymous_client_hello(random))
         .await
-        .map_err(|e| os_error_text(&e))?;
+        .map_err(|e| crate::net_error::describe_plain(&e))?;
     let deadline = tokio::time::Instant::now() + timeout;
     let mut got = Vec::new();
     let mut buf = [0u8; 4096];
@@ -692,7 +616,7 @@ pub async fn anonymous_probe(mut io: TcpStream, timeout: Duration) -> Result<Hel
         }
         match tokio::time::timeout_at(deadline, io.read(&mut buf)).await {
             Err(_) => return Err("no answer in time".into()),
-            Ok(Err(e)) => return Err(os_error_text(&e)),
+            Ok(Err(e)) => return Err(crate::net_error::describe_plain(&e)),
             Ok(Ok(0)) => return Err("the server closed the connection".into()),
             Ok(Ok(n)) => got.extend_from_slice(&buf[..n]),
         }
@@ -734,6 +658,29 @@ mod tests {
                 e.lines
             );
         }
+    }
+
+    #[test]
+    fn certificate_names_are_the_subject_alternative_names() {
+        let c = rcgen::generate_simple_self_signed(vec![
+            "mx.example.com".to_string(),
+            "192.0.2.1".to_string(),
+            "example.com".to_string(),
+        ])
+        .unwrap();
+        assert_eq!(
+            certificate_names(c.cert.der()),
+            ["mx.example.com", "IP 192.0.2.1", "example.com"]
+        );
+        // The same names as a failed name check reports them.
+        for (presented, shown) in [
+            ("DnsName(\"mx.example.com\")", "mx.example.com"),
+            ("IpAddress(192.0.2.1)", "IP 192.0.2.1"),
+            ("DirectoryName", "DirectoryName"),
+        ] {
+            assert_eq!(presented_name(presented), shown);
+        }
+        assert!(certificate_names(&CertificateDer::from(vec![0x30, 0x00])).is_empty());
     }
 
     #[test]
@@ -892,15 +839,15 @@ default_interface = "Data2"
     #[test]
     fn os_errors_read_like_telnet() {
         assert_eq!(
-            os_error_text(&std::io::Error::from_raw_os_error(111)),
+            crate::net_error::describe_plain(&std::io::Error::from_raw_os_error(111)),
             "Connection refused"
         );
         assert_eq!(
-            os_error_text(&std::io::Error::from_raw_os_error(110)),
+            crate::net_error::describe_plain(&std::io::Error::from_raw_os_error(110)),
             "Operation timed out"
         );
         assert_eq!(
-            os_error_text(&std::io::Error::from_raw_os_error(99)),
+            crate::net_error::describe_plain(&std::io::Error::from_raw_os_error(99)),
             "Cannot assign requested address"
         );
     }

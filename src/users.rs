@@ -256,19 +256,17 @@ pub struct ApiToken {
 
 /// The hex SHA-256 of an API token (what the user store keeps).
 pub fn token_hash(token: &str) -> String {
-    ring::digest::digest(&ring::digest::SHA256, token.as_bytes())
-        .as_ref()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    hex::encode(ring::digest::digest(
+        &ring::digest::SHA256,
+        token.as_bytes(),
+    ))
 }
 
 /// A new API token: `pvo_` and 32 random bytes in hex.
 pub fn generate_token() -> String {
     let mut buf = [0u8; 32];
     random_bytes(&mut buf);
-    let hex: String = buf.iter().map(|b| format!("{b:02x}")).collect();
-    format!("pvo_{hex}")
+    format!("pvo_{}", hex::encode(buf))
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]

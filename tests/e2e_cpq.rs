@@ -481,28 +481,6 @@ fn cpq_client(
     out
 }
 
-/// Standard base64, for the XPVO-META line the Rust SMTP client sends.
-fn base64(data: &[u8]) -> String {
-    const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::new();
-    for chunk in data.chunks(3) {
-        let b = [
-            chunk[0],
-            *chunk.get(1).unwrap_or(&0),
-            *chunk.get(2).unwrap_or(&0),
-        ];
-        let v = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
-        for i in 0..4 {
-            if i <= chunk.len() {
-                out.push(T[((v >> (18 - 6 * i)) & 63) as usize] as char);
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
-}
-
 // ---------------------------------------------------------------------------------------
 // Transfer, search, release
 // ---------------------------------------------------------------------------------------
@@ -1238,7 +1216,8 @@ fn unenrolled_gateways_and_clear_text_clients_are_refused() {
     let record = "kind=transfer\ngateway=gw1\nmid=1\ntransfer=gw1-1-1\nreceived=1\nfrom=alice@example.org\n\
          rcpt=bob@example.com\nquarantine=Policy\nreason=content-filter\nreason-name=quarantine_test\n\
          threat=0\nexit=\n";
-    c.expect(&format!("XPVO-META 1 {}", base64(record.as_bytes())), 530);
+    let encoded = base64::Engine::encode(&base64::engine::general_purpose::STANDARD, record);
+    c.expect(&format!("XPVO-META 1 {encoded}"), 530);
     c.expect("MAIL FROM:<alice@example.org>", 530);
     c.quit();
 

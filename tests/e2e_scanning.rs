@@ -45,31 +45,10 @@ fn eicar() -> Vec<u8> {
     v
 }
 
-fn hex(b: &[u8]) -> String {
-    b.iter().map(|b| format!("{b:02x}")).collect()
-}
-
 /// Standard base64 with CRLF every 76 characters.
 fn base64(data: &[u8]) -> String {
-    const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::new();
-    for chunk in data.chunks(3) {
-        let n = chunk.len();
-        let b = [
-            chunk[0],
-            *chunk.get(1).unwrap_or(&0),
-            *chunk.get(2).unwrap_or(&0),
-        ];
-        let v = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
-        for i in 0..4 {
-            if i <= n {
-                out.push(T[((v >> (18 - 6 * i)) & 63) as usize] as char);
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out.as_bytes()
+    let text = base64::Engine::encode(&base64::engine::general_purpose::STANDARD, data);
+    text.as_bytes()
         .chunks(76)
         .map(|l| String::from_utf8_lossy(l).into_owned())
         .collect::<Vec<_>>()
@@ -168,7 +147,7 @@ impl Clamd {
         fs::create_dir_all(&tmp).unwrap();
         fs::write(
             db.join("pvo-test.ndb"),
-            format!("Eicar-Test.Custom:0:*:{}\n", hex(&eicar())),
+            format!("Eicar-Test.Custom:0:*:{}\n", hex::encode(eicar())),
         )
         .unwrap();
         // clamd has no "port 0": take a free port from the kernel and hand it over.
@@ -249,7 +228,7 @@ impl Clamd {
     fn add_signature(&mut self, name: &str, marker: &[u8]) {
         fs::write(
             self.dir.path().join("db").join(format!("{name}.ndb")),
-            format!("{name}:0:*:{}\n", hex(marker)),
+            format!("{name}:0:*:{}\n", hex::encode(marker)),
         )
         .unwrap();
         self.restart();

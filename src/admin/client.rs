@@ -67,7 +67,7 @@ pub fn call(dir: &Path, request: &Request) -> Result<Response> {
                  or select another node with --dir.",
                 shown.display(),
                 path.display(),
-                crate::delivery::describe_io_error(&e),
+                crate::net_error::describe(&e),
                 dir.display()
             );
         }

@@ -604,20 +604,6 @@ fn live_link(c: Check, host: &str, port: u16) -> Check {
     }
 }
 
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-fn unhex(s: &str) -> Option<Vec<u8>> {
-    if !s.len().is_multiple_of(2) {
-        return None;
-    }
-    (0..s.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok())
-        .collect()
-}
-
 /// `cpqcert install | revoke | list`: this node's CPQ certificate, whom it accepts
 /// and its revocation list.
 fn cpqcert(shared: &Arc<Shared>, req: &Request) -> Response {
@@ -640,18 +626,18 @@ fn cpqcert_install(shared: &Arc<Shared>, req: &Request) -> Response {
     let args = &req.args;
     let (Some(id), Some(cert), Some(key), Some(ca)) = (
         arg_str(args, "id"),
-        arg_str(args, "cert").and_then(unhex),
-        arg_str(args, "key").and_then(unhex),
-        arg_str(args, "ca").and_then(unhex),
+        arg_str(args, "cert").and_then(|h| hex::decode(h).ok()),
+        arg_str(args, "key").and_then(|h| hex::decode(h).ok()),
+        arg_str(args, "ca").and_then(|h| hex::decode(h).ok()),
     ) else {
         return Response::error(
             "cpqcert install needs --id and the hex-encoded --cert, --key, --ca and --manager.",
         );
     };
     let manager = match arg_str(args, "manager") {
-        Some(h) => match unhex(h) {
-            Some(m) => Some(m),
-            None => return Response::error("cpqcert install: --manager is not hex."),
+        Some(h) => match hex::decode(h) {
+            Ok(m) => Some(m),
+            Err(_) => return Response::error("cpqcert install: --manager is not hex."),
         },
         None => None,
     };
@@ -1099,10 +1085,10 @@ async fn appliance_new(shared: &Arc<Shared>, req: &Request, c: &crate::config::C
     };
     let install = format!(
         "cpqcert install --id {id} --cert {} --key {} --ca {} --manager {}",
-        hex(&cert),
-        hex(&nkey),
-        hex(&ca),
-        hex(&manager_cert)
+        hex::encode(&cert),
+        hex::encode(&nkey),
+        hex::encode(&ca),
+        hex::encode(&manager_cert)
     );
     match exec(
         address,

@@ -20,7 +20,7 @@ use std::time::Duration;
 
 use rustls::pki_types::ServerName;
 use serde::Serialize;
-use tokio::io::{AsyncBufRead, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncBufRead, AsyncWriteExt, BufReader};
 
 use crate::node::Shared;
 
@@ -93,13 +93,10 @@ impl Check {
     }
 }
 
-trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
-impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
-
-/// One reply from the manager (`pvo_proto::reply` through `diag::read_raw_reply`).
+/// One reply from the manager (read by `smtp_io::read_reply`).
 async fn read_reply<R: AsyncBufRead + Unpin>(r: &mut R) -> Result<(u16, String), String> {
-    use crate::diag::ReadError;
-    match crate::diag::read_raw_reply(r, TIMEOUT).await {
+    use crate::smtp_io::ReadError;
+    match crate::smtp_io::read_reply(r, TIMEOUT).await {
         Ok(reply) => Ok((reply.code, reply.text())),
         Err(ReadError::Timeout) => Err(format!("no answer within {} seconds", TIMEOUT.as_secs())),
         Err(ReadError::Closed) => Err("the manager closed the connection".into()),
@@ -108,7 +105,10 @@ async fn read_reply<R: AsyncBufRead + Unpin>(r: &mut R) -> Result<(u16, String),
     }
 }
 
-async fn command<S: Io>(io: &mut BufReader<S>, line: &str) -> Result<(u16, String), String> {
+async fn command<S: crate::smtp_io::Io>(
+    io: &mut BufReader<S>,
+    line: &str,
+) -> Result<(u16, String), String> {
     io.get_mut()
         .write_all(line.as_bytes())
         .await

@@ -40,9 +40,8 @@
 //!   cleared, deleted or replaced, fails the handshake; the refusal carries its
 //!   reason ([`refusal_of`]) for the log and the counters.
 //!
-//! The small DER reader at the bottom ([`summarize`], [`peer_common_name`])
-//! reads just enough of a certificate (issuer, validity, subject, key) and is
-//! bounded and panic-free on any input.
+//! Certificates are read by [`crate::certificate`] (x509-parser): the subject's
+//! CN and OU, the serial, the issuer and the key.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
@@ -203,19 +202,21 @@ pub fn issue(
         .with_context(|| format!("reading the deployment CA {}", ca_cert_path.display()))?;
     let ca_der = CertificateDer::from_pem_slice(&ca_pem)
         .with_context(|| format!("parsing the deployment CA {}", ca_cert_path.display()))?;
-    let ca = der::parse_certificate(&ca_der).with_context(|| {
+    let ca = crate::certificate::read(&ca_der).with_context(|| {
         format!(
             "{} is not a certificate this reader understands",
             ca_cert_path.display()
         )
     })?;
-    let ca_cn = der::common_name(ca.subject)
+    let ca_cn = ca
+        .subject_cn
+        .clone()
         .with_context(|| format!("{} has no subject common name", ca_cert_path.display()))?;
     let ca_key_pem = std::fs::read_to_string(&ca_key_path)
         .with_context(|| format!("reading the deployment CA key {}", ca_key_path.display()))?;
     let ca_key = KeyPair::from_pem(&ca_key_pem)
         .with_context(|| format!("parsing the deployment CA key {}", ca_key_path.display()))?;
-    if ca_key.subject_public_key_info() != ca.spki {
+    if ca_key.subject_public_key_info() != ca.spki_der {
         bail!(
             "{} does not belong to {} (different key)",
             ca_key_path.display(),
@@ -247,8 +248,8 @@ pub fn issue(
     // The issuer is rebuilt from the CA's common name; make sure it came out
     // byte for byte as the CA's subject, and that the result verifies the way
     // peers will verify it, before writing anything.
-    let node = der::parse_certificate(cert.der()).context("reading back the node certificate")?;
-    if node.issuer != ca.subject {
+    let node = crate::certificate::read(cert.der()).context("reading back the node certificate")?;
+    if node.issuer_der != ca.subject_der {
         bail!(
             "the subject of {} cannot be reproduced (not a PVO deployment CA?)",
             ca_cert_path.display()
@@ -265,7 +266,7 @@ pub fn issue(
     crate::atomic_file::write_private(&out_dir.join(NODE_KEY), key.serialize_pem().as_bytes())?;
     crate::atomic_file::write(&out_dir.join(NODE_CERT), cert.pem().as_bytes())?;
     crate::atomic_file::write(&out_dir.join(CA_CERT), &ca_pem)?;
-    Ok(hex(node.serial))
+    Ok(node.serial)
 }
 
 /// Verifies a freshly issued certificate against the CA alone, as a client
@@ -415,11 +416,11 @@ pub struct Identity {
 
 /// Reads the identity of a DER certificate (`None`: not one this reader understands).
 pub fn identify(der: &[u8]) -> Option<Identity> {
-    let c = der::parse_certificate(der)?;
+    let c = crate::certificate::read(der).ok()?;
     Some(Identity {
-        cn: der::common_name(c.subject).unwrap_or_default(),
-        role: der::attribute(c.subject, der::OU_OID).and_then(|ou| CertRole::from_ou(&ou)),
-        serial: hex(c.serial),
+        cn: c.subject_cn.unwrap_or_default(),
+        role: c.subject_ou.as_deref().and_then(CertRole::from_ou),
+        serial: c.serial,
     })
 }
 
@@ -695,15 +696,32 @@ pub fn revoke(dir: &Path, serial: &str, subject: &str) -> Result<bool> {
 
 pub use crate::config::is_serial;
 
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+/// What `diagnose` says about a node's CPQ certificate.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CertSummary {
+    /// Empty when the subject has no CN.
+    pub subject_cn: String,
+    /// Empty when the issuer has no CN.
+    pub issuer_cn: String,
+    /// Unix seconds.
+    pub not_after: u64,
+}
+
+/// Summarizes the first certificate of a PEM file.
+pub fn summarize(cert_pem_path: &Path) -> Result<CertSummary> {
+    let c = crate::certificate::read_pem_file(cert_pem_path)?;
+    Ok(CertSummary {
+        not_after: c.not_after_unix(),
+        subject_cn: c.subject_cn.unwrap_or_default(),
+        issuer_cn: c.issuer_cn.unwrap_or_default(),
+    })
 }
 
 /// The CN of the peer's end-entity certificate once a handshake is done
 /// (None without a peer certificate or without a CN).
 pub fn peer_common_name(conn: &rustls::CommonState) -> Option<String> {
     let cert = conn.peer_certificates()?.first()?;
-    der::common_name(der::parse_certificate(cert)?.subject)
+    crate::certificate::read(cert).ok()?.subject_cn
 }
 
 /// Explains a failed server-side handshake in the wording administrators
@@ -782,252 +800,6 @@ fn certificate_error_text(c: &CertificateError) -> String {
             }
         }
         other => format!("{other}"),
-    }
-}
-
-/// A short description of a certificate for `tlsverify`/diagnostics.
-// Unused outside the tests until `tlsverify` calls `summarize`; remove then.
-#[cfg_attr(not(test), allow(dead_code))]
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CertSummary {
-    /// Empty when the subject has no CN.
-    pub subject_cn: String,
-    /// Empty when the issuer has no CN.
-    pub issuer_cn: String,
-    /// Unix seconds.
-    pub not_after: u64,
-}
-
-/// Summarizes the first certificate of a PEM file.
-#[cfg_attr(not(test), allow(dead_code))]
-pub fn summarize(cert_pem_path: &Path) -> Result<CertSummary> {
-    let path = cert_pem_path.display();
-    let pem =
-        std::fs::read(cert_pem_path).with_context(|| format!("reading certificate {path}"))?;
-    let der = CertificateDer::from_pem_slice(&pem)
-        .with_context(|| format!("parsing certificate {path}"))?;
-    let c = der::parse_certificate(&der)
-        .with_context(|| format!("{path} is not a certificate this reader understands"))?;
-    Ok(CertSummary {
-        subject_cn: der::common_name(c.subject).unwrap_or_default(),
-        issuer_cn: der::common_name(c.issuer).unwrap_or_default(),
-        not_after: c.not_after,
-    })
-}
-
-/// A minimal, bounded DER reader for X.509 certificates: single-byte tags,
-/// definite lengths, every index checked. Anything unexpected is `None`.
-mod der {
-    const SEQUENCE: u8 = 0x30;
-    const SET: u8 = 0x31;
-    const INTEGER: u8 = 0x02;
-    const OID: u8 = 0x06;
-    const VERSION: u8 = 0xa0; // [0] EXPLICIT, constructed
-    const UTC_TIME: u8 = 0x17;
-    const GENERALIZED_TIME: u8 = 0x18;
-    /// 2.5.4.3 (id-at-commonName).
-    const CN_OID: &[u8] = &[0x55, 0x04, 0x03];
-    /// 2.5.4.11 (id-at-organizationalUnitName): the role of a CPQ certificate.
-    pub const OU_OID: &[u8] = &[0x55, 0x04, 0x0b];
-
-    /// The parts of a certificate we read. `issuer`, `subject` and `spki`
-    /// are whole TLVs (tag and length included), as they appear in the DER.
-    #[derive(Debug)]
-    pub struct Cert<'a> {
-        /// The contents of the serial number INTEGER.
-        pub serial: &'a [u8],
-        pub issuer: &'a [u8],
-        pub subject: &'a [u8],
-        #[cfg_attr(not(test), allow(dead_code))]
-        pub not_after: u64,
-        pub spki: &'a [u8],
-    }
-
-    /// One TLV and what follows it.
-    struct Tlv<'a> {
-        tag: u8,
-        contents: &'a [u8],
-        /// Tag, length and contents.
-        whole: &'a [u8],
-        rest: &'a [u8],
-    }
-
-    fn tlv(input: &[u8]) -> Option<Tlv<'_>> {
-        let (&tag, rest) = input.split_first()?;
-        if tag & 0x1f == 0x1f {
-            return None; // high tag numbers do not occur in what we read
-        }
-        let (&first, mut rest) = rest.split_first()?;
-        let len = if first < 0x80 {
-            usize::from(first)
-        } else {
-            let n = usize::from(first & 0x7f);
-            if n == 0 || n > 4 {
-                return None; // indefinite length, or absurdly long
-            }
-            let (bytes, r) = (rest.get(..n)?, rest.get(n..)?);
-            rest = r;
-            bytes
-                .iter()
-                .fold(0usize, |acc, &b| (acc << 8) | usize::from(b))
-        };
-        let header = input.len() - rest.len();
-        Some(Tlv {
-            tag,
-            contents: rest.get(..len)?,
-            whole: input.get(..header.checked_add(len)?)?,
-            rest: rest.get(len..)?,
-        })
-    }
-
-    /// A TLV with the expected tag.
-    fn expect(input: &[u8], want: u8) -> Option<Tlv<'_>> {
-        tlv(input).filter(|t| t.tag == want)
-    }
-
-    pub fn parse_certificate(der: &[u8]) -> Option<Cert<'_>> {
-        let cert = expect(der, SEQUENCE)?;
-        if !cert.rest.is_empty() {
-            return None;
-        }
-        let tbs = expect(cert.contents, SEQUENCE)?;
-        let mut r = tbs.contents;
-        if let Some(version) = expect(r, VERSION) {
-            r = version.rest;
-        }
-        let serial = expect(r, INTEGER)?;
-        let signature = expect(serial.rest, SEQUENCE)?;
-        let issuer = expect(signature.rest, SEQUENCE)?;
-        let validity = expect(issuer.rest, SEQUENCE)?;
-        let subject = expect(validity.rest, SEQUENCE)?;
-        let spki = expect(subject.rest, SEQUENCE)?;
-        let not_before = tlv(validity.contents)?;
-        parse_time(not_before.tag, not_before.contents)?; // must be well formed too
-        let not_after = tlv(not_before.rest)?;
-        if serial.contents.is_empty() {
-            return None;
-        }
-        Some(Cert {
-            serial: serial.contents,
-            issuer: issuer.whole,
-            subject: subject.whole,
-            not_after: parse_time(not_after.tag, not_after.contents)?,
-            spki: spki.whole,
-        })
-    }
-
-    /// The first CN of a Name (a whole SEQUENCE TLV), decoded.
-    pub fn common_name(name: &[u8]) -> Option<String> {
-        attribute(name, CN_OID)
-    }
-
-    /// The first attribute `oid` of a Name (a whole SEQUENCE TLV), decoded.
-    pub fn attribute(name: &[u8], want: &[u8]) -> Option<String> {
-        let mut rdns = expect(name, SEQUENCE)?.contents;
-        while !rdns.is_empty() {
-            let set = expect(rdns, SET)?;
-            rdns = set.rest;
-            let mut atvs = set.contents;
-            while !atvs.is_empty() {
-                let atv = expect(atvs, SEQUENCE)?;
-                atvs = atv.rest;
-                let oid = expect(atv.contents, OID)?;
-                if oid.contents == want {
-                    let value = tlv(oid.rest)?;
-                    return decode_string(value.tag, value.contents);
-                }
-            }
-        }
-        None
-    }
-
-    fn decode_string(tag: u8, b: &[u8]) -> Option<String> {
-        match tag {
-            // UTF8String, PrintableString, IA5String, VisibleString
-            0x0c | 0x13 | 0x16 | 0x1a => String::from_utf8(b.to_vec()).ok(),
-            // TeletexString: in practice Latin-1
-            0x14 => Some(b.iter().map(|&c| char::from(c)).collect()),
-            // BMPString: UTF-16BE
-            0x1e => {
-                if !b.len().is_multiple_of(2) {
-                    return None;
-                }
-                let units = b.chunks_exact(2).map(|c| u16::from_be_bytes([c[0], c[1]]));
-                char::decode_utf16(units)
-                    .collect::<Result<String, _>>()
-                    .ok()
-            }
-            // UniversalString: UTF-32BE
-            0x1c => {
-                if !b.len().is_multiple_of(4) {
-                    return None;
-                }
-                b.chunks_exact(4)
-                    .map(|c| char::from_u32(u32::from_be_bytes([c[0], c[1], c[2], c[3]])))
-                    .collect()
-            }
-            _ => None,
-        }
-    }
-
-    /// UTCTime "YYMMDDHHMMSSZ" (years 1950–2049) or GeneralizedTime
-    /// "YYYYMMDDHHMMSSZ" as unix seconds; None before 1970.
-    pub fn parse_time(tag: u8, b: &[u8]) -> Option<u64> {
-        let (year, rest) = match tag {
-            UTC_TIME if b.len() == 13 => {
-                let yy = digits(b.get(..2)?)?;
-                (if yy < 50 { 2000 + yy } else { 1900 + yy }, b.get(2..)?)
-            }
-            GENERALIZED_TIME if b.len() == 15 => (digits(b.get(..4)?)?, b.get(4..)?),
-            _ => return None,
-        };
-        if rest.last() != Some(&b'Z') {
-            return None;
-        }
-        let f = |i: usize| digits(rest.get(i..i + 2)?);
-        let (month, day, hour, min, sec) = (f(0)?, f(2)?, f(4)?, f(6)?, f(8)?);
-        if !(1..=12).contains(&month)
-            || day < 1
-            || day > days_in_month(year, month)
-            || hour > 23
-            || min > 59
-            || sec > 59
-        {
-            return None;
-        }
-        let days = days_from_civil(year, month, day);
-        let secs = days * 86_400 + i64::from(hour * 3600 + min * 60 + sec);
-        u64::try_from(secs).ok()
-    }
-
-    fn digits(b: &[u8]) -> Option<u32> {
-        b.iter().try_fold(0u32, |acc, &c| {
-            c.is_ascii_digit().then(|| acc * 10 + u32::from(c - b'0'))
-        })
-    }
-
-    fn days_in_month(year: u32, month: u32) -> u32 {
-        match month {
-            2 if (year.is_multiple_of(4) && !year.is_multiple_of(100))
-                || year.is_multiple_of(400) =>
-            {
-                29
-            }
-            2 => 28,
-            4 | 6 | 9 | 11 => 30,
-            _ => 31,
-        }
-    }
-
-    /// Days since 1970-01-01 (H. Hinnant's algorithm).
-    fn days_from_civil(year: u32, month: u32, day: u32) -> i64 {
-        let y = i64::from(year) - i64::from(month <= 2);
-        let era = y.div_euclid(400);
-        let yoe = y - era * 400;
-        let m = i64::from(month);
-        let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + i64::from(day) - 1;
-        let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-        era * 146_097 + doe - 719_468
     }
 }
 
@@ -1618,87 +1390,38 @@ mod tests {
     }
 
     #[test]
-    fn der_reader_survives_garbage() {
+    fn certificates_of_a_deployment_read_back() {
         let d = deployment();
-        let pem = std::fs::read(d.gw.join(NODE_CERT)).unwrap();
-        let cert = CertificateDer::from_pem_slice(&pem).unwrap().to_vec();
-        let ok = der::parse_certificate(&cert).unwrap();
-        assert_eq!(der::common_name(ok.subject).as_deref(), Some("gw1"));
-        // Every truncation fails cleanly.
-        for n in 0..cert.len() {
-            assert!(der::parse_certificate(&cert[..n]).is_none(), "prefix {n}");
-        }
-        // Trailing bytes are refused.
-        let mut longer = cert.clone();
-        longer.push(0);
-        assert!(der::parse_certificate(&longer).is_none());
-        // Corrupted bytes never panic (deterministic pseudo-random flips).
-        let mut x: u32 = 0x1234_5678;
-        for _ in 0..5000 {
-            let mut c = cert.clone();
-            for _ in 0..3 {
-                x = x.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
-                let i = (x as usize >> 8) % c.len();
-                c[i] ^= (x >> 24) as u8 | 1;
-            }
-            if let Some(p) = der::parse_certificate(&c) {
-                let _ = der::common_name(p.subject);
-                let _ = der::common_name(p.issuer);
-            }
-        }
-        // Hand-made nasties.
-        for bad in [
-            &[][..],
-            &[0x30],
-            &[0x30, 0x80, 0x00, 0x00],             // indefinite length
-            &[0x30, 0x84, 0xff, 0xff, 0xff, 0xff], // 4 GiB claimed
-            &[0x30, 0x85, 1, 0, 0, 0, 0],          // length of length too big
-            &[0x1f, 0x81, 0x01, 0x00],             // high tag number
-            &[0x30, 0x02, 0x30, 0x05],             // inner overruns outer
-        ] {
-            assert!(der::parse_certificate(bad).is_none(), "{bad:?}");
-            assert!(der::common_name(bad).is_none(), "{bad:?}");
-        }
-    }
-
-    #[test]
-    fn der_names_and_times() {
-        // Name: SET{ C=PrintableString "DE" }, SET{ CN=BMPString "Zoë" }.
-        let name = [
-            0x30, 0x1e, 0x31, 0x0b, 0x30, 0x09, 0x06, 0x03, 0x55, 0x04, 0x06, 0x13, 0x02, b'D',
-            b'E', 0x31, 0x0f, 0x30, 0x0d, 0x06, 0x03, 0x55, 0x04, 0x03, 0x1e, 0x06, 0x00, b'Z',
-            0x00, b'o', 0x00, 0xeb,
-        ];
-        assert_eq!(der::common_name(&name).as_deref(), Some("Zoë"));
-        // Without a CN.
-        let no_cn = &name[..15];
-        let mut no_cn = no_cn.to_vec();
-        no_cn[1] = 0x0d;
-        assert_eq!(der::common_name(&no_cn), None);
-        // PrintableString CN.
-        let printable = [
-            0x30, 0x0d, 0x31, 0x0b, 0x30, 0x09, 0x06, 0x03, 0x55, 0x04, 0x03, 0x13, 0x02, b'g',
-            b'w',
-        ];
-        assert_eq!(der::common_name(&printable).as_deref(), Some("gw"));
-
-        assert_eq!(
-            der::parse_time(0x18, b"20991231235959Z"),
-            Some(4_102_444_799)
+        let now = time::OffsetDateTime::now_utc();
+        let day = time::Duration::days(1);
+        let read = |p: &Path| crate::certificate::read_pem_file(p).unwrap();
+        let s = read(&d.gw.join(NODE_CERT));
+        assert_eq!(s.subject_cn.as_deref(), Some("gw1"));
+        assert_eq!(s.subject_ou.as_deref(), Some("PVO gateway"));
+        let issuer = s.issuer_cn.clone().unwrap();
+        assert!(issuer.starts_with("PVO deployment CA test "), "{issuer}");
+        let ten_years = time::Duration::days(NODE_VALID_DAYS);
+        assert!(
+            (s.not_after - (now + ten_years)).abs() < day * 2_i32,
+            "{s:?}"
         );
-        assert_eq!(der::parse_time(0x17, b"491231235959Z"), Some(2_524_607_999));
-        assert_eq!(der::parse_time(0x17, b"700101000000Z"), Some(0));
+        assert!((s.not_before - (now - BACKDATE)).abs() < day, "{s:?}");
+        let names: Vec<String> = s.names.iter().map(ToString::to_string).collect();
+        assert_eq!(names, ["gw1", "IP 127.0.0.1"]);
+        assert!(is_serial(&s.serial) && s.serial.len() == 32, "{}", s.serial);
         assert_eq!(
-            der::parse_time(0x18, b"20240229120000Z"),
-            Some(1_709_208_000)
+            identify_file(&d.gw.join(NODE_CERT)).unwrap().0.serial,
+            s.serial
         );
-        assert_eq!(der::parse_time(0x17, b"500101000000Z"), None); // 1950
-        assert_eq!(der::parse_time(0x18, b"20230229120000Z"), None); // no Feb 29
-        assert_eq!(der::parse_time(0x18, b"20991301000000Z"), None);
-        assert_eq!(der::parse_time(0x18, b"2099123123595Z"), None);
-        assert_eq!(der::parse_time(0x18, b"2099123123595+Z"), None);
-        assert_eq!(der::parse_time(0x18, b"20991231235959+"), None);
-        assert_eq!(der::parse_time(0x02, b"20991231235959Z"), None);
+        let s = read(&d.ca.join(CA_CERT));
+        let subject = s.subject_cn.as_deref().unwrap_or_default();
+        assert!(subject.starts_with("PVO deployment CA test "), "{s:?}");
+        assert_eq!(s.issuer_cn, s.subject_cn);
+        assert_eq!(s.issuer_der, s.subject_der);
+        assert!(
+            (s.not_after - (now + time::Duration::days(CA_VALID_DAYS))).abs() < day * 4_i32,
+            "{s:?}"
+        );
     }
 
     #[test]

@@ -81,11 +81,7 @@ use crate::config::outbreak_rules::parse;
 pub use crate::config::outbreak_rules::{from_bytes, read, Loaded};
 
 fn sha256_hex(data: &[u8]) -> String {
-    ring::digest::digest(&ring::digest::SHA256, data)
-        .as_ref()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    hex::encode(ring::digest::digest(&ring::digest::SHA256, data))
 }
 
 /// The rules in force and where they came from.

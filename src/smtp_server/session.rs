@@ -31,11 +31,11 @@ use smtp_proto::Request;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::config::{Behavior, Config};
-use crate::delivery::Io;
 use crate::dns::ReverseDns;
 use crate::envelope::Envelope;
 use crate::ids::Kind;
 use crate::node::Shared;
+use crate::smtp_io::Io;
 
 pub struct Session {
     shared: Arc<Shared>,

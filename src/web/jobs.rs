@@ -501,7 +501,7 @@ pub async fn start(
     let jid = format!(
         "{}-{}",
         jobs.seq.fetch_add(1, Ordering::SeqCst) + 1,
-        rnd.iter().map(|b| format!("{b:02x}")).collect::<String>()
+        hex::encode(rnd)
     );
     let (tx, rx) = tokio::sync::watch::channel(false);
     let cancel = Arc::new(AtomicBool::new(false));

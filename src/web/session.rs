@@ -46,7 +46,7 @@ pub struct Sessions {
 pub fn random_token() -> String {
     let mut b = [0u8; 32];
     crate::users::random_bytes(&mut b);
-    b.iter().map(|x| format!("{x:02x}")).collect()
+    hex::encode(b)
 }
 
 impl Sessions {

@@ -558,80 +558,20 @@ fn parse_version(s: &str) -> Option<u32> {
 // ---------------------------------------------------------------------------------------------
 // Base64 (RFC 4648 standard alphabet, padded, strict)
 
-const B64: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+/// The `base64` crate's standard engine: padding required where it belongs, unused bits
+/// zero, no whitespace or other characters, so one record has exactly one text.
+const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
 
 fn base64_encode(input: &[u8]) -> String {
-    let mut out = String::with_capacity(input.len().div_ceil(3) * 4);
-    for chunk in input.chunks(3) {
-        let b = [
-            chunk[0],
-            chunk.get(1).copied().unwrap_or(0),
-            chunk.get(2).copied().unwrap_or(0),
-        ];
-        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
-        for i in 0..4 {
-            if i <= chunk.len() {
-                out.push(B64[((n >> (18 - 6 * i)) & 63) as usize] as char);
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
+    base64::Engine::encode(&B64, input)
 }
 
-fn b64_value(c: u8) -> Option<u32> {
-    Some(match c {
-        b'A'..=b'Z' => c - b'A',
-        b'a'..=b'z' => c - b'a' + 26,
-        b'0'..=b'9' => c - b'0' + 52,
-        b'+' => 62,
-        b'/' => 63,
-        _ => return None,
-    } as u32)
-}
-
-/// Strict decoding: length a multiple of 4, `=` only as the last one or two characters of the
-/// last group, unused bits zero. Rejects whitespace and every other character.
+/// Strict decoding; an empty text is no record.
 fn base64_decode(input: &[u8]) -> Option<Vec<u8>> {
-    if input.is_empty() || !input.len().is_multiple_of(4) {
+    if input.is_empty() {
         return None;
     }
-    let mut out = Vec::with_capacity(input.len() / 4 * 3);
-    let groups = input.len() / 4;
-    for (g, quad) in input.chunks(4).enumerate() {
-        let last = g + 1 == groups;
-        let pad = if last {
-            quad.iter().rev().take_while(|&&c| c == b'=').count()
-        } else {
-            0
-        };
-        if pad > 2 {
-            return None;
-        }
-        let mut n = 0u32;
-        for &c in &quad[..4 - pad] {
-            n = (n << 6) | b64_value(c)?;
-        }
-        n <<= 6 * pad as u32;
-        let bytes = [(n >> 16) as u8, (n >> 8) as u8, n as u8];
-        match pad {
-            0 => out.extend_from_slice(&bytes),
-            1 => {
-                if bytes[2] != 0 {
-                    return None;
-                }
-                out.extend_from_slice(&bytes[..2]);
-            }
-            _ => {
-                if bytes[1] != 0 || bytes[2] != 0 {
-                    return None;
-                }
-                out.push(bytes[0]);
-            }
-        }
-    }
-    Some(out)
+    base64::Engine::decode(&B64, input).ok()
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1886,6 +1826,13 @@ mod tests {
             assert_eq!(base64_decode(enc.as_bytes()).as_deref(), Some(*raw));
         }
         assert_eq!(base64_decode(b""), None);
+        // Not strict base64: missing, misplaced or extra padding, unused bits set,
+        // whitespace, another alphabet.
+        for bad in [
+            "Zg", "Zg=", "Z===", "Zg==Zg==", "=Zg=", "Zh==", "Zm9=", "Zm9v\r\n", " Zm9v", "Zm-_",
+        ] {
+            assert_eq!(base64_decode(bad.as_bytes()), None, "{bad:?}");
+        }
     }
 
     /// xorshift64*: a tiny deterministic PRNG for the fuzz-style test.

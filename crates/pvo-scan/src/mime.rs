@@ -604,7 +604,7 @@ impl Walker<'_> {
             // Hashing is the single largest cost of a large text body, and
             // file-hash rules are about attachments: text bodies are not hashed.
             sha256: if attachment {
-                hex(&Sha256::digest(body))
+                hex::encode(Sha256::digest(body))
             } else {
                 String::new()
             },
@@ -624,16 +624,6 @@ struct Leaf<'a> {
     depth: usize,
     malformed: bool,
     span: Option<(usize, usize)>,
-}
-
-fn hex(bytes: &[u8]) -> String {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut s = String::with_capacity(bytes.len() * 2);
-    for &b in bytes {
-        s.push(DIGITS[(b >> 4) as usize] as char);
-        s.push(DIGITS[(b & 15) as usize] as char);
-    }
-    s
 }
 
 fn format_address(address: &Address<'_>) -> String {
@@ -684,34 +674,26 @@ fn unfold(raw: &[u8]) -> String {
     out.trim().to_string()
 }
 
-/// Decodes base64 the way mail clients do: characters outside the alphabet are skipped.
+/// Decodes base64 the way mail clients do: characters outside the alphabet (`=` too,
+/// wherever it is) are skipped, a last group of two or three characters gives one or two
+/// bytes whatever its unused bits, and a single character left over is dropped.
 fn lenient_base64(raw: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(raw.len() / 4 * 3);
-    let mut acc = 0u32;
-    let mut n = 0;
-    for &c in raw {
-        let v = match c {
-            b'A'..=b'Z' => c - b'A',
-            b'a'..=b'z' => c - b'a' + 26,
-            b'0'..=b'9' => c - b'0' + 52,
-            b'+' => 62,
-            b'/' => 63,
-            _ => continue,
-        };
-        acc = (acc << 6) | u32::from(v);
-        n += 1;
-        if n == 4 {
-            out.extend_from_slice(&acc.to_be_bytes()[1..]);
-            acc = 0;
-            n = 0;
-        }
+    const LENIENT: base64::engine::GeneralPurpose = base64::engine::GeneralPurpose::new(
+        &base64::alphabet::STANDARD,
+        base64::engine::GeneralPurposeConfig::new()
+            .with_decode_allow_trailing_bits(true)
+            .with_decode_padding_mode(base64::engine::DecodePaddingMode::RequireNone),
+    );
+    let mut text: Vec<u8> = raw
+        .iter()
+        .copied()
+        .filter(|c| c.is_ascii_alphanumeric() || *c == b'+' || *c == b'/')
+        .collect();
+    if text.len() % 4 == 1 {
+        text.pop();
     }
-    match n {
-        2 => out.push((acc >> 4) as u8),
-        3 => out.extend_from_slice(&((acc >> 2) as u16).to_be_bytes()),
-        _ => {}
-    }
-    out
+    // Only alphabet characters in a valid length are left: decoding cannot fail.
+    base64::Engine::decode(&LENIENT, &text).unwrap_or_default()
 }
 
 /// Decodes quoted-printable leniently: `=XX` and soft line breaks; any other `=` is literal.

@@ -119,29 +119,15 @@ pub(crate) fn ole(names: &[&str], root_clsid: [u8; 16]) -> Vec<u8> {
     out
 }
 
-/// Standard base64 with 76-character lines.
+/// Standard base64 with 76-character lines, each full line ending in CRLF.
 pub(crate) fn base64(data: &[u8]) -> String {
-    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::new();
-    let mut line = 0;
-    for chunk in data.chunks(3) {
-        let b = [
-            chunk[0],
-            *chunk.get(1).unwrap_or(&0),
-            *chunk.get(2).unwrap_or(&0),
-        ];
-        let n = u32::from(b[0]) << 16 | u32::from(b[1]) << 8 | u32::from(b[2]);
-        for i in 0..4 {
-            if i <= chunk.len() {
-                out.push(ALPHABET[(n >> (18 - 6 * i) & 63) as usize] as char);
-            } else {
-                out.push('=');
-            }
-        }
-        line += 4;
-        if line >= 76 {
+    let text = base64::Engine::encode(&base64::engine::general_purpose::STANDARD, data);
+    let mut out = String::with_capacity(text.len() + text.len() / 38);
+    for line in text.as_bytes().chunks(76) {
+        // The text is ASCII, so every chunk is whole characters.
+        out.push_str(std::str::from_utf8(line).unwrap_or_default());
+        if line.len() == 76 {
             out.push_str("\r\n");
-            line = 0;
         }
     }
     out

@@ -72,7 +72,7 @@ fn multipart_with_exe_renamed_txt() {
     assert!(att.attachment);
     assert_eq!(att.size, exe.len());
     assert_eq!(att.file_type, FileType::Exe, "true type comes from content");
-    assert_eq!(att.sha256, hex(&Sha256::digest(&exe)));
+    assert_eq!(att.sha256, hex::encode(Sha256::digest(&exe)));
     assert!(!att.malformed);
     assert_eq!(view.attachments().count(), 1);
 }
@@ -384,6 +384,12 @@ fn lenient_decoders() {
     assert_eq!(lenient_base64(b"TW\r\n Fu!"), b"Man");
     assert_eq!(lenient_base64(b"TWE="), b"Ma");
     assert_eq!(lenient_base64(b"TQ=="), b"M");
+    // Unused bits set, padding inside, a character left over, nothing at all.
+    assert_eq!(lenient_base64(b"TR"), b"M");
+    assert_eq!(lenient_base64(b"TW=Fu"), b"Man");
+    assert_eq!(lenient_base64(b"TWFuT"), b"Man");
+    assert_eq!(lenient_base64(b"TWFuTWE"), b"ManMa");
+    assert_eq!(lenient_base64(b"-_.,"), b"");
     assert_eq!(lenient_qp(b"a=3Db=\r\nc=ZZ"), b"a=bc=ZZ");
 }
 
