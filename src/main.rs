@@ -19,6 +19,7 @@ mod delivery;
 mod diag;
 mod dns;
 mod envelope;
+mod events;
 mod ids;
 mod import;
 mod listeners;
