@@ -698,7 +698,7 @@ impl Client {
                 mid,
                 rids: &job.rids,
                 dest: crate::events::Dest::Release,
-                gateway: &release_gateway(job).unwrap_or_default(),
+                gateway: release_gateway(job).unwrap_or_default(),
             }),
             None => shared.log.emit(crate::events::Event::DeliveryStart {
                 dcid,

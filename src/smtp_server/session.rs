@@ -943,7 +943,7 @@ impl Session {
         self.shared.log.emit(crate::events::Event::To {
             mid,
             icid,
-            rid: rid as usize,
+            rid,
             address: &address,
         });
         self.tx.as_mut().unwrap().rcpts.push(mailbox.to_string());
