@@ -148,10 +148,14 @@ impl Audit {
         let r = tokio::task::spawn_blocking(move || me.append(&e)).await;
         match r {
             Ok(Ok(_)) => {}
-            Ok(Err(err)) => {
-                log.critical(format!("The audit trail could not record {what}: {err:#}"))
-            }
-            Err(err) => log.critical(format!("The audit trail could not record {what}: {err}")),
+            Ok(Err(err)) => log.emit(crate::events::Event::AuditNotRecorded {
+                what: &what,
+                error: &err,
+            }),
+            Err(err) => log.emit(crate::events::Event::AuditNotRecorded {
+                what: &what,
+                error: &err,
+            }),
         }
     }
 

@@ -41,20 +41,21 @@ pub fn spawn_dsn(
         };
         match shared.spool_message(&env, text).await {
             Ok(body) => {
-                shared.log.info(format!(
-                    "MID {mid} was generated for bounce of MID {}",
-                    orig.mid
-                ));
                 shared
                     .log
-                    .info(format!("MID {mid} ready {} bytes from <>", body.len()));
-                shared.log.info(format!("MID {mid} queued for delivery"));
+                    .emit(crate::events::Event::BounceGenerated { mid, of: orig.mid });
+                shared.log.emit(crate::events::Event::Ready {
+                    mid,
+                    bytes: body.len(),
+                    sender: "",
+                });
+                shared.log.emit(crate::events::Event::Queued { mid });
                 shared.queue.enqueue(Arc::new(env), Some(body));
             }
-            Err(e) => shared.log.critical(format!(
-                "MID {} bounce could not be spooled: {e:#}",
-                orig.mid
-            )),
+            Err(e) => shared.log.emit(crate::events::Event::BounceNotSpooled {
+                of: orig.mid,
+                error: &e,
+            }),
         }
     });
 }
@@ -173,14 +174,15 @@ pub fn spawn_notification(shared: Arc<Shared>, orig: Arc<Envelope>, to: String, 
             cpq: None,
         };
         match shared.inject(&env, text.into_bytes(), true).await {
-            Ok(mid) => shared.log.info(format!(
-                "MID {mid} was generated as a notification for MID {}",
-                orig.mid
-            )),
-            Err(e) => shared.log.critical(format!(
-                "MID {} notification could not be spooled: {e:#}",
-                orig.mid
-            )),
+            Ok(mid) => shared
+                .log
+                .emit(crate::events::Event::NotificationGenerated { mid, of: orig.mid }),
+            Err(e) => shared
+                .log
+                .emit(crate::events::Event::NotificationNotSpooled {
+                    of: orig.mid,
+                    error: &e,
+                }),
         }
     });
 }

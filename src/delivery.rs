@@ -37,7 +37,13 @@ pub fn spawn_connection(shared: Arc<Shared>, domain: String, job: Job) {
         let mut job = job;
         // A connection to `the.cpq.release.host` serves one gateway; a job
         // for another gateway continues on a new connection of this task.
-        while let Some(next) = run_connection(&shared, &domain, job).await {
+        // One span per delivery connection, carrying its DCID once it has one.
+        while let Some(next) = tracing::Instrument::instrument(
+            run_connection(&shared, &domain, job),
+            tracing::debug_span!("delivery", %domain, dcid = tracing::field::Empty),
+        )
+        .await
+        {
             job = next;
         }
         shared.queue.send(Event::ConnClosed { domain });
@@ -254,7 +260,9 @@ async fn run_connection(shared: &Arc<Shared>, domain: &str, job: Job) -> Option<
                 // Opportunistic TLS that fails is retried in the clear at once,
                 // as Postfix does at security level "may"; the verify and
                 // required modes never downgrade.
-                shared.log.info(format!("DCID {dcid} close"));
+                shared
+                    .log
+                    .emit(crate::events::Event::DeliveryClose { dcid });
                 tracing::debug!(dcid, "TLS failed ({e}), retrying without TLS");
                 tls_mode = TlsMode::Off;
             }
@@ -267,7 +275,9 @@ async fn run_connection(shared: &Arc<Shared>, domain: &str, job: Job) -> Option<
                     ),
                 };
                 cpq_count(shared, domain, &job, Attempt::Failed(why, &e));
-                shared.log.info(format!("DCID {dcid} close"));
+                shared
+                    .log
+                    .emit(crate::events::Event::DeliveryClose { dcid });
                 shared.queue.send(Event::ConnFailed { job, error: e });
                 return None;
             }
@@ -329,7 +339,9 @@ async fn run_connection(shared: &Arc<Shared>, domain: &str, job: Job) -> Option<
     if client.quit().await.is_err() {
         tracing::debug!(dcid, "QUIT failed");
     }
-    shared.log.info(format!("DCID {dcid} close"));
+    shared
+        .log
+        .emit(crate::events::Event::DeliveryClose { dcid });
     leftover
 }
 
@@ -431,15 +443,17 @@ impl Client {
     /// A new outbound connection: its DCID and the `New SMTP DCID` log line.
     fn connected(shared: &Shared, stream: TcpStream, addr: SocketAddr, cpq: bool) -> Client {
         let dcid = shared.ids.next(Kind::Dcid);
+        tracing::Span::current().record("dcid", dcid);
         let local = stream
             .local_addr()
             .map(|a| a.ip().to_string())
             .unwrap_or_default();
-        shared.log.info(format!(
-            "New SMTP DCID {dcid} interface {local} address {} port {}",
-            addr.ip(),
-            addr.port()
-        ));
+        shared.log.emit(crate::events::Event::DeliveryConnection {
+            dcid,
+            interface: &local,
+            address: addr.ip(),
+            port: addr.port(),
+        });
         Client {
             io: BufReader::new(Box::new(stream) as Box<dyn Io>),
             dcid,
@@ -543,9 +557,7 @@ impl Client {
         }
         if !self.ext.starttls {
             if tls.required() {
-                shared.log.info(format!(
-                    "DCID {dcid} TLS was required but could not be successfully negotiated"
-                ));
+                shared.log.emit(crate::events::Event::TlsRequired { dcid });
                 return Err(Failure::Temp(
                     "TLS was required but the server does not offer STARTTLS".into(),
                 ));
@@ -555,13 +567,11 @@ impl Client {
         let r = self.command("STARTTLS\r\n").await.map_err(Failure::Temp)?;
         if r.code != 220 {
             if tls.required() {
-                shared.log.info(format!(
-                    "DCID {dcid} TLS failed: STARTTLS refused: {}",
-                    r.line()
-                ));
-                shared.log.info(format!(
-                    "DCID {dcid} TLS was required but could not be successfully negotiated"
-                ));
+                shared.log.emit(crate::events::Event::StartTlsRefused {
+                    dcid,
+                    reply: &r.line(),
+                });
+                shared.log.emit(crate::events::Event::TlsRequired { dcid });
                 return Err(Failure::Temp(format!("STARTTLS refused: {}", r.line())));
             }
             return Ok(());
@@ -594,20 +604,22 @@ impl Client {
         match connector.connect(name, stream).await {
             Ok(s) => {
                 let (proto, cipher) = crate::tls::describe(s.get_ref().1);
-                shared.log.info(format!(
-                    "DCID {dcid} TLS success protocol {proto} cipher {cipher} {domain}"
-                ));
+                shared.log.emit(crate::events::Event::DeliveryTlsSuccess {
+                    dcid,
+                    protocol: &proto,
+                    cipher: &cipher,
+                    domain,
+                });
                 self.io = BufReader::new(Box::new(s) as Box<dyn Io>);
                 self.ehlo(helo).await
             }
             Err(e) => {
-                shared
-                    .log
-                    .info(format!("DCID {dcid} TLS failed: {}", tls_error_text(&e)));
+                shared.log.emit(crate::events::Event::DeliveryTlsFailed {
+                    dcid,
+                    why: &tls_error_text(&e),
+                });
                 if tls.required() {
-                    shared.log.info(format!(
-                        "DCID {dcid} TLS was required but could not be successfully negotiated"
-                    ));
+                    shared.log.emit(crate::events::Event::TlsRequired { dcid });
                 }
                 Err(Failure::TlsFallback(format!(
                     "TLS failed: {}",
@@ -634,12 +646,6 @@ impl Client {
         };
         let mid = job.env.mid;
         let dcid = self.dcid;
-        let rids = job
-            .rids
-            .iter()
-            .map(|r| r.to_string())
-            .collect::<Vec<_>>()
-            .join(", ");
         let cpq = match &job.env.cpq {
             None => None,
             Some(tag) => {
@@ -667,25 +673,37 @@ impl Client {
             }
         };
         match &cpq {
-            Some((false, _)) => shared.log.info(format!(
-                "Delivery start DCID {dcid} MID {mid} to RID [{rids}] to Centralized Policy Quarantine"
-            )),
-            Some((true, _)) => shared.log.info(format!(
-                "Delivery start DCID {dcid} MID {mid} to RID [{rids}] to gateway {} (released from the Centralized Policy Quarantine)",
-                release_gateway(job).unwrap_or_default()
-            )),
-            None => shared.log.info(format!(
-                "Delivery start DCID {dcid} MID {mid} to RID [{rids}]"
-            )),
+            Some((false, _)) => shared.log.emit(crate::events::Event::DeliveryStart {
+                dcid,
+                mid,
+                rids: &job.rids,
+                dest: crate::events::Dest::Cpq,
+                gateway: "",
+            }),
+            Some((true, _)) => shared.log.emit(crate::events::Event::DeliveryStart {
+                dcid,
+                mid,
+                rids: &job.rids,
+                dest: crate::events::Dest::Release,
+                gateway: release_gateway(job).unwrap_or_default(),
+            }),
+            None => shared.log.emit(crate::events::Event::DeliveryStart {
+                dcid,
+                mid,
+                rids: &job.rids,
+                dest: crate::events::Dest::Next,
+                gateway: "",
+            }),
         }
         // Without PIPELINING the record goes alone; with it, it leads the batch below.
         if let Some((_, line)) = cpq.as_ref().filter(|_| !self.ext.pipelining) {
             let r = self.command(line).await?;
             if r.code != 250 {
-                shared.log.info(format!(
-                    "DCID {dcid} MID {mid} XPVO-META refused: {}",
-                    r.line()
-                ));
+                shared.log.emit(crate::events::Event::MetaRefusedByPeer {
+                    dcid,
+                    mid,
+                    reply: &r.line(),
+                });
                 self.command("RSET\r\n").await?;
                 return Ok(vec![outcome_of(&r); job.rids.len()]);
             }
@@ -699,7 +717,11 @@ impl Client {
             Ok(s) => s,
             Err(e) => {
                 let why = format!("553 5.1.7 the sender cannot be sent over SMTP: {e}");
-                shared.log.info(format!("DCID {dcid} MID {mid} {why}"));
+                shared.log.emit(crate::events::Event::SenderUnsendable {
+                    dcid,
+                    mid,
+                    error: &e,
+                });
                 return Ok(vec![RcptOutcome::Perm(why); job.rids.len()]);
             }
         };
@@ -718,9 +740,12 @@ impl Client {
         if !unsendable.is_empty() {
             let bad: Vec<u32> = unsendable.iter().map(|(r, _)| *r).collect();
             for (r, e) in &unsendable {
-                shared.log.info(format!(
-                    "DCID {dcid} MID {mid} RID [{r}] the recipient cannot be sent over SMTP: {e}"
-                ));
+                shared.log.emit(crate::events::Event::RecipientUnsendable {
+                    dcid,
+                    mid,
+                    rid: *r,
+                    error: e,
+                });
             }
             // The others go in the next attempt, without these.
             return Ok(job
@@ -769,10 +794,11 @@ impl Client {
                 let r = self.read_reply(REPLY_TIMEOUT).await?;
                 if r.code != 250 {
                     // MAIL, the RCPTs and DATA were refused behind it (no record).
-                    shared.log.info(format!(
-                        "DCID {dcid} MID {mid} XPVO-META refused: {}",
-                        r.line()
-                    ));
+                    shared.log.emit(crate::events::Event::MetaRefusedByPeer {
+                        dcid,
+                        mid,
+                        reply: &r.line(),
+                    });
                     let _ = self.read_reply(REPLY_TIMEOUT).await?;
                     for _ in &rcpts {
                         let _ = self.read_reply(REPLY_TIMEOUT).await?;
@@ -839,26 +865,28 @@ impl Client {
             if x.is_none() {
                 *x = Some(o.clone());
                 if matches!(o, RcptOutcome::Delivered) {
-                    done_rids.push(job.rids[i].to_string());
+                    done_rids.push(job.rids[i]);
                 }
             }
         }
         if !done_rids.is_empty() {
-            let what = match &cpq {
-                Some((false, _)) => " (centralized policy quarantine)",
-                Some((true, _)) => " (released to its gateway)",
-                None => "",
+            let dest = match &cpq {
+                Some((false, _)) => crate::events::Dest::Cpq,
+                Some((true, _)) => crate::events::Dest::Release,
+                None => crate::events::Dest::Next,
             };
-            shared.log.info(format!(
-                "Message done DCID {dcid} MID {mid} to RID [{}]{what}",
-                done_rids.join(", ")
-            ));
+            shared.log.emit(crate::events::Event::Done {
+                dcid,
+                mid,
+                rids: &done_rids,
+                dest,
+            });
             if cpq.is_some() {
-                shared.log.info(format!(
-                    "MID {mid} RID [{}] Response '{}'",
-                    done_rids.join(", "),
-                    fin.text
-                ));
+                shared.log.emit(crate::events::Event::CpqResponse {
+                    mid,
+                    rids: &done_rids,
+                    text: &fin.text,
+                });
             }
         }
         Ok(outcomes.into_iter().map(|o| o.unwrap()).collect())
@@ -956,18 +984,17 @@ pub fn tls_error_text(e: &std::io::Error) -> String {
 /// delivered message is durable before the spool forgets it.
 async fn run_maildir(shared: &Arc<Shared>, dir: &Path, mut job: Job) {
     let dcid = shared.ids.next(Kind::Dcid);
+    tracing::Span::current().record("dcid", dcid);
     let mut sent = 0;
     loop {
         let mid = job.env.mid;
-        let rids = job
-            .rids
-            .iter()
-            .map(|r| r.to_string())
-            .collect::<Vec<_>>()
-            .join(", ");
-        shared.log.info(format!(
-            "Delivery start DCID {dcid} MID {mid} to RID [{rids}]"
-        ));
+        shared.log.emit(crate::events::Event::DeliveryStart {
+            dcid,
+            mid,
+            rids: &job.rids,
+            dest: crate::events::Dest::Next,
+            gateway: "",
+        });
         let body = job.body.clone();
         let spool = shared.spool.clone();
         let d = dir.to_path_buf();
@@ -984,9 +1011,12 @@ async fn run_maildir(shared: &Arc<Shared>, dir: &Path, mut job: Job) {
         .unwrap_or_else(|e| Err(e.to_string()));
         let outcomes = match res {
             Ok(()) => {
-                shared.log.info(format!(
-                    "Message done DCID {dcid} MID {mid} to RID [{rids}]"
-                ));
+                shared.log.emit(crate::events::Event::Done {
+                    dcid,
+                    mid,
+                    rids: &job.rids,
+                    dest: crate::events::Dest::Next,
+                });
                 vec![RcptOutcome::Delivered; job.rids.len()]
             }
             Err(e) => {
@@ -1116,9 +1146,10 @@ pub async fn cpq_control(shared: &Arc<Shared>, lines: &[String]) -> Result<Vec<S
             for l in lines {
                 match client.command(l).await {
                     Ok(r) => {
-                        shared
-                            .log
-                            .info(format!("DCID {dcid} XPVO-CONTROL answered {}", r.line()));
+                        shared.log.emit(crate::events::Event::ControlAnswered {
+                            dcid,
+                            reply: &r.line(),
+                        });
                         replies.push(r.line());
                     }
                     Err(e) => {
@@ -1134,6 +1165,8 @@ pub async fn cpq_control(shared: &Arc<Shared>, lines: &[String]) -> Result<Vec<S
             }
         }
     };
-    shared.log.info(format!("DCID {dcid} close"));
+    shared
+        .log
+        .emit(crate::events::Event::DeliveryClose { dcid });
     result
 }

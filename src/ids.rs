@@ -46,7 +46,7 @@ struct Unsaved {
     /// The ends on disk while newer ones could not be written.
     on_disk: Option<[u64; 3]>,
     retry_at: Option<Instant>,
-    news: Vec<String>,
+    news: Vec<crate::events::Notice>,
 }
 
 impl Ids {
@@ -92,7 +92,7 @@ impl Ids {
 
     /// What `mail_logs` should say about `run/ids` since the last call: a failure to
     /// write it (with the file and the cause) and its recovery.
-    pub fn take_news(&self) -> Vec<String> {
+    pub fn take_news(&self) -> Vec<crate::events::Notice> {
         std::mem::take(&mut self.unsaved.lock().unwrap().news)
     }
 
@@ -103,25 +103,20 @@ impl Ids {
         match self.persist(r) {
             Ok(()) => {
                 if u.on_disk.take().is_some() {
-                    u.news.push(format!(
-                        "MID, ICID and DCID counters written to {} again",
-                        self.path.display()
-                    ));
+                    u.news.push(crate::events::Notice::IdsWrittenAgain {
+                        path: self.path.clone(),
+                    });
                 }
                 u.retry_at = None;
             }
             Err(e) => {
                 if u.on_disk.is_none() {
                     let d = on_disk;
-                    u.news.push(format!(
-                        "MID, ICID and DCID counters could not be written to {}: {e:#}; numbers \
-                         go on in memory, but a crash before the file is written again would \
-                         give MIDs from {}, ICIDs from {} and DCIDs from {} a second time",
-                        self.path.display(),
-                        d[0],
-                        d[1],
-                        d[2]
-                    ));
+                    u.news.push(crate::events::Notice::IdsNotWritten {
+                        path: self.path.clone(),
+                        error: format!("{e:#}"),
+                        on_disk: d,
+                    });
                     tracing::error!("{}", u.news.last().unwrap());
                     u.on_disk = Some(on_disk);
                 }
@@ -236,8 +231,10 @@ mod tests {
         assert_eq!(news.len(), 1, "{news:?}");
         let path = dir.path().join("ids");
         assert!(
-            news[0].contains(&format!("could not be written to {}", path.display()))
-                && news[0].contains("MIDs from 7"),
+            news[0]
+                .to_string()
+                .contains(&format!("could not be written to {}", path.display()))
+                && news[0].to_string().contains("MIDs from 7"),
             "{news:?}"
         );
         assert_eq!(ids.next(Kind::Mid), 7);
@@ -252,7 +249,10 @@ mod tests {
             std::thread::sleep(Duration::from_millis(20));
         }
         let news = ids.take_news();
-        assert!(news.iter().any(|n| n.ends_with(" again")), "{news:?}");
+        assert!(
+            news.iter().any(|n| n.to_string().ends_with(" again")),
+            "{news:?}"
+        );
         drop(ids);
         let again = Ids::open(dir.path(), 1).unwrap();
         assert_eq!(again.next(Kind::Mid), 7 + BLOCK);

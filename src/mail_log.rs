@@ -5,10 +5,20 @@
 //! the commercial appliance grep for `New SMTP ICID`, `port 7025` and so on,
 //! so changing a format string is a breaking change.
 //!
+//! What a line says is an [`Event`] of the catalogue in [`crate::events`]; this module
+//! only writes it: [`MailLog::emit`] renders the event, counts it ([`Tally`]) and hands
+//! the line to the writer.
+//!
 //! Lines go through a channel to one writer thread so that a session never
 //! blocks on the log file. The writer flushes whenever the channel runs dry,
 //! so after a `kill -9` only lines still in the channel can be missing. Files
 //! rotate by size: `mail_logs` becomes `mail_logs.1`, and so on up to `keep`.
+//!
+//! The channel is bounded ([`CHANNEL_LINES`] lines). When it is full, the thread that
+//! logs waits until the writer has taken a line: a burst slows its producers down
+//! instead of growing memory without limit or losing lines. The writer never stops
+//! taking lines while the process runs (a failing write is counted, not retried), so
+//! the wait is as long as writing a few thousand lines.
 //!
 //! A line that cannot be written (a full disk) is not dropped silently: the
 //! first failure is said on stderr with the file and the cause, the lines lost
@@ -18,25 +28,14 @@
 use std::fs::{File, OpenOptions};
 use std::io::{self, BufWriter, Write};
 use std::path::{Path, PathBuf};
-use std::sync::mpsc;
+use std::sync::{mpsc, Arc};
 use std::time::SystemTime;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Level {
-    Info,
-    Warning,
-    Critical,
-}
+pub use crate::events::{ctime, Level};
+use crate::events::{Event, Tally};
 
-impl Level {
-    fn as_str(self) -> &'static str {
-        match self {
-            Level::Info => "Info",
-            Level::Warning => "Warning",
-            Level::Critical => "Critical",
-        }
-    }
-}
+/// Lines the writer's channel holds before a caller waits (a few hundred KB at most).
+pub const CHANNEL_LINES: usize = 8192;
 
 enum Op {
     Line(SystemTime, Level, String),
@@ -46,7 +45,8 @@ enum Op {
 /// A handle to the node's `mail_logs`. Cheap to clone.
 #[derive(Clone)]
 pub struct MailLog {
-    tx: Option<mpsc::Sender<Op>>,
+    tx: Option<mpsc::SyncSender<Op>>,
+    tally: Arc<Tally>,
 }
 
 impl MailLog {
@@ -56,7 +56,7 @@ impl MailLog {
         let path = dir.join("mail_logs");
         let file = OpenOptions::new().create(true).append(true).open(&path)?;
         let size = file.metadata()?.len();
-        let (tx, rx) = mpsc::channel::<Op>();
+        let (tx, rx) = mpsc::sync_channel::<Op>(CHANNEL_LINES);
         let mut w = Writer {
             path,
             out: BufWriter::with_capacity(64 * 1024, file),
@@ -69,31 +69,42 @@ impl MailLog {
         std::thread::Builder::new()
             .name("mail_logs".into())
             .spawn(move || w.run(rx))?;
-        Ok(MailLog { tx: Some(tx) })
+        Ok(MailLog {
+            tx: Some(tx),
+            tally: Arc::default(),
+        })
     }
 
     /// A log that goes nowhere, for unit tests of components.
     pub fn discard() -> MailLog {
-        MailLog { tx: None }
-    }
-
-    pub fn log(&self, level: Level, text: String) {
-        tracing::debug!(target: "mail_logs", "{text}");
-        if let Some(tx) = &self.tx {
-            let _ = tx.send(Op::Line(SystemTime::now(), level, text));
+        MailLog {
+            tx: None,
+            tally: Arc::default(),
         }
     }
 
-    pub fn info(&self, text: String) {
-        self.log(Level::Info, text)
+    /// The counters this log's events bump (shared with the node's `Counters`).
+    pub fn tally(&self) -> &Tally {
+        &self.tally
     }
 
-    pub fn warning(&self, text: String) {
-        self.log(Level::Warning, text)
-    }
-
-    pub fn critical(&self, text: String) {
-        self.log(Level::Critical, text)
+    /// Writes the line of `e` at its level, counts it, and says it to `tracing` with
+    /// its ICID, MID and DCID as fields.
+    pub fn emit(&self, e: Event<'_>) {
+        self.tally.count(&e);
+        let text = e.to_string();
+        let ids = e.ids();
+        tracing::debug!(
+            target: "mail_logs",
+            icid = ids.icid,
+            mid = ids.mid,
+            dcid = ids.dcid,
+            "{text}"
+        );
+        if let Some(tx) = &self.tx {
+            // Waits while the channel is full (see the module doc).
+            let _ = tx.send(Op::Line(SystemTime::now(), e.level(), text));
+        }
     }
 
     /// Waits until everything logged so far is written to the file.
@@ -105,14 +116,6 @@ impl MailLog {
             }
         }
     }
-}
-
-/// `info!`-style shorthand: `mlog!(log, "MID {} queued for delivery", mid)`.
-#[macro_export]
-macro_rules! mlog {
-    ($log:expr, $($arg:tt)*) => {
-        $log.info(format!($($arg)*))
-    };
 }
 
 struct Writer {
@@ -188,15 +191,15 @@ impl Writer {
         }
         let stamp = self.clock.format(SystemTime::now()).to_string();
         let first = self.clock.format(l.first).to_string();
-        let line = format!(
-            "{stamp} {}: {} lines could not be written to {} between {} and {} ({}) and are lost\n",
-            Level::Warning.as_str(),
-            l.lines,
-            self.path.display(),
-            first,
-            self.clock.format(l.last),
-            l.error
-        );
+        let last = self.clock.format(l.last).to_string();
+        let e = Event::LinesLost {
+            lines: l.lines,
+            path: &self.path,
+            first: &first,
+            last: &last,
+            error: &l.error,
+        };
+        let line = format!("{stamp} {}: {e}\n", e.level().as_str());
         if self.out.write_all(line.as_bytes()).is_ok() && self.out.flush().is_ok() {
             self.size += line.len() as u64;
             self.lost = None;
@@ -268,26 +271,6 @@ impl Clock {
     }
 }
 
-/// `Fri Sep 13 15:08:02 2013` for a Unix time, in UTC.
-pub fn ctime(secs: u64) -> String {
-    let t = time::OffsetDateTime::from_unix_timestamp(secs as i64)
-        .unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
-    const DAYS: [&str; 7] = ["Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"];
-    const MONTHS: [&str; 12] = [
-        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
-    ];
-    format!(
-        "{} {} {:2} {:02}:{:02}:{:02} {}",
-        DAYS[t.weekday().number_days_from_monday() as usize],
-        MONTHS[t.month() as usize - 1],
-        t.day(),
-        t.hour(),
-        t.minute(),
-        t.second(),
-        t.year()
-    )
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -304,7 +287,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let log = MailLog::open(dir.path(), 4096, 2).unwrap();
         for i in 0..200 {
-            log.info(format!("MID {i} queued for delivery"));
+            log.emit(Event::Queued { mid: i });
         }
         log.flush();
         let current = std::fs::read_to_string(dir.path().join("mail_logs")).unwrap();

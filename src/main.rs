@@ -20,6 +20,7 @@ mod delivery;
 mod diag;
 mod dns;
 mod envelope;
+mod events;
 mod ids;
 mod import;
 mod listeners;

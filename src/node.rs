@@ -23,14 +23,15 @@ use crate::tls::ClientConfigs;
 /// Counters for `status`: atomics for this run, a snapshot at the last
 /// `resetcounters`, and the lifetime totals of earlier runs (`run/counters`).
 pub struct Counters {
-    pub connections_in: AtomicU64,
+    // Shared with the log's `events::Tally`: bumped when their event is emitted.
+    pub connections_in: Arc<AtomicU64>,
     pub connections_open: AtomicU64,
-    pub messages_received: AtomicU64,
-    pub recipients_received: AtomicU64,
-    pub rejected_recipients: AtomicU64,
+    pub messages_received: Arc<AtomicU64>,
+    pub recipients_received: Arc<AtomicU64>,
+    pub rejected_recipients: Arc<AtomicU64>,
     pub soft_bounced: AtomicU64,
     pub delivered_rcpts: AtomicU64,
-    pub bounced_rcpts: AtomicU64,
+    pub bounced_rcpts: Arc<AtomicU64>,
     /// How long scanning a message takes (`/metrics`).
     pub scan_latency: crate::web::metrics::Histogram,
     reset_base: Mutex<(Option<u64>, CounterSet)>,
@@ -69,21 +70,21 @@ impl CounterSet {
 }
 
 impl Counters {
-    fn open(run_dir: &std::path::Path) -> Counters {
+    fn open(run_dir: &std::path::Path, tally: &crate::events::Tally) -> Counters {
         let path = run_dir.join("counters.json");
         let lifetime_base = std::fs::read(&path)
             .ok()
             .and_then(|b| serde_json::from_slice(&b).ok())
             .unwrap_or_default();
         Counters {
-            connections_in: AtomicU64::new(0),
+            connections_in: tally.connections_in.clone(),
             connections_open: AtomicU64::new(0),
-            messages_received: AtomicU64::new(0),
-            recipients_received: AtomicU64::new(0),
-            rejected_recipients: AtomicU64::new(0),
+            messages_received: tally.messages_received.clone(),
+            recipients_received: tally.recipients_received.clone(),
+            rejected_recipients: tally.rejected_recipients.clone(),
             soft_bounced: AtomicU64::new(0),
             delivered_rcpts: AtomicU64::new(0),
-            bounced_rcpts: AtomicU64::new(0),
+            bounced_rcpts: tally.bounced_rcpts.clone(),
             scan_latency: Default::default(),
             reset_base: Mutex::new((None, CounterSet::default())),
             lifetime_base,
@@ -128,20 +129,22 @@ impl Counters {
     /// Writes the lifetime totals (periodically and at shutdown). Returns what mail_logs
     /// should say: the first failure (file and cause; the totals stay in memory and are
     /// written with the next try) and the first success after failures.
-    pub fn persist(&self) -> Option<String> {
+    pub fn persist(&self) -> Option<crate::events::Notice> {
         let bytes = serde_json::to_vec(&self.lifetime()).ok()?;
         let result = crate::atomic_file::write(&self.path, &bytes);
         let mut failing = self.persist_failing.lock().unwrap();
         match result {
-            Ok(()) => std::mem::take(&mut *failing)
-                .then(|| format!("Lifetime counters written to {} again", self.path.display())),
+            Ok(()) => {
+                std::mem::take(&mut *failing).then(|| crate::events::Notice::CountersWrittenAgain {
+                    path: self.path.clone(),
+                })
+            }
             Err(e) if !*failing => {
                 *failing = true;
-                Some(format!(
-                    "Lifetime counters could not be written to {}: {e:#}; they are kept in \
-                     memory and written again every 10 seconds",
-                    self.path.display()
-                ))
+                Some(crate::events::Notice::CountersNotWritten {
+                    path: self.path.clone(),
+                    error: format!("{e:#}"),
+                })
             }
             Err(_) => None,
         }
@@ -252,14 +255,12 @@ impl Shared {
     /// The second half of [`Shared::inject`], for a message already spooled: logs it and
     /// hands it to scanning or delivery.
     pub fn submit_injected(self: &Arc<Self>, env: Envelope, body: Arc<Vec<u8>>) {
-        self.log.info(format!(
-            "MID {} ready {} bytes from <{}>",
-            env.mid,
-            body.len(),
-            env.sender
-        ));
-        self.log
-            .info(format!("MID {} queued for delivery", env.mid));
+        self.log.emit(crate::events::Event::Ready {
+            mid: env.mid,
+            bytes: body.len(),
+            sender: &env.sender,
+        });
+        self.log.emit(crate::events::Event::Queued { mid: env.mid });
         crate::scanning::pipeline::submit(self, Arc::new(env), body);
     }
 
@@ -375,13 +376,14 @@ impl Shared {
         for name in self.listeners.names() {
             if !new.listeners.iter().any(|l| l.name == name) {
                 self.listeners.remove(&name);
-                self.log.info(format!("Listener {name} removed"));
+                self.log
+                    .emit(crate::events::Event::ListenerRemoved { name: &name });
             }
         }
         for (name, sock) in bound {
             let addr = self.listeners.adopt(self, &name, sock)?;
             self.log
-                .info(format!("Listener {name} listening on {addr}"));
+                .emit(crate::events::Event::ListenerListening { name: &name, addr });
         }
         self.servers.switch(self, servers);
         self.queue.send(crate::queue::Event::Reconfigured);
@@ -441,16 +443,15 @@ impl Node {
         let (spool, recovered) = Spool::open(spool_config)
             .with_context(|| format!("opening the spool in {}", config.spool_dir().display()))?;
         for m in &recovered.moved_aside {
-            log.warning(format!(
-                "Spool file {} moved aside to {}: {}",
-                m.from.display(),
-                m.to.display(),
-                m.reason
-            ));
+            log.emit(crate::events::Event::SpoolFileMovedAside {
+                from: &m.from,
+                to: &m.to,
+                reason: &m.reason,
+            });
         }
         let ids = Ids::open(&config.run_dir(), recovered.max_mid + 1)?;
         for news in ids.take_news() {
-            log.warning(news);
+            log.emit(crate::events::Event::Notice(&news));
         }
         let scanner = crate::scanning::Scanner::new(&config.scanning)
             .map_err(|e| anyhow::anyhow!("scanning configuration: {e}"))?;
@@ -499,17 +500,17 @@ impl Node {
             config_path,
             spool,
             ids,
-            log,
             resolver: Resolver::new(),
             tls_server: RwLock::new(tls_server),
             tls_clients: RwLock::new(Arc::new(tls_clients)),
             queue: queue.clone(),
-            counters: Counters::open(&config.run_dir()),
+            counters: Counters::open(&config.run_dir(), log.tally()),
             listeners: Default::default(),
             servers: Default::default(),
             started: std::time::Instant::now(),
             disconnect: tokio::sync::watch::channel(false).0,
             disconnect_gen: AtomicU64::new(0),
+            log,
             scanner: RwLock::new(Arc::new(scanner)),
             outbreak,
             local_quarantine,
@@ -530,25 +531,27 @@ impl Node {
                         .ok()
                         .flatten();
                     for n in news.into_iter().chain(shared.ids.take_news()) {
-                        shared.log.warning(n);
+                        shared.log.emit(crate::events::Event::Notice(&n));
                     }
                 }
             });
         }
         tokio::spawn(crate::tls::renew_self_signed(shared.clone()));
-        shared.log.info(format!(
-            "PVO {} starting on {} ({})",
-            env!("CARGO_PKG_VERSION"),
-            config.hostname,
-            config.role.as_str()
-        ));
+        shared.log.emit(crate::events::Event::Starting {
+            version: env!("CARGO_PKG_VERSION"),
+            hostname: &config.hostname,
+            role: config.role.as_str(),
+        });
 
         let mut recovered_count = 0usize;
         for m in recovered.messages {
             let env = match Envelope::decode(&m.meta) {
                 Ok(e) => e,
                 Err(e) => {
-                    shared.log.critical(format!("MID {} has an unreadable envelope in the spool ({e}); left in the spool for inspection", m.mid));
+                    shared.log.emit(crate::events::Event::UnreadableEnvelope {
+                        mid: m.mid,
+                        error: &e,
+                    });
                     continue;
                 }
             };
@@ -565,10 +568,10 @@ impl Node {
                         env.cpq = Some(tag);
                         scanned = true;
                     }
-                    Err(e) => shared.log.warning(format!(
-                        "MID {} has an unreadable progress record in the spool ({e}); ignored",
-                        m.mid
-                    )),
+                    Err(e) => shared.log.emit(crate::events::Event::UnreadableProgress {
+                        mid: m.mid,
+                        error: &e,
+                    }),
                 }
             }
             recovered_count += 1;
@@ -586,9 +589,9 @@ impl Node {
             });
         }
         if recovered_count > 0 {
-            shared.log.info(format!(
-                "Recovered {recovered_count} messages from the spool"
-            ));
+            shared.log.emit(crate::events::Event::Recovered {
+                messages: recovered_count,
+            });
         }
         tokio::spawn(queue::Manager::new(shared.clone(), rx).run());
         crate::scanning::local_quarantine::start(&shared);
@@ -598,9 +601,10 @@ impl Node {
         for l in config.listeners.iter() {
             let addr = SocketAddr::new(config.interfaces[l.interface].address, l.port);
             let bound = shared.listeners.start(&shared, &l.name, addr)?;
-            shared
-                .log
-                .info(format!("Listener {} listening on {bound}", l.name));
+            shared.log.emit(crate::events::Event::ListenerListening {
+                name: &l.name,
+                addr: bound,
+            });
             listeners.push((l.name.clone(), bound));
         }
         crate::admin::server::start(shared.clone())?;
@@ -622,12 +626,12 @@ impl Node {
         let spool = self.shared.spool.clone();
         let _ = tokio::task::spawn_blocking(move || spool.sync()).await;
         if let Some(news) = self.shared.counters.persist() {
-            self.shared.log.warning(news);
+            self.shared.log.emit(crate::events::Event::Notice(&news));
         }
         for news in self.shared.ids.take_news() {
-            self.shared.log.warning(news);
+            self.shared.log.emit(crate::events::Event::Notice(&news));
         }
-        self.shared.log.info("PVO shutting down".to_string());
+        self.shared.log.emit(crate::events::Event::ShuttingDown);
         self.shared.log.flush();
     }
 }

@@ -11,6 +11,11 @@
 //! the disk itself, except through the spool handle's non-blocking calls:
 //! delivery connections (see `delivery`) do the IO. Because every state change
 //! happens here, in one task, there are no locks around the schedule.
+//!
+//! Its event channel is bounded ([`CHANNEL_EVENTS`]). When it is full, a sender waits
+//! for room ([`QueueHandle::send`]): no event is dropped (an enqueued message, a
+//! delivery's outcome), and a flood of them slows their producers down instead of
+//! growing memory.
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::Arc;
@@ -137,16 +142,26 @@ pub struct QueuedRecipient {
     pub state: &'static str,
 }
 
+/// Events the manager's channel holds before a sender waits: far more than a node
+/// produces between two turns of the manager's loop. Memory is taken only as used.
+pub const CHANNEL_EVENTS: usize = 65_536;
+
 #[derive(Clone)]
 pub struct QueueHandle {
-    tx: mpsc::UnboundedSender<Event>,
+    tx: mpsc::Sender<Event>,
 }
 
 impl QueueHandle {
+    /// Hands `ev` to the manager. When the channel is full the caller waits for room:
+    /// an event is never dropped (it may be a delivery's outcome).
     pub fn send(&self, ev: Event) {
-        // The manager only stops at shutdown, when nothing matters any more:
-        // whatever is spooled is recovered at the next start.
-        let _ = self.tx.send(ev);
+        match self.tx.try_send(ev) {
+            Ok(()) => {}
+            // The manager only stops at shutdown, when nothing matters any more:
+            // whatever is spooled is recovered at the next start.
+            Err(mpsc::error::TrySendError::Closed(_)) => {}
+            Err(mpsc::error::TrySendError::Full(ev)) => wait_to_send(&self.tx, ev),
+        }
     }
 
     pub fn enqueue(&self, env: Arc<Envelope>, body: Option<Arc<Vec<u8>>>) {
@@ -165,9 +180,36 @@ impl QueueHandle {
     }
 }
 
-pub fn channel() -> (QueueHandle, mpsc::UnboundedReceiver<Event>) {
-    let (tx, rx) = mpsc::unbounded_channel();
+pub fn channel() -> (QueueHandle, mpsc::Receiver<Event>) {
+    channel_of(CHANNEL_EVENTS)
+}
+
+fn channel_of(capacity: usize) -> (QueueHandle, mpsc::Receiver<Event>) {
+    let (tx, rx) = mpsc::channel(capacity);
     (QueueHandle { tx }, rx)
+}
+
+/// Waits for room in a full channel. `send` is called from tasks and plain functions
+/// alike, so the wait is a blocking one, outside the runtime's worker duty where there
+/// is one: the manager task goes on draining on the other threads. The manager never
+/// sends to itself, so the wait always ends. On a single-threaded runtime (unit tests,
+/// where the manager would run on this very thread) the event waits in a task instead.
+fn wait_to_send(tx: &mpsc::Sender<Event>, ev: Event) {
+    use tokio::runtime::{Handle, RuntimeFlavor};
+    match Handle::try_current().map(|h| h.runtime_flavor()) {
+        Ok(RuntimeFlavor::CurrentThread) => {
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                let _ = tx.send(ev).await;
+            });
+        }
+        Ok(_) => tokio::task::block_in_place(|| {
+            let _ = tx.blocking_send(ev);
+        }),
+        Err(_) => {
+            let _ = tx.blocking_send(ev);
+        }
+    }
 }
 
 /// One row of `tophosts`.
@@ -211,7 +253,7 @@ struct Msg {
 
 pub struct Manager {
     shared: Arc<Shared>,
-    rx: mpsc::UnboundedReceiver<Event>,
+    rx: mpsc::Receiver<Event>,
     msgs: HashMap<u64, Msg>,
     hosts: HashMap<String, Host>,
     retry: BTreeMap<(Instant, u64), Job>,
@@ -226,7 +268,7 @@ pub struct Manager {
 }
 
 impl Manager {
-    pub fn new(shared: Arc<Shared>, rx: mpsc::UnboundedReceiver<Event>) -> Manager {
+    pub fn new(shared: Arc<Shared>, rx: mpsc::Receiver<Event>) -> Manager {
         Manager {
             shared,
             rx,
@@ -498,7 +540,12 @@ impl Manager {
                 // a refusal is logged and retried until an administrator acts.
                 RcptOutcome::Perm(_) if job.env.cpq.is_some() => temp = true,
                 RcptOutcome::Perm(reason) => {
-                    log.info(format!("Bounced: DCID {dcid} MID {mid} to RID {rid} - Bounced by destination server with response: {reason}"));
+                    log.emit(crate::events::Event::BouncedByServer {
+                        dcid,
+                        mid,
+                        rid: *rid,
+                        reason: &reason,
+                    });
                     self.hosts.entry(job.domain.clone()).or_default().hard += 1;
                     self.bounce_rcpt(&job.env, *rid, &reason, job.body.as_ref());
                 }
@@ -571,7 +618,15 @@ impl Manager {
                 )
             };
             for rid in job.rids.clone() {
-                self.shared.log.info(format!("Bounced: DCID {dcid} MID {mid} to RID {rid} - Unable to deliver: {why}; last error: {reason}"));
+                self.shared
+                    .log
+                    .emit(crate::events::Event::BouncedUndeliverable {
+                        dcid,
+                        mid,
+                        rid,
+                        why: &why,
+                        reason: &reason,
+                    });
                 self.hosts.entry(job.domain.clone()).or_default().hard += 1;
                 self.bounce_rcpt(
                     &job.env,
@@ -583,15 +638,12 @@ impl Manager {
             self.check_finished(mid);
             return;
         }
-        let rids = job
-            .rids
-            .iter()
-            .map(|r| r.to_string())
-            .collect::<Vec<_>>()
-            .join(", ");
-        self.shared.log.info(format!(
-            "Delayed: DCID {dcid} MID {mid} to RID [{rids}] - {reason}"
-        ));
+        self.shared.log.emit(crate::events::Event::Delayed {
+            dcid,
+            mid,
+            rids: &job.rids,
+            reason: &reason,
+        });
         // The manager (or a gateway) coming back should not wait an hour:
         // CPQ retries start at 5 s and stay at most a minute apart.
         let (first, most) = if cpq {
@@ -759,14 +811,21 @@ impl Manager {
                 n += 1;
                 match how {
                     Removal::Delete => {
-                        self.shared.log.info(format!(
-                            "MID {} to RID [{rid}] deleted by administrator (deleterecipients)",
-                            job.env.mid
-                        ));
+                        self.shared
+                            .log
+                            .emit(crate::events::Event::DeletedByAdministrator {
+                                mid: job.env.mid,
+                                rid: *rid,
+                            });
                         self.set_final(job.env.mid, *rid, RcptFinal::Deleted);
                     }
                     Removal::Bounce => {
-                        self.shared.log.info(format!("Bounced: MID {} to RID {rid} - bounced by administrator (bouncerecipients)", job.env.mid));
+                        self.shared
+                            .log
+                            .emit(crate::events::Event::BouncedByAdministrator {
+                                mid: job.env.mid,
+                                rid: *rid,
+                            });
                         self.hosts.entry(job.domain.clone()).or_default().hard += 1;
                         self.bounce_rcpt(
                             &job.env,
@@ -949,10 +1008,7 @@ impl Manager {
         body: Option<&Arc<Vec<u8>>>,
     ) {
         self.set_final(env.mid, rid, RcptFinal::Bounced);
-        self.shared
-            .counters
-            .bounced_rcpts
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        // `bounced_rcpts` is counted by the `Bounced:` event logged before each call.
         let cfg = self.shared.config();
         if cfg.delivery.bounce.send_dsn && !env.dsn && !env.sender.is_empty() {
             let rcpt = env
@@ -994,9 +1050,7 @@ impl Manager {
             self.cached_bytes = self.cached_bytes.saturating_sub(m.body_cached);
         }
         self.shared.spool.finish(mid);
-        self.shared
-            .log
-            .info(format!("Message finished MID {mid} done"));
+        self.shared.log.emit(crate::events::Event::Finished { mid });
     }
 }
 
@@ -1005,3 +1059,48 @@ const MAX_HOSTS: usize = 10_000;
 
 /// Connections to one host when no `[[destination]]` says otherwise.
 pub const DEFAULT_HOST_CONCURRENCY: usize = 20;
+
+#[cfg(test)]
+mod channel_tests {
+    use super::*;
+
+    /// A full channel: the sender waits until the manager takes an event, and both
+    /// events arrive, in order.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_full_channel_makes_the_sender_wait_and_loses_nothing() {
+        let (q, mut rx) = channel_of(1);
+        q.send(Event::Reconfigured);
+        let (sent_tx, mut sent_rx) = oneshot::channel();
+        let q2 = q.clone();
+        tokio::spawn(async move {
+            q2.send(Event::DeliverNow(
+                Some("second".into()),
+                oneshot::channel().0,
+            ));
+            let _ = sent_tx.send(());
+        });
+        assert!(
+            tokio::time::timeout(Duration::from_millis(200), &mut sent_rx)
+                .await
+                .is_err(),
+            "the second event went in while the channel was full"
+        );
+        assert!(matches!(rx.recv().await, Some(Event::Reconfigured)));
+        sent_rx.await.unwrap();
+        assert!(matches!(
+            rx.recv().await,
+            Some(Event::DeliverNow(Some(h), _)) if h == "second"
+        ));
+    }
+
+    /// On a single-threaded runtime a full channel cannot block the only thread: the
+    /// event waits in a task and still arrives after the earlier one.
+    #[tokio::test]
+    async fn a_full_channel_on_one_thread_delivers_the_event_later() {
+        let (q, mut rx) = channel_of(1);
+        q.send(Event::Reconfigured);
+        q.send(Event::DeliverNow(None, oneshot::channel().0));
+        assert!(matches!(rx.recv().await, Some(Event::Reconfigured)));
+        assert!(matches!(rx.recv().await, Some(Event::DeliverNow(None, _))));
+    }
+}

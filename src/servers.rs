@@ -63,22 +63,11 @@ impl Kind {
         }
     }
 
-    fn started_line(self, addr: SocketAddr) -> String {
+    fn server(self) -> crate::events::Server {
         match self {
-            Kind::Ssh => format!("SSH listening on {addr}"),
-            Kind::Web => format!("Web listening on https://{addr}"),
+            Kind::Ssh => crate::events::Server::Ssh,
+            Kind::Web => crate::events::Server::Web,
         }
-    }
-
-    fn stopped_line(self, addr: SocketAddr) -> String {
-        let what = match self {
-            Kind::Ssh => "SSH",
-            Kind::Web => "Web",
-        };
-        format!(
-            "{what} stopped listening on {addr}; its open connections may finish within {} seconds",
-            GRACE.as_secs()
-        )
     }
 }
 
@@ -171,11 +160,18 @@ impl Servers {
             if let Some(old) = running[kind.index()].take() {
                 let addr = old.addr;
                 old.stop();
-                shared.log.info(kind.stopped_line(addr));
+                shared.log.emit(crate::events::Event::ServerStopped {
+                    server: kind.server(),
+                    addr,
+                    grace_secs: GRACE.as_secs(),
+                });
             }
         }
         for (kind, r) in started {
-            shared.log.info(kind.started_line(r.addr));
+            shared.log.emit(crate::events::Event::ServerListening {
+                server: kind.server(),
+                addr: r.addr,
+            });
             running[kind.index()] = Some(r);
         }
     }

@@ -180,18 +180,18 @@ pub async fn renew_self_signed(shared: Arc<crate::node::Shared>) {
         match made {
             Ok(Ok(Some((why, sc)))) => {
                 shared.set_tls_server(sc);
-                shared.log.info(format!(
-                    "TLS: a new self-signed certificate for {} is in force ({why})",
-                    cfg.hostname
-                ));
+                shared.log.emit(crate::events::Event::SelfSignedRenewed {
+                    hostname: &cfg.hostname,
+                    why: &why,
+                });
             }
             Ok(Ok(None)) => {}
-            Ok(Err(e)) => shared.log.warning(format!(
-                "TLS: the self-signed certificate could not be renewed: {e:#}"
-            )),
-            Err(e) => shared.log.warning(format!(
-                "TLS: the self-signed certificate could not be renewed: {e}"
-            )),
+            Ok(Err(e)) => shared
+                .log
+                .emit(crate::events::Event::SelfSignedNotRenewed { error: &e }),
+            Err(e) => shared
+                .log
+                .emit(crate::events::Event::SelfSignedNotRenewed { error: &e }),
         }
     }
 }

@@ -321,10 +321,11 @@ pub fn commit(shared: &Arc<Shared>, req: &Request) -> Response {
     if let Err(e) = store.clear_pending() {
         return io_error(e);
     }
-    shared.log.info(format!(
-        "Configuration committed by {who} (commit {}): {comment}",
-        entry.n
-    ));
+    shared.log.emit(crate::events::Event::Committed {
+        by: &who,
+        commit: entry.n,
+        comment: &comment,
+    });
     Response::ok(
         format!("Changes committed: {}", ctime(entry.time)),
         json!({ "committed": true, "commit": entry_json(&entry) }),
@@ -472,10 +473,11 @@ pub fn rollback(shared: &Arc<Shared>, req: &Request) -> Response {
             return io_error(e);
         }
     }
-    shared.log.info(format!(
-        "Configuration rolled back to commit {n} by {who} (commit {})",
-        entry.n
-    ));
+    shared.log.emit(crate::events::Event::RolledBack {
+        to: n,
+        by: &who,
+        commit: entry.n,
+    });
     let mut t = format!("Rolled back to commit {n}.\n");
     if discarded {
         t.push_str("Pending changes discarded.\n");

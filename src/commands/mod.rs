@@ -92,9 +92,11 @@ pub async fn login(
             shared.logins.failed(user, source);
             audit_login_failure(shared, user, &from, method, failed.why).await;
             if let Err(t) = shared.logins.check(user, source) {
-                shared.log.warning(format!(
-                    "Login throttled: user {user:?} from {from}: {t} (further attempts are refused without checking the password)"
-                ));
+                shared.log.emit(crate::events::Event::LoginThrottled {
+                    user,
+                    from: &from,
+                    throttle: &t,
+                });
             }
             Err(LoginRefused {
                 text: format!("Login as {user:?} refused: {failed}."),

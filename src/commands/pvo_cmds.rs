@@ -780,14 +780,11 @@ fn cpqcert_revoke(shared: &Arc<Shared>, req: &Request) -> Response {
     } else {
         format!(" ({subject})")
     };
-    shared.log.info(format!(
-        "CPQ certificate {serial}{who} revoked by {}: refused from the next handshake",
-        if req.user.is_empty() {
-            "admin"
-        } else {
-            &req.user
-        }
-    ));
+    shared.log.emit(crate::events::Event::CertificateRevoked {
+        serial: &serial,
+        subject: &subject,
+        by: &req.user,
+    });
     Response::ok(
         if added {
             format!("Certificate {serial}{who} revoked: the next handshake with it fails.")

@@ -70,7 +70,7 @@ fn store_err_in(shared: &Shared) -> impl Fn(QuarantineError) -> String + '_ {
         if e.is_temporary() {
             shared
                 .log
-                .warning(format!("Quarantine store failure in a command: {e}"));
+                .emit(crate::events::Event::StoreFailure { error: &e });
         }
         store_err(e)
     }
@@ -124,9 +124,10 @@ async fn quarantineconfig(shared: &Arc<Shared>, req: &Request) -> Reply {
                 .with(move |s| s.create_quarantine(&n, &settings, now()))
                 .await
                 .map_err(store_err_in(shared))?;
-            shared
-                .log
-                .info(format!("Quarantine \"{}\" created by {}", q.name, who(req)));
+            shared.log.emit(crate::events::Event::QuarantineCreated {
+                name: &q.name,
+                by: &who(req),
+            });
             list_quarantines(
                 shared,
                 format!(
@@ -151,11 +152,12 @@ async fn quarantineconfig(shared: &Arc<Shared>, req: &Request) -> Reply {
                     s.update_quarantine(&name, &settings).map_err(store_err)
                 })
                 .await?;
-            shared.log.info(format!(
-                "Quarantine \"{}\" settings changed by {}",
-                q.name,
-                who(req)
-            ));
+            shared
+                .log
+                .emit(crate::events::Event::QuarantineSettingsChanged {
+                    name: &q.name,
+                    by: &who(req),
+                });
             list_quarantines(
                 shared,
                 format!(
@@ -184,17 +186,16 @@ async fn quarantineconfig(shared: &Arc<Shared>, req: &Request) -> Reply {
                 })
                 .await
                 .map_err(store_err_in(shared))?;
-            shared.log.info(format!(
-                "Quarantine \"{}\" deleted by {}",
-                deleted.name,
-                who(req)
-            ));
+            shared.log.emit(crate::events::Event::QuarantineDeleted {
+                name: &deleted.name,
+                by: &who(req),
+            });
             for mid in &mids {
-                shared.log.info(pvo_quarantine::logline::moved(
-                    *mid,
-                    &deleted.name,
-                    "Unclassified",
-                ));
+                shared.log.emit(crate::events::Event::QuarantineMoved {
+                    mid: *mid,
+                    from: &deleted.name,
+                    to: "Unclassified",
+                });
             }
             let mut text = format!("Quarantine \"{}\" deleted.", deleted.name);
             if mids.is_empty() {
@@ -1587,11 +1588,12 @@ async fn copy(shared: &Arc<Shared>, req: &Request) -> Reply {
         .inject(&env, copy.raw, true)
         .await
         .map_err(|e| format!("the copy of MID {mid} could not be queued: {e:#}"))?;
-    shared.log.info(format!(
-        "MID {mid} copy sent to {} as MID {new_mid} (requested by {})",
-        to.join(", "),
-        copy.requested_by
-    ));
+    shared.log.emit(crate::events::Event::CopySent {
+        mid,
+        to: &to,
+        new_mid,
+        by: &copy.requested_by,
+    });
     Ok(Response::ok(
         format!(
             "A copy of MID {mid} is queued for {} as MID {new_mid}; the message stays in quarantine.",
@@ -1718,16 +1720,12 @@ async fn outbreakupdate(shared: &Arc<Shared>, args: &Value, id: &Identity) -> Re
     .map_err(|e| e.to_string())??;
     let version = in_force.rules.version().to_string();
     let count = in_force.rules.len();
-    shared.log.info(format!(
-        "Outbreak rules updated to version {version} ({}) from {}, kept in {}",
-        plural(count, "rule"),
-        path.display(),
-        in_force
-            .record
-            .as_ref()
-            .map(|(_, c)| c.display().to_string())
-            .unwrap_or_default()
-    ));
+    shared.log.emit(crate::events::Event::OutbreakRulesUpdated {
+        version: &version,
+        rules: count,
+        from: &path,
+        kept: in_force.record.as_ref().map(|(_, c)| c.as_path()),
+    });
     // Rescan with the rules now in force (a concurrent update may have replaced them;
     // the newest rules are the right ones to rescan with).
     let rules = shared

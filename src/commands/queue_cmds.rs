@@ -300,9 +300,11 @@ pub async fn redirectrecipients(shared: &Arc<Shared>, args: &serde_json::Value) 
     let (tx, rx) = oneshot::channel();
     shared.queue.send(Event::Redirect(host.clone(), port, tx));
     let n = rx.await.unwrap_or(0);
-    shared.log.info(format!(
-        "All queued recipients redirected to {host}:{port} by administrator ({n} recipients)"
-    ));
+    shared.log.emit(crate::events::Event::Redirected {
+        host: &host,
+        port,
+        recipients: n,
+    });
     Response::ok(
         format!("{n} recipients redirected to {host}:{port}.\n"),
         json!({ "host": host, "port": port, "redirected": n }),

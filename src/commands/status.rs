@@ -240,10 +240,10 @@ pub async fn suspend(shared: &Arc<Shared>, args: &serde_json::Value) -> Response
     if !names.is_empty() {
         shared
             .log
-            .info(format!("Receiving suspended for {}.", names.join(", ")));
+            .emit(crate::events::Event::ReceivingSuspended { listeners: &names });
     }
     if !was_suspended {
-        shared.log.info("Delivery suspended.".to_string());
+        shared.log.emit(crate::events::Event::DeliverySuspended);
     }
     shared.disconnect_sessions_after(Duration::from_secs(delay));
     let mut text = String::new();
@@ -273,7 +273,7 @@ pub async fn resume(shared: &Arc<Shared>) -> Response {
     shared.queue.send(Event::SuspendDelivery(false, tx));
     let was_suspended = rx.await.unwrap_or(false);
     if was_suspended {
-        shared.log.info("Delivery resumed.".to_string());
+        shared.log.emit(crate::events::Event::DeliveryResumed);
     }
     // The appliance answers with the one line "Receiving resumed for ..."
     // (the seeds show `Receiving resumed for euq_listener, cpq_listener.`);
@@ -291,10 +291,14 @@ fn resumed_answer(shared: &Shared, r: Resumed, mut data: serde_json::Value) -> R
     let mut text = String::new();
     if !r.receiving.is_empty() {
         text = format!("Receiving resumed for {}.", r.receiving.join(", "));
-        shared.log.info(text.clone());
+        shared.log.emit(crate::events::Event::ReceivingResumed {
+            listeners: &r.receiving,
+        });
     }
     for why in &r.failed {
-        shared.log.warning(format!("{why}; it stays suspended."));
+        shared
+            .log
+            .emit(crate::events::Event::StaysSuspended { why });
         if !text.is_empty() {
             text.push('\n');
         }
@@ -358,7 +362,7 @@ pub fn suspend_listeners(shared: &Arc<Shared>, args: &serde_json::Value) -> Resp
     }
     shared
         .log
-        .info(format!("Receiving suspended for {}.", names.join(", ")));
+        .emit(crate::events::Event::ReceivingSuspended { listeners: &names });
     Response::ok(
         format!("Receiving suspended for {}.", names.join(", ")),
         json!({ "suspended_listeners": names }),
@@ -386,7 +390,11 @@ pub async fn suspend_delivery(shared: &Arc<Shared>, on: bool) -> Response {
         (false, false) => "Delivery was not suspended.",
     };
     if on != was {
-        shared.log.info(text.to_string());
+        shared.log.emit(if on {
+            crate::events::Event::DeliverySuspended
+        } else {
+            crate::events::Event::DeliveryResumed
+        });
     }
     Response::ok(text, json!({ "delivery_suspended": on }))
 }

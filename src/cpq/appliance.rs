@@ -258,10 +258,11 @@ pub fn refresh_endpoint(shared: &Arc<Shared>, gateway: &str) {
             Ok(ep) => {
                 let old = shared.cpq.endpoints.get(&gateway);
                 if old != Some((ep.address, ep.port)) {
-                    shared.log.info(format!(
-                        "Gateway {gateway} delivers released mail to {}:{} (asked over SSH)",
-                        ep.address, ep.port
-                    ));
+                    shared.log.emit(crate::events::Event::GatewayEndpoint {
+                        gateway: &gateway,
+                        address: &ep.address,
+                        port: ep.port,
+                    });
                     shared
                         .cpq
                         .endpoints
@@ -272,9 +273,12 @@ pub fn refresh_endpoint(shared: &Arc<Shared>, gateway: &str) {
                     ));
                 }
             }
-            Err(e) => shared.log.warning(format!(
-                "Gateway {gateway}: cannot ask over SSH where released mail goes: {e:#}"
-            )),
+            Err(e) => shared
+                .log
+                .emit(crate::events::Event::GatewayEndpointUnknown {
+                    gateway: &gateway,
+                    error: &e,
+                }),
         }
     });
 }

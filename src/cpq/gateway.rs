@@ -159,9 +159,7 @@ impl ReleaseLedger {
 /// One `mail_logs` line per release id that start-up found spooled but not yet recorded.
 pub fn log_settled(log: &crate::mail_log::MailLog, settled: &[String]) {
     for id in settled {
-        log.info(format!(
-            "Release {id} was spooled before a restart but not recorded; recorded now, so a repeat of it is not delivered again"
-        ));
+        log.emit(crate::events::Event::ReleaseSettled { release: id });
     }
 }
 
@@ -211,17 +209,17 @@ pub async fn send_to_manager(
             e.cpq = Some(CpqTag::Transfer(tag));
             match shared.spool_message(&e, new_body.as_ref().clone()).await {
                 Ok(b) => {
-                    shared.log.info(format!(
-                        "MID {mid} rewritten to MID {new_mid} by content filter"
-                    ));
+                    shared
+                        .log
+                        .emit(crate::events::Event::RewrittenByContentFilter { mid, new_mid });
                     shared.spool.finish(mid);
-                    shared.log.info(format!("Message finished MID {mid} done"));
+                    shared.log.emit(crate::events::Event::Finished { mid });
                     (Arc::new(e), b)
                 }
                 Err(e) => {
-                    shared.log.critical(format!(
-                        "MID {mid} rewritten copy could not be spooled: {e}; scanned again later"
-                    ));
+                    shared
+                        .log
+                        .emit(crate::events::Event::RewrittenNotSpooledRescan { mid, error: &e });
                     return;
                 }
             }
@@ -229,22 +227,25 @@ pub async fn send_to_manager(
     };
     let mid = env.mid;
     for h in &holds {
-        shared.log.info(format!(
-            "{} (centralized)",
-            pvo_quarantine::logline::quarantined(mid, &h.quarantine, &h.reason)
-        ));
+        shared
+            .log
+            .emit(crate::events::Event::QuarantinedCentralized {
+                mid,
+                quarantine: &h.quarantine,
+                reason: &h.reason,
+            });
     }
     if outbreak {
         if let Err(e) = keep_outbreak_copy(shared, &env, &body) {
-            shared.log.warning(format!(
-                "MID {mid} no local copy kept for outbreak rescans: {e:#}"
-            ));
+            shared
+                .log
+                .emit(crate::events::Event::OutbreakCopyNotKept { mid, error: &e });
         }
     }
-    shared.log.info(format!(
-        "MID {mid} queued for the Centralized Policy Quarantine ({})",
-        crate::config::CPQ_HOST
-    ));
+    shared.log.emit(crate::events::Event::QueuedForCpq {
+        mid,
+        host: crate::config::CPQ_HOST,
+    });
     shared.queue.enqueue(env, Some(body));
 }
 
@@ -276,13 +277,14 @@ pub async fn receive_release(
         return "451 4.3.0 this gateway cannot take releases now".into();
     };
     if ledger.contains(&rec.release_id) {
-        shared.log.info(format!(
-            "ICID {icid} release {} of MID {} already received; not delivered again",
-            rec.release_id, rec.gateway_mid
-        ));
+        shared.log.emit(crate::events::Event::ReleaseRepeated {
+            icid,
+            release: &rec.release_id,
+            mid: rec.gateway_mid,
+        });
         shared
             .log
-            .info(format!("Message finished MID {rx_mid} done"));
+            .emit(crate::events::Event::Finished { mid: rx_mid });
         return format!("250 2.0.0 Ok: release {} already received", rec.release_id);
     }
     let actions = crate::cpq::records::early_release(&rec.actions);
@@ -310,10 +312,11 @@ pub async fn receive_release(
     env.size = bytes.len() as u64;
     let new_mid = env.mid;
     if let Err(e) = ledger.record_pending(&rec.release_id, new_mid).await {
-        shared.log.critical(format!(
-            "ICID {icid} release {} could not be recorded as pending in the release ledger: {e}",
-            rec.release_id
-        ));
+        shared.log.emit(crate::events::Event::ReleaseNotPending {
+            icid,
+            release: &rec.release_id,
+            error: &e,
+        });
         return "451 4.3.0 Error: queue file write error".into();
     }
     let spooled = shared.spool_message(&env, bytes).await;
@@ -337,23 +340,28 @@ pub async fn receive_release(
                 .map(|q| format!("\"{q}\""))
                 .collect::<Vec<_>>()
                 .join(", ");
-            shared.log.info(format!(
-                "MID {new_mid} ICID {icid} released from the Centralized Policy Quarantine ({by}) by the manager {peer}: original MID {} release {}",
-                rec.gateway_mid, rec.release_id
-            ));
-            shared.log.info(format!(
-                "MID {} rewritten to MID {new_mid} by the Centralized Policy Quarantine",
-                rec.gateway_mid
-            ));
+            shared.log.emit(crate::events::Event::ReleaseReceived {
+                mid: new_mid,
+                icid,
+                by: &by,
+                peer: &peer,
+                original: rec.gateway_mid,
+                release: &rec.release_id,
+            });
+            shared.log.emit(crate::events::Event::RewrittenCentralized {
+                mid: rec.gateway_mid,
+                new_mid,
+            });
             // The MID of the CPQ reception itself is done: the message goes on as `new_mid`.
             shared
                 .log
-                .info(format!("Message finished MID {rx_mid} done"));
+                .emit(crate::events::Event::Finished { mid: rx_mid });
             if let Err(e) = ledger.record(&rec.release_id).await {
-                shared.log.warning(format!(
-                    "MID {new_mid} release {} could not be recorded ({e}); a repeat of it would be delivered again",
-                    rec.release_id
-                ));
+                shared.log.emit(crate::events::Event::ReleaseUnrecorded {
+                    mid: new_mid,
+                    release: &rec.release_id,
+                    error: &e,
+                });
             }
             if rescan {
                 crate::scanning::pipeline::submit_for_rescan(shared, env, body);
@@ -367,10 +375,11 @@ pub async fn receive_release(
             pvo_proto::cpq::accepted_reply(new_mid)
         }
         Err(e) => {
-            shared.log.critical(format!(
-                "ICID {icid} release {} could not be spooled: spool: {e}",
-                rec.release_id
-            ));
+            shared.log.emit(crate::events::Event::ReleaseNotSpooled {
+                icid,
+                release: &rec.release_id,
+                error: &e,
+            });
             "451 4.3.0 Error: queue file write error".into()
         }
     }
@@ -451,9 +460,9 @@ pub async fn rescan_outbreak_copies(
             let mut still = kept;
             for ((mid, _), reply) in clean.iter().zip(replies) {
                 if reply.starts_with("250") {
-                    shared.log.info(format!(
-                        "MID {mid} rescanned clean: the manager releases it from the Outbreak quarantine (rescan)"
-                    ));
+                    shared
+                        .log
+                        .emit(crate::events::Event::RescannedClean { mid: *mid });
                     released.push(*mid);
                     let base = outbreak_dir(shared).join(mid.to_string());
                     let _ = std::fs::remove_file(base.with_extension("eml"));
@@ -466,10 +475,10 @@ pub async fn rescan_outbreak_copies(
             (scanned, released, still, None)
         }
         Err(e) => {
-            shared.log.warning(format!(
-                "Outbreak rescan: {} messages are clean now but the manager could not be told: {e}; they are tried again at the next outbreakupdate",
-                clean.len()
-            ));
+            shared.log.emit(crate::events::Event::RescanNotTold {
+                clean: clean.len(),
+                error: &e,
+            });
             (scanned, Vec::new(), kept + clean.len(), Some(e))
         }
     }

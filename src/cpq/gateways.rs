@@ -326,9 +326,10 @@ fn spawn_check(shared: &Arc<Shared>, id: &str) {
                 Err(e) => {
                     let text = format!("{e:#}");
                     if c.error.as_deref() != Some(text.as_str()) {
-                        shared.log.warning(format!(
-                            "Gateway {id}: status check over SSH failed: {text}"
-                        ));
+                        shared.log.emit(crate::events::Event::GatewayStatusFailed {
+                            gateway: &id,
+                            why: &text,
+                        });
                     }
                     c.error = Some(text);
                 }

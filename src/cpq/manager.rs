@@ -146,16 +146,21 @@ pub async fn receive_transfer(
         Ok(ins) if ins.created => {
             shared.cpq.stats.received(&rec.gateway_id);
             let log = &shared.log;
-            log.info(format!(
-                "MID {mid} ICID {icid} From: <{}> {len} bytes from gateway {} MID {} (transfer {})",
-                rec.sender, rec.gateway_id, rec.gateway_mid, rec.transfer_id
-            ));
+            log.emit(crate::events::Event::TransferReceived {
+                mid,
+                icid,
+                sender: &rec.sender,
+                bytes: len,
+                gateway: &rec.gateway_id,
+                gateway_mid: rec.gateway_mid,
+                transfer: &rec.transfer_id,
+            });
             for h in &ins.held_in {
-                log.info(pvo_quarantine::logline::quarantined(
+                log.emit(crate::events::Event::Quarantined {
                     mid,
-                    &h.quarantine,
-                    &h.reason,
-                ));
+                    quarantine: &h.quarantine,
+                    reason: &h.reason,
+                });
             }
             pvo_proto::cpq::accepted_reply(mid)
         }
@@ -169,17 +174,21 @@ pub async fn receive_transfer(
                 .await
                 .map(|i| manager_mid(&i))
                 .unwrap_or(id);
-            shared.log.info(format!(
-                "ICID {icid} transfer {} from gateway {} already stored as MID {first}",
-                rec.transfer_id, rec.gateway_id
-            ));
+            shared.log.emit(crate::events::Event::TransferRepeated {
+                icid,
+                transfer: &rec.transfer_id,
+                gateway: &rec.gateway_id,
+                mid: first,
+            });
             pvo_proto::cpq::accepted_reply(first)
         }
         Err(e) => {
-            shared.log.critical(format!(
-                "ICID {icid} transfer {} from gateway {} could not be stored: {e}",
-                rec.transfer_id, rec.gateway_id
-            ));
+            shared.log.emit(crate::events::Event::TransferNotStored {
+                icid,
+                transfer: &rec.transfer_id,
+                gateway: &rec.gateway_id,
+                error: &e,
+            });
             "451 4.3.0 Error: the central quarantine could not store the message".into()
         }
     }
@@ -209,10 +218,11 @@ pub async fn control(shared: &Arc<Shared>, rec: ControlRecord, icid: u64) -> Str
             Ok(()) => "250 2.0.0 ready".to_string(),
             Err(why) => format!("550 5.7.1 not ready: {why}"),
         };
-        shared.log.info(format!(
-            "ICID {icid} enable preflight of gateway {}: {answer}",
-            rec.gateway_id
-        ));
+        shared.log.emit(crate::events::Event::Preflight {
+            icid,
+            gateway: &rec.gateway_id,
+            answer: &answer,
+        });
         return answer;
     }
     let key = format!("{}:{}", rec.gateway_id, rec.transfer_id);
@@ -249,15 +259,12 @@ pub async fn control(shared: &Arc<Shared>, rec: ControlRecord, icid: u64) -> Str
         .await;
     match result {
         Ok(Some(report)) => {
-            shared.log.info(format!(
-                "ICID {icid} control {} for gateway {} MID {} carried out",
-                match action {
-                    ControlAction::Release => "release",
-                    ControlAction::Expire | ControlAction::Ready => "expire",
-                },
-                gateway,
-                report.gateway_mid
-            ));
+            shared.log.emit(crate::events::Event::ControlDone {
+                icid,
+                release: action == ControlAction::Release,
+                gateway: &gateway,
+                mid: report.gateway_mid,
+            });
             let reports =
                 crate::scanning::local_quarantine::with_node_mids(shared, vec![report]).await;
             crate::scanning::local_quarantine::handle_reports(shared, reports).await;
@@ -271,7 +278,7 @@ pub async fn control(shared: &Arc<Shared>, rec: ControlRecord, icid: u64) -> Str
         Err(e) => {
             shared
                 .log
-                .critical(format!("ICID {icid} control could not be carried out: {e}"));
+                .emit(crate::events::Event::ControlFailed { icid, error: &e });
             "451 4.3.0 the central quarantine could not carry out the control".into()
         }
     }
@@ -330,13 +337,13 @@ pub async fn queue_release(
         .spool_message(&env, raw)
         .await
         .map_err(|e| anyhow::anyhow!("spool: {e}"))?;
-    shared.log.info(format!(
-        "MID {mid} released MID {} of gateway {} (gateway MID {}) queued to {}",
-        manager_mid(info),
-        info.gateway,
-        info.gateway_mid,
-        crate::config::CPQ_RELEASE_HOST
-    ));
+    shared.log.emit(crate::events::Event::ReleaseQueued {
+        mid,
+        manager_mid: manager_mid(info),
+        gateway: &info.gateway,
+        gateway_mid: info.gateway_mid,
+        host: crate::config::CPQ_RELEASE_HOST,
+    });
     shared.cpq.stats.release_queued(mid, &info.gateway);
     shared.queue.enqueue(Arc::new(env), Some(body));
     Ok(mid)
@@ -371,9 +378,9 @@ pub async fn release_batch(
                     (mid, msg_id, info.gateway.clone(), r)
                 }));
             }
-            Err(e) => shared.log.critical(format!(
-                "MID {mid} released but cannot be read from the quarantine: {e}"
-            )),
+            Err(e) => shared
+                .log
+                .emit(crate::events::Event::ReleasedUnreadable { mid, error: &e }),
         }
     }
     let mut done = Vec::new();
@@ -387,9 +394,13 @@ pub async fn release_batch(
                 done.push((mid, new_mid));
                 confirm.push((msg_id, new_mid.to_string()));
             }
-            Err(e) => shared.log.critical(format!(
-                "MID {mid} released but could not be queued to gateway {gateway}: {e:#}; it is handed over again at the next start"
-            )),
+            Err(e) => shared
+                .log
+                .emit(crate::events::Event::ReleaseNotQueuedToGateway {
+                    mid,
+                    gateway: &gateway,
+                    error: &e,
+                }),
         }
     }
     if !confirm.is_empty() {
@@ -399,9 +410,9 @@ pub async fn release_batch(
             .with(move |s| s.confirm_deliveries(&confirm, now))
             .await;
         if let Err(e) = r {
-            shared.log.warning(format!(
-                "released messages queued to their gateways but the store could not record it: {e}"
-            ));
+            shared
+                .log
+                .emit(crate::events::Event::ReleasesUnrecorded { error: &e });
         }
     }
     done

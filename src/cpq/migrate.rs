@@ -120,9 +120,9 @@ pub fn start(shared: &Arc<Shared>) {
         match held {
             Ok(0) if !unfinished => {}
             Ok(_) => run(&shared).await,
-            Err(e) => shared.log.critical(format!(
-                "Migration of local quarantines to the manager: cannot read the local store: {e}"
-            )),
+            Err(e) => shared
+                .log
+                .emit(crate::events::Event::MigrationUnreadable { error: &e }),
         }
         shared.cpq.migration.running.store(false, Ordering::SeqCst);
     });
@@ -162,9 +162,9 @@ fn set(shared: &Shared, f: impl FnOnce(&mut Progress)) {
 }
 
 fn error(shared: &Shared, text: String) {
-    shared.log.warning(format!(
-        "Migration of local quarantines to the manager: {text}"
-    ));
+    shared
+        .log
+        .emit(crate::events::Event::MigrationError { why: &text });
     set(shared, |p| p.last_error = Some(text));
 }
 
@@ -206,14 +206,14 @@ async fn run(shared: &Arc<Shared>) {
         }
     });
     if resumed.is_some() {
-        shared.log.info(format!(
-            "Migration of local quarantines to the manager resumed: {done} of {} messages migrated",
-            held + done
-        ));
+        shared.log.emit(crate::events::Event::MigrationResumed {
+            done,
+            total: held + done,
+        });
     } else {
-        shared.log.info(format!(
-            "Migration of local quarantines to the manager started: {held} messages"
-        ));
+        shared
+            .log
+            .emit(crate::events::Event::MigrationStarted { messages: held });
     }
 
     // The copies spooled by this run, until the manager has taken them. After a restart,
@@ -278,10 +278,9 @@ async fn run(shared: &Arc<Shared>) {
         p.last_error = None;
     });
     let p = progress(shared);
-    shared.log.info(format!(
-        "Migration of local quarantines to the manager finished: {} messages",
-        p.migrated
-    ));
+    shared.log.emit(crate::events::Event::MigrationFinished {
+        messages: p.migrated,
+    });
     notify(shared, &p).await;
 }
 
@@ -439,10 +438,11 @@ async fn migrate_batch(shared: &Arc<Shared>, ids: Vec<MsgId>, copies: &mut HashS
         let (orig, new) = (info.gateway_mid, env.mid);
         if !marked {
             shared.spool.finish(new);
-            shared.log.info(format!(
-                "MID {orig} left the local quarantines meanwhile: not migrated (copy MID {new} dropped)"
-            ));
-            shared.log.info(format!("Message finished MID {new} done"));
+            shared.log.emit(crate::events::Event::MigrationLeft {
+                mid: orig,
+                copy: new,
+            });
+            shared.log.emit(crate::events::Event::Finished { mid: new });
             continue;
         }
         let held: Vec<&str> = info
@@ -451,25 +451,22 @@ async fn migrate_batch(shared: &Arc<Shared>, ids: Vec<MsgId>, copies: &mut HashS
             .filter(|m| m.state == MembershipState::Held)
             .map(|m| m.quarantine.as_str())
             .collect();
-        let names = held
-            .iter()
-            .map(|q| format!("\"{q}\""))
-            .collect::<Vec<_>>()
-            .join(", ");
-        shared.log.info(format!(
-            "MID {orig} migrating from quarantine{} {names} to the Centralized Policy Quarantine as MID {new} (transfer {})",
-            if held.len() > 1 { "s" } else { "" },
-            transfer_id(&env)
-        ));
+        shared.log.emit(crate::events::Event::Migrating {
+            mid: orig,
+            quarantines: &held,
+            copy: new,
+            transfer: &transfer_id(&env),
+        });
         if held.iter().any(|q| q.eq_ignore_ascii_case("Outbreak")) {
             // Kept under the original MID, which the manager knows it by, for rescans
             // after outbreak rule updates.
             let mut keep = env.clone();
             keep.mid = orig;
             if let Err(e) = crate::cpq::gateway::keep_outbreak_copy(shared, &keep, &body) {
-                shared.log.warning(format!(
-                    "MID {orig} no local copy kept for outbreak rescans: {e:#}"
-                ));
+                shared.log.emit(crate::events::Event::OutbreakCopyNotKept {
+                    mid: orig,
+                    error: &e,
+                });
             }
         }
         copies.insert(new);
@@ -545,12 +542,12 @@ async fn notify(shared: &Arc<Shared>, p: &Progress) {
         cpq: None,
     };
     match shared.inject(&env, text, true).await {
-        Ok(mid) => shared.log.info(format!(
-            "MID {mid} was generated as a notification: migration of local quarantines to the manager finished"
-        )),
-        Err(e) => shared.log.critical(format!(
-            "The notification that the migration finished could not be spooled: {e:#}"
-        )),
+        Ok(mid) => shared
+            .log
+            .emit(crate::events::Event::MigrationNotified { mid }),
+        Err(e) => shared
+            .log
+            .emit(crate::events::Event::MigrationNotificationFailed { error: &e }),
     }
 }
 

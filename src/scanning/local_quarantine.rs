@@ -80,7 +80,7 @@ pub fn start(shared: &Arc<Shared>) {
             }
             Err(e) => shared
                 .log
-                .critical(format!("Quarantine: cannot list interrupted releases: {e}")),
+                .emit(crate::events::Event::InterruptedReleasesUnlisted { error: &e }),
         }
         loop {
             // While the local quarantines migrate to the manager, their exits are the
@@ -98,7 +98,7 @@ pub fn start(shared: &Arc<Shared>) {
                 }
                 Err(e) => shared
                     .log
-                    .critical(format!("Quarantine: the retention sweep failed: {e}")),
+                    .emit(crate::events::Event::SweepFailed { error: &e }),
             }
             tokio::time::sleep(SWEEP_EVERY).await;
         }
@@ -144,8 +144,8 @@ pub async fn handle_reports(shared: &Arc<Shared>, reports: Vec<ActionReport>) ->
     let mut delivered = Vec::new();
     let mut pending = Vec::new();
     for r in reports {
-        for line in r.log_lines(r.gateway_mid) {
-            shared.log.info(line);
+        for e in crate::events::report_events(r.gateway_mid, &r) {
+            shared.log.emit(e);
         }
         if let Outcome::Deliver {
             msg_id,
@@ -201,9 +201,10 @@ async fn deliver_released(
     let (info, raw) = match loaded {
         Ok(x) => x,
         Err(e) => {
-            shared.log.critical(format!(
-                "MID {old_mid} released but cannot be read from the quarantine: {e}"
-            ));
+            shared.log.emit(crate::events::Event::ReleasedUnreadable {
+                mid: old_mid,
+                error: &e,
+            });
             return None;
         }
     };
@@ -216,12 +217,23 @@ async fn deliver_released(
                     .with(move |s| s.confirm_delivery(msg_id, &new_mid.to_string(), now()))
                     .await;
                 if let Err(e) = r {
-                    shared.log.warning(format!("MID {new_mid} queued to the gateway but the store could not record it: {e}"));
+                    shared
+                        .log
+                        .emit(crate::events::Event::QueuedToGatewayUnrecorded {
+                            mid: new_mid,
+                            error: &e,
+                        });
                 }
                 Some(new_mid)
             }
             Err(e) => {
-                shared.log.critical(format!("MID {} released but could not be queued to gateway {}: {e:#}; it is handed over again at the next start", crate::cpq::manager::manager_mid(&info), info.gateway));
+                shared
+                    .log
+                    .emit(crate::events::Event::ReleaseNotQueuedToGateway {
+                        mid: crate::cpq::manager::manager_mid(&info),
+                        gateway: &info.gateway,
+                        error: &e,
+                    });
                 None
             }
         };
@@ -276,19 +288,30 @@ async fn deliver_released(
     };
     match injected {
         Ok(new_mid) => {
-            shared.log.info(format!(
-                "MID {old_mid} rewritten to MID {new_mid} by {by} Quarantine"
-            ));
+            shared
+                .log
+                .emit(crate::events::Event::RewrittenByQuarantine {
+                    mid: old_mid,
+                    new_mid,
+                    quarantine: &by,
+                });
             let r = q
                 .with(move |s| s.confirm_delivery(msg_id, &new_mid.to_string(), now()))
                 .await;
             if let Err(e) = r {
-                shared.log.warning(format!("MID {old_mid} delivered as MID {new_mid} but the quarantine could not record it: {e}"));
+                shared.log.emit(crate::events::Event::DeliveredUnrecorded {
+                    mid: old_mid,
+                    new_mid,
+                    error: &e,
+                });
             }
             Some(new_mid)
         }
         Err(e) => {
-            shared.log.critical(format!("MID {old_mid} released but could not be queued: {e:#}; it is handed over again at the next start"));
+            shared.log.emit(crate::events::Event::ReleaseNotQueued {
+                mid: old_mid,
+                error: &e,
+            });
             None
         }
     }

@@ -200,11 +200,10 @@ impl OutbreakState {
         let persisted = match load_persisted(&dir) {
             Ok(p) => p,
             Err(e) => {
-                log.warning(format!(
-                    "Outbreak rules persisted in {} cannot be used: {e}; the configured rules are in force instead. To fix: load the rules again with `pvo outbreakupdate FILE` (it rewrites the copy), or remove {} to keep the configured rules",
-                    dir.display(),
-                    dir.display()
-                ));
+                log.emit(crate::events::Event::OutbreakCopyUnusable {
+                    dir: &dir,
+                    error: &e,
+                });
                 None
             }
         };
@@ -234,28 +233,20 @@ impl OutbreakState {
                 // Say so only when rules had been persisted (the configuration dropped
                 // its rules file since); a node that never had rules stays quiet.
                 if had_record {
-                    log.info(format!("No outbreak rules in force: {why}"));
+                    log.emit(crate::events::Event::NoOutbreakRules { why: &why });
                 }
                 None
             }
         };
         if let Some(f) = &in_force {
-            log.info(format!(
-                "Outbreak rules in force: version {} ({} rules) from {} ({}{}): {}",
-                f.rules.version(),
-                f.rules.len(),
-                f.source.display(),
-                f.origin.as_str(),
-                match &f.record {
-                    Some((r, copy)) => format!(
-                        " at {}, kept in {}",
-                        crate::mail_log::ctime(r.at),
-                        copy.display()
-                    ),
-                    None => String::new(),
-                },
-                f.why
-            ));
+            log.emit(crate::events::Event::OutbreakRulesInForce {
+                version: &f.rules.version(),
+                rules: f.rules.len(),
+                from: &f.source,
+                origin: f.origin.as_str(),
+                kept: f.record.as_ref().map(|(r, copy)| (r.at, copy.as_path())),
+                why: &f.why,
+            });
         }
         Ok(OutbreakState {
             dir,
@@ -398,21 +389,21 @@ impl OutbreakState {
                 });
                 self.persist_and_put(loaded, &path, Origin::Configuration, configured, now, true)
                     .map(|f| {
-                        log.info(format!(
-                            "Outbreak rules in force: version {version} ({} rules) from {} (configuration), kept in {}: the configuration's rules file changed",
-                            f.rules.len(),
-                            path.display(),
-                            f.record.as_ref().map(|(_, c)| c.display().to_string()).unwrap_or_default()
-                        ));
+                        log.emit(crate::events::Event::OutbreakRulesChanged {
+                            version: &version,
+                            rules: f.rules.len(),
+                            from: &path,
+                            kept: f.record.as_ref().map(|(_, c)| c.as_path()),
+                        });
                     })
             }
             Commit::NoneNamed => self.configuration_names_none(),
         };
         if let Err(e) = result {
-            log.warning(format!(
-                "Outbreak rules: {e}; the rules in force are not recorded in {}, so a restart may put other rules in force. To fix: free space or fix permissions there, then run `pvo outbreakupdate FILE`",
-                self.dir.display()
-            ));
+            log.emit(crate::events::Event::OutbreakRulesUnrecorded {
+                error: &e,
+                dir: &self.dir,
+            });
         }
     }
 }

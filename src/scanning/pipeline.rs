@@ -60,7 +60,11 @@ pub fn submit(shared: &Arc<Shared>, env: Arc<Envelope>, body: Arc<Vec<u8>>) {
         return;
     }
     let shared = shared.clone();
-    tokio::spawn(async move { run(shared, env, body, Stages::All).await });
+    let span = tracing::debug_span!("message", mid = env.mid);
+    tokio::spawn(tracing::Instrument::instrument(
+        run(shared, env, body, Stages::All),
+        span,
+    ));
 }
 
 /// Spools a message released from the Outbreak quarantine under a new MID and
@@ -88,12 +92,12 @@ pub async fn inject_for_rescan(
 /// once its id is recorded): logs it and rescans it with anti-virus.
 pub fn submit_for_rescan(shared: &Arc<Shared>, env: Envelope, body: Arc<Vec<u8>>) {
     let mid = env.mid;
-    shared.log.info(format!(
-        "MID {mid} ready {} bytes from <{}>",
-        body.len(),
-        env.sender
-    ));
-    shared.log.info(format!("MID {mid} queued for delivery"));
+    shared.log.emit(crate::events::Event::Ready {
+        mid,
+        bytes: body.len(),
+        sender: &env.sender,
+    });
+    shared.log.emit(crate::events::Event::Queued { mid });
     let env = Arc::new(env);
     if shared
         .scanner()
@@ -104,7 +108,11 @@ pub fn submit_for_rescan(shared: &Arc<Shared>, env: Envelope, body: Arc<Vec<u8>>
         shared.queue.enqueue(env, Some(body));
     } else {
         let shared = shared.clone();
-        tokio::spawn(async move { run(shared, env, body, Stages::AntivirusOnly).await });
+        let span = tracing::debug_span!("message", mid = env.mid);
+        tokio::spawn(tracing::Instrument::instrument(
+            run(shared, env, body, Stages::AntivirusOnly),
+            span,
+        ));
     }
 }
 
@@ -114,10 +122,10 @@ pub fn submit_recovered(shared: &Arc<Shared>, env: Arc<Envelope>) {
     tokio::spawn(async move {
         match shared.read_body(env.mid).await {
             Ok(body) => submit(&shared, env, Arc::new(body)),
-            Err(e) => shared.log.critical(format!(
-                "MID {} cannot be read from the spool for scanning: {e}",
-                env.mid
-            )),
+            Err(e) => shared.log.emit(crate::events::Event::ScanReadFailed {
+                mid: env.mid,
+                error: &e,
+            }),
         }
     });
 }
@@ -133,7 +141,11 @@ async fn run(shared: Arc<Shared>, env: Arc<Envelope>, body: Arc<Vec<u8>>, stages
                 return;
             }
             Err(e) => {
-                shared.log.warning(format!("MID {} scanning deferred: {e}; the message stays queued and is scanned again in {} s", env.mid, wait.as_secs()));
+                shared.log.emit(crate::events::Event::ScanDeferred {
+                    mid: env.mid,
+                    error: &e,
+                    retry_secs: wait.as_secs(),
+                });
                 tokio::time::sleep(wait).await;
                 wait = (wait * 2).min(RETRY_SCAN_MAX);
             }
@@ -203,32 +215,32 @@ async fn scan(
     };
     let mid = env.mid;
     let mut d = Decision::default();
-    shared.log.info(format!(
-        "MID {mid} matched all recipients for per-recipient policy {} in the {} table",
-        p.policy.name,
-        match p.policy.direction {
-            super::Direction::Incoming => "inbound",
-            super::Direction::Outgoing => "outbound",
-        }
-    ));
+    shared.log.emit(crate::events::Event::PolicyMatched {
+        mid,
+        policy: &p.policy.name,
+        outgoing: p.policy.direction == super::Direction::Outgoing,
+    });
 
     // 1. Anti-virus.
     if p.policy.antivirus {
         if let Some(clamd) = &scanner.clamd {
             let started = std::time::Instant::now();
             match clamd.scan(body).await {
-                Ok(VirusVerdict::Clean) => shared.log.info(format!("MID {mid} antivirus negative")),
+                Ok(VirusVerdict::Clean) => shared
+                    .log
+                    .emit(crate::events::Event::AntivirusNegative { mid }),
                 Ok(VirusVerdict::Infected(sig)) => {
-                    shared
-                        .log
-                        .info(format!("MID {mid} antivirus positive '{sig}'"));
+                    shared.log.emit(crate::events::Event::AntivirusPositive {
+                        mid,
+                        signature: &sig,
+                    });
                     let reason = Reason::new(ReasonKind::Virus, sig.clone());
                     d.apply_actions(&p.policy.on_virus, &reason, &json!({ "virus": sig }));
                 }
                 Ok(VirusVerdict::Unscannable(u)) => {
                     shared
                         .log
-                        .info(format!("MID {mid} antivirus unscannable: {u:?}"));
+                        .emit(crate::events::Event::AntivirusUnscannable { mid, what: &u });
                     let reason = Reason::new(ReasonKind::Virus, "unscannable");
                     d.apply_actions(
                         &p.policy.on_unscannable,
@@ -288,9 +300,10 @@ async fn scan(
     }
     match report.view {
         Err(u) => {
-            shared
-                .log
-                .info(format!("MID {mid} unscannable: {}", u.reason));
+            shared.log.emit(crate::events::Event::Unscannable {
+                mid,
+                why: &u.reason,
+            });
             let reason = Reason::new(ReasonKind::Other, "unscannable");
             d.apply_actions(
                 &p.policy.on_unscannable,
@@ -303,7 +316,9 @@ async fn scan(
             // too many entries, encrypted members) is unscannable too, never
             // clean; the other engines still run on what is visible.
             if let Some(problem) = report.archive_problem {
-                shared.log.info(format!("MID {mid} unscannable: {problem}"));
+                shared
+                    .log
+                    .emit(crate::events::Event::Unscannable { mid, why: &problem });
                 let reason = Reason::new(ReasonKind::Other, "unscannable");
                 d.apply_actions(
                     &p.policy.on_unscannable,
@@ -312,16 +327,21 @@ async fn scan(
                 );
             }
             for m in report.filters {
-                shared.log.info(format!(
-                    "MID {mid} Custom Log Entry: content filter '{}' matched",
-                    m.filter
-                ));
+                shared.log.emit(crate::events::Event::ContentFilterMatched {
+                    mid,
+                    filter: &m.filter,
+                });
                 let reason = Reason::new(ReasonKind::ContentFilter, m.filter.clone());
                 d.apply_actions(&m.actions, &reason, &json!({ "evidence": m.evidence }));
             }
             for r in report.dlp {
                 if let Some(sev) = r.severity {
-                    shared.log.info(format!("MID {mid} DLP violation. Severity: {sev:?} (Risk Factor: {}). DLP policy match: '{}'", r.total, r.policy));
+                    shared.log.emit(crate::events::Event::DlpViolation {
+                        mid,
+                        severity: &sev,
+                        risk: &r.total,
+                        policy: &r.policy,
+                    });
                     let reason = Reason::new(ReasonKind::Dlp, r.policy.clone());
                     d.apply_actions(&r.actions.clone(), &reason, &json!(r));
                 }
@@ -331,7 +351,11 @@ async fn scan(
                     if let Some(hold) = op.hold_for(&r) {
                         let level = r.level.map(|l| l.get()).unwrap_or(0);
                         let rule = r.rules.first().cloned().unwrap_or_default();
-                        shared.log.info(format!("MID {mid} Outbreak Filters: verdict positive, threat level {level}, rule {rule}"));
+                        shared.log.emit(crate::events::Event::OutbreakPositive {
+                            mid,
+                            level: &level,
+                            rule: &rule,
+                        });
                         d.holds.push(Hold {
                             quarantine: "Outbreak".into(),
                             reason: Reason::new(ReasonKind::Outbreak, rule),
@@ -341,7 +365,7 @@ async fn scan(
                     } else {
                         shared
                             .log
-                            .info(format!("MID {mid} Outbreak Filters: verdict negative"));
+                            .emit(crate::events::Event::OutbreakNegative { mid });
                     }
                 }
             }
@@ -413,12 +437,12 @@ async fn apply(shared: &Arc<Shared>, env: Arc<Envelope>, body: Arc<Vec<u8>>, d: 
         crate::bounce::spawn_notification(shared.clone(), env.clone(), addr.clone(), why.clone());
     }
     if let Some(by) = &d.drop_by {
-        shared.log.info(format!("MID {mid} dropped by {by}"));
+        shared.log.emit(crate::events::Event::Dropped { mid, by });
         finish(shared, mid);
         return;
     }
     if let Some(by) = &d.bounce_by {
-        shared.log.info(format!("MID {mid} bounced by {by}"));
+        shared.log.emit(crate::events::Event::BouncedBy { mid, by });
         if !env.sender.is_empty() {
             for rcpt in &env.recipients {
                 crate::bounce::spawn_dsn(
@@ -485,11 +509,11 @@ async fn apply(shared: &Arc<Shared>, env: Arc<Envelope>, body: Arc<Vec<u8>>, d: 
             Ok(ins) => {
                 if ins.created {
                     for h in &ins.held_in {
-                        shared.log.info(pvo_quarantine::logline::quarantined(
+                        shared.log.emit(crate::events::Event::Quarantined {
                             mid,
-                            &h.quarantine,
-                            &h.reason,
-                        ));
+                            quarantine: &h.quarantine,
+                            reason: &h.reason,
+                        });
                     }
                 }
                 finish(shared, mid);
@@ -499,7 +523,7 @@ async fn apply(shared: &Arc<Shared>, env: Arc<Envelope>, body: Arc<Vec<u8>>, d: 
                 // restart, never delivered unheld.
                 shared
                     .log
-                    .critical(format!("MID {mid} could not be quarantined: {e}"));
+                    .emit(crate::events::Event::QuarantineFailed { mid, error: &e });
             }
         }
         return;
@@ -513,14 +537,16 @@ async fn apply(shared: &Arc<Shared>, env: Arc<Envelope>, body: Arc<Vec<u8>>, d: 
             let by = d.rewritten_by.first().cloned().unwrap_or_default();
             match shared.inject(&env, new_body.as_ref().clone(), true).await {
                 Ok(new_mid) => {
-                    shared
-                        .log
-                        .info(format!("MID {mid} rewritten to MID {new_mid} by {by}"));
+                    shared.log.emit(crate::events::Event::Rewritten {
+                        mid,
+                        new_mid,
+                        by: &by,
+                    });
                     finish(shared, mid);
                 }
-                Err(e) => shared.log.critical(format!(
-                    "MID {mid} rewritten copy could not be spooled: {e:#}"
-                )),
+                Err(e) => shared
+                    .log
+                    .emit(crate::events::Event::RewrittenNotSpooled { mid, error: &e }),
             }
         }
     }
@@ -528,7 +554,7 @@ async fn apply(shared: &Arc<Shared>, env: Arc<Envelope>, body: Arc<Vec<u8>>, d: 
 
 fn finish(shared: &Shared, mid: u64) {
     shared.spool.finish(mid);
-    shared.log.info(format!("Message finished MID {mid} done"));
+    shared.log.emit(crate::events::Event::Finished { mid });
 }
 
 /// Applies header actions and attachment stripping to the raw message.

@@ -253,12 +253,17 @@ pub async fn accept_loop(shared: Arc<Shared>, name: String, sock: TcpListener) {
         let shared = shared.clone();
         let conc = conc.clone();
         let name = name.clone();
-        tokio::spawn(async move {
-            let cfg = shared.config();
-            if let Some(listener) = cfg.listeners.iter().position(|l| l.name == name) {
-                handle(shared, cfg, listener, stream, peer, &conc).await;
-            }
-        });
+        // One span per connection, carrying its ICID once it has one.
+        let span = tracing::debug_span!("connection", %peer, icid = tracing::field::Empty);
+        tokio::spawn(tracing::Instrument::instrument(
+            async move {
+                let cfg = shared.config();
+                if let Some(listener) = cfg.listeners.iter().position(|l| l.name == name) {
+                    handle(shared, cfg, listener, stream, peer, &conc).await;
+                }
+            },
+            span,
+        ));
     }
 }
 
@@ -273,35 +278,27 @@ async fn handle(
     let listener = &cfg.listeners[listener_idx];
     let iface = &cfg.interfaces[listener.interface];
     let icid = shared.ids.next(crate::ids::Kind::Icid);
-    shared
-        .counters
-        .connections_in
-        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    tracing::Span::current().record("icid", icid);
+    // `connections_in` is counted by the `New SMTP ICID` event below.
     shared
         .counters
         .connections_open
         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let _open = OpenGauge(&shared);
     let rdns = shared.resolver.reverse(peer.ip()).await;
-    let proto = if listener.kind == crate::config::ListenerType::Cpq {
-        "CPQ"
-    } else {
-        "SMTP"
-    };
-    shared.log.info(format!(
-        "New {proto} ICID {icid} interface {} ({}) address {} reverse dns host {} verified {}",
-        iface.name,
-        iface.address,
-        peer.ip(),
-        rdns.host.as_deref().unwrap_or("unknown"),
-        if rdns.verified { "yes" } else { "no" }
-    ));
+    shared.log.emit(crate::events::Event::Connection {
+        icid,
+        cpq: listener.kind == crate::config::ListenerType::Cpq,
+        interface: &iface.name,
+        interface_address: iface.address,
+        address: peer.ip(),
+        rdns_host: rdns.host.as_deref(),
+        verified: rdns.verified,
+    });
     let (entry, matched) = match hat_match(&listener.hat, peer.ip(), &rdns) {
         Some(x) => x,
         None => {
-            shared
-                .log
-                .info(format!("ICID {icid} REJECT SG None match none SBRS None"));
+            shared.log.emit(crate::events::Event::HatNoMatch { icid });
             let s = Session::new(
                 shared.clone(),
                 cfg.clone(),
@@ -312,20 +309,20 @@ async fn handle(
                 None,
             );
             s.run_rejected(Box::new(stream)).await;
-            shared.log.info(format!("ICID {icid} close"));
+            shared.log.emit(crate::events::Event::Close { icid });
             return;
         }
     };
     let policy = &cfg.policies[entry.policy];
-    shared.log.info(format!(
-        "ICID {icid} {} SG {} match {} SBRS None",
-        policy.behavior.as_str(),
-        entry.group,
-        matched
-    ));
+    shared.log.emit(crate::events::Event::HatMatch {
+        icid,
+        behavior: policy.behavior.as_str(),
+        group: &entry.group,
+        matched: &matched,
+    });
     if policy.behavior == crate::config::Behavior::Tcprefuse {
         drop(stream);
-        shared.log.info(format!("ICID {icid} close"));
+        shared.log.emit(crate::events::Event::Close { icid });
         return;
     }
     let limits = Limits::of(&cfg, policy);
@@ -368,7 +365,9 @@ async fn handle(
         )),
     };
     if let Some((why, reply)) = refusal {
-        shared.log.info(format!("ICID {icid} refused: {why}"));
+        shared
+            .log
+            .emit(crate::events::Event::Refused { icid, why: &why });
         session.run_refused(Box::new(stream), reply).await;
     } else if policy.behavior == crate::config::Behavior::Reject {
         session.run_rejected(Box::new(stream)).await;
@@ -379,7 +378,7 @@ async fn handle(
         session.run(Box::new(stream)).await;
     }
     drop(slot);
-    shared.log.info(format!("ICID {icid} close"));
+    shared.log.emit(crate::events::Event::Close { icid });
 }
 
 /// Decrements the open-connections gauge however the session ends.

@@ -246,14 +246,15 @@ impl Session {
             let left = allowed.saturating_sub(self.idle_since.elapsed());
             if left.is_zero() {
                 if high {
-                    self.shared.log.info(format!(
-                        "ICID {} idle for {} s while policy {} is under pressure ({} of {} connections)",
-                        self.icid,
-                        short.as_secs(),
-                        pressure.policy,
-                        pressure.open(),
-                        pressure.max
-                    ));
+                    self.shared
+                        .log
+                        .emit(crate::events::Event::IdleUnderPressure {
+                            icid: self.icid,
+                            idle_secs: short.as_secs(),
+                            policy: &pressure.policy,
+                            open: pressure.open(),
+                            max: pressure.max,
+                        });
                 }
                 self.pressure = Some(pressure);
                 return Err("command");
@@ -389,14 +390,12 @@ impl Session {
                                     .map(|d| d.to_vec());
                                 c.meta = None;
                             }
-                            let who = match &peer {
-                                Some(cn) if self.cpq.is_some() => format!(" peer {cn} verified"),
-                                _ => String::new(),
-                            };
-                            self.shared.log.info(format!(
-                                "ICID {} TLS success protocol {proto} cipher {cipher}{who}",
-                                self.icid
-                            ));
+                            self.shared.log.emit(crate::events::Event::TlsSuccess {
+                                icid: self.icid,
+                                protocol: &proto,
+                                cipher: &cipher,
+                                peer: peer.as_deref().filter(|_| self.cpq.is_some()),
+                            });
                             io = Box::new(tls);
                             self.tls = true;
                             self.helo = None;
@@ -422,17 +421,17 @@ impl Session {
                                 None => crate::cpq::gateways::refusal::TLS,
                             };
                             self.cpq_refused(reason, &format!("TLS failed: {why}"));
-                            self.shared
-                                .log
-                                .info(format!("ICID {} TLS failed: {why}", self.icid));
+                            self.shared.log.emit(crate::events::Event::TlsFailed {
+                                icid: self.icid,
+                                why: &why,
+                            });
                             self.abort_transaction("TLS failed");
                             return;
                         }
                         Err(_) => {
-                            self.shared.log.info(format!(
-                                "ICID {} TLS failed: handshake timed out",
-                                self.icid
-                            ));
+                            self.shared
+                                .log
+                                .emit(crate::events::Event::TlsTimeout { icid: self.icid });
                             self.abort_transaction("TLS failed");
                             return;
                         }
@@ -466,9 +465,10 @@ impl Session {
                 Err(which) => {
                     self.reply(&format!("421 4.4.2 {host} Error: {which} timeout exceeded"));
                     let _ = self.flush(&mut io).await;
-                    self.shared
-                        .log
-                        .info(format!("ICID {} {which} timeout", self.icid));
+                    self.shared.log.emit(crate::events::Event::Timeout {
+                        icid: self.icid,
+                        which,
+                    });
                     break;
                 }
             }
@@ -483,10 +483,9 @@ impl Session {
         self.bad_commands += 1;
         if self.bad_commands >= self.cfg.limits.max_bad_commands {
             self.reply("421 Exceeded bad SMTP command limit, disconnecting.");
-            self.shared.log.info(format!(
-                "ICID {} Exceeded bad SMTP command limit",
-                self.icid
-            ));
+            self.shared
+                .log
+                .emit(crate::events::Event::BadCommandLimit { icid: self.icid });
             return true;
         }
         false
@@ -496,7 +495,7 @@ impl Session {
         if let Some(tx) = self.tx.take() {
             self.shared
                 .log
-                .info(format!("Message aborted MID {} {why}", tx.mid));
+                .emit(crate::events::Event::Aborted { mid: tx.mid, why });
         }
     }
 
@@ -504,10 +503,10 @@ impl Session {
         self.commands += 1;
         if self.commands > self.cfg.limits.max_commands_per_session {
             self.reply("421 4.7.0 Too many commands in this session, closing connection");
-            self.shared.log.info(format!(
-                "ICID {} Exceeded the command limit of {}",
-                self.icid, self.cfg.limits.max_commands_per_session
-            ));
+            self.shared.log.emit(crate::events::Event::CommandLimit {
+                icid: self.icid,
+                limit: self.cfg.limits.max_commands_per_session as u64,
+            });
             return Flow::Close;
         }
         if self.cpq.is_some() {
@@ -545,12 +544,12 @@ impl Session {
                         Some(tx),
                     ) = (&e, &self.tx)
                     {
-                        self.shared.log.info(format!(
-                            "MID {} ICID {} RID {} Rejected: {e}",
-                            tx.mid,
-                            self.icid,
-                            tx.rcpts.len()
-                        ));
+                        self.shared.log.emit(crate::events::Event::RcptRejected {
+                            mid: tx.mid,
+                            icid: self.icid,
+                            rid: tx.rcpts.len(),
+                            error: &e,
+                        });
                     }
                     self.reply(&e.reply());
                     if self.bad_command() {
@@ -744,10 +743,12 @@ impl Session {
             _ => None,
         };
         if let Some(r) = verdict {
-            self.shared.log.info(format!(
-                "ICID {} certificate no longer accepted: {r}",
-                self.icid
-            ));
+            self.shared
+                .log
+                .emit(crate::events::Event::CertificateNoLongerAccepted {
+                    icid: self.icid,
+                    why: &r,
+                });
             self.cpq_refused(r.reason, &format!("certificate no longer accepted: {r}"));
             self.reply("421 4.7.0 Error: this certificate is no longer accepted, closing");
             return Flow::Close;
@@ -770,10 +771,13 @@ impl Session {
         match (cmd, c.role) {
             (CpqCommand::Meta(MetaRecord::Transfer(t)), Role::Manager) => {
                 if t.gateway_id != peer {
-                    self.shared.log.info(format!(
-                        "ICID {} XPVO-META refused: gateway id {} is not the certificate's {peer}",
-                        self.icid, t.gateway_id
-                    ));
+                    self.shared
+                        .log
+                        .emit(crate::events::Event::MetaRefusedIdMismatch {
+                            icid: self.icid,
+                            gateway: &t.gateway_id,
+                            peer: &peer,
+                        });
                     self.cpq_refused(
                         crate::cpq::gateways::refusal::ID_MISMATCH,
                         &format!(
@@ -788,10 +792,12 @@ impl Session {
                     .as_ref()
                     .is_some_and(|x| x.gateways.iter().any(|g| g.id == t.gateway_id))
                 {
-                    self.shared.log.info(format!(
-                        "ICID {} XPVO-META refused: gateway {} is not enrolled",
-                        self.icid, t.gateway_id
-                    ));
+                    self.shared
+                        .log
+                        .emit(crate::events::Event::MetaRefusedNotEnrolled {
+                            icid: self.icid,
+                            gateway: &t.gateway_id,
+                        });
                     self.cpq_refused(
                         crate::cpq::gateways::refusal::NOT_ENROLLED,
                         &format!("gateway {} is not added to this manager", t.gateway_id),
@@ -804,10 +810,14 @@ impl Session {
             }
             (CpqCommand::Meta(MetaRecord::Release(r)), Role::Gateway) => {
                 if r.gateway_id != own_id {
-                    self.shared.log.info(format!(
-                        "ICID {} XPVO-META refused: release {} is for gateway {}, this is {own_id}",
-                        self.icid, r.release_id, r.gateway_id
-                    ));
+                    self.shared
+                        .log
+                        .emit(crate::events::Event::MetaRefusedOtherGateway {
+                            icid: self.icid,
+                            release: &r.release_id,
+                            gateway: &r.gateway_id,
+                            own: &own_id,
+                        });
                     self.reply("550 5.7.1 this release is meant for another gateway");
                 } else {
                     self.cpq.as_mut().unwrap().meta = Some(MetaRecord::Release(r));
@@ -875,11 +885,15 @@ impl Session {
         }
         let mid = self.shared.ids.next(Kind::Mid);
         let icid = self.icid;
-        self.shared.log.info(format!("Start MID {mid} ICID {icid}"));
-        let wire = sender.as_ref().map(Mailbox::wire).unwrap_or_default();
         self.shared
             .log
-            .info(format!("MID {mid} ICID {icid} From: <{wire}>"));
+            .emit(crate::events::Event::Start { mid, icid });
+        let wire = sender.as_ref().map(Mailbox::wire).unwrap_or_default();
+        self.shared.log.emit(crate::events::Event::From {
+            mid,
+            icid,
+            sender: &wire,
+        });
         self.tx = Some(Transaction {
             mid,
             sender: sender.map(|m| m.to_string()).unwrap_or_default(),
@@ -904,31 +918,34 @@ impl Session {
         let address = mailbox.wire();
         if !relay {
             if mailbox.has_routing() {
-                self.shared.log.info(format!("MID {mid} ICID {icid} To: <{address}> Rejected by RAT (sender-specified routing)"));
                 self.shared
-                    .counters
-                    .rejected_recipients
-                    .fetch_add(1, Ordering::Relaxed);
+                    .log
+                    .emit(crate::events::Event::RatRejectedRouting {
+                        mid,
+                        icid,
+                        address: &address,
+                    });
                 self.reply(
                     "550 5.7.1 Recipient address rejected: sender-specified routing is not allowed",
                 );
                 return Flow::Continue;
             }
             if !super::rat_accepts(&self.cfg, self.listener, &mailbox) {
-                self.shared.log.info(format!(
-                    "MID {mid} ICID {icid} To: <{address}> Rejected by RAT"
-                ));
-                self.shared
-                    .counters
-                    .rejected_recipients
-                    .fetch_add(1, Ordering::Relaxed);
+                self.shared.log.emit(crate::events::Event::RatRejected {
+                    mid,
+                    icid,
+                    address: &address,
+                });
                 self.reply("550 5.7.1 Recipient address rejected: relaying denied");
                 return Flow::Continue;
             }
         }
-        self.shared
-            .log
-            .info(format!("MID {mid} ICID {icid} RID {rid} To: <{address}>"));
+        self.shared.log.emit(crate::events::Event::To {
+            mid,
+            icid,
+            rid,
+            address: &address,
+        });
         self.tx.as_mut().unwrap().rcpts.push(mailbox.to_string());
         self.reply("250 2.1.5 Recipient ok");
         Flow::Continue
@@ -974,9 +991,11 @@ impl Session {
         let tx = self.tx.take().expect("DATA only with a transaction");
         let (mid, icid) = (tx.mid, self.icid);
         if dec.size_exceeded() {
-            self.shared.log.info(format!(
-                "MID {mid} ICID {icid} Message aborted: size exceeds {max} bytes"
-            ));
+            self.shared.log.emit(crate::events::Event::SizeExceeded {
+                mid,
+                icid,
+                max: max as u64,
+            });
             self.reply(&format!(
                 "552 5.3.4 Message size exceeds fixed limit of {max} bytes"
             ));
@@ -985,18 +1004,20 @@ impl Session {
         if dec.nul_bytes() > 0 {
             // RFC 5321 (and 8BITMIME) allow no NUL; a receiver that drops them
             // would read `\r\n\0.\r\n` as an end of data. Refused, never stored.
-            self.shared.log.info(format!(
-                "MID {mid} ICID {icid} Message aborted: {} NUL characters in the message",
-                dec.nul_bytes()
-            ));
+            self.shared.log.emit(crate::events::Event::NulRefused {
+                mid,
+                icid,
+                nuls: dec.nul_bytes() as usize,
+            });
             self.reply("554 5.6.0 Message contains NUL characters, which SMTP does not allow");
             return Ok(self.flush(io).await.is_ok());
         }
         if dec.bare_line_endings() > 0 {
-            self.shared.log.info(format!(
-                "MID {mid} ICID {icid} {} bare CR or LF normalized to CRLF",
-                dec.bare_line_endings()
-            ));
+            self.shared.log.emit(crate::events::Event::BareLineEndings {
+                mid,
+                icid,
+                count: dec.bare_line_endings() as usize,
+            });
         }
         if let Some(meta) = self.cpq.as_mut().and_then(|c| c.meta.take()) {
             if self.flush(io).await.is_err() {
@@ -1065,16 +1086,14 @@ impl Session {
         match self.shared.spool_message(&env, stored).await {
             Ok(body) => {
                 self.messages += 1;
-                let c = &self.shared.counters;
-                c.messages_received.fetch_add(1, Ordering::Relaxed);
-                c.recipients_received
-                    .fetch_add(env.recipients.len() as u64, Ordering::Relaxed);
-                self.shared
-                    .log
-                    .info(format!("MID {mid} ready {len} bytes from <{}>", env.sender));
-                self.shared
-                    .log
-                    .info(format!("MID {mid} queued for delivery"));
+                // Counted as received (messages and recipients) by the event.
+                self.shared.log.emit(crate::events::Event::Received {
+                    mid,
+                    bytes: len,
+                    sender: &env.sender,
+                    recipients: env.recipients.len(),
+                });
+                self.shared.log.emit(crate::events::Event::Queued { mid });
                 crate::scanning::pipeline::submit(&self.shared, Arc::new(env), body);
                 self.reply(&format!("250 2.0.0 Ok: Message {mid} accepted"));
             }
@@ -1084,9 +1103,13 @@ impl Session {
                     .map(ToString::to_string)
                     .collect::<Vec<_>>()
                     .join(": ");
-                self.shared.log.critical(format!(
-                    "MID {mid} ICID {icid} could not be written to the spool: {why}"
-                ));
+                self.shared
+                    .log
+                    .emit(crate::events::Event::SpoolWriteFailed {
+                        mid,
+                        icid,
+                        why: &why,
+                    });
                 if e.is_no_space() {
                     self.reply("452 4.3.1 Insufficient system storage");
                 } else {
