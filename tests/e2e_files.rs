@@ -44,23 +44,6 @@ fn keygen(dir: &Path) -> (PathBuf, String) {
     (path, public.trim().to_string())
 }
 
-/// The port of `SSH listening on IP:PORT` that the node printed.
-fn ssh_port(node: &Node) -> u16 {
-    let log = node.dir().join("node.stdout.log");
-    wait_until(
-        std::time::Duration::from_secs(60),
-        || {
-            std::fs::read_to_string(&log).ok().and_then(|t| {
-                t.lines()
-                    .find_map(|l| l.strip_prefix("SSH listening on "))
-                    .and_then(|a| a.trim().parse::<std::net::SocketAddr>().ok())
-                    .map(|a| a.port())
-            })
-        },
-        || format!("no `SSH listening on` line in {}", log.display()),
-    )
-}
-
 /// `ssh admin@127.0.0.1 -p PORT COMMAND` with the key, no user configuration.
 fn ssh(port: u16, key: &Path, command: &str) -> Output {
     Command::new("ssh")
