@@ -138,11 +138,16 @@ pub fn parse_json(text: &str) -> Value {
 }
 
 /// `pvo --dir DATA_DIR ARGS --json`; panics (with stdout and stderr) unless it succeeds;
-/// the JSON it printed on stdout.
+/// the JSON it printed on stdout (the whole `{ok, data, text}` answer).
 pub fn pvo_json(node: &Node, args: &[&str]) -> Value {
+    pvo_json_in(&node.data_dir(), args)
+}
+
+/// [`pvo_json`] for a data directory without a [`Node`].
+pub fn pvo_json_in(dir: &Path, args: &[&str]) -> Value {
     let out = Command::new(pvo_bin())
         .arg("--dir")
-        .arg(node.data_dir())
+        .arg(dir)
         .args(args)
         .arg("--json")
         .output()

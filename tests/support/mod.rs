@@ -1523,17 +1523,16 @@ pub fn web_addr(node: &Node) -> SocketAddr {
     )
 }
 
-/// The port of the `SSH listening on IP:PORT` line the node printed on stdout since its
-/// latest (re)start.
-pub fn ssh_port(node: &Node) -> u16 {
+/// The address of the `SSH listening on IP:PORT` line the node printed on stdout since
+/// its latest (re)start.
+pub fn ssh_addr(node: &Node) -> SocketAddr {
     wait_until(
         Node::START_TIMEOUT,
         || {
             node.stdout_since_start()
                 .lines()
                 .find_map(|l| l.strip_prefix("SSH listening on "))
-                .and_then(|a| a.trim().parse::<SocketAddr>().ok())
-                .map(|a| a.port())
+                .and_then(|a| a.trim().parse().ok())
         },
         || {
             format!(
@@ -1541,6 +1540,45 @@ pub fn ssh_port(node: &Node) -> u16 {
                 node.stdout_path().display()
             )
         },
+    )
+}
+
+/// The port of [`ssh_addr`].
+pub fn ssh_port(node: &Node) -> u16 {
+    ssh_addr(node).port()
+}
+
+/// OpenSSH's client (`ssh`) with no configuration file, no known hosts (any host key is
+/// taken), no agent, errors only and a 20 s connect timeout; the caller adds how to log
+/// in, where, and the command.
+pub fn openssh() -> Command {
+    let mut c = Command::new("ssh");
+    c.args([
+        "-F",
+        "/dev/null",
+        "-o",
+        "StrictHostKeyChecking=no",
+        "-o",
+        "UserKnownHostsFile=/dev/null",
+        "-o",
+        "GlobalKnownHostsFile=/dev/null",
+        "-o",
+        "LogLevel=ERROR",
+        "-o",
+        "ConnectTimeout=20",
+        "-o",
+        "IdentityAgent=none",
+    ]);
+    c
+}
+
+/// A finished process's exit status, stdout and stderr, for an assertion's message.
+pub fn printed(out: &std::process::Output) -> String {
+    format!(
+        "status {}\n--- stdout ---\n{}\n--- stderr ---\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
     )
 }
 
