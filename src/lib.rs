@@ -1,7 +1,7 @@
-//! The `pvo` library: every module of the node (engines' callers, the domain, the
-//! commands, the network and management adapters, start-up), so that the binary
-//! (`src/main.rs`) is only the command line and tests can drive the pieces in-process
-//! (`tests/core.rs`).
+//! The `pvo` library: every module of the node (the domain, the commands, the network
+//! and management adapters, start-up), so that the binary (`src/main.rs`) is only the
+//! command line on top of it and tests can drive the pieces in-process
+//! (`tests/in_process.rs`).
 //!
 //! One thing the library does not define is the appliance command-line grammar: its clap
 //! definitions are still in the binary. The SSH shell parses its lines with that same
