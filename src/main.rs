@@ -4,45 +4,12 @@
 //! `pvo quickstart`, and (in later steps) the appliance commands that talk to
 //! a running node.
 
-mod admin;
-mod atomic_file;
-mod audit;
-mod bounce;
-mod certificate;
-mod clamd;
-mod cli;
-mod clock;
-mod commands;
-mod config;
-mod config_store;
-mod cpq;
-mod delivery;
-mod diag;
-mod dns;
-mod envelope;
-mod events;
-mod ids;
-mod import;
-mod listeners;
-mod login_throttle;
-mod mail_log;
-mod net_error;
-mod node;
-mod queue;
-mod quickstart;
-mod scanning;
-mod servers;
-mod smtp_io;
-mod smtp_server;
-mod ssh;
-mod tls;
-mod users;
-mod web;
-
 use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
+use pvo::cli::{confirm, prompt};
+use pvo::{admin, clamd, cli, config, cpq, node, quickstart};
 
 #[derive(Parser)]
 #[command(
@@ -196,31 +163,6 @@ impl Selection {
     }
 }
 
-/// Asks a question when stdin is a terminal; `None` otherwise.
-fn prompt(question: &str) -> Result<Option<String>> {
-    use std::io::{BufRead, Write};
-    if !cli::stdin_is_terminal() {
-        return Ok(None);
-    }
-    print!("{question}");
-    std::io::stdout().flush()?;
-    let mut line = String::new();
-    std::io::stdin().lock().read_line(&mut line)?;
-    Ok(Some(line.trim().to_string()))
-}
-
-/// Asks for confirmation of a destructive command unless --yes.
-fn confirm(what: &str, yes: bool) -> Result<()> {
-    if yes {
-        return Ok(());
-    }
-    match prompt(&format!("{what} Are you sure? [N]> "))? {
-        Some(a) if a.eq_ignore_ascii_case("y") || a.eq_ignore_ascii_case("yes") => Ok(()),
-        Some(_) => anyhow::bail!("cancelled"),
-        None => anyhow::bail!("{what} Confirm with --yes (no terminal to ask)."),
-    }
-}
-
 #[derive(Subcommand)]
 enum GatewayAction {
     /// Run a gateway from a configuration file.
@@ -270,6 +212,10 @@ enum ManagerAction {
 }
 
 fn main() {
+    pvo::set_command_line(pvo::CommandLine {
+        parse: parse_remote,
+        help: appliance_help,
+    });
     let cli = Cli::parse();
     // Rust starts with SIGPIPE ignored, so printing to a pipe whose reader has gone
     // (`pvo tophosts | head -1`) fails and `println!` panics. A command that prints

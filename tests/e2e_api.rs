@@ -685,24 +685,6 @@ fn api_gateways_on_a_manager_is_applianceconfig_status() {
     assert!(report.contains("Selected: 1/"), "{report}");
 }
 
-/// `pvo ARGS`: whether it succeeded, and what it printed (stdout, then stderr).
-fn pvo_try(node: &Node, args: &[&str]) -> (bool, String) {
-    let out = Command::new(pvo_bin())
-        .arg("--dir")
-        .arg(node.data_dir())
-        .args(args)
-        .output()
-        .expect("run pvo");
-    (
-        out.status.success(),
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        ),
-    )
-}
-
 /// `[web]` moves on commit (`interfaceconfig edit Loopback --https PORT`): the new port
 /// answers HTTPS, the old one refuses, the SSH server is not restarted, API tokens still
 /// work. A commit to a port another program holds is refused with the section, the

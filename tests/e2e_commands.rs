@@ -14,14 +14,14 @@ use std::collections::BTreeSet;
 use std::io::ErrorKind;
 use std::net::{SocketAddr, TcpStream};
 use std::path::Path;
-use std::process::{Command, ExitStatus};
+use std::process::Command;
 use std::time::Duration;
 
 use serde_json::Value;
 
 use crate::support::{
-    connect, free_port, pvo_bin, run_with_timeout, wait_until, Node, Sink, SinkOptions, SmtpClient,
-    TRUSTED,
+    connect, free_port, json, pvo, pvo_bin, pvo_in, run_with_timeout, text, wait_until, Node, Sink,
+    SinkOptions, SmtpClient, TRUSTED,
 };
 
 /// Long enough for a debug build on two busy cores; waits end as soon as the event comes.
@@ -148,65 +148,6 @@ keep = 2
     fn start(&self) -> Node {
         Node::start(&self.render())
     }
-}
-
-/// What one `pvo` command printed.
-struct Out {
-    status: ExitStatus,
-    stdout: String,
-    stderr: String,
-}
-
-impl Out {
-    /// Panics unless the command succeeded; returns its stdout.
-    fn ok(self, what: &str) -> String {
-        assert!(
-            self.status.success(),
-            "`pvo {what}` failed ({}):\n--- stdout ---\n{}\n--- stderr ---\n{}",
-            self.status,
-            self.stdout,
-            self.stderr
-        );
-        self.stdout
-    }
-}
-
-/// Runs `pvo ARGS` (stdin is not a terminal) and returns what it printed.
-fn pvo_in(dir: &Path, args: &[&str]) -> Out {
-    let mut cmd = Command::new(pvo_bin());
-    cmd.arg("--dir").arg(dir).args(args);
-    let (status, stdout, stderr) = run_with_timeout(&mut cmd, COMMAND);
-    Out {
-        status,
-        stdout,
-        stderr,
-    }
-}
-
-fn pvo(node: &Node, args: &[&str]) -> Out {
-    pvo_in(&node.data_dir(), args)
-}
-
-/// Runs a command that must succeed; returns its text.
-fn text(node: &Node, args: &[&str]) -> String {
-    pvo(node, args).ok(&args.join(" "))
-}
-
-/// Runs a command with `--json`; it must succeed with `"ok": true`. Returns `data`, after
-/// checking that `text` is there too.
-fn json(node: &Node, args: &[&str]) -> Value {
-    let mut all = args.to_vec();
-    all.push("--json");
-    let out = pvo(node, &all).ok(&all.join(" "));
-    let v: Value = serde_json::from_str(&out)
-        .unwrap_or_else(|e| panic!("`pvo {}` printed no JSON ({e}):\n{out}", all.join(" ")));
-    assert_eq!(v["ok"], true, "`pvo {}`: {v:#}", all.join(" "));
-    assert!(
-        v["text"].is_string(),
-        "`pvo {}` has no text: {v:#}",
-        all.join(" ")
-    );
-    v["data"].clone()
 }
 
 fn names(v: &Value) -> Vec<String> {

@@ -21,16 +21,17 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::Path;
-use std::process::{Command, ExitStatus};
+use std::process::Command;
 use std::thread;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
 use crate::support::{
-    connect, enroll, free_port_on, https, log_lines, manager_toml, new_user, pvo_bin,
-    run_with_timeout, wait_until, web_addr, GatewayToml, Namespace, Node, NodeDir, Reply, Sink,
-    SmtpClient, INCOMING_POLICY, OUTGOING_POLICY, QUARANTINE_TEST_FILTER, SYSTEM_PYTHON, TRUSTED,
+    accepted_mid, connect, enroll, free_port_on, json, log_lines, manager_toml, metric, new_user,
+    number_after, pvo, pvo_bin, run_with_timeout, scrape, ssh_port, text, wait_line, wait_metric,
+    wait_until, GatewayToml, Namespace, Node, NodeDir, Sink, SmtpClient, INCOMING_POLICY,
+    OUTGOING_POLICY, QUARANTINE_TEST_FILTER, SYSTEM_PYTHON, TRUSTED,
 };
 
 /// Long enough for a debug build on two busy cores; waits end as soon as the event comes.
@@ -165,51 +166,6 @@ impl Deployment {
 // The command line
 // ---------------------------------------------------------------------------------------
 
-/// What one `pvo` command printed.
-struct Out {
-    status: ExitStatus,
-    stdout: String,
-    stderr: String,
-}
-
-fn pvo(node: &Node, args: &[&str]) -> Out {
-    let mut cmd = Command::new(pvo_bin());
-    cmd.arg("--dir").arg(node.data_dir()).args(args);
-    let (status, stdout, stderr) = run_with_timeout(&mut cmd, COMMAND);
-    Out {
-        status,
-        stdout,
-        stderr,
-    }
-}
-
-/// Runs a command that must succeed; returns its text.
-fn text(node: &Node, args: &[&str]) -> String {
-    let out = pvo(node, args);
-    assert!(
-        out.status.success(),
-        "`pvo --dir {} {}` failed ({}):\n--- stdout ---\n{}\n--- stderr ---\n{}\n--- mail_logs ---\n{}",
-        node.data_dir().display(),
-        args.join(" "),
-        out.status,
-        out.stdout,
-        out.stderr,
-        node.mail_logs()
-    );
-    out.stdout
-}
-
-/// Runs a command with `--json` that must succeed; returns `data`.
-fn json(node: &Node, args: &[&str]) -> Value {
-    let mut all = args.to_vec();
-    all.push("--json");
-    let out = text(node, &all);
-    let v: Value = serde_json::from_str(&out)
-        .unwrap_or_else(|e| panic!("`pvo {}` printed no JSON ({e}):\n{out}", all.join(" ")));
-    assert_eq!(v["ok"], true, "`pvo {}`: {v:#}", all.join(" "));
-    v["data"].clone()
-}
-
 /// Every message the manager holds that `quarantine search ARGS` finds (one page of up to
 /// 10,000), checking that the page is all of them.
 fn held(manager: &Node, args: &[&str]) -> Vec<Value> {
@@ -252,15 +208,6 @@ fn message(from: &str, to: &str, subject: &str) -> String {
     )
 }
 
-/// The MID in `250 2.0.0 Ok: Message N accepted`.
-fn accepted_mid(reply: &Reply) -> u64 {
-    let text = reply.lines.last().map(String::as_str).unwrap_or("");
-    text.split_once("Message ")
-        .and_then(|(_, rest)| rest.split_whitespace().next())
-        .and_then(|n| n.parse().ok())
-        .unwrap_or_else(|| panic!("no MID in {}", reply.raw()))
-}
-
 /// Sends one message from 127.0.0.1 through `node`; returns its MID on the gateway.
 fn send(node: &Node, from: &str, to: &str, subject: &str) -> u64 {
     let mut c = SmtpClient::open(node.addr(), Some(TRUSTED));
@@ -269,29 +216,6 @@ fn send(node: &Node, from: &str, to: &str, subject: &str) -> u64 {
     assert_eq!(r.code, 250, "end of data: {}", r.raw());
     c.quit();
     accepted_mid(&r)
-}
-
-/// The number right after `key` in `line` (`number_after(l, "DCID ")`).
-fn number_after(line: &str, key: &str) -> Option<u64> {
-    let rest = &line[line.find(key)? + key.len()..];
-    rest.split(|c: char| !c.is_ascii_digit())
-        .next()?
-        .parse()
-        .ok()
-}
-
-/// Waits for a line of `node`'s mail_logs containing every one of `needles`; returns it.
-fn wait_line(node: &Node, needles: &[&str]) -> String {
-    let what = needles.join(" … ");
-    let log = node.wait_for_log_matching(
-        DELIVERY,
-        |log| log.lines().any(|l| needles.iter().all(|n| l.contains(n))),
-        &what,
-    );
-    log.lines()
-        .find(|l| needles.iter().all(|n| l.contains(n)))
-        .unwrap()
-        .to_string()
 }
 
 /// The one line of `log` containing every one of `needles`; panics unless exactly one.
@@ -1661,12 +1585,6 @@ fn enable_names_a_default_delivery_interface_without_a_route_to_the_manager() {
 // applianceconfig: adding a gateway over SSH
 // ---------------------------------------------------------------------------------------
 
-/// The port of `SSH listening on IP:PORT` in the node's log.
-fn ssh_port(node: &Node) -> u16 {
-    let line = wait_line(node, &["SSH listening on "]);
-    line.rsplit(':').next().unwrap().trim().parse().unwrap()
-}
-
 #[test]
 fn applianceconfig_adds_a_gateway_over_ssh_and_centralizes_it() {
     let sink = Sink::accepting();
@@ -1826,33 +1744,6 @@ fn applianceconfig_adds_a_gateway_over_ssh_and_centralizes_it() {
 /// `[web]` on the node's first interface (`/metrics`).
 fn web_on(interface: &str) -> String {
     format!("\n[web]\ninterface = \"{interface}\"\nport = 0\n")
-}
-
-/// The value of the sample `series` (name with its labels) in a `/metrics` page.
-fn metric(page: &str, series: &str) -> Option<u64> {
-    page.lines()
-        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
-}
-
-fn scrape(node: &Node) -> String {
-    let (code, body) = https(web_addr(node), "GET", "/metrics", None, None);
-    assert_eq!(code, 200, "{body}");
-    body
-}
-
-/// Waits until the sample `series` of `node`'s `/metrics` satisfies `ok`; returns it.
-fn wait_metric(node: &Node, series: &str, ok: impl Fn(u64) -> bool) -> u64 {
-    let last = std::cell::RefCell::new(String::new());
-    wait_until(
-        DELIVERY,
-        || {
-            let page = scrape(node);
-            let v = metric(&page, series).filter(|v| ok(*v));
-            *last.borrow_mut() = page;
-            v
-        },
-        || format!("{series} never as expected in:\n{}", last.borrow()),
-    )
 }
 
 /// The one gateway of `applianceconfig status --json` on the manager.

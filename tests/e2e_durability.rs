@@ -29,8 +29,8 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use crate::support::{
-    parse_listening_line, pvo_bin, run_with_timeout, wait_until, Listeners, Node, Reply, Sink,
-    SinkOptions, SmtpClient, TRUSTED,
+    accepted_mid, parse_listening_line, pvo_bin, run_with_timeout, wait_until, Listeners, Node,
+    Reply, Sink, SinkOptions, SmtpClient, TRUSTED,
 };
 
 /// Long enough for a debug build on two busy cores; waits end as soon as the event comes.
@@ -153,15 +153,6 @@ impl Sent {
             .find(|(_, m)| **m == mid)
             .map(|(s, _)| s.as_str())
     }
-}
-
-/// The MID in `250 2.0.0 Ok: Message N accepted`.
-fn accepted_mid(reply: &Reply) -> u64 {
-    let text = reply.lines.last().map(String::as_str).unwrap_or("");
-    text.split_once("Message ")
-        .and_then(|(_, rest)| rest.split_whitespace().next())
-        .and_then(|n| n.parse().ok())
-        .unwrap_or_else(|| panic!("no MID in {}", reply.raw()))
 }
 
 /// Opens a session from the trusted address and says EHLO.

@@ -11,39 +11,17 @@
 //! Needs `scripts/install-test-deps` (python3-aiosmtpd).
 
 use std::net::{IpAddr, Ipv4Addr};
-use std::process::Command;
 use std::time::Duration;
 
 use crate::support::{
-    enroll, free_port_on, manager_toml, pvo_bin, run_with_timeout, wait_until, GatewayToml,
-    NodeDir, Sink, SmtpClient, INCOMING_POLICY, OUTGOING_POLICY, QUARANTINE_TEST_FILTER, TRUSTED,
+    enroll, free_port_on, manager_toml, number_after, text_in, wait_until, GatewayToml, NodeDir,
+    Sink, SmtpClient, INCOMING_POLICY, OUTGOING_POLICY, QUARANTINE_TEST_FILTER, TRUSTED,
 };
 
 /// Long enough for a debug build on two busy cores; waits end as soon as the event comes.
 const WAIT: Duration = Duration::from_secs(120);
 const MANAGER_IP: IpAddr = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2));
 const TAG: &str = "[quarantine-test]";
-
-fn pvo_ok(data_dir: &std::path::Path, args: &[&str]) -> String {
-    let mut cmd = Command::new(pvo_bin());
-    cmd.arg("--dir").arg(data_dir).args(args);
-    let (status, out, err) = run_with_timeout(&mut cmd, WAIT);
-    assert!(
-        status.success(),
-        "`pvo {}` failed ({status}):\n{out}\n{err}",
-        args.join(" ")
-    );
-    out
-}
-
-/// The number right after `key` in `line`.
-fn number_after(line: &str, key: &str) -> Option<u64> {
-    let rest = &line[line.find(key)? + key.len()..];
-    rest.split(|c: char| !c.is_ascii_digit())
-        .next()?
-        .parse()
-        .ok()
-}
 
 #[test]
 fn a_release_spooled_but_not_yet_recorded_at_a_crash_is_delivered_once() {
@@ -97,7 +75,7 @@ fn a_release_spooled_but_not_yet_recorded_at_a_crash_is_delivered_once() {
         .join("run")
         .join("fault-crash-after-release-spooled");
     std::fs::write(&fault, b"").expect("arm the fault point");
-    let out = pvo_ok(
+    let out = text_in(
         &manager.data_dir(),
         &["quarantine", "release", &manager_mid.to_string()],
     );
@@ -120,7 +98,7 @@ fn a_release_spooled_but_not_yet_recorded_at_a_crash_is_delivered_once() {
     gw.restart();
 
     // The manager's retry (now, not in a minute) meets the rebuilt ledger.
-    pvo_ok(&manager.data_dir(), &["delivernow"]);
+    text_in(&manager.data_dir(), &["delivernow"]);
     let run = |log: &str| log.get(mark..).unwrap_or("").to_string();
     let after = gw.wait_for_log_matching(
         WAIT,

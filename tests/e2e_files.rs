@@ -22,15 +22,6 @@ body_regex = ["(?i)files-marker-3"]
 const SHADOW: &str = "root:$y$j9T$Sh4dowS3cret$hashhash:19000:0:99999:7:::\n";
 const SECRET: &str = "Sh4dowS3cret";
 
-fn text(out: &Output) -> String {
-    format!(
-        "status {}\n--- stdout ---\n{}\n--- stderr ---\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
-
 /// An ed25519 key pair made by ssh-keygen: (private key path, public key line).
 fn keygen(dir: &Path) -> (PathBuf, String) {
     let path = dir.join("files_key");
@@ -39,52 +30,15 @@ fn keygen(dir: &Path) -> (PathBuf, String) {
         .arg(&path)
         .output()
         .expect("ssh-keygen");
-    assert!(out.status.success(), "ssh-keygen: {}", text(&out));
+    assert!(out.status.success(), "ssh-keygen: {}", printed(&out));
     let public = std::fs::read_to_string(path.with_extension("pub")).unwrap();
     (path, public.trim().to_string())
 }
 
-/// The port of `SSH listening on IP:PORT` that the node printed.
-fn ssh_port(node: &Node) -> u16 {
-    let log = node.dir().join("node.stdout.log");
-    wait_until(
-        std::time::Duration::from_secs(60),
-        || {
-            std::fs::read_to_string(&log).ok().and_then(|t| {
-                t.lines()
-                    .find_map(|l| l.strip_prefix("SSH listening on "))
-                    .and_then(|a| a.trim().parse::<std::net::SocketAddr>().ok())
-                    .map(|a| a.port())
-            })
-        },
-        || format!("no `SSH listening on` line in {}", log.display()),
-    )
-}
-
 /// `ssh admin@127.0.0.1 -p PORT COMMAND` with the key, no user configuration.
 fn ssh(port: u16, key: &Path, command: &str) -> Output {
-    Command::new("ssh")
-        .args([
-            "-F",
-            "/dev/null",
-            "-o",
-            "StrictHostKeyChecking=no",
-            "-o",
-            "UserKnownHostsFile=/dev/null",
-            "-o",
-            "GlobalKnownHostsFile=/dev/null",
-            "-o",
-            "LogLevel=ERROR",
-            "-o",
-            "ConnectTimeout=20",
-            "-o",
-            "IdentityAgent=none",
-            "-o",
-            "BatchMode=yes",
-            "-o",
-            "IdentitiesOnly=yes",
-            "-i",
-        ])
+    openssh()
+        .args(["-o", "BatchMode=yes", "-o", "IdentitiesOnly=yes", "-i"])
         .arg(key)
         .args(["-p", &port.to_string(), "-l", "admin", "127.0.0.1", command])
         .env_remove("SSH_AUTH_SOCK")
@@ -105,7 +59,7 @@ fn pvo(node: &Node, args: &[&str], cwd: &Path) -> Output {
 /// Asserts a failure whose output says `says` and none of `secrets`.
 #[track_caller]
 fn refused(out: &Output, says: &str, secrets: &[&str]) -> String {
-    let t = text(out);
+    let t = printed(out);
     assert!(!out.status.success(), "{t}");
     assert!(t.contains(says), "{says:?} in:\n{t}");
     for s in secrets {
@@ -133,7 +87,7 @@ fn file_arguments_over_ssh_come_from_the_import_directory_and_errors_never_echo_
         &["userconfig", "sshkey", "add", "admin", &public],
         node.dir(),
     );
-    assert!(out.status.success(), "{}", text(&out));
+    assert!(out.status.success(), "{}", printed(&out));
     let port = ssh_port(&node);
 
     // Paths are refused over SSH, whether they exist or not.
@@ -195,11 +149,11 @@ fn file_arguments_over_ssh_come_from_the_import_directory_and_errors_never_echo_
     // A rules file there is put in force.
     std::fs::write(import.join("rules.toml"), RULES).unwrap();
     let out = ssh(port, &key, "outbreakupdate rules.toml");
-    assert!(out.status.success(), "{}", text(&out));
+    assert!(out.status.success(), "{}", printed(&out));
     assert!(
         String::from_utf8_lossy(&out.stdout).contains("version 2026-12-06.1"),
         "{}",
-        text(&out)
+        printed(&out)
     );
 
     // Locally: an absolute path works, but an error never shows the content.
@@ -222,5 +176,5 @@ fn file_arguments_over_ssh_come_from_the_import_directory_and_errors_never_echo_
     );
     // A plain name is one of the import directory, from any working directory.
     let out = pvo(&node, &["outbreakupdate", "rules.toml"], cwd.path());
-    assert!(out.status.success(), "{}", text(&out));
+    assert!(out.status.success(), "{}", printed(&out));
 }

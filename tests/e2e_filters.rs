@@ -2,8 +2,6 @@
 //! invalid UTF-8) over the REST API, bulk jobs and the CLI: each is refused by name (400
 //! on the API) and acts on nothing, never searched as "every held message".
 
-use std::process::Command;
-
 use crate::support::*;
 
 fn config(sink: &Sink) -> String {
@@ -13,24 +11,6 @@ fn config(sink: &Sink) -> String {
         .extra(QUARANTINE_TEST_FILTER)
         .extra(OUTGOING_POLICY)
         .build()
-}
-
-/// `pvo --dir DATA_DIR ARGS`: (success, stdout and stderr).
-fn pvo_out(node: &Node, args: &[&str]) -> (bool, String) {
-    let out = Command::new(pvo_bin())
-        .arg("--dir")
-        .arg(node.data_dir())
-        .args(args)
-        .output()
-        .expect("run pvo");
-    (
-        out.status.success(),
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        ),
-    )
 }
 
 /// The held MIDs, sorted.
@@ -164,7 +144,7 @@ fn search_filters_that_cannot_be_applied_are_refused_and_act_on_nothing() {
     );
 
     // The CLI: a search and an action on every result, refused by name.
-    let (ok, out) = pvo_out(&node, &["quarantine", "search", "--subject", "("]);
+    let (ok, out) = pvo_try(&node, &["quarantine", "search", "--subject", "("]);
     assert!(!ok, "{out}");
     assert!(
         out.contains("filter subject=\"(\" cannot be applied"),
@@ -206,7 +186,7 @@ fn search_filters_that_cannot_be_applied_are_refused_and_act_on_nothing() {
             "--yes",
         ],
     ] {
-        let (ok, out) = pvo_out(&node, args);
+        let (ok, out) = pvo_try(&node, args);
         assert!(!ok, "{args:?}: {out}");
         assert!(out.contains("cannot be applied"), "{args:?}: {out}");
     }

@@ -12,7 +12,7 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::thread;
 use std::time::Duration;
 
-use crate::support::{connect, log_lines, Node, Reply, Sink, SmtpClient, UNTRUSTED};
+use crate::support::{connect, log_lines, pvo_try, Node, Reply, Sink, SmtpClient, UNTRUSTED};
 
 /// Another sender of the same group as [`UNTRUSTED`].
 const OTHER: IpAddr = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 3));
@@ -266,23 +266,11 @@ fn idle_sessions_are_cut_sooner_while_the_policy_is_under_pressure() {
     );
 }
 
-/// Runs `pvo ARGS --dir DATA_DIR` as the node's owner; returns (success, all output).
-fn pvo(node: &Node, args: &[&str]) -> (bool, String) {
-    let (status, stdout, stderr) = crate::support::run_with_timeout(
-        std::process::Command::new(crate::support::pvo_bin())
-            .args(args)
-            .arg("--dir")
-            .arg(node.data_dir()),
-        Duration::from_secs(120),
-    );
-    (status.success(), format!("{stdout}{stderr}"))
-}
-
 #[test]
 fn an_administrator_sets_the_per_address_limits_with_listenerconfig() {
     let sink = Sink::accepting();
     let node = gateway(&sink, "", "");
-    let (ok, out) = pvo(
+    let (ok, out) = pvo_try(
         &node,
         &[
             "listenerconfig",
@@ -297,7 +285,7 @@ fn an_administrator_sets_the_per_address_limits_with_listenerconfig() {
         out.contains("key policy[1].max_concurrency_per_ip: 500 is out of range; allowed: an integer from 1 to the policy's max_concurrency (200)"),
         "{out}"
     );
-    let (ok, out) = pvo(
+    let (ok, out) = pvo_try(
         &node,
         &[
             "listenerconfig",
@@ -314,7 +302,7 @@ fn an_administrator_sets_the_per_address_limits_with_listenerconfig() {
         out.contains("Policy $ACCEPTED: max_concurrency_per_ip = 2."),
         "{out}"
     );
-    let (ok, out) = pvo(&node, &["commit", "-m", "two per address"]);
+    let (ok, out) = pvo_try(&node, &["commit", "-m", "two per address"]);
     assert!(ok, "{out}");
 
     let _held: Vec<SmtpClient> = (0..2)

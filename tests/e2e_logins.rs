@@ -18,15 +18,6 @@ fn config(sink: &Sink) -> String {
     GatewayToml::new(sink).ssh().web().build()
 }
 
-fn text(o: &Output) -> String {
-    format!(
-        "status {}\n--- stdout ---\n{}\n--- stderr ---\n{}",
-        o.status,
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
-
 /// `POST /login` with curl from `source`: (HTTP status, body).
 fn web_login(web: SocketAddr, source: &str, user: &str, password: &str) -> (u16, String) {
     let o = Command::new("curl")
@@ -43,45 +34,14 @@ fn web_login(web: SocketAddr, source: &str, user: &str, password: &str) -> (u16,
     let code = code
         .trim()
         .parse()
-        .unwrap_or_else(|_| panic!("curl gave no status: {}", text(&o)));
+        .unwrap_or_else(|_| panic!("curl gave no status: {}", printed(&o)));
     (code, body.to_string())
-}
-
-/// The `SSH listening on IP:PORT` address the node printed.
-fn ssh_addr(node: &Node) -> SocketAddr {
-    let log = node.dir().join("node.stdout.log");
-    wait_until(
-        COMMAND,
-        || {
-            fs::read_to_string(&log).ok().and_then(|t| {
-                t.lines()
-                    .find_map(|l| l.strip_prefix("SSH listening on "))
-                    .and_then(|a| a.trim().parse().ok())
-            })
-        },
-        || format!("no `SSH listening on` line in {}", log.display()),
-    )
 }
 
 /// One `ssh -l USER NODE status` with `password` (asked `prompts` times at most).
 fn ssh_status(node: &Node, askpass: &PathBuf, user: &str, password: &str, prompts: u32) -> Output {
     let addr = ssh_addr(node);
-    Command::new("ssh")
-        .args(["-F", "/dev/null", "-o", "StrictHostKeyChecking=no"])
-        .args([
-            "-o",
-            "UserKnownHostsFile=/dev/null",
-            "-o",
-            "GlobalKnownHostsFile=/dev/null",
-        ])
-        .args([
-            "-o",
-            "LogLevel=ERROR",
-            "-o",
-            "ConnectTimeout=20",
-            "-o",
-            "IdentityAgent=none",
-        ])
+    openssh()
         .args([
             "-o",
             "PubkeyAuthentication=no",
@@ -186,27 +146,27 @@ fn ssh_passwords_are_throttled_and_the_client_is_told_why() {
 
     for _ in 0..5 {
         let o = ssh_status(&node, &pass, "admin", "wrong-password", 1);
-        assert_eq!(o.status.code(), Some(255), "{}", text(&o));
+        assert_eq!(o.status.code(), Some(255), "{}", printed(&o));
         assert!(
             !String::from_utf8_lossy(&o.stderr).contains("Too many"),
             "{}",
-            text(&o)
+            printed(&o)
         );
     }
     // The sixth, with the right password: refused unchecked, and the client prints the
     // server's reason when it closes the connection.
     let o = ssh_status(&node, &pass, "admin", &admin_pw, 2);
-    assert_eq!(o.status.code(), Some(255), "{}", text(&o));
+    assert_eq!(o.status.code(), Some(255), "{}", printed(&o));
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(
         err.contains("Too many failed logins for this address; try again in "),
         "{}",
-        text(&o)
+        printed(&o)
     );
     assert!(
         String::from_utf8_lossy(&o.stdout).is_empty(),
         "{}",
-        text(&o)
+        printed(&o)
     );
     let audit = login_audit(&node, "admin");
     assert!(
@@ -230,15 +190,15 @@ fn an_account_is_throttled_across_web_ssh_and_pvo_user() {
     // from 127.0.0.2.
     for _ in 0..4 {
         let o = ssh_status(&node, &pass, "admin", "wrong-password", 1);
-        assert_eq!(o.status.code(), Some(255), "{}", text(&o));
+        assert_eq!(o.status.code(), Some(255), "{}", printed(&o));
     }
     for _ in 0..4 {
         let o = pvo_as(&node, "admin", "guess");
-        assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+        assert_eq!(o.status.code(), Some(1), "{}", printed(&o));
         assert!(
             !String::from_utf8_lossy(&o.stderr).contains("Too many"),
             "{}",
-            text(&o)
+            printed(&o)
         );
     }
     for _ in 0..2 {
@@ -257,12 +217,12 @@ fn an_account_is_throttled_across_web_ssh_and_pvo_user() {
     );
     // `pvo --user admin` says the same.
     let o = pvo_as(&node, "admin", &admin_pw);
-    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert_eq!(o.status.code(), Some(1), "{}", printed(&o));
     assert!(
         String::from_utf8_lossy(&o.stderr)
             .contains("Too many failed logins for this account; try again in "),
         "{}",
-        text(&o)
+        printed(&o)
     );
     // The local owner of the socket (no --user) is never locked out.
     let o = Command::new(pvo_bin())
@@ -271,7 +231,7 @@ fn an_account_is_throttled_across_web_ssh_and_pvo_user() {
         .arg("status")
         .output()
         .unwrap();
-    assert!(o.status.success(), "{}", text(&o));
+    assert!(o.status.success(), "{}", printed(&o));
 }
 
 #[test]
@@ -291,11 +251,11 @@ fn a_command_whose_reader_went_away_ends_quietly() {
         .output()
         .expect("run pvo");
     let err = String::from_utf8_lossy(&o.stderr);
-    assert!(!err.contains("panicked"), "{}", text(&o));
+    assert!(!err.contains("panicked"), "{}", printed(&o));
     assert!(
         o.status.code() == Some(0) || o.status.signal() == Some(libc_sigpipe()),
         "{}",
-        text(&o)
+        printed(&o)
     );
 
     // And the way people do it: `pvo … | head -1` in a shell, with pvo's own status.
@@ -313,18 +273,18 @@ fn a_command_whose_reader_went_away_ends_quietly() {
     assert!(
         !String::from_utf8_lossy(&o.stderr).contains("panicked"),
         "{}",
-        text(&o)
+        printed(&o)
     );
     assert!(
         matches!(o.status.code(), Some(0) | Some(141)),
         "{}",
-        text(&o)
+        printed(&o)
     );
     assert_eq!(
         String::from_utf8_lossy(&o.stdout).lines().count(),
         1,
         "{}",
-        text(&o)
+        printed(&o)
     );
 }
 
@@ -491,7 +451,7 @@ fn x509(cert: &std::path::Path, args: &[&str]) -> String {
         .args(args)
         .output()
         .expect("run openssl");
-    assert!(o.status.success(), "{}", text(&o));
+    assert!(o.status.success(), "{}", printed(&o));
     String::from_utf8_lossy(&o.stdout).into_owned()
 }
 
@@ -597,7 +557,7 @@ fn the_default_certificate_names_the_host_and_an_old_one_is_replaced() {
         .arg(&cert)
         .output()
         .unwrap();
-    assert!(o.status.success(), "{}", text(&o));
+    assert!(o.status.success(), "{}", printed(&o));
     assert!(x509(&cert, &["-subject"]).contains("rcgen self signed cert"));
     node.restart();
     check(&cert);

@@ -29,9 +29,9 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 use crate::support::{
-    free_port_on, log_lines, manager_toml, pvo_bin, run_with_timeout, wait_until, GatewayToml,
-    Node, NodeDir, Sink, SmtpClient, INCOMING_POLICY, OUTGOING_POLICY, QUARANTINE_TEST_FILTER,
-    TRUSTED,
+    free_port_on, json, log_lines, manager_toml, pvo_bin, run_with_timeout, text, wait_until,
+    GatewayToml, Node, NodeDir, Sink, SmtpClient, INCOMING_POLICY, OUTGOING_POLICY,
+    QUARANTINE_TEST_FILTER, TRUSTED,
 };
 
 const GW_IP: IpAddr = TRUSTED;
@@ -153,28 +153,6 @@ impl Deployment {
 // ---------------------------------------------------------------------------------------
 // Commands
 // ---------------------------------------------------------------------------------------
-
-fn text(node: &Node, args: &[&str]) -> String {
-    let mut cmd = Command::new(pvo_bin());
-    cmd.arg("--dir").arg(node.data_dir()).args(args);
-    let (status, out, err) = run_with_timeout(&mut cmd, COMMAND);
-    assert!(
-        status.success(),
-        "`pvo {}` failed ({status}):\n--- stdout ---\n{out}\n--- stderr ---\n{err}",
-        args.join(" ")
-    );
-    out
-}
-
-fn json(node: &Node, args: &[&str]) -> Value {
-    let mut all = args.to_vec();
-    all.push("--json");
-    let out = text(node, &all);
-    let v: Value = serde_json::from_str(&out)
-        .unwrap_or_else(|e| panic!("`pvo {}` printed no JSON ({e}):\n{out}", all.join(" ")));
-    assert_eq!(v["ok"], true, "`pvo {}`: {v:#}", all.join(" "));
-    v["data"].clone()
-}
 
 /// How many messages `node`'s store holds (counted up to 10,000).
 fn held_count(node: &Node) -> u64 {

@@ -139,21 +139,3 @@ fn a_fresh_quickstart_passes_diagnose_on_both_nodes() {
         failing(&g)
     );
 }
-
-/// `pvo --dir DIR ARGS --json`, which must succeed.
-fn pvo_json_in(dir: &std::path::Path, args: &[&str]) -> Value {
-    let out = Command::new(pvo_bin())
-        .arg("--dir")
-        .arg(dir)
-        .args(args)
-        .arg("--json")
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "pvo {args:?}: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap()
-}

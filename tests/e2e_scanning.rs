@@ -15,14 +15,14 @@ use std::fs;
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde_json::Value;
 
 use crate::support::{
-    free_port, log_lines, pvo_bin, run_with_timeout, start_quickstart, wait_until, GatewayToml,
-    Message, Node, Quickstart, Sink, SmtpClient, MANAGER_IP, UNTRUSTED,
+    base64, free_port, json, log_lines, pvo, pvo_bin, run_with_timeout, start_quickstart, text,
+    wait_until, GatewayToml, Message, Node, Quickstart, Sink, SmtpClient, MANAGER_IP, UNTRUSTED,
 };
 
 /// Long enough for a debug build on two busy cores; waits end as soon as the event comes.
@@ -45,10 +45,10 @@ fn eicar() -> Vec<u8> {
     v
 }
 
-/// Standard base64 with CRLF every 76 characters.
-fn base64(data: &[u8]) -> String {
-    let text = base64::Engine::encode(&base64::engine::general_purpose::STANDARD, data);
-    text.as_bytes()
+/// Standard base64 with CRLF every 76 characters (a MIME body).
+fn base64_lines(data: &[u8]) -> String {
+    base64(data)
+        .as_bytes()
         .chunks(76)
         .map(|l| String::from_utf8_lossy(l).into_owned())
         .collect::<Vec<_>>()
@@ -82,7 +82,7 @@ fn with_attachment(subject: &str, name: &str, data: &[u8]) -> String {
          --outer\r\nContent-Type: text/plain\r\n\r\nSee the attachment.\r\n\
          --outer\r\nContent-Type: application/octet-stream\r\nContent-Disposition: attachment; filename=\"{name}\"\r\n\
          Content-Transfer-Encoding: base64\r\n\r\n{}\r\n--outer--\r\n",
-        base64(data)
+        base64_lines(data)
     )
 }
 
@@ -100,7 +100,7 @@ fn deep_mime(subject: &str, depth: usize) -> String {
     }
     m.push_str(&format!(
         "--b{depth}\r\nContent-Type: application/octet-stream\r\nContent-Transfer-Encoding: base64\r\n\r\n{}\r\n--b{depth}--\r\n",
-        base64(&eicar())
+        base64_lines(&eicar())
     ));
     for i in (0..depth).rev() {
         m.push_str(&format!("--b{i}--\r\n"));
@@ -254,51 +254,6 @@ fn config(sink: &Sink, scanning: &str) -> String {
         .quiet_bounces()
         .extra(scanning)
         .build()
-}
-
-/// What one `pvo` command printed.
-struct Out {
-    status: ExitStatus,
-    stdout: String,
-    stderr: String,
-}
-
-fn pvo(node: &Node, args: &[&str]) -> Out {
-    let mut cmd = Command::new(pvo_bin());
-    cmd.arg("--dir").arg(node.data_dir()).args(args);
-    let (status, stdout, stderr) = run_with_timeout(&mut cmd, COMMAND);
-    Out {
-        status,
-        stdout,
-        stderr,
-    }
-}
-
-/// Runs a command that must succeed; returns its text.
-fn text(node: &Node, args: &[&str]) -> String {
-    let out = pvo(node, args);
-    assert!(
-        out.status.success(),
-        "`pvo {}` failed ({}):\n--- stdout ---\n{}\n--- stderr ---\n{}\n--- mail_logs ---\n{}",
-        args.join(" "),
-        out.status,
-        out.stdout,
-        out.stderr,
-        node.mail_logs()
-    );
-    out.stdout
-}
-
-/// Runs a command with `--json` that must succeed; returns `data`.
-fn json(node: &Node, args: &[&str]) -> Value {
-    let mut all = args.to_vec();
-    all.push("--json");
-    let out = text(node, &all);
-    let v: Value = serde_json::from_str(&out)
-        .unwrap_or_else(|e| panic!("`pvo {}` printed no JSON ({e}):\n{out}", all.join(" ")));
-    assert_eq!(v["ok"], true, "`pvo {}`: {v:#}", all.join(" "));
-    assert!(v["text"].is_string(), "{v:#}");
-    v["data"].clone()
 }
 
 /// Sends `data` from 127.0.0.2 to user@example.com; returns the MID from the 250.

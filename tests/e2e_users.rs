@@ -108,22 +108,6 @@ fn pvo_ok(node: &Node, args: &[&str], input: &[u8]) -> String {
     out.stdout
 }
 
-/// The address of `SSH listening on IP:PORT` that the node printed.
-fn ssh_addr(node: &Node) -> SocketAddr {
-    let log = node.dir().join("node.stdout.log");
-    wait_until(
-        COMMAND,
-        || {
-            fs::read_to_string(&log).ok().and_then(|t| {
-                t.lines()
-                    .find_map(|l| l.strip_prefix("SSH listening on "))
-                    .and_then(|a| a.trim().parse().ok())
-            })
-        },
-        || format!("no `SSH listening on` line in {}", log.display()),
-    )
-}
-
 /// An ed25519 key pair made by ssh-keygen: (private key path, public key line).
 fn keygen(dir: &Path, name: &str) -> (PathBuf, String) {
     let path = dir.join(name);
@@ -163,28 +147,12 @@ impl Ssh {
     }
 
     fn base(&self, user: &str) -> Command {
-        let mut c = Command::new("ssh");
-        c.args([
-            "-F",
-            "/dev/null",
-            "-o",
-            "StrictHostKeyChecking=no",
-            "-o",
-            "UserKnownHostsFile=/dev/null",
-            "-o",
-            "GlobalKnownHostsFile=/dev/null",
-            "-o",
-            "LogLevel=ERROR",
-            "-o",
-            "ConnectTimeout=20",
-            "-o",
-            "IdentityAgent=none",
-            "-p",
-        ])
-        .arg(self.addr.port().to_string())
-        .arg("-l")
-        .arg(user)
-        .env_remove("SSH_AUTH_SOCK");
+        let mut c = openssh();
+        c.arg("-p")
+            .arg(self.addr.port().to_string())
+            .arg("-l")
+            .arg(user)
+            .env_remove("SSH_AUTH_SOCK");
         c
     }
 

@@ -53,16 +53,6 @@ actions = [{{ quarantine = "Legal" }}]
         .build()
 }
 
-/// The port of the `SSH listening on IP:PORT` line of the node's log.
-fn ssh_port(node: &Node) -> u16 {
-    let log = node.wait_for_log("SSH listening on ", DELIVERY);
-    let line = log
-        .lines()
-        .find(|l| l.contains("SSH listening on "))
-        .unwrap();
-    line.rsplit(':').next().unwrap().trim().parse().unwrap()
-}
-
 /// Sends a relayed message with `subject`; returns its MID once `quarantine` holds it.
 fn send_quarantined(node: &Node, subject: &str, quarantine: &str) -> u64 {
     let mid = send_relayed(node, "x@example.com", subject, "hello");

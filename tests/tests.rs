@@ -1,6 +1,6 @@
-//! The one integration-test binary (`autotests = false` in Cargo.toml): one module per
-//! area, sharing the helpers in `support`. One binary links once, which matters on two
-//! cores.
+//! The fast tier's integration-test binary (`autotests = false` in Cargo.toml): one module
+//! per area, sharing the helpers in `support`. One binary links once, which matters on two
+//! cores. The long runs are in the soak tier (`tests/soak.rs`), which shares `support`.
 
 mod e2e_api;
 mod e2e_commands;
@@ -16,7 +16,6 @@ mod e2e_framing;
 mod e2e_gateway;
 mod e2e_limits;
 mod e2e_logins;
-mod e2e_migration;
 mod e2e_quickstart;
 mod e2e_scanning;
 mod e2e_smtp_input;
@@ -26,4 +25,5 @@ mod e2e_web;
 mod e2e_web_admin;
 mod e2e_web_bulk;
 mod e2e_web_detail;
+mod in_process;
 mod support;

@@ -36,3 +36,28 @@ pub fn stdin_is_terminal() -> bool {
     use std::io::IsTerminal;
     !remote() && std::io::stdin().is_terminal()
 }
+
+/// Asks a question when stdin is a terminal; `None` otherwise.
+pub fn prompt(question: &str) -> anyhow::Result<Option<String>> {
+    use std::io::{BufRead, Write};
+    if !stdin_is_terminal() {
+        return Ok(None);
+    }
+    print!("{question}");
+    std::io::stdout().flush()?;
+    let mut line = String::new();
+    std::io::stdin().lock().read_line(&mut line)?;
+    Ok(Some(line.trim().to_string()))
+}
+
+/// Asks for confirmation of a destructive command unless --yes.
+pub fn confirm(what: &str, yes: bool) -> anyhow::Result<()> {
+    if yes {
+        return Ok(());
+    }
+    match prompt(&format!("{what} Are you sure? [N]> "))? {
+        Some(a) if a.eq_ignore_ascii_case("y") || a.eq_ignore_ascii_case("yes") => Ok(()),
+        Some(_) => anyhow::bail!("cancelled"),
+        None => anyhow::bail!("{what} Confirm with --yes (no terminal to ask)."),
+    }
+}

@@ -336,13 +336,13 @@ impl ActArgs {
             None => "every quarantine they are in".to_string(),
         };
         if self.all_results {
-            crate::confirm(
+            crate::cli::confirm(
                 &format!("Every message the search matches will be {verb}d from {scope}."),
                 self.yes,
             )?;
         } else if destructive {
             let mids: Vec<String> = self.mids.iter().map(|m| format!("MID {m}")).collect();
-            crate::confirm(
+            crate::cli::confirm(
                 &format!(
                     "{} will be deleted from {scope} and never delivered.",
                     mids.join(", ")
@@ -451,7 +451,7 @@ impl QuarantineAction {
                     _ => {}
                 }
                 if action != "delay" {
-                    crate::confirm(
+                    crate::cli::confirm(
                         &format!("Every message held in Outbreak because of rule {rule} will be {action}d."),
                         *yes,
                     )?;

@@ -1,11 +1,17 @@
 //! The few steps most tests of a running gateway share: the `pvo` command line against
 //! its data directory, its initial Administrator password and API tokens, and a relayed
 //! message sent from 127.0.0.1 (and waited for in a quarantine).
+//!
+//! The command line comes in one set of shapes, so that every test module runs `pvo` the
+//! same way: [`pvo`] (what it printed, whatever the outcome, as an [`Out`]), [`text`]
+//! (must succeed: its stdout), [`json`] (`--json`, must answer `"ok": true`: its `data`),
+//! [`pvo_try`] (success and everything printed) and [`ok`] (must succeed: everything
+//! printed). Each has an `_in` form for a data directory without a [`Node`].
 
 use std::io::Write;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::{Command, ExitStatus, Stdio};
 use std::time::Duration;
 
 use serde_json::Value;
@@ -18,17 +24,130 @@ use super::{
 /// How long a relayed message may take to reach its quarantine.
 const QUARANTINED: Duration = Duration::from_secs(60);
 
+/// How long one `pvo` command may run before the test fails: long enough for a loaded
+/// two-core machine; a command that takes longer has hung.
+pub const COMMAND_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// What one `pvo` command printed.
+pub struct Out {
+    pub status: ExitStatus,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Out {
+    /// Panics unless the command succeeded (naming it `what`); returns its stdout.
+    pub fn ok(self, what: &str) -> String {
+        assert!(
+            self.status.success(),
+            "`pvo {what}` failed ({}):\n--- stdout ---\n{}\n--- stderr ---\n{}",
+            self.status,
+            self.stdout,
+            self.stderr
+        );
+        self.stdout
+    }
+
+    /// Everything it printed: stdout, then stderr.
+    pub fn all(&self) -> String {
+        format!("{}{}", self.stdout, self.stderr)
+    }
+}
+
+/// `pvo --dir DIR ARGS` (stdin is not a terminal), within [`COMMAND_TIMEOUT`].
+pub fn pvo_in(dir: &Path, args: &[&str]) -> Out {
+    let mut cmd = Command::new(pvo_bin());
+    cmd.arg("--dir").arg(dir).args(args);
+    let (status, stdout, stderr) = run_with_timeout(&mut cmd, COMMAND_TIMEOUT);
+    Out {
+        status,
+        stdout,
+        stderr,
+    }
+}
+
+/// `pvo --dir DATA_DIR ARGS` against `node`.
+pub fn pvo(node: &Node, args: &[&str]) -> Out {
+    pvo_in(&node.data_dir(), args)
+}
+
+/// A command that must succeed; its stdout. A failure shows the node's mail_logs too.
+pub fn text(node: &Node, args: &[&str]) -> String {
+    let out = pvo(node, args);
+    assert!(
+        out.status.success(),
+        "`pvo --dir {} {}` failed ({}):\n--- stdout ---\n{}\n--- stderr ---\n{}\n--- mail_logs ---\n{}",
+        node.data_dir().display(),
+        args.join(" "),
+        out.status,
+        out.stdout,
+        out.stderr,
+        node.mail_logs()
+    );
+    out.stdout
+}
+
+/// [`text`] for a data directory without a [`Node`].
+pub fn text_in(dir: &Path, args: &[&str]) -> String {
+    pvo_in(dir, args).ok(&args.join(" "))
+}
+
+/// A command with `--json` that must succeed with `"ok": true` and a `text`; its `data`.
+pub fn json(node: &Node, args: &[&str]) -> Value {
+    let mut all = args.to_vec();
+    all.push("--json");
+    json_data(&all, &text(node, &all))
+}
+
+/// [`json`] for a data directory without a [`Node`].
+pub fn json_in(dir: &Path, args: &[&str]) -> Value {
+    let mut all = args.to_vec();
+    all.push("--json");
+    json_data(&all, &text_in(dir, &all))
+}
+
+/// The `data` of the `{ok, data, text}` answer `out` of `pvo ARGS`, which must be `ok`.
+fn json_data(args: &[&str], out: &str) -> Value {
+    let v: Value = serde_json::from_str(out)
+        .unwrap_or_else(|e| panic!("`pvo {}` printed no JSON ({e}):\n{out}", args.join(" ")));
+    assert_eq!(v["ok"], true, "`pvo {}`: {v:#}", args.join(" "));
+    assert!(
+        v["text"].is_string(),
+        "`pvo {}` has no text: {v:#}",
+        args.join(" ")
+    );
+    v["data"].clone()
+}
+
+/// `pvo --dir DATA_DIR ARGS`: whether it succeeded, and everything it printed.
+pub fn pvo_try(node: &Node, args: &[&str]) -> (bool, String) {
+    let out = pvo(node, args);
+    (out.status.success(), out.all())
+}
+
+/// A command that must succeed; everything it printed.
+pub fn ok(node: &Node, args: &[&str]) -> String {
+    let (good, out) = pvo_try(node, args);
+    assert!(good, "`pvo {}` failed:\n{out}", args.join(" "));
+    out
+}
+
 /// Parses `text` as JSON; panics with the text unless it is.
 pub fn parse_json(text: &str) -> Value {
     serde_json::from_str(text).unwrap_or_else(|e| panic!("not JSON ({e}):\n{text}"))
 }
 
 /// `pvo --dir DATA_DIR ARGS --json`; panics (with stdout and stderr) unless it succeeds;
-/// the JSON it printed on stdout.
+/// the JSON it printed on stdout (the whole `{ok, data, text}` answer).
 pub fn pvo_json(node: &Node, args: &[&str]) -> Value {
+    pvo_json_in(&node.data_dir(), args)
+}
+
+/// [`pvo_json`] for a data directory without a [`Node`].
+pub fn pvo_json_in(dir: &Path, args: &[&str]) -> Value {
     let out = Command::new(pvo_bin())
         .arg("--dir")
-        .arg(node.data_dir())
+        .arg(dir)
         .args(args)
         .arg("--json")
         .output()

@@ -1523,6 +1523,136 @@ pub fn web_addr(node: &Node) -> SocketAddr {
     )
 }
 
+/// The address of the `SSH listening on IP:PORT` line the node printed on stdout since
+/// its latest (re)start.
+pub fn ssh_addr(node: &Node) -> SocketAddr {
+    wait_until(
+        Node::START_TIMEOUT,
+        || {
+            node.stdout_since_start()
+                .lines()
+                .find_map(|l| l.strip_prefix("SSH listening on "))
+                .and_then(|a| a.trim().parse().ok())
+        },
+        || {
+            format!(
+                "no `SSH listening on` line in {} since the latest start",
+                node.stdout_path().display()
+            )
+        },
+    )
+}
+
+/// The port of [`ssh_addr`].
+pub fn ssh_port(node: &Node) -> u16 {
+    ssh_addr(node).port()
+}
+
+/// OpenSSH's client (`ssh`) with no configuration file, no known hosts (any host key is
+/// taken), no agent, errors only and a 20 s connect timeout; the caller adds how to log
+/// in, where, and the command.
+pub fn openssh() -> Command {
+    let mut c = Command::new("ssh");
+    c.args([
+        "-F",
+        "/dev/null",
+        "-o",
+        "StrictHostKeyChecking=no",
+        "-o",
+        "UserKnownHostsFile=/dev/null",
+        "-o",
+        "GlobalKnownHostsFile=/dev/null",
+        "-o",
+        "LogLevel=ERROR",
+        "-o",
+        "ConnectTimeout=20",
+        "-o",
+        "IdentityAgent=none",
+    ]);
+    c
+}
+
+/// A finished process's exit status, stdout and stderr, for an assertion's message.
+pub fn printed(out: &std::process::Output) -> String {
+    format!(
+        "status {}\n--- stdout ---\n{}\n--- stderr ---\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// How long a test waits for a log line or a metric that the node is about to produce.
+pub const EVENT_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Waits for a line of `node`'s mail_logs (since its latest start) containing every one
+/// of `needles`; returns the first such line.
+pub fn wait_line(node: &Node, needles: &[&str]) -> String {
+    let found = |log: &str| {
+        log.lines()
+            .find(|l| needles.iter().all(|n| l.contains(n)))
+            .map(str::to_string)
+    };
+    let log = node.wait_for_log_matching(
+        EVENT_TIMEOUT,
+        |log| found(log).is_some(),
+        &needles.join(" … "),
+    );
+    found(&log).unwrap()
+}
+
+/// The number right after `key` in `line` (`number_after(l, "DCID ")`).
+pub fn number_after(line: &str, key: &str) -> Option<u64> {
+    let rest = &line[line.find(key)? + key.len()..];
+    rest.split(|c: char| !c.is_ascii_digit())
+        .next()?
+        .parse()
+        .ok()
+}
+
+/// The MID in the end-of-data reply `250 2.0.0 Ok: Message N accepted`.
+pub fn accepted_mid(reply: &Reply) -> u64 {
+    let text = reply.lines.last().map(String::as_str).unwrap_or("");
+    text.split_once("Message ")
+        .and_then(|(_, rest)| rest.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no MID in {}", reply.raw()))
+}
+
+/// Standard base64 (RFC 4648, padded, one line), from the `base64` crate (not from PVO's
+/// code, so what the tests send does not depend on the code under test).
+pub fn base64(data: &[u8]) -> String {
+    base64::Engine::encode(&base64::engine::general_purpose::STANDARD, data)
+}
+
+/// `node`'s `/metrics` page (on its web port); panics unless it answers 200.
+pub fn scrape(node: &Node) -> String {
+    let (code, body) = https(web_addr(node), "GET", "/metrics", None, None);
+    assert_eq!(code, 200, "{body}");
+    body
+}
+
+/// The value of the sample `series` (name with its labels) in a `/metrics` page.
+pub fn metric(page: &str, series: &str) -> Option<u64> {
+    page.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+}
+
+/// Waits until the sample `series` of `node`'s `/metrics` satisfies `ok`; returns it.
+pub fn wait_metric(node: &Node, series: &str, ok: impl Fn(u64) -> bool) -> u64 {
+    let last = std::cell::RefCell::new(String::new());
+    wait_until(
+        EVENT_TIMEOUT,
+        || {
+            let page = scrape(node);
+            let v = metric(&page, series).filter(|v| ok(*v));
+            *last.borrow_mut() = page;
+            v
+        },
+        || format!("{series} never as expected in:\n{}", last.borrow()),
+    )
+}
+
 /// One HTTPS request with Python's `http.client` (the node's certificate is
 /// self-signed: not verified): (status, body).
 pub fn https(
