@@ -311,8 +311,8 @@ mod tests {
         );
     }
 
-    /// A private clamd on loopback with a generated signature database, as
-    /// TESTING.md describes. Dropped = killed.
+    /// A private clamd on loopback with a generated signature database (no
+    /// signatures are downloaded). Dropped = killed.
     pub struct TestClamd {
         pub addr: SocketAddr,
         child: std::process::Child,

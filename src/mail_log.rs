@@ -1,7 +1,7 @@
 //! `mail_logs`: the appliance-format log that administrators grep.
 //!
 //! Each line is `Fri Sep 13 15:08:02 2013 Info: <text>`. The wording of the
-//! texts is a compatibility surface (see SPEC section 2): scripts written for
+//! texts is a compatibility surface (`docs/appliance.md`, Log lines): scripts written for
 //! the commercial appliance grep for `New SMTP ICID`, `port 7025` and so on,
 //! so changing a format string is a breaking change.
 //!

@@ -1,4 +1,4 @@
-//! End-to-end tests of the appliance command set (issue 3): `pvo --dir DIR <command>` run
+//! End-to-end tests of the appliance command set: `pvo --dir DIR <command>` run
 //! as a separate process against a real `pvo gateway run`, over the node's admin socket,
 //! with real next hops (`tests/peers/sink.py`). Every command is checked in its appliance
 //! text and in `--json`.

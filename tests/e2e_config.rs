@@ -1,4 +1,4 @@
-//! End-to-end tests of the pending-configuration model (issue 3, item 1) and the
+//! End-to-end tests of the pending-configuration model and the
 //! configuration commands (`deliveryconfig`, `sslconfig`, `interfaceconfig`,
 //! `listenerconfig`, `smtproutes`, `commit`, `commitdetail`, `rollback`, `clearchanges`,
 //! `showconfig`): a real `pvo gateway run`, the real `pvo` CLI over the admin socket, and

@@ -1,4 +1,4 @@
-//! End-to-end tests of the centralized quarantines (issue 5, `docs/cpq.md`): real gateways
+//! End-to-end tests of the centralized quarantines (`docs/cpq.md`): real gateways
 //! (`pvo gateway run`, central mode) and a real manager (`pvo manager run`) on loopback —
 //! gateway gw1 on 127.0.0.1, the manager on 127.0.0.2, a second gateway gw2 on 127.0.0.3 —
 //! each gateway with its own next hop (`tests/peers/sink.py`), and the appliance commands
@@ -1295,7 +1295,7 @@ fn outbreak_rescan_on_the_gateway_releases_on_the_manager() {
 }
 
 // ---------------------------------------------------------------------------------------
-// pvoconfig enable: the preflight names each failure scenario (SPEC §2)
+// pvoconfig enable: the preflight names each failure scenario (`docs/appliance.md`)
 // ---------------------------------------------------------------------------------------
 
 /// `pvoconfig enable ARGS --json` that must fail: the failed check's data.
@@ -1574,7 +1574,7 @@ fn enable_names_a_default_delivery_interface_without_a_route_to_the_manager() {
         "{checks:#?}"
     );
 
-    // The seeds' remedy: default delivery interface Auto.
+    // The remedy of scenario 3: default delivery interface Auto.
     text(&gw, &["deliveryconfig", "--interface", "Auto"]);
     text(&gw, &["commit", "-m", "auto"]);
     let out = text(&gw, &["pvoconfig", "enable"]);

@@ -1,4 +1,4 @@
-//! End-to-end tests of who may speak CPQ (issue 12, finding 1): a manager on 127.0.0.2
+//! End-to-end tests of who may speak CPQ: a manager on 127.0.0.2
 //! and gateways gw1 (127.0.0.1) and gw2 (127.0.0.3), real `pvo` processes with real
 //! mutual TLS, enrolled with `pvo manager enroll` as in `e2e_cpq`.
 //!

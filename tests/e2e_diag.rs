@@ -1,12 +1,12 @@
-//! End-to-end tests of the diagnostic commands `telnet` and `tlsverify` (issue 3): a real
+//! End-to-end tests of the diagnostic commands `telnet` and `tlsverify`: a real
 //! node, the real `pvo` CLI over the admin socket, and real servers on the other end.
 //!
 //! Peers: `tests/peers/sink.py` (plain SMTP, no STARTTLS), `tests/peers/tls_smtp.py`
 //! (STARTTLS with a leaf certificate from a throwaway CA that each test makes with the
 //! `openssl` command line), and `tests/peers/anon_tls_smtp.py` (STARTTLS with anonymous
-//! ciphers only and no certificate: the seeds' "no certificate from server").
+//! ciphers only and no certificate: scenario 4 of `docs/appliance.md`, "no certificate from server").
 //!
-//! "An interface whose address cannot reach the target" (the seeds' scenario 3) is a
+//! "An interface whose address cannot reach the target" (scenario 3 of `docs/appliance.md`) is a
 //! network namespace joined to this one by a veth pair: the namespace knows the route
 //! back to one of our addresses and not to the other, so a connection from the second
 //! one times out. Everything stays inside the machine. That test needs root (CI runs as
@@ -352,7 +352,7 @@ fn telnet_prints_the_banner_of_a_listening_server() {
     );
     assert!(lines[2].starts_with("220 sink.test "), "{}", run.text());
 
-    // The node's own listener, from a named interface: the seeds' check that a listener answers.
+    // The node's own listener, from a named interface: the administrator's check that a listener answers.
     let own = node.addr().port().to_string();
     let run = pvo(
         &node,
@@ -443,7 +443,7 @@ fn telnet_from_an_interface_without_a_route_to_the_target_times_out() {
     );
     let port = peer.port.to_string();
     let inside = ns.inside();
-    // The default delivery interface is the one without a route, as in the seeds.
+    // The default delivery interface is the one without a route, as in scenario 3.
     let node = node(&[("Isolated", &ns.unroutable_local())], "Isolated", None);
 
     let run = pvo(&node, &["telnet", "--timeout", "2", &inside, &port]);
@@ -469,7 +469,7 @@ fn telnet_from_an_interface_without_a_route_to_the_target_times_out() {
     assert_eq!(j["data"]["source_address"], ns.unroutable_local());
     assert_eq!(j["data"]["error"], "Operation timed out");
 
-    // The remedy of the seeds, default interface Auto, reaches it.
+    // The remedy of scenario 3, default interface Auto, reaches it.
     let run = pvo(&node, &["telnet", "--interface", "Auto", &inside, &port]);
     assert!(run.status.success(), "{}", run.text());
     run.assert_has(&format!(

@@ -1,4 +1,4 @@
-//! Durability end-to-end tests (issue 2; TESTING.md, "Durability"): what happens to a
+//! Durability end-to-end tests: what happens to a
 //! message when the disk or the process fails under a real `pvo gateway run`.
 //!
 //! The promise under test is the one in ARCHITECTURE.md: `250` after DATA only once the
@@ -960,7 +960,7 @@ fn temporary_files(dir: &Path) -> Vec<PathBuf> {
     out
 }
 
-/// Issue 12, finding 9: a data disk with no byte left (mail filled part of it, something
+/// A data disk with no byte left (mail filled part of it, something
 /// else the rest) must not keep the gateway from starting, after `kill -9` or a clean stop:
 /// it starts, answers 452 to new mail while the disk is full, delivers what it holds, and
 /// takes mail again once there is room; the refusals name the spool and the cause, and no

@@ -1,4 +1,4 @@
-//! Exactly-once where PVO can promise it (issue 12, finding 13): a release that the gateway
+//! Exactly-once where PVO can promise it: a release that the gateway
 //! spooled but had not yet recorded in its release-id ledger when it died must not be
 //! delivered twice when the manager sends it again.
 //!

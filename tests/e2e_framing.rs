@@ -1,4 +1,4 @@
-//! Line framing across TCP reads (issue 12, finding 3): the tail of an over-long command
+//! Line framing across TCP reads: the tail of an over-long command
 //! line that arrives in a later read is still part of the refused line, on the SMTP and the
 //! CPQ listener; and the delivery client keeps a next hop's over-long reply line one line
 //! when it comes in two writes, so its tail never answers the next command.

@@ -1,4 +1,4 @@
-//! End-to-end tests of the gateway role (issue 2): a real `pvo gateway run`, real clients
+//! End-to-end tests of the gateway role: a real `pvo gateway run`, real clients
 //! (swaks, Python smtplib, raw bytes) and a real next hop (aiosmtpd, `tests/peers/sink.py`),
 //! all on loopback with kernel-chosen ports.
 //!
@@ -505,7 +505,7 @@ fn ehlo_advertises_the_required_extensions() {
 // (b) open relay
 // ---------------------------------------------------------------------------------------
 
-/// The open-relay forms of TESTING.md (nmap's smtp-open-relay and more), as (MAIL FROM
+/// The open-relay forms an attacker tries (nmap's smtp-open-relay and more), as (MAIL FROM
 /// argument, RCPT TO argument). Our domain is example.com, our name gw1.example.com,
 /// our address 127.0.0.1; example.net is the victim's domain.
 const RELAY_VECTORS: &[(&str, &str)] = &[

@@ -1,5 +1,4 @@
-//! End-to-end tests of the per-client-address limits of HAT mail flow policies (issue 12,
-//! finding 5): one address can no longer take a whole sender group with idle
+//! End-to-end tests of the per-client-address limits of HAT mail flow policies: one address can no longer take a whole sender group with idle
 //! connections, connects at a bounded rate, and idle sessions are cut sooner while a
 //! policy is under pressure. A real `pvo gateway run`, raw SMTP clients from several
 //! loopback source addresses, and aiosmtpd as the next hop.

@@ -1,5 +1,5 @@
 //! A fresh `pvo quickstart` passes its own `pvo diagnose` on both nodes: it leaves the
-//! pair as the seeds' procedure does (PVO service on the manager, the gateway added,
+//! pair as the appliance's setup procedure does (PVO service on the manager, the gateway added,
 //! the migration wizard run and committed by an Administrator, the gateway enabled). On
 //! the gateway, which is central already, diagnose reports the live link to the manager
 //! rather than the enable preflight's wizard check.
@@ -76,7 +76,7 @@ fn a_fresh_quickstart_passes_diagnose_on_both_nodes() {
         "{:?}",
         names(&m)
     );
-    // The wizard was run and committed by an Administrator, as the seeds' procedure does.
+    // The wizard was run and committed by an Administrator, as the appliance's procedure asks.
     let wizard = pvo_json_in(&manager, &["pvoconfig", "migration", "show"]);
     assert_eq!(wizard["data"]["migration"]["set_by"], "admin", "{wizard:#}");
     let pending = Command::new(pvo_bin())

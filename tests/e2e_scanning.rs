@@ -1,4 +1,4 @@
-//! End-to-end tests of scanning and the local quarantines (issue 4): a real `pvo gateway
+//! End-to-end tests of scanning and the local quarantines: a real `pvo gateway
 //! run` with mail policies, a real next hop (`tests/peers/sink.py`), a real `clamd` started
 //! here with a generated signature database, and the quarantine commands run as separate
 //! `pvo --dir DIR ...` processes, as an administrator would.

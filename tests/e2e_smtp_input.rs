@@ -1,5 +1,5 @@
-//! End-to-end tests of what a client may put in an envelope and a message (issue 12,
-//! findings 2 and 4): a real `pvo gateway run` and a real next hop (aiosmtpd,
+//! End-to-end tests of what a client may put in an envelope and a message (quoted
+//! local parts, NUL and non-ASCII bytes): a real `pvo gateway run` and a real next hop (aiosmtpd,
 //! `tests/peers/sink.py`, which records the envelope it got), with mail from 127.0.0.2
 //! (untrusted: only the RAT's `example.com`) and from 127.0.0.1 (RELAYLIST).
 //!

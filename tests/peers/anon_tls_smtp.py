@@ -1,7 +1,7 @@
 #!/usr/bin/python3
 """An SMTP server whose STARTTLS offers only anonymous ciphers and has no certificate.
 
-This is the seeds' scenario 4 ("no certificate from server"): the peer a `tlsverify` must
+This is scenario 4 of docs/appliance.md ("no certificate from server"): the peer a `tlsverify` must
 explain. Debian's aiosmtpd; run it with /usr/bin/python3 (where python3-aiosmtpd lives).
 
     /usr/bin/python3 tests/peers/anon_tls_smtp.py [--host 127.0.0.1] [--port 0]

@@ -1341,10 +1341,10 @@ pub fn free_port_on_all(ips: &[IpAddr]) -> u16 {
 }
 
 // ---------------------------------------------------------------------------------------
-// Network namespaces (SPEC §2 scenario 3: no route from an interface)
+// Network namespaces (scenario 3 of docs/appliance.md: no route from an interface)
 // ---------------------------------------------------------------------------------------
 
-/// A network namespace joined to ours by a veth pair, for the seeds' scenario 3:
+/// A network namespace joined to ours by a veth pair, for scenario 3 of `docs/appliance.md`:
 ///
 /// - here: `10.213.K.1/24` on `pvodiagKa`, and `10.214.K.1/32` on the same link;
 /// - in the namespace: `10.213.K.2/24` on `pvodiagKb`, and no other route at all.

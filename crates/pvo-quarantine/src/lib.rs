@@ -1,4 +1,4 @@
-//! PVO's quarantines: the model of SPEC §3 and the store that holds it, used unchanged by
+//! PVO's quarantines: the model of `docs/appliance.md` (Quarantines) and the store that holds it, used unchanged by
 //! the gateway (its local Policy, Virus and Outbreak quarantines) and by the manager (the
 //! central quarantines of many gateways).
 //!

@@ -1,4 +1,4 @@
-//! The exact `mail_logs` texts of quarantine events (SPEC §3). The caller writes them; this
+//! The exact `mail_logs` texts of quarantine events (`docs/appliance.md`, Log lines). The caller writes them; this
 //! crate only formats them, so that the gateway and the manager print the same words and an
 //! administrator's `grep` finds both.
 //!

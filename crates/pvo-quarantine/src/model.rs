@@ -1,4 +1,4 @@
-//! The types of the quarantine model (SPEC §3): quarantines and their settings, a message and
+//! The types of the quarantine model (`docs/appliance.md`, Quarantines): quarantines and their settings, a message and
 //! its memberships, actions and what they return.
 //!
 //! Everything here is plain data. The rules that decide what an action does live in

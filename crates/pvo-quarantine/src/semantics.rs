@@ -4,7 +4,7 @@
 //! [`Plan`]'s edits and commits. Keeping the rules here, away from SQL, is what lets a second
 //! backend (PostgreSQL) reuse them unchanged: a backend only loads and stores.
 //!
-//! The rules (SPEC §3):
+//! The rules (`docs/appliance.md`, Quarantines):
 //! - A message is delivered only when released from all its quarantines; deleted from any
 //!   one, it is deleted from all and never delivered.
 //! - States only move forward. An action on a membership that is no longer held changes
