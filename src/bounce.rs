@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use crate::envelope::Envelope;
 use crate::ids::Kind;
-use crate::node::Shared;
+use crate::state::Shared;
 
 /// Builds and queues a DSN for one recipient of `orig` in the background.
 pub fn spawn_dsn(

@@ -24,8 +24,8 @@ use tokio::sync::oneshot;
 
 use crate::config::{RouteTarget, TlsMode};
 use crate::ids::Kind;
-use crate::node::Shared;
 use crate::queue::{Event, Job, RcptOutcome, IDLE_WAIT};
+use crate::state::Shared;
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
 const REPLY_TIMEOUT: Duration = Duration::from_secs(300);

@@ -20,7 +20,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
 use crate::envelope::{domain_of, Envelope, RcptFinal, Update};
-use crate::node::Shared;
+use crate::state::Shared;
 
 /// Keep message bodies in memory up to this many bytes in total; beyond it
 /// delivery reads them back from the spool (the page cache, usually).

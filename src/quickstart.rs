@@ -308,7 +308,7 @@ async fn ssh_access(
         return Ok(None);
     }
     let admin = Identity::local_admin();
-    let run = |shared: &std::sync::Arc<crate::node::Shared>, command: &str, args| {
+    let run = |shared: &std::sync::Arc<crate::state::Shared>, command: &str, args| {
         let req = Request {
             command: command.to_string(),
             args,

@@ -48,7 +48,7 @@ use russh::{Channel, ChannelId, MethodKind, MethodSet};
 use tokio::sync::mpsc;
 
 use crate::admin::Request;
-use crate::node::Shared;
+use crate::state::Shared;
 use crate::users::{Identity, Origin};
 
 /// The host key's file name under `DATA_DIR/ssh/`.
@@ -116,8 +116,8 @@ pub async fn serve(
             let _ = handle_slot.set(handle.clone());
             let ended = tokio::select! {
                 r = &mut session => Some(r),
-                _ = crate::servers::closing(stop) => {
-                    tokio::time::timeout(crate::servers::GRACE, &mut session).await.ok()
+                _ = crate::shutdown::closing(stop) => {
+                    tokio::time::timeout(crate::shutdown::GRACE, &mut session).await.ok()
                 }
             };
             match ended {

@@ -45,8 +45,8 @@ use super::{arg_str, arg_u64};
 use crate::admin::{Request, Response};
 use crate::clock::gmt;
 use crate::envelope::Envelope;
-use crate::node::Shared;
 use crate::scanning::local_quarantine::{handle_reports, now};
+use crate::state::Shared;
 use crate::users::{Builtin, Identity, Perm, RoleDef};
 
 /// Handles a quarantine command; `None` if `req.command` is not one.

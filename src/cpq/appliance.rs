@@ -22,7 +22,7 @@ use anyhow::{bail, Context, Result};
 use russh::keys::{HashAlg, PrivateKey, PrivateKeyWithHashAlg};
 use russh::{client, ChannelMsg};
 
-use crate::node::Shared;
+use crate::state::Shared;
 
 /// How long an SSH exchange with a gateway may take.
 pub const SSH_TIMEOUT: Duration = Duration::from_secs(20);

@@ -31,7 +31,7 @@ use pvo_proto::cpq::ReleaseRecord;
 use pvo_quarantine::Hold;
 
 use crate::envelope::{CpqTag, Envelope, Update};
-use crate::node::Shared;
+use crate::state::Shared;
 
 /// The release ids this gateway has taken: an append-only file, fsynced
 /// before the `250`, loaded at start. Concurrent receptions share fsyncs: a

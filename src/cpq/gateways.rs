@@ -22,7 +22,7 @@ use std::time::Duration;
 use serde_json::{json, Value};
 
 use crate::config::{EnrolledGateway, Role, CPQ_RELEASE_HOST};
-use crate::node::Shared;
+use crate::state::Shared;
 
 /// How long `applianceconfig status` waits for the first check of a gateway.
 pub const FIRST_CHECK_WAIT: Duration = Duration::from_secs(3);

@@ -26,7 +26,7 @@ use serde_json::json;
 use tokio::sync::oneshot;
 
 use crate::envelope::{CpqTag, Envelope};
-use crate::node::Shared;
+use crate::state::Shared;
 
 /// Most messages committed in one transaction.
 const MAX_BATCH: usize = 512;

@@ -45,7 +45,7 @@ use crate::clock::unix_now;
 use crate::config::{Role, CPQ_HOST};
 use crate::cpq::records;
 use crate::envelope::{CpqTag, Envelope};
-use crate::node::Shared;
+use crate::state::Shared;
 
 /// Messages read from the store, spooled and marked together.
 pub const BATCH: usize = 200;

@@ -141,6 +141,6 @@ pub struct State {
 }
 
 /// The role of a user of this node, by name (`None`: no such user).
-pub fn role_of(shared: &crate::node::Shared, user: &str) -> Option<String> {
+pub fn role_of(shared: &crate::state::Shared, user: &str) -> Option<String> {
     shared.users.user(user).map(|u| u.role)
 }

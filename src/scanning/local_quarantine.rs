@@ -19,7 +19,7 @@ use pvo_quarantine::{
 };
 
 use crate::envelope::Envelope;
-use crate::node::Shared;
+use crate::state::Shared;
 
 /// How often scheduled exits and the space quota are checked.
 const SWEEP_EVERY: Duration = Duration::from_secs(30);

@@ -27,7 +27,7 @@ use serde_json::json;
 
 use crate::clamd::VirusVerdict;
 use crate::envelope::{Envelope, Update};
-use crate::node::Shared;
+use crate::state::Shared;
 
 /// How long a message waits after a scan engine failed before it is scanned
 /// again: the first retry comes soon (a clamd restart takes seconds), then the

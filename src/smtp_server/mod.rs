@@ -25,7 +25,7 @@ use tokio::sync::watch;
 
 use crate::config::{Config, HatEntry, SenderPattern};
 use crate::dns::ReverseDns;
-use crate::node::Shared;
+use crate::state::Shared;
 
 pub use session::Session;
 

@@ -35,7 +35,7 @@ use crate::delivery::Io;
 use crate::dns::ReverseDns;
 use crate::envelope::Envelope;
 use crate::ids::Kind;
-use crate::node::Shared;
+use crate::state::Shared;
 
 pub struct Session {
     shared: Arc<Shared>,

@@ -1,0 +1,398 @@
+//! The state every task of a running node shares: [`Shared`], with the configuration in
+//! force, the spool, ids, log, the queue's handle, the counters and the subsystems of the
+//! core (scanner, outbreak rules, quarantine store, CPQ state, users, audit).
+//!
+//! Its fields are core types and small traits only: what the core needs from an adapter
+//! or from the composition root (the running listeners and management servers, a new
+//! configuration put in force) is a trait object here ([`ListenerControl`],
+//! [`ServerControl`], [`NodeControl`]) that `node` implements and wires at start. So a
+//! module that receives `Shared` reaches no adapter through it, and the import graph goes
+//! one way: adapters and the root import this module, never the reverse.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+
+use anyhow::Result;
+use pvo_spool::{Spool, SpoolError};
+use tokio::sync::oneshot;
+
+use crate::config::Config;
+use crate::dns::Resolver;
+use crate::envelope::Envelope;
+use crate::ids::Ids;
+use crate::mail_log::MailLog;
+use crate::queue::QueueHandle;
+
+/// Counters for `status`: atomics for this run, a snapshot at the last
+/// `resetcounters`, and the lifetime totals of earlier runs (`run/counters`).
+pub struct Counters {
+    pub connections_in: AtomicU64,
+    pub connections_open: AtomicU64,
+    pub messages_received: AtomicU64,
+    pub recipients_received: AtomicU64,
+    pub rejected_recipients: AtomicU64,
+    pub soft_bounced: AtomicU64,
+    pub delivered_rcpts: AtomicU64,
+    pub bounced_rcpts: AtomicU64,
+    /// How long scanning a message takes (`/metrics`).
+    pub scan_latency: crate::histogram::Histogram,
+    reset_base: Mutex<(Option<u64>, CounterSet)>,
+    lifetime_base: CounterSet,
+    path: std::path::PathBuf,
+    /// The last write of `path` failed (reported once, until one works again).
+    persist_failing: Mutex<bool>,
+}
+
+/// One column of the counters table.
+#[derive(Debug, Clone, Copy, Default, serde::Serialize, serde::Deserialize)]
+pub struct CounterSet {
+    pub connections_in: u64,
+    pub connections_open: u64,
+    pub messages_received: u64,
+    pub recipients_received: u64,
+    pub rejected_recipients: u64,
+    pub soft_bounced: u64,
+    pub delivered_rcpts: u64,
+    pub bounced_rcpts: u64,
+}
+
+impl CounterSet {
+    fn zip(&self, o: &CounterSet, f: impl Fn(u64, u64) -> u64) -> CounterSet {
+        CounterSet {
+            connections_in: f(self.connections_in, o.connections_in),
+            connections_open: self.connections_open,
+            messages_received: f(self.messages_received, o.messages_received),
+            recipients_received: f(self.recipients_received, o.recipients_received),
+            rejected_recipients: f(self.rejected_recipients, o.rejected_recipients),
+            soft_bounced: f(self.soft_bounced, o.soft_bounced),
+            delivered_rcpts: f(self.delivered_rcpts, o.delivered_rcpts),
+            bounced_rcpts: f(self.bounced_rcpts, o.bounced_rcpts),
+        }
+    }
+}
+
+impl Counters {
+    pub(crate) fn open(run_dir: &std::path::Path) -> Counters {
+        let path = run_dir.join("counters.json");
+        let lifetime_base = std::fs::read(&path)
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .unwrap_or_default();
+        Counters {
+            connections_in: AtomicU64::new(0),
+            connections_open: AtomicU64::new(0),
+            messages_received: AtomicU64::new(0),
+            recipients_received: AtomicU64::new(0),
+            rejected_recipients: AtomicU64::new(0),
+            soft_bounced: AtomicU64::new(0),
+            delivered_rcpts: AtomicU64::new(0),
+            bounced_rcpts: AtomicU64::new(0),
+            scan_latency: Default::default(),
+            reset_base: Mutex::new((None, CounterSet::default())),
+            lifetime_base,
+            path,
+            persist_failing: Mutex::new(false),
+        }
+    }
+
+    /// Since this node started.
+    pub fn snapshot(&self) -> CounterSet {
+        let l = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        CounterSet {
+            connections_in: l(&self.connections_in),
+            connections_open: l(&self.connections_open),
+            messages_received: l(&self.messages_received),
+            recipients_received: l(&self.recipients_received),
+            rejected_recipients: l(&self.rejected_recipients),
+            soft_bounced: l(&self.soft_bounced),
+            delivered_rcpts: l(&self.delivered_rcpts),
+            bounced_rcpts: l(&self.bounced_rcpts),
+        }
+    }
+
+    pub fn since_reset(&self) -> CounterSet {
+        let base = self.reset_base.lock().unwrap().1;
+        self.snapshot().zip(&base, |a, b| a.saturating_sub(b))
+    }
+
+    pub fn lifetime(&self) -> CounterSet {
+        self.snapshot().zip(&self.lifetime_base, |a, b| a + b)
+    }
+
+    pub fn reset_at(&self) -> Option<u64> {
+        self.reset_base.lock().unwrap().0
+    }
+
+    pub fn reset(&self) {
+        let now = crate::clock::unix_now();
+        *self.reset_base.lock().unwrap() = (Some(now), self.snapshot());
+    }
+
+    /// Writes the lifetime totals (periodically and at shutdown). Returns what mail_logs
+    /// should say: the first failure (file and cause; the totals stay in memory and are
+    /// written with the next try) and the first success after failures.
+    pub fn persist(&self) -> Option<String> {
+        let bytes = serde_json::to_vec(&self.lifetime()).ok()?;
+        let result = crate::atomic_file::write(&self.path, &bytes);
+        let mut failing = self.persist_failing.lock().unwrap();
+        match result {
+            Ok(()) => std::mem::take(&mut *failing)
+                .then(|| format!("Lifetime counters written to {} again", self.path.display())),
+            Err(e) if !*failing => {
+                *failing = true;
+                Some(format!(
+                    "Lifetime counters could not be written to {}: {e:#}; they are kept in \
+                     memory and written again every 10 seconds",
+                    self.path.display()
+                ))
+            }
+            Err(_) => None,
+        }
+    }
+}
+
+/// What every task of a node shares.
+pub struct Shared {
+    pub(crate) config: RwLock<Arc<Config>>,
+    /// The file the committed configuration lives in.
+    pub config_path: std::path::PathBuf,
+    pub spool: Spool,
+    pub ids: Ids,
+    pub log: MailLog,
+    pub resolver: Resolver,
+    pub(crate) tls_server: RwLock<Arc<rustls::ServerConfig>>,
+    pub(crate) tls_clients: RwLock<Arc<ClientConfigs>>,
+    pub queue: QueueHandle,
+    pub counters: Counters,
+    /// The running listeners (started and moved by `node`).
+    pub listeners: Arc<dyn ListenerControl>,
+    /// The running `[ssh]` and `[web]` servers (moved by a commit).
+    pub servers: Arc<dyn ServerControl>,
+    /// What only the composition root does: a configuration put in force.
+    pub node: Arc<dyn NodeControl>,
+    pub started: std::time::Instant,
+    /// Set to true to make idle sessions close (`suspend --delay`).
+    pub disconnect: tokio::sync::watch::Sender<bool>,
+    pub(crate) disconnect_gen: AtomicU64,
+    pub(crate) scanner: RwLock<Arc<crate::scanning::Scanner>>,
+    /// The outbreak rules in force and their persisted copy (`DATA_DIR/outbreak`).
+    pub outbreak: crate::scanning::outbreak_store::OutbreakState,
+    /// The local quarantines (gateway) or the central store (manager).
+    pub local_quarantine: crate::scanning::local_quarantine::LocalQuarantine,
+    pub(crate) cpq_tls: RwLock<Option<Arc<crate::cpq::CpqTls>>>,
+    pub cpq: crate::cpq::State,
+    /// The node's users and roles (`DATA_DIR/users.json`).
+    pub users: crate::users::Users,
+    /// The audit trail (`DATA_DIR/audit.db`).
+    pub audit: crate::audit::Audit,
+    /// Failed password logins per account and per address (web, SSH, `pvo --user`).
+    pub logins: crate::login_throttle::LoginThrottle,
+}
+
+impl Shared {
+    /// The configuration in force. Readers take a snapshot (an `Arc`), so a
+    /// commit swaps the whole configuration at once and never half of it.
+    pub fn config(&self) -> Arc<Config> {
+        self.config.read().unwrap().clone()
+    }
+
+    pub fn tls_server(&self) -> Arc<rustls::ServerConfig> {
+        self.tls_server.read().unwrap().clone()
+    }
+
+    /// Puts a renewed inbound certificate in force (`tls::renew_self_signed`).
+    pub fn set_tls_server(&self, c: Arc<rustls::ServerConfig>) {
+        *self.tls_server.write().unwrap() = c;
+    }
+
+    pub fn tls_clients(&self) -> Arc<ClientConfigs> {
+        self.tls_clients.read().unwrap().clone()
+    }
+
+    /// The CPQ mutual-TLS configurations (when `[cpq]` is configured).
+    pub fn cpq_tls(&self) -> Option<Arc<crate::cpq::CpqTls>> {
+        self.cpq_tls.read().unwrap().clone()
+    }
+
+    /// Rebuilds the CPQ TLS configurations from disk (after `cpqcert revoke`), so
+
+    /// Rebuilds the CPQ TLS configurations from disk (after `cpqcert revoke`), so
+    /// the next handshake applies the new revocation list.
+    pub fn reload_cpq_tls(&self) -> Result<()> {
+        let tls = self.node.load_cpq_tls(&self.config())?.map(Arc::new);
+        *self.cpq_tls.write().unwrap() = tls;
+        Ok(())
+    }
+
+    pub fn scanner(&self) -> Arc<crate::scanning::Scanner> {
+        self.scanner.read().unwrap().clone()
+    }
+
+    pub fn outbreak_rules(&self) -> Option<Arc<pvo_scan::outbreak::OutbreakRules>> {
+        self.outbreak.rules()
+    }
+
+    /// Injects a message generated or released here: a new MID, spooled
+    /// (fsynced), then scanned or queued. Returns the new MID.
+    pub async fn inject(
+        self: &Arc<Self>,
+        template: &Envelope,
+        body: Vec<u8>,
+        scanned: bool,
+    ) -> Result<u64> {
+        let mid = self.ids.next(crate::ids::Kind::Mid);
+        let mut env = template.clone();
+        env.mid = mid;
+        env.size = body.len() as u64;
+        env.scanned = scanned;
+        let body = self
+            .spool_message(&env, body)
+            .await
+            .map_err(|e| anyhow::anyhow!("spool: {e}"))?;
+        self.submit_injected(env, body);
+        Ok(mid)
+    }
+
+    /// The second half of [`Shared::inject`], for a message already spooled: logs it and
+    /// hands it to scanning or delivery.
+    pub fn submit_injected(self: &Arc<Self>, env: Envelope, body: Arc<Vec<u8>>) {
+        self.log.info(format!(
+            "MID {} ready {} bytes from <{}>",
+            env.mid,
+            body.len(),
+            env.sender
+        ));
+        self.log
+            .info(format!("MID {} queued for delivery", env.mid));
+        crate::scanning::pipeline::submit(self, Arc::new(env), body);
+    }
+
+    /// Writes a message to the spool and waits for the fsync.
+    pub async fn spool_message(
+        &self,
+        env: &Envelope,
+        body: Vec<u8>,
+    ) -> Result<Arc<Vec<u8>>, SpoolError> {
+        let (tx, rx) = oneshot::channel();
+        let body = Arc::new(body);
+        // The spool takes ownership of a copy; the queue keeps the Arc for
+        // delivery so the common case never reads the body back.
+        self.spool.append(
+            env.mid,
+            env.encode(),
+            body.as_ref().clone(),
+            Box::new(move |r| {
+                let _ = tx.send(r);
+            }),
+        );
+        match rx.await {
+            Ok(Ok(())) => Ok(body),
+            Ok(Err(e)) => Err(e),
+            Err(_) => Err(SpoolError::Closed),
+        }
+    }
+
+    /// Tells sessions to close at their next command after `delay`, unless
+    /// `cancel_disconnect` comes first.
+    pub fn disconnect_sessions_after(self: &Arc<Self>, delay: std::time::Duration) {
+        let generation = self.disconnect_gen.fetch_add(1, Ordering::SeqCst) + 1;
+        let me = self.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(delay).await;
+            if me.disconnect_gen.load(Ordering::SeqCst) == generation {
+                me.disconnect.send_replace(true);
+            }
+        });
+    }
+
+    pub fn cancel_disconnect(&self) {
+        self.disconnect_gen.fetch_add(1, Ordering::SeqCst);
+        self.disconnect.send_replace(false);
+    }
+    /// Applies a validated configuration to the running node, all or
+    /// nothing: TLS material is loaded and new listener sockets are bound
+    /// first; only when everything succeeded is the configuration swapped and
+    /// the listeners moved. Sessions already running keep the snapshot they
+    /// started with, and queued mail is untouched, so nothing in flight is
+    /// dropped.
+    pub fn apply_config(self: &Arc<Self>, new: Config) -> Result<()> {
+        self.node.apply_config(self, new)
+    }
+
+    pub async fn read_body(&self, mid: u64) -> Result<Vec<u8>, SpoolError> {
+        let spool = self.spool.clone();
+        tokio::task::spawn_blocking(move || spool.read_body(mid))
+            .await
+            .unwrap_or(Err(SpoolError::Closed))
+    }
+}
+
+impl Config {
+    /// The host name used in EHLO for outbound connections.
+    pub fn default_interface_hostname(&self) -> String {
+        match self.delivery.default_interface {
+            Some(i) => self.interfaces[i].hostname.clone(),
+            None => self.hostname.clone(),
+        }
+    }
+}
+
+/// The outbound TLS client configurations: one that verifies the peer, one that does not
+/// (opportunistic TLS). Built by `tls::client_configs`.
+pub struct ClientConfigs {
+    pub verify: Arc<rustls::ClientConfig>,
+    pub opportunistic: Arc<rustls::ClientConfig>,
+}
+
+/// A management server of the node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ServerKind {
+    Ssh,
+    Web,
+}
+
+/// What `ListenerControl::resume` did.
+#[derive(Debug, Default)]
+pub struct Resumed {
+    /// The selected listeners that are receiving now, in configuration order.
+    pub receiving: Vec<String>,
+    /// Why each of the others could not resume.
+    pub failed: Vec<String>,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ListenerState {
+    pub name: String,
+    pub address: SocketAddr,
+    pub suspended: bool,
+}
+
+/// The running listeners, as the commands see them (`suspendlisteners`,
+/// `resumelisteners`, `status`). Implemented by `listeners::Listeners`.
+pub trait ListenerControl: Send + Sync {
+    /// The address a listener is bound to now.
+    fn address(&self, name: &str) -> Option<SocketAddr>;
+    /// Every listener, in the order they were started.
+    fn states(&self) -> Vec<ListenerState>;
+    fn names(&self) -> Vec<String>;
+    /// Closes the listening sockets of `names` (all when empty); returns the ones closed.
+    fn suspend(&self, names: &[String]) -> Vec<String>;
+    /// Binds the suspended ones of `names` (all when empty) again.
+    fn resume(&self, shared: &Arc<Shared>, names: &[String]) -> Resumed;
+}
+
+/// The running management servers, as the commands and the certificate renewal see
+/// them. Implemented by `servers::Servers`.
+pub trait ServerControl: Send + Sync {
+    /// The address a server listens on now.
+    fn address(&self, kind: ServerKind) -> Option<SocketAddr>;
+}
+
+/// What the composition root does on behalf of the core: put a validated
+/// configuration in force across every adapter (all or nothing), and load the CPQ
+/// mutual-TLS material. Implemented by `node`.
+pub trait NodeControl: Send + Sync {
+    fn apply_config(&self, shared: &Arc<Shared>, new: Config) -> Result<()>;
+    fn load_cpq_tls(&self, cfg: &Config) -> Result<Option<crate::cpq::CpqTls>>;
+}
