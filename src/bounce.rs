@@ -172,7 +172,7 @@ pub fn spawn_notification(shared: Arc<Shared>, orig: Arc<Envelope>, to: String, 
             scanned: true,
             cpq: None,
         };
-        match shared.inject(&env, text.into_bytes(), true).await {
+        match crate::scanning::pipeline::inject(&shared, &env, text.into_bytes(), true).await {
             Ok(mid) => shared.log.info(format!(
                 "MID {mid} was generated as a notification for MID {}",
                 orig.mid

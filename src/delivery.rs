@@ -31,6 +31,16 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
 const REPLY_TIMEOUT: Duration = Duration::from_secs(300);
 const DATA_REPLY_TIMEOUT: Duration = Duration::from_secs(600);
 
+/// The queue's [`crate::queue::Transport`]: SMTP to the next hop, CPQ to the manager or
+/// a gateway, maildir for a local route.
+pub struct SmtpTransport;
+
+impl crate::queue::Transport for SmtpTransport {
+    fn spawn_connection(&self, shared: Arc<Shared>, domain: String, job: Job) {
+        spawn_connection(shared, domain, job);
+    }
+}
+
 pub fn spawn_connection(shared: Arc<Shared>, domain: String, job: Job) {
     tokio::spawn(async move {
         let mut job = job;

@@ -316,7 +316,9 @@ impl Node {
                 "Recovered {recovered_count} messages from the spool"
             ));
         }
-        tokio::spawn(queue::Manager::new(shared.clone(), rx).run());
+        tokio::spawn(
+            queue::Manager::new(shared.clone(), rx, Arc::new(crate::delivery::SmtpTransport)).run(),
+        );
         crate::scanning::local_quarantine::start(&shared);
         crate::cpq::migrate::start(&shared);
 

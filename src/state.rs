@@ -22,7 +22,7 @@ use crate::dns::Resolver;
 use crate::envelope::Envelope;
 use crate::ids::Ids;
 use crate::mail_log::MailLog;
-use crate::queue::QueueHandle;
+use crate::queue::handle::QueueHandle;
 
 /// Counters for `status`: atomics for this run, a snapshot at the last
 /// `resetcounters`, and the lifetime totals of earlier runs (`run/counters`).
@@ -231,41 +231,6 @@ impl Shared {
 
     pub fn outbreak_rules(&self) -> Option<Arc<pvo_scan::outbreak::OutbreakRules>> {
         self.outbreak.rules()
-    }
-
-    /// Injects a message generated or released here: a new MID, spooled
-    /// (fsynced), then scanned or queued. Returns the new MID.
-    pub async fn inject(
-        self: &Arc<Self>,
-        template: &Envelope,
-        body: Vec<u8>,
-        scanned: bool,
-    ) -> Result<u64> {
-        let mid = self.ids.next(crate::ids::Kind::Mid);
-        let mut env = template.clone();
-        env.mid = mid;
-        env.size = body.len() as u64;
-        env.scanned = scanned;
-        let body = self
-            .spool_message(&env, body)
-            .await
-            .map_err(|e| anyhow::anyhow!("spool: {e}"))?;
-        self.submit_injected(env, body);
-        Ok(mid)
-    }
-
-    /// The second half of [`Shared::inject`], for a message already spooled: logs it and
-    /// hands it to scanning or delivery.
-    pub fn submit_injected(self: &Arc<Self>, env: Envelope, body: Arc<Vec<u8>>) {
-        self.log.info(format!(
-            "MID {} ready {} bytes from <{}>",
-            env.mid,
-            body.len(),
-            env.sender
-        ));
-        self.log
-            .info(format!("MID {} queued for delivery", env.mid));
-        crate::scanning::pipeline::submit(self, Arc::new(env), body);
     }
 
     /// Writes a message to the spool and waits for the fsync.

@@ -1583,8 +1583,7 @@ async fn copy(shared: &Arc<Shared>, req: &Request) -> Reply {
         scanned: true,
         cpq: None,
     };
-    let new_mid = shared
-        .inject(&env, copy.raw, true)
+    let new_mid = crate::scanning::pipeline::inject(shared, &env, copy.raw, true)
         .await
         .map_err(|e| format!("the copy of MID {mid} could not be queued: {e:#}"))?;
     shared.log.info(format!(

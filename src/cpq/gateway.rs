@@ -358,7 +358,7 @@ pub async fn receive_release(
             if rescan {
                 crate::scanning::pipeline::submit_for_rescan(shared, env, body);
             } else {
-                shared.submit_injected(env, body);
+                crate::scanning::pipeline::submit_injected(shared, env, body);
             }
             // The outbreak copy is no longer needed.
             let base = outbreak_dir(shared).join(rec.gateway_mid.to_string());

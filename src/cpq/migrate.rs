@@ -544,7 +544,7 @@ async fn notify(shared: &Arc<Shared>, p: &Progress) {
         scanned: true,
         cpq: None,
     };
-    match shared.inject(&env, text, true).await {
+    match crate::scanning::pipeline::inject(shared, &env, text, true).await {
         Ok(mid) => shared.log.info(format!(
             "MID {mid} was generated as a notification: migration of local quarantines to the manager finished"
         )),

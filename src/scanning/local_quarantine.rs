@@ -272,7 +272,7 @@ async fn deliver_released(
     let injected = if rescan {
         crate::scanning::pipeline::inject_for_rescan(shared, &env, bytes).await
     } else {
-        shared.inject(&env, bytes, true).await
+        crate::scanning::pipeline::inject(shared, &env, bytes, true).await
     };
     match injected {
         Ok(new_mid) => {

@@ -63,6 +63,42 @@ pub fn submit(shared: &Arc<Shared>, env: Arc<Envelope>, body: Arc<Vec<u8>>) {
     tokio::spawn(async move { run(shared, env, body, Stages::All).await });
 }
 
+/// Injects a message generated or released here: a new MID, spooled
+/// (fsynced), then scanned or queued. Returns the new MID.
+pub async fn inject(
+    shared: &Arc<Shared>,
+    template: &Envelope,
+    body: Vec<u8>,
+    scanned: bool,
+) -> anyhow::Result<u64> {
+    let mid = shared.ids.next(crate::ids::Kind::Mid);
+    let mut env = template.clone();
+    env.mid = mid;
+    env.size = body.len() as u64;
+    env.scanned = scanned;
+    let body = shared
+        .spool_message(&env, body)
+        .await
+        .map_err(|e| anyhow::anyhow!("spool: {e}"))?;
+    submit_injected(shared, env, body);
+    Ok(mid)
+}
+
+/// The second half of [`inject`], for a message already spooled: logs it and
+/// hands it to scanning or delivery.
+pub fn submit_injected(shared: &Arc<Shared>, env: Envelope, body: Arc<Vec<u8>>) {
+    shared.log.info(format!(
+        "MID {} ready {} bytes from <{}>",
+        env.mid,
+        body.len(),
+        env.sender
+    ));
+    shared
+        .log
+        .info(format!("MID {} queued for delivery", env.mid));
+    submit(shared, Arc::new(env), body);
+}
+
 /// Spools a message released from the Outbreak quarantine under a new MID and
 /// scans it with anti-virus only (see the module documentation). Returns the
 /// new MID once the message is on disk.
@@ -511,7 +547,7 @@ async fn apply(shared: &Arc<Shared>, env: Arc<Envelope>, body: Arc<Vec<u8>>, d: 
         }
         Some(new_body) => {
             let by = d.rewritten_by.first().cloned().unwrap_or_default();
-            match shared.inject(&env, new_body.as_ref().clone(), true).await {
+            match inject(shared, &env, new_body.as_ref().clone(), true).await {
                 Ok(new_mid) => {
                     shared
                         .log
