@@ -183,7 +183,7 @@ impl Node {
             (crate::config::Role::Manager, Some(c)) => c.quota,
             _ => config.scanning.quarantine_quota,
         };
-        let local_quarantine = crate::scanning::local_quarantine::LocalQuarantine::open(
+        let local_quarantine = crate::scanning::quarantine_store::LocalQuarantine::open(
             &config.data_dir.join("quarantine"),
             quota,
         )?;
@@ -239,6 +239,10 @@ impl Node {
             scanner: RwLock::new(Arc::new(scanner)),
             outbreak,
             local_quarantine,
+            release_route: match config.role {
+                crate::config::Role::Manager => Some(Arc::new(crate::cpq::manager::ToGateways)),
+                crate::config::Role::Gateway => None,
+            },
             cpq_tls: RwLock::new(cpq_tls),
             cpq,
             users,

@@ -14,6 +14,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
 use anyhow::Result;
+use pvo_quarantine::{EarlyReleaseActions, MessageInfo, MsgId};
 use pvo_spool::{Spool, SpoolError};
 use tokio::sync::oneshot;
 
@@ -179,7 +180,10 @@ pub struct Shared {
     /// The outbreak rules in force and their persisted copy (`DATA_DIR/outbreak`).
     pub outbreak: crate::scanning::outbreak_store::OutbreakState,
     /// The local quarantines (gateway) or the central store (manager).
-    pub local_quarantine: crate::scanning::local_quarantine::LocalQuarantine,
+    pub local_quarantine: crate::scanning::quarantine_store::LocalQuarantine,
+    /// Manager: where a message released from all its quarantines goes (back to its
+    /// gateway, `cpq::manager`); `None` on a gateway, which injects it again itself.
+    pub release_route: Option<Arc<dyn ReleaseRoute>>,
     pub(crate) cpq_tls: RwLock<Option<Arc<crate::cpq::CpqTls>>>,
     pub cpq: crate::cpq::State,
     /// The node's users and roles (`DATA_DIR/users.json`).
@@ -360,4 +364,32 @@ pub trait ServerControl: Send + Sync {
 pub trait NodeControl: Send + Sync {
     fn apply_config(&self, shared: &Arc<Shared>, new: Config) -> Result<()>;
     fn load_cpq_tls(&self, cfg: &Config) -> Result<Option<crate::cpq::CpqTls>>;
+}
+
+/// A future as the traits here return it (they are used as trait objects).
+pub type BoxFuture<'a, T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send + 'a>>;
+
+/// The way out of the quarantine store on a manager: a message released from all its
+/// quarantines goes back to the gateway it came from. The quarantine service
+/// (`scanning::local_quarantine`: the store, its sweeper, the reports of every action)
+/// owns the decision that a message leaves; the CPQ manager (`cpq::manager::ToGateways`)
+/// owns how, and `node` wires it.
+pub trait ReleaseRoute: Send + Sync {
+    /// Releases a batch: (node MID, store id, early-release actions) each; returns
+    /// (node MID, queued MID) for each message queued.
+    fn release_batch<'a>(
+        &'a self,
+        shared: &'a Arc<Shared>,
+        items: Vec<(u64, MsgId, Vec<EarlyReleaseActions>)>,
+    ) -> BoxFuture<'a, Vec<(u64, u64)>>;
+
+    /// Releases one message read from the store; returns its queued MID.
+    fn release<'a>(
+        &'a self,
+        shared: &'a Arc<Shared>,
+        msg_id: MsgId,
+        info: &'a MessageInfo,
+        raw: Vec<u8>,
+        actions: &'a [EarlyReleaseActions],
+    ) -> BoxFuture<'a, Result<u64>>;
 }

@@ -25,6 +25,7 @@ use pvo_quarantine::{
 use serde_json::json;
 use tokio::sync::oneshot;
 
+use crate::cpq::records::manager_mid;
 use crate::envelope::{CpqTag, Envelope};
 use crate::state::Shared;
 
@@ -91,14 +92,6 @@ impl Inbox {
             ))
         })
     }
-}
-
-/// The manager MID of a stored message (kept in its metadata).
-pub fn manager_mid(info: &MessageInfo) -> u64 {
-    info.meta
-        .get("mid")
-        .and_then(|v| v.as_u64())
-        .unwrap_or(info.msg_id)
 }
 
 /// Stores a transferred message; returns the SMTP reply.
@@ -340,6 +333,32 @@ pub async fn queue_release(
     shared.cpq.stats.release_queued(mid, &info.gateway);
     shared.queue.enqueue(Arc::new(env), Some(body));
     Ok(mid)
+}
+
+/// The manager's way out of its store: a message released from all its quarantines is
+/// queued back to the gateway it came from. The quarantine service (`local_quarantine`)
+/// reaches it through `Shared::release_route`, which `node` wires on a manager.
+pub struct ToGateways;
+
+impl crate::state::ReleaseRoute for ToGateways {
+    fn release_batch<'a>(
+        &'a self,
+        shared: &'a Arc<Shared>,
+        items: Vec<(u64, MsgId, Vec<EarlyReleaseActions>)>,
+    ) -> crate::state::BoxFuture<'a, Vec<(u64, u64)>> {
+        Box::pin(release_batch(shared, items))
+    }
+
+    fn release<'a>(
+        &'a self,
+        shared: &'a Arc<Shared>,
+        msg_id: MsgId,
+        info: &'a MessageInfo,
+        raw: Vec<u8>,
+        actions: &'a [EarlyReleaseActions],
+    ) -> crate::state::BoxFuture<'a, anyhow::Result<u64>> {
+        Box::pin(queue_release(shared, msg_id, info, raw, actions))
+    }
 }
 
 /// Releases a batch on the manager: reads the messages in one store call,

@@ -12,6 +12,7 @@
 pub mod local_quarantine;
 pub mod outbreak_store;
 pub mod pipeline;
+pub mod quarantine_store;
 
 use std::path::PathBuf;
 use std::sync::Arc;
