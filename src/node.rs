@@ -62,7 +62,7 @@ impl NodeControl for Wiring {
             );
         }
         let cpq_tls = crate::cpq::load_tls(&new)?.map(Arc::new);
-        let scanner = crate::scanning::Scanner::new(&new.scanning)
+        let scanner = crate::scanning::Scanner::new(&new.scanning, crate::clamd::scanner_for)
             .map_err(|e| anyhow::anyhow!("scanning configuration: {e}"))?;
         let outbreak = crate::scanning::outbreak_store::prepare_commit(
             old.scanning.outbreak_rules.as_deref(),
@@ -172,7 +172,7 @@ impl Node {
         for news in ids.take_news() {
             log.warning(news);
         }
-        let scanner = crate::scanning::Scanner::new(&config.scanning)
+        let scanner = crate::scanning::Scanner::new(&config.scanning, crate::clamd::scanner_for)
             .map_err(|e| anyhow::anyhow!("scanning configuration: {e}"))?;
         let outbreak = crate::scanning::outbreak_store::OutbreakState::start(
             &config.data_dir,

@@ -25,8 +25,8 @@ use pvo_scan::mime::{Limits, ScannedMessage};
 use pvo_scan::verdict::{Action, AttachmentSelector};
 use serde_json::json;
 
-use crate::clamd::VirusVerdict;
 use crate::envelope::{Envelope, Update};
+use crate::scanning::virus::VirusVerdict;
 use crate::state::Shared;
 
 /// How long a message waits after a scan engine failed before it is scanned
