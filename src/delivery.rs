@@ -79,7 +79,7 @@ fn release_gateway(job: &Job) -> Option<&str> {
 /// How one attempt at a CPQ job ended, for the counters of `cpq::gateways`.
 enum Attempt<'a> {
     /// No connection, no TLS, or the connection broke.
-    Failed(crate::cpq::gateways::TransferFailure, &'a str),
+    Failed(crate::cpq::stats::TransferFailure, &'a str),
     /// The peer answered for each recipient.
     Answered(&'a [RcptOutcome]),
 }
@@ -87,7 +87,7 @@ enum Attempt<'a> {
 /// Counts an attempt at a job under `the.cpq.host` (a gateway's transfer) or
 /// `the.cpq.release.host` (a manager's release); other hosts are not counted here.
 fn cpq_count(shared: &Shared, domain: &str, job: &Job, attempt: Attempt<'_>) {
-    use crate::cpq::gateways::TransferFailure;
+    use crate::cpq::stats::TransferFailure;
     let stats = &shared.cpq.stats;
     let delivered = |o: &[RcptOutcome]| o.iter().any(|x| matches!(x, RcptOutcome::Delivered));
     if domain == crate::config::CPQ_HOST {
@@ -246,7 +246,7 @@ async fn run_connection(shared: &Arc<Shared>, domain: &str, job: Job) -> Option<
                     shared,
                     domain,
                     &job,
-                    Attempt::Failed(crate::cpq::gateways::TransferFailure::Connect, &error),
+                    Attempt::Failed(crate::cpq::stats::TransferFailure::Connect, &error),
                 );
                 shared.queue.send(Event::ConnFailed { job, error });
                 return None;
@@ -269,9 +269,9 @@ async fn run_connection(shared: &Arc<Shared>, domain: &str, job: Job) -> Option<
             }
             Err(f @ (Failure::Temp(_) | Failure::TlsFallback(_))) => {
                 let (why, e) = match f {
-                    Failure::TlsFallback(e) => (crate::cpq::gateways::TransferFailure::Tls, e),
+                    Failure::TlsFallback(e) => (crate::cpq::stats::TransferFailure::Tls, e),
                     Failure::Temp(e) => (
-                        crate::cpq::gateways::TransferFailure::of_connection_error(&e),
+                        crate::cpq::stats::TransferFailure::of_connection_error(&e),
                         e,
                     ),
                 };
@@ -301,7 +301,7 @@ async fn run_connection(shared: &Arc<Shared>, domain: &str, job: Job) -> Option<
                     shared,
                     domain,
                     &job,
-                    Attempt::Failed(crate::cpq::gateways::TransferFailure::Connect, &e),
+                    Attempt::Failed(crate::cpq::stats::TransferFailure::Connect, &e),
                 );
                 vec![RcptOutcome::Temp(e); job.rids.len()]
             }

@@ -12,7 +12,6 @@
 //! and keeps the answer in `DATA_DIR/cpq/endpoints.json`, which overrides the
 //! configured address.
 
-use std::collections::HashMap;
 use std::net::IpAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -23,6 +22,12 @@ use russh::keys::{HashAlg, PrivateKey, PrivateKeyWithHashAlg};
 use russh::{client, ChannelMsg};
 
 use crate::state::Shared;
+
+pub use crate::cpq::endpoints::Endpoints;
+
+fn endpoints_path(shared: &Shared) -> PathBuf {
+    shared.config().data_dir.join("cpq").join("endpoints.json")
+}
 
 /// How long an SSH exchange with a gateway may take.
 pub const SSH_TIMEOUT: Duration = Duration::from_secs(20);
@@ -197,47 +202,6 @@ pub fn parse_status(output: &str) -> Result<Endpoint> {
     })
 }
 
-/// Endpoints learned over SSH, overriding the configured ones.
-#[derive(Default)]
-pub struct Endpoints {
-    map: Mutex<HashMap<String, (IpAddr, u16)>>,
-    asked: Mutex<HashMap<String, std::time::Instant>>,
-}
-
-fn endpoints_path(shared: &Shared) -> PathBuf {
-    shared.config().data_dir.join("cpq").join("endpoints.json")
-}
-
-impl Endpoints {
-    pub fn load(path: &std::path::Path) -> Endpoints {
-        let map = std::fs::read(path)
-            .ok()
-            .and_then(|b| serde_json::from_slice::<HashMap<String, (IpAddr, u16)>>(&b).ok())
-            .unwrap_or_default();
-        Endpoints {
-            map: Mutex::new(map),
-            asked: Mutex::new(HashMap::new()),
-        }
-    }
-
-    pub fn get(&self, gateway: &str) -> Option<(IpAddr, u16)> {
-        self.map.lock().unwrap().get(gateway).copied()
-    }
-
-    fn set(&self, shared: &Shared, gateway: &str, ep: (IpAddr, u16)) {
-        let snapshot = {
-            let mut m = self.map.lock().unwrap();
-            m.insert(gateway.to_string(), ep);
-            m.clone()
-        };
-        if let Ok(bytes) = serde_json::to_vec(&snapshot) {
-            let path = endpoints_path(shared);
-            let _ = std::fs::create_dir_all(path.parent().unwrap());
-            let _ = crate::atomic_file::write(&path, &bytes);
-        }
-    }
-}
-
 /// Asks `gateway` over SSH where released mail goes and caches the answer;
 /// at most once a minute per gateway. Called when a release cannot reach it.
 pub fn refresh_endpoint(shared: &Arc<Shared>, gateway: &str) {
@@ -262,10 +226,11 @@ pub fn refresh_endpoint(shared: &Arc<Shared>, gateway: &str) {
                         "Gateway {gateway} delivers released mail to {}:{} (asked over SSH)",
                         ep.address, ep.port
                     ));
-                    shared
-                        .cpq
-                        .endpoints
-                        .set(&shared, &gateway, (ep.address, ep.port));
+                    shared.cpq.endpoints.set(
+                        &endpoints_path(&shared),
+                        &gateway,
+                        (ep.address, ep.port),
+                    );
                     shared.queue.send(crate::queue::Event::DeliverNow(
                         Some(crate::config::CPQ_RELEASE_HOST.to_string()),
                         tokio::sync::oneshot::channel().0,

@@ -20,13 +20,19 @@
 //! a line) and both queues are delivered by `delivery`.
 
 pub mod appliance;
+pub mod endpoints;
 pub mod enroll;
 pub mod gateway;
 pub mod gateways;
+pub mod inbox;
+pub mod ledger;
 pub mod manager;
 pub mod migrate;
+pub mod migration;
 pub mod preflight;
 pub mod records;
+pub mod refusal;
+pub mod stats;
 pub mod trust;
 
 use std::sync::Arc;
@@ -129,15 +135,15 @@ pub fn ensure_manager_cert(cfg: &Config) -> Result<bool> {
 #[derive(Default)]
 pub struct State {
     /// Gateway: release ids already received (repeat-safe releases).
-    pub ledger: std::sync::OnceLock<gateway::ReleaseLedger>,
+    pub ledger: std::sync::OnceLock<crate::cpq::ledger::ReleaseLedger>,
     /// Manager: the group-committing writer of the central store.
-    pub inbox: std::sync::OnceLock<manager::Inbox>,
+    pub inbox: std::sync::OnceLock<crate::cpq::inbox::Inbox>,
     /// Gateway: the migration of its local quarantines to the manager.
-    pub migration: migrate::State,
+    pub migration: crate::cpq::migration::State,
     /// Manager: where gateways said (over SSH) released mail goes.
-    pub endpoints: appliance::Endpoints,
+    pub endpoints: crate::cpq::endpoints::Endpoints,
     /// Both: the CPQ counters; manager: what it knows of each gateway.
-    pub stats: gateways::Stats,
+    pub stats: crate::cpq::stats::Stats,
 }
 
 /// The role of a user of this node, by name (`None`: no such user).

@@ -275,7 +275,7 @@ impl Session {
     /// A host whose policy is REJECT: a 554 banner, then only QUIT is honoured.
     pub async fn run_rejected(mut self, mut io: Box<dyn Io>) {
         self.cpq_refused(
-            crate::cpq::gateways::refusal::ADDRESS,
+            crate::cpq::refusal::ADDRESS,
             "the address is not an added gateway's (cpq_listener HAT: REJECT)",
         );
         let host = self.hostname().to_string();
@@ -419,7 +419,7 @@ impl Session {
                                     }
                                     r.reason
                                 }
-                                None => crate::cpq::gateways::refusal::TLS,
+                                None => crate::cpq::refusal::TLS,
                             };
                             self.cpq_refused(reason, &format!("TLS failed: {why}"));
                             self.shared
@@ -517,7 +517,7 @@ impl Session {
                 Err(e) => {
                     let reply = e.reply().to_string();
                     self.cpq_refused(
-                        crate::cpq::gateways::refusal::BAD_RECORD,
+                        crate::cpq::refusal::BAD_RECORD,
                         &format!("bad CPQ command: {reply}"),
                     );
                     self.reply(&reply);
@@ -731,7 +731,7 @@ impl Session {
         };
         if !self.tls || c.peer.is_none() {
             self.cpq_refused(
-                crate::cpq::gateways::refusal::CLEAR_TEXT,
+                crate::cpq::refusal::CLEAR_TEXT,
                 "a CPQ command before STARTTLS",
             );
             self.reply("530 5.7.0 Must issue a STARTTLS command first");
@@ -775,7 +775,7 @@ impl Session {
                         self.icid, t.gateway_id
                     ));
                     self.cpq_refused(
-                        crate::cpq::gateways::refusal::ID_MISMATCH,
+                        crate::cpq::refusal::ID_MISMATCH,
                         &format!(
                             "the record names gateway {}, the certificate {peer}",
                             t.gateway_id
@@ -793,7 +793,7 @@ impl Session {
                         self.icid, t.gateway_id
                     ));
                     self.cpq_refused(
-                        crate::cpq::gateways::refusal::NOT_ENROLLED,
+                        crate::cpq::refusal::NOT_ENROLLED,
                         &format!("gateway {} is not added to this manager", t.gateway_id),
                     );
                     self.reply("550 5.7.1 this gateway is not enrolled on this manager");
@@ -817,7 +817,7 @@ impl Session {
             (CpqCommand::Control(ctl), Role::Manager) => {
                 if ctl.gateway_id != peer {
                     self.cpq_refused(
-                        crate::cpq::gateways::refusal::ID_MISMATCH,
+                        crate::cpq::refusal::ID_MISMATCH,
                         &format!(
                             "the control record names gateway {}, the certificate {peer}",
                             ctl.gateway_id
@@ -846,10 +846,7 @@ impl Session {
         }
         if let Some(c) = &self.cpq {
             if !self.tls || c.peer.is_none() {
-                self.cpq_refused(
-                    crate::cpq::gateways::refusal::CLEAR_TEXT,
-                    "MAIL before STARTTLS",
-                );
+                self.cpq_refused(crate::cpq::refusal::CLEAR_TEXT, "MAIL before STARTTLS");
                 self.reply("530 5.7.0 Must issue a STARTTLS command first");
                 return Flow::Continue;
             }

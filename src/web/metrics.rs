@@ -45,7 +45,7 @@ fn labelled<S: AsRef<str>, N: std::fmt::Display>(
 /// The CPQ families: a gateway's transfers to its manager and refusals, a manager's
 /// receptions, refusals, releases and the backlog each gateway last reported over SSH.
 fn cpq(shared: &Shared, out: &mut String) {
-    use crate::cpq::gateways::TransferFailure;
+    use crate::cpq::stats::TransferFailure;
     let s = &shared.cpq.stats;
     match shared.config().role {
         crate::config::Role::Gateway => {
