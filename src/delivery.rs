@@ -240,7 +240,7 @@ async fn run_connection(shared: &Arc<Shared>, domain: &str, job: Job) -> Option<
             Err(error) => {
                 // A gateway that moved its cpq_listener: ask it (over SSH) where to.
                 if let Some(gw) = release_gateway(&job) {
-                    crate::cpq::appliance::refresh_endpoint(shared, gw);
+                    shared.gateway_shell.refresh_endpoint(shared, gw);
                 }
                 cpq_count(
                     shared,
@@ -1106,6 +1106,19 @@ mod empty {
 /// Sends CPQ control lines (`XPVO-CONTROL`, already encoded) to the manager
 /// over one mutual-TLS connection and returns each reply line. Logged like a
 /// delivery connection (`New SMTP DCID … port 7025`, `TLS success`, close).
+/// The gateway's [`crate::state::ManagerLink`]: [`cpq_control`].
+pub struct CpqLink;
+
+impl crate::state::ManagerLink for CpqLink {
+    fn control<'a>(
+        &'a self,
+        shared: &'a Arc<Shared>,
+        lines: &'a [String],
+    ) -> crate::state::BoxFuture<'a, Result<Vec<String>, String>> {
+        Box::pin(cpq_control(shared, lines))
+    }
+}
+
 pub async fn cpq_control(shared: &Arc<Shared>, lines: &[String]) -> Result<Vec<String>, String> {
     let cfg = shared.config();
     let Some((c, (host, port))) = cfg

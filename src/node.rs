@@ -243,6 +243,8 @@ impl Node {
                 crate::config::Role::Manager => Some(Arc::new(crate::cpq::manager::ToGateways)),
                 crate::config::Role::Gateway => None,
             },
+            manager_link: Arc::new(crate::delivery::CpqLink),
+            gateway_shell: Arc::new(crate::cpq::appliance::Ssh),
             cpq_tls: RwLock::new(cpq_tls),
             cpq,
             users,

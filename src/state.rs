@@ -172,6 +172,10 @@ pub struct Shared {
     pub servers: Arc<dyn ServerControl>,
     /// What only the composition root does: a configuration put in force.
     pub node: Arc<dyn NodeControl>,
+    /// Gateway: the control link to the manager (`XPVO-CONTROL`, `delivery`'s CPQ client).
+    pub manager_link: Arc<dyn ManagerLink>,
+    /// Manager: the SSH client that asks gateways (`cpq::appliance`).
+    pub gateway_shell: Arc<dyn GatewayShell>,
     pub started: std::time::Instant,
     /// Set to true to make idle sessions close (`suspend --delay`).
     pub disconnect: tokio::sync::watch::Sender<bool>,
@@ -392,4 +396,33 @@ pub trait ReleaseRoute: Send + Sync {
         raw: Vec<u8>,
         actions: &'a [EarlyReleaseActions],
     ) -> BoxFuture<'a, Result<u64>>;
+}
+
+/// A gateway's control link to its manager: sends `XPVO-CONTROL` lines over one
+/// mutual-TLS connection and returns the replies. Implemented by `delivery::CpqLink`.
+pub trait ManagerLink: Send + Sync {
+    fn control<'a>(
+        &'a self,
+        shared: &'a Arc<Shared>,
+        lines: &'a [String],
+    ) -> BoxFuture<'a, std::result::Result<Vec<String>, String>>;
+}
+
+/// A manager's shell on its gateways (SSH with the manager's key): what a gateway says
+/// of itself, and where it says released mail goes. Implemented by
+/// `cpq::appliance::Ssh`.
+pub trait GatewayShell: Send + Sync {
+    /// The gateway's `pvoconfig status --json`.
+    fn query_status<'a>(
+        &'a self,
+        shared: &'a Arc<Shared>,
+        gateway: &'a str,
+    ) -> BoxFuture<'a, Result<serde_json::Value>>;
+
+    /// Asks the gateway again, in the background, where released mail goes (a release
+    /// could not reach it).
+    fn refresh_endpoint(&self, shared: &Arc<Shared>, gateway: &str);
+
+    /// How long one exchange may take.
+    fn timeout(&self) -> std::time::Duration;
 }

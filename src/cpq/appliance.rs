@@ -244,6 +244,27 @@ pub fn refresh_endpoint(shared: &Arc<Shared>, gateway: &str) {
     });
 }
 
+/// The manager's [`crate::state::GatewayShell`]: SSH with the manager's key.
+pub struct Ssh;
+
+impl crate::state::GatewayShell for Ssh {
+    fn query_status<'a>(
+        &'a self,
+        shared: &'a Arc<Shared>,
+        gateway: &'a str,
+    ) -> crate::state::BoxFuture<'a, Result<serde_json::Value>> {
+        Box::pin(query_status(shared, gateway))
+    }
+
+    fn refresh_endpoint(&self, shared: &Arc<Shared>, gateway: &str) {
+        refresh_endpoint(shared, gateway)
+    }
+
+    fn timeout(&self) -> Duration {
+        SSH_TIMEOUT
+    }
+}
+
 /// `pvoconfig status --json` on an added gateway, with the manager's key: where
 /// released mail goes.
 pub async fn query_endpoint(shared: &Arc<Shared>, gateway: &str) -> Result<Endpoint> {

@@ -6,7 +6,7 @@
 //! refused CPQ connections and records by gateway id or source address
 //! (`smtp_server::session`), and the outcome of each release delivered to it
 //! (`delivery`). And the gateway's own view, asked over SSH with the manager's key
-//! (`pvoconfig status --json`, through `appliance::query_status`): its mode, how many
+//! (`pvoconfig status --json`, through `state::GatewayShell`): its mode, how many
 //! recipients wait under `the.cpq.host` (its backlog for this manager) and its migration.
 //! A background task asks every gateway that has SSH configured at most once per
 //! `[cpq] status_poll` seconds (30 by default) and caches the answer; the command answers
@@ -96,7 +96,7 @@ fn spawn_check(shared: &Arc<Shared>, id: &str) {
     let shared = shared.clone();
     let id = id.to_string();
     tokio::spawn(async move {
-        let r = crate::cpq::appliance::query_status(&shared, &id).await;
+        let r = shared.gateway_shell.query_status(&shared, &id).await;
         let stats = &shared.cpq.stats;
         {
             let mut checks = stats.checks.lock().unwrap();
@@ -240,7 +240,7 @@ pub async fn status(shared: &Arc<Shared>, only: Option<&str>) -> Result<Value, S
         } else if check.attempted_at.is_none() {
             Some(format!(
                 "the first check over SSH has not finished yet (it may take up to {} s)",
-                crate::cpq::appliance::SSH_TIMEOUT.as_secs() * 2
+                shared.gateway_shell.timeout().as_secs() * 2
             ))
         } else {
             check.error.clone()

@@ -63,6 +63,24 @@ pub fn submit(shared: &Arc<Shared>, env: Arc<Envelope>, body: Arc<Vec<u8>>) {
     tokio::spawn(async move { run(shared, env, body, Stages::All).await });
 }
 
+/// Sends a notification (a filter's `notify` action) about `orig` to `to`
+/// (`bounce::notification`).
+pub fn spawn_notification(shared: Arc<Shared>, orig: Arc<Envelope>, to: String, why: String) {
+    tokio::spawn(async move {
+        let (env, text) = crate::bounce::notification(&shared.config(), &orig, to, &why);
+        match inject(&shared, &env, text, true).await {
+            Ok(mid) => shared.log.info(format!(
+                "MID {mid} was generated as a notification for MID {}",
+                orig.mid
+            )),
+            Err(e) => shared.log.critical(format!(
+                "MID {} notification could not be spooled: {e:#}",
+                orig.mid
+            )),
+        }
+    });
+}
+
 /// Injects a message generated or released here: a new MID, spooled
 /// (fsynced), then scanned or queued. Returns the new MID.
 pub async fn inject(
@@ -446,7 +464,7 @@ fn run_engines(
 async fn apply(shared: &Arc<Shared>, env: Arc<Envelope>, body: Arc<Vec<u8>>, d: Decision) {
     let mid = env.mid;
     for (addr, why) in &d.notify {
-        crate::bounce::spawn_notification(shared.clone(), env.clone(), addr.clone(), why.clone());
+        spawn_notification(shared.clone(), env.clone(), addr.clone(), why.clone());
     }
     if let Some(by) = &d.drop_by {
         shared.log.info(format!("MID {mid} dropped by {by}"));
