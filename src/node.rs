@@ -61,7 +61,7 @@ impl NodeControl for Wiring {
                 new.role.as_str()
             );
         }
-        let cpq_tls = crate::cpq::load_tls(&new)?.map(Arc::new);
+        let cpq_tls = crate::cpq::certs::load_tls(&new)?.map(Arc::new);
         let scanner = crate::scanning::Scanner::new(&new.scanning, crate::clamd::scanner_for)
             .map_err(|e| anyhow::anyhow!("scanning configuration: {e}"))?;
         let outbreak = crate::scanning::outbreak_store::prepare_commit(
@@ -123,7 +123,7 @@ impl NodeControl for Wiring {
     }
 
     fn load_cpq_tls(&self, cfg: &Config) -> Result<Option<crate::cpq::CpqTls>> {
-        crate::cpq::load_tls(cfg)
+        crate::cpq::certs::load_tls(cfg)
     }
 }
 
@@ -187,7 +187,7 @@ impl Node {
             &config.data_dir.join("quarantine"),
             quota,
         )?;
-        let cpq_tls = crate::cpq::load_tls(&config)?.map(Arc::new);
+        let cpq_tls = crate::cpq::certs::load_tls(&config)?.map(Arc::new);
         let cpq = crate::cpq::State {
             endpoints: crate::cpq::appliance::Endpoints::load(
                 &config.data_dir.join("cpq").join("endpoints.json"),

@@ -396,7 +396,7 @@ pub fn readiness(shared: &Shared, gateway: &str) -> Result<(), String> {
             "the migration wizard has not been run on the manager (`pvoconfig migration automatic`, then `commit`)"
                 .into(),
         ),
-        (Some(m), _) => match crate::cpq::role_of(shared, &m.set_by) {
+        (Some(m), _) => match role_of(shared, &m.set_by) {
             Some(r) if r == "Administrator" => Ok(()),
             Some(r) => Err(format!(
                 "the migration wizard was run by {} whose role is {r}, not Administrator (an Administrator must run `pvoconfig migration` and commit)",
@@ -408,4 +408,9 @@ pub fn readiness(shared: &Shared, gateway: &str) -> Result<(), String> {
             )),
         },
     }
+}
+
+/// The role of a user of this node, by name (`None`: no such user).
+fn role_of(shared: &Shared, user: &str) -> Option<String> {
+    shared.users.user(user).map(|u| u.role)
 }
