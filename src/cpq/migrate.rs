@@ -442,7 +442,7 @@ async fn migrate_batch(shared: &Arc<Shared>, ids: Vec<MsgId>, copies: &mut HashS
             // after outbreak rule updates.
             let mut keep = env.clone();
             keep.mid = orig;
-            if let Err(e) = crate::cpq::gateway::keep_outbreak_copy(shared, &keep, &body) {
+            if let Err(e) = crate::cpq::transfer::keep_outbreak_copy(shared, &keep, &body) {
                 shared.log.warning(format!(
                     "MID {orig} no local copy kept for outbreak rescans: {e:#}"
                 ));

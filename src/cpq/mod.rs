@@ -35,6 +35,7 @@ pub mod preflight;
 pub mod records;
 pub mod refusal;
 pub mod stats;
+pub mod transfer;
 pub mod trust;
 
 use std::sync::Arc;

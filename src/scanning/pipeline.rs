@@ -498,7 +498,7 @@ async fn apply(shared: &Arc<Shared>, env: Arc<Envelope>, body: Arc<Vec<u8>>, d: 
         )))
     };
     if !d.holds.is_empty() && shared.config().cpq.as_ref().is_some_and(|c| c.central()) {
-        crate::cpq::gateway::send_to_manager(shared, env, body, rewritten, d.holds).await;
+        crate::cpq::transfer::send_to_manager(shared, env, body, rewritten, d.holds).await;
         return;
     }
     if !d.holds.is_empty() {
