@@ -93,8 +93,8 @@ impl NodeControl for Wiring {
             && shared.cpq.ledger.get().is_none()
         {
             let (ledger, settled) =
-                crate::cpq::gateway::ReleaseLedger::open(&new.data_dir.join("cpq"), &shared.spool)?;
-            crate::cpq::gateway::log_settled(&shared.log, &settled);
+                crate::cpq::ledger::ReleaseLedger::open(&new.data_dir.join("cpq"), &shared.spool)?;
+            crate::cpq::ledger::log_settled(&shared.log, &settled);
             let _ = shared.cpq.ledger.set(ledger);
         }
         *shared.scanner.write().unwrap() = Arc::new(scanner);
@@ -189,7 +189,7 @@ impl Node {
         )?;
         let cpq_tls = crate::cpq::certs::load_tls(&config)?.map(Arc::new);
         let cpq = crate::cpq::State {
-            endpoints: crate::cpq::appliance::Endpoints::load(
+            endpoints: crate::cpq::endpoints::Endpoints::load(
                 &config.data_dir.join("cpq").join("endpoints.json"),
             ),
             ..Default::default()
@@ -198,12 +198,12 @@ impl Node {
             crate::config::Role::Manager => {
                 let _ = cpq
                     .inbox
-                    .set(crate::cpq::manager::Inbox::start(local_quarantine.store()));
+                    .set(crate::cpq::inbox::Inbox::start(local_quarantine.store()));
             }
             crate::config::Role::Gateway if config.cpq.is_some() => {
                 let (ledger, settled) =
-                    crate::cpq::gateway::ReleaseLedger::open(&config.data_dir.join("cpq"), &spool)?;
-                crate::cpq::gateway::log_settled(&log, &settled);
+                    crate::cpq::ledger::ReleaseLedger::open(&config.data_dir.join("cpq"), &spool)?;
+                crate::cpq::ledger::log_settled(&log, &settled);
                 let _ = cpq.ledger.set(ledger);
             }
             crate::config::Role::Gateway => {}
@@ -222,7 +222,7 @@ impl Node {
             spool,
             ids,
             log,
-            resolver: Resolver::new(),
+            resolver: Arc::new(Resolver::new()),
             tls_server: RwLock::new(tls_server),
             tls_clients: RwLock::new(Arc::new(tls_clients)),
             queue: queue.clone(),

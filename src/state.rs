@@ -19,7 +19,6 @@ use pvo_spool::{Spool, SpoolError};
 use tokio::sync::oneshot;
 
 use crate::config::Config;
-use crate::dns::Resolver;
 use crate::envelope::Envelope;
 use crate::ids::Ids;
 use crate::mail_log::MailLog;
@@ -161,7 +160,7 @@ pub struct Shared {
     pub spool: Spool,
     pub ids: Ids,
     pub log: MailLog,
-    pub resolver: Resolver,
+    pub resolver: Arc<dyn crate::resolve::Resolve>,
     pub(crate) tls_server: RwLock<Arc<rustls::ServerConfig>>,
     pub(crate) tls_clients: RwLock<Arc<ClientConfigs>>,
     pub queue: QueueHandle,

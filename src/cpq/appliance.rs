@@ -23,8 +23,6 @@ use russh::{client, ChannelMsg};
 
 use crate::state::Shared;
 
-pub use crate::cpq::endpoints::Endpoints;
-
 fn endpoints_path(shared: &Shared) -> PathBuf {
     shared.config().data_dir.join("cpq").join("endpoints.json")
 }
@@ -157,7 +155,7 @@ pub async fn exec(
 /// The manager's SSH identity (its host key), as key and `authorized_keys` line.
 pub fn manager_key(shared: &Shared) -> Result<(Arc<PrivateKey>, String)> {
     let cfg = shared.config();
-    let key = crate::ssh::host_key(&cfg.data_dir.join("ssh"))?;
+    let key = crate::host_key::host_key(&cfg.data_dir.join("ssh"))?;
     let line = key
         .public_key()
         .to_openssh()

@@ -25,12 +25,9 @@ use std::sync::Arc;
 
 use pvo_proto::cpq::ReleaseRecord;
 
+use crate::cpq::transfer::outbreak_dir;
 use crate::envelope::{CpqTag, Envelope};
 use crate::state::Shared;
-
-pub use crate::cpq::ledger::{log_settled, ReleaseLedger};
-
-use crate::cpq::transfer::outbreak_dir;
 
 /// A released message from the manager, received on the cpq_listener.
 /// Returns the SMTP reply.

@@ -27,8 +27,6 @@ use crate::cpq::records::manager_mid;
 use crate::envelope::{CpqTag, Envelope};
 use crate::state::Shared;
 
-pub use crate::cpq::inbox::Inbox;
-
 /// Stores a transferred message; returns the SMTP reply.
 pub async fn receive_transfer(
     shared: &Arc<Shared>,

@@ -32,9 +32,9 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::config::{Behavior, Config};
 use crate::delivery::Io;
-use crate::dns::ReverseDns;
 use crate::envelope::Envelope;
 use crate::ids::Kind;
+use crate::resolve::ReverseDns;
 use crate::state::Shared;
 
 pub struct Session {

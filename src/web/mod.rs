@@ -28,7 +28,7 @@ pub fn router(shared: Arc<Shared>) -> axum::Router {
 
 /// The accept loop of the web server on `listener` (bound by `crate::servers`). When
 /// `stop` turns true, each connection ends after its current request, within
-/// `servers::GRACE`.
+/// `shutdown::GRACE`.
 pub async fn serve(
     shared: Arc<Shared>,
     listener: tokio::net::TcpListener,
