@@ -223,8 +223,6 @@ impl Shared {
     }
 
     /// Rebuilds the CPQ TLS configurations from disk (after `cpqcert revoke`), so
-
-    /// Rebuilds the CPQ TLS configurations from disk (after `cpqcert revoke`), so
     /// the next handshake applies the new revocation list.
     pub fn reload_cpq_tls(&self) -> Result<()> {
         let tls = self.node.load_cpq_tls(&self.config())?.map(Arc::new);

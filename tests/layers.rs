@@ -230,7 +230,7 @@ fn paths(src: &str, module: &[String]) -> BTreeSet<Vec<String>> {
                 base.pop();
                 j += "super::".len();
             }
-            expand(&text, j, base, &mut found);
+            expand(text, j, base, &mut found);
         }
     }
     found
