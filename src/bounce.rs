@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use crate::envelope::Envelope;
 use crate::ids::Kind;
-use crate::node::Shared;
+use crate::state::Shared;
 
 /// Builds and queues a DSN for one recipient of `orig` in the background.
 pub fn spawn_dsn(
@@ -136,55 +136,48 @@ fn find_header_end(body: &[u8]) -> usize {
         .map_or(body.len(), |p| p + 2)
 }
 
-/// Sends a notification (a filter's `notify` action) about `orig` to `to`:
-/// a short message from MAILER-DAEMON naming the message and why.
-pub fn spawn_notification(shared: Arc<Shared>, orig: Arc<Envelope>, to: String, why: String) {
-    tokio::spawn(async move {
-        let cfg = shared.config();
-        let date = time::OffsetDateTime::now_utc()
-            .format(&time::format_description::well_known::Rfc2822)
-            .unwrap_or_default();
-        let rcpts = orig
-            .recipients
-            .iter()
-            .map(|r| format!("<{}>", wire(r)))
-            .collect::<Vec<_>>()
-            .join(", ");
-        let text = format!(
-            "From: PVO <MAILER-DAEMON@{host}>\r\nTo: <{to}>\r\nSubject: PVO notification: MID {mid} matched {why}\r\nDate: {date}\r\nAuto-Submitted: auto-generated\r\nMIME-Version: 1.0\r\nContent-Type: text/plain; charset=utf-8\r\n\r\nMessage MID {mid} from <{sender}> to {rcpts} matched {why} on {host}.\r\n",
-            host = cfg.hostname,
-            mid = orig.mid,
-            to = wire(&to),
-            sender = wire(&orig.sender),
-            why = why.replace(['\r', '\n'], " "),
-        );
-        let now = crate::clock::unix_now();
-        let env = Envelope {
-            mid: 0,
-            icid: 0,
-            sender: String::new(),
-            recipients: vec![to],
-            received_at: now,
-            source_ip: String::new(),
-            listener: String::new(),
-            dsn: true,
-            size: 0,
-            outgoing: true,
-            scanned: true,
-            cpq: None,
-        };
-        match shared.inject(&env, text.into_bytes(), true).await {
-            Ok(mid) => shared
-                .log
-                .emit(crate::events::Event::NotificationGenerated { mid, of: orig.mid }),
-            Err(e) => shared
-                .log
-                .emit(crate::events::Event::NotificationNotSpooled {
-                    of: orig.mid,
-                    error: &e,
-                }),
-        }
-    });
+/// A notification (a filter's `notify` action) about `orig` to `to`: a short message
+/// from MAILER-DAEMON naming the message and why, as an envelope template and its text.
+/// The pipeline injects it (`pipeline::spawn_notification`).
+pub fn notification(
+    cfg: &crate::config::Config,
+    orig: &Envelope,
+    to: String,
+    why: &str,
+) -> (Envelope, Vec<u8>) {
+    let date = time::OffsetDateTime::now_utc()
+        .format(&time::format_description::well_known::Rfc2822)
+        .unwrap_or_default();
+    let rcpts = orig
+        .recipients
+        .iter()
+        .map(|r| format!("<{}>", wire(r)))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let text = format!(
+        "From: PVO <MAILER-DAEMON@{host}>\r\nTo: <{to}>\r\nSubject: PVO notification: MID {mid} matched {why}\r\nDate: {date}\r\nAuto-Submitted: auto-generated\r\nMIME-Version: 1.0\r\nContent-Type: text/plain; charset=utf-8\r\n\r\nMessage MID {mid} from <{sender}> to {rcpts} matched {why} on {host}.\r\n",
+        host = cfg.hostname,
+        mid = orig.mid,
+        to = wire(&to),
+        sender = wire(&orig.sender),
+        why = why.replace(['\r', '\n'], " "),
+    );
+    let now = crate::clock::unix_now();
+    let env = Envelope {
+        mid: 0,
+        icid: 0,
+        sender: String::new(),
+        recipients: vec![to],
+        received_at: now,
+        source_ip: String::new(),
+        listener: String::new(),
+        dsn: true,
+        size: 0,
+        outgoing: true,
+        scanned: true,
+        cpq: None,
+    };
+    (env, text.into_bytes())
 }
 
 #[cfg(test)]

@@ -13,7 +13,7 @@
 //! clamd's replies are parsed defensively: bounded length, and anything that is
 //! not one of the documented forms is an error, never "clean".
 
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -23,22 +23,7 @@ use tokio::net::{TcpStream, UnixStream};
 const CHUNK: usize = 64 * 1024;
 const MAX_REPLY: usize = 4096;
 
-// The address is part of the configuration (`[antivirus] clamd`), validated there.
-pub use crate::config::ClamdAddr;
-
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub enum VirusVerdict {
-    Clean,
-    Infected(String),
-    Unscannable(Unscannable),
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub enum Unscannable {
-    Encrypted(String),
-    LimitsExceeded(String),
-    EngineError(String),
-}
+pub use crate::scanning::virus::{ClamdAddr, Unscannable, VirusVerdict};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClamdError {
@@ -63,6 +48,29 @@ pub struct Clamd {
     timeout: Duration,
     pool: Mutex<Vec<Session>>,
     pool_size: usize,
+}
+
+/// The pipeline's virus scanner for an `[antivirus]` section (wired by `node` into
+/// `scanning::Scanner`): a pool of up to 8 sessions.
+pub fn scanner_for(
+    av: &crate::scanning::Antivirus,
+) -> Result<Arc<dyn crate::scanning::virus::VirusScanner>, String> {
+    let addr: ClamdAddr = av.clamd.parse()?;
+    Ok(Arc::new(Clamd::new(
+        addr,
+        Duration::from_secs(av.timeout),
+        8,
+    )))
+}
+
+impl crate::scanning::virus::VirusScanner for Clamd {
+    fn scan<'a>(&'a self, data: &'a [u8]) -> crate::scanning::virus::ScanFuture<'a> {
+        Box::pin(async move {
+            Clamd::scan(self, data)
+                .await
+                .map_err(|e| Box::new(e) as Box<dyn std::error::Error + Send + Sync>)
+        })
+    }
 }
 
 impl Clamd {

@@ -24,13 +24,23 @@ use tokio::sync::oneshot;
 
 use crate::config::{RouteTarget, TlsMode};
 use crate::ids::Kind;
-use crate::node::Shared;
 use crate::queue::{Event, Job, RcptOutcome, IDLE_WAIT};
 use crate::smtp_io::Io;
+use crate::state::Shared;
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
 const REPLY_TIMEOUT: Duration = Duration::from_secs(300);
 const DATA_REPLY_TIMEOUT: Duration = Duration::from_secs(600);
+
+/// The queue's [`crate::queue::Transport`]: SMTP to the next hop, CPQ to the manager or
+/// a gateway, maildir for a local route.
+pub struct SmtpTransport;
+
+impl crate::queue::Transport for SmtpTransport {
+    fn spawn_connection(&self, shared: Arc<Shared>, domain: String, job: Job) {
+        spawn_connection(shared, domain, job);
+    }
+}
 
 pub fn spawn_connection(shared: Arc<Shared>, domain: String, job: Job) {
     tokio::spawn(async move {
@@ -76,7 +86,7 @@ fn release_gateway(job: &Job) -> Option<&str> {
 /// How one attempt at a CPQ job ended, for the counters of `cpq::gateways`.
 enum Attempt<'a> {
     /// No connection, no TLS, or the connection broke.
-    Failed(crate::cpq::gateways::TransferFailure, &'a str),
+    Failed(crate::cpq::stats::TransferFailure, &'a str),
     /// The peer answered for each recipient.
     Answered(&'a [RcptOutcome]),
 }
@@ -84,7 +94,7 @@ enum Attempt<'a> {
 /// Counts an attempt at a job under `the.cpq.host` (a gateway's transfer) or
 /// `the.cpq.release.host` (a manager's release); other hosts are not counted here.
 fn cpq_count(shared: &Shared, domain: &str, job: &Job, attempt: Attempt<'_>) {
-    use crate::cpq::gateways::TransferFailure;
+    use crate::cpq::stats::TransferFailure;
     let stats = &shared.cpq.stats;
     let delivered = |o: &[RcptOutcome]| o.iter().any(|x| matches!(x, RcptOutcome::Delivered));
     if domain == crate::config::CPQ_HOST {
@@ -237,13 +247,13 @@ async fn run_connection(shared: &Arc<Shared>, domain: &str, job: Job) -> Option<
             Err(error) => {
                 // A gateway that moved its cpq_listener: ask it (over SSH) where to.
                 if let Some(gw) = release_gateway(&job) {
-                    crate::cpq::appliance::refresh_endpoint(shared, gw);
+                    shared.gateway_shell.refresh_endpoint(shared, gw);
                 }
                 cpq_count(
                     shared,
                     domain,
                     &job,
-                    Attempt::Failed(crate::cpq::gateways::TransferFailure::Connect, &error),
+                    Attempt::Failed(crate::cpq::stats::TransferFailure::Connect, &error),
                 );
                 shared.queue.send(Event::ConnFailed { job, error });
                 return None;
@@ -268,9 +278,9 @@ async fn run_connection(shared: &Arc<Shared>, domain: &str, job: Job) -> Option<
             }
             Err(f @ (Failure::Temp(_) | Failure::TlsFallback(_))) => {
                 let (why, e) = match f {
-                    Failure::TlsFallback(e) => (crate::cpq::gateways::TransferFailure::Tls, e),
+                    Failure::TlsFallback(e) => (crate::cpq::stats::TransferFailure::Tls, e),
                     Failure::Temp(e) => (
-                        crate::cpq::gateways::TransferFailure::of_connection_error(&e),
+                        crate::cpq::stats::TransferFailure::of_connection_error(&e),
                         e,
                     ),
                 };
@@ -302,7 +312,7 @@ async fn run_connection(shared: &Arc<Shared>, domain: &str, job: Job) -> Option<
                     shared,
                     domain,
                     &job,
-                    Attempt::Failed(crate::cpq::gateways::TransferFailure::Connect, &e),
+                    Attempt::Failed(crate::cpq::stats::TransferFailure::Connect, &e),
                 );
                 vec![RcptOutcome::Temp(e); job.rids.len()]
             }
@@ -1113,6 +1123,19 @@ mod empty {
 /// Sends CPQ control lines (`XPVO-CONTROL`, already encoded) to the manager
 /// over one mutual-TLS connection and returns each reply line. Logged like a
 /// delivery connection (`New SMTP DCID … port 7025`, `TLS success`, close).
+/// The gateway's [`crate::state::ManagerLink`]: [`cpq_control`].
+pub struct CpqLink;
+
+impl crate::state::ManagerLink for CpqLink {
+    fn control<'a>(
+        &'a self,
+        shared: &'a Arc<Shared>,
+        lines: &'a [String],
+    ) -> crate::state::BoxFuture<'a, Result<Vec<String>, String>> {
+        Box::pin(cpq_control(shared, lines))
+    }
+}
+
 pub async fn cpq_control(shared: &Arc<Shared>, lines: &[String]) -> Result<Vec<String>, String> {
     let cfg = shared.config();
     let Some((c, (host, port))) = cfg

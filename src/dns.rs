@@ -17,26 +17,12 @@ use hickory_resolver::TokioResolver;
 const CACHE_TTL: Duration = Duration::from_secs(300);
 const LOOKUP_TIMEOUT: Duration = Duration::from_secs(3);
 
-/// The result of a reverse lookup as the appliance logs it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ReverseDns {
-    /// The PTR name, if any.
-    pub host: Option<String>,
-    /// The PTR name resolves back to the address.
-    pub verified: bool,
-}
+pub use crate::resolve::{NextHop, ReverseDns};
 
 pub struct Resolver {
     inner: Option<TokioResolver>,
     hosts: HashMap<IpAddr, String>,
     cache: Mutex<HashMap<IpAddr, (Instant, ReverseDns)>>,
-}
-
-/// A next hop for a domain, in preference order.
-#[derive(Debug, Clone)]
-pub struct NextHop {
-    pub host: String,
-    pub port: u16,
 }
 
 impl Resolver {
@@ -175,6 +161,27 @@ impl Resolver {
             Ok(Err(e)) => Err(format!("DNS error looking up {host}: {e}")),
             Err(_) => Err(format!("DNS timeout looking up {host}")),
         }
+    }
+}
+
+/// The node's [`crate::resolve::Resolve`] (wired by `node` into `Shared`).
+impl crate::resolve::Resolve for Resolver {
+    fn reverse(&self, ip: IpAddr) -> crate::resolve::Lookup<'_, ReverseDns> {
+        Box::pin(Resolver::reverse(self, ip))
+    }
+
+    fn mx<'a>(
+        &'a self,
+        domain: &'a str,
+    ) -> crate::resolve::Lookup<'a, Result<Vec<NextHop>, String>> {
+        Box::pin(Resolver::mx(self, domain))
+    }
+
+    fn addresses<'a>(
+        &'a self,
+        host: &'a str,
+    ) -> crate::resolve::Lookup<'a, Result<Vec<IpAddr>, String>> {
+        Box::pin(Resolver::addresses(self, host))
     }
 }
 

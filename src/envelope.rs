@@ -6,6 +6,12 @@
 
 use serde::{Deserialize, Serialize};
 
+/// The destination of messages waiting for the manager (gateway): the queue's name for
+/// the CPQ link, which a tagged envelope is routed to.
+pub const CPQ_HOST: &str = "the.cpq.host";
+/// The destination of released messages waiting for their gateway (manager).
+pub const CPQ_RELEASE_HOST: &str = "the.cpq.release.host";
+
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct Envelope {
     pub mid: u64,
@@ -93,8 +99,8 @@ impl Envelope {
     /// recipient's domain.
     pub fn fixed_destination(&self) -> Option<&'static str> {
         match &self.cpq {
-            Some(CpqTag::Transfer(_)) => Some(crate::config::CPQ_HOST),
-            Some(CpqTag::Release(_)) => Some(crate::config::CPQ_RELEASE_HOST),
+            Some(CpqTag::Transfer(_)) => Some(CPQ_HOST),
+            Some(CpqTag::Release(_)) => Some(CPQ_RELEASE_HOST),
             None => None,
         }
     }

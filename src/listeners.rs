@@ -17,6 +17,9 @@
 //! Listeners are listed in the order they were started, which is the order of
 //! the configuration, as the appliance lists them
 //! (`Receiving resumed for euq_listener, cpq_listener.`).
+//!
+//! Part of the composition root: it starts `smtp_server`'s accept loops, and the
+//! commands reach it only through `state::ListenerControl` on `Shared`.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -26,7 +29,7 @@ use anyhow::{Context, Result};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
-use crate::node::Shared;
+use crate::state::Shared;
 
 /// An accept task and a duplicate of the socket it accepts on.
 struct Accepting {
@@ -99,21 +102,7 @@ impl Inner {
     }
 }
 
-/// What [`Listeners::resume`] did.
-#[derive(Debug, Default)]
-pub struct Resumed {
-    /// The selected listeners that are receiving now, in configuration order.
-    pub receiving: Vec<String>,
-    /// Why each of the others could not resume.
-    pub failed: Vec<String>,
-}
-
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct ListenerState {
-    pub name: String,
-    pub address: SocketAddr,
-    pub suspended: bool,
-}
+pub use crate::state::{ListenerState, Resumed};
 
 /// Starts the accept loop of listener `name` on `sock`.
 fn accept(shared: &Arc<Shared>, name: &str, sock: TcpListener) -> Result<Accepting> {
@@ -238,6 +227,29 @@ impl Listeners {
 
 /// A listening TCP socket on `addr` (SO_REUSEADDR, backlog 1024, non-blocking): the
 /// SMTP listeners' and the SSH and HTTPS servers' (`servers`).
+/// The commands' view of the listeners (through `Shared`).
+impl crate::state::ListenerControl for Listeners {
+    fn address(&self, name: &str) -> Option<SocketAddr> {
+        Listeners::address(self, name)
+    }
+
+    fn states(&self) -> Vec<ListenerState> {
+        Listeners::states(self)
+    }
+
+    fn names(&self) -> Vec<String> {
+        Listeners::names(self)
+    }
+
+    fn suspend(&self, names: &[String]) -> Vec<String> {
+        Listeners::suspend(self, names)
+    }
+
+    fn resume(&self, shared: &Arc<Shared>, names: &[String]) -> Resumed {
+        Listeners::resume(self, shared, names)
+    }
+}
+
 pub(crate) fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
     let sock = socket2::Socket::new(
         socket2::Domain::for_address(addr),

@@ -25,7 +25,13 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
 use crate::envelope::{domain_of, Envelope, RcptFinal, Update};
-use crate::node::Shared;
+use crate::state::Shared;
+
+pub mod handle;
+
+pub use handle::{
+    channel, Event, Gauges, HostStatus, Job, QueuedRecipient, RcptOutcome, Removal, Selection,
+};
 
 /// Keep message bodies in memory up to this many bytes in total; beyond it
 /// delivery reads them back from the spool (the page cache, usually).
@@ -33,197 +39,6 @@ const BODY_CACHE_BYTES: usize = 256 * 1024 * 1024;
 
 /// How long an idle delivery connection waits for another job to its host.
 pub const IDLE_WAIT: Duration = Duration::from_millis(500);
-
-/// One message to one recipient host.
-#[derive(Debug)]
-pub struct Job {
-    pub env: Arc<Envelope>,
-    pub body: Option<Arc<Vec<u8>>>,
-    pub domain: String,
-    pub rids: Vec<u32>,
-    pub attempts: u32,
-    /// Next hops set by `redirectrecipients`, overriding routes and MX.
-    pub redirect: Option<(String, u16)>,
-}
-
-/// What happened to one recipient of a job.
-#[derive(Debug, Clone)]
-pub enum RcptOutcome {
-    Delivered,
-    /// Temporary failure (reply or reason), retried.
-    Temp(String),
-    /// Permanent failure, bounced.
-    Perm(String),
-}
-
-/// The closed set of things the queue manager reacts to.
-pub enum Event {
-    /// A message is on disk and ready for delivery.
-    Enqueue {
-        env: Arc<Envelope>,
-        body: Option<Arc<Vec<u8>>>,
-        done: Vec<(u32, RcptFinal)>,
-        /// Set by `redirectrecipients` before a restart.
-        redirect: Option<(String, u16)>,
-    },
-    /// A connection finished a job. If `next` is given the connection can
-    /// take another job to the same host.
-    JobDone {
-        job: Job,
-        dcid: u64,
-        outcomes: Vec<RcptOutcome>,
-        next: Option<oneshot::Sender<Option<Job>>>,
-    },
-    /// A connection could not be opened (or broke before any job finished);
-    /// `job` is deferred and the host is marked down.
-    ConnFailed { job: Job, error: String },
-    /// A delivery connection ended.
-    ConnClosed { domain: String },
-    /// A connection waits for more work (it has finished its last job).
-    Idle {
-        domain: String,
-        next: oneshot::Sender<Option<Job>>,
-    },
-    /// Snapshot of the per-host table, for `tophosts` and friends.
-    Hosts(oneshot::Sender<Vec<HostStatus>>),
-    /// Stop delivering new jobs; running connections finish.
-    Shutdown(oneshot::Sender<()>),
-    /// `suspenddel` (true) / `resumedel` (false).
-    SuspendDelivery(bool, oneshot::Sender<bool>),
-    /// `showrecipients`.
-    Recipients(Selection, oneshot::Sender<Vec<QueuedRecipient>>),
-    /// `deleterecipients` / `bouncerecipients`: (recipients removed, recipients in delivery right now).
-    Remove(Selection, Removal, oneshot::Sender<(usize, usize)>),
-    /// `redirectrecipients`: every queued recipient goes to this next hop.
-    Redirect(String, u16, oneshot::Sender<usize>),
-    /// `delivernow`: retry deferred recipients (of one host, or all) now.
-    DeliverNow(Option<String>, oneshot::Sender<usize>),
-    /// A commit replaced the configuration: idle connections (opened under
-    /// the old routes and TLS settings) are released instead of reused.
-    Reconfigured,
-    /// Counts for `status`: (messages in queue, active recipients, outbound connections, delivery suspended).
-    Gauges(oneshot::Sender<Gauges>),
-}
-
-/// Which queued recipients a queue command works on.
-#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
-pub enum Selection {
-    All,
-    Host(String),
-    Sender(String),
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Removal {
-    Delete,
-    Bounce,
-}
-
-#[derive(Debug, Clone, Default, serde::Serialize)]
-pub struct Gauges {
-    pub messages: usize,
-    pub active_recipients: usize,
-    pub connections_out: usize,
-    pub delivery_suspended: bool,
-    pub oldest_received_at: Option<u64>,
-}
-
-/// One row of `showrecipients`.
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct QueuedRecipient {
-    pub mid: u64,
-    pub rid: u32,
-    pub host: String,
-    pub sender: String,
-    pub recipient: String,
-    pub size: usize,
-    pub received_at: u64,
-    pub attempts: u32,
-    pub state: &'static str,
-}
-
-/// Events the manager's channel holds before a sender waits: far more than a node
-/// produces between two turns of the manager's loop. Memory is taken only as used.
-pub const CHANNEL_EVENTS: usize = 65_536;
-
-#[derive(Clone)]
-pub struct QueueHandle {
-    tx: mpsc::Sender<Event>,
-}
-
-impl QueueHandle {
-    /// Hands `ev` to the manager. When the channel is full the caller waits for room:
-    /// an event is never dropped (it may be a delivery's outcome).
-    pub fn send(&self, ev: Event) {
-        match self.tx.try_send(ev) {
-            Ok(()) => {}
-            // The manager only stops at shutdown, when nothing matters any more:
-            // whatever is spooled is recovered at the next start.
-            Err(mpsc::error::TrySendError::Closed(_)) => {}
-            Err(mpsc::error::TrySendError::Full(ev)) => wait_to_send(&self.tx, ev),
-        }
-    }
-
-    pub fn enqueue(&self, env: Arc<Envelope>, body: Option<Arc<Vec<u8>>>) {
-        self.send(Event::Enqueue {
-            env,
-            body,
-            done: Vec::new(),
-            redirect: None,
-        });
-    }
-
-    pub async fn hosts(&self) -> Vec<HostStatus> {
-        let (tx, rx) = oneshot::channel();
-        self.send(Event::Hosts(tx));
-        rx.await.unwrap_or_default()
-    }
-}
-
-pub fn channel() -> (QueueHandle, mpsc::Receiver<Event>) {
-    channel_of(CHANNEL_EVENTS)
-}
-
-fn channel_of(capacity: usize) -> (QueueHandle, mpsc::Receiver<Event>) {
-    let (tx, rx) = mpsc::channel(capacity);
-    (QueueHandle { tx }, rx)
-}
-
-/// Waits for room in a full channel. `send` is called from tasks and plain functions
-/// alike, so the wait is a blocking one, outside the runtime's worker duty where there
-/// is one: the manager task goes on draining on the other threads. The manager never
-/// sends to itself, so the wait always ends. On a single-threaded runtime (unit tests,
-/// where the manager would run on this very thread) the event waits in a task instead.
-fn wait_to_send(tx: &mpsc::Sender<Event>, ev: Event) {
-    use tokio::runtime::{Handle, RuntimeFlavor};
-    match Handle::try_current().map(|h| h.runtime_flavor()) {
-        Ok(RuntimeFlavor::CurrentThread) => {
-            let tx = tx.clone();
-            tokio::spawn(async move {
-                let _ = tx.send(ev).await;
-            });
-        }
-        Ok(_) => tokio::task::block_in_place(|| {
-            let _ = tx.blocking_send(ev);
-        }),
-        Err(_) => {
-            let _ = tx.blocking_send(ev);
-        }
-    }
-}
-
-/// One row of `tophosts`.
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct HostStatus {
-    pub host: String,
-    pub active_recipients: usize,
-    pub connections_out: usize,
-    pub delivered_recipients: u64,
-    pub soft_bounced: u64,
-    pub hard_bounced: u64,
-    pub down: bool,
-    pub last_error: Option<String>,
-}
 
 #[derive(Default)]
 struct Host {
@@ -251,8 +66,17 @@ struct Msg {
     body_cached: usize,
 }
 
+/// How the queue manager starts an outbound connection for a job: the SMTP and CPQ
+/// client of `delivery`, wired by `node`. The connection asks for more jobs to the same
+/// host and reports every outcome back through [`Event`]s on the queue's handle, so the
+/// schedule stays here while the network stays there.
+pub trait Transport: Send + Sync {
+    fn spawn_connection(&self, shared: Arc<Shared>, domain: String, job: Job);
+}
+
 pub struct Manager {
     shared: Arc<Shared>,
+    transport: Arc<dyn Transport>,
     rx: mpsc::Receiver<Event>,
     msgs: HashMap<u64, Msg>,
     hosts: HashMap<String, Host>,
@@ -268,9 +92,14 @@ pub struct Manager {
 }
 
 impl Manager {
-    pub fn new(shared: Arc<Shared>, rx: mpsc::Receiver<Event>) -> Manager {
+    pub fn new(
+        shared: Arc<Shared>,
+        rx: mpsc::Receiver<Event>,
+        transport: Arc<dyn Transport>,
+    ) -> Manager {
         Manager {
             shared,
+            transport,
             rx,
             msgs: HashMap::new(),
             hosts: HashMap::new(),
@@ -982,7 +811,8 @@ impl Manager {
                 }
                 host.active_conns += 1;
                 self.total_conns += 1;
-                crate::delivery::spawn_connection(self.shared.clone(), domain.clone(), job);
+                self.transport
+                    .spawn_connection(self.shared.clone(), domain.clone(), job);
             }
         }
     }
@@ -1062,6 +892,7 @@ pub const DEFAULT_HOST_CONCURRENCY: usize = 20;
 
 #[cfg(test)]
 mod channel_tests {
+    use super::handle::channel_of;
     use super::*;
 
     /// A full channel: the sender waits until the manager takes an event, and both

@@ -131,7 +131,7 @@ pub fn run(args: Args) -> Result<()> {
     // The gateway takes releases only from the manager's certificate, pinned here
     // (also for a directory made by an older version, whose manager certificate
     // carried no role and is replaced now).
-    crate::cpq::ensure_manager_cert(&mcfg)?;
+    crate::cpq::certs::ensure_manager_cert(&mcfg)?;
     let pin = gcpq.join(crate::cpq::trust::MANAGER_CERT);
     let manager_cert = mcpq.join(crate::cpq::trust::NODE_CERT);
     if std::fs::read(&pin).ok() != std::fs::read(&manager_cert).ok() {
@@ -308,7 +308,7 @@ async fn ssh_access(
         return Ok(None);
     }
     let admin = Identity::local_admin();
-    let run = |shared: &std::sync::Arc<crate::node::Shared>, command: &str, args| {
+    let run = |shared: &std::sync::Arc<crate::state::Shared>, command: &str, args| {
         let req = Request {
             command: command.to_string(),
             args,

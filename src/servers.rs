@@ -7,8 +7,8 @@
 //! address and the OS error, and leaves the old server running. Only when the whole
 //! commit can go ahead does [`Servers::switch`] start the new server and stop the old
 //! one: its listening socket is shut down at once (new connections are refused), and
-//! the connections it had are told to finish ([`closing`]): an HTTP connection ends
-//! after its current request, an SSH session may go on for [`GRACE`], then it is
+//! the connections it had are told to finish (`shutdown::closing`): an HTTP connection ends
+//! after its current request, an SSH session may go on for `shutdown::GRACE`, then it is
 //! disconnected. A section that did not change is left alone (port 0 in the
 //! configuration keeps whatever port the system chose).
 //!
@@ -16,10 +16,13 @@
 //! people log in again. API tokens are in `users.json` and are not affected. The web
 //! server's certificate is the node's inbound one, taken for each new connection, so a
 //! commit that changes it is in force without a restart.
+//!
+//! Part of the composition root (it starts `ssh` and `web`); the commands and the
+//! certificate renewal see it only through `state::ServerControl` on `Shared`, and the
+//! servers themselves learn that they are stopping through `shutdown`.
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use anyhow::{Context, Result};
 use tokio::net::TcpListener;
@@ -27,16 +30,10 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::config::Config;
-use crate::node::Shared;
+use crate::state::Shared;
 
-/// How long the connections of a stopped server may go on.
-pub const GRACE: Duration = Duration::from_secs(10);
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Kind {
-    Ssh,
-    Web,
-}
+use crate::shutdown::GRACE;
+pub use crate::state::ServerKind as Kind;
 
 impl Kind {
     /// The configuration section.
@@ -69,12 +66,6 @@ impl Kind {
             Kind::Web => crate::events::Server::Web,
         }
     }
-}
-
-/// Resolves when the server that accepted a connection is stopping.
-pub async fn closing(mut rx: watch::Receiver<bool>) {
-    // The sender gone is a stop too.
-    let _ = rx.wait_for(|stop| *stop).await;
 }
 
 struct Running {
@@ -181,6 +172,13 @@ impl Servers {
         let p = self.prepare(&shared.config())?;
         self.switch(shared, p);
         Ok((self.address(Kind::Ssh), self.address(Kind::Web)))
+    }
+}
+
+/// Where the servers listen, for `status` and the certificate renewal.
+impl crate::state::ServerControl for Servers {
+    fn address(&self, kind: Kind) -> Option<SocketAddr> {
+        Servers::address(self, kind)
     }
 }
 

@@ -35,24 +35,18 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::{Context, Result};
-use russh::keys::ssh_key::private::Ed25519Keypair;
-use russh::keys::ssh_key::LineEnding;
-use russh::keys::PrivateKey;
+use anyhow::Result;
 use russh::server::{Auth, Msg, PublicKeyOffer, Session, VerifiedPublicKey};
 use russh::{Channel, ChannelId, MethodKind, MethodSet};
 use tokio::sync::mpsc;
 
 use crate::admin::Request;
-use crate::node::Shared;
+use crate::host_key::host_key;
+use crate::state::Shared;
 use crate::users::{Identity, Origin};
-
-/// The host key's file name under `DATA_DIR/ssh/`.
-pub const HOST_KEY: &str = "ssh_host_ed25519_key";
 
 /// The SSH server's settings, with the host key (generated at the first start).
 pub fn server_config(cfg: &crate::config::Config) -> Result<Arc<russh::server::Config>> {
@@ -74,7 +68,7 @@ pub fn server_config(cfg: &crate::config::Config) -> Result<Arc<russh::server::C
 }
 
 /// The accept loop of the SSH server on `listener` (bound by `crate::servers`). When
-/// `stop` turns true, each session may go on for `servers::GRACE`, then it is
+/// `stop` turns true, each session may go on for `shutdown::GRACE`, then it is
 /// disconnected.
 pub async fn serve(
     shared: Arc<Shared>,
@@ -116,8 +110,8 @@ pub async fn serve(
             let _ = handle_slot.set(handle.clone());
             let ended = tokio::select! {
                 r = &mut session => Some(r),
-                _ = crate::servers::closing(stop) => {
-                    tokio::time::timeout(crate::servers::GRACE, &mut session).await.ok()
+                _ = crate::shutdown::closing(stop) => {
+                    tokio::time::timeout(crate::shutdown::GRACE, &mut session).await.ok()
                 }
             };
             match ended {
@@ -135,35 +129,6 @@ pub async fn serve(
                 }
             }
         });
-    }
-}
-
-/// Loads the host key, generating it at the first start.
-pub fn host_key(dir: &Path) -> Result<PrivateKey> {
-    let path = dir.join(HOST_KEY);
-    match std::fs::read_to_string(&path) {
-        Ok(text) => PrivateKey::from_openssh(text.as_bytes())
-            .with_context(|| format!("{} is not an OpenSSH private key", path.display())),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-            let mut seed = [0u8; 32];
-            crate::users::random_bytes(&mut seed);
-            let key = PrivateKey::from(Ed25519Keypair::from_seed(&seed));
-            let pem = key
-                .to_openssh(LineEnding::LF)
-                .map_err(|e| anyhow::anyhow!("encoding the SSH host key: {e}"))?;
-            let public = key
-                .public_key()
-                .to_openssh()
-                .map_err(|e| anyhow::anyhow!("encoding the SSH host key: {e}"))?;
-            crate::atomic_file::write_private(
-                &dir.join(format!("{HOST_KEY}.pub")),
-                format!("{public}\n").as_bytes(),
-            )?;
-            crate::atomic_file::write_private(&path, pem.as_bytes())?;
-            Ok(key)
-        }
-        Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
     }
 }
 

@@ -165,7 +165,7 @@ pub fn ensure_self_signed(cfg: &Config, now: u64) -> Result<Option<String>> {
 /// The hourly check of a running node: a generated certificate that is due is made
 /// again and put in force for the next handshakes (SMTP STARTTLS and HTTPS), with a
 /// line in mail_logs.
-pub async fn renew_self_signed(shared: Arc<crate::node::Shared>) {
+pub async fn renew_self_signed(shared: Arc<crate::state::Shared>) {
     loop {
         tokio::time::sleep(std::time::Duration::from_secs(3600)).await;
         let cfg = shared.config();
@@ -198,7 +198,7 @@ pub async fn renew_self_signed(shared: Arc<crate::node::Shared>) {
 
 /// Who serves the inbound certificate: every listener but the CPQ one (which has the
 /// deployment's), and the web server as "HTTPS" when it runs.
-pub fn served_by(shared: &crate::node::Shared) -> Vec<String> {
+pub fn served_by(shared: &crate::state::Shared) -> Vec<String> {
     let mut names: Vec<String> = shared
         .listeners
         .states()
@@ -206,7 +206,11 @@ pub fn served_by(shared: &crate::node::Shared) -> Vec<String> {
         .map(|l| l.name)
         .filter(|n| n != crate::config::CPQ_LISTENER)
         .collect();
-    if shared.servers.address(crate::servers::Kind::Web).is_some() {
+    if shared
+        .servers
+        .address(crate::state::ServerKind::Web)
+        .is_some()
+    {
         names.push("HTTPS".to_string());
     }
     names
@@ -231,10 +235,7 @@ pub fn self_signed(cfg: &Config) -> Option<String> {
 }
 
 /// Client configs for outbound delivery: (verifying, opportunistic).
-pub struct ClientConfigs {
-    pub verify: Arc<ClientConfig>,
-    pub opportunistic: Arc<ClientConfig>,
-}
+pub use crate::state::ClientConfigs;
 
 pub fn client_configs(cfg: &Config) -> Result<ClientConfigs> {
     let mut roots = RootCertStore::empty();

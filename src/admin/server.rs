@@ -8,7 +8,7 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::UnixListener;
 
 use super::{socket_path, Request, Response};
-use crate::node::Shared;
+use crate::state::Shared;
 
 /// Binds `run/admin.sock` (replacing a stale one) and serves it.
 pub fn start(shared: Arc<Shared>) -> Result<()> {

@@ -26,7 +26,7 @@ use crate::admin::{Request, Response};
 use crate::config::{Config, RouteTarget, SenderPattern, TlsVersion};
 use crate::config_store::{self, normalize_domain, quoted_list, Change, Doc, Store};
 use crate::mail_log::ctime;
-use crate::node::Shared;
+use crate::state::Shared;
 
 const PENDING_NOTE: &str = "Changes pending. Use `pvo commit` to apply them.";
 

@@ -18,7 +18,7 @@ use tokio::net::TcpStream;
 use super::{arg_str, arg_u64};
 use crate::admin::{Request, Response};
 use crate::diag::{self, ConnectError, HandshakeError, HelloAnswer, Source};
-use crate::node::Shared;
+use crate::state::Shared;
 
 /// Seconds to wait for a connection and for each answer, unless `--timeout` says.
 const DEFAULT_TIMEOUT: u64 = 10;

@@ -18,7 +18,7 @@ mod user_cmds;
 use std::sync::Arc;
 
 use crate::admin::{Request, Response};
-use crate::node::Shared;
+use crate::state::Shared;
 use crate::users::{Identity, Origin};
 
 /// A request from the admin socket: its owner is the local superuser `admin`, unless the

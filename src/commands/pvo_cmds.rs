@@ -10,7 +10,7 @@ use super::{arg_str, config_cmds};
 use crate::admin::{Request, Response};
 use crate::config::{Config, Role, CPQ_HOST, CPQ_RELEASE_HOST};
 use crate::cpq::preflight::{self, Check};
-use crate::node::Shared;
+use crate::state::Shared;
 
 pub async fn dispatch(
     shared: &Arc<Shared>,

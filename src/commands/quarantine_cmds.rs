@@ -45,8 +45,8 @@ use super::{arg_str, arg_u64};
 use crate::admin::{Request, Response};
 use crate::clock::gmt;
 use crate::envelope::Envelope;
-use crate::node::Shared;
 use crate::scanning::local_quarantine::{handle_reports, now};
+use crate::state::Shared;
 use crate::users::{Builtin, Identity, Perm, RoleDef};
 
 /// Handles a quarantine command; `None` if `req.command` is not one.
@@ -1584,8 +1584,7 @@ async fn copy(shared: &Arc<Shared>, req: &Request) -> Reply {
         scanned: true,
         cpq: None,
     };
-    let new_mid = shared
-        .inject(&env, copy.raw, true)
+    let new_mid = crate::scanning::pipeline::inject(shared, &env, copy.raw, true)
         .await
         .map_err(|e| format!("the copy of MID {mid} could not be queued: {e:#}"))?;
     shared.log.emit(crate::events::Event::CopySent {

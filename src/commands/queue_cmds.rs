@@ -13,8 +13,8 @@ use tokio::sync::oneshot;
 use super::{arg_bool, arg_str};
 use crate::admin::Response;
 use crate::mail_log::ctime;
-use crate::node::Shared;
 use crate::queue::{Event, HostStatus, QueuedRecipient, Removal, Selection};
+use crate::state::Shared;
 
 use crate::clock::unix_now as now;
 

@@ -9,10 +9,10 @@ use tokio::sync::oneshot;
 
 use super::{arg_bool, arg_str, arg_u64};
 use crate::admin::Response;
-use crate::listeners::Resumed;
 use crate::mail_log::ctime;
-use crate::node::{CounterSet, Shared};
 use crate::queue::{Event, Gauges};
+use crate::state::Resumed;
+use crate::state::{CounterSet, Shared};
 
 use crate::clock::unix_now as now;
 
@@ -191,10 +191,10 @@ pub async fn status(shared: &Arc<Shared>, args: &serde_json::Value) -> Response 
         }
         // The management servers where they listen now (a commit may move them).
         let services = [
-            ("SSH", shared.servers.address(crate::servers::Kind::Ssh)),
+            ("SSH", shared.servers.address(crate::state::ServerKind::Ssh)),
             (
                 "Web (HTTPS)",
-                shared.servers.address(crate::servers::Kind::Web),
+                shared.servers.address(crate::state::ServerKind::Web),
             ),
         ];
         t.push_str("\nServices:\n");
@@ -216,8 +216,8 @@ pub async fn status(shared: &Arc<Shared>, args: &serde_json::Value) -> Response 
         "uptime_seconds": up,
         "delivery_suspended": g.delivery_suspended,
         "listeners": listeners,
-        "ssh": shared.servers.address(crate::servers::Kind::Ssh).map(|a| a.to_string()),
-        "web": shared.servers.address(crate::servers::Kind::Web).map(|a| a.to_string()),
+        "ssh": shared.servers.address(crate::state::ServerKind::Ssh).map(|a| a.to_string()),
+        "web": shared.servers.address(crate::state::ServerKind::Web).map(|a| a.to_string()),
         "counters": { "reset": reset, "uptime": c, "lifetime": lifetime },
         "gauges": {
             "connections_in": c.connections_open,

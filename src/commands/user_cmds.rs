@@ -13,7 +13,7 @@ use serde_json::{json, Value};
 use super::{arg_str, arg_u64};
 use crate::admin::{Request, Response};
 use crate::clock::gmt;
-use crate::node::Shared;
+use crate::state::Shared;
 use crate::users::{
     check_name, check_password, generate_password, hash_password, Builtin, CustomRole, Identity,
     User, INITIAL_PASSWORD_FILE,

@@ -18,10 +18,7 @@ use crate::config::node::Role;
 use crate::config::routes::parse_host_port;
 use crate::config::section::{ConfigError, Ctx, Section};
 
-/// The destination of messages waiting for the manager (gateway).
-pub const CPQ_HOST: &str = "the.cpq.host";
-/// The destination of released messages waiting for their gateway (manager).
-pub const CPQ_RELEASE_HOST: &str = "the.cpq.release.host";
+pub use crate::envelope::{CPQ_HOST, CPQ_RELEASE_HOST};
 /// The hidden listener of both roles.
 pub const CPQ_LISTENER: &str = "cpq_listener";
 

@@ -12,7 +12,6 @@
 //! and keeps the answer in `DATA_DIR/cpq/endpoints.json`, which overrides the
 //! configured address.
 
-use std::collections::HashMap;
 use std::net::IpAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -22,7 +21,11 @@ use anyhow::{bail, Context, Result};
 use russh::keys::{HashAlg, PrivateKey, PrivateKeyWithHashAlg};
 use russh::{client, ChannelMsg};
 
-use crate::node::Shared;
+use crate::state::Shared;
+
+fn endpoints_path(shared: &Shared) -> PathBuf {
+    shared.config().data_dir.join("cpq").join("endpoints.json")
+}
 
 /// How long an SSH exchange with a gateway may take.
 pub const SSH_TIMEOUT: Duration = Duration::from_secs(20);
@@ -152,7 +155,7 @@ pub async fn exec(
 /// The manager's SSH identity (its host key), as key and `authorized_keys` line.
 pub fn manager_key(shared: &Shared) -> Result<(Arc<PrivateKey>, String)> {
     let cfg = shared.config();
-    let key = crate::ssh::host_key(&cfg.data_dir.join("ssh"))?;
+    let key = crate::host_key::host_key(&cfg.data_dir.join("ssh"))?;
     let line = key
         .public_key()
         .to_openssh()
@@ -197,47 +200,6 @@ pub fn parse_status(output: &str) -> Result<Endpoint> {
     })
 }
 
-/// Endpoints learned over SSH, overriding the configured ones.
-#[derive(Default)]
-pub struct Endpoints {
-    map: Mutex<HashMap<String, (IpAddr, u16)>>,
-    asked: Mutex<HashMap<String, std::time::Instant>>,
-}
-
-fn endpoints_path(shared: &Shared) -> PathBuf {
-    shared.config().data_dir.join("cpq").join("endpoints.json")
-}
-
-impl Endpoints {
-    pub fn load(path: &std::path::Path) -> Endpoints {
-        let map = std::fs::read(path)
-            .ok()
-            .and_then(|b| serde_json::from_slice::<HashMap<String, (IpAddr, u16)>>(&b).ok())
-            .unwrap_or_default();
-        Endpoints {
-            map: Mutex::new(map),
-            asked: Mutex::new(HashMap::new()),
-        }
-    }
-
-    pub fn get(&self, gateway: &str) -> Option<(IpAddr, u16)> {
-        self.map.lock().unwrap().get(gateway).copied()
-    }
-
-    fn set(&self, shared: &Shared, gateway: &str, ep: (IpAddr, u16)) {
-        let snapshot = {
-            let mut m = self.map.lock().unwrap();
-            m.insert(gateway.to_string(), ep);
-            m.clone()
-        };
-        if let Ok(bytes) = serde_json::to_vec(&snapshot) {
-            let path = endpoints_path(shared);
-            let _ = std::fs::create_dir_all(path.parent().unwrap());
-            let _ = crate::atomic_file::write(&path, &bytes);
-        }
-    }
-}
-
 /// Asks `gateway` over SSH where released mail goes and caches the answer;
 /// at most once a minute per gateway. Called when a release cannot reach it.
 pub fn refresh_endpoint(shared: &Arc<Shared>, gateway: &str) {
@@ -263,10 +225,11 @@ pub fn refresh_endpoint(shared: &Arc<Shared>, gateway: &str) {
                         address: &ep.address,
                         port: ep.port,
                     });
-                    shared
-                        .cpq
-                        .endpoints
-                        .set(&shared, &gateway, (ep.address, ep.port));
+                    shared.cpq.endpoints.set(
+                        &endpoints_path(&shared),
+                        &gateway,
+                        (ep.address, ep.port),
+                    );
                     shared.queue.send(crate::queue::Event::DeliverNow(
                         Some(crate::config::CPQ_RELEASE_HOST.to_string()),
                         tokio::sync::oneshot::channel().0,
@@ -281,6 +244,27 @@ pub fn refresh_endpoint(shared: &Arc<Shared>, gateway: &str) {
                 }),
         }
     });
+}
+
+/// The manager's [`crate::state::GatewayShell`]: SSH with the manager's key.
+pub struct Ssh;
+
+impl crate::state::GatewayShell for Ssh {
+    fn query_status<'a>(
+        &'a self,
+        shared: &'a Arc<Shared>,
+        gateway: &'a str,
+    ) -> crate::state::BoxFuture<'a, Result<serde_json::Value>> {
+        Box::pin(query_status(shared, gateway))
+    }
+
+    fn refresh_endpoint(&self, shared: &Arc<Shared>, gateway: &str) {
+        refresh_endpoint(shared, gateway)
+    }
+
+    fn timeout(&self) -> Duration {
+        SSH_TIMEOUT
+    }
 }
 
 /// `pvoconfig status --json` on an added gateway, with the manager's key: where

@@ -35,7 +35,7 @@ pub fn run(
             "\"{gateway_id}\" is not a gateway id; allowed: 1-128 of A-Z a-z 0-9 . - _ :"
         );
     }
-    super::ensure_manager_cert(&cfg)?;
+    crate::cpq::certs::ensure_manager_cert(&cfg)?;
     let serial = super::trust::issue(
         &c.dir,
         gateway_id,

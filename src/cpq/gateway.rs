@@ -1,6 +1,6 @@
 //! Central mode on a gateway.
 //!
-//! Out: a message a scan quarantines is tagged with its transfer record
+//! Out (`cpq::transfer`, which the pipeline calls): a message a scan quarantines is tagged with its transfer record
 //! (`Update::Cpq` in the spool, so a restart sends it again with the same
 //! transfer id) and queued to `the.cpq.host`, from where `delivery` sends it
 //! to the manager. It is retried until the manager takes it, never bounced.
@@ -21,244 +21,13 @@
 //! the manager's retry is answered "already received"; any other pending id
 //! was never spooled and is forgotten, so the retry is taken.
 
-use std::collections::HashSet;
-use std::io::Write;
-use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
-use anyhow::{Context, Result};
 use pvo_proto::cpq::ReleaseRecord;
-use pvo_quarantine::Hold;
 
-use crate::envelope::{CpqTag, Envelope, Update};
-use crate::node::Shared;
-
-/// The release ids this gateway has taken: an append-only file, fsynced
-/// before the `250`, loaded at start. Concurrent receptions share fsyncs: a
-/// writer thread appends whatever lines arrived meanwhile and syncs once. A
-/// line is a taken release id, or `~ ID MID` for one whose copy MID is being
-/// spooled (see the module documentation).
-pub struct ReleaseLedger {
-    seen: Arc<Mutex<HashSet<String>>>,
-    tx: std::sync::mpsc::Sender<(String, tokio::sync::oneshot::Sender<std::io::Result<()>>)>,
-}
-
-/// The prefix of a pending line; release ids never contain a space.
-const PENDING: &str = "~ ";
-
-impl ReleaseLedger {
-    /// Loads the ledger and settles the ids left pending by a crash: taken if their copy
-    /// is live in `spool`, forgotten if not. Returns the ledger and the ids it took so.
-    pub fn open(dir: &Path, spool: &pvo_spool::Spool) -> Result<(ReleaseLedger, Vec<String>)> {
-        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-        let path = dir.join("releases-received");
-        let text = match std::fs::read_to_string(&path) {
-            Ok(t) => t,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
-            Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
-        };
-        let mut seen = HashSet::new();
-        let mut pending = Vec::new();
-        for line in text.lines() {
-            match line.strip_prefix(PENDING) {
-                Some(rest) => {
-                    if let Some((id, mid)) = rest.split_once(' ') {
-                        if let Ok(mid) = mid.trim().parse::<u64>() {
-                            pending.push((id.to_string(), mid));
-                        }
-                    }
-                }
-                None => {
-                    seen.insert(line.to_string());
-                }
-            }
-        }
-        let mut file = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&path)
-            .with_context(|| format!("opening {}", path.display()))?;
-        let mut settled = Vec::new();
-        for (id, mid) in pending {
-            if !seen.contains(&id) && spool.read_body(mid).is_ok() {
-                seen.insert(id.clone());
-                settled.push(id);
-            }
-        }
-        if !settled.is_empty() {
-            let lines: String = settled.iter().map(|id| format!("{id}\n")).collect();
-            file.write_all(lines.as_bytes())
-                .and_then(|()| file.sync_data())
-                .with_context(|| format!("writing {}", path.display()))?;
-        }
-        let (tx, rx) = std::sync::mpsc::channel::<(
-            String,
-            tokio::sync::oneshot::Sender<std::io::Result<()>>,
-        )>();
-        std::thread::Builder::new()
-            .name("cpq-release-ledger".into())
-            .spawn(move || {
-                while let Ok(first) = rx.recv() {
-                    let mut batch = vec![first];
-                    while let Ok(more) = rx.try_recv() {
-                        batch.push(more);
-                    }
-                    let mut text = String::new();
-                    for (id, _) in &batch {
-                        text.push_str(id);
-                        text.push('\n');
-                    }
-                    let r = file
-                        .write_all(text.as_bytes())
-                        .and_then(|()| file.sync_data());
-                    for (_, reply) in batch {
-                        let _ = reply.send(match &r {
-                            Ok(()) => Ok(()),
-                            Err(e) => Err(std::io::Error::new(e.kind(), e.to_string())),
-                        });
-                    }
-                }
-            })
-            .context("starting the release ledger writer")?;
-        Ok((
-            ReleaseLedger {
-                seen: Arc::new(Mutex::new(seen)),
-                tx,
-            },
-            settled,
-        ))
-    }
-
-    pub fn contains(&self, id: &str) -> bool {
-        self.seen.lock().unwrap().contains(id)
-    }
-
-    /// Records `id` durably (returns once it is fsynced).
-    pub async fn record(&self, id: &str) -> std::io::Result<()> {
-        if !self.seen.lock().unwrap().insert(id.to_string()) {
-            return Ok(());
-        }
-        self.write_line(id.to_string()).await
-    }
-
-    /// Records durably that the copy of release `id` is about to be spooled as `mid`.
-    pub async fn record_pending(&self, id: &str, mid: u64) -> std::io::Result<()> {
-        self.write_line(format!("{PENDING}{id} {mid}")).await
-    }
-
-    async fn write_line(&self, line: String) -> std::io::Result<()> {
-        let (tx, rx) = tokio::sync::oneshot::channel();
-        if self.tx.send((line, tx)).is_err() {
-            return Err(std::io::Error::other("the release ledger writer stopped"));
-        }
-        rx.await
-            .unwrap_or_else(|_| Err(std::io::Error::other("the release ledger writer stopped")))
-    }
-}
-
-/// One `mail_logs` line per release id that start-up found spooled but not yet recorded.
-pub fn log_settled(log: &crate::mail_log::MailLog, settled: &[String]) {
-    for id in settled {
-        log.emit(crate::events::Event::ReleaseSettled { release: id });
-    }
-}
-
-/// Where outbreak copies are kept.
-pub fn outbreak_dir(shared: &Shared) -> PathBuf {
-    shared.config().data_dir.join("cpq").join("outbreak")
-}
-
-/// Sends a quarantined message to the manager: tags it and queues it to
-/// `the.cpq.host`. `rewritten` is the body after header actions when a
-/// filter changed it (it then travels under a new MID).
-pub async fn send_to_manager(
-    shared: &Arc<Shared>,
-    env: Arc<Envelope>,
-    body: Arc<Vec<u8>>,
-    rewritten: Option<Arc<Vec<u8>>>,
-    holds: Vec<Hold>,
-) {
-    let cfg = shared.config();
-    let node_id = cfg
-        .cpq
-        .as_ref()
-        .map(|c| c.node_id.clone())
-        .unwrap_or_default();
-    let mid = env.mid;
-    let outbreak = holds
-        .iter()
-        .any(|h| h.quarantine.eq_ignore_ascii_case("Outbreak"));
-    let (env, body) = match rewritten {
-        None => {
-            let tag = crate::cpq::records::transfer_tag(&node_id, &env, &holds);
-            let mut e = env.as_ref().clone();
-            e.cpq = Some(CpqTag::Transfer(tag.clone()));
-            e.scanned = true;
-            shared
-                .spool
-                .update(mid, Update::Cpq(CpqTag::Transfer(tag)).encode());
-            (Arc::new(e), body)
-        }
-        Some(new_body) => {
-            let new_mid = shared.ids.next(crate::ids::Kind::Mid);
-            let mut e = env.as_ref().clone();
-            e.mid = new_mid;
-            e.size = new_body.len() as u64;
-            e.scanned = true;
-            let tag = crate::cpq::records::transfer_tag(&node_id, &e, &holds);
-            e.cpq = Some(CpqTag::Transfer(tag));
-            match shared.spool_message(&e, new_body.as_ref().clone()).await {
-                Ok(b) => {
-                    shared
-                        .log
-                        .emit(crate::events::Event::RewrittenByContentFilter { mid, new_mid });
-                    shared.spool.finish(mid);
-                    shared.log.emit(crate::events::Event::Finished { mid });
-                    (Arc::new(e), b)
-                }
-                Err(e) => {
-                    shared
-                        .log
-                        .emit(crate::events::Event::RewrittenNotSpooledRescan { mid, error: &e });
-                    return;
-                }
-            }
-        }
-    };
-    let mid = env.mid;
-    for h in &holds {
-        shared
-            .log
-            .emit(crate::events::Event::QuarantinedCentralized {
-                mid,
-                quarantine: &h.quarantine,
-                reason: &h.reason,
-            });
-    }
-    if outbreak {
-        if let Err(e) = keep_outbreak_copy(shared, &env, &body) {
-            shared
-                .log
-                .emit(crate::events::Event::OutbreakCopyNotKept { mid, error: &e });
-        }
-    }
-    shared.log.emit(crate::events::Event::QueuedForCpq {
-        mid,
-        host: crate::config::CPQ_HOST,
-    });
-    shared.queue.enqueue(env, Some(body));
-}
-
-/// Keeps a copy of an outbreak message sent to the manager (named by `env.mid`, the MID
-/// the manager knows it by) for rescans after outbreak rule updates.
-pub(crate) fn keep_outbreak_copy(shared: &Shared, env: &Envelope, body: &[u8]) -> Result<()> {
-    let dir = outbreak_dir(shared);
-    std::fs::create_dir_all(&dir)?;
-    let base = dir.join(env.mid.to_string());
-    crate::atomic_file::write(&base.with_extension("eml"), body)?;
-    crate::atomic_file::write(&base.with_extension("json"), &env.encode())?;
-    Ok(())
-}
+use crate::cpq::transfer::outbreak_dir;
+use crate::envelope::{CpqTag, Envelope};
+use crate::state::Shared;
 
 /// A released message from the manager, received on the cpq_listener.
 /// Returns the SMTP reply.
@@ -366,7 +135,7 @@ pub async fn receive_release(
             if rescan {
                 crate::scanning::pipeline::submit_for_rescan(shared, env, body);
             } else {
-                shared.submit_injected(env, body);
+                crate::scanning::pipeline::submit_injected(shared, env, body);
             }
             // The outbreak copy is no longer needed.
             let base = outbreak_dir(shared).join(rec.gateway_mid.to_string());
@@ -454,7 +223,7 @@ pub async fn rescan_outbreak_copies(
         return (scanned, Vec::new(), kept, None);
     }
     let lines: Vec<String> = clean.iter().map(|(_, l)| l.clone()).collect();
-    match crate::delivery::cpq_control(shared, &lines).await {
+    match shared.manager_link.control(shared, &lines).await {
         Ok(replies) => {
             let mut released = Vec::new();
             let mut still = kept;

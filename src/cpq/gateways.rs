@@ -6,23 +6,23 @@
 //! refused CPQ connections and records by gateway id or source address
 //! (`smtp_server::session`), and the outcome of each release delivered to it
 //! (`delivery`). And the gateway's own view, asked over SSH with the manager's key
-//! (`pvoconfig status --json`, through `appliance::query_status`): its mode, how many
+//! (`pvoconfig status --json`, through `state::GatewayShell`): its mode, how many
 //! recipients wait under `the.cpq.host` (its backlog for this manager) and its migration.
 //! A background task asks every gateway that has SSH configured at most once per
 //! `[cpq] status_poll` seconds (30 by default) and caches the answer; the command answers
 //! from the cache, and waits (at most [`FIRST_CHECK_WAIT`]) only for a gateway that was
 //! never checked. Nothing here is persisted: the counters start at zero with the node.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::{json, Value};
 
 use crate::config::{EnrolledGateway, Role, CPQ_RELEASE_HOST};
-use crate::node::Shared;
+use crate::state::Shared;
 
 /// How long `applianceconfig status` waits for the first check of a gateway.
 pub const FIRST_CHECK_WAIT: Duration = Duration::from_secs(3);
@@ -31,219 +31,7 @@ pub const FIRST_CHECK_WAIT: Duration = Duration::from_secs(3);
 /// unreachable.
 const RECENT: u64 = 300;
 
-/// Why a gateway's attempt to hand a message to the manager failed
-/// (`pvo_cpq_transfer_failures_total{reason}`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub enum TransferFailure {
-    /// No connection (refused, timed out, no route), or it broke.
-    Connect,
-    /// STARTTLS refused or the handshake failed (no verified certificate).
-    Tls,
-    /// The manager answered 5xx (a refused record or message).
-    Refused,
-    /// The manager answered 4xx (or the record could not be sent yet).
-    Deferred,
-}
-
-impl TransferFailure {
-    pub const ALL: [TransferFailure; 4] = [
-        TransferFailure::Connect,
-        TransferFailure::Tls,
-        TransferFailure::Refused,
-        TransferFailure::Deferred,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            TransferFailure::Connect => "connect",
-            TransferFailure::Tls => "tls",
-            TransferFailure::Refused => "refused",
-            TransferFailure::Deferred => "deferred",
-        }
-    }
-
-    /// The failure a connection-level error of `delivery` stands for.
-    pub fn of_connection_error(e: &str) -> TransferFailure {
-        if e.contains("TLS") {
-            TransferFailure::Tls
-        } else if e.starts_with("banner:") || e.starts_with("HELO refused") {
-            TransferFailure::Refused
-        } else {
-            TransferFailure::Connect
-        }
-    }
-}
-
-/// Why a node refused a CPQ connection or record (`pvo_cpq_refused_total{reason}`, on
-/// managers and gateways).
-pub mod refusal {
-    /// The source address is not an added gateway's (the cpq_listener's HAT).
-    pub const ADDRESS: &str = "address";
-    /// The TLS handshake failed (no or an untrusted client certificate).
-    pub const TLS: &str = "tls";
-    /// A CPQ command before STARTTLS.
-    pub const CLEAR_TEXT: &str = "clear_text";
-    /// The record's gateway id is not the certificate's.
-    pub const ID_MISMATCH: &str = "id_mismatch";
-    /// The gateway is not added to this manager.
-    pub const NOT_ENROLLED: &str = "not_enrolled";
-    /// The record does not parse (`docs/cpq.md`).
-    pub const BAD_RECORD: &str = "bad_record";
-    /// The peer's certificate serial is on this node's revocation list (`cpqcert revoke`).
-    pub const REVOKED: &str = "revoked";
-    /// The certificate was issued for the other role: a manager's presented as a
-    /// gateway's, or a gateway's as the manager's.
-    pub const ROLE: &str = "role";
-    /// Gateway: the certificate is not the manager's this gateway was added to (another
-    /// gateway's, or one from a cleared enrollment) — it may not release or control.
-    pub const NOT_MANAGER: &str = "not_manager";
-    /// Manager: the gateway is added, but with another certificate (its enrollment was
-    /// cleared or replaced since this one was issued).
-    pub const SERIAL: &str = "serial";
-    /// The certificate cannot be read (no serial or common name).
-    pub const CERTIFICATE: &str = "certificate";
-}
-
-/// What the manager saw of one gateway (by id) or source address.
-#[derive(Debug, Clone, Default)]
-struct Seen {
-    transfers: u64,
-    last_transfer_at: Option<u64>,
-    last_refusal: Option<(u64, String)>,
-    last_release_error: Option<String>,
-}
-
-/// The gateway's own view, from the last SSH checks.
-#[derive(Debug, Clone, Default)]
-struct Check {
-    /// When the last check (successful or not) ended.
-    attempted_at: Option<u64>,
-    /// When the last successful one ended.
-    checked_at: Option<u64>,
-    mode: Option<String>,
-    backlog: Option<u64>,
-    migration: Option<Value>,
-    /// Why the last check failed (`None` after a success).
-    error: Option<String>,
-    running: bool,
-}
-
-/// The CPQ counters and the gateway cache (`cpq::State::stats`).
-#[derive(Default)]
-pub struct Stats {
-    /// Gateway: messages the manager accepted.
-    pub transfers: AtomicU64,
-    /// Gateway: failed attempts by reason.
-    transfer_failures: Mutex<BTreeMap<TransferFailure, u64>>,
-    /// Manager: releases its gateways accepted.
-    pub releases: AtomicU64,
-    /// Manager: release attempts that failed.
-    pub release_failures: AtomicU64,
-    /// Manager: refusals by reason.
-    refused: Mutex<BTreeMap<&'static str, u64>>,
-    /// Manager: by gateway id, or by source address when no id was known.
-    seen: Mutex<HashMap<String, Seen>>,
-    /// Manager: the SSH checks, by gateway id.
-    checks: Mutex<HashMap<String, Check>>,
-    /// Manager: the gateway of each queued release (queue MID), to count what waits
-    /// for each gateway.
-    release_mids: Mutex<HashMap<u64, String>>,
-    checked: tokio::sync::Notify,
-    poller: AtomicBool,
-}
-
-fn now() -> u64 {
-    crate::clock::unix_now()
-}
-
-impl Stats {
-    pub fn transfer_failed(&self, why: TransferFailure) {
-        *self
-            .transfer_failures
-            .lock()
-            .unwrap()
-            .entry(why)
-            .or_default() += 1;
-    }
-
-    pub fn transfer_failures(&self) -> BTreeMap<TransferFailure, u64> {
-        self.transfer_failures.lock().unwrap().clone()
-    }
-
-    /// A transfer from `gateway` was stored (or recognised as already stored).
-    pub fn received(&self, gateway: &str) {
-        let mut seen = self.seen.lock().unwrap();
-        let s = seen.entry(gateway.to_string()).or_default();
-        s.transfers += 1;
-        s.last_transfer_at = Some(now());
-    }
-
-    /// Transfers received per gateway id, since this node started.
-    pub fn received_by_gateway(&self) -> BTreeMap<String, u64> {
-        self.seen
-            .lock()
-            .unwrap()
-            .iter()
-            .filter(|(_, s)| s.transfers > 0)
-            .map(|(k, s)| (k.clone(), s.transfers))
-            .collect()
-    }
-
-    /// The manager refused a CPQ connection or record from `who` (a gateway id, or the
-    /// source address when the id is not known) for `reason`, explained by `text`.
-    pub fn refused(&self, who: &str, reason: &'static str, text: impl Into<String>) {
-        *self.refused.lock().unwrap().entry(reason).or_default() += 1;
-        self.seen
-            .lock()
-            .unwrap()
-            .entry(who.to_string())
-            .or_default()
-            .last_refusal = Some((now(), text.into()));
-    }
-
-    pub fn refusals(&self) -> BTreeMap<&'static str, u64> {
-        self.refused.lock().unwrap().clone()
-    }
-
-    /// A release was queued for `gateway` under queue MID `mid` (or an attempt to
-    /// deliver one was made: a recovered release is learnt then).
-    pub fn release_queued(&self, mid: u64, gateway: &str) {
-        self.release_mids
-            .lock()
-            .unwrap()
-            .insert(mid, gateway.to_string());
-    }
-
-    /// The outcome of delivering released message `mid` to `gateway`: `Ok(done)` with
-    /// `done` true once nothing of it is left to deliver, or the reason it failed.
-    pub fn release_outcome(&self, mid: u64, gateway: &str, r: Result<bool, String>) {
-        let mut seen = self.seen.lock().unwrap();
-        let s = seen.entry(gateway.to_string()).or_default();
-        match r {
-            Ok(done) => {
-                self.releases.fetch_add(1, Ordering::Relaxed);
-                s.last_release_error = None;
-                if done {
-                    self.release_mids.lock().unwrap().remove(&mid);
-                }
-            }
-            Err(e) => {
-                self.release_failures.fetch_add(1, Ordering::Relaxed);
-                s.last_release_error = Some(e);
-            }
-        }
-    }
-
-    /// The last known backlog of each gateway (`pvo_cpq_gateway_backlog`).
-    pub fn backlogs(&self) -> BTreeMap<String, u64> {
-        self.checks
-            .lock()
-            .unwrap()
-            .iter()
-            .filter_map(|(id, c)| c.backlog.map(|b| (id.clone(), b)))
-            .collect()
-    }
-}
+use crate::cpq::stats::{now, Check, Seen};
 
 /// The added gateway with `id` whose address is `ip`, if any.
 pub fn gateway_at(shared: &Shared, ip: IpAddr) -> Option<String> {
@@ -308,7 +96,7 @@ fn spawn_check(shared: &Arc<Shared>, id: &str) {
     let shared = shared.clone();
     let id = id.to_string();
     tokio::spawn(async move {
-        let r = crate::cpq::appliance::query_status(&shared, &id).await;
+        let r = shared.gateway_shell.query_status(&shared, &id).await;
         let stats = &shared.cpq.stats;
         {
             let mut checks = stats.checks.lock().unwrap();
@@ -453,7 +241,7 @@ pub async fn status(shared: &Arc<Shared>, only: Option<&str>) -> Result<Value, S
         } else if check.attempted_at.is_none() {
             Some(format!(
                 "the first check over SSH has not finished yet (it may take up to {} s)",
-                crate::cpq::appliance::SSH_TIMEOUT.as_secs() * 2
+                shared.gateway_shell.timeout().as_secs() * 2
             ))
         } else {
             check.error.clone()
@@ -617,6 +405,8 @@ pub fn table(data: &Value) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::cpq::refusal;
+    use crate::cpq::stats::{Stats, TransferFailure};
 
     fn gw(ssh: bool) -> EnrolledGateway {
         EnrolledGateway {

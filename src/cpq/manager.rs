@@ -14,92 +14,18 @@
 //! from, under `the.cpq.release.host`; `delivery` sends it to that gateway's
 //! cpq_listener, never to another.
 
-use std::sync::mpsc;
 use std::sync::Arc;
 
 use pvo_proto::cpq::{ControlAction, ControlRecord, TransferRecord};
 use pvo_quarantine::{
-    Action, Actor, Cause, EarlyReleaseActions, Inserted, MembershipState, MessageInfo, MsgId,
-    NewMessage, Scope, Store,
+    Action, Actor, Cause, EarlyReleaseActions, MembershipState, MessageInfo, MsgId, NewMessage,
+    Scope,
 };
 use serde_json::json;
-use tokio::sync::oneshot;
 
+use crate::cpq::records::manager_mid;
 use crate::envelope::{CpqTag, Envelope};
-use crate::node::Shared;
-
-/// Most messages committed in one transaction.
-const MAX_BATCH: usize = 512;
-
-type Job = (
-    NewMessage,
-    oneshot::Sender<pvo_quarantine::Result<Inserted>>,
-);
-
-/// The group-committing writer of the central store.
-pub struct Inbox {
-    tx: mpsc::Sender<Job>,
-}
-
-impl Inbox {
-    pub fn start(store: Arc<Store>) -> Inbox {
-        let (tx, rx) = mpsc::channel::<Job>();
-        std::thread::Builder::new()
-            .name("cpq-inbox".into())
-            .spawn(move || {
-                while let Ok(first) = rx.recv() {
-                    let mut batch = vec![first];
-                    while batch.len() < MAX_BATCH {
-                        match rx.try_recv() {
-                            Ok(j) => batch.push(j),
-                            Err(_) => break,
-                        }
-                    }
-                    let (msgs, replies): (Vec<NewMessage>, Vec<_>) = batch.into_iter().unzip();
-                    let now = crate::clock::unix_now();
-                    match store.quarantine_many(&msgs, now) {
-                        Ok(results) => {
-                            for (r, reply) in results.into_iter().zip(replies) {
-                                let _ = reply.send(r);
-                            }
-                        }
-                        Err(e) => {
-                            let text = e.to_string();
-                            for reply in replies {
-                                let _ = reply.send(Err(pvo_quarantine::QuarantineError::Invalid(
-                                    text.clone(),
-                                )));
-                            }
-                        }
-                    }
-                }
-            })
-            .expect("spawning the cpq inbox thread");
-        Inbox { tx }
-    }
-
-    pub async fn insert(&self, msg: NewMessage) -> pvo_quarantine::Result<Inserted> {
-        let (tx, rx) = oneshot::channel();
-        if self.tx.send((msg, tx)).is_err() {
-            return Err(pvo_quarantine::QuarantineError::Invalid(
-                "the central store writer stopped".into(),
-            ));
-        }
-        rx.await.unwrap_or_else(|_| {
-            Err(pvo_quarantine::QuarantineError::Invalid(
-                "the central store writer stopped".into(),
-            ))
-        })
-    }
-}
-
-/// The manager MID of a stored message (kept in its metadata).
-pub fn manager_mid(info: &MessageInfo) -> u64 {
-    info.meta
-        .get("mid")
-        .and_then(|v| v.as_u64())
-        .unwrap_or(info.msg_id)
-}
+use crate::state::Shared;
 
 /// Stores a transferred message; returns the SMTP reply.
 pub async fn receive_transfer(
@@ -349,6 +275,32 @@ pub async fn queue_release(
     Ok(mid)
 }
 
+/// The manager's way out of its store: a message released from all its quarantines is
+/// queued back to the gateway it came from. The quarantine service (`local_quarantine`)
+/// reaches it through `Shared::release_route`, which `node` wires on a manager.
+pub struct ToGateways;
+
+impl crate::state::ReleaseRoute for ToGateways {
+    fn release_batch<'a>(
+        &'a self,
+        shared: &'a Arc<Shared>,
+        items: Vec<(u64, MsgId, Vec<EarlyReleaseActions>)>,
+    ) -> crate::state::BoxFuture<'a, Vec<(u64, u64)>> {
+        Box::pin(release_batch(shared, items))
+    }
+
+    fn release<'a>(
+        &'a self,
+        shared: &'a Arc<Shared>,
+        msg_id: MsgId,
+        info: &'a MessageInfo,
+        raw: Vec<u8>,
+        actions: &'a [EarlyReleaseActions],
+    ) -> crate::state::BoxFuture<'a, anyhow::Result<u64>> {
+        Box::pin(queue_release(shared, msg_id, info, raw, actions))
+    }
+}
+
 /// Releases a batch on the manager: reads the messages in one store call,
 /// spools and queues their release copies concurrently (their fsyncs are
 /// shared), and confirms them in one transaction. Returns (manager MID,
@@ -453,7 +405,7 @@ pub fn readiness(shared: &Shared, gateway: &str) -> Result<(), String> {
             "the migration wizard has not been run on the manager (`pvoconfig migration automatic`, then `commit`)"
                 .into(),
         ),
-        (Some(m), _) => match crate::cpq::role_of(shared, &m.set_by) {
+        (Some(m), _) => match role_of(shared, &m.set_by) {
             Some(r) if r == "Administrator" => Ok(()),
             Some(r) => Err(format!(
                 "the migration wizard was run by {} whose role is {r}, not Administrator (an Administrator must run `pvoconfig migration` and commit)",
@@ -465,4 +417,9 @@ pub fn readiness(shared: &Shared, gateway: &str) -> Result<(), String> {
             )),
         },
     }
+}
+
+/// The role of a user of this node, by name (`None`: no such user).
+fn role_of(shared: &Shared, user: &str) -> Option<String> {
+    shared.users.user(user).map(|u| u.role)
 }

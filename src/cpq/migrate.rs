@@ -34,18 +34,19 @@
 
 use std::collections::HashSet;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::time::Duration;
 
 use pvo_quarantine::{MembershipState, MessageInfo, MsgId};
-use serde::{Deserialize, Serialize};
 
 use crate::clock::unix_now;
 use crate::config::{Role, CPQ_HOST};
 use crate::cpq::records;
 use crate::envelope::{CpqTag, Envelope};
-use crate::node::Shared;
+use crate::state::Shared;
+
+pub use crate::cpq::migration::Progress;
 
 /// Messages read from the store, spooled and marked together.
 pub const BATCH: usize = 200;
@@ -55,31 +56,6 @@ pub const MAX_BACKLOG: usize = 1_000;
 const RETRY: Duration = Duration::from_secs(15);
 /// How often the backlog and the delivery of the copies are looked at.
 const POLL: Duration = Duration::from_millis(500);
-
-/// The state of the migration, for `pvoconfig status`.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Progress {
-    /// A migration task runs now (handing over, or waiting for the manager to take the
-    /// last copies).
-    pub running: bool,
-    /// Messages to migrate: those held when it started plus, after a restart, those
-    /// migrated before it.
-    pub total: u64,
-    /// Messages handed over so far (spooled for the manager and marked migrated).
-    pub migrated: u64,
-    pub started_at: Option<u64>,
-    pub finished_at: Option<u64>,
-    /// The last problem (cleared when things move again): a store or spool error, or why
-    /// the manager does not take the copies.
-    pub last_error: Option<String>,
-}
-
-/// The migration state of a node (`cpq::State::migration`).
-#[derive(Default)]
-pub struct State {
-    running: AtomicBool,
-    progress: Mutex<Option<Progress>>,
-}
 
 /// What the node knows about the migration: the running one, or the last one (also from
 /// before a restart), or an empty `Progress` when there never was one.
@@ -462,7 +438,7 @@ async fn migrate_batch(shared: &Arc<Shared>, ids: Vec<MsgId>, copies: &mut HashS
             // after outbreak rule updates.
             let mut keep = env.clone();
             keep.mid = orig;
-            if let Err(e) = crate::cpq::gateway::keep_outbreak_copy(shared, &keep, &body) {
+            if let Err(e) = crate::cpq::transfer::keep_outbreak_copy(shared, &keep, &body) {
                 shared.log.emit(crate::events::Event::OutbreakCopyNotKept {
                     mid: orig,
                     error: &e,
@@ -541,7 +517,7 @@ async fn notify(shared: &Arc<Shared>, p: &Progress) {
         scanned: true,
         cpq: None,
     };
-    match shared.inject(&env, text, true).await {
+    match crate::scanning::pipeline::inject(shared, &env, text, true).await {
         Ok(mid) => shared
             .log
             .emit(crate::events::Event::MigrationNotified { mid }),

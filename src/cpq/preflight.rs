@@ -22,7 +22,7 @@ use rustls::pki_types::ServerName;
 use serde::Serialize;
 use tokio::io::{AsyncBufRead, AsyncWriteExt, BufReader};
 
-use crate::node::Shared;
+use crate::state::Shared;
 
 /// How long the preflight waits for the connection and for each answer.
 pub const TIMEOUT: Duration = Duration::from_secs(10);

@@ -361,6 +361,14 @@ fn received_details(q: &QuarantineEntry) -> serde_json::Value {
 }
 
 /// A release tag for the manager's queue.
+/// The manager MID of a stored message (kept in its metadata).
+pub fn manager_mid(info: &MessageInfo) -> u64 {
+    info.meta
+        .get("mid")
+        .and_then(|v| v.as_u64())
+        .unwrap_or(info.msg_id)
+}
+
 pub fn release_tag(
     manager_id: &str,
     msg_id: u64,

@@ -439,22 +439,13 @@ pub fn identify_file(path: &Path) -> Result<(Identity, Vec<u8>)> {
     Ok((id, der.to_vec()))
 }
 
-/// Why a handshake was refused by the [`PeerPolicy`]: a reason for
-/// `pvo_cpq_refused_total{reason}` (`cpq::gateways::refusal`) and a sentence
-/// for mail_logs.
-#[derive(Debug, Clone, thiserror::Error)]
-#[error("{text}")]
-pub struct Refusal {
-    pub reason: &'static str,
-    pub text: String,
-    /// The peer's CN, when the certificate could be read.
-    pub peer: Option<String>,
-}
+/// Why a handshake was refused by the [`PeerPolicy`] (`cpq::refusal`).
+pub use crate::cpq::refusal::Refusal;
 
 impl PeerPolicy {
     /// Accepts or refuses a certificate that already chains to the CA.
     pub fn check(&self, der: &[u8]) -> std::result::Result<Identity, Refusal> {
-        use crate::cpq::gateways::refusal as r;
+        use crate::cpq::refusal as r;
         let Some(id) = identify(der) else {
             return Err(Refusal {
                 reason: r::CERTIFICATE,
@@ -962,7 +953,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_gateway_accepts_only_its_pinned_manager() {
-        use crate::cpq::gateways::refusal as r;
+        use crate::cpq::refusal as r;
         let d = deployment();
         // gw2 of the same deployment, at the manager's address: a valid chain.
         let gw2 = d._tmp.path().join("gw2");
@@ -1040,7 +1031,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_manager_accepts_only_enrolled_serials_of_gateways() {
-        use crate::cpq::gateways::refusal as r;
+        use crate::cpq::refusal as r;
         let d = deployment();
         let serial = identify_file(&d.gw.join(NODE_CERT)).unwrap().0.serial;
         let policy = |serial: Option<String>, revoked: &[&str]| {

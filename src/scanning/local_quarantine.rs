@@ -8,60 +8,28 @@
 //! message, and `confirm_delivery` records the new MID; after a crash between
 //! the two, `pending_deliveries` hands the message over again at start, which
 //! can deliver it twice but never loses it.
+//!
+//! Who owns what: this module owns the quarantine service of both roles — the store
+//! (its handle is `quarantine_store`), the sweeper, and what every action's report
+//! means (its `mail_logs` lines, and that a message released from all its quarantines
+//! leaves). How a released message leaves a manager (queued back to its gateway) is
+//! the CPQ manager's, reached through `state::ReleaseRoute`; the manager calls this
+//! module for the reports of its control commands, never the reverse. The migration of
+//! a gateway's quarantines (`cpq::migrate`) only reads the store and is asked here
+//! whether it runs, to hold the sweeper.
 
-use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::{Context, Result};
-use pvo_quarantine::{
-    ActionReport, EarlyReleaseActions, Inserted, MembershipState, MsgId, NewMessage, Outcome, Store,
-};
+use pvo_quarantine::{ActionReport, EarlyReleaseActions, MembershipState, MsgId, Outcome};
 
 use crate::envelope::Envelope;
-use crate::node::Shared;
+use crate::state::Shared;
 
 /// How often scheduled exits and the space quota are checked.
 const SWEEP_EVERY: Duration = Duration::from_secs(30);
 
 pub(crate) use crate::clock::unix_now as now;
-
-#[derive(Clone)]
-pub struct LocalQuarantine {
-    store: Arc<Store>,
-}
-
-impl LocalQuarantine {
-    pub fn open(dir: &Path, quota: Option<u64>) -> Result<LocalQuarantine> {
-        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-        let path = dir.join("quarantine.db");
-        let store = Store::open_sqlite(&path, now())
-            .with_context(|| format!("opening the quarantine store {}", path.display()))?;
-        store
-            .set_quota(quota)
-            .context("setting the quarantine quota")?;
-        Ok(LocalQuarantine {
-            store: Arc::new(store),
-        })
-    }
-
-    /// The store itself (the manager's group-committing writer owns a handle).
-    pub fn store(&self) -> Arc<Store> {
-        self.store.clone()
-    }
-
-    /// Runs `f` with the store on the blocking pool.
-    pub async fn with<R: Send + 'static>(&self, f: impl FnOnce(&Store) -> R + Send + 'static) -> R {
-        let store = self.store.clone();
-        tokio::task::spawn_blocking(move || f(&store))
-            .await
-            .expect("quarantine store task panicked")
-    }
-
-    pub async fn quarantine(&self, msg: NewMessage) -> pvo_quarantine::Result<Inserted> {
-        self.with(move |s| s.quarantine(&msg, now())).await
-    }
-}
 
 /// Starts the sweeper and hands over releases that a crash interrupted.
 pub fn start(shared: &Arc<Shared>) {
@@ -155,9 +123,9 @@ pub async fn handle_reports(shared: &Arc<Shared>, reports: Vec<ActionReport>) ->
             pending.push((r.gateway_mid, msg_id, early_release_actions));
         }
     }
-    if shared.config().role == crate::config::Role::Manager {
+    if let Some(route) = &shared.release_route {
         for chunk in pending.chunks(AT_ONCE * 4) {
-            delivered.extend(crate::cpq::manager::release_batch(shared, chunk.to_vec()).await);
+            delivered.extend(route.release_batch(shared, chunk.to_vec()).await);
         }
         return delivered;
     }
@@ -208,10 +176,10 @@ async fn deliver_released(
             return None;
         }
     };
-    if shared.config().role == crate::config::Role::Manager {
+    if let Some(route) = &shared.release_route {
         // On a manager, "delivered" means queued back to the gateway the
         // message came from, which applies the early-release actions.
-        return match crate::cpq::manager::queue_release(shared, msg_id, &info, raw, actions).await {
+        return match route.release(shared, msg_id, &info, raw, actions).await {
             Ok(new_mid) => {
                 let r = q
                     .with(move |s| s.confirm_delivery(msg_id, &new_mid.to_string(), now()))
@@ -230,7 +198,7 @@ async fn deliver_released(
                 shared
                     .log
                     .emit(crate::events::Event::ReleaseNotQueuedToGateway {
-                        mid: crate::cpq::manager::manager_mid(&info),
+                        mid: crate::cpq::records::manager_mid(&info),
                         gateway: &info.gateway,
                         error: &e,
                     });
@@ -284,7 +252,7 @@ async fn deliver_released(
     let injected = if rescan {
         crate::scanning::pipeline::inject_for_rescan(shared, &env, bytes).await
     } else {
-        shared.inject(&env, bytes, true).await
+        crate::scanning::pipeline::inject(shared, &env, bytes, true).await
     };
     match injected {
         Ok(new_mid) => {

@@ -12,16 +12,17 @@
 pub mod local_quarantine;
 pub mod outbreak_store;
 pub mod pipeline;
+pub mod quarantine_store;
+pub mod virus;
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use pvo_scan::dlp::DlpEngine;
 use pvo_scan::filter::{FilterRule, FilterSet};
 
-use crate::clamd::{Clamd, ClamdAddr};
+use crate::scanning::virus::VirusScanner;
 // The configuration's model of scanning (validated there) is what the scanner compiles.
-pub use crate::config::{Direction, MailPolicy, ScanConfig};
+pub use crate::config::{Antivirus, Direction, MailPolicy, ScanConfig};
 
 /// One mail policy, compiled.
 pub struct CompiledPolicy {
@@ -32,21 +33,20 @@ pub struct CompiledPolicy {
 
 /// Everything the pipeline needs, compiled from one configuration.
 pub struct Scanner {
-    pub clamd: Option<Arc<Clamd>>,
+    /// The anti-virus engine (`[antivirus]`), when one is configured.
+    pub clamd: Option<Arc<dyn VirusScanner>>,
     pub policies: Vec<CompiledPolicy>,
 }
 
 impl Scanner {
-    pub fn new(cfg: &ScanConfig) -> Result<Scanner, String> {
+    /// Compiles `cfg`; `antivirus` builds the engine for its `[antivirus]` section
+    /// (`clamd::scanner_for`, wired by `node`).
+    pub fn new(
+        cfg: &ScanConfig,
+        antivirus: impl Fn(&Antivirus) -> Result<Arc<dyn VirusScanner>, String>,
+    ) -> Result<Scanner, String> {
         let clamd = match &cfg.antivirus {
-            Some(av) => {
-                let addr: ClamdAddr = av.clamd.parse()?;
-                Some(Arc::new(Clamd::new(
-                    addr,
-                    Duration::from_secs(av.timeout),
-                    8,
-                )))
-            }
+            Some(av) => Some(antivirus(av)?),
             None => None,
         };
         let mut policies = Vec::new();

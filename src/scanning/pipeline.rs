@@ -25,9 +25,9 @@ use pvo_scan::mime::{Limits, ScannedMessage};
 use pvo_scan::verdict::{Action, AttachmentSelector};
 use serde_json::json;
 
-use crate::clamd::VirusVerdict;
 use crate::envelope::{Envelope, Update};
-use crate::node::Shared;
+use crate::scanning::virus::VirusVerdict;
+use crate::state::Shared;
 
 /// How long a message waits after a scan engine failed before it is scanned
 /// again: the first retry comes soon (a clamd restart takes seconds), then the
@@ -65,6 +65,60 @@ pub fn submit(shared: &Arc<Shared>, env: Arc<Envelope>, body: Arc<Vec<u8>>) {
         run(shared, env, body, Stages::All),
         span,
     ));
+}
+
+/// Sends a notification (a filter's `notify` action) about `orig` to `to`
+/// (`bounce::notification`).
+pub fn spawn_notification(shared: Arc<Shared>, orig: Arc<Envelope>, to: String, why: String) {
+    tokio::spawn(async move {
+        let (env, text) = crate::bounce::notification(&shared.config(), &orig, to, &why);
+        match inject(&shared, &env, text, true).await {
+            Ok(mid) => shared
+                .log
+                .emit(crate::events::Event::NotificationGenerated { mid, of: orig.mid }),
+            Err(e) => shared
+                .log
+                .emit(crate::events::Event::NotificationNotSpooled {
+                    of: orig.mid,
+                    error: &e,
+                }),
+        }
+    });
+}
+
+/// Injects a message generated or released here: a new MID, spooled
+/// (fsynced), then scanned or queued. Returns the new MID.
+pub async fn inject(
+    shared: &Arc<Shared>,
+    template: &Envelope,
+    body: Vec<u8>,
+    scanned: bool,
+) -> anyhow::Result<u64> {
+    let mid = shared.ids.next(crate::ids::Kind::Mid);
+    let mut env = template.clone();
+    env.mid = mid;
+    env.size = body.len() as u64;
+    env.scanned = scanned;
+    let body = shared
+        .spool_message(&env, body)
+        .await
+        .map_err(|e| anyhow::anyhow!("spool: {e}"))?;
+    submit_injected(shared, env, body);
+    Ok(mid)
+}
+
+/// The second half of [`inject`], for a message already spooled: logs it and
+/// hands it to scanning or delivery.
+pub fn submit_injected(shared: &Arc<Shared>, env: Envelope, body: Arc<Vec<u8>>) {
+    shared.log.emit(crate::events::Event::Ready {
+        mid: env.mid,
+        bytes: body.len(),
+        sender: &env.sender,
+    });
+    shared
+        .log
+        .emit(crate::events::Event::Queued { mid: env.mid });
+    submit(shared, Arc::new(env), body);
 }
 
 /// Spools a message released from the Outbreak quarantine under a new MID and
@@ -434,7 +488,7 @@ fn run_engines(
 async fn apply(shared: &Arc<Shared>, env: Arc<Envelope>, body: Arc<Vec<u8>>, d: Decision) {
     let mid = env.mid;
     for (addr, why) in &d.notify {
-        crate::bounce::spawn_notification(shared.clone(), env.clone(), addr.clone(), why.clone());
+        spawn_notification(shared.clone(), env.clone(), addr.clone(), why.clone());
     }
     if let Some(by) = &d.drop_by {
         shared.log.emit(crate::events::Event::Dropped { mid, by });
@@ -468,7 +522,7 @@ async fn apply(shared: &Arc<Shared>, env: Arc<Envelope>, body: Arc<Vec<u8>>, d: 
         )))
     };
     if !d.holds.is_empty() && shared.config().cpq.as_ref().is_some_and(|c| c.central()) {
-        crate::cpq::gateway::send_to_manager(shared, env, body, rewritten, d.holds).await;
+        crate::cpq::transfer::send_to_manager(shared, env, body, rewritten, d.holds).await;
         return;
     }
     if !d.holds.is_empty() {
@@ -535,7 +589,7 @@ async fn apply(shared: &Arc<Shared>, env: Arc<Envelope>, body: Arc<Vec<u8>>, d: 
         }
         Some(new_body) => {
             let by = d.rewritten_by.first().cloned().unwrap_or_default();
-            match shared.inject(&env, new_body.as_ref().clone(), true).await {
+            match inject(shared, &env, new_body.as_ref().clone(), true).await {
                 Ok(new_mid) => {
                     shared.log.emit(crate::events::Event::Rewritten {
                         mid,

@@ -24,8 +24,8 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
 use crate::config::{Config, HatEntry, SenderPattern};
-use crate::dns::ReverseDns;
-use crate::node::Shared;
+use crate::resolve::ReverseDns;
+use crate::state::Shared;
 
 pub use session::Session;
 

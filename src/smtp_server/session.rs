@@ -31,11 +31,11 @@ use smtp_proto::Request;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::config::{Behavior, Config};
-use crate::dns::ReverseDns;
 use crate::envelope::Envelope;
 use crate::ids::Kind;
-use crate::node::Shared;
+use crate::resolve::ReverseDns;
 use crate::smtp_io::Io;
+use crate::state::Shared;
 
 pub struct Session {
     shared: Arc<Shared>,
@@ -276,7 +276,7 @@ impl Session {
     /// A host whose policy is REJECT: a 554 banner, then only QUIT is honoured.
     pub async fn run_rejected(mut self, mut io: Box<dyn Io>) {
         self.cpq_refused(
-            crate::cpq::gateways::refusal::ADDRESS,
+            crate::cpq::refusal::ADDRESS,
             "the address is not an added gateway's (cpq_listener HAT: REJECT)",
         );
         let host = self.hostname().to_string();
@@ -418,7 +418,7 @@ impl Session {
                                     }
                                     r.reason
                                 }
-                                None => crate::cpq::gateways::refusal::TLS,
+                                None => crate::cpq::refusal::TLS,
                             };
                             self.cpq_refused(reason, &format!("TLS failed: {why}"));
                             self.shared.log.emit(crate::events::Event::TlsFailed {
@@ -516,7 +516,7 @@ impl Session {
                 Err(e) => {
                     let reply = e.reply().to_string();
                     self.cpq_refused(
-                        crate::cpq::gateways::refusal::BAD_RECORD,
+                        crate::cpq::refusal::BAD_RECORD,
                         &format!("bad CPQ command: {reply}"),
                     );
                     self.reply(&reply);
@@ -730,7 +730,7 @@ impl Session {
         };
         if !self.tls || c.peer.is_none() {
             self.cpq_refused(
-                crate::cpq::gateways::refusal::CLEAR_TEXT,
+                crate::cpq::refusal::CLEAR_TEXT,
                 "a CPQ command before STARTTLS",
             );
             self.reply("530 5.7.0 Must issue a STARTTLS command first");
@@ -779,7 +779,7 @@ impl Session {
                             peer: &peer,
                         });
                     self.cpq_refused(
-                        crate::cpq::gateways::refusal::ID_MISMATCH,
+                        crate::cpq::refusal::ID_MISMATCH,
                         &format!(
                             "the record names gateway {}, the certificate {peer}",
                             t.gateway_id
@@ -799,7 +799,7 @@ impl Session {
                             gateway: &t.gateway_id,
                         });
                     self.cpq_refused(
-                        crate::cpq::gateways::refusal::NOT_ENROLLED,
+                        crate::cpq::refusal::NOT_ENROLLED,
                         &format!("gateway {} is not added to this manager", t.gateway_id),
                     );
                     self.reply("550 5.7.1 this gateway is not enrolled on this manager");
@@ -827,7 +827,7 @@ impl Session {
             (CpqCommand::Control(ctl), Role::Manager) => {
                 if ctl.gateway_id != peer {
                     self.cpq_refused(
-                        crate::cpq::gateways::refusal::ID_MISMATCH,
+                        crate::cpq::refusal::ID_MISMATCH,
                         &format!(
                             "the control record names gateway {}, the certificate {peer}",
                             ctl.gateway_id
@@ -856,10 +856,7 @@ impl Session {
         }
         if let Some(c) = &self.cpq {
             if !self.tls || c.peer.is_none() {
-                self.cpq_refused(
-                    crate::cpq::gateways::refusal::CLEAR_TEXT,
-                    "MAIL before STARTTLS",
-                );
+                self.cpq_refused(crate::cpq::refusal::CLEAR_TEXT, "MAIL before STARTTLS");
                 self.reply("530 5.7.0 Must issue a STARTTLS command first");
                 return Flow::Continue;
             }

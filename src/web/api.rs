@@ -19,7 +19,7 @@ use serde_json::{json, Map, Value};
 
 use crate::admin::{Request, Response};
 use crate::commands::access;
-use crate::node::Shared;
+use crate::state::Shared;
 use crate::users::{Identity, Origin};
 use crate::web::jobs;
 

@@ -28,7 +28,7 @@ use serde_json::{json, Map, Value};
 use crate::admin::{Request, Response};
 use crate::clock::unix_now;
 use crate::commands::access;
-use crate::node::Shared;
+use crate::state::Shared;
 use crate::users::{Builtin, Identity};
 
 /// MIDs per `quarantine ACTION` call.

@@ -16,7 +16,7 @@ use axum::extract::ConnectInfo;
 use hyper_util::rt::TokioIo;
 use tower_service::Service;
 
-use crate::node::Shared;
+use crate::state::Shared;
 
 /// All routes of the server.
 pub fn router(shared: Arc<Shared>) -> axum::Router {
@@ -28,7 +28,7 @@ pub fn router(shared: Arc<Shared>) -> axum::Router {
 
 /// The accept loop of the web server on `listener` (bound by `crate::servers`). When
 /// `stop` turns true, each connection ends after its current request, within
-/// `servers::GRACE`.
+/// `shutdown::GRACE`.
 pub async fn serve(
     shared: Arc<Shared>,
     listener: tokio::net::TcpListener,
@@ -70,10 +70,10 @@ pub async fn serve(
             tokio::pin!(conn);
             tokio::select! {
                 _ = conn.as_mut() => return,
-                _ = crate::servers::closing(stop) => {}
+                _ = crate::shutdown::closing(stop) => {}
             }
             conn.as_mut().graceful_shutdown();
-            let _ = tokio::time::timeout(crate::servers::GRACE, conn).await;
+            let _ = tokio::time::timeout(crate::shutdown::GRACE, conn).await;
         });
     }
 }

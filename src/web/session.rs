@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use axum::http::HeaderMap;
 
-use crate::node::Shared;
+use crate::state::Shared;
 use crate::users::{Identity, Origin};
 
 /// The session cookie's name (`__Host-`: Secure, Path=/, no Domain, so no other host

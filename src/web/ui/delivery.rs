@@ -17,7 +17,7 @@ use serde_json::{json, Value};
 
 use super::*;
 use crate::admin::Response;
-use crate::node::Shared;
+use crate::state::Shared;
 use crate::users::Perm;
 
 /// The routes of this page group (merged by `super::routes`).

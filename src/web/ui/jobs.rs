@@ -18,7 +18,7 @@ use axum::{Extension, Json, Router};
 use serde_json::{json, Value};
 
 use super::*;
-use crate::node::Shared;
+use crate::state::Shared;
 use crate::web::jobs::{self, Refused, Spec};
 
 /// How long a bulk form waits for its job before showing the progress page: a small

@@ -29,7 +29,7 @@ use serde_json::Value;
 
 use super::session::{self, Sessions};
 use crate::admin::{Request, Response};
-use crate::node::Shared;
+use crate::state::Shared;
 use crate::users::{Identity, Origin};
 
 mod admin;

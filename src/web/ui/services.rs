@@ -16,7 +16,7 @@ use serde_json::{json, Value};
 use super::*;
 use crate::admin::Response;
 use crate::config::Role;
-use crate::node::Shared;
+use crate::state::Shared;
 
 /// The routes of this page group (merged by `super::routes`).
 pub(super) fn routes() -> Router<Arc<Shared>> {

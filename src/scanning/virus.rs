@@ -1,0 +1,69 @@
+//! The anti-virus engine as the scanning pipeline sees it: a [`VirusScanner`] that
+//! answers clean, infected (with the signature name) or unscannable for a message, or
+//! fails (the message then stays queued and is scanned again, never passed unscanned).
+//! `clamd` implements it, `node` wires it into the compiled `Scanner`; the address of
+//! the daemon ([`ClamdAddr`]) is a configuration fact, parsed by `config` so validating a
+//! configuration needs no client.
+
+use std::future::Future;
+use std::pin::Pin;
+
+/// What [`VirusScanner::scan`] returns: the verdict, or why there is none.
+pub type ScanFuture<'a> = Pin<
+    Box<
+        dyn Future<Output = Result<VirusVerdict, Box<dyn std::error::Error + Send + Sync>>>
+            + Send
+            + 'a,
+    >,
+>;
+
+/// An anti-virus engine.
+pub trait VirusScanner: Send + Sync {
+    /// Scans one message (its raw bytes).
+    fn scan<'a>(&'a self, data: &'a [u8]) -> ScanFuture<'a>;
+}
+
+// The address is part of the configuration (`[antivirus] clamd`), validated there.
+pub use crate::config::ClamdAddr;
+
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum VirusVerdict {
+    Clean,
+    Infected(String),
+    Unscannable(Unscannable),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum Unscannable {
+    Encrypted(String),
+    LimitsExceeded(String),
+    EngineError(String),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn clamd_addresses_are_ip_port_or_a_socket_path() {
+        let table: [(&str, Option<ClamdAddr>); 5] = [
+            (
+                "127.0.0.1:3310",
+                Some(ClamdAddr::Tcp("127.0.0.1:3310".parse().unwrap())),
+            ),
+            (
+                "/run/clamav/clamd.ctl",
+                Some(ClamdAddr::Unix("/run/clamav/clamd.ctl".into())),
+            ),
+            (
+                "unix:/tmp/c.sock",
+                Some(ClamdAddr::Unix("/tmp/c.sock".into())),
+            ),
+            ("localhost:3310", None),
+            ("3310", None),
+        ];
+        for (text, want) in table {
+            assert_eq!(text.parse::<ClamdAddr>().ok(), want, "{text}");
+        }
+    }
+}

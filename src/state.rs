@@ -1,0 +1,428 @@
+//! The state every task of a running node shares: [`Shared`], with the configuration in
+//! force, the spool, ids, log, the queue's handle, the counters and the subsystems of the
+//! core (scanner, outbreak rules, quarantine store, CPQ state, users, audit).
+//!
+//! Its fields are core types and small traits only: what the core needs from an adapter
+//! or from the composition root (the running listeners and management servers, a new
+//! configuration put in force) is a trait object here ([`ListenerControl`],
+//! [`ServerControl`], [`NodeControl`]) that `node` implements and wires at start. So a
+//! module that receives `Shared` reaches no adapter through it, and the import graph goes
+//! one way: adapters and the root import this module, never the reverse.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+
+use anyhow::Result;
+use pvo_quarantine::{EarlyReleaseActions, MessageInfo, MsgId};
+use pvo_spool::{Spool, SpoolError};
+use tokio::sync::oneshot;
+
+use crate::config::Config;
+use crate::envelope::Envelope;
+use crate::ids::Ids;
+use crate::mail_log::MailLog;
+use crate::queue::handle::QueueHandle;
+
+/// Counters for `status`: atomics for this run, a snapshot at the last
+/// `resetcounters`, and the lifetime totals of earlier runs (`run/counters`).
+pub struct Counters {
+    // Shared with the log's `events::Tally`: bumped when their event is emitted.
+    pub connections_in: Arc<AtomicU64>,
+    pub connections_open: AtomicU64,
+    pub messages_received: Arc<AtomicU64>,
+    pub recipients_received: Arc<AtomicU64>,
+    pub rejected_recipients: Arc<AtomicU64>,
+    pub soft_bounced: AtomicU64,
+    pub delivered_rcpts: AtomicU64,
+    pub bounced_rcpts: Arc<AtomicU64>,
+    /// How long scanning a message takes (`/metrics`).
+    pub scan_latency: crate::histogram::Histogram,
+    reset_base: Mutex<(Option<u64>, CounterSet)>,
+    lifetime_base: CounterSet,
+    path: std::path::PathBuf,
+    /// The last write of `path` failed (reported once, until one works again).
+    persist_failing: Mutex<bool>,
+}
+
+/// One column of the counters table.
+#[derive(Debug, Clone, Copy, Default, serde::Serialize, serde::Deserialize)]
+pub struct CounterSet {
+    pub connections_in: u64,
+    pub connections_open: u64,
+    pub messages_received: u64,
+    pub recipients_received: u64,
+    pub rejected_recipients: u64,
+    pub soft_bounced: u64,
+    pub delivered_rcpts: u64,
+    pub bounced_rcpts: u64,
+}
+
+impl CounterSet {
+    fn zip(&self, o: &CounterSet, f: impl Fn(u64, u64) -> u64) -> CounterSet {
+        CounterSet {
+            connections_in: f(self.connections_in, o.connections_in),
+            connections_open: self.connections_open,
+            messages_received: f(self.messages_received, o.messages_received),
+            recipients_received: f(self.recipients_received, o.recipients_received),
+            rejected_recipients: f(self.rejected_recipients, o.rejected_recipients),
+            soft_bounced: f(self.soft_bounced, o.soft_bounced),
+            delivered_rcpts: f(self.delivered_rcpts, o.delivered_rcpts),
+            bounced_rcpts: f(self.bounced_rcpts, o.bounced_rcpts),
+        }
+    }
+}
+
+impl Counters {
+    pub(crate) fn open(run_dir: &std::path::Path, tally: &crate::events::Tally) -> Counters {
+        let path = run_dir.join("counters.json");
+        let lifetime_base = std::fs::read(&path)
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .unwrap_or_default();
+        Counters {
+            connections_in: tally.connections_in.clone(),
+            connections_open: AtomicU64::new(0),
+            messages_received: tally.messages_received.clone(),
+            recipients_received: tally.recipients_received.clone(),
+            rejected_recipients: tally.rejected_recipients.clone(),
+            soft_bounced: AtomicU64::new(0),
+            delivered_rcpts: AtomicU64::new(0),
+            bounced_rcpts: tally.bounced_rcpts.clone(),
+            scan_latency: Default::default(),
+            reset_base: Mutex::new((None, CounterSet::default())),
+            lifetime_base,
+            path,
+            persist_failing: Mutex::new(false),
+        }
+    }
+
+    /// Since this node started.
+    pub fn snapshot(&self) -> CounterSet {
+        let l = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        CounterSet {
+            connections_in: l(&self.connections_in),
+            connections_open: l(&self.connections_open),
+            messages_received: l(&self.messages_received),
+            recipients_received: l(&self.recipients_received),
+            rejected_recipients: l(&self.rejected_recipients),
+            soft_bounced: l(&self.soft_bounced),
+            delivered_rcpts: l(&self.delivered_rcpts),
+            bounced_rcpts: l(&self.bounced_rcpts),
+        }
+    }
+
+    pub fn since_reset(&self) -> CounterSet {
+        let base = self.reset_base.lock().unwrap().1;
+        self.snapshot().zip(&base, |a, b| a.saturating_sub(b))
+    }
+
+    pub fn lifetime(&self) -> CounterSet {
+        self.snapshot().zip(&self.lifetime_base, |a, b| a + b)
+    }
+
+    pub fn reset_at(&self) -> Option<u64> {
+        self.reset_base.lock().unwrap().0
+    }
+
+    pub fn reset(&self) {
+        let now = crate::clock::unix_now();
+        *self.reset_base.lock().unwrap() = (Some(now), self.snapshot());
+    }
+
+    /// Writes the lifetime totals (periodically and at shutdown). Returns what mail_logs
+    /// should say: the first failure (file and cause; the totals stay in memory and are
+    /// written with the next try) and the first success after failures.
+    pub fn persist(&self) -> Option<crate::events::Notice> {
+        let bytes = serde_json::to_vec(&self.lifetime()).ok()?;
+        let result = crate::atomic_file::write(&self.path, &bytes);
+        let mut failing = self.persist_failing.lock().unwrap();
+        match result {
+            Ok(()) => {
+                std::mem::take(&mut *failing).then(|| crate::events::Notice::CountersWrittenAgain {
+                    path: self.path.clone(),
+                })
+            }
+            Err(e) if !*failing => {
+                *failing = true;
+                Some(crate::events::Notice::CountersNotWritten {
+                    path: self.path.clone(),
+                    error: format!("{e:#}"),
+                })
+            }
+            Err(_) => None,
+        }
+    }
+}
+
+/// What every task of a node shares.
+pub struct Shared {
+    pub(crate) config: RwLock<Arc<Config>>,
+    /// The file the committed configuration lives in.
+    pub config_path: std::path::PathBuf,
+    pub spool: Spool,
+    pub ids: Ids,
+    pub log: MailLog,
+    pub resolver: Arc<dyn crate::resolve::Resolve>,
+    pub(crate) tls_server: RwLock<Arc<rustls::ServerConfig>>,
+    pub(crate) tls_clients: RwLock<Arc<ClientConfigs>>,
+    pub queue: QueueHandle,
+    pub counters: Counters,
+    /// The running listeners (started and moved by `node`).
+    pub listeners: Arc<dyn ListenerControl>,
+    /// The running `[ssh]` and `[web]` servers (moved by a commit).
+    pub servers: Arc<dyn ServerControl>,
+    /// What only the composition root does: a configuration put in force.
+    pub node: Arc<dyn NodeControl>,
+    /// Gateway: the control link to the manager (`XPVO-CONTROL`, `delivery`'s CPQ client).
+    pub manager_link: Arc<dyn ManagerLink>,
+    /// Manager: the SSH client that asks gateways (`cpq::appliance`).
+    pub gateway_shell: Arc<dyn GatewayShell>,
+    pub started: std::time::Instant,
+    /// Set to true to make idle sessions close (`suspend --delay`).
+    pub disconnect: tokio::sync::watch::Sender<bool>,
+    pub(crate) disconnect_gen: AtomicU64,
+    pub(crate) scanner: RwLock<Arc<crate::scanning::Scanner>>,
+    /// The outbreak rules in force and their persisted copy (`DATA_DIR/outbreak`).
+    pub outbreak: crate::scanning::outbreak_store::OutbreakState,
+    /// The local quarantines (gateway) or the central store (manager).
+    pub local_quarantine: crate::scanning::quarantine_store::LocalQuarantine,
+    /// Manager: where a message released from all its quarantines goes (back to its
+    /// gateway, `cpq::manager`); `None` on a gateway, which injects it again itself.
+    pub release_route: Option<Arc<dyn ReleaseRoute>>,
+    pub(crate) cpq_tls: RwLock<Option<Arc<crate::cpq::CpqTls>>>,
+    pub cpq: crate::cpq::State,
+    /// The node's users and roles (`DATA_DIR/users.json`).
+    pub users: crate::users::Users,
+    /// The audit trail (`DATA_DIR/audit.db`).
+    pub audit: crate::audit::Audit,
+    /// Failed password logins per account and per address (web, SSH, `pvo --user`).
+    pub logins: crate::login_throttle::LoginThrottle,
+}
+
+impl Shared {
+    /// The configuration in force. Readers take a snapshot (an `Arc`), so a
+    /// commit swaps the whole configuration at once and never half of it.
+    pub fn config(&self) -> Arc<Config> {
+        self.config.read().unwrap().clone()
+    }
+
+    pub fn tls_server(&self) -> Arc<rustls::ServerConfig> {
+        self.tls_server.read().unwrap().clone()
+    }
+
+    /// Puts a renewed inbound certificate in force (`tls::renew_self_signed`).
+    pub fn set_tls_server(&self, c: Arc<rustls::ServerConfig>) {
+        *self.tls_server.write().unwrap() = c;
+    }
+
+    pub fn tls_clients(&self) -> Arc<ClientConfigs> {
+        self.tls_clients.read().unwrap().clone()
+    }
+
+    /// The CPQ mutual-TLS configurations (when `[cpq]` is configured).
+    pub fn cpq_tls(&self) -> Option<Arc<crate::cpq::CpqTls>> {
+        self.cpq_tls.read().unwrap().clone()
+    }
+
+    /// Rebuilds the CPQ TLS configurations from disk (after `cpqcert revoke`), so
+    /// the next handshake applies the new revocation list.
+    pub fn reload_cpq_tls(&self) -> Result<()> {
+        let tls = self.node.load_cpq_tls(&self.config())?.map(Arc::new);
+        *self.cpq_tls.write().unwrap() = tls;
+        Ok(())
+    }
+
+    pub fn scanner(&self) -> Arc<crate::scanning::Scanner> {
+        self.scanner.read().unwrap().clone()
+    }
+
+    pub fn outbreak_rules(&self) -> Option<Arc<pvo_scan::outbreak::OutbreakRules>> {
+        self.outbreak.rules()
+    }
+
+    /// Writes a message to the spool and waits for the fsync.
+    pub async fn spool_message(
+        &self,
+        env: &Envelope,
+        body: Vec<u8>,
+    ) -> Result<Arc<Vec<u8>>, SpoolError> {
+        let (tx, rx) = oneshot::channel();
+        let body = Arc::new(body);
+        // The spool takes ownership of a copy; the queue keeps the Arc for
+        // delivery so the common case never reads the body back.
+        self.spool.append(
+            env.mid,
+            env.encode(),
+            body.as_ref().clone(),
+            Box::new(move |r| {
+                let _ = tx.send(r);
+            }),
+        );
+        match rx.await {
+            Ok(Ok(())) => Ok(body),
+            Ok(Err(e)) => Err(e),
+            Err(_) => Err(SpoolError::Closed),
+        }
+    }
+
+    /// Tells sessions to close at their next command after `delay`, unless
+    /// `cancel_disconnect` comes first.
+    pub fn disconnect_sessions_after(self: &Arc<Self>, delay: std::time::Duration) {
+        let generation = self.disconnect_gen.fetch_add(1, Ordering::SeqCst) + 1;
+        let me = self.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(delay).await;
+            if me.disconnect_gen.load(Ordering::SeqCst) == generation {
+                me.disconnect.send_replace(true);
+            }
+        });
+    }
+
+    pub fn cancel_disconnect(&self) {
+        self.disconnect_gen.fetch_add(1, Ordering::SeqCst);
+        self.disconnect.send_replace(false);
+    }
+    /// Applies a validated configuration to the running node, all or
+    /// nothing: TLS material is loaded and new listener sockets are bound
+    /// first; only when everything succeeded is the configuration swapped and
+    /// the listeners moved. Sessions already running keep the snapshot they
+    /// started with, and queued mail is untouched, so nothing in flight is
+    /// dropped.
+    pub fn apply_config(self: &Arc<Self>, new: Config) -> Result<()> {
+        self.node.apply_config(self, new)
+    }
+
+    pub async fn read_body(&self, mid: u64) -> Result<Vec<u8>, SpoolError> {
+        let spool = self.spool.clone();
+        tokio::task::spawn_blocking(move || spool.read_body(mid))
+            .await
+            .unwrap_or(Err(SpoolError::Closed))
+    }
+}
+
+impl Config {
+    /// The host name used in EHLO for outbound connections.
+    pub fn default_interface_hostname(&self) -> String {
+        match self.delivery.default_interface {
+            Some(i) => self.interfaces[i].hostname.clone(),
+            None => self.hostname.clone(),
+        }
+    }
+}
+
+/// The outbound TLS client configurations: one that verifies the peer, one that does not
+/// (opportunistic TLS). Built by `tls::client_configs`.
+pub struct ClientConfigs {
+    pub verify: Arc<rustls::ClientConfig>,
+    pub opportunistic: Arc<rustls::ClientConfig>,
+}
+
+/// A management server of the node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ServerKind {
+    Ssh,
+    Web,
+}
+
+/// What `ListenerControl::resume` did.
+#[derive(Debug, Default)]
+pub struct Resumed {
+    /// The selected listeners that are receiving now, in configuration order.
+    pub receiving: Vec<String>,
+    /// Why each of the others could not resume.
+    pub failed: Vec<String>,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ListenerState {
+    pub name: String,
+    pub address: SocketAddr,
+    pub suspended: bool,
+}
+
+/// The running listeners, as the commands see them (`suspendlisteners`,
+/// `resumelisteners`, `status`). Implemented by `listeners::Listeners`.
+pub trait ListenerControl: Send + Sync {
+    /// The address a listener is bound to now.
+    fn address(&self, name: &str) -> Option<SocketAddr>;
+    /// Every listener, in the order they were started.
+    fn states(&self) -> Vec<ListenerState>;
+    fn names(&self) -> Vec<String>;
+    /// Closes the listening sockets of `names` (all when empty); returns the ones closed.
+    fn suspend(&self, names: &[String]) -> Vec<String>;
+    /// Binds the suspended ones of `names` (all when empty) again.
+    fn resume(&self, shared: &Arc<Shared>, names: &[String]) -> Resumed;
+}
+
+/// The running management servers, as the commands and the certificate renewal see
+/// them. Implemented by `servers::Servers`.
+pub trait ServerControl: Send + Sync {
+    /// The address a server listens on now.
+    fn address(&self, kind: ServerKind) -> Option<SocketAddr>;
+}
+
+/// What the composition root does on behalf of the core: put a validated
+/// configuration in force across every adapter (all or nothing), and load the CPQ
+/// mutual-TLS material. Implemented by `node`.
+pub trait NodeControl: Send + Sync {
+    fn apply_config(&self, shared: &Arc<Shared>, new: Config) -> Result<()>;
+    fn load_cpq_tls(&self, cfg: &Config) -> Result<Option<crate::cpq::CpqTls>>;
+}
+
+/// A future as the traits here return it (they are used as trait objects).
+pub type BoxFuture<'a, T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send + 'a>>;
+
+/// The way out of the quarantine store on a manager: a message released from all its
+/// quarantines goes back to the gateway it came from. The quarantine service
+/// (`scanning::local_quarantine`: the store, its sweeper, the reports of every action)
+/// owns the decision that a message leaves; the CPQ manager (`cpq::manager::ToGateways`)
+/// owns how, and `node` wires it.
+pub trait ReleaseRoute: Send + Sync {
+    /// Releases a batch: (node MID, store id, early-release actions) each; returns
+    /// (node MID, queued MID) for each message queued.
+    fn release_batch<'a>(
+        &'a self,
+        shared: &'a Arc<Shared>,
+        items: Vec<(u64, MsgId, Vec<EarlyReleaseActions>)>,
+    ) -> BoxFuture<'a, Vec<(u64, u64)>>;
+
+    /// Releases one message read from the store; returns its queued MID.
+    fn release<'a>(
+        &'a self,
+        shared: &'a Arc<Shared>,
+        msg_id: MsgId,
+        info: &'a MessageInfo,
+        raw: Vec<u8>,
+        actions: &'a [EarlyReleaseActions],
+    ) -> BoxFuture<'a, Result<u64>>;
+}
+
+/// A gateway's control link to its manager: sends `XPVO-CONTROL` lines over one
+/// mutual-TLS connection and returns the replies. Implemented by `delivery::CpqLink`.
+pub trait ManagerLink: Send + Sync {
+    fn control<'a>(
+        &'a self,
+        shared: &'a Arc<Shared>,
+        lines: &'a [String],
+    ) -> BoxFuture<'a, std::result::Result<Vec<String>, String>>;
+}
+
+/// A manager's shell on its gateways (SSH with the manager's key): what a gateway says
+/// of itself, and where it says released mail goes. Implemented by
+/// `cpq::appliance::Ssh`.
+pub trait GatewayShell: Send + Sync {
+    /// The gateway's `pvoconfig status --json`.
+    fn query_status<'a>(
+        &'a self,
+        shared: &'a Arc<Shared>,
+        gateway: &'a str,
+    ) -> BoxFuture<'a, Result<serde_json::Value>>;
+
+    /// Asks the gateway again, in the background, where released mail goes (a release
+    /// could not reach it).
+    fn refresh_endpoint(&self, shared: &Arc<Shared>, gateway: &str);
+
+    /// How long one exchange may take.
+    fn timeout(&self) -> std::time::Duration;
+}

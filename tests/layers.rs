@@ -1,0 +1,619 @@
+//! The layering of the crate, checked from its sources: the module graph built from the
+//! code's `crate::` and `super::` paths (use lines and inline paths; `#[cfg(test)]`
+//! modules left out), the way `module-cycles` builds it. It fails on
+//!
+//! - (a) any module cycle, in the binary's `src/` and in every engine crate;
+//! - (b) an import from a core module to an app, network, adapter or root module;
+//! - (c) an adapter importing a module of another adapter, and any import that goes up
+//!   the layers (an adapter importing the root, the network layer importing an adapter).
+//!
+//! The layers, lowest first: **core** (the domain: configuration model, envelope, ids,
+//! clock, queue, scanning, quarantine service, CPQ records, ledgers, inbox, migration,
+//! users, audit, the shared state), **app** (the commands), **net** (what the network
+//! adapters build on: TLS configurations, CPQ certificates and their checks, name
+//! resolution), **adapter** (each one a component: the SMTP server, the SMTP/CPQ client,
+//! clamd, the diagnostics probes, the SSH client to gateways, the admin socket, the SSH
+//! shell, the web server, the CLI), **root** (node start-up and the running listeners and
+//! servers it owns, quickstart). Every module is in [`LAYERS`], so a new module needs
+//! its place here before the test passes.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Layer {
+    Core,
+    App,
+    Net,
+    Adapter,
+    Root,
+}
+
+use Layer::*;
+
+/// Each module of `src/` (a prefix covers its submodules; the longest prefix wins) with
+/// its layer and, for adapters, its component (modules of one component may import
+/// each other).
+const LAYERS: &[(&str, Layer, &str)] = &[
+    ("atomic_file", Core, ""),
+    ("audit", Core, ""),
+    ("bounce", Core, ""),
+    ("clock", Core, ""),
+    ("config", Core, ""),
+    ("config_store", Core, ""),
+    ("cpq", Core, ""),
+    ("cpq::endpoints", Core, ""),
+    ("cpq::gateway", Core, ""),
+    ("cpq::gateways", Core, ""),
+    ("cpq::inbox", Core, ""),
+    ("cpq::ledger", Core, ""),
+    ("cpq::manager", Core, ""),
+    ("cpq::migrate", Core, ""),
+    ("cpq::migration", Core, ""),
+    ("cpq::records", Core, ""),
+    ("cpq::refusal", Core, ""),
+    ("cpq::stats", Core, ""),
+    ("cpq::transfer", Core, ""),
+    ("envelope", Core, ""),
+    ("events", Core, ""),
+    ("histogram", Core, ""),
+    ("ids", Core, ""),
+    ("import", Core, ""),
+    ("login_throttle", Core, ""),
+    ("mail_log", Core, ""),
+    ("queue", Core, ""),
+    ("resolve", Core, ""),
+    ("scanning", Core, ""),
+    ("shutdown", Core, ""),
+    ("state", Core, ""),
+    ("users", Core, ""),
+    ("commands", App, ""),
+    ("certificate", Net, ""),
+    ("net_error", Net, ""),
+    ("smtp_io", Net, ""),
+    ("cpq::certs", Net, ""),
+    ("cpq::trust", Net, ""),
+    ("dns", Net, ""),
+    ("host_key", Net, ""),
+    ("tls", Net, ""),
+    ("admin", Adapter, "admin socket"),
+    ("admin::client", Adapter, "cli"),
+    ("clamd", Adapter, "clamd"),
+    ("cli", Adapter, "cli"),
+    ("cpq::appliance", Adapter, "ssh client"),
+    ("cpq::enroll", Adapter, "cli"),
+    ("cpq::preflight", Adapter, "diagnostics"),
+    ("delivery", Adapter, "smtp client"),
+    ("diag", Adapter, "diagnostics"),
+    ("smtp_server", Adapter, "smtp server"),
+    ("ssh", Adapter, "ssh shell"),
+    ("web", Adapter, "web"),
+    ("listeners", Root, ""),
+    ("node", Root, ""),
+    ("quickstart", Root, ""),
+    ("servers", Root, ""),
+];
+
+/// Edges known to break the rules, each to be removed by the part of the work named
+/// beside it; the list only shrinks. An edge listed here that no longer exists fails
+/// the test too, so the list stays exact.
+const KNOWN: &[(&str, &str, &str)] = &[
+    // The enable preflight opens its connection with delivery's connect (interface
+    // binding and TLS), a piece of the SMTP client that both should take from `net`.
+    ("cpq::preflight", "delivery", "codecs"),
+    // Typed commands (cmd): the admin protocol's Request/Response live in the admin
+    // adapter, the commands reach adapters (probes, TLS text, the SSH client), and the
+    // CLI builds requests through the admin client.
+    ("commands", "admin", "cmd"),
+    ("commands", "cpq::appliance", "cmd"),
+    ("commands", "cpq::preflight", "cmd"),
+    ("commands", "delivery", "cmd"),
+    ("commands", "diag", "cmd"),
+    ("commands", "tls", "cmd"),
+    ("commands", "cpq::trust", "cmd"),
+    ("ssh", "admin", "cmd"),
+    ("web", "admin", "cmd"),
+    ("cli", "admin", "cmd"),
+    ("admin::client", "admin", "cmd"),
+];
+
+fn module_of(root: &Path, file: &Path) -> Option<Vec<String>> {
+    let rel = file.strip_prefix(root).ok()?;
+    let mut parts: Vec<String> = rel
+        .iter()
+        .map(|p| p.to_string_lossy().into_owned())
+        .collect();
+    let last = parts.pop()?;
+    let stem = last.strip_suffix(".rs")?;
+    if parts.iter().any(|p| p == "tests") || stem == "tests" {
+        return None;
+    }
+    if stem != "mod" {
+        parts.push(stem.to_string());
+    }
+    if parts == ["main"] || parts == ["lib"] {
+        parts.clear();
+    }
+    Some(parts)
+}
+
+fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
+    let mut entries: Vec<_> = std::fs::read_dir(dir)
+        .unwrap_or_else(|e| panic!("reading {}: {e}", dir.display()))
+        .map(|e| e.unwrap().path())
+        .collect();
+    entries.sort();
+    for p in entries {
+        if p.is_dir() {
+            rust_files(&p, out);
+        } else if p.extension().is_some_and(|x| x == "rs") {
+            out.push(p);
+        }
+    }
+}
+
+/// The source without `// comments` and without `#[cfg(test)] mod NAME { ... }` blocks.
+fn strip(src: &str) -> String {
+    let no_comments: String = src
+        .lines()
+        .map(|l| match l.find("//") {
+            // A `//` inside a string literal ("http://") ends the line early too; the
+            // paths this test looks for are never in one.
+            Some(i) => &l[..i],
+            None => l,
+        })
+        .collect::<Vec<_>>()
+        .join("\n");
+    let mut out = String::new();
+    let mut rest = no_comments.as_str();
+    while let Some(i) = rest.find("#[cfg(test)]") {
+        out.push_str(&rest[..i]);
+        let after = &rest[i + "#[cfg(test)]".len()..];
+        let trimmed = after.trim_start();
+        let is_mod = trimmed.starts_with("mod ") || trimmed.starts_with("pub mod ");
+        match (is_mod, after.find('{')) {
+            (true, Some(open)) if !after[..open].contains(';') => {
+                let mut depth = 0usize;
+                let mut end = after.len();
+                for (j, c) in after[open..].char_indices() {
+                    match c {
+                        '{' => depth += 1,
+                        '}' => {
+                            depth -= 1;
+                            if depth == 0 {
+                                end = open + j + 1;
+                                break;
+                            }
+                        }
+                        _ => {}
+                    }
+                }
+                rest = &after[end..];
+            }
+            _ => {
+                out.push_str("#[cfg(test)]");
+                rest = after;
+            }
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
+fn is_ident(c: char) -> bool {
+    c.is_ascii_alphanumeric() || c == '_'
+}
+
+/// Every path after `crate::` or `super::` (the latter made absolute from `module`),
+/// with `{a, b::c}` groups expanded.
+fn paths(src: &str, module: &[String]) -> BTreeSet<Vec<String>> {
+    let mut found = BTreeSet::new();
+    let text = src;
+    for (kw, base) in [("crate::", Vec::new()), ("super::", parent_of(module))] {
+        let mut from = 0;
+        while let Some(i) = text[from..].find(kw) {
+            let at = from + i;
+            from = at + kw.len();
+            let before = text[..at].chars().last();
+            if before.is_some_and(|c| is_ident(c) || c == ':') {
+                continue;
+            }
+            let mut base = base.clone();
+            let mut j = from;
+            // `super::super::x`
+            while text[j..].starts_with("super::") && kw == "super::" {
+                base.pop();
+                j += "super::".len();
+            }
+            expand(text, j, base, &mut found);
+        }
+    }
+    found
+}
+
+/// The parent of a file module: where `super::` points from its top level.
+fn parent_of(module: &[String]) -> Vec<String> {
+    let mut m = module.to_vec();
+    m.pop();
+    m
+}
+
+/// Reads a path (or a `{...}` group of paths) starting at `at`, prefixed by `prefix`.
+fn expand(text: &str, mut at: usize, prefix: Vec<String>, found: &mut BTreeSet<Vec<String>>) {
+    let mut path = prefix;
+    loop {
+        let rest = &text[at..];
+        if rest.starts_with('{') {
+            let mut depth = 0usize;
+            let mut start = at + 1;
+            for (j, c) in rest.char_indices() {
+                match c {
+                    '{' => depth += 1,
+                    '}' => {
+                        depth -= 1;
+                        if depth == 0 {
+                            expand_item(text, start, at + j, &path, found);
+                            return;
+                        }
+                    }
+                    ',' if depth == 1 => {
+                        expand_item(text, start, at + j, &path, found);
+                        start = at + j + 1;
+                    }
+                    _ => {}
+                }
+            }
+            return;
+        }
+        let len = rest.chars().take_while(|c| is_ident(*c)).count();
+        if len == 0 {
+            break;
+        }
+        path.push(rest[..len].to_string());
+        at += len;
+        if text[at..].starts_with("::") {
+            at += 2;
+        } else {
+            break;
+        }
+    }
+    if !path.is_empty() {
+        found.insert(path);
+    }
+}
+
+fn expand_item(
+    text: &str,
+    start: usize,
+    end: usize,
+    prefix: &[String],
+    found: &mut BTreeSet<Vec<String>>,
+) {
+    let item = &text[start..end];
+    let offset = item.len() - item.trim_start().len();
+    if item.trim().is_empty() {
+        return;
+    }
+    if item.trim() == "self" {
+        found.insert(prefix.to_vec());
+        return;
+    }
+    // Only the part before `as` names something; `expand` stops at the first
+    // character that is not part of a path anyway.
+    expand(text, start + offset, prefix.to_vec(), found);
+}
+
+fn resolve(path: &[String], modules: &BTreeSet<Vec<String>>) -> Option<Vec<String>> {
+    (1..=path.len())
+        .rev()
+        .map(|k| path[..k].to_vec())
+        .find(|p| modules.contains(p))
+}
+
+type Graph = BTreeMap<Vec<String>, BTreeSet<Vec<String>>>;
+
+fn graph(root: &Path) -> Graph {
+    let mut files = Vec::new();
+    rust_files(root, &mut files);
+    let mut mods = BTreeMap::new();
+    for f in files {
+        if let Some(m) = module_of(root, &f) {
+            mods.insert(m, f);
+        }
+    }
+    let names: BTreeSet<Vec<String>> = mods.keys().cloned().collect();
+    let mut g = Graph::new();
+    for (m, f) in &mods {
+        let src = strip(&std::fs::read_to_string(f).unwrap());
+        let edges = g.entry(m.clone()).or_default();
+        for p in paths(&src, m) {
+            if let Some(t) = resolve(&p, &names) {
+                if &t != m && !t.is_empty() {
+                    edges.insert(t);
+                }
+            }
+        }
+    }
+    g
+}
+
+/// The strongly connected components with more than one module (Tarjan).
+fn cycles(g: &Graph) -> Vec<Vec<String>> {
+    struct T<'a> {
+        g: &'a Graph,
+        index: BTreeMap<&'a Vec<String>, usize>,
+        low: BTreeMap<&'a Vec<String>, usize>,
+        stack: Vec<&'a Vec<String>>,
+        on: BTreeSet<&'a Vec<String>>,
+        out: Vec<Vec<String>>,
+    }
+    fn visit<'a>(t: &mut T<'a>, v: &'a Vec<String>) {
+        let n = t.index.len();
+        t.index.insert(v, n);
+        t.low.insert(v, n);
+        t.stack.push(v);
+        t.on.insert(v);
+        for w in t.g.get(v).into_iter().flatten() {
+            if !t.index.contains_key(w) {
+                visit(t, w);
+                let lw = t.low[w];
+                let lv = t.low.get_mut(v).unwrap();
+                *lv = (*lv).min(lw);
+            } else if t.on.contains(w) {
+                let iw = t.index[w];
+                let lv = t.low.get_mut(v).unwrap();
+                *lv = (*lv).min(iw);
+            }
+        }
+        if t.low[v] == t.index[v] {
+            let mut comp = Vec::new();
+            loop {
+                let w = t.stack.pop().unwrap();
+                t.on.remove(w);
+                comp.push(w.join("::"));
+                if w == v {
+                    break;
+                }
+            }
+            if comp.len() > 1 {
+                comp.sort();
+                t.out.push(comp);
+            }
+        }
+    }
+    let mut t = T {
+        g,
+        index: BTreeMap::new(),
+        low: BTreeMap::new(),
+        stack: Vec::new(),
+        on: BTreeSet::new(),
+        out: Vec::new(),
+    };
+    for v in g.keys() {
+        if !t.index.contains_key(v) {
+            visit(&mut t, v);
+        }
+    }
+    t.out
+}
+
+/// The layer and component of a module: the longest prefix in [`LAYERS`].
+fn place(module: &str) -> Option<(Layer, &'static str, &'static str)> {
+    LAYERS
+        .iter()
+        .filter(|(p, _, _)| module == *p || module.starts_with(&format!("{p}::")))
+        .max_by_key(|(p, _, _)| p.len())
+        .map(|(p, l, c)| (*l, *c, *p))
+}
+
+/// Why an import from `from` to `to` breaks the layering, if it does.
+fn violation(from: &str, to: &str) -> Option<String> {
+    let (lf, cf, _) = place(from)?;
+    let (lt, ct, _) = place(to)?;
+    match (lf, lt) {
+        (Core, Core) | (App, Core | App) | (Net, Core | Net) | (Adapter, Core | App | Net) => None,
+        (Core, _) => Some(format!("the core module {from} imports {lt:?} {to}")),
+        (Adapter, Adapter) if cf == ct => None,
+        (Adapter, Adapter) => Some(format!(
+            "the adapter {from} ({cf}) imports another adapter, {to} ({ct})"
+        )),
+        (Root, _) => None,
+        _ => Some(format!("{lf:?} {from} imports {lt:?} {to}, up the layers")),
+    }
+}
+
+/// Whether an import is on the known list ([`known_one`] for any entry).
+fn known(from: &str, to: &str) -> bool {
+    KNOWN.iter().any(|(f, t, _)| known_one(f, t, from, to))
+}
+
+fn manifest_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+#[test]
+fn no_module_cycle_in_any_crate_of_the_workspace() {
+    let mut roots = vec![manifest_dir().join("src")];
+    let mut crates: Vec<PathBuf> = std::fs::read_dir(manifest_dir().join("crates"))
+        .unwrap()
+        .map(|e| e.unwrap().path().join("src"))
+        .filter(|p| p.is_dir())
+        .collect();
+    crates.sort();
+    assert!(!crates.is_empty(), "the engine crates are found");
+    roots.extend(crates);
+    let mut found = Vec::new();
+    for root in &roots {
+        for c in cycles(&graph(root)) {
+            found.push(format!("{}: {}", root.display(), c.join(", ")));
+        }
+    }
+    // While the other parts of the work are unfinished, only the cycles that pass
+    // through edges of the known list may remain; none through the modules that the
+    // core's traits untied.
+    // `delivery <-> diag` (the reply reader and the errno text, codecs) is the one
+    // cycle left through delivery.
+    let untied = [
+        "queue",
+        "scanning",
+        "cpq::gateway",
+        "cpq::gateways",
+        "cpq::manager",
+        "cpq::migrate",
+        "smtp_server",
+        "bounce",
+        "envelope",
+        "node",
+        "listeners",
+        "servers",
+    ];
+    let bad: Vec<&String> = found
+        .iter()
+        .filter(|c| {
+            let list = c.split_once(": ").unwrap().1;
+            list.split(", ").any(|m| {
+                untied
+                    .iter()
+                    .any(|u| m == *u || m.starts_with(&format!("{u}::")))
+            })
+        })
+        .collect();
+    assert!(
+        bad.is_empty(),
+        "module cycles through the untied modules: {bad:#?}"
+    );
+    let remaining: BTreeSet<String> = found
+        .iter()
+        .flat_map(|c| c.split_once(": ").unwrap().1.split(", ").map(String::from))
+        .collect();
+    // config -> tls -> state -> config (configuration per section), tls <-> trust
+    // (codecs), delivery <-> diag (codecs), the OpenAPI document and the API routes (api),
+    // two pages of the web UI (html).
+    let allowed: BTreeSet<String> = [
+        "config",
+        "tls",
+        "cpq::trust",
+        "state",
+        "delivery",
+        "diag",
+        "web::api",
+        "web::openapi",
+        "web::ui::jobs",
+        "web::ui::search",
+    ]
+    .into_iter()
+    .map(String::from)
+    .collect();
+    assert!(
+        remaining.is_subset(&allowed),
+        "module cycles beyond the known ones: {found:#?}"
+    );
+}
+
+#[test]
+fn every_module_has_a_layer_and_imports_go_down_the_layers() {
+    let g = graph(&manifest_dir().join("src"));
+    let unplaced: Vec<String> = g
+        .keys()
+        .filter(|m| !m.is_empty())
+        .map(|m| m.join("::"))
+        .filter(|m| place(m).is_none())
+        .collect();
+    assert!(
+        unplaced.is_empty(),
+        "modules without a layer in LAYERS: {unplaced:?}"
+    );
+    let mut broken = Vec::new();
+    let mut used = BTreeSet::new();
+    for (m, targets) in &g {
+        let from = m.join("::");
+        for t in targets {
+            let to = t.join("::");
+            if let Some(why) = violation(&from, &to) {
+                match KNOWN
+                    .iter()
+                    .position(|(f, tt, _)| known_one(f, tt, &from, &to))
+                {
+                    Some(i) => {
+                        used.insert(i);
+                    }
+                    None => broken.push(why),
+                }
+            }
+        }
+    }
+    assert!(broken.is_empty(), "imports against the layers: {broken:#?}");
+    let stale: Vec<_> = KNOWN
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| !used.contains(i))
+        .map(|(_, k)| k)
+        .collect();
+    assert!(
+        stale.is_empty(),
+        "known edges that no longer break the layering (remove them from KNOWN): {stale:?}"
+    );
+}
+
+/// A listed edge matches an import when the importer is the listed module or (for
+/// `core`) any core module, and the target is the listed module or inside it.
+fn known_one(f: &str, t: &str, from: &str, to: &str) -> bool {
+    let from_matches = if f == "core" {
+        place(from).is_some_and(|(l, _, _)| l == Core)
+    } else {
+        from == f || from.starts_with(&format!("{f}::"))
+    };
+    from_matches && (to == t || to.starts_with(&format!("{t}::")))
+}
+
+#[test]
+fn the_rules_catch_what_they_are_meant_to() {
+    // (b) the core reaching an adapter, the app or the root.
+    assert!(violation("queue", "delivery").is_some());
+    assert!(violation("scanning::pipeline", "clamd").is_some());
+    assert!(violation("state", "node").is_some());
+    assert!(violation("cpq::gateways", "cpq::appliance").is_some());
+    assert!(violation("envelope", "commands").is_some());
+    assert!(violation("state", "tls").is_some());
+    // (c) an adapter reaching another one, or anything reaching up.
+    assert!(violation("delivery", "cpq::appliance").is_some());
+    assert!(violation("ssh", "servers").is_some());
+    assert!(violation("tls", "web").is_some());
+    assert!(violation("commands", "node").is_some());
+    // What the layering allows.
+    assert!(violation("delivery", "queue").is_none());
+    assert!(violation("web::ui", "web::jobs").is_none());
+    assert!(violation("smtp_server::session", "tls").is_none());
+    assert!(violation("node", "delivery").is_none());
+    assert!(violation("ssh", "commands").is_none());
+    assert!(!known("queue", "delivery"));
+}
+
+#[test]
+fn the_graph_reads_paths_the_way_the_code_writes_them() {
+    let module = vec!["cpq".to_string(), "gateway".to_string()];
+    let src = strip(
+        "use crate::{queue::{self, Event}, state::Shared as S};\n\
+         // crate::commented::out\n\
+         fn f() { crate::clock::unix_now(); super::records::x(); }\n\
+         #[cfg(test)]\nmod tests { use crate::node::Node; }\n",
+    );
+    let got = paths(&src, &module);
+    let want: BTreeSet<Vec<String>> = [
+        vec!["queue"],
+        vec!["queue", "Event"],
+        vec!["state", "Shared"],
+        vec!["clock", "unix_now"],
+        vec!["cpq", "records", "x"],
+    ]
+    .into_iter()
+    .map(|v| v.into_iter().map(String::from).collect())
+    .collect();
+    assert_eq!(got, want);
+    let mut g = Graph::new();
+    let m = |s: &str| s.split("::").map(String::from).collect::<Vec<_>>();
+    g.entry(m("a")).or_default().insert(m("b"));
+    g.entry(m("b")).or_default().insert(m("a"));
+    g.entry(m("c")).or_default().insert(m("a"));
+    assert_eq!(cycles(&g), vec![vec!["a".to_string(), "b".to_string()]]);
+}
