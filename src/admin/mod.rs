@@ -13,18 +13,66 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use crate::commands::command::{Command, CommandError};
+
+/// One command and who runs it. On the socket it is one JSON line
+/// `{"command": NAME, "args": {..}, "user": .., "auth": ..}` ([`RawRequest`]).
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(try_from = "RawRequest", into = "RawRequest")]
 pub struct Request {
+    pub command: Command,
+    /// Who runs the command: the local OS user on the way in; the node sets it to the
+    /// authenticated user before any handler runs.
+    pub user: String,
+    /// `pvo --user NAME`: run as this node user instead of the local superuser.
+    pub auth: Option<Credentials>,
+}
+
+impl Request {
+    /// `command` run by nobody in particular: the channel's identity says who.
+    pub fn new(command: Command) -> Request {
+        Request {
+            command,
+            user: String::new(),
+            auth: None,
+        }
+    }
+}
+
+/// The wire form of a [`Request`], before its command is checked.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RawRequest {
     pub command: String,
     #[serde(default)]
     pub args: serde_json::Value,
-    /// Who runs the command: the local OS user on the way in; the node sets it to the
-    /// authenticated user before any handler runs.
     #[serde(default)]
     pub user: String,
-    /// `pvo --user NAME`: run as this node user instead of the local superuser.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub auth: Option<Credentials>,
+}
+
+impl TryFrom<RawRequest> for Request {
+    type Error = CommandError;
+
+    fn try_from(r: RawRequest) -> Result<Request, CommandError> {
+        Ok(Request {
+            command: Command::from_parts(&r.command, r.args)?,
+            user: r.user,
+            auth: r.auth,
+        })
+    }
+}
+
+impl From<Request> for RawRequest {
+    fn from(r: Request) -> RawRequest {
+        let parts = r.command.to_parts();
+        RawRequest {
+            command: parts.command,
+            args: parts.args,
+            user: r.user,
+            auth: r.auth,
+        }
+    }
 }
 
 /// A node user's name and password, checked by the node (`commands::dispatch`).
