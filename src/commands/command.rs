@@ -705,6 +705,48 @@ fn check_action(
 }
 
 impl Command {
+    /// Every command's name, as the appliance spells it.
+    pub const NAMES: &'static [&'static str] = &[
+        "status",
+        "suspend",
+        "resume",
+        "suspendlisteners",
+        "resumelisteners",
+        "resetcounters",
+        "suspenddel",
+        "resumedel",
+        "tophosts",
+        "hoststatus",
+        "showrecipients",
+        "deleterecipients",
+        "bouncerecipients",
+        "redirectrecipients",
+        "delivernow",
+        "commit",
+        "commitdetail",
+        "rollback",
+        "clearchanges",
+        "showconfig",
+        "deliveryconfig",
+        "sslconfig",
+        "interfaceconfig",
+        "listenerconfig",
+        "smtproutes",
+        "cpqenroll",
+        "telnet",
+        "tlsverify",
+        "quarantineconfig",
+        "quarantine",
+        "outbreakupdate",
+        "outbreakstatus",
+        "userconfig",
+        "auditlog",
+        "pvoconfig",
+        "diagnose",
+        "cpqcert",
+        "applianceconfig",
+    ];
+
     /// The command `name` with the JSON arguments `args` (an object, or null for none).
     pub fn from_parts(name: &str, args: Value) -> Result<Command, CommandError> {
         let mut args = match args {
@@ -718,47 +760,7 @@ impl Command {
         };
         // An argument given as null is one not given.
         args.retain(|_, v| !v.is_null());
-        let known = [
-            "status",
-            "suspend",
-            "resume",
-            "suspendlisteners",
-            "resumelisteners",
-            "resetcounters",
-            "suspenddel",
-            "resumedel",
-            "tophosts",
-            "hoststatus",
-            "showrecipients",
-            "deleterecipients",
-            "bouncerecipients",
-            "redirectrecipients",
-            "delivernow",
-            "commit",
-            "commitdetail",
-            "rollback",
-            "clearchanges",
-            "showconfig",
-            "deliveryconfig",
-            "sslconfig",
-            "interfaceconfig",
-            "listenerconfig",
-            "smtproutes",
-            "cpqenroll",
-            "telnet",
-            "tlsverify",
-            "quarantineconfig",
-            "quarantine",
-            "outbreakupdate",
-            "outbreakstatus",
-            "userconfig",
-            "auditlog",
-            "pvoconfig",
-            "diagnose",
-            "cpqcert",
-            "applianceconfig",
-        ];
-        if !known.contains(&name) {
+        if !Command::NAMES.contains(&name) {
             return Err(CommandError::invalid(format!("Unknown command: {name}")));
         }
         match name {
@@ -854,5 +856,343 @@ impl Command {
             Command::ApplianceConfig(a) => Some(a.action.name()),
             _ => None,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn parse(name: &str, args: Value) -> Result<Command, CommandError> {
+        Command::from_parts(name, args)
+    }
+
+    /// What the channels send: the CLI (its own tests pin these shapes), the web UI,
+    /// the REST API and the bulk jobs; at least one line per command.
+    fn sent() -> Vec<(&'static str, Value)> {
+        let no_query = json!({ "quarantine": null, "sender": null, "recipient": null,
+            "subject": null, "from": null, "to": null, "reason": null,
+            "reason_kind": null, "attachment": null, "gateway": null });
+        vec![
+            ("status", json!({ "detail": true })),
+            ("suspend", json!({ "delay": 30 })),
+            ("resume", json!({})),
+            ("suspendlisteners", json!({ "listener": null })),
+            ("resumelisteners", json!({ "listener": "IncomingMail" })),
+            ("resetcounters", json!({})),
+            ("suspenddel", json!({})),
+            ("resumedel", json!({})),
+            ("tophosts", json!({ "sort": "active" })),
+            ("hoststatus", json!({ "host": "example.com" })),
+            (
+                "showrecipients",
+                json!({ "host": null, "sender": null, "all": true }),
+            ),
+            (
+                "deleterecipients",
+                json!({ "host": "a.test", "sender": null, "all": false }),
+            ),
+            (
+                "bouncerecipients",
+                json!({ "host": null, "sender": "s@a.test", "all": false }),
+            ),
+            ("redirectrecipients", json!({ "host": "10.0.0.1:2525" })),
+            ("delivernow", json!({ "host": null })),
+            ("commit", json!({ "comment": "x" })),
+            ("commitdetail", json!({})),
+            ("rollback", json!({ "n": 3, "yes": true })),
+            ("clearchanges", json!({})),
+            ("showconfig", json!({ "pending": false })),
+            (
+                "deliveryconfig",
+                json!({ "interface": null, "max_concurrency": 40 }),
+            ),
+            (
+                "sslconfig",
+                json!({ "action": null, "direction": "inbound",
+                "versions": ["1.2", "1.3"], "ciphers": ["default"] }),
+            ),
+            (
+                "sslconfig",
+                json!({ "action": "verify", "direction": null, "versions": null, "ciphers": null }),
+            ),
+            (
+                "interfaceconfig",
+                json!({ "action": "edit", "name": "Data", "address": null,
+                "hostname": null, "ssh": "off", "https": "8443" }),
+            ),
+            (
+                "listenerconfig",
+                json!({ "action": "edit", "name": "IncomingMail",
+                "interface": null, "port": 2526, "type": null,
+                "hat_add": ["P=10.0.0.0/8,1.2.3.4:RELAYED"], "hat_delete": null,
+                "rat_add": null, "rat_delete": ["x.com"] }),
+            ),
+            (
+                "listenerconfig",
+                json!({ "action": "policy", "policy": "$TRUSTED",
+                "max_concurrency": 10, "max_concurrency_per_ip": null,
+                "max_connections_per_ip_per_minute": null }),
+            ),
+            (
+                "smtproutes",
+                json!({ "action": "new", "domain": "d.test", "hosts": ["h1:25", "h2"] }),
+            ),
+            (
+                "cpqenroll",
+                json!({ "id": "gw1", "address": "10.0.0.2", "port": 7025, "serial": "ab" }),
+            ),
+            (
+                "telnet",
+                json!({ "interface": null, "timeout": 10, "host": "mx.example.com", "port": 25 }),
+            ),
+            (
+                "tlsverify",
+                json!({ "interface": "Auto", "timeout": 10, "domain": "example.com",
+                "host": "mx.example.com", "port": 25 }),
+            ),
+            (
+                "quarantineconfig",
+                json!({ "action": "new", "name": "Legal", "settings": {
+                "retention_secs": 3600, "default_action": "release", "access": ["alice"] } }),
+            ),
+            (
+                "quarantine",
+                json!({ "action": "search", "offset": 0, "limit": 5, "query": no_query }),
+            ),
+            ("quarantine", json!({ "action": "show", "mid": 482 })),
+            (
+                "quarantine",
+                json!({ "action": "release", "mids": [482, 483], "all_results": false,
+                "quarantine": "Policy", "query": no_query }),
+            ),
+            (
+                "quarantine",
+                json!({ "action": "delay", "by": "8h", "mids": [482],
+                "all_results": false, "quarantine": null, "query": no_query }),
+            ),
+            (
+                "quarantine",
+                json!({ "action": "move", "mids": [482], "from": "Policy", "to": "Legal" }),
+            ),
+            (
+                "quarantine",
+                json!({ "action": "copy", "mid": 482, "to": ["a@example.com"] }),
+            ),
+            (
+                "quarantine",
+                json!({ "action": "manage-by-rule", "rule": "OUTB-1", "what": "delay", "by": "1w" }),
+            ),
+            (
+                "quarantine",
+                json!({ "action": "sweep", "at": 1_700_000_000u64 }),
+            ),
+            ("outbreakupdate", json!({ "file": "/tmp/rules.json" })),
+            ("outbreakstatus", json!({})),
+            (
+                "userconfig",
+                json!({ "action": "new", "name": "op", "role": "Operator",
+                "full_name": null, "password": null }),
+            ),
+            (
+                "userconfig",
+                json!({ "action": "edit", "name": "op", "enabled": false }),
+            ),
+            (
+                "userconfig",
+                json!({ "action": "role", "sub": "new", "name": "Desk",
+                "description": "Help desk", "quarantines": ["Policy"], "domains": ["a.example"],
+                "view_only": false, "matched_content": true }),
+            ),
+            (
+                "userconfig",
+                json!({ "action": "role", "sub": "edit", "name": "Desk",
+                "matched_content": "no" }),
+            ),
+            (
+                "userconfig",
+                json!({ "action": "sshkey", "sub": "add", "name": "op", "key": "ssh-ed25519 AAAA" }),
+            ),
+            (
+                "userconfig",
+                json!({ "action": "token", "sub": "delete", "name": "op", "token_name": "ci" }),
+            ),
+            (
+                "auditlog",
+                json!({ "user": null, "audit_action": "release", "mid": 4,
+                "since": null, "until": null, "limit": 100 }),
+            ),
+            (
+                "pvoconfig",
+                json!({ "action": "migration", "mode": "custom",
+                "map": ["gw1:Policy=Legal"], "unmap": null }),
+            ),
+            (
+                "pvoconfig",
+                json!({ "action": "service", "interface": "Data", "port": 7026 }),
+            ),
+            ("diagnose", json!({})),
+            (
+                "cpqcert",
+                json!({ "action": "revoke", "id": null, "serial": "0a", "cert": null,
+                "key": null, "ca": null, "manager": null }),
+            ),
+            (
+                "applianceconfig",
+                json!({ "action": "new", "id": "gw1", "address": "10.0.0.2",
+                "ssh_port": 22, "user": "admin", "password": "pw" }),
+            ),
+        ]
+    }
+
+    #[test]
+    fn every_command_round_trips() {
+        let mut seen = std::collections::BTreeSet::new();
+        for (name, args) in sent() {
+            let c = parse(name, args.clone()).unwrap_or_else(|e| panic!("{name} {args}: {e}"));
+            assert_eq!(c.name(), name);
+            let p = c.to_parts();
+            assert_eq!(
+                parse(&p.command, p.args.clone()).unwrap(),
+                c,
+                "{name} {args}"
+            );
+            // Through the socket's wire form as well.
+            let line = serde_json::to_string(&crate::admin::Request::new(c.clone())).unwrap();
+            let raw: crate::admin::RawRequest = serde_json::from_str(&line).unwrap();
+            assert_eq!(crate::admin::Request::try_from(raw).unwrap().command, c);
+            seen.insert(name);
+        }
+        let all: std::collections::BTreeSet<&str> = Command::NAMES.iter().copied().collect();
+        assert_eq!(seen, all, "a command without a line in sent()");
+    }
+
+    #[test]
+    fn unknown_commands_actions_and_arguments_are_invalid() {
+        let cases: Vec<(&str, Value, &str)> = vec![
+            ("frobnicate", json!({}), "Unknown command: frobnicate"),
+            ("quarantine", json!({ "action": "burn" }), "quarantine: unknown action \"burn\"; allowed: search, show, release, delete, delay, move, copy, manage-by-rule, sweep"),
+            ("quarantine", json!({}), "quarantine: unknown action \"\";"),
+            ("interfaceconfig", json!({ "action": "rename" }), "Unknown interfaceconfig action \"rename\"; allowed: new, edit, delete (or none to list)."),
+            ("userconfig", json!({ "action": "sshkey", "sub": "new", "name": "u" }), "userconfig sshkey: unknown action \"new\"; allowed: list, add, delete"),
+            ("userconfig", json!({ "action": "fly" }), "userconfig: unknown action \"fly\""),
+            ("sslconfig", json!({ "action": "test" }), "Unknown sslconfig action \"test\""),
+            ("status", json!({ "verbose": true }), "status: unknown field `verbose`"),
+            ("quarantine", json!({ "action": "show", "mids": [1] }), "unknown field `mids`"),
+            ("suspend", json!({ "delay": "soon" }), "suspend: invalid type"),
+            ("resume", json!([1]), "resume: the arguments must be an object"),
+        ];
+        for (name, args, want) in cases {
+            let e = parse(name, args.clone()).expect_err(name);
+            assert_eq!(e.kind, ErrorKind::Invalid, "{name} {args}");
+            assert!(e.text.contains(want), "{name} {args}: {:?}", e.text);
+        }
+    }
+
+    #[test]
+    fn reads_and_changes_are_different_variants() {
+        let cases: Vec<(&str, Value, Command)> = vec![
+            (
+                "deliveryconfig",
+                json!({}),
+                Command::DeliveryConfig(DeliveryConfigCmd::Show),
+            ),
+            (
+                "deliveryconfig",
+                json!({ "interface": null, "max_concurrency": null }),
+                Command::DeliveryConfig(DeliveryConfigCmd::Show),
+            ),
+            (
+                "deliveryconfig",
+                json!({ "interface": "Auto" }),
+                Command::DeliveryConfig(DeliveryConfigCmd::Set {
+                    interface: Some("Auto".into()),
+                    max_concurrency: None,
+                }),
+            ),
+            (
+                "sslconfig",
+                json!({ "action": null }),
+                Command::SslConfig(SslConfigCmd::Show),
+            ),
+            (
+                "sslconfig",
+                json!({ "action": "verify" }),
+                Command::SslConfig(SslConfigCmd::Verify),
+            ),
+            (
+                "sslconfig",
+                json!({ "direction": "outbound" }),
+                Command::SslConfig(SslConfigCmd::Set {
+                    direction: Some("outbound".into()),
+                    versions: None,
+                    ciphers: None,
+                }),
+            ),
+            ("resume", Value::Null, Command::Resume(NoArgs {})),
+            (
+                "interfaceconfig",
+                json!({}),
+                Command::InterfaceConfig(InterfaceArgs::default()),
+            ),
+        ];
+        for (name, args, want) in cases {
+            assert_eq!(parse(name, args.clone()).unwrap(), want, "{name} {args}");
+        }
+    }
+
+    #[test]
+    fn actions_are_named_for_the_audit_trail() {
+        let cases: Vec<(&str, Value, Option<&str>)> = vec![
+            ("status", json!({}), None),
+            (
+                "quarantine",
+                json!({ "action": "manage-by-rule" }),
+                Some("manage-by-rule"),
+            ),
+            ("userconfig", json!({}), Some("list")),
+            ("pvoconfig", json!({}), Some("status")),
+            ("sslconfig", json!({ "direction": "inbound" }), None),
+            ("sslconfig", json!({ "action": "verify" }), Some("verify")),
+        ];
+        for (name, args, want) in cases {
+            assert_eq!(
+                parse(name, args.clone()).unwrap().action(),
+                want,
+                "{name} {args}"
+            );
+        }
+    }
+
+    #[test]
+    fn lists() {
+        let cases: Vec<(Value, Vec<&str>, Vec<&str>)> = vec![
+            (
+                json!(["a", " b ", ""]),
+                vec!["a", "b"],
+                vec!["a", " b ", ""],
+            ),
+            (json!("a, b,,c"), vec!["a", "b", "c"], vec!["a, b,,c"]),
+            (json!(""), vec![], vec![]),
+            (json!([]), vec![], vec![]),
+        ];
+        for (v, items, raw) in cases {
+            let l: List = serde_json::from_value(v.clone()).unwrap();
+            assert_eq!(l.items(), items, "{v}");
+            assert_eq!(l.raw(), raw, "{v}");
+        }
+        assert_eq!(text(&Some(String::new())), None);
+        assert_eq!(text(&Some("x".into())), Some("x"));
+    }
+
+    #[test]
+    fn errors_become_replies_of_their_kind() {
+        let r = Response::from(CommandError::not_found("There is no commit 9"));
+        assert!(!r.ok);
+        assert_eq!(r.kind, Some(ErrorKind::NotFound));
+        assert_eq!(r.text, "There is no commit 9");
+        let e: CommandError = "give the MID".into();
+        assert_eq!(e.kind, ErrorKind::Invalid);
     }
 }
