@@ -383,6 +383,79 @@ mod tests {
     }
 
     #[test]
+    fn reads_and_changes_need_different_permissions() {
+        use Builtin::*;
+        let cases: Vec<(Builtin, &str, Value, bool)> = vec![
+            (
+                ReadOnlyOperator,
+                "deliveryconfig",
+                json!({ "interface": null }),
+                true,
+            ),
+            (
+                ReadOnlyOperator,
+                "deliveryconfig",
+                json!({ "max_concurrency": 5 }),
+                false,
+            ),
+            (Operator, "sslconfig", json!({ "action": "verify" }), true),
+            (
+                Operator,
+                "sslconfig",
+                json!({ "direction": "inbound" }),
+                false,
+            ),
+            (Operator, "smtproutes", json!({}), true),
+            (Operator, "smtproutes", json!({ "action": "clear" }), false),
+            (
+                Operator,
+                "quarantineconfig",
+                json!({ "action": "list" }),
+                true,
+            ),
+            (
+                Operator,
+                "quarantineconfig",
+                json!({ "action": "delete", "name": "X" }),
+                false,
+            ),
+            (
+                Operator,
+                "applianceconfig",
+                json!({ "action": "new" }),
+                false,
+            ),
+            (
+                Guest,
+                "userconfig",
+                json!({ "action": "sshkey", "sub": "add", "name": "u" }),
+                true,
+            ),
+            (
+                Guest,
+                "userconfig",
+                json!({ "action": "role", "name": "u" }),
+                false,
+            ),
+            (Technician, "resume", json!({}), true),
+            (Guest, "resume", json!({}), false),
+            (Operator, "cpqcert", json!({}), false),
+            (Administrator, "auditlog", json!({}), true),
+        ];
+        for (role, cmd, args, ok) in cases {
+            assert_eq!(
+                run(role, cmd, args.clone()).is_ok(),
+                ok,
+                "{role:?} {cmd} {args}"
+            );
+        }
+        assert_eq!(
+            run(Operator, "auditlog", json!({})).unwrap_err(),
+            "Role \"Operator\" cannot read the audit log; it needs Administrator."
+        );
+    }
+
+    #[test]
     fn audit_names() {
         let action = |c: &str, a: Value| {
             let c = cmd(c, a);

@@ -22,11 +22,11 @@ use std::sync::Arc;
 use serde_json::{json, Value as Json};
 
 use super::command::{
-    text, CommitArgs, CpqEnrollArgs, DeliveryConfigCmd, InterfaceArgs, List, ListAction,
-    ListenerAction, ListenerArgs, NoArgs, RollbackArgs, RouteAction, RouteArgs, ShowconfigArgs,
-    SslConfigCmd,
+    text, CommandError, CommitArgs, CpqEnrollArgs, DeliveryConfigCmd, InterfaceArgs, List,
+    ListAction, ListenerAction, ListenerArgs, NoArgs, RollbackArgs, RouteAction, RouteArgs,
+    ShowconfigArgs, SslConfigCmd,
 };
-use crate::admin::{Request, Response};
+use crate::admin::{ErrorKind, Request, Response};
 use crate::config::{Config, RouteTarget, SenderPattern, TlsVersion};
 use crate::config_store::{self, normalize_domain, quoted_list, Change, Doc, Store};
 use crate::mail_log::ctime;
@@ -107,7 +107,7 @@ fn pending_label(pending: bool) -> &'static str {
 pub(crate) fn edit(
     shared: &Shared,
     req: &Request,
-    edit: impl FnOnce(&Config, &mut Doc) -> Result<String, String>,
+    edit: impl FnOnce(&Config, &mut Doc) -> Result<String, CommandError>,
 ) -> Response {
     let w = match working(shared) {
         Ok(w) => w,
@@ -119,7 +119,7 @@ pub(crate) fn edit(
     };
     let summary = match edit(&w.cfg, &mut doc) {
         Ok(s) => s,
-        Err(e) => return Response::error(e),
+        Err(e) => return Response::from(e),
     };
     let text = doc.text();
     if let Err(e) = w.store.parse(&text, &w.store.pending_path()) {
@@ -399,10 +399,13 @@ pub fn rollback(shared: &Arc<Shared>, req: &Request, args: &RollbackArgs) -> Res
     };
     if !entries.iter().any(|e| e.n == n) {
         let have: Vec<String> = entries.iter().map(|e| e.n.to_string()).collect();
-        return Response::error(format!(
-            "There is no commit {n}; allowed: {} (see `pvo commitdetail`).",
-            have.join(", ")
-        ));
+        return Response::fail(
+            ErrorKind::NotFound,
+            format!(
+                "There is no commit {n}; allowed: {} (see `pvo commitdetail`).",
+                have.join(", ")
+            ),
+        );
     }
     let pending = match store.pending() {
         Ok(p) => p,
@@ -542,7 +545,8 @@ pub fn deliveryconfig(shared: &Arc<Shared>, req: &Request, args: &DeliveryConfig
                     return Err(format!(
                         "Unknown interface \"{i}\"; allowed: {}.",
                         allowed_interfaces(cfg, true)
-                    ))
+                    )
+                    .into())
                 }
             },
         };
@@ -859,10 +863,10 @@ pub fn interfaceconfig(shared: &Arc<Shared>, req: &Request, args: &InterfaceArgs
             };
             edit(shared, req, |cfg, doc| {
                 if let Some(k) = cfg.interface_by_name(&name) {
-                    return Err(format!("An interface named {} already exists ({}); use `pvo interfaceconfig edit {}`.", cfg.interfaces[k].name, interface_line(&cfg.interfaces[k]), cfg.interfaces[k].name));
+                    return Err(CommandError::conflict(format!("An interface named {} already exists ({}); use `pvo interfaceconfig edit {}`.", cfg.interfaces[k].name, interface_line(&cfg.interfaces[k]), cfg.interfaces[k].name)));
                 }
                 if name.eq_ignore_ascii_case("auto") {
-                    return Err("\"Auto\" is reserved (the automatic choice of deliveryconfig); allowed: any other name.".to_string());
+                    return Err("\"Auto\" is reserved (the automatic choice of deliveryconfig); allowed: any other name.".to_string().into());
                 }
                 let ip: std::net::IpAddr = address.parse().map_err(|_| format!("\"{address}\" is not an IP address; allowed: an IPv4 or IPv6 address such as 192.0.2.10"))?;
                 doc.interface_new(&name, &ip.to_string(), hostname.as_deref())?;
@@ -921,7 +925,7 @@ pub fn interfaceconfig(shared: &Arc<Shared>, req: &Request, args: &InterfaceArgs
                             notes.push(format!("{label} off"));
                         }
                         None => match current {
-                            Some(other) => return Err(format!("{label} is not on interface {} but on {}; turn it off there (`pvo interfaceconfig edit {} --{flag} off`).", i.name, cfg.interfaces[other].name, cfg.interfaces[other].name)),
+                            Some(other) => return Err(format!("{label} is not on interface {} but on {}; turn it off there (`pvo interfaceconfig edit {} --{flag} off`).", i.name, cfg.interfaces[other].name, cfg.interfaces[other].name).into()),
                             None => notes.push(format!("{label} was already off")),
                         },
                     }
@@ -967,11 +971,11 @@ pub fn interfaceconfig(shared: &Arc<Shared>, req: &Request, args: &InterfaceArgs
                     users.push(format!("the {n} service"));
                 }
                 if !users.is_empty() {
-                    return Err(format!(
+                    return Err(CommandError::conflict(format!(
                         "Interface {} is in use by {}; move them to another interface first (`pvo listenerconfig edit NAME --interface OTHER`, `pvo deliveryconfig --interface Auto`, `pvo interfaceconfig edit OTHER --ssh PORT --https PORT`).",
                         cfg.interfaces[k].name,
                         users.join(" and ")
-                    ));
+                    )));
                 }
                 doc.interface_delete(&name)?;
                 Ok(format!("Interface {} deleted.", cfg.interfaces[k].name))
@@ -1258,10 +1262,10 @@ pub fn listenerconfig(shared: &Arc<Shared>, req: &Request, args: &ListenerArgs) 
                     .iter()
                     .find(|l| l.name.eq_ignore_ascii_case(&name))
                 {
-                    return Err(format!(
+                    return Err(CommandError::conflict(format!(
                         "A listener named {} already exists; use `pvo listenerconfig edit {}`.",
                         l.name, l.name
-                    ));
+                    )));
                 }
                 let k = cfg.interface_by_name(&interface).ok_or_else(|| {
                     format!(
@@ -1301,7 +1305,8 @@ pub fn listenerconfig(shared: &Arc<Shared>, req: &Request, args: &ListenerArgs) 
                     return Err(format!(
                         "Unknown listener \"{name}\"; allowed: {}.",
                         quoted_list(&names)
-                    ));
+                    )
+                    .into());
                 };
                 let iface = match &interface {
                     Some(i) => Some(
@@ -1348,7 +1353,8 @@ pub fn listenerconfig(shared: &Arc<Shared>, req: &Request, args: &ListenerArgs) 
                     return Err(format!(
                         "Unknown listener \"{name}\"; allowed: {}.",
                         quoted_list(&names)
-                    ));
+                    )
+                    .into());
                 };
                 doc.listener_delete(&l.name)?;
                 Ok(format!("Listener {} deleted.", l.name))
@@ -1392,7 +1398,8 @@ fn listenerconfig_policy(shared: &Arc<Shared>, req: &Request, args: &ListenerArg
             return Err(format!(
                 "Unknown policy \"{name}\"; allowed: {}.",
                 quoted_list(&names)
-            ));
+            )
+            .into());
         };
         doc.policy_set(&p.name, &values)?;
         let lines: Vec<String> = values
@@ -1502,14 +1509,14 @@ pub fn smtproutes(shared: &Arc<Shared>, req: &Request, args: &RouteArgs) -> Resp
                 let existing = cfg.routes.iter().find(|r| r.domain == d);
                 match (action, existing) {
                     ("new", Some(r)) => {
-                        return Err(format!(
+                        return Err(CommandError::conflict(format!(
                             "A route for {d} already exists ({}); change it with `pvo smtproutes edit --domain {d} --hosts ...`.",
                             target_label(&r.target)
-                        ))
+                        )))
                     }
                     ("edit", None) => {
                         let names: Vec<&str> = cfg.routes.iter().map(|r| r.domain.as_str()).collect();
-                        return Err(format!("There is no route for {d}; allowed: {}.", quoted_list(&names)));
+                        return Err(CommandError::not_found(format!("There is no route for {d}; allowed: {}.", quoted_list(&names))));
                     }
                     _ => {}
                 }
@@ -1533,10 +1540,10 @@ pub fn smtproutes(shared: &Arc<Shared>, req: &Request, args: &RouteArgs) -> Resp
             edit(shared, req, |cfg, doc| {
                 if !cfg.routes.iter().any(|r| r.domain == d) {
                     let names: Vec<&str> = cfg.routes.iter().map(|r| r.domain.as_str()).collect();
-                    return Err(format!(
+                    return Err(CommandError::not_found(format!(
                         "There is no route for {d}; allowed: {}.",
                         quoted_list(&names)
-                    ));
+                    )));
                 }
                 doc.route_delete(&d)?;
                 Ok(format!("Route for {d} deleted."))
@@ -1545,7 +1552,7 @@ pub fn smtproutes(shared: &Arc<Shared>, req: &Request, args: &RouteArgs) -> Resp
         RouteAction::Clear => {
             edit(shared, req, |cfg, doc| {
                 if cfg.routes.is_empty() {
-                    return Err("There are no routes to clear.".to_string());
+                    return Err("There are no routes to clear.".to_string().into());
                 }
                 let n = doc.route_clear();
                 Ok(format!("All routes cleared ({n}). Mail is now delivered to the MX hosts of each domain."))

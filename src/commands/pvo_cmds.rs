@@ -10,7 +10,7 @@ use super::command::{
     text, ApplianceAction, ApplianceArgs, CertAction, CpqCertArgs, PvoAction, PvoArgs,
 };
 use super::config_cmds;
-use crate::admin::{Request, Response};
+use crate::admin::{ErrorKind, Request, Response};
 use crate::config::{Config, Role, CPQ_HOST, CPQ_RELEASE_HOST};
 use crate::cpq::preflight::{self, Check};
 use crate::node::Shared;
@@ -261,19 +261,20 @@ fn migration(shared: &Arc<Shared>, req: &Request, args: &PvoArgs, user: &str) ->
             else {
                 return Err(format!(
                     "\"{m}\" is not GATEWAY:LOCAL=CENTRAL (for example gw1:Policy=Policy)"
-                ));
+                )
+                .into());
             };
             map.retain(|(g2, l2, _)| !(g2 == g && l2.eq_ignore_ascii_case(l)));
             map.push((g.to_string(), l.to_string(), c.to_string()));
         }
         for u in &unmaps {
             let Some((g, l)) = u.split_once(':') else {
-                return Err(format!("\"{u}\" is not GATEWAY:LOCAL"));
+                return Err(format!("\"{u}\" is not GATEWAY:LOCAL").into());
             };
             let before = map.len();
             map.retain(|(g2, l2, _)| !(g2 == g && l2.eq_ignore_ascii_case(l)));
             if map.len() == before {
-                return Err(format!("No mapping for {g}:{l} to undo."));
+                return Err(format!("No mapping for {g}:{l} to undo.").into());
             }
         }
         doc.cpq_migration(&mode, &who, &map)?;
@@ -939,7 +940,7 @@ pub async fn applianceconfig(
                     format!("Gateway {id}: SSH login with the manager's key works; released mail goes to {}:{}.\n", ep.address, ep.port),
                     json!({ "id": id, "address": ep.address.to_string(), "port": ep.port }),
                 ),
-                Err(e) => Response::error(format!("Gateway {id}: {e:#}")),
+                Err(e) => Response::fail(ErrorKind::Unavailable, format!("Gateway {id}: {e:#}")),
             }
         }
         ApplianceAction::Edit => {
@@ -985,7 +986,7 @@ pub async fn applianceconfig(
             };
             config_cmds::edit(shared, req, move |_, doc| {
                 if !doc.cpq_gateway_delete(&id)? {
-                    return Err(format!("No gateway {id} is added."));
+                    return Err(format!("No gateway {id} is added.").into());
                 }
                 Ok(format!("Gateway {id} removed: from the commit on, its certificate fails the handshake (it can no longer transfer messages), and nothing is released to it."))
             })
@@ -1143,7 +1144,8 @@ fn service(shared: &Arc<Shared>, req: &Request, args: &PvoArgs) -> Response {
                             .map(|i| i.name.as_str())
                             .collect::<Vec<_>>()
                             .join(", ")
-                    ))
+                    )
+                    .into())
                 }
             },
             None => None,
@@ -1160,9 +1162,9 @@ fn service(shared: &Arc<Shared>, req: &Request, args: &PvoArgs) -> Response {
         }
         if let Some(p) = port {
             if !(1..=65535).contains(&p) {
-                return Err(format!(
-                    "{p} is not a port; allowed: 1 to 65535 (7025 by default)"
-                ));
+                return Err(
+                    format!("{p} is not a port; allowed: 1 to 65535 (7025 by default)").into(),
+                );
             }
             doc.cpq_set_int("port", p as i64)?;
         }

@@ -128,11 +128,34 @@ fn known_role(shared: &Shared, name: &str) -> Result<String, String> {
     }
 }
 
-fn find<'a>(users: &'a mut [User], name: &str) -> Result<&'a mut User, String> {
+fn find<'a>(users: &'a mut [User], name: &str) -> Result<&'a mut User, CommandError> {
     users
         .iter_mut()
         .find(|u| u.name.eq_ignore_ascii_case(name))
-        .ok_or_else(|| format!("There is no user \"{name}\"; `userconfig list` shows them."))
+        .ok_or_else(|| {
+            CommandError::not_found(format!(
+                "There is no user \"{name}\"; `userconfig list` shows them."
+            ))
+        })
+}
+
+/// `Users::update` with the change's typed error kept: the store words its own
+/// refusals (the last Administrator, a failed write).
+fn update<T>(
+    shared: &Shared,
+    change: impl FnOnce(&mut Vec<User>, &mut Vec<CustomRole>) -> Result<T, CommandError>,
+) -> Result<T, CommandError> {
+    let mut failed = None;
+    shared
+        .users
+        .update(|users, roles| {
+            change(users, roles).map_err(|e| {
+                let text = e.text.clone();
+                failed = Some(e);
+                text
+            })
+        })
+        .map_err(|text| failed.take().unwrap_or_else(|| CommandError::invalid(text)))
 }
 
 fn userconfig_now(shared: &Arc<Shared>, args: &UserArgs, id: &Identity) -> Reply {
@@ -160,11 +183,11 @@ fn userconfig_now(shared: &Arc<Shared>, args: &UserArgs, id: &Identity) -> Reply
             let hash = hash_password(&password).map_err(|e| format!("{e:#}"))?;
             let full_name = text(&args.full_name).unwrap_or("").to_string();
             let n = name.clone();
-            shared.users.update(move |users, _| {
+            update(shared, move |users, _| {
                 if users.iter().any(|u| u.name.eq_ignore_ascii_case(&n)) {
-                    return Err(format!(
+                    return Err(CommandError::conflict(format!(
                         "User \"{n}\" already exists; change it with `userconfig edit {n}`."
-                    ));
+                    )));
                 }
                 users.push(User {
                     name: n,
@@ -212,7 +235,7 @@ fn userconfig_now(shared: &Arc<Shared>, args: &UserArgs, id: &Identity) -> Reply
             if let Some(e) = enabled {
                 changes.push(if e { "enabled" } else { "disabled" }.to_string());
             }
-            shared.users.update(move |users, _| {
+            update(shared, move |users, _| {
                 let u = find(users, &n)?;
                 if let Some(r) = role {
                     u.role = r;
@@ -234,7 +257,7 @@ fn userconfig_now(shared: &Arc<Shared>, args: &UserArgs, id: &Identity) -> Reply
         UserAction::Delete => {
             let name = name()?;
             let n = name.clone();
-            shared.users.update(move |users, _| {
+            update(shared, move |users, _| {
                 find(users, &n)?;
                 users.retain(|u| !u.name.eq_ignore_ascii_case(&n));
                 Ok(())
@@ -250,7 +273,7 @@ fn userconfig_now(shared: &Arc<Shared>, args: &UserArgs, id: &Identity) -> Reply
             check_password(&password)?;
             let hash = hash_password(&password).map_err(|e| format!("{e:#}"))?;
             let n = name.clone();
-            let canonical = shared.users.update(move |users, _| {
+            let canonical = update(shared, move |users, _| {
                 let u = find(users, &n)?;
                 u.password = hash;
                 u.changed_at = now;
@@ -391,11 +414,11 @@ fn role_cmd(shared: &Arc<Shared>, args: &UserArgs) -> Reply {
     let text = match sub {
         "new" => {
             check_name(&name, "role", true)?;
-            shared.users.update(move |_, roles| {
+            update(shared, move |_, roles| {
                 if roles.iter().any(|r| r.name.eq_ignore_ascii_case(&n)) {
-                    return Err(format!(
+                    return Err(CommandError::conflict(format!(
                         "Role \"{n}\" already exists; change it with `userconfig role edit`."
-                    ));
+                    )));
                 }
                 roles.push(CustomRole {
                     name: n,
@@ -410,11 +433,13 @@ fn role_cmd(shared: &Arc<Shared>, args: &UserArgs) -> Reply {
             format!("Custom role \"{name}\" created.\n\n")
         }
         "edit" => {
-            shared.users.update(move |_, roles| {
+            update(shared, move |_, roles| {
                 let r = roles
                     .iter_mut()
                     .find(|r| r.name.eq_ignore_ascii_case(&n))
-                    .ok_or_else(|| format!("There is no custom role \"{n}\"."))?;
+                    .ok_or_else(|| {
+                        CommandError::not_found(format!("There is no custom role \"{n}\"."))
+                    })?;
                 if let Some(q) = quarantines {
                     r.quarantines = q;
                 }
@@ -435,9 +460,11 @@ fn role_cmd(shared: &Arc<Shared>, args: &UserArgs) -> Reply {
             format!("Custom role \"{name}\" changed.\n\n")
         }
         "delete" => {
-            shared.users.update(move |users, roles| {
+            update(shared, move |users, roles| {
                 if !roles.iter().any(|r| r.name.eq_ignore_ascii_case(&n)) {
-                    return Err(format!("There is no custom role \"{n}\"."));
+                    return Err(CommandError::not_found(format!(
+                        "There is no custom role \"{n}\"."
+                    )));
                 }
                 let holders: Vec<&str> = users
                     .iter()
@@ -445,10 +472,10 @@ fn role_cmd(shared: &Arc<Shared>, args: &UserArgs) -> Reply {
                     .map(|u| u.name.as_str())
                     .collect();
                 if !holders.is_empty() {
-                    return Err(format!(
+                    return Err(CommandError::conflict(format!(
                         "Role \"{n}\" is the role of {}; give them another role first (`userconfig edit NAME --role ROLE`).",
                         holders.join(", ")
-                    ));
+                    )));
                 }
                 roles.retain(|r| !r.name.eq_ignore_ascii_case(&n));
                 Ok(())
@@ -515,13 +542,16 @@ fn sshkey_cmd(shared: &Arc<Shared>, args: &UserArgs, now: u64) -> Reply {
             })?;
             let fp = key.fingerprint(russh::keys::HashAlg::Sha256).to_string();
             let n = name.clone();
-            shared.users.update(move |users, _| {
+            update(shared, move |users, _| {
                 let u = find(users, &n)?;
                 if u.ssh_keys.iter().any(|k| {
                     russh::keys::PublicKey::from_openssh(k)
                         .is_ok_and(|k| k.key_data() == key.key_data())
                 }) {
-                    return Err(format!("User \"{}\" already has the key {fp}.", u.name));
+                    return Err(CommandError::conflict(format!(
+                        "User \"{}\" already has the key {fp}.",
+                        u.name
+                    )));
                 }
                 u.ssh_keys.push(line);
                 u.changed_at = now;
@@ -535,7 +565,7 @@ fn sshkey_cmd(shared: &Arc<Shared>, args: &UserArgs, now: u64) -> Reply {
                 .trim()
                 .to_string();
             let n = name.clone();
-            shared.users.update(move |users, _| {
+            update(shared, move |users, _| {
                 let u = find(users, &n)?;
                 let before = u.ssh_keys.len();
                 let index = which.parse::<usize>().ok();
@@ -548,10 +578,10 @@ fn sshkey_cmd(shared: &Arc<Shared>, args: &UserArgs, now: u64) -> Reply {
                         || (!comment.is_empty() && comment == which))
                 });
                 if u.ssh_keys.len() == before {
-                    return Err(format!(
+                    return Err(CommandError::not_found(format!(
                         "User \"{}\" has no key {which:?}; `userconfig sshkey list {}` shows them.",
                         u.name, u.name
-                    ));
+                    )));
                 }
                 u.changed_at = now;
                 Ok(())
@@ -604,10 +634,13 @@ fn token_cmd(shared: &Arc<Shared>, args: &UserArgs, now: u64) -> Reply {
             let token = crate::users::generate_token();
             let hash = crate::users::token_hash(&token);
             let (n, t) = (name.clone(), tname.clone());
-            shared.users.update(move |users, _| {
+            update(shared, move |users, _| {
                 let u = find(users, &n)?;
                 if u.api_tokens.iter().any(|x| x.name.eq_ignore_ascii_case(&t)) {
-                    return Err(format!("User \"{}\" already has a token {t:?}.", u.name));
+                    return Err(CommandError::conflict(format!(
+                        "User \"{}\" already has a token {t:?}.",
+                        u.name
+                    )));
                 }
                 u.api_tokens.push(crate::users::ApiToken {
                     name: t,
@@ -627,15 +660,16 @@ fn token_cmd(shared: &Arc<Shared>, args: &UserArgs, now: u64) -> Reply {
                 .ok_or("userconfig token delete: give the token's name")?
                 .to_string();
             let n = name.clone();
-            shared.users.update(move |users, _| {
+            update(shared, move |users, _| {
                 let u = find(users, &n)?;
                 let before = u.api_tokens.len();
-                u.api_tokens.retain(|x| !x.name.eq_ignore_ascii_case(&tname));
+                u.api_tokens
+                    .retain(|x| !x.name.eq_ignore_ascii_case(&tname));
                 if u.api_tokens.len() == before {
-                    return Err(format!(
+                    return Err(CommandError::not_found(format!(
                         "User \"{}\" has no token {tname:?}; `userconfig token list {}` shows them.",
                         u.name, u.name
-                    ));
+                    )));
                 }
                 u.changed_at = now;
                 Ok(())
