@@ -1295,7 +1295,7 @@ async fn act(
             .map_err(store_err_in(shared))?
     };
     let (results, missing) = results;
-    report(shared, results, missing, &verb).await
+    report(shared, results, missing, verb).await
 }
 
 /// MIDs with the text that says why they were not acted on.
