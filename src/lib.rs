@@ -51,10 +51,10 @@ pub mod web;
 
 use std::sync::OnceLock;
 
-/// What a command line parses to: the admin request (command name, JSON arguments) and
-/// whether `--json` was given; or the text to print instead with the exit code the CLI
-/// would have (0 for help, 2 for a usage error, 1 for anything else).
-pub type ParsedLine = Result<(String, serde_json::Value, bool), (String, u32)>;
+/// What a command line parses to: the typed command and whether `--json` was given; or
+/// the text to print instead with the exit code the CLI would have (0 for help, 2 for a
+/// usage error, 1 for anything else).
+pub type ParsedLine = Result<(commands::command::Command, bool), (String, u32)>;
 
 /// The appliance command-line grammar, as the binary defines it.
 #[derive(Clone, Copy)]
@@ -97,7 +97,10 @@ mod tests {
     use super::*;
 
     fn parse(words: Vec<String>) -> ParsedLine {
-        Ok((words.join(" "), serde_json::json!({}), false))
+        let json = words.iter().any(|w| w == "--json");
+        commands::command::Command::from_parts(&words[0], serde_json::json!({}))
+            .map(|c| (c, json))
+            .map_err(|e| (e.to_string(), 2))
     }
 
     fn help() -> String {
@@ -113,8 +116,14 @@ mod tests {
             assert!(appliance_help().contains("set_command_line"));
         }
         set_command_line(CommandLine { parse, help });
-        let (name, _, json) = parse_remote(vec!["status".into(), "detail".into()]).unwrap();
-        assert_eq!((name.as_str(), json), ("status detail", false));
+        let (command, json) = parse_remote(vec!["status".into(), "--json".into()]).unwrap();
+        assert_eq!(
+            (command, json),
+            (
+                commands::command::Command::from_parts("status", serde_json::json!({})).unwrap(),
+                true
+            )
+        );
         assert_eq!(appliance_help(), "Commands: test\n");
     }
 }

@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use pvo::cli::{confirm, prompt};
-use pvo::{admin, clamd, cli, config, cpq, node, quickstart};
+use pvo::{admin, clamd, cli, commands, config, cpq, node, quickstart};
 
 #[derive(Parser)]
 #[command(
@@ -312,17 +312,16 @@ fn main() {
 
 /// Runs one appliance command against the node of `dir`.
 fn admin_command(dir: &std::path::Path, json: bool, cmd: Command) -> Result<()> {
-    let (name, args) = admin_request(cmd)?;
-    admin::client::run(dir, name, args, json)
+    admin::client::run(dir, admin_request(cmd)?, json)
 }
 
 /// An appliance command line that arrived over SSH (words after the program name),
-/// parsed by the same definitions as the CLI: the admin request and whether `--json`
+/// parsed by the same definitions as the CLI: the command and whether `--json`
 /// was given; or the text to print instead and the exit code the CLI would have:
 /// 0 for help, 2 for a usage error, 1 for anything else.
 pub fn parse_remote(
     words: Vec<String>,
-) -> Result<(String, serde_json::Value, bool), (String, u32)> {
+) -> Result<(commands::command::Command, bool), (String, u32)> {
     cli::with_remote(|| {
         let argv = std::iter::once("pvo".to_string()).chain(words);
         let parsed = match Cli::try_parse_from(argv) {
@@ -343,7 +342,7 @@ pub fn parse_remote(
                 2,
             )),
             other => admin_request(other)
-                .map(|(name, args)| (name.to_string(), args, json))
+                .map(|command| (command, json))
                 .map_err(|e| (format!("{e:#}"), 1)),
         }
     })
@@ -375,8 +374,9 @@ pub fn appliance_help() -> String {
     out
 }
 
-/// The admin request (command name, JSON arguments) of an appliance command.
-fn admin_request(cmd: Command) -> Result<(&'static str, serde_json::Value)> {
+/// The typed command of an appliance command line: its name and JSON arguments, read
+/// by the one parser of commands.
+fn admin_request(cmd: Command) -> Result<commands::command::Command> {
     use serde_json::json;
     let (name, args) = match cmd {
         Command::Status { detail } => {
@@ -437,7 +437,7 @@ fn admin_request(cmd: Command) -> Result<(&'static str, serde_json::Value)> {
             unreachable!("handled in main")
         }
     };
-    Ok((name, args))
+    Ok(commands::command::Command::from_parts(name, args)?)
 }
 
 /// `pvo avscan`: scan files with clamd and print the verdicts; exit 1 if any

@@ -267,12 +267,9 @@ async fn migration_wizard(manager: &crate::node::Node) -> Result<()> {
             serde_json::json!({ "comment": "quickstart: migration wizard (automatic)" }),
         ),
     ] {
-        let req = Request {
-            command: command.to_string(),
-            args,
-            user: String::new(),
-            auth: None,
-        };
+        let req = Request::new(crate::commands::command::Command::from_parts(
+            command, args,
+        )?);
         let r = crate::commands::dispatch_as(shared, req, &admin).await;
         if !r.ok {
             anyhow::bail!("{command}: {}", r.text.trim());
@@ -309,16 +306,11 @@ async fn ssh_access(
     }
     let admin = Identity::local_admin();
     let run = |shared: &std::sync::Arc<crate::state::Shared>, command: &str, args| {
-        let req = Request {
-            command: command.to_string(),
-            args,
-            user: String::new(),
-            auth: None,
-        };
+        let req = crate::commands::command::Command::from_parts(command, args).map(Request::new);
         let shared = shared.clone();
         let admin = admin.clone();
         async move {
-            let r = dispatch_as(&shared, req, &admin).await;
+            let r = dispatch_as(&shared, req?, &admin).await;
             if r.ok {
                 Ok(r)
             } else {

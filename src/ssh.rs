@@ -469,7 +469,7 @@ async fn run_line(shared: &Arc<Shared>, id: &Identity, line: &str) -> Ran {
         words
     };
     let parsed = tokio::task::spawn_blocking(move || crate::parse_remote(words)).await;
-    let (command, args, json) = match parsed {
+    let (command, json) = match parsed {
         Ok(Ok(p)) => p,
         Ok(Err((text, code))) => {
             return Ran::Output {
@@ -500,7 +500,6 @@ async fn run_line(shared: &Arc<Shared>, id: &Identity, line: &str) -> Ran {
     };
     let req = Request {
         command,
-        args,
         user: id.user.clone(),
         auth: None,
     };

@@ -80,12 +80,9 @@ fn start(rt: &tokio::runtime::Runtime, dir: &Path) -> Node {
 /// Runs `command` with `args` on `node` as the local Administrator, the way the admin
 /// socket hands a request to the node; panics unless it succeeds; its `data`.
 fn dispatch(rt: &tokio::runtime::Runtime, node: &Node, command: &str, args: Value) -> Value {
-    let req = Request {
-        command: command.to_string(),
-        args,
-        user: String::new(),
-        auth: None,
-    };
+    let typed = pvo::commands::command::Command::from_parts(command, args)
+        .unwrap_or_else(|e| panic!("{command}: {e}"));
+    let req = Request::new(typed);
     let resp = rt.block_on(pvo::commands::dispatch(&node.shared, req));
     assert!(resp.ok, "{command}: {}", resp.text);
     resp.data

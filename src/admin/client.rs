@@ -8,6 +8,7 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 
 use super::{socket_path, Credentials, Request, Response};
+use crate::commands::command::Command;
 
 /// The node user of this command line (`pvo --user NAME`), set once by `main`.
 static CREDENTIALS: std::sync::OnceLock<Credentials> = std::sync::OnceLock::new();
@@ -92,15 +93,14 @@ pub fn call(dir: &Path, request: &Request) -> Result<Response> {
 }
 
 /// Runs a command and prints it the way the user asked; exit code 1 on failure.
-pub fn run(dir: &Path, command: &str, args: serde_json::Value, json: bool) -> Result<()> {
+pub fn run(dir: &Path, command: Command, json: bool) -> Result<()> {
     let user = std::env::var("SUDO_USER")
         .or_else(|_| std::env::var("USER"))
         .unwrap_or_else(|_| "admin".into());
     let resp = call(
         dir,
         &Request {
-            command: command.to_string(),
-            args,
+            command,
             user,
             auth: credentials()?,
         },

@@ -13,18 +13,67 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+pub use crate::commands::command::ErrorKind;
+use crate::commands::command::{Command, CommandError};
+
+/// One command and who runs it. On the socket it is one JSON line
+/// `{"command": NAME, "args": {..}, "user": .., "auth": ..}` ([`RawRequest`]).
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(try_from = "RawRequest", into = "RawRequest")]
 pub struct Request {
+    pub command: Command,
+    /// Who runs the command: the local OS user on the way in; the node sets it to the
+    /// authenticated user before any handler runs.
+    pub user: String,
+    /// `pvo --user NAME`: run as this node user instead of the local superuser.
+    pub auth: Option<Credentials>,
+}
+
+impl Request {
+    /// `command` run by nobody in particular: the channel's identity says who.
+    pub fn new(command: Command) -> Request {
+        Request {
+            command,
+            user: String::new(),
+            auth: None,
+        }
+    }
+}
+
+/// The wire form of a [`Request`], before its command is checked.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RawRequest {
     pub command: String,
     #[serde(default)]
     pub args: serde_json::Value,
-    /// Who runs the command: the local OS user on the way in; the node sets it to the
-    /// authenticated user before any handler runs.
     #[serde(default)]
     pub user: String,
-    /// `pvo --user NAME`: run as this node user instead of the local superuser.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub auth: Option<Credentials>,
+}
+
+impl TryFrom<RawRequest> for Request {
+    type Error = CommandError;
+
+    fn try_from(r: RawRequest) -> Result<Request, CommandError> {
+        Ok(Request {
+            command: Command::from_parts(&r.command, r.args)?,
+            user: r.user,
+            auth: r.auth,
+        })
+    }
+}
+
+impl From<Request> for RawRequest {
+    fn from(r: Request) -> RawRequest {
+        let parts = r.command.to_parts();
+        RawRequest {
+            command: parts.command,
+            args: parts.args,
+            user: r.user,
+            auth: r.auth,
+        }
+    }
 }
 
 /// A node user's name and password, checked by the node (`commands::dispatch`).
@@ -41,25 +90,6 @@ impl std::fmt::Debug for Credentials {
             .field("user", &self.user)
             .finish_non_exhaustive()
     }
-}
-
-/// What kind of failure a reply is: channels that answer with codes (the REST API's
-/// HTTP status) take it from here, never from the wording.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum ErrorKind {
-    /// The caller's role may not do this.
-    Forbidden,
-    /// What the command names does not exist.
-    NotFound,
-    /// The command or one of its arguments is wrong.
-    Invalid,
-    /// The command clashes with the current state (a change made meanwhile, a name in use).
-    Conflict,
-    /// Too much at once: try again later.
-    Busy,
-    /// Something the command needs (a peer, a store) cannot be reached now.
-    Unavailable,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, Default)]
@@ -102,6 +132,54 @@ impl Response {
     }
 }
 
+/// A failed command's reply: its kind and its wording.
+impl From<CommandError> for Response {
+    fn from(e: CommandError) -> Response {
+        Response::fail(e.kind, e.text)
+    }
+}
+
 pub fn socket_path(data_dir: &Path) -> PathBuf {
     data_dir.join("run").join("admin.sock")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn requests_keep_their_wire_form() {
+        let cases = [
+            ("status", json!({ "detail": true })),
+            ("quarantine", json!({ "action": "show", "mid": 482 })),
+            ("deliveryconfig", json!({ "max_concurrency": 40 })),
+            (
+                "userconfig",
+                json!({ "action": "role", "sub": "new", "name": "Desk" }),
+            ),
+        ];
+        for (name, args) in cases {
+            let c = Command::from_parts(name, args.clone()).unwrap();
+            let line = serde_json::to_string(&Request::new(c.clone())).unwrap();
+            let raw: RawRequest = serde_json::from_str(&line).unwrap();
+            assert_eq!((raw.command.as_str(), &raw.args), (name, &args), "{line}");
+            assert_eq!(Request::try_from(raw).unwrap().command, c);
+        }
+        let raw: RawRequest = serde_json::from_str(r#"{"command":"reboot"}"#).unwrap();
+        let e = Request::try_from(raw).unwrap_err();
+        assert_eq!(
+            (e.kind, e.text.as_str()),
+            (ErrorKind::Invalid, "Unknown command: reboot")
+        );
+    }
+
+    #[test]
+    fn errors_become_replies_of_their_kind() {
+        let r = Response::from(CommandError::not_found("There is no commit 9"));
+        assert!(!r.ok);
+        assert_eq!(r.kind, Some(ErrorKind::NotFound));
+        assert_eq!(r.text, "There is no commit 9");
+        assert_eq!(r.data, json!({ "error": "There is no commit 9" }));
+    }
 }

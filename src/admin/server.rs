@@ -7,7 +7,7 @@ use anyhow::{Context, Result};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::UnixListener;
 
-use super::{socket_path, Request, Response};
+use super::{socket_path, RawRequest, Request, Response};
 use crate::state::Shared;
 
 /// Binds `run/admin.sock` (replacing a stale one) and serves it.
@@ -33,8 +33,11 @@ pub fn start(shared: Arc<Shared>) -> Result<()> {
                 let (r, mut w) = stream.into_split();
                 let mut lines = BufReader::new(r).lines();
                 while let Ok(Some(line)) = lines.next_line().await {
-                    let resp = match serde_json::from_str::<Request>(&line) {
-                        Ok(req) => crate::commands::dispatch(&shared, req).await,
+                    let resp = match serde_json::from_str::<RawRequest>(&line) {
+                        Ok(raw) => match Request::try_from(raw) {
+                            Ok(req) => crate::commands::dispatch(&shared, req).await,
+                            Err(e) => Response::from(e),
+                        },
                         Err(e) => Response::error(format!("malformed admin request: {e}")),
                     };
                     let mut out = serde_json::to_vec(&resp).unwrap_or_default();

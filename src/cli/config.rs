@@ -399,8 +399,7 @@ fn ask_node(command: &str) -> Result<crate::admin::Response> {
     let resp = crate::admin::client::call(
         &data_dir(),
         &crate::admin::Request {
-            command: command.to_string(),
-            args: json!({}),
+            command: crate::commands::command::Command::from_parts(command, json!({}))?,
             user,
             auth: crate::admin::client::credentials()?,
         },

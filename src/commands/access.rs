@@ -2,13 +2,16 @@
 //! checked by [`super::dispatch_as`] before any handler runs, and what goes into the
 //! audit trail afterwards.
 //!
-//! A command missing from the table needs Administrator, so a new command is closed
-//! until someone decides otherwise. The roles behind each permission are in
+//! The table is an exhaustive match on [`Command`]: a new command does not compile
+//! until someone decides what it needs. The roles behind each permission are in
 //! `crate::users` (its module documentation has the whole matrix).
 
 use serde_json::Value;
 
-use super::arg_str;
+use super::command::{
+    text, ApplianceAction, Command, DeliveryConfigCmd, List, ListAction, ListenerAction, PvoAction,
+    QuarantineCmd, RouteAction, SslConfigCmd, UserAction, UserSub,
+};
 use crate::admin::Response;
 use crate::users::{roles_with, Identity, Perm, RoleDef};
 
@@ -29,65 +32,88 @@ impl Need {
     }
 }
 
-/// The table: command name (and for some, the action) to what it needs.
-pub fn required(command: &str, args: &Value, user: &str) -> Need {
-    let action = arg_str(args, "action");
-    let listing = action.is_none_or(|a| a == "list");
+/// The table: each command (and for some, its action) to what it needs. An exhaustive
+/// match, so a new command or action does not compile until someone decides.
+pub fn required(command: &Command, user: &str) -> Need {
+    use Command as C;
+    let monitor = Need::perm(Perm::Monitor);
+    let operate = Need::perm(Perm::Operate);
+    let configure = Need::perm(Perm::Configure);
+    let read_if = |read: bool| if read { monitor } else { configure };
     match command {
         // Read-only system commands.
-        "status" | "tophosts" | "hoststatus" | "showrecipients" | "outbreakstatus"
-        | "commitdetail" | "showconfig" | "telnet" | "tlsverify" | "diagnose" => {
-            Need::perm(Perm::Monitor)
-        }
-        "pvoconfig" | "applianceconfig" if action == Some("status") => Need::perm(Perm::Monitor),
-        "interfaceconfig" | "listenerconfig" | "smtproutes" | "quarantineconfig" if listing => {
-            Need::perm(Perm::Monitor)
-        }
-        "deliveryconfig"
-            if args.get("interface").is_none_or(Value::is_null)
-                && args.get("max_concurrency").is_none_or(Value::is_null) =>
-        {
-            Need::perm(Perm::Monitor)
-        }
-        "sslconfig"
-            if ["direction", "versions", "ciphers"]
-                .iter()
-                .all(|k| args.get(*k).is_none_or(Value::is_null)) =>
-        {
-            Need::perm(Perm::Monitor)
-        }
+        C::Status(_)
+        | C::TopHosts(_)
+        | C::HostStatus(_)
+        | C::ShowRecipients(_)
+        | C::OutbreakStatus(_)
+        | C::CommitDetail(_)
+        | C::ShowConfig(_)
+        | C::Telnet(_)
+        | C::TlsVerify(_)
+        | C::Diagnose(_) => monitor,
+        C::PvoConfig(a) => read_if(a.action == PvoAction::Status),
+        C::ApplianceConfig(a) => read_if(a.action == ApplianceAction::Status),
+        C::InterfaceConfig(a) => read_if(a.action == ListAction::List),
+        C::ListenerConfig(a) => read_if(a.action == ListenerAction::List),
+        C::SmtpRoutes(a) => read_if(a.action == RouteAction::List),
+        C::QuarantineConfig(a) => read_if(a.action == ListAction::List),
+        C::DeliveryConfig(DeliveryConfigCmd::Show) => monitor,
+        C::DeliveryConfig(DeliveryConfigCmd::Set { .. }) => configure,
+        C::SslConfig(SslConfigCmd::Show | SslConfigCmd::Verify) => monitor,
+        C::SslConfig(SslConfigCmd::Set { .. }) => configure,
         // The running state, not the settings.
-        "suspend" | "resume" | "suspendlisteners" | "resumelisteners" | "suspenddel"
-        | "resumedel" | "resetcounters" | "delivernow" | "deleterecipients"
-        | "bouncerecipients" | "redirectrecipients" => Need::perm(Perm::Operate),
-        "quarantine" => match action.unwrap_or("") {
-            "search" | "show" => Need::perm(Perm::QuarantineView),
-            "release" | "delete" | "delay" | "move" | "manage-by-rule" => {
-                Need::perm(Perm::QuarantineAct)
-            }
-            "copy" => Need::perm(Perm::SendCopy),
-            _ => Need::perm(Perm::Configure),
+        C::Suspend(_)
+        | C::Resume(_)
+        | C::SuspendListeners(_)
+        | C::ResumeListeners(_)
+        | C::SuspendDel(_)
+        | C::ResumeDel(_)
+        | C::ResetCounters(_)
+        | C::DeliverNow(_)
+        | C::DeleteRecipients(_)
+        | C::BounceRecipients(_)
+        | C::RedirectRecipients(_) => operate,
+        C::Quarantine(q) => match q {
+            QuarantineCmd::Search(_) | QuarantineCmd::Show(_) => Need::perm(Perm::QuarantineView),
+            QuarantineCmd::Release(_)
+            | QuarantineCmd::Delete(_)
+            | QuarantineCmd::Delay(_)
+            | QuarantineCmd::Move(_)
+            | QuarantineCmd::ManageByRule(_) => Need::perm(Perm::QuarantineAct),
+            QuarantineCmd::Copy(_) => Need::perm(Perm::SendCopy),
+            QuarantineCmd::Sweep(_) => configure,
         },
-        "userconfig" => {
-            let own = arg_str(args, "name").is_some_and(|n| n.eq_ignore_ascii_case(user));
-            match action.unwrap_or("list") {
-                "password" | "sshkey" | "token" if own => Need {
+        C::UserConfig(a) => {
+            let own = text(&a.name).is_some_and(|n| n.eq_ignore_ascii_case(user));
+            match a.action {
+                UserAction::Password | UserAction::Sshkey | UserAction::Token if own => Need {
                     perm: None,
                     what: "",
                 },
-                _ => Need {
+                UserAction::List
+                | UserAction::New
+                | UserAction::Edit
+                | UserAction::Delete
+                | UserAction::Password
+                | UserAction::Role
+                | UserAction::Sshkey
+                | UserAction::Token => Need {
                     perm: Some(Perm::Configure),
                     what: "manage users and roles",
                 },
             }
         }
-        "auditlog" => Need {
+        C::AuditLog(_) => Need {
             perm: Some(Perm::Configure),
             what: "read the audit log",
         },
-        // commit, rollback, clearchanges, every change of settings, outbreakupdate,
-        // quarantine sweep, cpqenroll, applianceconfig, pvoconfig, and anything new.
-        _ => Need::perm(Perm::Configure),
+        C::Commit(_)
+        | C::Rollback(_)
+        | C::ClearChanges(_)
+        | C::CpqEnroll(_)
+        | C::OutbreakUpdate(_)
+        | C::CpqCert(_) => configure,
     }
 }
 
@@ -115,39 +141,47 @@ pub fn check(need: Need, id: &Identity, role: Option<&RoleDef>) -> Result<(), St
 
 /// What the audit trail records of a command: `None` for reads that are not a view of
 /// a message (status, search, listings).
-pub fn audit_action(command: &str, args: &Value, need: Need) -> Option<String> {
-    let action = arg_str(args, "action").unwrap_or("");
+pub fn audit_action(command: &Command, need: Need) -> Option<String> {
     match command {
-        "quarantine" => match action {
-            "show" => Some("view".into()),
-            "search" => None,
-            other => Some(other.to_string()),
-        },
-        "userconfig" => Some(match action {
-            "role" | "sshkey" | "token" => {
-                format!("{action}-{}", arg_str(args, "sub").unwrap_or("list"))
+        Command::Quarantine(QuarantineCmd::Show(_)) => Some("view".into()),
+        Command::Quarantine(QuarantineCmd::Search(_)) => None,
+        Command::Quarantine(q) => Some(q.name().to_string()),
+        Command::UserConfig(a) => Some(match a.action {
+            UserAction::Role | UserAction::Sshkey | UserAction::Token => {
+                format!("{}-{}", a.action.name(), a.sub.unwrap_or_default().name())
             }
-            "" => "user-list".into(),
-            other => format!("user-{other}"),
+            other => format!("user-{}", other.name()),
         })
         .filter(|a| !a.ends_with("-list")),
-        "auditlog" => None,
+        Command::AuditLog(_) => None,
         _ if need.perm == Some(Perm::Monitor) => None,
-        other => Some(other.to_string()),
+        other => Some(other.name()),
     }
 }
 
-/// The MIDs a command named or acted on: `mids`/`mid` of the request, else those in the
-/// answer's results (an action on every result of a search).
-pub fn mids_of(args: &Value, resp: &Response) -> Vec<u64> {
-    let mut mids: Vec<u64> = args
-        .get("mids")
-        .and_then(Value::as_array)
-        .map(|a| a.iter().filter_map(Value::as_u64).collect())
-        .unwrap_or_default();
-    if let Some(m) = args.get("mid").and_then(Value::as_u64) {
-        mids.push(m);
+/// The command as the audit trail names it: the command and its action.
+pub fn audit_command(command: &Command) -> String {
+    match command.action() {
+        Some(a) => format!("{} {a}", command.name()),
+        None => command.name(),
     }
+}
+
+/// The MIDs a command named or acted on: those of the request, else those in the
+/// answer's results (an action on every result of a search).
+pub fn mids_of(command: &Command, resp: &Response) -> Vec<u64> {
+    let mut mids: Vec<u64> = match command {
+        Command::Quarantine(
+            QuarantineCmd::Release(a)
+            | QuarantineCmd::Delete(a)
+            | QuarantineCmd::Delay(a)
+            | QuarantineCmd::Move(a),
+        ) => a.mids.clone(),
+        Command::Quarantine(QuarantineCmd::Show(a)) => a.mid.into_iter().collect(),
+        Command::Quarantine(QuarantineCmd::Copy(a)) => a.mid.into_iter().collect(),
+        Command::AuditLog(a) => a.mid.into_iter().collect(),
+        _ => Vec::new(),
+    };
     if mids.is_empty() {
         if let Some(rs) = resp.data.get("results").and_then(Value::as_array) {
             mids.extend(
@@ -159,58 +193,86 @@ pub fn mids_of(args: &Value, resp: &Response) -> Vec<u64> {
     mids
 }
 
+/// The quarantine named by a search's filters.
+fn searched(query: &Value) -> Option<&str> {
+    query["quarantine"].as_str().filter(|s| !s.is_empty())
+}
+
 /// The quarantine a command was about, for the audit trail.
-pub fn quarantine_of(args: &Value) -> Option<String> {
-    let from = arg_str(args, "from").or_else(|| arg_str(args, "quarantine"));
-    let q = from.or_else(|| {
-        args["query"]["quarantine"]
-            .as_str()
-            .filter(|s| !s.is_empty())
-    });
-    match (q, arg_str(args, "to")) {
-        (Some(f), Some(t)) if arg_str(args, "action") == Some("move") => {
-            Some(format!("{f} -> {t}"))
+pub fn quarantine_of(command: &Command) -> Option<String> {
+    match command {
+        Command::Quarantine(QuarantineCmd::Move(a)) => {
+            let q = text(&a.from)
+                .or_else(|| text(&a.quarantine))
+                .or_else(|| searched(&a.query));
+            match (q, text(&a.to)) {
+                (Some(f), Some(t)) => Some(format!("{f} -> {t}")),
+                (q, _) => q.map(str::to_string),
+            }
         }
-        (q, _) => q.map(str::to_string),
+        Command::Quarantine(
+            QuarantineCmd::Release(a) | QuarantineCmd::Delete(a) | QuarantineCmd::Delay(a),
+        ) => text(&a.from)
+            .or_else(|| text(&a.quarantine))
+            .or_else(|| searched(&a.query))
+            .map(str::to_string),
+        Command::Quarantine(QuarantineCmd::Search(a)) => searched(&a.query).map(str::to_string),
+        _ => None,
     }
 }
 
 /// A short detail for the audit trail: never arguments wholesale (they may hold
 /// passwords), only the few that say what was done.
-pub fn detail_of(command: &str, args: &Value, resp: &Response) -> String {
+pub fn detail_of(command: &Command, resp: &Response) -> String {
     if !resp.ok {
         let first = resp.text.lines().next().unwrap_or("");
         return first.chars().take(300).collect();
     }
     let mut parts = Vec::new();
-    if command == "commit" {
-        if let Some(c) = arg_str(args, "comment") {
-            parts.push(format!(
-                "comment: {}",
-                c.chars().take(200).collect::<String>()
-            ));
-        }
-    }
-    for key in ["by", "what", "rule", "sub"] {
-        if let Some(v) = arg_str(args, key) {
+    let mut add = |key: &str, v: Option<&str>| {
+        if let Some(v) = v.filter(|v| !v.is_empty()) {
             parts.push(format!("{key} {v}"));
         }
-    }
-    if command == "userconfig" {
-        for key in ["name", "role"] {
-            if let Some(v) = arg_str(args, key) {
-                parts.push(format!("{key} {v}"));
+    };
+    match command {
+        Command::Commit(a) => {
+            if let Some(c) = text(&a.comment) {
+                add("comment:", Some(&c.chars().take(200).collect::<String>()));
             }
         }
+        Command::Quarantine(
+            QuarantineCmd::Release(a)
+            | QuarantineCmd::Delete(a)
+            | QuarantineCmd::Delay(a)
+            | QuarantineCmd::Move(a),
+        ) => add("by", text(&a.by)),
+        Command::Quarantine(QuarantineCmd::ManageByRule(a)) => {
+            add("by", text(&a.by));
+            add("what", text(&a.what));
+            add("rule", text(&a.rule));
+        }
+        Command::UserConfig(a) => {
+            add("sub", a.sub.map(UserSub::name));
+            add("name", text(&a.name));
+            add("role", text(&a.role));
+        }
+        _ => {}
     }
-    if command == "quarantine" && arg_str(args, "action") == Some("copy") {
-        if let Some(to) = args.get("to").and_then(Value::as_array) {
-            let list: Vec<&str> = to.iter().filter_map(Value::as_str).collect();
-            parts.push(format!("to {}", list.join(", ")));
+    if let Command::Quarantine(QuarantineCmd::Copy(a)) = command {
+        if let Some(to) = a.to.as_ref().and_then(List::array) {
+            parts.push(format!("to {}", to.join(", ")));
         }
     }
-    if args.get("all_results").and_then(Value::as_bool) == Some(true) {
-        parts.push("all results of a search".into());
+    if let Command::Quarantine(
+        QuarantineCmd::Release(a)
+        | QuarantineCmd::Delete(a)
+        | QuarantineCmd::Delay(a)
+        | QuarantineCmd::Move(a),
+    ) = command
+    {
+        if a.all_results {
+            parts.push("all results of a search".into());
+        }
     }
     parts.join("; ")
 }
@@ -230,8 +292,14 @@ mod tests {
         }
     }
 
+    fn cmd(command: &str, args: Value) -> Command {
+        Command::from_parts(command, args).unwrap()
+    }
+
+    /// An unknown command is refused before the table (by [`Command::from_parts`]).
     fn run(role: Builtin, command: &str, args: Value) -> Result<(), String> {
-        let need = required(command, &args, "u");
+        let c = Command::from_parts(command, args).map_err(|e| e.text)?;
+        let need = required(&c, "u");
         check(need, &who(role.name()), Some(&RoleDef::Builtin(role)))
     }
 
@@ -305,9 +373,9 @@ mod tests {
             view_only: false,
             matched_content: false,
         });
-        let need = required("quarantine", &q("release"), "u");
+        let need = required(&cmd("quarantine", q("release")), "u");
         assert!(check(need, &who("hd"), Some(&custom)).is_ok());
-        let need = required("status", &json!({}), "u");
+        let need = required(&cmd("status", json!({})), "u");
         assert!(check(need, &who("hd"), Some(&custom)).is_err());
         assert!(check(need, &who("gone"), None)
             .unwrap_err()
@@ -315,29 +383,100 @@ mod tests {
     }
 
     #[test]
-    fn audit_names() {
-        let need = |c: &str, a: &Value| required(c, a, "u");
-        let a = json!({ "action": "show", "mid": 4 });
+    fn reads_and_changes_need_different_permissions() {
+        use Builtin::*;
+        let cases: Vec<(Builtin, &str, Value, bool)> = vec![
+            (
+                ReadOnlyOperator,
+                "deliveryconfig",
+                json!({ "interface": null }),
+                true,
+            ),
+            (
+                ReadOnlyOperator,
+                "deliveryconfig",
+                json!({ "max_concurrency": 5 }),
+                false,
+            ),
+            (Operator, "sslconfig", json!({ "action": "verify" }), true),
+            (
+                Operator,
+                "sslconfig",
+                json!({ "direction": "inbound" }),
+                false,
+            ),
+            (Operator, "smtproutes", json!({}), true),
+            (Operator, "smtproutes", json!({ "action": "clear" }), false),
+            (
+                Operator,
+                "quarantineconfig",
+                json!({ "action": "list" }),
+                true,
+            ),
+            (
+                Operator,
+                "quarantineconfig",
+                json!({ "action": "delete", "name": "X" }),
+                false,
+            ),
+            (
+                Operator,
+                "applianceconfig",
+                json!({ "action": "new" }),
+                false,
+            ),
+            (
+                Guest,
+                "userconfig",
+                json!({ "action": "sshkey", "sub": "add", "name": "u" }),
+                true,
+            ),
+            (
+                Guest,
+                "userconfig",
+                json!({ "action": "role", "name": "u" }),
+                false,
+            ),
+            (Technician, "resume", json!({}), true),
+            (Guest, "resume", json!({}), false),
+            (Operator, "cpqcert", json!({}), false),
+            (Administrator, "auditlog", json!({}), true),
+        ];
+        for (role, cmd, args, ok) in cases {
+            assert_eq!(
+                run(role, cmd, args.clone()).is_ok(),
+                ok,
+                "{role:?} {cmd} {args}"
+            );
+        }
         assert_eq!(
-            audit_action("quarantine", &a, need("quarantine", &a)).as_deref(),
+            run(Operator, "auditlog", json!({})).unwrap_err(),
+            "Role \"Operator\" cannot read the audit log; it needs Administrator."
+        );
+    }
+
+    #[test]
+    fn audit_names() {
+        let action = |c: &str, a: Value| {
+            let c = cmd(c, a);
+            audit_action(&c, required(&c, "u"))
+        };
+        assert_eq!(
+            action("quarantine", json!({ "action": "show", "mid": 4 })).as_deref(),
             Some("view")
         );
-        let a = json!({ "action": "search" });
-        assert_eq!(audit_action("quarantine", &a, need("quarantine", &a)), None);
-        let a = json!({});
-        assert_eq!(audit_action("status", &a, need("status", &a)), None);
+        assert_eq!(action("quarantine", json!({ "action": "search" })), None);
+        assert_eq!(action("status", json!({})), None);
+        assert_eq!(action("commit", json!({})).as_deref(), Some("commit"));
         assert_eq!(
-            audit_action("commit", &a, need("commit", &a)).as_deref(),
-            Some("commit")
-        );
-        let a = json!({ "action": "role", "sub": "new" });
-        assert_eq!(
-            audit_action("userconfig", &a, need("userconfig", &a)).as_deref(),
+            action("userconfig", json!({ "action": "role", "sub": "new" })).as_deref(),
             Some("role-new")
         );
-        let a = json!({ "action": "list" });
-        assert_eq!(audit_action("userconfig", &a, need("userconfig", &a)), None);
-        let a = json!({ "action": "move", "mids": [1, 2], "from": "Policy", "to": "Virus" });
+        assert_eq!(action("userconfig", json!({ "action": "list" })), None);
+        let a = cmd(
+            "quarantine",
+            json!({ "action": "move", "mids": [1, 2], "from": "Policy", "to": "Virus" }),
+        );
         assert_eq!(quarantine_of(&a).as_deref(), Some("Policy -> Virus"));
         assert_eq!(mids_of(&a, &Response::ok("", json!({}))), vec![1, 2]);
     }

@@ -21,8 +21,12 @@ use std::sync::Arc;
 
 use serde_json::{json, Value as Json};
 
-use super::{arg_bool, arg_str, arg_u64};
-use crate::admin::{Request, Response};
+use super::command::{
+    text, CommandError, CommitArgs, CpqEnrollArgs, DeliveryConfigCmd, InterfaceArgs, List,
+    ListAction, ListenerAction, ListenerArgs, NoArgs, RollbackArgs, RouteAction, RouteArgs,
+    ShowconfigArgs, SslConfigCmd,
+};
+use crate::admin::{ErrorKind, Request, Response};
 use crate::config::{Config, RouteTarget, SenderPattern, TlsVersion};
 use crate::config_store::{self, normalize_domain, quoted_list, Change, Doc, Store};
 use crate::mail_log::ctime;
@@ -30,33 +34,25 @@ use crate::state::Shared;
 
 const PENDING_NOTE: &str = "Changes pending. Use `pvo commit` to apply them.";
 
-type Handler = fn(&Arc<Shared>, &Request) -> Response;
-
-/// Handles a configuration command; `None` if `req.command` is not one.
-pub async fn dispatch(shared: &Arc<Shared>, req: &Request) -> Option<Response> {
-    let handler: Handler = match req.command.as_str() {
-        "commit" => commit,
-        "commitdetail" => commitdetail,
-        "rollback" => rollback,
-        "clearchanges" => clearchanges,
-        "showconfig" => showconfig,
-        "deliveryconfig" => deliveryconfig,
-        "sslconfig" => sslconfig,
-        "interfaceconfig" => interfaceconfig,
-        "listenerconfig" => listenerconfig,
-        "smtproutes" => smtproutes,
-        "cpqenroll" => cpqenroll,
-        _ => return None,
-    };
-    let (s, r) = (shared.clone(), req.clone());
+/// Runs a configuration command's handler on the blocking pool, one at a time.
+pub async fn one_at_a_time<A: Clone + Send + 'static>(
+    shared: &Arc<Shared>,
+    req: &Request,
+    args: &A,
+    handler: fn(&Arc<Shared>, &Request, &A) -> Response,
+) -> Response {
+    let (s, r, a) = (shared.clone(), req.clone(), args.clone());
     let answer = tokio::task::spawn_blocking(move || {
         let _one_at_a_time = config_store::lock();
-        handler(&s, &r)
+        handler(&s, &r, &a)
     })
     .await;
-    Some(answer.unwrap_or_else(|e| {
-        Response::error(format!("{} failed inside the node: {e}", req.command))
-    }))
+    answer.unwrap_or_else(|e| {
+        Response::error(format!(
+            "{} failed inside the node: {e}",
+            req.command.name()
+        ))
+    })
 }
 
 fn store(shared: &Shared) -> Store {
@@ -68,26 +64,6 @@ fn user(req: &Request) -> String {
         "unknown".to_string()
     } else {
         req.user.trim().to_string()
-    }
-}
-
-/// A list argument: a JSON array of strings, or one comma-separated string.
-fn arg_list(args: &Json, key: &str) -> Option<Vec<String>> {
-    match args.get(key)? {
-        Json::Array(a) => Some(
-            a.iter()
-                .filter_map(|v| v.as_str())
-                .map(|s| s.trim().to_string())
-                .filter(|s| !s.is_empty())
-                .collect(),
-        ),
-        Json::String(s) => Some(
-            s.split(',')
-                .map(|s| s.trim().to_string())
-                .filter(|s| !s.is_empty())
-                .collect(),
-        ),
-        _ => None,
     }
 }
 
@@ -131,7 +107,7 @@ fn pending_label(pending: bool) -> &'static str {
 pub(crate) fn edit(
     shared: &Shared,
     req: &Request,
-    edit: impl FnOnce(&Config, &mut Doc) -> Result<String, String>,
+    edit: impl FnOnce(&Config, &mut Doc) -> Result<String, CommandError>,
 ) -> Response {
     let w = match working(shared) {
         Ok(w) => w,
@@ -143,7 +119,7 @@ pub(crate) fn edit(
     };
     let summary = match edit(&w.cfg, &mut doc) {
         Ok(s) => s,
-        Err(e) => return Response::error(e),
+        Err(e) => return Response::from(e),
     };
     let text = doc.text();
     if let Err(e) = w.store.parse(&text, &w.store.pending_path()) {
@@ -166,7 +142,7 @@ pub(crate) fn edit(
     let change = Change {
         time: config_store::now(),
         user: user(req),
-        command: req.command.clone(),
+        command: req.command.name(),
         summary: summary.replace('\n', "; "),
     };
     if let Err(e) = w.store.save_pending(&text, change) {
@@ -279,7 +255,7 @@ fn entry_json(e: &config_store::HistoryEntry) -> Json {
     json!({ "n": e.n, "time": e.time, "time_text": ctime(e.time), "user": e.user, "comment": e.comment, "changes": e.changes })
 }
 
-pub fn commit(shared: &Arc<Shared>, req: &Request) -> Response {
+pub fn commit(shared: &Arc<Shared>, req: &Request, args: &CommitArgs) -> Response {
     let store = store(shared);
     let pending = match store.pending() {
         Ok(Some(p)) => p,
@@ -308,10 +284,7 @@ pub fn commit(shared: &Arc<Shared>, req: &Request) -> Response {
         return not_committed(&store, &why);
     }
     let who = user(req);
-    let comment = arg_str(&req.args, "comment")
-        .unwrap_or("")
-        .trim()
-        .to_string();
+    let comment = text(&args.comment).unwrap_or("").trim().to_string();
     let entry = match store.record(&pending.text, &who, &comment, pending.meta.changes) {
         Ok(e) => e,
         Err(e) => return io_error(e.context(
@@ -332,7 +305,7 @@ pub fn commit(shared: &Arc<Shared>, req: &Request) -> Response {
     )
 }
 
-pub fn clearchanges(shared: &Arc<Shared>, _req: &Request) -> Response {
+pub fn clearchanges(shared: &Arc<Shared>, _req: &Request, _: &NoArgs) -> Response {
     match store(shared).clear_pending() {
         Ok(true) => Response::ok("Changes cleared.", json!({ "cleared": true })),
         Ok(false) => Response::ok(
@@ -403,16 +376,16 @@ fn history_report(store: &Store) -> Result<(String, Json), Response> {
     Ok((t, data))
 }
 
-pub fn commitdetail(shared: &Arc<Shared>, _req: &Request) -> Response {
+pub fn commitdetail(shared: &Arc<Shared>, _req: &Request, _: &NoArgs) -> Response {
     match history_report(&store(shared)) {
         Ok((t, data)) => Response::ok(t, data),
         Err(r) => r,
     }
 }
 
-pub fn rollback(shared: &Arc<Shared>, req: &Request) -> Response {
+pub fn rollback(shared: &Arc<Shared>, req: &Request, args: &RollbackArgs) -> Response {
     let store = store(shared);
-    let Some(n) = arg_u64(&req.args, "n") else {
+    let Some(n) = args.n else {
         return match history_report(&store) {
             Ok((t, data)) => Response::ok(
                 format!("{t}\nUse `pvo rollback N` to go back to commit N."),
@@ -427,17 +400,20 @@ pub fn rollback(shared: &Arc<Shared>, req: &Request) -> Response {
     };
     if !entries.iter().any(|e| e.n == n) {
         let have: Vec<String> = entries.iter().map(|e| e.n.to_string()).collect();
-        return Response::error(format!(
-            "There is no commit {n}; allowed: {} (see `pvo commitdetail`).",
-            have.join(", ")
-        ));
+        return Response::fail(
+            ErrorKind::NotFound,
+            format!(
+                "There is no commit {n}; allowed: {} (see `pvo commitdetail`).",
+                have.join(", ")
+            ),
+        );
     }
     let pending = match store.pending() {
         Ok(p) => p,
         Err(e) => return io_error(e),
     };
     if let Some(p) = &pending {
-        if !arg_bool(&req.args, "yes") {
+        if !args.yes {
             let users = p.meta.users();
             let by = if users.is_empty() {
                 String::new()
@@ -489,9 +465,9 @@ pub fn rollback(shared: &Arc<Shared>, req: &Request) -> Response {
     )
 }
 
-pub fn showconfig(shared: &Arc<Shared>, req: &Request) -> Response {
+pub fn showconfig(shared: &Arc<Shared>, _req: &Request, args: &ShowconfigArgs) -> Response {
     let store = store(shared);
-    let (text, file) = if arg_bool(&req.args, "pending") {
+    let (text, file) = if args.pending {
         match store.pending() {
             Ok(Some(p)) => (p.text, store.pending_path()),
             Ok(None) => return Response::ok("There are no changes pending.", Json::Null),
@@ -531,9 +507,14 @@ fn allowed_interfaces(cfg: &Config, with_auto: bool) -> String {
     names.join(", ")
 }
 
-pub fn deliveryconfig(shared: &Arc<Shared>, req: &Request) -> Response {
-    let interface = arg_str(&req.args, "interface").map(str::to_string);
-    let max = arg_u64(&req.args, "max_concurrency");
+pub fn deliveryconfig(shared: &Arc<Shared>, req: &Request, args: &DeliveryConfigCmd) -> Response {
+    let (interface, max) = match args {
+        DeliveryConfigCmd::Show => (None, None),
+        DeliveryConfigCmd::Set {
+            interface,
+            max_concurrency,
+        } => (text(interface).map(str::to_string), *max_concurrency),
+    };
     if interface.is_none() && max.is_none() {
         let w = match working(shared) {
             Ok(w) => w,
@@ -566,7 +547,8 @@ pub fn deliveryconfig(shared: &Arc<Shared>, req: &Request) -> Response {
                     return Err(format!(
                         "Unknown interface \"{i}\"; allowed: {}.",
                         allowed_interfaces(cfg, true)
-                    ))
+                    )
+                    .into())
                 }
             },
         };
@@ -660,13 +642,20 @@ fn parse_versions(list: &[String]) -> Result<Vec<String>, String> {
     Ok(out)
 }
 
-pub fn sslconfig(shared: &Arc<Shared>, req: &Request) -> Response {
-    let args = &req.args;
-    let versions = arg_list(args, "versions");
-    let ciphers = arg_list(args, "ciphers");
-    if arg_str(args, "action") == Some("verify") {
-        return sslverify(shared);
-    }
+pub fn sslconfig(shared: &Arc<Shared>, req: &Request, args: &SslConfigCmd) -> Response {
+    let (dir_arg, versions, ciphers) = match args {
+        SslConfigCmd::Verify => return sslverify(shared),
+        SslConfigCmd::Show => (None, None, None),
+        SslConfigCmd::Set {
+            direction,
+            versions,
+            ciphers,
+        } => (
+            text(direction),
+            versions.as_ref().map(List::items),
+            ciphers.as_ref().map(List::items),
+        ),
+    };
     if versions.is_none() && ciphers.is_none() {
         let w = match working(shared) {
             Ok(w) => w,
@@ -699,7 +688,7 @@ pub fn sslconfig(shared: &Arc<Shared>, req: &Request) -> Response {
             }),
         );
     }
-    let dir = match arg_str(args, "direction").map(str::to_ascii_lowercase) {
+    let dir = match dir_arg.map(str::to_ascii_lowercase) {
         Some(d) if d == "inbound" || d == "outbound" => d,
         Some(d) => {
             return Response::error(format!(
@@ -836,21 +825,26 @@ fn services_on(cfg: &Config, k: usize) -> Vec<(&'static str, u16)> {
     v
 }
 
-pub fn interfaceconfig(shared: &Arc<Shared>, req: &Request) -> Response {
-    let args = &req.args;
-    let name = arg_str(args, "name").map(str::to_string);
-    let address = arg_str(args, "address").map(str::to_string);
-    let hostname = arg_str(args, "hostname").map(str::to_string);
-    match arg_str(args, "action").unwrap_or("list") {
-        "list" => {
+pub fn interfaceconfig(shared: &Arc<Shared>, req: &Request, args: &InterfaceArgs) -> Response {
+    let name = text(&args.name).map(str::to_string);
+    let address = text(&args.address).map(str::to_string);
+    let hostname = text(&args.hostname).map(str::to_string);
+    match args.action {
+        ListAction::List => {
             let w = match working(shared) {
                 Ok(w) => w,
                 Err(r) => return r,
             };
-            let mut t = format!("Currently configured interfaces{}:\n", pending_label(w.pending));
+            let mut t = format!(
+                "Currently configured interfaces{}:\n",
+                pending_label(w.pending)
+            );
             for (k, i) in w.cfg.interfaces.iter().enumerate() {
                 t.push_str(&format!("{}. {}\n", k + 1, interface_line(i)));
-                let services: Vec<String> = services_on(&w.cfg, k).iter().map(|(n, p)| format!("{n} port {p}")).collect();
+                let services: Vec<String> = services_on(&w.cfg, k)
+                    .iter()
+                    .map(|(n, p)| format!("{n} port {p}"))
+                    .collect();
                 if !services.is_empty() {
                     t.push_str(&format!("   Services: {}\n", services.join(", ")));
                 }
@@ -865,33 +859,41 @@ pub fn interfaceconfig(shared: &Arc<Shared>, req: &Request) -> Response {
             }).collect();
             Response::ok(t, json!({ "interfaces": list, "pending": w.pending }))
         }
-        "new" => {
+        ListAction::New => {
             let (Some(name), Some(address)) = (name, address) else {
                 return Response::error("interfaceconfig new needs --name NAME and --address IP.");
             };
             edit(shared, req, |cfg, doc| {
                 if let Some(k) = cfg.interface_by_name(&name) {
-                    return Err(format!("An interface named {} already exists ({}); use `pvo interfaceconfig edit {}`.", cfg.interfaces[k].name, interface_line(&cfg.interfaces[k]), cfg.interfaces[k].name));
+                    return Err(CommandError::conflict(format!("An interface named {} already exists ({}); use `pvo interfaceconfig edit {}`.", cfg.interfaces[k].name, interface_line(&cfg.interfaces[k]), cfg.interfaces[k].name)));
                 }
                 if name.eq_ignore_ascii_case("auto") {
-                    return Err("\"Auto\" is reserved (the automatic choice of deliveryconfig); allowed: any other name.".to_string());
+                    return Err("\"Auto\" is reserved (the automatic choice of deliveryconfig); allowed: any other name.".to_string().into());
                 }
                 let ip: std::net::IpAddr = address.parse().map_err(|_| format!("\"{address}\" is not an IP address; allowed: an IPv4 or IPv6 address such as 192.0.2.10"))?;
                 doc.interface_new(&name, &ip.to_string(), hostname.as_deref())?;
-                Ok(format!("Interface {name} ({ip}: {}) created.", hostname.as_deref().unwrap_or(&cfg.hostname)))
+                Ok(format!(
+                    "Interface {name} ({ip}: {}) created.",
+                    hostname.as_deref().unwrap_or(&cfg.hostname)
+                ))
             })
         }
-        "edit" => {
+        ListAction::Edit => {
             let Some(name) = name else {
                 return Response::error("interfaceconfig edit needs the name of the interface.");
             };
-            let ssh = arg_str(args, "ssh").map(str::to_string);
-            let https = arg_str(args, "https").map(str::to_string);
+            let ssh = text(&args.ssh).map(str::to_string);
+            let https = text(&args.https).map(str::to_string);
             if address.is_none() && hostname.is_none() && ssh.is_none() && https.is_none() {
                 return Response::error(format!("Nothing to change: give --address IP, --hostname NAME, --ssh PORT|off and/or --https PORT|off for interface {name}."));
             }
             edit(shared, req, |cfg, doc| {
-                let k = cfg.interface_by_name(&name).ok_or_else(|| format!("Unknown interface \"{name}\"; allowed: {}.", allowed_interfaces(cfg, false)))?;
+                let k = cfg.interface_by_name(&name).ok_or_else(|| {
+                    format!(
+                        "Unknown interface \"{name}\"; allowed: {}.",
+                        allowed_interfaces(cfg, false)
+                    )
+                })?;
                 let ip = match &address {
                     Some(a) => Some(a.parse::<std::net::IpAddr>().map_err(|_| format!("\"{a}\" is not an IP address; allowed: an IPv4 or IPv6 address such as 192.0.2.10"))?.to_string()),
                     None => None,
@@ -899,8 +901,20 @@ pub fn interfaceconfig(shared: &Arc<Shared>, req: &Request) -> Response {
                 let i = &cfg.interfaces[k];
                 let mut notes = Vec::new();
                 for (flag, section, label, v, current) in [
-                    ("ssh", "ssh", "SSH", &ssh, cfg.ssh.as_ref().map(|s| s.interface)),
-                    ("https", "web", "HTTPS", &https, cfg.web.as_ref().map(|w| w.interface)),
+                    (
+                        "ssh",
+                        "ssh",
+                        "SSH",
+                        &ssh,
+                        cfg.ssh.as_ref().map(|s| s.interface),
+                    ),
+                    (
+                        "https",
+                        "web",
+                        "HTTPS",
+                        &https,
+                        cfg.web.as_ref().map(|w| w.interface),
+                    ),
                 ] {
                     let Some(v) = v else { continue };
                     match parse_service(flag, v)? {
@@ -913,7 +927,7 @@ pub fn interfaceconfig(shared: &Arc<Shared>, req: &Request) -> Response {
                             notes.push(format!("{label} off"));
                         }
                         None => match current {
-                            Some(other) => return Err(format!("{label} is not on interface {} but on {}; turn it off there (`pvo interfaceconfig edit {} --{flag} off`).", i.name, cfg.interfaces[other].name, cfg.interfaces[other].name)),
+                            Some(other) => return Err(format!("{label} is not on interface {} but on {}; turn it off there (`pvo interfaceconfig edit {} --{flag} off`).", i.name, cfg.interfaces[other].name, cfg.interfaces[other].name).into()),
                             None => notes.push(format!("{label} was already off")),
                         },
                     }
@@ -921,7 +935,11 @@ pub fn interfaceconfig(shared: &Arc<Shared>, req: &Request) -> Response {
                 if ip.is_some() || hostname.is_some() {
                     doc.interface_edit(&name, ip.as_deref(), hostname.as_deref())?;
                 }
-                let services = if notes.is_empty() { String::new() } else { format!(" {}.", notes.join(", ")) };
+                let services = if notes.is_empty() {
+                    String::new()
+                } else {
+                    format!(" {}.", notes.join(", "))
+                };
                 Ok(format!(
                     "Interface {} changed: {} ({}: {}).{services}",
                     i.name,
@@ -931,13 +949,23 @@ pub fn interfaceconfig(shared: &Arc<Shared>, req: &Request) -> Response {
                 ))
             })
         }
-        "delete" => {
+        ListAction::Delete => {
             let Some(name) = name else {
                 return Response::error("interfaceconfig delete needs the name of the interface.");
             };
             edit(shared, req, |cfg, doc| {
-                let k = cfg.interface_by_name(&name).ok_or_else(|| format!("Unknown interface \"{name}\"; allowed: {}.", allowed_interfaces(cfg, false)))?;
-                let mut users: Vec<String> = cfg.listeners.iter().filter(|l| l.interface == k).map(|l| format!("listener {}", l.name)).collect();
+                let k = cfg.interface_by_name(&name).ok_or_else(|| {
+                    format!(
+                        "Unknown interface \"{name}\"; allowed: {}.",
+                        allowed_interfaces(cfg, false)
+                    )
+                })?;
+                let mut users: Vec<String> = cfg
+                    .listeners
+                    .iter()
+                    .filter(|l| l.interface == k)
+                    .map(|l| format!("listener {}", l.name))
+                    .collect();
                 if cfg.delivery.default_interface == Some(k) {
                     users.push("deliveryconfig (the default delivery interface)".to_string());
                 }
@@ -945,17 +973,16 @@ pub fn interfaceconfig(shared: &Arc<Shared>, req: &Request) -> Response {
                     users.push(format!("the {n} service"));
                 }
                 if !users.is_empty() {
-                    return Err(format!(
+                    return Err(CommandError::conflict(format!(
                         "Interface {} is in use by {}; move them to another interface first (`pvo listenerconfig edit NAME --interface OTHER`, `pvo deliveryconfig --interface Auto`, `pvo interfaceconfig edit OTHER --ssh PORT --https PORT`).",
                         cfg.interfaces[k].name,
                         users.join(" and ")
-                    ));
+                    )));
                 }
                 doc.interface_delete(&name)?;
                 Ok(format!("Interface {} deleted.", cfg.interfaces[k].name))
             })
         }
-        other => Response::error(format!("Unknown interfaceconfig action \"{other}\"; allowed: new, edit, delete (or none to list).")),
     }
 }
 
@@ -1118,14 +1145,14 @@ fn table_edits(
     cfg: &Config,
     doc: &mut Doc,
     listener: &str,
-    args: &Json,
+    args: &ListenerArgs,
 ) -> Result<Vec<String>, String> {
     let mut lines = Vec::new();
-    for g in arg_list(args, "hat_delete").unwrap_or_default() {
+    for g in items(&args.hat_delete) {
         doc.hat_delete(listener, &g)?;
         lines.push(format!("HAT: sender group {g} deleted."));
     }
-    for spec in arg_list_raw(args, "hat_add") {
+    for spec in raw(&args.hat_add) {
         let (group, senders, policy) = parse_hat_spec(cfg, &spec)?;
         let added = doc.hat_add(listener, &group, &senders, &policy)?;
         lines.push(format!(
@@ -1134,11 +1161,11 @@ fn table_edits(
             if added { "added" } else { "replaced" }
         ));
     }
-    for r in arg_list(args, "rat_delete").unwrap_or_default() {
+    for r in items(&args.rat_delete) {
         doc.rat_delete(listener, &r)?;
         lines.push(format!("RAT: {r} deleted."));
     }
-    for spec in arg_list_raw(args, "rat_add") {
+    for spec in raw(&args.rat_add) {
         let (recipients, action) = parse_rat_spec(&spec)?;
         doc.rat_add(listener, &recipients, &action)?;
         lines.push(format!(
@@ -1150,17 +1177,14 @@ fn table_edits(
     Ok(lines)
 }
 
-/// A list of specs that contain commas themselves: only a JSON array.
-fn arg_list_raw(args: &Json, key: &str) -> Vec<String> {
-    match args.get(key) {
-        Some(Json::Array(a)) => a
-            .iter()
-            .filter_map(|v| v.as_str())
-            .map(str::to_string)
-            .collect(),
-        Some(Json::String(s)) if !s.is_empty() => vec![s.clone()],
-        _ => Vec::new(),
-    }
+/// A list of specs that contain commas themselves: one string is one spec.
+fn raw(list: &Option<List>) -> Vec<String> {
+    list.as_ref().map(List::raw).unwrap_or_default()
+}
+
+/// A list of names: an array, or one comma-separated string.
+fn items(list: &Option<List>) -> Vec<String> {
+    list.as_ref().map(List::items).unwrap_or_default()
 }
 
 fn parse_kind(k: &str) -> Result<String, String> {
@@ -1173,80 +1197,98 @@ fn parse_kind(k: &str) -> Result<String, String> {
     }
 }
 
-fn parse_port(args: &Json) -> Result<Option<u16>, String> {
-    match args.get("port") {
-        None | Some(Json::Null) => Ok(None),
-        Some(v) => match v.as_u64() {
-            Some(p) if p <= 65535 => Ok(Some(p as u16)),
-            _ => Err(format!(
-                "{v} is not a port; allowed: 0 (any free port) to 65535."
-            )),
-        },
+fn parse_port(port: Option<u64>) -> Result<Option<u16>, String> {
+    match port {
+        None => Ok(None),
+        Some(p) if p <= 65535 => Ok(Some(p as u16)),
+        Some(p) => Err(format!(
+            "{p} is not a port; allowed: 0 (any free port) to 65535."
+        )),
     }
 }
 
-pub fn listenerconfig(shared: &Arc<Shared>, req: &Request) -> Response {
-    let args = &req.args;
-    let name = arg_str(args, "name").map(str::to_string);
-    let port = match parse_port(args) {
+pub fn listenerconfig(shared: &Arc<Shared>, req: &Request, args: &ListenerArgs) -> Response {
+    let name = text(&args.name).map(str::to_string);
+    let port = match parse_port(args.port) {
         Ok(p) => p,
         Err(e) => return Response::error(e),
     };
-    let kind = match arg_str(args, "type").map(parse_kind).transpose() {
+    let kind = match text(&args.kind).map(parse_kind).transpose() {
         Ok(k) => k,
         Err(e) => return Response::error(e),
     };
-    let interface = arg_str(args, "interface").map(str::to_string);
-    let has_table_edits = ["hat_add", "hat_delete", "rat_add", "rat_delete"]
-        .iter()
-        .any(|k| match args.get(*k) {
-            Some(Json::Array(a)) => !a.is_empty(),
-            Some(Json::String(s)) => !s.is_empty(),
-            _ => false,
-        });
-    match arg_str(args, "action").unwrap_or("list") {
-        "list" => {
+    let interface = text(&args.interface).map(str::to_string);
+    let has_table_edits = args.has_table_edits();
+    match args.action {
+        ListenerAction::List => {
             let w = match working(shared) {
                 Ok(w) => w,
                 Err(r) => return r,
             };
-            let mut t = format!("Currently configured listeners{}:\n", pending_label(w.pending));
+            let mut t = format!(
+                "Currently configured listeners{}:\n",
+                pending_label(w.pending)
+            );
             let mut list = Vec::new();
             for k in 0..w.cfg.listeners.len() {
-                if name.as_deref().is_some_and(|n| !w.cfg.listeners[k].name.eq_ignore_ascii_case(n)) {
+                if name
+                    .as_deref()
+                    .is_some_and(|n| !w.cfg.listeners[k].name.eq_ignore_ascii_case(n))
+                {
                     continue;
                 }
                 list.push(listener_report(shared, &w.cfg, k, &mut t));
             }
             if list.is_empty() {
                 if let Some(n) = &name {
-                    let names: Vec<&str> = w.cfg.listeners.iter().map(|l| l.name.as_str()).collect();
-                    return Response::error(format!("Unknown listener \"{n}\"; allowed: {}.", quoted_list(&names)));
+                    let names: Vec<&str> =
+                        w.cfg.listeners.iter().map(|l| l.name.as_str()).collect();
+                    return Response::error(format!(
+                        "Unknown listener \"{n}\"; allowed: {}.",
+                        quoted_list(&names)
+                    ));
                 }
                 t.push_str("(none)\n");
             }
             Response::ok(t, json!({ "listeners": list, "pending": w.pending }))
         }
-        "new" => {
+        ListenerAction::New => {
             let (Some(name), Some(interface), Some(port)) = (name, interface, port) else {
-                return Response::error("listenerconfig new needs --name NAME, --interface INTERFACE and --port PORT.");
+                return Response::error(
+                    "listenerconfig new needs --name NAME, --interface INTERFACE and --port PORT.",
+                );
             };
             edit(shared, req, |cfg, doc| {
-                if let Some(l) = cfg.listeners.iter().find(|l| l.name.eq_ignore_ascii_case(&name)) {
-                    return Err(format!("A listener named {} already exists; use `pvo listenerconfig edit {}`.", l.name, l.name));
+                if let Some(l) = cfg
+                    .listeners
+                    .iter()
+                    .find(|l| l.name.eq_ignore_ascii_case(&name))
+                {
+                    return Err(CommandError::conflict(format!(
+                        "A listener named {} already exists; use `pvo listenerconfig edit {}`.",
+                        l.name, l.name
+                    )));
                 }
-                let k = cfg.interface_by_name(&interface).ok_or_else(|| format!("Unknown interface \"{interface}\"; allowed: {}.", allowed_interfaces(cfg, false)))?;
+                let k = cfg.interface_by_name(&interface).ok_or_else(|| {
+                    format!(
+                        "Unknown interface \"{interface}\"; allowed: {}.",
+                        allowed_interfaces(cfg, false)
+                    )
+                })?;
                 let kind = kind.clone().unwrap_or_else(|| "public".into());
                 doc.listener_new(&name, &cfg.interfaces[k].name, port, &kind)?;
-                let mut lines = vec![format!("Listener {name} (on {}, {}) SMTP TCP Port {port} {kind} created.", cfg.interfaces[k].name, cfg.interfaces[k].address)];
+                let mut lines = vec![format!(
+                    "Listener {name} (on {}, {}) SMTP TCP Port {port} {kind} created.",
+                    cfg.interfaces[k].name, cfg.interfaces[k].address
+                )];
                 lines.extend(table_edits(cfg, doc, &name, args)?);
-                if arg_list_raw(args, "hat_add").is_empty() {
+                if raw(&args.hat_add).is_empty() {
                     lines.push("Its HAT is empty, so every sender is rejected until you add sender groups (--hat-add).".to_string());
                 }
                 Ok(lines.join("\n"))
             })
         }
-        "edit" => {
+        ListenerAction::Edit => {
             let Some(name) = name else {
                 return Response::error("listenerconfig edit needs the name of the listener.");
             };
@@ -1256,12 +1298,29 @@ pub fn listenerconfig(shared: &Arc<Shared>, req: &Request) -> Response {
                 ));
             }
             edit(shared, req, |cfg, doc| {
-                let Some(l) = cfg.listeners.iter().find(|l| l.name.eq_ignore_ascii_case(&name)) else {
+                let Some(l) = cfg
+                    .listeners
+                    .iter()
+                    .find(|l| l.name.eq_ignore_ascii_case(&name))
+                else {
                     let names: Vec<&str> = cfg.listeners.iter().map(|l| l.name.as_str()).collect();
-                    return Err(format!("Unknown listener \"{name}\"; allowed: {}.", quoted_list(&names)));
+                    return Err(format!(
+                        "Unknown listener \"{name}\"; allowed: {}.",
+                        quoted_list(&names)
+                    )
+                    .into());
                 };
                 let iface = match &interface {
-                    Some(i) => Some(cfg.interfaces[cfg.interface_by_name(i).ok_or_else(|| format!("Unknown interface \"{i}\"; allowed: {}.", allowed_interfaces(cfg, false)))?].name.clone()),
+                    Some(i) => Some(
+                        cfg.interfaces[cfg.interface_by_name(i).ok_or_else(|| {
+                            format!(
+                                "Unknown interface \"{i}\"; allowed: {}.",
+                                allowed_interfaces(cfg, false)
+                            )
+                        })?]
+                        .name
+                        .clone(),
+                    ),
                     None => None,
                 };
                 doc.listener_edit(&l.name, port, iface.as_deref(), kind.as_deref())?;
@@ -1270,7 +1329,10 @@ pub fn listenerconfig(shared: &Arc<Shared>, req: &Request) -> Response {
                     lines.push(format!("Listener {}: port {} -> {p}.", l.name, l.port));
                 }
                 if let Some(i) = &iface {
-                    lines.push(format!("Listener {}: interface {} -> {i}.", l.name, cfg.interfaces[l.interface].name));
+                    lines.push(format!(
+                        "Listener {}: interface {} -> {i}.",
+                        l.name, cfg.interfaces[l.interface].name
+                    ));
                 }
                 if let Some(k) = &kind {
                     lines.push(format!("Listener {}: type {k}.", l.name));
@@ -1279,40 +1341,49 @@ pub fn listenerconfig(shared: &Arc<Shared>, req: &Request) -> Response {
                 Ok(lines.join("\n"))
             })
         }
-        "delete" => {
+        ListenerAction::Delete => {
             let Some(name) = name else {
                 return Response::error("listenerconfig delete needs the name of the listener.");
             };
             edit(shared, req, |cfg, doc| {
-                let Some(l) = cfg.listeners.iter().find(|l| l.name.eq_ignore_ascii_case(&name)) else {
+                let Some(l) = cfg
+                    .listeners
+                    .iter()
+                    .find(|l| l.name.eq_ignore_ascii_case(&name))
+                else {
                     let names: Vec<&str> = cfg.listeners.iter().map(|l| l.name.as_str()).collect();
-                    return Err(format!("Unknown listener \"{name}\"; allowed: {}.", quoted_list(&names)));
+                    return Err(format!(
+                        "Unknown listener \"{name}\"; allowed: {}.",
+                        quoted_list(&names)
+                    )
+                    .into());
                 };
                 doc.listener_delete(&l.name)?;
                 Ok(format!("Listener {} deleted.", l.name))
             })
         }
-        "policy" => listenerconfig_policy(shared, req),
-        other => Response::error(format!("Unknown listenerconfig action \"{other}\"; allowed: new, edit, delete, policy (or none to list).")),
+        ListenerAction::Policy => listenerconfig_policy(shared, req, args),
     }
 }
 
 /// `listenerconfig policy NAME --max-concurrency N --max-concurrency-per-ip N
 /// --max-connections-per-ip-per-minute N`: the connection limits of a mail flow
 /// policy; the values are checked by the configuration's own validation.
-fn listenerconfig_policy(shared: &Arc<Shared>, req: &Request) -> Response {
-    let args = &req.args;
-    let Some(name) = arg_str(args, "policy").map(|n| n.trim_start_matches('$').to_string()) else {
+fn listenerconfig_policy(shared: &Arc<Shared>, req: &Request, args: &ListenerArgs) -> Response {
+    let Some(name) = text(&args.policy).map(|n| n.trim_start_matches('$').to_string()) else {
         return Response::error("listenerconfig policy needs the name of a mail flow policy.");
     };
     let keys = [
-        "max_concurrency",
-        "max_concurrency_per_ip",
-        "max_connections_per_ip_per_minute",
+        ("max_concurrency", args.max_concurrency),
+        ("max_concurrency_per_ip", args.max_concurrency_per_ip),
+        (
+            "max_connections_per_ip_per_minute",
+            args.max_connections_per_ip_per_minute,
+        ),
     ];
     let values: Vec<(&str, u64)> = keys
         .iter()
-        .filter_map(|k| arg_u64(args, k).map(|v| (*k, v)))
+        .filter_map(|(k, v)| v.map(|v| (*k, v)))
         .collect();
     if values.is_empty() {
         return Response::error(format!(
@@ -1329,7 +1400,8 @@ fn listenerconfig_policy(shared: &Arc<Shared>, req: &Request) -> Response {
             return Err(format!(
                 "Unknown policy \"{name}\"; allowed: {}.",
                 quoted_list(&names)
-            ));
+            )
+            .into());
         };
         doc.policy_set(&p.name, &values)?;
         let lines: Vec<String> = values
@@ -1375,68 +1447,94 @@ fn valid_route_domain(d: &str) -> bool {
             }))
 }
 
-pub fn smtproutes(shared: &Arc<Shared>, req: &Request) -> Response {
-    let args = &req.args;
-    let domain = arg_str(args, "domain").map(str::to_string);
-    let hosts = arg_list(args, "hosts").unwrap_or_default();
-    let action = arg_str(args, "action").unwrap_or("list").to_string();
-    match action.as_str() {
-        "list" => {
+pub fn smtproutes(shared: &Arc<Shared>, req: &Request, args: &RouteArgs) -> Response {
+    let domain = text(&args.domain).map(str::to_string);
+    let hosts = items(&args.hosts);
+    let action = args.action.name();
+    match args.action {
+        RouteAction::List => {
             let w = match working(shared) {
                 Ok(w) => w,
                 Err(r) => return r,
             };
             if w.cfg.routes.is_empty() {
-                return Response::ok(format!("There are currently no routes configured{}.", pending_label(w.pending)), json!({ "routes": [], "pending": w.pending }));
+                return Response::ok(
+                    format!(
+                        "There are currently no routes configured{}.",
+                        pending_label(w.pending)
+                    ),
+                    json!({ "routes": [], "pending": w.pending }),
+                );
             }
-            let mut t = format!("SMTP routes{}:\n{:<30} {}\n", pending_label(w.pending), "Domain", "Routes");
+            let mut t = format!(
+                "SMTP routes{}:\n{:<30} {}\n",
+                pending_label(w.pending),
+                "Domain",
+                "Routes"
+            );
             let mut list = Vec::new();
             for r in &w.cfg.routes {
                 t.push_str(&format!("{:<30} {}\n", r.domain, target_label(&r.target)));
                 let target = match &r.target {
-                    RouteTarget::Hosts(h) => json!({ "hosts": h.iter().map(|(h, p)| hop_label(h, *p)).collect::<Vec<_>>() }),
+                    RouteTarget::Hosts(h) => {
+                        json!({ "hosts": h.iter().map(|(h, p)| hop_label(h, *p)).collect::<Vec<_>>() })
+                    }
                     RouteTarget::Maildir(d) => json!({ "maildir": d }),
                 };
                 list.push(json!({ "domain": r.domain, "target": target }));
             }
             Response::ok(t, json!({ "routes": list, "pending": w.pending }))
         }
-        "new" | "edit" => {
+        RouteAction::New | RouteAction::Edit => {
             let Some(domain) = domain else {
-                return Response::error(format!("smtproutes {action} needs --domain DOMAIN (or ALL for the default route)."));
+                return Response::error(format!(
+                    "smtproutes {action} needs --domain DOMAIN (or ALL for the default route)."
+                ));
             };
             if hosts.is_empty() {
-                return Response::error(format!("smtproutes {action} needs --hosts HOST[:PORT][,HOST[:PORT]...]."));
+                return Response::error(format!(
+                    "smtproutes {action} needs --hosts HOST[:PORT][,HOST[:PORT]...]."
+                ));
             }
             if !valid_route_domain(&domain) {
                 return Response::error(format!("\"{domain}\" is not a route domain; allowed: a domain such as example.com, .example.com (subdomains), or ALL."));
             }
             for h in &hosts {
                 if crate::config::parse_host_port(h).is_none() {
-                    return Response::error(format!("\"{h}\" is not a next hop; allowed: host, host:port or [1.2.3.4]:port."));
+                    return Response::error(format!(
+                        "\"{h}\" is not a next hop; allowed: host, host:port or [1.2.3.4]:port."
+                    ));
                 }
             }
             let d = normalize_domain(&domain);
             edit(shared, req, |cfg, doc| {
                 let existing = cfg.routes.iter().find(|r| r.domain == d);
-                match (action.as_str(), existing) {
+                match (action, existing) {
                     ("new", Some(r)) => {
-                        return Err(format!(
+                        return Err(CommandError::conflict(format!(
                             "A route for {d} already exists ({}); change it with `pvo smtproutes edit --domain {d} --hosts ...`.",
                             target_label(&r.target)
-                        ))
+                        )))
                     }
                     ("edit", None) => {
                         let names: Vec<&str> = cfg.routes.iter().map(|r| r.domain.as_str()).collect();
-                        return Err(format!("There is no route for {d}; allowed: {}.", quoted_list(&names)));
+                        return Err(CommandError::not_found(format!("There is no route for {d}; allowed: {}.", quoted_list(&names))));
                     }
                     _ => {}
                 }
                 doc.route_set(&d, &hosts)?;
-                Ok(format!("Route {} {d} -> {}.", if action == "new" { "added:" } else { "changed:" }, hosts.join(", ")))
+                Ok(format!(
+                    "Route {} {d} -> {}.",
+                    if action == "new" {
+                        "added:"
+                    } else {
+                        "changed:"
+                    },
+                    hosts.join(", ")
+                ))
             })
         }
-        "delete" => {
+        RouteAction::Delete => {
             let Some(domain) = domain else {
                 return Response::error("smtproutes delete needs --domain DOMAIN.");
             };
@@ -1444,20 +1542,24 @@ pub fn smtproutes(shared: &Arc<Shared>, req: &Request) -> Response {
             edit(shared, req, |cfg, doc| {
                 if !cfg.routes.iter().any(|r| r.domain == d) {
                     let names: Vec<&str> = cfg.routes.iter().map(|r| r.domain.as_str()).collect();
-                    return Err(format!("There is no route for {d}; allowed: {}.", quoted_list(&names)));
+                    return Err(CommandError::not_found(format!(
+                        "There is no route for {d}; allowed: {}.",
+                        quoted_list(&names)
+                    )));
                 }
                 doc.route_delete(&d)?;
                 Ok(format!("Route for {d} deleted."))
             })
         }
-        "clear" => edit(shared, req, |cfg, doc| {
-            if cfg.routes.is_empty() {
-                return Err("There are no routes to clear.".to_string());
-            }
-            let n = doc.route_clear();
-            Ok(format!("All routes cleared ({n}). Mail is now delivered to the MX hosts of each domain."))
-        }),
-        other => Response::error(format!("Unknown smtproutes action \"{other}\"; allowed: new, edit, delete, clear (or none to list).")),
+        RouteAction::Clear => {
+            edit(shared, req, |cfg, doc| {
+                if cfg.routes.is_empty() {
+                    return Err("There are no routes to clear.".to_string().into());
+                }
+                let n = doc.route_clear();
+                Ok(format!("All routes cleared ({n}). Mail is now delivered to the MX hosts of each domain."))
+            })
+        }
     }
 }
 
@@ -1466,14 +1568,13 @@ pub fn smtproutes(shared: &Arc<Shared>, req: &Request) -> Response {
 // ---------------------------------------------------------------------------
 
 /// Adds (or updates) an enrolled gateway in the pending configuration.
-pub fn cpqenroll(shared: &Arc<Shared>, req: &Request) -> Response {
-    let args = &req.args;
-    let (Some(id), Some(address)) = (arg_str(args, "id"), arg_str(args, "address")) else {
+pub fn cpqenroll(shared: &Arc<Shared>, req: &Request, args: &CpqEnrollArgs) -> Response {
+    let (Some(id), Some(address)) = (text(&args.id), text(&args.address)) else {
         return Response::error("cpqenroll needs id and address.");
     };
-    let port = args.get("port").and_then(|p| p.as_u64()).unwrap_or(7025) as u16;
+    let port = args.port.unwrap_or(7025) as u16;
     // The serial of the certificate just issued: the manager accepts only it.
-    let serial = arg_str(args, "serial").map(str::to_string);
+    let serial = text(&args.serial).map(str::to_string);
     let (id, address) = (id.to_string(), address.to_string());
     edit(shared, req, |cfg, doc| {
         if cfg.role != crate::config::Role::Manager {

@@ -15,8 +15,8 @@ use serde_json::json;
 use tokio::io::{AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 
-use super::{arg_str, arg_u64};
-use crate::admin::{Request, Response};
+use super::command::{text, TelnetArgs, TlsVerifyArgs};
+use crate::admin::Response;
 use crate::diag::{self, ConnectError, HandshakeError, HelloAnswer, Source};
 use crate::state::Shared;
 
@@ -24,24 +24,12 @@ use crate::state::Shared;
 const DEFAULT_TIMEOUT: u64 = 10;
 
 /// Handles a diagnostic command; `None` if `req.command` is not one.
-pub async fn dispatch(shared: &Arc<Shared>, req: &Request) -> Option<Response> {
-    match req.command.as_str() {
-        "telnet" => Some(telnet(shared, &req.args).await),
-        "tlsverify" => Some(tlsverify(shared, &req.args).await),
-        _ => None,
-    }
+fn timeout_arg(timeout: Option<u64>) -> Duration {
+    Duration::from_secs(timeout.unwrap_or(DEFAULT_TIMEOUT).clamp(1, 300))
 }
 
-fn timeout_arg(args: &serde_json::Value) -> Duration {
-    Duration::from_secs(
-        arg_u64(args, "timeout")
-            .unwrap_or(DEFAULT_TIMEOUT)
-            .clamp(1, 300),
-    )
-}
-
-fn port_arg(args: &serde_json::Value) -> Result<u16, Response> {
-    match arg_u64(args, "port") {
+fn port_arg(port: Option<u64>) -> Result<u16, Response> {
+    match port {
         None => Ok(25),
         Some(p) if (1..=65535).contains(&p) => Ok(p as u16),
         Some(p) => Err(Response::error(format!(
@@ -71,21 +59,21 @@ async fn connect_any(
 }
 
 /// `telnet [--interface NAME] [--timeout S] HOST [PORT]`: connect, show the banner, QUIT.
-async fn telnet(shared: &Arc<Shared>, args: &serde_json::Value) -> Response {
+pub async fn telnet(shared: &Arc<Shared>, args: &TelnetArgs) -> Response {
     let cfg = shared.config();
-    let src = match Source::select(&cfg, arg_str(args, "interface")) {
+    let src = match Source::select(&cfg, text(&args.interface)) {
         Ok(s) => s,
         Err(e) => return Response::error(e),
     };
     drop(cfg);
-    let Some(host) = arg_str(args, "host") else {
+    let Some(host) = text(&args.host) else {
         return Response::error("telnet: give the host to connect to");
     };
-    let port = match port_arg(args) {
+    let port = match port_arg(args.port) {
         Ok(p) => p,
         Err(r) => return r,
     };
-    let timeout = timeout_arg(args);
+    let timeout = timeout_arg(args.timeout);
     let mut text = String::new();
     let mut data = json!({
         "interface": src.name(),
@@ -252,16 +240,15 @@ impl Dialogue {
 /// `tlsverify [--interface NAME] [--timeout S] DOMAIN HOST[:PORT]`: the appliance's
 /// dialogue for STARTTLS to HOST, verifying the certificate for DOMAIN with the trust
 /// delivery uses (web PKI roots plus `tls.outbound.ca_file`).
-async fn tlsverify(shared: &Arc<Shared>, args: &serde_json::Value) -> Response {
+pub async fn tlsverify(shared: &Arc<Shared>, args: &TlsVerifyArgs) -> Response {
     let cfg = shared.config();
-    let Some(domain) =
-        arg_str(args, "domain").map(|d| d.trim_end_matches('.').to_ascii_lowercase())
+    let Some(domain) = text(&args.domain).map(|d| d.trim_end_matches('.').to_ascii_lowercase())
     else {
         return Response::error("tlsverify: give the domain whose certificate to verify");
     };
     // A gateway's CPQ connections leave from the default delivery interface,
     // like all its deliveries (`delivery::cpq_bind`), so the probe does too.
-    let src = match Source::select(&cfg, arg_str(args, "interface")) {
+    let src = match Source::select(&cfg, text(&args.interface)) {
         Ok(s) => s,
         Err(e) => return Response::error(e),
     };
@@ -270,10 +257,10 @@ async fn tlsverify(shared: &Arc<Shared>, args: &serde_json::Value) -> Response {
     // deployment CA, and this node's certificate as client certificate).
     let cpq = domain == crate::config::CPQ_HOST;
     let manager = shared.config().cpq.as_ref().and_then(|c| c.manager.clone());
-    let (host, port) = match (arg_str(args, "host"), &manager) {
+    let (host, port) = match (text(&args.host), &manager) {
         (Some(h), _) => (
             h.to_string(),
-            match port_arg(args) {
+            match port_arg(args.port) {
                 Ok(p) => p,
                 Err(r) => return r,
             },
@@ -305,7 +292,7 @@ async fn tlsverify(shared: &Arc<Shared>, args: &serde_json::Value) -> Response {
     } else {
         None
     };
-    let timeout = timeout_arg(args);
+    let timeout = timeout_arg(args.timeout);
     let mut d = Dialogue {
         lines: Vec::new(),
         data: json!({

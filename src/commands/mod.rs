@@ -1,12 +1,13 @@
 //! The appliance command set, executed inside the node.
 //!
-//! `dispatch_as` is the one way in — the admin socket, SSH and (later) the REST API all
-//! call it with the caller's [`Identity`]: it checks the role against the table in
-//! `access` before any handler runs, runs the handler, and records what the audit trail
+//! `dispatch_as` is the one way in — the admin socket, SSH, the web UI and the REST API
+//! all call it with a typed [`command::Command`] and the caller's [`Identity`]: it
+//! checks the role against the table in `access` before any handler runs, runs the handler, and records what the audit trail
 //! must know. Handlers build the appliance wording (`text`) and the same facts as JSON
 //! (`data`) together, so scripts and people read the same answer.
 
 pub mod access;
+pub mod command;
 mod config_cmds;
 mod diag_cmds;
 mod pvo_cmds;
@@ -17,9 +18,10 @@ mod user_cmds;
 
 use std::sync::Arc;
 
-use crate::admin::{Request, Response};
+use crate::admin::{ErrorKind, Request, Response};
 use crate::state::Shared;
 use crate::users::{Identity, Origin};
+use command::Command;
 
 /// A request from the admin socket: its owner is the local superuser `admin`, unless the
 /// request carries credentials (`pvo --user NAME`), which are checked first.
@@ -39,7 +41,13 @@ pub async fn dispatch(shared: &Arc<Shared>, mut req: Request) -> Response {
     .await
     {
         Ok(id) => dispatch_as(shared, req, &id).await,
-        Err(refused) => Response::error(refused.text),
+        Err(refused) => {
+            let kind = match refused.throttled {
+                Some(_) => ErrorKind::Busy,
+                None => ErrorKind::Forbidden,
+            };
+            Response::fail(kind, refused.text)
+        }
     }
 }
 
@@ -167,18 +175,18 @@ async fn run_as(
         Some(u) => format!("{} (OS user {u})", id.from),
         None => id.from.to_string(),
     };
-    let need = access::required(&req.command, &req.args, &id.user);
+    let need = access::required(&req.command, &id.user);
     let role = shared.users.role(&id.role);
-    let audited = access::audit_action(&req.command, &req.args, need);
+    let audited = access::audit_action(&req.command, need);
     let resp = match access::check(need, id, role.as_ref()) {
         Err(text) => {
-            let resp = Response::error(text);
+            let resp = Response::fail(ErrorKind::Forbidden, text);
             audit(
                 shared,
                 &req,
                 id,
                 &from,
-                audited.unwrap_or_else(|| req.command.clone()),
+                audited.unwrap_or_else(|| req.command.name()),
                 "refused",
                 &resp,
             )
@@ -203,7 +211,6 @@ async fn audit(
     outcome: &str,
     resp: &Response,
 ) {
-    let sub = arg_str(&req.args, "action");
     let entry = crate::audit::Entry {
         id: 0,
         at: 0,
@@ -211,67 +218,65 @@ async fn audit(
         role: id.role.clone(),
         from: from.to_string(),
         action,
-        command: match sub {
-            Some(a) => format!("{} {a}", req.command),
-            None => req.command.clone(),
-        },
-        quarantine: access::quarantine_of(&req.args),
-        mids: access::mids_of(&req.args, resp),
+        command: access::audit_command(&req.command),
+        quarantine: access::quarantine_of(&req.command),
+        mids: access::mids_of(&req.command, resp),
         outcome: outcome.to_string(),
-        detail: access::detail_of(&req.command, &req.args, resp),
+        detail: access::detail_of(&req.command, resp),
     };
     shared.audit.record(entry, &shared.log).await;
 }
 
+/// Runs the handler of the command: the one place that does.
 async fn run(shared: &Arc<Shared>, req: &Request, id: &Identity) -> Response {
-    let req = req.clone();
-    if let Some(r) = config_cmds::dispatch(shared, &req).await {
-        return r;
+    use config_cmds::one_at_a_time;
+    use Command as C;
+    match &req.command {
+        C::Status(a) => status::status(shared, a).await,
+        C::Suspend(a) => status::suspend(shared, a).await,
+        C::Resume(_) => status::resume(shared).await,
+        C::SuspendListeners(a) => status::suspend_listeners(shared, a),
+        C::ResumeListeners(a) => status::resume_listeners(shared, a),
+        C::ResetCounters(_) => status::reset_counters(shared),
+        C::SuspendDel(_) => status::suspend_delivery(shared, true).await,
+        C::ResumeDel(_) => status::suspend_delivery(shared, false).await,
+        C::TopHosts(a) => queue_cmds::tophosts(shared, a).await,
+        C::HostStatus(a) => queue_cmds::hoststatus(shared, a).await,
+        C::ShowRecipients(a) => queue_cmds::showrecipients(shared, a).await,
+        C::DeleteRecipients(a) => queue_cmds::deleterecipients(shared, a).await,
+        C::RedirectRecipients(a) => queue_cmds::redirectrecipients(shared, a).await,
+        C::BounceRecipients(a) => queue_cmds::bouncerecipients(shared, a).await,
+        C::DeliverNow(a) => queue_cmds::delivernow(shared, a).await,
+        C::Commit(a) => one_at_a_time(shared, req, a, config_cmds::commit).await,
+        C::CommitDetail(a) => one_at_a_time(shared, req, a, config_cmds::commitdetail).await,
+        C::Rollback(a) => one_at_a_time(shared, req, a, config_cmds::rollback).await,
+        C::ClearChanges(a) => one_at_a_time(shared, req, a, config_cmds::clearchanges).await,
+        C::ShowConfig(a) => one_at_a_time(shared, req, a, config_cmds::showconfig).await,
+        C::DeliveryConfig(a) => one_at_a_time(shared, req, a, config_cmds::deliveryconfig).await,
+        C::SslConfig(a) => one_at_a_time(shared, req, a, config_cmds::sslconfig).await,
+        C::InterfaceConfig(a) => one_at_a_time(shared, req, a, config_cmds::interfaceconfig).await,
+        C::ListenerConfig(a) => one_at_a_time(shared, req, a, config_cmds::listenerconfig).await,
+        C::SmtpRoutes(a) => one_at_a_time(shared, req, a, config_cmds::smtproutes).await,
+        C::CpqEnroll(a) => one_at_a_time(shared, req, a, config_cmds::cpqenroll).await,
+        C::Telnet(a) => diag_cmds::telnet(shared, a).await,
+        C::TlsVerify(a) => diag_cmds::tlsverify(shared, a).await,
+        C::QuarantineConfig(a) => quarantine_cmds::quarantineconfig(shared, req, a)
+            .await
+            .unwrap_or_else(Response::from),
+        C::Quarantine(q) => quarantine_cmds::quarantine(shared, req, q, id)
+            .await
+            .unwrap_or_else(Response::from),
+        C::OutbreakUpdate(a) => quarantine_cmds::outbreakupdate(shared, a, id)
+            .await
+            .unwrap_or_else(Response::from),
+        C::OutbreakStatus(_) => quarantine_cmds::outbreakstatus(shared)
+            .await
+            .unwrap_or_else(Response::from),
+        C::UserConfig(a) => user_cmds::userconfig(shared, a, id).await,
+        C::AuditLog(a) => user_cmds::auditlog(shared, a).await,
+        C::PvoConfig(a) => pvo_cmds::pvoconfig(shared, req, a, id).await,
+        C::Diagnose(_) => pvo_cmds::diagnose(shared).await,
+        C::CpqCert(a) => pvo_cmds::cpqcert(shared, req, a),
+        C::ApplianceConfig(a) => pvo_cmds::applianceconfig(shared, req, a).await,
     }
-    if let Some(r) = diag_cmds::dispatch(shared, &req).await {
-        return r;
-    }
-    if let Some(r) = quarantine_cmds::dispatch(shared, &req, id).await {
-        return r;
-    }
-    if let Some(r) = user_cmds::dispatch(shared, &req, id).await {
-        return r;
-    }
-    if let Some(r) = pvo_cmds::dispatch(shared, &req, id).await {
-        return r;
-    }
-    let args = &req.args;
-    match req.command.as_str() {
-        "status" => status::status(shared, args).await,
-        "suspend" => status::suspend(shared, args).await,
-        "resume" => status::resume(shared).await,
-        "suspendlisteners" => status::suspend_listeners(shared, args),
-        "resumelisteners" => status::resume_listeners(shared, args),
-        "resetcounters" => status::reset_counters(shared),
-        "suspenddel" => status::suspend_delivery(shared, true).await,
-        "resumedel" => status::suspend_delivery(shared, false).await,
-        "tophosts" => queue_cmds::tophosts(shared, args).await,
-        "hoststatus" => queue_cmds::hoststatus(shared, args).await,
-        "showrecipients" => queue_cmds::showrecipients(shared, args).await,
-        "deleterecipients" => queue_cmds::deleterecipients(shared, args).await,
-        "redirectrecipients" => queue_cmds::redirectrecipients(shared, args).await,
-        "bouncerecipients" => queue_cmds::bouncerecipients(shared, args).await,
-        "delivernow" => queue_cmds::delivernow(shared, args).await,
-        other => Response::error(format!("Unknown command: {other}")),
-    }
-}
-
-/// A string argument.
-pub fn arg_str<'a>(args: &'a serde_json::Value, key: &str) -> Option<&'a str> {
-    args.get(key)
-        .and_then(|v| v.as_str())
-        .filter(|s| !s.is_empty())
-}
-
-pub fn arg_u64(args: &serde_json::Value, key: &str) -> Option<u64> {
-    args.get(key).and_then(|v| v.as_u64())
-}
-
-pub fn arg_bool(args: &serde_json::Value, key: &str) -> bool {
-    args.get(key).and_then(|v| v.as_bool()).unwrap_or(false)
 }

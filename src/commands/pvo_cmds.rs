@@ -6,44 +6,34 @@ use std::sync::Arc;
 
 use serde_json::{json, Value};
 
-use super::{arg_str, config_cmds};
-use crate::admin::{Request, Response};
+use super::command::{
+    text, ApplianceAction, ApplianceArgs, CertAction, CpqCertArgs, PvoAction, PvoArgs,
+};
+use super::config_cmds;
+use crate::admin::{ErrorKind, Request, Response};
 use crate::config::{Config, Role, CPQ_HOST, CPQ_RELEASE_HOST};
 use crate::cpq::preflight::{self, Check};
 use crate::state::Shared;
 
-pub async fn dispatch(
+pub async fn pvoconfig(
     shared: &Arc<Shared>,
     req: &Request,
+    args: &PvoArgs,
     id: &crate::users::Identity,
-) -> Option<Response> {
-    match req.command.as_str() {
-        "pvoconfig" => Some(pvoconfig(shared, req, id).await),
-        "diagnose" => Some(diagnose(shared).await),
-        "cpqcert" => Some(cpqcert(shared, req)),
-        "applianceconfig" => Some(applianceconfig(shared, req).await),
-        _ => None,
-    }
-}
-
-async fn pvoconfig(shared: &Arc<Shared>, req: &Request, id: &crate::users::Identity) -> Response {
-    let action = arg_str(&req.args, "action").unwrap_or("status");
+) -> Response {
     let role = shared.config().role;
-    match (action, role) {
-        ("status", _) => status(shared).await,
-        ("enable", Role::Gateway) => enable(shared, req).await,
-        ("disable", Role::Gateway) => disable(shared, req),
-        ("migration", Role::Manager) => migration(shared, req, &id.user),
-        ("service", _) => service(shared, req),
-        ("enable" | "disable", Role::Manager) => Response::error(
+    match (args.action, role) {
+        (PvoAction::Status, _) => status(shared).await,
+        (PvoAction::Enable, Role::Gateway) => enable(shared, req, args).await,
+        (PvoAction::Disable, Role::Gateway) => disable(shared, req),
+        (PvoAction::Migration, Role::Manager) => migration(shared, req, args, &id.user),
+        (PvoAction::Service, _) => service(shared, req, args),
+        (PvoAction::Enable | PvoAction::Disable, Role::Manager) => Response::error(
             "pvoconfig enable/disable is a gateway command; on the manager, run the migration wizard (`pvoconfig migration`) and add gateways.",
         ),
-        ("migration", Role::Gateway) => Response::error(
+        (PvoAction::Migration, Role::Gateway) => Response::error(
             "The migration wizard runs on the manager (`pvo --dir MANAGER pvoconfig migration`).",
         ),
-        (other, _) => Response::error(format!(
-            "Unknown pvoconfig action \"{other}\"; allowed: status, service, enable, disable (gateway), migration (manager)."
-        )),
     }
 }
 
@@ -166,9 +156,9 @@ async fn status(shared: &Arc<Shared>) -> Response {
     Response::ok(t, data)
 }
 
-async fn enable(shared: &Arc<Shared>, req: &Request) -> Response {
+async fn enable(shared: &Arc<Shared>, req: &Request, args: &PvoArgs) -> Response {
     let cfg = shared.config();
-    let manager = match arg_str(&req.args, "manager") {
+    let manager = match text(&args.manager) {
         Some(m) => match crate::config::parse_host_port(m) {
             Some((h, p)) => (h, if p == 25 && !m.contains(':') { 7025 } else { p }),
             None => {
@@ -232,27 +222,10 @@ fn disable(shared: &Arc<Shared>, req: &Request) -> Response {
 }
 
 /// `pvoconfig migration automatic | custom [--map GW:LOCAL=CENTRAL]... [--unmap GW:LOCAL]... | show`.
-fn migration(shared: &Arc<Shared>, req: &Request, user: &str) -> Response {
-    let args = &req.args;
-    let mode = arg_str(args, "mode").unwrap_or("show").to_string();
-    let maps: Vec<String> = args
-        .get("map")
-        .and_then(|v| v.as_array())
-        .map(|a| {
-            a.iter()
-                .filter_map(|x| x.as_str().map(str::to_string))
-                .collect()
-        })
-        .unwrap_or_default();
-    let unmaps: Vec<String> = args
-        .get("unmap")
-        .and_then(|v| v.as_array())
-        .map(|a| {
-            a.iter()
-                .filter_map(|x| x.as_str().map(str::to_string))
-                .collect()
-        })
-        .unwrap_or_default();
+fn migration(shared: &Arc<Shared>, req: &Request, args: &PvoArgs, user: &str) -> Response {
+    let mode = text(&args.mode).unwrap_or("show").to_string();
+    let maps: Vec<String> = args.map.clone().unwrap_or_default();
+    let unmaps: Vec<String> = args.unmap.clone().unwrap_or_default();
     if mode == "show" {
         let cfg = shared.config();
         let m = cfg.cpq.as_ref().and_then(|c| c.migration.clone());
@@ -288,19 +261,20 @@ fn migration(shared: &Arc<Shared>, req: &Request, user: &str) -> Response {
             else {
                 return Err(format!(
                     "\"{m}\" is not GATEWAY:LOCAL=CENTRAL (for example gw1:Policy=Policy)"
-                ));
+                )
+                .into());
             };
             map.retain(|(g2, l2, _)| !(g2 == g && l2.eq_ignore_ascii_case(l)));
             map.push((g.to_string(), l.to_string(), c.to_string()));
         }
         for u in &unmaps {
             let Some((g, l)) = u.split_once(':') else {
-                return Err(format!("\"{u}\" is not GATEWAY:LOCAL"));
+                return Err(format!("\"{u}\" is not GATEWAY:LOCAL").into());
             };
             let before = map.len();
             map.retain(|(g2, l2, _)| !(g2 == g && l2.eq_ignore_ascii_case(l)));
             if map.len() == before {
-                return Err(format!("No mapping for {g}:{l} to undo."));
+                return Err(format!("No mapping for {g}:{l} to undo.").into());
             }
         }
         doc.cpq_migration(&mode, &who, &map)?;
@@ -342,7 +316,7 @@ fn tree(cfg: &Config, m: Option<&crate::config::Migration>) -> String {
     t
 }
 
-async fn diagnose(shared: &Arc<Shared>) -> Response {
+pub async fn diagnose(shared: &Arc<Shared>) -> Response {
     let cfg = shared.config();
     let mut checks: Vec<Check> = Vec::new();
     // Listeners: scenario 1 on either node.
@@ -606,14 +580,11 @@ fn live_link(c: Check, host: &str, port: u16) -> Check {
 
 /// `cpqcert install | revoke | list`: this node's CPQ certificate, whom it accepts
 /// and its revocation list.
-fn cpqcert(shared: &Arc<Shared>, req: &Request) -> Response {
-    match arg_str(&req.args, "action").unwrap_or("list") {
-        "install" => cpqcert_install(shared, req),
-        "revoke" => cpqcert_revoke(shared, req),
-        "list" => cpqcert_list(shared),
-        other => Response::error(format!(
-            "Unknown cpqcert action \"{other}\"; allowed: list, revoke, install."
-        )),
+pub fn cpqcert(shared: &Arc<Shared>, req: &Request, args: &CpqCertArgs) -> Response {
+    match args.action {
+        CertAction::Install => cpqcert_install(shared, req, args),
+        CertAction::Revoke => cpqcert_revoke(shared, req, args),
+        CertAction::List => cpqcert_list(shared),
     }
 }
 
@@ -622,19 +593,18 @@ fn cpqcert(shared: &Arc<Shared>, req: &Request) -> Response {
 /// issued and pins the manager's own certificate (the only peer that may release to
 /// this gateway), and puts them in force; a gateway without `[cpq]` gets one pending
 /// (node_id = ID).
-fn cpqcert_install(shared: &Arc<Shared>, req: &Request) -> Response {
-    let args = &req.args;
+fn cpqcert_install(shared: &Arc<Shared>, req: &Request, args: &CpqCertArgs) -> Response {
     let (Some(id), Some(cert), Some(key), Some(ca)) = (
-        arg_str(args, "id"),
-        arg_str(args, "cert").and_then(|h| hex::decode(h).ok()),
-        arg_str(args, "key").and_then(|h| hex::decode(h).ok()),
-        arg_str(args, "ca").and_then(|h| hex::decode(h).ok()),
+        text(&args.id),
+        text(&args.cert).and_then(|h| hex::decode(h).ok()),
+        text(&args.key).and_then(|h| hex::decode(h).ok()),
+        text(&args.ca).and_then(|h| hex::decode(h).ok()),
     ) else {
         return Response::error(
             "cpqcert install needs --id and the hex-encoded --cert, --key, --ca and --manager.",
         );
     };
-    let manager = match arg_str(args, "manager") {
+    let manager = match text(&args.manager) {
         Some(h) => match hex::decode(h) {
             Ok(m) => Some(m),
             Err(_) => return Response::error("cpqcert install: --manager is not hex."),
@@ -717,14 +687,14 @@ fn cpqcert_install(shared: &Arc<Shared>, req: &Request) -> Response {
 /// revocation list, in force at once (the next handshake with it fails). On a manager
 /// `--id` names an added gateway (the serial enrolled for it); on a gateway, its
 /// manager (the pinned certificate).
-fn cpqcert_revoke(shared: &Arc<Shared>, req: &Request) -> Response {
+fn cpqcert_revoke(shared: &Arc<Shared>, req: &Request, args: &CpqCertArgs) -> Response {
     use crate::cpq::trust;
     let cfg = shared.config();
     let Some(c) = cfg.cpq.as_ref() else {
         return Response::error("cpqcert revoke: this node has no [cpq] section.");
     };
-    let (serial, subject) = match (arg_str(&req.args, "serial"), arg_str(&req.args, "id")) {
-        (Some(s), _) => (s.to_ascii_lowercase(), arg_str(&req.args, "id").unwrap_or("").to_string()),
+    let (serial, subject) = match (text(&args.serial), text(&args.id)) {
+        (Some(s), _) => (s.to_ascii_lowercase(), text(&args.id).unwrap_or("").to_string()),
         (None, Some(id)) if cfg.role == Role::Manager => {
             match c.gateways.iter().find(|g| g.id == id) {
                 Some(g) => match &g.serial {
@@ -888,10 +858,13 @@ fn cpqcert_list(shared: &Arc<Shared>) -> Response {
 }
 
 /// `applianceconfig list | new | test | delete` on the manager.
-async fn applianceconfig(shared: &Arc<Shared>, req: &Request) -> Response {
-    let args = &req.args;
+pub async fn applianceconfig(
+    shared: &Arc<Shared>,
+    req: &Request,
+    args: &ApplianceArgs,
+) -> Response {
     let cfg = shared.config();
-    if cfg.role != Role::Manager && arg_str(args, "action") == Some("status") {
+    if cfg.role != Role::Manager && args.action == ApplianceAction::Status {
         return Response::error(
             "applianceconfig status runs on the manager (it shows the gateways added to it); on a gateway, `pvoconfig status` shows its own state.",
         );
@@ -905,8 +878,8 @@ async fn applianceconfig(shared: &Arc<Shared>, req: &Request) -> Response {
         );
     };
     drop(cfg);
-    match arg_str(args, "action").unwrap_or("list") {
-        "list" => {
+    match args.action {
+        ApplianceAction::List => {
             let mut t = format!(
                 "{:<16} {:<24} {:<10} {}\n",
                 "Gateway", "CPQ (released mail)", "SSH", "PVO service"
@@ -935,13 +908,14 @@ async fn applianceconfig(shared: &Arc<Shared>, req: &Request) -> Response {
                 .collect();
             Response::ok(t, json!({ "gateways": list }))
         }
-        "status" => match crate::cpq::gateways::status(shared, arg_str(args, "id")).await {
+        ApplianceAction::Status => match crate::cpq::gateways::status(shared, text(&args.id)).await
+        {
             Ok(data) => Response::ok(crate::cpq::gateways::table(&data), data),
             Err(e) => Response::error(e),
         },
-        "new" => appliance_new(shared, req, &c).await,
-        "test" => {
-            let Some(id) = arg_str(args, "id") else {
+        ApplianceAction::New => appliance_new(shared, req, args, &c).await,
+        ApplianceAction::Test => {
+            let Some(id) = text(&args.id) else {
                 return Response::error("applianceconfig test needs the gateway id.");
             };
             match crate::cpq::appliance::query_endpoint(shared, id).await {
@@ -949,29 +923,27 @@ async fn applianceconfig(shared: &Arc<Shared>, req: &Request) -> Response {
                     format!("Gateway {id}: SSH login with the manager's key works; released mail goes to {}:{}.\n", ep.address, ep.port),
                     json!({ "id": id, "address": ep.address.to_string(), "port": ep.port }),
                 ),
-                Err(e) => Response::error(format!("Gateway {id}: {e:#}")),
+                Err(e) => Response::fail(ErrorKind::Unavailable, format!("Gateway {id}: {e:#}")),
             }
         }
-        "edit" => {
-            let Some(id) = arg_str(args, "id").map(str::to_string) else {
+        ApplianceAction::Edit => {
+            let Some(id) = text(&args.id).map(str::to_string) else {
                 return Response::error("applianceconfig edit needs the gateway id.");
             };
             let Some(g) = c.gateways.iter().find(|g| g.id == id).cloned() else {
                 return Response::error(format!("No gateway {id} is added."));
             };
-            let address = match arg_str(args, "address") {
+            let address = match text(&args.address) {
                 Some(a) => match a.parse::<std::net::IpAddr>() {
                     Ok(ip) => ip,
                     Err(_) => return Response::error(format!("\"{a}\" is not an IP address.")),
                 },
                 None => g.address,
             };
-            let ssh_port = super::arg_u64(args, "ssh_port")
-                .map(|p| p as u16)
-                .or(g.ssh_port);
-            let user = arg_str(args, "user").unwrap_or(&g.ssh_user).to_string();
+            let ssh_port = args.ssh_port.map(|p| p as u16).or(g.ssh_port);
+            let user = text(&args.user).unwrap_or(&g.ssh_user).to_string();
             // The gateway's SSH host key fingerprint (`SHA256:...`) to pin.
-            let host_key = arg_str(args, "host_key")
+            let host_key = text(&args.host_key)
                 .map(str::to_string)
                 .or(g.ssh_host_key.clone())
                 .unwrap_or_default();
@@ -991,30 +963,31 @@ async fn applianceconfig(shared: &Arc<Shared>, req: &Request) -> Response {
                 ))
             })
         }
-        "delete" => {
-            let Some(id) = arg_str(args, "id").map(str::to_string) else {
+        ApplianceAction::Delete => {
+            let Some(id) = text(&args.id).map(str::to_string) else {
                 return Response::error("applianceconfig delete needs the gateway id.");
             };
             config_cmds::edit(shared, req, move |_, doc| {
                 if !doc.cpq_gateway_delete(&id)? {
-                    return Err(format!("No gateway {id} is added."));
+                    return Err(format!("No gateway {id} is added.").into());
                 }
                 Ok(format!("Gateway {id} removed: from the commit on, its certificate fails the handshake (it can no longer transfer messages), and nothing is released to it."))
             })
         }
-        other => Response::error(format!(
-            "Unknown applianceconfig action \"{other}\"; allowed: list, status, new, edit, test, delete."
-        )),
     }
 }
 
-async fn appliance_new(shared: &Arc<Shared>, req: &Request, c: &crate::config::Cpq) -> Response {
+async fn appliance_new(
+    shared: &Arc<Shared>,
+    req: &Request,
+    args: &ApplianceArgs,
+    c: &crate::config::Cpq,
+) -> Response {
     use crate::cpq::appliance::{exec, manager_key, parse_status, Login};
-    let args = &req.args;
     let (Some(id), Some(address), Some(password)) = (
-        arg_str(args, "id").map(str::to_string),
-        arg_str(args, "address").and_then(|a| a.parse::<std::net::IpAddr>().ok()),
-        arg_str(args, "password").map(str::to_string),
+        text(&args.id).map(str::to_string),
+        text(&args.address).and_then(|a| a.parse::<std::net::IpAddr>().ok()),
+        text(&args.password).map(str::to_string),
     ) else {
         return Response::error("applianceconfig new needs --id ID, --address IP (the gateway's SSH address) and its Administrator's password.");
     };
@@ -1023,8 +996,8 @@ async fn appliance_new(shared: &Arc<Shared>, req: &Request, c: &crate::config::C
             "\"{id}\" is not a gateway id; allowed: 1-128 of A-Z a-z 0-9 . - _ :"
         ));
     }
-    let ssh_port = super::arg_u64(args, "ssh_port").unwrap_or(22) as u16;
-    let user = arg_str(args, "user").unwrap_or("admin").to_string();
+    let ssh_port = args.ssh_port.unwrap_or(22) as u16;
+    let user = text(&args.user).unwrap_or("admin").to_string();
     let mut t = String::new();
     let (key, line) = match manager_key(shared) {
         Ok(k) => k,
@@ -1140,10 +1113,10 @@ async fn appliance_new(shared: &Arc<Shared>, req: &Request, c: &crate::config::C
 
 /// `pvoconfig service [--interface NAME] [--port P]`: the interface and port of this
 /// node's cpq_listener (the PVO service; 7025 by default), pending until commit.
-fn service(shared: &Arc<Shared>, req: &Request) -> Response {
-    let args = req.args.clone();
+fn service(shared: &Arc<Shared>, req: &Request, args: &PvoArgs) -> Response {
+    let args = args.clone();
     config_cmds::edit(shared, req, move |cfg, doc| {
-        let iface = match arg_str(&args, "interface") {
+        let iface = match text(&args.interface) {
             Some(name) => match cfg.interface_by_name(name) {
                 Some(i) => Some(cfg.interfaces[i].name.clone()),
                 None => {
@@ -1154,12 +1127,13 @@ fn service(shared: &Arc<Shared>, req: &Request) -> Response {
                             .map(|i| i.name.as_str())
                             .collect::<Vec<_>>()
                             .join(", ")
-                    ))
+                    )
+                    .into())
                 }
             },
             None => None,
         };
-        let port = super::arg_u64(&args, "port");
+        let port = args.port;
         if iface.is_none() && port.is_none() {
             return Err(
                 "Give --interface NAME and/or --port PORT for the PVO service (cpq_listener)."
@@ -1171,9 +1145,9 @@ fn service(shared: &Arc<Shared>, req: &Request) -> Response {
         }
         if let Some(p) = port {
             if !(1..=65535).contains(&p) {
-                return Err(format!(
-                    "{p} is not a port; allowed: 1 to 65535 (7025 by default)"
-                ));
+                return Err(
+                    format!("{p} is not a port; allowed: 1 to 65535 (7025 by default)").into(),
+                );
             }
             doc.cpq_set_int("port", p as i64)?;
         }

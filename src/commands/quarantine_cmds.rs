@@ -41,31 +41,22 @@ use pvo_quarantine::{
 use pvo_scan::outbreak::OutbreakRulesFile;
 use serde_json::{json, Value};
 
-use super::{arg_str, arg_u64};
-use crate::admin::{Request, Response};
+use super::command::{
+    text, ActArgs, CommandError, CopyArgs, List, ListAction, ManageByRuleArgs, OutbreakUpdateArgs,
+    QuarantineCmd, QuarantineConfigArgs, SearchArgs, ShowArgs, SweepArgs,
+};
+use crate::admin::{ErrorKind, Request, Response};
 use crate::clock::gmt;
 use crate::envelope::Envelope;
 use crate::scanning::local_quarantine::{handle_reports, now};
 use crate::state::Shared;
 use crate::users::{Builtin, Identity, Perm, RoleDef};
 
-/// Handles a quarantine command; `None` if `req.command` is not one.
-pub async fn dispatch(shared: &Arc<Shared>, req: &Request, id: &Identity) -> Option<Response> {
-    let result = match req.command.as_str() {
-        "quarantineconfig" => quarantineconfig(shared, req).await,
-        "quarantine" => quarantine(shared, req, id).await,
-        "outbreakupdate" => outbreakupdate(shared, &req.args, id).await,
-        "outbreakstatus" => outbreakstatus(shared).await,
-        _ => return None,
-    };
-    Some(result.unwrap_or_else(Response::error))
-}
-
-type Reply = Result<Response, String>;
+type Reply = Result<Response, CommandError>;
 
 /// [`store_err`], and a storage failure's cause logged in mail_logs, where its text
 /// sends the administrator.
-fn store_err_in(shared: &Shared) -> impl Fn(QuarantineError) -> String + '_ {
+fn store_err_in(shared: &Shared) -> impl Fn(QuarantineError) -> CommandError + '_ {
     move |e| {
         if e.is_temporary() {
             shared
@@ -79,14 +70,23 @@ fn store_err_in(shared: &Shared) -> impl Fn(QuarantineError) -> String + '_ {
 /// The text of a store error for the administrator. Storage failures say so and that
 /// nothing changed (each action is one transaction); callers that have the node use
 /// [`store_err_in`], which also logs the cause.
-fn store_err(e: QuarantineError) -> String {
+fn store_err(e: QuarantineError) -> CommandError {
+    use pvo_quarantine::QuarantineError as E;
     if e.is_temporary() {
-        format!(
+        return CommandError::unavailable(format!(
             "The quarantine store failed ({e}); nothing was changed. See mail_logs and try again."
-        )
-    } else {
-        e.to_string()
+        ));
     }
+    let kind = match &e {
+        E::UnknownMessage(_)
+        | E::UnknownQuarantine(_)
+        | E::NotInQuarantine { .. }
+        | E::BodyGone(_) => ErrorKind::NotFound,
+        E::AlreadyInQuarantine { .. } | E::QuarantineExists(_) => ErrorKind::Conflict,
+        E::SchemaTooNew { .. } | E::Db(_) | E::Corrupt(_) => ErrorKind::Unavailable,
+        E::BuiltinQuarantine(_) | E::Invalid(_) | E::Filter(_) => ErrorKind::Invalid,
+    };
+    CommandError::new(kind, e.to_string())
 }
 
 fn who(req: &Request) -> String {
@@ -101,12 +101,15 @@ fn who(req: &Request) -> String {
 // quarantineconfig
 // ---------------------------------------------------------------------------------------
 
-async fn quarantineconfig(shared: &Arc<Shared>, req: &Request) -> Reply {
-    let args = &req.args;
-    match arg_str(args, "action").unwrap_or("list") {
-        "list" => list_quarantines(shared, String::new()).await,
-        "new" => {
-            let name = arg_str(args, "name")
+pub async fn quarantineconfig(
+    shared: &Arc<Shared>,
+    req: &Request,
+    args: &QuarantineConfigArgs,
+) -> Reply {
+    match args.action {
+        ListAction::List => list_quarantines(shared, String::new()).await,
+        ListAction::New => {
+            let name = text(&args.name)
                 .ok_or("quarantineconfig new: give the name with --name")?
                 .trim()
                 .to_string();
@@ -117,7 +120,7 @@ async fn quarantineconfig(shared: &Arc<Shared>, req: &Request) -> Reply {
                 early_release: Default::default(),
                 access: Default::default(),
             };
-            patch_settings(&mut settings, &args["settings"])?;
+            patch_settings(&mut settings, &args.settings)?;
             let n = name.clone();
             let q = shared
                 .local_quarantine
@@ -139,11 +142,11 @@ async fn quarantineconfig(shared: &Arc<Shared>, req: &Request) -> Reply {
             )
             .await
         }
-        "edit" => {
-            let name = arg_str(args, "name")
+        ListAction::Edit => {
+            let name = text(&args.name)
                 .ok_or("quarantineconfig edit: give the quarantine's name")?
                 .to_string();
-            let patch = args["settings"].clone();
+            let patch = args.settings.clone();
             let q = shared
                 .local_quarantine
                 .with(move |s| {
@@ -168,8 +171,8 @@ async fn quarantineconfig(shared: &Arc<Shared>, req: &Request) -> Reply {
             )
             .await
         }
-        "delete" => {
-            let name = arg_str(args, "name")
+        ListAction::Delete => {
+            let name = text(&args.name)
                 .ok_or("quarantineconfig delete: give the quarantine's name")?
                 .to_string();
             let user = who(req);
@@ -213,9 +216,6 @@ async fn quarantineconfig(shared: &Arc<Shared>, req: &Request) -> Reply {
             resp.data["moved_to_unclassified"] = json!(mids);
             Ok(resp)
         }
-        other => Err(format!(
-            "quarantineconfig: unknown action {other:?}; allowed: list, new, edit, delete"
-        )),
     }
 }
 
@@ -426,21 +426,21 @@ impl QAccess {
         }
     }
 
-    fn no_access(&self, quarantine: &str) -> String {
+    fn no_access(&self, quarantine: &str) -> CommandError {
         let yours = if self.quarantines.is_empty() {
             "none; an Administrator adds the user or the role to a quarantine's access list with `quarantineconfig edit NAME --access`".to_string()
         } else {
             self.quarantines.join(", ")
         };
-        format!(
+        CommandError::forbidden(format!(
             "Role \"{}\" has no access to quarantine \"{quarantine}\"; the quarantines it may access: {yours}.",
             self.role
-        )
+        ))
     }
 }
 
 /// What `id` may see, from its role and the access lists of the quarantines.
-async fn access_of(shared: &Arc<Shared>, id: &Identity) -> Result<QAccess, String> {
+async fn access_of(shared: &Arc<Shared>, id: &Identity) -> Result<QAccess, CommandError> {
     let role = shared.users.role(&id.role);
     let (all, own) = match &role {
         Some(RoleDef::Builtin(Builtin::Administrator)) => return Ok(QAccess::everything()),
@@ -482,24 +482,32 @@ async fn access_of(shared: &Arc<Shared>, id: &Identity) -> Result<QAccess, Strin
     })
 }
 
-async fn quarantine(shared: &Arc<Shared>, req: &Request, id: &Identity) -> Reply {
-    let action = arg_str(&req.args, "action").unwrap_or("");
-    let access = match action {
-        "search" | "show" | "release" | "delete" | "delay" | "move" | "manage-by-rule" => {
-            access_of(shared, id).await?
-        }
-        _ => QAccess::everything(),
+pub async fn quarantine(
+    shared: &Arc<Shared>,
+    req: &Request,
+    cmd: &QuarantineCmd,
+    id: &Identity,
+) -> Reply {
+    use QuarantineCmd as Q;
+    let access = match cmd {
+        Q::Search(_)
+        | Q::Show(_)
+        | Q::Release(_)
+        | Q::Delete(_)
+        | Q::Delay(_)
+        | Q::Move(_)
+        | Q::ManageByRule(_) => access_of(shared, id).await?,
+        Q::Copy(_) | Q::Sweep(_) => QAccess::everything(),
     };
-    match action {
-        "search" => search(shared, &req.args, &access).await,
-        "show" => show(shared, &req.args, &access).await,
-        "release" | "delete" | "delay" | "move" => act(shared, req, &access).await,
-        "copy" => copy(shared, req).await,
-        "manage-by-rule" => manage_by_rule(shared, req, &access).await,
-        "sweep" => sweep(shared, &req.args).await,
-        other => Err(format!(
-            "quarantine: unknown action {other:?}; allowed: search, show, release, delete, delay, move, copy, manage-by-rule, sweep"
-        )),
+    match cmd {
+        Q::Search(a) => search(shared, a, &access).await,
+        Q::Show(a) => show(shared, a, &access).await,
+        Q::Release(a) | Q::Delete(a) | Q::Delay(a) | Q::Move(a) => {
+            act(shared, req, cmd.name(), a, &access).await
+        }
+        Q::Copy(a) => copy(shared, req, a).await,
+        Q::ManageByRule(a) => manage_by_rule(shared, req, a, &access).await,
+        Q::Sweep(a) => sweep(shared, a).await,
     }
 }
 
@@ -653,32 +661,32 @@ fn resolve(s: &Store, mids: &[u64]) -> pvo_quarantine::Result<HashMap<u64, MsgId
     Ok(found)
 }
 
-fn not_held(mid: u64) -> String {
-    format!("MID {mid} is not held in any quarantine (never quarantined, or already released or deleted); `pvo quarantine search` lists the held messages")
+fn not_held(mid: u64) -> CommandError {
+    CommandError::not_found(format!("MID {mid} is not held in any quarantine (never quarantined, or already released or deleted); `pvo quarantine search` lists the held messages"))
 }
 
 /// A MID the caller may not see: the same answer as a MID that is not held.
-fn not_visible(mid: u64) -> String {
-    format!("MID {mid} is not held in any quarantine you can access; `pvo quarantine search` lists the held messages")
+fn not_visible(mid: u64) -> CommandError {
+    CommandError::not_found(format!("MID {mid} is not held in any quarantine you can access; `pvo quarantine search` lists the held messages"))
 }
 
-async fn search(shared: &Arc<Shared>, args: &Value, access: &QAccess) -> Reply {
-    let mut q = query_from(&args["query"])?;
+async fn search(shared: &Arc<Shared>, args: &SearchArgs, access: &QAccess) -> Reply {
+    let mut q = query_from(&args.query)?;
     if let Some(name) = &q.quarantine {
         if !access.quarantine_ok(name) {
             return Err(access.no_access(name));
         }
     }
     access.limit(&mut q);
-    q.offset = arg_u64(args, "offset").unwrap_or(0);
-    q.limit = arg_u64(args, "limit").unwrap_or(25).clamp(1, 10_000);
+    q.offset = args.offset.unwrap_or(0);
+    q.limit = args.limit.unwrap_or(25).clamp(1, 10_000);
     let (offset, limit) = (q.offset, q.limit);
     let page = shared
         .local_quarantine
         .with(move |s| s.search(&q))
         .await
         .map_err(store_err_in(shared))?;
-    let searched = args["query"]["quarantine"].as_str().map(str::to_string);
+    let searched = args.query["quarantine"].as_str().map(str::to_string);
     let mut rows = vec![[
         "MID".to_string(),
         "Received (GMT)".into(),
@@ -856,8 +864,8 @@ fn render_details(v: &Value, indent: usize, out: &mut String) {
     }
 }
 
-async fn show(shared: &Arc<Shared>, args: &Value, access: &QAccess) -> Reply {
-    let mid = arg_u64(args, "mid").ok_or("quarantine show: give the MID")?;
+async fn show(shared: &Arc<Shared>, args: &ShowArgs, access: &QAccess) -> Reply {
+    let mid = args.mid.ok_or("quarantine show: give the MID")?;
     let acc = access.clone();
     let loaded = shared
         .local_quarantine
@@ -1167,35 +1175,32 @@ fn delay_by(s: Option<&str>) -> Result<DelayBy, String> {
     }
 }
 
-fn mids_arg(args: &Value) -> Vec<u64> {
-    args.get("mids")
-        .and_then(Value::as_array)
-        .map(|a| a.iter().filter_map(Value::as_u64).collect())
-        .unwrap_or_default()
-}
-
 /// release, delete, delay, move: on MIDs or on every result of a search.
-async fn act(shared: &Arc<Shared>, req: &Request, access: &QAccess) -> Reply {
-    let args = &req.args;
-    let verb = arg_str(args, "action").unwrap_or_default().to_string();
-    let action = match verb.as_str() {
+async fn act(
+    shared: &Arc<Shared>,
+    req: &Request,
+    verb: &str,
+    args: &ActArgs,
+    access: &QAccess,
+) -> Reply {
+    let action = match verb {
         "release" => Action::Release,
         "delete" => Action::Delete,
-        "delay" => Action::Delay(delay_by(arg_str(args, "by"))?),
+        "delay" => Action::Delay(delay_by(text(&args.by))?),
         _ => Action::Move {
-            to: arg_str(args, "to")
+            to: text(&args.to)
                 .ok_or("quarantine move: say where to with --to")?
                 .to_string(),
         },
     };
     let scope = if verb == "move" {
         Scope::Quarantine(
-            arg_str(args, "from")
+            text(&args.from)
                 .ok_or("quarantine move: say from which quarantine with --from")?
                 .to_string(),
         )
     } else {
-        match arg_str(args, "quarantine") {
+        match text(&args.quarantine) {
             Some(q) => Scope::Quarantine(q.to_string()),
             None => Scope::All,
         }
@@ -1213,11 +1218,11 @@ async fn act(shared: &Arc<Shared>, req: &Request, access: &QAccess) -> Reply {
     let actor = Actor::manual(who(req));
     let at = now();
     let acc = access.clone();
-    let results = if args.get("all_results").and_then(Value::as_bool) == Some(true) {
+    let results = if args.all_results {
         if verb == "move" {
             return Err("quarantine move: name the messages by MID".into());
         }
-        let mut q = query_from(&args["query"])?;
+        let mut q = query_from(&args.query)?;
         if let Some(name) = &q.quarantine {
             if !access.quarantine_ok(name) {
                 return Err(access.no_access(name));
@@ -1250,9 +1255,9 @@ async fn act(shared: &Arc<Shared>, req: &Request, access: &QAccess) -> Reply {
                 .map_err(store_err_in(shared))?
         }
     } else {
-        let mids = mids_arg(args);
+        let mids = args.mids.clone();
         if mids.is_empty() {
-            return Err(format!("quarantine {verb}: give the MIDs"));
+            return Err(format!("quarantine {verb}: give the MIDs").into());
         }
         shared
             .local_quarantine
@@ -1262,12 +1267,12 @@ async fn act(shared: &Arc<Shared>, req: &Request, access: &QAccess) -> Reply {
                     .iter()
                     .filter(|m| !map.contains_key(m))
                     .map(|&m| {
-                        let text = if acc.unrestricted() {
+                        let e = if acc.unrestricted() {
                             not_held(m)
                         } else {
                             not_visible(m)
                         };
-                        (m, text)
+                        (m, e.text)
                     })
                     .collect();
                 let found: Vec<(u64, MsgId)> = mids
@@ -1291,7 +1296,7 @@ async fn act(shared: &Arc<Shared>, req: &Request, access: &QAccess) -> Reply {
             .map_err(store_err_in(shared))?
     };
     let (results, missing) = results;
-    report(shared, results, missing, &verb).await
+    report(shared, results, missing, verb).await
 }
 
 /// MIDs with the text that says why they were not acted on.
@@ -1318,7 +1323,7 @@ fn permitted<T>(
             .and_then(Value::as_u64)
             .unwrap_or(info.gateway_mid);
         if !acc.message_ok(&info) {
-            denied.push((mid, not_visible(mid)));
+            denied.push((mid, not_visible(mid).text));
             continue;
         }
         if matches!(scope, Scope::All) {
@@ -1370,7 +1375,7 @@ async fn report(
     for (id, r) in results {
         match r {
             Ok(rep) => reports.push(rep),
-            Err(e) => failed_ids.push((id, store_err_in(shared)(e))),
+            Err(e) => failed_ids.push((id, store_err_in(shared)(e).text)),
         }
     }
     let reports = crate::scanning::local_quarantine::with_node_mids(shared, reports).await;
@@ -1524,18 +1529,13 @@ fn summarize(reports: &[ActionReport]) -> String {
     )
 }
 
-async fn copy(shared: &Arc<Shared>, req: &Request) -> Reply {
-    let args = &req.args;
-    let mid = arg_u64(args, "mid").ok_or("quarantine copy: give the MID")?;
+async fn copy(shared: &Arc<Shared>, req: &Request, args: &CopyArgs) -> Reply {
+    let mid = args.mid.ok_or("quarantine copy: give the MID")?;
     let to: Vec<String> = args
-        .get("to")
-        .and_then(Value::as_array)
-        .map(|a| {
-            a.iter()
-                .filter_map(Value::as_str)
-                .map(str::to_string)
-                .collect()
-        })
+        .to
+        .as_ref()
+        .and_then(List::array)
+        .map(<[String]>::to_vec)
         .unwrap_or_default();
     if to.is_empty() {
         return Err("quarantine copy: give the addresses with --to".into());
@@ -1549,7 +1549,7 @@ async fn copy(shared: &Arc<Shared>, req: &Request) -> Reply {
             Err(e) => {
                 return Err(format!(
                     "quarantine copy: {a:?} is not an email address ({e}; ASCII only, quote a local part with spaces)"
-                ))
+                ).into())
             }
         }
     }
@@ -1602,8 +1602,12 @@ async fn copy(shared: &Arc<Shared>, req: &Request) -> Reply {
     ))
 }
 
-async fn manage_by_rule(shared: &Arc<Shared>, req: &Request, access: &QAccess) -> Reply {
-    let args = &req.args;
+async fn manage_by_rule(
+    shared: &Arc<Shared>,
+    req: &Request,
+    args: &ManageByRuleArgs,
+    access: &QAccess,
+) -> Reply {
     if !access.quarantine_ok("Outbreak") {
         return Err(access.no_access("Outbreak"));
     }
@@ -1612,20 +1616,21 @@ async fn manage_by_rule(shared: &Arc<Shared>, req: &Request, access: &QAccess) -
             "manage-by-rule acts on every message of the rule, and role \"{}\" is limited to recipients in {}; act on the messages by MID instead (`quarantine search --quarantine Outbreak`).",
             access.role,
             access.domains.join(", ")
-        ));
+        ).into());
     }
-    let rule = arg_str(args, "rule")
+    let rule = text(&args.rule)
         .ok_or("manage-by-rule: give the outbreak rule id")?
         .to_string();
-    let what = arg_str(args, "what").unwrap_or_default().to_string();
+    let what = text(&args.what).unwrap_or_default().to_string();
     let action = match what.as_str() {
         "release" => Action::Release,
         "delete" => Action::Delete,
-        "delay" => Action::Delay(delay_by(arg_str(args, "by"))?),
+        "delay" => Action::Delay(delay_by(text(&args.by))?),
         other => {
             return Err(format!(
                 "manage-by-rule: {other:?} is not an action; allowed: release, delete, delay"
-            ))
+            )
+            .into())
         }
     };
     let actor = Actor::manual(who(req));
@@ -1647,8 +1652,8 @@ async fn manage_by_rule(shared: &Arc<Shared>, req: &Request, access: &QAccess) -
     report(shared, results, Vec::new(), &what).await
 }
 
-async fn sweep(shared: &Arc<Shared>, args: &Value) -> Reply {
-    let at = arg_u64(args, "at").unwrap_or_else(now);
+async fn sweep(shared: &Arc<Shared>, args: &SweepArgs) -> Reply {
+    let at = args.at.unwrap_or_else(now);
     let reports = shared
         .local_quarantine
         .with(move |s| s.sweep(at))
@@ -1683,9 +1688,13 @@ async fn sweep(shared: &Arc<Shared>, args: &Value) -> Reply {
 // outbreakupdate, outbreakstatus
 // ---------------------------------------------------------------------------------------
 
-async fn outbreakupdate(shared: &Arc<Shared>, args: &Value, id: &Identity) -> Reply {
+pub async fn outbreakupdate(
+    shared: &Arc<Shared>,
+    args: &OutbreakUpdateArgs,
+    id: &Identity,
+) -> Reply {
     use crate::scanning::outbreak_store::{from_bytes, read, Configured, Origin};
-    let file = arg_str(args, "file")
+    let file = text(&args.file)
         .ok_or("outbreakupdate: give the rules file")?
         .to_string();
     // Over SSH and the API only a file of the import directory (`crate::import`).
@@ -1830,7 +1839,7 @@ fn rescan_outbreak(
     Ok((scanned, released, kept))
 }
 
-async fn outbreakstatus(shared: &Arc<Shared>) -> Reply {
+pub async fn outbreakstatus(shared: &Arc<Shared>) -> Reply {
     // One read: the rules, their descriptions and where they came from go together.
     let in_force = shared.outbreak.in_force();
     let rules = in_force.as_ref().map(|f| f.rules.clone());

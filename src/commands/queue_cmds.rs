@@ -10,7 +10,7 @@ use std::sync::Arc;
 use serde_json::json;
 use tokio::sync::oneshot;
 
-use super::{arg_bool, arg_str};
+use super::command::{text, HostArgs, SelectionArgs, TophostsArgs};
 use crate::admin::Response;
 use crate::mail_log::ctime;
 use crate::queue::{Event, HostStatus, QueuedRecipient, Removal, Selection};
@@ -19,8 +19,8 @@ use crate::state::Shared;
 use crate::clock::unix_now as now;
 
 /// The selection of `showrecipients` and friends: --host, --sender or --all.
-fn selection(args: &serde_json::Value) -> Result<Selection, Response> {
-    match (arg_str(args, "host"), arg_str(args, "sender"), arg_bool(args, "all")) {
+fn selection(args: &SelectionArgs) -> Result<Selection, Response> {
+    match (text(&args.host), text(&args.sender), args.all) {
         (Some(h), None, false) => Ok(Selection::Host(h.trim_end_matches('.').to_ascii_lowercase())),
         (None, Some(s), false) => Ok(Selection::Sender(s.trim_matches(['<', '>']).to_string())),
         (None, None, true) => Ok(Selection::All),
@@ -36,9 +36,9 @@ fn describe(sel: &Selection) -> String {
     }
 }
 
-pub async fn tophosts(shared: &Arc<Shared>, args: &serde_json::Value) -> Response {
+pub async fn tophosts(shared: &Arc<Shared>, args: &TophostsArgs) -> Response {
     let mut rows = shared.queue.hosts().await;
-    let sort = arg_str(args, "sort").unwrap_or("active");
+    let sort = text(&args.sort).unwrap_or("active");
     match sort {
         "active" => rows.sort_by(|a, b| {
             b.active_recipients
@@ -104,8 +104,8 @@ pub async fn tophosts(shared: &Arc<Shared>, args: &serde_json::Value) -> Respons
     Response::ok(t, json!({ "sort": sort, "hosts": rows }))
 }
 
-pub async fn hoststatus(shared: &Arc<Shared>, args: &serde_json::Value) -> Response {
-    let Some(host) = arg_str(args, "host") else {
+pub async fn hoststatus(shared: &Arc<Shared>, args: &HostArgs) -> Response {
+    let Some(host) = text(&args.host) else {
         return Response::error(
             "hoststatus needs a host name, for example: pvo hoststatus example.com",
         );
@@ -209,7 +209,7 @@ async fn recipients(shared: &Shared, sel: Selection) -> Vec<QueuedRecipient> {
     rx.await.unwrap_or_default()
 }
 
-pub async fn showrecipients(shared: &Arc<Shared>, args: &serde_json::Value) -> Response {
+pub async fn showrecipients(shared: &Arc<Shared>, args: &SelectionArgs) -> Response {
     let sel = match selection(args) {
         Ok(s) => s,
         Err(r) => return r,
@@ -247,7 +247,7 @@ impl QueuedRecipient {
     }
 }
 
-async fn remove(shared: &Arc<Shared>, args: &serde_json::Value, how: Removal) -> Response {
+async fn remove(shared: &Arc<Shared>, args: &SelectionArgs, how: Removal) -> Response {
     let sel = match selection(args) {
         Ok(s) => s,
         Err(r) => return r,
@@ -280,16 +280,16 @@ async fn remove(shared: &Arc<Shared>, args: &serde_json::Value, how: Removal) ->
     Response::ok(t, json!({ "selection": sel, verb: n, "in_delivery": busy }))
 }
 
-pub async fn deleterecipients(shared: &Arc<Shared>, args: &serde_json::Value) -> Response {
+pub async fn deleterecipients(shared: &Arc<Shared>, args: &SelectionArgs) -> Response {
     remove(shared, args, Removal::Delete).await
 }
 
-pub async fn bouncerecipients(shared: &Arc<Shared>, args: &serde_json::Value) -> Response {
+pub async fn bouncerecipients(shared: &Arc<Shared>, args: &SelectionArgs) -> Response {
     remove(shared, args, Removal::Bounce).await
 }
 
-pub async fn redirectrecipients(shared: &Arc<Shared>, args: &serde_json::Value) -> Response {
-    let Some(target) = arg_str(args, "host") else {
+pub async fn redirectrecipients(shared: &Arc<Shared>, args: &HostArgs) -> Response {
+    let Some(target) = text(&args.host) else {
         return Response::error("redirectrecipients needs the host to send every queued message to, for example: pvo redirectrecipients mail.example.net:25");
     };
     let Some((host, port)) = crate::config::parse_host_port(target) else {
@@ -311,8 +311,8 @@ pub async fn redirectrecipients(shared: &Arc<Shared>, args: &serde_json::Value) 
     )
 }
 
-pub async fn delivernow(shared: &Arc<Shared>, args: &serde_json::Value) -> Response {
-    let host = arg_str(args, "host").map(|h| h.trim_end_matches('.').to_ascii_lowercase());
+pub async fn delivernow(shared: &Arc<Shared>, args: &HostArgs) -> Response {
+    let host = text(&args.host).map(|h| h.trim_end_matches('.').to_ascii_lowercase());
     let (tx, rx) = oneshot::channel();
     shared.queue.send(Event::DeliverNow(host.clone(), tx));
     let n = rx.await.unwrap_or(0);

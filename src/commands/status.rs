@@ -7,7 +7,7 @@ use std::time::Duration;
 use serde_json::json;
 use tokio::sync::oneshot;
 
-use super::{arg_bool, arg_str, arg_u64};
+use super::command::{text, ListenersArgs, StatusArgs, SuspendArgs};
 use crate::admin::Response;
 use crate::mail_log::ctime;
 use crate::queue::{Event, Gauges};
@@ -41,8 +41,8 @@ pub fn system_status(shared: &Shared) -> &'static str {
     }
 }
 
-pub async fn status(shared: &Arc<Shared>, args: &serde_json::Value) -> Response {
-    let detail = arg_bool(args, "detail");
+pub async fn status(shared: &Arc<Shared>, args: &StatusArgs) -> Response {
+    let detail = args.detail;
     let g = gauges(shared).await;
     let c = shared.counters.snapshot();
     let reset = shared.counters.since_reset();
@@ -231,8 +231,8 @@ pub async fn status(shared: &Arc<Shared>, args: &serde_json::Value) -> Response 
     Response::ok(t, data)
 }
 
-pub async fn suspend(shared: &Arc<Shared>, args: &serde_json::Value) -> Response {
-    let delay = arg_u64(args, "delay").unwrap_or(30);
+pub async fn suspend(shared: &Arc<Shared>, args: &SuspendArgs) -> Response {
+    let delay = args.delay.unwrap_or(30);
     let names = shared.listeners.suspend(&[]);
     let (tx, rx) = oneshot::channel();
     shared.queue.send(Event::SuspendDelivery(true, tx));
@@ -322,8 +322,8 @@ fn resumed_answer(shared: &Shared, r: Resumed, mut data: serde_json::Value) -> R
 /// The listeners named by `listener`: `all` (or nothing) is every one,
 /// otherwise one name or several separated by commas, as the appliance
 /// accepts them. Empty means all.
-fn selected(shared: &Shared, args: &serde_json::Value) -> Result<Vec<String>, Response> {
-    let which = arg_str(args, "listener").unwrap_or("all");
+fn selected(shared: &Shared, args: &ListenersArgs) -> Result<Vec<String>, Response> {
+    let which = text(&args.listener).unwrap_or("all");
     let wanted: Vec<&str> = which
         .split(',')
         .map(str::trim)
@@ -348,7 +348,7 @@ fn selected(shared: &Shared, args: &serde_json::Value) -> Result<Vec<String>, Re
     Ok(out)
 }
 
-pub fn suspend_listeners(shared: &Arc<Shared>, args: &serde_json::Value) -> Response {
+pub fn suspend_listeners(shared: &Arc<Shared>, args: &ListenersArgs) -> Response {
     let sel = match selected(shared, args) {
         Ok(s) => s,
         Err(r) => return r,
@@ -369,7 +369,7 @@ pub fn suspend_listeners(shared: &Arc<Shared>, args: &serde_json::Value) -> Resp
     )
 }
 
-pub fn resume_listeners(shared: &Arc<Shared>, args: &serde_json::Value) -> Response {
+pub fn resume_listeners(shared: &Arc<Shared>, args: &ListenersArgs) -> Response {
     let sel = match selected(shared, args) {
         Ok(s) => s,
         Err(r) => return r,

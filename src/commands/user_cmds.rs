@@ -10,8 +10,8 @@ use std::sync::Arc;
 
 use serde_json::{json, Value};
 
-use super::{arg_str, arg_u64};
-use crate::admin::{Request, Response};
+use super::command::{text, AuditLogArgs, CommandError, Flag, UserAction, UserArgs};
+use crate::admin::Response;
 use crate::clock::gmt;
 use crate::state::Shared;
 use crate::users::{
@@ -19,25 +19,24 @@ use crate::users::{
     User, INITIAL_PASSWORD_FILE,
 };
 
-type Reply = Result<Response, String>;
+type Reply = Result<Response, CommandError>;
 
-pub async fn dispatch(shared: &Arc<Shared>, req: &Request, id: &Identity) -> Option<Response> {
-    let r = match req.command.as_str() {
-        "userconfig" => {
-            let (s, r, i) = (shared.clone(), req.clone(), id.clone());
-            tokio::task::spawn_blocking(move || userconfig(&s, &r.args, &i))
-                .await
-                .unwrap_or_else(|e| Err(format!("userconfig failed inside the node: {e}")))
-        }
-        "auditlog" => {
-            let (s, a) = (shared.clone(), req.args.clone());
-            tokio::task::spawn_blocking(move || auditlog(&s, &a))
-                .await
-                .unwrap_or_else(|e| Err(format!("auditlog failed inside the node: {e}")))
-        }
-        _ => return None,
-    };
-    Some(r.unwrap_or_else(Response::error))
+/// `userconfig`, on the blocking pool (the user store is files).
+pub async fn userconfig(shared: &Arc<Shared>, args: &UserArgs, id: &Identity) -> Response {
+    let (s, a, i) = (shared.clone(), args.clone(), id.clone());
+    tokio::task::spawn_blocking(move || userconfig_now(&s, &a, &i))
+        .await
+        .unwrap_or_else(|e| Err(format!("userconfig failed inside the node: {e}").into()))
+        .unwrap_or_else(Response::from)
+}
+
+/// `auditlog`, on the blocking pool (the audit trail is a file).
+pub async fn auditlog(shared: &Arc<Shared>, args: &AuditLogArgs) -> Response {
+    let (s, a) = (shared.clone(), args.clone());
+    tokio::task::spawn_blocking(move || auditlog_now(&s, &a))
+        .await
+        .unwrap_or_else(|e| Err(format!("auditlog failed inside the node: {e}").into()))
+        .unwrap_or_else(Response::from)
 }
 
 fn table(rows: &[Vec<String>]) -> String {
@@ -60,11 +59,10 @@ fn table(rows: &[Vec<String>]) -> String {
     out
 }
 
-fn list_arg(args: &Value, key: &str) -> Option<Vec<String>> {
-    args.get(key).and_then(Value::as_array).map(|a| {
+fn list_arg(list: &Option<Vec<String>>) -> Option<Vec<String>> {
+    list.as_ref().map(|a| {
         a.iter()
-            .filter_map(Value::as_str)
-            .map(str::trim)
+            .map(|s| s.trim())
             .filter(|s| !s.is_empty())
             .map(str::to_string)
             .collect()
@@ -130,41 +128,66 @@ fn known_role(shared: &Shared, name: &str) -> Result<String, String> {
     }
 }
 
-fn find<'a>(users: &'a mut [User], name: &str) -> Result<&'a mut User, String> {
+fn find<'a>(users: &'a mut [User], name: &str) -> Result<&'a mut User, CommandError> {
     users
         .iter_mut()
         .find(|u| u.name.eq_ignore_ascii_case(name))
-        .ok_or_else(|| format!("There is no user \"{name}\"; `userconfig list` shows them."))
+        .ok_or_else(|| {
+            CommandError::not_found(format!(
+                "There is no user \"{name}\"; `userconfig list` shows them."
+            ))
+        })
 }
 
-fn userconfig(shared: &Arc<Shared>, args: &Value, id: &Identity) -> Reply {
+/// `Users::update` with the change's typed error kept: the store words its own
+/// refusals (the last Administrator, a failed write).
+fn update<T>(
+    shared: &Shared,
+    change: impl FnOnce(&mut Vec<User>, &mut Vec<CustomRole>) -> Result<T, CommandError>,
+) -> Result<T, CommandError> {
+    let mut failed = None;
+    shared
+        .users
+        .update(|users, roles| {
+            change(users, roles).map_err(|e| {
+                let text = e.text.clone();
+                failed = Some(e);
+                text
+            })
+        })
+        .map_err(|text| failed.take().unwrap_or_else(|| CommandError::invalid(text)))
+}
+
+fn userconfig_now(shared: &Arc<Shared>, args: &UserArgs, id: &Identity) -> Reply {
     let now = crate::clock::unix_now();
     let name = || {
-        arg_str(args, "name")
+        text(&args.name)
             .map(str::trim)
             .map(str::to_string)
             .ok_or("give the user's name")
     };
-    match arg_str(args, "action").unwrap_or("list") {
-        "list" => list_users(shared, String::new()),
-        "new" => {
+    match args.action {
+        UserAction::List => list_users(shared, String::new()),
+        UserAction::New => {
             let name = name()?;
             check_name(&name, "user", false)?;
             let role = known_role(
                 shared,
-                arg_str(args, "role").ok_or("userconfig new: give the role with --role")?,
+                text(&args.role).ok_or("userconfig new: give the role with --role")?,
             )?;
-            let (password, generated) = match arg_str(args, "password") {
+            let (password, generated) = match text(&args.password) {
                 Some(p) => (p.to_string(), false),
                 None => (generate_password(), true),
             };
             check_password(&password)?;
             let hash = hash_password(&password).map_err(|e| format!("{e:#}"))?;
-            let full_name = arg_str(args, "full_name").unwrap_or("").to_string();
+            let full_name = text(&args.full_name).unwrap_or("").to_string();
             let n = name.clone();
-            shared.users.update(move |users, _| {
+            update(shared, move |users, _| {
                 if users.iter().any(|u| u.name.eq_ignore_ascii_case(&n)) {
-                    return Err(format!("User \"{n}\" already exists; change it with `userconfig edit {n}`."));
+                    return Err(CommandError::conflict(format!(
+                        "User \"{n}\" already exists; change it with `userconfig edit {n}`."
+                    )));
                 }
                 users.push(User {
                     name: n,
@@ -180,7 +203,9 @@ fn userconfig(shared: &Arc<Shared>, args: &Value, id: &Identity) -> Reply {
             })?;
             let mut text = format!("User \"{name}\" created.");
             if generated {
-                text.push_str(&format!(" Its generated password (shown only now): {password}"));
+                text.push_str(&format!(
+                    " Its generated password (shown only now): {password}"
+                ));
             }
             let mut resp = list_users(shared, format!("{text}\n\n"))?;
             resp.data["created"] = json!(name);
@@ -189,13 +214,15 @@ fn userconfig(shared: &Arc<Shared>, args: &Value, id: &Identity) -> Reply {
             }
             Ok(resp)
         }
-        "edit" => {
+        UserAction::Edit => {
             let name = name()?;
-            let role = arg_str(args, "role").map(|r| known_role(shared, r)).transpose()?;
-            let full_name = args.get("full_name").and_then(Value::as_str).map(str::to_string);
-            let enabled = args.get("enabled").and_then(Value::as_bool);
+            let role = text(&args.role)
+                .map(|r| known_role(shared, r))
+                .transpose()?;
+            let full_name = args.full_name.clone();
+            let enabled = args.enabled;
             if role.is_none() && full_name.is_none() && enabled.is_none() {
-                return Err(format!("userconfig edit {name}: nothing to change (--role, --full-name, --enable, --disable)"));
+                return Err(format!("userconfig edit {name}: nothing to change (--role, --full-name, --enable, --disable)").into());
             }
             let n = name.clone();
             let mut changes = Vec::new();
@@ -208,7 +235,7 @@ fn userconfig(shared: &Arc<Shared>, args: &Value, id: &Identity) -> Reply {
             if let Some(e) = enabled {
                 changes.push(if e { "enabled" } else { "disabled" }.to_string());
             }
-            shared.users.update(move |users, _| {
+            update(shared, move |users, _| {
                 let u = find(users, &n)?;
                 if let Some(r) = role {
                     u.role = r;
@@ -227,26 +254,26 @@ fn userconfig(shared: &Arc<Shared>, args: &Value, id: &Identity) -> Reply {
                 format!("User \"{name}\" changed: {}.\n\n", changes.join(", ")),
             )
         }
-        "delete" => {
+        UserAction::Delete => {
             let name = name()?;
             let n = name.clone();
-            shared.users.update(move |users, _| {
+            update(shared, move |users, _| {
                 find(users, &n)?;
                 users.retain(|u| !u.name.eq_ignore_ascii_case(&n));
                 Ok(())
             })?;
             list_users(shared, format!("User \"{name}\" deleted.\n\n"))
         }
-        "password" => {
+        UserAction::Password => {
             let name = name()?;
-            let (password, generated) = match arg_str(args, "password") {
+            let (password, generated) = match text(&args.password) {
                 Some(p) => (p.to_string(), false),
                 None => (generate_password(), true),
             };
             check_password(&password)?;
             let hash = hash_password(&password).map_err(|e| format!("{e:#}"))?;
             let n = name.clone();
-            let canonical = shared.users.update(move |users, _| {
+            let canonical = update(shared, move |users, _| {
                 let u = find(users, &n)?;
                 u.password = hash;
                 u.changed_at = now;
@@ -265,21 +292,24 @@ fn userconfig(shared: &Arc<Shared>, args: &Value, id: &Identity) -> Reply {
             let own = canonical.eq_ignore_ascii_case(&id.user);
             let mut text = format!(
                 "The password of {} changed.",
-                if own { "your user".to_string() } else { format!("user \"{canonical}\"") }
+                if own {
+                    "your user".to_string()
+                } else {
+                    format!("user \"{canonical}\"")
+                }
             );
             let mut data = json!({ "user": canonical });
             if generated {
-                text.push_str(&format!(" The generated password (shown only now): {password}"));
+                text.push_str(&format!(
+                    " The generated password (shown only now): {password}"
+                ));
                 data["password"] = json!(password);
             }
             Ok(Response::ok(text, data))
         }
-        "role" => role_cmd(shared, args),
-        "sshkey" => sshkey_cmd(shared, args, now),
-        "token" => token_cmd(shared, args, now),
-        other => Err(format!(
-            "userconfig: unknown action {other:?}; allowed: list, new, edit, delete, password, role, sshkey"
-        )),
+        UserAction::Role => role_cmd(shared, args),
+        UserAction::Sshkey => sshkey_cmd(shared, args, now),
+        UserAction::Token => token_cmd(shared, args, now),
     }
 }
 
@@ -337,28 +367,29 @@ fn list_roles(shared: &Shared, prefix: String) -> Reply {
     ))
 }
 
-fn role_cmd(shared: &Arc<Shared>, args: &Value) -> Reply {
-    let sub = arg_str(args, "sub").unwrap_or("list");
+fn role_cmd(shared: &Arc<Shared>, args: &UserArgs) -> Reply {
+    let sub = args.sub.unwrap_or_default().name();
     if sub == "list" {
         return list_roles(shared, String::new());
     }
-    let name = arg_str(args, "name")
+    let name = text(&args.name)
         .map(str::trim)
         .ok_or("give the role's name")?
         .to_string();
     if Builtin::from_name(&name).is_some() {
         return Err(format!(
             "\"{name}\" is a built-in role; built-in roles cannot be created, changed or deleted."
-        ));
+        )
+        .into());
     }
-    let quarantines = list_arg(args, "quarantines").map(|qs| {
+    let quarantines = list_arg(&args.quarantines).map(|qs| {
         if qs.iter().any(|q| q == "*" || q.eq_ignore_ascii_case("all")) {
             vec!["*".to_string()]
         } else {
             qs
         }
     });
-    let domains = list_arg(args, "domains").map(|ds| {
+    let domains = list_arg(&args.domains).map(|ds| {
         ds.into_iter()
             .map(|d| d.trim_start_matches('@').to_ascii_lowercase())
             .collect::<Vec<_>>()
@@ -366,36 +397,28 @@ fn role_cmd(shared: &Arc<Shared>, args: &Value) -> Reply {
     if let Some(ds) = &domains {
         for d in ds {
             if !d.contains('.') || d.contains(['@', ' ', '*']) {
-                return Err(format!("{d:?} is not a domain (for example example.com)"));
+                return Err(format!("{d:?} is not a domain (for example example.com)").into());
             }
         }
     }
-    let view_only = args.get("view_only").and_then(Value::as_bool);
-    let matched_content = match args.get("matched_content") {
-        None | Some(Value::Null) => None,
-        Some(Value::Bool(b)) => Some(*b),
-        Some(Value::String(s)) => {
+    let view_only = args.view_only;
+    let matched_content = match &args.matched_content {
+        None => None,
+        Some(Flag::Bool(b)) => Some(*b),
+        Some(Flag::Word(s)) => {
             Some(yes_no(s).ok_or_else(|| format!("matched content: {s:?} is neither yes nor no"))?)
         }
-        Some(other) => {
-            return Err(format!(
-                "matched content: {other} is neither yes nor no (true or false)"
-            ))
-        }
     };
-    let description = args
-        .get("description")
-        .and_then(Value::as_str)
-        .map(str::to_string);
+    let description = args.description.clone();
     let n = name.clone();
     let text = match sub {
         "new" => {
             check_name(&name, "role", true)?;
-            shared.users.update(move |_, roles| {
+            update(shared, move |_, roles| {
                 if roles.iter().any(|r| r.name.eq_ignore_ascii_case(&n)) {
-                    return Err(format!(
+                    return Err(CommandError::conflict(format!(
                         "Role \"{n}\" already exists; change it with `userconfig role edit`."
-                    ));
+                    )));
                 }
                 roles.push(CustomRole {
                     name: n,
@@ -410,11 +433,13 @@ fn role_cmd(shared: &Arc<Shared>, args: &Value) -> Reply {
             format!("Custom role \"{name}\" created.\n\n")
         }
         "edit" => {
-            shared.users.update(move |_, roles| {
+            update(shared, move |_, roles| {
                 let r = roles
                     .iter_mut()
                     .find(|r| r.name.eq_ignore_ascii_case(&n))
-                    .ok_or_else(|| format!("There is no custom role \"{n}\"."))?;
+                    .ok_or_else(|| {
+                        CommandError::not_found(format!("There is no custom role \"{n}\"."))
+                    })?;
                 if let Some(q) = quarantines {
                     r.quarantines = q;
                 }
@@ -435,9 +460,11 @@ fn role_cmd(shared: &Arc<Shared>, args: &Value) -> Reply {
             format!("Custom role \"{name}\" changed.\n\n")
         }
         "delete" => {
-            shared.users.update(move |users, roles| {
+            update(shared, move |users, roles| {
                 if !roles.iter().any(|r| r.name.eq_ignore_ascii_case(&n)) {
-                    return Err(format!("There is no custom role \"{n}\"."));
+                    return Err(CommandError::not_found(format!(
+                        "There is no custom role \"{n}\"."
+                    )));
                 }
                 let holders: Vec<&str> = users
                     .iter()
@@ -445,10 +472,10 @@ fn role_cmd(shared: &Arc<Shared>, args: &Value) -> Reply {
                     .map(|u| u.name.as_str())
                     .collect();
                 if !holders.is_empty() {
-                    return Err(format!(
+                    return Err(CommandError::conflict(format!(
                         "Role \"{n}\" is the role of {}; give them another role first (`userconfig edit NAME --role ROLE`).",
                         holders.join(", ")
-                    ));
+                    )));
                 }
                 roles.retain(|r| !r.name.eq_ignore_ascii_case(&n));
                 Ok(())
@@ -458,7 +485,8 @@ fn role_cmd(shared: &Arc<Shared>, args: &Value) -> Reply {
         other => {
             return Err(format!(
                 "userconfig role: unknown action {other:?}; allowed: list, new, edit, delete"
-            ))
+            )
+            .into())
         }
     };
     list_roles(shared, text)
@@ -473,10 +501,8 @@ fn yes_no(s: &str) -> Option<bool> {
     }
 }
 
-fn sshkey_cmd(shared: &Arc<Shared>, args: &Value, now: u64) -> Reply {
-    let name = arg_str(args, "name")
-        .ok_or("give the user's name")?
-        .to_string();
+fn sshkey_cmd(shared: &Arc<Shared>, args: &UserArgs, now: u64) -> Reply {
+    let name = text(&args.name).ok_or("give the user's name")?.to_string();
     let fingerprint = |line: &str| {
         russh::keys::PublicKey::from_openssh(line)
             .map(|k| k.fingerprint(russh::keys::HashAlg::Sha256).to_string())
@@ -504,10 +530,10 @@ fn sshkey_cmd(shared: &Arc<Shared>, args: &Value, now: u64) -> Reply {
         }
         Ok(Response::ok(text, json!({ "user": u.name, "keys": keys })))
     };
-    match arg_str(args, "sub").unwrap_or("list") {
+    match args.sub.unwrap_or_default().name() {
         "list" => list(String::new()),
         "add" => {
-            let line = arg_str(args, "key")
+            let line = text(&args.key)
                 .ok_or("userconfig sshkey add: give the public key (one line of authorized_keys)")?
                 .trim()
                 .to_string();
@@ -516,13 +542,16 @@ fn sshkey_cmd(shared: &Arc<Shared>, args: &Value, now: u64) -> Reply {
             })?;
             let fp = key.fingerprint(russh::keys::HashAlg::Sha256).to_string();
             let n = name.clone();
-            shared.users.update(move |users, _| {
+            update(shared, move |users, _| {
                 let u = find(users, &n)?;
                 if u.ssh_keys.iter().any(|k| {
                     russh::keys::PublicKey::from_openssh(k)
                         .is_ok_and(|k| k.key_data() == key.key_data())
                 }) {
-                    return Err(format!("User \"{}\" already has the key {fp}.", u.name));
+                    return Err(CommandError::conflict(format!(
+                        "User \"{}\" already has the key {fp}.",
+                        u.name
+                    )));
                 }
                 u.ssh_keys.push(line);
                 u.changed_at = now;
@@ -531,12 +560,12 @@ fn sshkey_cmd(shared: &Arc<Shared>, args: &Value, now: u64) -> Reply {
             list("SSH key added.\n".to_string())
         }
         "delete" => {
-            let which = arg_str(args, "key")
+            let which = text(&args.key)
                 .ok_or("userconfig sshkey delete: give the key's number, fingerprint or comment")?
                 .trim()
                 .to_string();
             let n = name.clone();
-            shared.users.update(move |users, _| {
+            update(shared, move |users, _| {
                 let u = find(users, &n)?;
                 let before = u.ssh_keys.len();
                 let index = which.parse::<usize>().ok();
@@ -549,10 +578,10 @@ fn sshkey_cmd(shared: &Arc<Shared>, args: &Value, now: u64) -> Reply {
                         || (!comment.is_empty() && comment == which))
                 });
                 if u.ssh_keys.len() == before {
-                    return Err(format!(
+                    return Err(CommandError::not_found(format!(
                         "User \"{}\" has no key {which:?}; `userconfig sshkey list {}` shows them.",
                         u.name, u.name
-                    ));
+                    )));
                 }
                 u.changed_at = now;
                 Ok(())
@@ -561,15 +590,14 @@ fn sshkey_cmd(shared: &Arc<Shared>, args: &Value, now: u64) -> Reply {
         }
         other => Err(format!(
             "userconfig sshkey: unknown action {other:?}; allowed: list, add, delete"
-        )),
+        )
+        .into()),
     }
 }
 
 /// `userconfig token new|list|delete NAME`: REST API tokens; a new token is shown once.
-fn token_cmd(shared: &Arc<Shared>, args: &Value, now: u64) -> Reply {
-    let name = arg_str(args, "name")
-        .ok_or("give the user's name")?
-        .to_string();
+fn token_cmd(shared: &Arc<Shared>, args: &UserArgs, now: u64) -> Reply {
+    let name = text(&args.name).ok_or("give the user's name")?.to_string();
     let list = |prefix: String, token: Option<(String, String)>| -> Reply {
         let u = shared
             .users
@@ -596,20 +624,23 @@ fn token_cmd(shared: &Arc<Shared>, args: &Value, now: u64) -> Reply {
         }
         Ok(Response::ok(text, data))
     };
-    match arg_str(args, "sub").unwrap_or("list") {
+    match args.sub.unwrap_or_default().name() {
         "list" => list(String::new(), None),
         "new" => {
-            let tname = arg_str(args, "token_name")
+            let tname = text(&args.token_name)
                 .map(str::to_string)
                 .unwrap_or_else(|| format!("token-{now}"));
             check_name(&tname, "token name", false)?;
             let token = crate::users::generate_token();
             let hash = crate::users::token_hash(&token);
             let (n, t) = (name.clone(), tname.clone());
-            shared.users.update(move |users, _| {
+            update(shared, move |users, _| {
                 let u = find(users, &n)?;
                 if u.api_tokens.iter().any(|x| x.name.eq_ignore_ascii_case(&t)) {
-                    return Err(format!("User \"{}\" already has a token {t:?}.", u.name));
+                    return Err(CommandError::conflict(format!(
+                        "User \"{}\" already has a token {t:?}.",
+                        u.name
+                    )));
                 }
                 u.api_tokens.push(crate::users::ApiToken {
                     name: t,
@@ -625,19 +656,20 @@ fn token_cmd(shared: &Arc<Shared>, args: &Value, now: u64) -> Reply {
             )
         }
         "delete" => {
-            let tname = arg_str(args, "token_name")
+            let tname = text(&args.token_name)
                 .ok_or("userconfig token delete: give the token's name")?
                 .to_string();
             let n = name.clone();
-            shared.users.update(move |users, _| {
+            update(shared, move |users, _| {
                 let u = find(users, &n)?;
                 let before = u.api_tokens.len();
-                u.api_tokens.retain(|x| !x.name.eq_ignore_ascii_case(&tname));
+                u.api_tokens
+                    .retain(|x| !x.name.eq_ignore_ascii_case(&tname));
                 if u.api_tokens.len() == before {
-                    return Err(format!(
+                    return Err(CommandError::not_found(format!(
                         "User \"{}\" has no token {tname:?}; `userconfig token list {}` shows them.",
                         u.name, u.name
-                    ));
+                    )));
                 }
                 u.changed_at = now;
                 Ok(())
@@ -646,18 +678,19 @@ fn token_cmd(shared: &Arc<Shared>, args: &Value, now: u64) -> Reply {
         }
         other => Err(format!(
             "userconfig token: unknown action {other:?}; allowed: list, new, delete"
-        )),
+        )
+        .into()),
     }
 }
 
-fn auditlog(shared: &Arc<Shared>, args: &Value) -> Reply {
+fn auditlog_now(shared: &Arc<Shared>, args: &AuditLogArgs) -> Reply {
     let q = crate::audit::Query {
-        user: arg_str(args, "user").map(str::to_string),
-        action: arg_str(args, "audit_action").map(str::to_string),
-        mid: arg_u64(args, "mid"),
-        since: arg_u64(args, "since"),
-        until: arg_u64(args, "until"),
-        limit: arg_u64(args, "limit").unwrap_or(100),
+        user: text(&args.user).map(str::to_string),
+        action: text(&args.audit_action).map(str::to_string),
+        mid: args.mid,
+        since: args.since,
+        until: args.until,
+        limit: args.limit.unwrap_or(100),
     };
     let entries = shared
         .audit

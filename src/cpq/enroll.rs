@@ -58,7 +58,8 @@ pub fn run(
         json!({ "id": gateway_id, "address": address.to_string(), "port": port, "serial": serial });
     let socket = cfg.run_dir().join("admin.sock");
     if socket.exists() && std::os::unix::net::UnixStream::connect(&socket).is_ok() {
-        return crate::admin::client::run(&cfg.data_dir, "cpqenroll", args, json_out);
+        let command = crate::commands::command::Command::from_parts("cpqenroll", args)?;
+        return crate::admin::client::run(&cfg.data_dir, command, json_out);
     }
     // The manager is not running: edit its file directly.
     let text =

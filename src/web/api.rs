@@ -179,14 +179,12 @@ async fn run(
     command: &str,
     args: Value,
 ) -> Result<Value, HttpResponse> {
-    let req = Request {
-        command: command.to_string(),
-        args,
-        user: String::new(),
-        auth: None,
+    let req = match crate::commands::command::Command::from_parts(command, args) {
+        Ok(c) => Request::new(c),
+        Err(e) => return Err(error(StatusCode::BAD_REQUEST, &e.text)),
     };
     let refused = {
-        let need = access::required(&req.command, &req.args, &id.user);
+        let need = access::required(&req.command, &id.user);
         access::check(need, id, shared.users.role(&id.role).as_ref()).is_err()
     };
     let resp: Response = crate::commands::dispatch_as(shared, req, id).await;

@@ -271,17 +271,17 @@ fn seq_of(jid: &str) -> u64 {
 
 /// Runs one command as `id`.
 async fn run(shared: &Arc<Shared>, id: &Identity, command: &str, args: Value) -> Response {
-    let req = Request {
-        command: command.to_string(),
-        args,
-        user: String::new(),
-        auth: None,
-    };
-    crate::commands::dispatch_as(shared, req, id).await
+    match crate::commands::command::Command::from_parts(command, args) {
+        Ok(c) => crate::commands::dispatch_as(shared, Request::new(c), id).await,
+        Err(e) => Response::from(e),
+    }
 }
 
 fn role_refuses(shared: &Shared, id: &Identity, command: &str, args: &Value) -> bool {
-    let need = access::required(command, args, &id.user);
+    let Ok(c) = crate::commands::command::Command::from_parts(command, args.clone()) else {
+        return false;
+    };
+    let need = access::required(&c, &id.user);
     access::check(need, id, shared.users.role(&id.role).as_ref()).is_err()
 }
 

@@ -289,13 +289,10 @@ fn field<'a>(form: &'a [(String, String)], k: &str) -> Option<&'a str> {
 
 /// Runs one command as the caller.
 async fn run(shared: &Arc<Shared>, id: &Identity, command: &str, args: Value) -> Response {
-    let req = Request {
-        command: command.to_string(),
-        args,
-        user: String::new(),
-        auth: None,
-    };
-    crate::commands::dispatch_as(shared, req, id).await
+    match crate::commands::command::Command::from_parts(command, args) {
+        Ok(c) => crate::commands::dispatch_as(shared, Request::new(c), id).await,
+        Err(e) => Response::from(e),
+    }
 }
 
 /// The names of the quarantines `quarantineconfig list` shows the caller, or its refusal.
