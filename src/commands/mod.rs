@@ -12,6 +12,7 @@ mod diag_cmds;
 mod pvo_cmds;
 pub mod quarantine_cmds;
 mod queue_cmds;
+pub mod replies;
 mod status;
 mod user_cmds;
 
@@ -170,7 +171,7 @@ async fn run_as(
     let audited = access::audit_action(&req.command, &req.args, need);
     let resp = match access::check(need, id, role.as_ref()) {
         Err(text) => {
-            let resp = Response::error(text);
+            let resp = Response::fail(crate::admin::ErrorKind::Forbidden, text);
             audit(
                 shared,
                 &req,

@@ -41,8 +41,14 @@ use pvo_quarantine::{
 use pvo_scan::outbreak::OutbreakRulesFile;
 use serde_json::{json, Value};
 
+use super::replies::Outcome as Done;
+use super::replies::{
+    self, ActDone, ActRefused, ActReply, ActResult, AttachmentRow, CopyReply, HeaderRow,
+    HistoryRow, HitQuarantine, MembershipRow, MessageReply, PartRow, QuarantineRow,
+    QuarantinesReply, SearchHit, SearchReply,
+};
 use super::{arg_str, arg_u64};
-use crate::admin::{Request, Response};
+use crate::admin::{ErrorKind, Request, Response};
 use crate::clock::gmt;
 use crate::envelope::Envelope;
 use crate::node::Shared;
@@ -87,6 +93,22 @@ fn store_err(e: QuarantineError) -> String {
     } else {
         e.to_string()
     }
+}
+
+/// What kind of failure a store error is: a quarantine that does not exist is not found;
+/// everything else (a storage failure included, whose text says to try again) answers as
+/// a failure of the command.
+fn store_kind(e: &QuarantineError) -> ErrorKind {
+    match e {
+        QuarantineError::UnknownQuarantine(_) => ErrorKind::NotFound,
+        _ => ErrorKind::Invalid,
+    }
+}
+
+/// A store error as the command's answer, of its kind ([`store_kind`]), logged like
+/// [`store_err_in`].
+fn store_fail(shared: &Shared, e: QuarantineError) -> Response {
+    Response::fail(store_kind(&e), store_err_in(shared)(e))
 }
 
 fn who(req: &Request) -> String {
@@ -224,34 +246,35 @@ async fn list_quarantines(shared: &Arc<Shared>, prefix: String) -> Reply {
         .with(|s| Ok::<_, QuarantineError>((s.quarantine_table()?, s.usage()?, s.quarantines()?)))
         .await
         .map_err(store_err_in(shared))?;
-    let rows: Vec<Value> = usage
+    let rows: Vec<QuarantineRow> = usage
         .quarantines
         .iter()
         .map(|u| {
             let q = quarantines.iter().find(|q| q.id == u.id);
-            json!({
-                "id": u.id,
-                "name": u.name,
-                "builtin": u.builtin,
-                "space_used_bytes": u.bytes,
-                "messages": u.messages,
-                "retention_secs": u.retention_secs,
-                "retention": format_retention(u.retention_secs),
-                "default_action": u.default_action.as_str(),
-                "exempt_free_up": u.exempt_from_free_up,
-                "early_release": q.map(|q| json!(q.settings.early_release)),
-                "access": q.map(|q| json!(q.settings.access)),
-            })
+            QuarantineRow {
+                id: u.id,
+                name: u.name.clone(),
+                builtin: u.builtin,
+                space_used_bytes: u.bytes,
+                messages: u.messages,
+                retention_secs: u.retention_secs,
+                retention: format_retention(u.retention_secs),
+                default_action: u.default_action.as_str().to_string(),
+                exempt_free_up: u.exempt_from_free_up,
+                early_release: q.map(|q| json!(q.settings.early_release)),
+                access: q.map(|q| json!(q.settings.access)),
+            }
         })
         .collect();
+    let data = QuarantinesReply {
+        quarantines: rows,
+        total_messages: usage.total_messages,
+        total_bytes: usage.total_bytes,
+        quota_bytes: usage.quota_bytes,
+    };
     Ok(Response::ok(
         format!("{prefix}{table}"),
-        json!({
-            "quarantines": rows,
-            "total_messages": usage.total_messages,
-            "total_bytes": usage.total_bytes,
-            "quota_bytes": usage.quota_bytes,
-        }),
+        replies::data(&data),
     ))
 }
 
@@ -665,18 +688,17 @@ async fn search(shared: &Arc<Shared>, args: &Value, access: &QAccess) -> Reply {
     let mut q = query_from(&args["query"])?;
     if let Some(name) = &q.quarantine {
         if !access.quarantine_ok(name) {
-            return Err(access.no_access(name));
+            return Ok(Response::fail(ErrorKind::Forbidden, access.no_access(name)));
         }
     }
     access.limit(&mut q);
     q.offset = arg_u64(args, "offset").unwrap_or(0);
     q.limit = arg_u64(args, "limit").unwrap_or(25).clamp(1, 10_000);
     let (offset, limit) = (q.offset, q.limit);
-    let page = shared
-        .local_quarantine
-        .with(move |s| s.search(&q))
-        .await
-        .map_err(store_err_in(shared))?;
+    let page = match shared.local_quarantine.with(move |s| s.search(&q)).await {
+        Ok(page) => page,
+        Err(e) => return Ok(store_fail(shared, e)),
+    };
     let searched = args["query"]["quarantine"].as_str().map(str::to_string);
     let mut rows = vec![[
         "MID".to_string(),
@@ -721,24 +743,27 @@ async fn search(shared: &Arc<Shared>, args: &Value, access: &QAccess) -> Reply {
             cut(&names.join(", "), 30),
             exit.map(gmt).unwrap_or_default(),
         ]);
-        messages.push(json!({
-            "mid": mid,
-            "gateway": h.gateway,
-            "gateway_mid": h.gateway_mid,
-            "received": h.received,
-            "sender": h.sender,
-            "recipients": h.recipients,
-            "subject": h.subject,
-            "size": h.size,
-            "quarantines": held_in.iter().map(|m| json!({
-                "name": m.quarantine,
-                "reason": m.reason.to_string(),
-                "reason_kind": m.reason.kind.as_str(),
-                "reason_name": m.reason.name,
-                "exit_at": m.exit_at,
-            })).collect::<Vec<_>>(),
-            "scheduled_exit": exit,
-        }));
+        messages.push(SearchHit {
+            mid,
+            gateway: h.gateway.clone(),
+            gateway_mid: h.gateway_mid,
+            received: h.received,
+            sender: h.sender.clone(),
+            recipients: h.recipients.clone(),
+            subject: h.subject.clone(),
+            size: h.size,
+            quarantines: held_in
+                .iter()
+                .map(|m| HitQuarantine {
+                    name: m.quarantine.clone(),
+                    reason: m.reason.to_string(),
+                    reason_kind: m.reason.kind.as_str().to_string(),
+                    reason_name: m.reason.name.clone(),
+                    exit_at: m.exit_at,
+                })
+                .collect(),
+            scheduled_exit: exit,
+        });
     }
     let mut text = String::new();
     if page.hits.is_empty() {
@@ -762,16 +787,14 @@ async fn search(shared: &Arc<Shared>, args: &Value, access: &QAccess) -> Reply {
             "({total} messages match; --offset {offset} is past the last one.)\n"
         ));
     }
-    Ok(Response::ok(
-        text,
-        json!({
-            "total": page.total,
-            "total_exact": page.total_exact,
-            "offset": offset,
-            "limit": limit,
-            "messages": messages,
-        }),
-    ))
+    let data = SearchReply {
+        total: page.total,
+        total_exact: page.total_exact,
+        offset,
+        limit,
+        messages,
+    };
+    Ok(Response::ok(text, replies::data(&data)))
 }
 
 /// Left-aligned columns, two spaces apart, the first row a header.
@@ -879,11 +902,14 @@ async fn show(shared: &Arc<Shared>, args: &Value, access: &QAccess) -> Reply {
         .await
         .map_err(store_err_in(shared))?;
     let Some((mut info, history, raw, quarantines)) = loaded else {
-        return Err(if access.unrestricted() {
-            not_held(mid)
-        } else {
-            not_visible(mid)
-        });
+        return Ok(Response::fail(
+            ErrorKind::NotFound,
+            if access.unrestricted() {
+                not_held(mid)
+            } else {
+                not_visible(mid)
+            },
+        ));
     };
     let view = match raw {
         Some(raw) => Some(
@@ -906,19 +932,15 @@ async fn show(shared: &Arc<Shared>, args: &Value, access: &QAccess) -> Reply {
         }
         hidden = Some(any);
     }
-    let mut r = render_message(mid, &info, &history, view.as_ref(), &quarantines);
-    if let Some(any) = hidden {
-        r.data["matched_content_hidden"] = json!(true);
-        if any {
-            r.text.push_str(&format!(
-                "\nThe matched content is hidden: role \"{}\" may not see it.\n",
-                access.role
-            ));
-        }
-    } else {
-        r.data["matched_content_hidden"] = json!(false);
+    let (mut text, mut data) = render_message(mid, &info, &history, view.as_ref(), &quarantines);
+    data.matched_content_hidden = hidden.is_some();
+    if hidden == Some(true) {
+        text.push_str(&format!(
+            "\nThe matched content is hidden: role \"{}\" may not see it.\n",
+            access.role
+        ));
     }
-    Ok(r)
+    Ok(Response::ok(text, replies::data(&data)))
 }
 
 /// Replaces every matched text in "why held" details by `marker`: the `matched` text of
@@ -962,7 +984,7 @@ fn render_message(
     history: &[pvo_quarantine::HistoryEntry],
     view: Option<&Result<pvo_scan::mime::ScannedMessage, pvo_scan::mime::Unscannable>>,
     quarantines: &[pvo_quarantine::Quarantine],
-) -> Response {
+) -> (String, MessageReply) {
     let meta_str = |k: &str| info.meta.get(k).and_then(Value::as_str).unwrap_or("");
     let mut t = format!("MID {mid} ({})\n", info.state.as_str());
     let mut received = format!("{} GMT", gmt(info.received));
@@ -1030,21 +1052,21 @@ fn render_message(
             t.push_str("      why held:\n");
             render_details(&m.details, 8, &mut t);
         }
-        memberships.push(json!({
-            "quarantine": m.quarantine,
-            "state": membership_state(m.state),
-            "reason": m.reason.to_string(),
-            "reason_kind": m.reason.kind.as_str(),
-            "reason_name": m.reason.name,
-            "details": m.details,
-            "entered_at": m.entered_at,
-            "exit_at": m.exit_at,
-            "default_action": action,
-            "left_at": m.left_at,
-            "left_by": m.left_by,
-            "cause": m.cause.map(|c| c.as_str()),
-            "released_early": m.released_early,
-        }));
+        memberships.push(MembershipRow {
+            quarantine: m.quarantine.clone(),
+            state: membership_state(m.state).to_string(),
+            reason: m.reason.to_string(),
+            reason_kind: m.reason.kind.as_str().to_string(),
+            reason_name: m.reason.name.clone(),
+            details: m.details.clone(),
+            entered_at: m.entered_at,
+            exit_at: m.exit_at,
+            default_action: action.map(str::to_string),
+            left_at: m.left_at,
+            left_by: m.left_by.clone(),
+            cause: m.cause.map(|c| c.as_str().to_string()),
+            released_early: m.released_early,
+        });
     }
 
     let mut headers = Vec::new();
@@ -1063,7 +1085,10 @@ fn render_message(
             t.push_str("\nHeaders:\n");
             for h in &v.headers {
                 t.push_str(&format!("  {}: {}\n", clean(&h.name), cut(&h.value, 200)));
-                headers.push(json!({ "name": h.name, "value": h.value }));
+                headers.push(HeaderRow {
+                    name: h.name.clone(),
+                    value: h.value.clone(),
+                });
             }
             t.push_str("\nParts:\n");
             let mut rows = vec![[
@@ -1090,15 +1115,15 @@ fn render_message(
                         p.sha256.chars().take(16).collect::<String>() + "…"
                     },
                 ]);
-                parts.push(json!({
-                    "content_type": p.content_type,
-                    "filename": p.filename,
-                    "attachment": p.attachment,
-                    "size": p.size,
-                    "file_type": p.file_type.name(),
-                    "sha256": p.sha256,
-                    "depth": p.depth,
-                }));
+                parts.push(PartRow {
+                    content_type: p.content_type.clone(),
+                    filename: p.filename.clone(),
+                    attachment: p.attachment,
+                    size: p.size as u64,
+                    file_type: p.file_type.name().to_string(),
+                    sha256: p.sha256.clone(),
+                    depth: p.depth as u64,
+                });
             }
             for line in render_table(&rows).lines() {
                 t.push_str(&format!("  {line}\n"));
@@ -1125,32 +1150,44 @@ fn render_message(
             clean(&h.who),
             h.action
         ));
-        hist.push(json!({ "at": h.at, "who": h.who, "action": h.action, "quarantine": h.quarantine, "detail": h.detail }));
+        hist.push(HistoryRow {
+            at: h.at,
+            who: h.who.clone(),
+            action: h.action.clone(),
+            quarantine: h.quarantine.clone(),
+            detail: h.detail.clone(),
+        });
     }
 
-    Response::ok(
-        t,
-        json!({
-            "mid": mid,
-            "msg_id": info.msg_id,
-            "gateway": info.gateway,
-            "gateway_mid": info.gateway_mid,
-            "state": info.state.as_str(),
-            "sender": info.sender,
-            "recipients": info.recipients,
-            "received": info.received,
-            "size": info.size,
-            "subject": info.subject,
-            "attachments": info.attachments.iter().map(|a| json!({ "name": a.name, "size": a.size })).collect::<Vec<_>>(),
-            "meta": info.meta,
-            "quarantines": memberships,
-            "headers": headers,
-            "parts": parts,
-            "unscannable": unscannable,
-            "history": hist,
-            "delivery_ref": info.delivery_ref,
-        }),
-    )
+    let data = MessageReply {
+        mid,
+        msg_id: info.msg_id,
+        gateway: info.gateway.clone(),
+        gateway_mid: info.gateway_mid,
+        state: info.state.as_str().to_string(),
+        sender: info.sender.clone(),
+        recipients: info.recipients.clone(),
+        received: info.received,
+        size: info.size,
+        subject: info.subject.clone(),
+        attachments: info
+            .attachments
+            .iter()
+            .map(|a| AttachmentRow {
+                name: a.name.clone(),
+                size: a.size,
+            })
+            .collect(),
+        meta: info.meta.clone(),
+        quarantines: memberships,
+        headers,
+        parts,
+        unscannable,
+        history: hist,
+        delivery_ref: info.delivery_ref.clone(),
+        matched_content_hidden: false,
+    };
+    (t, data)
 }
 
 fn delay_by(s: Option<&str>) -> Result<DelayBy, String> {
@@ -1201,12 +1238,12 @@ async fn act(shared: &Arc<Shared>, req: &Request, access: &QAccess) -> Reply {
     };
     if let Scope::Quarantine(q) = &scope {
         if !access.quarantine_ok(q) {
-            return Err(access.no_access(q));
+            return Ok(Response::fail(ErrorKind::Forbidden, access.no_access(q)));
         }
     }
     if let Action::Move { to } = &action {
         if !access.quarantine_ok(to) {
-            return Err(access.no_access(to));
+            return Ok(Response::fail(ErrorKind::Forbidden, access.no_access(to)));
         }
     }
     let actor = Actor::manual(who(req));
@@ -1219,21 +1256,24 @@ async fn act(shared: &Arc<Shared>, req: &Request, access: &QAccess) -> Reply {
         let mut q = query_from(&args["query"])?;
         if let Some(name) = &q.quarantine {
             if !access.quarantine_ok(name) {
-                return Err(access.no_access(name));
+                return Ok(Response::fail(ErrorKind::Forbidden, access.no_access(name)));
             }
         }
         if access.unrestricted() {
-            shared
+            match shared
                 .local_quarantine
                 .with(move |s| {
                     s.bulk_search(&q, &action, &actor, at)
                         .map(|r| (r, Vec::new()))
                 })
                 .await
-                .map_err(store_err_in(shared))?
+            {
+                Ok(r) => r,
+                Err(e) => return Ok(store_fail(shared, e)),
+            }
         } else {
             access.limit(&mut q);
-            shared
+            match shared
                 .local_quarantine
                 .with(move |s| {
                     let ids = s.search_ids(&q)?;
@@ -1246,18 +1286,21 @@ async fn act(shared: &Arc<Shared>, req: &Request, access: &QAccess) -> Reply {
                     Ok::<_, QuarantineError>((results, denied))
                 })
                 .await
-                .map_err(store_err_in(shared))?
+            {
+                Ok(r) => r,
+                Err(e) => return Ok(store_fail(shared, e)),
+            }
         }
     } else {
         let mids = mids_arg(args);
         if mids.is_empty() {
             return Err(format!("quarantine {verb}: give the MIDs"));
         }
-        shared
+        match shared
             .local_quarantine
             .with(move |s| {
                 let map = resolve(s, &mids)?;
-                let mut missing: Vec<(u64, String)> = mids
+                let mut missing: Refusals = mids
                     .iter()
                     .filter(|m| !map.contains_key(m))
                     .map(|&m| {
@@ -1266,7 +1309,7 @@ async fn act(shared: &Arc<Shared>, req: &Request, access: &QAccess) -> Reply {
                         } else {
                             not_visible(m)
                         };
-                        (m, text)
+                        (m, text, ErrorKind::NotFound)
                     })
                     .collect();
                 let found: Vec<(u64, MsgId)> = mids
@@ -1287,14 +1330,18 @@ async fn act(shared: &Arc<Shared>, req: &Request, access: &QAccess) -> Reply {
                 Ok::<_, QuarantineError>((results, missing))
             })
             .await
-            .map_err(store_err_in(shared))?
+        {
+            Ok(r) => r,
+            Err(e) => return Ok(store_fail(shared, e)),
+        }
     };
     let (results, missing) = results;
     report(shared, results, missing, &verb).await
 }
 
-/// MIDs with the text that says why they were not acted on.
-type Refusals = Vec<(u64, String)>;
+/// MIDs with the text that says why they were not acted on, and what kind of failure
+/// that is (a MID not held, or one the caller may not see, is not found).
+type Refusals = Vec<(u64, String, ErrorKind)>;
 
 /// Splits `items` into the store ids the caller may act on with `scope` and the refusals
 /// (MID, text) for the others: a message the caller may not see is "not held"; acting on
@@ -1317,7 +1364,7 @@ fn permitted<T>(
             .and_then(Value::as_u64)
             .unwrap_or(info.gateway_mid);
         if !acc.message_ok(&info) {
-            denied.push((mid, not_visible(mid)));
+            denied.push((mid, not_visible(mid), ErrorKind::NotFound));
             continue;
         }
         if matches!(scope, Scope::All) {
@@ -1343,6 +1390,7 @@ fn permitted<T>(
                         acc.role,
                         mine.join(" or ")
                     ),
+                    ErrorKind::Invalid,
                 ));
                 continue;
             }
@@ -1353,15 +1401,16 @@ fn permitted<T>(
 }
 
 /// Logs and delivers through `handle_reports`, then answers with the same lines.
-async fn report(
-    shared: &Arc<Shared>,
-    results: BulkResult,
-    missing: Vec<(u64, String)>,
-    verb: &str,
-) -> Reply {
+async fn report(shared: &Arc<Shared>, results: BulkResult, missing: Refusals, verb: &str) -> Reply {
     let mut reports: Vec<ActionReport> = Vec::new();
     let mut errors: Vec<(String, String)> = Vec::new();
-    for (m, text) in missing {
+    // The answer's kind: not found when a message (or the quarantine named) was not
+    // found, else invalid.
+    let mut kind = ErrorKind::Invalid;
+    for (m, text, k) in missing {
+        if k == ErrorKind::NotFound {
+            kind = k;
+        }
         errors.push((format!("MID {m}"), text));
     }
     // An error names the store id only; show the MID when the store still knows it.
@@ -1369,7 +1418,12 @@ async fn report(
     for (id, r) in results {
         match r {
             Ok(rep) => reports.push(rep),
-            Err(e) => failed_ids.push((id, store_err_in(shared)(e))),
+            Err(e) => {
+                if store_kind(&e) == ErrorKind::NotFound {
+                    kind = ErrorKind::NotFound;
+                }
+                failed_ids.push((id, store_err_in(shared)(e)))
+            }
         }
     }
     let reports = crate::scanning::local_quarantine::with_node_mids(shared, reports).await;
@@ -1431,14 +1485,14 @@ async fn report(
                     Some(new) => lines.push(format!("MID {mid} queued for delivery as MID {new}")),
                     None => lines.push(format!("MID {mid} could not be queued for delivery yet; see mail_logs (it is handed over again at the next start)")),
                 }
-                ("delivered", Vec::new())
+                (Done::Delivered, Vec::new())
             }
             Outcome::StillHeld { remaining, .. } => {
                 let names: Vec<String> = remaining.iter().map(|q| format!("\"{q}\"")).collect();
                 lines.push(format!("MID {mid} still held in {}", names.join(", ")));
-                ("still held", remaining.clone())
+                (Done::StillHeld, remaining.clone())
             }
-            Outcome::Deleted { .. } => ("deleted", Vec::new()),
+            Outcome::Deleted { .. } => (Done::Deleted, Vec::new()),
             Outcome::Unchanged {
                 state, remaining, ..
             } => {
@@ -1452,19 +1506,19 @@ async fn report(
                     "MID {mid} unchanged (nothing to {verb}: the message is {}{held})",
                     state.as_str()
                 ));
-                ("unchanged", remaining.clone())
+                (Done::Unchanged, remaining.clone())
             }
         };
         for l in &lines {
             text.push_str(l);
             text.push('\n');
         }
-        items.push(json!({
-            "mid": mid,
-            "outcome": outcome,
-            "lines": lines,
-            "remaining": remaining,
-            "delivered_as": delivered.get(&mid),
+        items.push(ActResult::Done(ActDone {
+            mid,
+            outcome,
+            lines,
+            remaining,
+            delivered_as: delivered.get(&mid).copied(),
         }));
     }
     for (who, e) in &errors {
@@ -1473,23 +1527,26 @@ async fn report(
         } else {
             text.push_str(&format!("{who}: {e}\n"));
         }
-        items.push(json!({ "mid": who, "error": e }));
+        items.push(ActResult::Refused(ActRefused {
+            mid: who.clone(),
+            error: e.clone(),
+        }));
     }
     if reports.is_empty() && errors.is_empty() {
         text.push_str("No message matched; nothing was changed.\n");
     } else if !reports.is_empty() {
         text.push_str(&format!("{summary}\n"));
     }
-    let data = json!({
-        "results": items,
-        "changed": reports.iter().filter(|r| !r.changes.is_empty()).count(),
-        "errors": errors.len(),
-    });
+    let data = ActReply {
+        results: items,
+        changed: reports.iter().filter(|r| !r.changes.is_empty()).count() as u64,
+        errors: errors.len() as u64,
+    };
     Ok(Response {
         ok: errors.is_empty(),
         text,
-        data,
-        kind: (!errors.is_empty()).then_some(crate::admin::ErrorKind::Invalid),
+        data: replies::data(&data),
+        kind: (!errors.is_empty()).then_some(kind),
     })
 }
 
@@ -1564,8 +1621,10 @@ async fn copy(shared: &Arc<Shared>, req: &Request) -> Reply {
             s.send_copy(id, &rcpts, &user, now()).map(Some)
         })
         .await
-        .map_err(store_err_in(shared))?
-        .ok_or_else(|| not_held(mid))?;
+        .map_err(store_err_in(shared))?;
+    let Some(copy) = copy else {
+        return Ok(Response::fail(ErrorKind::NotFound, not_held(mid)));
+    };
     // The null sender: a copy that cannot be delivered bounces to no one, never to the
     // (possibly forged) original sender. Not scanned again: an administrator asked for
     // exactly these bytes.
@@ -1597,7 +1656,11 @@ async fn copy(shared: &Arc<Shared>, req: &Request) -> Reply {
             "A copy of MID {mid} is queued for {} as MID {new_mid}; the message stays in quarantine.",
             to.join(", ")
         ),
-        json!({ "mid": mid, "to": to, "copy_mid": new_mid }),
+        replies::data(&CopyReply {
+            mid,
+            to,
+            copy_mid: new_mid,
+        }),
     ))
 }
 

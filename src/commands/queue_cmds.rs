@@ -10,6 +10,7 @@ use std::sync::Arc;
 use serde_json::json;
 use tokio::sync::oneshot;
 
+use super::replies::{self, TopHost, TopHostsReply};
 use super::{arg_bool, arg_str};
 use crate::admin::Response;
 use crate::mail_log::ctime;
@@ -101,7 +102,11 @@ pub async fn tophosts(shared: &Arc<Shared>, args: &serde_json::Value) -> Respons
     if rows.is_empty() {
         t.push_str("(no hosts)\n");
     }
-    Response::ok(t, json!({ "sort": sort, "hosts": rows }))
+    let data = TopHostsReply {
+        sort: sort.to_string(),
+        hosts: rows.iter().map(TopHost::from).collect(),
+    };
+    Response::ok(t, replies::data(&data))
 }
 
 pub async fn hoststatus(shared: &Arc<Shared>, args: &serde_json::Value) -> Response {

@@ -28,6 +28,7 @@ use serde_json::{json, Map, Value};
 use crate::admin::{Request, Response};
 use crate::clock::unix_now;
 use crate::commands::access;
+use crate::commands::replies::Job as Record;
 use crate::node::Shared;
 use crate::users::{Builtin, Identity};
 
@@ -123,25 +124,25 @@ impl Job {
         }
     }
 
-    fn record(&self) -> Value {
-        json!({
-            "id": self.id,
-            "user": self.user,
-            "action": self.verb,
-            "target": self.target,
-            "description": self.description,
-            "state": self.state(),
-            "total": self.total,
-            "total_exact": self.total_exact,
-            "done": self.done,
-            "succeeded": self.done - self.failed,
-            "failed": self.failed,
-            "refusals": self.refusals,
-            "started_at": self.started_at,
-            "finished_at": self.finished_at,
-            "cancelled": self.cancelled,
-            "error": self.error,
-        })
+    fn record(&self) -> Record {
+        Record {
+            id: self.id.clone(),
+            user: self.user.clone(),
+            action: self.verb.clone(),
+            target: self.target.to_string(),
+            description: self.description.clone(),
+            state: self.state().to_string(),
+            total: self.total,
+            total_exact: self.total_exact,
+            done: self.done,
+            succeeded: self.done - self.failed,
+            failed: self.failed,
+            refusals: self.refusals.clone(),
+            started_at: self.started_at,
+            finished_at: self.finished_at,
+            cancelled: self.cancelled,
+            error: self.error.clone(),
+        }
     }
 }
 
@@ -184,7 +185,7 @@ impl Jobs {
     }
 
     /// The record of job `jid` if `id` may see it (its owner, or an Administrator).
-    pub fn get(&self, jid: &str, id: &Identity) -> Option<Value> {
+    pub fn record(&self, jid: &str, id: &Identity) -> Option<Record> {
         let mut m = self.jobs.lock().unwrap();
         Self::prune(&mut m);
         m.get(jid)
@@ -192,16 +193,30 @@ impl Jobs {
             .map(Job::record)
     }
 
+    /// [`Jobs::record`] as JSON.
+    pub fn get(&self, jid: &str, id: &Identity) -> Option<Value> {
+        self.record(jid, id)
+            .map(|r| crate::commands::replies::data(&r))
+    }
+
     /// Where the UI links back to from job `jid`.
     pub fn back(&self, jid: &str) -> Option<String> {
         self.jobs.lock().unwrap().get(jid).map(|j| j.back.clone())
     }
 
-    /// The records `id` may see, newest first.
+    /// The records `id` may see, newest first, as JSON.
     pub fn list(&self, id: &Identity) -> Vec<Value> {
+        self.records(id)
+            .iter()
+            .map(crate::commands::replies::data)
+            .collect()
+    }
+
+    /// The records `id` may see, newest first.
+    pub fn records(&self, id: &Identity) -> Vec<Record> {
         let mut m = self.jobs.lock().unwrap();
         Self::prune(&mut m);
-        let mut v: Vec<(u64, u64, Value)> = m
+        let mut v: Vec<(u64, u64, Record)> = m
             .values()
             .filter(|j| j.user.eq_ignore_ascii_case(&id.user) || is_admin(id))
             .map(|j| (j.started_at, seq_of(&j.id), j.record()))
