@@ -681,3 +681,27 @@ async fn copy(
         Err(r) => r,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_status_of_a_failure_is_its_kind() {
+        for (kind, code) in [
+            (Some(ErrorKind::Forbidden), 403),
+            (Some(ErrorKind::NotFound), 404),
+            (Some(ErrorKind::Invalid), 400),
+            (Some(ErrorKind::Conflict), 409),
+            (Some(ErrorKind::Busy), 429),
+            (Some(ErrorKind::Unavailable), 503),
+            (None, 400),
+        ] {
+            assert_eq!(status_of(kind).as_u16(), code, "{kind:?}");
+        }
+        let r = jobs::Refused::Busy("wait".into());
+        assert_eq!(status_of(Some(refused_kind(&r))).as_u16(), 429);
+        let r = jobs::Refused::NotFound("no".into());
+        assert_eq!(status_of(Some(refused_kind(&r))).as_u16(), 404);
+    }
+}

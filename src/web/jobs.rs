@@ -25,7 +25,7 @@ use std::time::Duration;
 
 use serde_json::{json, Map, Value};
 
-use crate::admin::{Request, Response};
+use crate::admin::{ErrorKind, Request, Response};
 use crate::clock::unix_now;
 use crate::commands::access;
 use crate::commands::replies::Job as Record;
@@ -300,18 +300,14 @@ fn role_refuses(shared: &Shared, id: &Identity, command: &str, args: &Value) -> 
     access::check(need, id, shared.users.role(&id.role).as_ref()).is_err()
 }
 
-/// A failed command's answer as a [`Refused`].
-fn refused_of(text: &str, by_role: bool) -> Refused {
-    let text = text.trim_end().to_string();
-    if by_role || text.contains(" has no access to quarantine") {
-        Refused::Forbidden(text)
-    } else if ["There is no", "no quarantine named", "does not exist"]
-        .iter()
-        .any(|t| text.contains(t))
-    {
-        Refused::NotFound(text)
-    } else {
-        Refused::Invalid(text)
+/// A failed command's answer as a [`Refused`], by its kind.
+fn refused_of(r: &Response) -> Refused {
+    let text = r.text.trim_end().to_string();
+    match r.kind {
+        Some(ErrorKind::Forbidden) => Refused::Forbidden(text),
+        Some(ErrorKind::NotFound) => Refused::NotFound(text),
+        Some(ErrorKind::Busy) => Refused::Busy(text),
+        _ => Refused::Invalid(text),
     }
 }
 
@@ -497,10 +493,9 @@ pub async fn start(
         (Target::Mids(m), _) => (m.len() as u64, true),
         (_, Some(q)) => {
             let args = json!({ "action": "search", "query": q, "limit": 1 });
-            let by_role = role_refuses(shared, id, "quarantine", &args);
             let r = run(shared, id, "quarantine", args).await;
             if !r.ok {
-                return Err(refused_of(&r.text, by_role));
+                return Err(refused_of(&r));
             }
             (
                 r.data["total"].as_u64().unwrap_or(0),
@@ -802,18 +797,29 @@ mod tests {
 
     #[test]
     fn refusals_are_classified() {
+        let fail = |kind, text: &str| refused_of(&Response::fail(kind, text));
+        assert_eq!(
+            fail(
+                ErrorKind::Forbidden,
+                "Role \"Guest\" has no access to quarantine \"X\"\n"
+            ),
+            Refused::Forbidden("Role \"Guest\" has no access to quarantine \"X\"".into())
+        );
         assert!(matches!(
-            refused_of("Role \"Guest\" has no access to quarantine \"X\"", false),
-            Refused::Forbidden(_)
+            fail(ErrorKind::NotFound, "no quarantine named \"X\""),
+            Refused::NotFound(_)
         ));
-        assert!(matches!(
-            refused_of("anything", true),
-            Refused::Forbidden(_)
-        ));
-        assert!(matches!(
-            refused_of("order \"x\": allowed: newest", false),
-            Refused::Invalid(_)
-        ));
+        assert!(matches!(fail(ErrorKind::Busy, "later"), Refused::Busy(_)));
+        for kind in [
+            ErrorKind::Invalid,
+            ErrorKind::Conflict,
+            ErrorKind::Unavailable,
+        ] {
+            assert!(matches!(
+                fail(kind, "order \"x\": allowed: newest"),
+                Refused::Invalid(_)
+            ));
+        }
         assert_eq!(seq_of("12-abcdef"), 12);
     }
 }
