@@ -270,18 +270,19 @@ async fn gateways(Token { s, id }: Token) -> HttpResponse {
         match run(&s, &id, "applianceconfig", json!({ "action": "status" })).await {
             Ok(d) => {
                 let listed = d.get("gateways").cloned().unwrap_or_else(|| json!([]));
-                out.gateways =
-                    match serde_json::from_value::<Vec<Gateway>>(listed) {
-                        Ok(g) => g,
-                        // The reply type and `cpq::gateways::status` disagree: a bug, said
-                        // rather than answered outside the document.
-                        Err(e) => return error(
+                out.gateways = match serde_json::from_value::<Vec<Gateway>>(listed) {
+                    Ok(g) => g,
+                    // The reply type and `cpq::gateways::status` disagree: a bug, said
+                    // rather than answered outside the document.
+                    Err(e) => {
+                        return error(
                             StatusCode::INTERNAL_SERVER_ERROR,
                             &format!(
                                 "applianceconfig status answered an unexpected gateway record: {e}"
                             ),
-                        ),
-                    };
+                        )
+                    }
+                };
                 out.releases_waiting_total =
                     Some(d["releases_waiting_total"].as_u64().unwrap_or(0));
             }

@@ -286,12 +286,14 @@ pub fn document() -> Value {
         o["requestBody"]["required"] = json!(required);
         o
     };
-    let plain = json!({ "type": "object", "properties": { "quarantine": quarantine } });
+    // One message's action reads a null `quarantine` as absent (a bulk action refuses it).
+    let one_quarantine = json!({ "type": "string", "nullable": true, "description": "Only in this quarantine (empty, null or absent: every quarantine the message is in)." });
+    let plain = json!({ "type": "object", "properties": { "quarantine": one_quarantine } });
     let delay = json!({
         "type": "object",
         "required": ["by"],
         "properties": {
-            "quarantine": quarantine,
+            "quarantine": one_quarantine,
             "by": { "type": "string", "enum": ["8h", "24h", "48h", "1w"], "description": "How much later the message leaves." }
         }
     });
