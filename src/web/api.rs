@@ -622,8 +622,9 @@ async fn job_cancel(Token { s, id }: Token, Path(jid): Path<String>) -> HttpResp
 }
 
 /// An address as the document describes it: `local@label.label` (letters, digits and
-/// `._+-` before the `@`; 2 to 5 labels of letters and digits after, the last one
-/// starting with a letter).
+/// `._+-` before the `@`, as a dot-string: no dot at either end or next to another, which
+/// `quarantine copy` would refuse; 2 to 5 labels of letters and digits after, the last
+/// one starting with a letter).
 pub fn simple_address(a: &str) -> bool {
     let Some((local, domain)) = a.split_once('@') else {
         return false;
@@ -633,6 +634,9 @@ pub fn simple_address(a: &str) -> bool {
         && local
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b"._+-".contains(&b))
+        && !local.starts_with('.')
+        && !local.ends_with('.')
+        && !local.contains("..")
         && (2..=5).contains(&labels.len())
         && labels
             .iter()

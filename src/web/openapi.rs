@@ -332,7 +332,7 @@ pub fn document() -> Value {
             "required": ["to"],
             "properties": { "to": {
                 "type": "array", "minItems": 1, "maxItems": 100,
-                "items": { "type": "string", "pattern": "^[A-Za-z0-9._+-]{1,64}@([A-Za-z0-9]{1,20}\\.){1,4}[A-Za-z][A-Za-z0-9]{0,19}$" }
+                "items": { "type": "string", "pattern": "^(?!.*\\.\\.)[A-Za-z0-9_+-]([A-Za-z0-9._+-]{0,62}[A-Za-z0-9_+-])?@([A-Za-z0-9]{1,20}\\.){1,4}[A-Za-z][A-Za-z0-9]{0,19}$" }
             } }
         })),
         MSG,
@@ -515,7 +515,12 @@ mod tests {
         for a in ["a@b.example", "first.last+tag@mail.one.example"] {
             assert!(crate::web::api::simple_address(a), "{a}");
         }
+        // A local part is a dot-string: no dot at either end, no two together.
+        assert!(crate::web::api::simple_address("a.b@c.example"));
         for a in [
+            "a.@b.example",
+            ".a@b.example",
+            "a..b@c.example",
             "a@b",
             "@b.example",
             "a b@c.example",
