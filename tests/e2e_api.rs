@@ -447,6 +447,8 @@ fn schemathesis(
         .args(["--tls-verify", "false", "-H", header])
         .args(["--phases", phases, "--max-examples", &examples.to_string()])
         .args(["--seed", "7", "--generation-deterministic"])
+        // Every check, the response bodies against their schemas included.
+        .args(["--checks", "all"])
         .args(extra)
         // Anything it writes (a .hypothesis directory) goes there, not into the work tree.
         .current_dir(std::env::temp_dir())

@@ -13,6 +13,7 @@ mod diag_cmds;
 mod pvo_cmds;
 pub mod quarantine_cmds;
 mod queue_cmds;
+pub mod replies;
 mod status;
 mod user_cmds;
 

@@ -45,6 +45,12 @@ use super::command::{
     text, ActArgs, CommandError, CopyArgs, List, ListAction, ManageByRuleArgs, OutbreakUpdateArgs,
     QuarantineCmd, QuarantineConfigArgs, SearchArgs, ShowArgs, SweepArgs,
 };
+use super::replies::Outcome as Done;
+use super::replies::{
+    self, ActDone, ActRefused, ActReply, ActResult, AttachmentRow, CopyReply, HeaderRow,
+    HistoryRow, HitQuarantine, MembershipRow, MessageReply, PartRow, QuarantineRow,
+    QuarantinesReply, SearchHit, SearchReply,
+};
 use crate::admin::{ErrorKind, Request, Response};
 use crate::clock::gmt;
 use crate::envelope::Envelope;
@@ -87,6 +93,12 @@ fn store_err(e: QuarantineError) -> CommandError {
         E::BuiltinQuarantine(_) | E::Invalid(_) | E::Filter(_) => ErrorKind::Invalid,
     };
     CommandError::new(kind, e.to_string())
+}
+
+/// A store error as the command's answer, of its kind, logged like [`store_err_in`].
+fn store_fail(shared: &Shared, e: QuarantineError) -> Response {
+    let e = store_err_in(shared)(e);
+    Response::fail(e.kind, e.text)
 }
 
 fn who(req: &Request) -> String {
@@ -225,34 +237,35 @@ async fn list_quarantines(shared: &Arc<Shared>, prefix: String) -> Reply {
         .with(|s| Ok::<_, QuarantineError>((s.quarantine_table()?, s.usage()?, s.quarantines()?)))
         .await
         .map_err(store_err_in(shared))?;
-    let rows: Vec<Value> = usage
+    let rows: Vec<QuarantineRow> = usage
         .quarantines
         .iter()
         .map(|u| {
             let q = quarantines.iter().find(|q| q.id == u.id);
-            json!({
-                "id": u.id,
-                "name": u.name,
-                "builtin": u.builtin,
-                "space_used_bytes": u.bytes,
-                "messages": u.messages,
-                "retention_secs": u.retention_secs,
-                "retention": format_retention(u.retention_secs),
-                "default_action": u.default_action.as_str(),
-                "exempt_free_up": u.exempt_from_free_up,
-                "early_release": q.map(|q| json!(q.settings.early_release)),
-                "access": q.map(|q| json!(q.settings.access)),
-            })
+            QuarantineRow {
+                id: u.id,
+                name: u.name.clone(),
+                builtin: u.builtin,
+                space_used_bytes: u.bytes,
+                messages: u.messages,
+                retention_secs: u.retention_secs,
+                retention: format_retention(u.retention_secs),
+                default_action: u.default_action.as_str().to_string(),
+                exempt_free_up: u.exempt_from_free_up,
+                early_release: q.map(|q| json!(q.settings.early_release)),
+                access: q.map(|q| json!(q.settings.access)),
+            }
         })
         .collect();
+    let data = QuarantinesReply {
+        quarantines: rows,
+        total_messages: usage.total_messages,
+        total_bytes: usage.total_bytes,
+        quota_bytes: usage.quota_bytes,
+    };
     Ok(Response::ok(
         format!("{prefix}{table}"),
-        json!({
-            "quarantines": rows,
-            "total_messages": usage.total_messages,
-            "total_bytes": usage.total_bytes,
-            "quota_bytes": usage.quota_bytes,
-        }),
+        replies::data(&data),
     ))
 }
 
@@ -674,18 +687,20 @@ async fn search(shared: &Arc<Shared>, args: &SearchArgs, access: &QAccess) -> Re
     let mut q = query_from(&args.query)?;
     if let Some(name) = &q.quarantine {
         if !access.quarantine_ok(name) {
-            return Err(access.no_access(name));
+            return Ok(Response::fail(
+                ErrorKind::Forbidden,
+                access.no_access(name).text,
+            ));
         }
     }
     access.limit(&mut q);
     q.offset = args.offset.unwrap_or(0);
     q.limit = args.limit.unwrap_or(25).clamp(1, 10_000);
     let (offset, limit) = (q.offset, q.limit);
-    let page = shared
-        .local_quarantine
-        .with(move |s| s.search(&q))
-        .await
-        .map_err(store_err_in(shared))?;
+    let page = match shared.local_quarantine.with(move |s| s.search(&q)).await {
+        Ok(page) => page,
+        Err(e) => return Ok(store_fail(shared, e)),
+    };
     let searched = args.query["quarantine"].as_str().map(str::to_string);
     let mut rows = vec![[
         "MID".to_string(),
@@ -730,24 +745,27 @@ async fn search(shared: &Arc<Shared>, args: &SearchArgs, access: &QAccess) -> Re
             cut(&names.join(", "), 30),
             exit.map(gmt).unwrap_or_default(),
         ]);
-        messages.push(json!({
-            "mid": mid,
-            "gateway": h.gateway,
-            "gateway_mid": h.gateway_mid,
-            "received": h.received,
-            "sender": h.sender,
-            "recipients": h.recipients,
-            "subject": h.subject,
-            "size": h.size,
-            "quarantines": held_in.iter().map(|m| json!({
-                "name": m.quarantine,
-                "reason": m.reason.to_string(),
-                "reason_kind": m.reason.kind.as_str(),
-                "reason_name": m.reason.name,
-                "exit_at": m.exit_at,
-            })).collect::<Vec<_>>(),
-            "scheduled_exit": exit,
-        }));
+        messages.push(SearchHit {
+            mid,
+            gateway: h.gateway.clone(),
+            gateway_mid: h.gateway_mid,
+            received: h.received,
+            sender: h.sender.clone(),
+            recipients: h.recipients.clone(),
+            subject: h.subject.clone(),
+            size: h.size,
+            quarantines: held_in
+                .iter()
+                .map(|m| HitQuarantine {
+                    name: m.quarantine.clone(),
+                    reason: m.reason.to_string(),
+                    reason_kind: m.reason.kind.as_str().to_string(),
+                    reason_name: m.reason.name.clone(),
+                    exit_at: m.exit_at,
+                })
+                .collect(),
+            scheduled_exit: exit,
+        });
     }
     let mut text = String::new();
     if page.hits.is_empty() {
@@ -771,16 +789,14 @@ async fn search(shared: &Arc<Shared>, args: &SearchArgs, access: &QAccess) -> Re
             "({total} messages match; --offset {offset} is past the last one.)\n"
         ));
     }
-    Ok(Response::ok(
-        text,
-        json!({
-            "total": page.total,
-            "total_exact": page.total_exact,
-            "offset": offset,
-            "limit": limit,
-            "messages": messages,
-        }),
-    ))
+    let data = SearchReply {
+        total: page.total,
+        total_exact: page.total_exact,
+        offset,
+        limit,
+        messages,
+    };
+    Ok(Response::ok(text, replies::data(&data)))
 }
 
 /// Left-aligned columns, two spaces apart, the first row a header.
@@ -888,11 +904,14 @@ async fn show(shared: &Arc<Shared>, args: &ShowArgs, access: &QAccess) -> Reply 
         .await
         .map_err(store_err_in(shared))?;
     let Some((mut info, history, raw, quarantines)) = loaded else {
-        return Err(if access.unrestricted() {
-            not_held(mid)
-        } else {
-            not_visible(mid)
-        });
+        return Ok(Response::fail(
+            ErrorKind::NotFound,
+            if access.unrestricted() {
+                not_held(mid).text
+            } else {
+                not_visible(mid).text
+            },
+        ));
     };
     let view = match raw {
         Some(raw) => Some(
@@ -915,19 +934,15 @@ async fn show(shared: &Arc<Shared>, args: &ShowArgs, access: &QAccess) -> Reply 
         }
         hidden = Some(any);
     }
-    let mut r = render_message(mid, &info, &history, view.as_ref(), &quarantines);
-    if let Some(any) = hidden {
-        r.data["matched_content_hidden"] = json!(true);
-        if any {
-            r.text.push_str(&format!(
-                "\nThe matched content is hidden: role \"{}\" may not see it.\n",
-                access.role
-            ));
-        }
-    } else {
-        r.data["matched_content_hidden"] = json!(false);
+    let (mut text, mut data) = render_message(mid, &info, &history, view.as_ref(), &quarantines);
+    data.matched_content_hidden = hidden.is_some();
+    if hidden == Some(true) {
+        text.push_str(&format!(
+            "\nThe matched content is hidden: role \"{}\" may not see it.\n",
+            access.role
+        ));
     }
-    Ok(r)
+    Ok(Response::ok(text, replies::data(&data)))
 }
 
 /// Replaces every matched text in "why held" details by `marker`: the `matched` text of
@@ -971,7 +986,7 @@ fn render_message(
     history: &[pvo_quarantine::HistoryEntry],
     view: Option<&Result<pvo_scan::mime::ScannedMessage, pvo_scan::mime::Unscannable>>,
     quarantines: &[pvo_quarantine::Quarantine],
-) -> Response {
+) -> (String, MessageReply) {
     let meta_str = |k: &str| info.meta.get(k).and_then(Value::as_str).unwrap_or("");
     let mut t = format!("MID {mid} ({})\n", info.state.as_str());
     let mut received = format!("{} GMT", gmt(info.received));
@@ -1039,21 +1054,21 @@ fn render_message(
             t.push_str("      why held:\n");
             render_details(&m.details, 8, &mut t);
         }
-        memberships.push(json!({
-            "quarantine": m.quarantine,
-            "state": membership_state(m.state),
-            "reason": m.reason.to_string(),
-            "reason_kind": m.reason.kind.as_str(),
-            "reason_name": m.reason.name,
-            "details": m.details,
-            "entered_at": m.entered_at,
-            "exit_at": m.exit_at,
-            "default_action": action,
-            "left_at": m.left_at,
-            "left_by": m.left_by,
-            "cause": m.cause.map(|c| c.as_str()),
-            "released_early": m.released_early,
-        }));
+        memberships.push(MembershipRow {
+            quarantine: m.quarantine.clone(),
+            state: membership_state(m.state).to_string(),
+            reason: m.reason.to_string(),
+            reason_kind: m.reason.kind.as_str().to_string(),
+            reason_name: m.reason.name.clone(),
+            details: m.details.clone(),
+            entered_at: m.entered_at,
+            exit_at: m.exit_at,
+            default_action: action.map(str::to_string),
+            left_at: m.left_at,
+            left_by: m.left_by.clone(),
+            cause: m.cause.map(|c| c.as_str().to_string()),
+            released_early: m.released_early,
+        });
     }
 
     let mut headers = Vec::new();
@@ -1072,7 +1087,10 @@ fn render_message(
             t.push_str("\nHeaders:\n");
             for h in &v.headers {
                 t.push_str(&format!("  {}: {}\n", clean(&h.name), cut(&h.value, 200)));
-                headers.push(json!({ "name": h.name, "value": h.value }));
+                headers.push(HeaderRow {
+                    name: h.name.clone(),
+                    value: h.value.clone(),
+                });
             }
             t.push_str("\nParts:\n");
             let mut rows = vec![[
@@ -1099,15 +1117,15 @@ fn render_message(
                         p.sha256.chars().take(16).collect::<String>() + "…"
                     },
                 ]);
-                parts.push(json!({
-                    "content_type": p.content_type,
-                    "filename": p.filename,
-                    "attachment": p.attachment,
-                    "size": p.size,
-                    "file_type": p.file_type.name(),
-                    "sha256": p.sha256,
-                    "depth": p.depth,
-                }));
+                parts.push(PartRow {
+                    content_type: p.content_type.clone(),
+                    filename: p.filename.clone(),
+                    attachment: p.attachment,
+                    size: p.size as u64,
+                    file_type: p.file_type.name().to_string(),
+                    sha256: p.sha256.clone(),
+                    depth: p.depth as u64,
+                });
             }
             for line in render_table(&rows).lines() {
                 t.push_str(&format!("  {line}\n"));
@@ -1134,32 +1152,44 @@ fn render_message(
             clean(&h.who),
             h.action
         ));
-        hist.push(json!({ "at": h.at, "who": h.who, "action": h.action, "quarantine": h.quarantine, "detail": h.detail }));
+        hist.push(HistoryRow {
+            at: h.at,
+            who: h.who.clone(),
+            action: h.action.clone(),
+            quarantine: h.quarantine.clone(),
+            detail: h.detail.clone(),
+        });
     }
 
-    Response::ok(
-        t,
-        json!({
-            "mid": mid,
-            "msg_id": info.msg_id,
-            "gateway": info.gateway,
-            "gateway_mid": info.gateway_mid,
-            "state": info.state.as_str(),
-            "sender": info.sender,
-            "recipients": info.recipients,
-            "received": info.received,
-            "size": info.size,
-            "subject": info.subject,
-            "attachments": info.attachments.iter().map(|a| json!({ "name": a.name, "size": a.size })).collect::<Vec<_>>(),
-            "meta": info.meta,
-            "quarantines": memberships,
-            "headers": headers,
-            "parts": parts,
-            "unscannable": unscannable,
-            "history": hist,
-            "delivery_ref": info.delivery_ref,
-        }),
-    )
+    let data = MessageReply {
+        mid,
+        msg_id: info.msg_id,
+        gateway: info.gateway.clone(),
+        gateway_mid: info.gateway_mid,
+        state: info.state.as_str().to_string(),
+        sender: info.sender.clone(),
+        recipients: info.recipients.clone(),
+        received: info.received,
+        size: info.size,
+        subject: info.subject.clone(),
+        attachments: info
+            .attachments
+            .iter()
+            .map(|a| AttachmentRow {
+                name: a.name.clone(),
+                size: a.size,
+            })
+            .collect(),
+        meta: info.meta.clone(),
+        quarantines: memberships,
+        headers,
+        parts,
+        unscannable,
+        history: hist,
+        delivery_ref: info.delivery_ref.clone(),
+        matched_content_hidden: false,
+    };
+    (t, data)
 }
 
 fn delay_by(s: Option<&str>) -> Result<DelayBy, String> {
@@ -1207,12 +1237,18 @@ async fn act(
     };
     if let Scope::Quarantine(q) = &scope {
         if !access.quarantine_ok(q) {
-            return Err(access.no_access(q));
+            return Ok(Response::fail(
+                ErrorKind::Forbidden,
+                access.no_access(q).text,
+            ));
         }
     }
     if let Action::Move { to } = &action {
         if !access.quarantine_ok(to) {
-            return Err(access.no_access(to));
+            return Ok(Response::fail(
+                ErrorKind::Forbidden,
+                access.no_access(to).text,
+            ));
         }
     }
     let actor = Actor::manual(who(req));
@@ -1225,21 +1261,27 @@ async fn act(
         let mut q = query_from(&args.query)?;
         if let Some(name) = &q.quarantine {
             if !access.quarantine_ok(name) {
-                return Err(access.no_access(name));
+                return Ok(Response::fail(
+                    ErrorKind::Forbidden,
+                    access.no_access(name).text,
+                ));
             }
         }
         if access.unrestricted() {
-            shared
+            match shared
                 .local_quarantine
                 .with(move |s| {
                     s.bulk_search(&q, &action, &actor, at)
                         .map(|r| (r, Vec::new()))
                 })
                 .await
-                .map_err(store_err_in(shared))?
+            {
+                Ok(r) => r,
+                Err(e) => return Ok(store_fail(shared, e)),
+            }
         } else {
             access.limit(&mut q);
-            shared
+            match shared
                 .local_quarantine
                 .with(move |s| {
                     let ids = s.search_ids(&q)?;
@@ -1252,18 +1294,21 @@ async fn act(
                     Ok::<_, QuarantineError>((results, denied))
                 })
                 .await
-                .map_err(store_err_in(shared))?
+            {
+                Ok(r) => r,
+                Err(e) => return Ok(store_fail(shared, e)),
+            }
         }
     } else {
         let mids = args.mids.clone();
         if mids.is_empty() {
             return Err(format!("quarantine {verb}: give the MIDs").into());
         }
-        shared
+        match shared
             .local_quarantine
             .with(move |s| {
                 let map = resolve(s, &mids)?;
-                let mut missing: Vec<(u64, String)> = mids
+                let mut missing: Refusals = mids
                     .iter()
                     .filter(|m| !map.contains_key(m))
                     .map(|&m| {
@@ -1272,7 +1317,7 @@ async fn act(
                         } else {
                             not_visible(m)
                         };
-                        (m, e.text)
+                        (m, e.text, e.kind)
                     })
                     .collect();
                 let found: Vec<(u64, MsgId)> = mids
@@ -1293,14 +1338,18 @@ async fn act(
                 Ok::<_, QuarantineError>((results, missing))
             })
             .await
-            .map_err(store_err_in(shared))?
+        {
+            Ok(r) => r,
+            Err(e) => return Ok(store_fail(shared, e)),
+        }
     };
     let (results, missing) = results;
     report(shared, results, missing, verb).await
 }
 
-/// MIDs with the text that says why they were not acted on.
-type Refusals = Vec<(u64, String)>;
+/// MIDs with the text that says why they were not acted on, and what kind of failure
+/// that is (a MID not held, or one the caller may not see, is not found).
+type Refusals = Vec<(u64, String, ErrorKind)>;
 
 /// Splits `items` into the store ids the caller may act on with `scope` and the refusals
 /// (MID, text) for the others: a message the caller may not see is "not held"; acting on
@@ -1323,7 +1372,7 @@ fn permitted<T>(
             .and_then(Value::as_u64)
             .unwrap_or(info.gateway_mid);
         if !acc.message_ok(&info) {
-            denied.push((mid, not_visible(mid).text));
+            denied.push((mid, not_visible(mid).text, ErrorKind::NotFound));
             continue;
         }
         if matches!(scope, Scope::All) {
@@ -1349,6 +1398,7 @@ fn permitted<T>(
                         acc.role,
                         mine.join(" or ")
                     ),
+                    ErrorKind::Invalid,
                 ));
                 continue;
             }
@@ -1359,15 +1409,16 @@ fn permitted<T>(
 }
 
 /// Logs and delivers through `handle_reports`, then answers with the same lines.
-async fn report(
-    shared: &Arc<Shared>,
-    results: BulkResult,
-    missing: Vec<(u64, String)>,
-    verb: &str,
-) -> Reply {
+async fn report(shared: &Arc<Shared>, results: BulkResult, missing: Refusals, verb: &str) -> Reply {
     let mut reports: Vec<ActionReport> = Vec::new();
     let mut errors: Vec<(String, String)> = Vec::new();
-    for (m, text) in missing {
+    // The answer's kind: not found when a message (or the quarantine named) was not
+    // found, else invalid.
+    let mut kind = ErrorKind::Invalid;
+    for (m, text, k) in missing {
+        if k == ErrorKind::NotFound {
+            kind = k;
+        }
         errors.push((format!("MID {m}"), text));
     }
     // An error names the store id only; show the MID when the store still knows it.
@@ -1375,7 +1426,13 @@ async fn report(
     for (id, r) in results {
         match r {
             Ok(rep) => reports.push(rep),
-            Err(e) => failed_ids.push((id, store_err_in(shared)(e).text)),
+            Err(e) => {
+                let e = store_err_in(shared)(e);
+                if e.kind == ErrorKind::NotFound {
+                    kind = ErrorKind::NotFound;
+                }
+                failed_ids.push((id, e.text))
+            }
         }
     }
     let reports = crate::scanning::local_quarantine::with_node_mids(shared, reports).await;
@@ -1437,14 +1494,14 @@ async fn report(
                     Some(new) => lines.push(format!("MID {mid} queued for delivery as MID {new}")),
                     None => lines.push(format!("MID {mid} could not be queued for delivery yet; see mail_logs (it is handed over again at the next start)")),
                 }
-                ("delivered", Vec::new())
+                (Done::Delivered, Vec::new())
             }
             Outcome::StillHeld { remaining, .. } => {
                 let names: Vec<String> = remaining.iter().map(|q| format!("\"{q}\"")).collect();
                 lines.push(format!("MID {mid} still held in {}", names.join(", ")));
-                ("still held", remaining.clone())
+                (Done::StillHeld, remaining.clone())
             }
-            Outcome::Deleted { .. } => ("deleted", Vec::new()),
+            Outcome::Deleted { .. } => (Done::Deleted, Vec::new()),
             Outcome::Unchanged {
                 state, remaining, ..
             } => {
@@ -1458,19 +1515,19 @@ async fn report(
                     "MID {mid} unchanged (nothing to {verb}: the message is {}{held})",
                     state.as_str()
                 ));
-                ("unchanged", remaining.clone())
+                (Done::Unchanged, remaining.clone())
             }
         };
         for l in &lines {
             text.push_str(l);
             text.push('\n');
         }
-        items.push(json!({
-            "mid": mid,
-            "outcome": outcome,
-            "lines": lines,
-            "remaining": remaining,
-            "delivered_as": delivered.get(&mid),
+        items.push(ActResult::Done(ActDone {
+            mid,
+            outcome,
+            lines,
+            remaining,
+            delivered_as: delivered.get(&mid).copied(),
         }));
     }
     for (who, e) in &errors {
@@ -1479,23 +1536,26 @@ async fn report(
         } else {
             text.push_str(&format!("{who}: {e}\n"));
         }
-        items.push(json!({ "mid": who, "error": e }));
+        items.push(ActResult::Refused(ActRefused {
+            mid: who.clone(),
+            error: e.clone(),
+        }));
     }
     if reports.is_empty() && errors.is_empty() {
         text.push_str("No message matched; nothing was changed.\n");
     } else if !reports.is_empty() {
         text.push_str(&format!("{summary}\n"));
     }
-    let data = json!({
-        "results": items,
-        "changed": reports.iter().filter(|r| !r.changes.is_empty()).count(),
-        "errors": errors.len(),
-    });
+    let data = ActReply {
+        results: items,
+        changed: reports.iter().filter(|r| !r.changes.is_empty()).count() as u64,
+        errors: errors.len() as u64,
+    };
     Ok(Response {
         ok: errors.is_empty(),
         text,
-        data,
-        kind: (!errors.is_empty()).then_some(crate::admin::ErrorKind::Invalid),
+        data: replies::data(&data),
+        kind: (!errors.is_empty()).then_some(kind),
     })
 }
 
@@ -1565,8 +1625,10 @@ async fn copy(shared: &Arc<Shared>, req: &Request, args: &CopyArgs) -> Reply {
             s.send_copy(id, &rcpts, &user, now()).map(Some)
         })
         .await
-        .map_err(store_err_in(shared))?
-        .ok_or_else(|| not_held(mid))?;
+        .map_err(store_err_in(shared))?;
+    let Some(copy) = copy else {
+        return Ok(Response::fail(ErrorKind::NotFound, not_held(mid).text));
+    };
     // The null sender: a copy that cannot be delivered bounces to no one, never to the
     // (possibly forged) original sender. Not scanned again: an administrator asked for
     // exactly these bytes.
@@ -1598,7 +1660,11 @@ async fn copy(shared: &Arc<Shared>, req: &Request, args: &CopyArgs) -> Reply {
             "A copy of MID {mid} is queued for {} as MID {new_mid}; the message stays in quarantine.",
             to.join(", ")
         ),
-        json!({ "mid": mid, "to": to, "copy_mid": new_mid }),
+        replies::data(&CopyReply {
+            mid,
+            to,
+            copy_mid: new_mid,
+        }),
     ))
 }
 

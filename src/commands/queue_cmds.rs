@@ -11,6 +11,7 @@ use serde_json::json;
 use tokio::sync::oneshot;
 
 use super::command::{text, HostArgs, SelectionArgs, TophostsArgs};
+use super::replies::{self, TopHost, TopHostsReply};
 use crate::admin::Response;
 use crate::mail_log::ctime;
 use crate::queue::{Event, HostStatus, QueuedRecipient, Removal, Selection};
@@ -101,7 +102,11 @@ pub async fn tophosts(shared: &Arc<Shared>, args: &TophostsArgs) -> Response {
     if rows.is_empty() {
         t.push_str("(no hosts)\n");
     }
-    Response::ok(t, json!({ "sort": sort, "hosts": rows }))
+    let data = TopHostsReply {
+        sort: sort.to_string(),
+        hosts: rows.iter().map(TopHost::from).collect(),
+    };
+    Response::ok(t, replies::data(&data))
 }
 
 pub async fn hoststatus(shared: &Arc<Shared>, args: &HostArgs) -> Response {

@@ -8,6 +8,9 @@ use serde_json::json;
 use tokio::sync::oneshot;
 
 use super::command::{text, ListenersArgs, StatusArgs, SuspendArgs};
+use super::replies::{
+    self, CounterTable, Counters, ListenerRow, SelfSigned, StatusGauges, StatusReply, SystemStatus,
+};
 use crate::admin::Response;
 use crate::mail_log::ctime;
 use crate::queue::{Event, Gauges};
@@ -206,29 +209,43 @@ pub async fn status(shared: &Arc<Shared>, args: &StatusArgs) -> Response {
             ));
         }
     }
-    let data = json!({
-        "system_status": state,
-        "self_signed_certificate": self_signed.as_ref().map(|note| json!({
-            "served_by": crate::tls::served_by(shared),
-            "certificate": note,
-        })),
-        "up_since": started_at,
-        "uptime_seconds": up,
-        "delivery_suspended": g.delivery_suspended,
-        "listeners": listeners,
-        "ssh": shared.servers.address(crate::state::ServerKind::Ssh).map(|a| a.to_string()),
-        "web": shared.servers.address(crate::state::ServerKind::Web).map(|a| a.to_string()),
-        "counters": { "reset": reset, "uptime": c, "lifetime": lifetime },
-        "gauges": {
-            "connections_in": c.connections_open,
-            "connections_out": g.connections_out,
-            "active_recipients": g.active_recipients,
-            "messages_in_queue": g.messages,
-            "kilobytes_used": spool.live_bytes / 1024,
-            "oldest_message_received_at": g.oldest_received_at,
+    let data = StatusReply {
+        system_status: if state == "Offline" {
+            SystemStatus::Offline
+        } else {
+            SystemStatus::Online
         },
-    });
-    Response::ok(t, data)
+        self_signed_certificate: self_signed.map(|note| SelfSigned {
+            served_by: crate::tls::served_by(shared),
+            certificate: note,
+        }),
+        up_since: started_at,
+        uptime_seconds: up,
+        delivery_suspended: g.delivery_suspended,
+        listeners: listeners.iter().map(ListenerRow::from).collect(),
+        ssh: shared
+            .servers
+            .address(crate::state::ServerKind::Ssh)
+            .map(|a| a.to_string()),
+        web: shared
+            .servers
+            .address(crate::state::ServerKind::Web)
+            .map(|a| a.to_string()),
+        counters: CounterTable {
+            reset: Counters::from(&reset),
+            uptime: Counters::from(&c),
+            lifetime: Counters::from(&lifetime),
+        },
+        gauges: StatusGauges {
+            connections_in: c.connections_open,
+            connections_out: g.connections_out as u64,
+            active_recipients: g.active_recipients as u64,
+            messages_in_queue: g.messages as u64,
+            kilobytes_used: spool.live_bytes / 1024,
+            oldest_message_received_at: g.oldest_received_at,
+        },
+    };
+    Response::ok(t, replies::data(&data))
 }
 
 pub async fn suspend(shared: &Arc<Shared>, args: &SuspendArgs) -> Response {

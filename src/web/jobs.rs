@@ -25,9 +25,10 @@ use std::time::Duration;
 
 use serde_json::{json, Map, Value};
 
-use crate::admin::{Request, Response};
+use crate::admin::{ErrorKind, Request, Response};
 use crate::clock::unix_now;
 use crate::commands::access;
+use crate::commands::replies::Job as Record;
 use crate::state::Shared;
 use crate::users::{Builtin, Identity};
 
@@ -123,25 +124,25 @@ impl Job {
         }
     }
 
-    fn record(&self) -> Value {
-        json!({
-            "id": self.id,
-            "user": self.user,
-            "action": self.verb,
-            "target": self.target,
-            "description": self.description,
-            "state": self.state(),
-            "total": self.total,
-            "total_exact": self.total_exact,
-            "done": self.done,
-            "succeeded": self.done - self.failed,
-            "failed": self.failed,
-            "refusals": self.refusals,
-            "started_at": self.started_at,
-            "finished_at": self.finished_at,
-            "cancelled": self.cancelled,
-            "error": self.error,
-        })
+    fn record(&self) -> Record {
+        Record {
+            id: self.id.clone(),
+            user: self.user.clone(),
+            action: self.verb.clone(),
+            target: self.target.to_string(),
+            description: self.description.clone(),
+            state: self.state().to_string(),
+            total: self.total,
+            total_exact: self.total_exact,
+            done: self.done,
+            succeeded: self.done - self.failed,
+            failed: self.failed,
+            refusals: self.refusals.clone(),
+            started_at: self.started_at,
+            finished_at: self.finished_at,
+            cancelled: self.cancelled,
+            error: self.error.clone(),
+        }
     }
 }
 
@@ -184,7 +185,7 @@ impl Jobs {
     }
 
     /// The record of job `jid` if `id` may see it (its owner, or an Administrator).
-    pub fn get(&self, jid: &str, id: &Identity) -> Option<Value> {
+    pub fn record(&self, jid: &str, id: &Identity) -> Option<Record> {
         let mut m = self.jobs.lock().unwrap();
         Self::prune(&mut m);
         m.get(jid)
@@ -192,16 +193,30 @@ impl Jobs {
             .map(Job::record)
     }
 
+    /// [`Jobs::record`] as JSON.
+    pub fn get(&self, jid: &str, id: &Identity) -> Option<Value> {
+        self.record(jid, id)
+            .map(|r| crate::commands::replies::data(&r))
+    }
+
     /// Where the UI links back to from job `jid`.
     pub fn back(&self, jid: &str) -> Option<String> {
         self.jobs.lock().unwrap().get(jid).map(|j| j.back.clone())
     }
 
-    /// The records `id` may see, newest first.
+    /// The records `id` may see, newest first, as JSON.
     pub fn list(&self, id: &Identity) -> Vec<Value> {
+        self.records(id)
+            .iter()
+            .map(crate::commands::replies::data)
+            .collect()
+    }
+
+    /// The records `id` may see, newest first.
+    pub fn records(&self, id: &Identity) -> Vec<Record> {
         let mut m = self.jobs.lock().unwrap();
         Self::prune(&mut m);
-        let mut v: Vec<(u64, u64, Value)> = m
+        let mut v: Vec<(u64, u64, Record)> = m
             .values()
             .filter(|j| j.user.eq_ignore_ascii_case(&id.user) || is_admin(id))
             .map(|j| (j.started_at, seq_of(&j.id), j.record()))
@@ -285,18 +300,14 @@ fn role_refuses(shared: &Shared, id: &Identity, command: &str, args: &Value) -> 
     access::check(need, id, shared.users.role(&id.role).as_ref()).is_err()
 }
 
-/// A failed command's answer as a [`Refused`].
-fn refused_of(text: &str, by_role: bool) -> Refused {
-    let text = text.trim_end().to_string();
-    if by_role || text.contains(" has no access to quarantine") {
-        Refused::Forbidden(text)
-    } else if ["There is no", "no quarantine named", "does not exist"]
-        .iter()
-        .any(|t| text.contains(t))
-    {
-        Refused::NotFound(text)
-    } else {
-        Refused::Invalid(text)
+/// A failed command's answer as a [`Refused`], by its kind.
+fn refused_of(r: &Response) -> Refused {
+    let text = r.text.trim_end().to_string();
+    match r.kind {
+        Some(ErrorKind::Forbidden) => Refused::Forbidden(text),
+        Some(ErrorKind::NotFound) => Refused::NotFound(text),
+        Some(ErrorKind::Busy) => Refused::Busy(text),
+        _ => Refused::Invalid(text),
     }
 }
 
@@ -482,10 +493,9 @@ pub async fn start(
         (Target::Mids(m), _) => (m.len() as u64, true),
         (_, Some(q)) => {
             let args = json!({ "action": "search", "query": q, "limit": 1 });
-            let by_role = role_refuses(shared, id, "quarantine", &args);
             let r = run(shared, id, "quarantine", args).await;
             if !r.ok {
-                return Err(refused_of(&r.text, by_role));
+                return Err(refused_of(&r));
             }
             (
                 r.data["total"].as_u64().unwrap_or(0),
@@ -787,18 +797,29 @@ mod tests {
 
     #[test]
     fn refusals_are_classified() {
+        let fail = |kind, text: &str| refused_of(&Response::fail(kind, text));
+        assert_eq!(
+            fail(
+                ErrorKind::Forbidden,
+                "Role \"Guest\" has no access to quarantine \"X\"\n"
+            ),
+            Refused::Forbidden("Role \"Guest\" has no access to quarantine \"X\"".into())
+        );
         assert!(matches!(
-            refused_of("Role \"Guest\" has no access to quarantine \"X\"", false),
-            Refused::Forbidden(_)
+            fail(ErrorKind::NotFound, "no quarantine named \"X\""),
+            Refused::NotFound(_)
         ));
-        assert!(matches!(
-            refused_of("anything", true),
-            Refused::Forbidden(_)
-        ));
-        assert!(matches!(
-            refused_of("order \"x\": allowed: newest", false),
-            Refused::Invalid(_)
-        ));
+        assert!(matches!(fail(ErrorKind::Busy, "later"), Refused::Busy(_)));
+        for kind in [
+            ErrorKind::Invalid,
+            ErrorKind::Conflict,
+            ErrorKind::Unavailable,
+        ] {
+            assert!(matches!(
+                fail(kind, "order \"x\": allowed: newest"),
+                Refused::Invalid(_)
+            ));
+        }
         assert_eq!(seq_of("12-abcdef"), 12);
     }
 }

@@ -1,7 +1,72 @@
-//! The OpenAPI 3.0 document of `/api/v1` (`GET /api/v1/openapi.json`), written by hand.
-//! A test checks that it names exactly the routes of `api::ROUTES`.
+//! The OpenAPI 3.0 document of `/api/v1` (`GET /api/v1/openapi.json`). What the API
+//! answers is derived from the reply types (`commands::replies`, by utoipa's `ToSchema`),
+//! the very types the handlers fill, so every response has the schema of what is sent;
+//! the requests (paths, parameters, bodies) are written here next to the checks of
+//! `api` they describe. Tests check that it names exactly the routes of `api::ROUTES`,
+//! the parameters and body keys `api` reads, and that every response has a schema whose
+//! references resolve.
 
 use serde_json::{json, Value};
+use utoipa::{OpenApi, ToSchema};
+
+use crate::commands::replies::{
+    ActDone, ActRefused, ActReply, ActResult, AttachmentRow, CopyReply, CounterTable, Counters,
+    ErrorReply, Gateway, Gateways, HeaderRow, HistoryRow, HitQuarantine, Job, JobList, JobStarted,
+    LastRefusal, ListenerRow, MembershipRow, MessageReply, PartRow, QuarantineRow,
+    QuarantinesReply, SearchHit, SearchReply, SelfSigned, StatusGauges, StatusReply, TopHost,
+    TopHostsReply,
+};
+
+/// The reply types, and every type they refer to, as components.
+#[derive(OpenApi)]
+#[openapi(components(schemas(
+    StatusReply,
+    SelfSigned,
+    ListenerRow,
+    CounterTable,
+    Counters,
+    StatusGauges,
+    TopHostsReply,
+    TopHost,
+    QuarantinesReply,
+    QuarantineRow,
+    SearchReply,
+    SearchHit,
+    HitQuarantine,
+    MessageReply,
+    AttachmentRow,
+    MembershipRow,
+    HeaderRow,
+    PartRow,
+    HistoryRow,
+    ActReply,
+    ActResult,
+    ActDone,
+    ActRefused,
+    CopyReply,
+    Gateways,
+    Gateway,
+    LastRefusal,
+    JobStarted,
+    Job,
+    JobList,
+    ErrorReply
+)))]
+struct Replies;
+
+/// A reference to the component of reply type `T`.
+fn reply<'s, T: ToSchema<'s>>() -> Value {
+    json!({ "$ref": format!("#/components/schemas/{}", T::schema().0) })
+}
+
+/// The derived components.
+fn reply_schemas() -> serde_json::Map<String, Value> {
+    let doc = serde_json::to_value(Replies::openapi()).unwrap_or_default();
+    match &doc["components"]["schemas"] {
+        Value::Object(m) => m.clone(),
+        _ => serde_json::Map::new(),
+    }
+}
 
 fn error_responses(codes: &[&str]) -> Value {
     let mut m = serde_json::Map::new();
@@ -19,17 +84,23 @@ fn error_responses(codes: &[&str]) -> Value {
         };
         m.insert(
             c.to_string(),
-            json!({ "description": what, "content": { "application/json": { "schema": { "$ref": "#/components/schemas/Error" } } } }),
+            json!({ "description": what, "content": { "application/json": { "schema": reply::<ErrorReply>() } } }),
         );
     }
     Value::Object(m)
 }
 
-fn op(summary: &str, params: Value, ok: &str, body: Option<Value>, errors: &[&str]) -> Value {
+fn op(
+    summary: &str,
+    params: Value,
+    (ok, schema): (&str, Value),
+    body: Option<Value>,
+    errors: &[&str],
+) -> Value {
     let mut responses = error_responses(errors);
     responses["200"] = json!({
         "description": ok,
-        "content": { "application/json": { "schema": { "type": "object", "additionalProperties": true } } }
+        "content": { "application/json": { "schema": schema } }
     });
     let mut o = json!({ "summary": summary, "parameters": params, "responses": responses });
     if let Some(b) = body {
@@ -83,7 +154,7 @@ fn bulk(what: &str, props: Value, required: &[&str]) -> Value {
     let mut responses = error_responses(&["400", "401", "403", "404", "429"]);
     responses["202"] = json!({
         "description": "The job started; GET its status_url for the progress.",
-        "content": { "application/json": { "schema": { "$ref": "#/components/schemas/JobStarted" } } }
+        "content": { "application/json": { "schema": reply::<JobStarted>() } }
     });
     json!({
         "summary": format!("{what} a selection of messages (mids) or every result of a search (query), as a background job in batches of {} (`quarantine {}`).", crate::web::jobs::BATCH, what.to_lowercase()),
@@ -107,7 +178,7 @@ fn job_op(summary: &str) -> Value {
     let mut responses = error_responses(&["401", "404"]);
     responses["200"] = json!({
         "description": "The progress record.",
-        "content": { "application/json": { "schema": { "$ref": "#/components/schemas/Job" } } }
+        "content": { "application/json": { "schema": reply::<Job>() } }
     });
     json!({
         "summary": summary,
@@ -121,10 +192,6 @@ fn job_op(summary: &str) -> Value {
 }
 
 fn schemas() -> Value {
-    let int = json!({ "type": "integer", "minimum": 0, "format": "int64" });
-    let int_or_null =
-        json!({ "type": "integer", "minimum": 0, "format": "int64", "nullable": true });
-    let text_or_null = json!({ "type": "string", "nullable": true });
     let mut query = serde_json::Map::new();
     for f in crate::web::api::FILTERS {
         let schema = match f {
@@ -145,84 +212,17 @@ fn schemas() -> Value {
             json!({ "type": "integer", "minimum": 0, "maximum": i64::MAX, "format": "int64" }),
         );
     }
-    json!({
-        "Error": {
-            "type": "object",
-            "required": ["error"],
-            "properties": { "error": { "type": "string" } }
-        },
-        "Query": {
+    let mut all = reply_schemas();
+    all.insert(
+        "Query".into(),
+        json!({
             "type": "object",
             "additionalProperties": false,
             "description": "The filters of GET /api/v1/messages (dates in Unix seconds), without paging: the job acts on every result.",
             "properties": Value::Object(query)
-        },
-        "JobStarted": {
-            "type": "object",
-            "required": ["job", "status_url"],
-            "properties": {
-                "job": { "type": "string" },
-                "status_url": { "type": "string", "description": "/api/v1/jobs/{id}" }
-            }
-        },
-        "Job": {
-            "type": "object",
-            "required": ["id", "user", "action", "target", "description", "state", "total", "total_exact", "done", "succeeded", "failed", "refusals", "started_at", "finished_at", "cancelled", "error"],
-            "properties": {
-                "id": { "type": "string" },
-                "user": { "type": "string", "description": "Whose job it is." },
-                "action": { "type": "string", "enum": ["release", "delete", "delay", "move"] },
-                "target": { "type": "string", "enum": ["selection", "search", "rule"] },
-                "description": { "type": "string" },
-                "state": { "type": "string", "enum": ["running", "done", "cancelled", "stopped"] },
-                "total": int.clone(),
-                "total_exact": { "type": "boolean", "description": "False while the total is the counting cap (at least that many)." },
-                "done": { "type": "integer", "minimum": 0, "format": "int64", "description": "Messages handled (acted on or refused)." },
-                "succeeded": int.clone(),
-                "failed": { "type": "integer", "minimum": 0, "format": "int64", "description": "Messages refused (the audit log has each)." },
-                "refusals": { "type": "array", "items": { "type": "string" }, "description": "The first refusal texts." },
-                "started_at": int.clone(),
-                "finished_at": int_or_null.clone(),
-                "cancelled": { "type": "boolean" },
-                "error": { "type": "string", "nullable": true, "description": "Why a stopped job stopped." }
-            }
-        },
-        "Gateway": {
-            "type": "object",
-            "required": ["id", "address", "port", "state", "state_text", "mode", "backlog", "migration", "checked_at", "ssh_error", "transfers_received", "last_transfer_at", "last_refusal", "held_messages", "releases_waiting", "last_release_error"],
-            "properties": {
-                "id": { "type": "string" },
-                "address": { "type": "string" },
-                "port": { "type": "integer", "minimum": 0, "maximum": 65535 },
-                "state": { "type": "string", "enum": ["online", "backlog", "unreachable", "unknown"] },
-                "state_text": { "type": "string", "description": "The state and what to do, in a sentence." },
-                "mode": { "type": "string", "nullable": true, "description": "The gateway's PVO mode, from the last check over SSH." },
-                "backlog": { "type": "integer", "minimum": 0, "format": "int64", "nullable": true, "description": "Recipients queued for the.cpq.host on the gateway." },
-                "migration": { "description": "The gateway's migration progress (pvoconfig status), or null." },
-                "checked_at": int_or_null.clone(),
-                "ssh_error": text_or_null.clone(),
-                "transfers_received": int.clone(),
-                "last_transfer_at": int_or_null,
-                "last_refusal": {
-                    "type": "object", "nullable": true,
-                    "properties": { "at": { "type": "integer", "minimum": 0 }, "text": { "type": "string" } }
-                },
-                "held_messages": int.clone(),
-                "releases_waiting": int,
-                "last_release_error": text_or_null
-            }
-        },
-        "Gateways": {
-            "type": "object",
-            "required": ["role", "pvo", "gateways"],
-            "properties": {
-                "role": { "type": "string", "enum": ["gateway", "manager"] },
-                "pvo": { "type": "object", "description": "`pvoconfig status` of this node." },
-                "gateways": { "type": "array", "items": { "$ref": "#/components/schemas/Gateway" }, "description": "On a manager, its gateways (`applianceconfig status`); empty on a gateway." },
-                "releases_waiting_total": { "type": "integer", "minimum": 0, "description": "On a manager: releases queued for the gateways." }
-            }
-        }
-    })
+        }),
+    );
+    Value::Object(all)
 }
 
 const ALL: &[&str] = &["400", "401", "403"];
@@ -279,19 +279,21 @@ pub fn document() -> Value {
                 what.to_lowercase()
             ),
             json!([mid()]),
-            "What was done, per quarantine.",
+            ("What was done, per quarantine.", reply::<ActReply>()),
             Some(body),
             MSG,
         );
         o["requestBody"]["required"] = json!(required);
         o
     };
-    let plain = json!({ "type": "object", "properties": { "quarantine": quarantine } });
+    // One message's action reads a null `quarantine` as absent (a bulk action refuses it).
+    let one_quarantine = json!({ "type": "string", "nullable": true, "description": "Only in this quarantine (empty, null or absent: every quarantine the message is in)." });
+    let plain = json!({ "type": "object", "properties": { "quarantine": one_quarantine } });
     let delay = json!({
         "type": "object",
         "required": ["by"],
         "properties": {
-            "quarantine": quarantine,
+            "quarantine": one_quarantine,
             "by": { "type": "string", "enum": ["8h", "24h", "48h", "1w"], "description": "How much later the message leaves." }
         }
     });
@@ -306,38 +308,31 @@ pub fn document() -> Value {
     let by = json!({ "type": "string", "enum": ["8h", "24h", "48h", "1w"], "description": "How much later the messages leave." });
     let name =
         |d: &str| json!({ "type": "string", "minLength": 1, "pattern": "\\S", "description": d });
-    let mut gateways = op(
+    let gateways = op(
         "The PVO state of this node (`pvoconfig status`) and, on a manager, each gateway's state, backlog, migration and releases (`applianceconfig status`).",
         json!([]),
-        "role, pvo and gateways.",
+        ("role, pvo and gateways.", reply::<Gateways>()),
         None,
         ALL,
     );
-    gateways["responses"]["200"]["content"]["application/json"]["schema"] =
-        json!({ "$ref": "#/components/schemas/Gateways" });
-    let mut jobs = op(
+    let jobs = op(
         "The caller's bulk jobs of the last hour (an Administrator's: every job), newest first.",
         json!([]),
-        "The jobs.",
+        ("The jobs.", reply::<JobList>()),
         None,
         &["401"],
     );
-    jobs["responses"]["200"]["content"]["application/json"]["schema"] = json!({
-        "type": "object",
-        "required": ["jobs"],
-        "properties": { "jobs": { "type": "array", "items": { "$ref": "#/components/schemas/Job" } } }
-    });
     let mut copy = op(
         "Send a copy of a quarantined message to addresses (`quarantine copy`, Administrators only); the message stays held.",
         json!([mid()]),
-        "The copy's new MID.",
+        ("The copy's new MID.", reply::<CopyReply>()),
         Some(json!({
             "type": "object",
             "additionalProperties": false,
             "required": ["to"],
             "properties": { "to": {
                 "type": "array", "minItems": 1, "maxItems": 100,
-                "items": { "type": "string", "pattern": "^[A-Za-z0-9._+-]{1,64}@([A-Za-z0-9]{1,20}\\.){1,4}[A-Za-z][A-Za-z0-9]{0,19}$" }
+                "items": { "type": "string", "pattern": "^(?!.*\\.\\.)[A-Za-z0-9_+-]([A-Za-z0-9._+-]{0,62}[A-Za-z0-9_+-])?@([A-Za-z0-9]{1,20}\\.){1,4}[A-Za-z][A-Za-z0-9]{0,19}$" }
             } }
         })),
         MSG,
@@ -360,14 +355,14 @@ pub fn document() -> Value {
                 "summary": "This document.", "security": [],
                 "responses": { "200": { "description": "The OpenAPI document.", "content": { "application/json": { "schema": { "type": "object" } } } } }
             } },
-            "/api/v1/status": { "get": op("Node status and counters (`status`).", json!([]), "The status.", None, ALL) },
+            "/api/v1/status": { "get": op("Node status and counters (`status`).", json!([]), ("The status.", reply::<StatusReply>()), None, ALL) },
             "/api/v1/tophosts": { "get": op("Delivery status per destination host (`tophosts`).",
                 json!([ { "name": "sort", "in": "query", "required": false, "schema": { "type": "string", "enum": ["active", "conn", "delivered", "soft", "hard"] } } ]),
-                "The destination hosts.", None, ALL) },
-            "/api/v1/quarantines": { "get": op("The quarantines: messages, space, retention, default action (`quarantineconfig`).", json!([]), "The quarantines and the space used.", None, ALL) },
+                ("The destination hosts.", reply::<TopHostsReply>()), None, ALL) },
+            "/api/v1/quarantines": { "get": op("The quarantines: messages, space, retention, default action (`quarantineconfig`).", json!([]), ("The quarantines and the space used.", reply::<QuarantinesReply>()), None, ALL) },
             "/api/v1/gateways": { "get": gateways },
-            "/api/v1/messages": { "get": op("Search the quarantined messages (`quarantine search`).", search_params, "One page of results.", None, MSG) },
-            "/api/v1/messages/{mid}": { "get": op("A quarantined message (`quarantine show`).", json!([mid()]), "The message.", None, MSG) },
+            "/api/v1/messages": { "get": op("Search the quarantined messages (`quarantine search`).", search_params, ("One page of results.", reply::<SearchReply>()), None, MSG) },
+            "/api/v1/messages/{mid}": { "get": op("A quarantined message (`quarantine show`).", json!([mid()]), ("The message.", reply::<MessageReply>()), None, MSG) },
             "/api/v1/messages/{mid}/release": { "post": action("Release", plain.clone(), false) },
             "/api/v1/messages/{mid}/delete": { "post": action("Delete", plain, false) },
             "/api/v1/messages/{mid}/delay": { "post": action("Delay", delay, true) },
@@ -421,6 +416,77 @@ mod tests {
         }
     }
 
+    /// Every `$ref` under `v`.
+    fn refs<'a>(v: &'a Value, out: &mut Vec<&'a str>) {
+        match v {
+            Value::Object(m) => {
+                if let Some(Value::String(r)) = m.get("$ref") {
+                    out.push(r);
+                }
+                m.values().for_each(|v| refs(v, out));
+            }
+            Value::Array(a) => a.iter().for_each(|v| refs(v, out)),
+            _ => {}
+        }
+    }
+
+    #[test]
+    fn the_document_parses_and_every_response_has_a_schema_that_resolves() {
+        // What is served: the document as text, parsed back.
+        let text = serde_json::to_string(&document()).unwrap();
+        let doc: Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(doc["openapi"], "3.0.3");
+        let schemas = doc["components"]["schemas"].as_object().unwrap();
+        let mut operations = 0;
+        for (p, ops) in doc["paths"].as_object().unwrap() {
+            for (m, o) in ops.as_object().unwrap() {
+                operations += 1;
+                let responses = o["responses"].as_object().unwrap();
+                assert!(!responses.is_empty(), "{m} {p}");
+                for (code, r) in responses {
+                    let schema = &r["content"]["application/json"]["schema"];
+                    assert!(
+                        schema.is_object() && !schema.as_object().unwrap().is_empty(),
+                        "{m} {p} {code}: no schema"
+                    );
+                    // A reply is a named type, not "an object" (but the document itself).
+                    if p != "/api/v1/openapi.json" {
+                        let r = schema["$ref"].as_str();
+                        assert!(r.is_some(), "{m} {p} {code}: {schema}");
+                    }
+                }
+            }
+        }
+        assert_eq!(operations, crate::web::api::ROUTES.len());
+        let mut all = Vec::new();
+        refs(&doc, &mut all);
+        assert!(all.len() > 40, "{all:?}");
+        for r in all {
+            let name = r.strip_prefix("#/components/schemas/").unwrap_or(r);
+            assert!(schemas.contains_key(name), "{r} does not resolve");
+        }
+        // The names clients and tests know.
+        for name in ["Error", "Query", "Job", "JobStarted", "Gateway", "Gateways"] {
+            assert!(schemas.contains_key(name), "{name}");
+        }
+        let gateway = &schemas["Gateway"];
+        assert_eq!(
+            gateway["properties"]["state"]["enum"],
+            json!(["online", "backlog", "unreachable", "unknown"])
+        );
+        for k in ["id", "state", "mode", "backlog", "ssh_error", "checked_at"] {
+            assert!(
+                gateway["required"].as_array().unwrap().contains(&json!(k)),
+                "{k}"
+            );
+        }
+        assert_eq!(
+            doc["paths"]["/api/v1/messages/{mid}"]["get"]["responses"]["200"]["content"]
+                ["application/json"]["schema"]["$ref"],
+            "#/components/schemas/Message"
+        );
+    }
+
     #[test]
     fn bulk_bodies_are_the_keys_the_api_reads() {
         let doc = document();
@@ -449,7 +515,12 @@ mod tests {
         for a in ["a@b.example", "first.last+tag@mail.one.example"] {
             assert!(crate::web::api::simple_address(a), "{a}");
         }
+        // A local part is a dot-string: no dot at either end, no two together.
+        assert!(crate::web::api::simple_address("a.b@c.example"));
         for a in [
+            "a.@b.example",
+            ".a@b.example",
+            "a..b@c.example",
             "a@b",
             "@b.example",
             "a b@c.example",
