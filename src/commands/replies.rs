@@ -5,7 +5,7 @@
 //! always printed; scripts read them.
 //!
 //! Types of other modules that appear in a reply (`node::CounterSet`,
-//! `queue::HostStatus`, `listeners::ListenerState`) are mirrored here rather than given a
+//! `queue::HostStatus`, `state::ListenerState`) are mirrored here rather than given a
 //! schema where they live, so the runtime modules do not depend on the document's crate.
 
 use serde::{Deserialize, Serialize};
@@ -70,8 +70,8 @@ pub struct ListenerRow {
     pub suspended: bool,
 }
 
-impl From<&crate::listeners::ListenerState> for ListenerRow {
-    fn from(l: &crate::listeners::ListenerState) -> ListenerRow {
+impl From<&crate::state::ListenerState> for ListenerRow {
+    fn from(l: &crate::state::ListenerState) -> ListenerRow {
         ListenerRow {
             name: l.name.clone(),
             address: l.address.to_string(),
