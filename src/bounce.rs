@@ -24,20 +24,10 @@ pub fn spawn_dsn(
         let mid = shared.ids.next(Kind::Mid);
         let cfg = shared.config();
         let text = build_dsn(&cfg.hostname, &orig, &rcpt, &reason, &body, mid);
-        let now = crate::clock::unix_now();
         let env = Envelope {
             mid,
-            icid: 0,
-            sender: String::new(),
-            recipients: vec![orig.sender.clone()],
-            received_at: now,
-            source_ip: String::new(),
-            listener: String::new(),
-            dsn: true,
             size: text.len() as u64,
-            outgoing: true,
-            scanned: true,
-            cpq: None,
+            ..Envelope::from_mailer_daemon(vec![orig.sender.clone()])
         };
         match shared.spool_message(&env, text).await {
             Ok(body) => {
@@ -162,22 +152,7 @@ pub fn notification(
         sender = wire(&orig.sender),
         why = why.replace(['\r', '\n'], " "),
     );
-    let now = crate::clock::unix_now();
-    let env = Envelope {
-        mid: 0,
-        icid: 0,
-        sender: String::new(),
-        recipients: vec![to],
-        received_at: now,
-        source_ip: String::new(),
-        listener: String::new(),
-        dsn: true,
-        size: 0,
-        outgoing: true,
-        scanned: true,
-        cpq: None,
-    };
-    (env, text.into_bytes())
+    (Envelope::from_mailer_daemon(vec![to]), text.into_bytes())
 }
 
 #[cfg(test)]

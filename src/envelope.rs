@@ -44,6 +44,28 @@ pub struct Envelope {
     pub cpq: Option<CpqTag>,
 }
 
+impl Envelope {
+    /// A message this node writes itself from MAILER-DAEMON (a DSN, a notification):
+    /// the null sender, so it never bounces; outgoing and already scanned; received now.
+    /// `mid` and `size` are the caller's (0 when `pipeline::inject` assigns them).
+    pub fn from_mailer_daemon(recipients: Vec<String>) -> Envelope {
+        Envelope {
+            mid: 0,
+            icid: 0,
+            sender: String::new(),
+            recipients,
+            received_at: crate::clock::unix_now(),
+            source_ip: String::new(),
+            listener: String::new(),
+            dsn: true,
+            size: 0,
+            outgoing: true,
+            scanned: true,
+            cpq: None,
+        }
+    }
+}
+
 /// What a CPQ message carries besides its envelope (see `docs/cpq.md`).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub enum CpqTag {

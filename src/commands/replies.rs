@@ -4,7 +4,7 @@
 //! the handlers send. The field names and shapes are those `pvo COMMAND --json` has
 //! always printed; scripts read them.
 //!
-//! Types of other modules that appear in a reply (`node::CounterSet`,
+//! Types of other modules that appear in a reply (`state::CounterSet`,
 //! `queue::HostStatus`, `state::ListenerState`) are mirrored here rather than given a
 //! schema where they live, so the runtime modules do not depend on the document's crate.
 

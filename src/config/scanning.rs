@@ -274,8 +274,16 @@ mod tests {
                 "{unix}"
             );
         }
+        assert_eq!(
+            "unix:/tmp/c.sock".parse::<ClamdAddr>(),
+            Ok(ClamdAddr::Unix("/tmp/c.sock".into()))
+        );
         let e = "clamd.local".parse::<ClamdAddr>().unwrap_err();
         assert!(e.contains("allowed: IP:PORT"), "{e}");
+        // A host name is not resolved here, and a bare port is not an address.
+        for refused in ["localhost:3310", "3310"] {
+            assert!(refused.parse::<ClamdAddr>().is_err(), "{refused}");
+        }
     }
 
     #[test]

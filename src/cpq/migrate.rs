@@ -503,20 +503,7 @@ async fn notify(shared: &Arc<Shared>, p: &Progress) {
         &c.notify,
         p,
     );
-    let env = Envelope {
-        mid: 0,
-        icid: 0,
-        sender: String::new(),
-        recipients: c.notify.clone(),
-        received_at: unix_now(),
-        source_ip: String::new(),
-        listener: String::new(),
-        dsn: true,
-        size: 0,
-        outgoing: true,
-        scanned: true,
-        cpq: None,
-    };
+    let env = Envelope::from_mailer_daemon(c.notify.clone());
     match crate::scanning::pipeline::inject(shared, &env, text, true).await {
         Ok(mid) => shared
             .log

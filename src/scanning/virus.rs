@@ -39,31 +39,3 @@ pub enum Unscannable {
     LimitsExceeded(String),
     EngineError(String),
 }
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn clamd_addresses_are_ip_port_or_a_socket_path() {
-        let table: [(&str, Option<ClamdAddr>); 5] = [
-            (
-                "127.0.0.1:3310",
-                Some(ClamdAddr::Tcp("127.0.0.1:3310".parse().unwrap())),
-            ),
-            (
-                "/run/clamav/clamd.ctl",
-                Some(ClamdAddr::Unix("/run/clamav/clamd.ctl".into())),
-            ),
-            (
-                "unix:/tmp/c.sock",
-                Some(ClamdAddr::Unix("/tmp/c.sock".into())),
-            ),
-            ("localhost:3310", None),
-            ("3310", None),
-        ];
-        for (text, want) in table {
-            assert_eq!(text.parse::<ClamdAddr>().ok(), want, "{text}");
-        }
-    }
-}
