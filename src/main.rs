@@ -287,7 +287,7 @@ fn main() {
         other => match &cli.user {
             Some(user) => admin::client::read_password(user, cli.password_file.as_deref())
                 .and_then(|password| {
-                    admin::client::set_credentials(admin::Credentials {
+                    admin::client::set_credentials(commands::protocol::Credentials {
                         user: user.clone(),
                         password,
                     });

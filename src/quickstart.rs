@@ -246,7 +246,7 @@ pub fn run(args: Args) -> Result<()> {
 /// does before a gateway is enabled; without it the manager's `diagnose` (and a later
 /// `pvoconfig enable`) reports the wizard as not run. Nothing to do once it is committed.
 async fn migration_wizard(manager: &crate::node::Node) -> Result<()> {
-    use crate::admin::Request;
+    use crate::commands::protocol::Request;
     let shared = &manager.shared;
     if shared
         .config()
@@ -288,8 +288,8 @@ async fn ssh_access(
     manager: &crate::node::Node,
     gateway: &crate::node::Node,
 ) -> Result<Option<String>> {
-    use crate::admin::Request;
     use crate::commands::dispatch_as;
+    use crate::commands::protocol::Request;
     use crate::cpq::appliance::{exec, manager_key, Login};
     use crate::users::Identity;
     let Some(ssh) = gateway.ssh else {

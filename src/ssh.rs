@@ -43,7 +43,7 @@ use russh::server::{Auth, Msg, PublicKeyOffer, Session, VerifiedPublicKey};
 use russh::{Channel, ChannelId, MethodKind, MethodSet};
 use tokio::sync::mpsc;
 
-use crate::admin::Request;
+use crate::commands::protocol::Request;
 use crate::host_key::host_key;
 use crate::state::Shared;
 use crate::users::{Identity, Origin};

@@ -9,7 +9,7 @@ use std::fs;
 use std::path::Path;
 use std::time::Duration;
 
-use pvo::admin::Request;
+use pvo::commands::protocol::Request;
 use pvo::config::{Config, Role};
 use pvo::node::Node;
 use serde_json::{json, Value};

@@ -101,20 +101,14 @@ const KNOWN: &[(&str, &str, &str)] = &[
     // The enable preflight opens its connection with delivery's connect (interface
     // binding and TLS), a piece of the SMTP client that both should take from `net`.
     ("cpq::preflight", "delivery", "codecs"),
-    // Typed commands (cmd): the admin protocol's Request/Response live in the admin
-    // adapter, the commands reach adapters (probes, TLS text, the SSH client), and the
-    // CLI builds requests through the admin client.
-    ("commands", "admin", "cmd"),
+    // Typed commands (cmd): the commands reach adapters (probes, TLS text, the SSH
+    // client).
     ("commands", "cpq::appliance", "cmd"),
     ("commands", "cpq::preflight", "cmd"),
     ("commands", "delivery", "cmd"),
     ("commands", "diag", "cmd"),
     ("commands", "tls", "cmd"),
     ("commands", "cpq::trust", "cmd"),
-    ("ssh", "admin", "cmd"),
-    ("web", "admin", "cmd"),
-    ("cli", "admin", "cmd"),
-    ("admin::client", "admin", "cmd"),
 ];
 
 fn module_of(root: &Path, file: &Path) -> Option<Vec<String>> {

@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 
-use super::{socket_path, Credentials, Request, Response};
 use crate::commands::command::Command;
+use crate::commands::protocol::{socket_path, Credentials, Request, Response};
 
 /// The node user of this command line (`pvo --user NAME`), set once by `main`.
 static CREDENTIALS: std::sync::OnceLock<Credentials> = std::sync::OnceLock::new();

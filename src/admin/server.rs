@@ -7,7 +7,7 @@ use anyhow::{Context, Result};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::UnixListener;
 
-use super::{socket_path, RawRequest, Request, Response};
+use crate::commands::protocol::{socket_path, RawRequest, Request, Response};
 use crate::state::Shared;
 
 /// Binds `run/admin.sock` (replacing a stale one) and serves it.

@@ -392,13 +392,13 @@ fn rollback_request(n: Option<u64>, yes: bool) -> Result<(&'static str, serde_js
 }
 
 /// One request to the node, for a prompt that needs its answer first.
-fn ask_node(command: &str) -> Result<crate::admin::Response> {
+fn ask_node(command: &str) -> Result<crate::commands::protocol::Response> {
     let user = std::env::var("SUDO_USER")
         .or_else(|_| std::env::var("USER"))
         .unwrap_or_else(|_| "admin".into());
     let resp = crate::admin::client::call(
         &data_dir(),
-        &crate::admin::Request {
+        &crate::commands::protocol::Request {
             command: crate::commands::command::Command::from_parts(command, json!({}))?,
             user,
             auth: crate::admin::client::credentials()?,

@@ -12,7 +12,7 @@ use super::command::{
     text, ApplianceAction, Command, DeliveryConfigCmd, List, ListAction, ListenerAction, PvoAction,
     QuarantineCmd, RouteAction, SslConfigCmd, UserAction, UserSub,
 };
-use crate::admin::Response;
+use crate::commands::protocol::Response;
 use crate::users::{roles_with, Identity, Perm, RoleDef};
 
 /// What a command needs: a permission, or nothing (a user's own password and keys).

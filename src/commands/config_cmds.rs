@@ -26,7 +26,7 @@ use super::command::{
     ListAction, ListenerAction, ListenerArgs, NoArgs, RollbackArgs, RouteAction, RouteArgs,
     ShowconfigArgs, SslConfigCmd,
 };
-use crate::admin::{ErrorKind, Request, Response};
+use crate::commands::protocol::{ErrorKind, Request, Response};
 use crate::config::{Config, RouteTarget, SenderPattern, TlsVersion};
 use crate::config_store::{self, normalize_domain, quoted_list, Change, Doc, Store};
 use crate::mail_log::ctime;
@@ -486,7 +486,7 @@ pub fn showconfig(shared: &Arc<Shared>, _req: &Request, args: &ShowconfigArgs) -
             ok: false,
             data: json!({ "error": e.to_string(), "text": text }),
             text: format!("{text}\n# This configuration is not valid: {e}"),
-            kind: Some(crate::admin::ErrorKind::Invalid),
+            kind: Some(crate::commands::protocol::ErrorKind::Invalid),
         },
     }
 }

@@ -16,7 +16,7 @@ use tokio::io::{AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 
 use super::command::{text, TelnetArgs, TlsVerifyArgs};
-use crate::admin::Response;
+use crate::commands::protocol::Response;
 use crate::diag::{self, ConnectError, HandshakeError, HelloAnswer, Source};
 use crate::state::Shared;
 
@@ -193,7 +193,7 @@ fn telnet_failed(mut text: String, mut data: serde_json::Value, line: String) ->
         ok: false,
         text,
         data,
-        kind: Some(crate::admin::ErrorKind::Unavailable),
+        kind: Some(crate::commands::protocol::ErrorKind::Unavailable),
     }
 }
 
@@ -227,7 +227,7 @@ impl Dialogue {
             ok,
             text,
             data: self.data,
-            kind: (!ok).then_some(crate::admin::ErrorKind::Unavailable),
+            kind: (!ok).then_some(crate::commands::protocol::ErrorKind::Unavailable),
         }
     }
 

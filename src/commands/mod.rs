@@ -10,6 +10,7 @@ pub mod access;
 pub mod command;
 mod config_cmds;
 mod diag_cmds;
+pub mod protocol;
 mod pvo_cmds;
 pub mod quarantine_cmds;
 mod queue_cmds;
@@ -19,7 +20,7 @@ mod user_cmds;
 
 use std::sync::Arc;
 
-use crate::admin::{ErrorKind, Request, Response};
+use crate::commands::protocol::{ErrorKind, Request, Response};
 use crate::state::Shared;
 use crate::users::{Identity, Origin};
 use command::Command;

@@ -10,7 +10,7 @@ use super::command::{
     text, ApplianceAction, ApplianceArgs, CertAction, CpqCertArgs, PvoAction, PvoArgs,
 };
 use super::config_cmds;
-use crate::admin::{ErrorKind, Request, Response};
+use crate::commands::protocol::{ErrorKind, Request, Response};
 use crate::config::{Config, Role, CPQ_HOST, CPQ_RELEASE_HOST};
 use crate::cpq::preflight::{self, Check};
 use crate::state::Shared;

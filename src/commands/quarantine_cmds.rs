@@ -51,8 +51,8 @@ use super::replies::{
     HistoryRow, HitQuarantine, MembershipRow, MessageReply, PartRow, QuarantineRow,
     QuarantinesReply, SearchHit, SearchReply,
 };
-use crate::admin::{ErrorKind, Request, Response};
 use crate::clock::gmt;
+use crate::commands::protocol::{ErrorKind, Request, Response};
 use crate::envelope::Envelope;
 use crate::scanning::local_quarantine::{handle_reports, now};
 use crate::state::Shared;

@@ -12,7 +12,7 @@ use tokio::sync::oneshot;
 
 use super::command::{text, HostArgs, SelectionArgs, TophostsArgs};
 use super::replies::{self, TopHost, TopHostsReply};
-use crate::admin::Response;
+use crate::commands::protocol::Response;
 use crate::mail_log::ctime;
 use crate::queue::{Event, HostStatus, QueuedRecipient, Removal, Selection};
 use crate::state::Shared;

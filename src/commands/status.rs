@@ -11,7 +11,7 @@ use super::command::{text, ListenersArgs, StatusArgs, SuspendArgs};
 use super::replies::{
     self, CounterTable, Counters, ListenerRow, SelfSigned, StatusGauges, StatusReply, SystemStatus,
 };
-use crate::admin::Response;
+use crate::commands::protocol::Response;
 use crate::mail_log::ctime;
 use crate::queue::{Event, Gauges};
 use crate::state::Resumed;
@@ -332,7 +332,7 @@ fn resumed_answer(shared: &Shared, r: Resumed, mut data: serde_json::Value) -> R
         ok: false,
         text,
         data,
-        kind: Some(crate::admin::ErrorKind::Unavailable),
+        kind: Some(crate::commands::protocol::ErrorKind::Unavailable),
     }
 }
 

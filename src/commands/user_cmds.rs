@@ -11,8 +11,8 @@ use std::sync::Arc;
 use serde_json::{json, Value};
 
 use super::command::{text, AuditLogArgs, CommandError, Flag, UserAction, UserArgs};
-use crate::admin::Response;
 use crate::clock::gmt;
+use crate::commands::protocol::Response;
 use crate::state::Shared;
 use crate::users::{
     check_name, check_password, generate_password, hash_password, Builtin, CustomRole, Identity,

@@ -18,7 +18,7 @@ use axum::routing::{get, post, MethodRouter};
 use axum::{Json, Router};
 use serde_json::{json, Map, Value};
 
-use crate::admin::{ErrorKind, Request, Response};
+use crate::commands::protocol::{ErrorKind, Request, Response};
 use crate::commands::replies::{ErrorReply, Gateway, Gateways, JobList, JobStarted};
 use crate::state::Shared;
 use crate::users::{Identity, Origin};

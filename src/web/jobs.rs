@@ -25,9 +25,9 @@ use std::time::Duration;
 
 use serde_json::{json, Map, Value};
 
-use crate::admin::{ErrorKind, Request, Response};
 use crate::clock::unix_now;
 use crate::commands::access;
+use crate::commands::protocol::{ErrorKind, Request, Response};
 use crate::commands::replies::Job as Record;
 use crate::state::Shared;
 use crate::users::{Builtin, Identity};

@@ -11,7 +11,7 @@ use axum::Router;
 use serde_json::{json, Value};
 
 use super::*;
-use crate::admin::Response;
+use crate::commands::protocol::Response;
 
 // ----------------------------------------------------------------------------------
 // Pending changes: commit, clear, rollback

@@ -16,7 +16,7 @@ use axum::Router;
 use serde_json::{json, Value};
 
 use super::*;
-use crate::admin::Response;
+use crate::commands::protocol::Response;
 use crate::state::Shared;
 use crate::users::Perm;
 

@@ -86,7 +86,7 @@ pub(super) async fn show(Viewer { shared, c }: Viewer, Path(mid): Path<String>) 
             )
             .await
         } else {
-            crate::admin::Response::error("")
+            crate::commands::protocol::Response::error("")
         };
         let others: Option<Vec<&str>> = list.ok.then(|| {
             list.data["quarantines"]

@@ -28,7 +28,7 @@ use maud::{html, Markup, DOCTYPE};
 use serde_json::Value;
 
 use super::session::{self, Sessions};
-use crate::admin::{Request, Response};
+use crate::commands::protocol::{Request, Response};
 use crate::state::Shared;
 use crate::users::{Identity, Origin};
 

@@ -8,7 +8,7 @@ use axum::response::Response as HttpResponse;
 use serde_json::{json, Map, Value};
 
 use super::*;
-use crate::admin::Response;
+use crate::commands::protocol::Response;
 use crate::web::jobs::{Spec, Target};
 
 // ----------------------------------------------------------------------------------

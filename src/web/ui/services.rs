@@ -14,7 +14,7 @@ use axum::Router;
 use serde_json::{json, Value};
 
 use super::*;
-use crate::admin::Response;
+use crate::commands::protocol::Response;
 use crate::config::Role;
 use crate::state::Shared;
 
