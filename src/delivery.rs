@@ -19,16 +19,16 @@ use std::time::Duration;
 
 use rustls::pki_types::ServerName;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
-use tokio::net::{TcpSocket, TcpStream};
+use tokio::net::TcpStream;
 use tokio::sync::oneshot;
 
 use crate::config::{RouteTarget, TlsMode};
 use crate::ids::Kind;
+use crate::outbound::{connect, tls_error_text};
 use crate::queue::{Event, Job, RcptOutcome, IDLE_WAIT};
 use crate::smtp_io::Io;
 use crate::state::Shared;
 
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
 const REPLY_TIMEOUT: Duration = Duration::from_secs(300);
 const DATA_REPLY_TIMEOUT: Duration = Duration::from_secs(600);
 
@@ -391,26 +391,6 @@ async fn connect_any(
         }
     }
     Err(last)
-}
-
-/// Connects from `bind` (the default delivery interface) when one is set.
-pub async fn connect(addr: SocketAddr, bind: Option<IpAddr>) -> Result<TcpStream, String> {
-    let sock = if addr.is_ipv4() {
-        TcpSocket::new_v4()
-    } else {
-        TcpSocket::new_v6()
-    }
-    .map_err(|e| e.to_string())?;
-    if let Some(ip) = bind {
-        sock.bind(SocketAddr::new(ip, 0))
-            .map_err(|e| format!("cannot bind {ip}: {e}"))?;
-    }
-    let _ = sock.set_nodelay(true);
-    match tokio::time::timeout(CONNECT_TIMEOUT, sock.connect(addr)).await {
-        Ok(Ok(s)) => Ok(s),
-        Ok(Err(e)) => Err(crate::net_error::describe(&e)),
-        Err(_) => Err("Operation timed out".to_string()),
-    }
 }
 
 #[derive(Default)]
@@ -950,43 +930,6 @@ fn classify_rcpt(mail: &Reply, rcpt: &Reply, accepted: &mut usize) -> Option<Rcp
         }
         _ => Some(outcome_of(rcpt)),
     }
-}
-
-/// Explains a failed handshake the way the appliance's log does (OpenSSL's
-/// "verify error" wording that administrators grep for).
-pub fn tls_error_text(e: &std::io::Error) -> String {
-    use rustls::{AlertDescription as A, CertificateError as C, Error as E};
-    // A peer that offers only anonymous suites cannot agree on any suite
-    // with rustls: it alerts handshake_failure or just closes. Either way
-    // no certificate was ever presented: the seeds' scenario 4.
-    const NO_CERT: &str = "verify error: no certificate from server (no cipher suite with a certificate was offered; the server may offer only anonymous ciphers)";
-    // A CPQ peer of the deployment this node does not accept (`cpq::trust::PeerPolicy`).
-    if let Some(r) = crate::cpq::trust::refusal_of(e) {
-        return format!("verify error: certificate not accepted: {r}");
-    }
-    if let Some(inner) = e.get_ref().and_then(|i| i.downcast_ref::<E>()) {
-        return match inner {
-            E::AlertReceived(A::CertificateUnknown) => "alert received: CertificateUnknown (the peer does not accept this node's CPQ certificate: revoked there, or not the one enrolled there; see its mail_logs)".into(),
-            E::InvalidCertificate(C::UnknownIssuer) => "verify error: unable to get local issuer certificate (certificate issued by an unknown CA)".into(),
-            E::InvalidCertificate(C::BadSignature) => "verify error: certificate signature failure (not signed by a trusted CA)".into(),
-            E::InvalidCertificate(C::NotValidForName) | E::InvalidCertificate(C::NotValidForNameContext { .. }) => {
-                "verify error: certificate does not match the host name".into()
-            }
-            E::InvalidCertificate(C::Expired) | E::InvalidCertificate(C::ExpiredContext { .. }) => "verify error: certificate has expired".into(),
-            E::InvalidCertificate(C::NotValidYet) | E::InvalidCertificate(C::NotValidYetContext { .. }) => {
-                "verify error: certificate is not yet valid".into()
-            }
-            E::InvalidCertificate(c) => format!("verify error: {c:?}"),
-            E::NoCertificatesPresented => "verify error: no certificate from server".into(),
-            E::AlertReceived(A::HandshakeFailure) | E::AlertReceived(A::InsufficientSecurity) => NO_CERT.into(),
-            E::AlertReceived(a) => format!("alert received: {a:?}"),
-            other => other.to_string(),
-        };
-    }
-    if e.kind() == std::io::ErrorKind::UnexpectedEof {
-        return NO_CERT.into();
-    }
-    e.to_string()
 }
 
 /// Delivers jobs routed to a local maildir: one file per message, written to

@@ -35,6 +35,7 @@ pub mod login_throttle;
 pub mod mail_log;
 pub mod net_error;
 pub mod node;
+pub mod outbound;
 pub mod queue;
 pub mod quickstart;
 pub mod resolve;

@@ -453,7 +453,7 @@ pub async fn diagnose(shared: &Arc<Shared>) -> Response {
                     };
                     let r = tokio::time::timeout(
                         preflight::TIMEOUT,
-                        crate::delivery::connect(addr, Some(iface.address)),
+                        crate::outbound::connect(addr, Some(iface.address)),
                     )
                     .await
                     .unwrap_or_else(|_| Err("Operation timed out".into()));

@@ -178,7 +178,7 @@ pub async fn run(shared: &Arc<Shared>, host: &str, port: u16) -> Vec<Check> {
     let addr = SocketAddr::new(addrs[0], port);
     let connected = tokio::time::timeout(
         TIMEOUT,
-        crate::delivery::connect(addr, iface.as_ref().map(|i| i.1)),
+        crate::outbound::connect(addr, iface.as_ref().map(|i| i.1)),
     )
     .await
     .unwrap_or_else(|_| Err("Operation timed out".into()));
@@ -301,7 +301,7 @@ pub async fn run(shared: &Arc<Shared>, host: &str, port: u16) -> Vec<Check> {
     let tls_stream = match tokio::time::timeout(TIMEOUT, connector.connect(name, plain)).await {
         Ok(Ok(s)) => s,
         Ok(Err(e)) => {
-            let why = crate::delivery::tls_error_text(&e);
+            let why = crate::outbound::tls_error_text(&e);
             checks.push(refused_tls(
                 format!("TLS failed: {why}"),
                 &format!(
