@@ -178,6 +178,8 @@ pub struct Shared {
     pub manager_link: Arc<dyn ManagerLink>,
     /// Manager: the SSH client that asks gateways (`cpq::appliance`).
     pub gateway_shell: Arc<dyn GatewayShell>,
+    /// The network probes of `pvoconfig enable` and `diagnose` (`cpq::preflight::Probe`).
+    pub probes: Arc<dyn Probes>,
     pub started: std::time::Instant,
     /// Set to true to make idle sessions close (`suspend --delay`).
     pub disconnect: tokio::sync::watch::Sender<bool>,
@@ -425,4 +427,29 @@ pub trait GatewayShell: Send + Sync {
 
     /// How long one exchange may take.
     fn timeout(&self) -> std::time::Duration;
+}
+
+/// The network probes the commands run: the enable preflight against a manager, a TCP
+/// connect from one interface, and the wording of a failed TLS handshake as the log has
+/// it. A trait, so that the commands reach the diagnostics adapter only through what
+/// the root wires (`cpq::preflight::Probe`).
+pub trait Probes: Send + Sync {
+    /// The enable preflight against the manager `host:port`.
+    fn preflight<'a>(
+        &'a self,
+        shared: &'a Arc<Shared>,
+        host: &'a str,
+        port: u16,
+    ) -> BoxFuture<'a, Vec<crate::cpq::checks::Check>>;
+
+    /// Connects to `addr` from the address `from`, within the preflight's timeout, and
+    /// closes again; the error is `telnet`'s words.
+    fn reach(
+        &self,
+        addr: std::net::SocketAddr,
+        from: std::net::IpAddr,
+    ) -> BoxFuture<'static, std::result::Result<(), String>>;
+
+    /// How `mail_logs` words this failed handshake.
+    fn tls_error_text(&self, e: &std::io::Error) -> String;
 }

@@ -42,6 +42,7 @@ const LAYERS: &[(&str, Layer, &str)] = &[
     ("config", Core, ""),
     ("config_store", Core, ""),
     ("cpq", Core, ""),
+    ("cpq::checks", Core, ""),
     ("cpq::endpoints", Core, ""),
     ("cpq::gateway", Core, ""),
     ("cpq::gateways", Core, ""),
@@ -102,8 +103,6 @@ const KNOWN: &[(&str, &str, &str)] = &[
     // Typed commands (cmd): the commands reach adapters (probes, TLS text, the SSH
     // client).
     ("commands", "cpq::appliance", "cmd"),
-    ("commands", "cpq::preflight", "cmd"),
-    ("commands", "outbound", "cmd"),
     ("commands", "diag", "cmd"),
     ("commands", "tls", "cmd"),
     ("commands", "cpq::trust", "cmd"),

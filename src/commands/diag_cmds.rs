@@ -454,7 +454,9 @@ pub async fn tlsverify(shared: &Arc<Shared>, args: &TlsVerifyArgs) -> Response {
     for line in &explained.lines {
         d.say(line.clone());
     }
-    let log_wording = crate::outbound::tls_error_text(&std::io::Error::other(tls_error.clone()));
+    let log_wording = shared
+        .probes
+        .tls_error_text(&std::io::Error::other(tls_error.clone()));
     if explained.kind == "no_shared_cipher" {
         return no_shared_cipher(d, addr, &src, &host, timeout, log_wording).await;
     }

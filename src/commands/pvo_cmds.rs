@@ -12,7 +12,7 @@ use super::command::{
 use super::config_cmds;
 use crate::commands::protocol::{ErrorKind, Request, Response};
 use crate::config::{Config, Role, CPQ_HOST, CPQ_RELEASE_HOST};
-use crate::cpq::preflight::{self, Check};
+use crate::cpq::checks::Check;
 use crate::state::Shared;
 
 pub async fn pvoconfig(
@@ -182,7 +182,7 @@ async fn enable(shared: &Arc<Shared>, req: &Request, args: &PvoArgs) -> Response
         );
     }
     drop(cfg);
-    let checks = preflight::run(shared, &manager.0, manager.1).await;
+    let checks = shared.probes.preflight(shared, &manager.0, manager.1).await;
     let mut text = String::new();
     for c in &checks {
         text.push_str(&c.text());
@@ -451,13 +451,7 @@ pub async fn diagnose(shared: &Arc<Shared>) -> Response {
                         Ok(a) if !a.is_empty() => std::net::SocketAddr::new(a[0], p),
                         _ => break,
                     };
-                    let r = tokio::time::timeout(
-                        preflight::TIMEOUT,
-                        crate::outbound::connect(addr, Some(iface.address)),
-                    )
-                    .await
-                    .unwrap_or_else(|_| Err("Operation timed out".into()));
-                    match r {
+                    match shared.probes.reach(addr, iface.address).await {
                         Ok(_) => checks.push(Check::pass(
                             format!("reach {h}:{p} from {}", iface.name),
                             format!("connected from {}", iface.address),
@@ -471,7 +465,7 @@ pub async fn diagnose(shared: &Arc<Shared>) -> Response {
                         )),
                     }
                 }
-                let pre = preflight::run(shared, &h, p).await;
+                let pre = shared.probes.preflight(shared, &h, p).await;
                 if cfg.cpq.as_ref().is_some_and(|c| c.central()) {
                     checks.extend(pre.into_iter().map(|c| live_link(c, &h, p)));
                 } else {

@@ -22,6 +22,7 @@
 
 pub mod appliance;
 pub mod certs;
+pub mod checks;
 pub mod endpoints;
 pub mod enroll;
 pub mod gateway;

@@ -19,79 +19,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use rustls::pki_types::ServerName;
-use serde::Serialize;
 use tokio::io::{AsyncBufRead, AsyncWriteExt, BufReader};
 
-use crate::state::Shared;
+use crate::cpq::checks::Check;
+use crate::state::{BoxFuture, Shared};
 
 /// How long the preflight waits for the connection and for each answer.
 pub const TIMEOUT: Duration = Duration::from_secs(10);
-
-/// One check, passed or failed with why and what to do.
-#[derive(Debug, Clone, Serialize)]
-pub struct Check {
-    pub name: String,
-    pub passed: bool,
-    pub detail: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub cause: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub remedy: Option<String>,
-    /// The failure scenario of SPEC §2 this check covers (1-6), when it failed.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub scenario: Option<u8>,
-}
-
-impl Check {
-    pub fn pass(name: impl Into<String>, detail: impl Into<String>) -> Check {
-        Check {
-            name: name.into(),
-            passed: true,
-            detail: detail.into(),
-            cause: None,
-            remedy: None,
-            scenario: None,
-        }
-    }
-
-    pub fn fail(
-        name: impl Into<String>,
-        detail: impl Into<String>,
-        cause: impl Into<String>,
-        remedy: impl Into<String>,
-        scenario: Option<u8>,
-    ) -> Check {
-        Check {
-            name: name.into(),
-            passed: false,
-            detail: detail.into(),
-            cause: Some(cause.into()),
-            remedy: Some(remedy.into()),
-            scenario,
-        }
-    }
-
-    /// `PASS  name: detail` / `FAIL  name: detail` with the cause and remedy.
-    pub fn text(&self) -> String {
-        if self.passed {
-            format!("PASS  {}: {}\n", self.name, self.detail)
-        } else {
-            let mut t = format!("FAIL  {}: {}\n", self.name, self.detail);
-            if let Some(n) = self.scenario {
-                t.push_str(&format!(
-                    "      (scenario {n} of the centralization guide)\n"
-                ));
-            }
-            if let Some(c) = &self.cause {
-                t.push_str(&format!("      Cause:  {c}\n"));
-            }
-            if let Some(r) = &self.remedy {
-                t.push_str(&format!("      Remedy: {r}\n"));
-            }
-            t
-        }
-    }
-}
 
 /// One reply from the manager (read by `smtp_io::read_reply`).
 async fn read_reply<R: AsyncBufRead + Unpin>(r: &mut R) -> Result<(u16, String), String> {
@@ -414,4 +348,51 @@ pub async fn run(shared: &Arc<Shared>, host: &str, port: u16) -> Vec<Check> {
         )),
     }
     checks
+}
+
+/// The commands' [`crate::state::Probes`]: this preflight, and the outbound connect and
+/// handshake wording it shares with delivery.
+pub struct Probe;
+
+impl crate::state::Probes for Probe {
+    fn preflight<'a>(
+        &'a self,
+        shared: &'a Arc<Shared>,
+        host: &'a str,
+        port: u16,
+    ) -> BoxFuture<'a, Vec<Check>> {
+        Box::pin(run(shared, host, port))
+    }
+
+    fn reach(&self, addr: SocketAddr, from: IpAddr) -> BoxFuture<'static, Result<(), String>> {
+        Box::pin(async move {
+            tokio::time::timeout(TIMEOUT, crate::outbound::connect(addr, Some(from)))
+                .await
+                .unwrap_or_else(|_| Err("Operation timed out".into()))
+                .map(drop)
+        })
+    }
+
+    fn tls_error_text(&self, e: &std::io::Error) -> String {
+        crate::outbound::tls_error_text(e)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::state::Probes;
+
+    #[tokio::test]
+    async fn reach_connects_from_the_address_and_says_why_not() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let from = IpAddr::from([127, 0, 0, 1]);
+        assert_eq!(Probe.reach(addr, from).await, Ok(()));
+        drop(listener);
+        assert_eq!(
+            Probe.reach(addr, from).await,
+            Err("Connection refused".to_string())
+        );
+    }
 }
