@@ -427,6 +427,28 @@ pub trait GatewayShell: Send + Sync {
 
     /// How long one exchange may take.
     fn timeout(&self) -> std::time::Duration;
+
+    /// Where an added gateway says released mail goes (`pvoconfig status --json`).
+    fn query_endpoint<'a>(
+        &'a self,
+        shared: &'a Arc<Shared>,
+        gateway: &'a str,
+    ) -> BoxFuture<'a, Result<crate::cpq::shell::Endpoint>>;
+
+    /// The manager's public key as an `authorized_keys` line, to install on a gateway.
+    fn manager_key_line(&self, shared: &Shared) -> Result<String>;
+
+    /// Runs `command` on the gateway at `to` (address, SSH port) as `user`, pinning
+    /// `expected_host_key` when given.
+    fn exec<'a>(
+        &'a self,
+        shared: &'a Arc<Shared>,
+        to: (std::net::IpAddr, u16),
+        user: &'a str,
+        login: &'a crate::cpq::shell::ShellLogin,
+        expected_host_key: Option<&'a str>,
+        command: &'a str,
+    ) -> BoxFuture<'a, Result<crate::cpq::shell::Exec>>;
 }
 
 /// The network probes the commands run: the enable preflight against a manager, a TCP

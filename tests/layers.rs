@@ -53,6 +53,7 @@ const LAYERS: &[(&str, Layer, &str)] = &[
     ("cpq::migration", Core, ""),
     ("cpq::records", Core, ""),
     ("cpq::refusal", Core, ""),
+    ("cpq::shell", Core, ""),
     ("cpq::stats", Core, ""),
     ("cpq::transfer", Core, ""),
     ("envelope", Core, ""),
@@ -102,7 +103,6 @@ const LAYERS: &[(&str, Layer, &str)] = &[
 const KNOWN: &[(&str, &str, &str)] = &[
     // Typed commands (cmd): the commands reach adapters (probes, TLS text, the SSH
     // client).
-    ("commands", "cpq::appliance", "cmd"),
     ("commands", "diag", "cmd"),
     ("commands", "tls", "cmd"),
     ("commands", "cpq::trust", "cmd"),

@@ -496,7 +496,7 @@ pub async fn diagnose(shared: &Arc<Shared>) -> Response {
                 .unwrap_or_default();
             // SSH from the manager to each gateway added with applianceconfig.
             for g in ssh_gateways {
-                match crate::cpq::appliance::query_endpoint(shared, &g).await {
+                match shared.gateway_shell.query_endpoint(shared, &g).await {
                     Ok(ep) => checks.push(Check::pass(
                         format!("SSH to {g}"),
                         format!("the manager's key logs in; released mail goes to {}:{}", ep.address, ep.port),
@@ -912,7 +912,7 @@ pub async fn applianceconfig(
             let Some(id) = text(&args.id) else {
                 return Response::error("applianceconfig test needs the gateway id.");
             };
-            match crate::cpq::appliance::query_endpoint(shared, id).await {
+            match shared.gateway_shell.query_endpoint(shared, id).await {
                 Ok(ep) => Response::ok(
                     format!("Gateway {id}: SSH login with the manager's key works; released mail goes to {}:{}.\n", ep.address, ep.port),
                     json!({ "id": id, "address": ep.address.to_string(), "port": ep.port }),
@@ -977,7 +977,8 @@ async fn appliance_new(
     args: &ApplianceArgs,
     c: &crate::config::Cpq,
 ) -> Response {
-    use crate::cpq::appliance::{exec, manager_key, parse_status, Login};
+    use crate::cpq::shell::{parse_status, ShellLogin};
+    let shell = &shared.gateway_shell;
     let (Some(id), Some(address), Some(password)) = (
         text(&args.id).map(str::to_string),
         text(&args.address).and_then(|a| a.parse::<std::net::IpAddr>().ok()),
@@ -993,20 +994,21 @@ async fn appliance_new(
     let ssh_port = args.ssh_port.unwrap_or(22) as u16;
     let user = text(&args.user).unwrap_or("admin").to_string();
     let mut t = String::new();
-    let (key, line) = match manager_key(shared) {
-        Ok(k) => k,
+    let line = match shell.manager_key_line(shared) {
+        Ok(l) => l,
         Err(e) => return Response::error(format!("{e:#}")),
     };
     // 1. Log in once with the password; install the manager's key for that user.
-    let first = match exec(
-        address,
-        ssh_port,
-        &user,
-        &Login::Password(password),
-        None,
-        &format!("userconfig sshkey add {user} \"{line}\""),
-    )
-    .await
+    let first = match shell
+        .exec(
+            shared,
+            (address, ssh_port),
+            &user,
+            &ShellLogin::Password(password),
+            None,
+            &format!("userconfig sshkey add {user} \"{line}\""),
+        )
+        .await
     {
         Ok(x) => x,
         Err(e) => return Response::error(format!("Cannot add gateway {id}: {e:#}")),
@@ -1018,7 +1020,7 @@ async fn appliance_new(
         ));
     }
     t.push_str(&format!("Logged into {address}:{ssh_port} as {user} (host key {}); the manager's SSH key is installed.\n", first.host_key));
-    let login = Login::Key(key);
+    let login = ShellLogin::ManagerKey;
     // 2. Enroll: the gateway's CPQ certificate from the deployment CA.
     let tmp = c.dir.join(format!("issue-{id}"));
     let issued = crate::cpq::trust::ensure_ca(&c.dir, &c.node_id)
@@ -1054,15 +1056,16 @@ async fn appliance_new(
         hex::encode(&ca),
         hex::encode(&manager_cert)
     );
-    match exec(
-        address,
-        ssh_port,
-        &user,
-        &login,
-        Some(&first.host_key),
-        &install,
-    )
-    .await
+    match shell
+        .exec(
+            shared,
+            (address, ssh_port),
+            &user,
+            &login,
+            Some(&first.host_key),
+            &install,
+        )
+        .await
     {
         Ok(x) if x.status == 0 => t.push_str(&format!(
             "CPQ certificate of {id} issued and installed on the gateway.\n"
@@ -1078,7 +1081,7 @@ async fn appliance_new(
         }
     }
     // 3. Where released mail goes.
-    let ep = match exec(address, ssh_port, &user, &login, Some(&first.host_key), "pvoconfig status --json").await {
+    let ep = match shell.exec(shared, (address, ssh_port), &user, &login, Some(&first.host_key), "pvoconfig status --json").await {
         Ok(x) => match parse_status(&x.output) {
             Ok(ep) => ep,
             Err(e) => return Response::error(format!("{t}{e:#} (the gateway may need `commit` of its new [cpq] first; then `applianceconfig new` again)")),

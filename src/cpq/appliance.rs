@@ -21,7 +21,8 @@ use anyhow::{bail, Context, Result};
 use russh::keys::{HashAlg, PrivateKey, PrivateKeyWithHashAlg};
 use russh::{client, ChannelMsg};
 
-use crate::state::Shared;
+use crate::cpq::shell::{parse_status, Endpoint, Exec, ShellLogin};
+use crate::state::{BoxFuture, Shared};
 
 fn endpoints_path(shared: &Shared) -> PathBuf {
     shared.config().data_dir.join("cpq").join("endpoints.json")
@@ -58,14 +59,6 @@ impl client::Handler for Client {
         *self.seen.lock().unwrap() = Some(fp.clone());
         Ok(self.expected.as_ref().is_none_or(|e| *e == fp))
     }
-}
-
-/// What one command printed on the gateway.
-pub struct Exec {
-    pub status: u32,
-    pub output: String,
-    /// The gateway's SSH host key fingerprint (`SHA256:...`).
-    pub host_key: String,
 }
 
 /// Runs `command` on `host:port` as `user` (one exec channel).
@@ -168,38 +161,6 @@ pub fn manager_key(shared: &Shared) -> Result<(Arc<PrivateKey>, String)> {
     Ok((Arc::new(key), format!("{line} pvo-manager@{node}")))
 }
 
-/// The gateway's answer to `pvoconfig status --json`: its id and cpq_listener.
-#[derive(Debug)]
-pub struct Endpoint {
-    pub node_id: String,
-    pub address: IpAddr,
-    pub port: u16,
-}
-
-pub fn parse_status(output: &str) -> Result<Endpoint> {
-    let v: serde_json::Value = serde_json::from_str(output.trim()).with_context(|| {
-        format!(
-            "the gateway's `pvoconfig status --json` is not JSON: {}",
-            output.trim()
-        )
-    })?;
-    let d = &v["data"];
-    let l = &d["cpq_listener"];
-    let (Some(addr), Some(port)) = (l["address"].as_str(), l["port"].as_u64()) else {
-        bail!(
-            "the gateway has no cpq_listener (no [cpq] section): {}",
-            output.trim()
-        );
-    };
-    Ok(Endpoint {
-        node_id: d["node_id"].as_str().unwrap_or_default().to_string(),
-        address: addr
-            .parse()
-            .with_context(|| format!("cpq_listener address {addr:?}"))?,
-        port: port as u16,
-    })
-}
-
 /// Asks `gateway` over SSH where released mail goes and caches the answer;
 /// at most once a minute per gateway. Called when a release cannot reach it.
 pub fn refresh_endpoint(shared: &Arc<Shared>, gateway: &str) {
@@ -254,7 +215,7 @@ impl crate::state::GatewayShell for Ssh {
         &'a self,
         shared: &'a Arc<Shared>,
         gateway: &'a str,
-    ) -> crate::state::BoxFuture<'a, Result<serde_json::Value>> {
+    ) -> BoxFuture<'a, Result<serde_json::Value>> {
         Box::pin(query_status(shared, gateway))
     }
 
@@ -265,12 +226,42 @@ impl crate::state::GatewayShell for Ssh {
     fn timeout(&self) -> Duration {
         SSH_TIMEOUT
     }
+
+    fn query_endpoint<'a>(
+        &'a self,
+        shared: &'a Arc<Shared>,
+        gateway: &'a str,
+    ) -> BoxFuture<'a, Result<Endpoint>> {
+        Box::pin(query_endpoint(shared, gateway))
+    }
+
+    fn manager_key_line(&self, shared: &Shared) -> Result<String> {
+        manager_key(shared).map(|(_, line)| line)
+    }
+
+    fn exec<'a>(
+        &'a self,
+        shared: &'a Arc<Shared>,
+        to: (IpAddr, u16),
+        user: &'a str,
+        login: &'a ShellLogin,
+        expected_host_key: Option<&'a str>,
+        command: &'a str,
+    ) -> BoxFuture<'a, Result<Exec>> {
+        Box::pin(async move {
+            let login = match login {
+                ShellLogin::Password(p) => Login::Password(p.clone()),
+                ShellLogin::ManagerKey => Login::Key(manager_key(shared)?.0),
+            };
+            exec(to.0, to.1, user, &login, expected_host_key, command).await
+        })
+    }
 }
 
 /// `pvoconfig status --json` on an added gateway, with the manager's key: where
 /// released mail goes.
 pub async fn query_endpoint(shared: &Arc<Shared>, gateway: &str) -> Result<Endpoint> {
-    parse_status(&status_output(shared, gateway).await?)
+    Ok(parse_status(&status_output(shared, gateway).await?)?)
 }
 
 /// The `data` of `pvoconfig status --json` on an added gateway (its mode, backlog
@@ -315,22 +306,4 @@ async fn status_output(shared: &Arc<Shared>, gateway: &str) -> Result<String> {
     )
     .await?;
     Ok(out.output)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn status_answers_are_parsed_or_explained() {
-        let ep = parse_status(
-            r#"{"ok":true,"text":"","data":{"node_id":"gw1","cpq_listener":{"address":"10.0.0.5","port":7025}}}"#,
-        )
-        .unwrap();
-        assert_eq!((ep.node_id.as_str(), ep.port), ("gw1", 7025));
-        assert_eq!(ep.address.to_string(), "10.0.0.5");
-        let e = parse_status(r#"{"ok":true,"data":{"node_id":"gw1"}}"#).unwrap_err();
-        assert!(format!("{e:#}").contains("no cpq_listener"), "{e:#}");
-        assert!(parse_status("Unknown command").is_err());
-    }
 }

@@ -35,6 +35,7 @@ pub mod migration;
 pub mod preflight;
 pub mod records;
 pub mod refusal;
+pub mod shell;
 pub mod stats;
 pub mod transfer;
 pub mod trust;
