@@ -215,6 +215,13 @@ pub struct TlsAttempt {
     pub error: Option<HandshakeError>,
 }
 
+impl TlsAttempt {
+    /// The negotiated protocol and cipher suite, as `mail_logs` names them.
+    pub fn negotiated(&self) -> (String, String) {
+        crate::tls::describe(&self.conn)
+    }
+}
+
 /// Runs a rustls client handshake over `io` (after STARTTLS) for `name`, within
 /// `timeout`. A fatal alert that rustls wants to send is sent before returning.
 pub async fn tls_handshake(

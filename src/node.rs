@@ -247,6 +247,7 @@ impl Node {
             manager_link: Arc::new(crate::delivery::CpqLink),
             gateway_shell: Arc::new(crate::cpq::appliance::Ssh),
             probes: Arc::new(crate::cpq::preflight::Probe),
+            inbound_certificate: Arc::new(crate::tls::Inbound),
             cpq_tls: RwLock::new(cpq_tls),
             cpq,
             users,

@@ -53,22 +53,7 @@ pub fn provider_with(ciphers: Option<&[String]>) -> Arc<CryptoProvider> {
 }
 
 // The catalogue the configuration checks cipher lists against is the configuration's.
-use crate::config::suite_version;
 pub use crate::config::{cipher_suite_names, suite_name, why_unavailable};
-
-/// The suites a direction offers: those of `ciphers` (all when `None`)
-/// whose TLS version is enabled, in order of preference, with their version.
-pub fn effective_suites(
-    versions: &[TlsVersion],
-    ciphers: Option<&[String]>,
-) -> Vec<(String, TlsVersion)> {
-    provider_with(ciphers)
-        .cipher_suites
-        .iter()
-        .filter(|s| versions.contains(&suite_version(s)))
-        .map(|s| (suite_name(s), suite_version(s)))
-        .collect()
-}
 
 fn protocol_versions(v: &[TlsVersion]) -> Vec<&'static SupportedProtocolVersion> {
     v.iter()
@@ -194,26 +179,6 @@ pub async fn renew_self_signed(shared: Arc<crate::state::Shared>) {
                 .emit(crate::events::Event::SelfSignedNotRenewed { error: &e }),
         }
     }
-}
-
-/// Who serves the inbound certificate: every listener but the CPQ one (which has the
-/// deployment's), and the web server as "HTTPS" when it runs.
-pub fn served_by(shared: &crate::state::Shared) -> Vec<String> {
-    let mut names: Vec<String> = shared
-        .listeners
-        .states()
-        .into_iter()
-        .map(|l| l.name)
-        .filter(|n| n != crate::config::CPQ_LISTENER)
-        .collect();
-    if shared
-        .servers
-        .address(crate::state::ServerKind::Web)
-        .is_some()
-    {
-        names.push("HTTPS".to_string());
-    }
-    names
 }
 
 /// What `status` and `diagnose` say when the inbound certificate (SMTP STARTTLS and
@@ -366,6 +331,16 @@ impl ServerCertVerifier for AcceptAnyCert {
     }
 }
 
+/// The commands' [`crate::state::InboundCertificate`]: [`self_signed`] on the files this
+/// module generates or the configuration names.
+pub struct Inbound;
+
+impl crate::state::InboundCertificate for Inbound {
+    fn self_signed(&self, cfg: &Config) -> Option<String> {
+        self_signed(cfg)
+    }
+}
+
 /// "TLSv1.3" and "TLS13_AES_256_GCM_SHA384" for the log lines.
 pub fn describe(conn: &rustls::CommonState) -> (String, String) {
     let proto = match conn.protocol_version() {
@@ -384,6 +359,31 @@ pub fn describe(conn: &rustls::CommonState) -> (String, String) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_suites_the_commands_list_are_the_ones_rustls_is_given() {
+        let names: Vec<String> = cipher_suite_names()
+            .into_iter()
+            .rev()
+            .take(3)
+            .map(String::from)
+            .collect();
+        for ciphers in [None, Some(&names[..]), Some(&[][..])] {
+            for versions in [
+                &[TlsVersion::V1_2, TlsVersion::V1_3][..],
+                &[TlsVersion::V1_2][..],
+                &[TlsVersion::V1_3][..],
+            ] {
+                let given: Vec<(String, TlsVersion)> = provider_with(ciphers)
+                    .cipher_suites
+                    .iter()
+                    .filter(|s| versions.contains(&crate::config::suite_version(s)))
+                    .map(|s| (suite_name(s), crate::config::suite_version(s)))
+                    .collect();
+                assert_eq!(crate::config::effective_suites(versions, ciphers), given);
+            }
+        }
+    }
 
     #[test]
     fn the_generated_certificate_names_the_host_and_is_renewed_when_due() {

@@ -104,7 +104,6 @@ const KNOWN: &[(&str, &str, &str)] = &[
     // Typed commands (cmd): the commands reach adapters (probes, TLS text, the SSH
     // client).
     ("commands", "diag", "cmd"),
-    ("commands", "tls", "cmd"),
     ("commands", "cpq::trust", "cmd"),
 ];
 

@@ -599,7 +599,7 @@ fn direction(cfg: &Config, inbound: bool) -> (&[TlsVersion], Option<&[String]>) 
 
 fn direction_json(cfg: &Config, inbound: bool) -> Json {
     let (versions, ciphers) = direction(cfg, inbound);
-    let effective: Vec<Json> = crate::tls::effective_suites(versions, ciphers)
+    let effective: Vec<Json> = crate::config::effective_suites(versions, ciphers)
         .into_iter()
         .map(|(name, v)| json!({ "name": name, "version": v.as_str() }))
         .collect();
@@ -628,7 +628,7 @@ fn parse_versions(list: &[String]) -> Result<Vec<String>, String> {
                 }
             }
             _ => {
-                let why = crate::tls::why_unavailable(v).map_or_else(
+                let why = crate::config::why_unavailable(v).map_or_else(
                     || format!("\"{v}\" is not a TLS version"),
                     |w| format!("\"{v}\" is not offered: {w}"),
                 );
@@ -675,7 +675,7 @@ pub fn sslconfig(shared: &Arc<Shared>, req: &Request, args: &SslConfigCmd) -> Re
         }
         t.push_str(&format!(
             "\nCipher suites rustls offers: {}\n{UNAVAILABLE_NOTE}\n",
-            crate::tls::cipher_suite_names().join(", ")
+            crate::config::cipher_suite_names().join(", ")
         ));
         t.push_str("Use `pvo sslconfig verify` to list the suites each direction offers.\n");
         return Response::ok(
@@ -683,7 +683,7 @@ pub fn sslconfig(shared: &Arc<Shared>, req: &Request, args: &SslConfigCmd) -> Re
             json!({
                 "inbound": direction_json(&w.cfg, true),
                 "outbound": direction_json(&w.cfg, false),
-                "available": crate::tls::cipher_suite_names(),
+                "available": crate::config::cipher_suite_names(),
                 "pending": w.pending,
             }),
         );
@@ -713,7 +713,7 @@ pub fn sslconfig(shared: &Arc<Shared>, req: &Request, args: &SslConfigCmd) -> Re
             Some(
                 list.iter()
                     .map(|n| {
-                        crate::tls::cipher_suite_names()
+                        crate::config::cipher_suite_names()
                             .into_iter()
                             .find(|c| c.eq_ignore_ascii_case(n))
                             .map_or_else(|| n.clone(), str::to_string)
@@ -772,7 +772,7 @@ fn sslverify(shared: &Arc<Shared>) -> Response {
             if inbound { "Inbound" } else { "Outbound" },
             versions_label(vs)
         );
-        for (name, v) in crate::tls::effective_suites(vs, cs) {
+        for (name, v) in crate::config::effective_suites(vs, cs) {
             s.push_str(&format!("  {:<9}{name}\n", version_label(v)));
         }
         s

@@ -372,7 +372,7 @@ pub async fn tlsverify(shared: &Arc<Shared>, args: &TlsVerifyArgs) -> Response {
     };
     let negotiated = attempt.conn.negotiated_cipher_suite().is_some();
     if negotiated {
-        let (protocol, cipher) = crate::tls::describe(&attempt.conn);
+        let (protocol, cipher) = attempt.negotiated();
         d.say(format!(
             "TLS connection established: protocol {protocol}, cipher {cipher}."
         ));

@@ -352,12 +352,12 @@ pub async fn diagnose(shared: &Arc<Shared>) -> Response {
         ));
     }
     // Informational: a self-signed certificate works, but clients cannot verify it.
-    if let Some(note) = crate::tls::self_signed(&cfg) {
+    if let Some(note) = shared.inbound_certificate.self_signed(&cfg) {
         checks.push(Check::pass(
             "TLS certificate",
             format!(
                 "{} serve a {note}; configure [tls.inbound] cert and key to use one a CA issued",
-                crate::tls::served_by(shared).join(", ")
+                super::status::served_by(shared).join(", ")
             ),
         ));
     }

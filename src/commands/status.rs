@@ -170,7 +170,7 @@ pub async fn status(shared: &Arc<Shared>, args: &StatusArgs) -> Response {
         "Kilobytes Used",
         spool.live_bytes / 1024
     ));
-    let self_signed = crate::tls::self_signed(&shared.config());
+    let self_signed = shared.inbound_certificate.self_signed(&shared.config());
     if detail {
         t.push_str("\nListeners:\n");
         for l in &listeners {
@@ -185,11 +185,11 @@ pub async fn status(shared: &Arc<Shared>, args: &StatusArgs) -> Response {
                 }
             ));
         }
-        // Said because clients cannot verify it (`tls::self_signed`).
+        // Said because clients cannot verify it (`state::InboundCertificate`).
         if let Some(note) = &self_signed {
             t.push_str(&format!(
                 "    {} serve a {note}\n",
-                crate::tls::served_by(shared).join(", ")
+                served_by(shared).join(", ")
             ));
         }
         // The management servers where they listen now (a commit may move them).
@@ -216,7 +216,7 @@ pub async fn status(shared: &Arc<Shared>, args: &StatusArgs) -> Response {
             SystemStatus::Online
         },
         self_signed_certificate: self_signed.map(|note| SelfSigned {
-            served_by: crate::tls::served_by(shared),
+            served_by: served_by(shared),
             certificate: note,
         }),
         up_since: started_at,
@@ -419,4 +419,24 @@ pub async fn suspend_delivery(shared: &Arc<Shared>, on: bool) -> Response {
 pub fn reset_counters(shared: &Arc<Shared>) -> Response {
     shared.counters.reset();
     Response::ok("Counters reset.", json!({ "reset_at": now() }))
+}
+
+/// Who serves the inbound certificate: every listener but the CPQ one (which has the
+/// deployment's), and the web server as "HTTPS" when it runs.
+pub(super) fn served_by(shared: &crate::state::Shared) -> Vec<String> {
+    let mut names: Vec<String> = shared
+        .listeners
+        .states()
+        .into_iter()
+        .map(|l| l.name)
+        .filter(|n| n != crate::config::CPQ_LISTENER)
+        .collect();
+    if shared
+        .servers
+        .address(crate::state::ServerKind::Web)
+        .is_some()
+    {
+        names.push("HTTPS".to_string());
+    }
+    names
 }

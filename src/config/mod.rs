@@ -54,8 +54,8 @@ pub use crate::config::scanning::{Antivirus, ClamdAddr, Direction, MailPolicy, S
 pub use crate::config::section::{ConfigError, Ctx, Layer, Level, Section};
 pub use crate::config::servers::{Ssh, Web};
 pub use crate::config::tls::{
-    cipher_suite_names, suite_name, suite_version, why_unavailable, TlsInbound, TlsMode,
-    TlsOutbound, TlsVersion,
+    cipher_suite_names, effective_suites, suite_name, suite_version, why_unavailable, TlsInbound,
+    TlsMode, TlsOutbound, TlsVersion,
 };
 
 use crate::config::cpq::CpqNeeds;

@@ -293,6 +293,33 @@ pub fn cipher_suite_names() -> Vec<&'static str> {
         .collect()
 }
 
+/// The suites a direction offers: those of `ciphers` (all when `None`)
+/// whose TLS version is enabled, in order of preference, with their version. The same
+/// choice `tls::provider_with` hands rustls: the ring provider's default suites, or the
+/// named ones in the order given.
+pub fn effective_suites(
+    versions: &[TlsVersion],
+    ciphers: Option<&[String]>,
+) -> Vec<(String, TlsVersion)> {
+    let suites: Vec<SupportedCipherSuite> = match ciphers {
+        None => rustls::crypto::ring::DEFAULT_CIPHER_SUITES.to_vec(),
+        Some(names) => names
+            .iter()
+            .filter_map(|n| {
+                rustls::crypto::ring::ALL_CIPHER_SUITES
+                    .iter()
+                    .find(|s| suite_name(s) == *n)
+                    .copied()
+            })
+            .collect(),
+    };
+    suites
+        .iter()
+        .filter(|s| versions.contains(&suite_version(s)))
+        .map(|s| (suite_name(s), suite_version(s)))
+        .collect()
+}
+
 /// The TLS version a suite of [`cipher_suite_names`] belongs to.
 pub fn cipher_suite_version(name: &str) -> Option<TlsVersion> {
     rustls::crypto::ring::ALL_CIPHER_SUITES
