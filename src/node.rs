@@ -127,6 +127,10 @@ impl NodeControl for Wiring {
     fn load_cpq_tls(&self, cfg: &Config) -> Result<Option<crate::cpq::CpqTls>> {
         crate::cpq::certs::load_tls(cfg)
     }
+
+    fn check_gateway_material(&self, dir: &std::path::Path, pinned: Option<Vec<u8>>) -> Result<()> {
+        crate::cpq::certs::check_gateway_material(dir, pinned)
+    }
 }
 
 /// A started node.

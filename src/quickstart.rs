@@ -94,12 +94,12 @@ pub fn run(args: Args) -> Result<()> {
     let mcpq = mdir.join("cpq");
     let gcpq = dir.join("cpq");
     std::fs::create_dir_all(&mcpq)?;
-    crate::cpq::trust::ensure_ca(&mcpq, "manager")?;
-    if !gcpq.join(crate::cpq::trust::NODE_CERT).exists() {
-        let serial = crate::cpq::trust::issue(
+    crate::cpq::pki::ensure_ca(&mcpq, "manager")?;
+    if !gcpq.join(crate::cpq::pki::NODE_CERT).exists() {
+        let serial = crate::cpq::pki::issue(
             &mcpq,
             GATEWAY_ID,
-            crate::cpq::trust::CertRole::Gateway,
+            crate::cpq::pki::CertRole::Gateway,
             &[GATEWAY_ID.to_string(), "127.0.0.1".to_string()],
             &gcpq,
         )?;
@@ -132,8 +132,8 @@ pub fn run(args: Args) -> Result<()> {
     // (also for a directory made by an older version, whose manager certificate
     // carried no role and is replaced now).
     crate::cpq::certs::ensure_manager_cert(&mcfg)?;
-    let pin = gcpq.join(crate::cpq::trust::MANAGER_CERT);
-    let manager_cert = mcpq.join(crate::cpq::trust::NODE_CERT);
+    let pin = gcpq.join(crate::cpq::pki::MANAGER_CERT);
+    let manager_cert = mcpq.join(crate::cpq::pki::NODE_CERT);
     if std::fs::read(&pin).ok() != std::fs::read(&manager_cert).ok() {
         let pem = std::fs::read(&manager_cert)
             .with_context(|| format!("reading {}", manager_cert.display()))?;

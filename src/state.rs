@@ -372,6 +372,11 @@ pub trait ServerControl: Send + Sync {
 pub trait NodeControl: Send + Sync {
     fn apply_config(&self, shared: &Arc<Shared>, new: Config) -> Result<()>;
     fn load_cpq_tls(&self, cfg: &Config) -> Result<Option<crate::cpq::CpqTls>>;
+    /// Builds the mutual-TLS configurations a gateway would make of the CPQ material in
+    /// `dir`, taking only the manager `pinned` (any manager certificate when `None`),
+    /// and throws them away: material that rustls cannot use is refused before it is
+    /// put in force (`cpqcert install`).
+    fn check_gateway_material(&self, dir: &std::path::Path, pinned: Option<Vec<u8>>) -> Result<()>;
 }
 
 /// A future as the traits here return it (they are used as trait objects).

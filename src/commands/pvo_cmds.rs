@@ -370,7 +370,7 @@ pub async fn diagnose(shared: &Arc<Shared>) -> Response {
         (Some(c), _) => {
             // Certificates and their expiry.
             let now = crate::clock::unix_now();
-            match crate::cpq::trust::summarize(&c.dir.join(crate::cpq::trust::NODE_CERT)) {
+            match crate::cpq::pki::summarize(&c.dir.join(crate::cpq::pki::NODE_CERT)) {
                 Ok(s) if s.not_after > now + 30 * 86_400 => checks.push(Check::pass(
                     "CPQ certificate",
                     format!(
@@ -615,17 +615,17 @@ fn cpqcert_install(shared: &Arc<Shared>, req: &Request, args: &CpqCertArgs) -> R
         .map(|c| c.dir.clone())
         .unwrap_or_else(|| cfg.data_dir.join("cpq"));
     let write = || -> anyhow::Result<()> {
-        use crate::cpq::trust;
+        use crate::cpq::pki;
         std::fs::create_dir_all(&dir)?;
-        crate::atomic_file::write(&dir.join(trust::CA_CERT), &ca)?;
-        crate::atomic_file::write(&dir.join(trust::NODE_CERT), &cert)?;
-        let keyp = dir.join(trust::NODE_KEY);
+        crate::atomic_file::write(&dir.join(pki::CA_CERT), &ca)?;
+        crate::atomic_file::write(&dir.join(pki::NODE_CERT), &cert)?;
+        let keyp = dir.join(pki::NODE_KEY);
         crate::atomic_file::write_private(&keyp, &key)?;
-        let pin = dir.join(trust::MANAGER_CERT);
+        let pin = dir.join(pki::MANAGER_CERT);
         let pinned = match &manager {
             Some(m) => {
                 crate::atomic_file::write(&pin, m)?;
-                Some(trust::identify_file(&pin)?.1)
+                Some(pki::identify_file(&pin)?.1)
             }
             // A manager of an older version sends no certificate of its own: a pin
             // from an earlier manager would refuse it, so the role alone decides.
@@ -639,13 +639,7 @@ fn cpqcert_install(shared: &Arc<Shared>, req: &Request, args: &CpqCertArgs) -> R
             }
         };
         // Refuse material rustls cannot use before it is in force.
-        let policy = Arc::new(trust::PeerPolicy {
-            accept: trust::Accept::Manager { pinned },
-            revoked: Default::default(),
-        });
-        trust::server_config(&dir, policy.clone())?;
-        trust::client_config(&dir, policy)?;
-        Ok(())
+        shared.node.check_gateway_material(&dir, pinned)
     };
     if let Err(e) = write() {
         return Response::error(format!(
@@ -682,7 +676,7 @@ fn cpqcert_install(shared: &Arc<Shared>, req: &Request, args: &CpqCertArgs) -> R
 /// `--id` names an added gateway (the serial enrolled for it); on a gateway, its
 /// manager (the pinned certificate).
 fn cpqcert_revoke(shared: &Arc<Shared>, req: &Request, args: &CpqCertArgs) -> Response {
-    use crate::cpq::trust;
+    use crate::cpq::pki;
     let cfg = shared.config();
     let Some(c) = cfg.cpq.as_ref() else {
         return Response::error("cpqcert revoke: this node has no [cpq] section.");
@@ -702,7 +696,7 @@ fn cpqcert_revoke(shared: &Arc<Shared>, req: &Request, args: &CpqCertArgs) -> Re
                 )),
             }
         }
-        (None, Some(id)) => match trust::identify_file(&c.dir.join(trust::MANAGER_CERT)) {
+        (None, Some(id)) => match pki::identify_file(&c.dir.join(pki::MANAGER_CERT)) {
             Ok((m, _)) if m.cn == id => (m.serial, id.to_string()),
             Ok((m, _)) => return Response::error(format!(
                 "This gateway's manager is {}, not {id}; give the certificate's --serial.",
@@ -716,12 +710,12 @@ fn cpqcert_revoke(shared: &Arc<Shared>, req: &Request, args: &CpqCertArgs) -> Re
             return Response::error("cpqcert revoke needs --serial HEX or --id ID.")
         }
     };
-    if !trust::is_serial(&serial) {
+    if !pki::is_serial(&serial) {
         return Response::error(format!(
             "\"{serial}\" is not a certificate serial number (hex digits, as `cpqcert list` shows)."
         ));
     }
-    let own = trust::identify_file(&c.dir.join(trust::NODE_CERT)).ok();
+    let own = pki::identify_file(&c.dir.join(pki::NODE_CERT)).ok();
     if own.as_ref().is_some_and(|(o, _)| o.serial == serial) {
         return Response::error(format!(
             "{serial} is this node's own certificate; revoke it on its peers instead."
@@ -729,7 +723,7 @@ fn cpqcert_revoke(shared: &Arc<Shared>, req: &Request, args: &CpqCertArgs) -> Re
     }
     let dir = c.dir.clone();
     drop(cfg);
-    let added = match trust::revoke(&dir, &serial, &subject) {
+    let added = match pki::revoke(&dir, &serial, &subject) {
         Ok(a) => a,
         Err(e) => return Response::error(format!("{e:#}")),
     };
@@ -762,20 +756,18 @@ fn cpqcert_revoke(shared: &Arc<Shared>, req: &Request, args: &CpqCertArgs) -> Re
 /// What `cpqcert list` and `diagnose` show: this node's certificate, whom it accepts
 /// (the pinned manager, or each added gateway's serial) and the revocation list.
 fn cpq_trust_report(cfg: &Config) -> Option<(String, Value)> {
-    use crate::cpq::trust;
+    use crate::cpq::pki;
     let c = cfg.cpq.as_ref()?;
     let mut t = String::new();
-    let own = trust::identify_file(&c.dir.join(trust::NODE_CERT))
+    let own = pki::identify_file(&c.dir.join(pki::NODE_CERT))
         .ok()
         .map(|x| x.0);
     match &own {
         Some(o) => t.push_str(&format!(
             "This node: {} ({}), serial {}\n",
             o.cn,
-            o.role.map_or(
-                "no role: issued by an older version",
-                trust::CertRole::as_str
-            ),
+            o.role
+                .map_or("no role: issued by an older version", pki::CertRole::as_str),
             o.serial
         )),
         None => t.push_str("This node: no CPQ certificate\n"),
@@ -801,7 +793,7 @@ fn cpq_trust_report(cfg: &Config) -> Option<(String, Value)> {
                 })
                 .collect()
         }
-        Role::Gateway => match trust::identify_file(&c.dir.join(trust::MANAGER_CERT)) {
+        Role::Gateway => match pki::identify_file(&c.dir.join(pki::MANAGER_CERT)) {
             Ok((m, _)) => {
                 t.push_str(&format!(
                     "Accepted manager (pinned): {} serial {}\n",
@@ -815,7 +807,7 @@ fn cpq_trust_report(cfg: &Config) -> Option<(String, Value)> {
             }
         },
     };
-    let (revoked, error) = match trust::load_revoked(&c.dir) {
+    let (revoked, error) = match pki::load_revoked(&c.dir) {
         Ok(r) => (r, None),
         Err(e) => (Vec::new(), Some(format!("{e:#}"))),
     };
@@ -836,7 +828,7 @@ fn cpq_trust_report(cfg: &Config) -> Option<(String, Value)> {
         t.push_str(&format!("  {e}\n"));
     }
     let data = json!({
-        "certificate": own.as_ref().map(|o| json!({ "id": o.cn, "role": o.role.map(trust::CertRole::as_str), "serial": o.serial })),
+        "certificate": own.as_ref().map(|o| json!({ "id": o.cn, "role": o.role.map(pki::CertRole::as_str), "serial": o.serial })),
         "accepted": accepted,
         "revoked": revoked,
         "revocation_list_error": error,
@@ -1023,12 +1015,12 @@ async fn appliance_new(
     let login = ShellLogin::ManagerKey;
     // 2. Enroll: the gateway's CPQ certificate from the deployment CA.
     let tmp = c.dir.join(format!("issue-{id}"));
-    let issued = crate::cpq::trust::ensure_ca(&c.dir, &c.node_id)
+    let issued = crate::cpq::pki::ensure_ca(&c.dir, &c.node_id)
         .and_then(|_| {
-            crate::cpq::trust::issue(
+            crate::cpq::pki::issue(
                 &c.dir,
                 &id,
-                crate::cpq::trust::CertRole::Gateway,
+                crate::cpq::pki::CertRole::Gateway,
                 &[id.clone(), address.to_string()],
                 &tmp,
             )
@@ -1036,11 +1028,11 @@ async fn appliance_new(
         .and_then(|serial| {
             let r = |f: &std::path::Path| std::fs::read(f).map_err(anyhow::Error::from);
             Ok((
-                r(&tmp.join(crate::cpq::trust::NODE_CERT))?,
-                r(&tmp.join(crate::cpq::trust::NODE_KEY))?,
-                r(&tmp.join(crate::cpq::trust::CA_CERT))?,
+                r(&tmp.join(crate::cpq::pki::NODE_CERT))?,
+                r(&tmp.join(crate::cpq::pki::NODE_KEY))?,
+                r(&tmp.join(crate::cpq::pki::CA_CERT))?,
                 // The gateway pins this: only it may release to the gateway.
-                r(&c.dir.join(crate::cpq::trust::NODE_CERT))?,
+                r(&c.dir.join(crate::cpq::pki::NODE_CERT))?,
                 serial,
             ))
         });

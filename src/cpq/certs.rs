@@ -8,6 +8,7 @@ use std::sync::Arc;
 use anyhow::{Context, Result};
 
 use crate::config::{Config, Role};
+use crate::cpq::pki;
 use crate::cpq::refusal::Refusal;
 use crate::cpq::trust;
 use crate::cpq::{CpqTls, PeerCheck};
@@ -37,7 +38,7 @@ pub fn load_tls(cfg: &Config) -> Result<Option<CpqTls>> {
                 .map(|g| (g.id.clone(), g.serial.clone()))
                 .collect(),
         )
-    } else if !dir.join(trust::NODE_CERT).exists() || !dir.join(trust::CA_CERT).exists() {
+    } else if !dir.join(pki::NODE_CERT).exists() || !dir.join(pki::CA_CERT).exists() {
         // Not enrolled yet: the gateway runs (locally) and says so; the manager
         // installs the certificate when it adds the gateway (`applianceconfig`).
         tracing::warn!(
@@ -46,9 +47,9 @@ pub fn load_tls(cfg: &Config) -> Result<Option<CpqTls>> {
         );
         return Ok(None);
     } else {
-        let pin = dir.join(trust::MANAGER_CERT);
+        let pin = dir.join(pki::MANAGER_CERT);
         let pinned = if pin.exists() {
-            Some(trust::identify_file(&pin)?.1)
+            Some(pki::identify_file(&pin)?.1)
         } else {
             // Enrolled by an older version: any certificate issued for the manager
             // role (`diagnose` says to add the gateway again to pin it).
@@ -58,7 +59,7 @@ pub fn load_tls(cfg: &Config) -> Result<Option<CpqTls>> {
     };
     let policy: Arc<trust::PeerPolicy> = Arc::new(trust::PeerPolicy {
         accept,
-        revoked: trust::load_revoked(dir)?
+        revoked: pki::load_revoked(dir)?
             .into_iter()
             .map(|r| r.serial)
             .collect(),
@@ -80,12 +81,12 @@ pub fn ensure_manager_cert(cfg: &Config) -> Result<bool> {
     };
     let dir = &c.dir;
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    if trust::ensure_ca(dir, &c.node_id)? {
+    if pki::ensure_ca(dir, &c.node_id)? {
         tracing::info!("created the deployment CA in {}", dir.display());
     }
-    let cert = dir.join(trust::NODE_CERT);
+    let cert = dir.join(pki::NODE_CERT);
     if cert.exists() {
-        if trust::identify_file(&cert)?.0.role == Some(trust::CertRole::Manager) {
+        if pki::identify_file(&cert)?.0.role == Some(pki::CertRole::Manager) {
             return Ok(false);
         }
         tracing::warn!(
@@ -95,6 +96,19 @@ pub fn ensure_manager_cert(cfg: &Config) -> Result<bool> {
     }
     let mut names = vec![c.node_id.clone(), cfg.hostname.clone()];
     names.push(cfg.interfaces[c.interface].address.to_string());
-    trust::issue(dir, &c.node_id, trust::CertRole::Manager, &names, dir)?;
+    pki::issue(dir, &c.node_id, pki::CertRole::Manager, &names, dir)?;
     Ok(true)
+}
+
+/// Builds (and drops) the server and client configurations of a gateway whose CPQ
+/// material is in `dir` and that takes only the manager `pinned`: an error names what
+/// rustls cannot use.
+pub fn check_gateway_material(dir: &std::path::Path, pinned: Option<Vec<u8>>) -> Result<()> {
+    let policy = Arc::new(trust::PeerPolicy {
+        accept: trust::Accept::Manager { pinned },
+        revoked: Default::default(),
+    });
+    trust::server_config(dir, policy.clone())?;
+    trust::client_config(dir, policy)?;
+    Ok(())
 }

@@ -36,23 +36,23 @@ pub fn run(
         );
     }
     crate::cpq::certs::ensure_manager_cert(&cfg)?;
-    let serial = super::trust::issue(
+    let serial = super::pki::issue(
         &c.dir,
         gateway_id,
-        super::trust::CertRole::Gateway,
+        super::pki::CertRole::Gateway,
         &[gateway_id.to_string(), address.to_string()],
         out,
     )?;
-    let pin = c.dir.join(super::trust::NODE_CERT);
+    let pin = c.dir.join(super::pki::NODE_CERT);
     let manager_pem = std::fs::read(&pin).with_context(|| format!("reading {}", pin.display()))?;
-    crate::atomic_file::write(&out.join(super::trust::MANAGER_CERT), &manager_pem)?;
+    crate::atomic_file::write(&out.join(super::pki::MANAGER_CERT), &manager_pem)?;
     println!(
         "Issued the CPQ certificate of gateway {gateway_id} (serial {serial}) into {} ({}, {}, {}, and the manager's certificate {}).",
         out.display(),
-        super::trust::NODE_CERT,
-        super::trust::NODE_KEY,
-        super::trust::CA_CERT,
-        super::trust::MANAGER_CERT
+        super::pki::NODE_CERT,
+        super::pki::NODE_KEY,
+        super::pki::CA_CERT,
+        super::pki::MANAGER_CERT
     );
     let args =
         json!({ "id": gateway_id, "address": address.to_string(), "port": port, "serial": serial });

@@ -32,6 +32,7 @@ pub mod ledger;
 pub mod manager;
 pub mod migrate;
 pub mod migration;
+pub mod pki;
 pub mod preflight;
 pub mod records;
 pub mod refusal;
