@@ -165,10 +165,10 @@ pub fn ensure_self_signed(cfg: &Config, now: u64) -> Result<Option<String>> {
 /// The hourly check of a running node: a generated certificate that is due is made
 /// again and put in force for the next handshakes (SMTP STARTTLS and HTTPS), with a
 /// line in mail_logs.
-pub async fn renew_self_signed(shared: Arc<crate::state::Shared>) {
+pub async fn renew_self_signed(shared: Arc<crate::state::Handles>) {
     loop {
         tokio::time::sleep(std::time::Duration::from_secs(3600)).await;
-        let cfg = shared.config();
+        let cfg = shared.config.current();
         let c = cfg.clone();
         let made = tokio::task::spawn_blocking(move || -> Result<_> {
             match ensure_self_signed(&c, crate::clock::unix_now())? {
@@ -179,17 +179,22 @@ pub async fn renew_self_signed(shared: Arc<crate::state::Shared>) {
         .await;
         match made {
             Ok(Ok(Some((why, sc)))) => {
-                shared.set_tls_server(sc);
-                shared.log.emit(crate::events::Event::SelfSignedRenewed {
-                    hostname: &cfg.hostname,
-                    why: &why,
-                });
+                shared.tls.set_server(sc);
+                shared
+                    .mail
+                    .log
+                    .emit(crate::events::Event::SelfSignedRenewed {
+                        hostname: &cfg.hostname,
+                        why: &why,
+                    });
             }
             Ok(Ok(None)) => {}
             Ok(Err(e)) => shared
+                .mail
                 .log
                 .emit(crate::events::Event::SelfSignedNotRenewed { error: &e }),
             Err(e) => shared
+                .mail
                 .log
                 .emit(crate::events::Event::SelfSignedNotRenewed { error: &e }),
         }
@@ -198,8 +203,9 @@ pub async fn renew_self_signed(shared: Arc<crate::state::Shared>) {
 
 /// Who serves the inbound certificate: every listener but the CPQ one (which has the
 /// deployment's), and the web server as "HTTPS" when it runs.
-pub fn served_by(shared: &crate::state::Shared) -> Vec<String> {
+pub fn served_by(shared: &crate::state::Handles) -> Vec<String> {
     let mut names: Vec<String> = shared
+        .control
         .listeners
         .states()
         .into_iter()
@@ -207,6 +213,7 @@ pub fn served_by(shared: &crate::state::Shared) -> Vec<String> {
         .filter(|n| n != crate::config::CPQ_LISTENER)
         .collect();
     if shared
+        .control
         .servers
         .address(crate::state::ServerKind::Web)
         .is_some()

@@ -21,10 +21,15 @@ use anyhow::{bail, Context, Result};
 use russh::keys::{HashAlg, PrivateKey, PrivateKeyWithHashAlg};
 use russh::{client, ChannelMsg};
 
-use crate::state::Shared;
+use crate::state::Handles;
 
-fn endpoints_path(shared: &Shared) -> PathBuf {
-    shared.config().data_dir.join("cpq").join("endpoints.json")
+fn endpoints_path(shared: &Handles) -> PathBuf {
+    shared
+        .config
+        .current()
+        .data_dir
+        .join("cpq")
+        .join("endpoints.json")
 }
 
 /// How long an SSH exchange with a gateway may take.
@@ -153,8 +158,8 @@ pub async fn exec(
 }
 
 /// The manager's SSH identity (its host key), as key and `authorized_keys` line.
-pub fn manager_key(shared: &Shared) -> Result<(Arc<PrivateKey>, String)> {
-    let cfg = shared.config();
+pub fn manager_key(shared: &Handles) -> Result<(Arc<PrivateKey>, String)> {
+    let cfg = shared.config.current();
     let key = crate::host_key::host_key(&cfg.data_dir.join("ssh"))?;
     let line = key
         .public_key()
@@ -202,9 +207,9 @@ pub fn parse_status(output: &str) -> Result<Endpoint> {
 
 /// Asks `gateway` over SSH where released mail goes and caches the answer;
 /// at most once a minute per gateway. Called when a release cannot reach it.
-pub fn refresh_endpoint(shared: &Arc<Shared>, gateway: &str) {
+pub fn refresh_endpoint(shared: &Arc<Handles>, gateway: &str) {
     {
-        let mut asked = shared.cpq.endpoints.asked.lock().unwrap();
+        let mut asked = shared.cpq.state.endpoints.asked.lock().unwrap();
         if asked
             .get(gateway)
             .is_some_and(|t| t.elapsed() < Duration::from_secs(60))
@@ -218,25 +223,26 @@ pub fn refresh_endpoint(shared: &Arc<Shared>, gateway: &str) {
     tokio::spawn(async move {
         match query_endpoint(&shared, &gateway).await {
             Ok(ep) => {
-                let old = shared.cpq.endpoints.get(&gateway);
+                let old = shared.cpq.state.endpoints.get(&gateway);
                 if old != Some((ep.address, ep.port)) {
-                    shared.log.emit(crate::events::Event::GatewayEndpoint {
+                    shared.mail.log.emit(crate::events::Event::GatewayEndpoint {
                         gateway: &gateway,
                         address: &ep.address,
                         port: ep.port,
                     });
-                    shared.cpq.endpoints.set(
+                    shared.cpq.state.endpoints.set(
                         &endpoints_path(&shared),
                         &gateway,
                         (ep.address, ep.port),
                     );
-                    shared.queue.send(crate::queue::Event::DeliverNow(
+                    shared.mail.queue.send(crate::queue::Event::DeliverNow(
                         Some(crate::config::CPQ_RELEASE_HOST.to_string()),
                         tokio::sync::oneshot::channel().0,
                     ));
                 }
             }
             Err(e) => shared
+                .mail
                 .log
                 .emit(crate::events::Event::GatewayEndpointUnknown {
                     gateway: &gateway,
@@ -252,13 +258,13 @@ pub struct Ssh;
 impl crate::state::GatewayShell for Ssh {
     fn query_status<'a>(
         &'a self,
-        shared: &'a Arc<Shared>,
+        shared: &'a Arc<Handles>,
         gateway: &'a str,
     ) -> crate::state::BoxFuture<'a, Result<serde_json::Value>> {
         Box::pin(query_status(shared, gateway))
     }
 
-    fn refresh_endpoint(&self, shared: &Arc<Shared>, gateway: &str) {
+    fn refresh_endpoint(&self, shared: &Arc<Handles>, gateway: &str) {
         refresh_endpoint(shared, gateway)
     }
 
@@ -269,13 +275,13 @@ impl crate::state::GatewayShell for Ssh {
 
 /// `pvoconfig status --json` on an added gateway, with the manager's key: where
 /// released mail goes.
-pub async fn query_endpoint(shared: &Arc<Shared>, gateway: &str) -> Result<Endpoint> {
+pub async fn query_endpoint(shared: &Arc<Handles>, gateway: &str) -> Result<Endpoint> {
     parse_status(&status_output(shared, gateway).await?)
 }
 
 /// The `data` of `pvoconfig status --json` on an added gateway (its mode, backlog
 /// and migration: `cpq::gateways`).
-pub async fn query_status(shared: &Arc<Shared>, gateway: &str) -> Result<serde_json::Value> {
+pub async fn query_status(shared: &Arc<Handles>, gateway: &str) -> Result<serde_json::Value> {
     let out = status_output(shared, gateway).await?;
     let v: serde_json::Value = serde_json::from_str(out.trim()).with_context(|| {
         format!(
@@ -292,8 +298,8 @@ pub async fn query_status(shared: &Arc<Shared>, gateway: &str) -> Result<serde_j
     Ok(v["data"].clone())
 }
 
-async fn status_output(shared: &Arc<Shared>, gateway: &str) -> Result<String> {
-    let cfg = shared.config();
+async fn status_output(shared: &Arc<Handles>, gateway: &str) -> Result<String> {
+    let cfg = shared.config.current();
     let g = cfg
         .cpq
         .as_ref()
