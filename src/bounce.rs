@@ -10,42 +10,46 @@ use std::sync::Arc;
 
 use crate::envelope::Envelope;
 use crate::ids::Kind;
-use crate::state::Shared;
+use crate::state::Handles;
 
 /// Builds and queues a DSN for one recipient of `orig` in the background.
 pub fn spawn_dsn(
-    shared: Arc<Shared>,
+    shared: Arc<Handles>,
     orig: Arc<Envelope>,
     rcpt: String,
     reason: String,
     body: Arc<Vec<u8>>,
 ) {
     tokio::spawn(async move {
-        let mid = shared.ids.next(Kind::Mid);
-        let cfg = shared.config();
+        let mid = shared.mail.ids.next(Kind::Mid);
+        let cfg = shared.config.current();
         let text = build_dsn(&cfg.hostname, &orig, &rcpt, &reason, &body, mid);
         let env = Envelope {
             mid,
             size: text.len() as u64,
             ..Envelope::from_mailer_daemon(vec![orig.sender.clone()])
         };
-        match shared.spool_message(&env, text).await {
+        match shared.mail.spool_message(&env, text).await {
             Ok(body) => {
                 shared
+                    .mail
                     .log
                     .emit(crate::events::Event::BounceGenerated { mid, of: orig.mid });
-                shared.log.emit(crate::events::Event::Ready {
+                shared.mail.log.emit(crate::events::Event::Ready {
                     mid,
                     bytes: body.len(),
                     sender: "",
                 });
-                shared.log.emit(crate::events::Event::Queued { mid });
-                shared.queue.enqueue(Arc::new(env), Some(body));
+                shared.mail.log.emit(crate::events::Event::Queued { mid });
+                shared.mail.queue.enqueue(Arc::new(env), Some(body));
             }
-            Err(e) => shared.log.emit(crate::events::Event::BounceNotSpooled {
-                of: orig.mid,
-                error: &e,
-            }),
+            Err(e) => shared
+                .mail
+                .log
+                .emit(crate::events::Event::BounceNotSpooled {
+                    of: orig.mid,
+                    error: &e,
+                }),
         }
     });
 }

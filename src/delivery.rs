@@ -27,7 +27,7 @@ use crate::ids::Kind;
 use crate::outbound::{connect, tls_error_text};
 use crate::queue::{Event, Job, RcptOutcome, IDLE_WAIT};
 use crate::smtp_io::Io;
-use crate::state::Shared;
+use crate::state::Handles;
 
 const REPLY_TIMEOUT: Duration = Duration::from_secs(300);
 const DATA_REPLY_TIMEOUT: Duration = Duration::from_secs(600);
@@ -37,12 +37,12 @@ const DATA_REPLY_TIMEOUT: Duration = Duration::from_secs(600);
 pub struct SmtpTransport;
 
 impl crate::queue::Transport for SmtpTransport {
-    fn spawn_connection(&self, shared: Arc<Shared>, domain: String, job: Job) {
+    fn spawn_connection(&self, shared: Arc<Handles>, domain: String, job: Job) {
         spawn_connection(shared, domain, job);
     }
 }
 
-pub fn spawn_connection(shared: Arc<Shared>, domain: String, job: Job) {
+pub fn spawn_connection(shared: Arc<Handles>, domain: String, job: Job) {
     tokio::spawn(async move {
         let mut job = job;
         // A connection to `the.cpq.release.host` serves one gateway; a job
@@ -56,7 +56,7 @@ pub fn spawn_connection(shared: Arc<Shared>, domain: String, job: Job) {
         {
             job = next;
         }
-        shared.queue.send(Event::ConnClosed { domain });
+        shared.mail.queue.send(Event::ConnClosed { domain });
     });
 }
 
@@ -93,9 +93,9 @@ enum Attempt<'a> {
 
 /// Counts an attempt at a job under `the.cpq.host` (a gateway's transfer) or
 /// `the.cpq.release.host` (a manager's release); other hosts are not counted here.
-fn cpq_count(shared: &Shared, domain: &str, job: &Job, attempt: Attempt<'_>) {
+fn cpq_count(shared: &Handles, domain: &str, job: &Job, attempt: Attempt<'_>) {
     use crate::cpq::stats::TransferFailure;
-    let stats = &shared.cpq.stats;
+    let stats = &shared.cpq.state.stats;
     let delivered = |o: &[RcptOutcome]| o.iter().any(|x| matches!(x, RcptOutcome::Delivered));
     if domain == crate::config::CPQ_HOST {
         match attempt {
@@ -134,7 +134,7 @@ fn cpq_count(shared: &Shared, domain: &str, job: &Job, attempt: Attempt<'_>) {
 
 /// The CPQ peer of a job under `the.cpq.host` / `the.cpq.release.host`.
 fn cpq_hop(
-    shared: &Shared,
+    shared: &Handles,
     cfg: &crate::config::Config,
     domain: &str,
     job: &Job,
@@ -153,7 +153,7 @@ fn cpq_hop(
                 .and_then(|c| c.gateways.iter().find(|g| g.id == gw))
                 .map(|g| {
                     // What the gateway last said over SSH wins over the configuration.
-                    match shared.cpq.endpoints.get(gw) {
+                    match shared.cpq.state.endpoints.get(gw) {
                         Some((ip, port)) => (ip.to_string(), port),
                         None => (g.address.to_string(), g.port),
                     }
@@ -166,14 +166,14 @@ fn cpq_hop(
     None
 }
 
-async fn run_connection(shared: &Arc<Shared>, domain: &str, job: Job) -> Option<Job> {
-    let cfg = shared.config();
+async fn run_connection(shared: &Arc<Handles>, domain: &str, job: Job) -> Option<Job> {
+    let cfg = shared.config.current();
     let opened_with = cfg.clone();
     let cpq = match cpq_hop(shared, &cfg, domain, &job) {
         None => None,
         Some(Ok(hop)) => Some(hop),
         Some(Err(error)) => {
-            shared.queue.send(Event::ConnFailed { job, error });
+            shared.mail.queue.send(Event::ConnFailed { job, error });
             return None;
         }
     };
@@ -202,7 +202,7 @@ async fn run_connection(shared: &Arc<Shared>, domain: &str, job: Job) -> Option<
                     ));
                     n
                 ];
-                shared.queue.send(Event::JobDone {
+                shared.mail.queue.send(Event::JobDone {
                     job,
                     dcid: 0,
                     outcomes,
@@ -212,7 +212,7 @@ async fn run_connection(shared: &Arc<Shared>, domain: &str, job: Job) -> Option<
             }
             Ok(h) => h.into_iter().map(|h| (h.host, h.port)).collect(),
             Err(e) => {
-                shared.queue.send(Event::ConnFailed { job, error: e });
+                shared.mail.queue.send(Event::ConnFailed { job, error: e });
                 return None;
             }
         },
@@ -247,7 +247,7 @@ async fn run_connection(shared: &Arc<Shared>, domain: &str, job: Job) -> Option<
             Err(error) => {
                 // A gateway that moved its cpq_listener: ask it (over SSH) where to.
                 if let Some(gw) = release_gateway(&job) {
-                    shared.gateway_shell.refresh_endpoint(shared, gw);
+                    shared.cpq.gateway_shell.refresh_endpoint(shared, gw);
                 }
                 cpq_count(
                     shared,
@@ -255,7 +255,7 @@ async fn run_connection(shared: &Arc<Shared>, domain: &str, job: Job) -> Option<
                     &job,
                     Attempt::Failed(crate::cpq::stats::TransferFailure::Connect, &error),
                 );
-                shared.queue.send(Event::ConnFailed { job, error });
+                shared.mail.queue.send(Event::ConnFailed { job, error });
                 return None;
             }
         };
@@ -271,6 +271,7 @@ async fn run_connection(shared: &Arc<Shared>, domain: &str, job: Job) -> Option<
                 // as Postfix does at security level "may"; the verify and
                 // required modes never downgrade.
                 shared
+                    .mail
                     .log
                     .emit(crate::events::Event::DeliveryClose { dcid });
                 tracing::debug!(dcid, "TLS failed ({e}), retrying without TLS");
@@ -286,9 +287,10 @@ async fn run_connection(shared: &Arc<Shared>, domain: &str, job: Job) -> Option<
                 };
                 cpq_count(shared, domain, &job, Attempt::Failed(why, &e));
                 shared
+                    .mail
                     .log
                     .emit(crate::events::Event::DeliveryClose { dcid });
-                shared.queue.send(Event::ConnFailed { job, error: e });
+                shared.mail.queue.send(Event::ConnFailed { job, error: e });
                 return None;
             }
         }
@@ -319,9 +321,9 @@ async fn run_connection(shared: &Arc<Shared>, domain: &str, job: Job) -> Option<
         };
         // A commit may have changed routes, TLS or interfaces: a connection
         // opened under the old configuration takes no further jobs.
-        let reconfigured = !Arc::ptr_eq(&shared.config(), &opened_with);
+        let reconfigured = !Arc::ptr_eq(&shared.config.current(), &opened_with);
         if broken || sent >= max_per_conn || reconfigured {
-            shared.queue.send(Event::JobDone {
+            shared.mail.queue.send(Event::JobDone {
                 job,
                 dcid,
                 outcomes,
@@ -331,7 +333,7 @@ async fn run_connection(shared: &Arc<Shared>, domain: &str, job: Job) -> Option<
         }
         let (tx, rx) = oneshot::channel();
         let peer = release_gateway(&job).map(str::to_string);
-        shared.queue.send(Event::JobDone {
+        shared.mail.queue.send(Event::JobDone {
             job,
             dcid,
             outcomes,
@@ -350,6 +352,7 @@ async fn run_connection(shared: &Arc<Shared>, domain: &str, job: Job) -> Option<
         tracing::debug!(dcid, "QUIT failed");
     }
     shared
+        .mail
         .log
         .emit(crate::events::Event::DeliveryClose { dcid });
     leftover
@@ -369,7 +372,7 @@ async fn wait_next(mut rx: oneshot::Receiver<Option<Job>>) -> Option<Job> {
 }
 
 async fn connect_any(
-    shared: &Shared,
+    shared: &Handles,
     hops: &[(String, u16)],
     bind: Option<IpAddr>,
 ) -> Result<(TcpStream, SocketAddr, String), String> {
@@ -431,19 +434,22 @@ struct Client {
 
 impl Client {
     /// A new outbound connection: its DCID and the `New SMTP DCID` log line.
-    fn connected(shared: &Shared, stream: TcpStream, addr: SocketAddr, cpq: bool) -> Client {
-        let dcid = shared.ids.next(Kind::Dcid);
+    fn connected(shared: &Handles, stream: TcpStream, addr: SocketAddr, cpq: bool) -> Client {
+        let dcid = shared.mail.ids.next(Kind::Dcid);
         tracing::Span::current().record("dcid", dcid);
         let local = stream
             .local_addr()
             .map(|a| a.ip().to_string())
             .unwrap_or_default();
-        shared.log.emit(crate::events::Event::DeliveryConnection {
-            dcid,
-            interface: &local,
-            address: addr.ip(),
-            port: addr.port(),
-        });
+        shared
+            .mail
+            .log
+            .emit(crate::events::Event::DeliveryConnection {
+                dcid,
+                interface: &local,
+                address: addr.ip(),
+                port: addr.port(),
+            });
         Client {
             io: BufReader::new(Box::new(stream) as Box<dyn Io>),
             dcid,
@@ -527,7 +533,7 @@ impl Client {
 
     async fn start(
         &mut self,
-        shared: &Shared,
+        shared: &Handles,
         helo: &str,
         tls: TlsMode,
         server_name: &str,
@@ -547,7 +553,10 @@ impl Client {
         }
         if !self.ext.starttls {
             if tls.required() {
-                shared.log.emit(crate::events::Event::TlsRequired { dcid });
+                shared
+                    .mail
+                    .log
+                    .emit(crate::events::Event::TlsRequired { dcid });
                 return Err(Failure::Temp(
                     "TLS was required but the server does not offer STARTTLS".into(),
                 ));
@@ -557,18 +566,21 @@ impl Client {
         let r = self.command("STARTTLS\r\n").await.map_err(Failure::Temp)?;
         if r.code != 220 {
             if tls.required() {
-                shared.log.emit(crate::events::Event::StartTlsRefused {
+                shared.mail.log.emit(crate::events::Event::StartTlsRefused {
                     dcid,
                     reply: &r.line(),
                 });
-                shared.log.emit(crate::events::Event::TlsRequired { dcid });
+                shared
+                    .mail
+                    .log
+                    .emit(crate::events::Event::TlsRequired { dcid });
                 return Err(Failure::Temp(format!("STARTTLS refused: {}", r.line())));
             }
             return Ok(());
         }
-        let configs = shared.tls_clients();
+        let configs = shared.tls.clients();
         let cfg = if self.cpq {
-            match shared.cpq_tls() {
+            match shared.tls.cpq() {
                 Some(t) => t.client.clone(),
                 None => {
                     return Err(Failure::Temp(
@@ -594,22 +606,31 @@ impl Client {
         match connector.connect(name, stream).await {
             Ok(s) => {
                 let (proto, cipher) = crate::tls::describe(s.get_ref().1);
-                shared.log.emit(crate::events::Event::DeliveryTlsSuccess {
-                    dcid,
-                    protocol: &proto,
-                    cipher: &cipher,
-                    domain,
-                });
+                shared
+                    .mail
+                    .log
+                    .emit(crate::events::Event::DeliveryTlsSuccess {
+                        dcid,
+                        protocol: &proto,
+                        cipher: &cipher,
+                        domain,
+                    });
                 self.io = BufReader::new(Box::new(s) as Box<dyn Io>);
                 self.ehlo(helo).await
             }
             Err(e) => {
-                shared.log.emit(crate::events::Event::DeliveryTlsFailed {
-                    dcid,
-                    why: &tls_error_text(&e),
-                });
+                shared
+                    .mail
+                    .log
+                    .emit(crate::events::Event::DeliveryTlsFailed {
+                        dcid,
+                        why: &tls_error_text(&e),
+                    });
                 if tls.required() {
-                    shared.log.emit(crate::events::Event::TlsRequired { dcid });
+                    shared
+                        .mail
+                        .log
+                        .emit(crate::events::Event::TlsRequired { dcid });
                 }
                 Err(Failure::TlsFallback(format!(
                     "TLS failed: {}",
@@ -620,11 +641,11 @@ impl Client {
     }
 
     /// Delivers one job; `Err` means the connection is broken.
-    async fn deliver(&mut self, shared: &Shared, job: &Job) -> Result<Vec<RcptOutcome>, String> {
+    async fn deliver(&mut self, shared: &Handles, job: &Job) -> Result<Vec<RcptOutcome>, String> {
         let body = match &job.body {
             Some(b) => b.clone(),
             None => {
-                let spool = shared.spool.clone();
+                let spool = shared.mail.spool.clone();
                 let mid = job.env.mid;
                 Arc::new(
                     tokio::task::spawn_blocking(move || spool.read_body(mid))
@@ -650,7 +671,8 @@ impl Client {
                     ]);
                 }
                 let node_id = shared
-                    .config()
+                    .config
+                    .current()
                     .cpq
                     .as_ref()
                     .map(|c| c.node_id.clone())
@@ -663,21 +685,21 @@ impl Client {
             }
         };
         match &cpq {
-            Some((false, _)) => shared.log.emit(crate::events::Event::DeliveryStart {
+            Some((false, _)) => shared.mail.log.emit(crate::events::Event::DeliveryStart {
                 dcid,
                 mid,
                 rids: &job.rids,
                 dest: crate::events::Dest::Cpq,
                 gateway: "",
             }),
-            Some((true, _)) => shared.log.emit(crate::events::Event::DeliveryStart {
+            Some((true, _)) => shared.mail.log.emit(crate::events::Event::DeliveryStart {
                 dcid,
                 mid,
                 rids: &job.rids,
                 dest: crate::events::Dest::Release,
                 gateway: release_gateway(job).unwrap_or_default(),
             }),
-            None => shared.log.emit(crate::events::Event::DeliveryStart {
+            None => shared.mail.log.emit(crate::events::Event::DeliveryStart {
                 dcid,
                 mid,
                 rids: &job.rids,
@@ -689,11 +711,14 @@ impl Client {
         if let Some((_, line)) = cpq.as_ref().filter(|_| !self.ext.pipelining) {
             let r = self.command(line).await?;
             if r.code != 250 {
-                shared.log.emit(crate::events::Event::MetaRefusedByPeer {
-                    dcid,
-                    mid,
-                    reply: &r.line(),
-                });
+                shared
+                    .mail
+                    .log
+                    .emit(crate::events::Event::MetaRefusedByPeer {
+                        dcid,
+                        mid,
+                        reply: &r.line(),
+                    });
                 self.command("RSET\r\n").await?;
                 return Ok(vec![outcome_of(&r); job.rids.len()]);
             }
@@ -707,11 +732,14 @@ impl Client {
             Ok(s) => s,
             Err(e) => {
                 let why = format!("553 5.1.7 the sender cannot be sent over SMTP: {e}");
-                shared.log.emit(crate::events::Event::SenderUnsendable {
-                    dcid,
-                    mid,
-                    error: &e,
-                });
+                shared
+                    .mail
+                    .log
+                    .emit(crate::events::Event::SenderUnsendable {
+                        dcid,
+                        mid,
+                        error: &e,
+                    });
                 return Ok(vec![RcptOutcome::Perm(why); job.rids.len()]);
             }
         };
@@ -730,12 +758,15 @@ impl Client {
         if !unsendable.is_empty() {
             let bad: Vec<u32> = unsendable.iter().map(|(r, _)| *r).collect();
             for (r, e) in &unsendable {
-                shared.log.emit(crate::events::Event::RecipientUnsendable {
-                    dcid,
-                    mid,
-                    rid: *r,
-                    error: e,
-                });
+                shared
+                    .mail
+                    .log
+                    .emit(crate::events::Event::RecipientUnsendable {
+                        dcid,
+                        mid,
+                        rid: *r,
+                        error: e,
+                    });
             }
             // The others go in the next attempt, without these.
             return Ok(job
@@ -784,11 +815,14 @@ impl Client {
                 let r = self.read_reply(REPLY_TIMEOUT).await?;
                 if r.code != 250 {
                     // MAIL, the RCPTs and DATA were refused behind it (no record).
-                    shared.log.emit(crate::events::Event::MetaRefusedByPeer {
-                        dcid,
-                        mid,
-                        reply: &r.line(),
-                    });
+                    shared
+                        .mail
+                        .log
+                        .emit(crate::events::Event::MetaRefusedByPeer {
+                            dcid,
+                            mid,
+                            reply: &r.line(),
+                        });
                     let _ = self.read_reply(REPLY_TIMEOUT).await?;
                     for _ in &rcpts {
                         let _ = self.read_reply(REPLY_TIMEOUT).await?;
@@ -865,14 +899,14 @@ impl Client {
                 Some((true, _)) => crate::events::Dest::Release,
                 None => crate::events::Dest::Next,
             };
-            shared.log.emit(crate::events::Event::Done {
+            shared.mail.log.emit(crate::events::Event::Done {
                 dcid,
                 mid,
                 rids: &done_rids,
                 dest,
             });
             if cpq.is_some() {
-                shared.log.emit(crate::events::Event::CpqResponse {
+                shared.mail.log.emit(crate::events::Event::CpqResponse {
                     mid,
                     rids: &done_rids,
                     text: &fin.text,
@@ -935,13 +969,13 @@ fn classify_rcpt(mail: &Reply, rcpt: &Reply, accepted: &mut usize) -> Option<Rcp
 /// Delivers jobs routed to a local maildir: one file per message, written to
 /// `tmp/`, fsynced and renamed into `new/` (the maildir protocol), so a
 /// delivered message is durable before the spool forgets it.
-async fn run_maildir(shared: &Arc<Shared>, dir: &Path, mut job: Job) {
-    let dcid = shared.ids.next(Kind::Dcid);
+async fn run_maildir(shared: &Arc<Handles>, dir: &Path, mut job: Job) {
+    let dcid = shared.mail.ids.next(Kind::Dcid);
     tracing::Span::current().record("dcid", dcid);
     let mut sent = 0;
     loop {
         let mid = job.env.mid;
-        shared.log.emit(crate::events::Event::DeliveryStart {
+        shared.mail.log.emit(crate::events::Event::DeliveryStart {
             dcid,
             mid,
             rids: &job.rids,
@@ -949,7 +983,7 @@ async fn run_maildir(shared: &Arc<Shared>, dir: &Path, mut job: Job) {
             gateway: "",
         });
         let body = job.body.clone();
-        let spool = shared.spool.clone();
+        let spool = shared.mail.spool.clone();
         let d = dir.to_path_buf();
         let env = job.env.clone();
         let res = tokio::task::spawn_blocking(move || -> Result<(), String> {
@@ -964,7 +998,7 @@ async fn run_maildir(shared: &Arc<Shared>, dir: &Path, mut job: Job) {
         .unwrap_or_else(|e| Err(e.to_string()));
         let outcomes = match res {
             Ok(()) => {
-                shared.log.emit(crate::events::Event::Done {
+                shared.mail.log.emit(crate::events::Event::Done {
                     dcid,
                     mid,
                     rids: &job.rids,
@@ -978,7 +1012,7 @@ async fn run_maildir(shared: &Arc<Shared>, dir: &Path, mut job: Job) {
         };
         sent += 1;
         if sent >= 50 {
-            shared.queue.send(Event::JobDone {
+            shared.mail.queue.send(Event::JobDone {
                 job,
                 dcid,
                 outcomes,
@@ -987,7 +1021,7 @@ async fn run_maildir(shared: &Arc<Shared>, dir: &Path, mut job: Job) {
             break;
         }
         let (tx, rx) = oneshot::channel();
-        shared.queue.send(Event::JobDone {
+        shared.mail.queue.send(Event::JobDone {
             job,
             dcid,
             outcomes,
@@ -1072,15 +1106,15 @@ pub struct CpqLink;
 impl crate::state::ManagerLink for CpqLink {
     fn control<'a>(
         &'a self,
-        shared: &'a Arc<Shared>,
+        shared: &'a Arc<Handles>,
         lines: &'a [String],
     ) -> crate::state::BoxFuture<'a, Result<Vec<String>, String>> {
         Box::pin(cpq_control(shared, lines))
     }
 }
 
-pub async fn cpq_control(shared: &Arc<Shared>, lines: &[String]) -> Result<Vec<String>, String> {
-    let cfg = shared.config();
+pub async fn cpq_control(shared: &Arc<Handles>, lines: &[String]) -> Result<Vec<String>, String> {
+    let cfg = shared.config.current();
     let Some((c, (host, port))) = cfg
         .cpq
         .as_ref()
@@ -1112,7 +1146,7 @@ pub async fn cpq_control(shared: &Arc<Shared>, lines: &[String]) -> Result<Vec<S
             for l in lines {
                 match client.command(l).await {
                     Ok(r) => {
-                        shared.log.emit(crate::events::Event::ControlAnswered {
+                        shared.mail.log.emit(crate::events::Event::ControlAnswered {
                             dcid,
                             reply: &r.line(),
                         });
@@ -1132,6 +1166,7 @@ pub async fn cpq_control(shared: &Arc<Shared>, lines: &[String]) -> Result<Vec<S
         }
     };
     shared
+        .mail
         .log
         .emit(crate::events::Event::DeliveryClose { dcid });
     result

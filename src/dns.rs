@@ -164,7 +164,7 @@ impl Resolver {
     }
 }
 
-/// The node's [`crate::resolve::Resolve`] (wired by `node` into `Shared`).
+/// The node's [`crate::resolve::Resolve`] (wired by `node` into `Handles`).
 impl crate::resolve::Resolve for Resolver {
     fn reverse(&self, ip: IpAddr) -> crate::resolve::Lookup<'_, ReverseDns> {
         Box::pin(Resolver::reverse(self, ip))

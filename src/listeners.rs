@@ -19,7 +19,7 @@
 //! (`Receiving resumed for euq_listener, cpq_listener.`).
 //!
 //! Part of the composition root: it starts `smtp_server`'s accept loops, and the
-//! commands reach it only through `state::ListenerControl` on `Shared`.
+//! commands reach it only through `state::ListenerControl` on `Handles`.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -29,7 +29,7 @@ use anyhow::{Context, Result};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
-use crate::state::Shared;
+use crate::state::Handles;
 
 /// An accept task and a duplicate of the socket it accepts on.
 struct Accepting {
@@ -105,7 +105,7 @@ impl Inner {
 pub use crate::state::{ListenerState, Resumed};
 
 /// Starts the accept loop of listener `name` on `sock`.
-fn accept(shared: &Arc<Shared>, name: &str, sock: TcpListener) -> Result<Accepting> {
+fn accept(shared: &Arc<Handles>, name: &str, sock: TcpListener) -> Result<Accepting> {
     let dup = socket2::SockRef::from(&sock)
         .try_clone()
         .with_context(|| format!("listener {name}: duplicating the listening socket"))?;
@@ -120,7 +120,7 @@ fn accept(shared: &Arc<Shared>, name: &str, sock: TcpListener) -> Result<Accepti
 impl Listeners {
     /// Binds and starts a listener. Port 0 binds any free port; the bound
     /// address is returned and kept, so a resume rebinds the same port.
-    pub fn start(&self, shared: &Arc<Shared>, name: &str, addr: SocketAddr) -> Result<SocketAddr> {
+    pub fn start(&self, shared: &Arc<Handles>, name: &str, addr: SocketAddr) -> Result<SocketAddr> {
         let sock =
             bind(addr).with_context(|| format!("listener {name} cannot listen on {addr}"))?;
         self.adopt(shared, name, sock)
@@ -133,7 +133,12 @@ impl Listeners {
     }
 
     /// Starts a listener on a socket bound by [`Listeners::bind_only`].
-    pub fn adopt(&self, shared: &Arc<Shared>, name: &str, sock: TcpListener) -> Result<SocketAddr> {
+    pub fn adopt(
+        &self,
+        shared: &Arc<Handles>,
+        name: &str,
+        sock: TcpListener,
+    ) -> Result<SocketAddr> {
         let bound = sock.local_addr()?;
         if name == crate::config::CPQ_LISTENER {
             // The appliance's cpq_listener has a listen queue of 50 (listen()
@@ -169,7 +174,7 @@ impl Listeners {
     /// Resumes the named suspended listeners (all when empty). A listener
     /// whose address cannot be bound again (another program took the port
     /// meanwhile) stays suspended; the others resume all the same.
-    pub fn resume(&self, shared: &Arc<Shared>, names: &[String]) -> Resumed {
+    pub fn resume(&self, shared: &Arc<Handles>, names: &[String]) -> Resumed {
         let mut out = Resumed::default();
         let mut inner = self.inner.lock().unwrap();
         for (name, r) in inner.ordered() {
@@ -227,7 +232,7 @@ impl Listeners {
 
 /// A listening TCP socket on `addr` (SO_REUSEADDR, backlog 1024, non-blocking): the
 /// SMTP listeners' and the SSH and HTTPS servers' (`servers`).
-/// The commands' view of the listeners (through `Shared`).
+/// The commands' view of the listeners (through `Handles`).
 impl crate::state::ListenerControl for Listeners {
     fn address(&self, name: &str) -> Option<SocketAddr> {
         Listeners::address(self, name)
@@ -245,7 +250,7 @@ impl crate::state::ListenerControl for Listeners {
         Listeners::suspend(self, names)
     }
 
-    fn resume(&self, shared: &Arc<Shared>, names: &[String]) -> Resumed {
+    fn resume(&self, shared: &Arc<Handles>, names: &[String]) -> Resumed {
         Listeners::resume(self, shared, names)
     }
 }

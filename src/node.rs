@@ -1,5 +1,5 @@
 //! The composition root of a running node: start-up, shutdown, and the wiring of the
-//! adapters into the state the core shares ([`Shared`], defined in `state`). It builds the
+//! adapters into the state the core shares ([`Handles`], defined in `state`). It builds the
 //! listeners, servers and subsystems, implements [`NodeControl`] (a commit put in force
 //! across every adapter), and is imported by nothing but `main` and `quickstart`.
 //!
@@ -8,8 +8,7 @@
 //! ones, so a restart delivers what was accepted before the crash first.
 
 use std::net::SocketAddr;
-use std::sync::atomic::AtomicU64;
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use pvo_spool::{Spool, SpoolConfig};
@@ -23,13 +22,16 @@ use crate::listeners::Listeners;
 use crate::mail_log::MailLog;
 use crate::queue::{self, Event};
 use crate::servers::Servers;
-use crate::state::{Counters, NodeControl, Shared};
+use crate::state::{
+    AccessHandle, ConfigHandle, ControlHandle, Counters, CpqHandle, Handles, MailHandle,
+    NodeControl, ScanHandle, TlsHandle,
+};
 
 /// Bytes the spool keeps in `spool/reserve` for a full disk: room for thousands of finish
 /// records, the SQLite shared-memory files, `run/ids` and log lines.
 const SPOOL_RESERVE: u64 = 128 << 10;
 
-/// The composition root's side of [`Shared`]: the concrete listeners and servers, which a
+/// The composition root's side of [`Handles`]: the concrete listeners and servers, which a
 /// commit binds and moves.
 struct Wiring {
     listeners: Arc<Listeners>,
@@ -43,8 +45,8 @@ impl NodeControl for Wiring {
     /// the listeners moved. Sessions already running keep the snapshot they
     /// started with, and queued mail is untouched, so nothing in flight is
     /// dropped.
-    fn apply_config(&self, shared: &Arc<Shared>, new: Config) -> Result<()> {
-        let old = shared.config();
+    fn apply_config(&self, shared: &Arc<Handles>, new: Config) -> Result<()> {
+        let old = shared.config.current();
         if new.data_dir != old.data_dir {
             anyhow::bail!(
                 "node.data_dir cannot change on a running node (it is {}, the new configuration says {}); stop the node, move the directory, and start it again",
@@ -85,29 +87,31 @@ impl NodeControl for Wiring {
         }
         // The same for `[ssh]` and `[web]`: the new server is bound before the old stops.
         let servers = self.servers.prepare(&new)?;
-        *shared.config.write().unwrap() = Arc::new(new.clone());
-        *shared.tls_server.write().unwrap() = tls_server;
-        *shared.cpq_tls.write().unwrap() = cpq_tls;
+        shared.config.swap(Arc::new(new.clone()));
+        shared.tls.swap(tls_server, tls_clients, cpq_tls);
         if new.cpq.is_some()
             && new.role == crate::config::Role::Gateway
-            && shared.cpq.ledger.get().is_none()
+            && shared.cpq.state.ledger.get().is_none()
         {
-            let (ledger, settled) =
-                crate::cpq::ledger::ReleaseLedger::open(&new.data_dir.join("cpq"), &shared.spool)?;
-            crate::cpq::ledger::log_settled(&shared.log, &settled);
-            let _ = shared.cpq.ledger.set(ledger);
+            let (ledger, settled) = crate::cpq::ledger::ReleaseLedger::open(
+                &new.data_dir.join("cpq"),
+                &shared.mail.spool,
+            )?;
+            crate::cpq::ledger::log_settled(&shared.mail.log, &settled);
+            let _ = shared.cpq.state.ledger.set(ledger);
         }
-        *shared.scanner.write().unwrap() = Arc::new(scanner);
+        shared.scan.set_scanner(scanner);
         if let Some(change) = outbreak {
             shared
+                .scan
                 .outbreak
-                .commit(change, crate::clock::unix_now(), &shared.log);
+                .commit(change, crate::clock::unix_now(), &shared.mail.log);
         }
-        *shared.tls_clients.write().unwrap() = Arc::new(tls_clients);
         for name in self.listeners.names() {
             if !new.listeners.iter().any(|l| l.name == name) {
                 self.listeners.remove(&name);
                 shared
+                    .mail
                     .log
                     .emit(crate::events::Event::ListenerRemoved { name: &name });
             }
@@ -115,17 +119,14 @@ impl NodeControl for Wiring {
         for (name, sock) in bound {
             let addr = self.listeners.adopt(shared, &name, sock)?;
             shared
+                .mail
                 .log
                 .emit(crate::events::Event::ListenerListening { name: &name, addr });
         }
         self.servers.switch(shared, servers);
-        shared.queue.send(crate::queue::Event::Reconfigured);
+        shared.mail.queue.send(crate::queue::Event::Reconfigured);
         crate::cpq::migrate::start(shared);
         Ok(())
-    }
-
-    fn load_cpq_tls(&self, cfg: &Config) -> Result<Option<crate::cpq::CpqTls>> {
-        crate::cpq::certs::load_tls(cfg)
     }
 
     fn check_gateway_material(&self, dir: &std::path::Path, pinned: Option<Vec<u8>>) -> Result<()> {
@@ -135,7 +136,7 @@ impl NodeControl for Wiring {
 
 /// A started node.
 pub struct Node {
-    pub shared: Arc<Shared>,
+    pub shared: Arc<Handles>,
     pub listeners: Vec<(String, SocketAddr)>,
     /// The SSH server's address, when `[ssh]` is configured.
     pub ssh: Option<SocketAddr>,
@@ -221,42 +222,47 @@ impl Node {
         let (queue, rx) = queue::channel();
         let listeners = Arc::new(Listeners::default());
         let servers = Arc::new(Servers::default());
-        let shared = Arc::new(Shared {
-            config: RwLock::new(config.clone()),
-            config_path,
-            spool,
-            ids,
-            counters: Counters::open(&config.run_dir(), log.tally()),
-            log,
-            resolver: Arc::new(Resolver::new()),
-            tls_server: RwLock::new(tls_server),
-            tls_clients: RwLock::new(Arc::new(tls_clients)),
-            queue: queue.clone(),
-            listeners: listeners.clone(),
-            servers: servers.clone(),
-            node: Arc::new(Wiring {
-                listeners: listeners.clone(),
-                servers: servers.clone(),
+        let shared = Arc::new(Handles {
+            config: Arc::new(ConfigHandle::new(config.clone(), config_path)),
+            mail: Arc::new(MailHandle {
+                spool,
+                ids,
+                counters: Counters::open(&config.run_dir(), log.tally()),
+                log,
+                queue: queue.clone(),
             }),
-            started: std::time::Instant::now(),
-            disconnect: tokio::sync::watch::channel(false).0,
-            disconnect_gen: AtomicU64::new(0),
-            scanner: RwLock::new(Arc::new(scanner)),
-            outbreak,
-            local_quarantine,
-            release_route: match config.role {
-                crate::config::Role::Manager => Some(Arc::new(crate::cpq::manager::ToGateways)),
-                crate::config::Role::Gateway => None,
-            },
-            manager_link: Arc::new(crate::delivery::CpqLink),
-            gateway_shell: Arc::new(crate::cpq::appliance::Ssh),
+            resolver: Arc::new(Resolver::new()),
+            tls: Arc::new(TlsHandle::new(
+                tls_server,
+                tls_clients,
+                cpq_tls,
+                Box::new(crate::cpq::certs::load_tls),
+            )),
+            scan: Arc::new(ScanHandle::new(scanner, outbreak, local_quarantine)),
+            cpq: Arc::new(CpqHandle {
+                state: cpq,
+                manager_link: Arc::new(crate::delivery::CpqLink),
+                gateway_shell: Arc::new(crate::cpq::appliance::Ssh),
+                release_route: match config.role {
+                    crate::config::Role::Manager => Some(Arc::new(crate::cpq::manager::ToGateways)),
+                    crate::config::Role::Gateway => None,
+                },
+            }),
+            access: Arc::new(AccessHandle {
+                users,
+                audit,
+                logins: Default::default(),
+            }),
+            control: Arc::new(ControlHandle::new(
+                listeners.clone(),
+                servers.clone(),
+                Arc::new(Wiring {
+                    listeners: listeners.clone(),
+                    servers: servers.clone(),
+                }),
+            )),
             probes: Arc::new(crate::cpq::preflight::Probe),
             inbound_certificate: Arc::new(crate::tls::Inbound),
-            cpq_tls: RwLock::new(cpq_tls),
-            cpq,
-            users,
-            audit,
-            logins: Default::default(),
         });
         {
             let shared = shared.clone();
@@ -264,18 +270,19 @@ impl Node {
                 loop {
                     tokio::time::sleep(std::time::Duration::from_secs(10)).await;
                     let counters = shared.clone();
-                    let news = tokio::task::spawn_blocking(move || counters.counters.persist())
-                        .await
-                        .ok()
-                        .flatten();
-                    for n in news.into_iter().chain(shared.ids.take_news()) {
-                        shared.log.emit(crate::events::Event::Notice(&n));
+                    let news =
+                        tokio::task::spawn_blocking(move || counters.mail.counters.persist())
+                            .await
+                            .ok()
+                            .flatten();
+                    for n in news.into_iter().chain(shared.mail.ids.take_news()) {
+                        shared.mail.log.emit(crate::events::Event::Notice(&n));
                     }
                 }
             });
         }
         tokio::spawn(crate::tls::renew_self_signed(shared.clone()));
-        shared.log.emit(crate::events::Event::Starting {
+        shared.mail.log.emit(crate::events::Event::Starting {
             version: env!("CARGO_PKG_VERSION"),
             hostname: &config.hostname,
             role: config.role.as_str(),
@@ -286,10 +293,13 @@ impl Node {
             let env = match Envelope::decode(&m.meta) {
                 Ok(e) => e,
                 Err(e) => {
-                    shared.log.emit(crate::events::Event::UnreadableEnvelope {
-                        mid: m.mid,
-                        error: &e,
-                    });
+                    shared
+                        .mail
+                        .log
+                        .emit(crate::events::Event::UnreadableEnvelope {
+                            mid: m.mid,
+                            error: &e,
+                        });
                     continue;
                 }
             };
@@ -306,10 +316,13 @@ impl Node {
                         env.cpq = Some(tag);
                         scanned = true;
                     }
-                    Err(e) => shared.log.emit(crate::events::Event::UnreadableProgress {
-                        mid: m.mid,
-                        error: &e,
-                    }),
+                    Err(e) => shared
+                        .mail
+                        .log
+                        .emit(crate::events::Event::UnreadableProgress {
+                            mid: m.mid,
+                            error: &e,
+                        }),
                 }
             }
             recovered_count += 1;
@@ -327,7 +340,7 @@ impl Node {
             });
         }
         if recovered_count > 0 {
-            shared.log.emit(crate::events::Event::Recovered {
+            shared.mail.log.emit(crate::events::Event::Recovered {
                 messages: recovered_count,
             });
         }
@@ -341,10 +354,13 @@ impl Node {
         for l in config.listeners.iter() {
             let addr = SocketAddr::new(config.interfaces[l.interface].address, l.port);
             let bound = listeners.start(&shared, &l.name, addr)?;
-            shared.log.emit(crate::events::Event::ListenerListening {
-                name: &l.name,
-                addr: bound,
-            });
+            shared
+                .mail
+                .log
+                .emit(crate::events::Event::ListenerListening {
+                    name: &l.name,
+                    addr: bound,
+                });
             bound_listeners.push((l.name.clone(), bound));
         }
         crate::admin::server::start(shared.clone())?;
@@ -361,17 +377,26 @@ impl Node {
     /// Stops delivery, flushes the spool and the log.
     pub async fn shutdown(&self) {
         let (tx, rx) = oneshot::channel();
-        self.shared.queue.send(Event::Shutdown(tx));
+        self.shared.mail.queue.send(Event::Shutdown(tx));
         let _ = rx.await;
-        let spool = self.shared.spool.clone();
+        let spool = self.shared.mail.spool.clone();
         let _ = tokio::task::spawn_blocking(move || spool.sync()).await;
-        if let Some(news) = self.shared.counters.persist() {
-            self.shared.log.emit(crate::events::Event::Notice(&news));
+        if let Some(news) = self.shared.mail.counters.persist() {
+            self.shared
+                .mail
+                .log
+                .emit(crate::events::Event::Notice(&news));
         }
-        for news in self.shared.ids.take_news() {
-            self.shared.log.emit(crate::events::Event::Notice(&news));
+        for news in self.shared.mail.ids.take_news() {
+            self.shared
+                .mail
+                .log
+                .emit(crate::events::Event::Notice(&news));
         }
-        self.shared.log.emit(crate::events::Event::ShuttingDown);
-        self.shared.log.flush();
+        self.shared
+            .mail
+            .log
+            .emit(crate::events::Event::ShuttingDown);
+        self.shared.mail.log.flush();
     }
 }

@@ -25,7 +25,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
 use crate::envelope::{domain_of, Envelope, RcptFinal, Update};
-use crate::state::Shared;
+use crate::state::Handles;
 
 pub mod handle;
 
@@ -71,11 +71,11 @@ struct Msg {
 /// host and reports every outcome back through [`Event`]s on the queue's handle, so the
 /// schedule stays here while the network stays there.
 pub trait Transport: Send + Sync {
-    fn spawn_connection(&self, shared: Arc<Shared>, domain: String, job: Job);
+    fn spawn_connection(&self, shared: Arc<Handles>, domain: String, job: Job);
 }
 
 pub struct Manager {
-    shared: Arc<Shared>,
+    shared: Arc<Handles>,
     transport: Arc<dyn Transport>,
     rx: mpsc::Receiver<Event>,
     msgs: HashMap<u64, Msg>,
@@ -93,7 +93,7 @@ pub struct Manager {
 
 impl Manager {
     pub fn new(
-        shared: Arc<Shared>,
+        shared: Arc<Handles>,
         rx: mpsc::Receiver<Event>,
         transport: Arc<dyn Transport>,
     ) -> Manager {
@@ -344,7 +344,7 @@ impl Manager {
     }
 
     fn job_done(&mut self, job: Job, dcid: u64, outcomes: Vec<RcptOutcome>) {
-        let log = self.shared.log.clone();
+        let log = self.shared.mail.log.clone();
         let mid = job.env.mid;
         let mut delivered = Vec::new();
         let mut temp = false;
@@ -385,6 +385,7 @@ impl Manager {
             h.delivered += delivered.len() as u64;
             h.down = false;
             self.shared
+                .mail
                 .counters
                 .delivered_rcpts
                 .fetch_add(delivered.len() as u64, std::sync::atomic::Ordering::Relaxed);
@@ -423,13 +424,14 @@ impl Manager {
         }
         job.rids = keep;
         job.attempts += 1;
-        let cfg = self.shared.config();
+        let cfg = self.shared.config.current();
         let profile = &cfg.delivery.bounce;
         let now = crate::clock::unix_now();
         let age = now.saturating_sub(job.env.received_at);
         let host = self.hosts.entry(job.domain.clone()).or_default();
         host.soft += job.rids.len() as u64;
         self.shared
+            .mail
             .counters
             .soft_bounced
             .fetch_add(job.rids.len() as u64, std::sync::atomic::Ordering::Relaxed);
@@ -448,6 +450,7 @@ impl Manager {
             };
             for rid in job.rids.clone() {
                 self.shared
+                    .mail
                     .log
                     .emit(crate::events::Event::BouncedUndeliverable {
                         dcid,
@@ -467,7 +470,7 @@ impl Manager {
             self.check_finished(mid);
             return;
         }
-        self.shared.log.emit(crate::events::Event::Delayed {
+        self.shared.mail.log.emit(crate::events::Event::Delayed {
             dcid,
             mid,
             rids: &job.rids,
@@ -641,6 +644,7 @@ impl Manager {
                 match how {
                     Removal::Delete => {
                         self.shared
+                            .mail
                             .log
                             .emit(crate::events::Event::DeletedByAdministrator {
                                 mid: job.env.mid,
@@ -650,6 +654,7 @@ impl Manager {
                     }
                     Removal::Bounce => {
                         self.shared
+                            .mail
                             .log
                             .emit(crate::events::Event::BouncedByAdministrator {
                                 mid: job.env.mid,
@@ -705,7 +710,7 @@ impl Manager {
             n += job.rids.len();
             // Recorded in the spool so the redirection survives a restart.
             if recorded.insert(job.env.mid) {
-                self.shared.spool.update(
+                self.shared.mail.spool.update(
                     job.env.mid,
                     Update::Redirect {
                         host: host.to_string(),
@@ -772,7 +777,7 @@ impl Manager {
         if self.stopping || self.suspended || self.dirty.is_empty() {
             return;
         }
-        let cfg = self.shared.config();
+        let cfg = self.shared.config.current();
         let global = cfg.delivery.max_concurrency;
         let dirty: Vec<String> = self.dirty.drain().collect();
         for domain in dirty {
@@ -823,6 +828,7 @@ impl Manager {
                 if s.is_none() {
                     *s = Some(state);
                     self.shared
+                        .mail
                         .spool
                         .update(mid, Update::Rcpt { rid, state }.encode());
                 }
@@ -839,7 +845,7 @@ impl Manager {
     ) {
         self.set_final(env.mid, rid, RcptFinal::Bounced);
         // `bounced_rcpts` is counted by the `Bounced:` event logged before each call.
-        let cfg = self.shared.config();
+        let cfg = self.shared.config.current();
         if cfg.delivery.bounce.send_dsn && !env.dsn && !env.sender.is_empty() {
             let rcpt = env
                 .recipients
@@ -853,7 +859,13 @@ impl Manager {
             // after a restart.
             let body = match body {
                 Some(b) => b.clone(),
-                None => Arc::new(self.shared.spool.read_body(env.mid).unwrap_or_default()),
+                None => Arc::new(
+                    self.shared
+                        .mail
+                        .spool
+                        .read_body(env.mid)
+                        .unwrap_or_default(),
+                ),
             };
             crate::bounce::spawn_dsn(
                 self.shared.clone(),
@@ -879,8 +891,11 @@ impl Manager {
         if let Some(m) = self.msgs.remove(&mid) {
             self.cached_bytes = self.cached_bytes.saturating_sub(m.body_cached);
         }
-        self.shared.spool.finish(mid);
-        self.shared.log.emit(crate::events::Event::Finished { mid });
+        self.shared.mail.spool.finish(mid);
+        self.shared
+            .mail
+            .log
+            .emit(crate::events::Event::Finished { mid });
     }
 }
 

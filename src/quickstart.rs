@@ -249,7 +249,8 @@ async fn migration_wizard(manager: &crate::node::Node) -> Result<()> {
     use crate::commands::protocol::Request;
     let shared = &manager.shared;
     if shared
-        .config()
+        .config
+        .current()
         .cpq
         .as_ref()
         .is_none_or(|c| c.migration.is_some())
@@ -295,7 +296,7 @@ async fn ssh_access(
     let Some(ssh) = gateway.ssh else {
         return Ok(None);
     };
-    let added = manager.shared.config().cpq.as_ref().and_then(|c| {
+    let added = manager.shared.config.current().cpq.as_ref().and_then(|c| {
         c.gateways
             .iter()
             .find(|g| g.id == GATEWAY_ID)
@@ -305,7 +306,7 @@ async fn ssh_access(
         return Ok(None);
     }
     let admin = Identity::local_admin();
-    let run = |shared: &std::sync::Arc<crate::state::Shared>, command: &str, args| {
+    let run = |shared: &std::sync::Arc<crate::state::Handles>, command: &str, args| {
         let req = crate::commands::command::Command::from_parts(command, args).map(Request::new);
         let shared = shared.clone();
         let admin = admin.clone();

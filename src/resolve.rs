@@ -1,5 +1,5 @@
 //! Name resolution as the core and the network adapters use it: [`Resolve`] on
-//! `state::Shared` (verified reverse DNS for connecting hosts, next hops for delivery,
+//! `state::Handles` (verified reverse DNS for connecting hosts, next hops for delivery,
 //! addresses), with its answers. `dns::Resolver` implements it; `node` wires it.
 
 use std::future::Future;

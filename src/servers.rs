@@ -2,7 +2,7 @@
 //! and moving them when a commit changes them.
 //!
 //! A commit that changes a server's section (enabled or removed, interface, port) first
-//! binds the new address ([`Servers::prepare`], called by `Shared::apply_config` before
+//! binds the new address ([`Servers::prepare`], called by `node`'s `NodeControl::apply_config` before
 //! it swaps anything), so a taken port refuses the commit, names the section, the
 //! address and the OS error, and leaves the old server running. Only when the whole
 //! commit can go ahead does [`Servers::switch`] start the new server and stop the old
@@ -18,7 +18,7 @@
 //! commit that changes it is in force without a restart.
 //!
 //! Part of the composition root (it starts `ssh` and `web`); the commands and the
-//! certificate renewal see it only through `state::ServerControl` on `Shared`, and the
+//! certificate renewal see it only through `state::ServerControl` on `Handles`, and the
 //! servers themselves learn that they are stopping through `shutdown`.
 
 use std::net::SocketAddr;
@@ -30,7 +30,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::config::Config;
-use crate::state::Shared;
+use crate::state::Handles;
 
 use crate::shutdown::GRACE;
 pub use crate::state::ServerKind as Kind;
@@ -141,7 +141,7 @@ impl Servers {
 
     /// Starts the servers bound by [`Servers::prepare`], then stops the ones they
     /// replace and the ones removed.
-    pub fn switch(&self, shared: &Arc<Shared>, p: Prepared) {
+    pub fn switch(&self, shared: &Arc<Handles>, p: Prepared) {
         let mut started = Vec::new();
         for b in p.start {
             started.push((b.kind, serve(shared, b)));
@@ -151,7 +151,7 @@ impl Servers {
             if let Some(old) = running[kind.index()].take() {
                 let addr = old.addr;
                 old.stop();
-                shared.log.emit(crate::events::Event::ServerStopped {
+                shared.mail.log.emit(crate::events::Event::ServerStopped {
                     server: kind.server(),
                     addr,
                     grace_secs: GRACE.as_secs(),
@@ -159,7 +159,7 @@ impl Servers {
             }
         }
         for (kind, r) in started {
-            shared.log.emit(crate::events::Event::ServerListening {
+            shared.mail.log.emit(crate::events::Event::ServerListening {
                 server: kind.server(),
                 addr: r.addr,
             });
@@ -168,8 +168,8 @@ impl Servers {
     }
 
     /// Starts the configured servers (node start); returns their addresses.
-    pub fn start(&self, shared: &Arc<Shared>) -> Result<(Option<SocketAddr>, Option<SocketAddr>)> {
-        let p = self.prepare(&shared.config())?;
+    pub fn start(&self, shared: &Arc<Handles>) -> Result<(Option<SocketAddr>, Option<SocketAddr>)> {
+        let p = self.prepare(&shared.config.current())?;
         self.switch(shared, p);
         Ok((self.address(Kind::Ssh), self.address(Kind::Web)))
     }
@@ -200,7 +200,7 @@ fn bind(kind: Kind, cfg: &Config, addr: SocketAddr) -> Result<Bound> {
     })
 }
 
-fn serve(shared: &Arc<Shared>, b: Bound) -> Running {
+fn serve(shared: &Arc<Handles>, b: Bound) -> Running {
     let addr = b
         .listener
         .local_addr()

@@ -45,7 +45,7 @@ use tokio::sync::mpsc;
 
 use crate::commands::protocol::Request;
 use crate::host_key::host_key;
-use crate::state::Shared;
+use crate::state::Handles;
 use crate::users::{Identity, Origin};
 
 /// The SSH server's settings, with the host key (generated at the first start).
@@ -71,7 +71,7 @@ pub fn server_config(cfg: &crate::config::Config) -> Result<Arc<russh::server::C
 /// `stop` turns true, each session may go on for `shutdown::GRACE`, then it is
 /// disconnected.
 pub async fn serve(
-    shared: Arc<Shared>,
+    shared: Arc<Handles>,
     listener: tokio::net::TcpListener,
     config: Arc<russh::server::Config>,
     stop: tokio::sync::watch::Receiver<bool>,
@@ -145,7 +145,7 @@ struct ChannelState {
 
 /// One SSH connection.
 struct Conn {
-    shared: Arc<Shared>,
+    shared: Arc<Handles>,
     peer: SocketAddr,
     id: Option<Identity>,
     /// How the user logged in, for the audit trail.
@@ -221,7 +221,7 @@ impl russh::server::Handler for Conn {
         user: &str,
         offer: PublicKeyOffer<'_>,
     ) -> Result<Auth, Self::Error> {
-        if self.shared.users.key_allowed(user, offer.public_key) {
+        if self.shared.access.users.key_allowed(user, offer.public_key) {
             Ok(Auth::Accept)
         } else {
             self.key_refused(user).await;
@@ -234,8 +234,8 @@ impl russh::server::Handler for Conn {
         user: &str,
         key: VerifiedPublicKey<'_>,
     ) -> Result<Auth, Self::Error> {
-        if self.shared.users.key_allowed(user, key.public_key) {
-            if let Some(id) = self.shared.users.identity(user, self.origin()) {
+        if self.shared.access.users.key_allowed(user, key.public_key) {
+            if let Some(id) = self.shared.access.users.identity(user, self.origin()) {
                 self.id = Some(id);
                 self.method = "ssh publickey";
                 return Ok(Auth::Accept);
@@ -435,7 +435,7 @@ enum Ran {
 }
 
 /// Runs one command line as `id`.
-async fn run_line(shared: &Arc<Shared>, id: &Identity, line: &str) -> Ran {
+async fn run_line(shared: &Arc<Handles>, id: &Identity, line: &str) -> Ran {
     let words = match split_words(line) {
         Ok(w) => w,
         Err(e) => {
@@ -488,7 +488,7 @@ async fn run_line(shared: &Arc<Shared>, id: &Identity, line: &str) -> Ran {
     };
     // The user as it is now: a user disabled or deleted, or given another role, during
     // the session is treated accordingly from the next command on.
-    let Some(id) = shared.users.identity(&id.user, id.from.clone()) else {
+    let Some(id) = shared.access.users.identity(&id.user, id.from.clone()) else {
         return Ran::Output {
             text: format!(
                 "User \"{}\" is disabled or deleted; its commands are refused.\n",
@@ -528,12 +528,12 @@ fn with_newline(mut text: String) -> String {
 
 /// The interactive shell: a prompt, a line editor in pty mode, one command per line.
 async fn shell(
-    shared: Arc<Shared>,
+    shared: Arc<Handles>,
     id: Identity,
     out: Output,
     mut rx: mpsc::UnboundedReceiver<Input>,
 ) {
-    let hostname = shared.config().hostname.clone();
+    let hostname = shared.config.current().hostname.clone();
     let prompt = format!("{hostname}> ");
     out.stdout(&format!(
         "PVO {} on {hostname}. Logged in as {} ({}). Type `help` for the commands, `exit` to leave.\n",

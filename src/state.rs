@@ -1,12 +1,20 @@
-//! The state every task of a running node shares: [`Shared`], with the configuration in
-//! force, the spool, ids, log, the queue's handle, the counters and the subsystems of the
-//! core (scanner, outbreak rules, quarantine store, CPQ state, users, audit).
+//! The subsystem handles of a running node, each an `Arc` of a small struct with the
+//! methods that belong to what it holds, grouped by who uses what: [`ConfigHandle`] (the
+//! configuration in force and its file; nearly every part), [`MailHandle`] (spool, ids,
+//! queue, `mail_logs`, counters: sessions, queue, delivery, bounces, pipeline, CPQ),
+//! [`TlsHandle`] (inbound, outbound and CPQ TLS configurations and their reload),
+//! [`ScanHandle`] (scanner, outbreak rules, quarantine store), [`CpqHandle`] (CPQ state,
+//! manager link, gateway shell, release route), [`AccessHandle`] (users, audit, login
+//! throttle) and [`ControlHandle`] (listeners, servers, node control, idle-session
+//! disconnect, start time); the resolver is its own handle, `Arc<dyn Resolve>`.
+//! [`Handles`] is the plain struct of all of them that `node` builds, the context of the
+//! commands and of the channels that dispatch them.
 //!
-//! Its fields are core types and small traits only: what the core needs from an adapter
+//! Their fields are core types and small traits only: what the core needs from an adapter
 //! or from the composition root (the running listeners and management servers, a new
 //! configuration put in force) is a trait object here ([`ListenerControl`],
 //! [`ServerControl`], [`NodeControl`]) that `node` implements and wires at start. So a
-//! module that receives `Shared` reaches no adapter through it, and the import graph goes
+//! module that receives a handle reaches no adapter through it, and the import graph goes
 //! one way: adapters and the root import this module, never the reverse.
 
 use std::net::SocketAddr;
@@ -155,96 +163,45 @@ impl Counters {
     }
 }
 
-/// What every task of a node shares.
-pub struct Shared {
-    pub(crate) config: RwLock<Arc<Config>>,
+/// The configuration in force and the file it was committed to. Readers take a snapshot
+/// (an `Arc`), so a commit swaps the whole configuration at once and never half of it.
+pub struct ConfigHandle {
+    current: RwLock<Arc<Config>>,
     /// The file the committed configuration lives in.
-    pub config_path: std::path::PathBuf,
+    pub path: std::path::PathBuf,
+}
+
+impl ConfigHandle {
+    pub fn new(config: Arc<Config>, path: std::path::PathBuf) -> ConfigHandle {
+        ConfigHandle {
+            current: RwLock::new(config),
+            path,
+        }
+    }
+
+    /// The configuration in force.
+    pub fn current(&self) -> Arc<Config> {
+        self.current.read().unwrap().clone()
+    }
+
+    /// Puts a validated configuration in force (the commit's swap, by `node`).
+    pub fn swap(&self, new: Arc<Config>) {
+        *self.current.write().unwrap() = new;
+    }
+}
+
+/// The mail path: the spool, the ids it numbers messages and connections with, the
+/// queue's handle, the `mail_logs` writer and the counters those lines bump. What the
+/// SMTP sessions, the queue, delivery, bounces, the pipeline and the CPQ services share.
+pub struct MailHandle {
     pub spool: Spool,
     pub ids: Ids,
     pub log: MailLog,
-    pub resolver: Arc<dyn crate::resolve::Resolve>,
-    pub(crate) tls_server: RwLock<Arc<rustls::ServerConfig>>,
-    pub(crate) tls_clients: RwLock<Arc<ClientConfigs>>,
     pub queue: QueueHandle,
     pub counters: Counters,
-    /// The running listeners (started and moved by `node`).
-    pub listeners: Arc<dyn ListenerControl>,
-    /// The running `[ssh]` and `[web]` servers (moved by a commit).
-    pub servers: Arc<dyn ServerControl>,
-    /// What only the composition root does: a configuration put in force.
-    pub node: Arc<dyn NodeControl>,
-    /// Gateway: the control link to the manager (`XPVO-CONTROL`, `delivery`'s CPQ client).
-    pub manager_link: Arc<dyn ManagerLink>,
-    /// Manager: the SSH client that asks gateways (`cpq::appliance`).
-    pub gateway_shell: Arc<dyn GatewayShell>,
-    /// The network probes of `pvoconfig enable` and `diagnose` (`cpq::preflight::Probe`).
-    pub probes: Arc<dyn Probes>,
-    /// What `status` and `diagnose` say of the inbound certificate (`tls::Inbound`).
-    pub inbound_certificate: Arc<dyn InboundCertificate>,
-    pub started: std::time::Instant,
-    /// Set to true to make idle sessions close (`suspend --delay`).
-    pub disconnect: tokio::sync::watch::Sender<bool>,
-    pub(crate) disconnect_gen: AtomicU64,
-    pub(crate) scanner: RwLock<Arc<crate::scanning::Scanner>>,
-    /// The outbreak rules in force and their persisted copy (`DATA_DIR/outbreak`).
-    pub outbreak: crate::scanning::outbreak_store::OutbreakState,
-    /// The local quarantines (gateway) or the central store (manager).
-    pub local_quarantine: crate::scanning::quarantine_store::LocalQuarantine,
-    /// Manager: where a message released from all its quarantines goes (back to its
-    /// gateway, `cpq::manager`); `None` on a gateway, which injects it again itself.
-    pub release_route: Option<Arc<dyn ReleaseRoute>>,
-    pub(crate) cpq_tls: RwLock<Option<Arc<crate::cpq::CpqTls>>>,
-    pub cpq: crate::cpq::State,
-    /// The node's users and roles (`DATA_DIR/users.json`).
-    pub users: crate::users::Users,
-    /// The audit trail (`DATA_DIR/audit.db`).
-    pub audit: crate::audit::Audit,
-    /// Failed password logins per account and per address (web, SSH, `pvo --user`).
-    pub logins: crate::login_throttle::LoginThrottle,
 }
 
-impl Shared {
-    /// The configuration in force. Readers take a snapshot (an `Arc`), so a
-    /// commit swaps the whole configuration at once and never half of it.
-    pub fn config(&self) -> Arc<Config> {
-        self.config.read().unwrap().clone()
-    }
-
-    pub fn tls_server(&self) -> Arc<rustls::ServerConfig> {
-        self.tls_server.read().unwrap().clone()
-    }
-
-    /// Puts a renewed inbound certificate in force (`tls::renew_self_signed`).
-    pub fn set_tls_server(&self, c: Arc<rustls::ServerConfig>) {
-        *self.tls_server.write().unwrap() = c;
-    }
-
-    pub fn tls_clients(&self) -> Arc<ClientConfigs> {
-        self.tls_clients.read().unwrap().clone()
-    }
-
-    /// The CPQ mutual-TLS configurations (when `[cpq]` is configured).
-    pub fn cpq_tls(&self) -> Option<Arc<crate::cpq::CpqTls>> {
-        self.cpq_tls.read().unwrap().clone()
-    }
-
-    /// Rebuilds the CPQ TLS configurations from disk (after `cpqcert revoke`), so
-    /// the next handshake applies the new revocation list.
-    pub fn reload_cpq_tls(&self) -> Result<()> {
-        let tls = self.node.load_cpq_tls(&self.config())?.map(Arc::new);
-        *self.cpq_tls.write().unwrap() = tls;
-        Ok(())
-    }
-
-    pub fn scanner(&self) -> Arc<crate::scanning::Scanner> {
-        self.scanner.read().unwrap().clone()
-    }
-
-    pub fn outbreak_rules(&self) -> Option<Arc<pvo_scan::outbreak::OutbreakRules>> {
-        self.outbreak.rules()
-    }
-
+impl MailHandle {
     /// Writes a message to the spool and waits for the fsync.
     pub async fn spool_message(
         &self,
@@ -270,6 +227,178 @@ impl Shared {
         }
     }
 
+    pub async fn read_body(&self, mid: u64) -> Result<Vec<u8>, SpoolError> {
+        let spool = self.spool.clone();
+        tokio::task::spawn_blocking(move || spool.read_body(mid))
+            .await
+            .unwrap_or(Err(SpoolError::Closed))
+    }
+}
+
+/// Loads the CPQ mutual-TLS material of a configuration (`cpq::certs`, wired by `node`:
+/// the core does not read certificates).
+pub type CpqTlsLoader = Box<dyn Fn(&Config) -> Result<Option<crate::cpq::CpqTls>> + Send + Sync>;
+
+/// The TLS configurations in force: the inbound server configuration (listeners, the web
+/// server), the outbound client configurations, and the CPQ mutual-TLS ones. Each is
+/// swapped whole: a renewed certificate, a commit, a revocation.
+pub struct TlsHandle {
+    server: RwLock<Arc<rustls::ServerConfig>>,
+    clients: RwLock<Arc<ClientConfigs>>,
+    cpq: RwLock<Option<Arc<crate::cpq::CpqTls>>>,
+    load_cpq: CpqTlsLoader,
+}
+
+impl TlsHandle {
+    pub fn new(
+        server: Arc<rustls::ServerConfig>,
+        clients: ClientConfigs,
+        cpq: Option<Arc<crate::cpq::CpqTls>>,
+        load_cpq: CpqTlsLoader,
+    ) -> TlsHandle {
+        TlsHandle {
+            server: RwLock::new(server),
+            clients: RwLock::new(Arc::new(clients)),
+            cpq: RwLock::new(cpq),
+            load_cpq,
+        }
+    }
+
+    pub fn server(&self) -> Arc<rustls::ServerConfig> {
+        self.server.read().unwrap().clone()
+    }
+
+    /// Puts a renewed inbound certificate in force (`tls::renew_self_signed`).
+    pub fn set_server(&self, c: Arc<rustls::ServerConfig>) {
+        *self.server.write().unwrap() = c;
+    }
+
+    pub fn clients(&self) -> Arc<ClientConfigs> {
+        self.clients.read().unwrap().clone()
+    }
+
+    /// The CPQ mutual-TLS configurations (when `[cpq]` is configured).
+    pub fn cpq(&self) -> Option<Arc<crate::cpq::CpqTls>> {
+        self.cpq.read().unwrap().clone()
+    }
+
+    /// Puts the TLS material of a committed configuration in force (by `node`, once
+    /// everything of the commit is prepared).
+    pub fn swap(
+        &self,
+        server: Arc<rustls::ServerConfig>,
+        clients: ClientConfigs,
+        cpq: Option<Arc<crate::cpq::CpqTls>>,
+    ) {
+        *self.server.write().unwrap() = server;
+        *self.cpq.write().unwrap() = cpq;
+        *self.clients.write().unwrap() = Arc::new(clients);
+    }
+
+    /// Rebuilds the CPQ TLS configurations of `cfg` from disk (after `cpqcert revoke`),
+    /// so the next handshake applies the new revocation list.
+    pub fn reload_cpq(&self, cfg: &Config) -> Result<()> {
+        let tls = (self.load_cpq)(cfg)?.map(Arc::new);
+        *self.cpq.write().unwrap() = tls;
+        Ok(())
+    }
+}
+
+/// Scanning and the quarantines: the compiled mail policies, the outbreak rules in force,
+/// and the quarantine store (the local quarantines of a gateway, the central store of a
+/// manager).
+pub struct ScanHandle {
+    scanner: RwLock<Arc<crate::scanning::Scanner>>,
+    /// The outbreak rules in force and their persisted copy (`DATA_DIR/outbreak`).
+    pub outbreak: crate::scanning::outbreak_store::OutbreakState,
+    /// The local quarantines (gateway) or the central store (manager).
+    pub local_quarantine: crate::scanning::quarantine_store::LocalQuarantine,
+}
+
+impl ScanHandle {
+    pub fn new(
+        scanner: crate::scanning::Scanner,
+        outbreak: crate::scanning::outbreak_store::OutbreakState,
+        local_quarantine: crate::scanning::quarantine_store::LocalQuarantine,
+    ) -> ScanHandle {
+        ScanHandle {
+            scanner: RwLock::new(Arc::new(scanner)),
+            outbreak,
+            local_quarantine,
+        }
+    }
+
+    pub fn scanner(&self) -> Arc<crate::scanning::Scanner> {
+        self.scanner.read().unwrap().clone()
+    }
+
+    /// Puts the mail policies of a committed configuration in force.
+    pub fn set_scanner(&self, scanner: crate::scanning::Scanner) {
+        *self.scanner.write().unwrap() = Arc::new(scanner);
+    }
+
+    pub fn outbreak_rules(&self) -> Option<Arc<pvo_scan::outbreak::OutbreakRules>> {
+        self.outbreak.rules()
+    }
+}
+
+/// The gateway <-> manager link: the CPQ state (counters, ledgers, inbox, endpoints,
+/// migration), and what the core needs of the adapters for it: a gateway's control link
+/// to its manager, a manager's shell on its gateways, and a manager's route for released
+/// mail back to its gateways.
+pub struct CpqHandle {
+    pub state: crate::cpq::State,
+    /// Gateway: the control link to the manager (`XPVO-CONTROL`, `delivery`'s CPQ client).
+    pub manager_link: Arc<dyn ManagerLink>,
+    /// Manager: the SSH client that asks gateways (`cpq::appliance`).
+    pub gateway_shell: Arc<dyn GatewayShell>,
+    /// Manager: where a message released from all its quarantines goes (back to its
+    /// gateway, `cpq::manager`); `None` on a gateway, which injects it again itself.
+    pub release_route: Option<Arc<dyn ReleaseRoute>>,
+}
+
+/// Who may do what: the node's users and roles, the audit trail, the login throttle.
+pub struct AccessHandle {
+    /// The node's users and roles (`DATA_DIR/users.json`).
+    pub users: crate::users::Users,
+    /// The audit trail (`DATA_DIR/audit.db`).
+    pub audit: crate::audit::Audit,
+    /// Failed password logins per account and per address (web, SSH, `pvo --user`).
+    pub logins: crate::login_throttle::LoginThrottle,
+}
+
+/// The running node as the commands steer it: the listeners, the management servers, a
+/// commit put in force (the composition root's, through traits), the idle-session
+/// disconnect of `suspend`, and when the node started.
+pub struct ControlHandle {
+    /// The running listeners (started and moved by `node`).
+    pub listeners: Arc<dyn ListenerControl>,
+    /// The running `[ssh]` and `[web]` servers (moved by a commit).
+    pub servers: Arc<dyn ServerControl>,
+    /// What only the composition root does: a configuration put in force.
+    pub node: Arc<dyn NodeControl>,
+    pub started: std::time::Instant,
+    /// Set to true to make idle sessions close (`suspend --delay`).
+    pub disconnect: tokio::sync::watch::Sender<bool>,
+    disconnect_gen: AtomicU64,
+}
+
+impl ControlHandle {
+    pub fn new(
+        listeners: Arc<dyn ListenerControl>,
+        servers: Arc<dyn ServerControl>,
+        node: Arc<dyn NodeControl>,
+    ) -> ControlHandle {
+        ControlHandle {
+            listeners,
+            servers,
+            node,
+            started: std::time::Instant::now(),
+            disconnect: tokio::sync::watch::channel(false).0,
+            disconnect_gen: AtomicU64::new(0),
+        }
+    }
+
     /// Tells sessions to close at their next command after `delay`, unless
     /// `cancel_disconnect` comes first.
     pub fn disconnect_sessions_after(self: &Arc<Self>, delay: std::time::Duration) {
@@ -287,22 +416,25 @@ impl Shared {
         self.disconnect_gen.fetch_add(1, Ordering::SeqCst);
         self.disconnect.send_replace(false);
     }
-    /// Applies a validated configuration to the running node, all or
-    /// nothing: TLS material is loaded and new listener sockets are bound
-    /// first; only when everything succeeded is the configuration swapped and
-    /// the listeners moved. Sessions already running keep the snapshot they
-    /// started with, and queued mail is untouched, so nothing in flight is
-    /// dropped.
-    pub fn apply_config(self: &Arc<Self>, new: Config) -> Result<()> {
-        self.node.apply_config(self, new)
-    }
+}
 
-    pub async fn read_body(&self, mid: u64) -> Result<Vec<u8>, SpoolError> {
-        let spool = self.spool.clone();
-        tokio::task::spawn_blocking(move || spool.read_body(mid))
-            .await
-            .unwrap_or(Err(SpoolError::Closed))
-    }
+/// Every handle of a node, built by `node`: the context of the command handlers (which
+/// touch everything) and of the channels that dispatch commands. A plain struct of the
+/// handles; each part of the node takes only the handles it uses.
+#[derive(Clone)]
+pub struct Handles {
+    pub config: Arc<ConfigHandle>,
+    pub mail: Arc<MailHandle>,
+    pub resolver: Arc<dyn crate::resolve::Resolve>,
+    pub tls: Arc<TlsHandle>,
+    pub scan: Arc<ScanHandle>,
+    pub cpq: Arc<CpqHandle>,
+    pub access: Arc<AccessHandle>,
+    pub control: Arc<ControlHandle>,
+    /// The network probes of `pvoconfig enable` and `diagnose` (`cpq::preflight::Probe`).
+    pub probes: Arc<dyn Probes>,
+    /// What `status` and `diagnose` say of the inbound certificate (`tls::Inbound`).
+    pub inbound_certificate: Arc<dyn InboundCertificate>,
 }
 
 impl Config {
@@ -356,7 +488,7 @@ pub trait ListenerControl: Send + Sync {
     /// Closes the listening sockets of `names` (all when empty); returns the ones closed.
     fn suspend(&self, names: &[String]) -> Vec<String>;
     /// Binds the suspended ones of `names` (all when empty) again.
-    fn resume(&self, shared: &Arc<Shared>, names: &[String]) -> Resumed;
+    fn resume(&self, shared: &Arc<Handles>, names: &[String]) -> Resumed;
 }
 
 /// The running management servers, as the commands and the certificate renewal see
@@ -370,8 +502,7 @@ pub trait ServerControl: Send + Sync {
 /// configuration in force across every adapter (all or nothing), and load the CPQ
 /// mutual-TLS material. Implemented by `node`.
 pub trait NodeControl: Send + Sync {
-    fn apply_config(&self, shared: &Arc<Shared>, new: Config) -> Result<()>;
-    fn load_cpq_tls(&self, cfg: &Config) -> Result<Option<crate::cpq::CpqTls>>;
+    fn apply_config(&self, shared: &Arc<Handles>, new: Config) -> Result<()>;
     /// Builds the mutual-TLS configurations a gateway would make of the CPQ material in
     /// `dir`, taking only the manager `pinned` (any manager certificate when `None`),
     /// and throws them away: material that rustls cannot use is refused before it is
@@ -392,14 +523,14 @@ pub trait ReleaseRoute: Send + Sync {
     /// (node MID, queued MID) for each message queued.
     fn release_batch<'a>(
         &'a self,
-        shared: &'a Arc<Shared>,
+        shared: &'a Arc<Handles>,
         items: Vec<(u64, MsgId, Vec<EarlyReleaseActions>)>,
     ) -> BoxFuture<'a, Vec<(u64, u64)>>;
 
     /// Releases one message read from the store; returns its queued MID.
     fn release<'a>(
         &'a self,
-        shared: &'a Arc<Shared>,
+        shared: &'a Arc<Handles>,
         msg_id: MsgId,
         info: &'a MessageInfo,
         raw: Vec<u8>,
@@ -412,7 +543,7 @@ pub trait ReleaseRoute: Send + Sync {
 pub trait ManagerLink: Send + Sync {
     fn control<'a>(
         &'a self,
-        shared: &'a Arc<Shared>,
+        shared: &'a Arc<Handles>,
         lines: &'a [String],
     ) -> BoxFuture<'a, std::result::Result<Vec<String>, String>>;
 }
@@ -424,13 +555,13 @@ pub trait GatewayShell: Send + Sync {
     /// The gateway's `pvoconfig status --json`.
     fn query_status<'a>(
         &'a self,
-        shared: &'a Arc<Shared>,
+        shared: &'a Arc<Handles>,
         gateway: &'a str,
     ) -> BoxFuture<'a, Result<serde_json::Value>>;
 
     /// Asks the gateway again, in the background, where released mail goes (a release
     /// could not reach it).
-    fn refresh_endpoint(&self, shared: &Arc<Shared>, gateway: &str);
+    fn refresh_endpoint(&self, shared: &Arc<Handles>, gateway: &str);
 
     /// How long one exchange may take.
     fn timeout(&self) -> std::time::Duration;
@@ -438,18 +569,18 @@ pub trait GatewayShell: Send + Sync {
     /// Where an added gateway says released mail goes (`pvoconfig status --json`).
     fn query_endpoint<'a>(
         &'a self,
-        shared: &'a Arc<Shared>,
+        shared: &'a Arc<Handles>,
         gateway: &'a str,
     ) -> BoxFuture<'a, Result<crate::cpq::shell::Endpoint>>;
 
     /// The manager's public key as an `authorized_keys` line, to install on a gateway.
-    fn manager_key_line(&self, shared: &Shared) -> Result<String>;
+    fn manager_key_line(&self, shared: &Handles) -> Result<String>;
 
     /// Runs `command` on the gateway at `to` (address, SSH port) as `user`, pinning
     /// `expected_host_key` when given.
     fn exec<'a>(
         &'a self,
-        shared: &'a Arc<Shared>,
+        shared: &'a Arc<Handles>,
         to: (std::net::IpAddr, u16),
         user: &'a str,
         login: &'a crate::cpq::shell::ShellLogin,
@@ -466,7 +597,7 @@ pub trait Probes: Send + Sync {
     /// The enable preflight against the manager `host:port`.
     fn preflight<'a>(
         &'a self,
-        shared: &'a Arc<Shared>,
+        shared: &'a Arc<Handles>,
         host: &'a str,
         port: u16,
     ) -> BoxFuture<'a, Vec<crate::cpq::checks::Check>>;

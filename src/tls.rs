@@ -150,10 +150,10 @@ pub fn ensure_self_signed(cfg: &Config, now: u64) -> Result<Option<String>> {
 /// The hourly check of a running node: a generated certificate that is due is made
 /// again and put in force for the next handshakes (SMTP STARTTLS and HTTPS), with a
 /// line in mail_logs.
-pub async fn renew_self_signed(shared: Arc<crate::state::Shared>) {
+pub async fn renew_self_signed(shared: Arc<crate::state::Handles>) {
     loop {
         tokio::time::sleep(std::time::Duration::from_secs(3600)).await;
-        let cfg = shared.config();
+        let cfg = shared.config.current();
         let c = cfg.clone();
         let made = tokio::task::spawn_blocking(move || -> Result<_> {
             match ensure_self_signed(&c, crate::clock::unix_now())? {
@@ -164,17 +164,22 @@ pub async fn renew_self_signed(shared: Arc<crate::state::Shared>) {
         .await;
         match made {
             Ok(Ok(Some((why, sc)))) => {
-                shared.set_tls_server(sc);
-                shared.log.emit(crate::events::Event::SelfSignedRenewed {
-                    hostname: &cfg.hostname,
-                    why: &why,
-                });
+                shared.tls.set_server(sc);
+                shared
+                    .mail
+                    .log
+                    .emit(crate::events::Event::SelfSignedRenewed {
+                        hostname: &cfg.hostname,
+                        why: &why,
+                    });
             }
             Ok(Ok(None)) => {}
             Ok(Err(e)) => shared
+                .mail
                 .log
                 .emit(crate::events::Event::SelfSignedNotRenewed { error: &e }),
             Err(e) => shared
+                .mail
                 .log
                 .emit(crate::events::Event::SelfSignedNotRenewed { error: &e }),
         }

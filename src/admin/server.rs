@@ -8,11 +8,11 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::UnixListener;
 
 use crate::commands::protocol::{socket_path, RawRequest, Request, Response};
-use crate::state::Shared;
+use crate::state::Handles;
 
 /// Binds `run/admin.sock` (replacing a stale one) and serves it.
-pub fn start(shared: Arc<Shared>) -> Result<()> {
-    let path = socket_path(&shared.config().data_dir);
+pub fn start(shared: Arc<Handles>) -> Result<()> {
+    let path = socket_path(&shared.config.current().data_dir);
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     }

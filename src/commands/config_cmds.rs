@@ -8,7 +8,7 @@
 //! validates the whole resulting text with `Config::parse` and saves nothing
 //! when it would be invalid, so these commands never leave an invalid pending
 //! configuration behind. `commit` and `rollback` are the only ways a change
-//! reaches the node, through `Shared::apply_config`, which is all or nothing;
+//! reaches the node, through `state::NodeControl::apply_config`, which is all or nothing;
 //! before it, every listener address that changes is test-bound so that a
 //! port taken by another program is reported against its key and line.
 //!
@@ -30,16 +30,16 @@ use crate::commands::protocol::{ErrorKind, Request, Response};
 use crate::config::{Config, RouteTarget, SenderPattern, TlsVersion};
 use crate::config_store::{self, normalize_domain, quoted_list, Change, Doc, Store};
 use crate::mail_log::ctime;
-use crate::state::Shared;
+use crate::state::Handles;
 
 const PENDING_NOTE: &str = "Changes pending. Use `pvo commit` to apply them.";
 
 /// Runs a configuration command's handler on the blocking pool, one at a time.
 pub async fn one_at_a_time<A: Clone + Send + 'static>(
-    shared: &Arc<Shared>,
+    shared: &Arc<Handles>,
     req: &Request,
     args: &A,
-    handler: fn(&Arc<Shared>, &Request, &A) -> Response,
+    handler: fn(&Arc<Handles>, &Request, &A) -> Response,
 ) -> Response {
     let (s, r, a) = (shared.clone(), req.clone(), args.clone());
     let answer = tokio::task::spawn_blocking(move || {
@@ -55,8 +55,8 @@ pub async fn one_at_a_time<A: Clone + Send + 'static>(
     })
 }
 
-fn store(shared: &Shared) -> Store {
-    Store::new(&shared.config().data_dir, &shared.config_path)
+fn store(shared: &Handles) -> Store {
+    Store::new(&shared.config.current().data_dir, &shared.config.path)
 }
 
 fn user(req: &Request) -> String {
@@ -80,7 +80,7 @@ struct Working {
     pending: bool,
 }
 
-fn working(shared: &Shared) -> Result<Working, Response> {
+fn working(shared: &Handles) -> Result<Working, Response> {
     let store = store(shared);
     let (text, file, pending) = store.working().map_err(io_error)?;
     match store.parse(&text, &file) {
@@ -105,7 +105,7 @@ fn pending_label(pending: bool) -> &'static str {
 /// Runs an editor on the working document, validates the result and saves
 /// it as pending. `edit` returns the summary of what it changed.
 pub(crate) fn edit(
-    shared: &Shared,
+    shared: &Handles,
     req: &Request,
     edit: impl FnOnce(&Config, &mut Doc) -> Result<String, CommandError>,
 ) -> Response {
@@ -169,10 +169,11 @@ fn not_committed(store: &Store, why: &str) -> Response {
 
 /// Test-binds every listener address the new configuration changes, so a
 /// taken port is reported against its key instead of as a bare bind error.
-fn preflight(shared: &Shared, cfg: &Config, text: &str, file: &Path) -> Result<(), String> {
+fn preflight(shared: &Handles, cfg: &Config, text: &str, file: &Path) -> Result<(), String> {
     for (i, l) in cfg.listeners.iter().enumerate() {
         let want = SocketAddr::new(cfg.interfaces[l.interface].address, l.port);
         let unchanged = shared
+            .control
             .listeners
             .address(&l.name)
             .is_some_and(|cur| cur.ip() == want.ip() && (l.port == 0 || cur.port() == l.port));
@@ -225,7 +226,7 @@ fn probe_bind(addr: SocketAddr) -> std::io::Result<()> {
 /// Validates `text`, applies it to the node and makes it the committed
 /// configuration; on error the node and the committed file are unchanged.
 fn put_in_force(
-    shared: &Arc<Shared>,
+    shared: &Arc<Handles>,
     store: &Store,
     text: &str,
     file: &Path,
@@ -234,12 +235,14 @@ fn put_in_force(
     preflight(shared, &cfg, text, file)?;
     // Entry 0 must hold the configuration before this one.
     store.history().map_err(|e| format!("{e:#}"))?;
-    let old = shared.config();
+    let old = shared.config.current();
     shared
-        .apply_config(cfg)
+        .control
+        .node
+        .apply_config(shared, cfg)
         .map_err(|e| format!("the node cannot apply it: {e:#}"))?;
     if let Err(e) = store.write_committed(text) {
-        let back = shared.apply_config((*old).clone());
+        let back = shared.control.node.apply_config(shared, (*old).clone());
         return Err(format!(
             "{e:#}; {}",
             match back {
@@ -255,7 +258,7 @@ fn entry_json(e: &config_store::HistoryEntry) -> Json {
     json!({ "n": e.n, "time": e.time, "time_text": ctime(e.time), "user": e.user, "comment": e.comment, "changes": e.changes })
 }
 
-pub fn commit(shared: &Arc<Shared>, req: &Request, args: &CommitArgs) -> Response {
+pub fn commit(shared: &Arc<Handles>, req: &Request, args: &CommitArgs) -> Response {
     let store = store(shared);
     let pending = match store.pending() {
         Ok(Some(p)) => p,
@@ -294,7 +297,7 @@ pub fn commit(shared: &Arc<Shared>, req: &Request, args: &CommitArgs) -> Respons
     if let Err(e) = store.clear_pending() {
         return io_error(e);
     }
-    shared.log.emit(crate::events::Event::Committed {
+    shared.mail.log.emit(crate::events::Event::Committed {
         by: &who,
         commit: entry.n,
         comment: &comment,
@@ -305,7 +308,7 @@ pub fn commit(shared: &Arc<Shared>, req: &Request, args: &CommitArgs) -> Respons
     )
 }
 
-pub fn clearchanges(shared: &Arc<Shared>, _req: &Request, _: &NoArgs) -> Response {
+pub fn clearchanges(shared: &Arc<Handles>, _req: &Request, _: &NoArgs) -> Response {
     match store(shared).clear_pending() {
         Ok(true) => Response::ok("Changes cleared.", json!({ "cleared": true })),
         Ok(false) => Response::ok(
@@ -376,14 +379,14 @@ fn history_report(store: &Store) -> Result<(String, Json), Response> {
     Ok((t, data))
 }
 
-pub fn commitdetail(shared: &Arc<Shared>, _req: &Request, _: &NoArgs) -> Response {
+pub fn commitdetail(shared: &Arc<Handles>, _req: &Request, _: &NoArgs) -> Response {
     match history_report(&store(shared)) {
         Ok((t, data)) => Response::ok(t, data),
         Err(r) => r,
     }
 }
 
-pub fn rollback(shared: &Arc<Shared>, req: &Request, args: &RollbackArgs) -> Response {
+pub fn rollback(shared: &Arc<Handles>, req: &Request, args: &RollbackArgs) -> Response {
     let store = store(shared);
     let Some(n) = args.n else {
         return match history_report(&store) {
@@ -449,7 +452,7 @@ pub fn rollback(shared: &Arc<Shared>, req: &Request, args: &RollbackArgs) -> Res
             return io_error(e);
         }
     }
-    shared.log.emit(crate::events::Event::RolledBack {
+    shared.mail.log.emit(crate::events::Event::RolledBack {
         to: n,
         by: &who,
         commit: entry.n,
@@ -465,7 +468,7 @@ pub fn rollback(shared: &Arc<Shared>, req: &Request, args: &RollbackArgs) -> Res
     )
 }
 
-pub fn showconfig(shared: &Arc<Shared>, _req: &Request, args: &ShowconfigArgs) -> Response {
+pub fn showconfig(shared: &Arc<Handles>, _req: &Request, args: &ShowconfigArgs) -> Response {
     let store = store(shared);
     let (text, file) = if args.pending {
         match store.pending() {
@@ -507,7 +510,7 @@ fn allowed_interfaces(cfg: &Config, with_auto: bool) -> String {
     names.join(", ")
 }
 
-pub fn deliveryconfig(shared: &Arc<Shared>, req: &Request, args: &DeliveryConfigCmd) -> Response {
+pub fn deliveryconfig(shared: &Arc<Handles>, req: &Request, args: &DeliveryConfigCmd) -> Response {
     let (interface, max) = match args {
         DeliveryConfigCmd::Show => (None, None),
         DeliveryConfigCmd::Set {
@@ -642,7 +645,7 @@ fn parse_versions(list: &[String]) -> Result<Vec<String>, String> {
     Ok(out)
 }
 
-pub fn sslconfig(shared: &Arc<Shared>, req: &Request, args: &SslConfigCmd) -> Response {
+pub fn sslconfig(shared: &Arc<Handles>, req: &Request, args: &SslConfigCmd) -> Response {
     let (dir_arg, versions, ciphers) = match args {
         SslConfigCmd::Verify => return sslverify(shared),
         SslConfigCmd::Show => (None, None, None),
@@ -756,8 +759,8 @@ pub fn sslconfig(shared: &Arc<Shared>, req: &Request, args: &SslConfigCmd) -> Re
 
 /// The suites each direction offers: those in force, and those a commit of
 /// the pending changes would bring when they differ.
-fn sslverify(shared: &Arc<Shared>) -> Response {
-    let in_force = shared.config();
+fn sslverify(shared: &Arc<Handles>) -> Response {
+    let in_force = shared.config.current();
     let pending = match store(shared).pending() {
         Ok(Some(p)) => store(shared)
             .parse(&p.text, &store(shared).pending_path())
@@ -825,7 +828,7 @@ fn services_on(cfg: &Config, k: usize) -> Vec<(&'static str, u16)> {
     v
 }
 
-pub fn interfaceconfig(shared: &Arc<Shared>, req: &Request, args: &InterfaceArgs) -> Response {
+pub fn interfaceconfig(shared: &Arc<Handles>, req: &Request, args: &InterfaceArgs) -> Response {
     let name = text(&args.name).map(str::to_string);
     let address = text(&args.address).map(str::to_string);
     let hostname = text(&args.hostname).map(str::to_string);
@@ -997,7 +1000,7 @@ fn sender_list(s: &[SenderPattern]) -> String {
         .join(", ")
 }
 
-fn listener_report(shared: &Shared, cfg: &Config, k: usize, t: &mut String) -> Json {
+fn listener_report(shared: &Handles, cfg: &Config, k: usize, t: &mut String) -> Json {
     let l = &cfg.listeners[k];
     let iface = &cfg.interfaces[l.interface];
     let (proto, kind) = match l.kind {
@@ -1017,6 +1020,7 @@ fn listener_report(shared: &Shared, cfg: &Config, k: usize, t: &mut String) -> J
         kind
     ));
     let running = shared
+        .control
         .listeners
         .states()
         .into_iter()
@@ -1207,7 +1211,7 @@ fn parse_port(port: Option<u64>) -> Result<Option<u16>, String> {
     }
 }
 
-pub fn listenerconfig(shared: &Arc<Shared>, req: &Request, args: &ListenerArgs) -> Response {
+pub fn listenerconfig(shared: &Arc<Handles>, req: &Request, args: &ListenerArgs) -> Response {
     let name = text(&args.name).map(str::to_string);
     let port = match parse_port(args.port) {
         Ok(p) => p,
@@ -1369,7 +1373,7 @@ pub fn listenerconfig(shared: &Arc<Shared>, req: &Request, args: &ListenerArgs) 
 /// `listenerconfig policy NAME --max-concurrency N --max-concurrency-per-ip N
 /// --max-connections-per-ip-per-minute N`: the connection limits of a mail flow
 /// policy; the values are checked by the configuration's own validation.
-fn listenerconfig_policy(shared: &Arc<Shared>, req: &Request, args: &ListenerArgs) -> Response {
+fn listenerconfig_policy(shared: &Arc<Handles>, req: &Request, args: &ListenerArgs) -> Response {
     let Some(name) = text(&args.policy).map(|n| n.trim_start_matches('$').to_string()) else {
         return Response::error("listenerconfig policy needs the name of a mail flow policy.");
     };
@@ -1447,7 +1451,7 @@ fn valid_route_domain(d: &str) -> bool {
             }))
 }
 
-pub fn smtproutes(shared: &Arc<Shared>, req: &Request, args: &RouteArgs) -> Response {
+pub fn smtproutes(shared: &Arc<Handles>, req: &Request, args: &RouteArgs) -> Response {
     let domain = text(&args.domain).map(str::to_string);
     let hosts = items(&args.hosts);
     let action = args.action.name();
@@ -1568,7 +1572,7 @@ pub fn smtproutes(shared: &Arc<Shared>, req: &Request, args: &RouteArgs) -> Resp
 // ---------------------------------------------------------------------------
 
 /// Adds (or updates) an enrolled gateway in the pending configuration.
-pub fn cpqenroll(shared: &Arc<Shared>, req: &Request, args: &CpqEnrollArgs) -> Response {
+pub fn cpqenroll(shared: &Arc<Handles>, req: &Request, args: &CpqEnrollArgs) -> Response {
     let (Some(id), Some(address)) = (text(&args.id), text(&args.address)) else {
         return Response::error("cpqenroll needs id and address.");
     };

@@ -18,7 +18,7 @@ use tokio::net::TcpStream;
 use super::command::{text, TelnetArgs, TlsVerifyArgs};
 use crate::commands::protocol::Response;
 use crate::diag::{self, ConnectError, HandshakeError, HelloAnswer, Source};
-use crate::state::Shared;
+use crate::state::Handles;
 
 /// Seconds to wait for a connection and for each answer, unless `--timeout` says.
 const DEFAULT_TIMEOUT: u64 = 10;
@@ -59,8 +59,8 @@ async fn connect_any(
 }
 
 /// `telnet [--interface NAME] [--timeout S] HOST [PORT]`: connect, show the banner, QUIT.
-pub async fn telnet(shared: &Arc<Shared>, args: &TelnetArgs) -> Response {
-    let cfg = shared.config();
+pub async fn telnet(shared: &Arc<Handles>, args: &TelnetArgs) -> Response {
+    let cfg = shared.config.current();
     let src = match Source::select(&cfg, text(&args.interface)) {
         Ok(s) => s,
         Err(e) => return Response::error(e),
@@ -240,8 +240,8 @@ impl Dialogue {
 /// `tlsverify [--interface NAME] [--timeout S] DOMAIN HOST[:PORT]`: the appliance's
 /// dialogue for STARTTLS to HOST, verifying the certificate for DOMAIN with the trust
 /// delivery uses (web PKI roots plus `tls.outbound.ca_file`).
-pub async fn tlsverify(shared: &Arc<Shared>, args: &TlsVerifyArgs) -> Response {
-    let cfg = shared.config();
+pub async fn tlsverify(shared: &Arc<Handles>, args: &TlsVerifyArgs) -> Response {
+    let cfg = shared.config.current();
     let Some(domain) = text(&args.domain).map(|d| d.trim_end_matches('.').to_ascii_lowercase())
     else {
         return Response::error("tlsverify: give the domain whose certificate to verify");
@@ -256,7 +256,12 @@ pub async fn tlsverify(shared: &Arc<Shared>, args: &TlsVerifyArgs) -> Response {
     // `tlsverify the.cpq.host`: the manager, with the trust CPQ uses (the
     // deployment CA, and this node's certificate as client certificate).
     let cpq = domain == crate::config::CPQ_HOST;
-    let manager = shared.config().cpq.as_ref().and_then(|c| c.manager.clone());
+    let manager = shared
+        .config
+        .current()
+        .cpq
+        .as_ref()
+        .and_then(|c| c.manager.clone());
     let (host, port) = match (text(&args.host), &manager) {
         (Some(h), _) => (
             h.to_string(),
@@ -281,7 +286,7 @@ pub async fn tlsverify(shared: &Arc<Shared>, args: &TlsVerifyArgs) -> Response {
         return Response::error(format!("tlsverify: \"{name_for}\" is not a domain name"));
     };
     let cpq_client = if cpq {
-        match shared.cpq_tls() {
+        match shared.tls.cpq() {
             Some(t) => Some(t.client.clone()),
             None => {
                 return Response::error(
@@ -365,7 +370,7 @@ pub async fn tlsverify(shared: &Arc<Shared>, args: &TlsVerifyArgs) -> Response {
     let mut stream = io.into_inner();
 
     d.say("Checking TLS connection.");
-    let config = cpq_client.unwrap_or_else(|| shared.tls_clients().verify.clone());
+    let config = cpq_client.unwrap_or_else(|| shared.tls.clients().verify.clone());
     let attempt = match diag::tls_handshake(&mut stream, config, server_name, timeout).await {
         Ok(a) => a,
         Err(e) => return d.fail(&host, "handshake", format!("TLS handshake failed: {e}.")),

@@ -21,13 +21,13 @@ mod user_cmds;
 use std::sync::Arc;
 
 use crate::commands::protocol::{ErrorKind, Request, Response};
-use crate::state::Shared;
+use crate::state::Handles;
 use crate::users::{Identity, Origin};
 use command::Command;
 
 /// A request from the admin socket: its owner is the local superuser `admin`, unless the
 /// request carries credentials (`pvo --user NAME`), which are checked first.
-pub async fn dispatch(shared: &Arc<Shared>, mut req: Request) -> Response {
+pub async fn dispatch(shared: &Arc<Handles>, mut req: Request) -> Response {
     let Some(auth) = req.auth.take() else {
         // The OS user stays the name in the commit history, as before users existed.
         let os_user = std::mem::take(&mut req.user);
@@ -67,14 +67,14 @@ pub struct LoginRefused {
 /// wrong; a throttled attempt is audited too, and the start of a lockout is logged.
 /// `method` names the channel's way of logging in for the audit trail.
 pub async fn login(
-    shared: &Arc<Shared>,
+    shared: &Arc<Handles>,
     user: &str,
     password: &str,
     from: Origin,
     method: &str,
 ) -> Result<Identity, LoginRefused> {
     let source = crate::login_throttle::Source::from(&from);
-    if let Err(t) = shared.logins.check(user, source) {
+    if let Err(t) = shared.access.logins.check(user, source) {
         audit_login_failure(shared, user, &from, method, &format!("throttled: {t}")).await;
         return Err(LoginRefused {
             text: format!("Login as {user:?} refused: {t}."),
@@ -87,7 +87,7 @@ pub async fn login(
         password.to_string(),
         from.clone(),
     );
-    let r = tokio::task::spawn_blocking(move || s.users.login_password(&u, &p, f))
+    let r = tokio::task::spawn_blocking(move || s.access.users.login_password(&u, &p, f))
         .await
         .map_err(|e| LoginRefused {
             text: format!("login failed inside the node: {e}"),
@@ -95,14 +95,14 @@ pub async fn login(
         })?;
     match r {
         Ok(id) => {
-            shared.logins.succeeded(user, source);
+            shared.access.logins.succeeded(user, source);
             Ok(id)
         }
         Err(failed) => {
-            shared.logins.failed(user, source);
+            shared.access.logins.failed(user, source);
             audit_login_failure(shared, user, &from, method, failed.why).await;
-            if let Err(t) = shared.logins.check(user, source) {
-                shared.log.emit(crate::events::Event::LoginThrottled {
+            if let Err(t) = shared.access.logins.check(user, source) {
+                shared.mail.log.emit(crate::events::Event::LoginThrottled {
                     user,
                     from: &from,
                     throttle: &t,
@@ -117,7 +117,7 @@ pub async fn login(
 }
 
 /// Records a successful login (`method`: password, publickey...).
-pub async fn audit_login_success(shared: &Arc<Shared>, id: &Identity, method: &str) {
+pub async fn audit_login_success(shared: &Arc<Handles>, id: &Identity, method: &str) {
     let entry = crate::audit::Entry {
         id: 0,
         at: 0,
@@ -131,12 +131,12 @@ pub async fn audit_login_success(shared: &Arc<Shared>, id: &Identity, method: &s
         outcome: "ok".into(),
         detail: String::new(),
     };
-    shared.audit.record(entry, &shared.log).await;
+    shared.access.audit.record(entry, &shared.mail.log).await;
 }
 
 /// Records a refused login.
 pub async fn audit_login_failure(
-    shared: &Arc<Shared>,
+    shared: &Arc<Handles>,
     user: &str,
     from: &Origin,
     method: &str,
@@ -155,18 +155,18 @@ pub async fn audit_login_failure(
         outcome: "failed".into(),
         detail: why.to_string(),
     };
-    shared.audit.record(entry, &shared.log).await;
+    shared.access.audit.record(entry, &shared.mail.log).await;
 }
 
 /// Runs `req` as `id`: the role check, the handler, the audit trail.
-pub async fn dispatch_as(shared: &Arc<Shared>, req: Request, id: &Identity) -> Response {
+pub async fn dispatch_as(shared: &Arc<Handles>, req: Request, id: &Identity) -> Response {
     run_as(shared, req, id, None).await
 }
 
 /// `dispatch_as`; `os_user` is the local OS user of an admin-socket caller acting as the
 /// local superuser, kept as the request's user and noted in the audit trail.
 async fn run_as(
-    shared: &Arc<Shared>,
+    shared: &Arc<Handles>,
     mut req: Request,
     id: &Identity,
     os_user: Option<String>,
@@ -178,7 +178,7 @@ async fn run_as(
         None => id.from.to_string(),
     };
     let need = access::required(&req.command, &id.user);
-    let role = shared.users.role(&id.role);
+    let role = shared.access.users.role(&id.role);
     let audited = access::audit_action(&req.command, need);
     let resp = match access::check(need, id, role.as_ref()) {
         Err(text) => {
@@ -205,7 +205,7 @@ async fn run_as(
 }
 
 async fn audit(
-    shared: &Arc<Shared>,
+    shared: &Arc<Handles>,
     req: &Request,
     id: &Identity,
     from: &str,
@@ -226,11 +226,11 @@ async fn audit(
         outcome: outcome.to_string(),
         detail: access::detail_of(&req.command, resp),
     };
-    shared.audit.record(entry, &shared.log).await;
+    shared.access.audit.record(entry, &shared.mail.log).await;
 }
 
 /// Runs the handler of the command: the one place that does.
-async fn run(shared: &Arc<Shared>, req: &Request, id: &Identity) -> Response {
+async fn run(shared: &Arc<Handles>, req: &Request, id: &Identity) -> Response {
     use config_cmds::one_at_a_time;
     use Command as C;
     match &req.command {

@@ -13,15 +13,15 @@ use super::config_cmds;
 use crate::commands::protocol::{ErrorKind, Request, Response};
 use crate::config::{Config, Role, CPQ_HOST, CPQ_RELEASE_HOST};
 use crate::cpq::checks::Check;
-use crate::state::Shared;
+use crate::state::Handles;
 
 pub async fn pvoconfig(
-    shared: &Arc<Shared>,
+    shared: &Arc<Handles>,
     req: &Request,
     args: &PvoArgs,
     id: &crate::users::Identity,
 ) -> Response {
-    let role = shared.config().role;
+    let role = shared.config.current().role;
     match (args.action, role) {
         (PvoAction::Status, _) => status(shared).await,
         (PvoAction::Enable, Role::Gateway) => enable(shared, req, args).await,
@@ -51,9 +51,9 @@ fn mode_text(cfg: &Config) -> String {
     }
 }
 
-async fn status(shared: &Arc<Shared>) -> Response {
-    let cfg = shared.config();
-    let hosts = shared.queue.hosts().await;
+async fn status(shared: &Arc<Handles>) -> Response {
+    let cfg = shared.config.current();
+    let hosts = shared.mail.queue.hosts().await;
     let mut t = String::new();
     let mut data = json!({ "role": cfg.role.as_str() });
     match cfg.role {
@@ -104,7 +104,11 @@ async fn status(shared: &Arc<Shared>) -> Response {
             data["migration"] = json!(p);
             // What the manager asks over SSH: where released mail goes.
             data["node_id"] = json!(cfg.cpq.as_ref().map(|c| c.node_id.clone()));
-            data["cpq_listener"] = match shared.listeners.address(crate::config::CPQ_LISTENER) {
+            data["cpq_listener"] = match shared
+                .control
+                .listeners
+                .address(crate::config::CPQ_LISTENER)
+            {
                 Some(a) => json!({ "address": a.ip().to_string(), "port": a.port() }),
                 None => Value::Null,
             };
@@ -156,8 +160,8 @@ async fn status(shared: &Arc<Shared>) -> Response {
     Response::ok(t, data)
 }
 
-async fn enable(shared: &Arc<Shared>, req: &Request, args: &PvoArgs) -> Response {
-    let cfg = shared.config();
+async fn enable(shared: &Arc<Handles>, req: &Request, args: &PvoArgs) -> Response {
+    let cfg = shared.config.current();
     let manager = match text(&args.manager) {
         Some(m) => match crate::config::parse_host_port(m) {
             Some((h, p)) => (h, if p == 25 && !m.contains(':') { 7025 } else { p }),
@@ -211,7 +215,7 @@ async fn enable(shared: &Arc<Shared>, req: &Request, args: &PvoArgs) -> Response
     r
 }
 
-fn disable(shared: &Arc<Shared>, req: &Request) -> Response {
+fn disable(shared: &Arc<Handles>, req: &Request) -> Response {
     config_cmds::edit(shared, req, |cfg, doc| {
         if cfg.cpq.is_none() {
             return Err("This gateway is not set up for centralization (no [cpq]).".into());
@@ -222,12 +226,12 @@ fn disable(shared: &Arc<Shared>, req: &Request) -> Response {
 }
 
 /// `pvoconfig migration automatic | custom [--map GW:LOCAL=CENTRAL]... [--unmap GW:LOCAL]... | show`.
-fn migration(shared: &Arc<Shared>, req: &Request, args: &PvoArgs, user: &str) -> Response {
+fn migration(shared: &Arc<Handles>, req: &Request, args: &PvoArgs, user: &str) -> Response {
     let mode = text(&args.mode).unwrap_or("show").to_string();
     let maps: Vec<String> = args.map.clone().unwrap_or_default();
     let unmaps: Vec<String> = args.unmap.clone().unwrap_or_default();
     if mode == "show" {
-        let cfg = shared.config();
+        let cfg = shared.config.current();
         let m = cfg.cpq.as_ref().and_then(|c| c.migration.clone());
         return Response::ok(tree(&cfg, m.as_ref()), json!({ "migration": m }));
     }
@@ -316,11 +320,11 @@ fn tree(cfg: &Config, m: Option<&crate::config::Migration>) -> String {
     t
 }
 
-pub async fn diagnose(shared: &Arc<Shared>) -> Response {
-    let cfg = shared.config();
+pub async fn diagnose(shared: &Arc<Handles>) -> Response {
+    let cfg = shared.config.current();
     let mut checks: Vec<Check> = Vec::new();
     // Listeners: scenario 1 on either node.
-    let states = shared.listeners.states();
+    let states = shared.control.listeners.states();
     let suspended: Vec<String> = states
         .iter()
         .filter(|s| s.suspended)
@@ -420,7 +424,7 @@ pub async fn diagnose(shared: &Arc<Shared>) -> Response {
             }
         }
     }
-    let hosts = shared.queue.hosts().await;
+    let hosts = shared.mail.queue.hosts().await;
     let backlog = |host: &str, checks: &mut Vec<Check>| {
         let h = hosts.iter().find(|h| h.host == host);
         match h {
@@ -496,7 +500,7 @@ pub async fn diagnose(shared: &Arc<Shared>) -> Response {
                 .unwrap_or_default();
             // SSH from the manager to each gateway added with applianceconfig.
             for g in ssh_gateways {
-                match shared.gateway_shell.query_endpoint(shared, &g).await {
+                match shared.cpq.gateway_shell.query_endpoint(shared, &g).await {
                     Ok(ep) => checks.push(Check::pass(
                         format!("SSH to {g}"),
                         format!("the manager's key logs in; released mail goes to {}:{}", ep.address, ep.port),
@@ -574,7 +578,7 @@ fn live_link(c: Check, host: &str, port: u16) -> Check {
 
 /// `cpqcert install | revoke | list`: this node's CPQ certificate, whom it accepts
 /// and its revocation list.
-pub fn cpqcert(shared: &Arc<Shared>, req: &Request, args: &CpqCertArgs) -> Response {
+pub fn cpqcert(shared: &Arc<Handles>, req: &Request, args: &CpqCertArgs) -> Response {
     match args.action {
         CertAction::Install => cpqcert_install(shared, req, args),
         CertAction::Revoke => cpqcert_revoke(shared, req, args),
@@ -587,7 +591,7 @@ pub fn cpqcert(shared: &Arc<Shared>, req: &Request, args: &CpqCertArgs) -> Respo
 /// issued and pins the manager's own certificate (the only peer that may release to
 /// this gateway), and puts them in force; a gateway without `[cpq]` gets one pending
 /// (node_id = ID).
-fn cpqcert_install(shared: &Arc<Shared>, req: &Request, args: &CpqCertArgs) -> Response {
+fn cpqcert_install(shared: &Arc<Handles>, req: &Request, args: &CpqCertArgs) -> Response {
     let (Some(id), Some(cert), Some(key), Some(ca)) = (
         text(&args.id),
         text(&args.cert).and_then(|h| hex::decode(h).ok()),
@@ -605,7 +609,7 @@ fn cpqcert_install(shared: &Arc<Shared>, req: &Request, args: &CpqCertArgs) -> R
         },
         None => None,
     };
-    let cfg = shared.config();
+    let cfg = shared.config.current();
     if cfg.role != Role::Gateway {
         return Response::error("cpqcert install is for gateways.");
     }
@@ -639,7 +643,7 @@ fn cpqcert_install(shared: &Arc<Shared>, req: &Request, args: &CpqCertArgs) -> R
             }
         };
         // Refuse material rustls cannot use before it is in force.
-        shared.node.check_gateway_material(&dir, pinned)
+        shared.control.node.check_gateway_material(&dir, pinned)
     };
     if let Err(e) = write() {
         return Response::error(format!(
@@ -649,7 +653,7 @@ fn cpqcert_install(shared: &Arc<Shared>, req: &Request, args: &CpqCertArgs) -> R
     }
     let same_id = cfg.cpq.as_ref().is_some_and(|c| c.node_id == id);
     if cfg.cpq.is_some() {
-        if let Err(e) = shared.apply_config((*cfg).clone()) {
+        if let Err(e) = shared.control.node.apply_config(shared, (*cfg).clone()) {
             return Response::error(format!("Installed, but not in force: {e:#}"));
         }
     }
@@ -675,9 +679,9 @@ fn cpqcert_install(shared: &Arc<Shared>, req: &Request, args: &CpqCertArgs) -> R
 /// revocation list, in force at once (the next handshake with it fails). On a manager
 /// `--id` names an added gateway (the serial enrolled for it); on a gateway, its
 /// manager (the pinned certificate).
-fn cpqcert_revoke(shared: &Arc<Shared>, req: &Request, args: &CpqCertArgs) -> Response {
+fn cpqcert_revoke(shared: &Arc<Handles>, req: &Request, args: &CpqCertArgs) -> Response {
     use crate::cpq::pki;
-    let cfg = shared.config();
+    let cfg = shared.config.current();
     let Some(c) = cfg.cpq.as_ref() else {
         return Response::error("cpqcert revoke: this node has no [cpq] section.");
     };
@@ -727,7 +731,7 @@ fn cpqcert_revoke(shared: &Arc<Shared>, req: &Request, args: &CpqCertArgs) -> Re
         Ok(a) => a,
         Err(e) => return Response::error(format!("{e:#}")),
     };
-    if let Err(e) = shared.reload_cpq_tls() {
+    if let Err(e) = shared.tls.reload_cpq(&shared.config.current()) {
         return Response::error(format!(
             "Certificate {serial} is on the revocation list in {}, but not in force: {e:#}",
             dir.display()
@@ -738,11 +742,14 @@ fn cpqcert_revoke(shared: &Arc<Shared>, req: &Request, args: &CpqCertArgs) -> Re
     } else {
         format!(" ({subject})")
     };
-    shared.log.emit(crate::events::Event::CertificateRevoked {
-        serial: &serial,
-        subject: &subject,
-        by: &req.user,
-    });
+    shared
+        .mail
+        .log
+        .emit(crate::events::Event::CertificateRevoked {
+            serial: &serial,
+            subject: &subject,
+            by: &req.user,
+        });
     Response::ok(
         if added {
             format!("Certificate {serial}{who} revoked: the next handshake with it fails.")
@@ -836,8 +843,8 @@ fn cpq_trust_report(cfg: &Config) -> Option<(String, Value)> {
     Some((t, data))
 }
 
-fn cpqcert_list(shared: &Arc<Shared>) -> Response {
-    match cpq_trust_report(&shared.config()) {
+fn cpqcert_list(shared: &Arc<Handles>) -> Response {
+    match cpq_trust_report(&shared.config.current()) {
         Some((t, data)) => Response::ok(t, data),
         None => Response::error("cpqcert: this node has no [cpq] section."),
     }
@@ -845,11 +852,11 @@ fn cpqcert_list(shared: &Arc<Shared>) -> Response {
 
 /// `applianceconfig list | new | test | delete` on the manager.
 pub async fn applianceconfig(
-    shared: &Arc<Shared>,
+    shared: &Arc<Handles>,
     req: &Request,
     args: &ApplianceArgs,
 ) -> Response {
-    let cfg = shared.config();
+    let cfg = shared.config.current();
     if cfg.role != Role::Manager && args.action == ApplianceAction::Status {
         return Response::error(
             "applianceconfig status runs on the manager (it shows the gateways added to it); on a gateway, `pvoconfig status` shows its own state.",
@@ -873,6 +880,7 @@ pub async fn applianceconfig(
             for g in &c.gateways {
                 let ep = shared
                     .cpq
+                    .state
                     .endpoints
                     .get(&g.id)
                     .unwrap_or((g.address, g.port));
@@ -890,7 +898,7 @@ pub async fn applianceconfig(
             let list: Vec<Value> = c
                 .gateways
                 .iter()
-                .map(|g| json!({ "id": g.id, "address": g.address.to_string(), "port": g.port, "ssh_port": g.ssh_port, "ssh_user": g.ssh_user, "ssh_host_key": g.ssh_host_key, "learned": shared.cpq.endpoints.get(&g.id).map(|(a, p)| format!("{a}:{p}")) }))
+                .map(|g| json!({ "id": g.id, "address": g.address.to_string(), "port": g.port, "ssh_port": g.ssh_port, "ssh_user": g.ssh_user, "ssh_host_key": g.ssh_host_key, "learned": shared.cpq.state.endpoints.get(&g.id).map(|(a, p)| format!("{a}:{p}")) }))
                 .collect();
             Response::ok(t, json!({ "gateways": list }))
         }
@@ -904,7 +912,7 @@ pub async fn applianceconfig(
             let Some(id) = text(&args.id) else {
                 return Response::error("applianceconfig test needs the gateway id.");
             };
-            match shared.gateway_shell.query_endpoint(shared, id).await {
+            match shared.cpq.gateway_shell.query_endpoint(shared, id).await {
                 Ok(ep) => Response::ok(
                     format!("Gateway {id}: SSH login with the manager's key works; released mail goes to {}:{}.\n", ep.address, ep.port),
                     json!({ "id": id, "address": ep.address.to_string(), "port": ep.port }),
@@ -964,13 +972,13 @@ pub async fn applianceconfig(
 }
 
 async fn appliance_new(
-    shared: &Arc<Shared>,
+    shared: &Arc<Handles>,
     req: &Request,
     args: &ApplianceArgs,
     c: &crate::config::Cpq,
 ) -> Response {
     use crate::cpq::shell::{parse_status, ShellLogin};
-    let shell = &shared.gateway_shell;
+    let shell = &shared.cpq.gateway_shell;
     let (Some(id), Some(address), Some(password)) = (
         text(&args.id).map(str::to_string),
         text(&args.address).and_then(|a| a.parse::<std::net::IpAddr>().ok()),
@@ -1102,7 +1110,7 @@ async fn appliance_new(
 
 /// `pvoconfig service [--interface NAME] [--port P]`: the interface and port of this
 /// node's cpq_listener (the PVO service; 7025 by default), pending until commit.
-fn service(shared: &Arc<Shared>, req: &Request, args: &PvoArgs) -> Response {
+fn service(shared: &Arc<Handles>, req: &Request, args: &PvoArgs) -> Response {
     let args = args.clone();
     config_cmds::edit(shared, req, move |cfg, doc| {
         let iface = match text(&args.interface) {

@@ -55,17 +55,18 @@ use crate::clock::gmt;
 use crate::commands::protocol::{ErrorKind, Request, Response};
 use crate::envelope::Envelope;
 use crate::scanning::local_quarantine::{handle_reports, now};
-use crate::state::Shared;
+use crate::state::Handles;
 use crate::users::{Builtin, Identity, Perm, RoleDef};
 
 type Reply = Result<Response, CommandError>;
 
 /// [`store_err`], and a storage failure's cause logged in mail_logs, where its text
 /// sends the administrator.
-fn store_err_in(shared: &Shared) -> impl Fn(QuarantineError) -> CommandError + '_ {
+fn store_err_in(shared: &Handles) -> impl Fn(QuarantineError) -> CommandError + '_ {
     move |e| {
         if e.is_temporary() {
             shared
+                .mail
                 .log
                 .emit(crate::events::Event::StoreFailure { error: &e });
         }
@@ -96,7 +97,7 @@ fn store_err(e: QuarantineError) -> CommandError {
 }
 
 /// A store error as the command's answer, of its kind, logged like [`store_err_in`].
-fn store_fail(shared: &Shared, e: QuarantineError) -> Response {
+fn store_fail(shared: &Handles, e: QuarantineError) -> Response {
     let e = store_err_in(shared)(e);
     Response::fail(e.kind, e.text)
 }
@@ -114,7 +115,7 @@ fn who(req: &Request) -> String {
 // ---------------------------------------------------------------------------------------
 
 pub async fn quarantineconfig(
-    shared: &Arc<Shared>,
+    shared: &Arc<Handles>,
     req: &Request,
     args: &QuarantineConfigArgs,
 ) -> Reply {
@@ -135,14 +136,18 @@ pub async fn quarantineconfig(
             patch_settings(&mut settings, &args.settings)?;
             let n = name.clone();
             let q = shared
+                .scan
                 .local_quarantine
                 .with(move |s| s.create_quarantine(&n, &settings, now()))
                 .await
                 .map_err(store_err_in(shared))?;
-            shared.log.emit(crate::events::Event::QuarantineCreated {
-                name: &q.name,
-                by: &who(req),
-            });
+            shared
+                .mail
+                .log
+                .emit(crate::events::Event::QuarantineCreated {
+                    name: &q.name,
+                    by: &who(req),
+                });
             list_quarantines(
                 shared,
                 format!(
@@ -160,6 +165,7 @@ pub async fn quarantineconfig(
                 .to_string();
             let patch = args.settings.clone();
             let q = shared
+                .scan
                 .local_quarantine
                 .with(move |s| {
                     let mut settings = s.get_quarantine(&name).map_err(store_err)?.settings;
@@ -168,6 +174,7 @@ pub async fn quarantineconfig(
                 })
                 .await?;
             shared
+                .mail
                 .log
                 .emit(crate::events::Event::QuarantineSettingsChanged {
                     name: &q.name,
@@ -189,6 +196,7 @@ pub async fn quarantineconfig(
                 .to_string();
             let user = who(req);
             let (deleted, mids) = shared
+                .scan
                 .local_quarantine
                 .with(move |s| {
                     let d = s.delete_quarantine(&name, &user, now())?;
@@ -201,12 +209,15 @@ pub async fn quarantineconfig(
                 })
                 .await
                 .map_err(store_err_in(shared))?;
-            shared.log.emit(crate::events::Event::QuarantineDeleted {
-                name: &deleted.name,
-                by: &who(req),
-            });
+            shared
+                .mail
+                .log
+                .emit(crate::events::Event::QuarantineDeleted {
+                    name: &deleted.name,
+                    by: &who(req),
+                });
             for mid in &mids {
-                shared.log.emit(crate::events::Event::QuarantineMoved {
+                shared.mail.log.emit(crate::events::Event::QuarantineMoved {
                     mid: *mid,
                     from: &deleted.name,
                     to: "Unclassified",
@@ -231,8 +242,9 @@ pub async fn quarantineconfig(
     }
 }
 
-async fn list_quarantines(shared: &Arc<Shared>, prefix: String) -> Reply {
+async fn list_quarantines(shared: &Arc<Handles>, prefix: String) -> Reply {
     let (table, usage, quarantines) = shared
+        .scan
         .local_quarantine
         .with(|s| Ok::<_, QuarantineError>((s.quarantine_table()?, s.usage()?, s.quarantines()?)))
         .await
@@ -453,14 +465,15 @@ impl QAccess {
 }
 
 /// What `id` may see, from its role and the access lists of the quarantines.
-async fn access_of(shared: &Arc<Shared>, id: &Identity) -> Result<QAccess, CommandError> {
-    let role = shared.users.role(&id.role);
+async fn access_of(shared: &Arc<Handles>, id: &Identity) -> Result<QAccess, CommandError> {
+    let role = shared.access.users.role(&id.role);
     let (all, own) = match &role {
         Some(RoleDef::Builtin(Builtin::Administrator)) => return Ok(QAccess::everything()),
         Some(RoleDef::Custom(c)) => (c.all_quarantines(), c.quarantines.clone()),
         _ => (false, Vec::new()),
     };
     let quarantines = shared
+        .scan
         .local_quarantine
         .with(|s| s.quarantines())
         .await
@@ -496,7 +509,7 @@ async fn access_of(shared: &Arc<Shared>, id: &Identity) -> Result<QAccess, Comma
 }
 
 pub async fn quarantine(
-    shared: &Arc<Shared>,
+    shared: &Arc<Handles>,
     req: &Request,
     cmd: &QuarantineCmd,
     id: &Identity,
@@ -683,7 +696,7 @@ fn not_visible(mid: u64) -> CommandError {
     CommandError::not_found(format!("MID {mid} is not held in any quarantine you can access; `pvo quarantine search` lists the held messages"))
 }
 
-async fn search(shared: &Arc<Shared>, args: &SearchArgs, access: &QAccess) -> Reply {
+async fn search(shared: &Arc<Handles>, args: &SearchArgs, access: &QAccess) -> Reply {
     let mut q = query_from(&args.query)?;
     if let Some(name) = &q.quarantine {
         if !access.quarantine_ok(name) {
@@ -697,7 +710,12 @@ async fn search(shared: &Arc<Shared>, args: &SearchArgs, access: &QAccess) -> Re
     q.offset = args.offset.unwrap_or(0);
     q.limit = args.limit.unwrap_or(25).clamp(1, 10_000);
     let (offset, limit) = (q.offset, q.limit);
-    let page = match shared.local_quarantine.with(move |s| s.search(&q)).await {
+    let page = match shared
+        .scan
+        .local_quarantine
+        .with(move |s| s.search(&q))
+        .await
+    {
         Ok(page) => page,
         Err(e) => return Ok(store_fail(shared, e)),
     };
@@ -880,10 +898,11 @@ fn render_details(v: &Value, indent: usize, out: &mut String) {
     }
 }
 
-async fn show(shared: &Arc<Shared>, args: &ShowArgs, access: &QAccess) -> Reply {
+async fn show(shared: &Arc<Handles>, args: &ShowArgs, access: &QAccess) -> Reply {
     let mid = args.mid.ok_or("quarantine show: give the MID")?;
     let acc = access.clone();
     let loaded = shared
+        .scan
         .local_quarantine
         .with(move |s| {
             let Some(&id) = resolve(s, &[mid])?.get(&mid) else {
@@ -1207,7 +1226,7 @@ fn delay_by(s: Option<&str>) -> Result<DelayBy, String> {
 
 /// release, delete, delay, move: on MIDs or on every result of a search.
 async fn act(
-    shared: &Arc<Shared>,
+    shared: &Arc<Handles>,
     req: &Request,
     verb: &str,
     args: &ActArgs,
@@ -1269,6 +1288,7 @@ async fn act(
         }
         if access.unrestricted() {
             match shared
+                .scan
                 .local_quarantine
                 .with(move |s| {
                     s.bulk_search(&q, &action, &actor, at)
@@ -1282,6 +1302,7 @@ async fn act(
         } else {
             access.limit(&mut q);
             match shared
+                .scan
                 .local_quarantine
                 .with(move |s| {
                     let ids = s.search_ids(&q)?;
@@ -1305,6 +1326,7 @@ async fn act(
             return Err(format!("quarantine {verb}: give the MIDs").into());
         }
         match shared
+            .scan
             .local_quarantine
             .with(move |s| {
                 let map = resolve(s, &mids)?;
@@ -1409,7 +1431,12 @@ fn permitted<T>(
 }
 
 /// Logs and delivers through `handle_reports`, then answers with the same lines.
-async fn report(shared: &Arc<Shared>, results: BulkResult, missing: Refusals, verb: &str) -> Reply {
+async fn report(
+    shared: &Arc<Handles>,
+    results: BulkResult,
+    missing: Refusals,
+    verb: &str,
+) -> Reply {
     let mut reports: Vec<ActionReport> = Vec::new();
     let mut errors: Vec<(String, String)> = Vec::new();
     // The answer's kind: not found when a message (or the quarantine named) was not
@@ -1439,6 +1466,7 @@ async fn report(shared: &Arc<Shared>, results: BulkResult, missing: Refusals, ve
     if !failed_ids.is_empty() {
         let ids: Vec<MsgId> = failed_ids.iter().map(|(id, _)| *id).collect();
         let mids: HashMap<MsgId, u64> = shared
+            .scan
             .local_quarantine
             .with(move |s| {
                 ids.iter()
@@ -1589,7 +1617,7 @@ fn summarize(reports: &[ActionReport]) -> String {
     )
 }
 
-async fn copy(shared: &Arc<Shared>, req: &Request, args: &CopyArgs) -> Reply {
+async fn copy(shared: &Arc<Handles>, req: &Request, args: &CopyArgs) -> Reply {
     let mid = args.mid.ok_or("quarantine copy: give the MID")?;
     let to: Vec<String> = args
         .to
@@ -1617,6 +1645,7 @@ async fn copy(shared: &Arc<Shared>, req: &Request, args: &CopyArgs) -> Reply {
     let user = who(req);
     let rcpts = to.clone();
     let copy = shared
+        .scan
         .local_quarantine
         .with(move |s| {
             let Some(&id) = resolve(s, &[mid])?.get(&mid) else {
@@ -1649,7 +1678,7 @@ async fn copy(shared: &Arc<Shared>, req: &Request, args: &CopyArgs) -> Reply {
     let new_mid = crate::scanning::pipeline::inject(shared, &env, copy.raw, true)
         .await
         .map_err(|e| format!("the copy of MID {mid} could not be queued: {e:#}"))?;
-    shared.log.emit(crate::events::Event::CopySent {
+    shared.mail.log.emit(crate::events::Event::CopySent {
         mid,
         to: &to,
         new_mid,
@@ -1669,7 +1698,7 @@ async fn copy(shared: &Arc<Shared>, req: &Request, args: &CopyArgs) -> Reply {
 }
 
 async fn manage_by_rule(
-    shared: &Arc<Shared>,
+    shared: &Arc<Handles>,
     req: &Request,
     args: &ManageByRuleArgs,
     access: &QAccess,
@@ -1702,6 +1731,7 @@ async fn manage_by_rule(
     let actor = Actor::manual(who(req));
     let r = rule.clone();
     let results = shared
+        .scan
         .local_quarantine
         .with(move |s| s.manage_by_rule(&r, &action, &actor, now()))
         .await
@@ -1718,9 +1748,10 @@ async fn manage_by_rule(
     report(shared, results, Vec::new(), &what).await
 }
 
-async fn sweep(shared: &Arc<Shared>, args: &SweepArgs) -> Reply {
+async fn sweep(shared: &Arc<Handles>, args: &SweepArgs) -> Reply {
     let at = args.at.unwrap_or_else(now);
     let reports = shared
+        .scan
         .local_quarantine
         .with(move |s| s.sweep(at))
         .await
@@ -1755,7 +1786,7 @@ async fn sweep(shared: &Arc<Shared>, args: &SweepArgs) -> Reply {
 // ---------------------------------------------------------------------------------------
 
 pub async fn outbreakupdate(
-    shared: &Arc<Shared>,
+    shared: &Arc<Handles>,
     args: &OutbreakUpdateArgs,
     id: &Identity,
 ) -> Reply {
@@ -1766,7 +1797,7 @@ pub async fn outbreakupdate(
     // Over SSH and the API only a file of the import directory (`crate::import`).
     let (s, from) = (shared.clone(), id.from.clone());
     let (path, bytes) = tokio::task::spawn_blocking(move || {
-        crate::import::read(&s.config().data_dir, &file, &from)
+        crate::import::read(&s.config.current().data_dir, &file, &from)
     })
     .await
     .map_err(|e| e.to_string())?
@@ -1779,7 +1810,8 @@ pub async fn outbreakupdate(
         // The configuration's rules file as it is now: a restart keeps these rules
         // until the configuration names another file or that file another version.
         let configured = s
-            .config()
+            .config
+            .current()
             .scanning
             .outbreak_rules
             .clone()
@@ -1787,26 +1819,32 @@ pub async fn outbreakupdate(
                 version: read(&c).ok().map(|l| l.file.version),
                 path: c,
             });
-        s.outbreak
+        s.scan
+            .outbreak
             .update(loaded, &p, Origin::Outbreakupdate, configured, now())
     })
     .await
     .map_err(|e| e.to_string())??;
     let version = in_force.rules.version().to_string();
     let count = in_force.rules.len();
-    shared.log.emit(crate::events::Event::OutbreakRulesUpdated {
-        version: &version,
-        rules: count,
-        from: &path,
-        kept: in_force.record.as_ref().map(|(_, c)| c.as_path()),
-    });
+    shared
+        .mail
+        .log
+        .emit(crate::events::Event::OutbreakRulesUpdated {
+            version: &version,
+            rules: count,
+            from: &path,
+            kept: in_force.record.as_ref().map(|(_, c)| c.as_path()),
+        });
     // Rescan with the rules now in force (a concurrent update may have replaced them;
     // the newest rules are the right ones to rescan with).
     let rules = shared
+        .scan
         .outbreak_rules()
         .ok_or("outbreak rules disappeared during the update")?;
-    let scanner = shared.scanner();
+    let scanner = shared.scan.scanner();
     let (scanned, released, kept) = shared
+        .scan
         .local_quarantine
         .with(move |s| rescan_outbreak(s, &scanner, &rules))
         .await
@@ -1830,10 +1868,17 @@ pub async fn outbreakupdate(
     } else {
         format!("{head}{}", resp.text)
     };
-    if shared.config().cpq.as_ref().is_some_and(|c| c.central()) {
+    if shared
+        .config
+        .current()
+        .cpq
+        .as_ref()
+        .is_some_and(|c| c.central())
+    {
         // Central mode: the held messages are on the manager; the gateway rescans its
         // copies and tells the manager which ones to release.
         let rules = shared
+            .scan
             .outbreak_rules()
             .ok_or("outbreak rules disappeared during the update")?;
         let (n, released, still, err) =
@@ -1905,11 +1950,11 @@ fn rescan_outbreak(
     Ok((scanned, released, kept))
 }
 
-pub async fn outbreakstatus(shared: &Arc<Shared>) -> Reply {
+pub async fn outbreakstatus(shared: &Arc<Handles>) -> Reply {
     // One read: the rules, their descriptions and where they came from go together.
-    let in_force = shared.outbreak.in_force();
+    let in_force = shared.scan.outbreak.in_force();
     let rules = in_force.as_ref().map(|f| f.rules.clone());
-    let cfg = shared.config();
+    let cfg = shared.config.current();
     let listed: Vec<(String, u8)> = rules
         .as_ref()
         .map(|r| r.rules().map(|(id, l)| (id.to_string(), l.get())).collect())
@@ -1928,6 +1973,7 @@ pub async fn outbreakstatus(shared: &Arc<Shared>) -> Reply {
     };
     let ids: Vec<String> = listed.iter().map(|(id, _)| id.clone()).collect();
     let (per_rule, total) = shared
+        .scan
         .local_quarantine
         .with(move |s| {
             let count = |rule: Option<&str>| {

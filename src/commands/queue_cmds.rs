@@ -15,7 +15,7 @@ use super::replies::{self, TopHost, TopHostsReply};
 use crate::commands::protocol::Response;
 use crate::mail_log::ctime;
 use crate::queue::{Event, HostStatus, QueuedRecipient, Removal, Selection};
-use crate::state::Shared;
+use crate::state::Handles;
 
 use crate::clock::unix_now as now;
 
@@ -37,8 +37,8 @@ fn describe(sel: &Selection) -> String {
     }
 }
 
-pub async fn tophosts(shared: &Arc<Shared>, args: &TophostsArgs) -> Response {
-    let mut rows = shared.queue.hosts().await;
+pub async fn tophosts(shared: &Arc<Handles>, args: &TophostsArgs) -> Response {
+    let mut rows = shared.mail.queue.hosts().await;
     let sort = text(&args.sort).unwrap_or("active");
     match sort {
         "active" => rows.sort_by(|a, b| {
@@ -109,14 +109,14 @@ pub async fn tophosts(shared: &Arc<Shared>, args: &TophostsArgs) -> Response {
     Response::ok(t, replies::data(&data))
 }
 
-pub async fn hoststatus(shared: &Arc<Shared>, args: &HostArgs) -> Response {
+pub async fn hoststatus(shared: &Arc<Handles>, args: &HostArgs) -> Response {
     let Some(host) = text(&args.host) else {
         return Response::error(
             "hoststatus needs a host name, for example: pvo hoststatus example.com",
         );
     };
     let host = host.trim_end_matches('.').to_ascii_lowercase();
-    let rows = shared.queue.hosts().await;
+    let rows = shared.mail.queue.hosts().await;
     let row: HostStatus = match rows.into_iter().find(|r| r.host == host) {
         Some(r) => r,
         None => {
@@ -126,7 +126,7 @@ pub async fn hoststatus(shared: &Arc<Shared>, args: &HostArgs) -> Response {
             )
         }
     };
-    let cfg = shared.config();
+    let cfg = shared.config.current();
     // The CPQ hosts are not routed: the manager, or each enrolled gateway,
     // always over mutual TLS (`delivery::cpq_hop`).
     let cpq = cfg.cpq.as_ref();
@@ -208,13 +208,13 @@ pub async fn hoststatus(shared: &Arc<Shared>, args: &HostArgs) -> Response {
     )
 }
 
-async fn recipients(shared: &Shared, sel: Selection) -> Vec<QueuedRecipient> {
+async fn recipients(shared: &Handles, sel: Selection) -> Vec<QueuedRecipient> {
     let (tx, rx) = oneshot::channel();
-    shared.queue.send(Event::Recipients(sel, tx));
+    shared.mail.queue.send(Event::Recipients(sel, tx));
     rx.await.unwrap_or_default()
 }
 
-pub async fn showrecipients(shared: &Arc<Shared>, args: &SelectionArgs) -> Response {
+pub async fn showrecipients(shared: &Arc<Handles>, args: &SelectionArgs) -> Response {
     let sel = match selection(args) {
         Ok(s) => s,
         Err(r) => return r,
@@ -252,19 +252,19 @@ impl QueuedRecipient {
     }
 }
 
-async fn remove(shared: &Arc<Shared>, args: &SelectionArgs, how: Removal) -> Response {
+async fn remove(shared: &Arc<Handles>, args: &SelectionArgs, how: Removal) -> Response {
     let sel = match selection(args) {
         Ok(s) => s,
         Err(r) => return r,
     };
     let (tx, rx) = oneshot::channel();
-    shared.queue.send(Event::Remove(sel.clone(), how, tx));
+    shared.mail.queue.send(Event::Remove(sel.clone(), how, tx));
     let (n, busy) = rx.await.unwrap_or((0, 0));
     // The queue manager has handed the recipients' new state to the spool;
     // answer only once it is on disk, so that a deleted recipient stays
     // deleted even if the node is killed right after the answer.
     if n > 0 {
-        let spool = shared.spool.clone();
+        let spool = shared.mail.spool.clone();
         match tokio::task::spawn_blocking(move || spool.sync()).await {
             Ok(Ok(())) => {}
             Ok(Err(e)) => return Response::error(format!("{n} recipients were taken out of the queue, but writing that to the spool failed: {e}. They may come back after a restart.")),
@@ -285,15 +285,15 @@ async fn remove(shared: &Arc<Shared>, args: &SelectionArgs, how: Removal) -> Res
     Response::ok(t, json!({ "selection": sel, verb: n, "in_delivery": busy }))
 }
 
-pub async fn deleterecipients(shared: &Arc<Shared>, args: &SelectionArgs) -> Response {
+pub async fn deleterecipients(shared: &Arc<Handles>, args: &SelectionArgs) -> Response {
     remove(shared, args, Removal::Delete).await
 }
 
-pub async fn bouncerecipients(shared: &Arc<Shared>, args: &SelectionArgs) -> Response {
+pub async fn bouncerecipients(shared: &Arc<Handles>, args: &SelectionArgs) -> Response {
     remove(shared, args, Removal::Bounce).await
 }
 
-pub async fn redirectrecipients(shared: &Arc<Shared>, args: &HostArgs) -> Response {
+pub async fn redirectrecipients(shared: &Arc<Handles>, args: &HostArgs) -> Response {
     let Some(target) = text(&args.host) else {
         return Response::error("redirectrecipients needs the host to send every queued message to, for example: pvo redirectrecipients mail.example.net:25");
     };
@@ -303,9 +303,12 @@ pub async fn redirectrecipients(shared: &Arc<Shared>, args: &HostArgs) -> Respon
         ));
     };
     let (tx, rx) = oneshot::channel();
-    shared.queue.send(Event::Redirect(host.clone(), port, tx));
+    shared
+        .mail
+        .queue
+        .send(Event::Redirect(host.clone(), port, tx));
     let n = rx.await.unwrap_or(0);
-    shared.log.emit(crate::events::Event::Redirected {
+    shared.mail.log.emit(crate::events::Event::Redirected {
         host: &host,
         port,
         recipients: n,
@@ -316,10 +319,10 @@ pub async fn redirectrecipients(shared: &Arc<Shared>, args: &HostArgs) -> Respon
     )
 }
 
-pub async fn delivernow(shared: &Arc<Shared>, args: &HostArgs) -> Response {
+pub async fn delivernow(shared: &Arc<Handles>, args: &HostArgs) -> Response {
     let host = text(&args.host).map(|h| h.trim_end_matches('.').to_ascii_lowercase());
     let (tx, rx) = oneshot::channel();
-    shared.queue.send(Event::DeliverNow(host.clone(), tx));
+    shared.mail.queue.send(Event::DeliverNow(host.clone(), tx));
     let n = rx.await.unwrap_or(0);
     let which = host.clone().unwrap_or_else(|| "all hosts".into());
     Response::ok(

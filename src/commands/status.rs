@@ -15,7 +15,7 @@ use crate::commands::protocol::Response;
 use crate::mail_log::ctime;
 use crate::queue::{Event, Gauges};
 use crate::state::Resumed;
-use crate::state::{CounterSet, Shared};
+use crate::state::{CounterSet, Handles};
 
 use crate::clock::unix_now as now;
 
@@ -28,15 +28,15 @@ fn human_duration(secs: u64) -> String {
     }
 }
 
-pub async fn gauges(shared: &Shared) -> Gauges {
+pub async fn gauges(shared: &Handles) -> Gauges {
     let (tx, rx) = oneshot::channel();
-    shared.queue.send(Event::Gauges(tx));
+    shared.mail.queue.send(Event::Gauges(tx));
     rx.await.unwrap_or_default()
 }
 
 /// "Online" unless every listener is suspended (nothing is accepted).
-pub fn system_status(shared: &Shared) -> &'static str {
-    let states = shared.listeners.states();
+pub fn system_status(shared: &Handles) -> &'static str {
+    let states = shared.control.listeners.states();
     if !states.is_empty() && states.iter().all(|s| s.suspended) {
         "Offline"
     } else {
@@ -44,22 +44,22 @@ pub fn system_status(shared: &Shared) -> &'static str {
     }
 }
 
-pub async fn status(shared: &Arc<Shared>, args: &StatusArgs) -> Response {
+pub async fn status(shared: &Arc<Handles>, args: &StatusArgs) -> Response {
     let detail = args.detail;
     let g = gauges(shared).await;
-    let c = shared.counters.snapshot();
-    let reset = shared.counters.since_reset();
-    let lifetime = shared.counters.lifetime();
-    let up = shared.started.elapsed().as_secs();
+    let c = shared.mail.counters.snapshot();
+    let reset = shared.mail.counters.since_reset();
+    let lifetime = shared.mail.counters.lifetime();
+    let up = shared.control.started.elapsed().as_secs();
     let started_at = now().saturating_sub(up);
     let state = system_status(shared);
-    let listeners = shared.listeners.states();
+    let listeners = shared.control.listeners.states();
     let suspended: Vec<&str> = listeners
         .iter()
         .filter(|l| l.suspended)
         .map(|l| l.name.as_str())
         .collect();
-    let spool = shared.spool.stats();
+    let spool = shared.mail.spool.stats();
     let mut t = String::new();
     if !detail {
         t.push_str("Enter \"status detail\" for more information.\n\n");
@@ -76,6 +76,7 @@ pub async fn status(shared: &Arc<Shared>, args: &StatusArgs) -> Response {
     t.push_str(&format!(
         "Last counter reset:            {}\n",
         shared
+            .mail
             .counters
             .reset_at()
             .map_or("Never".to_string(), |r| format!("{} GMT", ctime(r)))
@@ -170,7 +171,9 @@ pub async fn status(shared: &Arc<Shared>, args: &StatusArgs) -> Response {
         "Kilobytes Used",
         spool.live_bytes / 1024
     ));
-    let self_signed = shared.inbound_certificate.self_signed(&shared.config());
+    let self_signed = shared
+        .inbound_certificate
+        .self_signed(&shared.config.current());
     if detail {
         t.push_str("\nListeners:\n");
         for l in &listeners {
@@ -194,10 +197,19 @@ pub async fn status(shared: &Arc<Shared>, args: &StatusArgs) -> Response {
         }
         // The management servers where they listen now (a commit may move them).
         let services = [
-            ("SSH", shared.servers.address(crate::state::ServerKind::Ssh)),
+            (
+                "SSH",
+                shared
+                    .control
+                    .servers
+                    .address(crate::state::ServerKind::Ssh),
+            ),
             (
                 "Web (HTTPS)",
-                shared.servers.address(crate::state::ServerKind::Web),
+                shared
+                    .control
+                    .servers
+                    .address(crate::state::ServerKind::Web),
             ),
         ];
         t.push_str("\nServices:\n");
@@ -224,10 +236,12 @@ pub async fn status(shared: &Arc<Shared>, args: &StatusArgs) -> Response {
         delivery_suspended: g.delivery_suspended,
         listeners: listeners.iter().map(ListenerRow::from).collect(),
         ssh: shared
+            .control
             .servers
             .address(crate::state::ServerKind::Ssh)
             .map(|a| a.to_string()),
         web: shared
+            .control
             .servers
             .address(crate::state::ServerKind::Web)
             .map(|a| a.to_string()),
@@ -248,21 +262,27 @@ pub async fn status(shared: &Arc<Shared>, args: &StatusArgs) -> Response {
     Response::ok(t, replies::data(&data))
 }
 
-pub async fn suspend(shared: &Arc<Shared>, args: &SuspendArgs) -> Response {
+pub async fn suspend(shared: &Arc<Handles>, args: &SuspendArgs) -> Response {
     let delay = args.delay.unwrap_or(30);
-    let names = shared.listeners.suspend(&[]);
+    let names = shared.control.listeners.suspend(&[]);
     let (tx, rx) = oneshot::channel();
-    shared.queue.send(Event::SuspendDelivery(true, tx));
+    shared.mail.queue.send(Event::SuspendDelivery(true, tx));
     let was_suspended = rx.await.unwrap_or(false);
     if !names.is_empty() {
         shared
+            .mail
             .log
             .emit(crate::events::Event::ReceivingSuspended { listeners: &names });
     }
     if !was_suspended {
-        shared.log.emit(crate::events::Event::DeliverySuspended);
+        shared
+            .mail
+            .log
+            .emit(crate::events::Event::DeliverySuspended);
     }
-    shared.disconnect_sessions_after(Duration::from_secs(delay));
+    shared
+        .control
+        .disconnect_sessions_after(Duration::from_secs(delay));
     let mut text = String::new();
     if names.is_empty() {
         text.push_str("Receiving was already suspended.\n");
@@ -281,16 +301,16 @@ pub async fn suspend(shared: &Arc<Shared>, args: &SuspendArgs) -> Response {
     )
 }
 
-pub async fn resume(shared: &Arc<Shared>) -> Response {
-    shared.cancel_disconnect();
-    let resumed = shared.listeners.resume(shared, &[]);
+pub async fn resume(shared: &Arc<Handles>) -> Response {
+    shared.control.cancel_disconnect();
+    let resumed = shared.control.listeners.resume(shared, &[]);
     // Delivery resumes even if a listener cannot: the administrator asked
     // for both, and queued mail should not wait for a port.
     let (tx, rx) = oneshot::channel();
-    shared.queue.send(Event::SuspendDelivery(false, tx));
+    shared.mail.queue.send(Event::SuspendDelivery(false, tx));
     let was_suspended = rx.await.unwrap_or(false);
     if was_suspended {
-        shared.log.emit(crate::events::Event::DeliveryResumed);
+        shared.mail.log.emit(crate::events::Event::DeliveryResumed);
     }
     // The appliance answers with the one line "Receiving resumed for ..."
     // (the seeds show `Receiving resumed for euq_listener, cpq_listener.`);
@@ -304,16 +324,20 @@ pub async fn resume(shared: &Arc<Shared>) -> Response {
 
 /// The answer of `resume` and `resumelisteners`: the appliance's line, and
 /// an error naming each listener that could not listen again.
-fn resumed_answer(shared: &Shared, r: Resumed, mut data: serde_json::Value) -> Response {
+fn resumed_answer(shared: &Handles, r: Resumed, mut data: serde_json::Value) -> Response {
     let mut text = String::new();
     if !r.receiving.is_empty() {
         text = format!("Receiving resumed for {}.", r.receiving.join(", "));
-        shared.log.emit(crate::events::Event::ReceivingResumed {
-            listeners: &r.receiving,
-        });
+        shared
+            .mail
+            .log
+            .emit(crate::events::Event::ReceivingResumed {
+                listeners: &r.receiving,
+            });
     }
     for why in &r.failed {
         shared
+            .mail
             .log
             .emit(crate::events::Event::StaysSuspended { why });
         if !text.is_empty() {
@@ -339,7 +363,7 @@ fn resumed_answer(shared: &Shared, r: Resumed, mut data: serde_json::Value) -> R
 /// The listeners named by `listener`: `all` (or nothing) is every one,
 /// otherwise one name or several separated by commas, as the appliance
 /// accepts them. Empty means all.
-fn selected(shared: &Shared, args: &ListenersArgs) -> Result<Vec<String>, Response> {
+fn selected(shared: &Handles, args: &ListenersArgs) -> Result<Vec<String>, Response> {
     let which = text(&args.listener).unwrap_or("all");
     let wanted: Vec<&str> = which
         .split(',')
@@ -349,7 +373,7 @@ fn selected(shared: &Shared, args: &ListenersArgs) -> Result<Vec<String>, Respon
     if wanted.is_empty() || wanted.iter().any(|w| w.eq_ignore_ascii_case("all")) {
         return Ok(Vec::new());
     }
-    let names = shared.listeners.names();
+    let names = shared.control.listeners.names();
     let mut out = Vec::new();
     for w in wanted {
         match names.iter().find(|n| n.eq_ignore_ascii_case(w)) {
@@ -365,12 +389,12 @@ fn selected(shared: &Shared, args: &ListenersArgs) -> Result<Vec<String>, Respon
     Ok(out)
 }
 
-pub fn suspend_listeners(shared: &Arc<Shared>, args: &ListenersArgs) -> Response {
+pub fn suspend_listeners(shared: &Arc<Handles>, args: &ListenersArgs) -> Response {
     let sel = match selected(shared, args) {
         Ok(s) => s,
         Err(r) => return r,
     };
-    let names = shared.listeners.suspend(&sel);
+    let names = shared.control.listeners.suspend(&sel);
     if names.is_empty() {
         return Response::ok(
             "The selected listeners were already suspended.",
@@ -378,6 +402,7 @@ pub fn suspend_listeners(shared: &Arc<Shared>, args: &ListenersArgs) -> Response
         );
     }
     shared
+        .mail
         .log
         .emit(crate::events::Event::ReceivingSuspended { listeners: &names });
     Response::ok(
@@ -386,19 +411,19 @@ pub fn suspend_listeners(shared: &Arc<Shared>, args: &ListenersArgs) -> Response
     )
 }
 
-pub fn resume_listeners(shared: &Arc<Shared>, args: &ListenersArgs) -> Response {
+pub fn resume_listeners(shared: &Arc<Handles>, args: &ListenersArgs) -> Response {
     let sel = match selected(shared, args) {
         Ok(s) => s,
         Err(r) => return r,
     };
-    shared.cancel_disconnect();
-    let resumed = shared.listeners.resume(shared, &sel);
+    shared.control.cancel_disconnect();
+    let resumed = shared.control.listeners.resume(shared, &sel);
     resumed_answer(shared, resumed, json!({}))
 }
 
-pub async fn suspend_delivery(shared: &Arc<Shared>, on: bool) -> Response {
+pub async fn suspend_delivery(shared: &Arc<Handles>, on: bool) -> Response {
     let (tx, rx) = oneshot::channel();
-    shared.queue.send(Event::SuspendDelivery(on, tx));
+    shared.mail.queue.send(Event::SuspendDelivery(on, tx));
     let was = rx.await.unwrap_or(false);
     let text = match (on, was) {
         (true, false) => "Delivery suspended.",
@@ -407,7 +432,7 @@ pub async fn suspend_delivery(shared: &Arc<Shared>, on: bool) -> Response {
         (false, false) => "Delivery was not suspended.",
     };
     if on != was {
-        shared.log.emit(if on {
+        shared.mail.log.emit(if on {
             crate::events::Event::DeliverySuspended
         } else {
             crate::events::Event::DeliveryResumed
@@ -416,15 +441,16 @@ pub async fn suspend_delivery(shared: &Arc<Shared>, on: bool) -> Response {
     Response::ok(text, json!({ "delivery_suspended": on }))
 }
 
-pub fn reset_counters(shared: &Arc<Shared>) -> Response {
-    shared.counters.reset();
+pub fn reset_counters(shared: &Arc<Handles>) -> Response {
+    shared.mail.counters.reset();
     Response::ok("Counters reset.", json!({ "reset_at": now() }))
 }
 
 /// Who serves the inbound certificate: every listener but the CPQ one (which has the
 /// deployment's), and the web server as "HTTPS" when it runs.
-pub(super) fn served_by(shared: &crate::state::Shared) -> Vec<String> {
+pub(super) fn served_by(shared: &crate::state::Handles) -> Vec<String> {
     let mut names: Vec<String> = shared
+        .control
         .listeners
         .states()
         .into_iter()
@@ -432,6 +458,7 @@ pub(super) fn served_by(shared: &crate::state::Shared) -> Vec<String> {
         .filter(|n| n != crate::config::CPQ_LISTENER)
         .collect();
     if shared
+        .control
         .servers
         .address(crate::state::ServerKind::Web)
         .is_some()

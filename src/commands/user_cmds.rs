@@ -13,7 +13,7 @@ use serde_json::{json, Value};
 use super::command::{text, AuditLogArgs, CommandError, Flag, UserAction, UserArgs};
 use crate::clock::gmt;
 use crate::commands::protocol::Response;
-use crate::state::Shared;
+use crate::state::Handles;
 use crate::users::{
     check_name, check_password, generate_password, hash_password, Builtin, CustomRole, Identity,
     User, INITIAL_PASSWORD_FILE,
@@ -22,7 +22,7 @@ use crate::users::{
 type Reply = Result<Response, CommandError>;
 
 /// `userconfig`, on the blocking pool (the user store is files).
-pub async fn userconfig(shared: &Arc<Shared>, args: &UserArgs, id: &Identity) -> Response {
+pub async fn userconfig(shared: &Arc<Handles>, args: &UserArgs, id: &Identity) -> Response {
     let (s, a, i) = (shared.clone(), args.clone(), id.clone());
     tokio::task::spawn_blocking(move || userconfig_now(&s, &a, &i))
         .await
@@ -31,7 +31,7 @@ pub async fn userconfig(shared: &Arc<Shared>, args: &UserArgs, id: &Identity) ->
 }
 
 /// `auditlog`, on the blocking pool (the audit trail is a file).
-pub async fn auditlog(shared: &Arc<Shared>, args: &AuditLogArgs) -> Response {
+pub async fn auditlog(shared: &Arc<Handles>, args: &AuditLogArgs) -> Response {
     let (s, a) = (shared.clone(), args.clone());
     tokio::task::spawn_blocking(move || auditlog_now(&s, &a))
         .await
@@ -91,8 +91,8 @@ fn role_json(r: &CustomRole) -> Value {
     })
 }
 
-fn list_users(shared: &Shared, prefix: String) -> Reply {
-    let users = shared.users.users();
+fn list_users(shared: &Handles, prefix: String) -> Reply {
+    let users = shared.access.users.users();
     let mut rows = vec![vec![
         "Name".to_string(),
         "Full name".into(),
@@ -114,12 +114,19 @@ fn list_users(shared: &Shared, prefix: String) -> Reply {
 }
 
 /// The role named in a request, by its canonical name.
-fn known_role(shared: &Shared, name: &str) -> Result<String, String> {
-    match shared.users.role(name) {
+fn known_role(shared: &Handles, name: &str) -> Result<String, String> {
+    match shared.access.users.role(name) {
         Some(r) => Ok(r.name().to_string()),
         None => {
             let mut all: Vec<String> = Builtin::ALL.iter().map(|b| b.name().to_string()).collect();
-            all.extend(shared.users.custom_roles().into_iter().map(|r| r.name));
+            all.extend(
+                shared
+                    .access
+                    .users
+                    .custom_roles()
+                    .into_iter()
+                    .map(|r| r.name),
+            );
             Err(format!(
                 "{name:?} is not a role; roles: {} (custom roles: `userconfig role new`)",
                 all.join(", ")
@@ -142,11 +149,12 @@ fn find<'a>(users: &'a mut [User], name: &str) -> Result<&'a mut User, CommandEr
 /// `Users::update` with the change's typed error kept: the store words its own
 /// refusals (the last Administrator, a failed write).
 fn update<T>(
-    shared: &Shared,
+    shared: &Handles,
     change: impl FnOnce(&mut Vec<User>, &mut Vec<CustomRole>) -> Result<T, CommandError>,
 ) -> Result<T, CommandError> {
     let mut failed = None;
     shared
+        .access
         .users
         .update(|users, roles| {
             change(users, roles).map_err(|e| {
@@ -158,7 +166,7 @@ fn update<T>(
         .map_err(|text| failed.take().unwrap_or_else(|| CommandError::invalid(text)))
 }
 
-fn userconfig_now(shared: &Arc<Shared>, args: &UserArgs, id: &Identity) -> Reply {
+fn userconfig_now(shared: &Arc<Handles>, args: &UserArgs, id: &Identity) -> Reply {
     let now = crate::clock::unix_now();
     let name = || {
         text(&args.name)
@@ -283,7 +291,8 @@ fn userconfig_now(shared: &Arc<Shared>, args: &UserArgs, id: &Identity) -> Reply
                 // The first password is no longer the password.
                 let _ = std::fs::remove_file(
                     shared
-                        .config()
+                        .config
+                        .current()
                         .data_dir
                         .join("run")
                         .join(INITIAL_PASSWORD_FILE),
@@ -313,8 +322,8 @@ fn userconfig_now(shared: &Arc<Shared>, args: &UserArgs, id: &Identity) -> Reply
     }
 }
 
-fn list_roles(shared: &Shared, prefix: String) -> Reply {
-    let roles = shared.users.custom_roles();
+fn list_roles(shared: &Handles, prefix: String) -> Reply {
+    let roles = shared.access.users.custom_roles();
     let mut text = prefix;
     text.push_str("Built-in roles: ");
     text.push_str(
@@ -367,7 +376,7 @@ fn list_roles(shared: &Shared, prefix: String) -> Reply {
     ))
 }
 
-fn role_cmd(shared: &Arc<Shared>, args: &UserArgs) -> Reply {
+fn role_cmd(shared: &Arc<Handles>, args: &UserArgs) -> Reply {
     let sub = args.sub.unwrap_or_default().name();
     if sub == "list" {
         return list_roles(shared, String::new());
@@ -501,7 +510,7 @@ fn yes_no(s: &str) -> Option<bool> {
     }
 }
 
-fn sshkey_cmd(shared: &Arc<Shared>, args: &UserArgs, now: u64) -> Reply {
+fn sshkey_cmd(shared: &Arc<Handles>, args: &UserArgs, now: u64) -> Reply {
     let name = text(&args.name).ok_or("give the user's name")?.to_string();
     let fingerprint = |line: &str| {
         russh::keys::PublicKey::from_openssh(line)
@@ -509,10 +518,10 @@ fn sshkey_cmd(shared: &Arc<Shared>, args: &UserArgs, now: u64) -> Reply {
             .unwrap_or_else(|_| "(unreadable)".into())
     };
     let list = |prefix: String| -> Reply {
-        let u = shared
-            .users
-            .user(&name)
-            .ok_or_else(|| format!("There is no user \"{name}\"; `userconfig list` shows them."))?;
+        let u =
+            shared.access.users.user(&name).ok_or_else(|| {
+                format!("There is no user \"{name}\"; `userconfig list` shows them.")
+            })?;
         let mut text = prefix;
         let mut keys = Vec::new();
         if u.ssh_keys.is_empty() {
@@ -596,13 +605,13 @@ fn sshkey_cmd(shared: &Arc<Shared>, args: &UserArgs, now: u64) -> Reply {
 }
 
 /// `userconfig token new|list|delete NAME`: REST API tokens; a new token is shown once.
-fn token_cmd(shared: &Arc<Shared>, args: &UserArgs, now: u64) -> Reply {
+fn token_cmd(shared: &Arc<Handles>, args: &UserArgs, now: u64) -> Reply {
     let name = text(&args.name).ok_or("give the user's name")?.to_string();
     let list = |prefix: String, token: Option<(String, String)>| -> Reply {
-        let u = shared
-            .users
-            .user(&name)
-            .ok_or_else(|| format!("There is no user \"{name}\"; `userconfig list` shows them."))?;
+        let u =
+            shared.access.users.user(&name).ok_or_else(|| {
+                format!("There is no user \"{name}\"; `userconfig list` shows them.")
+            })?;
         let mut text = prefix;
         let tokens: Vec<Value> = u
             .api_tokens
@@ -683,7 +692,7 @@ fn token_cmd(shared: &Arc<Shared>, args: &UserArgs, now: u64) -> Reply {
     }
 }
 
-fn auditlog_now(shared: &Arc<Shared>, args: &AuditLogArgs) -> Reply {
+fn auditlog_now(shared: &Arc<Handles>, args: &AuditLogArgs) -> Reply {
     let q = crate::audit::Query {
         user: text(&args.user).map(str::to_string),
         action: text(&args.audit_action).map(str::to_string),
@@ -693,6 +702,7 @@ fn auditlog_now(shared: &Arc<Shared>, args: &AuditLogArgs) -> Reply {
         limit: args.limit.unwrap_or(100),
     };
     let entries = shared
+        .access
         .audit
         .search(&q)
         .map_err(|e| format!("The audit trail could not be read: {e:#}"))?;

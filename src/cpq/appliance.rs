@@ -22,10 +22,15 @@ use russh::keys::{HashAlg, PrivateKey, PrivateKeyWithHashAlg};
 use russh::{client, ChannelMsg};
 
 use crate::cpq::shell::{parse_status, Endpoint, Exec, ShellLogin};
-use crate::state::{BoxFuture, Shared};
+use crate::state::{BoxFuture, Handles};
 
-fn endpoints_path(shared: &Shared) -> PathBuf {
-    shared.config().data_dir.join("cpq").join("endpoints.json")
+fn endpoints_path(shared: &Handles) -> PathBuf {
+    shared
+        .config
+        .current()
+        .data_dir
+        .join("cpq")
+        .join("endpoints.json")
 }
 
 /// How long an SSH exchange with a gateway may take.
@@ -146,8 +151,8 @@ pub async fn exec(
 }
 
 /// The manager's SSH identity (its host key), as key and `authorized_keys` line.
-pub fn manager_key(shared: &Shared) -> Result<(Arc<PrivateKey>, String)> {
-    let cfg = shared.config();
+pub fn manager_key(shared: &Handles) -> Result<(Arc<PrivateKey>, String)> {
+    let cfg = shared.config.current();
     let key = crate::host_key::host_key(&cfg.data_dir.join("ssh"))?;
     let line = key
         .public_key()
@@ -163,9 +168,9 @@ pub fn manager_key(shared: &Shared) -> Result<(Arc<PrivateKey>, String)> {
 
 /// Asks `gateway` over SSH where released mail goes and caches the answer;
 /// at most once a minute per gateway. Called when a release cannot reach it.
-pub fn refresh_endpoint(shared: &Arc<Shared>, gateway: &str) {
+pub fn refresh_endpoint(shared: &Arc<Handles>, gateway: &str) {
     {
-        let mut asked = shared.cpq.endpoints.asked.lock().unwrap();
+        let mut asked = shared.cpq.state.endpoints.asked.lock().unwrap();
         if asked
             .get(gateway)
             .is_some_and(|t| t.elapsed() < Duration::from_secs(60))
@@ -179,25 +184,26 @@ pub fn refresh_endpoint(shared: &Arc<Shared>, gateway: &str) {
     tokio::spawn(async move {
         match query_endpoint(&shared, &gateway).await {
             Ok(ep) => {
-                let old = shared.cpq.endpoints.get(&gateway);
+                let old = shared.cpq.state.endpoints.get(&gateway);
                 if old != Some((ep.address, ep.port)) {
-                    shared.log.emit(crate::events::Event::GatewayEndpoint {
+                    shared.mail.log.emit(crate::events::Event::GatewayEndpoint {
                         gateway: &gateway,
                         address: &ep.address,
                         port: ep.port,
                     });
-                    shared.cpq.endpoints.set(
+                    shared.cpq.state.endpoints.set(
                         &endpoints_path(&shared),
                         &gateway,
                         (ep.address, ep.port),
                     );
-                    shared.queue.send(crate::queue::Event::DeliverNow(
+                    shared.mail.queue.send(crate::queue::Event::DeliverNow(
                         Some(crate::config::CPQ_RELEASE_HOST.to_string()),
                         tokio::sync::oneshot::channel().0,
                     ));
                 }
             }
             Err(e) => shared
+                .mail
                 .log
                 .emit(crate::events::Event::GatewayEndpointUnknown {
                     gateway: &gateway,
@@ -213,13 +219,13 @@ pub struct Ssh;
 impl crate::state::GatewayShell for Ssh {
     fn query_status<'a>(
         &'a self,
-        shared: &'a Arc<Shared>,
+        shared: &'a Arc<Handles>,
         gateway: &'a str,
     ) -> BoxFuture<'a, Result<serde_json::Value>> {
         Box::pin(query_status(shared, gateway))
     }
 
-    fn refresh_endpoint(&self, shared: &Arc<Shared>, gateway: &str) {
+    fn refresh_endpoint(&self, shared: &Arc<Handles>, gateway: &str) {
         refresh_endpoint(shared, gateway)
     }
 
@@ -229,19 +235,19 @@ impl crate::state::GatewayShell for Ssh {
 
     fn query_endpoint<'a>(
         &'a self,
-        shared: &'a Arc<Shared>,
+        shared: &'a Arc<Handles>,
         gateway: &'a str,
     ) -> BoxFuture<'a, Result<Endpoint>> {
         Box::pin(query_endpoint(shared, gateway))
     }
 
-    fn manager_key_line(&self, shared: &Shared) -> Result<String> {
+    fn manager_key_line(&self, shared: &Handles) -> Result<String> {
         manager_key(shared).map(|(_, line)| line)
     }
 
     fn exec<'a>(
         &'a self,
-        shared: &'a Arc<Shared>,
+        shared: &'a Arc<Handles>,
         to: (IpAddr, u16),
         user: &'a str,
         login: &'a ShellLogin,
@@ -260,13 +266,13 @@ impl crate::state::GatewayShell for Ssh {
 
 /// `pvoconfig status --json` on an added gateway, with the manager's key: where
 /// released mail goes.
-pub async fn query_endpoint(shared: &Arc<Shared>, gateway: &str) -> Result<Endpoint> {
+pub async fn query_endpoint(shared: &Arc<Handles>, gateway: &str) -> Result<Endpoint> {
     Ok(parse_status(&status_output(shared, gateway).await?)?)
 }
 
 /// The `data` of `pvoconfig status --json` on an added gateway (its mode, backlog
 /// and migration: `cpq::gateways`).
-pub async fn query_status(shared: &Arc<Shared>, gateway: &str) -> Result<serde_json::Value> {
+pub async fn query_status(shared: &Arc<Handles>, gateway: &str) -> Result<serde_json::Value> {
     let out = status_output(shared, gateway).await?;
     let v: serde_json::Value = serde_json::from_str(out.trim()).with_context(|| {
         format!(
@@ -283,8 +289,8 @@ pub async fn query_status(shared: &Arc<Shared>, gateway: &str) -> Result<serde_j
     Ok(v["data"].clone())
 }
 
-async fn status_output(shared: &Arc<Shared>, gateway: &str) -> Result<String> {
-    let cfg = shared.config();
+async fn status_output(shared: &Arc<Handles>, gateway: &str) -> Result<String> {
+    let cfg = shared.config.current();
     let g = cfg
         .cpq
         .as_ref()

@@ -27,13 +27,13 @@ use pvo_proto::cpq::ReleaseRecord;
 
 use crate::cpq::transfer::outbreak_dir;
 use crate::envelope::{CpqTag, Envelope};
-use crate::state::Shared;
+use crate::state::Handles;
 
 /// A released message from the manager, received on the cpq_listener.
 /// Returns the SMTP reply.
 #[allow(clippy::too_many_arguments)]
 pub async fn receive_release(
-    shared: &Arc<Shared>,
+    shared: &Arc<Handles>,
     rec: ReleaseRecord,
     rx_mid: u64,
     sender: String,
@@ -42,16 +42,17 @@ pub async fn receive_release(
     icid: u64,
     peer: &str,
 ) -> String {
-    let Some(ledger) = shared.cpq.ledger.get() else {
+    let Some(ledger) = shared.cpq.state.ledger.get() else {
         return "451 4.3.0 this gateway cannot take releases now".into();
     };
     if ledger.contains(&rec.release_id) {
-        shared.log.emit(crate::events::Event::ReleaseRepeated {
+        shared.mail.log.emit(crate::events::Event::ReleaseRepeated {
             icid,
             release: &rec.release_id,
             mid: rec.gateway_mid,
         });
         shared
+            .mail
             .log
             .emit(crate::events::Event::Finished { mid: rx_mid });
         return format!("250 2.0.0 Ok: release {} already received", rec.release_id);
@@ -77,22 +78,26 @@ pub async fn receive_release(
         cpq: None,
     };
     // Pending, spooled, taken, and only then delivered (see the module documentation).
-    env.mid = shared.ids.next(crate::ids::Kind::Mid);
+    env.mid = shared.mail.ids.next(crate::ids::Kind::Mid);
     env.size = bytes.len() as u64;
     let new_mid = env.mid;
     if let Err(e) = ledger.record_pending(&rec.release_id, new_mid).await {
-        shared.log.emit(crate::events::Event::ReleaseNotPending {
-            icid,
-            release: &rec.release_id,
-            error: &e,
-        });
+        shared
+            .mail
+            .log
+            .emit(crate::events::Event::ReleaseNotPending {
+                icid,
+                release: &rec.release_id,
+                error: &e,
+            });
         return "451 4.3.0 Error: queue file write error".into();
     }
-    let spooled = shared.spool_message(&env, bytes).await;
+    let spooled = shared.mail.spool_message(&env, bytes).await;
     #[cfg(debug_assertions)]
     if spooled.is_ok()
         && shared
-            .config()
+            .config
+            .current()
             .run_dir()
             .join("fault-crash-after-release-spooled")
             .exists()
@@ -109,7 +114,7 @@ pub async fn receive_release(
                 .map(|q| format!("\"{q}\""))
                 .collect::<Vec<_>>()
                 .join(", ");
-            shared.log.emit(crate::events::Event::ReleaseReceived {
+            shared.mail.log.emit(crate::events::Event::ReleaseReceived {
                 mid: new_mid,
                 icid,
                 by: &by,
@@ -117,20 +122,27 @@ pub async fn receive_release(
                 original: rec.gateway_mid,
                 release: &rec.release_id,
             });
-            shared.log.emit(crate::events::Event::RewrittenCentralized {
-                mid: rec.gateway_mid,
-                new_mid,
-            });
+            shared
+                .mail
+                .log
+                .emit(crate::events::Event::RewrittenCentralized {
+                    mid: rec.gateway_mid,
+                    new_mid,
+                });
             // The MID of the CPQ reception itself is done: the message goes on as `new_mid`.
             shared
+                .mail
                 .log
                 .emit(crate::events::Event::Finished { mid: rx_mid });
             if let Err(e) = ledger.record(&rec.release_id).await {
-                shared.log.emit(crate::events::Event::ReleaseUnrecorded {
-                    mid: new_mid,
-                    release: &rec.release_id,
-                    error: &e,
-                });
+                shared
+                    .mail
+                    .log
+                    .emit(crate::events::Event::ReleaseUnrecorded {
+                        mid: new_mid,
+                        release: &rec.release_id,
+                        error: &e,
+                    });
             }
             if rescan {
                 crate::scanning::pipeline::submit_for_rescan(shared, env, body);
@@ -144,11 +156,14 @@ pub async fn receive_release(
             pvo_proto::cpq::accepted_reply(new_mid)
         }
         Err(e) => {
-            shared.log.emit(crate::events::Event::ReleaseNotSpooled {
-                icid,
-                release: &rec.release_id,
-                error: &e,
-            });
+            shared
+                .mail
+                .log
+                .emit(crate::events::Event::ReleaseNotSpooled {
+                    icid,
+                    release: &rec.release_id,
+                    error: &e,
+                });
             "451 4.3.0 Error: queue file write error".into()
         }
     }
@@ -159,17 +174,18 @@ pub async fn receive_release(
 /// to release those no longer at their policy's threshold. Returns (rescanned,
 /// gateway MIDs the manager released, still held, error).
 pub async fn rescan_outbreak_copies(
-    shared: &Arc<Shared>,
+    shared: &Arc<Handles>,
     rules: Arc<pvo_scan::outbreak::OutbreakRules>,
 ) -> (usize, Vec<u64>, usize, Option<String>) {
     let dir = outbreak_dir(shared);
     let node_id = shared
-        .config()
+        .config
+        .current()
         .cpq
         .as_ref()
         .map(|c| c.node_id.clone())
         .unwrap_or_default();
-    let scanner = shared.scanner();
+    let scanner = shared.scan.scanner();
     // (gateway MID, control line) of the copies that are clean now.
     let (scanned, clean, kept) = tokio::task::spawn_blocking(move || {
         let mut scanned = 0;
@@ -223,13 +239,14 @@ pub async fn rescan_outbreak_copies(
         return (scanned, Vec::new(), kept, None);
     }
     let lines: Vec<String> = clean.iter().map(|(_, l)| l.clone()).collect();
-    match shared.manager_link.control(shared, &lines).await {
+    match shared.cpq.manager_link.control(shared, &lines).await {
         Ok(replies) => {
             let mut released = Vec::new();
             let mut still = kept;
             for ((mid, _), reply) in clean.iter().zip(replies) {
                 if reply.starts_with("250") {
                     shared
+                        .mail
                         .log
                         .emit(crate::events::Event::RescannedClean { mid: *mid });
                     released.push(*mid);
@@ -244,7 +261,7 @@ pub async fn rescan_outbreak_copies(
             (scanned, released, still, None)
         }
         Err(e) => {
-            shared.log.emit(crate::events::Event::RescanNotTold {
+            shared.mail.log.emit(crate::events::Event::RescanNotTold {
                 clean: clean.len(),
                 error: &e,
             });

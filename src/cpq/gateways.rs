@@ -22,7 +22,7 @@ use std::time::Duration;
 use serde_json::{json, Value};
 
 use crate::config::{EnrolledGateway, Role, CPQ_RELEASE_HOST};
-use crate::state::Shared;
+use crate::state::Handles;
 
 /// How long `applianceconfig status` waits for the first check of a gateway.
 pub const FIRST_CHECK_WAIT: Duration = Duration::from_secs(3);
@@ -34,9 +34,10 @@ const RECENT: u64 = 300;
 use crate::cpq::stats::{now, Check, Seen};
 
 /// The added gateway with `id` whose address is `ip`, if any.
-pub fn gateway_at(shared: &Shared, ip: IpAddr) -> Option<String> {
+pub fn gateway_at(shared: &Handles, ip: IpAddr) -> Option<String> {
     shared
-        .config()
+        .config
+        .current()
         .cpq
         .as_ref()?
         .gateways
@@ -47,17 +48,19 @@ pub fn gateway_at(shared: &Shared, ip: IpAddr) -> Option<String> {
 
 /// Starts the background checks on a manager (once; later calls do nothing). Called at
 /// node start and after every commit.
-pub fn start(shared: &Arc<Shared>) {
-    if shared.config().role != Role::Manager || tokio::runtime::Handle::try_current().is_err() {
+pub fn start(shared: &Arc<Handles>) {
+    if shared.config.current().role != Role::Manager
+        || tokio::runtime::Handle::try_current().is_err()
+    {
         return;
     }
-    if shared.cpq.stats.poller.swap(true, Ordering::SeqCst) {
+    if shared.cpq.state.stats.poller.swap(true, Ordering::SeqCst) {
         return;
     }
     let shared = shared.clone();
     tokio::spawn(async move {
         loop {
-            let cfg = shared.config();
+            let cfg = shared.config.current();
             let interval = cfg.cpq.as_ref().map_or(30, |c| c.status_poll).max(1);
             let due: Vec<String> = cfg
                 .cpq
@@ -68,6 +71,7 @@ pub fn start(shared: &Arc<Shared>) {
             for id in due {
                 let last = shared
                     .cpq
+                    .state
                     .stats
                     .checks
                     .lock()
@@ -84,9 +88,9 @@ pub fn start(shared: &Arc<Shared>) {
 }
 
 /// Checks `id` over SSH in the background, unless a check of it is running.
-fn spawn_check(shared: &Arc<Shared>, id: &str) {
+fn spawn_check(shared: &Arc<Handles>, id: &str) {
     {
-        let mut checks = shared.cpq.stats.checks.lock().unwrap();
+        let mut checks = shared.cpq.state.stats.checks.lock().unwrap();
         let c = checks.entry(id.to_string()).or_default();
         if c.running {
             return;
@@ -96,8 +100,8 @@ fn spawn_check(shared: &Arc<Shared>, id: &str) {
     let shared = shared.clone();
     let id = id.to_string();
     tokio::spawn(async move {
-        let r = shared.gateway_shell.query_status(&shared, &id).await;
-        let stats = &shared.cpq.stats;
+        let r = shared.cpq.gateway_shell.query_status(&shared, &id).await;
+        let stats = &shared.cpq.state.stats;
         {
             let mut checks = stats.checks.lock().unwrap();
             let c = checks.entry(id.clone()).or_default();
@@ -114,10 +118,13 @@ fn spawn_check(shared: &Arc<Shared>, id: &str) {
                 Err(e) => {
                     let text = format!("{e:#}");
                     if c.error.as_deref() != Some(text.as_str()) {
-                        shared.log.emit(crate::events::Event::GatewayStatusFailed {
-                            gateway: &id,
-                            why: &text,
-                        });
+                        shared
+                            .mail
+                            .log
+                            .emit(crate::events::Event::GatewayStatusFailed {
+                                gateway: &id,
+                                why: &text,
+                            });
                     }
                     c.error = Some(text);
                 }
@@ -128,9 +135,9 @@ fn spawn_check(shared: &Arc<Shared>, id: &str) {
 }
 
 /// Waits (at most [`FIRST_CHECK_WAIT`]) until every gateway in `ids` was checked once.
-async fn first_checks(shared: &Arc<Shared>, ids: &[String]) {
-    let never = |shared: &Shared| -> Vec<String> {
-        let checks = shared.cpq.stats.checks.lock().unwrap();
+async fn first_checks(shared: &Arc<Handles>, ids: &[String]) {
+    let never = |shared: &Handles| -> Vec<String> {
+        let checks = shared.cpq.state.stats.checks.lock().unwrap();
         ids.iter()
             .filter(|id| checks.get(*id).is_none_or(|c| c.attempted_at.is_none()))
             .cloned()
@@ -145,7 +152,7 @@ async fn first_checks(shared: &Arc<Shared>, ids: &[String]) {
     }
     let _ = tokio::time::timeout(FIRST_CHECK_WAIT, async {
         loop {
-            let notified = shared.cpq.stats.checked.notified();
+            let notified = shared.cpq.state.stats.checked.notified();
             if never(shared).is_empty() {
                 return;
             }
@@ -157,8 +164,8 @@ async fn first_checks(shared: &Arc<Shared>, ids: &[String]) {
 
 /// The status of every added gateway (or only `only`): the JSON of
 /// `applianceconfig status`.
-pub async fn status(shared: &Arc<Shared>, only: Option<&str>) -> Result<Value, String> {
-    let cfg = shared.config();
+pub async fn status(shared: &Arc<Handles>, only: Option<&str>) -> Result<Value, String> {
+    let cfg = shared.config.current();
     let gateways: Vec<EnrolledGateway> = cfg
         .cpq
         .as_ref()
@@ -185,14 +192,14 @@ pub async fn status(shared: &Arc<Shared>, only: Option<&str>) -> Result<Value, S
 
     // What waits under the.cpq.release.host, by gateway.
     let (tx, rx) = tokio::sync::oneshot::channel();
-    shared.queue.send(crate::queue::Event::Recipients(
+    shared.mail.queue.send(crate::queue::Event::Recipients(
         crate::queue::Selection::Host(CPQ_RELEASE_HOST.to_string()),
         tx,
     ));
     let rows = rx.await.unwrap_or_default();
     let mut waiting: HashMap<String, u64> = HashMap::new();
     {
-        let mids = shared.cpq.stats.release_mids.lock().unwrap();
+        let mids = shared.cpq.state.stats.release_mids.lock().unwrap();
         for r in &rows {
             if let Some(gw) = mids.get(&r.mid) {
                 *waiting.entry(gw.clone()).or_default() += 1;
@@ -202,6 +209,7 @@ pub async fn status(shared: &Arc<Shared>, only: Option<&str>) -> Result<Value, S
     // Messages held in the central store, by gateway.
     let ids: Vec<String> = gateways.iter().map(|g| g.id.clone()).collect();
     let held: HashMap<String, u64> = shared
+        .scan
         .local_quarantine
         .with(move |s| {
             ids.into_iter()
@@ -219,8 +227,8 @@ pub async fn status(shared: &Arc<Shared>, only: Option<&str>) -> Result<Value, S
         .await;
 
     let t = now();
-    let seen = shared.cpq.stats.seen.lock().unwrap().clone();
-    let checks = shared.cpq.stats.checks.lock().unwrap().clone();
+    let seen = shared.cpq.state.stats.seen.lock().unwrap().clone();
+    let checks = shared.cpq.state.stats.checks.lock().unwrap().clone();
     let mut out = Vec::new();
     for g in &gateways {
         let by_id = seen.get(&g.id).cloned().unwrap_or_default();
@@ -241,7 +249,7 @@ pub async fn status(shared: &Arc<Shared>, only: Option<&str>) -> Result<Value, S
         } else if check.attempted_at.is_none() {
             Some(format!(
                 "the first check over SSH has not finished yet (it may take up to {} s)",
-                shared.gateway_shell.timeout().as_secs() * 2
+                shared.cpq.gateway_shell.timeout().as_secs() * 2
             ))
         } else {
             check.error.clone()

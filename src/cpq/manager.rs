@@ -25,18 +25,18 @@ use serde_json::json;
 
 use crate::cpq::records::manager_mid;
 use crate::envelope::{CpqTag, Envelope};
-use crate::state::Shared;
+use crate::state::Handles;
 
 /// Stores a transferred message; returns the SMTP reply.
 pub async fn receive_transfer(
-    shared: &Arc<Shared>,
+    shared: &Arc<Handles>,
     rec: TransferRecord,
     mid: u64,
     body: Vec<u8>,
     icid: u64,
     peer: &str,
 ) -> String {
-    let Some(inbox) = shared.cpq.inbox.get() else {
+    let Some(inbox) = shared.cpq.state.inbox.get() else {
         return "451 4.3.0 the central quarantine is not ready".into();
     };
     let (subject, attachments) = describe(&body);
@@ -44,7 +44,8 @@ pub async fn receive_transfer(
     // The migration wizard: a gateway's local quarantine -> a central one (custom
     // mode; automatic keeps the name).
     if let Some(m) = shared
-        .config()
+        .config
+        .current()
         .cpq
         .as_ref()
         .and_then(|c| c.migration.clone())
@@ -70,8 +71,8 @@ pub async fn receive_transfer(
     let len = msg.raw.len();
     match inbox.insert(msg).await {
         Ok(ins) if ins.created => {
-            shared.cpq.stats.received(&rec.gateway_id);
-            let log = &shared.log;
+            shared.cpq.state.stats.received(&rec.gateway_id);
+            let log = &shared.mail.log;
             log.emit(crate::events::Event::TransferReceived {
                 mid,
                 icid,
@@ -92,29 +93,35 @@ pub async fn receive_transfer(
         }
         Ok(ins) => {
             // A retry of a transfer already stored: the same answer again.
-            shared.cpq.stats.received(&rec.gateway_id);
-            let store = shared.local_quarantine.clone();
+            shared.cpq.state.stats.received(&rec.gateway_id);
+            let store = shared.scan.local_quarantine.clone();
             let id = ins.msg_id;
             let first = store
                 .with(move |s| s.message(id))
                 .await
                 .map(|i| manager_mid(&i))
                 .unwrap_or(id);
-            shared.log.emit(crate::events::Event::TransferRepeated {
-                icid,
-                transfer: &rec.transfer_id,
-                gateway: &rec.gateway_id,
-                mid: first,
-            });
+            shared
+                .mail
+                .log
+                .emit(crate::events::Event::TransferRepeated {
+                    icid,
+                    transfer: &rec.transfer_id,
+                    gateway: &rec.gateway_id,
+                    mid: first,
+                });
             pvo_proto::cpq::accepted_reply(first)
         }
         Err(e) => {
-            shared.log.emit(crate::events::Event::TransferNotStored {
-                icid,
-                transfer: &rec.transfer_id,
-                gateway: &rec.gateway_id,
-                error: &e,
-            });
+            shared
+                .mail
+                .log
+                .emit(crate::events::Event::TransferNotStored {
+                    icid,
+                    transfer: &rec.transfer_id,
+                    gateway: &rec.gateway_id,
+                    error: &e,
+                });
             "451 4.3.0 Error: the central quarantine could not store the message".into()
         }
     }
@@ -138,13 +145,13 @@ fn describe(raw: &[u8]) -> (String, Vec<pvo_quarantine::Attachment>) {
 
 /// Carries out an `XPVO-CONTROL` (the outcome of a gateway's outbreak
 /// rescan); returns the SMTP reply.
-pub async fn control(shared: &Arc<Shared>, rec: ControlRecord, icid: u64) -> String {
+pub async fn control(shared: &Arc<Handles>, rec: ControlRecord, icid: u64) -> String {
     if rec.action == ControlAction::Ready {
         let answer = match readiness(shared, &rec.gateway_id) {
             Ok(()) => "250 2.0.0 ready".to_string(),
             Err(why) => format!("550 5.7.1 not ready: {why}"),
         };
-        shared.log.emit(crate::events::Event::Preflight {
+        shared.mail.log.emit(crate::events::Event::Preflight {
             icid,
             gateway: &rec.gateway_id,
             answer: &answer,
@@ -153,7 +160,7 @@ pub async fn control(shared: &Arc<Shared>, rec: ControlRecord, icid: u64) -> Str
     }
     let key = format!("{}:{}", rec.gateway_id, rec.transfer_id);
     let gateway = rec.gateway_id.clone();
-    let q = shared.local_quarantine.clone();
+    let q = shared.scan.local_quarantine.clone();
     let action = rec.action;
     let now = crate::clock::unix_now();
     let result = q
@@ -185,7 +192,7 @@ pub async fn control(shared: &Arc<Shared>, rec: ControlRecord, icid: u64) -> Str
         .await;
     match result {
         Ok(Some(report)) => {
-            shared.log.emit(crate::events::Event::ControlDone {
+            shared.mail.log.emit(crate::events::Event::ControlDone {
                 icid,
                 release: action == ControlAction::Release,
                 gateway: &gateway,
@@ -203,6 +210,7 @@ pub async fn control(shared: &Arc<Shared>, rec: ControlRecord, icid: u64) -> Str
         }
         Err(e) => {
             shared
+                .mail
                 .log
                 .emit(crate::events::Event::ControlFailed { icid, error: &e });
             "451 4.3.0 the central quarantine could not carry out the control".into()
@@ -213,13 +221,13 @@ pub async fn control(shared: &Arc<Shared>, rec: ControlRecord, icid: u64) -> Str
 /// Queues a message released from all quarantines to its gateway. Returns
 /// the new (queue) MID once the message is on disk.
 pub async fn queue_release(
-    shared: &Arc<Shared>,
+    shared: &Arc<Handles>,
     msg_id: MsgId,
     info: &MessageInfo,
     raw: Vec<u8>,
     actions: &[EarlyReleaseActions],
 ) -> anyhow::Result<u64> {
-    let cfg = shared.config();
+    let cfg = shared.config.current();
     let manager_id = cfg
         .cpq
         .as_ref()
@@ -244,7 +252,7 @@ pub async fn queue_release(
         released_by,
         actions,
     );
-    let mid = shared.ids.next(crate::ids::Kind::Mid);
+    let mid = shared.mail.ids.next(crate::ids::Kind::Mid);
     let env = Envelope {
         mid,
         icid: 0,
@@ -260,30 +268,31 @@ pub async fn queue_release(
         cpq: Some(CpqTag::Release(tag)),
     };
     let body = shared
+        .mail
         .spool_message(&env, raw)
         .await
         .map_err(|e| anyhow::anyhow!("spool: {e}"))?;
-    shared.log.emit(crate::events::Event::ReleaseQueued {
+    shared.mail.log.emit(crate::events::Event::ReleaseQueued {
         mid,
         manager_mid: manager_mid(info),
         gateway: &info.gateway,
         gateway_mid: info.gateway_mid,
         host: crate::config::CPQ_RELEASE_HOST,
     });
-    shared.cpq.stats.release_queued(mid, &info.gateway);
-    shared.queue.enqueue(Arc::new(env), Some(body));
+    shared.cpq.state.stats.release_queued(mid, &info.gateway);
+    shared.mail.queue.enqueue(Arc::new(env), Some(body));
     Ok(mid)
 }
 
 /// The manager's way out of its store: a message released from all its quarantines is
 /// queued back to the gateway it came from. The quarantine service (`local_quarantine`)
-/// reaches it through `Shared::release_route`, which `node` wires on a manager.
+/// reaches it through `Handles::release_route`, which `node` wires on a manager.
 pub struct ToGateways;
 
 impl crate::state::ReleaseRoute for ToGateways {
     fn release_batch<'a>(
         &'a self,
-        shared: &'a Arc<Shared>,
+        shared: &'a Arc<Handles>,
         items: Vec<(u64, MsgId, Vec<EarlyReleaseActions>)>,
     ) -> crate::state::BoxFuture<'a, Vec<(u64, u64)>> {
         Box::pin(release_batch(shared, items))
@@ -291,7 +300,7 @@ impl crate::state::ReleaseRoute for ToGateways {
 
     fn release<'a>(
         &'a self,
-        shared: &'a Arc<Shared>,
+        shared: &'a Arc<Handles>,
         msg_id: MsgId,
         info: &'a MessageInfo,
         raw: Vec<u8>,
@@ -308,11 +317,12 @@ impl crate::state::ReleaseRoute for ToGateways {
 /// them in `pending_deliveries`, handed over again at start (the release id
 /// is the same, so the gateway delivers each once).
 pub async fn release_batch(
-    shared: &Arc<Shared>,
+    shared: &Arc<Handles>,
     items: Vec<(u64, MsgId, Vec<EarlyReleaseActions>)>,
 ) -> Vec<(u64, u64)> {
     let ids: Vec<MsgId> = items.iter().map(|(_, id, _)| *id).collect();
     let loaded = shared
+        .scan
         .local_quarantine
         .with(move |s| {
             ids.iter()
@@ -331,6 +341,7 @@ pub async fn release_batch(
                 }));
             }
             Err(e) => shared
+                .mail
                 .log
                 .emit(crate::events::Event::ReleasedUnreadable { mid, error: &e }),
         }
@@ -347,6 +358,7 @@ pub async fn release_batch(
                 confirm.push((msg_id, new_mid.to_string()));
             }
             Err(e) => shared
+                .mail
                 .log
                 .emit(crate::events::Event::ReleaseNotQueuedToGateway {
                     mid,
@@ -358,11 +370,13 @@ pub async fn release_batch(
     if !confirm.is_empty() {
         let now = crate::clock::unix_now();
         let r = shared
+            .scan
             .local_quarantine
             .with(move |s| s.confirm_deliveries(&confirm, now))
             .await;
         if let Err(e) = r {
             shared
+                .mail
                 .log
                 .emit(crate::events::Event::ReleasesUnrecorded { error: &e });
         }
@@ -374,8 +388,8 @@ pub async fn release_batch(
 /// scenario 2): it is enrolled, the migration wizard has run, its settings are
 /// committed, and an Administrator made them. `Err` names what is missing and
 /// what to do.
-pub fn readiness(shared: &Shared, gateway: &str) -> Result<(), String> {
-    let cfg = shared.config();
+pub fn readiness(shared: &Handles, gateway: &str) -> Result<(), String> {
+    let cfg = shared.config.current();
     let Some(c) = cfg.cpq.as_ref() else {
         return Err("the centralized PVO service is not configured on the manager ([cpq])".into());
     };
@@ -385,7 +399,7 @@ pub fn readiness(shared: &Shared, gateway: &str) -> Result<(), String> {
         ));
     }
     // The wizard's settings as committed, and as they would be after a commit.
-    let store = crate::config_store::Store::new(&cfg.data_dir, &shared.config_path);
+    let store = crate::config_store::Store::new(&cfg.data_dir, &shared.config.path);
     let pending = store
         .pending()
         .ok()
@@ -420,6 +434,6 @@ pub fn readiness(shared: &Shared, gateway: &str) -> Result<(), String> {
 }
 
 /// The role of a user of this node, by name (`None`: no such user).
-fn role_of(shared: &Shared, user: &str) -> Option<String> {
-    shared.users.user(user).map(|u| u.role)
+fn role_of(shared: &Handles, user: &str) -> Option<String> {
+    shared.access.users.user(user).map(|u| u.role)
 }

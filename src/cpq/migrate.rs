@@ -44,7 +44,7 @@ use crate::clock::unix_now;
 use crate::config::{Role, CPQ_HOST};
 use crate::cpq::records;
 use crate::envelope::{CpqTag, Envelope};
-use crate::state::Shared;
+use crate::state::Handles;
 
 pub use crate::cpq::migration::Progress;
 
@@ -59,34 +59,41 @@ const POLL: Duration = Duration::from_millis(500);
 
 /// What the node knows about the migration: the running one, or the last one (also from
 /// before a restart), or an empty `Progress` when there never was one.
-pub fn progress(shared: &Shared) -> Progress {
-    let mut p = shared.cpq.migration.progress.lock().unwrap();
+pub fn progress(shared: &Handles) -> Progress {
+    let mut p = shared.cpq.state.migration.progress.lock().unwrap();
     let p = p.get_or_insert_with(|| load(shared).unwrap_or_default());
     let mut out = p.clone();
-    out.running = shared.cpq.migration.running.load(Ordering::SeqCst);
+    out.running = shared.cpq.state.migration.running.load(Ordering::SeqCst);
     out
 }
 
 /// True while a migration task runs (the local sweeper pauses meanwhile).
-pub fn running(shared: &Shared) -> bool {
-    shared.cpq.migration.running.load(Ordering::SeqCst)
+pub fn running(shared: &Handles) -> bool {
+    shared.cpq.state.migration.running.load(Ordering::SeqCst)
 }
 
 /// Starts the migration in the background if this gateway is central and its local store
 /// holds messages (or a migration was interrupted before it finished). A second call while
 /// one runs does nothing. Called at node start and after every commit.
-pub fn start(shared: &Arc<Shared>) {
+pub fn start(shared: &Arc<Handles>) {
     // The manager's status checks of its gateways start at the same moments.
     crate::cpq::gateways::start(shared);
     if !is_central(shared) || tokio::runtime::Handle::try_current().is_err() {
         return;
     }
-    if shared.cpq.migration.running.swap(true, Ordering::SeqCst) {
+    if shared
+        .cpq
+        .state
+        .migration
+        .running
+        .swap(true, Ordering::SeqCst)
+    {
         return;
     }
     let shared = shared.clone();
     tokio::spawn(async move {
         let held = shared
+            .scan
             .local_quarantine
             .with(|s| s.usage().map(|u| u.total_messages))
             .await;
@@ -97,31 +104,42 @@ pub fn start(shared: &Arc<Shared>) {
             Ok(0) if !unfinished => {}
             Ok(_) => run(&shared).await,
             Err(e) => shared
+                .mail
                 .log
                 .emit(crate::events::Event::MigrationUnreadable { error: &e }),
         }
-        shared.cpq.migration.running.store(false, Ordering::SeqCst);
+        shared
+            .cpq
+            .state
+            .migration
+            .running
+            .store(false, Ordering::SeqCst);
     });
 }
 
-fn is_central(shared: &Shared) -> bool {
-    let cfg = shared.config();
+fn is_central(shared: &Handles) -> bool {
+    let cfg = shared.config.current();
     cfg.role == Role::Gateway && cfg.cpq.as_ref().is_some_and(|c| c.central())
 }
 
-fn state_path(shared: &Shared) -> PathBuf {
-    shared.config().data_dir.join("cpq").join("migration.json")
+fn state_path(shared: &Handles) -> PathBuf {
+    shared
+        .config
+        .current()
+        .data_dir
+        .join("cpq")
+        .join("migration.json")
 }
 
-fn load(shared: &Shared) -> Option<Progress> {
+fn load(shared: &Handles) -> Option<Progress> {
     let bytes = std::fs::read(state_path(shared)).ok()?;
     serde_json::from_slice(&bytes).ok()
 }
 
 /// Sets the progress (and writes it down).
-fn set(shared: &Shared, f: impl FnOnce(&mut Progress)) {
+fn set(shared: &Handles, f: impl FnOnce(&mut Progress)) {
     let snapshot = {
-        let mut guard = shared.cpq.migration.progress.lock().unwrap();
+        let mut guard = shared.cpq.state.migration.progress.lock().unwrap();
         let p = guard.get_or_insert_with(Progress::default);
         f(p);
         p.running = true;
@@ -137,15 +155,16 @@ fn set(shared: &Shared, f: impl FnOnce(&mut Progress)) {
     }
 }
 
-fn error(shared: &Shared, text: String) {
+fn error(shared: &Handles, text: String) {
     shared
+        .mail
         .log
         .emit(crate::events::Event::MigrationError { why: &text });
     set(shared, |p| p.last_error = Some(text));
 }
 
-async fn run(shared: &Arc<Shared>) {
-    let store = shared.local_quarantine.clone();
+async fn run(shared: &Arc<Handles>) {
+    let store = shared.scan.local_quarantine.clone();
     let before = load(shared);
     let resumed = before
         .as_ref()
@@ -182,12 +201,16 @@ async fn run(shared: &Arc<Shared>) {
         }
     });
     if resumed.is_some() {
-        shared.log.emit(crate::events::Event::MigrationResumed {
-            done,
-            total: held + done,
-        });
+        shared
+            .mail
+            .log
+            .emit(crate::events::Event::MigrationResumed {
+                done,
+                total: held + done,
+            });
     } else {
         shared
+            .mail
             .log
             .emit(crate::events::Event::MigrationStarted { messages: held });
     }
@@ -254,17 +277,20 @@ async fn run(shared: &Arc<Shared>) {
         p.last_error = None;
     });
     let p = progress(shared);
-    shared.log.emit(crate::events::Event::MigrationFinished {
-        messages: p.migrated,
-    });
+    shared
+        .mail
+        .log
+        .emit(crate::events::Event::MigrationFinished {
+            messages: p.migrated,
+        });
     notify(shared, &p).await;
 }
 
 /// Waits until `the.cpq.host` has room for another batch.
-async fn wait_for_room(shared: &Arc<Shared>) {
+async fn wait_for_room(shared: &Arc<Handles>) {
     let mut waited = false;
     loop {
-        let hosts = shared.queue.hosts().await;
+        let hosts = shared.mail.queue.hosts().await;
         let host = hosts.iter().find(|h| h.host == CPQ_HOST);
         let backlog = host.map_or(0, |h| h.active_recipients);
         if backlog < MAX_BACKLOG {
@@ -283,9 +309,9 @@ async fn wait_for_room(shared: &Arc<Shared>) {
 }
 
 /// The MIDs queued to `the.cpq.host`.
-async fn queued_to_manager(shared: &Arc<Shared>) -> Vec<u64> {
+async fn queued_to_manager(shared: &Arc<Handles>) -> Vec<u64> {
     let (tx, rx) = tokio::sync::oneshot::channel();
-    shared.queue.send(crate::queue::Event::Recipients(
+    shared.mail.queue.send(crate::queue::Event::Recipients(
         crate::queue::Selection::Host(CPQ_HOST.to_string()),
         tx,
     ));
@@ -297,7 +323,7 @@ async fn queued_to_manager(shared: &Arc<Shared>) -> Vec<u64> {
 }
 
 /// Waits until none of `copies` is queued any more (the manager took them all).
-async fn wait_until_taken(shared: &Arc<Shared>, copies: &HashSet<u64>) {
+async fn wait_until_taken(shared: &Arc<Handles>, copies: &HashSet<u64>) {
     let mut noted = false;
     loop {
         let left = queued_to_manager(shared)
@@ -311,6 +337,7 @@ async fn wait_until_taken(shared: &Arc<Shared>, copies: &HashSet<u64>) {
         }
         if !noted {
             let why = shared
+                .mail
                 .queue
                 .hosts()
                 .await
@@ -332,8 +359,9 @@ async fn wait_until_taken(shared: &Arc<Shared>, copies: &HashSet<u64>) {
 
 /// One batch: read, spool the copies (their fsyncs shared), mark, queue. Returns how many
 /// messages were handed over.
-async fn migrate_batch(shared: &Arc<Shared>, ids: Vec<MsgId>, copies: &mut HashSet<u64>) -> u64 {
+async fn migrate_batch(shared: &Arc<Handles>, ids: Vec<MsgId>, copies: &mut HashSet<u64>) -> u64 {
     let loaded = shared
+        .scan
         .local_quarantine
         .with(move |s| {
             ids.into_iter()
@@ -341,7 +369,7 @@ async fn migrate_batch(shared: &Arc<Shared>, ids: Vec<MsgId>, copies: &mut HashS
                 .collect::<Vec<_>>()
         })
         .await;
-    let cfg = shared.config();
+    let cfg = shared.config.current();
     let node_id = cfg
         .cpq
         .as_ref()
@@ -366,7 +394,7 @@ async fn migrate_batch(shared: &Arc<Shared>, ids: Vec<MsgId>, copies: &mut HashS
         let env = copy_envelope(shared, &node_id, &info, raw.len());
         let shared = shared.clone();
         tasks.push(tokio::spawn(async move {
-            let r = shared.spool_message(&env, raw).await;
+            let r = shared.mail.spool_message(&env, raw).await;
             (info, env, r)
         }));
     }
@@ -395,6 +423,7 @@ async fn migrate_batch(shared: &Arc<Shared>, ids: Vec<MsgId>, copies: &mut HashS
         .collect();
     let now = unix_now();
     let marked = match shared
+        .scan
         .local_quarantine
         .with(move |s| s.mark_migrated(&items, now))
         .await
@@ -403,7 +432,7 @@ async fn migrate_batch(shared: &Arc<Shared>, ids: Vec<MsgId>, copies: &mut HashS
         Err(e) => {
             // Nothing was marked: drop the copies; the messages are sent again later.
             for (_, env, _) in &spooled {
-                shared.spool.finish(env.mid);
+                shared.mail.spool.finish(env.mid);
             }
             error(shared, format!("cannot mark messages migrated: {e}"));
             return 0;
@@ -413,12 +442,15 @@ async fn migrate_batch(shared: &Arc<Shared>, ids: Vec<MsgId>, copies: &mut HashS
     for ((info, env, body), marked) in spooled.into_iter().zip(marked) {
         let (orig, new) = (info.gateway_mid, env.mid);
         if !marked {
-            shared.spool.finish(new);
-            shared.log.emit(crate::events::Event::MigrationLeft {
+            shared.mail.spool.finish(new);
+            shared.mail.log.emit(crate::events::Event::MigrationLeft {
                 mid: orig,
                 copy: new,
             });
-            shared.log.emit(crate::events::Event::Finished { mid: new });
+            shared
+                .mail
+                .log
+                .emit(crate::events::Event::Finished { mid: new });
             continue;
         }
         let held: Vec<&str> = info
@@ -427,7 +459,7 @@ async fn migrate_batch(shared: &Arc<Shared>, ids: Vec<MsgId>, copies: &mut HashS
             .filter(|m| m.state == MembershipState::Held)
             .map(|m| m.quarantine.as_str())
             .collect();
-        shared.log.emit(crate::events::Event::Migrating {
+        shared.mail.log.emit(crate::events::Event::Migrating {
             mid: orig,
             quarantines: &held,
             copy: new,
@@ -439,14 +471,17 @@ async fn migrate_batch(shared: &Arc<Shared>, ids: Vec<MsgId>, copies: &mut HashS
             let mut keep = env.clone();
             keep.mid = orig;
             if let Err(e) = crate::cpq::transfer::keep_outbreak_copy(shared, &keep, &body) {
-                shared.log.emit(crate::events::Event::OutbreakCopyNotKept {
-                    mid: orig,
-                    error: &e,
-                });
+                shared
+                    .mail
+                    .log
+                    .emit(crate::events::Event::OutbreakCopyNotKept {
+                        mid: orig,
+                        error: &e,
+                    });
             }
         }
         copies.insert(new);
-        shared.queue.enqueue(Arc::new(env), Some(body));
+        shared.mail.queue.enqueue(Arc::new(env), Some(body));
         n += 1;
     }
     n
@@ -461,10 +496,10 @@ fn transfer_id(env: &Envelope) -> String {
 
 /// The envelope of the copy of a held local message: a new MID, the original envelope,
 /// and the transfer tag.
-fn copy_envelope(shared: &Shared, node_id: &str, info: &MessageInfo, size: usize) -> Envelope {
+fn copy_envelope(shared: &Handles, node_id: &str, info: &MessageInfo, size: usize) -> Envelope {
     let meta = |k: &str| info.meta.get(k);
     Envelope {
-        mid: shared.ids.next(crate::ids::Kind::Mid),
+        mid: shared.mail.ids.next(crate::ids::Kind::Mid),
         icid: meta("icid").and_then(|v| v.as_u64()).unwrap_or(0),
         sender: info.sender.clone(),
         recipients: info.recipients.clone(),
@@ -486,8 +521,8 @@ fn copy_envelope(shared: &Shared, node_id: &str, info: &MessageInfo, size: usize
 }
 
 /// Mails the `[cpq] notify` addresses that the migration is done.
-async fn notify(shared: &Arc<Shared>, p: &Progress) {
-    let cfg = shared.config();
+async fn notify(shared: &Arc<Handles>, p: &Progress) {
+    let cfg = shared.config.current();
     let Some(c) = cfg.cpq.as_ref() else { return };
     if c.notify.is_empty() {
         return;
@@ -506,9 +541,11 @@ async fn notify(shared: &Arc<Shared>, p: &Progress) {
     let env = Envelope::from_mailer_daemon(c.notify.clone());
     match crate::scanning::pipeline::inject(shared, &env, text, true).await {
         Ok(mid) => shared
+            .mail
             .log
             .emit(crate::events::Event::MigrationNotified { mid }),
         Err(e) => shared
+            .mail
             .log
             .emit(crate::events::Event::MigrationNotificationFailed { error: &e }),
     }

@@ -22,7 +22,7 @@ use rustls::pki_types::ServerName;
 use tokio::io::{AsyncBufRead, AsyncWriteExt, BufReader};
 
 use crate::cpq::checks::Check;
-use crate::state::{BoxFuture, Shared};
+use crate::state::{BoxFuture, Handles};
 
 /// How long the preflight waits for the connection and for each answer.
 pub const TIMEOUT: Duration = Duration::from_secs(10);
@@ -63,9 +63,9 @@ fn delivery_interface(cfg: &crate::config::Config) -> Option<(String, IpAddr)> {
 
 /// Runs the checks against the manager `host:port`; stops at the first
 /// failure (the later steps cannot run). Every check passed = ready.
-pub async fn run(shared: &Arc<Shared>, host: &str, port: u16) -> Vec<Check> {
+pub async fn run(shared: &Arc<Handles>, host: &str, port: u16) -> Vec<Check> {
     let mut checks = Vec::new();
-    let cfg = shared.config();
+    let cfg = shared.config.current();
     let node_id = cfg
         .cpq
         .as_ref()
@@ -76,7 +76,7 @@ pub async fn run(shared: &Arc<Shared>, host: &str, port: u16) -> Vec<Check> {
     drop(cfg);
 
     // 1. Enrolled.
-    let Some(tls) = shared.cpq_tls() else {
+    let Some(tls) = shared.tls.cpq() else {
         checks.push(Check::fail(
             "CPQ certificate",
             "this gateway has no CPQ certificate",
@@ -357,7 +357,7 @@ pub struct Probe;
 impl crate::state::Probes for Probe {
     fn preflight<'a>(
         &'a self,
-        shared: &'a Arc<Shared>,
+        shared: &'a Arc<Handles>,
         host: &'a str,
         port: u16,
     ) -> BoxFuture<'a, Vec<Check>> {

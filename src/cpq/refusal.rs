@@ -1,6 +1,6 @@
 //! Why a node refused a CPQ connection or record: the reasons counted in
 //! `pvo_cpq_refused_total{reason}` (on managers and gateways) and the [`Refusal`] a
-//! certificate check gives. Shared by the TLS verifiers (`trust`), the CPQ listener's
+//! certificate check gives. Handles by the TLS verifiers (`trust`), the CPQ listener's
 //! sessions and the counters (`stats`), so none of them needs another for it.
 
 /// The source address is not an added gateway's (the cpq_listener's HAT).

@@ -12,24 +12,29 @@ use anyhow::Result;
 use pvo_quarantine::Hold;
 
 use crate::envelope::{CpqTag, Envelope, Update};
-use crate::state::Shared;
+use crate::state::Handles;
 
 /// Where outbreak copies are kept.
-pub fn outbreak_dir(shared: &Shared) -> PathBuf {
-    shared.config().data_dir.join("cpq").join("outbreak")
+pub fn outbreak_dir(shared: &Handles) -> PathBuf {
+    shared
+        .config
+        .current()
+        .data_dir
+        .join("cpq")
+        .join("outbreak")
 }
 
 /// Sends a quarantined message to the manager: tags it and queues it to
 /// `the.cpq.host`. `rewritten` is the body after header actions when a
 /// filter changed it (it then travels under a new MID).
 pub async fn send_to_manager(
-    shared: &Arc<Shared>,
+    shared: &Arc<Handles>,
     env: Arc<Envelope>,
     body: Arc<Vec<u8>>,
     rewritten: Option<Arc<Vec<u8>>>,
     holds: Vec<Hold>,
 ) {
-    let cfg = shared.config();
+    let cfg = shared.config.current();
     let node_id = cfg
         .cpq
         .as_ref()
@@ -46,29 +51,36 @@ pub async fn send_to_manager(
             e.cpq = Some(CpqTag::Transfer(tag.clone()));
             e.scanned = true;
             shared
+                .mail
                 .spool
                 .update(mid, Update::Cpq(CpqTag::Transfer(tag)).encode());
             (Arc::new(e), body)
         }
         Some(new_body) => {
-            let new_mid = shared.ids.next(crate::ids::Kind::Mid);
+            let new_mid = shared.mail.ids.next(crate::ids::Kind::Mid);
             let mut e = env.as_ref().clone();
             e.mid = new_mid;
             e.size = new_body.len() as u64;
             e.scanned = true;
             let tag = crate::cpq::records::transfer_tag(&node_id, &e, &holds);
             e.cpq = Some(CpqTag::Transfer(tag));
-            match shared.spool_message(&e, new_body.as_ref().clone()).await {
+            match shared
+                .mail
+                .spool_message(&e, new_body.as_ref().clone())
+                .await
+            {
                 Ok(b) => {
                     shared
+                        .mail
                         .log
                         .emit(crate::events::Event::RewrittenByContentFilter { mid, new_mid });
-                    shared.spool.finish(mid);
-                    shared.log.emit(crate::events::Event::Finished { mid });
+                    shared.mail.spool.finish(mid);
+                    shared.mail.log.emit(crate::events::Event::Finished { mid });
                     (Arc::new(e), b)
                 }
                 Err(e) => {
                     shared
+                        .mail
                         .log
                         .emit(crate::events::Event::RewrittenNotSpooledRescan { mid, error: &e });
                     return;
@@ -79,6 +91,7 @@ pub async fn send_to_manager(
     let mid = env.mid;
     for h in &holds {
         shared
+            .mail
             .log
             .emit(crate::events::Event::QuarantinedCentralized {
                 mid,
@@ -89,20 +102,21 @@ pub async fn send_to_manager(
     if outbreak {
         if let Err(e) = keep_outbreak_copy(shared, &env, &body) {
             shared
+                .mail
                 .log
                 .emit(crate::events::Event::OutbreakCopyNotKept { mid, error: &e });
         }
     }
-    shared.log.emit(crate::events::Event::QueuedForCpq {
+    shared.mail.log.emit(crate::events::Event::QueuedForCpq {
         mid,
         host: crate::config::CPQ_HOST,
     });
-    shared.queue.enqueue(env, Some(body));
+    shared.mail.queue.enqueue(env, Some(body));
 }
 
 /// Keeps a copy of an outbreak message sent to the manager (named by `env.mid`, the MID
 /// the manager knows it by) for rescans after outbreak rule updates.
-pub(crate) fn keep_outbreak_copy(shared: &Shared, env: &Envelope, body: &[u8]) -> Result<()> {
+pub(crate) fn keep_outbreak_copy(shared: &Handles, env: &Envelope, body: &[u8]) -> Result<()> {
     let dir = outbreak_dir(shared);
     std::fs::create_dir_all(&dir)?;
     let base = dir.join(env.mid.to_string());

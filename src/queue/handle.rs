@@ -2,7 +2,7 @@
 //! records they carry (jobs, outcomes, `tophosts` rows, queued recipients). Everything
 //! that talks to the queue (sessions, delivery, commands, the CPQ services) needs only
 //! this; the schedule itself is `queue::Manager`'s. This module names no other part of
-//! the node but the envelope, so `state::Shared` can hold the handle.
+//! the node but the envelope, so `state::Handles` can hold the handle.
 //!
 //! The event channel is bounded ([`CHANNEL_EVENTS`]). When it is full, a sender waits
 //! for room ([`QueueHandle::send`]): no event is dropped (an enqueued message, a

@@ -24,7 +24,7 @@ use std::time::Duration;
 use pvo_quarantine::{ActionReport, EarlyReleaseActions, MembershipState, MsgId, Outcome};
 
 use crate::envelope::Envelope;
-use crate::state::Shared;
+use crate::state::Handles;
 
 /// How often scheduled exits and the space quota are checked.
 const SWEEP_EVERY: Duration = Duration::from_secs(30);
@@ -32,10 +32,11 @@ const SWEEP_EVERY: Duration = Duration::from_secs(30);
 pub(crate) use crate::clock::unix_now as now;
 
 /// Starts the sweeper and hands over releases that a crash interrupted.
-pub fn start(shared: &Arc<Shared>) {
+pub fn start(shared: &Arc<Handles>) {
     let shared = shared.clone();
     tokio::spawn(async move {
         match shared
+            .scan
             .local_quarantine
             .with(|s| s.pending_deliveries())
             .await
@@ -47,6 +48,7 @@ pub fn start(shared: &Arc<Shared>) {
                 }
             }
             Err(e) => shared
+                .mail
                 .log
                 .emit(crate::events::Event::InterruptedReleasesUnlisted { error: &e }),
         }
@@ -59,12 +61,13 @@ pub fn start(shared: &Arc<Shared>) {
                 continue;
             }
             let t = now();
-            match shared.local_quarantine.with(move |s| s.sweep(t)).await {
+            match shared.scan.local_quarantine.with(move |s| s.sweep(t)).await {
                 Ok(reports) => {
                     let reports = with_node_mids(&shared, reports).await;
                     handle_reports(&shared, reports).await;
                 }
                 Err(e) => shared
+                    .mail
                     .log
                     .emit(crate::events::Event::SweepFailed { error: &e }),
             }
@@ -77,14 +80,15 @@ pub fn start(shared: &Arc<Shared>) {
 /// every log line and answer uses): the manager's MID on a manager. Reports
 /// of messages without one keep the gateway MID.
 pub async fn with_node_mids(
-    shared: &Arc<Shared>,
+    shared: &Arc<Handles>,
     mut reports: Vec<ActionReport>,
 ) -> Vec<ActionReport> {
-    if shared.config().role != crate::config::Role::Manager || reports.is_empty() {
+    if shared.config.current().role != crate::config::Role::Manager || reports.is_empty() {
         return reports;
     }
     let ids: Vec<MsgId> = reports.iter().map(|r| r.msg_id).collect();
     let mids: Vec<Option<u64>> = shared
+        .scan
         .local_quarantine
         .with(move |s| {
             ids.iter()
@@ -106,14 +110,14 @@ pub async fn with_node_mids(
 
 /// Logs what an action changed and delivers what was released from all
 /// quarantines. Returns (old MID, new MID) for each message re-injected.
-pub async fn handle_reports(shared: &Arc<Shared>, reports: Vec<ActionReport>) -> Vec<(u64, u64)> {
+pub async fn handle_reports(shared: &Arc<Handles>, reports: Vec<ActionReport>) -> Vec<(u64, u64)> {
     /// Releases handed to delivery at once: their spool writes share fsyncs.
     const AT_ONCE: usize = 128;
     let mut delivered = Vec::new();
     let mut pending = Vec::new();
     for r in reports {
         for e in crate::events::report_events(r.gateway_mid, &r) {
-            shared.log.emit(e);
+            shared.mail.log.emit(e);
         }
         if let Outcome::Deliver {
             msg_id,
@@ -123,7 +127,7 @@ pub async fn handle_reports(shared: &Arc<Shared>, reports: Vec<ActionReport>) ->
             pending.push((r.gateway_mid, msg_id, early_release_actions));
         }
     }
-    if let Some(route) = &shared.release_route {
+    if let Some(route) = &shared.cpq.release_route {
         for chunk in pending.chunks(AT_ONCE * 4) {
             delivered.extend(route.release_batch(shared, chunk.to_vec()).await);
         }
@@ -155,12 +159,12 @@ pub async fn handle_reports(shared: &Arc<Shared>, reports: Vec<ActionReport>) ->
 /// was held in the Outbreak quarantine is scanned again with anti-virus on
 /// its way (`pipeline::inject_for_rescan`); any other goes to delivery.
 async fn deliver_released(
-    shared: &Arc<Shared>,
+    shared: &Arc<Handles>,
     msg_id: MsgId,
     old_mid: u64,
     actions: &[EarlyReleaseActions],
 ) -> Option<u64> {
-    let q = shared.local_quarantine.clone();
+    let q = shared.scan.local_quarantine.clone();
     let loaded = q
         .with(move |s| {
             Ok::<_, pvo_quarantine::QuarantineError>((s.message(msg_id)?, s.raw(msg_id)?))
@@ -169,14 +173,17 @@ async fn deliver_released(
     let (info, raw) = match loaded {
         Ok(x) => x,
         Err(e) => {
-            shared.log.emit(crate::events::Event::ReleasedUnreadable {
-                mid: old_mid,
-                error: &e,
-            });
+            shared
+                .mail
+                .log
+                .emit(crate::events::Event::ReleasedUnreadable {
+                    mid: old_mid,
+                    error: &e,
+                });
             return None;
         }
     };
-    if let Some(route) = &shared.release_route {
+    if let Some(route) = &shared.cpq.release_route {
         // On a manager, "delivered" means queued back to the gateway the
         // message came from, which applies the early-release actions.
         return match route.release(shared, msg_id, &info, raw, actions).await {
@@ -186,6 +193,7 @@ async fn deliver_released(
                     .await;
                 if let Err(e) = r {
                     shared
+                        .mail
                         .log
                         .emit(crate::events::Event::QueuedToGatewayUnrecorded {
                             mid: new_mid,
@@ -196,6 +204,7 @@ async fn deliver_released(
             }
             Err(e) => {
                 shared
+                    .mail
                     .log
                     .emit(crate::events::Event::ReleaseNotQueuedToGateway {
                         mid: crate::cpq::records::manager_mid(&info),
@@ -257,6 +266,7 @@ async fn deliver_released(
     match injected {
         Ok(new_mid) => {
             shared
+                .mail
                 .log
                 .emit(crate::events::Event::RewrittenByQuarantine {
                     mid: old_mid,
@@ -267,19 +277,25 @@ async fn deliver_released(
                 .with(move |s| s.confirm_delivery(msg_id, &new_mid.to_string(), now()))
                 .await;
             if let Err(e) = r {
-                shared.log.emit(crate::events::Event::DeliveredUnrecorded {
-                    mid: old_mid,
-                    new_mid,
-                    error: &e,
-                });
+                shared
+                    .mail
+                    .log
+                    .emit(crate::events::Event::DeliveredUnrecorded {
+                        mid: old_mid,
+                        new_mid,
+                        error: &e,
+                    });
             }
             Some(new_mid)
         }
         Err(e) => {
-            shared.log.emit(crate::events::Event::ReleaseNotQueued {
-                mid: old_mid,
-                error: &e,
-            });
+            shared
+                .mail
+                .log
+                .emit(crate::events::Event::ReleaseNotQueued {
+                    mid: old_mid,
+                    error: &e,
+                });
             None
         }
     }

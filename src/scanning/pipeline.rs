@@ -27,7 +27,7 @@ use serde_json::json;
 
 use crate::envelope::{Envelope, Update};
 use crate::scanning::virus::VirusVerdict;
-use crate::state::Shared;
+use crate::state::Handles;
 
 /// How long a message waits after a scan engine failed before it is scanned
 /// again: the first retry comes soon (a clamd restart takes seconds), then the
@@ -48,15 +48,15 @@ use crate::clock::unix_now as now;
 
 /// Hands a freshly spooled message to scanning (or straight to delivery when
 /// no mail policy applies).
-pub fn submit(shared: &Arc<Shared>, env: Arc<Envelope>, body: Arc<Vec<u8>>) {
-    let scanner = shared.scanner();
+pub fn submit(shared: &Arc<Handles>, env: Arc<Envelope>, body: Arc<Vec<u8>>) {
+    let scanner = shared.scan.scanner();
     if env.scanned
         || env.dsn
         || scanner
             .select(env.outgoing, &env.sender, &env.recipients)
             .is_none()
     {
-        shared.queue.enqueue(env, Some(body));
+        shared.mail.queue.enqueue(env, Some(body));
         return;
     }
     let shared = shared.clone();
@@ -69,14 +69,16 @@ pub fn submit(shared: &Arc<Shared>, env: Arc<Envelope>, body: Arc<Vec<u8>>) {
 
 /// Sends a notification (a filter's `notify` action) about `orig` to `to`
 /// (`bounce::notification`).
-pub fn spawn_notification(shared: Arc<Shared>, orig: Arc<Envelope>, to: String, why: String) {
+pub fn spawn_notification(shared: Arc<Handles>, orig: Arc<Envelope>, to: String, why: String) {
     tokio::spawn(async move {
-        let (env, text) = crate::bounce::notification(&shared.config(), &orig, to, &why);
+        let (env, text) = crate::bounce::notification(&shared.config.current(), &orig, to, &why);
         match inject(&shared, &env, text, true).await {
             Ok(mid) => shared
+                .mail
                 .log
                 .emit(crate::events::Event::NotificationGenerated { mid, of: orig.mid }),
             Err(e) => shared
+                .mail
                 .log
                 .emit(crate::events::Event::NotificationNotSpooled {
                     of: orig.mid,
@@ -89,17 +91,18 @@ pub fn spawn_notification(shared: Arc<Shared>, orig: Arc<Envelope>, to: String, 
 /// Injects a message generated or released here: a new MID, spooled
 /// (fsynced), then scanned or queued. Returns the new MID.
 pub async fn inject(
-    shared: &Arc<Shared>,
+    shared: &Arc<Handles>,
     template: &Envelope,
     body: Vec<u8>,
     scanned: bool,
 ) -> anyhow::Result<u64> {
-    let mid = shared.ids.next(crate::ids::Kind::Mid);
+    let mid = shared.mail.ids.next(crate::ids::Kind::Mid);
     let mut env = template.clone();
     env.mid = mid;
     env.size = body.len() as u64;
     env.scanned = scanned;
     let body = shared
+        .mail
         .spool_message(&env, body)
         .await
         .map_err(|e| anyhow::anyhow!("spool: {e}"))?;
@@ -109,13 +112,14 @@ pub async fn inject(
 
 /// The second half of [`inject`], for a message already spooled: logs it and
 /// hands it to scanning or delivery.
-pub fn submit_injected(shared: &Arc<Shared>, env: Envelope, body: Arc<Vec<u8>>) {
-    shared.log.emit(crate::events::Event::Ready {
+pub fn submit_injected(shared: &Arc<Handles>, env: Envelope, body: Arc<Vec<u8>>) {
+    shared.mail.log.emit(crate::events::Event::Ready {
         mid: env.mid,
         bytes: body.len(),
         sender: &env.sender,
     });
     shared
+        .mail
         .log
         .emit(crate::events::Event::Queued { mid: env.mid });
     submit(shared, Arc::new(env), body);
@@ -125,16 +129,17 @@ pub fn submit_injected(shared: &Arc<Shared>, env: Envelope, body: Arc<Vec<u8>>) 
 /// scans it with anti-virus only (see the module documentation). Returns the
 /// new MID once the message is on disk.
 pub async fn inject_for_rescan(
-    shared: &Arc<Shared>,
+    shared: &Arc<Handles>,
     template: &Envelope,
     body: Vec<u8>,
 ) -> anyhow::Result<u64> {
-    let mid = shared.ids.next(crate::ids::Kind::Mid);
+    let mid = shared.mail.ids.next(crate::ids::Kind::Mid);
     let mut env = template.clone();
     env.mid = mid;
     env.size = body.len() as u64;
     env.scanned = false;
     let body = shared
+        .mail
         .spool_message(&env, body)
         .await
         .map_err(|e| anyhow::anyhow!("spool: {e}"))?;
@@ -144,22 +149,23 @@ pub async fn inject_for_rescan(
 
 /// The second half of [`inject_for_rescan`], for a message already spooled (a release,
 /// once its id is recorded): logs it and rescans it with anti-virus.
-pub fn submit_for_rescan(shared: &Arc<Shared>, env: Envelope, body: Arc<Vec<u8>>) {
+pub fn submit_for_rescan(shared: &Arc<Handles>, env: Envelope, body: Arc<Vec<u8>>) {
     let mid = env.mid;
-    shared.log.emit(crate::events::Event::Ready {
+    shared.mail.log.emit(crate::events::Event::Ready {
         mid,
         bytes: body.len(),
         sender: &env.sender,
     });
-    shared.log.emit(crate::events::Event::Queued { mid });
+    shared.mail.log.emit(crate::events::Event::Queued { mid });
     let env = Arc::new(env);
     if shared
+        .scan
         .scanner()
         .select(env.outgoing, &env.sender, &env.recipients)
         .is_none()
     {
-        shared.spool.update(mid, Update::Scanned.encode());
-        shared.queue.enqueue(env, Some(body));
+        shared.mail.spool.update(mid, Update::Scanned.encode());
+        shared.mail.queue.enqueue(env, Some(body));
     } else {
         let shared = shared.clone();
         let span = tracing::debug_span!("message", mid = env.mid);
@@ -171,12 +177,12 @@ pub fn submit_for_rescan(shared: &Arc<Shared>, env: Envelope, body: Arc<Vec<u8>>
 }
 
 /// A recovered message that had not passed scanning before the restart.
-pub fn submit_recovered(shared: &Arc<Shared>, env: Arc<Envelope>) {
+pub fn submit_recovered(shared: &Arc<Handles>, env: Arc<Envelope>) {
     let shared = shared.clone();
     tokio::spawn(async move {
-        match shared.read_body(env.mid).await {
+        match shared.mail.read_body(env.mid).await {
             Ok(body) => submit(&shared, env, Arc::new(body)),
-            Err(e) => shared.log.emit(crate::events::Event::ScanReadFailed {
+            Err(e) => shared.mail.log.emit(crate::events::Event::ScanReadFailed {
                 mid: env.mid,
                 error: &e,
             }),
@@ -184,18 +190,18 @@ pub fn submit_recovered(shared: &Arc<Shared>, env: Arc<Envelope>) {
     });
 }
 
-async fn run(shared: Arc<Shared>, env: Arc<Envelope>, body: Arc<Vec<u8>>, stages: Stages) {
+async fn run(shared: Arc<Handles>, env: Arc<Envelope>, body: Arc<Vec<u8>>, stages: Stages) {
     let mut wait = RETRY_SCAN_FIRST;
     loop {
         let started = std::time::Instant::now();
         match scan(&shared, &env, &body, stages).await {
             Ok(decision) => {
-                shared.counters.scan_latency.observe(started.elapsed());
+                shared.mail.counters.scan_latency.observe(started.elapsed());
                 apply(&shared, env, body, decision).await;
                 return;
             }
             Err(e) => {
-                shared.log.emit(crate::events::Event::ScanDeferred {
+                shared.mail.log.emit(crate::events::Event::ScanDeferred {
                     mid: env.mid,
                     error: &e,
                     retry_secs: wait.as_secs(),
@@ -258,18 +264,18 @@ impl Decision {
 
 /// Runs the engines. `Err` is a temporary failure (engine unreachable).
 async fn scan(
-    shared: &Arc<Shared>,
+    shared: &Arc<Handles>,
     env: &Envelope,
     body: &Arc<Vec<u8>>,
     stages: Stages,
 ) -> Result<Decision, String> {
-    let scanner = shared.scanner();
+    let scanner = shared.scan.scanner();
     let Some(p) = scanner.select(env.outgoing, &env.sender, &env.recipients) else {
         return Ok(Decision::default());
     };
     let mid = env.mid;
     let mut d = Decision::default();
-    shared.log.emit(crate::events::Event::PolicyMatched {
+    shared.mail.log.emit(crate::events::Event::PolicyMatched {
         mid,
         policy: &p.policy.name,
         outgoing: p.policy.direction == super::Direction::Outgoing,
@@ -281,18 +287,23 @@ async fn scan(
             let started = std::time::Instant::now();
             match clamd.scan(body).await {
                 Ok(VirusVerdict::Clean) => shared
+                    .mail
                     .log
                     .emit(crate::events::Event::AntivirusNegative { mid }),
                 Ok(VirusVerdict::Infected(sig)) => {
-                    shared.log.emit(crate::events::Event::AntivirusPositive {
-                        mid,
-                        signature: &sig,
-                    });
+                    shared
+                        .mail
+                        .log
+                        .emit(crate::events::Event::AntivirusPositive {
+                            mid,
+                            signature: &sig,
+                        });
                     let reason = Reason::new(ReasonKind::Virus, sig.clone());
                     d.apply_actions(&p.policy.on_virus, &reason, &json!({ "virus": sig }));
                 }
                 Ok(VirusVerdict::Unscannable(u)) => {
                     shared
+                        .mail
                         .log
                         .emit(crate::events::Event::AntivirusUnscannable { mid, what: &u });
                     let reason = Reason::new(ReasonKind::Virus, "unscannable");
@@ -309,7 +320,7 @@ async fn scan(
     }
 
     // 2. Content filters and DLP, 3. outbreak filters: on the bounded MIME view.
-    let outbreak = shared.outbreak_rules();
+    let outbreak = shared.scan.outbreak_rules();
     let report = if body.len() <= INLINE_SCAN_MAX {
         // A panic in an engine is a failed scan (retried later), as it is
         // on the blocking pool, not a lost task.
@@ -354,7 +365,7 @@ async fn scan(
     }
     match report.view {
         Err(u) => {
-            shared.log.emit(crate::events::Event::Unscannable {
+            shared.mail.log.emit(crate::events::Event::Unscannable {
                 mid,
                 why: &u.reason,
             });
@@ -371,6 +382,7 @@ async fn scan(
             // clean; the other engines still run on what is visible.
             if let Some(problem) = report.archive_problem {
                 shared
+                    .mail
                     .log
                     .emit(crate::events::Event::Unscannable { mid, why: &problem });
                 let reason = Reason::new(ReasonKind::Other, "unscannable");
@@ -381,16 +393,19 @@ async fn scan(
                 );
             }
             for m in report.filters {
-                shared.log.emit(crate::events::Event::ContentFilterMatched {
-                    mid,
-                    filter: &m.filter,
-                });
+                shared
+                    .mail
+                    .log
+                    .emit(crate::events::Event::ContentFilterMatched {
+                        mid,
+                        filter: &m.filter,
+                    });
                 let reason = Reason::new(ReasonKind::ContentFilter, m.filter.clone());
                 d.apply_actions(&m.actions, &reason, &json!({ "evidence": m.evidence }));
             }
             for r in report.dlp {
                 if let Some(sev) = r.severity {
-                    shared.log.emit(crate::events::Event::DlpViolation {
+                    shared.mail.log.emit(crate::events::Event::DlpViolation {
                         mid,
                         severity: &sev,
                         risk: &r.total,
@@ -405,11 +420,14 @@ async fn scan(
                     if let Some(hold) = op.hold_for(&r) {
                         let level = r.level.map(|l| l.get()).unwrap_or(0);
                         let rule = r.rules.first().cloned().unwrap_or_default();
-                        shared.log.emit(crate::events::Event::OutbreakPositive {
-                            mid,
-                            level: &level,
-                            rule: &rule,
-                        });
+                        shared
+                            .mail
+                            .log
+                            .emit(crate::events::Event::OutbreakPositive {
+                                mid,
+                                level: &level,
+                                rule: &rule,
+                            });
                         d.holds.push(Hold {
                             quarantine: "Outbreak".into(),
                             reason: Reason::new(ReasonKind::Outbreak, rule),
@@ -418,6 +436,7 @@ async fn scan(
                         });
                     } else {
                         shared
+                            .mail
                             .log
                             .emit(crate::events::Event::OutbreakNegative { mid });
                     }
@@ -485,18 +504,24 @@ fn run_engines(
     report
 }
 
-async fn apply(shared: &Arc<Shared>, env: Arc<Envelope>, body: Arc<Vec<u8>>, d: Decision) {
+async fn apply(shared: &Arc<Handles>, env: Arc<Envelope>, body: Arc<Vec<u8>>, d: Decision) {
     let mid = env.mid;
     for (addr, why) in &d.notify {
         spawn_notification(shared.clone(), env.clone(), addr.clone(), why.clone());
     }
     if let Some(by) = &d.drop_by {
-        shared.log.emit(crate::events::Event::Dropped { mid, by });
+        shared
+            .mail
+            .log
+            .emit(crate::events::Event::Dropped { mid, by });
         finish(shared, mid);
         return;
     }
     if let Some(by) = &d.bounce_by {
-        shared.log.emit(crate::events::Event::BouncedBy { mid, by });
+        shared
+            .mail
+            .log
+            .emit(crate::events::Event::BouncedBy { mid, by });
         if !env.sender.is_empty() {
             for rcpt in &env.recipients {
                 crate::bounce::spawn_dsn(
@@ -521,7 +546,14 @@ async fn apply(shared: &Arc<Shared>, env: Arc<Envelope>, body: Arc<Vec<u8>>, d: 
             d.view.as_deref(),
         )))
     };
-    if !d.holds.is_empty() && shared.config().cpq.as_ref().is_some_and(|c| c.central()) {
+    if !d.holds.is_empty()
+        && shared
+            .config
+            .current()
+            .cpq
+            .as_ref()
+            .is_some_and(|c| c.central())
+    {
         crate::cpq::transfer::send_to_manager(shared, env, body, rewritten, d.holds).await;
         return;
     }
@@ -548,7 +580,7 @@ async fn apply(shared: &Arc<Shared>, env: Arc<Envelope>, body: Arc<Vec<u8>>, d: 
             .unwrap_or_default();
         let msg = NewMessage {
             idempotency_key: format!("local-{mid}"),
-            gateway: shared.config().hostname.clone(),
+            gateway: shared.config.current().hostname.clone(),
             gateway_mid: mid,
             sender: env.sender.clone(),
             recipients: env.recipients.clone(),
@@ -559,11 +591,11 @@ async fn apply(shared: &Arc<Shared>, env: Arc<Envelope>, body: Arc<Vec<u8>>, d: 
             raw: raw.as_ref().clone(),
             holds: d.holds,
         };
-        match shared.local_quarantine.quarantine(msg).await {
+        match shared.scan.local_quarantine.quarantine(msg).await {
             Ok(ins) => {
                 if ins.created {
                     for h in &ins.held_in {
-                        shared.log.emit(crate::events::Event::Quarantined {
+                        shared.mail.log.emit(crate::events::Event::Quarantined {
                             mid,
                             quarantine: &h.quarantine,
                             reason: &h.reason,
@@ -576,6 +608,7 @@ async fn apply(shared: &Arc<Shared>, env: Arc<Envelope>, body: Arc<Vec<u8>>, d: 
                 // The message stays in the spool: scanned again after a
                 // restart, never delivered unheld.
                 shared
+                    .mail
                     .log
                     .emit(crate::events::Event::QuarantineFailed { mid, error: &e });
             }
@@ -584,14 +617,14 @@ async fn apply(shared: &Arc<Shared>, env: Arc<Envelope>, body: Arc<Vec<u8>>, d: 
     }
     match rewritten {
         None => {
-            shared.spool.update(mid, Update::Scanned.encode());
-            shared.queue.enqueue(env, Some(body));
+            shared.mail.spool.update(mid, Update::Scanned.encode());
+            shared.mail.queue.enqueue(env, Some(body));
         }
         Some(new_body) => {
             let by = d.rewritten_by.first().cloned().unwrap_or_default();
             match inject(shared, &env, new_body.as_ref().clone(), true).await {
                 Ok(new_mid) => {
-                    shared.log.emit(crate::events::Event::Rewritten {
+                    shared.mail.log.emit(crate::events::Event::Rewritten {
                         mid,
                         new_mid,
                         by: &by,
@@ -599,6 +632,7 @@ async fn apply(shared: &Arc<Shared>, env: Arc<Envelope>, body: Arc<Vec<u8>>, d: 
                     finish(shared, mid);
                 }
                 Err(e) => shared
+                    .mail
                     .log
                     .emit(crate::events::Event::RewrittenNotSpooled { mid, error: &e }),
             }
@@ -606,9 +640,9 @@ async fn apply(shared: &Arc<Shared>, env: Arc<Envelope>, body: Arc<Vec<u8>>, d: 
     }
 }
 
-fn finish(shared: &Shared, mid: u64) {
-    shared.spool.finish(mid);
-    shared.log.emit(crate::events::Event::Finished { mid });
+fn finish(shared: &Handles, mid: u64) {
+    shared.mail.spool.finish(mid);
+    shared.mail.log.emit(crate::events::Event::Finished { mid });
 }
 
 /// Applies header actions and attachment stripping to the raw message.

@@ -1,6 +1,6 @@
 //! The handle of a node's quarantine store (`pvo-quarantine` under
 //! `DATA_DIR/quarantine/`): the gateway's local quarantines or the manager's central
-//! store. `state::Shared` holds it; what the node does with the store's reports is
+//! store. `state::Handles` holds it; what the node does with the store's reports is
 //! `local_quarantine`'s. The store is synchronous (SQLite): every call runs on the
 //! blocking pool.
 

@@ -25,7 +25,7 @@ use tokio::sync::watch;
 
 use crate::config::{Config, HatEntry, SenderPattern};
 use crate::resolve::ReverseDns;
-use crate::state::Shared;
+use crate::state::Handles;
 
 pub use session::Session;
 
@@ -237,7 +237,7 @@ impl Drop for Slot<'_> {
 /// Accepts connections for the listener named `name` until the task is
 /// aborted (suspend, or a commit that moves the listener). Each connection
 /// looks the listener up in the configuration current at that moment.
-pub async fn accept_loop(shared: Arc<Shared>, name: String, sock: TcpListener) {
+pub async fn accept_loop(shared: Arc<Handles>, name: String, sock: TcpListener) {
     let conc = Arc::new(Concurrency::default());
     loop {
         let (stream, peer) = match sock.accept().await {
@@ -257,7 +257,7 @@ pub async fn accept_loop(shared: Arc<Shared>, name: String, sock: TcpListener) {
         let span = tracing::debug_span!("connection", %peer, icid = tracing::field::Empty);
         tokio::spawn(tracing::Instrument::instrument(
             async move {
-                let cfg = shared.config();
+                let cfg = shared.config.current();
                 if let Some(listener) = cfg.listeners.iter().position(|l| l.name == name) {
                     handle(shared, cfg, listener, stream, peer, &conc).await;
                 }
@@ -268,7 +268,7 @@ pub async fn accept_loop(shared: Arc<Shared>, name: String, sock: TcpListener) {
 }
 
 async fn handle(
-    shared: Arc<Shared>,
+    shared: Arc<Handles>,
     cfg: Arc<Config>,
     listener_idx: usize,
     stream: TcpStream,
@@ -277,16 +277,17 @@ async fn handle(
 ) {
     let listener = &cfg.listeners[listener_idx];
     let iface = &cfg.interfaces[listener.interface];
-    let icid = shared.ids.next(crate::ids::Kind::Icid);
+    let icid = shared.mail.ids.next(crate::ids::Kind::Icid);
     tracing::Span::current().record("icid", icid);
     // `connections_in` is counted by the `New SMTP ICID` event below.
     shared
+        .mail
         .counters
         .connections_open
         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let _open = OpenGauge(&shared);
     let rdns = shared.resolver.reverse(peer.ip()).await;
-    shared.log.emit(crate::events::Event::Connection {
+    shared.mail.log.emit(crate::events::Event::Connection {
         icid,
         cpq: listener.kind == crate::config::ListenerType::Cpq,
         interface: &iface.name,
@@ -298,7 +299,10 @@ async fn handle(
     let (entry, matched) = match hat_match(&listener.hat, peer.ip(), &rdns) {
         Some(x) => x,
         None => {
-            shared.log.emit(crate::events::Event::HatNoMatch { icid });
+            shared
+                .mail
+                .log
+                .emit(crate::events::Event::HatNoMatch { icid });
             let s = Session::new(
                 shared.clone(),
                 cfg.clone(),
@@ -309,12 +313,12 @@ async fn handle(
                 None,
             );
             s.run_rejected(Box::new(stream)).await;
-            shared.log.emit(crate::events::Event::Close { icid });
+            shared.mail.log.emit(crate::events::Event::Close { icid });
             return;
         }
     };
     let policy = &cfg.policies[entry.policy];
-    shared.log.emit(crate::events::Event::HatMatch {
+    shared.mail.log.emit(crate::events::Event::HatMatch {
         icid,
         behavior: policy.behavior.as_str(),
         group: &entry.group,
@@ -322,7 +326,7 @@ async fn handle(
     });
     if policy.behavior == crate::config::Behavior::Tcprefuse {
         drop(stream);
-        shared.log.emit(crate::events::Event::Close { icid });
+        shared.mail.log.emit(crate::events::Event::Close { icid });
         return;
     }
     let limits = Limits::of(&cfg, policy);
@@ -366,6 +370,7 @@ async fn handle(
     };
     if let Some((why, reply)) = refusal {
         shared
+            .mail
             .log
             .emit(crate::events::Event::Refused { icid, why: &why });
         session.run_refused(Box::new(stream), reply).await;
@@ -378,15 +383,16 @@ async fn handle(
         session.run(Box::new(stream)).await;
     }
     drop(slot);
-    shared.log.emit(crate::events::Event::Close { icid });
+    shared.mail.log.emit(crate::events::Event::Close { icid });
 }
 
 /// Decrements the open-connections gauge however the session ends.
-struct OpenGauge<'a>(&'a Shared);
+struct OpenGauge<'a>(&'a Handles);
 
 impl Drop for OpenGauge<'_> {
     fn drop(&mut self) {
         self.0
+            .mail
             .counters
             .connections_open
             .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);

@@ -35,10 +35,10 @@ use crate::envelope::Envelope;
 use crate::ids::Kind;
 use crate::resolve::ReverseDns;
 use crate::smtp_io::Io;
-use crate::state::Shared;
+use crate::state::Handles;
 
 pub struct Session {
-    shared: Arc<Shared>,
+    shared: Arc<Handles>,
     cfg: Arc<Config>,
     listener: usize,
     icid: u64,
@@ -92,7 +92,7 @@ enum Flow {
 
 impl Session {
     pub fn new(
-        shared: Arc<Shared>,
+        shared: Arc<Handles>,
         cfg: Arc<Config>,
         listener: usize,
         icid: u64,
@@ -156,7 +156,7 @@ impl Session {
                     .flatten()
             })
             .unwrap_or_else(|| self.peer.ip().to_string());
-        self.shared.cpq.stats.refused(
+        self.shared.cpq.state.stats.refused(
             &who,
             reason,
             format!("ICID {} from {}: {text}", self.icid, self.peer.ip()),
@@ -195,7 +195,7 @@ impl Session {
         }
         let wait = timeout.min(session_left);
         let mut chunk = [0u8; 16 * 1024];
-        let mut disconnect = self.shared.disconnect.subscribe();
+        let mut disconnect = self.shared.control.disconnect.subscribe();
         if *disconnect.borrow_and_update() {
             return Err("shutdown");
         }
@@ -247,6 +247,7 @@ impl Session {
             if left.is_zero() {
                 if high {
                     self.shared
+                        .mail
                         .log
                         .emit(crate::events::Event::IdleUnderPressure {
                             icid: self.icid,
@@ -370,8 +371,8 @@ impl Session {
                     // Anything pipelined behind STARTTLS was sent in the clear
                     // and must not be executed inside the TLS session.
                     self.inbuf.clear();
-                    let server = match (&self.cpq, self.shared.cpq_tls()) {
-                        (None, _) => self.shared.tls_server(),
+                    let server = match (&self.cpq, self.shared.tls.cpq()) {
+                        (None, _) => self.shared.tls.server(),
                         (Some(_), Some(t)) => t.server.clone(),
                         (Some(_), None) => return,
                     };
@@ -390,7 +391,7 @@ impl Session {
                                     .map(|d| d.to_vec());
                                 c.meta = None;
                             }
-                            self.shared.log.emit(crate::events::Event::TlsSuccess {
+                            self.shared.mail.log.emit(crate::events::Event::TlsSuccess {
                                 icid: self.icid,
                                 protocol: &proto,
                                 cipher: &cipher,
@@ -421,7 +422,7 @@ impl Session {
                                 None => crate::cpq::refusal::TLS,
                             };
                             self.cpq_refused(reason, &format!("TLS failed: {why}"));
-                            self.shared.log.emit(crate::events::Event::TlsFailed {
+                            self.shared.mail.log.emit(crate::events::Event::TlsFailed {
                                 icid: self.icid,
                                 why: &why,
                             });
@@ -430,6 +431,7 @@ impl Session {
                         }
                         Err(_) => {
                             self.shared
+                                .mail
                                 .log
                                 .emit(crate::events::Event::TlsTimeout { icid: self.icid });
                             self.abort_transaction("TLS failed");
@@ -465,7 +467,7 @@ impl Session {
                 Err(which) => {
                     self.reply(&format!("421 4.4.2 {host} Error: {which} timeout exceeded"));
                     let _ = self.flush(&mut io).await;
-                    self.shared.log.emit(crate::events::Event::Timeout {
+                    self.shared.mail.log.emit(crate::events::Event::Timeout {
                         icid: self.icid,
                         which,
                     });
@@ -484,6 +486,7 @@ impl Session {
         if self.bad_commands >= self.cfg.limits.max_bad_commands {
             self.reply("421 Exceeded bad SMTP command limit, disconnecting.");
             self.shared
+                .mail
                 .log
                 .emit(crate::events::Event::BadCommandLimit { icid: self.icid });
             return true;
@@ -494,6 +497,7 @@ impl Session {
     fn abort_transaction(&mut self, why: &str) {
         if let Some(tx) = self.tx.take() {
             self.shared
+                .mail
                 .log
                 .emit(crate::events::Event::Aborted { mid: tx.mid, why });
         }
@@ -503,10 +507,13 @@ impl Session {
         self.commands += 1;
         if self.commands > self.cfg.limits.max_commands_per_session {
             self.reply("421 4.7.0 Too many commands in this session, closing connection");
-            self.shared.log.emit(crate::events::Event::CommandLimit {
-                icid: self.icid,
-                limit: self.cfg.limits.max_commands_per_session as u64,
-            });
+            self.shared
+                .mail
+                .log
+                .emit(crate::events::Event::CommandLimit {
+                    icid: self.icid,
+                    limit: self.cfg.limits.max_commands_per_session as u64,
+                });
             return Flow::Close;
         }
         if self.cpq.is_some() {
@@ -544,12 +551,15 @@ impl Session {
                         Some(tx),
                     ) = (&e, &self.tx)
                     {
-                        self.shared.log.emit(crate::events::Event::RcptRejected {
-                            mid: tx.mid,
-                            icid: self.icid,
-                            rid: tx.rcpts.len(),
-                            error: &e,
-                        });
+                        self.shared
+                            .mail
+                            .log
+                            .emit(crate::events::Event::RcptRejected {
+                                mid: tx.mid,
+                                icid: self.icid,
+                                rid: tx.rcpts.len(),
+                                error: &e,
+                            });
                     }
                     self.reply(&e.reply());
                     if self.bad_command() {
@@ -738,12 +748,13 @@ impl Session {
         }
         // The peer policy may have changed since the handshake (`cpqcert revoke`, a
         // commit that deleted the gateway): the session ends as a new handshake would.
-        let verdict = match (self.shared.cpq_tls(), c.cert.as_deref()) {
+        let verdict = match (self.shared.tls.cpq(), c.cert.as_deref()) {
             (Some(t), Some(der)) => t.policy.check(der).err(),
             _ => None,
         };
         if let Some(r) = verdict {
             self.shared
+                .mail
                 .log
                 .emit(crate::events::Event::CertificateNoLongerAccepted {
                     icid: self.icid,
@@ -772,6 +783,7 @@ impl Session {
             (CpqCommand::Meta(MetaRecord::Transfer(t)), Role::Manager) => {
                 if t.gateway_id != peer {
                     self.shared
+                        .mail
                         .log
                         .emit(crate::events::Event::MetaRefusedIdMismatch {
                             icid: self.icid,
@@ -793,6 +805,7 @@ impl Session {
                     .is_some_and(|x| x.gateways.iter().any(|g| g.id == t.gateway_id))
                 {
                     self.shared
+                        .mail
                         .log
                         .emit(crate::events::Event::MetaRefusedNotEnrolled {
                             icid: self.icid,
@@ -811,6 +824,7 @@ impl Session {
             (CpqCommand::Meta(MetaRecord::Release(r)), Role::Gateway) => {
                 if r.gateway_id != own_id {
                     self.shared
+                        .mail
                         .log
                         .emit(crate::events::Event::MetaRefusedOtherGateway {
                             icid: self.icid,
@@ -880,13 +894,14 @@ impl Session {
             ));
             return Flow::Continue;
         }
-        let mid = self.shared.ids.next(Kind::Mid);
+        let mid = self.shared.mail.ids.next(Kind::Mid);
         let icid = self.icid;
         self.shared
+            .mail
             .log
             .emit(crate::events::Event::Start { mid, icid });
         let wire = sender.as_ref().map(Mailbox::wire).unwrap_or_default();
-        self.shared.log.emit(crate::events::Event::From {
+        self.shared.mail.log.emit(crate::events::Event::From {
             mid,
             icid,
             sender: &wire,
@@ -916,6 +931,7 @@ impl Session {
         if !relay {
             if mailbox.has_routing() {
                 self.shared
+                    .mail
                     .log
                     .emit(crate::events::Event::RatRejectedRouting {
                         mid,
@@ -928,16 +944,19 @@ impl Session {
                 return Flow::Continue;
             }
             if !super::rat_accepts(&self.cfg, self.listener, &mailbox) {
-                self.shared.log.emit(crate::events::Event::RatRejected {
-                    mid,
-                    icid,
-                    address: &address,
-                });
+                self.shared
+                    .mail
+                    .log
+                    .emit(crate::events::Event::RatRejected {
+                        mid,
+                        icid,
+                        address: &address,
+                    });
                 self.reply("550 5.7.1 Recipient address rejected: relaying denied");
                 return Flow::Continue;
             }
         }
-        self.shared.log.emit(crate::events::Event::To {
+        self.shared.mail.log.emit(crate::events::Event::To {
             mid,
             icid,
             rid,
@@ -988,11 +1007,14 @@ impl Session {
         let tx = self.tx.take().expect("DATA only with a transaction");
         let (mid, icid) = (tx.mid, self.icid);
         if dec.size_exceeded() {
-            self.shared.log.emit(crate::events::Event::SizeExceeded {
-                mid,
-                icid,
-                max: max as u64,
-            });
+            self.shared
+                .mail
+                .log
+                .emit(crate::events::Event::SizeExceeded {
+                    mid,
+                    icid,
+                    max: max as u64,
+                });
             self.reply(&format!(
                 "552 5.3.4 Message size exceeds fixed limit of {max} bytes"
             ));
@@ -1001,7 +1023,7 @@ impl Session {
         if dec.nul_bytes() > 0 {
             // RFC 5321 (and 8BITMIME) allow no NUL; a receiver that drops them
             // would read `\r\n\0.\r\n` as an end of data. Refused, never stored.
-            self.shared.log.emit(crate::events::Event::NulRefused {
+            self.shared.mail.log.emit(crate::events::Event::NulRefused {
                 mid,
                 icid,
                 nuls: dec.nul_bytes() as usize,
@@ -1010,11 +1032,14 @@ impl Session {
             return Ok(self.flush(io).await.is_ok());
         }
         if dec.bare_line_endings() > 0 {
-            self.shared.log.emit(crate::events::Event::BareLineEndings {
-                mid,
-                icid,
-                count: dec.bare_line_endings() as usize,
-            });
+            self.shared
+                .mail
+                .log
+                .emit(crate::events::Event::BareLineEndings {
+                    mid,
+                    icid,
+                    count: dec.bare_line_endings() as usize,
+                });
         }
         if let Some(meta) = self.cpq.as_mut().and_then(|c| c.meta.take()) {
             if self.flush(io).await.is_err() {
@@ -1047,7 +1072,7 @@ impl Session {
             };
             if reply.starts_with('2') {
                 self.messages += 1;
-                let c = &self.shared.counters;
+                let c = &self.shared.mail.counters;
                 c.messages_received.fetch_add(1, Ordering::Relaxed);
                 c.recipients_received.fetch_add(rcpts, Ordering::Relaxed);
             }
@@ -1080,17 +1105,20 @@ impl Session {
         if self.flush(io).await.is_err() {
             return Ok(false);
         }
-        match self.shared.spool_message(&env, stored).await {
+        match self.shared.mail.spool_message(&env, stored).await {
             Ok(body) => {
                 self.messages += 1;
                 // Counted as received (messages and recipients) by the event.
-                self.shared.log.emit(crate::events::Event::Received {
+                self.shared.mail.log.emit(crate::events::Event::Received {
                     mid,
                     bytes: len,
                     sender: &env.sender,
                     recipients: env.recipients.len(),
                 });
-                self.shared.log.emit(crate::events::Event::Queued { mid });
+                self.shared
+                    .mail
+                    .log
+                    .emit(crate::events::Event::Queued { mid });
                 crate::scanning::pipeline::submit(&self.shared, Arc::new(env), body);
                 self.reply(&format!("250 2.0.0 Ok: Message {mid} accepted"));
             }
@@ -1101,6 +1129,7 @@ impl Session {
                     .collect::<Vec<_>>()
                     .join(": ");
                 self.shared
+                    .mail
                     .log
                     .emit(crate::events::Event::SpoolWriteFailed {
                         mid,

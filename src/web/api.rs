@@ -20,7 +20,7 @@ use serde_json::{json, Map, Value};
 
 use crate::commands::protocol::{ErrorKind, Request, Response};
 use crate::commands::replies::{ErrorReply, Gateway, Gateways, JobList, JobStarted};
-use crate::state::Shared;
+use crate::state::Handles;
 use crate::users::{Identity, Origin};
 use crate::web::jobs;
 
@@ -59,10 +59,10 @@ pub const BULK_KEYS: [(&str, &[&str]); 4] = [
 pub const QUERY_INTEGERS: [&str; 4] = ["from", "to", "attachment_min_size", "attachment_max_size"];
 
 /// The router, built from [`ROUTES`] (so the OpenAPI test covers every route).
-pub fn routes() -> Router<Arc<Shared>> {
+pub fn routes() -> Router<Arc<Handles>> {
     let mut r = Router::new();
     for (method, path) in ROUTES {
-        let h: MethodRouter<Arc<Shared>> = match *path {
+        let h: MethodRouter<Arc<Handles>> = match *path {
             "/api/v1/openapi.json" => get(openapi),
             "/api/v1/status" => get(status),
             "/api/v1/tophosts" => get(tophosts),
@@ -140,7 +140,7 @@ fn refused_kind(r: &jobs::Refused) -> ErrorKind {
 
 /// The caller's identity from `Authorization: Bearer TOKEN`.
 fn identity(
-    shared: &Shared,
+    shared: &Handles,
     headers: &HeaderMap,
     peer: SocketAddr,
 ) -> Result<Identity, HttpResponse> {
@@ -167,6 +167,7 @@ fn identity(
         ));
     };
     shared
+        .access
         .users
         .identity_by_token(token, Origin::Api(peer))
         .ok_or_else(|| {
@@ -177,16 +178,16 @@ fn identity(
 /// The caller of an endpoint: the node and the identity of the request's API token
 /// (`Authorization: Bearer`); without a valid token the answer is 401.
 struct Token {
-    s: Arc<Shared>,
+    s: Arc<Handles>,
     id: Identity,
 }
 
-impl axum::extract::FromRequestParts<Arc<Shared>> for Token {
+impl axum::extract::FromRequestParts<Arc<Handles>> for Token {
     type Rejection = HttpResponse;
 
     async fn from_request_parts(
         parts: &mut axum::http::request::Parts,
-        shared: &Arc<Shared>,
+        shared: &Arc<Handles>,
     ) -> Result<Self, Self::Rejection> {
         let ConnectInfo(peer) = ConnectInfo::<SocketAddr>::from_request_parts(parts, shared)
             .await
@@ -201,7 +202,7 @@ impl axum::extract::FromRequestParts<Arc<Shared>> for Token {
 
 /// Runs one command as `id`; `Err` is the HTTP answer of a failure.
 async fn run(
-    shared: &Arc<Shared>,
+    shared: &Arc<Handles>,
     id: &Identity,
     command: &str,
     args: Value,
@@ -218,7 +219,7 @@ async fn run(
 }
 
 /// One command, its data as the answer.
-async fn one(shared: &Arc<Shared>, id: &Identity, command: &str, args: Value) -> HttpResponse {
+async fn one(shared: &Arc<Handles>, id: &Identity, command: &str, args: Value) -> HttpResponse {
     match run(shared, id, command, args).await {
         Ok(data) => Json(data).into_response(),
         Err(r) => r,
@@ -258,12 +259,12 @@ async fn gateways(Token { s, id }: Token) -> HttpResponse {
         Err(r) => return r,
     };
     let mut out = Gateways {
-        role: s.config().role.as_str().to_string(),
+        role: s.config.current().role.as_str().to_string(),
         pvo,
         gateways: Vec::new(),
         releases_waiting_total: None,
     };
-    if s.config().role == crate::config::Role::Manager {
+    if s.config.current().role == crate::config::Role::Manager {
         // Each gateway's state, backlog, migration and releases (`applianceconfig status`).
         match run(&s, &id, "applianceconfig", json!({ "action": "status" })).await {
             Ok(d) => {

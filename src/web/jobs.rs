@@ -29,7 +29,7 @@ use crate::clock::unix_now;
 use crate::commands::access;
 use crate::commands::protocol::{ErrorKind, Request, Response};
 use crate::commands::replies::Job as Record;
-use crate::state::Shared;
+use crate::state::Handles;
 use crate::users::{Builtin, Identity};
 
 /// MIDs per `quarantine ACTION` call.
@@ -154,10 +154,10 @@ pub struct Jobs {
 }
 
 /// One table per running node (several nodes may share a process: `pvo quickstart`).
-static TABLES: Mutex<Vec<(Weak<Shared>, Arc<Jobs>)>> = Mutex::new(Vec::new());
+static TABLES: Mutex<Vec<(Weak<Handles>, Arc<Jobs>)>> = Mutex::new(Vec::new());
 
 /// The job table of the node of `shared`.
-pub fn of(shared: &Arc<Shared>) -> Arc<Jobs> {
+pub fn of(shared: &Arc<Handles>) -> Arc<Jobs> {
     let mut t = TABLES.lock().unwrap();
     t.retain(|(w, _)| w.strong_count() > 0);
     if let Some((_, j)) = t
@@ -285,19 +285,19 @@ fn seq_of(jid: &str) -> u64 {
 }
 
 /// Runs one command as `id`.
-async fn run(shared: &Arc<Shared>, id: &Identity, command: &str, args: Value) -> Response {
+async fn run(shared: &Arc<Handles>, id: &Identity, command: &str, args: Value) -> Response {
     match crate::commands::command::Command::from_parts(command, args) {
         Ok(c) => crate::commands::dispatch_as(shared, Request::new(c), id).await,
         Err(e) => Response::from(e),
     }
 }
 
-fn role_refuses(shared: &Shared, id: &Identity, command: &str, args: &Value) -> bool {
+fn role_refuses(shared: &Handles, id: &Identity, command: &str, args: &Value) -> bool {
     let Ok(c) = crate::commands::command::Command::from_parts(command, args.clone()) else {
         return false;
     };
     let need = access::required(&c, &id.user);
-    access::check(need, id, shared.users.role(&id.role).as_ref()).is_err()
+    access::check(need, id, shared.access.users.role(&id.role).as_ref()).is_err()
 }
 
 /// A failed command's answer as a [`Refused`], by its kind.
@@ -394,7 +394,7 @@ fn describe(spec: &Spec) -> String {
 
 /// Checks `spec`, counts what it acts on, and starts the job as `id`; the job id.
 pub async fn start(
-    shared: &Arc<Shared>,
+    shared: &Arc<Handles>,
     id: &Identity,
     mut spec: Spec,
     back: String,
@@ -589,7 +589,7 @@ enum End {
 }
 
 struct Worker {
-    shared: Arc<Shared>,
+    shared: Arc<Handles>,
     jobs: Arc<Jobs>,
     jid: String,
     user: String,
@@ -619,6 +619,7 @@ impl Worker {
     /// The caller as they are now (disabled or deleted: the job stops).
     fn identity(&self) -> Result<Identity, String> {
         self.shared
+            .access
             .users
             .identity(&self.user, self.from.clone())
             .ok_or_else(|| {

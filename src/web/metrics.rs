@@ -10,7 +10,7 @@ use axum::extract::State;
 use axum::http::header;
 use axum::response::IntoResponse;
 
-use crate::state::Shared;
+use crate::state::Handles;
 
 fn family(out: &mut String, name: &str, kind: &str, help: &str) {
     let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
@@ -44,10 +44,10 @@ fn labelled<S: AsRef<str>, N: std::fmt::Display>(
 
 /// The CPQ families: a gateway's transfers to its manager and refusals, a manager's
 /// receptions, refusals, releases and the backlog each gateway last reported over SSH.
-fn cpq(shared: &Shared, out: &mut String) {
+fn cpq(shared: &Handles, out: &mut String) {
     use crate::cpq::stats::TransferFailure;
-    let s = &shared.cpq.stats;
-    match shared.config().role {
+    let s = &shared.cpq.state.stats;
+    match shared.config.current().role {
         crate::config::Role::Gateway => {
             single(
                 out,
@@ -129,9 +129,9 @@ fn cpq(shared: &Shared, out: &mut String) {
     }
 }
 
-pub async fn metrics(State(shared): State<Arc<Shared>>) -> impl IntoResponse {
+pub async fn metrics(State(shared): State<Arc<Handles>>) -> impl IntoResponse {
     let mut out = String::new();
-    let c = shared.counters.lifetime();
+    let c = shared.mail.counters.lifetime();
     for (name, help, v) in [
         (
             "pvo_connections_in_total",
@@ -186,11 +186,12 @@ pub async fn metrics(State(shared): State<Arc<Shared>>) -> impl IntoResponse {
         "Time to scan a message (all engines), since this node started.",
     );
     shared
+        .mail
         .counters
         .scan_latency
         .render(&mut out, "pvo_scan_seconds");
 
-    let hosts = shared.queue.hosts().await;
+    let hosts = shared.mail.queue.hosts().await;
     labelled(
         &mut out,
         (
@@ -215,7 +216,7 @@ pub async fn metrics(State(shared): State<Arc<Shared>>) -> impl IntoResponse {
     // are above, with every destination's.
     cpq(&shared, &mut out);
 
-    let usage = shared.local_quarantine.with(|s| s.usage()).await;
+    let usage = shared.scan.local_quarantine.with(|s| s.usage()).await;
     if let Ok(u) = usage {
         labelled(
             &mut out,

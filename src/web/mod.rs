@@ -16,10 +16,10 @@ use axum::extract::ConnectInfo;
 use hyper_util::rt::TokioIo;
 use tower_service::Service;
 
-use crate::state::Shared;
+use crate::state::Handles;
 
 /// All routes of the server.
-pub fn router(shared: Arc<Shared>) -> axum::Router {
+pub fn router(shared: Arc<Handles>) -> axum::Router {
     api::routes()
         .merge(ui::routes())
         .route("/metrics", axum::routing::get(metrics::metrics))
@@ -30,7 +30,7 @@ pub fn router(shared: Arc<Shared>) -> axum::Router {
 /// `stop` turns true, each connection ends after its current request, within
 /// `shutdown::GRACE`.
 pub async fn serve(
-    shared: Arc<Shared>,
+    shared: Arc<Handles>,
     listener: tokio::net::TcpListener,
     stop: tokio::sync::watch::Receiver<bool>,
 ) {
@@ -47,7 +47,7 @@ pub async fn serve(
         };
         let _ = tcp.set_nodelay(true);
         // The certificate in force now (a commit may change it).
-        let mut tls = (*shared.tls_server()).clone();
+        let mut tls = (*shared.tls.server()).clone();
         tls.alpn_protocols = vec![b"http/1.1".to_vec()];
         let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(tls));
         let app = app.clone();

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use axum::http::HeaderMap;
 
-use crate::state::Shared;
+use crate::state::Handles;
 use crate::users::{Identity, Origin};
 
 /// The session cookie's name (`__Host-`: Secure, Path=/, no Domain, so no other host
@@ -177,7 +177,7 @@ pub fn same_origin(headers: &HeaderMap) -> bool {
 /// Checks a password (throttled and audited like an SSH login, `crate::login_throttle`)
 /// and records a successful login.
 pub async fn login(
-    shared: &Arc<Shared>,
+    shared: &Arc<Handles>,
     user: &str,
     password: &str,
     peer: SocketAddr,

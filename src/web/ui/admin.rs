@@ -214,7 +214,7 @@ pub(super) async fn quarantine_save(
 
 /// The routes of the custom roles (merged by `super::routes`; the users' routes are
 /// there).
-pub(super) fn routes() -> Router<Arc<Shared>> {
+pub(super) fn routes() -> Router<Arc<Handles>> {
     Router::new()
         .route("/roles", post(role_new))
         .route("/roles/{name}", get(role_form).post(role_op))
@@ -230,7 +230,10 @@ pub(super) const BUILTIN_ROLES: [&str; 6] = [
 ];
 
 /// (built-in role names, custom roles) of `userconfig role list`, or its refusal.
-async fn roles_of(shared: &Arc<Shared>, c: &Caller) -> Result<(Vec<String>, Vec<Value>), Response> {
+async fn roles_of(
+    shared: &Arc<Handles>,
+    c: &Caller,
+) -> Result<(Vec<String>, Vec<Value>), Response> {
     let r = run(
         shared,
         &c.id,
@@ -439,7 +442,7 @@ fn roles_table(custom: &[Value], csrf: &str) -> Markup {
 }
 
 /// The form of a new role (`None`) or of an existing one.
-async fn role_fields(shared: &Arc<Shared>, c: &Caller, role: Option<&Value>) -> Markup {
+async fn role_fields(shared: &Arc<Handles>, c: &Caller, role: Option<&Value>) -> Markup {
     let (names, refused) = match quarantine_names(shared, c).await {
         Ok(n) => (n, None),
         Err(r) => (Vec::new(), Some(r)),
@@ -535,7 +538,7 @@ fn role_args(sub: &str, name: &str, form: &[(String, String)]) -> Value {
     })
 }
 
-fn role_result(shared: &Shared, c: &Caller, r: &Response) -> HttpResponse {
+fn role_result(shared: &Handles, c: &Caller, r: &Response) -> HttpResponse {
     outcome_page(
         shared,
         c,
@@ -614,7 +617,7 @@ pub(super) async fn role_op(
     role_result(&shared, &c, &r)
 }
 
-pub(super) fn user_result(shared: &Shared, c: &Caller, r: &Response) -> HttpResponse {
+pub(super) fn user_result(shared: &Handles, c: &Caller, r: &Response) -> HttpResponse {
     outcome_page(
         shared,
         c,

@@ -19,7 +19,7 @@ pub(super) const CHART_DAYS: u64 = 7;
 /// Held messages by the day they were received (GMT), per quarantine, for the last
 /// [`CHART_DAYS`] days: one counting search per day and quarantine (searches are not
 /// audited). Bars are inline SVG (no script, no inline style).
-pub(super) async fn per_day_chart(shared: &Arc<Shared>, c: &Caller, list: &Value) -> Markup {
+pub(super) async fn per_day_chart(shared: &Arc<Handles>, c: &Caller, list: &Value) -> Markup {
     let names: Vec<String> = list["quarantines"]
         .as_array()
         .into_iter()
@@ -248,7 +248,7 @@ pub(super) fn gateways_table(data: &Value, actions: Option<GatewayActions>) -> M
 /// The manager's gateways section: `applianceconfig status`, or its refusal (with
 /// the gateways `pvoconfig status` names, without their state).
 pub(super) async fn manager_gateways(
-    shared: &Arc<Shared>,
+    shared: &Arc<Handles>,
     c: &Caller,
     pvo: &Value,
     actions: Option<GatewayActions<'_>>,
@@ -327,7 +327,7 @@ pub(super) fn gateway_pvo(d: &Value) -> Markup {
 }
 
 pub(super) async fn dashboard(Viewer { shared, c }: Viewer) -> HttpResponse {
-    let manager = shared.config().role == crate::config::Role::Manager;
+    let manager = shared.config.current().role == crate::config::Role::Manager;
     let p = run(&shared, &c.id, "pvoconfig", json!({ "action": "status" })).await;
     let central = !manager && p.ok && p.data["mode"].as_str() == Some("central");
     let q = run(

@@ -17,11 +17,11 @@ use serde_json::{json, Value};
 
 use super::*;
 use crate::commands::protocol::Response;
-use crate::state::Shared;
+use crate::state::Handles;
 use crate::users::Perm;
 
 /// The routes of this page group (merged by `super::routes`).
-pub(super) fn routes() -> Router<Arc<Shared>> {
+pub(super) fn routes() -> Router<Arc<Handles>> {
     Router::new()
         .route("/delivery", get(tophosts))
         .route("/delivery/{host}", get(host))
@@ -115,6 +115,7 @@ async fn host(Viewer { shared, c }: Viewer, Path(host): Path<String>) -> HttpRes
         return html(StatusCode::OK, page(&shared, &c, &title, b));
     }
     let may_operate = shared
+        .access
         .users
         .role(&c.id.role)
         .is_some_and(|r| r.allows(Perm::Operate));

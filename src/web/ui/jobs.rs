@@ -18,7 +18,7 @@ use axum::{Extension, Json, Router};
 use serde_json::{json, Value};
 
 use super::*;
-use crate::state::Shared;
+use crate::state::Handles;
 use crate::web::jobs::{self, Refused, Spec};
 
 /// How long a bulk form waits for its job before showing the progress page: a small
@@ -26,7 +26,7 @@ use crate::web::jobs::{self, Refused, Spec};
 const SETTLE: Duration = Duration::from_secs(1);
 
 /// The routes of this page group (merged by `super::routes`).
-pub(super) fn routes() -> Router<Arc<Shared>> {
+pub(super) fn routes() -> Router<Arc<Handles>> {
     Router::new()
         .route("/jobs", get(list))
         .route("/jobs/{id}", get(show))
@@ -36,7 +36,7 @@ pub(super) fn routes() -> Router<Arc<Shared>> {
 /// Starts the job of a bulk form and answers 303 to its page, or the refusal
 /// (403/404/400) with a link back to `back`.
 pub(super) async fn start(
-    shared: &Arc<Shared>,
+    shared: &Arc<Handles>,
     c: &Caller,
     spec: Spec,
     back: &str,

@@ -75,7 +75,7 @@ pub(super) async fn show(Viewer { shared, c }: Viewer, Path(mid): Path<String>) 
     } else {
         // The quarantines to move to, when the role may list them (else typed in; not
         // asked for otherwise, so a Guest's page adds no refusal to the audit trail).
-        let role = shared.users.role(&c.id.role);
+        let role = shared.access.users.role(&c.id.role);
         let may = |p: Perm| role.as_ref().is_some_and(|r| r.allows(p));
         let list = if may(Perm::Monitor) {
             run(

@@ -29,7 +29,7 @@ use serde_json::Value;
 
 use super::session::{self, Sessions};
 use crate::commands::protocol::{Request, Response};
-use crate::state::Shared;
+use crate::state::Handles;
 use crate::users::{Identity, Origin};
 
 mod admin;
@@ -49,7 +49,7 @@ use message::*;
 use pvo::*;
 use search::*;
 
-type St = State<Arc<Shared>>;
+type St = State<Arc<Handles>>;
 type Ses = Extension<Arc<Sessions>>;
 
 /// The UI's style sheet: a file, so the CSP can refuse inline styles.
@@ -64,7 +64,7 @@ const JS: &str = include_str!("static/ui.js");
 pub const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
 
 /// The UI's routes (merged into the server's router by `super::router`).
-pub fn routes() -> Router<Arc<Shared>> {
+pub fn routes() -> Router<Arc<Handles>> {
     let r = Router::new()
         .route("/", get(dashboard))
         .route("/login", get(login_form).post(login))
@@ -159,7 +159,7 @@ fn redirect(to: &str) -> HttpResponse {
 
 /// The session of the request, or the answer to send instead (to the login page).
 fn caller(
-    shared: &Shared,
+    shared: &Handles,
     sessions: &Sessions,
     headers: &HeaderMap,
     peer: SocketAddr,
@@ -170,7 +170,7 @@ fn caller(
         .flatten()
         .ok_or_else(|| redirect("/login"))?;
     // The user as they are now: disabled, deleted or re-roled takes effect at once.
-    let Some(id) = shared.users.identity(&s.user, Origin::Web(peer)) else {
+    let Some(id) = shared.access.users.identity(&s.user, Origin::Web(peer)) else {
         sessions.remove(&sid);
         return Err(redirect("/login"));
     };
@@ -184,16 +184,16 @@ fn caller(
 /// The logged-in caller of a page (GET): the extractor of every page handler. Without a
 /// valid session the answer is a redirect to the login page.
 struct Viewer {
-    shared: Arc<Shared>,
+    shared: Arc<Handles>,
     c: Caller,
 }
 
-impl axum::extract::FromRequestParts<Arc<Shared>> for Viewer {
+impl axum::extract::FromRequestParts<Arc<Handles>> for Viewer {
     type Rejection = HttpResponse;
 
     async fn from_request_parts(
         parts: &mut axum::http::request::Parts,
-        shared: &Arc<Shared>,
+        shared: &Arc<Handles>,
     ) -> Result<Self, Self::Rejection> {
         let Extension(sessions) = Ses::from_request_parts(parts, shared)
             .await
@@ -212,17 +212,17 @@ impl axum::extract::FromRequestParts<Arc<Shared>> for Viewer {
 /// A checked POST (same origin, a session, its CSRF token) and its form: the
 /// extractor of every handler that changes something.
 struct Post {
-    shared: Arc<Shared>,
+    shared: Arc<Handles>,
     c: Caller,
     form: Vec<(String, String)>,
 }
 
-impl axum::extract::FromRequest<Arc<Shared>> for Post {
+impl axum::extract::FromRequest<Arc<Handles>> for Post {
     type Rejection = HttpResponse;
 
     async fn from_request(
         req: axum::extract::Request,
-        shared: &Arc<Shared>,
+        shared: &Arc<Handles>,
     ) -> Result<Self, Self::Rejection> {
         use axum::extract::FromRequestParts;
         let (mut parts, body) = req.into_parts();
@@ -250,7 +250,7 @@ impl axum::extract::FromRequest<Arc<Shared>> for Post {
 }
 
 fn poster(
-    shared: &Shared,
+    shared: &Handles,
     sessions: &Sessions,
     headers: &HeaderMap,
     peer: SocketAddr,
@@ -288,7 +288,7 @@ fn field<'a>(form: &'a [(String, String)], k: &str) -> Option<&'a str> {
 }
 
 /// Runs one command as the caller.
-async fn run(shared: &Arc<Shared>, id: &Identity, command: &str, args: Value) -> Response {
+async fn run(shared: &Arc<Handles>, id: &Identity, command: &str, args: Value) -> Response {
     match crate::commands::command::Command::from_parts(command, args) {
         Ok(c) => crate::commands::dispatch_as(shared, Request::new(c), id).await,
         Err(e) => Response::from(e),
@@ -296,7 +296,7 @@ async fn run(shared: &Arc<Shared>, id: &Identity, command: &str, args: Value) ->
 }
 
 /// The names of the quarantines `quarantineconfig list` shows the caller, or its refusal.
-async fn quarantine_names(shared: &Arc<Shared>, c: &Caller) -> Result<Vec<String>, Response> {
+async fn quarantine_names(shared: &Arc<Handles>, c: &Caller) -> Result<Vec<String>, Response> {
     let r = run(
         shared,
         &c.id,
@@ -332,8 +332,8 @@ fn bare(title: &str, body: Markup) -> Markup {
 }
 
 /// A page with the navigation bar.
-fn page(shared: &Shared, c: &Caller, title: &str, body: Markup) -> Markup {
-    let cfg = shared.config();
+fn page(shared: &Handles, c: &Caller, title: &str, body: Markup) -> Markup {
+    let cfg = shared.config.current();
     frame(&cfg.hostname, cfg.role.as_str(), c, title, body)
 }
 
@@ -494,7 +494,7 @@ fn safe_back(v: Option<&str>) -> String {
 
 /// The page after an action: the command's answer (or its refusal, 400) and `links`.
 fn outcome_page(
-    shared: &Shared,
+    shared: &Handles,
     c: &Caller,
     r: &Response,
     links: Markup,

@@ -25,7 +25,7 @@ pub(super) fn preflight_check(name: &str) -> bool {
 
 pub(super) async fn pvo(Viewer { shared, c }: Viewer) -> HttpResponse {
     let st = run(&shared, &c.id, "pvoconfig", json!({ "action": "status" })).await;
-    let cfg = shared.config();
+    let cfg = shared.config.current();
     let wizard = cfg.role == crate::config::Role::Manager && st.ok;
     let mut enable = None;
     if cfg.role == crate::config::Role::Gateway && st.ok && st.data["mode"] != "central" {

@@ -164,7 +164,7 @@ pub(super) async fn search(Viewer { shared, c }: Viewer, RawQuery(raw): RawQuery
         let b = html! { (filters) (refusal(&r)) };
         return html(StatusCode::OK, page(&shared, &c, "Messages", b));
     }
-    let central = shared.config().role == crate::config::Role::Manager;
+    let central = shared.config.current().role == crate::config::Role::Manager;
     let shown = Shown {
         data: &r.data,
         keep: &keep,
@@ -502,7 +502,7 @@ pub(super) async fn action(Post { shared, c, form }: Post) -> HttpResponse {
 /// A bulk action of the search page as a job: the selected MIDs, or every result of the
 /// search the page showed (its hidden `q_` fields).
 async fn bulk(
-    shared: &Arc<Shared>,
+    shared: &Arc<Handles>,
     c: &Caller,
     form: &[(String, String)],
     verb: &str,

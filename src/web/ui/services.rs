@@ -16,10 +16,10 @@ use serde_json::{json, Value};
 use super::*;
 use crate::commands::protocol::Response;
 use crate::config::Role;
-use crate::state::Shared;
+use crate::state::Handles;
 
 /// The routes of this page group (merged by `super::routes`).
-pub(super) fn routes() -> Router<Arc<Shared>> {
+pub(super) fn routes() -> Router<Arc<Handles>> {
     Router::new()
         .route("/services", get(services))
         .route("/services/gateways", post(gateway_new))
@@ -56,7 +56,7 @@ fn row_actions(csrf: &str) -> impl Fn(&Value) -> Markup + Sync + '_ {
 }
 
 pub(super) async fn services(Viewer { shared, c }: Viewer) -> HttpResponse {
-    let role = shared.config().role;
+    let role = shared.config.current().role;
     let p = run(&shared, &c.id, "pvoconfig", json!({ "action": "status" })).await;
     if role == Role::Gateway {
         let b = html! {
@@ -77,7 +77,7 @@ pub(super) async fn services(Viewer { shared, c }: Viewer) -> HttpResponse {
     // Gateways and their live state.
     let actions = row_actions(&c.csrf);
     let gateways = manager_gateways(&shared, &c, &p.data, Some(&actions)).await;
-    let cfg = shared.config();
+    let cfg = shared.config.current();
     // The PVO service (cpq_listener).
     let current = cfg
         .cpq
