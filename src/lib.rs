@@ -9,46 +9,14 @@
 //! node started by other code without it answers every shell command with an error
 //! saying so instead of guessing at a grammar of its own.
 
-pub mod admin;
-pub mod atomic_file;
-pub mod audit;
-pub mod bounce;
-pub mod certificate;
-pub mod clamd;
-pub mod cli;
-pub mod clock;
+pub mod adapters;
 pub mod commands;
-pub mod config;
-pub mod config_store;
-pub mod cpq;
-pub mod delivery;
-pub mod diag;
-pub mod dns;
-pub mod envelope;
-pub mod events;
-pub mod histogram;
-pub mod host_key;
-pub mod ids;
-pub mod import;
+pub mod core;
 pub mod listeners;
-pub mod login_throttle;
-pub mod mail_log;
-pub mod net_error;
+pub mod net;
 pub mod node;
-pub mod outbound;
-pub mod queue;
 pub mod quickstart;
-pub mod resolve;
-pub mod scanning;
 pub mod servers;
-pub mod shutdown;
-pub mod smtp_io;
-pub mod smtp_server;
-pub mod ssh;
-pub mod state;
-pub mod tls;
-pub mod users;
-pub mod web;
 
 use std::sync::OnceLock;
 

@@ -29,7 +29,7 @@ use anyhow::{Context, Result};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
-use crate::state::Handles;
+use crate::core::state::Handles;
 
 /// An accept task and a duplicate of the socket it accepts on.
 struct Accepting {
@@ -102,14 +102,14 @@ impl Inner {
     }
 }
 
-pub use crate::state::{ListenerState, Resumed};
+pub use crate::core::state::{ListenerState, Resumed};
 
 /// Starts the accept loop of listener `name` on `sock`.
 fn accept(shared: &Arc<Handles>, name: &str, sock: TcpListener) -> Result<Accepting> {
     let dup = socket2::SockRef::from(&sock)
         .try_clone()
         .with_context(|| format!("listener {name}: duplicating the listening socket"))?;
-    let task = tokio::spawn(crate::smtp_server::accept_loop(
+    let task = tokio::spawn(crate::adapters::smtp_server::accept_loop(
         shared.clone(),
         name.to_string(),
         sock,
@@ -140,7 +140,7 @@ impl Listeners {
         sock: TcpListener,
     ) -> Result<SocketAddr> {
         let bound = sock.local_addr()?;
-        if name == crate::config::CPQ_LISTENER {
+        if name == crate::core::config::CPQ_LISTENER {
             // The appliance's cpq_listener has a listen queue of 50 (listen()
             // again on a listening socket only changes its backlog).
             socket2::SockRef::from(&sock).listen(50)?;
@@ -233,7 +233,7 @@ impl Listeners {
 /// A listening TCP socket on `addr` (SO_REUSEADDR, backlog 1024, non-blocking): the
 /// SMTP listeners' and the SSH and HTTPS servers' (`servers`).
 /// The commands' view of the listeners (through `Handles`).
-impl crate::state::ListenerControl for Listeners {
+impl crate::core::state::ListenerControl for Listeners {
     fn address(&self, name: &str) -> Option<SocketAddr> {
         Listeners::address(self, name)
     }

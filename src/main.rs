@@ -8,8 +8,10 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
-use pvo::cli::{confirm, prompt};
-use pvo::{admin, clamd, cli, commands, config, cpq, node, quickstart};
+use pvo::adapters::cli::{confirm, prompt};
+use pvo::adapters::{clamd, cli};
+use pvo::core::config;
+use pvo::{commands, node, quickstart};
 
 #[derive(Parser)]
 #[command(
@@ -269,7 +271,7 @@ fn main() {
                     port,
                     out,
                 },
-        } => cpq::enroll::run(
+        } => cli::enroll::run(
             &config,
             &cli.dir,
             &gateway_id,
@@ -285,14 +287,15 @@ fn main() {
             files,
         } => avscan(&clamd, timeout, &files, cli.json),
         other => match &cli.user {
-            Some(user) => admin::client::read_password(user, cli.password_file.as_deref())
-                .and_then(|password| {
-                    admin::client::set_credentials(commands::protocol::Credentials {
+            Some(user) => cli::client::read_password(user, cli.password_file.as_deref()).and_then(
+                |password| {
+                    cli::client::set_credentials(commands::protocol::Credentials {
                         user: user.clone(),
                         password,
                     });
                     admin_command(&cli.dir, cli.json, other)
-                }),
+                },
+            ),
             None => admin_command(&cli.dir, cli.json, other),
         },
     };
@@ -312,7 +315,7 @@ fn main() {
 
 /// Runs one appliance command against the node of `dir`.
 fn admin_command(dir: &std::path::Path, json: bool, cmd: Command) -> Result<()> {
-    admin::client::run(dir, admin_request(cmd)?, json)
+    cli::client::run(dir, admin_request(cmd)?, json)
 }
 
 /// An appliance command line that arrived over SSH (words after the program name),

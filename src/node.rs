@@ -14,18 +14,18 @@ use anyhow::{Context, Result};
 use pvo_spool::{Spool, SpoolConfig};
 use tokio::sync::oneshot;
 
-use crate::config::Config;
-use crate::dns::Resolver;
-use crate::envelope::{Envelope, Update};
-use crate::ids::Ids;
-use crate::listeners::Listeners;
-use crate::mail_log::MailLog;
-use crate::queue::{self, Event};
-use crate::servers::Servers;
-use crate::state::{
+use crate::core::config::Config;
+use crate::core::envelope::{Envelope, Update};
+use crate::core::ids::Ids;
+use crate::core::mail_log::MailLog;
+use crate::core::queue::{self, Event};
+use crate::core::state::{
     AccessHandle, ConfigHandle, ControlHandle, Counters, CpqHandle, Handles, MailHandle,
     NodeControl, ScanHandle, TlsHandle,
 };
+use crate::listeners::Listeners;
+use crate::net::dns::Resolver;
+use crate::servers::Servers;
 
 /// Bytes the spool keeps in `spool/reserve` for a full disk: room for thousands of finish
 /// records, the SQLite shared-memory files, `run/ids` and log lines.
@@ -54,8 +54,8 @@ impl NodeControl for Wiring {
                 new.data_dir.display()
             );
         }
-        let tls_server = crate::tls::server_config(&new)?;
-        let tls_clients = crate::tls::client_configs(&new)?;
+        let tls_server = crate::net::tls::server_config(&new)?;
+        let tls_clients = crate::net::tls::client_configs(&new)?;
         if new.role != old.role {
             anyhow::bail!(
                 "node.role cannot change on a running node (it is {}, the new configuration says {})",
@@ -63,10 +63,11 @@ impl NodeControl for Wiring {
                 new.role.as_str()
             );
         }
-        let cpq_tls = crate::cpq::certs::load_tls(&new)?.map(Arc::new);
-        let scanner = crate::scanning::Scanner::new(&new.scanning, crate::clamd::scanner_for)
-            .map_err(|e| anyhow::anyhow!("scanning configuration: {e}"))?;
-        let outbreak = crate::scanning::outbreak_store::prepare_commit(
+        let cpq_tls = crate::net::cpq_certs::load_tls(&new)?.map(Arc::new);
+        let scanner =
+            crate::core::scanning::Scanner::new(&new.scanning, crate::adapters::clamd::scanner_for)
+                .map_err(|e| anyhow::anyhow!("scanning configuration: {e}"))?;
+        let outbreak = crate::core::scanning::outbreak_store::prepare_commit(
             old.scanning.outbreak_rules.as_deref(),
             new.scanning.outbreak_rules.as_deref(),
         )
@@ -90,14 +91,14 @@ impl NodeControl for Wiring {
         shared.config.swap(Arc::new(new.clone()));
         shared.tls.swap(tls_server, tls_clients, cpq_tls);
         if new.cpq.is_some()
-            && new.role == crate::config::Role::Gateway
+            && new.role == crate::core::config::Role::Gateway
             && shared.cpq.state.ledger.get().is_none()
         {
-            let (ledger, settled) = crate::cpq::ledger::ReleaseLedger::open(
+            let (ledger, settled) = crate::core::cpq::ledger::ReleaseLedger::open(
                 &new.data_dir.join("cpq"),
                 &shared.mail.spool,
             )?;
-            crate::cpq::ledger::log_settled(&shared.mail.log, &settled);
+            crate::core::cpq::ledger::log_settled(&shared.mail.log, &settled);
             let _ = shared.cpq.state.ledger.set(ledger);
         }
         shared.scan.set_scanner(scanner);
@@ -105,7 +106,7 @@ impl NodeControl for Wiring {
             shared
                 .scan
                 .outbreak
-                .commit(change, crate::clock::unix_now(), &shared.mail.log);
+                .commit(change, crate::core::clock::unix_now(), &shared.mail.log);
         }
         for name in self.listeners.names() {
             if !new.listeners.iter().any(|l| l.name == name) {
@@ -113,7 +114,7 @@ impl NodeControl for Wiring {
                 shared
                     .mail
                     .log
-                    .emit(crate::events::Event::ListenerRemoved { name: &name });
+                    .emit(crate::core::events::Event::ListenerRemoved { name: &name });
             }
         }
         for (name, sock) in bound {
@@ -121,16 +122,19 @@ impl NodeControl for Wiring {
             shared
                 .mail
                 .log
-                .emit(crate::events::Event::ListenerListening { name: &name, addr });
+                .emit(crate::core::events::Event::ListenerListening { name: &name, addr });
         }
         self.servers.switch(shared, servers);
-        shared.mail.queue.send(crate::queue::Event::Reconfigured);
-        crate::cpq::migrate::start(shared);
+        shared
+            .mail
+            .queue
+            .send(crate::core::queue::Event::Reconfigured);
+        crate::core::cpq::migrate::start(shared);
         Ok(())
     }
 
     fn check_gateway_material(&self, dir: &std::path::Path, pinned: Option<Vec<u8>>) -> Result<()> {
-        crate::cpq::certs::check_gateway_material(dir, pinned)
+        crate::net::cpq_certs::check_gateway_material(dir, pinned)
     }
 }
 
@@ -153,10 +157,10 @@ impl Node {
         std::fs::create_dir_all(&config.data_dir)
             .with_context(|| format!("creating data directory {}", config.data_dir.display()))?;
         // Where SSH and API commands take their file arguments from (`import`).
-        crate::import::ensure(&config.data_dir).with_context(|| {
+        crate::core::import::ensure(&config.data_dir).with_context(|| {
             format!(
                 "creating the import directory {}",
-                crate::import::dir(&config.data_dir).display()
+                crate::core::import::dir(&config.data_dir).display()
             )
         })?;
         let log = MailLog::open(&config.logs_dir(), config.logs.max_size, config.logs.keep)
@@ -168,7 +172,7 @@ impl Node {
         let (spool, recovered) = Spool::open(spool_config)
             .with_context(|| format!("opening the spool in {}", config.spool_dir().display()))?;
         for m in &recovered.moved_aside {
-            log.emit(crate::events::Event::SpoolFileMovedAside {
+            log.emit(crate::core::events::Event::SpoolFileMovedAside {
                 from: &m.from,
                 to: &m.to,
                 reason: &m.reason,
@@ -176,49 +180,54 @@ impl Node {
         }
         let ids = Ids::open(&config.run_dir(), recovered.max_mid + 1)?;
         for news in ids.take_news() {
-            log.emit(crate::events::Event::Notice(&news));
+            log.emit(crate::core::events::Event::Notice(&news));
         }
-        let scanner = crate::scanning::Scanner::new(&config.scanning, crate::clamd::scanner_for)
-            .map_err(|e| anyhow::anyhow!("scanning configuration: {e}"))?;
-        let outbreak = crate::scanning::outbreak_store::OutbreakState::start(
+        let scanner = crate::core::scanning::Scanner::new(
+            &config.scanning,
+            crate::adapters::clamd::scanner_for,
+        )
+        .map_err(|e| anyhow::anyhow!("scanning configuration: {e}"))?;
+        let outbreak = crate::core::scanning::outbreak_store::OutbreakState::start(
             &config.data_dir,
             config.scanning.outbreak_rules.as_deref(),
             &log,
         )?;
         let quota = match (&config.role, &config.cpq) {
-            (crate::config::Role::Manager, Some(c)) => c.quota,
+            (crate::core::config::Role::Manager, Some(c)) => c.quota,
             _ => config.scanning.quarantine_quota,
         };
-        let local_quarantine = crate::scanning::quarantine_store::LocalQuarantine::open(
+        let local_quarantine = crate::core::scanning::quarantine_store::LocalQuarantine::open(
             &config.data_dir.join("quarantine"),
             quota,
         )?;
-        let cpq_tls = crate::cpq::certs::load_tls(&config)?.map(Arc::new);
-        let cpq = crate::cpq::State {
-            endpoints: crate::cpq::endpoints::Endpoints::load(
+        let cpq_tls = crate::net::cpq_certs::load_tls(&config)?.map(Arc::new);
+        let cpq = crate::core::cpq::State {
+            endpoints: crate::core::cpq::endpoints::Endpoints::load(
                 &config.data_dir.join("cpq").join("endpoints.json"),
             ),
             ..Default::default()
         };
         match config.role {
-            crate::config::Role::Manager => {
-                let _ = cpq
-                    .inbox
-                    .set(crate::cpq::inbox::Inbox::start(local_quarantine.store()));
+            crate::core::config::Role::Manager => {
+                let _ = cpq.inbox.set(crate::core::cpq::inbox::Inbox::start(
+                    local_quarantine.store(),
+                ));
             }
-            crate::config::Role::Gateway if config.cpq.is_some() => {
-                let (ledger, settled) =
-                    crate::cpq::ledger::ReleaseLedger::open(&config.data_dir.join("cpq"), &spool)?;
-                crate::cpq::ledger::log_settled(&log, &settled);
+            crate::core::config::Role::Gateway if config.cpq.is_some() => {
+                let (ledger, settled) = crate::core::cpq::ledger::ReleaseLedger::open(
+                    &config.data_dir.join("cpq"),
+                    &spool,
+                )?;
+                crate::core::cpq::ledger::log_settled(&log, &settled);
                 let _ = cpq.ledger.set(ledger);
             }
-            crate::config::Role::Gateway => {}
+            crate::core::config::Role::Gateway => {}
         }
         let (users, initial_admin_password) =
-            crate::users::Users::open(&config.data_dir, crate::clock::unix_now())?;
-        let audit = crate::audit::Audit::open(&config.data_dir)?;
-        let tls_server = crate::tls::server_config(&config)?;
-        let tls_clients = crate::tls::client_configs(&config)?;
+            crate::core::users::Users::open(&config.data_dir, crate::core::clock::unix_now())?;
+        let audit = crate::core::audit::Audit::open(&config.data_dir)?;
+        let tls_server = crate::net::tls::server_config(&config)?;
+        let tls_clients = crate::net::tls::client_configs(&config)?;
         let (queue, rx) = queue::channel();
         let listeners = Arc::new(Listeners::default());
         let servers = Arc::new(Servers::default());
@@ -236,16 +245,18 @@ impl Node {
                 tls_server,
                 tls_clients,
                 cpq_tls,
-                Box::new(crate::cpq::certs::load_tls),
+                Box::new(crate::net::cpq_certs::load_tls),
             )),
             scan: Arc::new(ScanHandle::new(scanner, outbreak, local_quarantine)),
             cpq: Arc::new(CpqHandle {
                 state: cpq,
-                manager_link: Arc::new(crate::delivery::CpqLink),
-                gateway_shell: Arc::new(crate::cpq::appliance::Ssh),
+                manager_link: Arc::new(crate::adapters::delivery::CpqLink),
+                gateway_shell: Arc::new(crate::adapters::ssh_client::Ssh),
                 release_route: match config.role {
-                    crate::config::Role::Manager => Some(Arc::new(crate::cpq::manager::ToGateways)),
-                    crate::config::Role::Gateway => None,
+                    crate::core::config::Role::Manager => {
+                        Some(Arc::new(crate::core::cpq::manager::ToGateways))
+                    }
+                    crate::core::config::Role::Gateway => None,
                 },
             }),
             access: Arc::new(AccessHandle {
@@ -261,8 +272,8 @@ impl Node {
                     servers: servers.clone(),
                 }),
             )),
-            probes: Arc::new(crate::cpq::preflight::Probe),
-            inbound_certificate: Arc::new(crate::tls::Inbound),
+            probes: Arc::new(crate::adapters::diag::preflight::Probe),
+            inbound_certificate: Arc::new(crate::net::tls::Inbound),
         });
         {
             let shared = shared.clone();
@@ -276,13 +287,13 @@ impl Node {
                             .ok()
                             .flatten();
                     for n in news.into_iter().chain(shared.mail.ids.take_news()) {
-                        shared.mail.log.emit(crate::events::Event::Notice(&n));
+                        shared.mail.log.emit(crate::core::events::Event::Notice(&n));
                     }
                 }
             });
         }
-        tokio::spawn(crate::tls::renew_self_signed(shared.clone()));
-        shared.mail.log.emit(crate::events::Event::Starting {
+        tokio::spawn(crate::net::tls::renew_self_signed(shared.clone()));
+        shared.mail.log.emit(crate::core::events::Event::Starting {
             version: env!("CARGO_PKG_VERSION"),
             hostname: &config.hostname,
             role: config.role.as_str(),
@@ -296,7 +307,7 @@ impl Node {
                     shared
                         .mail
                         .log
-                        .emit(crate::events::Event::UnreadableEnvelope {
+                        .emit(crate::core::events::Event::UnreadableEnvelope {
                             mid: m.mid,
                             error: &e,
                         });
@@ -316,20 +327,22 @@ impl Node {
                         env.cpq = Some(tag);
                         scanned = true;
                     }
-                    Err(e) => shared
-                        .mail
-                        .log
-                        .emit(crate::events::Event::UnreadableProgress {
-                            mid: m.mid,
-                            error: &e,
-                        }),
+                    Err(e) => {
+                        shared
+                            .mail
+                            .log
+                            .emit(crate::core::events::Event::UnreadableProgress {
+                                mid: m.mid,
+                                error: &e,
+                            })
+                    }
                 }
             }
             recovered_count += 1;
             if !scanned && !env.scanned && done.is_empty() && redirect.is_none() {
                 // Accepted but not through the scanning pipeline before the
                 // restart: it is scanned now, never delivered unscanned.
-                crate::scanning::pipeline::submit_recovered(&shared, Arc::new(env));
+                crate::core::scanning::pipeline::submit_recovered(&shared, Arc::new(env));
                 continue;
             }
             queue.send(Event::Enqueue {
@@ -340,15 +353,20 @@ impl Node {
             });
         }
         if recovered_count > 0 {
-            shared.mail.log.emit(crate::events::Event::Recovered {
+            shared.mail.log.emit(crate::core::events::Event::Recovered {
                 messages: recovered_count,
             });
         }
         tokio::spawn(
-            queue::Manager::new(shared.clone(), rx, Arc::new(crate::delivery::SmtpTransport)).run(),
+            queue::Manager::new(
+                shared.clone(),
+                rx,
+                Arc::new(crate::adapters::delivery::SmtpTransport),
+            )
+            .run(),
         );
-        crate::scanning::local_quarantine::start(&shared);
-        crate::cpq::migrate::start(&shared);
+        crate::core::scanning::local_quarantine::start(&shared);
+        crate::core::cpq::migrate::start(&shared);
 
         let mut bound_listeners = Vec::new();
         for l in config.listeners.iter() {
@@ -357,13 +375,13 @@ impl Node {
             shared
                 .mail
                 .log
-                .emit(crate::events::Event::ListenerListening {
+                .emit(crate::core::events::Event::ListenerListening {
                     name: &l.name,
                     addr: bound,
                 });
             bound_listeners.push((l.name.clone(), bound));
         }
-        crate::admin::server::start(shared.clone())?;
+        crate::adapters::admin::server::start(shared.clone())?;
         let (ssh, web) = servers.start(&shared)?;
         Ok(Node {
             shared,
@@ -385,18 +403,18 @@ impl Node {
             self.shared
                 .mail
                 .log
-                .emit(crate::events::Event::Notice(&news));
+                .emit(crate::core::events::Event::Notice(&news));
         }
         for news in self.shared.mail.ids.take_news() {
             self.shared
                 .mail
                 .log
-                .emit(crate::events::Event::Notice(&news));
+                .emit(crate::core::events::Event::Notice(&news));
         }
         self.shared
             .mail
             .log
-            .emit(crate::events::Event::ShuttingDown);
+            .emit(crate::core::events::Event::ShuttingDown);
         self.shared.mail.log.flush();
     }
 }

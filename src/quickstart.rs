@@ -66,7 +66,7 @@ pub fn run(args: Args) -> Result<()> {
     let fresh = !path.exists();
     if fresh {
         if let Some(r) = &args.relay_host {
-            if crate::config::parse_host_port(r).is_none() {
+            if crate::core::config::parse_host_port(r).is_none() {
                 anyhow::bail!("--relay-host {r:?} is not HOST:PORT (for example 127.0.0.1:2526)");
             }
         }
@@ -94,21 +94,22 @@ pub fn run(args: Args) -> Result<()> {
     let mcpq = mdir.join("cpq");
     let gcpq = dir.join("cpq");
     std::fs::create_dir_all(&mcpq)?;
-    crate::cpq::pki::ensure_ca(&mcpq, "manager")?;
-    if !gcpq.join(crate::cpq::pki::NODE_CERT).exists() {
-        let serial = crate::cpq::pki::issue(
+    crate::core::cpq::pki::ensure_ca(&mcpq, "manager")?;
+    if !gcpq.join(crate::core::cpq::pki::NODE_CERT).exists() {
+        let serial = crate::core::cpq::pki::issue(
             &mcpq,
             GATEWAY_ID,
-            crate::cpq::pki::CertRole::Gateway,
+            crate::core::cpq::pki::CertRole::Gateway,
             &[GATEWAY_ID.to_string(), "127.0.0.1".to_string()],
             &gcpq,
         )?;
         // The manager accepts only this certificate from the gateway.
         let text = std::fs::read_to_string(&mpath)
             .with_context(|| format!("reading {}", mpath.display()))?;
-        let mut doc = crate::config_store::Doc::parse(&text).map_err(|e| anyhow::anyhow!(e))?;
+        let mut doc =
+            crate::core::config_store::Doc::parse(&text).map_err(|e| anyhow::anyhow!(e))?;
         if doc.cpq_gateway_serial(GATEWAY_ID, &serial).is_ok() {
-            crate::atomic_file::write(&mpath, doc.text().as_bytes())?;
+            crate::core::atomic_file::write(&mpath, doc.text().as_bytes())?;
         }
         println!(
             "Enrolled gateway {GATEWAY_ID} on the manager (certificates in {})",
@@ -124,20 +125,20 @@ pub fn run(args: Args) -> Result<()> {
     let demo = std::fs::read_to_string(&path)
         .map(|t| t.contains(DEMO_SUBJECT))
         .unwrap_or(false);
-    let gcfg = crate::config::Config::load(&path)
+    let gcfg = crate::core::config::Config::load(&path)
         .map_err(|e| anyhow::anyhow!("configuration error: {e}"))?;
-    let mcfg = crate::config::Config::load(&mpath)
+    let mcfg = crate::core::config::Config::load(&mpath)
         .map_err(|e| anyhow::anyhow!("configuration error: {e}"))?;
     // The gateway takes releases only from the manager's certificate, pinned here
     // (also for a directory made by an older version, whose manager certificate
     // carried no role and is replaced now).
-    crate::cpq::certs::ensure_manager_cert(&mcfg)?;
-    let pin = gcpq.join(crate::cpq::pki::MANAGER_CERT);
-    let manager_cert = mcpq.join(crate::cpq::pki::NODE_CERT);
+    crate::net::cpq_certs::ensure_manager_cert(&mcfg)?;
+    let pin = gcpq.join(crate::core::cpq::pki::MANAGER_CERT);
+    let manager_cert = mcpq.join(crate::core::cpq::pki::NODE_CERT);
     if std::fs::read(&pin).ok() != std::fs::read(&manager_cert).ok() {
         let pem = std::fs::read(&manager_cert)
             .with_context(|| format!("reading {}", manager_cert.display()))?;
-        crate::atomic_file::write(&pin, &pem)?;
+        crate::core::atomic_file::write(&pin, &pem)?;
     }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -188,10 +189,10 @@ pub fn run(args: Args) -> Result<()> {
         }
         println!("  Logs:         {} and {}", logs.display(), mlogs.display());
         println!("  Commands:     pvo --dir {g} status      pvo --dir {m} status");
-        println!("  Users:        admin (Administrator); its first password: {g}/run/{pw} and {m}/run/{pw}", pw = crate::users::INITIAL_PASSWORD_FILE);
+        println!("  Users:        admin (Administrator); its first password: {g}/run/{pw} and {m}/run/{pw}", pw = crate::core::users::INITIAL_PASSWORD_FILE);
         // While the first password is unchanged, show it too (the files are 0600).
         for (what, d) in [("gateway", &dir), ("manager", &mdir)] {
-            if let Ok(p) = std::fs::read_to_string(d.join("run").join(crate::users::INITIAL_PASSWORD_FILE)) {
+            if let Ok(p) = std::fs::read_to_string(d.join("run").join(crate::core::users::INITIAL_PASSWORD_FILE)) {
                 println!("  admin password on the {what}: {}", p.trim());
             }
         }
@@ -257,7 +258,7 @@ async fn migration_wizard(manager: &crate::node::Node) -> Result<()> {
     {
         return Ok(());
     }
-    let admin = crate::users::Identity::local_admin();
+    let admin = crate::core::users::Identity::local_admin();
     for (command, args) in [
         (
             "pvoconfig",
@@ -289,10 +290,10 @@ async fn ssh_access(
     manager: &crate::node::Node,
     gateway: &crate::node::Node,
 ) -> Result<Option<String>> {
+    use crate::adapters::ssh_client::{exec, manager_key, Login};
     use crate::commands::dispatch_as;
     use crate::commands::protocol::Request;
-    use crate::cpq::appliance::{exec, manager_key, Login};
-    use crate::users::Identity;
+    use crate::core::users::Identity;
     let Some(ssh) = gateway.ssh else {
         return Ok(None);
     };
@@ -306,7 +307,7 @@ async fn ssh_access(
         return Ok(None);
     }
     let admin = Identity::local_admin();
-    let run = |shared: &std::sync::Arc<crate::state::Handles>, command: &str, args| {
+    let run = |shared: &std::sync::Arc<crate::core::state::Handles>, command: &str, args| {
         let req = crate::commands::command::Command::from_parts(command, args).map(Request::new);
         let shared = shared.clone();
         let admin = admin.clone();

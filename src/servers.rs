@@ -1,4 +1,4 @@
-//! The management servers of a node, `[ssh]` (`crate::ssh`) and `[web]` (`crate::web`),
+//! The management servers of a node, `[ssh]` (`crate::adapters::ssh`) and `[web]` (`crate::adapters::web`),
 //! and moving them when a commit changes them.
 //!
 //! A commit that changes a server's section (enabled or removed, interface, port) first
@@ -29,11 +29,11 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use crate::config::Config;
-use crate::state::Handles;
+use crate::core::config::Config;
+use crate::core::state::Handles;
 
-use crate::shutdown::GRACE;
-pub use crate::state::ServerKind as Kind;
+use crate::core::shutdown::GRACE;
+pub use crate::core::state::ServerKind as Kind;
 
 impl Kind {
     /// The configuration section.
@@ -60,10 +60,10 @@ impl Kind {
         }
     }
 
-    fn server(self) -> crate::events::Server {
+    fn server(self) -> crate::core::events::Server {
         match self {
-            Kind::Ssh => crate::events::Server::Ssh,
-            Kind::Web => crate::events::Server::Web,
+            Kind::Ssh => crate::core::events::Server::Ssh,
+            Kind::Web => crate::core::events::Server::Web,
         }
     }
 }
@@ -151,18 +151,24 @@ impl Servers {
             if let Some(old) = running[kind.index()].take() {
                 let addr = old.addr;
                 old.stop();
-                shared.mail.log.emit(crate::events::Event::ServerStopped {
-                    server: kind.server(),
-                    addr,
-                    grace_secs: GRACE.as_secs(),
-                });
+                shared
+                    .mail
+                    .log
+                    .emit(crate::core::events::Event::ServerStopped {
+                        server: kind.server(),
+                        addr,
+                        grace_secs: GRACE.as_secs(),
+                    });
             }
         }
         for (kind, r) in started {
-            shared.mail.log.emit(crate::events::Event::ServerListening {
-                server: kind.server(),
-                addr: r.addr,
-            });
+            shared
+                .mail
+                .log
+                .emit(crate::core::events::Event::ServerListening {
+                    server: kind.server(),
+                    addr: r.addr,
+                });
             running[kind.index()] = Some(r);
         }
     }
@@ -176,7 +182,7 @@ impl Servers {
 }
 
 /// Where the servers listen, for `status` and the certificate renewal.
-impl crate::state::ServerControl for Servers {
+impl crate::core::state::ServerControl for Servers {
     fn address(&self, kind: Kind) -> Option<SocketAddr> {
         Servers::address(self, kind)
     }
@@ -184,7 +190,7 @@ impl crate::state::ServerControl for Servers {
 
 fn bind(kind: Kind, cfg: &Config, addr: SocketAddr) -> Result<Bound> {
     let ssh = match kind {
-        Kind::Ssh => Some(crate::ssh::server_config(cfg)?),
+        Kind::Ssh => Some(crate::adapters::ssh::server_config(cfg)?),
         Kind::Web => None,
     };
     let listener = crate::listeners::bind(addr)
@@ -207,10 +213,13 @@ fn serve(shared: &Arc<Handles>, b: Bound) -> Running {
         .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
     let (stop, rx) = watch::channel(false);
     let task = match (b.kind, b.ssh) {
-        (Kind::Ssh, Some(config)) => {
-            tokio::spawn(crate::ssh::serve(shared.clone(), b.listener, config, rx))
-        }
-        _ => tokio::spawn(crate::web::serve(shared.clone(), b.listener, rx)),
+        (Kind::Ssh, Some(config)) => tokio::spawn(crate::adapters::ssh::serve(
+            shared.clone(),
+            b.listener,
+            config,
+            rx,
+        )),
+        _ => tokio::spawn(crate::adapters::web::serve(shared.clone(), b.listener, rx)),
     };
     Running {
         addr,

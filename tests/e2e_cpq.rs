@@ -1105,7 +1105,7 @@ fn unenrolled_gateways_and_clear_text_clients_are_refused() {
         &format!("{TAG} not enrolled"),
     );
     // Refused in the handshake itself: its certificate is none of the enrolled
-    // gateways' (`cpq::trust::PeerPolicy`).
+    // gateways' (`trust::PeerPolicy`).
     let refusal = "TLS failed: verify error: certificate not accepted: gw9 is not a gateway added to this manager";
     let mlog = manager.wait_for_log(refusal, DELIVERY);
     let line = log_lines(&mlog, refusal)[0];

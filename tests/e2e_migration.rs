@@ -1,5 +1,5 @@
 //! End-to-end tests of the migration of a gateway's local quarantines to the manager
-//! (`src/cpq/migrate.rs`): a real manager (`pvo manager run`, 127.0.0.2)
+//! (`src/core/cpq/migrate.rs`): a real manager (`pvo manager run`, 127.0.0.2)
 //! and a real gateway (`pvo gateway run`, 127.0.0.1) with mutual TLS, the gateway first in
 //! local mode holding messages in its local Policy quarantine, then made central — by a
 //! commit of the pending configuration (the running node applies it) or by a restart on a

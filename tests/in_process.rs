@@ -10,7 +10,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use pvo::commands::protocol::Request;
-use pvo::config::{Config, Role};
+use pvo::core::config::{Config, Role};
 use pvo::node::Node;
 use serde_json::{json, Value};
 

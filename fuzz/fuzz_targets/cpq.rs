@@ -3,7 +3,7 @@
 //! so the fuzzer reaches the record decoders). `check_command_line` asserts the properties:
 //! no panic, a parsed command re-encodes to itself, error replies stay one clean line.
 //!
-//! Not reachable from here: `src/cpq/records.rs` (spool tags <-> records <-> the quarantine
+//! Not reachable from here: `src/core/cpq/records.rs` (spool tags <-> records <-> the quarantine
 //! model) lives in the `pvo` binary, which has no library target.
 #![no_main]
 

@@ -4,7 +4,7 @@
 //!
 //! The table is an exhaustive match on [`Command`]: a new command does not compile
 //! until someone decides what it needs. The roles behind each permission are in
-//! `crate::users` (its module documentation has the whole matrix).
+//! `crate::core::users` (its module documentation has the whole matrix).
 
 use serde_json::Value;
 
@@ -13,7 +13,7 @@ use super::command::{
     QuarantineCmd, RouteAction, SslConfigCmd, UserAction, UserSub,
 };
 use crate::commands::protocol::Response;
-use crate::users::{roles_with, Identity, Perm, RoleDef};
+use crate::core::users::{roles_with, Identity, Perm, RoleDef};
 
 /// What a command needs: a permission, or nothing (a user's own password and keys).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -280,7 +280,7 @@ pub fn detail_of(command: &Command, resp: &Response) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::users::{Builtin, CustomRole, Origin};
+    use crate::core::users::{Builtin, CustomRole, Origin};
     use serde_json::json;
 
     fn who(role: &str) -> Identity {

@@ -27,10 +27,10 @@ use super::command::{
     ShowconfigArgs, SslConfigCmd,
 };
 use crate::commands::protocol::{ErrorKind, Request, Response};
-use crate::config::{Config, RouteTarget, SenderPattern, TlsVersion};
-use crate::config_store::{self, normalize_domain, quoted_list, Change, Doc, Store};
-use crate::mail_log::ctime;
-use crate::state::Handles;
+use crate::core::config::{Config, RouteTarget, SenderPattern, TlsVersion};
+use crate::core::config_store::{self, normalize_domain, quoted_list, Change, Doc, Store};
+use crate::core::mail_log::ctime;
+use crate::core::state::Handles;
 
 const PENDING_NOTE: &str = "Changes pending. Use `pvo commit` to apply them.";
 
@@ -297,7 +297,7 @@ pub fn commit(shared: &Arc<Handles>, req: &Request, args: &CommitArgs) -> Respon
     if let Err(e) = store.clear_pending() {
         return io_error(e);
     }
-    shared.mail.log.emit(crate::events::Event::Committed {
+    shared.mail.log.emit(crate::core::events::Event::Committed {
         by: &who,
         commit: entry.n,
         comment: &comment,
@@ -452,11 +452,14 @@ pub fn rollback(shared: &Arc<Handles>, req: &Request, args: &RollbackArgs) -> Re
             return io_error(e);
         }
     }
-    shared.mail.log.emit(crate::events::Event::RolledBack {
-        to: n,
-        by: &who,
-        commit: entry.n,
-    });
+    shared
+        .mail
+        .log
+        .emit(crate::core::events::Event::RolledBack {
+            to: n,
+            by: &who,
+            commit: entry.n,
+        });
     let mut t = format!("Rolled back to commit {n}.\n");
     if discarded {
         t.push_str("Pending changes discarded.\n");
@@ -602,7 +605,7 @@ fn direction(cfg: &Config, inbound: bool) -> (&[TlsVersion], Option<&[String]>) 
 
 fn direction_json(cfg: &Config, inbound: bool) -> Json {
     let (versions, ciphers) = direction(cfg, inbound);
-    let effective: Vec<Json> = crate::config::effective_suites(versions, ciphers)
+    let effective: Vec<Json> = crate::core::config::effective_suites(versions, ciphers)
         .into_iter()
         .map(|(name, v)| json!({ "name": name, "version": v.as_str() }))
         .collect();
@@ -631,7 +634,7 @@ fn parse_versions(list: &[String]) -> Result<Vec<String>, String> {
                 }
             }
             _ => {
-                let why = crate::config::why_unavailable(v).map_or_else(
+                let why = crate::core::config::why_unavailable(v).map_or_else(
                     || format!("\"{v}\" is not a TLS version"),
                     |w| format!("\"{v}\" is not offered: {w}"),
                 );
@@ -678,7 +681,7 @@ pub fn sslconfig(shared: &Arc<Handles>, req: &Request, args: &SslConfigCmd) -> R
         }
         t.push_str(&format!(
             "\nCipher suites rustls offers: {}\n{UNAVAILABLE_NOTE}\n",
-            crate::config::cipher_suite_names().join(", ")
+            crate::core::config::cipher_suite_names().join(", ")
         ));
         t.push_str("Use `pvo sslconfig verify` to list the suites each direction offers.\n");
         return Response::ok(
@@ -686,7 +689,7 @@ pub fn sslconfig(shared: &Arc<Handles>, req: &Request, args: &SslConfigCmd) -> R
             json!({
                 "inbound": direction_json(&w.cfg, true),
                 "outbound": direction_json(&w.cfg, false),
-                "available": crate::config::cipher_suite_names(),
+                "available": crate::core::config::cipher_suite_names(),
                 "pending": w.pending,
             }),
         );
@@ -716,7 +719,7 @@ pub fn sslconfig(shared: &Arc<Handles>, req: &Request, args: &SslConfigCmd) -> R
             Some(
                 list.iter()
                     .map(|n| {
-                        crate::config::cipher_suite_names()
+                        crate::core::config::cipher_suite_names()
                             .into_iter()
                             .find(|c| c.eq_ignore_ascii_case(n))
                             .map_or_else(|| n.clone(), str::to_string)
@@ -775,7 +778,7 @@ fn sslverify(shared: &Arc<Handles>) -> Response {
             if inbound { "Inbound" } else { "Outbound" },
             versions_label(vs)
         );
-        for (name, v) in crate::config::effective_suites(vs, cs) {
+        for (name, v) in crate::core::config::effective_suites(vs, cs) {
             s.push_str(&format!("  {:<9}{name}\n", version_label(v)));
         }
         s
@@ -802,7 +805,7 @@ fn sslverify(shared: &Arc<Handles>) -> Response {
 // interfaceconfig
 // ---------------------------------------------------------------------------
 
-fn interface_line(i: &crate::config::Interface) -> String {
+fn interface_line(i: &crate::core::config::Interface) -> String {
     format!("{} ({}: {})", i.name, i.address, i.hostname)
 }
 
@@ -1004,9 +1007,9 @@ fn listener_report(shared: &Handles, cfg: &Config, k: usize, t: &mut String) -> 
     let l = &cfg.listeners[k];
     let iface = &cfg.interfaces[l.interface];
     let (proto, kind) = match l.kind {
-        crate::config::ListenerType::Public => ("SMTP", "Public"),
-        crate::config::ListenerType::Private => ("SMTP", "Private"),
-        crate::config::ListenerType::Cpq => {
+        crate::core::config::ListenerType::Public => ("SMTP", "Public"),
+        crate::core::config::ListenerType::Private => ("SMTP", "Private"),
+        crate::core::config::ListenerType::Cpq => {
             ("CPQ", "Private (hidden; set by [cpq], listen queue 50)")
         }
     };
@@ -1065,8 +1068,8 @@ fn listener_report(shared: &Handles, cfg: &Config, k: usize, t: &mut String) -> 
     let mut rat = Vec::new();
     for r in &l.rat {
         let action = match r.action {
-            crate::config::RatAction::Accept => "ACCEPT",
-            crate::config::RatAction::Reject => "REJECT",
+            crate::core::config::RatAction::Accept => "ACCEPT",
+            crate::core::config::RatAction::Reject => "REJECT",
         };
         t.push_str(&format!("     {} -> {action}\n", r.recipients.join(", ")));
         rat.push(json!({ "recipients": r.recipients, "action": action }));
@@ -1504,7 +1507,7 @@ pub fn smtproutes(shared: &Arc<Handles>, req: &Request, args: &RouteArgs) -> Res
                 return Response::error(format!("\"{domain}\" is not a route domain; allowed: a domain such as example.com, .example.com (subdomains), or ALL."));
             }
             for h in &hosts {
-                if crate::config::parse_host_port(h).is_none() {
+                if crate::core::config::parse_host_port(h).is_none() {
                     return Response::error(format!(
                         "\"{h}\" is not a next hop; allowed: host, host:port or [1.2.3.4]:port."
                     ));
@@ -1581,7 +1584,7 @@ pub fn cpqenroll(shared: &Arc<Handles>, req: &Request, args: &CpqEnrollArgs) -> 
     let serial = text(&args.serial).map(str::to_string);
     let (id, address) = (id.to_string(), address.to_string());
     edit(shared, req, |cfg, doc| {
-        if cfg.role != crate::config::Role::Manager {
+        if cfg.role != crate::core::config::Role::Manager {
             return Err("Only a manager enrolls gateways (node.role = \"manager\").".into());
         }
         doc.cpq_gateway_set(&id, &address, port)?;

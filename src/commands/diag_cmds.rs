@@ -3,7 +3,7 @@
 //! Both connect from an interface of the node (the default delivery interface unless
 //! `--interface` names another, or Auto), because the question they answer is "can
 //! *this node*, leaving the way mail leaves, reach that server". The probes themselves
-//! are in `crate::diag`; this file holds the dialogue the appliance prints and the same
+//! are in `crate::adapters::diag`; this file holds the dialogue the appliance prints and the same
 //! facts as JSON.
 
 use std::net::SocketAddr;
@@ -16,9 +16,9 @@ use tokio::io::{AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 
 use super::command::{text, TelnetArgs, TlsVerifyArgs};
+use crate::adapters::diag::{self, ConnectError, HandshakeError, HelloAnswer, Source};
 use crate::commands::protocol::Response;
-use crate::diag::{self, ConnectError, HandshakeError, HelloAnswer, Source};
-use crate::state::Handles;
+use crate::core::state::Handles;
 
 /// Seconds to wait for a connection and for each answer, unless `--timeout` says.
 const DEFAULT_TIMEOUT: u64 = 10;
@@ -255,7 +255,7 @@ pub async fn tlsverify(shared: &Arc<Handles>, args: &TlsVerifyArgs) -> Response 
     drop(cfg);
     // `tlsverify the.cpq.host`: the manager, with the trust CPQ uses (the
     // deployment CA, and this node's certificate as client certificate).
-    let cpq = domain == crate::config::CPQ_HOST;
+    let cpq = domain == crate::core::config::CPQ_HOST;
     let manager = shared
         .config
         .current()

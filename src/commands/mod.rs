@@ -21,8 +21,8 @@ mod user_cmds;
 use std::sync::Arc;
 
 use crate::commands::protocol::{ErrorKind, Request, Response};
-use crate::state::Handles;
-use crate::users::{Identity, Origin};
+use crate::core::state::Handles;
+use crate::core::users::{Identity, Origin};
 use command::Command;
 
 /// A request from the admin socket: its owner is the local superuser `admin`, unless the
@@ -58,11 +58,11 @@ pub async fn dispatch(shared: &Arc<Handles>, mut req: Request) -> Response {
 #[derive(Debug)]
 pub struct LoginRefused {
     pub text: String,
-    pub throttled: Option<crate::login_throttle::Throttled>,
+    pub throttled: Option<crate::core::login_throttle::Throttled>,
 }
 
 /// Checks a password on the blocking pool, unless the account or the address has failed
-/// too often lately (`crate::login_throttle`, the same for every channel). A failure is
+/// too often lately (`crate::core::login_throttle`, the same for every channel). A failure is
 /// counted, audited and answered without saying whether the user or the password was
 /// wrong; a throttled attempt is audited too, and the start of a lockout is logged.
 /// `method` names the channel's way of logging in for the audit trail.
@@ -73,7 +73,7 @@ pub async fn login(
     from: Origin,
     method: &str,
 ) -> Result<Identity, LoginRefused> {
-    let source = crate::login_throttle::Source::from(&from);
+    let source = crate::core::login_throttle::Source::from(&from);
     if let Err(t) = shared.access.logins.check(user, source) {
         audit_login_failure(shared, user, &from, method, &format!("throttled: {t}")).await;
         return Err(LoginRefused {
@@ -102,11 +102,14 @@ pub async fn login(
             shared.access.logins.failed(user, source);
             audit_login_failure(shared, user, &from, method, failed.why).await;
             if let Err(t) = shared.access.logins.check(user, source) {
-                shared.mail.log.emit(crate::events::Event::LoginThrottled {
-                    user,
-                    from: &from,
-                    throttle: &t,
-                });
+                shared
+                    .mail
+                    .log
+                    .emit(crate::core::events::Event::LoginThrottled {
+                        user,
+                        from: &from,
+                        throttle: &t,
+                    });
             }
             Err(LoginRefused {
                 text: format!("Login as {user:?} refused: {failed}."),
@@ -118,7 +121,7 @@ pub async fn login(
 
 /// Records a successful login (`method`: password, publickey...).
 pub async fn audit_login_success(shared: &Arc<Handles>, id: &Identity, method: &str) {
-    let entry = crate::audit::Entry {
+    let entry = crate::core::audit::Entry {
         id: 0,
         at: 0,
         user: id.user.clone(),
@@ -142,7 +145,7 @@ pub async fn audit_login_failure(
     method: &str,
     why: &str,
 ) {
-    let entry = crate::audit::Entry {
+    let entry = crate::core::audit::Entry {
         id: 0,
         at: 0,
         user: user.to_string(),
@@ -213,7 +216,7 @@ async fn audit(
     outcome: &str,
     resp: &Response,
 ) {
-    let entry = crate::audit::Entry {
+    let entry = crate::core::audit::Entry {
         id: 0,
         at: 0,
         user: id.user.clone(),

@@ -11,15 +11,15 @@ use super::command::{
 };
 use super::config_cmds;
 use crate::commands::protocol::{ErrorKind, Request, Response};
-use crate::config::{Config, Role, CPQ_HOST, CPQ_RELEASE_HOST};
-use crate::cpq::checks::Check;
-use crate::state::Handles;
+use crate::core::config::{Config, Role, CPQ_HOST, CPQ_RELEASE_HOST};
+use crate::core::cpq::checks::Check;
+use crate::core::state::Handles;
 
 pub async fn pvoconfig(
     shared: &Arc<Handles>,
     req: &Request,
     args: &PvoArgs,
-    id: &crate::users::Identity,
+    id: &crate::core::users::Identity,
 ) -> Response {
     let role = shared.config.current().role;
     match (args.action, role) {
@@ -80,7 +80,7 @@ async fn status(shared: &Arc<Handles>) -> Response {
                 .and_then(|c| c.manager.as_ref())
                 .map(|(h, p)| format!("{h}:{p}")));
             data["queued_for_manager"] = json!(queued);
-            let p = crate::cpq::migrate::progress(shared);
+            let p = crate::core::cpq::migrate::progress(shared);
             if p.total > 0 || p.running {
                 let width = 30usize;
                 let done = (p.migrated.min(p.total) * width as u64)
@@ -107,7 +107,7 @@ async fn status(shared: &Arc<Handles>) -> Response {
             data["cpq_listener"] = match shared
                 .control
                 .listeners
-                .address(crate::config::CPQ_LISTENER)
+                .address(crate::core::config::CPQ_LISTENER)
             {
                 Some(a) => json!({ "address": a.ip().to_string(), "port": a.port() }),
                 None => Value::Null,
@@ -163,7 +163,7 @@ async fn status(shared: &Arc<Handles>) -> Response {
 async fn enable(shared: &Arc<Handles>, req: &Request, args: &PvoArgs) -> Response {
     let cfg = shared.config.current();
     let manager = match text(&args.manager) {
-        Some(m) => match crate::config::parse_host_port(m) {
+        Some(m) => match crate::core::config::parse_host_port(m) {
             Some((h, p)) => (h, if p == 25 && !m.contains(':') { 7025 } else { p }),
             None => {
                 return Response::error(format!(
@@ -282,7 +282,7 @@ fn migration(shared: &Arc<Handles>, req: &Request, args: &PvoArgs, user: &str) -
             }
         }
         doc.cpq_migration(&mode, &who, &map)?;
-        let m = crate::config::Migration {
+        let m = crate::core::config::Migration {
             custom: mode == "custom",
             set_by: who.clone(),
             map: map.clone(),
@@ -295,7 +295,7 @@ fn migration(shared: &Arc<Handles>, req: &Request, args: &PvoArgs, user: &str) -
 }
 
 /// The resulting tree: each gateway's local quarantines and where they go.
-fn tree(cfg: &Config, m: Option<&crate::config::Migration>) -> String {
+fn tree(cfg: &Config, m: Option<&crate::core::config::Migration>) -> String {
     let Some(m) = m else {
         return "The migration wizard has not been run (`pvoconfig migration automatic` or `custom`).\n".into();
     };
@@ -346,7 +346,7 @@ pub async fn diagnose(shared: &Arc<Handles>) -> Response {
         checks.push(Check::fail(
             "listeners",
             format!("suspended: {}", suspended.join(", ")),
-            if suspended.iter().any(|n| n == crate::config::CPQ_LISTENER) {
+            if suspended.iter().any(|n| n == crate::core::config::CPQ_LISTENER) {
                 "the cpq_listener is suspended: nothing is accepted on the CPQ port (System status: Offline)".to_string()
             } else {
                 "listeners are suspended (System status: Offline)".to_string()
@@ -373,8 +373,8 @@ pub async fn diagnose(shared: &Arc<Handles>) -> Response {
         (None, Role::Manager) => {}
         (Some(c), _) => {
             // Certificates and their expiry.
-            let now = crate::clock::unix_now();
-            match crate::cpq::pki::summarize(&c.dir.join(crate::cpq::pki::NODE_CERT)) {
+            let now = crate::core::clock::unix_now();
+            match crate::core::cpq::pki::summarize(&c.dir.join(crate::core::cpq::pki::NODE_CERT)) {
                 Ok(s) if s.not_after > now + 30 * 86_400 => checks.push(Check::pass(
                     "CPQ certificate",
                     format!(
@@ -496,7 +496,7 @@ pub async fn diagnose(shared: &Arc<Handles>) -> Response {
             let ssh_gateways: Vec<String> = cfg
                 .cpq
                 .as_ref()
-                .map(crate::config::Cpq::ssh_gateway_ids)
+                .map(crate::core::config::Cpq::ssh_gateway_ids)
                 .unwrap_or_default();
             // SSH from the manager to each gateway added with applianceconfig.
             for g in ssh_gateways {
@@ -515,7 +515,7 @@ pub async fn diagnose(shared: &Arc<Handles>) -> Response {
                 }
             }
             for g in ready {
-                match crate::cpq::manager::readiness(shared, &g) {
+                match crate::core::cpq::manager::readiness(shared, &g) {
                     Ok(()) => checks.push(Check::pass(
                         format!("ready for {g}"),
                         "enrolled; migration wizard committed by an Administrator",
@@ -619,16 +619,16 @@ fn cpqcert_install(shared: &Arc<Handles>, req: &Request, args: &CpqCertArgs) -> 
         .map(|c| c.dir.clone())
         .unwrap_or_else(|| cfg.data_dir.join("cpq"));
     let write = || -> anyhow::Result<()> {
-        use crate::cpq::pki;
+        use crate::core::cpq::pki;
         std::fs::create_dir_all(&dir)?;
-        crate::atomic_file::write(&dir.join(pki::CA_CERT), &ca)?;
-        crate::atomic_file::write(&dir.join(pki::NODE_CERT), &cert)?;
+        crate::core::atomic_file::write(&dir.join(pki::CA_CERT), &ca)?;
+        crate::core::atomic_file::write(&dir.join(pki::NODE_CERT), &cert)?;
         let keyp = dir.join(pki::NODE_KEY);
-        crate::atomic_file::write_private(&keyp, &key)?;
+        crate::core::atomic_file::write_private(&keyp, &key)?;
         let pin = dir.join(pki::MANAGER_CERT);
         let pinned = match &manager {
             Some(m) => {
-                crate::atomic_file::write(&pin, m)?;
+                crate::core::atomic_file::write(&pin, m)?;
                 Some(pki::identify_file(&pin)?.1)
             }
             // A manager of an older version sends no certificate of its own: a pin
@@ -680,7 +680,7 @@ fn cpqcert_install(shared: &Arc<Handles>, req: &Request, args: &CpqCertArgs) -> 
 /// `--id` names an added gateway (the serial enrolled for it); on a gateway, its
 /// manager (the pinned certificate).
 fn cpqcert_revoke(shared: &Arc<Handles>, req: &Request, args: &CpqCertArgs) -> Response {
-    use crate::cpq::pki;
+    use crate::core::cpq::pki;
     let cfg = shared.config.current();
     let Some(c) = cfg.cpq.as_ref() else {
         return Response::error("cpqcert revoke: this node has no [cpq] section.");
@@ -745,7 +745,7 @@ fn cpqcert_revoke(shared: &Arc<Handles>, req: &Request, args: &CpqCertArgs) -> R
     shared
         .mail
         .log
-        .emit(crate::events::Event::CertificateRevoked {
+        .emit(crate::core::events::Event::CertificateRevoked {
             serial: &serial,
             subject: &subject,
             by: &req.user,
@@ -763,7 +763,7 @@ fn cpqcert_revoke(shared: &Arc<Handles>, req: &Request, args: &CpqCertArgs) -> R
 /// What `cpqcert list` and `diagnose` show: this node's certificate, whom it accepts
 /// (the pinned manager, or each added gateway's serial) and the revocation list.
 fn cpq_trust_report(cfg: &Config) -> Option<(String, Value)> {
-    use crate::cpq::pki;
+    use crate::core::cpq::pki;
     let c = cfg.cpq.as_ref()?;
     let mut t = String::new();
     let own = pki::identify_file(&c.dir.join(pki::NODE_CERT))
@@ -902,11 +902,12 @@ pub async fn applianceconfig(
                 .collect();
             Response::ok(t, json!({ "gateways": list }))
         }
-        ApplianceAction::Status => match crate::cpq::gateways::status(shared, text(&args.id)).await
-        {
-            Ok(data) => Response::ok(crate::cpq::gateways::table(&data), data),
-            Err(e) => Response::error(e),
-        },
+        ApplianceAction::Status => {
+            match crate::core::cpq::gateways::status(shared, text(&args.id)).await {
+                Ok(data) => Response::ok(crate::core::cpq::gateways::table(&data), data),
+                Err(e) => Response::error(e),
+            }
+        }
         ApplianceAction::New => appliance_new(shared, req, args, &c).await,
         ApplianceAction::Test => {
             let Some(id) = text(&args.id) else {
@@ -975,9 +976,9 @@ async fn appliance_new(
     shared: &Arc<Handles>,
     req: &Request,
     args: &ApplianceArgs,
-    c: &crate::config::Cpq,
+    c: &crate::core::config::Cpq,
 ) -> Response {
-    use crate::cpq::shell::{parse_status, ShellLogin};
+    use crate::core::cpq::shell::{parse_status, ShellLogin};
     let shell = &shared.cpq.gateway_shell;
     let (Some(id), Some(address), Some(password)) = (
         text(&args.id).map(str::to_string),
@@ -1023,12 +1024,12 @@ async fn appliance_new(
     let login = ShellLogin::ManagerKey;
     // 2. Enroll: the gateway's CPQ certificate from the deployment CA.
     let tmp = c.dir.join(format!("issue-{id}"));
-    let issued = crate::cpq::pki::ensure_ca(&c.dir, &c.node_id)
+    let issued = crate::core::cpq::pki::ensure_ca(&c.dir, &c.node_id)
         .and_then(|_| {
-            crate::cpq::pki::issue(
+            crate::core::cpq::pki::issue(
                 &c.dir,
                 &id,
-                crate::cpq::pki::CertRole::Gateway,
+                crate::core::cpq::pki::CertRole::Gateway,
                 &[id.clone(), address.to_string()],
                 &tmp,
             )
@@ -1036,11 +1037,11 @@ async fn appliance_new(
         .and_then(|serial| {
             let r = |f: &std::path::Path| std::fs::read(f).map_err(anyhow::Error::from);
             Ok((
-                r(&tmp.join(crate::cpq::pki::NODE_CERT))?,
-                r(&tmp.join(crate::cpq::pki::NODE_KEY))?,
-                r(&tmp.join(crate::cpq::pki::CA_CERT))?,
+                r(&tmp.join(crate::core::cpq::pki::NODE_CERT))?,
+                r(&tmp.join(crate::core::cpq::pki::NODE_KEY))?,
+                r(&tmp.join(crate::core::cpq::pki::CA_CERT))?,
                 // The gateway pins this: only it may release to the gateway.
-                r(&c.dir.join(crate::cpq::pki::NODE_CERT))?,
+                r(&c.dir.join(crate::core::cpq::pki::NODE_CERT))?,
                 serial,
             ))
         });

@@ -51,12 +51,12 @@ use super::replies::{
     HistoryRow, HitQuarantine, MembershipRow, MessageReply, PartRow, QuarantineRow,
     QuarantinesReply, SearchHit, SearchReply,
 };
-use crate::clock::gmt;
 use crate::commands::protocol::{ErrorKind, Request, Response};
-use crate::envelope::Envelope;
-use crate::scanning::local_quarantine::{handle_reports, now};
-use crate::state::Handles;
-use crate::users::{Builtin, Identity, Perm, RoleDef};
+use crate::core::clock::gmt;
+use crate::core::envelope::Envelope;
+use crate::core::scanning::local_quarantine::{handle_reports, now};
+use crate::core::state::Handles;
+use crate::core::users::{Builtin, Identity, Perm, RoleDef};
 
 type Reply = Result<Response, CommandError>;
 
@@ -68,7 +68,7 @@ fn store_err_in(shared: &Handles) -> impl Fn(QuarantineError) -> CommandError + 
             shared
                 .mail
                 .log
-                .emit(crate::events::Event::StoreFailure { error: &e });
+                .emit(crate::core::events::Event::StoreFailure { error: &e });
         }
         store_err(e)
     }
@@ -144,7 +144,7 @@ pub async fn quarantineconfig(
             shared
                 .mail
                 .log
-                .emit(crate::events::Event::QuarantineCreated {
+                .emit(crate::core::events::Event::QuarantineCreated {
                     name: &q.name,
                     by: &who(req),
                 });
@@ -176,7 +176,7 @@ pub async fn quarantineconfig(
             shared
                 .mail
                 .log
-                .emit(crate::events::Event::QuarantineSettingsChanged {
+                .emit(crate::core::events::Event::QuarantineSettingsChanged {
                     name: &q.name,
                     by: &who(req),
                 });
@@ -212,16 +212,19 @@ pub async fn quarantineconfig(
             shared
                 .mail
                 .log
-                .emit(crate::events::Event::QuarantineDeleted {
+                .emit(crate::core::events::Event::QuarantineDeleted {
                     name: &deleted.name,
                     by: &who(req),
                 });
             for mid in &mids {
-                shared.mail.log.emit(crate::events::Event::QuarantineMoved {
-                    mid: *mid,
-                    from: &deleted.name,
-                    to: "Unclassified",
-                });
+                shared
+                    .mail
+                    .log
+                    .emit(crate::core::events::Event::QuarantineMoved {
+                        mid: *mid,
+                        from: &deleted.name,
+                        to: "Unclassified",
+                    });
             }
             let mut text = format!("Quarantine \"{}\" deleted.", deleted.name);
             if mids.is_empty() {
@@ -1462,7 +1465,7 @@ async fn report(
             }
         }
     }
-    let reports = crate::scanning::local_quarantine::with_node_mids(shared, reports).await;
+    let reports = crate::core::scanning::local_quarantine::with_node_mids(shared, reports).await;
     if !failed_ids.is_empty() {
         let ids: Vec<MsgId> = failed_ids.iter().map(|(id, _)| *id).collect();
         let mids: HashMap<MsgId, u64> = shared
@@ -1675,10 +1678,10 @@ async fn copy(shared: &Arc<Handles>, req: &Request, args: &CopyArgs) -> Reply {
         scanned: true,
         cpq: None,
     };
-    let new_mid = crate::scanning::pipeline::inject(shared, &env, copy.raw, true)
+    let new_mid = crate::core::scanning::pipeline::inject(shared, &env, copy.raw, true)
         .await
         .map_err(|e| format!("the copy of MID {mid} could not be queued: {e:#}"))?;
-    shared.mail.log.emit(crate::events::Event::CopySent {
+    shared.mail.log.emit(crate::core::events::Event::CopySent {
         mid,
         to: &to,
         new_mid,
@@ -1790,14 +1793,14 @@ pub async fn outbreakupdate(
     args: &OutbreakUpdateArgs,
     id: &Identity,
 ) -> Reply {
-    use crate::scanning::outbreak_store::{from_bytes, read, Configured, Origin};
+    use crate::core::scanning::outbreak_store::{from_bytes, read, Configured, Origin};
     let file = text(&args.file)
         .ok_or("outbreakupdate: give the rules file")?
         .to_string();
-    // Over SSH and the API only a file of the import directory (`crate::import`).
+    // Over SSH and the API only a file of the import directory (`crate::core::import`).
     let (s, from) = (shared.clone(), id.from.clone());
     let (path, bytes) = tokio::task::spawn_blocking(move || {
-        crate::import::read(&s.config.current().data_dir, &file, &from)
+        crate::core::import::read(&s.config.current().data_dir, &file, &from)
     })
     .await
     .map_err(|e| e.to_string())?
@@ -1830,7 +1833,7 @@ pub async fn outbreakupdate(
     shared
         .mail
         .log
-        .emit(crate::events::Event::OutbreakRulesUpdated {
+        .emit(crate::core::events::Event::OutbreakRulesUpdated {
             version: &version,
             rules: count,
             from: &path,
@@ -1882,7 +1885,7 @@ pub async fn outbreakupdate(
             .outbreak_rules()
             .ok_or("outbreak rules disappeared during the update")?;
         let (n, released, still, err) =
-            crate::cpq::gateway::rescan_outbreak_copies(shared, rules).await;
+            crate::core::cpq::gateway::rescan_outbreak_copies(shared, rules).await;
         resp.text.push_str(&format!(
             "Centralized Outbreak quarantine: rescanned {}: {} released on the manager, {still} still held.\n",
             plural(n, "kept outbreak message"),
@@ -1906,7 +1909,7 @@ pub async fn outbreakupdate(
 /// below their policy's threshold now. Returns (rescanned, release reports, still held).
 fn rescan_outbreak(
     s: &Store,
-    scanner: &crate::scanning::Scanner,
+    scanner: &crate::core::scanning::Scanner,
     rules: &pvo_scan::outbreak::OutbreakRules,
 ) -> pvo_quarantine::Result<(usize, Vec<ActionReport>, usize)> {
     let ids = s.search_ids(&SearchQuery {
@@ -2016,7 +2019,7 @@ pub async fn outbreakstatus(shared: &Arc<Handles>) -> Reply {
                 "Loaded from: {} ({}, {}), kept in {}\n",
                 clean(&f.source.display().to_string()),
                 f.origin.as_str(),
-                crate::mail_log::ctime(at),
+                crate::core::mail_log::ctime(at),
                 clean(kept)
             )),
             _ => t.push_str(&format!(
@@ -2030,7 +2033,7 @@ pub async fn outbreakstatus(shared: &Arc<Handles>) -> Reply {
             "file": f.source,
             "origin": f.origin.as_str(),
             "at": at,
-            "at_text": at.map(crate::mail_log::ctime),
+            "at_text": at.map(crate::core::mail_log::ctime),
             "persisted": kept,
             "why": f.why,
         })

@@ -13,11 +13,11 @@ use tokio::sync::oneshot;
 use super::command::{text, HostArgs, SelectionArgs, TophostsArgs};
 use super::replies::{self, TopHost, TopHostsReply};
 use crate::commands::protocol::Response;
-use crate::mail_log::ctime;
-use crate::queue::{Event, HostStatus, QueuedRecipient, Removal, Selection};
-use crate::state::Handles;
+use crate::core::mail_log::ctime;
+use crate::core::queue::{Event, HostStatus, QueuedRecipient, Removal, Selection};
+use crate::core::state::Handles;
 
-use crate::clock::unix_now as now;
+use crate::core::clock::unix_now as now;
 
 /// The selection of `showrecipients` and friends: --host, --sender or --all.
 fn selection(args: &SelectionArgs) -> Result<Selection, Response> {
@@ -130,12 +130,12 @@ pub async fn hoststatus(shared: &Arc<Handles>, args: &HostArgs) -> Response {
     // The CPQ hosts are not routed: the manager, or each enrolled gateway,
     // always over mutual TLS (`delivery::cpq_hop`).
     let cpq = cfg.cpq.as_ref();
-    let route = if host == crate::config::CPQ_HOST {
+    let route = if host == crate::core::config::CPQ_HOST {
         match cpq.filter(|c| c.central()).and_then(|c| c.manager.as_ref()) {
             Some((h, p)) => format!("{h}:{p} (the manager's cpq_listener)"),
             None => "none: no manager configured ([cpq] mode = \"central\", manager)".into(),
         }
-    } else if host == crate::config::CPQ_RELEASE_HOST {
+    } else if host == crate::core::config::CPQ_RELEASE_HOST {
         let gws: Vec<String> = cpq
             .into_iter()
             .flat_map(|c| c.gateways.iter())
@@ -147,21 +147,24 @@ pub async fn hoststatus(shared: &Arc<Handles>, args: &HostArgs) -> Response {
         )
     } else {
         match cfg.route(&host).map(|r| r.target.clone()) {
-            Some(crate::config::RouteTarget::Hosts(h)) => h
+            Some(crate::core::config::RouteTarget::Hosts(h)) => h
                 .iter()
                 .map(|(h, p)| format!("{h}:{p}"))
                 .collect::<Vec<_>>()
                 .join(", "),
-            Some(crate::config::RouteTarget::Maildir(d)) => format!("maildir {}", d.display()),
+            Some(crate::core::config::RouteTarget::Maildir(d)) => {
+                format!("maildir {}", d.display())
+            }
             None => "MX records".to_string(),
         }
     };
-    let tls = if host == crate::config::CPQ_HOST || host == crate::config::CPQ_RELEASE_HOST {
-        crate::config::TlsMode::RequiredVerify
-    } else {
-        cfg.destination(&host)
-            .map_or(cfg.tls_outbound.default, |d| d.tls)
-    };
+    let tls =
+        if host == crate::core::config::CPQ_HOST || host == crate::core::config::CPQ_RELEASE_HOST {
+            crate::core::config::TlsMode::RequiredVerify
+        } else {
+            cfg.destination(&host)
+                .map_or(cfg.tls_outbound.default, |d| d.tls)
+        };
     let mut t = format!("Host mail status for: '{host}'\n");
     t.push_str(&format!("Status as of:          {} GMT\n", ctime(now())));
     t.push_str(&format!(
@@ -297,7 +300,7 @@ pub async fn redirectrecipients(shared: &Arc<Handles>, args: &HostArgs) -> Respo
     let Some(target) = text(&args.host) else {
         return Response::error("redirectrecipients needs the host to send every queued message to, for example: pvo redirectrecipients mail.example.net:25");
     };
-    let Some((host, port)) = crate::config::parse_host_port(target) else {
+    let Some((host, port)) = crate::core::config::parse_host_port(target) else {
         return Response::error(format!(
             "\"{target}\" is not a host; use HOST, HOST:PORT or [IP]:PORT."
         ));
@@ -308,11 +311,14 @@ pub async fn redirectrecipients(shared: &Arc<Handles>, args: &HostArgs) -> Respo
         .queue
         .send(Event::Redirect(host.clone(), port, tx));
     let n = rx.await.unwrap_or(0);
-    shared.mail.log.emit(crate::events::Event::Redirected {
-        host: &host,
-        port,
-        recipients: n,
-    });
+    shared
+        .mail
+        .log
+        .emit(crate::core::events::Event::Redirected {
+            host: &host,
+            port,
+            recipients: n,
+        });
     Response::ok(
         format!("{n} recipients redirected to {host}:{port}.\n"),
         json!({ "host": host, "port": port, "redirected": n }),

@@ -70,8 +70,8 @@ pub struct ListenerRow {
     pub suspended: bool,
 }
 
-impl From<&crate::state::ListenerState> for ListenerRow {
-    fn from(l: &crate::state::ListenerState) -> ListenerRow {
+impl From<&crate::core::state::ListenerState> for ListenerRow {
+    fn from(l: &crate::core::state::ListenerState) -> ListenerRow {
         ListenerRow {
             name: l.name.clone(),
             address: l.address.to_string(),
@@ -104,8 +104,8 @@ pub struct Counters {
     pub bounced_rcpts: u64,
 }
 
-impl From<&crate::state::CounterSet> for Counters {
-    fn from(c: &crate::state::CounterSet) -> Counters {
+impl From<&crate::core::state::CounterSet> for Counters {
+    fn from(c: &crate::core::state::CounterSet) -> Counters {
         Counters {
             connections_in: c.connections_in,
             connections_open: c.connections_open,
@@ -158,8 +158,8 @@ pub struct TopHost {
     pub last_error: Option<String>,
 }
 
-impl From<&crate::queue::HostStatus> for TopHost {
-    fn from(h: &crate::queue::HostStatus) -> TopHost {
+impl From<&crate::core::queue::HostStatus> for TopHost {
+    fn from(h: &crate::core::queue::HostStatus) -> TopHost {
         TopHost {
             host: h.host.clone(),
             active_recipients: h.active_recipients as u64,

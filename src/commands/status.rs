@@ -12,12 +12,12 @@ use super::replies::{
     self, CounterTable, Counters, ListenerRow, SelfSigned, StatusGauges, StatusReply, SystemStatus,
 };
 use crate::commands::protocol::Response;
-use crate::mail_log::ctime;
-use crate::queue::{Event, Gauges};
-use crate::state::Resumed;
-use crate::state::{CounterSet, Handles};
+use crate::core::mail_log::ctime;
+use crate::core::queue::{Event, Gauges};
+use crate::core::state::Resumed;
+use crate::core::state::{CounterSet, Handles};
 
-use crate::clock::unix_now as now;
+use crate::core::clock::unix_now as now;
 
 fn human_duration(secs: u64) -> String {
     let (d, h, m, s) = (secs / 86_400, secs / 3600 % 24, secs / 60 % 60, secs % 60);
@@ -202,14 +202,14 @@ pub async fn status(shared: &Arc<Handles>, args: &StatusArgs) -> Response {
                 shared
                     .control
                     .servers
-                    .address(crate::state::ServerKind::Ssh),
+                    .address(crate::core::state::ServerKind::Ssh),
             ),
             (
                 "Web (HTTPS)",
                 shared
                     .control
                     .servers
-                    .address(crate::state::ServerKind::Web),
+                    .address(crate::core::state::ServerKind::Web),
             ),
         ];
         t.push_str("\nServices:\n");
@@ -238,12 +238,12 @@ pub async fn status(shared: &Arc<Handles>, args: &StatusArgs) -> Response {
         ssh: shared
             .control
             .servers
-            .address(crate::state::ServerKind::Ssh)
+            .address(crate::core::state::ServerKind::Ssh)
             .map(|a| a.to_string()),
         web: shared
             .control
             .servers
-            .address(crate::state::ServerKind::Web)
+            .address(crate::core::state::ServerKind::Web)
             .map(|a| a.to_string()),
         counters: CounterTable {
             reset: Counters::from(&reset),
@@ -272,13 +272,13 @@ pub async fn suspend(shared: &Arc<Handles>, args: &SuspendArgs) -> Response {
         shared
             .mail
             .log
-            .emit(crate::events::Event::ReceivingSuspended { listeners: &names });
+            .emit(crate::core::events::Event::ReceivingSuspended { listeners: &names });
     }
     if !was_suspended {
         shared
             .mail
             .log
-            .emit(crate::events::Event::DeliverySuspended);
+            .emit(crate::core::events::Event::DeliverySuspended);
     }
     shared
         .control
@@ -310,7 +310,10 @@ pub async fn resume(shared: &Arc<Handles>) -> Response {
     shared.mail.queue.send(Event::SuspendDelivery(false, tx));
     let was_suspended = rx.await.unwrap_or(false);
     if was_suspended {
-        shared.mail.log.emit(crate::events::Event::DeliveryResumed);
+        shared
+            .mail
+            .log
+            .emit(crate::core::events::Event::DeliveryResumed);
     }
     // The appliance answers with the one line "Receiving resumed for ..."
     // (the seeds show `Receiving resumed for euq_listener, cpq_listener.`);
@@ -331,7 +334,7 @@ fn resumed_answer(shared: &Handles, r: Resumed, mut data: serde_json::Value) -> 
         shared
             .mail
             .log
-            .emit(crate::events::Event::ReceivingResumed {
+            .emit(crate::core::events::Event::ReceivingResumed {
                 listeners: &r.receiving,
             });
     }
@@ -339,7 +342,7 @@ fn resumed_answer(shared: &Handles, r: Resumed, mut data: serde_json::Value) -> 
         shared
             .mail
             .log
-            .emit(crate::events::Event::StaysSuspended { why });
+            .emit(crate::core::events::Event::StaysSuspended { why });
         if !text.is_empty() {
             text.push('\n');
         }
@@ -404,7 +407,7 @@ pub fn suspend_listeners(shared: &Arc<Handles>, args: &ListenersArgs) -> Respons
     shared
         .mail
         .log
-        .emit(crate::events::Event::ReceivingSuspended { listeners: &names });
+        .emit(crate::core::events::Event::ReceivingSuspended { listeners: &names });
     Response::ok(
         format!("Receiving suspended for {}.", names.join(", ")),
         json!({ "suspended_listeners": names }),
@@ -433,9 +436,9 @@ pub async fn suspend_delivery(shared: &Arc<Handles>, on: bool) -> Response {
     };
     if on != was {
         shared.mail.log.emit(if on {
-            crate::events::Event::DeliverySuspended
+            crate::core::events::Event::DeliverySuspended
         } else {
-            crate::events::Event::DeliveryResumed
+            crate::core::events::Event::DeliveryResumed
         });
     }
     Response::ok(text, json!({ "delivery_suspended": on }))
@@ -448,19 +451,19 @@ pub fn reset_counters(shared: &Arc<Handles>) -> Response {
 
 /// Who serves the inbound certificate: every listener but the CPQ one (which has the
 /// deployment's), and the web server as "HTTPS" when it runs.
-pub(super) fn served_by(shared: &crate::state::Handles) -> Vec<String> {
+pub(super) fn served_by(shared: &crate::core::state::Handles) -> Vec<String> {
     let mut names: Vec<String> = shared
         .control
         .listeners
         .states()
         .into_iter()
         .map(|l| l.name)
-        .filter(|n| n != crate::config::CPQ_LISTENER)
+        .filter(|n| n != crate::core::config::CPQ_LISTENER)
         .collect();
     if shared
         .control
         .servers
-        .address(crate::state::ServerKind::Web)
+        .address(crate::core::state::ServerKind::Web)
         .is_some()
     {
         names.push("HTTPS".to_string());

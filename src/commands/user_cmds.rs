@@ -2,7 +2,7 @@
 //!
 //! Changes apply at once (like `quarantineconfig`), not at `commit`: a locked-out
 //! administrator must not need a commit to get back in. Every change is one write of the
-//! user store (see `crate::users`) and one entry in the audit trail (written by
+//! user store (see `crate::core::users`) and one entry in the audit trail (written by
 //! `dispatch_as`). A password given in a request is hashed here and never echoed; a
 //! generated one is shown once, in the answer to the administrator who asked for it.
 
@@ -11,10 +11,10 @@ use std::sync::Arc;
 use serde_json::{json, Value};
 
 use super::command::{text, AuditLogArgs, CommandError, Flag, UserAction, UserArgs};
-use crate::clock::gmt;
 use crate::commands::protocol::Response;
-use crate::state::Handles;
-use crate::users::{
+use crate::core::clock::gmt;
+use crate::core::state::Handles;
+use crate::core::users::{
     check_name, check_password, generate_password, hash_password, Builtin, CustomRole, Identity,
     User, INITIAL_PASSWORD_FILE,
 };
@@ -167,7 +167,7 @@ fn update<T>(
 }
 
 fn userconfig_now(shared: &Arc<Handles>, args: &UserArgs, id: &Identity) -> Reply {
-    let now = crate::clock::unix_now();
+    let now = crate::core::clock::unix_now();
     let name = || {
         text(&args.name)
             .map(str::trim)
@@ -640,8 +640,8 @@ fn token_cmd(shared: &Arc<Handles>, args: &UserArgs, now: u64) -> Reply {
                 .map(str::to_string)
                 .unwrap_or_else(|| format!("token-{now}"));
             check_name(&tname, "token name", false)?;
-            let token = crate::users::generate_token();
-            let hash = crate::users::token_hash(&token);
+            let token = crate::core::users::generate_token();
+            let hash = crate::core::users::token_hash(&token);
             let (n, t) = (name.clone(), tname.clone());
             update(shared, move |users, _| {
                 let u = find(users, &n)?;
@@ -651,7 +651,7 @@ fn token_cmd(shared: &Arc<Handles>, args: &UserArgs, now: u64) -> Reply {
                         u.name
                     )));
                 }
-                u.api_tokens.push(crate::users::ApiToken {
+                u.api_tokens.push(crate::core::users::ApiToken {
                     name: t,
                     sha256: hash,
                     created_at: now,
@@ -693,7 +693,7 @@ fn token_cmd(shared: &Arc<Handles>, args: &UserArgs, now: u64) -> Reply {
 }
 
 fn auditlog_now(shared: &Arc<Handles>, args: &AuditLogArgs) -> Reply {
-    let q = crate::audit::Query {
+    let q = crate::core::audit::Query {
         user: text(&args.user).map(str::to_string),
         action: text(&args.audit_action).map(str::to_string),
         mid: args.mid,

@@ -1,0 +1,50 @@
+//! The handle of a node's quarantine store (`pvo-quarantine` under
+//! `DATA_DIR/quarantine/`): the gateway's local quarantines or the manager's central
+//! store. `state::Handles` holds it; what the node does with the store's reports is
+//! `local_quarantine`'s. The store is synchronous (SQLite): every call runs on the
+//! blocking pool.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use anyhow::{Context, Result};
+use pvo_quarantine::{Inserted, NewMessage, Store};
+
+use crate::core::clock::unix_now as now;
+
+#[derive(Clone)]
+pub struct LocalQuarantine {
+    store: Arc<Store>,
+}
+
+impl LocalQuarantine {
+    pub fn open(dir: &Path, quota: Option<u64>) -> Result<LocalQuarantine> {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        let path = dir.join("quarantine.db");
+        let store = Store::open_sqlite(&path, now())
+            .with_context(|| format!("opening the quarantine store {}", path.display()))?;
+        store
+            .set_quota(quota)
+            .context("setting the quarantine quota")?;
+        Ok(LocalQuarantine {
+            store: Arc::new(store),
+        })
+    }
+
+    /// The store itself (the manager's group-committing writer owns a handle).
+    pub fn store(&self) -> Arc<Store> {
+        self.store.clone()
+    }
+
+    /// Runs `f` with the store on the blocking pool.
+    pub async fn with<R: Send + 'static>(&self, f: impl FnOnce(&Store) -> R + Send + 'static) -> R {
+        let store = self.store.clone();
+        tokio::task::spawn_blocking(move || f(&store))
+            .await
+            .expect("quarantine store task panicked")
+    }
+
+    pub async fn quarantine(&self, msg: NewMessage) -> pvo_quarantine::Result<Inserted> {
+        self.with(move |s| s.quarantine(&msg, now())).await
+    }
+}
