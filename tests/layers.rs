@@ -52,13 +52,6 @@ fn place(module: &str) -> Option<(Layer, String)> {
     })
 }
 
-/// Edges known to break the rules, each to be removed by the part of the work named
-/// beside it; the list only shrinks. An edge listed here that no longer exists fails
-/// the test too, so the list stays exact.
-const KNOWN: &[(&str, &str, &str)] = &[
-    // Typed commands (cmd): `telnet`/`tlsverify` drive the probes of `diag` step by step.
-    ("commands", "adapters::diag", "cmd"),
-];
 
 fn module_of(root: &Path, file: &Path) -> Option<Vec<String>> {
     let rel = file.strip_prefix(root).ok()?;
@@ -356,11 +349,6 @@ fn violation(from: &str, to: &str) -> Option<String> {
     }
 }
 
-/// Whether an import is on the known list ([`known_one`] for any entry).
-fn known(from: &str, to: &str) -> bool {
-    KNOWN.iter().any(|(f, t, _)| known_one(f, t, from, to))
-}
-
 fn manifest_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
@@ -399,46 +387,15 @@ fn every_module_has_a_layer_and_imports_go_down_the_layers() {
         "modules without a layer in LAYERS: {unplaced:?}"
     );
     let mut broken = Vec::new();
-    let mut used = BTreeSet::new();
     for (m, targets) in &g {
         let from = m.join("::");
         for t in targets {
-            let to = t.join("::");
-            if let Some(why) = violation(&from, &to) {
-                match KNOWN
-                    .iter()
-                    .position(|(f, tt, _)| known_one(f, tt, &from, &to))
-                {
-                    Some(i) => {
-                        used.insert(i);
-                    }
-                    None => broken.push(why),
-                }
+            if let Some(why) = violation(&from, &t.join("::")) {
+                broken.push(why);
             }
         }
     }
     assert!(broken.is_empty(), "imports against the layers: {broken:#?}");
-    let stale: Vec<_> = KNOWN
-        .iter()
-        .enumerate()
-        .filter(|(i, _)| !used.contains(i))
-        .map(|(_, k)| k)
-        .collect();
-    assert!(
-        stale.is_empty(),
-        "known edges that no longer break the layering (remove them from KNOWN): {stale:?}"
-    );
-}
-
-/// A listed edge matches an import when the importer is the listed module or (for
-/// `core`) any core module, and the target is the listed module or inside it.
-fn known_one(f: &str, t: &str, from: &str, to: &str) -> bool {
-    let from_matches = if f == "core" {
-        place(from).is_some_and(|(l, _)| l == Core)
-    } else {
-        from == f || from.starts_with(&format!("{f}::"))
-    };
-    from_matches && (to == t || to.starts_with(&format!("{t}::")))
 }
 
 #[test]
@@ -463,7 +420,6 @@ fn the_rules_catch_what_they_are_meant_to() {
     assert!(violation("adapters::smtp_server::session", "net::tls").is_none());
     assert!(violation("adapters::ssh", "commands").is_none());
     assert!(violation("node", "adapters::delivery").is_none());
-    assert!(!known("core::queue", "adapters::delivery"));
     // A module has the layer of its folder; one outside the folders and the root has none.
     assert_eq!(place("core::cpq::pki"), Some((Core, String::new())));
     assert_eq!(

@@ -9,7 +9,6 @@
 pub mod access;
 pub mod command;
 mod config_cmds;
-mod diag_cmds;
 pub mod protocol;
 mod pvo_cmds;
 pub mod quarantine_cmds;
@@ -263,8 +262,26 @@ async fn run(shared: &Arc<Handles>, req: &Request, id: &Identity) -> Response {
         C::ListenerConfig(a) => one_at_a_time(shared, req, a, config_cmds::listenerconfig).await,
         C::SmtpRoutes(a) => one_at_a_time(shared, req, a, config_cmds::smtproutes).await,
         C::CpqEnroll(a) => one_at_a_time(shared, req, a, config_cmds::cpqenroll).await,
-        C::Telnet(a) => diag_cmds::telnet(shared, a).await,
-        C::TlsVerify(a) => diag_cmds::tlsverify(shared, a).await,
+        C::Telnet(a) => {
+            let test = crate::core::state::NetTest {
+                interface: a.interface.clone(),
+                timeout: a.timeout,
+                domain: None,
+                host: a.host.clone(),
+                port: a.port,
+            };
+            probe_reply(shared.probes.telnet(shared, test).await)
+        }
+        C::TlsVerify(a) => {
+            let test = crate::core::state::NetTest {
+                interface: a.interface.clone(),
+                timeout: a.timeout,
+                domain: a.domain.clone(),
+                host: a.host.clone(),
+                port: a.port,
+            };
+            probe_reply(shared.probes.tlsverify(shared, test).await)
+        }
         C::QuarantineConfig(a) => quarantine_cmds::quarantineconfig(shared, req, a)
             .await
             .unwrap_or_else(Response::from),
@@ -283,5 +300,28 @@ async fn run(shared: &Arc<Handles>, req: &Request, id: &Identity) -> Response {
         C::Diagnose(_) => pvo_cmds::diagnose(shared).await,
         C::CpqCert(a) => pvo_cmds::cpqcert(shared, req, a),
         C::ApplianceConfig(a) => pvo_cmds::applianceconfig(shared, req, a).await,
+    }
+}
+
+/// The reply of a network test (`telnet`, `tlsverify`): a refused argument is invalid, a
+/// test that ran and failed is the far side unavailable.
+fn probe_reply(run: crate::core::state::ProbeRun) -> Response {
+    match run {
+        crate::core::state::ProbeRun::Refused(text) => Response::error(text),
+        crate::core::state::ProbeRun::Ran {
+            ok: true,
+            text,
+            data,
+        } => Response::ok(text, data),
+        crate::core::state::ProbeRun::Ran {
+            ok: false,
+            text,
+            data,
+        } => Response {
+            ok: false,
+            text,
+            data,
+            kind: Some(ErrorKind::Unavailable),
+        },
     }
 }

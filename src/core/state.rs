@@ -594,6 +594,41 @@ pub trait GatewayShell: Send + Sync {
 /// connect from one interface, and the wording of a failed TLS handshake as the log has
 /// it. A trait, so that the commands reach the diagnostics adapter only through what
 /// the root wires (`diag::preflight::Probe`).
+/// What `telnet` and `tlsverify` are asked: the interface to leave by, the host (and, for
+/// `tlsverify`, the domain whose certificate is verified), the port and the seconds to
+/// wait; empty or absent fields take the defaults.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct NetTest {
+    pub interface: Option<String>,
+    pub timeout: Option<u64>,
+    pub domain: Option<String>,
+    pub host: Option<String>,
+    pub port: Option<u64>,
+}
+
+/// What a network test answers: why it did not run (an argument it refuses), or the
+/// transcript the appliance prints with the same facts as JSON and whether it
+/// succeeded.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ProbeRun {
+    Refused(String),
+    Ran {
+        ok: bool,
+        text: String,
+        data: serde_json::Value,
+    },
+}
+
+impl ProbeRun {
+    pub fn refused(text: impl Into<String>) -> ProbeRun {
+        ProbeRun::Refused(text.into())
+    }
+
+    pub fn ran(ok: bool, text: String, data: serde_json::Value) -> ProbeRun {
+        ProbeRun::Ran { ok, text, data }
+    }
+}
+
 pub trait Probes: Send + Sync {
     /// The enable preflight against the manager `host:port`.
     fn preflight<'a>(
@@ -613,6 +648,13 @@ pub trait Probes: Send + Sync {
 
     /// How `mail_logs` words this failed handshake.
     fn tls_error_text(&self, e: &std::io::Error) -> String;
+
+    /// `telnet`: connect from an interface, show the banner, QUIT.
+    fn telnet<'a>(&'a self, handles: &'a Arc<Handles>, test: NetTest) -> BoxFuture<'a, ProbeRun>;
+
+    /// `tlsverify`: the STARTTLS dialogue with a server, verifying its certificate.
+    fn tlsverify<'a>(&'a self, handles: &'a Arc<Handles>, test: NetTest)
+        -> BoxFuture<'a, ProbeRun>;
 }
 
 /// The inbound certificate (SMTP STARTTLS and HTTPS) as `status` and `diagnose` describe

@@ -24,6 +24,7 @@
 //! characters before they are printed. Bytes a server sends after its 220 to STARTTLS
 //! and before the handshake are discarded (a STARTTLS injection attempt).
 
+pub mod dialogue;
 pub mod preflight;
 
 use std::net::{IpAddr, SocketAddr};

@@ -376,6 +376,22 @@ impl crate::core::state::Probes for Probe {
     fn tls_error_text(&self, e: &std::io::Error) -> String {
         crate::net::outbound::tls_error_text(e)
     }
+
+    fn telnet<'a>(
+        &'a self,
+        handles: &'a Arc<Handles>,
+        test: crate::core::state::NetTest,
+    ) -> BoxFuture<'a, crate::core::state::ProbeRun> {
+        Box::pin(async move { super::dialogue::telnet(handles, &test).await })
+    }
+
+    fn tlsverify<'a>(
+        &'a self,
+        handles: &'a Arc<Handles>,
+        test: crate::core::state::NetTest,
+    ) -> BoxFuture<'a, crate::core::state::ProbeRun> {
+        Box::pin(async move { super::dialogue::tlsverify(handles, &test).await })
+    }
 }
 
 #[cfg(test)]

@@ -15,24 +15,26 @@ use serde_json::json;
 use tokio::io::{AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 
-use super::command::{text, TelnetArgs, TlsVerifyArgs};
 use crate::adapters::diag::{self, ConnectError, HandshakeError, HelloAnswer, Source};
-use crate::commands::protocol::Response;
-use crate::core::state::Handles;
+use crate::core::state::{Handles, NetTest, ProbeRun};
 
 /// Seconds to wait for a connection and for each answer, unless `--timeout` says.
 const DEFAULT_TIMEOUT: u64 = 10;
 
-/// Handles a diagnostic command; `None` if `req.command` is not one.
+/// An argument given and not empty.
+fn text(v: &Option<String>) -> Option<&str> {
+    v.as_deref().filter(|s| !s.is_empty())
+}
+
 fn timeout_arg(timeout: Option<u64>) -> Duration {
     Duration::from_secs(timeout.unwrap_or(DEFAULT_TIMEOUT).clamp(1, 300))
 }
 
-fn port_arg(port: Option<u64>) -> Result<u16, Response> {
+fn port_arg(port: Option<u64>) -> Result<u16, ProbeRun> {
     match port {
         None => Ok(25),
         Some(p) if (1..=65535).contains(&p) => Ok(p as u16),
-        Some(p) => Err(Response::error(format!(
+        Some(p) => Err(ProbeRun::refused(format!(
             "{p} is not a port; allowed: 1 to 65535"
         ))),
     }
@@ -59,15 +61,15 @@ async fn connect_any(
 }
 
 /// `telnet [--interface NAME] [--timeout S] HOST [PORT]`: connect, show the banner, QUIT.
-pub async fn telnet(shared: &Arc<Handles>, args: &TelnetArgs) -> Response {
+pub async fn telnet(shared: &Arc<Handles>, args: &NetTest) -> ProbeRun {
     let cfg = shared.config.current();
     let src = match Source::select(&cfg, text(&args.interface)) {
         Ok(s) => s,
-        Err(e) => return Response::error(e),
+        Err(e) => return ProbeRun::refused(e),
     };
     drop(cfg);
     let Some(host) = text(&args.host) else {
-        return Response::error("telnet: give the host to connect to");
+        return ProbeRun::refused("telnet: give the host to connect to");
     };
     let port = match port_arg(args.port) {
         Ok(p) => p,
@@ -180,21 +182,16 @@ pub async fn telnet(shared: &Arc<Handles>, args: &TelnetArgs) -> Response {
         }
     }
     let _ = io.get_mut().shutdown().await;
-    Response::ok(text, data)
+    ProbeRun::ran(true, text, data)
 }
 
-fn telnet_failed(mut text: String, mut data: serde_json::Value, line: String) -> Response {
+fn telnet_failed(mut text: String, mut data: serde_json::Value, line: String) -> ProbeRun {
     text.push_str(&line);
     text.push('\n');
     if data["error"].is_null() {
         data["error"] = json!(line);
     }
-    Response {
-        ok: false,
-        text,
-        data,
-        kind: Some(crate::commands::protocol::ErrorKind::Unavailable),
-    }
+    ProbeRun::ran(false, text, data)
 }
 
 /// The transcript of a `tlsverify` run: lines as they happen, the facts as JSON.
@@ -208,7 +205,7 @@ impl Dialogue {
         self.lines.push(line.into());
     }
 
-    fn finish(mut self, host: &str, ok: bool, failure: Option<(&str, String)>) -> Response {
+    fn finish(mut self, host: &str, ok: bool, failure: Option<(&str, String)>) -> ProbeRun {
         if ok {
             self.say(format!("TLS connection to {host} succeeded."));
         } else {
@@ -223,15 +220,10 @@ impl Dialogue {
         self.data["lines"] = json!(self.lines);
         let mut text = self.lines.join("\n");
         text.push('\n');
-        Response {
-            ok,
-            text,
-            data: self.data,
-            kind: (!ok).then_some(crate::commands::protocol::ErrorKind::Unavailable),
-        }
+        ProbeRun::ran(ok, text, self.data)
     }
 
-    fn fail(mut self, host: &str, kind: &str, line: String) -> Response {
+    fn fail(mut self, host: &str, kind: &str, line: String) -> ProbeRun {
         self.say(line.clone());
         self.finish(host, false, Some((kind, line)))
     }
@@ -240,17 +232,17 @@ impl Dialogue {
 /// `tlsverify [--interface NAME] [--timeout S] DOMAIN HOST[:PORT]`: the appliance's
 /// dialogue for STARTTLS to HOST, verifying the certificate for DOMAIN with the trust
 /// delivery uses (web PKI roots plus `tls.outbound.ca_file`).
-pub async fn tlsverify(shared: &Arc<Handles>, args: &TlsVerifyArgs) -> Response {
+pub async fn tlsverify(shared: &Arc<Handles>, args: &NetTest) -> ProbeRun {
     let cfg = shared.config.current();
     let Some(domain) = text(&args.domain).map(|d| d.trim_end_matches('.').to_ascii_lowercase())
     else {
-        return Response::error("tlsverify: give the domain whose certificate to verify");
+        return ProbeRun::refused("tlsverify: give the domain whose certificate to verify");
     };
     // A gateway's CPQ connections leave from the default delivery interface,
     // like all its deliveries (`delivery::cpq_bind`), so the probe does too.
     let src = match Source::select(&cfg, text(&args.interface)) {
         Ok(s) => s,
-        Err(e) => return Response::error(e),
+        Err(e) => return ProbeRun::refused(e),
     };
     drop(cfg);
     // `tlsverify the.cpq.host`: the manager, with the trust CPQ uses (the
@@ -272,24 +264,24 @@ pub async fn tlsverify(shared: &Arc<Handles>, args: &TlsVerifyArgs) -> Response 
         ),
         (None, Some((h, p))) if cpq => (h.clone(), *p),
         (None, _) if cpq => {
-            return Response::error(
+            return ProbeRun::refused(
                 "tlsverify the.cpq.host: this node has no manager configured ([cpq] manager = \"HOST:PORT\"); give HOST[:PORT]",
             )
         }
         (None, _) => {
-            return Response::error("tlsverify: give the host to connect to (HOST[:PORT])")
+            return ProbeRun::refused("tlsverify: give the host to connect to (HOST[:PORT])")
         }
     };
     // CPQ certificates name the manager by address or node id.
     let name_for = if cpq { host.clone() } else { domain.clone() };
     let Ok(server_name) = ServerName::try_from(name_for.clone()) else {
-        return Response::error(format!("tlsverify: \"{name_for}\" is not a domain name"));
+        return ProbeRun::refused(format!("tlsverify: \"{name_for}\" is not a domain name"));
     };
     let cpq_client = if cpq {
         match shared.tls.cpq() {
             Some(t) => Some(t.client.clone()),
             None => {
-                return Response::error(
+                return ProbeRun::refused(
                     "tlsverify the.cpq.host: this node has no CPQ certificate (enroll it on the manager: `pvo manager enroll`)",
                 )
             }
@@ -480,7 +472,7 @@ async fn no_shared_cipher(
     host: &str,
     timeout: Duration,
     log_wording: String,
-) -> Response {
+) -> ProbeRun {
     const NO_CERT_LOG: &str = "verify error: no certificate from server";
     d.say("Checking for anonymous cipher suites.");
     let (kind, verdict, log) = match anonymous_check(addr, src, timeout).await {
