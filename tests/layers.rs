@@ -52,7 +52,6 @@ fn place(module: &str) -> Option<(Layer, String)> {
     })
 }
 
-
 fn module_of(root: &Path, file: &Path) -> Option<Vec<String>> {
     let rel = file.strip_prefix(root).ok()?;
     let mut parts: Vec<String> = rel
