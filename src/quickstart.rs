@@ -147,7 +147,7 @@ pub fn run(args: Args) -> Result<()> {
     rt.block_on(async move {
         let manager = crate::node::Node::start(mcfg, mpath.clone()).await?;
         let gateway = crate::node::Node::start(gcfg, path.clone()).await?;
-        // The seeds' procedure on the manager: the migration wizard run and committed by
+        // The appliance's procedure on the manager: the migration wizard run and committed by
         // an Administrator (the gateway is added and enabled in the files written above).
         if let Err(e) = migration_wizard(&manager).await {
             println!("The migration wizard could not be run on the manager ({e:#}); run `pvo --dir {} pvoconfig migration automatic` and `commit` there.", mdir.display());
@@ -243,7 +243,7 @@ pub fn run(args: Args) -> Result<()> {
 }
 
 /// Runs the manager's migration wizard (automatic: each local quarantine to the central one
-/// of its name) as `admin`, an Administrator, and commits it, as the seeds' procedure
+/// of its name) as `admin`, an Administrator, and commits it, as the appliance's procedure
 /// does before a gateway is enabled; without it the manager's `diagnose` (and a later
 /// `pvoconfig enable`) reports the wizard as not run. Nothing to do once it is committed.
 async fn migration_wizard(manager: &crate::node::Node) -> Result<()> {

@@ -61,7 +61,7 @@ pub fn spawn_connection(shared: Arc<Handles>, domain: String, job: Job) {
 
 /// The source address of an outbound connection. A manager delivers releases
 /// from the interface of its cpq_listener (the address gateways know it by);
-/// a gateway — also to the manager, as on the appliance (SPEC §2 scenario 3) —
+/// a gateway — also to the manager, as on the appliance (docs/appliance.md, scenario 3) —
 /// from its default delivery interface (`deliveryconfig`; Auto: the system's
 /// choice).
 fn cpq_bind(cfg: &crate::core::config::Config, cpq: bool) -> Option<IpAddr> {

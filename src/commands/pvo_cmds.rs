@@ -1,6 +1,6 @@
 //! `pvoconfig` (the centralized PVO quarantines of a gateway, and the migration
 //! wizard of a manager) and `diagnose` (every check behind the failure
-//! scenarios of SPEC §2, with cause and remedy).
+//! scenarios of docs/appliance.md, with cause and remedy).
 
 use std::sync::Arc;
 

@@ -4,7 +4,7 @@
 //!
 //! Everything goes through the local store (`scanning::local_quarantine`) on the blocking
 //! pool, and every action's reports go through `handle_reports`, the same path the
-//! retention sweeper takes: the `mail_logs` lines of SPEC §3 are written there, and what
+//! retention sweeper takes: the quarantine `mail_logs` lines (docs/appliance.md) are written there, and what
 //! an action released from all quarantines is re-injected with a new MID and delivered.
 //! The text of an action repeats those log lines, so what the administrator reads is what
 //! `grep` finds later.

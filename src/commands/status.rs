@@ -316,7 +316,7 @@ pub async fn resume(shared: &Arc<Handles>) -> Response {
             .emit(crate::core::events::Event::DeliveryResumed);
     }
     // The appliance answers with the one line "Receiving resumed for ..."
-    // (the seeds show `Receiving resumed for euq_listener, cpq_listener.`);
+    // (the appliance shows `Receiving resumed for euq_listener, cpq_listener.`);
     // that delivery resumed too is in mail_logs and in the JSON.
     resumed_answer(
         shared,

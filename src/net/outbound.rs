@@ -41,7 +41,7 @@ pub fn tls_error_text(e: &std::io::Error) -> String {
     use rustls::{AlertDescription as A, CertificateError as C, Error as E};
     // A peer that offers only anonymous suites cannot agree on any suite
     // with rustls: it alerts handshake_failure or just closes. Either way
-    // no certificate was ever presented: the seeds' scenario 4.
+    // no certificate was ever presented: scenario 4 of docs/appliance.md.
     const NO_CERT: &str = "verify error: no certificate from server (no cipher suite with a certificate was offered; the server may offer only anonymous ciphers)";
     // A CPQ peer of the deployment this node does not accept (`trust::PeerPolicy`).
     if let Some(r) = crate::net::trust::refusal_of(e) {

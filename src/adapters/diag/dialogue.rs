@@ -463,7 +463,7 @@ pub async fn tlsverify(shared: &Arc<Handles>, args: &NetTest) -> ProbeRun {
 }
 
 /// The end of the dialogue for a server that refused every suite rustls offers:
-/// probes for anonymous suites to tell the seeds' "no certificate from server" apart
+/// probes for anonymous suites to tell the appliance's "no certificate from server" apart
 /// from a plain cipher mismatch. `log_wording` is what delivery would log otherwise.
 async fn no_shared_cipher(
     mut d: Dialogue,
@@ -506,7 +506,7 @@ async fn no_shared_cipher(
     };
     d.say(verdict.clone());
     if kind == "no_certificate" {
-        // The seeds' log line, which is what an administrator greps for.
+        // The appliance's log line, which is what an administrator greps for.
         d.say("No certificate was presented by the server.");
         d.say(format!("TLS failed: {log}"));
     }

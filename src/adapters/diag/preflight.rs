@@ -1,5 +1,5 @@
 //! The enable preflight: can this gateway centralize its quarantines on that
-//! manager? Each step is one of the failure scenarios of SPEC §2, named with
+//! manager? Each step is one of the failure scenarios of docs/appliance.md, named with
 //! its cause and remedy, so `pvoconfig enable` and `pvo diagnose` never just
 //! say "unavailable".
 //!

@@ -390,8 +390,8 @@ pub async fn release_batch(
     done
 }
 
-/// Whether this manager can centralize `gateway` (the enable preflight, SPEC §2
-/// scenario 2): it is enrolled, the migration wizard has run, its settings are
+/// Whether this manager can centralize `gateway` (the enable preflight,
+/// docs/appliance.md scenario 2): it is enrolled, the migration wizard has run, its settings are
 /// committed, and an Administrator made them. `Err` names what is missing and
 /// what to do.
 pub fn readiness(shared: &Handles, gateway: &str) -> Result<(), String> {

@@ -1,6 +1,6 @@
-//! Migration of a gateway's local quarantines to the manager (SPEC §3: "messages already
-//! in local quarantines move to the manager when the gateway enables, asynchronously, with
-//! a notification when done").
+//! Migration of a gateway's local quarantines to the manager (docs/appliance.md,
+//! "Quarantines": mail already in a gateway's local quarantines moves to the manager once
+//! the gateway is enabled, asynchronously, with a notification when done).
 //!
 //! When a gateway is central ([`start`] runs at node start and after every commit) and its
 //! local store still holds messages, one background task hands each held message to the
