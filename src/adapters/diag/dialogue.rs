@@ -16,15 +16,11 @@ use tokio::io::{AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 
 use crate::adapters::diag::{self, ConnectError, HandshakeError, HelloAnswer, Source};
+use crate::commands::command::text;
 use crate::core::state::{Handles, NetTest, ProbeRun};
 
 /// Seconds to wait for a connection and for each answer, unless `--timeout` says.
 const DEFAULT_TIMEOUT: u64 = 10;
-
-/// An argument given and not empty.
-fn text(v: &Option<String>) -> Option<&str> {
-    v.as_deref().filter(|s| !s.is_empty())
-}
 
 fn timeout_arg(timeout: Option<u64>) -> Duration {
     Duration::from_secs(timeout.unwrap_or(DEFAULT_TIMEOUT).clamp(1, 300))

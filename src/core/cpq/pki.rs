@@ -130,7 +130,7 @@ fn set_validity(p: &mut CertificateParams, days: i64) -> Result<()> {
     p.not_before = now - BACKDATE;
     p.not_after = now + time::Duration::days(days);
     let mut serial = [0u8; 16];
-    Arc::new(rustls::crypto::ring::default_provider())
+    rustls::crypto::ring::default_provider()
         .secure_random
         .fill(&mut serial)
         .map_err(|_| anyhow::anyhow!("no random bytes for a certificate serial number"))?;
@@ -254,18 +254,12 @@ fn self_check(
     roots.add(ca.clone())?;
     let roots = Arc::new(roots);
     let now = UnixTime::now();
-    WebPkiClientVerifier::builder_with_provider(
-        roots.clone(),
-        Arc::new(rustls::crypto::ring::default_provider()),
-    )
-    .build()?
-    .verify_client_cert(cert, &[], now)
-    .context("as a client")?;
-    let server = WebPkiServerVerifier::builder_with_provider(
-        roots,
-        Arc::new(rustls::crypto::ring::default_provider()),
-    )
-    .build()?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    WebPkiClientVerifier::builder_with_provider(roots.clone(), provider.clone())
+        .build()?
+        .verify_client_cert(cert, &[], now)
+        .context("as a client")?;
+    let server = WebPkiServerVerifier::builder_with_provider(roots, provider).build()?;
     let mut last = None;
     for name in names {
         let verified = ServerName::try_from(name.as_str())
