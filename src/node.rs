@@ -138,6 +138,20 @@ impl NodeControl for Wiring {
     }
 }
 
+/// Which part receives which handles: each part's own struct of the handles it uses,
+/// taken from the node's [`Handles`] (the root and the commands build them).
+impl From<&Handles> for crate::adapters::delivery::Deps {
+    fn from(h: &Handles) -> Self {
+        crate::adapters::delivery::Deps {
+            config: h.config.clone(),
+            cpq: h.cpq.clone(),
+            mail: h.mail.clone(),
+            resolver: h.resolver.clone(),
+            tls: h.tls.clone(),
+        }
+    }
+}
+
 /// A started node.
 pub struct Node {
     pub shared: Arc<Handles>,
@@ -231,34 +245,52 @@ impl Node {
         let (queue, rx) = queue::channel();
         let listeners = Arc::new(Listeners::default());
         let servers = Arc::new(Servers::default());
+        let config_handle = Arc::new(ConfigHandle::new(config.clone(), config_path));
+        let mail = Arc::new(MailHandle {
+            spool,
+            ids,
+            counters: Counters::open(&config.run_dir(), log.tally()),
+            log,
+            queue: queue.clone(),
+        });
+        let resolver: Arc<dyn crate::core::resolve::Resolve> = Arc::new(Resolver::new());
+        let tls = Arc::new(TlsHandle::new(
+            tls_server,
+            tls_clients,
+            cpq_tls,
+            Box::new(crate::net::cpq_certs::load_tls),
+        ));
+        let scan = Arc::new(ScanHandle::new(scanner, outbreak, local_quarantine));
+        // The CPQ handle holds the adapters that use it (the control link, the gateway
+        // shell, the release route): they hold it weakly, so a dropped node frees it.
+        let cpq_handle = Arc::new_cyclic(|cpq_weak: &std::sync::Weak<CpqHandle>| CpqHandle {
+            state: cpq,
+            manager_link: Arc::new(crate::adapters::delivery::CpqLink {
+                config: config_handle.clone(),
+                cpq: cpq_weak.clone(),
+                mail: mail.clone(),
+                resolver: resolver.clone(),
+                tls: tls.clone(),
+            }),
+            gateway_shell: Arc::new(crate::adapters::ssh_client::Ssh {
+                config: config_handle.clone(),
+                mail: mail.clone(),
+                cpq: cpq_weak.clone(),
+            }),
+            release_route: match config.role {
+                crate::core::config::Role::Manager => {
+                    Some(Arc::new(crate::core::cpq::manager::ToGateways))
+                }
+                crate::core::config::Role::Gateway => None,
+            },
+        });
         let shared = Arc::new(Handles {
-            config: Arc::new(ConfigHandle::new(config.clone(), config_path)),
-            mail: Arc::new(MailHandle {
-                spool,
-                ids,
-                counters: Counters::open(&config.run_dir(), log.tally()),
-                log,
-                queue: queue.clone(),
-            }),
-            resolver: Arc::new(Resolver::new()),
-            tls: Arc::new(TlsHandle::new(
-                tls_server,
-                tls_clients,
-                cpq_tls,
-                Box::new(crate::net::cpq_certs::load_tls),
-            )),
-            scan: Arc::new(ScanHandle::new(scanner, outbreak, local_quarantine)),
-            cpq: Arc::new(CpqHandle {
-                state: cpq,
-                manager_link: Arc::new(crate::adapters::delivery::CpqLink),
-                gateway_shell: Arc::new(crate::adapters::ssh_client::Ssh),
-                release_route: match config.role {
-                    crate::core::config::Role::Manager => {
-                        Some(Arc::new(crate::core::cpq::manager::ToGateways))
-                    }
-                    crate::core::config::Role::Gateway => None,
-                },
-            }),
+            config: config_handle,
+            mail,
+            resolver,
+            tls,
+            scan,
+            cpq: cpq_handle,
             access: Arc::new(AccessHandle {
                 users,
                 audit,
@@ -359,9 +391,12 @@ impl Node {
         }
         tokio::spawn(
             queue::Manager::new(
-                shared.clone(),
+                shared.config.clone(),
+                shared.mail.clone(),
                 rx,
-                Arc::new(crate::adapters::delivery::SmtpTransport),
+                Arc::new(crate::adapters::delivery::SmtpTransport(
+                    crate::adapters::delivery::Deps::from(&*shared),
+                )),
             )
             .run(),
         );

@@ -500,7 +500,7 @@ pub async fn diagnose(shared: &Arc<Handles>) -> Response {
                 .unwrap_or_default();
             // SSH from the manager to each gateway added with applianceconfig.
             for g in ssh_gateways {
-                match shared.cpq.gateway_shell.query_endpoint(shared, &g).await {
+                match shared.cpq.gateway_shell.query_endpoint(&g).await {
                     Ok(ep) => checks.push(Check::pass(
                         format!("SSH to {g}"),
                         format!("the manager's key logs in; released mail goes to {}:{}", ep.address, ep.port),
@@ -913,7 +913,7 @@ pub async fn applianceconfig(
             let Some(id) = text(&args.id) else {
                 return Response::error("applianceconfig test needs the gateway id.");
             };
-            match shared.cpq.gateway_shell.query_endpoint(shared, id).await {
+            match shared.cpq.gateway_shell.query_endpoint(id).await {
                 Ok(ep) => Response::ok(
                     format!("Gateway {id}: SSH login with the manager's key works; released mail goes to {}:{}.\n", ep.address, ep.port),
                     json!({ "id": id, "address": ep.address.to_string(), "port": ep.port }),
@@ -995,14 +995,13 @@ async fn appliance_new(
     let ssh_port = args.ssh_port.unwrap_or(22) as u16;
     let user = text(&args.user).unwrap_or("admin").to_string();
     let mut t = String::new();
-    let line = match shell.manager_key_line(shared) {
+    let line = match shell.manager_key_line() {
         Ok(l) => l,
         Err(e) => return Response::error(format!("{e:#}")),
     };
     // 1. Log in once with the password; install the manager's key for that user.
     let first = match shell
         .exec(
-            shared,
             (address, ssh_port),
             &user,
             &ShellLogin::Password(password),
@@ -1059,7 +1058,6 @@ async fn appliance_new(
     );
     match shell
         .exec(
-            shared,
             (address, ssh_port),
             &user,
             &login,
@@ -1082,7 +1080,7 @@ async fn appliance_new(
         }
     }
     // 3. Where released mail goes.
-    let ep = match shell.exec(shared, (address, ssh_port), &user, &login, Some(&first.host_key), "pvoconfig status --json").await {
+    let ep = match shell.exec((address, ssh_port), &user, &login, Some(&first.host_key), "pvoconfig status --json").await {
         Ok(x) => match parse_status(&x.output) {
             Ok(ep) => ep,
             Err(e) => return Response::error(format!("{t}{e:#} (the gateway may need `commit` of its new [cpq] first; then `applianceconfig new` again)")),

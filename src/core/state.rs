@@ -544,7 +544,6 @@ pub trait ReleaseRoute: Send + Sync {
 pub trait ManagerLink: Send + Sync {
     fn control<'a>(
         &'a self,
-        shared: &'a Arc<Handles>,
         lines: &'a [String],
     ) -> BoxFuture<'a, std::result::Result<Vec<String>, String>>;
 }
@@ -554,15 +553,11 @@ pub trait ManagerLink: Send + Sync {
 /// `ssh_client::Ssh`.
 pub trait GatewayShell: Send + Sync {
     /// The gateway's `pvoconfig status --json`.
-    fn query_status<'a>(
-        &'a self,
-        shared: &'a Arc<Handles>,
-        gateway: &'a str,
-    ) -> BoxFuture<'a, Result<serde_json::Value>>;
+    fn query_status<'a>(&'a self, gateway: &'a str) -> BoxFuture<'a, Result<serde_json::Value>>;
 
     /// Asks the gateway again, in the background, where released mail goes (a release
     /// could not reach it).
-    fn refresh_endpoint(&self, shared: &Arc<Handles>, gateway: &str);
+    fn refresh_endpoint(&self, gateway: &str);
 
     /// How long one exchange may take.
     fn timeout(&self) -> std::time::Duration;
@@ -570,18 +565,16 @@ pub trait GatewayShell: Send + Sync {
     /// Where an added gateway says released mail goes (`pvoconfig status --json`).
     fn query_endpoint<'a>(
         &'a self,
-        shared: &'a Arc<Handles>,
         gateway: &'a str,
     ) -> BoxFuture<'a, Result<crate::core::cpq::shell::Endpoint>>;
 
     /// The manager's public key as an `authorized_keys` line, to install on a gateway.
-    fn manager_key_line(&self, shared: &Handles) -> Result<String>;
+    fn manager_key_line(&self) -> Result<String>;
 
     /// Runs `command` on the gateway at `to` (address, SSH port) as `user`, pinning
     /// `expected_host_key` when given.
     fn exec<'a>(
         &'a self,
-        shared: &'a Arc<Handles>,
         to: (std::net::IpAddr, u16),
         user: &'a str,
         login: &'a crate::core::cpq::shell::ShellLogin,

@@ -245,7 +245,7 @@ pub async fn rescan_outbreak_copies(
         return (scanned, Vec::new(), kept, None);
     }
     let lines: Vec<String> = clean.iter().map(|(_, l)| l.clone()).collect();
-    match shared.cpq.manager_link.control(shared, &lines).await {
+    match shared.cpq.manager_link.control(&lines).await {
         Ok(replies) => {
             let mut released = Vec::new();
             let mut still = kept;

@@ -100,7 +100,7 @@ fn spawn_check(shared: &Arc<Handles>, id: &str) {
     let shared = shared.clone();
     let id = id.to_string();
     tokio::spawn(async move {
-        let r = shared.cpq.gateway_shell.query_status(&shared, &id).await;
+        let r = shared.cpq.gateway_shell.query_status(&id).await;
         let stats = &shared.cpq.state.stats;
         {
             let mut checks = stats.checks.lock().unwrap();

@@ -544,11 +544,12 @@ async fn apply(shared: &Arc<Handles>, env: Arc<Envelope>, body: Arc<Vec<u8>>, d:
         if !env.sender.is_empty() {
             for rcpt in &env.recipients {
                 crate::core::bounce::spawn_dsn(
-                    shared.clone(),
+                    shared.config.clone(),
+                    shared.mail.clone(),
                     env.clone(),
                     rcpt.clone(),
                     format!("5.7.1 message refused by policy ({by})"),
-                    body.clone(),
+                    Some(body.clone()),
                 );
             }
         }
