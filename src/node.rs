@@ -118,7 +118,7 @@ impl NodeControl for Wiring {
             }
         }
         for (name, sock) in bound {
-            let addr = self.listeners.adopt(shared, &name, sock)?;
+            let addr = self.listeners.adopt(&name, sock)?;
             shared
                 .mail
                 .log
@@ -129,7 +129,7 @@ impl NodeControl for Wiring {
             .mail
             .queue
             .send(crate::core::queue::Event::Reconfigured);
-        crate::core::cpq::migrate::start(shared);
+        crate::core::cpq::migrate::start(&(&**shared).into());
         Ok(())
     }
 
@@ -148,6 +148,27 @@ impl From<&Handles> for crate::adapters::delivery::Deps {
             mail: h.mail.clone(),
             resolver: h.resolver.clone(),
             tls: h.tls.clone(),
+        }
+    }
+}
+
+impl From<&Handles> for crate::core::cpq::Deps {
+    fn from(h: &Handles) -> Self {
+        crate::core::cpq::Deps {
+            config: h.config.clone(),
+            mail: h.mail.clone(),
+            scan: h.scan.clone(),
+            cpq: h.cpq.clone(),
+        }
+    }
+}
+
+impl From<&Handles> for crate::core::scanning::pipeline::Deps {
+    fn from(h: &Handles) -> Self {
+        crate::core::scanning::pipeline::Deps {
+            config: h.config.clone(),
+            mail: h.mail.clone(),
+            scan: h.scan.clone(),
         }
     }
 }
@@ -279,7 +300,12 @@ impl Node {
             }),
             release_route: match config.role {
                 crate::core::config::Role::Manager => {
-                    Some(Arc::new(crate::core::cpq::manager::ToGateways))
+                    Some(Arc::new(crate::core::cpq::manager::ToGateways {
+                        config: config_handle.clone(),
+                        mail: mail.clone(),
+                        scan: scan.clone(),
+                        cpq: cpq_weak.clone(),
+                    }))
                 }
                 crate::core::config::Role::Gateway => None,
             },
@@ -374,7 +400,10 @@ impl Node {
             if !scanned && !env.scanned && done.is_empty() && redirect.is_none() {
                 // Accepted but not through the scanning pipeline before the
                 // restart: it is scanned now, never delivered unscanned.
-                crate::core::scanning::pipeline::submit_recovered(&shared, Arc::new(env));
+                crate::core::scanning::pipeline::submit_recovered(
+                    &(&*shared).into(),
+                    Arc::new(env),
+                );
                 continue;
             }
             queue.send(Event::Enqueue {
@@ -400,13 +429,23 @@ impl Node {
             )
             .run(),
         );
-        crate::core::scanning::local_quarantine::start(&shared);
-        crate::core::cpq::migrate::start(&shared);
+        listeners.wire(crate::adapters::smtp_server::Deps {
+            config: shared.config.clone(),
+            mail: shared.mail.clone(),
+            resolver: shared.resolver.clone(),
+            tls: shared.tls.clone(),
+            scan: shared.scan.clone(),
+            cpq: shared.cpq.clone(),
+            access: shared.access.clone(),
+            disconnect: shared.control.disconnect.subscribe(),
+        });
+        crate::core::scanning::local_quarantine::start(&(&*shared).into());
+        crate::core::cpq::migrate::start(&(&*shared).into());
 
         let mut bound_listeners = Vec::new();
         for l in config.listeners.iter() {
             let addr = SocketAddr::new(config.interfaces[l.interface].address, l.port);
-            let bound = listeners.start(&shared, &l.name, addr)?;
+            let bound = listeners.start(&l.name, addr)?;
             shared
                 .mail
                 .log

@@ -80,7 +80,7 @@ async fn status(shared: &Arc<Handles>) -> Response {
                 .and_then(|c| c.manager.as_ref())
                 .map(|(h, p)| format!("{h}:{p}")));
             data["queued_for_manager"] = json!(queued);
-            let p = crate::core::cpq::migrate::progress(shared);
+            let p = crate::core::cpq::migrate::progress(&(&**shared).into());
             if p.total > 0 || p.running {
                 let width = 30usize;
                 let done = (p.migrated.min(p.total) * width as u64)
@@ -515,7 +515,7 @@ pub async fn diagnose(shared: &Arc<Handles>) -> Response {
                 }
             }
             for g in ready {
-                match crate::core::cpq::manager::readiness(shared, &g) {
+                match crate::core::cpq::manager::readiness(&shared.config, &shared.access, &g) {
                     Ok(()) => checks.push(Check::pass(
                         format!("ready for {g}"),
                         "enrolled; migration wizard committed by an Administrator",
@@ -903,7 +903,7 @@ pub async fn applianceconfig(
             Response::ok(t, json!({ "gateways": list }))
         }
         ApplianceAction::Status => {
-            match crate::core::cpq::gateways::status(shared, text(&args.id)).await {
+            match crate::core::cpq::gateways::status(&(&**shared).into(), text(&args.id)).await {
                 Ok(data) => Response::ok(crate::core::cpq::gateways::table(&data), data),
                 Err(e) => Response::error(e),
             }

@@ -489,7 +489,7 @@ pub trait ListenerControl: Send + Sync {
     /// Closes the listening sockets of `names` (all when empty); returns the ones closed.
     fn suspend(&self, names: &[String]) -> Vec<String>;
     /// Binds the suspended ones of `names` (all when empty) again.
-    fn resume(&self, shared: &Arc<Handles>, names: &[String]) -> Resumed;
+    fn resume(&self, names: &[String]) -> Resumed;
 }
 
 /// The running management servers, as the commands and the certificate renewal see
@@ -524,14 +524,12 @@ pub trait ReleaseRoute: Send + Sync {
     /// (node MID, queued MID) for each message queued.
     fn release_batch<'a>(
         &'a self,
-        shared: &'a Arc<Handles>,
         items: Vec<(u64, MsgId, Vec<EarlyReleaseActions>)>,
     ) -> BoxFuture<'a, Vec<(u64, u64)>>;
 
     /// Releases one message read from the store; returns its queued MID.
     fn release<'a>(
         &'a self,
-        shared: &'a Arc<Handles>,
         msg_id: MsgId,
         info: &'a MessageInfo,
         raw: Vec<u8>,
