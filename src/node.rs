@@ -36,6 +36,9 @@ const SPOOL_RESERVE: u64 = 128 << 10;
 struct Wiring {
     listeners: Arc<Listeners>,
     servers: Arc<Servers>,
+    /// The node's handles, set once they are built. A commit touches every one of them;
+    /// they hold this (in the control handle), so it holds them weakly.
+    handles: std::sync::OnceLock<std::sync::Weak<Handles>>,
 }
 
 impl NodeControl for Wiring {
@@ -45,7 +48,12 @@ impl NodeControl for Wiring {
     /// the listeners moved. Sessions already running keep the snapshot they
     /// started with, and queued mail is untouched, so nothing in flight is
     /// dropped.
-    fn apply_config(&self, shared: &Arc<Handles>, new: Config) -> Result<()> {
+    fn apply_config(&self, new: Config) -> Result<()> {
+        let shared = &self
+            .handles
+            .get()
+            .and_then(std::sync::Weak::upgrade)
+            .context("the node is not running")?;
         let old = shared.config.current();
         if new.data_dir != old.data_dir {
             anyhow::bail!(
@@ -310,6 +318,18 @@ impl Node {
                 crate::core::config::Role::Gateway => None,
             },
         });
+        let wiring = Arc::new(Wiring {
+            listeners: listeners.clone(),
+            servers: servers.clone(),
+            handles: Default::default(),
+        });
+        let probes = Arc::new(crate::adapters::diag::preflight::Probe(
+            crate::adapters::diag::Deps {
+                config: config_handle.clone(),
+                resolver: resolver.clone(),
+                tls: tls.clone(),
+            },
+        ));
         let shared = Arc::new(Handles {
             config: config_handle,
             mail,
@@ -325,12 +345,9 @@ impl Node {
             control: Arc::new(ControlHandle::new(
                 listeners.clone(),
                 servers.clone(),
-                Arc::new(Wiring {
-                    listeners: listeners.clone(),
-                    servers: servers.clone(),
-                }),
+                wiring.clone(),
             )),
-            probes: Arc::new(crate::adapters::diag::preflight::Probe),
+            probes,
             inbound_certificate: Arc::new(crate::net::tls::Inbound),
         });
         {
@@ -350,7 +367,11 @@ impl Node {
                 }
             });
         }
-        tokio::spawn(crate::net::tls::renew_self_signed(shared.clone()));
+        tokio::spawn(crate::net::tls::renew_self_signed(
+            shared.config.clone(),
+            shared.mail.clone(),
+            shared.tls.clone(),
+        ));
         shared.mail.log.emit(crate::core::events::Event::Starting {
             version: env!("CARGO_PKG_VERSION"),
             hostname: &config.hostname,
@@ -429,6 +450,7 @@ impl Node {
             )
             .run(),
         );
+        let _ = wiring.handles.set(Arc::downgrade(&shared));
         listeners.wire(crate::adapters::smtp_server::Deps {
             config: shared.config.clone(),
             mail: shared.mail.clone(),

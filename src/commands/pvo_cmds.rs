@@ -186,7 +186,7 @@ async fn enable(shared: &Arc<Handles>, req: &Request, args: &PvoArgs) -> Respons
         );
     }
     drop(cfg);
-    let checks = shared.probes.preflight(shared, &manager.0, manager.1).await;
+    let checks = shared.probes.preflight(&manager.0, manager.1).await;
     let mut text = String::new();
     for c in &checks {
         text.push_str(&c.text());
@@ -469,7 +469,7 @@ pub async fn diagnose(shared: &Arc<Handles>) -> Response {
                         )),
                     }
                 }
-                let pre = shared.probes.preflight(shared, &h, p).await;
+                let pre = shared.probes.preflight(&h, p).await;
                 if cfg.cpq.as_ref().is_some_and(|c| c.central()) {
                     checks.extend(pre.into_iter().map(|c| live_link(c, &h, p)));
                 } else {
@@ -653,7 +653,7 @@ fn cpqcert_install(shared: &Arc<Handles>, req: &Request, args: &CpqCertArgs) -> 
     }
     let same_id = cfg.cpq.as_ref().is_some_and(|c| c.node_id == id);
     if cfg.cpq.is_some() {
-        if let Err(e) = shared.control.node.apply_config(shared, (*cfg).clone()) {
+        if let Err(e) = shared.control.node.apply_config((*cfg).clone()) {
             return Response::error(format!("Installed, but not in force: {e:#}"));
         }
     }

@@ -503,7 +503,7 @@ pub trait ServerControl: Send + Sync {
 /// configuration in force across every adapter (all or nothing), and load the CPQ
 /// mutual-TLS material. Implemented by `node`.
 pub trait NodeControl: Send + Sync {
-    fn apply_config(&self, shared: &Arc<Handles>, new: Config) -> Result<()>;
+    fn apply_config(&self, new: Config) -> Result<()>;
     /// Builds the mutual-TLS configurations a gateway would make of the CPQ material in
     /// `dir`, taking only the manager `pinned` (any manager certificate when `None`),
     /// and throws them away: material that rustls cannot use is refused before it is
@@ -624,7 +624,6 @@ pub trait Probes: Send + Sync {
     /// The enable preflight against the manager `host:port`.
     fn preflight<'a>(
         &'a self,
-        shared: &'a Arc<Handles>,
         host: &'a str,
         port: u16,
     ) -> BoxFuture<'a, Vec<crate::core::cpq::checks::Check>>;
@@ -641,11 +640,10 @@ pub trait Probes: Send + Sync {
     fn tls_error_text(&self, e: &std::io::Error) -> String;
 
     /// `telnet`: connect from an interface, show the banner, QUIT.
-    fn telnet<'a>(&'a self, handles: &'a Arc<Handles>, test: NetTest) -> BoxFuture<'a, ProbeRun>;
+    fn telnet<'a>(&'a self, test: NetTest) -> BoxFuture<'a, ProbeRun>;
 
     /// `tlsverify`: the STARTTLS dialogue with a server, verifying its certificate.
-    fn tlsverify<'a>(&'a self, handles: &'a Arc<Handles>, test: NetTest)
-        -> BoxFuture<'a, ProbeRun>;
+    fn tlsverify<'a>(&'a self, test: NetTest) -> BoxFuture<'a, ProbeRun>;
 }
 
 /// The inbound certificate (SMTP STARTTLS and HTTPS) as `status` and `diagnose` describe
