@@ -160,9 +160,9 @@ impl From<&Handles> for crate::adapters::delivery::Deps {
     }
 }
 
-impl From<&Handles> for crate::core::cpq::Deps {
+impl From<&Handles> for crate::core::cpq::handles::Deps {
     fn from(h: &Handles) -> Self {
-        crate::core::cpq::Deps {
+        crate::core::cpq::handles::Deps {
             config: h.config.clone(),
             mail: h.mail.clone(),
             scan: h.scan.clone(),

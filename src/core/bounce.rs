@@ -14,7 +14,7 @@ use crate::core::state::{ConfigHandle, MailHandle};
 
 /// Builds and queues a DSN for one recipient of `orig` in the background. Without its
 /// `body` (not in memory), the task reads it from the spool and then tells the queue
-/// ([`Event::DsnRead`](crate::core::queue::Event::DsnRead)), which keeps the message's
+/// ([`Event::DsnRead`](crate::core::queue::handle::Event::DsnRead)), which keeps the message's
 /// spool records until then.
 pub fn spawn_dsn(
     config: Arc<ConfigHandle>,
@@ -30,7 +30,7 @@ pub fn spawn_dsn(
             None => {
                 let read = mail.read_body(orig.mid).await.unwrap_or_default();
                 mail.queue
-                    .send(crate::core::queue::Event::DsnRead { mid: orig.mid });
+                    .send(crate::core::queue::handle::Event::DsnRead { mid: orig.mid });
                 Arc::new(read)
             }
         };

@@ -45,9 +45,9 @@ pub struct Deps {
     pub disconnect: tokio::sync::watch::Receiver<bool>,
 }
 
-impl From<&Deps> for crate::core::cpq::Deps {
+impl From<&Deps> for crate::core::cpq::handles::Deps {
     fn from(d: &Deps) -> Self {
-        crate::core::cpq::Deps {
+        crate::core::cpq::handles::Deps {
             config: d.config.clone(),
             mail: d.mail.clone(),
             scan: d.scan.clone(),

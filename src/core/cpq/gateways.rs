@@ -21,7 +21,7 @@ use std::time::Duration;
 use serde_json::{json, Value};
 
 use crate::core::config::{EnrolledGateway, Role, CPQ_RELEASE_HOST};
-use crate::core::cpq::Deps;
+use crate::core::cpq::handles::Deps;
 
 /// How long `applianceconfig status` waits for the first check of a gateway.
 pub const FIRST_CHECK_WAIT: Duration = Duration::from_secs(3);

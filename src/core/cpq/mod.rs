@@ -24,6 +24,7 @@ pub mod checks;
 pub mod endpoints;
 pub mod gateway;
 pub mod gateways;
+pub mod handles;
 pub mod inbox;
 pub mod ledger;
 pub mod manager;
@@ -37,18 +38,6 @@ pub mod stats;
 pub mod transfer;
 
 use std::sync::Arc;
-
-/// The handles of the CPQ services and of the quarantine service they share with the
-/// scanning pipeline (`gateway`, `manager`, `migrate`, `scanning::local_quarantine`):
-/// the configuration, the mail path, the scanning and quarantine store, and the CPQ
-/// state with its links. `node` builds it; the commands take it from their context.
-#[derive(Clone)]
-pub struct Deps {
-    pub config: Arc<crate::core::state::ConfigHandle>,
-    pub mail: Arc<crate::core::state::MailHandle>,
-    pub scan: Arc<crate::core::state::ScanHandle>,
-    pub cpq: Arc<crate::core::state::CpqHandle>,
-}
 
 /// The mutual-TLS configurations of this node's CPQ link.
 pub struct CpqTls {

@@ -21,17 +21,8 @@ pub struct Deps {
     pub mail: Arc<MailHandle>,
 }
 
-impl From<&crate::core::scanning::pipeline::Deps> for Deps {
-    fn from(d: &crate::core::scanning::pipeline::Deps) -> Deps {
-        Deps {
-            config: d.config.clone(),
-            mail: d.mail.clone(),
-        }
-    }
-}
-
-impl From<&crate::core::cpq::Deps> for Deps {
-    fn from(d: &crate::core::cpq::Deps) -> Deps {
+impl From<&crate::core::cpq::handles::Deps> for Deps {
+    fn from(d: &crate::core::cpq::handles::Deps) -> Deps {
         Deps {
             config: d.config.clone(),
             mail: d.mail.clone(),

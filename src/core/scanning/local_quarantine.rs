@@ -22,7 +22,7 @@ use std::time::Duration;
 
 use pvo_quarantine::{ActionReport, EarlyReleaseActions, MembershipState, MsgId, Outcome};
 
-use crate::core::cpq::Deps;
+use crate::core::cpq::handles::Deps;
 use crate::core::envelope::Envelope;
 
 /// How often scheduled exits and the space quota are checked.

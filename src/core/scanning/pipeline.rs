@@ -38,8 +38,17 @@ pub struct Deps {
     pub scan: Arc<ScanHandle>,
 }
 
-impl From<&crate::core::cpq::Deps> for Deps {
-    fn from(d: &crate::core::cpq::Deps) -> Deps {
+impl From<&Deps> for crate::core::cpq::transfer::Deps {
+    fn from(d: &Deps) -> Self {
+        crate::core::cpq::transfer::Deps {
+            config: d.config.clone(),
+            mail: d.mail.clone(),
+        }
+    }
+}
+
+impl From<&crate::core::cpq::handles::Deps> for Deps {
+    fn from(d: &crate::core::cpq::handles::Deps) -> Deps {
         Deps {
             config: d.config.clone(),
             mail: d.mail.clone(),
