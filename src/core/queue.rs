@@ -953,3 +953,102 @@ mod channel_tests {
         assert!(matches!(rx.recv().await, Some(Event::DeliverNow(None, _))));
     }
 }
+
+#[cfg(test)]
+mod dsn_tests {
+    use super::handle::channel_of;
+    use super::*;
+
+    struct NoTransport;
+
+    impl Transport for NoTransport {
+        fn spawn_connection(&self, _domain: String, _job: Job) {}
+    }
+
+    /// A recipient of a message recovered after a restart (no body in memory) bounces:
+    /// the queue task reads nothing, the message stays (its spool records with it) until
+    /// the DSN task has read the body, and the DSN quotes the original headers.
+    #[tokio::test]
+    async fn a_recovered_message_waits_for_its_dsn_to_read_the_body() {
+        let dir = tempfile::tempdir().unwrap();
+        let text = format!(
+            "[node]\nhostname = \"gw.example.com\"\ndata_dir = \"{}\"\n\
+             [[interface]]\nname = \"Management\"\naddress = \"127.0.0.1\"\n\
+             hostname = \"gw.example.com\"\n",
+            dir.path().display()
+        );
+        let cfg =
+            crate::core::config::Config::parse(&text, std::path::Path::new("t.toml"), dir.path())
+                .unwrap();
+        std::fs::create_dir_all(cfg.run_dir()).unwrap();
+        let (spool, _) =
+            pvo_spool::Spool::open(pvo_spool::SpoolConfig::new(cfg.spool_dir())).unwrap();
+        let log = crate::core::mail_log::MailLog::discard();
+        let (queue, rx) = channel_of(16);
+        let mail = Arc::new(MailHandle {
+            spool,
+            ids: crate::core::ids::Ids::open(&cfg.run_dir(), 100).unwrap(),
+            counters: crate::core::state::Counters::open(&cfg.run_dir(), log.tally()),
+            log,
+            queue,
+        });
+        let config = Arc::new(ConfigHandle::new(Arc::new(cfg), dir.path().join("t.toml")));
+        let env = Arc::new(Envelope {
+            mid: 7,
+            icid: 0,
+            sender: "a@example.org".into(),
+            recipients: vec!["b@example.net".into()],
+            received_at: crate::core::clock::unix_now(),
+            source_ip: String::new(),
+            listener: String::new(),
+            dsn: false,
+            size: 0,
+            outgoing: false,
+            scanned: true,
+            cpq: None,
+        });
+        mail.spool_message(&env, b"Subject: recovered\r\n\r\nbody\r\n".to_vec())
+            .await
+            .unwrap();
+        let mut m = Manager::new(config, mail, rx, Arc::new(NoTransport));
+        m.handle(Event::Enqueue {
+            env: env.clone(),
+            body: None,
+            done: Vec::new(),
+            redirect: None,
+        });
+        let job = m
+            .hosts
+            .get_mut("example.net")
+            .and_then(|h| h.ready.pop_front())
+            .unwrap();
+        assert!(job.body.is_none());
+        m.handle(Event::JobDone {
+            job,
+            dcid: 0,
+            outcomes: vec![RcptOutcome::Perm("550 5.1.1 no such user".into())],
+            next: None,
+        });
+        assert!(
+            m.msgs.contains_key(&7),
+            "finished before the DSN task read its body"
+        );
+        // The DSN task reads the body, says so, and queues the DSN.
+        let read = m.rx.recv().await.unwrap();
+        assert!(matches!(read, Event::DsnRead { mid: 7 }));
+        m.handle(read);
+        assert!(!m.msgs.contains_key(&7), "not finished once read");
+        match m.rx.recv().await.unwrap() {
+            Event::Enqueue {
+                env: dsn,
+                body: Some(body),
+                ..
+            } => {
+                assert!(dsn.dsn);
+                let text = String::from_utf8_lossy(&body);
+                assert!(text.contains("Subject: recovered"), "{text}");
+            }
+            _ => panic!("the DSN was not queued"),
+        }
+    }
+}

@@ -8,7 +8,19 @@
 //! throttle) and [`ControlHandle`] (listeners, servers, node control, idle-session
 //! disconnect, start time); the resolver is its own handle, `Arc<dyn Resolve>`.
 //! [`Handles`] is the plain struct of all of them that `node` builds, the context of the
-//! commands and of the channels that dispatch them.
+//! commands and of the channels that dispatch them; no other part receives it.
+//!
+//! Every other part takes the handles it uses, as parameters or as a `Deps` struct next
+//! to it: the queue manager and `bounce` config + mail; `cpq::transfer` config + mail;
+//! `scanning::pipeline` config + mail + scan; the CPQ services and the quarantine service
+//! (`cpq::handles::Deps`) config + mail + scan + cpq (and access for a preflight's
+//! readiness); the certificate renewal (`net::tls`) config + mail + tls; `delivery`
+//! config + cpq + mail + resolver + tls; the SMTP server config + mail + resolver + tls +
+//! scan + cpq + access and the idle-session disconnect; the probes (`diag`) config +
+//! resolver + tls; `/metrics` config + mail + scan + cpq; the SSH client to gateways
+//! config (+ mail and cpq for an endpoint refresh). The traits below take no handles: an
+//! implementation captures its own when `node` builds it, weakly when it lives in the
+//! handle it uses (the CPQ handle's links, the control handle's node control).
 //!
 //! Their fields are core types and small traits only: what the core needs from an adapter
 //! or from the composition root (the running listeners and management servers, a new
@@ -421,7 +433,7 @@ impl ControlHandle {
 
 /// Every handle of a node, built by `node`: the context of the command handlers (which
 /// touch everything) and of the channels that dispatch commands. A plain struct of the
-/// handles; each part of the node takes only the handles it uses.
+/// handles; every other part of the node takes only the handles it uses.
 #[derive(Clone)]
 pub struct Handles {
     pub config: Arc<ConfigHandle>,

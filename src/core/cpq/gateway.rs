@@ -25,8 +25,8 @@ use std::sync::Arc;
 
 use pvo_proto::cpq::ReleaseRecord;
 
-use crate::core::cpq::transfer::outbreak_dir;
 use crate::core::cpq::handles::Deps;
+use crate::core::cpq::transfer::outbreak_dir;
 use crate::core::envelope::{CpqTag, Envelope};
 
 /// A released message from the manager, received on the cpq_listener.

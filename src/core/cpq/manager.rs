@@ -23,8 +23,8 @@ use pvo_quarantine::{
 };
 use serde_json::json;
 
-use crate::core::cpq::records::manager_mid;
 use crate::core::cpq::handles::Deps;
+use crate::core::cpq::records::manager_mid;
 use crate::core::envelope::{CpqTag, Envelope};
 use crate::core::state::{AccessHandle, ConfigHandle, CpqHandle, MailHandle, ScanHandle};
 

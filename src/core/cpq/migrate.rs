@@ -42,8 +42,8 @@ use pvo_quarantine::{MembershipState, MessageInfo, MsgId};
 
 use crate::core::clock::unix_now;
 use crate::core::config::{Role, CPQ_HOST};
-use crate::core::cpq::records;
 use crate::core::cpq::handles::Deps;
+use crate::core::cpq::records;
 use crate::core::envelope::{CpqTag, Envelope};
 
 pub use crate::core::cpq::migration::Progress;
