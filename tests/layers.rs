@@ -5,7 +5,10 @@
 //! - (a) any module cycle, in the binary's `src/` and in every engine crate;
 //! - (b) an import from a core module to an app, network, adapter or root module;
 //! - (c) an adapter importing a module of another adapter, and any import that goes up
-//!   the layers (an adapter importing the root, the network layer importing an adapter).
+//!   the layers (an adapter importing the root, the network layer importing an adapter);
+//! - (d) a module naming `state::Handles` outside the commands, the channels that
+//!   dispatch them, the root and `state` ([`may_name_handles`]);
+//! - (e) the queue task's module calling a spool read or sync ([`DISK_CALLS`]).
 //!
 //! The layers, lowest first, each a folder of `src/`: **core** (`src/core/`: the domain —
 //! configuration model, envelope, ids, clock, queue, scanning, quarantine service, CPQ
