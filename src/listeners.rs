@@ -18,18 +18,19 @@
 //! the configuration, as the appliance lists them
 //! (`Receiving resumed for euq_listener, cpq_listener.`).
 //!
-//! Part of the composition root: it starts `smtp_server`'s accept loops, and the
-//! commands reach it only through `state::ListenerControl` on `Handles`.
+//! Part of the composition root: it starts `smtp_server`'s accept loops with the handles
+//! `node` wires into it once they are built ([`Listeners::wire`]), and the commands reach
+//! it only through `state::ListenerControl` on `Handles`.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 
 use anyhow::{Context, Result};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
-use crate::core::state::Handles;
+use crate::adapters::smtp_server::Deps;
 
 /// An accept task and a duplicate of the socket it accepts on.
 struct Accepting {
@@ -64,6 +65,9 @@ impl Running {
 #[derive(Default)]
 pub struct Listeners {
     inner: Mutex<Inner>,
+    /// What the accept loops receive. The listeners live in the control handle, so they
+    /// are wired after it is built; the SMTP server's handles do not hold it.
+    deps: std::sync::OnceLock<Deps>,
 }
 
 #[derive(Default)]
@@ -105,7 +109,7 @@ impl Inner {
 pub use crate::core::state::{ListenerState, Resumed};
 
 /// Starts the accept loop of listener `name` on `sock`.
-fn accept(shared: &Arc<Handles>, name: &str, sock: TcpListener) -> Result<Accepting> {
+fn accept(shared: &Deps, name: &str, sock: TcpListener) -> Result<Accepting> {
     let dup = socket2::SockRef::from(&sock)
         .try_clone()
         .with_context(|| format!("listener {name}: duplicating the listening socket"))?;
@@ -118,12 +122,23 @@ fn accept(shared: &Arc<Handles>, name: &str, sock: TcpListener) -> Result<Accept
 }
 
 impl Listeners {
+    /// Hands the listeners the SMTP server's handles (once, by `node`, before any start).
+    pub fn wire(&self, deps: Deps) {
+        let _ = self.deps.set(deps);
+    }
+
+    fn deps(&self) -> Result<&Deps> {
+        self.deps
+            .get()
+            .context("the listeners are not wired to the node's handles")
+    }
+
     /// Binds and starts a listener. Port 0 binds any free port; the bound
     /// address is returned and kept, so a resume rebinds the same port.
-    pub fn start(&self, shared: &Arc<Handles>, name: &str, addr: SocketAddr) -> Result<SocketAddr> {
+    pub fn start(&self, name: &str, addr: SocketAddr) -> Result<SocketAddr> {
         let sock =
             bind(addr).with_context(|| format!("listener {name} cannot listen on {addr}"))?;
-        self.adopt(shared, name, sock)
+        self.adopt(name, sock)
     }
 
     /// Binds a socket for a listener without starting it (a commit binds
@@ -133,19 +148,14 @@ impl Listeners {
     }
 
     /// Starts a listener on a socket bound by [`Listeners::bind_only`].
-    pub fn adopt(
-        &self,
-        shared: &Arc<Handles>,
-        name: &str,
-        sock: TcpListener,
-    ) -> Result<SocketAddr> {
+    pub fn adopt(&self, name: &str, sock: TcpListener) -> Result<SocketAddr> {
         let bound = sock.local_addr()?;
         if name == crate::core::config::CPQ_LISTENER {
             // The appliance's cpq_listener has a listen queue of 50 (listen()
             // again on a listening socket only changes its backlog).
             socket2::SockRef::from(&sock).listen(50)?;
         }
-        let accepting = accept(shared, name, sock)?;
+        let accepting = accept(self.deps()?, name, sock)?;
         self.inner.lock().unwrap().install(name, bound, accepting);
         Ok(bound)
     }
@@ -174,7 +184,7 @@ impl Listeners {
     /// Resumes the named suspended listeners (all when empty). A listener
     /// whose address cannot be bound again (another program took the port
     /// meanwhile) stays suspended; the others resume all the same.
-    pub fn resume(&self, shared: &Arc<Handles>, names: &[String]) -> Resumed {
+    pub fn resume(&self, names: &[String]) -> Resumed {
         let mut out = Resumed::default();
         let mut inner = self.inner.lock().unwrap();
         for (name, r) in inner.ordered() {
@@ -184,7 +194,7 @@ impl Listeners {
             if r.accepting.is_none() {
                 let started = bind(r.addr)
                     .map_err(anyhow::Error::from)
-                    .and_then(|sock| accept(shared, name, sock))
+                    .and_then(|sock| accept(self.deps()?, name, sock))
                     .with_context(|| format!("Listener {name} cannot listen on {} again", r.addr));
                 match started {
                     Ok(a) => r.accepting = Some(a),
@@ -250,8 +260,8 @@ impl crate::core::state::ListenerControl for Listeners {
         Listeners::suspend(self, names)
     }
 
-    fn resume(&self, shared: &Arc<Handles>, names: &[String]) -> Resumed {
-        Listeners::resume(self, shared, names)
+    fn resume(&self, names: &[String]) -> Resumed {
+        Listeners::resume(self, names)
     }
 }
 

@@ -36,6 +36,9 @@ const SPOOL_RESERVE: u64 = 128 << 10;
 struct Wiring {
     listeners: Arc<Listeners>,
     servers: Arc<Servers>,
+    /// The node's handles, set once they are built. A commit touches every one of them;
+    /// they hold this (in the control handle), so it holds them weakly.
+    handles: std::sync::OnceLock<std::sync::Weak<Handles>>,
 }
 
 impl NodeControl for Wiring {
@@ -45,7 +48,12 @@ impl NodeControl for Wiring {
     /// the listeners moved. Sessions already running keep the snapshot they
     /// started with, and queued mail is untouched, so nothing in flight is
     /// dropped.
-    fn apply_config(&self, shared: &Arc<Handles>, new: Config) -> Result<()> {
+    fn apply_config(&self, new: Config) -> Result<()> {
+        let shared = &self
+            .handles
+            .get()
+            .and_then(std::sync::Weak::upgrade)
+            .context("the node is not running")?;
         let old = shared.config.current();
         if new.data_dir != old.data_dir {
             anyhow::bail!(
@@ -118,7 +126,7 @@ impl NodeControl for Wiring {
             }
         }
         for (name, sock) in bound {
-            let addr = self.listeners.adopt(shared, &name, sock)?;
+            let addr = self.listeners.adopt(&name, sock)?;
             shared
                 .mail
                 .log
@@ -129,12 +137,47 @@ impl NodeControl for Wiring {
             .mail
             .queue
             .send(crate::core::queue::Event::Reconfigured);
-        crate::core::cpq::migrate::start(shared);
+        crate::core::cpq::migrate::start(&(&**shared).into());
         Ok(())
     }
 
     fn check_gateway_material(&self, dir: &std::path::Path, pinned: Option<Vec<u8>>) -> Result<()> {
         crate::net::cpq_certs::check_gateway_material(dir, pinned)
+    }
+}
+
+/// Which part receives which handles: each part's own struct of the handles it uses,
+/// taken from the node's [`Handles`] (the root and the commands build them).
+impl From<&Handles> for crate::adapters::delivery::Deps {
+    fn from(h: &Handles) -> Self {
+        crate::adapters::delivery::Deps {
+            config: h.config.clone(),
+            cpq: h.cpq.clone(),
+            mail: h.mail.clone(),
+            resolver: h.resolver.clone(),
+            tls: h.tls.clone(),
+        }
+    }
+}
+
+impl From<&Handles> for crate::core::cpq::handles::Deps {
+    fn from(h: &Handles) -> Self {
+        crate::core::cpq::handles::Deps {
+            config: h.config.clone(),
+            mail: h.mail.clone(),
+            scan: h.scan.clone(),
+            cpq: h.cpq.clone(),
+        }
+    }
+}
+
+impl From<&Handles> for crate::core::scanning::pipeline::Deps {
+    fn from(h: &Handles) -> Self {
+        crate::core::scanning::pipeline::Deps {
+            config: h.config.clone(),
+            mail: h.mail.clone(),
+            scan: h.scan.clone(),
+        }
     }
 }
 
@@ -231,34 +274,69 @@ impl Node {
         let (queue, rx) = queue::channel();
         let listeners = Arc::new(Listeners::default());
         let servers = Arc::new(Servers::default());
+        let config_handle = Arc::new(ConfigHandle::new(config.clone(), config_path));
+        let mail = Arc::new(MailHandle {
+            spool,
+            ids,
+            counters: Counters::open(&config.run_dir(), log.tally()),
+            log,
+            queue: queue.clone(),
+        });
+        let resolver: Arc<dyn crate::core::resolve::Resolve> = Arc::new(Resolver::new());
+        let tls = Arc::new(TlsHandle::new(
+            tls_server,
+            tls_clients,
+            cpq_tls,
+            Box::new(crate::net::cpq_certs::load_tls),
+        ));
+        let scan = Arc::new(ScanHandle::new(scanner, outbreak, local_quarantine));
+        // The CPQ handle holds the adapters that use it (the control link, the gateway
+        // shell, the release route): they hold it weakly, so a dropped node frees it.
+        let cpq_handle = Arc::new_cyclic(|cpq_weak: &std::sync::Weak<CpqHandle>| CpqHandle {
+            state: cpq,
+            manager_link: Arc::new(crate::adapters::delivery::CpqLink {
+                config: config_handle.clone(),
+                cpq: cpq_weak.clone(),
+                mail: mail.clone(),
+                resolver: resolver.clone(),
+                tls: tls.clone(),
+            }),
+            gateway_shell: Arc::new(crate::adapters::ssh_client::Ssh {
+                config: config_handle.clone(),
+                mail: mail.clone(),
+                cpq: cpq_weak.clone(),
+            }),
+            release_route: match config.role {
+                crate::core::config::Role::Manager => {
+                    Some(Arc::new(crate::core::cpq::manager::ToGateways {
+                        config: config_handle.clone(),
+                        mail: mail.clone(),
+                        scan: scan.clone(),
+                        cpq: cpq_weak.clone(),
+                    }))
+                }
+                crate::core::config::Role::Gateway => None,
+            },
+        });
+        let wiring = Arc::new(Wiring {
+            listeners: listeners.clone(),
+            servers: servers.clone(),
+            handles: Default::default(),
+        });
+        let probes = Arc::new(crate::adapters::diag::preflight::Probe(
+            crate::adapters::diag::Deps {
+                config: config_handle.clone(),
+                resolver: resolver.clone(),
+                tls: tls.clone(),
+            },
+        ));
         let shared = Arc::new(Handles {
-            config: Arc::new(ConfigHandle::new(config.clone(), config_path)),
-            mail: Arc::new(MailHandle {
-                spool,
-                ids,
-                counters: Counters::open(&config.run_dir(), log.tally()),
-                log,
-                queue: queue.clone(),
-            }),
-            resolver: Arc::new(Resolver::new()),
-            tls: Arc::new(TlsHandle::new(
-                tls_server,
-                tls_clients,
-                cpq_tls,
-                Box::new(crate::net::cpq_certs::load_tls),
-            )),
-            scan: Arc::new(ScanHandle::new(scanner, outbreak, local_quarantine)),
-            cpq: Arc::new(CpqHandle {
-                state: cpq,
-                manager_link: Arc::new(crate::adapters::delivery::CpqLink),
-                gateway_shell: Arc::new(crate::adapters::ssh_client::Ssh),
-                release_route: match config.role {
-                    crate::core::config::Role::Manager => {
-                        Some(Arc::new(crate::core::cpq::manager::ToGateways))
-                    }
-                    crate::core::config::Role::Gateway => None,
-                },
-            }),
+            config: config_handle,
+            mail,
+            resolver,
+            tls,
+            scan,
+            cpq: cpq_handle,
             access: Arc::new(AccessHandle {
                 users,
                 audit,
@@ -267,12 +345,9 @@ impl Node {
             control: Arc::new(ControlHandle::new(
                 listeners.clone(),
                 servers.clone(),
-                Arc::new(Wiring {
-                    listeners: listeners.clone(),
-                    servers: servers.clone(),
-                }),
+                wiring.clone(),
             )),
-            probes: Arc::new(crate::adapters::diag::preflight::Probe),
+            probes,
             inbound_certificate: Arc::new(crate::net::tls::Inbound),
         });
         {
@@ -292,7 +367,11 @@ impl Node {
                 }
             });
         }
-        tokio::spawn(crate::net::tls::renew_self_signed(shared.clone()));
+        tokio::spawn(crate::net::tls::renew_self_signed(
+            shared.config.clone(),
+            shared.mail.clone(),
+            shared.tls.clone(),
+        ));
         shared.mail.log.emit(crate::core::events::Event::Starting {
             version: env!("CARGO_PKG_VERSION"),
             hostname: &config.hostname,
@@ -342,7 +421,10 @@ impl Node {
             if !scanned && !env.scanned && done.is_empty() && redirect.is_none() {
                 // Accepted but not through the scanning pipeline before the
                 // restart: it is scanned now, never delivered unscanned.
-                crate::core::scanning::pipeline::submit_recovered(&shared, Arc::new(env));
+                crate::core::scanning::pipeline::submit_recovered(
+                    &(&*shared).into(),
+                    Arc::new(env),
+                );
                 continue;
             }
             queue.send(Event::Enqueue {
@@ -359,19 +441,33 @@ impl Node {
         }
         tokio::spawn(
             queue::Manager::new(
-                shared.clone(),
+                shared.config.clone(),
+                shared.mail.clone(),
                 rx,
-                Arc::new(crate::adapters::delivery::SmtpTransport),
+                Arc::new(crate::adapters::delivery::SmtpTransport(
+                    crate::adapters::delivery::Deps::from(&*shared),
+                )),
             )
             .run(),
         );
-        crate::core::scanning::local_quarantine::start(&shared);
-        crate::core::cpq::migrate::start(&shared);
+        let _ = wiring.handles.set(Arc::downgrade(&shared));
+        listeners.wire(crate::adapters::smtp_server::Deps {
+            config: shared.config.clone(),
+            mail: shared.mail.clone(),
+            resolver: shared.resolver.clone(),
+            tls: shared.tls.clone(),
+            scan: shared.scan.clone(),
+            cpq: shared.cpq.clone(),
+            access: shared.access.clone(),
+            disconnect: shared.control.disconnect.subscribe(),
+        });
+        crate::core::scanning::local_quarantine::start(&(&*shared).into());
+        crate::core::cpq::migrate::start(&(&*shared).into());
 
         let mut bound_listeners = Vec::new();
         for l in config.listeners.iter() {
             let addr = SocketAddr::new(config.interfaces[l.interface].address, l.port);
-            let bound = listeners.start(&shared, &l.name, addr)?;
+            let bound = listeners.start(&l.name, addr)?;
             shared
                 .mail
                 .log

@@ -320,7 +320,7 @@ async fn ssh_access(
             }
         }
     };
-    let (key, line) = manager_key(&manager.shared)?;
+    let (key, line) = manager_key(&manager.shared.config)?;
     if let Err(e) = run(
         &gateway.shared,
         "userconfig",

@@ -1387,6 +1387,51 @@ fn bouncerecipients_sends_a_dsn_to_the_sender() {
     assert_eq!(held.count(), 0);
 }
 
+/// A message recovered after a restart has no body in memory: its DSN reads the original
+/// headers back from the spool (in the DSN's own task) and still quotes them.
+#[test]
+fn a_message_recovered_after_a_restart_bounces_with_its_headers_quoted() {
+    let sink = Sink::accepting();
+    let held = Sink::start(SinkOptions::reply_rcpt(TRY_LATER));
+    let senders = Sink::accepting();
+    let mut node = Config::new(&sink)
+        .route("held.example.net", held.host_port())
+        .route("example.org", senders.host_port())
+        .start();
+    send(
+        &node,
+        "alice@example.org",
+        &["a@held.example.net"],
+        "recovered then bounced",
+    );
+    wait_deferred(&node, &["a@held.example.net"]);
+    node.kill9();
+    node.restart();
+    // The recovered message is tried at once: let that try end before bouncing it.
+    wait_deferred(&node, &["a@held.example.net"]);
+    let t = text(
+        &node,
+        &["bouncerecipients", "--sender", "alice@example.org", "--yes"],
+    );
+    assert_eq!(
+        t.trim(),
+        "1 recipients bounced (envelope sender <alice@example.org>)."
+    );
+    let m = senders.wait_for_messages(1, DELIVERY);
+    assert_eq!(m[0].mail_from, "", "a DSN has the null sender");
+    assert_eq!(m[0].rcpt_to, ["alice@example.org"]);
+    assert!(
+        m[0].text().contains("Subject: recovered then bounced"),
+        "{}",
+        m[0].text()
+    );
+    wait_until(
+        DELIVERY,
+        || queued(&node).is_empty().then_some(()),
+        || format!("the bounced message stayed queued: {:?}", queued(&node)),
+    );
+}
+
 #[test]
 fn redirectrecipients_sends_queued_mail_to_another_host() {
     let sink = Sink::accepting();

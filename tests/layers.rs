@@ -5,7 +5,10 @@
 //! - (a) any module cycle, in the binary's `src/` and in every engine crate;
 //! - (b) an import from a core module to an app, network, adapter or root module;
 //! - (c) an adapter importing a module of another adapter, and any import that goes up
-//!   the layers (an adapter importing the root, the network layer importing an adapter).
+//!   the layers (an adapter importing the root, the network layer importing an adapter);
+//! - (d) a module naming `state::Handles` outside the commands, the channels that
+//!   dispatch them, the root and `state` ([`may_name_handles`]);
+//! - (e) the queue task's module calling a spool read or sync ([`DISK_CALLS`]).
 //!
 //! The layers, lowest first, each a folder of `src/`: **core** (`src/core/`: the domain —
 //! configuration model, envelope, ids, clock, queue, scanning, quarantine service, CPQ
@@ -457,4 +460,105 @@ fn the_graph_reads_paths_the_way_the_code_writes_them() {
     g.entry(m("b")).or_default().insert(m("a"));
     g.entry(m("c")).or_default().insert(m("a"));
     assert_eq!(cycles(&g), vec![vec!["a".to_string(), "b".to_string()]]);
+}
+
+/// Whether `module` may name `state::Handles`, the struct of every subsystem handle:
+/// `core::state`, which defines it; the command handlers (`commands` and below), whose
+/// context it is; the channels that hand that context to `commands::dispatch` — the
+/// admin socket (`adapters::admin` and below), the SSH shell (`adapters::ssh`) and the
+/// web server with its sessions, jobs, UI and REST API (`adapters::web` and below, except
+/// `adapters::web::metrics`, which reads its own handles); and the composition root (the
+/// modules of [`ROOT`]), which builds it. Every other module receives the subsystem
+/// handles it uses, as parameters or as a struct of them.
+fn may_name_handles(module: &str) -> bool {
+    let under = |top: &str| module == top || module.starts_with(&format!("{top}::"));
+    module == "core::state"
+        || under("commands")
+        || under("adapters::admin")
+        || under("adapters::ssh")
+        || (under("adapters::web") && !under("adapters::web::metrics"))
+        || ROOT.contains(&module)
+}
+
+/// Whether the identifier `name` appears in `src` (a whole word, not a part of one).
+fn names(src: &str, name: &str) -> bool {
+    src.match_indices(name).any(|(i, _)| {
+        let before = src[..i].chars().last();
+        let after = src[i + name.len()..].chars().next();
+        !before.is_some_and(is_ident) && !after.is_some_and(is_ident)
+    })
+}
+
+/// No module outside those of [`may_name_handles`] names `Handles` in its code (comments
+/// and `#[cfg(test)]` modules left out): each part receives only the handles it uses.
+#[test]
+fn only_the_commands_their_channels_and_the_root_name_the_handles_struct() {
+    let root = manifest_dir().join("src");
+    let mut files = Vec::new();
+    rust_files(&root, &mut files);
+    let mut found = Vec::new();
+    for f in files {
+        let Some(m) = module_of(&root, &f) else {
+            continue;
+        };
+        let module = m.join("::");
+        let src = strip(&std::fs::read_to_string(&f).unwrap());
+        if !module.is_empty() && !may_name_handles(&module) && names(&src, "Handles") {
+            found.push(module);
+        }
+    }
+    assert!(
+        found.is_empty(),
+        "modules that take `state::Handles` instead of the handles they use: {found:?}"
+    );
+}
+
+#[test]
+fn the_handles_rule_reads_what_it_is_meant_to() {
+    assert!(may_name_handles("commands::status"));
+    assert!(may_name_handles("adapters::web::ui::admin"));
+    assert!(may_name_handles("adapters::ssh"));
+    assert!(may_name_handles("node"));
+    assert!(may_name_handles("core::state"));
+    assert!(!may_name_handles("adapters::web::metrics"));
+    assert!(!may_name_handles("adapters::ssh_client"));
+    assert!(!may_name_handles("adapters::delivery"));
+    assert!(!may_name_handles("core::queue"));
+    assert!(!may_name_handles("core::state::x"));
+    let src = strip("use crate::core::state::Handles;\n// Handles\n");
+    assert!(names(&src, "Handles"));
+    assert!(!names(&strip("// Handles\nstruct MailHandles;"), "Handles"));
+}
+
+/// What `core::queue` (the queue manager's task) must not call: the spool's reads and
+/// its fsync, a blocking wait, or the file system. It reaches the disk only through the
+/// spool's non-blocking `append`, `update` and `finish`.
+const DISK_CALLS: &[&str] = &[
+    ".read_body(",
+    ".sync(",
+    "Spool::open",
+    "spawn_blocking",
+    "std::fs",
+    "File::",
+];
+
+/// The disk calls of [`DISK_CALLS`] in `src`.
+fn disk_calls(src: &str) -> Vec<&'static str> {
+    DISK_CALLS
+        .iter()
+        .copied()
+        .filter(|c| src.contains(c))
+        .collect()
+}
+
+/// The queue task never touches the disk (a body a DSN quotes is read by the DSN's own
+/// task, `core::bounce`): its module's code names none of [`DISK_CALLS`].
+#[test]
+fn the_queue_task_calls_no_disk_read_or_sync() {
+    let src = strip(&std::fs::read_to_string(manifest_dir().join("src/core/queue.rs")).unwrap());
+    assert_eq!(disk_calls(&src), Vec::<&str>::new());
+    assert_eq!(
+        disk_calls("self.mail.spool.read_body(mid); spool.sync()"),
+        vec![".read_body(", ".sync("]
+    );
 }

@@ -24,24 +24,36 @@ use tokio::sync::oneshot;
 use crate::core::config::{RouteTarget, TlsMode};
 use crate::core::ids::Kind;
 use crate::core::queue::{Event, Job, RcptOutcome, IDLE_WAIT};
-use crate::core::state::Handles;
+use crate::core::state::{ConfigHandle, CpqHandle, MailHandle, TlsHandle};
 use crate::net::outbound::{connect, tls_error_text};
 use crate::net::smtp_io::Io;
 
 const REPLY_TIMEOUT: Duration = Duration::from_secs(300);
 const DATA_REPLY_TIMEOUT: Duration = Duration::from_secs(600);
 
+/// The handles delivery uses: the configuration, the mail path (ids, log, queue events,
+/// bodies read back), next hops, the outbound and CPQ TLS configurations, and the CPQ
+/// state (endpoints, counters, the SSH refresh of an endpoint). `node` builds it.
+#[derive(Clone)]
+pub struct Deps {
+    pub config: Arc<ConfigHandle>,
+    pub cpq: Arc<CpqHandle>,
+    pub mail: Arc<MailHandle>,
+    pub resolver: Arc<dyn crate::core::resolve::Resolve>,
+    pub tls: Arc<TlsHandle>,
+}
+
 /// The queue's [`crate::core::queue::Transport`]: SMTP to the next hop, CPQ to the manager or
 /// a gateway, maildir for a local route.
-pub struct SmtpTransport;
+pub struct SmtpTransport(pub Deps);
 
 impl crate::core::queue::Transport for SmtpTransport {
-    fn spawn_connection(&self, shared: Arc<Handles>, domain: String, job: Job) {
-        spawn_connection(shared, domain, job);
+    fn spawn_connection(&self, domain: String, job: Job) {
+        spawn_connection(self.0.clone(), domain, job);
     }
 }
 
-pub fn spawn_connection(shared: Arc<Handles>, domain: String, job: Job) {
+pub fn spawn_connection(shared: Deps, domain: String, job: Job) {
     tokio::spawn(async move {
         let mut job = job;
         // A connection to `the.cpq.release.host` serves one gateway; a job
@@ -94,7 +106,7 @@ enum Attempt<'a> {
 
 /// Counts an attempt at a job under `the.cpq.host` (a gateway's transfer) or
 /// `the.cpq.release.host` (a manager's release); other hosts are not counted here.
-fn cpq_count(shared: &Handles, domain: &str, job: &Job, attempt: Attempt<'_>) {
+fn cpq_count(shared: &Deps, domain: &str, job: &Job, attempt: Attempt<'_>) {
     use crate::core::cpq::stats::TransferFailure;
     let stats = &shared.cpq.state.stats;
     let delivered = |o: &[RcptOutcome]| o.iter().any(|x| matches!(x, RcptOutcome::Delivered));
@@ -135,7 +147,7 @@ fn cpq_count(shared: &Handles, domain: &str, job: &Job, attempt: Attempt<'_>) {
 
 /// The CPQ peer of a job under `the.cpq.host` / `the.cpq.release.host`.
 fn cpq_hop(
-    shared: &Handles,
+    shared: &Deps,
     cfg: &crate::core::config::Config,
     domain: &str,
     job: &Job,
@@ -167,7 +179,7 @@ fn cpq_hop(
     None
 }
 
-async fn run_connection(shared: &Arc<Handles>, domain: &str, job: Job) -> Option<Job> {
+async fn run_connection(shared: &Deps, domain: &str, job: Job) -> Option<Job> {
     let cfg = shared.config.current();
     let opened_with = cfg.clone();
     let cpq = match cpq_hop(shared, &cfg, domain, &job) {
@@ -248,7 +260,7 @@ async fn run_connection(shared: &Arc<Handles>, domain: &str, job: Job) -> Option
             Err(error) => {
                 // A gateway that moved its cpq_listener: ask it (over SSH) where to.
                 if let Some(gw) = release_gateway(&job) {
-                    shared.cpq.gateway_shell.refresh_endpoint(shared, gw);
+                    shared.cpq.gateway_shell.refresh_endpoint(gw);
                 }
                 cpq_count(
                     shared,
@@ -373,7 +385,7 @@ async fn wait_next(mut rx: oneshot::Receiver<Option<Job>>) -> Option<Job> {
 }
 
 async fn connect_any(
-    shared: &Handles,
+    shared: &Deps,
     hops: &[(String, u16)],
     bind: Option<IpAddr>,
 ) -> Result<(TcpStream, SocketAddr, String), String> {
@@ -435,7 +447,7 @@ struct Client {
 
 impl Client {
     /// A new outbound connection: its DCID and the `New SMTP DCID` log line.
-    fn connected(shared: &Handles, stream: TcpStream, addr: SocketAddr, cpq: bool) -> Client {
+    fn connected(shared: &Deps, stream: TcpStream, addr: SocketAddr, cpq: bool) -> Client {
         let dcid = shared.mail.ids.next(Kind::Dcid);
         tracing::Span::current().record("dcid", dcid);
         let local = stream
@@ -534,7 +546,7 @@ impl Client {
 
     async fn start(
         &mut self,
-        shared: &Handles,
+        shared: &Deps,
         helo: &str,
         tls: TlsMode,
         server_name: &str,
@@ -645,7 +657,7 @@ impl Client {
     }
 
     /// Delivers one job; `Err` means the connection is broken.
-    async fn deliver(&mut self, shared: &Handles, job: &Job) -> Result<Vec<RcptOutcome>, String> {
+    async fn deliver(&mut self, shared: &Deps, job: &Job) -> Result<Vec<RcptOutcome>, String> {
         let body = match &job.body {
             Some(b) => b.clone(),
             None => {
@@ -985,7 +997,7 @@ fn classify_rcpt(mail: &Reply, rcpt: &Reply, accepted: &mut usize) -> Option<Rcp
 /// Delivers jobs routed to a local maildir: one file per message, written to
 /// `tmp/`, fsynced and renamed into `new/` (the maildir protocol), so a
 /// delivered message is durable before the spool forgets it.
-async fn run_maildir(shared: &Arc<Handles>, dir: &Path, mut job: Job) {
+async fn run_maildir(shared: &Deps, dir: &Path, mut job: Job) {
     let dcid = shared.mail.ids.next(Kind::Dcid);
     tracing::Span::current().record("dcid", dcid);
     let mut sent = 0;
@@ -1120,20 +1132,39 @@ mod empty {
 /// Sends CPQ control lines (`XPVO-CONTROL`, already encoded) to the manager
 /// over one mutual-TLS connection and returns each reply line. Logged like a
 /// delivery connection (`New SMTP DCID … port 7025`, `TLS success`, close).
-/// The gateway's [`crate::core::state::ManagerLink`]: [`cpq_control`].
-pub struct CpqLink;
+/// The gateway's [`crate::core::state::ManagerLink`]: [`cpq_control`]. It lives in the
+/// CPQ handle it uses, so it holds that one weakly (`node` builds both together).
+pub struct CpqLink {
+    pub config: Arc<ConfigHandle>,
+    pub cpq: std::sync::Weak<CpqHandle>,
+    pub mail: Arc<MailHandle>,
+    pub resolver: Arc<dyn crate::core::resolve::Resolve>,
+    pub tls: Arc<TlsHandle>,
+}
 
 impl crate::core::state::ManagerLink for CpqLink {
     fn control<'a>(
         &'a self,
-        shared: &'a Arc<Handles>,
         lines: &'a [String],
     ) -> crate::core::state::BoxFuture<'a, Result<Vec<String>, String>> {
-        Box::pin(cpq_control(shared, lines))
+        Box::pin(async move {
+            // Gone only while the node is being dropped.
+            let Some(cpq) = self.cpq.upgrade() else {
+                return Err("the node is stopping".to_string());
+            };
+            let deps = Deps {
+                config: self.config.clone(),
+                cpq,
+                mail: self.mail.clone(),
+                resolver: self.resolver.clone(),
+                tls: self.tls.clone(),
+            };
+            cpq_control(&deps, lines).await
+        })
     }
 }
 
-pub async fn cpq_control(shared: &Arc<Handles>, lines: &[String]) -> Result<Vec<String>, String> {
+pub async fn cpq_control(shared: &Deps, lines: &[String]) -> Result<Vec<String>, String> {
     let cfg = shared.config.current();
     let Some((c, (host, port))) = cfg
         .cpq

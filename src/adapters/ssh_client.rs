@@ -22,15 +22,10 @@ use russh::keys::{HashAlg, PrivateKey, PrivateKeyWithHashAlg};
 use russh::{client, ChannelMsg};
 
 use crate::core::cpq::shell::{parse_status, Endpoint, Exec, ShellLogin};
-use crate::core::state::{BoxFuture, Handles};
+use crate::core::state::{BoxFuture, ConfigHandle, CpqHandle, MailHandle};
 
-fn endpoints_path(shared: &Handles) -> PathBuf {
-    shared
-        .config
-        .current()
-        .data_dir
-        .join("cpq")
-        .join("endpoints.json")
+fn endpoints_path(config: &ConfigHandle) -> PathBuf {
+    config.current().data_dir.join("cpq").join("endpoints.json")
 }
 
 /// How long an SSH exchange with a gateway may take.
@@ -151,8 +146,8 @@ pub async fn exec(
 }
 
 /// The manager's SSH identity (its host key), as key and `authorized_keys` line.
-pub fn manager_key(shared: &Handles) -> Result<(Arc<PrivateKey>, String)> {
-    let cfg = shared.config.current();
+pub fn manager_key(config: &ConfigHandle) -> Result<(Arc<PrivateKey>, String)> {
+    let cfg = config.current();
     let key = crate::net::host_key::host_key(&cfg.data_dir.join("ssh"))?;
     let line = key
         .public_key()
@@ -168,9 +163,14 @@ pub fn manager_key(shared: &Handles) -> Result<(Arc<PrivateKey>, String)> {
 
 /// Asks `gateway` over SSH where released mail goes and caches the answer;
 /// at most once a minute per gateway. Called when a release cannot reach it.
-pub fn refresh_endpoint(shared: &Arc<Handles>, gateway: &str) {
+pub fn refresh_endpoint(
+    config: &Arc<ConfigHandle>,
+    mail: &Arc<MailHandle>,
+    cpq: &Arc<CpqHandle>,
+    gateway: &str,
+) {
     {
-        let mut asked = shared.cpq.state.endpoints.asked.lock().unwrap();
+        let mut asked = cpq.state.endpoints.asked.lock().unwrap();
         if asked
             .get(gateway)
             .is_some_and(|t| t.elapsed() < Duration::from_secs(60))
@@ -179,37 +179,30 @@ pub fn refresh_endpoint(shared: &Arc<Handles>, gateway: &str) {
         }
         asked.insert(gateway.to_string(), std::time::Instant::now());
     }
-    let shared = shared.clone();
+    let (config, mail, cpq) = (config.clone(), mail.clone(), cpq.clone());
     let gateway = gateway.to_string();
     tokio::spawn(async move {
-        match query_endpoint(&shared, &gateway).await {
+        match query_endpoint(&config, &gateway).await {
             Ok(ep) => {
-                let old = shared.cpq.state.endpoints.get(&gateway);
+                let old = cpq.state.endpoints.get(&gateway);
                 if old != Some((ep.address, ep.port)) {
-                    shared
-                        .mail
-                        .log
-                        .emit(crate::core::events::Event::GatewayEndpoint {
-                            gateway: &gateway,
-                            address: &ep.address,
-                            port: ep.port,
-                        });
-                    shared.cpq.state.endpoints.set(
-                        &endpoints_path(&shared),
+                    mail.log.emit(crate::core::events::Event::GatewayEndpoint {
+                        gateway: &gateway,
+                        address: &ep.address,
+                        port: ep.port,
+                    });
+                    cpq.state.endpoints.set(
+                        &endpoints_path(&config),
                         &gateway,
                         (ep.address, ep.port),
                     );
-                    shared
-                        .mail
-                        .queue
-                        .send(crate::core::queue::Event::DeliverNow(
-                            Some(crate::core::config::CPQ_RELEASE_HOST.to_string()),
-                            tokio::sync::oneshot::channel().0,
-                        ));
+                    mail.queue.send(crate::core::queue::Event::DeliverNow(
+                        Some(crate::core::config::CPQ_RELEASE_HOST.to_string()),
+                        tokio::sync::oneshot::channel().0,
+                    ));
                 }
             }
-            Err(e) => shared
-                .mail
+            Err(e) => mail
                 .log
                 .emit(crate::core::events::Event::GatewayEndpointUnknown {
                     gateway: &gateway,
@@ -219,41 +212,41 @@ pub fn refresh_endpoint(shared: &Arc<Handles>, gateway: &str) {
     });
 }
 
-/// The manager's [`crate::core::state::GatewayShell`]: SSH with the manager's key.
-pub struct Ssh;
+/// The manager's [`crate::core::state::GatewayShell`]: SSH with the manager's key. It
+/// lives in the CPQ handle whose endpoints it refreshes, so it holds that one weakly
+/// (`node` builds both together).
+pub struct Ssh {
+    pub config: Arc<ConfigHandle>,
+    pub mail: Arc<MailHandle>,
+    pub cpq: std::sync::Weak<CpqHandle>,
+}
 
 impl crate::core::state::GatewayShell for Ssh {
-    fn query_status<'a>(
-        &'a self,
-        shared: &'a Arc<Handles>,
-        gateway: &'a str,
-    ) -> BoxFuture<'a, Result<serde_json::Value>> {
-        Box::pin(query_status(shared, gateway))
+    fn query_status<'a>(&'a self, gateway: &'a str) -> BoxFuture<'a, Result<serde_json::Value>> {
+        Box::pin(query_status(&self.config, gateway))
     }
 
-    fn refresh_endpoint(&self, shared: &Arc<Handles>, gateway: &str) {
-        refresh_endpoint(shared, gateway)
+    fn refresh_endpoint(&self, gateway: &str) {
+        // Gone only while the node is being dropped: nothing to refresh then.
+        if let Some(cpq) = self.cpq.upgrade() {
+            refresh_endpoint(&self.config, &self.mail, &cpq, gateway)
+        }
     }
 
     fn timeout(&self) -> Duration {
         SSH_TIMEOUT
     }
 
-    fn query_endpoint<'a>(
-        &'a self,
-        shared: &'a Arc<Handles>,
-        gateway: &'a str,
-    ) -> BoxFuture<'a, Result<Endpoint>> {
-        Box::pin(query_endpoint(shared, gateway))
+    fn query_endpoint<'a>(&'a self, gateway: &'a str) -> BoxFuture<'a, Result<Endpoint>> {
+        Box::pin(query_endpoint(&self.config, gateway))
     }
 
-    fn manager_key_line(&self, shared: &Handles) -> Result<String> {
-        manager_key(shared).map(|(_, line)| line)
+    fn manager_key_line(&self) -> Result<String> {
+        manager_key(&self.config).map(|(_, line)| line)
     }
 
     fn exec<'a>(
         &'a self,
-        shared: &'a Arc<Handles>,
         to: (IpAddr, u16),
         user: &'a str,
         login: &'a ShellLogin,
@@ -263,7 +256,7 @@ impl crate::core::state::GatewayShell for Ssh {
         Box::pin(async move {
             let login = match login {
                 ShellLogin::Password(p) => Login::Password(p.clone()),
-                ShellLogin::ManagerKey => Login::Key(manager_key(shared)?.0),
+                ShellLogin::ManagerKey => Login::Key(manager_key(&self.config)?.0),
             };
             exec(to.0, to.1, user, &login, expected_host_key, command).await
         })
@@ -272,14 +265,14 @@ impl crate::core::state::GatewayShell for Ssh {
 
 /// `pvoconfig status --json` on an added gateway, with the manager's key: where
 /// released mail goes.
-pub async fn query_endpoint(shared: &Arc<Handles>, gateway: &str) -> Result<Endpoint> {
-    Ok(parse_status(&status_output(shared, gateway).await?)?)
+pub async fn query_endpoint(config: &ConfigHandle, gateway: &str) -> Result<Endpoint> {
+    Ok(parse_status(&status_output(config, gateway).await?)?)
 }
 
 /// The `data` of `pvoconfig status --json` on an added gateway (its mode, backlog
 /// and migration: `cpq::gateways`).
-pub async fn query_status(shared: &Arc<Handles>, gateway: &str) -> Result<serde_json::Value> {
-    let out = status_output(shared, gateway).await?;
+pub async fn query_status(config: &ConfigHandle, gateway: &str) -> Result<serde_json::Value> {
+    let out = status_output(config, gateway).await?;
     let v: serde_json::Value = serde_json::from_str(out.trim()).with_context(|| {
         format!(
             "the gateway's `pvoconfig status --json` is not JSON: {}",
@@ -295,8 +288,8 @@ pub async fn query_status(shared: &Arc<Handles>, gateway: &str) -> Result<serde_
     Ok(v["data"].clone())
 }
 
-async fn status_output(shared: &Arc<Handles>, gateway: &str) -> Result<String> {
-    let cfg = shared.config.current();
+async fn status_output(config: &ConfigHandle, gateway: &str) -> Result<String> {
+    let cfg = config.current();
     let g = cfg
         .cpq
         .as_ref()
@@ -307,7 +300,7 @@ async fn status_output(shared: &Arc<Handles>, gateway: &str) -> Result<String> {
     let Some(ssh_port) = g.ssh_port else {
         bail!("gateway {gateway} was enrolled without SSH (no ssh_port): add it with `applianceconfig new`");
     };
-    let (key, _) = manager_key(shared)?;
+    let (key, _) = manager_key(config)?;
     let out = exec(
         g.address,
         ssh_port,

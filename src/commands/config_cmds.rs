@@ -239,10 +239,10 @@ fn put_in_force(
     shared
         .control
         .node
-        .apply_config(shared, cfg)
+        .apply_config(cfg)
         .map_err(|e| format!("the node cannot apply it: {e:#}"))?;
     if let Err(e) = store.write_committed(text) {
-        let back = shared.control.node.apply_config(shared, (*old).clone());
+        let back = shared.control.node.apply_config((*old).clone());
         return Err(format!(
             "{e:#}; {}",
             match back {

@@ -270,7 +270,7 @@ async fn run(shared: &Arc<Handles>, req: &Request, id: &Identity) -> Response {
                 host: a.host.clone(),
                 port: a.port,
             };
-            probe_reply(shared.probes.telnet(shared, test).await)
+            probe_reply(shared.probes.telnet(test).await)
         }
         C::TlsVerify(a) => {
             let test = crate::core::state::NetTest {
@@ -280,7 +280,7 @@ async fn run(shared: &Arc<Handles>, req: &Request, id: &Identity) -> Response {
                 host: a.host.clone(),
                 port: a.port,
             };
-            probe_reply(shared.probes.tlsverify(shared, test).await)
+            probe_reply(shared.probes.tlsverify(test).await)
         }
         C::QuarantineConfig(a) => quarantine_cmds::quarantineconfig(shared, req, a)
             .await

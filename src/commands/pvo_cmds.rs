@@ -80,7 +80,7 @@ async fn status(shared: &Arc<Handles>) -> Response {
                 .and_then(|c| c.manager.as_ref())
                 .map(|(h, p)| format!("{h}:{p}")));
             data["queued_for_manager"] = json!(queued);
-            let p = crate::core::cpq::migrate::progress(shared);
+            let p = crate::core::cpq::migrate::progress(&(&**shared).into());
             if p.total > 0 || p.running {
                 let width = 30usize;
                 let done = (p.migrated.min(p.total) * width as u64)
@@ -186,7 +186,7 @@ async fn enable(shared: &Arc<Handles>, req: &Request, args: &PvoArgs) -> Respons
         );
     }
     drop(cfg);
-    let checks = shared.probes.preflight(shared, &manager.0, manager.1).await;
+    let checks = shared.probes.preflight(&manager.0, manager.1).await;
     let mut text = String::new();
     for c in &checks {
         text.push_str(&c.text());
@@ -469,7 +469,7 @@ pub async fn diagnose(shared: &Arc<Handles>) -> Response {
                         )),
                     }
                 }
-                let pre = shared.probes.preflight(shared, &h, p).await;
+                let pre = shared.probes.preflight(&h, p).await;
                 if cfg.cpq.as_ref().is_some_and(|c| c.central()) {
                     checks.extend(pre.into_iter().map(|c| live_link(c, &h, p)));
                 } else {
@@ -500,7 +500,7 @@ pub async fn diagnose(shared: &Arc<Handles>) -> Response {
                 .unwrap_or_default();
             // SSH from the manager to each gateway added with applianceconfig.
             for g in ssh_gateways {
-                match shared.cpq.gateway_shell.query_endpoint(shared, &g).await {
+                match shared.cpq.gateway_shell.query_endpoint(&g).await {
                     Ok(ep) => checks.push(Check::pass(
                         format!("SSH to {g}"),
                         format!("the manager's key logs in; released mail goes to {}:{}", ep.address, ep.port),
@@ -515,7 +515,7 @@ pub async fn diagnose(shared: &Arc<Handles>) -> Response {
                 }
             }
             for g in ready {
-                match crate::core::cpq::manager::readiness(shared, &g) {
+                match crate::core::cpq::manager::readiness(&shared.config, &shared.access, &g) {
                     Ok(()) => checks.push(Check::pass(
                         format!("ready for {g}"),
                         "enrolled; migration wizard committed by an Administrator",
@@ -653,7 +653,7 @@ fn cpqcert_install(shared: &Arc<Handles>, req: &Request, args: &CpqCertArgs) -> 
     }
     let same_id = cfg.cpq.as_ref().is_some_and(|c| c.node_id == id);
     if cfg.cpq.is_some() {
-        if let Err(e) = shared.control.node.apply_config(shared, (*cfg).clone()) {
+        if let Err(e) = shared.control.node.apply_config((*cfg).clone()) {
             return Response::error(format!("Installed, but not in force: {e:#}"));
         }
     }
@@ -903,7 +903,7 @@ pub async fn applianceconfig(
             Response::ok(t, json!({ "gateways": list }))
         }
         ApplianceAction::Status => {
-            match crate::core::cpq::gateways::status(shared, text(&args.id)).await {
+            match crate::core::cpq::gateways::status(&(&**shared).into(), text(&args.id)).await {
                 Ok(data) => Response::ok(crate::core::cpq::gateways::table(&data), data),
                 Err(e) => Response::error(e),
             }
@@ -913,7 +913,7 @@ pub async fn applianceconfig(
             let Some(id) = text(&args.id) else {
                 return Response::error("applianceconfig test needs the gateway id.");
             };
-            match shared.cpq.gateway_shell.query_endpoint(shared, id).await {
+            match shared.cpq.gateway_shell.query_endpoint(id).await {
                 Ok(ep) => Response::ok(
                     format!("Gateway {id}: SSH login with the manager's key works; released mail goes to {}:{}.\n", ep.address, ep.port),
                     json!({ "id": id, "address": ep.address.to_string(), "port": ep.port }),
@@ -995,14 +995,13 @@ async fn appliance_new(
     let ssh_port = args.ssh_port.unwrap_or(22) as u16;
     let user = text(&args.user).unwrap_or("admin").to_string();
     let mut t = String::new();
-    let line = match shell.manager_key_line(shared) {
+    let line = match shell.manager_key_line() {
         Ok(l) => l,
         Err(e) => return Response::error(format!("{e:#}")),
     };
     // 1. Log in once with the password; install the manager's key for that user.
     let first = match shell
         .exec(
-            shared,
             (address, ssh_port),
             &user,
             &ShellLogin::Password(password),
@@ -1059,7 +1058,6 @@ async fn appliance_new(
     );
     match shell
         .exec(
-            shared,
             (address, ssh_port),
             &user,
             &login,
@@ -1082,7 +1080,7 @@ async fn appliance_new(
         }
     }
     // 3. Where released mail goes.
-    let ep = match shell.exec(shared, (address, ssh_port), &user, &login, Some(&first.host_key), "pvoconfig status --json").await {
+    let ep = match shell.exec((address, ssh_port), &user, &login, Some(&first.host_key), "pvoconfig status --json").await {
         Ok(x) => match parse_status(&x.output) {
             Ok(ep) => ep,
             Err(e) => return Response::error(format!("{t}{e:#} (the gateway may need `commit` of its new [cpq] first; then `applianceconfig new` again)")),

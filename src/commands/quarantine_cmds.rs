@@ -1465,7 +1465,8 @@ async fn report(
             }
         }
     }
-    let reports = crate::core::scanning::local_quarantine::with_node_mids(shared, reports).await;
+    let reports =
+        crate::core::scanning::local_quarantine::with_node_mids(&(&**shared).into(), reports).await;
     if !failed_ids.is_empty() {
         let ids: Vec<MsgId> = failed_ids.iter().map(|(id, _)| *id).collect();
         let mids: HashMap<MsgId, u64> = shared
@@ -1498,7 +1499,7 @@ async fn report(
         }
     }
     let summary = summarize(&reports);
-    let delivered: HashMap<u64, u64> = handle_reports(shared, reports.clone())
+    let delivered: HashMap<u64, u64> = handle_reports(&(&**shared).into(), reports.clone())
         .await
         .into_iter()
         .collect();
@@ -1678,9 +1679,10 @@ async fn copy(shared: &Arc<Handles>, req: &Request, args: &CopyArgs) -> Reply {
         scanned: true,
         cpq: None,
     };
-    let new_mid = crate::core::scanning::pipeline::inject(shared, &env, copy.raw, true)
-        .await
-        .map_err(|e| format!("the copy of MID {mid} could not be queued: {e:#}"))?;
+    let new_mid =
+        crate::core::scanning::pipeline::inject(&(&**shared).into(), &env, copy.raw, true)
+            .await
+            .map_err(|e| format!("the copy of MID {mid} could not be queued: {e:#}"))?;
     shared.mail.log.emit(crate::core::events::Event::CopySent {
         mid,
         to: &to,
@@ -1885,7 +1887,7 @@ pub async fn outbreakupdate(
             .outbreak_rules()
             .ok_or("outbreak rules disappeared during the update")?;
         let (n, released, still, err) =
-            crate::core::cpq::gateway::rescan_outbreak_copies(shared, rules).await;
+            crate::core::cpq::gateway::rescan_outbreak_copies(&(&**shared).into(), rules).await;
         resp.text.push_str(&format!(
             "Centralized Outbreak quarantine: rescanned {}: {} released on the manager, {still} still held.\n",
             plural(n, "kept outbreak message"),

@@ -303,7 +303,7 @@ pub async fn suspend(shared: &Arc<Handles>, args: &SuspendArgs) -> Response {
 
 pub async fn resume(shared: &Arc<Handles>) -> Response {
     shared.control.cancel_disconnect();
-    let resumed = shared.control.listeners.resume(shared, &[]);
+    let resumed = shared.control.listeners.resume(&[]);
     // Delivery resumes even if a listener cannot: the administrator asked
     // for both, and queued mail should not wait for a port.
     let (tx, rx) = oneshot::channel();
@@ -420,7 +420,7 @@ pub fn resume_listeners(shared: &Arc<Handles>, args: &ListenersArgs) -> Response
         Err(r) => return r,
     };
     shared.control.cancel_disconnect();
-    let resumed = shared.control.listeners.resume(shared, &sel);
+    let resumed = shared.control.listeners.resume(&sel);
     resumed_answer(shared, resumed, json!({}))
 }
 

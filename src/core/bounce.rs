@@ -10,49 +10,54 @@ use std::sync::Arc;
 
 use crate::core::envelope::Envelope;
 use crate::core::ids::Kind;
-use crate::core::state::Handles;
+use crate::core::state::{ConfigHandle, MailHandle};
 
-/// Builds and queues a DSN for one recipient of `orig` in the background.
+/// Builds and queues a DSN for one recipient of `orig` in the background. Without its
+/// `body` (not in memory), the task reads it from the spool and then tells the queue
+/// ([`Event::DsnRead`](crate::core::queue::handle::Event::DsnRead)), which keeps the message's
+/// spool records until then.
 pub fn spawn_dsn(
-    shared: Arc<Handles>,
+    config: Arc<ConfigHandle>,
+    mail: Arc<MailHandle>,
     orig: Arc<Envelope>,
     rcpt: String,
     reason: String,
-    body: Arc<Vec<u8>>,
+    body: Option<Arc<Vec<u8>>>,
 ) {
     tokio::spawn(async move {
-        let mid = shared.mail.ids.next(Kind::Mid);
-        let cfg = shared.config.current();
+        let body = match body {
+            Some(b) => b,
+            None => {
+                let read = mail.read_body(orig.mid).await.unwrap_or_default();
+                mail.queue
+                    .send(crate::core::queue::handle::Event::DsnRead { mid: orig.mid });
+                Arc::new(read)
+            }
+        };
+        let mid = mail.ids.next(Kind::Mid);
+        let cfg = config.current();
         let text = build_dsn(&cfg.hostname, &orig, &rcpt, &reason, &body, mid);
         let env = Envelope {
             mid,
             size: text.len() as u64,
             ..Envelope::from_mailer_daemon(vec![orig.sender.clone()])
         };
-        match shared.mail.spool_message(&env, text).await {
+        match mail.spool_message(&env, text).await {
             Ok(body) => {
-                shared
-                    .mail
-                    .log
+                mail.log
                     .emit(crate::core::events::Event::BounceGenerated { mid, of: orig.mid });
-                shared.mail.log.emit(crate::core::events::Event::Ready {
+                mail.log.emit(crate::core::events::Event::Ready {
                     mid,
                     bytes: body.len(),
                     sender: "",
                 });
-                shared
-                    .mail
-                    .log
-                    .emit(crate::core::events::Event::Queued { mid });
-                shared.mail.queue.enqueue(Arc::new(env), Some(body));
+                mail.log.emit(crate::core::events::Event::Queued { mid });
+                mail.queue.enqueue(Arc::new(env), Some(body));
             }
-            Err(e) => shared
-                .mail
-                .log
-                .emit(crate::core::events::Event::BounceNotSpooled {
-                    of: orig.mid,
-                    error: &e,
-                }),
+            Err(e) => mail.log.emit(crate::core::events::Event::BounceNotSpooled {
+                of: orig.mid,
+                error: &e,
+            }),
         }
     });
 }

@@ -9,8 +9,9 @@
 //!
 //! It receives a closed set of [`Event`]s and never touches the network or
 //! the disk itself, except through the spool handle's non-blocking calls:
-//! delivery connections (see `delivery`) do the IO. Because every state change
-//! happens here, in one task, there are no locks around the schedule.
+//! delivery connections (see `delivery`) and the DSN tasks (see `bounce`) do the
+//! IO. Because every state change happens here, in one task, there are no locks
+//! around the schedule. It holds only the configuration and mail handles.
 //!
 //! Its event channel is bounded ([`CHANNEL_EVENTS`]). When it is full, a sender waits
 //! for room ([`QueueHandle::send`]): no event is dropped (an enqueued message, a
@@ -25,7 +26,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
 use crate::core::envelope::{domain_of, Envelope, RcptFinal, Update};
-use crate::core::state::Handles;
+use crate::core::state::{ConfigHandle, MailHandle};
 
 pub mod handle;
 
@@ -64,18 +65,23 @@ struct Msg {
     env: Arc<Envelope>,
     state: Vec<Option<RcptFinal>>,
     body_cached: usize,
+    /// DSN tasks that still read this message's body from the spool: it is not finished
+    /// (its spool records stay readable) until each has said so ([`Event::DsnRead`]).
+    dsn_reads: usize,
 }
 
 /// How the queue manager starts an outbound connection for a job: the SMTP and CPQ
 /// client of `delivery`, wired by `node`. The connection asks for more jobs to the same
 /// host and reports every outcome back through [`Event`]s on the queue's handle, so the
-/// schedule stays here while the network stays there.
+/// schedule stays here while the network stays there. The implementation holds the
+/// handles its connections use (`node` builds it).
 pub trait Transport: Send + Sync {
-    fn spawn_connection(&self, shared: Arc<Handles>, domain: String, job: Job);
+    fn spawn_connection(&self, domain: String, job: Job);
 }
 
 pub struct Manager {
-    shared: Arc<Handles>,
+    config: Arc<ConfigHandle>,
+    mail: Arc<MailHandle>,
     transport: Arc<dyn Transport>,
     rx: mpsc::Receiver<Event>,
     msgs: HashMap<u64, Msg>,
@@ -93,12 +99,14 @@ pub struct Manager {
 
 impl Manager {
     pub fn new(
-        shared: Arc<Handles>,
+        config: Arc<ConfigHandle>,
+        mail: Arc<MailHandle>,
         rx: mpsc::Receiver<Event>,
         transport: Arc<dyn Transport>,
     ) -> Manager {
         Manager {
-            shared,
+            config,
+            mail,
             transport,
             rx,
             msgs: HashMap::new(),
@@ -265,6 +273,12 @@ impl Manager {
                     oldest_received_at: self.msgs.values().map(|m| m.env.received_at).min(),
                 });
             }
+            Event::DsnRead { mid } => {
+                if let Some(m) = self.msgs.get_mut(&mid) {
+                    m.dsn_reads = m.dsn_reads.saturating_sub(1);
+                }
+                self.check_finished(mid);
+            }
             Event::Shutdown(ack) => {
                 self.stopping = true;
                 for h in self.hosts.values_mut() {
@@ -339,12 +353,13 @@ impl Manager {
                 env,
                 state,
                 body_cached: body_len,
+                dsn_reads: 0,
             },
         );
     }
 
     fn job_done(&mut self, job: Job, dcid: u64, outcomes: Vec<RcptOutcome>) {
-        let log = self.shared.mail.log.clone();
+        let log = self.mail.log.clone();
         let mid = job.env.mid;
         let mut delivered = Vec::new();
         let mut temp = false;
@@ -384,8 +399,7 @@ impl Manager {
             let h = self.hosts.entry(job.domain.clone()).or_default();
             h.delivered += delivered.len() as u64;
             h.down = false;
-            self.shared
-                .mail
+            self.mail
                 .counters
                 .delivered_rcpts
                 .fetch_add(delivered.len() as u64, std::sync::atomic::Ordering::Relaxed);
@@ -424,14 +438,13 @@ impl Manager {
         }
         job.rids = keep;
         job.attempts += 1;
-        let cfg = self.shared.config.current();
+        let cfg = self.config.current();
         let profile = &cfg.delivery.bounce;
         let now = crate::core::clock::unix_now();
         let age = now.saturating_sub(job.env.received_at);
         let host = self.hosts.entry(job.domain.clone()).or_default();
         host.soft += job.rids.len() as u64;
-        self.shared
-            .mail
+        self.mail
             .counters
             .soft_bounced
             .fetch_add(job.rids.len() as u64, std::sync::atomic::Ordering::Relaxed);
@@ -449,8 +462,7 @@ impl Manager {
                 )
             };
             for rid in job.rids.clone() {
-                self.shared
-                    .mail
+                self.mail
                     .log
                     .emit(crate::core::events::Event::BouncedUndeliverable {
                         dcid,
@@ -470,15 +482,12 @@ impl Manager {
             self.check_finished(mid);
             return;
         }
-        self.shared
-            .mail
-            .log
-            .emit(crate::core::events::Event::Delayed {
-                dcid,
-                mid,
-                rids: &job.rids,
-                reason: &reason,
-            });
+        self.mail.log.emit(crate::core::events::Event::Delayed {
+            dcid,
+            mid,
+            rids: &job.rids,
+            reason: &reason,
+        });
         // The manager (or a gateway) coming back should not wait an hour:
         // CPQ retries start at 5 s and stay at most a minute apart.
         let (first, most) = if cpq {
@@ -646,21 +655,21 @@ impl Manager {
                 n += 1;
                 match how {
                     Removal::Delete => {
-                        self.shared.mail.log.emit(
-                            crate::core::events::Event::DeletedByAdministrator {
+                        self.mail
+                            .log
+                            .emit(crate::core::events::Event::DeletedByAdministrator {
                                 mid: job.env.mid,
                                 rid: *rid,
-                            },
-                        );
+                            });
                         self.set_final(job.env.mid, *rid, RcptFinal::Deleted);
                     }
                     Removal::Bounce => {
-                        self.shared.mail.log.emit(
-                            crate::core::events::Event::BouncedByAdministrator {
+                        self.mail
+                            .log
+                            .emit(crate::core::events::Event::BouncedByAdministrator {
                                 mid: job.env.mid,
                                 rid: *rid,
-                            },
-                        );
+                            });
                         self.hosts.entry(job.domain.clone()).or_default().hard += 1;
                         self.bounce_rcpt(
                             &job.env,
@@ -711,7 +720,7 @@ impl Manager {
             n += job.rids.len();
             // Recorded in the spool so the redirection survives a restart.
             if recorded.insert(job.env.mid) {
-                self.shared.mail.spool.update(
+                self.mail.spool.update(
                     job.env.mid,
                     Update::Redirect {
                         host: host.to_string(),
@@ -778,7 +787,7 @@ impl Manager {
         if self.stopping || self.suspended || self.dirty.is_empty() {
             return;
         }
-        let cfg = self.shared.config.current();
+        let cfg = self.config.current();
         let global = cfg.delivery.max_concurrency;
         let dirty: Vec<String> = self.dirty.drain().collect();
         for domain in dirty {
@@ -817,8 +826,7 @@ impl Manager {
                 }
                 host.active_conns += 1;
                 self.total_conns += 1;
-                self.transport
-                    .spawn_connection(self.shared.clone(), domain.clone(), job);
+                self.transport.spawn_connection(domain.clone(), job);
             }
         }
     }
@@ -828,8 +836,7 @@ impl Manager {
             if let Some(s) = m.state.get_mut(rid as usize) {
                 if s.is_none() {
                     *s = Some(state);
-                    self.shared
-                        .mail
+                    self.mail
                         .spool
                         .update(mid, Update::Rcpt { rid, state }.encode());
                 }
@@ -846,30 +853,26 @@ impl Manager {
     ) {
         self.set_final(env.mid, rid, RcptFinal::Bounced);
         // `bounced_rcpts` is counted by the `Bounced:` event logged before each call.
-        let cfg = self.shared.config.current();
+        let cfg = self.config.current();
         if cfg.delivery.bounce.send_dsn && !env.dsn && !env.sender.is_empty() {
             let rcpt = env
                 .recipients
                 .get(rid as usize)
                 .cloned()
                 .unwrap_or_default();
-            // The DSN quotes the original headers. Read them now: the message
-            // may be finished (and its spool records dead) before the DSN task
-            // runs. A body not in memory is read back from the spool, which
-            // blocks this task briefly; it only happens for messages recovered
-            // after a restart.
-            let body = match body {
-                Some(b) => b.clone(),
-                None => Arc::new(
-                    self.shared
-                        .mail
-                        .spool
-                        .read_body(env.mid)
-                        .unwrap_or_default(),
-                ),
-            };
+            // The DSN quotes the original headers. A body not in memory (a message
+            // recovered after a restart) the DSN task reads back from the spool itself,
+            // off this task; until it says so the message is not finished, so its spool
+            // records are still there when it reads them.
+            let body = body.cloned();
+            if body.is_none() {
+                if let Some(m) = self.msgs.get_mut(&env.mid) {
+                    m.dsn_reads += 1;
+                }
+            }
             crate::core::bounce::spawn_dsn(
-                self.shared.clone(),
+                self.config.clone(),
+                self.mail.clone(),
                 env.clone(),
                 rcpt,
                 reason.to_string(),
@@ -882,7 +885,7 @@ impl Manager {
         let done = self
             .msgs
             .get(&mid)
-            .is_some_and(|m| m.state.iter().all(Option::is_some));
+            .is_some_and(|m| m.dsn_reads == 0 && m.state.iter().all(Option::is_some));
         if done {
             self.finish(mid);
         }
@@ -892,9 +895,8 @@ impl Manager {
         if let Some(m) = self.msgs.remove(&mid) {
             self.cached_bytes = self.cached_bytes.saturating_sub(m.body_cached);
         }
-        self.shared.mail.spool.finish(mid);
-        self.shared
-            .mail
+        self.mail.spool.finish(mid);
+        self.mail
             .log
             .emit(crate::core::events::Event::Finished { mid });
     }
@@ -949,5 +951,104 @@ mod channel_tests {
         q.send(Event::DeliverNow(None, oneshot::channel().0));
         assert!(matches!(rx.recv().await, Some(Event::Reconfigured)));
         assert!(matches!(rx.recv().await, Some(Event::DeliverNow(None, _))));
+    }
+}
+
+#[cfg(test)]
+mod dsn_tests {
+    use super::handle::channel_of;
+    use super::*;
+
+    struct NoTransport;
+
+    impl Transport for NoTransport {
+        fn spawn_connection(&self, _domain: String, _job: Job) {}
+    }
+
+    /// A recipient of a message recovered after a restart (no body in memory) bounces:
+    /// the queue task reads nothing, the message stays (its spool records with it) until
+    /// the DSN task has read the body, and the DSN quotes the original headers.
+    #[tokio::test]
+    async fn a_recovered_message_waits_for_its_dsn_to_read_the_body() {
+        let dir = tempfile::tempdir().unwrap();
+        let text = format!(
+            "[node]\nhostname = \"gw.example.com\"\ndata_dir = \"{}\"\n\
+             [[interface]]\nname = \"Management\"\naddress = \"127.0.0.1\"\n\
+             hostname = \"gw.example.com\"\n",
+            dir.path().display()
+        );
+        let cfg =
+            crate::core::config::Config::parse(&text, std::path::Path::new("t.toml"), dir.path())
+                .unwrap();
+        std::fs::create_dir_all(cfg.run_dir()).unwrap();
+        let (spool, _) =
+            pvo_spool::Spool::open(pvo_spool::SpoolConfig::new(cfg.spool_dir())).unwrap();
+        let log = crate::core::mail_log::MailLog::discard();
+        let (queue, rx) = channel_of(16);
+        let mail = Arc::new(MailHandle {
+            spool,
+            ids: crate::core::ids::Ids::open(&cfg.run_dir(), 100).unwrap(),
+            counters: crate::core::state::Counters::open(&cfg.run_dir(), log.tally()),
+            log,
+            queue,
+        });
+        let config = Arc::new(ConfigHandle::new(Arc::new(cfg), dir.path().join("t.toml")));
+        let env = Arc::new(Envelope {
+            mid: 7,
+            icid: 0,
+            sender: "a@example.org".into(),
+            recipients: vec!["b@example.net".into()],
+            received_at: crate::core::clock::unix_now(),
+            source_ip: String::new(),
+            listener: String::new(),
+            dsn: false,
+            size: 0,
+            outgoing: false,
+            scanned: true,
+            cpq: None,
+        });
+        mail.spool_message(&env, b"Subject: recovered\r\n\r\nbody\r\n".to_vec())
+            .await
+            .unwrap();
+        let mut m = Manager::new(config, mail, rx, Arc::new(NoTransport));
+        m.handle(Event::Enqueue {
+            env: env.clone(),
+            body: None,
+            done: Vec::new(),
+            redirect: None,
+        });
+        let job = m
+            .hosts
+            .get_mut("example.net")
+            .and_then(|h| h.ready.pop_front())
+            .unwrap();
+        assert!(job.body.is_none());
+        m.handle(Event::JobDone {
+            job,
+            dcid: 0,
+            outcomes: vec![RcptOutcome::Perm("550 5.1.1 no such user".into())],
+            next: None,
+        });
+        assert!(
+            m.msgs.contains_key(&7),
+            "finished before the DSN task read its body"
+        );
+        // The DSN task reads the body, says so, and queues the DSN.
+        let read = m.rx.recv().await.unwrap();
+        assert!(matches!(read, Event::DsnRead { mid: 7 }));
+        m.handle(read);
+        assert!(!m.msgs.contains_key(&7), "not finished once read");
+        match m.rx.recv().await.unwrap() {
+            Event::Enqueue {
+                env: dsn,
+                body: Some(body),
+                ..
+            } => {
+                assert!(dsn.dsn);
+                let text = String::from_utf8_lossy(&body);
+                assert!(text.contains("Subject: recovered"), "{text}");
+            }
+            _ => panic!("the DSN was not queued"),
+        }
     }
 }

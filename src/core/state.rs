@@ -8,7 +8,19 @@
 //! throttle) and [`ControlHandle`] (listeners, servers, node control, idle-session
 //! disconnect, start time); the resolver is its own handle, `Arc<dyn Resolve>`.
 //! [`Handles`] is the plain struct of all of them that `node` builds, the context of the
-//! commands and of the channels that dispatch them.
+//! commands and of the channels that dispatch them; no other part receives it.
+//!
+//! Every other part takes the handles it uses, as parameters or as a `Deps` struct next
+//! to it: the queue manager and `bounce` config + mail; `cpq::transfer` config + mail;
+//! `scanning::pipeline` config + mail + scan; the CPQ services and the quarantine service
+//! (`cpq::handles::Deps`) config + mail + scan + cpq (and access for a preflight's
+//! readiness); the certificate renewal (`net::tls`) config + mail + tls; `delivery`
+//! config + cpq + mail + resolver + tls; the SMTP server config + mail + resolver + tls +
+//! scan + cpq + access and the idle-session disconnect; the probes (`diag`) config +
+//! resolver + tls; `/metrics` config + mail + scan + cpq; the SSH client to gateways
+//! config (+ mail and cpq for an endpoint refresh). The traits below take no handles: an
+//! implementation captures its own when `node` builds it, weakly when it lives in the
+//! handle it uses (the CPQ handle's links, the control handle's node control).
 //!
 //! Their fields are core types and small traits only: what the core needs from an adapter
 //! or from the composition root (the running listeners and management servers, a new
@@ -421,7 +433,7 @@ impl ControlHandle {
 
 /// Every handle of a node, built by `node`: the context of the command handlers (which
 /// touch everything) and of the channels that dispatch commands. A plain struct of the
-/// handles; each part of the node takes only the handles it uses.
+/// handles; every other part of the node takes only the handles it uses.
 #[derive(Clone)]
 pub struct Handles {
     pub config: Arc<ConfigHandle>,
@@ -489,7 +501,7 @@ pub trait ListenerControl: Send + Sync {
     /// Closes the listening sockets of `names` (all when empty); returns the ones closed.
     fn suspend(&self, names: &[String]) -> Vec<String>;
     /// Binds the suspended ones of `names` (all when empty) again.
-    fn resume(&self, shared: &Arc<Handles>, names: &[String]) -> Resumed;
+    fn resume(&self, names: &[String]) -> Resumed;
 }
 
 /// The running management servers, as the commands and the certificate renewal see
@@ -503,7 +515,7 @@ pub trait ServerControl: Send + Sync {
 /// configuration in force across every adapter (all or nothing), and load the CPQ
 /// mutual-TLS material. Implemented by `node`.
 pub trait NodeControl: Send + Sync {
-    fn apply_config(&self, shared: &Arc<Handles>, new: Config) -> Result<()>;
+    fn apply_config(&self, new: Config) -> Result<()>;
     /// Builds the mutual-TLS configurations a gateway would make of the CPQ material in
     /// `dir`, taking only the manager `pinned` (any manager certificate when `None`),
     /// and throws them away: material that rustls cannot use is refused before it is
@@ -524,14 +536,12 @@ pub trait ReleaseRoute: Send + Sync {
     /// (node MID, queued MID) for each message queued.
     fn release_batch<'a>(
         &'a self,
-        shared: &'a Arc<Handles>,
         items: Vec<(u64, MsgId, Vec<EarlyReleaseActions>)>,
     ) -> BoxFuture<'a, Vec<(u64, u64)>>;
 
     /// Releases one message read from the store; returns its queued MID.
     fn release<'a>(
         &'a self,
-        shared: &'a Arc<Handles>,
         msg_id: MsgId,
         info: &'a MessageInfo,
         raw: Vec<u8>,
@@ -544,7 +554,6 @@ pub trait ReleaseRoute: Send + Sync {
 pub trait ManagerLink: Send + Sync {
     fn control<'a>(
         &'a self,
-        shared: &'a Arc<Handles>,
         lines: &'a [String],
     ) -> BoxFuture<'a, std::result::Result<Vec<String>, String>>;
 }
@@ -554,15 +563,11 @@ pub trait ManagerLink: Send + Sync {
 /// `ssh_client::Ssh`.
 pub trait GatewayShell: Send + Sync {
     /// The gateway's `pvoconfig status --json`.
-    fn query_status<'a>(
-        &'a self,
-        shared: &'a Arc<Handles>,
-        gateway: &'a str,
-    ) -> BoxFuture<'a, Result<serde_json::Value>>;
+    fn query_status<'a>(&'a self, gateway: &'a str) -> BoxFuture<'a, Result<serde_json::Value>>;
 
     /// Asks the gateway again, in the background, where released mail goes (a release
     /// could not reach it).
-    fn refresh_endpoint(&self, shared: &Arc<Handles>, gateway: &str);
+    fn refresh_endpoint(&self, gateway: &str);
 
     /// How long one exchange may take.
     fn timeout(&self) -> std::time::Duration;
@@ -570,18 +575,16 @@ pub trait GatewayShell: Send + Sync {
     /// Where an added gateway says released mail goes (`pvoconfig status --json`).
     fn query_endpoint<'a>(
         &'a self,
-        shared: &'a Arc<Handles>,
         gateway: &'a str,
     ) -> BoxFuture<'a, Result<crate::core::cpq::shell::Endpoint>>;
 
     /// The manager's public key as an `authorized_keys` line, to install on a gateway.
-    fn manager_key_line(&self, shared: &Handles) -> Result<String>;
+    fn manager_key_line(&self) -> Result<String>;
 
     /// Runs `command` on the gateway at `to` (address, SSH port) as `user`, pinning
     /// `expected_host_key` when given.
     fn exec<'a>(
         &'a self,
-        shared: &'a Arc<Handles>,
         to: (std::net::IpAddr, u16),
         user: &'a str,
         login: &'a crate::core::cpq::shell::ShellLogin,
@@ -633,7 +636,6 @@ pub trait Probes: Send + Sync {
     /// The enable preflight against the manager `host:port`.
     fn preflight<'a>(
         &'a self,
-        shared: &'a Arc<Handles>,
         host: &'a str,
         port: u16,
     ) -> BoxFuture<'a, Vec<crate::core::cpq::checks::Check>>;
@@ -650,11 +652,10 @@ pub trait Probes: Send + Sync {
     fn tls_error_text(&self, e: &std::io::Error) -> String;
 
     /// `telnet`: connect from an interface, show the banner, QUIT.
-    fn telnet<'a>(&'a self, handles: &'a Arc<Handles>, test: NetTest) -> BoxFuture<'a, ProbeRun>;
+    fn telnet<'a>(&'a self, test: NetTest) -> BoxFuture<'a, ProbeRun>;
 
     /// `tlsverify`: the STARTTLS dialogue with a server, verifying its certificate.
-    fn tlsverify<'a>(&'a self, handles: &'a Arc<Handles>, test: NetTest)
-        -> BoxFuture<'a, ProbeRun>;
+    fn tlsverify<'a>(&'a self, test: NetTest) -> BoxFuture<'a, ProbeRun>;
 }
 
 /// The inbound certificate (SMTP STARTTLS and HTTPS) as `status` and `diagnose` describe

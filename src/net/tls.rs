@@ -150,10 +150,14 @@ pub fn ensure_self_signed(cfg: &Config, now: u64) -> Result<Option<String>> {
 /// The hourly check of a running node: a generated certificate that is due is made
 /// again and put in force for the next handshakes (SMTP STARTTLS and HTTPS), with a
 /// line in mail_logs.
-pub async fn renew_self_signed(shared: Arc<crate::core::state::Handles>) {
+pub async fn renew_self_signed(
+    config: Arc<crate::core::state::ConfigHandle>,
+    mail: Arc<crate::core::state::MailHandle>,
+    tls: Arc<crate::core::state::TlsHandle>,
+) {
     loop {
         tokio::time::sleep(std::time::Duration::from_secs(3600)).await;
-        let cfg = shared.config.current();
+        let cfg = config.current();
         let c = cfg.clone();
         let made = tokio::task::spawn_blocking(move || -> Result<_> {
             match ensure_self_signed(&c, crate::core::clock::unix_now())? {
@@ -164,22 +168,18 @@ pub async fn renew_self_signed(shared: Arc<crate::core::state::Handles>) {
         .await;
         match made {
             Ok(Ok(Some((why, sc)))) => {
-                shared.tls.set_server(sc);
-                shared
-                    .mail
-                    .log
+                tls.set_server(sc);
+                mail.log
                     .emit(crate::core::events::Event::SelfSignedRenewed {
                         hostname: &cfg.hostname,
                         why: &why,
                     });
             }
             Ok(Ok(None)) => {}
-            Ok(Err(e)) => shared
-                .mail
+            Ok(Err(e)) => mail
                 .log
                 .emit(crate::core::events::Event::SelfSignedNotRenewed { error: &e }),
-            Err(e) => shared
-                .mail
+            Err(e) => mail
                 .log
                 .emit(crate::core::events::Event::SelfSignedNotRenewed { error: &e }),
         }

@@ -7,7 +7,6 @@
 //! facts as JSON.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::Duration;
 
 use rustls::pki_types::ServerName;
@@ -17,7 +16,9 @@ use tokio::net::TcpStream;
 
 use crate::adapters::diag::{self, ConnectError, HandshakeError, HelloAnswer, Source};
 use crate::commands::command::text;
-use crate::core::state::{Handles, NetTest, ProbeRun};
+use crate::core::state::{NetTest, ProbeRun};
+
+use super::Deps;
 
 /// Seconds to wait for a connection and for each answer, unless `--timeout` says.
 const DEFAULT_TIMEOUT: u64 = 10;
@@ -57,7 +58,7 @@ async fn connect_any(
 }
 
 /// `telnet [--interface NAME] [--timeout S] HOST [PORT]`: connect, show the banner, QUIT.
-pub async fn telnet(shared: &Arc<Handles>, args: &NetTest) -> ProbeRun {
+pub async fn telnet(shared: &Deps, args: &NetTest) -> ProbeRun {
     let cfg = shared.config.current();
     let src = match Source::select(&cfg, text(&args.interface)) {
         Ok(s) => s,
@@ -228,7 +229,7 @@ impl Dialogue {
 /// `tlsverify [--interface NAME] [--timeout S] DOMAIN HOST[:PORT]`: the appliance's
 /// dialogue for STARTTLS to HOST, verifying the certificate for DOMAIN with the trust
 /// delivery uses (web PKI roots plus `tls.outbound.ca_file`).
-pub async fn tlsverify(shared: &Arc<Handles>, args: &NetTest) -> ProbeRun {
+pub async fn tlsverify(shared: &Deps, args: &NetTest) -> ProbeRun {
     let cfg = shared.config.current();
     let Some(domain) = text(&args.domain).map(|d| d.trim_end_matches('.').to_ascii_lowercase())
     else {
@@ -447,9 +448,8 @@ pub async fn tlsverify(shared: &Arc<Handles>, args: &NetTest) -> ProbeRun {
     for line in &explained.lines {
         d.say(line.clone());
     }
-    let log_wording = shared
-        .probes
-        .tls_error_text(&std::io::Error::other(tls_error.clone()));
+    let log_wording =
+        crate::net::outbound::tls_error_text(&std::io::Error::other(tls_error.clone()));
     if explained.kind == "no_shared_cipher" {
         return no_shared_cipher(d, addr, &src, &host, timeout, log_wording).await;
     }

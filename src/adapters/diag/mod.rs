@@ -38,6 +38,16 @@ use tokio::net::{TcpSocket, TcpStream};
 
 use crate::core::config::Config;
 
+/// The handles the probes use: the configuration (interfaces, the manager, `[cpq]`), the
+/// resolver, and the outbound and CPQ TLS configurations. `node` builds it into
+/// [`preflight::Probe`].
+#[derive(Clone)]
+pub struct Deps {
+    pub config: Arc<crate::core::state::ConfigHandle>,
+    pub resolver: Arc<dyn crate::core::resolve::Resolve>,
+    pub tls: Arc<crate::core::state::TlsHandle>,
+}
+
 /// Where a probe connects from.
 #[derive(Debug, Clone)]
 pub struct Source {

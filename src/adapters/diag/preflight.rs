@@ -15,14 +15,15 @@
 //!    wizard not committed, or not run by an Administrator) — or not enrolled.
 
 use std::net::{IpAddr, SocketAddr};
-use std::sync::Arc;
 use std::time::Duration;
 
 use rustls::pki_types::ServerName;
 use tokio::io::{AsyncBufRead, AsyncWriteExt, BufReader};
 
 use crate::core::cpq::checks::Check;
-use crate::core::state::{BoxFuture, Handles};
+use crate::core::state::BoxFuture;
+
+use super::Deps;
 
 /// How long the preflight waits for the connection and for each answer.
 pub const TIMEOUT: Duration = Duration::from_secs(10);
@@ -63,7 +64,7 @@ fn delivery_interface(cfg: &crate::core::config::Config) -> Option<(String, IpAd
 
 /// Runs the checks against the manager `host:port`; stops at the first
 /// failure (the later steps cannot run). Every check passed = ready.
-pub async fn run(shared: &Arc<Handles>, host: &str, port: u16) -> Vec<Check> {
+pub async fn run(shared: &Deps, host: &str, port: u16) -> Vec<Check> {
     let mut checks = Vec::new();
     let cfg = shared.config.current();
     let node_id = cfg
@@ -351,26 +352,25 @@ pub async fn run(shared: &Arc<Handles>, host: &str, port: u16) -> Vec<Check> {
 }
 
 /// The commands' [`crate::core::state::Probes`]: this preflight, and the outbound connect and
-/// handshake wording it shares with delivery.
-pub struct Probe;
+/// handshake wording it shares with delivery, with the handles they use.
+pub struct Probe(pub Deps);
+
+/// Connects to `addr` from the address `from`, within the preflight's timeout, and
+/// closes again; the error is `telnet`'s words.
+pub async fn reach(addr: SocketAddr, from: IpAddr) -> Result<(), String> {
+    tokio::time::timeout(TIMEOUT, crate::net::outbound::connect(addr, Some(from)))
+        .await
+        .unwrap_or_else(|_| Err("Operation timed out".into()))
+        .map(drop)
+}
 
 impl crate::core::state::Probes for Probe {
-    fn preflight<'a>(
-        &'a self,
-        shared: &'a Arc<Handles>,
-        host: &'a str,
-        port: u16,
-    ) -> BoxFuture<'a, Vec<Check>> {
-        Box::pin(run(shared, host, port))
+    fn preflight<'a>(&'a self, host: &'a str, port: u16) -> BoxFuture<'a, Vec<Check>> {
+        Box::pin(run(&self.0, host, port))
     }
 
     fn reach(&self, addr: SocketAddr, from: IpAddr) -> BoxFuture<'static, Result<(), String>> {
-        Box::pin(async move {
-            tokio::time::timeout(TIMEOUT, crate::net::outbound::connect(addr, Some(from)))
-                .await
-                .unwrap_or_else(|_| Err("Operation timed out".into()))
-                .map(drop)
-        })
+        Box::pin(reach(addr, from))
     }
 
     fn tls_error_text(&self, e: &std::io::Error) -> String {
@@ -379,35 +379,32 @@ impl crate::core::state::Probes for Probe {
 
     fn telnet<'a>(
         &'a self,
-        handles: &'a Arc<Handles>,
         test: crate::core::state::NetTest,
     ) -> BoxFuture<'a, crate::core::state::ProbeRun> {
-        Box::pin(async move { super::dialogue::telnet(handles, &test).await })
+        Box::pin(async move { super::dialogue::telnet(&self.0, &test).await })
     }
 
     fn tlsverify<'a>(
         &'a self,
-        handles: &'a Arc<Handles>,
         test: crate::core::state::NetTest,
     ) -> BoxFuture<'a, crate::core::state::ProbeRun> {
-        Box::pin(async move { super::dialogue::tlsverify(handles, &test).await })
+        Box::pin(async move { super::dialogue::tlsverify(&self.0, &test).await })
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::core::state::Probes;
 
     #[tokio::test]
     async fn reach_connects_from_the_address_and_says_why_not() {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap();
         let from = IpAddr::from([127, 0, 0, 1]);
-        assert_eq!(Probe.reach(addr, from).await, Ok(()));
+        assert_eq!(reach(addr, from).await, Ok(()));
         drop(listener);
         assert_eq!(
-            Probe.reach(addr, from).await,
+            reach(addr, from).await,
             Err("Connection refused".to_string())
         );
     }

@@ -25,7 +25,46 @@ use tokio::sync::watch;
 
 use crate::core::config::{Config, HatEntry, SenderPattern};
 use crate::core::resolve::ReverseDns;
-use crate::core::state::Handles;
+use crate::core::state::{
+    AccessHandle, ConfigHandle, CpqHandle, MailHandle, ScanHandle, TlsHandle,
+};
+
+/// The handles the SMTP server uses: the configuration, the mail path, the resolver
+/// (reverse DNS of a client), the inbound and CPQ TLS configurations, the idle-session
+/// disconnect of `suspend` (a receiver of the control handle's), and what a received message goes to: the scanning pipeline (scan) and, on
+/// the CPQ listener, the CPQ services (cpq; access for the role behind a preflight).
+#[derive(Clone)]
+pub struct Deps {
+    pub config: Arc<ConfigHandle>,
+    pub mail: Arc<MailHandle>,
+    pub resolver: Arc<dyn crate::core::resolve::Resolve>,
+    pub tls: Arc<TlsHandle>,
+    pub scan: Arc<ScanHandle>,
+    pub cpq: Arc<CpqHandle>,
+    pub access: Arc<AccessHandle>,
+    pub disconnect: tokio::sync::watch::Receiver<bool>,
+}
+
+impl From<&Deps> for crate::core::cpq::handles::Deps {
+    fn from(d: &Deps) -> Self {
+        crate::core::cpq::handles::Deps {
+            config: d.config.clone(),
+            mail: d.mail.clone(),
+            scan: d.scan.clone(),
+            cpq: d.cpq.clone(),
+        }
+    }
+}
+
+impl From<&Deps> for crate::core::scanning::pipeline::Deps {
+    fn from(d: &Deps) -> Self {
+        crate::core::scanning::pipeline::Deps {
+            config: d.config.clone(),
+            mail: d.mail.clone(),
+            scan: d.scan.clone(),
+        }
+    }
+}
 
 pub use session::Session;
 
@@ -237,7 +276,7 @@ impl Drop for Slot<'_> {
 /// Accepts connections for the listener named `name` until the task is
 /// aborted (suspend, or a commit that moves the listener). Each connection
 /// looks the listener up in the configuration current at that moment.
-pub async fn accept_loop(shared: Arc<Handles>, name: String, sock: TcpListener) {
+pub async fn accept_loop(shared: Deps, name: String, sock: TcpListener) {
     let conc = Arc::new(Concurrency::default());
     loop {
         let (stream, peer) = match sock.accept().await {
@@ -268,7 +307,7 @@ pub async fn accept_loop(shared: Arc<Handles>, name: String, sock: TcpListener) 
 }
 
 async fn handle(
-    shared: Arc<Handles>,
+    shared: Deps,
     cfg: Arc<Config>,
     listener_idx: usize,
     stream: TcpStream,
@@ -399,7 +438,7 @@ async fn handle(
 }
 
 /// Decrements the open-connections gauge however the session ends.
-struct OpenGauge<'a>(&'a Handles);
+struct OpenGauge<'a>(&'a Deps);
 
 impl Drop for OpenGauge<'_> {
     fn drop(&mut self) {

@@ -30,15 +30,15 @@ use pvo_proto::line::{next_line, Frame, Framer, Line};
 use smtp_proto::Request;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+use super::Deps;
 use crate::core::config::{Behavior, Config};
 use crate::core::envelope::Envelope;
 use crate::core::ids::Kind;
 use crate::core::resolve::ReverseDns;
-use crate::core::state::Handles;
 use crate::net::smtp_io::Io;
 
 pub struct Session {
-    shared: Arc<Handles>,
+    shared: Deps,
     cfg: Arc<Config>,
     listener: usize,
     icid: u64,
@@ -92,7 +92,7 @@ enum Flow {
 
 impl Session {
     pub fn new(
-        shared: Arc<Handles>,
+        shared: Deps,
         cfg: Arc<Config>,
         listener: usize,
         icid: u64,
@@ -152,7 +152,12 @@ impl Session {
             .clone()
             .or_else(|| {
                 manager
-                    .then(|| crate::core::cpq::gateways::gateway_at(&self.shared, self.peer.ip()))
+                    .then(|| {
+                        crate::core::cpq::gateways::gateway_at(
+                            &(&self.shared).into(),
+                            self.peer.ip(),
+                        )
+                    })
                     .flatten()
             })
             .unwrap_or_else(|| self.peer.ip().to_string());
@@ -195,7 +200,7 @@ impl Session {
         }
         let wait = timeout.min(session_left);
         let mut chunk = [0u8; 16 * 1024];
-        let mut disconnect = self.shared.control.disconnect.subscribe();
+        let mut disconnect = self.shared.disconnect.clone();
         if *disconnect.borrow_and_update() {
             return Err("shutdown");
         }
@@ -857,7 +862,13 @@ impl Session {
                     );
                     self.reply("550 5.7.1 the gateway id does not match the client certificate");
                 } else {
-                    let r = crate::core::cpq::manager::control(&self.shared, ctl, self.icid).await;
+                    let r = crate::core::cpq::manager::control(
+                        &(&self.shared).into(),
+                        &self.shared.access,
+                        ctl,
+                        self.icid,
+                    )
+                    .await;
                     self.reply(&r);
                 }
             }
@@ -1068,7 +1079,7 @@ impl Session {
             let reply = match meta {
                 pvo_proto::cpq::MetaRecord::Transfer(t) => {
                     crate::core::cpq::manager::receive_transfer(
-                        &self.shared,
+                        &(&self.shared).into(),
                         t,
                         mid,
                         body,
@@ -1079,7 +1090,7 @@ impl Session {
                 }
                 pvo_proto::cpq::MetaRecord::Release(r) => {
                     crate::core::cpq::gateway::receive_release(
-                        &self.shared,
+                        &(&self.shared).into(),
                         r,
                         mid,
                         tx.sender,
@@ -1143,7 +1154,11 @@ impl Session {
                     .mail
                     .log
                     .emit(crate::core::events::Event::Queued { mid });
-                crate::core::scanning::pipeline::submit(&self.shared, Arc::new(env), body);
+                crate::core::scanning::pipeline::submit(
+                    &(&self.shared).into(),
+                    Arc::new(env),
+                    body,
+                );
                 self.reply(&format!("250 2.0.0 Ok: Message {mid} accepted"));
             }
             Err(e) => {

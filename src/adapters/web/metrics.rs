@@ -6,11 +6,20 @@ use std::fmt::Write;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use axum::extract::State;
 use axum::http::header;
 use axum::response::IntoResponse;
 
-use crate::core::state::Handles;
+use crate::core::state::{ConfigHandle, CpqHandle, MailHandle, ScanHandle};
+
+/// The handles `/metrics` reads: the configuration (the role), the counters and the
+/// queue's host table, the quarantine store, and the CPQ counters.
+#[derive(Clone)]
+pub struct Deps {
+    pub config: Arc<ConfigHandle>,
+    pub mail: Arc<MailHandle>,
+    pub scan: Arc<ScanHandle>,
+    pub cpq: Arc<CpqHandle>,
+}
 
 fn family(out: &mut String, name: &str, kind: &str, help: &str) {
     let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
@@ -44,7 +53,7 @@ fn labelled<S: AsRef<str>, N: std::fmt::Display>(
 
 /// The CPQ families: a gateway's transfers to its manager and refusals, a manager's
 /// receptions, refusals, releases and the backlog each gateway last reported over SSH.
-fn cpq(shared: &Handles, out: &mut String) {
+fn cpq(shared: &Deps, out: &mut String) {
     use crate::core::cpq::stats::TransferFailure;
     let s = &shared.cpq.state.stats;
     match shared.config.current().role {
@@ -129,7 +138,7 @@ fn cpq(shared: &Handles, out: &mut String) {
     }
 }
 
-pub async fn metrics(State(shared): State<Arc<Handles>>) -> impl IntoResponse {
+pub async fn metrics(shared: Deps) -> impl IntoResponse {
     let mut out = String::new();
     let c = shared.mail.counters.lifetime();
     for (name, help, v) in [

@@ -20,9 +20,18 @@ use crate::core::state::Handles;
 
 /// All routes of the server.
 pub fn router(shared: Arc<Handles>) -> axum::Router {
+    let deps = metrics::Deps {
+        config: shared.config.clone(),
+        mail: shared.mail.clone(),
+        scan: shared.scan.clone(),
+        cpq: shared.cpq.clone(),
+    };
     api::routes()
         .merge(ui::routes())
-        .route("/metrics", axum::routing::get(metrics::metrics))
+        .route(
+            "/metrics",
+            axum::routing::get(move || metrics::metrics(deps.clone())),
+        )
         .with_state(shared)
 }
 

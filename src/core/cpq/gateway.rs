@@ -25,15 +25,15 @@ use std::sync::Arc;
 
 use pvo_proto::cpq::ReleaseRecord;
 
+use crate::core::cpq::handles::Deps;
 use crate::core::cpq::transfer::outbreak_dir;
 use crate::core::envelope::{CpqTag, Envelope};
-use crate::core::state::Handles;
 
 /// A released message from the manager, received on the cpq_listener.
 /// Returns the SMTP reply.
 #[allow(clippy::too_many_arguments)]
 pub async fn receive_release(
-    shared: &Arc<Handles>,
+    shared: &Deps,
     rec: ReleaseRecord,
     rx_mid: u64,
     sender: String,
@@ -151,12 +151,12 @@ pub async fn receive_release(
                     });
             }
             if rescan {
-                crate::core::scanning::pipeline::submit_for_rescan(shared, env, body);
+                crate::core::scanning::pipeline::submit_for_rescan(&shared.into(), env, body);
             } else {
-                crate::core::scanning::pipeline::submit_injected(shared, env, body);
+                crate::core::scanning::pipeline::submit_injected(&shared.into(), env, body);
             }
             // The outbreak copy is no longer needed.
-            let base = outbreak_dir(shared).join(rec.gateway_mid.to_string());
+            let base = outbreak_dir(&shared.into()).join(rec.gateway_mid.to_string());
             let _ = std::fs::remove_file(base.with_extension("eml"));
             let _ = std::fs::remove_file(base.with_extension("json"));
             pvo_proto::cpq::accepted_reply(new_mid)
@@ -180,10 +180,10 @@ pub async fn receive_release(
 /// to release those no longer at their policy's threshold. Returns (rescanned,
 /// gateway MIDs the manager released, still held, error).
 pub async fn rescan_outbreak_copies(
-    shared: &Arc<Handles>,
+    shared: &Deps,
     rules: Arc<pvo_scan::outbreak::OutbreakRules>,
 ) -> (usize, Vec<u64>, usize, Option<String>) {
-    let dir = outbreak_dir(shared);
+    let dir = outbreak_dir(&shared.into());
     let node_id = shared
         .config
         .current()
@@ -245,7 +245,7 @@ pub async fn rescan_outbreak_copies(
         return (scanned, Vec::new(), kept, None);
     }
     let lines: Vec<String> = clean.iter().map(|(_, l)| l.clone()).collect();
-    match shared.cpq.manager_link.control(shared, &lines).await {
+    match shared.cpq.manager_link.control(&lines).await {
         Ok(replies) => {
             let mut released = Vec::new();
             let mut still = kept;
@@ -256,7 +256,7 @@ pub async fn rescan_outbreak_copies(
                         .log
                         .emit(crate::core::events::Event::RescannedClean { mid: *mid });
                     released.push(*mid);
-                    let base = outbreak_dir(shared).join(mid.to_string());
+                    let base = outbreak_dir(&shared.into()).join(mid.to_string());
                     let _ = std::fs::remove_file(base.with_extension("eml"));
                     let _ = std::fs::remove_file(base.with_extension("json"));
                 } else {

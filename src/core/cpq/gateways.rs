@@ -16,13 +16,12 @@
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::atomic::Ordering;
-use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::{json, Value};
 
 use crate::core::config::{EnrolledGateway, Role, CPQ_RELEASE_HOST};
-use crate::core::state::Handles;
+use crate::core::cpq::handles::Deps;
 
 /// How long `applianceconfig status` waits for the first check of a gateway.
 pub const FIRST_CHECK_WAIT: Duration = Duration::from_secs(3);
@@ -34,7 +33,7 @@ const RECENT: u64 = 300;
 use crate::core::cpq::stats::{now, Check, Seen};
 
 /// The added gateway with `id` whose address is `ip`, if any.
-pub fn gateway_at(shared: &Handles, ip: IpAddr) -> Option<String> {
+pub fn gateway_at(shared: &Deps, ip: IpAddr) -> Option<String> {
     shared
         .config
         .current()
@@ -48,7 +47,7 @@ pub fn gateway_at(shared: &Handles, ip: IpAddr) -> Option<String> {
 
 /// Starts the background checks on a manager (once; later calls do nothing). Called at
 /// node start and after every commit.
-pub fn start(shared: &Arc<Handles>) {
+pub fn start(shared: &Deps) {
     if shared.config.current().role != Role::Manager
         || tokio::runtime::Handle::try_current().is_err()
     {
@@ -88,7 +87,7 @@ pub fn start(shared: &Arc<Handles>) {
 }
 
 /// Checks `id` over SSH in the background, unless a check of it is running.
-fn spawn_check(shared: &Arc<Handles>, id: &str) {
+fn spawn_check(shared: &Deps, id: &str) {
     {
         let mut checks = shared.cpq.state.stats.checks.lock().unwrap();
         let c = checks.entry(id.to_string()).or_default();
@@ -100,7 +99,7 @@ fn spawn_check(shared: &Arc<Handles>, id: &str) {
     let shared = shared.clone();
     let id = id.to_string();
     tokio::spawn(async move {
-        let r = shared.cpq.gateway_shell.query_status(&shared, &id).await;
+        let r = shared.cpq.gateway_shell.query_status(&id).await;
         let stats = &shared.cpq.state.stats;
         {
             let mut checks = stats.checks.lock().unwrap();
@@ -135,8 +134,8 @@ fn spawn_check(shared: &Arc<Handles>, id: &str) {
 }
 
 /// Waits (at most [`FIRST_CHECK_WAIT`]) until every gateway in `ids` was checked once.
-async fn first_checks(shared: &Arc<Handles>, ids: &[String]) {
-    let never = |shared: &Handles| -> Vec<String> {
+async fn first_checks(shared: &Deps, ids: &[String]) {
+    let never = |shared: &Deps| -> Vec<String> {
         let checks = shared.cpq.state.stats.checks.lock().unwrap();
         ids.iter()
             .filter(|id| checks.get(*id).is_none_or(|c| c.attempted_at.is_none()))
@@ -164,7 +163,7 @@ async fn first_checks(shared: &Arc<Handles>, ids: &[String]) {
 
 /// The status of every added gateway (or only `only`): the JSON of
 /// `applianceconfig status`.
-pub async fn status(shared: &Arc<Handles>, only: Option<&str>) -> Result<Value, String> {
+pub async fn status(shared: &Deps, only: Option<&str>) -> Result<Value, String> {
     let cfg = shared.config.current();
     let gateways: Vec<EnrolledGateway> = cfg
         .cpq

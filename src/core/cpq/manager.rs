@@ -23,13 +23,14 @@ use pvo_quarantine::{
 };
 use serde_json::json;
 
+use crate::core::cpq::handles::Deps;
 use crate::core::cpq::records::manager_mid;
 use crate::core::envelope::{CpqTag, Envelope};
-use crate::core::state::Handles;
+use crate::core::state::{AccessHandle, ConfigHandle, CpqHandle, MailHandle, ScanHandle};
 
 /// Stores a transferred message; returns the SMTP reply.
 pub async fn receive_transfer(
-    shared: &Arc<Handles>,
+    shared: &Deps,
     rec: TransferRecord,
     mid: u64,
     body: Vec<u8>,
@@ -145,9 +146,14 @@ fn describe(raw: &[u8]) -> (String, Vec<pvo_quarantine::Attachment>) {
 
 /// Carries out an `XPVO-CONTROL` (the outcome of a gateway's outbreak
 /// rescan); returns the SMTP reply.
-pub async fn control(shared: &Arc<Handles>, rec: ControlRecord, icid: u64) -> String {
+pub async fn control(
+    shared: &Deps,
+    access: &AccessHandle,
+    rec: ControlRecord,
+    icid: u64,
+) -> String {
     if rec.action == ControlAction::Ready {
-        let answer = match readiness(shared, &rec.gateway_id) {
+        let answer = match readiness(&shared.config, access, &rec.gateway_id) {
             Ok(()) => "250 2.0.0 ready".to_string(),
             Err(why) => format!("550 5.7.1 not ready: {why}"),
         };
@@ -224,7 +230,7 @@ pub async fn control(shared: &Arc<Handles>, rec: ControlRecord, icid: u64) -> St
 /// Queues a message released from all quarantines to its gateway. Returns
 /// the new (queue) MID once the message is on disk.
 pub async fn queue_release(
-    shared: &Arc<Handles>,
+    shared: &Deps,
     msg_id: MsgId,
     info: &MessageInfo,
     raw: Vec<u8>,
@@ -292,27 +298,53 @@ pub async fn queue_release(
 
 /// The manager's way out of its store: a message released from all its quarantines is
 /// queued back to the gateway it came from. The quarantine service (`local_quarantine`)
-/// reaches it through `Handles::release_route`, which `node` wires on a manager.
-pub struct ToGateways;
+/// reaches it through `CpqHandle::release_route`, which `node` wires on a manager. It
+/// lives in the CPQ handle it uses, so it holds that one weakly.
+pub struct ToGateways {
+    pub config: Arc<ConfigHandle>,
+    pub mail: Arc<MailHandle>,
+    pub scan: Arc<ScanHandle>,
+    pub cpq: std::sync::Weak<CpqHandle>,
+}
+
+impl ToGateways {
+    /// Its handles; `None` only while the node is being dropped.
+    fn deps(&self) -> Option<Deps> {
+        Some(Deps {
+            config: self.config.clone(),
+            mail: self.mail.clone(),
+            scan: self.scan.clone(),
+            cpq: self.cpq.upgrade()?,
+        })
+    }
+}
 
 impl crate::core::state::ReleaseRoute for ToGateways {
     fn release_batch<'a>(
         &'a self,
-        shared: &'a Arc<Handles>,
         items: Vec<(u64, MsgId, Vec<EarlyReleaseActions>)>,
     ) -> crate::core::state::BoxFuture<'a, Vec<(u64, u64)>> {
-        Box::pin(release_batch(shared, items))
+        Box::pin(async move {
+            match self.deps() {
+                Some(shared) => release_batch(&shared, items).await,
+                None => Vec::new(),
+            }
+        })
     }
 
     fn release<'a>(
         &'a self,
-        shared: &'a Arc<Handles>,
         msg_id: MsgId,
         info: &'a MessageInfo,
         raw: Vec<u8>,
         actions: &'a [EarlyReleaseActions],
     ) -> crate::core::state::BoxFuture<'a, anyhow::Result<u64>> {
-        Box::pin(queue_release(shared, msg_id, info, raw, actions))
+        Box::pin(async move {
+            let shared = self
+                .deps()
+                .ok_or_else(|| anyhow::anyhow!("the node is stopping"))?;
+            queue_release(&shared, msg_id, info, raw, actions).await
+        })
     }
 }
 
@@ -323,7 +355,7 @@ impl crate::core::state::ReleaseRoute for ToGateways {
 /// them in `pending_deliveries`, handed over again at start (the release id
 /// is the same, so the gateway delivers each once).
 pub async fn release_batch(
-    shared: &Arc<Handles>,
+    shared: &Deps,
     items: Vec<(u64, MsgId, Vec<EarlyReleaseActions>)>,
 ) -> Vec<(u64, u64)> {
     let ids: Vec<MsgId> = items.iter().map(|(_, id, _)| *id).collect();
@@ -394,8 +426,12 @@ pub async fn release_batch(
 /// docs/appliance.md scenario 2): it is enrolled, the migration wizard has run, its settings are
 /// committed, and an Administrator made them. `Err` names what is missing and
 /// what to do.
-pub fn readiness(shared: &Handles, gateway: &str) -> Result<(), String> {
-    let cfg = shared.config.current();
+pub fn readiness(
+    config: &ConfigHandle,
+    access: &AccessHandle,
+    gateway: &str,
+) -> Result<(), String> {
+    let cfg = config.current();
     let Some(c) = cfg.cpq.as_ref() else {
         return Err("the centralized PVO service is not configured on the manager ([cpq])".into());
     };
@@ -405,7 +441,7 @@ pub fn readiness(shared: &Handles, gateway: &str) -> Result<(), String> {
         ));
     }
     // The wizard's settings as committed, and as they would be after a commit.
-    let store = crate::core::config_store::Store::new(&cfg.data_dir, &shared.config.path);
+    let store = crate::core::config_store::Store::new(&cfg.data_dir, &config.path);
     let pending = store
         .pending()
         .ok()
@@ -425,7 +461,7 @@ pub fn readiness(shared: &Handles, gateway: &str) -> Result<(), String> {
             "the migration wizard has not been run on the manager (`pvoconfig migration automatic`, then `commit`)"
                 .into(),
         ),
-        (Some(m), _) => match role_of(shared, &m.set_by) {
+        (Some(m), _) => match role_of(access, &m.set_by) {
             Some(r) if r == "Administrator" => Ok(()),
             Some(r) => Err(format!(
                 "the migration wizard was run by {} whose role is {r}, not Administrator (an Administrator must run `pvoconfig migration` and commit)",
@@ -440,6 +476,6 @@ pub fn readiness(shared: &Handles, gateway: &str) -> Result<(), String> {
 }
 
 /// The role of a user of this node, by name (`None`: no such user).
-fn role_of(shared: &Handles, user: &str) -> Option<String> {
-    shared.access.users.user(user).map(|u| u.role)
+fn role_of(access: &AccessHandle, user: &str) -> Option<String> {
+    access.users.user(user).map(|u| u.role)
 }

@@ -42,9 +42,9 @@ use pvo_quarantine::{MembershipState, MessageInfo, MsgId};
 
 use crate::core::clock::unix_now;
 use crate::core::config::{Role, CPQ_HOST};
+use crate::core::cpq::handles::Deps;
 use crate::core::cpq::records;
 use crate::core::envelope::{CpqTag, Envelope};
-use crate::core::state::Handles;
 
 pub use crate::core::cpq::migration::Progress;
 
@@ -59,7 +59,7 @@ const POLL: Duration = Duration::from_millis(500);
 
 /// What the node knows about the migration: the running one, or the last one (also from
 /// before a restart), or an empty `Progress` when there never was one.
-pub fn progress(shared: &Handles) -> Progress {
+pub fn progress(shared: &Deps) -> Progress {
     let mut p = shared.cpq.state.migration.progress.lock().unwrap();
     let p = p.get_or_insert_with(|| load(shared).unwrap_or_default());
     let mut out = p.clone();
@@ -68,14 +68,14 @@ pub fn progress(shared: &Handles) -> Progress {
 }
 
 /// True while a migration task runs (the local sweeper pauses meanwhile).
-pub fn running(shared: &Handles) -> bool {
+pub fn running(shared: &Deps) -> bool {
     shared.cpq.state.migration.running.load(Ordering::SeqCst)
 }
 
 /// Starts the migration in the background if this gateway is central and its local store
 /// holds messages (or a migration was interrupted before it finished). A second call while
 /// one runs does nothing. Called at node start and after every commit.
-pub fn start(shared: &Arc<Handles>) {
+pub fn start(shared: &Deps) {
     // The manager's status checks of its gateways start at the same moments.
     crate::core::cpq::gateways::start(shared);
     if !is_central(shared) || tokio::runtime::Handle::try_current().is_err() {
@@ -117,12 +117,12 @@ pub fn start(shared: &Arc<Handles>) {
     });
 }
 
-fn is_central(shared: &Handles) -> bool {
+fn is_central(shared: &Deps) -> bool {
     let cfg = shared.config.current();
     cfg.role == Role::Gateway && cfg.cpq.as_ref().is_some_and(|c| c.central())
 }
 
-fn state_path(shared: &Handles) -> PathBuf {
+fn state_path(shared: &Deps) -> PathBuf {
     shared
         .config
         .current()
@@ -131,13 +131,13 @@ fn state_path(shared: &Handles) -> PathBuf {
         .join("migration.json")
 }
 
-fn load(shared: &Handles) -> Option<Progress> {
+fn load(shared: &Deps) -> Option<Progress> {
     let bytes = std::fs::read(state_path(shared)).ok()?;
     serde_json::from_slice(&bytes).ok()
 }
 
 /// Sets the progress (and writes it down).
-fn set(shared: &Handles, f: impl FnOnce(&mut Progress)) {
+fn set(shared: &Deps, f: impl FnOnce(&mut Progress)) {
     let snapshot = {
         let mut guard = shared.cpq.state.migration.progress.lock().unwrap();
         let p = guard.get_or_insert_with(Progress::default);
@@ -155,7 +155,7 @@ fn set(shared: &Handles, f: impl FnOnce(&mut Progress)) {
     }
 }
 
-fn error(shared: &Handles, text: String) {
+fn error(shared: &Deps, text: String) {
     shared
         .mail
         .log
@@ -163,7 +163,7 @@ fn error(shared: &Handles, text: String) {
     set(shared, |p| p.last_error = Some(text));
 }
 
-async fn run(shared: &Arc<Handles>) {
+async fn run(shared: &Deps) {
     let store = shared.scan.local_quarantine.clone();
     let before = load(shared);
     let resumed = before
@@ -287,7 +287,7 @@ async fn run(shared: &Arc<Handles>) {
 }
 
 /// Waits until `the.cpq.host` has room for another batch.
-async fn wait_for_room(shared: &Arc<Handles>) {
+async fn wait_for_room(shared: &Deps) {
     let mut waited = false;
     loop {
         let hosts = shared.mail.queue.hosts().await;
@@ -309,7 +309,7 @@ async fn wait_for_room(shared: &Arc<Handles>) {
 }
 
 /// The MIDs queued to `the.cpq.host`.
-async fn queued_to_manager(shared: &Arc<Handles>) -> Vec<u64> {
+async fn queued_to_manager(shared: &Deps) -> Vec<u64> {
     let (tx, rx) = tokio::sync::oneshot::channel();
     shared
         .mail
@@ -326,7 +326,7 @@ async fn queued_to_manager(shared: &Arc<Handles>) -> Vec<u64> {
 }
 
 /// Waits until none of `copies` is queued any more (the manager took them all).
-async fn wait_until_taken(shared: &Arc<Handles>, copies: &HashSet<u64>) {
+async fn wait_until_taken(shared: &Deps, copies: &HashSet<u64>) {
     let mut noted = false;
     loop {
         let left = queued_to_manager(shared)
@@ -362,7 +362,7 @@ async fn wait_until_taken(shared: &Arc<Handles>, copies: &HashSet<u64>) {
 
 /// One batch: read, spool the copies (their fsyncs shared), mark, queue. Returns how many
 /// messages were handed over.
-async fn migrate_batch(shared: &Arc<Handles>, ids: Vec<MsgId>, copies: &mut HashSet<u64>) -> u64 {
+async fn migrate_batch(shared: &Deps, ids: Vec<MsgId>, copies: &mut HashSet<u64>) -> u64 {
     let loaded = shared
         .scan
         .local_quarantine
@@ -476,7 +476,9 @@ async fn migrate_batch(shared: &Arc<Handles>, ids: Vec<MsgId>, copies: &mut Hash
             // after outbreak rule updates.
             let mut keep = env.clone();
             keep.mid = orig;
-            if let Err(e) = crate::core::cpq::transfer::keep_outbreak_copy(shared, &keep, &body) {
+            if let Err(e) =
+                crate::core::cpq::transfer::keep_outbreak_copy(&shared.into(), &keep, &body)
+            {
                 shared
                     .mail
                     .log
@@ -502,7 +504,7 @@ fn transfer_id(env: &Envelope) -> String {
 
 /// The envelope of the copy of a held local message: a new MID, the original envelope,
 /// and the transfer tag.
-fn copy_envelope(shared: &Handles, node_id: &str, info: &MessageInfo, size: usize) -> Envelope {
+fn copy_envelope(shared: &Deps, node_id: &str, info: &MessageInfo, size: usize) -> Envelope {
     let meta = |k: &str| info.meta.get(k);
     Envelope {
         mid: shared.mail.ids.next(crate::core::ids::Kind::Mid),
@@ -527,7 +529,7 @@ fn copy_envelope(shared: &Handles, node_id: &str, info: &MessageInfo, size: usiz
 }
 
 /// Mails the `[cpq] notify` addresses that the migration is done.
-async fn notify(shared: &Arc<Handles>, p: &Progress) {
+async fn notify(shared: &Deps, p: &Progress) {
     let cfg = shared.config.current();
     let Some(c) = cfg.cpq.as_ref() else { return };
     if c.notify.is_empty() {
@@ -545,7 +547,7 @@ async fn notify(shared: &Arc<Handles>, p: &Progress) {
         p,
     );
     let env = Envelope::from_mailer_daemon(c.notify.clone());
-    match crate::core::scanning::pipeline::inject(shared, &env, text, true).await {
+    match crate::core::scanning::pipeline::inject(&shared.into(), &env, text, true).await {
         Ok(mid) => shared
             .mail
             .log

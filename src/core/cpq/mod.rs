@@ -24,6 +24,7 @@ pub mod checks;
 pub mod endpoints;
 pub mod gateway;
 pub mod gateways;
+pub mod handles;
 pub mod inbox;
 pub mod ledger;
 pub mod manager;

@@ -12,10 +12,26 @@ use anyhow::Result;
 use pvo_quarantine::Hold;
 
 use crate::core::envelope::{CpqTag, Envelope, Update};
-use crate::core::state::Handles;
+use crate::core::state::{ConfigHandle, MailHandle};
+
+/// The handles a transfer uses: the configuration and the mail path.
+#[derive(Clone)]
+pub struct Deps {
+    pub config: Arc<ConfigHandle>,
+    pub mail: Arc<MailHandle>,
+}
+
+impl From<&crate::core::cpq::handles::Deps> for Deps {
+    fn from(d: &crate::core::cpq::handles::Deps) -> Deps {
+        Deps {
+            config: d.config.clone(),
+            mail: d.mail.clone(),
+        }
+    }
+}
 
 /// Where outbreak copies are kept.
-pub fn outbreak_dir(shared: &Handles) -> PathBuf {
+pub fn outbreak_dir(shared: &Deps) -> PathBuf {
     shared
         .config
         .current()
@@ -28,7 +44,7 @@ pub fn outbreak_dir(shared: &Handles) -> PathBuf {
 /// `the.cpq.host`. `rewritten` is the body after header actions when a
 /// filter changed it (it then travels under a new MID).
 pub async fn send_to_manager(
-    shared: &Arc<Handles>,
+    shared: &Deps,
     env: Arc<Envelope>,
     body: Arc<Vec<u8>>,
     rewritten: Option<Arc<Vec<u8>>>,
@@ -124,7 +140,7 @@ pub async fn send_to_manager(
 
 /// Keeps a copy of an outbreak message sent to the manager (named by `env.mid`, the MID
 /// the manager knows it by) for rescans after outbreak rule updates.
-pub(crate) fn keep_outbreak_copy(shared: &Handles, env: &Envelope, body: &[u8]) -> Result<()> {
+pub(crate) fn keep_outbreak_copy(shared: &Deps, env: &Envelope, body: &[u8]) -> Result<()> {
     let dir = outbreak_dir(shared);
     std::fs::create_dir_all(&dir)?;
     let base = dir.join(env.mid.to_string());

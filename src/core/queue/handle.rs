@@ -82,6 +82,9 @@ pub enum Event {
     /// A commit replaced the configuration: idle connections (opened under
     /// the old routes and TLS settings) are released instead of reused.
     Reconfigured,
+    /// A DSN task has read the body of the message `mid` from the spool (see
+    /// `bounce::spawn_dsn`): the message may be finished now.
+    DsnRead { mid: u64 },
     /// Counts for `status`: (messages in queue, active recipients, outbound connections, delivery suspended).
     Gauges(oneshot::Sender<Gauges>),
 }

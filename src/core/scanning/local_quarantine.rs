@@ -18,13 +18,12 @@
 //! a gateway's quarantines (`cpq::migrate`) only reads the store and is asked here
 //! whether it runs, to hold the sweeper.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use pvo_quarantine::{ActionReport, EarlyReleaseActions, MembershipState, MsgId, Outcome};
 
+use crate::core::cpq::handles::Deps;
 use crate::core::envelope::Envelope;
-use crate::core::state::Handles;
 
 /// How often scheduled exits and the space quota are checked.
 const SWEEP_EVERY: Duration = Duration::from_secs(30);
@@ -32,7 +31,7 @@ const SWEEP_EVERY: Duration = Duration::from_secs(30);
 pub(crate) use crate::core::clock::unix_now as now;
 
 /// Starts the sweeper and hands over releases that a crash interrupted.
-pub fn start(shared: &Arc<Handles>) {
+pub fn start(shared: &Deps) {
     let shared = shared.clone();
     tokio::spawn(async move {
         match shared
@@ -79,10 +78,7 @@ pub fn start(shared: &Arc<Handles>) {
 /// Puts the MID this node logged in each report's `gateway_mid` (the field
 /// every log line and answer uses): the manager's MID on a manager. Reports
 /// of messages without one keep the gateway MID.
-pub async fn with_node_mids(
-    shared: &Arc<Handles>,
-    mut reports: Vec<ActionReport>,
-) -> Vec<ActionReport> {
+pub async fn with_node_mids(shared: &Deps, mut reports: Vec<ActionReport>) -> Vec<ActionReport> {
     if shared.config.current().role != crate::core::config::Role::Manager || reports.is_empty() {
         return reports;
     }
@@ -110,7 +106,7 @@ pub async fn with_node_mids(
 
 /// Logs what an action changed and delivers what was released from all
 /// quarantines. Returns (old MID, new MID) for each message re-injected.
-pub async fn handle_reports(shared: &Arc<Handles>, reports: Vec<ActionReport>) -> Vec<(u64, u64)> {
+pub async fn handle_reports(shared: &Deps, reports: Vec<ActionReport>) -> Vec<(u64, u64)> {
     /// Releases handed to delivery at once: their spool writes share fsyncs.
     const AT_ONCE: usize = 128;
     let mut delivered = Vec::new();
@@ -129,7 +125,7 @@ pub async fn handle_reports(shared: &Arc<Handles>, reports: Vec<ActionReport>) -
     }
     if let Some(route) = &shared.cpq.release_route {
         for chunk in pending.chunks(AT_ONCE * 4) {
-            delivered.extend(route.release_batch(shared, chunk.to_vec()).await);
+            delivered.extend(route.release_batch(chunk.to_vec()).await);
         }
         return delivered;
     }
@@ -159,7 +155,7 @@ pub async fn handle_reports(shared: &Arc<Handles>, reports: Vec<ActionReport>) -
 /// was held in the Outbreak quarantine is scanned again with anti-virus on
 /// its way (`pipeline::inject_for_rescan`); any other goes to delivery.
 async fn deliver_released(
-    shared: &Arc<Handles>,
+    shared: &Deps,
     msg_id: MsgId,
     old_mid: u64,
     actions: &[EarlyReleaseActions],
@@ -186,7 +182,7 @@ async fn deliver_released(
     if let Some(route) = &shared.cpq.release_route {
         // On a manager, "delivered" means queued back to the gateway the
         // message came from, which applies the early-release actions.
-        return match route.release(shared, msg_id, &info, raw, actions).await {
+        return match route.release(msg_id, &info, raw, actions).await {
             Ok(new_mid) => {
                 let r = q
                     .with(move |s| s.confirm_delivery(msg_id, &new_mid.to_string(), now()))
@@ -259,9 +255,9 @@ async fn deliver_released(
         cpq: None,
     };
     let injected = if rescan {
-        crate::core::scanning::pipeline::inject_for_rescan(shared, &env, bytes).await
+        crate::core::scanning::pipeline::inject_for_rescan(&shared.into(), &env, bytes).await
     } else {
-        crate::core::scanning::pipeline::inject(shared, &env, bytes, true).await
+        crate::core::scanning::pipeline::inject(&shared.into(), &env, bytes, true).await
     };
     match injected {
         Ok(new_mid) => {

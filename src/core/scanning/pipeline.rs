@@ -27,7 +27,35 @@ use serde_json::json;
 
 use crate::core::envelope::{Envelope, Update};
 use crate::core::scanning::virus::VirusVerdict;
-use crate::core::state::Handles;
+use crate::core::state::{ConfigHandle, MailHandle, ScanHandle};
+
+/// The handles the pipeline uses: the configuration, the mail path (spool, ids, queue,
+/// log, counters) and the scanner with its quarantine store.
+#[derive(Clone)]
+pub struct Deps {
+    pub config: Arc<ConfigHandle>,
+    pub mail: Arc<MailHandle>,
+    pub scan: Arc<ScanHandle>,
+}
+
+impl From<&Deps> for crate::core::cpq::transfer::Deps {
+    fn from(d: &Deps) -> Self {
+        crate::core::cpq::transfer::Deps {
+            config: d.config.clone(),
+            mail: d.mail.clone(),
+        }
+    }
+}
+
+impl From<&crate::core::cpq::handles::Deps> for Deps {
+    fn from(d: &crate::core::cpq::handles::Deps) -> Deps {
+        Deps {
+            config: d.config.clone(),
+            mail: d.mail.clone(),
+            scan: d.scan.clone(),
+        }
+    }
+}
 
 /// How long a message waits after a scan engine failed before it is scanned
 /// again: the first retry comes soon (a clamd restart takes seconds), then the
@@ -48,7 +76,7 @@ use crate::core::clock::unix_now as now;
 
 /// Hands a freshly spooled message to scanning (or straight to delivery when
 /// no mail policy applies).
-pub fn submit(shared: &Arc<Handles>, env: Arc<Envelope>, body: Arc<Vec<u8>>) {
+pub fn submit(shared: &Deps, env: Arc<Envelope>, body: Arc<Vec<u8>>) {
     let scanner = shared.scan.scanner();
     if env.scanned
         || env.dsn
@@ -69,7 +97,7 @@ pub fn submit(shared: &Arc<Handles>, env: Arc<Envelope>, body: Arc<Vec<u8>>) {
 
 /// Sends a notification (a filter's `notify` action) about `orig` to `to`
 /// (`bounce::notification`).
-pub fn spawn_notification(shared: Arc<Handles>, orig: Arc<Envelope>, to: String, why: String) {
+pub fn spawn_notification(shared: Deps, orig: Arc<Envelope>, to: String, why: String) {
     tokio::spawn(async move {
         let (env, text) =
             crate::core::bounce::notification(&shared.config.current(), &orig, to, &why);
@@ -92,7 +120,7 @@ pub fn spawn_notification(shared: Arc<Handles>, orig: Arc<Envelope>, to: String,
 /// Injects a message generated or released here: a new MID, spooled
 /// (fsynced), then scanned or queued. Returns the new MID.
 pub async fn inject(
-    shared: &Arc<Handles>,
+    shared: &Deps,
     template: &Envelope,
     body: Vec<u8>,
     scanned: bool,
@@ -113,7 +141,7 @@ pub async fn inject(
 
 /// The second half of [`inject`], for a message already spooled: logs it and
 /// hands it to scanning or delivery.
-pub fn submit_injected(shared: &Arc<Handles>, env: Envelope, body: Arc<Vec<u8>>) {
+pub fn submit_injected(shared: &Deps, env: Envelope, body: Arc<Vec<u8>>) {
     shared.mail.log.emit(crate::core::events::Event::Ready {
         mid: env.mid,
         bytes: body.len(),
@@ -130,7 +158,7 @@ pub fn submit_injected(shared: &Arc<Handles>, env: Envelope, body: Arc<Vec<u8>>)
 /// scans it with anti-virus only (see the module documentation). Returns the
 /// new MID once the message is on disk.
 pub async fn inject_for_rescan(
-    shared: &Arc<Handles>,
+    shared: &Deps,
     template: &Envelope,
     body: Vec<u8>,
 ) -> anyhow::Result<u64> {
@@ -150,7 +178,7 @@ pub async fn inject_for_rescan(
 
 /// The second half of [`inject_for_rescan`], for a message already spooled (a release,
 /// once its id is recorded): logs it and rescans it with anti-virus.
-pub fn submit_for_rescan(shared: &Arc<Handles>, env: Envelope, body: Arc<Vec<u8>>) {
+pub fn submit_for_rescan(shared: &Deps, env: Envelope, body: Arc<Vec<u8>>) {
     let mid = env.mid;
     shared.mail.log.emit(crate::core::events::Event::Ready {
         mid,
@@ -181,7 +209,7 @@ pub fn submit_for_rescan(shared: &Arc<Handles>, env: Envelope, body: Arc<Vec<u8>
 }
 
 /// A recovered message that had not passed scanning before the restart.
-pub fn submit_recovered(shared: &Arc<Handles>, env: Arc<Envelope>) {
+pub fn submit_recovered(shared: &Deps, env: Arc<Envelope>) {
     let shared = shared.clone();
     tokio::spawn(async move {
         match shared.mail.read_body(env.mid).await {
@@ -197,7 +225,7 @@ pub fn submit_recovered(shared: &Arc<Handles>, env: Arc<Envelope>) {
     });
 }
 
-async fn run(shared: Arc<Handles>, env: Arc<Envelope>, body: Arc<Vec<u8>>, stages: Stages) {
+async fn run(shared: Deps, env: Arc<Envelope>, body: Arc<Vec<u8>>, stages: Stages) {
     let mut wait = RETRY_SCAN_FIRST;
     loop {
         let started = std::time::Instant::now();
@@ -274,7 +302,7 @@ impl Decision {
 
 /// Runs the engines. `Err` is a temporary failure (engine unreachable).
 async fn scan(
-    shared: &Arc<Handles>,
+    shared: &Deps,
     env: &Envelope,
     body: &Arc<Vec<u8>>,
     stages: Stages,
@@ -523,7 +551,7 @@ fn run_engines(
     report
 }
 
-async fn apply(shared: &Arc<Handles>, env: Arc<Envelope>, body: Arc<Vec<u8>>, d: Decision) {
+async fn apply(shared: &Deps, env: Arc<Envelope>, body: Arc<Vec<u8>>, d: Decision) {
     let mid = env.mid;
     for (addr, why) in &d.notify {
         spawn_notification(shared.clone(), env.clone(), addr.clone(), why.clone());
@@ -544,11 +572,12 @@ async fn apply(shared: &Arc<Handles>, env: Arc<Envelope>, body: Arc<Vec<u8>>, d:
         if !env.sender.is_empty() {
             for rcpt in &env.recipients {
                 crate::core::bounce::spawn_dsn(
-                    shared.clone(),
+                    shared.config.clone(),
+                    shared.mail.clone(),
                     env.clone(),
                     rcpt.clone(),
                     format!("5.7.1 message refused by policy ({by})"),
-                    body.clone(),
+                    Some(body.clone()),
                 );
             }
         }
@@ -573,7 +602,8 @@ async fn apply(shared: &Arc<Handles>, env: Arc<Envelope>, body: Arc<Vec<u8>>, d:
             .as_ref()
             .is_some_and(|c| c.central())
     {
-        crate::core::cpq::transfer::send_to_manager(shared, env, body, rewritten, d.holds).await;
+        crate::core::cpq::transfer::send_to_manager(&shared.into(), env, body, rewritten, d.holds)
+            .await;
         return;
     }
     if !d.holds.is_empty() {
@@ -662,7 +692,7 @@ async fn apply(shared: &Arc<Handles>, env: Arc<Envelope>, body: Arc<Vec<u8>>, d:
     }
 }
 
-fn finish(shared: &Handles, mid: u64) {
+fn finish(shared: &Deps, mid: u64) {
     shared.mail.spool.finish(mid);
     shared
         .mail
