@@ -1193,7 +1193,10 @@ max_concurrency = 500
     fn text_toml_edit_panics_on_is_refused() {
         // `toml_edit` 0.23.10 alone panics on this text (found by fuzzing).
         let e = Doc::parse("=={\r.").err().unwrap();
-        assert!(e.starts_with("the configuration is not valid TOML: "), "{e}");
+        assert!(
+            e.starts_with("the configuration is not valid TOML: "),
+            "{e}"
+        );
         assert_eq!(line_of_key("=={\r.", "listener", 0, "port"), None);
     }
 
