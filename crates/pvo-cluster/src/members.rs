@@ -73,6 +73,36 @@ impl Members {
         }
     }
 
+    /// The members as a store holds them. Refused if a machine's group is not among the
+    /// groups or there is no group at all (a store written by something else).
+    pub fn restore(
+        cluster: Name,
+        groups: Vec<Name>,
+        machines: Vec<Member>,
+    ) -> Result<Members, MembersError> {
+        let groups: BTreeSet<Name> = groups.into_iter().collect();
+        if groups.is_empty() {
+            return Err(MembersError::NoGroup(
+                Name::new(MAIN_GROUP).expect("a valid name"),
+            ));
+        }
+        let mut by_name = BTreeMap::new();
+        for m in machines {
+            if !groups.contains(&m.group) {
+                return Err(MembersError::NoGroup(m.group));
+            }
+            if by_name.contains_key(&m.name) {
+                return Err(MembersError::NameTaken(m.name));
+            }
+            by_name.insert(m.name.clone(), m);
+        }
+        Ok(Members {
+            cluster,
+            groups,
+            machines: by_name,
+        })
+    }
+
     pub fn groups(&self) -> impl Iterator<Item = &Name> {
         self.groups.iter()
     }
@@ -312,6 +342,25 @@ mod tests {
         c.delete_group(&n("east"), Some(&n("west"))).unwrap();
         assert_eq!(c.groups().map(Name::as_str).collect::<Vec<_>>(), ["west"]);
         assert!(c.machines().all(|m| m.group.as_str() == "west"));
+    }
+
+    #[test]
+    fn restoring_checks_groups() {
+        let c = three();
+        let again = Members::restore(
+            c.cluster.clone(),
+            c.groups().cloned().collect(),
+            c.machines().cloned().collect(),
+        )
+        .unwrap();
+        assert_eq!(again, c);
+        let mut lost = c.machines().cloned().collect::<Vec<_>>();
+        lost[0].group = n("gone");
+        assert_eq!(
+            Members::restore(c.cluster.clone(), vec![n(MAIN_GROUP)], lost),
+            Err(MembersError::NoGroup(n("gone")))
+        );
+        assert!(Members::restore(c.cluster.clone(), vec![], vec![]).is_err());
     }
 
     #[test]
