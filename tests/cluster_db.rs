@@ -1,14 +1,14 @@
 //! The cluster's PostgreSQL store (`pvo::adapters::cluster_db`) against a real, private
 //! PostgreSQL (`support::Postgres`): creating a cluster, commits and the stale-base
 //! refusal, notifications, membership changes that are refused leaving nothing written,
-//! who is connected, and what a member sees when the server goes away.
+//! who is connected, what a member sees when the server goes away, and TLS over TCP.
 
 use std::time::Duration;
 
 use pvo::adapters::cluster_db::{ClusterDb, Commit, DbError, Notice};
 use pvo_cluster::{Level, Members, Name};
 
-use crate::support::Postgres;
+use crate::support::{Namespace, Postgres};
 
 fn n(s: &str) -> Name {
     Name::new(s).unwrap()
@@ -18,7 +18,7 @@ const GW1: &str = "[node]\nhostname = \"gw1\"\n";
 const CLUSTER: &str = "[delivery]\nmax_concurrency = 10\n";
 
 async fn created(pg: &Postgres) -> ClusterDb {
-    let db = ClusterDb::connect(&pg.url(), "gw1").await.unwrap();
+    let db = ClusterDb::connect(&pg.url(), "gw1", None).await.unwrap();
     let members = Members::create(n("east"), n("gw1"), "10.0.0.1".into());
     let head = db
         .create(
@@ -96,7 +96,7 @@ async fn create_commit_and_read_back() {
 async fn the_second_of_two_stale_commits_is_refused_naming_the_first() {
     let pg = Postgres::start();
     let db = created(&pg).await;
-    let other = ClusterDb::connect(&pg.url(), "gw2").await.unwrap();
+    let other = ClusterDb::connect(&pg.url(), "gw2", None).await.unwrap();
     db.commit(&commit("cluster", 2, "[limits]\n", "alice"))
         .await
         .unwrap();
@@ -190,7 +190,7 @@ async fn who_is_connected_and_what_they_run() {
         .map(|s| format!("{} {:?} {}", s.name, s.applied, s.connected))
         .collect();
     assert_eq!(states, ["gw1 Some(2) true", "gw2 None false"]);
-    let gw2 = ClusterDb::connect(&pg.url(), "gw2").await.unwrap();
+    let gw2 = ClusterDb::connect(&pg.url(), "gw2", None).await.unwrap();
     let snap = gw2.snapshot().await.unwrap();
     assert!(snap.states.iter().all(|s| s.connected));
 }
@@ -200,9 +200,9 @@ async fn members_starting_together_migrate_once() {
     let pg = Postgres::start();
     let url = pg.url();
     let (a, b, c) = tokio::join!(
-        ClusterDb::connect(&url, "a"),
-        ClusterDb::connect(&url, "b"),
-        ClusterDb::connect(&url, "c")
+        ClusterDb::connect(&url, "a", None),
+        ClusterDb::connect(&url, "b", None),
+        ClusterDb::connect(&url, "c", None)
     );
     for db in [a, b, c] {
         assert!(matches!(
@@ -219,7 +219,7 @@ async fn an_unreachable_store_is_named_with_the_fix() {
         "host={} port=5432 user=pvo dbname=postgres",
         empty.path().display()
     );
-    let e = match ClusterDb::connect(&url, "gw1").await {
+    let e = match ClusterDb::connect(&url, "gw1", None).await {
         Err(e) => e,
         Ok(_) => panic!("connected to nothing"),
     };
@@ -230,6 +230,87 @@ async fn an_unreachable_store_is_named_with_the_fix() {
         text.ends_with("check that it runs and that [cluster] url names it"),
         "{text}"
     );
-    let bad = ClusterDb::connect("postgresql://[", "gw1").await;
+    let bad = ClusterDb::connect("postgresql://[", "gw1", None).await;
     assert!(matches!(bad, Err(DbError::BadUrl { .. })));
+}
+
+/// A CA and a server certificate for `ip` signed by it: (CA DER, server cert PEM, key PEM).
+fn certificates(ip: &str) -> (rustls::pki_types::CertificateDer<'static>, String, String) {
+    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
+    let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca.distinguished_name
+        .push(DnType::CommonName, "cluster store test CA");
+    let ca_key = KeyPair::generate().unwrap();
+    let ca_cert = ca.self_signed(&ca_key).unwrap();
+    let issuer = Issuer::new(ca, ca_key);
+    let key = KeyPair::generate().unwrap();
+    let cert = CertificateParams::new(vec![ip.to_string()])
+        .unwrap()
+        .signed_by(&key, &issuer)
+        .unwrap();
+    (ca_cert.der().clone(), cert.pem(), key.serialize_pem())
+}
+
+fn trusting(
+    ca: rustls::pki_types::CertificateDer<'static>,
+) -> std::sync::Arc<rustls::ClientConfig> {
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(ca).unwrap();
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    std::sync::Arc::new(
+        rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth(),
+    )
+}
+
+#[tokio::test]
+async fn over_tcp_only_with_tls_and_the_right_ca() {
+    let ns = Namespace::create();
+    let (ca, cert, key) = certificates(&ns.inside());
+    let pg = Postgres::start_tls_in(&ns, &cert, &key);
+
+    let db = ClusterDb::connect(&pg.tcp_url(), "gw1", Some(trusting(ca.clone())))
+        .await
+        .unwrap();
+    let members = Members::create(n("east"), n("gw1"), ns.inside());
+    db.create(&members, &[(Level::Cluster, CLUSTER.into())], "admin")
+        .await
+        .unwrap();
+    let mut listener = db.listen().await.unwrap();
+    db.commit(&commit("cluster", 1, "[limits]\n", "alice"))
+        .await
+        .unwrap();
+    let heard = tokio::time::timeout(Duration::from_secs(1), listener.next()).await;
+    assert_eq!(heard.unwrap(), Some(Notice::Revision(2)));
+
+    // A certificate from another CA is refused, naming why.
+    let (other_ca, _, _) = certificates(&ns.inside());
+    let e = ClusterDb::connect(&pg.tcp_url(), "gw2", Some(trusting(other_ca)))
+        .await
+        .err()
+        .expect("an unknown CA is refused");
+    let text = e.to_string();
+    assert!(matches!(e, DbError::Unreachable { .. }), "{text}");
+    assert!(
+        text.contains("UnknownIssuer") || text.contains("certificate"),
+        "{text}"
+    );
+
+    // Plaintext over TCP: the server refuses the session.
+    let e = ClusterDb::connect(&pg.plain_tcp_url(), "gw2", None)
+        .await
+        .err()
+        .expect("plaintext is refused");
+    assert!(e.to_string().contains("no encryption"), "{e}");
+
+    // Asking for TLS without saying whom to trust is a configuration error.
+    let e = ClusterDb::connect(&pg.tcp_url(), "gw2", None)
+        .await
+        .err()
+        .unwrap();
+    assert!(matches!(e, DbError::BadUrl { .. }), "{e}");
 }

@@ -3,6 +3,10 @@
 //! directory (no TCP port, so nothing to race for), stopped and deleted when dropped.
 //! Nothing of the system's PostgreSQL is used or touched.
 //!
+//! [`Postgres::start_tls_in`] starts one inside a network namespace instead ([`Namespace`],
+//! its own address, so port 5432 there is nobody else's), speaking TLS with the
+//! certificate given and refusing plaintext TCP sessions (`hostssl` only).
+//!
 //! As root (CI) the server runs as the `postgres` user that Debian's package creates
 //! (PostgreSQL refuses to run as root); as anybody else, as that user. The server is
 //! also told to die with the thread that started it (`PR_SET_PDEATHSIG`), so a test
@@ -16,6 +20,8 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
+use super::Namespace;
+
 /// The port number only names the socket file (`.s.PGSQL.5432`); no TCP port is opened.
 const PORT: u16 = 5432;
 
@@ -23,6 +29,8 @@ pub struct Postgres {
     dir: tempfile::TempDir,
     child: Child,
     log: mpsc::Receiver<String>,
+    /// The namespace address it listens on, when started in one.
+    address: Option<String>,
 }
 
 /// The newest server of Debian's `postgresql` package.
@@ -67,28 +75,65 @@ fn run_as() -> Option<(u32, u32)> {
     }
 }
 
-fn command(bin: &Path, user: Option<(u32, u32)>) -> Command {
+/// `bin` as `user`, inside the network namespace whose file is `netns` (opened here, in
+/// the parent), dying with this thread. All of it happens in the child between fork and
+/// exec, in this order because entering a namespace needs root: enter the namespace, drop
+/// to the user, then ask for the death signal (a change of user would clear it).
+fn command(bin: &Path, user: Option<(u32, u32)>, netns: Option<std::fs::File>) -> Command {
+    use std::os::fd::AsRawFd;
     let mut cmd = Command::new(bin);
-    if let Some((uid, gid)) = user {
-        cmd.uid(uid).gid(gid);
-    }
     cmd.env_remove("PGDATA").env("LC_ALL", "C");
+    // SAFETY: setns, setgroups, setgid, setuid and prctl are async-signal-safe system
+    // calls on values computed before the fork; the file stays open in the closure.
+    unsafe {
+        cmd.pre_exec(move || {
+            if let Some(ns) = &netns {
+                if libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+            }
+            if let Some((uid, gid)) = user {
+                if libc::setgroups(0, std::ptr::null()) != 0
+                    || libc::setgid(gid) != 0
+                    || libc::setuid(uid) != 0
+                {
+                    return Err(std::io::Error::last_os_error());
+                }
+            }
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGQUIT);
+            Ok(())
+        });
+    }
     cmd
 }
 
 impl Postgres {
+    /// A server on a Unix socket only.
     pub fn start() -> Postgres {
+        Postgres::start_with(None, None)
+    }
+
+    /// A server in `ns` on its inside address, port 5432, TLS with `cert_pem` and
+    /// `key_pem` required for every TCP session.
+    pub fn start_tls_in(ns: &Namespace, cert_pem: &str, key_pem: &str) -> Postgres {
+        Postgres::start_with(Some(ns), Some((cert_pem, key_pem)))
+    }
+
+    fn start_with(ns: Option<&Namespace>, tls: Option<(&str, &str)>) -> Postgres {
         let bin = bin_dir();
         let user = run_as();
         let dir = tempfile::Builder::new()
             .prefix("pvo-pg-")
             .tempdir()
             .expect("a temporary directory");
-        if let Some((uid, gid)) = user {
-            std::os::unix::fs::chown(dir.path(), Some(uid), Some(gid)).expect("chown");
-        }
+        let own = |path: &Path| {
+            if let Some((uid, gid)) = user {
+                std::os::unix::fs::chown(path, Some(uid), Some(gid)).expect("chown");
+            }
+        };
+        own(dir.path());
         let data = dir.path().join("data");
-        let out = command(&bin.join("initdb"), user)
+        let out = command(&bin.join("initdb"), user, None)
             .args([
                 "--auth=trust",
                 "--username=pvo",
@@ -106,39 +151,65 @@ impl Postgres {
             String::from_utf8_lossy(&out.stdout),
             String::from_utf8_lossy(&out.stderr)
         );
-        let mut cmd = command(&bin.join("postgres"), user);
+        let mut settings = vec![
+            "max_connections=200".to_string(),
+            "shared_buffers=16MB".to_string(),
+            "logging_collector=off".to_string(),
+        ];
+        let address = ns.map(|ns| ns.inside());
+        settings.push(format!(
+            "listen_addresses={}",
+            address.clone().unwrap_or_default()
+        ));
+        if let Some((cert, key)) = tls {
+            use std::os::unix::fs::PermissionsExt;
+            for (name, text) in [("server.crt", cert), ("server.key", key)] {
+                let path = data.join(name);
+                std::fs::write(&path, text).expect("write a TLS file");
+                std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))
+                    .expect("chmod");
+                own(&path);
+            }
+            settings.push("ssl=on".into());
+            // Local sessions as before; over TCP only TLS ones (no `host` line).
+            std::fs::write(
+                data.join("pg_hba.conf"),
+                "local all all trust\nhostssl all all 0.0.0.0/0 trust\n",
+            )
+            .expect("write pg_hba.conf");
+        }
+        let netns = ns.map(|ns| {
+            std::fs::File::open(format!("/run/netns/{}", ns.name)).expect("open the namespace")
+        });
+        let mut cmd = command(&bin.join("postgres"), user, netns);
         cmd.arg("-D")
             .arg(&data)
             .arg("-k")
             .arg(dir.path())
-            .args(["-p", &PORT.to_string()])
-            .args(["-c", "listen_addresses=", "-c", "max_connections=200"])
-            .args(["-c", "shared_buffers=16MB", "-c", "logging_collector=off"])
-            .stdin(Stdio::null())
+            .args(["-p", &PORT.to_string()]);
+        for setting in &settings {
+            cmd.args(["-c", setting]);
+        }
+        cmd.stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
-        // SAFETY: prctl(PR_SET_PDEATHSIG) is async-signal-safe and touches no memory of
-        // the parent; it runs in the child between fork and exec.
-        unsafe {
-            cmd.pre_exec(|| {
-                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGQUIT);
-                Ok(())
-            });
-        }
         let mut child = cmd.spawn().expect("start postgres");
         let stderr = child.stderr.take().expect("piped");
         let (tx, log) = mpsc::channel();
         std::thread::spawn(move || {
-            // Read to the end so the server never blocks on a full pipe.
+            // Read to the end so the server never blocks on a full pipe; once nobody
+            // waits for lines the sends fail and are ignored.
             for line in BufReader::new(stderr).lines() {
                 let Ok(line) = line else { break };
-                if tx.send(line).is_err() {
-                    // Nobody waits any more; keep draining.
-                    continue;
-                }
+                let _ = tx.send(line);
             }
         });
-        let pg = Postgres { dir, child, log };
+        let pg = Postgres {
+            dir,
+            child,
+            log,
+            address,
+        };
         pg.wait_for("database system is ready to accept connections");
         pg
     }
@@ -158,7 +229,19 @@ impl Postgres {
         }
     }
 
-    /// The connection string of database `postgres` as the superuser `pvo`.
+    /// The TCP address of a server started in a namespace, TLS required.
+    pub fn tcp_url(&self) -> String {
+        let address = self.address.as_deref().expect("started with start_tls_in");
+        format!("host={address} port={PORT} user=pvo dbname=postgres sslmode=require")
+    }
+
+    /// The same server over TCP without TLS (which it refuses).
+    pub fn plain_tcp_url(&self) -> String {
+        self.tcp_url().replace("sslmode=require", "sslmode=disable")
+    }
+
+    /// The connection string of database `postgres` as the superuser `pvo`, over the
+    /// server's Unix socket.
     pub fn url(&self) -> String {
         format!(
             "host={} port={PORT} user=pvo dbname=postgres",

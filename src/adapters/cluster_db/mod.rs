@@ -10,6 +10,10 @@
 //! `pg_notify('pvo_cluster', 'revision N')` is sent inside it, so a member hears of a
 //! revision only once it is there to read. Membership changes notify `members`.
 //!
+//! Over TCP the store is reached with TLS (rustls, verified against the CA the caller
+//! gives; `sslmode=require` in the address makes PostgreSQL's refusal of a plaintext
+//! session an error here too); over a Unix socket PostgreSQL does not speak TLS.
+//!
 //! Each member connects with `application_name = pvo:NAME`; whether a machine is
 //! connected is PostgreSQL's own answer (`pg_stat_activity`), not a heartbeat of ours.
 //!
@@ -17,14 +21,17 @@
 //! lock, each with its row in `pvo_cluster.migration`, so members starting together apply
 //! each once.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use pvo_cluster::{
     check_base, Conflict, Level, Member, MemberState, Members, MembersError, Name, Revision,
 };
 use thiserror::Error;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::{mpsc, Mutex};
-use tokio_postgres::{AsyncMessage, Client, NoTls};
+use tokio_postgres::{AsyncMessage, Client, Connection, NoTls};
+use tokio_postgres_rustls::MakeRustlsConnect;
 
 /// The migrations, in order.
 const MIGRATIONS: &[(i32, &str)] = &[(1, include_str!("migrations/001_cluster.sql"))];
@@ -114,26 +121,39 @@ pub enum Notice {
 pub struct ClusterDb {
     client: Mutex<Client>,
     config: tokio_postgres::Config,
+    tls: Option<Arc<rustls::ClientConfig>>,
     target: String,
 }
 
 impl ClusterDb {
     /// Connects as `member` (its machine name, or what an administrator's command runs
-    /// as) and brings the schema up to date.
-    pub async fn connect(url: &str, member: &str) -> Result<ClusterDb, DbError> {
+    /// as) and brings the schema up to date. `tls`: the client configuration to reach
+    /// the store over TCP with (its roots are the CA the store's certificate is checked
+    /// against); `None` for a Unix socket or a store that does not speak TLS.
+    pub async fn connect(
+        url: &str,
+        member: &str,
+        tls: Option<Arc<rustls::ClientConfig>>,
+    ) -> Result<ClusterDb, DbError> {
         let mut config: tokio_postgres::Config =
             url.parse()
                 .map_err(|e: tokio_postgres::Error| DbError::BadUrl {
                     url: url.to_string(),
                     why: e.to_string(),
                 })?;
+        if tls.is_none() && config.get_ssl_mode() == tokio_postgres::config::SslMode::Require {
+            return Err(DbError::BadUrl {
+                url: url.to_string(),
+                why: "sslmode=require needs the CA that signed the server's certificate".into(),
+            });
+        }
         config.application_name(format!("pvo:{member}"));
         config.connect_timeout(CONNECT_TIMEOUT);
         let target = describe(&config);
-        let client = open(&config, &target).await?;
         let db = ClusterDb {
-            client: Mutex::new(client),
+            client: Mutex::new(open(&config, &tls, &target).await?),
             config,
+            tls,
             target,
         };
         db.migrate().await?;
@@ -414,46 +434,28 @@ impl ClusterDb {
     /// listener ends (`next` answers `None`) when that connection is lost: the member is
     /// then disconnected until it listens again and catches up from its last revision.
     pub async fn listen(&self) -> Result<Listener, DbError> {
-        let (client, mut connection) =
-            self.config
-                .connect(NoTls)
-                .await
-                .map_err(|e| DbError::Unreachable {
-                    target: self.target.clone(),
-                    why: e.to_string(),
-                })?;
+        let unreachable = |e: tokio_postgres::Error| DbError::Unreachable {
+            target: self.target.clone(),
+            why: e.to_string(),
+        };
         let (tx, rx) = mpsc::channel(64);
-        tokio::spawn(async move {
-            loop {
-                let message = std::future::poll_fn(|cx| connection.poll_message(cx)).await;
-                let notice = match message {
-                    Some(Ok(AsyncMessage::Notification(n))) if n.channel() == CHANNEL => {
-                        match (n.payload(), n.payload().strip_prefix("revision ")) {
-                            (_, Some(r)) => match r.parse() {
-                                Ok(r) => Notice::Revision(r),
-                                Err(_) => continue,
-                            },
-                            ("members", None) => Notice::Members,
-                            _ => continue,
-                        }
-                    }
-                    Some(Ok(_)) => continue,
-                    Some(Err(e)) => {
-                        tracing::debug!("cluster listener: {e}");
-                        return;
-                    }
-                    None => return,
-                };
-                // A member that is slow to read hears of a later revision anyway, and
-                // reads everything after its last one: a notice dropped when the channel
-                // is full loses nothing.
-                if tx.is_closed() {
-                    return;
-                }
-                let _ = tx.try_send(notice);
+        let client = match &self.tls {
+            Some(tls) => {
+                let (client, connection) = self
+                    .config
+                    .connect(MakeRustlsConnect::new((**tls).clone()))
+                    .await
+                    .map_err(unreachable)?;
+                tokio::spawn(forward(connection, tx));
+                client
             }
-        });
-        // The task above drives the connection while LISTEN goes through the client.
+            None => {
+                let (client, connection) = self.config.connect(NoTls).await.map_err(unreachable)?;
+                tokio::spawn(forward(connection, tx));
+                client
+            }
+        };
+        // The task drives the connection while LISTEN goes through the client.
         client
             .batch_execute(&format!("LISTEN {CHANNEL}"))
             .await
@@ -462,6 +464,42 @@ impl ClusterDb {
             notices: rx,
             _client: client,
         })
+    }
+}
+
+/// Drives a listening connection, passing its notifications on until it ends.
+async fn forward<S, T>(mut connection: Connection<S, T>, tx: mpsc::Sender<Notice>)
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+    T: AsyncRead + AsyncWrite + Unpin,
+{
+    loop {
+        let message = std::future::poll_fn(|cx| connection.poll_message(cx)).await;
+        let notice = match message {
+            Some(Ok(AsyncMessage::Notification(n))) if n.channel() == CHANNEL => {
+                match (n.payload(), n.payload().strip_prefix("revision ")) {
+                    (_, Some(r)) => match r.parse() {
+                        Ok(r) => Notice::Revision(r),
+                        Err(_) => continue,
+                    },
+                    ("members", None) => Notice::Members,
+                    _ => continue,
+                }
+            }
+            Some(Ok(_)) => continue,
+            Some(Err(e)) => {
+                tracing::debug!("cluster listener: {e}");
+                return;
+            }
+            None => return,
+        };
+        // A member that is slow to read hears of a later revision anyway, and reads
+        // everything after its last one: a notice dropped when the channel is full
+        // loses nothing.
+        if tx.is_closed() {
+            return;
+        }
+        let _ = tx.try_send(notice);
     }
 }
 
@@ -493,19 +531,41 @@ fn describe(config: &tokio_postgres::Config) -> String {
     )
 }
 
-async fn open(config: &tokio_postgres::Config, target: &str) -> Result<Client, DbError> {
-    let (client, connection) = config
-        .connect(NoTls)
-        .await
-        .map_err(|e| DbError::Unreachable {
-            target: target.to_string(),
-            why: e.to_string(),
-        })?;
-    tokio::spawn(async move {
-        if let Err(e) = connection.await {
-            tracing::debug!("cluster database connection: {e}");
+async fn open(
+    config: &tokio_postgres::Config,
+    tls: &Option<Arc<rustls::ClientConfig>>,
+    target: &str,
+) -> Result<Client, DbError> {
+    let unreachable = |e: tokio_postgres::Error| DbError::Unreachable {
+        target: target.to_string(),
+        why: match std::error::Error::source(&e) {
+            Some(cause) => format!("{e}: {cause}"),
+            None => e.to_string(),
+        },
+    };
+    let client = match tls {
+        Some(tls) => {
+            let (client, connection) = config
+                .connect(MakeRustlsConnect::new((**tls).clone()))
+                .await
+                .map_err(unreachable)?;
+            tokio::spawn(async move {
+                if let Err(e) = connection.await {
+                    tracing::debug!("cluster database connection: {e}");
+                }
+            });
+            client
         }
-    });
+        None => {
+            let (client, connection) = config.connect(NoTls).await.map_err(unreachable)?;
+            tokio::spawn(async move {
+                if let Err(e) = connection.await {
+                    tracing::debug!("cluster database connection: {e}");
+                }
+            });
+            client
+        }
+    };
     Ok(client)
 }
 
