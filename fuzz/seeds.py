@@ -199,3 +199,26 @@ actions = { high = [{ quarantine = "Policy" }], critical = ["drop"] }
 '''
 LIMITS = "[limits]\nmax_depth = 2\nmax_parts = 3\nmax_header_lines = 4\n"
 write("scan_config", [FILTER, DLP, LIMITS, FILTER + DLP + LIMITS])
+
+# pvo_cluster: a join token (member gw1.example.com:22) and layer documents from its tests.
+TOKEN = "pvojoin1.Z3cxLmV4YW1wbGUuY29tOjIy." + "B" * 42 + "w." + "C" * 42 + "Q"
+LAYER = '''[node]
+hostname = "gw1"
+
+[[interface]]
+name = "Data 1"
+address = "10.0.0.1"
+
+# Slow relays in the east.
+[delivery]
+max_concurrency = 50
+
+[[listener]]
+name = "in"
+[[listener.hat]]
+sender = "a"
+[[listener]]
+name = "out"
+'''
+# "=={\r.": toml_edit 0.23.10 alone panics on it (LayerDoc::parse checks with toml first).
+write("cluster", [TOKEN, LAYER, "[ssh]\nport = 22\n", "a.b = 1\n[a.c]\nd = { e = 1 }\n", "=={\r."])

@@ -2,6 +2,7 @@
 //! per area, sharing the helpers in `support`. One binary links once, which matters on two
 //! cores. The long runs are in the soak tier (`tests/soak.rs`), which shares `support`.
 
+mod cluster_db;
 mod e2e_api;
 mod e2e_commands;
 mod e2e_config;

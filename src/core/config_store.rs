@@ -302,6 +302,8 @@ pub fn line_of(text: &str, offset: usize) -> usize {
 
 /// The line of `[[array]]` entry `index`'s `key` in `text`, if it is there.
 pub fn line_of_key(text: &str, array: &str, index: usize, key: &str) -> Option<usize> {
+    // `toml` first: see `Doc::parse`.
+    toml::from_str::<toml::Table>(text).ok()?;
     let doc = toml_edit::Document::parse(text).ok()?;
     let item = doc.get(array)?.as_array_of_tables()?.get(index)?.get(key)?;
     item.span().map(|s| line_of(text, s.start))
@@ -394,7 +396,12 @@ fn set(t: &mut Table, key: &str, v: impl Into<Value>) {
 }
 
 impl Doc {
+    /// `toml` checks the text first: `toml_edit` 0.23 panics on some invalid documents
+    /// (found by fuzzing `pvo_cluster`'s layer documents) that `toml` reports as errors.
     pub fn parse(text: &str) -> std::result::Result<Doc, String> {
+        if let Err(e) = toml::from_str::<toml::Table>(text) {
+            return Err(format!("the configuration is not valid TOML: {e}"));
+        }
         text.parse::<DocumentMut>()
             .map(Doc)
             .map_err(|e| format!("the configuration is not valid TOML: {e}"))
@@ -1180,6 +1187,17 @@ max_concurrency = 500
             .filter(|e| e.file_name().to_string_lossy().contains(".tmp"))
             .collect();
         assert!(leftovers.is_empty());
+    }
+
+    #[test]
+    fn text_toml_edit_panics_on_is_refused() {
+        // `toml_edit` 0.23.10 alone panics on this text (found by fuzzing).
+        let e = Doc::parse("=={\r.").err().unwrap();
+        assert!(
+            e.starts_with("the configuration is not valid TOML: "),
+            "{e}"
+        );
+        assert_eq!(line_of_key("=={\r.", "listener", 0, "port"), None);
     }
 
     #[test]

@@ -9,6 +9,7 @@
 //!   (re)start, so a restarted node never matches a line of its earlier run.
 //! - [`Sink`] runs `tests/peers/sink.py` (Debian's aiosmtpd) as the next hop and reads the
 //!   messages it stored, one file per message.
+//! - [`Postgres`] is a private PostgreSQL server for one test (`postgres.rs`).
 //! - [`SmtpClient`], [`smtp_dialogue`] and [`send_raw`] speak SMTP over a plain
 //!   `TcpStream`, optionally from another loopback source address such as 127.0.0.2 (an
 //!   address the gateway does not trust), which std cannot bind, hence `socket2`.
@@ -24,9 +25,11 @@ mod cli;
 mod config;
 mod log_cursor;
 mod ports;
+mod postgres;
 pub use cli::*;
 pub use config::*;
 pub use log_cursor::LogMark;
+pub use postgres::Postgres;
 
 use std::collections::BTreeMap;
 use std::fs;

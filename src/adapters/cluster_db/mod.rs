@@ -1,0 +1,668 @@
+//! The cluster's store on PostgreSQL: members and groups, configuration revisions with
+//! the text of each layer they changed, and the notifications that tell every member a
+//! revision was committed.
+//!
+//! What it keeps (schema `pvo_cluster`, `migrations/`): one cluster row, the groups, the
+//! machines (with the revision each last reported running), and per revision its level,
+//! author, time, comment and base, plus the full text of the layer it wrote. A commit is
+//! one transaction under one advisory lock: the stale-base rule of `pvo_cluster::revision`
+//! is checked against the rows, the next number is the last plus one (no gaps), and
+//! `pg_notify('pvo_cluster', 'revision N')` is sent inside it, so a member hears of a
+//! revision only once it is there to read. Membership changes notify `members`.
+//!
+//! Over TCP the store is reached with TLS (rustls, verified against the CA the caller
+//! gives; `sslmode=require` in the address makes PostgreSQL's refusal of a plaintext
+//! session an error here too); over a Unix socket PostgreSQL does not speak TLS.
+//!
+//! Each member connects with `application_name = pvo:NAME`; whether a machine is
+//! connected is PostgreSQL's own answer (`pg_stat_activity`), not a heartbeat of ours.
+//!
+//! Migrations are numbered files applied in order, in one transaction under an advisory
+//! lock, each with its row in `pvo_cluster.migration`, so members starting together apply
+//! each once.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use pvo_cluster::{
+    check_base, Conflict, Level, Member, MemberState, Members, MembersError, Name, Revision,
+};
+use thiserror::Error;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::sync::{mpsc, Mutex};
+use tokio_postgres::{AsyncMessage, Client, Connection, NoTls};
+use tokio_postgres_rustls::MakeRustlsConnect;
+
+/// The migrations, in order.
+const MIGRATIONS: &[(i32, &str)] = &[(1, include_str!("migrations/001_cluster.sql"))];
+
+/// The advisory lock keys: migrations, and commits with membership changes.
+const LOCK_MIGRATE: i64 = 0x7076_6f00_0001;
+const LOCK_COMMIT: i64 = 0x7076_6f00_0002;
+
+const CHANNEL: &str = "pvo_cluster";
+
+/// How long connecting may take before the store counts as unreachable.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// What went wrong with the store.
+#[derive(Debug, Error)]
+pub enum DbError {
+    #[error("the cluster database address {url:?} is not valid: {why}")]
+    BadUrl { url: String, why: String },
+    #[error("cannot reach the cluster's PostgreSQL ({target}): {why}; check that it runs and that [cluster] url names it")]
+    Unreachable { target: String, why: String },
+    #[error("the cluster's PostgreSQL refused: {0}")]
+    Refused(String),
+    #[error("lost the connection to the cluster's PostgreSQL ({0}); the member reconnects and catches up")]
+    Lost(String),
+    #[error("this database already holds the cluster {0}; join it instead of creating another")]
+    AlreadyCluster(String),
+    #[error("this database holds no cluster yet; create one with `clusterconfig create` first")]
+    NoCluster,
+    #[error(transparent)]
+    Conflict(#[from] Conflict),
+    #[error(transparent)]
+    Members(#[from] MembersError),
+    #[error("the cluster database holds a row this version cannot read: {0}")]
+    Corrupt(String),
+}
+
+fn refused(e: tokio_postgres::Error) -> DbError {
+    if e.is_closed() {
+        return DbError::Lost(e.to_string());
+    }
+    match e.as_db_error() {
+        Some(db) => DbError::Refused(db.message().to_string()),
+        None => DbError::Refused(e.to_string()),
+    }
+}
+
+fn name(s: &str) -> Result<Name, DbError> {
+    Name::new(s).map_err(|e| DbError::Corrupt(e.to_string()))
+}
+
+fn level(s: &str) -> Result<Level, DbError> {
+    s.parse()
+        .map_err(|e: pvo_cluster::NameError| DbError::Corrupt(e.to_string()))
+}
+
+/// A configuration change to commit.
+#[derive(Debug, Clone)]
+pub struct Commit {
+    pub level: Level,
+    /// The revision the changes started from.
+    pub base: u64,
+    /// The layer's whole new text; `None` removes the layer.
+    pub text: Option<String>,
+    pub author: String,
+    pub comment: String,
+}
+
+/// The store as one member sees it at one moment.
+#[derive(Debug, Clone)]
+pub struct Snapshot {
+    pub members: Members,
+    /// The newest revision (0 before the first).
+    pub head: u64,
+    /// The text of every layer at `head` (removed layers left out).
+    pub layers: Vec<(Level, String)>,
+    pub states: Vec<MemberState>,
+}
+
+/// What a member hears.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Notice {
+    Revision(u64),
+    Members,
+}
+
+/// A connection to the cluster's store.
+pub struct ClusterDb {
+    client: Mutex<Client>,
+    config: tokio_postgres::Config,
+    tls: Option<Arc<rustls::ClientConfig>>,
+    target: String,
+}
+
+impl ClusterDb {
+    /// Connects as `member` (its machine name, or what an administrator's command runs
+    /// as) and brings the schema up to date. `tls`: the client configuration to reach
+    /// the store over TCP with (its roots are the CA the store's certificate is checked
+    /// against); `None` for a Unix socket or a store that does not speak TLS.
+    pub async fn connect(
+        url: &str,
+        member: &str,
+        tls: Option<Arc<rustls::ClientConfig>>,
+    ) -> Result<ClusterDb, DbError> {
+        let mut config: tokio_postgres::Config =
+            url.parse()
+                .map_err(|e: tokio_postgres::Error| DbError::BadUrl {
+                    url: url.to_string(),
+                    why: e.to_string(),
+                })?;
+        if tls.is_none() && config.get_ssl_mode() == tokio_postgres::config::SslMode::Require {
+            return Err(DbError::BadUrl {
+                url: url.to_string(),
+                why: "sslmode=require needs the CA that signed the server's certificate".into(),
+            });
+        }
+        config.application_name(format!("pvo:{member}"));
+        config.connect_timeout(CONNECT_TIMEOUT);
+        let target = describe(&config);
+        let db = ClusterDb {
+            client: Mutex::new(open(&config, &tls, &target).await?),
+            config,
+            tls,
+            target,
+        };
+        db.migrate().await?;
+        Ok(db)
+    }
+
+    /// Brings the schema up to date in one transaction under the migration lock, so
+    /// members starting together neither race to create the schema (`IF NOT EXISTS` is
+    /// not enough: two sessions both find it absent) nor apply a migration twice.
+    async fn migrate(&self) -> Result<(), DbError> {
+        let mut client = self.client.lock().await;
+        let tx = client.transaction().await.map_err(refused)?;
+        tx.execute("SELECT pg_advisory_xact_lock($1)", &[&LOCK_MIGRATE])
+            .await
+            .map_err(refused)?;
+        tx.batch_execute(
+            "CREATE SCHEMA IF NOT EXISTS pvo_cluster;
+             CREATE TABLE IF NOT EXISTS pvo_cluster.migration (
+                 version integer PRIMARY KEY,
+                 applied_at timestamptz NOT NULL DEFAULT now())",
+        )
+        .await
+        .map_err(refused)?;
+        for (version, sql) in MIGRATIONS {
+            let done = tx
+                .query_opt(
+                    "SELECT 1 FROM pvo_cluster.migration WHERE version = $1",
+                    &[version],
+                )
+                .await
+                .map_err(refused)?;
+            if done.is_none() {
+                tx.batch_execute(sql).await.map_err(refused)?;
+                tx.execute(
+                    "INSERT INTO pvo_cluster.migration (version) VALUES ($1)",
+                    &[version],
+                )
+                .await
+                .map_err(refused)?;
+            }
+        }
+        tx.commit().await.map_err(refused)?;
+        Ok(())
+    }
+
+    /// Creates the cluster: its members (one machine and its group), and revision 1
+    /// writing the first machine's layer and, if given, the cluster's.
+    pub async fn create(
+        &self,
+        members: &Members,
+        layers: &[(Level, String)],
+        author: &str,
+    ) -> Result<u64, DbError> {
+        let mut client = self.client.lock().await;
+        let tx = client.transaction().await.map_err(refused)?;
+        tx.execute("SELECT pg_advisory_xact_lock($1)", &[&LOCK_COMMIT])
+            .await
+            .map_err(refused)?;
+        if let Some(row) = tx
+            .query_opt("SELECT name FROM pvo_cluster.cluster", &[])
+            .await
+            .map_err(refused)?
+        {
+            return Err(DbError::AlreadyCluster(row.get(0)));
+        }
+        tx.execute(
+            "INSERT INTO pvo_cluster.cluster (id, name) VALUES (1, $1)",
+            &[&members.cluster.as_str()],
+        )
+        .await
+        .map_err(refused)?;
+        write_members(&tx, members).await?;
+        let mut number = 0i64;
+        for (level, text) in layers {
+            number += 1;
+            tx.execute(
+                "INSERT INTO pvo_cluster.revision (number, level, author, comment, base)
+                 VALUES ($1, $2, $3, 'cluster created', 0)",
+                &[&number, &level.to_string(), &author],
+            )
+            .await
+            .map_err(refused)?;
+            tx.execute(
+                "INSERT INTO pvo_cluster.layer (level, revision, text) VALUES ($1, $2, $3)",
+                &[&level.to_string(), &number, text],
+            )
+            .await
+            .map_err(refused)?;
+        }
+        notify(&tx, &format!("revision {number}")).await?;
+        tx.commit().await.map_err(refused)?;
+        Ok(number as u64)
+    }
+
+    /// Commits one layer's new text as the next revision, unless a revision after the
+    /// change's base changed the same level.
+    pub async fn commit(&self, c: &Commit) -> Result<Revision, DbError> {
+        let mut client = self.client.lock().await;
+        let tx = client.transaction().await.map_err(refused)?;
+        tx.execute("SELECT pg_advisory_xact_lock($1)", &[&LOCK_COMMIT])
+            .await
+            .map_err(refused)?;
+        if tx
+            .query_opt("SELECT 1 FROM pvo_cluster.cluster", &[])
+            .await
+            .map_err(refused)?
+            .is_none()
+        {
+            return Err(DbError::NoCluster);
+        }
+        let newer = revisions(
+            &tx,
+            "WHERE number > $1 AND level = $2",
+            &[&(c.base as i64), &c.level.to_string()],
+        )
+        .await?;
+        check_base(c.base, &c.level, &newer)?;
+        let row = tx
+            .query_one(
+                "INSERT INTO pvo_cluster.revision (number, level, author, comment, base)
+                 SELECT coalesce(max(number), 0) + 1, $1, $2, $3, $4 FROM pvo_cluster.revision
+                 RETURNING number, to_char(at AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS \"UTC\"')",
+                &[
+                    &c.level.to_string(),
+                    &c.author,
+                    &c.comment,
+                    &(c.base as i64),
+                ],
+            )
+            .await
+            .map_err(refused)?;
+        let number: i64 = row.get(0);
+        tx.execute(
+            "INSERT INTO pvo_cluster.layer (level, revision, text) VALUES ($1, $2, $3)",
+            &[&c.level.to_string(), &number, &c.text],
+        )
+        .await
+        .map_err(refused)?;
+        notify(&tx, &format!("revision {number}")).await?;
+        tx.commit().await.map_err(refused)?;
+        Ok(Revision {
+            number: number as u64,
+            level: c.level.clone(),
+            author: c.author.clone(),
+            at: row.get(1),
+            comment: c.comment.clone(),
+        })
+    }
+
+    /// The revisions after `since`, oldest first.
+    pub async fn history(&self, since: u64) -> Result<Vec<Revision>, DbError> {
+        let client = self.client.lock().await;
+        revisions(&*client, "WHERE number > $1", &[&(since as i64)]).await
+    }
+
+    /// The text of `level` as of `revision` (`None`: not set then, or removed).
+    pub async fn layer_at(&self, level: &Level, revision: u64) -> Result<Option<String>, DbError> {
+        let client = self.client.lock().await;
+        let row = client
+            .query_opt(
+                "SELECT text FROM pvo_cluster.layer WHERE level = $1 AND revision <= $2
+                 ORDER BY revision DESC LIMIT 1",
+                &[&level.to_string(), &(revision as i64)],
+            )
+            .await
+            .map_err(refused)?;
+        Ok(row.and_then(|r| r.get(0)))
+    }
+
+    /// Everything a member needs to compose its configuration and to answer
+    /// `clusterconfig list` and `clustercheck`, read in one transaction.
+    pub async fn snapshot(&self) -> Result<Snapshot, DbError> {
+        let mut client = self.client.lock().await;
+        let tx = client
+            .build_transaction()
+            .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
+            .read_only(true)
+            .start()
+            .await
+            .map_err(refused)?;
+        let members = read_members(&tx).await?;
+        let head: i64 = tx
+            .query_one(
+                "SELECT coalesce(max(number), 0) FROM pvo_cluster.revision",
+                &[],
+            )
+            .await
+            .map_err(refused)?
+            .get(0);
+        let mut layers = Vec::new();
+        for row in tx
+            .query(
+                "SELECT DISTINCT ON (level) level, text FROM pvo_cluster.layer
+                 ORDER BY level, revision DESC",
+                &[],
+            )
+            .await
+            .map_err(refused)?
+        {
+            let text: Option<String> = row.get(1);
+            if let Some(text) = text {
+                layers.push((level(row.get(0))?, text));
+            }
+        }
+        let connected: Vec<String> = tx
+            .query(
+                "SELECT DISTINCT substr(application_name, 5) FROM pg_stat_activity
+                 WHERE application_name LIKE 'pvo:%'",
+                &[],
+            )
+            .await
+            .map_err(refused)?
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        let mut states = Vec::new();
+        for row in tx
+            .query(
+                "SELECT name, applied FROM pvo_cluster.machine ORDER BY name",
+                &[],
+            )
+            .await
+            .map_err(refused)?
+        {
+            let n: String = row.get(0);
+            let applied: Option<i64> = row.get(1);
+            states.push(MemberState {
+                connected: connected.contains(&n),
+                name: name(&n)?,
+                applied: applied.map(|a| a as u64),
+            });
+        }
+        tx.commit().await.map_err(refused)?;
+        Ok(Snapshot {
+            members,
+            head: head as u64,
+            layers,
+            states,
+        })
+    }
+
+    /// A member says which revision it now runs.
+    pub async fn report(&self, machine: &Name, applied: u64) -> Result<(), DbError> {
+        let client = self.client.lock().await;
+        let n = client
+            .execute(
+                "UPDATE pvo_cluster.machine SET applied = $2, seen_at = now() WHERE name = $1",
+                &[&machine.as_str(), &(applied as i64)],
+            )
+            .await
+            .map_err(refused)?;
+        if n == 0 {
+            return Err(DbError::Members(MembersError::NoMachine(machine.clone())));
+        }
+        Ok(())
+    }
+
+    /// Changes the members under the commit lock: `change` sees them as stored and
+    /// edits them (its refusals come back as they are); the difference is written.
+    pub async fn change_members(
+        &self,
+        change: impl FnOnce(&mut Members) -> Result<(), MembersError>,
+    ) -> Result<Members, DbError> {
+        let mut client = self.client.lock().await;
+        let tx = client.transaction().await.map_err(refused)?;
+        tx.execute("SELECT pg_advisory_xact_lock($1)", &[&LOCK_COMMIT])
+            .await
+            .map_err(refused)?;
+        let mut members = read_members(&tx).await?;
+        change(&mut members)?;
+        write_members(&tx, &members).await?;
+        notify(&tx, "members").await?;
+        tx.commit().await.map_err(refused)?;
+        Ok(members)
+    }
+
+    /// Listens for commits and membership changes on a connection of its own. The
+    /// listener ends (`next` answers `None`) when that connection is lost: the member is
+    /// then disconnected until it listens again and catches up from its last revision.
+    pub async fn listen(&self) -> Result<Listener, DbError> {
+        let unreachable = |e: tokio_postgres::Error| DbError::Unreachable {
+            target: self.target.clone(),
+            why: e.to_string(),
+        };
+        let (tx, rx) = mpsc::channel(64);
+        let client = match &self.tls {
+            Some(tls) => {
+                let (client, connection) = self
+                    .config
+                    .connect(MakeRustlsConnect::new((**tls).clone()))
+                    .await
+                    .map_err(unreachable)?;
+                tokio::spawn(forward(connection, tx));
+                client
+            }
+            None => {
+                let (client, connection) = self.config.connect(NoTls).await.map_err(unreachable)?;
+                tokio::spawn(forward(connection, tx));
+                client
+            }
+        };
+        // The task drives the connection while LISTEN goes through the client.
+        client
+            .batch_execute(&format!("LISTEN {CHANNEL}"))
+            .await
+            .map_err(refused)?;
+        Ok(Listener {
+            notices: rx,
+            _client: client,
+        })
+    }
+}
+
+/// Drives a listening connection, passing its notifications on until it ends.
+async fn forward<S, T>(mut connection: Connection<S, T>, tx: mpsc::Sender<Notice>)
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+    T: AsyncRead + AsyncWrite + Unpin,
+{
+    loop {
+        let message = std::future::poll_fn(|cx| connection.poll_message(cx)).await;
+        let notice = match message {
+            Some(Ok(AsyncMessage::Notification(n))) if n.channel() == CHANNEL => {
+                match (n.payload(), n.payload().strip_prefix("revision ")) {
+                    (_, Some(r)) => match r.parse() {
+                        Ok(r) => Notice::Revision(r),
+                        Err(_) => continue,
+                    },
+                    ("members", None) => Notice::Members,
+                    _ => continue,
+                }
+            }
+            Some(Ok(_)) => continue,
+            Some(Err(e)) => {
+                tracing::debug!("cluster listener: {e}");
+                return;
+            }
+            None => return,
+        };
+        // A member that is slow to read hears of a later revision anyway, and reads
+        // everything after its last one: a notice dropped when the channel is full
+        // loses nothing.
+        if tx.is_closed() {
+            return;
+        }
+        let _ = tx.try_send(notice);
+    }
+}
+
+/// Notifications of the cluster's store; dropping it closes its connection.
+pub struct Listener {
+    notices: mpsc::Receiver<Notice>,
+    _client: Client,
+}
+
+impl Listener {
+    /// The next notice; `None` once the connection is lost.
+    pub async fn next(&mut self) -> Option<Notice> {
+        self.notices.recv().await
+    }
+}
+
+/// "postgresql HOST:PORT/DBNAME as USER" for messages, without the password.
+fn describe(config: &tokio_postgres::Config) -> String {
+    let host = match config.get_hosts().first() {
+        Some(tokio_postgres::config::Host::Tcp(h)) => h.clone(),
+        Some(tokio_postgres::config::Host::Unix(p)) => p.display().to_string(),
+        None => "localhost".to_string(),
+    };
+    let port = config.get_ports().first().copied().unwrap_or(5432);
+    format!(
+        "{host}:{port}/{} as {}",
+        config.get_dbname().unwrap_or("postgres"),
+        config.get_user().unwrap_or("?")
+    )
+}
+
+async fn open(
+    config: &tokio_postgres::Config,
+    tls: &Option<Arc<rustls::ClientConfig>>,
+    target: &str,
+) -> Result<Client, DbError> {
+    let unreachable = |e: tokio_postgres::Error| DbError::Unreachable {
+        target: target.to_string(),
+        why: match std::error::Error::source(&e) {
+            Some(cause) => format!("{e}: {cause}"),
+            None => e.to_string(),
+        },
+    };
+    let client = match tls {
+        Some(tls) => {
+            let (client, connection) = config
+                .connect(MakeRustlsConnect::new((**tls).clone()))
+                .await
+                .map_err(unreachable)?;
+            tokio::spawn(async move {
+                if let Err(e) = connection.await {
+                    tracing::debug!("cluster database connection: {e}");
+                }
+            });
+            client
+        }
+        None => {
+            let (client, connection) = config.connect(NoTls).await.map_err(unreachable)?;
+            tokio::spawn(async move {
+                if let Err(e) = connection.await {
+                    tracing::debug!("cluster database connection: {e}");
+                }
+            });
+            client
+        }
+    };
+    Ok(client)
+}
+
+async fn notify(tx: &tokio_postgres::Transaction<'_>, payload: &str) -> Result<(), DbError> {
+    tx.execute("SELECT pg_notify($1, $2)", &[&CHANNEL, &payload])
+        .await
+        .map_err(refused)?;
+    Ok(())
+}
+
+async fn revisions(
+    c: &impl tokio_postgres::GenericClient,
+    filter: &str,
+    params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+) -> Result<Vec<Revision>, DbError> {
+    let sql = format!(
+        "SELECT number, level, author, to_char(at AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS \"UTC\"'), comment
+         FROM pvo_cluster.revision {filter} ORDER BY number"
+    );
+    let mut out = Vec::new();
+    for row in c.query(&sql, params).await.map_err(refused)? {
+        let number: i64 = row.get(0);
+        out.push(Revision {
+            number: number as u64,
+            level: level(row.get(1))?,
+            author: row.get(2),
+            at: row.get(3),
+            comment: row.get(4),
+        });
+    }
+    Ok(out)
+}
+
+async fn read_members(c: &impl tokio_postgres::GenericClient) -> Result<Members, DbError> {
+    let cluster = c
+        .query_opt("SELECT name FROM pvo_cluster.cluster", &[])
+        .await
+        .map_err(refused)?
+        .ok_or(DbError::NoCluster)?;
+    let groups = c
+        .query("SELECT name FROM pvo_cluster.grp ORDER BY name", &[])
+        .await
+        .map_err(refused)?
+        .iter()
+        .map(|r| name(r.get(0)))
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut machines = Vec::new();
+    for r in c
+        .query(
+            "SELECT name, address, grp FROM pvo_cluster.machine ORDER BY name",
+            &[],
+        )
+        .await
+        .map_err(refused)?
+    {
+        machines.push(Member {
+            name: name(r.get(0))?,
+            address: r.get(1),
+            group: name(r.get(2))?,
+        });
+    }
+    Ok(Members::restore(name(cluster.get(0))?, groups, machines)?)
+}
+
+/// Writes the members over what is stored: groups first (machines refer to them), then
+/// machines added, moved or gone, then the groups no longer there.
+async fn write_members(tx: &tokio_postgres::Transaction<'_>, m: &Members) -> Result<(), DbError> {
+    for g in m.groups() {
+        tx.execute(
+            "INSERT INTO pvo_cluster.grp (name) VALUES ($1) ON CONFLICT DO NOTHING",
+            &[&g.as_str()],
+        )
+        .await
+        .map_err(refused)?;
+    }
+    let names: Vec<&str> = m.machines().map(|x| x.name.as_str()).collect();
+    tx.execute(
+        "DELETE FROM pvo_cluster.machine WHERE NOT (name = ANY($1))",
+        &[&names],
+    )
+    .await
+    .map_err(refused)?;
+    for x in m.machines() {
+        tx.execute(
+            "INSERT INTO pvo_cluster.machine (name, address, grp) VALUES ($1, $2, $3)
+             ON CONFLICT (name) DO UPDATE SET address = excluded.address, grp = excluded.grp",
+            &[&x.name.as_str(), &x.address, &x.group.as_str()],
+        )
+        .await
+        .map_err(refused)?;
+    }
+    let groups: Vec<&str> = m.groups().map(Name::as_str).collect();
+    tx.execute(
+        "DELETE FROM pvo_cluster.grp WHERE NOT (name = ANY($1))",
+        &[&groups],
+    )
+    .await
+    .map_err(refused)?;
+    Ok(())
+}

@@ -1,0 +1,316 @@
+//! The cluster's PostgreSQL store (`pvo::adapters::cluster_db`) against a real, private
+//! PostgreSQL (`support::Postgres`): creating a cluster, commits and the stale-base
+//! refusal, notifications, membership changes that are refused leaving nothing written,
+//! who is connected, what a member sees when the server goes away, and TLS over TCP.
+
+use std::time::Duration;
+
+use pvo::adapters::cluster_db::{ClusterDb, Commit, DbError, Notice};
+use pvo_cluster::{Level, Members, Name};
+
+use crate::support::{Namespace, Postgres};
+
+fn n(s: &str) -> Name {
+    Name::new(s).unwrap()
+}
+
+const GW1: &str = "[node]\nhostname = \"gw1\"\n";
+const CLUSTER: &str = "[delivery]\nmax_concurrency = 10\n";
+
+async fn created(pg: &Postgres) -> ClusterDb {
+    let db = ClusterDb::connect(&pg.url(), "gw1", None).await.unwrap();
+    let members = Members::create(n("east"), n("gw1"), "10.0.0.1".into());
+    let head = db
+        .create(
+            &members,
+            &[
+                ("machine:gw1".parse().unwrap(), GW1.into()),
+                (Level::Cluster, CLUSTER.into()),
+            ],
+            "admin",
+        )
+        .await
+        .unwrap();
+    assert_eq!(head, 2);
+    db
+}
+
+fn commit(level: &str, base: u64, text: &str, author: &str) -> Commit {
+    Commit {
+        level: level.parse().unwrap(),
+        base,
+        text: Some(text.into()),
+        author: author.into(),
+        comment: format!("by {author}"),
+    }
+}
+
+#[tokio::test]
+async fn create_commit_and_read_back() {
+    let pg = Postgres::start();
+    let db = created(&pg).await;
+    let again = db
+        .create(&Members::create(n("x"), n("gw9"), "a".into()), &[], "admin")
+        .await;
+    assert!(
+        matches!(again, Err(DbError::AlreadyCluster(ref c)) if c == "east"),
+        "{again:?}"
+    );
+
+    let r = db
+        .commit(&commit(
+            "cluster",
+            2,
+            "[delivery]\nmax_concurrency = 20\n",
+            "alice",
+        ))
+        .await
+        .unwrap();
+    assert_eq!((r.number, r.author.as_str()), (3, "alice"));
+    assert!(r.at.ends_with(" UTC"), "{}", r.at);
+
+    let snap = db.snapshot().await.unwrap();
+    assert_eq!(snap.head, 3);
+    let layers: Vec<(String, &str)> = snap
+        .layers
+        .iter()
+        .map(|(l, t)| (l.to_string(), t.as_str()))
+        .collect();
+    assert_eq!(
+        layers,
+        [
+            ("cluster".to_string(), "[delivery]\nmax_concurrency = 20\n"),
+            ("machine:gw1".to_string(), GW1),
+        ]
+    );
+    assert_eq!(snap.members.machines().count(), 1);
+    assert_eq!(
+        db.layer_at(&Level::Cluster, 2).await.unwrap().as_deref(),
+        Some(CLUSTER)
+    );
+    let history = db.history(1).await.unwrap();
+    assert_eq!(history.iter().map(|r| r.number).collect::<Vec<_>>(), [2, 3]);
+}
+
+#[tokio::test]
+async fn the_second_of_two_stale_commits_is_refused_naming_the_first() {
+    let pg = Postgres::start();
+    let db = created(&pg).await;
+    let other = ClusterDb::connect(&pg.url(), "gw2", None).await.unwrap();
+    db.commit(&commit("cluster", 2, "[limits]\n", "alice"))
+        .await
+        .unwrap();
+    let e = other
+        .commit(&commit("cluster", 2, "[delivery]\n", "bob"))
+        .await
+        .unwrap_err();
+    let text = e.to_string();
+    assert!(
+        text.starts_with("commit refused: cluster changed since revision 2"),
+        "{text}"
+    );
+    assert!(text.contains("revision 3 at cluster by alice"), "{text}");
+    // Nothing of bob's was written; a change at another level from the same base is not
+    // a conflict.
+    assert_eq!(db.snapshot().await.unwrap().head, 3);
+    let r = other
+        .commit(&commit("machine:gw1", 2, GW1, "bob"))
+        .await
+        .unwrap();
+    assert_eq!(r.number, 4);
+}
+
+#[tokio::test]
+async fn members_hear_commits_and_membership_changes() {
+    let pg = Postgres::start();
+    let db = created(&pg).await;
+    let mut listener = db.listen().await.unwrap();
+    db.commit(&commit("cluster", 2, "[limits]\n", "alice"))
+        .await
+        .unwrap();
+    let heard = tokio::time::timeout(Duration::from_secs(1), listener.next()).await;
+    assert_eq!(heard.unwrap(), Some(Notice::Revision(3)));
+
+    let members = db
+        .change_members(|m| m.join(n("gw2"), "10.0.0.2".into(), None))
+        .await
+        .unwrap();
+    assert_eq!(members.machines().count(), 2);
+    let heard = tokio::time::timeout(Duration::from_secs(1), listener.next()).await;
+    assert_eq!(heard.unwrap(), Some(Notice::Members));
+
+    // The server goes away: the listener ends, it does not hang.
+    drop(pg);
+    let end = tokio::time::timeout(Duration::from_secs(10), listener.next()).await;
+    assert_eq!(end.unwrap(), None);
+    let e = db.snapshot().await.unwrap_err();
+    assert!(matches!(e, DbError::Lost(_)), "{e:?}");
+}
+
+#[tokio::test]
+async fn a_refused_membership_change_writes_nothing() {
+    let pg = Postgres::start();
+    let db = created(&pg).await;
+    let e = db
+        .change_members(|m| {
+            m.add_group(n("west"))?;
+            m.join(n("gw2"), "10.0.0.1".into(), Some(n("west")))
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "gw1 already has the address 10.0.0.1: each machine needs its own address"
+    );
+    let snap = db.snapshot().await.unwrap();
+    assert_eq!(
+        snap.members.groups().count(),
+        1,
+        "the group added first is not kept"
+    );
+    assert_eq!(snap.members.machines().count(), 1);
+}
+
+#[tokio::test]
+async fn who_is_connected_and_what_they_run() {
+    let pg = Postgres::start();
+    let db = created(&pg).await;
+    db.change_members(|m| m.join(n("gw2"), "10.0.0.2".into(), None))
+        .await
+        .unwrap();
+    db.report(&n("gw1"), 2).await.unwrap();
+    assert!(matches!(
+        db.report(&n("gw9"), 2).await,
+        Err(DbError::Members(_))
+    ));
+    let snap = db.snapshot().await.unwrap();
+    let states: Vec<String> = snap
+        .states
+        .iter()
+        .map(|s| format!("{} {:?} {}", s.name, s.applied, s.connected))
+        .collect();
+    assert_eq!(states, ["gw1 Some(2) true", "gw2 None false"]);
+    let gw2 = ClusterDb::connect(&pg.url(), "gw2", None).await.unwrap();
+    let snap = gw2.snapshot().await.unwrap();
+    assert!(snap.states.iter().all(|s| s.connected));
+}
+
+#[tokio::test]
+async fn members_starting_together_migrate_once() {
+    let pg = Postgres::start();
+    let url = pg.url();
+    let (a, b, c) = tokio::join!(
+        ClusterDb::connect(&url, "a", None),
+        ClusterDb::connect(&url, "b", None),
+        ClusterDb::connect(&url, "c", None)
+    );
+    for db in [a, b, c] {
+        assert!(matches!(
+            db.unwrap().snapshot().await,
+            Err(DbError::NoCluster)
+        ));
+    }
+}
+
+#[tokio::test]
+async fn an_unreachable_store_is_named_with_the_fix() {
+    let empty = tempfile::tempdir().unwrap();
+    let url = format!(
+        "host={} port=5432 user=pvo dbname=postgres",
+        empty.path().display()
+    );
+    let e = match ClusterDb::connect(&url, "gw1", None).await {
+        Err(e) => e,
+        Ok(_) => panic!("connected to nothing"),
+    };
+    let text = e.to_string();
+    assert!(matches!(e, DbError::Unreachable { .. }), "{text}");
+    assert!(text.contains(&empty.path().display().to_string()), "{text}");
+    assert!(
+        text.ends_with("check that it runs and that [cluster] url names it"),
+        "{text}"
+    );
+    let bad = ClusterDb::connect("postgresql://[", "gw1", None).await;
+    assert!(matches!(bad, Err(DbError::BadUrl { .. })));
+}
+
+/// A CA and a server certificate for `ip` signed by it: (CA DER, server cert PEM, key PEM).
+fn certificates(ip: &str) -> (rustls::pki_types::CertificateDer<'static>, String, String) {
+    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
+    let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca.distinguished_name
+        .push(DnType::CommonName, "cluster store test CA");
+    let ca_key = KeyPair::generate().unwrap();
+    let ca_cert = ca.self_signed(&ca_key).unwrap();
+    let issuer = Issuer::new(ca, ca_key);
+    let key = KeyPair::generate().unwrap();
+    let cert = CertificateParams::new(vec![ip.to_string()])
+        .unwrap()
+        .signed_by(&key, &issuer)
+        .unwrap();
+    (ca_cert.der().clone(), cert.pem(), key.serialize_pem())
+}
+
+fn trusting(
+    ca: rustls::pki_types::CertificateDer<'static>,
+) -> std::sync::Arc<rustls::ClientConfig> {
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(ca).unwrap();
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    std::sync::Arc::new(
+        rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth(),
+    )
+}
+
+#[tokio::test]
+async fn over_tcp_only_with_tls_and_the_right_ca() {
+    let ns = Namespace::create();
+    let (ca, cert, key) = certificates(&ns.inside());
+    let pg = Postgres::start_tls_in(&ns, &cert, &key);
+
+    let db = ClusterDb::connect(&pg.tcp_url(), "gw1", Some(trusting(ca.clone())))
+        .await
+        .unwrap();
+    let members = Members::create(n("east"), n("gw1"), ns.inside());
+    db.create(&members, &[(Level::Cluster, CLUSTER.into())], "admin")
+        .await
+        .unwrap();
+    let mut listener = db.listen().await.unwrap();
+    db.commit(&commit("cluster", 1, "[limits]\n", "alice"))
+        .await
+        .unwrap();
+    let heard = tokio::time::timeout(Duration::from_secs(1), listener.next()).await;
+    assert_eq!(heard.unwrap(), Some(Notice::Revision(2)));
+
+    // A certificate from another CA is refused, naming why.
+    let (other_ca, _, _) = certificates(&ns.inside());
+    let e = ClusterDb::connect(&pg.tcp_url(), "gw2", Some(trusting(other_ca)))
+        .await
+        .err()
+        .expect("an unknown CA is refused");
+    let text = e.to_string();
+    assert!(matches!(e, DbError::Unreachable { .. }), "{text}");
+    assert!(
+        text.contains("UnknownIssuer") || text.contains("certificate"),
+        "{text}"
+    );
+
+    // Plaintext over TCP: the server refuses the session.
+    let e = ClusterDb::connect(&pg.plain_tcp_url(), "gw2", None)
+        .await
+        .err()
+        .expect("plaintext is refused");
+    assert!(e.to_string().contains("no encryption"), "{e}");
+
+    // Asking for TLS without saying whom to trust is a configuration error.
+    let e = ClusterDb::connect(&pg.tcp_url(), "gw2", None)
+        .await
+        .err()
+        .unwrap();
+    assert!(matches!(e, DbError::BadUrl { .. }), "{e}");
+}
