@@ -1,7 +1,7 @@
 //! The core: the domain of a node — the configuration model, envelopes, ids and the
 //! clock, the queue and its schedule, the scanning pipeline, the quarantine service with
 //! its access rules, the CPQ records, ledgers, inbox and migration, users, audit and the
-//! `mail_logs` events. It imports the engines (`crates/*`) and nothing above it: it
+//! `mail_logs` events, a machine's configuration composed from its cluster layers. It imports the engines (`crates/*`) and nothing above it: it
 //! reaches the network, the disk layout of adapters and the other processes through the
 //! small traits of [`state`] and its modules, which the composition root implements.
 
@@ -10,6 +10,7 @@ pub mod audit;
 pub mod bounce;
 pub mod certificate;
 pub mod clock;
+pub mod cluster;
 pub mod config;
 pub mod config_store;
 pub mod cpq;
