@@ -29,6 +29,8 @@ mod postgres;
 pub use cli::*;
 pub use config::*;
 pub use log_cursor::LogMark;
+// The soak binary holds no PostgreSQL test.
+#[allow(unused_imports)]
 pub use postgres::Postgres;
 
 use std::collections::BTreeMap;
