@@ -20,10 +20,11 @@ pub mod servers;
 
 use std::sync::OnceLock;
 
-/// What a command line parses to: the typed command and whether `--json` was given; or
+/// What a command line parses to: the typed command, whether `--json` was given and the
+/// `--level` it names; or
 /// the text to print instead with the exit code the CLI would have (0 for help, 2 for a
 /// usage error, 1 for anything else).
-pub type ParsedLine = Result<(commands::command::Command, bool), (String, u32)>;
+pub type ParsedLine = Result<(commands::command::Command, bool, Option<String>), (String, u32)>;
 
 /// The appliance command-line grammar, as the binary defines it.
 #[derive(Clone, Copy)]
@@ -68,7 +69,7 @@ mod tests {
     fn parse(words: Vec<String>) -> ParsedLine {
         let json = words.iter().any(|w| w == "--json");
         commands::command::Command::from_parts(&words[0], serde_json::json!({}))
-            .map(|c| (c, json))
+            .map(|c| (c, json, None))
             .map_err(|e| (e.to_string(), 2))
     }
 
@@ -85,7 +86,7 @@ mod tests {
             assert!(appliance_help().contains("set_command_line"));
         }
         set_command_line(CommandLine { parse, help });
-        let (command, json) = parse_remote(vec!["status".into(), "--json".into()]).unwrap();
+        let (command, json, _) = parse_remote(vec!["status".into(), "--json".into()]).unwrap();
         assert_eq!(
             (command, json),
             (

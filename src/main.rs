@@ -32,6 +32,10 @@ struct Cli {
     /// (`pvo --user op status`).
     #[arg(long, value_name = "NAME")]
     user: Option<String>,
+    /// The cluster level a configuration command reads or changes: `cluster`,
+    /// `group:NAME` or `machine` (default: the level each setting is at).
+    #[arg(long, global = true, value_name = "LEVEL")]
+    level: Option<String>,
     /// The password for --user: the first line of this file.
     #[arg(long, value_name = "FILE", requires = "user")]
     password_file: Option<PathBuf>,
@@ -128,6 +132,8 @@ enum Command {
     Users(cli::users::UserCommand),
     #[command(flatten)]
     Pvo(cli::pvo::PvoCommand),
+    #[command(flatten)]
+    Cluster(cli::cluster::ClusterCommand),
 }
 
 #[derive(clap::Args, Clone)]
@@ -245,6 +251,9 @@ fn main() {
         )
         .with_writer(std::io::stderr)
         .init();
+    if let Some(level) = &cli.level {
+        cli::client::set_level(level.clone());
+    }
     let result = match cli.command {
         Command::Gateway {
             action: GatewayAction::Run { config },
@@ -322,9 +331,7 @@ fn admin_command(dir: &std::path::Path, json: bool, cmd: Command) -> Result<()> 
 /// parsed by the same definitions as the CLI: the command and whether `--json`
 /// was given; or the text to print instead and the exit code the CLI would have:
 /// 0 for help, 2 for a usage error, 1 for anything else.
-pub fn parse_remote(
-    words: Vec<String>,
-) -> Result<(commands::command::Command, bool), (String, u32)> {
+pub fn parse_remote(words: Vec<String>) -> pvo::ParsedLine {
     cli::with_remote(|| {
         let argv = std::iter::once("pvo".to_string()).chain(words);
         let parsed = match Cli::try_parse_from(argv) {
@@ -336,6 +343,7 @@ pub fn parse_remote(
             }
         };
         let json = parsed.json;
+        let level = parsed.level;
         match parsed.command {
             Command::Gateway { .. }
             | Command::Manager { .. }
@@ -345,7 +353,7 @@ pub fn parse_remote(
                 2,
             )),
             other => admin_request(other)
-                .map(|command| (command, json))
+                .map(|command| (command, json, level))
                 .map_err(|e| (format!("{e:#}"), 1)),
         }
     })
@@ -433,6 +441,7 @@ fn admin_request(cmd: Command) -> Result<commands::command::Command> {
         Command::Quarantine(c) => c.to_request()?,
         Command::Users(c) => c.to_request()?,
         Command::Pvo(c) => c.to_request()?,
+        Command::Cluster(c) => c.to_request()?,
         Command::Gateway { .. }
         | Command::Manager { .. }
         | Command::Quickstart(_)

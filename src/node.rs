@@ -196,6 +196,12 @@ pub struct Node {
 impl Node {
     /// Recovers the spool, starts the queue manager and binds the listeners.
     pub async fn start(config: Config, config_path: std::path::PathBuf) -> Result<Node> {
+        // A cluster member starts on its last good configuration, if it has one.
+        let (config, cluster_revision, cache_problem) =
+            match crate::core::cluster::member::startup_config(config.clone(), &config_path) {
+                Ok((c, r)) => (c, r, None),
+                Err(e) => (config, 0, Some(e)),
+            };
         let config = Arc::new(config);
         std::fs::create_dir_all(&config.data_dir)
             .with_context(|| format!("creating data directory {}", config.data_dir.display()))?;
@@ -349,7 +355,24 @@ impl Node {
             )),
             probes,
             inbound_certificate: Arc::new(crate::net::tls::Inbound),
+            cluster: Arc::new(crate::core::cluster::member::ClusterHandle::new(
+                Arc::new(crate::adapters::cluster_db::Postgres),
+                &config.data_dir,
+                config.cluster.clone(),
+                cluster_revision,
+            )),
         });
+        if let (Some(why), Some(m)) = (&cache_problem, &config.cluster) {
+            shared
+                .mail
+                .log
+                .emit(crate::core::events::Event::ClusterNotApplied {
+                    machine: &m.machine,
+                    revision: 0,
+                    why,
+                    running: 0,
+                });
+        }
         {
             let shared = shared.clone();
             tokio::spawn(async move {
@@ -479,6 +502,14 @@ impl Node {
         }
         crate::adapters::admin::server::start(shared.clone())?;
         let (ssh, web) = servers.start(&shared)?;
+        tokio::spawn(crate::core::cluster::member::run(
+            crate::core::cluster::member::Deps {
+                cluster: shared.cluster.clone(),
+                control: wiring.clone(),
+                config: shared.config.clone(),
+                mail: shared.mail.clone(),
+            },
+        ));
         Ok(Node {
             shared,
             listeners: bound_listeners,

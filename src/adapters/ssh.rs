@@ -469,7 +469,7 @@ async fn run_line(shared: &Arc<Handles>, id: &Identity, line: &str) -> Ran {
         words
     };
     let parsed = tokio::task::spawn_blocking(move || crate::parse_remote(words)).await;
-    let (command, json) = match parsed {
+    let (command, json, level) = match parsed {
         Ok(Ok(p)) => p,
         Ok(Err((text, code))) => {
             return Ran::Output {
@@ -502,6 +502,7 @@ async fn run_line(shared: &Arc<Handles>, id: &Identity, line: &str) -> Ran {
         command,
         user: id.user.clone(),
         auth: None,
+        level,
     };
     let resp = crate::commands::dispatch_as(shared, req, &id).await;
     let text = if json {

@@ -9,8 +9,8 @@
 use serde_json::Value;
 
 use super::command::{
-    text, ApplianceAction, Command, DeliveryConfigCmd, List, ListAction, ListenerAction, PvoAction,
-    QuarantineCmd, RouteAction, SslConfigCmd, UserAction, UserSub,
+    text, ApplianceAction, ClusterAction, Command, DeliveryConfigCmd, List, ListAction,
+    ListenerAction, PvoAction, QuarantineCmd, RouteAction, SslConfigCmd, UserAction, UserSub,
 };
 use crate::commands::protocol::Response;
 use crate::core::users::{roles_with, Identity, Perm, RoleDef};
@@ -51,7 +51,12 @@ pub fn required(command: &Command, user: &str) -> Need {
         | C::ShowConfig(_)
         | C::Telnet(_)
         | C::TlsVerify(_)
-        | C::Diagnose(_) => monitor,
+        | C::Diagnose(_)
+        | C::ClusterCheck(_) => monitor,
+        C::ClusterConfig(a) => read_if(matches!(
+            a.action,
+            ClusterAction::List | ClusterAction::Connstatus
+        )),
         C::PvoConfig(a) => read_if(a.action == PvoAction::Status),
         C::ApplianceConfig(a) => read_if(a.action == ApplianceAction::Status),
         C::InterfaceConfig(a) => read_if(a.action == ListAction::List),

@@ -633,6 +633,42 @@ args!(ApplianceArgs {
     host_key: Option<String>,
 });
 
+actions!(ClusterAction {
+    #[default]
+    List = "list",
+    Connstatus = "connstatus",
+    Create = "create",
+    Join = "join",
+    Addgroup = "addgroup",
+    Setgroup = "setgroup",
+    Renamegroup = "renamegroup",
+    Deletegroup = "deletegroup",
+    Removemachine = "removemachine",
+    Disconnect = "disconnect",
+    Reconnect = "reconnect",
+    Copysettings = "copysettings",
+    Movesettings = "movesettings",
+    Deletesettings = "deletesettings",
+});
+
+args!(
+    /// `clusterconfig`: `name` is the cluster (create), the group (addgroup, renamegroup,
+    /// deletegroup) or the machine (removemachine); `section` the section that
+    /// copysettings, movesettings and deletesettings move.
+    ClusterArgs {
+        action: ClusterAction,
+        name: Option<String>,
+        url: Option<String>,
+        ca: Option<String>,
+        machine: Option<String>,
+        address: Option<String>,
+        group: Option<String>,
+        from: Option<String>,
+        to: Option<String>,
+        section: Option<String>,
+    }
+);
+
 /// Every appliance command, with its arguments. The wire form is
 /// `{"command": NAME, "args": {..}}`; read it with [`Command::from_parts`], which
 /// checks and normalizes the arguments first (deserializing a `Command` directly
@@ -678,6 +714,8 @@ pub enum Command {
     Diagnose(NoArgs),
     CpqCert(CpqCertArgs),
     ApplianceConfig(ApplianceArgs),
+    ClusterConfig(ClusterArgs),
+    ClusterCheck(NoArgs),
 }
 
 /// A command as a name and JSON arguments (the wire form before it is checked).
@@ -756,6 +794,8 @@ impl Command {
         "diagnose",
         "cpqcert",
         "applianceconfig",
+        "clusterconfig",
+        "clustercheck",
     ];
 
     /// The command `name` with the JSON arguments `args` (an object, or null for none).
@@ -792,6 +832,12 @@ impl Command {
             })?,
             "applianceconfig" => check_action(&args, ApplianceAction::NAMES, |a| {
                 format!("Unknown applianceconfig action \"{a}\"; allowed: list, status, new, edit, test, delete.")
+            })?,
+            "clusterconfig" => check_action(&args, ClusterAction::NAMES, |a| {
+                format!(
+                    "Unknown clusterconfig action \"{a}\"; allowed: {}.",
+                    ClusterAction::NAMES.join(", ")
+                )
             })?,
             "pvoconfig" => check_action(&args, PvoAction::NAMES, |a| {
                 format!("Unknown pvoconfig action \"{a}\"; allowed: status, service, enable, disable (gateway), migration (manager).")
@@ -871,6 +917,7 @@ impl Command {
             Command::PvoConfig(a) => Some(a.action.name()),
             Command::CpqCert(a) => Some(a.action.name()),
             Command::ApplianceConfig(a) => Some(a.action.name()),
+            Command::ClusterConfig(a) => Some(a.action.name()),
             _ => None,
         }
     }

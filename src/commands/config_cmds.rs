@@ -80,8 +80,17 @@ struct Working {
     pending: bool,
 }
 
-fn working(shared: &Handles) -> Result<Working, Response> {
+fn working(shared: &Handles, req: &Request) -> Result<Working, Response> {
     let store = store(shared);
+    if super::cluster_cmds::in_cluster(shared) {
+        let w = super::cluster_cmds::working(shared, req)?;
+        return Ok(Working {
+            store,
+            text: w.text,
+            cfg: w.cfg,
+            pending: w.pending,
+        });
+    }
     let (text, file, pending) = store.working().map_err(io_error)?;
     match store.parse(&text, &file) {
         Ok(cfg) => Ok(Working { store, text, cfg, pending }),
@@ -109,7 +118,15 @@ pub(crate) fn edit(
     req: &Request,
     edit: impl FnOnce(&Config, &mut Doc) -> Result<String, CommandError>,
 ) -> Response {
-    let w = match working(shared) {
+    if super::cluster_cmds::in_cluster(shared) {
+        return super::cluster_cmds::edit(shared, req, edit, PENDING_NOTE);
+    }
+    if req.level.is_some() {
+        return Response::error(
+            "--level names a level of a cluster, and this machine is not in one (`clusterconfig create` or `clusterconfig join`)",
+        );
+    }
+    let w = match working(shared, req) {
         Ok(w) => w,
         Err(r) => return r,
     };
@@ -259,6 +276,10 @@ fn entry_json(e: &config_store::HistoryEntry) -> Json {
 }
 
 pub fn commit(shared: &Arc<Handles>, req: &Request, args: &CommitArgs) -> Response {
+    if super::cluster_cmds::in_cluster(shared) {
+        let comment = text(&args.comment).unwrap_or("").trim().to_string();
+        return super::cluster_cmds::commit(shared, req, &comment);
+    }
     let store = store(shared);
     let pending = match store.pending() {
         Ok(Some(p)) => p,
@@ -309,6 +330,9 @@ pub fn commit(shared: &Arc<Handles>, req: &Request, args: &CommitArgs) -> Respon
 }
 
 pub fn clearchanges(shared: &Arc<Handles>, _req: &Request, _: &NoArgs) -> Response {
+    if super::cluster_cmds::in_cluster(shared) {
+        return super::cluster_cmds::clearchanges(shared);
+    }
     match store(shared).clear_pending() {
         Ok(true) => Response::ok("Changes cleared.", json!({ "cleared": true })),
         Ok(false) => Response::ok(
@@ -380,6 +404,9 @@ fn history_report(store: &Store) -> Result<(String, Json), Response> {
 }
 
 pub fn commitdetail(shared: &Arc<Handles>, _req: &Request, _: &NoArgs) -> Response {
+    if super::cluster_cmds::in_cluster(shared) {
+        return super::cluster_cmds::commitdetail(shared);
+    }
     match history_report(&store(shared)) {
         Ok((t, data)) => Response::ok(t, data),
         Err(r) => r,
@@ -387,6 +414,9 @@ pub fn commitdetail(shared: &Arc<Handles>, _req: &Request, _: &NoArgs) -> Respon
 }
 
 pub fn rollback(shared: &Arc<Handles>, req: &Request, args: &RollbackArgs) -> Response {
+    if super::cluster_cmds::in_cluster(shared) {
+        return super::cluster_cmds::rollback(shared, req, args.n);
+    }
     let store = store(shared);
     let Some(n) = args.n else {
         return match history_report(&store) {
@@ -471,7 +501,10 @@ pub fn rollback(shared: &Arc<Handles>, req: &Request, args: &RollbackArgs) -> Re
     )
 }
 
-pub fn showconfig(shared: &Arc<Handles>, _req: &Request, args: &ShowconfigArgs) -> Response {
+pub fn showconfig(shared: &Arc<Handles>, req: &Request, args: &ShowconfigArgs) -> Response {
+    if super::cluster_cmds::in_cluster(shared) {
+        return super::cluster_cmds::showconfig(shared, req, args.pending);
+    }
     let store = store(shared);
     let (text, file) = if args.pending {
         match store.pending() {
@@ -522,7 +555,7 @@ pub fn deliveryconfig(shared: &Arc<Handles>, req: &Request, args: &DeliveryConfi
         } => (text(interface).map(str::to_string), *max_concurrency),
     };
     if interface.is_none() && max.is_none() {
-        let w = match working(shared) {
+        let w = match working(shared, req) {
             Ok(w) => w,
             Err(r) => return r,
         };
@@ -663,7 +696,7 @@ pub fn sslconfig(shared: &Arc<Handles>, req: &Request, args: &SslConfigCmd) -> R
         ),
     };
     if versions.is_none() && ciphers.is_none() {
-        let w = match working(shared) {
+        let w = match working(shared, req) {
             Ok(w) => w,
             Err(r) => return r,
         };
@@ -837,7 +870,7 @@ pub fn interfaceconfig(shared: &Arc<Handles>, req: &Request, args: &InterfaceArg
     let hostname = text(&args.hostname).map(str::to_string);
     match args.action {
         ListAction::List => {
-            let w = match working(shared) {
+            let w = match working(shared, req) {
                 Ok(w) => w,
                 Err(r) => return r,
             };
@@ -1228,7 +1261,7 @@ pub fn listenerconfig(shared: &Arc<Handles>, req: &Request, args: &ListenerArgs)
     let has_table_edits = args.has_table_edits();
     match args.action {
         ListenerAction::List => {
-            let w = match working(shared) {
+            let w = match working(shared, req) {
                 Ok(w) => w,
                 Err(r) => return r,
             };
@@ -1460,7 +1493,7 @@ pub fn smtproutes(shared: &Arc<Handles>, req: &Request, args: &RouteArgs) -> Res
     let action = args.action.name();
     match args.action {
         RouteAction::List => {
-            let w = match working(shared) {
+            let w = match working(shared, req) {
                 Ok(w) => w,
                 Err(r) => return r,
             };

@@ -7,6 +7,7 @@
 //! (`data`) together, so scripts and people read the same answer.
 
 pub mod access;
+mod cluster_cmds;
 pub mod command;
 mod config_cmds;
 pub mod protocol;
@@ -300,6 +301,8 @@ async fn run(shared: &Arc<Handles>, req: &Request, id: &Identity) -> Response {
         C::Diagnose(_) => pvo_cmds::diagnose(shared).await,
         C::CpqCert(a) => pvo_cmds::cpqcert(shared, req, a),
         C::ApplianceConfig(a) => pvo_cmds::applianceconfig(shared, req, a).await,
+        C::ClusterConfig(a) => one_at_a_time(shared, req, a, cluster_cmds::clusterconfig).await,
+        C::ClusterCheck(a) => one_at_a_time(shared, req, a, cluster_cmds::clustercheck).await,
     }
 }
 

@@ -25,6 +25,9 @@ pub struct Request {
     pub user: String,
     /// `pvo --user NAME`: run as this node user instead of the local superuser.
     pub auth: Option<Credentials>,
+    /// `--level cluster|group:NAME|machine`: the cluster level a configuration command
+    /// reads or changes (`None`: the level each setting is at).
+    pub level: Option<String>,
 }
 
 impl Request {
@@ -34,6 +37,7 @@ impl Request {
             command,
             user: String::new(),
             auth: None,
+            level: None,
         }
     }
 }
@@ -48,6 +52,8 @@ pub struct RawRequest {
     pub user: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub auth: Option<Credentials>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub level: Option<String>,
 }
 
 impl TryFrom<RawRequest> for Request {
@@ -58,6 +64,7 @@ impl TryFrom<RawRequest> for Request {
             command: Command::from_parts(&r.command, r.args)?,
             user: r.user,
             auth: r.auth,
+            level: r.level,
         })
     }
 }
@@ -70,6 +77,7 @@ impl From<Request> for RawRequest {
             args: parts.args,
             user: r.user,
             auth: r.auth,
+            level: r.level,
         }
     }
 }

@@ -660,6 +660,23 @@ impl Doc {
         item.as_array_of_tables_mut().ok_or_else(|| format!("the {key} of listener \"{listener}\" must be written as [[listener.{key}]] tables to be edited by this command"))
     }
 
+    /// Writes `[cluster]` (`clusterconfig create` and `join`), replacing any.
+    pub fn set_cluster(
+        &mut self,
+        url: &str,
+        ca: Option<&str>,
+        machine: &str,
+    ) -> std::result::Result<(), String> {
+        self.0.remove("cluster");
+        let t = self.table(&["cluster"])?;
+        set(t, "url", url);
+        if let Some(ca) = ca {
+            set(t, "ca", ca);
+        }
+        set(t, "machine", machine);
+        Ok(())
+    }
+
     /// Sets a string key of `[cpq]` (`mode`, `manager`, ...).
     pub fn cpq_set(&mut self, key: &str, value: &str) -> std::result::Result<(), String> {
         let t = self.table(&["cpq"])?;

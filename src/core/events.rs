@@ -803,6 +803,40 @@ pub enum Event<'a> {
         by: D<'a>,
         commit: u64,
     },
+
+    // --- cluster ---
+    ClusterConnected {
+        machine: D<'a>,
+        store: D<'a>,
+        revision: u64,
+    },
+    ClusterDisconnected {
+        machine: D<'a>,
+        why: D<'a>,
+        revision: u64,
+    },
+    ClusterApplied {
+        machine: D<'a>,
+        revision: u64,
+        by: D<'a>,
+        level: D<'a>,
+    },
+    ClusterNotApplied {
+        machine: D<'a>,
+        revision: u64,
+        why: D<'a>,
+        running: u64,
+    },
+    ClusterCommitted {
+        by: D<'a>,
+        revision: u64,
+        level: D<'a>,
+        comment: D<'a>,
+    },
+    ClusterMembers {
+        by: D<'a>,
+        what: D<'a>,
+    },
     LoginThrottled {
         user: &'a str,
         from: D<'a>,
@@ -935,7 +969,9 @@ impl Event<'_> {
             | MigrationError { .. }
             | LoginThrottled { .. }
             | StaysSuspended { .. }
-            | SelfSignedNotRenewed { .. } => Level::Warning,
+            | SelfSignedNotRenewed { .. }
+            | ClusterDisconnected { .. }
+            | ClusterNotApplied { .. } => Level::Warning,
             UnreadableEnvelope { .. }
             | SpoolWriteFailed { .. }
             | ScanReadFailed { .. }
@@ -1822,6 +1858,52 @@ impl Display for Event<'_> {
                 f,
                 "Configuration rolled back to commit {to} by {by} (commit {commit})"
             ),
+
+            // --- cluster ---
+            ClusterConnected {
+                machine,
+                store,
+                revision,
+            } => write!(
+                f,
+                "Cluster: machine {machine} connected to the cluster's store ({store}); it runs revision {revision}"
+            ),
+            ClusterDisconnected {
+                machine,
+                why,
+                revision,
+            } => write!(
+                f,
+                "Cluster: machine {machine} is disconnected from the cluster's store: {why}; it keeps running revision {revision} and refuses configuration commits until it is back"
+            ),
+            ClusterApplied {
+                machine,
+                revision,
+                by,
+                level,
+            } => write!(
+                f,
+                "Cluster: machine {machine} applied revision {revision} ({level}, committed by {by})"
+            ),
+            ClusterNotApplied {
+                machine,
+                revision,
+                why,
+                running,
+            } => write!(
+                f,
+                "Cluster: machine {machine} cannot apply revision {revision}: {why}; it keeps running revision {running}"
+            ),
+            ClusterCommitted {
+                by,
+                revision,
+                level,
+                comment,
+            } => write!(
+                f,
+                "Cluster configuration committed by {by} (revision {revision}, {level}): {comment}"
+            ),
+            ClusterMembers { by, what } => write!(f, "Cluster membership changed by {by}: {what}"),
             LoginThrottled {
                 user,
                 from,
@@ -2076,6 +2158,12 @@ mod tests {
             (Event::MigrationNotificationFailed { error: &e }, "The notification that the migration finished could not be spooled: spool: disk on fire", Level::Critical),
             (Event::Committed { by: &"admin", commit: 3, comment: &"new route" }, "Configuration committed by admin (commit 3): new route", Level::Info),
             (Event::RolledBack { to: 2, by: &"admin", commit: 4 }, "Configuration rolled back to commit 2 by admin (commit 4)", Level::Info),
+            (Event::ClusterConnected { machine: &"gw1", store: &"db:5432/pvo as pvo", revision: 7 }, "Cluster: machine gw1 connected to the cluster's store (db:5432/pvo as pvo); it runs revision 7", Level::Info),
+            (Event::ClusterDisconnected { machine: &"gw1", why: &"connection refused", revision: 7 }, "Cluster: machine gw1 is disconnected from the cluster's store: connection refused; it keeps running revision 7 and refuses configuration commits until it is back", Level::Warning),
+            (Event::ClusterApplied { machine: &"gw1", revision: 8, by: &"alice", level: &"cluster" }, "Cluster: machine gw1 applied revision 8 (cluster, committed by alice)", Level::Info),
+            (Event::ClusterNotApplied { machine: &"gw1", revision: 8, why: &"cluster (revision 8) line 2: bad", running: 7 }, "Cluster: machine gw1 cannot apply revision 8: cluster (revision 8) line 2: bad; it keeps running revision 7", Level::Warning),
+            (Event::ClusterCommitted { by: &"alice", revision: 8, level: &"group:east", comment: &"new route" }, "Cluster configuration committed by alice (revision 8, group:east): new route", Level::Info),
+            (Event::ClusterMembers { by: &"admin", what: &"machine gw2 joined group Main_Group" }, "Cluster membership changed by admin: machine gw2 joined group Main_Group", Level::Info),
             (Event::LoginThrottled { user: "admin", from: &"ssh 127.0.0.1", throttle: &"5 failures" }, "Login throttled: user \"admin\" from ssh 127.0.0.1: 5 failures (further attempts are refused without checking the password)", Level::Warning),
             (Event::CertificateRevoked { serial: &"0a1b", subject: "gw1", by: "" }, "CPQ certificate 0a1b (gw1) revoked by admin: refused from the next handshake", Level::Info),
             (Event::CertificateRevoked { serial: &"0a1b", subject: "", by: "ops" }, "CPQ certificate 0a1b revoked by ops: refused from the next handshake", Level::Info),

@@ -448,6 +448,8 @@ pub struct Handles {
     pub probes: Arc<dyn Probes>,
     /// What `status` and `diagnose` say of the inbound certificate (`tls::Inbound`).
     pub inbound_certificate: Arc<dyn InboundCertificate>,
+    /// The machine's cluster: its store, the revision it runs (`cluster::member`).
+    pub cluster: Arc<crate::core::cluster::member::ClusterHandle>,
 }
 
 impl Config {

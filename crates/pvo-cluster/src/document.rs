@@ -179,6 +179,14 @@ impl LayerDoc {
         self.doc.insert(section, item);
     }
 
+    /// Sets `section` to what `from` has (any level, no scope check: the caller decided
+    /// where it goes), replacing this layer's.
+    pub fn replace_from(&mut self, from: &LayerDoc, section: &str) -> Result<(), EditError> {
+        let item = from.item(section)?.clone();
+        self.put(section, &item);
+        Ok(())
+    }
+
     /// Removes `section`; the level above shows through.
     pub fn delete(&mut self, section: &str) -> Result<(), EditError> {
         self.item(section)?;

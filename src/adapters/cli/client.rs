@@ -18,6 +18,18 @@ pub fn set_credentials(c: Credentials) {
     let _ = CREDENTIALS.set(c);
 }
 
+static LEVEL: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+
+/// `--level`: the cluster level the commands of this process read or change.
+pub fn set_level(level: String) {
+    let _ = LEVEL.set(level);
+}
+
+/// The `--level` of this process's commands.
+pub fn level() -> Option<String> {
+    LEVEL.get().cloned()
+}
+
 /// The credentials to send with each request, if `--user` was given.
 pub fn credentials() -> Result<Option<Credentials>> {
     Ok(CREDENTIALS.get().cloned())
@@ -103,6 +115,7 @@ pub fn run(dir: &Path, command: Command, json: bool) -> Result<()> {
             command,
             user,
             auth: credentials()?,
+            level: LEVEL.get().cloned(),
         },
     )?;
     if json {

@@ -402,6 +402,7 @@ fn ask_node(command: &str) -> Result<crate::commands::protocol::Response> {
             command: crate::commands::command::Command::from_parts(command, json!({}))?,
             user,
             auth: crate::adapters::cli::client::credentials()?,
+            level: crate::adapters::cli::client::level(),
         },
     )?;
     if !resp.ok {

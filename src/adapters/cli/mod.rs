@@ -7,6 +7,7 @@
 //! need `--yes`).
 
 pub mod client;
+pub mod cluster;
 pub mod config;
 pub mod diag;
 pub mod enroll;

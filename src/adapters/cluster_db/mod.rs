@@ -24,10 +24,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use pvo_cluster::{
-    check_base, Conflict, Level, Member, MemberState, Members, MembersError, Name, Revision,
-};
-use thiserror::Error;
+use pvo_cluster::{check_base, Level, Member, MemberState, Members, MembersError, Name, Revision};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::{mpsc, Mutex};
 use tokio_postgres::{AsyncMessage, Client, Connection, NoTls};
@@ -45,28 +42,10 @@ const CHANNEL: &str = "pvo_cluster";
 /// How long connecting may take before the store counts as unreachable.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// What went wrong with the store.
-#[derive(Debug, Error)]
-pub enum DbError {
-    #[error("the cluster database address {url:?} is not valid: {why}")]
-    BadUrl { url: String, why: String },
-    #[error("cannot reach the cluster's PostgreSQL ({target}): {why}; check that it runs and that [cluster] url names it")]
-    Unreachable { target: String, why: String },
-    #[error("the cluster's PostgreSQL refused: {0}")]
-    Refused(String),
-    #[error("lost the connection to the cluster's PostgreSQL ({0}); the member reconnects and catches up")]
-    Lost(String),
-    #[error("this database already holds the cluster {0}; join it instead of creating another")]
-    AlreadyCluster(String),
-    #[error("this database holds no cluster yet; create one with `clusterconfig create` first")]
-    NoCluster,
-    #[error(transparent)]
-    Conflict(#[from] Conflict),
-    #[error(transparent)]
-    Members(#[from] MembersError),
-    #[error("the cluster database holds a row this version cannot read: {0}")]
-    Corrupt(String),
-}
+pub use crate::core::cluster::store::{Commit, Notice, Snapshot, StoreError as DbError};
+use crate::core::cluster::store::{Connector, MembersChange, Notices};
+use crate::core::config::Membership;
+use crate::core::state::BoxFuture;
 
 fn refused(e: tokio_postgres::Error) -> DbError {
     if e.is_closed() {
@@ -85,36 +64,6 @@ fn name(s: &str) -> Result<Name, DbError> {
 fn level(s: &str) -> Result<Level, DbError> {
     s.parse()
         .map_err(|e: pvo_cluster::NameError| DbError::Corrupt(e.to_string()))
-}
-
-/// A configuration change to commit.
-#[derive(Debug, Clone)]
-pub struct Commit {
-    pub level: Level,
-    /// The revision the changes started from.
-    pub base: u64,
-    /// The layer's whole new text; `None` removes the layer.
-    pub text: Option<String>,
-    pub author: String,
-    pub comment: String,
-}
-
-/// The store as one member sees it at one moment.
-#[derive(Debug, Clone)]
-pub struct Snapshot {
-    pub members: Members,
-    /// The newest revision (0 before the first).
-    pub head: u64,
-    /// The text of every layer at `head` (removed layers left out).
-    pub layers: Vec<(Level, String)>,
-    pub states: Vec<MemberState>,
-}
-
-/// What a member hears.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Notice {
-    Revision(u64),
-    Members,
 }
 
 /// A connection to the cluster's store.
@@ -251,6 +200,13 @@ impl ClusterDb {
     /// Commits one layer's new text as the next revision, unless a revision after the
     /// change's base changed the same level.
     pub async fn commit(&self, c: &Commit) -> Result<Revision, DbError> {
+        let mut done = self.commit_all(std::slice::from_ref(c)).await?;
+        Ok(done.remove(0))
+    }
+
+    /// Commits each change as the next revision, in one transaction: when one of them
+    /// started from a stale base, none is written.
+    pub async fn commit_all(&self, changes: &[Commit]) -> Result<Vec<Revision>, DbError> {
         let mut client = self.client.lock().await;
         let tx = client.transaction().await.map_err(refused)?;
         tx.execute("SELECT pg_advisory_xact_lock($1)", &[&LOCK_COMMIT])
@@ -264,43 +220,54 @@ impl ClusterDb {
         {
             return Err(DbError::NoCluster);
         }
-        let newer = revisions(
-            &tx,
-            "WHERE number > $1 AND level = $2",
-            &[&(c.base as i64), &c.level.to_string()],
-        )
-        .await?;
-        check_base(c.base, &c.level, &newer)?;
-        let row = tx
-            .query_one(
-                "INSERT INTO pvo_cluster.revision (number, level, author, comment, base)
-                 SELECT coalesce(max(number), 0) + 1, $1, $2, $3, $4 FROM pvo_cluster.revision
-                 RETURNING number, to_char(at AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS \"UTC\"')",
-                &[
-                    &c.level.to_string(),
-                    &c.author,
-                    &c.comment,
-                    &(c.base as i64),
-                ],
+        let mut out = Vec::new();
+        for c in changes {
+            let newer = revisions(
+                &tx,
+                "WHERE number > $1 AND level = $2",
+                &[&(c.base as i64), &c.level.to_string()],
+            )
+            .await?;
+            // The revisions this commit itself wrote do not make its other changes stale.
+            let newer: Vec<Revision> = newer
+                .into_iter()
+                .filter(|r| !out.iter().any(|o: &Revision| o.number == r.number))
+                .collect();
+            check_base(c.base, &c.level, &newer)?;
+            let row = tx
+                .query_one(
+                    "INSERT INTO pvo_cluster.revision (number, level, author, comment, base)
+                     SELECT coalesce(max(number), 0) + 1, $1, $2, $3, $4 FROM pvo_cluster.revision
+                     RETURNING number, to_char(at AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS \"UTC\"')",
+                    &[
+                        &c.level.to_string(),
+                        &c.author,
+                        &c.comment,
+                        &(c.base as i64),
+                    ],
+                )
+                .await
+                .map_err(refused)?;
+            let number: i64 = row.get(0);
+            tx.execute(
+                "INSERT INTO pvo_cluster.layer (level, revision, text) VALUES ($1, $2, $3)",
+                &[&c.level.to_string(), &number, &c.text],
             )
             .await
             .map_err(refused)?;
-        let number: i64 = row.get(0);
-        tx.execute(
-            "INSERT INTO pvo_cluster.layer (level, revision, text) VALUES ($1, $2, $3)",
-            &[&c.level.to_string(), &number, &c.text],
-        )
-        .await
-        .map_err(refused)?;
-        notify(&tx, &format!("revision {number}")).await?;
+            out.push(Revision {
+                number: number as u64,
+                level: c.level.clone(),
+                author: c.author.clone(),
+                at: row.get(1),
+                comment: c.comment.clone(),
+            });
+        }
+        if let Some(last) = out.last() {
+            notify(&tx, &format!("revision {}", last.number)).await?;
+        }
         tx.commit().await.map_err(refused)?;
-        Ok(Revision {
-            number: number as u64,
-            level: c.level.clone(),
-            author: c.author.clone(),
-            at: row.get(1),
-            comment: c.comment.clone(),
-        })
+        Ok(out)
     }
 
     /// The revisions after `since`, oldest first.
@@ -665,4 +632,105 @@ async fn write_members(tx: &tokio_postgres::Transaction<'_>, m: &Members) -> Res
     .await
     .map_err(refused)?;
     Ok(())
+}
+
+impl crate::core::cluster::store::ClusterStore for ClusterDb {
+    fn create<'a>(
+        &'a self,
+        members: &'a Members,
+        layers: &'a [(Level, String)],
+        author: &'a str,
+    ) -> BoxFuture<'a, Result<u64, DbError>> {
+        Box::pin(ClusterDb::create(self, members, layers, author))
+    }
+
+    fn commit<'a>(
+        &'a self,
+        changes: &'a [Commit],
+    ) -> BoxFuture<'a, Result<Vec<Revision>, DbError>> {
+        Box::pin(self.commit_all(changes))
+    }
+
+    fn history(&self, since: u64) -> BoxFuture<'_, Result<Vec<Revision>, DbError>> {
+        Box::pin(ClusterDb::history(self, since))
+    }
+
+    fn layer_at<'a>(
+        &'a self,
+        level: &'a Level,
+        revision: u64,
+    ) -> BoxFuture<'a, Result<Option<String>, DbError>> {
+        Box::pin(ClusterDb::layer_at(self, level, revision))
+    }
+
+    fn snapshot(&self) -> BoxFuture<'_, Result<Snapshot, DbError>> {
+        Box::pin(ClusterDb::snapshot(self))
+    }
+
+    fn report<'a>(&'a self, machine: &'a Name, applied: u64) -> BoxFuture<'a, Result<(), DbError>> {
+        Box::pin(ClusterDb::report(self, machine, applied))
+    }
+
+    fn change_members(&self, change: MembersChange) -> BoxFuture<'_, Result<Members, DbError>> {
+        Box::pin(ClusterDb::change_members(self, change))
+    }
+
+    fn listen(&self) -> BoxFuture<'_, Result<Box<dyn Notices>, DbError>> {
+        Box::pin(async move {
+            let l = ClusterDb::listen(self).await?;
+            Ok(Box::new(l) as Box<dyn Notices>)
+        })
+    }
+}
+
+impl Notices for Listener {
+    fn next(&mut self) -> BoxFuture<'_, Option<Notice>> {
+        Box::pin(Listener::next(self))
+    }
+}
+
+/// Connects members and administrators' commands to the store `[cluster]` names: over
+/// a Unix socket as it is, over TCP with TLS verified against `[cluster] ca` when given.
+pub struct Postgres;
+
+impl Connector for Postgres {
+    fn connect<'a>(
+        &'a self,
+        membership: &'a Membership,
+        member: &'a str,
+    ) -> BoxFuture<'a, Result<Arc<dyn crate::core::cluster::store::ClusterStore>, DbError>> {
+        Box::pin(async move {
+            let tls = match &membership.ca {
+                Some(path) => Some(client_config(path)?),
+                None => None,
+            };
+            let db = ClusterDb::connect(&membership.url, member, tls).await?;
+            Ok(Arc::new(db) as Arc<dyn crate::core::cluster::store::ClusterStore>)
+        })
+    }
+}
+
+/// A TLS client configuration that trusts only the CA certificates in the PEM file `path`.
+fn client_config(path: &std::path::Path) -> Result<Arc<rustls::ClientConfig>, DbError> {
+    use rustls::pki_types::pem::PemObject;
+    let bad = |why: String| DbError::Ca {
+        path: path.display().to_string(),
+        why,
+    };
+    let pem = std::fs::read(path).map_err(|e| bad(e.to_string()))?;
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls::pki_types::CertificateDer::pem_slice_iter(&pem) {
+        let cert = cert.map_err(|e| bad(e.to_string()))?;
+        roots.add(cert).map_err(|e| bad(e.to_string()))?;
+    }
+    if roots.is_empty() {
+        return Err(bad("it holds no PEM certificate".into()));
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| bad(e.to_string()))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(Arc::new(config))
 }

@@ -9,6 +9,9 @@
 //! section where it may not be is refused with the layer's name and the line.
 
 pub mod cache;
+pub mod member;
+pub mod store;
+pub mod view;
 
 use std::path::{Path, PathBuf};
 
@@ -19,7 +22,7 @@ use crate::core::config::{self, Config, ConfigError};
 /// Where each section may be set, for `pvo_cluster`'s edits and checks.
 pub const SCHEMA: Schema = Schema {
     cluster_only: &["ssh"],
-    machine_only: &["node", "interface"],
+    machine_only: &["node", "interface", "cluster"],
 };
 
 /// What a layer is called in errors: its level and the revision it was read at.

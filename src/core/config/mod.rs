@@ -16,6 +16,7 @@
 //! The documented examples are `docs/gateway.example.toml` and
 //! `docs/manager.example.toml`.
 
+mod cluster;
 mod cpq;
 mod delivery;
 mod interfaces;
@@ -38,6 +39,7 @@ use pvo_scan::dlp::DlpPolicy;
 use pvo_scan::filter::FilterRule;
 use serde::Deserialize;
 
+pub use crate::core::config::cluster::{default_machine_name, Membership};
 pub use crate::core::config::cpq::{
     is_serial, Cpq, EnrolledGateway, Migration, CPQ_HOST, CPQ_LISTENER, CPQ_RELEASE_HOST,
 };
@@ -90,6 +92,8 @@ pub struct Config {
     pub ssh: Option<Ssh>,
     /// The HTTPS server of the REST API and `/metrics` (`[web]`); `None`: none.
     pub web: Option<Web>,
+    /// This machine's membership of a cluster (`[cluster]`); `None`: a machine alone.
+    pub cluster: Option<Membership>,
     /// The layer each section set by some layer came from (see [`Config::origin`]).
     /// Not part of the configuration's JSON, which says what is in force.
     #[serde(skip)]
@@ -120,6 +124,7 @@ struct RawFile {
     cpq: Option<cpq::Raw>,
     ssh: Option<servers::Raw>,
     web: Option<servers::Raw>,
+    cluster: Option<cluster::Raw>,
 }
 
 /// The parsed files of a configuration, most specific (the machine's) first.
@@ -256,6 +261,7 @@ impl Config {
         let mut set = Layers::parse(layers)?;
         let node = set.section::<Node>(|f| f.node.take(), ())?;
         let interfaces = set.section::<Vec<Interface>>(|f| f.interface.take(), &node.hostname)?;
+        let cluster = set.section::<Option<Membership>>(|f| f.cluster.take(), &node.hostname)?;
         let mut policies = set.section::<Vec<Policy>>(|f| f.policy.take(), ())?;
         let mut listeners = set.section::<Vec<Listener>>(
             |f| f.listener.take(),
@@ -349,6 +355,7 @@ impl Config {
             cpq,
             ssh,
             web,
+            cluster,
             origins: set.origins,
         })
     }

@@ -1,0 +1,167 @@
+//! `clusterconfig` and `clustercheck`: a cluster of machines on one PostgreSQL.
+
+use anyhow::Result;
+use clap::Subcommand;
+use serde_json::json;
+
+#[derive(Subcommand)]
+pub enum ClusterCommand {
+    /// The cluster: create one from this machine or join one; its machines, groups and
+    /// connections (`list`, `connstatus`); groups; remove a machine; disconnect and
+    /// reconnect this machine (for an upgrade); copy, move and delete settings between
+    /// levels (pending until `commit`). Without an action: `list`.
+    Clusterconfig {
+        #[command(subcommand)]
+        action: Option<ClusterAction>,
+    },
+    /// Every difference between the cluster's levels and machines, each with the
+    /// command that resolves it.
+    Clustercheck,
+}
+
+#[derive(Subcommand)]
+pub enum ClusterAction {
+    /// The machines by group, whether each is connected and the revision it runs.
+    List,
+    /// This machine's connection to the cluster's store, and each member's.
+    Connstatus,
+    /// Creates a cluster with this machine: its settings become the cluster's.
+    Create {
+        /// The cluster's name.
+        name: String,
+        /// The cluster's PostgreSQL: postgresql://USER@HOST:PORT/DATABASE.
+        #[arg(long)]
+        url: String,
+        /// The CA certificate (PEM) the store's certificate is checked against (TLS).
+        #[arg(long)]
+        ca: Option<String>,
+        /// This machine's name in the cluster (default: its host name).
+        #[arg(long)]
+        machine: Option<String>,
+        /// The address other machines know this one by (default: its first interface's).
+        #[arg(long)]
+        address: Option<String>,
+    },
+    /// Joins this machine to a cluster: it takes the cluster's settings and keeps only
+    /// its machine-only ones (node, interfaces).
+    Join {
+        #[arg(long)]
+        url: String,
+        #[arg(long)]
+        ca: Option<String>,
+        #[arg(long)]
+        machine: Option<String>,
+        #[arg(long)]
+        address: Option<String>,
+        /// The group to join (default: the first).
+        #[arg(long)]
+        group: Option<String>,
+    },
+    Addgroup {
+        name: String,
+    },
+    /// Moves a machine to another group.
+    Setgroup {
+        machine: String,
+        group: String,
+    },
+    Renamegroup {
+        name: String,
+        to: String,
+    },
+    /// Deletes a group; its machines move to --to.
+    Deletegroup {
+        name: String,
+        #[arg(long)]
+        to: Option<String>,
+    },
+    /// Removes a machine from the cluster; it keeps the settings it inherited.
+    Removemachine {
+        name: String,
+    },
+    /// Holds this machine disconnected from the cluster (it runs its last revision).
+    Disconnect,
+    /// Ends `disconnect`: the machine catches up with the cluster.
+    Reconnect,
+    /// Copies a section (listener, content_filter, tls, ...) from one level to another.
+    Copysettings {
+        section: String,
+        #[arg(long)]
+        from: String,
+        #[arg(long)]
+        to: String,
+    },
+    /// Moves a section from one level to another.
+    Movesettings {
+        section: String,
+        #[arg(long)]
+        from: String,
+        #[arg(long)]
+        to: String,
+    },
+    /// Deletes a section at a level (--level); the level above shows through.
+    Deletesettings {
+        section: String,
+    },
+}
+
+impl ClusterCommand {
+    /// The admin request: (command name, JSON arguments).
+    #[allow(clippy::wrong_self_convention)]
+    pub fn to_request(self) -> Result<(&'static str, serde_json::Value)> {
+        Ok(match self {
+            ClusterCommand::Clustercheck => ("clustercheck", json!({})),
+            ClusterCommand::Clusterconfig { action } => (
+                "clusterconfig",
+                match action.unwrap_or(ClusterAction::List) {
+                    ClusterAction::List => json!({ "action": "list" }),
+                    ClusterAction::Connstatus => json!({ "action": "connstatus" }),
+                    ClusterAction::Create {
+                        name,
+                        url,
+                        ca,
+                        machine,
+                        address,
+                    } => {
+                        json!({ "action": "create", "name": name, "url": url, "ca": ca, "machine": machine, "address": address })
+                    }
+                    ClusterAction::Join {
+                        url,
+                        ca,
+                        machine,
+                        address,
+                        group,
+                    } => {
+                        json!({ "action": "join", "url": url, "ca": ca, "machine": machine, "address": address, "group": group })
+                    }
+                    ClusterAction::Addgroup { name } => {
+                        json!({ "action": "addgroup", "name": name })
+                    }
+                    ClusterAction::Setgroup { machine, group } => {
+                        json!({ "action": "setgroup", "machine": machine, "group": group })
+                    }
+                    ClusterAction::Renamegroup { name, to } => {
+                        json!({ "action": "renamegroup", "name": name, "to": to })
+                    }
+                    ClusterAction::Deletegroup { name, to } => {
+                        json!({ "action": "deletegroup", "name": name, "to": to })
+                    }
+                    ClusterAction::Removemachine { name } => {
+                        json!({ "action": "removemachine", "name": name })
+                    }
+                    ClusterAction::Disconnect => json!({ "action": "disconnect" }),
+                    ClusterAction::Reconnect => json!({ "action": "reconnect" }),
+                    ClusterAction::Copysettings { section, from, to } => {
+                        json!({ "action": "copysettings", "section": section, "from": from, "to": to })
+                    }
+                    ClusterAction::Movesettings { section, from, to } => {
+                        json!({ "action": "movesettings", "section": section, "from": from, "to": to })
+                    }
+                    ClusterAction::Deletesettings { section } => {
+                        json!({ "action": "deletesettings", "section": section })
+                    }
+                },
+            ),
+        })
+    }
+}

@@ -1,0 +1,1431 @@
+//! `clusterconfig` and `clustercheck`, and the configuration commands of a cluster
+//! member: editing the layers (`core::cluster::view`), committing them as revisions of
+//! the cluster's store, the cluster's history, rollback per level, `showconfig` with
+//! where each section comes from.
+//!
+//! Everything that changes the cluster goes through the store the member is connected to
+//! (`ClusterHandle::store`): a member that cannot reach it refuses, saying why and which
+//! revision it runs, rather than diverging. Handlers run on the blocking pool one at a
+//! time (`config_cmds::one_at_a_time`), so they wait for the store with `block_on`.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use pvo_cluster::{LayerDoc, Level, Members, Name, MAIN_GROUP};
+use serde_json::{json, Value as Json};
+
+use super::command::{ClusterAction, ClusterArgs, CommandError, NoArgs};
+use crate::commands::protocol::{ErrorKind, Request, Response};
+use crate::core::cluster::member::{base_dir, chain_of, flattened_file};
+use crate::core::cluster::store::{ClusterStore, Commit, Snapshot, StoreError};
+use crate::core::cluster::view::{self, View};
+use crate::core::cluster::SCHEMA;
+use crate::core::config::{Config, Membership};
+use crate::core::config_store::{self, Change, Doc, Store};
+use crate::core::events::Event;
+use crate::core::state::Handles;
+
+/// How long a command waits for this machine to put in force what it committed.
+const APPLY_WAIT: Duration = Duration::from_secs(5);
+
+fn block_on<F: std::future::Future>(f: F) -> F::Output {
+    tokio::runtime::Handle::current().block_on(f)
+}
+
+fn user(req: &Request) -> String {
+    if req.user.trim().is_empty() {
+        "unknown".to_string()
+    } else {
+        req.user.trim().to_string()
+    }
+}
+
+/// A store error as a reply, its kind from what went wrong.
+pub fn store_error(e: &StoreError) -> Response {
+    use pvo_cluster::MembersError as M;
+    let kind = match e {
+        StoreError::Unreachable { .. } | StoreError::Lost(_) | StoreError::Refused(_) => {
+            ErrorKind::Unavailable
+        }
+        StoreError::BadUrl { .. } | StoreError::Ca { .. } => ErrorKind::Invalid,
+        StoreError::AlreadyCluster(_) | StoreError::Conflict(_) => ErrorKind::Conflict,
+        StoreError::NoCluster => ErrorKind::NotFound,
+        StoreError::Members(M::NoMachine(_) | M::NoGroup(_)) => ErrorKind::NotFound,
+        StoreError::Members(_) => ErrorKind::Conflict,
+        StoreError::Corrupt(_) => ErrorKind::Unavailable,
+    };
+    Response::fail(kind, e.to_string())
+}
+
+fn unavailable(e: crate::core::cluster::member::Unavailable) -> Response {
+    Response::fail(ErrorKind::Unavailable, e.to_string())
+}
+
+fn name_arg(what: &str, v: &Option<String>) -> Result<Name, Response> {
+    let Some(v) = v.as_deref().map(str::trim).filter(|v| !v.is_empty()) else {
+        return Err(Response::error(format!("clusterconfig: give the {what}")));
+    };
+    Name::new(v).map_err(|e| Response::error(format!("clusterconfig: {e}")))
+}
+
+fn store_of(shared: &Handles) -> Result<Arc<dyn ClusterStore>, Response> {
+    shared.cluster.store().map_err(unavailable)
+}
+
+fn fresh_snapshot(store: &dyn ClusterStore) -> Result<Snapshot, Response> {
+    block_on(store.snapshot()).map_err(|e| store_error(&e))
+}
+
+// ---------------------------------------------------------------------------
+// The configuration commands in a cluster
+// ---------------------------------------------------------------------------
+
+/// Whether this machine is in a cluster (its configuration commands then work on the
+/// cluster's layers).
+pub fn in_cluster(shared: &Handles) -> bool {
+    shared.cluster.membership().is_some()
+}
+
+/// The view the configuration commands of a member work on.
+pub struct Working {
+    pub view: View,
+    pub membership: Membership,
+    /// The level the command named (`--level`).
+    pub level: Option<Level>,
+    /// The document seen from that level.
+    pub text: String,
+    /// The configuration with the pending changes.
+    pub cfg: Config,
+    pub pending: bool,
+}
+
+fn membership(shared: &Handles) -> Result<Membership, Response> {
+    shared
+        .cluster
+        .membership()
+        .ok_or_else(|| unavailable(crate::core::cluster::member::Unavailable::NotInCluster))
+}
+
+/// The layers as last read from the store (connected: read now), with the pending
+/// changes, seen from the request's level.
+pub fn working(shared: &Handles, req: &Request) -> Result<Working, Response> {
+    let membership = membership(shared)?;
+    let snap = match shared.cluster.store() {
+        Ok(store) => fresh_snapshot(&*store)?,
+        Err(e) => match shared.cluster.snapshot() {
+            Some(s) => s,
+            None => return Err(unavailable(e)),
+        },
+    };
+    let data_dir = shared.config.current().data_dir.clone();
+    let pending = view::load_pending(&data_dir).map_err(Response::error)?;
+    let has_pending = pending.is_some();
+    let v = View::new(
+        snap.members.clone(),
+        membership.machine.clone(),
+        snap.head,
+        &snap.layers,
+        pending,
+    );
+    let level = match &req.level {
+        Some(l) => Some(view::parse_level(l, &membership.machine).map_err(Response::error)?),
+        None => None,
+    };
+    let text = v.flattened(level.as_ref()).map_err(Response::error)?;
+    let cfg = v
+        .compose(&membership, &base_dir(&shared.config.path))
+        .map_err(|e| {
+            Response::error(format!(
+                "The cluster configuration {}is not valid on this machine: {e}",
+                if has_pending {
+                    "with the pending changes "
+                } else {
+                    ""
+                }
+            ))
+        })?;
+    Ok(Working {
+        view: v,
+        membership,
+        level,
+        text,
+        cfg,
+        pending: has_pending,
+    })
+}
+
+/// A configuration editor's run in a cluster: the editor changes the document seen from
+/// the level; the sections it changed go to their layers; the result must compose.
+pub fn edit(
+    shared: &Handles,
+    req: &Request,
+    edit: impl FnOnce(&Config, &mut Doc) -> Result<String, CommandError>,
+    pending_note: &str,
+) -> Response {
+    let mut w = match working(shared, req) {
+        Ok(w) => w,
+        Err(r) => return r,
+    };
+    let mut doc = match Doc::parse(&w.text) {
+        Ok(d) => d,
+        Err(e) => return Response::error(e),
+    };
+    let summary = match edit(&w.cfg, &mut doc) {
+        Ok(s) => s,
+        Err(e) => return Response::from(e),
+    };
+    let after = doc.text();
+    let changed = match w.view.apply_edit(&w.text, &after, w.level.as_ref()) {
+        Ok(c) => c,
+        Err(e) => return Response::error(format!("Not changed: {e}")),
+    };
+    if changed.is_empty() {
+        return Response::ok(
+            format!("{summary}\nNo change: the configuration already says so."),
+            json!({ "changed": false, "pending": w.pending, "summary": summary }),
+        );
+    }
+    if let Err(e) = w
+        .view
+        .compose(&w.membership, &base_dir(&shared.config.path))
+    {
+        let place = if e.key.is_empty() {
+            String::new()
+        } else {
+            format!("key {}: ", e.key)
+        };
+        return Response::error(format!(
+            "Not changed: the configuration would not be valid: {place}{}",
+            e.message
+        ));
+    }
+    let levels: Vec<String> = changed.iter().map(|l| l.to_string()).collect();
+    w.view.pending.changes.push(Change {
+        time: config_store::now(),
+        user: user(req),
+        command: req.command.name(),
+        summary: format!("{} ({})", summary.replace('\n', "; "), levels.join(", ")),
+    });
+    let data_dir = shared.config.current().data_dir.clone();
+    if let Err(e) = view::save_pending(&data_dir, &w.view.pending) {
+        return Response::error(e);
+    }
+    Response::ok(
+        format!(
+            "{summary}\nChanged at {}.\n{pending_note}",
+            levels.join(", ")
+        ),
+        json!({ "changed": true, "pending": true, "summary": summary, "levels": levels }),
+    )
+}
+
+/// `commit` in a cluster: each level with pending changes becomes a revision, all in one
+/// transaction of the store; every connected member applies them.
+pub fn commit(shared: &Arc<Handles>, req: &Request, comment: &str) -> Response {
+    let data_dir = shared.config.current().data_dir.clone();
+    let pending = match view::load_pending(&data_dir) {
+        Ok(Some(p)) => p,
+        Ok(None) => {
+            return Response::ok(
+                "There are no changes to commit.",
+                json!({ "committed": false }),
+            )
+        }
+        Err(e) => return Response::error(e),
+    };
+    let store = match store_of(shared) {
+        Ok(s) => s,
+        Err(r) => {
+            return Response::fail(
+                ErrorKind::Unavailable,
+                format!(
+                    "Changes not committed: {}\nThe changes stay pending.",
+                    r.text
+                ),
+            )
+        }
+    };
+    let snap = match fresh_snapshot(&*store) {
+        Ok(s) => s,
+        Err(r) => return r,
+    };
+    let Ok(membership) = membership(shared) else {
+        return Response::error("this machine is not in a cluster");
+    };
+    let base = pending.base;
+    let v = View::new(
+        snap.members.clone(),
+        membership.machine.clone(),
+        snap.head,
+        &snap.layers,
+        Some(pending),
+    );
+    let wanted: Vec<(Level, String)> = match req.level.as_deref() {
+        None => v.changed_levels(&snap.layers),
+        Some(l) => {
+            let level = match view::parse_level(l, &membership.machine) {
+                Ok(l) => l,
+                Err(e) => return Response::error(e),
+            };
+            v.changed_levels(&snap.layers)
+                .into_iter()
+                .filter(|(c, _)| *c == level)
+                .collect()
+        }
+    };
+    if wanted.is_empty() {
+        if req.level.is_none() {
+            let _ = view::clear_pending(&data_dir);
+        }
+        return Response::ok(
+            "There are no changes to commit.",
+            json!({ "committed": false }),
+        );
+    }
+    // This machine must be able to run the result; other members say so if they cannot.
+    if let Err(e) = v.compose(&membership, &base_dir(&shared.config.path)) {
+        return Response::error(format!(
+            "Changes not committed: {e}\nThe changes stay pending: fix them, or discard them with `pvo clearchanges`."
+        ));
+    }
+    let who = user(req);
+    let commits: Vec<Commit> = wanted
+        .iter()
+        .map(|(level, text)| Commit {
+            level: level.clone(),
+            base,
+            text: Some(text.clone()),
+            author: who.clone(),
+            comment: comment.to_string(),
+        })
+        .collect();
+    let revisions = match block_on(store.commit(&commits)) {
+        Ok(r) => r,
+        Err(e) => {
+            let r = store_error(&e);
+            return Response::fail(
+                r.kind.unwrap_or(ErrorKind::Unavailable),
+                format!(
+                    "Changes not committed: {}\nThe changes stay pending.",
+                    r.text
+                ),
+            );
+        }
+    };
+    // What was committed leaves the pending changes; what was not stays.
+    let mut rest = v.pending.clone();
+    for (level, _) in &wanted {
+        rest.levels.remove(&level.to_string());
+    }
+    let left = if rest.levels.is_empty() {
+        view::clear_pending(&data_dir).map(|_| ())
+    } else {
+        view::save_pending(&data_dir, &rest)
+    };
+    if let Err(e) = left {
+        return Response::error(format!(
+            "committed, but updating the pending changes failed: {e}"
+        ));
+    }
+    for r in &revisions {
+        shared.mail.log.emit(Event::ClusterCommitted {
+            by: &who,
+            revision: r.number,
+            level: &r.level,
+            comment: &comment,
+        });
+    }
+    let last = revisions.last().map(|r| r.number).unwrap_or(snap.head);
+    let applied = block_on(shared.cluster.wait_for(last, APPLY_WAIT));
+    let lines: Vec<String> = revisions
+        .iter()
+        .map(|r| format!("revision {} ({})", r.number, r.level))
+        .collect();
+    Response::ok(
+        format!(
+            "Changes committed: {}{}",
+            lines.join(", "),
+            if applied {
+                format!("; in force on this machine ({})", membership.machine)
+            } else {
+                format!(
+                    "; not yet in force on this machine ({}): see `clusterconfig connstatus`",
+                    membership.machine
+                )
+            }
+        ),
+        json!({
+            "committed": true,
+            "revisions": revisions.iter().map(revision_json).collect::<Vec<_>>(),
+            "applied": applied,
+        }),
+    )
+}
+
+fn revision_json(r: &pvo_cluster::Revision) -> Json {
+    json!({ "revision": r.number, "level": r.level.to_string(), "author": r.author, "at": r.at, "comment": r.comment })
+}
+
+pub fn clearchanges(shared: &Handles) -> Response {
+    match view::clear_pending(&shared.config.current().data_dir) {
+        Ok(true) => Response::ok("Changes cleared.", json!({ "cleared": true })),
+        Ok(false) => Response::ok(
+            "There are no changes to clear.",
+            json!({ "cleared": false }),
+        ),
+        Err(e) => Response::error(e),
+    }
+}
+
+/// `commitdetail` in a cluster: the cluster's history, newest first, and the pending
+/// changes of this machine.
+pub fn commitdetail(shared: &Handles) -> Response {
+    let store = match store_of(shared) {
+        Ok(s) => s,
+        Err(r) => return r,
+    };
+    let history = match block_on(store.history(0)) {
+        Ok(h) => h,
+        Err(e) => return store_error(&e),
+    };
+    let status = shared.cluster.status();
+    let mut t = format!(
+        "Cluster configuration history ({} revisions; this machine runs revision {}):\n",
+        history.len(),
+        status.revision
+    );
+    for r in history.iter().rev() {
+        t.push_str(&format!(
+            "  {}  {}  {}  {}  {}\n",
+            r.number,
+            r.at,
+            r.author,
+            r.level,
+            if r.comment.is_empty() {
+                "-"
+            } else {
+                &r.comment
+            }
+        ));
+    }
+    let pending = view::load_pending(&shared.config.current().data_dir)
+        .ok()
+        .flatten();
+    match &pending {
+        Some(p) if !p.changes.is_empty() => {
+            t.push_str(&format!(
+                "\nChanges pending commit (from revision {}):\n",
+                p.base
+            ));
+            for c in &p.changes {
+                t.push_str(&format!("  {} ({}): {}\n", c.user, c.command, c.summary));
+            }
+        }
+        _ => t.push_str("\nNo changes pending.\n"),
+    }
+    Response::ok(
+        t,
+        json!({
+            "cluster": true,
+            "history": history.iter().rev().map(revision_json).collect::<Vec<_>>(),
+            "running": status.revision,
+            "pending": pending.map(|p| json!({ "base": p.base, "levels": p.levels.keys().collect::<Vec<_>>(), "changes": p.changes })),
+        }),
+    )
+}
+
+/// `rollback N --level L`: level L's text as of revision N becomes a new revision.
+pub fn rollback(shared: &Arc<Handles>, req: &Request, n: Option<u64>) -> Response {
+    let Some(n) = n else {
+        return commitdetail(shared);
+    };
+    let membership = match membership(shared) {
+        Ok(m) => m,
+        Err(r) => return r,
+    };
+    let Some(level) = req.level.as_deref() else {
+        return Response::error(
+            "rollback in a cluster goes back one level at a time: say which with --level cluster|group:NAME|machine",
+        );
+    };
+    let level = match view::parse_level(level, &membership.machine) {
+        Ok(l) => l,
+        Err(e) => return Response::error(e),
+    };
+    let store = match store_of(shared) {
+        Ok(s) => s,
+        Err(r) => return r,
+    };
+    let history = match block_on(store.history(0)) {
+        Ok(h) => h,
+        Err(e) => return store_error(&e),
+    };
+    let snap = match fresh_snapshot(&*store) {
+        Ok(s) => s,
+        Err(r) => return r,
+    };
+    let source = match pvo_cluster::rollback_source(&level, n, &history) {
+        Ok(s) => s,
+        Err(e) => return Response::fail(ErrorKind::NotFound, e.to_string()),
+    };
+    let text = match block_on(store.layer_at(&level, source)) {
+        Ok(t) => t,
+        Err(e) => return store_error(&e),
+    };
+    let mut v = View::new(
+        snap.members.clone(),
+        membership.machine.clone(),
+        snap.head,
+        &snap.layers,
+        None,
+    );
+    v.set_text(&level, text.clone().unwrap_or_default());
+    if let Err(e) = v.compose(&membership, &base_dir(&shared.config.path)) {
+        return Response::error(format!("Not rolled back: {e}"));
+    }
+    let who = user(req);
+    let commit = Commit {
+        level: level.clone(),
+        base: snap.head,
+        text,
+        author: who.clone(),
+        comment: format!("rollback of {level} to revision {n}"),
+    };
+    let revisions = match block_on(store.commit(std::slice::from_ref(&commit))) {
+        Ok(r) => r,
+        Err(e) => return store_error(&e),
+    };
+    let r = &revisions[0];
+    shared.mail.log.emit(Event::ClusterCommitted {
+        by: &who,
+        revision: r.number,
+        level: &r.level,
+        comment: &commit.comment,
+    });
+    let applied = block_on(shared.cluster.wait_for(r.number, APPLY_WAIT));
+    Response::ok(
+        format!(
+            "{level} rolled back to revision {n}: revision {}{}",
+            r.number,
+            if applied {
+                "; in force on this machine"
+            } else {
+                ""
+            }
+        ),
+        json!({ "rolled_back": true, "revision": revision_json(r), "applied": applied }),
+    )
+}
+
+/// `showconfig` in a cluster: the configuration in force on this machine (or seen from
+/// `--level`), each section with the level it comes from.
+pub fn showconfig(shared: &Handles, req: &Request, pending: bool) -> Response {
+    let w = match working(shared, req) {
+        Ok(w) => w,
+        Err(r) => return r,
+    };
+    let v = if pending {
+        w.view.clone()
+    } else {
+        let mut v = w.view.clone();
+        v.pending = Default::default();
+        match shared.cluster.snapshot() {
+            Some(s) => View::new(
+                s.members,
+                w.membership.machine.clone(),
+                s.head,
+                &s.layers,
+                None,
+            ),
+            None => v,
+        }
+    };
+    let origins = match v.origins(w.level.as_ref()) {
+        Ok(o) => o,
+        Err(e) => return Response::error(e),
+    };
+    let mut t = format!(
+        "# Cluster configuration of {} at revision {}{}\n",
+        w.membership.machine,
+        v.head,
+        if pending && w.pending {
+            " (including changes not yet committed)"
+        } else {
+            ""
+        }
+    );
+    let mut data = serde_json::Map::new();
+    for (section, level) in &origins {
+        let Ok(doc) = LayerDoc::parse(level.clone(), v.text(level)) else {
+            continue;
+        };
+        let mut one = LayerDoc::empty(level.clone());
+        if one.replace_from(&doc, section).is_err() {
+            continue;
+        }
+        t.push_str(&format!("\n# [{section}] from {level}\n"));
+        t.push_str(one.text().trim_start());
+        if !t.ends_with('\n') {
+            t.push('\n');
+        }
+        data.insert(section.clone(), json!(level.to_string()));
+    }
+    Response::ok(
+        t,
+        json!({ "cluster": true, "revision": v.head, "machine": w.membership.machine.to_string(), "origins": data }),
+    )
+}
+
+// ---------------------------------------------------------------------------
+// clusterconfig
+// ---------------------------------------------------------------------------
+
+/// The address this machine is known by in the cluster: `--address`, or its first
+/// interface's.
+fn address_of(shared: &Handles, given: &Option<String>) -> String {
+    match given.as_deref().map(str::trim).filter(|a| !a.is_empty()) {
+        Some(a) => a.to_string(),
+        None => shared
+            .config
+            .current()
+            .interfaces
+            .first()
+            .map(|i| i.address.to_string())
+            .unwrap_or_else(|| "127.0.0.1".into()),
+    }
+}
+
+/// The membership a `create` or `join` asks for.
+fn membership_from(shared: &Handles, args: &ClusterArgs) -> Result<Membership, Response> {
+    let Some(url) = args.url.as_deref().map(str::trim).filter(|u| !u.is_empty()) else {
+        return Err(Response::error(
+            "clusterconfig: give the cluster's PostgreSQL with --url postgresql://USER@HOST:PORT/DATABASE",
+        ));
+    };
+    let cfg = shared.config.current();
+    let machine = match &args.machine {
+        Some(_) => name_arg("machine name (--machine)", &args.machine)?,
+        None => crate::core::config::default_machine_name(&cfg.hostname).ok_or_else(|| {
+            Response::error(format!(
+                "clusterconfig: the host name {:?} is not a machine name; give one with --machine",
+                cfg.hostname
+            ))
+        })?,
+    };
+    Ok(Membership {
+        url: url.to_string(),
+        ca: args
+            .ca
+            .as_deref()
+            .map(|c| base_dir(&shared.config.path).join(c)),
+        machine,
+    })
+}
+
+/// The machine's own file: its text, refusing when local changes are pending.
+fn own_file(shared: &Handles) -> Result<(Store, String), Response> {
+    let store = Store::new(&shared.config.current().data_dir, &shared.config.path);
+    match store.pending() {
+        Ok(Some(_)) => {
+            return Err(Response::fail(
+                ErrorKind::Conflict,
+                "this machine has configuration changes pending: commit them (`pvo commit`) or discard them (`pvo clearchanges`) first",
+            ))
+        }
+        Ok(None) => {}
+        Err(e) => return Err(Response::error(format!("{e:#}"))),
+    }
+    let text = store
+        .committed_text()
+        .map_err(|e| Response::error(format!("{e:#}")))?;
+    Ok((store, text))
+}
+
+/// Writes `[cluster]` into the machine's own file (its bootstrap: where the store is).
+fn write_membership(store: &Store, text: &str, m: &Membership) -> Result<(), Response> {
+    let mut doc = Doc::parse(text).map_err(Response::error)?;
+    doc.set_cluster(
+        &m.url,
+        m.ca.as_deref().and_then(|p| p.to_str()),
+        m.machine.as_str(),
+    )
+    .map_err(Response::error)?;
+    store
+        .write_committed(&doc.text())
+        .map_err(|e| Response::error(format!("{e:#}")))
+}
+
+/// A machine's own file split for the cluster: its machine-only sections (its layer)
+/// and the rest (what it gives up, or, on `create`, the cluster's first layer).
+fn split_own(machine: &Name, text: &str) -> Result<(LayerDoc, LayerDoc, Vec<String>), Response> {
+    let own = LayerDoc::parse(Level::Machine(machine.clone()), text).map_err(|e| {
+        Response::error(format!(
+            "this machine's configuration, line {}: {}",
+            e.line, e.message
+        ))
+    })?;
+    let (mut kept, dropped) = pvo_cluster::take_over(&SCHEMA, &own);
+    if kept.sets("cluster") {
+        let _ = kept.delete("cluster");
+    }
+    let mut rest = LayerDoc::empty(Level::Cluster);
+    for s in &dropped {
+        if !SCHEMA.allows(s, &Level::Cluster) {
+            continue;
+        }
+        rest.replace_from(&own, s)
+            .map_err(|e| Response::error(e.to_string()))?;
+    }
+    Ok((kept, rest, dropped))
+}
+
+pub fn clusterconfig(shared: &Arc<Handles>, req: &Request, args: &ClusterArgs) -> Response {
+    match args.action {
+        ClusterAction::List => list(shared),
+        ClusterAction::Connstatus => connstatus(shared),
+        ClusterAction::Create => create(shared, req, args),
+        ClusterAction::Join => join(shared, req, args),
+        ClusterAction::Addgroup => members_change(shared, req, args),
+        ClusterAction::Setgroup => members_change(shared, req, args),
+        ClusterAction::Renamegroup => members_change(shared, req, args),
+        ClusterAction::Deletegroup => members_change(shared, req, args),
+        ClusterAction::Removemachine => removemachine(shared, req, args),
+        ClusterAction::Disconnect | ClusterAction::Reconnect => hold(shared, req, args),
+        ClusterAction::Copysettings
+        | ClusterAction::Movesettings
+        | ClusterAction::Deletesettings => settings(shared, req, args),
+    }
+}
+
+fn create(shared: &Arc<Handles>, req: &Request, args: &ClusterArgs) -> Response {
+    if let Some(m) = shared.cluster.membership() {
+        return Response::fail(
+            ErrorKind::Conflict,
+            format!("this machine is already in a cluster, as {}", m.machine),
+        );
+    }
+    let cluster = match name_arg("cluster's name", &args.name) {
+        Ok(n) => n,
+        Err(r) => return r,
+    };
+    let membership = match membership_from(shared, args) {
+        Ok(m) => m,
+        Err(r) => return r,
+    };
+    let (file_store, text) = match own_file(shared) {
+        Ok(x) => x,
+        Err(r) => return r,
+    };
+    let (own, cluster_layer, moved) = match split_own(&membership.machine, &text) {
+        Ok(x) => x,
+        Err(r) => return r,
+    };
+    let address = address_of(shared, &args.address);
+    let members = Members::create(cluster.clone(), membership.machine.clone(), address);
+    let layers = vec![
+        (Level::Cluster, cluster_layer.text()),
+        (Level::Machine(membership.machine.clone()), own.text()),
+    ];
+    if let Err(e) = crate::core::cluster::member::compose_from(
+        &members,
+        &layers,
+        layers.len() as u64,
+        &membership,
+        &base_dir(&shared.config.path),
+    ) {
+        return Response::error(format!("Cluster not created: {e}"));
+    }
+    let store = match block_on(
+        shared
+            .cluster
+            .connector
+            .connect(&membership, membership.machine.as_str()),
+    ) {
+        Ok(s) => s,
+        Err(e) => return store_error(&e),
+    };
+    let who = user(req);
+    let revision = match block_on(store.create(&members, &layers, &who)) {
+        Ok(r) => r,
+        Err(e) => return store_error(&e),
+    };
+    if let Err(r) = write_membership(&file_store, &text, &membership) {
+        return r;
+    }
+    shared.cluster.joined(membership.clone());
+    shared.mail.log.emit(Event::ClusterMembers {
+        by: &who,
+        what: &format!(
+            "cluster {cluster} created with machine {} in group {MAIN_GROUP}",
+            membership.machine
+        ),
+    });
+    let applied = block_on(shared.cluster.wait_for(revision, APPLY_WAIT));
+    Response::ok(
+        format!(
+            "Cluster {cluster} created with this machine ({}) in group {MAIN_GROUP} (revision {revision}).\n\
+             Its settings are now the cluster's: {}.\n\
+             Machine-only settings stay with the machine: {}.{}",
+            membership.machine,
+            if moved.is_empty() { "none".to_string() } else { moved.join(", ") },
+            own.sections().join(", "),
+            if applied { "" } else { "\nNot yet connected to the cluster's store: see `clusterconfig connstatus`." }
+        ),
+        json!({ "cluster": cluster.to_string(), "machine": membership.machine.to_string(), "revision": revision, "cluster_sections": moved, "applied": applied }),
+    )
+}
+
+fn join(shared: &Arc<Handles>, req: &Request, args: &ClusterArgs) -> Response {
+    if let Some(m) = shared.cluster.membership() {
+        return Response::fail(
+            ErrorKind::Conflict,
+            format!("this machine is already in a cluster, as {}", m.machine),
+        );
+    }
+    let membership = match membership_from(shared, args) {
+        Ok(m) => m,
+        Err(r) => return r,
+    };
+    let group = match &args.group {
+        Some(_) => match name_arg("group (--group)", &args.group) {
+            Ok(g) => Some(g),
+            Err(r) => return r,
+        },
+        None => None,
+    };
+    let (file_store, text) = match own_file(shared) {
+        Ok(x) => x,
+        Err(r) => return r,
+    };
+    let (own, _, replaced) = match split_own(&membership.machine, &text) {
+        Ok(x) => x,
+        Err(r) => return r,
+    };
+    let store = match block_on(
+        shared
+            .cluster
+            .connector
+            .connect(&membership, membership.machine.as_str()),
+    ) {
+        Ok(s) => s,
+        Err(e) => return store_error(&e),
+    };
+    let snap = match fresh_snapshot(&*store) {
+        Ok(s) => s,
+        Err(r) => return r,
+    };
+    let address = address_of(shared, &args.address);
+    // The machine must be able to run the cluster's settings before anything changes.
+    let mut members = snap.members.clone();
+    if let Err(e) = members.join(membership.machine.clone(), address.clone(), group.clone()) {
+        return store_error(&StoreError::Members(e));
+    }
+    let machine_level = Level::Machine(membership.machine.clone());
+    let mut layers = snap.layers.clone();
+    layers.retain(|(l, _)| *l != machine_level);
+    layers.push((machine_level.clone(), own.text()));
+    if let Err(e) = crate::core::cluster::member::compose_from(
+        &members,
+        &layers,
+        snap.head + 1,
+        &membership,
+        &base_dir(&shared.config.path),
+    ) {
+        return Response::error(format!(
+            "Not joined: the cluster's configuration cannot run on this machine: {e}"
+        ));
+    }
+    let (name, g) = (membership.machine.clone(), group.clone());
+    if let Err(e) =
+        block_on(store.change_members(Box::new(move |m: &mut Members| m.join(name, address, g))))
+    {
+        return store_error(&e);
+    }
+    let who = user(req);
+    let revision = match block_on(store.commit(&[Commit {
+        level: machine_level,
+        base: snap.head,
+        text: Some(own.text()),
+        author: who.clone(),
+        comment: format!("machine {} joined", membership.machine),
+    }])) {
+        Ok(r) => r[0].number,
+        Err(e) => return store_error(&e),
+    };
+    if let Err(r) = write_membership(&file_store, &text, &membership) {
+        return r;
+    }
+    shared.cluster.joined(membership.clone());
+    let group_name = members
+        .machine(&membership.machine)
+        .map(|m| m.group.to_string())
+        .unwrap_or_default();
+    shared.mail.log.emit(Event::ClusterMembers {
+        by: &who,
+        what: &format!(
+            "machine {} joined cluster {} in group {group_name}",
+            membership.machine, snap.members.cluster
+        ),
+    });
+    let applied = block_on(shared.cluster.wait_for(revision, APPLY_WAIT));
+    Response::ok(
+        format!(
+            "This machine ({}) joined cluster {} in group {group_name} (revision {revision}).\n\
+             It now runs the cluster's settings; its own settings of {} were replaced.\n\
+             Machine-only settings stay with the machine: {}.{}",
+            membership.machine,
+            snap.members.cluster,
+            if replaced.is_empty() {
+                "nothing".to_string()
+            } else {
+                replaced.join(", ")
+            },
+            own.sections().join(", "),
+            if applied {
+                ""
+            } else {
+                "\nNot yet in force: see `clusterconfig connstatus`."
+            }
+        ),
+        json!({ "cluster": snap.members.cluster.to_string(), "machine": membership.machine.to_string(), "group": group_name, "revision": revision, "replaced": replaced, "applied": applied }),
+    )
+}
+
+/// The cluster as the store has it now, or as this machine last saw it.
+fn snapshot_now(shared: &Handles) -> Result<(Snapshot, bool), Response> {
+    match shared.cluster.store() {
+        Ok(store) => fresh_snapshot(&*store).map(|s| (s, true)),
+        Err(e) => match shared.cluster.snapshot() {
+            Some(s) => Ok((s, false)),
+            None => Err(unavailable(e)),
+        },
+    }
+}
+
+fn list(shared: &Handles) -> Response {
+    let (snap, fresh) = match snapshot_now(shared) {
+        Ok(x) => x,
+        Err(r) => return r,
+    };
+    let me = shared.cluster.status().machine.unwrap_or_default();
+    let mut t = format!(
+        "Cluster {} (revision {}){}\n",
+        snap.members.cluster,
+        snap.head,
+        if fresh {
+            ""
+        } else {
+            " as last seen: this machine is disconnected from the cluster's store"
+        }
+    );
+    let mut groups = Vec::new();
+    for g in snap.members.groups() {
+        t.push_str(&format!("\nGroup {g}:\n"));
+        let machines = snap.members.in_group(g);
+        if machines.is_empty() {
+            t.push_str("    (no machines)\n");
+        }
+        let mut list = Vec::new();
+        for m in machines {
+            let state = snap.states.iter().find(|s| s.name == m.name);
+            let connected = state.is_some_and(|s| s.connected);
+            let applied = state.and_then(|s| s.applied);
+            t.push_str(&format!(
+                "    {} ({}) - {}, {}{}\n",
+                m.name,
+                m.address,
+                if connected {
+                    "connected"
+                } else {
+                    "not connected"
+                },
+                match applied {
+                    Some(r) => format!("runs revision {r}"),
+                    None => "has run no revision yet".to_string(),
+                },
+                if m.name.as_str() == me {
+                    " (this machine)"
+                } else {
+                    ""
+                }
+            ));
+            list.push(json!({ "name": m.name.to_string(), "address": m.address, "connected": connected, "revision": applied }));
+        }
+        groups.push(json!({ "name": g.to_string(), "machines": list }));
+    }
+    Response::ok(
+        t,
+        json!({ "cluster": snap.members.cluster.to_string(), "revision": snap.head, "fresh": fresh, "groups": groups, "machine": me }),
+    )
+}
+
+fn connstatus(shared: &Handles) -> Response {
+    let s = shared.cluster.status();
+    let Some(machine) = &s.machine else {
+        return Response::ok(
+            "This machine is not in a cluster.",
+            json!({ "cluster": false }),
+        );
+    };
+    let mut t = match (s.connected, s.held) {
+        (true, _) => format!(
+            "This machine ({machine}) is connected to the cluster's store since {}; it runs revision {} of {}.\n",
+            crate::core::mail_log::ctime(s.since),
+            s.revision,
+            s.head
+        ),
+        (false, true) => format!(
+            "This machine ({machine}) is disconnected by `clusterconfig disconnect` since {}; it runs revision {} and takes no configuration changes until `clusterconfig reconnect`.\n",
+            crate::core::mail_log::ctime(s.since),
+            s.revision
+        ),
+        (false, false) => format!(
+            "This machine ({machine}) is NOT connected to the cluster's store since {}: {}.\nIt keeps running its last good configuration (revision {}) and takes no configuration changes until it is back.\n",
+            crate::core::mail_log::ctime(s.since),
+            s.why.clone().unwrap_or_default(),
+            s.revision
+        ),
+    };
+    if let Some(snap) = shared.cluster.snapshot() {
+        t.push_str("\nMembers (as the store reports them):\n");
+        for st in &snap.states {
+            t.push_str(&format!(
+                "    {} - {}, {}\n",
+                st.name,
+                if st.connected {
+                    "connected"
+                } else {
+                    "not connected"
+                },
+                match st.applied {
+                    Some(r) => format!("runs revision {r}"),
+                    None => "has run no revision yet".into(),
+                }
+            ));
+        }
+    }
+    Response::ok(t, json!({ "cluster": true, "status": s }))
+}
+
+fn members_change(shared: &Arc<Handles>, req: &Request, args: &ClusterArgs) -> Response {
+    let store = match store_of(shared) {
+        Ok(s) => s,
+        Err(r) => return r,
+    };
+    let group = || name_arg("group's name", &args.name);
+    let (change, what): (crate::core::cluster::store::MembersChange, String) = match args.action {
+        ClusterAction::Addgroup => {
+            let g = match group() {
+                Ok(g) => g,
+                Err(r) => return r,
+            };
+            let w = format!("group {g} added");
+            (Box::new(move |m: &mut Members| m.add_group(g)), w)
+        }
+        ClusterAction::Setgroup => {
+            let (machine, g) = match (
+                name_arg("machine (--machine)", &args.machine),
+                name_arg("group (--group)", &args.group),
+            ) {
+                (Ok(m), Ok(g)) => (m, g),
+                (Err(r), _) | (_, Err(r)) => return r,
+            };
+            let w = format!("machine {machine} moved to group {g}");
+            (
+                Box::new(move |m: &mut Members| m.set_group(&machine, &g)),
+                w,
+            )
+        }
+        ClusterAction::Renamegroup => {
+            let (old, new) = match (group(), name_arg("new name (--to)", &args.to)) {
+                (Ok(o), Ok(n)) => (o, n),
+                (Err(r), _) | (_, Err(r)) => return r,
+            };
+            return renamegroup(shared, req, &*store, old, new);
+        }
+        ClusterAction::Deletegroup => {
+            let g = match group() {
+                Ok(g) => g,
+                Err(r) => return r,
+            };
+            let to = match &args.to {
+                Some(_) => match name_arg("group to move its machines to (--to)", &args.to) {
+                    Ok(t) => Some(t),
+                    Err(r) => return r,
+                },
+                None => None,
+            };
+            return deletegroup(shared, req, &*store, g, to);
+        }
+        _ => unreachable!("only membership changes come here"),
+    };
+    let who = user(req);
+    match block_on(store.change_members(change)) {
+        Ok(_) => {
+            shared.mail.log.emit(Event::ClusterMembers {
+                by: &who,
+                what: &what,
+            });
+            Response::ok(
+                format!("Cluster: {what}."),
+                json!({ "changed": true, "what": what }),
+            )
+        }
+        Err(e) => store_error(&e),
+    }
+}
+
+fn renamegroup(
+    shared: &Handles,
+    req: &Request,
+    store: &dyn ClusterStore,
+    old: Name,
+    new: Name,
+) -> Response {
+    let snap = match fresh_snapshot(store) {
+        Ok(s) => s,
+        Err(r) => return r,
+    };
+    let (o, n) = (old.clone(), new.clone());
+    if let Err(e) =
+        block_on(store.change_members(Box::new(move |m: &mut Members| m.rename_group(&o, n))))
+    {
+        return store_error(&e);
+    }
+    let who = user(req);
+    // The group's settings follow it to its new name.
+    let text = snap.layer(&Level::Group(old.clone()));
+    if !text.is_empty() {
+        let moves = [
+            Commit {
+                level: Level::Group(new.clone()),
+                base: snap.head,
+                text: Some(text.to_string()),
+                author: who.clone(),
+                comment: format!("group {old} renamed to {new}"),
+            },
+            Commit {
+                level: Level::Group(old.clone()),
+                base: snap.head,
+                text: None,
+                author: who.clone(),
+                comment: format!("group {old} renamed to {new}"),
+            },
+        ];
+        if let Err(e) = block_on(store.commit(&moves)) {
+            return store_error(&e);
+        }
+    }
+    let what = format!("group {old} renamed to {new}");
+    shared.mail.log.emit(Event::ClusterMembers {
+        by: &who,
+        what: &what,
+    });
+    Response::ok(
+        format!("Cluster: {what}."),
+        json!({ "changed": true, "what": what }),
+    )
+}
+
+fn deletegroup(
+    shared: &Handles,
+    req: &Request,
+    store: &dyn ClusterStore,
+    group: Name,
+    to: Option<Name>,
+) -> Response {
+    let snap = match fresh_snapshot(store) {
+        Ok(s) => s,
+        Err(r) => return r,
+    };
+    let (g, t) = (group.clone(), to.clone());
+    if let Err(e) = block_on(store.change_members(Box::new(move |m: &mut Members| {
+        m.delete_group(&g, t.as_ref())
+    }))) {
+        return store_error(&e);
+    }
+    let who = user(req);
+    if !snap.layer(&Level::Group(group.clone())).is_empty() {
+        let gone = Commit {
+            level: Level::Group(group.clone()),
+            base: snap.head,
+            text: None,
+            author: who.clone(),
+            comment: format!("group {group} deleted"),
+        };
+        if let Err(e) = block_on(store.commit(std::slice::from_ref(&gone))) {
+            return store_error(&e);
+        }
+    }
+    let what = match &to {
+        Some(t) => format!("group {group} deleted, its machines moved to {t}"),
+        None => format!("group {group} deleted"),
+    };
+    shared.mail.log.emit(Event::ClusterMembers {
+        by: &who,
+        what: &what,
+    });
+    Response::ok(
+        format!("Cluster: {what}."),
+        json!({ "changed": true, "what": what }),
+    )
+}
+
+fn removemachine(shared: &Arc<Handles>, req: &Request, args: &ClusterArgs) -> Response {
+    let machine = match name_arg("machine to remove", &args.name) {
+        Ok(m) => m,
+        Err(r) => return r,
+    };
+    let store = match store_of(shared) {
+        Ok(s) => s,
+        Err(r) => return r,
+    };
+    let snap = match fresh_snapshot(&*store) {
+        Ok(s) => s,
+        Err(r) => return r,
+    };
+    let me = shared.cluster.membership();
+    let itself = me.as_ref().is_some_and(|m| m.machine == machine);
+    // Leaving: this machine keeps what it inherited, flattened into its own file.
+    let flattened = if itself {
+        match flattened_file(&chain_of(&snap, &machine)) {
+            Some(t) => Some(t),
+            None => {
+                return Response::error(
+                    "cannot flatten this machine's settings: a layer does not read",
+                )
+            }
+        }
+    } else {
+        None
+    };
+    let m = machine.clone();
+    if let Err(e) =
+        block_on(store.change_members(Box::new(move |x: &mut Members| x.remove(&m).map(|_| ()))))
+    {
+        return store_error(&e);
+    }
+    let who = user(req);
+    if let Some(text) = flattened {
+        let file = Store::new(&shared.config.current().data_dir, &shared.config.path);
+        if let Err(e) = file.write_committed(&text) {
+            return Response::error(format!(
+                "{machine} was removed from the cluster, but writing its own configuration failed: {e:#}"
+            ));
+        }
+        let _ = view::clear_pending(&shared.config.current().data_dir);
+        shared.cluster.left();
+    }
+    let what = format!(
+        "machine {machine} removed from cluster {}",
+        snap.members.cluster
+    );
+    shared.mail.log.emit(Event::ClusterMembers {
+        by: &who,
+        what: &what,
+    });
+    Response::ok(
+        format!(
+            "{machine} removed from cluster {}.{}",
+            snap.members.cluster,
+            if itself {
+                format!(
+                    " This machine keeps the settings it inherited, written into {}.",
+                    shared.config.path.display()
+                )
+            } else {
+                " It keeps the settings it inherited, flattened into its own configuration, once it hears of it.".to_string()
+            }
+        ),
+        json!({ "removed": machine.to_string(), "itself": itself }),
+    )
+}
+
+fn hold(shared: &Handles, req: &Request, args: &ClusterArgs) -> Response {
+    let Some(m) = shared.cluster.membership() else {
+        return unavailable(crate::core::cluster::member::Unavailable::NotInCluster);
+    };
+    let held = args.action == ClusterAction::Disconnect;
+    if let Err(e) = shared.cluster.hold(held) {
+        return Response::error(format!("cannot record it: {e}"));
+    }
+    if !held {
+        block_on(async {
+            let deadline = tokio::time::Instant::now() + APPLY_WAIT;
+            while !shared.cluster.status().connected && tokio::time::Instant::now() < deadline {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        });
+    }
+    let what = if held {
+        format!("machine {} disconnected from the cluster", m.machine)
+    } else {
+        format!("machine {} reconnected to the cluster", m.machine)
+    };
+    shared.mail.log.emit(Event::ClusterMembers {
+        by: &user(req),
+        what: &what,
+    });
+    let s = shared.cluster.status();
+    Response::ok(
+        if held {
+            format!("This machine ({}) is disconnected from the cluster: it keeps running revision {} and takes no configuration changes until `clusterconfig reconnect`.", m.machine, s.revision)
+        } else if s.connected {
+            format!(
+                "This machine ({}) is connected to the cluster again; it runs revision {}.",
+                m.machine, s.revision
+            )
+        } else {
+            format!(
+                "This machine ({}) is reconnecting: {}",
+                m.machine,
+                s.why.clone().unwrap_or_default()
+            )
+        },
+        json!({ "held": held, "status": s }),
+    )
+}
+
+/// `copysettings`, `movesettings`, `deletesettings`: the "Centralized Management" page's
+/// moves of whole sections between levels, pending until `commit`.
+fn settings(shared: &Handles, req: &Request, args: &ClusterArgs) -> Response {
+    let Some(section) = args
+        .section
+        .as_deref()
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+    else {
+        return Response::error(
+            "clusterconfig: name the section (listener, content_filter, tls, ...)",
+        );
+    };
+    let mut w = match working(shared, req) {
+        Ok(w) => w,
+        Err(r) => return r,
+    };
+    let machine = w.membership.machine.clone();
+    let level_of = |v: &Option<String>, what: &str| -> Result<Level, Response> {
+        match v.as_deref() {
+            Some(l) => view::parse_level(l, &machine).map_err(Response::error),
+            None => Err(Response::error(format!("clusterconfig: give {what}"))),
+        }
+    };
+    let doc = |v: &View, l: &Level| {
+        LayerDoc::parse(l.clone(), v.text(l))
+            .map_err(|e| Response::error(format!("{l} line {}: {}", e.line, e.message)))
+    };
+    let result: Result<(Vec<Level>, String), Response> = (|| match args.action {
+        ClusterAction::Copysettings | ClusterAction::Movesettings => {
+            let from = level_of(&args.from, "the level to take it from (--from)")?;
+            let to = level_of(&args.to, "the level to put it at (--to)")?;
+            let mut a = doc(&w.view, &from)?;
+            let mut b = doc(&w.view, &to)?;
+            if args.action == ClusterAction::Copysettings {
+                pvo_cluster::copy_section(&SCHEMA, &a, &mut b, section)
+                    .map_err(|e| Response::error(e.to_string()))?;
+                w.view.set_text(&to, b.text());
+                Ok((
+                    vec![to.clone()],
+                    format!("[{section}] copied from {from} to {to}"),
+                ))
+            } else {
+                pvo_cluster::move_section(&SCHEMA, &mut a, &mut b, section)
+                    .map_err(|e| Response::error(e.to_string()))?;
+                w.view.set_text(&from, a.text());
+                w.view.set_text(&to, b.text());
+                Ok((
+                    vec![from.clone(), to.clone()],
+                    format!("[{section}] moved from {from} to {to}"),
+                ))
+            }
+        }
+        _ => {
+            let level = match (&w.level, &args.from) {
+                (Some(l), _) => l.clone(),
+                (None, f) => level_of(f, "the level to delete it from (--level)")?,
+            };
+            let mut a = doc(&w.view, &level)?;
+            a.delete(section)
+                .map_err(|e| Response::error(e.to_string()))?;
+            w.view.set_text(&level, a.text());
+            Ok((
+                vec![level.clone()],
+                format!("[{section}] deleted from {level}"),
+            ))
+        }
+    })();
+    let (levels, summary) = match result {
+        Ok(x) => x,
+        Err(r) => return r,
+    };
+    if let Err(e) = w
+        .view
+        .compose(&w.membership, &base_dir(&shared.config.path))
+    {
+        return Response::error(format!(
+            "Not changed: the configuration would not be valid: {e}"
+        ));
+    }
+    let names: Vec<String> = levels.iter().map(|l| l.to_string()).collect();
+    w.view.pending.changes.push(Change {
+        time: config_store::now(),
+        user: user(req),
+        command: format!("clusterconfig {}", args.action.name()),
+        summary: summary.clone(),
+    });
+    if let Err(e) = view::save_pending(&shared.config.current().data_dir, &w.view.pending) {
+        return Response::error(e);
+    }
+    Response::ok(
+        format!("{summary}.\nChanges pending. Use `pvo commit` to apply them."),
+        json!({ "changed": true, "pending": true, "summary": summary, "levels": names }),
+    )
+}
+
+// ---------------------------------------------------------------------------
+// clustercheck
+// ---------------------------------------------------------------------------
+
+pub fn clustercheck(shared: &Arc<Handles>, _req: &Request, _: &NoArgs) -> Response {
+    let (snap, fresh) = match snapshot_now(shared) {
+        Ok(x) => x,
+        Err(r) => return r,
+    };
+    let docs: Vec<LayerDoc> = snap
+        .layers
+        .iter()
+        .filter_map(|(l, t)| LayerDoc::parse(l.clone(), t).ok())
+        .collect();
+    let layers = pvo_cluster::Layers::new(docs);
+    let findings = pvo_cluster::check(&SCHEMA, &snap.members, &layers, snap.head, &snap.states);
+    let mut t = format!(
+        "Cluster {} at revision {}{}: ",
+        snap.members.cluster,
+        snap.head,
+        if fresh {
+            ""
+        } else {
+            " (as last seen; this machine is disconnected)"
+        }
+    );
+    if findings.is_empty() {
+        t.push_str("no differences between levels or machines.\n");
+    } else {
+        t.push_str(&format!("{} difference(s).\n", findings.len()));
+        for f in &findings {
+            t.push_str(&format!("\n{}: {}\n", f.subject, f.text));
+            for r in &f.resolve {
+                t.push_str(&format!("    resolve: {r}\n"));
+            }
+        }
+    }
+    Response::ok(
+        t,
+        json!({
+            "cluster": snap.members.cluster.to_string(),
+            "revision": snap.head,
+            "fresh": fresh,
+            "findings": findings.iter().map(|f| json!({ "subject": f.subject, "text": f.text, "resolve": f.resolve })).collect::<Vec<_>>(),
+        }),
+    )
+}

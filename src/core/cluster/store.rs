@@ -1,0 +1,138 @@
+//! The cluster's store as the core sees it: the trait the composition root wires to the
+//! PostgreSQL adapter (`adapters::cluster_db`), the values that cross it, and its typed
+//! errors. Nothing here does IO.
+
+use std::sync::Arc;
+
+use pvo_cluster::{Conflict, Level, MemberState, Members, MembersError, Revision};
+use thiserror::Error;
+
+use crate::core::config::Membership;
+use crate::core::state::BoxFuture;
+
+/// What went wrong with the store.
+#[derive(Debug, Error)]
+pub enum StoreError {
+    #[error("the cluster database address {url:?} is not valid: {why}")]
+    BadUrl { url: String, why: String },
+    #[error("cannot reach the cluster's PostgreSQL ({target}): {why}; check that it runs and that [cluster] url names it")]
+    Unreachable { target: String, why: String },
+    #[error("the cluster's PostgreSQL refused: {0}")]
+    Refused(String),
+    #[error("lost the connection to the cluster's PostgreSQL ({0}); the member reconnects and catches up")]
+    Lost(String),
+    #[error("this database already holds the cluster {0}; join it instead of creating another")]
+    AlreadyCluster(String),
+    #[error("this database holds no cluster yet; create one with `clusterconfig create` first")]
+    NoCluster,
+    #[error(transparent)]
+    Conflict(#[from] Conflict),
+    #[error(transparent)]
+    Members(#[from] MembersError),
+    #[error("the cluster database holds a row this version cannot read: {0}")]
+    Corrupt(String),
+    #[error("cannot read the CA certificate {path}: {why}")]
+    Ca { path: String, why: String },
+}
+
+impl StoreError {
+    /// The store could not be asked at all (as opposed to refusing what was asked).
+    pub fn unavailable(&self) -> bool {
+        matches!(self, StoreError::Unreachable { .. } | StoreError::Lost(_))
+    }
+}
+
+/// A configuration change to commit.
+#[derive(Debug, Clone)]
+pub struct Commit {
+    pub level: Level,
+    /// The revision the changes started from.
+    pub base: u64,
+    /// The layer's whole new text; `None` removes the layer.
+    pub text: Option<String>,
+    pub author: String,
+    pub comment: String,
+}
+
+/// The store as one member sees it at one moment.
+#[derive(Debug, Clone)]
+pub struct Snapshot {
+    pub members: Members,
+    /// The newest revision (0 before the first).
+    pub head: u64,
+    /// The text of every layer at `head` (removed layers left out).
+    pub layers: Vec<(Level, String)>,
+    pub states: Vec<MemberState>,
+}
+
+impl Snapshot {
+    /// The text of `level` at `head` ("" when it sets nothing).
+    pub fn layer(&self, level: &Level) -> &str {
+        self.layers
+            .iter()
+            .find(|(l, _)| l == level)
+            .map(|(_, t)| t.as_str())
+            .unwrap_or("")
+    }
+}
+
+/// What a member hears.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Notice {
+    Revision(u64),
+    Members,
+}
+
+/// A change to the members, made under the store's commit lock.
+pub type MembersChange = Box<dyn FnOnce(&mut Members) -> Result<(), MembersError> + Send>;
+
+/// One connection to the cluster's store.
+pub trait ClusterStore: Send + Sync {
+    /// Creates the cluster with its first members and layers (revision 1 onwards);
+    /// answers the last revision written.
+    fn create<'a>(
+        &'a self,
+        members: &'a Members,
+        layers: &'a [(Level, String)],
+        author: &'a str,
+    ) -> BoxFuture<'a, Result<u64, StoreError>>;
+    /// Commits each change as the next revision, all in one transaction: none is written
+    /// when one of them started from a stale base.
+    fn commit<'a>(
+        &'a self,
+        changes: &'a [Commit],
+    ) -> BoxFuture<'a, Result<Vec<Revision>, StoreError>>;
+    /// The revisions after `since`, oldest first.
+    fn history(&self, since: u64) -> BoxFuture<'_, Result<Vec<Revision>, StoreError>>;
+    /// The text of `level` as of `revision` (`None`: not set then).
+    fn layer_at<'a>(
+        &'a self,
+        level: &'a Level,
+        revision: u64,
+    ) -> BoxFuture<'a, Result<Option<String>, StoreError>>;
+    fn snapshot(&self) -> BoxFuture<'_, Result<Snapshot, StoreError>>;
+    /// This member now runs `applied`.
+    fn report<'a>(
+        &'a self,
+        machine: &'a pvo_cluster::Name,
+        applied: u64,
+    ) -> BoxFuture<'a, Result<(), StoreError>>;
+    fn change_members(&self, change: MembersChange) -> BoxFuture<'_, Result<Members, StoreError>>;
+    /// Notices of commits and membership changes, on a connection of their own.
+    fn listen(&self) -> BoxFuture<'_, Result<Box<dyn Notices>, StoreError>>;
+}
+
+/// The notices of one listening connection; `None` once it is lost.
+pub trait Notices: Send {
+    fn next(&mut self) -> BoxFuture<'_, Option<Notice>>;
+}
+
+/// Opens connections to a cluster's store (the root wires PostgreSQL).
+pub trait Connector: Send + Sync {
+    /// Connects as `member` to the store `[cluster]` names.
+    fn connect<'a>(
+        &'a self,
+        membership: &'a Membership,
+        member: &'a str,
+    ) -> BoxFuture<'a, Result<Arc<dyn ClusterStore>, StoreError>>;
+}
