@@ -295,7 +295,16 @@ impl Node {
             cpq_tls,
             Box::new(crate::net::cpq_certs::load_tls),
         ));
-        let scan = Arc::new(ScanHandle::new(scanner, outbreak, local_quarantine));
+        let features = Arc::new(crate::core::feature_keys::FeatureKeys::open(
+            &config.data_dir,
+            crate::core::clock::unix_now(),
+        )?);
+        let scan = Arc::new(ScanHandle::new(
+            scanner,
+            outbreak,
+            local_quarantine,
+            features.clone(),
+        ));
         // The CPQ handle holds the adapters that use it (the control link, the gateway
         // shell, the release route): they hold it weakly, so a dropped node frees it.
         let cpq_handle = Arc::new_cyclic(|cpq_weak: &std::sync::Weak<CpqHandle>| CpqHandle {
@@ -390,6 +399,20 @@ impl Node {
                 }
             });
         }
+        // A key that expired while the node was down is said once, as at its expiry.
+        for f in features.expired(crate::core::clock::unix_now()) {
+            shared
+                .mail
+                .log
+                .emit(crate::core::events::Event::FeatureKeyExpired {
+                    feature: f.title(),
+                    command: f.name(),
+                });
+        }
+        tokio::spawn(crate::core::feature_keys::watch(
+            features,
+            shared.mail.log.clone(),
+        ));
         tokio::spawn(crate::net::tls::renew_self_signed(
             shared.config.clone(),
             shared.mail.clone(),

@@ -804,6 +804,32 @@ pub enum Event<'a> {
         commit: u64,
     },
 
+    // --- feature keys (`featurekey`) ---
+    FeatureKeyInstalled {
+        /// The feature's title (`Anti-Virus`).
+        feature: &'a str,
+        key: D<'a>,
+        /// `valid until 2027-12-31 23:59:59 GMT` or `no expiry`.
+        until: D<'a>,
+        by: D<'a>,
+        renewed: bool,
+    },
+    FeatureKeyRemoved {
+        feature: &'a str,
+        /// The feature's name in commands (`antivirus`).
+        command: &'a str,
+        by: D<'a>,
+    },
+    FeatureKeyExpired {
+        feature: &'a str,
+        command: &'a str,
+    },
+    /// A mail policy would run an engine whose feature has no active key here.
+    FeatureSkipped {
+        mid: u64,
+        feature: &'a str,
+    },
+
     // --- cluster ---
     ClusterConnected {
         machine: D<'a>,
@@ -971,7 +997,9 @@ impl Event<'_> {
             | StaysSuspended { .. }
             | SelfSignedNotRenewed { .. }
             | ClusterDisconnected { .. }
-            | ClusterNotApplied { .. } => Level::Warning,
+            | ClusterNotApplied { .. }
+            | FeatureKeyRemoved { .. }
+            | FeatureKeyExpired { .. } => Level::Warning,
             UnreadableEnvelope { .. }
             | SpoolWriteFailed { .. }
             | ScanReadFailed { .. }
@@ -1103,7 +1131,8 @@ impl Event<'_> {
             | ReleaseQueued { mid, .. }
             | MigrationLeft { mid, .. }
             | Migrating { mid, .. }
-            | MigrationNotified { mid } => (None, Some(mid), None),
+            | MigrationNotified { mid }
+            | FeatureSkipped { mid, .. } => (None, Some(mid), None),
             _ => (None, None, None),
         };
         Ids { icid, mid, dcid }
@@ -1859,6 +1888,35 @@ impl Display for Event<'_> {
                 "Configuration rolled back to commit {to} by {by} (commit {commit})"
             ),
 
+            // --- feature keys ---
+            FeatureKeyInstalled {
+                feature,
+                key,
+                until,
+                by,
+                renewed,
+            } => write!(
+                f,
+                "Feature key for {feature} {} by {by} (key {key}, {until}); {feature} is on on this machine",
+                if renewed { "renewed" } else { "installed" }
+            ),
+            FeatureKeyRemoved {
+                feature,
+                command,
+                by,
+            } => write!(
+                f,
+                "The feature key for {feature} was removed by {by}; {feature} is off on this machine (`featurekey add {command}` turns it on)"
+            ),
+            FeatureKeyExpired { feature, command } => write!(
+                f,
+                "The feature key for {feature} has expired; {feature} is off on this machine (`featurekey add {command}` renews it)"
+            ),
+            FeatureSkipped { mid, feature } => write!(
+                f,
+                "MID {mid} {feature} skipped: no feature key on this machine"
+            ),
+
             // --- cluster ---
             ClusterConnected {
                 machine,
@@ -2163,6 +2221,11 @@ mod tests {
             (Event::ClusterApplied { machine: &"gw1", revision: 8, by: &"alice", level: &"cluster" }, "Cluster: machine gw1 applied revision 8 (cluster, committed by alice)", Level::Info),
             (Event::ClusterNotApplied { machine: &"gw1", revision: 8, why: &"cluster (revision 8) line 2: bad", running: 7 }, "Cluster: machine gw1 cannot apply revision 8: cluster (revision 8) line 2: bad; it keeps running revision 7", Level::Warning),
             (Event::ClusterCommitted { by: &"alice", revision: 8, level: &"group:east", comment: &"new route" }, "Cluster configuration committed by alice (revision 8, group:east): new route", Level::Info),
+            (Event::FeatureKeyInstalled { feature: "Anti-Virus", key: &"pvo-antivirus-0a1b2c3d4e5f6071", until: &"valid until 2027-12-31 23:59:59 GMT", by: &"admin", renewed: false }, "Feature key for Anti-Virus installed by admin (key pvo-antivirus-0a1b2c3d4e5f6071, valid until 2027-12-31 23:59:59 GMT); Anti-Virus is on on this machine", Level::Info),
+            (Event::FeatureKeyInstalled { feature: "Data Loss Prevention", key: &"LIC-7", until: &"no expiry", by: &"alice", renewed: true }, "Feature key for Data Loss Prevention renewed by alice (key LIC-7, no expiry); Data Loss Prevention is on on this machine", Level::Info),
+            (Event::FeatureKeyRemoved { feature: "Anti-Virus", command: "antivirus", by: &"admin" }, "The feature key for Anti-Virus was removed by admin; Anti-Virus is off on this machine (`featurekey add antivirus` turns it on)", Level::Warning),
+            (Event::FeatureKeyExpired { feature: "Anti-Virus", command: "antivirus" }, "The feature key for Anti-Virus has expired; Anti-Virus is off on this machine (`featurekey add antivirus` renews it)", Level::Warning),
+            (Event::FeatureSkipped { mid: 4, feature: "Outbreak Filters" }, "MID 4 Outbreak Filters skipped: no feature key on this machine", Level::Info),
             (Event::ClusterMembers { by: &"admin", what: &"machine gw2 joined group Main_Group" }, "Cluster membership changed by admin: machine gw2 joined group Main_Group", Level::Info),
             (Event::LoginThrottled { user: "admin", from: &"ssh 127.0.0.1", throttle: &"5 failures" }, "Login throttled: user \"admin\" from ssh 127.0.0.1: 5 failures (further attempts are refused without checking the password)", Level::Warning),
             (Event::CertificateRevoked { serial: &"0a1b", subject: "gw1", by: "" }, "CPQ certificate 0a1b (gw1) revoked by admin: refused from the next handshake", Level::Info),

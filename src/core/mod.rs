@@ -16,6 +16,7 @@ pub mod config_store;
 pub mod cpq;
 pub mod envelope;
 pub mod events;
+pub mod feature_keys;
 pub mod histogram;
 pub mod ids;
 pub mod import;

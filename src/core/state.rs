@@ -3,7 +3,7 @@
 //! configuration in force and its file; nearly every part), [`MailHandle`] (spool, ids,
 //! queue, `mail_logs`, counters: sessions, queue, delivery, bounces, pipeline, CPQ),
 //! [`TlsHandle`] (inbound, outbound and CPQ TLS configurations and their reload),
-//! [`ScanHandle`] (scanner, outbreak rules, quarantine store), [`CpqHandle`] (CPQ state,
+//! [`ScanHandle`] (scanner, outbreak rules, quarantine store, feature keys), [`CpqHandle`] (CPQ state,
 //! manager link, gateway shell, release route), [`AccessHandle`] (users, audit, login
 //! throttle) and [`ControlHandle`] (listeners, servers, node control, idle-session
 //! disconnect, start time); the resolver is its own handle, `Arc<dyn Resolve>`.
@@ -326,6 +326,9 @@ pub struct ScanHandle {
     pub outbreak: crate::core::scanning::outbreak_store::OutbreakState,
     /// The local quarantines (gateway) or the central store (manager).
     pub local_quarantine: crate::core::scanning::quarantine_store::LocalQuarantine,
+    /// The machine's feature keys (`DATA_DIR/featurekeys.json`): which engines may run
+    /// here; `features.active_features()` is what the machine has on now.
+    pub features: Arc<crate::core::feature_keys::FeatureKeys>,
 }
 
 impl ScanHandle {
@@ -333,11 +336,13 @@ impl ScanHandle {
         scanner: crate::core::scanning::Scanner,
         outbreak: crate::core::scanning::outbreak_store::OutbreakState,
         local_quarantine: crate::core::scanning::quarantine_store::LocalQuarantine,
+        features: Arc<crate::core::feature_keys::FeatureKeys>,
     ) -> ScanHandle {
         ScanHandle {
             scanner: RwLock::new(Arc::new(scanner)),
             outbreak,
             local_quarantine,
+            features,
         }
     }
 

@@ -26,6 +26,7 @@ use pvo_scan::verdict::{Action, AttachmentSelector};
 use serde_json::json;
 
 use crate::core::envelope::{Envelope, Update};
+use crate::core::feature_keys::Feature;
 use crate::core::scanning::virus::VirusVerdict;
 use crate::core::state::{ConfigHandle, MailHandle, ScanHandle};
 
@@ -322,8 +323,27 @@ async fn scan(
             outgoing: p.policy.direction == super::Direction::Outgoing,
         });
 
+    // A feature without an active key is off on this machine: its engine is skipped
+    // (`feature_keys`; one atomic load each).
+    let keys = &shared.scan.features;
+    let skipped = |feature: Feature| {
+        shared
+            .mail
+            .log
+            .emit(crate::core::events::Event::FeatureSkipped {
+                mid,
+                feature: feature.title(),
+            });
+    };
+    let on = Engines {
+        dlp: keys.is_active(&Feature::Dlp),
+        outbreak: keys.is_active(&Feature::Outbreak),
+    };
+
     // 1. Anti-virus.
-    if p.policy.antivirus {
+    if p.policy.antivirus && scanner.clamd.is_some() && !keys.is_active(&Feature::Antivirus) {
+        skipped(Feature::Antivirus);
+    } else if p.policy.antivirus {
         if let Some(clamd) = &scanner.clamd {
             let started = std::time::Instant::now();
             match clamd.scan(body).await {
@@ -361,6 +381,14 @@ async fn scan(
     }
 
     // 2. Content filters and DLP, 3. outbreak filters: on the bounded MIME view.
+    if stages == Stages::All {
+        if !on.dlp && !p.dlp.is_empty() {
+            skipped(Feature::Dlp);
+        }
+        if !on.outbreak && p.policy.outbreak.is_some() {
+            skipped(Feature::Outbreak);
+        }
+    }
     let outbreak = shared.scan.outbreak_rules();
     let report = if body.len() <= INLINE_SCAN_MAX {
         // A panic in an engine is a failed scan (retried later), as it is
@@ -368,6 +396,7 @@ async fn scan(
         std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             run_engines(
                 p,
+                on,
                 outbreak.as_deref(),
                 &env.sender,
                 &env.recipients,
@@ -388,6 +417,7 @@ async fn scan(
         tokio::task::spawn_blocking(move || {
             run_engines(
                 &scanner.policies[index],
+                on,
                 outbreak.as_deref(),
                 &sender,
                 &recipients,
@@ -462,7 +492,7 @@ async fn scan(
                     d.apply_actions(&r.actions.clone(), &reason, &json!(r));
                 }
             }
-            if let Some(op) = &p.policy.outbreak {
+            if let Some(op) = p.policy.outbreak.as_ref().filter(|_| on.outbreak) {
                 if let Some(r) = report.outbreak {
                     if let Some(hold) = op.hold_for(&r) {
                         let level = r.level.map(|l| l.get()).unwrap_or(0);
@@ -505,6 +535,14 @@ async fn scan(
 /// long enough to delay the SMTP sessions sharing it, so it moves off.
 const INLINE_SCAN_MAX: usize = 256 << 10;
 
+/// Which licensable engines after anti-virus are on on this machine (their feature keys,
+/// read once per message).
+#[derive(Debug, Clone, Copy)]
+struct Engines {
+    dlp: bool,
+    outbreak: bool,
+}
+
 /// What the engines after anti-virus found in one message.
 struct EngineReport {
     view: Result<ScannedMessage, pvo_scan::mime::Unscannable>,
@@ -521,6 +559,7 @@ struct EngineReport {
 /// runs on whichever thread [`scan`] chooses. [`scan`] logs and decides.
 fn run_engines(
     p: &super::CompiledPolicy,
+    on: Engines,
     outbreak: Option<&pvo_scan::outbreak::OutbreakRules>,
     sender: &str,
     recipients: &[String],
@@ -544,8 +583,10 @@ fn run_engines(
     report.archive_problem = msg.archive_problem();
     let envelope = pvo_scan::filter::Envelope { sender, recipients };
     report.filters = p.filters.evaluate(&envelope, msg).matches;
-    report.dlp = p.dlp.iter().map(|engine| engine.scan(msg)).collect();
-    if p.policy.outbreak.is_some() {
+    if on.dlp {
+        report.dlp = p.dlp.iter().map(|engine| engine.scan(msg)).collect();
+    }
+    if on.outbreak && p.policy.outbreak.is_some() {
         report.outbreak = outbreak.map(|rules| rules.evaluate(msg));
     }
     report
