@@ -134,6 +134,8 @@ enum Command {
     Pvo(cli::pvo::PvoCommand),
     #[command(flatten)]
     Cluster(cli::cluster::ClusterCommand),
+    #[command(flatten)]
+    Feature(cli::features::FeatureCommand),
 }
 
 #[derive(clap::Args, Clone)]
@@ -442,6 +444,7 @@ fn admin_request(cmd: Command) -> Result<commands::command::Command> {
         Command::Users(c) => c.to_request()?,
         Command::Pvo(c) => c.to_request()?,
         Command::Cluster(c) => c.to_request()?,
+        Command::Feature(c) => c.to_request()?,
         Command::Gateway { .. }
         | Command::Manager { .. }
         | Command::Quickstart(_)

@@ -429,6 +429,108 @@ fn eicar_lands_in_virus_and_nested_archives_and_deep_mime_end_unscannable_in_bou
     assert!(rss < 300 * 1024, "peak RSS {rss} KiB");
 }
 
+/// `featurekey` (docs/appliance.md, Clusters: feature keys are machine-only): a data
+/// directory without `featurekeys.json` has every feature keyed; `featurekey remove
+/// antivirus` turns anti-virus off on this machine at once (no commit), with one
+/// warning, and `status`/`showconfig` say the configuration uses it without a key; a
+/// message with the test signature is then delivered unscanned, its MID logged as
+/// skipped; `featurekey add antivirus` puts it back and the signature is caught again.
+#[test]
+fn without_its_feature_key_antivirus_is_off_and_adding_the_key_turns_it_back_on() {
+    let clamd = Clamd::start();
+    let sink = Sink::accepting();
+    let node = Node::start(&av_config(&sink, &clamd));
+
+    let keyed = send(&node, &with_attachment("keyed", "eicar.com", &eicar()));
+    wait_quarantined(&node, keyed, "Virus", "virus:Eicar-Test.Custom");
+    let status = json(&node, &["status"]);
+    assert_eq!(status["features"][0]["feature"], "antivirus", "{status:#}");
+    assert_eq!(status["features"][0]["state"], "on", "{status:#}");
+    assert_eq!(status["features"][0]["key"], "default", "{status:#}");
+    assert!(!node.data_dir().join("featurekeys.json").exists());
+
+    let mark = node.log_mark();
+    let out = text(&node, &["featurekey", "remove", "antivirus"]);
+    assert!(
+        out.contains("Feature key for Anti-Virus removed. Anti-Virus is off on this machine.")
+            && out.contains("The configuration uses it"),
+        "{out}"
+    );
+    let warning = "Warning: The feature key for Anti-Virus was removed by admin; Anti-Virus is off on this machine";
+    node.wait_for_log_after(mark, warning, COMMAND);
+    let off = "configured but off: no feature key (`featurekey add antivirus`)";
+    let status = text(&node, &["status"]);
+    assert!(status.contains(off), "{status}");
+    let shown = json(&node, &["showconfig"]);
+    let row = &shown["feature_keys"]["features"][0];
+    assert_eq!(
+        (&row["state"], &row["keyed"], &row["configured"]),
+        (&Value::from(off), &Value::from(false), &Value::from(true)),
+        "{shown:#}"
+    );
+    assert!(text(&node, &["showconfig"]).contains(off));
+    // The full set is recorded, mode 0600.
+    use std::os::unix::fs::PermissionsExt;
+    let file = node.data_dir().join("featurekeys.json");
+    assert_eq!(
+        fs::metadata(&file).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    let listed = json(&node, &["featurekey"]);
+    let keyed_now: Vec<&str> = listed["features"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|f| f["keyed"] == true)
+        .map(|f| f["feature"].as_str().unwrap())
+        .collect();
+    assert_eq!(keyed_now, ["outbreak", "dlp"], "{listed:#}");
+
+    let unkeyed = send(&node, &with_attachment("unkeyed", "eicar.com", &eicar()));
+    wait_delivered(&sink, "unkeyed");
+    let log = node.wait_for_log(
+        &format!("MID {unkeyed} Anti-Virus skipped: no feature key on this machine"),
+        DELIVERY,
+    );
+    assert!(
+        !log.contains(&format!("MID {unkeyed} antivirus")),
+        "scanned without its key:\n{log}"
+    );
+    assert_eq!(log_lines(&node.log_since(mark), warning).len(), 1);
+
+    // The key back (a licence reference, valid to the end of a day): caught again.
+    let out = text(
+        &node,
+        &[
+            "featurekey",
+            "add",
+            "antivirus",
+            "--key",
+            "LIC-AV-7",
+            "--expires",
+            "2099-12-31",
+        ],
+    );
+    assert!(
+        out.contains("Feature key for Anti-Virus installed (key LIC-AV-7, valid until 2099-12-31 23:59:59 GMT). Anti-Virus is on on this machine."),
+        "{out}"
+    );
+    node.wait_for_log_after(
+        mark,
+        "Info: Feature key for Anti-Virus installed by admin (key LIC-AV-7, valid until 2099-12-31 23:59:59 GMT); Anti-Virus is on on this machine",
+        COMMAND,
+    );
+    let again = send(
+        &node,
+        &with_attachment("keyed again", "eicar.com", &eicar()),
+    );
+    wait_quarantined(&node, again, "Virus", "virus:Eicar-Test.Custom");
+    assert_eq!(subjects(&sink), vec!["unkeyed"]);
+    let status = json(&node, &["status"]);
+    assert_eq!(status["features"][0]["state"], "on", "{status:#}");
+    assert_eq!(status["features"][0]["valid_until"], "2099-12-31 23:59:59");
+}
+
 #[test]
 fn a_stopped_clamd_leaves_mail_queued_until_it_is_back() {
     let mut clamd = Clamd::start();

@@ -9,8 +9,9 @@
 use serde_json::Value;
 
 use super::command::{
-    text, ApplianceAction, ClusterAction, Command, DeliveryConfigCmd, List, ListAction,
-    ListenerAction, PvoAction, QuarantineCmd, RouteAction, SslConfigCmd, UserAction, UserSub,
+    text, ApplianceAction, ClusterAction, Command, DeliveryConfigCmd, FeatureKeyAction, List,
+    ListAction, ListenerAction, PvoAction, QuarantineCmd, RouteAction, SslConfigCmd, UserAction,
+    UserSub,
 };
 use crate::commands::protocol::Response;
 use crate::core::users::{roles_with, Identity, Perm, RoleDef};
@@ -57,6 +58,7 @@ pub fn required(command: &Command, user: &str) -> Need {
             a.action,
             ClusterAction::List | ClusterAction::Connstatus
         )),
+        C::FeatureKey(a) => read_if(a.action == FeatureKeyAction::List),
         C::PvoConfig(a) => read_if(a.action == PvoAction::Status),
         C::ApplianceConfig(a) => read_if(a.action == ApplianceAction::Status),
         C::InterfaceConfig(a) => read_if(a.action == ListAction::List),
@@ -256,6 +258,11 @@ pub fn detail_of(command: &Command, resp: &Response) -> String {
             add("what", text(&a.what));
             add("rule", text(&a.rule));
         }
+        Command::FeatureKey(a) => {
+            add("feature", text(&a.feature));
+            add("expires", text(&a.expires));
+            add("days", a.days.map(|d| d.to_string()).as_deref());
+        }
         Command::UserConfig(a) => {
             add("sub", a.sub.map(UserSub::name));
             add("name", text(&a.name));
@@ -390,6 +397,7 @@ mod tests {
     #[test]
     fn reads_and_changes_need_different_permissions() {
         use Builtin::*;
+        let q = |a: &str| json!({ "action": a });
         let cases: Vec<(Builtin, &str, Value, bool)> = vec![
             (
                 ReadOnlyOperator,
@@ -446,6 +454,13 @@ mod tests {
             (Guest, "resume", json!({}), false),
             (Operator, "cpqcert", json!({}), false),
             (Administrator, "auditlog", json!({}), true),
+            (Operator, "featurekey", json!({}), true),
+            (ReadOnlyOperator, "featurekey", q("list"), true),
+            (Guest, "featurekey", q("list"), false),
+            (Operator, "featurekey", q("add"), false),
+            (Operator, "featurekey", q("remove"), false),
+            (Administrator, "featurekey", q("add"), true),
+            (Administrator, "featurekey", q("remove"), true),
         ];
         for (role, cmd, args, ok) in cases {
             assert_eq!(

@@ -669,6 +669,26 @@ args!(
     }
 );
 
+actions!(FeatureKeyAction {
+    #[default]
+    List = "list",
+    Add = "add",
+    Remove = "remove",
+});
+
+args!(
+    /// `featurekey`: the machine's feature keys. `add` installs (or renews) the key of
+    /// `feature`: `key` the licence reference (absent: one is made), `expires` a date
+    /// (`2027-12-31`, to the end of that day UTC) or an RFC 3339 time, or `days`.
+    FeatureKeyArgs {
+        action: FeatureKeyAction,
+        feature: Option<String>,
+        key: Option<String>,
+        expires: Option<String>,
+        days: Option<u64>,
+    }
+);
+
 /// Every appliance command, with its arguments. The wire form is
 /// `{"command": NAME, "args": {..}}`; read it with [`Command::from_parts`], which
 /// checks and normalizes the arguments first (deserializing a `Command` directly
@@ -716,6 +736,7 @@ pub enum Command {
     ApplianceConfig(ApplianceArgs),
     ClusterConfig(ClusterArgs),
     ClusterCheck(NoArgs),
+    FeatureKey(FeatureKeyArgs),
 }
 
 /// A command as a name and JSON arguments (the wire form before it is checked).
@@ -796,6 +817,7 @@ impl Command {
         "applianceconfig",
         "clusterconfig",
         "clustercheck",
+        "featurekey",
     ];
 
     /// The command `name` with the JSON arguments `args` (an object, or null for none).
@@ -837,6 +859,12 @@ impl Command {
                 format!(
                     "Unknown clusterconfig action \"{a}\"; allowed: {}.",
                     ClusterAction::NAMES.join(", ")
+                )
+            })?,
+            "featurekey" => check_action(&args, FeatureKeyAction::NAMES, |a| {
+                format!(
+                    "Unknown featurekey action \"{a}\"; allowed: {}.",
+                    FeatureKeyAction::NAMES.join(", ")
                 )
             })?,
             "pvoconfig" => check_action(&args, PvoAction::NAMES, |a| {
@@ -918,6 +946,7 @@ impl Command {
             Command::CpqCert(a) => Some(a.action.name()),
             Command::ApplianceConfig(a) => Some(a.action.name()),
             Command::ClusterConfig(a) => Some(a.action.name()),
+            Command::FeatureKey(a) => Some(a.action.name()),
             _ => None,
         }
     }
@@ -1107,6 +1136,16 @@ mod tests {
                 json!({ "action": "new", "id": "gw1", "address": "10.0.0.2",
                 "ssh_port": 22, "user": "admin", "password": "pw" }),
             ),
+            ("featurekey", json!({})),
+            (
+                "featurekey",
+                json!({ "action": "add", "feature": "antivirus", "key": null,
+                "expires": "2027-12-31", "days": null }),
+            ),
+            (
+                "featurekey",
+                json!({ "action": "remove", "feature": "dlp" }),
+            ),
         ]
     }
 
@@ -1138,6 +1177,8 @@ mod tests {
             ("userconfig", json!({ "action": "sshkey", "sub": "new", "name": "u" }), "userconfig sshkey: unknown action \"new\"; allowed: list, add, delete"),
             ("userconfig", json!({ "action": "fly" }), "userconfig: unknown action \"fly\""),
             ("sslconfig", json!({ "action": "test" }), "Unknown sslconfig action \"test\""),
+            ("featurekey", json!({ "action": "renew" }), "Unknown featurekey action \"renew\"; allowed: list, add, remove."),
+            ("featurekey", json!({ "action": "add", "days": "soon" }), "featurekey: invalid type"),
             ("status", json!({ "verbose": true }), "status: unknown field `verbose`"),
             ("quarantine", json!({ "action": "show", "mids": [1] }), "unknown field `mids`"),
             ("suspend", json!({ "delay": "soon" }), "suspend: invalid type"),

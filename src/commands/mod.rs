@@ -10,6 +10,7 @@ pub mod access;
 mod cluster_cmds;
 pub mod command;
 mod config_cmds;
+mod feature_cmds;
 pub mod protocol;
 mod pvo_cmds;
 pub mod quarantine_cmds;
@@ -256,7 +257,10 @@ async fn run(shared: &Arc<Handles>, req: &Request, id: &Identity) -> Response {
         C::CommitDetail(a) => one_at_a_time(shared, req, a, config_cmds::commitdetail).await,
         C::Rollback(a) => one_at_a_time(shared, req, a, config_cmds::rollback).await,
         C::ClearChanges(a) => one_at_a_time(shared, req, a, config_cmds::clearchanges).await,
-        C::ShowConfig(a) => one_at_a_time(shared, req, a, config_cmds::showconfig).await,
+        C::ShowConfig(a) => feature_cmds::with_features(
+            shared,
+            one_at_a_time(shared, req, a, config_cmds::showconfig).await,
+        ),
         C::DeliveryConfig(a) => one_at_a_time(shared, req, a, config_cmds::deliveryconfig).await,
         C::SslConfig(a) => one_at_a_time(shared, req, a, config_cmds::sslconfig).await,
         C::InterfaceConfig(a) => one_at_a_time(shared, req, a, config_cmds::interfaceconfig).await,
@@ -303,6 +307,7 @@ async fn run(shared: &Arc<Handles>, req: &Request, id: &Identity) -> Response {
         C::ApplianceConfig(a) => pvo_cmds::applianceconfig(shared, req, a).await,
         C::ClusterConfig(a) => one_at_a_time(shared, req, a, cluster_cmds::clusterconfig).await,
         C::ClusterCheck(a) => one_at_a_time(shared, req, a, cluster_cmds::clustercheck).await,
+        C::FeatureKey(a) => feature_cmds::featurekey(shared, a, id).await,
     }
 }
 

@@ -45,6 +45,8 @@ pub struct StatusReply {
     pub web: Option<String>,
     pub counters: CounterTable,
     pub gauges: StatusGauges,
+    /// Each feature: keyed or not, until when, on or off on this machine (`featurekey`).
+    pub features: Vec<FeatureRow>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
@@ -129,6 +131,58 @@ pub struct StatusGauges {
     /// Unix seconds; null when the queue is empty.
     #[schema(required = true)]
     pub oldest_message_received_at: Option<u64>,
+}
+
+// ---------------------------------------------------------------------------------------
+// featurekey
+// ---------------------------------------------------------------------------------------
+
+/// `featurekey`: the machine's feature keys and what they turn on.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[schema(as = FeatureKeys)]
+pub struct FeatureKeysReply {
+    /// Every feature, in the order antivirus, outbreak, dlp.
+    pub features: Vec<FeatureRow>,
+    /// Whether the keys are recorded (`DATA_DIR/featurekeys.json`); without the file
+    /// every feature is on with a key that never expires.
+    pub recorded: bool,
+}
+
+/// One feature of `featurekey` (and of `status` and `showconfig`).
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct FeatureRow {
+    /// The feature's name in commands.
+    #[schema(inline)]
+    pub feature: FeatureName,
+    /// How the appliance names it (`Anti-Virus`).
+    pub title: String,
+    /// Whether the machine holds a key for it (perhaps expired).
+    pub keyed: bool,
+    /// The key (a licence reference); null without one.
+    #[schema(required = true)]
+    pub key: Option<String>,
+    /// When the key stops working, Unix seconds (the first second it is off); null: it
+    /// does not expire, or there is no key.
+    #[schema(required = true)]
+    pub expires: Option<u64>,
+    /// The last second the key works, `YYYY-MM-DD HH:MM:SS` GMT; null as for `expires`.
+    #[schema(required = true)]
+    pub valid_until: Option<String>,
+    /// Whether the feature is on on this machine now (an unexpired key).
+    pub active: bool,
+    /// Whether the configuration's mail policies use it.
+    pub configured: bool,
+    /// `on`, `off`, or why a feature the configuration uses is off, with the command
+    /// that turns it on.
+    pub state: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum FeatureName {
+    Antivirus,
+    Outbreak,
+    Dlp,
 }
 
 // ---------------------------------------------------------------------------------------

@@ -221,6 +221,9 @@ pub async fn status(shared: &Arc<Handles>, args: &StatusArgs) -> Response {
             ));
         }
     }
+    let features = super::feature_cmds::rows(shared, now());
+    t.push('\n');
+    t.push_str(&super::feature_cmds::section(&features));
     let data = StatusReply {
         system_status: if state == "Offline" {
             SystemStatus::Offline
@@ -258,6 +261,7 @@ pub async fn status(shared: &Arc<Handles>, args: &StatusArgs) -> Response {
             kilobytes_used: spool.live_bytes / 1024,
             oldest_message_received_at: g.oldest_received_at,
         },
+        features: features.features,
     };
     Response::ok(t, replies::data(&data))
 }

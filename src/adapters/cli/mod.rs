@@ -11,6 +11,7 @@ pub mod cluster;
 pub mod config;
 pub mod diag;
 pub mod enroll;
+pub mod features;
 pub mod pvo;
 pub mod quarantine;
 pub mod users;

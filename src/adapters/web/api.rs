@@ -46,7 +46,13 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("get", "/api/v1/jobs"),
     ("get", "/api/v1/jobs/{id}"),
     ("post", "/api/v1/jobs/{id}/cancel"),
+    ("get", "/api/v1/featurekeys"),
+    ("post", "/api/v1/featurekeys/{feature}"),
+    ("post", "/api/v1/featurekeys/{feature}/remove"),
 ];
+
+/// The keys of `POST /api/v1/featurekeys/{feature}`'s body.
+pub const FEATURE_KEYS: [&str; 3] = ["key", "days", "expires"];
 
 /// The keys of a bulk action's body, per action (besides `mids` or `query`).
 pub const BULK_KEYS: [(&str, &[&str]); 4] = [
@@ -72,6 +78,9 @@ pub fn routes() -> Router<Arc<Handles>> {
             "/api/v1/jobs" => get(job_list),
             "/api/v1/jobs/{id}" => get(job),
             "/api/v1/jobs/{id}/cancel" => post(job_cancel),
+            "/api/v1/featurekeys" => get(featurekeys),
+            "/api/v1/featurekeys/{feature}" => post(featurekey_add),
+            "/api/v1/featurekeys/{feature}/remove" => post(featurekey_remove),
             p if !p.contains('{') => {
                 let action: &'static str = p.rsplit('/').next().unwrap_or_default();
                 post(move |t: Token, b: axum::body::Bytes| bulk(t, b, action))
@@ -89,6 +98,7 @@ pub fn routes() -> Router<Arc<Handles>> {
                 || path.ends_with("/move")
                 || path.ends_with("/copy")
                 || path.ends_with("/cancel")
+                || path.starts_with("/api/v1/featurekeys/")
             {
                 "post"
             } else {
@@ -385,6 +395,97 @@ async fn act(
         }
     }
     one(&s, &id, "quarantine", args).await
+}
+
+/// The machine's feature keys (`featurekey list`).
+async fn featurekeys(Token { s, id }: Token) -> HttpResponse {
+    one(&s, &id, "featurekey", json!({ "action": "list" })).await
+}
+
+/// A feature of the path: exactly its name (404 for anything else).
+fn feature_of(name: &str) -> Result<&str, HttpResponse> {
+    match name.parse::<crate::core::feature_keys::Feature>() {
+        Ok(_) => Ok(name),
+        Err(_) => Err(error(
+            StatusCode::NOT_FOUND,
+            &format!(
+                "No feature {name:?}; allowed: {}.",
+                crate::core::feature_keys::allowed()
+            ),
+        )),
+    }
+}
+
+/// `featurekey add FEATURE`: `key` (a licence reference; absent: one is made), and
+/// `days` or `expires` (Unix seconds; absent: the key does not expire).
+async fn featurekey_add(
+    Token { s, id }: Token,
+    Path(feature): Path<String>,
+    body: axum::body::Bytes,
+) -> HttpResponse {
+    let feature = match feature_of(&feature) {
+        Ok(f) => f,
+        Err(r) => return r,
+    };
+    let body = match object(&body) {
+        Ok(b) => b,
+        Err(r) => return r,
+    };
+    if let Some(k) = body.keys().find(|k| !FEATURE_KEYS.contains(&k.as_str())) {
+        return bad(&format!(
+            "unknown key {k:?}; allowed: {}",
+            FEATURE_KEYS.join(", ")
+        ));
+    }
+    let mut args = json!({ "action": "add", "feature": feature });
+    match body.get("key") {
+        None => {}
+        Some(Value::String(k)) => args["key"] = json!(k),
+        Some(_) => return bad("key must be a string"),
+    }
+    match body.get("days") {
+        None => {}
+        Some(v) => match v.as_u64() {
+            Some(d) => args["days"] = json!(d),
+            None => return bad("days must be an integer from 1"),
+        },
+    }
+    match body.get("expires") {
+        None => {}
+        Some(v) => {
+            let at = v
+                .as_u64()
+                .filter(|t| *t <= EXPIRES_MAX)
+                .and_then(|t| time::OffsetDateTime::from_unix_timestamp(t as i64).ok())
+                .and_then(|t| {
+                    t.format(&time::format_description::well_known::Rfc3339)
+                        .ok()
+                });
+            match at {
+                Some(t) => args["expires"] = json!(t),
+                None => return bad("expires must be a time in Unix seconds"),
+            }
+        }
+    }
+    one(&s, &id, "featurekey", args).await
+}
+
+/// The latest `expires` the API takes: 9999-12-31T23:59:59Z.
+pub const EXPIRES_MAX: u64 = 253_402_300_799;
+
+/// `featurekey remove FEATURE`.
+async fn featurekey_remove(Token { s, id }: Token, Path(feature): Path<String>) -> HttpResponse {
+    let feature = match feature_of(&feature) {
+        Ok(f) => f,
+        Err(r) => return r,
+    };
+    one(
+        &s,
+        &id,
+        "featurekey",
+        json!({ "action": "remove", "feature": feature }),
+    )
+    .await
 }
 
 /// A JSON object body (empty: `{}`), or the 400 answer.

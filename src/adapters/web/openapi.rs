@@ -11,10 +11,10 @@ use utoipa::{OpenApi, ToSchema};
 
 use crate::commands::replies::{
     ActDone, ActRefused, ActReply, ActResult, AttachmentRow, CopyReply, CounterTable, Counters,
-    ErrorReply, Gateway, Gateways, HeaderRow, HistoryRow, HitQuarantine, Job, JobList, JobStarted,
-    LastRefusal, ListenerRow, MembershipRow, MessageReply, PartRow, QuarantineRow,
-    QuarantinesReply, SearchHit, SearchReply, SelfSigned, StatusGauges, StatusReply, TopHost,
-    TopHostsReply,
+    ErrorReply, FeatureKeysReply, FeatureRow, Gateway, Gateways, HeaderRow, HistoryRow,
+    HitQuarantine, Job, JobList, JobStarted, LastRefusal, ListenerRow, MembershipRow, MessageReply,
+    PartRow, QuarantineRow, QuarantinesReply, SearchHit, SearchReply, SelfSigned, StatusGauges,
+    StatusReply, TopHost, TopHostsReply,
 };
 
 /// The reply types, and every type they refer to, as components.
@@ -50,6 +50,8 @@ use crate::commands::replies::{
     JobStarted,
     Job,
     JobList,
+    FeatureKeysReply,
+    FeatureRow,
     ErrorReply
 )))]
 struct Replies;
@@ -364,6 +366,45 @@ pub fn document() -> Value {
         MSG,
     );
     copy["requestBody"]["required"] = json!(true);
+    let feature = json!({ "name": "feature", "in": "path", "required": true,
+        "description": "The feature: antivirus, outbreak or dlp.",
+        "schema": { "type": "string", "enum": crate::core::feature_keys::Feature::ALL.iter().map(|f| f.name()).collect::<Vec<_>>() } });
+    let featurekeys = op(
+        "The feature keys of this machine: each feature with its key, until when it is valid, and whether it is on (`featurekey list`).",
+        json!([]),
+        ("The feature keys.", reply::<FeatureKeysReply>()),
+        None,
+        ALL,
+    );
+    // The earliest expiry accepted is in the future: an hour from when the document
+    // was served, so a request built from it is still in the future when it arrives.
+    let soon = crate::core::clock::unix_now() + 3600;
+    let featurekey_add = op(
+        "Install or renew the key of a feature on this machine (`featurekey add`): it takes effect at once. Without `key` one is made; without `days` or `expires` it does not expire.",
+        json!([feature.clone()]),
+        ("The feature keys after the change.", reply::<FeatureKeysReply>()),
+        Some(json!({
+            "type": "object",
+            "additionalProperties": false,
+            "properties": {
+                "key": { "type": "string", "pattern": format!("^[!-~]{{1,{}}}(?![\\s\\S])", crate::core::feature_keys::MAX_KEY),
+                         "description": "The key as recorded (a licence reference): printable ASCII without spaces." },
+                "days": { "type": "integer", "minimum": 1, "maximum": crate::core::feature_keys::MAX_DAYS,
+                          "description": "The key works for this many days from now." },
+                "expires": { "type": "integer", "minimum": soon, "maximum": super::api::EXPIRES_MAX, "format": "int64",
+                             "description": "When the key stops working, Unix seconds (in the future)." }
+            },
+            "not": { "required": ["days", "expires"] }
+        })),
+        ALL,
+    );
+    let featurekey_remove = op(
+        "Remove the key of a feature: the feature is off on this machine at once (`featurekey remove`); 404 when it has no key.",
+        json!([feature]),
+        ("The feature keys after the change.", reply::<FeatureKeysReply>()),
+        None,
+        MSG,
+    );
     json!({
         "openapi": "3.0.3",
         "info": {
@@ -401,6 +442,9 @@ pub fn document() -> Value {
             "/api/v1/jobs": { "get": jobs },
             "/api/v1/jobs/{id}": { "get": job_op("The progress of a bulk job: total, done, failed, the first refusals (another user's job: 404, except for an Administrator).") },
             "/api/v1/jobs/{id}/cancel": { "post": job_op("Cancel a bulk job: it stops after the batch under way; the answer is its record.") },
+            "/api/v1/featurekeys": { "get": featurekeys },
+            "/api/v1/featurekeys/{feature}": { "post": featurekey_add },
+            "/api/v1/featurekeys/{feature}/remove": { "post": featurekey_remove },
         }
     })
 }
@@ -552,6 +596,33 @@ mod tests {
         ] {
             assert!(!crate::adapters::web::api::simple_address(a), "{a}");
         }
+    }
+
+    #[test]
+    fn the_feature_key_body_is_the_keys_the_api_reads() {
+        let doc = document();
+        let b = &doc["paths"]["/api/v1/featurekeys/{feature}"]["post"]["requestBody"]["content"]
+            ["application/json"]["schema"];
+        let mut props: Vec<&str> = b["properties"]
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(String::as_str)
+            .collect();
+        props.sort();
+        let mut want = crate::adapters::web::api::FEATURE_KEYS.to_vec();
+        want.sort();
+        assert_eq!(props, want);
+        assert_eq!(b["additionalProperties"], false);
+        assert_eq!(
+            b["properties"]["key"]["pattern"],
+            "^[!-~]{1,128}(?![\\s\\S])"
+        );
+        assert_eq!(
+            doc["paths"]["/api/v1/featurekeys/{feature}/remove"]["post"]["parameters"][0]["schema"]
+                ["enum"],
+            json!(["antivirus", "outbreak", "dlp"])
+        );
     }
 
     #[test]

@@ -1,4 +1,5 @@
-//! Pending changes (commit, clear, rollback), quarantine settings, users (new, role,
+//! Pending changes (commit, clear, rollback) with the machine's feature keys (add,
+//! renew, remove: they take effect at once), quarantine settings, users (new, role,
 //! password, enable/disable, delete) and custom roles (new, edit, delete).
 
 use std::sync::Arc;
@@ -46,7 +47,102 @@ pub(super) async fn changes(Viewer { shared, c }: Viewer) -> HttpResponse {
         }
         (pre(&d.text))
     };
+    let keys = run(&shared, &c.id, "featurekey", json!({ "action": "list" })).await;
+    let b = html! {
+        (b)
+        (feature_keys_section(&keys, &c.csrf))
+    };
     html(StatusCode::OK, page(&shared, &c, "Changes", b))
+}
+
+/// The "Feature Keys" section: each feature with its key, validity and state, Remove
+/// for those with a key, and a form to add or renew one (`r`: `featurekey list`).
+fn feature_keys_section(r: &Response, csrf: &str) -> Markup {
+    html! {
+        section id="feature-keys" {
+            h2 { "Feature Keys" }
+            p { "The feature keys of this machine: a feature without an active key is off here. A change takes effect at once, without a commit." }
+            @if !r.ok {
+                (refusal(r))
+            } @else {
+                table id="featurekeys" {
+                    thead { tr { th { "Feature" } th { "Key" } th { "Valid until" } th { "State" } th {} } }
+                    tbody {
+                        @for f in r.data["features"].as_array().into_iter().flatten() {
+                            @let name = f["feature"].as_str().unwrap_or("");
+                            tr id={ "feature-" (name) } {
+                                td { (f["title"].as_str().unwrap_or(name)) }
+                                td class="key" { (f["key"].as_str().unwrap_or("–")) }
+                                td {
+                                    @match (f["valid_until"].as_str(), f["keyed"].as_bool() == Some(true)) {
+                                        (Some(u), _) => { (u) " GMT" }
+                                        (None, true) => { "no expiry" }
+                                        (None, false) => { "–" }
+                                    }
+                                }
+                                td class="state" { (f["state"].as_str().unwrap_or("")) }
+                                td {
+                                    @if f["keyed"].as_bool() == Some(true) {
+                                        form method="post" action="/featurekeys/remove" class="inline" {
+                                            (hidden("csrf", csrf))
+                                            (hidden("feature", name))
+                                            button type="submit" class="danger" id={ "remove-" (name) } { "Remove" }
+                                        }
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+                form method="post" action="/featurekeys/add" class="stack narrowform" id="featurekey-add" {
+                    (hidden("csrf", csrf))
+                    label for="fk-feature" { "Feature" }
+                    select id="fk-feature" name="feature" {
+                        @for f in r.data["features"].as_array().into_iter().flatten() {
+                            option value=(f["feature"].as_str().unwrap_or("")) { (f["title"].as_str().unwrap_or("")) }
+                        }
+                    }
+                    label for="fk-key" { "Key (a licence reference; empty: one is made)" }
+                    input id="fk-key" name="key" maxlength="128";
+                    label for="fk-expires" { "Valid until (the end of that day, UTC; empty: no expiry)" }
+                    input id="fk-expires" name="expires" type="date";
+                    div { button type="submit" id="fk-add" { "Add or renew" } }
+                }
+            }
+        }
+    }
+}
+
+/// The arguments of the feature key form's `op` (add, remove).
+fn featurekey_args(op: &str, form: &[(String, String)]) -> Option<Value> {
+    let feature = field(form, "feature").unwrap_or("").trim();
+    match op {
+        "add" => Some(json!({
+            "action": "add",
+            "feature": feature,
+            "key": field(form, "key").map(str::trim),
+            "expires": field(form, "expires").map(str::trim),
+        })),
+        "remove" => Some(json!({ "action": "remove", "feature": feature })),
+        _ => None,
+    }
+}
+
+pub(super) async fn featurekey_op(
+    Path(op): Path<String>,
+    Post { shared, c, form }: Post,
+) -> HttpResponse {
+    let r = match featurekey_args(&op, &form) {
+        Some(args) => run(&shared, &c.id, "featurekey", args).await,
+        None => Response::error(format!("Unknown feature key operation {op:?}.")),
+    };
+    outcome_page(
+        &shared,
+        &c,
+        &r,
+        html! { a href="/changes#feature-keys" id="back" { "Back to the feature keys" } },
+        ("Done", "Not done"),
+    )
 }
 
 pub(super) async fn change_op(
@@ -218,6 +314,7 @@ pub(super) fn routes() -> Router<Arc<Handles>> {
     Router::new()
         .route("/roles", post(role_new))
         .route("/roles/{name}", get(role_form).post(role_op))
+        .route("/featurekeys/{op}", post(featurekey_op))
 }
 
 pub(super) const BUILTIN_ROLES: [&str; 6] = [
@@ -716,6 +813,40 @@ mod tests {
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect()
+    }
+
+    #[test]
+    fn the_feature_keys_section_escapes_and_posts_the_command() {
+        let r = Response::ok(
+            "",
+            json!({ "recorded": true, "features": [
+                { "feature": "antivirus", "title": "Anti-Virus", "keyed": true,
+                  "key": "<script>x</script>", "valid_until": "2027-12-31 23:59:59",
+                  "state": "on" },
+                { "feature": "dlp", "title": "Data Loss Prevention", "keyed": false,
+                  "key": null, "valid_until": null,
+                  "state": "configured but off: no feature key (`featurekey add dlp`)" }
+            ] }),
+        );
+        let html = feature_keys_section(&r, "tok").into_string();
+        assert!(!html.contains("<script>x"), "{html}");
+        assert!(html.contains("&lt;script&gt;x"), "{html}");
+        assert!(html.contains("2027-12-31 23:59:59 GMT"));
+        assert!(html.contains("id=\"remove-antivirus\""));
+        assert!(!html.contains("id=\"remove-dlp\""));
+        assert!(html.contains("configured but off: no feature key"));
+        assert_eq!(
+            featurekey_args(
+                "add",
+                &form(&[("feature", "dlp"), ("key", " "), ("expires", "2027-12-31")])
+            ),
+            Some(
+                json!({ "action": "add", "feature": "dlp", "key": null, "expires": "2027-12-31" })
+            )
+        );
+        assert_eq!(featurekey_args("burn", &form(&[])), None);
+        let refused = feature_keys_section(&Response::error("Role \"Guest\" cannot"), "t");
+        assert!(refused.into_string().contains("Refused:"));
     }
 
     #[test]
