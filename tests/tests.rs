@@ -11,6 +11,7 @@ mod e2e_cpq_auth;
 mod e2e_diag;
 mod e2e_durability;
 mod e2e_durable;
+mod e2e_featurekeys;
 mod e2e_files;
 mod e2e_filters;
 mod e2e_framing;

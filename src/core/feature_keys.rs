@@ -216,7 +216,8 @@ fn encode(keys: &[FeatureKey]) -> Vec<u8> {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Added {
     pub key: FeatureKey,
-    /// The key it replaced (a renewal).
+    /// The recorded key it replaced (a renewal; not a default of a data directory
+    /// without `featurekeys.json`).
     pub replaced: Option<FeatureKey>,
 }
 
@@ -294,10 +295,12 @@ impl FeatureKeys {
     pub fn add(&self, key: FeatureKey, now: u64) -> Result<Added> {
         let mut i = self.inner.lock().unwrap();
         let mut keys = i.keys.clone();
+        // Replacing a default key (no file yet) installs the first one: no renewal.
         let replaced = keys
             .iter()
             .position(|k| k.feature == key.feature)
-            .map(|at| keys.remove(at));
+            .map(|at| keys.remove(at))
+            .filter(|_| i.stored);
         keys.push(key.clone());
         keys.sort_by(|a, b| a.feature.cmp(&b.feature));
         self.store(&mut i, keys, now)?;
@@ -496,7 +499,7 @@ mod tests {
         let a = keys
             .add(key(Feature::Antivirus, Some(NOW + 100)), NOW)
             .unwrap();
-        assert_eq!(a.replaced.unwrap().key, DEFAULT_KEY);
+        assert_eq!(a.replaced, None);
         assert_eq!(keys.next_expiry(NOW), Some(NOW + 100));
         assert!(keys.refresh(NOW + 99).is_empty());
         assert!(keys.is_active(&Feature::Antivirus));
