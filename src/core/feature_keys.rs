@@ -33,6 +33,9 @@ pub const FILE: &str = "featurekeys.json";
 /// The longest validity `--days` takes (100 years).
 pub const MAX_DAYS: u64 = 36_500;
 
+/// The latest expiry the REST API takes, Unix seconds: 9999-12-31T23:59:59Z.
+pub const MAX_EXPIRES: u64 = 253_402_300_799;
+
 /// The longest key text.
 pub const MAX_KEY: usize = 128;
 

@@ -455,7 +455,7 @@ async fn featurekey_add(
         Some(v) => {
             let at = v
                 .as_u64()
-                .filter(|t| *t <= EXPIRES_MAX)
+                .filter(|t| *t <= crate::core::feature_keys::MAX_EXPIRES)
                 .and_then(|t| time::OffsetDateTime::from_unix_timestamp(t as i64).ok())
                 .and_then(|t| {
                     t.format(&time::format_description::well_known::Rfc3339)
@@ -469,9 +469,6 @@ async fn featurekey_add(
     }
     one(&s, &id, "featurekey", args).await
 }
-
-/// The latest `expires` the API takes: 9999-12-31T23:59:59Z.
-pub const EXPIRES_MAX: u64 = 253_402_300_799;
 
 /// `featurekey remove FEATURE`.
 async fn featurekey_remove(Token { s, id }: Token, Path(feature): Path<String>) -> HttpResponse {

@@ -391,7 +391,7 @@ pub fn document() -> Value {
                          "description": "The key as recorded (a licence reference): printable ASCII without spaces." },
                 "days": { "type": "integer", "minimum": 1, "maximum": crate::core::feature_keys::MAX_DAYS,
                           "description": "The key works for this many days from now." },
-                "expires": { "type": "integer", "minimum": soon, "maximum": super::api::EXPIRES_MAX, "format": "int64",
+                "expires": { "type": "integer", "minimum": soon, "maximum": crate::core::feature_keys::MAX_EXPIRES, "format": "int64",
                              "description": "When the key stops working, Unix seconds (in the future)." }
             },
             "not": { "required": ["days", "expires"] }
