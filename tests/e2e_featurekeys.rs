@@ -2,7 +2,8 @@
 //! Clusters): the command through the CLI, SSH and the REST API, a key's expiry taking
 //! effect without a restart (a key whose `--expires` is an RFC 3339 time a few seconds
 //! ahead), the DLP engine skipped without its key and back with it, and the keys kept
-//! across a restart. Anti-virus with a real clamd is in `e2e_scanning`.
+//! across a restart; the Feature Keys section of the web UI's Changes page in headless
+//! Chromium. Anti-virus with a real clamd is in `e2e_scanning`.
 
 use std::process::Command;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -10,9 +11,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use serde_json::{json, Value};
 
 use crate::support::{
-    https, json, log_lines, new_token, new_user, openssh, parse_json, printed, pvo, send_relayed,
-    ssh_port, text, wait_quarantined_in, wait_until, web_addr, GatewayToml, Node, Sink,
-    MATCHED_CONTENT,
+    https, initial_password, json, log_lines, new_token, new_user, openssh, parse_json, printed,
+    pvo, rt, send_relayed, ssh_port, text, wait_quarantined_in, wait_until, web_addr, Browser,
+    GatewayToml, Node, Sink, MATCHED_CONTENT,
 };
 
 /// Long enough for a debug build on two busy cores; waits end as soon as the event comes.
@@ -364,4 +365,75 @@ fn featurekey_over_ssh_and_the_rest_api() {
     let (code, body) = https(web, "GET", "/api/v1/status", Some(&op), None);
     assert_eq!(code, 200, "{body}");
     assert_eq!(row(&parse_json(&body), "dlp")["active"], false, "{body}");
+}
+
+/// The Feature Keys section of the Changes page: each feature's state, Add (a key
+/// without expiry) and Remove, each answered on the page and in force at once; an
+/// Operator sees the keys but its Remove is refused.
+#[test]
+fn web_ui_feature_keys_add_and_remove() {
+    let sink = Sink::accepting();
+    let node = Node::start(&GatewayToml::new(&sink).extra(MATCHED_CONTENT).web().build());
+    let base = format!("https://{}", web_addr(&node));
+    let password = initial_password(&node);
+    new_user(&node, "otto", "Operator", "otto-password-1");
+    rt().block_on(async {
+        let b = Browser::start().await;
+        let login = |user: &'static str, pw: String| {
+            let b = &b;
+            let base = base.clone();
+            async move {
+                b.goto(&format!("{base}/login")).await;
+                b.fill("#username", user).await;
+                b.fill("#password", &pw).await;
+                b.click("#login").await;
+                b.text_with("main h1", "Dashboard").await;
+            }
+        };
+        login("admin", password.clone()).await;
+        b.goto(&format!("{base}/changes")).await;
+        let dlp = b.text_with("#feature-dlp", "Data Loss Prevention").await;
+        assert!(dlp.contains("default") && dlp.contains("on"), "{dlp}");
+
+        b.fill("#fk-key", "LIC-WEB-1").await;
+        b.click("#fk-add").await;
+        let result = b.text_with("#result", "Feature key").await;
+        assert!(
+            result.contains("Feature key for Anti-Virus installed (key LIC-WEB-1, no expiry)"),
+            "{result}"
+        );
+
+        b.goto(&format!("{base}/changes")).await;
+        b.click("#remove-dlp").await;
+        let result = b.text_with("#result", "removed").await;
+        assert!(
+            result.contains("Feature key for Data Loss Prevention removed. Data Loss Prevention is off on this machine."),
+            "{result}"
+        );
+        b.goto(&format!("{base}/changes")).await;
+        let dlp = b.text_with("#feature-dlp", "configured but off").await;
+        assert!(
+            dlp.contains("configured but off: no feature key (`featurekey add dlp`)"),
+            "{dlp}"
+        );
+        assert!(b.all("#remove-dlp").await.is_empty());
+
+        // An Operator sees them; its Remove is refused.
+        b.click("header form button[type=submit]").await;
+        b.find("#password").await;
+        login("otto", "otto-password-1".to_string()).await;
+        b.goto(&format!("{base}/changes")).await;
+        b.text_with("#feature-antivirus", "LIC-WEB-1").await;
+        b.click("#remove-antivirus").await;
+        let refused = b.text_with("#result", "Refused").await;
+        assert!(refused.contains("Role \"Operator\" cannot"), "{refused}");
+        b.close().await;
+    });
+    let d = json(&node, &["featurekey"]);
+    assert_eq!(row(&d, "antivirus")["key"], "LIC-WEB-1", "{d:#}");
+    assert_eq!(row(&d, "dlp")["keyed"], false, "{d:#}");
+    node.wait_for_log(
+        "The feature key for Data Loss Prevention was removed by admin",
+        EVENT,
+    );
 }

@@ -396,7 +396,7 @@ pub fn document() -> Value {
             },
             "not": { "required": ["days", "expires"] }
         })),
-        ALL,
+        MSG,
     );
     let featurekey_remove = op(
         "Remove the key of a feature: the feature is off on this machine at once (`featurekey remove`); 404 when it has no key.",
