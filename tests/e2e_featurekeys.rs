@@ -337,6 +337,11 @@ fn featurekey_over_ssh_and_the_rest_api() {
         (
             "/api/v1/featurekeys/outbreak",
             json!({ "expires": 1 }).to_string(),
+            409,
+        ),
+        (
+            "/api/v1/featurekeys/outbreak",
+            json!({ "key": "" }).to_string(),
             400,
         ),
         ("/api/v1/featurekeys/spam", "{}".to_string(), 404),

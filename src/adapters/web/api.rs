@@ -440,7 +440,11 @@ async fn featurekey_add(
     let mut args = json!({ "action": "add", "feature": feature });
     match body.get("key") {
         None => {}
-        Some(Value::String(k)) => args["key"] = json!(k),
+        // Given, it is the key: an empty one is refused, not taken for "make one".
+        Some(Value::String(k)) => match crate::core::feature_keys::check_key(k) {
+            Ok(()) => args["key"] = json!(k),
+            Err(e) => return bad(&e),
+        },
         Some(_) => return bad("key must be a string"),
     }
     match body.get("days") {
@@ -462,6 +466,16 @@ async fn featurekey_add(
                         .ok()
                 });
             match at {
+                // The past is a clash with the clock, not a malformed request.
+                Some(_) if v.as_u64() <= Some(crate::core::clock::unix_now()) => {
+                    return error(
+                        StatusCode::CONFLICT,
+                        &format!(
+                            "expires {v} is not in the future (it is {} now); give a later time.",
+                            crate::core::clock::unix_now()
+                        ),
+                    )
+                }
                 Some(t) => args["expires"] = json!(t),
                 None => return bad("expires must be a time in Unix seconds"),
             }

@@ -77,6 +77,7 @@ fn error_responses(codes: &[&str]) -> Value {
             "400" => "Bad request: invalid parameters, or the command failed.".to_string(),
             "401" => "No valid API token.".to_string(),
             "403" => "The role of the token's user does not allow this.".to_string(),
+            "409" => "The request clashes with the current state (a feature key's expiry that is not in the future).".to_string(),
             "429" => format!(
                 "The user has {} bulk actions running already: wait for one to end.",
                 crate::adapters::web::jobs::RUNNING_PER_USER
@@ -376,9 +377,6 @@ pub fn document() -> Value {
         None,
         ALL,
     );
-    // The earliest expiry accepted is in the future: an hour from when the document
-    // was served, so a request built from it is still in the future when it arrives.
-    let soon = crate::core::clock::unix_now() + 3600;
     let featurekey_add = op(
         "Install or renew the key of a feature on this machine (`featurekey add`): it takes effect at once. Without `key` one is made; without `days` or `expires` it does not expire.",
         json!([feature.clone()]),
@@ -391,12 +389,12 @@ pub fn document() -> Value {
                          "description": "The key as recorded (a licence reference): printable ASCII without spaces." },
                 "days": { "type": "integer", "minimum": 1, "maximum": crate::core::feature_keys::MAX_DAYS,
                           "description": "The key works for this many days from now." },
-                "expires": { "type": "integer", "minimum": soon, "maximum": crate::core::feature_keys::MAX_EXPIRES, "format": "int64",
-                             "description": "When the key stops working, Unix seconds (in the future)." }
+                "expires": { "type": "integer", "minimum": 0, "maximum": crate::core::feature_keys::MAX_EXPIRES, "format": "int64",
+                             "description": "When the key stops working, Unix seconds; a time that is not in the future is answered 409." }
             },
             "not": { "required": ["days", "expires"] }
         })),
-        MSG,
+        &["400", "401", "403", "404", "409"],
     );
     let featurekey_remove = op(
         "Remove the key of a feature: the feature is off on this machine at once (`featurekey remove`); 404 when it has no key.",
