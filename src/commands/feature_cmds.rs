@@ -102,7 +102,8 @@ pub fn section(r: &FeatureKeysReply) -> String {
 /// `showconfig` with the machine's feature keys: a section of its text and
 /// `feature_keys` in its data (they are machine-only, outside the configuration).
 pub fn with_features(shared: &Handles, mut resp: Response) -> Response {
-    if !resp.ok {
+    // Only a configuration shown (not "no changes pending").
+    if !resp.ok || !resp.data.is_object() {
         return resp;
     }
     let r = rows(shared, now());
