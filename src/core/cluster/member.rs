@@ -91,6 +91,13 @@ impl ClusterHandle {
         revision: u64,
     ) -> ClusterHandle {
         let held = held_path(data_dir).exists();
+        // What the configuration in force was composed from, when it is the last good one.
+        let applied = match (&membership, cache::load(data_dir)) {
+            (Some(m), Ok(Some(last))) if last.machine == m.machine && last.revision == revision => {
+                last.layers
+            }
+            _ => Vec::new(),
+        };
         ClusterHandle {
             connector,
             data_dir: data_dir.to_path_buf(),
@@ -107,7 +114,7 @@ impl ClusterHandle {
                 membership,
                 store: None,
                 snapshot: None,
-                applied: Vec::new(),
+                applied,
             }),
             wake: tokio::sync::Notify::new(),
         }
@@ -144,9 +151,19 @@ impl ClusterHandle {
         }
     }
 
-    /// The store as last seen (members, layers, states), connected or not.
+    /// The store as last seen (members, layers, states), connected or not; before the
+    /// first connection since the start, what the last good configuration was made of.
     pub fn snapshot(&self) -> Option<Snapshot> {
-        self.lock().snapshot.clone()
+        if let Some(s) = self.lock().snapshot.clone() {
+            return Some(s);
+        }
+        let last = cache::load(&self.data_dir).ok().flatten()?;
+        Some(Snapshot {
+            members: last.members,
+            head: last.revision,
+            layers: last.layers,
+            states: Vec::new(),
+        })
     }
 
     /// The machine has joined (or created) a cluster: the loop connects.

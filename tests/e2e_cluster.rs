@@ -1,0 +1,282 @@
+//! Gateways in a cluster on a private PostgreSQL (`support::Postgres`): one machine
+//! creates the cluster, others join and take its settings; a commit at cluster level on
+//! any member is put in force on every member; a machine-level value overrides the
+//! cluster's on that machine only; a commit from an older revision is refused naming
+//! what came in between; a machine held disconnected keeps its revision, refuses commits
+//! and catches up when it reconnects; a removed machine keeps what it inherited; with the
+//! store gone a member keeps running (and restarts) on its last good configuration and
+//! refuses commits, saying why.
+
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::support::{
+    json, pvo, pvo_try, send_relayed, text, wait_until, GatewayToml, Node, Postgres, Sink,
+};
+
+/// Long enough for a loaded two-core machine; the benchmark measures the real figure.
+const APPLIED: Duration = Duration::from_secs(15);
+
+fn gateway(sink: &Sink, name: &str) -> Node {
+    Node::start(
+        &GatewayToml::new(sink)
+            .hostname(&format!("{name}.example.com"))
+            .build(),
+    )
+}
+
+fn status(node: &Node) -> Value {
+    json(node, &["clusterconfig", "connstatus"])["status"].clone()
+}
+
+/// Waits until `node` runs `revision` (or a later one).
+fn wait_revision(node: &Node, revision: u64) {
+    wait_until(
+        APPLIED,
+        || (status(node)["revision"].as_u64()? >= revision).then_some(()),
+        || {
+            format!(
+                "{} did not apply revision {revision}: {}\n{}",
+                node.dir().display(),
+                status(node),
+                node.mail_logs()
+            )
+        },
+    );
+}
+
+fn head(node: &Node) -> u64 {
+    json(node, &["clusterconfig", "list"])["revision"]
+        .as_u64()
+        .unwrap()
+}
+
+#[test]
+fn a_cluster_of_three_gateways_shares_its_settings_and_every_commit() {
+    let mut pg = Some(Postgres::start());
+    let url = pg.as_ref().unwrap().url();
+    let sink = Sink::accepting();
+    let gw1 = gateway(&sink, "gw1");
+    let gw2 = gateway(&sink, "gw2");
+    let mut gw3 = gateway(&sink, "gw3");
+
+    // Not in a cluster: --level is refused, and connstatus says so.
+    let (ok, out) = pvo_try(
+        &gw1,
+        &[
+            "--level",
+            "cluster",
+            "deliveryconfig",
+            "--max-concurrency",
+            "9",
+        ],
+    );
+    assert!(!ok && out.contains("not in one"), "{out}");
+    let out = text(&gw1, &["clusterconfig", "connstatus"]);
+    assert!(out.contains("not in a cluster"), "{out}");
+
+    let out = text(
+        &gw1,
+        &[
+            "clusterconfig",
+            "create",
+            "east",
+            "--url",
+            &url,
+            "--machine",
+            "gw1",
+            "--address",
+            "10.0.0.1",
+        ],
+    );
+    assert!(
+        out.contains("Cluster east created") && out.contains("listener"),
+        "{out}"
+    );
+    // The machine's own file now says where its cluster is.
+    let own = std::fs::read_to_string(gw1.config_path()).unwrap();
+    assert!(
+        own.contains("[cluster]") && own.contains("machine = \"gw1\""),
+        "{own}"
+    );
+    for (gw, name, address) in [(&gw2, "gw2", "10.0.0.2"), (&gw3, "gw3", "10.0.0.3")] {
+        let out = text(
+            gw,
+            &[
+                "clusterconfig",
+                "join",
+                "--url",
+                &url,
+                "--machine",
+                name,
+                "--address",
+                address,
+            ],
+        );
+        assert!(out.contains("joined cluster east"), "{out}");
+    }
+    let rev = head(&gw1);
+    for gw in [&gw1, &gw2, &gw3] {
+        wait_revision(gw, rev);
+    }
+    let list = json(&gw3, &["clusterconfig", "list"]);
+    let machines = list["groups"][0]["machines"].as_array().unwrap();
+    assert_eq!(machines.len(), 3, "{list}");
+    assert!(machines.iter().all(|m| m["connected"] == true), "{list}");
+
+    // A commit at cluster level on one member is in force on all of them.
+    let marks = [gw1.log_mark(), gw2.log_mark(), gw3.log_mark()];
+    text(
+        &gw2,
+        &[
+            "smtproutes",
+            "new",
+            "--domain",
+            "two.example",
+            "--hosts",
+            &sink.host_port(),
+        ],
+    );
+    let out = text(&gw2, &["commit", "-m", "route for two.example"]);
+    assert!(
+        out.contains("Changes committed: revision") && out.contains("(cluster)"),
+        "{out}"
+    );
+    let rev = head(&gw2);
+    for (gw, mark) in [&gw1, &gw2, &gw3].into_iter().zip(marks) {
+        wait_revision(gw, rev);
+        gw.wait_for_log_after(
+            mark,
+            &format!("applied revision {rev} (cluster, committed by"),
+            APPLIED,
+        );
+        let routes = text(gw, &["smtproutes"]);
+        assert!(routes.contains("two.example"), "{routes}");
+    }
+    let history = text(&gw3, &["commitdetail"]);
+    assert!(history.contains("route for two.example"), "{history}");
+
+    // A machine-level value overrides the cluster's on that machine only.
+    text(
+        &gw3,
+        &[
+            "--level",
+            "machine",
+            "deliveryconfig",
+            "--max-concurrency",
+            "7",
+        ],
+    );
+    text(&gw3, &["commit", "-m", "gw3 sends slower"]);
+    let shown = json(&gw3, &["showconfig"]);
+    assert_eq!(shown["origins"]["delivery"], "machine:gw3", "{shown}");
+    assert_eq!(shown["origins"]["smtp_route"], "cluster", "{shown}");
+    let rev = head(&gw3);
+    wait_revision(&gw1, rev);
+    let concurrency = |gw: &Node| json(gw, &["deliveryconfig"])["max_concurrency"].as_u64();
+    assert_eq!(concurrency(&gw3), Some(7));
+    assert_ne!(concurrency(&gw1), Some(7));
+    // clustercheck names the difference and how to resolve it.
+    let check = text(&gw1, &["clustercheck"]);
+    assert!(
+        check.contains("machine:gw3") && check.contains("clusterconfig movesettings delivery"),
+        "{check}"
+    );
+
+    // Two administrators from the same revision: the second commit is refused, naming
+    // who committed what in between, and keeps its changes pending.
+    text(&gw1, &["deliveryconfig", "--max-concurrency", "11"]);
+    text(&gw2, &["deliveryconfig", "--max-concurrency", "12"]);
+    text(&gw2, &["commit", "-m", "twelve"]);
+    let out = pvo(&gw1, &["commit", "-m", "eleven"]);
+    let all = out.all();
+    assert!(!out.status.success(), "{all}");
+    assert!(
+        all.contains("cluster changed since revision") && all.contains("twelve"),
+        "{all}"
+    );
+    text(&gw1, &["clearchanges"]);
+
+    // Held disconnected: keeps its revision, refuses commits, catches up on reconnect.
+    text(&gw3, &["clusterconfig", "disconnect"]);
+    let held_at = status(&gw3)["revision"].as_u64().unwrap();
+    text(
+        &gw1,
+        &[
+            "smtproutes",
+            "new",
+            "--domain",
+            "three.example",
+            "--hosts",
+            &sink.host_port(),
+        ],
+    );
+    text(&gw1, &["commit", "-m", "route for three.example"]);
+    let rev = head(&gw1);
+    wait_revision(&gw2, rev);
+    assert_eq!(status(&gw3)["revision"].as_u64(), Some(held_at));
+    text(
+        &gw3,
+        &[
+            "--level",
+            "machine",
+            "deliveryconfig",
+            "--max-concurrency",
+            "8",
+        ],
+    );
+    let out = pvo(&gw3, &["commit"]);
+    assert!(
+        !out.status.success() && out.all().contains("disconnected"),
+        "{}",
+        out.all()
+    );
+    text(&gw3, &["clearchanges"]);
+    text(&gw3, &["clusterconfig", "reconnect"]);
+    wait_revision(&gw3, rev);
+    assert!(text(&gw3, &["smtproutes"]).contains("three.example"));
+
+    // A removed machine keeps what it inherited, in its own file.
+    let mark = gw3.log_mark();
+    text(&gw1, &["clusterconfig", "removemachine", "gw3"]);
+    gw3.wait_for_log_after(mark, "machine gw3 was removed", APPLIED);
+    let own = std::fs::read_to_string(gw3.config_path()).unwrap();
+    assert!(
+        own.contains("three.example") && !own.contains("[cluster]"),
+        "{own}"
+    );
+    assert!(text(&gw3, &["clusterconfig", "connstatus"]).contains("not in a cluster"));
+    gw3.restart();
+    assert!(text(&gw3, &["smtproutes"]).contains("three.example"));
+
+    // The store gone: members keep running on their last good configuration, refuse
+    // commits saying why, and start again from it.
+    let mark = gw2.log_mark();
+    drop(pg.take());
+    gw2.wait_for_log_after(mark, "is disconnected from the cluster's store", APPLIED);
+    let out = text(&gw2, &["clusterconfig", "connstatus"]);
+    assert!(out.contains("NOT connected"), "{out}");
+    text(
+        &gw2,
+        &[
+            "--level",
+            "cluster",
+            "deliveryconfig",
+            "--max-concurrency",
+            "13",
+        ],
+    );
+    let out = pvo(&gw2, &["commit"]);
+    assert!(
+        !out.status.success() && out.all().contains("disconnected from the cluster's store"),
+        "{}",
+        out.all()
+    );
+    let mut gw2 = gw2;
+    gw2.restart();
+    assert!(text(&gw2, &["smtproutes"]).contains("three.example"));
+    let before = sink.count();
+    send_relayed(&gw2, "someone@three.example", "cluster", "hello");
+    sink.wait_for_messages(before + 1, APPLIED);
+}
