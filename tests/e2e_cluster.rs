@@ -280,3 +280,116 @@ fn a_cluster_of_three_gateways_shares_its_settings_and_every_commit() {
     send_relayed(&gw2, "someone@three.example", "cluster", "hello");
     sink.wait_for_messages(before + 1, APPLIED);
 }
+
+/// Scenario 6: content filters below the cluster level grey out Enable with the
+/// appliance's words, and `diagnose` names the setting, its level and machine, and the
+/// remedy; `status` says how the machine stands with its cluster.
+#[test]
+fn content_filters_below_the_cluster_level_refuse_centralization() {
+    let pg = Postgres::start();
+    let url = pg.url();
+    let sink = Sink::accepting();
+    let gw1 = Node::start(
+        &GatewayToml::new(&sink)
+            .hostname("gw1.example.com")
+            .extra(
+                r#"[[content_filter]]
+name = "quarantine_test"
+conditions = { subject_contains = "[quarantine-test]" }
+actions = [{ quarantine = "Policy" }]
+"#,
+            )
+            .build(),
+    );
+    let gw2 = gateway(&sink, "gw2");
+    text(
+        &gw1,
+        &[
+            "clusterconfig",
+            "create",
+            "west",
+            "--url",
+            &url,
+            "--address",
+            "10.1.0.1",
+        ],
+    );
+    text(
+        &gw2,
+        &[
+            "clusterconfig",
+            "join",
+            "--url",
+            &url,
+            "--address",
+            "10.1.0.2",
+        ],
+    );
+    let status_text = text(&gw2, &["status"]);
+    assert!(
+        status_text.contains("Cluster:")
+            && status_text.contains("machine gw2.example.com: connected"),
+        "{status_text}"
+    );
+    let s = json(&gw2, &["status"]);
+    assert_eq!(s["cluster"]["connected"], true, "{s}");
+
+    // At cluster level: nothing in the way.
+    let d = crate::support::pvo_json(&gw2, &["diagnose"]);
+    let levels: Vec<&Value> = d["data"]["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["name"] == "cluster levels")
+        .collect();
+    assert!(levels.iter().all(|c| c["passed"] == true), "{d}");
+
+    // Overridden on gw2: Enable is refused with the appliance's words.
+    text(
+        &gw2,
+        &[
+            "clusterconfig",
+            "copysettings",
+            "content_filter",
+            "--from",
+            "cluster",
+            "--to",
+            "machine",
+        ],
+    );
+    text(&gw2, &["commit", "-m", "gw2 filters differently"]);
+    let out = pvo(&gw1, &["pvoconfig", "enable", "--manager", "10.1.0.9"]);
+    let all = out.all();
+    assert!(!out.status.success(), "{all}");
+    assert!(
+        all.contains("Unable to proceed with Centralized Policy, Virus and Outbreak Quarantines configuration as gw2.example.com in Cluster have content filters / DLP actions available at a level different from the cluster Level."),
+        "{all}"
+    );
+    let d = pvo(&gw1, &["diagnose"]).all();
+    assert!(
+        d.contains("[content_filter] is set at machine:gw2.example.com")
+            && d.contains("clusterconfig movesettings content_filter --from machine:gw2.example.com --to cluster"),
+        "{d}"
+    );
+
+    // Resolved: deleted at machine level, the cluster's shows through again.
+    text(
+        &gw2,
+        &[
+            "--level",
+            "machine",
+            "clusterconfig",
+            "deletesettings",
+            "content_filter",
+        ],
+    );
+    text(&gw2, &["commit", "-m", "back to the cluster's filters"]);
+    let d = crate::support::pvo_json(&gw1, &["diagnose"]);
+    let failed: Vec<&Value> = d["data"]["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["passed"] == false && c["scenario"] == 6)
+        .collect();
+    assert!(failed.is_empty(), "{d}");
+}

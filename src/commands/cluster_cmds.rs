@@ -1429,3 +1429,98 @@ pub fn clustercheck(shared: &Arc<Handles>, _req: &Request, _: &NoArgs) -> Respon
         }),
     )
 }
+
+// ---------------------------------------------------------------------------
+// The cluster's part of `diagnose` and of `pvoconfig enable`
+// ---------------------------------------------------------------------------
+
+/// The sections that decide what is quarantined: below the cluster level, members would
+/// quarantine differently, so centralization refuses them (scenario 6). Message filters
+/// and DMARC settings join this list when they exist.
+pub const QUARANTINE_DECIDERS: &[&str] = &["content_filter", "dlp_policy"];
+
+/// The checks a cluster member adds: its connection to the store, and the cluster
+/// reasons Enable stays greyed (scenario 6: settings below the cluster level; the CPQ
+/// interface missing on a machine). Empty for a machine alone.
+pub fn checks(shared: &Handles) -> Vec<crate::core::cpq::checks::Check> {
+    use crate::core::cpq::checks::Check;
+    let mut out = Vec::new();
+    let Some(state) = super::status::cluster_state(shared) else {
+        return out;
+    };
+    if state.connected {
+        out.push(Check::pass("cluster", super::status::cluster_line(&state)));
+    } else {
+        out.push(Check::fail(
+            "cluster",
+            super::status::cluster_line(&state),
+            "this machine cannot reach its cluster's store: it keeps running its last good configuration and refuses configuration commits, so it cannot diverge",
+            if state.held {
+                "`clusterconfig reconnect` when the maintenance is done".to_string()
+            } else {
+                "check that the cluster's PostgreSQL runs and is reachable from this machine ([cluster] url, and ca for TLS); the machine reconnects by itself and catches up".to_string()
+            },
+            None,
+        ));
+    }
+    let Some(snap) = shared.cluster.snapshot() else {
+        return out;
+    };
+    let docs: Vec<LayerDoc> = snap
+        .layers
+        .iter()
+        .filter_map(|(l, t)| LayerDoc::parse(l.clone(), t).ok())
+        .collect();
+    let layers = pvo_cluster::Layers::new(docs);
+    let below = pvo_cluster::features::below_cluster(&snap.members, &layers, QUARANTINE_DECIDERS);
+    if below.is_empty() {
+        out.push(Check::pass(
+            "cluster levels",
+            "content filters and DLP policies are set at cluster level only",
+        ));
+    }
+    for b in &below {
+        let machines: Vec<&str> = b.machines.iter().map(Name::as_str).collect();
+        out.push(Check::fail(
+            "cluster levels",
+            format!(
+                "[{}] is set at {} (machines {})",
+                b.section,
+                b.level,
+                machines.join(", ")
+            ),
+            pvo_cluster::features::enable_refusal(&machines),
+            b.remedy(),
+            Some(6),
+        ));
+    }
+    // The interface the PVO settings name must exist on every machine.
+    let cfg = shared.config.current();
+    if let Some(cpq) = &cfg.cpq {
+        let wanted = cfg.interfaces.get(cpq.interface).map(|i| i.name.clone());
+        if let Some(wanted) = wanted {
+            for m in snap.members.machines() {
+                let level = Level::Machine(m.name.clone());
+                let has = LayerDoc::parse(level.clone(), snap.layer(&level))
+                    .ok()
+                    .and_then(|d| d.value("interface"))
+                    .and_then(|v| v.as_array().cloned())
+                    .is_some_and(|list| {
+                        list.iter().any(|i| {
+                            i.get("name").and_then(|n| n.as_str()) == Some(wanted.as_str())
+                        })
+                    });
+                if !has {
+                    out.push(Check::fail(
+                        "cluster interfaces",
+                        format!("machine {} has no interface named \"{wanted}\"", m.name),
+                        format!("the PVO settings name the interface \"{wanted}\", which must exist on every machine of the cluster"),
+                        format!("add it on {} (`interfaceconfig new --name \"{wanted}\" ...` there), or name an interface every machine has in [cpq] interface", m.name),
+                        Some(6),
+                    ));
+                }
+            }
+        }
+    }
+    out
+}
