@@ -16,8 +16,8 @@ use serde_json::{json, Value as Json};
 
 use super::command::{ClusterAction, ClusterArgs, CommandError, NoArgs};
 use crate::commands::protocol::{ErrorKind, Request, Response};
-use crate::core::cluster::member::{base_dir, chain_of, flattened_file};
 use crate::core::cluster::store::{ClusterStore, Commit, Snapshot, StoreError};
+use crate::core::cluster::sync::{base_dir, chain_of, flattened_file};
 use crate::core::cluster::view::{self, View};
 use crate::core::cluster::SCHEMA;
 use crate::core::config::{Config, Membership};
@@ -726,7 +726,7 @@ fn create(shared: &Arc<Handles>, req: &Request, args: &ClusterArgs) -> Response 
         (Level::Cluster, cluster_layer.text()),
         (Level::Machine(membership.machine.clone()), own.text()),
     ];
-    if let Err(e) = crate::core::cluster::member::compose_from(
+    if let Err(e) = crate::core::cluster::sync::compose_from(
         &members,
         &layers,
         layers.len() as u64,
@@ -824,7 +824,7 @@ fn join(shared: &Arc<Handles>, req: &Request, args: &ClusterArgs) -> Response {
     let mut layers = snap.layers.clone();
     layers.retain(|(l, _)| *l != machine_level);
     layers.push((machine_level.clone(), own.text()));
-    if let Err(e) = crate::core::cluster::member::compose_from(
+    if let Err(e) = crate::core::cluster::sync::compose_from(
         &members,
         &layers,
         snap.head + 1,

@@ -42,10 +42,10 @@ const CHANNEL: &str = "pvo_cluster";
 /// How long connecting may take before the store counts as unreachable.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
+use crate::core::cluster::store::BoxFuture;
 pub use crate::core::cluster::store::{Commit, Notice, Snapshot, StoreError as DbError};
 use crate::core::cluster::store::{Connector, MembersChange, Notices};
 use crate::core::config::Membership;
-use crate::core::state::BoxFuture;
 
 fn refused(e: tokio_postgres::Error) -> DbError {
     if e.is_closed() {

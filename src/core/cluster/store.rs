@@ -8,7 +8,9 @@ use pvo_cluster::{Conflict, Level, MemberState, Members, MembersError, Revision}
 use thiserror::Error;
 
 use crate::core::config::Membership;
-use crate::core::state::BoxFuture;
+
+/// A future as the traits here return it (they are used as trait objects).
+pub type BoxFuture<'a, T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send + 'a>>;
 
 /// What went wrong with the store.
 #[derive(Debug, Error)]
