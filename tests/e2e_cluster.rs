@@ -393,3 +393,153 @@ actions = [{ quarantine = "Policy" }]
         .collect();
     assert!(failed.is_empty(), "{d}");
 }
+
+/// A CA and a certificate for `ips` signed by it: (CA PEM, certificate PEM, key PEM).
+fn certificates(ips: &[String]) -> (String, String, String) {
+    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
+    let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca.distinguished_name
+        .push(DnType::CommonName, "cluster test CA");
+    let ca_key = KeyPair::generate().unwrap();
+    let ca_cert = ca.self_signed(&ca_key).unwrap();
+    let issuer = Issuer::new(ca, ca_key);
+    let key = KeyPair::generate().unwrap();
+    let cert = CertificateParams::new(ips.to_vec())
+        .unwrap()
+        .signed_by(&key, &issuer)
+        .unwrap();
+    (ca_cert.pem(), cert.pem(), key.serialize_pem())
+}
+
+/// One message from the test's side of `node`'s namespace link, accepted (250 after DATA).
+fn accepted(node: &Node) -> bool {
+    let Ok((mut c, greeting)) = crate::support::SmtpClient::connect(node.addr(), None) else {
+        return false;
+    };
+    if greeting.code != 220 {
+        return false;
+    }
+    c.expect("EHLO client.test", 250);
+    let r = c.send_message(
+        "a@client.test",
+        &["b@one.example"],
+        "Subject: x\r\n\r\nhi\r\n",
+    );
+    r.code == 250
+}
+
+/// Real hosts: PostgreSQL and three gateways, each in its own network namespace with its
+/// own addresses, the store reached over TLS checked against the CA the members were
+/// given. The store killed: every member keeps accepting mail and refuses commits.
+#[test]
+fn gateways_on_their_own_hosts_share_one_store_over_tls() {
+    let db = crate::support::Namespace::create();
+    let hosts: Vec<crate::support::Namespace> = (0..3)
+        .map(|_| crate::support::Namespace::create())
+        .collect();
+    let links: Vec<(String, String)> = hosts.iter().map(|h| h.link_to(&db)).collect();
+    let store_addresses: Vec<String> = links.iter().map(|(_, db_side)| db_side.clone()).collect();
+    let (ca, cert, key) = certificates(&store_addresses);
+    let mut pg = Some(Postgres::start_tls_in(&db, &cert, &key));
+    let sink = Sink::accepting();
+    let mut gws = Vec::new();
+    for (i, ns) in hosts.iter().enumerate() {
+        let dir = tempfile::Builder::new()
+            .prefix("pvo-node-")
+            .tempdir()
+            .unwrap();
+        let toml = GatewayToml::new(&sink)
+            .hostname(&format!("gw{}.example.com", i + 1))
+            .address(ns.inside())
+            .accept_all()
+            .build();
+        std::fs::write(dir.path().join("pvo.toml"), &toml).unwrap();
+        std::fs::write(dir.path().join("store-ca.pem"), &ca).unwrap();
+        let config = dir.path().join("pvo.toml").to_string_lossy().into_owned();
+        let data = dir.path().to_path_buf();
+        gws.push(Node::start_under(
+            &["ip", "netns", "exec", &ns.name],
+            dir,
+            data,
+            &["gateway", "run", "--config", &config],
+            crate::support::Listeners::Named(vec!["IncomingMail".into()]),
+        ));
+    }
+    let pg_ref = pg.as_ref().unwrap();
+    for (i, gw) in gws.iter().enumerate() {
+        let url = pg_ref.tcp_url_at(&links[i].1);
+        let name = format!("gw{}", i + 1);
+        let address = hosts[i].inside();
+        let action = if i == 0 { "create" } else { "join" };
+        let mut args = vec!["clusterconfig", action];
+        if i == 0 {
+            args.push("hosts");
+        }
+        args.extend([
+            "--url",
+            &url,
+            "--ca",
+            "store-ca.pem",
+            "--machine",
+            &name,
+            "--address",
+            &address,
+        ]);
+        let out = text(gw, &args);
+        assert!(out.contains("(revision"), "{out}");
+    }
+    // The address a machine is known by is its own host's.
+    let list = json(&gws[0], &["clusterconfig", "list"]);
+    let addrs: Vec<&str> = list["groups"][0]["machines"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["address"].as_str().unwrap())
+        .collect();
+    for ns in &hosts {
+        assert!(addrs.contains(&ns.inside().as_str()), "{list}");
+    }
+
+    // A commit on the third host is in force on all three.
+    text(
+        &gws[2],
+        &[
+            "smtproutes",
+            "new",
+            "--domain",
+            "hosts.example",
+            "--hosts",
+            "10.9.9.9:25",
+        ],
+    );
+    text(&gws[2], &["commit", "-m", "route from gw3"]);
+    let rev = head(&gws[2]);
+    for gw in &gws {
+        wait_revision(gw, rev);
+        assert!(text(gw, &["smtproutes"]).contains("hosts.example"));
+        assert!(accepted(gw), "{} does not accept mail", gw.dir().display());
+    }
+
+    // The store killed: every member keeps accepting mail, says why and refuses commits.
+    let marks: Vec<_> = gws.iter().map(|g| g.log_mark()).collect();
+    drop(pg.take());
+    for (gw, mark) in gws.iter().zip(marks) {
+        gw.wait_for_log_after(mark, "is disconnected from the cluster's store", APPLIED);
+        assert!(
+            accepted(gw),
+            "{} stopped accepting mail",
+            gw.dir().display()
+        );
+        let s = json(gw, &["status"]);
+        assert_eq!(s["cluster"]["connected"], false, "{s}");
+        assert_eq!(s["cluster"]["revision"].as_u64(), Some(rev), "{s}");
+    }
+    text(&gws[0], &["deliveryconfig", "--max-concurrency", "9"]);
+    let out = pvo(&gws[0], &["commit"]);
+    assert!(
+        !out.status.success() && out.all().contains("disconnected from the cluster's store"),
+        "{}",
+        out.all()
+    );
+}
