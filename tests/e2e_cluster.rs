@@ -358,6 +358,7 @@ actions = [{ quarantine = "Policy" }]
         ],
     );
     text(&gw2, &["commit", "-m", "gw2 filters differently"]);
+    wait_revision(&gw1, head(&gw2));
     let out = pvo(&gw1, &["pvoconfig", "enable", "--manager", "10.1.0.9"]);
     let all = out.all();
     assert!(!out.status.success(), "{all}");
@@ -384,6 +385,7 @@ actions = [{ quarantine = "Policy" }]
         ],
     );
     text(&gw2, &["commit", "-m", "back to the cluster's filters"]);
+    wait_revision(&gw1, head(&gw2));
     let d = crate::support::pvo_json(&gw1, &["diagnose"]);
     let failed: Vec<&Value> = d["data"]["checks"]
         .as_array()
@@ -541,5 +543,97 @@ fn gateways_on_their_own_hosts_share_one_store_over_tls() {
         !out.status.success() && out.all().contains("disconnected from the cluster's store"),
         "{}",
         out.all()
+    );
+}
+
+/// `pvo ARGS` with `input` on stdin, whatever its outcome: everything it printed.
+fn with_stdin(node: &Node, args: &[&str], input: &str) -> String {
+    use std::io::Write;
+    use std::process::{Command, Stdio};
+    let mut child = Command::new(crate::support::pvo_bin())
+        .arg("--dir")
+        .arg(node.data_dir())
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// Joining over SSH, as `applianceconfig new` logs into a gateway: the member's
+/// Administrator password once; the member says where the store is. A wrong password is
+/// refused naming the cause, and nothing is half-joined.
+#[test]
+fn a_machine_joins_over_ssh_with_an_administrators_password() {
+    let pg = Postgres::start();
+    let url = pg.url();
+    let sink = Sink::accepting();
+    let gw1 = Node::start(
+        &GatewayToml::new(&sink)
+            .hostname("gw1.example.com")
+            .ssh()
+            .build(),
+    );
+    let gw2 = gateway(&sink, "gw2");
+    text(
+        &gw1,
+        &[
+            "clusterconfig",
+            "create",
+            "north",
+            "--url",
+            &url,
+            "--address",
+            "10.2.0.1",
+        ],
+    );
+    let ssh = json(&gw1, &["status"])["ssh"].as_str().unwrap().to_string();
+    let join = [
+        "clusterconfig",
+        "join",
+        "--member",
+        &ssh,
+        "--password-stdin",
+        "--address",
+        "10.2.0.2",
+    ];
+    let out = with_stdin(&gw2, &join, "not the password\n");
+    assert!(
+        out.contains("Not joined") && out.contains("cannot log into the member"),
+        "{out}"
+    );
+    assert!(text(&gw2, &["clusterconfig", "connstatus"]).contains("not in a cluster"));
+    let list = json(&gw1, &["clusterconfig", "list"]);
+    assert_eq!(
+        list["groups"][0]["machines"].as_array().unwrap().len(),
+        1,
+        "{list}"
+    );
+
+    let password = crate::support::initial_password(&gw1);
+    let out = crate::support::pvo_stdin(&gw2, &join, &format!("{password}\n"));
+    assert!(
+        out.contains("over SSH (host key SHA256:") && out.contains("joined cluster north"),
+        "{out}"
+    );
+    wait_revision(&gw2, head(&gw1));
+    let list = json(&gw1, &["clusterconfig", "list"]);
+    assert_eq!(
+        list["groups"][0]["machines"].as_array().unwrap().len(),
+        2,
+        "{list}"
     );
 }

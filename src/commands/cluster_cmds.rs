@@ -694,7 +694,120 @@ pub fn clusterconfig(shared: &Arc<Handles>, req: &Request, args: &ClusterArgs) -
         ClusterAction::Copysettings
         | ClusterAction::Movesettings
         | ClusterAction::Deletesettings => settings(shared, req, args),
+        ClusterAction::Joininfo => joininfo(shared),
     }
+}
+
+/// What a joining machine asks a member over SSH (as an Administrator): where the store
+/// is and the CA its certificate is checked against.
+fn joininfo(shared: &Handles) -> Response {
+    let m = match membership(shared) {
+        Ok(m) => m,
+        Err(r) => return r,
+    };
+    let ca = match &m.ca {
+        Some(path) => match std::fs::read_to_string(path) {
+            Ok(t) => Some(t),
+            Err(e) => {
+                return Response::error(format!(
+                    "cannot read this member's store CA {}: {e}",
+                    path.display()
+                ))
+            }
+        },
+        None => None,
+    };
+    let cluster = shared
+        .cluster
+        .snapshot()
+        .map(|s| s.members.cluster.to_string());
+    Response::ok(
+        format!(
+            "Cluster {} on {}",
+            cluster.as_deref().unwrap_or("?"),
+            crate::core::cluster::sync::describe(&m.url)
+        ),
+        json!({ "cluster": cluster, "url": m.url, "ca": ca, "machine": m.machine.to_string() }),
+    )
+}
+
+/// `join --member IP[:PORT]`: logs into the member over SSH with an Administrator's
+/// password (its host key pinned when given), asks it where the store is, keeps the
+/// store's CA beside this machine's data, and answers the `url` and `ca` to join with.
+fn ask_member(
+    shared: &Handles,
+    args: &ClusterArgs,
+) -> Result<(String, Option<String>, String), Response> {
+    let member = args.member.as_deref().unwrap_or("").trim();
+    let (host, port) = match member.rsplit_once(':') {
+        Some((h, p)) if !h.contains(':') || h.starts_with('[') => (
+            h.trim_matches(['[', ']']).to_string(),
+            p.parse::<u16>().map_err(|_| {
+                Response::error(format!("clusterconfig join: {member:?} is not IP[:PORT]"))
+            })?,
+        ),
+        _ => (member.to_string(), 22),
+    };
+    let ip: std::net::IpAddr = host.parse().map_err(|_| {
+        Response::error(format!(
+            "clusterconfig join --member: {host:?} is not an IP address (the member's SSH address)"
+        ))
+    })?;
+    let Some(password) = args.password.clone().filter(|p| !p.is_empty()) else {
+        return Err(Response::error(
+            "clusterconfig join --member: give the member Administrator's password (PVO_CLUSTER_PASSWORD or --password-stdin)",
+        ));
+    };
+    let user = args.user.clone().unwrap_or_else(|| "admin".into());
+    let shell = &shared.cpq.gateway_shell;
+    let exec = block_on(shell.exec(
+        (ip, port),
+        &user,
+        &crate::core::cpq::shell::ShellLogin::Password(password),
+        args.host_key.as_deref(),
+        "clusterconfig joininfo --json",
+    ))
+    .map_err(|e| {
+        Response::fail(
+            ErrorKind::Unavailable,
+            format!("Not joined: cannot log into the member {ip}:{port} as {user}: {e:#}"),
+        )
+    })?;
+    let answer: Json = serde_json::from_str(exec.output.trim()).unwrap_or(Json::Null);
+    if exec.status != 0 || answer["ok"] != true {
+        let why = answer["text"]
+            .as_str()
+            .map(str::to_string)
+            .unwrap_or_else(|| exec.output.trim().to_string());
+        return Err(Response::fail(
+            ErrorKind::Unavailable,
+            format!("Not joined: the member {ip}:{port} answered: {why}"),
+        ));
+    }
+    let Some(url) = answer["data"]["url"].as_str().map(str::to_string) else {
+        return Err(Response::error(
+            "Not joined: the member did not say where its store is",
+        ));
+    };
+    let ca = match answer["data"]["ca"].as_str() {
+        Some(pem) => {
+            let path = shared
+                .config
+                .current()
+                .data_dir
+                .join("cluster")
+                .join("store-ca.pem");
+            crate::core::atomic_file::write_private(&path, pem.as_bytes()).map_err(|e| {
+                Response::error(format!(
+                    "cannot keep the store's CA in {}: {e:#}",
+                    path.display()
+                ))
+            })?;
+            Some(path.to_string_lossy().into_owned())
+        }
+        None => None,
+    };
+    Ok((url, ca, exec.host_key))
 }
 
 fn create(shared: &Arc<Handles>, req: &Request, args: &ClusterArgs) -> Response {
@@ -782,6 +895,25 @@ fn join(shared: &Arc<Handles>, req: &Request, args: &ClusterArgs) -> Response {
             format!("this machine is already in a cluster, as {}", m.machine),
         );
     }
+    // Over SSH: the member says where the store is.
+    let mut args = args.clone();
+    let mut via = None;
+    if args.member.is_some() {
+        if args.url.is_some() {
+            return Response::error(
+                "clusterconfig join: give either --member (join over SSH) or --url (the store), not both",
+            );
+        }
+        match ask_member(shared, &args) {
+            Ok((url, ca, host_key)) => {
+                args.url = Some(url);
+                args.ca = ca;
+                via = Some(host_key);
+            }
+            Err(r) => return r,
+        }
+    }
+    let args = &args;
     let membership = match membership_from(shared, args) {
         Ok(m) => m,
         Err(r) => return r,
@@ -868,9 +1000,16 @@ fn join(shared: &Arc<Handles>, req: &Request, args: &ClusterArgs) -> Response {
         ),
     });
     let applied = block_on(shared.cluster.wait_for(revision, APPLY_WAIT));
+    let via = match &via {
+        Some(key) => format!(
+            "Asked {} over SSH (host key {key}) where the cluster's store is.\n",
+            args.member.as_deref().unwrap_or("")
+        ),
+        None => String::new(),
+    };
     Response::ok(
         format!(
-            "This machine ({}) joined cluster {} in group {group_name} (revision {revision}).\n\
+            "{via}This machine ({}) joined cluster {} in group {group_name} (revision {revision}).\n\
              It now runs the cluster's settings; its own settings of {} were replaced.\n\
              Machine-only settings stay with the machine: {}.{}",
             membership.machine,
