@@ -158,6 +158,7 @@ impl ClusterHandle {
             head: last.revision,
             layers: last.layers,
             states: Vec::new(),
+            features: Vec::new(),
         })
     }
 
