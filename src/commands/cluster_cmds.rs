@@ -968,20 +968,20 @@ fn join(shared: &Arc<Handles>, req: &Request, args: &ClusterArgs) -> Response {
         ));
     }
     let (name, g) = (membership.machine.clone(), group.clone());
-    if let Err(e) =
-        block_on(store.change_members(Box::new(move |m: &mut Members| m.join(name, address, g))))
-    {
-        return store_error(&e);
-    }
     let who = user(req);
-    let revision = match block_on(store.commit(&[Commit {
+    let own_layer = [Commit {
         level: machine_level,
         base: snap.head,
         text: Some(own.text()),
         author: who.clone(),
         comment: format!("machine {} joined", membership.machine),
-    }])) {
-        Ok(r) => r[0].number,
+    }];
+    // One transaction: the machine is a member with its own layer, or nothing changed.
+    let revision = match block_on(store.join(
+        Box::new(move |m: &mut Members| m.join(name, address, g)),
+        &own_layer,
+    )) {
+        Ok(r) => r.last().map(|r| r.number).unwrap_or(snap.head),
         Err(e) => return store_error(&e),
     };
     if let Err(r) = write_membership(&file_store, &text, &membership) {

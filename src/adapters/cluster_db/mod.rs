@@ -223,49 +223,7 @@ impl ClusterDb {
         {
             return Err(DbError::NoCluster);
         }
-        let mut out = Vec::new();
-        for c in changes {
-            let newer = revisions(
-                &tx,
-                "WHERE number > $1 AND level = $2",
-                &[&(c.base as i64), &c.level.to_string()],
-            )
-            .await?;
-            // The revisions this commit itself wrote do not make its other changes stale.
-            let newer: Vec<Revision> = newer
-                .into_iter()
-                .filter(|r| !out.iter().any(|o: &Revision| o.number == r.number))
-                .collect();
-            check_base(c.base, &c.level, &newer)?;
-            let row = tx
-                .query_one(
-                    "INSERT INTO pvo_cluster.revision (number, level, author, comment, base)
-                     SELECT coalesce(max(number), 0) + 1, $1, $2, $3, $4 FROM pvo_cluster.revision
-                     RETURNING number, to_char(at AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS \"UTC\"')",
-                    &[
-                        &c.level.to_string(),
-                        &c.author,
-                        &c.comment,
-                        &(c.base as i64),
-                    ],
-                )
-                .await
-                .map_err(refused)?;
-            let number: i64 = row.get(0);
-            tx.execute(
-                "INSERT INTO pvo_cluster.layer (level, revision, text) VALUES ($1, $2, $3)",
-                &[&c.level.to_string(), &number, &c.text],
-            )
-            .await
-            .map_err(refused)?;
-            out.push(Revision {
-                number: number as u64,
-                level: c.level.clone(),
-                author: c.author.clone(),
-                at: row.get(1),
-                comment: c.comment.clone(),
-            });
-        }
+        let out = write_revisions(&tx, changes).await?;
         if let Some(last) = out.last() {
             notify(&tx, &format!("revision {}", last.number)).await?;
         }
@@ -410,6 +368,16 @@ impl ClusterDb {
         &self,
         change: impl FnOnce(&mut Members) -> Result<(), MembersError>,
     ) -> Result<Members, DbError> {
+        self.change_members_with(change, &[]).await.map(|(m, _)| m)
+    }
+
+    /// Changes the members and commits `changes` in one transaction: a machine joins
+    /// with its own layer, or not at all.
+    pub async fn change_members_with(
+        &self,
+        change: impl FnOnce(&mut Members) -> Result<(), MembersError>,
+        changes: &[Commit],
+    ) -> Result<(Members, Vec<Revision>), DbError> {
         let mut client = self.client.lock().await;
         let tx = client.transaction().await.map_err(refused)?;
         tx.execute("SELECT pg_advisory_xact_lock($1)", &[&LOCK_COMMIT])
@@ -418,9 +386,13 @@ impl ClusterDb {
         let mut members = read_members(&tx).await?;
         change(&mut members)?;
         write_members(&tx, &members).await?;
+        let revisions = write_revisions(&tx, changes).await?;
         notify(&tx, "members").await?;
+        if let Some(last) = revisions.last() {
+            notify(&tx, &format!("revision {}", last.number)).await?;
+        }
         tx.commit().await.map_err(refused)?;
-        Ok(members)
+        Ok((members, revisions))
     }
 
     /// Listens for commits and membership changes on a connection of its own. The
@@ -560,6 +532,58 @@ async fn open(
         }
     };
     Ok(client)
+}
+
+/// Writes each change as the next revision, refusing a stale base (under the commit lock,
+/// inside the caller's transaction).
+async fn write_revisions(
+    tx: &tokio_postgres::Transaction<'_>,
+    changes: &[Commit],
+) -> Result<Vec<Revision>, DbError> {
+    let mut out = Vec::new();
+    for c in changes {
+        let newer = revisions(
+            tx,
+            "WHERE number > $1 AND level = $2",
+            &[&(c.base as i64), &c.level.to_string()],
+        )
+        .await?;
+        // The revisions this commit itself wrote do not make its other changes stale.
+        let newer: Vec<Revision> = newer
+            .into_iter()
+            .filter(|r| !out.iter().any(|o: &Revision| o.number == r.number))
+            .collect();
+        check_base(c.base, &c.level, &newer)?;
+        let row = tx
+                .query_one(
+                    "INSERT INTO pvo_cluster.revision (number, level, author, comment, base)
+                     SELECT coalesce(max(number), 0) + 1, $1, $2, $3, $4 FROM pvo_cluster.revision
+                     RETURNING number, to_char(at AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS \"UTC\"')",
+                    &[
+                        &c.level.to_string(),
+                        &c.author,
+                        &c.comment,
+                        &(c.base as i64),
+                    ],
+                )
+                .await
+                .map_err(refused)?;
+        let number: i64 = row.get(0);
+        tx.execute(
+            "INSERT INTO pvo_cluster.layer (level, revision, text) VALUES ($1, $2, $3)",
+            &[&c.level.to_string(), &number, &c.text],
+        )
+        .await
+        .map_err(refused)?;
+        out.push(Revision {
+            number: number as u64,
+            level: c.level.clone(),
+            author: c.author.clone(),
+            at: row.get(1),
+            comment: c.comment.clone(),
+        });
+    }
+    Ok(out)
 }
 
 async fn notify(tx: &tokio_postgres::Transaction<'_>, payload: &str) -> Result<(), DbError> {
@@ -707,6 +731,18 @@ impl crate::core::cluster::store::ClusterStore for ClusterDb {
 
     fn change_members(&self, change: MembersChange) -> BoxFuture<'_, Result<Members, DbError>> {
         Box::pin(ClusterDb::change_members(self, change))
+    }
+
+    fn join<'a>(
+        &'a self,
+        change: MembersChange,
+        changes: &'a [Commit],
+    ) -> BoxFuture<'a, Result<Vec<Revision>, DbError>> {
+        Box::pin(async move {
+            ClusterDb::change_members_with(self, change, changes)
+                .await
+                .map(|(_, r)| r)
+        })
     }
 
     fn listen(&self) -> BoxFuture<'_, Result<Box<dyn Notices>, DbError>> {

@@ -128,6 +128,13 @@ pub trait ClusterStore: Send + Sync {
         features: &'a [String],
     ) -> BoxFuture<'a, Result<(), StoreError>>;
     fn change_members(&self, change: MembersChange) -> BoxFuture<'_, Result<Members, StoreError>>;
+    /// Changes the members and commits `changes` in one transaction (a machine joins with
+    /// its own layer, or not at all).
+    fn join<'a>(
+        &'a self,
+        change: MembersChange,
+        changes: &'a [Commit],
+    ) -> BoxFuture<'a, Result<Vec<Revision>, StoreError>>;
     /// Notices of commits and membership changes, on a connection of their own.
     fn listen(&self) -> BoxFuture<'_, Result<Box<dyn Notices>, StoreError>>;
 }
