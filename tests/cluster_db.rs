@@ -352,3 +352,27 @@ async fn each_machine_reports_its_features_and_several_changes_commit_together_o
     assert!(matches!(e, DbError::Conflict(_)), "{e}");
     assert_eq!(db.snapshot().await.unwrap().head, 4);
 }
+
+#[tokio::test]
+async fn a_store_a_newer_pvo_set_up_is_refused_naming_the_versions() {
+    let pg = Postgres::start();
+    let db = created(&pg).await;
+    drop(db);
+    let (client, connection) = tokio_postgres::connect(&pg.url(), tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    client
+        .execute(
+            "INSERT INTO pvo_cluster.migration (version) VALUES (99)",
+            &[],
+        )
+        .await
+        .unwrap();
+    let e = ClusterDb::connect(&pg.url(), "gw2", None)
+        .await
+        .err()
+        .expect("a newer schema is refused");
+    assert!(matches!(e, DbError::TooNew { schema: 99, .. }), "{e}");
+    assert!(e.to_string().contains("upgrade this machine"), "{e}");
+}

@@ -53,6 +53,7 @@ pub fn store_error(e: &StoreError) -> Response {
         StoreError::Members(M::NoMachine(_) | M::NoGroup(_)) => ErrorKind::NotFound,
         StoreError::Members(_) => ErrorKind::Conflict,
         StoreError::Corrupt(_) => ErrorKind::Unavailable,
+        StoreError::TooNew { .. } => ErrorKind::Conflict,
     };
     Response::fail(kind, e.to_string())
 }

@@ -129,6 +129,20 @@ impl ClusterDb {
         )
         .await
         .map_err(refused)?;
+        // A store a newer PVO has migrated holds rows this one cannot read: refuse it
+        // rather than half-understand it.
+        let newest: Option<i32> = tx
+            .query_one("SELECT max(version) FROM pvo_cluster.migration", &[])
+            .await
+            .map_err(refused)?
+            .get(0);
+        let known = MIGRATIONS.last().map(|(v, _)| *v).unwrap_or(0);
+        if let Some(newest) = newest.filter(|n| *n > known) {
+            return Err(DbError::TooNew {
+                schema: newest,
+                known,
+            });
+        }
         for (version, sql) in MIGRATIONS {
             let done = tx
                 .query_opt(

@@ -33,6 +33,8 @@ pub enum StoreError {
     Members(#[from] MembersError),
     #[error("the cluster database holds a row this version cannot read: {0}")]
     Corrupt(String),
+    #[error("the cluster's store was set up by a newer PVO (store schema {schema}; this PVO knows up to {known}): upgrade this machine to the version the other members run")]
+    TooNew { schema: i32, known: i32 },
     #[error("cannot read the CA certificate {path}: {why}")]
     Ca { path: String, why: String },
 }
