@@ -199,6 +199,7 @@ fn a_cluster_of_three_gateways_shares_its_settings_and_every_commit() {
     text(&gw1, &["clearchanges"]);
 
     // Held disconnected: keeps its revision, refuses commits, catches up on reconnect.
+    let before_three = head(&gw1);
     text(&gw3, &["clusterconfig", "disconnect"]);
     let held_at = status(&gw3)["revision"].as_u64().unwrap();
     text(
@@ -235,6 +236,27 @@ fn a_cluster_of_three_gateways_shares_its_settings_and_every_commit() {
     text(&gw3, &["clearchanges"]);
     text(&gw3, &["clusterconfig", "reconnect"]);
     wait_revision(&gw3, rev);
+    assert!(text(&gw3, &["smtproutes"]).contains("three.example"));
+
+    // Rollback per level: the cluster level as it was before three.example, on every member.
+    let out = text(
+        &gw2,
+        &["--level", "cluster", "rollback", &before_three.to_string()],
+    );
+    assert!(out.contains("rolled back to revision"), "{out}");
+    let rev = head(&gw2);
+    wait_revision(&gw1, rev);
+    assert!(!text(&gw1, &["smtproutes"]).contains("three.example"));
+    assert!(text(&gw1, &["smtproutes"]).contains("two.example"));
+    let out = text(
+        &gw2,
+        &["--level", "cluster", "rollback", &(rev - 1).to_string()],
+    );
+    assert!(out.contains("rolled back to revision"), "{out}");
+    let rev = head(&gw2);
+    for gw in [&gw1, &gw3] {
+        wait_revision(gw, rev);
+    }
     assert!(text(&gw3, &["smtproutes"]).contains("three.example"));
 
     // A removed machine keeps what it inherited, in its own file.
