@@ -1634,8 +1634,10 @@ pub fn checks(shared: &Handles) -> Vec<crate::core::cpq::checks::Check> {
             Some(6),
         ));
     }
-    // The interface the PVO settings name must exist on every machine.
+    // Scenario 5: members differ in the keys of features the configuration uses.
     let cfg = shared.config.current();
+    out.extend(feature_checks(&cfg, &snap));
+    // The interface the PVO settings name must exist on every machine.
     if let Some(cpq) = &cfg.cpq {
         let wanted = cfg.interfaces.get(cpq.interface).map(|i| i.name.clone());
         if let Some(wanted) = wanted {
@@ -1660,6 +1662,83 @@ pub fn checks(shared: &Handles) -> Vec<crate::core::cpq::checks::Check> {
                     ));
                 }
             }
+        }
+    }
+    out
+}
+
+/// The features the configuration uses: anti-virus, outbreak filters and DLP in a mail
+/// policy.
+pub fn used_features(cfg: &Config) -> Vec<pvo_cluster::Feature> {
+    use pvo_cluster::Feature;
+    let p = &cfg.scanning.policies;
+    let mut out = Vec::new();
+    if p.iter().any(|m| m.antivirus) {
+        out.push(Feature::Antivirus);
+    }
+    if p.iter().any(|m| m.outbreak.is_some()) {
+        out.push(Feature::Outbreak);
+    }
+    if p.iter().any(|m| !m.dlp_policies.is_empty()) {
+        out.push(Feature::Dlp);
+    }
+    out
+}
+
+/// Scenario 5: for each feature the configuration uses, the machines without its key
+/// while others have it, with the appliance's refusal and the remedy per machine.
+fn feature_checks(cfg: &Config, snap: &Snapshot) -> Vec<crate::core::cpq::checks::Check> {
+    use crate::core::cpq::checks::Check;
+    use std::collections::{BTreeMap, BTreeSet};
+    let used = used_features(cfg);
+    let reported: BTreeMap<Name, BTreeSet<pvo_cluster::Feature>> = snap
+        .features
+        .iter()
+        .map(|(m, fs)| {
+            (
+                m.clone(),
+                fs.iter().filter_map(|f| f.parse().ok()).collect(),
+            )
+        })
+        .collect();
+    let missing = pvo_cluster::features::missing_keys(&reported);
+    let lacking: Vec<(&Name, Vec<&pvo_cluster::Feature>)> = missing
+        .iter()
+        .map(|(m, fs)| {
+            (
+                m,
+                fs.iter().filter(|f| used.contains(f)).collect::<Vec<_>>(),
+            )
+        })
+        .filter(|(_, fs)| !fs.is_empty())
+        .collect();
+    let mut out = Vec::new();
+    if lacking.is_empty() {
+        if !used.is_empty() && !reported.is_empty() {
+            out.push(Check::pass(
+                "cluster feature keys",
+                format!(
+                    "every machine that reported holds the keys of {}",
+                    used.iter()
+                        .map(|f| f.title())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            ));
+        }
+        return out;
+    }
+    let hosts: Vec<&str> = lacking.iter().map(|(m, _)| m.as_str()).collect();
+    let refusal = pvo_cluster::features::enable_refusal(&hosts);
+    for (machine, fs) in &lacking {
+        for f in fs {
+            out.push(Check::fail(
+                "cluster feature keys",
+                format!("machine {machine} has no key for {} ({f}), which other members hold and the configuration uses", f.title()),
+                refusal.clone(),
+                format!("add the key on {machine} (`featurekey add {f}` there), or remove it on the other members"),
+                Some(5),
+            ));
         }
     }
     out
