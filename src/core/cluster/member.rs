@@ -202,7 +202,19 @@ impl ClusterHandle {
                 Err(e) => return Err(e),
             }
         }
-        self.lock().status.held = held;
+        {
+            let mut inner = self.lock();
+            inner.status.held = held;
+            if held {
+                // Held at once: no commit goes through between this and the loop's turn.
+                if inner.status.connected {
+                    inner.status.since = crate::core::clock::unix_now();
+                }
+                inner.status.connected = false;
+                inner.status.why = Some("held by `clusterconfig disconnect`".into());
+                inner.store = None;
+            }
+        }
         self.wake.notify_one();
         Ok(())
     }
