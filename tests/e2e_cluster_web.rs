@@ -39,12 +39,12 @@ fn post(web: std::net::SocketAddr, path: &str, token: &str, body: Value) -> (u16
 
 /// Waits until `machine` is listed connected (the store sees its session).
 fn wait_listed_connected(web: std::net::SocketAddr, token: &str, machine: &str) -> Value {
-    let mut last = Value::Null;
+    let last = std::cell::RefCell::new(Value::Null);
     wait_until(
         APPLIED,
         || {
             let (code, list) = get(web, "/api/v1/cluster", token);
-            last = list.clone();
+            *last.borrow_mut() = list.clone();
             let connected = list["groups"]
                 .as_array()?
                 .iter()
@@ -52,7 +52,7 @@ fn wait_listed_connected(web: std::net::SocketAddr, token: &str, machine: &str) 
                 .any(|m| m["name"] == machine && m["connected"] == true);
             (code == 200 && connected).then_some(list)
         },
-        || format!("{machine} never listed connected: {last}"),
+        || format!("{machine} never listed connected: {}", last.borrow()),
     )
 }
 
@@ -99,7 +99,7 @@ fn rest_cluster_list_connstatus_check_and_addgroup_by_role() {
     let cli = json(&gw1, &["clusterconfig", "list"]);
     assert_eq!(list["revision"], cli["revision"], "{list} {cli}");
     let main = &list["groups"][0];
-    assert_eq!(main["name"], "main", "{list}");
+    assert_eq!(main["name"], "Main_Group", "{list}");
     assert_eq!(main["machines"][0]["address"], "10.0.0.1", "{list}");
     assert_eq!(main["machines"][0]["revision"], list["revision"], "{list}");
     let (code, got) = get(web, "/api/v1/cluster/connstatus", &otto);
@@ -159,7 +159,7 @@ fn rest_cluster_list_connstatus_check_and_addgroup_by_role() {
         .map(|g| g["name"].as_str().unwrap())
         .collect();
     assert!(
-        groups.contains(&"west") && groups.contains(&"main"),
+        groups.contains(&"west") && groups.contains(&"Main_Group"),
         "{list}"
     );
     // Bodies the document calls invalid are refused before any command runs.
@@ -265,7 +265,7 @@ fn web_ui_cluster_page_creates_a_cluster_lists_it_adds_a_group_and_disconnects()
         assert!(t.contains("is connected") && t.contains("gw1"), "{t}");
         let members = b.text("#members").await;
         assert!(
-            members.contains("main")
+            members.contains("Main_Group")
                 && members.contains("gw1 (this machine)")
                 && members.contains("10.0.0.1"),
             "{members}"
