@@ -9,6 +9,8 @@
 use serde_json::{json, Value};
 use utoipa::{OpenApi, ToSchema};
 
+pub mod cluster;
+
 use crate::commands::replies::{
     ActDone, ActRefused, ActReply, ActResult, AttachmentRow, CopyReply, CounterTable, Counters,
     ErrorReply, Gateway, Gateways, HeaderRow, HistoryRow, HitQuarantine, Job, JobList, JobStarted,
@@ -452,7 +454,7 @@ fn cluster_errors(change: bool) -> serde_json::Map<String, Value> {
 
 /// `/api/v1/cluster`: the reads and one POST per changing action of `clusterconfig`.
 fn cluster_paths() -> Vec<(String, Value)> {
-    use crate::adapters::web::api::cluster::{key_schema, reply_of, CHANGES};
+    use self::cluster::{key_schema, reply_of, CHANGES};
     let read = |summary: &str, schema: Value| {
         let mut responses = cluster_errors(false);
         responses.insert(
@@ -672,7 +674,7 @@ mod tests {
 
     #[test]
     fn cluster_bodies_are_the_keys_the_api_reads() {
-        use crate::adapters::web::api::cluster::{CHANGES, PATTERNS};
+        use super::cluster::{CHANGES, PATTERNS};
         let doc = document();
         for (action, keys, needed) in CHANGES {
             let op = &doc["paths"][format!("/api/v1/cluster/{action}")]["post"];

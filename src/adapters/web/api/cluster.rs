@@ -2,13 +2,13 @@
 //! `GET /api/v1/cluster` (`clusterconfig list`), `GET /api/v1/cluster/connstatus` and
 //! `GET /api/v1/cluster/check` (`clustercheck`); every changing action is `POST
 //! /api/v1/cluster/ACTION` with a JSON body of its `clusterconfig` arguments
-//! ([`CHANGES`]: the keys each takes and needs) and, for `deletesettings`, the cluster
+//! (`openapi::cluster::CHANGES`: the keys each takes and needs) and, for `deletesettings`, the cluster
 //! `level` the command reads (`--level`). Each is one `dispatch_as` as the token's user;
 //! a failure's status is its kind (`status_of`): a machine in no cluster answers 503 to
 //! what needs one (the command's "not in a cluster"), and 200 with `cluster: false` to
 //! connstatus.
 //!
-//! The bodies are checked here against what the document says of them ([`key_schema`]),
+//! The bodies are checked here against what the document says of them (`key_schema`),
 //! so a request the document calls invalid is refused 400 before any command runs. The
 //! answers are the command's `data` read into the reply types of `commands::replies`.
 
@@ -17,108 +17,12 @@ use serde::Serialize;
 use serde_json::{json, Map, Value};
 
 use super::{error, object, status_of, HttpResponse, IntoResponse, Json, StatusCode, Token};
+use crate::adapters::web::openapi::cluster::{key_schema, CHANGES, LEVEL, NAME, SECTION, URL};
 use crate::commands::protocol::Request;
 use crate::commands::replies::{
     ClusterCheckReply, ClusterConnstatus, ClusterCreated, ClusterHold, ClusterJoined, ClusterList,
     ClusterMachineRemoved, ClusterMembersChanged, ClusterSettingsChanged,
 };
-
-/// The changing actions of `clusterconfig`: (action, the body keys it takes, those it
-/// needs). `level` is not a `clusterconfig` argument but the request's cluster level.
-pub const CHANGES: &[(&str, &[&str], &[&str])] = &[
-    (
-        "create",
-        &["name", "url", "ca", "machine", "address"],
-        &["name", "url"],
-    ),
-    (
-        "join",
-        &["url", "ca", "machine", "address", "group"],
-        &["url"],
-    ),
-    ("addgroup", &["name"], &["name"]),
-    ("setgroup", &["machine", "group"], &["machine", "group"]),
-    ("renamegroup", &["name", "to"], &["name", "to"]),
-    ("deletegroup", &["name", "to"], &["name"]),
-    ("removemachine", &["name"], &["name"]),
-    ("disconnect", &[], &[]),
-    ("reconnect", &[], &[]),
-    (
-        "copysettings",
-        &["section", "from", "to"],
-        &["section", "from", "to"],
-    ),
-    (
-        "movesettings",
-        &["section", "from", "to"],
-        &["section", "from", "to"],
-    ),
-    (
-        "deletesettings",
-        &["section", "level"],
-        &["section", "level"],
-    ),
-];
-
-/// The largest name the cluster takes (`pvo_cluster::Name`).
-const NAME: &str = "^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$";
-/// A cluster level as `--level` reads it.
-const LEVEL: &str = "^(cluster|machine|machine:[A-Za-z0-9][A-Za-z0-9._-]{0,62}|group:[A-Za-z0-9][A-Za-z0-9._-]{0,62})$";
-/// A configuration section's name.
-const SECTION: &str = "^[a-z][a-z0-9_]{0,63}$";
-/// The store's address: a URL, or PostgreSQL's `key=value` words separated by a space.
-const URL: &str = "^(postgres(ql)?://[^\\s]{1,1000}|[a-z_]{1,32}=[^\\s]{0,1000}( [a-z_]{1,32}=[^\\s]{0,1000}){0,15})$";
-/// Anything but white space (an address, a CA file's name).
-const WORD: &str = "^[^\\s]{1,255}$";
-
-/// What a body key of `action` is: (pattern, description).
-pub fn key_schema(action: &str, key: &str) -> (&'static str, &'static str) {
-    match (action, key) {
-        ("create", "name") => (NAME, "The cluster's name."),
-        (_, "url") => (
-            URL,
-            "The cluster's PostgreSQL: postgresql://USER@HOST:PORT/DATABASE (or a Unix socket directory as host=).",
-        ),
-        (_, "ca") => (
-            WORD,
-            "The CA that signed the store's certificate: a file next to the configuration file.",
-        ),
-        (_, "machine") => (
-            NAME,
-            "The machine's name in the cluster (create and join: default its host name).",
-        ),
-        (_, "address") => (
-            WORD,
-            "The address this machine is known by in the cluster (default: its first interface's).",
-        ),
-        ("join", "group") => (
-            NAME,
-            "The group to join (default: the cluster's main group).",
-        ),
-        (_, "group") => (NAME, "The group."),
-        ("removemachine", "name") => (NAME, "The machine to remove."),
-        (_, "name") => (NAME, "The group."),
-        ("renamegroup", "to") => (NAME, "The group's new name."),
-        ("deletegroup", "to") => (NAME, "The group its machines move to."),
-        (_, "section") => (
-            SECTION,
-            "The section to copy, move or delete (listener, content_filter, tls, ...).",
-        ),
-        (_, "from") => (
-            LEVEL,
-            "The level it is taken from: cluster, group:NAME, machine or machine:NAME.",
-        ),
-        (_, "to") => (
-            LEVEL,
-            "The level it is put at: cluster, group:NAME, machine or machine:NAME.",
-        ),
-        (_, "level") => (
-            LEVEL,
-            "The level it is deleted from: cluster, group:NAME, machine or machine:NAME.",
-        ),
-        _ => (WORD, ""),
-    }
-}
 
 /// Whether `v` is what `pattern` (one of this module's) says.
 fn conforms(pattern: &str, v: &str) -> bool {
@@ -301,24 +205,10 @@ pub(super) async fn change(
     }
 }
 
-/// The reply type of each changing action, for the document.
-pub fn reply_of(action: &str) -> &'static str {
-    match action {
-        "create" => "ClusterCreated",
-        "join" => "ClusterJoined",
-        "removemachine" => "ClusterMachineRemoved",
-        "disconnect" | "reconnect" => "ClusterHold",
-        "copysettings" | "movesettings" | "deletesettings" => "ClusterSettingsChanged",
-        _ => "ClusterMembersChanged",
-    }
-}
-
-/// The patterns of [`key_schema`], for the document's tests.
-pub const PATTERNS: [&str; 5] = [NAME, LEVEL, SECTION, URL, WORD];
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::adapters::web::openapi::cluster::WORD;
 
     #[test]
     fn every_clusterconfig_change_has_an_endpoint() {

@@ -405,7 +405,7 @@ mod tests {
         assert!(!p.contains("<script") && !p.contains("\"'"), "{p}");
         assert!(p.contains(&format!("<td>{E} (this machine)</td>")), "{p}");
         assert!(p.contains(&format!("Resolve: <code>{E}</code>")), "{p}");
-        assert!(p.contains(&format!("to the cluster's store since")), "{p}");
+        assert!(p.contains("to the cluster's store since"), "{p}");
         assert!(p.contains(&format!(": {E}.</p>")), "{p}");
         assert!(p.contains("last good configuration (revision 3)"), "{p}");
         assert!(p.contains("as this machine last saw it"), "{p}");
