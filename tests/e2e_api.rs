@@ -449,7 +449,7 @@ enabled = false
 /// Runs schemathesis against the node's OpenAPI document with `header` on every request
 /// (deterministic generation), `phases` with at most `examples` cases per operation;
 /// panics with its report unless it passed.
-fn schemathesis(
+pub(crate) fn schemathesis(
     web: std::net::SocketAddr,
     header: &str,
     who: &str,

@@ -112,15 +112,15 @@ fn connection(s: &Value) -> Markup {
     html! {
         section aria-labelledby="hs" {
             h2 id="hs" { "This machine" }
-            @if s["connected"] == json!(true) {
-                p id="connection" class="ok" role="status" {
-                    "This machine (" (machine) ") is " strong { "connected" } " to the cluster's store since " (since)
-                    "; it runs revision " (revision) " of " (head) "."
-                }
-            } @else if s["held"] == json!(true) {
+            @if s["held"] == json!(true) {
                 div id="connection" class="err" role="alert" {
                     p { strong { "DISCONNECTED" } " — this machine (" (machine) ") was disconnected from the cluster with `clusterconfig disconnect` since " (since) "." }
                     p { "It runs its last good configuration (revision " (revision) ") and takes no configuration changes until it is reconnected." }
+                }
+            } @else if s["connected"] == json!(true) {
+                p id="connection" class="ok" role="status" {
+                    "This machine (" (machine) ") is " strong { "connected" } " to the cluster's store since " (since)
+                    "; it runs revision " (revision) " of " (head) "."
                 }
             } @else {
                 div id="connection" class="err" role="alert" {
@@ -438,6 +438,10 @@ mod tests {
         let held = json!({ "machine": "gw1", "connected": false, "held": true, "since": 0,
             "why": "held", "revision": 7, "head": 7 });
         let h = connection(&held).into_string();
+        // Held while the loop has not let go of the store yet: held is what it is.
+        let mut going = held.clone();
+        going["connected"] = json!(true);
+        assert!(connection(&going).into_string().contains("DISCONNECTED"));
         assert!(
             h.contains("DISCONNECTED") && h.contains("role=\"alert\"") && h.contains("revision 7"),
             "{h}"
