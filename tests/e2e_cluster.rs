@@ -280,3 +280,360 @@ fn a_cluster_of_three_gateways_shares_its_settings_and_every_commit() {
     send_relayed(&gw2, "someone@three.example", "cluster", "hello");
     sink.wait_for_messages(before + 1, APPLIED);
 }
+
+/// Scenario 6: content filters below the cluster level grey out Enable with the
+/// appliance's words, and `diagnose` names the setting, its level and machine, and the
+/// remedy; `status` says how the machine stands with its cluster.
+#[test]
+fn content_filters_below_the_cluster_level_refuse_centralization() {
+    let pg = Postgres::start();
+    let url = pg.url();
+    let sink = Sink::accepting();
+    let gw1 = Node::start(
+        &GatewayToml::new(&sink)
+            .hostname("gw1.example.com")
+            .extra(
+                r#"[[content_filter]]
+name = "quarantine_test"
+conditions = { subject_contains = "[quarantine-test]" }
+actions = [{ quarantine = "Policy" }]
+"#,
+            )
+            .build(),
+    );
+    let gw2 = gateway(&sink, "gw2");
+    text(
+        &gw1,
+        &[
+            "clusterconfig",
+            "create",
+            "west",
+            "--url",
+            &url,
+            "--address",
+            "10.1.0.1",
+        ],
+    );
+    text(
+        &gw2,
+        &[
+            "clusterconfig",
+            "join",
+            "--url",
+            &url,
+            "--address",
+            "10.1.0.2",
+        ],
+    );
+    let status_text = text(&gw2, &["status"]);
+    assert!(
+        status_text.contains("Cluster:")
+            && status_text.contains("machine gw2.example.com: connected"),
+        "{status_text}"
+    );
+    let s = json(&gw2, &["status"]);
+    assert_eq!(s["cluster"]["connected"], true, "{s}");
+
+    // At cluster level: nothing in the way.
+    let d = crate::support::pvo_json(&gw2, &["diagnose"]);
+    let levels: Vec<&Value> = d["data"]["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["name"] == "cluster levels")
+        .collect();
+    assert!(levels.iter().all(|c| c["passed"] == true), "{d}");
+
+    // Overridden on gw2: Enable is refused with the appliance's words.
+    text(
+        &gw2,
+        &[
+            "clusterconfig",
+            "copysettings",
+            "content_filter",
+            "--from",
+            "cluster",
+            "--to",
+            "machine",
+        ],
+    );
+    text(&gw2, &["commit", "-m", "gw2 filters differently"]);
+    wait_revision(&gw1, head(&gw2));
+    let out = pvo(&gw1, &["pvoconfig", "enable", "--manager", "10.1.0.9"]);
+    let all = out.all();
+    assert!(!out.status.success(), "{all}");
+    assert!(
+        all.contains("Unable to proceed with Centralized Policy, Virus and Outbreak Quarantines configuration as gw2.example.com in Cluster have content filters / DLP actions available at a level different from the cluster Level."),
+        "{all}"
+    );
+    let d = pvo(&gw1, &["diagnose"]).all();
+    assert!(
+        d.contains("[content_filter] is set at machine:gw2.example.com")
+            && d.contains("clusterconfig movesettings content_filter --from machine:gw2.example.com --to cluster"),
+        "{d}"
+    );
+
+    // Resolved: deleted at machine level, the cluster's shows through again.
+    text(
+        &gw2,
+        &[
+            "--level",
+            "machine",
+            "clusterconfig",
+            "deletesettings",
+            "content_filter",
+        ],
+    );
+    text(&gw2, &["commit", "-m", "back to the cluster's filters"]);
+    wait_revision(&gw1, head(&gw2));
+    let d = crate::support::pvo_json(&gw1, &["diagnose"]);
+    let failed: Vec<&Value> = d["data"]["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["passed"] == false && c["scenario"] == 6)
+        .collect();
+    assert!(failed.is_empty(), "{d}");
+}
+
+/// A CA and a certificate for `ips` signed by it: (CA PEM, certificate PEM, key PEM).
+fn certificates(ips: &[String]) -> (String, String, String) {
+    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
+    let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca.distinguished_name
+        .push(DnType::CommonName, "cluster test CA");
+    let ca_key = KeyPair::generate().unwrap();
+    let ca_cert = ca.self_signed(&ca_key).unwrap();
+    let issuer = Issuer::new(ca, ca_key);
+    let key = KeyPair::generate().unwrap();
+    let cert = CertificateParams::new(ips.to_vec())
+        .unwrap()
+        .signed_by(&key, &issuer)
+        .unwrap();
+    (ca_cert.pem(), cert.pem(), key.serialize_pem())
+}
+
+/// One message from the test's side of `node`'s namespace link, accepted (250 after DATA).
+fn accepted(node: &Node) -> bool {
+    let Ok((mut c, greeting)) = crate::support::SmtpClient::connect(node.addr(), None) else {
+        return false;
+    };
+    if greeting.code != 220 {
+        return false;
+    }
+    c.expect("EHLO client.test", 250);
+    let r = c.send_message(
+        "a@client.test",
+        &["b@one.example"],
+        "Subject: x\r\n\r\nhi\r\n",
+    );
+    r.code == 250
+}
+
+/// Real hosts: PostgreSQL and three gateways, each in its own network namespace with its
+/// own addresses, the store reached over TLS checked against the CA the members were
+/// given. The store killed: every member keeps accepting mail and refuses commits.
+#[test]
+fn gateways_on_their_own_hosts_share_one_store_over_tls() {
+    let db = crate::support::Namespace::create();
+    let hosts: Vec<crate::support::Namespace> = (0..3)
+        .map(|_| crate::support::Namespace::create())
+        .collect();
+    let links: Vec<(String, String)> = hosts.iter().map(|h| h.link_to(&db)).collect();
+    let store_addresses: Vec<String> = links.iter().map(|(_, db_side)| db_side.clone()).collect();
+    let (ca, cert, key) = certificates(&store_addresses);
+    let mut pg = Some(Postgres::start_tls_in(&db, &cert, &key));
+    let sink = Sink::accepting();
+    let mut gws = Vec::new();
+    for (i, ns) in hosts.iter().enumerate() {
+        let dir = tempfile::Builder::new()
+            .prefix("pvo-node-")
+            .tempdir()
+            .unwrap();
+        let toml = GatewayToml::new(&sink)
+            .hostname(&format!("gw{}.example.com", i + 1))
+            .address(ns.inside())
+            .accept_all()
+            .build();
+        std::fs::write(dir.path().join("pvo.toml"), &toml).unwrap();
+        std::fs::write(dir.path().join("store-ca.pem"), &ca).unwrap();
+        let config = dir.path().join("pvo.toml").to_string_lossy().into_owned();
+        let data = dir.path().to_path_buf();
+        gws.push(Node::start_under(
+            &["ip", "netns", "exec", &ns.name],
+            dir,
+            data,
+            &["gateway", "run", "--config", &config],
+            crate::support::Listeners::Named(vec!["IncomingMail".into()]),
+        ));
+    }
+    let pg_ref = pg.as_ref().unwrap();
+    for (i, gw) in gws.iter().enumerate() {
+        let url = pg_ref.tcp_url_at(&links[i].1);
+        let name = format!("gw{}", i + 1);
+        let address = hosts[i].inside();
+        let action = if i == 0 { "create" } else { "join" };
+        let mut args = vec!["clusterconfig", action];
+        if i == 0 {
+            args.push("hosts");
+        }
+        args.extend([
+            "--url",
+            &url,
+            "--ca",
+            "store-ca.pem",
+            "--machine",
+            &name,
+            "--address",
+            &address,
+        ]);
+        let out = text(gw, &args);
+        assert!(out.contains("(revision"), "{out}");
+    }
+    // The address a machine is known by is its own host's.
+    let list = json(&gws[0], &["clusterconfig", "list"]);
+    let addrs: Vec<&str> = list["groups"][0]["machines"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["address"].as_str().unwrap())
+        .collect();
+    for ns in &hosts {
+        assert!(addrs.contains(&ns.inside().as_str()), "{list}");
+    }
+
+    // A commit on the third host is in force on all three.
+    text(
+        &gws[2],
+        &[
+            "smtproutes",
+            "new",
+            "--domain",
+            "hosts.example",
+            "--hosts",
+            "10.9.9.9:25",
+        ],
+    );
+    text(&gws[2], &["commit", "-m", "route from gw3"]);
+    let rev = head(&gws[2]);
+    for gw in &gws {
+        wait_revision(gw, rev);
+        assert!(text(gw, &["smtproutes"]).contains("hosts.example"));
+        assert!(accepted(gw), "{} does not accept mail", gw.dir().display());
+    }
+
+    // The store killed: every member keeps accepting mail, says why and refuses commits.
+    let marks: Vec<_> = gws.iter().map(|g| g.log_mark()).collect();
+    drop(pg.take());
+    for (gw, mark) in gws.iter().zip(marks) {
+        gw.wait_for_log_after(mark, "is disconnected from the cluster's store", APPLIED);
+        assert!(
+            accepted(gw),
+            "{} stopped accepting mail",
+            gw.dir().display()
+        );
+        let s = json(gw, &["status"]);
+        assert_eq!(s["cluster"]["connected"], false, "{s}");
+        assert_eq!(s["cluster"]["revision"].as_u64(), Some(rev), "{s}");
+    }
+    text(&gws[0], &["deliveryconfig", "--max-concurrency", "9"]);
+    let out = pvo(&gws[0], &["commit"]);
+    assert!(
+        !out.status.success() && out.all().contains("disconnected from the cluster's store"),
+        "{}",
+        out.all()
+    );
+}
+
+/// `pvo ARGS` with `input` on stdin, whatever its outcome: everything it printed.
+fn with_stdin(node: &Node, args: &[&str], input: &str) -> String {
+    use std::io::Write;
+    use std::process::{Command, Stdio};
+    let mut child = Command::new(crate::support::pvo_bin())
+        .arg("--dir")
+        .arg(node.data_dir())
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// Joining over SSH, as `applianceconfig new` logs into a gateway: the member's
+/// Administrator password once; the member says where the store is. A wrong password is
+/// refused naming the cause, and nothing is half-joined.
+#[test]
+fn a_machine_joins_over_ssh_with_an_administrators_password() {
+    let pg = Postgres::start();
+    let url = pg.url();
+    let sink = Sink::accepting();
+    let gw1 = Node::start(
+        &GatewayToml::new(&sink)
+            .hostname("gw1.example.com")
+            .ssh()
+            .build(),
+    );
+    let gw2 = gateway(&sink, "gw2");
+    text(
+        &gw1,
+        &[
+            "clusterconfig",
+            "create",
+            "north",
+            "--url",
+            &url,
+            "--address",
+            "10.2.0.1",
+        ],
+    );
+    let ssh = json(&gw1, &["status"])["ssh"].as_str().unwrap().to_string();
+    let join = [
+        "clusterconfig",
+        "join",
+        "--member",
+        &ssh,
+        "--password-stdin",
+        "--address",
+        "10.2.0.2",
+    ];
+    let out = with_stdin(&gw2, &join, "not the password\n");
+    assert!(
+        out.contains("Not joined") && out.contains("cannot log into the member"),
+        "{out}"
+    );
+    assert!(text(&gw2, &["clusterconfig", "connstatus"]).contains("not in a cluster"));
+    let list = json(&gw1, &["clusterconfig", "list"]);
+    assert_eq!(
+        list["groups"][0]["machines"].as_array().unwrap().len(),
+        1,
+        "{list}"
+    );
+
+    let password = crate::support::initial_password(&gw1);
+    let out = crate::support::pvo_stdin(&gw2, &join, &format!("{password}\n"));
+    assert!(
+        out.contains("over SSH (host key SHA256:") && out.contains("joined cluster north"),
+        "{out}"
+    );
+    wait_revision(&gw2, head(&gw1));
+    let list = json(&gw1, &["clusterconfig", "list"]);
+    assert_eq!(
+        list["groups"][0]["machines"].as_array().unwrap().len(),
+        2,
+        "{list}"
+    );
+}

@@ -45,6 +45,30 @@ pub struct StatusReply {
     pub web: Option<String>,
     pub counters: CounterTable,
     pub gauges: StatusGauges,
+    /// The machine's cluster (null: not in one).
+    #[schema(required = true)]
+    pub cluster: Option<ClusterState>,
+}
+
+/// How a cluster member stands with its cluster's store.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct ClusterState {
+    /// The cluster's name, as last seen (null before the first connection).
+    #[schema(required = true)]
+    pub cluster: Option<String>,
+    pub machine: String,
+    pub connected: bool,
+    /// Held disconnected by `clusterconfig disconnect`.
+    pub held: bool,
+    /// Unix seconds since it is connected or disconnected.
+    pub since: u64,
+    /// Why it is disconnected (null when connected).
+    #[schema(required = true)]
+    pub why: Option<String>,
+    /// The revision it runs.
+    pub revision: u64,
+    /// The newest revision it knows of.
+    pub head: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]

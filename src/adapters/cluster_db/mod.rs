@@ -31,7 +31,10 @@ use tokio_postgres::{AsyncMessage, Client, Connection, NoTls};
 use tokio_postgres_rustls::MakeRustlsConnect;
 
 /// The migrations, in order.
-const MIGRATIONS: &[(i32, &str)] = &[(1, include_str!("migrations/001_cluster.sql"))];
+const MIGRATIONS: &[(i32, &str)] = &[
+    (1, include_str!("migrations/001_cluster.sql")),
+    (2, include_str!("migrations/002_features.sql")),
+];
 
 /// The advisory lock keys: migrations, and commits with membership changes.
 const LOCK_MIGRATE: i64 = 0x7076_6f00_0001;
@@ -42,10 +45,10 @@ const CHANNEL: &str = "pvo_cluster";
 /// How long connecting may take before the store counts as unreachable.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
+use crate::core::cluster::store::BoxFuture;
 pub use crate::core::cluster::store::{Commit, Notice, Snapshot, StoreError as DbError};
 use crate::core::cluster::store::{Connector, MembersChange, Notices};
 use crate::core::config::Membership;
-use crate::core::state::BoxFuture;
 
 fn refused(e: tokio_postgres::Error) -> DbError {
     if e.is_closed() {
@@ -337,9 +340,10 @@ impl ClusterDb {
             .map(|r| r.get(0))
             .collect();
         let mut states = Vec::new();
+        let mut features = Vec::new();
         for row in tx
             .query(
-                "SELECT name, applied FROM pvo_cluster.machine ORDER BY name",
+                "SELECT name, applied, features FROM pvo_cluster.machine ORDER BY name",
                 &[],
             )
             .await
@@ -347,6 +351,10 @@ impl ClusterDb {
         {
             let n: String = row.get(0);
             let applied: Option<i64> = row.get(1);
+            let keys: Option<Vec<String>> = row.get(2);
+            if let Some(keys) = keys {
+                features.push((name(&n)?, keys));
+            }
             states.push(MemberState {
                 connected: connected.contains(&n),
                 name: name(&n)?,
@@ -359,6 +367,7 @@ impl ClusterDb {
             head: head as u64,
             layers,
             states,
+            features,
         })
     }
 
@@ -375,6 +384,23 @@ impl ClusterDb {
         if n == 0 {
             return Err(DbError::Members(MembersError::NoMachine(machine.clone())));
         }
+        Ok(())
+    }
+
+    /// A member says which features its keys turn on now.
+    pub async fn report_features(
+        &self,
+        machine: &Name,
+        features: &[String],
+    ) -> Result<(), DbError> {
+        let client = self.client.lock().await;
+        client
+            .execute(
+                "UPDATE pvo_cluster.machine SET features = $2, seen_at = now() WHERE name = $1",
+                &[&machine.as_str(), &features],
+            )
+            .await
+            .map_err(refused)?;
         Ok(())
     }
 
@@ -669,6 +695,14 @@ impl crate::core::cluster::store::ClusterStore for ClusterDb {
 
     fn report<'a>(&'a self, machine: &'a Name, applied: u64) -> BoxFuture<'a, Result<(), DbError>> {
         Box::pin(ClusterDb::report(self, machine, applied))
+    }
+
+    fn report_features<'a>(
+        &'a self,
+        machine: &'a Name,
+        features: &'a [String],
+    ) -> BoxFuture<'a, Result<(), DbError>> {
+        Box::pin(ClusterDb::report_features(self, machine, features))
     }
 
     fn change_members(&self, change: MembersChange) -> BoxFuture<'_, Result<Members, DbError>> {

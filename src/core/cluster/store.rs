@@ -8,7 +8,9 @@ use pvo_cluster::{Conflict, Level, MemberState, Members, MembersError, Revision}
 use thiserror::Error;
 
 use crate::core::config::Membership;
-use crate::core::state::BoxFuture;
+
+/// A future as the traits here return it (they are used as trait objects).
+pub type BoxFuture<'a, T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send + 'a>>;
 
 /// What went wrong with the store.
 #[derive(Debug, Error)]
@@ -63,6 +65,8 @@ pub struct Snapshot {
     /// The text of every layer at `head` (removed layers left out).
     pub layers: Vec<(Level, String)>,
     pub states: Vec<MemberState>,
+    /// The features each machine's keys turn on, as it last reported them.
+    pub features: Vec<(pvo_cluster::Name, Vec<String>)>,
 }
 
 impl Snapshot {
@@ -116,6 +120,12 @@ pub trait ClusterStore: Send + Sync {
         &'a self,
         machine: &'a pvo_cluster::Name,
         applied: u64,
+    ) -> BoxFuture<'a, Result<(), StoreError>>;
+    /// This member's feature keys turn on `features` now.
+    fn report_features<'a>(
+        &'a self,
+        machine: &'a pvo_cluster::Name,
+        features: &'a [String],
     ) -> BoxFuture<'a, Result<(), StoreError>>;
     fn change_members(&self, change: MembersChange) -> BoxFuture<'_, Result<Members, StoreError>>;
     /// Notices of commits and membership changes, on a connection of their own.
