@@ -116,6 +116,14 @@ fn rest_cluster_list_connstatus_check_and_addgroup_by_role() {
     assert_eq!(got["cluster"], "east", "{got}");
     assert!(got["findings"].is_array(), "{got}");
 
+    // Where the store is, for a joining machine: an Administrator's only.
+    let (code, got) = get(web, "/api/v1/cluster/joininfo", &otto);
+    assert_eq!(code, 403, "{got}");
+    let (code, got) = get(web, "/api/v1/cluster/joininfo", &admin);
+    assert_eq!(code, 200, "{got}");
+    assert_eq!(got["url"], url.as_str(), "{got}");
+    assert_eq!(got["machine"], "gw1", "{got}");
+
     // A change: refused for the Operator (the audit trail says so), done for the
     // Administrator, refused again once the name is in use.
     let (code, got) = post(
@@ -226,10 +234,10 @@ fn rest_cluster_list_connstatus_check_and_addgroup_by_role() {
         ("examples,fuzzing", 5),
         &[
             "--include-path-regex",
-            "^/api/v1/cluster(/(connstatus|check|addgroup|setgroup|renamegroup|disconnect|reconnect))?$",
+            "^/api/v1/cluster(/(connstatus|check|joininfo|addgroup|setgroup|renamegroup|disconnect|reconnect))?$",
         ],
     );
-    assert!(report.contains("Selected: 8/"), "{report}");
+    assert!(report.contains("Selected: 9/"), "{report}");
     drop(pg);
 }
 

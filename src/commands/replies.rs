@@ -583,6 +583,21 @@ pub struct ClusterCheckReply {
     pub findings: Vec<ClusterFinding>,
 }
 
+/// `clusterconfig joininfo`: where a member's store is, for a machine that joins.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct ClusterJoinInfo {
+    /// The cluster's name, as this member last saw it (null before its first connection).
+    #[schema(required = true)]
+    pub cluster: Option<String>,
+    /// The store's address.
+    pub url: String,
+    /// The CA that signed the store's certificate, PEM (null: none).
+    #[schema(required = true)]
+    pub ca: Option<String>,
+    /// The member's own name.
+    pub machine: String,
+}
+
 /// `clusterconfig create`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct ClusterCreated {
@@ -790,6 +805,8 @@ mod tests {
             json!({ "cluster": "east", "machine": "gw2", "group": "main",
             "revision": 3, "replaced": [], "applied": false }),
         );
+        same::<ClusterJoinInfo>(json!({ "cluster": "east", "url": "postgresql://h/db",
+            "ca": null, "machine": "gw1" }));
         same::<ClusterMembersChanged>(json!({ "changed": true, "what": "group west added" }));
         same::<ClusterMachineRemoved>(json!({ "removed": "gw2", "itself": false }));
         same::<ClusterHold>(json!({ "held": true, "status": status }));

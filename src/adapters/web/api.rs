@@ -51,6 +51,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("get", "/api/v1/cluster"),
     ("get", "/api/v1/cluster/connstatus"),
     ("get", "/api/v1/cluster/check"),
+    ("get", "/api/v1/cluster/joininfo"),
     ("post", "/api/v1/cluster/create"),
     ("post", "/api/v1/cluster/join"),
     ("post", "/api/v1/cluster/addgroup"),
@@ -92,6 +93,7 @@ pub fn routes() -> Router<Arc<Handles>> {
             "/api/v1/cluster" => get(cluster::list),
             "/api/v1/cluster/connstatus" => get(cluster::connstatus),
             "/api/v1/cluster/check" => get(cluster::check),
+            "/api/v1/cluster/joininfo" => get(cluster::joininfo),
             p if p.starts_with("/api/v1/cluster/") => {
                 let action: &'static str = p.rsplit('/').next().unwrap_or_default();
                 post(move |t: Token, b: axum::body::Bytes| cluster::change(t, b, action))
@@ -115,7 +117,8 @@ pub fn routes() -> Router<Arc<Handles>> {
                 || path.ends_with("/cancel")
                 || (path.starts_with("/api/v1/cluster/")
                     && !path.ends_with("/connstatus")
-                    && !path.ends_with("/check"))
+                    && !path.ends_with("/check")
+                    && !path.ends_with("/joininfo"))
             {
                 "post"
             } else {

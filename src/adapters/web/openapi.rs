@@ -20,14 +20,16 @@ use crate::commands::replies::{
 };
 use crate::commands::replies::{
     ClusterCheckReply, ClusterConnstatus, ClusterCreated, ClusterFinding, ClusterGroup,
-    ClusterHold, ClusterJoined, ClusterList, ClusterMachine, ClusterMachineRemoved,
-    ClusterMembersChanged, ClusterSettingsChanged, ClusterStatus,
+    ClusterHold, ClusterJoinInfo, ClusterJoined, ClusterList, ClusterMachine,
+    ClusterMachineRemoved, ClusterMembersChanged, ClusterSettingsChanged, ClusterState,
+    ClusterStatus,
 };
 
 /// The reply types, and every type they refer to, as components.
 #[derive(OpenApi)]
 #[openapi(components(schemas(
     StatusReply,
+    ClusterState,
     SelfSigned,
     ListenerRow,
     CounterTable,
@@ -66,6 +68,7 @@ use crate::commands::replies::{
     ClusterFinding,
     ClusterCreated,
     ClusterJoined,
+    ClusterJoinInfo,
     ClusterMembersChanged,
     ClusterMachineRemoved,
     ClusterHold,
@@ -441,7 +444,7 @@ fn cluster_errors(change: bool) -> serde_json::Map<String, Value> {
         ("503", "This machine is in no cluster, or cannot reach the cluster's store now (it runs its last good configuration)."),
     ];
     for (code, what) in codes {
-        if !change && (*code == "409" || *code == "400") {
+        if !change && *code == "409" {
             continue;
         }
         m.insert(
@@ -486,6 +489,13 @@ fn cluster_paths() -> Vec<(String, Value)> {
             ),
         ),
     ];
+    out.push((
+        "/api/v1/cluster/joininfo".to_string(),
+        read(
+            "Where this member's store is and its CA, for a machine that joins (`clusterconfig joininfo`; Configure only).",
+            reply::<ClusterJoinInfo>(),
+        ),
+    ));
     for (action, keys, needed) in CHANGES {
         let mut props = serde_json::Map::new();
         for k in *keys {

@@ -1,6 +1,7 @@
 //! `/api/v1/cluster`: `clusterconfig` and `clustercheck` over the REST API. Reads are
 //! `GET /api/v1/cluster` (`clusterconfig list`), `GET /api/v1/cluster/connstatus` and
-//! `GET /api/v1/cluster/check` (`clustercheck`); every changing action is `POST
+//! `GET /api/v1/cluster/check` (`clustercheck`), `GET /api/v1/cluster/joininfo`
+//! (where the store is, for a joining machine); every changing action is `POST
 //! /api/v1/cluster/ACTION` with a JSON body of its `clusterconfig` arguments
 //! (`openapi::cluster::CHANGES`: the keys each takes and needs) and, for `deletesettings`, the cluster
 //! `level` the command reads (`--level`). Each is one `dispatch_as` as the token's user;
@@ -17,11 +18,14 @@ use serde::Serialize;
 use serde_json::{json, Map, Value};
 
 use super::{error, object, status_of, HttpResponse, IntoResponse, Json, StatusCode, Token};
-use crate::adapters::web::openapi::cluster::{key_schema, CHANGES, LEVEL, NAME, SECTION, URL};
+use crate::adapters::web::openapi::cluster::{
+    key_schema, CHANGES, LEVEL, NAME, PASSWORD, SECTION, URL,
+};
 use crate::commands::protocol::Request;
 use crate::commands::replies::{
-    ClusterCheckReply, ClusterConnstatus, ClusterCreated, ClusterHold, ClusterJoined, ClusterList,
-    ClusterMachineRemoved, ClusterMembersChanged, ClusterSettingsChanged,
+    ClusterCheckReply, ClusterConnstatus, ClusterCreated, ClusterHold, ClusterJoinInfo,
+    ClusterJoined, ClusterList, ClusterMachineRemoved, ClusterMembersChanged,
+    ClusterSettingsChanged,
 };
 
 /// Whether `v` is what `pattern` (one of this module's) says.
@@ -43,6 +47,7 @@ fn conforms(pattern: &str, v: &str) -> bool {
                 || v.strip_prefix("machine:").is_some_and(name)
                 || v.strip_prefix("group:").is_some_and(name)
         }
+        PASSWORD => (1..=1024).contains(&v.chars().count()) && !v.contains(['\r', '\n']),
         SECTION => {
             let mut c = v.chars();
             (1..=64).contains(&v.len())
@@ -119,6 +124,12 @@ pub(super) async fn connstatus(t: Token) -> HttpResponse {
 /// GET /api/v1/cluster/check: the differences between levels and machines.
 pub(super) async fn check(t: Token) -> HttpResponse {
     run::<ClusterCheckReply>(t, "clustercheck", json!({}), None).await
+}
+
+/// GET /api/v1/cluster/joininfo: where this member's store is, for a machine that joins
+/// (`clusterconfig joininfo`; it names the store and its CA: Configure only).
+pub(super) async fn joininfo(t: Token) -> HttpResponse {
+    run::<ClusterJoinInfo>(t, "clusterconfig", json!({ "action": "joininfo" }), None).await
 }
 
 /// The checked arguments of `action` from `body`, and the level it names.
@@ -216,7 +227,7 @@ mod tests {
         let mut want: Vec<&str> = ClusterAction::NAMES
             .iter()
             .copied()
-            .filter(|a| *a != "list" && *a != "connstatus")
+            .filter(|a| !["list", "connstatus", "joininfo"].contains(a))
             .collect();
         let mut got: Vec<&str> = CHANGES.iter().map(|(a, _, _)| *a).collect();
         want.sort();
@@ -262,6 +273,7 @@ mod tests {
                 ],
             ),
             (WORD, &["10.0.0.1", "ca.pem"], &["", "a b", " "]),
+            (PASSWORD, &["a b", "p@ss"], &["", "a\nb"]),
         ] {
             for v in good {
                 assert!(conforms(pattern, v), "{pattern} {v:?}");

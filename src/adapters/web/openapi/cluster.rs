@@ -13,8 +13,10 @@ pub const CHANGES: &[(&str, &[&str], &[&str])] = &[
     ),
     (
         "join",
-        &["url", "ca", "machine", "address", "group"],
-        &["url"],
+        &[
+            "url", "ca", "machine", "address", "group", "member", "user", "password", "host_key",
+        ],
+        &[],
     ),
     ("addgroup", &["name"], &["name"]),
     ("setgroup", &["machine", "group"], &["machine", "group"]),
@@ -48,6 +50,8 @@ pub const LEVEL: &str = "^(cluster|machine|machine:[A-Za-z0-9][A-Za-z0-9._-]{0,6
 pub const SECTION: &str = "^[a-z][a-z0-9_]{0,63}$";
 /// The store's address: a URL, or PostgreSQL's `key=value` words separated by a space.
 pub const URL: &str = "^(postgres(ql)?://[^\\s]{1,1000}|[a-z_]{1,32}=[^\\s]{0,1000}( [a-z_]{1,32}=[^\\s]{0,1000}){0,15})$";
+/// A password: anything, on one line.
+pub const PASSWORD: &str = "^[^\\r\\n]{1,1024}$";
 /// Anything but white space (an address, a CA file's name).
 pub const WORD: &str = "^[^\\s]{1,255}$";
 
@@ -70,6 +74,22 @@ pub fn key_schema(action: &str, key: &str) -> (&'static str, &'static str) {
         (_, "address") => (
             WORD,
             "The address this machine is known by in the cluster (default: its first interface's).",
+        ),
+        (_, "member") => (
+            WORD,
+            "Join over SSH: a member's SSH address (IP[:PORT]); it says where the store is (instead of url).",
+        ),
+        (_, "user") => (
+            WORD,
+            "Join over SSH: the Administrator account on the member (default admin).",
+        ),
+        (_, "password") => (
+            PASSWORD,
+            "Join over SSH: that account's password (not stored).",
+        ),
+        (_, "host_key") => (
+            WORD,
+            "Join over SSH: the member's SSH host key to pin (SHA256:...).",
         ),
         ("join", "group") => (
             NAME,
@@ -105,6 +125,7 @@ pub fn reply_of(action: &str) -> &'static str {
     match action {
         "create" => "ClusterCreated",
         "join" => "ClusterJoined",
+        "joininfo" => "ClusterJoinInfo",
         "removemachine" => "ClusterMachineRemoved",
         "disconnect" | "reconnect" => "ClusterHold",
         "copysettings" | "movesettings" | "deletesettings" => "ClusterSettingsChanged",
@@ -113,4 +134,4 @@ pub fn reply_of(action: &str) -> &'static str {
 }
 
 /// The patterns of [`key_schema`].
-pub const PATTERNS: [&str; 5] = [NAME, LEVEL, SECTION, URL, WORD];
+pub const PATTERNS: [&str; 6] = [NAME, LEVEL, SECTION, URL, WORD, PASSWORD];

@@ -33,7 +33,12 @@ pub(super) fn routes() -> Router<Arc<Handles>> {
 /// The actions the page's forms post, with the form fields each passes on.
 const ACTIONS: &[(&str, &[&str])] = &[
     ("create", &["name", "url", "ca", "machine", "address"]),
-    ("join", &["url", "ca", "machine", "address", "group"]),
+    (
+        "join",
+        &[
+            "url", "ca", "machine", "address", "group", "member", "user", "password", "host_key",
+        ],
+    ),
     ("addgroup", &["name"]),
     ("setgroup", &["machine", "group"]),
     ("renamegroup", &["name", "to"]),
@@ -241,8 +246,14 @@ fn join_form(csrf: &str) -> Markup {
             h2 id="hj" { "Join a cluster" }
             form method="post" action="/cluster/join" class="stack narrowform" id="join" {
                 (hidden("csrf", csrf))
-                (input("j-url", "url", "The cluster's PostgreSQL (postgresql://USER@HOST:PORT/DATABASE)", None, true))
+                p class="note" { "Give the store (its PostgreSQL and CA), or a member to ask over SSH where it is." }
+                (input("j-url", "url", "The cluster's PostgreSQL (postgresql://USER@HOST:PORT/DATABASE)", None, false))
                 (input("j-ca", "ca", "CA of the store's certificate (a file next to the configuration; empty: none)", None, false))
+                (input("j-member", "member", "Or a member's SSH address (IP[:PORT])", None, false))
+                (input("j-user", "user", "The member's Administrator account (empty: admin)", None, false))
+                label for="j-password" { "That account's password (not stored)" }
+                input id="j-password" name="password" type="password" autocomplete="off";
+                (input("j-host-key", "host_key", "The member's SSH host key to pin (SHA256:..., optional)", None, false))
                 (input("j-machine", "machine", "This machine's name in the cluster (empty: its host name)", Some(NAME), false))
                 (input("j-address", "address", "This machine's address in the cluster (empty: its first interface's)", None, false))
                 (input("j-group", "group", "Group (empty: the cluster's main group)", Some(NAME), false))
@@ -368,12 +379,25 @@ pub(super) async fn cluster_op(
         );
     }
     let mut args = json!({ "action": action });
+    let password = form
+        .iter()
+        .find(|(n, _)| n == "password")
+        .map(|(_, v)| v.clone())
+        .unwrap_or_default();
     for k in *keys {
-        if let Some(v) = field(&form, k) {
+        if *k == "password" {
+            if !password.is_empty() {
+                args["password"] = json!(password);
+            }
+        } else if let Some(v) = field(&form, k) {
             args[*k] = json!(v.trim());
         }
     }
-    let r = run(&shared, &c.id, "clusterconfig", args).await;
+    let mut r = run(&shared, &c.id, "clusterconfig", args).await;
+    // Never echo a password back into a page.
+    if !password.is_empty() {
+        r.text = r.text.replace(&password, "(hidden)");
+    }
     outcome_page(&shared, &c, &r, back_links(), ("Done", "Not done"))
 }
 
