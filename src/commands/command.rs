@@ -1114,6 +1114,18 @@ mod tests {
                 json!({ "action": "new", "id": "gw1", "address": "10.0.0.2",
                 "ssh_port": 22, "user": "admin", "password": "pw" }),
             ),
+            // The REST API (`/api/v1/cluster`) and the web UI's Cluster page.
+            ("clusterconfig", json!({ "action": "list" })),
+            (
+                "clusterconfig",
+                json!({ "action": "create", "name": "east", "url": "postgresql://pvo@db/pvo",
+                "machine": "gw1", "address": "10.0.0.1" }),
+            ),
+            (
+                "clusterconfig",
+                json!({ "action": "deletesettings", "section": "tls" }),
+            ),
+            ("clustercheck", json!({})),
         ]
     }
 
