@@ -211,7 +211,6 @@ impl ClusterHandle {
                     inner.status.since = crate::core::clock::unix_now();
                 }
                 inner.status.connected = false;
-                inner.status.why = Some("held by `clusterconfig disconnect`".into());
                 inner.store = None;
             }
         }
