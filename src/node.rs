@@ -198,7 +198,7 @@ impl Node {
     pub async fn start(config: Config, config_path: std::path::PathBuf) -> Result<Node> {
         // A cluster member starts on its last good configuration, if it has one.
         let (config, cluster_revision, cache_problem) =
-            match crate::core::cluster::member::startup_config(config.clone(), &config_path) {
+            match crate::core::cluster::sync::startup_config(config.clone(), &config_path) {
                 Ok((c, r)) => (c, r, None),
                 Err(e) => (config, 0, Some(e)),
             };
@@ -525,8 +525,8 @@ impl Node {
         }
         crate::adapters::admin::server::start(shared.clone())?;
         let (ssh, web) = servers.start(&shared)?;
-        tokio::spawn(crate::core::cluster::member::run(
-            crate::core::cluster::member::Deps {
+        tokio::spawn(crate::core::cluster::sync::run(
+            crate::core::cluster::sync::Deps {
                 cluster: shared.cluster.clone(),
                 control: wiring.clone(),
                 config: shared.config.clone(),

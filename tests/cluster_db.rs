@@ -314,3 +314,65 @@ async fn over_tcp_only_with_tls_and_the_right_ca() {
         .unwrap();
     assert!(matches!(e, DbError::BadUrl { .. }), "{e}");
 }
+
+#[tokio::test]
+async fn each_machine_reports_its_features_and_several_changes_commit_together_or_not_at_all() {
+    let pg = Postgres::start();
+    let db = created(&pg).await;
+    assert!(db.snapshot().await.unwrap().features.is_empty());
+    db.report_features(&n("gw1"), &["antivirus".into(), "dlp".into()])
+        .await
+        .unwrap();
+    let snap = db.snapshot().await.unwrap();
+    assert_eq!(
+        snap.features,
+        vec![(n("gw1"), vec!["antivirus".to_string(), "dlp".to_string()])]
+    );
+
+    // Two levels in one transaction: consecutive revisions, one notice for the last.
+    let mut listener = db.listen().await.unwrap();
+    let both = db
+        .commit_all(&[
+            commit("cluster", 2, "[limits]\n", "alice"),
+            commit("machine:gw1", 2, GW1, "alice"),
+        ])
+        .await
+        .unwrap();
+    assert_eq!(both.iter().map(|r| r.number).collect::<Vec<_>>(), [3, 4]);
+    let heard = tokio::time::timeout(Duration::from_secs(5), listener.next()).await;
+    assert_eq!(heard.unwrap(), Some(Notice::Revision(4)));
+    // One stale change refuses the other too.
+    let e = db
+        .commit_all(&[
+            commit("group:Main_Group", 4, "[logs]\n", "bob"),
+            commit("cluster", 2, "[logs]\n", "bob"),
+        ])
+        .await
+        .unwrap_err();
+    assert!(matches!(e, DbError::Conflict(_)), "{e}");
+    assert_eq!(db.snapshot().await.unwrap().head, 4);
+}
+
+#[tokio::test]
+async fn a_store_a_newer_pvo_set_up_is_refused_naming_the_versions() {
+    let pg = Postgres::start();
+    let db = created(&pg).await;
+    drop(db);
+    let (client, connection) = tokio_postgres::connect(&pg.url(), tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    client
+        .execute(
+            "INSERT INTO pvo_cluster.migration (version) VALUES (99)",
+            &[],
+        )
+        .await
+        .unwrap();
+    let e = ClusterDb::connect(&pg.url(), "gw2", None)
+        .await
+        .err()
+        .expect("a newer schema is refused");
+    assert!(matches!(e, DbError::TooNew { schema: 99, .. }), "{e}");
+    assert!(e.to_string().contains("upgrade this machine"), "{e}");
+}

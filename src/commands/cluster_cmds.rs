@@ -16,8 +16,8 @@ use serde_json::{json, Value as Json};
 
 use super::command::{ClusterAction, ClusterArgs, CommandError, NoArgs};
 use crate::commands::protocol::{ErrorKind, Request, Response};
-use crate::core::cluster::member::{base_dir, chain_of, flattened_file};
 use crate::core::cluster::store::{ClusterStore, Commit, Snapshot, StoreError};
+use crate::core::cluster::sync::{base_dir, chain_of, flattened_file};
 use crate::core::cluster::view::{self, View};
 use crate::core::cluster::SCHEMA;
 use crate::core::config::{Config, Membership};
@@ -53,6 +53,7 @@ pub fn store_error(e: &StoreError) -> Response {
         StoreError::Members(M::NoMachine(_) | M::NoGroup(_)) => ErrorKind::NotFound,
         StoreError::Members(_) => ErrorKind::Conflict,
         StoreError::Corrupt(_) => ErrorKind::Unavailable,
+        StoreError::TooNew { .. } => ErrorKind::Conflict,
     };
     Response::fail(kind, e.to_string())
 }
@@ -694,7 +695,120 @@ pub fn clusterconfig(shared: &Arc<Handles>, req: &Request, args: &ClusterArgs) -
         ClusterAction::Copysettings
         | ClusterAction::Movesettings
         | ClusterAction::Deletesettings => settings(shared, req, args),
+        ClusterAction::Joininfo => joininfo(shared),
     }
+}
+
+/// What a joining machine asks a member over SSH (as an Administrator): where the store
+/// is and the CA its certificate is checked against.
+fn joininfo(shared: &Handles) -> Response {
+    let m = match membership(shared) {
+        Ok(m) => m,
+        Err(r) => return r,
+    };
+    let ca = match &m.ca {
+        Some(path) => match std::fs::read_to_string(path) {
+            Ok(t) => Some(t),
+            Err(e) => {
+                return Response::error(format!(
+                    "cannot read this member's store CA {}: {e}",
+                    path.display()
+                ))
+            }
+        },
+        None => None,
+    };
+    let cluster = shared
+        .cluster
+        .snapshot()
+        .map(|s| s.members.cluster.to_string());
+    Response::ok(
+        format!(
+            "Cluster {} on {}",
+            cluster.as_deref().unwrap_or("?"),
+            crate::core::cluster::sync::describe(&m.url)
+        ),
+        json!({ "cluster": cluster, "url": m.url, "ca": ca, "machine": m.machine.to_string() }),
+    )
+}
+
+/// `join --member IP[:PORT]`: logs into the member over SSH with an Administrator's
+/// password (its host key pinned when given), asks it where the store is, keeps the
+/// store's CA beside this machine's data, and answers the `url` and `ca` to join with.
+fn ask_member(
+    shared: &Handles,
+    args: &ClusterArgs,
+) -> Result<(String, Option<String>, String), Response> {
+    let member = args.member.as_deref().unwrap_or("").trim();
+    let (host, port) = match member.rsplit_once(':') {
+        Some((h, p)) if !h.contains(':') || h.starts_with('[') => (
+            h.trim_matches(['[', ']']).to_string(),
+            p.parse::<u16>().map_err(|_| {
+                Response::error(format!("clusterconfig join: {member:?} is not IP[:PORT]"))
+            })?,
+        ),
+        _ => (member.to_string(), 22),
+    };
+    let ip: std::net::IpAddr = host.parse().map_err(|_| {
+        Response::error(format!(
+            "clusterconfig join --member: {host:?} is not an IP address (the member's SSH address)"
+        ))
+    })?;
+    let Some(password) = args.password.clone().filter(|p| !p.is_empty()) else {
+        return Err(Response::error(
+            "clusterconfig join --member: give the member Administrator's password (PVO_CLUSTER_PASSWORD or --password-stdin)",
+        ));
+    };
+    let user = args.user.clone().unwrap_or_else(|| "admin".into());
+    let shell = &shared.cpq.gateway_shell;
+    let exec = block_on(shell.exec(
+        (ip, port),
+        &user,
+        &crate::core::cpq::shell::ShellLogin::Password(password),
+        args.host_key.as_deref(),
+        "clusterconfig joininfo --json",
+    ))
+    .map_err(|e| {
+        Response::fail(
+            ErrorKind::Unavailable,
+            format!("Not joined: cannot log into the member {ip}:{port} as {user}: {e:#}"),
+        )
+    })?;
+    let answer: Json = serde_json::from_str(exec.output.trim()).unwrap_or(Json::Null);
+    if exec.status != 0 || answer["ok"] != true {
+        let why = answer["text"]
+            .as_str()
+            .map(str::to_string)
+            .unwrap_or_else(|| exec.output.trim().to_string());
+        return Err(Response::fail(
+            ErrorKind::Unavailable,
+            format!("Not joined: the member {ip}:{port} answered: {why}"),
+        ));
+    }
+    let Some(url) = answer["data"]["url"].as_str().map(str::to_string) else {
+        return Err(Response::error(
+            "Not joined: the member did not say where its store is",
+        ));
+    };
+    let ca = match answer["data"]["ca"].as_str() {
+        Some(pem) => {
+            let path = shared
+                .config
+                .current()
+                .data_dir
+                .join("cluster")
+                .join("store-ca.pem");
+            crate::core::atomic_file::write_private(&path, pem.as_bytes()).map_err(|e| {
+                Response::error(format!(
+                    "cannot keep the store's CA in {}: {e:#}",
+                    path.display()
+                ))
+            })?;
+            Some(path.to_string_lossy().into_owned())
+        }
+        None => None,
+    };
+    Ok((url, ca, exec.host_key))
 }
 
 fn create(shared: &Arc<Handles>, req: &Request, args: &ClusterArgs) -> Response {
@@ -726,7 +840,7 @@ fn create(shared: &Arc<Handles>, req: &Request, args: &ClusterArgs) -> Response 
         (Level::Cluster, cluster_layer.text()),
         (Level::Machine(membership.machine.clone()), own.text()),
     ];
-    if let Err(e) = crate::core::cluster::member::compose_from(
+    if let Err(e) = crate::core::cluster::sync::compose_from(
         &members,
         &layers,
         layers.len() as u64,
@@ -782,6 +896,25 @@ fn join(shared: &Arc<Handles>, req: &Request, args: &ClusterArgs) -> Response {
             format!("this machine is already in a cluster, as {}", m.machine),
         );
     }
+    // Over SSH: the member says where the store is.
+    let mut args = args.clone();
+    let mut via = None;
+    if args.member.is_some() {
+        if args.url.is_some() {
+            return Response::error(
+                "clusterconfig join: give either --member (join over SSH) or --url (the store), not both",
+            );
+        }
+        match ask_member(shared, &args) {
+            Ok((url, ca, host_key)) => {
+                args.url = Some(url);
+                args.ca = ca;
+                via = Some(host_key);
+            }
+            Err(r) => return r,
+        }
+    }
+    let args = &args;
     let membership = match membership_from(shared, args) {
         Ok(m) => m,
         Err(r) => return r,
@@ -824,7 +957,7 @@ fn join(shared: &Arc<Handles>, req: &Request, args: &ClusterArgs) -> Response {
     let mut layers = snap.layers.clone();
     layers.retain(|(l, _)| *l != machine_level);
     layers.push((machine_level.clone(), own.text()));
-    if let Err(e) = crate::core::cluster::member::compose_from(
+    if let Err(e) = crate::core::cluster::sync::compose_from(
         &members,
         &layers,
         snap.head + 1,
@@ -836,20 +969,20 @@ fn join(shared: &Arc<Handles>, req: &Request, args: &ClusterArgs) -> Response {
         ));
     }
     let (name, g) = (membership.machine.clone(), group.clone());
-    if let Err(e) =
-        block_on(store.change_members(Box::new(move |m: &mut Members| m.join(name, address, g))))
-    {
-        return store_error(&e);
-    }
     let who = user(req);
-    let revision = match block_on(store.commit(&[Commit {
+    let own_layer = [Commit {
         level: machine_level,
         base: snap.head,
         text: Some(own.text()),
         author: who.clone(),
         comment: format!("machine {} joined", membership.machine),
-    }])) {
-        Ok(r) => r[0].number,
+    }];
+    // One transaction: the machine is a member with its own layer, or nothing changed.
+    let revision = match block_on(store.join(
+        Box::new(move |m: &mut Members| m.join(name, address, g)),
+        &own_layer,
+    )) {
+        Ok(r) => r.last().map(|r| r.number).unwrap_or(snap.head),
         Err(e) => return store_error(&e),
     };
     if let Err(r) = write_membership(&file_store, &text, &membership) {
@@ -868,9 +1001,16 @@ fn join(shared: &Arc<Handles>, req: &Request, args: &ClusterArgs) -> Response {
         ),
     });
     let applied = block_on(shared.cluster.wait_for(revision, APPLY_WAIT));
+    let via = match &via {
+        Some(key) => format!(
+            "Asked {} over SSH (host key {key}) where the cluster's store is.\n",
+            args.member.as_deref().unwrap_or("")
+        ),
+        None => String::new(),
+    };
     Response::ok(
         format!(
-            "This machine ({}) joined cluster {} in group {group_name} (revision {revision}).\n\
+            "{via}This machine ({}) joined cluster {} in group {group_name} (revision {revision}).\n\
              It now runs the cluster's settings; its own settings of {} were replaced.\n\
              Machine-only settings stay with the machine: {}.{}",
             membership.machine,
@@ -1428,4 +1568,178 @@ pub fn clustercheck(shared: &Arc<Handles>, _req: &Request, _: &NoArgs) -> Respon
             "findings": findings.iter().map(|f| json!({ "subject": f.subject, "text": f.text, "resolve": f.resolve })).collect::<Vec<_>>(),
         }),
     )
+}
+
+// ---------------------------------------------------------------------------
+// The cluster's part of `diagnose` and of `pvoconfig enable`
+// ---------------------------------------------------------------------------
+
+/// The sections that decide what is quarantined: below the cluster level, members would
+/// quarantine differently, so centralization refuses them (scenario 6). Message filters
+/// and DMARC settings join this list when they exist.
+pub const QUARANTINE_DECIDERS: &[&str] = &["content_filter", "dlp_policy"];
+
+/// The checks a cluster member adds: its connection to the store, and the cluster
+/// reasons Enable stays greyed (scenario 6: settings below the cluster level; the CPQ
+/// interface missing on a machine). Empty for a machine alone.
+pub fn checks(shared: &Handles) -> Vec<crate::core::cpq::checks::Check> {
+    use crate::core::cpq::checks::Check;
+    let mut out = Vec::new();
+    let Some(state) = super::status::cluster_state(shared) else {
+        return out;
+    };
+    if state.connected {
+        out.push(Check::pass("cluster", super::status::cluster_line(&state)));
+    } else {
+        out.push(Check::fail(
+            "cluster",
+            super::status::cluster_line(&state),
+            "this machine cannot reach its cluster's store: it keeps running its last good configuration and refuses configuration commits, so it cannot diverge",
+            if state.held {
+                "`clusterconfig reconnect` when the maintenance is done".to_string()
+            } else {
+                "check that the cluster's PostgreSQL runs and is reachable from this machine ([cluster] url, and ca for TLS); the machine reconnects by itself and catches up".to_string()
+            },
+            None,
+        ));
+    }
+    let Some(snap) = shared.cluster.snapshot() else {
+        return out;
+    };
+    let docs: Vec<LayerDoc> = snap
+        .layers
+        .iter()
+        .filter_map(|(l, t)| LayerDoc::parse(l.clone(), t).ok())
+        .collect();
+    let layers = pvo_cluster::Layers::new(docs);
+    let below = pvo_cluster::features::below_cluster(&snap.members, &layers, QUARANTINE_DECIDERS);
+    if below.is_empty() {
+        out.push(Check::pass(
+            "cluster levels",
+            "content filters and DLP policies are set at cluster level only",
+        ));
+    }
+    for b in &below {
+        let machines: Vec<&str> = b.machines.iter().map(Name::as_str).collect();
+        out.push(Check::fail(
+            "cluster levels",
+            format!(
+                "[{}] is set at {} (machines {})",
+                b.section,
+                b.level,
+                machines.join(", ")
+            ),
+            pvo_cluster::features::enable_refusal(&machines),
+            b.remedy(),
+            Some(6),
+        ));
+    }
+    // Scenario 5: members differ in the keys of features the configuration uses.
+    let cfg = shared.config.current();
+    out.extend(feature_checks(&cfg, &snap));
+    // The interface the PVO settings name must exist on every machine.
+    if let Some(cpq) = &cfg.cpq {
+        let wanted = cfg.interfaces.get(cpq.interface).map(|i| i.name.clone());
+        if let Some(wanted) = wanted {
+            for m in snap.members.machines() {
+                let level = Level::Machine(m.name.clone());
+                let has = LayerDoc::parse(level.clone(), snap.layer(&level))
+                    .ok()
+                    .and_then(|d| d.value("interface"))
+                    .and_then(|v| v.as_array().cloned())
+                    .is_some_and(|list| {
+                        list.iter().any(|i| {
+                            i.get("name").and_then(|n| n.as_str()) == Some(wanted.as_str())
+                        })
+                    });
+                if !has {
+                    out.push(Check::fail(
+                        "cluster interfaces",
+                        format!("machine {} has no interface named \"{wanted}\"", m.name),
+                        format!("the PVO settings name the interface \"{wanted}\", which must exist on every machine of the cluster"),
+                        format!("add it on {} (`interfaceconfig new --name \"{wanted}\" ...` there), or name an interface every machine has in [cpq] interface", m.name),
+                        Some(6),
+                    ));
+                }
+            }
+        }
+    }
+    out
+}
+
+/// The features the configuration uses: anti-virus, outbreak filters and DLP in a mail
+/// policy.
+pub fn used_features(cfg: &Config) -> Vec<pvo_cluster::Feature> {
+    use pvo_cluster::Feature;
+    let p = &cfg.scanning.policies;
+    let mut out = Vec::new();
+    if p.iter().any(|m| m.antivirus) {
+        out.push(Feature::Antivirus);
+    }
+    if p.iter().any(|m| m.outbreak.is_some()) {
+        out.push(Feature::Outbreak);
+    }
+    if p.iter().any(|m| !m.dlp_policies.is_empty()) {
+        out.push(Feature::Dlp);
+    }
+    out
+}
+
+/// Scenario 5: for each feature the configuration uses, the machines without its key
+/// while others have it, with the appliance's refusal and the remedy per machine.
+fn feature_checks(cfg: &Config, snap: &Snapshot) -> Vec<crate::core::cpq::checks::Check> {
+    use crate::core::cpq::checks::Check;
+    use std::collections::{BTreeMap, BTreeSet};
+    let used = used_features(cfg);
+    let reported: BTreeMap<Name, BTreeSet<pvo_cluster::Feature>> = snap
+        .features
+        .iter()
+        .map(|(m, fs)| {
+            (
+                m.clone(),
+                fs.iter().filter_map(|f| f.parse().ok()).collect(),
+            )
+        })
+        .collect();
+    let missing = pvo_cluster::features::missing_keys(&reported);
+    let lacking: Vec<(&Name, Vec<&pvo_cluster::Feature>)> = missing
+        .iter()
+        .map(|(m, fs)| {
+            (
+                m,
+                fs.iter().filter(|f| used.contains(f)).collect::<Vec<_>>(),
+            )
+        })
+        .filter(|(_, fs)| !fs.is_empty())
+        .collect();
+    let mut out = Vec::new();
+    if lacking.is_empty() {
+        if !used.is_empty() && !reported.is_empty() {
+            out.push(Check::pass(
+                "cluster feature keys",
+                format!(
+                    "every machine that reported holds the keys of {}",
+                    used.iter()
+                        .map(|f| f.title())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            ));
+        }
+        return out;
+    }
+    let hosts: Vec<&str> = lacking.iter().map(|(m, _)| m.as_str()).collect();
+    let refusal = pvo_cluster::features::enable_refusal(&hosts);
+    for (machine, fs) in &lacking {
+        for f in fs {
+            out.push(Check::fail(
+                "cluster feature keys",
+                format!("machine {machine} has no key for {} ({f}), which other members hold and the configuration uses", f.title()),
+                refusal.clone(),
+                format!("add the key on {machine} (`featurekey add {f}` there), or remove it on the other members"),
+                Some(5),
+            ));
+        }
+    }
+    out
 }

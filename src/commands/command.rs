@@ -649,6 +649,7 @@ actions!(ClusterAction {
     Copysettings = "copysettings",
     Movesettings = "movesettings",
     Deletesettings = "deletesettings",
+    Joininfo = "joininfo",
 });
 
 args!(
@@ -666,6 +667,12 @@ args!(
         from: Option<String>,
         to: Option<String>,
         section: Option<String>,
+        /// join over SSH: a member's SSH address (`IP[:PORT]`), the Administrator account
+        /// and its password there, and the member's host key to pin (`SHA256:...`).
+        member: Option<String>,
+        user: Option<String>,
+        password: Option<String>,
+        host_key: Option<String>,
     }
 );
 
@@ -1146,6 +1153,18 @@ mod tests {
                 "featurekey",
                 json!({ "action": "remove", "feature": "dlp" }),
             ),
+            // The REST API (`/api/v1/cluster`) and the web UI's Cluster page.
+            ("clusterconfig", json!({ "action": "list" })),
+            (
+                "clusterconfig",
+                json!({ "action": "create", "name": "east", "url": "postgresql://pvo@db/pvo",
+                "machine": "gw1", "address": "10.0.0.1" }),
+            ),
+            (
+                "clusterconfig",
+                json!({ "action": "deletesettings", "section": "tls" }),
+            ),
+            ("clustercheck", json!({})),
         ]
     }
 

@@ -180,6 +180,23 @@ async fn enable(shared: &Arc<Handles>, req: &Request, args: &PvoArgs) -> Respons
             }
         },
     };
+    // A cluster first: its members must quarantine alike (scenario 6).
+    let cluster: Vec<Check> = super::cluster_cmds::checks(shared)
+        .into_iter()
+        .filter(|c| !c.passed)
+        .collect();
+    if let Some(first) = cluster.first() {
+        let mut text = String::new();
+        for c in &cluster {
+            text.push_str(&c.text());
+        }
+        let mut r = Response::error(format!(
+            "{text}Enable is unavailable: {}\n",
+            first.cause.clone().unwrap_or_default()
+        ));
+        r.data = json!({ "enabled": false, "checks": cluster, "cause": first.cause, "remedy": first.remedy, "scenario": first.scenario });
+        return r;
+    }
     if cfg.cpq.is_none() {
         return Response::error(
             "This gateway has no [cpq] section (its id, cpq_listener and certificate): add one (see docs/gateway.example.toml) and commit first.",
@@ -355,6 +372,8 @@ pub async fn diagnose(shared: &Arc<Handles>) -> Response {
             Some(1),
         ));
     }
+    // In a cluster: the store, and the cluster reasons of scenario 6.
+    checks.extend(super::cluster_cmds::checks(shared));
     // Informational: a self-signed certificate works, but clients cannot verify it.
     if let Some(note) = shared.inbound_certificate.self_signed(&cfg) {
         checks.push(Check::pass(

@@ -47,6 +47,30 @@ pub struct StatusReply {
     pub gauges: StatusGauges,
     /// Each feature: keyed or not, until when, on or off on this machine (`featurekey`).
     pub features: Vec<FeatureRow>,
+    /// The machine's cluster (null: not in one).
+    #[schema(required = true)]
+    pub cluster: Option<ClusterState>,
+}
+
+/// How a cluster member stands with its cluster's store.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct ClusterState {
+    /// The cluster's name, as last seen (null before the first connection).
+    #[schema(required = true)]
+    pub cluster: Option<String>,
+    pub machine: String,
+    pub connected: bool,
+    /// Held disconnected by `clusterconfig disconnect`.
+    pub held: bool,
+    /// Unix seconds since it is connected or disconnected.
+    pub since: u64,
+    /// Why it is disconnected (null when connected).
+    #[schema(required = true)]
+    pub why: Option<String>,
+    /// The revision it runs.
+    pub revision: u64,
+    /// The newest revision it knows of.
+    pub head: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
@@ -524,6 +548,169 @@ pub struct LastRefusal {
 }
 
 // ---------------------------------------------------------------------------------------
+// clusterconfig and clustercheck
+// ---------------------------------------------------------------------------------------
+//
+// `cluster_cmds` writes these shapes as JSON; the REST API reads its `data` back into
+// them (a shape they disagree on is a bug, answered 500 rather than outside the
+// document), so the document and the answers stay one.
+
+/// `clusterconfig list`: the cluster's groups and machines.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[schema(as = Cluster)]
+pub struct ClusterList {
+    /// The cluster's name.
+    pub cluster: String,
+    /// The newest revision of the cluster's configuration.
+    pub revision: u64,
+    /// False: as this machine last saw it (it is disconnected from the cluster's store).
+    pub fresh: bool,
+    pub groups: Vec<ClusterGroup>,
+    /// This machine's name in the cluster.
+    pub machine: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct ClusterGroup {
+    pub name: String,
+    pub machines: Vec<ClusterMachine>,
+}
+
+/// One machine of a group, as the store reports it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct ClusterMachine {
+    pub name: String,
+    pub address: String,
+    /// Connected to the cluster's store now.
+    pub connected: bool,
+    /// The revision it runs (null: none yet).
+    #[schema(required = true)]
+    pub revision: Option<u64>,
+}
+
+/// How a machine stands with its cluster (`clusterconfig connstatus`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct ClusterStatus {
+    /// The machine's name in its cluster (null: not in one).
+    #[schema(required = true)]
+    pub machine: Option<String>,
+    pub connected: bool,
+    /// Held disconnected by `clusterconfig disconnect`.
+    pub held: bool,
+    /// Since when (Unix seconds) it is connected or disconnected.
+    pub since: u64,
+    /// Why it is disconnected (null when connected).
+    #[schema(required = true)]
+    pub why: Option<String>,
+    /// The revision it runs: its last good configuration while disconnected.
+    pub revision: u64,
+    /// The newest revision it knows of.
+    pub head: u64,
+}
+
+/// `clusterconfig connstatus`: `cluster` false (and no status) on a machine in no cluster.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[schema(as = ClusterConnection)]
+pub struct ClusterConnstatus {
+    pub cluster: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<ClusterStatus>,
+}
+
+/// One difference `clustercheck` found, with the commands that resolve it (any one).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct ClusterFinding {
+    /// The level or machine it is about (`machine:gw1`, `group:east`, `gw2`).
+    pub subject: String,
+    pub text: String,
+    pub resolve: Vec<String>,
+}
+
+/// `clustercheck`: the differences between levels and machines.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[schema(as = ClusterCheck)]
+pub struct ClusterCheckReply {
+    pub cluster: String,
+    pub revision: u64,
+    /// False: as this machine last saw the cluster (disconnected).
+    pub fresh: bool,
+    pub findings: Vec<ClusterFinding>,
+}
+
+/// `clusterconfig joininfo`: where a member's store is, for a machine that joins.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct ClusterJoinInfo {
+    /// The cluster's name, as this member last saw it (null before its first connection).
+    #[schema(required = true)]
+    pub cluster: Option<String>,
+    /// The store's address.
+    pub url: String,
+    /// The CA that signed the store's certificate, PEM (null: none).
+    #[schema(required = true)]
+    pub ca: Option<String>,
+    /// The member's own name.
+    pub machine: String,
+}
+
+/// `clusterconfig create`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct ClusterCreated {
+    pub cluster: String,
+    pub machine: String,
+    pub revision: u64,
+    /// The sections of this machine's file that became the cluster's.
+    pub cluster_sections: Vec<String>,
+    /// The machine runs the new revision already.
+    pub applied: bool,
+}
+
+/// `clusterconfig join`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct ClusterJoined {
+    pub cluster: String,
+    pub machine: String,
+    pub group: String,
+    pub revision: u64,
+    /// The sections of this machine's own file the cluster's replaced.
+    pub replaced: Vec<String>,
+    pub applied: bool,
+}
+
+/// `clusterconfig addgroup|setgroup|renamegroup|deletegroup`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct ClusterMembersChanged {
+    pub changed: bool,
+    /// What changed, in a sentence (`group east added`).
+    pub what: String,
+}
+
+/// `clusterconfig removemachine`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct ClusterMachineRemoved {
+    pub removed: String,
+    /// This machine removed itself (it keeps what it inherited).
+    pub itself: bool,
+}
+
+/// `clusterconfig disconnect|reconnect`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct ClusterHold {
+    /// Held disconnected now.
+    pub held: bool,
+    pub status: ClusterStatus,
+}
+
+/// `clusterconfig copysettings|movesettings|deletesettings`: pending until `commit`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct ClusterSettingsChanged {
+    pub changed: bool,
+    pub pending: bool,
+    pub summary: String,
+    /// The levels the change touched.
+    pub levels: Vec<String>,
+}
+
+// ---------------------------------------------------------------------------------------
 // bulk jobs (the REST API's and the web UI's)
 // ---------------------------------------------------------------------------------------
 
@@ -645,6 +832,43 @@ mod tests {
         ] {
             assert_eq!(data(&s), json!(text));
         }
+    }
+
+    /// The shapes `cluster_cmds` writes read back into the reply types unchanged.
+    #[test]
+    fn cluster_replies_read_back_as_the_commands_write_them() {
+        fn same<T: serde::de::DeserializeOwned + Serialize>(v: Value) {
+            let typed: T = serde_json::from_value(v.clone()).unwrap_or_else(|e| panic!("{e}: {v}"));
+            assert_eq!(data(&typed), v);
+        }
+        let status = json!({ "machine": "gw1", "connected": false, "held": true, "since": 5,
+            "why": "held by clusterconfig disconnect", "revision": 3, "head": 4 });
+        same::<ClusterList>(json!({ "cluster": "east", "revision": 4, "fresh": true,
+            "groups": [ { "name": "main", "machines": [
+                { "name": "gw1", "address": "10.0.0.1", "connected": true, "revision": 4 },
+                { "name": "gw2", "address": "10.0.0.2", "connected": false, "revision": null } ] },
+                { "name": "west", "machines": [] } ],
+            "machine": "gw1" }));
+        same::<ClusterConnstatus>(json!({ "cluster": false }));
+        same::<ClusterConnstatus>(json!({ "cluster": true, "status": status.clone() }));
+        same::<ClusterCheckReply>(json!({ "cluster": "east", "revision": 4, "fresh": false,
+            "findings": [ { "subject": "machine:gw2", "text": "t", "resolve": ["clusterconfig movesettings tls --from machine:gw2 --to cluster"] } ] }));
+        same::<ClusterCreated>(json!({ "cluster": "east", "machine": "gw1", "revision": 2,
+            "cluster_sections": ["listener"], "applied": true }));
+        same::<ClusterJoined>(
+            json!({ "cluster": "east", "machine": "gw2", "group": "main",
+            "revision": 3, "replaced": [], "applied": false }),
+        );
+        same::<ClusterJoinInfo>(json!({ "cluster": "east", "url": "postgresql://h/db",
+            "ca": null, "machine": "gw1" }));
+        same::<ClusterMembersChanged>(json!({ "changed": true, "what": "group west added" }));
+        same::<ClusterMachineRemoved>(json!({ "removed": "gw2", "itself": false }));
+        same::<ClusterHold>(json!({ "held": true, "status": status }));
+        same::<ClusterSettingsChanged>(json!({ "changed": true, "pending": true,
+            "summary": "[tls] moved", "levels": ["cluster", "machine:gw1"] }));
+        // Not in a cluster, the status says so with nulls.
+        let s = crate::core::cluster::member::Status::default();
+        same::<ClusterStatus>(serde_json::to_value(&s).unwrap());
     }
 
     #[test]

@@ -91,6 +91,13 @@ pub async fn status(shared: &Arc<Handles>, args: &StatusArgs) -> Response {
     if g.delivery_suspended {
         t.push_str("Delivery:                      Suspended\n");
     }
+    let cluster = cluster_state(shared);
+    if let Some(c) = &cluster {
+        t.push_str(&format!(
+            "Cluster:                       {}\n",
+            cluster_line(c)
+        ));
+    }
     t.push_str(&format!(
         "Oldest Message:                {}\n",
         g.oldest_received_at
@@ -262,6 +269,7 @@ pub async fn status(shared: &Arc<Handles>, args: &StatusArgs) -> Response {
             oldest_message_received_at: g.oldest_received_at,
         },
         features: features.features,
+        cluster,
     };
     Response::ok(t, replies::data(&data))
 }
@@ -473,4 +481,49 @@ pub(super) fn served_by(shared: &crate::core::state::Handles) -> Vec<String> {
         names.push("HTTPS".to_string());
     }
     names
+}
+
+/// The machine's standing with its cluster, for `status` and `diagnose`.
+pub fn cluster_state(shared: &Handles) -> Option<replies::ClusterState> {
+    let s = shared.cluster.status();
+    let machine = s.machine.clone()?;
+    Some(replies::ClusterState {
+        cluster: shared
+            .cluster
+            .snapshot()
+            .map(|snap| snap.members.cluster.to_string()),
+        machine,
+        connected: s.connected,
+        held: s.held,
+        since: s.since,
+        why: s.why,
+        revision: s.revision,
+        head: s.head,
+    })
+}
+
+/// "east, machine gw1: connected, runs revision 12", or what disconnected means.
+pub fn cluster_line(c: &replies::ClusterState) -> String {
+    let name = c.cluster.as_deref().unwrap_or("?");
+    if c.connected {
+        format!(
+            "{name}, machine {}: connected, runs revision {}",
+            c.machine, c.revision
+        )
+    } else if c.held {
+        format!(
+            "{name}, machine {}: DISCONNECTED by `clusterconfig disconnect` since {} GMT; runs its last good configuration (revision {}) and takes no configuration changes",
+            c.machine,
+            ctime(c.since),
+            c.revision
+        )
+    } else {
+        format!(
+            "{name}, machine {}: DISCONNECTED from the cluster's store since {} GMT ({}); runs its last good configuration (revision {}) and takes no configuration changes until it is back",
+            c.machine,
+            ctime(c.since),
+            c.why.as_deref().unwrap_or("not connected"),
+            c.revision
+        )
+    }
 }

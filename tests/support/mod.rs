@@ -1484,6 +1484,42 @@ impl Namespace {
         ns
     }
 
+    /// A point-to-point link (a veth pair, a /30 of 10.216.0.0/16) from this namespace to
+    /// `other`, as between two hosts on one cable; answers (this end's address, the other
+    /// end's). Deleted with either namespace.
+    pub fn link_to(&self, other: &Namespace) -> (String, String) {
+        // Names free here may be taken inside namespaces they were moved to: each link of
+        // this process starts its search further on.
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        static LINKS: AtomicUsize = AtomicUsize::new(0);
+        let start = std::process::id() as usize * 7 + LINKS.fetch_add(1, Ordering::SeqCst) * 97;
+        for i in 0..16_000 {
+            let n = (start + i) % 16_000 + 1;
+            let (a, b) = (format!("pvol{n}a"), format!("pvol{n}b"));
+            if ip(&["link", "add", &a, "type", "veth", "peer", "name", &b]).is_err() {
+                continue;
+            }
+            let (hi, lo) = (n / 64, (n % 64) * 4);
+            let (here, there) = (
+                format!("10.216.{hi}.{}", lo + 1),
+                format!("10.216.{hi}.{}", lo + 2),
+            );
+            for (dev, ns, addr) in [(&a, self, &here), (&b, other, &there)] {
+                let cidr = format!("{addr}/30");
+                let steps: [Vec<&str>; 3] = [
+                    vec!["link", "set", dev, "netns", &ns.name],
+                    vec!["-n", &ns.name, "addr", "add", &cidr, "dev", dev],
+                    vec!["-n", &ns.name, "link", "set", dev, "up"],
+                ];
+                for args in steps {
+                    ip(&args).unwrap_or_else(|e| panic!("linking two test namespaces: {e}"));
+                }
+            }
+            return (here, there);
+        }
+        panic!("no free veth name pvol1a..pvol16000a");
+    }
+
     pub fn reachable_local(&self) -> String {
         format!("10.213.{}.1", self.k)
     }

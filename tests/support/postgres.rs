@@ -157,9 +157,10 @@ impl Postgres {
             "logging_collector=off".to_string(),
         ];
         let address = ns.map(|ns| ns.inside());
+        // In a namespace every address is the test's own (links to other namespaces too).
         settings.push(format!(
             "listen_addresses={}",
-            address.clone().unwrap_or_default()
+            if address.is_some() { "*" } else { "" }
         ));
         if let Some((cert, key)) = tls {
             use std::os::unix::fs::PermissionsExt;
@@ -232,6 +233,11 @@ impl Postgres {
     /// The TCP address of a server started in a namespace, TLS required.
     pub fn tcp_url(&self) -> String {
         let address = self.address.as_deref().expect("started with start_tls_in");
+        format!("host={address} port={PORT} user=pvo dbname=postgres sslmode=require")
+    }
+
+    /// The TCP address at `address` (one of its namespace's links), TLS required.
+    pub fn tcp_url_at(&self, address: &str) -> String {
         format!("host={address} port={PORT} user=pvo dbname=postgres sslmode=require")
     }
 

@@ -43,10 +43,25 @@ pub enum ClusterAction {
         address: Option<String>,
     },
     /// Joins this machine to a cluster: it takes the cluster's settings and keeps only
-    /// its machine-only ones (node, interfaces).
+    /// its machine-only ones (node, interfaces). Either over SSH to a member (`--member
+    /// IP[:PORT]`, with its Administrator's password from --password-stdin or
+    /// PVO_CLUSTER_PASSWORD; the member says where the store is), or with the store's
+    /// address (`--url`).
     Join {
-        #[arg(long)]
-        url: String,
+        #[arg(long, required_unless_present = "member")]
+        url: Option<String>,
+        /// A member's SSH address, IP[:PORT] (port 22 by default).
+        #[arg(long, conflicts_with = "url")]
+        member: Option<String>,
+        /// The member's Administrator account.
+        #[arg(long, default_value = "admin", requires = "member")]
+        user: String,
+        /// The member's SSH host key to expect, `SHA256:...`.
+        #[arg(long, requires = "member")]
+        host_key: Option<String>,
+        /// Read the member Administrator's password from the first line of standard input.
+        #[arg(long, requires = "member")]
+        password_stdin: bool,
         #[arg(long)]
         ca: Option<String>,
         #[arg(long)]
@@ -103,6 +118,9 @@ pub enum ClusterAction {
     Deletesettings {
         section: String,
     },
+    /// What a joining machine asks a member over SSH: where the store is (Administrator).
+    #[command(hide = true)]
+    Joininfo,
 }
 
 impl ClusterCommand {
@@ -127,12 +145,28 @@ impl ClusterCommand {
                     }
                     ClusterAction::Join {
                         url,
+                        member,
+                        user,
+                        host_key,
+                        password_stdin,
                         ca,
                         machine,
                         address,
                         group,
                     } => {
-                        json!({ "action": "join", "url": url, "ca": ca, "machine": machine, "address": address, "group": group })
+                        let password = match (&member, password_stdin) {
+                            (None, _) => None,
+                            (Some(_), true) => {
+                                let mut line = String::new();
+                                std::io::stdin().read_line(&mut line)?;
+                                Some(line.trim_end_matches(['\r', '\n']).to_string())
+                            }
+                            (Some(_), false) => Some(std::env::var("PVO_CLUSTER_PASSWORD").map_err(|_| {
+                                anyhow::anyhow!("clusterconfig join --member: give the member Administrator's password with --password-stdin or PVO_CLUSTER_PASSWORD")
+                            })?),
+                        };
+                        let user = member.as_ref().map(|_| user);
+                        json!({ "action": "join", "url": url, "member": member, "user": user, "password": password, "host_key": host_key, "ca": ca, "machine": machine, "address": address, "group": group })
                     }
                     ClusterAction::Addgroup { name } => {
                         json!({ "action": "addgroup", "name": name })
@@ -160,6 +194,7 @@ impl ClusterCommand {
                     ClusterAction::Deletesettings { section } => {
                         json!({ "action": "deletesettings", "section": section })
                     }
+                    ClusterAction::Joininfo => json!({ "action": "joininfo" }),
                 },
             ),
         })

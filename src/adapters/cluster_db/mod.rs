@@ -31,7 +31,10 @@ use tokio_postgres::{AsyncMessage, Client, Connection, NoTls};
 use tokio_postgres_rustls::MakeRustlsConnect;
 
 /// The migrations, in order.
-const MIGRATIONS: &[(i32, &str)] = &[(1, include_str!("migrations/001_cluster.sql"))];
+const MIGRATIONS: &[(i32, &str)] = &[
+    (1, include_str!("migrations/001_cluster.sql")),
+    (2, include_str!("migrations/002_features.sql")),
+];
 
 /// The advisory lock keys: migrations, and commits with membership changes.
 const LOCK_MIGRATE: i64 = 0x7076_6f00_0001;
@@ -42,10 +45,10 @@ const CHANNEL: &str = "pvo_cluster";
 /// How long connecting may take before the store counts as unreachable.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
+use crate::core::cluster::store::BoxFuture;
 pub use crate::core::cluster::store::{Commit, Notice, Snapshot, StoreError as DbError};
 use crate::core::cluster::store::{Connector, MembersChange, Notices};
 use crate::core::config::Membership;
-use crate::core::state::BoxFuture;
 
 fn refused(e: tokio_postgres::Error) -> DbError {
     if e.is_closed() {
@@ -126,6 +129,20 @@ impl ClusterDb {
         )
         .await
         .map_err(refused)?;
+        // A store a newer PVO has migrated holds rows this one cannot read: refuse it
+        // rather than half-understand it.
+        let newest: Option<i32> = tx
+            .query_one("SELECT max(version) FROM pvo_cluster.migration", &[])
+            .await
+            .map_err(refused)?
+            .get(0);
+        let known = MIGRATIONS.last().map(|(v, _)| *v).unwrap_or(0);
+        if let Some(newest) = newest.filter(|n| *n > known) {
+            return Err(DbError::TooNew {
+                schema: newest,
+                known,
+            });
+        }
         for (version, sql) in MIGRATIONS {
             let done = tx
                 .query_opt(
@@ -220,49 +237,7 @@ impl ClusterDb {
         {
             return Err(DbError::NoCluster);
         }
-        let mut out = Vec::new();
-        for c in changes {
-            let newer = revisions(
-                &tx,
-                "WHERE number > $1 AND level = $2",
-                &[&(c.base as i64), &c.level.to_string()],
-            )
-            .await?;
-            // The revisions this commit itself wrote do not make its other changes stale.
-            let newer: Vec<Revision> = newer
-                .into_iter()
-                .filter(|r| !out.iter().any(|o: &Revision| o.number == r.number))
-                .collect();
-            check_base(c.base, &c.level, &newer)?;
-            let row = tx
-                .query_one(
-                    "INSERT INTO pvo_cluster.revision (number, level, author, comment, base)
-                     SELECT coalesce(max(number), 0) + 1, $1, $2, $3, $4 FROM pvo_cluster.revision
-                     RETURNING number, to_char(at AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS \"UTC\"')",
-                    &[
-                        &c.level.to_string(),
-                        &c.author,
-                        &c.comment,
-                        &(c.base as i64),
-                    ],
-                )
-                .await
-                .map_err(refused)?;
-            let number: i64 = row.get(0);
-            tx.execute(
-                "INSERT INTO pvo_cluster.layer (level, revision, text) VALUES ($1, $2, $3)",
-                &[&c.level.to_string(), &number, &c.text],
-            )
-            .await
-            .map_err(refused)?;
-            out.push(Revision {
-                number: number as u64,
-                level: c.level.clone(),
-                author: c.author.clone(),
-                at: row.get(1),
-                comment: c.comment.clone(),
-            });
-        }
+        let out = write_revisions(&tx, changes).await?;
         if let Some(last) = out.last() {
             notify(&tx, &format!("revision {}", last.number)).await?;
         }
@@ -337,9 +312,10 @@ impl ClusterDb {
             .map(|r| r.get(0))
             .collect();
         let mut states = Vec::new();
+        let mut features = Vec::new();
         for row in tx
             .query(
-                "SELECT name, applied FROM pvo_cluster.machine ORDER BY name",
+                "SELECT name, applied, features FROM pvo_cluster.machine ORDER BY name",
                 &[],
             )
             .await
@@ -347,6 +323,10 @@ impl ClusterDb {
         {
             let n: String = row.get(0);
             let applied: Option<i64> = row.get(1);
+            let keys: Option<Vec<String>> = row.get(2);
+            if let Some(keys) = keys {
+                features.push((name(&n)?, keys));
+            }
             states.push(MemberState {
                 connected: connected.contains(&n),
                 name: name(&n)?,
@@ -359,6 +339,7 @@ impl ClusterDb {
             head: head as u64,
             layers,
             states,
+            features,
         })
     }
 
@@ -378,12 +359,39 @@ impl ClusterDb {
         Ok(())
     }
 
+    /// A member says which features its keys turn on now.
+    pub async fn report_features(
+        &self,
+        machine: &Name,
+        features: &[String],
+    ) -> Result<(), DbError> {
+        let client = self.client.lock().await;
+        client
+            .execute(
+                "UPDATE pvo_cluster.machine SET features = $2, seen_at = now() WHERE name = $1",
+                &[&machine.as_str(), &features],
+            )
+            .await
+            .map_err(refused)?;
+        Ok(())
+    }
+
     /// Changes the members under the commit lock: `change` sees them as stored and
     /// edits them (its refusals come back as they are); the difference is written.
     pub async fn change_members(
         &self,
         change: impl FnOnce(&mut Members) -> Result<(), MembersError>,
     ) -> Result<Members, DbError> {
+        self.change_members_with(change, &[]).await.map(|(m, _)| m)
+    }
+
+    /// Changes the members and commits `changes` in one transaction: a machine joins
+    /// with its own layer, or not at all.
+    pub async fn change_members_with(
+        &self,
+        change: impl FnOnce(&mut Members) -> Result<(), MembersError>,
+        changes: &[Commit],
+    ) -> Result<(Members, Vec<Revision>), DbError> {
         let mut client = self.client.lock().await;
         let tx = client.transaction().await.map_err(refused)?;
         tx.execute("SELECT pg_advisory_xact_lock($1)", &[&LOCK_COMMIT])
@@ -392,9 +400,13 @@ impl ClusterDb {
         let mut members = read_members(&tx).await?;
         change(&mut members)?;
         write_members(&tx, &members).await?;
+        let revisions = write_revisions(&tx, changes).await?;
         notify(&tx, "members").await?;
+        if let Some(last) = revisions.last() {
+            notify(&tx, &format!("revision {}", last.number)).await?;
+        }
         tx.commit().await.map_err(refused)?;
-        Ok(members)
+        Ok((members, revisions))
     }
 
     /// Listens for commits and membership changes on a connection of its own. The
@@ -536,6 +548,58 @@ async fn open(
     Ok(client)
 }
 
+/// Writes each change as the next revision, refusing a stale base (under the commit lock,
+/// inside the caller's transaction).
+async fn write_revisions(
+    tx: &tokio_postgres::Transaction<'_>,
+    changes: &[Commit],
+) -> Result<Vec<Revision>, DbError> {
+    let mut out = Vec::new();
+    for c in changes {
+        let newer = revisions(
+            tx,
+            "WHERE number > $1 AND level = $2",
+            &[&(c.base as i64), &c.level.to_string()],
+        )
+        .await?;
+        // The revisions this commit itself wrote do not make its other changes stale.
+        let newer: Vec<Revision> = newer
+            .into_iter()
+            .filter(|r| !out.iter().any(|o: &Revision| o.number == r.number))
+            .collect();
+        check_base(c.base, &c.level, &newer)?;
+        let row = tx
+                .query_one(
+                    "INSERT INTO pvo_cluster.revision (number, level, author, comment, base)
+                     SELECT coalesce(max(number), 0) + 1, $1, $2, $3, $4 FROM pvo_cluster.revision
+                     RETURNING number, to_char(at AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS \"UTC\"')",
+                    &[
+                        &c.level.to_string(),
+                        &c.author,
+                        &c.comment,
+                        &(c.base as i64),
+                    ],
+                )
+                .await
+                .map_err(refused)?;
+        let number: i64 = row.get(0);
+        tx.execute(
+            "INSERT INTO pvo_cluster.layer (level, revision, text) VALUES ($1, $2, $3)",
+            &[&c.level.to_string(), &number, &c.text],
+        )
+        .await
+        .map_err(refused)?;
+        out.push(Revision {
+            number: number as u64,
+            level: c.level.clone(),
+            author: c.author.clone(),
+            at: row.get(1),
+            comment: c.comment.clone(),
+        });
+    }
+    Ok(out)
+}
+
 async fn notify(tx: &tokio_postgres::Transaction<'_>, payload: &str) -> Result<(), DbError> {
     tx.execute("SELECT pg_notify($1, $2)", &[&CHANNEL, &payload])
         .await
@@ -671,8 +735,28 @@ impl crate::core::cluster::store::ClusterStore for ClusterDb {
         Box::pin(ClusterDb::report(self, machine, applied))
     }
 
+    fn report_features<'a>(
+        &'a self,
+        machine: &'a Name,
+        features: &'a [String],
+    ) -> BoxFuture<'a, Result<(), DbError>> {
+        Box::pin(ClusterDb::report_features(self, machine, features))
+    }
+
     fn change_members(&self, change: MembersChange) -> BoxFuture<'_, Result<Members, DbError>> {
         Box::pin(ClusterDb::change_members(self, change))
+    }
+
+    fn join<'a>(
+        &'a self,
+        change: MembersChange,
+        changes: &'a [Commit],
+    ) -> BoxFuture<'a, Result<Vec<Revision>, DbError>> {
+        Box::pin(async move {
+            ClusterDb::change_members_with(self, change, changes)
+                .await
+                .map(|(_, r)| r)
+        })
     }
 
     fn listen(&self) -> BoxFuture<'_, Result<Box<dyn Notices>, DbError>> {

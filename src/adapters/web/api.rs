@@ -7,6 +7,8 @@
 
 #![allow(clippy::result_large_err)] // axum responses as errors: built once per request
 
+pub mod cluster;
+
 use super::openapi::{FILTERS, INTEGERS, QUERY_INTEGERS};
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -49,6 +51,22 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("get", "/api/v1/featurekeys"),
     ("post", "/api/v1/featurekeys/{feature}"),
     ("post", "/api/v1/featurekeys/{feature}/remove"),
+    ("get", "/api/v1/cluster"),
+    ("get", "/api/v1/cluster/connstatus"),
+    ("get", "/api/v1/cluster/check"),
+    ("get", "/api/v1/cluster/joininfo"),
+    ("post", "/api/v1/cluster/create"),
+    ("post", "/api/v1/cluster/join"),
+    ("post", "/api/v1/cluster/addgroup"),
+    ("post", "/api/v1/cluster/setgroup"),
+    ("post", "/api/v1/cluster/renamegroup"),
+    ("post", "/api/v1/cluster/deletegroup"),
+    ("post", "/api/v1/cluster/removemachine"),
+    ("post", "/api/v1/cluster/disconnect"),
+    ("post", "/api/v1/cluster/reconnect"),
+    ("post", "/api/v1/cluster/copysettings"),
+    ("post", "/api/v1/cluster/movesettings"),
+    ("post", "/api/v1/cluster/deletesettings"),
 ];
 
 /// The keys of `POST /api/v1/featurekeys/{feature}`'s body.
@@ -81,6 +99,14 @@ pub fn routes() -> Router<Arc<Handles>> {
             "/api/v1/featurekeys" => get(featurekeys),
             "/api/v1/featurekeys/{feature}" => post(featurekey_add),
             "/api/v1/featurekeys/{feature}/remove" => post(featurekey_remove),
+            "/api/v1/cluster" => get(cluster::list),
+            "/api/v1/cluster/connstatus" => get(cluster::connstatus),
+            "/api/v1/cluster/check" => get(cluster::check),
+            "/api/v1/cluster/joininfo" => get(cluster::joininfo),
+            p if p.starts_with("/api/v1/cluster/") => {
+                let action: &'static str = p.rsplit('/').next().unwrap_or_default();
+                post(move |t: Token, b: axum::body::Bytes| cluster::change(t, b, action))
+            }
             p if !p.contains('{') => {
                 let action: &'static str = p.rsplit('/').next().unwrap_or_default();
                 post(move |t: Token, b: axum::body::Bytes| bulk(t, b, action))
@@ -99,6 +125,10 @@ pub fn routes() -> Router<Arc<Handles>> {
                 || path.ends_with("/copy")
                 || path.ends_with("/cancel")
                 || path.starts_with("/api/v1/featurekeys/")
+                || (path.starts_with("/api/v1/cluster/")
+                    && !path.ends_with("/connstatus")
+                    && !path.ends_with("/check")
+                    && !path.ends_with("/joininfo"))
             {
                 "post"
             } else {

@@ -9,6 +9,8 @@
 use serde_json::{json, Value};
 use utoipa::{OpenApi, ToSchema};
 
+pub mod cluster;
+
 use crate::commands::replies::{
     ActDone, ActRefused, ActReply, ActResult, AttachmentRow, CopyReply, CounterTable, Counters,
     ErrorReply, FeatureKeysReply, FeatureRow, Gateway, Gateways, HeaderRow, HistoryRow,
@@ -16,11 +18,18 @@ use crate::commands::replies::{
     PartRow, QuarantineRow, QuarantinesReply, SearchHit, SearchReply, SelfSigned, StatusGauges,
     StatusReply, TopHost, TopHostsReply,
 };
+use crate::commands::replies::{
+    ClusterCheckReply, ClusterConnstatus, ClusterCreated, ClusterFinding, ClusterGroup,
+    ClusterHold, ClusterJoinInfo, ClusterJoined, ClusterList, ClusterMachine,
+    ClusterMachineRemoved, ClusterMembersChanged, ClusterSettingsChanged, ClusterState,
+    ClusterStatus,
+};
 
 /// The reply types, and every type they refer to, as components.
 #[derive(OpenApi)]
 #[openapi(components(schemas(
     StatusReply,
+    ClusterState,
     SelfSigned,
     ListenerRow,
     CounterTable,
@@ -52,6 +61,20 @@ use crate::commands::replies::{
     JobList,
     FeatureKeysReply,
     FeatureRow,
+    ClusterList,
+    ClusterGroup,
+    ClusterMachine,
+    ClusterStatus,
+    ClusterConnstatus,
+    ClusterCheckReply,
+    ClusterFinding,
+    ClusterCreated,
+    ClusterJoined,
+    ClusterJoinInfo,
+    ClusterMembersChanged,
+    ClusterMachineRemoved,
+    ClusterHold,
+    ClusterSettingsChanged,
     ErrorReply
 )))]
 struct Replies;
@@ -403,7 +426,7 @@ pub fn document() -> Value {
         None,
         MSG,
     );
-    json!({
+    let mut doc = json!({
         "openapi": "3.0.3",
         "info": {
             "title": "PVO REST API",
@@ -444,7 +467,112 @@ pub fn document() -> Value {
             "/api/v1/featurekeys/{feature}": { "post": featurekey_add },
             "/api/v1/featurekeys/{feature}/remove": { "post": featurekey_remove },
         }
-    })
+    });
+    for (path, item) in cluster_paths() {
+        doc["paths"][path] = item;
+    }
+    doc
+}
+
+/// The answers of a cluster endpoint besides 200: its failures by kind.
+fn cluster_errors(change: bool) -> serde_json::Map<String, Value> {
+    let mut m = serde_json::Map::new();
+    let codes: &[(&str, &str)] = &[
+        ("400", "Invalid arguments, or the command refused them."),
+        ("401", "No valid API token."),
+        ("403", "The role of the token's user does not allow this (changes need Configure, reads Monitor)."),
+        ("404", "No such machine or group, or no cluster in the store."),
+        ("409", "A clash with the cluster's state: a name in use, already in a cluster, changes pending, a change made meanwhile."),
+        ("503", "This machine is in no cluster, or cannot reach the cluster's store now (it runs its last good configuration)."),
+    ];
+    for (code, what) in codes {
+        if !change && *code == "409" {
+            continue;
+        }
+        m.insert(
+            code.to_string(),
+            json!({ "description": what, "content": { "application/json": { "schema": reply::<ErrorReply>() } } }),
+        );
+    }
+    m
+}
+
+/// `/api/v1/cluster`: the reads and one POST per changing action of `clusterconfig`.
+fn cluster_paths() -> Vec<(String, Value)> {
+    use self::cluster::{key_schema, reply_of, CHANGES};
+    let read = |summary: &str, schema: Value| {
+        let mut responses = cluster_errors(false);
+        responses.insert(
+            "200".into(),
+            json!({ "description": "The command's data.", "content": { "application/json": { "schema": schema } } }),
+        );
+        json!({ "get": { "summary": summary, "parameters": [], "responses": responses } })
+    };
+    let mut out = vec![
+        (
+            "/api/v1/cluster".to_string(),
+            read(
+                "The cluster's groups and machines, each machine connected or not and the revision it runs (`clusterconfig list`).",
+                reply::<ClusterList>(),
+            ),
+        ),
+        (
+            "/api/v1/cluster/connstatus".to_string(),
+            read(
+                "This machine's connection to the cluster's store (`clusterconfig connstatus`): `cluster` false on a machine in no cluster.",
+                reply::<ClusterConnstatus>(),
+            ),
+        ),
+        (
+            "/api/v1/cluster/check".to_string(),
+            read(
+                "The differences between levels and machines, each with the commands that resolve it (`clustercheck`).",
+                reply::<ClusterCheckReply>(),
+            ),
+        ),
+    ];
+    out.push((
+        "/api/v1/cluster/joininfo".to_string(),
+        read(
+            "Where this member's store is and its CA, for a machine that joins (`clusterconfig joininfo`; Configure only).",
+            reply::<ClusterJoinInfo>(),
+        ),
+    ));
+    for (action, keys, needed) in CHANGES {
+        let mut props = serde_json::Map::new();
+        for k in *keys {
+            let (pattern, what) = key_schema(action, k);
+            props.insert(
+                k.to_string(),
+                json!({ "type": "string", "pattern": pattern, "description": what }),
+            );
+        }
+        let mut responses = cluster_errors(true);
+        responses.insert(
+            "200".into(),
+            json!({ "description": "What changed.", "content": { "application/json": { "schema": { "$ref": format!("#/components/schemas/{}", reply_of(action)) } } } }),
+        );
+        let mut body =
+            json!({ "type": "object", "additionalProperties": false, "properties": props });
+        if !needed.is_empty() {
+            body["required"] = json!(needed);
+        }
+        let pending = if action.ends_with("settings") {
+            " Pending until `commit`."
+        } else {
+            ""
+        };
+        out.push((
+            format!("/api/v1/cluster/{action}"),
+            json!({ "post": {
+                "summary": format!("`clusterconfig {action}`.{pending}"),
+                "parameters": [],
+                "requestBody": { "required": !needed.is_empty(), "content": { "application/json": { "schema": body } } },
+                "responses": responses
+            } }),
+        ));
+    }
+    out
 }
 
 #[cfg(test)]
@@ -620,6 +748,46 @@ mod tests {
             doc["paths"]["/api/v1/featurekeys/{feature}/remove"]["post"]["parameters"][0]["schema"]
                 ["enum"],
             json!(["antivirus", "outbreak", "dlp"])
+        );
+    }
+
+    #[test]
+    fn cluster_bodies_are_the_keys_the_api_reads() {
+        use super::cluster::{CHANGES, PATTERNS};
+        let doc = document();
+        for (action, keys, needed) in CHANGES {
+            let op = &doc["paths"][format!("/api/v1/cluster/{action}")]["post"];
+            let b = &op["requestBody"]["content"]["application/json"]["schema"];
+            let mut props: Vec<&str> = b["properties"]
+                .as_object()
+                .unwrap()
+                .keys()
+                .map(String::as_str)
+                .collect();
+            let mut want = keys.to_vec();
+            props.sort();
+            want.sort();
+            assert_eq!(props, want, "{action}");
+            assert_eq!(b["additionalProperties"], false, "{action}");
+            let required: Vec<&str> = b["required"]
+                .as_array()
+                .map(|r| r.iter().filter_map(Value::as_str).collect())
+                .unwrap_or_default();
+            assert_eq!(required, needed.to_vec(), "{action}");
+            for p in b["properties"].as_object().unwrap().values() {
+                assert!(
+                    PATTERNS.contains(&p["pattern"].as_str().unwrap()),
+                    "{action}"
+                );
+            }
+            for code in ["200", "400", "401", "403", "404", "409", "503"] {
+                assert!(op["responses"][code].is_object(), "{action} {code}");
+            }
+        }
+        assert_eq!(
+            doc["paths"]["/api/v1/cluster"]["get"]["responses"]["200"]["content"]
+                ["application/json"]["schema"]["$ref"],
+            "#/components/schemas/Cluster"
         );
     }
 

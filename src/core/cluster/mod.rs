@@ -11,6 +11,7 @@
 pub mod cache;
 pub mod member;
 pub mod store;
+pub mod sync;
 pub mod view;
 
 use std::path::{Path, PathBuf};

@@ -8,7 +8,9 @@ use pvo_cluster::{Conflict, Level, MemberState, Members, MembersError, Revision}
 use thiserror::Error;
 
 use crate::core::config::Membership;
-use crate::core::state::BoxFuture;
+
+/// A future as the traits here return it (they are used as trait objects).
+pub type BoxFuture<'a, T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send + 'a>>;
 
 /// What went wrong with the store.
 #[derive(Debug, Error)]
@@ -31,6 +33,8 @@ pub enum StoreError {
     Members(#[from] MembersError),
     #[error("the cluster database holds a row this version cannot read: {0}")]
     Corrupt(String),
+    #[error("the cluster's store was set up by a newer PVO (store schema {schema}; this PVO knows up to {known}): upgrade this machine to the version the other members run")]
+    TooNew { schema: i32, known: i32 },
     #[error("cannot read the CA certificate {path}: {why}")]
     Ca { path: String, why: String },
 }
@@ -63,6 +67,8 @@ pub struct Snapshot {
     /// The text of every layer at `head` (removed layers left out).
     pub layers: Vec<(Level, String)>,
     pub states: Vec<MemberState>,
+    /// The features each machine's keys turn on, as it last reported them.
+    pub features: Vec<(pvo_cluster::Name, Vec<String>)>,
 }
 
 impl Snapshot {
@@ -117,7 +123,20 @@ pub trait ClusterStore: Send + Sync {
         machine: &'a pvo_cluster::Name,
         applied: u64,
     ) -> BoxFuture<'a, Result<(), StoreError>>;
+    /// This member's feature keys turn on `features` now.
+    fn report_features<'a>(
+        &'a self,
+        machine: &'a pvo_cluster::Name,
+        features: &'a [String],
+    ) -> BoxFuture<'a, Result<(), StoreError>>;
     fn change_members(&self, change: MembersChange) -> BoxFuture<'_, Result<Members, StoreError>>;
+    /// Changes the members and commits `changes` in one transaction (a machine joins with
+    /// its own layer, or not at all).
+    fn join<'a>(
+        &'a self,
+        change: MembersChange,
+        changes: &'a [Commit],
+    ) -> BoxFuture<'a, Result<Vec<Revision>, StoreError>>;
     /// Notices of commits and membership changes, on a connection of their own.
     fn listen(&self) -> BoxFuture<'_, Result<Box<dyn Notices>, StoreError>>;
 }

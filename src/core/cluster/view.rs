@@ -182,7 +182,7 @@ impl View {
 
     /// This machine's configuration with the pending changes.
     pub fn compose(&self, membership: &Membership, base: &Path) -> Result<Config, ConfigError> {
-        crate::core::cluster::member::compose_from(
+        crate::core::cluster::sync::compose_from(
             &self.members,
             &self.layers,
             self.head,

@@ -33,6 +33,7 @@ use crate::core::state::Handles;
 use crate::core::users::{Identity, Origin};
 
 mod admin;
+mod cluster;
 mod dashboard;
 mod delivery;
 mod jobs;
@@ -90,6 +91,7 @@ pub fn routes() -> Router<Arc<Handles>> {
         .merge(admin::routes())
         .merge(jobs::routes())
         .merge(delivery::routes())
+        .merge(cluster::routes())
         .layer(Extension(Sessions::new()));
     secured(r)
 }
@@ -358,6 +360,7 @@ fn frame(host: &str, role: &str, c: &Caller, title: &str, body: Markup) -> Marku
                         a href="/messages" accesskey="m" { "Messages" }
                         a href="/delivery" accesskey="q" { "Delivery" }
                         a href="/services" accesskey="g" { "Services" }
+                        a href="/cluster" accesskey="k" { "Cluster" }
                         a href="/pvo" accesskey="p" { "PVO settings" }
                         a href="/outbreak" accesskey="o" { "Outbreak" }
                         a href="/jobs" accesskey="j" { "Jobs" }

@@ -1,0 +1,490 @@
+//! Cluster: the gateway cluster this machine is in (`clusterconfig list`): its groups
+//! and machines with their connection state and the revision each runs; this machine's
+//! connection to the cluster's store (`clusterconfig connstatus`: said loudly when it is
+//! disconnected, why, and that it runs its last good configuration); the differences
+//! `clustercheck` finds with the commands that resolve them; and the forms of the
+//! membership changes (addgroup, setgroup, renamegroup, deletegroup, removemachine,
+//! disconnect, reconnect). On a machine in no cluster the page says so and shows the
+//! create and join forms. Roles with Monitor see the page; the forms are shown to
+//! roles that may configure (the command refuses anyone else, and the refusal is shown).
+//! Every form is one `clusterconfig` as the session user.
+
+use std::sync::Arc;
+
+use axum::extract::Path;
+use axum::http::StatusCode;
+use axum::response::Response as HttpResponse;
+use axum::routing::{get, post};
+use axum::Router;
+use serde_json::{json, Value};
+
+use super::*;
+use crate::commands::protocol::Response;
+use crate::core::state::Handles;
+use crate::core::users::Perm;
+
+/// The routes of this page (merged by `super::routes`).
+pub(super) fn routes() -> Router<Arc<Handles>> {
+    Router::new()
+        .route("/cluster", get(cluster))
+        .route("/cluster/{action}", post(cluster_op))
+}
+
+/// The actions the page's forms post, with the form fields each passes on.
+const ACTIONS: &[(&str, &[&str])] = &[
+    ("create", &["name", "url", "ca", "machine", "address"]),
+    (
+        "join",
+        &[
+            "url", "ca", "machine", "address", "group", "member", "user", "password", "host_key",
+        ],
+    ),
+    ("addgroup", &["name"]),
+    ("setgroup", &["machine", "group"]),
+    ("renamegroup", &["name", "to"]),
+    ("deletegroup", &["name", "to"]),
+    ("removemachine", &["name"]),
+    ("disconnect", &[]),
+    ("reconnect", &[]),
+];
+
+/// The input pattern of a machine or group name (`pvo_cluster::Name`).
+const NAME: &str = "[A-Za-z0-9][A-Za-z0-9._\\-]{0,62}";
+
+fn when(secs: u64) -> String {
+    crate::core::mail_log::ctime(secs)
+}
+
+pub(super) async fn cluster(Viewer { shared, c }: Viewer) -> HttpResponse {
+    let may_change = shared
+        .access
+        .users
+        .role(&c.id.role)
+        .is_some_and(|r| r.allows(Perm::Configure));
+    let csrf = may_change.then_some(c.csrf.as_str());
+    let cs = run(
+        &shared,
+        &c.id,
+        "clusterconfig",
+        json!({ "action": "connstatus" }),
+    )
+    .await;
+    if !cs.ok {
+        return html(StatusCode::OK, page(&shared, &c, "Cluster", refusal(&cs)));
+    }
+    if cs.data["cluster"] != json!(true) {
+        let b = html! {
+            p id="not-in-cluster" role="status" {
+                strong { "This machine is not in a cluster." }
+                " It runs its own configuration. Create a cluster (this machine becomes its first member, its settings the cluster's) or join one (this machine takes the cluster's settings; its machine-only settings stay its own)."
+            }
+            @match csrf {
+                Some(t) => { (create_form(t)) (join_form(t)) }
+                None => p class="note" { "Creating or joining a cluster needs a role that may change the configuration." },
+            }
+        };
+        return html(StatusCode::OK, page(&shared, &c, "Cluster", b));
+    }
+    let status = &cs.data["status"];
+    let list = run(&shared, &c.id, "clusterconfig", json!({ "action": "list" })).await;
+    let check = run(&shared, &c.id, "clustercheck", json!({})).await;
+    let b = html! {
+        (connection(status))
+        section aria-labelledby="hm" {
+            h2 id="hm" { "Groups and machines" }
+            @if list.ok { (members(&list.data)) } @else { (refusal(&list)) }
+        }
+        section aria-labelledby="hc" {
+            h2 id="hc" { "Differences between levels and machines" }
+            @if check.ok { (findings(&check.data)) } @else { (refusal(&check)) }
+        }
+        @match csrf {
+            Some(t) => (change_forms(t, status["held"] == json!(true), list.ok.then_some(&list.data))),
+            None => p class="note" { "Changing the cluster needs a role that may change the configuration." },
+        }
+    };
+    html(StatusCode::OK, page(&shared, &c, "Cluster", b))
+}
+
+/// This machine's connection to the cluster's store (`connstatus`'s `status`): a quiet
+/// line when connected, an alert when not, with why and the revision it keeps running.
+fn connection(s: &Value) -> Markup {
+    let machine = s["machine"].as_str().unwrap_or("");
+    let since = when(s["since"].as_u64().unwrap_or(0));
+    let revision = s["revision"].as_u64().unwrap_or(0);
+    let head = s["head"].as_u64().unwrap_or(0);
+    let why = s["why"].as_str().unwrap_or("unknown");
+    html! {
+        section aria-labelledby="hs" {
+            h2 id="hs" { "This machine" }
+            @if s["held"] == json!(true) {
+                div id="connection" class="err" role="alert" {
+                    p { strong { "DISCONNECTED" } " — this machine (" (machine) ") was disconnected from the cluster with `clusterconfig disconnect` since " (since) "." }
+                    p { "It runs its last good configuration (revision " (revision) ") and takes no configuration changes until it is reconnected." }
+                }
+            } @else if s["connected"] == json!(true) {
+                p id="connection" class="ok" role="status" {
+                    "This machine (" (machine) ") is " strong { "connected" } " to the cluster's store since " (since)
+                    "; it runs revision " (revision) " of " (head) "."
+                }
+            } @else {
+                div id="connection" class="err" role="alert" {
+                    p { strong { "NOT CONNECTED" } " to the cluster's store since " (since) ": " (why) "." }
+                    p { "This machine (" (machine) ") keeps running its last good configuration (revision " (revision) ") and takes no configuration changes until the store is back." }
+                }
+            }
+        }
+    }
+}
+
+/// The groups and machines of `clusterconfig list`.
+fn members(d: &Value) -> Markup {
+    let me = d["machine"].as_str().unwrap_or("");
+    let groups = d["groups"]
+        .as_array()
+        .map(Vec::as_slice)
+        .unwrap_or_default();
+    html! {
+        p id="cluster-name" {
+            "Cluster " strong { (d["cluster"].as_str().unwrap_or("")) }
+            ", revision " (d["revision"].as_u64().unwrap_or(0))
+            @if d["fresh"] == json!(false) { " — as this machine last saw it (it cannot reach the cluster's store)" }
+            "."
+        }
+        table id="members" {
+            caption { "Machines by group" }
+            thead { tr { th scope="col" { "Group" } th scope="col" { "Machine" } th scope="col" { "Address" } th scope="col" { "Connection" } th scope="col" { "Revision" } } }
+            tbody {
+                @for g in groups {
+                    @let name = g["name"].as_str().unwrap_or("");
+                    @let machines = g["machines"].as_array().map(Vec::as_slice).unwrap_or_default();
+                    @if machines.is_empty() {
+                        tr { td { (name) } td colspan="4" class="muted" { "no machines" } }
+                    }
+                    @for m in machines {
+                        @let mn = m["name"].as_str().unwrap_or("");
+                        tr {
+                            td { (name) }
+                            td { (mn) @if mn == me { " (this machine)" } }
+                            td { (m["address"].as_str().unwrap_or("")) }
+                            td {
+                                @if m["connected"] == json!(true) {
+                                    span class="badge state-online" { "connected" }
+                                } @else {
+                                    span class="badge state-unreachable" { "not connected" }
+                                }
+                            }
+                            td {
+                                @match m["revision"].as_u64() {
+                                    Some(r) => (r),
+                                    None => span class="muted" { "none yet" },
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// `clustercheck`'s findings, each with the commands that resolve it.
+fn findings(d: &Value) -> Markup {
+    let list = d["findings"]
+        .as_array()
+        .map(Vec::as_slice)
+        .unwrap_or_default();
+    html! {
+        @if list.is_empty() {
+            p id="findings" class="ok" { "No differences between levels or machines (revision " (d["revision"].as_u64().unwrap_or(0)) ")." }
+        } @else {
+            ul id="findings" {
+                @for f in list {
+                    li {
+                        strong { (f["subject"].as_str().unwrap_or("")) } ": " (f["text"].as_str().unwrap_or(""))
+                        @let resolve = f["resolve"].as_array().map(Vec::as_slice).unwrap_or_default();
+                        @if !resolve.is_empty() {
+                            ul class="resolve" {
+                                @for r in resolve { li { "Resolve: " code { (r.as_str().unwrap_or("")) } } }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// A labelled text input.
+fn input(id: &str, name: &str, label: &str, pattern: Option<&str>, required: bool) -> Markup {
+    html! {
+        label for=(id) { (label) }
+        input id=(id) name=(name) required[required] pattern=[pattern] autocomplete="off";
+    }
+}
+
+fn create_form(csrf: &str) -> Markup {
+    html! {
+        section aria-labelledby="hcr" {
+            h2 id="hcr" { "Create a cluster" }
+            form method="post" action="/cluster/create" class="stack narrowform" id="create" {
+                (hidden("csrf", csrf))
+                (input("c-name", "name", "Cluster name", Some(NAME), true))
+                (input("c-url", "url", "The cluster's PostgreSQL (postgresql://USER@HOST:PORT/DATABASE)", None, true))
+                (input("c-ca", "ca", "CA of the store's certificate (a file next to the configuration; empty: none)", None, false))
+                (input("c-machine", "machine", "This machine's name in the cluster (empty: its host name)", Some(NAME), false))
+                (input("c-address", "address", "This machine's address in the cluster (empty: its first interface's)", None, false))
+                div { button type="submit" id="create-cluster" { "Create the cluster" } }
+            }
+        }
+    }
+}
+
+fn join_form(csrf: &str) -> Markup {
+    html! {
+        section aria-labelledby="hj" {
+            h2 id="hj" { "Join a cluster" }
+            form method="post" action="/cluster/join" class="stack narrowform" id="join" {
+                (hidden("csrf", csrf))
+                p class="note" { "Give the store (its PostgreSQL and CA), or a member to ask over SSH where it is." }
+                (input("j-url", "url", "The cluster's PostgreSQL (postgresql://USER@HOST:PORT/DATABASE)", None, false))
+                (input("j-ca", "ca", "CA of the store's certificate (a file next to the configuration; empty: none)", None, false))
+                (input("j-member", "member", "Or a member's SSH address (IP[:PORT])", None, false))
+                (input("j-user", "user", "The member's Administrator account (empty: admin)", None, false))
+                label for="j-password" { "That account's password (not stored)" }
+                input id="j-password" name="password" type="password" autocomplete="off";
+                (input("j-host-key", "host_key", "The member's SSH host key to pin (SHA256:..., optional)", None, false))
+                (input("j-machine", "machine", "This machine's name in the cluster (empty: its host name)", Some(NAME), false))
+                (input("j-address", "address", "This machine's address in the cluster (empty: its first interface's)", None, false))
+                (input("j-group", "group", "Group (empty: the cluster's main group)", Some(NAME), false))
+                div { button type="submit" id="join-cluster" { "Join the cluster" } }
+            }
+        }
+    }
+}
+
+/// The membership forms of a member; `list`: `clusterconfig list`, for the choices.
+fn change_forms(csrf: &str, held: bool, list: Option<&Value>) -> Markup {
+    let groups: Vec<&str> = list
+        .and_then(|l| l["groups"].as_array())
+        .into_iter()
+        .flatten()
+        .filter_map(|g| g["name"].as_str())
+        .collect();
+    let machines: Vec<&str> = list
+        .and_then(|l| l["groups"].as_array())
+        .into_iter()
+        .flatten()
+        .filter_map(|g| g["machines"].as_array())
+        .flatten()
+        .filter_map(|m| m["name"].as_str())
+        .collect();
+    let select = |id: &str, name: &str, label: &str, items: &[&str], empty: Option<&str>| {
+        html! {
+            label for=(id) { (label) }
+            select id=(id) name=(name) {
+                @if let Some(e) = empty { option value="" { (e) } }
+                @for i in items { option value=(i) { (i) } }
+            }
+        }
+    };
+    html! {
+        section aria-labelledby="hch" {
+            h2 id="hch" { "Change the cluster" }
+            p class="note" { "Membership changes take effect at once on every member (they are not pending changes)." }
+            form method="post" action="/cluster/addgroup" class="stack narrowform" id="addgroup" {
+                (hidden("csrf", csrf))
+                (input("a-name", "name", "New group", Some(NAME), true))
+                div { button type="submit" id="add-group" { "Add the group" } }
+            }
+            form method="post" action="/cluster/setgroup" class="stack narrowform" id="setgroup" {
+                (hidden("csrf", csrf))
+                (select("s-machine", "machine", "Machine", &machines, None))
+                (select("s-group", "group", "Move it to group", &groups, None))
+                div { button type="submit" id="set-group" { "Move the machine" } }
+            }
+            form method="post" action="/cluster/renamegroup" class="stack narrowform" id="renamegroup" {
+                (hidden("csrf", csrf))
+                (select("r-name", "name", "Group", &groups, None))
+                (input("r-to", "to", "New name", Some(NAME), true))
+                div { button type="submit" id="rename-group" { "Rename the group" } }
+            }
+            form method="post" action="/cluster/deletegroup" class="stack narrowform" id="deletegroup" {
+                (hidden("csrf", csrf))
+                (select("d-name", "name", "Group", &groups, None))
+                (select("d-to", "to", "Move its machines to", &groups, Some("(it has none)")))
+                div { button type="submit" id="delete-group" class="danger" { "Delete the group" } }
+            }
+            form method="post" action="/cluster/removemachine" class="stack narrowform" id="removemachine" {
+                (hidden("csrf", csrf))
+                (select("m-name", "name", "Machine", &machines, None))
+                div { button type="submit" id="remove-machine" class="danger" { "Remove the machine from the cluster" } }
+            }
+            @if held {
+                form method="post" action="/cluster/reconnect" id="reconnect" {
+                    (hidden("csrf", csrf))
+                    p { "This machine is held disconnected: reconnect it to take the cluster's configuration again." }
+                    button type="submit" id="reconnect-machine" { "Reconnect this machine" }
+                }
+            } @else {
+                form method="post" action="/cluster/disconnect" id="disconnect" {
+                    (hidden("csrf", csrf))
+                    p { "Disconnecting keeps this machine on the revision it runs and refuses configuration changes until it is reconnected." }
+                    button type="submit" id="disconnect-machine" class="danger" { "Disconnect this machine" }
+                }
+            }
+        }
+    }
+}
+
+fn back_links() -> Markup {
+    html! { a href="/cluster" id="back" { "Back to the cluster" } }
+}
+
+/// One form of the page: its `clusterconfig` action with the form's fields. Removing a
+/// machine asks first (the first POST shows a confirmation, the second removes).
+pub(super) async fn cluster_op(
+    Path(action): Path<String>,
+    Post { shared, c, form }: Post,
+) -> HttpResponse {
+    let Some((action, keys)) = ACTIONS.iter().find(|(a, _)| *a == action.as_str()) else {
+        let r = Response::error(format!(
+            "Unknown cluster action {action:?}; allowed: {}.",
+            ACTIONS
+                .iter()
+                .map(|(a, _)| *a)
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
+        return outcome_page(&shared, &c, &r, back_links(), ("", "Not done"));
+    };
+    if *action == "removemachine" && field(&form, "confirm").is_none() {
+        let name = field(&form, "name").unwrap_or("").trim().to_string();
+        let b = html! {
+            p role="alert" {
+                "Remove the machine " strong { (name) } " from the cluster? It keeps the settings it inherited, flattened into its own configuration, and no longer takes the cluster's."
+            }
+            form method="post" action="/cluster/removemachine" {
+                (hidden("csrf", &c.csrf))
+                (hidden("name", &name))
+                (hidden("confirm", "1"))
+                button type="submit" id="confirm-remove" class="danger" { "Remove " (name) }
+                " "
+                a href="/cluster" id="back" { "Cancel" }
+            }
+        };
+        return html(
+            StatusCode::OK,
+            page(&shared, &c, &format!("Remove machine {name}?"), b),
+        );
+    }
+    let mut args = json!({ "action": action });
+    let password = form
+        .iter()
+        .find(|(n, _)| n == "password")
+        .map(|(_, v)| v.clone())
+        .unwrap_or_default();
+    for k in *keys {
+        if *k == "password" {
+            if !password.is_empty() {
+                args["password"] = json!(password);
+            }
+        } else if let Some(v) = field(&form, k) {
+            args[*k] = json!(v.trim());
+        }
+    }
+    let mut r = run(&shared, &c.id, "clusterconfig", args).await;
+    // Never echo a password back into a page.
+    if !password.is_empty() {
+        r.text = r.text.replace(&password, "(hidden)");
+    }
+    outcome_page(&shared, &c, &r, back_links(), ("Done", "Not done"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const EVIL: &str = "<script>alert(1)</script>\"'";
+    const E: &str = "&lt;script&gt;alert(1)&lt;/script&gt;&quot;'";
+
+    #[test]
+    fn the_cluster_page_escapes_names_addresses_reasons_and_commands() {
+        let list = json!({ "cluster": EVIL, "revision": 4, "fresh": false, "machine": EVIL,
+            "groups": [ { "name": EVIL, "machines": [
+                { "name": EVIL, "address": EVIL, "connected": true, "revision": 4 },
+                { "name": "gw2", "address": "10.0.0.2", "connected": false, "revision": null } ] },
+                { "name": "west", "machines": [] } ] });
+        let check = json!({ "revision": 4, "findings": [ { "subject": EVIL, "text": EVIL, "resolve": [EVIL] } ] });
+        let down = json!({ "machine": EVIL, "connected": false, "held": false, "since": 0,
+            "why": EVIL, "revision": 3, "head": 4 });
+        let p = [
+            members(&list),
+            findings(&check),
+            connection(&down),
+            change_forms(EVIL, false, Some(&list)),
+        ]
+        .map(Markup::into_string)
+        .concat();
+        assert!(!p.contains("<script") && !p.contains("\"'"), "{p}");
+        assert!(p.contains(&format!("<td>{E} (this machine)</td>")), "{p}");
+        assert!(p.contains(&format!("Resolve: <code>{E}</code>")), "{p}");
+        assert!(p.contains("to the cluster's store since"), "{p}");
+        assert!(p.contains(&format!(": {E}.</p>")), "{p}");
+        assert!(p.contains("last good configuration (revision 3)"), "{p}");
+        assert!(p.contains("as this machine last saw it"), "{p}");
+        assert!(
+            p.contains("<td colspan=\"4\" class=\"muted\">no machines</td>"),
+            "{p}"
+        );
+        assert!(
+            p.contains(&format!("<option value=\"{E}\">{E}</option>")),
+            "{p}"
+        );
+        assert!(p.contains(&format!("name=\"csrf\" value=\"{E}\"")), "{p}");
+        assert!(!p.contains(" style=") && !p.contains(" onclick"), "{p}");
+        // Every form of the page posts one of the actions the handler takes.
+        let all = [
+            p,
+            create_form("t").into_string(),
+            join_form("t").into_string(),
+        ]
+        .concat();
+        for (i, _) in all.match_indices("action=\"/cluster/") {
+            let a = &all[i + 17..];
+            let a = &a[..a.find('"').unwrap()];
+            assert!(ACTIONS.iter().any(|(x, _)| *x == a), "{a}");
+        }
+    }
+
+    #[test]
+    fn held_and_connected_say_so() {
+        let held = json!({ "machine": "gw1", "connected": false, "held": true, "since": 0,
+            "why": "held", "revision": 7, "head": 7 });
+        let h = connection(&held).into_string();
+        // Held while the loop has not let go of the store yet: held is what it is.
+        let mut going = held.clone();
+        going["connected"] = json!(true);
+        assert!(connection(&going).into_string().contains("DISCONNECTED"));
+        assert!(
+            h.contains("DISCONNECTED") && h.contains("role=\"alert\"") && h.contains("revision 7"),
+            "{h}"
+        );
+        let up = json!({ "machine": "gw1", "connected": true, "held": false, "since": 0,
+            "why": null, "revision": 7, "head": 8 });
+        let u = connection(&up).into_string();
+        assert!(
+            u.contains("role=\"status\"") && u.contains("revision 7 of 8"),
+            "{u}"
+        );
+        assert!(change_forms("t", true, None)
+            .into_string()
+            .contains("/cluster/reconnect"));
+        assert!(change_forms("t", false, None)
+            .into_string()
+            .contains("/cluster/disconnect"));
+        assert!(findings(&json!({ "revision": 2, "findings": [] }))
+            .into_string()
+            .contains("No differences"));
+    }
+}
