@@ -531,6 +531,7 @@ impl Node {
                 control: wiring.clone(),
                 config: shared.config.clone(),
                 mail: shared.mail.clone(),
+                features: shared.scan.features.clone(),
             },
         ));
         Ok(Node {

@@ -659,3 +659,104 @@ fn a_machine_joins_over_ssh_with_an_administrators_password() {
         "{list}"
     );
 }
+
+/// Scenario 5: members differ in the keys of a feature the configuration uses (DLP in a
+/// mail policy): Enable is refused with the appliance's words and `diagnose` names the
+/// machine, the missing key and the remedy; with the key back, nothing is in the way.
+#[test]
+fn members_without_the_key_of_a_feature_in_use_refuse_centralization() {
+    let pg = Postgres::start();
+    let url = pg.url();
+    let sink = Sink::accepting();
+    let gw1 = Node::start(
+        &GatewayToml::new(&sink)
+            .hostname("gw1.example.com")
+            .extra(
+                r#"[[dlp_policy]]
+name = "payment_cards"
+detectors = ["payment_card"]
+thresholds = { low = 1, medium = 5, high = 10, critical = 20 }
+[dlp_policy.actions]
+low = [{ quarantine = "Policy" }]
+
+[[mail_policy]]
+name = "DEFAULT_INCOMING"
+dlp_policies = ["payment_cards"]
+"#,
+            )
+            .build(),
+    );
+    let gw2 = gateway(&sink, "gw2");
+    text(
+        &gw1,
+        &[
+            "clusterconfig",
+            "create",
+            "south",
+            "--url",
+            &url,
+            "--address",
+            "10.3.0.1",
+        ],
+    );
+    text(
+        &gw2,
+        &[
+            "clusterconfig",
+            "join",
+            "--url",
+            &url,
+            "--address",
+            "10.3.0.2",
+        ],
+    );
+    text(&gw2, &["featurekey", "remove", "dlp"]);
+    let scenario5 = |gw: &Node| -> Vec<Value> {
+        let out = pvo(gw, &["--json", "diagnose"]);
+        serde_json::from_str::<Value>(&out.stdout).unwrap()["data"]["checks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|c| c["scenario"] == 5)
+            .cloned()
+            .collect()
+    };
+    let failed = wait_until(
+        APPLIED,
+        || Some(scenario5(&gw1)).filter(|f| !f.is_empty()),
+        || format!("no scenario 5 on gw1: {}", pvo(&gw1, &["diagnose"]).all()),
+    );
+    assert!(
+        failed[0]["detail"]
+            .as_str()
+            .unwrap()
+            .contains("machine gw2.example.com has no key for Data Loss Prevention (dlp)"),
+        "{failed:?}"
+    );
+    assert!(
+        failed[0]["remedy"]
+            .as_str()
+            .unwrap()
+            .contains("featurekey add dlp"),
+        "{failed:?}"
+    );
+    let out = pvo(&gw1, &["pvoconfig", "enable", "--manager", "10.3.0.9"]);
+    assert!(
+        !out.status.success()
+            && out.all().contains("Unable to proceed with Centralized Policy, Virus and Outbreak Quarantines configuration as gw2.example.com in Cluster"),
+        "{}",
+        out.all()
+    );
+
+    text(&gw2, &["featurekey", "add", "dlp"]);
+    wait_until(
+        APPLIED,
+        || scenario5(&gw1).is_empty().then_some(()),
+        || {
+            format!(
+                "scenario 5 stays on gw1: {}",
+                pvo(&gw1, &["diagnose"]).all()
+            )
+        },
+    );
+}

@@ -359,20 +359,23 @@ impl ClusterDb {
         Ok(())
     }
 
-    /// A member says which features its keys turn on now.
+    /// A member says which features its keys turn on now; the other members hear of it
+    /// (`members`): their checks of scenario 5 read it.
     pub async fn report_features(
         &self,
         machine: &Name,
         features: &[String],
     ) -> Result<(), DbError> {
-        let client = self.client.lock().await;
-        client
-            .execute(
-                "UPDATE pvo_cluster.machine SET features = $2, seen_at = now() WHERE name = $1",
-                &[&machine.as_str(), &features],
-            )
-            .await
-            .map_err(refused)?;
+        let mut client = self.client.lock().await;
+        let tx = client.transaction().await.map_err(refused)?;
+        tx.execute(
+            "UPDATE pvo_cluster.machine SET features = $2, seen_at = now() WHERE name = $1",
+            &[&machine.as_str(), &features],
+        )
+        .await
+        .map_err(refused)?;
+        notify(&tx, "members").await?;
+        tx.commit().await.map_err(refused)?;
         Ok(())
     }
 

@@ -21,6 +21,9 @@ use crate::core::config::{Config, ConfigError, Membership};
 use crate::core::events::Event;
 use crate::core::state::{ConfigHandle, MailHandle, NodeControl};
 
+/// How often a member looks whether the features its keys turn on changed.
+const FEATURES_EVERY: Duration = Duration::from_secs(5);
+
 /// The longest pause between two attempts to reach the store.
 const MAX_PAUSE: Duration = Duration::from_secs(30);
 
@@ -30,6 +33,8 @@ pub struct Deps {
     pub control: Arc<dyn NodeControl>,
     pub config: Arc<ConfigHandle>,
     pub mail: Arc<MailHandle>,
+    /// The machine's feature keys, reported to the store for scenario 5.
+    pub features: Arc<crate::core::feature_keys::FeatureKeys>,
 }
 
 /// The directory a machine's relative paths resolve against: its configuration file's.
@@ -148,8 +153,26 @@ pub async fn run(deps: Deps) {
             store: &describe(&membership.url),
             revision: deps.cluster.status().revision,
         });
+        // The features this machine's keys turn on, reported on connecting and whenever
+        // they change (a key added, removed or expired), looked at every few seconds.
+        let mut reported: Option<Vec<String>> = None;
+        let mut tick = tokio::time::interval(FEATURES_EVERY);
         let why = loop {
             tokio::select! {
+                _ = tick.tick() => {
+                    let now: Vec<String> = deps
+                        .features
+                        .active_features()
+                        .iter()
+                        .map(|f| f.name().to_string())
+                        .collect();
+                    if reported.as_ref() != Some(&now) {
+                        if let Err(e) = store.report_features(&membership.machine, &now).await {
+                            break e.to_string();
+                        }
+                        reported = Some(now);
+                    }
+                }
                 n = notices.next() => match n {
                     Some(_) => {
                         if let Err(e) = catch_up(&deps, &*store, &membership).await {
