@@ -32,14 +32,6 @@ fn block_on<F: std::future::Future>(f: F) -> F::Output {
     tokio::runtime::Handle::current().block_on(f)
 }
 
-fn user(req: &Request) -> String {
-    if req.user.trim().is_empty() {
-        "unknown".to_string()
-    } else {
-        req.user.trim().to_string()
-    }
-}
-
 /// A store error as a reply, its kind from what went wrong.
 pub fn store_error(e: &StoreError) -> Response {
     use pvo_cluster::MembersError as M;
@@ -190,20 +182,12 @@ pub fn edit(
         .view
         .compose(&w.membership, &base_dir(&shared.config.path))
     {
-        let place = if e.key.is_empty() {
-            String::new()
-        } else {
-            format!("key {}: ", e.key)
-        };
-        return Response::error(format!(
-            "Not changed: the configuration would not be valid: {place}{}",
-            e.message
-        ));
+        return Response::not_valid(&e);
     }
     let levels: Vec<String> = changed.iter().map(|l| l.to_string()).collect();
     w.view.pending.changes.push(Change {
         time: config_store::now(),
-        user: user(req),
+        user: req.author(),
         command: req.command.name(),
         summary: format!("{} ({})", summary.replace('\n', "; "), levels.join(", ")),
     });
@@ -289,7 +273,7 @@ pub fn commit(shared: &Arc<Handles>, req: &Request, comment: &str) -> Response {
             "Changes not committed: {e}\nThe changes stay pending: fix them, or discard them with `pvo clearchanges`."
         ));
     }
-    let who = user(req);
+    let who = req.author();
     let commits: Vec<Commit> = wanted
         .iter()
         .map(|(level, text)| Commit {
@@ -484,7 +468,7 @@ pub fn rollback(shared: &Arc<Handles>, req: &Request, n: Option<u64>) -> Respons
     if let Err(e) = v.compose(&membership, &base_dir(&shared.config.path)) {
         return Response::error(format!("Not rolled back: {e}"));
     }
-    let who = user(req);
+    let who = req.author();
     let commit = Commit {
         level: level.clone(),
         base: snap.head,
@@ -858,7 +842,7 @@ fn create(shared: &Arc<Handles>, req: &Request, args: &ClusterArgs) -> Response 
         Ok(s) => s,
         Err(e) => return store_error(&e),
     };
-    let who = user(req);
+    let who = req.author();
     let revision = match block_on(store.create(&members, &layers, &who)) {
         Ok(r) => r,
         Err(e) => return store_error(&e),
@@ -969,7 +953,7 @@ fn join(shared: &Arc<Handles>, req: &Request, args: &ClusterArgs) -> Response {
         ));
     }
     let (name, g) = (membership.machine.clone(), group.clone());
-    let who = user(req);
+    let who = req.author();
     let own_layer = [Commit {
         level: machine_level,
         base: snap.head,
@@ -1199,7 +1183,7 @@ fn members_change(shared: &Arc<Handles>, req: &Request, args: &ClusterArgs) -> R
         }
         _ => unreachable!("only membership changes come here"),
     };
-    let who = user(req);
+    let who = req.author();
     match block_on(store.change_members(change)) {
         Ok(_) => {
             shared.mail.log.emit(Event::ClusterMembers {
@@ -1232,7 +1216,7 @@ fn renamegroup(
     {
         return store_error(&e);
     }
-    let who = user(req);
+    let who = req.author();
     // The group's settings follow it to its new name.
     let text = snap.layer(&Level::Group(old.clone()));
     if !text.is_empty() {
@@ -1284,7 +1268,7 @@ fn deletegroup(
     }))) {
         return store_error(&e);
     }
-    let who = user(req);
+    let who = req.author();
     if !snap.layer(&Level::Group(group.clone())).is_empty() {
         let gone = Commit {
             level: Level::Group(group.clone()),
@@ -1345,7 +1329,7 @@ fn removemachine(shared: &Arc<Handles>, req: &Request, args: &ClusterArgs) -> Re
     {
         return store_error(&e);
     }
-    let who = user(req);
+    let who = req.author();
     if let Some(text) = flattened {
         let file = Store::new(&shared.config.current().data_dir, &shared.config.path);
         if let Err(e) = file.write_committed(&text) {
@@ -1403,7 +1387,7 @@ fn hold(shared: &Handles, req: &Request, args: &ClusterArgs) -> Response {
         format!("machine {} reconnected to the cluster", m.machine)
     };
     shared.mail.log.emit(Event::ClusterMembers {
-        by: &user(req),
+        by: &req.author(),
         what: &what,
     });
     let s = shared.cluster.status();
@@ -1509,7 +1493,7 @@ fn settings(shared: &Handles, req: &Request, args: &ClusterArgs) -> Response {
     let names: Vec<String> = levels.iter().map(|l| l.to_string()).collect();
     w.view.pending.changes.push(Change {
         time: config_store::now(),
-        user: user(req),
+        user: req.author(),
         command: format!("clusterconfig {}", args.action.name()),
         summary: summary.clone(),
     });

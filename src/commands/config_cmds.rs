@@ -59,14 +59,6 @@ fn store(shared: &Handles) -> Store {
     Store::new(&shared.config.current().data_dir, &shared.config.path)
 }
 
-fn user(req: &Request) -> String {
-    if req.user.trim().is_empty() {
-        "unknown".to_string()
-    } else {
-        req.user.trim().to_string()
-    }
-}
-
 /// An error of the store's files (not of the configuration).
 fn io_error(e: anyhow::Error) -> Response {
     Response::error(format!("{e:#}"))
@@ -140,15 +132,7 @@ pub(crate) fn edit(
     };
     let text = doc.text();
     if let Err(e) = w.store.parse(&text, &w.store.pending_path()) {
-        let place = if e.key.is_empty() {
-            String::new()
-        } else {
-            format!("key {}: ", e.key)
-        };
-        return Response::error(format!(
-            "Not changed: the configuration would not be valid: {place}{}",
-            e.message
-        ));
+        return Response::not_valid(&e);
     }
     if text == w.text {
         return Response::ok(
@@ -158,7 +142,7 @@ pub(crate) fn edit(
     }
     let change = Change {
         time: config_store::now(),
-        user: user(req),
+        user: req.author(),
         command: req.command.name(),
         summary: summary.replace('\n', "; "),
     };
@@ -307,7 +291,7 @@ pub fn commit(shared: &Arc<Handles>, req: &Request, args: &CommitArgs) -> Respon
     if let Err(why) = put_in_force(shared, &store, &pending.text, &store.pending_path()) {
         return not_committed(&store, &why);
     }
-    let who = user(req);
+    let who = req.author();
     let comment = text(&args.comment).unwrap_or("").trim().to_string();
     let entry = match store.record(&pending.text, &who, &comment, pending.meta.changes) {
         Ok(e) => e,
@@ -468,7 +452,7 @@ pub fn rollback(shared: &Arc<Handles>, req: &Request, args: &RollbackArgs) -> Re
             "Not rolled back: {why}\nThe node keeps its current configuration."
         ));
     }
-    let who = user(req);
+    let who = req.author();
     let comment = format!("rollback to {n}");
     let entry = match store.record(&text, &who, &comment, Vec::new()) {
         Ok(e) => e,

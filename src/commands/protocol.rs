@@ -31,6 +31,14 @@ pub struct Request {
 }
 
 impl Request {
+    /// Who the history and the log name as the author of a change ("unknown" for nobody).
+    pub fn author(&self) -> String {
+        match self.user.trim() {
+            "" => "unknown".to_string(),
+            u => u.to_string(),
+        }
+    }
+
     /// `command` run by nobody in particular: the channel's identity says who.
     pub fn new(command: Command) -> Request {
         Request {
@@ -124,6 +132,19 @@ impl Response {
     /// A failure of the command or its arguments ([`ErrorKind::Invalid`]).
     pub fn error(text: impl Into<String>) -> Response {
         Response::fail(ErrorKind::Invalid, text)
+    }
+
+    /// "Not changed": an edit whose result would not validate, naming the key.
+    pub fn not_valid(e: &crate::core::config::ConfigError) -> Response {
+        let place = if e.key.is_empty() {
+            String::new()
+        } else {
+            format!("key {}: ", e.key)
+        };
+        Response::error(format!(
+            "Not changed: the configuration would not be valid: {place}{}",
+            e.message
+        ))
     }
 
     /// A failure of the given kind.

@@ -27,6 +27,12 @@ const FEATURES_EVERY: Duration = Duration::from_secs(5);
 /// The longest pause between two attempts to reach the store.
 const MAX_PAUSE: Duration = Duration::from_secs(30);
 
+/// Waits `pause` (or until woken by a command) and doubles it, up to [`MAX_PAUSE`].
+async fn back_off(deps: &Deps, pause: &mut Duration) {
+    let _ = tokio::time::timeout(*pause, deps.cluster.wake.notified()).await;
+    *pause = (*pause * 2).min(MAX_PAUSE);
+}
+
 /// What the loop needs of the node.
 pub struct Deps {
     pub cluster: Arc<ClusterHandle>,
@@ -102,12 +108,7 @@ pub async fn run(deps: Deps) {
             continue;
         };
         if held {
-            if deps
-                .cluster
-                .set_connected(None, Some("held by `clusterconfig disconnect`".into()))
-            {
-                disconnected(&deps, &membership, "held by `clusterconfig disconnect`");
-            }
+            lost(&deps, &membership, "held by `clusterconfig disconnect`");
             deps.cluster.wake.notified().await;
             continue;
         }
@@ -115,35 +116,23 @@ pub async fn run(deps: Deps) {
         let store = match deps.cluster.connector.connect(&membership, &machine).await {
             Ok(s) => s,
             Err(e) => {
-                let why = e.to_string();
-                if deps.cluster.set_connected(None, Some(why.clone())) {
-                    disconnected(&deps, &membership, &why);
-                }
-                let _ = tokio::time::timeout(pause, deps.cluster.wake.notified()).await;
-                pause = (pause * 2).min(MAX_PAUSE);
+                lost(&deps, &membership, &e.to_string());
+                back_off(&deps, &mut pause).await;
                 continue;
             }
         };
         let mut notices = match store.listen().await {
             Ok(n) => n,
             Err(e) => {
-                let why = e.to_string();
-                if deps.cluster.set_connected(None, Some(why.clone())) {
-                    disconnected(&deps, &membership, &why);
-                }
-                let _ = tokio::time::timeout(pause, deps.cluster.wake.notified()).await;
-                pause = (pause * 2).min(MAX_PAUSE);
+                lost(&deps, &membership, &e.to_string());
+                back_off(&deps, &mut pause).await;
                 continue;
             }
         };
         // Listening before reading: a commit between the two is heard, not missed.
         if let Err(e) = catch_up(&deps, &*store, &membership).await {
-            let why = e.to_string();
-            if deps.cluster.set_connected(None, Some(why.clone())) {
-                disconnected(&deps, &membership, &why);
-            }
-            let _ = tokio::time::timeout(pause, deps.cluster.wake.notified()).await;
-            pause = (pause * 2).min(MAX_PAUSE);
+            lost(&deps, &membership, &e.to_string());
+            back_off(&deps, &mut pause).await;
             continue;
         }
         pause = Duration::from_secs(1);
@@ -193,13 +182,17 @@ pub async fn run(deps: Deps) {
             deps.cluster.set_connected(None, None);
             continue;
         }
-        if !why.is_empty() && deps.cluster.set_connected(None, Some(why.clone())) {
-            disconnected(&deps, &membership, &why);
+        if !why.is_empty() {
+            lost(&deps, &membership, &why);
         }
     }
 }
 
-fn disconnected(deps: &Deps, membership: &Membership, why: &str) {
+/// The member is not connected, for `why`: said once per change of reason.
+fn lost(deps: &Deps, membership: &Membership, why: &str) {
+    if !deps.cluster.set_connected(None, Some(why.to_string())) {
+        return;
+    }
     deps.mail.log.emit(Event::ClusterDisconnected {
         machine: &membership.machine,
         why: &why,
