@@ -316,11 +316,13 @@ async fn over_tcp_only_with_tls_and_the_right_ca() {
 }
 
 #[tokio::test]
-async fn each_machine_reports_its_features_and_several_changes_commit_together_or_not_at_all() {
+async fn each_machine_reports_its_features_and_enrollment_and_several_changes_commit_together_or_not_at_all() {
     let pg = Postgres::start();
     let db = created(&pg).await;
-    assert!(db.snapshot().await.unwrap().features.is_empty());
-    db.report_features(&n("gw1"), &["antivirus".into(), "dlp".into()])
+    let snap = db.snapshot().await.unwrap();
+    assert!(snap.features.is_empty() && snap.cpq.is_empty());
+    let enrolled = r#"{"id":"gw1","certificate":"gw1"}"#;
+    db.report_facts(&n("gw1"), &["antivirus".into(), "dlp".into()], Some(enrolled))
         .await
         .unwrap();
     let snap = db.snapshot().await.unwrap();
@@ -328,6 +330,7 @@ async fn each_machine_reports_its_features_and_several_changes_commit_together_o
         snap.features,
         vec![(n("gw1"), vec!["antivirus".to_string(), "dlp".to_string()])]
     );
+    assert_eq!(snap.cpq, vec![(n("gw1"), enrolled.to_string())]);
 
     // Two levels in one transaction: consecutive revisions, one notice for the last.
     let mut listener = db.listen().await.unwrap();

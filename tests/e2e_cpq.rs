@@ -1889,6 +1889,7 @@ fn matched_content_and_cpq_counters_reach_the_manager() {
         "mode",
         "backlog",
         "migration",
+        "cluster",
         "checked_at",
         "ssh_error",
         "transfers_received",

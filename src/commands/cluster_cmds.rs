@@ -22,14 +22,18 @@ use crate::core::cluster::view::{self, View};
 use crate::core::cluster::SCHEMA;
 use crate::core::config::{Config, Membership};
 use crate::core::config_store::{self, Change, Doc, Store};
+use crate::core::cpq::enrollment::Enrollment;
 use crate::core::events::Event;
 use crate::core::state::Handles;
 
 /// How long a command waits for this machine to put in force what it committed.
 const APPLY_WAIT: Duration = Duration::from_secs(5);
 
+/// Runs `f` to its end from a synchronous handler: on a blocking thread (the commands
+/// run through `one_at_a_time`) or on a runtime worker (an async command such as
+/// `pvoconfig enable` editing the configuration), which is handed to other tasks meanwhile.
 fn block_on<F: std::future::Future>(f: F) -> F::Output {
-    tokio::runtime::Handle::current().block_on(f)
+    tokio::task::block_in_place(|| tokio::runtime::Handle::current().block_on(f))
 }
 
 /// A store error as a reply, its kind from what went wrong.
@@ -588,14 +592,20 @@ fn membership_from(shared: &Handles, args: &ClusterArgs) -> Result<Membership, R
         ));
     };
     let cfg = shared.config.current();
-    let machine = match &args.machine {
-        Some(_) => name_arg("machine name (--machine)", &args.machine)?,
-        None => crate::core::config::default_machine_name(&cfg.hostname).ok_or_else(|| {
-            Response::error(format!(
+    // A gateway added on a manager keeps the id it is known by there (in a cluster a
+    // machine's CPQ id is its machine name).
+    let known_as = cfg.cpq.as_ref().and_then(|c| Name::new(&c.node_id).ok());
+    let machine = match (&args.machine, known_as) {
+        (Some(_), _) => name_arg("machine name (--machine)", &args.machine)?,
+        (None, Some(id)) => id,
+        (None, None) => {
+            crate::core::config::default_machine_name(&cfg.hostname).ok_or_else(|| {
+                Response::error(format!(
                 "clusterconfig: the host name {:?} is not a machine name; give one with --machine",
                 cfg.hostname
             ))
-        })?,
+            })?
+        }
     };
     Ok(Membership {
         url: url.to_string(),
@@ -661,7 +671,26 @@ fn split_own(machine: &Name, text: &str) -> Result<(LayerDoc, LayerDoc, Vec<Stri
         rest.replace_from(&own, s)
             .map_err(|e| Response::error(e.to_string()))?;
     }
-    Ok((kept, rest, dropped))
+    Ok((kept, without_cpq_id(rest)?, dropped))
+}
+
+/// `layer` without `[cpq] node_id`: above a machine, each machine is its own CPQ id.
+fn without_cpq_id(layer: LayerDoc) -> Result<LayerDoc, Response> {
+    if layer
+        .value("cpq")
+        .is_none_or(|v| v.get("node_id").is_none())
+    {
+        return Ok(layer);
+    }
+    let mut doc: toml_edit::DocumentMut = layer
+        .text()
+        .parse()
+        .map_err(|e: toml_edit::TomlError| Response::error(e.to_string()))?;
+    if let Some(t) = doc.get_mut("cpq").and_then(|c| c.as_table_like_mut()) {
+        t.remove("node_id");
+    }
+    LayerDoc::parse(layer.level().clone(), &doc.to_string())
+        .map_err(|e| Response::error(format!("line {}: {}", e.line, e.message)))
 }
 
 pub fn clusterconfig(shared: &Arc<Handles>, req: &Request, args: &ClusterArgs) -> Response {
@@ -1648,7 +1677,165 @@ pub fn checks(shared: &Handles) -> Vec<crate::core::cpq::checks::Check> {
             }
         }
     }
+    // Centralized at a level: every machine of it must be added on the manager.
+    if cfg.cpq.as_ref().is_some_and(|c| c.central()) {
+        if let Some(level) = pvo_level(&cfg, shared) {
+            out.push(added_check(&cfg, &snap, &level));
+        }
+    }
     out
+}
+
+/// The level this machine's `[cpq]` comes from (where `pvoconfig enable` edits it).
+pub fn pvo_level(cfg: &Config, shared: &Handles) -> Option<Level> {
+    let machine = shared.cluster.membership()?.machine;
+    Some(match cfg.origin("cpq") {
+        Some("machine") | None => Level::Machine(machine),
+        Some(other) => other.parse().unwrap_or(Level::Cluster),
+    })
+}
+
+/// The machines whose PVO settings an edit of `[cpq]` at `level` decides: those of the
+/// level whose own (and group's) layers do not set `[cpq]` themselves.
+pub fn pvo_machines<'a>(snap: &'a Snapshot, level: &Level) -> Vec<&'a pvo_cluster::Member> {
+    snap.members
+        .affected(level)
+        .into_iter()
+        .filter(|m| {
+            let Ok(chain) = snap.members.chain(&m.name) else {
+                return false;
+            };
+            let first = chain.iter().find(|l| {
+                LayerDoc::parse((*l).clone(), snap.layer(l)).is_ok_and(|d| d.sets("cpq"))
+            });
+            // Nothing sets it yet, or the level asked is the first that does.
+            first.is_none_or(|l| l == level || !level_below(l, level))
+        })
+        .collect()
+}
+
+/// Whether `a` is more specific than `b` (a machine below its group below the cluster).
+fn level_below(a: &Level, b: &Level) -> bool {
+    let rank = |l: &Level| match l {
+        Level::Machine(_) => 0,
+        Level::Group(_) => 1,
+        Level::Cluster => 2,
+    };
+    rank(a) < rank(b)
+}
+
+/// `pvoconfig enable` in a cluster: every machine of the level the PVO settings are
+/// edited at (`--level`, or the level they are at) must be added on the manager. `None`
+/// for a machine alone.
+pub fn enable_check(shared: &Handles, req: &Request) -> Option<crate::core::cpq::checks::Check> {
+    let m = shared.cluster.membership()?;
+    let cfg = shared.config.current();
+    let level = match &req.level {
+        Some(l) => view::parse_level(l, &m.machine).ok()?,
+        None => pvo_level(&cfg, shared)?,
+    };
+    let snap = shared.cluster.snapshot()?;
+    Some(added_check(&cfg, &snap, &level))
+}
+
+/// What `pvoconfig status` says of the cluster: this machine's name in it, the level its
+/// PVO settings come from and the machines they cover (the manager reads it over SSH,
+/// so that its wizard covers them all). `None` for a machine alone.
+pub fn pvo_cluster(shared: &Handles, cfg: &Config) -> Option<(String, Json)> {
+    let m = shared.cluster.membership()?;
+    let snap = shared.cluster.snapshot()?;
+    let level = pvo_level(cfg, shared)?;
+    let machines = pvo_machines(&snap, &level);
+    let names: Vec<&str> = machines.iter().map(|m| m.name.as_str()).collect();
+    Some((
+        format!(
+            "Cluster {}, machine {}: the PVO settings are at {level} and cover {}\n",
+            snap.members.cluster,
+            m.machine,
+            names.join(", ")
+        ),
+        json!({
+            "name": snap.members.cluster.to_string(),
+            "machine": m.machine.to_string(),
+            "pvo_level": level.to_string(),
+            "pvo_machines": machines
+                .iter()
+                .map(|m| json!({ "name": m.name.to_string(), "address": m.address }))
+                .collect::<Vec<_>>(),
+        }),
+    ))
+}
+
+/// What each machine reported of its enrollment on a manager.
+fn enrollment_of(snap: &Snapshot, name: &Name) -> Option<Enrollment> {
+    snap.cpq
+        .iter()
+        .find(|(n, _)| n == name)
+        .and_then(|(_, j)| serde_json::from_str(j).ok())
+}
+
+/// Every machine of `level` added on the manager this machine is added on.
+pub fn added_check(
+    cfg: &Config,
+    snap: &Snapshot,
+    level: &Level,
+) -> crate::core::cpq::checks::Check {
+    use crate::core::cpq::checks::Check;
+    let ours = match &cfg.cpq {
+        Some(c) => Enrollment::read(Some(&c.node_id), &c.dir),
+        None => Enrollment::read(None, &cfg.data_dir.join("cpq")),
+    };
+    let machines = pvo_machines(snap, level);
+    let mut missing = Vec::new();
+    for m in &machines {
+        // This machine as it is now; the others as they last reported.
+        let reported = if ours.id.as_deref() == Some(m.name.as_str()) {
+            Some(ours.clone())
+        } else {
+            enrollment_of(snap, &m.name)
+        };
+        let why = match reported {
+            Some(e) => e.missing(m.name.as_str(), &ours),
+            None => Some("has not reported its enrollment (not connected to the cluster's store since it started)".to_string()),
+        };
+        if let Some(why) = why {
+            missing.push((m, why));
+        }
+    }
+    let names: Vec<&str> = machines.iter().map(|m| m.name.as_str()).collect();
+    if missing.is_empty() {
+        return Check::pass(
+            "cluster PVO",
+            format!(
+                "every machine at {level} is added on the manager: {}",
+                names.join(", ")
+            ),
+        );
+    }
+    Check::fail(
+        "cluster PVO",
+        missing
+            .iter()
+            .map(|(m, why)| format!("{}: {why}", m.name))
+            .collect::<Vec<_>>()
+            .join("; "),
+        format!(
+            "centralization at {level} covers {}, and every one of them must first be added on the manager",
+            names.join(", ")
+        ),
+        format!(
+            "on the manager, add each: {} (then its wizard covers them all), and Enable again",
+            missing
+                .iter()
+                .map(|(m, _)| format!(
+                    "`applianceconfig new --id {} --address {}`",
+                    m.name, m.address
+                ))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+        None,
+    )
 }
 
 /// The features the configuration uses: anti-virus, outbreak filters and DLP in a mail

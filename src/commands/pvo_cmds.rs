@@ -26,7 +26,25 @@ pub async fn pvoconfig(
         (PvoAction::Status, _) => status(shared).await,
         (PvoAction::Enable, Role::Gateway) => enable(shared, req, args).await,
         (PvoAction::Disable, Role::Gateway) => disable(shared, req),
-        (PvoAction::Migration, Role::Manager) => migration(shared, req, args, &id.user),
+        (PvoAction::Migration, Role::Manager) => {
+            // The wizard covers every machine of a cluster it centralizes, or none.
+            if matches!(text(&args.mode), Some("automatic" | "custom")) {
+                let deps = (&**shared).into();
+                if let Ok(st) = crate::core::cpq::gateways::status(&deps, None).await {
+                    let lines = crate::core::cpq::gateways::uncovered(&st);
+                    if !lines.is_empty() {
+                        return Response::fail(
+                            ErrorKind::Conflict,
+                            format!(
+                                "{}\nThe migration wizard covers every machine of a cluster, or none of them: add the machines named, then run it again.",
+                                lines.join("\n")
+                            ),
+                        );
+                    }
+                }
+            }
+            migration(shared, req, args, &id.user)
+        }
         (PvoAction::Service, _) => service(shared, req, args),
         (PvoAction::Enable | PvoAction::Disable, Role::Manager) => Response::error(
             "pvoconfig enable/disable is a gateway command; on the manager, run the migration wizard (`pvoconfig migration`) and add gateways.",
@@ -102,6 +120,10 @@ async fn status(shared: &Arc<Handles>) -> Response {
                 }
             }
             data["migration"] = json!(p);
+            if let Some((line, c)) = super::cluster_cmds::pvo_cluster(shared, &cfg) {
+                t.push_str(&line);
+                data["cluster"] = c;
+            }
             // What the manager asks over SSH: where released mail goes.
             data["node_id"] = json!(cfg.cpq.as_ref().map(|c| c.node_id.clone()));
             data["cpq_listener"] = match shared
@@ -181,10 +203,17 @@ async fn enable(shared: &Arc<Handles>, req: &Request, args: &PvoArgs) -> Respons
         },
     };
     // A cluster first: its members must quarantine alike (scenario 6).
-    let cluster: Vec<Check> = super::cluster_cmds::checks(shared)
+    let mut cluster: Vec<Check> = super::cluster_cmds::checks(shared)
         .into_iter()
         .filter(|c| !c.passed)
         .collect();
+    // ... and every machine of the level it is enabled at is added on the manager.
+    let covered = super::cluster_cmds::enable_check(shared, req);
+    if let Some(c) = covered.as_ref().filter(|c| !c.passed) {
+        if !cluster.iter().any(|x| x.name == c.name) {
+            cluster.push(c.clone());
+        }
+    }
     if let Some(first) = cluster.first() {
         let mut text = String::new();
         for c in &cluster {
@@ -203,7 +232,8 @@ async fn enable(shared: &Arc<Handles>, req: &Request, args: &PvoArgs) -> Respons
         );
     }
     drop(cfg);
-    let checks = shared.probes.preflight(&manager.0, manager.1).await;
+    let mut checks = shared.probes.preflight(&manager.0, manager.1).await;
+    checks.extend(covered);
     let mut text = String::new();
     for c in &checks {
         text.push_str(&c.text());
@@ -632,6 +662,13 @@ fn cpqcert_install(shared: &Arc<Handles>, req: &Request, args: &CpqCertArgs) -> 
     if cfg.role != Role::Gateway {
         return Response::error("cpqcert install is for gateways.");
     }
+    // In a cluster a machine's CPQ id is its machine name (`core::cluster::compose`).
+    let machine = shared.cluster.membership().map(|m| m.machine.to_string());
+    if let Some(m) = machine.as_deref().filter(|m| *m != id) {
+        return Response::error(format!(
+            "This gateway is machine {m} of a cluster, and in a cluster a machine's CPQ id is its machine name: add it on the manager as {m} (`applianceconfig new --id {m} ...`), not as {id}."
+        ));
+    }
     let dir = cfg
         .cpq
         .as_ref()
@@ -670,7 +707,7 @@ fn cpqcert_install(shared: &Arc<Handles>, req: &Request, args: &CpqCertArgs) -> 
             dir.display()
         ));
     }
-    let same_id = cfg.cpq.as_ref().is_some_and(|c| c.node_id == id);
+    let same_id = machine.is_some() || cfg.cpq.as_ref().is_some_and(|c| c.node_id == id);
     if cfg.cpq.is_some() {
         if let Err(e) = shared.control.node.apply_config((*cfg).clone()) {
             return Response::error(format!("Installed, but not in force: {e:#}"));

@@ -517,6 +517,10 @@ pub struct Gateway {
     pub backlog: Option<u64>,
     /// The gateway's migration progress (pvoconfig status), or null.
     pub migration: Value,
+    /// The cluster the gateway is a machine of, from the last check over SSH.
+    #[serde(default)]
+    #[schema(required = true)]
+    pub cluster: Option<String>,
     #[schema(required = true)]
     pub checked_at: Option<u64>,
     #[schema(required = true)]
@@ -876,7 +880,7 @@ mod tests {
         let g = json!({
             "id": "gw1", "address": "127.0.0.1", "port": 7025, "state": "backlog",
             "state_text": "t", "mode": "central", "backlog": 3, "migration": { "total": 1 },
-            "checked_at": 9, "ssh_error": null, "transfers_received": 2,
+            "checked_at": 9, "ssh_error": null, "transfers_received": 2, "cluster": "edge",
             "last_transfer_at": null, "last_refusal": { "at": 4, "text": "no" },
             "held_messages": 1, "releases_waiting": 0, "last_release_error": null,
         });

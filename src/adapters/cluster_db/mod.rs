@@ -34,6 +34,7 @@ use tokio_postgres_rustls::MakeRustlsConnect;
 const MIGRATIONS: &[(i32, &str)] = &[
     (1, include_str!("migrations/001_cluster.sql")),
     (2, include_str!("migrations/002_features.sql")),
+    (5, include_str!("migrations/005_cpq.sql")),
 ];
 
 /// The advisory lock keys: migrations, and commits with membership changes.
@@ -313,9 +314,10 @@ impl ClusterDb {
             .collect();
         let mut states = Vec::new();
         let mut features = Vec::new();
+        let mut cpq = Vec::new();
         for row in tx
             .query(
-                "SELECT name, applied, features FROM pvo_cluster.machine ORDER BY name",
+                "SELECT name, applied, features, cpq FROM pvo_cluster.machine ORDER BY name",
                 &[],
             )
             .await
@@ -326,6 +328,10 @@ impl ClusterDb {
             let keys: Option<Vec<String>> = row.get(2);
             if let Some(keys) = keys {
                 features.push((name(&n)?, keys));
+            }
+            let enrolled: Option<String> = row.get(3);
+            if let Some(e) = enrolled {
+                cpq.push((name(&n)?, e));
             }
             states.push(MemberState {
                 connected: connected.contains(&n),
@@ -340,6 +346,7 @@ impl ClusterDb {
             layers,
             states,
             features,
+            cpq,
         })
     }
 
@@ -359,18 +366,20 @@ impl ClusterDb {
         Ok(())
     }
 
-    /// A member says which features its keys turn on now; the other members hear of it
-    /// (`members`): their checks of scenario 5 read it.
-    pub async fn report_features(
+    /// A member says which features its keys turn on now and what it holds of its
+    /// enrollment on a manager (JSON); the other members hear of it (`members`): their
+    /// checks of scenario 5 and of PVO in the cluster read it.
+    pub async fn report_facts(
         &self,
         machine: &Name,
         features: &[String],
+        cpq: Option<&str>,
     ) -> Result<(), DbError> {
         let mut client = self.client.lock().await;
         let tx = client.transaction().await.map_err(refused)?;
         tx.execute(
-            "UPDATE pvo_cluster.machine SET features = $2, seen_at = now() WHERE name = $1",
-            &[&machine.as_str(), &features],
+            "UPDATE pvo_cluster.machine SET features = $2, cpq = $3, seen_at = now() WHERE name = $1",
+            &[&machine.as_str(), &features, &cpq],
         )
         .await
         .map_err(refused)?;
@@ -738,12 +747,13 @@ impl crate::core::cluster::store::ClusterStore for ClusterDb {
         Box::pin(ClusterDb::report(self, machine, applied))
     }
 
-    fn report_features<'a>(
+    fn report_facts<'a>(
         &'a self,
         machine: &'a Name,
         features: &'a [String],
+        cpq: Option<&'a str>,
     ) -> BoxFuture<'a, Result<(), DbError>> {
-        Box::pin(ClusterDb::report_features(self, machine, features))
+        Box::pin(ClusterDb::report_facts(self, machine, features, cpq))
     }
 
     fn change_members(&self, change: MembersChange) -> BoxFuture<'_, Result<Members, DbError>> {

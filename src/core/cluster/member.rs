@@ -159,6 +159,7 @@ impl ClusterHandle {
             layers: last.layers,
             states: Vec::new(),
             features: Vec::new(),
+            cpq: Vec::new(),
         })
     }
 

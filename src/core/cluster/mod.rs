@@ -78,7 +78,32 @@ pub fn compose(
             text,
         })
         .collect();
-    Config::from_layers(&built)
+    let mut cfg = Config::from_layers(&built)?;
+    // A machine is known to the manager by one id; a `[cpq]` shared by a group or the
+    // cluster names no id (`misplaced` refuses one), so each machine is its own name.
+    if cfg.origin("cpq") != Some("machine") {
+        if let Some(c) = cfg.cpq.as_mut() {
+            c.node_id = machine.to_string();
+        }
+    }
+    Ok(cfg)
+}
+
+/// The line (1-based) of `key` inside `[section]` of `text`, if it is there.
+fn line_of(text: &str, section: &str, key: &str) -> Option<usize> {
+    let mut inside = false;
+    for (i, l) in text.lines().enumerate() {
+        let l = l.trim_start();
+        if l.starts_with('[') {
+            inside = l.starts_with(&format!("[{section}]"));
+        } else if inside
+            && l.strip_prefix(key)
+                .is_some_and(|r| r.trim_start().starts_with('='))
+        {
+            return Some(i + 1);
+        }
+    }
+    None
 }
 
 /// Refuses a section set at a level it may not be at, naming the line.
@@ -89,6 +114,20 @@ fn misplaced(level: &Level, text: &str, name: &Path) -> Result<(), ConfigError> 
         key: String::new(),
         message: e.message,
     })?;
+    if !matches!(level, Level::Machine(_)) {
+        let id = doc.value("cpq").and_then(|v| v.get("node_id").map(|_| ()));
+        if id.is_some() {
+            let line = line_of(text, "cpq", "node_id");
+            return Err(ConfigError {
+                file: name.to_path_buf(),
+                line,
+                key: "cpq.node_id".into(),
+                message: format!(
+                    "a machine's CPQ id is its own: in a cluster each machine is known to the manager by its machine name, so [cpq] at {level} names no node_id: remove that line (each machine keeps its name as its CPQ id)"
+                ),
+            });
+        }
+    }
     for section in doc.sections() {
         if SCHEMA.allows(&section, level) {
             continue;
@@ -187,6 +226,33 @@ address = "127.0.0.1"
         assert_eq!(e.line, Some(2));
         let e = compose(&members(), &n("gw9"), &[], 7, Path::new(".")).unwrap_err();
         assert!(e.message.contains("no machine named gw9"), "{e}");
+    }
+
+    const CPQ: &str = "[cpq]\nmode = \"local\"\n";
+
+    #[test]
+    fn each_machine_is_its_own_cpq_id() {
+        let cfg = compose(&members(), &n("gw1"), &layers("", CPQ), 4, Path::new(".")).unwrap();
+        assert_eq!(cfg.cpq.unwrap().node_id, "gw1");
+        let mut own = layers("", CPQ);
+        own[0].1.push_str("\n[cpq]\nnode_id = \"edge-1\"\n");
+        let cfg = compose(&members(), &n("gw1"), &own, 4, Path::new(".")).unwrap();
+        assert_eq!(cfg.cpq.unwrap().node_id, "edge-1");
+        let shared = format!("[logs]\n\n{CPQ}node_id = \"gw1\"\n");
+        let e = compose(
+            &members(),
+            &n("gw1"),
+            &layers(&shared, ""),
+            4,
+            Path::new("."),
+        )
+        .unwrap_err();
+        assert_eq!((e.key.as_str(), e.line), ("cpq.node_id", Some(5)), "{e}");
+        assert!(
+            e.message
+                .contains("known to the manager by its machine name"),
+            "{e}"
+        );
     }
 
     #[test]

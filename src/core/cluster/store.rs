@@ -69,6 +69,9 @@ pub struct Snapshot {
     pub states: Vec<MemberState>,
     /// The features each machine's keys turn on, as it last reported them.
     pub features: Vec<(pvo_cluster::Name, Vec<String>)>,
+    /// What each machine last reported of its enrollment on a manager (JSON of
+    /// `core::cpq::enrollment::Enrollment`).
+    pub cpq: Vec<(pvo_cluster::Name, String)>,
 }
 
 impl Snapshot {
@@ -123,11 +126,13 @@ pub trait ClusterStore: Send + Sync {
         machine: &'a pvo_cluster::Name,
         applied: u64,
     ) -> BoxFuture<'a, Result<(), StoreError>>;
-    /// This member's feature keys turn on `features` now.
-    fn report_features<'a>(
+    /// This member's feature keys turn on `features` now, and it holds `cpq` of its
+    /// enrollment on a manager.
+    fn report_facts<'a>(
         &'a self,
         machine: &'a pvo_cluster::Name,
         features: &'a [String],
+        cpq: Option<&'a str>,
     ) -> BoxFuture<'a, Result<(), StoreError>>;
     fn change_members(&self, change: MembersChange) -> BoxFuture<'_, Result<Members, StoreError>>;
     /// Changes the members and commits `changes` in one transaction (a machine joins with

@@ -18,6 +18,7 @@ use crate::core::cluster::cache::{self, LastGood};
 use crate::core::cluster::member::ClusterHandle;
 use crate::core::cluster::store::{ClusterStore, Snapshot, StoreError};
 use crate::core::config::{Config, ConfigError, Membership};
+use crate::core::cpq::enrollment::Enrollment;
 use crate::core::events::Event;
 use crate::core::state::{ConfigHandle, MailHandle, NodeControl};
 
@@ -142,21 +143,20 @@ pub async fn run(deps: Deps) {
             store: &describe(&membership.url),
             revision: deps.cluster.status().revision,
         });
-        // The features this machine's keys turn on, reported on connecting and whenever
-        // they change (a key added, removed or expired), looked at every few seconds.
-        let mut reported: Option<Vec<String>> = None;
+        // The features this machine's keys turn on and its enrollment on a manager,
+        // reported on connecting and whenever they change (a key added, removed or
+        // expired; a CPQ certificate installed), looked at every few seconds.
+        let mut reported: Option<(Vec<String>, String)> = None;
         let mut tick = tokio::time::interval(FEATURES_EVERY);
         let why = loop {
             tokio::select! {
                 _ = tick.tick() => {
-                    let now: Vec<String> = deps
-                        .features
-                        .active_features()
-                        .iter()
-                        .map(|f| f.name().to_string())
-                        .collect();
+                    let now = facts(&deps);
                     if reported.as_ref() != Some(&now) {
-                        if let Err(e) = store.report_features(&membership.machine, &now).await {
+                        if let Err(e) = store
+                            .report_facts(&membership.machine, &now.0, Some(&now.1))
+                            .await
+                        {
                             break e.to_string();
                         }
                         reported = Some(now);
@@ -186,6 +186,26 @@ pub async fn run(deps: Deps) {
             lost(&deps, &membership, &why);
         }
     }
+}
+
+/// What this machine reports of itself: the features its keys turn on, and its
+/// enrollment on a manager (JSON).
+fn facts(deps: &Deps) -> (Vec<String>, String) {
+    let features = deps
+        .features
+        .active_features()
+        .iter()
+        .map(|f| f.name().to_string())
+        .collect();
+    let cfg = deps.config.current();
+    let enrollment = match &cfg.cpq {
+        Some(c) => Enrollment::read(Some(&c.node_id), &c.dir),
+        None => Enrollment::read(None, &cfg.data_dir.join("cpq")),
+    };
+    (
+        features,
+        serde_json::to_string(&enrollment).unwrap_or_default(),
+    )
 }
 
 /// The member is not connected, for `why`: said once per change of reason.

@@ -113,6 +113,7 @@ fn spawn_check(shared: &Deps, id: &str) {
                     c.mode = data["mode"].as_str().map(str::to_string);
                     c.backlog = data["queued_for_manager"].as_u64();
                     c.migration = Some(data["migration"].clone()).filter(|m| !m.is_null());
+                    c.cluster = Some(data["cluster"].clone()).filter(|m| m.is_object());
                 }
                 Err(e) => {
                     let text = format!("{e:#}");
@@ -269,6 +270,7 @@ pub async fn status(shared: &Deps, only: Option<&str>) -> Result<Value, String> 
             "mode": check.mode,
             "backlog": check.backlog,
             "migration": check.migration,
+            "cluster": check.cluster.as_ref().and_then(|c| c["name"].as_str()),
             "checked_at": check.checked_at,
             "ssh_error": ssh_error,
             "transfers_received": by_id.transfers,
@@ -279,7 +281,84 @@ pub async fn status(shared: &Deps, only: Option<&str>) -> Result<Value, String> 
             "last_release_error": by_id.last_release_error,
         }));
     }
-    Ok(json!({ "gateways": out, "releases_waiting_total": rows.len() }))
+    let clusters = clusters(&gateways, &checks);
+    Ok(json!({ "gateways": out, "clusters": clusters, "releases_waiting_total": rows.len() }))
+}
+
+/// The clusters the added gateways belong to, as they said over SSH: for each, the
+/// machines its PVO settings cover, those added here and those not yet (with the
+/// address to add them at). The wizard covers a cluster only when none is missing.
+fn clusters(gateways: &[EnrolledGateway], checks: &HashMap<String, Check>) -> Vec<Value> {
+    use std::collections::BTreeMap;
+    let mut by_name: BTreeMap<String, (Vec<String>, BTreeMap<String, String>)> = BTreeMap::new();
+    for g in gateways {
+        let Some(c) = checks.get(&g.id).and_then(|c| c.cluster.as_ref()) else {
+            continue;
+        };
+        let Some(name) = c["name"].as_str() else {
+            continue;
+        };
+        let entry = by_name.entry(name.to_string()).or_default();
+        entry.0.push(g.id.clone());
+        for m in c["pvo_machines"].as_array().into_iter().flatten() {
+            if let Some(n) = m["name"].as_str() {
+                entry.1.insert(
+                    n.to_string(),
+                    m["address"].as_str().unwrap_or_default().to_string(),
+                );
+            }
+        }
+    }
+    by_name
+        .into_iter()
+        .map(|(name, (added, machines))| {
+            let missing: Vec<Value> = machines
+                .iter()
+                .filter(|(m, _)| !added.contains(m))
+                .map(|(m, a)| json!({ "name": m, "address": a }))
+                .collect();
+            json!({
+                "name": name,
+                "machines": machines.keys().collect::<Vec<_>>(),
+                "added": added,
+                "missing": missing,
+            })
+        })
+        .collect()
+}
+
+/// What keeps the wizard from covering every machine of a cluster: one sentence per
+/// cluster with machines not added, naming each and how to add it.
+pub fn uncovered(status: &Value) -> Vec<String> {
+    status["clusters"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|c| {
+            let missing = c["missing"].as_array().filter(|m| !m.is_empty())?;
+            Some(format!(
+                "Cluster {} centralizes {}, and not all of them are added on this manager: add {}.",
+                c["name"].as_str().unwrap_or(""),
+                c["machines"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(Value::as_str)
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                missing
+                    .iter()
+                    .map(|m| format!(
+                        "{} (`applianceconfig new --id {} --address {}`)",
+                        m["name"].as_str().unwrap_or(""),
+                        m["name"].as_str().unwrap_or(""),
+                        m["address"].as_str().unwrap_or("")
+                    ))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ))
+        })
+        .collect()
 }
 
 /// The state of one gateway and the sentence that explains it.
@@ -404,6 +483,29 @@ pub fn table(data: &Value) -> String {
         if let Some(e) = g["last_release_error"].as_str() {
             t.push_str(&format!("  last release error: {e}\n"));
         }
+    }
+    for c in data["clusters"].as_array().into_iter().flatten() {
+        let list = |v: &Value| {
+            v.as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|x| x.as_str().or_else(|| x["name"].as_str()))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        t.push_str(&format!(
+            "\nCluster {}: centralizes {}; added here: {}",
+            opt(&c["name"]),
+            list(&c["machines"]),
+            list(&c["added"]),
+        ));
+        match list(&c["missing"]) {
+            m if m.is_empty() => t.push('\n'),
+            m => t.push_str(&format!("; not added yet: {m}\n")),
+        }
+    }
+    for line in uncovered(data) {
+        t.push_str(&format!("  {line}\n"));
     }
     t.push_str(&format!(
         "\nReleased messages waiting for their gateways ({CPQ_RELEASE_HOST}): {}\n",

@@ -22,6 +22,7 @@
 
 pub mod checks;
 pub mod endpoints;
+pub mod enrollment;
 pub mod gateway;
 pub mod gateways;
 pub mod handles;

@@ -72,6 +72,9 @@ pub(crate) struct Check {
     pub(crate) mode: Option<String>,
     pub(crate) backlog: Option<u64>,
     pub(crate) migration: Option<Value>,
+    /// The gateway's cluster, when it is in one: its name, the level of its PVO
+    /// settings and the machines they cover (`pvoconfig status`).
+    pub(crate) cluster: Option<Value>,
     /// Why the last check failed (`None` after a success).
     pub(crate) error: Option<String>,
     pub(crate) running: bool,

@@ -1,0 +1,241 @@
+//! Centralization in a cluster: two gateways of one cluster (a private PostgreSQL as its
+//! store) and a manager, each its own `pvo` process. The PVO settings sit at cluster
+//! level; each machine is known to the manager by its machine name; Enable and the
+//! manager's migration wizard refuse until every machine of that level is added on the
+//! manager, naming the one that is not; then a message quarantined on the second
+//! gateway reaches the manager as that gateway's.
+
+use std::net::{IpAddr, Ipv4Addr};
+use std::process::Command;
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::support::{
+    accepted_mid, free_port_on, free_port_on_all, json, manager_toml, pvo_bin, pvo_try,
+    run_with_timeout, ssh_port, text, wait_line, wait_until, GatewayToml, Node, Postgres, Sink,
+    SmtpClient, INCOMING_POLICY, OUTGOING_POLICY, QUARANTINE_TEST_FILTER, TRUSTED,
+};
+
+const GW1_IP: IpAddr = TRUSTED;
+const GW2_IP: IpAddr = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 3));
+const MANAGER_IP: IpAddr = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2));
+/// Long enough for a debug build on two busy cores; waits end at the event.
+const WAIT: Duration = Duration::from_secs(60);
+
+fn gateway(id: &str, ip: IpAddr, cpq_port: u16, manager_port: u16, sink: &Sink) -> Node {
+    Node::start(
+        &GatewayToml::new(sink)
+            .hostname(&format!("{id}.cpq.test"))
+            .address(ip)
+            .accept_all()
+            .rat(&["example.com"])
+            .default_interface("Loopback")
+            .quiet_bounces()
+            .cpq(id, cpq_port, "local", manager_port)
+            .ssh()
+            .extra(QUARANTINE_TEST_FILTER)
+            .extra(INCOMING_POLICY)
+            .extra(OUTGOING_POLICY)
+            .build(),
+    )
+}
+
+/// `applianceconfig new` on the manager for `gw`, with its Administrator's password.
+fn add(manager: &Node, gw: &Node, id: &str, ip: IpAddr) -> String {
+    let password = std::fs::read_to_string(gw.data_dir().join("run/initial-admin-password"))
+        .expect("the gateway's initial admin password");
+    let mut cmd = Command::new(pvo_bin());
+    cmd.arg("--dir")
+        .arg(manager.data_dir())
+        .args(["applianceconfig", "new", "--id", id])
+        .args(["--address", &ip.to_string()])
+        .args(["--ssh-port", &ssh_port(gw).to_string()])
+        .env("PVO_GATEWAY_PASSWORD", password.trim());
+    let (status, out, err) = run_with_timeout(&mut cmd, WAIT);
+    assert!(status.success(), "{out}{err}");
+    text(manager, &["commit", "-m", &format!("add {id}")]);
+    out
+}
+
+fn send(node: &Node, subject: &str) -> u64 {
+    let mut c = SmtpClient::open(node.addr(), Some(TRUSTED));
+    c.expect("EHLO client.cpq.test", 250);
+    let body = format!(
+        "From: <alice@example.org>\r\nTo: <bob@example.com>\r\nSubject: {subject}\r\n\r\nbody\r\n"
+    );
+    let r = c.send_message("alice@example.org", &["bob@example.com"], &body);
+    assert_eq!(r.code, 250, "{}", r.raw());
+    c.quit();
+    accepted_mid(&r)
+}
+
+fn pvo_status(node: &Node) -> Value {
+    json(node, &["pvoconfig", "status"])
+}
+
+#[test]
+fn centralization_at_cluster_level_covers_every_machine_or_none() {
+    let pg = Postgres::start();
+    let url = pg.url();
+    let manager_port = free_port_on(MANAGER_IP);
+    let manager = Node::start_manager(&format!(
+        "{}\n[ssh]\nport = 0\n",
+        manager_toml("manager", manager_port)
+    ));
+    // One cpq port for both: the cluster's [cpq] names it, each machine listens on its own
+    // address.
+    let cpq_port = free_port_on_all(&[GW1_IP, GW2_IP]);
+    let (sink1, sink2) = (Sink::accepting(), Sink::accepting());
+    let gw1 = gateway("gw1", GW1_IP, cpq_port, manager_port, &sink1);
+    let gw2 = gateway("gw2", GW2_IP, cpq_port, manager_port, &sink2);
+    let out = text(&gw1, &["clusterconfig", "create", "edge", "--url", &url]);
+    assert!(out.contains("this machine (gw1)"), "{out}");
+    let out = text(&gw2, &["clusterconfig", "join", "--url", &url]);
+    assert!(out.contains("This machine (gw2) joined"), "{out}");
+
+    // The cluster's [cpq] names no id: each machine is its machine name.
+    let shown = text(&gw1, &["--level", "cluster", "showconfig"]);
+    assert!(shown.contains("[cpq]"), "{shown}");
+    assert!(!shown.contains("node_id"), "{shown}");
+    let s2 = wait_until(
+        WAIT,
+        || {
+            let s = pvo_status(&gw2);
+            (s["cluster"]["pvo_machines"].as_array()?.len() == 2).then_some(s)
+        },
+        || format!("gw2's pvoconfig status: {:#}", pvo_status(&gw2)),
+    );
+    assert_eq!(s2["node_id"], "gw2", "{s2:#}");
+    assert_eq!(s2["cluster"]["name"], "edge", "{s2:#}");
+    assert_eq!(s2["cluster"]["pvo_level"], "cluster", "{s2:#}");
+    // The manager adds gw1 only.
+    let out = add(&manager, &gw1, "gw1", GW1_IP);
+    assert!(out.contains("installed on the gateway"), "{out}");
+    // A machine of the cluster cannot be added under another id.
+    let password =
+        std::fs::read_to_string(gw2.data_dir().join("run/initial-admin-password")).unwrap();
+    let mut cmd = Command::new(pvo_bin());
+    cmd.arg("--dir")
+        .arg(manager.data_dir())
+        .args(["applianceconfig", "new", "--id", "edge-2"])
+        .args(["--address", &GW2_IP.to_string()])
+        .args(["--ssh-port", &ssh_port(&gw2).to_string()])
+        .env("PVO_GATEWAY_PASSWORD", password.trim());
+    let (status, out, err) = run_with_timeout(&mut cmd, WAIT);
+    assert!(!status.success(), "{out}{err}");
+    assert!(
+        format!("{out}{err}").contains("add it on the manager as gw2"),
+        "{out}{err}"
+    );
+
+    // Enable on gw1 names gw2, not gw1, and how to add it.
+    let manager_addr = format!("{MANAGER_IP}:{manager_port}");
+    let refused = wait_until(
+        WAIT,
+        || {
+            let (ok, said) = pvo_try(&gw1, &["pvoconfig", "enable", "--manager", &manager_addr]);
+            assert!(!ok, "enabled with gw2 not added: {said}");
+            (said.contains("gw2: no CPQ certificate") && !said.contains("gw1:")).then_some(said)
+        },
+        || "enable never named gw2 alone".to_string(),
+    );
+    assert!(
+        refused.contains(&format!(
+            "`applianceconfig new --id gw2 --address {GW2_IP}`"
+        )),
+        "{refused}"
+    );
+    // The manager's view and its wizard: the cluster is not covered yet.
+    let st = wait_until(
+        WAIT,
+        || {
+            let st = json(&manager, &["applianceconfig", "status"]);
+            (st["clusters"][0]["missing"][0]["name"] == "gw2").then_some(st)
+        },
+        || {
+            format!(
+                "the manager never saw cluster edge: {:#}",
+                json(&manager, &["applianceconfig", "status"])
+            )
+        },
+    );
+    assert_eq!(st["gateways"][0]["cluster"], "edge", "{st:#}");
+    let table = text(&manager, &["applianceconfig", "status"]);
+    assert!(
+        table.contains("Cluster edge: centralizes gw1, gw2; added here: gw1; not added yet: gw2"),
+        "{table}"
+    );
+    let (ok, said) = pvo_try(&manager, &["pvoconfig", "migration", "automatic"]);
+    assert!(!ok, "{said}");
+    assert!(
+        said.contains("Cluster edge centralizes gw1, gw2") && said.contains("add gw2"),
+        "{said}"
+    );
+
+    // gw2 added: the wizard covers both, Enable works, one commit centralizes both.
+    add(&manager, &gw2, "gw2", GW2_IP);
+    wait_until(
+        WAIT,
+        || {
+            let st = json(&manager, &["applianceconfig", "status"]);
+            st["clusters"][0]["missing"]
+                .as_array()
+                .is_some_and(|m| m.is_empty())
+                .then_some(())
+        },
+        || {
+            format!(
+                "gw2 never counted as added: {:#}",
+                json(&manager, &["applianceconfig", "status"])
+            )
+        },
+    );
+    text(&manager, &["pvoconfig", "migration", "automatic"]);
+    text(&manager, &["commit", "-m", "wizard"]);
+    let out = wait_until(
+        WAIT,
+        || {
+            let (ok, said) = pvo_try(&gw1, &["pvoconfig", "enable", "--manager", &manager_addr]);
+            ok.then_some(said)
+        },
+        || {
+            format!(
+                "enable stayed refused: {}",
+                pvo_try(&gw1, &["pvoconfig", "enable", "--manager", &manager_addr]).1
+            )
+        },
+    );
+    assert!(out.contains("every machine at cluster is added"), "{out}");
+    text(&gw1, &["commit", "-m", "centralize the cluster"]);
+    for gw in [&gw1, &gw2] {
+        wait_until(
+            WAIT,
+            || (pvo_status(gw)["mode"] == "central").then_some(()),
+            || format!("not central: {:#}", pvo_status(gw)),
+        );
+    }
+    let mid = send(&gw2, "[quarantine-test] from gw2");
+    let line = wait_line(
+        &gw2,
+        &[
+            &format!("MID {mid} RID [0] Response '2.0.0 Ok: Message "),
+            " accepted'",
+        ],
+    );
+    assert!(line.contains("accepted"), "{line}");
+    wait_until(
+        WAIT,
+        || {
+            let held = json(&manager, &["quarantine", "search", "--gateway", "gw2"]);
+            (held["total"] == 1).then_some(())
+        },
+        || {
+            format!(
+                "the manager holds nothing of gw2: {:#}",
+                json(&manager, &["quarantine", "search"])
+            )
+        },
+    );
+    drop(pg);
+}
