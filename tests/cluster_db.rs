@@ -316,15 +316,20 @@ async fn over_tcp_only_with_tls_and_the_right_ca() {
 }
 
 #[tokio::test]
-async fn each_machine_reports_its_features_and_enrollment_and_several_changes_commit_together_or_not_at_all() {
+async fn each_machine_reports_its_features_and_enrollment_and_several_changes_commit_together_or_not_at_all(
+) {
     let pg = Postgres::start();
     let db = created(&pg).await;
     let snap = db.snapshot().await.unwrap();
     assert!(snap.features.is_empty() && snap.cpq.is_empty());
     let enrolled = r#"{"id":"gw1","certificate":"gw1"}"#;
-    db.report_facts(&n("gw1"), &["antivirus".into(), "dlp".into()], Some(enrolled))
-        .await
-        .unwrap();
+    db.report_facts(
+        &n("gw1"),
+        &["antivirus".into(), "dlp".into()],
+        Some(enrolled),
+    )
+    .await
+    .unwrap();
     let snap = db.snapshot().await.unwrap();
     assert_eq!(
         snap.features,

@@ -12,9 +12,9 @@ use std::time::Duration;
 use serde_json::Value;
 
 use crate::support::{
-    accepted_mid, free_port_on, free_port_on_all, json, manager_toml, pvo_bin, pvo_try,
-    run_with_timeout, ssh_port, text, wait_line, wait_until, GatewayToml, Node, Postgres, Sink,
-    SmtpClient, INCOMING_POLICY, OUTGOING_POLICY, QUARANTINE_TEST_FILTER, TRUSTED,
+    accepted_mid, free_port_on, free_port_on_all, json, manager_toml, parse_json, pvo, pvo_bin,
+    pvo_try, run_with_timeout, ssh_port, text, wait_line, wait_until, GatewayToml, Node, Postgres,
+    Sink, SmtpClient, INCOMING_POLICY, OUTGOING_POLICY, QUARANTINE_TEST_FILTER, TRUSTED,
 };
 
 const GW1_IP: IpAddr = TRUSTED;
@@ -145,6 +145,21 @@ fn centralization_at_cluster_level_covers_every_machine_or_none() {
             "`applianceconfig new --id gw2 --address {GW2_IP}`"
         )),
         "{refused}"
+    );
+    // diagnose says the same (and the PVO page shows its cluster checks).
+    let out = pvo(&gw1, &["diagnose", "--json"]);
+    let checks = parse_json(&out.stdout)["data"]["checks"].clone();
+    let pvo_check = checks
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "cluster PVO")
+        .unwrap_or_else(|| panic!("{checks:#}"))
+        .clone();
+    assert_eq!(pvo_check["passed"], false, "{pvo_check:#}");
+    assert!(
+        pvo_check["detail"].as_str().unwrap().starts_with("gw2: "),
+        "{pvo_check:#}"
     );
     // The manager's view and its wizard: the cluster is not covered yet.
     let st = wait_until(

@@ -1677,8 +1677,13 @@ pub fn checks(shared: &Handles) -> Vec<crate::core::cpq::checks::Check> {
             }
         }
     }
-    // Centralized at a level: every machine of it must be added on the manager.
-    if cfg.cpq.as_ref().is_some_and(|c| c.central()) {
+    // Centralized at a level (or with a manager named, as Enable would): every machine
+    // of it must be added on the manager.
+    if cfg
+        .cpq
+        .as_ref()
+        .is_some_and(|c| c.central() || c.manager.is_some())
+    {
         if let Some(level) = pvo_level(&cfg, shared) {
             out.push(added_check(&cfg, &snap, &level));
         }

@@ -23,6 +23,33 @@ pub(super) fn preflight_check(name: &str) -> bool {
     .contains(&name)
 }
 
+/// Of `diagnose`'s checks, those Enable depends on — the preflight and, in a cluster, the
+/// cluster's reasons (its store, levels, feature keys, interfaces, every machine added on
+/// the manager) — with how each interface reaches the manager; and the first failure's
+/// cause and remedy, which keep Enable greyed.
+fn enable_checks(list: Vec<Value>) -> (Option<(String, String)>, Vec<Value>) {
+    let decides = |n: &str| preflight_check(n) || n == "cluster" || n.starts_with("cluster ");
+    let shown: Vec<Value> = list
+        .into_iter()
+        .filter(|ch| {
+            let n = ch["name"].as_str().unwrap_or("");
+            decides(n) || n.starts_with("reach ")
+        })
+        .collect();
+    let reason = shown
+        .iter()
+        .find(|ch| {
+            !ch["passed"].as_bool().unwrap_or(false) && decides(ch["name"].as_str().unwrap_or(""))
+        })
+        .map(|ch| {
+            (
+                ch["cause"].as_str().unwrap_or("").to_string(),
+                ch["remedy"].as_str().unwrap_or("").to_string(),
+            )
+        });
+    (reason, shown)
+}
+
 pub(super) async fn pvo(Viewer { shared, c }: Viewer) -> HttpResponse {
     let st = run(&shared, &c.id, "pvoconfig", json!({ "action": "status" })).await;
     let cfg = shared.config.current();
@@ -53,27 +80,9 @@ pub(super) async fn pvo(Viewer { shared, c }: Viewer) -> HttpResponse {
                     "Ask an Administrator or Operator.".into(),
                 ));
             }
-            // The preflight decides; how each interface reaches the manager is shown too.
-            let shown: Vec<Value> = list
-                .into_iter()
-                .filter(|ch| {
-                    let n = ch["name"].as_str().unwrap_or("");
-                    preflight_check(n) || n.starts_with("reach ")
-                })
-                .collect();
+            let (why, shown) = enable_checks(list);
             if reason.is_none() {
-                reason = shown
-                    .iter()
-                    .find(|ch| {
-                        !ch["passed"].as_bool().unwrap_or(false)
-                            && preflight_check(ch["name"].as_str().unwrap_or(""))
-                    })
-                    .map(|ch| {
-                        (
-                            ch["cause"].as_str().unwrap_or("").to_string(),
-                            ch["remedy"].as_str().unwrap_or("").to_string(),
-                        )
-                    });
+                reason = why;
             }
             checks = Some(shown);
         }
@@ -193,6 +202,42 @@ mod tests {
     use super::*;
 
     const EVIL: &str = "<script>alert(1)</script>\"'";
+
+    #[test]
+    fn cluster_reasons_grey_out_enable_like_the_preflight() {
+        let checks = vec![
+            json!({ "name": "listeners", "passed": false, "cause": "suspended", "remedy": "resume" }),
+            json!({ "name": "cluster", "passed": true, "detail": "connected" }),
+            json!({ "name": "cluster PVO", "passed": false, "detail": "gw2: no CPQ certificate",
+                    "cause": "every machine must be added", "remedy": "`applianceconfig new --id gw2`" }),
+            json!({ "name": "manager ready", "passed": false, "cause": "later", "remedy": "x" }),
+            json!({ "name": "reach the manager from Data 1", "passed": true }),
+        ];
+        let (reason, shown) = enable_checks(checks);
+        assert_eq!(
+            reason,
+            Some((
+                "every machine must be added".to_string(),
+                "`applianceconfig new --id gw2`".to_string()
+            ))
+        );
+        let names: Vec<&str> = shown.iter().filter_map(|c| c["name"].as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "cluster",
+                "cluster PVO",
+                "manager ready",
+                "reach the manager from Data 1"
+            ]
+        );
+        let page = enable_section("t", reason.as_ref(), Some(&shown)).into_string();
+        assert!(
+            page.contains("FAIL cluster PVO: gw2: no CPQ certificate"),
+            "{page}"
+        );
+        assert!(page.contains("disabled"), "{page}");
+    }
 
     #[test]
     fn enable_shows_the_escaped_reason_and_checks() {
