@@ -396,7 +396,13 @@ async fn the_user_base_is_a_sequence_of_revisions_refusing_a_stale_base() {
     let mut listener = other.listen().await.unwrap();
 
     let r = db
-        .commit_users(&users_change(0, "{\"v\":1}", "admin", "gw1", "the users of gw1"))
+        .commit_users(&users_change(
+            0,
+            "{\"v\":1}",
+            "admin",
+            "gw1",
+            "the users of gw1",
+        ))
         .await
         .unwrap();
     assert_eq!((r.number, r.machine.as_str()), (1, "gw1"));
@@ -407,16 +413,31 @@ async fn the_user_base_is_a_sequence_of_revisions_refusing_a_stale_base() {
     // Two members from the same revision: the first is written, the second refused
     // naming who changed what on which machine, and nothing of it is written.
     let first = other
-        .commit_users(&users_change(1, "{\"v\":2}", "alice", "gw2", "userconfig new carol"))
+        .commit_users(&users_change(
+            1,
+            "{\"v\":2}",
+            "alice",
+            "gw2",
+            "userconfig new carol",
+        ))
         .await
         .unwrap();
     assert_eq!(first.number, 2);
     let e = db
-        .commit_users(&users_change(1, "{\"v\":3}", "bob", "gw1", "userconfig new dave"))
+        .commit_users(&users_change(
+            1,
+            "{\"v\":3}",
+            "bob",
+            "gw1",
+            "userconfig new dave",
+        ))
         .await
         .unwrap_err();
     let text = e.to_string();
-    assert!(matches!(e, DbError::UsersConflict(ref c) if c.base == 1 && c.between.len() == 1), "{text}");
+    assert!(
+        matches!(e, DbError::UsersConflict(ref c) if c.base == 1 && c.between.len() == 1),
+        "{text}"
+    );
     assert!(
         text.starts_with("the cluster's users changed since users revision 1, which this machine's copy is from:\n  users revision 2 by alice on gw2 ("),
         "{text}"
@@ -427,15 +448,30 @@ async fn the_user_base_is_a_sequence_of_revisions_refusing_a_stale_base() {
     assert_eq!(now.revision.what, "userconfig new carol");
     // From the newest revision it goes through; configuration revisions are another
     // sequence and do not conflict with it.
-    db.commit(&commit("cluster", 2, "[limits]\n", "bob")).await.unwrap();
+    db.commit(&commit("cluster", 2, "[limits]\n", "bob"))
+        .await
+        .unwrap();
     let r = db
-        .commit_users(&users_change(2, "{\"v\":4}", "bob", "gw1", "userconfig new dave"))
+        .commit_users(&users_change(
+            2,
+            "{\"v\":4}",
+            "bob",
+            "gw1",
+            "userconfig new dave",
+        ))
         .await
         .unwrap();
     assert_eq!(r.number, 3);
     let history = db.users_history(0).await.unwrap();
     let whats: Vec<&str> = history.iter().map(|r| r.what.as_str()).collect();
-    assert_eq!(whats, ["the users of gw1", "userconfig new carol", "userconfig new dave"]);
+    assert_eq!(
+        whats,
+        [
+            "the users of gw1",
+            "userconfig new carol",
+            "userconfig new dave"
+        ]
+    );
     assert_eq!(db.snapshot().await.unwrap().head, 3);
 }
 

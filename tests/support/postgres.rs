@@ -278,8 +278,8 @@ fn spawn(
     settings: &[String],
     netns: Option<&str>,
 ) -> (Child, mpsc::Receiver<String>) {
-    let netns =
-        netns.map(|name| std::fs::File::open(format!("/run/netns/{name}")).expect("open the namespace"));
+    let netns = netns
+        .map(|name| std::fs::File::open(format!("/run/netns/{name}")).expect("open the namespace"));
     let mut cmd = command(&bin_dir().join("postgres"), user, netns);
     cmd.arg("-D")
         .arg(dir.join("data"))
