@@ -896,7 +896,7 @@ fn create(shared: &Arc<Handles>, req: &Request, args: &ClusterArgs) -> Response 
             own.sections().join(", "),
             if applied { "" } else { "\nNot yet connected to the cluster's store: see `clusterconfig connstatus`." }
         ),
-        json!({ "cluster": cluster.to_string(), "machine": membership.machine.to_string(), "revision": revision, "cluster_sections": moved, "applied": applied }),
+        json!({ "cluster": cluster.to_string(), "machine": membership.machine.to_string(), "revision": revision, "cluster_sections": moved, "applied": applied, "users": shared.access.users.users().len() }),
     )
 }
 
