@@ -532,6 +532,7 @@ impl Node {
                 config: shared.config.clone(),
                 mail: shared.mail.clone(),
                 features: shared.scan.features.clone(),
+                access: shared.access.clone(),
             },
         ));
         Ok(Node {

@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use pvo::adapters::cluster_db::{ClusterDb, Commit, DbError, Notice};
+use pvo::adapters::cluster_db::{ClusterDb, Commit, DbError, Notice, UsersCommit};
 use pvo_cluster::{Level, Members, Name};
 
 use crate::support::{Namespace, Postgres};
@@ -383,4 +383,124 @@ async fn a_store_a_newer_pvo_set_up_is_refused_naming_the_versions() {
         .expect("a newer schema is refused");
     assert!(matches!(e, DbError::TooNew { schema: 99, .. }), "{e}");
     assert!(e.to_string().contains("upgrade this machine"), "{e}");
+}
+
+fn users_change(base: u64, users: &str, author: &str, machine: &str, what: &str) -> UsersCommit {
+    UsersCommit {
+        base,
+        users: users.into(),
+        author: author.into(),
+        machine: machine.into(),
+        what: what.into(),
+    }
+}
+
+#[tokio::test]
+async fn the_user_base_is_a_sequence_of_revisions_refusing_a_stale_base() {
+    let pg = Postgres::start();
+    let db = created(&pg).await;
+    let other = ClusterDb::connect(&pg.url(), "gw2", None).await.unwrap();
+    assert_eq!(db.users().await.unwrap(), None);
+    let mut listener = other.listen().await.unwrap();
+
+    let r = db
+        .commit_users(&users_change(
+            0,
+            "{\"v\":1}",
+            "admin",
+            "gw1",
+            "the users of gw1",
+        ))
+        .await
+        .unwrap();
+    assert_eq!((r.number, r.machine.as_str()), (1, "gw1"));
+    assert!(r.at.ends_with(" UTC"), "{}", r.at);
+    let heard = tokio::time::timeout(Duration::from_secs(1), listener.next()).await;
+    assert_eq!(heard.unwrap(), Some(Notice::Users(1)));
+
+    // Two members from the same revision: the first is written, the second refused
+    // naming who changed what on which machine, and nothing of it is written.
+    let first = other
+        .commit_users(&users_change(
+            1,
+            "{\"v\":2}",
+            "alice",
+            "gw2",
+            "userconfig new carol",
+        ))
+        .await
+        .unwrap();
+    assert_eq!(first.number, 2);
+    let e = db
+        .commit_users(&users_change(
+            1,
+            "{\"v\":3}",
+            "bob",
+            "gw1",
+            "userconfig new dave",
+        ))
+        .await
+        .unwrap_err();
+    let text = e.to_string();
+    assert!(
+        matches!(e, DbError::UsersConflict(ref c) if c.base == 1 && c.between.len() == 1),
+        "{text}"
+    );
+    assert!(
+        text.starts_with("the cluster's users changed since users revision 1, which this machine's copy is from:\n  users revision 2 by alice on gw2 ("),
+        "{text}"
+    );
+    assert!(text.ends_with("): userconfig new carol\nThis machine takes them within a second: look at them (`userconfig list`) and make your change again."), "{text}");
+    let now = db.users().await.unwrap().unwrap();
+    assert_eq!((now.revision.number, now.users.as_str()), (2, "{\"v\":2}"));
+    assert_eq!(now.revision.what, "userconfig new carol");
+    // From the newest revision it goes through; configuration revisions are another
+    // sequence and do not conflict with it.
+    db.commit(&commit("cluster", 2, "[limits]\n", "bob"))
+        .await
+        .unwrap();
+    let r = db
+        .commit_users(&users_change(
+            2,
+            "{\"v\":4}",
+            "bob",
+            "gw1",
+            "userconfig new dave",
+        ))
+        .await
+        .unwrap();
+    assert_eq!(r.number, 3);
+    let history = db.users_history(0).await.unwrap();
+    let whats: Vec<&str> = history.iter().map(|r| r.what.as_str()).collect();
+    assert_eq!(
+        whats,
+        [
+            "the users of gw1",
+            "userconfig new carol",
+            "userconfig new dave"
+        ]
+    );
+    assert_eq!(db.snapshot().await.unwrap().head, 3);
+}
+
+#[tokio::test]
+async fn a_user_change_while_the_store_is_stopped_is_unavailable_and_later_goes_through() {
+    let mut pg = Postgres::start();
+    let db = created(&pg).await;
+    db.commit_users(&users_change(0, "{}", "admin", "gw1", "first"))
+        .await
+        .unwrap();
+    pg.stop();
+    let e = db
+        .commit_users(&users_change(1, "{}", "admin", "gw1", "second"))
+        .await
+        .unwrap_err();
+    assert!(e.unavailable(), "{e:?}");
+    pg.start_again();
+    let db = ClusterDb::connect(&pg.url(), "gw1", None).await.unwrap();
+    let r = db
+        .commit_users(&users_change(1, "{}", "admin", "gw1", "second"))
+        .await
+        .unwrap();
+    assert_eq!(r.number, 2);
 }

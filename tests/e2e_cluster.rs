@@ -7,43 +7,19 @@
 //! store gone a member keeps running (and restarts) on its last good configuration and
 //! refuses commits, saying why.
 
-use std::time::Duration;
-
 use serde_json::Value;
 
 use crate::support::{
-    json, pvo, pvo_try, send_relayed, text, wait_until, GatewayToml, Node, Postgres, Sink,
+    cluster_gateway, cluster_status, json, pvo, pvo_try, send_relayed, text, wait_revision,
+    wait_until, GatewayToml, Node, Postgres, Sink, APPLIED,
 };
 
-/// Long enough for a loaded two-core machine; the benchmark measures the real figure.
-const APPLIED: Duration = Duration::from_secs(15);
-
 fn gateway(sink: &Sink, name: &str) -> Node {
-    Node::start(
-        &GatewayToml::new(sink)
-            .hostname(&format!("{name}.example.com"))
-            .build(),
-    )
+    cluster_gateway(sink, name)
 }
 
 fn status(node: &Node) -> Value {
-    json(node, &["clusterconfig", "connstatus"])["status"].clone()
-}
-
-/// Waits until `node` runs `revision` (or a later one).
-fn wait_revision(node: &Node, revision: u64) {
-    wait_until(
-        APPLIED,
-        || (status(node)["revision"].as_u64()? >= revision).then_some(()),
-        || {
-            format!(
-                "{} did not apply revision {revision}: {}\n{}",
-                node.dir().display(),
-                status(node),
-                node.mail_logs()
-            )
-        },
-    );
+    cluster_status(node)
 }
 
 fn head(node: &Node) -> u64 {

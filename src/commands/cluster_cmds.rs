@@ -44,7 +44,9 @@ pub fn store_error(e: &StoreError) -> Response {
             ErrorKind::Unavailable
         }
         StoreError::BadUrl { .. } | StoreError::Ca { .. } => ErrorKind::Invalid,
-        StoreError::AlreadyCluster(_) | StoreError::Conflict(_) => ErrorKind::Conflict,
+        StoreError::AlreadyCluster(_) | StoreError::Conflict(_) | StoreError::UsersConflict(_) => {
+            ErrorKind::Conflict
+        }
         StoreError::NoCluster => ErrorKind::NotFound,
         StoreError::Members(M::NoMachine(_) | M::NoGroup(_)) => ErrorKind::NotFound,
         StoreError::Members(_) => ErrorKind::Conflict,
@@ -879,6 +881,31 @@ fn create(shared: &Arc<Handles>, req: &Request, args: &ClusterArgs) -> Response 
     if let Err(r) = write_membership(&file_store, &text, &membership) {
         return r;
     }
+    // The machine's users become the cluster's (else the member loop seeds them).
+    let users = match block_on(crate::core::cluster::users::seed(
+        &shared.access,
+        &*store,
+        &who,
+        &membership.machine,
+    )) {
+        Ok(Some(r)) => {
+            crate::core::cluster::users::taken(
+                &shared.access,
+                &shared.mail,
+                &membership.machine,
+                r.number,
+            );
+            format!(
+                "\nIts {} users are now the cluster's (users revision {}).",
+                shared.access.users.users().len(),
+                r.number
+            )
+        }
+        Ok(None) | Err(_) => format!(
+            "\nIts {} users become the cluster's once it is connected.",
+            shared.access.users.users().len()
+        ),
+    };
     shared.cluster.joined(membership.clone());
     shared.mail.log.emit(Event::ClusterMembers {
         by: &who,
@@ -892,13 +919,13 @@ fn create(shared: &Arc<Handles>, req: &Request, args: &ClusterArgs) -> Response 
         format!(
             "Cluster {cluster} created with this machine ({}) in group {MAIN_GROUP} (revision {revision}).\n\
              Its settings are now the cluster's: {}.\n\
-             Machine-only settings stay with the machine: {}.{}",
+             Machine-only settings stay with the machine: {}.{users}{}",
             membership.machine,
             if moved.is_empty() { "none".to_string() } else { moved.join(", ") },
             own.sections().join(", "),
             if applied { "" } else { "\nNot yet connected to the cluster's store: see `clusterconfig connstatus`." }
         ),
-        json!({ "cluster": cluster.to_string(), "machine": membership.machine.to_string(), "revision": revision, "cluster_sections": moved, "applied": applied }),
+        json!({ "cluster": cluster.to_string(), "machine": membership.machine.to_string(), "revision": revision, "cluster_sections": moved, "applied": applied, "users": shared.access.users.users().len() }),
     )
 }
 
@@ -981,6 +1008,18 @@ fn join(shared: &Arc<Handles>, req: &Request, args: &ClusterArgs) -> Response {
             "Not joined: the cluster's configuration cannot run on this machine: {e}"
         ));
     }
+    // The cluster's users replace the machine's: read (and checked) before anything changes.
+    let cluster_users = match block_on(store.users()) {
+        Ok(u) => u,
+        Err(e) => return store_error(&e),
+    };
+    let cluster_count = match &cluster_users {
+        Some(base) => match crate::core::users::Users::check_base(&base.users) {
+            Ok(n) => Some(n),
+            Err(e) => return Response::error(format!("Not joined: {e}")),
+        },
+        None => None,
+    };
     let (name, g) = (membership.machine.clone(), group.clone());
     let who = req.author();
     let own_layer = [Commit {
@@ -1001,6 +1040,37 @@ fn join(shared: &Arc<Handles>, req: &Request, args: &ClusterArgs) -> Response {
     if let Err(r) = write_membership(&file_store, &text, &membership) {
         return r;
     }
+    let own_count = shared.access.users.users().len();
+    let users = match (&cluster_users, cluster_count) {
+        (Some(base), Some(m)) => {
+            let replaced = shared
+                .access
+                .users
+                .keep_copy("before-join")
+                .and_then(|copy| {
+                    shared
+                        .access
+                        .users
+                        .adopt(&base.users, base.revision.number, true)
+                        .map(|_| copy)
+                });
+            match replaced {
+                Ok(copy) => {
+                    // A password generated for this machine's admin is not the cluster's.
+                    shared.access.users.forget_initial_password();
+                    format!(
+                        "\nIts {own_count} users were replaced by the cluster's {m} (users revision {}; the old ones are kept in {}); log in with the cluster's passwords.",
+                        base.revision.number,
+                        copy.display()
+                    )
+                }
+                Err(e) => format!(
+                    "\nIts users could not be replaced by the cluster's yet ({e}); it takes them once it is connected."
+                ),
+            }
+        }
+        _ => format!("\nThe cluster had no users yet: its {own_count} users become the cluster's."),
+    };
     shared.cluster.joined(membership.clone());
     let group_name = members
         .machine(&membership.machine)
@@ -1025,7 +1095,7 @@ fn join(shared: &Arc<Handles>, req: &Request, args: &ClusterArgs) -> Response {
         format!(
             "{via}This machine ({}) joined cluster {} in group {group_name} (revision {revision}).\n\
              It now runs the cluster's settings; its own settings of {} were replaced.\n\
-             Machine-only settings stay with the machine: {}.{}",
+             Machine-only settings stay with the machine: {}.{users}{}",
             membership.machine,
             snap.members.cluster,
             if replaced.is_empty() {
@@ -1040,7 +1110,7 @@ fn join(shared: &Arc<Handles>, req: &Request, args: &ClusterArgs) -> Response {
                 "\nNot yet in force: see `clusterconfig connstatus`."
             }
         ),
-        json!({ "cluster": snap.members.cluster.to_string(), "machine": membership.machine.to_string(), "group": group_name, "revision": revision, "replaced": replaced, "applied": applied }),
+        json!({ "cluster": snap.members.cluster.to_string(), "machine": membership.machine.to_string(), "group": group_name, "revision": revision, "replaced": replaced, "applied": applied, "users_before": own_count, "users": cluster_count }),
     )
 }
 
@@ -1368,6 +1438,12 @@ fn removemachine(shared: &Arc<Handles>, req: &Request, args: &ClusterArgs) -> Re
         }
         let _ = view::clear_pending(&shared.config.current().data_dir);
         shared.cluster.left();
+        // The user base it had is its own again.
+        if let Err(e) = shared.access.users.own_again() {
+            return Response::error(format!(
+                "{machine} was removed from the cluster, but keeping its users failed: {e}"
+            ));
+        }
     }
     let what = format!(
         "machine {machine} removed from cluster {}",
@@ -1383,8 +1459,9 @@ fn removemachine(shared: &Arc<Handles>, req: &Request, args: &ClusterArgs) -> Re
             snap.members.cluster,
             if itself {
                 format!(
-                    " This machine keeps the settings it inherited, written into {}.",
-                    shared.config.path.display()
+                    " This machine keeps the settings it inherited, written into {}, and the cluster's {} users as its own.",
+                    shared.config.path.display(),
+                    shared.access.users.users().len()
                 )
             } else {
                 " It keeps the settings it inherited, flattened into its own configuration, once it hears of it.".to_string()

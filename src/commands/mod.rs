@@ -299,7 +299,7 @@ async fn run(shared: &Arc<Handles>, req: &Request, id: &Identity) -> Response {
         C::OutbreakStatus(_) => quarantine_cmds::outbreakstatus(shared)
             .await
             .unwrap_or_else(Response::from),
-        C::UserConfig(a) => user_cmds::userconfig(shared, a, id).await,
+        C::UserConfig(a) => user_cmds::userconfig(shared, req, a, id).await,
         C::AuditLog(a) => user_cmds::auditlog(shared, a).await,
         C::PvoConfig(a) => pvo_cmds::pvoconfig(shared, req, a, id).await,
         C::Diagnose(_) => pvo_cmds::diagnose(shared).await,

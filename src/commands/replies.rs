@@ -666,6 +666,8 @@ pub struct ClusterCreated {
     pub cluster_sections: Vec<String>,
     /// The machine runs the new revision already.
     pub applied: bool,
+    /// How many users this machine had: the cluster's user base now.
+    pub users: u64,
 }
 
 /// `clusterconfig join`.
@@ -678,6 +680,12 @@ pub struct ClusterJoined {
     /// The sections of this machine's own file the cluster's replaced.
     pub replaced: Vec<String>,
     pub applied: bool,
+    /// How many users this machine had before: the cluster's replaced them.
+    pub users_before: u64,
+    /// How many users the cluster's base holds (null: it had none yet, and this
+    /// machine's became the cluster's).
+    #[schema(required = true)]
+    pub users: Option<u64>,
 }
 
 /// `clusterconfig addgroup|setgroup|renamegroup|deletegroup`.
@@ -858,10 +866,10 @@ mod tests {
         same::<ClusterCheckReply>(json!({ "cluster": "east", "revision": 4, "fresh": false,
             "findings": [ { "subject": "machine:gw2", "text": "t", "resolve": ["clusterconfig movesettings tls --from machine:gw2 --to cluster"] } ] }));
         same::<ClusterCreated>(json!({ "cluster": "east", "machine": "gw1", "revision": 2,
-            "cluster_sections": ["listener"], "applied": true }));
+            "cluster_sections": ["listener"], "applied": true, "users": 1 }));
         same::<ClusterJoined>(
             json!({ "cluster": "east", "machine": "gw2", "group": "main",
-            "revision": 3, "replaced": [], "applied": false }),
+            "revision": 3, "replaced": [], "applied": false, "users_before": 2, "users": 1 }),
         );
         same::<ClusterJoinInfo>(json!({ "cluster": "east", "url": "postgresql://h/db",
             "ca": null, "machine": "gw1" }));

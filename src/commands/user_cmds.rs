@@ -1,5 +1,10 @@
 //! `userconfig` (users, custom roles, SSH keys) and `auditlog`, executed inside the node.
 //!
+//! In a cluster the users are the cluster's (`core::cluster::users`): every change is
+//! written to the cluster's store first, from the users revision this machine's copy is,
+//! and refused when another came in between or when the store cannot be reached; users
+//! are cluster-level only, so a `--level` other than `cluster` is refused.
+//!
 //! Changes apply at once (like `quarantineconfig`), not at `commit`: a locked-out
 //! administrator must not need a commit to get back in. Every change is one write of the
 //! user store (see `crate::core::users`) and one entry in the audit trail (written by
@@ -11,18 +16,35 @@ use std::sync::Arc;
 use serde_json::{json, Value};
 
 use super::command::{text, AuditLogArgs, CommandError, Flag, UserAction, UserArgs};
-use crate::commands::protocol::Response;
+use crate::commands::protocol::{ErrorKind, Request, Response};
 use crate::core::clock::gmt;
+use crate::core::cluster::store::{StoreError, UsersCommit};
+use crate::core::cluster::users::{CLUSTER_LEVEL_ONLY, UNREACHABLE};
+use crate::core::events::Event;
 use crate::core::state::Handles;
 use crate::core::users::{
     check_name, check_password, generate_password, hash_password, Builtin, CustomRole, Identity,
-    User, INITIAL_PASSWORD_FILE,
+    User,
 };
 
 type Reply = Result<Response, CommandError>;
 
-/// `userconfig`, on the blocking pool (the user store is files).
-pub async fn userconfig(shared: &Arc<Handles>, args: &UserArgs, id: &Identity) -> Response {
+/// `userconfig`, on the blocking pool (the user store is files, and in a cluster the
+/// cluster's store too).
+pub async fn userconfig(
+    shared: &Arc<Handles>,
+    req: &Request,
+    args: &UserArgs,
+    id: &Identity,
+) -> Response {
+    if let Some(level) = &req.level {
+        if !level.trim().eq_ignore_ascii_case("cluster") {
+            return Response::fail(
+                ErrorKind::Invalid,
+                format!("userconfig --level {level}: {CLUSTER_LEVEL_ONLY}."),
+            );
+        }
+    }
     let (s, a, i) = (shared.clone(), args.clone(), id.clone());
     tokio::task::spawn_blocking(move || userconfig_now(&s, &a, &i))
         .await
@@ -146,24 +168,113 @@ fn find<'a>(users: &'a mut [User], name: &str) -> Result<&'a mut User, CommandEr
         })
 }
 
+/// What a change of `args` is, for the cluster's users history (never a password).
+fn what(args: &UserArgs) -> String {
+    let mut out = format!("userconfig {}", args.action.name());
+    if matches!(
+        args.action,
+        UserAction::Role | UserAction::Sshkey | UserAction::Token
+    ) {
+        out.push(' ');
+        out.push_str(args.sub.unwrap_or_default().name());
+    }
+    if let Some(n) = text(&args.name) {
+        out.push(' ');
+        out.extend(n.trim().chars().filter(|c| !c.is_control()).take(64));
+    }
+    out
+}
+
 /// `Users::update` with the change's typed error kept: the store words its own
-/// refusals (the last Administrator, a failed write).
+/// refusals (the last Administrator, a failed write). In a cluster the new base is
+/// written to the cluster's store first, from the revision this machine's copy is.
 fn update<T>(
     shared: &Handles,
+    id: &Identity,
+    args: &UserArgs,
     change: impl FnOnce(&mut Vec<User>, &mut Vec<CustomRole>) -> Result<T, CommandError>,
 ) -> Result<T, CommandError> {
     let mut failed = None;
-    shared
-        .access
-        .users
-        .update(|users, roles| {
-            change(users, roles).map_err(|e| {
-                let text = e.text.clone();
-                failed = Some(e);
-                text
-            })
+    let mut refused = None;
+    let mut committed = None;
+    let wrapped = |users: &mut Vec<User>, roles: &mut Vec<CustomRole>| {
+        change(users, roles).map_err(|e| {
+            let text = e.text.clone();
+            failed = Some(e);
+            text
         })
-        .map_err(|text| failed.take().unwrap_or_else(|| CommandError::invalid(text)))
+    };
+    let result = match shared.cluster.membership() {
+        None => shared.access.users.update(wrapped),
+        Some(membership) => {
+            let store = shared.cluster.store().map_err(|e| {
+                CommandError::unavailable(format!("Not changed: {UNREACHABLE} ({e})."))
+            })?;
+            let what = what(args);
+            let author = id.user.clone();
+            shared.access.users.update_through(wrapped, |base, users| {
+                let change = UsersCommit {
+                    base,
+                    users: users.to_string(),
+                    author: author.clone(),
+                    machine: membership.machine.to_string(),
+                    what: what.clone(),
+                };
+                match tokio::runtime::Handle::current().block_on(store.commit_users(&change)) {
+                    Ok(r) => {
+                        let n = r.number;
+                        committed = Some(r);
+                        Ok(n)
+                    }
+                    Err(e) => {
+                        let text = e.to_string();
+                        refused = Some(store_refusal(&e));
+                        Err(text)
+                    }
+                }
+            })
+        }
+    };
+    match result {
+        Ok(out) => {
+            if let Some(r) = &committed {
+                shared.mail.log.emit(Event::ClusterUsersCommitted {
+                    by: &r.author,
+                    revision: r.number,
+                    what: &r.what,
+                });
+            }
+            Ok(out)
+        }
+        Err(text) => Err(match (failed.take(), refused.take(), committed) {
+            (Some(e), _, _) => e,
+            (None, Some(e), _) => e,
+            // In the cluster's store but not in this machine's copy: the member loop
+            // takes it from the store when it hears of it.
+            (None, None, Some(r)) => CommandError::unavailable(format!(
+                "Changed in the cluster (users revision {}), but this machine's copy could not be written: {text}",
+                r.number
+            )),
+            (None, None, None) => CommandError::invalid(text),
+        }),
+    }
+}
+
+/// A refusal of the cluster's store as the answer to a user change.
+fn store_refusal(e: &StoreError) -> CommandError {
+    match e {
+        StoreError::UsersConflict(c) => CommandError::conflict(format!("Not changed: {c}")),
+        e if e.unavailable() => {
+            CommandError::unavailable(format!("Not changed: {UNREACHABLE} ({e})."))
+        }
+        e => {
+            let r = super::cluster_cmds::store_error(e);
+            CommandError::new(
+                r.kind.unwrap_or(ErrorKind::Unavailable),
+                format!("Not changed: {}", r.text),
+            )
+        }
+    }
 }
 
 fn userconfig_now(shared: &Arc<Handles>, args: &UserArgs, id: &Identity) -> Reply {
@@ -191,7 +302,7 @@ fn userconfig_now(shared: &Arc<Handles>, args: &UserArgs, id: &Identity) -> Repl
             let hash = hash_password(&password).map_err(|e| format!("{e:#}"))?;
             let full_name = text(&args.full_name).unwrap_or("").to_string();
             let n = name.clone();
-            update(shared, move |users, _| {
+            update(shared, id, args, move |users, _| {
                 if users.iter().any(|u| u.name.eq_ignore_ascii_case(&n)) {
                     return Err(CommandError::conflict(format!(
                         "User \"{n}\" already exists; change it with `userconfig edit {n}`."
@@ -243,7 +354,7 @@ fn userconfig_now(shared: &Arc<Handles>, args: &UserArgs, id: &Identity) -> Repl
             if let Some(e) = enabled {
                 changes.push(if e { "enabled" } else { "disabled" }.to_string());
             }
-            update(shared, move |users, _| {
+            update(shared, id, args, move |users, _| {
                 let u = find(users, &n)?;
                 if let Some(r) = role {
                     u.role = r;
@@ -265,7 +376,7 @@ fn userconfig_now(shared: &Arc<Handles>, args: &UserArgs, id: &Identity) -> Repl
         UserAction::Delete => {
             let name = name()?;
             let n = name.clone();
-            update(shared, move |users, _| {
+            update(shared, id, args, move |users, _| {
                 find(users, &n)?;
                 users.retain(|u| !u.name.eq_ignore_ascii_case(&n));
                 Ok(())
@@ -281,23 +392,13 @@ fn userconfig_now(shared: &Arc<Handles>, args: &UserArgs, id: &Identity) -> Repl
             check_password(&password)?;
             let hash = hash_password(&password).map_err(|e| format!("{e:#}"))?;
             let n = name.clone();
-            let canonical = update(shared, move |users, _| {
+            // The first password of admin is forgotten by the store once it changed.
+            let canonical = update(shared, id, args, move |users, _| {
                 let u = find(users, &n)?;
                 u.password = hash;
                 u.changed_at = now;
                 Ok(u.name.clone())
             })?;
-            if canonical == "admin" {
-                // The first password is no longer the password.
-                let _ = std::fs::remove_file(
-                    shared
-                        .config
-                        .current()
-                        .data_dir
-                        .join("run")
-                        .join(INITIAL_PASSWORD_FILE),
-                );
-            }
             let own = canonical.eq_ignore_ascii_case(&id.user);
             let mut text = format!(
                 "The password of {} changed.",
@@ -316,9 +417,9 @@ fn userconfig_now(shared: &Arc<Handles>, args: &UserArgs, id: &Identity) -> Repl
             }
             Ok(Response::ok(text, data))
         }
-        UserAction::Role => role_cmd(shared, args),
-        UserAction::Sshkey => sshkey_cmd(shared, args, now),
-        UserAction::Token => token_cmd(shared, args, now),
+        UserAction::Role => role_cmd(shared, args, id),
+        UserAction::Sshkey => sshkey_cmd(shared, args, id, now),
+        UserAction::Token => token_cmd(shared, args, id, now),
     }
 }
 
@@ -376,7 +477,7 @@ fn list_roles(shared: &Handles, prefix: String) -> Reply {
     ))
 }
 
-fn role_cmd(shared: &Arc<Handles>, args: &UserArgs) -> Reply {
+fn role_cmd(shared: &Arc<Handles>, args: &UserArgs, id: &Identity) -> Reply {
     let sub = args.sub.unwrap_or_default().name();
     if sub == "list" {
         return list_roles(shared, String::new());
@@ -423,7 +524,7 @@ fn role_cmd(shared: &Arc<Handles>, args: &UserArgs) -> Reply {
     let text = match sub {
         "new" => {
             check_name(&name, "role", true)?;
-            update(shared, move |_, roles| {
+            update(shared, id, args, move |_, roles| {
                 if roles.iter().any(|r| r.name.eq_ignore_ascii_case(&n)) {
                     return Err(CommandError::conflict(format!(
                         "Role \"{n}\" already exists; change it with `userconfig role edit`."
@@ -442,7 +543,7 @@ fn role_cmd(shared: &Arc<Handles>, args: &UserArgs) -> Reply {
             format!("Custom role \"{name}\" created.\n\n")
         }
         "edit" => {
-            update(shared, move |_, roles| {
+            update(shared, id, args, move |_, roles| {
                 let r = roles
                     .iter_mut()
                     .find(|r| r.name.eq_ignore_ascii_case(&n))
@@ -469,7 +570,7 @@ fn role_cmd(shared: &Arc<Handles>, args: &UserArgs) -> Reply {
             format!("Custom role \"{name}\" changed.\n\n")
         }
         "delete" => {
-            update(shared, move |users, roles| {
+            update(shared, id, args, move |users, roles| {
                 if !roles.iter().any(|r| r.name.eq_ignore_ascii_case(&n)) {
                     return Err(CommandError::not_found(format!(
                         "There is no custom role \"{n}\"."
@@ -510,7 +611,7 @@ fn yes_no(s: &str) -> Option<bool> {
     }
 }
 
-fn sshkey_cmd(shared: &Arc<Handles>, args: &UserArgs, now: u64) -> Reply {
+fn sshkey_cmd(shared: &Arc<Handles>, args: &UserArgs, id: &Identity, now: u64) -> Reply {
     let name = text(&args.name).ok_or("give the user's name")?.to_string();
     let fingerprint = |line: &str| {
         russh::keys::PublicKey::from_openssh(line)
@@ -551,7 +652,7 @@ fn sshkey_cmd(shared: &Arc<Handles>, args: &UserArgs, now: u64) -> Reply {
             })?;
             let fp = key.fingerprint(russh::keys::HashAlg::Sha256).to_string();
             let n = name.clone();
-            update(shared, move |users, _| {
+            update(shared, id, args, move |users, _| {
                 let u = find(users, &n)?;
                 if u.ssh_keys.iter().any(|k| {
                     russh::keys::PublicKey::from_openssh(k)
@@ -574,7 +675,7 @@ fn sshkey_cmd(shared: &Arc<Handles>, args: &UserArgs, now: u64) -> Reply {
                 .trim()
                 .to_string();
             let n = name.clone();
-            update(shared, move |users, _| {
+            update(shared, id, args, move |users, _| {
                 let u = find(users, &n)?;
                 let before = u.ssh_keys.len();
                 let index = which.parse::<usize>().ok();
@@ -605,7 +706,7 @@ fn sshkey_cmd(shared: &Arc<Handles>, args: &UserArgs, now: u64) -> Reply {
 }
 
 /// `userconfig token new|list|delete NAME`: REST API tokens; a new token is shown once.
-fn token_cmd(shared: &Arc<Handles>, args: &UserArgs, now: u64) -> Reply {
+fn token_cmd(shared: &Arc<Handles>, args: &UserArgs, id: &Identity, now: u64) -> Reply {
     let name = text(&args.name).ok_or("give the user's name")?.to_string();
     let list = |prefix: String, token: Option<(String, String)>| -> Reply {
         let u =
@@ -643,7 +744,7 @@ fn token_cmd(shared: &Arc<Handles>, args: &UserArgs, now: u64) -> Reply {
             let token = crate::core::users::generate_token();
             let hash = crate::core::users::token_hash(&token);
             let (n, t) = (name.clone(), tname.clone());
-            update(shared, move |users, _| {
+            update(shared, id, args, move |users, _| {
                 let u = find(users, &n)?;
                 if u.api_tokens.iter().any(|x| x.name.eq_ignore_ascii_case(&t)) {
                     return Err(CommandError::conflict(format!(
@@ -669,7 +770,7 @@ fn token_cmd(shared: &Arc<Handles>, args: &UserArgs, now: u64) -> Reply {
                 .ok_or("userconfig token delete: give the token's name")?
                 .to_string();
             let n = name.clone();
-            update(shared, move |users, _| {
+            update(shared, id, args, move |users, _| {
                 let u = find(users, &n)?;
                 let before = u.api_tokens.len();
                 u.api_tokens

@@ -863,6 +863,27 @@ pub enum Event<'a> {
         by: D<'a>,
         what: D<'a>,
     },
+    /// A member took a revision of the cluster's user base.
+    ClusterUsersApplied {
+        machine: D<'a>,
+        revision: u64,
+        by: D<'a>,
+        on: D<'a>,
+        what: D<'a>,
+    },
+    /// A revision of the cluster's user base this member cannot use.
+    ClusterUsersNotApplied {
+        machine: D<'a>,
+        revision: u64,
+        why: D<'a>,
+        running: u64,
+    },
+    /// A change of the cluster's user base made on this member.
+    ClusterUsersCommitted {
+        by: D<'a>,
+        revision: u64,
+        what: D<'a>,
+    },
     LoginThrottled {
         user: &'a str,
         from: D<'a>,
@@ -998,6 +1019,7 @@ impl Event<'_> {
             | SelfSignedNotRenewed { .. }
             | ClusterDisconnected { .. }
             | ClusterNotApplied { .. }
+            | ClusterUsersNotApplied { .. }
             | FeatureKeyRemoved { .. }
             | FeatureKeyExpired { .. } => Level::Warning,
             UnreadableEnvelope { .. }
@@ -1962,6 +1984,29 @@ impl Display for Event<'_> {
                 "Cluster configuration committed by {by} (revision {revision}, {level}): {comment}"
             ),
             ClusterMembers { by, what } => write!(f, "Cluster membership changed by {by}: {what}"),
+            ClusterUsersApplied {
+                machine,
+                revision,
+                by,
+                on,
+                what,
+            } => write!(
+                f,
+                "Cluster: machine {machine} took the cluster's users at users revision {revision} (by {by} on {on}: {what})"
+            ),
+            ClusterUsersNotApplied {
+                machine,
+                revision,
+                why,
+                running,
+            } => write!(
+                f,
+                "Cluster: machine {machine} cannot take the cluster's users at users revision {revision}: {why}; it keeps logging users in with its copy (users revision {running})"
+            ),
+            ClusterUsersCommitted { by, revision, what } => write!(
+                f,
+                "Cluster users changed by {by} (users revision {revision}): {what}"
+            ),
             LoginThrottled {
                 user,
                 from,
@@ -2227,6 +2272,9 @@ mod tests {
             (Event::FeatureKeyExpired { feature: "Anti-Virus", command: "antivirus" }, "The feature key for Anti-Virus has expired; Anti-Virus is off on this machine (`featurekey add antivirus` renews it)", Level::Warning),
             (Event::FeatureSkipped { mid: 4, feature: "Outbreak Filters" }, "MID 4 Outbreak Filters skipped: no feature key on this machine", Level::Info),
             (Event::ClusterMembers { by: &"admin", what: &"machine gw2 joined group Main_Group" }, "Cluster membership changed by admin: machine gw2 joined group Main_Group", Level::Info),
+            (Event::ClusterUsersApplied { machine: &"gw2", revision: 4, by: &"admin", on: &"gw1", what: &"userconfig new bob" }, "Cluster: machine gw2 took the cluster's users at users revision 4 (by admin on gw1: userconfig new bob)", Level::Info),
+            (Event::ClusterUsersNotApplied { machine: &"gw2", revision: 4, why: &"the cluster's user base is not usable: no enabled user has the Administrator role", running: 3 }, "Cluster: machine gw2 cannot take the cluster's users at users revision 4: the cluster's user base is not usable: no enabled user has the Administrator role; it keeps logging users in with its copy (users revision 3)", Level::Warning),
+            (Event::ClusterUsersCommitted { by: &"admin", revision: 4, what: &"userconfig new bob" }, "Cluster users changed by admin (users revision 4): userconfig new bob", Level::Info),
             (Event::LoginThrottled { user: "admin", from: &"ssh 127.0.0.1", throttle: &"5 failures" }, "Login throttled: user \"admin\" from ssh 127.0.0.1: 5 failures (further attempts are refused without checking the password)", Level::Warning),
             (Event::CertificateRevoked { serial: &"0a1b", subject: "gw1", by: "" }, "CPQ certificate 0a1b (gw1) revoked by admin: refused from the next handshake", Level::Info),
             (Event::CertificateRevoked { serial: &"0a1b", subject: "", by: "ops" }, "CPQ certificate 0a1b revoked by ops: refused from the next handshake", Level::Info),

@@ -41,7 +41,13 @@
 //! leaves the old or the new file, never half of one. A fresh node gets one user,
 //! `admin` (Administrator), whose password is generated and written to
 //! `DATA_DIR/run/initial-admin-password` (mode 0600) and printed once at the first start;
-//! the file is removed when that password is changed.
+//! the file is removed when that password is changed (here or, in a cluster, anywhere).
+//!
+//! In a cluster the base is the cluster's (`core::cluster::users`): the file is then the
+//! member's last good copy of it, with the users revision it is (`revision`); a change is
+//! written to the cluster's store first (`update_through`) and a member takes the
+//! others' with `adopt`. What is per machine stays out of it (the login throttle, the
+//! web sessions).
 //!
 //! # Security
 //!
@@ -272,9 +278,78 @@ pub fn generate_token() -> String {
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 struct Db {
     version: u32,
+    /// In a cluster: the users revision of the cluster's base this copy is; 0 (left
+    /// out of the file): the machine's own base.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    revision: u64,
     users: Vec<User>,
     #[serde(default)]
     roles: Vec<CustomRole>,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
+impl Db {
+    /// Refuses a base no node should run on: unreadable names, two users of one name,
+    /// a role that does not exist, no enabled Administrator.
+    fn check(&self) -> Result<(), String> {
+        let mut seen: Vec<String> = Vec::new();
+        for r in &self.roles {
+            check_name(&r.name, "role", true)?;
+            if Builtin::from_name(&r.name).is_some() {
+                return Err(format!(
+                    "the custom role {:?} has a built-in role's name",
+                    r.name
+                ));
+            }
+        }
+        for u in &self.users {
+            check_name(&u.name, "user", false)?;
+            let lower = u.name.to_ascii_lowercase();
+            if seen.contains(&lower) {
+                return Err(format!("the user {:?} is there twice", u.name));
+            }
+            seen.push(lower);
+            let known = Builtin::from_name(&u.role).is_some()
+                || self
+                    .roles
+                    .iter()
+                    .any(|r| r.name.eq_ignore_ascii_case(&u.role));
+            if !known {
+                return Err(format!(
+                    "the role {:?} of user {:?} does not exist",
+                    u.role, u.name
+                ));
+            }
+        }
+        if !self.has_admin() {
+            return Err("no enabled user has the Administrator role".into());
+        }
+        Ok(())
+    }
+
+    fn has_admin(&self) -> bool {
+        self.users
+            .iter()
+            .any(|u| u.enabled && Builtin::from_name(&u.role) == Some(Builtin::Administrator))
+    }
+
+    /// The password hash of `admin` (the user the first start made).
+    fn admin_hash(&self) -> Option<&str> {
+        self.users
+            .iter()
+            .find(|u| u.name == "admin")
+            .map(|u| u.password.as_str())
+    }
+
+    /// The base as the cluster's store keeps it (without this copy's revision).
+    fn export(&self) -> String {
+        let mut base = self.clone();
+        base.revision = 0;
+        serde_json::to_string_pretty(&base).expect("plain data serialises")
+    }
 }
 
 /// Where a caller came from.
@@ -360,6 +435,7 @@ impl Users {
                 let password = generate_password();
                 let db = Db {
                     version: 1,
+                    revision: 0,
                     users: vec![User {
                         name: "admin".into(),
                         full_name: "Administrator".into(),
@@ -397,6 +473,92 @@ impl Users {
 
     pub fn users(&self) -> Vec<User> {
         self.db.read().unwrap().users.clone()
+    }
+
+    /// In a cluster, the users revision of the cluster's base this copy is; 0: the
+    /// machine's own base.
+    pub fn revision(&self) -> u64 {
+        self.db.read().unwrap().revision
+    }
+
+    /// The whole base as the cluster's store keeps it.
+    pub fn export(&self) -> String {
+        self.db.read().unwrap().export()
+    }
+
+    /// Writes `db` to the file, then puts it in force; `admin`'s first password no
+    /// longer applies once its hash is another one (changed here or in the cluster).
+    fn write_and_swap(&self, db: Db) -> Result<(), String> {
+        let bytes = serde_json::to_vec_pretty(&db).map_err(|e| e.to_string())?;
+        crate::core::atomic_file::write_private(&self.path, &bytes).map_err(|e| {
+            format!("The user store could not be written ({e:#}); nothing was changed.")
+        })?;
+        let before = self.db.read().unwrap().admin_hash().map(str::to_string);
+        if before.is_some() && before.as_deref() != db.admin_hash() {
+            self.forget_initial_password();
+        }
+        *self.db.write().unwrap() = db;
+        Ok(())
+    }
+
+    /// Removes `run/initial-admin-password`: the generated password is not admin's.
+    pub fn forget_initial_password(&self) {
+        if let Some(dir) = self.path.parent() {
+            let _ = std::fs::remove_file(dir.join("run").join(INITIAL_PASSWORD_FILE));
+        }
+    }
+
+    /// How many users a base read from the cluster's store holds, once checked as
+    /// `adopt` checks it.
+    pub fn check_base(text: &str) -> Result<usize, String> {
+        let db: Db = serde_json::from_str(text)
+            .map_err(|e| format!("the cluster's user base does not read: {e}"))?;
+        db.check()
+            .map_err(|e| format!("the cluster's user base is not usable: {e}"))?;
+        Ok(db.users.len())
+    }
+
+    /// Takes the cluster's base at `revision` (read from its store), checked first: a
+    /// base no node should run on is refused and the copy stays. Only a revision newer
+    /// than the copy is taken, unless `replace` (joining: whatever the copy was).
+    /// Answers whether it was taken.
+    pub fn adopt(&self, text: &str, revision: u64, replace: bool) -> Result<bool, String> {
+        let mut db: Db = serde_json::from_str(text)
+            .map_err(|e| format!("the cluster's user base does not read: {e}"))?;
+        db.check()
+            .map_err(|e| format!("the cluster's user base is not usable: {e}"))?;
+        db.revision = revision;
+        let _one = self.write.lock().unwrap();
+        if !replace && revision <= self.revision() {
+            return Ok(false);
+        }
+        self.write_and_swap(db)?;
+        Ok(true)
+    }
+
+    /// The base becomes the machine's own again (it left its cluster): the same users,
+    /// no longer a cluster's revision.
+    pub fn own_again(&self) -> Result<(), String> {
+        let _one = self.write.lock().unwrap();
+        let mut db = self.db.read().unwrap().clone();
+        if db.revision == 0 {
+            return Ok(());
+        }
+        db.revision = 0;
+        self.write_and_swap(db)
+    }
+
+    /// Keeps a copy of the file beside it as `users.json.SUFFIX` (owner-only).
+    pub fn keep_copy(&self, suffix: &str) -> Result<PathBuf, String> {
+        let _one = self.write.lock().unwrap();
+        let mut name = self.path.as_os_str().to_owned();
+        name.push(format!(".{suffix}"));
+        let copy = PathBuf::from(name);
+        let bytes = std::fs::read(&self.path)
+            .map_err(|e| format!("cannot read {}: {e}", self.path.display()))?;
+        crate::core::atomic_file::write_private(&copy, &bytes)
+            .map_err(|e| format!("cannot write {}: {e:#}", copy.display()))?;
+        Ok(copy)
     }
 
     pub fn custom_roles(&self) -> Vec<CustomRole> {
@@ -506,24 +668,29 @@ impl Users {
         &self,
         change: impl FnOnce(&mut Vec<User>, &mut Vec<CustomRole>) -> Result<T, String>,
     ) -> Result<T, String> {
+        self.update_through(change, |base, _| Ok(base))
+    }
+
+    /// `update` with a step between the change and the write: `first` gets the revision
+    /// the copy is and the new base (as `export` writes it), and answers the revision the
+    /// new base is (in a cluster: written to the cluster's store first, so nothing
+    /// changes here unless it is there). Refused by it, nothing changes.
+    pub fn update_through<T>(
+        &self,
+        change: impl FnOnce(&mut Vec<User>, &mut Vec<CustomRole>) -> Result<T, String>,
+        first: impl FnOnce(u64, &str) -> Result<u64, String>,
+    ) -> Result<T, String> {
         let _one = self.write.lock().unwrap();
         let mut db = self.db.read().unwrap().clone();
         let out = change(&mut db.users, &mut db.roles)?;
-        let last_admin = db
-            .users
-            .iter()
-            .any(|u| u.enabled && Builtin::from_name(&u.role) == Some(Builtin::Administrator));
-        if !last_admin {
+        if !db.has_admin() {
             return Err(
                 "At least one enabled user must keep the Administrator role; nothing was changed."
                     .into(),
             );
         }
-        let bytes = serde_json::to_vec_pretty(&db).map_err(|e| e.to_string())?;
-        crate::core::atomic_file::write_private(&self.path, &bytes).map_err(|e| {
-            format!("The user store could not be written ({e:#}); nothing was changed.")
-        })?;
-        *self.db.write().unwrap() = db;
+        db.revision = first(db.revision, &db.export())?;
+        self.write_and_swap(db)?;
         Ok(out)
     }
 }
@@ -758,5 +925,153 @@ mod tests {
             .unwrap();
         assert_eq!(bob.domains, vec!["one.example".to_string()]);
         assert_eq!(bob.user, "bob");
+    }
+
+    fn user(name: &str, role: &str, password: &str) -> User {
+        User {
+            name: name.into(),
+            full_name: String::new(),
+            role: role.into(),
+            enabled: true,
+            password: hash_password(password).unwrap(),
+            ssh_keys: vec![],
+            api_tokens: vec![],
+            changed_at: 1,
+        }
+    }
+
+    fn base(users: Vec<User>, roles: Vec<CustomRole>) -> String {
+        Db {
+            version: 1,
+            revision: 0,
+            users,
+            roles,
+        }
+        .export()
+    }
+
+    #[test]
+    fn a_cluster_base_is_taken_only_when_usable_and_newer() {
+        let dir = tempfile::tempdir().unwrap();
+        let (users, initial) = Users::open(dir.path(), 1).unwrap();
+        let first = initial.unwrap();
+        let file = dir.path().join("run").join(INITIAL_PASSWORD_FILE);
+        assert_eq!(users.revision(), 0);
+        // What a store could hand over that no node should run on: the copy stays.
+        let no_admin = base(vec![user("eve", "Guest", "eves-password")], vec![]);
+        let bad_role = base(
+            vec![
+                user("admin", "Administrator", "cluster-admin-pw"),
+                user("eve", "Root", "eves-password"),
+            ],
+            vec![],
+        );
+        let twice = base(
+            vec![
+                user("admin", "Administrator", "cluster-admin-pw"),
+                user("Admin", "Guest", "eves-password"),
+            ],
+            vec![],
+        );
+        let bad_name = base(
+            vec![
+                user("admin", "Administrator", "cluster-admin-pw"),
+                user("../eve", "Guest", "eves-password"),
+            ],
+            vec![],
+        );
+        for (text, why) in [
+            (
+                no_admin.as_str(),
+                "no enabled user has the Administrator role",
+            ),
+            (
+                bad_role.as_str(),
+                "the role \"Root\" of user \"eve\" does not exist",
+            ),
+            (twice.as_str(), "is there twice"),
+            (bad_name.as_str(), "not a valid user name"),
+            ("{\"version\": 1", "does not read"),
+        ] {
+            let e = users.adopt(text, 5, false).unwrap_err();
+            assert!(e.contains(why), "{e}");
+            assert!(Users::check_base(text).is_err());
+        }
+        assert!(users.login_password("admin", &first, Origin::Local).is_ok());
+        assert!(file.exists(), "the first password still applies");
+
+        let good = base(
+            vec![
+                user("admin", "Administrator", "cluster-admin-pw"),
+                user("bob", "Operator", "bobs-password"),
+            ],
+            vec![],
+        );
+        assert_eq!(Users::check_base(&good), Ok(2));
+        assert_eq!(users.adopt(&good, 5, false), Ok(true));
+        assert_eq!(users.revision(), 5);
+        assert!(users
+            .login_password("admin", &first, Origin::Local)
+            .is_err());
+        assert!(users
+            .login_password("admin", "cluster-admin-pw", Origin::Local)
+            .is_ok());
+        assert!(
+            !file.exists(),
+            "admin's generated password no longer applies"
+        );
+        // An older or the same revision is not taken again; joining replaces whatever.
+        let older = base(
+            vec![user("admin", "Administrator", "older-admin-pw")],
+            vec![],
+        );
+        assert_eq!(users.adopt(&older, 4, false), Ok(false));
+        assert_eq!(users.adopt(&older, 5, false), Ok(false));
+        assert!(users.user("bob").is_some());
+        // The copy survives a restart with its revision.
+        drop(users);
+        let (users, initial) = Users::open(dir.path(), 2).unwrap();
+        assert!(initial.is_none());
+        assert_eq!(users.revision(), 5);
+        assert_eq!(users.adopt(&older, 3, true), Ok(true));
+        assert_eq!(users.revision(), 3);
+        assert!(users.user("bob").is_none());
+        // Leaving the cluster: the same users, the machine's own again.
+        users.own_again().unwrap();
+        assert_eq!(users.revision(), 0);
+        assert!(users
+            .login_password("admin", "older-admin-pw", Origin::Local)
+            .is_ok());
+        let text = std::fs::read_to_string(dir.path().join("users.json")).unwrap();
+        assert!(!text.contains("\"revision\""), "{text}");
+    }
+
+    #[test]
+    fn a_change_refused_by_the_cluster_changes_nothing_here() {
+        let dir = tempfile::tempdir().unwrap();
+        let (users, _) = Users::open(dir.path(), 1).unwrap();
+        let path = dir.path().join("users.json");
+        let before = std::fs::read(&path).unwrap();
+        let add = |u: &mut Vec<User>, _: &mut Vec<CustomRole>| {
+            u.push(user("bob", "Operator", "bobs-password"));
+            Ok(())
+        };
+        let mut seen = None;
+        let e = users
+            .update_through(add, |base, text| {
+                seen = Some((base, text.to_string()));
+                Err("refused by the store".to_string())
+            })
+            .unwrap_err();
+        assert_eq!(e, "refused by the store");
+        assert!(users.user("bob").is_none());
+        assert_eq!(std::fs::read(&path).unwrap(), before);
+        // The store was given the whole new base, from the copy's revision.
+        let (base, text) = seen.unwrap();
+        assert_eq!(base, 0);
+        assert_eq!(Users::check_base(&text), Ok(2));
+        users.update_through(add, |_, _| Ok(9)).unwrap();
+        assert_eq!(users.revision(), 9);
+        assert!(users.user("bob").is_some());
     }
 }

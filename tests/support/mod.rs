@@ -22,11 +22,13 @@
 #![allow(dead_code)]
 
 mod cli;
+mod cluster;
 mod config;
 mod log_cursor;
 mod ports;
 mod postgres;
 pub use cli::*;
+pub use cluster::*;
 pub use config::*;
 pub use log_cursor::LogMark;
 // The soak binary holds no PostgreSQL test.

@@ -1,6 +1,7 @@
 //! A private PostgreSQL for one test: Debian's server binaries, a new database cluster
 //! made by `initdb` in a temporary directory, listening only on a Unix socket in that
-//! directory (no TCP port, so nothing to race for), stopped and deleted when dropped.
+//! directory (no TCP port, so nothing to race for), stopped and deleted when dropped
+//! (`stop` and `start_again` in between: the same data, the same socket).
 //! Nothing of the system's PostgreSQL is used or touched.
 //!
 //! [`Postgres::start_tls_in`] starts one inside a network namespace instead ([`Namespace`],
@@ -31,6 +32,11 @@ pub struct Postgres {
     log: mpsc::Receiver<String>,
     /// The namespace address it listens on, when started in one.
     address: Option<String>,
+    /// How it was started, to start it again after [`Postgres::stop`].
+    user: Option<(u32, u32)>,
+    settings: Vec<String>,
+    netns: Option<String>,
+    running: bool,
 }
 
 /// The newest server of Debian's `postgresql` package.
@@ -179,40 +185,49 @@ impl Postgres {
             )
             .expect("write pg_hba.conf");
         }
-        let netns = ns.map(|ns| {
-            std::fs::File::open(format!("/run/netns/{}", ns.name)).expect("open the namespace")
-        });
-        let mut cmd = command(&bin.join("postgres"), user, netns);
-        cmd.arg("-D")
-            .arg(&data)
-            .arg("-k")
-            .arg(dir.path())
-            .args(["-p", &PORT.to_string()]);
-        for setting in &settings {
-            cmd.args(["-c", setting]);
-        }
-        cmd.stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped());
-        let mut child = cmd.spawn().expect("start postgres");
-        let stderr = child.stderr.take().expect("piped");
-        let (tx, log) = mpsc::channel();
-        std::thread::spawn(move || {
-            // Read to the end so the server never blocks on a full pipe; once nobody
-            // waits for lines the sends fail and are ignored.
-            for line in BufReader::new(stderr).lines() {
-                let Ok(line) = line else { break };
-                let _ = tx.send(line);
-            }
-        });
+        let (child, log) = spawn(dir.path(), user, &settings, ns.map(|ns| ns.name.as_str()));
         let pg = Postgres {
             dir,
             child,
             log,
             address,
+            user,
+            settings,
+            netns: ns.map(|ns| ns.name.clone()),
+            running: true,
         };
         pg.wait_for("database system is ready to accept connections");
         pg
+    }
+
+    /// Stops the server (fast shutdown: open sessions end), keeping its data for
+    /// [`Postgres::start_again`].
+    pub fn stop(&mut self) {
+        if !self.running {
+            return;
+        }
+        // SAFETY: kill on our own child's pid.
+        unsafe {
+            libc::kill(self.child.id() as i32, libc::SIGINT);
+        }
+        let _ = self.child.wait();
+        self.running = false;
+    }
+
+    /// Starts the stopped server again on the same data and socket; returns once it
+    /// accepts connections.
+    pub fn start_again(&mut self) {
+        assert!(!self.running, "PostgreSQL is running");
+        let (child, log) = spawn(
+            self.dir.path(),
+            self.user,
+            &self.settings,
+            self.netns.as_deref(),
+        );
+        self.child = child;
+        self.log = log;
+        self.running = true;
+        self.wait_for("database system is ready to accept connections");
     }
 
     /// Waits for a line of the server's log containing `needle`.
@@ -256,13 +271,44 @@ impl Postgres {
     }
 }
 
+/// Starts the server of the data under `dir`, its stderr read by a thread of its own.
+fn spawn(
+    dir: &Path,
+    user: Option<(u32, u32)>,
+    settings: &[String],
+    netns: Option<&str>,
+) -> (Child, mpsc::Receiver<String>) {
+    let netns = netns
+        .map(|name| std::fs::File::open(format!("/run/netns/{name}")).expect("open the namespace"));
+    let mut cmd = command(&bin_dir().join("postgres"), user, netns);
+    cmd.arg("-D")
+        .arg(dir.join("data"))
+        .arg("-k")
+        .arg(dir)
+        .args(["-p", &PORT.to_string()]);
+    for setting in settings {
+        cmd.args(["-c", setting]);
+    }
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    let mut child = cmd.spawn().expect("start postgres");
+    let stderr = child.stderr.take().expect("piped");
+    let (tx, log) = mpsc::channel();
+    std::thread::spawn(move || {
+        // Read to the end so the server never blocks on a full pipe; once nobody
+        // waits for lines the sends fail and are ignored.
+        for line in BufReader::new(stderr).lines() {
+            let Ok(line) = line else { break };
+            let _ = tx.send(line);
+        }
+    });
+    (child, log)
+}
+
 impl Drop for Postgres {
     fn drop(&mut self) {
         // Fast shutdown: roll back open transactions, end sessions, checkpoint.
-        // SAFETY: kill on our own child's pid.
-        unsafe {
-            libc::kill(self.child.id() as i32, libc::SIGINT);
-        }
-        let _ = self.child.wait();
+        self.stop();
     }
 }

@@ -17,6 +17,10 @@
 //! Each member connects with `application_name = pvo:NAME`; whether a machine is
 //! connected is PostgreSQL's own answer (`pg_stat_activity`), not a heartbeat of ours.
 //!
+//! The cluster's user base is its own sequence of revisions (`users_revision`: the whole
+//! base as JSON per change, author, machine, time, what changed), written under its own
+//! advisory lock with the same stale-base rule, and announced as `users N`.
+//!
 //! Migrations are numbered files applied in order, in one transaction under an advisory
 //! lock, each with its row in `pvo_cluster.migration`, so members starting together apply
 //! each once.
@@ -34,12 +38,15 @@ use tokio_postgres_rustls::MakeRustlsConnect;
 const MIGRATIONS: &[(i32, &str)] = &[
     (1, include_str!("migrations/001_cluster.sql")),
     (2, include_str!("migrations/002_features.sql")),
+    (4, include_str!("migrations/004_users.sql")),
     (5, include_str!("migrations/005_cpq.sql")),
 ];
 
 /// The advisory lock keys: migrations, and commits with membership changes.
 const LOCK_MIGRATE: i64 = 0x7076_6f00_0001;
 const LOCK_COMMIT: i64 = 0x7076_6f00_0002;
+/// Changes of the user base (apart from configuration commits: they never conflict).
+pub const LOCK_USERS: i64 = 0x7076_6f00_0004;
 
 const CHANNEL: &str = "pvo_cluster";
 
@@ -47,7 +54,10 @@ const CHANNEL: &str = "pvo_cluster";
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
 use crate::core::cluster::store::BoxFuture;
-pub use crate::core::cluster::store::{Commit, Notice, Snapshot, StoreError as DbError};
+pub use crate::core::cluster::store::{
+    Commit, Notice, Snapshot, StoreError as DbError, UserBase, UsersCommit, UsersConflict,
+    UsersRevision,
+};
 use crate::core::cluster::store::{Connector, MembersChange, Notices};
 use crate::core::config::Membership;
 
@@ -421,6 +431,81 @@ impl ClusterDb {
         Ok((members, revisions))
     }
 
+    /// The user base at its newest revision (`None`: none written yet).
+    pub async fn users(&self) -> Result<Option<UserBase>, DbError> {
+        let client = self.client.lock().await;
+        let row = client
+            .query_opt(
+                "SELECT number, author, machine, to_char(at AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS \"UTC\"'), what, users
+                 FROM pvo_cluster.users_revision ORDER BY number DESC LIMIT 1",
+                &[],
+            )
+            .await
+            .map_err(refused)?;
+        Ok(row.map(|r| UserBase {
+            revision: UsersRevision {
+                number: r.get::<_, i64>(0) as u64,
+                author: r.get(1),
+                machine: r.get(2),
+                at: r.get(3),
+                what: r.get(4),
+            },
+            users: r.get(5),
+        }))
+    }
+
+    /// Writes a new user base as the next users revision in one transaction under the
+    /// users lock, unless a revision after the change's base exists: then nothing is
+    /// written and the refusal names every revision in between. The members hear of it
+    /// (`users N`) once it is there to read.
+    pub async fn commit_users(&self, c: &UsersCommit) -> Result<UsersRevision, DbError> {
+        let mut client = self.client.lock().await;
+        let tx = client.transaction().await.map_err(refused)?;
+        tx.execute("SELECT pg_advisory_xact_lock($1)", &[&LOCK_USERS])
+            .await
+            .map_err(refused)?;
+        if tx
+            .query_opt("SELECT 1 FROM pvo_cluster.cluster", &[])
+            .await
+            .map_err(refused)?
+            .is_none()
+        {
+            return Err(DbError::NoCluster);
+        }
+        let between = users_revisions(&tx, c.base).await?;
+        if !between.is_empty() {
+            return Err(DbError::UsersConflict(UsersConflict {
+                base: c.base,
+                between,
+            }));
+        }
+        let row = tx
+            .query_one(
+                "INSERT INTO pvo_cluster.users_revision (number, author, machine, what, base, users)
+                 SELECT coalesce(max(number), 0) + 1, $1, $2, $3, $4, $5 FROM pvo_cluster.users_revision
+                 RETURNING number, to_char(at AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS \"UTC\"')",
+                &[&c.author, &c.machine, &c.what, &(c.base as i64), &c.users],
+            )
+            .await
+            .map_err(refused)?;
+        let number: i64 = row.get(0);
+        notify(&tx, &format!("users {number}")).await?;
+        tx.commit().await.map_err(refused)?;
+        Ok(UsersRevision {
+            number: number as u64,
+            author: c.author.clone(),
+            machine: c.machine.clone(),
+            at: row.get(1),
+            what: c.what.clone(),
+        })
+    }
+
+    /// The users revisions after `since`, oldest first.
+    pub async fn users_history(&self, since: u64) -> Result<Vec<UsersRevision>, DbError> {
+        let client = self.client.lock().await;
+        users_revisions(&*client, since).await
+    }
+
     /// Listens for commits and membership changes on a connection of its own. The
     /// listener ends (`next` answers `None`) when that connection is lost: the member is
     /// then disconnected until it listens again and catches up from its last revision.
@@ -468,13 +553,21 @@ where
         let message = std::future::poll_fn(|cx| connection.poll_message(cx)).await;
         let notice = match message {
             Some(Ok(AsyncMessage::Notification(n))) if n.channel() == CHANNEL => {
-                match (n.payload(), n.payload().strip_prefix("revision ")) {
-                    (_, Some(r)) => match r.parse() {
+                let payload = n.payload();
+                if let Some(r) = payload.strip_prefix("revision ") {
+                    match r.parse() {
                         Ok(r) => Notice::Revision(r),
                         Err(_) => continue,
-                    },
-                    ("members", None) => Notice::Members,
-                    _ => continue,
+                    }
+                } else if let Some(r) = payload.strip_prefix("users ") {
+                    match r.parse() {
+                        Ok(r) => Notice::Users(r),
+                        Err(_) => continue,
+                    }
+                } else if payload == "members" {
+                    Notice::Members
+                } else {
+                    continue;
                 }
             }
             Some(Ok(_)) => continue,
@@ -642,6 +735,32 @@ async fn revisions(
     Ok(out)
 }
 
+async fn users_revisions(
+    c: &impl tokio_postgres::GenericClient,
+    since: u64,
+) -> Result<Vec<UsersRevision>, DbError> {
+    let mut out = Vec::new();
+    for row in c
+        .query(
+            "SELECT number, author, machine, to_char(at AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS \"UTC\"'), what
+             FROM pvo_cluster.users_revision WHERE number > $1 ORDER BY number",
+            &[&(since as i64)],
+        )
+        .await
+        .map_err(refused)?
+    {
+        let number: i64 = row.get(0);
+        out.push(UsersRevision {
+            number: number as u64,
+            author: row.get(1),
+            machine: row.get(2),
+            at: row.get(3),
+            what: row.get(4),
+        });
+    }
+    Ok(out)
+}
+
 async fn read_members(c: &impl tokio_postgres::GenericClient) -> Result<Members, DbError> {
     let cluster = c
         .query_opt("SELECT name FROM pvo_cluster.cluster", &[])
@@ -770,6 +889,17 @@ impl crate::core::cluster::store::ClusterStore for ClusterDb {
                 .await
                 .map(|(_, r)| r)
         })
+    }
+
+    fn users(&self) -> BoxFuture<'_, Result<Option<UserBase>, DbError>> {
+        Box::pin(ClusterDb::users(self))
+    }
+
+    fn commit_users<'a>(
+        &'a self,
+        change: &'a UsersCommit,
+    ) -> BoxFuture<'a, Result<UsersRevision, DbError>> {
+        Box::pin(ClusterDb::commit_users(self, change))
     }
 
     fn listen(&self) -> BoxFuture<'_, Result<Box<dyn Notices>, DbError>> {

@@ -12,6 +12,7 @@ pub mod cache;
 pub mod member;
 pub mod store;
 pub mod sync;
+pub mod users;
 pub mod view;
 
 use std::path::{Path, PathBuf};

@@ -30,6 +30,8 @@ pub enum StoreError {
     #[error(transparent)]
     Conflict(#[from] Conflict),
     #[error(transparent)]
+    UsersConflict(#[from] UsersConflict),
+    #[error(transparent)]
     Members(#[from] MembersError),
     #[error("the cluster database holds a row this version cannot read: {0}")]
     Corrupt(String),
@@ -90,6 +92,76 @@ impl Snapshot {
 pub enum Notice {
     Revision(u64),
     Members,
+    /// A revision of the cluster's user base.
+    Users(u64),
+}
+
+/// One change of the cluster's user base (users and roles are the cluster's, one base
+/// for every member: `core::cluster::users`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UsersRevision {
+    pub number: u64,
+    /// Who made it, and on which machine.
+    pub author: String,
+    pub machine: String,
+    /// When, as the node prints times.
+    pub at: String,
+    /// What it changed (`userconfig new bob`); never a password.
+    pub what: String,
+}
+
+impl std::fmt::Display for UsersRevision {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "users revision {} by {} on {} ({}): {}",
+            self.number, self.author, self.machine, self.at, self.what
+        )
+    }
+}
+
+/// A change of the user base to write.
+#[derive(Debug, Clone)]
+pub struct UsersCommit {
+    /// The users revision the member's copy was when the change was made.
+    pub base: u64,
+    /// The whole new base, as `Users::export` writes it.
+    pub users: String,
+    pub author: String,
+    pub machine: String,
+    pub what: String,
+}
+
+/// The cluster's user base at its newest revision.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UserBase {
+    pub revision: UsersRevision,
+    pub users: String,
+}
+
+/// A change of the user base refused: another one was written after its base.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub struct UsersConflict {
+    pub base: u64,
+    /// The revisions after the base, oldest first.
+    pub between: Vec<UsersRevision>,
+}
+
+impl std::fmt::Display for UsersConflict {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "the cluster's users changed since users revision {}, which this machine's copy is from:",
+            self.base
+        )?;
+        for r in &self.between {
+            write!(f, "\n  {r}")?;
+        }
+        write!(
+            f,
+            "\nThis machine takes them within a second: look at them (`userconfig list`) and make your change again."
+        )
+    }
 }
 
 /// A change to the members, made under the store's commit lock.
@@ -142,6 +214,14 @@ pub trait ClusterStore: Send + Sync {
         change: MembersChange,
         changes: &'a [Commit],
     ) -> BoxFuture<'a, Result<Vec<Revision>, StoreError>>;
+    /// The user base at its newest revision (`None`: the cluster has none yet).
+    fn users(&self) -> BoxFuture<'_, Result<Option<UserBase>, StoreError>>;
+    /// Writes a new user base as the next users revision, unless one was written after
+    /// the change's base (`StoreError::UsersConflict`, naming them).
+    fn commit_users<'a>(
+        &'a self,
+        change: &'a UsersCommit,
+    ) -> BoxFuture<'a, Result<UsersRevision, StoreError>>;
     /// Notices of commits and membership changes, on a connection of their own.
     fn listen(&self) -> BoxFuture<'_, Result<Box<dyn Notices>, StoreError>>;
 }

@@ -42,6 +42,8 @@ pub struct Deps {
     pub mail: Arc<MailHandle>,
     /// The machine's feature keys, reported to the store for scenario 5.
     pub features: Arc<crate::core::feature_keys::FeatureKeys>,
+    /// The users: the cluster's base, kept as the last good copy (`cluster::users`).
+    pub access: Arc<crate::core::state::AccessHandle>,
 }
 
 /// The directory a machine's relative paths resolve against: its configuration file's.
@@ -258,6 +260,7 @@ async fn catch_up(
         left_by_others(deps, &snap, membership);
         return Ok(());
     }
+    super::users::catch_up(&deps.access, &deps.mail, store, &membership.machine).await?;
     let chain = chain_of(&snap, &membership.machine);
     let same = deps.cluster.lock().applied == chain;
     if snap.head == running && same {
@@ -351,6 +354,15 @@ pub fn chain_of(snap: &Snapshot, machine: &Name) -> Vec<(Level, String)> {
 /// This machine is no longer among the members: it keeps the settings it inherited,
 /// flattened into its own file, and leaves.
 fn left_by_others(deps: &Deps, snap: &Snapshot, membership: &Membership) {
+    // The user base it had is its own again.
+    if let Err(why) = deps.access.users.own_again() {
+        deps.mail.log.emit(Event::ClusterNotApplied {
+            machine: &membership.machine,
+            revision: snap.head,
+            why: &format!("removed from the cluster, but keeping its users failed: {why}"),
+            running: deps.cluster.status().revision,
+        });
+    }
     // The last chain this machine ran is in its cache.
     let Ok(Some(last)) = cache::load(&deps.config.current().data_dir) else {
         deps.cluster.left();
