@@ -41,10 +41,8 @@ fn gateway(id: &str, ip: IpAddr, cpq_port: u16, manager_port: u16, sink: &Sink) 
     )
 }
 
-/// `applianceconfig new` on the manager for `gw`, with its Administrator's password.
-fn add(manager: &Node, gw: &Node, id: &str, ip: IpAddr) -> String {
-    let password = std::fs::read_to_string(gw.data_dir().join("run/initial-admin-password"))
-        .expect("the gateway's initial admin password");
+/// `applianceconfig new` on the manager for `gw`, with an Administrator's `password`.
+fn add(manager: &Node, gw: &Node, id: &str, ip: IpAddr, password: &str) -> String {
     let mut cmd = Command::new(pvo_bin());
     cmd.arg("--dir")
         .arg(manager.data_dir())
@@ -109,12 +107,14 @@ fn centralization_at_cluster_level_covers_every_machine_or_none() {
     assert_eq!(s2["node_id"], "gw2", "{s2:#}");
     assert_eq!(s2["cluster"]["name"], "edge", "{s2:#}");
     assert_eq!(s2["cluster"]["pvo_level"], "cluster", "{s2:#}");
+    // One user base for the cluster: gw1's administrator is every machine's.
+    let password = std::fs::read_to_string(gw1.data_dir().join("run/initial-admin-password"))
+        .expect("the cluster's initial admin password");
+    assert!(!gw2.data_dir().join("run/initial-admin-password").exists());
     // The manager adds gw1 only.
-    let out = add(&manager, &gw1, "gw1", GW1_IP);
+    let out = add(&manager, &gw1, "gw1", GW1_IP, &password);
     assert!(out.contains("installed on the gateway"), "{out}");
     // A machine of the cluster cannot be added under another id.
-    let password =
-        std::fs::read_to_string(gw2.data_dir().join("run/initial-admin-password")).unwrap();
     let mut cmd = Command::new(pvo_bin());
     cmd.arg("--dir")
         .arg(manager.data_dir())
@@ -189,7 +189,7 @@ fn centralization_at_cluster_level_covers_every_machine_or_none() {
     );
 
     // gw2 added: the wizard covers both, Enable works, one commit centralizes both.
-    add(&manager, &gw2, "gw2", GW2_IP);
+    add(&manager, &gw2, "gw2", GW2_IP, &password);
     wait_until(
         WAIT,
         || {
