@@ -84,9 +84,9 @@ pub async fn exec(
             Ok(s) => s,
             Err(russh::Error::UnknownKey) => {
                 bail!(
-                    "the gateway's SSH host key changed (was {}, now {}): if it was reinstalled, delete and add it again",
-                    expected_host_key.unwrap_or(""),
-                    seen.lock().unwrap().clone().unwrap_or_default()
+                    "{host}:{port} presented the SSH host key {}, not the expected {}: refused before logging in, so no password or secret was sent (if the machine was reinstalled, delete and add it again, or make a new join token)",
+                    seen.lock().unwrap().clone().unwrap_or_default(),
+                    expected_host_key.unwrap_or("")
                 )
             }
             Err(e) => return Err(anyhow::anyhow!("SSH to {host}:{port}: {e}")),

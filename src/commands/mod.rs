@@ -120,6 +120,89 @@ pub async fn login(
     }
 }
 
+/// The SSH login of a joining machine: user [`JOIN_USER`](crate::core::users::JOIN_USER)
+/// with a join token's secret (base64url) as the password. The secret must hash to a
+/// token of this member's cluster that works now; a wrong one is counted, audited and
+/// throttled like a wrong password, and the answer never says which part was wrong.
+pub async fn login_join_token(
+    shared: &Arc<Handles>,
+    secret: &str,
+    peer: std::net::SocketAddr,
+) -> Result<Identity, LoginRefused> {
+    use crate::core::users::JOIN_USER;
+    let from = Origin::Ssh(peer);
+    let source = crate::core::login_throttle::Source::from(&from);
+    let method = "ssh join token";
+    if let Err(t) = shared.access.logins.check(JOIN_USER, source) {
+        audit_login_failure(shared, JOIN_USER, &from, method, &format!("throttled: {t}")).await;
+        return Err(LoginRefused {
+            text: format!("Login as {JOIN_USER:?} refused: {t}."),
+            throttled: Some(t),
+        });
+    }
+    use base64::Engine;
+    let decoded = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(secret.trim())
+        .ok()
+        .and_then(|b| <[u8; 32]>::try_from(b).ok());
+    let checked = match decoded {
+        None => Err("not a join token's secret".to_string()),
+        Some(secret) => {
+            let hash = crate::core::cluster::store::token_hash(&secret);
+            match shared.cluster.store() {
+                Err(e) => Err(format!("the cluster's store cannot be asked: {e}")),
+                Ok(store) => match store.check_token(&hash).await {
+                    Ok(()) => Ok(hash),
+                    Err(e) => Err(e.to_string()),
+                },
+            }
+        }
+    };
+    match checked {
+        Ok(token) => {
+            shared.access.logins.succeeded(JOIN_USER, source);
+            shared
+                .mail
+                .log
+                .emit(crate::core::events::Event::JoinTokenLogin {
+                    token: &token[..8],
+                    from: &peer,
+                });
+            Ok(Identity {
+                user: JOIN_USER.to_string(),
+                role: crate::core::users::RoleDef::Joiner.name().to_string(),
+                domains: Vec::new(),
+                from: Origin::JoinToken { peer, token },
+            })
+        }
+        Err(why) => {
+            shared.access.logins.failed(JOIN_USER, source);
+            audit_login_failure(shared, JOIN_USER, &from, method, &why).await;
+            shared
+                .mail
+                .log
+                .emit(crate::core::events::Event::JoinTokenRefused {
+                    what: &format!("an SSH login from {peer}"),
+                    why: &why,
+                });
+            if let Err(t) = shared.access.logins.check(JOIN_USER, source) {
+                shared
+                    .mail
+                    .log
+                    .emit(crate::core::events::Event::LoginThrottled {
+                        user: JOIN_USER,
+                        from: &from,
+                        throttle: &t,
+                    });
+            }
+            Err(LoginRefused {
+                text: format!("Login as {JOIN_USER:?} refused: not a join token that works."),
+                throttled: None,
+            })
+        }
+    }
+}
+
 /// Records a successful login (`method`: password, publickey...).
 pub async fn audit_login_success(shared: &Arc<Handles>, id: &Identity, method: &str) {
     let entry = crate::core::audit::Entry {
@@ -182,7 +265,12 @@ async fn run_as(
         None => id.from.to_string(),
     };
     let need = access::required(&req.command, &id.user);
-    let role = shared.access.users.role(&id.role);
+    // A joining machine's identity is its origin (made only by the SSH server's token
+    // login), never a stored user's role.
+    let role = match &id.from {
+        Origin::JoinToken { .. } => Some(crate::core::users::RoleDef::Joiner),
+        _ => shared.access.users.role(&id.role),
+    };
     let audited = access::audit_action(&req.command, need);
     let resp = match access::check(need, id, role.as_ref()) {
         Err(text) => {
@@ -305,6 +393,18 @@ async fn run(shared: &Arc<Handles>, req: &Request, id: &Identity) -> Response {
         C::Diagnose(_) => pvo_cmds::diagnose(shared).await,
         C::CpqCert(a) => pvo_cmds::cpqcert(shared, req, a),
         C::ApplianceConfig(a) => pvo_cmds::applianceconfig(shared, req, a).await,
+        C::ClusterConfig(a) if a.action == command::ClusterAction::Joininfo => {
+            let (s, a) = (shared.clone(), a.clone());
+            let token = match &id.from {
+                Origin::JoinToken { token, .. } => Some(token.clone()),
+                _ => None,
+            };
+            tokio::task::spawn_blocking(move || cluster_cmds::joininfo(&s, &a, token.as_deref()))
+                .await
+                .unwrap_or_else(|e| {
+                    Response::error(format!("joininfo failed inside the node: {e}"))
+                })
+        }
         C::ClusterConfig(a) => one_at_a_time(shared, req, a, cluster_cmds::clusterconfig).await,
         C::ClusterCheck(a) => one_at_a_time(shared, req, a, cluster_cmds::clustercheck).await,
         C::FeatureKey(a) => feature_cmds::featurekey(shared, a, id).await,

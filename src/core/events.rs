@@ -863,6 +863,37 @@ pub enum Event<'a> {
         by: D<'a>,
         what: D<'a>,
     },
+    /// `clusterconfig jointoken`: `token` is the first 8 hex digits of its hash.
+    JoinTokenMade {
+        token: &'a str,
+        by: &'a str,
+        expires: &'a str,
+    },
+    /// A joining machine logged in over SSH with a token that works.
+    JoinTokenLogin {
+        token: &'a str,
+        from: D<'a>,
+    },
+    /// The member's joininfo claimed a token for the joining machine.
+    JoinTokenClaimed {
+        token: &'a str,
+        machine: &'a str,
+    },
+    /// A machine joined with the token (it is spent).
+    JoinTokenUsed {
+        token: &'a str,
+        machine: &'a str,
+    },
+    /// A token refused: at an SSH login (`what` = `an SSH login from ADDR`), a claim or
+    /// a join (`what` = `machine NAME`).
+    JoinTokenRefused {
+        what: D<'a>,
+        why: D<'a>,
+    },
+    JoinTokenRevoked {
+        token: &'a str,
+        by: &'a str,
+    },
     LoginThrottled {
         user: &'a str,
         from: D<'a>,
@@ -998,6 +1029,7 @@ impl Event<'_> {
             | SelfSignedNotRenewed { .. }
             | ClusterDisconnected { .. }
             | ClusterNotApplied { .. }
+            | JoinTokenRefused { .. }
             | FeatureKeyRemoved { .. }
             | FeatureKeyExpired { .. } => Level::Warning,
             UnreadableEnvelope { .. }
@@ -1962,6 +1994,28 @@ impl Display for Event<'_> {
                 "Cluster configuration committed by {by} (revision {revision}, {level}): {comment}"
             ),
             ClusterMembers { by, what } => write!(f, "Cluster membership changed by {by}: {what}"),
+            JoinTokenMade { token, by, expires } => write!(
+                f,
+                "Cluster: join token {token} made by {by}, valid until {expires}"
+            ),
+            JoinTokenLogin { token, from } => write!(
+                f,
+                "Cluster: join token {token} accepted for an SSH login from {from}"
+            ),
+            JoinTokenClaimed { token, machine } => write!(
+                f,
+                "Cluster: join token {token} claimed by machine {machine}, which is joining"
+            ),
+            JoinTokenUsed { token, machine } => write!(
+                f,
+                "Cluster: join token {token} used: machine {machine} joined with it"
+            ),
+            JoinTokenRefused { what, why } => {
+                write!(f, "Cluster: join token refused for {what}: {why}")
+            }
+            JoinTokenRevoked { token, by } => {
+                write!(f, "Cluster: join token {token} revoked by {by}")
+            }
             LoginThrottled {
                 user,
                 from,
@@ -2227,6 +2281,12 @@ mod tests {
             (Event::FeatureKeyExpired { feature: "Anti-Virus", command: "antivirus" }, "The feature key for Anti-Virus has expired; Anti-Virus is off on this machine (`featurekey add antivirus` renews it)", Level::Warning),
             (Event::FeatureSkipped { mid: 4, feature: "Outbreak Filters" }, "MID 4 Outbreak Filters skipped: no feature key on this machine", Level::Info),
             (Event::ClusterMembers { by: &"admin", what: &"machine gw2 joined group Main_Group" }, "Cluster membership changed by admin: machine gw2 joined group Main_Group", Level::Info),
+            (Event::JoinTokenMade { token: "1a2b3c4d", by: "admin", expires: "2025-01-31 13:00:00 UTC" }, "Cluster: join token 1a2b3c4d made by admin, valid until 2025-01-31 13:00:00 UTC", Level::Info),
+            (Event::JoinTokenLogin { token: "1a2b3c4d", from: &"127.0.0.1:50000" }, "Cluster: join token 1a2b3c4d accepted for an SSH login from 127.0.0.1:50000", Level::Info),
+            (Event::JoinTokenClaimed { token: "1a2b3c4d", machine: "gw2" }, "Cluster: join token 1a2b3c4d claimed by machine gw2, which is joining", Level::Info),
+            (Event::JoinTokenUsed { token: "1a2b3c4d", machine: "gw2" }, "Cluster: join token 1a2b3c4d used: machine gw2 joined with it", Level::Info),
+            (Event::JoinTokenRefused { what: &"an SSH login from 127.0.0.1:50000", why: &"the join token expired at 2025-01-31 13:00:00 UTC" }, "Cluster: join token refused for an SSH login from 127.0.0.1:50000: the join token expired at 2025-01-31 13:00:00 UTC", Level::Warning),
+            (Event::JoinTokenRevoked { token: "1a2b3c4d", by: "admin" }, "Cluster: join token 1a2b3c4d revoked by admin", Level::Info),
             (Event::LoginThrottled { user: "admin", from: &"ssh 127.0.0.1", throttle: &"5 failures" }, "Login throttled: user \"admin\" from ssh 127.0.0.1: 5 failures (further attempts are refused without checking the password)", Level::Warning),
             (Event::CertificateRevoked { serial: &"0a1b", subject: "gw1", by: "" }, "CPQ certificate 0a1b (gw1) revoked by admin: refused from the next handshake", Level::Info),
             (Event::CertificateRevoked { serial: &"0a1b", subject: "", by: "ops" }, "CPQ certificate 0a1b revoked by ops: refused from the next handshake", Level::Info),
