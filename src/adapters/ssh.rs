@@ -203,7 +203,8 @@ impl russh::server::Handler for Conn {
                 Ok(Auth::Accept)
             }
             Err(refused) => {
-                let (Some(t), Some(h)) = (refused.throttled, self.handle.get()) else {
+                let reason = refused.throttled.map(|t| t.to_string()).or(refused.tell);
+                let (Some(t), Some(h)) = (reason, self.handle.get()) else {
                     return Ok(Auth::reject());
                 };
                 // SSH has no message for a refused password: the reason of a
@@ -216,7 +217,7 @@ impl russh::server::Handler for Conn {
                     let _ = h
                         .disconnect(
                             russh::Disconnect::NoMoreAuthMethodsAvailable,
-                            t.to_string(),
+                            t,
                             "en".to_string(),
                         )
                         .await;

@@ -60,6 +60,9 @@ pub async fn dispatch(shared: &Arc<Handles>, mut req: Request) -> Response {
 pub struct LoginRefused {
     pub text: String,
     pub throttled: Option<crate::core::login_throttle::Throttled>,
+    /// What the SSH server tells the client as its disconnect reason (a join token's
+    /// refusal: its holder proved the secret, so it may learn why).
+    pub tell: Option<String>,
 }
 
 /// Checks a password on the blocking pool, unless the account or the address has failed
@@ -80,6 +83,7 @@ pub async fn login(
         return Err(LoginRefused {
             text: format!("Login as {user:?} refused: {t}."),
             throttled: Some(t),
+            tell: None,
         });
     }
     let (s, u, p, f) = (
@@ -93,6 +97,7 @@ pub async fn login(
         .map_err(|e| LoginRefused {
             text: format!("login failed inside the node: {e}"),
             throttled: None,
+            tell: None,
         })?;
     match r {
         Ok(id) => {
@@ -115,6 +120,7 @@ pub async fn login(
             Err(LoginRefused {
                 text: format!("Login as {user:?} refused: {failed}."),
                 throttled: None,
+                tell: None,
             })
         }
     }
@@ -138,6 +144,7 @@ pub async fn login_join_token(
         return Err(LoginRefused {
             text: format!("Login as {JOIN_USER:?} refused: {t}."),
             throttled: Some(t),
+            tell: None,
         });
     }
     use base64::Engine;
@@ -145,15 +152,24 @@ pub async fn login_join_token(
         .decode(secret.trim())
         .ok()
         .and_then(|b| <[u8; 32]>::try_from(b).ok());
+    // (why, for the audit trail and the log; what the client is told)
+    let unknown = "not a join token of this cluster";
     let checked = match decoded {
-        None => Err("not a join token's secret".to_string()),
+        None => Err(("not a join token's secret".to_string(), unknown.to_string())),
         Some(secret) => {
             let hash = crate::core::cluster::store::token_hash(&secret);
             match shared.cluster.store() {
-                Err(e) => Err(format!("the cluster's store cannot be asked: {e}")),
+                Err(e) => {
+                    let why = format!("the cluster's store cannot be asked: {e}");
+                    Err((why.clone(), why))
+                }
                 Ok(store) => match store.check_token(&hash).await {
                     Ok(()) => Ok(hash),
-                    Err(e) => Err(e.to_string()),
+                    Err(crate::core::cluster::store::StoreError::Token(
+                        crate::core::cluster::store::TokenRefused::Unknown,
+                    )) => Err((unknown.to_string(), unknown.to_string())),
+                    // The secret is right: its holder may learn why it no longer works.
+                    Err(e) => Err((e.to_string(), e.to_string())),
                 },
             }
         }
@@ -175,7 +191,7 @@ pub async fn login_join_token(
                 from: Origin::JoinToken { peer, token },
             })
         }
-        Err(why) => {
+        Err((why, tell)) => {
             shared.access.logins.failed(JOIN_USER, source);
             audit_login_failure(shared, JOIN_USER, &from, method, &why).await;
             shared
@@ -196,8 +212,9 @@ pub async fn login_join_token(
                     });
             }
             Err(LoginRefused {
-                text: format!("Login as {JOIN_USER:?} refused: not a join token that works."),
+                text: format!("Login as {JOIN_USER:?} refused: {tell}."),
                 throttled: None,
+                tell: Some(format!("the join token was refused: {tell}")),
             })
         }
     }
