@@ -473,7 +473,7 @@ async fn a_join_token_is_claimed_and_spent_in_the_join_transaction() {
         .into_iter()
         .map(|t| t.hash)
         .collect();
-    assert_eq!(listed, [b.clone()]);
+    assert_eq!(listed, std::slice::from_ref(&b));
     let e = db.check_token(&a).await.unwrap_err();
     assert!(
         matches!(&e, DbError::Token(T::Used { by, .. }) if by == "gw2"),

@@ -12,7 +12,7 @@ pub enum ClusterCommand {
     /// levels (pending until `commit`). Without an action: `list`.
     Clusterconfig {
         #[command(subcommand)]
-        action: Option<ClusterAction>,
+        action: Option<Box<ClusterAction>>,
     },
     /// Every difference between the cluster's levels and machines, each with the
     /// command that resolves it.
@@ -162,7 +162,7 @@ impl ClusterCommand {
             ClusterCommand::Clustercheck => ("clustercheck", json!({})),
             ClusterCommand::Clusterconfig { action } => (
                 "clusterconfig",
-                match action.unwrap_or(ClusterAction::List) {
+                match action.map(|a| *a).unwrap_or(ClusterAction::List) {
                     ClusterAction::List => json!({ "action": "list" }),
                     ClusterAction::Connstatus => json!({ "action": "connstatus" }),
                     ClusterAction::Create {
