@@ -639,6 +639,16 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_join_user_cannot_be_made() {
+        for name in ["pvojoin", "PVOJoin"] {
+            let e = check_name(name, "user", false).unwrap_err();
+            assert!(e.contains("reserved"), "{e}");
+        }
+        assert!(check_name("pvojoin", "role", true).is_ok());
+        assert!(check_name("pvojoiner", "user", false).is_ok());
+    }
+
+    #[test]
     fn builtin_names_are_forgiving() {
         assert_eq!(
             Builtin::from_name("read-only operator"),
