@@ -504,3 +504,164 @@ async fn a_user_change_while_the_store_is_stopped_is_unavailable_and_later_goes_
         .unwrap();
     assert_eq!(r.number, 2);
 }
+
+fn hash(byte: u8) -> String {
+    pvo::core::cluster::store::token_hash(&[byte; 32])
+}
+
+fn spend(h: &str, machine: &str) -> pvo::adapters::cluster_db::TokenUse {
+    pvo::adapters::cluster_db::TokenUse {
+        hash: h.into(),
+        machine: machine.into(),
+    }
+}
+
+/// Join tokens: made, listed (only those that work), claimed by one machine, spent in
+/// the join's own transaction (a refused join spends nothing, a spent token joins
+/// nothing), revoked by a prefix.
+#[tokio::test]
+async fn a_join_token_is_claimed_and_spent_in_the_join_transaction() {
+    use pvo::adapters::cluster_db::TokenRefused as T;
+    let pg = Postgres::start();
+    let db = created(&pg).await;
+    let (a, b) = (hash(1), hash(2));
+    let made = db.make_token(&a, 60, "admin").await.unwrap();
+    assert_eq!((made.short(), made.created_by.as_str()), (&a[..8], "admin"));
+    db.make_token(&b, 5, "alice").await.unwrap();
+    let listed: Vec<String> = db
+        .tokens()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|t| t.hash)
+        .collect();
+    assert_eq!(listed, [a.clone(), b.clone()]);
+    db.check_token(&a).await.unwrap();
+    assert!(matches!(
+        db.check_token(&hash(3)).await,
+        Err(DbError::Token(T::Unknown))
+    ));
+
+    // Claimed by gw2: gw3 is refused naming gw2; gw2 may claim again.
+    db.claim_token(&a, "gw2").await.unwrap();
+    db.claim_token(&a, "gw2").await.unwrap();
+    let e = db.claim_token(&a, "gw3").await.unwrap_err();
+    assert!(
+        matches!(&e, DbError::Token(T::Claimed { by }) if by == "gw2"),
+        "{e}"
+    );
+
+    // gw3 cannot spend it in a join either; nothing is written.
+    let e = db
+        .join_with(
+            |m| m.join(n("gw3"), "10.0.0.3".into(), None),
+            &[],
+            Some(&spend(&a, "gw3")),
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(e, DbError::Token(T::Claimed { .. })), "{e}");
+    assert!(db
+        .snapshot()
+        .await
+        .unwrap()
+        .members
+        .machine(&n("gw3"))
+        .is_err());
+
+    // A join refused for another reason (the address is taken) spends nothing.
+    let e = db
+        .join_with(
+            |m| m.join(n("gw2"), "10.0.0.1".into(), None),
+            &[],
+            Some(&spend(&a, "gw2")),
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(e, DbError::Members(_)), "{e}");
+    db.check_token(&a).await.unwrap();
+
+    // gw2 joins with it: spent, no longer listed, and refused naming gw2 from then on.
+    db.join_with(
+        |m| m.join(n("gw2"), "10.0.0.2".into(), None),
+        &[commit(
+            "machine:gw2",
+            2,
+            "[node]\nhostname = \"gw2\"\n",
+            "admin",
+        )],
+        Some(&spend(&a, "gw2")),
+    )
+    .await
+    .unwrap();
+    let listed: Vec<String> = db
+        .tokens()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|t| t.hash)
+        .collect();
+    assert_eq!(listed, std::slice::from_ref(&b));
+    let e = db.check_token(&a).await.unwrap_err();
+    assert!(
+        matches!(&e, DbError::Token(T::Used { by, .. }) if by == "gw2"),
+        "{e}"
+    );
+    assert!(e.to_string().contains("machine gw2 joined with it"), "{e}");
+    let e = db
+        .join_with(
+            |m| m.join(n("gw4"), "10.0.0.4".into(), None),
+            &[],
+            Some(&spend(&a, "gw4")),
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(e, DbError::Token(T::Used { .. })), "{e}");
+
+    // Revoke by prefix: a prefix of no token, then the token's own.
+    assert!(matches!(
+        db.revoke_token("ffffffffzz", "admin").await,
+        Err(DbError::Token(T::NoPrefix(_)))
+    ));
+    let r = db.revoke_token(&b[..8], "admin").await.unwrap();
+    assert_eq!(r.hash, b);
+    let e = db.check_token(&b).await.unwrap_err();
+    assert!(
+        matches!(&e, DbError::Token(T::Revoked { by, .. }) if by == "admin"),
+        "{e}"
+    );
+    assert!(db.tokens().await.unwrap().is_empty());
+}
+
+/// Two machines spending one token at once: exactly one joins.
+#[tokio::test]
+async fn of_two_joins_with_one_token_one_wins() {
+    let pg = Postgres::start();
+    let db = created(&pg).await;
+    let db2 = ClusterDb::connect(&pg.url(), "gw3", None).await.unwrap();
+    let t = hash(7);
+    db.make_token(&t, 60, "admin").await.unwrap();
+    let (s2, s3) = (spend(&t, "gw2"), spend(&t, "gw3"));
+    let (r2, r3) = tokio::join!(
+        db.join_with(
+            |m| m.join(n("gw2"), "10.0.0.2".into(), None),
+            &[],
+            Some(&s2)
+        ),
+        db2.join_with(
+            |m| m.join(n("gw3"), "10.0.0.3".into(), None),
+            &[],
+            Some(&s3)
+        ),
+    );
+    assert_eq!(r2.is_ok() as u8 + r3.is_ok() as u8, 1, "{r2:?} {r3:?}");
+    let loser = r2.err().or(r3.err()).unwrap();
+    assert!(
+        matches!(
+            loser,
+            DbError::Token(pvo::adapters::cluster_db::TokenRefused::Used { .. })
+        ),
+        "{loser}"
+    );
+    assert_eq!(db.snapshot().await.unwrap().members.machines().count(), 2);
+}

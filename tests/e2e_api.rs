@@ -438,7 +438,7 @@ fn api_bulk_jobs_release_by_query_guest_refused_and_copy() {
 /// generated addresses: `e2e_cluster_web` runs them against a real store.
 const SCHEMATHESIS_CONFIG: &str = r#"
 [[operations]]
-include-path-regex = "^/api/v1/cluster(/(connstatus|check|joininfo|addgroup|setgroup|renamegroup|deletegroup|removemachine|disconnect|reconnect|copysettings|movesettings|deletesettings))?$"
+include-path-regex = "^/api/v1/cluster(/(connstatus|check|joininfo|addgroup|setgroup|renamegroup|deletegroup|removemachine|disconnect|reconnect|copysettings|movesettings|deletesettings|jointoken|jointoken-revoke|jointokens))?$"
 checks.not_a_server_error.expected-statuses = ["2xx", "3xx", "4xx", "503"]
 
 [[operations]]

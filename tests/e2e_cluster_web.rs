@@ -234,10 +234,10 @@ fn rest_cluster_list_connstatus_check_and_addgroup_by_role() {
         ("examples,fuzzing", 5),
         &[
             "--include-path-regex",
-            "^/api/v1/cluster(/(connstatus|check|joininfo|addgroup|setgroup|renamegroup|disconnect|reconnect))?$",
+            "^/api/v1/cluster(/(connstatus|check|joininfo|addgroup|setgroup|renamegroup|disconnect|reconnect|jointoken|jointoken-revoke|jointokens))?$",
         ],
     );
-    assert!(report.contains("Selected: 9/"), "{report}");
+    assert!(report.contains("Selected: 12/"), "{report}");
     drop(pg);
 }
 

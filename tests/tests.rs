@@ -6,6 +6,7 @@ mod cluster_db;
 mod e2e_api;
 mod e2e_cluster;
 mod e2e_cluster_pvo;
+mod e2e_cluster_token;
 mod e2e_cluster_users;
 mod e2e_cluster_web;
 mod e2e_commands;

@@ -20,6 +20,12 @@
 //!
 //! # Security
 //!
+//! A machine joining the cluster with a join token logs in as the reserved user
+//! `pvojoin` with the token's secret as the password (`commands::login_join_token`: the
+//! store must know it as a token that works; wrong secrets are throttled and audited like
+//! wrong passwords); its identity may run only `clusterconfig joininfo`
+//! (`users::RoleDef::Joiner`, in the permission table like every role).
+//!
 //! Only the `password` and `publickey` methods are offered; a refusal takes a constant
 //! time (russh's `auth_rejection_time`) and is recorded in the audit trail (a password
 //! failure each time, an unknown key once per connection). Passwords are throttled per
@@ -45,7 +51,7 @@ use tokio::sync::mpsc;
 
 use crate::commands::protocol::Request;
 use crate::core::state::Handles;
-use crate::core::users::{Identity, Origin};
+use crate::core::users::{Identity, Origin, JOIN_USER};
 use crate::net::host_key::host_key;
 
 /// The SSH server's settings, with the host key (generated at the first start).
@@ -181,16 +187,24 @@ impl russh::server::Handler for Conn {
     type Error = russh::Error;
 
     async fn auth_password(&mut self, user: &str, password: &str) -> Result<Auth, Self::Error> {
-        match crate::commands::login(&self.shared, user, password, self.origin(), "ssh password")
-            .await
-        {
+        // A joining machine: the password is a join token's secret, checked against the
+        // cluster's store; no stored user has this name (`users::check_name`).
+        let login = if user == JOIN_USER {
+            self.method = "ssh join token";
+            crate::commands::login_join_token(&self.shared, password, self.peer).await
+        } else {
+            self.method = "ssh password";
+            crate::commands::login(&self.shared, user, password, self.origin(), "ssh password")
+                .await
+        };
+        match login {
             Ok(id) => {
                 self.id = Some(id);
-                self.method = "ssh password";
                 Ok(Auth::Accept)
             }
             Err(refused) => {
-                let (Some(t), Some(h)) = (refused.throttled, self.handle.get()) else {
+                let reason = refused.throttled.map(|t| t.to_string()).or(refused.tell);
+                let (Some(t), Some(h)) = (reason, self.handle.get()) else {
                     return Ok(Auth::reject());
                 };
                 // SSH has no message for a refused password: the reason of a
@@ -203,7 +217,7 @@ impl russh::server::Handler for Conn {
                     let _ = h
                         .disconnect(
                             russh::Disconnect::NoMoreAuthMethodsAvailable,
-                            t.to_string(),
+                            t,
                             "en".to_string(),
                         )
                         .await;
@@ -487,8 +501,13 @@ async fn run_line(shared: &Arc<Handles>, id: &Identity, line: &str) -> Ran {
         }
     };
     // The user as it is now: a user disabled or deleted, or given another role, during
-    // the session is treated accordingly from the next command on.
-    let Some(id) = shared.access.users.identity(&id.user, id.from.clone()) else {
+    // the session is treated accordingly from the next command on. A joining machine is
+    // no stored user: its identity (the token) stays what its login made it.
+    let current = match &id.from {
+        Origin::JoinToken { .. } => Some(id.clone()),
+        _ => shared.access.users.identity(&id.user, id.from.clone()),
+    };
+    let Some(id) = current else {
         return Ran::Output {
             text: format!(
                 "User \"{}\" is disabled or deleted; its commands are refused.\n",

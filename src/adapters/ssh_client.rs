@@ -40,6 +40,9 @@ pub enum Login {
 struct Client {
     expected: Option<String>,
     seen: Arc<Mutex<Option<String>>>,
+    /// The reason of the server's disconnect, when it sent one (a refused join token or
+    /// a throttled login says why there: SSH has no message for a refused password).
+    reason: Arc<(Mutex<Option<String>>, tokio::sync::Notify)>,
 }
 
 impl client::Handler for Client {
@@ -59,7 +62,27 @@ impl client::Handler for Client {
         *self.seen.lock().unwrap() = Some(fp.clone());
         Ok(self.expected.as_ref().is_none_or(|e| *e == fp))
     }
+
+    async fn disconnected(
+        &mut self,
+        reason: client::DisconnectReason<Self::Error>,
+    ) -> Result<(), Self::Error> {
+        match reason {
+            client::DisconnectReason::ReceivedDisconnect(info) => {
+                *self.reason.0.lock().unwrap() = Some(info.message);
+                self.reason.1.notify_one();
+                Ok(())
+            }
+            client::DisconnectReason::Error(e) => {
+                self.reason.1.notify_one();
+                Err(e)
+            }
+        }
+    }
 }
+
+/// How long a refused login waits for the server to say why (its disconnect).
+const REASON_WAIT: Duration = Duration::from_secs(1);
 
 /// Runs `command` on `host:port` as `user` (one exec channel).
 pub async fn exec(
@@ -71,9 +94,11 @@ pub async fn exec(
     command: &str,
 ) -> Result<Exec> {
     let seen = Arc::new(Mutex::new(None));
+    let reason = Arc::new((Mutex::new(None), tokio::sync::Notify::new()));
     let handler = Client {
         expected: expected_host_key.map(str::to_string),
         seen: seen.clone(),
+        reason: reason.clone(),
     };
     let config = Arc::new(client::Config {
         inactivity_timeout: Some(SSH_TIMEOUT),
@@ -84,9 +109,9 @@ pub async fn exec(
             Ok(s) => s,
             Err(russh::Error::UnknownKey) => {
                 bail!(
-                    "the gateway's SSH host key changed (was {}, now {}): if it was reinstalled, delete and add it again",
-                    expected_host_key.unwrap_or(""),
-                    seen.lock().unwrap().clone().unwrap_or_default()
+                    "{host}:{port} presented the SSH host key {}, not the expected {}: refused before logging in, so no password or secret was sent (if the machine was reinstalled, delete and add it again, or make a new join token)",
+                    seen.lock().unwrap().clone().unwrap_or_default(),
+                    expected_host_key.unwrap_or("")
                 )
             }
             Err(e) => return Err(anyhow::anyhow!("SSH to {host}:{port}: {e}")),
@@ -110,12 +135,15 @@ pub async fn exec(
                 .success(),
         };
         if !ok {
+            let _ = tokio::time::timeout(REASON_WAIT, reason.1.notified()).await;
+            let why = reason.0.lock().unwrap().take();
             bail!(
-                "SSH login as {user} on {host}:{port} was refused ({})",
+                "SSH login as {user} on {host}:{port} was refused ({}){}",
                 match login {
                     Login::Password(_) => "wrong user or password",
                     Login::Key(_) => "the manager's key is not installed for that user",
-                }
+                },
+                why.map(|w| format!(": {w}")).unwrap_or_default()
             );
         }
         let mut channel = session.channel_open_session().await?;

@@ -54,10 +54,26 @@ pub fn required(command: &Command, user: &str) -> Need {
         | C::TlsVerify(_)
         | C::Diagnose(_)
         | C::ClusterCheck(_) => monitor,
-        C::ClusterConfig(a) => read_if(matches!(
-            a.action,
-            ClusterAction::List | ClusterAction::Connstatus
-        )),
+        C::ClusterConfig(a) => match a.action {
+            ClusterAction::List | ClusterAction::Connstatus => monitor,
+            // An Administrator, or a machine logged in with a join token.
+            ClusterAction::Joininfo => Need::perm(Perm::JoinCluster),
+            ClusterAction::Create
+            | ClusterAction::Join
+            | ClusterAction::Addgroup
+            | ClusterAction::Setgroup
+            | ClusterAction::Renamegroup
+            | ClusterAction::Deletegroup
+            | ClusterAction::Removemachine
+            | ClusterAction::Disconnect
+            | ClusterAction::Reconnect
+            | ClusterAction::Copysettings
+            | ClusterAction::Movesettings
+            | ClusterAction::Deletesettings
+            | ClusterAction::Jointoken
+            | ClusterAction::JointokenList
+            | ClusterAction::JointokenRevoke => configure,
+        },
         C::FeatureKey(a) => read_if(a.action == FeatureKeyAction::List),
         C::PvoConfig(a) => read_if(a.action == PvoAction::Status),
         C::ApplianceConfig(a) => read_if(a.action == ApplianceAction::Status),
@@ -392,6 +408,35 @@ mod tests {
         assert!(check(need, &who("gone"), None)
             .unwrap_err()
             .contains("no longer exists"));
+    }
+
+    /// A machine logged in with a join token may ask where the store is, and nothing
+    /// else: not even the read-only commands, nor the other cluster actions.
+    #[test]
+    fn a_joiner_may_only_ask_for_the_joininfo() {
+        let joiner = who("Cluster Joiner");
+        let q = |a: &str| json!({ "action": a });
+        let need = required(&cmd("clusterconfig", q("joininfo")), "pvojoin");
+        assert!(check(need, &joiner, Some(&RoleDef::Joiner)).is_ok());
+        for (c, args) in [
+            ("clusterconfig", q("list")),
+            ("clusterconfig", q("jointoken")),
+            ("clusterconfig", q("join")),
+            ("status", json!({})),
+            ("userconfig", q("list")),
+            ("commit", json!({})),
+        ] {
+            let need = required(&cmd(c, args.clone()), "pvojoin");
+            let refused = check(need, &joiner, Some(&RoleDef::Joiner)).unwrap_err();
+            assert!(
+                refused.starts_with("Role \"Cluster Joiner\" cannot"),
+                "{c} {args}: {refused}"
+            );
+        }
+        // The password path: an Administrator may, an Operator may not.
+        assert!(run(Builtin::Administrator, "clusterconfig", q("joininfo")).is_ok());
+        assert!(run(Builtin::Operator, "clusterconfig", q("joininfo")).is_err());
+        assert!(run(Builtin::Operator, "clusterconfig", q("jointoken-list")).is_err());
     }
 
     #[test]

@@ -16,7 +16,9 @@ use serde_json::{json, Value as Json};
 
 use super::command::{ClusterAction, ClusterArgs, CommandError, NoArgs};
 use crate::commands::protocol::{ErrorKind, Request, Response};
-use crate::core::cluster::store::{ClusterStore, Commit, Snapshot, StoreError};
+use crate::core::cluster::store::{
+    ClusterStore, Commit, Snapshot, StoreError, TokenRefused, TokenUse,
+};
 use crate::core::cluster::sync::{base_dir, chain_of, flattened_file};
 use crate::core::cluster::view::{self, View};
 use crate::core::cluster::SCHEMA;
@@ -52,6 +54,8 @@ pub fn store_error(e: &StoreError) -> Response {
         StoreError::Members(_) => ErrorKind::Conflict,
         StoreError::Corrupt(_) => ErrorKind::Unavailable,
         StoreError::TooNew { .. } => ErrorKind::Conflict,
+        StoreError::Token(TokenRefused::Unknown | TokenRefused::NoPrefix(_)) => ErrorKind::NotFound,
+        StoreError::Token(_) => ErrorKind::Conflict,
     };
     Response::fail(kind, e.to_string())
 }
@@ -710,17 +714,44 @@ pub fn clusterconfig(shared: &Arc<Handles>, req: &Request, args: &ClusterArgs) -
         ClusterAction::Copysettings
         | ClusterAction::Movesettings
         | ClusterAction::Deletesettings => settings(shared, req, args),
-        ClusterAction::Joininfo => joininfo(shared),
+        ClusterAction::Joininfo => joininfo(shared, args, None),
+        ClusterAction::Jointoken => jointoken(shared, req, args),
+        ClusterAction::JointokenList => jointoken_list(shared),
+        ClusterAction::JointokenRevoke => jointoken_revoke(shared, req, args),
     }
 }
 
-/// What a joining machine asks a member over SSH (as an Administrator): where the store
-/// is and the CA its certificate is checked against.
-fn joininfo(shared: &Handles) -> Response {
+/// What a joining machine asks a member over SSH (as an Administrator, or logged in
+/// with the join token whose hash is `token`): where the store is and the CA its
+/// certificate is checked against. With a token, the token is first claimed for the
+/// joining machine (`--machine`): a second machine using it is refused, the same one
+/// retrying is not.
+pub fn joininfo(shared: &Handles, args: &ClusterArgs, token: Option<&str>) -> Response {
     let m = match membership(shared) {
         Ok(m) => m,
         Err(r) => return r,
     };
+    if let Some(hash) = token {
+        let machine = match name_arg("joining machine's name (--machine)", &args.machine) {
+            Ok(n) => n,
+            Err(r) => return r,
+        };
+        let store = match store_of(shared) {
+            Ok(s) => s,
+            Err(r) => return r,
+        };
+        if let Err(e) = block_on(store.claim_token(hash, machine.as_str())) {
+            shared.mail.log.emit(Event::JoinTokenRefused {
+                what: &format!("machine {machine}"),
+                why: &e,
+            });
+            return store_error(&e);
+        }
+        shared.mail.log.emit(Event::JoinTokenClaimed {
+            token: hash.get(..8).unwrap_or(hash),
+            machine: machine.as_str(),
+        });
+    }
     let ca = match &m.ca {
         Some(path) => match std::fs::read_to_string(path) {
             Ok(t) => Some(t),
@@ -745,6 +776,316 @@ fn joininfo(shared: &Handles) -> Response {
         ),
         json!({ "cluster": cluster, "url": m.url, "ca": ca, "machine": m.machine.to_string() }),
     )
+}
+
+/// How long a join token works unless `--expires` says otherwise, and the longest.
+const TOKEN_MINUTES: u64 = 60;
+const TOKEN_MINUTES_MAX: u64 = 1440;
+
+/// `clusterconfig jointoken [--expires MINUTES]`: a single-use join token naming this
+/// member's SSH address and host key; the store keeps only the hash of its secret.
+fn jointoken(shared: &Handles, req: &Request, args: &ClusterArgs) -> Response {
+    let minutes = args.expires.unwrap_or(TOKEN_MINUTES);
+    if !(1..=TOKEN_MINUTES_MAX).contains(&minutes) {
+        return Response::error(format!(
+            "clusterconfig jointoken: --expires is in minutes, 1 to {TOKEN_MINUTES_MAX} (a day), not {minutes}"
+        ));
+    }
+    let membership = match membership(shared) {
+        Ok(m) => m,
+        Err(r) => return r,
+    };
+    let store = match shared.cluster.store() {
+        Ok(s) => s,
+        Err(e) => {
+            return Response::fail(
+                ErrorKind::Unavailable,
+                format!("No join token made: {e}; see `clusterconfig connstatus`"),
+            )
+        }
+    };
+    let Some(ssh) = shared
+        .control
+        .servers
+        .address(crate::core::state::ServerKind::Ssh)
+    else {
+        return Response::fail(
+            ErrorKind::Unavailable,
+            "No join token made: this machine's SSH server is off, and a joining machine logs in over it: turn it on ([ssh] in the configuration)",
+        );
+    };
+    // The address a joining machine reaches: the SSH server's, or, when it listens on
+    // every address, the one this machine is known by in the cluster.
+    let ip = if ssh.ip().is_unspecified() {
+        let known = shared.cluster.snapshot().and_then(|s| {
+            s.members
+                .machine(&membership.machine)
+                .map(|m| m.address.clone())
+                .ok()
+        });
+        match known {
+            Some(a) => a,
+            None => ssh.ip().to_string(),
+        }
+    } else {
+        ssh.ip().to_string()
+    };
+    let member = match ip.parse::<std::net::IpAddr>() {
+        Ok(std::net::IpAddr::V6(v6)) => format!("[{v6}]:{}", ssh.port()),
+        _ => format!("{ip}:{}", ssh.port()),
+    };
+    let host_key = match own_host_key(shared) {
+        Ok(k) => k,
+        Err(e) => return Response::error(format!("No join token made: {e}")),
+    };
+    let mut secret = [0u8; 32];
+    if ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut secret).is_err() {
+        return Response::error("No join token made: the system's random source failed");
+    }
+    let token = match pvo_cluster::JoinToken::new(&member, host_key, secret) {
+        Ok(t) => t,
+        Err(e) => {
+            return Response::error(format!(
+                "No join token made: {e} (the SSH address of this member; give the machine a cluster address with --address when it joins)"
+            ))
+        }
+    };
+    let hash = crate::core::cluster::store::token_hash(&secret);
+    let who = req.author();
+    let info = match block_on(store.make_token(&hash, minutes as u32, &who)) {
+        Ok(i) => i,
+        Err(e) => return store_error(&e),
+    };
+    shared.mail.log.emit(Event::JoinTokenMade {
+        token: info.short(),
+        by: &who,
+        expires: &info.expires_at,
+    });
+    let fingerprint = format!(
+        "SHA256:{}",
+        base64::Engine::encode(&base64::engine::general_purpose::STANDARD_NO_PAD, host_key)
+    );
+    Response::ok(
+        format!(
+            "Join token (works once, until {}; it is shown only now):\n\n{token}\n\n             On the machine that is to join, run:\n  pvo clusterconfig join --token TOKEN [--machine NAME] [--group GROUP] [--address ADDRESS]\n             It logs into this member ({member}, SSH host key {fingerprint}) with the token;              `clusterconfig jointoken list` shows it as {}, `clusterconfig jointoken revoke {}` withdraws it.",
+            info.expires_at,
+            info.short(),
+            info.short()
+        ),
+        json!({
+            "token": token.to_string(),
+            "hash": info.short(),
+            "member": member,
+            "host_key": fingerprint,
+            "expires": info.expires_at,
+            "created_by": info.created_by,
+        }),
+    )
+}
+
+/// The SHA-256 of this machine's SSH host key (what the SSH client pins).
+fn own_host_key(shared: &Handles) -> Result<[u8; 32], String> {
+    let line = shared
+        .cpq
+        .gateway_shell
+        .manager_key_line()
+        .map_err(|e| format!("cannot read this machine's SSH host key: {e:#}"))?;
+    let key = russh::keys::PublicKey::from_openssh(line.trim())
+        .map_err(|e| format!("cannot read this machine's SSH host key: {e}"))?;
+    let fp = key.fingerprint(russh::keys::HashAlg::Sha256);
+    fp.as_bytes()
+        .try_into()
+        .map_err(|_| "the SSH host key's fingerprint is not 32 bytes".to_string())
+}
+
+fn token_json(t: &crate::core::cluster::store::TokenInfo) -> Json {
+    json!({ "hash": t.short(), "created_by": t.created_by, "created": t.created_at, "expires": t.expires_at })
+}
+
+/// `clusterconfig jointoken list`: the tokens that still work (never their secret).
+fn jointoken_list(shared: &Handles) -> Response {
+    let store = match store_of(shared) {
+        Ok(s) => s,
+        Err(r) => return r,
+    };
+    let tokens = match block_on(store.tokens()) {
+        Ok(t) => t,
+        Err(e) => return store_error(&e),
+    };
+    let mut t = if tokens.is_empty() {
+        "No join token works now (make one with `clusterconfig jointoken`).\n".to_string()
+    } else {
+        format!(
+            "Join tokens that work now ({}):\n  {:<10} {:<16} {:<24} {}\n",
+            tokens.len(),
+            "Hash",
+            "Made by",
+            "Made",
+            "Expires"
+        )
+    };
+    for k in &tokens {
+        t.push_str(&format!(
+            "  {:<10} {:<16} {:<24} {}\n",
+            k.short(),
+            k.created_by,
+            k.created_at,
+            k.expires_at
+        ));
+    }
+    Response::ok(
+        t,
+        json!({ "tokens": tokens.iter().map(token_json).collect::<Vec<_>>() }),
+    )
+}
+
+/// `clusterconfig jointoken revoke HASHPREFIX`.
+fn jointoken_revoke(shared: &Handles, req: &Request, args: &ClusterArgs) -> Response {
+    let Some(prefix) = args
+        .hash
+        .as_deref()
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+    else {
+        return Response::error(
+            "clusterconfig jointoken revoke: give the beginning of the token's hash (`clusterconfig jointoken list`)",
+        );
+    };
+    let store = match store_of(shared) {
+        Ok(s) => s,
+        Err(r) => return r,
+    };
+    let who = req.author();
+    let info = match block_on(store.revoke_token(prefix, &who)) {
+        Ok(i) => i,
+        Err(e) => return store_error(&e),
+    };
+    shared.mail.log.emit(Event::JoinTokenRevoked {
+        token: info.short(),
+        by: &who,
+    });
+    Response::ok(
+        format!(
+            "Join token {} (made by {} at {}) revoked: no machine can join with it.",
+            info.short(),
+            info.created_by,
+            info.created_at
+        ),
+        json!({ "revoked": token_json(&info) }),
+    )
+}
+
+/// `join --token TOKEN`: logs into the member the token names as `pvojoin` with its
+/// secret, pinning the host key it names (another key is refused before the secret is
+/// sent), and asks it where the store is, as the password path does. Answers the url,
+/// the CA, the member's host key and the token spent by the join.
+fn ask_member_with_token(
+    shared: &Handles,
+    text: &str,
+    machine: &Name,
+) -> Result<(String, Option<String>, String, TokenUse), Response> {
+    let token: pvo_cluster::JoinToken = text
+        .parse()
+        .map_err(|e: pvo_cluster::TokenError| Response::error(format!("Not joined: {e}")))?;
+    let (host, port) = token
+        .member
+        .rsplit_once(':')
+        .map(|(h, p)| {
+            (
+                h.trim_matches(['[', ']']).to_string(),
+                p.parse::<u16>().unwrap_or(22),
+            )
+        })
+        .unwrap_or_default();
+    let ip: std::net::IpAddr = match host.parse() {
+        Ok(ip) => ip,
+        Err(_) => block_on(tokio::net::lookup_host((host.as_str(), port)))
+            .ok()
+            .and_then(|mut a| a.next())
+            .map(|a| a.ip())
+            .ok_or_else(|| {
+                Response::fail(
+                    ErrorKind::Unavailable,
+                    format!("Not joined: cannot resolve the member {host} the join token names"),
+                )
+            })?,
+    };
+    let pin = format!(
+        "SHA256:{}",
+        base64::Engine::encode(
+            &base64::engine::general_purpose::STANDARD_NO_PAD,
+            token.host_key
+        )
+    );
+    let secret = base64::Engine::encode(
+        &base64::engine::general_purpose::URL_SAFE_NO_PAD,
+        token.secret,
+    );
+    let exec = block_on(shared.cpq.gateway_shell.exec(
+        (ip, port),
+        crate::core::users::JOIN_USER,
+        &crate::core::cpq::shell::ShellLogin::Password(secret),
+        Some(&pin),
+        &format!("clusterconfig joininfo --machine {machine} --json"),
+    ))
+    .map_err(|e| {
+        Response::fail(
+            ErrorKind::Unavailable,
+            format!(
+                "Not joined: with the join token, cannot log into the member {}: {e:#}",
+                token.member
+            ),
+        )
+    })?;
+    let answer: Json = serde_json::from_str(exec.output.trim()).unwrap_or(Json::Null);
+    if exec.status != 0 || answer["ok"] != true {
+        let why = answer["text"]
+            .as_str()
+            .map(str::to_string)
+            .unwrap_or_else(|| exec.output.trim().to_string());
+        return Err(Response::fail(
+            ErrorKind::Conflict,
+            format!("Not joined: the member {} answered: {why}", token.member),
+        ));
+    }
+    let (url, ca) = store_from_answer(shared, &answer)?;
+    let spent = TokenUse {
+        hash: crate::core::cluster::store::token_hash(&token.secret),
+        machine: machine.to_string(),
+    };
+    Ok((url, ca, exec.host_key, spent))
+}
+
+/// The store's address and CA from a member's joininfo answer (the CA kept beside
+/// this machine's data).
+fn store_from_answer(
+    shared: &Handles,
+    answer: &Json,
+) -> Result<(String, Option<String>), Response> {
+    let Some(url) = answer["data"]["url"].as_str().map(str::to_string) else {
+        return Err(Response::error(
+            "Not joined: the member did not say where its store is",
+        ));
+    };
+    let ca = match answer["data"]["ca"].as_str() {
+        Some(pem) => {
+            let path = shared
+                .config
+                .current()
+                .data_dir
+                .join("cluster")
+                .join("store-ca.pem");
+            crate::core::atomic_file::write_private(&path, pem.as_bytes()).map_err(|e| {
+                Response::error(format!(
+                    "cannot keep the store's CA in {}: {e:#}",
+                    path.display()
+                ))
+            })?;
+            Some(path.to_string_lossy().into_owned())
+        }
+        None => None,
+    };
+    Ok((url, ca))
 }
 
 /// `join --member IP[:PORT]`: logs into the member over SSH with an Administrator's
@@ -800,29 +1141,7 @@ fn ask_member(
             format!("Not joined: the member {ip}:{port} answered: {why}"),
         ));
     }
-    let Some(url) = answer["data"]["url"].as_str().map(str::to_string) else {
-        return Err(Response::error(
-            "Not joined: the member did not say where its store is",
-        ));
-    };
-    let ca = match answer["data"]["ca"].as_str() {
-        Some(pem) => {
-            let path = shared
-                .config
-                .current()
-                .data_dir
-                .join("cluster")
-                .join("store-ca.pem");
-            crate::core::atomic_file::write_private(&path, pem.as_bytes()).map_err(|e| {
-                Response::error(format!(
-                    "cannot keep the store's CA in {}: {e:#}",
-                    path.display()
-                ))
-            })?;
-            Some(path.to_string_lossy().into_owned())
-        }
-        None => None,
-    };
+    let (url, ca) = store_from_answer(shared, &answer)?;
     Ok((url, ca, exec.host_key))
 }
 
@@ -939,17 +1258,55 @@ fn join(shared: &Arc<Handles>, req: &Request, args: &ClusterArgs) -> Response {
     // Over SSH: the member says where the store is.
     let mut args = args.clone();
     let mut via = None;
+    let mut spent = None;
+    let ways = [
+        args.member.is_some(),
+        args.url.is_some(),
+        args.token.is_some(),
+    ];
+    if ways.iter().filter(|w| **w).count() > 1 {
+        return Response::error(
+            "clusterconfig join: give one of --member (over SSH with a password), --token (over SSH with a join token) or --url (the store)",
+        );
+    }
     if args.member.is_some() {
-        if args.url.is_some() {
-            return Response::error(
-                "clusterconfig join: give either --member (join over SSH) or --url (the store), not both",
-            );
-        }
         match ask_member(shared, &args) {
             Ok((url, ca, host_key)) => {
                 args.url = Some(url);
                 args.ca = ca;
-                via = Some(host_key);
+                via = Some((args.member.clone().unwrap_or_default(), host_key));
+            }
+            Err(r) => return r,
+        }
+    }
+    if let Some(token) = args.token.clone() {
+        let machine = match &args.machine {
+            Some(_) => name_arg("machine name (--machine)", &args.machine),
+            None => {
+                let cfg = shared.config.current();
+                crate::core::config::default_machine_name(&cfg.hostname).ok_or_else(|| {
+                    Response::error(format!(
+                        "clusterconfig: the host name {:?} is not a machine name; give one with --machine",
+                        cfg.hostname
+                    ))
+                })
+            }
+        };
+        let machine = match machine {
+            Ok(m) => m,
+            Err(r) => return r,
+        };
+        match ask_member_with_token(shared, &token, &machine) {
+            Ok((url, ca, host_key, used)) => {
+                args.url = Some(url);
+                args.ca = ca;
+                args.machine = Some(machine.to_string());
+                let member = token
+                    .parse::<pvo_cluster::JoinToken>()
+                    .map(|t| t.member)
+                    .unwrap_or_default();
+                via = Some((format!("{member} with a join token"), host_key));
+                spent = Some(used);
             }
             Err(r) => return r,
         }
@@ -1033,10 +1390,29 @@ fn join(shared: &Arc<Handles>, req: &Request, args: &ClusterArgs) -> Response {
     let revision = match block_on(store.join(
         Box::new(move |m: &mut Members| m.join(name, address, g)),
         &own_layer,
+        spent.as_ref(),
     )) {
         Ok(r) => r.last().map(|r| r.number).unwrap_or(snap.head),
-        Err(e) => return store_error(&e),
+        Err(e) => {
+            if let (Some(_), StoreError::Token(_)) = (&spent, &e) {
+                shared.mail.log.emit(Event::JoinTokenRefused {
+                    what: &format!("machine {}", membership.machine),
+                    why: &e,
+                });
+                return Response::fail(
+                    store_error(&e).kind.unwrap_or(ErrorKind::Conflict),
+                    format!("Not joined: {e}"),
+                );
+            }
+            return store_error(&e);
+        }
     };
+    if let Some(t) = &spent {
+        shared.mail.log.emit(Event::JoinTokenUsed {
+            token: t.hash.get(..8).unwrap_or(&t.hash),
+            machine: &t.machine,
+        });
+    }
     if let Err(r) = write_membership(&file_store, &text, &membership) {
         return r;
     }
@@ -1085,10 +1461,9 @@ fn join(shared: &Arc<Handles>, req: &Request, args: &ClusterArgs) -> Response {
     });
     let applied = block_on(shared.cluster.wait_for(revision, APPLY_WAIT));
     let via = match &via {
-        Some(key) => format!(
-            "Asked {} over SSH (host key {key}) where the cluster's store is.\n",
-            args.member.as_deref().unwrap_or("")
-        ),
+        Some((member, key)) => {
+            format!("Asked {member} over SSH (host key {key}) where the cluster's store is.\n")
+        }
         None => String::new(),
     };
     Response::ok(

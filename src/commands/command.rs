@@ -650,6 +650,9 @@ actions!(ClusterAction {
     Movesettings = "movesettings",
     Deletesettings = "deletesettings",
     Joininfo = "joininfo",
+    Jointoken = "jointoken",
+    JointokenList = "jointoken-list",
+    JointokenRevoke = "jointoken-revoke",
 });
 
 args!(
@@ -673,6 +676,12 @@ args!(
         user: Option<String>,
         password: Option<String>,
         host_key: Option<String>,
+        /// join with a single-use join token (`pvojoin1....`) instead of a password.
+        token: Option<String>,
+        /// jointoken: how many minutes the new token works (1..=1440, default 60).
+        expires: Option<u64>,
+        /// jointoken-revoke: the beginning of the token's hash (`jointoken-list`).
+        hash: Option<String>,
     }
 );
 

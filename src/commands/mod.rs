@@ -60,6 +60,9 @@ pub async fn dispatch(shared: &Arc<Handles>, mut req: Request) -> Response {
 pub struct LoginRefused {
     pub text: String,
     pub throttled: Option<crate::core::login_throttle::Throttled>,
+    /// What the SSH server tells the client as its disconnect reason (a join token's
+    /// refusal: its holder proved the secret, so it may learn why).
+    pub tell: Option<String>,
 }
 
 /// Checks a password on the blocking pool, unless the account or the address has failed
@@ -80,6 +83,7 @@ pub async fn login(
         return Err(LoginRefused {
             text: format!("Login as {user:?} refused: {t}."),
             throttled: Some(t),
+            tell: None,
         });
     }
     let (s, u, p, f) = (
@@ -93,6 +97,7 @@ pub async fn login(
         .map_err(|e| LoginRefused {
             text: format!("login failed inside the node: {e}"),
             throttled: None,
+            tell: None,
         })?;
     match r {
         Ok(id) => {
@@ -115,6 +120,101 @@ pub async fn login(
             Err(LoginRefused {
                 text: format!("Login as {user:?} refused: {failed}."),
                 throttled: None,
+                tell: None,
+            })
+        }
+    }
+}
+
+/// The SSH login of a joining machine: user [`JOIN_USER`](crate::core::users::JOIN_USER)
+/// with a join token's secret (base64url) as the password. The secret must hash to a
+/// token of this member's cluster that works now; a wrong one is counted, audited and
+/// throttled like a wrong password, and the answer never says which part was wrong.
+pub async fn login_join_token(
+    shared: &Arc<Handles>,
+    secret: &str,
+    peer: std::net::SocketAddr,
+) -> Result<Identity, LoginRefused> {
+    use crate::core::users::JOIN_USER;
+    let from = Origin::Ssh(peer);
+    let source = crate::core::login_throttle::Source::from(&from);
+    let method = "ssh join token";
+    if let Err(t) = shared.access.logins.check(JOIN_USER, source) {
+        audit_login_failure(shared, JOIN_USER, &from, method, &format!("throttled: {t}")).await;
+        return Err(LoginRefused {
+            text: format!("Login as {JOIN_USER:?} refused: {t}."),
+            throttled: Some(t),
+            tell: None,
+        });
+    }
+    use base64::Engine;
+    let decoded = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(secret.trim())
+        .ok()
+        .and_then(|b| <[u8; 32]>::try_from(b).ok());
+    // (why, for the audit trail and the log; what the client is told)
+    let unknown = "not a join token of this cluster";
+    let checked = match decoded {
+        None => Err(("not a join token's secret".to_string(), unknown.to_string())),
+        Some(secret) => {
+            let hash = crate::core::cluster::store::token_hash(&secret);
+            match shared.cluster.store() {
+                Err(e) => {
+                    let why = format!("the cluster's store cannot be asked: {e}");
+                    Err((why.clone(), why))
+                }
+                Ok(store) => match store.check_token(&hash).await {
+                    Ok(()) => Ok(hash),
+                    Err(crate::core::cluster::store::StoreError::Token(
+                        crate::core::cluster::store::TokenRefused::Unknown,
+                    )) => Err((unknown.to_string(), unknown.to_string())),
+                    // The secret is right: its holder may learn why it no longer works.
+                    Err(e) => Err((e.to_string(), e.to_string())),
+                },
+            }
+        }
+    };
+    match checked {
+        Ok(token) => {
+            shared.access.logins.succeeded(JOIN_USER, source);
+            shared
+                .mail
+                .log
+                .emit(crate::core::events::Event::JoinTokenLogin {
+                    token: &token[..8],
+                    from: &peer,
+                });
+            Ok(Identity {
+                user: JOIN_USER.to_string(),
+                role: crate::core::users::RoleDef::Joiner.name().to_string(),
+                domains: Vec::new(),
+                from: Origin::JoinToken { peer, token },
+            })
+        }
+        Err((why, tell)) => {
+            shared.access.logins.failed(JOIN_USER, source);
+            audit_login_failure(shared, JOIN_USER, &from, method, &why).await;
+            shared
+                .mail
+                .log
+                .emit(crate::core::events::Event::JoinTokenRefused {
+                    what: &format!("an SSH login from {peer}"),
+                    why: &why,
+                });
+            if let Err(t) = shared.access.logins.check(JOIN_USER, source) {
+                shared
+                    .mail
+                    .log
+                    .emit(crate::core::events::Event::LoginThrottled {
+                        user: JOIN_USER,
+                        from: &from,
+                        throttle: &t,
+                    });
+            }
+            Err(LoginRefused {
+                text: format!("Login as {JOIN_USER:?} refused: {tell}."),
+                throttled: None,
+                tell: Some(format!("the join token was refused: {tell}")),
             })
         }
     }
@@ -182,7 +282,12 @@ async fn run_as(
         None => id.from.to_string(),
     };
     let need = access::required(&req.command, &id.user);
-    let role = shared.access.users.role(&id.role);
+    // A joining machine's identity is its origin (made only by the SSH server's token
+    // login), never a stored user's role.
+    let role = match &id.from {
+        Origin::JoinToken { .. } => Some(crate::core::users::RoleDef::Joiner),
+        _ => shared.access.users.role(&id.role),
+    };
     let audited = access::audit_action(&req.command, need);
     let resp = match access::check(need, id, role.as_ref()) {
         Err(text) => {
@@ -305,6 +410,18 @@ async fn run(shared: &Arc<Handles>, req: &Request, id: &Identity) -> Response {
         C::Diagnose(_) => pvo_cmds::diagnose(shared).await,
         C::CpqCert(a) => pvo_cmds::cpqcert(shared, req, a),
         C::ApplianceConfig(a) => pvo_cmds::applianceconfig(shared, req, a).await,
+        C::ClusterConfig(a) if a.action == command::ClusterAction::Joininfo => {
+            let (s, a) = (shared.clone(), a.clone());
+            let token = match &id.from {
+                Origin::JoinToken { token, .. } => Some(token.clone()),
+                _ => None,
+            };
+            tokio::task::spawn_blocking(move || cluster_cmds::joininfo(&s, &a, token.as_deref()))
+                .await
+                .unwrap_or_else(|e| {
+                    Response::error(format!("joininfo failed inside the node: {e}"))
+                })
+        }
         C::ClusterConfig(a) => one_at_a_time(shared, req, a, cluster_cmds::clusterconfig).await,
         C::ClusterCheck(a) => one_at_a_time(shared, req, a, cluster_cmds::clustercheck).await,
         C::FeatureKey(a) => feature_cmds::featurekey(shared, a, id).await,

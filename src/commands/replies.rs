@@ -641,6 +641,44 @@ pub struct ClusterCheckReply {
     pub findings: Vec<ClusterFinding>,
 }
 
+/// `clusterconfig jointoken`: a new single-use join token, shown this once.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct ClusterJoinToken {
+    /// The token (`pvojoin1.MEMBER.HOSTKEY.SECRET`) for `clusterconfig join --token`.
+    pub token: String,
+    /// The first 8 hex digits of the SHA-256 of its secret (what the list shows).
+    pub hash: String,
+    /// The member's SSH address the joining machine logs into.
+    pub member: String,
+    /// That member's SSH host key (`SHA256:...`), which the joining machine pins.
+    pub host_key: String,
+    /// Until when it works (UTC).
+    pub expires: String,
+    pub created_by: String,
+}
+
+/// One join token that still works (never the token itself).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct ClusterJoinTokenInfo {
+    /// The first 8 hex digits of the SHA-256 of its secret.
+    pub hash: String,
+    pub created_by: String,
+    pub created: String,
+    pub expires: String,
+}
+
+/// `clusterconfig jointoken list`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct ClusterJoinTokens {
+    pub tokens: Vec<ClusterJoinTokenInfo>,
+}
+
+/// `clusterconfig jointoken revoke`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct ClusterJoinTokenRevoked {
+    pub revoked: ClusterJoinTokenInfo,
+}
+
 /// `clusterconfig joininfo`: where a member's store is, for a machine that joins.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct ClusterJoinInfo {
@@ -874,6 +912,13 @@ mod tests {
         same::<ClusterJoinInfo>(json!({ "cluster": "east", "url": "postgresql://h/db",
             "ca": null, "machine": "gw1" }));
         same::<ClusterMembersChanged>(json!({ "changed": true, "what": "group west added" }));
+        let token = json!({ "hash": "1a2b3c4d", "created_by": "admin",
+            "created": "2025-01-31 12:00:00 UTC", "expires": "2025-01-31 13:00:00 UTC" });
+        same::<ClusterJoinTokens>(json!({ "tokens": [token.clone()] }));
+        same::<ClusterJoinTokenRevoked>(json!({ "revoked": token }));
+        same::<ClusterJoinToken>(json!({ "token": "pvojoin1.a.b.c", "hash": "1a2b3c4d",
+            "member": "10.0.0.1:2222", "host_key": "SHA256:x", "expires": "2025-01-31 13:00:00 UTC",
+            "created_by": "admin" }));
         same::<ClusterMachineRemoved>(json!({ "removed": "gw2", "itself": false }));
         same::<ClusterHold>(json!({ "held": true, "status": status }));
         same::<ClusterSettingsChanged>(json!({ "changed": true, "pending": true,

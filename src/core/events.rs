@@ -884,6 +884,37 @@ pub enum Event<'a> {
         revision: u64,
         what: D<'a>,
     },
+    /// `clusterconfig jointoken`: `token` is the first 8 hex digits of its hash.
+    JoinTokenMade {
+        token: &'a str,
+        by: &'a str,
+        expires: &'a str,
+    },
+    /// A joining machine logged in over SSH with a token that works.
+    JoinTokenLogin {
+        token: &'a str,
+        from: D<'a>,
+    },
+    /// The member's joininfo claimed a token for the joining machine.
+    JoinTokenClaimed {
+        token: &'a str,
+        machine: &'a str,
+    },
+    /// A machine joined with the token (it is spent).
+    JoinTokenUsed {
+        token: &'a str,
+        machine: &'a str,
+    },
+    /// A token refused: at an SSH login (`what` = `an SSH login from ADDR`), a claim or
+    /// a join (`what` = `machine NAME`).
+    JoinTokenRefused {
+        what: D<'a>,
+        why: D<'a>,
+    },
+    JoinTokenRevoked {
+        token: &'a str,
+        by: &'a str,
+    },
     LoginThrottled {
         user: &'a str,
         from: D<'a>,
@@ -1020,6 +1051,7 @@ impl Event<'_> {
             | ClusterDisconnected { .. }
             | ClusterNotApplied { .. }
             | ClusterUsersNotApplied { .. }
+            | JoinTokenRefused { .. }
             | FeatureKeyRemoved { .. }
             | FeatureKeyExpired { .. } => Level::Warning,
             UnreadableEnvelope { .. }
@@ -2007,6 +2039,28 @@ impl Display for Event<'_> {
                 f,
                 "Cluster users changed by {by} (users revision {revision}): {what}"
             ),
+            JoinTokenMade { token, by, expires } => write!(
+                f,
+                "Cluster: join token {token} made by {by}, valid until {expires}"
+            ),
+            JoinTokenLogin { token, from } => write!(
+                f,
+                "Cluster: join token {token} accepted for an SSH login from {from}"
+            ),
+            JoinTokenClaimed { token, machine } => write!(
+                f,
+                "Cluster: join token {token} claimed by machine {machine}, which is joining"
+            ),
+            JoinTokenUsed { token, machine } => write!(
+                f,
+                "Cluster: join token {token} used: machine {machine} joined with it"
+            ),
+            JoinTokenRefused { what, why } => {
+                write!(f, "Cluster: join token refused for {what}: {why}")
+            }
+            JoinTokenRevoked { token, by } => {
+                write!(f, "Cluster: join token {token} revoked by {by}")
+            }
             LoginThrottled {
                 user,
                 from,
@@ -2275,6 +2329,12 @@ mod tests {
             (Event::ClusterUsersApplied { machine: &"gw2", revision: 4, by: &"admin", on: &"gw1", what: &"userconfig new bob" }, "Cluster: machine gw2 took the cluster's users at users revision 4 (by admin on gw1: userconfig new bob)", Level::Info),
             (Event::ClusterUsersNotApplied { machine: &"gw2", revision: 4, why: &"the cluster's user base is not usable: no enabled user has the Administrator role", running: 3 }, "Cluster: machine gw2 cannot take the cluster's users at users revision 4: the cluster's user base is not usable: no enabled user has the Administrator role; it keeps logging users in with its copy (users revision 3)", Level::Warning),
             (Event::ClusterUsersCommitted { by: &"admin", revision: 4, what: &"userconfig new bob" }, "Cluster users changed by admin (users revision 4): userconfig new bob", Level::Info),
+            (Event::JoinTokenMade { token: "1a2b3c4d", by: "admin", expires: "2025-01-31 13:00:00 UTC" }, "Cluster: join token 1a2b3c4d made by admin, valid until 2025-01-31 13:00:00 UTC", Level::Info),
+            (Event::JoinTokenLogin { token: "1a2b3c4d", from: &"127.0.0.1:50000" }, "Cluster: join token 1a2b3c4d accepted for an SSH login from 127.0.0.1:50000", Level::Info),
+            (Event::JoinTokenClaimed { token: "1a2b3c4d", machine: "gw2" }, "Cluster: join token 1a2b3c4d claimed by machine gw2, which is joining", Level::Info),
+            (Event::JoinTokenUsed { token: "1a2b3c4d", machine: "gw2" }, "Cluster: join token 1a2b3c4d used: machine gw2 joined with it", Level::Info),
+            (Event::JoinTokenRefused { what: &"an SSH login from 127.0.0.1:50000", why: &"the join token expired at 2025-01-31 13:00:00 UTC" }, "Cluster: join token refused for an SSH login from 127.0.0.1:50000: the join token expired at 2025-01-31 13:00:00 UTC", Level::Warning),
+            (Event::JoinTokenRevoked { token: "1a2b3c4d", by: "admin" }, "Cluster: join token 1a2b3c4d revoked by admin", Level::Info),
             (Event::LoginThrottled { user: "admin", from: &"ssh 127.0.0.1", throttle: &"5 failures" }, "Login throttled: user \"admin\" from ssh 127.0.0.1: 5 failures (further attempts are refused without checking the password)", Level::Warning),
             (Event::CertificateRevoked { serial: &"0a1b", subject: "gw1", by: "" }, "CPQ certificate 0a1b (gw1) revoked by admin: refused from the next handshake", Level::Info),
             (Event::CertificateRevoked { serial: &"0a1b", subject: "", by: "ops" }, "CPQ certificate 0a1b revoked by ops: refused from the next handshake", Level::Info),

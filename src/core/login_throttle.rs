@@ -42,6 +42,7 @@ impl From<&Origin> for Source {
         match o {
             Origin::Local => Source::Local,
             Origin::Ssh(a) | Origin::Api(a) | Origin::Web(a) => Source::Ip(a.ip()),
+            Origin::JoinToken { peer, .. } => Source::Ip(peer.ip()),
         }
     }
 }

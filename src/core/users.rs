@@ -123,6 +123,9 @@ pub enum Perm {
     /// See the matched content of "why held" (the text a filter condition matched, DLP
     /// samples); without it `quarantine show` hides them.
     ViewMatchedContent,
+    /// Learn where the cluster's store is, to join it (`clusterconfig joininfo`): an
+    /// Administrator, or a machine logged in with a join token ([`RoleDef::Joiner`]).
+    JoinCluster,
 }
 
 impl Perm {
@@ -136,6 +139,7 @@ impl Perm {
             Perm::QuarantineAct => "release, delete, delay or move quarantined messages",
             Perm::SendCopy => "send copies of quarantined messages",
             Perm::ViewMatchedContent => "see the matched content of quarantined messages",
+            Perm::JoinCluster => "tell a joining machine where the cluster's store is",
         }
     }
 }
@@ -154,6 +158,7 @@ pub fn builtin_allows(role: Builtin, perm: Perm) -> bool {
         Perm::QuarantineView => role != Technician,
         Perm::QuarantineAct => matches!(role, Administrator | Operator | HelpDeskUser),
         Perm::ViewMatchedContent => matches!(role, Administrator | Operator | ReadOnlyOperator),
+        Perm::JoinCluster => role == Administrator,
     }
 }
 
@@ -189,13 +194,21 @@ impl CustomRole {
 pub enum RoleDef {
     Builtin(Builtin),
     Custom(CustomRole),
+    /// A machine logged in as [`JOIN_USER`] with a join token ([`Origin::JoinToken`]):
+    /// it may only ask where the cluster's store is. No stored user has it.
+    Joiner,
 }
+
+/// The reserved SSH user a joining machine logs in as with a join token's secret; no
+/// user of that name can be made.
+pub const JOIN_USER: &str = "pvojoin";
 
 impl RoleDef {
     pub fn name(&self) -> &str {
         match self {
             RoleDef::Builtin(b) => b.name(),
             RoleDef::Custom(c) => &c.name,
+            RoleDef::Joiner => "Cluster Joiner",
         }
     }
 
@@ -208,6 +221,7 @@ impl RoleDef {
                 Perm::ViewMatchedContent => c.matched_content,
                 _ => false,
             },
+            RoleDef::Joiner => perm == Perm::JoinCluster,
         }
     }
 }
@@ -363,6 +377,9 @@ pub enum Origin {
     Api(SocketAddr),
     /// A web UI session (`crate::adapters::web::ui`) from this address.
     Web(SocketAddr),
+    /// An SSH session of a joining machine from this address, logged in as
+    /// [`JOIN_USER`] with the join token whose secret hashes to `token` (hex SHA-256).
+    JoinToken { peer: SocketAddr, token: String },
 }
 
 impl fmt::Display for Origin {
@@ -372,6 +389,13 @@ impl fmt::Display for Origin {
             Origin::Ssh(a) => write!(f, "ssh {a}"),
             Origin::Api(a) => write!(f, "api {a}"),
             Origin::Web(a) => write!(f, "web {a}"),
+            Origin::JoinToken { peer, token } => {
+                write!(
+                    f,
+                    "ssh {peer} (join token {})",
+                    token.get(..8).unwrap_or(token)
+                )
+            }
         }
     }
 }
@@ -755,6 +779,11 @@ pub fn check_password(password: &str) -> Result<(), String> {
 
 /// User and role names: letters, digits, `.`, `_`, `-` (roles also spaces), at most 64.
 pub fn check_name(name: &str, what: &str, spaces: bool) -> Result<(), String> {
+    if what == "user" && name.eq_ignore_ascii_case(JOIN_USER) {
+        return Err(format!(
+            "the user name {JOIN_USER:?} is reserved: joining machines log in as it with a join token (`clusterconfig jointoken`)"
+        ));
+    }
     let ok = !name.is_empty()
         && name.len() <= 64
         && name.chars().all(|c| {
@@ -775,6 +804,16 @@ pub fn check_name(name: &str, what: &str, spaces: bool) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_join_user_cannot_be_made() {
+        for name in ["pvojoin", "PVOJoin"] {
+            let e = check_name(name, "user", false).unwrap_err();
+            assert!(e.contains("reserved"), "{e}");
+        }
+        assert!(check_name("pvojoin", "role", true).is_ok());
+        assert!(check_name("pvojoiner", "user", false).is_ok());
+    }
 
     #[test]
     fn builtin_names_are_forgiving() {

@@ -12,7 +12,7 @@ pub enum ClusterCommand {
     /// levels (pending until `commit`). Without an action: `list`.
     Clusterconfig {
         #[command(subcommand)]
-        action: Option<ClusterAction>,
+        action: Option<Box<ClusterAction>>,
     },
     /// Every difference between the cluster's levels and machines, each with the
     /// command that resolves it.
@@ -48,11 +48,15 @@ pub enum ClusterAction {
     /// PVO_CLUSTER_PASSWORD; the member says where the store is), or with the store's
     /// address (`--url`).
     Join {
-        #[arg(long, required_unless_present = "member")]
+        #[arg(long, required_unless_present_any = ["member", "token"])]
         url: Option<String>,
         /// A member's SSH address, IP[:PORT] (port 22 by default).
-        #[arg(long, conflicts_with = "url")]
+        #[arg(long, conflicts_with_all = ["url", "token"])]
         member: Option<String>,
+        /// A single-use join token from `clusterconfig jointoken` on a member: it names
+        /// the member and its SSH host key, so nothing else is needed.
+        #[arg(long, conflicts_with = "url")]
+        token: Option<String>,
         /// The member's Administrator account.
         #[arg(long, default_value = "admin", requires = "member")]
         user: String,
@@ -118,9 +122,36 @@ pub enum ClusterAction {
     Deletesettings {
         section: String,
     },
-    /// What a joining machine asks a member over SSH: where the store is (Administrator).
+    /// What a joining machine asks a member over SSH: where the store is (Administrator,
+    /// or a machine logged in with a join token, which claims it for --machine).
     #[command(hide = true)]
-    Joininfo,
+    Joininfo {
+        #[arg(long)]
+        machine: Option<String>,
+    },
+    /// Makes a single-use join token (shown once): a machine joins with `clusterconfig
+    /// join --token TOKEN`, without an Administrator's password. `list` shows the tokens
+    /// that still work, `revoke HASH` withdraws one.
+    #[command(args_conflicts_with_subcommands = true)]
+    Jointoken {
+        #[command(subcommand)]
+        action: Option<JoinTokenAction>,
+        /// Minutes the token works, 1 to 1440 (default 60).
+        #[arg(long)]
+        expires: Option<u64>,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum JoinTokenAction {
+    /// The join tokens that still work: who made them, when they expire, their hash's
+    /// first 8 hex digits (never the token itself).
+    List,
+    /// Withdraws a join token that has not been used.
+    Revoke {
+        /// The beginning of the token's hash, as `list` shows it.
+        hash: String,
+    },
 }
 
 impl ClusterCommand {
@@ -131,7 +162,7 @@ impl ClusterCommand {
             ClusterCommand::Clustercheck => ("clustercheck", json!({})),
             ClusterCommand::Clusterconfig { action } => (
                 "clusterconfig",
-                match action.unwrap_or(ClusterAction::List) {
+                match action.map(|a| *a).unwrap_or(ClusterAction::List) {
                     ClusterAction::List => json!({ "action": "list" }),
                     ClusterAction::Connstatus => json!({ "action": "connstatus" }),
                     ClusterAction::Create {
@@ -146,6 +177,7 @@ impl ClusterCommand {
                     ClusterAction::Join {
                         url,
                         member,
+                        token,
                         user,
                         host_key,
                         password_stdin,
@@ -166,7 +198,7 @@ impl ClusterCommand {
                             })?),
                         };
                         let user = member.as_ref().map(|_| user);
-                        json!({ "action": "join", "url": url, "member": member, "user": user, "password": password, "host_key": host_key, "ca": ca, "machine": machine, "address": address, "group": group })
+                        json!({ "action": "join", "url": url, "member": member, "token": token, "user": user, "password": password, "host_key": host_key, "ca": ca, "machine": machine, "address": address, "group": group })
                     }
                     ClusterAction::Addgroup { name } => {
                         json!({ "action": "addgroup", "name": name })
@@ -194,7 +226,16 @@ impl ClusterCommand {
                     ClusterAction::Deletesettings { section } => {
                         json!({ "action": "deletesettings", "section": section })
                     }
-                    ClusterAction::Joininfo => json!({ "action": "joininfo" }),
+                    ClusterAction::Joininfo { machine } => {
+                        json!({ "action": "joininfo", "machine": machine })
+                    }
+                    ClusterAction::Jointoken { action, expires } => match action {
+                        None => json!({ "action": "jointoken", "expires": expires }),
+                        Some(JoinTokenAction::List) => json!({ "action": "jointoken-list" }),
+                        Some(JoinTokenAction::Revoke { hash }) => {
+                            json!({ "action": "jointoken-revoke", "hash": hash })
+                        }
+                    },
                 },
             ),
         })

@@ -21,6 +21,9 @@
 //! base as JSON per change, author, machine, time, what changed), written under its own
 //! advisory lock with the same stale-base rule, and announced as `users N`.
 //!
+//! Join tokens (`join_token`, migration 3) keep only the SHA-256 of their secret; a join
+//! with one spends it in the join's own transaction (`join_with`), so it joins once.
+//!
 //! Migrations are numbered files applied in order, in one transaction under an advisory
 //! lock, each with its row in `pvo_cluster.migration`, so members starting together apply
 //! each once.
@@ -38,6 +41,7 @@ use tokio_postgres_rustls::MakeRustlsConnect;
 const MIGRATIONS: &[(i32, &str)] = &[
     (1, include_str!("migrations/001_cluster.sql")),
     (2, include_str!("migrations/002_features.sql")),
+    (3, include_str!("migrations/003_join_tokens.sql")),
     (4, include_str!("migrations/004_users.sql")),
     (5, include_str!("migrations/005_cpq.sql")),
 ];
@@ -55,8 +59,8 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
 use crate::core::cluster::store::BoxFuture;
 pub use crate::core::cluster::store::{
-    Commit, Notice, Snapshot, StoreError as DbError, UserBase, UsersCommit, UsersConflict,
-    UsersRevision,
+    Commit, Notice, Snapshot, StoreError as DbError, TokenInfo, TokenRefused, TokenUse, UserBase,
+    UsersCommit, UsersConflict, UsersRevision,
 };
 use crate::core::cluster::store::{Connector, MembersChange, Notices};
 use crate::core::config::Membership;
@@ -414,11 +418,40 @@ impl ClusterDb {
         change: impl FnOnce(&mut Members) -> Result<(), MembersError>,
         changes: &[Commit],
     ) -> Result<(Members, Vec<Revision>), DbError> {
+        self.join_with(change, changes, None).await
+    }
+
+    /// `change_members_with`, spending the join token `token` in the same transaction:
+    /// when it no longer works (used, expired, revoked, claimed by another machine),
+    /// nothing is written and the refusal says why.
+    pub async fn join_with(
+        &self,
+        change: impl FnOnce(&mut Members) -> Result<(), MembersError>,
+        changes: &[Commit],
+        token: Option<&TokenUse>,
+    ) -> Result<(Members, Vec<Revision>), DbError> {
         let mut client = self.client.lock().await;
         let tx = client.transaction().await.map_err(refused)?;
         tx.execute("SELECT pg_advisory_xact_lock($1)", &[&LOCK_COMMIT])
             .await
             .map_err(refused)?;
+        if let Some(t) = token {
+            let spent = tx
+                .execute(
+                    "UPDATE pvo_cluster.join_token SET used_by = $2, used_at = now()
+                     WHERE hash = $1 AND used_at IS NULL AND revoked_at IS NULL
+                       AND expires_at > now() AND (claimed_by IS NULL OR claimed_by = $2)",
+                    &[&t.hash, &t.machine],
+                )
+                .await
+                .map_err(refused)?;
+            if spent == 0 {
+                return Err(token_refusal(&tx, &t.hash, Some(&t.machine))
+                    .await?
+                    .unwrap_or(TokenRefused::Unknown)
+                    .into());
+            }
+        }
         let mut members = read_members(&tx).await?;
         change(&mut members)?;
         write_members(&tx, &members).await?;
@@ -504,6 +537,115 @@ impl ClusterDb {
     pub async fn users_history(&self, since: u64) -> Result<Vec<UsersRevision>, DbError> {
         let client = self.client.lock().await;
         users_revisions(&*client, since).await
+    }
+
+    /// Stores a new join token: the hex SHA-256 of its secret, working for `minutes`.
+    pub async fn make_token(
+        &self,
+        hash: &str,
+        minutes: u32,
+        by: &str,
+    ) -> Result<TokenInfo, DbError> {
+        let client = self.client.lock().await;
+        let row = client
+            .query_one(
+                &format!(
+                    "INSERT INTO pvo_cluster.join_token (hash, created_by, expires_at)
+                     VALUES ($1, $2, now() + make_interval(mins => $3))
+                     RETURNING hash, created_by, {}, {}",
+                    ts("created_at"),
+                    ts("expires_at")
+                ),
+                &[&hash, &by, &(minutes as i32)],
+            )
+            .await
+            .map_err(refused)?;
+        Ok(token_info(&row))
+    }
+
+    /// The join tokens that still work, oldest first.
+    pub async fn tokens(&self) -> Result<Vec<TokenInfo>, DbError> {
+        let client = self.client.lock().await;
+        let rows = client
+            .query(
+                &format!(
+                    "SELECT hash, created_by, {}, {} FROM pvo_cluster.join_token
+                     WHERE {WORKS} ORDER BY created_at, hash",
+                    ts("created_at"),
+                    ts("expires_at")
+                ),
+                &[],
+            )
+            .await
+            .map_err(refused)?;
+        Ok(rows.iter().map(token_info).collect())
+    }
+
+    /// Revokes the one working token whose hash begins with `prefix` (lowercase hex).
+    pub async fn revoke_token(&self, prefix: &str, by: &str) -> Result<TokenInfo, DbError> {
+        let prefix = prefix.to_ascii_lowercase();
+        if prefix.is_empty() || !prefix.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(TokenRefused::NoPrefix(prefix).into());
+        }
+        let mut client = self.client.lock().await;
+        let tx = client.transaction().await.map_err(refused)?;
+        let rows = tx
+            .query(
+                &format!(
+                    "SELECT hash, created_by, {}, {} FROM pvo_cluster.join_token
+                     WHERE {WORKS} AND left(hash, char_length($1)) = $1 FOR UPDATE",
+                    ts("created_at"),
+                    ts("expires_at")
+                ),
+                &[&prefix],
+            )
+            .await
+            .map_err(refused)?;
+        let info = match rows.len() {
+            0 => return Err(TokenRefused::NoPrefix(prefix).into()),
+            1 => token_info(&rows[0]),
+            count => return Err(TokenRefused::Ambiguous { prefix, count }.into()),
+        };
+        tx.execute(
+            "UPDATE pvo_cluster.join_token SET revoked_by = $2, revoked_at = now() WHERE hash = $1",
+            &[&info.hash, &by],
+        )
+        .await
+        .map_err(refused)?;
+        tx.commit().await.map_err(refused)?;
+        Ok(info)
+    }
+
+    /// Whether the token `hash` works now.
+    pub async fn check_token(&self, hash: &str) -> Result<(), DbError> {
+        let client = self.client.lock().await;
+        match token_refusal(&*client, hash, None).await? {
+            Some(why) => Err(why.into()),
+            None => Ok(()),
+        }
+    }
+
+    /// Claims the token `hash` for `machine`, unless it no longer works or another
+    /// machine claimed it (the same machine may claim it again: a retried join).
+    pub async fn claim_token(&self, hash: &str, machine: &str) -> Result<(), DbError> {
+        let client = self.client.lock().await;
+        let n = client
+            .execute(
+                &format!(
+                    "UPDATE pvo_cluster.join_token SET claimed_by = $2, claimed_at = now()
+                     WHERE hash = $1 AND {WORKS} AND (claimed_by IS NULL OR claimed_by = $2)"
+                ),
+                &[&hash, &machine],
+            )
+            .await
+            .map_err(refused)?;
+        if n == 1 {
+            return Ok(());
+        }
+        Err(token_refusal(&*client, hash, Some(machine))
+            .await?
+            .unwrap_or(TokenRefused::Unknown)
+            .into())
     }
 
     /// Listens for commits and membership changes on a connection of its own. The
@@ -705,6 +847,70 @@ async fn write_revisions(
     Ok(out)
 }
 
+/// A token that works: not used, not revoked, not expired.
+const WORKS: &str = "used_at IS NULL AND revoked_at IS NULL AND expires_at > now()";
+
+/// A time column as the store shows times (`2025-01-31 12:00:00 UTC`).
+fn ts(column: &str) -> String {
+    format!("to_char({column} AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS \"UTC\"')")
+}
+
+fn token_info(row: &tokio_postgres::Row) -> TokenInfo {
+    TokenInfo {
+        hash: row.get(0),
+        created_by: row.get(1),
+        created_at: row.get(2),
+        expires_at: row.get(3),
+    }
+}
+
+/// Why the token `hash` does not work for `machine` now (`None`: it works); a token
+/// claimed by another machine counts only when `machine` is given.
+async fn token_refusal(
+    c: &impl tokio_postgres::GenericClient,
+    hash: &str,
+    machine: Option<&str>,
+) -> Result<Option<TokenRefused>, DbError> {
+    let Some(row) = c
+        .query_opt(
+            &format!(
+                "SELECT used_by, {}, revoked_by, {}, {}, expires_at <= now(), claimed_by
+                 FROM pvo_cluster.join_token WHERE hash = $1",
+                ts("used_at"),
+                ts("revoked_at"),
+                ts("expires_at")
+            ),
+            &[&hash],
+        )
+        .await
+        .map_err(refused)?
+    else {
+        return Ok(Some(TokenRefused::Unknown));
+    };
+    let (used_by, used_at): (Option<String>, Option<String>) = (row.get(0), row.get(1));
+    let (revoked_by, revoked_at): (Option<String>, Option<String>) = (row.get(2), row.get(3));
+    let expired: bool = row.get(5);
+    let claimed_by: Option<String> = row.get(6);
+    Ok(if let Some(by) = used_by {
+        Some(TokenRefused::Used {
+            by,
+            at: used_at.unwrap_or_default(),
+        })
+    } else if let Some(by) = revoked_by {
+        Some(TokenRefused::Revoked {
+            by,
+            at: revoked_at.unwrap_or_default(),
+        })
+    } else if expired {
+        Some(TokenRefused::Expired { at: row.get(4) })
+    } else {
+        match (claimed_by, machine) {
+            (Some(by), Some(m)) if by != m => Some(TokenRefused::Claimed { by }),
+            _ => None,
+        }
+    })
+}
+
 async fn notify(tx: &tokio_postgres::Transaction<'_>, payload: &str) -> Result<(), DbError> {
     tx.execute("SELECT pg_notify($1, $2)", &[&CHANNEL, &payload])
         .await
@@ -883,9 +1089,10 @@ impl crate::core::cluster::store::ClusterStore for ClusterDb {
         &'a self,
         change: MembersChange,
         changes: &'a [Commit],
+        token: Option<&'a TokenUse>,
     ) -> BoxFuture<'a, Result<Vec<Revision>, DbError>> {
         Box::pin(async move {
-            ClusterDb::change_members_with(self, change, changes)
+            ClusterDb::join_with(self, change, changes, token)
                 .await
                 .map(|(_, r)| r)
         })
@@ -900,6 +1107,39 @@ impl crate::core::cluster::store::ClusterStore for ClusterDb {
         change: &'a UsersCommit,
     ) -> BoxFuture<'a, Result<UsersRevision, DbError>> {
         Box::pin(ClusterDb::commit_users(self, change))
+    }
+
+    fn make_token<'a>(
+        &'a self,
+        hash: &'a str,
+        minutes: u32,
+        by: &'a str,
+    ) -> BoxFuture<'a, Result<TokenInfo, DbError>> {
+        Box::pin(ClusterDb::make_token(self, hash, minutes, by))
+    }
+
+    fn tokens(&self) -> BoxFuture<'_, Result<Vec<TokenInfo>, DbError>> {
+        Box::pin(ClusterDb::tokens(self))
+    }
+
+    fn revoke_token<'a>(
+        &'a self,
+        prefix: &'a str,
+        by: &'a str,
+    ) -> BoxFuture<'a, Result<TokenInfo, DbError>> {
+        Box::pin(ClusterDb::revoke_token(self, prefix, by))
+    }
+
+    fn check_token<'a>(&'a self, hash: &'a str) -> BoxFuture<'a, Result<(), DbError>> {
+        Box::pin(ClusterDb::check_token(self, hash))
+    }
+
+    fn claim_token<'a>(
+        &'a self,
+        hash: &'a str,
+        machine: &'a str,
+    ) -> BoxFuture<'a, Result<(), DbError>> {
+        Box::pin(ClusterDb::claim_token(self, hash, machine))
     }
 
     fn listen(&self) -> BoxFuture<'_, Result<Box<dyn Notices>, DbError>> {

@@ -55,6 +55,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("get", "/api/v1/cluster/connstatus"),
     ("get", "/api/v1/cluster/check"),
     ("get", "/api/v1/cluster/joininfo"),
+    ("get", "/api/v1/cluster/jointokens"),
     ("post", "/api/v1/cluster/create"),
     ("post", "/api/v1/cluster/join"),
     ("post", "/api/v1/cluster/addgroup"),
@@ -67,6 +68,8 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("post", "/api/v1/cluster/copysettings"),
     ("post", "/api/v1/cluster/movesettings"),
     ("post", "/api/v1/cluster/deletesettings"),
+    ("post", "/api/v1/cluster/jointoken"),
+    ("post", "/api/v1/cluster/jointoken-revoke"),
 ];
 
 /// The keys of `POST /api/v1/featurekeys/{feature}`'s body.
@@ -103,6 +106,7 @@ pub fn routes() -> Router<Arc<Handles>> {
             "/api/v1/cluster/connstatus" => get(cluster::connstatus),
             "/api/v1/cluster/check" => get(cluster::check),
             "/api/v1/cluster/joininfo" => get(cluster::joininfo),
+            "/api/v1/cluster/jointokens" => get(cluster::jointokens),
             p if p.starts_with("/api/v1/cluster/") => {
                 let action: &'static str = p.rsplit('/').next().unwrap_or_default();
                 post(move |t: Token, b: axum::body::Bytes| cluster::change(t, b, action))
@@ -128,7 +132,8 @@ pub fn routes() -> Router<Arc<Handles>> {
                 || (path.starts_with("/api/v1/cluster/")
                     && !path.ends_with("/connstatus")
                     && !path.ends_with("/check")
-                    && !path.ends_with("/joininfo"))
+                    && !path.ends_with("/joininfo")
+                    && !path.ends_with("/jointokens"))
             {
                 "post"
             } else {

@@ -20,9 +20,9 @@ use crate::commands::replies::{
 };
 use crate::commands::replies::{
     ClusterCheckReply, ClusterConnstatus, ClusterCreated, ClusterFinding, ClusterGroup,
-    ClusterHold, ClusterJoinInfo, ClusterJoined, ClusterList, ClusterMachine,
-    ClusterMachineRemoved, ClusterMembersChanged, ClusterSettingsChanged, ClusterState,
-    ClusterStatus,
+    ClusterHold, ClusterJoinInfo, ClusterJoinToken, ClusterJoinTokenInfo, ClusterJoinTokenRevoked,
+    ClusterJoinTokens, ClusterJoined, ClusterList, ClusterMachine, ClusterMachineRemoved,
+    ClusterMembersChanged, ClusterSettingsChanged, ClusterState, ClusterStatus,
 };
 
 /// The reply types, and every type they refer to, as components.
@@ -71,6 +71,10 @@ use crate::commands::replies::{
     ClusterCreated,
     ClusterJoined,
     ClusterJoinInfo,
+    ClusterJoinToken,
+    ClusterJoinTokenInfo,
+    ClusterJoinTokens,
+    ClusterJoinTokenRevoked,
     ClusterMembersChanged,
     ClusterMachineRemoved,
     ClusterHold,
@@ -536,6 +540,13 @@ fn cluster_paths() -> Vec<(String, Value)> {
         read(
             "Where this member's store is and its CA, for a machine that joins (`clusterconfig joininfo`; Configure only).",
             reply::<ClusterJoinInfo>(),
+        ),
+    ));
+    out.push((
+        "/api/v1/cluster/jointokens".to_string(),
+        read(
+            "The join tokens that still work: who made them, when they expire, the first 8 hex digits of their hash, never a token itself (`clusterconfig jointoken list`; Configure only).",
+            reply::<ClusterJoinTokens>(),
         ),
     ));
     for (action, keys, needed) in CHANGES {

@@ -39,6 +39,61 @@ pub enum StoreError {
     TooNew { schema: i32, known: i32 },
     #[error("cannot read the CA certificate {path}: {why}")]
     Ca { path: String, why: String },
+    #[error(transparent)]
+    Token(#[from] TokenRefused),
+}
+
+/// Why a join token does not work (any more). The times are the store's, in UTC.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum TokenRefused {
+    #[error(
+        "this cluster has no such join token (make one with `clusterconfig jointoken` on a member)"
+    )]
+    Unknown,
+    #[error("the join token was already used: machine {by} joined with it at {at}; make a new one with `clusterconfig jointoken`")]
+    Used { by: String, at: String },
+    #[error("the join token expired at {at}; make a new one with `clusterconfig jointoken`")]
+    Expired { at: String },
+    #[error(
+        "the join token was revoked by {by} at {at}; make a new one with `clusterconfig jointoken`"
+    )]
+    Revoked { by: String, at: String },
+    #[error("the join token is being used by machine {by}, which is joining with it; a token joins one machine")]
+    Claimed { by: String },
+    #[error(
+        "no join token of this cluster begins with {0:?} (see `clusterconfig jointoken list`)"
+    )]
+    NoPrefix(String),
+    #[error("{count} join tokens begin with {prefix:?}: give more of the hash")]
+    Ambiguous { prefix: String, count: usize },
+}
+
+/// A join token as the store keeps it: never its secret, only the hex SHA-256 of it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenInfo {
+    pub hash: String,
+    pub created_by: String,
+    pub created_at: String,
+    pub expires_at: String,
+}
+
+impl TokenInfo {
+    /// The first 8 hex digits of the hash: what `jointoken list` shows and `revoke` takes.
+    pub fn short(&self) -> &str {
+        self.hash.get(..8).unwrap_or(&self.hash)
+    }
+}
+
+/// A join token spent by a join: its hash and the machine that joins with it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenUse {
+    pub hash: String,
+    pub machine: String,
+}
+
+/// The hex SHA-256 of a join token's secret (what the store keeps).
+pub fn token_hash(secret: &[u8; 32]) -> String {
+    hex::encode(ring::digest::digest(&ring::digest::SHA256, secret))
 }
 
 impl StoreError {
@@ -208,11 +263,13 @@ pub trait ClusterStore: Send + Sync {
     ) -> BoxFuture<'a, Result<(), StoreError>>;
     fn change_members(&self, change: MembersChange) -> BoxFuture<'_, Result<Members, StoreError>>;
     /// Changes the members and commits `changes` in one transaction (a machine joins with
-    /// its own layer, or not at all).
+    /// its own layer, or not at all); with `token`, that join token is spent in the same
+    /// transaction, and nothing is written when it no longer works.
     fn join<'a>(
         &'a self,
         change: MembersChange,
         changes: &'a [Commit],
+        token: Option<&'a TokenUse>,
     ) -> BoxFuture<'a, Result<Vec<Revision>, StoreError>>;
     /// The user base at its newest revision (`None`: the cluster has none yet).
     fn users(&self) -> BoxFuture<'_, Result<Option<UserBase>, StoreError>>;
@@ -222,6 +279,30 @@ pub trait ClusterStore: Send + Sync {
         &'a self,
         change: &'a UsersCommit,
     ) -> BoxFuture<'a, Result<UsersRevision, StoreError>>;
+    /// Stores a new join token (`hash` of its secret) that works for `minutes`.
+    fn make_token<'a>(
+        &'a self,
+        hash: &'a str,
+        minutes: u32,
+        by: &'a str,
+    ) -> BoxFuture<'a, Result<TokenInfo, StoreError>>;
+    /// The join tokens that still work (unexpired, unused, not revoked), oldest first.
+    fn tokens(&self) -> BoxFuture<'_, Result<Vec<TokenInfo>, StoreError>>;
+    /// Revokes the one working token whose hash begins with `prefix`.
+    fn revoke_token<'a>(
+        &'a self,
+        prefix: &'a str,
+        by: &'a str,
+    ) -> BoxFuture<'a, Result<TokenInfo, StoreError>>;
+    /// Whether the token `hash` works now (the SSH login of a joining machine).
+    fn check_token<'a>(&'a self, hash: &'a str) -> BoxFuture<'a, Result<(), StoreError>>;
+    /// Claims the token `hash` for `machine` (joininfo): refused when it no longer works
+    /// or another machine claimed it; the same machine may claim it again.
+    fn claim_token<'a>(
+        &'a self,
+        hash: &'a str,
+        machine: &'a str,
+    ) -> BoxFuture<'a, Result<(), StoreError>>;
     /// Notices of commits and membership changes, on a connection of their own.
     fn listen(&self) -> BoxFuture<'_, Result<Box<dyn Notices>, StoreError>>;
 }

@@ -19,13 +19,13 @@ use serde_json::{json, Map, Value};
 
 use super::{error, object, status_of, HttpResponse, IntoResponse, Json, StatusCode, Token};
 use crate::adapters::web::openapi::cluster::{
-    key_schema, CHANGES, LEVEL, NAME, PASSWORD, SECTION, URL,
+    key_schema, CHANGES, HASH, LEVEL, MINUTES, NAME, PASSWORD, SECTION, TOKEN, URL,
 };
 use crate::commands::protocol::Request;
 use crate::commands::replies::{
     ClusterCheckReply, ClusterConnstatus, ClusterCreated, ClusterHold, ClusterJoinInfo,
-    ClusterJoined, ClusterList, ClusterMachineRemoved, ClusterMembersChanged,
-    ClusterSettingsChanged,
+    ClusterJoinToken, ClusterJoinTokenRevoked, ClusterJoinTokens, ClusterJoined, ClusterList,
+    ClusterMachineRemoved, ClusterMembersChanged, ClusterSettingsChanged,
 };
 
 /// Whether `v` is what `pattern` (one of this module's) says.
@@ -48,6 +48,27 @@ fn conforms(pattern: &str, v: &str) -> bool {
                 || v.strip_prefix("group:").is_some_and(name)
         }
         PASSWORD => (1..=1024).contains(&v.chars().count()) && !v.contains(['\r', '\n']),
+        TOKEN => {
+            let b64 = |p: &str, n: std::ops::RangeInclusive<usize>| {
+                n.contains(&p.len())
+                    && p.bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+            };
+            let parts: Vec<&str> = v.split('.').collect();
+            parts.len() == 4
+                && parts[0] == "pvojoin1"
+                && b64(parts[1], 1..=400)
+                && b64(parts[2], 43..=43)
+                && b64(parts[3], 43..=43)
+        }
+        MINUTES => {
+            v.parse::<u64>().is_ok_and(|m| (1..=1440).contains(&m)) && !v.starts_with(['0', '+'])
+        }
+        HASH => {
+            (8..=64).contains(&v.len())
+                && v.bytes()
+                    .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+        }
         SECTION => {
             let mut c = v.chars();
             (1..=64).contains(&v.len())
@@ -132,6 +153,18 @@ pub(super) async fn joininfo(t: Token) -> HttpResponse {
     run::<ClusterJoinInfo>(t, "clusterconfig", json!({ "action": "joininfo" }), None).await
 }
 
+/// GET /api/v1/cluster/jointokens: the join tokens that still work (`clusterconfig
+/// jointoken list`; never a token itself: Configure only).
+pub(super) async fn jointokens(t: Token) -> HttpResponse {
+    run::<ClusterJoinTokens>(
+        t,
+        "clusterconfig",
+        json!({ "action": "jointoken-list" }),
+        None,
+    )
+    .await
+}
+
 /// The checked arguments of `action` from `body`, and the level it names.
 fn arguments(
     action: &str,
@@ -174,6 +207,8 @@ fn arguments(
                 }
                 if *k == "level" {
                     level = Some(v.clone());
+                } else if *k == "expires" {
+                    args[*k] = json!(v.parse::<u64>().unwrap_or_default());
                 } else {
                     args[*k] = json!(v);
                 }
@@ -209,6 +244,8 @@ pub(super) async fn change(
         "join" => run::<ClusterJoined>(t, c, args, level).await,
         "removemachine" => run::<ClusterMachineRemoved>(t, c, args, level).await,
         "disconnect" | "reconnect" => run::<ClusterHold>(t, c, args, level).await,
+        "jointoken" => run::<ClusterJoinToken>(t, c, args, level).await,
+        "jointoken-revoke" => run::<ClusterJoinTokenRevoked>(t, c, args, level).await,
         "copysettings" | "movesettings" | "deletesettings" => {
             run::<ClusterSettingsChanged>(t, c, args, level).await
         }
@@ -227,7 +264,7 @@ mod tests {
         let mut want: Vec<&str> = ClusterAction::NAMES
             .iter()
             .copied()
-            .filter(|a| !["list", "connstatus", "joininfo"].contains(a))
+            .filter(|a| !["list", "connstatus", "joininfo", "jointoken-list"].contains(a))
             .collect();
         let mut got: Vec<&str> = CHANGES.iter().map(|(a, _, _)| *a).collect();
         want.sort();
@@ -274,6 +311,28 @@ mod tests {
             ),
             (WORD, &["10.0.0.1", "ca.pem"], &["", "a b", " "]),
             (PASSWORD, &["a b", "p@ss"], &["", "a\nb"]),
+            (
+                MINUTES,
+                &["1", "60", "999", "1440"],
+                &["0", "1441", "01", "+5", "", "x"],
+            ),
+            (
+                HASH,
+                &["1a2b3c4d", &"f".repeat(64)],
+                &["1a2b3c4", "1A2B3C4D", "1a2b3c4g"],
+            ),
+            (
+                TOKEN,
+                &[&format!(
+                    "pvojoin1.MTI3LjAuMC4xOjIy.{}.{}",
+                    "A".repeat(43),
+                    "b".repeat(43)
+                )],
+                &[
+                    "pvojoin1.a.b",
+                    &format!("pvojoin2.a.{}.{}", "A".repeat(43), "b".repeat(43)),
+                ],
+            ),
         ] {
             for v in good {
                 assert!(conforms(pattern, v), "{pattern} {v:?}");

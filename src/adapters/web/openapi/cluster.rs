@@ -15,6 +15,7 @@ pub const CHANGES: &[(&str, &[&str], &[&str])] = &[
         "join",
         &[
             "url", "ca", "machine", "address", "group", "member", "user", "password", "host_key",
+            "token",
         ],
         &[],
     ),
@@ -40,6 +41,8 @@ pub const CHANGES: &[(&str, &[&str], &[&str])] = &[
         &["section", "level"],
         &["section", "level"],
     ),
+    ("jointoken", &["expires"], &[]),
+    ("jointoken-revoke", &["hash"], &["hash"]),
 ];
 
 /// The largest name the cluster takes (`pvo_cluster::Name`).
@@ -52,6 +55,12 @@ pub const SECTION: &str = "^[a-z][a-z0-9_]{0,63}$";
 pub const URL: &str = "^(postgres(ql)?://[^\\s]{1,1000}|[a-z_]{1,32}=[^\\s]{0,1000}( [a-z_]{1,32}=[^\\s]{0,1000}){0,15})$";
 /// A password: anything, on one line.
 pub const PASSWORD: &str = "^[^\\r\\n]{1,1024}$";
+/// A join token as `clusterconfig jointoken` prints it.
+pub const TOKEN: &str = "^pvojoin1\\.[A-Za-z0-9_-]{1,400}\\.[A-Za-z0-9_-]{43}\\.[A-Za-z0-9_-]{43}$";
+/// Minutes a join token works, 1 to 1440.
+pub const MINUTES: &str = "^(14[0-3][0-9]|1440|1[0-3][0-9]{2}|[1-9][0-9]{0,2})$";
+/// The beginning of a join token's hash (hex).
+pub const HASH: &str = "^[0-9a-f]{8,64}$";
 /// Anything but white space (an address, a CA file's name).
 pub const WORD: &str = "^[^\\s]{1,255}$";
 
@@ -91,6 +100,15 @@ pub fn key_schema(action: &str, key: &str) -> (&'static str, &'static str) {
             WORD,
             "Join over SSH: the member's SSH host key to pin (SHA256:...).",
         ),
+        (_, "token") => (
+            TOKEN,
+            "Join with a single-use join token from `clusterconfig jointoken` on a member (instead of url or member).",
+        ),
+        (_, "expires") => (MINUTES, "Minutes the token works, 1 to 1440 (default 60)."),
+        (_, "hash") => (
+            HASH,
+            "The beginning of the token's hash, at least 8 hex digits (`jointoken-list`).",
+        ),
         ("join", "group") => (
             NAME,
             "The group to join (default: the cluster's main group).",
@@ -129,9 +147,13 @@ pub fn reply_of(action: &str) -> &'static str {
         "removemachine" => "ClusterMachineRemoved",
         "disconnect" | "reconnect" => "ClusterHold",
         "copysettings" | "movesettings" | "deletesettings" => "ClusterSettingsChanged",
+        "jointoken" => "ClusterJoinToken",
+        "jointoken-revoke" => "ClusterJoinTokenRevoked",
         _ => "ClusterMembersChanged",
     }
 }
 
 /// The patterns of [`key_schema`].
-pub const PATTERNS: [&str; 6] = [NAME, LEVEL, SECTION, URL, WORD, PASSWORD];
+pub const PATTERNS: [&str; 9] = [
+    NAME, LEVEL, SECTION, URL, WORD, PASSWORD, TOKEN, MINUTES, HASH,
+];

@@ -37,9 +37,12 @@ const ACTIONS: &[(&str, &[&str])] = &[
         "join",
         &[
             "url", "ca", "machine", "address", "group", "member", "user", "password", "host_key",
+            "token",
         ],
     ),
     ("addgroup", &["name"]),
+    ("jointoken", &["expires"]),
+    ("jointoken-revoke", &["hash"]),
     ("setgroup", &["machine", "group"]),
     ("renamegroup", &["name", "to"]),
     ("deletegroup", &["name", "to"]),
@@ -88,6 +91,18 @@ pub(super) async fn cluster(Viewer { shared, c }: Viewer) -> HttpResponse {
     let status = &cs.data["status"];
     let list = run(&shared, &c.id, "clusterconfig", json!({ "action": "list" })).await;
     let check = run(&shared, &c.id, "clustercheck", json!({})).await;
+    let tokens = match csrf {
+        Some(_) => Some(
+            run(
+                &shared,
+                &c.id,
+                "clusterconfig",
+                json!({ "action": "jointoken-list" }),
+            )
+            .await,
+        ),
+        None => None,
+    };
     let b = html! {
         (connection(status))
         section aria-labelledby="hm" {
@@ -102,6 +117,7 @@ pub(super) async fn cluster(Viewer { shared, c }: Viewer) -> HttpResponse {
             Some(t) => (change_forms(t, status["held"] == json!(true), list.ok.then_some(&list.data))),
             None => p class="note" { "Changing the cluster needs a role that may change the configuration." },
         }
+        @if let (Some(t), Some(tokens)) = (csrf, &tokens) { (token_forms(t, tokens)) }
     };
     html(StatusCode::OK, page(&shared, &c, "Cluster", b))
 }
@@ -254,6 +270,8 @@ fn join_form(csrf: &str) -> Markup {
                 label for="j-password" { "That account's password (not stored)" }
                 input id="j-password" name="password" type="password" autocomplete="off";
                 (input("j-host-key", "host_key", "The member's SSH host key to pin (SHA256:..., optional)", None, false))
+                label for="j-token" { "Or a join token from `clusterconfig jointoken` on a member (instead of the above)" }
+                input id="j-token" name="token" type="password" autocomplete="off";
                 (input("j-machine", "machine", "This machine's name in the cluster (empty: its host name)", Some(NAME), false))
                 (input("j-address", "address", "This machine's address in the cluster (empty: its first interface's)", None, false))
                 (input("j-group", "group", "Group (empty: the cluster's main group)", Some(NAME), false))
@@ -337,6 +355,50 @@ fn change_forms(csrf: &str, held: bool, list: Option<&Value>) -> Markup {
     }
 }
 
+/// Join tokens: make one (shown once, on the page that answers), the ones that work
+/// (never a token itself), each with its revoke button.
+fn token_forms(csrf: &str, tokens: &Response) -> Markup {
+    let list: Vec<Value> = tokens.data["tokens"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    html! {
+        section aria-labelledby="htk" {
+            h2 id="htk" { "Join tokens" }
+            p class="note" { "A join token lets one machine join with `clusterconfig join --token`, without an Administrator's password: it names this member and pins its SSH host key. It is shown once and works once." }
+            form method="post" action="/cluster/jointoken" class="stack narrowform" id="jointoken" {
+                (hidden("csrf", csrf))
+                (input("t-expires", "expires", "Minutes it works (1 to 1440; empty: 60)", Some("[1-9][0-9]{0,3}"), false))
+                div { button type="submit" id="make-token" { "Make a join token" } }
+            }
+            @if !tokens.ok { (refusal(tokens)) }
+            @else if list.is_empty() { p id="no-tokens" { "No join token works now." } }
+            @else {
+                table id="tokens" {
+                    thead { tr { th { "Hash" } th { "Made by" } th { "Made" } th { "Expires" } th { "" } } }
+                    tbody {
+                        @for t in &list {
+                            tr {
+                                td { code { (t["hash"].as_str().unwrap_or("")) } }
+                                td { (t["created_by"].as_str().unwrap_or("")) }
+                                td { (t["created"].as_str().unwrap_or("")) }
+                                td { (t["expires"].as_str().unwrap_or("")) }
+                                td {
+                                    form method="post" action="/cluster/jointoken-revoke" {
+                                        (hidden("csrf", csrf))
+                                        (hidden("hash", t["hash"].as_str().unwrap_or("")))
+                                        button type="submit" class="danger" { "Revoke" }
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
 fn back_links() -> Markup {
     html! { a href="/cluster" id="back" { "Back to the cluster" } }
 }
@@ -390,7 +452,10 @@ pub(super) async fn cluster_op(
                 args["password"] = json!(password);
             }
         } else if let Some(v) = field(&form, k) {
-            args[*k] = json!(v.trim());
+            args[*k] = match (*k, v.trim().parse::<u64>()) {
+                ("expires", Ok(m)) => json!(m),
+                _ => json!(v.trim()),
+            };
         }
     }
     let mut r = run(&shared, &c.id, "clusterconfig", args).await;
