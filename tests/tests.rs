@@ -5,6 +5,7 @@
 mod cluster_db;
 mod e2e_api;
 mod e2e_cluster;
+mod e2e_cluster_faults;
 mod e2e_cluster_pvo;
 mod e2e_cluster_token;
 mod e2e_cluster_users;

@@ -28,6 +28,8 @@ mod log_cursor;
 mod ports;
 mod postgres;
 pub use cli::*;
+// The soak binary holds no cluster test.
+#[allow(unused_imports)]
 pub use cluster::*;
 pub use config::*;
 pub use log_cursor::LogMark;

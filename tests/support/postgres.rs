@@ -214,6 +214,21 @@ impl Postgres {
         self.running = false;
     }
 
+    /// Kills the server as a crash would (SIGQUIT, PostgreSQL's immediate shutdown: every
+    /// session cut at once, no checkpoint; the next start recovers from its WAL), keeping
+    /// its data for [`Postgres::start_again`].
+    pub fn kill(&mut self) {
+        if !self.running {
+            return;
+        }
+        // SAFETY: kill on our own child's pid.
+        unsafe {
+            libc::kill(self.child.id() as i32, libc::SIGQUIT);
+        }
+        let _ = self.child.wait();
+        self.running = false;
+    }
+
     /// Starts the stopped server again on the same data and socket; returns once it
     /// accepts connections.
     pub fn start_again(&mut self) {

@@ -46,9 +46,10 @@ const MIGRATIONS: &[(i32, &str)] = &[
     (5, include_str!("migrations/005_cpq.sql")),
 ];
 
-/// The advisory lock keys: migrations, and commits with membership changes.
+/// The advisory lock keys: migrations, and commits with membership changes (public so
+/// that a test can hold it and stop a commit or a join midway).
 const LOCK_MIGRATE: i64 = 0x7076_6f00_0001;
-const LOCK_COMMIT: i64 = 0x7076_6f00_0002;
+pub const LOCK_COMMIT: i64 = 0x7076_6f00_0002;
 /// Changes of the user base (apart from configuration commits: they never conflict).
 pub const LOCK_USERS: i64 = 0x7076_6f00_0004;
 
