@@ -10,8 +10,8 @@
 use serde_json::Value;
 
 use crate::support::{
-    cluster_gateway, cluster_status, json, pvo, pvo_try, send_relayed, text, wait_revision,
-    wait_until, GatewayToml, Node, Postgres, Sink, APPLIED,
+    certificates, cluster_gateway, cluster_status, json, pvo, pvo_try, send_relayed, text,
+    wait_revision, wait_until, GatewayToml, Node, Postgres, Sink, APPLIED,
 };
 
 fn gateway(sink: &Sink, name: &str) -> Node {
@@ -392,24 +392,6 @@ actions = [{ quarantine = "Policy" }]
         .filter(|c| c["passed"] == false && c["scenario"] == 6)
         .collect();
     assert!(failed.is_empty(), "{d}");
-}
-
-/// A CA and a certificate for `ips` signed by it: (CA PEM, certificate PEM, key PEM).
-fn certificates(ips: &[String]) -> (String, String, String) {
-    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
-    let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    ca.distinguished_name
-        .push(DnType::CommonName, "cluster test CA");
-    let ca_key = KeyPair::generate().unwrap();
-    let ca_cert = ca.self_signed(&ca_key).unwrap();
-    let issuer = Issuer::new(ca, ca_key);
-    let key = KeyPair::generate().unwrap();
-    let cert = CertificateParams::new(ips.to_vec())
-        .unwrap()
-        .signed_by(&key, &issuer)
-        .unwrap();
-    (ca_cert.pem(), cert.pem(), key.serialize_pem())
 }
 
 /// One message from the test's side of `node`'s namespace link, accepted (250 after DATA).

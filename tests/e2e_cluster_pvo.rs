@@ -12,9 +12,10 @@ use std::time::Duration;
 use serde_json::Value;
 
 use crate::support::{
-    accepted_mid, free_port_on, free_port_on_all, json, manager_toml, parse_json, pvo, pvo_bin,
-    pvo_try, run_with_timeout, ssh_port, text, wait_line, wait_until, GatewayToml, Node, Postgres,
-    Sink, SmtpClient, INCOMING_POLICY, OUTGOING_POLICY, QUARANTINE_TEST_FILTER, TRUSTED,
+    accepted_mid, certificates, free_port_on, free_port_on_all, json, manager_toml, parse_json,
+    pvo, pvo_bin, pvo_try, run_with_timeout, ssh_port, text, wait_line, wait_until, GatewayToml,
+    Namespace, Node, NodeDir, Postgres, Sink, SmtpClient, INCOMING_POLICY, OUTGOING_POLICY,
+    QUARANTINE_TEST_FILTER, TRUSTED,
 };
 
 const GW1_IP: IpAddr = TRUSTED;
@@ -253,4 +254,148 @@ fn centralization_at_cluster_level_covers_every_machine_or_none() {
         },
     );
     drop(pg);
+}
+
+/// Real hosts: PostgreSQL, a manager and three gateways, each in its own network
+/// namespace with its own address and the same ports (7025 everywhere: they are different
+/// hosts). The store is reached over TLS; the manager adds each gateway over SSH across
+/// the links; PVO enabled once at cluster level centralizes all three, and a message
+/// quarantined on each reaches the manager as that gateway's.
+#[test]
+fn a_cluster_on_its_own_hosts_centralizes_on_a_manager_of_its_own() {
+    let db = Namespace::create();
+    let mgr = Namespace::create();
+    let hosts: Vec<Namespace> = (0..3).map(|_| Namespace::create()).collect();
+    let to_db: Vec<(String, String)> = hosts.iter().map(|h| h.link_to(&db)).collect();
+    // Each gateway and the manager reach each other's addresses over their own cable.
+    for h in &hosts {
+        let (here, there) = h.link_to(&mgr);
+        h.route(&mgr.inside(), &there);
+        mgr.route(&h.inside(), &here);
+    }
+    let db_sides: Vec<String> = to_db.iter().map(|(_, d)| d.clone()).collect();
+    let (ca, cert, key) = certificates(&db_sides);
+    let pg = Postgres::start_tls_in(&db, &cert, &key);
+    let manager_ip = mgr.inside();
+    let manager = NodeDir::new(&format!(
+        "{}\n[ssh]\nport = 0\n",
+        manager_toml("manager", 7025).replace(&MANAGER_IP.to_string(), &manager_ip)
+    ))
+    .start_manager_in(&mgr);
+    let sink = Sink::accepting();
+    let mut gws = Vec::new();
+    for (i, ns) in hosts.iter().enumerate() {
+        let id = format!("gw{}", i + 1);
+        let toml = GatewayToml::new(&sink)
+            .hostname(&format!("{id}.cpq.test"))
+            .address(ns.inside())
+            .accept_all()
+            .rat(&["example.com"])
+            .default_interface("Loopback")
+            .cpq(&id, 7025, "local", 7025)
+            .ssh()
+            .extra(QUARANTINE_TEST_FILTER)
+            .extra(INCOMING_POLICY)
+            .build()
+            .replace(&MANAGER_IP.to_string(), &manager_ip);
+        let dir = NodeDir::new(&toml);
+        std::fs::write(dir.path().join("store-ca.pem"), &ca).unwrap();
+        gws.push(dir.start_gateway_in(ns));
+    }
+    for (i, gw) in gws.iter().enumerate() {
+        let url = pg.tcp_url_at(&to_db[i].1);
+        let address = hosts[i].inside();
+        let mut args = vec!["clusterconfig"];
+        args.extend(if i == 0 {
+            vec!["create", "hosts"]
+        } else {
+            vec!["join"]
+        });
+        args.extend(["--url", &url, "--ca", "store-ca.pem", "--address", &address]);
+        let out = text(gw, &args);
+        assert!(out.contains(&format!("(gw{})", i + 1)), "{out}");
+    }
+    // The manager adds each over SSH (the cluster's administrator), then runs its wizard.
+    let password = std::fs::read_to_string(gws[0].data_dir().join("run/initial-admin-password"))
+        .expect("the cluster's initial admin password");
+    for (i, gw) in gws.iter().enumerate() {
+        add(
+            &manager,
+            gw,
+            &format!("gw{}", i + 1),
+            hosts[i].inside().parse().unwrap(),
+            &password,
+        );
+    }
+    let manager_addr = format!("{manager_ip}:7025");
+    wait_until(
+        WAIT,
+        || {
+            let st = json(&manager, &["applianceconfig", "status"]);
+            let c = &st["clusters"][0];
+            (c["name"] == "hosts"
+                && c["machines"].as_array()?.len() == 3
+                && c["missing"].as_array()?.is_empty())
+            .then_some(())
+        },
+        || {
+            format!(
+                "the manager never saw all of cluster hosts: {:#}",
+                json(&manager, &["applianceconfig", "status"])
+            )
+        },
+    );
+    text(&manager, &["pvoconfig", "migration", "automatic"]);
+    text(&manager, &["commit", "-m", "wizard"]);
+    // Enabled once, on the third host, at cluster level.
+    wait_until(
+        WAIT,
+        || {
+            let (ok, _) = pvo_try(
+                &gws[2],
+                &["pvoconfig", "enable", "--manager", &manager_addr],
+            );
+            ok.then_some(())
+        },
+        || {
+            pvo_try(
+                &gws[2],
+                &["pvoconfig", "enable", "--manager", &manager_addr],
+            )
+            .1
+        },
+    );
+    text(&gws[2], &["commit", "-m", "centralize the hosts"]);
+    for (i, gw) in gws.iter().enumerate() {
+        wait_until(
+            WAIT,
+            || (pvo_status(gw)["mode"] == "central").then_some(()),
+            || format!("gw{} is not central: {:#}", i + 1, pvo_status(gw)),
+        );
+        let mut c = SmtpClient::open(gw.addr(), None);
+        c.expect("EHLO client.test", 250);
+        let subject = format!("[quarantine-test] on gw{}", i + 1);
+        let body = format!(
+            "From: <a@client.test>\r\nTo: <b@example.com>\r\nSubject: {subject}\r\n\r\nbody\r\n"
+        );
+        let r = c.send_message("a@client.test", &["b@example.com"], &body);
+        assert_eq!(r.code, 250, "{}", r.raw());
+        c.quit();
+    }
+    for i in 1..=3 {
+        let id = format!("gw{i}");
+        wait_until(
+            WAIT,
+            || {
+                let held = json(&manager, &["quarantine", "search", "--gateway", &id]);
+                (held["total"] == 1).then_some(())
+            },
+            || {
+                format!(
+                    "the manager holds nothing of {id}: {:#}",
+                    json(&manager, &["applianceconfig", "status"])
+                )
+            },
+        );
+    }
 }

@@ -1319,6 +1319,11 @@ impl NodeDir {
         Node::start_under(prefix, self.dir, data_dir, &all, Listeners::Named(names))
     }
 
+    /// `pvo gateway run` inside the network namespace `ns`.
+    pub fn start_gateway_in(self, ns: &Namespace) -> Node {
+        self.start_under(&["ip", "netns", "exec", &ns.name], &["gateway", "run"])
+    }
+
     /// `pvo manager run` inside the network namespace `ns`.
     pub fn start_manager_in(self, ns: &Namespace) -> Node {
         self.start_under(&["ip", "netns", "exec", &ns.name], &["manager", "run"])
@@ -1522,6 +1527,15 @@ impl Namespace {
             return (here, there);
         }
         panic!("no free veth name pvol1a..pvol16000a");
+    }
+
+    /// A route in this namespace to `address` (another namespace's [`Namespace::inside`])
+    /// through `via` (the far end of a [`Namespace::link_to`] link), as a host reaches
+    /// another's address over the cable between them.
+    pub fn route(&self, address: &str, via: &str) {
+        let to = format!("{address}/32");
+        ip(&["-n", &self.name, "route", "add", &to, "via", via])
+            .unwrap_or_else(|e| panic!("routing between two test namespaces: {e}"));
     }
 
     pub fn reachable_local(&self) -> String {
