@@ -2371,3 +2371,79 @@ fn feature_checks(cfg: &Config, snap: &Snapshot) -> Vec<crate::core::cpq::checks
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn n(s: &str) -> Name {
+        Name::new(s).unwrap()
+    }
+
+    /// gw1 and gw2 in Main_Group, gw3 in east; `[cpq]` at cluster level, and at east's
+    /// level too when `east_sets`.
+    fn snapshot(east_sets: bool) -> Snapshot {
+        let mut m = Members::create(n("c"), n("gw1"), "10.0.0.1".into());
+        m.join(n("gw2"), "10.0.0.2".into(), None).unwrap();
+        m.add_group(n("east")).unwrap();
+        m.join(n("gw3"), "10.0.0.3".into(), Some(n("east")))
+            .unwrap();
+        let mut layers = vec![(Level::Cluster, "[cpq]\nmode = \"local\"\n".to_string())];
+        if east_sets {
+            layers.push((Level::Group(n("east")), "[cpq]\nport = 7026\n".to_string()));
+        }
+        Snapshot {
+            members: m,
+            head: 3,
+            layers,
+            states: Vec::new(),
+            features: Vec::new(),
+            cpq: Vec::new(),
+        }
+    }
+
+    fn names(snap: &Snapshot, level: &Level) -> Vec<String> {
+        pvo_machines(snap, level)
+            .iter()
+            .map(|m| m.name.to_string())
+            .collect()
+    }
+
+    #[test]
+    fn the_pvo_level_covers_the_machines_whose_settings_it_decides() {
+        let all = snapshot(false);
+        assert_eq!(names(&all, &Level::Cluster), ["gw1", "gw2", "gw3"]);
+        assert_eq!(names(&all, &Level::Group(n("east"))), ["gw3"]);
+        assert_eq!(names(&all, &Level::Machine(n("gw2"))), ["gw2"]);
+        // A group with its own [cpq] is not decided at cluster level.
+        let east = snapshot(true);
+        assert_eq!(names(&east, &Level::Cluster), ["gw1", "gw2"]);
+        assert_eq!(names(&east, &Level::Group(n("east"))), ["gw3"]);
+    }
+
+    #[test]
+    fn a_machine_that_never_reported_is_named_with_why() {
+        let snap = snapshot(false);
+        let cfg_text = "[node]\nhostname = \"gw1\"\ndata_dir = \"/nonexistent\"\n";
+        let cfg = Config::parse(
+            cfg_text,
+            std::path::Path::new("t.toml"),
+            std::path::Path::new("/"),
+        )
+        .unwrap();
+        let c = added_check(&cfg, &snap, &Level::Group(n("east")));
+        assert!(!c.passed);
+        assert!(
+            c.detail.starts_with("gw3: has not reported"),
+            "{}",
+            c.detail
+        );
+        assert!(
+            c.remedy
+                .as_deref()
+                .unwrap()
+                .contains("`applianceconfig new --id gw3 --address 10.0.0.3`"),
+            "{c:?}"
+        );
+    }
+}
