@@ -295,17 +295,28 @@ fn clusters(gateways: &[EnrolledGateway], checks: &HashMap<String, Check>) -> Ve
         let Some(c) = checks.get(&g.id).and_then(|c| c.cluster.as_ref()) else {
             continue;
         };
-        let Some(name) = c["name"].as_str() else {
+        // What a gateway says is shown on the manager (text, UI, commands to run): only
+        // what is a cluster or machine name and an address, nothing else.
+        let Some(name) = c["name"]
+            .as_str()
+            .filter(|n| pvo_cluster::Name::new(n).is_ok())
+        else {
             continue;
         };
         let entry = by_name.entry(name.to_string()).or_default();
         entry.0.push(g.id.clone());
         for m in c["pvo_machines"].as_array().into_iter().flatten() {
-            if let Some(n) = m["name"].as_str() {
-                entry.1.insert(
-                    n.to_string(),
-                    m["address"].as_str().unwrap_or_default().to_string(),
-                );
+            let n = m["name"]
+                .as_str()
+                .filter(|n| pvo_cluster::Name::new(n).is_ok());
+            let a = m["address"].as_str().filter(|a| {
+                !a.is_empty()
+                    && a.len() <= 253
+                    && a.bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b".-:[]".contains(&b))
+            });
+            if let (Some(n), Some(a)) = (n, a) {
+                entry.1.insert(n.to_string(), a.to_string());
             }
         }
     }
@@ -517,6 +528,49 @@ pub fn table(data: &Value) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_gateway_says_only_names_and_addresses_of_its_cluster() {
+        let g = |id: &str| EnrolledGateway {
+            id: id.into(),
+            address: "10.0.0.1".parse().unwrap(),
+            port: 7025,
+            ssh_port: Some(22),
+            ssh_user: "admin".into(),
+            ssh_host_key: None,
+            serial: None,
+        };
+        let check = |cluster: Value| Check {
+            cluster: Some(cluster),
+            ..Check::default()
+        };
+        let mut checks = HashMap::new();
+        checks.insert(
+            "gw1".to_string(),
+            check(json!({ "name": "edge", "pvo_machines": [
+                { "name": "gw1", "address": "10.0.0.1" },
+                { "name": "gw2\u{1b}[2J", "address": "10.0.0.2" },
+                { "name": "gw3", "address": "10.0.0.3; rm -rf /" },
+                { "name": "gw4", "address": "10.0.0.4" },
+            ] })),
+        );
+        checks.insert(
+            "gw9".to_string(),
+            check(json!({ "name": "bad name\n", "pvo_machines": [] })),
+        );
+        let out = clusters(&[g("gw1"), g("gw9")], &checks);
+        assert_eq!(out.len(), 1, "{out:?}");
+        assert_eq!(out[0]["machines"], json!(["gw1", "gw4"]));
+        assert_eq!(
+            out[0]["missing"],
+            json!([{ "name": "gw4", "address": "10.0.0.4" }])
+        );
+        let text = uncovered(&json!({ "clusters": out }));
+        assert_eq!(
+            text,
+            ["Cluster edge centralizes gw1, gw4, and not all of them are added on this manager: add gw4 (`applianceconfig new --id gw4 --address 10.0.0.4`)."]
+        );
+    }
     use crate::core::cpq::refusal;
     use crate::core::cpq::stats::{Stats, TransferFailure};
 
