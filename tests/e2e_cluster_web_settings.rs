@@ -244,7 +244,10 @@ fn web_ui_cluster_page_copies_moves_and_deletes_settings_between_levels_and_make
             .as_str()
             .unwrap()
             .to_string();
-        assert!(listed.contains(&hash) && listed.contains("admin"), "{listed}");
+        assert!(
+            listed.contains(&hash) && listed.contains("admin"),
+            "{listed}"
+        );
         let source = b.source().await;
         assert!(!source.contains(&secret), "the token shown again: {source}");
         b.click("#tokens button.danger").await;
@@ -253,10 +256,12 @@ fn web_ui_cluster_page_copies_moves_and_deletes_settings_between_levels_and_make
         b.goto(&format!("{base}/cluster")).await;
         b.text_with("#no-tokens", "No join token").await;
         assert!(b.all("#tokens").await.is_empty());
-        assert!(json(&gw1, &["clusterconfig", "jointoken", "list"])["tokens"]
-            .as_array()
-            .unwrap()
-            .is_empty());
+        assert!(
+            json(&gw1, &["clusterconfig", "jointoken", "list"])["tokens"]
+                .as_array()
+                .unwrap()
+                .is_empty()
+        );
         b.close().await;
     });
     drop(pg);

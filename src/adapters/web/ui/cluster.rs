@@ -112,13 +112,7 @@ pub(super) async fn cluster(Viewer { shared, c }: Viewer) -> HttpResponse {
         ),
         None => None,
     };
-    let now = run(
-        &shared,
-        &c.id,
-        "showconfig",
-        json!({ "pending": false }),
-    )
-    .await;
+    let now = run(&shared, &c.id, "showconfig", json!({ "pending": false })).await;
     let planned = run(&shared, &c.id, "showconfig", json!({ "pending": true })).await;
     let b = html! {
         (connection(status))
@@ -369,7 +363,7 @@ fn settings_table(now: &Value, planned: Option<&Value>) -> Markup {
 }
 
 /// The levels this machine may change: the cluster, every group, its own.
-fn changeable_levels<'a>(now: &'a Value) -> Vec<&'a str> {
+fn changeable_levels(now: &Value) -> Vec<&str> {
     let me = now["machine"].as_str().unwrap_or("");
     layer_rows(now)
         .into_iter()
@@ -767,9 +761,18 @@ mod tests {
         let t = settings_table(&now, Some(&planned)).into_string();
         assert!(!t.contains("<script") && !t.contains("\"'"), "{t}");
         // One column per level, named; a machine other than this one is a column too.
-        assert!(t.contains(&format!("<th scope=\"col\">Group {E}</th>")), "{t}");
-        assert!(t.contains(&format!("<th scope=\"col\">Machine {E}</th>")), "{t}");
-        assert!(t.contains("<th scope=\"col\">Machine gw1 (this machine)</th>"), "{t}");
+        assert!(
+            t.contains(&format!("<th scope=\"col\">Group {E}</th>")),
+            "{t}"
+        );
+        assert!(
+            t.contains(&format!("<th scope=\"col\">Machine {E}</th>")),
+            "{t}"
+        );
+        assert!(
+            t.contains("<th scope=\"col\">Machine gw1 (this machine)</th>"),
+            "{t}"
+        );
         assert!(t.contains(&format!("<th scope=\"row\">{E}</th>")), "{t}");
         // The level in force is marked in its own cell only.
         let cell = |level: &str, section: &str| {
@@ -779,7 +782,10 @@ mod tests {
             rest[..rest.find("</td>").unwrap()].to_string()
         };
         let eg = format!("group:{E}");
-        assert!(cell(&eg, "tls").starts_with("set") && cell(&eg, "tls").contains("in force here"), "{t}");
+        assert!(
+            cell(&eg, "tls").starts_with("set") && cell(&eg, "tls").contains("in force here"),
+            "{t}"
+        );
         assert!(!cell("cluster", "tls").contains("in force here"), "{t}");
         assert!(cell("cluster", "ssh").contains("in force here"), "{t}");
         assert!(cell(&format!("machine:{E}"), "tls") == "set", "{t}");
@@ -788,12 +794,21 @@ mod tests {
         assert!(cell("machine:gw1", "tls").contains("(pending: set)"), "{t}");
         assert!(t.contains("id=\"settings-pending\""), "{t}");
         // Machine-only and cluster-only sections say so.
-        assert!(t.contains("interface <span class=\"badge\">machine only</span>"), "{t}");
-        assert!(t.contains("ssh <span class=\"badge\">cluster only</span>"), "{t}");
+        assert!(
+            t.contains("interface <span class=\"badge\">machine only</span>"),
+            "{t}"
+        );
+        assert!(
+            t.contains("ssh <span class=\"badge\">cluster only</span>"),
+            "{t}"
+        );
         assert!(t.contains("href=\"/changes\""), "{t}");
         // Nothing pending: no pending marks.
         let t = settings_table(&now, Some(&now)).into_string();
-        assert!(!t.contains("pending:") && !t.contains("settings-pending"), "{t}");
+        assert!(
+            !t.contains("pending:") && !t.contains("settings-pending"),
+            "{t}"
+        );
     }
 
     #[test]
@@ -812,12 +827,25 @@ mod tests {
         );
         let f = settings_forms(EVIL, &now, None).into_string();
         assert!(!f.contains("<script") && !f.contains("\"'"), "{f}");
-        assert!(f.contains(&format!("<option value=\"{E}\">{E}</option>")), "{f}");
-        assert!(f.contains("<option value=\"group:west\">Group west</option>"), "{f}");
-        assert!(f.contains("value=\"machine:gw1\" selected>Machine gw1 (this machine)"), "{f}");
+        assert!(
+            f.contains(&format!("<option value=\"{E}\">{E}</option>")),
+            "{f}"
+        );
+        assert!(
+            f.contains("<option value=\"group:west\">Group west</option>"),
+            "{f}"
+        );
+        assert!(
+            f.contains("value=\"machine:gw1\" selected>Machine gw1 (this machine)"),
+            "{f}"
+        );
         // Another machine's own level is not offered: it is changed on that machine.
         assert!(!f.contains("machine:gw2"), "{f}");
-        assert_eq!(f.matches(&format!("name=\"csrf\" value=\"{E}\"")).count(), 3, "{f}");
+        assert_eq!(
+            f.matches(&format!("name=\"csrf\" value=\"{E}\"")).count(),
+            3,
+            "{f}"
+        );
         for a in SETTINGS {
             assert!(f.contains(&format!("action=\"/cluster/{a}\"")), "{f}");
             assert!(ACTIONS.iter().any(|(x, _)| x == a), "{a}");
