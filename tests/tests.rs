@@ -10,6 +10,7 @@ mod e2e_cluster_pvo;
 mod e2e_cluster_token;
 mod e2e_cluster_users;
 mod e2e_cluster_web;
+mod e2e_cluster_web_settings;
 mod e2e_commands;
 mod e2e_config;
 mod e2e_cpq;

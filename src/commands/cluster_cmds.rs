@@ -567,8 +567,45 @@ pub fn showconfig(shared: &Handles, req: &Request, pending: bool) -> Response {
     }
     Response::ok(
         t,
-        json!({ "cluster": true, "revision": v.head, "machine": w.membership.machine.to_string(), "origins": data }),
+        json!({ "cluster": true, "revision": v.head, "machine": w.membership.machine.to_string(),
+            "origins": data, "layers": layers_json(&v), "pending": pending && w.pending }),
     )
+}
+
+/// Every level of the cluster (the cluster, each group, each machine) with the sections
+/// it sets and where each section may be (`scope`), for the Cluster page's
+/// "Centralized Management" table.
+fn layers_json(v: &View) -> Json {
+    let mut levels = vec![Level::Cluster];
+    levels.extend(v.members.groups().map(|g| Level::Group(g.clone())));
+    levels.extend(v.members.machines().map(|m| Level::Machine(m.name.clone())));
+    let mut sections: Vec<String> = Vec::new();
+    let rows: Vec<Json> = levels
+        .iter()
+        .map(|l| {
+            let set = LayerDoc::parse(l.clone(), v.text(l))
+                .map(|d| d.sections())
+                .unwrap_or_default();
+            for s in &set {
+                if !sections.contains(s) {
+                    sections.push(s.clone());
+                }
+            }
+            json!({ "level": l.to_string(), "sections": set })
+        })
+        .collect();
+    let scopes: serde_json::Map<String, Json> = sections
+        .iter()
+        .map(|s| {
+            let scope = match SCHEMA.scope(s) {
+                pvo_cluster::Scope::MachineOnly => "machine",
+                pvo_cluster::Scope::ClusterOnly => "cluster",
+                pvo_cluster::Scope::AnyLevel => "any",
+            };
+            (s.clone(), json!(scope))
+        })
+        .collect();
+    json!({ "levels": rows, "scopes": scopes })
 }
 
 // ---------------------------------------------------------------------------

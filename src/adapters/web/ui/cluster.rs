@@ -4,7 +4,10 @@
 //! disconnected, why, and that it runs its last good configuration); the differences
 //! `clustercheck` finds with the commands that resolve them; and the forms of the
 //! membership changes (addgroup, setgroup, renamegroup, deletegroup, removemachine,
-//! disconnect, reconnect). On a machine in no cluster the page says so and shows the
+//! disconnect, reconnect); and "Centralized Management": which level (the cluster, each
+//! group, each machine) sets each section, which one is in force on this machine
+//! (`showconfig`'s `origins` and `layers`), and the forms that copy, move or delete a
+//! section between levels (pending until committed). On a machine in no cluster the page says so and shows the
 //! create and join forms. Roles with Monitor see the page; the forms are shown to
 //! roles that may configure (the command refuses anyone else, and the refusal is shown).
 //! Every form is one `clusterconfig` as the session user.
@@ -49,7 +52,13 @@ const ACTIONS: &[(&str, &[&str])] = &[
     ("removemachine", &["name"]),
     ("disconnect", &[]),
     ("reconnect", &[]),
+    ("copysettings", &["section", "from", "to"]),
+    ("movesettings", &["section", "from", "to"]),
+    ("deletesettings", &["section", "from"]),
 ];
+
+/// The actions of the "Centralized Management" forms: pending until committed.
+const SETTINGS: &[&str] = &["copysettings", "movesettings", "deletesettings"];
 
 /// The input pattern of a machine or group name (`pvo_cluster::Name`).
 const NAME: &str = "[A-Za-z0-9][A-Za-z0-9._\\-]{0,62}";
@@ -103,6 +112,8 @@ pub(super) async fn cluster(Viewer { shared, c }: Viewer) -> HttpResponse {
         ),
         None => None,
     };
+    let now = run(&shared, &c.id, "showconfig", json!({ "pending": false })).await;
+    let planned = run(&shared, &c.id, "showconfig", json!({ "pending": true })).await;
     let b = html! {
         (connection(status))
         section aria-labelledby="hm" {
@@ -112,6 +123,13 @@ pub(super) async fn cluster(Viewer { shared, c }: Viewer) -> HttpResponse {
         section aria-labelledby="hc" {
             h2 id="hc" { "Differences between levels and machines" }
             @if check.ok { (findings(&check.data)) } @else { (refusal(&check)) }
+        }
+        section aria-labelledby="hcm" {
+            h2 id="hcm" { "Centralized Management" }
+            @if now.ok {
+                (settings_table(&now.data, planned.ok.then_some(&planned.data)))
+                @if let Some(t) = csrf { (settings_forms(t, &now.data, planned.ok.then_some(&planned.data))) }
+            } @else { (refusal(&now)) }
         }
         @match csrf {
             Some(t) => (change_forms(t, status["held"] == json!(true), list.ok.then_some(&list.data))),
@@ -227,6 +245,183 @@ fn findings(d: &Value) -> Markup {
                     }
                 }
             }
+        }
+    }
+}
+
+/// The levels of `showconfig`'s `layers`, each with the sections it sets.
+fn layer_rows(d: &Value) -> Vec<(&str, Vec<&str>)> {
+    d["layers"]["levels"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|l| {
+            let sections = l["sections"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(Value::as_str)
+                .collect();
+            (l["level"].as_str().unwrap_or(""), sections)
+        })
+        .collect()
+}
+
+/// Every section some level sets, now or once the pending changes are committed, sorted.
+fn all_sections<'a>(now: &'a Value, planned: Option<&'a Value>) -> Vec<&'a str> {
+    let mut out: Vec<&str> = layer_rows(now)
+        .into_iter()
+        .chain(planned.map(layer_rows).unwrap_or_default())
+        .flat_map(|(_, s)| s)
+        .collect();
+    out.sort_unstable();
+    out.dedup();
+    out
+}
+
+/// Where a section may be: `showconfig`'s `layers.scopes` (`machine`, `cluster`, `any`).
+fn scope<'a>(d: &'a Value, planned: Option<&'a Value>, section: &str) -> &'a str {
+    d["layers"]["scopes"][section]
+        .as_str()
+        .or_else(|| planned.and_then(|p| p["layers"]["scopes"][section].as_str()))
+        .unwrap_or("any")
+}
+
+/// How a level is named in a column heading or a choice.
+fn level_label(level: &str, me: &str) -> String {
+    match level.split_once(':') {
+        None => "Cluster".to_string(),
+        Some(("group", g)) => format!("Group {g}"),
+        Some((_, m)) if m == me => format!("Machine {m} (this machine)"),
+        Some((_, m)) => format!("Machine {m}"),
+    }
+}
+
+/// The "Centralized Management" table: the sections (rows) by level (columns), each cell
+/// whether that level sets the section, the one in force on this machine marked, and
+/// what the pending changes would change (`now`: `showconfig`; `planned`: `showconfig`
+/// with the pending changes).
+fn settings_table(now: &Value, planned: Option<&Value>) -> Markup {
+    let me = now["machine"].as_str().unwrap_or("");
+    let levels = layer_rows(now);
+    let after = planned.map(layer_rows).unwrap_or_default();
+    let sections = all_sections(now, planned);
+    let sets = |rows: &[(&str, Vec<&str>)], level: &str, section: &str| {
+        rows.iter()
+            .any(|(l, s)| *l == level && s.contains(&section))
+    };
+    html! {
+        p class="note" {
+            "A section set at a lower level overrides the one above it: a machine's own over its group's, a group's over the cluster's. "
+            "Copying, moving or deleting a section is a pending change: it takes effect when committed on the "
+            a href="/changes" id="settings-changes" { "Changes" } " page."
+        }
+        @if planned.is_some_and(|p| p["pending"] == json!(true)) {
+            p id="settings-pending" role="status" {
+                strong { "Changes are pending." } " " a href="/changes" { "Review and commit them" } "."
+            }
+        }
+        @if sections.is_empty() {
+            p id="no-settings" { "No level sets any section." }
+        } @else {
+            table id="settings" {
+                caption { "Sections by level; in force on this machine (" (me) "): marked" }
+                thead {
+                    tr {
+                        th scope="col" { "Section" }
+                        @for (l, _) in &levels { th scope="col" { (level_label(l, me)) } }
+                    }
+                }
+                tbody {
+                    @for s in &sections {
+                        @let origin = now["origins"][*s].as_str().unwrap_or("");
+                        tr {
+                            th scope="row" {
+                                (s)
+                                @match scope(now, planned, s) {
+                                    "machine" => { " " span class="badge" { "machine only" } }
+                                    "cluster" => { " " span class="badge" { "cluster only" } }
+                                    _ => {}
+                                }
+                            }
+                            @for (l, _) in &levels {
+                                @let set = sets(&levels, l, s);
+                                @let will = planned.is_none() || sets(&after, l, s);
+                                td data-level=(l) data-section=(s) {
+                                    @if set { "set" } @else { span class="muted" { "–" } }
+                                    @if *l == origin { " " strong class="badge state-online" { "in force here" } }
+                                    @if set && !will { " " em { "(pending: deleted)" } }
+                                    @if !set && will { " " em { "(pending: set)" } }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The levels this machine may change: the cluster, every group, its own.
+fn changeable_levels(now: &Value) -> Vec<&str> {
+    let me = now["machine"].as_str().unwrap_or("");
+    layer_rows(now)
+        .into_iter()
+        .map(|(l, _)| l)
+        .filter(|l| match l.split_once(':') {
+            Some(("machine", m)) => m == me,
+            _ => true,
+        })
+        .collect()
+}
+
+/// Copy, move and delete a section between levels (each one `clusterconfig`, pending
+/// until committed). The choices are the cluster's levels this machine may change: a
+/// machine's own settings are changed on that machine.
+fn settings_forms(csrf: &str, now: &Value, planned: Option<&Value>) -> Markup {
+    let me = now["machine"].as_str().unwrap_or("");
+    let levels = changeable_levels(now);
+    let sections = all_sections(now, planned);
+    let section = |id: &str| {
+        html! {
+            label for=(id) { "Section" }
+            select id=(id) name="section" {
+                @for s in &sections { option value=(s) { (s) } }
+            }
+        }
+    };
+    let level = |id: &str, name: &str, label: &str, first: &str| {
+        html! {
+            label for=(id) { (label) }
+            select id=(id) name=(name) {
+                @for l in &levels {
+                    option value=(l) selected[*l == first] { (level_label(l, me)) }
+                }
+            }
+        }
+    };
+    let mine = format!("machine:{me}");
+    html! {
+        p class="note" { "The levels below are the cluster, its groups and this machine: another machine's own settings are changed on that machine's page." }
+        form method="post" action="/cluster/copysettings" class="stack narrowform" id="copysettings" {
+            (hidden("csrf", csrf))
+            (section("cs-section"))
+            (level("cs-from", "from", "Copy it from", "cluster"))
+            (level("cs-to", "to", "To", &mine))
+            div { button type="submit" id="copy-settings" { "Copy the section" } }
+        }
+        form method="post" action="/cluster/movesettings" class="stack narrowform" id="movesettings" {
+            (hidden("csrf", csrf))
+            (section("ms-section"))
+            (level("ms-from", "from", "Move it from", &mine))
+            (level("ms-to", "to", "To", "cluster"))
+            div { button type="submit" id="move-settings" { "Move the section" } }
+        }
+        form method="post" action="/cluster/deletesettings" class="stack narrowform" id="deletesettings" {
+            (hidden("csrf", csrf))
+            (section("ds-section"))
+            (level("ds-level", "from", "Delete it at", &mine))
+            div { button type="submit" id="delete-settings" class="danger" { "Delete the section there" } }
         }
     }
 }
@@ -463,7 +658,12 @@ pub(super) async fn cluster_op(
     if !password.is_empty() {
         r.text = r.text.replace(&password, "(hidden)");
     }
-    outcome_page(&shared, &c, &r, back_links(), ("Done", "Not done"))
+    let links = if SETTINGS.contains(action) {
+        html! { a href="/changes" id="changes" { "Pending changes (commit)" } " · " (back_links()) }
+    } else {
+        back_links()
+    };
+    outcome_page(&shared, &c, &r, links, ("Done", "Not done"))
 }
 
 #[cfg(test)]
@@ -519,6 +719,136 @@ mod tests {
             let a = &all[i + 17..];
             let a = &a[..a.find('"').unwrap()];
             assert!(ACTIONS.iter().any(|(x, _)| *x == a), "{a}");
+        }
+    }
+
+    /// `showconfig`'s answer on `me` with `levels` (level, sections set there).
+    fn shown(me: &str, levels: &[(&str, &[&str])], origins: Value, pending: bool) -> Value {
+        let rows: Vec<Value> = levels
+            .iter()
+            .map(|(l, s)| json!({ "level": l, "sections": s }))
+            .collect();
+        json!({ "cluster": true, "revision": 5, "machine": me, "origins": origins, "pending": pending,
+            "layers": { "levels": rows, "scopes": { "interface": "machine", "ssh": "cluster", "tls": "any" } } })
+    }
+
+    #[test]
+    fn the_settings_table_shows_each_level_the_section_in_force_and_what_is_pending() {
+        let group = format!("group:{EVIL}");
+        let other = format!("machine:{EVIL}");
+        let now = shown(
+            "gw1",
+            &[
+                ("cluster", &["tls", "ssh", EVIL]),
+                (&group, &["tls"]),
+                ("machine:gw1", &["interface"]),
+                (&other, &["tls"]),
+            ],
+            json!({ "tls": group, "ssh": "cluster", "interface": "machine:gw1", EVIL: "cluster" }),
+            false,
+        );
+        let planned = shown(
+            "gw1",
+            &[
+                ("cluster", &["tls", "ssh", EVIL]),
+                (&group, &[]),
+                ("machine:gw1", &["interface", "tls"]),
+                (&other, &["tls"]),
+            ],
+            json!({}),
+            true,
+        );
+        let t = settings_table(&now, Some(&planned)).into_string();
+        assert!(!t.contains("<script") && !t.contains("\"'"), "{t}");
+        // One column per level, named; a machine other than this one is a column too.
+        assert!(
+            t.contains(&format!("<th scope=\"col\">Group {E}</th>")),
+            "{t}"
+        );
+        assert!(
+            t.contains(&format!("<th scope=\"col\">Machine {E}</th>")),
+            "{t}"
+        );
+        assert!(
+            t.contains("<th scope=\"col\">Machine gw1 (this machine)</th>"),
+            "{t}"
+        );
+        assert!(t.contains(&format!("<th scope=\"row\">{E}</th>")), "{t}");
+        // The level in force is marked in its own cell only.
+        let cell = |level: &str, section: &str| {
+            let at = format!("data-level=\"{level}\" data-section=\"{section}\">");
+            let i = t.find(&at).unwrap_or_else(|| panic!("no cell {at}: {t}"));
+            let rest = &t[i + at.len()..];
+            rest[..rest.find("</td>").unwrap()].to_string()
+        };
+        let eg = format!("group:{E}");
+        assert!(
+            cell(&eg, "tls").starts_with("set") && cell(&eg, "tls").contains("in force here"),
+            "{t}"
+        );
+        assert!(!cell("cluster", "tls").contains("in force here"), "{t}");
+        assert!(cell("cluster", "ssh").contains("in force here"), "{t}");
+        assert!(cell(&format!("machine:{E}"), "tls") == "set", "{t}");
+        // What the pending changes would do.
+        assert!(cell(&eg, "tls").contains("(pending: deleted)"), "{t}");
+        assert!(cell("machine:gw1", "tls").contains("(pending: set)"), "{t}");
+        assert!(t.contains("id=\"settings-pending\""), "{t}");
+        // Machine-only and cluster-only sections say so.
+        assert!(
+            t.contains("interface <span class=\"badge\">machine only</span>"),
+            "{t}"
+        );
+        assert!(
+            t.contains("ssh <span class=\"badge\">cluster only</span>"),
+            "{t}"
+        );
+        assert!(t.contains("href=\"/changes\""), "{t}");
+        // Nothing pending: no pending marks.
+        let t = settings_table(&now, Some(&now)).into_string();
+        assert!(
+            !t.contains("pending:") && !t.contains("settings-pending"),
+            "{t}"
+        );
+    }
+
+    #[test]
+    fn the_settings_forms_offer_the_levels_this_machine_may_change() {
+        let now = shown(
+            "gw1",
+            &[
+                ("cluster", &["tls"]),
+                ("group:Main_Group", &[]),
+                ("group:west", &[EVIL]),
+                ("machine:gw1", &["interface"]),
+                ("machine:gw2", &["tls"]),
+            ],
+            json!({ "tls": "cluster" }),
+            false,
+        );
+        let f = settings_forms(EVIL, &now, None).into_string();
+        assert!(!f.contains("<script") && !f.contains("\"'"), "{f}");
+        assert!(
+            f.contains(&format!("<option value=\"{E}\">{E}</option>")),
+            "{f}"
+        );
+        assert!(
+            f.contains("<option value=\"group:west\">Group west</option>"),
+            "{f}"
+        );
+        assert!(
+            f.contains("value=\"machine:gw1\" selected>Machine gw1 (this machine)"),
+            "{f}"
+        );
+        // Another machine's own level is not offered: it is changed on that machine.
+        assert!(!f.contains("machine:gw2"), "{f}");
+        assert_eq!(
+            f.matches(&format!("name=\"csrf\" value=\"{E}\"")).count(),
+            3,
+            "{f}"
+        );
+        for a in SETTINGS {
+            assert!(f.contains(&format!("action=\"/cluster/{a}\"")), "{f}");
+            assert!(ACTIONS.iter().any(|(x, _)| x == a), "{a}");
         }
     }
 
