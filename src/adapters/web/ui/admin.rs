@@ -23,11 +23,7 @@ pub(super) async fn changes(Viewer { shared, c }: Viewer) -> HttpResponse {
     if !d.ok {
         return html(StatusCode::OK, page(&shared, &c, "Changes", refusal(&d)));
     }
-    // A machine alone answers whether changes are pending; a cluster member, what they are.
-    let pending = match &d.data["pending"] {
-        Value::Bool(b) => *b,
-        p => p.is_object(),
-    };
+    let pending = changes_pending(&d.data);
     let b = html! {
         p id="pending" {
             (if pending { "Changes are pending: they take effect when committed." } else { "No changes pending." })

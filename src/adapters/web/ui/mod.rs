@@ -521,6 +521,15 @@ fn outcome_page(
     )
 }
 
+/// Whether `commitdetail`'s answer says changes are pending: a machine alone answers
+/// true or false, a cluster member what they are (an object).
+pub(super) fn changes_pending(commitdetail: &Value) -> bool {
+    match &commitdetail["pending"] {
+        Value::Bool(b) => *b,
+        p => p.is_object(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -73,7 +73,7 @@ pub(super) async fn services(Viewer { shared, c }: Viewer) -> HttpResponse {
         return html(StatusCode::OK, page(&shared, &c, "Centralized services", b));
     }
     let d = run(&shared, &c.id, "commitdetail", json!({})).await;
-    let pending = d.ok && d.data["pending"].as_bool().unwrap_or(false);
+    let pending = d.ok && changes_pending(&d.data);
     // Gateways and their live state.
     let actions = row_actions(&c.csrf);
     let gateways = manager_gateways(&shared, &c, &p.data, Some(&actions)).await;
