@@ -33,6 +33,7 @@ use crate::support::{
     wait_until, GatewayToml, Namespace, Node, NodeDir, Sink, SmtpClient, INCOMING_POLICY,
     OUTGOING_POLICY, QUARANTINE_TEST_FILTER, SYSTEM_PYTHON, TRUSTED,
 };
+use crate::support::{pvo_try, Tmpfs};
 
 /// Long enough for a debug build on two busy cores; waits end as soon as the event comes.
 const DELIVERY: Duration = Duration::from_secs(60);
@@ -2105,4 +2106,102 @@ fn applianceconfig_status_follows_a_gateways_backlog_over_ssh() {
     wait_metric(&manager, "pvo_cpq_gateway_backlog{gateway=\"gw1\"}", |v| {
         v == 0
     });
+}
+
+// ---------------------------------------------------------------------------------------
+// An internal component of the manager down
+// ---------------------------------------------------------------------------------------
+
+fn component(manager: &Node, name: &str) -> Value {
+    diagnose(manager)
+        .into_iter()
+        .find(|c| c["name"] == name)
+        .unwrap_or_else(|| panic!("diagnose has no check {name:?}"))
+}
+
+/// The central store's disk full: the manager answers the transfer with a temporary error
+/// and logs it as a Critical line, the gateway keeps the message in the.cpq.host, and
+/// `diagnose` on the manager names the component (its store writer) and the remedy; with
+/// space again, the retried transfer is stored once and the check passes.
+#[test]
+fn a_full_store_disk_is_named_by_diagnose_and_the_gateway_keeps_the_transfer() {
+    let disk = Tmpfs::mount("4m");
+    let sink = Sink::accepting();
+    let manager_port = free_port_on(MANAGER_IP);
+    let cpq_port = free_port_on(GW1_IP);
+    let mdir = NodeDir::new(&manager_config("manager", manager_port));
+    let gdir = NodeDir::new(&gateway_config(
+        "gw1",
+        GW1_IP,
+        cpq_port,
+        manager_port,
+        &sink,
+    ));
+    enroll(&mdir, &gdir, "gw1", GW1_IP, cpq_port);
+    // The manager's central store (DATA_DIR/quarantine) on the small file system.
+    std::os::unix::fs::symlink(disk.path(), mdir.path().join("quarantine")).unwrap();
+    let manager = mdir.start_manager();
+    let gw = gdir.start_gateway();
+    for name in ["central store", "central store writer", "delivery queue"] {
+        assert_eq!(component(&manager, name)["passed"], true, "{name}");
+    }
+    let first = send(
+        &gw,
+        "alice@example.org",
+        "bob@example.com",
+        &format!("{TAG} before"),
+    );
+    wait_transferred(&gw, first);
+
+    // Fill the disk, then a transfer bigger than anything the store has written before.
+    let filler = disk.path().join("filler");
+    let mut f = std::fs::File::create(&filler).unwrap();
+    let chunk = vec![0u8; 64 * 1024];
+    while std::io::Write::write_all(&mut f, &chunk).is_ok() {}
+    drop(f);
+    let mark = manager.log_mark();
+    let big = format!(
+        "From: <alice@example.org>\r\nTo: <bob@example.com>\r\nSubject: {TAG} full\r\n\r\n{}\r\n",
+        "x".repeat(76)
+            .repeat(8_000)
+            .as_bytes()
+            .chunks(76)
+            .map(|l| std::str::from_utf8(l).unwrap())
+            .collect::<Vec<_>>()
+            .join("\r\n")
+    );
+    let mut c = SmtpClient::open(gw.addr(), Some(TRUSTED));
+    c.expect("EHLO client.cpq.test", 250);
+    let r = c.send_message("alice@example.org", &["bob@example.com"], &big);
+    assert_eq!(r.code, 250, "{}", r.raw());
+    c.quit();
+    let mid = accepted_mid(&r);
+    let line = manager.wait_for_log_after(mark, "could not be stored", DELIVERY);
+    assert!(line.contains("Critical:"), "{line}");
+    let writer = component(&manager, "central store writer");
+    assert_eq!(writer["passed"], false, "{writer:#}");
+    assert!(
+        writer["detail"].as_str().unwrap().contains("full"),
+        "{writer:#}"
+    );
+    assert!(
+        writer["remedy"].as_str().unwrap().contains("free space"),
+        "{writer:#}"
+    );
+    // The gateway keeps it for the manager.
+    assert!(
+        queued_for(&gw, "the.cpq.host")
+            .iter()
+            .any(|r| r["mid"].as_u64() == Some(mid)),
+        "{:#?}",
+        queued_for(&gw, "the.cpq.host")
+    );
+
+    // Space again: the retry is stored, once, and the check passes.
+    std::fs::remove_file(&filler).unwrap();
+    let (ok, said) = pvo_try(&gw, &["delivernow", "the.cpq.host"]);
+    assert!(ok, "{said}");
+    wait_transferred(&gw, mid);
+    assert_eq!(component(&manager, "central store writer")["passed"], true);
+    assert_eq!(held(&manager, &["--subject", "full"]).len(), 1);
 }

@@ -528,6 +528,7 @@ pub async fn diagnose(shared: &Arc<Handles>) -> Response {
             }
         }
         Role::Manager => {
+            checks.extend(components(shared).await);
             let ready: Vec<String> = cfg
                 .cpq
                 .as_ref()
@@ -602,6 +603,89 @@ pub async fn diagnose(shared: &Arc<Handles>) -> Response {
         r.data = data;
         r
     }
+}
+
+/// How long a component of the manager may take to answer `diagnose`.
+const COMPONENT_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// The manager's own components (a failure an internal component causes, named; see
+/// docs/appliance.md): the central store answers a read, its writer thread is alive and
+/// stored its last batch, the delivery queue answers.
+async fn components(shared: &Arc<Handles>) -> Vec<Check> {
+    let mut out = Vec::new();
+    let read = shared.scan.local_quarantine.with(|s| s.usage());
+    out.push(match tokio::time::timeout(COMPONENT_WAIT, read).await {
+        Ok(Ok(u)) => Check::pass(
+            "central store",
+            format!(
+                "answers: {} messages held ({})",
+                u.total_messages,
+                pvo_quarantine::format_bytes(u.total_bytes)
+            ),
+        ),
+        Ok(Err(e)) => Check::fail(
+            "central store",
+            format!("{e}"),
+            format!("the central store cannot be read: {e}"),
+            "check the store (DATA_DIR/quarantine: disk, permissions); `quarantine search` fails until it answers",
+            None,
+        ),
+        Err(_) => Check::fail(
+            "central store",
+            format!("no answer in {} s", COMPONENT_WAIT.as_secs()),
+            "the central store does not answer: a long operation or a stuck disk holds it",
+            "look for Critical: lines in mail_logs and at the disk of DATA_DIR/quarantine",
+            None,
+        ),
+    });
+    if let Some(inbox) = shared.cpq.state.inbox.get() {
+        let state = inbox.state();
+        out.push(match (inbox.ping(COMPONENT_WAIT).await, state.failing()) {
+            (Err(why), _) => Check::fail(
+                "central store writer",
+                why.clone(),
+                format!("{why}: transfers are refused with a temporary error, and gateways keep them in {CPQ_HOST}"),
+                "restart the manager (`pvo manager run`); nothing is lost: gateways retry",
+                None,
+            ),
+            (Ok(()), Some((at, why))) => Check::fail(
+                "central store writer",
+                format!(
+                    "the last transfers could not be stored ({} s ago): {why}",
+                    crate::core::clock::unix_now().saturating_sub(at)
+                ),
+                format!("the central store refuses writes ({why}): transfers are refused with a temporary error, and gateways keep them in {CPQ_HOST}"),
+                "free space on the store's disk (DATA_DIR/quarantine) or repair the store; the gateways' retries then drain",
+                None,
+            ),
+            (Ok(()), _) => Check::pass(
+                "central store writer",
+                match state.stored_at() {
+                    Some(at) => format!(
+                        "alive; last transfers stored {} s ago",
+                        crate::core::clock::unix_now().saturating_sub(at)
+                    ),
+                    None => "alive; no transfer stored since the start".to_string(),
+                },
+            ),
+        });
+    }
+    out.push(
+        match tokio::time::timeout(COMPONENT_WAIT, shared.mail.queue.hosts()).await {
+            Ok(hosts) => Check::pass(
+                "delivery queue",
+                format!("answers ({} destinations)", hosts.len()),
+            ),
+            Err(_) => Check::fail(
+                "delivery queue",
+                format!("no answer in {} s", COMPONENT_WAIT.as_secs()),
+                "the delivery queue does not answer: releases are not delivered",
+                "look for Critical: lines in mail_logs; restart the manager (the queue is rebuilt from the spool)",
+                None,
+            ),
+        },
+    );
+    out
 }
 
 /// On a gateway that is central already, the enable preflight's last step ("manager

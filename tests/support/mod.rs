@@ -27,12 +27,16 @@ mod config;
 mod log_cursor;
 mod ports;
 mod postgres;
+mod tmpfs;
 pub use cli::*;
 // The soak binary holds no cluster test.
 #[allow(unused_imports)]
 pub use cluster::*;
 pub use config::*;
 pub use log_cursor::LogMark;
+// The soak binary fills no disk.
+#[allow(unused_imports)]
+pub use tmpfs::Tmpfs;
 // The soak binary holds no PostgreSQL test.
 #[allow(unused_imports)]
 pub use postgres::Postgres;
