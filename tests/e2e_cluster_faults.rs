@@ -11,8 +11,8 @@ use std::thread;
 use std::time::Duration;
 
 use crate::support::{
-    cluster_gateway, cluster_status, json, pvo_bin, pvo_try, rt, text, wait_connected, wait_until,
-    Node, Postgres, Sink, SmtpClient, APPLIED, TRUSTED,
+    cluster_gateway, cluster_status, json, pvo_bin, pvo_try, text, wait_connected, wait_until,
+    HeldLock, Node, Postgres, Sink, SmtpClient, APPLIED, TRUSTED,
 };
 
 /// gw2 joins (both gateways listen on 127.0.0.1; the cluster knows gw2 by another address).
@@ -152,25 +152,7 @@ fn postgresql_gone_in_the_middle_of_a_join_leaves_nothing_half_joined() {
     let own = std::fs::read(gw2.config_path()).unwrap();
 
     // Hold the store's commit lock, so that the join stops inside its transaction.
-    let rt = rt();
-    let (lock, waiting) = rt.block_on(async {
-        let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
-            .await
-            .unwrap();
-        tokio::spawn(connection);
-        client
-            .execute(
-                "SELECT pg_advisory_lock($1)",
-                &[&pvo::adapters::cluster_db::LOCK_COMMIT],
-            )
-            .await
-            .unwrap();
-        let waiting = client
-            .prepare("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted")
-            .await
-            .unwrap();
-        (client, waiting)
-    });
+    let lock = HeldLock::take(&url, pvo::adapters::cluster_db::LOCK_COMMIT);
     let join = Command::new(pvo_bin())
         .arg("--dir")
         .arg(gw2.data_dir())
@@ -179,14 +161,7 @@ fn postgresql_gone_in_the_middle_of_a_join_leaves_nothing_half_joined() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    wait_until(
-        APPLIED,
-        || {
-            let n: i64 = rt.block_on(lock.query_one(&waiting, &[])).ok()?.get(0);
-            (n >= 1).then_some(())
-        },
-        || "the join never waited for the commit lock".to_string(),
-    );
+    lock.wait_for_waiters(1, APPLIED);
     // The store goes away with the join's transaction open.
     pg.kill();
     drop(lock);

@@ -12,7 +12,8 @@ use std::time::{Duration, Instant};
 
 use crate::support::{
     cluster_gateway, cluster_status, initial_password, json, new_user, pvo, pvo_bin, pvo_stdin,
-    pvo_try, rt, text, wait_connected, wait_revision, wait_until, Node, Postgres, Sink, APPLIED,
+    pvo_try, rt, text, wait_connected, wait_revision, wait_until, HeldLock, Node, Postgres, Sink,
+    APPLIED,
 };
 
 /// `pvo --user USER status` with `password`: whether the login was taken.
@@ -229,49 +230,18 @@ fn three_gateways_share_one_user_base() {
     // Two members from the same revision: both wait for the store's users lock (held
     // here), then the first is written and the second refused, naming the first.
     let base = users_revision(&gw1);
-    let (lock, waiting) = rt.block_on(async {
-        let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
-            .await
-            .unwrap();
-        tokio::spawn(connection);
-        client
-            .execute(
-                "SELECT pg_advisory_lock($1)",
-                &[&pvo::adapters::cluster_db::LOCK_USERS],
-            )
-            .await
-            .unwrap();
-        let waiting = client
-            .prepare("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted")
-            .await
-            .unwrap();
-        (client, waiting)
-    });
-    let blocked = |n: i64| {
-        wait_until(
-            APPLIED,
-            || {
-                let now: i64 = rt.block_on(lock.query_one(&waiting, &[])).unwrap().get(0);
-                (now >= n).then_some(())
-            },
-            || format!("{n} user changes did not wait for the store's lock"),
-        )
-    };
+    let lock = HeldLock::take(&url, pvo::adapters::cluster_db::LOCK_USERS);
     let first = spawn(
         &gw1,
         &["userconfig", "new", "--name", "alice", "--role", "Guest"],
     );
-    blocked(1);
+    lock.wait_for_waiters(1, APPLIED);
     let second = spawn(
         &gw2,
         &["userconfig", "new", "--name", "carol", "--role", "Guest"],
     );
-    blocked(2);
-    rt.block_on(lock.execute(
-        "SELECT pg_advisory_unlock($1)",
-        &[&pvo::adapters::cluster_db::LOCK_USERS],
-    ))
-    .unwrap();
+    lock.wait_for_waiters(2, APPLIED);
+    lock.release();
     let first = first.wait_with_output().unwrap();
     let second = second.wait_with_output().unwrap();
     let (won, lost, winner) = match (first.status.success(), second.status.success()) {
@@ -291,7 +261,6 @@ fn three_gateways_share_one_user_base() {
         )) && refusal.contains(winner),
         "{refusal}"
     );
-    drop(lock);
     let rev = base + 1;
     all_took(&[&gw1, &gw2, &gw3], rev, Instant::now() + APPLIED);
     let loser = if winner.ends_with("alice") {

@@ -39,7 +39,7 @@ pub use log_cursor::LogMark;
 pub use tmpfs::Tmpfs;
 // The soak binary holds no PostgreSQL test.
 #[allow(unused_imports)]
-pub use postgres::Postgres;
+pub use postgres::{HeldLock, Postgres};
 
 use std::collections::BTreeMap;
 use std::fs;

@@ -327,3 +327,74 @@ impl Drop for Postgres {
         self.stop();
     }
 }
+
+/// One of the store's advisory locks held from a connection of the test's own, so that a
+/// commit, a join or a user change waits inside its transaction until it is released (or
+/// the server goes away).
+pub struct HeldLock {
+    rt: tokio::runtime::Runtime,
+    client: tokio_postgres::Client,
+    waiting: tokio_postgres::Statement,
+    key: i64,
+}
+
+impl HeldLock {
+    /// Takes the advisory lock `key` on the server at `url`.
+    pub fn take(url: &str, key: i64) -> HeldLock {
+        let rt = super::rt();
+        let (client, waiting) = rt.block_on(async {
+            let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+                .await
+                .expect("a connection of the test's own");
+            tokio::spawn(connection);
+            client
+                .execute("SELECT pg_advisory_lock($1)", &[&key])
+                .await
+                .expect("take the lock");
+            let waiting = client
+                .prepare(
+                    "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted",
+                )
+                .await
+                .expect("prepare");
+            (client, waiting)
+        });
+        HeldLock {
+            rt,
+            client,
+            waiting,
+            key,
+        }
+    }
+
+    /// Waits until at least `n` sessions wait for an advisory lock, within `within`.
+    pub fn wait_for_waiters(&self, n: i64, within: Duration) {
+        super::wait_until(
+            within,
+            || {
+                let now: i64 = self
+                    .rt
+                    .block_on(self.client.query_one(&self.waiting, &[]))
+                    .ok()?
+                    .get(0);
+                (now >= n).then_some(())
+            },
+            || {
+                format!(
+                    "{n} sessions did not wait for the advisory lock {:#x}",
+                    self.key
+                )
+            },
+        );
+    }
+
+    /// Releases the lock (the waiters go on).
+    pub fn release(self) {
+        self.rt
+            .block_on(
+                self.client
+                    .execute("SELECT pg_advisory_unlock($1)", &[&self.key]),
+            )
+            .expect("release the lock");
+    }
+}
