@@ -59,6 +59,7 @@
 mod error;
 pub mod logline;
 mod model;
+mod pg;
 mod rewrite;
 mod search;
 mod semantics;
@@ -68,6 +69,8 @@ mod table;
 
 #[cfg(test)]
 mod migrate_tests;
+#[cfg(any(test, feature = "testkit"))]
+pub mod testkit;
 #[cfg(test)]
 mod tests;
 
@@ -79,6 +82,7 @@ pub use model::{
     Quarantine, QuarantineDeleted, QuarantineId, QuarantineSettings, QuarantineUsage, Reason,
     ReasonKind, Scope, Usage, XHeader,
 };
+pub use pg::{PgStore, PG_SCHEMA_VERSION};
 pub use rewrite::{apply_early_release, MAX_DEPTH};
 pub use search::{
     AddrMatch, FilterError, HitMembership, OrderBy, SearchHit, SearchPage, SearchQuery,
