@@ -1327,3 +1327,24 @@ pub fn search_within_quarantines_and_recipient_domains(env: &dyn Env) {
     s.release(a, "Policy", "admin", T0).unwrap();
     assert_eq!(ids(within(&["Policy"])), vec![c]);
 }
+
+/// Creates the empty database `name` on the server of `admin_url` (a superuser's
+/// connection string, `host=… dbname=…` form) and returns the connection string of it.
+pub fn create_database(admin_url: &str, name: &str) -> String {
+    assert!(
+        name.chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_'),
+        "a plain database name"
+    );
+    let mut c = ::postgres::Client::connect(admin_url, ::postgres::NoTls).unwrap();
+    c.batch_execute(&format!("CREATE DATABASE {name}")).unwrap();
+    admin_url.replace("dbname=postgres", &format!("dbname={name}"))
+}
+
+/// A plain client for looking into a PostgreSQL store's tables from a test.
+pub type PgClient = ::postgres::Client;
+
+/// Connects to `url` without TLS (a test server's Unix socket).
+pub fn client(url: &str) -> PgClient {
+    ::postgres::Client::connect(url, ::postgres::NoTls).unwrap()
+}

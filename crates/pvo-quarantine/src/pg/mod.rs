@@ -171,7 +171,7 @@ fn add_counters(tx: &mut Transaction<'_>, qid: QuarantineId, count: i64, bytes: 
 fn add_totals(tx: &mut Transaction<'_>, count: i64, bytes: i64) -> Result<()> {
     // One statement, keys in a fixed order: two processes never lock them crosswise.
     tx.execute(
-        "UPDATE store_meta SET value = value + CASE key WHEN 'held_messages' THEN $1 ELSE $2 END
+        "UPDATE store_meta SET value = value + CASE key WHEN 'held_messages' THEN $1::BIGINT ELSE $2::BIGINT END
          WHERE key IN ('held_messages', 'held_bytes')",
         &[&count, &bytes],
     )?;
@@ -542,7 +542,11 @@ impl PgStore {
         validate_name(name)?;
         validate_settings(settings)?;
         self.write(|tx| {
-            // Unique on lower(name): of two managers creating one name, one wins.
+            // Looked up first so a refused name consumes no id (as with SQLite); the
+            // unique index on lower(name) still decides between two managers at once.
+            if let Ok(existing) = find_quarantine(tx, name) {
+                return Err(QuarantineError::QuarantineExists(existing.name));
+            }
             let n = tx.execute(
                 "INSERT INTO quarantines (name, builtin, retention_secs, default_action, exempt,
                                           early_release, access, created_at)

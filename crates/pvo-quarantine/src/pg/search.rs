@@ -262,7 +262,7 @@ fn count(c: &mut impl GenericClient, q: &SearchQuery, b: &Built) -> Result<(u64,
     match q.max_count {
         Some(cap) => {
             let sql = format!(
-                "SELECT count(*) FROM (SELECT 1 FROM {fw} LIMIT {})",
+                "SELECT count(*) FROM (SELECT 1 FROM {fw} LIMIT {}) AS capped",
                 i(cap).saturating_add(1)
             );
             let n = u(c.query_one(&sql, &b.refs())?.get(0));
