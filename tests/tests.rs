@@ -35,4 +35,5 @@ mod e2e_web_admin;
 mod e2e_web_bulk;
 mod e2e_web_detail;
 mod in_process;
+mod quarantine_pg;
 mod support;

@@ -90,7 +90,7 @@ fn store_err(e: QuarantineError) -> CommandError {
         | E::NotInQuarantine { .. }
         | E::BodyGone(_) => ErrorKind::NotFound,
         E::AlreadyInQuarantine { .. } | E::QuarantineExists(_) => ErrorKind::Conflict,
-        E::SchemaTooNew { .. } | E::Db(_) | E::Corrupt(_) => ErrorKind::Unavailable,
+        E::SchemaTooNew { .. } | E::Db(_) | E::Pg(_) | E::Corrupt(_) => ErrorKind::Unavailable,
         E::BuiltinQuarantine(_) | E::Invalid(_) | E::Filter(_) => ErrorKind::Invalid,
     };
     CommandError::new(kind, e.to_string())

@@ -14,6 +14,9 @@ pub enum QuarantineError {
     /// The database reported an error (including a failed fsync or a full disk).
     #[error("quarantine database error: {0}")]
     Db(#[from] rusqlite::Error),
+    /// The PostgreSQL backend reported an error (connection lost, disk full, ...).
+    #[error("quarantine database error: {0}")]
+    Pg(#[from] postgres::Error),
     /// A value stored in the database does not decode (hand-edited or damaged database).
     #[error("corrupt quarantine database: {0}")]
     Corrupt(String),
@@ -54,17 +57,22 @@ impl QuarantineError {
     /// True for errors of the storage rather than of the request: the caller should retry
     /// later (answer 4xx to a transfer) and log the cause.
     pub fn is_temporary(&self) -> bool {
-        matches!(self, QuarantineError::Db(_) | QuarantineError::Corrupt(_))
+        matches!(
+            self,
+            QuarantineError::Db(_) | QuarantineError::Pg(_) | QuarantineError::Corrupt(_)
+        )
     }
 
     /// True when the disk (or the filesystem quota) is full: a CPQ transfer answers 452
     /// rather than 451, as the spool does.
     pub fn is_no_space(&self) -> bool {
-        matches!(
-            self,
-            QuarantineError::Db(rusqlite::Error::SqliteFailure(e, _))
-                if e.code == rusqlite::ErrorCode::DiskFull
-        )
+        match self {
+            QuarantineError::Db(rusqlite::Error::SqliteFailure(e, _)) => {
+                e.code == rusqlite::ErrorCode::DiskFull
+            }
+            QuarantineError::Pg(e) => e.code() == Some(&postgres::error::SqlState::DISK_FULL),
+            _ => false,
+        }
     }
 }
 

@@ -23,7 +23,11 @@
 //!
 //! # Using it
 //!
-//! - [`Store::open_sqlite`] opens or creates the database and migrates it.
+//! - [`Store::open_sqlite`] opens or creates the database and migrates it;
+//!   [`Store::open_postgres`] / [`Store::open_postgres_tls`] do the same on PostgreSQL
+//!   (schema `pvo_quarantine`), which several managers may share: every write is one
+//!   transaction decided by the database (see the `pg` module's docs), so two processes
+//!   storing one transfer store it once and two releasing one message deliver it once.
 //! - [`Store::quarantine`] / [`Store::quarantine_many`] store messages (durable on return,
 //!   idempotent per transfer id); log [`logline::quarantined`] for each `held_in` entry of a
 //!   result whose `created` is true.
@@ -51,7 +55,9 @@
 //!
 //! - `model`: plain data types; `semantics`: the rules, pure functions over one message;
 //! - `store`: [`Store`], the backend-independent operations; `sqlite`: the embedded backend
-//!   (schema and migrations, durability, search SQL);
+//!   (schema and migrations, durability, search SQL); `pg`: the PostgreSQL backend (the
+//!   same primitives; migrations under an advisory lock, deduplicated bodies);
+//! - `testkit` (feature `testkit`): the store tests, run on every backend;
 //! - `search`: query types; `rewrite`: early-release rewriting; `logline`: log texts;
 //!   `table`: the `quarantineconfig` list.
 #![forbid(unsafe_code)]
@@ -59,6 +65,7 @@
 mod error;
 pub mod logline;
 mod model;
+mod pg;
 mod rewrite;
 mod search;
 mod semantics;
@@ -68,6 +75,8 @@ mod table;
 
 #[cfg(test)]
 mod migrate_tests;
+#[cfg(any(test, feature = "testkit"))]
+pub mod testkit;
 #[cfg(test)]
 mod tests;
 
@@ -79,6 +88,7 @@ pub use model::{
     Quarantine, QuarantineDeleted, QuarantineId, QuarantineSettings, QuarantineUsage, Reason,
     ReasonKind, Scope, Usage, XHeader,
 };
+pub use pg::{PgStore, PG_SCHEMA_VERSION};
 pub use rewrite::{apply_early_release, MAX_DEPTH};
 pub use search::{
     AddrMatch, FilterError, HitMembership, OrderBy, SearchHit, SearchPage, SearchQuery,

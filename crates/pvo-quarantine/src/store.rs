@@ -3,9 +3,9 @@
 //! A backend provides a small primitive set — quarantine CRUD, insert, `transition` (load a
 //! message's record, run `semantics::plan`, write the plan, in one transaction), reads,
 //! search, and candidate lists for expiry, free-up-space and manage-by-rule. Everything
-//! built from those (actions, bulk, sweep, free-up-space) lives here once. A PostgreSQL
-//! backend becomes a second variant behind a `postgres` feature that implements the same
-//! primitives; no caller changes.
+//! built from those (actions, bulk, sweep, free-up-space) lives here once. Two backends
+//! implement them: `sqlite` (embedded, the default) and `pg` (PostgreSQL, shareable by
+//! several managers); callers never see which.
 
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
@@ -16,6 +16,7 @@ use crate::model::{
     NewMessage, PendingDelivery, Quarantine, QuarantineDeleted, QuarantineId, QuarantineSettings,
     Scope, Usage,
 };
+use crate::pg::PgStore;
 use crate::search::{SearchPage, SearchQuery};
 use crate::semantics::{Op, Sel};
 use crate::sqlite::{SqliteStore, BATCH};
@@ -23,8 +24,10 @@ use crate::table::render_quarantine_table;
 
 /// The quarantine store. `Send + Sync`: share one in an `Arc`; every method blocks.
 pub enum Store {
-    /// The embedded SQLite database (the default; the only backend so far).
+    /// The embedded SQLite database (the default).
     Sqlite(SqliteStore),
+    /// A PostgreSQL database, which several managers may share.
+    Postgres(PgStore),
 }
 
 /// Per-message results of a bulk action: a request error for one message (not in that
@@ -35,6 +38,7 @@ macro_rules! backend {
     ($self:ident, $b:ident => $e:expr) => {
         match $self {
             Store::Sqlite($b) => $e,
+            Store::Postgres($b) => $e,
         }
     };
 }
@@ -43,6 +47,24 @@ impl Store {
     /// Opens (or creates) the embedded store at `path` and applies pending migrations.
     pub fn open_sqlite(path: &Path, now: u64) -> Result<Store> {
         Ok(Store::Sqlite(SqliteStore::open(path, now)?))
+    }
+
+    /// Connects to the PostgreSQL database of `url` without TLS — only a Unix socket or a
+    /// loopback address is accepted — and applies pending migrations (once, whoever else
+    /// starts at the same time). For a remote database use [`Store::open_postgres_tls`].
+    pub fn open_postgres(url: &str, now: u64) -> Result<Store> {
+        Ok(Store::Postgres(PgStore::open_local(url, now)?))
+    }
+
+    /// [`Store::open_postgres`] with a TLS connector (the node's rustls one).
+    pub fn open_postgres_tls<T>(url: &str, tls: T, now: u64) -> Result<Store>
+    where
+        T: postgres::tls::MakeTlsConnect<postgres::Socket> + Clone + Send + Sync + 'static,
+        T::TlsConnect: Send,
+        T::Stream: Send + Sync,
+        <T::TlsConnect as postgres::tls::TlsConnect<postgres::Socket>>::Future: Send,
+    {
+        Ok(Store::Postgres(PgStore::open(url, tls, now)?))
     }
 
     /// The schema version of the open database.

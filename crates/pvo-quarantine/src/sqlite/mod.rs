@@ -79,7 +79,7 @@ pub(crate) fn json<T: Serialize>(v: &T) -> Result<String> {
     serde_json::to_string(v).map_err(|e| QuarantineError::Corrupt(e.to_string()))
 }
 
-fn from_json<T: DeserializeOwned>(s: &str, what: &str) -> Result<T> {
+pub(crate) fn from_json<T: DeserializeOwned>(s: &str, what: &str) -> Result<T> {
     serde_json::from_str(s).map_err(|e| QuarantineError::Corrupt(format!("{what}: {e}")))
 }
 
@@ -125,7 +125,7 @@ impl Drop for Reader<'_> {
     }
 }
 
-fn default_action_parse(s: &str) -> Result<DefaultAction> {
+pub(crate) fn default_action_parse(s: &str) -> Result<DefaultAction> {
     match s {
         "Delete" => Ok(DefaultAction::Delete),
         "Release" => Ok(DefaultAction::Release),
@@ -135,31 +135,31 @@ fn default_action_parse(s: &str) -> Result<DefaultAction> {
     }
 }
 
-fn reason_parse(kind: &str, name: String) -> Result<Reason> {
+pub(crate) fn reason_parse(kind: &str, name: String) -> Result<Reason> {
     let kind = ReasonKind::parse(kind)
         .ok_or_else(|| QuarantineError::Corrupt(format!("reason kind {kind:?}")))?;
     Ok(Reason { kind, name })
 }
 
-fn message_state(code: i64) -> Result<MessageState> {
+pub(crate) fn message_state(code: i64) -> Result<MessageState> {
     MessageState::from_code(code)
         .ok_or_else(|| QuarantineError::Corrupt(format!("message state {code}")))
 }
 
-fn membership_state(code: i64) -> Result<MembershipState> {
+pub(crate) fn membership_state(code: i64) -> Result<MembershipState> {
     MembershipState::from_code(code)
         .ok_or_else(|| QuarantineError::Corrupt(format!("membership state {code}")))
 }
 
 /// Lowercased domain of an address (after the last `@`), empty without one.
-fn domain_of(addr: &str) -> String {
+pub(crate) fn domain_of(addr: &str) -> String {
     addr.rsplit_once('@')
         .map(|(_, d)| d.to_lowercase())
         .unwrap_or_default()
 }
 
 /// A quarantine name: what the log lines and the CLI can show without quoting problems.
-fn validate_name(name: &str) -> Result<()> {
+pub(crate) fn validate_name(name: &str) -> Result<()> {
     let ok = !name.trim().is_empty()
         && name == name.trim()
         && name.chars().count() <= 64
@@ -174,7 +174,7 @@ fn validate_name(name: &str) -> Result<()> {
     }
 }
 
-fn validate_settings(s: &QuarantineSettings) -> Result<()> {
+pub(crate) fn validate_settings(s: &QuarantineSettings) -> Result<()> {
     if s.retention_secs < 60 {
         return Err(QuarantineError::Invalid(
             "retention must be at least one minute".into(),
@@ -211,7 +211,7 @@ fn validate_settings(s: &QuarantineSettings) -> Result<()> {
 }
 
 /// Checks what the database cannot: a key, at least one quarantine.
-fn validate_new(m: &NewMessage) -> Result<()> {
+pub(crate) fn validate_new(m: &NewMessage) -> Result<()> {
     if m.idempotency_key.is_empty() {
         return Err(QuarantineError::Invalid("empty idempotency key".into()));
     }

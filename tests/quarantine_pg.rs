@@ -1,0 +1,224 @@
+//! The quarantine store on PostgreSQL: every backend-independent store test of
+//! `pvo_quarantine::testkit` (the same list the crate's SQLite unit tests run), each on a
+//! database of its own on one private server, and the tests only PostgreSQL needs: two
+//! managers migrating one database at once, and two stores on one database releasing the
+//! same messages at once.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Barrier};
+
+use pvo_quarantine::testkit::{self, hold, msg, put, Env, T0};
+use pvo_quarantine::{
+    Action, Actor, Outcome, QuarantineError, Scope, SearchQuery, Store, PG_SCHEMA_VERSION,
+};
+
+use crate::support::Postgres;
+
+/// One test's database on the shared server; `fresh` makes further ones.
+struct Pg<'a> {
+    pg: &'a Postgres,
+    name: String,
+    url: String,
+    more: AtomicUsize,
+}
+
+impl<'a> Pg<'a> {
+    fn new(pg: &'a Postgres, name: &str) -> Pg<'a> {
+        Pg {
+            pg,
+            name: name.to_string(),
+            url: testkit::create_database(&pg.url(), name),
+            more: AtomicUsize::new(0),
+        }
+    }
+}
+
+impl Env for Pg<'_> {
+    fn open(&self, now: u64) -> Store {
+        Store::open_postgres(&self.url, now).unwrap()
+    }
+
+    fn fresh(&self, now: u64) -> Store {
+        let n = self.more.fetch_add(1, Ordering::Relaxed);
+        let url = testkit::create_database(&self.pg.url(), &format!("{}_{n}", self.name));
+        Store::open_postgres(&url, now).unwrap()
+    }
+}
+
+/// Runs every listed test in turn (one server start for all of them), each in a database
+/// of its own, and fails naming every test that failed.
+macro_rules! on_postgres {
+    ($($name:ident),* $(,)?) => {
+        #[test]
+        fn every_store_test_on_postgres() {
+            let pg = Postgres::start();
+            let mut failed: Vec<&str> = Vec::new();
+            $(
+                let env = Pg::new(&pg, stringify!($name));
+                if std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    testkit::$name(&env)
+                }))
+                .is_err()
+                {
+                    failed.push(stringify!($name));
+                }
+            )*
+            assert!(failed.is_empty(), "failed on PostgreSQL: {failed:?}");
+        }
+    };
+}
+
+pvo_quarantine::for_each_store_test!(on_postgres);
+
+#[test]
+fn two_managers_starting_together_migrate_once() {
+    let pg = Postgres::start();
+    let url = testkit::create_database(&pg.url(), "q");
+    let barrier = Arc::new(Barrier::new(4));
+    let handles: Vec<_> = (0..4)
+        .map(|_| {
+            let (url, barrier) = (url.clone(), barrier.clone());
+            std::thread::spawn(move || {
+                barrier.wait();
+                Store::open_postgres(&url, T0).unwrap()
+            })
+        })
+        .collect();
+    let stores: Vec<Store> = handles.into_iter().map(|h| h.join().unwrap()).collect();
+    for s in &stores {
+        assert_eq!(s.schema_version().unwrap(), PG_SCHEMA_VERSION);
+    }
+    // Built-ins seeded once: four quarantines, not sixteen.
+    assert_eq!(stores[0].quarantines().unwrap().len(), 4);
+    // What one writes, the others see.
+    let id = put(&stores[1], "k", vec![hold("Policy")]);
+    assert_eq!(stores[2].message_by_key("k").unwrap(), Some(id));
+}
+
+#[test]
+fn two_stores_releasing_the_same_messages_deliver_each_once() {
+    let pg = Postgres::start();
+    let url = testkit::create_database(&pg.url(), "q");
+    let a = Arc::new(Store::open_postgres(&url, T0).unwrap());
+    let b = Arc::new(Store::open_postgres(&url, T0).unwrap());
+    let ids: Vec<u64> = (0..30)
+        .map(|n| put(&a, &format!("k{n}"), vec![hold("Policy"), hold("Virus")]))
+        .collect();
+    let barrier = Arc::new(Barrier::new(2));
+    let handles: Vec<_> = [a.clone(), b.clone()]
+        .into_iter()
+        .enumerate()
+        .map(|(t, s)| {
+            let (ids, barrier) = (ids.clone(), barrier.clone());
+            std::thread::spawn(move || {
+                barrier.wait();
+                // Whole batches in opposite orders: the row locks must not deadlock.
+                let mut ids = ids;
+                if t == 1 {
+                    ids.reverse();
+                }
+                let r = s
+                    .bulk(
+                        &ids,
+                        &Scope::All,
+                        &Action::Release,
+                        &Actor::manual(format!("admin{t}")),
+                        T0,
+                    )
+                    .unwrap();
+                r.into_iter()
+                    .filter(|(_, r)| matches!(r.as_ref().unwrap().outcome, Outcome::Deliver { .. }))
+                    .map(|(id, _)| id)
+                    .collect::<Vec<_>>()
+            })
+        })
+        .collect();
+    let mut delivered: Vec<u64> = handles
+        .into_iter()
+        .flat_map(|h| h.join().unwrap())
+        .collect();
+    delivered.sort_unstable();
+    assert_eq!(delivered, ids, "each message delivered exactly once");
+    let u = b.usage().unwrap();
+    assert_eq!((u.total_messages, u.total_bytes), (0, 0));
+}
+
+#[test]
+fn one_transfer_stored_once_by_two_stores_at_once() {
+    let pg = Postgres::start();
+    let url = testkit::create_database(&pg.url(), "q");
+    let stores: Vec<Arc<Store>> = (0..2)
+        .map(|_| Arc::new(Store::open_postgres(&url, T0).unwrap()))
+        .collect();
+    let barrier = Arc::new(Barrier::new(2));
+    let handles: Vec<_> = stores
+        .iter()
+        .cloned()
+        .map(|s| {
+            let barrier = barrier.clone();
+            std::thread::spawn(move || {
+                barrier.wait();
+                (0..20)
+                    .map(|n| {
+                        s.quarantine(&msg(&format!("t{n}"), vec![hold("Policy")]), T0)
+                            .unwrap()
+                            .created
+                    })
+                    .filter(|c| *c)
+                    .count()
+            })
+        })
+        .collect();
+    let created: usize = handles.into_iter().map(|h| h.join().unwrap()).sum();
+    assert_eq!(created, 20);
+    let u = stores[0].usage().unwrap();
+    assert_eq!(u.total_messages, 20);
+    assert_eq!(u.total_bytes, 20 * testkit::RAW.len() as u64);
+}
+
+#[test]
+fn identical_bytes_are_stored_once_and_go_with_the_last_message() {
+    let pg = Postgres::start();
+    let env = Pg::new(&pg, "q");
+    let s = env.open(T0);
+    let a = put(&s, "a", vec![hold("Policy")]);
+    let b = put(&s, "b", vec![hold("Policy")]);
+    let bodies = |url: &str| -> i64 {
+        let mut c = postgres_client(url);
+        c.query_one("SELECT count(*) FROM pvo_quarantine.bodies", &[])
+            .unwrap()
+            .get(0)
+    };
+    assert_eq!(bodies(&env.url), 1, "one copy of identical bytes");
+    s.delete(a, "Policy", "x", T0).unwrap();
+    assert!(matches!(s.raw(a), Err(QuarantineError::BodyGone(_))));
+    assert_eq!(s.raw(b).unwrap(), testkit::RAW, "still referenced by b");
+    assert_eq!(bodies(&env.url), 1);
+    s.delete(b, "Policy", "x", T0).unwrap();
+    assert_eq!(bodies(&env.url), 0, "gone with the last reference");
+}
+
+#[test]
+fn a_nul_in_headers_is_stored_not_refused() {
+    // The sender controls the subject: a NUL (which PostgreSQL text cannot hold) must not
+    // make the transfer fail forever.
+    let pg = Postgres::start();
+    let env = Pg::new(&pg, "q");
+    let s = env.open(T0);
+    let mut m = msg("nul", vec![hold("Policy")]);
+    m.subject = "pay\0now".into();
+    m.recipients = vec!["x\0@example.org".into()];
+    let id = s.quarantine(&m, T0).unwrap().msg_id;
+    assert_eq!(s.message(id).unwrap().subject, "pay\u{FFFD}now");
+    let hits = s
+        .search(&SearchQuery {
+            subject: Some("now".into()),
+            ..Default::default()
+        })
+        .unwrap();
+    assert_eq!(hits.total, 1);
+}
+
+fn postgres_client(url: &str) -> pvo_quarantine::testkit::PgClient {
+    pvo_quarantine::testkit::client(url)
+}
