@@ -245,10 +245,15 @@ impl Node {
             (crate::core::config::Role::Manager, Some(c)) => c.quota,
             _ => config.scanning.quarantine_quota,
         };
-        let local_quarantine = crate::core::scanning::quarantine_store::LocalQuarantine::open(
-            &config.data_dir.join("quarantine"),
-            quota,
-        )?;
+        let local_quarantine = match &config.store {
+            None => crate::core::scanning::quarantine_store::LocalQuarantine::open(
+                &config.data_dir.join("quarantine"),
+                quota,
+            )?,
+            Some(s) => crate::core::scanning::quarantine_store::LocalQuarantine::with_store(
+                open_postgres_store(s, quota)?,
+            ),
+        };
         let cpq_tls = crate::net::cpq_certs::load_tls(&config)?.map(Arc::new);
         let cpq = crate::core::cpq::State {
             endpoints: crate::core::cpq::endpoints::Endpoints::load(
@@ -569,4 +574,33 @@ impl Node {
             .emit(crate::core::events::Event::ShuttingDown);
         self.shared.mail.log.flush();
     }
+}
+
+/// A manager's central store on PostgreSQL (`[store]`): over TLS checked against `ca`
+/// when it names one, else as is (a Unix socket or loopback; the store refuses anything
+/// else in clear). Opened on a thread of its own: the blocking `postgres` client may not
+/// run on the runtime.
+fn open_postgres_store(
+    s: &crate::core::config::StoreConfig,
+    quota: Option<u64>,
+) -> anyhow::Result<pvo_quarantine::Store> {
+    use anyhow::Context;
+    let (url, ca) = (s.url.clone(), s.ca.clone());
+    let shown = crate::core::cluster::sync::describe(&url);
+    std::thread::spawn(move || {
+        let now = crate::core::clock::unix_now();
+        let store = match ca {
+            Some(ca) => {
+                let tls = crate::adapters::cluster_db::tls_connector(&ca)
+                    .map_err(|e| anyhow::anyhow!("{e}"))?;
+                pvo_quarantine::Store::open_postgres_tls(&url, tls, now)?
+            }
+            None => pvo_quarantine::Store::open_postgres(&url, now)?,
+        };
+        store.set_quota(quota)?;
+        anyhow::Ok(store)
+    })
+    .join()
+    .map_err(|_| anyhow::anyhow!("opening the central store panicked"))?
+    .with_context(|| format!("opening the central store on PostgreSQL ({shown}) from [store] url"))
 }

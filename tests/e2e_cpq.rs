@@ -2205,3 +2205,68 @@ fn a_full_store_disk_is_named_by_diagnose_and_the_gateway_keeps_the_transfer() {
     assert_eq!(component(&manager, "central store writer")["passed"], true);
     assert_eq!(held(&manager, &["--subject", "full"]).len(), 1);
 }
+
+// ---------------------------------------------------------------------------------------
+// The central store on PostgreSQL
+// ---------------------------------------------------------------------------------------
+
+/// A manager with `[store] url` keeps the central quarantines in PostgreSQL: a transfer
+/// is stored there (once, however often the gateway retries), searched, released back to
+/// the originating gateway and delivered; the store survives a restart of the manager,
+/// and a gateway refuses the section.
+#[test]
+fn a_manager_on_postgresql_stores_searches_and_releases() {
+    let pg = crate::support::Postgres::start();
+    let url = pg.url();
+    let d = Deployment::start_with(
+        &[("gw1", GW1_IP)],
+        &format!("\n[store]\nurl = \"{url}\"\n"),
+        "",
+    );
+    let gw = &d.gateways[0];
+    assert!(!d
+        .manager
+        .data_dir()
+        .join("quarantine/quarantine.db")
+        .exists());
+    let subject = format!("{TAG} on postgresql");
+    let mid = send(&gw.node, "alice@example.org", "bob@example.com", &subject);
+    let k = check_transfer(&d, gw, mid, "alice@example.org");
+    let hits = held(&d.manager, &["--gateway", "gw1"]);
+    assert_eq!(hits.len(), 1, "{hits:#?}");
+    assert_eq!(hits[0]["mid"], k, "{hits:#?}");
+    assert_eq!(hits[0]["subject"], subject.as_str(), "{hits:#?}");
+    // The rows are PostgreSQL's.
+    let rows = crate::support::rt().block_on(async {
+        let (c, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+            .await
+            .unwrap();
+        tokio::spawn(conn);
+        c.query_one("SELECT count(*) FROM pvo_quarantine.messages", &[])
+            .await
+            .map(|r| r.get::<_, i64>(0))
+    });
+    assert_eq!(rows.ok(), Some(1), "the message is not in PostgreSQL");
+
+    text(&d.manager, &["quarantine", "release", &k.to_string()]);
+    let got = gw.sink.wait_for_messages(1, DELIVERY);
+    assert!(got[0].text().contains("on postgresql"), "{}", got[0].text());
+    assert_eq!(held(&d.manager, &[]).len(), 0);
+
+    // A gateway has no central store.
+    let bad = GatewayToml::new(&gw.sink)
+        .extra(&format!("[store]\nurl = \"{url}\"\n"))
+        .build();
+    let dir = NodeDir::new(&bad);
+    let (ok, out, err) = run_with_timeout(
+        Command::new(pvo_bin())
+            .args(["gateway", "run", "--config"])
+            .arg(dir.config_path()),
+        COMMAND,
+    );
+    assert!(!ok.success(), "{out}{err}");
+    assert!(
+        format!("{out}{err}").contains("[store] on a manager only"),
+        "{out}{err}"
+    );
+}

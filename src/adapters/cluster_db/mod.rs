@@ -1178,6 +1178,12 @@ impl Connector for Postgres {
     }
 }
 
+/// The TLS connector for a PostgreSQL whose certificate the CA in the PEM file `ca`
+/// signed: the cluster's store, and a manager's central store (`[store] ca`).
+pub fn tls_connector(ca: &std::path::Path) -> Result<MakeRustlsConnect, DbError> {
+    Ok(MakeRustlsConnect::new((*client_config(ca)?).clone()))
+}
+
 /// A TLS client configuration that trusts only the CA certificates in the PEM file `path`.
 fn client_config(path: &std::path::Path) -> Result<Arc<rustls::ClientConfig>, DbError> {
     use rustls::pki_types::pem::PemObject;

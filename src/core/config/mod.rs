@@ -30,6 +30,7 @@ mod routes;
 mod scanning;
 mod section;
 mod servers;
+mod store;
 mod tls;
 
 use std::collections::BTreeMap;
@@ -55,6 +56,7 @@ pub use crate::core::config::routes::{parse_host_port, RouteTarget, SmtpRoute};
 pub use crate::core::config::scanning::{Antivirus, ClamdAddr, Direction, MailPolicy, ScanConfig};
 pub use crate::core::config::section::{ConfigError, Ctx, Layer, Level, Section};
 pub use crate::core::config::servers::{Ssh, Web};
+pub use crate::core::config::store::StoreConfig;
 pub use crate::core::config::tls::{
     cipher_suite_names, effective_suites, suite_name, suite_version, why_unavailable, TlsInbound,
     TlsMode, TlsOutbound, TlsVersion,
@@ -94,6 +96,8 @@ pub struct Config {
     pub web: Option<Web>,
     /// This machine's membership of a cluster (`[cluster]`); `None`: a machine alone.
     pub cluster: Option<Membership>,
+    /// A manager's central store on PostgreSQL (`[store]`); `None`: the embedded one.
+    pub store: Option<StoreConfig>,
     /// The layer each section set by some layer came from (see [`Config::origin`]).
     /// Not part of the configuration's JSON, which says what is in force.
     #[serde(skip)]
@@ -125,6 +129,7 @@ struct RawFile {
     ssh: Option<servers::Raw>,
     web: Option<servers::Raw>,
     cluster: Option<cluster::Raw>,
+    store: Option<store::Raw>,
 }
 
 /// The parsed files of a configuration, most specific (the machine's) first.
@@ -262,6 +267,7 @@ impl Config {
         let node = set.section::<Node>(|f| f.node.take(), ())?;
         let interfaces = set.section::<Vec<Interface>>(|f| f.interface.take(), &node.hostname)?;
         let cluster = set.section::<Option<Membership>>(|f| f.cluster.take(), &node.hostname)?;
+        let store = set.section::<Option<StoreConfig>>(|f| f.store.take(), node.role)?;
         let mut policies = set.section::<Vec<Policy>>(|f| f.policy.take(), ())?;
         let mut listeners = set.section::<Vec<Listener>>(
             |f| f.listener.take(),
@@ -356,6 +362,7 @@ impl Config {
             ssh,
             web,
             cluster,
+            store,
             origins: set.origins,
         })
     }

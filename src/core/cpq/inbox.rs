@@ -7,7 +7,9 @@ use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use pvo_quarantine::{Inserted, NewMessage, Store};
+use pvo_quarantine::{Inserted, NewMessage};
+
+use crate::core::scanning::quarantine_store::SharedStore;
 use tokio::sync::oneshot;
 
 /// Most messages committed in one transaction.
@@ -61,7 +63,7 @@ pub struct Inbox {
 }
 
 impl Inbox {
-    pub fn start(store: Arc<Store>) -> Inbox {
+    pub fn start(store: Arc<SharedStore>) -> Inbox {
         let (tx, rx) = mpsc::channel::<Job>();
         let state = Arc::new(Mutex::new(WriterState::default()));
         let seen = state.clone();
