@@ -614,8 +614,13 @@ fn layers_json(v: &View) -> Json {
 
 /// The address this machine is known by in the cluster: `--address`, or its first
 /// interface's.
-fn address_of(shared: &Handles, given: &Option<String>) -> String {
-    match given.as_deref().map(str::trim).filter(|a| !a.is_empty()) {
+/// An argument given with something in it, trimmed.
+fn given(arg: &Option<String>) -> Option<&str> {
+    arg.as_deref().map(str::trim).filter(|a| !a.is_empty())
+}
+
+fn address_of(shared: &Handles, address: &Option<String>) -> String {
+    match given(address) {
         Some(a) => a.to_string(),
         None => shared
             .config
@@ -978,12 +983,7 @@ fn jointoken_list(shared: &Handles) -> Response {
 
 /// `clusterconfig jointoken revoke HASHPREFIX`.
 fn jointoken_revoke(shared: &Handles, req: &Request, args: &ClusterArgs) -> Response {
-    let Some(prefix) = args
-        .hash
-        .as_deref()
-        .map(str::trim)
-        .filter(|p| !p.is_empty())
-    else {
+    let Some(prefix) = given(&args.hash) else {
         return Response::error(
             "clusterconfig jointoken revoke: give the beginning of the token's hash (`clusterconfig jointoken list`)",
         );
@@ -1931,12 +1931,7 @@ fn hold(shared: &Handles, req: &Request, args: &ClusterArgs) -> Response {
 /// `copysettings`, `movesettings`, `deletesettings`: the "Centralized Management" page's
 /// moves of whole sections between levels, pending until `commit`.
 fn settings(shared: &Handles, req: &Request, args: &ClusterArgs) -> Response {
-    let Some(section) = args
-        .section
-        .as_deref()
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
-    else {
+    let Some(section) = given(&args.section) else {
         return Response::error(
             "clusterconfig: name the section (listener, content_filter, tls, ...)",
         );
