@@ -141,7 +141,11 @@ impl NodeControl for Wiring {
         Ok(())
     }
 
-    fn check_gateway_material(&self, dir: &std::path::Path, pinned: Option<Vec<u8>>) -> Result<()> {
+    fn check_gateway_material(
+        &self,
+        dir: &std::path::Path,
+        pinned: Option<Vec<Vec<u8>>>,
+    ) -> Result<()> {
         crate::net::cpq_certs::check_gateway_material(dir, pinned)
     }
 }
@@ -250,9 +254,16 @@ impl Node {
                 &config.data_dir.join("quarantine"),
                 quota,
             )?,
-            Some(s) => crate::core::scanning::quarantine_store::LocalQuarantine::with_store(
-                open_postgres_store(s, quota)?,
-            ),
+            Some(s) => {
+                // The managers of one store number their messages in ranges of their own.
+                let node_id = config
+                    .cpq
+                    .as_ref()
+                    .map_or(config.hostname.clone(), |c| c.node_id.clone());
+                let (store, floor) = open_postgres_store(s, quota, node_id)?;
+                ids.raise_floor(crate::core::ids::Kind::Mid, floor);
+                crate::core::scanning::quarantine_store::LocalQuarantine::with_store(store)
+            }
         };
         let cpq_tls = crate::net::cpq_certs::load_tls(&config)?.map(Arc::new);
         let cpq = crate::core::cpq::State {
@@ -583,7 +594,8 @@ impl Node {
 fn open_postgres_store(
     s: &crate::core::config::StoreConfig,
     quota: Option<u64>,
-) -> anyhow::Result<pvo_quarantine::Store> {
+    node_id: String,
+) -> anyhow::Result<(pvo_quarantine::Store, u64)> {
     use anyhow::Context;
     let (url, ca) = (s.url.clone(), s.ca.clone());
     let shown = crate::core::cluster::sync::describe(&url);
@@ -598,7 +610,10 @@ fn open_postgres_store(
             None => pvo_quarantine::Store::open_postgres(&url, now)?,
         };
         store.set_quota(quota)?;
-        anyhow::Ok(store)
+        let floor = store
+            .mid_floor(&node_id, now)
+            .context("registering this manager among the managers of the store")?;
+        anyhow::Ok((store, floor))
     })
     .join()
     .map_err(|_| anyhow::anyhow!("opening the central store panicked"))?

@@ -222,3 +222,103 @@ fn a_nul_in_headers_is_stored_not_refused() {
 fn postgres_client(url: &str) -> pvo_quarantine::testkit::PgClient {
     pvo_quarantine::testkit::client(url)
 }
+
+#[test]
+fn managers_of_one_database_share_a_deployment_and_one_leader() {
+    let pg = Postgres::start();
+    let url = testkit::create_database(&pg.url(), "q");
+    let a = Store::open_postgres(&url, T0).unwrap();
+    let b = Store::open_postgres(&url, T0).unwrap();
+    let id = a.deployment_id().unwrap().expect("a deployment id");
+    assert!(id.starts_with("pvo-") && id.len() == 20, "{id}");
+    assert_eq!(b.deployment_id().unwrap().as_deref(), Some(id.as_str()));
+    // Each manager numbers its messages in a range of its own, the same one every start.
+    let span = pvo_quarantine::MID_SPAN;
+    assert_eq!(a.mid_floor("m1", T0).unwrap(), span);
+    assert_eq!(b.mid_floor("m2", T0).unwrap(), 2 * span);
+    assert_eq!(b.mid_floor("m1", T0 + 9).unwrap(), span);
+    // One leader at a time, asked for as often as anyone likes.
+    assert!(a.try_lead().unwrap());
+    assert!(!b.try_lead().unwrap());
+    assert!(a.try_lead().unwrap(), "the leader keeps the lock");
+    assert!(!b.try_lead().unwrap());
+    // The leader's process ends: the other takes over.
+    drop(a);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while !b.try_lead().unwrap() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the lock was never let go"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    // A leader whose connection breaks (the database restarted, its backend killed) loses
+    // the lock; it asks again on its next call.
+    let c = Store::open_postgres(&url, T0).unwrap();
+    assert!(!c.try_lead().unwrap());
+    let mut admin = postgres_client(&url);
+    admin
+        .execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_locks
+             WHERE locktype = 'advisory' AND granted AND objid = $1::bigint::oid",
+            &[&0x7076_6f6ci64],
+        )
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let (b_leads, c_leads) = (b.try_lead().unwrap(), c.try_lead().unwrap());
+        assert!(!(b_leads && c_leads), "two leaders");
+        if c_leads || b_leads {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "nobody leads");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn two_managers_claim_each_interrupted_release_once() {
+    let pg = Postgres::start();
+    let url = testkit::create_database(&pg.url(), "q");
+    let a = Arc::new(Store::open_postgres(&url, T0).unwrap());
+    let b = Arc::new(Store::open_postgres(&url, T0).unwrap());
+    let mut ids: Vec<u64> = (0..1200)
+        .map(|n| put(&a, &format!("k{n}"), vec![hold("Policy")]))
+        .collect();
+    a.bulk(
+        &ids,
+        &Scope::All,
+        &Action::Release,
+        &Actor::manual("admin"),
+        T0,
+    )
+    .unwrap();
+    let barrier = Arc::new(Barrier::new(2));
+    let handles: Vec<_> = [a.clone(), b.clone()]
+        .into_iter()
+        .map(|s| {
+            let barrier = barrier.clone();
+            std::thread::spawn(move || {
+                barrier.wait();
+                let mut mine = Vec::new();
+                loop {
+                    let got = s.claim_stale_pending(T0 + 100, 60).unwrap();
+                    if got.is_empty() {
+                        return mine;
+                    }
+                    mine.extend(got.into_iter().map(|p| p.msg_id));
+                }
+            })
+        })
+        .collect();
+    let mut claimed: Vec<u64> = handles
+        .into_iter()
+        .flat_map(|h| h.join().unwrap())
+        .collect();
+    claimed.sort_unstable();
+    ids.sort_unstable();
+    assert_eq!(
+        claimed, ids,
+        "each interrupted release claimed by one manager"
+    );
+}

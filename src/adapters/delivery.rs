@@ -145,17 +145,20 @@ fn cpq_count(shared: &Deps, domain: &str, job: &Job, attempt: Attempt<'_>) {
     }
 }
 
-/// The CPQ peer of a job under `the.cpq.host` / `the.cpq.release.host`.
+/// The CPQ peers of a job under `the.cpq.host` (every manager of the deployment, in the
+/// configured order: a manager that cannot be reached is passed over for the next, and the
+/// first is tried again on every connection, so it takes the traffic back when it returns)
+/// / `the.cpq.release.host` (the one gateway the release is for).
 fn cpq_hop(
     shared: &Deps,
     cfg: &crate::core::config::Config,
     domain: &str,
     job: &Job,
-) -> Option<Result<(String, u16), String>> {
+) -> Option<Result<Vec<(String, u16)>, String>> {
     if domain == crate::core::config::CPQ_HOST {
-        return Some(match cfg.cpq.as_ref().and_then(|c| c.manager.clone()) {
-            Some(m) if cfg.cpq.as_ref().is_some_and(|c| c.central()) => Ok(m),
-            _ => Err("this gateway has no manager configured ([cpq] mode = \"central\" and manager = \"HOST:PORT\")".into()),
+        return Some(match cfg.cpq.as_ref().filter(|c| c.central()) {
+            Some(c) => Ok(c.managers.clone()),
+            None => Err("this gateway has no manager configured ([cpq] mode = \"central\" and manager = \"HOST:PORT\")".into()),
         });
     }
     if domain == crate::core::config::CPQ_RELEASE_HOST {
@@ -166,10 +169,10 @@ fn cpq_hop(
                 .and_then(|c| c.gateways.iter().find(|g| g.id == gw))
                 .map(|g| {
                     // What the gateway last said over SSH wins over the configuration.
-                    match shared.cpq.state.endpoints.get(gw) {
+                    vec![match shared.cpq.state.endpoints.get(gw) {
                         Some((ip, port)) => (ip.to_string(), port),
                         None => (g.address.to_string(), g.port),
-                    }
+                    }]
                 })
                 .ok_or_else(|| {
                     format!("gateway {gw} is not enrolled on this manager ([[cpq.gateway]])")
@@ -191,7 +194,7 @@ async fn run_connection(shared: &Deps, domain: &str, job: Job) -> Option<Job> {
         }
     };
     let target = match (&job.redirect, &cpq) {
-        (_, Some(hop)) => Some(RouteTarget::Hosts(vec![hop.clone()])),
+        (_, Some(hops)) => Some(RouteTarget::Hosts(hops.clone())),
         (Some((h, p)), None) => Some(RouteTarget::Hosts(vec![(h.clone(), *p)])),
         (None, None) => cfg.route(domain).map(|r| r.target.clone()),
     };
@@ -253,10 +256,18 @@ async fn run_connection(shared: &Deps, domain: &str, job: Job) -> Option<Job> {
     let helo = cfg.default_interface_hostname();
     drop(cfg);
 
+    let opened_tls_mode = tls_mode;
     let mut tls_mode = tls_mode;
+    // The hops not tried yet: a host that cannot be reached, or that answers its greeting,
+    // EHLO or STARTTLS with a temporary failure (a manager whose store is down says 421),
+    // is passed over for the next one, as Postfix does with the MX hosts of a domain.
+    let mut first = 0usize;
     let mut client = loop {
-        let (stream, addr, server_name) = match connect_any(shared, &hops, bind).await {
-            Ok(x) => x,
+        let (stream, addr, server_name) = match connect_any(shared, &hops[first..], bind).await {
+            Ok((i, stream, addr, name)) => {
+                first += i;
+                (stream, addr, name)
+            }
             Err(error) => {
                 // A gateway that moved its cpq_listener: ask it (over SSH) where to.
                 if let Some(gw) = release_gateway(&job) {
@@ -303,6 +314,12 @@ async fn run_connection(shared: &Deps, domain: &str, job: Job) -> Option<Job> {
                     .mail
                     .log
                     .emit(crate::core::events::Event::DeliveryClose { dcid });
+                if first + 1 < hops.len() {
+                    first += 1;
+                    tracing::debug!(dcid, "{e}; trying the next host");
+                    tls_mode = opened_tls_mode;
+                    continue;
+                }
                 shared.mail.queue.send(Event::ConnFailed { job, error: e });
                 return None;
             }
@@ -388,9 +405,9 @@ async fn connect_any(
     shared: &Deps,
     hops: &[(String, u16)],
     bind: Option<IpAddr>,
-) -> Result<(TcpStream, SocketAddr, String), String> {
+) -> Result<(usize, TcpStream, SocketAddr, String), String> {
     let mut last = String::from("no next hop");
-    for (host, port) in hops {
+    for (i, (host, port)) in hops.iter().enumerate() {
         let addrs = match shared.resolver.addresses(host).await {
             Ok(a) => a,
             Err(e) => {
@@ -401,7 +418,7 @@ async fn connect_any(
         for ip in addrs {
             let addr = SocketAddr::new(ip, *port);
             match connect(addr, bind).await {
-                Ok(s) => return Ok((s, addr, host.clone())),
+                Ok(s) => return Ok((i, s, addr, host.clone())),
                 Err(e) => last = format!("connection to {addr} failed: {e}"),
             }
         }
@@ -1166,18 +1183,19 @@ impl crate::core::state::ManagerLink for CpqLink {
 
 pub async fn cpq_control(shared: &Deps, lines: &[String]) -> Result<Vec<String>, String> {
     let cfg = shared.config.current();
-    let Some((c, (host, port))) = cfg
+    // Any manager of the deployment takes a control message (they share one store).
+    let managers = cfg
         .cpq
         .as_ref()
-        .and_then(|c| c.manager.clone().map(|m| (c, m)))
-    else {
+        .map(|c| c.managers.clone())
+        .unwrap_or_default();
+    if managers.is_empty() {
         return Err("no manager configured ([cpq] manager)".into());
-    };
-    let _ = c;
+    }
     let bind = cpq_bind(&cfg, true);
     let helo = cfg.default_interface_hostname();
     drop(cfg);
-    let (stream, addr, server_name) = connect_any(shared, &[(host, port)], bind).await?;
+    let (_, stream, addr, server_name) = connect_any(shared, &managers, bind).await?;
     let mut client = Client::connected(shared, stream, addr, true);
     let dcid = client.dcid;
     let started = client

@@ -58,13 +58,11 @@ pub async fn pvoconfig(
 fn mode_text(cfg: &Config) -> String {
     match &cfg.cpq {
         None => "local (no [cpq]: not set up for centralization)".into(),
-        Some(c) if c.central() => format!(
-            "centralized on the manager {}",
-            c.manager
-                .as_ref()
-                .map(|(h, p)| format!("{h}:{p}"))
-                .unwrap_or_default()
+        Some(c) if c.central() && c.managers.len() > 1 => format!(
+            "centralized on the managers {} (one deployment, tried in this order)",
+            c.managers_text()
         ),
+        Some(c) if c.central() => format!("centralized on the manager {}", c.managers_text()),
         Some(_) => "local".into(),
     }
 }
@@ -97,6 +95,15 @@ async fn status(shared: &Arc<Handles>) -> Response {
                 .as_ref()
                 .and_then(|c| c.manager.as_ref())
                 .map(|(h, p)| format!("{h}:{p}")));
+            data["managers"] = json!(cfg
+                .cpq
+                .as_ref()
+                .map(|c| c
+                    .managers
+                    .iter()
+                    .map(|(h, p)| format!("{h}:{p}"))
+                    .collect::<Vec<_>>())
+                .unwrap_or_default());
             data["queued_for_manager"] = json!(queued);
             let p = crate::core::cpq::migrate::progress(&(&**shared).into());
             if p.total > 0 || p.running {
@@ -184,20 +191,35 @@ async fn status(shared: &Arc<Handles>) -> Response {
 
 async fn enable(shared: &Arc<Handles>, req: &Request, args: &PvoArgs) -> Response {
     let cfg = shared.config.current();
-    let manager = match text(&args.manager) {
-        Some(m) => match crate::core::config::parse_host_port(m) {
-            Some((h, p)) => (h, if p == 25 && !m.contains(':') { 7025 } else { p }),
-            None => {
-                return Response::error(format!(
-                    "\"{m}\" is not HOST[:PORT] (the manager's CPQ address, port 7025 by default)"
-                ))
+    // `--manager HOST[:PORT]`, or `--manager M1,M2` for the managers of one deployment.
+    let managers: Vec<(String, u16)> = match text(&args.manager) {
+        Some(list) => {
+            let mut managers = Vec::new();
+            for m in list.split(',').map(str::trim) {
+                match crate::core::config::parse_host_port(m) {
+                    Some((h, p)) => {
+                        let hp = (h, if p == 25 && !m.contains(':') { 7025 } else { p });
+                        if managers.contains(&hp) {
+                            return Response::error(format!(
+                                "\"{m}\" is listed twice in --manager; give each manager once"
+                            ));
+                        }
+                        managers.push(hp);
+                    }
+                    None => {
+                        return Response::error(format!(
+                            "\"{m}\" is not HOST[:PORT] (the manager's CPQ address, port 7025 by default; several managers separated by commas)"
+                        ))
+                    }
+                }
             }
-        },
-        None => match cfg.cpq.as_ref().and_then(|c| c.manager.clone()) {
-            Some(m) => m,
-            None => {
+            managers
+        }
+        None => match cfg.cpq.as_ref().map(|c| c.managers.clone()) {
+            Some(m) if !m.is_empty() => m,
+            _ => {
                 return Response::error(
-                    "Give the manager's CPQ address: pvoconfig enable --manager HOST[:PORT]",
+                    "Give the manager's CPQ address: pvoconfig enable --manager HOST[:PORT] (several managers of one deployment: --manager M1:PORT,M2:PORT)",
                 )
             }
         },
@@ -232,7 +254,15 @@ async fn enable(shared: &Arc<Handles>, req: &Request, args: &PvoArgs) -> Respons
         );
     }
     drop(cfg);
-    let mut checks = shared.probes.preflight(&manager.0, manager.1).await;
+    // Every manager of the deployment must be ready: each answers for the others' store.
+    let mut checks = Vec::new();
+    for (h, p) in &managers {
+        let pre = shared.probes.preflight(h, *p).await;
+        checks.extend(
+            pre.into_iter()
+                .map(|c| of_manager(c, h, *p, managers.len())),
+        );
+    }
     checks.extend(covered);
     let mut text = String::new();
     for c in &checks {
@@ -246,13 +276,21 @@ async fn enable(shared: &Arc<Handles>, req: &Request, args: &PvoArgs) -> Respons
         r.data = json!({ "enabled": false, "checks": checks, "cause": failed.cause, "remedy": failed.remedy, "scenario": failed.scenario });
         return r;
     }
-    let (h, p) = manager.clone();
+    let listed: Vec<String> = managers.iter().map(|(h, p)| format!("{h}:{p}")).collect();
     let mut r = config_cmds::edit(shared, req, move |_, doc| {
         doc.cpq_set("mode", "central")?;
-        doc.cpq_set("manager", &format!("{h}:{p}"))?;
-        Ok(format!(
-            "Centralized Policy, Virus and Outbreak Quarantines enabled on the manager {h}:{p}; after `commit`, quarantined messages go to the manager and the local ones migrate there."
-        ))
+        doc.cpq_set_managers(&listed)?;
+        Ok(if listed.len() == 1 {
+            format!(
+                "Centralized Policy, Virus and Outbreak Quarantines enabled on the manager {}; after `commit`, quarantined messages go to the manager and the local ones migrate there.",
+                listed[0]
+            )
+        } else {
+            format!(
+                "Centralized Policy, Virus and Outbreak Quarantines enabled on the managers {} (tried in this order: one that is down is passed over); after `commit`, quarantined messages go to the deployment and the local ones migrate there.",
+                listed.join(", ")
+            )
+        })
     });
     r.text = format!("{text}{}", r.text);
     if r.ok {
@@ -496,7 +534,13 @@ pub async fn diagnose(shared: &Arc<Handles>) -> Response {
     };
     match cfg.role {
         Role::Gateway => {
-            if let Some((h, p)) = cfg.cpq.as_ref().and_then(|c| c.manager.clone()) {
+            let managers = cfg
+                .cpq
+                .as_ref()
+                .map(|c| c.managers.clone())
+                .unwrap_or_default();
+            let many = managers.len();
+            for (h, p) in managers {
                 // Port reachability from each interface (scenario 3 names the
                 // default delivery interface; the others show the way out).
                 for iface in &cfg.interfaces {
@@ -512,18 +556,20 @@ pub async fn diagnose(shared: &Arc<Handles>) -> Response {
                         Err(e) => checks.push(Check::fail(
                             format!("reach {h}:{p} from {}", iface.name),
                             e.clone(),
-                            format!("interface {} ({}) cannot reach the manager: {e}", iface.name, iface.address),
+                            format!("interface {} ({}) cannot reach the manager {h}:{p}: {e}", iface.name, iface.address),
                             "use an interface with a route to the manager as default delivery interface (or Auto)",
                             if e.contains("refused") { Some(1) } else { Some(3) },
                         )),
                     }
                 }
                 let pre = shared.probes.preflight(&h, p).await;
-                if cfg.cpq.as_ref().is_some_and(|c| c.central()) {
-                    checks.extend(pre.into_iter().map(|c| live_link(c, &h, p)));
-                } else {
-                    checks.extend(pre);
-                }
+                let central = cfg.cpq.as_ref().is_some_and(|c| c.central());
+                checks.extend(pre.into_iter().map(|c| {
+                    let c = if central { live_link(c, &h, p) } else { c };
+                    of_manager(c, &h, p, many)
+                }));
+            }
+            if many > 0 {
                 backlog(CPQ_HOST, &mut checks);
             }
         }
@@ -693,6 +739,21 @@ async fn components(shared: &Arc<Handles>) -> Vec<Check> {
 /// it becomes "manager link", which fails only for what still stops transfers (the
 /// manager does not know this gateway); a wizard not run or not committed there is
 /// a matter for the manager's own `diagnose`. Every other check passes through.
+/// A check of one manager of several: its name and cause say which manager (`many` is how
+/// many the gateway lists; with one, the checks keep the appliance's names).
+fn of_manager(c: Check, host: &str, port: u16, many: usize) -> Check {
+    if many < 2 {
+        return c;
+    }
+    Check {
+        name: format!("{} ({host}:{port})", c.name),
+        cause: c
+            .cause
+            .map(|cause| format!("manager {host}:{port}: {cause}")),
+        ..c
+    }
+}
+
 fn live_link(c: Check, host: &str, port: u16) -> Check {
     if c.name != "manager ready" {
         return c;
@@ -769,7 +830,12 @@ fn cpqcert_install(shared: &Arc<Handles>, req: &Request, args: &CpqCertArgs) -> 
         let pinned = match &manager {
             Some(m) => {
                 crate::core::atomic_file::write(&pin, m)?;
-                Some(pki::identify_file(&pin)?.1)
+                Some(
+                    pki::identify_all_file(&pin)?
+                        .into_iter()
+                        .map(|(_, der)| der)
+                        .collect(),
+                )
             }
             // A manager of an older version sends no certificate of its own: a pin
             // from an earlier manager would refuse it, so the role alone decides.
@@ -840,12 +906,14 @@ fn cpqcert_revoke(shared: &Arc<Handles>, req: &Request, args: &CpqCertArgs) -> R
                 )),
             }
         }
-        (None, Some(id)) => match pki::identify_file(&c.dir.join(pki::MANAGER_CERT)) {
-            Ok((m, _)) if m.cn == id => (m.serial, id.to_string()),
-            Ok((m, _)) => return Response::error(format!(
-                "This gateway's manager is {}, not {id}; give the certificate's --serial.",
-                m.cn
-            )),
+        (None, Some(id)) => match pki::identify_all_file(&c.dir.join(pki::MANAGER_CERT)) {
+            Ok(all) => match all.iter().find(|(m, _)| m.cn == id) {
+                Some((m, _)) => (m.serial.clone(), id.to_string()),
+                None => return Response::error(format!(
+                    "This gateway's managers are {}, not {id}; give the certificate's --serial.",
+                    all.iter().map(|(m, _)| m.cn.as_str()).collect::<Vec<_>>().join(", ")
+                )),
+            },
             Err(_) => return Response::error(
                 "No manager certificate is pinned on this gateway; give the certificate's --serial.",
             ),
@@ -940,14 +1008,17 @@ fn cpq_trust_report(cfg: &Config) -> Option<(String, Value)> {
                 })
                 .collect()
         }
-        Role::Gateway => match pki::identify_file(&c.dir.join(pki::MANAGER_CERT)) {
-            Ok((m, _)) => {
-                t.push_str(&format!(
-                    "Accepted manager (pinned): {} serial {}\n",
-                    m.cn, m.serial
-                ));
-                vec![json!({ "id": m.cn, "serial": m.serial, "pinned": true })]
-            }
+        Role::Gateway => match pki::identify_all_file(&c.dir.join(pki::MANAGER_CERT)) {
+            Ok(all) => all
+                .into_iter()
+                .map(|(m, _)| {
+                    t.push_str(&format!(
+                        "Accepted manager (pinned): {} serial {}\n",
+                        m.cn, m.serial
+                    ));
+                    json!({ "id": m.cn, "serial": m.serial, "pinned": true })
+                })
+                .collect(),
             Err(_) => {
                 t.push_str("Accepted manager: any certificate issued for the manager role (not pinned: added by an older version; add this gateway on the manager again to pin it)\n");
                 vec![json!({ "id": Value::Null, "serial": Value::Null, "pinned": false })]

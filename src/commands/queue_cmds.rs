@@ -131,8 +131,12 @@ pub async fn hoststatus(shared: &Arc<Handles>, args: &HostArgs) -> Response {
     // always over mutual TLS (`delivery::cpq_hop`).
     let cpq = cfg.cpq.as_ref();
     let route = if host == crate::core::config::CPQ_HOST {
-        match cpq.filter(|c| c.central()).and_then(|c| c.manager.as_ref()) {
-            Some((h, p)) => format!("{h}:{p} (the manager's cpq_listener)"),
+        match cpq.filter(|c| c.central()) {
+            Some(c) if c.managers.len() > 1 => format!(
+                "{} (the managers' cpq_listeners, tried in this order)",
+                c.managers_text()
+            ),
+            Some(c) => format!("{} (the manager's cpq_listener)", c.managers_text()),
             None => "none: no manager configured ([cpq] mode = \"central\", manager)".into(),
         }
     } else if host == crate::core::config::CPQ_RELEASE_HOST {

@@ -684,6 +684,20 @@ impl Doc {
         Ok(())
     }
 
+    /// Sets `[cpq] manager`: one `"HOST:PORT"`, or a list of them for several managers.
+    pub fn cpq_set_managers(&mut self, managers: &[String]) -> std::result::Result<(), String> {
+        let t = self.table(&["cpq"])?;
+        match managers {
+            [one] => set(t, "manager", one.as_str()),
+            many => set(
+                t,
+                "manager",
+                many.iter().map(String::as_str).collect::<Array>(),
+            ),
+        }
+        Ok(())
+    }
+
     /// Sets an integer key of `[cpq]` (`port`).
     pub fn cpq_set_int(&mut self, key: &str, value: i64) -> std::result::Result<(), String> {
         let t = self.table(&["cpq"])?;

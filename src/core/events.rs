@@ -571,6 +571,19 @@ pub enum Event<'a> {
     SweepFailed {
         error: D<'a>,
     },
+    /// This manager runs the deployment's expiry sweeps and free-up space now (it holds
+    /// the leader lock of the shared store).
+    SweepLeaderGained {
+        deployment: &'a str,
+    },
+    /// Another manager runs them now (this one's lock was lost: its store connection broke).
+    SweepLeaderLost {
+        deployment: &'a str,
+    },
+    /// Releases another manager made but did not queue (it stopped), queued by this one.
+    ReleasesTakenOver {
+        count: usize,
+    },
     ReleasedUnreadable {
         mid: u64,
         error: D<'a>,
@@ -1053,7 +1066,8 @@ impl Event<'_> {
             | ClusterUsersNotApplied { .. }
             | JoinTokenRefused { .. }
             | FeatureKeyRemoved { .. }
-            | FeatureKeyExpired { .. } => Level::Warning,
+            | FeatureKeyExpired { .. }
+            | SweepLeaderLost { .. } => Level::Warning,
             UnreadableEnvelope { .. }
             | SpoolWriteFailed { .. }
             | ScanReadFailed { .. }
@@ -1625,6 +1639,19 @@ impl Display for Event<'_> {
                 write!(f, "Quarantine: cannot list interrupted releases: {error}")
             }
             SweepFailed { error } => write!(f, "Quarantine: the retention sweep failed: {error}"),
+            SweepLeaderGained { deployment } => write!(
+                f,
+                "Quarantine: this manager now runs the expiry and free-up-space sweeps of deployment {deployment}"
+            ),
+            SweepLeaderLost { deployment } => write!(
+                f,
+                "Quarantine: another manager now runs the expiry and free-up-space sweeps of deployment {deployment}"
+            ),
+            ReleasesTakenOver { count } => write!(
+                f,
+                "Quarantine: {count} release{} interrupted on another manager queued by this one",
+                if count == 1 { "" } else { "s" }
+            ),
             ReleasedUnreadable { mid, error } => write!(
                 f,
                 "MID {mid} released but cannot be read from the quarantine: {error}"
@@ -2263,6 +2290,9 @@ mod tests {
             (Event::QuarantineMoved { mid: 483, from: "Old", to: "Unclassified" }, "MID 483 moved from quarantine \"Old\" to \"Unclassified\"", Level::Info),
             (Event::InterruptedReleasesUnlisted { error: &"locked" }, "Quarantine: cannot list interrupted releases: locked", Level::Critical),
             (Event::SweepFailed { error: &"locked" }, "Quarantine: the retention sweep failed: locked", Level::Critical),
+            (Event::SweepLeaderGained { deployment: "pvo-0123456789abcdef" }, "Quarantine: this manager now runs the expiry and free-up-space sweeps of deployment pvo-0123456789abcdef", Level::Info),
+            (Event::SweepLeaderLost { deployment: "pvo-0123456789abcdef" }, "Quarantine: another manager now runs the expiry and free-up-space sweeps of deployment pvo-0123456789abcdef", Level::Warning),
+            (Event::ReleasesTakenOver { count: 2 }, "Quarantine: 2 releases interrupted on another manager queued by this one", Level::Info),
             (Event::ReleasedUnreadable { mid: 4, error: &"gone" }, "MID 4 released but cannot be read from the quarantine: gone", Level::Critical),
             (Event::ReleaseNotQueued { mid: 4, error: &e }, "MID 4 released but could not be queued: spool: disk on fire; it is handed over again at the next start", Level::Critical),
             (Event::ReleaseNotQueuedToGateway { mid: 4, gateway: "gw1", error: &e }, "MID 4 released but could not be queued to gateway gw1: spool: disk on fire; it is handed over again at the next start", Level::Critical),

@@ -125,6 +125,20 @@ impl Ids {
         }
     }
 
+    /// Moves the counter of `kind` up to `floor` (not down): a manager on a store shared by
+    /// several numbers its messages in a range of its own (`Store::mid_floor`).
+    pub fn raise_floor(&self, kind: Kind, floor: u64) {
+        let i = kind as usize;
+        let mut r = self.reserved.lock().unwrap();
+        if self.next[i].load(Ordering::Relaxed) >= floor {
+            return;
+        }
+        self.next[i].fetch_max(floor, Ordering::Relaxed);
+        let on_disk = self.unsaved.lock().unwrap().on_disk.unwrap_or(*r);
+        r[i] = r[i].max(floor + BLOCK);
+        self.save(&r, on_disk);
+    }
+
     pub fn next(&self, kind: Kind) -> u64 {
         let i = kind as usize;
         let n = self.next[i].fetch_add(1, Ordering::Relaxed);
@@ -191,6 +205,14 @@ mod tests {
         let c = Ids::open(dir.path(), 10_000_000).unwrap();
         assert_eq!(c.next(Kind::Mid), 10_000_000);
         assert_eq!(c.next(Kind::Icid), 1 + 2 * BLOCK);
+        // A manager's own range on a shared store: up, never down, and kept on restart.
+        c.raise_floor(Kind::Mid, 2_000_000_000_000);
+        assert_eq!(c.next(Kind::Mid), 2_000_000_000_000);
+        c.raise_floor(Kind::Mid, 5);
+        assert_eq!(c.next(Kind::Mid), 2_000_000_000_001);
+        drop(c);
+        let d = Ids::open(dir.path(), 1).unwrap();
+        assert!(d.next(Kind::Mid) > 2_000_000_000_001);
     }
 
     /// The temporary file `atomic_file` needs cannot be made (on a full disk; here its

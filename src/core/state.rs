@@ -527,7 +527,11 @@ pub trait NodeControl: Send + Sync {
     /// `dir`, taking only the manager `pinned` (any manager certificate when `None`),
     /// and throws them away: material that rustls cannot use is refused before it is
     /// put in force (`cpqcert install`).
-    fn check_gateway_material(&self, dir: &std::path::Path, pinned: Option<Vec<u8>>) -> Result<()>;
+    fn check_gateway_material(
+        &self,
+        dir: &std::path::Path,
+        pinned: Option<Vec<Vec<u8>>>,
+    ) -> Result<()>;
 }
 
 /// A future as the traits here return it (they are used as trait objects).

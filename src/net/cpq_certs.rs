@@ -49,7 +49,12 @@ pub fn load_tls(cfg: &Config) -> Result<Option<CpqTls>> {
     } else {
         let pin = dir.join(pki::MANAGER_CERT);
         let pinned = if pin.exists() {
-            Some(pki::identify_file(&pin)?.1)
+            Some(
+                pki::identify_all_file(&pin)?
+                    .into_iter()
+                    .map(|(_, der)| der)
+                    .collect(),
+            )
         } else {
             // Enrolled by an older version: any certificate issued for the manager
             // role (`diagnose` says to add the gateway again to pin it).
@@ -101,9 +106,9 @@ pub fn ensure_manager_cert(cfg: &Config) -> Result<bool> {
 }
 
 /// Builds (and drops) the server and client configurations of a gateway whose CPQ
-/// material is in `dir` and that takes only the manager `pinned`: an error names what
+/// material is in `dir` and that takes only the managers `pinned`: an error names what
 /// rustls cannot use.
-pub fn check_gateway_material(dir: &std::path::Path, pinned: Option<Vec<u8>>) -> Result<()> {
+pub fn check_gateway_material(dir: &std::path::Path, pinned: Option<Vec<Vec<u8>>>) -> Result<()> {
     let policy = Arc::new(trust::PeerPolicy {
         accept: trust::Accept::Manager { pinned },
         revoked: Default::default(),

@@ -150,10 +150,10 @@ pub fn client_config(dir: &Path, policy: Arc<PeerPolicy>) -> Result<Arc<ClientCo
 /// Whom a node accepts as its CPQ peer, beyond a chain to the deployment CA.
 #[derive(Debug, Clone)]
 pub enum Accept {
-    /// A gateway: its manager only — the pinned certificate (DER) when one was
-    /// installed, else (enrolled by an older version) any certificate issued for
-    /// the manager role.
-    Manager { pinned: Option<Vec<u8>> },
+    /// A gateway: its managers only — the pinned certificates (DER; several when the
+    /// deployment has several managers on one store) when they were installed, else
+    /// (enrolled by an older version) any certificate issued for the manager role.
+    Manager { pinned: Option<Vec<Vec<u8>>> },
     /// A manager: its added gateways (committed configuration), id -> the serial
     /// enrolled for it (`None`: enrolled by an older version, any serial).
     Gateways(BTreeMap<String, Option<String>>),
@@ -197,9 +197,17 @@ impl PeerPolicy {
         }
         match &self.accept {
             Accept::Manager { pinned: Some(p) } => {
-                if p.as_slice() != der {
-                    let pinned = identify(p)
-                        .map_or_else(String::new, |m| format!(" ({} serial {})", m.cn, m.serial));
+                if !p.iter().any(|c| c.as_slice() == der) {
+                    let names: Vec<String> = p
+                        .iter()
+                        .filter_map(|c| identify(c))
+                        .map(|m| format!("{} serial {}", m.cn, m.serial))
+                        .collect();
+                    let pinned = if names.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" ({})", names.join(", "))
+                    };
                     return refuse(
                         r::NOT_MANAGER,
                         format!(
@@ -623,7 +631,7 @@ mod tests {
         .unwrap();
         let pinned = Arc::new(PeerPolicy {
             accept: Accept::Manager {
-                pinned: Some(der_of(&d.manager.join(NODE_CERT))),
+                pinned: Some(vec![der_of(&d.manager.join(NODE_CERT))]),
             },
             revoked: BTreeSet::new(),
         });

@@ -95,5 +95,5 @@ pub use search::{
     DEFAULT_MAX_COUNT,
 };
 pub use sqlite::{SqliteStore, BATCH, SCHEMA_VERSION};
-pub use store::{BulkResult, Store};
+pub use store::{BulkResult, Store, MID_SPAN};
 pub use table::{format_bytes, format_retention, render_quarantine_table};

@@ -27,8 +27,11 @@ pub enum Store {
     /// The embedded SQLite database (the default).
     Sqlite(SqliteStore),
     /// A PostgreSQL database, which several managers may share.
-    Postgres(PgStore),
+    Postgres(Box<PgStore>),
 }
+
+/// The MIDs each manager of a shared store has to itself (see [`Store::mid_floor`]).
+pub const MID_SPAN: u64 = 1_000_000_000_000;
 
 /// Per-message results of a bulk action: a request error for one message (not in that
 /// quarantine, unknown id) does not stop the others.
@@ -53,7 +56,7 @@ impl Store {
     /// loopback address is accepted — and applies pending migrations (once, whoever else
     /// starts at the same time). For a remote database use [`Store::open_postgres_tls`].
     pub fn open_postgres(url: &str, now: u64) -> Result<Store> {
-        Ok(Store::Postgres(PgStore::open_local(url, now)?))
+        Ok(Store::Postgres(Box::new(PgStore::open_local(url, now)?)))
     }
 
     /// [`Store::open_postgres`] with a TLS connector (the node's rustls one).
@@ -64,12 +67,48 @@ impl Store {
         T::Stream: Send + Sync,
         <T::TlsConnect as postgres::tls::TlsConnect<postgres::Socket>>::Future: Send,
     {
-        Ok(Store::Postgres(PgStore::open(url, tls, now)?))
+        Ok(Store::Postgres(Box::new(PgStore::open(url, tls, now)?)))
     }
 
     /// The schema version of the open database.
     pub fn schema_version(&self) -> Result<u32> {
         backend!(self, b => b.schema_version())
+    }
+
+    /// The id shared by every manager of a PostgreSQL store (`None` for the embedded one,
+    /// which one manager owns).
+    pub fn deployment_id(&self) -> Result<Option<String>> {
+        match self {
+            Store::Sqlite(_) => Ok(None),
+            Store::Postgres(b) => b.deployment_id(),
+        }
+    }
+
+    /// The first MID manager `node_id` may give on this store: 1 on the embedded one; on
+    /// PostgreSQL its slot × [`MID_SPAN`], so the managers of one deployment never give
+    /// the same MID (each message found by its MID on any of them).
+    pub fn mid_floor(&self, node_id: &str, now: u64) -> Result<u64> {
+        match self {
+            Store::Sqlite(_) => Ok(1),
+            Store::Postgres(b) => Ok(b.manager_slot(node_id, now)?.saturating_mul(MID_SPAN)),
+        }
+    }
+
+    /// Whether this process runs the deployment-wide jobs (expiry, free-up space): always
+    /// for the embedded store; on PostgreSQL, the one manager holding the leader lock,
+    /// taken over by another when it dies.
+    pub fn try_lead(&self) -> Result<bool> {
+        match self {
+            Store::Sqlite(_) => Ok(true),
+            Store::Postgres(b) => b.try_lead(),
+        }
+    }
+
+    /// Releases still pending `lease` seconds after they were made or last claimed (their
+    /// manager stopped before queueing them, or queueing failed), claimed by this process
+    /// and returned to be queued; on PostgreSQL each is claimed by one manager at a time.
+    pub fn claim_stale_pending(&self, now: u64, lease: u64) -> Result<Vec<PendingDelivery>> {
+        backend!(self, b => b.claim_stale_pending(now, lease))
     }
 
     // ---- quarantines ----

@@ -88,6 +88,7 @@ macro_rules! for_each_store_test {
             release_reports_log_lines_and_history,
             concurrent_releases_deliver_once,
             confirm_delivery_and_pending_survive_reopen,
+            stale_pending_releases_are_claimed_again,
             delay_pushes_exit,
             move_keeps_exit_reason_details,
             expiry_applies_default_action,
@@ -319,6 +320,31 @@ pub fn confirm_delivery_and_pending_survive_reopen(env: &dyn Env) {
         s.confirm_delivery(other, "x", T0),
         Err(QuarantineError::Invalid(_))
     ));
+}
+
+pub fn stale_pending_releases_are_claimed_again(env: &dyn Env) {
+    let s = env.open(T0);
+    let id = put(&s, "k", vec![hold("Policy")]);
+    let queued = put(&s, "q", vec![hold("Policy")]);
+    for m in [id, queued] {
+        assert_eq!(
+            kind(&s.release(m, "Policy", "a", T0).unwrap().outcome),
+            "deliver"
+        );
+    }
+    assert!(s.confirm_delivery(queued, "MID 9", T0).unwrap());
+    // A release in flight (made less than the lease ago) is its maker's.
+    assert!(s.claim_stale_pending(T0 + 59, 60).unwrap().is_empty());
+    let claimed = s.claim_stale_pending(T0 + 60, 60).unwrap();
+    assert_eq!(claimed.len(), 1, "only the one never queued");
+    assert_eq!((claimed[0].msg_id, claimed[0].gateway_mid), (id, 482));
+    assert_eq!(claimed[0].gateway, "gw1");
+    // Claimed: nobody takes it for another lease; then it is taken again.
+    assert!(s.claim_stale_pending(T0 + 119, 60).unwrap().is_empty());
+    assert_eq!(s.claim_stale_pending(T0 + 120, 60).unwrap().len(), 1);
+    assert!(s.confirm_delivery(id, "MID 10", T0 + 121).unwrap());
+    assert!(s.claim_stale_pending(T0 + 10_000, 60).unwrap().is_empty());
+    assert_eq!(s.message(id).unwrap().state, MessageState::Delivered);
 }
 
 pub fn delay_pushes_exit(env: &dyn Env) {

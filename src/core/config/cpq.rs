@@ -61,8 +61,11 @@ pub struct Cpq {
     pub dir: PathBuf,
     /// Gateway: local or central quarantines.
     pub mode: CpqMode,
-    /// Gateway: the manager's cpq_listener.
+    /// Gateway: the first manager's cpq_listener (the one tried first).
     pub manager: Option<(String, u16)>,
+    /// Gateway: every manager of the deployment, in the order they are tried
+    /// (`manager = ["m1:7025", "m2:7025"]`: several managers on one store).
+    pub managers: Vec<(String, u16)>,
     /// Manager: the enrolled gateways.
     pub gateways: Vec<EnrolledGateway>,
     /// Manager: `cpq_quota`, the space the central quarantines may use (bytes).
@@ -114,6 +117,18 @@ impl Cpq {
         self.mode == CpqMode::Central && self.manager.is_some()
     }
 
+    /// The managers as `host:port, host:port` (`-` for none).
+    pub fn managers_text(&self) -> String {
+        if self.managers.is_empty() {
+            return "-".into();
+        }
+        self.managers
+            .iter()
+            .map(|(h, p)| format!("{h}:{p}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+
     /// The ids of the added gateways the manager can reach over SSH.
     pub fn ssh_gateway_ids(&self) -> Vec<String> {
         self.gateways
@@ -141,7 +156,7 @@ pub struct Raw {
     pub port: Option<Spanned<i64>>,
     pub dir: Option<String>,
     pub mode: Option<Spanned<String>>,
-    pub manager: Option<Spanned<String>>,
+    pub manager: Option<Spanned<Managers>>,
     pub quota: Option<Spanned<i64>>,
     #[serde(default)]
     pub gateway: Vec<RawGateway>,
@@ -150,6 +165,23 @@ pub struct Raw {
     pub notify: Vec<Spanned<String>>,
     /// Hidden: seconds between the manager's status checks of its gateways.
     pub status_poll: Option<Spanned<i64>>,
+}
+
+/// `manager = "HOST:PORT"` or, for several managers on one store, a list of them.
+#[derive(Deserialize)]
+#[serde(untagged)]
+pub enum Managers {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl Managers {
+    fn items(&self) -> Vec<&str> {
+        match self {
+            Managers::One(s) => vec![s.as_str()],
+            Managers::Many(v) => v.iter().map(String::as_str).collect(),
+        }
+    }
 }
 
 #[derive(Deserialize)]
@@ -283,13 +315,27 @@ fn cpq(ctx: &Ctx<'_>, c: Raw, needs: CpqNeeds<'_>) -> Result<Cpq, ConfigError> {
             )
         }
     };
-    let manager = match &c.manager {
-        None => None,
-        Some(m) => Some(parse_host_port(m.get_ref()).map_or_else(
-            || ctx.err(Some(m.span()), "cpq.manager", format!("\"{}\" is not HOST:PORT; allowed: the manager's cpq_listener such as \"10.10.10.1:7025\"", m.get_ref())),
-            Ok,
-        )?),
-    };
+    let mut managers: Vec<(String, u16)> = Vec::new();
+    if let Some(m) = &c.manager {
+        let items = m.get_ref().items();
+        if items.is_empty() {
+            return ctx.err(Some(m.span()), "cpq.manager", "an empty list names no manager; allowed: manager = \"HOST:PORT\" or a list of the deployment's managers such as [\"10.10.10.1:7025\", \"10.10.10.2:7025\"]");
+        }
+        for item in items {
+            let Some(hp) = parse_host_port(item) else {
+                return ctx.err(Some(m.span()), "cpq.manager", format!("\"{item}\" is not HOST:PORT; allowed: the manager's cpq_listener such as \"10.10.10.1:7025\" (or a list of them)"));
+            };
+            if managers.contains(&hp) {
+                return ctx.err(
+                    Some(m.span()),
+                    "cpq.manager",
+                    format!("\"{item}\" is listed twice; allowed: each manager once"),
+                );
+            }
+            managers.push(hp);
+        }
+    }
+    let manager = managers.first().cloned();
     if role == Role::Gateway && mode == CpqMode::Central && manager.is_none() {
         return ctx.err(
             c.mode.as_ref().map(|m| m.span()),
@@ -299,7 +345,10 @@ fn cpq(ctx: &Ctx<'_>, c: Raw, needs: CpqNeeds<'_>) -> Result<Cpq, ConfigError> {
     }
     if role == Role::Manager && (mode == CpqMode::Central || manager.is_some()) {
         return ctx.err(
-            c.mode.as_ref().or(c.manager.as_ref()).map(|m| m.span()),
+            c.mode
+                .as_ref()
+                .map(|m| m.span())
+                .or(c.manager.as_ref().map(|m| m.span())),
             "cpq.mode",
             "mode and manager are gateway settings; allowed: remove them on a manager",
         );
@@ -465,8 +514,8 @@ fn cpq(ctx: &Ctx<'_>, c: Raw, needs: CpqNeeds<'_>) -> Result<Cpq, ConfigError> {
             .map(|g| SenderPattern::Net(IpNet::from(g.address)))
             .collect(),
         Role::Gateway => {
-            // The manager by address, or by name once resolved at connect time.
-            manager
+            // The managers by address, or by name once resolved at connect time.
+            managers
                 .iter()
                 .filter_map(|(h, _)| h.parse::<IpAddr>().ok())
                 .map(|ip| SenderPattern::Net(IpNet::from(ip)))
@@ -504,6 +553,7 @@ fn cpq(ctx: &Ctx<'_>, c: Raw, needs: CpqNeeds<'_>) -> Result<Cpq, ConfigError> {
         dir,
         mode,
         manager,
+        managers,
         gateways,
         quota,
         migration,
@@ -516,6 +566,40 @@ fn cpq(ctx: &Ctx<'_>, c: Raw, needs: CpqNeeds<'_>) -> Result<Cpq, ConfigError> {
 mod tests {
     use super::*;
     use crate::core::config::tests::{parse, GOOD};
+
+    #[test]
+    fn a_gateway_lists_the_managers_of_a_deployment_in_order() {
+        let gw = |m: &str| {
+            format!("{GOOD}\n[cpq]\nnode_id = \"gw1\"\nmode = \"central\"\nmanager = {m}\n")
+        };
+        let c = parse(&gw("[\"127.0.0.2:7025\", \"m2.example:7026\"]")).unwrap();
+        let cpq = c.cpq.as_ref().unwrap();
+        assert_eq!(
+            cpq.managers,
+            vec![
+                ("127.0.0.2".to_string(), 7025),
+                ("m2.example".to_string(), 7026)
+            ]
+        );
+        assert_eq!(cpq.manager, Some(("127.0.0.2".to_string(), 7025)));
+        // Both addresses may connect to the cpq_listener; a name is resolved at connect time.
+        let l = c.listeners.iter().find(|l| l.name == CPQ_LISTENER).unwrap();
+        assert_eq!(l.hat[0].senders.len(), 1);
+        let one = parse(&gw("\"127.0.0.2:7025\"")).unwrap();
+        assert_eq!(one.cpq.unwrap().managers.len(), 1);
+        for (bad, says) in [
+            ("[]", "names no manager"),
+            ("[\"127.0.0.2:7025\", \"127.0.0.2:7025\"]", "listed twice"),
+            (
+                "[\"127.0.0.2:7025\", \"m2:port\"]",
+                "\"m2:port\" is not HOST:PORT",
+            ),
+        ] {
+            let e = parse(&gw(bad)).unwrap_err();
+            assert_eq!(e.key, "cpq.manager", "{bad}");
+            assert!(e.to_string().contains(says), "{bad}: {e}");
+        }
+    }
 
     #[test]
     fn cpq_section_adds_the_hidden_listener_and_checks_roles() {

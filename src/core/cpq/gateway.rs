@@ -45,21 +45,32 @@ pub async fn receive_release(
     let Some(ledger) = shared.cpq.state.ledger.get() else {
         return "451 4.3.0 this gateway cannot take releases now".into();
     };
-    if ledger.contains(&rec.release_id) {
-        shared
-            .mail
-            .log
-            .emit(crate::core::events::Event::ReleaseRepeated {
-                icid,
-                release: &rec.release_id,
-                mid: rec.gateway_mid,
-            });
-        shared
-            .mail
-            .log
-            .emit(crate::core::events::Event::Finished { mid: rx_mid });
-        return format!("250 2.0.0 Ok: release {} already received", rec.release_id);
-    }
+    let _taking = match ledger.start_taking(&rec.release_id) {
+        Ok(t) => t,
+        Err(crate::core::cpq::ledger::NotNow::Busy) => {
+            // The same release from another manager of the deployment, at this moment: the
+            // first reception decides; this sender retries and then hears "already received".
+            return format!(
+                "451 4.3.0 release {} is being received on another connection; try again later",
+                rec.release_id
+            );
+        }
+        Err(crate::core::cpq::ledger::NotNow::Taken) => {
+            shared
+                .mail
+                .log
+                .emit(crate::core::events::Event::ReleaseRepeated {
+                    icid,
+                    release: &rec.release_id,
+                    mid: rec.gateway_mid,
+                });
+            shared
+                .mail
+                .log
+                .emit(crate::core::events::Event::Finished { mid: rx_mid });
+            return format!("250 2.0.0 Ok: release {} already received", rec.release_id);
+        }
+    };
     let actions = crate::core::cpq::records::early_release(&rec.actions);
     let bytes = pvo_quarantine::apply_early_release(&body, &actions);
     let rescan = rec

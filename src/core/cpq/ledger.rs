@@ -18,7 +18,31 @@ use anyhow::{Context, Result};
 /// spooled (see the module documentation).
 pub struct ReleaseLedger {
     seen: Arc<Mutex<HashSet<String>>>,
+    /// Release ids being received right now (two managers of one deployment may send the
+    /// same release at once when one takes over the other's interrupted releases).
+    taking: Arc<Mutex<HashSet<String>>>,
     tx: std::sync::mpsc::Sender<(String, tokio::sync::oneshot::Sender<std::io::Result<()>>)>,
+}
+
+/// Why a release cannot be taken now.
+#[derive(Debug, PartialEq, Eq)]
+pub enum NotNow {
+    /// It was taken before (a retry, or the same release from another manager).
+    Taken,
+    /// Another connection is receiving it at this moment.
+    Busy,
+}
+
+/// A release being received; dropping it ends the reception.
+pub struct Taking {
+    taking: Arc<Mutex<HashSet<String>>>,
+    id: String,
+}
+
+impl Drop for Taking {
+    fn drop(&mut self) {
+        self.taking.lock().unwrap().remove(&self.id);
+    }
 }
 
 /// The prefix of a pending line; release ids never contain a space.
@@ -101,14 +125,27 @@ impl ReleaseLedger {
         Ok((
             ReleaseLedger {
                 seen: Arc::new(Mutex::new(seen)),
+                taking: Arc::new(Mutex::new(HashSet::new())),
                 tx,
             },
             settled,
         ))
     }
 
-    pub fn contains(&self, id: &str) -> bool {
-        self.seen.lock().unwrap().contains(id)
+    /// Starts taking release `id`: refused if it was taken already or another connection
+    /// is taking it now. The guard ends the reception (taken or not) when dropped.
+    pub fn start_taking(&self, id: &str) -> Result<Taking, NotNow> {
+        let seen = self.seen.lock().unwrap();
+        if seen.contains(id) {
+            return Err(NotNow::Taken);
+        }
+        if !self.taking.lock().unwrap().insert(id.to_string()) {
+            return Err(NotNow::Busy);
+        }
+        Ok(Taking {
+            taking: self.taking.clone(),
+            id: id.to_string(),
+        })
     }
 
     /// Records `id` durably (returns once it is fsynced).
@@ -138,5 +175,42 @@ impl ReleaseLedger {
 pub fn log_settled(log: &crate::core::mail_log::MailLog, settled: &[String]) {
     for id in settled {
         log.emit(crate::core::events::Event::ReleaseSettled { release: id });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn one_reception_of_a_release_at_a_time_and_none_after_it_is_taken() {
+        let dir = tempfile::TempDir::new().unwrap();
+        let (spool, _) =
+            pvo_spool::Spool::open(pvo_spool::SpoolConfig::new(dir.path().join("spool"))).unwrap();
+        let (ledger, settled) = ReleaseLedger::open(&dir.path().join("cpq"), &spool).unwrap();
+        assert!(settled.is_empty());
+        let first = ledger.start_taking("dep-release-7").unwrap();
+        // The same release from a second manager while the first is being received.
+        assert_eq!(
+            ledger.start_taking("dep-release-7").err(),
+            Some(NotNow::Busy)
+        );
+        assert!(ledger.start_taking("dep-release-8").is_ok());
+        // A reception that fails (nothing recorded) lets the next attempt in.
+        drop(first);
+        let again = ledger.start_taking("dep-release-7").unwrap();
+        ledger.record("dep-release-7").await.unwrap();
+        drop(again);
+        assert_eq!(
+            ledger.start_taking("dep-release-7").err(),
+            Some(NotNow::Taken)
+        );
+        // Taken survives a restart.
+        drop(ledger);
+        let (ledger, _) = ReleaseLedger::open(&dir.path().join("cpq"), &spool).unwrap();
+        assert_eq!(
+            ledger.start_taking("dep-release-7").err(),
+            Some(NotNow::Taken)
+        );
     }
 }

@@ -227,6 +227,28 @@ pub async fn control(
     }
 }
 
+/// The prefix of this manager's release ids: the deployment's id on a shared store (a
+/// release queued by two of its managers is then one release to the gateway), else the
+/// manager's node id.
+async fn release_prefix(shared: &Deps) -> String {
+    if let Some(d) = shared.cpq.state.deployment.get() {
+        return d.clone();
+    }
+    if let Ok(Some(d)) = shared
+        .scan
+        .local_quarantine
+        .with(|s| s.deployment_id())
+        .await
+    {
+        return shared.cpq.state.deployment.get_or_init(|| d).clone();
+    }
+    let cfg = shared.config.current();
+    cfg.cpq
+        .as_ref()
+        .map(|c| c.node_id.clone())
+        .unwrap_or_else(|| cfg.hostname.clone())
+}
+
 /// Queues a message released from all quarantines to its gateway. Returns
 /// the new (queue) MID once the message is on disk.
 pub async fn queue_release(
@@ -236,12 +258,7 @@ pub async fn queue_release(
     raw: Vec<u8>,
     actions: &[EarlyReleaseActions],
 ) -> anyhow::Result<u64> {
-    let cfg = shared.config.current();
-    let manager_id = cfg
-        .cpq
-        .as_ref()
-        .map(|c| c.node_id.clone())
-        .unwrap_or_else(|| cfg.hostname.clone());
+    let manager_id = release_prefix(shared).await;
     let released_by: Vec<String> = info
         .memberships
         .iter()

@@ -535,17 +535,7 @@ async fn notify(shared: &Deps, p: &Progress) {
     if c.notify.is_empty() {
         return;
     }
-    let text = notification(
-        &cfg.hostname,
-        &c.node_id,
-        c.manager
-            .as_ref()
-            .map(|(h, port)| format!("{h}:{port}"))
-            .as_deref()
-            .unwrap_or("-"),
-        &c.notify,
-        p,
-    );
+    let text = notification(&cfg.hostname, &c.node_id, &c.managers_text(), &c.notify, p);
     let env = Envelope::from_mailer_daemon(c.notify.clone());
     match crate::core::scanning::pipeline::inject(&shared.into(), &env, text, true).await {
         Ok(mid) => shared

@@ -309,6 +309,28 @@ pub fn identify_file(path: &Path) -> Result<(Identity, Vec<u8>)> {
     Ok((id, der.to_vec()))
 }
 
+/// Every certificate of a PEM file (the pinned managers of a gateway: one per manager of
+/// the deployment), each with what it says of its holder.
+pub fn identify_all_file(path: &Path) -> Result<Vec<(Identity, Vec<u8>)>> {
+    let pem =
+        std::fs::read(path).with_context(|| format!("reading certificate {}", path.display()))?;
+    let mut out = Vec::new();
+    for der in CertificateDer::pem_slice_iter(&pem) {
+        let der = der.with_context(|| format!("parsing certificate {}", path.display()))?;
+        let id = identify(&der).with_context(|| {
+            format!(
+                "{} holds a certificate this reader does not understand",
+                path.display()
+            )
+        })?;
+        out.push((id, der.to_vec()));
+    }
+    if out.is_empty() {
+        bail!("{} holds no certificate", path.display());
+    }
+    Ok(out)
+}
+
 /// One entry of the revocation list.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Revoked {

@@ -51,7 +51,54 @@ pub fn start(shared: &Deps) {
                 .log
                 .emit(crate::core::events::Event::InterruptedReleasesUnlisted { error: &e }),
         }
+        // A store that several managers share (PostgreSQL): one of them sweeps, and each
+        // takes over the releases a stopped one left unqueued.
+        let deployment = shared
+            .scan
+            .local_quarantine
+            .with(|s| s.deployment_id())
+            .await
+            .ok()
+            .flatten();
+        if let Some(d) = &deployment {
+            let _ = shared.cpq.state.deployment.set(d.clone());
+        }
+        let mut leading = false;
         loop {
+            if let Some(d) = &deployment {
+                take_over_releases(&shared).await;
+                match shared.scan.local_quarantine.with(|s| s.try_lead()).await {
+                    Ok(lead) => {
+                        if lead != leading {
+                            shared.mail.log.emit(if lead {
+                                crate::core::events::Event::SweepLeaderGained { deployment: d }
+                            } else {
+                                crate::core::events::Event::SweepLeaderLost { deployment: d }
+                            });
+                        }
+                        leading = lead;
+                    }
+                    Err(e) => {
+                        if leading {
+                            shared
+                                .mail
+                                .log
+                                .emit(crate::core::events::Event::SweepLeaderLost {
+                                    deployment: d,
+                                });
+                        }
+                        leading = false;
+                        shared
+                            .mail
+                            .log
+                            .emit(crate::core::events::Event::SweepFailed { error: &e });
+                    }
+                }
+                if !leading {
+                    tokio::time::sleep(SWEEP_EVERY).await;
+                    continue;
+                }
+            }
             // While the local quarantines migrate to the manager, their exits are the
             // manager's to apply: a message expiring here meanwhile could be sent there
             // and released or deleted here.
@@ -73,6 +120,46 @@ pub fn start(shared: &Deps) {
             tokio::time::sleep(SWEEP_EVERY).await;
         }
     });
+}
+
+/// How long a release made on one manager of a shared store may stay unqueued before
+/// another takes it over (a live manager queues it within milliseconds).
+const RELEASE_LEASE_SECS: u64 = 60;
+
+/// Queues the releases that another manager of the deployment made and did not queue (it
+/// stopped in between): each is claimed by one manager; one queued twice carries the same
+/// release id, so its gateway delivers it once.
+async fn take_over_releases(shared: &Deps) {
+    loop {
+        let t = now();
+        let claimed = match shared
+            .scan
+            .local_quarantine
+            .with(move |s| s.claim_stale_pending(t, RELEASE_LEASE_SECS))
+            .await
+        {
+            Ok(c) => c,
+            Err(e) => {
+                shared
+                    .mail
+                    .log
+                    .emit(crate::core::events::Event::InterruptedReleasesUnlisted { error: &e });
+                return;
+            }
+        };
+        if claimed.is_empty() {
+            return;
+        }
+        shared
+            .mail
+            .log
+            .emit(crate::core::events::Event::ReleasesTakenOver {
+                count: claimed.len(),
+            });
+        for p in claimed {
+            deliver_released(shared, p.msg_id, p.gateway_mid, &p.early_release_actions).await;
+        }
+    }
 }
 
 /// Puts the MID this node logged in each report's `gateway_mid` (the field

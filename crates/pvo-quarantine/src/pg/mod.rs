@@ -81,7 +81,13 @@ pub struct PgStore {
     connect: Connect,
     writer: Mutex<Client>,
     readers: Mutex<Vec<Client>>,
+    /// The connection that holds (or keeps asking for) the leader lock.
+    leader: Mutex<Option<(Client, bool)>>,
 }
+
+/// The session advisory lock of the deployment's leader ("pvol" in ASCII): held by one
+/// manager's connection at a time, let go by the database when that connection ends.
+const LEADER_LOCK: i64 = 0x7076_6f6c;
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
@@ -465,6 +471,7 @@ impl PgStore {
             connect,
             writer: Mutex::new(writer),
             readers: Mutex::new(Vec::new()),
+            leader: Mutex::new(None),
         })
     }
 
@@ -484,6 +491,93 @@ impl PgStore {
 
     pub fn schema_version(&self) -> Result<u32> {
         schema::current_version(self.reader()?.c())
+    }
+
+    /// The id every manager of this database shares.
+    pub fn deployment_id(&self) -> Result<Option<String>> {
+        Ok(self
+            .reader()?
+            .c()
+            .query_opt("SELECT id FROM deployment", &[])?
+            .map(|r| r.get(0)))
+    }
+
+    /// The slot of the manager `node_id` among the managers of this database (1 for the
+    /// first to open it, then 2, …; the same slot every time the same manager opens it).
+    pub fn manager_slot(&self, node_id: &str, now: u64) -> Result<u64> {
+        self.write(|tx| {
+            tx.execute(
+                "INSERT INTO managers (node_id, joined_at) VALUES ($1, $2)
+                 ON CONFLICT (node_id) DO NOTHING",
+                &[&node_id, &i(now)],
+            )?;
+            Ok(u(tx
+                .query_one("SELECT slot FROM managers WHERE node_id = $1", &[&node_id])?
+                .get(0)))
+        })
+    }
+
+    /// Whether this store's process leads the deployment: it holds the leader lock on a
+    /// connection of its own (asked for again on every call while another holds it). A
+    /// leader whose process dies or whose connection breaks loses the lock at once, and the
+    /// next manager that asks takes it over.
+    pub fn try_lead(&self) -> Result<bool> {
+        let mut slot = lock(&self.leader);
+        if let Some((c, held)) = slot.as_mut() {
+            // The lock lives as long as the session: held and still connected is held.
+            let asked = if *held {
+                c.query_one("SELECT TRUE", &[])
+            } else {
+                c.query_one("SELECT pg_try_advisory_lock($1)", &[&LEADER_LOCK])
+            };
+            match asked {
+                Ok(row) => {
+                    *held = row.get(0);
+                    return Ok(*held);
+                }
+                // The connection broke (and with it any lock it held): ask anew.
+                Err(_) => *slot = None,
+            }
+        }
+        let mut c = (self.connect)()?;
+        let held: bool = c
+            .query_one("SELECT pg_try_advisory_lock($1)", &[&LEADER_LOCK])?
+            .get(0);
+        *slot = Some((c, held));
+        Ok(held)
+    }
+
+    /// Releases interrupted by a manager that stopped before queueing them: messages
+    /// released (pending) at or before `now - lease` are claimed by this process (their
+    /// claim renewed to `now`, rows another manager is claiming skipped) and returned to be
+    /// queued again. A release in flight on a live manager is queued within milliseconds,
+    /// so only a dead (or stuck) manager's releases are taken over; one taken twice carries
+    /// the same release id and its gateway delivers it once.
+    pub fn claim_stale_pending(&self, now: u64, lease: u64) -> Result<Vec<PendingDelivery>> {
+        let before = i(now.saturating_sub(lease));
+        self.write(|tx| {
+            let rows = tx.query(
+                "UPDATE messages SET finished_at = $2
+                 WHERE id IN (SELECT id FROM messages WHERE state = 1 AND finished_at <= $1
+                              ORDER BY finished_at, id LIMIT $3 FOR UPDATE SKIP LOCKED)
+                 RETURNING id, gateway",
+                &[&before, &i(now), &(BATCH as i64)],
+            )?;
+            let mut out = Vec::with_capacity(rows.len());
+            for r in rows {
+                let id = u(r.get(0));
+                if let Some(rec) = load_record(tx, id, false)? {
+                    out.push(PendingDelivery {
+                        msg_id: id,
+                        gateway: r.get(1),
+                        gateway_mid: rec.gateway_mid,
+                        early_release_actions: semantics::deliver_actions(&rec.members),
+                    });
+                }
+            }
+            out.sort_by_key(|p| p.msg_id);
+            Ok(out)
+        })
     }
 
     fn reader(&self) -> Result<Reader<'_>> {

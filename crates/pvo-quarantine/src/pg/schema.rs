@@ -149,8 +149,34 @@ CREATE TABLE history (
 CREATE INDEX history_msg ON history (msg_id, id);
 "#;
 
+/// Migration 2: several managers on one database. `deployment` has one row, the id every
+/// manager of the database shares (the prefix of release ids, so a gateway that receives
+/// the same release from two managers delivers it once); `managers` gives each manager a
+/// range of MIDs of its own. The leader lock and the claims of
+/// interrupted releases need no table (an advisory lock; `finished_at` of a pending message
+/// is its claim's start).
+const V2_DEPLOYMENT: &str = r#"
+CREATE TABLE deployment (
+    one        BOOLEAN PRIMARY KEY DEFAULT TRUE CHECK (one),
+    id         TEXT NOT NULL,
+    created_at BIGINT NOT NULL
+);
+INSERT INTO deployment (id, created_at)
+VALUES ('pvo-' || substr(md5(random()::text || clock_timestamp()::text), 1, 16),
+        extract(epoch FROM now())::BIGINT);
+CREATE INDEX messages_pending_since ON messages (finished_at, id) WHERE state = 1;
+
+-- The managers that have opened the database, each with a slot of its own: its MIDs start
+-- at slot × 10^12, so a MID names one message across the deployment.
+CREATE TABLE managers (
+    node_id   TEXT PRIMARY KEY,
+    slot      BIGINT GENERATED ALWAYS AS IDENTITY UNIQUE,
+    joined_at BIGINT NOT NULL
+);
+"#;
+
 /// The migrations, in order; the index + 1 is the version.
-const MIGRATIONS: &[&str] = &[V1_STORE];
+const MIGRATIONS: &[&str] = &[V1_STORE, V2_DEPLOYMENT];
 
 /// The schema version this build writes.
 pub const LATEST: u32 = MIGRATIONS.len() as u32;

@@ -1237,6 +1237,39 @@ impl SqliteStore {
         Ok(out)
     }
 
+    /// Released messages still pending at or before `now - lease` (their queueing failed
+    /// or was cut short), claimed again (`finished_at` = `now`) and returned to be queued.
+    pub fn claim_stale_pending(&self, now: u64, lease: u64) -> Result<Vec<PendingDelivery>> {
+        let before = i(now.saturating_sub(lease));
+        self.write(|tx| {
+            let ids: Vec<(MsgId, String)> = {
+                let mut st = tx.prepare_cached(
+                    "UPDATE messages SET finished_at = ?2
+                     WHERE id IN (SELECT id FROM messages WHERE state = 1 AND finished_at <= ?1
+                                  ORDER BY id LIMIT ?3)
+                     RETURNING id, gateway",
+                )?;
+                let rows = st.query_map(params![before, i(now), BATCH as i64], |r| {
+                    Ok((u(r.get(0)?), r.get(1)?))
+                })?;
+                rows.collect::<rusqlite::Result<_>>()?
+            };
+            let mut out = Vec::new();
+            for (id, gateway) in ids {
+                if let Some(rec) = load_record(tx, id)? {
+                    out.push(PendingDelivery {
+                        msg_id: id,
+                        gateway,
+                        gateway_mid: rec.gateway_mid,
+                        early_release_actions: semantics::deliver_actions(&rec.members),
+                    });
+                }
+            }
+            out.sort_by_key(|p| p.msg_id);
+            Ok(out)
+        })
+    }
+
     /// Held messages with an id above `after`, in id order, at most `limit` (a cursor over
     /// what is held, for handing every held message over in batches).
     pub fn held_ids(&self, after: MsgId, limit: usize) -> Result<Vec<MsgId>> {

@@ -10,8 +10,10 @@ use super::*;
 // PVO settings
 // ----------------------------------------------------------------------------------
 
-/// Checks of `diagnose` that are `pvoconfig enable`'s preflight.
+/// Checks of `diagnose` that are `pvoconfig enable`'s preflight (with several managers,
+/// each check's name ends with the manager it is about: `manager ready (10.0.0.2:7025)`).
 pub(super) fn preflight_check(name: &str) -> bool {
+    let name = name.split(" (").next().unwrap_or(name);
     [
         "CPQ certificate",
         "manager address",
