@@ -821,6 +821,28 @@ fn suspended_manager_queues_on_the_gateway_and_drains_on_resume() {
 // kill -9 of the manager during a burst
 // ---------------------------------------------------------------------------------------
 
+/// Sends `n` quarantined messages (subject `[quarantine-test] burst LABELsession-i`) from
+/// 127.0.0.1 through the gateway at `addr`, `per_session` per SMTP session; their MIDs.
+fn send_burst(addr: SocketAddr, label: &str, n: usize, per_session: usize) -> Vec<u64> {
+    let mut mids = Vec::new();
+    for session in 0..n.div_ceil(per_session) {
+        let mut c = SmtpClient::open(addr, Some(TRUSTED));
+        c.expect("EHLO burst.cpq.test", 250);
+        for i in 0..per_session.min(n - session * per_session) {
+            let subject = format!("{TAG} burst {label}{session}-{i}");
+            let r = c.send_message(
+                "burst@example.org",
+                &["bob@example.com"],
+                &message("burst@example.org", "bob@example.com", &subject),
+            );
+            assert_eq!(r.code, 250, "{subject}: {}", r.raw());
+            mids.push(accepted_mid(&r));
+        }
+        c.quit();
+    }
+    mids
+}
+
 #[test]
 fn kill_9_manager_during_1000_transfers_quarantines_each_exactly_once() {
     const SENDERS: usize = 4;
@@ -833,27 +855,7 @@ fn kill_9_manager_during_1000_transfers_quarantines_each_exactly_once() {
     let started = Instant::now();
 
     let senders: Vec<thread::JoinHandle<Vec<u64>>> = (0..SENDERS)
-        .map(|t| {
-            thread::spawn(move || {
-                let mut mids = Vec::new();
-                for session in 0..PER_SENDER / PER_SESSION {
-                    let mut c = SmtpClient::open(addr, Some(TRUSTED));
-                    c.expect("EHLO burst.cpq.test", 250);
-                    for i in 0..PER_SESSION {
-                        let subject = format!("{TAG} burst {t}-{session}-{i}");
-                        let r = c.send_message(
-                            "burst@example.org",
-                            &["bob@example.com"],
-                            &message("burst@example.org", "bob@example.com", &subject),
-                        );
-                        assert_eq!(r.code, 250, "{subject}: {}", r.raw());
-                        mids.push(accepted_mid(&r));
-                    }
-                    c.quit();
-                }
-                mids
-            })
-        })
+        .map(|t| thread::spawn(move || send_burst(addr, &format!("{t}-"), PER_SENDER, PER_SESSION)))
         .collect();
 
     // kill -9 once a fifth is on the manager, and start it again on the same data.
@@ -2269,4 +2271,293 @@ fn a_manager_on_postgresql_stores_searches_and_releases() {
         format!("{out}{err}").contains("[store] on a manager only"),
         "{out}{err}"
     );
+}
+
+// ---------------------------------------------------------------------------------------
+// Several managers on one PostgreSQL store
+// ---------------------------------------------------------------------------------------
+
+/// The second manager of a deployment, on 127.0.0.5.
+const MANAGER2_IP: IpAddr = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 5));
+
+/// Subjects of the sink's messages, each with how often it arrived.
+fn delivered_subjects(sink: &Sink) -> BTreeMap<String, usize> {
+    let mut n = BTreeMap::new();
+    for m in sink.messages() {
+        let subject = m
+            .text()
+            .lines()
+            .find_map(|l| l.strip_prefix("Subject: ").map(str::to_string))
+            .unwrap_or_default();
+        *n.entry(subject).or_default() += 1;
+    }
+    n
+}
+
+/// Two managers on one PostgreSQL database and a gateway that lists both: transfers go to
+/// the first; `kill -9` of the first under load (transfers and releases in flight) sends
+/// them to the second, and every transfer is held once; a release made on either manager
+/// is delivered once (the second finds the first's messages by their MIDs); the first
+/// comes back and takes the traffic again; the second runs the sweeps once the first is
+/// gone; `diagnose` on the gateway names the manager that is down.
+#[test]
+fn two_managers_on_one_postgresql_survive_a_kill_9_of_either() {
+    const FIRST: usize = 60;
+    const BURST: usize = 240;
+    let pg = crate::support::Postgres::start();
+    let store = format!("\n[store]\nurl = \"{}\"\n", pg.url());
+    let (p1, p2) = (free_port_on(MANAGER_IP), free_port_on(MANAGER2_IP));
+    let m1dir = NodeDir::new(&format!("{}{store}", manager_config("manager1", p1)));
+    let sink = Sink::accepting();
+    let gw_port = free_port_on(GW1_IP);
+    let gw_toml = gateway_config("gw1", GW1_IP, gw_port, p1, &sink).replace(
+        &format!("manager = \"{MANAGER_IP}:{p1}\""),
+        &format!("manager = [\"{MANAGER_IP}:{p1}\", \"{MANAGER2_IP}:{p2}\"]"),
+    );
+    assert!(
+        gw_toml.contains(&format!("{MANAGER2_IP}:{p2}")),
+        "{gw_toml}"
+    );
+    let gwdir = NodeDir::new(&gw_toml);
+    enroll(&m1dir, &gwdir, "gw1", GW1_IP, gw_port);
+    // The second manager as an administrator adds one: the deployment CA and the enrolled
+    // gateways copied from the first, its own node id and address.
+    let m1_toml = std::fs::read_to_string(m1dir.config_path()).unwrap();
+    assert!(m1_toml.contains("[[cpq.gateway]]"), "{m1_toml}");
+    let m2_toml = m1_toml
+        .replace("manager1", "manager2")
+        .replace(&MANAGER_IP.to_string(), &MANAGER2_IP.to_string())
+        .replace(&format!("port = {p1}\n"), &format!("port = {p2}\n"));
+    assert!(m2_toml.contains(&format!("port = {p2}\n")), "{m2_toml}");
+    let m2dir = NodeDir::new(&m2_toml);
+    std::fs::create_dir_all(m2dir.cpq_dir()).unwrap();
+    for f in ["ca.crt", "ca.key"] {
+        std::fs::copy(m1dir.cpq_dir().join(f), m2dir.cpq_dir().join(f))
+            .unwrap_or_else(|e| panic!("copying {f}: {e}"));
+    }
+    let mut m1 = m1dir.start_manager();
+    let m2 = m2dir.start_manager();
+    // The gateway accepts both managers' certificates (the pinned bundle).
+    let mut bundle = std::fs::read(gwdir.cpq_dir().join("manager.crt")).unwrap();
+    bundle.extend(std::fs::read(m2.data_dir().join("cpq/node.crt")).unwrap());
+    std::fs::write(gwdir.cpq_dir().join("manager.crt"), bundle).unwrap();
+    let gw = gwdir.start_gateway();
+    let listed = json(&gw, &["cpqcert", "list"]);
+    assert_eq!(
+        listed["accepted"].as_array().map(Vec::len),
+        Some(2),
+        "{listed:#}"
+    );
+    let status = json(&gw, &["pvoconfig", "status"]);
+    assert_eq!(
+        status["managers"],
+        serde_json::json!([format!("{MANAGER_IP}:{p1}"), format!("{MANAGER2_IP}:{p2}")]),
+        "{status:#}"
+    );
+
+    // The first ones go to the first manager.
+    let first: Vec<u64> = (0..FIRST)
+        .map(|i| {
+            send(
+                &gw,
+                "a@example.org",
+                "bob@example.com",
+                &format!("{TAG} first {i}"),
+            )
+        })
+        .collect();
+    m1.wait_for_log_matching(
+        Duration::from_secs(120),
+        |log| quarantined_count(log) >= FIRST,
+        "the first transfers quarantined on manager1",
+    );
+    assert_eq!(
+        quarantined_count(&m2.mail_logs()),
+        0,
+        "manager2 got transfers first"
+    );
+    // manager2 sees them and finds them by manager1's MIDs.
+    let on_m2 = held(&m2, &["--subject", "first"]);
+    assert_eq!(on_m2.len(), FIRST, "{on_m2:#?}");
+    let mids: Vec<String> = on_m2.iter().map(|h| h["mid"].to_string()).collect();
+    assert!(
+        on_m2
+            .iter()
+            .all(|h| h["mid"].as_u64() < Some(2 * 1_000_000_000_000)),
+        "manager1's MIDs are in its own range: {mids:?}"
+    );
+
+    // Under load: a burst of transfers, and half the first ones released on manager1;
+    // kill -9 manager1 in the middle.
+    let addr = gw.addr();
+    let burst = thread::spawn(move || send_burst(addr, "", BURST, BURST));
+    let released_on_m1: Vec<&str> = mids[..FIRST / 2].iter().map(String::as_str).collect();
+    let mut args = vec!["quarantine", "release"];
+    args.extend(&released_on_m1);
+    text(&m1, &args);
+    m1.wait_for_log_matching(
+        Duration::from_secs(120),
+        |log| quarantined_count(log) >= FIRST + 20,
+        "burst transfers on manager1",
+    );
+    m1.kill9();
+    let sent: BTreeSet<u64> = burst
+        .join()
+        .expect("the burst failed")
+        .into_iter()
+        .chain(first.iter().copied())
+        .collect();
+    assert_eq!(sent.len(), FIRST + BURST);
+
+    // diagnose on the gateway says which manager is down.
+    let checks = diagnose(&gw);
+    let down: Vec<&Value> = checks
+        .iter()
+        .filter(|c| {
+            c["passed"] == false
+                && c["name"]
+                    .as_str()
+                    .is_some_and(|n| n.contains(&format!("{MANAGER_IP}:{p1}")))
+        })
+        .collect();
+    assert!(
+        !down.is_empty(),
+        "no failing check names manager1: {checks:#?}"
+    );
+    assert!(
+        down.iter().any(|c| c["cause"]
+            .as_str()
+            .is_some_and(|t| t.contains(&format!("manager {MANAGER_IP}:{p1}")))),
+        "{down:#?}"
+    );
+    assert!(
+        checks.iter().any(|c| c["passed"] == true
+            && c["name"].as_str().is_some_and(
+                |n| n.starts_with("manager link") && n.contains(&format!("{MANAGER2_IP}:{p2}"))
+            )),
+        "manager2's link is not shown as up: {checks:#?}"
+    );
+
+    // The enable preflight checks each manager listed and names the one that is down.
+    let both = format!("{MANAGER_IP}:{p1},{MANAGER2_IP}:{p2}");
+    let refused = enable_refused(&gw, &["--manager", &both]);
+    assert!(
+        refused["cause"]
+            .as_str()
+            .is_some_and(|c| c.starts_with(&format!("manager {MANAGER_IP}:{p1}: "))),
+        "{refused:#}"
+    );
+    let named: Vec<&str> = refused["checks"]
+        .as_array()
+        .expect("checks")
+        .iter()
+        .filter_map(|c| c["name"].as_str())
+        .collect();
+    assert!(
+        named
+            .iter()
+            .any(|n| n.ends_with(&format!("({MANAGER2_IP}:{p2})"))),
+        "manager2 was not checked: {named:?}"
+    );
+
+    // Everything reaches the store through manager2, each transfer once.
+    let mut kicked: Option<Instant> = None;
+    wait_until(
+        Duration::from_secs(300),
+        || {
+            if kicked.is_none_or(|k| k.elapsed() >= Duration::from_secs(3)) {
+                text(&gw, &["delivernow", "the.cpq.host"]);
+                kicked = Some(Instant::now());
+            }
+            queued_for(&gw, "the.cpq.host").is_empty().then_some(())
+        },
+        || {
+            format!(
+                "the.cpq.host never drained: {} left",
+                queued_for(&gw, "the.cpq.host").len()
+            )
+        },
+    );
+    assert!(
+        quarantined_count(&m2.mail_logs()) > 0,
+        "manager2 took no transfer"
+    );
+    let all = held(&m2, &["--gateway", "gw1"]);
+    let mut per_mid: BTreeMap<u64, usize> = BTreeMap::new();
+    for h in &all {
+        *per_mid.entry(gateway_mid(h)).or_default() += 1;
+    }
+    let twice: Vec<_> = per_mid.iter().filter(|(_, n)| **n > 1).collect();
+    assert!(twice.is_empty(), "held twice: {twice:?}");
+    let got: BTreeSet<u64> = per_mid.keys().copied().collect();
+    let released_mids: BTreeSet<u64> = on_m2[..FIRST / 2].iter().map(gateway_mid).collect();
+    let expected: BTreeSet<u64> = sent.difference(&released_mids).copied().collect();
+    assert_eq!(
+        got.symmetric_difference(&expected)
+            .take(10)
+            .collect::<Vec<_>>(),
+        Vec::<&u64>::new(),
+        "held on the store vs sent less released"
+    );
+
+    // manager2 runs the sweeps now that manager1 is gone.
+    m2.wait_for_log_matching_after(
+        m2.start_mark(),
+        Duration::from_secs(120),
+        |log| log.contains("this manager now runs the expiry and free-up-space sweeps"),
+        "manager2 leading the sweeps",
+    );
+
+    // A release on manager2 of messages manager1 stored, while manager1 is down.
+    let released_on_m2: Vec<&str> = mids[FIRST / 2..].iter().map(String::as_str).collect();
+    let mut args = vec!["quarantine", "release"];
+    args.extend(&released_on_m2);
+    text(&m2, &args);
+
+    // manager1 comes back: its releases spooled before the kill go out, and new transfers
+    // go to it first again.
+    let mark = m1.log_mark();
+    m1.restart();
+    let back = send(
+        &gw,
+        "a@example.org",
+        "bob@example.com",
+        &format!("{TAG} back"),
+    );
+    m1.wait_for_log_matching_after(
+        mark,
+        Duration::from_secs(120),
+        |log| quarantined_count(log) >= 1,
+        "a transfer on manager1 after it came back",
+    );
+    let got = sink.wait_for_messages(FIRST, DELIVERY * 3);
+    assert!(got.len() >= FIRST);
+    // Nothing waits anywhere any more, and each release arrived once.
+    wait_until(
+        Duration::from_secs(120),
+        || {
+            for m in [&m1, &m2] {
+                if !queued_for(m, "the.cpq.release.host").is_empty() {
+                    text(m, &["delivernow", "the.cpq.release.host"]);
+                    return None;
+                }
+            }
+            json(&gw, &["showrecipients", "--all"])["recipients"]
+                .as_array()
+                .is_some_and(|r| r.is_empty())
+                .then_some(())
+        },
+        || "released mail still queued".to_string(),
+    );
+    let subjects = delivered_subjects(&sink);
+    let more_than_once: Vec<_> = subjects.iter().filter(|(_, n)| **n > 1).collect();
+    assert!(
+        more_than_once.is_empty(),
+        "delivered more than once: {more_than_once:?}"
+    );
+    let firsts = subjects.keys().filter(|s| s.contains(" first ")).count();
+    assert_eq!(firsts, FIRST, "{subjects:#?}");
+    assert_eq!(held(&m1, &["--subject", "first"]).len(), 0);
+    assert_eq!(held(&m2, &["--subject", "back"]).len(), 1, "MID {back}");
+    assert_eq!(held(&m1, &[]).len(), BURST + 1);
 }

@@ -111,7 +111,8 @@ pub enum PvoAction {
     },
     /// Gateway: centralize this gateway's quarantines on the manager (after the preflight).
     Enable {
-        /// The manager's CPQ address, HOST[:PORT] (port 7025 by default); default: the
+        /// The manager's CPQ address, HOST[:PORT] (port 7025 by default), or the managers
+        /// of one deployment separated by commas, tried in that order; default: the
         /// configured [cpq] manager.
         #[arg(long)]
         manager: Option<String>,
