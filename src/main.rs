@@ -219,6 +219,20 @@ enum ManagerAction {
         #[arg(long)]
         out: PathBuf,
     },
+    /// Move a stopped manager's embedded quarantine store into PostgreSQL (resumable:
+    /// run it again after an interruption), verify the copy by counts and checksums, and
+    /// set [store] url in the configuration. The embedded store is left as it was.
+    MigrateStore {
+        /// The manager's configuration file.
+        #[arg(long)]
+        config: PathBuf,
+        /// The PostgreSQL database: postgresql://USER@HOST:PORT/DB or key=value form.
+        #[arg(long)]
+        to: String,
+        /// The CA that signed the database server's certificate (TLS to another host).
+        #[arg(long)]
+        ca: Option<PathBuf>,
+    },
 }
 
 fn main() {
@@ -291,6 +305,9 @@ fn main() {
             &out,
             cli.json,
         ),
+        Command::Manager {
+            action: ManagerAction::MigrateStore { config, to, ca },
+        } => pvo::node::migrate_store(&config, &to, ca.as_deref(), cli.json),
         Command::Quickstart(args) => quickstart::run(args),
         Command::Avscan {
             clamd,

@@ -619,3 +619,139 @@ fn open_postgres_store(
     .map_err(|_| anyhow::anyhow!("opening the central store panicked"))?
     .with_context(|| format!("opening the central store on PostgreSQL ({shown}) from [store] url"))
 }
+
+/// `pvo manager migrate-store --to URL`: moves a stopped manager's embedded store into
+/// PostgreSQL (`pvo_quarantine::copy_to_postgres`: resumable, verified by counts and
+/// checksums), then points the configuration at it (`[store] url`). The manager must be
+/// stopped: its gateways keep what they quarantine in `the.cpq.host` meanwhile.
+pub fn migrate_store(
+    config_path: &std::path::Path,
+    to: &str,
+    ca: Option<&std::path::Path>,
+    json_out: bool,
+) -> Result<()> {
+    use std::io::{IsTerminal, Write};
+    let cfg = Config::load(config_path).map_err(|e| anyhow::anyhow!("configuration error: {e}"))?;
+    if cfg.role != crate::core::config::Role::Manager {
+        anyhow::bail!(
+            "{} is not a manager's configuration (node.role = \"manager\"): a gateway's quarantines move to its manager with `pvoconfig enable`",
+            config_path.display()
+        );
+    }
+    if let Some(s) = &cfg.store {
+        anyhow::bail!(
+            "this manager's store is on PostgreSQL already ([store] url = {})",
+            crate::core::cluster::sync::describe(&s.url)
+        );
+    }
+    let socket = cfg.run_dir().join("admin.sock");
+    if std::os::unix::net::UnixStream::connect(&socket).is_ok() {
+        anyhow::bail!(
+            "the manager is running: stop it first (the store moves while the manager is stopped; its gateways keep what they quarantine in the.cpq.host and send it when the manager is back)"
+        );
+    }
+    let path = cfg.data_dir.join("quarantine").join("quarantine.db");
+    if !path.exists() {
+        anyhow::bail!(
+            "{} does not exist: this manager has no embedded store to move",
+            path.display()
+        );
+    }
+    let now = crate::core::clock::unix_now();
+    let src = pvo_quarantine::Store::open_sqlite(&path, now)
+        .with_context(|| format!("opening the embedded store {}", path.display()))?;
+    let target = crate::core::config::StoreConfig {
+        url: to.to_string(),
+        ca: ca.map(std::path::Path::to_path_buf),
+    };
+    let node_id = cfg
+        .cpq
+        .as_ref()
+        .map_or(cfg.hostname.clone(), |c| c.node_id.clone());
+    let (dst, _) = open_postgres_store(&target, None, node_id)?;
+    let shown = crate::core::cluster::sync::describe(to);
+    let terminal = std::io::stderr().is_terminal() && !json_out;
+    let mut last_tenth = u64::MAX;
+    let mut bar = |copied: u64, total: u64| {
+        const WIDTH: u64 = 30;
+        let done = (copied * WIDTH).checked_div(total).unwrap_or(WIDTH);
+        let pct = (copied * 100).checked_div(total).unwrap_or(100);
+        let line = format!(
+            "Moving the quarantine store to {shown}: [{}{}] {pct}% ({copied} of {total} messages)",
+            "#".repeat(done as usize),
+            ".".repeat((WIDTH - done) as usize),
+        );
+        let mut err = std::io::stderr().lock();
+        if terminal {
+            let _ = write!(err, "\r{line}");
+            let _ = err.flush();
+        } else if pct / 10 != last_tenth {
+            last_tenth = pct / 10;
+            let _ = writeln!(err, "{line}");
+        }
+    };
+    let source = path.display().to_string();
+    let report = pvo_quarantine::copy_to_postgres(&src, &dst, &source, now, &mut bar);
+    if terminal {
+        eprintln!();
+    }
+    // The blocking client is dropped off any runtime, like the node does.
+    let _ = std::thread::spawn(move || drop(dst)).join();
+    let report = report.with_context(|| {
+        format!("moving {} to PostgreSQL ({shown}); run the same command again to go on from where it stopped", path.display())
+    })?;
+    // Point the manager at the database.
+    let text = std::fs::read_to_string(config_path)
+        .with_context(|| format!("reading {}", config_path.display()))?;
+    let mut doc = crate::core::config_store::Doc::parse(&text).map_err(|e| anyhow::anyhow!(e))?;
+    doc.store_set(to, ca.map(|p| p.to_str().unwrap_or_default()))
+        .map_err(|e| anyhow::anyhow!(e))?;
+    let new = doc.text();
+    Config::parse(
+        &new,
+        config_path,
+        config_path.parent().unwrap_or(std::path::Path::new(".")),
+    )
+    .map_err(|e| anyhow::anyhow!("the configuration with [store] would not be valid: {e}"))?;
+    crate::core::atomic_file::write(config_path, new.as_bytes())?;
+    let tables: Vec<String> = report
+        .tables
+        .iter()
+        .map(|(t, n)| format!("{t} {n}"))
+        .collect();
+    if json_out {
+        println!(
+            "{}",
+            serde_json::json!({
+                "ok": true,
+                "data": {
+                    "messages": report.messages,
+                    "resumed_after": report.resumed_after,
+                    "already_done": report.already_done,
+                    "tables": report.tables.iter().map(|(t, n)| (t.to_string(), *n)).collect::<std::collections::BTreeMap<_, _>>(),
+                    "checksum": report.checksum,
+                    "config": config_path.display().to_string(),
+                }
+            })
+        );
+    } else {
+        println!(
+            "{} {} messages from {} to PostgreSQL ({shown}){}.\nVerified: {} rows alike on both sides ({}); SHA-256 of the messages {}.\n[store] url set in {}: start the manager (`pvo manager run --config {}`) and it uses PostgreSQL. The embedded store is left in {} (remove it once satisfied).",
+            if report.already_done { "Already moved:" } else { "Moved" },
+            report.messages,
+            path.display(),
+            if report.resumed_after > 0 {
+                format!(", going on after the {} copied by an earlier run", report.resumed_after)
+            } else {
+                String::new()
+            },
+            report.tables.len(),
+            tables.join(", "),
+            report.checksum,
+            config_path.display(),
+            config_path.display(),
+            path.parent().unwrap_or(&path).display(),
+        );
+    }
+    Ok(())
+}

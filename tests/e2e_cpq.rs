@@ -2561,3 +2561,131 @@ fn two_managers_on_one_postgresql_survive_a_kill_9_of_either() {
     assert_eq!(held(&m2, &["--subject", "back"]).len(), 1, "MID {back}");
     assert_eq!(held(&m1, &[]).len(), BURST + 1);
 }
+
+/// `pvo manager migrate-store --config C --to URL` (more arguments after).
+fn migrate_store(config: &Path, url: &str) -> Command {
+    let mut cmd = Command::new(pvo_bin());
+    cmd.args(["manager", "migrate-store", "--config"])
+        .arg(config)
+        .args(["--to", url]);
+    cmd
+}
+
+/// A manager's embedded store moves to PostgreSQL while the manager is stopped: refused
+/// while it runs; `kill -9` of the move in the middle, then the same command goes on from
+/// the last batch, verifies the copy and sets `[store] url`; the manager starts on
+/// PostgreSQL with every message, found and acted on by its MIDs.
+#[test]
+fn a_stopped_managers_store_moves_to_postgresql_and_a_killed_move_goes_on() {
+    const N: u64 = 8_000;
+    let pg = crate::support::Postgres::start();
+    let url = pg.url();
+    let dir = NodeDir::new(&manager_config("manager", free_port_on(MANAGER_IP)));
+    let config = dir.config_path();
+    // The embedded store as N transfers from gw1 would have left it.
+    {
+        std::fs::create_dir_all(dir.path().join("quarantine")).unwrap();
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
+        let s =
+            pvo_quarantine::Store::open_sqlite(&dir.path().join("quarantine/quarantine.db"), now)
+                .unwrap();
+        let msgs: Vec<pvo_quarantine::NewMessage> = (0..N)
+            .map(|n| {
+                let mut m = pvo_quarantine::testkit::msg(
+                    &format!("gw1-{n}"),
+                    vec![pvo_quarantine::testkit::hold("Policy")],
+                );
+                m.gateway_mid = n + 1;
+                m.subject = format!("moved {n}");
+                m.meta = serde_json::json!({ "mid": 500 + n, "icid": 1 });
+                m.received = now;
+                m
+            })
+            .collect();
+        for chunk in msgs.chunks(2_000) {
+            for r in s.quarantine_many(chunk, now).unwrap() {
+                assert!(r.unwrap().created);
+            }
+        }
+    }
+    let mut manager = dir.start_manager();
+    let held_total = |m: &Node| json(m, &["quarantineconfig", "list"])["total_messages"].clone();
+    assert_eq!(held_total(&manager), N);
+    let (ok, out, err) = run_with_timeout(&mut migrate_store(&config, &url), COMMAND);
+    assert!(!ok.success(), "{out}{err}");
+    assert!(
+        err.contains("the manager is running: stop it first"),
+        "{err}"
+    );
+    manager.stop();
+
+    // kill -9 the move once a tenth or so is copied.
+    let mut child = migrate_store(&config, &url)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let mut seen = Vec::new();
+    for l in std::io::BufRead::lines(std::io::BufReader::new(stderr)) {
+        let l = l.unwrap();
+        seen.push(l.clone());
+        // The first line after 0%: a tenth or so is copied, most is not.
+        if l.contains("Moving the quarantine store") && !l.contains("] 0% (") {
+            break;
+        }
+    }
+    child.kill().unwrap();
+    let _ = child.wait();
+    assert!(
+        seen.last()
+            .is_some_and(|l| l.contains("Moving the quarantine store to ")
+                && l.contains(&format!(" of {N} messages)"))),
+        "{seen:#?}"
+    );
+    assert!(!std::fs::read_to_string(&config)
+        .unwrap()
+        .contains("[store]"));
+
+    // The same command goes on after the batches that were committed.
+    let (ok, out, err) =
+        run_with_timeout(&mut migrate_store(&config, &url), Duration::from_secs(600));
+    assert!(ok.success(), "{out}{err}");
+    assert!(out.contains(&format!("Moved {N} messages from ")), "{out}");
+    assert!(out.contains("going on after the "), "{out}");
+    assert!(out.contains("Verified: 8 rows alike"), "{out}");
+    assert!(err.contains("] 100% ("), "{err}");
+    let written = std::fs::read_to_string(&config).unwrap();
+    assert!(
+        written.contains("[store]") && written.contains(&url),
+        "{written}"
+    );
+
+    // The manager on PostgreSQL: every message, by its MIDs.
+    manager.restart();
+    assert_eq!(held_total(&manager), N);
+    assert_eq!(held(&manager, &["--subject", "7999"]).len(), 1);
+    text(&manager, &["quarantine", "delete", "507", "--yes"]);
+    assert_eq!(held_total(&manager), N - 1);
+    assert!(
+        held(&manager, &["--subject", "7"]).is_empty(),
+        "MID 507 (subject moved 7) deleted"
+    );
+    // The embedded store is left as it was.
+    assert!(dir_has_store(&manager));
+    // A store on PostgreSQL does not move again.
+    manager.stop();
+    let (ok, _, err) = run_with_timeout(&mut migrate_store(&config, &url), COMMAND);
+    assert!(
+        !ok.success() && err.contains("on PostgreSQL already"),
+        "{err}"
+    );
+}
+
+fn dir_has_store(node: &Node) -> bool {
+    node.data_dir().join("quarantine/quarantine.db").is_file()
+}

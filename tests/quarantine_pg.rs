@@ -9,7 +9,7 @@ use std::sync::{Arc, Barrier};
 
 use pvo_quarantine::testkit::{self, hold, msg, put, Env, T0};
 use pvo_quarantine::{
-    Action, Actor, Outcome, QuarantineError, Scope, SearchQuery, Store, PG_SCHEMA_VERSION,
+    Action, Actor, Builtin, Outcome, QuarantineError, Scope, SearchQuery, Store, PG_SCHEMA_VERSION,
 };
 
 use crate::support::Postgres;
@@ -321,4 +321,194 @@ fn two_managers_claim_each_interrupted_release_once() {
         claimed, ids,
         "each interrupted release claimed by one manager"
     );
+}
+
+/// An embedded store with a bit of everything: the search corpus, a custom quarantine, a
+/// quota, held, released-but-unqueued, delivered, deleted and moved messages, and enough of
+/// them for several batches of the copy.
+fn embedded_store_with_history(dir: &std::path::Path) -> (Store, Vec<u64>) {
+    use pvo_quarantine::{DefaultAction, QuarantineSettings};
+    let s = Store::open_sqlite(&dir.join("quarantine.db"), T0).unwrap();
+    let mut ids = testkit::corpus(&s);
+    let settings = QuarantineSettings {
+        retention_secs: 3 * 86_400,
+        default_action: DefaultAction::Release,
+        ..Builtin::Policy.default_settings()
+    };
+    s.create_quarantine("Legal Hold", &settings, T0).unwrap();
+    s.set_quota(Some(512 * 1024 * 1024)).unwrap();
+    for n in 0..1100 {
+        let mut m = msg(
+            &format!("bulk{n}"),
+            vec![hold("Policy"), hold("Legal Hold")],
+        );
+        m.meta = serde_json::json!({ "mid": 1_000 + n, "icid": 7 });
+        m.raw = format!("Subject: bulk {n}\r\n\r\nbody {n}\r\n").into_bytes();
+        ids.push(s.quarantine(&m, T0).unwrap().msg_id);
+    }
+    let n = ids.len();
+    // Released from both: pending (never queued); the next one delivered and confirmed.
+    for &id in &ids[n - 4..n - 2] {
+        s.release(id, "Policy", "admin", T0 + 1).unwrap();
+        s.release(id, "Legal Hold", "admin", T0 + 1).unwrap();
+    }
+    s.confirm_delivery(ids[n - 3], "MID 77", T0 + 2).unwrap();
+    s.delete(ids[n - 1], "Policy", "admin", T0 + 3).unwrap();
+    s.delete(ids[n - 1], "Legal Hold", "admin", T0 + 3).unwrap();
+    s.move_message(ids[n - 5], "Legal Hold", "Virus", "admin", T0 + 4)
+        .unwrap();
+    (s, ids)
+}
+
+#[test]
+fn an_embedded_store_moves_to_postgresql_resumes_after_a_cut_and_is_verified() {
+    let pg = Postgres::start();
+    let tmp = tempfile::TempDir::new().unwrap();
+    let (src, ids) = embedded_store_with_history(tmp.path());
+    let url = testkit::create_database(&pg.url(), "moved");
+    let source = tmp.path().join("quarantine.db").display().to_string();
+
+    // Cut short after the first batch (a crash: nothing after the last commit survives).
+    {
+        let dst = Store::open_postgres(&url, T0).unwrap();
+        let mut batches = 0;
+        let cut = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            pvo_quarantine::copy_to_postgres(&src, &dst, &source, T0 + 10, &mut |copied, _| {
+                if copied > 0 {
+                    batches += 1;
+                    panic!("cut after {copied}");
+                }
+            })
+        }));
+        assert!(cut.is_err() && batches == 1);
+    }
+    let dst = Store::open_postgres(&url, T0).unwrap();
+    let mut seen = Vec::new();
+    let report = pvo_quarantine::copy_to_postgres(&src, &dst, &source, T0 + 20, &mut |c, t| {
+        seen.push((c, t))
+    })
+    .unwrap();
+    assert_eq!(report.messages, ids.len() as u64);
+    assert_eq!(report.resumed_after, 500, "resumed after the first batch");
+    assert!(!report.already_done);
+    assert_eq!(seen.first(), Some(&(500, ids.len() as u64)));
+    assert_eq!(seen.last(), Some(&(ids.len() as u64, ids.len() as u64)));
+    assert!(
+        report.tables.contains(&("messages", ids.len() as u64)),
+        "{report:?}"
+    );
+    assert_eq!(report.checksum.len(), 64);
+
+    // The same messages, states, memberships, bytes, history, counters and ids.
+    for &id in &ids {
+        let (a, b) = (src.message(id).unwrap(), dst.message(id).unwrap());
+        assert_eq!(format!("{a:?}"), format!("{b:?}"), "message {id}");
+        assert_eq!(
+            src.raw(id).ok(),
+            dst.raw(id).ok(),
+            "the bytes of message {id}"
+        );
+        assert_eq!(
+            format!("{:?}", src.history(id).unwrap()),
+            format!("{:?}", dst.history(id).unwrap())
+        );
+    }
+    assert_eq!(
+        format!("{:?}", src.usage().unwrap()),
+        format!("{:?}", dst.usage().unwrap())
+    );
+    assert_eq!(
+        format!("{:?}", src.quarantines().unwrap()),
+        format!("{:?}", dst.quarantines().unwrap())
+    );
+    for q in [
+        SearchQuery::default(),
+        SearchQuery {
+            subject: Some("bulk".into()),
+            ..Default::default()
+        },
+        SearchQuery {
+            quarantine: Some("Legal Hold".into()),
+            ..Default::default()
+        },
+    ] {
+        let (a, b) = (src.search(&q).unwrap(), dst.search(&q).unwrap());
+        assert_eq!(a.total, b.total, "{q:?}");
+        let ids_of =
+            |p: &pvo_quarantine::SearchPage| p.hits.iter().map(|h| h.msg_id).collect::<Vec<_>>();
+        assert_eq!(ids_of(&a), ids_of(&b), "{q:?}");
+    }
+    assert_eq!(
+        dst.message_by_node_mid(1_007).unwrap(),
+        src.message_by_node_mid(1_007).unwrap()
+    );
+    let pending: Vec<u64> = dst
+        .pending_deliveries()
+        .unwrap()
+        .iter()
+        .map(|p| p.msg_id)
+        .collect();
+    assert_eq!(pending, vec![ids[ids.len() - 4]]);
+    // The moved store goes on: new ids after the copied ones, actions work.
+    let new = put(&dst, "after the move", vec![hold("Legal Hold")]);
+    assert!(new > *ids.iter().max().unwrap());
+    assert!(
+        dst.create_quarantine("After", &Builtin::Policy.default_settings(), T0)
+            .unwrap()
+            .id
+            > 101
+    );
+
+    // Run again: nothing copied twice, only verified.
+    let again = pvo_quarantine::copy_to_postgres(&src, &dst, &source, T0 + 30, &mut |_, _| {});
+    // (the new message makes the two sides differ now: said, not hidden)
+    let e = again.unwrap_err().to_string();
+    assert!(e.contains("the copy differs"), "{e}");
+
+    // A database that holds another store is refused; so is a second source.
+    let other = testkit::create_database(&pg.url(), "other");
+    let busy = Store::open_postgres(&other, T0).unwrap();
+    put(&busy, "someone else's", vec![hold("Policy")]);
+    let e = pvo_quarantine::copy_to_postgres(&src, &busy, &source, T0, &mut |_, _| {})
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("already holds a quarantine store (1 messages"),
+        "{e}"
+    );
+    let e = pvo_quarantine::copy_to_postgres(
+        &src,
+        &dst,
+        "/elsewhere/quarantine.db",
+        T0,
+        &mut |_, _| {},
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("holds a copy of another store"), "{e}");
+}
+
+#[test]
+fn a_finished_move_run_again_only_verifies() {
+    let pg = Postgres::start();
+    let tmp = tempfile::TempDir::new().unwrap();
+    let s = Store::open_sqlite(&tmp.path().join("q.db"), T0).unwrap();
+    let ids: Vec<u64> = (0..3)
+        .map(|n| put(&s, &format!("k{n}"), vec![hold("Policy")]))
+        .collect();
+    let url = testkit::create_database(&pg.url(), "q");
+    let dst = Store::open_postgres(&url, T0).unwrap();
+    let first = pvo_quarantine::copy_to_postgres(&s, &dst, "src", T0, &mut |_, _| {}).unwrap();
+    let again = pvo_quarantine::copy_to_postgres(&s, &dst, "src", T0, &mut |_, _| {}).unwrap();
+    assert!(again.already_done && !first.already_done);
+    assert_eq!(first.checksum, again.checksum);
+    assert_eq!(dst.usage().unwrap().total_messages, ids.len() as u64);
+    // Bytes changed behind the copy's back are found.
+    let mut c = postgres_client(&url);
+    c.execute("UPDATE pvo_quarantine.bodies SET raw = 'tampered'", &[])
+        .unwrap();
+    let e = pvo_quarantine::copy_to_postgres(&s, &dst, "src", T0, &mut |_, _| {})
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("the copy differs at message"), "{e}");
 }

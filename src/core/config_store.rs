@@ -684,6 +684,19 @@ impl Doc {
         Ok(())
     }
 
+    /// Sets `[store]` (the central store on PostgreSQL): its `url`, and `ca` when given.
+    pub fn store_set(&mut self, url: &str, ca: Option<&str>) -> std::result::Result<(), String> {
+        let t = self.table(&["store"])?;
+        set(t, "url", url);
+        match ca {
+            Some(ca) => set(t, "ca", ca),
+            None => {
+                t.remove("ca");
+            }
+        }
+        Ok(())
+    }
+
     /// Sets `[cpq] manager`: one `"HOST:PORT"`, or a list of them for several managers.
     pub fn cpq_set_managers(&mut self, managers: &[String]) -> std::result::Result<(), String> {
         let t = self.table(&["cpq"])?;

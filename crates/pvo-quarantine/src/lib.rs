@@ -59,9 +59,11 @@
 //!   same primitives; migrations under an advisory lock, deduplicated bodies);
 //! - `testkit` (feature `testkit`): the store tests, run on every backend;
 //! - `search`: query types; `rewrite`: early-release rewriting; `logline`: log texts;
-//!   `table`: the `quarantineconfig` list.
+//!   `table`: the `quarantineconfig` list; `copy`: moving an embedded store into
+//!   PostgreSQL, resumable and verified.
 #![forbid(unsafe_code)]
 
+mod copy;
 mod error;
 pub mod logline;
 mod model;
@@ -80,6 +82,7 @@ pub mod testkit;
 #[cfg(test)]
 mod tests;
 
+pub use copy::{copy_to_postgres, CopyReport};
 pub use error::{QuarantineError, Result};
 pub use model::{
     AccessList, Action, ActionReport, Actor, Attachment, Builtin, Cause, Change, CopyToSend,

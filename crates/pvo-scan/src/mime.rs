@@ -372,15 +372,34 @@ impl Walker<'_> {
             // A leaf: decode up to the innermost boundary (or the end of the data).
             let boundary = innermost_boundary(&stack);
             let bound = boundary.unwrap_or(b"");
+            // Quoted-printable: the part's end is found first and its bytes decoded without
+            // a boundary, because mail-parser's boundary-aware decoder subtracts past the
+            // start of its buffer on a soft line break just before the boundary
+            // (`U=\r\n--b1`: an overflow panic where overflow checks are on; fuzz/corpus/mime
+            // keeps the input).
+            let mut qp_end = None;
             let (end, decoded) = match cte {
                 Cte::Base64 => stream.decode_base64_mime(bound),
-                Cte::QuotedPrintable => stream.decode_quoted_printable_mime(bound),
+                Cte::QuotedPrintable => {
+                    let (end, found) = stream.seek_part_end(boundary);
+                    let raw = data.get(body_start..end.max(body_start)).unwrap_or(b"");
+                    match MessageStream::new(raw).decode_quoted_printable_mime(b"") {
+                        (e, decoded) if found && e != usize::MAX => (end, decoded),
+                        _ => {
+                            qp_end = Some(end);
+                            (usize::MAX, Cow::Borrowed(&b""[..]))
+                        }
+                    }
+                }
                 Cte::Identity => stream.mime_part(bound),
             };
             let (body, malformed, end): (Cow<'_, [u8]>, bool, usize) = if end == usize::MAX {
                 // Bad encoding or no closing boundary: take the raw body up to the boundary or
                 // the end of the data, and decode it the lenient way mail clients do.
-                let (end, _found) = stream.seek_part_end(boundary);
+                let (end, _found) = match qp_end {
+                    Some(end) => (end, false),
+                    None => stream.seek_part_end(boundary),
+                };
                 let raw = data.get(body_start..end.max(body_start)).unwrap_or(b"");
                 let body = match cte {
                     Cte::Base64 => Cow::Owned(lenient_base64(raw)),

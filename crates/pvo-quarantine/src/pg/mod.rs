@@ -124,7 +124,7 @@ pub(crate) fn tokens(text: &str) -> Vec<String> {
 /// Text as PostgreSQL can store it: `text` cannot hold NUL, which a message's header
 /// can (a sender controls the subject and attachment names); it becomes U+FFFD rather
 /// than failing the transfer forever.
-fn pg_text(s: &str) -> String {
+pub(crate) fn pg_text(s: &str) -> String {
     s.replace('\0', "\u{FFFD}")
 }
 
@@ -590,6 +590,16 @@ impl PgStore {
             conn: Some(conn),
             pool: &self.readers,
         })
+    }
+
+    /// Runs `f` on the writer connection (reconnected first if it was closed), outside any
+    /// transaction: for work that spans several (`copy`).
+    pub(crate) fn with_session<R>(&self, f: impl FnOnce(&mut Client) -> Result<R>) -> Result<R> {
+        let mut conn = lock(&self.writer);
+        if conn.is_closed() {
+            *conn = (self.connect)()?;
+        }
+        f(&mut conn)
     }
 
     fn write<R>(&self, mut f: impl FnMut(&mut Transaction<'_>) -> Result<R>) -> Result<R> {

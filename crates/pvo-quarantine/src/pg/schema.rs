@@ -175,8 +175,20 @@ CREATE TABLE managers (
 );
 "#;
 
+/// Migration 3: the record of a move of an embedded store into this database
+/// (`pvo manager migrate-store`): which store, how far the copy got, when it finished.
+const V3_STORE_COPY: &str = r#"
+CREATE TABLE store_copy (
+    one          BOOLEAN PRIMARY KEY DEFAULT TRUE CHECK (one),
+    source       TEXT NOT NULL,
+    copied_up_to BIGINT NOT NULL,
+    started_at   BIGINT NOT NULL,
+    finished_at  BIGINT
+);
+"#;
+
 /// The migrations, in order; the index + 1 is the version.
-const MIGRATIONS: &[&str] = &[V1_STORE, V2_DEPLOYMENT];
+const MIGRATIONS: &[&str] = &[V1_STORE, V2_DEPLOYMENT, V3_STORE_COPY];
 
 /// The schema version this build writes.
 pub const LATEST: u32 = MIGRATIONS.len() as u32;

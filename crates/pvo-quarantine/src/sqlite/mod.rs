@@ -546,6 +546,11 @@ impl SqliteStore {
         schema::current_version(&*self.reader()?)
     }
 
+    /// A read-only connection (pooled), for reads that span many statements (`copy`).
+    pub(crate) fn read_conn(&self) -> Result<impl Deref<Target = Connection> + '_> {
+        self.reader()
+    }
+
     fn reader(&self) -> Result<Reader<'_>> {
         let pooled = lock(&self.readers).pop();
         let conn = match pooled {

@@ -609,3 +609,22 @@ fn skipping_url_extraction_finds_exactly_what_the_byte_at_a_time_one_finds() {
     }
     assert!(total > 1_000, "{total}");
 }
+
+/// Found by the mime fuzz target: a quoted-printable part whose last line is a soft line
+/// break right before the boundary made mail-parser's boundary-aware decoder subtract past
+/// the start of its buffer (a panic with overflow checks on, as in debug builds).
+#[test]
+fn a_soft_line_break_just_before_the_boundary_decodes() {
+    let raw = include_bytes!("../../../../fuzz/corpus/mime/qp-soft-break-before-boundary.eml");
+    let _ = scan(raw, &Limits::default());
+    let m = scan(
+        b"Subject: qp\r\nContent-Type: multipart/mixed; boundary=\"b1\"\r\n\r\n--b1\r\n\
+          Content-Type: text/plain\r\nContent-Transfer-Encoding: quoted-printable\r\n\r\n\
+          U=\r\n--b1\r\nContent-Type: text/plain\r\n\r\nsecond\r\n--b1--\r\n",
+        &Limits::default(),
+    )
+    .unwrap();
+    let texts: Vec<&str> = m.texts().collect();
+    assert!(texts.iter().any(|t| t.trim() == "U"), "{texts:?}");
+    assert!(texts.iter().any(|t| t.trim() == "second"), "{texts:?}");
+}
