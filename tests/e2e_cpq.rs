@@ -2689,3 +2689,88 @@ fn a_stopped_managers_store_moves_to_postgresql_and_a_killed_move_goes_on() {
 fn dir_has_store(node: &Node) -> bool {
     node.data_dir().join("quarantine/quarantine.db").is_file()
 }
+
+/// PostgreSQL killed under load beneath a manager on it: the manager refuses transfers with
+/// a temporary error (nothing half stored), the gateway keeps them in `the.cpq.host`,
+/// `diagnose` on the manager names the central store and the PostgreSQL server; when
+/// PostgreSQL is back everything drains, each transfer held once.
+#[test]
+fn postgresql_killed_under_a_manager_keeps_transfers_on_the_gateway_until_it_returns() {
+    const N: usize = 150;
+    let mut pg = crate::support::Postgres::start();
+    let d = Deployment::start_with(
+        &[("gw1", GW1_IP)],
+        &format!("\n[store]\nurl = \"{}\"\n", pg.url()),
+        "",
+    );
+    let gw = &d.gateways[0].node;
+    let addr = gw.addr();
+    let burst = thread::spawn(move || send_burst(addr, "pg-", N, 50));
+    d.manager.wait_for_log_matching(
+        DELIVERY,
+        |log| quarantined_count(log) >= N / 5,
+        "a fifth of the transfers stored",
+    );
+    pg.kill();
+    let sent: BTreeSet<u64> = burst
+        .join()
+        .expect("the gateway refused mail")
+        .into_iter()
+        .collect();
+    assert_eq!(sent.len(), N);
+
+    // The manager says what is wrong, and refuses with 4xx meanwhile.
+    let store = wait_until(
+        DELIVERY,
+        || {
+            let c = component(&d.manager, "central store");
+            (c["passed"] == false).then_some(c)
+        },
+        || "the central store check never failed".to_string(),
+    );
+    assert!(
+        store["remedy"]
+            .as_str()
+            .is_some_and(|r| r.contains("PostgreSQL server of [store] url")),
+        "{store:#}"
+    );
+    text(gw, &["delivernow", "the.cpq.host"]);
+    wait_line(gw, &["Delayed: "]);
+    assert!(
+        !queued_for(gw, "the.cpq.host").is_empty(),
+        "the gateway holds nothing for the manager"
+    );
+
+    // PostgreSQL is back: the store answers again and the gateway's queue drains.
+    pg.start_again();
+    let mut kicked: Option<Instant> = None;
+    wait_until(
+        Duration::from_secs(300),
+        || {
+            if kicked.is_none_or(|k| k.elapsed() >= Duration::from_secs(3)) {
+                text(gw, &["delivernow", "the.cpq.host"]);
+                kicked = Some(Instant::now());
+            }
+            queued_for(gw, "the.cpq.host").is_empty().then_some(())
+        },
+        || {
+            format!(
+                "the.cpq.host never drained: {} left",
+                queued_for(gw, "the.cpq.host").len()
+            )
+        },
+    );
+    assert_eq!(component(&d.manager, "central store")["passed"], true);
+    let held_now = held(&d.manager, &["--gateway", "gw1"]);
+    let mut per_mid: BTreeMap<u64, usize> = BTreeMap::new();
+    for h in &held_now {
+        *per_mid.entry(gateway_mid(h)).or_default() += 1;
+    }
+    assert!(per_mid.values().all(|n| *n == 1), "held twice: {per_mid:?}");
+    let got: BTreeSet<u64> = per_mid.keys().copied().collect();
+    assert_eq!(got, sent, "held on the manager vs sent");
+    assert!(
+        log_lines(&gw.mail_logs(), "Bounced").is_empty(),
+        "a transfer bounced"
+    );
+}

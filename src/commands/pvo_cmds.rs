@@ -659,6 +659,20 @@ const COMPONENT_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 /// stored its last batch, the delivery queue answers.
 async fn components(shared: &Arc<Handles>) -> Vec<Check> {
     let mut out = Vec::new();
+    // Where the store is, for the remedies: the embedded file, or [store] url's server.
+    let (at, fix) = match &shared.config.current().store {
+        None => (
+            "the store's disk (DATA_DIR/quarantine)".to_string(),
+            "check the store (DATA_DIR/quarantine: disk, permissions)".to_string(),
+        ),
+        Some(s) => {
+            let db = crate::core::cluster::sync::describe(&s.url);
+            (
+                format!("the PostgreSQL server of [store] url ({db})"),
+                format!("check the PostgreSQL server of [store] url ({db}): running, reachable, accepting this manager's login"),
+            )
+        }
+    };
     let read = shared.scan.local_quarantine.with(|s| s.usage());
     out.push(match tokio::time::timeout(COMPONENT_WAIT, read).await {
         Ok(Ok(u)) => Check::pass(
@@ -673,14 +687,14 @@ async fn components(shared: &Arc<Handles>) -> Vec<Check> {
             "central store",
             format!("{e}"),
             format!("the central store cannot be read: {e}"),
-            "check the store (DATA_DIR/quarantine: disk, permissions); `quarantine search` fails until it answers",
+            format!("{fix}; `quarantine search` fails until it answers"),
             None,
         ),
         Err(_) => Check::fail(
             "central store",
             format!("no answer in {} s", COMPONENT_WAIT.as_secs()),
             "the central store does not answer: a long operation or a stuck disk holds it",
-            "look for Critical: lines in mail_logs and at the disk of DATA_DIR/quarantine",
+            format!("look for Critical: lines in mail_logs and at {at}"),
             None,
         ),
     });
@@ -701,7 +715,7 @@ async fn components(shared: &Arc<Handles>) -> Vec<Check> {
                     crate::core::clock::unix_now().saturating_sub(at)
                 ),
                 format!("the central store refuses writes ({why}): transfers are refused with a temporary error, and gateways keep them in {CPQ_HOST}"),
-                "free space on the store's disk (DATA_DIR/quarantine) or repair the store; the gateways' retries then drain",
+                format!("{fix} (or free space on {at}); the gateways' retries then drain"),
                 None,
             ),
             (Ok(()), _) => Check::pass(
