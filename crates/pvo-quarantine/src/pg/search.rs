@@ -294,9 +294,7 @@ pub(crate) fn search(c: &mut impl GenericClient, q: &SearchQuery) -> Result<Sear
             .iter()
             .map(|r| u(r.get(0)))
             .collect();
-        for msg_id in ids {
-            hits.push(hit(c, msg_id)?);
-        }
+        hits = page_hits(c, &ids)?;
     }
     Ok(SearchPage {
         total,
@@ -319,45 +317,56 @@ pub(crate) fn search_ids(c: &mut impl GenericClient, q: &SearchQuery) -> Result<
         .collect())
 }
 
-fn hit(c: &mut impl GenericClient, msg_id: MsgId) -> Result<SearchHit> {
-    let id = i(msg_id);
-    let r = c.query_one(
-        "SELECT gateway, gateway_mid, sender, subject, received, size, node_mid
-         FROM messages WHERE id = $1",
-        &[&id],
-    )?;
-    let recipients: Vec<String> = c
-        .query(
-            "SELECT addr FROM recipients WHERE msg_id = $1 ORDER BY pos",
-            &[&id],
-        )?
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
-    let rows = c.query(
-        "SELECT q.name, b.reason_kind, b.reason_name, b.exit_at
+/// The hits of one page, in the page's order: three queries for the whole page (each
+/// statement is a round trip to the server, so not three per hit).
+fn page_hits(c: &mut impl GenericClient, ids: &[MsgId]) -> Result<Vec<SearchHit>> {
+    use std::collections::HashMap;
+    if ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    let keys: Vec<i64> = ids.iter().map(|&id| i(id)).collect();
+    let mut recipients: HashMap<i64, Vec<String>> = HashMap::new();
+    for r in c.query(
+        "SELECT msg_id, addr FROM recipients WHERE msg_id = ANY($1) ORDER BY msg_id, pos",
+        &[&keys],
+    )? {
+        recipients.entry(r.get(0)).or_default().push(r.get(1));
+    }
+    let mut held_in: HashMap<i64, Vec<HitMembership>> = HashMap::new();
+    for m in c.query(
+        "SELECT b.msg_id, q.name, b.reason_kind, b.reason_name, b.exit_at
          FROM memberships b JOIN quarantines q ON q.id = b.quarantine_id
-         WHERE b.msg_id = $1 AND b.state = $2 ORDER BY b.id",
-        &[&id, &MembershipState::Held.code()],
-    )?;
-    let mut held_in = Vec::new();
-    for m in &rows {
-        held_in.push(HitMembership {
-            quarantine: m.get(0),
-            reason: reason_parse(m.get(1), m.get(2))?,
-            exit_at: u(m.get(3)),
+         WHERE b.msg_id = ANY($1) AND b.state = $2 ORDER BY b.msg_id, b.id",
+        &[&keys, &MembershipState::Held.code()],
+    )? {
+        held_in.entry(m.get(0)).or_default().push(HitMembership {
+            quarantine: m.get(1),
+            reason: reason_parse(m.get(2), m.get(3))?,
+            exit_at: u(m.get(4)),
         });
     }
-    Ok(SearchHit {
-        msg_id,
-        recipients,
-        held_in,
-        gateway: r.get(0),
-        gateway_mid: u(r.get(1)),
-        node_mid: r.get::<_, Option<i64>>(6).map(u),
-        sender: r.get(2),
-        subject: r.get(3),
-        received: u(r.get(4)),
-        size: u(r.get(5)),
-    })
+    let mut rows: HashMap<i64, SearchHit> = HashMap::new();
+    for r in c.query(
+        "SELECT id, gateway, gateway_mid, sender, subject, received, size, node_mid
+         FROM messages WHERE id = ANY($1)",
+        &[&keys],
+    )? {
+        let id: i64 = r.get(0);
+        rows.insert(
+            id,
+            SearchHit {
+                msg_id: u(id),
+                recipients: recipients.remove(&id).unwrap_or_default(),
+                held_in: held_in.remove(&id).unwrap_or_default(),
+                gateway: r.get(1),
+                gateway_mid: u(r.get(2)),
+                node_mid: r.get::<_, Option<i64>>(7).map(u),
+                sender: r.get(3),
+                subject: r.get(4),
+                received: u(r.get(5)),
+                size: u(r.get(6)),
+            },
+        );
+    }
+    Ok(keys.iter().filter_map(|id| rows.remove(id)).collect())
 }
