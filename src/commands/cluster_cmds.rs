@@ -2166,7 +2166,7 @@ pub fn checks(shared: &Handles) -> Vec<crate::core::cpq::checks::Check> {
     if cfg
         .cpq
         .as_ref()
-        .is_some_and(|c| c.central() || c.manager.is_some())
+        .is_some_and(|c| c.central() || c.manager().is_some())
     {
         if let Some(level) = pvo_level(&cfg, shared) {
             out.push(added_check(&cfg, &snap, &level));

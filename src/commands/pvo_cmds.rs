@@ -93,7 +93,7 @@ async fn status(shared: &Arc<Handles>) -> Response {
             data["manager"] = json!(cfg
                 .cpq
                 .as_ref()
-                .and_then(|c| c.manager.as_ref())
+                .and_then(|c| c.manager())
                 .map(|(h, p)| format!("{h}:{p}")));
             data["managers"] = json!(cfg
                 .cpq

@@ -250,7 +250,7 @@ pub async fn tlsverify(shared: &Deps, args: &NetTest) -> ProbeRun {
         .current()
         .cpq
         .as_ref()
-        .and_then(|c| c.manager.clone());
+        .and_then(|c| c.manager().cloned());
     let (host, port) = match (text(&args.host), &manager) {
         (Some(h), _) => (
             h.to_string(),

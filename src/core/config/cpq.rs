@@ -61,8 +61,6 @@ pub struct Cpq {
     pub dir: PathBuf,
     /// Gateway: local or central quarantines.
     pub mode: CpqMode,
-    /// Gateway: the first manager's cpq_listener (the one tried first).
-    pub manager: Option<(String, u16)>,
     /// Gateway: every manager of the deployment, in the order they are tried
     /// (`manager = ["m1:7025", "m2:7025"]`: several managers on one store).
     pub managers: Vec<(String, u16)>,
@@ -114,7 +112,12 @@ impl Migration {
 
 impl Cpq {
     pub fn central(&self) -> bool {
-        self.mode == CpqMode::Central && self.manager.is_some()
+        self.mode == CpqMode::Central && !self.managers.is_empty()
+    }
+
+    /// Gateway: the first manager's cpq_listener (the one tried first).
+    pub fn manager(&self) -> Option<&(String, u16)> {
+        self.managers.first()
     }
 
     /// The managers as `host:port, host:port` (`-` for none).
@@ -335,15 +338,14 @@ fn cpq(ctx: &Ctx<'_>, c: Raw, needs: CpqNeeds<'_>) -> Result<Cpq, ConfigError> {
             managers.push(hp);
         }
     }
-    let manager = managers.first().cloned();
-    if role == Role::Gateway && mode == CpqMode::Central && manager.is_none() {
+    if role == Role::Gateway && mode == CpqMode::Central && managers.is_empty() {
         return ctx.err(
             c.mode.as_ref().map(|m| m.span()),
             "cpq.manager",
             "central mode needs the manager's address; allowed: manager = \"HOST:PORT\"",
         );
     }
-    if role == Role::Manager && (mode == CpqMode::Central || manager.is_some()) {
+    if role == Role::Manager && (mode == CpqMode::Central || !managers.is_empty()) {
         return ctx.err(
             c.mode
                 .as_ref()
@@ -552,7 +554,6 @@ fn cpq(ctx: &Ctx<'_>, c: Raw, needs: CpqNeeds<'_>) -> Result<Cpq, ConfigError> {
         port,
         dir,
         mode,
-        manager,
         managers,
         gateways,
         quota,
@@ -581,7 +582,10 @@ mod tests {
                 ("m2.example".to_string(), 7026)
             ]
         );
-        assert_eq!(cpq.manager, Some(("127.0.0.2".to_string(), 7025)));
+        assert_eq!(
+            cpq.manager().cloned(),
+            Some(("127.0.0.2".to_string(), 7025))
+        );
         // Both addresses may connect to the cpq_listener; a name is resolved at connect time.
         let l = c.listeners.iter().find(|l| l.name == CPQ_LISTENER).unwrap();
         assert_eq!(l.hat[0].senders.len(), 1);

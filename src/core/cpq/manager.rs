@@ -229,19 +229,33 @@ pub async fn control(
 
 /// The prefix of this manager's release ids: the deployment's id on a shared store (a
 /// release queued by two of its managers is then one release to the gateway), else the
-/// manager's node id.
+/// manager's node id. Asked of the store once (`local_quarantine::start` usually has), then
+/// kept.
 async fn release_prefix(shared: &Deps) -> String {
-    if let Some(d) = shared.cpq.state.deployment.get() {
-        return d.clone();
+    if let Some(p) = shared.cpq.state.release_prefix.get() {
+        return p.clone();
     }
-    if let Ok(Some(d)) = shared
+    match shared
         .scan
         .local_quarantine
         .with(|s| s.deployment_id())
         .await
     {
-        return shared.cpq.state.deployment.get_or_init(|| d).clone();
+        Ok(id) => {
+            let prefix = id.unwrap_or_else(|| node_id(shared));
+            shared
+                .cpq
+                .state
+                .release_prefix
+                .get_or_init(|| prefix)
+                .clone()
+        }
+        // The store does not answer now: the node id this once, asked again next time.
+        Err(_) => node_id(shared),
     }
+}
+
+fn node_id(shared: &Deps) -> String {
     let cfg = shared.config.current();
     cfg.cpq
         .as_ref()

@@ -61,9 +61,9 @@ pub trait PeerCheck: Send + Sync {
 pub struct State {
     /// Gateway: release ids already received (repeat-safe releases).
     pub ledger: std::sync::OnceLock<crate::core::cpq::ledger::ReleaseLedger>,
-    /// Manager: the id every manager of its shared store (PostgreSQL) has in common, the
-    /// prefix of release ids (unset on the embedded store: the manager's node id).
-    pub deployment: std::sync::OnceLock<String>,
+    /// Manager: the prefix of its release ids, once the store has said it: the id every
+    /// manager of a shared store (PostgreSQL) has in common, else the manager's node id.
+    pub release_prefix: std::sync::OnceLock<String>,
     /// Manager: the group-committing writer of the central store.
     pub inbox: std::sync::OnceLock<crate::core::cpq::inbox::Inbox>,
     /// Gateway: the migration of its local quarantines to the manager.

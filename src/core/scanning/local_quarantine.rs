@@ -53,19 +53,24 @@ pub fn start(shared: &Deps) {
         }
         // A store that several managers share (PostgreSQL): one of them sweeps, and each
         // takes over the releases a stopped one left unqueued.
-        let deployment = shared
-            .scan
-            .local_quarantine
-            .with(|s| s.deployment_id())
-            .await
-            .ok()
-            .flatten();
-        if let Some(d) = &deployment {
-            let _ = shared.cpq.state.deployment.set(d.clone());
-        }
+        // Asked until the store answers (`None` while it does not).
+        let mut shared_store: Option<Option<String>> = None;
         let mut leading = false;
         loop {
-            if let Some(d) = &deployment {
+            if shared_store.is_none() {
+                if let Ok(id) = shared
+                    .scan
+                    .local_quarantine
+                    .with(|s| s.deployment_id())
+                    .await
+                {
+                    if let Some(d) = &id {
+                        let _ = shared.cpq.state.release_prefix.set(d.clone());
+                    }
+                    shared_store = Some(id);
+                }
+            }
+            if let Some(Some(d)) = &shared_store {
                 take_over_releases(&shared).await;
                 match shared.scan.local_quarantine.with(|s| s.try_lead()).await {
                     Ok(lead) => {

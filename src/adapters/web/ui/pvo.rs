@@ -67,7 +67,7 @@ pub(super) async fn pvo(Viewer { shared, c }: Viewer) -> HttpResponse {
                 "This gateway has no [cpq] section (its id, cpq_listener and certificate).".into(),
                 "Add one (see docs/gateway.example.toml) and commit first.".into(),
             ));
-        } else if cfg.cpq.as_ref().and_then(|c| c.manager.as_ref()).is_none() {
+        } else if cfg.cpq.as_ref().and_then(|c| c.manager()).is_none() {
             reason = Some((
                 "No manager address is configured.".into(),
                 "Set the manager's CPQ address: `pvoconfig enable --manager HOST[:PORT]`.".into(),
